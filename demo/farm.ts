@@ -1,0 +1,225 @@
+// Starts a real farm on this machine: one server and its workers as separate
+// processes, each with its own (fake) Guix daemon state and signing key.
+
+import { fileURLToPath as fromFileUrl } from "node:url";
+
+export interface WorkerPlan {
+  systems: string[];
+  /** Concurrent builds of this worker process. */
+  sessions: number;
+}
+
+export interface FarmOptions {
+  /** Cuirass specification file the server loads. */
+  specFile: string;
+  /** Scenario of the fake guix: the packages and their behaviour. */
+  scenarioFile: string;
+  workers: WorkerPlan[];
+  /** Web port; 0 picks a free one. */
+  webPort: number;
+  /** Seconds between work requests after `no-build`. */
+  requestPeriod: number;
+  /** Directory for stores, logs and databases; default a new temp dir. */
+  root?: string;
+  /** LORICA_LOG level of the processes. */
+  logLevel?: string;
+}
+
+export interface Farm {
+  readonly root: string;
+  readonly webUrl: string;
+  /** Environment under which `guix` acts as the given role's daemon. */
+  guixEnv(role: string): Record<string, string>;
+  /** Stops every process started, by pid. */
+  stop(): Promise<void>;
+}
+
+const REPO = fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "");
+const FAKE_GUIX_DIR = `${REPO}/tests/fake-guix`;
+
+/** Starts the server and workers; resolves once the web interface answers. */
+export async function startFarm(options: FarmOptions): Promise<Farm> {
+  const root = options.root ??
+    await Deno.makeTempDir({ prefix: "lorica-farm-" });
+  const store = `${root}/store`;
+  await Deno.mkdir(store, { recursive: true });
+  const children: Deno.ChildProcess[] = [];
+
+  function guixEnv(role: string): Record<string, string> {
+    return {
+      PATH: `${FAKE_GUIX_DIR}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+      FAKE_GUIX_DENO: Deno.execPath(),
+      NIX_STORE_DIR: store,
+      FAKE_GUIX_STATE: `${root}/${role}/daemon`,
+      GUIX_CONFIGURATION_DIRECTORY: `${root}/${role}/etc`,
+      FAKE_GUIX_SCENARIO: options.scenarioFile,
+      LORICA_LOG: options.logLevel ?? "info",
+    };
+  }
+
+  async function guix(role: string, args: string[], stdin?: string) {
+    const child = new Deno.Command("guix", {
+      args,
+      env: guixEnv(role),
+      stdin: stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (stdin !== undefined) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(stdin));
+      await writer.close();
+    }
+    const result = await child.output();
+    if (!result.success) {
+      throw new Error(
+        `Cannot run "guix ${args.join(" ")}" for ${role}: ${
+          new TextDecoder().decode(result.stderr).trim()
+        }`,
+      );
+    }
+  }
+
+  function start(role: string, script: string, args: string[], env = {}) {
+    const logFile = Deno.openSync(`${root}/${role}.log`, {
+      create: true,
+      append: true,
+    });
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", `${REPO}/${script}`, ...args],
+      env: { ...guixEnv(role), ...env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const sink = logFile.writable;
+    // Both streams go to the role's log file.
+    void Promise.all([
+      child.stdout.pipeTo(
+        new WritableStream({ write: (c) => writeAll(logFile, c) }),
+      ),
+      child.stderr.pipeTo(
+        new WritableStream({ write: (c) => writeAll(logFile, c) }),
+      ),
+    ]).finally(() => {
+      void sink;
+      logFile.close();
+    });
+    children.push(child);
+    return child;
+  }
+
+  const roles = ["server", ...options.workers.map((_, i) => `worker${i + 1}`)];
+  for (const role of roles) {
+    await Deno.mkdir(`${root}/${role}/etc`, { recursive: true });
+    await guix(role, ["archive", "--generate-key"]);
+  }
+  // Trust runs both ways: workers substitute derivations and inputs from
+  // the server, the server substitutes results from the workers.
+  const serverKey = await Deno.readTextFile(
+    `${root}/server/etc/signing-key.pub`,
+  );
+  for (const role of roles.slice(1)) {
+    await guix(role, ["archive", "--authorize"], serverKey);
+    await guix(
+      "server",
+      ["archive", "--authorize"],
+      await Deno.readTextFile(
+        `${root}/${role}/etc/signing-key.pub`,
+      ),
+    );
+  }
+
+  const ports = await freePorts(3 + options.workers.length);
+  const webPort = options.webPort === 0
+    ? await freePorts(1).then((p) => p[0])
+    : options.webPort;
+  const server = start("server", "server.ts", [
+    `--specifications=${options.specFile}`,
+    `--database=${root}/server/lorica.db`,
+    `--cache=${root}/server/logs`,
+    `--backend-port=${ports[0]}`,
+    `--log-port=${ports[1]}`,
+    `--publish-port=${ports[2]}`,
+    "--listen=127.0.0.1",
+    `--web-port=${webPort}`,
+  ]);
+  const webUrl = `http://127.0.0.1:${webPort}`;
+  await waitForHttp(`${webUrl}/api/queue?nr=1`, server);
+
+  options.workers.forEach((plan, i) => {
+    start(`worker${i + 1}`, "worker.ts", [
+      `--server=127.0.0.1:${ports[0]}`,
+      `--workers=${plan.sessions}`,
+      `--systems=${plan.systems.join(",")}`,
+      `--publish-port=${ports[3 + i]}`,
+      "--publish-listen=127.0.0.1",
+    ], {
+      REQUEST_PERIOD: String(options.requestPeriod),
+      FAKE_GUIX_SYSTEMS: plan.systems.join(","),
+    });
+  });
+
+  return {
+    root,
+    webUrl,
+    guixEnv,
+    async stop() {
+      // Workers first, so that they do not report to a vanished server.
+      for (const child of children.slice(1).concat(children.slice(0, 1))) {
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // Already gone.
+        }
+        const timer = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // Already gone.
+          }
+        }, 10_000);
+        await child.status;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+async function writeAll(file: Deno.FsFile, chunk: Uint8Array) {
+  let written = 0;
+  while (written < chunk.length) {
+    written += await file.write(chunk.subarray(written));
+  }
+}
+
+/** Ports that were free a moment ago, from the kernel's ephemeral range. */
+async function freePorts(count: number): Promise<number[]> {
+  const listeners = Array.from(
+    { length: count },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  for (const listener of listeners) listener.close();
+  await Promise.resolve();
+  return ports;
+}
+
+async function waitForHttp(url: string, process: Deno.ChildProcess) {
+  let exited = false;
+  process.status.then(() => (exited = true));
+  for (let attempt = 0; attempt < 600; attempt++) {
+    if (exited) {
+      throw new Error(`Cannot start the server: it exited (see its log)`);
+    }
+    try {
+      const response = await fetch(url);
+      await response.body?.cancel();
+      if (response.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`Cannot reach ${JSON.stringify(url)}: no answer after 60 s`);
+}

@@ -1,0 +1,76 @@
+// Small helpers shared by the two command lines.
+
+/** A bad command-line value; the entry point prints it and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/**
+ * Parses a TCP port number.
+ * @throws {UsageError} naming the option and value.
+ */
+export function parsePort(option: string, value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port > 65535) {
+    throw new UsageError(
+      `Cannot use ${option} ${
+        JSON.stringify(value)
+      }: not a port number (0-65535)`,
+    );
+  }
+  return port;
+}
+
+/**
+ * Parses a positive integer option.
+ * @throws {UsageError} naming the option and value.
+ */
+export function parsePositive(option: string, value: string): number {
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || number < 1) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: not a positive integer`,
+    );
+  }
+  return number;
+}
+
+/**
+ * Parses `HOST:PORT`, with IPv6 hosts in brackets (`[::1]:5555`).
+ * @throws {UsageError} when either part is missing or malformed.
+ */
+export function parseHostPort(
+  option: string,
+  value: string,
+): { hostname: string; port: number } {
+  const match = /^(?:\[([0-9A-Fa-f:.%\w]+)\]|([^:\[\]]+)):(\d+)$/.exec(value);
+  if (!match) {
+    throw new UsageError(
+      `Cannot use ${option} ${
+        JSON.stringify(value)
+      }: expected HOST:PORT or [IPV6]:PORT`,
+    );
+  }
+  return {
+    hostname: match[1] ?? match[2],
+    port: parsePort(option, match[3]),
+  };
+}
+
+/** The user's cache directory, following XDG. */
+export function cacheHome(): string {
+  return Deno.env.get("XDG_CACHE_HOME") ??
+    `${Deno.env.get("HOME") ?? "/tmp"}/.cache`;
+}
+
+/** The user's state directory, following XDG. */
+export function stateHome(): string {
+  return Deno.env.get("XDG_STATE_HOME") ??
+    `${Deno.env.get("HOME") ?? "/tmp"}/.local/state`;
+}
+
+/** The Lorica version printed by `--version`. */
+export const VERSION = "0.1.0";

@@ -1,0 +1,254 @@
+// The one door to Guix: every `guix` subprocess Lorica runs goes through here.
+
+import { readTail, type Spawner, spawnProcess } from "../process.ts";
+import type { Logger } from "../log.ts";
+
+/** A `guix` invocation that failed; carries the command and its stderr tail. */
+export class GuixCommandError extends Error {
+  constructor(
+    readonly argv: string[],
+    readonly exitCode: number,
+    readonly stderrTail: string,
+  ) {
+    super(
+      `Cannot run ${
+        JSON.stringify(argv.slice(0, 3).join(" "))
+      }: exit code ${exitCode}: ${lastLine(stderrTail)}`,
+    );
+    this.name = "GuixCommandError";
+  }
+}
+
+export interface GuixOptions {
+  /** The `guix` executable; default "guix" from PATH. */
+  command?: string;
+  /** Extra environment for every invocation. */
+  env?: Record<string, string>;
+  spawn?: Spawner;
+  logger: Logger;
+}
+
+export interface BuildOptions {
+  timeout?: number;
+  maxSilentTime?: number;
+  /** Empty list: no substitutes at all. */
+  substituteUrls?: string[];
+  /** 0: substitute only, never build. */
+  maxJobs?: number;
+  cores?: number;
+  keepGoing?: boolean;
+  fallback?: boolean;
+  /** Receives the build's standard error (its log) as it comes. */
+  onLog?: (chunk: Uint8Array) => void;
+  signal?: AbortSignal;
+}
+
+export interface BuildResult {
+  ok: boolean;
+  exitCode: number;
+  /** Output paths `guix build` printed. */
+  outputs: string[];
+  /** The last 8 KiB of standard error, for error reports. */
+  stderrTail: string;
+}
+
+export interface RunResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+const STDERR_TAIL_BYTES = 8192;
+
+/** Runs `guix` subcommands as subprocesses. */
+export class Guix {
+  readonly #command: string;
+  readonly #env: Record<string, string>;
+  readonly #spawn: Spawner;
+  readonly #logger: Logger;
+
+  constructor(options: GuixOptions) {
+    this.#command = options.command ?? "guix";
+    this.#env = options.env ?? {};
+    this.#spawn = options.spawn ?? spawnProcess;
+    this.#logger = options.logger;
+  }
+
+  /** Builds (or substitutes) derivations with `guix build`. */
+  async build(
+    drvs: string[],
+    options: BuildOptions = {},
+  ): Promise<BuildResult> {
+    const argv = [this.#command, "build", ...buildFlags(options), ...drvs];
+    this.#logger.debug("guix started", { argv: argv.join(" ") });
+    const child = this.#spawn(argv, {
+      env: this.#env,
+      signal: options.signal,
+    });
+    const [stdout, stderr, status] = await Promise.all([
+      readTail(child.stdout, 1 << 20),
+      readTail(child.stderr, STDERR_TAIL_BYTES, options.onLog),
+      child.status,
+    ]);
+    const outputs = decode(stdout).split("\n").filter((line) => line !== "");
+    return {
+      ok: status.code === 0,
+      exitCode: status.code,
+      outputs,
+      stderrTail: decode(stderr),
+    };
+  }
+
+  /**
+   * Makes the outputs of `drv` valid here by substituting them from `url`
+   * only, never building.
+   * @throws {GuixCommandError} when they cannot be substituted.
+   */
+  async substitute(
+    drv: string,
+    url: string,
+    signal?: AbortSignal,
+  ): Promise<string[]> {
+    const result = await this.build([drv], {
+      maxJobs: 0,
+      substituteUrls: [url],
+      signal,
+    });
+    if (!result.ok) {
+      throw new GuixCommandError(
+        ["guix", "build", "--max-jobs=0", drv],
+        result.exitCode,
+        result.stderrTail,
+      );
+    }
+    return result.outputs;
+  }
+
+  /**
+   * Runs `guix ARGS...`, collecting both outputs whole (for short commands).
+   * @throws {GuixCommandError} on a non-zero exit unless `allowFailure`.
+   */
+  async run(
+    args: string[],
+    options: { stdin?: string; allowFailure?: boolean; signal?: AbortSignal } =
+      {},
+  ): Promise<RunResult> {
+    const argv = [this.#command, ...args];
+    this.#logger.debug("guix started", { argv: argv.join(" ") });
+    const child = this.#spawn(argv, {
+      env: this.#env,
+      stdin: options.stdin === undefined ? "null" : "piped",
+      signal: options.signal,
+    });
+    if (options.stdin !== undefined && child.stdin) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(options.stdin));
+      await writer.close();
+    }
+    const [stdout, stderr, status] = await Promise.all([
+      readTail(child.stdout, 64 << 20),
+      readTail(child.stderr, 1 << 20),
+      child.status,
+    ]);
+    const result = {
+      exitCode: status.code,
+      stdout: decode(stdout),
+      stderr: decode(stderr),
+    };
+    if (status.code !== 0 && !options.allowFailure) {
+      throw new GuixCommandError(argv, status.code, result.stderr);
+    }
+    return result;
+  }
+
+  /**
+   * Starts a long-running `guix ARGS...` (e.g. `publish`), its output
+   * forwarded to the logger line by line.
+   */
+  start(args: string[], name: string): RunningGuix {
+    const argv = [this.#command, ...args];
+    const child = this.#spawn(argv, { env: this.#env });
+    const logger = this.#logger.with({ process: name, pid: child.pid });
+    logger.info("process started", { argv: argv.join(" ") });
+    const drain = Promise.all([
+      forwardLines(
+        child.stdout,
+        (line) => logger.debug("process output", { line }),
+      ),
+      forwardLines(
+        child.stderr,
+        (line) => logger.info("process output", { line }),
+      ),
+    ]);
+    const exited = child.status.then(async (status) => {
+      await drain;
+      logger.info("process exited", {
+        code: status.code,
+        signal: status.signal,
+      });
+      return status.code;
+    });
+    return {
+      pid: child.pid,
+      exited,
+      async stop() {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+        await exited;
+        clearTimeout(timer);
+      },
+    };
+  }
+}
+
+/** A long-running guix subprocess. */
+export interface RunningGuix {
+  readonly pid: number;
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number>;
+  stop(): Promise<void>;
+}
+
+function buildFlags(options: BuildOptions): string[] {
+  const flags: string[] = [];
+  if (options.timeout) flags.push(`--timeout=${options.timeout}`);
+  if (options.maxSilentTime) {
+    flags.push(`--max-silent-time=${options.maxSilentTime}`);
+  }
+  if (options.substituteUrls !== undefined) {
+    if (options.substituteUrls.length === 0) flags.push("--no-substitutes");
+    else flags.push(`--substitute-urls=${options.substituteUrls.join(" ")}`);
+  }
+  if (options.maxJobs !== undefined) {
+    flags.push(`--max-jobs=${options.maxJobs}`, "--no-offload");
+  }
+  if (options.cores !== undefined) flags.push(`--cores=${options.cores}`);
+  if (options.keepGoing) flags.push("--keep-going");
+  if (options.fallback) flags.push("--fallback");
+  return flags;
+}
+
+async function forwardLines(
+  stream: ReadableStream<Uint8Array>,
+  emit: (line: string) => void,
+) {
+  let pending = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    pending += text;
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) if (line !== "") emit(line);
+  }
+  if (pending !== "") emit(pending);
+}
+
+const decoder = new TextDecoder();
+
+function decode(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+function lastLine(text: string): string {
+  const lines = text.trimEnd().split("\n");
+  return lines[lines.length - 1] ?? "";
+}

@@ -1,0 +1,101 @@
+// Syntax of store paths: `<store>/<32 nix-base32 chars>-<name>`.
+
+/** The default store directory; Guix honours `NIX_STORE_DIR` instead. */
+export const DEFAULT_STORE_DIR = "/gnu/store";
+
+/** The 32 characters of nix-base32 (no e, o, t, u). */
+export const NIX_BASE32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz";
+
+const HASH_PART_REGEXP = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
+const NAME_REGEXP = /^[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*$/;
+
+/** A store path split into its parts. */
+export interface StorePath {
+  /** The full path, e.g. `/gnu/store/<hash>-hello-2.12.drv`. */
+  path: string;
+  /** The 32-character nix-base32 hash part. */
+  hash: string;
+  /** Everything after the hash and its dash, e.g. `hello-2.12.drv`. */
+  name: string;
+  /** `<hash>-<name>`. */
+  basename: string;
+}
+
+/** Thrown for text that is not a store path of the expected store. */
+export class StorePathError extends TypeError {
+  constructor(message: string, readonly value: string) {
+    super(message);
+    this.name = "StorePathError";
+  }
+}
+
+/** The store directory this process uses: `NIX_STORE_DIR` or /gnu/store. */
+export function storeDirFromEnv(
+  env: { get(key: string): string | undefined } = Deno.env,
+): string {
+  const dir = env.get("NIX_STORE_DIR");
+  return dir ? dir.replace(/\/+$/, "") : DEFAULT_STORE_DIR;
+}
+
+/**
+ * Parses `path` as an item directly inside `storeDir`.
+ * @throws {StorePathError} when it is anything else (sub-paths, `..`, bad hash).
+ */
+export function parseStorePath(path: string, storeDir: string): StorePath {
+  const prefix = storeDir + "/";
+  if (!path.startsWith(prefix)) {
+    throw new StorePathError(
+      `Cannot parse store path ${quote(path)}: not inside ${quote(storeDir)}`,
+      path,
+    );
+  }
+  const basename = path.slice(prefix.length);
+  const { hash, name } = parseStoreBasename(basename, path);
+  return { path, hash, name, basename };
+}
+
+/**
+ * Parses `<hash>-<name>`, the last component of a store path.
+ * @throws {StorePathError} when the hash or name is malformed.
+ */
+export function parseStoreBasename(
+  basename: string,
+  shownAs = basename,
+): { hash: string; name: string } {
+  const hash = basename.slice(0, 32);
+  const name = basename.slice(33);
+  if (!HASH_PART_REGEXP.test(hash) || basename[32] !== "-") {
+    throw new StorePathError(
+      `Cannot parse store path ${
+        quote(shownAs)
+      }: hash part is not 32 nix-base32 characters`,
+      shownAs,
+    );
+  }
+  if (!NAME_REGEXP.test(name) || name.length > 211) {
+    throw new StorePathError(
+      `Cannot parse store path ${quote(shownAs)}: invalid name ${quote(name)}`,
+      shownAs,
+    );
+  }
+  return { hash, name };
+}
+
+/** True when `path` is an item directly inside `storeDir`. */
+export function isStorePath(path: string, storeDir: string): boolean {
+  try {
+    parseStorePath(path, storeDir);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True for a store path whose name ends in `.drv`. */
+export function isDerivationPath(path: string, storeDir: string): boolean {
+  return isStorePath(path, storeDir) && path.endsWith(".drv");
+}
+
+function quote(value: string): string {
+  return JSON.stringify(value.length > 200 ? value.slice(0, 200) + "…" : value);
+}

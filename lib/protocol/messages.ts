@@ -1,0 +1,351 @@
+// The messages Cuirass's remote server and workers exchange over ZeroMQ,
+// as typed values, with their exact s-expression encoding (cuirass.md 1.3).
+
+import { type Datum, isSym, type Sym, sym } from "../sexp/datum.ts";
+import { readSexp, SexpSyntaxError } from "../sexp/read.ts";
+import { writeSexp } from "../sexp/write.ts";
+
+/** A worker as it describes itself in worker-ready and worker-ping. */
+export interface WorkerInfo {
+  name: string;
+  address: string;
+  machine: string;
+  systems: string[];
+  /** Always 0 on the wire; the server keeps its own clock. */
+  lastSeen: number;
+}
+
+/** One message of the remote build protocol. */
+export type Message =
+  | { type: "worker-request-info" }
+  | {
+    type: "server-info";
+    workerAddress: string;
+    logPort: number;
+    /** Null when the server does not publish (written #f). */
+    publishPort: number | null;
+  }
+  | { type: "worker-ready"; worker: WorkerInfo }
+  | { type: "worker-ping"; worker: WorkerInfo }
+  | { type: "worker-request-work"; name: string }
+  | { type: "no-build" }
+  | {
+    type: "build";
+    drv: string;
+    priority: number;
+    timeout: number;
+    maxSilent: number;
+    /** Cuirass always sends #f (null). */
+    timestamp: number | null;
+    system: string;
+  }
+  | { type: "build-started"; drv: string; worker: string }
+  | { type: "build-succeeded"; drv: string; url: string; log: string | null }
+  | { type: "build-failed"; drv: string; url: string; log: string | null };
+
+/** Options of `decodeMessage`. */
+export interface DecodeMessageOptions {
+  /** Largest payload accepted; default 1 MiB. */
+  maxBytes?: number;
+}
+
+/** A payload that is not a well-formed protocol message. */
+export class ProtocolError extends Error {
+  /** The message tag, when the payload got that far. */
+  tag?: string;
+  /** The offending field, when one is to blame. */
+  field?: string;
+
+  constructor(
+    message: string,
+    details: { tag?: string; field?: string } = {},
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "ProtocolError";
+    this.tag = details.tag;
+    this.field = details.field;
+  }
+}
+
+const DEFAULT_MAX_BYTES = 1024 * 1024;
+// Real messages nest four lists deep; a little room, no more.
+const MAX_DEPTH = 8;
+const MAX_QUOTED = 60;
+
+/**
+ * Encodes `message` as Guile `write` prints it, in UTF-8, with no newline.
+ *
+ * @throws {RangeError} when a numeric field is not an integer.
+ */
+export function encodeMessage(message: Message): Uint8Array {
+  return new TextEncoder().encode(writeSexp(toDatum(message)));
+}
+
+/**
+ * Decodes one payload frame. Fields must come in Cuirass's order with the
+ * right types; fields after the known ones are ignored, so that a later
+ * Lorica peer may append some without breaking older ones.
+ *
+ * @throws {ProtocolError} for an unreadable, unknown or malformed message
+ * (an unreadable one has the SexpSyntaxError as `cause`); never anything
+ * else.
+ */
+export function decodeMessage(
+  payload: Uint8Array,
+  options: DecodeMessageOptions = {},
+): Message {
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (payload.length === 0) {
+    throw new ProtocolError("Cannot decode message: payload is empty");
+  }
+  if (payload.length > maxBytes) {
+    throw new ProtocolError(
+      `Cannot decode message: payload of ${payload.length} bytes exceeds maxBytes ${maxBytes}`,
+    );
+  }
+
+  let datum: Datum;
+  try {
+    datum = readSexp(payload, { maxLength: maxBytes, maxDepth: MAX_DEPTH });
+  } catch (error) {
+    const what = error instanceof SexpSyntaxError
+      ? error.message
+      : String(error);
+    throw new ProtocolError(`Cannot decode message: ${what}`, {}, {
+      cause: error,
+    });
+  }
+
+  try {
+    return fromDatum(datum);
+  } catch (error) {
+    if (error instanceof ProtocolError) throw error;
+    // Not expected; keeps the promise that only ProtocolError escapes.
+    throw new ProtocolError(`Cannot decode message: ${String(error)}`, {}, {
+      cause: error,
+    });
+  }
+}
+
+function toDatum(message: Message): Datum {
+  const tag = sym(message.type);
+  switch (message.type) {
+    case "worker-request-info":
+    case "no-build":
+      return [tag];
+    case "server-info":
+      return [
+        tag,
+        field("worker-address", message.workerAddress),
+        field("log-port", message.logPort),
+        field("publish-port", message.publishPort ?? false),
+      ];
+    case "worker-ready":
+    case "worker-ping":
+      return [tag, workerToDatum(message.worker)];
+    case "worker-request-work":
+      return [tag, message.name];
+    case "build":
+      return [
+        tag,
+        field("drv", message.drv),
+        field("priority", message.priority),
+        field("timeout", message.timeout),
+        field("max-silent", message.maxSilent),
+        field("timestamp", message.timestamp ?? false),
+        field("system", message.system),
+      ];
+    case "build-started":
+      return [tag, field("drv", message.drv), field("worker", message.worker)];
+    case "build-succeeded":
+    case "build-failed":
+      return [
+        tag,
+        field("drv", message.drv),
+        field("url", message.url),
+        field("log", message.log ?? false),
+      ];
+  }
+}
+
+function field(name: string, value: Datum): Datum {
+  return [sym(name), value];
+}
+
+function workerToDatum(worker: WorkerInfo): Datum {
+  return [
+    sym("worker"),
+    field("name", worker.name),
+    field("address", worker.address),
+    field("machine", worker.machine),
+    field("systems", worker.systems),
+    field("last-seen", worker.lastSeen),
+  ];
+}
+
+function fromDatum(datum: Datum): Message {
+  if (!Array.isArray(datum) || datum.length === 0 || !isSym(datum[0])) {
+    throw new ProtocolError(
+      `Cannot decode message: expected a list starting with a symbol, found ${
+        quote(datum)
+      }`,
+    );
+  }
+  const type = (datum[0] as Sym).name;
+  const fields = new Fields(type, datum);
+  switch (type) {
+    case "worker-request-info":
+    case "no-build":
+      return { type };
+    case "server-info":
+      return {
+        type,
+        workerAddress: fields.string("worker-address"),
+        logPort: fields.port("log-port"),
+        publishPort: fields.orFalse(
+          "publish-port",
+          () => fields.port("publish-port"),
+        ),
+      };
+    case "worker-ready":
+    case "worker-ping":
+      return { type, worker: fields.worker() };
+    case "worker-request-work":
+      return { type, name: fields.bareString("name") };
+    case "build":
+      return {
+        type,
+        drv: fields.string("drv"),
+        priority: fields.integer("priority"),
+        timeout: fields.integer("timeout"),
+        maxSilent: fields.integer("max-silent"),
+        timestamp: fields.orFalse(
+          "timestamp",
+          () => fields.integer("timestamp"),
+        ),
+        system: fields.string("system"),
+      };
+    case "build-started":
+      return {
+        type,
+        drv: fields.string("drv"),
+        worker: fields.string("worker"),
+      };
+    case "build-succeeded":
+    case "build-failed":
+      return {
+        type,
+        drv: fields.string("drv"),
+        url: fields.string("url"),
+        log: fields.orFalse("log", () => fields.string("log")),
+      };
+    default:
+      throw new ProtocolError(
+        `Cannot decode message: unknown tag ${JSON.stringify(clip(type))}`,
+        { tag: clip(type) },
+      );
+  }
+}
+
+// Walks the elements of a tagged list in order, checking each against the
+// field the protocol puts there.
+class Fields {
+  #tag: string;
+  #items: Datum[];
+  #next = 1;
+
+  constructor(tag: string, items: Datum[]) {
+    this.#tag = tag;
+    this.#items = items;
+  }
+
+  /** The value of the next element, which must be `(name value)`. */
+  take(name: string): Datum {
+    const item = this.#items[this.#next++];
+    if (item === undefined) this.fail(name, "is missing");
+    if (
+      !Array.isArray(item) || item.length !== 2 || !isSym(item[0], name)
+    ) {
+      this.fail(name, `is expected here, found ${quote(item)}`);
+    }
+    return item[1];
+  }
+
+  string(name: string): string {
+    const value = this.take(name);
+    if (typeof value !== "string") this.fail(name, "is not a string");
+    return value;
+  }
+
+  /** The next element itself, which must be a string. */
+  bareString(name: string): string {
+    const value = this.#items[this.#next++];
+    if (value === undefined) this.fail(name, "is missing");
+    if (typeof value !== "string") this.fail(name, "is not a string");
+    return value;
+  }
+
+  integer(name: string): number {
+    const value = this.take(name);
+    if (typeof value !== "number") {
+      this.fail(name, "is not an integer in range");
+    }
+    return value;
+  }
+
+  port(name: string): number {
+    const value = this.integer(name);
+    if (value < 0 || value > 65535) this.fail(name, "is not a port number");
+    return value;
+  }
+
+  /** Null for #f, else what `decode` makes of the value. */
+  orFalse<T>(name: string, decode: () => T): T | null {
+    const at = this.#next;
+    if (this.take(name) === false) return null;
+    this.#next = at;
+    return decode();
+  }
+
+  worker(): WorkerInfo {
+    const item = this.#items[this.#next++];
+    if (item === undefined) this.fail("worker", "is missing");
+    if (!Array.isArray(item) || !isSym(item[0], "worker")) {
+      this.fail("worker", `is expected here, found ${quote(item)}`);
+    }
+    const fields = new Fields(this.#tag, item);
+    return {
+      name: fields.string("name"),
+      address: fields.string("address"),
+      machine: fields.string("machine"),
+      systems: fields.systems(),
+      lastSeen: fields.integer("last-seen"),
+    };
+  }
+
+  systems(): string[] {
+    const value = this.take("systems");
+    if (
+      !Array.isArray(value) || !value.every((s) => typeof s === "string")
+    ) this.fail("systems", "is not a list of strings");
+    return value as string[];
+  }
+
+  fail(name: string, what: string): never {
+    throw new ProtocolError(
+      `Cannot decode message ${JSON.stringify(this.#tag)}: field ${
+        JSON.stringify(name)
+      } ${what}`,
+      { tag: this.#tag, field: name },
+    );
+  }
+}
+
+function quote(datum: Datum): string {
+  return JSON.stringify(clip(writeSexp(datum)));
+}
+
+function clip(text: string): string {
+  return text.length > MAX_QUOTED ? text.slice(0, MAX_QUOTED) + "..." : text;
+}

@@ -1,0 +1,177 @@
+// The SQLite schema: Cuirass's tables (cuirass.md §6) adapted to SQLite.
+//
+// Differences from Cuirass, all deliberate:
+// - Structured columns (specification fields, worker systems) hold JSON, not
+//   Guile `write` text or comma-joined strings.
+// - Builds.specification copies the creating evaluation's specification, so
+//   filters and the weather lookup need no join.
+// - Jobs is keyed by (evaluation, name), so two job names sharing one
+//   derivation (case C18) both keep their row; Jobs.status is not cached (no
+//   trigger): join Builds instead.
+// - Checkouts is keyed by (evaluation, channel) and keeps every checkout the
+//   caller records; Cuirass's (specification, revision) key is an index here.
+// - Partial indexes serve the dispatcher (scheduled builds per system, in
+//   dispatch order), the queue (pending builds) and the latest builds.
+
+/** The version the schema below creates; SchemaVersion holds it. */
+export const SCHEMA_VERSION = 1;
+
+/** Creates every table and index of version {@link SCHEMA_VERSION}. */
+export const SCHEMA_SQL = `
+CREATE TABLE SchemaVersion (
+  version INTEGER NOT NULL
+);
+
+CREATE TABLE Specifications (
+  name          TEXT NOT NULL PRIMARY KEY,
+  build         TEXT NOT NULL,
+  channels      TEXT NOT NULL,
+  build_outputs TEXT NOT NULL,
+  notifications TEXT NOT NULL,
+  period        INTEGER NOT NULL DEFAULT 0,
+  priority      INTEGER NOT NULL DEFAULT 9,
+  systems       TEXT NOT NULL,
+  is_active     INTEGER NOT NULL DEFAULT 1
+);
+
+CREATE TABLE Evaluations (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  specification TEXT NOT NULL
+                REFERENCES Specifications(name) ON DELETE CASCADE,
+  status        INTEGER NOT NULL,
+  timestamp     INTEGER NOT NULL,
+  checkouttime  INTEGER NOT NULL,
+  evaltime      INTEGER NOT NULL
+);
+CREATE INDEX Evaluations_specification_id
+  ON Evaluations(specification, id DESC);
+
+CREATE TABLE Checkouts (
+  evaluation    INTEGER NOT NULL
+                REFERENCES Evaluations(id) ON DELETE CASCADE,
+  channel       TEXT NOT NULL,
+  specification TEXT NOT NULL,
+  revision      TEXT NOT NULL,
+  directory     TEXT NOT NULL,
+  timestamp     INTEGER NOT NULL,
+  PRIMARY KEY (evaluation, channel)
+);
+CREATE INDEX Checkouts_specification_revision
+  ON Checkouts(specification, revision);
+
+CREATE TABLE Builds (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  derivation    TEXT NOT NULL UNIQUE,
+  evaluation    INTEGER NOT NULL
+                REFERENCES Evaluations(id) ON DELETE CASCADE,
+  specification TEXT NOT NULL,
+  job_name      TEXT NOT NULL,
+  system        TEXT NOT NULL,
+  worker        TEXT,
+  nix_name      TEXT NOT NULL,
+  log           TEXT NOT NULL DEFAULT '',
+  status        INTEGER NOT NULL,
+  last_status   INTEGER,
+  weather       INTEGER NOT NULL DEFAULT -1,
+  priority      INTEGER NOT NULL DEFAULT 0,
+  max_silent    INTEGER NOT NULL DEFAULT 0,
+  timeout       INTEGER NOT NULL DEFAULT 0,
+  timestamp     INTEGER NOT NULL,
+  starttime     INTEGER NOT NULL DEFAULT 0,
+  stoptime      INTEGER NOT NULL DEFAULT 0
+);
+-- Dispatch: per system, scheduled builds in the order they are handed out.
+CREATE INDEX Builds_dispatch
+  ON Builds(system, priority, timestamp, id) WHERE status = -2;
+-- /api/queue: pending builds, running ones first.
+CREATE INDEX Builds_pending
+  ON Builds(status DESC, priority, timestamp, id) WHERE status < 0;
+-- /api/latestbuilds: finished builds, newest evaluation first.
+CREATE INDEX Builds_finished
+  ON Builds(evaluation DESC, id DESC) WHERE status >= 0;
+CREATE INDEX Builds_finished_specification
+  ON Builds(specification, evaluation DESC, id DESC) WHERE status >= 0;
+CREATE INDEX Builds_evaluation_status ON Builds(evaluation, status);
+CREATE INDEX Builds_status ON Builds(status);
+-- Weather (previous result of a job) and job history.
+CREATE INDEX Builds_specification_job
+  ON Builds(specification, job_name, evaluation DESC);
+CREATE INDEX Builds_job_name ON Builds(job_name);
+CREATE INDEX Builds_nix_name ON Builds(nix_name);
+CREATE INDEX Builds_worker
+  ON Builds(worker, status) WHERE worker IS NOT NULL;
+CREATE INDEX Builds_stoptime ON Builds(stoptime DESC, id DESC);
+
+-- "source depends on target".
+CREATE TABLE BuildDependencies (
+  source INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  target INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  PRIMARY KEY (source, target)
+) WITHOUT ROWID;
+CREATE INDEX BuildDependencies_target ON BuildDependencies(target, source);
+
+CREATE TABLE Jobs (
+  evaluation INTEGER NOT NULL REFERENCES Evaluations(id) ON DELETE CASCADE,
+  name       TEXT NOT NULL,
+  build      INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  system     TEXT NOT NULL,
+  PRIMARY KEY (evaluation, name)
+);
+CREATE INDEX Jobs_build ON Jobs(build);
+CREATE INDEX Jobs_name ON Jobs(name);
+
+CREATE TABLE Outputs (
+  path       TEXT NOT NULL PRIMARY KEY,
+  derivation TEXT NOT NULL
+             REFERENCES Builds(derivation) ON DELETE CASCADE,
+  name       TEXT NOT NULL
+);
+CREATE INDEX Outputs_derivation ON Outputs(derivation);
+
+CREATE TABLE BuildProducts (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  build     INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  type      TEXT NOT NULL,
+  file_size INTEGER NOT NULL,
+  checksum  TEXT NOT NULL,
+  path      TEXT NOT NULL,
+  UNIQUE (build, path)
+);
+
+CREATE TABLE Notifications (
+  id    INTEGER PRIMARY KEY AUTOINCREMENT,
+  type  TEXT NOT NULL,
+  build INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE
+);
+CREATE INDEX Notifications_build ON Notifications(build);
+
+CREATE TABLE Metrics (
+  field     TEXT NOT NULL,
+  type      INTEGER NOT NULL,
+  value     REAL NOT NULL,
+  timestamp INTEGER NOT NULL,
+  PRIMARY KEY (field, type)
+);
+
+CREATE TABLE Workers (
+  name      TEXT NOT NULL PRIMARY KEY,
+  address   TEXT NOT NULL,
+  machine   TEXT NOT NULL,
+  systems   TEXT NOT NULL,
+  last_seen INTEGER NOT NULL
+);
+CREATE INDEX Workers_last_seen ON Workers(last_seen);
+
+CREATE TABLE Dashboards (
+  id            TEXT NOT NULL PRIMARY KEY,
+  specification TEXT NOT NULL
+                REFERENCES Specifications(name) ON DELETE CASCADE,
+  jobs          TEXT NOT NULL
+);
+`;
+
+/**
+ * Upgrades: `MIGRATIONS[n]` turns a version n-1 database into version n.
+ * Empty until the schema first changes.
+ */
+export const MIGRATIONS: Readonly<Record<number, string>> = {};

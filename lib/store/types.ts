@@ -1,0 +1,304 @@
+// The database interface of the server: one contract, SQLite and PostgreSQL.
+
+/** What a {@link StoreError} is about, stable for callers and the API. */
+export type StoreErrorCode = "not-found" | "schema-too-new";
+
+/** A store operation refused: a row it needs is missing, or the schema is too new. */
+export class StoreError extends Error {
+  constructor(
+    message: string,
+    readonly code: StoreErrorCode,
+    /** The offending value, e.g. the unknown evaluation id. */
+    readonly value: unknown,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}
+
+/** Build status codes, as Cuirass and Hydra number them. */
+export const BuildStatus = {
+  submitted: -3,
+  scheduled: -2,
+  started: -1,
+  succeeded: 0,
+  failed: 1,
+  failedDependency: 2,
+  failedOther: 3,
+  canceled: 4,
+} as const;
+export type BuildStatus = typeof BuildStatus[keyof typeof BuildStatus];
+
+/** Evaluation status codes. */
+export const EvaluationStatus = {
+  started: -1,
+  succeeded: 0,
+  failed: 1,
+  aborted: 2,
+} as const;
+export type EvaluationStatus =
+  typeof EvaluationStatus[keyof typeof EvaluationStatus];
+
+/** Build weather: how this result compares with the job's previous one. */
+export const Weather = {
+  unknown: -1,
+  newSuccess: 0,
+  newFailure: 1,
+  stillSucceeding: 2,
+  stillFailing: 3,
+} as const;
+export type Weather = typeof Weather[keyof typeof Weather];
+
+/** The name of a status code, e.g. "failed-dependency". */
+export function buildStatusName(status: number): string {
+  switch (status) {
+    case -3:
+      return "submitted";
+    case -2:
+      return "scheduled";
+    case -1:
+      return "started";
+    case 0:
+      return "succeeded";
+    case 1:
+      return "failed";
+    case 2:
+      return "failed-dependency";
+    case 3:
+      return "failed-other";
+    case 4:
+      return "canceled";
+    default:
+      return `unknown(${status})`;
+  }
+}
+
+export interface ChannelIntroduction {
+  commit: string;
+  signer: string;
+}
+
+export interface Channel {
+  name: string;
+  url: string;
+  branch: string;
+  /** A pinned commit, or null to follow the branch. */
+  commit: string | null;
+  introduction: ChannelIntroduction | null;
+}
+
+/** What a specification builds: a build type, optionally with arguments. */
+export interface BuildSelector {
+  /** One of all, core, guix, hello, images, system-tests, tarball, custom,
+   * channels, packages, manifests. */
+  type: string;
+  /** Package specs, channel names, manifest files or modules. */
+  params: string[];
+}
+
+export interface BuildOutputSpec {
+  job: string;
+  type: string;
+  output: string;
+  path: string;
+}
+
+export interface Specification {
+  name: string;
+  build: BuildSelector;
+  channels: Channel[];
+  buildOutputs: BuildOutputSpec[];
+  /** Notification sinks, kept as opaque records until notifications land. */
+  notifications: Record<string, string>[];
+  /** Polling period in seconds; 0 means the server default. */
+  period: number;
+  /** 0 is most urgent, 9 least. */
+  priority: number;
+  systems: string[];
+  isActive: boolean;
+}
+
+export interface Evaluation {
+  id: number;
+  specification: string;
+  status: EvaluationStatus;
+  /** When the evaluation was triggered. */
+  timestamp: number;
+  checkouttime: number;
+  /** When it finished, 0 until then. */
+  evaltime: number;
+}
+
+export interface Checkout {
+  channel: string;
+  revision: string;
+  directory: string;
+}
+
+export interface BuildOutput {
+  name: string;
+  path: string;
+}
+
+export interface Build {
+  id: number;
+  derivation: string;
+  /** The evaluation that created the build. */
+  evaluation: number;
+  specification: string;
+  jobName: string;
+  system: string;
+  worker: string | null;
+  nixName: string;
+  /** Absolute path of the log, "" until the build started. */
+  log: string;
+  status: BuildStatus;
+  lastStatus: number | null;
+  weather: Weather;
+  priority: number;
+  maxSilent: number;
+  timeout: number;
+  /** Creation time (epoch seconds). */
+  timestamp: number;
+  starttime: number;
+  stoptime: number;
+  outputs: BuildOutput[];
+}
+
+/** A job as evaluation returns it, before it is registered. */
+export interface NewJob {
+  name: string;
+  derivation: string;
+  system: string;
+  nixName: string;
+  outputs: BuildOutput[];
+  /** Derivation file names of the job's direct inputs. */
+  inputs: string[];
+  timeout: number;
+  maxSilent: number;
+}
+
+export interface Worker {
+  name: string;
+  address: string;
+  machine: string;
+  systems: string[];
+  /** Epoch seconds, server clock. */
+  lastSeen: number;
+}
+
+export interface BuildFilter {
+  specification?: string;
+  job?: string;
+  system?: string;
+  evaluation?: number;
+  worker?: string;
+}
+
+export interface RegisterResult {
+  /** Builds created by this call. */
+  created: number;
+  /** Jobs whose outputs were already known: no new build. */
+  known: number;
+}
+
+export interface CompleteResult {
+  /** False when nothing changed (unknown build, or not owned by the worker). */
+  changed: boolean;
+  /** Builds newly marked failed-dependency because of this failure. */
+  dependentsFailed: number;
+}
+
+/**
+ * Everything the server stores. Times are epoch seconds passed in by the
+ * caller, so that the clock stays injectable.
+ */
+export interface Store {
+  upsertSpecification(spec: Specification): Promise<void>;
+  getSpecification(name: string): Promise<Specification | null>;
+  listSpecifications(): Promise<Specification[]>;
+
+  /** Creates an evaluation in status started, with its checkouts. */
+  addEvaluation(
+    specification: string,
+    checkouts: Checkout[],
+    now: number,
+  ): Promise<number>;
+  setEvaluationStatus(
+    id: number,
+    status: EvaluationStatus,
+    now: number,
+  ): Promise<void>;
+  getEvaluation(id: number): Promise<Evaluation | null>;
+  getEvaluationCheckouts(id: number): Promise<Checkout[]>;
+  listEvaluations(
+    options: { specification?: string; limit: number },
+  ): Promise<Evaluation[]>;
+
+  /**
+   * Registers an evaluation's jobs: one build per new derivation (dedup by
+   * output path), build dependencies from the jobs' inputs. Idempotent.
+   */
+  registerBuilds(
+    evaluation: number,
+    jobs: NewJob[],
+    options: { priority: number; now: number },
+  ): Promise<RegisterResult>;
+
+  getBuild(id: number): Promise<Build | null>;
+  getBuildByDerivation(derivation: string): Promise<Build | null>;
+  /** Finished builds (status >= 0), newest evaluation first. */
+  latestBuilds(filter: BuildFilter, limit: number): Promise<Build[]>;
+  /** Pending builds in the order the dispatcher considers them. */
+  queue(filter: BuildFilter, limit: number): Promise<Build[]>;
+  /** Ids of the builds `id` depends on. */
+  buildDependencies(id: number): Promise<number[]>;
+  countBuildsByStatus(
+    filter?: BuildFilter,
+  ): Promise<Map<BuildStatus, number>>;
+
+  /**
+   * Atomically takes the next dispatchable build for one of `systems`:
+   * scheduled, every dependency succeeded, by priority then age across all
+   * systems. Marks it submitted to `worker` at `now`.
+   */
+  popBuild(
+    worker: string,
+    systems: string[],
+    now: number,
+  ): Promise<Build | null>;
+  /** Marks a submitted build started; false if `worker` does not own it. */
+  markStarted(
+    derivation: string,
+    worker: string,
+    log: string,
+    now: number,
+  ): Promise<boolean>;
+  /**
+   * Records a final status (succeeded, failed, failed-other, canceled).
+   * When `worker` is given, only a build that worker owns changes. A failure
+   * marks every scheduled build depending on it, transitively,
+   * failed-dependency.
+   */
+  completeBuild(
+    derivation: string,
+    status: BuildStatus,
+    options: { worker?: string; now: number },
+  ): Promise<CompleteResult>;
+  /** Puts a submitted or started build back to scheduled. */
+  requeueBuild(derivation: string, now: number): Promise<boolean>;
+  /** Requeues every submitted or started build of `worker`; returns count. */
+  requeueWorkerBuilds(worker: string, now: number): Promise<number>;
+
+  /** Inserts or refreshes a worker (address, machine, systems, last seen). */
+  upsertWorker(worker: Worker): Promise<void>;
+  touchWorker(name: string, now: number): Promise<boolean>;
+  getWorker(name: string): Promise<Worker | null>;
+  listWorkers(): Promise<Worker[]>;
+  /** Deletes the workers not seen since `cutoff` and requeues their builds. */
+  removeWorker(name: string, now: number): Promise<void>;
+  expireWorkers(cutoff: number, now: number): Promise<string[]>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,79 @@
+// The stylesheet of the web pages, embedded so that air-gapped farms need no CDN.
+
+/** CSS for every page: system fonts, status colours, tables, cards. */
+export const STYLESHEET = `
+:root {
+  --fg: #1f2328; --muted: #59636e; --bg: #f6f8fa; --card: #ffffff;
+  --line: #d1d9e0; --accent: #0b5cad;
+  --ok: #1a7f37; --ok-bg: #dafbe1; --bad: #cf222e; --bad-bg: #ffebe9;
+  --wait: #8250df; --wait-bg: #fbefff; --run: #9a6700; --run-bg: #fff8c5;
+  --off: #59636e; --off-bg: #eff2f5;
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; color: var(--fg); background: var(--bg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+}
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+nav {
+  display: flex; gap: 1.5rem; align-items: center; padding: .7rem 1.5rem;
+  background: #24292f; color: #fff;
+}
+nav .brand { font-weight: 700; letter-spacing: .04em; color: #fff; }
+nav a { color: #d0d7de; }
+nav a.active, nav a:hover { color: #fff; }
+main { max-width: 1200px; margin: 0 auto; padding: 1.5rem; }
+h1 { font-size: 1.5rem; margin: 0 0 1rem; word-break: break-all; }
+h2 { font-size: 1.15rem; margin: 1.5rem 0 .6rem; }
+table {
+  width: 100%; border-collapse: collapse; background: var(--card);
+  border: 1px solid var(--line); border-radius: 6px; overflow: hidden;
+}
+th, td {
+  text-align: left; padding: .45rem .7rem; border-bottom: 1px solid var(--line);
+  vertical-align: top;
+}
+th { background: var(--bg); font-weight: 600; font-size: .85rem; color: var(--muted); }
+tr:last-child td { border-bottom: none; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+dl.facts {
+  display: grid; grid-template-columns: max-content 1fr; gap: .35rem 1.2rem;
+  background: var(--card); border: 1px solid var(--line); border-radius: 6px;
+  padding: 1rem; margin: 0;
+}
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; word-break: break-all; }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: .85rem; }
+pre.log {
+  background: #0d1117; color: #e6edf3; padding: 1rem; border-radius: 6px;
+  overflow-x: auto; white-space: pre-wrap; word-break: break-all; max-height: 70vh;
+}
+.badge {
+  display: inline-block; padding: .05rem .55rem; border-radius: 1rem;
+  font-size: .8rem; font-weight: 600; white-space: nowrap;
+}
+.s-succeeded { color: var(--ok); background: var(--ok-bg); }
+.s-failed, .s-failed-dependency, .s-failed-other, .s-unresponsive {
+  color: var(--bad); background: var(--bad-bg);
+}
+.s-scheduled, .s-submitted { color: var(--wait); background: var(--wait-bg); }
+.s-started, .s-busy { color: var(--run); background: var(--run-bg); }
+.s-canceled, .s-idle, .s-aborted { color: var(--off); background: var(--off-bg); }
+.bar {
+  display: flex; height: .6rem; min-width: 8rem; border-radius: .3rem;
+  overflow: hidden; background: var(--off-bg);
+}
+.bar .ok { background: var(--ok); }
+.bar .bad { background: var(--bad); }
+.bar .wait { background: var(--wait); opacity: .5; }
+.muted { color: var(--muted); }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(20rem, 1fr)); gap: 1rem; }
+.card {
+  background: var(--card); border: 1px solid var(--line); border-radius: 6px;
+  padding: 1rem;
+}
+.card h2 { margin: 0 0 .5rem; font-size: 1.05rem; display: flex; gap: .6rem; align-items: center; }
+.card dl.facts { border: none; padding: 0; }
+.empty { padding: 2rem; text-align: center; color: var(--muted); background: var(--card); border: 1px dashed var(--line); border-radius: 6px; }
+`;

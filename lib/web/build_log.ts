@@ -1,0 +1,216 @@
+// Build logs on disk (`<logCacheDir>/<hash>.log.gz`): raw streaming and a decoded tail.
+
+import { parseStoreBasename } from "../guix/store_path.ts";
+
+/** The end of a log, decoded for display. */
+export interface LogTail {
+  /** The decoded text; invalid UTF-8 became U+FFFD. */
+  text: string;
+  /** Decompressed bytes seen in total (up to the scan limit). */
+  totalBytes: number;
+  /** True when earlier bytes were left out. */
+  truncated: boolean;
+  /** True when the scan stopped at `maxScanBytes` before the end. */
+  scanLimitReached: boolean;
+  /** True when the gzip stream ended early or was corrupt (e.g. still being written). */
+  incomplete: boolean;
+}
+
+/** Options of `readLogTail`. */
+export interface ReadLogTailOptions {
+  /** Bytes kept from the end; default 256 KiB. */
+  tailBytes?: number;
+  /** Decompressed bytes read at most, against gzip bombs; default 256 MiB. */
+  maxScanBytes?: number;
+}
+
+/** Compressed bytes fed to the decompressor at a time. */
+const INFLATE_INPUT_CHUNK = 4096;
+
+// deno-lint-ignore no-control-regex
+const ANSI_SEQUENCE_REGEXP = /\x1b\[[0-9;?]*[ -\/]*[@-~]/g;
+// Tab, line feed and carriage return stay as they are.
+// deno-lint-ignore no-control-regex
+const CONTROL_CHAR_REGEXP = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+
+/**
+ * The log file of a derivation: named after the 32-character hash of its
+ * basename, so that nothing from a request or the database reaches the path.
+ * Returns null when `derivation` is not a store path.
+ */
+export function logFilePath(
+  logCacheDir: string,
+  derivation: string,
+): string | null {
+  const basename = derivation.slice(derivation.lastIndexOf("/") + 1);
+  let hash: string;
+  try {
+    hash = parseStoreBasename(basename).hash;
+  } catch {
+    return null;
+  }
+  return `${logCacheDir.replace(/\/+$/, "")}/${hash}.log.gz`;
+}
+
+/**
+ * Opens a regular file for streaming; null when absent or not a file.
+ * The caller owns the returned file and must close it or consume its stream.
+ */
+export async function openRegularFile(
+  path: string,
+): Promise<{ file: Deno.FsFile; size: number } | null> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    if (
+      error instanceof Deno.errors.NotFound ||
+      error instanceof Deno.errors.IsADirectory ||
+      error instanceof Deno.errors.NotADirectory
+    ) return null;
+    throw error;
+  }
+  try {
+    const info = await file.stat();
+    if (!info.isFile) {
+      file.close();
+      return null;
+    }
+    return { file, size: info.size };
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+}
+
+/**
+ * Streams the first `size` bytes of a file and closes it at the end or on
+ * cancel, so a log that grows meanwhile still matches its Content-Length.
+ */
+export function fileStream(
+  file: Deno.FsFile,
+  size: number,
+  chunkSize = 64 * 1024,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  let remaining = size;
+  let closed = false;
+  function close() {
+    if (!closed) {
+      closed = true;
+      file.close();
+    }
+  }
+  return new ReadableStream<Uint8Array<ArrayBuffer>>({
+    type: "bytes",
+    async pull(controller) {
+      if (remaining <= 0) {
+        close();
+        controller.close();
+        return;
+      }
+      const buffer = new Uint8Array(Math.min(remaining, chunkSize));
+      let read: number | null;
+      try {
+        read = await file.read(buffer);
+      } catch (error) {
+        close();
+        throw error;
+      }
+      if (read === null) {
+        // The file shrank: end early rather than pad.
+        close();
+        controller.close();
+        return;
+      }
+      remaining -= read;
+      controller.enqueue(buffer.subarray(0, read));
+    },
+    cancel() {
+      close();
+    },
+  });
+}
+
+/**
+ * Decompresses a gzip log and keeps only its end, streaming so that a large
+ * log is never held whole in memory. Returns null when the file is absent.
+ */
+export async function readLogTail(
+  path: string,
+  options: ReadLogTailOptions = {},
+): Promise<LogTail | null> {
+  const { tailBytes = 256 * 1024, maxScanBytes = 256 * 1024 * 1024 } = options;
+  const opened = await openRegularFile(path);
+  if (opened === null) return null;
+
+  const chunks: Uint8Array[] = [];
+  let kept = 0;
+  let totalBytes = 0;
+  let scanLimitReached = false;
+  let incomplete = false;
+  // DecompressionStream inflates each input chunk at once; small input
+  // chunks bound that burst (deflate expands at most about 1032 times).
+  const reader = fileStream(opened.file, opened.size, INFLATE_INPUT_CHUNK)
+    .pipeThrough(new DecompressionStream("gzip"))
+    .getReader();
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      kept += value.length;
+      totalBytes += value.length;
+      while (chunks.length > 1 && kept - chunks[0].length >= tailBytes) {
+        kept -= chunks.shift()!.length;
+      }
+      if (totalBytes >= maxScanBytes) {
+        scanLimitReached = true;
+        break;
+      }
+    }
+  } catch {
+    // A log still being written ends mid-stream; show what decompressed.
+    incomplete = true;
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+
+  let bytes = concat(chunks, kept);
+  const truncated = totalBytes > tailBytes;
+  if (truncated) {
+    bytes = bytes.subarray(Math.max(0, bytes.length - tailBytes));
+    // Start at a line boundary rather than in the middle of a line.
+    const newline = bytes.indexOf(0x0a);
+    if (newline >= 0 && newline < bytes.length - 1) {
+      bytes = bytes.subarray(newline + 1);
+    }
+  }
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+  return { text, totalBytes, truncated, scanLimitReached, incomplete };
+}
+
+/**
+ * Makes log text readable in a page: drops ANSI colour sequences and shows
+ * other control characters as their Unicode control pictures.
+ */
+export function cleanLogText(text: string): string {
+  return text
+    .replace(ANSI_SEQUENCE_REGEXP, "")
+    .replace(/\r\n/g, "\n")
+    .replace(CONTROL_CHAR_REGEXP, controlPicture);
+}
+
+function controlPicture(char: string): string {
+  const code = char.charCodeAt(0);
+  return String.fromCharCode(code === 0x7f ? 0x2421 : 0x2400 + code);
+}
+
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

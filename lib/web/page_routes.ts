@@ -1,0 +1,157 @@
+// The HTML routes: gather data from the store, then render a page template.
+
+import { HttpError, quoteValue } from "./http_error.ts";
+import { parseId } from "./params.ts";
+import { requireBuild } from "./api_routes.ts";
+import { listWorkerStatuses } from "./worker_status.ts";
+import { logFilePath, readLogTail } from "./build_log.ts";
+import {
+  htmlResponse,
+  type Route,
+  type RouteContext,
+} from "./route_context.ts";
+import { summarizeCounts } from "./pages/builds_table.ts";
+import { renderDashboard } from "./pages/dashboard.ts";
+import { renderJobset } from "./pages/jobset.ts";
+import { EVALUATION_FILTERS, renderEvaluation } from "./pages/evaluation.ts";
+import { renderBuildDetails } from "./pages/build_details.ts";
+import { renderWorkers } from "./pages/workers.ts";
+import { renderStatus } from "./pages/status.ts";
+import type { Build } from "../store/types.ts";
+
+/** The HTML routes, in matching order. */
+export const PAGE_ROUTES: Route[] = [
+  { pattern: "/", kind: "html", handle: dashboard },
+  { pattern: "/jobset/:name", kind: "html", handle: jobset },
+  { pattern: "/eval/:id", kind: "html", handle: evaluation },
+  { pattern: "/build/:id/details", kind: "html", handle: buildDetails },
+  { pattern: "/workers", kind: "html", handle: workers },
+  { pattern: "/status", kind: "html", handle: status },
+];
+
+/** Evaluations listed on a jobset page. */
+const JOBSET_EVALUATIONS = 30;
+/** Builds of each kind (pending, finished) listed on an evaluation page. */
+const EVALUATION_BUILDS = 500;
+/** Builds scanned for the status page. */
+const STATUS_BUILDS = 1000;
+/** Waiting builds listed on the status page. */
+const STATUS_WAITING = 50;
+
+async function dashboard(context: RouteContext): Promise<Response> {
+  const { store } = context.options;
+  const specs = await store.listSpecifications();
+  specs.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const rows = [];
+  for (const spec of specs) {
+    const counts = await store.countBuildsByStatus({
+      specification: spec.name,
+    });
+    const [latestEvaluation = null] = await store.listEvaluations({
+      specification: spec.name,
+      limit: 1,
+    });
+    rows.push({ spec, counts: summarizeCounts(counts), latestEvaluation });
+  }
+  return htmlResponse(renderDashboard(rows));
+}
+
+async function jobset(context: RouteContext): Promise<Response> {
+  const { store } = context.options;
+  const name = context.params.name;
+  const spec = await store.getSpecification(name);
+  if (spec === null) {
+    throw new HttpError(404, `Jobset ${quoteValue(name)} doesn't exist.`);
+  }
+  const evaluations = await store.listEvaluations({
+    specification: name,
+    limit: JOBSET_EVALUATIONS,
+  });
+  const rows = [];
+  for (const item of evaluations) {
+    const counts = await store.countBuildsByStatus({ evaluation: item.id });
+    rows.push({ evaluation: item, counts: summarizeCounts(counts) });
+  }
+  return htmlResponse(renderJobset(spec, rows));
+}
+
+async function evaluation(context: RouteContext): Promise<Response> {
+  const { store } = context.options;
+  const id = parseId(context.params.id, "evaluation ID");
+  const statusFilter = readStatusFilter(context.url.searchParams);
+  const found = await store.getEvaluation(id);
+  if (found === null) {
+    throw new HttpError(404, `Evaluation with ID ${id} doesn't exist.`);
+  }
+
+  const filter = { evaluation: id };
+  const pending = statusFilter === null || statusFilter === "pending"
+    ? await store.queue(filter, EVALUATION_BUILDS)
+    : [];
+  const finished = statusFilter === "pending"
+    ? []
+    : (await store.latestBuilds(filter, EVALUATION_BUILDS)).filter((build) =>
+      statusFilter === null ||
+      (statusFilter === "succeeded" ? build.status === 0 : build.status > 0)
+    );
+  finished.sort((a, b) => (b.stoptime - a.stoptime) || (b.id - a.id));
+
+  return htmlResponse(renderEvaluation({
+    evaluation: found,
+    checkouts: await store.getEvaluationCheckouts(id),
+    builds: [...pending, ...finished],
+    statusFilter,
+    limited: pending.length === EVALUATION_BUILDS ||
+      finished.length === EVALUATION_BUILDS,
+    now: context.now,
+  }));
+}
+
+async function buildDetails(context: RouteContext): Promise<Response> {
+  const { store, logCacheDir } = context.options;
+  const build = await requireBuild(context);
+  const dependencies: Build[] = [];
+  for (const id of await store.buildDependencies(build.id)) {
+    const dependency = await store.getBuild(id);
+    if (dependency !== null) dependencies.push(dependency);
+  }
+  const path = logFilePath(logCacheDir, build.derivation);
+  const log = path === null ? null : await readLogTail(path);
+  return htmlResponse(
+    renderBuildDetails({ build, dependencies, log, now: context.now }),
+  );
+}
+
+async function workers(context: RouteContext): Promise<Response> {
+  const { store, workerTimeoutSeconds } = context.options;
+  const statuses = await listWorkerStatuses(
+    store,
+    context.now,
+    workerTimeoutSeconds,
+  );
+  return htmlResponse(renderWorkers(statuses));
+}
+
+async function status(context: RouteContext): Promise<Response> {
+  // The queue lists started builds first (status descending, as Cuirass
+  // orders it), so running builds are never cut off by the waiting ones.
+  const pending = await context.options.store.queue({}, STATUS_BUILDS);
+  const running = pending.filter((build) => build.status === -1);
+  const waiting = pending.filter((build) => build.status !== -1)
+    .slice(0, STATUS_WAITING);
+  return htmlResponse(renderStatus({ running, waiting, now: context.now }));
+}
+
+function readStatusFilter(params: URLSearchParams): string | null {
+  const value = params.get("status");
+  if (value === null || value === "") return null;
+  if (!(EVALUATION_FILTERS as readonly string[]).includes(value)) {
+    throw new HttpError(
+      400,
+      `Cannot read parameter "status": value ${
+        quoteValue(value)
+      } is not one of ${EVALUATION_FILTERS.join(", ")}`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,124 @@
+// A build's page: status, times, worker, derivation, outputs, dependencies, log tail.
+
+import { html, pathSegment } from "../html.ts";
+import {
+  buildDuration,
+  formatTime,
+  renderPage,
+  statusBadge,
+} from "./layout.ts";
+import { cleanLogText, type LogTail } from "../build_log.ts";
+import type { Build } from "../../store/types.ts";
+
+/** What the build page shows. */
+export interface BuildDetailsPage {
+  build: Build;
+  /** Dependencies that have a build record. */
+  dependencies: Build[];
+  /** The tail of the log, or null when there is no log file. */
+  log: LogTail | null;
+  now: number;
+}
+
+/** Renders the details of one build. */
+export function renderBuildDetails(page: BuildDetailsPage): string {
+  const { build, dependencies, log, now } = page;
+  const outputs = build.outputs.map((output) =>
+    html`<li><code>${output.name}</code>: <code>${output.path}</code></li>`
+  );
+  const dependencyRows = dependencies.map((dependency) =>
+    html`
+      <tr>
+        <td><a href="/build/${dependency.id}/details">${dependency.id}</a></td>
+        <td>${statusBadge(dependency.status)}</td>
+        <td>${dependency.nixName}</td>
+        <td>${dependency.system}</td>
+      </tr>
+    `
+  );
+  return renderPage(
+    `Build ${build.id}`,
+    html`
+      <h1>Build ${build.id}: ${build.nixName}</h1>
+      <dl class="facts">
+        <dt>Status</dt>
+        <dd>${statusBadge(build.status)}</dd>
+        <dt>Jobset</dt>
+        <dd><a href="/jobset/${pathSegment(build.specification)}">${build
+          .specification}</a></dd>
+        <dt>Evaluation</dt>
+        <dd><a href="/eval/${build.evaluation}">${build.evaluation}</a></dd>
+        <dt>Job</dt>
+        <dd>${build.jobName}</dd>
+        <dt>System</dt>
+        <dd>${build.system}</dd>
+        <dt>Priority</dt>
+        <dd>${build.priority}</dd>
+        <dt>Created</dt>
+        <dd>${formatTime(build.timestamp)}</dd>
+        <dt>Started</dt>
+        <dd>${formatTime(build.starttime)}</dd>
+        <dt>Finished</dt>
+        <dd>${formatTime(build.stoptime)}</dd>
+        <dt>Duration</dt>
+        <dd>${buildDuration(build, now)}</dd>
+        <dt>Worker</dt>
+        <dd>${build.worker ?? html`<span class="muted">none</span>`}</dd>
+        <dt>Derivation</dt>
+        <dd><code>${build.derivation}</code></dd>
+        <dt>Outputs</dt>
+        <dd>
+          <ul>${outputs}</ul>
+        </dd>
+      </dl>
+      <h2>Dependencies</h2>
+      ${dependencies.length === 0
+        ? html`<div class="empty">No dependencies with a build record.</div>`
+        : html`
+          <table>
+            <thead>
+              <tr>
+                <th>Build</th>
+                <th>Status</th>
+                <th>Name</th>
+                <th>System</th>
+              </tr>
+            </thead>
+            <tbody>${dependencyRows}</tbody>
+          </table>
+        `}
+      <h2>Log</h2>
+      ${renderLog(build, log)}
+    `,
+    "none",
+  );
+}
+
+function renderLog(build: Build, log: LogTail | null) {
+  if (log === null) {
+    return html`<div class="empty">No log for this build${
+      build.status < -1 ? " yet" : ""
+    }.</div>`;
+  }
+  const notes = [];
+  if (log.truncated) {
+    notes.push(
+      html`<p class="muted">Showing the end of the log only (${
+        formatBytes(log.totalBytes)
+      }${log.scanLimitReached ? " read before giving up" : ""}).</p>`,
+    );
+  }
+  if (log.incomplete) {
+    notes.push(
+      html`<p class="muted">The log ends early: it is still being written, or damaged.</p>`,
+    );
+  }
+  return html`<p><a href="/build/${build.id}/log/raw">Raw log</a></p>${notes}
+<pre class="log">${cleanLogText(log.text)}</pre>`;
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes >= 1024 * 1024) return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${bytes} bytes`;
+}

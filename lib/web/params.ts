@@ -1,0 +1,108 @@
+// Query-string and path-segment parsing for the web routes, with 400 errors.
+
+import { HttpError, quoteValue } from "./http_error.ts";
+import { parseStoreBasename } from "../guix/store_path.ts";
+import type { BuildFilter } from "../store/types.ts";
+
+/** A build named in a URL: by numeric id or by derivation basename. */
+export type BuildRef = { id: number } | { basename: string };
+
+/** The largest `nr` the list endpoints accept, as Cuirass allows. */
+export const MAX_NR = 1000;
+
+const POSITIVE_INTEGER_REGEXP = /^[1-9][0-9]{0,15}$/;
+
+/**
+ * Reads the required `nr` parameter: an integer from 1 to 1000.
+ * @throws {HttpError} 400 when it is missing or out of range.
+ */
+export function requireLimit(params: URLSearchParams, name = "nr"): number {
+  const text = params.get(name);
+  if (text === null) {
+    throw new HttpError(400, `Cannot read parameter "${name}": missing`);
+  }
+  const value = POSITIVE_INTEGER_REGEXP.test(text) ? Number(text) : NaN;
+  if (!(value >= 1 && value <= MAX_NR)) {
+    throw new HttpError(
+      400,
+      `Cannot read parameter "${name}": value ${
+        quoteValue(text)
+      } is not an integer from 1 to ${MAX_NR}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Parses an id: a positive integer within the safe-integer range.
+ * @throws {HttpError} 400 otherwise, naming `what` and the value.
+ */
+export function parseId(text: string, what: string): number {
+  const value = POSITIVE_INTEGER_REGEXP.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value)) {
+    throw new HttpError(
+      400,
+      `Cannot read ${what}: value ${
+        quoteValue(text)
+      } is not a positive integer`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Reads a required id parameter such as `id` of `/api/evaluation`.
+ * @throws {HttpError} 400 when it is missing or not a positive integer.
+ */
+export function requireIdParam(params: URLSearchParams, name: string): number {
+  const text = params.get(name);
+  if (text === null) {
+    throw new HttpError(400, `Cannot read parameter "${name}": missing`);
+  }
+  return parseId(text, `parameter "${name}"`);
+}
+
+/**
+ * Reads the build filters shared by `/api/latestbuilds` and `/api/queue`.
+ * @throws {HttpError} 400 when `evaluation` is not a positive integer.
+ */
+export function readBuildFilter(params: URLSearchParams): BuildFilter {
+  const filter: BuildFilter = {};
+  const jobset = params.get("jobset");
+  const job = params.get("job");
+  const system = params.get("system");
+  const evaluation = params.get("evaluation");
+  if (jobset !== null) filter.specification = jobset;
+  if (job !== null) filter.job = job;
+  if (system !== null) filter.system = system;
+  if (evaluation !== null) {
+    filter.evaluation = parseId(evaluation, `parameter "evaluation"`);
+  }
+  return filter;
+}
+
+/**
+ * Parses the ID segment of `/build/ID…`: a positive integer, or a
+ * `<hash>-<name>.drv` basename (which can never contain `/` or `..` alone).
+ * @throws {HttpError} 400 for anything else.
+ */
+export function parseBuildRef(segment: string): BuildRef {
+  if (/^[0-9]+$/.test(segment)) return { id: parseId(segment, "build ID") };
+  try {
+    parseStoreBasename(segment);
+  } catch {
+    throw new HttpError(
+      400,
+      `Cannot read build ID ${
+        quoteValue(segment)
+      }: not a positive integer or a derivation basename`,
+    );
+  }
+  if (!segment.endsWith(".drv")) {
+    throw new HttpError(
+      400,
+      `Cannot read build ID ${quoteValue(segment)}: not a derivation basename`,
+    );
+  }
+  return { basename: segment };
+}

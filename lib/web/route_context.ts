@@ -1,0 +1,41 @@
+// What a route handler receives, and the response helpers they share.
+
+import type { WebAppOptions } from "./app.ts";
+
+/** Everything a route handler needs for one request. */
+export interface RouteContext {
+  request: Request;
+  url: URL;
+  /** Decoded path parameters, e.g. `id` of `/build/:id`. */
+  params: Record<string, string>;
+  options: Required<WebAppOptions>;
+  /** Server time of the request, epoch seconds. */
+  now: number;
+}
+
+/** How a route answers, which also decides how its errors look. */
+export type RouteKind = "json" | "html";
+
+/** One entry of the routing table. */
+export interface Route {
+  /** Segments such as `/build/:id/log/raw`; a trailing `*` takes any rest. */
+  pattern: string;
+  kind: RouteKind;
+  handle(context: RouteContext): Promise<Response>;
+}
+
+/** A JSON response; the value must already be a plain JSON shape. */
+export function jsonResponse(value: unknown, status = 200): Response {
+  return new Response(JSON.stringify(value), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** An HTML page response. */
+export function htmlResponse(text: string, status = 200): Response {
+  return new Response(text, {
+    status,
+    headers: { "content-type": "text/html; charset=utf-8" },
+  });
+}

@@ -1,0 +1,91 @@
+// Runs one build handed out by the server and streams its log there.
+
+import type { Logger } from "../log.ts";
+import type { Guix } from "../guix/guix_command.ts";
+import { type LogUpload, openLogUpload } from "../protocol/log_channel.ts";
+
+export interface BuildJob {
+  drv: string;
+  timeout: number;
+  maxSilent: number;
+}
+
+export interface BuildRunnerOptions {
+  guix: Guix;
+  logger: Logger;
+  /** The server's publish URL first, then any configured ones. */
+  substituteUrls: string[];
+  /** Where the log goes: the server's log channel. */
+  logServer: { hostname: string; port: number };
+  cores?: number;
+}
+
+/**
+ * Builds `job.drv` with the local daemon, streaming its log to the server;
+ * returns whether it succeeded. Never throws: any failure is a failed build.
+ */
+export async function runBuild(
+  job: BuildJob,
+  options: BuildRunnerOptions,
+): Promise<boolean> {
+  const { guix, logger } = options;
+  const upload = await openLogUpload({
+    hostname: options.logServer.hostname,
+    port: options.logServer.port,
+    drv: job.drv,
+    logger,
+  }).catch((error) => {
+    // The log is lost but the build is not: carry on without it.
+    logger.warn("log upload unavailable", { drv: job.drv, error });
+    return null;
+  });
+  const forward = logForwarder(upload, logger, job.drv);
+  try {
+    const result = await guix.build([job.drv], {
+      timeout: job.timeout,
+      maxSilentTime: job.maxSilent,
+      substituteUrls: options.substituteUrls,
+      fallback: true,
+      cores: options.cores,
+      onLog: forward.push,
+    });
+    if (!result.ok) {
+      logger.info("build failed locally", {
+        drv: job.drv,
+        exit: result.exitCode,
+        reason: result.stderrTail.trimEnd().split("\n").pop(),
+      });
+    }
+    return result.ok;
+  } catch (error) {
+    logger.error("build crashed", { drv: job.drv, error });
+    return false;
+  } finally {
+    await forward.finish();
+  }
+}
+
+/**
+ * Writes log chunks to the upload in order without blocking the build's
+ * output reader; an upload error only stops the log.
+ */
+function logForwarder(upload: LogUpload | null, logger: Logger, drv: string) {
+  let chain = Promise.resolve();
+  let broken = upload === null;
+  return {
+    push(chunk: Uint8Array) {
+      if (broken) return;
+      const copy = chunk.slice();
+      chain = chain.then(() => upload!.write(copy)).catch((error) => {
+        if (!broken) logger.warn("log upload failed", { drv, error });
+        broken = true;
+      });
+    },
+    async finish() {
+      await chain;
+      await upload?.close().catch((error) => {
+        logger.warn("log upload failed", { drv, error });
+      });
+    },
+  };
+}

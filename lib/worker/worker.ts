@@ -1,0 +1,115 @@
+// The worker process: a publish server and N sessions against one server.
+
+import { type Clock, systemClock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import type { Guix, RunningGuix } from "../guix/guix_command.ts";
+import { runSession } from "./session.ts";
+
+export interface WorkerConfig {
+  server: { hostname: string; port: number };
+  /** Concurrent builds (sessions), like `cuirass remote-worker --workers`. */
+  workers: number;
+  systems: string[];
+  machine: string;
+  publishPort: number;
+  /** Address the publish server binds to; default all IPv4 interfaces. */
+  publishListen: string;
+  substituteUrls: string[];
+  requestPeriodMs: number;
+  pingIntervalMs: number;
+  /** Extra `guix publish` arguments, e.g. key files. */
+  publishArgs: string[];
+}
+
+export interface WorkerDeps {
+  guix: Guix;
+  logger: Logger;
+  clock?: Clock;
+}
+
+export interface RunningWorker {
+  /** The session names, one per concurrent build slot. */
+  readonly names: string[];
+  /** Resolves when every session ended (only after `stop()`, or on error). */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+const NAME_ALPHABET =
+  "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/** A random 8-character worker name, as Cuirass makes them. */
+export function randomWorkerName(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => NAME_ALPHABET[b % NAME_ALPHABET.length])
+    .join("");
+}
+
+/** Starts the publish server and the sessions. */
+export function startWorker(
+  config: WorkerConfig,
+  deps: WorkerDeps,
+): RunningWorker {
+  const { guix, logger } = deps;
+  const clock = deps.clock ?? systemClock;
+  const abort = new AbortController();
+  const publish: RunningGuix = guix.start([
+    "publish",
+    `--port=${config.publishPort}`,
+    `--listen=${config.publishListen}`,
+    "--compression=0",
+    ...config.publishArgs,
+  ], "publish");
+  const cores = Math.max(
+    1,
+    Math.ceil(navigator.hardwareConcurrency / config.workers),
+  );
+  const names = Array.from({ length: config.workers }, randomWorkerName);
+  const sessions = names.map((name) =>
+    runSessionForever(name, config, deps, clock, cores, abort.signal)
+  );
+  const done = Promise.all(sessions).then(() => {});
+  return {
+    names,
+    done,
+    async stop() {
+      abort.abort();
+      await done;
+      await publish.stop();
+      logger.info("worker stopped");
+    },
+  };
+}
+
+/** Restarts a session that failed, after a pause, until aborted. */
+async function runSessionForever(
+  name: string,
+  config: WorkerConfig,
+  deps: WorkerDeps,
+  clock: Clock,
+  cores: number,
+  signal: AbortSignal,
+) {
+  while (!signal.aborted) {
+    try {
+      await runSession({
+        server: config.server,
+        name,
+        machine: config.machine,
+        systems: config.systems,
+        publishPort: config.publishPort,
+        substituteUrls: config.substituteUrls,
+        guix: deps.guix,
+        clock,
+        logger: deps.logger,
+        requestPeriodMs: config.requestPeriodMs,
+        pingIntervalMs: config.pingIntervalMs,
+        cores,
+      }, signal);
+    } catch (error) {
+      if (signal.aborted) return;
+      deps.logger.error("session failed", { worker: name, error });
+      await clock.sleep(config.requestPeriodMs, signal).catch(() => {});
+    }
+  }
+}

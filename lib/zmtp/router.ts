@@ -1,0 +1,351 @@
+// A ZMTP ROUTER socket: binds, tags each peer with a routing id, receives
+// fairly across peers and sends to one peer by id (ROUTER_MANDATORY style).
+
+import type { Logger } from "../log.ts";
+import { ZmtpClosedError, ZmtpConnection } from "./connection.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./frame.ts";
+import { type Waiter, waitInLine } from "./waiter.ts";
+
+/** Settings for {@linkcode RouterSocket.bind}. */
+export interface RouterOptions {
+  /** Address to listen on; default "0.0.0.0". */
+  hostname?: string;
+  /** TCP port; 0 picks a free one (read it back from `port`). */
+  port: number;
+  /** Send one empty frame to each new peer right after READY; default true. */
+  probe?: boolean;
+  /** A larger frame or message drops that connection; default 64 MiB. */
+  maxMessageBytes?: number;
+  /** Peers that do not finish the handshake in time are dropped; default 30 s. */
+  handshakeTimeoutMs?: number;
+  /** A send stalled this long drops that peer; default 60 s. */
+  sendTimeoutMs?: number;
+  /** Messages queued per peer before its reads pause; default 1000. */
+  highWaterMark?: number;
+  /** Receives connection-level events ("zmtp peer dropped", ...). */
+  logger?: Logger;
+  onConnect?: (peer: RouterPeer) => void;
+  onDisconnect?: (peer: RouterPeer) => void;
+}
+
+/** A connected peer as the application sees it. */
+export interface RouterPeer {
+  routingId: Uint8Array;
+  /** Remote IP as seen by us, like libzmq's Peer-Address (IPv6 without brackets). */
+  peerAddress: string;
+}
+
+/** One received message, with its sender. */
+export interface RouterMessage {
+  routingId: Uint8Array;
+  peerAddress: string;
+  /** The frames, without the routing id. */
+  frames: Uint8Array[];
+}
+
+/** No live peer has this routing id (libzmq's EHOSTUNREACH with ROUTER_MANDATORY). */
+export class PeerUnreachableError extends Error {
+  routingId: Uint8Array;
+  constructor(routingId: Uint8Array, options?: ErrorOptions) {
+    super(
+      `Cannot send to ZMTP peer ${
+        JSON.stringify(toHex(routingId).slice(0, 64))
+      }: no live connection has this routing id`,
+      options,
+    );
+    this.name = "PeerUnreachableError";
+    this.routingId = routingId.slice();
+  }
+}
+
+interface PeerState {
+  routingId: Uint8Array;
+  key: string;
+  peerAddress: string;
+  conn: ZmtpConnection;
+  queue: RouterMessage[];
+  live: boolean;
+  wakeReader?: () => void;
+}
+
+/** A bound ROUTER socket; create it with {@linkcode RouterSocket.bind}. */
+export class RouterSocket {
+  /** The TCP port actually bound. */
+  readonly port: number;
+  #listener: Deno.TcpListener;
+  #options: Required<
+    Pick<
+      RouterOptions,
+      | "probe"
+      | "maxMessageBytes"
+      | "handshakeTimeoutMs"
+      | "sendTimeoutMs"
+      | "highWaterMark"
+    >
+  >;
+  #logger?: Logger;
+  #onConnect?: (peer: RouterPeer) => void;
+  #onDisconnect?: (peer: RouterPeer) => void;
+  #peers = new Map<string, PeerState>();
+  #connections = new Set<ZmtpConnection>();
+  #ready: PeerState[] = [];
+  #waiters: Waiter<RouterMessage>[] = [];
+  #tasks = new Set<Promise<void>>();
+  #counter = crypto.getRandomValues(new Uint32Array(1))[0];
+  #closing: Promise<void> | null = null;
+
+  private constructor(listener: Deno.TcpListener, options: RouterOptions) {
+    const {
+      probe = true,
+      maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+      handshakeTimeoutMs = 30_000,
+      sendTimeoutMs = 60_000,
+      highWaterMark = 1000,
+    } = options;
+    this.#listener = listener;
+    this.port = listener.addr.port;
+    this.#options = {
+      probe,
+      maxMessageBytes,
+      handshakeTimeoutMs,
+      sendTimeoutMs,
+      highWaterMark,
+    };
+    this.#logger = options.logger;
+    this.#onConnect = options.onConnect;
+    this.#onDisconnect = options.onDisconnect;
+  }
+
+  /**
+   * Listens on the given address and starts accepting peers.
+   * @throws {Deno.errors.AddrInUse} when the port is taken
+   */
+  static bind(options: RouterOptions): Promise<RouterSocket> {
+    const { hostname = "0.0.0.0", port } = options;
+    const listener = Deno.listen({ hostname, port, transport: "tcp" });
+    const socket = new RouterSocket(listener, options);
+    socket.#track(socket.#acceptLoop());
+    return Promise.resolve(socket);
+  }
+
+  /**
+   * Resolves with the next message, taking peers in turn so none starves.
+   * @throws {ZmtpClosedError} once the socket is closed
+   */
+  receive(signal?: AbortSignal): Promise<RouterMessage> {
+    if (this.#closing !== null) return Promise.reject(closedError("receive"));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const peer = this.#ready.shift();
+    if (peer !== undefined) return Promise.resolve(this.#take(peer));
+    return waitInLine(this.#waiters, signal);
+  }
+
+  /** Iterates over received messages until the socket is closed. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<RouterMessage, void> {
+    while (true) {
+      try {
+        yield await this.receive();
+      } catch (error) {
+        if (error instanceof ZmtpClosedError) return;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Sends one message (frames without the routing id) to the given peer.
+   * @throws {PeerUnreachableError} when no live peer has this id, or it drops during the write
+   */
+  async send(routingId: Uint8Array, frames: Uint8Array[]): Promise<void> {
+    const peer = this.#peers.get(toHex(routingId));
+    if (peer === undefined || !peer.live) {
+      throw new PeerUnreachableError(routingId);
+    }
+    try {
+      await peer.conn.send(frames);
+    } catch (error) {
+      if (error instanceof TypeError) throw error;
+      throw new PeerUnreachableError(routingId, { cause: error });
+    }
+  }
+
+  /** Stops listening and closes every connection; resolves when all is released. */
+  close(): Promise<void> {
+    if (this.#closing === null) this.#closing = this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.reject(closedError("receive"));
+    }
+    for (const connection of this.#connections) connection.close();
+    for (const peer of this.#peers.values()) peer.wakeReader?.();
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (this.#closing === null) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#closing !== null) return;
+        if (error instanceof Deno.errors.BadResource) return;
+        // Out of file descriptors and the like: pause instead of spinning.
+        this.#logger?.warn("zmtp accept failed", { error: String(error) });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      if (this.#closing !== null) {
+        conn.close();
+        return;
+      }
+      this.#track(this.#servePeer(conn));
+    }
+  }
+
+  async #servePeer(tcp: Deno.TcpConn): Promise<void> {
+    const conn = new ZmtpConnection(tcp, {
+      socketType: "ROUTER",
+      maxMessageBytes: this.#options.maxMessageBytes,
+      handshakeTimeoutMs: this.#options.handshakeTimeoutMs,
+      sendTimeoutMs: this.#options.sendTimeoutMs,
+    });
+    this.#connections.add(conn);
+    let peer: PeerState | undefined;
+    let announced = false;
+    try {
+      const handshake = await conn.handshake();
+      peer = this.#register(conn, handshake.identity);
+      if (peer === undefined) return;
+      if (this.#options.probe) await conn.send([new Uint8Array(0)]);
+      this.#notify(this.#onConnect, peer);
+      announced = true;
+      while (true) {
+        const frames = await conn.read();
+        if (frames === null) break;
+        await this.#deliver(peer, frames);
+      }
+    } catch (error) {
+      this.#logger?.debug("zmtp peer dropped", {
+        peer: conn.peerAddress,
+        error: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      conn.close();
+      await conn.drained();
+      this.#connections.delete(conn);
+      if (peer !== undefined) {
+        peer.live = false;
+        if (this.#peers.get(peer.key) === peer) this.#peers.delete(peer.key);
+        if (announced) this.#notify(this.#onDisconnect, peer);
+      }
+    }
+  }
+
+  #register(
+    conn: ZmtpConnection,
+    identity: Uint8Array,
+  ): PeerState | undefined {
+    if (this.#closing !== null) return undefined;
+    let routingId: Uint8Array;
+    if (identity.length > 0) {
+      routingId = identity.slice();
+      if (this.#peers.has(toHex(routingId))) {
+        // Same as libzmq without ROUTER_HANDOVER: the newcomer is refused.
+        this.#logger?.warn("zmtp duplicate identity refused", {
+          peer: conn.peerAddress,
+          identity: toHex(routingId).slice(0, 64),
+        });
+        return undefined;
+      }
+    } else {
+      do routingId = this.#generateId(); while (
+        this.#peers.has(toHex(routingId))
+      );
+    }
+    const peer: PeerState = {
+      routingId,
+      key: toHex(routingId),
+      peerAddress: conn.peerAddress,
+      conn,
+      queue: [],
+      live: true,
+    };
+    this.#peers.set(peer.key, peer);
+    return peer;
+  }
+
+  #generateId(): Uint8Array {
+    // libzmq's form: a zero byte, then a 32-bit counter (random start here,
+    // so ids of a restarted server do not repeat the previous run's).
+    const id = new Uint8Array(5);
+    this.#counter = (this.#counter + 1) >>> 0;
+    new DataView(id.buffer).setUint32(1, this.#counter);
+    return id;
+  }
+
+  async #deliver(peer: PeerState, frames: Uint8Array[]): Promise<void> {
+    const message = {
+      routingId: peer.routingId.slice(),
+      peerAddress: peer.peerAddress,
+      frames,
+    };
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) return waiter.resolve(message);
+    peer.queue.push(message);
+    if (peer.queue.length === 1) this.#ready.push(peer);
+    if (peer.queue.length >= this.#options.highWaterMark) {
+      // Back-pressure: stop reading this peer until the application catches up.
+      await new Promise<void>((resolve) => {
+        peer.wakeReader = resolve;
+      });
+      peer.wakeReader = undefined;
+    }
+  }
+
+  #take(peer: PeerState): RouterMessage {
+    const message = peer.queue.shift()!;
+    if (peer.queue.length > 0) this.#ready.push(peer);
+    peer.wakeReader?.();
+    return message;
+  }
+
+  #notify(
+    callback: ((peer: RouterPeer) => void) | undefined,
+    peer: PeerState,
+  ): void {
+    try {
+      callback?.({
+        routingId: peer.routingId.slice(),
+        peerAddress: peer.peerAddress,
+      });
+    } catch (error) {
+      this.#logger?.error("zmtp callback failed", { error: String(error) });
+    }
+  }
+
+  #track(task: Promise<void>): void {
+    this.#tasks.add(task);
+    const forget = () => this.#tasks.delete(task);
+    task.then(forget, forget);
+  }
+}
+
+function closedError(action: string): ZmtpClosedError {
+  return new ZmtpClosedError(
+    `Cannot ${action} on ZMTP ROUTER: socket is closed`,
+  );
+}
+
+function toHex(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes) text += byte.toString(16).padStart(2, "0");
+  return text;
+}

@@ -1,0 +1,127 @@
+// The main job end to end: a real server and two real workers (separate
+// processes, the fake guix underneath) build the demo specification.
+
+import assert from "node:assert/strict";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { startFarm } from "../../demo/farm.ts";
+import { compareOutcome, readProgress } from "../../demo/report.ts";
+
+const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
+
+Deno.test({
+  name: "a server and two workers build the demo specification in remote mode",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const expected: Record<string, string> = JSON.parse(
+      await Deno.readTextFile(`${DEMO}/expected.json`),
+    );
+    const farm = await startFarm({
+      specFile: `${DEMO}/demo-spec.scm`,
+      scenarioFile: `${DEMO}/scenario.json`,
+      workers: [
+        { systems: ["x86_64-linux"], sessions: 2 },
+        { systems: ["i686-linux"], sessions: 2 },
+      ],
+      webPort: 0,
+      requestPeriod: 1,
+    });
+    try {
+      const total = Object.keys(expected).length;
+      let progress = await readProgress(farm.webUrl);
+      for (let i = 0; i < 300; i++) {
+        if (
+          progress.pending.length === 0 && progress.finished.length >= total
+        ) {
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        progress = await readProgress(farm.webUrl);
+      }
+      const builds = progress.finished;
+
+      await t.step(
+        "every job ends with the status the scenario implies",
+        () => {
+          assert.deepEqual(compareOutcome(builds, expected), []);
+        },
+      );
+
+      await t.step("latestbuilds answers Cuirass's build objects", async () => {
+        const response = await fetch(`${farm.webUrl}/api/latestbuilds?nr=5`);
+        assert.equal(response.status, 200);
+        const five = await response.json();
+        assert.equal(five.length, 5);
+        assert.deepEqual(Object.keys(five[0]), [
+          "id",
+          "evaluation",
+          "jobset",
+          "job",
+          "timestamp",
+          "starttime",
+          "stoptime",
+          "derivation",
+          "buildoutputs",
+          "system",
+          "nixname",
+          "buildstatus",
+          "weather",
+          "busy",
+          "priority",
+          "finished",
+          "buildproducts",
+        ]);
+      });
+
+      const succeeded = builds.filter((b) => b.buildstatus === 0);
+      const failed = builds.filter((b) => b.buildstatus === 1);
+      assert.ok(succeeded.length > 0 && failed.length === 1);
+
+      await t.step(
+        "the outputs of succeeded builds are in the server's store",
+        async () => {
+          for (const build of succeeded) {
+            const details =
+              await (await fetch(`${farm.webUrl}/build/${build.id}`)).json();
+            for (
+              const { path } of Object.values(details.buildoutputs) as {
+                path: string;
+              }[]
+            ) {
+              const check = await new Deno.Command("guix", {
+                args: ["gc", "--references", path],
+                env: farm.guixEnv("server"),
+                stdout: "null",
+                stderr: "piped",
+              }).output();
+              assert.ok(
+                check.success,
+                `${path} not valid on the server: ${
+                  new TextDecoder().decode(check.stderr)
+                }`,
+              );
+            }
+          }
+        },
+      );
+
+      await t.step(
+        "the server kept each build's log, failed ones included",
+        async () => {
+          for (const build of [succeeded[0], failed[0]]) {
+            const response = await fetch(
+              `${farm.webUrl}/build/${build.id}/log/raw`,
+            );
+            assert.equal(response.status, 200);
+            assert.equal(response.headers.get("content-encoding"), "gzip");
+            const text = await response.text(); // fetch inflates it.
+            assert.ok(text.length > 0, `empty log for ${build.job}`);
+          }
+        },
+      );
+    } finally {
+      await farm.stop();
+      await Deno.remove(farm.root, { recursive: true }).catch(() => {});
+    }
+  },
+});

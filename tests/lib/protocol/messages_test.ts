@@ -1,0 +1,242 @@
+import assert from "node:assert/strict";
+import {
+  decodeMessage,
+  encodeMessage,
+  type Message,
+  ProtocolError,
+} from "../../../lib/protocol/messages.ts";
+import { SexpSyntaxError } from "../../../lib/sexp/read.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const DRV = "/gnu/store/abc…-hello-2.12.1.drv";
+const WORKER = {
+  name: "q3ZfA9kL",
+  address: "10.0.0.7",
+  machine: "builder1",
+  systems: ["x86_64-linux", "i686-linux"],
+  lastSeen: 0,
+};
+
+// The wire examples of cuirass.md 1.3, plus the messages it lists without
+// an example, each with the value it decodes to.
+const WIRE: [string, Message][] = [
+  ["(worker-request-info)", { type: "worker-request-info" }],
+  [
+    '(server-info (worker-address "10.0.0.7") (log-port 5556) (publish-port 5557))',
+    {
+      type: "server-info",
+      workerAddress: "10.0.0.7",
+      logPort: 5556,
+      publishPort: 5557,
+    },
+  ],
+  [
+    '(server-info (worker-address "10.0.0.7") (log-port 5556) (publish-port #f))',
+    {
+      type: "server-info",
+      workerAddress: "10.0.0.7",
+      logPort: 5556,
+      publishPort: null,
+    },
+  ],
+  [
+    '(worker-ready (worker (name "q3ZfA9kL") (address "10.0.0.7") (machine "builder1") (systems ("x86_64-linux" "i686-linux")) (last-seen 0)))',
+    { type: "worker-ready", worker: WORKER },
+  ],
+  [
+    '(worker-ping (worker (name "q3ZfA9kL") (address "10.0.0.7") (machine "builder1") (systems ("x86_64-linux" "i686-linux")) (last-seen 0)))',
+    { type: "worker-ping", worker: WORKER },
+  ],
+  [
+    '(worker-request-work "q3ZfA9kL")',
+    { type: "worker-request-work", name: "q3ZfA9kL" },
+  ],
+  ["(no-build)", { type: "no-build" }],
+  [
+    `(build (drv "${DRV}") (priority 9) (timeout 72000) (max-silent 3600) (timestamp #f) (system "x86_64-linux"))`,
+    {
+      type: "build",
+      drv: DRV,
+      priority: 9,
+      timeout: 72000,
+      maxSilent: 3600,
+      timestamp: null,
+      system: "x86_64-linux",
+    },
+  ],
+  [
+    `(build-started (drv "${DRV}") (worker "q3ZfA9kL"))`,
+    { type: "build-started", drv: DRV, worker: "q3ZfA9kL" },
+  ],
+  [
+    `(build-succeeded (drv "${DRV}") (url "http://10.0.0.7:5558") (log #f))`,
+    {
+      type: "build-succeeded",
+      drv: DRV,
+      url: "http://10.0.0.7:5558",
+      log: null,
+    },
+  ],
+  [
+    `(build-failed (drv "${DRV}") (url "http://10.0.0.7:5558") (log #f))`,
+    { type: "build-failed", drv: DRV, url: "http://10.0.0.7:5558", log: null },
+  ],
+];
+
+Deno.test("decodeMessage() and encodeMessage() round-trip the wire examples", async (t) => {
+  for (const [wire, message] of WIRE) {
+    await t.step(wire.slice(0, 40), () => {
+      assert.deepEqual(decodeMessage(encoder.encode(wire)), message);
+      assert.equal(decoder.decode(encodeMessage(message)), wire);
+    });
+  }
+});
+
+Deno.test("decodeMessage() reads a timestamp and a log when present", () => {
+  const build = decodeMessage(encoder.encode(
+    '(build (drv "/d") (priority 0) (timeout 1) (max-silent 2) (timestamp 1700000000) (system "s"))',
+  ));
+  assert.equal(build.type === "build" && build.timestamp, 1700000000);
+  const done = decodeMessage(
+    encoder.encode('(build-failed (drv "/d") (url "u") (log "/l.gz"))'),
+  );
+  assert.equal(done.type === "build-failed" && done.log, "/l.gz");
+});
+
+Deno.test("decodeMessage() ignores fields after the known ones", () => {
+  assert.deepEqual(
+    decodeMessage(encoder.encode(
+      '(build-started (drv "/d") (worker "w") (lorica-extra 1) "x")',
+    )),
+    { type: "build-started", drv: "/d", worker: "w" },
+  );
+  assert.deepEqual(
+    decodeMessage(encoder.encode('(no-build (reason "idle"))')),
+    { type: "no-build" },
+  );
+});
+
+Deno.test("encodeMessage() writes no trailing newline", () => {
+  const bytes = encodeMessage({ type: "no-build" });
+  assert.equal(decoder.decode(bytes), "(no-build)");
+});
+
+const MALFORMED: [string, string | Uint8Array, RegExp][] = [
+  ["empty payload", "", /payload is empty/],
+  ["unbalanced list", "(worker-request-info", /end of input/],
+  ["stray close", ")", /unexpected "\)"/],
+  ["invalid UTF-8", new Uint8Array([0x28, 0xff, 0x29]), /UTF-8/],
+  ["not a list", '"hello"', /expected a list starting with a symbol/],
+  ["empty list", "()", /expected a list starting with a symbol/],
+  ["unknown tag", "(worker-dance)", /unknown tag "worker-dance"/],
+  [
+    "systems not strings",
+    '(worker-ready (worker (name "n") (address "a") (machine "m") (systems (1 2)) (last-seen 0)))',
+    /^Cannot decode message "worker-ready": field "systems" is not a list of strings$/,
+  ],
+  [
+    "fields out of order",
+    '(server-info (log-port 1) (worker-address "a") (publish-port #f))',
+    /field "worker-address" is expected here, found "\(log-port 1\)"/,
+  ],
+  [
+    "missing field",
+    '(build-started (drv "/d"))',
+    /"build-started": field "worker" is missing/,
+  ],
+  [
+    "string where integer",
+    '(build (drv "/d") (priority "9") (timeout 1) (max-silent 2) (timestamp #f) (system "s"))',
+    /field "priority" is not an integer/,
+  ],
+  [
+    "huge integer",
+    '(build (drv "/d") (priority 99999999999999999999) (timeout 1) (max-silent 2) (timestamp #f) (system "s"))',
+    /field "priority" is not an integer in range/,
+  ],
+  [
+    "port out of range",
+    '(server-info (worker-address "a") (log-port 70000) (publish-port #f))',
+    /field "log-port" is not a port number/,
+  ],
+  [
+    "#t where #f or a port",
+    '(server-info (worker-address "a") (log-port 1) (publish-port #t))',
+    /field "publish-port" is not an integer/,
+  ],
+  [
+    "field with extra value",
+    '(build-started (drv "/d" "/e") (worker "w"))',
+    /field "drv" is expected here/,
+  ],
+  [
+    "bare name not a string",
+    "(worker-request-work name)",
+    /field "name" is not a string/,
+  ],
+  ["worker missing", "(worker-ping)", /field "worker" is missing/],
+  ["float", "(no-build 1.5)", /unsupported number "1.5"/],
+  ["too deep", "(no-build " + "(".repeat(20) + ")".repeat(21), /maxDepth/],
+];
+
+Deno.test("decodeMessage() rejects malformed payloads with ProtocolError", async (t) => {
+  for (const [name, payload, message] of MALFORMED) {
+    await t.step(name, () => {
+      const bytes = typeof payload === "string"
+        ? encoder.encode(payload)
+        : payload;
+      assert.throws(() => decodeMessage(bytes), (error) => {
+        assert.ok(error instanceof ProtocolError, String(error));
+        assert.equal(error.name, "ProtocolError");
+        assert.match(error.message, message);
+        return true;
+      });
+    });
+  }
+});
+
+Deno.test("decodeMessage() keeps the syntax error as cause", () => {
+  assert.throws(() => decodeMessage(encoder.encode("(a")), (error) => {
+    assert.ok(error instanceof ProtocolError);
+    assert.ok(error.cause instanceof SexpSyntaxError);
+    return true;
+  });
+});
+
+Deno.test("decodeMessage() rejects a payload over maxBytes", () => {
+  const big = encoder.encode(`(worker-request-work "${"x".repeat(2000)}")`);
+  assert.throws(
+    () => decodeMessage(big, { maxBytes: 1000 }),
+    /exceeds maxBytes 1000/,
+  );
+  assert.throws(
+    () => decodeMessage(new Uint8Array(2 * 1024 * 1024).fill(0x28)),
+    ProtocolError,
+  );
+});
+
+Deno.test("decodeMessage() throws only ProtocolError on random bytes", () => {
+  let seed = 1;
+  const next = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const alphabet = encoder.encode('()"#\\ ftx1-a;{}\xff');
+  const wire = WIRE.map(([text]) => encoder.encode(text));
+  for (let i = 0; i < 3000; i++) {
+    // Mutate a real message, or make noise from scratch.
+    const base = i % 2 === 0
+      ? wire[next(wire.length)].slice()
+      : new Uint8Array(next(30));
+    for (let j = 0; j < 1 + next(4); j++) {
+      if (base.length === 0) break;
+      base[next(base.length)] = alphabet[next(alphabet.length)];
+    }
+    try {
+      decodeMessage(base);
+    } catch (error) {
+      assert.ok(error instanceof ProtocolError, `${error} for ${base}`);
+    }
+  }
+});

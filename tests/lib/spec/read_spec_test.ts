@@ -1,0 +1,308 @@
+import assert from "node:assert/strict";
+import {
+  readSpecificationFile,
+  readSpecifications,
+  SpecError,
+  specificationFromJson,
+} from "../../../lib/spec/read_spec.ts";
+import type { Channel, Specification } from "../../../lib/store/types.ts";
+
+const FIXTURE = new URL("../../fixtures/specs/cuirass.scm", import.meta.url);
+
+const GUIX: Channel = {
+  name: "guix",
+  url: "https://git.guix.gnu.org/guix.git",
+  branch: "master",
+  commit: null,
+  introduction: {
+    commit: "9edb3f66fd807b096b48283debdcddccfea34bad",
+    signer: "BBB0 2DDF 2CEA F6A8 0D1D  E643 A2A0 6DF2 A33A 54FA",
+  },
+};
+const NONGUIX: Channel = {
+  name: "nonguix",
+  url: "https://gitlab.com/nonguix/nonguix",
+  branch: "master",
+  commit: null,
+  introduction: {
+    commit: "897c1a470da759236cc11798f4e0a5f7d4d59fbc",
+    signer: "2A39 3FFF 68F4 EF7A 3D29  12AF 6F51 20A0 22FB B2D5",
+  },
+};
+
+function spec(fields: Partial<Specification>): Specification {
+  return {
+    name: "",
+    build: { type: "all", params: [] },
+    channels: [GUIX],
+    buildOutputs: [],
+    notifications: [],
+    period: 0,
+    priority: 9,
+    systems: ["x86_64-linux"],
+    isActive: true,
+    ...fields,
+  };
+}
+
+Deno.test("readSpecificationFile() reads a realistic specification file", async () => {
+  const specs = await readSpecificationFile(FIXTURE.pathname);
+  assert.deepEqual(specs, [
+    spec({
+      name: "master",
+      priority: 2,
+      systems: ["x86_64-linux", "i686-linux"],
+      period: 60,
+    }),
+    spec({
+      name: "tools",
+      build: { type: "packages", params: ["hello", "strace", "perf"] },
+      buildOutputs: [
+        { job: "hello.*", type: "archive", output: "out", path: "" },
+        { job: "strace.*", type: "archive", output: "out", path: "bin/strace" },
+      ],
+      notifications: [
+        {
+          type: "email",
+          from: "cuirass@example.org",
+          to: "admins@example.org",
+          server: "sendmail:///usr/sbin/sendmail",
+        },
+        { type: "mastodon" },
+      ],
+      systems: ["aarch64-linux"],
+    }),
+    spec({
+      name: "nonguix",
+      build: { type: "channels", params: ["nonguix"] },
+      channels: [NONGUIX, GUIX],
+      priority: 5,
+      isActive: false,
+    }),
+    spec({
+      name: "manifests",
+      build: { type: "manifests", params: ["etc/manifest.scm"] },
+      channels: [GUIX, {
+        name: "extras",
+        url: "https://example.org/extras.git",
+        branch: "master",
+        commit: "0123456789abcdef0123456789abcdef01234567",
+        introduction: null,
+      }],
+      period: 3600,
+    }),
+    spec({
+      name: "custom",
+      build: { type: "custom", params: ["(gnu ci)", "(my jobs)"] },
+    }),
+    spec({ name: "defaults" }),
+  ]);
+});
+
+Deno.test("readSpecifications() accepts each build form", async (t) => {
+  const cases: [string, string, string[]][] = [
+    ["'all", "all", []],
+    ["'guix", "guix", []],
+    ["'system-tests", "system-tests", []],
+    [`'(packages "a" "b")`, "packages", ["a", "b"]],
+    [`(cons 'packages (list "a"))`, "packages", ["a"]],
+    ["'(channels guix)", "channels", ["guix"]],
+    [`'(manifests "m.scm")`, "manifests", ["m.scm"]],
+    ["'(custom (gnu ci))", "custom", ["(gnu ci)"]],
+    [`\`(packages ,@(list "x" "y"))`, "packages", ["x", "y"]],
+  ];
+  for (const [form, type, params] of cases) {
+    await t.step(form, () => {
+      const [read] = readSpecifications(
+        `(list (specification (name "s") (build ${form})))`,
+        "b.scm",
+      );
+      assert.deepEqual(read.build, { type, params });
+    });
+  }
+});
+
+const FAILURES: [string, string, string][] = [
+  [
+    "unsupported form",
+    `(list\n (specification\n  (name "x")\n    (build (system-test foo))))`,
+    'Cannot read specification "x.scm" at 4:12: unsupported form (system-test foo)',
+  ],
+  [
+    "syntax error",
+    `(list (specification (name "x"))`,
+    'Cannot read specification "x.scm" at 1:33: unexpected end of input: list at 1:1 is not closed',
+  ],
+  [
+    "priority out of range",
+    `(list (specification (name "x")\n (priority 12)))`,
+    'at 2:2: field "priority" is not an integer from 0 to 9: 12',
+  ],
+  [
+    "empty systems",
+    `(list (specification (name "x") (systems '())))`,
+    'field "systems" is not a non-empty list of strings',
+  ],
+  [
+    "systems not strings",
+    `(list (specification (name "x") (systems '(x86_64-linux))))`,
+    'field "systems" is not a non-empty list of strings',
+  ],
+  [
+    "empty name",
+    `(list (specification (name "")))`,
+    'field "name" is not a non-empty string',
+  ],
+  [
+    "missing name",
+    `(list (specification (build 'all)))`,
+    'at 1:7: field "name" is not a non-empty string',
+  ],
+  [
+    "unknown field",
+    `(list (specification (name "x") (colour "red")))`,
+    'at 1:33: unknown specification field "colour"',
+  ],
+  [
+    "unbound variable",
+    `(list (specification (name "x") (channels %my-channels)))`,
+    'at 1:33: unbound variable "%my-channels"',
+  ],
+  [
+    "not a list of specifications",
+    `(specification (name "x"))`,
+    "the last form is not a list of specifications",
+  ],
+  [
+    "only definitions",
+    `(define x 1)`,
+    "the file does not end with a list of specifications",
+  ],
+  [
+    "unknown build type",
+    `(list (specification (name "x") (build 'everything)))`,
+    'field "build" is not a build type: everything',
+  ],
+  [
+    "bad fingerprint",
+    `(list (specification (name "x") (channels (list (channel (name 'c) (url "u") (introduction (make-channel-introduction "c" (openpgp-fingerprint "XYZ")))))))) `,
+    'fingerprint "XYZ" is not 40 hexadecimal digits',
+  ],
+  [
+    "duplicate names",
+    `(list (specification (name "x")) (specification (name 'x)))`,
+    'two specifications are named "x"',
+  ],
+  [
+    "long form is truncated",
+    `(list (specification (name "x") (build (gnu-system-test "${
+      "a".repeat(200)
+    }"))))`,
+    `unsupported form (gnu-system-test "${"a".repeat(42)}...`,
+  ],
+];
+
+Deno.test("readSpecifications() rejects what it cannot read", async (t) => {
+  for (const [name, text, message] of FAILURES) {
+    await t.step(name, () => {
+      assert.throws(() => readSpecifications(text, "x.scm"), (error) => {
+        assert.ok(error instanceof SpecError, String(error));
+        assert.equal(error.name, "SpecError");
+        assert.equal(error.file, "x.scm");
+        assert.ok(
+          error.message.includes(message),
+          `${JSON.stringify(error.message)} lacks ${JSON.stringify(message)}`,
+        );
+        assert.ok(
+          error.message.startsWith(
+            `Cannot read specification "x.scm" at ${error.line}:${error.column}: `,
+          ),
+        );
+        return true;
+      });
+    });
+  }
+});
+
+Deno.test("readSpecifications() reports the line and column of the form", () => {
+  assert.throws(
+    () =>
+      readSpecifications(
+        `(list\n  (specification\n    (name "x")\n    (build (system-test foo))))`,
+        "x.scm",
+      ),
+    (error) =>
+      error instanceof SpecError && error.line === 4 && error.column === 12,
+  );
+});
+
+Deno.test("specificationFromJson() reads Cuirass's JSON shape", () => {
+  assert.deepEqual(
+    specificationFromJson({
+      name: "tools",
+      build: { packages: ["hello"] },
+      channels: [
+        {
+          name: "guix",
+          url: "https://git.guix.gnu.org/guix.git",
+          branch: "master",
+          commit: false,
+        },
+        { name: "x", url: "https://x", branch: "main", commit: "abc" },
+      ],
+      "build-outputs": [{ job: "j", type: "archive", output: "out", path: "" }],
+      notifications: [{ type: "mastodon" }],
+      period: 30,
+      priority: 1,
+      systems: ["x86_64-linux"],
+    }),
+    spec({
+      name: "tools",
+      build: { type: "packages", params: ["hello"] },
+      channels: [GUIX, {
+        name: "x",
+        url: "https://x",
+        branch: "main",
+        commit: "abc",
+        introduction: null,
+      }],
+      buildOutputs: [{ job: "j", type: "archive", output: "out", path: "" }],
+      notifications: [{ type: "mastodon" }],
+      period: 30,
+      priority: 1,
+    }),
+  );
+  assert.deepEqual(specificationFromJson({ name: "d" }), spec({ name: "d" }));
+  assert.deepEqual(
+    specificationFromJson({ name: "c", build: "custom" }).build,
+    { type: "custom", params: [] },
+  );
+});
+
+Deno.test("specificationFromJson() validates like the file reader", async (t) => {
+  const cases: [unknown, RegExp][] = [
+    [null, /not an object/],
+    [{}, /field "name" is not a non-empty string/],
+    [
+      { name: "x", priority: 10 },
+      /field "priority" is not an integer from 0 to 9: 10/,
+    ],
+    [{ name: "x", priority: 1.5 }, /field "priority"/],
+    [{ name: "x", systems: [] }, /field "systems"/],
+    [{ name: "x", systems: [1] }, /field "systems"/],
+    [{ name: "x", build: "everything" }, /unknown build type "everything"/],
+    [{ name: "x", build: { packages: [1] } }, /field "build"/],
+    [{ name: "x", channels: [{ name: "g" }] }, /field "url"/],
+    [{ name: "x", notifications: [{ type: "sms" }] }, /unknown entry/],
+  ];
+  for (const [value, message] of cases) {
+    await t.step(JSON.stringify(value), () => {
+      assert.throws(() => specificationFromJson(value), (error) => {
+        assert.ok(error instanceof SpecError);
+        assert.match(error.message, /^Cannot read specification from JSON: /);
+        assert.match(error.message, message);
+        return true;
+      });
+    });
+  }
+});

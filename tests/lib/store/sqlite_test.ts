@@ -1,0 +1,291 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { SCHEMA_VERSION } from "../../../lib/store/sqlite_schema.ts";
+import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
+import { drv, job, specification, storeContract } from "./store_contract.ts";
+import type { Store } from "../../../lib/store/types.ts";
+import type {
+  ConcurrencyJob,
+  ConcurrencyReport,
+} from "./sqlite_concurrency_worker.ts";
+
+const tempDir = Deno.makeTempDirSync({ prefix: "lorica-sqlite-test-" });
+globalThis.addEventListener("unload", () => {
+  Deno.removeSync(tempDir, { recursive: true });
+});
+
+let files = 0;
+
+function tempFile(): string {
+  return `${tempDir}/store-${++files}.sqlite`;
+}
+
+storeContract("sqlite file", () => openSqliteStore(tempFile()));
+storeContract("sqlite memory", () => openSqliteStore(":memory:"));
+
+async function withStore(
+  path: string,
+  fn: (store: Store) => Promise<void>,
+): Promise<void> {
+  const store = openSqliteStore(path);
+  try {
+    await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function seed(store: Store, count: number): Promise<number> {
+  await store.upsertSpecification(specification("guix"));
+  const id = await store.addEvaluation("guix", [], 1);
+  const jobs = Array.from({ length: count }, (_, i) => job(`job-${i}`));
+  await store.registerBuilds(id, jobs, { priority: 9, now: 1 });
+  return id;
+}
+
+Deno.test("openSqliteStore() creates a WAL database with its schema version", async () => {
+  const path = tempFile();
+  await withStore(path, async (store) => {
+    await store.upsertSpecification(specification("guix"));
+  });
+  const raw = new DatabaseSync(path);
+  try {
+    assert.deepEqual(
+      { ...raw.prepare("SELECT version FROM SchemaVersion").get() },
+      { version: SCHEMA_VERSION },
+    );
+    assert.equal(
+      raw.prepare("PRAGMA journal_mode").get()?.journal_mode,
+      "wal",
+    );
+  } finally {
+    raw.close();
+  }
+  // Reopening keeps the data and does not recreate the schema.
+  await withStore(path, async (store) => {
+    assert.equal((await store.getSpecification("guix"))?.name, "guix");
+  });
+});
+
+Deno.test("openSqliteStore() refuses a database from a newer schema", async () => {
+  const path = tempFile();
+  await openSqliteStore(path).close();
+  const raw = new DatabaseSync(path);
+  raw.exec("UPDATE SchemaVersion SET version = 99");
+  raw.close();
+  assert.throws(
+    () => openSqliteStore(path),
+    (error: unknown) =>
+      error instanceof StoreError && error.code === "schema-too-new" &&
+      error.value === 99 && error.message.includes(JSON.stringify(path)),
+  );
+});
+
+Deno.test("the schema cascades deleting a specification to its builds", async () => {
+  const path = tempFile();
+  await withStore(path, async (store) => {
+    await seed(store, 2);
+    await store.completeBuild(drv("job-0"), BuildStatus.succeeded, { now: 2 });
+  });
+  // Deleting a specification cascades to its evaluations, builds, outputs.
+  const raw = new DatabaseSync(path);
+  raw.exec("PRAGMA foreign_keys = ON");
+  raw.exec("DELETE FROM Specifications");
+  assert.equal(raw.prepare("SELECT count(*) AS n FROM Outputs").get()?.n, 0);
+  raw.close();
+  await withStore(path, async (store) => {
+    assert.deepEqual(await store.countBuildsByStatus(), new Map());
+  });
+});
+
+Deno.test("registerBuilds() writes Jobs rows for aliases and for builds of earlier evaluations", async () => {
+  const path = tempFile();
+  let first = 0;
+  let second = 0;
+  await withStore(path, async (store) => {
+    first = await seed(store, 1);
+    await store.registerBuilds(first, [
+      job("hello", { drv: "hello" }),
+      job("hello-alias", { drv: "hello" }),
+    ], { priority: 9, now: 1 });
+    second = await store.addEvaluation("guix", [], 2);
+    await store.registerBuilds(second, [job("hello", { drv: "hello" })], {
+      priority: 9,
+      now: 2,
+    });
+  });
+  const raw = new DatabaseSync(path);
+  try {
+    const rows = raw.prepare(
+      `SELECT j.evaluation, j.name, b.derivation, b.evaluation AS created
+       FROM Jobs j JOIN Builds b ON b.id = j.build
+       WHERE b.derivation = ? ORDER BY j.evaluation, j.name`,
+    ).all(drv("hello")).map((row) => ({ ...row }));
+    assert.deepEqual(rows, [
+      {
+        evaluation: first,
+        name: "hello",
+        derivation: drv("hello"),
+        created: first,
+      },
+      {
+        evaluation: first,
+        name: "hello-alias",
+        derivation: drv("hello"),
+        created: first,
+      },
+      {
+        evaluation: second,
+        name: "hello",
+        derivation: drv("hello"),
+        created: first,
+      },
+    ]);
+  } finally {
+    raw.close();
+  }
+});
+
+Deno.test("registerBuilds() is atomic: a bad job leaves no build of the batch", async () => {
+  await withStore(tempFile(), async (store) => {
+    const id = await seed(store, 0);
+    const bad = { ...job("bad"), derivation: "" };
+    await assert.rejects(
+      store.registerBuilds(id, [job("good"), bad], { priority: 9, now: 1 }),
+      (error: unknown) =>
+        error instanceof TypeError && error.message.includes('"bad"'),
+    );
+    assert.equal(await store.getBuildByDerivation(drv("good")), null);
+    // The store still works after the rollback.
+    assert.deepEqual(
+      await store.registerBuilds(id, [job("good")], { priority: 9, now: 1 }),
+      { created: 1, known: 0 },
+    );
+  });
+});
+
+Deno.test("openSqliteStore() waits for another writer, then fails with its busy timeout", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path, { busyTimeoutMs: 20 });
+  const raw = new DatabaseSync(path);
+  try {
+    await seed(store, 1);
+    raw.exec("BEGIN IMMEDIATE");
+    await assert.rejects(
+      store.popBuild("w", ["x86_64-linux"], 2),
+      /database is locked/,
+    );
+    // Reads are not blocked by the writer in WAL mode.
+    assert.equal((await store.queue({}, 10)).length, 1);
+    raw.exec("COMMIT");
+    assert.equal((await store.popBuild("w", ["x86_64-linux"], 3))?.id, 1);
+  } finally {
+    raw.close();
+    await store.close();
+  }
+});
+
+Deno.test("close() makes later calls reject", async () => {
+  const store = openSqliteStore(":memory:");
+  await store.close();
+  await assert.rejects(store.listWorkers());
+  await store.close();
+});
+
+/** Pops, starts and completes builds until none is left; returns their ids. */
+async function work(store: Store, worker: string): Promise<number[]> {
+  const ids: number[] = [];
+  for (let now = 2;; now++) {
+    const build = await store.popBuild(worker, ["x86_64-linux"], now);
+    if (build === null) return ids;
+    ids.push(build.id);
+    assert.ok(
+      await store.markStarted(build.derivation, worker, "/l", now),
+    );
+    const done = await store.completeBuild(build.derivation, 0, {
+      worker,
+      now,
+    });
+    assert.ok(done.changed);
+  }
+}
+
+Deno.test("two stores on one file interleave 2,100 status changes without loss (C17)", async () => {
+  const path = tempFile();
+  const builds = 700;
+  const a = openSqliteStore(path);
+  const b = openSqliteStore(path);
+  try {
+    await seed(a, builds);
+    const [fromA, fromB] = await Promise.all([work(a, "wa"), work(b, "wb")]);
+    assert.ok(fromA.length > 0 && fromB.length > 0);
+    const all = new Set([...fromA, ...fromB]);
+    assert.equal(all.size, builds);
+    assert.equal(fromA.length + fromB.length, builds);
+    assert.deepEqual(await b.countBuildsByStatus(), new Map([[0, builds]]));
+    for (const id of fromB.slice(0, 20)) {
+      assert.equal((await a.getBuild(id))?.worker, "wb");
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("three worker threads and a reader share one file without 'database is locked' (C17)", async () => {
+  const path = tempFile();
+  const builds = 300;
+  const store = openSqliteStore(path);
+  const threads: globalThis.Worker[] = [];
+  try {
+    await seed(store, builds);
+    const reports = Array.from({ length: 3 }, (_, i) => {
+      const thread = new Worker(
+        new URL("./sqlite_concurrency_worker.ts", import.meta.url),
+        { type: "module" },
+      );
+      threads.push(thread);
+      return new Promise<ConcurrencyReport>((resolve, reject) => {
+        thread.onmessage = (event) => resolve(event.data);
+        thread.onerror = (event) => {
+          event.preventDefault();
+          reject(new Error(event.message));
+        };
+        const message: ConcurrencyJob = { path, worker: `thread-${i}` };
+        thread.postMessage(message);
+      });
+    });
+    let finished = false;
+    const all = Promise.all(reports).finally(() => finished = true);
+    let reads = 0;
+    while (!finished) {
+      await store.queue({}, 50);
+      await store.latestBuilds({}, 50);
+      reads++;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const results = await all;
+
+    for (const report of results) assert.equal(report.error, null);
+    const ids = results.flatMap((report) => report.ids);
+    assert.equal(ids.length, builds);
+    assert.equal(new Set(ids).size, builds);
+    assert.equal(
+      results.reduce((sum, report) => sum + report.changes, 0),
+      builds * 3,
+    );
+    assert.deepEqual(await store.countBuildsByStatus(), new Map([[0, builds]]));
+    for (const report of results) {
+      for (const id of report.ids.slice(0, 10)) {
+        const build = await store.getBuild(id);
+        assert.equal(build?.worker, report.worker);
+        assert.equal(build?.log, `/logs/${id}`);
+      }
+    }
+    assert.ok(reads > 0);
+  } finally {
+    for (const thread of threads) thread.terminate();
+    await store.close();
+  }
+});

@@ -1,0 +1,856 @@
+// The Store contract: one suite, through the interface only, for every backend.
+
+import assert from "node:assert/strict";
+import {
+  BuildStatus,
+  EvaluationStatus,
+  StoreError,
+  Weather,
+} from "../../../lib/store/types.ts";
+import type {
+  NewJob,
+  Specification,
+  Store,
+  Worker,
+} from "../../../lib/store/types.ts";
+
+const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
+
+/** A specification named `name` with the given priority. */
+export function specification(name: string, priority = 9): Specification {
+  return {
+    name,
+    build: { type: "packages", params: ["hello"] },
+    channels: [{
+      name: "guix",
+      url: "https://example.invalid/guix.git",
+      branch: "master",
+      commit: null,
+      introduction: { commit: "9edb3f6", signer: "BBB0 2DDF" },
+    }],
+    buildOutputs: [{
+      job: "hello.*",
+      type: "archive",
+      output: "out",
+      path: "",
+    }],
+    notifications: [{ type: "email", to: "ci@example.invalid" }],
+    period: 300,
+    priority,
+    systems: ["x86_64-linux", "aarch64-linux"],
+    isActive: true,
+  };
+}
+
+/** A job whose derivation and output are derived from `drvName`. */
+export function job(
+  name: string,
+  options: {
+    drv?: string;
+    system?: string;
+    inputs?: string[];
+    outputs?: string[];
+  } = {},
+): NewJob {
+  const base = options.drv ?? name;
+  return {
+    name,
+    derivation: drv(base),
+    system: options.system ?? "x86_64-linux",
+    nixName: `${base}-1.0`,
+    outputs: (options.outputs ?? [base]).map((out, index) => ({
+      name: index === 0 ? "out" : `out${index}`,
+      path: `/gnu/store/${HASH}-${out}`,
+    })),
+    inputs: (options.inputs ?? []).map(drv),
+    timeout: 72000,
+    maxSilent: 3600,
+  };
+}
+
+/** The derivation file name of {@link job}'s `drv`. */
+export function drv(base: string): string {
+  return `/gnu/store/${HASH}-${base}.drv`;
+}
+
+/**
+ * Registers Deno tests named `[name] ...` that exercise every Store method;
+ * `open` must return a fresh, empty store each call.
+ */
+export function storeContract(
+  name: string,
+  open: () => Promise<Store> | Store,
+): void {
+  function test(title: string, fn: (store: Store) => Promise<void>) {
+    Deno.test(`[${name}] ${title}`, async () => {
+      const store = await open();
+      try {
+        await fn(store);
+      } finally {
+        await store.close();
+      }
+    });
+  }
+
+  async function evaluation(
+    store: Store,
+    spec = "guix",
+    now = 1000,
+    priority = 9,
+  ): Promise<number> {
+    if (await store.getSpecification(spec) === null) {
+      await store.upsertSpecification(specification(spec, priority));
+    }
+    return await store.addEvaluation(spec, [], now);
+  }
+
+  async function status(store: Store, base: string) {
+    return (await store.getBuildByDerivation(drv(base)))?.status;
+  }
+
+  // Specifications.
+
+  test("upsertSpecification() round-trips and updates every field", async (store) => {
+    assert.equal(await store.getSpecification("guix"), null);
+    const spec = specification("guix");
+    await store.upsertSpecification(spec);
+    assert.deepEqual(await store.getSpecification("guix"), spec);
+
+    const changed: Specification = {
+      ...spec,
+      build: { type: "all", params: [] },
+      channels: [],
+      priority: 2,
+      period: 0,
+      systems: ["i686-linux"],
+      isActive: false,
+    };
+    await store.upsertSpecification(changed);
+    assert.deepEqual(await store.getSpecification("guix"), changed);
+  });
+
+  test("listSpecifications() lists every specification by name", async (store) => {
+    await store.upsertSpecification(specification("zeta"));
+    await store.upsertSpecification(specification("alpha"));
+    assert.deepEqual(
+      (await store.listSpecifications()).map((spec) => spec.name),
+      ["alpha", "zeta"],
+    );
+  });
+
+  // Evaluations.
+
+  test("addEvaluation() starts an evaluation with its checkouts", async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    const checkouts = [
+      { channel: "guix", revision: "abc123", directory: "/gnu/store/x-guix" },
+      { channel: "extra", revision: "def456", directory: "/gnu/store/y-ex" },
+    ];
+    const id = await store.addEvaluation("guix", checkouts, 1234);
+    assert.deepEqual(await store.getEvaluation(id), {
+      id,
+      specification: "guix",
+      status: EvaluationStatus.started,
+      timestamp: 1234,
+      checkouttime: 1234,
+      evaltime: 0,
+    });
+    assert.deepEqual(await store.getEvaluationCheckouts(id), checkouts);
+    assert.deepEqual(await store.getEvaluationCheckouts(id + 100), []);
+    assert.equal(await store.getEvaluation(id + 100), null);
+  });
+
+  test("addEvaluation() rejects an unknown specification", async (store) => {
+    await assert.rejects(
+      store.addEvaluation("nope", [], 1),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "not-found" &&
+        error.message.includes('"nope"'),
+    );
+  });
+
+  test("setEvaluationStatus() records the end time of a finished evaluation", async (store) => {
+    const id = await evaluation(store);
+    await store.setEvaluationStatus(id, EvaluationStatus.failed, 2000);
+    const found = await store.getEvaluation(id);
+    assert.equal(found?.status, EvaluationStatus.failed);
+    assert.equal(found?.evaltime, 2000);
+    await assert.rejects(
+      store.setEvaluationStatus(id + 7, EvaluationStatus.succeeded, 1),
+      (error: unknown) =>
+        error instanceof StoreError && error.message.includes(`${id + 7}`),
+    );
+  });
+
+  test("listEvaluations() lists newest first, by specification, limited", async (store) => {
+    const a1 = await evaluation(store, "a");
+    const b1 = await evaluation(store, "b");
+    const a2 = await evaluation(store, "a");
+    const ids = async (options: { specification?: string; limit: number }) =>
+      (await store.listEvaluations(options)).map((e) => e.id);
+    assert.deepEqual(await ids({ limit: 10 }), [a2, b1, a1]);
+    assert.deepEqual(await ids({ specification: "a", limit: 10 }), [a2, a1]);
+    assert.deepEqual(await ids({ limit: 1 }), [a2]);
+    assert.deepEqual(await ids({ specification: "c", limit: 10 }), []);
+  });
+
+  // Registration.
+
+  test("registerBuilds() creates scheduled builds with every field", async (store) => {
+    const id = await evaluation(store, "guix", 1000, 3);
+    const hello = job("hello.x86_64-linux", {
+      drv: "hello",
+      outputs: ["hello", "hello-doc"],
+    });
+    const result = await store.registerBuilds(id, [hello], {
+      priority: 3,
+      now: 1500,
+    });
+    assert.deepEqual(result, { created: 1, known: 0 });
+
+    const build = await store.getBuildByDerivation(hello.derivation);
+    assert.ok(build);
+    assert.deepEqual(build, {
+      id: build.id,
+      derivation: hello.derivation,
+      evaluation: id,
+      specification: "guix",
+      jobName: "hello.x86_64-linux",
+      system: "x86_64-linux",
+      worker: null,
+      nixName: "hello-1.0",
+      log: "",
+      status: BuildStatus.scheduled,
+      lastStatus: null,
+      weather: Weather.unknown,
+      priority: 3,
+      maxSilent: 3600,
+      timeout: 72000,
+      timestamp: 1500,
+      starttime: 0,
+      stoptime: 0,
+      outputs: hello.outputs,
+    });
+    assert.deepEqual(await store.getBuild(build.id), build);
+    assert.equal(await store.getBuild(build.id + 1000), null);
+    assert.equal(await store.getBuildByDerivation(drv("missing")), null);
+  });
+
+  test("registerBuilds() gives one build to two jobs with one derivation and is idempotent (C18)", async (store) => {
+    const id = await evaluation(store);
+    const jobs = [
+      job("hello", { drv: "hello" }),
+      job("hello-alias", { drv: "hello" }),
+    ];
+    const options = { priority: 9, now: 1000 };
+    assert.deepEqual(await store.registerBuilds(id, jobs, options), {
+      created: 1,
+      known: 1,
+    });
+    assert.deepEqual(await store.registerBuilds(id, jobs, options), {
+      created: 0,
+      known: 2,
+    });
+    assert.deepEqual(await store.countBuildsByStatus(), new Map([[-2, 1]]));
+    const build = await store.getBuildByDerivation(drv("hello"));
+    assert.equal(build?.jobName, "hello");
+    assert.deepEqual(
+      (await store.queue({ evaluation: id }, 10)).map((b) => b.id),
+      [build?.id],
+    );
+  });
+
+  test("registerBuilds() dedups by output path across evaluations", async (store) => {
+    const first = await evaluation(store);
+    await store.registerBuilds(first, [job("hello")], {
+      priority: 9,
+      now: 1000,
+    });
+    const second = await evaluation(store);
+    // Another derivation with the same output: no new build, yet the new
+    // evaluation's job points at the old build.
+    const same = job("hello", { drv: "hello-other", outputs: ["hello"] });
+    // A derivation with one new output is a new build.
+    const partly = job("partly", { outputs: ["hello", "partly"] });
+    assert.deepEqual(
+      await store.registerBuilds(second, [same, partly], {
+        priority: 9,
+        now: 2000,
+      }),
+      { created: 1, known: 1 },
+    );
+    assert.equal(await store.getBuildByDerivation(same.derivation), null);
+    const old = await store.getBuildByDerivation(drv("hello"));
+    const ids = (await store.queue({ evaluation: second }, 10)).map((b) =>
+      b.derivation
+    );
+    assert.deepEqual(ids.sort(), [drv("hello"), drv("partly")].sort());
+    assert.equal(old?.evaluation, first);
+  });
+
+  test("registerBuilds() links dependencies within a batch and to earlier evaluations", async (store) => {
+    const first = await evaluation(store);
+    await store.registerBuilds(first, [job("glibc")], {
+      priority: 9,
+      now: 1000,
+    });
+    const second = await evaluation(store);
+    await store.registerBuilds(second, [
+      job("hello", { inputs: ["gcc", "glibc", "not-a-build"] }),
+      job("gcc", { inputs: ["glibc"] }),
+    ], { priority: 9, now: 2000 });
+    const id = async (base: string) =>
+      (await store.getBuildByDerivation(drv(base)))!.id;
+    assert.deepEqual(
+      await store.buildDependencies(await id("hello")),
+      [await id("glibc"), await id("gcc")].sort((a, b) => a - b),
+    );
+    assert.deepEqual(await store.buildDependencies(await id("gcc")), [
+      await id("glibc"),
+    ]);
+    assert.deepEqual(await store.buildDependencies(await id("glibc")), []);
+  });
+
+  test("registerBuilds() rejects an unknown evaluation, naming it", async (store) => {
+    await assert.rejects(
+      store.registerBuilds(42, [job("hello")], { priority: 0, now: 1 }),
+      (error: unknown) =>
+        error instanceof StoreError && error.value === 42 &&
+        error.message.includes(drv("hello")) &&
+        error.message.includes("42"),
+    );
+    assert.equal(await store.getBuildByDerivation(drv("hello")), null);
+  });
+
+  // Dispatch.
+
+  test("popBuild() takes the best build across all systems (C04)", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("x-late", { system: "x86_64-linux" }),
+    ], { priority: 5, now: 300 });
+    await store.registerBuilds(id, [
+      job("arm-early", { system: "aarch64-linux" }),
+      job("arm-early2", { system: "aarch64-linux" }),
+    ], { priority: 5, now: 100 });
+    await store.registerBuilds(id, [
+      job("x-urgent", { system: "x86_64-linux" }),
+    ], { priority: 1, now: 900 });
+    await store.registerBuilds(id, [
+      job("other-system", { system: "riscv64-linux" }),
+    ], { priority: 0, now: 1 });
+
+    const systems = ["x86_64-linux", "aarch64-linux"];
+    const order: string[] = [];
+    for (;;) {
+      const build = await store.popBuild("w1", systems, 5000);
+      if (build === null) break;
+      assert.equal(build.status, BuildStatus.submitted);
+      assert.equal(build.worker, "w1");
+      assert.equal(build.starttime, 5000);
+      order.push(build.jobName);
+    }
+    assert.deepEqual(order, ["x-urgent", "arm-early", "arm-early2", "x-late"]);
+    assert.equal(await status(store, "other-system"), BuildStatus.scheduled);
+    assert.equal(await store.popBuild("w1", [], 5000), null);
+  });
+
+  test("popBuild() breaks ties by lowest id", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("b"), job("a"), job("c")], {
+      priority: 4,
+      now: 100,
+    });
+    const names = [];
+    for (let i = 0; i < 3; i++) {
+      names.push((await store.popBuild("w", ["x86_64-linux"], 1))?.jobName);
+    }
+    assert.deepEqual(names, ["b", "a", "c"]);
+  });
+
+  test("popBuild() waits until every dependency succeeded", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("lib", { system: "aarch64-linux" }),
+      job("app", { inputs: ["lib"] }),
+    ], { priority: 0, now: 100 });
+    await store.registerBuilds(id, [job("later")], { priority: 9, now: 900 });
+
+    const first = await store.popBuild("w", ["x86_64-linux"], 1000);
+    assert.equal(first?.jobName, "later");
+    assert.equal(await store.popBuild("w", ["x86_64-linux"], 1000), null);
+
+    const lib = await store.popBuild("arm", ["aarch64-linux"], 1000);
+    assert.equal(lib?.jobName, "lib");
+    assert.equal(await store.popBuild("w", ["x86_64-linux"], 1000), null);
+    await store.completeBuild(drv("lib"), BuildStatus.succeeded, {
+      worker: "arm",
+      now: 1100,
+    });
+    assert.equal(
+      (await store.popBuild("w", ["x86_64-linux"], 1200))?.jobName,
+      "app",
+    );
+  });
+
+  test("popBuild() never hands one build to two concurrent callers", async (store) => {
+    const id = await evaluation(store);
+    const jobs = Array.from({ length: 20 }, (_, i) => job(`j${i}`));
+    await store.registerBuilds(id, jobs, { priority: 9, now: 1 });
+    const popped = await Promise.all(
+      Array.from(
+        { length: 30 },
+        (_, i) => store.popBuild(`w${i % 3}`, ["x86_64-linux"], 2),
+      ),
+    );
+    const ids = popped.filter((b) => b !== null).map((b) => b!.id);
+    assert.equal(ids.length, 20);
+    assert.equal(new Set(ids).size, 20);
+  });
+
+  // Listing.
+
+  test("queue() lists pending builds: started, scheduled, submitted, each in dispatch order", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("p9-old")], { priority: 9, now: 100 });
+    await store.registerBuilds(id, [job("p0-new")], { priority: 0, now: 500 });
+    await store.registerBuilds(id, [job("p0-old"), job("p0-old2")], {
+      priority: 0,
+      now: 200,
+    });
+    await store.registerBuilds(id, [job("done")], { priority: 0, now: 1 });
+    await store.completeBuild(drv("done"), BuildStatus.succeeded, { now: 2 });
+    const names = async (filter = {}, limit = 100) =>
+      (await store.queue(filter, limit)).map((b) => b.jobName);
+    const expected = ["p0-old", "p0-old2", "p0-new", "p9-old"];
+    assert.deepEqual(await names(), expected);
+
+    // The dispatcher hands builds out in exactly the queue's order (C19).
+    const dispatched = [];
+    for (let i = 0; i < expected.length; i++) {
+      dispatched.push(
+        (await store.popBuild(`w${i}`, ["x86_64-linux"], 700))?.jobName,
+      );
+    }
+    assert.deepEqual(dispatched, expected);
+
+    assert.equal(await store.markStarted(drv("p0-new"), "w2", "/l", 800), true);
+    assert.equal(await store.requeueBuild(drv("p9-old"), 801), true);
+    assert.deepEqual(await names(), ["p0-new", "p9-old", "p0-old", "p0-old2"]);
+    assert.deepEqual(await names({ worker: "w2" }), ["p0-new"]);
+    assert.deepEqual(await names({ job: "p0-old2" }), ["p0-old2"]);
+    assert.deepEqual(await names({}, 2), ["p0-new", "p9-old"]);
+    await assert.rejects(store.queue({}, -1), RangeError);
+  });
+
+  test("latestBuilds() lists finished builds, newest evaluation first", async (store) => {
+    const e1 = await evaluation(store, "guix");
+    await store.registerBuilds(e1, [job("a1"), job("a2"), job("pending")], {
+      priority: 9,
+      now: 1,
+    });
+    const e2 = await evaluation(store, "other");
+    await store.registerBuilds(e2, [job("b1", { system: "i686-linux" })], {
+      priority: 9,
+      now: 2,
+    });
+    for (const name of ["a2", "a1", "b1"]) {
+      await store.completeBuild(drv(name), BuildStatus.failed, { now: 5 });
+    }
+    const names = async (filter: object, limit = 10) =>
+      (await store.latestBuilds(filter, limit)).map((b) => b.jobName);
+    assert.deepEqual(await names({}), ["b1", "a2", "a1"]);
+    assert.deepEqual(await names({}, 2), ["b1", "a2"]);
+    assert.deepEqual(await names({ specification: "guix" }), ["a2", "a1"]);
+    assert.deepEqual(await names({ job: "a1" }), ["a1"]);
+    assert.deepEqual(await names({ system: "i686-linux" }), ["b1"]);
+    assert.deepEqual(await names({ evaluation: e1 }), ["a2", "a1"]);
+    const [latest] = await store.latestBuilds({}, 1);
+    assert.equal(latest.specification, "other");
+    assert.equal(latest.outputs.length, 1);
+  });
+
+  test("countBuildsByStatus() counts builds per status, filtered", async (store) => {
+    const e1 = await evaluation(store, "guix");
+    await store.registerBuilds(e1, [job("a"), job("b"), job("c"), job("d")], {
+      priority: 9,
+      now: 1,
+    });
+    const e2 = await evaluation(store, "other");
+    await store.registerBuilds(e2, [job("e")], { priority: 9, now: 1 });
+    await store.completeBuild(drv("a"), BuildStatus.succeeded, { now: 2 });
+    await store.completeBuild(drv("b"), BuildStatus.canceled, { now: 2 });
+    await store.popBuild("w", ["x86_64-linux"], 3);
+    assert.deepEqual(
+      await store.countBuildsByStatus(),
+      new Map([[-3, 1], [-2, 2], [0, 1], [4, 1]]),
+    );
+    assert.deepEqual(
+      await store.countBuildsByStatus({ specification: "other" }),
+      new Map([[-2, 1]]),
+    );
+    assert.deepEqual(
+      await store.countBuildsByStatus({ worker: "w" }),
+      new Map([[-3, 1]]),
+    );
+  });
+
+  // Build life cycle.
+
+  test("markStarted() starts only a build the worker owns", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("hello")], { priority: 9, now: 1 });
+    const hello = drv("hello");
+    assert.equal(await store.markStarted(hello, "w1", "/l", 2), false);
+    await store.popBuild("w1", ["x86_64-linux"], 3);
+    assert.equal(await store.markStarted(hello, "w2", "/l", 4), false);
+    assert.equal(await store.markStarted(drv("nope"), "w1", "/l", 4), false);
+    assert.equal(await store.markStarted(hello, "w1", "/logs/h.gz", 5), true);
+    const build = await store.getBuildByDerivation(hello);
+    assert.equal(build?.status, BuildStatus.started);
+    assert.equal(build?.starttime, 5);
+    assert.equal(build?.log, "/logs/h.gz");
+    assert.equal(build?.worker, "w1");
+  });
+
+  test("completeBuild() with a worker changes only that worker's build", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("hello")], { priority: 9, now: 1 });
+    const hello = drv("hello");
+    const unchanged = { changed: false, dependentsFailed: 0 };
+    // Still scheduled: no worker owns it.
+    assert.deepEqual(
+      await store.completeBuild(hello, 0, { worker: "w1", now: 2 }),
+      unchanged,
+    );
+    await store.popBuild("w1", ["x86_64-linux"], 3);
+    assert.deepEqual(
+      await store.completeBuild(hello, 0, { worker: "w2", now: 4 }),
+      unchanged,
+    );
+    // The build is lost to a requeue; w1's late result changes nothing.
+    assert.equal(await store.requeueBuild(hello, 5), true);
+    await store.popBuild("w2", ["x86_64-linux"], 6);
+    await store.markStarted(hello, "w2", "/l", 7);
+    assert.deepEqual(
+      await store.completeBuild(hello, 1, { worker: "w1", now: 8 }),
+      unchanged,
+    );
+    assert.deepEqual(
+      await store.completeBuild(hello, 0, { worker: "w2", now: 9 }),
+      { changed: true, dependentsFailed: 0 },
+    );
+    const build = await store.getBuildByDerivation(hello);
+    assert.equal(build?.status, BuildStatus.succeeded);
+    assert.equal(build?.stoptime, 9);
+    assert.equal(build?.starttime, 7);
+    // Finished builds stay finished, with or without a worker.
+    assert.deepEqual(
+      await store.completeBuild(hello, 1, { worker: "w2", now: 10 }),
+      unchanged,
+    );
+    assert.deepEqual(
+      await store.completeBuild(hello, 4, { now: 10 }),
+      unchanged,
+    );
+    assert.deepEqual(
+      await store.completeBuild(drv("nope"), 0, { now: 10 }),
+      unchanged,
+    );
+  });
+
+  test("completeBuild() without a worker finishes any pending build", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.popBuild("w", ["x86_64-linux"], 2);
+    await store.popBuild("w", ["x86_64-linux"], 2);
+    await store.markStarted(drv("b"), "w", "/l", 3);
+    for (const [name, final] of [["a", 0], ["b", 3], ["c", 4]] as const) {
+      const result = await store.completeBuild(drv(name), final, { now: 9 });
+      assert.equal(result.changed, true, name);
+      assert.equal(await status(store, name), final);
+    }
+  });
+
+  test("completeBuild() rejects a status that is not final", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    for (const bad of [-3, -2, -1, 5]) {
+      await assert.rejects(
+        store.completeBuild(drv("a"), bad as BuildStatus, { now: 2 }),
+        (error: unknown) =>
+          error instanceof RangeError && error.message.includes(`${bad}`),
+      );
+    }
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+  });
+
+  for (const failure of [1, 2, 3, 4] as const) {
+    test(`completeBuild() with status ${failure} fails scheduled dependents transitively`, async (store) => {
+      const id = await evaluation(store);
+      // lib, sibling -> base ; app, tool -> lib ; free stands alone.
+      await store.registerBuilds(id, [
+        job("base"),
+        job("lib", { inputs: ["base"] }),
+        job("app", { inputs: ["lib"] }),
+        job("tool", { inputs: ["lib"] }),
+        job("sibling", { inputs: ["base"] }),
+        job("free"),
+      ], { priority: 9, now: 1 });
+      assert.equal(
+        (await store.popBuild("w", ["x86_64-linux"], 2))?.jobName,
+        "base",
+      );
+      await store.completeBuild(drv("free"), 0, { now: 2 });
+      const result = await store.completeBuild(drv("base"), failure, {
+        worker: "w",
+        now: 50,
+      });
+      assert.deepEqual(result, { changed: true, dependentsFailed: 4 });
+      for (const name of ["lib", "app", "tool", "sibling"]) {
+        const build = await store.getBuildByDerivation(drv(name));
+        assert.equal(build?.status, BuildStatus.failedDependency, name);
+        assert.equal(build?.starttime, 50, name);
+        assert.equal(build?.stoptime, 50, name);
+      }
+      assert.equal(await status(store, "base"), failure);
+      assert.equal(await status(store, "free"), BuildStatus.succeeded);
+    });
+  }
+
+  test("completeBuild() succeeding fails nothing", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("base"),
+      job("a", { inputs: ["base"] }),
+    ], { priority: 9, now: 1 });
+    await store.popBuild("w", ["x86_64-linux"], 2);
+    assert.deepEqual(
+      await store.completeBuild(drv("base"), 0, { worker: "w", now: 3 }),
+      { changed: true, dependentsFailed: 0 },
+    );
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+  });
+
+  test("completeBuild() failing skips dependents that are no longer scheduled", async (store) => {
+    const id = await evaluation(store);
+    // done -> base ; after -> done ; other -> base.
+    await store.registerBuilds(id, [
+      job("base"),
+      job("done", { inputs: ["base"] }),
+      job("after", { inputs: ["done"] }),
+      job("other", { inputs: ["base"] }),
+    ], { priority: 9, now: 1 });
+    // An administrator (no worker) finished "done" already.
+    await store.completeBuild(drv("done"), 0, { now: 2 });
+    // A later evaluation adds a dependent of base too.
+    const later = await evaluation(store);
+    await store.registerBuilds(later, [job("new", { inputs: ["base"] })], {
+      priority: 9,
+      now: 3,
+    });
+    assert.deepEqual(await store.completeBuild(drv("base"), 1, { now: 4 }), {
+      changed: true,
+      dependentsFailed: 2,
+    });
+    assert.equal(await status(store, "done"), BuildStatus.succeeded);
+    assert.equal(await status(store, "after"), BuildStatus.scheduled);
+    assert.equal(await status(store, "other"), BuildStatus.failedDependency);
+    assert.equal(await status(store, "new"), BuildStatus.failedDependency);
+  });
+
+  test("completeBuild() sets last status and weather from the job's previous result", async (store) => {
+    const cases: [number, number | null, Weather][] = [
+      [0, null, Weather.unknown],
+      [1, 0, Weather.newFailure],
+      [3, 1, Weather.stillFailing],
+      [0, 3, Weather.newSuccess],
+      [0, 0, Weather.stillSucceeding],
+    ];
+    for (const [index, [final, last, weather]] of cases.entries()) {
+      const id = await evaluation(store);
+      // Same job name, a new derivation each evaluation.
+      await store.registerBuilds(
+        id,
+        [job("hello", { drv: `hello-${index}` })],
+        {
+          priority: 9,
+          now: index,
+        },
+      );
+      // Another spec's job of the same name does not count.
+      const other = await evaluation(store, "other");
+      await store.registerBuilds(other, [
+        job("hello", { drv: `other-hello-${index}` }),
+      ], { priority: 9, now: index });
+      await store.completeBuild(drv(`other-hello-${index}`), 4, { now: 1 });
+
+      await store.completeBuild(drv(`hello-${index}`), final as BuildStatus, {
+        now: 100 + index,
+      });
+      const build = await store.getBuildByDerivation(drv(`hello-${index}`));
+      assert.equal(build?.lastStatus, last, `evaluation ${index}`);
+      assert.equal(build?.weather, weather, `evaluation ${index}`);
+    }
+  });
+
+  test("completeBuild() ignores results of later evaluations for the weather", async (store) => {
+    const e1 = await evaluation(store);
+    await store.registerBuilds(e1, [job("hello", { drv: "hello1" })], {
+      priority: 9,
+      now: 1,
+    });
+    const e2 = await evaluation(store);
+    await store.registerBuilds(e2, [job("hello", { drv: "hello2" })], {
+      priority: 9,
+      now: 2,
+    });
+    await store.completeBuild(drv("hello2"), 1, { now: 3 });
+    await store.completeBuild(drv("hello1"), 0, { now: 4 });
+    const older = await store.getBuildByDerivation(drv("hello1"));
+    assert.equal(older?.lastStatus, null);
+    assert.equal(older?.weather, Weather.unknown);
+  });
+
+  test("completeBuild() gives failed dependents a weather too", async (store) => {
+    const e1 = await evaluation(store);
+    await store.registerBuilds(e1, [job("lib"), job("app", { drv: "app1" })], {
+      priority: 9,
+      now: 1,
+    });
+    await store.completeBuild(drv("lib"), 0, { now: 2 });
+    await store.completeBuild(drv("app1"), 0, { now: 2 });
+    const e2 = await evaluation(store);
+    await store.registerBuilds(e2, [
+      job("lib", { drv: "lib2" }),
+      job("app", { drv: "app2", inputs: ["lib2"] }),
+    ], { priority: 9, now: 3 });
+    await store.completeBuild(drv("lib2"), 1, { now: 4 });
+    const app = await store.getBuildByDerivation(drv("app2"));
+    assert.equal(app?.status, BuildStatus.failedDependency);
+    assert.equal(app?.lastStatus, 0);
+    assert.equal(app?.weather, Weather.newFailure);
+  });
+
+  test("requeueBuild() puts a submitted or started build back", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    assert.equal(await store.requeueBuild(drv("a"), 2), false);
+    await store.popBuild("w", ["x86_64-linux"], 3);
+    await store.popBuild("w", ["x86_64-linux"], 3);
+    await store.markStarted(drv("b"), "w", "/l", 4);
+    for (const name of ["a", "b"]) {
+      assert.equal(await store.requeueBuild(drv(name), 5), true);
+      const build = await store.getBuildByDerivation(drv(name));
+      assert.equal(build?.status, BuildStatus.scheduled);
+      assert.equal(build?.worker, null);
+      assert.equal(build?.starttime, 0);
+    }
+    await store.completeBuild(drv("a"), 0, { now: 6 });
+    assert.equal(await store.requeueBuild(drv("a"), 7), false);
+    assert.equal(await status(store, "a"), BuildStatus.succeeded);
+  });
+
+  test("requeueWorkerBuilds() requeues one worker's submitted and started builds", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b"), job("c"), job("d")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.popBuild("w1", ["x86_64-linux"], 2); // a
+    await store.popBuild("w1", ["x86_64-linux"], 2); // b
+    await store.popBuild("w2", ["x86_64-linux"], 2); // c
+    await store.popBuild("w1", ["x86_64-linux"], 2); // d
+    await store.markStarted(drv("b"), "w1", "/l", 3);
+    await store.completeBuild(drv("d"), 0, { worker: "w1", now: 4 });
+    assert.equal(await store.requeueWorkerBuilds("w1", 5), 2);
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    assert.equal(await status(store, "b"), BuildStatus.scheduled);
+    assert.equal(await status(store, "c"), BuildStatus.submitted);
+    assert.equal(await status(store, "d"), BuildStatus.succeeded);
+    assert.equal(await store.requeueWorkerBuilds("w1", 6), 0);
+  });
+
+  // Workers.
+
+  const worker = (name: string, lastSeen: number): Worker => ({
+    name,
+    address: "127.0.0.1",
+    machine: "box",
+    systems: ["x86_64-linux", "i686-linux"],
+    lastSeen,
+  });
+
+  test("upsertWorker() inserts, then refreshes every field", async (store) => {
+    assert.equal(await store.getWorker("w1"), null);
+    await store.upsertWorker(worker("w1", 10));
+    assert.deepEqual(await store.getWorker("w1"), worker("w1", 10));
+    const moved = {
+      name: "w1",
+      address: "::1",
+      machine: "other",
+      systems: ["aarch64-linux"],
+      lastSeen: 20,
+    };
+    await store.upsertWorker(moved);
+    assert.deepEqual(await store.getWorker("w1"), moved);
+    await store.upsertWorker(worker("w0", 5));
+    assert.deepEqual(await store.listWorkers(), [worker("w0", 5), moved]);
+  });
+
+  test("touchWorker() refreshes last seen of a known worker only", async (store) => {
+    await store.upsertWorker(worker("w1", 10));
+    assert.equal(await store.touchWorker("w1", 30), true);
+    assert.equal((await store.getWorker("w1"))?.lastSeen, 30);
+    assert.equal(await store.touchWorker("ghost", 30), false);
+    assert.equal(await store.getWorker("ghost"), null);
+  });
+
+  test("removeWorker() deletes the worker and requeues its builds", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.upsertWorker(worker("w1", 10));
+    await store.upsertWorker(worker("w2", 10));
+    await store.popBuild("w1", ["x86_64-linux"], 2);
+    await store.popBuild("w2", ["x86_64-linux"], 2);
+    await store.removeWorker("w1", 20);
+    assert.equal(await store.getWorker("w1"), null);
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    assert.equal(await status(store, "b"), BuildStatus.submitted);
+    await store.removeWorker("ghost", 20);
+  });
+
+  test("expireWorkers() removes silent workers and requeues submitted and started builds", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.upsertWorker(worker("old1", 10));
+    await store.upsertWorker(worker("old2", 50));
+    await store.upsertWorker(worker("fresh", 100));
+    await store.popBuild("old1", ["x86_64-linux"], 2); // a, submitted
+    await store.popBuild("old2", ["x86_64-linux"], 2); // b, started below
+    await store.popBuild("fresh", ["x86_64-linux"], 2); // c
+    await store.markStarted(drv("b"), "old2", "/l", 3);
+
+    assert.deepEqual(await store.expireWorkers(100, 200), ["old1", "old2"]);
+    assert.deepEqual((await store.listWorkers()).map((w) => w.name), [
+      "fresh",
+    ]);
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    assert.equal(await status(store, "b"), BuildStatus.scheduled);
+    assert.equal(await status(store, "c"), BuildStatus.submitted);
+    assert.equal((await store.getBuildByDerivation(drv("a")))?.worker, null);
+    assert.deepEqual(await store.expireWorkers(100, 300), []);
+  });
+}

@@ -1,0 +1,596 @@
+import assert from "node:assert/strict";
+import { gunzipSync } from "node:zlib";
+import { createWebApp } from "../../../lib/web/app.ts";
+import { createLogger } from "../../../lib/log.ts";
+import {
+  C10_LOG,
+  createFixture,
+  drvPath,
+  job,
+  NOW,
+  STORE_DIR,
+  T0,
+  writeLog,
+  XSS,
+} from "./_fixture.ts";
+import type { Store } from "../../../lib/store/types.ts";
+
+const BUILD_KEYS = [
+  "id",
+  "evaluation",
+  "jobset",
+  "job",
+  "timestamp",
+  "starttime",
+  "stoptime",
+  "derivation",
+  "buildoutputs",
+  "system",
+  "nixname",
+  "buildstatus",
+  "weather",
+  "busy",
+  "priority",
+  "finished",
+  "buildproducts",
+];
+
+type Json = Record<string, unknown>;
+
+async function json(response: Response, status = 200): Promise<unknown> {
+  assert.equal(response.status, status);
+  assert.equal(response.headers.get("content-type"), "application/json");
+  return await response.json();
+}
+
+function assertBuildShape(value: unknown): asserts value is Json {
+  const build = value as Json;
+  assert.deepEqual(Object.keys(build), BUILD_KEYS);
+  for (
+    const key of [
+      "id",
+      "evaluation",
+      "timestamp",
+      "starttime",
+      "stoptime",
+      "buildstatus",
+      "weather",
+      "busy",
+      "priority",
+      "finished",
+    ]
+  ) {
+    assert.ok(Number.isSafeInteger(build[key]), `${key} is an integer`);
+  }
+  for (const key of ["jobset", "job", "derivation", "system", "nixname"]) {
+    assert.equal(typeof build[key], "string", `${key} is a string`);
+  }
+  assert.deepEqual(build.buildproducts, []);
+  assert.equal(build.busy, build.buildstatus === -1 ? 1 : 0);
+  assert.equal(build.finished, (build.buildstatus as number) >= 0 ? 1 : 0);
+  // Real epoch seconds, not milliseconds.
+  assert.ok(
+    (build.timestamp as number) > 1e9 && (build.timestamp as number) < 1e10,
+  );
+}
+
+Deno.test("GET /api/latestbuilds returns finished builds in the Cuirass shape (C19)", async () => {
+  await using fx = await createFixture();
+  const list = await json(await fx.fetch("/api/latestbuilds?nr=100")) as Json[];
+  assert.deepEqual(
+    list.map((build) => build.buildstatus).sort(),
+    [0, 1, 1, 2, 3, 4],
+  );
+  for (const build of list) assertBuildShape(build);
+  const succeeded = list.find((build) => build.id === fx.builds.succeeded.id)!;
+  assert.deepEqual(succeeded, {
+    id: fx.builds.succeeded.id,
+    evaluation: 1,
+    jobset: "hello",
+    job: fx.builds.succeeded.jobName,
+    timestamp: fx.builds.succeeded.stoptime,
+    starttime: fx.builds.succeeded.starttime,
+    stoptime: fx.builds.succeeded.stoptime,
+    derivation: fx.builds.succeeded.derivation,
+    buildoutputs: {
+      out: { path: fx.builds.succeeded.outputs[0].path },
+      doc: { path: fx.builds.succeeded.outputs[1].path },
+    },
+    system: "x86_64-linux",
+    nixname: fx.builds.succeeded.nixName,
+    buildstatus: 0,
+    weather: fx.builds.succeeded.weather,
+    busy: 0,
+    priority: fx.builds.succeeded.priority,
+    finished: 1,
+    buildproducts: [],
+  });
+  assert.ok(succeeded.stoptime as number > T0);
+});
+
+Deno.test("GET /api/latestbuilds applies the jobset, job, system and evaluation filters", async () => {
+  await using fx = await createFixture();
+  const cases: [string, number[]][] = [
+    ["jobset=hello", [0, 1, 1, 2, 3, 4]],
+    [`jobset=${encodeURIComponent(XSS)}`, []],
+    ["system=aarch64-linux", [1, 2]],
+    [`job=${fx.builds.canceled.jobName}`, [4]],
+    ["evaluation=1&system=x86_64-linux", [0, 1, 3, 4]],
+    ["evaluation=2", []],
+  ];
+  for (const [query, statuses] of cases) {
+    const list = await json(
+      await fx.fetch(`/api/latestbuilds?nr=50&${query}`),
+    ) as Json[];
+    assert.deepEqual(list.map((b) => b.buildstatus).sort(), statuses, query);
+  }
+  const limited = await json(
+    await fx.fetch("/api/latestbuilds?nr=2"),
+  ) as Json[];
+  assert.equal(limited.length, 2);
+});
+
+Deno.test("GET /api/queue lists pending builds in the dispatcher's order (C19)", async () => {
+  await using fx = await createFixture();
+  const list = await json(await fx.fetch("/api/queue?nr=1000")) as Json[];
+  for (const build of list) assertBuildShape(build);
+  const statuses = list.map((build) => build.buildstatus);
+  // Started first, then scheduled, then submitted, as Cuirass orders them.
+  assert.deepEqual(
+    statuses,
+    [...statuses].sort((a, b) => (b as number) - (a as number)),
+  );
+  assert.ok(
+    statuses.includes(-1) && statuses.includes(-2) && statuses.includes(-3),
+  );
+
+  const scheduled = list.filter((build) => build.buildstatus === -2);
+  const priorities = scheduled.map((build) => build.priority as number);
+  assert.deepEqual(priorities, [...priorities].sort((a, b) => a - b));
+  // Within the queue, the scheduled builds come exactly as popBuild takes them.
+  const popped: number[] = [];
+  while (true) {
+    const next = await fx.store.popBuild(
+      "w2",
+      ["x86_64-linux", "aarch64-linux"],
+      NOW,
+    );
+    if (next === null) break;
+    popped.push(next.id);
+  }
+  assert.ok(popped.length >= 3);
+  assert.deepEqual(scheduled.map((build) => build.id), popped);
+});
+
+Deno.test("GET /api/queue applies the filters", async () => {
+  await using fx = await createFixture();
+  const xss = await json(
+    await fx.fetch(`/api/queue?nr=10&jobset=${encodeURIComponent(XSS)}`),
+  ) as Json[];
+  assert.deepEqual(xss.map((build) => build.id), [fx.builds.xss.id]);
+  assert.equal(xss[0].job, fx.builds.xss.jobName);
+  const none = await json(
+    await fx.fetch("/api/queue?nr=10&system=aarch64-linux"),
+  ) as Json[];
+  assert.deepEqual(none, []);
+  const one = await json(await fx.fetch("/api/queue?nr=1")) as Json[];
+  assert.equal(one.length, 1);
+});
+
+Deno.test("the list endpoints reject a missing or out-of-range nr with 400", async (t) => {
+  await using fx = await createFixture();
+  const cases: [string, string][] = [
+    ["", "missing"],
+    ["nr=0", `"0"`],
+    ["nr=abc", `"abc"`],
+    ["nr=100000", `"100000"`],
+    ["nr=1001", `"1001"`],
+    ["nr=-1", `"-1"`],
+    ["nr=1.5", `"1.5"`],
+    ["nr=", `""`],
+  ];
+  for (
+    const endpoint of ["/api/latestbuilds", "/api/queue", "/api/evaluations"]
+  ) {
+    for (const [query, named] of cases) {
+      await t.step(`${endpoint}?${query}`, async () => {
+        const body = await json(
+          await fx.fetch(`${endpoint}?${query}`),
+          400,
+        ) as Json;
+        assert.match(body.error as string, /^Cannot read parameter "nr": /);
+        assert.ok((body.error as string).includes(named), body.error as string);
+      });
+    }
+  }
+  const bad = await json(
+    await fx.fetch("/api/latestbuilds?nr=5&evaluation=x"),
+    400,
+  ) as Json;
+  assert.match(bad.error as string, /"evaluation".*"x"/);
+  assert.ok(!fx.logLines.some((line) => line.includes(" error ")));
+});
+
+Deno.test("GET /build/ID finds a build by id or derivation basename", async () => {
+  await using fx = await createFixture();
+  const byId = await json(await fx.fetch(`/build/${fx.builds.started.id}`));
+  assertBuildShape(byId);
+  assert.equal(byId.busy, 1);
+  assert.equal(byId.timestamp, fx.builds.started.timestamp);
+  const basename = fx.builds.failed.derivation.slice(STORE_DIR.length + 1);
+  const byDrv = await json(await fx.fetch(`/build/${basename}`)) as Json;
+  assert.equal(byDrv.id, fx.builds.failed.id);
+  assert.equal(byDrv.buildstatus, 1);
+});
+
+Deno.test("GET /build/ID answers 404 JSON for an unknown build and 400 for a bad id (C19)", async () => {
+  await using fx = await createFixture();
+  assert.deepEqual(await json(await fx.fetch("/build/7777"), 404), {
+    error: "Build with ID 7777 doesn't exist.",
+  });
+  const unknownDrv = drvPath(999, "nothing").slice(STORE_DIR.length + 1);
+  assert.deepEqual(await json(await fx.fetch(`/build/${unknownDrv}`), 404), {
+    error: `Build with ID ${unknownDrv} doesn't exist.`,
+  });
+  for (const id of ["0", "abc", "-3", "99999999999999999999", "x.drv"]) {
+    const body = await json(await fx.fetch(`/build/${id}`), 400) as Json;
+    assert.match(body.error as string, /^Cannot read build ID/);
+  }
+});
+
+Deno.test("GET /build/ID/log/raw serves the gzip file unchanged, invalid UTF-8 included (C10)", async () => {
+  await using fx = await createFixture();
+  const onDisk = await Deno.readFile(
+    `${fx.logDir}/${fx.builds.succeeded.derivation.slice(11, 43)}.log.gz`,
+  );
+  const response = await fx.fetch(`/build/${fx.builds.succeeded.id}/log/raw`);
+  assert.equal(response.status, 200);
+  assert.equal(
+    response.headers.get("content-type"),
+    "text/plain; charset=UTF-8",
+  );
+  assert.equal(response.headers.get("content-encoding"), "gzip");
+  assert.equal(response.headers.get("content-disposition"), "inline");
+  assert.equal(response.headers.get("content-length"), String(onDisk.length));
+  const body = new Uint8Array(await response.arrayBuffer());
+  assert.deepEqual(body, onDisk);
+  assert.deepEqual(new Uint8Array(gunzipSync(body)), C10_LOG);
+
+  const basename = fx.builds.succeeded.derivation.slice(STORE_DIR.length + 1);
+  const byDrv = await fx.fetch(`/build/${basename}/log/raw`);
+  assert.deepEqual(new Uint8Array(await byDrv.arrayBuffer()), onDisk);
+});
+
+Deno.test("GET /build/ID/log/raw streams a log larger than one read", async () => {
+  await using fx = await createFixture();
+  const text = new Uint8Array(3 * 1024 * 1024);
+  for (let i = 0; i < text.length; i++) text[i] = (i * 7919) % 251;
+  const compressed = await writeLog(
+    fx.logDir,
+    fx.builds.failed.derivation,
+    text,
+  );
+  const response = await fx.fetch(`/build/${fx.builds.failed.id}/log/raw`);
+  assert.deepEqual(new Uint8Array(await response.arrayBuffer()), compressed);
+});
+
+Deno.test("GET /build/ID/log/raw answers 404 when the build has no log", async () => {
+  await using fx = await createFixture();
+  const body = await json(
+    await fx.fetch(`/build/${fx.builds.failed.id}/log/raw`),
+    404,
+  ) as Json;
+  assert.equal(
+    body.error,
+    `Log of build ${fx.builds.failed.id} doesn't exist.`,
+  );
+  // A directory in the log's place is not served either.
+  await Deno.mkdir(
+    `${fx.logDir}/${fx.builds.failed.derivation.slice(11, 43)}.log.gz`,
+  );
+  await json(await fx.fetch(`/build/${fx.builds.failed.id}/log/raw`), 404);
+});
+
+Deno.test("GET /build/ID/log/raw refuses path traversal", async () => {
+  await using fx = await createFixture();
+  // A file outside the log directory that a traversal would reach.
+  const outside = await Deno.makeTempDir({ prefix: "lorica-web-outside-" });
+  try {
+    await Deno.writeTextFile(`${outside}/secret.log.gz`, "SECRET");
+    const relative = `../${outside.split("/").pop()}/secret`;
+    const hash = "0".repeat(32);
+    const attempts = [
+      "/build/..%2F..%2Fetc/log/raw",
+      "/build/..%2F..%2Fetc%2Fpasswd/log/raw",
+      `/build/${encodeURIComponent(relative)}/log/raw`,
+      `/build/${hash}-..%2F..%2Fx.drv/log/raw`,
+      `/build/${hash}-..drv/log/raw`,
+      `/build/..%2F${hash}-x.drv/log/raw`,
+      "/build/%2E%2E/log/raw",
+      "/build/%ZZ/log/raw",
+      "/build/../../etc/passwd/log/raw",
+    ];
+    for (const path of attempts) {
+      const response = await fx.fetch(path);
+      const text = await response.text();
+      assert.ok(
+        [400, 404].includes(response.status),
+        `${path}: ${response.status}`,
+      );
+      assert.ok(!text.includes("SECRET"), path);
+      assert.ok(JSON.parse(text).error, path);
+    }
+    // A derivation stored with `..` in it does not lead outside either.
+    const evaluation = await fx.store.addEvaluation("hello", [], NOW);
+    const sneaky = job(40, "sneaky");
+    sneaky.derivation = `${STORE_DIR}/${hash}-x.drv/../../..${outside}/secret`;
+    await fx.store.registerBuilds(evaluation, [sneaky], {
+      priority: 1,
+      now: NOW,
+    });
+    const build = (await fx.store.getBuildByDerivation(sneaky.derivation))!;
+    const response = await fx.fetch(`/build/${build.id}/log/raw`);
+    assert.equal(response.status, 404);
+    assert.ok(!(await response.text()).includes("SECRET"));
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("GET /api/evaluations and /api/evaluation return evaluation objects (C19)", async () => {
+  await using fx = await createFixture();
+  const list = await json(await fx.fetch("/api/evaluations?nr=10")) as Json[];
+  assert.deepEqual(list.map((item) => item.id), [2, 1]);
+  for (const item of list) {
+    assert.deepEqual(Object.keys(item), [
+      "id",
+      "specification",
+      "status",
+      "timestamp",
+      "checkouttime",
+      "evaltime",
+      "checkouts",
+    ]);
+  }
+  const hello = await json(
+    await fx.fetch("/api/evaluations?nr=10&spec=hello"),
+  ) as Json[];
+  assert.deepEqual(hello.map((item) => item.id), [1]);
+  const one = await json(await fx.fetch("/api/evaluation?id=1")) as Json;
+  assert.equal(one.specification, "hello");
+  assert.equal(one.status, 0);
+  assert.equal(one.timestamp, T0);
+  assert.deepEqual(one.checkouts, [
+    { commit: "a".repeat(40), channel: "guix", directory: "/tmp/guix" },
+    { commit: "b".repeat(40), channel: "extra", directory: "/tmp/extra" },
+  ]);
+  assert.deepEqual(await json(await fx.fetch("/api/evaluation?id=99"), 404), {
+    error: "Evaluation with ID 99 doesn't exist.",
+  });
+  await json(await fx.fetch("/api/evaluation?id=abc"), 400);
+  await json(await fx.fetch("/api/evaluation"), 400);
+});
+
+Deno.test("GET /specifications and /jobsets list active specifications by name (C19)", async () => {
+  await using fx = await createFixture();
+  for (const path of ["/specifications", "/jobsets", "/jobsets/anything"]) {
+    const list = await json(await fx.fetch(path)) as Json[];
+    assert.deepEqual(list.map((item) => item.name), [XSS, "hello"]);
+    assert.deepEqual(list[1], {
+      name: "hello",
+      build: { packages: ["hello"] },
+      channels: [{
+        name: "guix",
+        url: "https://git.example/guix.git",
+        branch: "master",
+        commit: false,
+      }],
+      "build-outputs": [],
+      notifications: [],
+      period: 300,
+      priority: 5,
+      systems: ["x86_64-linux", "aarch64-linux"],
+    });
+  }
+});
+
+Deno.test("GET /api/workers lists workers with their current build", async () => {
+  await using fx = await createFixture();
+  const list = await json(await fx.fetch("/api/workers")) as Json[];
+  assert.deepEqual(list, [
+    {
+      name: "w1",
+      address: "127.0.0.1",
+      machine: "box-1",
+      systems: ["x86_64-linux", "aarch64-linux"],
+      lastseen: NOW - 5,
+      currentbuild: fx.builds.started.id,
+    },
+    {
+      name: "w2",
+      address: "::1",
+      machine: "box-2",
+      systems: ["x86_64-linux"],
+      lastseen: NOW - 1000,
+      currentbuild: null,
+    },
+  ]);
+});
+
+Deno.test("GET / shows each specification with counters, escaped", async () => {
+  await using fx = await createFixture();
+  const response = await fx.fetch("/");
+  assert.equal(response.status, 200);
+  assert.equal(
+    response.headers.get("content-type"),
+    "text/html; charset=utf-8",
+  );
+  const page = await response.text();
+  assert.ok(page.includes(`href="/jobset/hello"`));
+  assert.ok(page.includes(`href="/jobset/${encodeURIComponent(XSS)}"`));
+  assert.ok(page.includes("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"));
+  assert.ok(!page.includes("<script"));
+  assert.ok(page.includes(`class="bar"`));
+  assert.ok(page.includes("Dashboard") && page.includes("Workers"));
+});
+
+Deno.test("GET /jobset/NAME lists its evaluations; unknown jobsets are 404 HTML", async () => {
+  await using fx = await createFixture();
+  const page = await (await fx.fetch("/jobset/hello")).text();
+  assert.ok(page.includes(`href="/eval/1"`));
+  assert.ok(page.includes("succeeded"));
+  const xss = await fx.fetch(`/jobset/${encodeURIComponent(XSS)}`);
+  assert.equal(xss.status, 200);
+  const xssPage = await xss.text();
+  assert.ok(!xssPage.includes("<script"));
+  assert.ok(xssPage.includes(`href="/eval/2"`));
+  const missing = await fx.fetch(`/jobset/${encodeURIComponent("<b>nope")}`);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.headers.get("content-type"), "text/html; charset=utf-8");
+  const text = await missing.text();
+  assert.ok(text.includes("&lt;b&gt;nope"));
+  assert.ok(!text.includes("<b>nope"));
+});
+
+Deno.test("GET /eval/ID shows its builds with status badges and filters", async () => {
+  await using fx = await createFixture();
+  const page = await (await fx.fetch("/eval/1")).text();
+  for (
+    const name of [
+      "succeeded",
+      "failed",
+      "failed-dependency",
+      "failed-other",
+      "canceled",
+      "started",
+      "submitted",
+      "scheduled",
+    ]
+  ) {
+    assert.ok(page.includes(`class="badge s-${name}"`), name);
+  }
+  assert.ok(page.includes(`href="/build/${fx.builds.succeeded.id}/details"`));
+  const failedPage = await (await fx.fetch("/eval/1?status=failed")).text();
+  const failed = failedPage.slice(failedPage.indexOf("<h2>Builds</h2>"));
+  assert.ok(failed.includes("s-failed-dependency"));
+  assert.ok(!failed.includes(`class="badge s-succeeded"`));
+  const xss = await (await fx.fetch("/eval/2")).text();
+  assert.ok(!xss.includes("<script"));
+  assert.equal((await fx.fetch("/eval/1?status=bogus")).status, 400);
+  assert.equal((await fx.fetch("/eval/99")).status, 404);
+  assert.equal((await fx.fetch("/eval/abc")).status, 400);
+});
+
+Deno.test("GET /build/ID/details shows facts, dependencies and the log tail, bad UTF-8 included (C10)", async () => {
+  await using fx = await createFixture();
+  const page =
+    await (await fx.fetch(`/build/${fx.builds.succeeded.id}/details`)).text();
+  assert.ok(page.includes(fx.builds.succeeded.derivation));
+  assert.ok(page.includes(fx.builds.succeeded.outputs[0].path));
+  assert.ok(page.includes("w1"));
+  assert.ok(page.includes(`href="/build/${fx.builds.succeeded.id}/log/raw"`));
+  const log = page.slice(page.indexOf(`<pre class="log">`));
+  assert.ok(
+    log.startsWith(`<pre class="log">ok\n\ufffd\ufffd\ufffd(\nred\n`),
+    JSON.stringify(log.slice(0, 60)),
+  );
+  assert.ok(!page.includes("\x1b"));
+
+  const dependent =
+    await (await fx.fetch(`/build/${fx.builds.dependent.id}/details`)).text();
+  assert.ok(dependent.includes(`href="/build/${fx.builds.broken.id}/details"`));
+  assert.ok(dependent.includes("No log for this build"));
+
+  const xss = await (await fx.fetch(`/build/${fx.builds.xss.id}/details`))
+    .text();
+  assert.ok(!xss.includes("<script"));
+  assert.equal((await fx.fetch("/build/4242/details")).status, 404);
+});
+
+Deno.test("GET /build/ID/details escapes markup in the log", async () => {
+  await using fx = await createFixture();
+  await writeLog(
+    fx.logDir,
+    fx.builds.failed.derivation,
+    new TextEncoder().encode(`error: ${XSS} & <img src=x onerror=alert(1)>\n`),
+  );
+  const page = await (await fx.fetch(`/build/${fx.builds.failed.id}/details`))
+    .text();
+  assert.ok(!page.includes("<script"));
+  assert.ok(!page.includes("<img"));
+  assert.ok(page.includes("&lt;img src=x onerror=alert(1)&gt;"));
+});
+
+Deno.test("GET /workers shows one card per worker, busy, idle or unresponsive", async () => {
+  await using fx = await createFixture();
+  const page = await (await fx.fetch("/workers")).text();
+  const w1 = page.slice(page.indexOf("<h2>w1"), page.indexOf("<h2>w2"));
+  const w2 = page.slice(page.indexOf("<h2>w2"));
+  assert.ok(w1.includes("5 s ago"));
+  assert.ok(w1.includes("box-1") && w1.includes("127.0.0.1"));
+  assert.ok(w1.includes(`href="/build/${fx.builds.started.id}/details"`));
+  assert.ok(w1.includes("s-busy"));
+  assert.ok(w2.includes("1000 s ago"));
+  assert.ok(w2.includes("unresponsive"));
+  assert.ok(w2.includes("idle"));
+});
+
+Deno.test("GET /status shows the running builds", async () => {
+  await using fx = await createFixture();
+  const page = await (await fx.fetch("/status")).text();
+  const running = page.slice(0, page.indexOf("Next in the queue"));
+  assert.ok(running.includes("Running builds (2)"));
+  assert.ok(running.includes(`href="/build/${fx.builds.started.id}/details"`));
+  assert.ok(
+    running.includes(`href="/build/${fx.builds.startedEarlier.id}/details"`),
+  );
+  assert.ok(
+    !running.includes(`href="/build/${fx.builds.submitted.id}/details"`),
+  );
+});
+
+Deno.test("unknown routes are 404 and other methods 405", async () => {
+  await using fx = await createFixture();
+  assert.deepEqual(await json(await fx.fetch("/nope"), 404), {
+    error: "Resource not found: /nope",
+  });
+  assert.equal((await fx.fetch("/api/queue/extra?nr=1")).status, 404);
+  assert.equal((await fx.fetch("/build/1/log/raw/more")).status, 404);
+  const html = await fx.fetch("/nope", { headers: { accept: "text/html" } });
+  assert.equal(html.status, 404);
+  assert.equal(html.headers.get("content-type"), "text/html; charset=utf-8");
+  const post = await fx.fetch("/api/queue?nr=1", { method: "POST" });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get("allow"), "GET");
+  await post.body?.cancel();
+});
+
+Deno.test("an unexpected error is a generic 500, logged with its stack", async () => {
+  const lines: string[] = [];
+  const store = new Proxy({} as Store, {
+    get: () => () => Promise.reject(new Error("disk on fire at /secret/path")),
+  });
+  const app = createWebApp({
+    store,
+    logCacheDir: "/nonexistent",
+    storeDir: STORE_DIR,
+    clock: { now: () => NOW * 1000, sleep: () => Promise.resolve() },
+    logger: createLogger({ level: "debug", sink: (line) => lines.push(line) }),
+  });
+  const response = await app(new Request("http://x/api/queue?nr=5"));
+  assert.equal(response.status, 500);
+  assert.deepEqual(await response.json(), { error: "Internal server error" });
+  const page = await app(new Request("http://x/workers"));
+  assert.equal(page.status, 500);
+  assert.ok(!(await page.text()).includes("disk on fire"));
+  const errors = lines.filter((line) =>
+    line.includes(" error http handler failed")
+  );
+  assert.equal(errors.length, 2);
+  assert.ok(errors[0].includes("disk on fire"));
+  assert.ok(errors[0].includes("at "), "the stack is logged");
+  // A client mistake is not an error in the log.
+  lines.length = 0;
+  await app(new Request("http://x/api/queue?nr=0"));
+  assert.ok(!lines.some((line) => line.includes(" error ")));
+});

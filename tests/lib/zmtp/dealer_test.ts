@@ -1,0 +1,287 @@
+// Tests for DealerSocket: against a real libzmq ROUTER (python3-zmq in a child
+// process, set up like Cuirass's server) and on its own.
+
+import assert from "node:assert/strict";
+import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
+import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
+import {
+  fromHex,
+  libzmqMissing,
+  LibzmqPeer,
+  pattern,
+  sha256,
+  toHex,
+} from "./libzmq_peer.ts";
+
+const text = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+// Cuirass's server socket: PROBE_ROUTER and ROUTER_MANDATORY.
+const CUIRASS_ROUTER = { probe_router: 1, router_mandatory: 1 };
+
+/** A promise plus its resolver, for waiting on callbacks. */
+function signal<T = void>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => resolve = r);
+  return { promise, resolve };
+}
+
+/** Starts a libzmq ROUTER bound to loopback; returns its port. */
+async function bindRouter(python: LibzmqPeer, port = 0): Promise<number> {
+  const reply = await python.must({
+    op: "socket",
+    name: "server",
+    type: "ROUTER",
+    bind: `tcp://127.0.0.1:${port}`,
+    options: CUIRASS_ROUTER,
+  });
+  return Number(reply.endpoint!.split(":").at(-1));
+}
+
+Deno.test("DealerSocket.send() waits for a connection and rejects on abort or close", async () => {
+  // Nothing listens on this port: it was bound and released just now.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const dealer = DealerSocket.connect({
+    hostname: "127.0.0.1",
+    port,
+    reconnectMaxMs: 50,
+  });
+  assert.equal(dealer.connected, false);
+  const controller = new AbortController();
+  const aborted = assert.rejects(
+    dealer.send([text.encode("stale")], controller.signal),
+    /gave up/,
+  );
+  controller.abort(new Error("gave up"));
+  await aborted;
+  const pendingSend = assert.rejects(dealer.send([EMPTY]), ZmtpClosedError);
+  const pendingReceive = assert.rejects(dealer.receive(), ZmtpClosedError);
+  await dealer.close();
+  await pendingSend;
+  await pendingReceive;
+  await assert.rejects(dealer.send([EMPTY]), ZmtpClosedError);
+});
+
+const ignore = libzmqMissing !== undefined;
+const needs = ignore ? ` (skipped: ${libzmqMissing})` : "";
+
+Deno.test({
+  name:
+    `DealerSocket talks to a libzmq ROUTER: probe, request/reply, Peer-Address${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const port = await bindRouter(python);
+    const dealer = DealerSocket.connect({ hostname: "127.0.0.1", port });
+    try {
+      await dealer.send([EMPTY, text.encode("(worker-ready)")]);
+      // The libzmq ROUTER sends its probe once the application polls it.
+      const request = await python.must({ op: "recv", name: "server" });
+      assert.equal(request.peerAddress, "127.0.0.1");
+      assert.equal(request.frames!.length, 3);
+      assert.deepEqual(request.frames!.slice(1).map(fromHex), [
+        EMPTY,
+        text.encode("(worker-ready)"),
+      ]);
+      assert.deepEqual(await dealer.receive(), [EMPTY]);
+
+      await python.must({
+        op: "send",
+        name: "server",
+        frames: [request.frames![0], "", toHex(text.encode("(reply)"))],
+      });
+      assert.deepEqual(await dealer.receive(), [EMPTY, text.encode("(reply)")]);
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: `DealerSocket identity becomes the libzmq ROUTER's routing id${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const port = await bindRouter(python);
+    const identity = text.encode("lorica-worker-1");
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port,
+      identity,
+    });
+    try {
+      await dealer.send([text.encode("x")]);
+      const request = await python.must({ op: "recv", name: "server" });
+      assert.deepEqual(request.frames, [
+        toHex(identity),
+        toHex(text.encode("x")),
+      ]);
+      await python.must({
+        op: "send",
+        name: "server",
+        frames: [toHex(identity), "ab"],
+      });
+      assert.deepEqual(await dealer.receive(), [EMPTY]);
+      assert.deepEqual(await dealer.receive(), [new Uint8Array([0xab])]);
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `DealerSocket sends and receives long, 10 MiB and multipart frames with libzmq${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const port = await bindRouter(python);
+    const dealer = DealerSocket.connect({ hostname: "127.0.0.1", port });
+    try {
+      const big = 10 * 1024 * 1024;
+      const frames = [
+        EMPTY,
+        pattern(255, 3),
+        pattern(256, 4),
+        pattern(big, 6),
+        text.encode("last"),
+      ];
+      await dealer.send(frames);
+      const echoed = await python.must({ op: "echo", name: "server" });
+      const digests = await Promise.all(frames.map(sha256));
+      assert.deepEqual(echoed.sizes!.slice(1), [0, 255, 256, big, 4]);
+      assert.deepEqual(echoed.sha256!.slice(1), digests);
+      assert.deepEqual(await dealer.receive(), [EMPTY]); // probe
+      const back = await dealer.receive();
+      assert.deepEqual(await Promise.all(back.map(sha256)), digests);
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `DealerSocket reconnects after the libzmq ROUTER restarts on the same port${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const port = await bindRouter(python);
+    const down = signal();
+    let ups = 0;
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port,
+      reconnectInitialMs: 20,
+      onConnect: () => ups++,
+      onDisconnect: () => down.resolve(),
+    });
+    try {
+      await dealer.send([EMPTY, text.encode("one")]);
+      await python.must({ op: "recv", name: "server" });
+      await python.must({ op: "close", name: "server" });
+      await down.promise;
+      assert.equal(dealer.connected, false);
+
+      // A request made while the server is down waits, then goes exactly once.
+      const sent = dealer.send([EMPTY, text.encode("two")]);
+      await bindRouter(python, port);
+      await sent;
+      const request = await python.must({ op: "recv", name: "server" });
+      assert.deepEqual(request.frames!.slice(1).map(fromHex), [
+        EMPTY,
+        text.encode("two"),
+      ]);
+      assert.equal(
+        (await python.request({ op: "recv", name: "server", timeout: 200 }))
+          .error,
+        "timeout",
+      );
+      assert.equal(ups, 2);
+      assert.deepEqual(await dealer.receive(), [EMPTY]); // first server's probe
+      assert.deepEqual(await dealer.receive(), [EMPTY]); // second server's probe
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `DealerSocket does not flood a libzmq ROUTER with requests given up while it was down${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const port = await bindRouter(python);
+    await python.must({ op: "close", name: "server" });
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port,
+      reconnectInitialMs: 20,
+      reconnectMaxMs: 100,
+    });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const controller = new AbortController();
+        const stale = assert.rejects(
+          dealer.send([EMPTY, text.encode(`ping-${i}`)], controller.signal),
+        );
+        controller.abort();
+        await stale;
+      }
+      await bindRouter(python, port);
+      await dealer.send([EMPTY, text.encode("fresh")]);
+      const request = await python.must({ op: "recv", name: "server" });
+      assert.deepEqual(request.frames!.slice(1).map(fromHex), [
+        EMPTY,
+        text.encode("fresh"),
+      ]);
+      assert.equal(
+        (await python.request({ op: "recv", name: "server", timeout: 200 }))
+          .error,
+        "timeout",
+      );
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: `DealerSocket answers a libzmq ROUTER's heartbeat PINGs${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const reply = await python.must({
+      op: "socket",
+      name: "server",
+      type: "ROUTER",
+      bind: "tcp://127.0.0.1:0",
+      options: { ...CUIRASS_ROUTER, heartbeat_ivl: 50, heartbeat_timeout: 200 },
+    });
+    let disconnects = 0;
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port: Number(reply.endpoint!.split(":").at(-1)),
+      onDisconnect: () => disconnects++,
+    });
+    try {
+      await dealer.send([text.encode("a")]);
+      const first = await python.must({ op: "recv", name: "server" });
+      await python.must({ op: "sleep", ms: 1000 });
+      await dealer.send([text.encode("b")]);
+      const second = await python.must({ op: "recv", name: "server" });
+      assert.equal(second.frames![0], first.frames![0]);
+      assert.equal(disconnects, 0);
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
