@@ -300,5 +300,48 @@ export interface Store {
   removeWorker(name: string, now: number): Promise<void>;
   expireWorkers(cutoff: number, now: number): Promise<string[]>;
 
+  // --- Added for issues #4, #6, #7 (admin actions, polling, local mode) ---
+
+  /** Deletes a specification with its evaluations and builds. */
+  deleteSpecification(name: string): Promise<boolean>;
+  /**
+   * The newest recorded revision of each channel of `specification`, over
+   * all its evaluations (what channel polling compares against).
+   */
+  latestCheckouts(specification: string): Promise<Checkout[]>;
+  /** Jobs of an evaluation, ordered by name (the `/api/jobs` rows). */
+  listJobs(
+    evaluation: number,
+    options?: { names?: string[]; system?: string },
+  ): Promise<{ name: string; build: number; status: BuildStatus }[]>;
+  /**
+   * Cancels a pending build: status canceled, its scheduled dependents
+   * failed-dependency. Returns the worker it was submitted or started on,
+   * so that the cancellation can reach it; null otherwise.
+   */
+  cancelBuild(
+    id: number,
+    now: number,
+  ): Promise<{ changed: boolean; worker: string | null }>;
+  /**
+   * Schedules a build again (status scheduled, times 0, weather unknown)
+   * and its failed-dependency dependents that no longer have a failed
+   * dependency. Returns the worker it was running on, if any.
+   */
+  restartBuild(
+    id: number,
+    now: number,
+  ): Promise<{ changed: boolean; worker: string | null }>;
+  /** Cancels every pending build created by an evaluation; returns count. */
+  cancelEvaluation(id: number, now: number): Promise<number>;
+  /** Restarts every build created by an evaluation; returns count. */
+  restartEvaluation(id: number, now: number): Promise<number>;
+  /** Scheduled builds per system (for metrics and the queue page). */
+  queueLengthBySystem(): Promise<Map<string, number>>;
+  /** Dependencies of `id` that have not succeeded, with their status. */
+  pendingDependencies(
+    id: number,
+  ): Promise<{ id: number; status: BuildStatus; system: string }[]>;
+
   close(): Promise<void>;
 }
