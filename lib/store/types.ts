@@ -343,5 +343,20 @@ export interface Store {
     id: number,
   ): Promise<{ id: number; status: BuildStatus; system: string }[]>;
 
+  /**
+   * Takes (removes and returns) up to `limit` queued notifications, oldest
+   * first. completeBuild queues one per notification sink of the build's
+   * specification when its weather becomes new-success or new-failure.
+   */
+  popNotifications(limit: number): Promise<QueuedNotification[]>;
+
   close(): Promise<void>;
+}
+
+/** A notification waiting to be sent. */
+export interface QueuedNotification {
+  id: number;
+  /** The sink, as in Specification.notifications (e.g. type "email"). */
+  sink: Record<string, string>;
+  build: Build;
 }
