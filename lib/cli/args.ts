@@ -54,10 +54,13 @@ export function parseHostPort(
       }: expected HOST:PORT or [IPV6]:PORT`,
     );
   }
-  return {
-    hostname: match[1] ?? match[2],
-    port: parsePort(option, match[3]),
-  };
+  const port = Number(match[3]);
+  if (port > 65535) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: port ${port} is above 65535`,
+    );
+  }
+  return { hostname: match[1] ?? match[2], port };
 }
 
 /** The user's cache directory, following XDG. */

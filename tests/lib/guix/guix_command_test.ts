@@ -1,0 +1,114 @@
+// The guix wrapper against the fake guix: real subprocesses, real formats.
+
+import assert from "node:assert/strict";
+import { Guix, GuixCommandError } from "../../../lib/guix/guix_command.ts";
+import { evaluateSystem } from "../../../lib/guix/evaluation.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import { GUIX, makeDaemon, makeRoot } from "../../fake-guix/test_env.ts";
+
+const SCENARIO = {
+  packages: [
+    {
+      name: "base",
+      version: "1.0",
+      behaviour: { seconds: 0.2, logLines: 3, exit: 0 },
+    },
+    {
+      name: "broken",
+      version: "2.0",
+      inputs: ["base"],
+      behaviour: { seconds: 0.1, logLines: 2, exit: 2 },
+    },
+  ],
+};
+
+async function setup() {
+  const root = await makeRoot();
+  await Deno.writeTextFile(`${root}/scenario.json`, JSON.stringify(SCENARIO));
+  const daemon = await makeDaemon(root, "server", {
+    FAKE_GUIX_SCENARIO: `${root}/scenario.json`,
+  });
+  const guix = new Guix({
+    command: GUIX,
+    env: daemon.env,
+    logger: silentLogger,
+  });
+  const evaluation = await evaluateSystem(guix, {
+    channels: [],
+    build: { type: "all", params: [] },
+    system: "x86_64-linux",
+    workDir: root,
+  });
+  const job = (name: string) =>
+    evaluation.jobs.find((j) => j.name === `${name}.x86_64-linux`)!;
+  return { root, guix, evaluation, job };
+}
+
+Deno.test("Guix.build() returns the outputs and streams the log", async () => {
+  const { root, guix, evaluation, job } = await setup();
+  try {
+    assert.ok(evaluation.ok, evaluation.log);
+    const chunks: Uint8Array[] = [];
+    const result = await guix.build([job("base").derivation], {
+      onLog: (chunk) => chunks.push(chunk.slice()),
+    });
+    assert.equal(result.ok, true, result.stderrTail);
+    assert.deepEqual(result.outputs, job("base").outputs.map((o) => o.path));
+    const log = new TextDecoder().decode(
+      new Uint8Array(chunks.flatMap((c) => [...c])),
+    );
+    assert.match(log, /building .*base-1\.0\.drv\.\.\./);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("Guix.build() reports a failed build with guix's own error line", async () => {
+  const { root, guix, job } = await setup();
+  try {
+    const drv = job("broken").derivation;
+    const result = await guix.build([drv]);
+    assert.equal(result.ok, false);
+    assert.equal(result.exitCode, 1);
+    assert.deepEqual(result.outputs, []);
+    assert.ok(
+      result.stderrTail.trimEnd().endsWith(
+        `guix build: error: build of \`${drv}' failed`,
+      ),
+      result.stderrTail,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("Guix.substitute() throws GuixCommandError when nothing serves the outputs", async () => {
+  const { root, guix, job } = await setup();
+  try {
+    await assert.rejects(
+      // Port 9 on loopback: nothing listens there.
+      guix.substitute(job("base").derivation, "http://127.0.0.1:9"),
+      (error: unknown) =>
+        error instanceof GuixCommandError && error.exitCode === 1 &&
+        error.message.includes("max-jobs"),
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("Guix.run() throws with the command and the last stderr line", async () => {
+  const { root, guix } = await setup();
+  try {
+    await assert.rejects(
+      guix.run(["build", "--no-such-option"]),
+      /--no-such-option: unrecognized option/,
+    );
+    const allowed = await guix.run(["build", "--no-such-option"], {
+      allowFailure: true,
+    });
+    assert.equal(allowed.exitCode, 1);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
