@@ -3,6 +3,10 @@
 import { HttpError } from "./http_error.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
+import { EXTRA_ROUTES } from "./extra_routes.ts";
+import { ADMIN_ROUTES, type AdminActions, storeActions } from "./admin.ts";
+import type { LiveLogs } from "./live_logs.ts";
+import type { FarmMetrics } from "./metrics.ts";
 import {
   htmlResponse,
   jsonResponse,
@@ -26,37 +30,95 @@ export interface WebAppOptions {
   logger: Logger;
   /** Seconds without contact before a worker shows as unresponsive. */
   workerTimeoutSeconds?: number;
+  /**
+   * The secret admin POST routes require (`Authorization: Bearer` or a
+   * `token` form field). Absent or empty: admin routes answer 403.
+   */
+  adminToken?: string | null;
+  /** Overrides of the admin actions; the rest default to {@link storeActions}. */
+  actions?: Partial<AdminActions>;
+  /**
+   * Change signals for logs being received (the log receiver's onChunk and
+   * onComplete through a LiveLogHub). Without it, live logs poll the file.
+   */
+  liveLogs?: LiveLogs | null;
+  /** Metrics the server feeds, rendered by `/metrics` with store-derived ones. */
+  metrics?: FarmMetrics | null;
+  /** The file of an evaluation's log (`.gz` is served compressed), or null. */
+  evaluationLog?: (id: number) => string | null;
+  /** Absolute URL of the web interface for RSS links; default the request's origin. */
+  publicUrl?: string | null;
+  /** How often a live log checks for news without a signal, in ms; default 1000. */
+  livePollMs?: number;
+  /** Live log streams served at once; default 200. */
+  maxLiveStreams?: number;
+}
+
+/** The options with every default filled in, as route handlers see them. */
+export interface WebSettings extends
+  Required<
+    Omit<WebAppOptions, "actions">
+  > {
+  actions: AdminActions;
+  /** Live log streams open now (shared by every request of this app). */
+  liveStreams: { open: number };
 }
 
 /** The default of `workerTimeoutSeconds`. */
 export const DEFAULT_WORKER_TIMEOUT_SECONDS = 120;
 
 /** Every route, in matching order. */
-const ROUTES: Route[] = [...API_ROUTES, ...PAGE_ROUTES];
+const ROUTES: Route[] = [
+  ...ADMIN_ROUTES,
+  ...EXTRA_ROUTES,
+  ...API_ROUTES,
+  ...PAGE_ROUTES,
+];
 
 /** Creates the handler answering the JSON API and the HTML pages. */
 export function createWebApp(
   options: WebAppOptions,
 ): (request: Request) => Promise<Response> {
-  const settings: Required<WebAppOptions> = {
+  const { clock, logger } = options;
+  const defaults = storeActions(options.store, () => epochSeconds(clock));
+  const settings: WebSettings = {
     workerTimeoutSeconds: DEFAULT_WORKER_TIMEOUT_SECONDS,
+    livePollMs: 1000,
+    maxLiveStreams: 200,
     ...options,
+    adminToken: options.adminToken ?? null,
+    liveLogs: options.liveLogs ?? null,
+    metrics: options.metrics ?? null,
+    evaluationLog: options.evaluationLog ?? (() => null),
+    publicUrl: options.publicUrl ?? null,
+    actions: { ...defaults, ...options.actions },
+    liveStreams: { open: 0 },
   };
-  const { logger, clock } = settings;
 
   return async function handleRequest(request: Request): Promise<Response> {
     const url = new URL(request.url);
     let kind: RouteKind = prefersHtml(request) ? "html" : "json";
     try {
       const segments = decodeSegments(url.pathname);
-      const match = findRoute(segments);
-      if (match === null) {
+      const method = request.method === "HEAD" ? "GET" : request.method;
+      const matches = findRoutes(segments);
+      if (matches.length === 0) {
         throw new HttpError(404, `Resource not found: ${url.pathname}`);
       }
-      kind = match.route.kind;
-      if (request.method !== "GET") {
-        throw new HttpError(405, `Cannot ${request.method} ${url.pathname}`);
+      const match = matches.find((m) => (m.route.method ?? "GET") === method);
+      if (match === undefined) {
+        kind = matches[0].route.kind;
+        const allowed = [
+          ...new Set(matches.map((m) => m.route.method ?? "GET")),
+        ];
+        throw new MethodNotAllowed(
+          `Cannot ${request.method.slice(0, 20)} ${url.pathname}: use ${
+            allowed.join(" or ")
+          }`,
+          allowed,
+        );
       }
+      kind = match.route.kind;
       const context: RouteContext = {
         request,
         url,
@@ -85,14 +147,23 @@ function decodeSegments(pathname: string): string[] {
   }
 }
 
-function findRoute(
+/** A 405, carrying the methods the path does accept. */
+class MethodNotAllowed extends HttpError {
+  constructor(message: string, readonly allowed: string[]) {
+    super(405, message);
+    this.name = "MethodNotAllowed";
+  }
+}
+
+function findRoutes(
   segments: string[],
-): { route: Route; params: Record<string, string> } | null {
+): { route: Route; params: Record<string, string> }[] {
+  const found = [];
   for (const route of ROUTES) {
     const params = matchPattern(route.pattern, segments);
-    if (params !== null) return { route, params };
+    if (params !== null) found.push({ route, params });
   }
-  return null;
+  return found;
 }
 
 function matchPattern(
@@ -144,7 +215,10 @@ function errorResponse(
   const response = kind === "html"
     ? htmlResponse(renderErrorPage(status, message), status)
     : jsonResponse({ error: message }, status);
-  if (status === 405) response.headers.set("allow", "GET");
+  if (error instanceof MethodNotAllowed) {
+    response.headers.set("allow", error.allowed.join(", "));
+  }
+  if (status === 401) response.headers.set("www-authenticate", "Bearer");
   return response;
 }
 

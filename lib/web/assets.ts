@@ -76,4 +76,73 @@ pre.log {
 .card h2 { margin: 0 0 .5rem; font-size: 1.05rem; display: flex; gap: .6rem; align-items: center; }
 .card dl.facts { border: none; padding: 0; }
 .empty { padding: 2rem; text-align: center; color: var(--muted); background: var(--card); border: 1px dashed var(--line); border-radius: 6px; }
+input, select, button { font: inherit; }
+input[type=password], input[type=text], input[type=number], input:not([type]), select {
+  padding: .3rem .5rem; border: 1px solid var(--line); border-radius: 4px; background: #fff; color: var(--fg);
+}
+button, a.button {
+  display: inline-block; padding: .3rem .85rem; border: 1px solid var(--line); border-radius: 6px;
+  background: #f6f8fa; color: var(--fg); cursor: pointer; font-weight: 500; font-size: .9rem;
+}
+button:hover, a.button:hover { background: #eaeef2; text-decoration: none; }
+button.danger { color: var(--bad); border-color: #f1aeb5; }
+button.danger:hover { background: var(--bad-bg); }
+a.button.primary, .spec-form button { background: var(--accent); border-color: var(--accent); color: #fff; }
+nav form.search { margin-left: auto; }
+nav input[type=search] {
+  width: 24rem; max-width: 40vw; padding: .3rem .6rem; border-radius: 6px;
+  border: 1px solid #57606a; background: #32383f; color: #fff;
+}
+nav input[type=search]::placeholder { color: #afb8c1; }
+.title-row { display: flex; align-items: center; gap: 1rem; flex-wrap: wrap; margin: 0 0 1rem; }
+.title-row h1 { margin: 0; }
+.title-row > :last-child:not(h1) { margin-left: auto; }
+form.admin {
+  display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; margin: 0 0 1rem;
+  padding: .5rem .8rem; background: var(--card); border: 1px solid var(--line);
+  border-left: 3px solid var(--wait); border-radius: 6px; font-size: .9rem;
+}
+form.admin label { color: var(--muted); display: flex; gap: .4rem; align-items: center; margin-right: .4rem; }
+form.admin input[type=password] { width: 12rem; }
+.chips .chip {
+  display: inline-flex; gap: .35rem; align-items: baseline; padding: .05rem .65rem; margin: 0 .2rem;
+  background: var(--card); border: 1px solid var(--line); border-radius: 1rem;
+}
+table.compact { width: auto; min-width: 26rem; margin-bottom: 1rem; }
+td code, .nowrap, td.nowrap { white-space: nowrap; }
+.small { font-size: .82rem; }
+.rate { display: flex; align-items: center; gap: .6rem; }
+.rate .bar { flex: 1; }
+.rate-text { min-width: 3.2rem; color: var(--muted); font-variant-numeric: tabular-nums; }
+.card.stale { border-color: #f1aeb5; background: #fffafa; }
+.card .worker-name { word-break: break-all; }
+.notice { padding: .6rem .9rem; background: var(--run-bg); border: 1px solid #eed888; border-radius: 6px; }
+.summary { margin: 0 0 .8rem; }
+.s-text-bad { color: var(--bad); font-weight: 600; }
+.reason { max-width: 26rem; }
+.reason.r-no-worker { color: var(--bad); }
+.reason.r-next { color: var(--ok); }
+pre.log.live { border-left: 3px solid var(--run); }
+.spec-form {
+  display: grid; gap: .9rem; max-width: 46rem; background: var(--card);
+  border: 1px solid var(--line); border-radius: 6px; padding: 1.2rem;
+}
+.spec-form label { display: grid; gap: .25rem; font-weight: 500; }
+.spec-form fieldset {
+  border: 1px solid var(--line); border-radius: 6px; padding: .6rem .8rem;
+  display: flex; flex-wrap: wrap; gap: .4rem 1.2rem;
+}
+.spec-form legend { font-weight: 600; padding: 0 .3rem; }
+.channel-row { display: grid; grid-template-columns: 8rem 1fr 7rem; gap: .4rem; width: 100%; }
+.spec-form label.check { display: flex; align-items: center; gap: .35rem; font-weight: normal; }
+.spec-form button { justify-self: start; padding: .4rem 1.2rem; }
+time { white-space: nowrap; }
+@media (max-width: 760px) {
+  main { padding: 1rem .6rem; }
+  nav { flex-wrap: wrap; gap: .4rem 1rem; padding: .6rem .8rem; }
+  nav form.search { width: 100%; margin: 0; }
+  nav input[type=search] { width: 100%; max-width: none; }
+  table { display: block; overflow-x: auto; }
+  .channel-row { grid-template-columns: 1fr; }
+}
 `;

@@ -17,7 +17,12 @@ import { EVALUATION_FILTERS, renderEvaluation } from "./pages/evaluation.ts";
 import { renderBuildDetails } from "./pages/build_details.ts";
 import { renderWorkers } from "./pages/workers.ts";
 import { renderStatus } from "./pages/status.ts";
-import type { Build } from "../store/types.ts";
+import { renderSearch } from "./pages/search.ts";
+import { renderSpecForm } from "./pages/spec_form.ts";
+import { explainQueue } from "./queue_reasons.ts";
+import { parseSearchQuery, searchBuilds } from "./search.ts";
+import { renderWorkerCards, type SystemRow } from "./pages/workers.ts";
+import type { Build, Store } from "../store/types.ts";
 
 /** The HTML routes, in matching order. */
 export const PAGE_ROUTES: Route[] = [
@@ -26,8 +31,16 @@ export const PAGE_ROUTES: Route[] = [
   { pattern: "/eval/:id", kind: "html", handle: evaluation },
   { pattern: "/build/:id/details", kind: "html", handle: buildDetails },
   { pattern: "/workers", kind: "html", handle: workers },
+  { pattern: "/workers/cards", kind: "html", handle: workerCards },
+  { pattern: "/queue", kind: "html", handle: status },
   { pattern: "/status", kind: "html", handle: status },
+  { pattern: "/search", kind: "html", handle: search },
+  { pattern: "/specification/add", kind: "html", handle: addSpec },
+  { pattern: "/specification/edit/:name", kind: "html", handle: editSpec },
 ];
+
+/** Search results per page. */
+const SEARCH_PAGE = 50;
 
 /** Evaluations listed on a jobset page. */
 const JOBSET_EVALUATIONS = 30;
@@ -36,7 +49,7 @@ const EVALUATION_BUILDS = 500;
 /** Builds scanned for the status page. */
 const STATUS_BUILDS = 1000;
 /** Waiting builds listed on the status page. */
-const STATUS_WAITING = 50;
+const STATUS_WAITING = 100;
 
 async function dashboard(context: RouteContext): Promise<Response> {
   const { store } = context.options;
@@ -53,7 +66,9 @@ async function dashboard(context: RouteContext): Promise<Response> {
     });
     rows.push({ spec, counts: summarizeCounts(counts), latestEvaluation });
   }
-  return htmlResponse(renderDashboard(rows));
+  return htmlResponse(
+    renderDashboard(rows, adminEnabled(context)),
+  );
 }
 
 async function jobset(context: RouteContext): Promise<Response> {
@@ -72,7 +87,7 @@ async function jobset(context: RouteContext): Promise<Response> {
     const counts = await store.countBuildsByStatus({ evaluation: item.id });
     rows.push({ evaluation: item, counts: summarizeCounts(counts) });
   }
-  return htmlResponse(renderJobset(spec, rows));
+  return htmlResponse(renderJobset(spec, rows, adminEnabled(context)));
 }
 
 async function evaluation(context: RouteContext): Promise<Response> {
@@ -104,6 +119,8 @@ async function evaluation(context: RouteContext): Promise<Response> {
     limited: pending.length === EVALUATION_BUILDS ||
       finished.length === EVALUATION_BUILDS,
     now: context.now,
+    admin: adminEnabled(context),
+    hasLog: context.options.evaluationLog(id) !== null,
   }));
 }
 
@@ -118,28 +135,124 @@ async function buildDetails(context: RouteContext): Promise<Response> {
   const path = logFilePath(logCacheDir, build.derivation);
   const log = path === null ? null : await readLogTail(path);
   return htmlResponse(
-    renderBuildDetails({ build, dependencies, log, now: context.now }),
+    renderBuildDetails({
+      build,
+      dependencies,
+      log,
+      now: context.now,
+      admin: adminEnabled(context),
+    }),
   );
 }
 
 async function workers(context: RouteContext): Promise<Response> {
+  const { statuses, systems } = await workersData(context);
+  return htmlResponse(renderWorkers(statuses, systems));
+}
+
+async function workerCards(context: RouteContext): Promise<Response> {
+  const { statuses, systems } = await workersData(context);
+  const response = htmlResponse(renderWorkerCards(statuses, systems).value);
+  response.headers.set("cache-control", "no-store");
+  return response;
+}
+
+async function workersData(context: RouteContext) {
   const { store, workerTimeoutSeconds } = context.options;
   const statuses = await listWorkerStatuses(
     store,
     context.now,
     workerTimeoutSeconds,
   );
-  return htmlResponse(renderWorkers(statuses));
+  return { statuses, systems: await systemRows(store, statuses) };
+}
+
+async function systemRows(
+  store: Store,
+  statuses: { worker: { systems: string[] }; unresponsive: boolean }[],
+): Promise<SystemRow[]> {
+  const queued = await store.queueLengthBySystem();
+  const counts = new Map<string, number>();
+  for (const status of statuses) {
+    for (const system of status.worker.systems) {
+      counts.set(
+        system,
+        (counts.get(system) ?? 0) + (status.unresponsive ? 0 : 1),
+      );
+    }
+  }
+  for (const system of queued.keys()) {
+    if (!counts.has(system)) counts.set(system, 0);
+  }
+  return [...counts.keys()].sort().map((system) => ({
+    system,
+    workers: counts.get(system) ?? 0,
+    queued: queued.get(system) ?? 0,
+  }));
 }
 
 async function status(context: RouteContext): Promise<Response> {
+  const { store, workerTimeoutSeconds } = context.options;
   // The queue lists started builds first (status descending, as Cuirass
   // orders it), so running builds are never cut off by the waiting ones.
-  const pending = await context.options.store.queue({}, STATUS_BUILDS);
+  const pending = await store.queue({}, STATUS_BUILDS);
   const running = pending.filter((build) => build.status === -1);
-  const waiting = pending.filter((build) => build.status !== -1)
-    .slice(0, STATUS_WAITING);
-  return htmlResponse(renderStatus({ running, waiting, now: context.now }));
+  const explained = await explainQueue(store, {
+    limit: running.length + STATUS_WAITING,
+    now: context.now,
+    timeoutSeconds: workerTimeoutSeconds,
+  });
+  // Builds already handed to a worker come first: they run next.
+  const waiting = [
+    ...explained.filter((entry) => entry.build.status === -3),
+    ...explained.filter((entry) => entry.build.status === -2),
+  ];
+  const queued = [...await store.queueLengthBySystem()].sort();
+  return htmlResponse(
+    renderStatus({ running, waiting, queued, now: context.now }),
+  );
+}
+
+async function search(context: RouteContext): Promise<Response> {
+  const params = context.url.searchParams;
+  const text = params.get("query");
+  const query = parseSearchQuery(text);
+  const border = params.get("border-high-id");
+  const beforeId = border === null || border === ""
+    ? undefined
+    : parseId(border, `parameter "border-high-id"`);
+  const builds = await searchBuilds(context.options.store, query, {
+    limit: SEARCH_PAGE + 1,
+    beforeId,
+  });
+  const more = builds.length > SEARCH_PAGE;
+  const shown = builds.slice(0, SEARCH_PAGE);
+  return htmlResponse(renderSearch({
+    query: text!,
+    builds: shown,
+    nextBeforeId: more ? shown[shown.length - 1].id : null,
+    now: context.now,
+  }));
+}
+
+function addSpec(context: RouteContext): Promise<Response> {
+  return Promise.resolve(
+    htmlResponse(renderSpecForm(null, adminEnabled(context))),
+  );
+}
+
+async function editSpec(context: RouteContext): Promise<Response> {
+  const name = context.params.name;
+  const spec = await context.options.store.getSpecification(name);
+  if (spec === null) {
+    throw new HttpError(404, `Jobset ${quoteValue(name)} doesn't exist.`);
+  }
+  return htmlResponse(renderSpecForm(spec, adminEnabled(context)));
+}
+
+function adminEnabled(context: RouteContext): boolean {
+  const token = context.options.adminToken;
+  return token !== null && token !== "";
 }
 
 function readStatusFilter(params: URLSearchParams): string | null {

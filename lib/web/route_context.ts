@@ -1,6 +1,6 @@
 // What a route handler receives, and the response helpers they share.
 
-import type { WebAppOptions } from "./app.ts";
+import type { WebSettings } from "./app.ts";
 
 /** Everything a route handler needs for one request. */
 export interface RouteContext {
@@ -8,7 +8,7 @@ export interface RouteContext {
   url: URL;
   /** Decoded path parameters, e.g. `id` of `/build/:id`. */
   params: Record<string, string>;
-  options: Required<WebAppOptions>;
+  options: WebSettings;
   /** Server time of the request, epoch seconds. */
   now: number;
 }
@@ -21,6 +21,8 @@ export interface Route {
   /** Segments such as `/build/:id/log/raw`; a trailing `*` takes any rest. */
   pattern: string;
   kind: RouteKind;
+  /** Default GET (which also answers HEAD). */
+  method?: "GET" | "POST";
   handle(context: RouteContext): Promise<Response>;
 }
 

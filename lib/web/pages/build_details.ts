@@ -2,11 +2,13 @@
 
 import { html, pathSegment } from "../html.ts";
 import {
+  adminPanel,
   buildDuration,
   formatTime,
   renderPage,
   statusBadge,
 } from "./layout.ts";
+import { LIVE_LOG_SCRIPT } from "./scripts.ts";
 import { cleanLogText, type LogTail } from "../build_log.ts";
 import type { Build } from "../../store/types.ts";
 
@@ -18,11 +20,14 @@ export interface BuildDetailsPage {
   /** The tail of the log, or null when there is no log file. */
   log: LogTail | null;
   now: number;
+  /** True when admin actions are enabled (shows the admin panel). */
+  admin?: boolean;
 }
 
 /** Renders the details of one build. */
 export function renderBuildDetails(page: BuildDetailsPage): string {
   const { build, dependencies, log, now } = page;
+  const live = build.status < 0;
   const outputs = build.outputs.map((output) =>
     html`<li><code>${output.name}</code>: <code>${output.path}</code></li>`
   );
@@ -40,9 +45,19 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
     `Build ${build.id}`,
     html`
       <h1>Build ${build.id}: ${build.nixName}</h1>
+      ${adminPanel(page.admin ?? false, [
+        { href: `/admin/build/${build.id}/restart`, label: "Restart" },
+        ...(build.status < 0
+          ? [{
+            href: `/admin/build/${build.id}/cancel`,
+            label: "Cancel",
+            danger: true,
+          }]
+          : []),
+      ])}
       <dl class="facts">
         <dt>Status</dt>
-        <dd>${statusBadge(build.status)}</dd>
+        <dd id="build-status">${statusBadge(build.status)}</dd>
         <dt>Jobset</dt>
         <dd><a href="/jobset/${pathSegment(build.specification)}">${build
           .specification}</a></dd>
@@ -87,10 +102,11 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
             <tbody>${dependencyRows}</tbody>
           </table>
         `}
-      <h2>Log</h2>
-      ${renderLog(build, log)}
+      <h2 id="log">Log</h2>
+      ${live ? renderLiveLog(build) : renderLog(build, log)}
     `,
     "none",
+    live ? { script: LIVE_LOG_SCRIPT } : {},
   );
 }
 
@@ -115,6 +131,17 @@ function renderLog(build: Build, log: LogTail | null) {
   }
   return html`<p><a href="/build/${build.id}/log/raw">Raw log</a></p>${notes}
 <pre class="log">${cleanLogText(log.text)}</pre>`;
+}
+
+function renderLiveLog(build: Build) {
+  return html`
+    <p><a href="/build/${build.id}/log/raw">Raw log</a>
+    <span class="muted" id="live-state">${build.status === -1
+      ? "Following the log as the build runs…"
+      : "The log appears here once the build starts."}</span></p>
+    <pre class="log live" id="live-log"
+      data-events="/build/${build.id}/log/events"></pre>
+  `;
 }
 
 function formatBytes(bytes: number): string {

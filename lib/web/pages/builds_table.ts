@@ -1,7 +1,7 @@
 // The builds table shared by the evaluation, status and build pages.
 
 import { html, pathSegment, type SafeHtml } from "../html.ts";
-import { buildDuration, formatTime, statusBadge } from "./layout.ts";
+import { buildDuration, statusBadge, timeAgo } from "./layout.ts";
 import type { Build, BuildStatus } from "../../store/types.ts";
 
 /** Build counts grouped the way the pages show them. */
@@ -38,17 +38,18 @@ export function buildsTable(builds: Build[], now: number): SafeHtml {
       <tr>
         <td><a href="/build/${build.id}/details">${build.id}</a></td>
         <td>${statusBadge(build.status)}</td>
-        <td><a href="/jobset/${pathSegment(build.specification)}">${build
-          .specification}</a></td>
-        <td>${build.jobName}</td>
-        <td>${build.nixName}</td>
-        <td>${build.system}</td>
+        <td>${build
+          .nixName}<div class="muted small"><a href="/jobset/${pathSegment(
+            build.specification,
+          )}">${build.specification}</a> · ${build.jobName}</div></td>
+        <td><code>${build.system}</code></td>
         <td class="num">${build.priority}</td>
-        <td>${formatTime(
+        <td>${timeAgo(
           build.status >= 0 ? build.stoptime : build.timestamp,
+          now,
         )}</td>
-        <td class="num">${buildDuration(build, now)}</td>
-        <td>${build.worker ?? ""}</td>
+        <td class="num nowrap">${buildDuration(build, now)}</td>
+        <td class="nowrap">${build.worker ?? ""}</td>
       </tr>
     `
   );
@@ -58,8 +59,6 @@ export function buildsTable(builds: Build[], now: number): SafeHtml {
         <tr>
           <th>Build</th>
           <th>Status</th>
-          <th>Jobset</th>
-          <th>Job</th>
           <th>Name</th>
           <th>System</th>
           <th class="num">Priority</th>

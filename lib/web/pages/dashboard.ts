@@ -13,7 +13,10 @@ export interface DashboardRow {
 }
 
 /** Renders the dashboard page. */
-export function renderDashboard(rows: DashboardRow[]): string {
+export function renderDashboard(
+  rows: DashboardRow[],
+  admin = false,
+): string {
   const body = rows.length === 0
     ? html`<div class="empty">No specifications yet.</div>`
     : html`
@@ -26,6 +29,7 @@ export function renderDashboard(rows: DashboardRow[]): string {
             <th class="num">Failed</th>
             <th class="num">Pending</th>
             <th>Success rate</th>
+            <th>Badge</th>
           </tr>
         </thead>
         <tbody>${rows.map(renderRow)}</tbody>
@@ -33,7 +37,15 @@ export function renderDashboard(rows: DashboardRow[]): string {
     `;
   return renderPage(
     "Dashboard",
-    html`<h1>Specifications</h1>${body}`,
+    html`
+      <div class="title-row"><h1>Specifications</h1>${admin
+        ? html`<a class="button" href="/specification/add">Add a specification</a>`
+        : ""}</div>${body}<p
+        class="muted small">JSON: <a href="/specifications">/specifications</a> ·
+            <a href="/api/latestbuilds?nr=20">/api/latestbuilds</a> ·
+            <a href="/api/queue?nr=20">/api/queue</a> · <a href="/events/rss">RSS</a> ·
+            <a href="/metrics">metrics</a></p>
+    `,
     "dashboard",
   );
 }
@@ -56,11 +68,17 @@ function renderRow(row: DashboardRow) {
       <td class="num">${counts.succeeded}</td>
       <td class="num">${counts.failed}</td>
       <td class="num">${counts.pending}</td>
-      <td>${rateBar(
-        counts.succeeded,
-        counts.failed,
-        counts.pending,
-      )} <span class="muted">${rate}</span></td>
+      <td>
+        <div
+          class="rate">${rateBar(
+            counts.succeeded,
+            counts.failed,
+            counts.pending,
+          )} <span class="rate-text">${rate}</span></div>
+      </td>
+      <td><img src="/jobset/${pathSegment(
+        spec.name,
+      )}/badge.svg" alt="" height="20" loading="lazy"></td>
     </tr>
   `;
 }

@@ -1,7 +1,12 @@
 // An evaluation's page: its checkouts and its builds with status badges.
 
 import { html, pathSegment } from "../html.ts";
-import { evaluationBadge, formatTime, renderPage } from "./layout.ts";
+import {
+  adminPanel,
+  evaluationBadge,
+  formatTime,
+  renderPage,
+} from "./layout.ts";
 import { buildsTable } from "./builds_table.ts";
 import type { Build, Checkout, Evaluation } from "../../store/types.ts";
 
@@ -15,6 +20,10 @@ export interface EvaluationPage {
   /** True when the list was cut at the page limit. */
   limited: boolean;
   now: number;
+  /** True when admin actions are enabled. */
+  admin?: boolean;
+  /** True when the evaluation's log can be served. */
+  hasLog?: boolean;
 }
 
 /** The values of the `status` query parameter, in tab order. */
@@ -41,9 +50,24 @@ export function renderEvaluation(page: EvaluationPage): string {
       <h1>Evaluation ${evaluation.id} of <a href="/jobset/${pathSegment(
         evaluation.specification,
       )}">${evaluation.specification}</a></h1>
+      ${adminPanel(page.admin ?? false, [
+        {
+          href: `/admin/evaluation/${evaluation.id}/restart`,
+          label: "Restart builds",
+        },
+        {
+          href: `/admin/evaluation/${evaluation.id}/cancel`,
+          label: "Cancel pending builds",
+          danger: true,
+        },
+      ])}
       <dl class="facts">
         <dt>Status</dt>
-        <dd>${evaluationBadge(evaluation.status)}</dd>
+        <dd>${evaluationBadge(evaluation.status)}${page.hasLog
+          ? html`
+            · <a href="/eval/${evaluation.id}/log/raw">evaluation log</a>
+          `
+          : ""}</dd>
         <dt>Triggered</dt>
         <dd>${formatTime(evaluation.timestamp)}</dd>
         <dt>Checked out</dt>

@@ -1,7 +1,13 @@
 // A specification's page: its evaluations, newest first, with build counters.
 
-import { html } from "../html.ts";
-import { evaluationBadge, formatTime, rateBar, renderPage } from "./layout.ts";
+import { html, pathSegment } from "../html.ts";
+import {
+  adminPanel,
+  evaluationBadge,
+  formatTime,
+  rateBar,
+  renderPage,
+} from "./layout.ts";
 import type { StatusSummary } from "./builds_table.ts";
 import type { Evaluation, Specification } from "../../store/types.ts";
 
@@ -12,7 +18,12 @@ export interface JobsetRow {
 }
 
 /** Renders the evaluations list of one specification. */
-export function renderJobset(spec: Specification, rows: JobsetRow[]): string {
+export function renderJobset(
+  spec: Specification,
+  rows: JobsetRow[],
+  admin = false,
+): string {
+  const name = pathSegment(spec.name);
   const systems = spec.systems.join(", ");
   const channels = spec.channels.map((channel) =>
     html`<li><code>${channel.name}</code> ${channel.url} (${channel.branch})</li>`
@@ -39,7 +50,24 @@ export function renderJobset(spec: Specification, rows: JobsetRow[]): string {
   return renderPage(
     spec.name,
     html`
-      <h1>Jobset ${spec.name}</h1>
+      <div class="title-row">
+        <h1>Jobset ${spec.name}</h1>
+        <img src="/jobset/${name}/badge.svg" alt="" height="20">
+      </div>
+      ${adminPanel(admin, [
+        {
+          href: `/admin/specification/${name}/evaluate`,
+          label: "Evaluate now",
+        },
+        {
+          href: `/admin/specification/${name}/delete`,
+          label: "Delete",
+          danger: true,
+        },
+      ])}
+      ${admin
+        ? html`<p><a href="/specification/edit/${name}">Edit this specification</a></p>`
+        : ""}
       <dl class="facts">
         <dt>Build</dt>
         <dd>${spec.build.type}${spec.build.params.length
@@ -49,6 +77,10 @@ export function renderJobset(spec: Specification, rows: JobsetRow[]): string {
         <dd>${systems}</dd>
         <dt>Priority</dt>
         <dd>${spec.priority}</dd>
+        <dt>Period</dt>
+        <dd>${spec.period === 0 ? "server default" : `${spec.period} s`}</dd>
+        <dt>Active</dt>
+        <dd>${spec.isActive ? "yes" : "no"}</dd>
         <dt>Channels</dt>
         <dd>
           <ul>${channels}</ul>

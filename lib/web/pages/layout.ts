@@ -5,11 +5,16 @@ import { html, type HtmlValue, SafeHtml } from "../html.ts";
 import { buildStatusName } from "../../store/types.ts";
 
 /** Which nav entry is highlighted. */
-export type NavSection = "dashboard" | "queue" | "workers" | "none";
+export type NavSection =
+  | "dashboard"
+  | "queue"
+  | "workers"
+  | "search"
+  | "none";
 
 const NAV: [NavSection, string, string][] = [
   ["dashboard", "/", "Dashboard"],
-  ["queue", "/status", "Queue"],
+  ["queue", "/queue", "Queue"],
   ["workers", "/workers", "Workers"],
 ];
 
@@ -25,6 +30,7 @@ export function renderPage(
   title: string,
   body: HtmlValue,
   section: NavSection = "none",
+  options: { script?: string; query?: string } = {},
 ): string {
   const links = NAV.map(([key, href, label]) =>
     html`<a href="${href}" class="${
@@ -41,10 +47,18 @@ export function renderPage(
         <style>${new SafeHtml(STYLESHEET)}</style>
       </head>
       <body>
-        <nav><a class="brand" href="/">Lorica</a>${links}</nav>
+        <nav>
+          <a class="brand" href="/">Lorica</a>${links}
+          <form class="search" method="get" action="/search" role="search">
+            <input type="search" name="query" value="${options.query ??
+              ""}" placeholder="Search builds: hello system:x86_64-linux status:failed" aria-label="Search builds">
+          </form>
+        </nav>
         <main>
     ${body}
-        </main>
+        </main>${options.script
+          ? html`<script>${new SafeHtml(options.script)}</script>`
+          : ""}
       </body>
     </html>
   `.value;
@@ -130,4 +144,44 @@ export function rateBar(
         failed,
       )}"></span><span class="wait" style="${share(pending)}"></span></div>
   `;
+}
+
+/**
+ * The admin panel: one token field and a button per action, each posting to
+ * its own route. Nothing when admin actions are disabled.
+ */
+export function adminPanel(
+  enabled: boolean,
+  actions: { href: string; label: string; danger?: boolean }[],
+): SafeHtml {
+  if (!enabled || actions.length === 0) return html``;
+  const buttons = actions.map((action) =>
+    html`
+      <button type="submit" formaction="${action.href}"
+        class="${action.danger ? "danger" : ""}">${action.label}</button>
+    `
+  );
+  return html`
+    <form class="admin" method="post">
+      <input type="text" name="username" value="admin" autocomplete="username" hidden>
+      <label>Admin token <input type="password" name="token" required autocomplete="current-password"></label>
+      ${buttons}
+    </form>
+  `;
+}
+
+/** A time as "5 min ago" (relative to `now`), the exact time on hover. */
+export function timeAgo(epochSeconds: number, now: number): SafeHtml {
+  if (!epochSeconds) return html`—`;
+  const exact = formatTime(epochSeconds);
+  const iso = new Date(epochSeconds * 1000).toISOString();
+  const delta = now - epochSeconds;
+  let text: string;
+  if (delta < 0) text = exact;
+  else if (delta < 10) text = "just now";
+  else if (delta < 60) text = `${delta} s ago`;
+  else if (delta < 3600) text = `${Math.floor(delta / 60)} min ago`;
+  else if (delta < 86400) text = `${Math.floor(delta / 3600)} h ago`;
+  else text = `${Math.floor(delta / 86400)} d ago`;
+  return html`<time datetime="${iso}" title="${exact}">${text}</time>`;
 }

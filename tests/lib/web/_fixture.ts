@@ -1,7 +1,7 @@
 // A web app over a real in-memory SQLite store holding builds in every status.
 
 import { gzipSync } from "node:zlib";
-import { createWebApp } from "../../../lib/web/app.ts";
+import { createWebApp, type WebAppOptions } from "../../../lib/web/app.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
 import type { Clock } from "../../../lib/clock.ts";
@@ -98,7 +98,11 @@ export function spec(name: string, isActive = true): Specification {
 
 /** Fills a fresh store and returns the app over it. */
 export async function createFixture(
-  options: { store?: Store; logger?: Logger } = {},
+  options: {
+    store?: Store;
+    logger?: Logger;
+    app?: Partial<WebAppOptions>;
+  } = {},
 ): Promise<Fixture> {
   const store = options.store ?? openSqliteStore(":memory:");
   const logDir = await Deno.makeTempDir({ prefix: "lorica-web-" });
@@ -222,6 +226,7 @@ export async function createFixture(
     clock,
     logger,
     workerTimeoutSeconds: 120,
+    ...options.app,
   });
   return {
     app,

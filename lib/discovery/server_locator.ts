@@ -1,0 +1,287 @@
+// Turns DNS-SD browsing into "the server to work for": verified by a real
+// handshake, kept while it stays, replaced when it moves or goes.
+
+import { type Clock, systemClock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import type { MdnsInterface } from "./mdns_transport.ts";
+import { type BrowseEvent, browseServers } from "./browse_servers.ts";
+import { type ProbedServer, probeServer } from "./probe_server.ts";
+import type { ServerAnnouncement } from "./service.ts";
+
+/** A server a worker should connect to. */
+export interface ServerEndpoint {
+  /** The DNS-SD instance, or null for a server given on the command line. */
+  instanceName: string | null;
+  /** An address (link-local IPv6 with its zone) or a host name. */
+  hostname: string;
+  port: number;
+}
+
+/** Anything that tells a worker which server to use, and when that changes. */
+export interface ServerSource {
+  /** Yields the server to use now, and again each time it changes; ends when `signal` aborts. */
+  servers(signal: AbortSignal): AsyncIterable<ServerEndpoint>;
+}
+
+export interface LocatorOptions {
+  /** Interfaces to browse on. */
+  interfaces: readonly MdnsInterface[];
+  ipv6?: boolean;
+  /** Only this instance (case-insensitive); default: the first that answers. */
+  instanceName?: string;
+  /**
+   * This machine's own addresses. An advertised address among them is
+   * skipped (it leads back here, C15) unless every advertised address is
+   * ours, which means the server runs on this machine.
+   */
+  localAddresses: readonly string[];
+  /** Time allowed to each address for connect, handshake and server-info; default 3000 ms. */
+  connectTimeoutMs?: number;
+  /** Pause before trying again when no advertised address answered; default 10 s. */
+  retryMs?: number;
+  logger: Logger;
+  clock?: Clock;
+  /** Replaces mDNS browsing (tests). */
+  browse?: (signal: AbortSignal) => AsyncIterable<BrowseEvent>;
+  /** Replaces the server-info probe (tests). */
+  probe?: (
+    target: { hostname: string; port: number },
+    options: { timeoutMs: number; signal?: AbortSignal },
+  ) => Promise<ProbedServer>;
+}
+
+/** Finds the server by DNS-SD and follows it; see {@linkcode ServerSource}. */
+export class ServerLocator implements ServerSource {
+  #options: LocatorOptions;
+
+  constructor(options: LocatorOptions) {
+    this.#options = options;
+  }
+
+  /** Yields each newly chosen, verified server until `signal` aborts. */
+  async *servers(signal: AbortSignal): AsyncGenerator<ServerEndpoint, void> {
+    const options = this.#options;
+    const { logger } = options;
+    const clock = options.clock ?? systemClock;
+    const timeoutMs = options.connectTimeoutMs ?? 3000;
+    const retryMs = options.retryMs ?? 10_000;
+    const probe = options.probe ?? probeServer;
+    const wanted = options.instanceName?.toLowerCase();
+    const local = new Set(
+      options.localAddresses.map((a) => stripZone(a).toLowerCase()),
+    );
+    const known = new Map<string, ServerAnnouncement>();
+    let current: ServerEndpoint | null = null;
+    let dirty = false;
+    let retryAt = Infinity;
+    let wake: (() => void) | null = null;
+    const poke = () => wake?.();
+
+    const stop = new AbortController();
+    const onAbort = () => {
+      stop.abort();
+      poke();
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    const events = options.browse?.(stop.signal) ??
+      browseServers({
+        interfaces: options.interfaces,
+        ipv6: options.ipv6,
+        logger,
+        clock,
+      }, stop.signal);
+    const browsing = (async () => {
+      for await (const event of events) {
+        if (event.type === "found") {
+          const key = event.server.instanceName.toLowerCase();
+          logger.info(known.has(key) ? "server changed" : "server found", {
+            instance: event.server.instanceName,
+            host: event.server.host,
+            port: event.server.port,
+            addresses: event.server.addresses.join(","),
+          });
+          known.set(key, event.server);
+        } else {
+          known.delete(event.instanceName.toLowerCase());
+          logger.info("server withdrawn", { instance: event.instanceName });
+        }
+        dirty = true;
+        poke();
+      }
+    })().catch((error) => {
+      logger.error("server browsing failed", { error });
+    }).finally(poke);
+    let browsingDone = false;
+    browsing.then(() => (browsingDone = true));
+
+    const candidates = () =>
+      [...known.values()].filter((s) =>
+        wanted === undefined || s.instanceName.toLowerCase() === wanted
+      );
+
+    const stillValid = (endpoint: ServerEndpoint) => {
+      const server = known.get(endpoint.instanceName!.toLowerCase());
+      return server !== undefined && server.port === endpoint.port &&
+        server.addresses.includes(endpoint.hostname);
+    };
+
+    const addressesToTry = (server: ServerAnnouncement) => {
+      const remote = server.addresses.filter((a) =>
+        !local.has(stripZone(a).toLowerCase())
+      );
+      if (remote.length < server.addresses.length && remote.length > 0) {
+        logger.info("server address skipped", {
+          instance: server.instanceName,
+          addresses: server.addresses.filter((a) => !remote.includes(a))
+            .join(","),
+          reason: "it is one of this machine's own addresses",
+        });
+      }
+      return remote.length > 0 ? remote : server.addresses;
+    };
+
+    const select = async (): Promise<ServerEndpoint | null> => {
+      const list = candidates();
+      // Stay with the current instance when it is still there.
+      list.sort((a, b) =>
+        Number(b.instanceName === current?.instanceName) -
+        Number(a.instanceName === current?.instanceName)
+      );
+      for (const server of list) {
+        for (const hostname of addressesToTry(server)) {
+          if (stop.signal.aborted) return null;
+          try {
+            await probe({ hostname, port: server.port }, {
+              timeoutMs,
+              signal: stop.signal,
+            });
+            const others = candidates().filter((s) => s !== server)
+              .map((s) => s.instanceName);
+            logger.info("server chosen", {
+              instance: server.instanceName,
+              address: `${hostname}:${server.port}`,
+              others: others.length > 0 ? others.join(",") : undefined,
+            });
+            return {
+              instanceName: server.instanceName,
+              hostname,
+              port: server.port,
+            };
+          } catch (error) {
+            if (stop.signal.aborted) return null;
+            logger.warn("server address unreachable", {
+              instance: server.instanceName,
+              address: `${hostname}:${server.port}`,
+              error,
+            });
+          }
+        }
+      }
+      return null;
+    };
+
+    let waitingLogged = false;
+    try {
+      while (!stop.signal.aborted) {
+        const due = dirty || clock.now() >= retryAt;
+        if (due) {
+          dirty = false;
+          retryAt = Infinity;
+          const needed = current === null || !stillValid(current);
+          const list = candidates();
+          if (needed && list.length > 0) {
+            waitingLogged = false;
+            const chosen = await select();
+            if (chosen === null) {
+              if (!stop.signal.aborted) retryAt = clock.now() + retryMs;
+            } else if (
+              current === null || chosen.hostname !== current.hostname ||
+              chosen.port !== current.port
+            ) {
+              current = chosen;
+              yield chosen;
+              continue;
+            } else {
+              current = chosen;
+            }
+          } else if (needed && !waitingLogged && wanted !== undefined) {
+            waitingLogged = true;
+            logger.info("server not seen yet", {
+              instance: options.instanceName,
+              seen: [...known.values()].map((s) => s.instanceName).join(",") ||
+                undefined,
+            });
+          }
+        }
+        if (dirty) continue;
+        if (browsingDone) break;
+        const pause = retryAt === Infinity
+          ? null
+          : Math.max(0, retryAt - clock.now());
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          if (pause !== null) {
+            clock.sleep(pause, stop.signal).then(resolve, resolve);
+          }
+        });
+        wake = null;
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      stop.abort();
+      await browsing;
+    }
+  }
+}
+
+/** A source that names one fixed server (`--server=HOST:PORT`). */
+export function fixedServer(
+  server: { hostname: string; port: number },
+): ServerSource {
+  return {
+    async *servers(signal: AbortSignal) {
+      yield { instanceName: null, ...server };
+      await new Promise<void>((resolve) => {
+        if (signal.aborted) resolve();
+        signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+    },
+  };
+}
+
+/**
+ * Runs `run` for the source's current server; when the server changes, the
+ * running call is aborted, awaited, and started again for the new one.
+ * Resolves when `signal` aborts (after the last run ended) or the source ends.
+ */
+export async function followServer(
+  source: ServerSource,
+  run: (server: ServerEndpoint, signal: AbortSignal) => Promise<void>,
+  signal: AbortSignal,
+  onError?: (error: unknown) => void,
+): Promise<void> {
+  let running: { abort: AbortController; done: Promise<void> } | null = null;
+  const end = async () => {
+    if (running === null) return;
+    running.abort.abort();
+    await running.done;
+    running = null;
+  };
+  try {
+    for await (const server of source.servers(signal)) {
+      await end();
+      if (signal.aborted) break;
+      const abort = new AbortController();
+      const done = run(server, AbortSignal.any([signal, abort.signal]))
+        .catch((error) => onError?.(error));
+      running = { abort, done };
+    }
+  } finally {
+    await end();
+  }
+}
+
+function stripZone(address: string): string {
+  const percent = address.indexOf("%");
+  return percent < 0 ? address : address.slice(0, percent);
+}

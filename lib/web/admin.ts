@@ -1,0 +1,593 @@
+// Admin actions over POST: the token check, request bodies, and the routes.
+
+import { HttpError, quoteValue } from "./http_error.ts";
+import { parseId } from "./params.ts";
+import {
+  jsonResponse,
+  type Route,
+  type RouteContext,
+} from "./route_context.ts";
+import type { Channel, Specification, Store } from "../store/types.ts";
+
+/**
+ * What admin routes do. The server passes its own so that cancellations and
+ * restarts reach workers; {@link storeActions} covers the rest with the store.
+ */
+export interface AdminActions {
+  /** Creates or replaces a specification. */
+  saveSpecification(spec: Specification): Promise<void>;
+  /** Deletes a specification with its evaluations and builds; false if unknown. */
+  deleteSpecification(name: string): Promise<boolean>;
+  /** Cancels a pending build; false when it was not pending. */
+  cancelBuild(id: number): Promise<boolean>;
+  /** Schedules a build again; false when nothing changed. */
+  restartBuild(id: number): Promise<boolean>;
+  /** Cancels the pending builds of an evaluation; returns how many. */
+  cancelEvaluation(id: number): Promise<number>;
+  /** Schedules every build of an evaluation again; returns how many. */
+  restartEvaluation(id: number): Promise<number>;
+  /**
+   * Starts an evaluation of a specification now (without waiting for it).
+   * @throws {HttpError} 503 in the default implementation: no evaluator.
+   */
+  triggerEvaluation(spec: string): Promise<void>;
+}
+
+/** The default actions: store updates only, no worker is told anything. */
+export function storeActions(store: Store, now: () => number): AdminActions {
+  return {
+    saveSpecification: (spec) => store.upsertSpecification(spec),
+    deleteSpecification: (name) => store.deleteSpecification(name),
+    cancelBuild: async (id) => (await store.cancelBuild(id, now())).changed,
+    restartBuild: async (id) => (await store.restartBuild(id, now())).changed,
+    cancelEvaluation: (id) => store.cancelEvaluation(id, now()),
+    restartEvaluation: (id) => store.restartEvaluation(id, now()),
+    triggerEvaluation: () =>
+      Promise.reject(
+        new HttpError(
+          503,
+          "Cannot trigger evaluation: this server has no evaluator configured",
+        ),
+      ),
+  };
+}
+
+/** Build types a specification may name (Cuirass's `%build-types`). */
+export const BUILD_TYPES = [
+  "all",
+  "core",
+  "guix",
+  "hello",
+  "images",
+  "system-tests",
+  "tarball",
+  "custom",
+  "channels",
+  "packages",
+  "manifests",
+] as const;
+
+/** Systems offered as checkboxes on the specification form. */
+export const FORM_SYSTEMS = [
+  "x86_64-linux",
+  "i686-linux",
+  "aarch64-linux",
+  "armhf-linux",
+  "powerpc64le-linux",
+  "riscv64-linux",
+  "x86_64-gnu",
+  "i586-gnu",
+];
+
+/** Largest admin request body, in bytes. */
+const MAX_BODY_BYTES = 64 * 1024;
+const MAX_NAME_LENGTH = 100;
+const MAX_LIST_ITEMS = 200;
+const MAX_ITEM_LENGTH = 500;
+const SPEC_NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+const SYSTEM_REGEXP = /^[a-z0-9_]+-[a-z0-9_]+$/;
+
+/** The admin routes, all POST. */
+export const ADMIN_ROUTES: Route[] = [
+  post("/admin/specification/add", (c, b) => saveSpec(c, b, "add")),
+  post("/admin/specification/edit", (c, b) => saveSpec(c, b, "edit")),
+  post("/admin/specifications/delete/:name", deleteSpec),
+  post("/admin/specification/:name/delete", deleteSpec),
+  post("/admin/specification/:name/evaluate", triggerEvaluation),
+  post("/jobset/:name/hook/evaluate", triggerEvaluation),
+  post("/admin/build/:id/restart", buildAction("restart")),
+  post("/admin/build/:id/cancel", buildAction("cancel")),
+  post("/admin/evaluation/:id/cancel", evaluationAction("cancel")),
+  post("/admin/evaluation/:id/restart", evaluationAction("restart")),
+  post("/admin/evaluation/:id/retry", evaluationAction("restart")),
+];
+
+/** A POST body: form fields (repeatable) or a JSON value. */
+type Body = { form: URLSearchParams; json: unknown };
+
+function post(
+  pattern: string,
+  handle: (context: RouteContext, body: Body) => Promise<Response>,
+): Route {
+  return {
+    pattern,
+    kind: "json",
+    method: "POST",
+    async handle(context) {
+      const body = await readBody(context.request);
+      await checkToken(context, body.form);
+      return await handle(context, body);
+    },
+  };
+}
+
+/**
+ * Checks the admin token from `Authorization: Bearer` or the `token` field.
+ * @throws {HttpError} 403 when admin is disabled or the token is wrong, 401 when it is missing.
+ */
+export async function checkToken(
+  context: RouteContext,
+  form: URLSearchParams,
+): Promise<void> {
+  const expected = context.options.adminToken;
+  if (expected === null || expected === "") {
+    throw new HttpError(
+      403,
+      "Cannot run admin action: admin actions are disabled (no admin token configured)",
+    );
+  }
+  const header = context.request.headers.get("authorization");
+  let given: string | null = null;
+  if (header !== null) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (match === null) {
+      throw new HttpError(
+        401,
+        "Cannot run admin action: the Authorization header is not a Bearer token",
+      );
+    }
+    given = match[1];
+  } else {
+    given = form.get("token");
+  }
+  if (given === null || given === "") {
+    throw new HttpError(401, "Cannot run admin action: no admin token given");
+  }
+  if (!await sameSecret(given, expected)) {
+    throw new HttpError(403, "Cannot run admin action: wrong admin token");
+  }
+}
+
+/** Compares two secrets in time independent of where they differ. */
+export async function sameSecret(a: string, b: string): Promise<boolean> {
+  // Hashing first makes both inputs the same length, so the loop below
+  // runs the same number of steps whatever the guess.
+  const encoder = new TextEncoder();
+  const [x, y] = await Promise.all([
+    crypto.subtle.digest("SHA-256", encoder.encode(a)),
+    crypto.subtle.digest("SHA-256", encoder.encode(b)),
+  ]);
+  const left = new Uint8Array(x);
+  const right = new Uint8Array(y);
+  let difference = 0;
+  for (let i = 0; i < left.length; i++) difference |= left[i] ^ right[i];
+  return difference === 0;
+}
+
+/**
+ * Reads a bounded POST body as form fields or JSON.
+ * @throws {HttpError} 413 when too large, 400 when unreadable.
+ */
+async function readBody(request: Request): Promise<Body> {
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > MAX_BODY_BYTES) {
+    throw new HttpError(
+      413,
+      `Cannot read request body: over ${MAX_BODY_BYTES} bytes`,
+    );
+  }
+  const bytes = await readLimited(request);
+  const type = (request.headers.get("content-type") ?? "").toLowerCase();
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+  if (type.startsWith("application/json")) {
+    try {
+      return { form: new URLSearchParams(), json: JSON.parse(text) };
+    } catch {
+      throw new HttpError(400, "Cannot read request body: invalid JSON");
+    }
+  }
+  if (type.startsWith("multipart/form-data")) {
+    throw new HttpError(
+      415,
+      "Cannot read request body: send application/x-www-form-urlencoded or JSON",
+    );
+  }
+  return { form: new URLSearchParams(text), json: null };
+}
+
+async function readLimited(request: Request): Promise<Uint8Array> {
+  if (request.body === null) return new Uint8Array();
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > MAX_BODY_BYTES) {
+        throw new HttpError(
+          413,
+          `Cannot read request body: over ${MAX_BODY_BYTES} bytes`,
+        );
+      }
+      chunks.push(value);
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Answers an admin action: JSON for scripts, a redirect for browser forms. */
+function done(
+  context: RouteContext,
+  result: Record<string, unknown>,
+  redirect: string,
+): Response {
+  const type = context.request.headers.get("content-type") ?? "";
+  const fromForm = type.startsWith("application/x-www-form-urlencoded") &&
+    (context.request.headers.get("accept") ?? "").includes("text/html");
+  if (fromForm) {
+    return new Response(null, { status: 303, headers: { location: redirect } });
+  }
+  return jsonResponse(result);
+}
+
+async function saveSpec(
+  context: RouteContext,
+  body: Body,
+  mode: "add" | "edit",
+): Promise<Response> {
+  const { store } = context.options;
+  const spec = body.json !== null
+    ? specFromJson(body.json)
+    : specFromForm(body.form);
+  const existing = await store.getSpecification(spec.name);
+  if (mode === "add" && existing !== null) {
+    throw new HttpError(
+      409,
+      `Cannot add specification ${quoteValue(spec.name)}: it already exists`,
+    );
+  }
+  if (mode === "edit" && existing === null) {
+    throw new HttpError(
+      404,
+      `Cannot edit specification ${quoteValue(spec.name)}: it does not exist`,
+    );
+  }
+  if (existing !== null && body.json === null) {
+    // The form has no fields for these: keep what the file or API set.
+    spec.buildOutputs = existing.buildOutputs;
+    spec.notifications = existing.notifications;
+  }
+  await context.options.actions.saveSpecification(spec);
+  context.options.logger.info("specification saved", {
+    name: spec.name,
+    mode,
+  });
+  return done(
+    context,
+    { specification: spec.name, saved: true },
+    `/jobset/${encodeURIComponent(spec.name)}`,
+  );
+}
+
+async function deleteSpec(context: RouteContext): Promise<Response> {
+  const name = context.params.name;
+  const deleted = await context.options.actions.deleteSpecification(name);
+  if (!deleted) {
+    throw new HttpError(
+      404,
+      `Cannot delete specification ${quoteValue(name)}: it does not exist`,
+    );
+  }
+  context.options.logger.info("specification deleted", { name });
+  return done(context, { specification: name, deleted: true }, "/");
+}
+
+async function triggerEvaluation(context: RouteContext): Promise<Response> {
+  const name = context.params.name;
+  const spec = await context.options.store.getSpecification(name);
+  if (spec === null) {
+    throw new HttpError(404, `Jobset ${quoteValue(name)} not found.`);
+  }
+  await context.options.actions.triggerEvaluation(name);
+  context.options.logger.info("evaluation triggered", { name });
+  return done(context, { jobset: name }, `/jobset/${encodeURIComponent(name)}`);
+}
+
+function buildAction(action: "cancel" | "restart") {
+  return async (context: RouteContext): Promise<Response> => {
+    const id = parseId(context.params.id, "build ID");
+    const build = await context.options.store.getBuild(id);
+    if (build === null) {
+      throw new HttpError(404, `Build with ID ${id} doesn't exist.`);
+    }
+    const { actions } = context.options;
+    const changed = action === "cancel"
+      ? await actions.cancelBuild(id)
+      : await actions.restartBuild(id);
+    context.options.logger.info(`build ${action} requested`, { id, changed });
+    return done(
+      context,
+      { build: id, action, changed },
+      `/build/${id}/details`,
+    );
+  };
+}
+
+function evaluationAction(action: "cancel" | "restart") {
+  return async (context: RouteContext): Promise<Response> => {
+    const id = parseId(context.params.id, "evaluation ID");
+    const evaluation = await context.options.store.getEvaluation(id);
+    if (evaluation === null) {
+      throw new HttpError(404, `Evaluation with ID ${id} doesn't exist.`);
+    }
+    const { actions } = context.options;
+    const builds = action === "cancel"
+      ? await actions.cancelEvaluation(id)
+      : await actions.restartEvaluation(id);
+    context.options.logger.info(`evaluation ${action} requested`, {
+      id,
+      builds,
+    });
+    return done(context, { evaluation: id, action, builds }, `/eval/${id}`);
+  };
+}
+
+/**
+ * Reads a specification from the JSON shape of `/specifications`.
+ * @throws {HttpError} 400 naming the first bad field.
+ */
+export function specFromJson(value: unknown): Specification {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw fieldError("body", "not a JSON object");
+  }
+  const input = value as Record<string, unknown>;
+  const name = requireName(input.name);
+  let buildType: string;
+  let params: string[] = [];
+  if (typeof input.build === "string") {
+    buildType = input.build;
+  } else if (
+    typeof input.build === "object" && input.build !== null &&
+    !Array.isArray(input.build) && Object.keys(input.build).length === 1
+  ) {
+    const [key, list] = Object.entries(input.build)[0];
+    buildType = key;
+    params = stringList(list, "build");
+  } else {
+    throw fieldError("build", "not a build type or {type: [parameters]}");
+  }
+  const channelsInput = input.channels ?? [];
+  if (!Array.isArray(channelsInput) || channelsInput.length > MAX_LIST_ITEMS) {
+    throw fieldError("channels", "not a list of channels");
+  }
+  const channels = channelsInput.map((channel, i) => {
+    if (typeof channel !== "object" || channel === null) {
+      throw fieldError(`channels[${i}]`, "not an object");
+    }
+    const c = channel as Record<string, unknown>;
+    return makeChannel(
+      c.name,
+      c.url,
+      c.branch ?? "master",
+      c.commit === false || c.commit === undefined ? null : c.commit,
+      i,
+    );
+  });
+  const buildOutputs = Array.isArray(input["build-outputs"])
+    ? (input["build-outputs"] as unknown[]).slice(0, MAX_LIST_ITEMS).map(
+      (item, i) => {
+        const o = (item ?? {}) as Record<string, unknown>;
+        return {
+          job: shortString(o.job, `build-outputs[${i}].job`),
+          type: shortString(o.type, `build-outputs[${i}].type`),
+          output: shortString(o.output ?? "out", `build-outputs[${i}].output`),
+          path: shortString(o.path ?? "", `build-outputs[${i}].path`),
+        };
+      },
+    )
+    : [];
+  const notifications = Array.isArray(input.notifications)
+    ? (input.notifications as unknown[]).slice(0, MAX_LIST_ITEMS).map(
+      (item, i) => {
+        if (typeof item !== "object" || item === null) {
+          throw fieldError(`notifications[${i}]`, "not an object");
+        }
+        const out: Record<string, string> = {};
+        for (const [key, field] of Object.entries(item)) {
+          out[key] = shortString(field, `notifications[${i}].${key}`);
+        }
+        return out;
+      },
+    )
+    : [];
+  return finishSpec({
+    name,
+    build: { type: buildType, params },
+    channels,
+    buildOutputs,
+    notifications,
+    period: input.period ?? 0,
+    priority: input.priority ?? 9,
+    systems: input.systems,
+  });
+}
+
+/**
+ * Reads a specification from the form fields Cuirass's form posts (§7.3),
+ * plus a comma-separated `systems` field.
+ * @throws {HttpError} 400 naming the first bad field.
+ */
+export function specFromForm(form: URLSearchParams): Specification {
+  const name = requireName(form.get("name"));
+  const buildType = form.get("build") ?? "";
+  const params = [
+    ...form.getAll("param-select"),
+    ...form.getAll("param-input").flatMap((text) => text.split(",")),
+  ].map((item) => item.trim()).filter((item) => item !== "");
+  const names = form.getAll("channel-name");
+  const urls = form.getAll("channel-url");
+  const branches = form.getAll("channel-branch");
+  const channels = [];
+  for (let i = 0; i < names.length && i < MAX_LIST_ITEMS; i++) {
+    if (names[i].trim() === "" && (urls[i] ?? "").trim() === "") continue;
+    channels.push(
+      makeChannel(names[i], urls[i], branches[i] || "master", null, i),
+    );
+  }
+  const systems = FORM_SYSTEMS.filter((system) => form.has(system));
+  for (const text of form.getAll("systems")) {
+    for (const item of text.split(",")) {
+      if (item.trim() !== "") systems.push(item.trim());
+    }
+  }
+  return finishSpec({
+    name,
+    build: { type: buildType, params },
+    channels,
+    buildOutputs: [],
+    notifications: [],
+    period: numberField(form.get("period") ?? "0", "period"),
+    priority: numberField(form.get("priority") ?? "9", "priority"),
+    systems: [...new Set(systems)],
+  });
+}
+
+function finishSpec(input: {
+  name: string;
+  build: { type: string; params: string[] };
+  channels: Channel[];
+  buildOutputs: Specification["buildOutputs"];
+  notifications: Specification["notifications"];
+  period: unknown;
+  priority: unknown;
+  systems: unknown;
+}): Specification {
+  if (!(BUILD_TYPES as readonly string[]).includes(input.build.type)) {
+    throw fieldError(
+      "build",
+      `${quoteValue(input.build.type)} is not one of ${BUILD_TYPES.join(", ")}`,
+    );
+  }
+  const period = input.period;
+  if (
+    typeof period !== "number" || !Number.isSafeInteger(period) ||
+    period < 0 || period > 366 * 24 * 3600
+  ) {
+    throw fieldError("period", "not a number of seconds from 0 to one year");
+  }
+  const priority = input.priority;
+  if (
+    typeof priority !== "number" || !Number.isInteger(priority) ||
+    priority < 0 || priority > 9
+  ) {
+    throw fieldError("priority", "not an integer from 0 to 9");
+  }
+  const systems = stringList(input.systems, "systems");
+  if (systems.length === 0) throw fieldError("systems", "no system selected");
+  for (const system of systems) {
+    if (!SYSTEM_REGEXP.test(system)) {
+      throw fieldError("systems", `${quoteValue(system)} is not a system name`);
+    }
+  }
+  if (input.channels.length === 0) {
+    throw fieldError("channels", "at least one channel is needed");
+  }
+  return {
+    name: input.name,
+    build: input.build,
+    channels: input.channels,
+    buildOutputs: input.buildOutputs,
+    notifications: input.notifications,
+    period,
+    priority,
+    systems,
+    isActive: true,
+  };
+}
+
+function makeChannel(
+  name: unknown,
+  url: unknown,
+  branch: unknown,
+  commit: unknown,
+  index: number,
+): Channel {
+  const channelName = shortString(name, `channels[${index}].name`).trim();
+  const channelUrl = shortString(url, `channels[${index}].url`).trim();
+  if (channelName === "" || channelUrl === "") {
+    throw fieldError(`channels[${index}]`, "a channel needs a name and a URL");
+  }
+  return {
+    name: channelName,
+    url: channelUrl,
+    branch: shortString(branch, `channels[${index}].branch`).trim() ||
+      "master",
+    commit: commit === null
+      ? null
+      : shortString(commit, `channels[${index}].commit`),
+    introduction: null,
+  };
+}
+
+function requireName(value: unknown): string {
+  if (typeof value !== "string" || value === "") {
+    throw fieldError("name", "missing");
+  }
+  if (value.length > MAX_NAME_LENGTH || !SPEC_NAME_REGEXP.test(value)) {
+    throw fieldError(
+      "name",
+      `${
+        quoteValue(value)
+      } is not a name of letters, digits, ".", "_", "+" and "-"`,
+    );
+  }
+  return value;
+}
+
+function stringList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value) || value.length > MAX_LIST_ITEMS) {
+    throw fieldError(field, "not a list of strings");
+  }
+  return value.map((item, i) => shortString(item, `${field}[${i}]`));
+}
+
+function shortString(value: unknown, field: string): string {
+  if (typeof value !== "string" || value.length > MAX_ITEM_LENGTH) {
+    throw fieldError(field, "not a string of at most 500 characters");
+  }
+  return value;
+}
+
+function numberField(text: string, field: string): number {
+  if (!/^[0-9]{1,9}$/.test(text.trim())) {
+    throw fieldError(field, `${quoteValue(text)} is not a whole number`);
+  }
+  return Number(text.trim());
+}
+
+function fieldError(field: string, what: string): HttpError {
+  return new HttpError(
+    400,
+    `Cannot read specification field "${field}": ${what}`,
+  );
+}

@@ -1,0 +1,60 @@
+// SVG badges for a jobset: success percentage of its latest successful evaluation.
+
+import { escapeHtml } from "./html.ts";
+
+/** Colours by success share. */
+function colour(percent: number): string {
+  if (percent >= 90) return "#2da44e";
+  if (percent >= 60) return "#bf8700";
+  return "#cf222e";
+}
+
+/** Approximate text width in pixels for an 11 px sans-serif font. */
+function textWidth(text: string): number {
+  return Math.ceil([...text].length * 6.5) + 10;
+}
+
+function twoPart(
+  label: string,
+  value: string,
+  fill: string,
+): string {
+  const left = textWidth(label);
+  const right = textWidth(value);
+  const width = left + right;
+  const l = escapeHtml(label);
+  const v = escapeHtml(value);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="20" role="img" aria-label="${l}: ${v}">
+<title>${l}: ${v}</title>
+<clipPath id="r"><rect width="${width}" height="20" rx="3" fill="#fff"/></clipPath>
+<g clip-path="url(#r)">
+<rect width="${left}" height="20" fill="#555"/>
+<rect x="${left}" width="${right}" height="20" fill="${fill}"/>
+</g>
+<g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">
+<text x="${left / 2}" y="14">${l}</text>
+<text x="${left + right / 2}" y="14">${v}</text>
+</g>
+</svg>
+`;
+}
+
+/**
+ * The percentage badge: `succeeded` of `total` builds. Type 0 is labelled
+ * "build", any other type carries the specification's name.
+ */
+export function percentageBadge(
+  succeeded: number,
+  total: number,
+  options: { type: number; spec: string },
+): string {
+  if (!(total > 0)) return errorBadge(options.spec, "no builds");
+  const percent = Math.round(100 * Math.min(succeeded, total) / total);
+  const label = options.type === 0 ? "build" : options.spec;
+  return twoPart(label, `${percent}%`, colour(percent));
+}
+
+/** The badge shown when there is nothing to measure. */
+export function errorBadge(spec: string, message: string): string {
+  return twoPart(spec === "" ? "build" : spec, message, "#6e7781");
+}

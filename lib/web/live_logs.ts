@@ -1,0 +1,243 @@
+// Live build logs: a hub fed by the log receiver, and a tolerant tail of the growing .log.gz.
+
+import zlib from "node:zlib";
+import { openRegularFile } from "./build_log.ts";
+
+/** What happened to a derivation's log. */
+export type LiveLogEvent =
+  /** Compressed bytes were appended to the log file. */
+  | { type: "chunk"; bytes: number }
+  /** The upload ended; the file holds the whole log. */
+  | { type: "complete" };
+
+/** A source of "this log changed" signals, keyed by derivation file name. */
+export interface LiveLogs {
+  /** Calls `listener` on each change of `drv`'s log; returns the unsubscribe function. */
+  subscribe(drv: string, listener: (event: LiveLogEvent) => void): () => void;
+}
+
+/** A {@link LiveLogs} the server feeds from the log receiver's callbacks. */
+export interface LiveLogHub extends LiveLogs {
+  /** For `LogReceiverOptions.onChunk`: a compressed chunk was stored. */
+  chunk(drv: string, chunk: Uint8Array): void;
+  /** For `LogReceiverOptions.onComplete`: the upload ended. */
+  complete(drv: string, bytes: number): void;
+  /** Derivations with at least one listener. */
+  readonly watched: number;
+}
+
+/** Listeners one derivation may have, against runaway page reloads. */
+const MAX_LISTENERS_PER_DRV = 64;
+
+/** Creates an in-process hub; wire `chunk`/`complete` to the log receiver. */
+export function createLiveLogHub(): LiveLogHub {
+  const listeners = new Map<string, Set<(event: LiveLogEvent) => void>>();
+  function emit(drv: string, event: LiveLogEvent) {
+    for (const listener of listeners.get(drv) ?? []) {
+      try {
+        listener(event);
+      } catch {
+        // A failing listener must not stop the log receiver.
+      }
+    }
+  }
+  return {
+    subscribe(drv, listener) {
+      let set = listeners.get(drv);
+      if (set === undefined) {
+        set = new Set();
+        listeners.set(drv, set);
+      }
+      if (set.size >= MAX_LISTENERS_PER_DRV) return () => {};
+      set.add(listener);
+      return () => {
+        set.delete(listener);
+        if (set.size === 0 && listeners.get(drv) === set) {
+          listeners.delete(drv);
+        }
+      };
+    },
+    chunk(drv, chunk) {
+      emit(drv, { type: "chunk", bytes: chunk.length });
+    },
+    complete(drv) {
+      emit(drv, { type: "complete" });
+    },
+    get watched() {
+      return listeners.size;
+    },
+  };
+}
+
+/** What one read of a followed log produced. */
+export interface LogFollowStep {
+  /** Newly decompressed text (invalid UTF-8 as U+FFFD). */
+  text: string;
+  /** True when the file was replaced or truncated (a restarted build): start over. */
+  reset: boolean;
+  /** True when the earliest text was dropped to stay within `tailBytes`. */
+  truncated: boolean;
+  /** True when the gzip data is damaged; nothing more will be read. */
+  damaged: boolean;
+}
+
+/** Compressed bytes read from the file per step at most. */
+const READ_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Follows a gzip log file that is still being written: each `read()` inflates
+ * the bytes appended since the previous one, with Z_SYNC_FLUSH so that a
+ * stream without its end yields everything decodable so far. The first read
+ * (and the first after a reset) keeps only the last `tailBytes` of text.
+ */
+export class GzipLogFollower {
+  readonly #path: string;
+  readonly #tailBytes: number;
+  readonly #maxScanBytes: number;
+  #offset = 0;
+  #inflater: zlib.Gunzip | null = null;
+  #pending: Uint8Array[] = [];
+  #damaged = false;
+  #decoder = new TextDecoder("utf-8", { fatal: false });
+  #fresh = true;
+  #waiting: (() => void) | null = null;
+
+  constructor(
+    path: string,
+    options: { tailBytes?: number; maxScanBytes?: number } = {},
+  ) {
+    this.#path = path;
+    this.#tailBytes = options.tailBytes ?? 256 * 1024;
+    this.#maxScanBytes = options.maxScanBytes ?? 256 * 1024 * 1024;
+  }
+
+  /** Reads what was appended; an absent file yields empty text. */
+  async read(): Promise<LogFollowStep> {
+    const step: LogFollowStep = {
+      text: "",
+      reset: false,
+      truncated: false,
+      damaged: false,
+    };
+    const opened = await openRegularFile(this.#path);
+    if (opened === null) return step;
+    const { file, size } = opened;
+    try {
+      if (size < this.#offset) {
+        this.#restart();
+        step.reset = true;
+      }
+      if (this.#damaged) {
+        step.damaged = true;
+        return step;
+      }
+      const first = this.#fresh;
+      this.#fresh = false;
+      let kept: Uint8Array[] = [];
+      let keptBytes = 0;
+      let scanned = 0;
+      await file.seek(this.#offset, Deno.SeekMode.Start);
+      const buffer = new Uint8Array(READ_CHUNK_BYTES);
+      while (this.#offset < size && scanned < this.#maxScanBytes) {
+        const read = await file.read(
+          buffer.subarray(0, Math.min(buffer.length, size - this.#offset)),
+        );
+        if (read === null) break;
+        this.#offset += read;
+        const out = await this.#inflate(buffer.slice(0, read));
+        for (const piece of out) {
+          scanned += piece.length;
+          kept.push(piece);
+          keptBytes += piece.length;
+          if (first) {
+            while (
+              kept.length > 1 && keptBytes - kept[0].length >= this.#tailBytes
+            ) {
+              keptBytes -= kept.shift()!.length;
+              step.truncated = true;
+            }
+          }
+        }
+        if (this.#damaged) break;
+      }
+      let bytes = concat(kept, keptBytes);
+      kept = [];
+      if (first && bytes.length > this.#tailBytes) {
+        bytes = bytes.subarray(bytes.length - this.#tailBytes);
+        step.truncated = true;
+      }
+      if (step.truncated) {
+        const newline = bytes.indexOf(0x0a);
+        if (newline >= 0 && newline < bytes.length - 1) {
+          bytes = bytes.subarray(newline + 1);
+        }
+      }
+      step.text = this.#decoder.decode(bytes, { stream: true });
+      step.damaged = this.#damaged;
+      return step;
+    } finally {
+      file.close();
+    }
+  }
+
+  /** Releases the decompressor. */
+  close(): void {
+    this.#inflater?.close();
+    this.#inflater = null;
+  }
+
+  #restart() {
+    this.close();
+    this.#offset = 0;
+    this.#damaged = false;
+    this.#fresh = true;
+    this.#decoder = new TextDecoder("utf-8", { fatal: false });
+  }
+
+  #ensureInflater(): zlib.Gunzip {
+    if (this.#inflater === null) {
+      const inflater = zlib.createGunzip({
+        flush: zlib.constants.Z_SYNC_FLUSH,
+        finishFlush: zlib.constants.Z_SYNC_FLUSH,
+      });
+      inflater.on("data", (piece: Uint8Array) => this.#pending.push(piece));
+      inflater.on("error", () => {
+        this.#damaged = true;
+        this.#waiting?.();
+      });
+      this.#inflater = inflater;
+    }
+    return this.#inflater;
+  }
+
+  /** Feeds compressed bytes and waits until the inflater has processed them. */
+  #inflate(bytes: Uint8Array): Promise<Uint8Array[]> {
+    const inflater = this.#ensureInflater();
+    return new Promise((resolve) => {
+      const finish = () => {
+        this.#waiting = null;
+        const out = this.#pending;
+        this.#pending = [];
+        resolve(out);
+      };
+      if (this.#damaged) return finish();
+      this.#waiting = finish;
+      inflater.write(bytes, (error) => {
+        // The write callback runs once the chunk went through zlib; the
+        // flush pushes out what a partial deflate block already allows.
+        if (error || this.#damaged) return finish();
+        inflater.flush(zlib.constants.Z_SYNC_FLUSH, finish);
+      });
+    });
+  }
+}
+
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

@@ -1,0 +1,92 @@
+// The pages' small embedded scripts: live build log and self-refreshing fragments.
+// They read URLs from data attributes and insert text only with textContent,
+// so nothing from the database is ever parsed as markup by them.
+
+/** Follows `/build/ID/log/events` into `#live-log`, keeping the view at the bottom. */
+export const LIVE_LOG_SCRIPT = `
+(function () {
+  var pre = document.getElementById("live-log");
+  var state = document.getElementById("live-state");
+  var badge = document.getElementById("build-status");
+  if (!pre || !window.EventSource) return;
+  var names = {"-3": "submitted", "-2": "scheduled", "-1": "started",
+    "0": "succeeded", "1": "failed", "2": "failed-dependency",
+    "3": "failed-other", "4": "canceled"};
+  var source = new EventSource(pre.getAttribute("data-events"));
+  function atBottom() {
+    return pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+  }
+  function append(text) {
+    var follow = atBottom();
+    pre.appendChild(document.createTextNode(text));
+    if (follow) pre.scrollTop = pre.scrollHeight;
+  }
+  function note(text) { if (state) state.textContent = text; }
+  source.addEventListener("start", function () { pre.textContent = ""; });
+  source.addEventListener("reset", function () {
+    pre.textContent = "";
+    note("The build started over; following the new log…");
+  });
+  source.addEventListener("truncated", function () {
+    append("[… earlier lines left out; see the raw log …]\\n");
+  });
+  source.addEventListener("damaged", function () {
+    note("The log file is damaged; the raw log may still help.");
+  });
+  source.addEventListener("log", function (event) {
+    append(JSON.parse(event.data));
+  });
+  source.addEventListener("status", function (event) {
+    var status = String(JSON.parse(event.data).status);
+    var name = names[status] || ("unknown(" + status + ")");
+    if (badge) {
+      badge.textContent = "";
+      var span = document.createElement("span");
+      span.className = "badge s-" + name;
+      span.textContent = name;
+      badge.appendChild(span);
+    }
+    if (status === "-1") note("Following the log as the build runs…");
+  });
+  source.addEventListener("end", function (event) {
+    source.close();
+    var status = JSON.parse(event.data).status;
+    note("The build ended (" + (names[String(status)] || status) +
+      "); this is its whole log.");
+    pre.classList.remove("live");
+  });
+})();
+`;
+
+/**
+ * Replaces `#live` with the HTML fragment at its `data-refresh` URL every
+ * `data-interval` milliseconds while the tab is visible.
+ */
+export const REFRESH_SCRIPT = `
+(function () {
+  var box = document.getElementById("live");
+  if (!box || !window.fetch) return;
+  var url = box.getAttribute("data-refresh");
+  var every = Number(box.getAttribute("data-interval")) || 2000;
+  var stamp = document.getElementById("live-stamp");
+  function tick() {
+    if (document.hidden) return schedule();
+    fetch(url, {headers: {accept: "text/html"}, cache: "no-store"})
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (text) {
+        box.innerHTML = text;
+        if (stamp) stamp.textContent = "Updated " +
+          new Date().toLocaleTimeString() + ".";
+      })
+      .catch(function () {
+        if (stamp) stamp.textContent = "Cannot reach the server; retrying…";
+      })
+      .then(schedule);
+  }
+  function schedule() { setTimeout(tick, every); }
+  schedule();
+})();
+`;

@@ -1,0 +1,158 @@
+// The pages in a real browser: Debian's headless Chromium driven by playwright-core,
+// against createWebApp served by Deno.serve on 127.0.0.1 (port 0).
+
+import assert from "node:assert/strict";
+import zlib from "node:zlib";
+import { openSqliteStore } from "../../lib/store/sqlite.ts";
+import { createWebApp } from "../../lib/web/app.ts";
+import { createLiveLogHub } from "../../lib/web/live_logs.ts";
+import { logFilePath } from "../../lib/web/build_log.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { epochSeconds, systemClock } from "../../lib/clock.ts";
+import { populateFarm, STORE_DIR } from "./_farm_data.ts";
+import { chromiumUnavailable, launchChromium } from "./_chromium.ts";
+
+/** Why the test is skipped: no Chromium, or playwright-core cannot load. */
+async function skipReason(): Promise<string | null> {
+  const missing = chromiumUnavailable();
+  if (missing !== null) return missing;
+  try {
+    await import("playwright-core");
+  } catch (error) {
+    return `playwright-core cannot be loaded: ${(error as Error).message}`;
+  }
+  return null;
+}
+
+const reason = await skipReason();
+/** Longest wait for something to show up in the page. */
+const WAIT_MS = 20_000;
+
+Deno.test({
+  name: `web pages in headless Chromium${
+    reason ? ` (skipped: ${reason})` : ""
+  }`,
+  ignore: reason !== null,
+  // Chromium runs as a child process of playwright-core.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const store = openSqliteStore(":memory:");
+    const logDir = await Deno.makeTempDir({ prefix: "lorica-browser-" });
+    const hub = createLiveLogHub();
+    const farm = await populateFarm(store, {
+      logDir,
+      now: epochSeconds(systemClock),
+    });
+    const app = createWebApp({
+      store,
+      logCacheDir: logDir,
+      storeDir: STORE_DIR,
+      clock: systemClock,
+      logger: silentLogger,
+      liveLogs: hub,
+      livePollMs: 200,
+    });
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      app,
+    );
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    const chromium = await launchChromium();
+    try {
+      const page = await chromium.context.newPage();
+      page.setDefaultTimeout(WAIT_MS);
+
+      await t.step("the dashboard lists the demo specification", async () => {
+        await page.goto(`${base}/`);
+        const link = page.locator(`a[href="/jobset/demo"]`);
+        assert.equal(await link.textContent(), "demo");
+        const row = page.locator("tr", { has: link });
+        assert.match(await row.innerText(), /\d+ %/);
+        await link.click();
+        await page.waitForURL(`${base}/jobset/demo`);
+        assert.match(await page.locator("h1").innerText(), /Jobset demo/);
+      });
+
+      await t.step(
+        "a build page receives log lines while the build runs",
+        async () => {
+          const build = farm.running;
+          const path = logFilePath(logDir, build.derivation)!;
+          const gzip = zlib.createGzip();
+          const pending: Uint8Array[] = [];
+          gzip.on("data", (chunk: Uint8Array) => pending.push(chunk));
+          // What the log receiver does: append compressed bytes, then signal.
+          async function append(text: string) {
+            gzip.write(text);
+            await new Promise<void>((resolve) =>
+              gzip.flush(zlib.constants.Z_SYNC_FLUSH, () => resolve())
+            );
+            for (const chunk of pending.splice(0)) {
+              await Deno.writeFile(path, chunk, { append: true });
+              hub.chunk(build.derivation, chunk);
+            }
+          }
+          await append("starting phase `configure'\n");
+          await page.goto(`${base}/build/${build.id}/details`);
+          const log = page.locator("#live-log");
+          await page.locator("#live-log", {
+            hasText: "starting phase `configure'",
+          }).waitFor();
+          await append("checking for <gcc>... yes\n");
+          await page.locator("#live-log", {
+            hasText: "checking for <gcc>... yes",
+          }).waitFor();
+          // Markup in the log stays text.
+          assert.equal(await page.locator("#live-log gcc").count(), 0);
+          await append("phase `build' succeeded\n");
+          await new Promise<void>((resolve) => gzip.end(resolve));
+          for (const chunk of pending.splice(0)) {
+            await Deno.writeFile(path, chunk, { append: true });
+          }
+          await store.completeBuild(build.derivation, 0, {
+            worker: build.worker!,
+            now: epochSeconds(systemClock),
+          });
+          hub.complete(build.derivation, 0);
+          await page.locator("#live-state", { hasText: "ended" }).waitFor();
+          assert.equal(
+            await log.textContent(),
+            "starting phase `configure'\nchecking for <gcc>... yes\nphase `build' succeeded\n",
+          );
+          assert.equal(
+            await page.locator("#build-status .badge").textContent(),
+            "succeeded",
+          );
+        },
+      );
+
+      await t.step(
+        "the workers page changes when a worker joins and leaves",
+        async () => {
+          await page.goto(`${base}/workers`);
+          const card = page.locator(`[data-worker="aarch64-new"]`);
+          assert.equal(await card.count(), 0);
+          await store.upsertWorker({
+            name: "aarch64-new",
+            address: "10.0.0.42",
+            machine: "arm-box.example.org",
+            systems: ["aarch64-linux"],
+            lastSeen: epochSeconds(systemClock),
+          });
+          await card.waitFor({ state: "visible" });
+          assert.match(await card.innerText(), /arm-box\.example\.org/);
+          assert.match(await card.innerText(), /idle/);
+          await store.removeWorker("aarch64-new", epochSeconds(systemClock));
+          await card.waitFor({ state: "detached" });
+          assert.equal(await page.locator("[data-worker]").count(), 2);
+        },
+      );
+    } finally {
+      await chromium.close();
+      await server.shutdown();
+      await store.close();
+      await Deno.remove(logDir, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,172 @@
+// browseServers() in network namespaces: against a service published by a
+// real `avahi-publish`, and against our own advertiseServer().
+
+import assert from "node:assert/strict";
+import {
+  avahiAvailable,
+  labAvailable,
+  type LabProcess,
+  linkLocalAddress,
+  twoHosts,
+  withLab,
+} from "../../netns/netns_lab.ts";
+import type { BrowseEvent } from "../../../lib/discovery/browse_servers.ts";
+
+const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
+const lab = await labAvailable();
+const avahi = await avahiAvailable();
+
+/** The next browse event printed by browse.ts after line `from`. */
+async function nextEvent(
+  browser: LabProcess,
+  from: number,
+  match: (event: BrowseEvent) => boolean,
+): Promise<{ event: BrowseEvent; index: number }> {
+  const { line, index } = await browser.waitForLine(
+    (l) => {
+      try {
+        const value = JSON.parse(l);
+        return "type" in value && match(value);
+      } catch {
+        return false;
+      }
+    },
+    30_000,
+    from,
+  );
+  return { event: JSON.parse(line), index: index + 1 };
+}
+
+Deno.test({
+  name:
+    `browseServers() resolves a service published by avahi-publish, and sees it withdrawn${
+      avahi.ok ? "" : ` (skipped: ${avahi.reason})`
+    }`,
+  ignore: !avahi.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      const daemon = await lab.avahi(hosts.server, {
+        interfaces: [hosts.serverIf],
+        hostName: "cuirass-srv",
+      });
+      const serverLinkLocal = await linkLocalAddress(
+        lab,
+        hosts.server,
+        hosts.serverIf,
+      );
+      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+        JSON.stringify({ interfaces: [hosts.workerIf] }),
+      ]);
+      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+      // What `cuirass remote-server` publishes through Avahi.
+      const publish = lab.spawn(hosts.server, "avahi-publish", [
+        "-s",
+        "Cuirass remote server",
+        "_remote-server._tcp",
+        "5555",
+        "log-port=5556",
+        "publish-port=5557",
+      ], { env: daemon.env });
+      let { event, index } = await nextEvent(
+        browser,
+        0,
+        (e) =>
+          e.type === "found" &&
+          e.server.addresses.some((a) => a.startsWith("fe80:")),
+      );
+      assert.equal(event.type, "found");
+      if (event.type !== "found") return;
+      assert.deepEqual(
+        { ...event.server, addresses: [...event.server.addresses].sort() },
+        {
+          instanceName: "Cuirass remote server",
+          host: "cuirass-srv.local",
+          port: 5555,
+          addresses: [
+            hosts.serverAddress,
+            `${serverLinkLocal}%${hosts.workerIf}`,
+          ].sort(),
+          logPort: 5556,
+          publishPort: 5557,
+          txt: { "log-port": "5556", "publish-port": "5557" },
+        },
+      );
+      await publish.stop();
+      ({ event, index } = await nextEvent(
+        browser,
+        index,
+        (e) => e.type === "lost",
+      ));
+      assert.deepEqual(event, {
+        type: "lost",
+        instanceName: "Cuirass remote server",
+      });
+    });
+  },
+});
+
+Deno.test({
+  name:
+    `browseServers() follows advertiseServer() across namespaces: found, moved, withdrawn${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+      ]);
+      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+      const advertise = (port: number, publishPort: number | null) =>
+        lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+          JSON.stringify({
+            interfaces: [hosts.serverIf],
+            instanceName: "Lorica remote server on srv",
+            hostName: "srv",
+            port,
+            logPort: port + 1,
+            publishPort,
+            ipv6: false,
+          }),
+        ]);
+      const first = advertise(5555, 5557);
+      let { event, index } = await nextEvent(
+        browser,
+        0,
+        (e) => e.type === "found",
+      );
+      assert.deepEqual(event, {
+        type: "found",
+        server: {
+          instanceName: "Lorica remote server on srv",
+          host: "srv.local",
+          port: 5555,
+          addresses: [hosts.serverAddress],
+          logPort: 5556,
+          publishPort: 5557,
+          txt: { "log-port": "5556", "publish-port": "5557" },
+        },
+      });
+      await first.stop();
+      ({ event, index } = await nextEvent(browser, index, () => true));
+      assert.deepEqual(event, {
+        type: "lost",
+        instanceName: "Lorica remote server on srv",
+      });
+      advertise(6555, null);
+      ({ event, index } = await nextEvent(browser, index, () => true));
+      assert.equal(event.type, "found");
+      if (event.type !== "found") return;
+      assert.equal(event.server.port, 6555);
+      assert.equal(event.server.logPort, 6556);
+      assert.equal(event.server.publishPort, null);
+      assert.deepEqual(event.server.txt, { "log-port": "6556" });
+    });
+  },
+});

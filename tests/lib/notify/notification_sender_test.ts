@@ -1,0 +1,295 @@
+import assert from "node:assert/strict";
+import {
+  type NotificationOutcome,
+  startNotificationSender,
+} from "../../../lib/notify/notification_sender.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { type QueuedNotification, Weather } from "../../../lib/store/types.ts";
+import { sampleBuild } from "./sample_build.ts";
+import { startFakeMastodon } from "./fake_mastodon.ts";
+import { aiosmtpdAvailable, startSmtpCapture } from "./smtp_capture.ts";
+
+/** The store's queue: popNotifications takes from the front. */
+function queue(items: QueuedNotification[]) {
+  return {
+    pops: 0,
+    popNotifications(limit: number) {
+      this.pops++;
+      return Promise.resolve(items.splice(0, limit));
+    },
+  };
+}
+
+function collect() {
+  const lines: string[] = [];
+  const outcomes: NotificationOutcome[] = [];
+  const settled = (count: number) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        const final = outcomes.filter((o) => o.outcome !== "retry").length;
+        if (final >= count) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 10);
+      setTimeout(() => {
+        clearInterval(timer);
+        reject(
+          new Error(
+            `only ${JSON.stringify(outcomes)}; log: ${lines.join("\n")}`,
+          ),
+        );
+      }, 20_000);
+    });
+  return {
+    lines,
+    outcomes,
+    settled,
+    logger: createLogger({
+      sink: (line) => lines.push(line),
+      timestamps: false,
+    }),
+  };
+}
+
+async function closedPort(): Promise<number> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+Deno.test({
+  name:
+    "startNotificationSender() mails through aiosmtpd and posts to Mastodon",
+  ignore: !aiosmtpdAvailable, // needs Debian's python3-aiosmtpd
+  async fn() {
+    await using smtp = await startSmtpCapture();
+    await using mastodon = startFakeMastodon();
+    const fixed = sampleBuild({
+      id: 5,
+      status: 0,
+      weather: Weather.newSuccess,
+    });
+    const broken = sampleBuild({ id: 6, jobName: "gzip.i686-linux" });
+    const source = queue([
+      {
+        id: 1,
+        sink: {
+          type: "email",
+          from: "Lorica CI <ci@farm.test>",
+          to: "dev@example.test",
+          server: `smtp://127.0.0.1:${smtp.port}`,
+        },
+        build: fixed,
+      },
+      { id: 2, sink: { type: "mastodon" }, build: broken },
+    ]);
+    const log = collect();
+    const sender = startNotificationSender({
+      source,
+      clock: systemClock,
+      logger: log.logger,
+      baseUrl: "https://ci.farm.test",
+      mastodon: { instanceUrl: mastodon.url, token: "tok", name: "farm" },
+      intervalMs: 20,
+      hostname: "farm.test",
+      onOutcome: (o) => log.outcomes.push(o),
+    });
+    await log.settled(2);
+    await sender.stop();
+
+    assert.deepEqual(
+      log.outcomes.map((o) => [o.id, o.outcome]),
+      [[1, "sent"], [2, "sent"]],
+    );
+    const [mail] = await smtp.messages(1);
+    assert.equal(mail.mail_from, "ci@farm.test");
+    assert.deepEqual(mail.rcpt_tos, ["dev@example.test"]);
+    assert.match(
+      mail.content,
+      /^Subject: Build hello\.x86_64-linux on demo is fixed\.\r$/m,
+    );
+    assert.match(mail.content, /^From: Lorica CI <ci@farm\.test>\r$/m);
+    assert.match(
+      mail.content,
+      /^Message-ID: <[0-9a-f]+\.[0-9a-f]+@farm\.test>\r$/m,
+    );
+    assert.ok(mail.content.includes("https://ci.farm.test/build/5/details"));
+
+    assert.equal(mastodon.seen.length, 1);
+    assert.equal(mastodon.seen[0].authorization, "Bearer tok");
+    assert.equal(mastodon.seen[0].idempotencyKey, "lorica-notification-2");
+    assert.match(mastodon.seen[0].form.status, /gzip\.i686-linux/);
+    assert.match(
+      mastodon.seen[0].form.status,
+      /https:\/\/ci\.farm\.test\/build\/6\/details/,
+    );
+    assert.ok(!log.lines.join("\n").includes('tok"'));
+  },
+});
+
+Deno.test("startNotificationSender() retries transient failures with the same idempotency key", async () => {
+  await using mastodon = startFakeMastodon([503, 502]);
+  const log = collect();
+  const sender = startNotificationSender({
+    source: queue([{
+      id: 9,
+      sink: { type: "mastodon" },
+      build: sampleBuild(),
+    }]),
+    clock: systemClock,
+    logger: log.logger,
+    baseUrl: "",
+    mastodon: { instanceUrl: mastodon.url, token: "tok" },
+    intervalMs: 10,
+    retryDelayMs: 10,
+    onOutcome: (o) => log.outcomes.push(o),
+  });
+  await log.settled(1);
+  await sender.stop();
+  assert.deepEqual(log.outcomes.map((o) => o.outcome), [
+    "retry",
+    "retry",
+    "sent",
+  ]);
+  assert.deepEqual(
+    mastodon.seen.map((s) => s.idempotencyKey),
+    Array(3).fill("lorica-notification-9"),
+  );
+});
+
+Deno.test("startNotificationSender() survives bad sinks and a failing queue", async () => {
+  const dead = await closedPort();
+  const log = collect();
+  const items: QueuedNotification[] = [
+    { id: 1, sink: { type: "pager" }, build: sampleBuild() },
+    { id: 2, sink: { type: "mastodon" }, build: sampleBuild() },
+    { id: 3, sink: { type: "email", from: "a@b.test" }, build: sampleBuild() },
+    {
+      id: 4,
+      sink: {
+        type: "email",
+        from: "a@b.test",
+        to: "c@d.test",
+        server: "gopher://x",
+      },
+      build: sampleBuild(),
+    },
+    {
+      id: 5,
+      sink: {
+        type: "email",
+        from: "a@b.test",
+        to: "c@d.test",
+        server: `smtp://127.0.0.1:${dead}`,
+      },
+      build: sampleBuild(),
+    },
+  ];
+  let failures = 1;
+  const source = {
+    popNotifications(limit: number) {
+      if (failures-- > 0) {
+        return Promise.reject(new Error("database is locked"));
+      }
+      return Promise.resolve(items.splice(0, limit));
+    },
+  };
+  const sender = startNotificationSender({
+    source,
+    clock: systemClock,
+    logger: log.logger,
+    baseUrl: "",
+    intervalMs: 10,
+    retryDelayMs: 5,
+    maxAttempts: 2,
+    onOutcome: (o) => log.outcomes.push(o),
+  });
+  await log.settled(5);
+  await sender.stop();
+  const final = log.outcomes.filter((o) => o.outcome !== "retry");
+  assert.deepEqual(
+    final.map((o) => [o.id, o.outcome]).sort(),
+    [[1, "dropped"], [2, "dropped"], [3, "dropped"], [4, "dropped"], [
+      5,
+      "dropped",
+    ]],
+  );
+  assert.equal(final.find((o) => o.id === 5)!.attempts, 2);
+  assert.match(log.lines.join("\n"), /notification queue unreadable/);
+  assert.match(log.lines.join("\n"), /no Mastodon account is configured/);
+});
+
+Deno.test("startNotificationSender() stops while sleeping and drops pending retries", async () => {
+  await using mastodon = startFakeMastodon([503]);
+  const log = collect();
+  const source = queue([{
+    id: 3,
+    sink: { type: "mastodon" },
+    build: sampleBuild(),
+  }]);
+  const sender = startNotificationSender({
+    source,
+    clock: systemClock,
+    logger: log.logger,
+    baseUrl: "",
+    mastodon: { instanceUrl: mastodon.url, token: "tok" },
+    intervalMs: 3_600_000,
+    retryDelayMs: 3_600_000,
+    onOutcome: (o) => log.outcomes.push(o),
+  });
+  while (log.outcomes.length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  await sender.stop();
+  assert.equal(source.pops, 1);
+  assert.match(log.lines.join("\n"), /notification dropped at shutdown id=3/);
+});
+
+Deno.test("startNotificationSender() hands sendmail:// sinks to the sendmail program", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const program = `${dir}/sendmail`;
+    await Deno.writeTextFile(
+      program,
+      `#!/bin/sh\nprintf '%s\\n' "$@" > "${dir}/args"\ncat > "${dir}/message"\n`,
+    );
+    await Deno.chmod(program, 0o755);
+    const log = collect();
+    const sender = startNotificationSender({
+      source: queue([{
+        id: 1,
+        sink: {
+          type: "email",
+          from: "ci@farm.test",
+          to: "a@x.test, B <b@y.test>",
+          server: `sendmail://${program}`,
+        },
+        build: sampleBuild(),
+      }]),
+      clock: systemClock,
+      logger: log.logger,
+      baseUrl: "http://ci.test",
+      intervalMs: 10,
+      onOutcome: (o) => log.outcomes.push(o),
+    });
+    await log.settled(1);
+    await sender.stop();
+    assert.equal(log.outcomes[0].outcome, "sent");
+    assert.equal(
+      await Deno.readTextFile(`${dir}/args`),
+      "-i\n-f\nci@farm.test\n--\na@x.test\nb@y.test\n",
+    );
+    const message = await Deno.readTextFile(`${dir}/message`);
+    assert.match(message, /^To: a@x\.test, B <b@y\.test>$/m);
+    assert.match(
+      message,
+      /^Subject: Build hello\.x86_64-linux on demo is broken\.$/m,
+    );
+    assert.match(message, /http:\/\/ci\.test\/build\/42\/details/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

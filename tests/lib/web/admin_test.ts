@@ -1,0 +1,356 @@
+import assert from "node:assert/strict";
+import { createFixture } from "./_fixture.ts";
+import {
+  sameSecret,
+  specFromForm,
+  specFromJson,
+} from "../../../lib/web/admin.ts";
+
+const TOKEN = "s3cret-token";
+const bearer = { authorization: `Bearer ${TOKEN}` };
+
+function specJson(name: string, extra: Record<string, unknown> = {}) {
+  return {
+    name,
+    build: { packages: ["hello", "grep"] },
+    channels: [{
+      name: "guix",
+      url: "https://git.example/guix.git",
+      branch: "main",
+      commit: false,
+    }],
+    "build-outputs": [],
+    notifications: [],
+    period: 600,
+    priority: 2,
+    systems: ["x86_64-linux"],
+    ...extra,
+  };
+}
+
+function postJson(body: unknown, headers = bearer): RequestInit {
+  return {
+    method: "POST",
+    headers: { ...headers, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  };
+}
+
+async function error(response: Response, status: number): Promise<string> {
+  assert.equal(response.status, status);
+  return ((await response.json()) as { error: string }).error;
+}
+
+Deno.test("admin routes are refused with 403 when no token is configured", async () => {
+  await using fx = await createFixture();
+  const message = await error(
+    await fx.fetch(`/admin/build/${fx.builds.started.id}/cancel`, {
+      method: "POST",
+      headers: bearer,
+    }),
+    403,
+  );
+  assert.match(message, /admin actions are disabled/);
+  assert.equal((await fx.store.getBuild(fx.builds.started.id))!.status, -1);
+});
+
+Deno.test("admin routes need the right token: 401 without, 403 when wrong", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const path = `/admin/build/${fx.builds.started.id}/cancel`;
+  const cases: [RequestInit, number][] = [
+    [{ method: "POST" }, 401],
+    [{ method: "POST", headers: { authorization: "Basic abc" } }, 401],
+    [{ method: "POST", headers: { authorization: "Bearer wrong" } }, 403],
+    [{ method: "POST", headers: { authorization: `Bearer ${TOKEN}x` } }, 403],
+    [{
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "token=nope",
+    }, 403],
+  ];
+  for (const [init, status] of cases) {
+    const response = await fx.fetch(path, init);
+    const message = await error(response, status);
+    assert.ok(!message.includes(TOKEN), "the token never appears in messages");
+    if (status === 401) {
+      assert.equal(response.headers.get("www-authenticate"), "Bearer");
+    }
+  }
+  assert.equal((await fx.store.getBuild(fx.builds.started.id))!.status, -1);
+});
+
+Deno.test("POST /admin/build/ID/cancel and /restart change the build (Bearer and form)", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const id = fx.builds.started.id;
+  const response = await fx.fetch(`/admin/build/${id}/cancel`, {
+    method: "POST",
+    headers: bearer,
+  });
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), {
+    build: id,
+    action: "cancel",
+    changed: true,
+  });
+  assert.equal((await fx.store.getBuild(id))!.status, 4);
+
+  // A browser form: token field, redirect back to the build page.
+  const form = await fx.fetch(`/admin/build/${fx.builds.failed.id}/restart`, {
+    method: "POST",
+    headers: {
+      accept: "text/html",
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    body: new URLSearchParams({ token: TOKEN }).toString(),
+  });
+  assert.equal(form.status, 303);
+  assert.equal(
+    form.headers.get("location"),
+    `/build/${fx.builds.failed.id}/details`,
+  );
+  assert.equal((await fx.store.getBuild(fx.builds.failed.id))!.status, -2);
+
+  assert.equal(
+    await error(
+      await fx.fetch("/admin/build/9999/restart", {
+        method: "POST",
+        headers: bearer,
+      }),
+      404,
+    ),
+    "Build with ID 9999 doesn't exist.",
+  );
+  await error(
+    await fx.fetch("/admin/build/abc/restart", {
+      method: "POST",
+      headers: bearer,
+    }),
+    400,
+  );
+});
+
+Deno.test("POST /admin/evaluation/ID/cancel and /restart report how many builds changed", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const pendingBefore = (await fx.store.queue({ evaluation: 1 }, 1000)).length;
+  const cancel = await fx.fetch("/admin/evaluation/1/cancel", {
+    method: "POST",
+    headers: bearer,
+  });
+  const canceled = (await cancel.json()) as { builds: number };
+  assert.equal(canceled.builds, pendingBefore);
+  assert.equal((await fx.store.queue({ evaluation: 1 }, 1000)).length, 0);
+  const restart = await fx.fetch("/admin/evaluation/1/restart", {
+    method: "POST",
+    headers: bearer,
+  });
+  assert.ok(((await restart.json()) as { builds: number }).builds > 0);
+  assert.ok((await fx.store.queue({ evaluation: 1 }, 1000)).length > 0);
+  await error(
+    await fx.fetch("/admin/evaluation/77/cancel", {
+      method: "POST",
+      headers: bearer,
+    }),
+    404,
+  );
+});
+
+Deno.test("admin actions can be replaced, e.g. by the server's to reach workers", async () => {
+  const calls: string[] = [];
+  await using fx = await createFixture({
+    app: {
+      adminToken: TOKEN,
+      actions: {
+        cancelBuild: (id) => {
+          calls.push(`cancel ${id}`);
+          return Promise.resolve(true);
+        },
+        triggerEvaluation: (spec) => {
+          calls.push(`evaluate ${spec}`);
+          return Promise.resolve();
+        },
+      },
+    },
+  });
+  const id = fx.builds.started.id;
+  await (await fx.fetch(`/admin/build/${id}/cancel`, {
+    method: "POST",
+    headers: bearer,
+  })).body?.cancel();
+  const hook = await fx.fetch("/jobset/hello/hook/evaluate", {
+    method: "POST",
+    headers: bearer,
+  });
+  assert.deepEqual(await hook.json(), { jobset: "hello" });
+  await (await fx.fetch("/admin/specification/hello/evaluate", {
+    method: "POST",
+    headers: bearer,
+  })).body?.cancel();
+  assert.deepEqual(calls, [`cancel ${id}`, "evaluate hello", "evaluate hello"]);
+  assert.equal(
+    await error(
+      await fx.fetch("/jobset/nope/hook/evaluate", {
+        method: "POST",
+        headers: bearer,
+      }),
+      404,
+    ),
+    `Jobset "nope" not found.`,
+  );
+});
+
+Deno.test("triggering an evaluation without an evaluator is a clear 503", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const message = await error(
+    await fx.fetch("/jobset/hello/hook/evaluate", {
+      method: "POST",
+      headers: bearer,
+    }),
+    503,
+  );
+  assert.match(message, /no evaluator/);
+});
+
+Deno.test("POST /admin/specification/add, /edit and delete manage specifications (JSON)", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const added = await fx.fetch(
+    "/admin/specification/add",
+    postJson(specJson("grep")),
+  );
+  assert.deepEqual(await added.json(), { specification: "grep", saved: true });
+  const stored = (await fx.store.getSpecification("grep"))!;
+  assert.deepEqual(stored.build, {
+    type: "packages",
+    params: ["hello", "grep"],
+  });
+  assert.equal(stored.channels[0].branch, "main");
+  assert.equal(stored.channels[0].commit, null);
+  assert.equal(stored.priority, 2);
+
+  await error(
+    await fx.fetch("/admin/specification/add", postJson(specJson("grep"))),
+    409,
+  );
+  await (await fx.fetch(
+    "/admin/specification/edit",
+    postJson(specJson("grep", { priority: 7 })),
+  )).body?.cancel();
+  assert.equal((await fx.store.getSpecification("grep"))!.priority, 7);
+  await error(
+    await fx.fetch("/admin/specification/edit", postJson(specJson("zzz"))),
+    404,
+  );
+
+  const deleted = await fx.fetch("/admin/specification/grep/delete", {
+    method: "POST",
+    headers: bearer,
+  });
+  assert.deepEqual(await deleted.json(), {
+    specification: "grep",
+    deleted: true,
+  });
+  assert.equal(await fx.store.getSpecification("grep"), null);
+  await error(
+    await fx.fetch("/admin/specifications/delete/grep", {
+      method: "POST",
+      headers: bearer,
+    }),
+    404,
+  );
+});
+
+Deno.test("POST /admin/specification/add accepts Cuirass's form fields", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const form = new URLSearchParams();
+  for (
+    const [key, value] of [
+      ["token", TOKEN],
+      ["name", "my-spec"],
+      ["build", "channels"],
+      ["param-select", "guix"],
+      ["param-input", "extra, more"],
+      ["channel-name", "guix"],
+      ["channel-url", "https://git.example/guix.git"],
+      ["channel-branch", "master"],
+      ["channel-name", "extra"],
+      ["channel-url", "https://git.example/extra.git"],
+      ["channel-branch", ""],
+      ["channel-name", ""],
+      ["channel-url", ""],
+      ["channel-branch", ""],
+      ["period", "60"],
+      ["priority", "0"],
+      ["x86_64-linux", "on"],
+      ["aarch64-linux", "on"],
+    ]
+  ) form.append(key, value);
+  const response = await fx.fetch("/admin/specification/add", {
+    method: "POST",
+    headers: {
+      accept: "text/html",
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    body: form.toString(),
+  });
+  assert.equal(response.status, 303);
+  assert.equal(response.headers.get("location"), "/jobset/my-spec");
+  const spec = (await fx.store.getSpecification("my-spec"))!;
+  assert.deepEqual(spec.build, {
+    type: "channels",
+    params: ["guix", "extra", "more"],
+  });
+  assert.deepEqual(spec.channels.map((c) => [c.name, c.branch]), [
+    ["guix", "master"],
+    ["extra", "master"],
+  ]);
+  assert.deepEqual(spec.systems, ["x86_64-linux", "aarch64-linux"]);
+  assert.equal(spec.period, 60);
+  assert.equal(spec.priority, 0);
+});
+
+Deno.test("specFromJson() and specFromForm() reject bad fields with 400 naming the field", () => {
+  const good = specJson("ok");
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ["no name", { name: "" }, /"name": missing/],
+    ["slash in name", { name: "a/b" }, /"name"/],
+    ["long name", { name: "a".repeat(101) }, /"name"/],
+    ["bad build", { build: "everything" }, /"build"/],
+    ["priority 10", { priority: 10 }, /"priority"/],
+    ["priority text", { priority: "1" }, /"priority"/],
+    ["negative period", { period: -1 }, /"period"/],
+    ["no systems", { systems: [] }, /"systems"/],
+    ["bad system", { systems: ["x86 64"] }, /"systems"/],
+    ["no channels", { channels: [] }, /"channels"/],
+    ["channel without url", { channels: [{ name: "g" }] }, /channels\[0\]/],
+    ["huge list", { systems: Array(300).fill("x86_64-linux") }, /"systems"/],
+  ];
+  for (const [label, change, pattern] of cases) {
+    assert.throws(
+      () => specFromJson({ ...good, ...change }),
+      (e: Error & { status?: number }) =>
+        e.status === 400 && pattern.test(e.message),
+      label,
+    );
+  }
+  assert.throws(() => specFromJson([]), /body/);
+  assert.throws(
+    () => specFromForm(new URLSearchParams("name=x&build=hello&period=1e9")),
+    /"period"/,
+  );
+});
+
+Deno.test("an admin body over 64 KiB is refused with 413", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const response = await fx.fetch("/admin/specification/add", {
+    method: "POST",
+    headers: { ...bearer, "content-type": "application/json" },
+    body: "x".repeat(70 * 1024),
+  });
+  await error(response, 413);
+});
+
+Deno.test("sameSecret() compares whole secrets", async () => {
+  assert.equal(await sameSecret("abc", "abc"), true);
+  assert.equal(await sameSecret("abc", "abd"), false);
+  assert.equal(await sameSecret("abc", "abcd"), false);
+  assert.equal(await sameSecret("", "a"), false);
+});

@@ -1,0 +1,415 @@
+import assert from "node:assert/strict";
+import { gunzipSync, gzipSync } from "node:zlib";
+import {
+  C10_LOG,
+  createFixture,
+  job,
+  NOW,
+  STORE_DIR,
+  T0,
+  XSS,
+} from "./_fixture.ts";
+import { createFarmMetrics } from "../../../lib/web/metrics.ts";
+import { changedCheckouts } from "../../../lib/web/extra_routes.ts";
+import type { Build, Store } from "../../../lib/store/types.ts";
+
+type Json = Record<string, unknown>;
+
+async function json(response: Response, status = 200): Promise<unknown> {
+  assert.equal(response.status, status);
+  assert.equal(response.headers.get("content-type"), "application/json");
+  return await response.json();
+}
+
+Deno.test("GET /api/jobs lists an evaluation's jobs by name, filtered by names and system", async () => {
+  await using fx = await createFixture();
+  const all = await json(await fx.fetch("/api/jobs?evaluation=1")) as Json[];
+  assert.equal(all.length, 12);
+  assert.deepEqual(Object.keys(all[0]), ["build", "status", "name"]);
+  const names = all.map((row) => row.name as string);
+  assert.deepEqual(names, [...names].sort());
+  const some = await json(
+    await fx.fetch("/api/jobs?evaluation=1&names=job-0,broken,nope"),
+  ) as Json[];
+  assert.deepEqual(some.map((row) => row.name), ["broken", "job-0"]);
+  const broken = some[0];
+  assert.equal(broken.build, fx.builds.broken.id);
+  assert.equal(broken.status, 1);
+  const aarch = await json(
+    await fx.fetch("/api/jobs?evaluation=1&system=aarch64-linux"),
+  ) as Json[];
+  assert.deepEqual(aarch.map((row) => row.name), ["broken", "needs-broken"]);
+  assert.equal((await fx.fetch("/api/jobs")).status, 400);
+  assert.equal((await fx.fetch("/api/jobs?evaluation=x")).status, 400);
+  assert.deepEqual(await json(await fx.fetch("/api/jobs?evaluation=99"), 404), {
+    error: "Evaluation with ID 99 doesn't exist.",
+  });
+  const many = Array.from({ length: 1001 }, (_, i) => `n${i}`).join(",");
+  assert.equal(
+    (await fx.fetch(`/api/jobs?evaluation=1&names=${many}`)).status,
+    400,
+  );
+});
+
+Deno.test("GET /api/jobs/history gives the last successful evaluations with changed checkouts", async () => {
+  await using fx = await createFixture();
+  // A second successful evaluation of hello, changing one channel.
+  const eval3 = await fx.store.addEvaluation("hello", [
+    { channel: "guix", revision: "c".repeat(40), directory: "/tmp/guix" },
+    { channel: "extra", revision: "b".repeat(40), directory: "/tmp/extra" },
+  ], T0 + 900);
+  await fx.store.registerBuilds(eval3, [job(40, "job-0")], {
+    priority: 1,
+    now: T0 + 901,
+  });
+  await fx.store.setEvaluationStatus(eval3, 0, T0 + 902);
+  const history = await json(
+    await fx.fetch("/api/jobs/history?spec=hello&names=job-0&nr=5"),
+  ) as Json[];
+  assert.deepEqual(history.map((item) => item.evaluation), [eval3, 1]);
+  assert.deepEqual(history[0].checkouts, [
+    { commit: "c".repeat(40), channel: "guix", directory: "/tmp/guix" },
+  ]);
+  assert.equal((history[1].checkouts as unknown[]).length, 2);
+  assert.deepEqual(
+    (history[0].jobs as Json[]).map((j) => [j.name, j.status]),
+    [["job-0", -2]],
+  );
+  for (
+    const query of [
+      "names=job-0&nr=5",
+      "spec=hello&nr=5",
+      "spec=hello&names=job-0",
+      "spec=hello&names=job-0&nr=101",
+    ]
+  ) {
+    assert.equal(
+      (await fx.fetch(`/api/jobs/history?${query}`)).status,
+      400,
+      query,
+    );
+  }
+  assert.equal(
+    (await fx.fetch("/api/jobs/history?spec=nope&names=a&nr=1")).status,
+    404,
+  );
+});
+
+Deno.test("changedCheckouts() keeps channels whose revision moved", () => {
+  const a = { channel: "a", revision: "1", directory: "" };
+  const b = { channel: "b", revision: "2", directory: "" };
+  assert.deepEqual(changedCheckouts([a, b], [a, { ...b, revision: "1" }]), [b]);
+  assert.deepEqual(changedCheckouts([a], []), [a]);
+});
+
+Deno.test("GET /output/BASENAME and /log/BASENAME find the build of an output", async () => {
+  await using fx = await createFixture();
+  const { succeeded } = fx.builds;
+  const basename = succeeded.outputs[1].path.slice(STORE_DIR.length + 1);
+  const found = await json(await fx.fetch(`/output/${basename}`)) as Json;
+  assert.equal(found.name, "doc");
+  assert.equal(found.derivation, succeeded.derivation);
+  assert.equal((found.build as Json).id, succeeded.id);
+  const log = await fx.fetch(`/log/${basename}`);
+  assert.equal(log.status, 200);
+  assert.equal(log.headers.get("content-encoding"), "gzip");
+  assert.deepEqual(
+    new Uint8Array(gunzipSync(new Uint8Array(await log.arrayBuffer()))),
+    C10_LOG,
+  );
+  const unknown = `${"1".repeat(32)}-nothing`;
+  assert.deepEqual(await json(await fx.fetch(`/output/${unknown}`), 404), {
+    error: `Output with ID ${unknown} doesn't exist.`,
+  });
+  for (const bad of ["..%2Fetc", "short-name", `${"1".repeat(32)}-x.drv`]) {
+    assert.equal((await fx.fetch(`/output/${bad}`)).status, 400, bad);
+    assert.equal((await fx.fetch(`/log/${bad}`)).status, 400, bad);
+  }
+  // The build of the failed-dependency has no log.
+  const noLog = fx.builds.dependent.outputs[0].path.slice(STORE_DIR.length + 1);
+  assert.equal((await fx.fetch(`/log/${noLog}`)).status, 404);
+});
+
+Deno.test("GET /eval/ID/log/raw serves the evaluation log from evaluationLog()", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-evallog-" });
+  try {
+    await Deno.writeTextFile(`${dir}/1.log`, "evaluating hello\n");
+    await Deno.writeFile(`${dir}/2.log.gz`, new Uint8Array(gzipSync("gz\n")));
+    await using fx = await createFixture({
+      app: {
+        evaluationLog: (id) =>
+          id === 1 ? `${dir}/1.log` : id === 2 ? `${dir}/2.log.gz` : null,
+      },
+    });
+    const plain = await fx.fetch("/eval/1/log/raw");
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get("content-encoding"), null);
+    assert.equal(await plain.text(), "evaluating hello\n");
+    const gz = await fx.fetch("/eval/2/log/raw");
+    assert.equal(gz.headers.get("content-encoding"), "gzip");
+    await gz.body?.cancel();
+    assert.equal((await fx.fetch("/eval/99/log/raw")).status, 404);
+    assert.equal((await fx.fetch("/eval/x/log/raw")).status, 400);
+    const page = await (await fx.fetch("/eval/1")).text();
+    assert.ok(page.includes(`href="/eval/1/log/raw"`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  await using bare = await createFixture();
+  assert.equal((await bare.fetch("/eval/1/log/raw")).status, 404);
+});
+
+Deno.test("GET /eval/latest redirects to the newest successful evaluation", async () => {
+  await using fx = await createFixture();
+  const response = await fx.fetch("/eval/latest?spec=hello");
+  assert.equal(response.status, 302);
+  assert.equal(response.headers.get("location"), "/eval/1");
+  assert.equal(
+    (await fx.fetch(`/eval/latest?spec=${encodeURIComponent(XSS)}`)).status,
+    404,
+  );
+  assert.equal((await fx.fetch("/eval/latest")).status, 400);
+});
+
+Deno.test("GET /jobset/NAME/badge.svg shows the success percentage, never dividing by zero", async () => {
+  await using fx = await createFixture();
+  const response = await fx.fetch("/jobset/hello/badge.svg");
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-type"), "image/svg+xml");
+  const svg = await response.text();
+  // Evaluation 1: 1 succeeded of 12 builds.
+  assert.ok(svg.includes(">8%<"), svg);
+  assert.ok(svg.includes(">build<"));
+  const named = await (await fx.fetch("/jobset/hello/badge.svg?type=1")).text();
+  assert.ok(named.includes(">hello<"));
+  // The XSS jobset has no successful evaluation.
+  const none = await fx.fetch(`/jobset/${encodeURIComponent(XSS)}/badge.svg`);
+  const noneSvg = await none.text();
+  assert.ok(noneSvg.includes("no evaluation"));
+  assert.ok(!noneSvg.includes("<script>"));
+  assert.ok(!noneSvg.includes("NaN"));
+  assert.equal((await fx.fetch("/jobset/nope/badge.svg")).status, 404);
+  assert.equal((await fx.fetch("/jobset/hello/badge.svg?type=x")).status, 400);
+  // A successful evaluation without builds: still no NaN.
+  const empty = await fx.store.addEvaluation("old", [], T0);
+  await fx.store.setEvaluationStatus(empty, 0, T0 + 1);
+  const emptySvg = await (await fx.fetch("/jobset/old/badge.svg")).text();
+  assert.ok(emptySvg.includes("no builds") && !emptySvg.includes("NaN"));
+});
+
+Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", async () => {
+  await using fx = await createFixture();
+  const changed = (build: Build, weather: 0 | 1): Build => ({
+    ...build,
+    weather,
+  });
+  const store = new Proxy(fx.store, {
+    get(target, key) {
+      if (key === "latestBuilds") {
+        return async (...args: Parameters<Store["latestBuilds"]>) => {
+          const list = await target.latestBuilds(...args);
+          return list.map((b, i) =>
+            i === 0
+              ? changed(b, 1)
+              : i === 1
+              ? changed({ ...b, jobName: XSS }, 0)
+              : b
+          );
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  await using rssFx = await createFixture({
+    store: undefined,
+    app: { store, publicUrl: "https://ci.example/" },
+  });
+  const response = await rssFx.fetch("/events/rss?specification=hello");
+  assert.equal(
+    response.headers.get("content-type"),
+    "application/rss+xml; charset=utf-8",
+  );
+  const text = await response.text();
+  assert.equal(text.match(/<item>/g)?.length, 2);
+  assert.ok(text.includes("is broken.") && text.includes("is fixed."));
+  assert.ok(text.includes("<link>https://ci.example/build/"));
+  assert.ok(
+    text.includes(`href="https://ci.example/events/rss/?specification=hello"`),
+  );
+  assert.ok(!text.includes("<script>"));
+  const plain = await (await rssFx.fetch("/events/rss/")).text();
+  assert.ok(plain.startsWith(`<?xml`));
+});
+
+Deno.test("GET /metrics reports queue, builds by status, workers and what the server fed", async () => {
+  const metrics = createFarmMetrics();
+  metrics.logBytesReceived.inc(4096);
+  metrics.dispatchLatency.observe(12);
+  await using fx = await createFixture({ app: { metrics } });
+  const response = await fx.fetch("/metrics");
+  assert.equal(response.status, 200);
+  assert.match(
+    response.headers.get("content-type")!,
+    /^text\/plain; version=0\.0\.4/,
+  );
+  const text = await response.text();
+  const queued = await fx.store.queueLengthBySystem();
+  for (const [system, n] of queued) {
+    assert.ok(
+      text.includes(`lorica_queue_length{system="${system}"} ${n}`),
+      system,
+    );
+  }
+  for (
+    const line of [
+      `lorica_builds{status="succeeded"} 1`,
+      `lorica_builds{status="failed"} 2`,
+      `lorica_builds{status="failed-dependency"} 1`,
+      `lorica_builds{status="failed-other"} 1`,
+      `lorica_builds{status="canceled"} 1`,
+      `lorica_builds{status="started"} 2`,
+      `lorica_builds{status="submitted"} 1`,
+      // w1 was seen 5 s ago, w2 1000 s ago (timeout 120 s).
+      "lorica_workers_connected 1",
+      "lorica_workers_known 2",
+      "lorica_log_bytes_received_total 4096",
+      "lorica_dispatch_latency_seconds_count 1",
+    ]
+  ) {
+    assert.ok(text.includes(line + "\n"), line);
+  }
+  // Every non-comment line is `name{labels} value`.
+  for (const line of text.trim().split("\n")) {
+    if (line.startsWith("#")) continue;
+    assert.match(line, /^[a-z_:]+(\{.*\})? [-+0-9.eInf]+$/, line);
+  }
+});
+
+Deno.test("GET /api/queue/reasons explains why each pending build waits", async () => {
+  await using fx = await createFixture();
+  // An i686 build no worker serves.
+  await fx.store.registerBuilds(1, [job(50, "lonely", "i686-linux")], {
+    priority: 0,
+    now: T0 + 5,
+  });
+  const list = await json(
+    await fx.fetch("/api/queue/reasons?nr=100"),
+  ) as Json[];
+  const byId = new Map(list.map((item) => [(item.build as Json).id, item]));
+  assert.equal(byId.get(fx.builds.started.id)!.reason, "running");
+  assert.equal(byId.get(fx.builds.submitted.id)!.reason, "submitted");
+  const lonely = list.find((item) => (item.build as Json).job === "lonely")!;
+  assert.equal(lonely.reason, "no-worker");
+  assert.equal(
+    lonely.explanation,
+    "No connected worker builds for i686-linux.",
+  );
+  const scheduled = list.filter((item) =>
+    (item.build as Json).buildstatus === -2 &&
+    (item.build as Json).system === "x86_64-linux"
+  );
+  assert.deepEqual(
+    scheduled.map((item) => item.reason),
+    ["next", ...scheduled.slice(1).map(() => "behind")],
+  );
+  assert.match(
+    scheduled[1].explanation as string,
+    /^1 build for x86_64-linux goes first/,
+  );
+  assert.equal((await fx.fetch("/api/queue/reasons")).status, 400);
+});
+
+Deno.test("the queue page names the dependency a build waits for", async () => {
+  await using fx = await createFixture();
+  const base = job(60, "base");
+  const top = { ...job(61, "top"), inputs: [base.derivation] };
+  await fx.store.registerBuilds(1, [base, top], { priority: 0, now: T0 + 1 });
+  const page = await (await fx.fetch("/queue")).text();
+  const baseBuild = (await fx.store.getBuildByDerivation(base.derivation))!;
+  const row = page.slice(page.indexOf(`>${top.nixName}<`) - 400);
+  assert.ok(row.includes("r-dependency"), row.slice(0, 800));
+  assert.ok(
+    row.includes(`href="/build/${baseBuild.id}/details">${base.nixName}</a>`),
+  );
+  assert.ok(page.includes("Why it is not running"));
+  assert.ok(page.includes("Running builds (2)"));
+  assert.ok(!page.includes("<script>alert"));
+});
+
+Deno.test("GET /search and /search/latest use Cuirass's query syntax", async () => {
+  await using fx = await createFixture();
+  const page = await (await fx.fetch("/search?query=job-1%25")).text();
+  assert.ok(page.includes("job-1-1."));
+  const failed = await (await fx.fetch(
+    "/search?query=" + encodeURIComponent("status:failed system:aarch64-linux"),
+  )).text();
+  assert.ok(failed.includes(`href="/build/${fx.builds.broken.id}/details"`));
+  assert.ok(
+    !failed.includes(`href="/build/${fx.builds.succeeded.id}/details"`),
+  );
+  const latest = await fx.fetch("/search/latest?query=job");
+  assert.equal(latest.status, 302);
+  assert.match(latest.headers.get("location")!, /^\/build\/\d+\/details$/);
+  assert.equal((await fx.fetch("/search/latest?query=zzz")).status, 404);
+  for (const query of ["", "status:bogus", "x".repeat(201)]) {
+    assert.equal(
+      (await fx.fetch(`/search?query=${encodeURIComponent(query)}`)).status,
+      400,
+      query,
+    );
+  }
+  const xss = await (await fx.fetch(`/search?query=${encodeURIComponent(XSS)}`))
+    .text();
+  assert.ok(!xss.includes("<script>alert"));
+});
+
+Deno.test("GET /workers/cards is the live fragment of the workers page", async () => {
+  await using fx = await createFixture();
+  const fragment = await (await fx.fetch("/workers/cards")).text();
+  assert.ok(!fragment.includes("<html"));
+  assert.ok(fragment.includes(`data-worker="w1"`));
+  assert.ok(fragment.includes("1 connected worker, 1 busy"));
+  await fx.store.removeWorker("w1", NOW);
+  const after = await (await fx.fetch("/workers/cards")).text();
+  assert.ok(!after.includes(`data-worker="w1"`));
+  const page = await (await fx.fetch("/workers")).text();
+  assert.ok(page.includes(`data-refresh="/workers/cards"`));
+});
+
+Deno.test("GET /build/ID/log redirects to the build page's log", async () => {
+  await using fx = await createFixture();
+  const response = await fx.fetch(`/build/${fx.builds.succeeded.id}/log`);
+  assert.equal(response.status, 302);
+  assert.equal(
+    response.headers.get("location"),
+    `/build/${fx.builds.succeeded.id}/details#log`,
+  );
+});
+
+Deno.test("the specification forms render, escaped, with admin hints", async () => {
+  await using fx = await createFixture();
+  const add = await (await fx.fetch("/specification/add")).text();
+  assert.ok(add.includes(`action="/admin/specification/add"`));
+  assert.ok(add.includes("Admin actions are disabled"));
+  const edit = await (await fx.fetch("/specification/edit/hello")).text();
+  assert.ok(edit.includes(`value="https://git.example/guix.git"`));
+  assert.ok(edit.includes(`name="x86_64-linux" checked`));
+  assert.equal((await fx.fetch("/specification/edit/nope")).status, 404);
+  await using admin = await createFixture({ app: { adminToken: "t" } });
+  const jobset = await (await admin.fetch("/jobset/hello")).text();
+  assert.ok(
+    jobset.includes(`formaction="/admin/specification/hello/evaluate"`),
+  );
+  const build =
+    await (await admin.fetch(`/build/${admin.builds.started.id}/details`))
+      .text();
+  assert.ok(
+    build.includes(
+      `formaction="/admin/build/${admin.builds.started.id}/cancel"`,
+    ),
+  );
+  const plain = await (await fx.fetch(`/build/${fx.builds.started.id}/details`))
+    .text();
+  assert.ok(!plain.includes("formaction"));
+});

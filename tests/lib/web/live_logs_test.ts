@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import zlib from "node:zlib";
+import {
+  createLiveLogHub,
+  GzipLogFollower,
+  type LiveLogEvent,
+} from "../../../lib/web/live_logs.ts";
+
+/** A gzip stream written to a file piece by piece, flushed like a live upload. */
+class GrowingLog {
+  readonly #gzip = zlib.createGzip();
+  readonly #parts: Uint8Array[] = [];
+  constructor(readonly path: string) {
+    this.#gzip.on("data", (part: Uint8Array) => this.#parts.push(part));
+  }
+  async write(text: string | Uint8Array): Promise<void> {
+    this.#gzip.write(text);
+    await new Promise<void>((resolve) =>
+      this.#gzip.flush(zlib.constants.Z_SYNC_FLUSH, () => resolve())
+    );
+    await this.#drain();
+  }
+  async end(): Promise<void> {
+    await new Promise<void>((resolve) => this.#gzip.end(resolve));
+    await this.#drain();
+  }
+  async #drain() {
+    const file = await Deno.open(this.path, { append: true, create: true });
+    for (const part of this.#parts.splice(0)) await file.write(part);
+    file.close();
+  }
+}
+
+async function withDir(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-live-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("GzipLogFollower reads a gzip log while it grows, before its end is written", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/log.gz`;
+    const follower = new GzipLogFollower(path);
+    try {
+      assert.equal((await follower.read()).text, "");
+      const log = new GrowingLog(path);
+      await log.write("phase 1\n");
+      assert.equal((await follower.read()).text, "phase 1\n");
+      assert.equal((await follower.read()).text, "");
+      // A multi-byte character split across two flushes comes out whole.
+      const e = new TextEncoder().encode("é\n");
+      await log.write(e.subarray(0, 1));
+      const half = await follower.read();
+      await log.write(e.subarray(1));
+      const rest = await follower.read();
+      assert.equal(half.text + rest.text, "é\n");
+      await log.end();
+      const last = await follower.read();
+      assert.deepEqual(last, {
+        text: "",
+        reset: false,
+        truncated: false,
+        damaged: false,
+      });
+    } finally {
+      follower.close();
+    }
+  }));
+
+Deno.test("GzipLogFollower starts over when the file is truncated and keeps only the tail at first", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/log.gz`;
+    const lines = Array.from({ length: 100 }, (_, i) => `line ${i}\n`).join("");
+    await Deno.writeFile(path, new Uint8Array(zlib.gzipSync(lines)));
+    const follower = new GzipLogFollower(path, { tailBytes: 30 });
+    try {
+      const first = await follower.read();
+      assert.equal(first.truncated, true);
+      assert.ok(first.text.endsWith("line 99\n"));
+      assert.ok(first.text.startsWith("line "), first.text);
+      assert.ok(first.text.length <= 30);
+      await Deno.writeFile(path, new Uint8Array(zlib.gzipSync("new\n")));
+      const again = await follower.read();
+      assert.equal(again.reset, true);
+      assert.equal(again.text, "new\n");
+    } finally {
+      follower.close();
+    }
+  }));
+
+Deno.test("GzipLogFollower reports damaged data instead of throwing", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/log.gz`;
+    await Deno.writeFile(path, new TextEncoder().encode("not gzip at all"));
+    const follower = new GzipLogFollower(path);
+    try {
+      const step = await follower.read();
+      assert.equal(step.damaged, true);
+      assert.equal((await follower.read()).damaged, true);
+    } finally {
+      follower.close();
+    }
+  }));
+
+Deno.test("createLiveLogHub() signals chunks and completion to a derivation's listeners", () => {
+  const hub = createLiveLogHub();
+  const seen: LiveLogEvent[] = [];
+  const unsubscribe = hub.subscribe("/gnu/store/a.drv", (e) => seen.push(e));
+  hub.subscribe("/gnu/store/a.drv", () => {
+    throw new Error("a broken listener does not stop the others");
+  });
+  hub.chunk("/gnu/store/a.drv", new Uint8Array(7));
+  hub.chunk("/gnu/store/b.drv", new Uint8Array(1));
+  hub.complete("/gnu/store/a.drv", 7);
+  assert.deepEqual(seen, [{ type: "chunk", bytes: 7 }, { type: "complete" }]);
+  unsubscribe();
+  hub.chunk("/gnu/store/a.drv", new Uint8Array(1));
+  assert.equal(seen.length, 2);
+  assert.equal(hub.watched, 1);
+});

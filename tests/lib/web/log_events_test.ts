@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import zlib from "node:zlib";
+import { createFixture, NOW, writeLog } from "./_fixture.ts";
+import { createLiveLogHub } from "../../../lib/web/live_logs.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { logFilePath } from "../../../lib/web/build_log.ts";
+
+/** Reads server-sent events from a response body. */
+function eventReader(response: Response) {
+  const reader = response.body!.pipeThrough(new TextDecoderStream())
+    .getReader();
+  let buffer = "";
+  return {
+    async next(): Promise<{ event: string; data: unknown } | null> {
+      while (true) {
+        const end = buffer.indexOf("\n\n");
+        if (end >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (block.startsWith(":")) continue;
+          const event = /^event: (.*)$/m.exec(block)![1];
+          const data = JSON.parse(/^data: (.*)$/m.exec(block)![1]);
+          return { event, data };
+        }
+        const { done, value } = await reader.read();
+        if (done) return null;
+        buffer += value;
+      }
+    },
+    /** Skips events until one named `name`. */
+    async until(name: string) {
+      while (true) {
+        const item = await this.next();
+        if (item === null) throw new Error(`stream ended before ${name}`);
+        if (item.event === name) return item;
+      }
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
+const realSleepClock = { now: () => NOW * 1000, sleep: systemClock.sleep };
+
+Deno.test("GET /build/ID/log/events streams a running build's log as it grows, then ends", async () => {
+  const hub = createLiveLogHub();
+  await using fx = await createFixture({
+    app: { clock: realSleepClock, liveLogs: hub, livePollMs: 50 },
+  });
+  const build = fx.builds.started;
+  const path = logFilePath(fx.logDir, build.derivation)!;
+  const gzip = zlib.createGzip();
+  const parts: Uint8Array[] = [];
+  gzip.on("data", (part: Uint8Array) => parts.push(part));
+  async function append(text: string) {
+    gzip.write(text);
+    await new Promise<void>((r) =>
+      gzip.flush(zlib.constants.Z_SYNC_FLUSH, () => r())
+    );
+    const bytes = parts.splice(0);
+    const file = await Deno.open(path, { append: true, create: true });
+    for (const part of bytes) await file.write(part);
+    file.close();
+    for (const part of bytes) hub.chunk(build.derivation, part);
+  }
+  await append("starting phase build\n");
+
+  const response = await fx.fetch(`/build/${build.id}/log/events`);
+  assert.equal(response.status, 200);
+  assert.equal(
+    response.headers.get("content-type"),
+    "text/event-stream; charset=utf-8",
+  );
+  const events = eventReader(response);
+  assert.deepEqual(await events.next(), {
+    event: "start",
+    data: { build: build.id },
+  });
+  assert.deepEqual(await events.next(), {
+    event: "status",
+    data: { status: -1 },
+  });
+  assert.deepEqual(await events.until("log"), {
+    event: "log",
+    data: "starting phase build\n",
+  });
+  await append("compiling <b>x</b> \x1b[31mred\x1b[0m\n");
+  assert.deepEqual(await events.until("log"), {
+    event: "log",
+    data: "compiling <b>x</b> red\n",
+  });
+  assert.equal(hub.watched, 1);
+
+  await append("done\n");
+  await new Promise<void>((r) => gzip.end(r));
+  await fx.store.completeBuild(build.derivation, 0, { worker: "w1", now: NOW });
+  hub.complete(build.derivation, 0);
+  const rest = [];
+  for (
+    let item = await events.next();
+    item !== null;
+    item = await events.next()
+  ) {
+    rest.push(item);
+  }
+  assert.deepEqual(
+    rest.filter((e) => e.event === "log").map((e) => e.data).join(""),
+    "done\n",
+  );
+  assert.deepEqual(rest.at(-1), { event: "end", data: { status: 0 } });
+  assert.ok(
+    rest.some((e) =>
+      e.event === "status" && (e.data as { status: number }).status === 0
+    ),
+  );
+  assert.equal(hub.watched, 0);
+});
+
+Deno.test("GET /build/ID/log/events without a hub tails the file, and ends at once for a finished build", async () => {
+  await using fx = await createFixture({
+    app: { clock: realSleepClock, livePollMs: 20 },
+  });
+  const response = await fx.fetch(`/build/${fx.builds.failed.id}/log/events`);
+  const events = eventReader(response);
+  const all = [];
+  for (
+    let item = await events.next();
+    item !== null;
+    item = await events.next()
+  ) {
+    all.push(item.event);
+  }
+  // No log file: only the status and the end.
+  assert.deepEqual(all, ["start", "status", "end"]);
+
+  await writeLog(
+    fx.logDir,
+    fx.builds.failed.derivation,
+    new TextEncoder().encode("boom\n"),
+  );
+  const again = eventReader(
+    await fx.fetch(`/build/${fx.builds.failed.id}/log/events`),
+  );
+  assert.deepEqual(await again.until("log"), { event: "log", data: "boom\n" });
+  assert.deepEqual(await again.until("end"), {
+    event: "end",
+    data: { status: 1 },
+  });
+  assert.equal(await again.next(), null);
+  assert.equal((await fx.fetch("/build/4242/log/events")).status, 404);
+});
+
+Deno.test("live log streams are limited; closing one frees its place", async () => {
+  await using fx = await createFixture({
+    app: { clock: realSleepClock, livePollMs: 20, maxLiveStreams: 1 },
+  });
+  const first = await fx.fetch(`/build/${fx.builds.started.id}/log/events`);
+  assert.equal(first.status, 200);
+  const refused = await fx.fetch(`/build/${fx.builds.started.id}/log/events`);
+  assert.equal(refused.status, 503);
+  await refused.body?.cancel();
+  const reader = eventReader(first);
+  await reader.next();
+  await reader.cancel();
+  const second = await fx.fetch(`/build/${fx.builds.started.id}/log/events`);
+  assert.equal(second.status, 200);
+  await second.body?.cancel();
+  const metrics = await (await fx.fetch("/metrics")).text();
+  assert.ok(metrics.includes("lorica_live_log_streams 0"));
+});

@@ -1,0 +1,143 @@
+// The systemd units in etc/systemd: systemd's own verifier accepts them, and
+// they start the right program with options that program knows.
+
+import assert from "node:assert/strict";
+import { REPO } from "./tree_copy.ts";
+
+const UNITS = {
+  server: `${REPO}/etc/systemd/lorica-server.service`,
+  worker: `${REPO}/etc/systemd/lorica-worker.service`,
+};
+
+const analyzeAvailable = (() => {
+  try {
+    return new Deno.Command("systemd-analyze", {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+/** Unit settings as [key, value] pairs, continuation lines joined. */
+function settings(text: string): [string, string][] {
+  return text.replace(/\\\n\s*/g, " ").split("\n")
+    .filter((line) => /^[A-Za-z_]+=/.test(line))
+    .map((line) => {
+      const at = line.indexOf("=");
+      return [line.slice(0, at), line.slice(at + 1).trim()];
+    });
+}
+
+/** Runs systemd-analyze verify on units whose ExecStart binary is a stub. */
+async function verify(unitTexts: Record<string, string>) {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-units-" });
+  try {
+    const stub = `${dir}/stub`;
+    await Deno.writeTextFile(stub, "#!/bin/sh\nexit 0\n");
+    await Deno.chmod(stub, 0o755);
+    const paths = [];
+    for (const [name, text] of Object.entries(unitTexts)) {
+      const path = `${dir}/${name}`;
+      await Deno.writeTextFile(
+        path,
+        text.replace(/\/usr\/local\/bin\/lorica-(server|worker)/g, stub),
+      );
+      paths.push(path);
+    }
+    const result = await new Deno.Command("systemd-analyze", {
+      args: ["verify", ...paths],
+      env: { SYSTEMD_LOG_COLOR: "0" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    return {
+      code: result.code,
+      // Only complaints about our files matter (not the host's own units).
+      complaints:
+        (decoder.decode(result.stdout) + decoder.decode(result.stderr))
+          .split("\n").filter((line) => line.includes(dir)),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name: "systemd-analyze verify accepts both units without a warning",
+  ignore: !analyzeAvailable, // needs systemd-analyze (Debian: systemd)
+  async fn() {
+    const result = await verify({
+      "lorica-server.service": await Deno.readTextFile(UNITS.server),
+      "lorica-worker.service": await Deno.readTextFile(UNITS.worker),
+    });
+    assert.deepEqual(result.complaints, []);
+    assert.equal(result.code, 0);
+  },
+});
+
+Deno.test({
+  name: "systemd-analyze verify does complain about a broken unit (control)",
+  ignore: !analyzeAvailable,
+  async fn() {
+    const broken = (await Deno.readTextFile(UNITS.server)).replace(
+      "ProtectSystem=strict",
+      "ProtectSystem=very",
+    );
+    const result = await verify({ "lorica-server.service": broken });
+    assert.equal(result.complaints.length, 1, result.complaints.join("\n"));
+  },
+});
+
+for (const [program, unit] of Object.entries(UNITS)) {
+  Deno.test(`lorica-${program}.service starts lorica-${program} with options it accepts`, async () => {
+    const text = await Deno.readTextFile(unit);
+    const pairs = settings(text);
+    const execStart = pairs.filter(([key]) => key === "ExecStart");
+    assert.equal(execStart.length, 1);
+    const words = execStart[0][1].split(/\s+/);
+    assert.equal(words[0], `/usr/local/bin/lorica-${program}`);
+
+    const help = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${REPO}/${program}.ts`, "--help"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(help.success, new TextDecoder().decode(help.stderr));
+    const helpText = new TextDecoder().decode(help.stdout);
+    const envFile = await Deno.readTextFile(
+      `${REPO}/etc/lorica/${program}.env`,
+    );
+    const options = settings(envFile).filter(([key]) =>
+      key.endsWith("_OPTIONS")
+    ).flatMap(([, value]) => value.replace(/"/g, "").split(/\s+/));
+    assert.ok(options.length > 0, "the .env example sets *_OPTIONS");
+    const flags = [...words, ...options]
+      .filter((word) => word.startsWith("--"))
+      .map((word) => word.replace(/=.*$/, ""));
+    for (const flag of flags) assert.match(flag, /^--[a-z][a-z-]*$/);
+    assert.ok(flags.length >= 2);
+    for (const flag of flags) {
+      assert.ok(
+        new RegExp(`(^|[\\s,])${flag}([=\\s]|$)`, "m").test(helpText),
+        `${flag} is not in ${program}.ts --help`,
+      );
+    }
+
+    const get = (key: string) =>
+      pairs.filter(([k]) => k === key).map(([, v]) => v);
+    assert.deepEqual(get("NoNewPrivileges"), ["yes"]);
+    assert.deepEqual(get("ProtectSystem"), ["strict"]);
+    assert.deepEqual(get("PrivateTmp"), ["yes"]);
+    assert.deepEqual(get("KillSignal"), ["SIGTERM"]);
+    assert.deepEqual(get("RestrictAddressFamilies"), [
+      "AF_UNIX AF_INET AF_INET6",
+    ]);
+    assert.ok(get("EnvironmentFile")[0].endsWith(`/etc/lorica/${program}.env`));
+    // V8 compiles code at run time: W^X enforcement would kill the process.
+    assert.deepEqual(get("MemoryDenyWriteExecute"), []);
+  });
+}
