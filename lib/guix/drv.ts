@@ -143,7 +143,34 @@ export function parseDerivation(
   });
   reader.expect(")");
   reader.end();
+  // A .drv is canonical: every set and map is sorted and free of repeats,
+  // so that hashing its text is meaningful. Anything else is not a drv
+  // that Guix or Nix wrote.
+  requireCanonical("output", outputs.map((o) => o.name));
+  requireCanonical("input derivation", inputDrvs.map((i) => i.path));
+  for (const input of inputDrvs) {
+    requireCanonical(
+      `output of input ${JSON.stringify(input.path)}`,
+      input.outputs,
+    );
+  }
+  requireCanonical("input source", inputSrcs);
+  requireCanonical("environment variable", env.map(([key]) => key));
   return { outputs, inputDrvs, inputSrcs, system, builder, args, env };
+}
+
+function requireCanonical(what: string, keys: string[]) {
+  for (let i = 1; i < keys.length; i++) {
+    const order = compare(keys[i - 1], keys[i]);
+    if (order >= 0) {
+      throw new DrvSyntaxError(
+        `Cannot parse derivation: ${what} ${JSON.stringify(keys[i])} is ${
+          order === 0 ? "repeated" : "out of order"
+        }`,
+        0,
+      );
+    }
+  }
 }
 
 /** Writes a derivation in canonical form: sorted, escaped, no newline. */

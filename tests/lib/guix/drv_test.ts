@@ -174,20 +174,33 @@ Deno.test("parseDerivation() round-trips seeded random derivations", () => {
     ).join("");
   const many = <T>(make: () => T) =>
     Array.from({ length: Math.floor(random() * 4) }, make);
+  // Sets and maps of a derivation hold each key once.
+  const unique = <T>(items: T[], key: (item: T) => string) => [
+    ...new Map(items.map((item) => [key(item), item])).values(),
+  ];
   for (let i = 0; i < 200; i++) {
     const drv: Derivation = {
-      outputs: many(() => ({
-        name: word(),
-        path: word(),
-        hashAlgo: word(),
-        hash: word(),
-      })),
-      inputDrvs: many(() => ({ path: word(), outputs: many(word) })),
-      inputSrcs: many(word),
+      outputs: unique(
+        many(() => ({
+          name: word(),
+          path: word(),
+          hashAlgo: word(),
+          hash: word(),
+        })),
+        (o) => o.name,
+      ),
+      inputDrvs: unique(
+        many(() => ({ path: word(), outputs: unique(many(word), (o) => o) })),
+        (input) => input.path,
+      ),
+      inputSrcs: unique(many(word), (src) => src),
       system: word(),
       builder: word(),
       args: many(word),
-      env: many((): [string, string] => [word(), word()]),
+      env: unique(
+        many((): [string, string] => [word(), word()]),
+        ([key]) => key,
+      ),
     };
     const text = printDerivation(drv);
     const parsed = parseDerivation(text);
@@ -351,3 +364,16 @@ function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+Deno.test("parseDerivation() rejects repeated or unsorted entries", () => {
+  const cases = [
+    'Derive([("out","/o","",""),("out","/p","","")],[],[],"s","b",[],[])',
+    'Derive([("out","/o","","")],[],["/s","/s"],"s","b",[],[])',
+    'Derive([("out","/o","","")],[],[],"s","b",[],[("a","1"),("a","2")])',
+    'Derive([("out","/o","","")],[],[],"s","b",[],[("b","1"),("a","2")])',
+    'Derive([("out","/o","","")],[("/d.drv",["out","out"])],[],"s","b",[],[])',
+  ];
+  for (const text of cases) {
+    assert.throws(() => parseDerivation(text), DrvSyntaxError, text);
+  }
+});

@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  dumpNar,
-  NarFormatError,
-  narHashOfPath,
-  restoreNar,
-} from "../../../lib/guix/nar.ts";
+import { dumpNar, narHashOfPath } from "../../../lib/guix/nar_dump.ts";
+import { NarFormatError } from "../../../lib/guix/nar_format.ts";
+import { restoreNar } from "../../../lib/guix/nar_restore.ts";
 import { encodeNixBase32 } from "../../../lib/guix/base32.ts";
 import { sha256, toHex } from "../../../lib/guix/store_hash.ts";
 
@@ -153,6 +150,9 @@ Deno.test("restoreNar() rejects hostile or malformed NARs and cleans up", async 
   });
   let deep: Node = file("x");
   for (let i = 0; i < 600; i++) deep = dir(["d", deep]);
+  // Twenty 250-byte names: each fits NAME_MAX, the whole path not PATH_MAX.
+  let long: Node = file("x");
+  for (let i = 0; i < 20; i++) long = dir(["c".repeat(250), long]);
   const good = narOf(dir(["a", file("1")], ["b", file("2")]));
   const badPadding = narOf(file("abc"));
   badPadding[badPadding.length - 16 - 1] = 1; // padding after "abc"
@@ -184,6 +184,17 @@ Deno.test("restoreNar() rejects hostile or malformed NARs and cleans up", async 
       /invalid symlink target/,
     ],
     ["deep", narOf(deep), /nested deeper than/],
+    [
+      "long name",
+      narOf(dir(["a".repeat(256), file("x")])),
+      /entry name of 256 bytes exceeds 255/,
+    ],
+    [
+      "long symlink target",
+      narOf(dir(["l", { type: "symlink", target: "b".repeat(4096) }])),
+      /symlink target longer than 4095 bytes/,
+    ],
+    ["long path", narOf(long), /path of \d+ bytes exceeds 4095/],
     [
       "bad magic",
       concat(str("nix-archive-2"), good.subarray(24)),

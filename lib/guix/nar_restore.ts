@@ -1,7 +1,18 @@
-// NAR (Nix ARchive) serialisation: streaming dump, hash and restore.
+// NAR (Nix ARchive) restoring: unpacks an untrusted byte stream onto disk.
 
-import { createHash, type Hash } from "node:crypto";
-import { encodeNixBase32 } from "./base32.ts";
+import { createHash } from "node:crypto";
+import {
+  compareBytes,
+  formatNarHash,
+  NAR_MAGIC,
+  NAR_MAX_DEPTH,
+  NAR_MAX_NAME_BYTES,
+  NAR_MAX_PATH_BYTES,
+  NAR_MAX_STRING_LENGTH,
+  type NarDigest,
+  NarFormatError,
+  narPadding,
+} from "./nar_format.ts";
 
 /** Options of `restoreNar`. */
 export interface RestoreNarOptions {
@@ -9,56 +20,15 @@ export interface RestoreNarOptions {
   maxBytes?: number;
 }
 
-/** NAR hash and size, as a narinfo or the daemon records them. */
-export interface NarDigest {
-  /** `sha256:<nix-base32>`. */
-  narHash: string;
-  narSize: number;
-}
-
-/** Thrown for bytes that are not a well-formed, safe NAR. */
-export class NarFormatError extends SyntaxError {
-  constructor(
-    message: string,
-    readonly offset: number,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.name = "NarFormatError";
-  }
-}
-
-const MAGIC = "nix-archive-1";
-const CHUNK_SIZE = 64 * 1024;
-const MAX_TOKEN_LENGTH = 4096;
-const MAX_DEPTH = 512;
-const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
-
-/**
- * Streams the NAR serialisation of the file, directory or symlink at `path`,
- * reading one file chunk at a time.
- */
-export function dumpNar(path: string): ReadableStream<Uint8Array> {
-  return ReadableStream.from(narChunks(path));
-}
-
-/** NarHash and NarSize of the item at `path`, streaming its NAR. */
-export async function narHashOfPath(path: string): Promise<NarDigest> {
-  const hash = createHash("sha256");
-  let narSize = 0;
-  for await (const chunk of dumpNar(path)) {
-    hash.update(chunk);
-    narSize += chunk.length;
-  }
-  return { narHash: formatNarHash(hash), narSize };
-}
+const encoder = new TextEncoder();
 
 /**
  * Unpacks a NAR into `destination`, which must not exist yet; on failure
  * whatever was created is removed again.
  * @throws {NarFormatError} for malformed or unsafe input (bad names, entries
- * out of order or repeated, bad padding, trailing bytes, too large).
+ * out of order or repeated, bad padding, trailing bytes, too large, names or
+ * paths longer than the file system takes).
  */
 export async function restoreNar(
   source: ReadableStream<Uint8Array>,
@@ -69,7 +39,7 @@ export async function restoreNar(
   const input = new NarReader(source.getReader(), maxBytes);
   let created = false;
   try {
-    await input.expect(MAGIC);
+    await input.expect(NAR_MAGIC);
     await restoreNode(input, destination, 0, () => created = true);
     await input.end();
   } catch (error) {
@@ -82,144 +52,23 @@ export async function restoreNar(
   return { narHash: formatNarHash(input.hash), narSize: input.offset };
 }
 
-function formatNarHash(hash: Hash): string {
-  return "sha256:" + encodeNixBase32(new Uint8Array(hash.digest()));
-}
-
-// ---------------------------------------------------------------- dumping
-
-async function* narChunks(path: string): AsyncGenerator<Uint8Array> {
-  const out = new TokenBuffer();
-  out.string(MAGIC);
-  yield* dumpNode(path, out);
-  yield out.take();
-}
-
-async function* dumpNode(
-  path: string,
-  out: TokenBuffer,
-): AsyncGenerator<Uint8Array> {
-  const info = await Deno.lstat(path);
-  out.string("(");
-  out.string("type");
-  if (info.isSymlink) {
-    out.string("symlink");
-    out.string("target");
-    out.string(await Deno.readLink(path));
-  } else if (info.isFile) {
-    out.string("regular");
-    if ((info.mode ?? 0) & 0o100) {
-      out.string("executable");
-      out.string("");
-    }
-    out.string("contents");
-    out.u64(info.size);
-    yield out.take();
-    yield* fileChunks(path, info.size);
-    out.padding(info.size);
-  } else if (info.isDirectory) {
-    out.string("directory");
-    const names: Uint8Array[] = [];
-    for await (const entry of Deno.readDir(path)) {
-      names.push(encoder.encode(entry.name));
-    }
-    names.sort(compareBytes);
-    for (const name of names) {
-      out.string("entry");
-      out.string("(");
-      out.string("name");
-      out.bytes(name);
-      out.string("node");
-      yield* dumpNode(`${path}/${new TextDecoder().decode(name)}`, out);
-      out.string(")");
-      if (out.size >= CHUNK_SIZE) yield out.take();
-    }
-  } else {
-    throw new TypeError(
-      `Cannot dump ${JSON.stringify(path)} as a NAR: unsupported file type`,
-    );
-  }
-  out.string(")");
-}
-
-async function* fileChunks(
-  path: string,
-  size: number,
-): AsyncGenerator<Uint8Array> {
-  using file = await Deno.open(path, { read: true });
-  let remaining = size;
-  while (remaining > 0) {
-    const chunk = new Uint8Array(Math.min(CHUNK_SIZE, remaining));
-    const count = await file.read(chunk);
-    if (count === null) break;
-    remaining -= count;
-    yield count === chunk.length ? chunk : chunk.subarray(0, count);
-  }
-  // The length is already written, so a file that changed size while we
-  // read it cannot be serialised correctly.
-  if (remaining !== 0 || (await file.read(new Uint8Array(1))) !== null) {
-    throw new Error(
-      `Cannot dump ${
-        JSON.stringify(path)
-      } as a NAR: file changed size while being read`,
-    );
-  }
-}
-
-/** Collects the small framing tokens between file contents. */
-class TokenBuffer {
-  #parts: Uint8Array[] = [];
-  size = 0;
-
-  string(value: string): void {
-    this.bytes(encoder.encode(value));
-  }
-
-  bytes(value: Uint8Array): void {
-    this.u64(value.length);
-    this.#push(value);
-    this.padding(value.length);
-  }
-
-  u64(value: number): void {
-    const bytes = new Uint8Array(8);
-    new DataView(bytes.buffer).setBigUint64(0, BigInt(value), true);
-    this.#push(bytes);
-  }
-
-  padding(length: number): void {
-    const pad = (8 - length % 8) % 8;
-    if (pad > 0) this.#push(new Uint8Array(pad));
-  }
-
-  take(): Uint8Array {
-    const joined = new Uint8Array(this.size);
-    let at = 0;
-    for (const part of this.#parts) {
-      joined.set(part, at);
-      at += part.length;
-    }
-    this.#parts = [];
-    this.size = 0;
-    return joined;
-  }
-
-  #push(bytes: Uint8Array): void {
-    this.#parts.push(bytes);
-    this.size += bytes.length;
-  }
-}
-
-// -------------------------------------------------------------- restoring
-
 async function restoreNode(
   input: NarReader,
   path: string,
   depth: number,
   onCreate: () => void,
 ): Promise<void> {
-  if (depth > MAX_DEPTH) {
-    input.fail(`directories nested deeper than ${MAX_DEPTH}`);
+  if (depth > NAR_MAX_DEPTH) {
+    input.fail(`directories nested deeper than ${NAR_MAX_DEPTH}`);
+  }
+  // Checked here so that an over-long path is a format error, not an OS one.
+  const pathBytes = encoder.encode(path).length;
+  if (pathBytes > NAR_MAX_PATH_BYTES) {
+    input.fail(
+      `path of ${pathBytes} bytes exceeds ${NAR_MAX_PATH_BYTES}: ${
+        quote(path)
+      }`,
+    );
   }
   await input.expect("(");
   await input.expect("type");
@@ -244,6 +93,9 @@ async function restoreNode(
   } else if (type === "symlink") {
     await input.expect("target");
     const target = await input.text();
+    if (encoder.encode(target).length > NAR_MAX_PATH_BYTES) {
+      input.fail(`symlink target longer than ${NAR_MAX_PATH_BYTES} bytes`);
+    }
     if (target === "" || target.includes("\0")) {
       input.fail(`invalid symlink target ${quote(target)}`);
     }
@@ -261,7 +113,7 @@ async function restoreNode(
       }
       await input.expect("(");
       await input.expect("name");
-      const nameBytes = await input.bytes(MAX_TOKEN_LENGTH);
+      const nameBytes = await input.bytes(NAR_MAX_STRING_LENGTH);
       const name = checkName(input, nameBytes);
       if (previous !== null && compareBytes(previous, nameBytes) >= 0) {
         input.fail(
@@ -280,6 +132,11 @@ async function restoreNode(
 }
 
 function checkName(input: NarReader, bytes: Uint8Array): string {
+  if (bytes.length > NAR_MAX_NAME_BYTES) {
+    input.fail(
+      `entry name of ${bytes.length} bytes exceeds ${NAR_MAX_NAME_BYTES}`,
+    );
+  }
   let name = "";
   try {
     name = strictDecoder.decode(bytes);
@@ -333,7 +190,7 @@ class NarReader {
 
   async text(): Promise<string> {
     const start = this.offset;
-    const bytes = await this.bytes(MAX_TOKEN_LENGTH);
+    const bytes = await this.bytes(NAR_MAX_STRING_LENGTH);
     try {
       return strictDecoder.decode(bytes);
     } catch {
@@ -362,7 +219,7 @@ class NarReader {
   }
 
   async padding(length: number): Promise<void> {
-    const pad = (8 - length % 8) % 8;
+    const pad = narPadding(length);
     if (pad === 0) return;
     const start = this.offset;
     if ((await this.read(pad)).some((byte) => byte !== 0)) {
@@ -441,14 +298,6 @@ class NarReader {
     this.#chunk = chunk;
     this.#at = 0;
   }
-}
-
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) {
-    if (a[i] !== b[i]) return a[i] - b[i];
-  }
-  return a.length - b.length;
 }
 
 function quote(value: string): string {
