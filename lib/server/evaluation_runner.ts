@@ -4,7 +4,10 @@ import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { type EvaluateResult, evaluateSystem } from "../guix/evaluation.ts";
 import type { Guix } from "../guix/guix_command.ts";
+import type { GcRoots } from "../guix/gc_roots.ts";
 import {
+  BuildStatus,
+  type Checkout,
   EvaluationStatus,
   type NewJob,
   type Specification,
@@ -22,6 +25,18 @@ export interface EvaluationRunnerOptions {
   parallelism?: number;
   /** The Guile evaluator script; default the one shipped with Lorica. */
   evaluator?: string;
+  /** Roots for the derivations of successful evaluations. */
+  gcRoots?: GcRoots;
+  /** Aborts running evaluators (shutdown); the evaluation ends aborted. */
+  signal?: AbortSignal;
+}
+
+/** What channel polling knows about the evaluation it asks for. */
+export interface EvaluationRequest {
+  /** Checkouts to record; default the channels' pinned commits. */
+  checkouts?: Checkout[];
+  /** Text the log starts with, e.g. channel fetch warnings. */
+  prelude?: string;
 }
 
 export interface EvaluationOutcome {
@@ -29,9 +44,18 @@ export interface EvaluationOutcome {
   status: EvaluationStatus;
   jobs: number;
   created: number;
+  /** Derivations of the evaluation's jobs (empty unless succeeded). */
+  derivations: string[];
 }
 
-/** Path of an evaluation's log. */
+const FAILED_STATUSES: ReadonlySet<number> = new Set([
+  BuildStatus.failed,
+  BuildStatus.failedDependency,
+  BuildStatus.failedOther,
+  BuildStatus.canceled,
+]);
+
+/** Path of an evaluation's log (plain text). */
 export function evaluationLogPath(stateDir: string, id: number): string {
   return `${stateDir}/evaluations/${id}.log`;
 }
@@ -39,30 +63,36 @@ export function evaluationLogPath(stateDir: string, id: number): string {
 /**
  * Evaluates `spec` for each of its systems and registers the jobs. Builds
  * are registered only when every system evaluated, so a failed evaluation
- * leaves no half-registered work; it always ends succeeded or failed.
+ * leaves no half-registered work; it always ends succeeded, failed, or
+ * aborted (evaluator killed by a signal, or shutdown).
  */
 export async function runEvaluation(
   spec: Specification,
   options: EvaluationRunnerOptions,
+  request: EvaluationRequest = {},
 ): Promise<EvaluationOutcome> {
   const { store, guix, clock, logger, stateDir } = options;
-  const checkouts = spec.channels
-    .filter((channel) => channel.commit !== null)
-    .map((channel) => ({
-      channel: channel.name,
-      revision: channel.commit!,
-      directory: "",
-    }));
+  const checkouts = request.checkouts ?? pinnedCheckouts(spec);
   const id = await store.addEvaluation(
     spec.name,
     checkouts,
     epochSeconds(clock),
   );
   const log = evaluationLogPath(stateDir, id);
-  await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
-  const workDir = await Deno.makeTempDir({ prefix: `lorica-eval-${id}-` });
+  const failed = (status: EvaluationStatus): EvaluationOutcome => ({
+    id,
+    status,
+    jobs: 0,
+    created: 0,
+    derivations: [],
+  });
+  let workDir: string | null = null;
   logger.info("evaluation started", { evaluation: id, spec: spec.name });
   try {
+    await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
+    await Deno.writeTextFile(log, request.prelude ?? "");
+    workDir = await Deno.makeTempDir({ prefix: `lorica-eval-${id}-` });
+    const dir = workDir;
     const results = await mapBounded(
       spec.systems,
       options.parallelism ?? 2,
@@ -71,8 +101,9 @@ export async function runEvaluation(
           channels: spec.channels,
           build: spec.build,
           system,
-          workDir,
+          workDir: dir,
           evaluator: options.evaluator,
+          signal: options.signal,
         }).catch((error): EvaluateResult => ({
           ok: false,
           jobs: [],
@@ -87,25 +118,31 @@ export async function runEvaluation(
           spec.systems[i]
         }: exit ${result.exitCode}, ${result.jobs.length} jobs\n${result.log}`
       ).join("\n"),
+      { append: true },
     );
     if (!results.every((result) => result.ok)) {
-      await store.setEvaluationStatus(
-        id,
-        EvaluationStatus.failed,
-        epochSeconds(clock),
-      );
+      // A signal (code > 128) or our own shutdown means it was cut short.
+      const status = options.signal?.aborted ||
+          results.some((result) => result.exitCode > 128)
+        ? EvaluationStatus.aborted
+        : EvaluationStatus.failed;
+      await store.setEvaluationStatus(id, status, epochSeconds(clock));
       logger.warn("evaluation failed", {
         evaluation: id,
         spec: spec.name,
+        status,
         log,
       });
-      return { id, status: EvaluationStatus.failed, jobs: 0, created: 0 };
+      return failed(status);
     }
     const jobs: NewJob[] = results.flatMap((result) => result.jobs);
     const registered = await store.registerBuilds(id, jobs, {
       priority: spec.priority,
       now: epochSeconds(clock),
     });
+    const blocked = await failBlockedBuilds(store, id, jobs, clock);
+    const derivations = [...new Set(jobs.map((job) => job.derivation))];
+    await options.gcRoots?.register(derivations);
     await store.setEvaluationStatus(
       id,
       EvaluationStatus.succeeded,
@@ -117,25 +154,161 @@ export async function runEvaluation(
       jobs: jobs.length,
       created: registered.created,
       known: registered.known,
+      blocked,
     });
     return {
       id,
       status: EvaluationStatus.succeeded,
       jobs: jobs.length,
       created: registered.created,
+      derivations,
     };
   } catch (error) {
     // Whatever went wrong, the evaluation must not stay "in progress".
+    await Deno.writeTextFile(
+      log,
+      `\nlorica: ${(error as Error)?.message ?? error}\n`,
+      { append: true },
+    ).catch(() => {});
     await store.setEvaluationStatus(
       id,
       EvaluationStatus.failed,
       epochSeconds(clock),
     ).catch(() => {});
     logger.error("evaluation failed", { evaluation: id, error });
-    return { id, status: EvaluationStatus.failed, jobs: 0, created: 0 };
+    return failed(EvaluationStatus.failed);
   } finally {
-    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    if (workDir) {
+      await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    }
   }
+}
+
+/**
+ * Records an evaluation that could not start (e.g. a channel could not be
+ * fetched): status failed at once, `log` as its log.
+ */
+export async function recordFailedEvaluation(
+  spec: Specification,
+  options: Pick<
+    EvaluationRunnerOptions,
+    "store" | "clock" | "logger" | "stateDir"
+  >,
+  failure: { checkouts: Checkout[]; log: string },
+): Promise<EvaluationOutcome> {
+  const { store, clock, logger, stateDir } = options;
+  const id = await store.addEvaluation(
+    spec.name,
+    failure.checkouts,
+    epochSeconds(clock),
+  );
+  try {
+    await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
+    await Deno.writeTextFile(evaluationLogPath(stateDir, id), failure.log);
+  } finally {
+    await store.setEvaluationStatus(
+      id,
+      EvaluationStatus.failed,
+      epochSeconds(clock),
+    );
+  }
+  logger.warn("evaluation failed", { evaluation: id, spec: spec.name });
+  return {
+    id,
+    status: EvaluationStatus.failed,
+    jobs: 0,
+    created: 0,
+    derivations: [],
+  };
+}
+
+/**
+ * Marks aborted the evaluations a previous run left started (it died
+ * during them); returns how many.
+ */
+export async function abortStaleEvaluations(
+  store: Store,
+  clock: Clock,
+  logger: Logger,
+): Promise<number> {
+  let count = 0;
+  for (const spec of await store.listSpecifications()) {
+    const evaluations = await store.listEvaluations({
+      specification: spec.name,
+      limit: 1000,
+    });
+    for (const evaluation of evaluations) {
+      if (evaluation.status !== EvaluationStatus.started) continue;
+      await store.setEvaluationStatus(
+        evaluation.id,
+        EvaluationStatus.aborted,
+        epochSeconds(clock),
+      );
+      count++;
+    }
+  }
+  if (count > 0) logger.info("stale evaluations aborted", { count });
+  return count;
+}
+
+/**
+ * For GC-root expiry: true while the build of `drv` is still pending, so
+ * that its derivation stays in the store (case C14).
+ */
+export function keepPendingDerivations(
+  store: Store,
+): (drv: string) => Promise<boolean> {
+  return async (drv) => {
+    const build = await store.getBuildByDerivation(drv);
+    return build !== null && build.status < 0;
+  };
+}
+
+function pinnedCheckouts(spec: Specification): Checkout[] {
+  return spec.channels
+    .filter((channel) => channel.commit !== null)
+    .map((channel) => ({
+      channel: channel.name,
+      revision: channel.commit!,
+      directory: "",
+    }));
+}
+
+/**
+ * New builds of evaluation `id` that depend on a build which already
+ * failed (in an earlier evaluation) are failed-dependency at once, instead
+ * of waiting forever or rebuilding the failure (case C05).
+ */
+async function failBlockedBuilds(
+  store: Store,
+  id: number,
+  jobs: NewJob[],
+  clock: Clock,
+): Promise<number> {
+  let blocked = 0;
+  const seen = new Set<string>();
+  for (const job of jobs) {
+    if (seen.has(job.derivation)) continue;
+    seen.add(job.derivation);
+    const build = await store.getBuildByDerivation(job.derivation);
+    if (
+      build === null || build.evaluation !== id ||
+      build.status !== BuildStatus.scheduled
+    ) continue;
+    for (const dependency of await store.buildDependencies(build.id)) {
+      const target = await store.getBuild(dependency);
+      if (target && FAILED_STATUSES.has(target.status)) {
+        const result = await store.completeBuild(
+          build.derivation,
+          BuildStatus.failedDependency,
+          { now: epochSeconds(clock) },
+        );
+        if (result.changed) blocked += 1 + result.dependentsFailed;
+        break;
+      }
+    }
+  }
+  return blocked;
 }
 
 async function mapBounded<T, R>(

@@ -98,9 +98,15 @@ export async function buildCommand(args: string[]): Promise<number> {
     systems: (Deno.env.get("FAKE_GUIX_SYSTEMS") ?? DEFAULT_SYSTEMS).split(",")
       .map((system) => system.trim()).filter((system) => system !== ""),
   }, {
-    line,
-    builderOutput: (bytes) => {
+    message: line,
+    started: (drv) => line(statusText.building(drv)),
+    output: (_pid, bytes) => {
       if (verbosity >= 3) writeStderr(bytes);
+    },
+    succeeded: () => {},
+    failed: (drv) => {
+      line(statusText.buildFailed(drv));
+      line(statusText.viewLog(store.logFile(drv)));
     },
   });
 

@@ -24,7 +24,9 @@ export interface BuildLimits {
 }
 
 /** How a build ended: success, or the daemon's failure message. */
-export type BuildResult = { ok: true } | { ok: false; message: string };
+export type BuildResult =
+  | { ok: true }
+  | { ok: false; message: string; timedOut: boolean };
 
 const MAX_OUTPUT_BYTES = 1 << 30;
 const MAX_LOG_LINES = 1_000_000;
@@ -91,13 +93,13 @@ export async function runBuilder(
     echo(bytes);
     await log.write(bytes);
   };
-  let failure: string | null;
+  let failure: { message: string; timedOut: boolean } | null;
   try {
     failure = await play(drvPath, drv, behaviour, limits, emit);
   } finally {
     await log.close();
   }
-  if (failure) return { ok: false, message: failure };
+  if (failure) return { ok: false, ...failure };
 
   for (const output of drv.outputs) {
     await store.withLock(output.path, async () => {
@@ -110,14 +112,14 @@ export async function runBuilder(
   return { ok: true };
 }
 
-/** Plays the scripted timeline; returns a failure message or null. */
+/** Plays the scripted timeline; returns the failure or null. */
 async function play(
   drvPath: string,
   drv: Derivation,
   behaviour: Behaviour,
   limits: BuildLimits,
   emit: (bytes: Uint8Array) => Promise<void>,
-): Promise<string | null> {
+): Promise<{ message: string; timedOut: boolean } | null> {
   const start = performance.now();
   let lastOutput = start;
   const basename = drvPath.slice(drvPath.lastIndexOf("/") + 1);
@@ -155,18 +157,25 @@ async function play(
     const first = deadlines.reduce((a, b) => (b.at < a.at ? b : a));
     if (first.at > now) await sleep(first.at - now);
     if (first.kind === "timeout") {
-      return daemonText.timedOut(drvPath, limits.timeout);
+      return {
+        message: daemonText.timedOut(drvPath, limits.timeout),
+        timedOut: true,
+      };
     }
     if (first.kind === "silence") {
-      return daemonText.silentTooLong(drvPath, limits.maxSilentTime);
+      return {
+        message: daemonText.silentTooLong(drvPath, limits.maxSilentTime),
+        timedOut: true,
+      };
     }
     if (index >= steps.length) break;
     await emit(steps[index++].bytes);
     lastOutput = performance.now();
   }
-  return behaviour.exit === 0
-    ? null
-    : daemonText.builderFailed(drvPath, behaviour.exit);
+  return behaviour.exit === 0 ? null : {
+    message: daemonText.builderFailed(drvPath, behaviour.exit),
+    timedOut: false,
+  };
 }
 
 /** Creates `<out>/share/<name>/data`: bytes derived from the output path. */

@@ -3,7 +3,7 @@
 import { parseStorePath, storeDirFromEnv } from "../../lib/guix/store_path.ts";
 import { encodeNixBase32 } from "../../lib/guix/base32.ts";
 import { sha256 } from "../../lib/guix/store_hash.ts";
-import { narHashOfPath } from "../../lib/guix/nar.ts";
+import { narHashOfPath } from "../../lib/guix/nar_dump.ts";
 
 /** What the daemon records about a valid store item. */
 export interface PathInfo {
@@ -141,6 +141,17 @@ export class DaemonStore {
   logFile(drvPath: string): string {
     const basename = drvPath.slice(drvPath.lastIndexOf("/") + 1);
     return `${this.stateDir}/log/guix/drvs/${basename.slice(0, 2)}/${
+      basename.slice(2)
+    }.gz`;
+  }
+
+  /**
+   * The LOGFILE field of `@ build-started`: the same file, spelt with the
+   * daemon's double slash (guix.md 1.6).
+   */
+  daemonLogField(drvPath: string): string {
+    const basename = drvPath.slice(drvPath.lastIndexOf("/") + 1);
+    return `${this.stateDir}/log/guix/drvs/${basename.slice(0, 2)}//${
       basename.slice(2)
     }.gz`;
   }

@@ -34,6 +34,11 @@ export interface Scenario {
   evaluationError?: string;
   /** Seconds the evaluation takes before answering; default 0. */
   evaluationSeconds?: number;
+  /**
+   * The evaluation dies after printing `afterJobs` job lines: it exits 1,
+   * or, with `signal` (e.g. "SIGKILL"), kills itself with that signal.
+   */
+  evaluationCrash?: { afterJobs: number; signal?: string };
 }
 
 /** A job as printed on one stdout line. */

@@ -151,13 +151,18 @@ Deno.test("repl evaluates a (packages …) selector and reports failures", async
     const failed = await guix(daemon, [
       "repl",
       "--",
-      "/x.scm",
+      "/x/evaluate.scm",
       "all",
       "x86_64-linux",
     ], { env: { FAKE_GUIX_SCENARIO: failing } });
     assert.equal(failed.code, 1);
     assert.equal(failed.stdout, "");
     assert.match(failed.stderr, /package 'foo' is broken/);
+
+    // Only Lorica's two scripts are known; anything else is refused.
+    const other = await guix(daemon, ["repl", "--", "/x.scm", "a", "b"]);
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /cannot run "\/x\.scm"/);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

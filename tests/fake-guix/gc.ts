@@ -2,7 +2,12 @@
 
 import { hasFlag, type OptionSpec, parseOptions } from "./cli_options.ts";
 import { DaemonStore } from "./daemon_store.ts";
-import { daemonText, LeaveError, writeStdout } from "./messages.ts";
+import {
+  daemonText,
+  LeaveError,
+  writeStderr,
+  writeStdout,
+} from "./messages.ts";
 
 const OPTIONS: OptionSpec[] = [
   { long: "references", arg: "none" },
@@ -10,6 +15,7 @@ const OPTIONS: OptionSpec[] = [
   { long: "derivers", arg: "none" },
   { long: "list-roots", arg: "none" },
   { long: "collect-garbage", short: "C", arg: "optional" },
+  { long: "delete", short: "D", arg: "none" },
 ];
 
 /** Runs `guix gc ARGS`; returns the exit status. */
@@ -23,6 +29,9 @@ export async function gcCommand(args: string[]): Promise<number> {
   if (hasFlag(parsed, "collect-garbage")) {
     // Nothing is ever deleted by this stand-in.
     return 0;
+  }
+  if (hasFlag(parsed, "delete")) {
+    return await deletePaths(store, parsed.operands);
   }
   const query = ["references", "requisites", "derivers"].find((q) =>
     hasFlag(parsed, q)
@@ -51,4 +60,38 @@ async function closure(
   for (const reference of info?.references ?? []) {
     await closure(store, reference, seen);
   }
+}
+
+/**
+ * `guix gc -D PATHS`: deletes each path unless it is reachable from a GC
+ * root (the closure of every root's target).
+ */
+async function deletePaths(
+  store: DaemonStore,
+  paths: string[],
+): Promise<number> {
+  writeStderr("finding garbage collector roots...\n");
+  const live = new Set<string>();
+  for (const root of await store.listRoots()) {
+    let target: string;
+    try {
+      target = await Deno.realPath(root);
+    } catch {
+      continue;
+    }
+    const rest = target.slice(store.storeDir.length + 1);
+    if (!target.startsWith(store.storeDir + "/")) continue;
+    await closure(store, `${store.storeDir}/${rest.split("/")[0]}`, live);
+  }
+  for (const path of paths) {
+    if (live.has(path)) {
+      throw new LeaveError(
+        `cannot delete path \`${path}' since it is still alive`,
+      );
+    }
+    if (!(await store.isValid(path))) continue;
+    writeStderr(`deleting \`${path}'\n`);
+    await Deno.remove(path, { recursive: true });
+  }
+  return 0;
 }

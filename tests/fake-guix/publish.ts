@@ -1,7 +1,7 @@
 // `guix publish`: serve this daemon's valid items as signed narinfos and
 // NARs over HTTP, with Guix's routes, headers and log lines.
 
-import { dumpNar } from "../../lib/guix/nar.ts";
+import { dumpNar } from "../../lib/guix/nar_dump.ts";
 import {
   formatNarinfo,
   type Narinfo,

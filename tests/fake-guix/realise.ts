@@ -4,7 +4,7 @@
 import { type Derivation, parseDerivation } from "../../lib/guix/drv.ts";
 import { type BuildLimits, runBuilder } from "./builder.ts";
 import type { DaemonStore } from "./daemon_store.ts";
-import { daemonText, LeaveError, statusText } from "./messages.ts";
+import { daemonText, LeaveError } from "./messages.ts";
 import type { Substituter } from "./substituter.ts";
 
 /** Options of `Realiser` (the daemon's build settings). */
@@ -17,11 +17,24 @@ export interface RealiseOptions {
   systems: string[];
 }
 
-/** Where the daemon's messages go: status lines and raw builder output. */
+/**
+ * What the daemon tells its client: plain messages, and the events behind
+ * the `@ build-*` traces (guix.md 1.2). `guix build` renders them as text;
+ * a Guile-level client (the build driver) sees them raw.
+ */
 export interface RealiseUi {
-  line: (text: string) => void;
-  builderOutput: (bytes: Uint8Array) => void;
+  /** A plain daemon message line. */
+  message: (text: string) => void;
+  started: (drv: string, system: string, logFile: string, pid: number) => void;
+  /** A chunk of builder output. */
+  output: (pid: number, bytes: Uint8Array) => void;
+  succeeded: (drv: string) => void;
+  /** `code` is "1" for an ordinary failure, "timeout" for a limit. */
+  failed: (drv: string, code: string, message: string) => void;
 }
+
+// Builder "pids": unique within this daemon process.
+let nextPid = 1000 + Math.floor(Math.random() * 30000);
 
 /** The derivations a request would build and the items it would download. */
 export interface Plan {
@@ -106,7 +119,7 @@ export class Realiser {
     if (this.stopped) return false;
     const drv = await this.derivation(drvPath);
     if (!drv) {
-      this.ui.line(daemonText.missingDerivation(drvPath));
+      this.ui.message(daemonText.missingDerivation(drvPath));
       return false;
     }
     if (await this.#allValid(drv)) return true;
@@ -126,7 +139,7 @@ export class Realiser {
       if (!(await this.substituter?.ensure(source))) failedInputs++;
     }
     if (failedInputs > 0) {
-      this.ui.line(daemonText.dependenciesFailed(drvPath, failedInputs));
+      this.ui.message(daemonText.dependenciesFailed(drvPath, failedInputs));
       return false;
     }
     if (this.stopped) return false;
@@ -153,7 +166,7 @@ export class Realiser {
     }
     if (ok) return true;
     if (this.options.fallback) return null;
-    this.ui.line(daemonText.substitutesFailed(drvPath));
+    this.ui.message(daemonText.substitutesFailed(drvPath));
     return false;
   }
 
@@ -163,7 +176,7 @@ export class Realiser {
     }
     const { systems } = this.options;
     if (!systems.includes(drv.system)) {
-      this.ui.line(
+      this.ui.message(
         daemonText.wrongSystem(drv.system, drvPath, systems[0] ?? "unknown"),
       );
       return false;
@@ -172,18 +185,30 @@ export class Realiser {
     // store wait here, then build again into a scratch directory.
     return await this.store.withLock(drvPath, async () => {
       if (await this.#allValid(drv)) return true;
-      this.ui.line(statusText.building(drvPath));
+      const pid = nextPid++;
+      this.ui.started(
+        drvPath,
+        drv.system,
+        this.store.daemonLogField(drvPath),
+        pid,
+      );
       const result = await runBuilder(
         this.store,
         drvPath,
         drv,
         this.options.limits,
-        this.ui.builderOutput,
+        (bytes) => this.ui.output(pid, bytes),
       );
-      if (result.ok) return true;
-      this.ui.line(result.message);
-      this.ui.line(statusText.buildFailed(drvPath));
-      this.ui.line(statusText.viewLog(this.store.logFile(drvPath)));
+      if (result.ok) {
+        this.ui.succeeded(drvPath);
+        return true;
+      }
+      this.ui.message(result.message);
+      this.ui.failed(
+        drvPath,
+        result.timedOut ? "timeout" : "1",
+        result.message,
+      );
       return false;
     });
   }

@@ -7,7 +7,7 @@ import {
   parseNarinfo,
 } from "../../lib/guix/narinfo.ts";
 import { verifyNarinfoText } from "../../lib/guix/narinfo_signature.ts";
-import { restoreNar } from "../../lib/guix/nar.ts";
+import { restoreNar } from "../../lib/guix/nar_restore.ts";
 import { parseStorePath } from "../../lib/guix/store_path.ts";
 import type { DaemonStore } from "./daemon_store.ts";
 import type { PublicKeyList } from "./keys.ts";

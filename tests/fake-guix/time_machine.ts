@@ -9,6 +9,7 @@ import { lastValue, type OptionSpec, parseOptions } from "./cli_options.ts";
 import { DaemonStore } from "./daemon_store.ts";
 import { evaluateScenario, formatJob, readScenario } from "./evaluate.ts";
 import { LeaveError, writeStderr, writeStdout } from "./messages.ts";
+import { buildDriver } from "./build_driver.ts";
 
 /** A channel as the file names it. */
 export interface Channel {
@@ -112,13 +113,25 @@ export async function readChannels(file: string): Promise<Channel[]> {
   return channels;
 }
 
-/** Runs `guix repl ARGS`: with a script, answers the evaluation contract. */
+/**
+ * Runs `guix repl ARGS`. Only Lorica's two scripts are known, by file name:
+ * `evaluate.scm` answers the evaluation contract from the scenario and
+ * `build_driver.scm` behaves as that script documents. Anything else is
+ * refused: this stand-in cannot run arbitrary Guile.
+ */
 export async function replCommand(args: string[]): Promise<number> {
   const parsed = parseOptions(args, REPL_OPTIONS);
-  const [script, build, system] = parsed.operands;
-  if (script === undefined || build === undefined || system === undefined) {
-    throw new LeaveError("this stand-in only runs evaluation scripts");
+  const [script, ...scriptArgs] = parsed.operands;
+  const name = script?.slice(script.lastIndexOf("/") + 1);
+  if (name === "build_driver.scm") return await buildDriver(scriptArgs);
+  if (name !== "evaluate.scm" || scriptArgs.length !== 2) {
+    throw new LeaveError(
+      `this stand-in cannot run ${
+        JSON.stringify(script ?? "")
+      }: only evaluate.scm and build_driver.scm`,
+    );
   }
+  const [build, system] = scriptArgs;
   const scenario = await readScenario();
   if ((scenario.evaluationSeconds ?? 0) > 0) {
     await new Promise((resolve) =>
@@ -141,7 +154,15 @@ export async function replCommand(args: string[]): Promise<number> {
     system,
     DaemonStore.fromEnv(),
   );
-  writeStdout(jobs.map((job) => formatJob(job) + "\n").join(""));
+  const crash = scenario.evaluationCrash;
+  for (const [index, job] of jobs.entries()) {
+    if (crash && index === crash.afterJobs) {
+      writeStderr(`evaluate: crashing after ${index} jobs\n`);
+      if (crash.signal) Deno.kill(Deno.pid, crash.signal as Deno.Signal);
+      return 1;
+    }
+    writeStdout(formatJob(job) + "\n");
+  }
   writeStdout(writeSexp([sym("done"), jobs.length]) + "\n");
   return 0;
 }

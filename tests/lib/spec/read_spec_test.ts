@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import {
   readSpecificationFile,
+  readSpecificationFileOrGuix,
   readSpecifications,
+  readSpecificationsWithGuix,
   SpecError,
   specificationFromJson,
 } from "../../../lib/spec/read_spec.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import type { Child } from "../../../lib/process.ts";
+import { GUIX as FAKE_GUIX } from "../../fake-guix/test_env.ts";
 import type { Channel, Specification } from "../../../lib/store/types.ts";
 
 const FIXTURE = new URL("../../fixtures/specs/cuirass.scm", import.meta.url);
@@ -304,5 +310,126 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
         return true;
       });
     });
+  }
+});
+
+Deno.test("SpecError.kind tells forms Guile could evaluate from bad values", async (t) => {
+  const cases: [string, string][] = [
+    [`(list (specification (name "x") (build (my-build))))`, "unsupported"],
+    [`(list (specification (name "x") (channels %mine)))`, "unsupported"],
+    [`(list (specification (name "x")`, "syntax"],
+    [`(list (specification (name "x") (priority 10)))`, "invalid"],
+  ];
+  for (const [text, kind] of cases) {
+    await t.step(text, () => {
+      assert.throws(
+        () => readSpecifications(text, "k.scm"),
+        (error) => error instanceof SpecError && error.kind === kind,
+      );
+    });
+  }
+});
+
+Deno.test("readSpecificationFile() reads JSON files, with line:column errors", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/specs.json`,
+      JSON.stringify([{ name: "a", build: { packages: ["hello"] } }, {
+        name: "b",
+      }]),
+    );
+    const specs = await readSpecificationFile(`${dir}/specs.json`);
+    assert.deepEqual(specs.map((s) => s.name), ["a", "b"]);
+    assert.deepEqual(specs[0].build, { type: "packages", params: ["hello"] });
+
+    await Deno.writeTextFile(`${dir}/bad.json`, `[\n  {"name": "a",,}\n]`);
+    await assert.rejects(
+      readSpecificationFile(`${dir}/bad.json`),
+      (error) =>
+        error instanceof SpecError && error.line === 2 && error.column === 16,
+    );
+    await Deno.writeTextFile(`${dir}/invalid.json`, `[{"name": "a"}, {}]`);
+    await assert.rejects(
+      readSpecificationFile(`${dir}/invalid.json`),
+      /entry 1: field "name" is not a non-empty string/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("readSpecificationFileOrGuix() asks guix repl for Scheme beyond the subset", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
+  try {
+    const file = `${dir}/fancy.scm`;
+    await Deno.writeTextFile(
+      file,
+      `(list (specification (name "x") (systems (map car '(("a"))))))`,
+    );
+    const calls: string[][] = [];
+    const answer = (stdout: string, code: number, stderr = "") =>
+      new Guix({
+        logger: silentLogger,
+        spawn: (argv): Child => {
+          calls.push(argv);
+          return {
+            pid: 0,
+            stdout: new Blob([stdout]).stream(),
+            stderr: new Blob([stderr]).stream(),
+            stdin: null,
+            status: Promise.resolve({ code, signal: null }),
+            kill() {},
+          };
+        },
+      });
+    // Guile evaluated it and printed the subset.
+    const specs = await readSpecificationFileOrGuix(
+      file,
+      answer(`(list (specification (name "x") (systems '("a"))))\n`, 0),
+    );
+    assert.deepEqual(specs.map((s) => s.systems), [["a"]]);
+    assert.deepEqual(calls[0].slice(0, 3), ["guix", "repl", "--"]);
+    assert.match(calls[0][3], /\/lib\/spec\/print_specs\.scm$/);
+    assert.equal(calls[0][4], file);
+
+    // Guile failed too (or the fake guix refuses to run the script): the
+    // subset reader's located error is reported.
+    await assert.rejects(
+      readSpecificationFileOrGuix(
+        file,
+        answer("", 1, "guix repl: error: cannot run\n"),
+      ),
+      (error) =>
+        error instanceof SpecError && error.line === 1 && error.column === 42,
+    );
+    await assert.rejects(
+      readSpecificationsWithGuix(
+        file,
+        answer("", 1, `${file}:0:7: Unbound variable: foo\n`),
+      ),
+      /through guix repl at 1:8: Unbound variable: foo/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the fake guix refuses to run print_specs.scm (documented)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
+  try {
+    const file = `${dir}/fancy.scm`;
+    await Deno.writeTextFile(file, `(list (specification (name "x")))`);
+    const guix = new Guix({
+      command: FAKE_GUIX,
+      env: { FAKE_GUIX_DENO: Deno.execPath() },
+      logger: silentLogger,
+    });
+    await assert.rejects(
+      readSpecificationsWithGuix(file, guix),
+      /Cannot read specification .* through guix repl at 0:0: .*cannot run/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

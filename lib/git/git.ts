@@ -1,0 +1,275 @@
+// The `git` command line, for following channels: a bare mirror per
+// repository URL in a cache directory, fetched on each poll; checkouts of a
+// commit on request. Subprocesses are spawned through an injected spawner
+// and killed when they exceed their timeout.
+
+import { type Clock, systemClock } from "../clock.ts";
+import { readTail, type Spawner, spawnProcess } from "../process.ts";
+import { sha256 } from "../guix/store_hash.ts";
+
+/** A git command that failed, timed out, or was refused before it ran. */
+export class GitError extends Error {
+  constructor(
+    message: string,
+    readonly argv: string[],
+    readonly stderr: string,
+    readonly timedOut = false,
+  ) {
+    super(message);
+    this.name = "GitError";
+  }
+}
+
+export interface GitOptions {
+  /** The git executable; default "git" from PATH. */
+  command?: string;
+  spawn?: Spawner;
+  clock?: Clock;
+  /** Per command; default 5 minutes. */
+  timeoutMs?: number;
+  /** Extra environment. */
+  env?: Record<string, string>;
+}
+
+const BRANCH_REGEXP = /^(?!-)(?!.*\.\.)[A-Za-z0-9._\/+-]{1,200}$/;
+const COMMIT_REGEXP = /^[0-9a-f]{7,64}$/;
+const decoder = new TextDecoder();
+
+/** Runs git for channel polling. */
+export class Git {
+  readonly #command: string;
+  readonly #spawn: Spawner;
+  readonly #clock: Clock;
+  readonly #timeoutMs: number;
+  readonly #env: Record<string, string>;
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(options: GitOptions = {}) {
+    this.#command = options.command ?? "git";
+    this.#spawn = options.spawn ?? spawnProcess;
+    this.#clock = options.clock ?? systemClock;
+    this.#timeoutMs = options.timeoutMs ?? 5 * 60 * 1000;
+    this.#env = {
+      // Never wait for a password or a host-key answer.
+      GIT_TERMINAL_PROMPT: "0",
+      GIT_SSH_COMMAND: "ssh -o BatchMode=yes",
+      ...options.env,
+    };
+  }
+
+  /**
+   * Runs `git ARGS...`; returns its standard output.
+   * @throws {GitError} on a non-zero exit or a timeout.
+   */
+  async run(args: string[], options: { cwd?: string } = {}): Promise<string> {
+    const argv = [
+      this.#command,
+      "-c",
+      "protocol.ext.allow=never",
+      ...args,
+    ];
+    const abort = new AbortController();
+    let timedOut = false;
+    const timer = this.#clock.sleep(this.#timeoutMs, abort.signal).then(
+      () => {
+        timedOut = true;
+        child.kill("SIGKILL");
+      },
+      () => {},
+    );
+    const child = this.#spawn(argv, { env: this.#env, cwd: options.cwd });
+    const [stdout, stderr, status] = await Promise.all([
+      readTail(child.stdout, 16 << 20),
+      readTail(child.stderr, 16 << 10),
+      child.status,
+    ]).finally(() => abort.abort());
+    await timer;
+    const errorText = decoder.decode(stderr);
+    const name = `git ${subcommand(args)}`;
+    if (timedOut) {
+      throw new GitError(
+        `Cannot run ${JSON.stringify(name)}: no answer after ${
+          Math.round(this.#timeoutMs / 1000)
+        } s`,
+        argv,
+        errorText,
+        true,
+      );
+    }
+    if (status.code !== 0) {
+      throw new GitError(
+        `Cannot run ${JSON.stringify(name)}: exit code ${
+          status.signal ?? status.code
+        }: ${mainLine(errorText)}`,
+        argv,
+        errorText,
+      );
+    }
+    return decoder.decode(stdout);
+  }
+
+  /**
+   * Fetches `branch` of `url` into the bare mirror `mirror` (created when
+   * missing) and returns the branch's commit.
+   * @throws {GitError} for a bad URL or branch, or a failed fetch.
+   */
+  async fetchBranch(
+    url: string,
+    branch: string,
+    mirror: string,
+  ): Promise<string> {
+    checkUrl(url);
+    if (!BRANCH_REGEXP.test(branch)) {
+      throw refused(`branch ${JSON.stringify(branch.slice(0, 60))}`);
+    }
+    return await this.#locked(mirror, async () => {
+      await this.#ensureMirror(mirror);
+      const ref = `refs/heads/${branch}`;
+      await this.run([
+        "--git-dir",
+        mirror,
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--force",
+        "--",
+        url,
+        `+${ref}:${ref}`,
+      ]);
+      return (await this.run([
+        "--git-dir",
+        mirror,
+        "rev-parse",
+        "--verify",
+        `${ref}^{commit}`,
+      ])).trim();
+    });
+  }
+
+  /**
+   * Makes `commit` of `url` present in the mirror (fetching it when it is
+   * not there yet) and returns its full id.
+   * @throws {GitError} when it cannot be had.
+   */
+  async fetchCommit(
+    url: string,
+    commit: string,
+    mirror: string,
+  ): Promise<string> {
+    checkUrl(url);
+    if (!COMMIT_REGEXP.test(commit)) {
+      throw refused(`commit ${JSON.stringify(commit.slice(0, 60))}`);
+    }
+    return await this.#locked(mirror, async () => {
+      await this.#ensureMirror(mirror);
+      const resolve = () =>
+        this.run([
+          "--git-dir",
+          mirror,
+          "rev-parse",
+          "--verify",
+          `${commit}^{commit}`,
+        ]);
+      try {
+        return (await resolve()).trim();
+      } catch {
+        await this.run([
+          "--git-dir",
+          mirror,
+          "fetch",
+          "--quiet",
+          "--no-tags",
+          "--",
+          url,
+          commit,
+        ]);
+        return (await resolve()).trim();
+      }
+    });
+  }
+
+  /**
+   * Checks `commit` of `mirror` out into `target` (a new directory).
+   * @throws {GitError} when the commit is unknown or `target` exists.
+   */
+  async checkout(
+    mirror: string,
+    commit: string,
+    target: string,
+  ): Promise<void> {
+    if (!COMMIT_REGEXP.test(commit)) {
+      throw refused(`commit ${JSON.stringify(commit.slice(0, 60))}`);
+    }
+    await this.run([
+      "clone",
+      "--quiet",
+      "--shared",
+      "--no-checkout",
+      "--",
+      mirror,
+      target,
+    ]);
+    await this.run([
+      "-c",
+      "advice.detachedHead=false",
+      "checkout",
+      "--quiet",
+      "--detach",
+      commit,
+    ], { cwd: target });
+  }
+
+  async #ensureMirror(mirror: string): Promise<void> {
+    try {
+      await Deno.stat(`${mirror}/HEAD`);
+    } catch {
+      await Deno.mkdir(mirror, { recursive: true });
+      await this.run(["init", "--quiet", "--bare", mirror]);
+    }
+  }
+
+  /** Runs `work` after every earlier operation on the same mirror. */
+  #locked<T>(mirror: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(mirror) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(work);
+    this.#locks.set(mirror, next);
+    void next.finally(() => {
+      if (this.#locks.get(mirror) === next) this.#locks.delete(mirror);
+    }).catch(() => {});
+    return next;
+  }
+}
+
+/** The mirror directory of `url` under `cacheDir`. */
+export function mirrorDirectory(cacheDir: string, url: string): string {
+  const digest = [...sha256(url).subarray(0, 16)]
+    .map((byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `${cacheDir.replace(/\/+$/, "")}/${digest}.git`;
+}
+
+function checkUrl(url: string): void {
+  // deno-lint-ignore no-control-regex
+  if (url === "" || url.startsWith("-") || /[\x00-\x1f]/.test(url)) {
+    throw refused(`URL ${JSON.stringify(url.slice(0, 80))}`);
+  }
+}
+
+function refused(what: string): GitError {
+  return new GitError(`Cannot fetch ${what}: not acceptable`, [], "");
+}
+
+/** The line that says what went wrong: git's first `fatal:`, else the last. */
+function mainLine(text: string): string {
+  const lines = text.trimEnd().split("\n");
+  const fatal = lines.find((line) => /^(fatal|error): /.test(line));
+  return (fatal ?? lines[lines.length - 1] ?? "").slice(0, 300);
+}
+
+/** The subcommand of `args`, past `-c X` and `--git-dir X` options. */
+function subcommand(args: string[]): string {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "-c" || args[i] === "--git-dir") i++;
+    else return args[i];
+  }
+  return "";
+}

@@ -1,0 +1,190 @@
+// GC roots for what the farm still needs: evaluated derivations and built
+// outputs (cuirass.md 5.10). A root is a symlink named by the item's
+// basename in a directory the daemon walks; its age is the link's mtime.
+
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import { parseStorePath } from "./store_path.ts";
+
+/** The default root directory: the per-user profile roots of Guix. */
+export function defaultGcRootDirectory(
+  env: { get(key: string): string | undefined } = Deno.env,
+): string {
+  const state = env.get("GUIX_STATE_DIRECTORY") ?? "/var/guix";
+  const user = env.get("USER") ?? env.get("LOGNAME") ?? "lorica";
+  return `${state}/gcroots/profiles/per-user/${user}/lorica`;
+}
+
+/**
+ * Parses a duration such as `30d`, `12h`, `45m`, `90s` or plain seconds.
+ * @throws {RangeError} for anything else.
+ */
+export function parseDuration(text: string): number {
+  const match = /^([0-9]{1,9})([smhdw]?)$/.exec(text.trim());
+  if (!match) {
+    throw new RangeError(
+      `Cannot read duration ${
+        JSON.stringify(text.slice(0, 40))
+      }: expected a number with s, m, h, d or w`,
+    );
+  }
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[
+    match[2] as "" | "s" | "m" | "h" | "d" | "w"
+  ];
+  return Number(match[1]) * unit;
+}
+
+export interface GcRootsOptions {
+  /** Where the links live; must be under the daemon's gcroots. */
+  directory: string;
+  storeDir: string;
+  clock: Clock;
+  logger: Logger;
+}
+
+export interface ExpireOptions {
+  /** Links older than this many seconds go. */
+  ttlSeconds: number;
+  /**
+   * True when a `.drv` root must stay whatever its age: its build is still
+   * pending (case C14). Only asked about old `.drv` links.
+   */
+  keepDerivation: (drv: string) => Promise<boolean>;
+}
+
+/** The GC roots Lorica owns. */
+export class GcRoots {
+  readonly #options: GcRootsOptions;
+
+  constructor(options: GcRootsOptions) {
+    this.#options = options;
+  }
+
+  get directory(): string {
+    return this.#options.directory;
+  }
+
+  /**
+   * Roots each store item (creating or refreshing its link). Items that
+   * are not store paths are skipped with a warning; nothing throws.
+   */
+  async register(items: Iterable<string>): Promise<number> {
+    const { directory, storeDir, logger } = this.#options;
+    await Deno.mkdir(directory, { recursive: true });
+    let count = 0;
+    for (const item of items) {
+      let basename: string;
+      try {
+        basename = parseStorePath(item, storeDir).basename;
+      } catch {
+        logger.warn("root skipped", { item, reason: "not a store item" });
+        continue;
+      }
+      // A fresh link, renamed over the old one: its mtime is now.
+      const link = `${directory}/${basename}`;
+      const temp = `${directory}/.${basename}.${
+        crypto.randomUUID().slice(0, 8)
+      }`;
+      try {
+        await Deno.symlink(item, temp);
+        await Deno.rename(temp, link);
+        count++;
+      } catch (error) {
+        await Deno.remove(temp).catch(() => {});
+        logger.warn("root not registered", { item, error });
+      }
+    }
+    return count;
+  }
+
+  /** The store items currently rooted here. */
+  async list(): Promise<string[]> {
+    const items: string[] = [];
+    for await (const entry of readDirOrEmpty(this.#options.directory)) {
+      if (entry.isSymlink && !entry.name.startsWith(".")) {
+        items.push(`${this.#options.storeDir}/${entry.name}`);
+      }
+    }
+    return items.sort();
+  }
+
+  /** Removes the root of each item, if any. */
+  async unregister(items: Iterable<string>): Promise<void> {
+    for (const item of items) {
+      const basename = item.slice(item.lastIndexOf("/") + 1);
+      if (basename === "" || basename.startsWith(".")) continue;
+      await Deno.remove(`${this.#options.directory}/${basename}`).catch(
+        () => {},
+      );
+    }
+  }
+
+  /** Deletes links older than the TTL, except pending derivations'. */
+  async expire(
+    options: ExpireOptions,
+  ): Promise<{ removed: number; kept: number }> {
+    const { directory, storeDir, clock, logger } = this.#options;
+    const cutoff = clock.now() - options.ttlSeconds * 1000;
+    let removed = 0;
+    let kept = 0;
+    for await (const entry of readDirOrEmpty(directory)) {
+      if (!entry.isSymlink || entry.name.startsWith(".")) continue;
+      const link = `${directory}/${entry.name}`;
+      let mtime: number;
+      try {
+        mtime = (await Deno.lstat(link)).mtime?.getTime() ?? 0;
+      } catch {
+        continue;
+      }
+      if (mtime > cutoff) continue;
+      if (
+        entry.name.endsWith(".drv") &&
+        await options.keepDerivation(`${storeDir}/${entry.name}`)
+      ) {
+        kept++;
+        continue;
+      }
+      await Deno.remove(link).then(() => removed++, () => {});
+    }
+    logger.info("roots expired", { removed, kept });
+    return { removed, kept };
+  }
+}
+
+/**
+ * Expires roots every `periodSeconds` (default daily) until aborted; never
+ * throws.
+ */
+export async function runGcRootCleaner(
+  roots: GcRoots,
+  options: ExpireOptions & {
+    clock: Clock;
+    logger: Logger;
+    periodSeconds?: number;
+  },
+  signal: AbortSignal,
+): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      await roots.expire(options);
+    } catch (error) {
+      options.logger.error("root cleaning failed", { error });
+    }
+    try {
+      await options.clock.sleep(
+        (options.periodSeconds ?? 86400) * 1000,
+        signal,
+      );
+    } catch {
+      return;
+    }
+  }
+}
+
+async function* readDirOrEmpty(dir: string): AsyncIterable<Deno.DirEntry> {
+  try {
+    yield* Deno.readDir(dir);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}

@@ -1,0 +1,269 @@
+// Channel polling (cuirass.md 5.4): each active specification's channels
+// are fetched every period; a commit that changed starts one evaluation,
+// pinned at the fetched commits; no change starts none.
+
+import { type Clock, epochSeconds } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import { type Git, mirrorDirectory } from "../git/git.ts";
+import type { Checkout, Specification, Store } from "../store/types.ts";
+import type { EvaluationOutcome } from "./evaluation_runner.ts";
+
+export interface JobsetMonitorOptions {
+  store: Store;
+  git: Git;
+  clock: Clock;
+  logger: Logger;
+  /** Git mirrors of the channels live here. */
+  cacheDir: string;
+  /** Seconds between polls of a specification whose period is 0. */
+  defaultInterval: number;
+  /** Runs an evaluation of `spec` (channels pinned) with these checkouts. */
+  evaluate: (
+    spec: Specification,
+    request: { checkouts: Checkout[]; prelude: string },
+  ) => Promise<EvaluationOutcome>;
+  /** Records a failed evaluation whose channels could not be fetched. */
+  recordFailure: (
+    spec: Specification,
+    failure: { checkouts: Checkout[]; log: string },
+  ) => Promise<EvaluationOutcome>;
+  /** At most this many updates per `rateWindow` seconds; default 8 per 300. */
+  rateLimit?: number;
+  rateWindow?: number;
+  /** Seconds between re-reads of the specification list; default 30. */
+  refreshInterval?: number;
+}
+
+/** What one poll did. */
+export type PollResult =
+  | { kind: "unchanged" }
+  | { kind: "rate-limited" }
+  | { kind: "fetch-failed"; error: string; evaluation: number | null }
+  | { kind: "evaluated"; evaluation: EvaluationOutcome };
+
+interface Monitor {
+  spec: Specification;
+  updates: number[];
+  /** The last fetch error reported with an evaluation, to report once. */
+  lastError: string | null;
+  trigger: (() => void) | null;
+  running: Promise<void>;
+  stop: AbortController;
+}
+
+/** Polls the channels of every active specification. */
+export class JobsetMonitor {
+  readonly #options: JobsetMonitorOptions;
+  readonly #monitors = new Map<string, Monitor>();
+  #abort = new AbortController();
+  #refreshing: Promise<void> | null = null;
+
+  constructor(options: JobsetMonitorOptions) {
+    this.#options = options;
+  }
+
+  /** Starts a monitor per specification and keeps the set up to date. */
+  start(): void {
+    this.#refreshing = (async () => {
+      const signal = this.#abort.signal;
+      while (!signal.aborted) {
+        await this.refresh().catch((error) =>
+          this.#options.logger.error("specifications not read", { error })
+        );
+        await this.#options.clock.sleep(
+          (this.#options.refreshInterval ?? 30) * 1000,
+          signal,
+        ).catch(() => {});
+      }
+    })();
+  }
+
+  /** Re-reads the specifications: new ones start, removed ones stop. */
+  async refresh(): Promise<void> {
+    const specs = await this.#options.store.listSpecifications();
+    const names = new Set(specs.map((spec) => spec.name));
+    for (const [name, monitor] of this.#monitors) {
+      if (!names.has(name)) {
+        monitor.stop.abort();
+        this.#monitors.delete(name);
+      }
+    }
+    for (const spec of specs) {
+      const monitor = this.#monitors.get(spec.name);
+      if (monitor) monitor.spec = spec;
+      else if (!this.#abort.signal.aborted) this.#spawn(spec);
+    }
+  }
+
+  /** Polls `name` now; false when no such specification is monitored. */
+  trigger(name: string): boolean {
+    const monitor = this.#monitors.get(name);
+    if (!monitor) return false;
+    monitor.trigger?.();
+    return true;
+  }
+
+  /** Epoch seconds of the recent updates of `name`, newest first. */
+  lastUpdateTimes(name: string): number[] | null {
+    const monitor = this.#monitors.get(name);
+    return monitor ? [...monitor.updates].reverse() : null;
+  }
+
+  /** Stops every monitor and waits for running polls to end. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    for (const monitor of this.#monitors.values()) monitor.stop.abort();
+    await this.#refreshing;
+    await Promise.allSettled(
+      [...this.#monitors.values()].map((monitor) => monitor.running),
+    );
+  }
+
+  #spawn(spec: Specification): void {
+    const stop = new AbortController();
+    const monitor: Monitor = {
+      spec,
+      updates: [],
+      lastError: null,
+      trigger: null,
+      running: Promise.resolve(),
+      stop,
+    };
+    this.#monitors.set(spec.name, monitor);
+    monitor.running = this.#loop(monitor, stop.signal);
+  }
+
+  async #loop(monitor: Monitor, signal: AbortSignal): Promise<void> {
+    const { clock, logger } = this.#options;
+    while (!signal.aborted) {
+      if (monitor.spec.isActive) {
+        try {
+          await this.#poll(monitor);
+        } catch (error) {
+          logger.error("poll failed", { spec: monitor.spec.name, error });
+        }
+      }
+      const period = monitor.spec.period > 0
+        ? monitor.spec.period
+        : this.#options.defaultInterval;
+      const triggered = new Promise<void>((resolve) =>
+        monitor.trigger = resolve
+      );
+      await Promise.race([
+        clock.sleep(period * 1000, signal).catch(() => {}),
+        triggered,
+      ]);
+      monitor.trigger = null;
+    }
+  }
+
+  /**
+   * Polls `spec` once: fetches its channels and evaluates when a commit
+   * changed since the newest recorded checkouts.
+   */
+  pollOnce(spec: Specification): Promise<PollResult> {
+    let monitor = this.#monitors.get(spec.name);
+    if (!monitor) {
+      monitor = {
+        spec,
+        updates: [],
+        lastError: null,
+        trigger: null,
+        running: Promise.resolve(),
+        stop: new AbortController(),
+      };
+      this.#monitors.set(spec.name, monitor);
+    }
+    monitor.spec = spec;
+    return this.#poll(monitor);
+  }
+
+  async #poll(monitor: Monitor): Promise<PollResult> {
+    const { store, git, clock, logger, cacheDir } = this.#options;
+    const spec = monitor.spec;
+    const now = epochSeconds(clock);
+    const window = this.#options.rateWindow ?? 300;
+    monitor.updates = monitor.updates.filter((t) => t > now - window);
+    if (monitor.updates.length >= (this.#options.rateLimit ?? 8)) {
+      logger.warn("update skipped", { spec: spec.name, reason: "rate limit" });
+      return { kind: "rate-limited" };
+    }
+    monitor.updates.push(now);
+
+    const previous = new Map(
+      (await store.latestCheckouts(spec.name)).map((c) => [c.channel, c]),
+    );
+    const checkouts: Checkout[] = [];
+    const errors: string[] = [];
+    for (const channel of spec.channels) {
+      const mirror = mirrorDirectory(cacheDir, channel.url);
+      const known = previous.get(channel.name);
+      try {
+        // A pinned commit already recorded cannot change: no fetch.
+        const revision = channel.commit !== null &&
+            known?.revision === channel.commit
+          ? channel.commit
+          : channel.commit !== null
+          ? await git.fetchCommit(channel.url, channel.commit, mirror)
+          : await git.fetchBranch(channel.url, channel.branch, mirror);
+        checkouts.push({ channel: channel.name, revision, directory: mirror });
+      } catch (error) {
+        const message = (error as Error).message;
+        const stderr = (error as { stderr?: string }).stderr ?? "";
+        errors.push(
+          `lorica: cannot fetch channel ${JSON.stringify(channel.name)} from ${
+            JSON.stringify(channel.url)
+          }: ${message}\n${stderr}`,
+        );
+        logger.warn("channel fetch failed", {
+          spec: spec.name,
+          channel: channel.name,
+          error: message,
+        });
+      }
+    }
+
+    if (errors.length > 0) {
+      const text = errors.join("\n");
+      // Report a failure once with an evaluation, then only warn.
+      if (monitor.lastError === text) {
+        return { kind: "fetch-failed", error: text, evaluation: null };
+      }
+      monitor.lastError = text;
+      const outcome = await this.#options.recordFailure(spec, {
+        checkouts,
+        log: text,
+      });
+      return { kind: "fetch-failed", error: text, evaluation: outcome.id };
+    }
+    monitor.lastError = null;
+
+    const changed = checkouts.some((checkout) =>
+      previous.get(checkout.channel)?.revision !== checkout.revision
+    );
+    if (!changed) {
+      logger.debug("channels unchanged", { spec: spec.name });
+      return { kind: "unchanged" };
+    }
+    const pinned: Specification = {
+      ...spec,
+      channels: spec.channels.map((channel) => ({
+        ...channel,
+        commit: checkouts.find((c) => c.channel === channel.name)!.revision,
+      })),
+    };
+    const prelude = checkouts.map((c) =>
+      `;; channel ${c.channel}: ${c.revision}\n`
+    ).join("");
+    logger.info("channels changed", {
+      spec: spec.name,
+      commits: checkouts.map((c) => `${c.channel}=${c.revision.slice(0, 12)}`)
+        .join(","),
+    });
+    const evaluation = await this.#options.evaluate(pinned, {
+      checkouts,
+      prelude,
+    });
+    return { kind: "evaluated", evaluation };
+  }
+}

@@ -1,0 +1,446 @@
+// The local build mode: scheduled builds go to this machine's daemon in
+// batches through lib/guix's build driver, whose event stream builders
+// cannot spoof; after each batch every build is reconciled with the store.
+
+import { type Clock, epochSeconds } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import {
+  type BuildEvent,
+  type DerivationState,
+  type GuixSpawner,
+  queryDerivations,
+  runBuildDriver,
+} from "../guix/build_events.ts";
+import type { GcRoots } from "../guix/gc_roots.ts";
+import { logFileName } from "../protocol/log_channel.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
+
+/** The worker name local builds are submitted to. */
+export const LOCAL_WORKER = "local";
+
+export interface LocalBuilderOptions {
+  store: Store;
+  /** Runs `guix ARGS...` with the server's environment. */
+  spawnGuix: GuixSpawner;
+  clock: Clock;
+  logger: Logger;
+  /** Build logs go to `<logCacheDir>/<hash>.log.gz`, as in remote mode. */
+  logCacheDir: string;
+  storeDir: string;
+  /** Systems to take builds for; "all" means every specification's. */
+  systems: string[] | "all";
+  /** Derivations handed to the daemon at once; default 200. */
+  batchSize?: number;
+  /** Builds the daemon runs in parallel within a batch; default 1. */
+  maxJobs?: number;
+  /** Batches in flight at once; default 1. */
+  concurrency?: number;
+  /** Seconds between looks at an empty queue; default 5. */
+  pollSeconds?: number;
+  /** Roots for outputs of succeeded builds. */
+  gcRoots?: GcRoots;
+  /** The Guile build driver; default the one in lib/guix. */
+  driver?: string;
+}
+
+/** How the builds of one batch ended. */
+export interface BatchSummary {
+  succeeded: number;
+  failed: number;
+  failedDependency: number;
+  missing: number;
+  /** Put back in the queue (driver failure or shutdown). */
+  requeued: number;
+}
+
+const MAX_LOG_BYTES = 256 << 20;
+const MAX_MESSAGES = 200;
+const encoder = new TextEncoder();
+
+/** Builds scheduled builds with the local daemon. */
+export class LocalBuilder {
+  readonly #options: LocalBuilderOptions;
+  #wakeUp: (() => void) | null = null;
+
+  constructor(options: LocalBuilderOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Puts builds left submitted or started by a previous run back in the
+   * queue; they are then reconciled before anything is rebuilt.
+   */
+  async recover(): Promise<number> {
+    const { store, clock, logger } = this.#options;
+    const count = await store.requeueWorkerBuilds(
+      LOCAL_WORKER,
+      epochSeconds(clock),
+    );
+    if (count > 0) logger.info("local builds requeued", { count });
+    return count;
+  }
+
+  /** Looks at the queue now instead of at the next poll. */
+  wake(): void {
+    this.#wakeUp?.();
+  }
+
+  /** Recovers, then builds batches until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    await this.recover();
+    const lanes = Math.max(1, this.#options.concurrency ?? 1);
+    await Promise.all(
+      Array.from({ length: lanes }, () => this.#lane(signal)),
+    );
+  }
+
+  async #lane(signal: AbortSignal): Promise<void> {
+    const { clock, logger } = this.#options;
+    while (!signal.aborted) {
+      let batch: Build[] = [];
+      try {
+        batch = await this.takeBatch();
+        if (batch.length > 0) {
+          const summary = await this.buildBatch(batch, signal);
+          if (summary.requeued > 0 && !signal.aborted) {
+            await this.#pause(signal, 30);
+          }
+          continue;
+        }
+      } catch (error) {
+        logger.error("local batch failed", { error });
+        await this.#requeue(batch.map((build) => build.derivation));
+      }
+      await this.#pause(signal, this.#options.pollSeconds ?? 5);
+    }
+    void clock;
+  }
+
+  async #pause(signal: AbortSignal, seconds: number): Promise<void> {
+    const woken = new Promise<void>((resolve) => (this.#wakeUp = resolve));
+    await Promise.race([
+      this.#options.clock.sleep(seconds * 1000, signal).catch(() => {}),
+      woken,
+    ]);
+    this.#wakeUp = null;
+  }
+
+  /** Takes up to a batch of dispatchable builds for the local worker. */
+  async takeBatch(): Promise<Build[]> {
+    const { store, clock } = this.#options;
+    const systems = await this.#systems();
+    const batch: Build[] = [];
+    const size = this.#options.batchSize ?? 200;
+    while (batch.length < size) {
+      const build = await store.popBuild(
+        LOCAL_WORKER,
+        systems,
+        epochSeconds(clock),
+      );
+      if (build === null) break;
+      batch.push(build);
+    }
+    return batch;
+  }
+
+  async #systems(): Promise<string[]> {
+    const { systems, store } = this.#options;
+    if (systems !== "all") return systems;
+    const specs = await store.listSpecifications();
+    return [...new Set(specs.flatMap((spec) => spec.systems))];
+  }
+
+  /**
+   * Builds `builds` (already submitted to the local worker): outputs
+   * already valid count as built, missing derivations fail alone, the rest
+   * go to the daemon grouped by their time limits; then every build is
+   * reconciled with the store.
+   */
+  async buildBatch(
+    builds: Build[],
+    signal?: AbortSignal,
+  ): Promise<BatchSummary> {
+    const { logger } = this.#options;
+    const summary: BatchSummary = {
+      succeeded: 0,
+      failed: 0,
+      failedDependency: 0,
+      missing: 0,
+      requeued: 0,
+    };
+    const byDrv = new Map(builds.map((build) => [build.derivation, build]));
+    const open = new Set(byDrv.keys());
+    const drvs = [...open].sort();
+    logger.info("local batch started", { builds: drvs.length });
+
+    let before: Map<string, DerivationState>;
+    try {
+      before = await queryDerivations(this.#options.spawnGuix, drvs, {
+        driver: this.#options.driver,
+        signal,
+      });
+    } catch (error) {
+      logger.error("local batch query failed", { error });
+      summary.requeued = await this.#requeue(open);
+      return summary;
+    }
+    const toBuild: Build[] = [];
+    for (const drv of drvs) {
+      const state = before.get(drv);
+      if (state === "valid" || state === "missing") {
+        await this.#settle(byDrv.get(drv)!, state, summary);
+        open.delete(drv);
+      } else {
+        toBuild.push(byDrv.get(drv)!);
+      }
+    }
+
+    const groups = new Map<string, Build[]>();
+    for (const build of toBuild) {
+      const key = `${build.timeout}:${build.maxSilent}`;
+      groups.set(key, [...(groups.get(key) ?? []), build]);
+    }
+    let driverFailed = false;
+    for (const group of groups.values()) {
+      if (signal?.aborted) break;
+      const ok = await this.#runGroup(group, byDrv, open, summary, signal);
+      if (!ok) driverFailed = true;
+    }
+
+    if (signal?.aborted || driverFailed) {
+      summary.requeued = await this.#requeue(open);
+      logger.info("local batch interrupted", { ...summary });
+      return summary;
+    }
+    try {
+      const after = await queryDerivations(
+        this.#options.spawnGuix,
+        [...open],
+        { driver: this.#options.driver, signal },
+      );
+      for (const drv of [...open]) {
+        await this.#settle(byDrv.get(drv)!, after.get(drv)!, summary);
+        open.delete(drv);
+      }
+    } catch (error) {
+      logger.error("local batch query failed", { error });
+      summary.requeued = await this.#requeue(open);
+    }
+    logger.info("local batch done", { ...summary });
+    return summary;
+  }
+
+  /** Runs the driver on one group; false when the driver itself failed. */
+  async #runGroup(
+    group: Build[],
+    byDrv: Map<string, Build>,
+    open: Set<string>,
+    summary: BatchSummary,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    const { store, clock, logger, logCacheDir, storeDir } = this.#options;
+    const writers = new Map<number, LogWriter>();
+    const writerOf = new Map<string, number>();
+    const messages: string[] = [];
+
+    const handle = async (event: BuildEvent) => {
+      switch (event.type) {
+        case "build-started": {
+          if (!open.has(event.drv) || event.pid === null) return;
+          const log = logFileName(logCacheDir, storeDir, event.drv);
+          const previous = writerOf.get(event.drv);
+          if (previous !== undefined) await writers.get(previous)?.close();
+          writers.set(event.pid, await LogWriter.open(log));
+          writerOf.set(event.drv, event.pid);
+          await store.markStarted(
+            event.drv,
+            LOCAL_WORKER,
+            log,
+            epochSeconds(clock),
+          );
+          logger.info("build started", {
+            drv: event.drv,
+            worker: LOCAL_WORKER,
+          });
+          return;
+        }
+        case "build-log":
+          await writers.get(event.pid)?.write(event.data);
+          return;
+        case "build-succeeded":
+        case "build-failed": {
+          if (!open.has(event.drv)) return;
+          const pid = writerOf.get(event.drv);
+          if (pid !== undefined) {
+            await writers.get(pid)?.close();
+            writers.delete(pid);
+          }
+          const succeeded = event.type === "build-succeeded";
+          await this.#complete(
+            byDrv.get(event.drv)!,
+            succeeded ? BuildStatus.succeeded : BuildStatus.failed,
+            summary,
+          );
+          open.delete(event.drv);
+          logger.info(succeeded ? "build succeeded" : "build failed", {
+            drv: event.drv,
+            worker: LOCAL_WORKER,
+            ...(event.type === "build-failed"
+              ? { reason: event.message || event.code }
+              : {}),
+          });
+          return;
+        }
+        case "message":
+          if (messages.length < MAX_MESSAGES) messages.push(event.text);
+          logger.debug("daemon message", { text: event.text });
+          return;
+        case "trace":
+          logger.debug("daemon trace", { name: event.name });
+          return;
+      }
+    };
+
+    const sample = group[0];
+    try {
+      const result = await runBuildDriver(this.#options.spawnGuix, {
+        drvs: group.map((build) => build.derivation).sort(),
+        timeout: sample.timeout,
+        maxSilentTime: sample.maxSilent,
+        maxJobs: this.#options.maxJobs ?? 1,
+        driver: this.#options.driver,
+        signal,
+      }, handle);
+      if (result.exitCode === 0 || result.exitCode === 1) return true;
+      if (!signal?.aborted) {
+        logger.error("build driver failed", {
+          code: result.exitCode,
+          signal: result.signal,
+          stderr: result.stderr.slice(-2000),
+        });
+      }
+      return false;
+    } catch (error) {
+      logger.error("build driver failed", { error });
+      return false;
+    } finally {
+      for (const writer of writers.values()) await writer.close();
+    }
+  }
+
+  /** Records the outcome the store's state implies (cuirass.md 3). */
+  async #settle(
+    build: Build,
+    state: DerivationState,
+    summary: BatchSummary,
+  ): Promise<void> {
+    switch (state) {
+      case "valid":
+        return await this.#complete(build, BuildStatus.succeeded, summary);
+      case "failed":
+        return await this.#complete(build, BuildStatus.failed, summary);
+      case "none":
+        return await this.#complete(
+          build,
+          BuildStatus.failedDependency,
+          summary,
+        );
+      case "missing": {
+        const { store, clock, logger, logCacheDir, storeDir } = this.#options;
+        const log = logFileName(logCacheDir, storeDir, build.derivation);
+        const writer = await LogWriter.open(log);
+        await writer.write(encoder.encode(
+          `lorica: derivation missing from store: ${build.derivation}\n`,
+        ));
+        await writer.close();
+        await store.markStarted(
+          build.derivation,
+          LOCAL_WORKER,
+          log,
+          epochSeconds(clock),
+        );
+        logger.warn("build failed", {
+          drv: build.derivation,
+          reason: "derivation missing from store",
+        });
+        summary.missing++;
+        await this.#complete(build, BuildStatus.failedOther, summary);
+        return;
+      }
+    }
+  }
+
+  async #complete(
+    build: Build,
+    status: BuildStatus,
+    summary: BatchSummary,
+  ): Promise<void> {
+    const { store, clock, gcRoots } = this.#options;
+    const result = await store.completeBuild(build.derivation, status, {
+      worker: LOCAL_WORKER,
+      now: epochSeconds(clock),
+    });
+    if (!result.changed) return;
+    if (status === BuildStatus.succeeded) {
+      summary.succeeded++;
+      await gcRoots?.register(build.outputs.map((output) => output.path));
+    } else if (status === BuildStatus.failedDependency) {
+      summary.failedDependency++;
+    } else if (status === BuildStatus.failed) {
+      summary.failed++;
+    }
+  }
+
+  async #requeue(drvs: Iterable<string>): Promise<number> {
+    const { store, clock } = this.#options;
+    let count = 0;
+    for (const drv of drvs) {
+      if (await store.requeueBuild(drv, epochSeconds(clock))) count++;
+    }
+    return count;
+  }
+}
+
+/** A gzipped build log being written, capped in size. */
+class LogWriter {
+  #written = 0;
+  #closed = false;
+
+  private constructor(
+    readonly path: string,
+    readonly writer: WritableStreamDefaultWriter<Uint8Array>,
+    readonly done: Promise<void>,
+  ) {}
+
+  static async open(path: string): Promise<LogWriter> {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), {
+      recursive: true,
+    });
+    const file = await Deno.open(path, {
+      write: true,
+      create: true,
+      truncate: true,
+    });
+    const gzip = new CompressionStream("gzip");
+    const done = gzip.readable.pipeTo(file.writable);
+    return new LogWriter(
+      path,
+      gzip.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>,
+      done,
+    );
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#closed || this.#written >= MAX_LOG_BYTES) return;
+    const part = bytes.subarray(0, MAX_LOG_BYTES - this.#written);
+    this.#written += part.length;
+    await this.writer.write(part.slice());
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.writer.close().catch(() => {});
+    await this.done.catch(() => {});
+  }
+}

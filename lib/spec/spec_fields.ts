@@ -1,0 +1,149 @@
+// Defaults and validators of specification fields (cuirass.md 5.1), shared
+// by the Scheme and JSON readers.
+
+import { Sym } from "../sexp/datum.ts";
+import type {
+  BuildOutputSpec,
+  Channel,
+  Specification,
+} from "../store/types.ts";
+
+export const SIMPLE_BUILDS = [
+  "all",
+  "core",
+  "guix",
+  "hello",
+  "images",
+  "system-tests",
+  "tarball",
+];
+export const BUILDS_WITH_PARAMS = [
+  "packages",
+  "channels",
+  "manifests",
+  "custom",
+];
+const GUIX_SIGNER = "BBB0 2DDF 2CEA F6A8 0D1D  E643 A2A0 6DF2 A33A 54FA";
+export const MAX_FORM = 60;
+/** The channel Cuirass builds when a specification names none. */
+export function defaultGuixChannel(): Channel {
+  return {
+    name: "guix",
+    url: "https://git.guix.gnu.org/guix.git",
+    branch: "master",
+    commit: null,
+    introduction: {
+      commit: "9edb3f66fd807b096b48283debdcddccfea34bad",
+      signer: GUIX_SIGNER,
+    },
+  };
+}
+
+/** A specification with every field at its default and no name. */
+export function defaults(): Specification {
+  return {
+    name: "",
+    build: { type: "all", params: [] },
+    channels: [defaultGuixChannel()],
+    buildOutputs: [],
+    notifications: [],
+    period: 0,
+    priority: 9,
+    systems: ["x86_64-linux"],
+    isActive: true,
+  };
+}
+// Validators shared by the Scheme and JSON readers; `fail` adds location.
+export type Fail = (what: string) => never;
+
+export function checkName(value: unknown, fail: Fail): string {
+  if (typeof value !== "string" || value === "") {
+    return fail(`field "name" is not a non-empty string`);
+  }
+  return value;
+}
+
+export function checkPriority(value: unknown, fail: Fail): number {
+  if (
+    !Number.isInteger(value) || (value as number) < 0 || (value as number) > 9
+  ) {
+    return fail(
+      `field "priority" is not an integer from 0 to 9: ${show(value)}`,
+    );
+  }
+  return value as number;
+}
+
+export function checkPeriod(value: unknown, fail: Fail): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) {
+    return fail(`field "period" is not a non-negative integer: ${show(value)}`);
+  }
+  return value as number;
+}
+
+export function checkSystems(value: unknown, fail: Fail): string[] {
+  if (
+    !Array.isArray(value) || value.length === 0 ||
+    !value.every((s) => typeof s === "string" && s !== "")
+  ) {
+    return fail(`field "systems" is not a non-empty list of strings`);
+  }
+  return value as string[];
+}
+
+export function checkString(value: unknown, name: string, fail: Fail): string {
+  if (typeof value !== "string") {
+    return fail(
+      `field ${JSON.stringify(name)} is not a string: ${show(value)}`,
+    );
+  }
+  return value;
+}
+
+export function buildOutput(
+  fields: Record<string, unknown>,
+  fail: Fail,
+): BuildOutputSpec {
+  return {
+    job: checkString(fields.job, "job", fail),
+    type: checkString(fields.type, "type", fail),
+    output: checkString(fields.output, "output", fail),
+    path: checkString(fields.path, "path", fail),
+  };
+}
+
+// Guix stores fingerprints as bytes and prints them as ten groups of four
+// upper-case hex digits, with two spaces in the middle.
+export function formatFingerprint(text: unknown, fail: Fail): string {
+  const hex = typeof text === "string" ? text.replace(/\s+/g, "") : "";
+  if (!/^[0-9a-fA-F]{40}$/.test(hex)) {
+    return fail(`fingerprint ${show(text)} is not 40 hexadecimal digits`);
+  }
+  const groups = hex.toUpperCase().match(/.{4}/g)!;
+  return groups.slice(0, 5).join(" ") + "  " + groups.slice(5).join(" ");
+}
+
+/** True for a plain object (not null, not an array). */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A non-empty string field. */
+export function nonEmpty(value: unknown, name: string, fail: Fail): string {
+  const text = checkString(value, name, fail);
+  if (text === "") fail(`field ${JSON.stringify(name)} is empty`);
+  return text;
+}
+
+/** A value shown in an error message, truncated. */
+export function show(value: unknown): string {
+  let text: string;
+  try {
+    text = value instanceof Sym || typeof value === "bigint"
+      ? String(value)
+      : JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > MAX_FORM ? text.slice(0, MAX_FORM) + "..." : text;
+}

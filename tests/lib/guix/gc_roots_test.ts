@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import type { Clock } from "../../../lib/clock.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import {
+  defaultGcRootDirectory,
+  GcRoots,
+  parseDuration,
+} from "../../../lib/guix/gc_roots.ts";
+
+const STORE = "/gnu/store";
+const DRV = `${STORE}/i3b2mc8ssfzd4ki0kgqm2ccx2rz4m8qr-hello-2.12.drv`;
+const PENDING = `${STORE}/a3b2mc8ssfzd4ki0kgqm2ccx2rz4m8qr-queued-1.drv`;
+const OUT = `${STORE}/k1fqzbrb4nnlzm1ng6rmkbhkqm8w6z8i-hello-2.12`;
+
+function later(seconds: number): Clock {
+  return { ...systemClock, now: () => Date.now() + seconds * 1000 };
+}
+
+Deno.test("parseDuration() reads Cuirass-style durations", () => {
+  const cases: [string, number][] = [
+    ["30d", 30 * 86400],
+    ["12h", 43200],
+    ["5m", 300],
+    ["90s", 90],
+    ["42", 42],
+    ["2w", 1209600],
+  ];
+  for (const [text, seconds] of cases) {
+    assert.equal(parseDuration(text), seconds);
+  }
+  for (const bad of ["", "1y", "-1d", "3.5h", "d"]) {
+    assert.throws(() => parseDuration(bad), RangeError);
+  }
+});
+
+Deno.test("defaultGcRootDirectory() is under the daemon's per-user roots", () => {
+  const env = new Map([["USER", "ci"]]);
+  assert.equal(
+    defaultGcRootDirectory({ get: (k) => env.get(k) }),
+    "/var/guix/gcroots/profiles/per-user/ci/lorica",
+  );
+});
+
+Deno.test("GcRoots registers, refreshes and expires roots, keeping pending .drv", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-roots-" });
+  try {
+    const roots = new GcRoots({
+      directory: `${dir}/roots`,
+      storeDir: STORE,
+      clock: systemClock,
+      logger: silentLogger,
+    });
+    assert.equal(await roots.register([DRV, PENDING, OUT, "/etc/passwd"]), 3);
+    assert.deepEqual(await roots.list(), [PENDING, DRV, OUT].sort());
+    assert.equal(await Deno.readLink(`${dir}/roots/${OUT.slice(11)}`), OUT);
+    // Re-registering replaces the link (fresh mtime), not a second entry.
+    await roots.register([OUT]);
+    assert.equal((await roots.list()).length, 3);
+
+    // Nothing is old yet.
+    const keep = (drv: string) => Promise.resolve(drv === PENDING);
+    const now = new GcRoots({
+      directory: `${dir}/roots`,
+      storeDir: STORE,
+      clock: systemClock,
+      logger: silentLogger,
+    });
+    assert.deepEqual(
+      await now.expire({ ttlSeconds: 3600, keepDerivation: keep }),
+      {
+        removed: 0,
+        kept: 0,
+      },
+    );
+    // Two hours on, with a one-hour TTL: only the pending .drv stays.
+    const old = new GcRoots({
+      directory: `${dir}/roots`,
+      storeDir: STORE,
+      clock: later(7200),
+      logger: silentLogger,
+    });
+    assert.deepEqual(
+      await old.expire({ ttlSeconds: 3600, keepDerivation: keep }),
+      {
+        removed: 2,
+        kept: 1,
+      },
+    );
+    assert.deepEqual(await roots.list(), [PENDING]);
+    await roots.unregister([PENDING]);
+    assert.deepEqual(await roots.list(), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,237 @@
+import assert from "node:assert/strict";
+import { systemClock } from "../../../lib/clock.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import { Git } from "../../../lib/git/git.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import {
+  evaluationLogPath,
+  recordFailedEvaluation,
+  runEvaluation,
+} from "../../../lib/server/evaluation_runner.ts";
+import { JobsetMonitor } from "../../../lib/server/jobset_monitor.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import {
+  EvaluationStatus,
+  type Specification,
+} from "../../../lib/store/types.ts";
+import {
+  GUIX,
+  makeDaemon,
+  makeRoot,
+  writeScenario,
+} from "../../fake-guix/test_env.ts";
+
+const hasGit = await new Deno.Command("git", { args: ["--version"] })
+  .output().then((r) => r.success, () => false);
+
+async function git(dir: string, ...args: string[]): Promise<string> {
+  const output = await new Deno.Command("git", {
+    args: ["-C", dir, ...args],
+    env: {
+      GIT_AUTHOR_NAME: "t",
+      GIT_AUTHOR_EMAIL: "t@example.org",
+      GIT_COMMITTER_NAME: "t",
+      GIT_COMMITTER_EMAIL: "t@example.org",
+    },
+  }).output();
+  if (!output.success) throw new Error(new TextDecoder().decode(output.stderr));
+  return new TextDecoder().decode(output.stdout);
+}
+
+async function commit(dir: string, text: string): Promise<string> {
+  await Deno.writeTextFile(`${dir}/file.scm`, `;; ${text}\n`);
+  await git(dir, "add", "file.scm");
+  await git(dir, "commit", "--quiet", "-m", text);
+  return (await git(dir, "rev-parse", "HEAD")).trim();
+}
+
+function specFor(url: string, commit: string | null = null): Specification {
+  return {
+    name: "polled",
+    build: { type: "all", params: [] },
+    channels: [{
+      name: "guix",
+      url,
+      branch: "main",
+      commit,
+      introduction: null,
+    }],
+    buildOutputs: [],
+    notifications: [],
+    period: 0,
+    priority: 9,
+    systems: ["x86_64-linux"],
+    isActive: true,
+  };
+}
+
+async function setup() {
+  const root = await makeRoot();
+  const repo = `${root}/channel`;
+  await Deno.mkdir(repo);
+  await git(repo, "init", "--quiet", "--initial-branch=main");
+  const daemon = await makeDaemon(root, "server", {
+    FAKE_GUIX_SCENARIO: await writeScenario(root, {
+      packages: [{ name: "p", version: "1" }],
+    }),
+  });
+  const store = openSqliteStore(`${root}/lorica.db`);
+  const runner = {
+    store,
+    guix: new Guix({ command: GUIX, env: daemon.env, logger: silentLogger }),
+    clock: systemClock,
+    logger: silentLogger,
+    stateDir: `${root}/state`,
+  };
+  const monitor = new JobsetMonitor({
+    store,
+    git: new Git(),
+    clock: systemClock,
+    logger: silentLogger,
+    cacheDir: `${root}/git`,
+    defaultInterval: 600,
+    evaluate: (spec, request) => runEvaluation(spec, runner, request),
+    recordFailure: (spec, failure) =>
+      recordFailedEvaluation(spec, runner, failure),
+  });
+  return {
+    root,
+    repo,
+    store,
+    runner,
+    monitor,
+    async close() {
+      await monitor.stop();
+      await store.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "JobsetMonitor: a pushed commit triggers exactly one evaluation; no change none (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      const first = await commit(farm.repo, "first");
+      const spec = specFor(farm.repo);
+      await farm.store.upsertSpecification(spec);
+
+      const one = await farm.monitor.pollOnce(spec);
+      assert.equal(one.kind, "evaluated");
+      assert.equal(
+        (await farm.monitor.pollOnce(spec)).kind,
+        "unchanged",
+      );
+      const second = await commit(farm.repo, "second");
+      const two = await farm.monitor.pollOnce(spec);
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
+
+      const evaluations = await farm.store.listEvaluations({
+        specification: "polled",
+        limit: 10,
+      });
+      assert.equal(evaluations.length, 2);
+      assert.ok(
+        evaluations.every((e) => e.status === EvaluationStatus.succeeded),
+      );
+      if (one.kind !== "evaluated" || two.kind !== "evaluated") {
+        throw new Error("expected two evaluations");
+      }
+      const revisions = async (id: number) =>
+        (await farm.store.getEvaluationCheckouts(id)).map((c) => c.revision);
+      assert.deepEqual(await revisions(one.evaluation.id), [first]);
+      assert.deepEqual(await revisions(two.evaluation.id), [second]);
+      assert.match(
+        await Deno.readTextFile(
+          evaluationLogPath(farm.runner.stateDir, two.evaluation.id),
+        ),
+        new RegExp(`;; channel guix: ${second}`),
+      );
+    } finally {
+      await farm.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "JobsetMonitor: a pinned commit is evaluated once (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      const first = await commit(farm.repo, "first");
+      await commit(farm.repo, "second");
+      const spec = specFor(farm.repo, first);
+      await farm.store.upsertSpecification(spec);
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "evaluated");
+      await commit(farm.repo, "third");
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
+    } finally {
+      await farm.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "JobsetMonitor: a broken channel gives one failed evaluation with its log (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      const spec = specFor(`${farm.root}/no-such-repository`);
+      await farm.store.upsertSpecification(spec);
+      const result = await farm.monitor.pollOnce(spec);
+      assert.equal(result.kind, "fetch-failed");
+      if (result.kind !== "fetch-failed") return;
+      const evaluation = await farm.store.getEvaluation(result.evaluation!);
+      assert.equal(evaluation?.status, EvaluationStatus.failed);
+      const log = await Deno.readTextFile(
+        evaluationLogPath(farm.runner.stateDir, result.evaluation!),
+      );
+      assert.match(log, /cannot fetch channel "guix"/);
+      assert.match(log, /does not appear to be a git repository|not found/);
+      // The same failure again only warns.
+      const again = await farm.monitor.pollOnce(spec);
+      assert.deepEqual(again.kind === "fetch-failed" && again.evaluation, null);
+    } finally {
+      await farm.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "JobsetMonitor polls in the background and answers triggers (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      await commit(farm.repo, "first");
+      await farm.store.upsertSpecification(specFor(farm.repo));
+      farm.monitor.start();
+      const count = async () =>
+        (await farm.store.listEvaluations({
+          specification: "polled",
+          limit: 10,
+        }))
+          .filter((e) => e.status !== EvaluationStatus.started).length;
+      for (let i = 0; i < 100 && await count() < 1; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(await count(), 1);
+      await commit(farm.repo, "second");
+      assert.equal(farm.monitor.trigger("polled"), true);
+      for (let i = 0; i < 100 && await count() < 2; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(await count(), 2);
+      assert.equal(farm.monitor.lastUpdateTimes("polled")?.length, 2);
+    } finally {
+      await farm.close();
+    }
+  },
+});

@@ -1,0 +1,298 @@
+import assert from "node:assert/strict";
+import { systemClock } from "../../../lib/clock.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import { guixSpawner } from "../../../lib/guix/build_events.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import { logFileName } from "../../../lib/protocol/log_channel.ts";
+import { runEvaluation } from "../../../lib/server/evaluation_runner.ts";
+import {
+  LOCAL_WORKER,
+  LocalBuilder,
+} from "../../../lib/server/local_builder.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import {
+  buildStatusName,
+  type Specification,
+  type Store,
+} from "../../../lib/store/types.ts";
+import {
+  GUIX,
+  guix,
+  makeDaemon,
+  makeRoot,
+  writeScenario,
+} from "../../fake-guix/test_env.ts";
+
+const SPEC: Specification = {
+  name: "local",
+  build: { type: "all", params: [] },
+  channels: [{
+    name: "guix",
+    url: "https://git.example.org/guix.git",
+    branch: "master",
+    commit: "0123456789abcdef0123456789abcdef01234567",
+    introduction: null,
+  }],
+  buildOutputs: [],
+  notifications: [],
+  period: 0,
+  priority: 9,
+  systems: ["x86_64-linux"],
+  isActive: true,
+};
+
+async function setup(scenario: unknown) {
+  const root = await makeRoot();
+  const daemon = await makeDaemon(root, "local", {
+    FAKE_GUIX_SCENARIO: await writeScenario(root, scenario),
+  });
+  const store = openSqliteStore(`${root}/lorica.db`);
+  await store.upsertSpecification(SPEC);
+  const runner = {
+    store,
+    guix: new Guix({ command: GUIX, env: daemon.env, logger: silentLogger }),
+    clock: systemClock,
+    logger: silentLogger,
+    stateDir: `${root}/state`,
+  };
+  const builder = (maxJobs = 1) =>
+    new LocalBuilder({
+      store,
+      spawnGuix: guixSpawner({ command: GUIX, env: daemon.env }),
+      clock: systemClock,
+      logger: silentLogger,
+      logCacheDir: `${root}/logs`,
+      storeDir: daemon.storeDir,
+      systems: ["x86_64-linux"],
+      maxJobs,
+    });
+  return {
+    root,
+    daemon,
+    store,
+    runner,
+    builder,
+    async close() {
+      await store.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+/** Builds batches until the queue is empty. */
+async function drain(builder: LocalBuilder): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    const batch = await builder.takeBatch();
+    if (batch.length === 0) return;
+    await builder.buildBatch(batch);
+  }
+  throw new Error("the queue never emptied");
+}
+
+async function statuses(store: Store, jobs: string[]) {
+  const result: Record<string, string> = {};
+  for (const build of await store.latestBuilds({}, 100)) {
+    if (jobs.includes(build.jobName)) {
+      result[build.jobName] = buildStatusName(build.status);
+    }
+  }
+  return result;
+}
+
+async function gunzip(path: string): Promise<string> {
+  const file = await Deno.open(path);
+  return await new Response(
+    file.readable.pipeThrough(new DecompressionStream("gzip")),
+  ).text();
+}
+
+Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "a", version: "1", behaviour: { seconds: 0.1, logLines: 3 } },
+      { name: "b", version: "1", behaviour: { seconds: 0, exit: 1 } },
+      { name: "c", version: "1", inputs: ["b"], behaviour: { seconds: 0 } },
+      { name: "d", version: "1", inputs: ["a"], behaviour: { seconds: 0 } },
+    ],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    await drain(farm.builder());
+    assert.deepEqual(
+      await statuses(farm.store, [
+        "a.x86_64-linux",
+        "b.x86_64-linux",
+        "c.x86_64-linux",
+        "d.x86_64-linux",
+      ]),
+      {
+        "a.x86_64-linux": "succeeded",
+        "b.x86_64-linux": "failed",
+        "c.x86_64-linux": "failed-dependency",
+        "d.x86_64-linux": "succeeded",
+      },
+    );
+    const a = (await farm.store.latestBuilds({ job: "a.x86_64-linux" }, 1))[0];
+    assert.equal(a.worker, LOCAL_WORKER);
+    assert.equal(
+      a.log,
+      logFileName(`${farm.root}/logs`, farm.daemon.storeDir, a.derivation),
+    );
+    assert.match(await gunzip(a.log), /\[a-1\] step 3 of 3 \(x86_64-linux\)/);
+    const b = (await farm.store.latestBuilds({ job: "b.x86_64-linux" }, 1))[0];
+    assert.ok(b.log !== "", "a failed build keeps its log");
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder honours each build's timeout and max-silent-time", async () => {
+  const farm = await setup({
+    packages: [
+      {
+        name: "quiet",
+        version: "1",
+        maxSilentTime: 1,
+        behaviour: { seconds: 0, silenceSeconds: 20 },
+      },
+      {
+        name: "long",
+        version: "1",
+        timeout: 1,
+        behaviour: { seconds: 20, logLines: 40 },
+      },
+      { name: "fine", version: "1", behaviour: { seconds: 0.2 } },
+    ],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    await drain(farm.builder());
+    assert.deepEqual(
+      await statuses(farm.store, [
+        "quiet.x86_64-linux",
+        "long.x86_64-linux",
+        "fine.x86_64-linux",
+      ]),
+      {
+        "quiet.x86_64-linux": "failed",
+        "long.x86_64-linux": "failed",
+        "fine.x86_64-linux": "succeeded",
+      },
+    );
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder: a builder printing events cannot change another build's status", async () => {
+  // The victim's derivation is known first; the liar then prints a
+  // success line for it while the victim is still building (and failing).
+  const victim = {
+    name: "victim",
+    version: "1",
+    behaviour: { seconds: 0, silenceSeconds: 2, exit: 1 },
+  };
+  const first = await setup({ packages: [victim] });
+  let victimDrv: string;
+  try {
+    await runEvaluation(SPEC, first.runner);
+    victimDrv = (await first.store.queue({}, 1))[0].derivation;
+  } finally {
+    await first.close();
+  }
+  const farm = await setup({
+    packages: [victim, {
+      name: "liar",
+      version: "1",
+      behaviour: {
+        seconds: 0,
+        logText: `starting\n@ build-succeeded ${victimDrv} -\n`,
+      },
+    }],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    await drain(farm.builder(2));
+    assert.deepEqual(
+      await statuses(farm.store, ["victim.x86_64-linux", "liar.x86_64-linux"]),
+      { "victim.x86_64-linux": "failed", "liar.x86_64-linux": "succeeded" },
+    );
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder resumes after a restart without losing or repeating work", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "done", version: "1", behaviour: { seconds: 0 } },
+      { name: "todo", version: "1", behaviour: { seconds: 0 } },
+    ],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    // A previous run took both builds, then died; one of them was built
+    // meanwhile (behind Lorica's back).
+    const taken = await farm.builder().takeBatch();
+    assert.equal(taken.length, 2);
+    const done = taken.find((b) => b.jobName === "done.x86_64-linux")!;
+    const built = await guix(farm.daemon, ["build", done.derivation]);
+    assert.equal(built.code, 0, built.stderr);
+
+    const builder = farm.builder();
+    assert.equal(await builder.recover(), 2);
+    await drain(builder);
+    assert.deepEqual(
+      await statuses(farm.store, ["done.x86_64-linux", "todo.x86_64-linux"]),
+      { "done.x86_64-linux": "succeeded", "todo.x86_64-linux": "succeeded" },
+    );
+    // Reconciled from the store, not rebuilt: no build-started, no log.
+    const log = logFileName(
+      `${farm.root}/logs`,
+      farm.daemon.storeDir,
+      done.derivation,
+    );
+    await assert.rejects(Deno.stat(log), Deno.errors.NotFound);
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder.run() builds until aborted", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "x", version: "1", behaviour: { seconds: 0 } },
+      { name: "y", version: "1", inputs: ["x"], behaviour: { seconds: 0 } },
+    ],
+  });
+  const abort = new AbortController();
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = new LocalBuilder({
+      store: farm.store,
+      spawnGuix: guixSpawner({ command: GUIX, env: farm.daemon.env }),
+      clock: systemClock,
+      logger: silentLogger,
+      logCacheDir: `${farm.root}/logs`,
+      storeDir: farm.daemon.storeDir,
+      systems: "all",
+      pollSeconds: 0.2,
+    });
+    const running = builder.run(abort.signal);
+    for (let i = 0; i < 200; i++) {
+      const pending = await farm.store.queue({}, 10);
+      const finished = await farm.store.latestBuilds({}, 10);
+      if (pending.length === 0 && finished.length === 2) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    abort.abort();
+    await running;
+    assert.deepEqual(
+      await statuses(farm.store, ["x.x86_64-linux", "y.x86_64-linux"]),
+      { "x.x86_64-linux": "succeeded", "y.x86_64-linux": "succeeded" },
+    );
+  } finally {
+    abort.abort();
+    await farm.close();
+  }
+});
