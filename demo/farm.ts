@@ -23,19 +23,40 @@ export interface FarmOptions {
   root?: string;
   /** LORICA_LOG level of the processes. */
   logLevel?: string;
+  /** The server's `--worker-timeout` in seconds; default its own (120). */
+  workerTimeout?: number;
 }
 
 export interface Farm {
   readonly root: string;
   readonly webUrl: string;
+  /** "server", "worker1", "worker2", ... */
+  readonly roles: string[];
+  /** The server's SQLite database. */
+  readonly database: string;
   /** Environment under which `guix` acts as the given role's daemon. */
   guixEnv(role: string): Record<string, string>;
+  /** Where a role's process output goes (appended across restarts). */
+  logFile(role: string): string;
+  /** Sends `signal` (default SIGKILL) to a role's process; resolves when it exited. */
+  kill(role: string, signal?: Deno.Signal): Promise<void>;
+  /** Starts a role's process again with the same arguments (after `kill`). */
+  restart(role: string): Promise<void>;
+  /** Whether the role's process is running. */
+  running(role: string): boolean;
   /** Stops every process started, by pid. */
   stop(): Promise<void>;
 }
 
 const REPO = fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "");
 const FAKE_GUIX_DIR = `${REPO}/tests/fake-guix`;
+const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+});
 
 /** Starts the server and workers; resolves once the web interface answers. */
 export async function startFarm(options: FarmOptions): Promise<Farm> {
@@ -43,7 +64,12 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     await Deno.makeTempDir({ prefix: "lorica-farm-" });
   const store = `${root}/store`;
   await Deno.mkdir(store, { recursive: true });
-  const children: Deno.ChildProcess[] = [];
+  const children = new Map<string, Deno.ChildProcess>();
+  const exited = new Set<string>();
+  const plans = new Map<
+    string,
+    { script: string; args: string[]; env: Record<string, string> }
+  >();
 
   function guixEnv(role: string): Record<string, string> {
     return {
@@ -80,13 +106,29 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     }
   }
 
-  function start(role: string, script: string, args: string[], env = {}) {
+  function start(
+    role: string,
+    script: string,
+    args: string[],
+    env: Record<string, string> = {},
+  ) {
+    plans.set(role, { script, args, env });
+    exited.delete(role);
     const logFile = Deno.openSync(`${root}/${role}.log`, {
       create: true,
       append: true,
     });
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", `${REPO}/${script}`, ...args],
+    // Each role leads its own process group (setsid), so that killing it
+    // takes its `guix publish` and builds along, like a machine crash.
+    const argv = [
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      `${REPO}/${script}`,
+      ...args,
+    ];
+    const child = new Deno.Command(SETSID ?? argv[0], {
+      args: SETSID ? argv : argv.slice(1),
       env: { ...guixEnv(role), ...env },
       stdin: "null",
       stdout: "piped",
@@ -105,7 +147,10 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
       void sink;
       logFile.close();
     });
-    children.push(child);
+    children.set(role, child);
+    child.status.then(() => {
+      if (children.get(role) === child) exited.add(role);
+    });
     return child;
   }
 
@@ -143,6 +188,9 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     `--publish-port=${ports[2]}`,
     "--listen=127.0.0.1",
     `--web-port=${webPort}`,
+    ...(options.workerTimeout === undefined
+      ? []
+      : [`--worker-timeout=${options.workerTimeout}`]),
   ]);
   const webUrl = `http://127.0.0.1:${webPort}`;
   await waitForHttp(`${webUrl}/api/queue?nr=1`, server);
@@ -160,13 +208,43 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     });
   });
 
+  async function kill(role: string, signal: Deno.Signal = "SIGKILL") {
+    const child = children.get(role);
+    if (child === undefined) return;
+    try {
+      // The whole group when it has one (see start), else the process.
+      if (SETSID) Deno.kill(-child.pid, signal);
+      else child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+    await child.status;
+  }
+
   return {
     root,
     webUrl,
+    roles,
+    database: `${root}/server/lorica.db`,
     guixEnv,
+    logFile: (role) => `${root}/${role}.log`,
+    kill,
+    async restart(role) {
+      const plan = plans.get(role);
+      if (plan === undefined) {
+        throw new Error(`Cannot restart ${JSON.stringify(role)}: no such role`);
+      }
+      await kill(role);
+      const child = start(role, plan.script, plan.args, plan.env);
+      if (role === "server") {
+        await waitForHttp(`${webUrl}/api/queue?nr=1`, child);
+      }
+    },
+    running: (role) => children.has(role) && !exited.has(role),
     async stop() {
       // Workers first, so that they do not report to a vanished server.
-      for (const child of children.slice(1).concat(children.slice(0, 1))) {
+      const all = [...children.values()];
+      for (const child of all.slice(1).concat(all.slice(0, 1))) {
         try {
           child.kill("SIGTERM");
         } catch {
@@ -174,7 +252,8 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
         }
         const timer = setTimeout(() => {
           try {
-            child.kill("SIGKILL");
+            if (SETSID) Deno.kill(-child.pid, "SIGKILL");
+            else child.kill("SIGKILL");
           } catch {
             // Already gone.
           }

@@ -15,6 +15,26 @@ export interface WorkerInfo {
   lastSeen: number;
 }
 
+/**
+ * A worker's proof that it holds a key the server knows: the key's id and
+ * an HMAC-SHA256 of the server's nonce and the worker name (hex).
+ */
+export interface WorkerAuthProof {
+  key: string;
+  mac: string;
+}
+
+/**
+ * Lorica extensions a peer announces in `lorica-hello`/`lorica-welcome`:
+ * "request-id" (work requests and their replies carry `(request-id N)`),
+ * "build-cancel" (the server may send `(build-cancel (drv D))`) and
+ * "holding" (worker-ready lists the builds the session still runs).
+ */
+export const LORICA_FEATURES = ["request-id", "build-cancel", "holding"];
+
+/** Version of the Lorica extension handshake. */
+export const LORICA_PROTOCOL_VERSION = 1;
+
 /** One message of the remote build protocol. */
 export type Message =
   | { type: "worker-request-info" }
@@ -25,10 +45,22 @@ export type Message =
     /** Null when the server does not publish (written #f). */
     publishPort: number | null;
   }
-  | { type: "worker-ready"; worker: WorkerInfo }
+  | {
+    type: "worker-ready";
+    worker: WorkerInfo;
+    /** Lorica only: derivations this session is still building. */
+    holding?: string[];
+    /** Lorica only: the authentication proof. */
+    auth?: WorkerAuthProof;
+  }
   | { type: "worker-ping"; worker: WorkerInfo }
-  | { type: "worker-request-work"; name: string }
-  | { type: "no-build" }
+  | {
+    type: "worker-request-work";
+    name: string;
+    /** Lorica only: echoed in the reply, so that stale replies are seen. */
+    requestId?: number;
+  }
+  | { type: "no-build"; requestId?: number }
   | {
     type: "build";
     drv: string;
@@ -38,10 +70,21 @@ export type Message =
     /** Cuirass always sends #f (null). */
     timestamp: number | null;
     system: string;
+    requestId?: number;
   }
   | { type: "build-started"; drv: string; worker: string }
   | { type: "build-succeeded"; drv: string; url: string; log: string | null }
-  | { type: "build-failed"; drv: string; url: string; log: string | null };
+  | { type: "build-failed"; drv: string; url: string; log: string | null }
+  // Lorica extensions, sent only to peers that announced them.
+  | { type: "lorica-hello"; version: number; features: string[] }
+  | {
+    type: "lorica-welcome";
+    version: number;
+    features: string[];
+    /** Random per connection; the worker's auth proof covers it. */
+    nonce: string;
+  }
+  | { type: "build-cancel"; drv: string };
 
 /** Options of `decodeMessage`. */
 export interface DecodeMessageOptions {
@@ -132,8 +175,9 @@ function toDatum(message: Message): Datum {
   const tag = sym(message.type);
   switch (message.type) {
     case "worker-request-info":
-    case "no-build":
       return [tag];
+    case "no-build":
+      return [tag, ...requestIdField(message.requestId)];
     case "server-info":
       return [
         tag,
@@ -142,10 +186,22 @@ function toDatum(message: Message): Datum {
         field("publish-port", message.publishPort ?? false),
       ];
     case "worker-ready":
+      return [
+        tag,
+        workerToDatum(message.worker),
+        ...(message.holding === undefined
+          ? []
+          : [field("holding", message.holding)]),
+        ...(message.auth === undefined ? [] : [[
+          sym("auth"),
+          field("key", message.auth.key),
+          field("mac", message.auth.mac),
+        ]]),
+      ];
     case "worker-ping":
       return [tag, workerToDatum(message.worker)];
     case "worker-request-work":
-      return [tag, message.name];
+      return [tag, message.name, ...requestIdField(message.requestId)];
     case "build":
       return [
         tag,
@@ -155,6 +211,7 @@ function toDatum(message: Message): Datum {
         field("max-silent", message.maxSilent),
         field("timestamp", message.timestamp ?? false),
         field("system", message.system),
+        ...requestIdField(message.requestId),
       ];
     case "build-started":
       return [tag, field("drv", message.drv), field("worker", message.worker)];
@@ -166,7 +223,26 @@ function toDatum(message: Message): Datum {
         field("url", message.url),
         field("log", message.log ?? false),
       ];
+    case "lorica-hello":
+      return [
+        tag,
+        field("version", message.version),
+        field("features", message.features),
+      ];
+    case "lorica-welcome":
+      return [
+        tag,
+        field("version", message.version),
+        field("features", message.features),
+        field("nonce", message.nonce),
+      ];
+    case "build-cancel":
+      return [tag, field("drv", message.drv)];
   }
+}
+
+function requestIdField(requestId: number | undefined): Datum[] {
+  return requestId === undefined ? [] : [field("request-id", requestId)];
 }
 
 function field(name: string, value: Datum): Datum {
@@ -196,8 +272,9 @@ function fromDatum(datum: Datum): Message {
   const fields = new Fields(type, datum);
   switch (type) {
     case "worker-request-info":
-    case "no-build":
       return { type };
+    case "no-build":
+      return { type, ...fields.requestId() };
     case "server-info":
       return {
         type,
@@ -208,11 +285,27 @@ function fromDatum(datum: Datum): Message {
           () => fields.port("publish-port"),
         ),
       };
-    case "worker-ready":
+    case "worker-ready": {
+      const worker = fields.worker();
+      const holding = fields.optional("holding");
+      const auth = fields.optional("auth", true);
+      return {
+        type,
+        worker,
+        ...(holding === undefined
+          ? {}
+          : { holding: fields.stringList("holding", holding) }),
+        ...(auth === undefined ? {} : { auth: fields.auth(auth) }),
+      };
+    }
     case "worker-ping":
       return { type, worker: fields.worker() };
     case "worker-request-work":
-      return { type, name: fields.bareString("name") };
+      return {
+        type,
+        name: fields.bareString("name"),
+        ...fields.requestId(),
+      };
     case "build":
       return {
         type,
@@ -225,6 +318,7 @@ function fromDatum(datum: Datum): Message {
           () => fields.integer("timestamp"),
         ),
         system: fields.string("system"),
+        ...fields.requestId(),
       };
     case "build-started":
       return {
@@ -240,6 +334,21 @@ function fromDatum(datum: Datum): Message {
         url: fields.string("url"),
         log: fields.orFalse("log", () => fields.string("log")),
       };
+    case "lorica-hello":
+      return {
+        type,
+        version: fields.integer("version"),
+        features: fields.stringList("features", fields.take("features")),
+      };
+    case "lorica-welcome":
+      return {
+        type,
+        version: fields.integer("version"),
+        features: fields.stringList("features", fields.take("features")),
+        nonce: fields.string("nonce"),
+      };
+    case "build-cancel":
+      return { type, drv: fields.string("drv") };
     default:
       throw new ProtocolError(
         `Cannot decode message: unknown tag ${JSON.stringify(clip(type))}`,
@@ -325,11 +434,46 @@ class Fields {
   }
 
   systems(): string[] {
-    const value = this.take("systems");
+    return this.stringList("systems", this.take("systems"));
+  }
+
+  stringList(name: string, value: Datum): string[] {
     if (
       !Array.isArray(value) || !value.every((s) => typeof s === "string")
-    ) this.fail("systems", "is not a list of strings");
+    ) this.fail(name, "is not a list of strings");
     return value as string[];
+  }
+
+  /**
+   * The value of an optional trailing `(name value)` element, looked for
+   * among the elements after the known ones; with `whole`, the element
+   * itself (for fields holding several values).
+   */
+  optional(name: string, whole = false): Datum | undefined {
+    for (let i = this.#next; i < this.#items.length; i++) {
+      const item = this.#items[i];
+      if (Array.isArray(item) && item.length >= 2 && isSym(item[0], name)) {
+        if (whole) return item;
+        if (item.length !== 2) this.fail(name, "has more than one value");
+        return item[1];
+      }
+    }
+    return undefined;
+  }
+
+  /** `{ requestId }` when a trailing `(request-id N)` is present. */
+  requestId(): { requestId?: number } {
+    const value = this.optional("request-id");
+    if (value === undefined) return {};
+    if (typeof value !== "number" || value < 0) {
+      this.fail("request-id", "is not a non-negative integer");
+    }
+    return { requestId: value };
+  }
+
+  auth(item: Datum): WorkerAuthProof {
+    const fields = new Fields(this.#tag, item as Datum[]);
+    return { key: fields.string("key"), mac: fields.string("mac") };
   }
 
   fail(name: string, what: string): never {

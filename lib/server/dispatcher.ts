@@ -1,10 +1,19 @@
 // The server's ZeroMQ loop: one message at a time, never dying on bad input.
+//
+// Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
+// build (asking for more work gives back what it still held, case C03);
+// results count only from the connection that owns the build; Lorica peers
+// negotiate request ids, cancellation and authentication with a
+// `lorica-hello` that Cuirass servers ignore.
 
 import {
   decodeMessage,
   encodeMessage,
+  LORICA_FEATURES,
+  LORICA_PROTOCOL_VERSION,
   type Message,
 } from "../protocol/messages.ts";
+import { makeNonce, verifyAuthProof } from "../protocol/worker_auth.ts";
 import {
   PeerUnreachableError,
   type RouterMessage,
@@ -13,7 +22,7 @@ import {
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { BuildStatus, type Store } from "../store/types.ts";
-import { logFileName } from "../protocol/log_channel.ts";
+import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, WorkerLinks } from "./worker_links.ts";
 
@@ -28,6 +37,14 @@ export interface DispatcherOptions {
   publishPort: number | null;
   logCacheDir: string;
   storeDir: string;
+  /**
+   * Key id -> secret. When set, only workers proving one of these keys
+   * (Lorica's `auth` field) get builds or may report; Cuirass workers are
+   * refused. When null or absent, any worker is accepted, as in Cuirass.
+   */
+  workerKeys?: Map<string, string> | null;
+  /** Largest payload decoded; default 1 MiB. */
+  maxPayloadBytes?: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -37,10 +54,17 @@ export class Dispatcher {
   readonly #options: DispatcherOptions;
   readonly #links = new WorkerLinks();
   readonly #logger: Logger;
+  /** Names that proved a key (only used when keys are configured). */
+  readonly #authenticated = new Set<string>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
     this.#logger = options.logger;
+  }
+
+  /** Whether worker authentication is on. */
+  get authRequired(): boolean {
+    return (this.#options.workerKeys?.size ?? 0) > 0;
   }
 
   /** Serves messages until the router closes or `signal` aborts. */
@@ -68,6 +92,72 @@ export class Dispatcher {
     }
   }
 
+  /** Forgets what was learnt about a connection that closed. */
+  peerDisconnected(routingId: Uint8Array): void {
+    this.#links.forget(routingId);
+  }
+
+  /**
+   * Cancels build `id`: canceled in the store at once (whether or not its
+   * worker can be reached), and `(build-cancel ...)` to its worker when it
+   * is a Lorica worker that announced support. A Cuirass worker finishes
+   * and its late result is ignored.
+   */
+  async cancelBuild(id: number): Promise<boolean> {
+    const build = await this.#options.store.getBuild(id);
+    if (build === null) return false;
+    const result = await this.#options.store.cancelBuild(
+      id,
+      epochSeconds(this.#options.clock),
+    );
+    this.#logger.info("build canceled", {
+      build: id,
+      drv: build.derivation,
+      worker: result.worker ?? undefined,
+      changed: result.changed,
+    });
+    if (result.worker !== null) {
+      await this.#stopRemote(result.worker, build.derivation);
+    }
+    return result.changed;
+  }
+
+  /** Schedules build `id` again, stopping it first on a Lorica worker. */
+  async restartBuild(id: number): Promise<boolean> {
+    const build = await this.#options.store.getBuild(id);
+    if (build === null) return false;
+    const result = await this.#options.store.restartBuild(
+      id,
+      epochSeconds(this.#options.clock),
+    );
+    if (result.worker !== null) {
+      await this.#stopRemote(result.worker, build.derivation);
+    }
+    return result.changed;
+  }
+
+  async #stopRemote(worker: string, drv: string) {
+    const link = this.#links.connectionOf(worker);
+    if (link === undefined || !link.features.has("build-cancel")) {
+      this.#logger.info("cancel not sent", {
+        worker,
+        drv,
+        reason: link === undefined
+          ? "worker not connected"
+          : "worker does not support build-cancel; its result will be ignored",
+      });
+      return;
+    }
+    const sent = await this.#reply(link.routingId, {
+      type: "build-cancel",
+      drv,
+    });
+    this.#logger.info(sent ? "cancel sent" : "cancel not sent", {
+      worker,
+      drv,
+    });
+  }
+
   /** Handles one message from a worker connection. */
   async handle(incoming: RouterMessage): Promise<void> {
     const { routingId, peerAddress, frames } = incoming;
@@ -82,7 +172,9 @@ export class Dispatcher {
     }
     let message: Message;
     try {
-      message = decodeMessage(frames[1]);
+      message = decodeMessage(frames[1], {
+        maxBytes: this.#options.maxPayloadBytes,
+      });
     } catch (error) {
       this.#logger.warn("message dropped", { ...sender, reason: error });
       return;
@@ -90,7 +182,25 @@ export class Dispatcher {
     this.#logger.debug("message received", { ...sender, type: message.type });
     const { store, clock } = this.#options;
     const now = epochSeconds(clock);
+    const link = this.#links.get(routingId);
     switch (message.type) {
+      case "lorica-hello": {
+        link.lorica = true;
+        link.features = new Set(
+          message.features.filter((f) => LORICA_FEATURES.includes(f)),
+        );
+        link.nonce = makeNonce();
+        await this.#reply(routingId, {
+          type: "lorica-welcome",
+          version: LORICA_PROTOCOL_VERSION,
+          features: [
+            ...LORICA_FEATURES,
+            ...(this.authRequired ? ["auth"] : []),
+          ],
+          nonce: link.nonce,
+        });
+        return;
+      }
       case "worker-request-info":
         await this.#reply(routingId, {
           type: "server-info",
@@ -100,42 +210,100 @@ export class Dispatcher {
         });
         return;
       case "worker-ready": {
-        // A fresh `worker-ready` means that worker process builds nothing
-        // yet: whatever its name still holds was lost with an old process.
-        const requeued = await store.requeueWorkerBuilds(
-          message.worker.name,
-          now,
-        );
+        const name = message.worker.name;
+        if (this.authRequired) {
+          const ok = link.nonce !== undefined &&
+            await verifyAuthProof(
+              this.#options.workerKeys!,
+              link.nonce,
+              name,
+              message.auth,
+            );
+          if (!ok) {
+            this.#logger.warn("worker refused", {
+              ...sender,
+              worker: name,
+              machine: message.worker.machine,
+              reason: message.auth === undefined
+                ? "no authentication proof"
+                : `bad proof for key ${JSON.stringify(message.auth.key)}`,
+            });
+            return;
+          }
+          this.#authenticated.add(name);
+          link.authenticated = name;
+        }
+        this.#links.learn(routingId, name, true);
+        // A fresh `worker-ready` means that session builds nothing but what
+        // it says it holds: anything else its name held was lost.
+        const holding = link.features.has("holding")
+          ? new Set(message.holding ?? [])
+          : new Set<string>();
+        const requeued = await this.#requeueHeld(name, holding, now);
         await store.upsertWorker({ ...message.worker, lastSeen: now });
-        this.#links.learn(routingId, message.worker.name);
         this.#logger.info("worker ready", {
-          worker: message.worker.name,
+          worker: name,
           machine: message.worker.machine,
           address: message.worker.address,
           systems: message.worker.systems.join(","),
+          lorica: link.lorica,
+          holding: holding.size,
           requeued,
         });
         return;
       }
-      case "worker-ping":
+      case "worker-ping": {
+        const name = message.worker.name;
+        if (this.authRequired) {
+          // Only liveness: a ping cannot register or change a worker.
+          if (this.#authenticated.has(name)) await store.touchWorker(name, now);
+          else {
+            this.#logger.debug("ping ignored", {
+              ...sender,
+              worker: name,
+              reason: "worker not authenticated",
+            });
+          }
+          return;
+        }
         await store.upsertWorker({ ...message.worker, lastSeen: now });
         return;
+      }
       case "worker-request-work":
-        await this.#dispatch(routingId, message.name, now);
+        await this.#dispatch(
+          routingId,
+          message.name,
+          message.requestId,
+          now,
+        );
         return;
       case "build-started": {
-        const log = logFileName(
-          this.#options.logCacheDir,
-          this.#options.storeDir,
-          message.drv,
-        );
+        if (!this.#mayReport(routingId, message.worker)) {
+          this.#logger.warn("start ignored", {
+            ...sender,
+            drv: message.drv,
+            worker: message.worker,
+            reason: "sender is not this worker",
+          });
+          return;
+        }
+        let log: string;
+        try {
+          log = logFileName(
+            this.#options.logCacheDir,
+            this.#options.storeDir,
+            message.drv,
+          );
+        } catch (error) {
+          this.#logger.warn("message dropped", { ...sender, reason: error });
+          return;
+        }
         const owned = await store.markStarted(
           message.drv,
           message.worker,
           log,
           now,
         );
-        this.#links.learn(routingId, message.worker);
         if (owned) {
           this.#logger.info("build started", {
             drv: message.drv,
@@ -178,13 +346,21 @@ export class Dispatcher {
             recorded: result.changed,
             dependents: result.dependentsFailed,
           });
-        } else {
-          this.#options.fetcher.enqueue({
-            drv: message.drv,
-            url: message.url,
-            worker,
-          });
+          return;
         }
+        const url = await this.#checkUrl(message.url, peerAddress, worker);
+        if (url === null) {
+          this.#logger.warn("result ignored", {
+            ...sender,
+            drv: message.drv,
+            worker,
+            url: message.url,
+            reason: "publish URL is not an http URL of the worker's address",
+          });
+          await store.requeueBuild(message.drv, now);
+          return;
+        }
+        this.#options.fetcher.enqueue({ drv: message.drv, url, worker });
         return;
       }
       default:
@@ -196,18 +372,38 @@ export class Dispatcher {
     }
   }
 
-  async #dispatch(routingId: Uint8Array, name: string, now: number) {
+  async #dispatch(
+    routingId: Uint8Array,
+    name: string,
+    requestId: number | undefined,
+    now: number,
+  ) {
     const { store } = this.#options;
-    this.#links.learn(routingId, name);
+    const tag = requestId === undefined ? {} : { requestId };
+    if (
+      this.authRequired && this.#links.get(routingId).authenticated !== name
+    ) {
+      this.#logger.warn("work refused", {
+        peer: routingKey(routingId),
+        worker: name,
+        reason: "worker not authenticated on this connection",
+      });
+      await this.#reply(routingId, { type: "no-build", ...tag });
+      return;
+    }
+    this.#links.learn(routingId, name, true);
     const worker = await store.getWorker(name);
     if (worker === null) {
-      await this.#reply(routingId, { type: "no-build" });
+      await this.#reply(routingId, { type: "no-build", ...tag });
       return;
     }
     await store.touchWorker(name, now);
+    // One session runs one build: asking again means what it held is
+    // lost (a reply that never arrived, a stale one it dropped).
+    await this.#requeueHeld(name, new Set(), now);
     const build = await store.popBuild(name, worker.systems, now);
     if (build === null) {
-      await this.#reply(routingId, { type: "no-build" });
+      await this.#reply(routingId, { type: "no-build", ...tag });
       return;
     }
     const delivered = await this.#reply(routingId, {
@@ -218,6 +414,7 @@ export class Dispatcher {
       maxSilent: build.maxSilent,
       timestamp: null,
       system: build.system,
+      ...tag,
     });
     if (delivered) {
       this.#logger.info("build submitted", {
@@ -231,24 +428,99 @@ export class Dispatcher {
   }
 
   /**
+   * Puts back to scheduled the submitted or started builds of `name` that
+   * it does not say it holds and whose result is not being fetched.
+   */
+  async #requeueHeld(
+    name: string,
+    holding: Set<string>,
+    now: number,
+  ): Promise<number> {
+    const { store, fetcher } = this.#options;
+    const held = await store.queue({ worker: name }, 64);
+    let count = 0;
+    for (const build of held) {
+      if (
+        (build.status !== BuildStatus.submitted &&
+          build.status !== BuildStatus.started) ||
+        build.worker !== name ||
+        holding.has(build.derivation) || fetcher.has(build.derivation)
+      ) continue;
+      if (await store.requeueBuild(build.derivation, now)) {
+        count++;
+        this.#logger.warn("build requeued", {
+          drv: build.derivation,
+          worker: name,
+          reason: "the worker no longer holds it",
+        });
+      }
+    }
+    return count;
+  }
+
+  /** Whether this connection may speak for worker `name`. */
+  #mayReport(routingId: Uint8Array, name: string): boolean {
+    const link = this.#links.get(routingId);
+    if (this.authRequired) return link.authenticated === name;
+    return link.name === undefined || link.name === name;
+  }
+
+  /**
    * The worker that may report on `drv` over this connection: the name the
    * connection used before, or, for a connection opened after a server
-   * restart, the build's worker when it speaks from that worker's address.
+   * restart, the build's worker when it speaks from that worker's address
+   * and has no other known connection (not when authentication is on: a
+   * Lorica worker registers again).
    */
   async #senderOf(
     routingId: Uint8Array,
     peerAddress: string,
     drv: string,
   ): Promise<string | undefined> {
-    const known = this.#links.nameOf(routingId);
-    if (known !== undefined) return known;
+    const link = this.#links.get(routingId);
+    if (this.authRequired) return link.authenticated;
+    if (link.name !== undefined) return link.name;
     const build = await this.#options.store.getBuildByDerivation(drv);
     if (build?.worker == null) return undefined;
+    // The owner still talks on a connection we know: this is someone else.
+    if (this.#links.connectionOf(build.worker) !== undefined) return undefined;
     const owner = await this.#options.store.getWorker(build.worker);
     return owner?.address === peerAddress ? build.worker : undefined;
   }
 
+  /**
+   * The publish URL if it is http(s) on the sender's address or the
+   * worker's registered one (the server never fetches from elsewhere).
+   */
+  async #checkUrl(
+    url: string,
+    peerAddress: string,
+    worker: string,
+  ): Promise<string | null> {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      return null;
+    }
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+      return null;
+    }
+    const host = parsed.hostname.replace(/^\[|\]$/g, "");
+    if (host === peerAddress) return url;
+    const registered = await this.#options.store.getWorker(worker);
+    return registered?.address === host ? url : null;
+  }
+
   async #reply(routingId: Uint8Array, message: Message): Promise<boolean> {
+    const link = this.#links.peek(routingId);
+    if (link !== undefined && !link.lorica) {
+      // Cuirass peers match replies positionally: no extension fields.
+      if ("requestId" in message) {
+        message = { ...message };
+        delete (message as { requestId?: number }).requestId;
+      }
+    }
     try {
       await this.#options.router.send(routingId, [
         EMPTY,

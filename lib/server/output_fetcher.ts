@@ -2,7 +2,7 @@
 
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { BuildStatus, type Store } from "../store/types.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import type { Guix } from "../guix/guix_command.ts";
 
 export interface FetchRequest {
@@ -19,30 +19,47 @@ export interface OutputFetcherOptions {
   logger: Logger;
   /** Fetches running at once; default 8. */
   concurrency?: number;
-  /** Tries before the build fails; default 6. */
-  attempts?: number;
   /** First retry delay, doubled each time; default 1000 ms. */
   retryDelayMs?: number;
+  /** Longest delay between two tries; default 30 s. */
+  maxRetryDelayMs?: number;
+  /**
+   * Time from the worker's report after which outputs still unavailable
+   * fail the build (failed-other); default 10 min.
+   */
+  deadlineMs?: number;
+  /** Time allowed for one narinfo request; default 10 s. */
+  narinfoTimeoutMs?: number;
+  /** HTTP client for narinfo probes; default the global fetch. */
+  fetch?: typeof fetch;
 }
 
 /**
  * A bounded queue of output fetches. A build becomes succeeded only once
- * its outputs are valid in the server's store; when they stay unavailable
- * after every retry it becomes failed-other, never a false success.
+ * its outputs are valid in the server's store. Until the worker's publish
+ * server lists every output's narinfo (a caching `guix publish` answers 404
+ * while it bakes, case C12), the fetcher asks it directly, with back-off,
+ * and only then lets the daemon substitute: so the daemon never caches a
+ * negative answer. When outputs stay unavailable past the deadline the build
+ * becomes failed-other, never a false success.
  */
 export class OutputFetcher {
   readonly #options: Required<OutputFetcherOptions>;
   readonly #waiting: FetchRequest[] = [];
+  readonly #active = new Set<string>();
   readonly #abort = new AbortController();
   #running = 0;
   #idle = Promise.withResolvers<void>();
 
   constructor(options: OutputFetcherOptions) {
     this.#options = {
-      concurrency: 8,
-      attempts: 6,
-      retryDelayMs: 1000,
       ...options,
+      concurrency: options.concurrency ?? 8,
+      retryDelayMs: options.retryDelayMs ?? 1000,
+      maxRetryDelayMs: options.maxRetryDelayMs ?? 30_000,
+      deadlineMs: options.deadlineMs ?? 10 * 60 * 1000,
+      narinfoTimeoutMs: options.narinfoTimeoutMs ?? 10_000,
+      fetch: options.fetch ?? ((input, init) => globalThis.fetch(input, init)),
     };
     this.#idle.resolve();
   }
@@ -52,10 +69,16 @@ export class OutputFetcher {
     return this.#waiting.length + this.#running;
   }
 
-  /** Queues a fetch; returns at once. */
+  /** Whether a fetch of `drv` is queued or running. */
+  has(drv: string): boolean {
+    return this.#active.has(drv);
+  }
+
+  /** Queues a fetch (a second one for the same drv is dropped); returns at once. */
   enqueue(request: FetchRequest): void {
-    if (this.#abort.signal.aborted) return;
+    if (this.#abort.signal.aborted || this.#active.has(request.drv)) return;
     if (this.pending === 0) this.#idle = Promise.withResolvers<void>();
+    this.#active.add(request.drv);
     this.#waiting.push(request);
     this.#pump();
   }
@@ -68,7 +91,9 @@ export class OutputFetcher {
   /** Abandons queued fetches and waits for running ones to stop. */
   async close(): Promise<void> {
     this.#abort.abort(new Error("output fetcher closed"));
-    this.#waiting.length = 0;
+    for (const request of this.#waiting.splice(0)) {
+      this.#active.delete(request.drv);
+    }
     if (this.#running === 0) this.#idle.resolve();
     await this.#idle.promise;
   }
@@ -88,51 +113,73 @@ export class OutputFetcher {
         )
         .finally(() => {
           this.#running--;
+          this.#active.delete(request.drv);
           if (this.pending === 0) this.#idle.resolve();
           else this.#pump();
         });
     }
   }
 
-  async #fetch({ drv, url, worker }: FetchRequest) {
-    const { store, guix, clock, logger, attempts, retryDelayMs } =
-      this.#options;
-    const signal = this.#abort.signal;
-    const build = await store.getBuildByDerivation(drv);
+  /** The build if `worker` still runs it, else null (logged). */
+  async #owned(drv: string, worker: string): Promise<Build | null> {
+    const build = await this.#options.store.getBuildByDerivation(drv);
     if (
       build === null || build.worker !== worker ||
       (build.status !== BuildStatus.started &&
         build.status !== BuildStatus.submitted)
     ) {
-      logger.warn("result ignored", {
+      this.#options.logger.warn("result ignored", {
         drv,
         worker,
+        status: build?.status,
         reason: "build not running on this worker",
       });
-      return;
+      return null;
     }
-    for (let attempt = 1; attempt <= attempts; attempt++) {
+    return build;
+  }
+
+  async #fetch({ drv, url, worker }: FetchRequest) {
+    const { store, guix, clock, logger, deadlineMs } = this.#options;
+    const signal = this.#abort.signal;
+    const build = await this.#owned(drv, worker);
+    if (build === null) return;
+    const started = clock.now();
+    let delay = this.#options.retryDelayMs;
+    let reason = "";
+    for (let attempt = 1;; attempt++) {
       try {
-        await guix.substitute(drv, url, signal);
-        const result = await store.completeBuild(drv, BuildStatus.succeeded, {
-          worker,
-          now: epochSeconds(clock),
-        });
-        logger.info("build succeeded", {
-          drv,
-          worker,
-          recorded: result.changed,
-        });
-        return;
+        const missing = await this.#unpublished(build, url, signal);
+        if (missing === null) {
+          await guix.substitute(drv, url, signal);
+          const result = await store.completeBuild(
+            drv,
+            BuildStatus.succeeded,
+            { worker, now: epochSeconds(clock) },
+          );
+          logger.info("build succeeded", {
+            drv,
+            worker,
+            attempt,
+            recorded: result.changed,
+          });
+          return;
+        }
+        reason = `narinfo of ${JSON.stringify(missing)} not published yet`;
       } catch (error) {
         if (signal.aborted) return;
-        logger.warn("output fetch failed", { drv, url, attempt, error });
-        if (attempt < attempts) {
-          await clock.sleep(retryDelayMs * 2 ** (attempt - 1), signal)
-            .catch(() => {});
-          if (signal.aborted) return;
-        }
+        reason = (error as Error)?.message ?? String(error);
       }
+      if (clock.now() - started + delay > deadlineMs) break;
+      logger.warn("output fetch retried", { drv, url, attempt, reason });
+      try {
+        await clock.sleep(delay, signal);
+      } catch {
+        return;
+      }
+      delay = Math.min(delay * 2, this.#options.maxRetryDelayMs);
+      // Cancelled, restarted or taken back meanwhile: stop quietly.
+      if (await this.#owned(drv, worker) === null) return;
     }
     const result = await store.completeBuild(drv, BuildStatus.failedOther, {
       worker,
@@ -142,8 +189,33 @@ export class OutputFetcher {
       drv,
       url,
       worker,
-      attempts,
+      deadlineMs,
+      reason,
       recorded: result.changed,
     });
+  }
+
+  /** The first output whose narinfo `url` does not serve yet, or null. */
+  async #unpublished(
+    build: Build,
+    url: string,
+    signal: AbortSignal,
+  ): Promise<string | null> {
+    for (const output of build.outputs) {
+      const base = output.path.slice(output.path.lastIndexOf("/") + 1);
+      const hash = base.slice(0, base.indexOf("-"));
+      const response = await this.#options.fetch(
+        `${url.replace(/\/+$/, "")}/${hash}.narinfo`,
+        {
+          signal: AbortSignal.any([
+            signal,
+            AbortSignal.timeout(this.#options.narinfoTimeoutMs),
+          ]),
+        },
+      );
+      await response.body?.cancel();
+      if (response.status !== 200) return output.path;
+    }
+    return null;
   }
 }

@@ -5,7 +5,10 @@ import type { Logger } from "../log.ts";
 import type { Guix, RunningGuix } from "../guix/guix_command.ts";
 import type { Specification, Store } from "../store/types.ts";
 import { RouterSocket } from "../zmtp/router.ts";
-import { type LogReceiver, startLogReceiver } from "../protocol/log_channel.ts";
+import {
+  type LogReceiver,
+  startLogReceiver,
+} from "../protocol/log_receiver.ts";
 import { createWebApp } from "../web/app.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { OutputFetcher } from "./output_fetcher.ts";
@@ -30,6 +33,22 @@ export interface ServerConfig {
   workerTimeoutSeconds: number;
   /** Extra `guix publish` arguments, e.g. key files. */
   publishArgs: string[];
+  // --- Robustness options (issue 7); all optional, defaults in brackets. ---
+  /**
+   * Worker keys (key id -> secret, see parseWorkerKeys): when set, only
+   * workers proving one get builds [null: any worker, as Cuirass].
+   */
+  workerKeys?: Map<string, string> | null;
+  /** Builds waiting this long with no worker for their system fail [never]. */
+  maxBuildWaitSeconds?: number | null;
+  /** Time between worker sweeps [a quarter of the worker timeout]. */
+  sweepIntervalMs?: number;
+  /** Log bytes kept per build before the truncation marker [256 MiB]. */
+  maxLogBytes?: number;
+  /** Time to get a finished build's outputs before failed-other [10 min]. */
+  fetchDeadlineMs?: number;
+  /** First retry delay of an output fetch, doubling [1000 ms]. */
+  fetchRetryDelayMs?: number;
 }
 
 export interface ServerDeps {
@@ -49,6 +68,13 @@ export interface RunningServer {
   evaluate(spec: Specification): Promise<EvaluationOutcome>;
   /** Resolves when every fetch of finished builds' outputs is done. */
   fetchesIdle(): Promise<void>;
+  /**
+   * Cancels a build (status canceled even if its worker is unreachable) and
+   * stops it on a Lorica worker; false when it was not pending.
+   */
+  cancelBuild(id: number): Promise<boolean>;
+  /** Schedules a build again, stopping a running copy on a Lorica worker. */
+  restartBuild(id: number): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -83,12 +109,18 @@ export async function startServer(
       cacheDir: config.cacheDir,
       storeDir: config.storeDir,
       logger: logger.with({ part: "logs" }),
+      maxLogBytes: config.maxLogBytes,
     });
     cleanups.push(() => logReceiver.close());
 
+    const late: { dispatcher?: Dispatcher } = {};
     const router = await RouterSocket.bind({
       hostname: config.listen,
       port: config.backendPort,
+      // Protocol messages are small; a larger one only costs memory.
+      maxMessageBytes: 16 * 1024 * 1024,
+      logger: logger.with({ part: "zmtp" }),
+      onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
     });
     cleanups.push(() => router.close());
 
@@ -97,6 +129,8 @@ export async function startServer(
       guix,
       clock,
       logger: logger.with({ part: "fetch" }),
+      deadlineMs: config.fetchDeadlineMs,
+      retryDelayMs: config.fetchRetryDelayMs,
     });
     cleanups.push(() => fetcher.close());
 
@@ -110,13 +144,22 @@ export async function startServer(
       publishPort: config.publishPort,
       logCacheDir: config.cacheDir,
       storeDir: config.storeDir,
+      workerKeys: config.workerKeys,
     });
+    late.dispatcher = dispatcher;
+    if (dispatcher.authRequired) {
+      logger.info("worker authentication on", {
+        keys: config.workerKeys!.size,
+      });
+    }
     const dispatching = dispatcher.run(abort.signal);
     const sweeping = sweepWorkers({
       store,
       clock,
       logger,
       timeoutSeconds: config.workerTimeoutSeconds,
+      intervalMs: config.sweepIntervalMs,
+      maxWaitSeconds: config.maxBuildWaitSeconds,
     }, abort.signal);
     cleanups.push(() => Promise.allSettled([dispatching, sweeping]));
 
@@ -127,6 +170,11 @@ export async function startServer(
       clock,
       logger: logger.with({ part: "web" }),
       workerTimeoutSeconds: config.workerTimeoutSeconds,
+      // Cancel and restart also reach the worker running the build.
+      actions: {
+        cancelBuild: (id) => dispatcher.cancelBuild(id),
+        restartBuild: (id) => dispatcher.restartBuild(id),
+      },
     });
     const web = Deno.serve({
       hostname: config.webListen,
@@ -157,6 +205,8 @@ export async function startServer(
           stateDir: config.stateDir,
         }),
       fetchesIdle: () => fetcher.idle(),
+      cancelBuild: (id) => dispatcher.cancelBuild(id),
+      restartBuild: (id) => dispatcher.restartBuild(id),
       async stop() {
         abort.abort();
         await runCleanups(cleanups);

@@ -1,8 +1,9 @@
 // Runs one build handed out by the server and streams its log there.
 
 import type { Logger } from "../log.ts";
+import { type Clock, systemClock } from "../clock.ts";
 import type { Guix } from "../guix/guix_command.ts";
-import { type LogUpload, openLogUpload } from "../protocol/log_channel.ts";
+import { type LogUpload, openLogUpload } from "../protocol/log_upload.ts";
 
 export interface BuildJob {
   drv: string;
@@ -18,6 +19,30 @@ export interface BuildRunnerOptions {
   /** Where the log goes: the server's log channel. */
   logServer: { hostname: string; port: number };
   cores?: number;
+  /** Aborting kills the build (a cancel from the server). */
+  signal?: AbortSignal;
+  /**
+   * Extra tries when the daemon could not even obtain the derivation (the
+   * server's publish server restarting, say): such a failure is the
+   * farm's, not the package's, and must not fail its dependents. Default 4.
+   */
+  retries?: number;
+  /** First wait before such a retry, doubling; default 2000 ms. */
+  retryDelayMs?: number;
+  clock?: Clock;
+}
+
+// What guix says when the build never started because the derivation (or
+// its substitute source) was unavailable.
+const UNAVAILABLE = [
+  /cannot build missing derivation/,
+  /path [`'‘"].*\.drv['’"]? is not valid/,
+  /substitute: .*(connection refused|failed to connect|Connection reset)/i,
+];
+
+/** Whether a failed build's stderr says the derivation was never obtained. */
+export function isUnavailableDerivation(stderrTail: string): boolean {
+  return UNAVAILABLE.some((pattern) => pattern.test(stderrTail));
 }
 
 /**
@@ -40,15 +65,38 @@ export async function runBuild(
     return null;
   });
   const forward = logForwarder(upload, logger, job.drv);
+  const clock = options.clock ?? systemClock;
+  const retries = options.retries ?? 4;
+  let delay = options.retryDelayMs ?? 2000;
   try {
-    const result = await guix.build([job.drv], {
-      timeout: job.timeout,
-      maxSilentTime: job.maxSilent,
-      substituteUrls: options.substituteUrls,
-      fallback: true,
-      cores: options.cores,
-      onLog: forward.push,
-    });
+    let result;
+    for (let attempt = 0;; attempt++) {
+      result = await guix.build([job.drv], {
+        timeout: job.timeout,
+        maxSilentTime: job.maxSilent,
+        substituteUrls: options.substituteUrls,
+        fallback: true,
+        cores: options.cores,
+        onLog: forward.push,
+        signal: options.signal,
+      });
+      if (
+        result.ok || options.signal?.aborted || attempt >= retries ||
+        !isUnavailableDerivation(result.stderrTail)
+      ) break;
+      logger.warn("build retried", {
+        drv: job.drv,
+        attempt: attempt + 1,
+        reason: "derivation unavailable",
+        delay,
+      });
+      await clock.sleep(delay, options.signal).catch(() => {});
+      delay *= 2;
+    }
+    if (options.signal?.aborted) {
+      logger.info("build killed", { drv: job.drv, exit: result.exitCode });
+      return false;
+    }
     if (!result.ok) {
       logger.info("build failed locally", {
         drv: job.drv,

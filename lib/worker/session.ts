@@ -1,16 +1,26 @@
-// One worker connection: the Cuirass worker lifecycle, one build at a time.
+// One worker session: the Cuirass worker lifecycle, one build at a time,
+// hardened. Every wait for the server has a time limit (a silent server
+// means a fresh connection, never a hang or a pile of stale requests, C03);
+// a server restart is noticed by its probe and the session registers again
+// without dropping the build it runs (C08); against a Lorica server it
+// negotiates request ids, cancellation and authentication.
 
 import { DealerSocket } from "../zmtp/dealer.ts";
+import { ZmtpClosedError } from "../zmtp/connection.ts";
 import {
   decodeMessage,
   encodeMessage,
+  LORICA_FEATURES,
+  LORICA_PROTOCOL_VERSION,
   type Message,
   type WorkerInfo,
 } from "../protocol/messages.ts";
+import { makeAuthProof } from "../protocol/worker_auth.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { runBuild } from "./build_runner.ts";
+import type { DiskGuard } from "./disk_guard.ts";
 
 export interface SessionOptions {
   server: { hostname: string; port: number };
@@ -31,9 +41,35 @@ export interface SessionOptions {
   cores?: number;
   /** Random integer in [0, n); injectable for tests. */
   random?: (n: number) => number;
+  /**
+   * Longest wait for a reply; past it the connection is replaced and the
+   * session registers again. Default 60 s.
+   */
+  replyTimeoutMs?: number;
+  /**
+   * Offer Lorica extensions (`lorica-hello`) before registering; a Cuirass
+   * server ignores the offer. False: behave exactly as a Cuirass worker.
+   * Default true.
+   */
+  extensions?: boolean;
+  /** Key proving this worker to a server that requires authentication. */
+  authKey?: { id: string; secret: string };
+  /** When given and low, no work is requested (C09). */
+  disk?: DiskGuard;
+}
+
+/** No reply from the server in time. */
+export class ServerSilentError extends Error {
+  constructor(readonly waitedMs: number, readonly awaiting: string) {
+    super(
+      `Cannot get ${awaiting} from the server: no reply in ${waitedMs} ms`,
+    );
+    this.name = "ServerSilentError";
+  }
 }
 
 const EMPTY = new Uint8Array(0);
+const MAX_QUEUED_EVENTS = 64;
 
 /** Formats an address for a URL, bracketing IPv6. */
 export function urlHost(address: string): string {
@@ -42,23 +78,218 @@ export function urlHost(address: string): string {
 
 /**
  * Serves the server until `signal` aborts: handshake, registration, then
- * the request loop. Connection losses are survived (the dealer reconnects).
+ * the request loop. Connection losses and silent servers are survived.
  */
 export async function runSession(
   options: SessionOptions,
   signal: AbortSignal,
 ): Promise<void> {
-  const logger = options.logger.with({ worker: options.name });
-  const dealer = DealerSocket.connect({
-    hostname: options.server.hostname,
-    port: options.server.port,
-  });
-  const pinger = DealerSocket.connect({
-    hostname: options.server.hostname,
-    port: options.server.port,
-  });
+  const session = new Session(options, signal);
   try {
-    const info = await handshake(dealer, signal);
+    await session.run();
+  } finally {
+    await session.close();
+  }
+}
+
+type Event = { kind: "probe" } | { kind: "message"; message: Message };
+
+interface Registration {
+  info: Extract<Message, { type: "server-info" }>;
+  lorica: boolean;
+  features: Set<string>;
+  worker: WorkerInfo;
+  publishUrl: string;
+  substituteUrls: string[];
+  logServer: { hostname: string; port: number };
+}
+
+class Session {
+  readonly #options: SessionOptions;
+  readonly #signal: AbortSignal;
+  readonly #logger: Logger;
+  readonly #replyTimeoutMs: number;
+  #dealer!: DealerSocket;
+  #reading: Promise<void> = Promise.resolve();
+  readonly #pinger: DealerSocket;
+  #events: Event[] = [];
+  #wake: (() => void) | undefined;
+  /** Probes seen on the current connection, and at the last registration. */
+  #probes = 0;
+  #registeredAt = -1;
+  #registration: Registration | undefined;
+  #current: { drv: string; cancel: AbortController } | undefined;
+  #requestId = 0;
+
+  constructor(options: SessionOptions, signal: AbortSignal) {
+    this.#options = options;
+    this.#signal = signal;
+    this.#logger = options.logger.with({ worker: options.name });
+    this.#replyTimeoutMs = options.replyTimeoutMs ?? 60_000;
+    this.#connect();
+    this.#pinger = DealerSocket.connect({ ...options.server });
+  }
+
+  async run(): Promise<void> {
+    const pinging = this.#pingLoop();
+    let needProbe = true;
+    try {
+      while (!this.#signal.aborted) {
+        try {
+          if (needProbe) await this.#waitForProbe();
+          needProbe = false;
+          await this.#register([]);
+          // Returns when a probe (already consumed) says the server restarted.
+          await this.#requestLoop();
+        } catch (error) {
+          if (this.#signal.aborted) break;
+          if (!(error instanceof ServerSilentError)) throw error;
+          this.#logger.warn("server silent", {
+            awaiting: error.awaiting,
+            waited: error.waitedMs,
+            action: "reconnecting",
+          });
+          await this.#reconnect();
+          needProbe = true;
+        }
+      }
+    } finally {
+      await pinging;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#current?.cancel.abort();
+    await Promise.all([this.#dealer.close(), this.#pinger.close()]);
+    await this.#reading;
+  }
+
+  #connect() {
+    this.#dealer = DealerSocket.connect({ ...this.#options.server });
+    this.#events = [];
+    this.#probes = 0;
+    this.#registeredAt = -1;
+    this.#reading = this.#readLoop(this.#dealer);
+  }
+
+  /** A fresh connection: stale replies of the old one cannot reach us. */
+  async #reconnect() {
+    const old = this.#dealer;
+    this.#connect();
+    await old.close();
+  }
+
+  async #readLoop(dealer: DealerSocket) {
+    while (!this.#signal.aborted) {
+      let frames: Uint8Array[];
+      try {
+        frames = await dealer.receive(this.#signal);
+      } catch (error) {
+        if (!(error instanceof ZmtpClosedError) && !this.#signal.aborted) {
+          this.#logger.warn("receive failed", { error });
+        }
+        return;
+      }
+      if (dealer !== this.#dealer) return;
+      if (frames.length === 1 && frames[0].length === 0) {
+        this.#probes++;
+        this.#push({ kind: "probe" });
+        continue;
+      }
+      const payload = frames.length === 2 && frames[0].length === 0
+        ? frames[1]
+        : frames[frames.length - 1];
+      let message: Message;
+      try {
+        message = decodeMessage(payload);
+      } catch (error) {
+        this.#logger.warn("reply dropped", { reason: error });
+        continue;
+      }
+      if (message.type === "build-cancel") {
+        this.#cancel(message.drv);
+        continue;
+      }
+      this.#push({ kind: "message", message });
+    }
+  }
+
+  #push(event: Event) {
+    this.#events.push(event);
+    if (this.#events.length > MAX_QUEUED_EVENTS) this.#events.shift();
+    this.#wake?.();
+  }
+
+  /** The next event, or null after `timeoutMs` or once `until()` holds. */
+  async #next(
+    timeoutMs: number,
+    until: () => boolean = () => false,
+  ): Promise<Event | null> {
+    const deadline = this.#options.clock.now() + timeoutMs;
+    while (this.#events.length === 0) {
+      if (until()) return null;
+      const remaining = deadline - this.#options.clock.now();
+      if (remaining <= 0) return null;
+      const stop = new AbortController();
+      const woken = new Promise<void>((resolve) => (this.#wake = resolve));
+      await Promise.race([
+        woken,
+        this.#options.clock.sleep(
+          remaining,
+          AbortSignal.any([stop.signal, this.#signal]),
+        ).catch(() => {}),
+      ]);
+      stop.abort();
+      this.#wake = undefined;
+      this.#signal.throwIfAborted();
+    }
+    return this.#events.shift()!;
+  }
+
+  async #waitForProbe() {
+    // The server's probe comes first on each connection; Cuirass workers
+    // insist on it. Waiting is not hanging: the dealer keeps reconnecting.
+    for (;;) {
+      const event = await this.#next(this.#replyTimeoutMs);
+      if (event?.kind === "probe") return;
+    }
+  }
+
+  async #send(message: Message) {
+    await this.#dealer.send([EMPTY, encodeMessage(message)], this.#signal);
+  }
+
+  /** Asks who we are, announces ourselves; `holding` is the running build. */
+  async #register(holding: string[]): Promise<void> {
+    const options = this.#options;
+    this.#registeredAt = this.#probes;
+    if (options.extensions !== false) {
+      await this.#send({
+        type: "lorica-hello",
+        version: LORICA_PROTOCOL_VERSION,
+        features: LORICA_FEATURES,
+      });
+    }
+    await this.#send({ type: "worker-request-info" });
+    let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
+    let info: Extract<Message, { type: "server-info" }> | undefined;
+    while (info === undefined) {
+      const event = await this.#next(this.#replyTimeoutMs);
+      if (event === null) {
+        throw new ServerSilentError(this.#replyTimeoutMs, "server-info");
+      }
+      if (event.kind === "probe") {
+        // The server restarted meanwhile: start over on its new life.
+        return await this.#register(holding);
+      }
+      const reply = event.message;
+      if (reply.type === "lorica-welcome") welcome = reply;
+      else if (reply.type === "server-info") info = reply;
+    }
+    const lorica = welcome !== undefined;
+    const features = new Set(
+      (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
+    );
     const worker: WorkerInfo = {
       name: options.name,
       address: info.workerAddress,
@@ -66,156 +297,218 @@ export async function runSession(
       systems: options.systems,
       lastSeen: 0,
     };
-    const publishUrl = `http://${
-      urlHost(info.workerAddress)
-    }:${options.publishPort}`;
-    const serverPublish = info.publishPort === null
-      ? []
-      : [`http://${urlHost(options.server.hostname)}:${info.publishPort}`];
-    await send(dealer, { type: "worker-ready", worker }, signal);
-    logger.info("worker registered", {
-      server: `${options.server.hostname}:${options.server.port}`,
-      address: info.workerAddress,
-      publish: publishUrl,
+    const auth = lorica && options.authKey
+      ? await makeAuthProof(
+        options.authKey.id,
+        options.authKey.secret,
+        welcome!.nonce,
+        options.name,
+      )
+      : undefined;
+    if (welcome?.features.includes("auth") && auth === undefined) {
+      this.#logger.error("authentication required", {
+        reason: "the server requires a worker key and none is configured",
+      });
+    }
+    await this.#send({
+      type: "worker-ready",
+      worker,
+      ...(lorica && features.has("holding") ? { holding } : {}),
+      ...(auth ? { auth } : {}),
     });
-    const pinging = pingLoop(pinger, worker, options, signal);
-    await requestLoop(dealer, options, logger, signal, {
-      publishUrl,
-      substituteUrls: [...serverPublish, ...options.substituteUrls],
+    const previous = this.#registration;
+    this.#registration = {
+      info,
+      lorica,
+      features,
+      worker,
+      publishUrl: `http://${
+        urlHost(info.workerAddress)
+      }:${options.publishPort}`,
+      substituteUrls: [
+        ...(info.publishPort === null
+          ? []
+          : [`http://${urlHost(options.server.hostname)}:${info.publishPort}`]),
+        ...options.substituteUrls,
+      ],
       logServer: { hostname: options.server.hostname, port: info.logPort },
-    });
-    await pinging;
-  } catch (error) {
-    if (!signal.aborted) throw error;
-  } finally {
-    await Promise.all([dealer.close(), pinger.close()]);
-  }
-}
-
-async function handshake(dealer: DealerSocket, signal: AbortSignal) {
-  // The server's probe (an empty message) comes first; Cuirass workers
-  // insist on it, we only wait for it before asking who we are.
-  await receiveMessage(dealer, signal, { untilProbe: true });
-  await send(dealer, { type: "worker-request-info" }, signal);
-  for (;;) {
-    const reply = await receiveMessage(dealer, signal);
-    if (reply?.type === "server-info") return reply;
-  }
-}
-
-interface RunContext {
-  publishUrl: string;
-  substituteUrls: string[];
-  logServer: { hostname: string; port: number };
-}
-
-async function requestLoop(
-  dealer: DealerSocket,
-  options: SessionOptions,
-  logger: Logger,
-  signal: AbortSignal,
-  context: RunContext,
-) {
-  const random = options.random ??
-    ((n: number) => Math.floor(Math.random() * n));
-  while (!signal.aborted) {
-    await send(
-      dealer,
-      { type: "worker-request-work", name: options.name },
-      signal,
-    );
-    const reply = await receiveMessage(dealer, signal);
-    if (reply === null) continue; // a probe: the server (re)connected.
-    if (reply.type === "no-build") {
-      const period = options.requestPeriodMs;
-      const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
-      await options.clock.sleep(period + jitter, signal);
-      continue;
-    }
-    if (reply.type !== "build") {
-      logger.warn("reply ignored", { type: reply.type });
-      continue;
-    }
-    logger.info("build received", { drv: reply.drv, system: reply.system });
-    await send(dealer, {
-      type: "build-started",
-      drv: reply.drv,
-      worker: options.name,
-    }, signal);
-    const ok = await runBuild(
-      { drv: reply.drv, timeout: reply.timeout, maxSilent: reply.maxSilent },
+    };
+    this.#logger.info(
+      previous ? "worker registered again" : "worker registered",
       {
-        guix: options.guix,
-        logger,
-        substituteUrls: context.substituteUrls,
-        logServer: context.logServer,
-        cores: options.cores,
+        server: `${options.server.hostname}:${options.server.port}`,
+        address: info.workerAddress,
+        publish: this.#registration.publishUrl,
+        lorica,
+        holding: holding.length,
       },
     );
-    await send(dealer, {
-      type: ok ? "build-succeeded" : "build-failed",
-      drv: reply.drv,
-      url: context.publishUrl,
-      log: null,
-    }, signal);
-    logger.info(ok ? "build done" : "build failed", { drv: reply.drv });
   }
-}
 
-async function pingLoop(
-  pinger: DealerSocket,
-  worker: WorkerInfo,
-  options: SessionOptions,
-  signal: AbortSignal,
-) {
-  // The server's probes on this connection are read and dropped so that
-  // they do not pile up.
-  const draining = (async () => {
-    while (!signal.aborted) await pinger.receive(signal);
-  })().catch(() => {});
-  try {
-    while (!signal.aborted) {
-      await send(pinger, { type: "worker-ping", worker }, signal);
-      await options.clock.sleep(options.pingIntervalMs, signal);
+  async #requestLoop() {
+    const { clock, requestPeriodMs: period } = this.#options;
+    const random = this.#options.random ??
+      ((n: number) => Math.floor(Math.random() * n));
+    while (!this.#signal.aborted) {
+      if (await this.#options.disk?.low()) {
+        await clock.sleep(period, this.#signal);
+        continue;
+      }
+      const registration = this.#registration!;
+      const useIds = registration.features.has("request-id");
+      const requestId = ++this.#requestId;
+      this.#events = this.#events.filter((e) => e.kind === "probe");
+      await this.#send({
+        type: "worker-request-work",
+        name: this.#options.name,
+        ...(useIds ? { requestId } : {}),
+      });
+      const reply = await this.#reply(useIds ? requestId : undefined);
+      if (reply === null) return; // the server restarted: register again.
+      if (reply.type === "no-build") {
+        const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
+        await clock.sleep(period + jitter, this.#signal);
+        continue;
+      }
+      await this.#build(reply);
+      if (this.#probes !== this.#registeredAt) return;
     }
-  } catch (error) {
-    if (!signal.aborted) throw error;
   }
-  await draining;
-}
 
-async function send(
-  dealer: DealerSocket,
-  message: Message,
-  signal: AbortSignal,
-) {
-  await dealer.send([EMPTY, encodeMessage(message)], signal);
-}
-
-/**
- * The next message from the server; null for a probe. Undecodable
- * messages are skipped (logged by the caller's next step).
- */
-async function receiveMessage(
-  dealer: DealerSocket,
-  signal: AbortSignal,
-  { untilProbe = false } = {},
-): Promise<Message | null> {
-  for (;;) {
-    const frames = await dealer.receive(signal);
-    const isProbe = frames.length === 1 && frames[0].length === 0;
-    if (untilProbe) {
-      if (isProbe) return null;
-      continue;
+  /** The reply to request `id`; null when a probe says the server restarted. */
+  async #reply(
+    id: number | undefined,
+  ): Promise<Extract<Message, { type: "build" | "no-build" }> | null> {
+    const deadline = this.#options.clock.now() + this.#replyTimeoutMs;
+    for (;;) {
+      const event = await this.#next(deadline - this.#options.clock.now());
+      if (event === null) {
+        throw new ServerSilentError(this.#replyTimeoutMs, "a work reply");
+      }
+      if (event.kind === "probe") return null;
+      const reply = event.message;
+      if (reply.type !== "build" && reply.type !== "no-build") {
+        this.#logger.warn("reply ignored", { type: reply.type });
+        continue;
+      }
+      if (
+        id !== undefined && reply.requestId !== undefined &&
+        reply.requestId !== id
+      ) {
+        this.#logger.warn("stale reply dropped", {
+          type: reply.type,
+          requestId: reply.requestId,
+          expected: id,
+        });
+        continue;
+      }
+      return reply;
     }
-    if (isProbe) return null;
-    const payload = frames.length === 2 && frames[0].length === 0
-      ? frames[1]
-      : frames[frames.length - 1];
+  }
+
+  async #build(job: Extract<Message, { type: "build" }>) {
+    const registration = this.#registration!;
+    this.#logger.info("build received", { drv: job.drv, system: job.system });
+    const cancel = new AbortController();
+    this.#current = { drv: job.drv, cancel };
     try {
-      return decodeMessage(payload);
-    } catch {
-      continue;
+      await this.#send({
+        type: "build-started",
+        drv: job.drv,
+        worker: this.#options.name,
+      });
+      const building = runBuild(
+        { drv: job.drv, timeout: job.timeout, maxSilent: job.maxSilent },
+        {
+          guix: this.#options.guix,
+          logger: this.#logger,
+          substituteUrls: registration.substituteUrls,
+          logServer: registration.logServer,
+          cores: this.#options.cores,
+          signal: cancel.signal,
+          clock: this.#options.clock,
+        },
+      );
+      let ok: boolean | undefined;
+      building.then((result) => {
+        ok = result;
+        this.#wake?.();
+      });
+      // While building, answer the server's restarts at once, so that the
+      // new server knows (and keeps) this build.
+      while (ok === undefined) {
+        const event = await this.#next(
+          this.#replyTimeoutMs,
+          () => ok !== undefined,
+        );
+        if (event?.kind === "probe") await this.#reRegister(job.drv);
+      }
+      if (cancel.signal.aborted) {
+        this.#logger.info("build canceled", { drv: job.drv });
+        return;
+      }
+      if (this.#probes !== this.#registeredAt) await this.#reRegister(job.drv);
+      await this.#send({
+        type: ok ? "build-succeeded" : "build-failed",
+        drv: job.drv,
+        url: this.#registration!.publishUrl,
+        log: null,
+      });
+      this.#logger.info(ok ? "build done" : "build failed", { drv: job.drv });
+    } finally {
+      this.#current = undefined;
     }
+  }
+
+  /** Registers again mid-build, when the protocol lets us say we hold it. */
+  async #reRegister(drv: string) {
+    if (this.#options.extensions === false) return; // Cuirass never does.
+    try {
+      this.#events = this.#events.filter((e) => e.kind === "probe");
+      await this.#register([drv]);
+    } catch (error) {
+      if (!(error instanceof ServerSilentError)) throw error;
+      this.#logger.warn("server silent", {
+        awaiting: error.awaiting,
+        action: "reconnecting",
+      });
+      await this.#reconnect();
+    }
+  }
+
+  #cancel(drv: string) {
+    if (this.#current?.drv !== drv) {
+      this.#logger.info("cancel ignored", { drv, reason: "not building it" });
+      return;
+    }
+    this.#logger.warn("build cancel received", { drv });
+    this.#current.cancel.abort();
+  }
+
+  async #pingLoop() {
+    // Probes on the ping connection are read and dropped.
+    const draining = (async () => {
+      while (!this.#signal.aborted) await this.#pinger.receive(this.#signal);
+    })().catch(() => {});
+    try {
+      while (!this.#signal.aborted) {
+        const worker = this.#registration?.worker;
+        if (worker) {
+          await this.#pinger.send(
+            [EMPTY, encodeMessage({ type: "worker-ping", worker })],
+            this.#signal,
+          );
+        }
+        await this.#options.clock.sleep(
+          worker ? this.#options.pingIntervalMs : 100,
+          this.#signal,
+        );
+      }
+    } catch (error) {
+      if (!this.#signal.aborted && !(error instanceof ZmtpClosedError)) {
+        this.#logger.warn("ping loop stopped", { error });
+      }
+    }
+    await draining;
   }
 }

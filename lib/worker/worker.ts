@@ -4,6 +4,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix, RunningGuix } from "../guix/guix_command.ts";
 import { runSession } from "./session.ts";
+import { DiskGuard } from "./disk_guard.ts";
 
 export interface WorkerConfig {
   server: { hostname: string; port: number };
@@ -19,12 +20,25 @@ export interface WorkerConfig {
   pingIntervalMs: number;
   /** Extra `guix publish` arguments, e.g. key files. */
   publishArgs: string[];
+  // --- Robustness options (issue 7); all optional, defaults in brackets. ---
+  /** Longest wait for a server reply before reconnecting [60 s]. */
+  replyTimeoutMs?: number;
+  /** Offer Lorica extensions; false behaves exactly as Cuirass [true]. */
+  extensions?: boolean;
+  /** Key for a server that requires worker authentication [none]. */
+  authKey?: { id: string; secret: string };
+  /** Free bytes needed on the store and TMPDIR file systems [5 GiB]. */
+  minimumDiskSpace?: number;
+  /** Directories checked for free space [NIX_STORE_DIR or /gnu/store, TMPDIR]. */
+  diskPaths?: string[];
 }
 
 export interface WorkerDeps {
   guix: Guix;
   logger: Logger;
   clock?: Clock;
+  /** Free bytes of a path's file system; default statfs (tests inject). */
+  freeBytes?: (path: string) => Promise<number>;
 }
 
 export interface RunningWorker {
@@ -65,8 +79,19 @@ export function startWorker(
     Math.ceil(navigator.hardwareConcurrency / config.workers),
   );
   const names = Array.from({ length: config.workers }, randomWorkerName);
+  const disk = new DiskGuard({
+    paths: config.diskPaths ?? [
+      Deno.env.get("NIX_STORE_DIR") ?? "/gnu/store",
+      Deno.env.get("TMPDIR") ?? "/tmp",
+    ],
+    minimumBytes: config.minimumDiskSpace ?? 5 * 1024 ** 3,
+    freeBytes: deps.freeBytes,
+    clock,
+    logger,
+    logPeriodMs: config.requestPeriodMs,
+  });
   const sessions = names.map((name) =>
-    runSessionForever(name, config, deps, clock, cores, abort.signal)
+    runSessionForever(name, config, deps, clock, cores, disk, abort.signal)
   );
   const done = Promise.all(sessions).then(() => {});
   return {
@@ -88,6 +113,7 @@ async function runSessionForever(
   deps: WorkerDeps,
   clock: Clock,
   cores: number,
+  disk: DiskGuard,
   signal: AbortSignal,
 ) {
   while (!signal.aborted) {
@@ -105,6 +131,10 @@ async function runSessionForever(
         requestPeriodMs: config.requestPeriodMs,
         pingIntervalMs: config.pingIntervalMs,
         cores,
+        replyTimeoutMs: config.replyTimeoutMs,
+        extensions: config.extensions,
+        authKey: config.authKey,
+        disk,
       }, signal);
     } catch (error) {
       if (signal.aborted) return;

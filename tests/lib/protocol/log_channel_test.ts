@@ -5,6 +5,7 @@ import {
   type LogReceiver,
   openLogUpload,
   startLogReceiver,
+  truncationMarker,
 } from "../../../lib/protocol/log_channel.ts";
 import { StorePathError } from "../../../lib/guix/store_path.ts";
 import { createLogger } from "../../../lib/log.ts";
@@ -170,7 +171,7 @@ Deno.test({
     const { out, ok } = await gunzip(path);
     assert.ok(ok, "gzip -d accepts the stored file");
     assert.deepEqual(out, C10_LOG);
-    assert.equal(f.completed.get(drv), (await Deno.stat(path)).size);
+    assert.equal(f.completed.get(drv), C10_LOG.length, "log bytes stored");
     assert.ok(f.chunks.length > 0 && f.chunks.every((d) => d === drv));
   },
 });
@@ -309,7 +310,7 @@ Deno.test({
   },
 });
 
-Deno.test("startLogReceiver() stores no more than maxLogBytes and drains the rest", async () => {
+Deno.test("C11: startLogReceiver() keeps maxLogBytes of log, then a marker", async () => {
   await using f = await fixture({ maxLogBytes: 1000 });
   const drv = `${f.storeDir}/${HASH}-big-1.drv`;
   const up = await upload(f, drv);
@@ -323,7 +324,17 @@ Deno.test("startLogReceiver() stores no more than maxLogBytes and drains the res
   }
   await up.close();
   assert.equal(up.error, undefined, "the worker never notices the cap");
-  assert.equal((await Deno.stat(`${f.cacheDir}/${HASH}.log.gz`)).size, 1000);
+  const stored = zlib.gunzipSync(
+    await Deno.readFile(`${f.cacheDir}/${HASH}.log.gz`),
+  );
+  assert.deepEqual(
+    new Uint8Array(stored.subarray(0, 1000)),
+    noise.slice(0, 1000),
+  );
+  assert.equal(
+    new TextDecoder().decode(stored.subarray(1000)),
+    truncationMarker(1000),
+  );
   assert.equal(f.completed.get(drv), 1000);
   assert.ok(f.lines.some((l) => l.startsWith("warn log size limit reached")));
 });

@@ -240,3 +240,88 @@ Deno.test("decodeMessage() throws only ProtocolError on random bytes", () => {
     }
   }
 });
+
+// Lorica extensions: exact wire shapes, sent only to peers that announced them.
+const LORICA_WIRE: [string, Message][] = [
+  [
+    '(lorica-hello (version 1) (features ("request-id" "build-cancel" "holding")))',
+    {
+      type: "lorica-hello",
+      version: 1,
+      features: ["request-id", "build-cancel", "holding"],
+    },
+  ],
+  [
+    '(lorica-welcome (version 1) (features ("request-id" "auth")) (nonce "00ff"))',
+    {
+      type: "lorica-welcome",
+      version: 1,
+      features: ["request-id", "auth"],
+      nonce: "00ff",
+    },
+  ],
+  [
+    '(worker-request-work "q3ZfA9kL" (request-id 42))',
+    { type: "worker-request-work", name: "q3ZfA9kL", requestId: 42 },
+  ],
+  ["(no-build (request-id 42))", { type: "no-build", requestId: 42 }],
+  [
+    `(build (drv "${DRV}") (priority 9) (timeout 72000) (max-silent 3600) (timestamp #f) (system "x86_64-linux") (request-id 42))`,
+    {
+      type: "build",
+      drv: DRV,
+      priority: 9,
+      timeout: 72000,
+      maxSilent: 3600,
+      timestamp: null,
+      system: "x86_64-linux",
+      requestId: 42,
+    },
+  ],
+  [
+    `(worker-ready (worker (name "q3ZfA9kL") (address "10.0.0.7") (machine "builder1") (systems ("x86_64-linux" "i686-linux")) (last-seen 0)) (holding ("${DRV}")) (auth (key "farm") (mac "ab12")))`,
+    {
+      type: "worker-ready",
+      worker: WORKER,
+      holding: [DRV],
+      auth: { key: "farm", mac: "ab12" },
+    },
+  ],
+  [`(build-cancel (drv "${DRV}"))`, { type: "build-cancel", drv: DRV }],
+];
+
+Deno.test("decodeMessage() and encodeMessage() round-trip the Lorica extensions", async (t) => {
+  for (const [wire, message] of LORICA_WIRE) {
+    await t.step(wire.slice(0, 40), () => {
+      assert.deepEqual(decodeMessage(encoder.encode(wire)), message);
+      assert.equal(decoder.decode(encodeMessage(message)), wire);
+    });
+  }
+});
+
+Deno.test("encodeMessage() writes Cuirass's exact shapes when no extension is set", () => {
+  // What a Cuirass peer must see: nothing appended.
+  assert.equal(
+    decoder.decode(encodeMessage({ type: "worker-request-work", name: "n" })),
+    '(worker-request-work "n")',
+  );
+  assert.equal(
+    decoder.decode(encodeMessage({ type: "worker-ready", worker: WORKER })),
+    WIRE[3][0],
+  );
+});
+
+Deno.test("decodeMessage() rejects malformed extension fields", () => {
+  for (
+    const bad of [
+      '(no-build (request-id "x"))',
+      "(no-build (request-id -1))",
+      '(worker-ready (worker (name "n") (address "a") (machine "m") (systems ()) (last-seen 0)) (holding (1)))',
+      '(worker-ready (worker (name "n") (address "a") (machine "m") (systems ()) (last-seen 0)) (auth (key 1) (mac "m")))',
+      "(lorica-hello (version 1))",
+      "(build-cancel)",
+    ]
+  ) {
+    assert.throws(() => decodeMessage(encoder.encode(bad)), ProtocolError, bad);
+  }
+});

@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import zlib from "node:zlib";
+import {
+  corruptionMarker,
+  endedEarlyMarker,
+  startLogReceiver,
+  truncationMarker,
+} from "../../../lib/protocol/log_receiver.ts";
+import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
+
+const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
+const encoder = new TextEncoder();
+
+async function fixture(options: {
+  maxLogBytes?: number;
+  maxCompressedBytes?: number;
+} = {}) {
+  const root = await Deno.makeTempDir({ prefix: "lorica-logrx-" });
+  const lines: string[] = [];
+  const completed = new Map<string, number>();
+  const receiver = await startLogReceiver({
+    hostname: "127.0.0.1",
+    port: 0,
+    cacheDir: `${root}/cache`,
+    storeDir: `${root}/store`,
+    logger: createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+    onComplete: (drv, bytes) => completed.set(drv, bytes),
+    ...options,
+  });
+  return {
+    root,
+    receiver,
+    lines,
+    completed,
+    drv: `${root}/store/${HASH}-x-1.drv`,
+    file: `${root}/cache/${HASH}.log.gz`,
+    async [Symbol.asyncDispose]() {
+      await receiver.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+/** Connects as a raw worker, sends the header and `body`, reads to the end. */
+async function sendRaw(
+  port: number,
+  drv: string,
+  body: Uint8Array,
+): Promise<{ accepted: number }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const greeting = new Uint8Array(64);
+  await conn.read(greeting);
+  const header = encoder.encode(
+    `(log (version 0) (derivation ${JSON.stringify(drv)}))`,
+  );
+  await conn.write(header);
+  let accepted = 0;
+  try {
+    for (let at = 0; at < body.length; at += 64 * 1024) {
+      accepted += await conn.write(body.subarray(at, at + 64 * 1024));
+    }
+    await conn.closeWrite();
+    while (await conn.read(greeting) !== null);
+  } catch {
+    // The receiver closed the connection: that is the point of some tests.
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
+  return { accepted };
+}
+
+async function waitFor(check: () => boolean) {
+  for (let i = 0; i < 1000 && !check(); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.ok(check(), "condition never held");
+}
+
+/**
+ * A gzip bomb: a gzip header, then `copies` independent runs of deflate
+ * blocks of 1 MiB of zeros each (sync-flushed, never final). About 1 KiB
+ * each, so 10,000 copies are ~10 MB that inflate to ~10 GiB.
+ */
+function gzipBomb(copies: number): Uint8Array {
+  const block = zlib.deflateRawSync(new Uint8Array(1 << 20), {
+    finishFlush: zlib.constants.Z_SYNC_FLUSH,
+    level: 9,
+  });
+  const header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+  const bomb = new Uint8Array(header.length + block.length * copies);
+  bomb.set(header);
+  for (let i = 0; i < copies; i++) {
+    bomb.set(block, header.length + i * block.length);
+  }
+  return bomb;
+}
+
+Deno.test("C11: a 10 MB gzip bomb is cut at the log cap, not inflated whole", async () => {
+  await using f = await fixture({ maxLogBytes: 1 << 20 });
+  const bomb = gzipBomb(10_000);
+  assert.ok(bomb.length > 9_000_000, `bomb is ${bomb.length} bytes`);
+  const before = Deno.memoryUsage().rss;
+  await sendRaw(f.receiver.port, f.drv, bomb);
+  await waitFor(() => f.completed.has(f.drv));
+  const grown = Deno.memoryUsage().rss - before;
+  assert.ok(grown < 200 * 1024 * 1024, `rss grew by ${grown} bytes`);
+  assert.equal(f.completed.get(f.drv), 1 << 20);
+  const stored = zlib.gunzipSync(await Deno.readFile(f.file));
+  assert.equal(stored.length, (1 << 20) + truncationMarker(1 << 20).length);
+  assert.ok(stored.subarray(0, 1 << 20).every((b) => b === 0));
+  assert.ok(
+    new TextDecoder().decode(stored.subarray(1 << 20)).includes(
+      "log truncated",
+    ),
+  );
+  assert.ok(f.lines.some((l) => l.startsWith("warn log size limit reached")));
+  assert.ok(
+    f.lines.some((l) => l.startsWith("warn log connection closed")),
+    "the receiver stops reading past maxCompressedBytes",
+  );
+});
+
+Deno.test("C11: compressed input past maxCompressedBytes closes the connection", async () => {
+  await using f = await fixture({
+    maxLogBytes: 4096,
+    maxCompressedBytes: 100_000,
+  });
+  const noise = new Uint8Array(2_000_000);
+  for (let i = 0; i < noise.length; i += 65536) {
+    crypto.getRandomValues(noise.subarray(i, i + 65536));
+  }
+  await sendRaw(
+    f.receiver.port,
+    f.drv,
+    zlib.gzipSync(noise, { level: 0 }),
+  );
+  await waitFor(() => f.completed.has(f.drv));
+  assert.equal(f.completed.get(f.drv), 4096);
+  const closed = f.lines.find((l) =>
+    l.startsWith("warn log connection closed")
+  );
+  assert.ok(closed, "connection closed past the limit");
+  const received = Number(closed.match(/received=(\d+)/)![1]);
+  assert.ok(received < 200_000, `read ${received} bytes`);
+});
+
+Deno.test("C10/C11: bytes that are not gzip end the stored log with a marker", async () => {
+  await using f = await fixture();
+  await sendRaw(f.receiver.port, f.drv, encoder.encode("plain text, no gzip"));
+  await waitFor(() => f.completed.has(f.drv));
+  const stored = zlib.gunzipSync(await Deno.readFile(f.file));
+  assert.equal(new TextDecoder().decode(stored), corruptionMarker(0));
+  assert.ok(f.lines.some((l) => l.startsWith("warn log data invalid")));
+});
+
+Deno.test("C10: a truncated upload (worker killed) keeps what was decodable", async () => {
+  await using f = await fixture();
+  const text = encoder.encode("line one\nline two\n".repeat(100));
+  const gz = zlib.gzipSync(text);
+  // Cut the trailer and some data: the stream ends mid-member.
+  await sendRaw(f.receiver.port, f.drv, gz.subarray(0, gz.length - 20));
+  await waitFor(() => f.completed.has(f.drv));
+  const stored = zlib.gunzipSync(await Deno.readFile(f.file));
+  const marker = encoder.encode(endedEarlyMarker());
+  const kept = stored.subarray(0, stored.length - marker.length);
+  assert.ok(kept.length > 0 && kept.length <= text.length);
+  assert.deepEqual(new Uint8Array(kept), text.slice(0, kept.length));
+  assert.deepEqual(new Uint8Array(stored.subarray(kept.length)), marker);
+  assert.ok(!f.lines.some((l) => l.startsWith("warn log data invalid")));
+});
+
+Deno.test("C10: raw bytes (invalid UTF-8, ANSI, CR) are stored unchanged", async () => {
+  await using f = await fixture();
+  const bytes = new Uint8Array([
+    ...encoder.encode("ok\n"),
+    0xfc,
+    0xff,
+    0xc3,
+    0x28,
+    0x0a,
+    0x1b,
+    ...encoder.encode("[31mred"),
+    0x1b,
+    ...encoder.encode("[0m\n"),
+    0x0d,
+  ]);
+  const upload = await openLogUpload({
+    hostname: "127.0.0.1",
+    port: f.receiver.port,
+    drv: f.drv,
+    logger: silentLogger,
+  });
+  await upload.write(bytes);
+  await upload.close();
+  await waitFor(() => f.completed.has(f.drv));
+  assert.deepEqual(
+    new Uint8Array(zlib.gunzipSync(await Deno.readFile(f.file))),
+    bytes,
+  );
+});

@@ -1,0 +1,342 @@
+// Test fixture for the server's worker side: a SQLite store with builds, a
+// real ROUTER and Dispatcher, a fake clock, and scripted DEALER workers.
+
+import assert from "node:assert/strict";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import type { NewJob, Store } from "../../../lib/store/types.ts";
+import { RouterSocket } from "../../../lib/zmtp/router.ts";
+import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
+import { Dispatcher } from "../../../lib/server/dispatcher.ts";
+import { OutputFetcher } from "../../../lib/server/output_fetcher.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import type { Child, Spawner } from "../../../lib/process.ts";
+import { createLogger, type Logger } from "../../../lib/log.ts";
+import type { Clock } from "../../../lib/clock.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  type Message,
+  type WorkerInfo,
+} from "../../../lib/protocol/messages.ts";
+
+const ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz";
+export const STORE_DIR = "/gnu/store";
+
+/** A distinct 32-character store hash for `(tag, i)`. */
+export function hashOf(tag: string, i: number): string {
+  let n = i;
+  let digits = "";
+  for (let k = 0; k < 6; k++) {
+    digits = ALPHABET[n % 32] + digits;
+    n = Math.floor(n / 32);
+  }
+  const head = Array.from(tag, (c) => ALPHABET[c.charCodeAt(0) % 32]).join("");
+  return (head + "0".repeat(32)).slice(0, 26) + digits;
+}
+
+/** A job building `name` for `system`, with unique drv and output. */
+export function job(
+  name: string,
+  i: number,
+  system = "x86_64-linux",
+  inputs: string[] = [],
+): NewJob {
+  return {
+    name,
+    derivation: `${STORE_DIR}/${hashOf("drv", i)}-${name}.drv`,
+    system,
+    nixName: name,
+    outputs: [{
+      name: "out",
+      path: `${STORE_DIR}/${hashOf("out", i)}-${name}`,
+    }],
+    inputs,
+    timeout: 3600,
+    maxSilent: 600,
+  };
+}
+
+/** A clock whose time moves only when told; sleeps wake as it passes. */
+export class FakeClock implements Clock {
+  #now = 1_700_000_000_000;
+  #sleepers: { at: number; resolve: () => void }[] = [];
+  now(): number {
+    return this.#now;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const sleeper = { at: this.#now + ms, resolve };
+      this.#sleepers.push(sleeper);
+      signal?.addEventListener("abort", () => {
+        this.#sleepers = this.#sleepers.filter((s) => s !== sleeper);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+  /** Moves time forward, waking the sleepers that are due. */
+  async advance(ms: number): Promise<void> {
+    this.#now += ms;
+    const due = this.#sleepers.filter((s) => s.at <= this.#now);
+    this.#sleepers = this.#sleepers.filter((s) => s.at > this.#now);
+    for (const sleeper of due) sleeper.resolve();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+/** A spawner whose `guix build` succeeds at once (or as `behave` says). */
+export function fakeSpawner(
+  behave: (argv: string[]) => { code: number; stderr?: string } = () => ({
+    code: 0,
+  }),
+  calls: string[][] = [],
+): Spawner {
+  return (argv) => {
+    calls.push(argv);
+    const { code, stderr = "" } = behave(argv);
+    const child: Child = {
+      pid: 1,
+      stdout: ReadableStream.from([new Uint8Array()]),
+      stderr: ReadableStream.from([new TextEncoder().encode(stderr)]),
+      stdin: null,
+      status: Promise.resolve({ code, signal: null }),
+      kill() {},
+    };
+    return child;
+  };
+}
+
+export interface Fixture {
+  root: string;
+  database: string;
+  store: Store;
+  router: RouterSocket;
+  dispatcher: Dispatcher;
+  fetcher: OutputFetcher;
+  clock: FakeClock;
+  logger: Logger;
+  lines: string[];
+  evaluation: number;
+  port: number;
+  /** Registers jobs in the fixture's evaluation; returns their drvs. */
+  addJobs(jobs: NewJob[], priority?: number): Promise<string[]>;
+  status(drv: string): Promise<number | undefined>;
+  /** Stops everything; `keepFiles` keeps the database for a restart. */
+  close(keepFiles?: boolean): Promise<void>;
+}
+
+/** Starts a dispatcher on a fresh store; `close()` undoes everything. */
+export async function startFixture(options: {
+  /** Reuse this database file (a restarted server). */
+  database?: string;
+  workerKeys?: Map<string, string>;
+  spawner?: Spawner;
+  fetch?: typeof fetch;
+  logPort?: number;
+  /** Bind this backend port (a restarted server); default a free one. */
+  port?: number;
+} = {}): Promise<Fixture> {
+  const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
+  const store = openSqliteStore(options.database ?? `${root}/db.sqlite`);
+  const clock = new FakeClock();
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "debug",
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const late: { dispatcher?: Dispatcher } = {};
+  const router = await RouterSocket.bind({
+    hostname: "127.0.0.1",
+    port: options.port ?? 0,
+    maxMessageBytes: 16 * 1024 * 1024,
+    onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
+  });
+  const guix = new Guix({
+    logger,
+    spawn: options.spawner ?? fakeSpawner(),
+  });
+  const fetcher = new OutputFetcher({
+    store,
+    guix,
+    clock,
+    logger,
+    retryDelayMs: 1000,
+    deadlineMs: 10_000,
+    fetch: options.fetch ?? (() => Promise.resolve(new Response("ok"))),
+  });
+  const dispatcher = new Dispatcher({
+    store,
+    router,
+    fetcher,
+    clock,
+    logger,
+    logPort: options.logPort ?? 9,
+    publishPort: 5557,
+    logCacheDir: `${root}/logs`,
+    storeDir: STORE_DIR,
+    workerKeys: options.workerKeys,
+  });
+  late.dispatcher = dispatcher;
+  const abort = new AbortController();
+  const running = dispatcher.run(abort.signal);
+  const fresh = options.database === undefined;
+  if (fresh) {
+    await store.upsertSpecification({
+      name: "spec",
+      build: { type: "packages", params: [] },
+      channels: [],
+      buildOutputs: [],
+      notifications: [],
+      period: 0,
+      priority: 5,
+      systems: ["x86_64-linux", "i686-linux"],
+      isActive: true,
+    });
+  }
+  const evaluation = fresh
+    ? await store.addEvaluation("spec", [], Math.floor(clock.now() / 1000))
+    : 1;
+  return {
+    root,
+    database: options.database ?? `${root}/db.sqlite`,
+    store,
+    router,
+    dispatcher,
+    fetcher,
+    clock,
+    logger,
+    lines,
+    evaluation,
+    port: router.port,
+    async addJobs(jobs, priority = 5) {
+      await store.registerBuilds(evaluation, jobs, {
+        priority,
+        now: Math.floor(clock.now() / 1000),
+      });
+      return jobs.map((j) => j.derivation);
+    },
+    async status(drv) {
+      return (await store.getBuildByDerivation(drv))?.status;
+    },
+    async close(keepFiles = false) {
+      abort.abort();
+      await fetcher.close();
+      await router.close();
+      await running.catch(() => {});
+      await store.close();
+      if (!keepFiles) await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** A scripted worker connection speaking the protocol by hand. */
+export class FakeWorker {
+  readonly dealer: DealerSocket;
+  readonly name: string;
+  readonly systems: string[];
+
+  private constructor(dealer: DealerSocket, name: string, systems: string[]) {
+    this.dealer = dealer;
+    this.name = name;
+    this.systems = systems;
+  }
+
+  /** Connects and waits for the server's probe. */
+  static async connect(
+    port: number,
+    options: { name?: string; identity?: Uint8Array; systems?: string[] } = {},
+  ): Promise<FakeWorker> {
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port,
+      identity: options.identity,
+    });
+    const probe = await receiveWithin(dealer, 5000);
+    assert.ok(probe.length === 1 && probe[0].length === 0, "probe first");
+    return new FakeWorker(
+      dealer,
+      options.name ?? crypto.randomUUID().slice(0, 8),
+      options.systems ?? ["x86_64-linux"],
+    );
+  }
+
+  get info(): WorkerInfo {
+    return {
+      name: this.name,
+      address: "127.0.0.1",
+      machine: "test",
+      systems: this.systems,
+      lastSeen: 0,
+    };
+  }
+
+  send(message: Message | string): Promise<void> {
+    const payload = typeof message === "string"
+      ? new TextEncoder().encode(message)
+      : encodeMessage(message);
+    return this.dealer.send([EMPTY, payload]);
+  }
+
+  sendFrames(frames: Uint8Array[]): Promise<void> {
+    return this.dealer.send(frames);
+  }
+
+  /** The next reply's raw payload text. */
+  async nextText(timeoutMs = 5000): Promise<string> {
+    const frames = await receiveWithin(this.dealer, timeoutMs);
+    return new TextDecoder().decode(frames[frames.length - 1]);
+  }
+
+  async next(timeoutMs = 5000): Promise<Message> {
+    const frames = await receiveWithin(this.dealer, timeoutMs);
+    return decodeMessage(frames[frames.length - 1]);
+  }
+
+  /** Sends worker-ready (plain, as Cuirass) and nothing else. */
+  ready(extra: Partial<Extract<Message, { type: "worker-ready" }>> = {}) {
+    return this.send({ type: "worker-ready", worker: this.info, ...extra });
+  }
+
+  async requestWork(requestId?: number): Promise<Message> {
+    await this.send({
+      type: "worker-request-work",
+      name: this.name,
+      ...(requestId === undefined ? {} : { requestId }),
+    });
+    return await this.next();
+  }
+
+  close(): Promise<void> {
+    return this.dealer.close();
+  }
+}
+
+async function receiveWithin(
+  dealer: DealerSocket,
+  timeoutMs: number,
+): Promise<Uint8Array[]> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    return await dealer.receive(signal);
+  } catch (error) {
+    if (signal.aborted) {
+      throw new Error(`no message within ${timeoutMs} ms`);
+    }
+    throw error;
+  }
+}
+
+/** Waits (bounded) until `check` resolves true. */
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  what = "condition",
+): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`${what} never held`);
+}

@@ -1,0 +1,511 @@
+import assert from "node:assert/strict";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
+import { LORICA_FEATURES } from "../../../lib/protocol/messages.ts";
+import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
+import {
+  eventually,
+  FakeWorker,
+  job,
+  startFixture,
+} from "./_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/** 16 random bytes, with 0x00 and 0xFF forced in. */
+function identity(): Uint8Array {
+  const id = crypto.getRandomValues(new Uint8Array(16));
+  id[0] = 0x00;
+  id[7] = 0xff;
+  id[15] = 0x00;
+  return id;
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "C01: 50 workers with binary identities each get exactly one reply; 30 builds go to 30 of them",
+  async fn(t) {
+    for (const builds of [0, 30]) {
+      await t.step(`${builds} builds queued`, async () => {
+        const f = await startFixture();
+        try {
+          const drvs = await f.addJobs(
+            Array.from({ length: builds }, (_, i) => job(`p${i}`, i)),
+          );
+          const workers = await Promise.all(
+            Array.from(
+              { length: 50 },
+              () => FakeWorker.connect(f.port, { identity: identity() }),
+            ),
+          );
+          await Promise.all(workers.map((w) => w.ready()));
+          // All requests in the same instant, then every reply counted.
+          await Promise.all(
+            workers.map((w) =>
+              w.send({ type: "worker-request-work", name: w.name })
+            ),
+          );
+          const replies = await Promise.all(workers.map((w) => w.next(5000)));
+          const given = replies.flatMap((r) =>
+            r.type === "build" ? [r.drv] : []
+          );
+          assert.equal(given.length, builds);
+          assert.equal(
+            replies.filter((r) => r.type === "no-build").length,
+            50 - builds,
+          );
+          assert.equal(new Set(given).size, given.length, "no build twice");
+          assert.deepEqual([...given].sort(), [...drvs].sort());
+          // Exactly one reply: nothing more arrives for anyone.
+          const extra = await Promise.allSettled(
+            workers.map((w) => w.next(200)),
+          );
+          assert.ok(extra.every((r) => r.status === "rejected"));
+          await Promise.all(workers.map((w) => w.close()));
+        } finally {
+          await f.close();
+        }
+      });
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C02: workers vanishing before the reply leave the build scheduled and the server alive",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drv] = await f.addJobs([job("hello", 1)]);
+      const registered = await FakeWorker.connect(f.port, { name: "W1" });
+      await registered.ready();
+      await registered.close();
+      for (let i = 0; i < 200; i++) {
+        const w = await FakeWorker.connect(f.port, { name: "W1" });
+        await w.send({ type: "worker-request-work", name: "W1" });
+        await w.close();
+      }
+      // Every build that could not be delivered went back to the queue.
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.scheduled,
+        "build back to scheduled",
+      );
+      const next = await FakeWorker.connect(f.port, { name: "W1" });
+      await next.ready();
+      const reply = await next.requestWork();
+      assert.equal(reply.type, "build");
+      await next.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C02: bogus, unknown, empty, huge and unbalanced messages are logged with the sender and dropped",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drv] = await f.addJobs([job("hello", 1)]);
+      const owner = await FakeWorker.connect(f.port, { name: "OWNER" });
+      await owner.ready();
+      assert.equal((await owner.requestWork()).type, "build");
+      const stranger = await FakeWorker.connect(f.port, {
+        identity: identity(),
+      });
+      const empty = new Uint8Array(0);
+      const bad: Uint8Array[][] = [
+        [empty, new TextEncoder().encode("(bogus)")],
+        [
+          empty,
+          new TextEncoder().encode(
+            `(build-succeeded (drv "${drv}") (url "http://127.0.0.1:1") (log #f))`,
+          ),
+        ],
+        [
+          empty,
+          new TextEncoder().encode(
+            `(build-failed (drv "${drv}") (url "u") (log #f))`,
+          ),
+        ],
+        [empty],
+        [new Uint8Array(0), new Uint8Array(0)],
+        [empty, new Uint8Array(10 * 1024 * 1024).fill(0x28)],
+        [empty, new TextEncoder().encode("(worker-request-work")],
+        [new TextEncoder().encode("x"), new TextEncoder().encode("y"), empty],
+      ];
+      for (const frames of bad) await stranger.sendFrames(frames);
+      // Still serving: a round trip after the garbage.
+      await stranger.send({ type: "worker-request-info" });
+      assert.equal((await stranger.next()).type, "server-info");
+      const dropped = f.lines.filter((l) =>
+        l.startsWith("warn message dropped") ||
+        l.startsWith("warn result ignored")
+      );
+      assert.ok(dropped.length >= bad.length, dropped.join("\n"));
+      assert.ok(
+        dropped.every((l) => /peer=[0-9a-f]+/.test(l)),
+        "sender logged",
+      );
+      assert.equal(
+        await f.status(drv),
+        BuildStatus.submitted,
+        "owner keeps it",
+      );
+      await Promise.all([owner.close(), stranger.close()]);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C03: a worker name asking again while holding a build gets it requeued, never two at once",
+  async fn() {
+    const f = await startFixture();
+    try {
+      await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
+      const w = await FakeWorker.connect(f.port, { name: "SOLO" });
+      await w.ready();
+      // Ten stale requests flood in at once (a server frozen, then thawed).
+      for (let i = 0; i < 10; i++) {
+        await w.send({ type: "worker-request-work", name: "SOLO" });
+      }
+      const replies = [];
+      for (let i = 0; i < 10; i++) replies.push(await w.next());
+      assert.ok(replies.every((r) => r.type === "build"));
+      const held = (await f.store.queue({ worker: "SOLO" }, 100))
+        .filter((b) => b.status === BuildStatus.submitted);
+      assert.equal(held.length, 1, "one build held at the end");
+      const last = replies[9];
+      assert.equal(last.type === "build" && last.drv, held[0].derivation);
+      const counts = await f.store.countBuildsByStatus();
+      assert.equal(counts.get(BuildStatus.scheduled), 19);
+      await w.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C04: a multi-system worker gets a build while any of its systems has one, in priority order",
+  async fn() {
+    const f = await startFixture();
+    try {
+      await f.addJobs(
+        Array.from({ length: 40 }, (_, i) => job(`i${i}`, i, "i686-linux")),
+      );
+      const w = await FakeWorker.connect(f.port, {
+        systems: ["x86_64-linux", "i686-linux"],
+      });
+      await w.ready();
+      for (let i = 0; i < 40; i++) {
+        const reply = await w.requestWork();
+        assert.equal(reply.type, "build", `request ${i}`);
+        await w.send({
+          type: "build-failed",
+          drv: reply.type === "build" ? reply.drv : "",
+          url: "http://127.0.0.1:1",
+          log: null,
+        });
+      }
+      assert.equal((await w.requestWork()).type, "no-build");
+
+      const [urgent] = await f.addJobs([job("urgent", 100)], 0);
+      await f.addJobs([job("later", 101, "i686-linux")], 9);
+      const first = await w.requestWork();
+      assert.equal(first.type === "build" && first.drv, urgent);
+      await w.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C06: builds for a system with no worker stay scheduled, and fail as failed-other past the max wait",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drvs = await f.addJobs(
+        Array.from({ length: 5 }, (_, i) => job(`a${i}`, i, "aarch64-linux")),
+      );
+      const x86 = await FakeWorker.connect(f.port);
+      await x86.ready();
+      assert.equal((await x86.requestWork()).type, "no-build");
+      const since = new Map<string, number>();
+      const sweep = {
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 3600,
+      };
+      // No limit configured: they wait as long as it takes.
+      await f.clock.advance(15 * 60 * 1000);
+      await sweepOnce(sweep, since);
+      for (const drv of drvs) {
+        assert.equal(await f.status(drv), BuildStatus.scheduled);
+      }
+      // With a limit, the first sweep notes the gap, a later one expires.
+      const limited = { ...sweep, maxWaitSeconds: 600 };
+      await sweepOnce(limited, since);
+      assert.equal(await f.status(drvs[0]), BuildStatus.scheduled);
+      await f.clock.advance(601 * 1000);
+      await sweepOnce(limited, since);
+      for (const drv of drvs) {
+        assert.equal(await f.status(drv), BuildStatus.failedOther);
+      }
+      assert.ok(
+        f.lines.some((l) =>
+          l.includes("no builder available for aarch64-linux")
+        ),
+      );
+      await x86.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C07: a silent worker's builds return to scheduled within the timeout; late results are ignored",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drv] = await f.addJobs([job("slow", 1)]);
+      const a = await FakeWorker.connect(f.port, { name: "WORKER-A" });
+      await a.ready();
+      assert.equal((await a.requestWork()).type, "build");
+      await a.send({ type: "build-started", drv, worker: "WORKER-A" });
+      await eventually(async () =>
+        (await f.status(drv)) === BuildStatus.started
+      );
+      // The worker falls silent (no FIN): only its clock runs out.
+      const sweep = {
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 120,
+      };
+      await f.clock.advance(60_000);
+      assert.deepEqual(await sweepOnce(sweep, new Map()), []);
+      assert.equal(await f.status(drv), BuildStatus.started);
+      await f.clock.advance(61_000);
+      assert.deepEqual(await sweepOnce(sweep, new Map()), ["WORKER-A"]);
+      assert.equal(await f.status(drv), BuildStatus.scheduled);
+
+      // Another worker takes it; the old one's late success changes nothing.
+      const b = await FakeWorker.connect(f.port, { name: "WORKER-B" });
+      await b.ready();
+      assert.equal((await b.requestWork()).type, "build");
+      await a.send({
+        type: "build-succeeded",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await a.send({ type: "worker-request-info" });
+      await a.next();
+      const build = await f.store.getBuildByDerivation(drv);
+      assert.equal(build?.worker, "WORKER-B");
+      assert.equal(build?.status, BuildStatus.submitted);
+      await Promise.all([a.close(), b.close()]);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C07: a restarted worker's worker-ready requeues its builds at once; cancel works with the worker gone",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drv1, drv2] = await f.addJobs([job("one", 1), job("two", 2)]);
+      const a = await FakeWorker.connect(f.port, { name: "SAME" });
+      await a.ready();
+      assert.equal((await a.requestWork()).type, "build");
+      await a.close();
+      // Same name, new process: it claims nothing.
+      const again = await FakeWorker.connect(f.port, { name: "SAME" });
+      await again.ready();
+      await again.send({ type: "worker-request-info" });
+      await again.next();
+      assert.equal(await f.status(drv1), BuildStatus.scheduled);
+
+      const reply = await again.requestWork();
+      assert.equal(reply.type === "build" && reply.drv, drv1);
+      await again.close();
+      const id = (await f.store.getBuildByDerivation(drv1))!.id;
+      assert.equal(await f.dispatcher.cancelBuild(id), true);
+      assert.equal(await f.status(drv1), BuildStatus.canceled);
+      assert.ok(f.lines.some((l) => l.startsWith("info cancel not sent")));
+      assert.equal(await f.status(drv2), BuildStatus.scheduled);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "cancelBuild() sends build-cancel to a Lorica worker; a Cuirass worker's late result is ignored",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drvL, drvC] = await f.addJobs([
+        job("lorica", 1),
+        job("cuirass", 2),
+      ]);
+      const lorica = await FakeWorker.connect(f.port, { name: "LORICA" });
+      await lorica.send({
+        type: "lorica-hello",
+        version: 1,
+        features: LORICA_FEATURES,
+      });
+      const welcome = await lorica.next();
+      assert.equal(welcome.type, "lorica-welcome");
+      await lorica.ready({ holding: [] });
+      const got = await lorica.requestWork(7);
+      assert.equal(got.type === "build" && got.requestId, 7);
+      await lorica.send({ type: "build-started", drv: drvL, worker: "LORICA" });
+
+      const cuirass = await FakeWorker.connect(f.port, { name: "CUIRASS" });
+      await cuirass.ready();
+      await cuirass.send({ type: "worker-request-work", name: "CUIRASS" });
+      const text = await cuirass.nextText();
+      assert.match(
+        text,
+        /^\(build \(drv ".*"\) .* \(system "x86_64-linux"\)\)$/,
+      );
+      assert.doesNotMatch(text, /request-id/);
+
+      await eventually(async () =>
+        (await f.status(drvL)) === BuildStatus.started
+      );
+      const idL = (await f.store.getBuildByDerivation(drvL))!.id;
+      const idC = (await f.store.getBuildByDerivation(drvC))!.id;
+      await f.dispatcher.cancelBuild(idL);
+      assert.deepEqual(await lorica.next(), {
+        type: "build-cancel",
+        drv: drvL,
+      });
+      await f.dispatcher.cancelBuild(idC);
+      await cuirass.send({
+        type: "build-succeeded",
+        drv: drvC,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await cuirass.send({ type: "worker-request-info" });
+      await cuirass.next();
+      await f.fetcher.idle();
+      assert.equal(await f.status(drvC), BuildStatus.canceled);
+      await Promise.all([lorica.close(), cuirass.close()]);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "worker keys: unknown and Cuirass workers are refused, a worker with a valid proof builds",
+  async fn() {
+    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
+    const f = await startFixture({ workerKeys: keys });
+    try {
+      await f.addJobs([job("secret", 1)]);
+      const plain = await FakeWorker.connect(f.port, { name: "PLAIN" });
+      await plain.ready();
+      await plain.send({ type: "worker-ping", worker: plain.info });
+      assert.equal((await plain.requestWork()).type, "no-build");
+      assert.equal(await f.store.getWorker("PLAIN"), null);
+
+      const forger = await FakeWorker.connect(f.port, { name: "FORGER" });
+      await forger.send({ type: "lorica-hello", version: 1, features: [] });
+      const w1 = await forger.next();
+      assert.ok(w1.type === "lorica-welcome" && w1.features.includes("auth"));
+      await forger.ready({
+        auth: await makeAuthProof(
+          "farm",
+          "wrong-secret-0000000",
+          w1.nonce,
+          "FORGER",
+        ),
+      });
+      assert.equal((await forger.requestWork(1)).type, "no-build");
+
+      const good = await FakeWorker.connect(f.port, { name: "GOOD" });
+      await good.send({ type: "lorica-hello", version: 1, features: [] });
+      const w2 = await good.next();
+      assert.equal(w2.type, "lorica-welcome");
+      if (w2.type !== "lorica-welcome") return;
+      await good.ready({
+        auth: await makeAuthProof("farm", keys.get("farm")!, w2.nonce, "GOOD"),
+      });
+      assert.equal((await good.requestWork(1)).type, "build");
+      // A proof is bound to its connection's nonce: replaying it fails.
+      const replay = await FakeWorker.connect(f.port, { name: "GOOD" });
+      await replay.send({ type: "lorica-hello", version: 1, features: [] });
+      await replay.next();
+      await replay.ready({
+        auth: await makeAuthProof("farm", keys.get("farm")!, w2.nonce, "GOOD"),
+      });
+      assert.equal((await replay.requestWork(2)).type, "no-build");
+      const refused = f.lines.filter((l) =>
+        l.startsWith("warn worker refused")
+      );
+      assert.equal(refused.length, 3, refused.join("\n"));
+      await Promise.all([plain, forger, good, replay].map((w) => w.close()));
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a result is fetched only from an http URL of the worker's own address",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drv] = await f.addJobs([job("url", 1)]);
+      const w = await FakeWorker.connect(f.port, { name: "URLW" });
+      await w.ready();
+      await w.requestWork();
+      await w.send({
+        type: "build-succeeded",
+        drv,
+        url: "http://169.254.169.254/latest",
+        log: null,
+      });
+      await w.send({ type: "worker-request-info" });
+      await w.next();
+      assert.equal(await f.status(drv), BuildStatus.scheduled);
+      assert.ok(
+        f.lines.some((l) => l.includes("publish URL is not an http URL")),
+      );
+      await w.close();
+    } finally {
+      await f.close();
+    }
+  },
+});

@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import { OutputFetcher } from "../../../lib/server/output_fetcher.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import {
+  fakeSpawner,
+  type Fixture,
+  job,
+  startFixture,
+} from "./_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+const URL_ = "http://127.0.0.1:5558";
+
+/** A build of `name` started on worker "W". */
+async function startedBuild(f: Fixture, name: string, i: number) {
+  const [drv] = await f.addJobs([job(name, i)]);
+  await f.store.upsertWorker({
+    name: "W",
+    address: "127.0.0.1",
+    machine: "m",
+    systems: ["x86_64-linux"],
+    lastSeen: 0,
+  });
+  await f.store.popBuild("W", ["x86_64-linux"], 1);
+  assert.ok(await f.store.markStarted(drv, "W", "/log", 1));
+  return drv;
+}
+
+/** Runs the fake clock until the fetcher is idle. */
+async function settle(f: Fixture, fetcher: OutputFetcher) {
+  let idle = false;
+  fetcher.idle().then(() => (idle = true));
+  for (let i = 0; i < 2000 && !idle; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    await f.clock.advance(250);
+  }
+  assert.ok(idle, "fetcher never finished");
+}
+
+function fetcherFor(
+  f: Fixture,
+  narinfo: (url: string) => number,
+  substitute: () => number,
+  calls: string[][],
+  probes: string[],
+) {
+  return new OutputFetcher({
+    store: f.store,
+    guix: new Guix({
+      logger: f.logger,
+      spawn: fakeSpawner(
+        () => ({ code: substitute(), stderr: "no luck\n" }),
+        calls,
+      ),
+    }),
+    clock: f.clock,
+    logger: f.logger,
+    retryDelayMs: 1000,
+    maxRetryDelayMs: 8000,
+    deadlineMs: 60_000,
+    fetch: (input) => {
+      probes.push(String(input));
+      return Promise.resolve(
+        new Response("", { status: narinfo(String(input)) }),
+      );
+    },
+  });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "C12: 404 narinfos right after the build are retried with back-off; the daemon is asked only once they exist",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "baking", 1);
+      const calls: string[][] = [];
+      const probes: string[] = [];
+      let published = false;
+      const fetcher = fetcherFor(
+        f,
+        () => published ? 200 : 404,
+        () => 0,
+        calls,
+        probes,
+      );
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      assert.ok(fetcher.has(drv));
+      for (let i = 0; i < 50 && probes.length < 4; i++) {
+        await f.clock.advance(1000);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      assert.ok(probes.length >= 4, `${probes.length} probes`);
+      assert.equal(calls.length, 0, "no substitution while 404");
+      assert.equal(await f.status(drv), BuildStatus.started);
+      assert.match(
+        probes[0],
+        /^http:\/\/127\.0\.0\.1:5558\/[0-9a-z]{32}\.narinfo$/,
+      );
+      published = true;
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      assert.equal(calls.length, 1);
+      assert.ok(calls[0].includes("--max-jobs=0"));
+      assert.ok(calls[0].includes(`--substitute-urls=${URL_}`));
+      const retries = f.lines.filter((l) =>
+        l.startsWith("warn output fetch retried")
+      );
+      assert.ok(retries.length >= 4);
+      assert.ok(!fetcher.has(drv));
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C12: outputs never published fail the build as failed-other with a reason, never succeeded",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "never", 1);
+      const calls: string[][] = [];
+      const probes: string[] = [];
+      const fetcher = fetcherFor(f, () => 404, () => 0, calls, probes);
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.failedOther);
+      assert.equal(calls.length, 0);
+      const line = f.lines.find((l) =>
+        l.startsWith("error outputs unavailable")
+      );
+      assert.ok(line && line.includes("not published yet"), line);
+      // Back-off: the probes thin out (1, 2, 4, 8, 8, ... s), not one a tick.
+      assert.ok(probes.length <= 12, `${probes.length} probes in 60 s`);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C12: a daemon that cannot substitute (unauthorized key) ends failed-other after the deadline",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "unsigned", 1);
+      const calls: string[][] = [];
+      const fetcher = fetcherFor(f, () => 200, () => 1, calls, []);
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.failedOther);
+      assert.ok(calls.length > 1, "retried");
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a fetch stops quietly when its build is canceled meanwhile",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "cancel", 1);
+      const fetcher = fetcherFor(f, () => 404, () => 0, [], []);
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await f.clock.advance(1000);
+      const id = (await f.store.getBuildByDerivation(drv))!.id;
+      await f.store.cancelBuild(id, 2);
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.canceled);
+      assert.ok(
+        !f.lines.some((l) => l.startsWith("error outputs unavailable")),
+      );
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a result for a build the worker does not run is ignored",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [drv] = await f.addJobs([job("nobody", 1)]);
+      const calls: string[][] = [];
+      const fetcher = fetcherFor(f, () => 200, () => 0, calls, []);
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.scheduled);
+      assert.equal(calls.length, 0);
+    } finally {
+      await f.close();
+    }
+  },
+});

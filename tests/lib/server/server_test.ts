@@ -1,0 +1,446 @@
+// The whole remote-mode server (ZMQ, log and web ports) under hostile input
+// and under load. Fuzz runs are seeded: the seed is printed, and
+// LORICA_FUZZ_SEED=<n> replays a run.
+
+import assert from "node:assert/strict";
+import zlib from "node:zlib";
+import { type RunningServer, startServer } from "../../../lib/server/server.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { BuildStatus, type Store } from "../../../lib/store/types.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { encodeMessage, type Message } from "../../../lib/protocol/messages.ts";
+import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import {
+  eventually,
+  fakeSpawner,
+  FakeWorker,
+  job,
+  STORE_DIR,
+} from "./_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/** A small seeded PRNG (mulberry32). */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    int: (n: number) => Math.floor(next() * n),
+    pick: <T>(items: T[]) => items[Math.floor(next() * items.length)],
+    bytes(n: number) {
+      const out = new Uint8Array(n);
+      for (let i = 0; i < n; i++) out[i] = Math.floor(next() * 256);
+      return out;
+    },
+  };
+}
+
+function fuzzSeed(port: string): number {
+  const fixed = Deno.env.get("LORICA_FUZZ_SEED");
+  const seed = fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31);
+  // deno-lint-ignore no-console
+  console.log(`fuzz ${port}: seed ${seed} (replay: LORICA_FUZZ_SEED=${seed})`);
+  return seed;
+}
+
+interface TestServer {
+  server: RunningServer;
+  store: Store;
+  root: string;
+  lines: string[];
+  web: string;
+  close(): Promise<void>;
+}
+
+async function startTestServer(): Promise<TestServer> {
+  const root = await Deno.makeTempDir({ prefix: "lorica-server-" });
+  const store = openSqliteStore(`${root}/db.sqlite`);
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "info",
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const server = await startServer({
+    listen: "127.0.0.1",
+    backendPort: 0,
+    logPort: 0,
+    publishPort: null,
+    webListen: "127.0.0.1",
+    webPort: 0,
+    cacheDir: `${root}/logs`,
+    stateDir: `${root}/state`,
+    storeDir: STORE_DIR,
+    workerTimeoutSeconds: 120,
+    publishArgs: [],
+    fetchRetryDelayMs: 50,
+  }, {
+    store,
+    guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
+    logger,
+  });
+  await store.upsertSpecification({
+    name: "spec",
+    build: { type: "packages", params: [] },
+    channels: [],
+    buildOutputs: [],
+    notifications: [],
+    period: 0,
+    priority: 5,
+    systems: ["x86_64-linux"],
+    isActive: true,
+  });
+  return {
+    server,
+    store,
+    root,
+    lines,
+    web: `http://127.0.0.1:${server.webPort}`,
+    async close() {
+      await server.stop();
+      await store.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+async function addBuilds(t: TestServer, count: number): Promise<string[]> {
+  const evaluation = await t.store.addEvaluation("spec", [], 1);
+  const jobs = Array.from({ length: count }, (_, i) => job(`p${i}`, i));
+  await t.store.registerBuilds(evaluation, jobs, { priority: 5, now: 1 });
+  return jobs.map((j) => j.derivation);
+}
+
+function unexpectedErrors(lines: string[]): string[] {
+  return lines.filter((l) =>
+    l.startsWith("error message handling failed") ||
+    l.startsWith("error dispatcher stopped") ||
+    l.startsWith("error log connection crashed") ||
+    l.includes("database is locked")
+  );
+}
+
+Deno.test({
+  ...opts,
+  name: "fuzz (ZMQ port): hostile bytes and messages never stop the dispatcher",
+  async fn() {
+    const rng = prng(fuzzSeed("zmq"));
+    const t = await startTestServer();
+    try {
+      const [drv] = await addBuilds(t, 1);
+      const valid: Message[] = [
+        { type: "worker-request-info" },
+        {
+          type: "worker-ready",
+          worker: {
+            name: "F",
+            address: "127.0.0.1",
+            machine: "m",
+            systems: ["x86_64-linux"],
+            lastSeen: 0,
+          },
+        },
+        { type: "worker-request-work", name: "F", requestId: 3 },
+        { type: "build-started", drv, worker: "F" },
+        { type: "build-succeeded", drv, url: "http://127.0.0.1:1", log: null },
+        { type: "lorica-hello", version: 1, features: ["holding"] },
+        { type: "build-cancel", drv },
+      ];
+      const encoded = valid.map((m) => encodeMessage(m));
+      const alphabet = new TextEncoder().encode('()"#\\ ft-1a\x00\xff');
+      for (let round = 0; round < 150; round++) {
+        if (rng.int(3) === 0) {
+          // Raw TCP: random bytes, sometimes after a valid greeting start.
+          const conn = await Deno.connect({
+            hostname: "127.0.0.1",
+            port: t.server.backendPort,
+          });
+          const prefix = rng.int(2) === 0
+            ? new Uint8Array([
+              0xff,
+              0,
+              0,
+              0,
+              0,
+              0,
+              0,
+              0,
+              1,
+              0x7f,
+              3,
+              rng.int(3),
+            ])
+            : new Uint8Array();
+          await conn.write(
+            new Uint8Array([...prefix, ...rng.bytes(rng.int(300))]),
+          ).catch(() => 0);
+          conn.close();
+          continue;
+        }
+        const w = await FakeWorker.connect(t.server.backendPort, { name: "F" });
+        for (let k = 0; k < 10; k++) {
+          const base = rng.pick(encoded).slice();
+          for (let m = rng.int(4); m > 0; m--) {
+            if (base.length === 0) break;
+            base[rng.int(base.length)] = rng.pick([...alphabet]);
+          }
+          const frames = rng.int(5) === 0
+            ? [rng.bytes(rng.int(3)), base, rng.bytes(rng.int(3))]
+            : [
+              new Uint8Array(),
+              rng.int(10) === 0 ? base.subarray(0, rng.int(base.length)) : base,
+            ];
+          await w.sendFrames(frames);
+        }
+        await w.close();
+      }
+      const probe = await FakeWorker.connect(t.server.backendPort, {
+        name: "AFTER",
+      });
+      await probe.send({ type: "worker-request-info" });
+      assert.equal((await probe.next()).type, "server-info");
+      await probe.ready();
+      const reply = await probe.requestWork();
+      assert.ok(reply.type === "build" || reply.type === "no-build");
+      await probe.close();
+      assert.deepEqual(unexpectedErrors(t.lines), []);
+      assert.equal(
+        await fetch(`${t.web}/api/queue?nr=5`).then(async (r) => {
+          await r.body?.cancel();
+          return r.status;
+        }),
+        200,
+      );
+    } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "fuzz (log port): hostile headers and bodies write nothing outside <hash>.log.gz",
+  async fn() {
+    const rng = prng(fuzzSeed("log"));
+    const t = await startTestServer();
+    try {
+      const names = [
+        `${STORE_DIR}/../../etc/passwd.drv`,
+        `${STORE_DIR}/0123456789abcdfghijklmnpqrsvwxyz-ok.drv`,
+        "../x.drv",
+        `${STORE_DIR}/0123456789abcdfghijklmnpqrsvwxyz-a/../../b.drv`,
+        "",
+        "\u0000",
+      ];
+      for (let round = 0; round < 150; round++) {
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: t.server.logPort,
+        });
+        const drv = rng.pick(names);
+        const header = rng.pick([
+          `(log (version 0) (derivation ${JSON.stringify(drv)}))`,
+          `(log (version 1) (derivation ${JSON.stringify(drv)}))`,
+          `(log (version 0) (derivation ${JSON.stringify(drv)})`,
+          `(${"(".repeat(rng.int(100))}`,
+          "",
+        ]);
+        const body = rng.int(2) === 0
+          ? zlib.gzipSync(rng.bytes(rng.int(2000)))
+          : rng.bytes(rng.int(2000));
+        await conn.write(
+          new Uint8Array([...new TextEncoder().encode(header), ...body]),
+        ).catch(() => 0);
+        await conn.closeWrite().catch(() => {});
+        const sink = new Uint8Array(256);
+        while (await conn.read(sink).catch(() => null) !== null);
+        conn.close();
+      }
+      // A real upload still works afterwards.
+      const drv = `${STORE_DIR}/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-after.drv`;
+      const up = await openLogUpload({
+        hostname: "127.0.0.1",
+        port: t.server.logPort,
+        drv,
+        logger: silentLogger,
+      });
+      await up.write(new TextEncoder().encode("fine\n"));
+      await up.close();
+      await eventually(() =>
+        t.lines.some((l) =>
+          l.startsWith("info log received") && l.includes("after")
+        )
+      );
+      for await (const entry of Deno.readDir(`${t.root}/logs`)) {
+        assert.match(entry.name, /^[0-9a-z]{32}\.log\.gz$/);
+      }
+      const outside = [...Deno.readDirSync(t.root)].map((e) => e.name).sort();
+      assert.deepEqual(outside.filter((n) => !n.startsWith("db.sqlite")), [
+        "logs",
+        "state",
+      ]);
+      assert.deepEqual(unexpectedErrors(t.lines), []);
+    } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "fuzz (web port): hostile requests get answers, never a 5xx, and the server stays up",
+  async fn() {
+    const rng = prng(fuzzSeed("http"));
+    const t = await startTestServer();
+    try {
+      await addBuilds(t, 3);
+      const paths = [
+        "/",
+        "/api/queue",
+        "/api/latestbuilds",
+        "/build/",
+        "/build/1/log/raw",
+        "/api/evaluation",
+        "/eval/",
+        "/workers",
+        "/specifications",
+        "/jobset/",
+        "/%00",
+        "/..%2f..%2fetc/passwd",
+        "/build/99999999999999999999",
+        "/build/-1/details",
+        "/api/jobs",
+        "/metrics",
+      ];
+      const queries = [
+        "",
+        "?nr=5",
+        "?nr=-1",
+        "?nr=abc",
+        "?nr=1e99",
+        "?id=%ff%fe",
+        "?nr=" + "9".repeat(400),
+        "?system=%22%3E%3Cscript%3E",
+        "?a=b&a=c&nr=2",
+      ];
+      const failures: string[] = [];
+      for (let round = 0; round < 300; round++) {
+        let path = rng.pick(paths) +
+          rng.pick(["", String(rng.int(5)), "/", "x%2e%2e"]);
+        path += rng.pick(queries);
+        const method = rng.pick([
+          "GET",
+          "GET",
+          "HEAD",
+          "POST",
+          "PUT",
+          "DELETE",
+        ]);
+        const response = await fetch(`${t.web}${path}`, {
+          method,
+          body: method === "POST" || method === "PUT"
+            ? rng.bytes(rng.int(500))
+            : undefined,
+        });
+        await response.body?.cancel();
+        if (response.status >= 500) {
+          failures.push(`${method} ${path} -> ${response.status}`);
+        }
+      }
+      assert.deepEqual(failures, []);
+      const ok = await fetch(`${t.web}/api/queue?nr=5`);
+      assert.equal(ok.status, 200);
+      await ok.body?.cancel();
+    } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C17: 20 workers report 500 builds while 50 clients poll the API: no lock error, no lost status",
+  async fn() {
+    const t = await startTestServer();
+    // The workers' publish server: every narinfo is there.
+    const publish = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen() {},
+    }, () => new Response("StorePath: x\n"));
+    const url = `http://127.0.0.1:${publish.addr.port}`;
+    try {
+      const drvs = await addBuilds(t, 500);
+      let done = false;
+      const latencies: number[] = [];
+      const pollers = Array.from({ length: 50 }, async (_, i) => {
+        const route = i % 2 === 0
+          ? "/api/latestbuilds?nr=50"
+          : "/api/queue?nr=50";
+        while (!done) {
+          const start = performance.now();
+          const response = await fetch(`${t.web}${route}`);
+          assert.equal(response.status, 200);
+          await response.json();
+          latencies.push(performance.now() - start);
+        }
+      });
+      const workers = Array.from({ length: 20 }, async (_, i) => {
+        const w = await FakeWorker.connect(t.server.backendPort, {
+          name: `C17W${i}`,
+        });
+        await w.ready();
+        for (;;) {
+          const reply = await w.requestWork();
+          if (reply.type !== "build") break;
+          await w.send({
+            type: "build-started",
+            drv: reply.drv,
+            worker: w.name,
+          });
+          await w.send({
+            type: "build-succeeded",
+            drv: reply.drv,
+            url,
+            log: null,
+          });
+        }
+        await w.close();
+      });
+      await Promise.all(workers);
+      await eventually(async () => {
+        await t.server.fetchesIdle();
+        const counts = await t.store.countBuildsByStatus();
+        return counts.get(BuildStatus.succeeded) === drvs.length;
+      }, "every build succeeded");
+      done = true;
+      await Promise.all(pollers);
+      latencies.sort((a, b) => a - b);
+      // deno-lint-ignore no-console
+      console.log(
+        `C17 API p99: ${
+          latencies[Math.floor(latencies.length * 0.99)]?.toFixed(0)
+        } ms over ${latencies.length} requests`,
+      );
+      assert.deepEqual(unexpectedErrors(t.lines), []);
+      const ok = t.lines.filter((l) =>
+        l.startsWith("info build succeeded")
+      ).length;
+      assert.equal(ok, drvs.length, "one success per build, none twice");
+    } finally {
+      await publish.shutdown();
+      await t.close();
+    }
+  },
+});

@@ -1,0 +1,518 @@
+import assert from "node:assert/strict";
+import {
+  runSession,
+  type SessionOptions,
+} from "../../../lib/worker/session.ts";
+import { DiskGuard } from "../../../lib/worker/disk_guard.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import type { Child, Spawner } from "../../../lib/process.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import { RouterSocket } from "../../../lib/zmtp/router.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
+import {
+  eventually,
+  type Fixture,
+  job,
+  startFixture,
+} from "../server/_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+interface FakeBuild {
+  argv: string[];
+  killed: boolean;
+  finished: boolean;
+  finish(code: number, log?: Uint8Array): void;
+}
+
+/** A spawner whose `guix build` runs until the test finishes it. */
+function controlledGuix() {
+  const builds: FakeBuild[] = [];
+  const spawn: Spawner = (argv, options) => {
+    const stderr = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = stderr.writable.getWriter();
+    let resolve!: (s: { code: number; signal: string | null }) => void;
+    const status = new Promise<{ code: number; signal: string | null }>(
+      (r) => (resolve = r),
+    );
+    const build: FakeBuild = {
+      argv,
+      killed: false,
+      finished: false,
+      finish(code, log) {
+        if (build.finished) return;
+        build.finished = true;
+        (log ? writer.write(log) : Promise.resolve())
+          .then(() => writer.close())
+          .then(() => resolve({ code, signal: null }));
+      },
+    };
+    const kill = () => {
+      build.killed = true;
+      build.finish(143);
+    };
+    options?.signal?.addEventListener("abort", kill, { once: true });
+    builds.push(build);
+    const child: Child = {
+      pid: 4242,
+      stdout: ReadableStream.from([new Uint8Array()]),
+      stderr: stderr.readable,
+      stdin: null,
+      status,
+      kill,
+    };
+    return child;
+  };
+  return {
+    builds,
+    guix: new Guix({ logger: createLogger({ sink: () => {} }), spawn }),
+  };
+}
+
+function sessionOptions(
+  port: number,
+  name: string,
+  guix: Guix,
+  lines: string[],
+  extra: Partial<SessionOptions> = {},
+): SessionOptions {
+  return {
+    server: { hostname: "127.0.0.1", port },
+    name,
+    machine: "test",
+    systems: ["x86_64-linux"],
+    publishPort: 5558,
+    substituteUrls: [],
+    guix,
+    clock: systemClock,
+    logger: createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+    requestPeriodMs: 100,
+    pingIntervalMs: 200,
+    replyTimeoutMs: 1000,
+    ...extra,
+  };
+}
+
+async function statusOf(f: Fixture, drv: string) {
+  return (await f.store.getBuildByDerivation(drv))?.status;
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() negotiates Lorica extensions, builds, and reports only after the build finished",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [drv] = await f.addJobs([job("hello", 1)]);
+      const { builds, guix } = controlledGuix();
+      const lines: string[] = [];
+      const running = runSession(
+        sessionOptions(f.port, "LORICA01", guix, lines),
+        abort.signal,
+      );
+      await eventually(() => builds.length === 1, "build started");
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.started
+      );
+      assert.ok(
+        f.lines.some((l) =>
+          l.includes("worker ready worker=LORICA01") &&
+          l.includes("lorica=true")
+        ),
+      );
+      // Nothing is reported while the daemon still builds.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await statusOf(f, drv), BuildStatus.started);
+      builds[0].finish(0, new TextEncoder().encode("done\n"));
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.succeeded
+      );
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C08: the server restarts mid-build; the worker registers again holding the build, which is not requeued",
+  async fn() {
+    let f = await startFixture();
+    let firstRoot: string | undefined;
+    const abort = new AbortController();
+    try {
+      const [drv] = await f.addJobs([job("long", 1), job("next", 2)]);
+      const { builds, guix } = controlledGuix();
+      const lines: string[] = [];
+      const running = runSession(
+        sessionOptions(f.port, "RESTART1", guix, lines),
+        abort.signal,
+      );
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.started
+      );
+      const port = f.port;
+      firstRoot = f.root;
+      await f.close(true);
+      f = await startFixture({ database: f.database, port });
+      await eventually(
+        () =>
+          f.lines.some((l) =>
+            l.includes("worker ready worker=RESTART1") &&
+            l.includes("holding=1")
+          ),
+        "registered again, holding its build",
+      );
+      assert.equal(await statusOf(f, drv), BuildStatus.started, "not requeued");
+      builds[0].finish(0);
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.succeeded
+      );
+      // Capacity unchanged: the same session takes the next build.
+      await eventually(() => builds.length === 2, "second build taken");
+      builds[1].finish(0);
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+      if (firstRoot) await Deno.remove(firstRoot, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "C08: an instant success with an empty log counts as success",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [drv] = await f.addJobs([job("valid-already", 1)]);
+      const { builds, guix } = controlledGuix();
+      const running = runSession(
+        sessionOptions(f.port, "INSTANT1", guix, []),
+        abort.signal,
+      );
+      await eventually(() => builds.length === 1);
+      builds[0].finish(0);
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.succeeded
+      );
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "cancel reaches a Lorica session: its guix build is killed, no result is sent, it asks for more work",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [drv] = await f.addJobs([job("forever", 1)]);
+      const { builds, guix } = controlledGuix();
+      const lines: string[] = [];
+      const running = runSession(
+        sessionOptions(f.port, "CANCEL01", guix, lines),
+        abort.signal,
+      );
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.started
+      );
+      const id = (await f.store.getBuildByDerivation(drv))!.id;
+      await f.dispatcher.cancelBuild(id);
+      await eventually(() => builds[0].killed, "guix build killed");
+      assert.equal(await statusOf(f, drv), BuildStatus.canceled);
+      await f.addJobs([job("after", 2)]);
+      await eventually(() => builds.length === 2, "next build taken");
+      assert.ok(lines.some((l) => l.includes("build canceled")));
+      assert.ok(
+        !f.lines.some((l) => l.includes("build failed") && l.includes(drv)),
+      );
+      builds[1].finish(0);
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a session with extensions off speaks plain Cuirass and is served by a Lorica server",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [drv] = await f.addJobs([job("plain", 1)]);
+      const { builds, guix } = controlledGuix();
+      const running = runSession(
+        sessionOptions(f.port, "PLAIN001", guix, [], { extensions: false }),
+        abort.signal,
+      );
+      await eventually(() => builds.length === 1);
+      builds[0].finish(0);
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.succeeded
+      );
+      assert.ok(
+        f.lines.some((l) =>
+          l.includes("worker ready worker=PLAIN001") &&
+          l.includes("lorica=false")
+        ),
+      );
+      assert.ok(!f.lines.some((l) => l.includes("type=lorica-hello")));
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+/** A server that answers the handshake, then (when frozen) nothing more. */
+async function scriptedServer(lorica: boolean) {
+  const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
+  const state = { frozen: false, requests: 0, readies: 0, hellos: 0 };
+  const abort = new AbortController();
+  const serving = (async () => {
+    while (!abort.signal.aborted) {
+      const { routingId, frames } = await router.receive(abort.signal);
+      const message = decodeMessage(frames[frames.length - 1]);
+      const reply = (m: Message) =>
+        router.send(routingId, [new Uint8Array(), encodeMessage(m)]).catch(
+          () => {},
+        );
+      if (message.type === "lorica-hello") {
+        state.hellos++;
+        if (lorica) {
+          await reply({
+            type: "lorica-welcome",
+            version: 1,
+            features: ["request-id"],
+            nonce: "00",
+          });
+        }
+      } else if (message.type === "worker-request-info") {
+        if (!state.frozen) {
+          await reply({
+            type: "server-info",
+            workerAddress: "127.0.0.1",
+            logPort: 9,
+            publishPort: null,
+          });
+        }
+      } else if (message.type === "worker-ready") {
+        state.readies++;
+      } else if (message.type === "worker-request-work") {
+        state.requests++;
+        if (!state.frozen) {
+          await reply({ type: "no-build", requestId: message.requestId });
+        }
+      }
+    }
+  })().catch(() => {});
+  return {
+    port: router.port,
+    state,
+    async close() {
+      abort.abort();
+      await router.close();
+      await serving;
+    },
+  };
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "C03: a server that stops answering gets no flood of requests; the worker reconnects and resumes",
+  async fn() {
+    const server = await scriptedServer(true);
+    const abort = new AbortController();
+    try {
+      const { guix } = controlledGuix();
+      const lines: string[] = [];
+      server.state.frozen = true;
+      const running = runSession(
+        sessionOptions(server.port, "FROZEN01", guix, lines, {
+          replyTimeoutMs: 300,
+        }),
+        abort.signal,
+      );
+      // Frozen for about ten reply periods.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      assert.equal(
+        server.state.requests,
+        0,
+        "no work request without server-info",
+      );
+      assert.ok(lines.some((l) => l.startsWith("warn server silent")));
+      server.state.frozen = false;
+      await eventually(() => server.state.requests >= 3, "requests resume");
+      // Thawed: requests come one per period, after a no-build each.
+      const silent = lines.filter((l) =>
+        l.startsWith("warn server silent")
+      ).length;
+      assert.ok(silent >= 3 && silent <= 15, `${silent} reconnects`);
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C03: a work request left unanswered is not repeated on the same connection",
+  async fn() {
+    const server = await scriptedServer(true);
+    const abort = new AbortController();
+    try {
+      const { guix } = controlledGuix();
+      const lines: string[] = [];
+      const running = runSession(
+        sessionOptions(server.port, "STALL001", guix, lines, {
+          replyTimeoutMs: 400,
+        }),
+        abort.signal,
+      );
+      await eventually(() => server.state.requests >= 1);
+      server.state.frozen = true;
+      const before = server.state.requests;
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      // Each reconnect costs a handshake (answered by nobody), not a request.
+      assert.ok(
+        server.state.requests - before <= 1,
+        `${server.state.requests - before} extra`,
+      );
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C09: no work is requested while the disk is low, one log line per period, then it resumes",
+  async fn() {
+    const server = await scriptedServer(false);
+    const abort = new AbortController();
+    try {
+      const { guix } = controlledGuix();
+      const lines: string[] = [];
+      let free = 1024;
+      const logger = createLogger({
+        timestamps: false,
+        sink: (l) => lines.push(l),
+      });
+      const disk = new DiskGuard({
+        paths: ["/store", "/tmp"],
+        minimumBytes: 5 * 1024 ** 3,
+        freeBytes: () => Promise.resolve(free),
+        clock: systemClock,
+        logger,
+        logPeriodMs: 1000,
+      });
+      const running = runSession(
+        sessionOptions(server.port, "DISK0001", guix, lines, { disk }),
+        abort.signal,
+      );
+      await eventually(() => server.state.readies >= 1);
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      assert.equal(server.state.requests, 0);
+      const warnings = lines.filter((l) => l.startsWith("warn disk space low"));
+      assert.ok(
+        warnings.length >= 2 && warnings.length <= 4,
+        `${warnings.length} lines`,
+      );
+      free = 10 * 1024 ** 3;
+      await eventually(() => server.state.requests >= 1, "resumed");
+      assert.ok(lines.some((l) => l.startsWith("info disk space ok")));
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a session with the right worker key builds on a server that requires one; without it, it gets nothing",
+  async fn() {
+    const secret = "shared-secret-of-the-farm";
+    const f = await startFixture({ workerKeys: new Map([["farm", secret]]) });
+    const abort = new AbortController();
+    try {
+      const [drv] = await f.addJobs([job("guarded", 1)]);
+      const { builds, guix } = controlledGuix();
+      const lines: string[] = [];
+      const keyless = runSession(
+        sessionOptions(f.port, "NOKEY001", guix, lines),
+        abort.signal,
+      );
+      await eventually(() =>
+        f.lines.some((l) =>
+          l.startsWith("warn worker refused") && l.includes("NOKEY001")
+        )
+      );
+      assert.ok(
+        lines.some((l) => l.startsWith("error authentication required")),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(builds.length, 0);
+      const keyed = runSession(
+        sessionOptions(f.port, "KEYED001", guix, [], {
+          authKey: { id: "farm", secret },
+        }),
+        abort.signal,
+      );
+      await eventually(() => builds.length === 1, "keyed worker builds");
+      builds[0].finish(0);
+      await eventually(async () =>
+        (await statusOf(f, drv)) === BuildStatus.succeeded
+      );
+      abort.abort();
+      await Promise.all([keyless, keyed]);
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
