@@ -1,128 +1,291 @@
-// lorica-server: evaluates specifications and hands builds to remote workers.
+// lorica-server: evaluates specifications and builds them, with the local
+// Guix daemon (default) or with remote workers (--build-remote).
 
 import { parseArgs } from "node:util";
 import { createLogger, parseLogLevel } from "./lib/log.ts";
+import { systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
-import { openSqliteStore } from "./lib/store/sqlite.ts";
-import { readSpecificationFile } from "./lib/spec/read_spec.ts";
+import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
+import { openStore } from "./lib/store/open_store.ts";
+import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
 import { startServer } from "./lib/server/server.ts";
+import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
+import { advertiseServer } from "./lib/discovery/advertise_server.ts";
+import { systemInterfaces } from "./lib/discovery/network_interfaces.ts";
+import { hostLabel } from "./lib/discovery/service.ts";
+import { startNotificationSender } from "./lib/notify/notification_sender.ts";
+import { versionLine } from "./lib/cli/version.ts";
 import {
+  argsFromEnvironment,
   cacheHome,
+  type OptionSpec,
   parsePort,
   parsePositive,
+  readSecretFile,
   stateHome,
   UsageError,
-  VERSION,
 } from "./lib/cli/args.ts";
 
 const USAGE = `Usage: lorica-server [OPTIONS]
-Evaluate Guix specifications and build them on remote workers.
+Evaluate Guix specifications and build them with the local Guix daemon, or
+with remote workers when --build-remote is given.
 
-  -S, --specifications=FILE  Cuirass specification file to load and evaluate
-  -D, --database=FILE        SQLite database (default: $XDG_STATE_HOME/lorica/lorica.db)
-  -b, --backend-port=PORT    ZeroMQ port for workers (default 5555)
-  -l, --log-port=PORT        build log port (default 5556)
-  -p, --publish-port=PORT    guix publish port (default 5557)
-      --no-publish           run no publish server
-      --listen=ADDRESS       address of the worker-facing ports (default 0.0.0.0)
-      --web-port=PORT        web interface port (default 8080)
-      --web-listen=ADDRESS   web interface address (default 127.0.0.1)
-  -c, --cache=DIR            build log directory (default: $XDG_CACHE_HOME/lorica)
-      --state-directory=DIR  evaluation logs (default: next to the database)
-      --worker-timeout=SECS  forget workers silent this long (default 120)
-      --public-key=FILE      publish signing key (default: guix's own)
+Specifications and evaluation:
+  -S, --specifications=FILE   Cuirass specification file (Scheme, or .json)
+  -I, --interval=SECONDS      channel polling period (default 600)
+      --no-poll               evaluate each specification once, as given, and
+                              never fetch its channels
+      --threads=N             systems evaluated at once (default 2)
+      --git-cache=DIR         channel mirrors (default $XDG_CACHE_HOME/lorica/git)
+      --ttl=DURATION          GC roots lifetime, e.g. 30d, 2w (default 30d)
+      --gc-roots=DIR          GC roots directory
+                              (default /var/guix/gcroots/profiles/per-user/$USER/lorica)
+Storage:
+  -D, --database=DB           SQLite file, postgres:// URL or "dbname=... host=..."
+                              (default $XDG_STATE_HOME/lorica/lorica.db)
+  -c, --cache=DIR             build logs (default $XDG_CACHE_HOME/lorica)
+      --state-directory=DIR   evaluation logs, admin token (default: the database's directory)
+Local mode (the default):
+      --max-jobs=N            builds the daemon runs at once (default 1)
+      --batch-size=N          derivations handed to the daemon at once (default 200)
+Remote mode:
+      --build-remote          hand builds to remote workers
+  -b, --backend-port=PORT     ZeroMQ port for workers (default 5555)
+  -l, --log-port=PORT         build log port (default 5556)
+      --listen=ADDRESS        address of the worker ports (default 0.0.0.0)
+      --worker-timeout=SECS   forget workers silent this long (default 120)
+      --worker-keys=FILE      accept only workers proving one of these keys
+      --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
+      --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
+      --no-advertise          do not announce the server with DNS-SD
+      --advertise-interface=IF[,IF]  announce only on these interfaces
+      --advertise-name=NAME   DNS-SD instance name (default "Lorica remote server on HOST")
+Publishing:
+  -p, --publish-port=PORT     guix publish port (default 5557)
+  -s, --no-publish            run no publish server
+      --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
-  -h, --help                 show this help
-  -V, --version              show the version
+Web interface:
+      --web-port=PORT         (default 8080)
+      --web-listen=ADDRESS    (default 127.0.0.1)
+      --base-url=URL          public URL of the web interface, for links
+      --admin-token-file=FILE secret of the admin actions (default: generated
+                              into the state directory)
+Notifications:
+      --mastodon-url=URL      Mastodon instance for mastodon notifications
+      --mastodon-token-file=FILE  its access token (or LORICA_MASTODON_TOKEN)
+      --notification-interval=SECS  pause between deliveries (default 60)
 
-Environment: LORICA_LOG=debug|info|warn|error; NIX_STORE_DIR.`;
+  -h, --help                  show this help
+  -V, --version               show the version
+
+Every option can also come from the environment: --log-port from
+LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on.
+LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store.
+Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
+
+const OPTIONS: Record<string, OptionSpec> = {
+  specifications: { type: "string", short: "S" },
+  interval: { type: "string", short: "I", default: "600" },
+  "no-poll": { type: "boolean", default: false },
+  threads: { type: "string", default: "2" },
+  "git-cache": { type: "string" },
+  ttl: { type: "string", default: "30d" },
+  "gc-roots": { type: "string" },
+  database: { type: "string", short: "D" },
+  cache: { type: "string", short: "c" },
+  "state-directory": { type: "string" },
+  "max-jobs": { type: "string", default: "1" },
+  "batch-size": { type: "string", default: "200" },
+  "build-remote": { type: "boolean", default: false },
+  "backend-port": { type: "string", short: "b", default: "5555" },
+  "log-port": { type: "string", short: "l", default: "5556" },
+  listen: { type: "string", default: "0.0.0.0" },
+  "worker-timeout": { type: "string", default: "120" },
+  "worker-keys": { type: "string" },
+  "max-build-wait": { type: "string" },
+  "max-log-size": { type: "string" },
+  "no-advertise": { type: "boolean", default: false },
+  "advertise-interface": { type: "string" },
+  "advertise-name": { type: "string" },
+  "publish-port": { type: "string", short: "p", default: "5557" },
+  "no-publish": { type: "boolean", short: "s", default: false },
+  "public-key": { type: "string" },
+  "private-key": { type: "string" },
+  "web-port": { type: "string", default: "8080" },
+  "web-listen": { type: "string", default: "127.0.0.1" },
+  "base-url": { type: "string" },
+  "admin-token-file": { type: "string" },
+  "mastodon-url": { type: "string" },
+  "mastodon-token-file": { type: "string" },
+  "notification-interval": { type: "string", default: "60" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+};
 
 // deno-lint-ignore no-console
 const say = console.log;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args,
-    options: {
-      specifications: { type: "string", short: "S" },
-      database: { type: "string", short: "D" },
-      "backend-port": { type: "string", short: "b", default: "5555" },
-      "log-port": { type: "string", short: "l", default: "5556" },
-      "publish-port": { type: "string", short: "p", default: "5557" },
-      "no-publish": { type: "boolean", default: false },
-      listen: { type: "string", default: "0.0.0.0" },
-      "web-port": { type: "string", default: "8080" },
-      "web-listen": { type: "string", default: "127.0.0.1" },
-      cache: { type: "string", short: "c" },
-      "state-directory": { type: "string" },
-      "worker-timeout": { type: "string", default: "120" },
-      "public-key": { type: "string" },
-      "private-key": { type: "string" },
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean", short: "V" },
-    },
+    args: [...argsFromEnvironment(OPTIONS), ...args],
+    options: OPTIONS,
     strict: true,
     allowPositionals: false,
-  });
-  if (values.help) {
+  }) as { values: Record<string, string | boolean | undefined> };
+  const text = (name: string) => values[name] as string | undefined;
+  const flag = (name: string) => values[name] === true;
+  if (flag("help")) {
     say(USAGE);
     return 0;
   }
-  if (values.version) {
-    say(`lorica-server ${VERSION}`);
+  if (flag("version")) {
+    say(await versionLine("lorica-server"));
     return 0;
   }
+
   const logger = createLogger({
     level: parseLogLevel(Deno.env.get("LORICA_LOG")),
   });
-  const database = values.database ?? `${stateHome()}/lorica/lorica.db`;
-  const stateDir = values["state-directory"] ??
-    database.replace(/\/[^/]*$/, "") ?? ".";
+  const database = text("database") ?? `${stateHome()}/lorica/lorica.db`;
+  const stateDir = text("state-directory") ??
+    (database.includes("/") && !database.includes("=") &&
+        !database.includes("://")
+      ? database.slice(0, database.lastIndexOf("/")) || "/"
+      : `${stateHome()}/lorica`);
   await Deno.mkdir(stateDir, { recursive: true });
-  const publishArgs = [
-    ...(values["public-key"] ? [`--public-key=${values["public-key"]}`] : []),
-    ...(values["private-key"]
-      ? [`--private-key=${values["private-key"]}`]
-      : []),
-  ];
-  const specs = values.specifications
-    ? await readSpecificationFile(values.specifications)
-    : [];
-
-  const store = openSqliteStore(database);
+  const cacheDir = text("cache") ?? `${cacheHome()}/lorica`;
   const guix = new Guix({ logger: logger.with({ part: "guix" }) });
+  const specs = text("specifications")
+    ? await readSpecificationFileOrGuix(text("specifications")!, guix)
+    : [];
+  const workerKeys = text("worker-keys")
+    ? parseWorkerKeys(
+      await readSecretFile("--worker-keys", text("worker-keys")!),
+    )
+    : null;
+  const adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
+  const publishArgs = [
+    ...(text("public-key") ? [`--public-key=${text("public-key")}`] : []),
+    ...(text("private-key") ? [`--private-key=${text("private-key")}`] : []),
+  ];
+  const remote = flag("build-remote");
+  const positive = (name: string) => parsePositive(`--${name}`, text(name)!);
+
+  const store = await openStore(database);
   const server = await startServer({
-    listen: values.listen,
-    backendPort: parsePort("--backend-port", values["backend-port"]),
-    logPort: parsePort("--log-port", values["log-port"]),
-    publishPort: values["no-publish"]
+    mode: remote ? "remote" : "local",
+    listen: text("listen")!,
+    backendPort: parsePort("--backend-port", text("backend-port")!),
+    logPort: parsePort("--log-port", text("log-port")!),
+    publishPort: flag("no-publish")
       ? null
-      : parsePort("--publish-port", values["publish-port"]),
-    webListen: values["web-listen"],
-    webPort: parsePort("--web-port", values["web-port"]),
-    cacheDir: values.cache ?? `${cacheHome()}/lorica`,
+      : parsePort("--publish-port", text("publish-port")!),
+    publishArgs,
+    webListen: text("web-listen")!,
+    webPort: parsePort("--web-port", text("web-port")!),
+    cacheDir,
     stateDir,
     storeDir: storeDirFromEnv(),
-    workerTimeoutSeconds: parsePositive(
-      "--worker-timeout",
-      values["worker-timeout"],
-    ),
-    publishArgs,
+    workerTimeoutSeconds: positive("worker-timeout"),
+    workerKeys,
+    maxBuildWaitSeconds: text("max-build-wait")
+      ? positive("max-build-wait")
+      : null,
+    maxLogBytes: text("max-log-size") ? positive("max-log-size") : undefined,
+    pollChannels: !flag("no-poll"),
+    pollIntervalSeconds: positive("interval"),
+    gitCacheDir: text("git-cache") ?? `${cacheDir}/git`,
+    gcRootDir: text("gc-roots") ?? defaultGcRootDirectory(),
+    gcRootTtlSeconds: durationOption("--ttl", text("ttl")!),
+    evaluationParallelism: positive("threads"),
+    localMaxJobs: positive("max-jobs"),
+    localBatchSize: positive("batch-size"),
+    adminToken,
+    publicUrl: text("base-url") ?? null,
   }, { store, guix, logger });
+
+  for (const spec of specs) await store.upsertSpecification(spec);
+  // The jobset monitor polls every active specification right away.
+  await server.refreshSpecifications();
+
+  const advertisement = remote && !flag("no-advertise")
+    ? await advertiseServer({
+      interfaces: systemInterfaces(text("advertise-interface")?.split(",")),
+      instanceName: text("advertise-name") ??
+        `Lorica remote server on ${hostLabel(Deno.hostname())}`,
+      hostName: `lorica-${hostLabel(Deno.hostname())}`,
+      port: server.backendPort,
+      logPort: server.logPort,
+      publishPort: server.publishPort,
+      logger: logger.with({ part: "discovery" }),
+    }).catch((error) => {
+      logger.warn("advertising failed", { error });
+      return null;
+    })
+    : null;
+
+  const mastodonToken = text("mastodon-token-file")
+    ? await readSecretFile(
+      "--mastodon-token-file",
+      text("mastodon-token-file")!,
+    )
+    : Deno.env.get("LORICA_MASTODON_TOKEN");
+  const notifications = startNotificationSender({
+    source: store,
+    clock: systemClock,
+    logger: logger.with({ part: "notify" }),
+    baseUrl: text("base-url") ?? "",
+    mastodon: text("mastodon-url") && mastodonToken
+      ? { instanceUrl: text("mastodon-url")!, token: mastodonToken }
+      : undefined,
+    intervalMs: positive("notification-interval") * 1000,
+    hostname: Deno.hostname(),
+  });
 
   const stopped = Promise.withResolvers<void>();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => stopped.resolve());
   }
-  for (const spec of specs) {
-    await store.upsertSpecification(spec);
-    if (spec.isActive) void server.evaluate(spec);
-  }
   await stopped.promise;
+  logger.info("server stopping");
+  await advertisement?.close();
   await server.stop();
+  await notifications.stop();
   await store.close();
   return 0;
+}
+
+/** The admin token: from its file, or generated once into the state dir. */
+async function adminTokenOf(
+  file: string | undefined,
+  stateDir: string,
+): Promise<string> {
+  if (file) return await readSecretFile("--admin-token-file", file);
+  const path = `${stateDir}/admin-token`;
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch {
+    const bytes = crypto.getRandomValues(new Uint8Array(24));
+    const token = Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    await Deno.writeTextFile(path, token + "\n", { mode: 0o600 });
+    say(`lorica-server: admin token written to ${path}`);
+    return token;
+  }
+}
+
+function durationOption(option: string, value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: ${
+        (error as Error).message
+      }`,
+    );
+  }
 }
 
 if (import.meta.main) {

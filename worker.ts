@@ -4,96 +4,154 @@ import { parseArgs } from "node:util";
 import { createLogger, parseLogLevel } from "./lib/log.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { startWorker } from "./lib/worker/worker.ts";
+import { ServerLocator } from "./lib/discovery/server_locator.ts";
 import {
+  localAddresses,
+  systemInterfaces,
+} from "./lib/discovery/network_interfaces.ts";
+import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
+import { versionLine } from "./lib/cli/version.ts";
+import {
+  argsFromEnvironment,
+  type OptionSpec,
   parseHostPort,
   parsePort,
   parsePositive,
+  readSecretFile,
   UsageError,
-  VERSION,
 } from "./lib/cli/args.ts";
 
-const USAGE = `Usage: lorica-worker --server=HOST:PORT [OPTIONS]
-Build derivations for a Lorica or Cuirass server.
+const USAGE = `Usage: lorica-worker [--server=HOST:PORT] [OPTIONS]
+Build derivations for a Lorica or Cuirass server. Without --server, the
+server is found on the local network with DNS-SD (_remote-server._tcp).
 
-  -s, --server=HOST:PORT     the server's backend (e.g. 10.0.0.1:5555, [::1]:5555)
-  -w, --workers=N            concurrent builds (default 1)
-  -S, --systems=S1,S2        systems to build for (default x86_64-linux)
-  -p, --publish-port=PORT    this machine's guix publish port (default 5558)
-      --publish-listen=ADDR  publish address (default 0.0.0.0)
-      --substitute-urls=URLS extra substitute URLs, space separated
-      --public-key=FILE      publish signing key (default: guix's own)
+  -s, --server=HOST:PORT      the server's backend (e.g. 10.0.0.1:5555, [::1]:5555)
+      --server-name=NAME      with DNS-SD, only the server of this instance name
+      --discovery-interface=IF[,IF]  browse only on these interfaces
+  -w, --workers=N             concurrent builds (default 1)
+  -S, --systems=S1,S2         systems to build for (default x86_64-linux)
+  -p, --publish-port=PORT     this machine's guix publish port (default 5558)
+      --publish-listen=ADDR   publish address (default 0.0.0.0)
+      --substitute-urls=URLS  more substitute URLs after the server's, space separated
+      --minimum-disk-space=GIB  ask for no work below this much free space (default 5)
+      --worker-key-file=FILE  key for a server that authenticates workers
+                              ("KEY-ID SECRET", or a bare secret)
+      --no-extensions         speak plain Cuirass (no request ids, no cancellation)
+      --reply-timeout=SECS    reconnect when the server is silent this long (default 60)
+      --ping-interval=SECS    time between pings (default 60)
+      --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
-  -h, --help                 show this help
-  -V, --version              show the version
+  -h, --help                  show this help
+  -V, --version               show the version
 
-Environment: REQUEST_PERIOD (seconds, default 30), LORICA_LOG, NIX_STORE_DIR.`;
+Every option can also come from the environment (--workers from
+LORICA_WORKERS, ...). REQUEST_PERIOD (seconds, default 30) is the pause after
+the server had no work, as in Cuirass; LORICA_LOG sets the log level.
+Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
+
+const OPTIONS: Record<string, OptionSpec> = {
+  server: { type: "string", short: "s" },
+  "server-name": { type: "string" },
+  "discovery-interface": { type: "string" },
+  workers: { type: "string", short: "w", default: "1" },
+  systems: { type: "string", short: "S", default: "x86_64-linux" },
+  "publish-port": { type: "string", short: "p", default: "5558" },
+  "publish-listen": { type: "string", default: "0.0.0.0" },
+  "substitute-urls": { type: "string", default: "" },
+  "minimum-disk-space": { type: "string", default: "5" },
+  "worker-key-file": { type: "string" },
+  "no-extensions": { type: "boolean", default: false },
+  "reply-timeout": { type: "string", default: "60" },
+  "ping-interval": { type: "string", default: "60" },
+  "public-key": { type: "string" },
+  "private-key": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+};
 
 // deno-lint-ignore no-console
 const say = console.log;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args,
-    options: {
-      server: { type: "string", short: "s" },
-      workers: { type: "string", short: "w", default: "1" },
-      systems: { type: "string", short: "S", default: "x86_64-linux" },
-      "publish-port": { type: "string", short: "p", default: "5558" },
-      "publish-listen": { type: "string", default: "0.0.0.0" },
-      "substitute-urls": { type: "string", default: "" },
-      "public-key": { type: "string" },
-      "private-key": { type: "string" },
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean", short: "V" },
-    },
+    args: [...argsFromEnvironment(OPTIONS), ...args],
+    options: OPTIONS,
     strict: true,
     allowPositionals: false,
-  });
+  }) as { values: Record<string, string | boolean | undefined> };
+  const text = (name: string) => values[name] as string | undefined;
   if (values.help) {
     say(USAGE);
     return 0;
   }
   if (values.version) {
-    say(`lorica-worker ${VERSION}`);
+    say(await versionLine("lorica-worker"));
     return 0;
   }
-  if (values.server === undefined) {
-    throw new UsageError(
-      "Cannot find a server: give --server=HOST:PORT (discovery is issue #5)",
-    );
-  }
-  const systems = values.systems.split(",").map((s) => s.trim()).filter(
-    Boolean,
-  );
+  const systems = text("systems")!.split(",").map((s) => s.trim())
+    .filter(Boolean);
   if (systems.length === 0) {
-    throw new UsageError(`Cannot use --systems "${values.systems}": empty`);
+    throw new UsageError(`Cannot use --systems "${text("systems")}": empty`);
+  }
+  const diskGiB = Number(text("minimum-disk-space"));
+  if (!(diskGiB >= 0)) {
+    throw new UsageError(
+      `Cannot use --minimum-disk-space "${
+        text("minimum-disk-space")
+      }": not a number of GiB`,
+    );
   }
   const period = parsePositive(
     "REQUEST_PERIOD",
     Deno.env.get("REQUEST_PERIOD") ?? "30",
   );
+  const authKey = text("worker-key-file")
+    ? firstKey(
+      await readSecretFile("--worker-key-file", text("worker-key-file")!),
+    )
+    : undefined;
   const logger = createLogger({
     level: parseLogLevel(Deno.env.get("LORICA_LOG")),
   });
+  const server = text("server") === undefined
+    ? undefined
+    : parseHostPort("--server", text("server")!);
+  const servers = server === undefined
+    ? new ServerLocator({
+      interfaces: systemInterfaces(text("discovery-interface")?.split(",")),
+      localAddresses: localAddresses(),
+      instanceName: text("server-name"),
+      logger: logger.with({ part: "discovery" }),
+    })
+    : undefined;
+
   const worker = startWorker({
-    server: parseHostPort("--server", values.server),
-    workers: parsePositive("--workers", values.workers),
+    server,
+    workers: parsePositive("--workers", text("workers")!),
     systems,
     machine: Deno.hostname(),
-    publishPort: parsePort("--publish-port", values["publish-port"]),
-    publishListen: values["publish-listen"],
-    substituteUrls: values["substitute-urls"].split(/\s+/).filter(Boolean),
+    publishPort: parsePort("--publish-port", text("publish-port")!),
+    publishListen: text("publish-listen")!,
+    substituteUrls: text("substitute-urls")!.split(/\s+/).filter(Boolean),
     requestPeriodMs: period * 1000,
-    pingIntervalMs: 60_000,
+    pingIntervalMs: parsePositive("--ping-interval", text("ping-interval")!) *
+      1000,
+    replyTimeoutMs: parsePositive("--reply-timeout", text("reply-timeout")!) *
+      1000,
+    extensions: values["no-extensions"] !== true,
+    authKey,
+    minimumDiskSpace: diskGiB * 1024 ** 3,
     publishArgs: [
-      ...(values["public-key"] ? [`--public-key=${values["public-key"]}`] : []),
-      ...(values["private-key"]
-        ? [`--private-key=${values["private-key"]}`]
-        : []),
+      ...(text("public-key") ? [`--public-key=${text("public-key")}`] : []),
+      ...(text("private-key") ? [`--private-key=${text("private-key")}`] : []),
     ],
-  }, { guix: new Guix({ logger: logger.with({ part: "guix" }) }), logger });
+  }, {
+    guix: new Guix({ logger: logger.with({ part: "guix" }) }),
+    logger,
+    servers,
+  });
   logger.info("worker started", {
-    server: values.server,
+    server: text("server") ?? "discovery",
     sessions: worker.names.join(","),
     systems: systems.join(","),
   });
@@ -104,6 +162,12 @@ async function main(args: string[]): Promise<number> {
   await Promise.race([stopped.promise, worker.done]);
   await worker.stop();
   return 0;
+}
+
+/** The worker's key: the first entry of a worker keys file. */
+function firstKey(text: string): { id: string; secret: string } {
+  const [id, secret] = parseWorkerKeys(text).entries().next().value!;
+  return { id, secret };
 }
 
 if (import.meta.main) {

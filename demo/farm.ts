@@ -2,6 +2,8 @@
 // processes, each with its own (fake) Guix daemon state and signing key.
 
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { readSpecificationFile } from "../lib/spec/read_spec.ts";
+import { specificationToJson } from "../lib/web/json_shapes.ts";
 
 export interface WorkerPlan {
   systems: string[];
@@ -179,8 +181,13 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
   const webPort = options.webPort === 0
     ? await freePorts(1).then((p) => p[0])
     : options.webPort;
+  const specFile = await withLocalChannel(options.specFile, root);
   const server = start("server", "server.ts", [
-    `--specifications=${options.specFile}`,
+    `--specifications=${specFile}`,
+    "--build-remote",
+    // Never announce on this machine's real interfaces.
+    "--no-advertise",
+    `--gc-roots=${root}/server/gcroots`,
     `--database=${root}/server/lorica.db`,
     `--cache=${root}/server/logs`,
     `--backend-port=${ports[0]}`,
@@ -263,6 +270,62 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
       }
     },
   };
+}
+
+/**
+ * The specifications of `specFile` with their channels replaced by one
+ * local Git repository made here, written as JSON: the server polls its
+ * channels, and the demo must never fetch from the Internet.
+ */
+async function withLocalChannel(specFile: string, root: string) {
+  const repo = `${root}/channel`;
+  await Deno.mkdir(repo, { recursive: true });
+  for (
+    const args of [
+      ["init", "-q", "-b", "main"],
+      [
+        "-c",
+        "user.name=Lorica demo",
+        "-c",
+        "user.email=demo@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "Demo channel",
+      ],
+    ]
+  ) {
+    const result = await new Deno.Command("git", {
+      args,
+      cwd: repo,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!result.success) {
+      throw new Error(
+        `Cannot make the demo channel with "git ${args.join(" ")}": ${
+          new TextDecoder().decode(result.stderr).trim()
+        }`,
+      );
+    }
+  }
+  const specs = (await readSpecificationFile(specFile)).map((spec) => ({
+    ...spec,
+    channels: [{
+      name: "guix",
+      url: `file://${repo}`,
+      branch: "main",
+      commit: null,
+      introduction: null,
+    }],
+  }));
+  const file = `${root}/specifications.json`;
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify(specs.map(specificationToJson), null, 2),
+  );
+  return file;
 }
 
 async function writeAll(file: Deno.FsFile, chunk: Uint8Array) {

@@ -4,7 +4,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { VERSION } from "../lib/cli/args.ts";
-import { gitRevision } from "./git_revision.ts";
+import { gitRevision } from "../lib/cli/git_revision.ts";
 
 const USAGE = `Usage: deno task compile [OPTIONS] [server|worker]...
 Builds dist/lorica-{server,worker}-{x86_64,aarch64}-linux (and dist/lorica-server,
@@ -41,7 +41,12 @@ type Arch = typeof TARGETS[Target]["arch"];
 const PROGRAMS = ["server", "worker"] as const;
 type Program = typeof PROGRAMS[number];
 /** Files the programs read at run time, embedded next to their modules. */
-const ASSETS = ["lib/guix/evaluate.scm", "dist/build_info.json"];
+const ASSETS = [
+  "lib/guix/evaluate.scm",
+  "lib/guix/build_driver.scm",
+  "lib/spec/print_specs.scm",
+  "dist/build_info.json",
+];
 
 /** A runtime problem that stops one target (or all). */
 class RuntimeError extends Error {

@@ -57,7 +57,9 @@ export function parseHostPort(
   const port = Number(match[3]);
   if (port > 65535) {
     throw new UsageError(
-      `Cannot use ${option} ${JSON.stringify(value)}: port ${port} is above 65535`,
+      `Cannot use ${option} ${
+        JSON.stringify(value)
+      }: port ${port} is above 65535`,
     );
   }
   return { hostname: match[1] ?? match[2], port };
@@ -77,3 +79,48 @@ export function stateHome(): string {
 
 /** The Lorica version printed by `--version`. */
 export const VERSION = "0.1.0";
+
+/** An option of `node:util` parseArgs, as the two programs declare them. */
+export interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  default?: string | boolean;
+}
+
+/**
+ * Command-line arguments for the options set in the environment: option
+ * `--log-port` comes from `LORICA_LOG_PORT`, and so on. They go before the
+ * real arguments, so that the command line wins.
+ */
+export function argsFromEnvironment(
+  options: Record<string, OptionSpec>,
+  env: { get(key: string): string | undefined } = Deno.env,
+): string[] {
+  const args: string[] = [];
+  for (const [name, spec] of Object.entries(options)) {
+    if (name === "help" || name === "version") continue;
+    const value = env.get(`LORICA_${name.toUpperCase().replaceAll("-", "_")}`);
+    if (value === undefined || value === "") continue;
+    if (spec.type === "string") args.push(`--${name}=${value}`);
+    else if (/^(1|true|yes|on)$/i.test(value)) args.push(`--${name}`);
+  }
+  return args;
+}
+
+/** Reads a secret from a file, without its trailing newline. */
+export async function readSecretFile(
+  option: string,
+  path: string,
+): Promise<string> {
+  try {
+    const secret = (await Deno.readTextFile(path)).trim();
+    if (secret === "") throw new Error("the file is empty");
+    return secret;
+  } catch (error) {
+    throw new UsageError(
+      `Cannot read ${option} ${JSON.stringify(path)}: ${
+        (error as Error).message
+      }`,
+    );
+  }
+}

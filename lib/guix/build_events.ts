@@ -4,13 +4,13 @@
 // A builder can only ever write inside a frame, so nothing it prints can
 // pass for an event.
 
+import { shippedScriptPath } from "./shipped_script.ts";
 import {
   type Child,
   type Spawner,
   type SpawnOptions,
   spawnProcess,
 } from "../process.ts";
-import { fileURLToPath as fromFileUrl } from "node:url";
 
 /** One item of the stream, in order. */
 export type BuildEvent =
@@ -175,8 +175,7 @@ export function guixSpawner(
 
 /** Path of the Guile build driver shipped next to this module. */
 export function defaultBuildDriverPath(): string {
-  const url = new URL("./build_driver.scm", import.meta.url);
-  return url.protocol === "file:" ? fromFileUrl(url) : url.href;
+  return shippedScriptPath(new URL("./build_driver.scm", import.meta.url));
 }
 
 export interface BuildDriverRequest {

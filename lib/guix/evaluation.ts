@@ -1,6 +1,6 @@
 // Evaluating a specification for one system through `guix time-machine`.
 
-import { fileURLToPath as fromFileUrl } from "node:url";
+import { shippedScriptPath } from "./shipped_script.ts";
 import { readSexp } from "../sexp/read.ts";
 import { writeSexp } from "../sexp/write.ts";
 import { type Datum, isSym, sym } from "../sexp/datum.ts";
@@ -36,8 +36,7 @@ export interface EvaluateResult {
 
 /** Path of the Guile evaluator shipped next to this module. */
 export function defaultEvaluatorPath(): string {
-  const url = new URL("./evaluate.scm", import.meta.url);
-  return url.protocol === "file:" ? fromFileUrl(url) : url.href;
+  return shippedScriptPath(new URL("./evaluate.scm", import.meta.url));
 }
 
 /** Runs the evaluator for one system and parses its job lines. */

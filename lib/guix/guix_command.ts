@@ -1,6 +1,12 @@
 // The one door to Guix: every `guix` subprocess Lorica runs goes through here.
 
-import { readTail, type Spawner, spawnProcess } from "../process.ts";
+import {
+  type Child,
+  readTail,
+  type Spawner,
+  type SpawnOptions,
+  spawnProcess,
+} from "../process.ts";
 import type { Logger } from "../log.ts";
 
 /** A `guix` invocation that failed; carries the command and its stderr tail. */
@@ -72,6 +78,14 @@ export class Guix {
     this.#env = options.env ?? {};
     this.#spawn = options.spawn ?? spawnProcess;
     this.#logger = options.logger;
+  }
+
+  /** Starts `guix ARGS...` with this wrapper's environment. */
+  spawn(args: string[], options: SpawnOptions = {}): Child {
+    return this.#spawn([this.#command, ...args], {
+      ...options,
+      env: { ...this.#env, ...options.env },
+    });
   }
 
   /** Builds (or substitutes) derivations with `guix build`. */

@@ -21,7 +21,7 @@ import {
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { BuildStatus, type Store } from "../store/types.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, WorkerLinks } from "./worker_links.ts";
@@ -45,6 +45,8 @@ export interface DispatcherOptions {
   workerKeys?: Map<string, string> | null;
   /** Largest payload decoded; default 1 MiB. */
   maxPayloadBytes?: number;
+  /** Called when a build was handed to a worker (for metrics). */
+  onSubmitted?: (build: Build, worker: string, now: number) => void;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -417,6 +419,7 @@ export class Dispatcher {
       ...tag,
     });
     if (delivered) {
+      this.#options.onSubmitted?.(build, name, now);
       this.#logger.info("build submitted", {
         drv: build.derivation,
         worker: name,

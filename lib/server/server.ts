@@ -1,54 +1,67 @@
-// The remote-mode server: dispatcher, log receiver, publish, web, evaluations.
+// The server: evaluations and channel polling, one build mode (local daemon
+// or remote workers), publish, and the web interface.
 
-import { type Clock, systemClock } from "../clock.ts";
+import { type Clock, epochSeconds, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix, RunningGuix } from "../guix/guix_command.ts";
+import { GcRoots, runGcRootCleaner } from "../guix/gc_roots.ts";
+import { Git } from "../git/git.ts";
 import type { Specification, Store } from "../store/types.ts";
-import { RouterSocket } from "../zmtp/router.ts";
-import {
-  type LogReceiver,
-  startLogReceiver,
-} from "../protocol/log_receiver.ts";
 import { createWebApp } from "../web/app.ts";
-import { Dispatcher } from "./dispatcher.ts";
-import { OutputFetcher } from "./output_fetcher.ts";
-import { type EvaluationOutcome, runEvaluation } from "./evaluation_runner.ts";
-import { sweepWorkers } from "./worker_sweeper.ts";
+import { createLiveLogHub } from "../web/live_logs.ts";
+import { createFarmMetrics } from "../web/metrics.ts";
+import {
+  abortStaleEvaluations,
+  evaluationLogPath,
+  type EvaluationOutcome,
+  type EvaluationRequest,
+  keepPendingDerivations,
+  recordFailedEvaluation,
+  runEvaluation,
+} from "./evaluation_runner.ts";
+import { JobsetMonitor } from "./jobset_monitor.ts";
+import { LocalBuilder } from "./local_builder.ts";
+import {
+  type RemoteBuilder,
+  type RemoteBuilderConfig,
+  runCleanups,
+  startRemoteBuilder,
+} from "./remote_builder.ts";
 
-export interface ServerConfig {
-  /** Address the worker-facing ports bind to; default all IPv4 interfaces. */
-  listen: string;
-  backendPort: number;
-  logPort: number;
-  /** Null: run no publish server (workers then get `#f`). */
-  publishPort: number | null;
-  /** Address of the web interface; default 127.0.0.1. */
-  webListen: string;
-  webPort: number;
-  /** Where build logs are kept as `<hash>.log.gz`. */
-  cacheDir: string;
-  /** Evaluation logs and other state. */
-  stateDir: string;
-  storeDir: string;
-  workerTimeoutSeconds: number;
+export interface ServerConfig extends RemoteBuilderConfig {
+  /** "local": the local daemon builds (Cuirass's default); "remote": workers. */
+  mode: "local" | "remote";
   /** Extra `guix publish` arguments, e.g. key files. */
   publishArgs: string[];
-  // --- Robustness options (issue 7); all optional, defaults in brackets. ---
+  /** Address and port of the web interface. */
+  webListen: string;
+  webPort: number;
+  /** Evaluation logs and other state. */
+  stateDir: string;
+  // --- Optional, defaults in brackets. ---
   /**
-   * Worker keys (key id -> secret, see parseWorkerKeys): when set, only
-   * workers proving one get builds [null: any worker, as Cuirass].
+   * Poll the specifications' channels and evaluate on new commits [true].
+   * When false, each active specification is evaluated once with its
+   * channels as given, and no channel is ever fetched.
    */
-  workerKeys?: Map<string, string> | null;
-  /** Builds waiting this long with no worker for their system fail [never]. */
-  maxBuildWaitSeconds?: number | null;
-  /** Time between worker sweeps [a quarter of the worker timeout]. */
-  sweepIntervalMs?: number;
-  /** Log bytes kept per build before the truncation marker [256 MiB]. */
-  maxLogBytes?: number;
-  /** Time to get a finished build's outputs before failed-other [10 min]. */
-  fetchDeadlineMs?: number;
-  /** First retry delay of an output fetch, doubling [1000 ms]. */
-  fetchRetryDelayMs?: number;
+  pollChannels?: boolean;
+  /** Seconds between channel polls of a specification with no period [600]. */
+  pollIntervalSeconds?: number;
+  /** Git mirrors of the channels [<cacheDir>/git]. */
+  gitCacheDir?: string;
+  /** GC roots of derivations and outputs [<stateDir>/gcroots]. */
+  gcRootDir?: string;
+  /** How long GC roots of finished builds live [30 days]. */
+  gcRootTtlSeconds?: number;
+  /** Systems evaluated at once [2]. */
+  evaluationParallelism?: number;
+  /** Local mode: builds the daemon runs at once [1], and per batch [200]. */
+  localMaxJobs?: number;
+  localBatchSize?: number;
+  /** Secret of the admin routes [null: admin routes disabled]. */
+  adminToken?: string | null;
+  /** Public URL of the web interface, for links in feeds [the request's]. */
+  publicUrl?: string | null;
 }
 
 export interface ServerDeps {
@@ -56,22 +69,29 @@ export interface ServerDeps {
   guix: Guix;
   logger: Logger;
   clock?: Clock;
+  git?: Git;
 }
 
 export interface RunningServer {
+  readonly mode: "local" | "remote";
+  /** Remote mode only (0 in local mode). */
   readonly backendPort: number;
   readonly logPort: number;
   readonly webPort: number;
   readonly publishPort: number | null;
   readonly store: Store;
   /** Evaluates a specification now and registers its builds. */
-  evaluate(spec: Specification): Promise<EvaluationOutcome>;
+  evaluate(
+    spec: Specification,
+    request?: EvaluationRequest,
+  ): Promise<EvaluationOutcome>;
+  /** Polls a specification's channels now (evaluating on news). */
+  trigger(name: string): void;
+  /** Re-reads the specification list (after adding or removing one). */
+  refreshSpecifications(): Promise<void>;
   /** Resolves when every fetch of finished builds' outputs is done. */
   fetchesIdle(): Promise<void>;
-  /**
-   * Cancels a build (status canceled even if its worker is unreachable) and
-   * stops it on a Lorica worker; false when it was not pending.
-   */
+  /** Cancels a build, stopping it on a Lorica worker; false if not pending. */
   cancelBuild(id: number): Promise<boolean>;
   /** Schedules a build again, stopping a running copy on a Lorica worker. */
   restartBuild(id: number): Promise<boolean>;
@@ -89,79 +109,87 @@ export async function startServer(
   const cleanups: (() => Promise<unknown>)[] = [];
   await Deno.mkdir(config.cacheDir, { recursive: true });
   await Deno.mkdir(config.stateDir, { recursive: true });
+  await abortStaleEvaluations(store, clock, logger);
 
   try {
-    let publish: RunningGuix | null = null;
     if (config.publishPort !== null) {
-      publish = guix.start([
+      const publish: RunningGuix = guix.start([
         "publish",
         `--port=${config.publishPort}`,
         `--listen=${config.listen}`,
         "--compression=0",
         ...config.publishArgs,
       ], "publish");
-      cleanups.push(() => publish!.stop());
+      cleanups.push(() => publish.stop());
     }
 
-    const logReceiver: LogReceiver = await startLogReceiver({
-      hostname: config.listen,
-      port: config.logPort,
-      cacheDir: config.cacheDir,
+    const gcRoots = new GcRoots({
+      directory: config.gcRootDir ?? `${config.stateDir}/gcroots`,
       storeDir: config.storeDir,
-      logger: logger.with({ part: "logs" }),
-      maxLogBytes: config.maxLogBytes,
+      clock,
+      logger: logger.with({ part: "gc" }),
     });
-    cleanups.push(() => logReceiver.close());
+    const cleaning = runGcRootCleaner(gcRoots, {
+      ttlSeconds: config.gcRootTtlSeconds ?? 30 * 86400,
+      keepDerivation: keepPendingDerivations(store),
+      clock,
+      logger: logger.with({ part: "gc" }),
+    }, abort.signal);
+    cleanups.push(() => cleaning);
 
-    const late: { dispatcher?: Dispatcher } = {};
-    const router = await RouterSocket.bind({
-      hostname: config.listen,
-      port: config.backendPort,
-      // Protocol messages are small; a larger one only costs memory.
-      maxMessageBytes: 16 * 1024 * 1024,
-      logger: logger.with({ part: "zmtp" }),
-      onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
-    });
-    cleanups.push(() => router.close());
-
-    const fetcher = new OutputFetcher({
+    const liveLogs = createLiveLogHub();
+    const metrics = createFarmMetrics();
+    const builder = await startBuilder(config, {
       store,
       guix,
       clock,
-      logger: logger.with({ part: "fetch" }),
-      deadlineMs: config.fetchDeadlineMs,
-      retryDelayMs: config.fetchRetryDelayMs,
-    });
-    cleanups.push(() => fetcher.close());
-
-    const dispatcher = new Dispatcher({
-      store,
-      router,
-      fetcher,
-      clock,
-      logger: logger.with({ part: "dispatch" }),
-      logPort: logReceiver.port,
-      publishPort: config.publishPort,
-      logCacheDir: config.cacheDir,
-      storeDir: config.storeDir,
-      workerKeys: config.workerKeys,
-    });
-    late.dispatcher = dispatcher;
-    if (dispatcher.authRequired) {
-      logger.info("worker authentication on", {
-        keys: config.workerKeys!.size,
-      });
-    }
-    const dispatching = dispatcher.run(abort.signal);
-    const sweeping = sweepWorkers({
-      store,
-      clock,
       logger,
-      timeoutSeconds: config.workerTimeoutSeconds,
-      intervalMs: config.sweepIntervalMs,
-      maxWaitSeconds: config.maxBuildWaitSeconds,
-    }, abort.signal);
-    cleanups.push(() => Promise.allSettled([dispatching, sweeping]));
+      gcRoots,
+      signal: abort.signal,
+      onLogChunk(drv, chunk) {
+        liveLogs.chunk(drv, chunk);
+        metrics.logBytesReceived.inc(chunk.length);
+      },
+      onLogComplete: (drv, bytes) => liveLogs.complete(drv, bytes),
+      onSubmitted(build, _worker, now) {
+        metrics.dispatchLatency.observe(now - build.timestamp, {
+          system: build.system,
+        });
+        metrics.buildsDispatched.inc(1, { system: build.system });
+      },
+    });
+    cleanups.push(() => builder.stop());
+
+    const runnerOptions = {
+      store,
+      guix,
+      clock,
+      logger: logger.with({ part: "evaluation" }),
+      stateDir: config.stateDir,
+      parallelism: config.evaluationParallelism ?? 2,
+      gcRoots,
+      signal: abort.signal,
+    };
+    async function evaluate(spec: Specification, request?: EvaluationRequest) {
+      const outcome = await runEvaluation(spec, runnerOptions, request);
+      builder.wake();
+      return outcome;
+    }
+    const monitor = config.pollChannels === false
+      ? evaluateOnce(store, evaluate, logger)
+      : new JobsetMonitor({
+        store,
+        git: deps.git ?? new Git({ clock }),
+        clock,
+        logger: logger.with({ part: "poll" }),
+        cacheDir: config.gitCacheDir ?? `${config.cacheDir}/git`,
+        defaultInterval: config.pollIntervalSeconds ?? 600,
+        evaluate,
+        recordFailure: (spec, failure) =>
+          recordFailedEvaluation(spec, runnerOptions, failure),
+      });
+    monitor.start();
+    cleanups.push(() => monitor.stop());
 
     const app = createWebApp({
       store,
@@ -170,10 +198,26 @@ export async function startServer(
       clock,
       logger: logger.with({ part: "web" }),
       workerTimeoutSeconds: config.workerTimeoutSeconds,
-      // Cancel and restart also reach the worker running the build.
+      adminToken: config.adminToken ?? null,
+      liveLogs,
+      metrics,
+      publicUrl: config.publicUrl ?? null,
+      evaluationLog: (id) => evaluationLogPath(config.stateDir, id),
       actions: {
-        cancelBuild: (id) => dispatcher.cancelBuild(id),
-        restartBuild: (id) => dispatcher.restartBuild(id),
+        cancelBuild: (id) => builder.cancelBuild(id),
+        restartBuild: (id) => builder.restartBuild(id),
+        async saveSpecification(spec) {
+          await store.upsertSpecification(spec);
+          await monitor.refresh();
+        },
+        async deleteSpecification(name) {
+          const deleted = await store.deleteSpecification(name);
+          await monitor.refresh();
+          return deleted;
+        },
+        async triggerEvaluation(name) {
+          monitor.trigger(name);
+        },
       },
     });
     const web = Deno.serve({
@@ -184,29 +228,26 @@ export async function startServer(
     cleanups.push(() => web.shutdown());
 
     logger.info("server started", {
-      backend: router.port,
-      logs: logReceiver.port,
+      mode: config.mode,
+      backend: builder.backendPort || undefined,
+      logs: builder.logPort || undefined,
       publish: config.publishPort ?? "off",
       web: `http://${config.webListen}:${web.addr.port}`,
     });
 
     return {
-      backendPort: router.port,
-      logPort: logReceiver.port,
+      mode: config.mode,
+      backendPort: builder.backendPort,
+      logPort: builder.logPort,
       webPort: web.addr.port,
       publishPort: config.publishPort,
       store,
-      evaluate: (spec) =>
-        runEvaluation(spec, {
-          store,
-          guix,
-          clock,
-          logger: logger.with({ part: "evaluation" }),
-          stateDir: config.stateDir,
-        }),
-      fetchesIdle: () => fetcher.idle(),
-      cancelBuild: (id) => dispatcher.cancelBuild(id),
-      restartBuild: (id) => dispatcher.restartBuild(id),
+      evaluate,
+      trigger: (name) => monitor.trigger(name),
+      refreshSpecifications: () => monitor.refresh(),
+      fetchesIdle: () => builder.fetchesIdle(),
+      cancelBuild: (id) => builder.cancelBuild(id),
+      restartBuild: (id) => builder.restartBuild(id),
       async stop() {
         abort.abort();
         await runCleanups(cleanups);
@@ -220,8 +261,108 @@ export async function startServer(
   }
 }
 
-async function runCleanups(cleanups: (() => Promise<unknown>)[]) {
-  for (const cleanup of cleanups.reverse()) {
-    await cleanup().catch(() => {});
+/** The part of JobsetMonitor the server uses. */
+interface SpecificationWatcher {
+  start(): void;
+  refresh(): Promise<void>;
+  trigger(name: string): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Without channel polling: every active specification is evaluated once,
+ * with its channels as given; a trigger evaluates it again.
+ */
+function evaluateOnce(
+  store: Store,
+  evaluate: (spec: Specification) => Promise<EvaluationOutcome>,
+  logger: Logger,
+): SpecificationWatcher {
+  const running = new Set<Promise<unknown>>();
+  function launch(spec: Specification) {
+    const evaluation = evaluate(spec).catch((error) =>
+      logger.error("evaluation failed", { spec: spec.name, error })
+    );
+    running.add(evaluation);
+    evaluation.finally(() => running.delete(evaluation));
   }
+  return {
+    start() {},
+    async refresh() {
+      for (const spec of await store.listSpecifications()) {
+        if (!spec.isActive) continue;
+        const done = await store.listEvaluations({
+          specification: spec.name,
+          limit: 1,
+        });
+        if (done.length === 0) launch(spec);
+      }
+    },
+    trigger(name) {
+      store.getSpecification(name).then((spec) => spec && launch(spec));
+    },
+    async stop() {
+      await Promise.allSettled([...running]);
+    },
+  };
+}
+
+/** What the rest of the server needs from either build mode. */
+interface Builder extends RemoteBuilder {
+  /** New builds were registered: look at the queue now. */
+  wake(): void;
+}
+
+interface BuilderDeps {
+  store: Store;
+  guix: Guix;
+  clock: Clock;
+  logger: Logger;
+  gcRoots: GcRoots;
+  signal: AbortSignal;
+  onLogChunk: (drv: string, chunk: Uint8Array) => void;
+  onLogComplete: (drv: string, bytes: number) => void;
+  onSubmitted: Parameters<typeof startRemoteBuilder>[1]["onSubmitted"];
+}
+
+async function startBuilder(
+  config: ServerConfig,
+  deps: BuilderDeps,
+): Promise<Builder> {
+  const { store, guix, clock, logger } = deps;
+  if (config.mode === "remote") {
+    const remote = await startRemoteBuilder(config, deps);
+    // Workers ask for work themselves; nothing to wake.
+    return { ...remote, wake: () => {} };
+  }
+  const local = new LocalBuilder({
+    store,
+    spawnGuix: (args, options) => guix.spawn(args, options),
+    clock,
+    logger: logger.with({ part: "local" }),
+    logCacheDir: config.cacheDir,
+    storeDir: config.storeDir,
+    systems: "all",
+    maxJobs: config.localMaxJobs ?? 1,
+    batchSize: config.localBatchSize ?? 200,
+    gcRoots: deps.gcRoots,
+  });
+  await local.recover();
+  const running = local.run(deps.signal);
+  const now = () => epochSeconds(clock);
+  return {
+    backendPort: 0,
+    logPort: 0,
+    async cancelBuild(id) {
+      return (await store.cancelBuild(id, now())).changed;
+    },
+    async restartBuild(id) {
+      const changed = (await store.restartBuild(id, now())).changed;
+      if (changed) local.wake();
+      return changed;
+    },
+    fetchesIdle: () => Promise.resolve(),
+    wake: () => local.wake(),
+    stop: () => running,
+  };
 }

@@ -2,7 +2,7 @@
 // such files contain (cuirass.md 5.1-5.3), evaluated without Guile; JSON
 // files in the API's shape; and, through `guix repl`, arbitrary Scheme.
 
-import { fileURLToPath as fromFileUrl } from "node:url";
+import { shippedScriptPath } from "../guix/shipped_script.ts";
 import { readAllSexps, SexpSyntaxError } from "../sexp/read.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import type { Specification } from "../store/types.ts";
@@ -107,8 +107,7 @@ export async function readSpecificationFile(
 
 /** Path of the Guile script that prints a file's specifications. */
 export function printSpecsScriptPath(): string {
-  const url = new URL("./print_specs.scm", import.meta.url);
-  return url.protocol === "file:" ? fromFileUrl(url) : url.href;
+  return shippedScriptPath(new URL("./print_specs.scm", import.meta.url));
 }
 
 /**

@@ -5,9 +5,15 @@ import type { Logger } from "../log.ts";
 import type { Guix, RunningGuix } from "../guix/guix_command.ts";
 import { runSession } from "./session.ts";
 import { DiskGuard } from "./disk_guard.ts";
+import {
+  fixedServer,
+  followServer,
+  type ServerSource,
+} from "../discovery/server_locator.ts";
 
 export interface WorkerConfig {
-  server: { hostname: string; port: number };
+  /** The server; absent when `deps.servers` finds it (DNS-SD). */
+  server?: { hostname: string; port: number };
   /** Concurrent builds (sessions), like `cuirass remote-worker --workers`. */
   workers: number;
   systems: string[];
@@ -39,6 +45,8 @@ export interface WorkerDeps {
   clock?: Clock;
   /** Free bytes of a path's file system; default statfs (tests inject). */
   freeBytes?: (path: string) => Promise<number>;
+  /** Where the server is, and where it moves; default `config.server`. */
+  servers?: ServerSource;
 }
 
 export interface RunningWorker {
@@ -90,10 +98,33 @@ export function startWorker(
     logger,
     logPeriodMs: config.requestPeriodMs,
   });
-  const sessions = names.map((name) =>
-    runSessionForever(name, config, deps, clock, cores, disk, abort.signal)
+  if (deps.servers === undefined && config.server === undefined) {
+    throw new TypeError(
+      "Cannot start a worker: no server and no way to find one",
+    );
+  }
+  const source = deps.servers ?? fixedServer(config.server!);
+  // When the server moves (DNS-SD), the sessions are restarted against it.
+  const done = followServer(
+    source,
+    (server, signal) =>
+      Promise.all(names.map((name) =>
+        runSessionForever(
+          name,
+          {
+            ...config,
+            server: { hostname: server.hostname, port: server.port },
+          },
+          deps,
+          clock,
+          cores,
+          disk,
+          signal,
+        )
+      )).then(() => {}),
+    abort.signal,
+    (error) => logger.error("sessions failed", { error }),
   );
-  const done = Promise.all(sessions).then(() => {});
   return {
     names,
     done,
@@ -109,7 +140,7 @@ export function startWorker(
 /** Restarts a session that failed, after a pause, until aborted. */
 async function runSessionForever(
   name: string,
-  config: WorkerConfig,
+  config: WorkerConfig & { server: { hostname: string; port: number } },
   deps: WorkerDeps,
   clock: Clock,
   cores: number,

@@ -170,6 +170,10 @@ Deno.test({
         `--specifications=${REPO}/demo/demo-spec.scm`,
         `--database=${farm.root}/server/lorica.db`,
         `--cache=${farm.root}/server/logs`,
+        `--gc-roots=${farm.root}/server/gcroots`,
+        "--build-remote",
+        // The demo specification names the Internet's Guix channel.
+        "--no-poll",
         "--listen=0.0.0.0",
         `--advertise-interface=${hosts.serverIf}`,
       ], { env: farm.env("server"), label: "server" });

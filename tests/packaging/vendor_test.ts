@@ -153,6 +153,12 @@ Deno.test({
         `--specifications=${tree}/demo/demo-spec.scm`,
         `--database=${root}/server/lorica.db`,
         `--cache=${root}/server/logs`,
+        `--gc-roots=${root}/server/gcroots`,
+        "--build-remote",
+        // The demo specification names the Internet's Guix channel, and
+        // this machine's interfaces get no DNS-SD announcements.
+        "--no-poll",
+        "--no-advertise",
         `--backend-port=${ports[0]}`,
         `--log-port=${ports[1]}`,
         `--publish-port=${ports[2]}`,

@@ -70,6 +70,8 @@ async function startTestServer(): Promise<TestServer> {
     sink: (line) => lines.push(line),
   });
   const server = await startServer({
+    mode: "remote",
+    pollChannels: false,
     listen: "127.0.0.1",
     backendPort: 0,
     logPort: 0,

@@ -19,6 +19,9 @@ const logger = createLogger({ level: "info" });
 const store = openSqliteStore(`${options.root}/lorica.db`);
 const guix = new Guix({ logger: logger.with({ part: "guix" }) });
 const server = await startServer({
+  mode: "remote",
+  // The demo specification names the Internet's Guix channel: never fetch.
+  pollChannels: false,
   listen: "0.0.0.0",
   backendPort: options.backendPort,
   logPort: options.logPort,

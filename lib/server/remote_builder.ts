@@ -1,0 +1,147 @@
+// Remote mode: workers connect over ZeroMQ, stream logs, publish results.
+
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import type { Guix } from "../guix/guix_command.ts";
+import type { Build, Store } from "../store/types.ts";
+import { RouterSocket } from "../zmtp/router.ts";
+import { startLogReceiver } from "../protocol/log_receiver.ts";
+import { Dispatcher } from "./dispatcher.ts";
+import { OutputFetcher } from "./output_fetcher.ts";
+import { sweepWorkers } from "./worker_sweeper.ts";
+
+export interface RemoteBuilderConfig {
+  /** Address the worker-facing ports bind to. */
+  listen: string;
+  backendPort: number;
+  logPort: number;
+  /** The server's publish port as told to workers; null when not publishing. */
+  publishPort: number | null;
+  cacheDir: string;
+  storeDir: string;
+  workerTimeoutSeconds: number;
+  workerKeys?: Map<string, string> | null;
+  maxBuildWaitSeconds?: number | null;
+  sweepIntervalMs?: number;
+  maxLogBytes?: number;
+  fetchDeadlineMs?: number;
+  fetchRetryDelayMs?: number;
+}
+
+export interface RemoteBuilderDeps {
+  store: Store;
+  guix: Guix;
+  clock: Clock;
+  logger: Logger;
+  /** Each chunk of a build log as it arrives (live log views, metrics). */
+  onLogChunk?: (drv: string, chunk: Uint8Array) => void;
+  onLogComplete?: (drv: string, bytes: number) => void;
+  onSubmitted?: (build: Build, worker: string, now: number) => void;
+}
+
+export interface RemoteBuilder {
+  readonly backendPort: number;
+  readonly logPort: number;
+  cancelBuild(id: number): Promise<boolean>;
+  restartBuild(id: number): Promise<boolean>;
+  /** Resolves when every fetch of finished builds' outputs is done. */
+  fetchesIdle(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts the log receiver, the ZeroMQ dispatcher and the worker sweeper. */
+export async function startRemoteBuilder(
+  config: RemoteBuilderConfig,
+  deps: RemoteBuilderDeps,
+): Promise<RemoteBuilder> {
+  const { store, guix, clock, logger } = deps;
+  const abort = new AbortController();
+  const cleanups: (() => Promise<unknown>)[] = [];
+  try {
+    const logReceiver = await startLogReceiver({
+      hostname: config.listen,
+      port: config.logPort,
+      cacheDir: config.cacheDir,
+      storeDir: config.storeDir,
+      logger: logger.with({ part: "logs" }),
+      maxLogBytes: config.maxLogBytes,
+      onChunk: deps.onLogChunk,
+      onComplete: deps.onLogComplete,
+    });
+    cleanups.push(() => logReceiver.close());
+
+    const late: { dispatcher?: Dispatcher } = {};
+    const router = await RouterSocket.bind({
+      hostname: config.listen,
+      port: config.backendPort,
+      // Protocol messages are small; a larger one only costs memory.
+      maxMessageBytes: 16 * 1024 * 1024,
+      logger: logger.with({ part: "zmtp" }),
+      onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
+    });
+    cleanups.push(() => router.close());
+
+    const fetcher = new OutputFetcher({
+      store,
+      guix,
+      clock,
+      logger: logger.with({ part: "fetch" }),
+      deadlineMs: config.fetchDeadlineMs,
+      retryDelayMs: config.fetchRetryDelayMs,
+    });
+    cleanups.push(() => fetcher.close());
+
+    const dispatcher = new Dispatcher({
+      store,
+      router,
+      fetcher,
+      clock,
+      logger: logger.with({ part: "dispatch" }),
+      logPort: logReceiver.port,
+      publishPort: config.publishPort,
+      logCacheDir: config.cacheDir,
+      storeDir: config.storeDir,
+      workerKeys: config.workerKeys,
+      onSubmitted: deps.onSubmitted,
+    });
+    late.dispatcher = dispatcher;
+    if (dispatcher.authRequired) {
+      logger.info("worker authentication on", {
+        keys: config.workerKeys!.size,
+      });
+    }
+    const dispatching = dispatcher.run(abort.signal);
+    const sweeping = sweepWorkers({
+      store,
+      clock,
+      logger,
+      timeoutSeconds: config.workerTimeoutSeconds,
+      intervalMs: config.sweepIntervalMs,
+      maxWaitSeconds: config.maxBuildWaitSeconds,
+    }, abort.signal);
+    cleanups.push(() => Promise.allSettled([dispatching, sweeping]));
+
+    return {
+      backendPort: router.port,
+      logPort: logReceiver.port,
+      cancelBuild: (id) => dispatcher.cancelBuild(id),
+      restartBuild: (id) => dispatcher.restartBuild(id),
+      fetchesIdle: () => fetcher.idle(),
+      async stop() {
+        abort.abort();
+        await runCleanups(cleanups);
+      },
+    };
+  } catch (error) {
+    abort.abort();
+    await runCleanups(cleanups);
+    throw error;
+  }
+}
+
+/** Runs cleanups in reverse order of registration, ignoring their errors. */
+export async function runCleanups(cleanups: (() => Promise<unknown>)[]) {
+  for (const cleanup of cleanups.reverse()) {
+    await cleanup().catch(() => {});
+  }
+}
