@@ -5,7 +5,12 @@
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { type Git, mirrorDirectory } from "../git/git.ts";
-import type { Checkout, Specification, Store } from "../store/types.ts";
+import {
+  type Checkout,
+  EvaluationStatus,
+  type Specification,
+  type Store,
+} from "../store/types.ts";
 import type { EvaluationOutcome } from "./evaluation_runner.ts";
 
 export interface JobsetMonitorOptions {
@@ -158,6 +163,19 @@ export class JobsetMonitor {
   }
 
   /**
+   * True when the newest evaluation of `name` was interrupted (the server
+   * died during it): its commits were never evaluated to the end, so they
+   * count as new.
+   */
+  async #interrupted(name: string): Promise<boolean> {
+    const [latest] = await this.#options.store.listEvaluations({
+      specification: name,
+      limit: 1,
+    });
+    return latest?.status === EvaluationStatus.aborted;
+  }
+
+  /**
    * Polls `spec` once: fetches its channels and evaluates when a commit
    * changed since the newest recorded checkouts.
    */
@@ -238,9 +256,10 @@ export class JobsetMonitor {
     }
     monitor.lastError = null;
 
-    const changed = checkouts.some((checkout) =>
-      previous.get(checkout.channel)?.revision !== checkout.revision
-    );
+    const changed =
+      checkouts.some((checkout) =>
+        previous.get(checkout.channel)?.revision !== checkout.revision
+      ) || await this.#interrupted(spec.name);
     if (!changed) {
       logger.debug("channels unchanged", { spec: spec.name });
       return { kind: "unchanged" };

@@ -10,11 +10,16 @@
 //   trigger): join Builds instead.
 // - Checkouts is keyed by (evaluation, channel) and keeps every checkout the
 //   caller records; Cuirass's (specification, revision) key is an index here.
-// - Partial indexes serve the dispatcher (scheduled builds per system, in
-//   dispatch order), the queue (pending builds) and the latest builds.
+// - Builds.pending_deps counts the build's dependencies that have not
+//   succeeded; the dispatch index holds only scheduled builds with none, so
+//   taking the next build reads one index entry per system (issue 8).
+// - Every index of Builds that holds the status costs a page write on each
+//   status change, so there are only those that queries need.
+// - Partial indexes serve the dispatcher (dispatchable builds per system,
+//   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -54,6 +59,8 @@ CREATE TABLE Checkouts (
   revision      TEXT NOT NULL,
   directory     TEXT NOT NULL,
   timestamp     INTEGER NOT NULL,
+  -- Order of the checkouts within their evaluation.
+  position      INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (evaluation, channel)
 );
 CREATE INDEX Checkouts_specification_revision
@@ -78,11 +85,13 @@ CREATE TABLE Builds (
   timeout       INTEGER NOT NULL DEFAULT 0,
   timestamp     INTEGER NOT NULL,
   starttime     INTEGER NOT NULL DEFAULT 0,
-  stoptime      INTEGER NOT NULL DEFAULT 0
+  stoptime      INTEGER NOT NULL DEFAULT 0,
+  pending_deps  INTEGER NOT NULL DEFAULT 0
 );
--- Dispatch: per system, scheduled builds in the order they are handed out.
-CREATE INDEX Builds_dispatch
-  ON Builds(system, priority, timestamp, id) WHERE status = -2;
+-- Dispatch: per system, dispatchable builds in the order they go out.
+CREATE INDEX Builds_ready
+  ON Builds(system, priority, timestamp, id)
+  WHERE status = -2 AND pending_deps = 0;
 -- /api/queue: pending builds, running ones first.
 CREATE INDEX Builds_pending
   ON Builds(status DESC, priority, timestamp, id) WHERE status < 0;
@@ -91,8 +100,8 @@ CREATE INDEX Builds_finished
   ON Builds(evaluation DESC, id DESC) WHERE status >= 0;
 CREATE INDEX Builds_finished_specification
   ON Builds(specification, evaluation DESC, id DESC) WHERE status >= 0;
-CREATE INDEX Builds_evaluation_status ON Builds(evaluation, status);
-CREATE INDEX Builds_status ON Builds(status);
+CREATE INDEX Builds_evaluation ON Builds(evaluation);
+CREATE INDEX Builds_status_system ON Builds(status, system);
 -- Weather (previous result of a job) and job history.
 CREATE INDEX Builds_specification_job
   ON Builds(specification, job_name, evaluation DESC);
@@ -100,7 +109,6 @@ CREATE INDEX Builds_job_name ON Builds(job_name);
 CREATE INDEX Builds_nix_name ON Builds(nix_name);
 CREATE INDEX Builds_worker
   ON Builds(worker, status) WHERE worker IS NOT NULL;
-CREATE INDEX Builds_stoptime ON Builds(stoptime DESC, id DESC);
 
 -- "source depends on target".
 CREATE TABLE BuildDependencies (
@@ -170,8 +178,23 @@ CREATE TABLE Dashboards (
 );
 `;
 
-/**
- * Upgrades: `MIGRATIONS[n]` turns a version n-1 database into version n.
- * Empty until the schema first changes.
- */
-export const MIGRATIONS: Readonly<Record<number, string>> = {};
+/** Upgrades: `MIGRATIONS[n]` turns a version n-1 database into version n. */
+export const MIGRATIONS: Readonly<Record<number, string>> = {
+  2: `
+ALTER TABLE Builds ADD COLUMN pending_deps INTEGER NOT NULL DEFAULT 0;
+UPDATE Builds SET pending_deps =
+  (SELECT count(*) FROM BuildDependencies d JOIN Builds t ON t.id = d.target
+   WHERE d.source = Builds.id AND t.status <> 0);
+DROP INDEX Builds_dispatch;
+CREATE INDEX Builds_ready
+  ON Builds(system, priority, timestamp, id)
+  WHERE status = -2 AND pending_deps = 0;
+DROP INDEX Builds_status;
+CREATE INDEX Builds_status_system ON Builds(status, system);
+DROP INDEX Builds_evaluation_status;
+CREATE INDEX Builds_evaluation ON Builds(evaluation);
+DROP INDEX Builds_stoptime;
+ALTER TABLE Checkouts ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+UPDATE Checkouts SET position = rowid;
+`,
+};

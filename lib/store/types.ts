@@ -350,6 +350,16 @@ export interface Store {
    */
   popNotifications(limit: number): Promise<QueuedNotification[]>;
 
+  // --- Added for issue #8 (several processes on one database) ---
+
+  /**
+   * Calls `onChange` whenever builds may have become dispatchable through
+   * another process (PostgreSQL LISTEN/NOTIFY, listening again after a lost
+   * connection, plus polling as a safety net), until `signal` aborts.
+   * Absent when this process alone writes the database (SQLite).
+   */
+  watchQueue?(onChange: () => void, signal: AbortSignal): void;
+
   close(): Promise<void>;
 }
 

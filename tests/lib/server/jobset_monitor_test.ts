@@ -235,3 +235,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "JobsetMonitor: commits whose evaluation was interrupted are evaluated again (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      await commit(farm.repo, "first");
+      const spec = specFor(farm.repo);
+      await farm.store.upsertSpecification(spec);
+      const one = await farm.monitor.pollOnce(spec);
+      if (one.kind !== "evaluated") throw new Error("expected an evaluation");
+      // The server died during it: the next start marks it aborted.
+      await farm.store.setEvaluationStatus(
+        one.evaluation.id,
+        EvaluationStatus.aborted,
+        0,
+      );
+      const again = await farm.monitor.pollOnce(spec);
+      assert.equal(again.kind, "evaluated");
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
+    } finally {
+      await farm.close();
+    }
+  },
+});

@@ -82,6 +82,50 @@ Deno.test("openSqliteStore() refuses a database from a newer schema", async () =
   );
 });
 
+Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dependencies", async () => {
+  const path = tempFile();
+  const raw = new DatabaseSync(path);
+  raw.exec(
+    Deno.readTextFileSync(
+      new URL("./fixtures/sqlite_schema_v1.sql", import.meta.url),
+    ),
+  );
+  raw.exec(`
+    INSERT INTO Specifications VALUES
+      ('guix', '{"type":"all","params":[]}', '[]', '[]', '[]', 0, 9, '[]', 1);
+    INSERT INTO Evaluations VALUES (1, 'guix', 0, 1, 1, 2);
+    INSERT INTO Checkouts VALUES (1, 'guix', 'guix', 'r1', '/d1', 1);
+    INSERT INTO Checkouts VALUES (1, 'extra', 'guix', 'x1', '/d2', 1);
+    INSERT INTO Builds (id, derivation, evaluation, specification, job_name,
+      system, nix_name, status, timestamp)
+    VALUES (1, '/a.drv', 1, 'guix', 'a', 'x86_64-linux', 'a', 0, 1),
+           (2, '/b.drv', 1, 'guix', 'b', 'x86_64-linux', 'b', -2, 1),
+           (3, '/c.drv', 1, 'guix', 'c', 'x86_64-linux', 'c', -2, 0);
+    INSERT INTO BuildDependencies VALUES (3, 1), (3, 2);
+  `);
+  raw.close();
+  await withStore(path, async (store) => {
+    assert.deepEqual(
+      (await store.getEvaluationCheckouts(1)).map((c) => c.channel),
+      ["guix", "extra"],
+    );
+    // c is older but waits for b.
+    assert.equal((await store.popBuild("w", ["x86_64-linux"], 5))?.id, 2);
+    assert.equal(await store.popBuild("w", ["x86_64-linux"], 5), null);
+    await store.completeBuild("/b.drv", 0, { worker: "w", now: 6 });
+    assert.equal((await store.popBuild("w", ["x86_64-linux"], 7))?.id, 3);
+  });
+  const upgraded = new DatabaseSync(path);
+  try {
+    assert.equal(
+      upgraded.prepare("SELECT version FROM SchemaVersion").get()?.version,
+      SCHEMA_VERSION,
+    );
+  } finally {
+    upgraded.close();
+  }
+});
+
 Deno.test("the schema cascades deleting a specification to its builds", async () => {
   const path = tempFile();
   await withStore(path, async (store) => {

@@ -75,20 +75,26 @@ export function drv(base: string): string {
 
 /**
  * Registers Deno tests named `[name] ...` that exercise every Store method;
- * `open` must return a fresh, empty store each call.
+ * `open` must return a fresh, empty store each call; `ignore` skips them
+ * all (a backend that is not available).
  */
 export function storeContract(
   name: string,
   open: () => Promise<Store> | Store,
+  options: { ignore?: boolean } = {},
 ): void {
   function test(title: string, fn: (store: Store) => Promise<void>) {
-    Deno.test(`[${name}] ${title}`, async () => {
-      const store = await open();
-      try {
-        await fn(store);
-      } finally {
-        await store.close();
-      }
+    Deno.test({
+      name: `[${name}] ${title}`,
+      ignore: options.ignore ?? false,
+      async fn() {
+        const store = await open();
+        try {
+          await fn(store);
+        } finally {
+          await store.close();
+        }
+      },
     });
   }
 
@@ -852,5 +858,342 @@ export function storeContract(
     assert.equal(await status(store, "c"), BuildStatus.submitted);
     assert.equal((await store.getBuildByDerivation(drv("a")))?.worker, null);
     assert.deepEqual(await store.expireWorkers(100, 300), []);
+  });
+
+  // Admin actions, channel polling and notifications (issues #4, #6, #7).
+
+  async function idOf(store: Store, base: string): Promise<number> {
+    const build = await store.getBuildByDerivation(drv(base));
+    assert.ok(build, base);
+    return build.id;
+  }
+
+  test("deleteSpecification() removes its evaluations and builds only", async (store) => {
+    const e1 = await evaluation(store, "gone");
+    await store.registerBuilds(e1, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    const e2 = await evaluation(store, "kept");
+    await store.registerBuilds(e2, [job("c", { inputs: ["a"] })], {
+      priority: 9,
+      now: 1,
+    });
+    assert.equal(await store.deleteSpecification("gone"), true);
+    assert.equal(await store.deleteSpecification("gone"), false);
+    assert.equal(await store.getSpecification("gone"), null);
+    assert.equal(await store.getEvaluation(e1), null);
+    assert.equal(await store.getBuildByDerivation(drv("a")), null);
+    const c = await store.getBuildByDerivation(drv("c"));
+    assert.equal(c?.status, BuildStatus.scheduled);
+    assert.deepEqual(await store.buildDependencies(c!.id), []);
+    // With its dependency gone, c can be dispatched.
+    assert.equal((await store.popBuild("w", ["x86_64-linux"], 2))?.id, c!.id);
+  });
+
+  test("latestCheckouts() gives the newest revision of each channel", async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    await store.upsertSpecification(specification("other"));
+    const at = (channel: string, revision: string) => ({
+      channel,
+      revision,
+      directory: `/gnu/store/${revision}-${channel}`,
+    });
+    assert.deepEqual(await store.latestCheckouts("guix"), []);
+    await store.addEvaluation("guix", [at("guix", "r1"), at("extra", "x1")], 1);
+    await store.addEvaluation("guix", [at("guix", "r2")], 2);
+    await store.addEvaluation("other", [at("guix", "o9")], 3);
+    assert.deepEqual(await store.latestCheckouts("guix"), [
+      at("extra", "x1"),
+      at("guix", "r2"),
+    ]);
+    assert.deepEqual(await store.latestCheckouts("other"), [at("guix", "o9")]);
+  });
+
+  test("listJobs() lists an evaluation's jobs by name, filtered", async (store) => {
+    const e1 = await evaluation(store);
+    await store.registerBuilds(e1, [
+      job("zlib"),
+      job("hello", { drv: "hello" }),
+      job("hello-alias", { drv: "hello" }),
+      job("arm", { system: "aarch64-linux" }),
+    ], { priority: 9, now: 1 });
+    await store.completeBuild(drv("zlib"), BuildStatus.failed, { now: 2 });
+    const hello = await idOf(store, "hello");
+    assert.deepEqual(await store.listJobs(e1), [
+      { name: "arm", build: await idOf(store, "arm"), status: -2 },
+      { name: "hello", build: hello, status: -2 },
+      { name: "hello-alias", build: hello, status: -2 },
+      { name: "zlib", build: await idOf(store, "zlib"), status: 1 },
+    ]);
+    assert.deepEqual(
+      (await store.listJobs(e1, { names: ["zlib", "hello", "nope"] })).map(
+        (row) => row.name,
+      ),
+      ["hello", "zlib"],
+    );
+    assert.deepEqual(
+      (await store.listJobs(e1, { system: "aarch64-linux" })).map((row) =>
+        row.name
+      ),
+      ["arm"],
+    );
+    assert.deepEqual(await store.listJobs(e1 + 50), []);
+  });
+
+  test("cancelBuild() cancels a pending build and fails its dependents", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("base"),
+      job("mid", { inputs: ["base"] }),
+      job("top", { inputs: ["mid"] }),
+      job("running"),
+      job("done"),
+    ], { priority: 9, now: 1 });
+    assert.deepEqual(await store.cancelBuild(await idOf(store, "base"), 5), {
+      changed: true,
+      worker: null,
+    });
+    assert.equal(await status(store, "base"), BuildStatus.canceled);
+    assert.equal(await status(store, "mid"), BuildStatus.failedDependency);
+    assert.equal(await status(store, "top"), BuildStatus.failedDependency);
+
+    assert.equal(
+      (await store.popBuild("w7", ["x86_64-linux"], 6))?.jobName,
+      "running",
+    );
+    assert.deepEqual(await store.cancelBuild(await idOf(store, "running"), 7), {
+      changed: true,
+      worker: "w7",
+    });
+    // A late result of the worker changes nothing.
+    assert.equal(
+      (await store.completeBuild(drv("running"), 0, { worker: "w7", now: 8 }))
+        .changed,
+      false,
+    );
+    assert.equal(await status(store, "running"), BuildStatus.canceled);
+
+    await store.completeBuild(drv("done"), 0, { now: 8 });
+    assert.deepEqual(await store.cancelBuild(await idOf(store, "done"), 9), {
+      changed: false,
+      worker: null,
+    });
+    assert.equal(await status(store, "done"), BuildStatus.succeeded);
+    assert.deepEqual(await store.cancelBuild(9999, 9), {
+      changed: false,
+      worker: null,
+    });
+  });
+
+  test("restartBuild() schedules a build anew and returns its worker", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.popBuild("w1", ["x86_64-linux"], 2);
+    await store.markStarted(drv("a"), "w1", "/l", 3);
+    await store.completeBuild(drv("a"), 1, { worker: "w1", now: 4 });
+    assert.deepEqual(await store.restartBuild(await idOf(store, "a"), 5), {
+      changed: true,
+      worker: null,
+    });
+    const a = await store.getBuildByDerivation(drv("a"));
+    assert.equal(a?.status, BuildStatus.scheduled);
+    assert.equal(a?.starttime, 0);
+    assert.equal(a?.stoptime, 0);
+    assert.equal(a?.weather, Weather.unknown);
+    assert.equal(a?.worker, null);
+
+    assert.equal(
+      (await store.popBuild("w2", ["x86_64-linux"], 6))?.jobName,
+      "a",
+    );
+    assert.deepEqual(await store.restartBuild(await idOf(store, "a"), 7), {
+      changed: true,
+      worker: "w2",
+    });
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    // Already scheduled, or unknown: nothing to do.
+    assert.deepEqual(await store.restartBuild(await idOf(store, "b"), 8), {
+      changed: false,
+      worker: null,
+    });
+    assert.deepEqual(await store.restartBuild(9999, 8), {
+      changed: false,
+      worker: null,
+    });
+  });
+
+  test("C05: restarting a failed dependency and having it succeed makes its dependent eligible again", async (store) => {
+    const e1 = await evaluation(store);
+    await store.registerBuilds(e1, [
+      job("A"),
+      job("B", { drv: "B1" }),
+      job("P", { inputs: ["A", "B1"] }),
+      job("Q", { inputs: ["P"] }),
+      job("R", { inputs: ["P", "other"] }),
+      job("other"),
+    ], { priority: 9, now: 1 });
+    await store.completeBuild(drv("B1"), 0, { now: 2 });
+    await store.completeBuild(drv("other"), 1, { now: 2 });
+    await store.completeBuild(drv("A"), 1, { now: 3 });
+    assert.equal(await status(store, "P"), BuildStatus.failedDependency);
+    assert.equal(await status(store, "Q"), BuildStatus.failedDependency);
+
+    // Evaluation 2: B changed, A is byte-identical: P2 fails at once.
+    const e2 = await evaluation(store);
+    await store.registerBuilds(e2, [
+      job("A"),
+      job("B", { drv: "B2" }),
+      job("P", { drv: "P2", inputs: ["A", "B2"] }),
+    ], { priority: 9, now: 4 });
+    assert.equal(await status(store, "P2"), BuildStatus.failedDependency);
+    const a = await idOf(store, "A");
+    assert.deepEqual(
+      (await store.pendingDependencies(await idOf(store, "P2"))).map((d) =>
+        d.id
+      ),
+      [a, await idOf(store, "B2")],
+    );
+    await store.completeBuild(drv("B2"), 0, { now: 5 });
+    assert.deepEqual(await store.pendingDependencies(await idOf(store, "P2")), [
+      { id: a, status: BuildStatus.failed, system: "x86_64-linux" },
+    ]);
+
+    assert.equal((await store.restartBuild(a, 6)).changed, true);
+    // P and Q are eligible again; R still has a failed dependency.
+    assert.equal(await status(store, "P"), BuildStatus.scheduled);
+    assert.equal(await status(store, "Q"), BuildStatus.scheduled);
+    assert.equal(await status(store, "R"), BuildStatus.failedDependency);
+    assert.equal(
+      (await store.popBuild("w", ["x86_64-linux"], 7))?.jobName,
+      "A",
+    );
+    assert.equal(await store.popBuild("w", ["x86_64-linux"], 7), null);
+    await store.completeBuild(drv("A"), 0, { worker: "w", now: 8 });
+    const next = [];
+    for (;;) {
+      const build = await store.popBuild("w", ["x86_64-linux"], 9);
+      if (build === null) break;
+      next.push(build.derivation);
+      await store.completeBuild(build.derivation, 0, { worker: "w", now: 9 });
+    }
+    assert.deepEqual(next, [drv("P"), drv("Q"), drv("P2")]);
+  });
+
+  test("cancelEvaluation() and restartEvaluation() act on the builds it created", async (store) => {
+    const e1 = await evaluation(store);
+    await store.registerBuilds(e1, [job("old"), job("oldDone")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.completeBuild(drv("oldDone"), 1, { now: 2 });
+    const e2 = await evaluation(store);
+    await store.registerBuilds(e2, [
+      job("old"),
+      job("new1"),
+      job("new2", { inputs: ["new1"] }),
+      job("finished"),
+    ], { priority: 9, now: 3 });
+    const e3 = await evaluation(store);
+    await store.registerBuilds(e3, [job("later", { inputs: ["new1"] })], {
+      priority: 9,
+      now: 4,
+    });
+    await store.completeBuild(drv("finished"), 0, { now: 5 });
+    await store.popBuild("w", ["x86_64-linux"], 6); // old, from e1
+
+    assert.equal(await store.cancelEvaluation(e2, 7), 2);
+    assert.equal(await status(store, "old"), BuildStatus.submitted);
+    assert.equal(await status(store, "new1"), BuildStatus.canceled);
+    assert.equal(await status(store, "new2"), BuildStatus.canceled);
+    assert.equal(await status(store, "later"), BuildStatus.failedDependency);
+    assert.equal(await status(store, "finished"), BuildStatus.succeeded);
+    assert.equal(await store.cancelEvaluation(e2, 8), 0);
+
+    assert.equal(await store.restartEvaluation(e2, 9), 3);
+    for (const name of ["new1", "new2", "finished", "later"]) {
+      assert.equal(await status(store, name), BuildStatus.scheduled, name);
+    }
+    assert.equal(await status(store, "old"), BuildStatus.submitted);
+    assert.equal(await status(store, "oldDone"), BuildStatus.failed);
+    assert.equal(await store.restartEvaluation(e2, 10), 0);
+    // new2 waits for new1 again.
+    const popped = [];
+    for (;;) {
+      const build = await store.popBuild("w", ["x86_64-linux"], 11);
+      if (build === null) break;
+      popped.push(build.jobName);
+    }
+    assert.deepEqual(popped, ["new1", "finished"]);
+  });
+
+  test("queueLengthBySystem() counts scheduled builds per system", async (store) => {
+    assert.deepEqual(await store.queueLengthBySystem(), new Map());
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("a"),
+      job("b"),
+      job("c"),
+      job("arm", { system: "aarch64-linux" }),
+    ], { priority: 9, now: 1 });
+    await store.popBuild("w", ["x86_64-linux"], 2);
+    await store.completeBuild(drv("c"), 0, { now: 3 });
+    assert.deepEqual(
+      await store.queueLengthBySystem(),
+      new Map([["aarch64-linux", 1], ["x86_64-linux", 1]]),
+    );
+  });
+
+  test("popNotifications() takes queued notifications on a change of weather", async (store) => {
+    const spec: Specification = {
+      ...specification("guix"),
+      notifications: [
+        { type: "email", to: "a@example.invalid" },
+        { type: "mastodon", instance: "example.invalid" },
+      ],
+    };
+    await store.upsertSpecification(spec);
+    const weathers = [];
+    // succeed (no previous), fail (new failure), fail (still failing),
+    // succeed (new success).
+    for (const [index, final] of [0, 1, 1, 0].entries()) {
+      const id = await store.addEvaluation("guix", [], index);
+      await store.registerBuilds(id, [job("hello", { drv: `h${index}` })], {
+        priority: 9,
+        now: index,
+      });
+      await store.completeBuild(drv(`h${index}`), final as BuildStatus, {
+        now: 10 + index,
+      });
+      weathers.push(
+        (await store.getBuildByDerivation(drv(`h${index}`)))
+          ?.weather,
+      );
+    }
+    assert.deepEqual(weathers, [
+      Weather.unknown,
+      Weather.newFailure,
+      Weather.stillFailing,
+      Weather.newSuccess,
+    ]);
+    const first = await store.popNotifications(3);
+    assert.deepEqual(
+      first.map((n) => [n.sink.type, n.build.derivation, n.build.weather]),
+      [
+        ["email", drv("h1"), Weather.newFailure],
+        ["mastodon", drv("h1"), Weather.newFailure],
+        ["email", drv("h3"), Weather.newSuccess],
+      ],
+    );
+    assert.deepEqual(first[0].sink, spec.notifications[0]);
+    assert.ok(first[0].id < first[1].id && first[1].id < first[2].id);
+    const rest = await store.popNotifications(10);
+    assert.deepEqual(rest.map((n) => [n.sink.type, n.build.derivation]), [
+      ["mastodon", drv("h3")],
+    ]);
+    assert.deepEqual(await store.popNotifications(10), []);
   });
 }

@@ -1,0 +1,62 @@
+// Latency of the JSON API, through the web app's handler (no sockets).
+
+import { createWebApp } from "../lib/web/app.ts";
+import { systemClock } from "../lib/clock.ts";
+import { silentLogger } from "../lib/log.ts";
+import { percentile } from "./stats.ts";
+import type { Store } from "../lib/store/types.ts";
+
+/** p50 and p99 in ms of each route, over `samples` requests each. */
+export async function apiLatencies(
+  store: Store,
+  maxBuildId: number,
+  samples: number,
+): Promise<Map<string, { p50: number; p99: number; status: number }>> {
+  const cacheDir = Deno.makeTempDirSync({ prefix: "lorica-bench-web-" });
+  const handle = createWebApp({
+    store,
+    logCacheDir: cacheDir,
+    storeDir: "/gnu/store",
+    clock: systemClock,
+    logger: silentLogger,
+  });
+  let seed = 12345;
+  const nextId = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return 1 + (seed % maxBuildId);
+  };
+  const routes: [string, () => string][] = [
+    ["/api/queue?nr=100", () => "/api/queue?nr=100"],
+    ["/api/latestbuilds?nr=100", () => "/api/latestbuilds?nr=100"],
+    ["/build/<id>", () => `/build/${nextId()}`],
+  ];
+  const results = new Map<
+    string,
+    { p50: number; p99: number; status: number }
+  >();
+  try {
+    for (const [label, path] of routes) {
+      const times: number[] = [];
+      let status = 0;
+      for (let i = 0; i < samples + 10; i++) {
+        const start = performance.now();
+        const response = await handle(
+          new Request(`http://127.0.0.1${path()}`, {
+            headers: { accept: "application/json" },
+          }),
+        );
+        await response.text();
+        status = response.status;
+        if (i >= 10) times.push(performance.now() - start);
+      }
+      results.set(label, {
+        p50: percentile(times, 50),
+        p99: percentile(times, 99),
+        status,
+      });
+    }
+  } finally {
+    Deno.removeSync(cacheDir, { recursive: true });
+  }
+  return results;
+}

@@ -1,0 +1,34 @@
+// The server side of the ZMTP dispatch benchmark, in a process of its own so
+// that its memory is measured alone. Argument: JSON {database, schema?}.
+// Prints {"port": N}, then on "stop" from stdin prints its peak RSS and exits.
+
+import { openSqliteStore } from "../lib/store/sqlite.ts";
+import { openPostgresStore } from "../lib/store/postgres.ts";
+import { serveDispatcher } from "./farm_sim.ts";
+import { rssMb } from "./stats.ts";
+
+const { database, schema } = JSON.parse(Deno.args[0]) as {
+  database: string;
+  schema?: string;
+};
+const store = database.startsWith("postgres")
+  ? await openPostgresStore(database, { schema })
+  : openSqliteStore(database);
+const served = await serveDispatcher(store);
+let peak = rssMb();
+const sampler = setInterval(() => peak = Math.max(peak, rssMb()), 100);
+print({ port: served.port });
+
+const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
+for await (const chunk of lines) {
+  if (chunk.includes("stop")) break;
+}
+clearInterval(sampler);
+peak = Math.max(peak, rssMb());
+await served.close();
+await store.close();
+print({ peakRssMb: peak });
+
+function print(value: unknown): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(value) + "\n"));
+}

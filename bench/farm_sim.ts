@@ -1,0 +1,151 @@
+// A dispatcher over real ZMTP, and simulated workers speaking the real
+// protocol to it: ready, request work, started, succeeded. Outputs are not
+// fetched: a stand-in fetcher records the success at once, so that what is
+// measured is dispatch, not downloads.
+
+import { Dispatcher } from "../lib/server/dispatcher.ts";
+import { RouterSocket } from "../lib/zmtp/router.ts";
+import { DealerSocket } from "../lib/zmtp/dealer.ts";
+import { decodeMessage, encodeMessage } from "../lib/protocol/messages.ts";
+import { epochSeconds, systemClock } from "../lib/clock.ts";
+import { silentLogger } from "../lib/log.ts";
+import { BuildStatus } from "../lib/store/types.ts";
+import type { Message } from "../lib/protocol/messages.ts";
+import type { OutputFetcher } from "../lib/server/output_fetcher.ts";
+import type { Store } from "../lib/store/types.ts";
+
+const EMPTY = new Uint8Array(0);
+
+/** A dispatcher listening on 127.0.0.1. */
+export interface RunningDispatcher {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves `store` to workers on a free port of 127.0.0.1. */
+export async function serveDispatcher(
+  store: Store,
+): Promise<RunningDispatcher> {
+  const late: { dispatcher?: Dispatcher } = {};
+  const router = await RouterSocket.bind({
+    hostname: "127.0.0.1",
+    port: 0,
+    logger: silentLogger,
+    onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
+  });
+  const fetching = new Set<string>();
+  const fetcher = {
+    has: (drv: string) => fetching.has(drv),
+    enqueue(request: { drv: string; worker: string }) {
+      fetching.add(request.drv);
+      store.completeBuild(request.drv, BuildStatus.succeeded, {
+        worker: request.worker,
+        now: epochSeconds(systemClock),
+      }).finally(() => fetching.delete(request.drv));
+    },
+  } as unknown as OutputFetcher;
+  const dispatcher = new Dispatcher({
+    store,
+    router,
+    fetcher,
+    clock: systemClock,
+    logger: silentLogger,
+    logPort: 1,
+    publishPort: null,
+    logCacheDir: "/nonexistent",
+    storeDir: "/gnu/store",
+  });
+  late.dispatcher = dispatcher;
+  const stop = new AbortController();
+  const running = dispatcher.run(stop.signal).catch(() => {});
+  return {
+    port: router.port,
+    async close() {
+      stop.abort();
+      await router.close();
+      await running;
+    },
+  };
+}
+
+/** What simulated workers saw. */
+export interface WorkerStats {
+  builds: number;
+  /** Request-work round trips, in ms. */
+  latencies: number[];
+  elapsedMs: number;
+}
+
+/**
+ * Runs `count` simulated workers against `port` until `stop` aborts or,
+ * with `total`, until that many builds were done. A worker told `no-build`
+ * asks again after `idleMs`.
+ */
+export async function simulateWorkers(
+  port: number,
+  count: number,
+  options: { stop: AbortSignal; total?: number; idleMs?: number },
+): Promise<WorkerStats> {
+  const { stop, total, idleMs = 5 } = options;
+  const stats: WorkerStats = { builds: 0, latencies: [], elapsedMs: 0 };
+  const done = new AbortController();
+  const finish = () => done.abort();
+  stop.addEventListener("abort", finish, { once: true });
+  const start = performance.now();
+
+  async function worker(index: number): Promise<void> {
+    const name = `bench-worker-${index}`;
+    const socket = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port,
+      logger: silentLogger,
+    });
+    const send = (message: Message) =>
+      socket.send([EMPTY, encodeMessage(message)], done.signal);
+    try {
+      await send({
+        type: "worker-ready",
+        worker: {
+          name,
+          address: "127.0.0.1",
+          machine: "bench",
+          systems: ["x86_64-linux"],
+          lastSeen: 0,
+        },
+      });
+      while (!done.signal.aborted) {
+        const asked = performance.now();
+        await send({ type: "worker-request-work", name });
+        let frames = await socket.receive(done.signal);
+        // The ROUTER's probe (an empty message) is not a reply.
+        while (frames.every((frame) => frame.length === 0)) {
+          frames = await socket.receive(done.signal);
+        }
+        stats.latencies.push(performance.now() - asked);
+        const reply = decodeMessage(frames[frames.length - 1]);
+        if (reply.type === "build") {
+          await send({ type: "build-started", drv: reply.drv, worker: name });
+          await send({
+            type: "build-succeeded",
+            drv: reply.drv,
+            url: "http://127.0.0.1:1/",
+            log: null,
+          });
+          stats.builds++;
+          if (total !== undefined && stats.builds >= total) finish();
+        } else if (reply.type === "no-build") {
+          await new Promise((resolve) => setTimeout(resolve, idleMs));
+        }
+      }
+    } catch (error) {
+      if (!done.signal.aborted) throw error;
+    } finally {
+      await socket.close();
+    }
+  }
+
+  await Promise.all(Array.from({ length: count }, (_, i) => worker(i)));
+  stats.elapsedMs = performance.now() - start;
+  stop.removeEventListener("abort", finish);
+  return stats;
+}

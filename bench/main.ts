@@ -1,0 +1,436 @@
+// `deno task bench`: the measures of issue 8 on SQLite and, when
+// LORICA_BENCH_POSTGRES or LORICA_TEST_POSTGRES names a server, PostgreSQL.
+// Prints a table; a full run also writes BENCHMARKS.md. `--quick` shrinks
+// every size for a smoke run (and writes nothing).
+
+import postgres from "postgres";
+import { openSqliteStore } from "../lib/store/sqlite.ts";
+import { openPostgresStore } from "../lib/store/postgres.ts";
+import { makeJobs } from "./dag.ts";
+import { apiLatencies } from "./api_bench.ts";
+import { logThroughput } from "./log_bench.ts";
+import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
+import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
+import type { ResultRow } from "./stats.ts";
+import type { Build, Store } from "../lib/store/types.ts";
+
+const quick = Deno.args.includes("--quick");
+const postgresUrl = Deno.env.get("LORICA_BENCH_POSTGRES") ??
+  Deno.env.get("LORICA_TEST_POSTGRES");
+
+const SIZES = quick
+  ? {
+    queued: 10_000,
+    evaluation: 5_000,
+    pops: 2_000,
+    zmtpSeconds: 3,
+    apiSamples: 50,
+    endToEnd: 500,
+    logMb: 1,
+  }
+  : {
+    queued: 1_000_000,
+    evaluation: 50_000,
+    pops: 20_000,
+    zmtpSeconds: 10,
+    apiSamples: 200,
+    endToEnd: 2_000,
+    logMb: 10,
+  };
+const ZMTP_WORKERS = 100;
+const END_TO_END_WORKERS = 4;
+const LOG_UPLOADS = 20;
+const POSTGRES_POPPERS = 8;
+const TARGET = {
+  sqliteDispatch: 10_000,
+  postgresDispatch: 5_000,
+  requestWorkP99Ms: 5,
+  apiP99Ms: 50,
+  registrationS: 10,
+  serverRssMb: 300,
+};
+
+const encoder = new TextEncoder();
+function say(text: string): void {
+  Deno.stdout.writeSync(encoder.encode(text + "\n"));
+}
+function progress(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(`[bench] ${text}\n`));
+}
+
+const SPEC = {
+  name: "bench",
+  build: { type: "all", params: [] },
+  channels: [],
+  buildOutputs: [],
+  notifications: [],
+  period: 0,
+  priority: 9,
+  systems: ["x86_64-linux"],
+  isActive: true,
+};
+
+interface Backend {
+  name: "sqlite" | "postgres";
+  /** A fresh empty store, and what the dispatch server process opens. */
+  open(tag: string): Promise<{ store: Store; config: object }>;
+  cleanup(): Promise<void>;
+}
+
+function sqliteBackend(): Backend {
+  const dir = Deno.makeTempDirSync({ prefix: "lorica-bench-" });
+  return {
+    name: "sqlite",
+    open(tag) {
+      const database = `${dir}/${tag}.sqlite`;
+      return Promise.resolve({
+        store: openSqliteStore(database),
+        config: { database },
+      });
+    },
+    cleanup() {
+      Deno.removeSync(dir, { recursive: true });
+      return Promise.resolve();
+    },
+  };
+}
+
+function postgresBackend(url: string): Backend {
+  const prefix = `lorica_bench_${Date.now().toString(36)}`;
+  const schemas: string[] = [];
+  return {
+    name: "postgres",
+    async open(tag) {
+      const schema = `${prefix}_${tag}`;
+      schemas.push(schema);
+      return {
+        store: await openPostgresStore(url, { schema }),
+        config: { database: url, schema },
+      };
+    },
+    async cleanup() {
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      try {
+        for (const schema of schemas) {
+          await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        }
+      } finally {
+        await sql.end({ timeout: 1 });
+      }
+    },
+  };
+}
+
+/** Registers evaluations of random DAGs until `total` builds exist. */
+async function populate(store: Store, total: number, size: number) {
+  await store.upsertSpecification(SPEC);
+  const times: number[] = [];
+  for (let salt = 1; (salt - 1) * size < total; salt++) {
+    const jobs = makeJobs(Math.min(size, total - (salt - 1) * size), { salt });
+    const evaluation = await store.addEvaluation("bench", [], salt);
+    const start = performance.now();
+    await store.registerBuilds(evaluation, jobs, { priority: 9, now: salt });
+    times.push(performance.now() - start);
+    if (salt % 5 === 0) {
+      progress(`registered ${salt * size} builds (${fixed(times.at(-1)!)} ms)`);
+    }
+  }
+  return times;
+}
+
+/** Pops `count` builds with `callers` concurrent callers; builds/s. */
+async function storeDispatch(store: Store, count: number, callers: number) {
+  const popped: Build[] = [];
+  const start = performance.now();
+  await Promise.all(Array.from({ length: callers }, async (_, caller) => {
+    while (popped.length < count) {
+      const build = await store.popBuild(`store-${caller}`, [
+        "x86_64-linux",
+      ], 100);
+      if (build === null) return;
+      popped.push(build);
+    }
+  }));
+  const popRate = popped.length / ((performance.now() - start) / 1000);
+  const completeStart = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: callers }, async () => {
+    while (next < popped.length) {
+      const build = popped[next++];
+      await store.completeBuild(build.derivation, next % 10 === 0 ? 1 : 0, {
+        worker: build.worker!,
+        now: 101,
+      });
+    }
+  }));
+  const completeRate = popped.length /
+    ((performance.now() - completeStart) / 1000);
+  return { popRate, completeRate, popped: popped.length };
+}
+
+/** Runs the ZMTP dispatch benchmark against a server process. */
+async function zmtpDispatch(config: object, seconds: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      new URL("./dispatch_server.ts", import.meta.url).pathname,
+      JSON.stringify(config),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
+  let buffer = "";
+  const readLine = async (): Promise<string> => {
+    while (!buffer.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error("dispatch server exited early");
+      buffer += value;
+    }
+    const index = buffer.indexOf("\n");
+    const line = buffer.slice(0, index);
+    buffer = buffer.slice(index + 1);
+    return line;
+  };
+  const writer = child.stdin.getWriter();
+  try {
+    const { port } = JSON.parse(await readLine());
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), seconds * 1000);
+    const stats = await simulateWorkers(port, ZMTP_WORKERS, {
+      stop: stop.signal,
+    });
+    clearTimeout(timer);
+    await writer.write(encoder.encode("stop\n"));
+    const { peakRssMb } = JSON.parse(await readLine());
+    return {
+      rate: stats.builds / (stats.elapsedMs / 1000),
+      p50: percentile(stats.latencies, 50),
+      p99: percentile(stats.latencies, 99),
+      peakRssMb: peakRssMb as number,
+    };
+  } finally {
+    await writer.close().catch(() => {});
+    await lines.cancel().catch(() => {});
+    await child.status;
+  }
+}
+
+/** Every build of a fresh evaluation through the dispatcher; builds/s. */
+async function endToEnd(store: Store, builds: number) {
+  await store.upsertSpecification(SPEC);
+  const evaluation = await store.addEvaluation("bench", [], 1);
+  await store.registerBuilds(
+    evaluation,
+    makeJobs(builds, { salt: 4242 }),
+    { priority: 9, now: 1 },
+  );
+  const served = await serveDispatcher(store);
+  try {
+    const stop = new AbortController();
+    const guard = setTimeout(() => stop.abort(), 300_000);
+    const stats = await simulateWorkers(served.port, END_TO_END_WORKERS, {
+      stop: stop.signal,
+      total: builds,
+      idleMs: 2,
+    });
+    clearTimeout(guard);
+    return stats.builds / (stats.elapsedMs / 1000);
+  } finally {
+    await served.close();
+  }
+}
+
+async function benchBackend(backend: Backend, rows: ResultRow[]) {
+  const name = backend.name;
+  const dispatchTarget = name === "sqlite"
+    ? TARGET.sqliteDispatch
+    : TARGET.postgresDispatch;
+  const add = (
+    measure: string,
+    value: string,
+    target = "",
+    met: boolean | null = null,
+  ) => {
+    rows.push({ backend: name, measure, value, target, met });
+    say(
+      `${name.padEnd(9)} ${measure.padEnd(44)} ${value.padStart(12)}  ${
+        target ? `target ${target}` : ""
+      }`,
+    );
+  };
+
+  progress(`${name}: registering ${SIZES.queued} builds`);
+  const { store, config } = await backend.open("main");
+  const registration = await populate(store, SIZES.queued, SIZES.evaluation);
+  const worst = Math.max(...registration) / 1000;
+  add(
+    `register a ${SIZES.evaluation}-job evaluation (worst of ${registration.length})`,
+    `${fixed(worst, 2)} s`,
+    `<= ${TARGET.registrationS} s`,
+    worst <= TARGET.registrationS,
+  );
+
+  progress(`${name}: store dispatch`);
+  const callers = name === "sqlite" ? 1 : POSTGRES_POPPERS;
+  const dispatch = await storeDispatch(store, SIZES.pops, callers);
+  add(
+    `store popBuild at ${SIZES.queued} queued (${callers} caller${
+      callers > 1 ? "s" : ""
+    })`,
+    `${fixed(dispatch.popRate)} /s`,
+    `>= ${dispatchTarget} /s`,
+    dispatch.popRate >= dispatchTarget,
+  );
+  add(
+    "store completeBuild",
+    `${fixed(dispatch.completeRate)} /s`,
+  );
+
+  progress(`${name}: API`);
+  const api = await apiLatencies(store, SIZES.queued, SIZES.apiSamples);
+  for (const [route, { p50, p99, status }] of api) {
+    add(
+      `API ${route} p50 / p99${status === 200 ? "" : ` (HTTP ${status})`}`,
+      `${fixed(p50, 1)} / ${fixed(p99, 1)} ms`,
+      `p99 <= ${TARGET.apiP99Ms} ms`,
+      status === 200 && p99 <= TARGET.apiP99Ms,
+    );
+  }
+  await store.close();
+
+  progress(`${name}: ZMTP dispatch, ${ZMTP_WORKERS} workers`);
+  const zmtp = await zmtpDispatch(config, SIZES.zmtpSeconds);
+  add(
+    `ZMTP dispatch, ${ZMTP_WORKERS} workers`,
+    `${fixed(zmtp.rate)} /s`,
+    `>= ${dispatchTarget} /s`,
+    zmtp.rate >= dispatchTarget,
+  );
+  add(
+    "ZMTP request-work p50 / p99",
+    `${fixed(zmtp.p50, 1)} / ${fixed(zmtp.p99, 1)} ms`,
+    `p99 <= ${TARGET.requestWorkP99Ms} ms`,
+    zmtp.p99 <= TARGET.requestWorkP99Ms,
+  );
+  add(
+    "server RSS (peak, dispatching)",
+    `${fixed(zmtp.peakRssMb)} MB`,
+    `<= ${TARGET.serverRssMb} MB`,
+    zmtp.peakRssMb <= TARGET.serverRssMb,
+  );
+
+  progress(`${name}: end to end`);
+  const fresh = await backend.open("e2e");
+  try {
+    const rate = await endToEnd(fresh.store, SIZES.endToEnd);
+    add(
+      `end to end: ${SIZES.endToEnd} builds, ${END_TO_END_WORKERS} workers`,
+      `${fixed(rate)} /s`,
+    );
+  } finally {
+    await fresh.store.close();
+  }
+}
+
+function machineFacts(): string[] {
+  const meminfo = Deno.readTextFileSync("/proc/meminfo");
+  const memory = Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0) / 1024 /
+    1024;
+  let cpu = "unknown";
+  try {
+    cpu = /model name\s*:\s*(.*)/.exec(
+      Deno.readTextFileSync("/proc/cpuinfo"),
+    )?.[1] ?? cpu;
+  } catch {
+    // Not Linux: the model stays unknown.
+  }
+  return [
+    `- Date: ${new Date().toISOString()}`,
+    `- CPU: ${cpu}, ${navigator.hardwareConcurrency} cores (nproc)`,
+    `- Memory: ${memory.toFixed(1)} GiB`,
+    `- OS: ${Deno.build.os} ${Deno.osRelease()}`,
+    `- Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
+  ];
+}
+
+async function main() {
+  const rows: ResultRow[] = [];
+  const backends: Backend[] = [sqliteBackend()];
+  if (postgresUrl !== undefined) backends.push(postgresBackend(postgresUrl));
+  else progress("PostgreSQL skipped: set LORICA_BENCH_POSTGRES to a URL");
+  const started = performance.now();
+  for (const backend of backends) {
+    try {
+      await benchBackend(backend, rows);
+    } finally {
+      await backend.cleanup();
+    }
+  }
+  progress("log channel");
+  const logs = await logThroughput(LOG_UPLOADS, SIZES.logMb);
+  rows.push({
+    backend: "-",
+    measure: `log channel, ${LOG_UPLOADS} uploads of ${SIZES.logMb} MB`,
+    value: `${fixed(logs.mbPerSecond, 1)} MB/s${
+      logs.failed > 0 ? ` (${logs.failed} failed)` : ""
+    }`,
+    target: "",
+    met: null,
+  });
+  say(
+    `log channel, ${LOG_UPLOADS} uploads: ${fixed(logs.mbPerSecond, 1)} MB/s`,
+  );
+  const minutes = (performance.now() - started) / 60000;
+  say("");
+  say(markdownTable(rows));
+  say(`\nbench process peak-ish RSS now: ${fixed(rssMb())} MB`);
+  say(`total time: ${minutes.toFixed(1)} min`);
+  if (quick) {
+    progress("quick run: BENCHMARKS.md left as it is");
+    return;
+  }
+  const text = [
+    "# Benchmarks",
+    "",
+    "Written by `deno task bench` (bench/main.ts); figures from one run.",
+    "",
+    "## Machine",
+    "",
+    ...machineFacts(),
+    `- Run time: ${minutes.toFixed(1)} min`,
+    "",
+    "## Results",
+    "",
+    markdownTable(rows),
+    "",
+    "## What is measured",
+    "",
+    `- Queue: ${SIZES.queued} builds registered as evaluations of ${SIZES.evaluation}`,
+    "  random DAG jobs (30% without inputs, others 1-4 inputs, mostly recent",
+    "  jobs), through `registerBuilds`; the registration row is the slowest",
+    "  evaluation, i.e. the last, into the fullest database.",
+    `- Store dispatch: ${SIZES.pops} \`popBuild\` calls at that size (SQLite: one`,
+    `  caller; PostgreSQL: ${POSTGRES_POPPERS} concurrent callers), then the same`,
+    "  number of `completeBuild` (1 in 10 a failure).",
+    "- API: `createWebApp`'s handler called directly (no socket), JSON",
+    "  `/api/queue?nr=100`, `/api/latestbuilds?nr=100` and `/build/<random id>`.",
+    `- ZMTP dispatch: the real Dispatcher and ZMTP ROUTER in a server process of`,
+    `  its own, ${ZMTP_WORKERS} simulated workers (DEALER sockets, real protocol:`,
+    "  worker-ready, worker-request-work, build-started, build-succeeded) in",
+    `  the bench process for ${SIZES.zmtpSeconds} s; outputs are not downloaded (a`,
+    "  stand-in fetcher records the success). RSS is the server process's peak.",
+    `- End to end: a fresh ${SIZES.endToEnd}-job DAG evaluation built by ${END_TO_END_WORKERS}`,
+    "  simulated workers through an in-process dispatcher, dependencies first.",
+    `- Logs: ${LOG_UPLOADS} concurrent uploads of ${SIZES.logMb} MB of build-log text`,
+    "  into one receiver (lib/protocol/log_channel.ts), uncompressed MB/s.",
+    "",
+  ].join("\n");
+  Deno.writeTextFileSync(new URL("../BENCHMARKS.md", import.meta.url), text);
+  progress("BENCHMARKS.md written");
+}
+
+await main();

@@ -1,0 +1,301 @@
+// The Store on PostgreSQL through `npm:postgres`, for several server
+// processes sharing one database.
+//
+// Store procedures run in transactions on a connection pool. Dispatch takes
+// candidates with FOR UPDATE SKIP LOCKED, so two processes never hand out
+// one build; a deadlock or serialization failure retries the transaction.
+// Transactions that add dispatchable builds send a NOTIFY, which
+// `watchQueue` turns into callbacks.
+
+import postgres from "postgres";
+import { StoreError } from "./types.ts";
+import { postgresDialect } from "./sql_query.ts";
+import { createSqlStore } from "./sql_store.ts";
+import {
+  POSTGRES_MIGRATIONS,
+  POSTGRES_SCHEMA_SQL,
+  POSTGRES_SCHEMA_VERSION,
+} from "./postgres_schema.ts";
+import type { Dialect, Row, Step } from "./sql_query.ts";
+import type { SqlDriver } from "./sql_store.ts";
+import type { Store } from "./types.ts";
+
+/** Options of {@link openPostgresStore}. */
+export interface PostgresStoreOptions {
+  /** A schema of its own (created if missing), e.g. one per test. */
+  schema?: string;
+  /** Pool size; default 8, as Cuirass. */
+  maxConnections?: number;
+  /** Polling period of {@link Store.watchQueue}'s safety net; default 5000. */
+  queuePollMs?: number;
+}
+
+/** Where to connect, from a URL or a conninfo string. */
+export interface PostgresTarget {
+  host: string;
+  port: number;
+  database: string;
+  user?: string;
+  password?: string;
+}
+
+/** A connection string {@link openPostgresStore} cannot read. */
+export class PostgresTargetError extends Error {
+  constructor(message: string, readonly value: string) {
+    super(message);
+    this.name = "PostgresTargetError";
+  }
+}
+
+const RETRIED_CODES = new Set(["40P01", "40001"]);
+const MAX_ATTEMPTS = 8;
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * Reads a `postgres://` URL or a Cuirass-style conninfo string
+ * (`dbname=cuirass host=/var/run/postgresql`); the host defaults to the
+ * local socket directory, as Cuirass's does.
+ * @throws {PostgresTargetError} on a malformed string.
+ */
+export function parsePostgresTarget(database: string): PostgresTarget {
+  if (/^postgres(ql)?:\/\//.test(database)) {
+    let url: URL;
+    try {
+      url = new URL(database);
+    } catch {
+      throw new PostgresTargetError(
+        `Cannot read database URL ${safe(database)}: malformed`,
+        safe(database),
+      );
+    }
+    return {
+      host: decodeURIComponent(url.hostname) ||
+        url.searchParams.get("host") || "/var/run/postgresql",
+      port: Number(url.port || url.searchParams.get("port") || 5432),
+      database: decodeURIComponent(url.pathname.slice(1)) || "cuirass",
+      user: url.username ? decodeURIComponent(url.username) : undefined,
+      password: url.password ? decodeURIComponent(url.password) : undefined,
+    };
+  }
+  const fields = new Map<string, string>();
+  const pattern = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))\s*/gy;
+  let match: RegExpExecArray | null;
+  let end = 0;
+  while ((match = pattern.exec(database)) !== null) {
+    fields.set(match[1], match[2]?.replace(/\\(.)/g, "$1") ?? match[3]);
+    end = pattern.lastIndex;
+  }
+  if (end !== database.length || fields.size === 0) {
+    throw new PostgresTargetError(
+      `Cannot read conninfo ${safe(database)}: expected key=value pairs`,
+      safe(database),
+    );
+  }
+  const port = Number(fields.get("port") ?? 5432);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new PostgresTargetError(
+      `Cannot read conninfo ${safe(database)}: port ${
+        JSON.stringify(fields.get("port"))
+      } is not a port number`,
+      safe(database),
+    );
+  }
+  return {
+    host: fields.get("host") ?? "/var/run/postgresql",
+    port,
+    database: fields.get("dbname") ?? "cuirass",
+    user: fields.get("user"),
+    password: fields.get("password"),
+  };
+}
+
+/** `text` for a message: any password replaced, truncated. */
+function safe(text: string): string {
+  const hidden = text.replace(/(:\/\/[^:/@]*:)[^@]*@/, "$1***@").replace(
+    /password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/,
+    "password=***",
+  );
+  return JSON.stringify(
+    hidden.length > 200 ? hidden.slice(0, 200) + "…" : hidden,
+  );
+}
+
+/**
+ * Connects to PostgreSQL and returns a Store, creating or upgrading the
+ * schema (under an advisory lock, so that processes starting together
+ * migrate once).
+ * @throws {PostgresTargetError} on a malformed connection string.
+ * @throws {StoreError} when the database's schema is newer than this program's.
+ */
+export async function openPostgresStore(
+  database: string,
+  options: PostgresStoreOptions = {},
+): Promise<Store> {
+  const target = parsePostgresTarget(database);
+  const schema = options.schema;
+  if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
+    throw new RangeError(
+      `Cannot open schema ${JSON.stringify(schema)}: not a plain identifier`,
+    );
+  }
+  const sql = postgres({
+    host: target.host,
+    port: target.port,
+    database: target.database,
+    user: target.user,
+    password: target.password,
+    max: options.maxConnections ?? 8,
+    onnotice: () => {},
+    connection: {
+      application_name: "lorica",
+      ...(schema === undefined ? {} : { search_path: schema }),
+    },
+  });
+  try {
+    if (schema !== undefined) {
+      await sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    }
+    await migrate(sql, database);
+  } catch (error) {
+    await sql.end({ timeout: 1 });
+    throw error;
+  }
+  const channel = `lorica_queue${schema === undefined ? "" : `_${schema}`}`;
+  const dialect = postgresDialect(channel);
+  const store = createSqlStore(postgresDriver(sql, dialect));
+  const pollMs = options.queuePollMs ?? 5000;
+  store.watchQueue = (onChange, signal) =>
+    watchQueue(sql, channel, pollMs, onChange, signal);
+  return store;
+}
+
+async function migrate(sql: postgres.Sql, database: string): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx.unsafe("SELECT pg_advisory_xact_lock(7419001)");
+    const [table] = await tx.unsafe(
+      "SELECT to_regclass('schemaversion') IS NOT NULL AS present",
+    );
+    if (!table.present) {
+      await tx.unsafe(POSTGRES_SCHEMA_SQL);
+      await tx.unsafe("INSERT INTO SchemaVersion (version) VALUES ($1)", [
+        POSTGRES_SCHEMA_VERSION,
+      ]);
+      return;
+    }
+    const [row] = await tx.unsafe(
+      "SELECT max(version) AS v FROM SchemaVersion",
+    );
+    const version = Number(row?.v ?? 0);
+    if (version > POSTGRES_SCHEMA_VERSION) {
+      throw new StoreError(
+        `Cannot open database ${
+          safe(database)
+        }: schema version ${version} is newer than ${POSTGRES_SCHEMA_VERSION}`,
+        "schema-too-new",
+        version,
+      );
+    }
+    for (let next = version + 1; next <= POSTGRES_SCHEMA_VERSION; next++) {
+      await tx.unsafe(POSTGRES_MIGRATIONS[next]);
+    }
+    if (version < POSTGRES_SCHEMA_VERSION) {
+      await tx.unsafe("UPDATE SchemaVersion SET version = $1", [
+        POSTGRES_SCHEMA_VERSION,
+      ]);
+    }
+  });
+}
+
+/** `?` placeholders numbered as PostgreSQL wants them. */
+function numbered(text: string): string {
+  let index = 0;
+  return text.replace(/\?/g, () => `$${++index}`);
+}
+
+function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
+  const texts = new Map<string, string>();
+
+  async function runAsync<T>(
+    connection: postgres.Sql | postgres.TransactionSql,
+    procedure: (d: Dialect) => Step<T>,
+  ): Promise<T> {
+    const steps = procedure(dialect);
+    let next = steps.next();
+    while (!next.done) {
+      const { sql: text, params } = next.value;
+      let converted = texts.get(text);
+      if (converted === undefined) {
+        converted = numbered(text);
+        texts.set(text, converted);
+      }
+      const result = await connection.unsafe(
+        converted,
+        params as postgres.ParameterOrJSON<never>[],
+        { prepare: true },
+      );
+      next = steps.next({
+        rows: result as unknown as Row[],
+        changes: result.count ?? result.length,
+      });
+    }
+    return next.value;
+  }
+
+  async function transaction<T>(
+    procedure: (d: Dialect) => Step<T>,
+  ): Promise<T> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await sql.begin((tx) => runAsync(tx, procedure)) as T;
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (attempt >= MAX_ATTEMPTS || !RETRIED_CODES.has(String(code))) {
+          throw error;
+        }
+      }
+    }
+  }
+
+  return {
+    dialect,
+    execute(mode, procedure) {
+      return mode === "write"
+        ? transaction(procedure)
+        : runAsync(sql, procedure);
+    },
+    async close() {
+      await sql.end({ timeout: 5 });
+    },
+  };
+}
+
+/**
+ * LISTEN on `channel` (postgres.js re-listens after a lost connection and
+ * then calls `onlisten`, where a change may have been missed), plus a poll
+ * every `pollMs` in case a notification never arrives (case C17).
+ */
+function watchQueue(
+  sql: postgres.Sql,
+  channel: string,
+  pollMs: number,
+  onChange: () => void,
+  signal: AbortSignal,
+): void {
+  if (signal.aborted) return;
+  const timer = setInterval(onChange, pollMs);
+  let unlisten: (() => Promise<void>) | undefined;
+  let stopped = false;
+  signal.addEventListener("abort", () => {
+    stopped = true;
+    clearInterval(timer);
+    unlisten?.().catch(() => {});
+  }, { once: true });
+  sql.listen(channel, () => onChange(), () => onChange()).then(
+    (request) => {
+      unlisten = request.unlisten;
+      if (stopped) request.unlisten().catch(() => {});
+    },
+    // The first LISTEN failed: polling goes on regardless.
+    () => {},
+  );
+}

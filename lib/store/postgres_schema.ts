@@ -1,0 +1,168 @@
+// The PostgreSQL schema: the same tables as sqlite_schema.ts, in
+// PostgreSQL's types.
+//
+// Differences from the SQLite schema: ids are SERIAL, times BIGINT;
+// Outputs has an id so that a build's outputs keep their order; names that
+// lists are sorted by use the "C" collation, so that both backends sort
+// alike whatever the cluster's locale.
+
+/** The version the schema below creates; SchemaVersion holds it. */
+export const POSTGRES_SCHEMA_VERSION = 1;
+
+/** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
+export const POSTGRES_SCHEMA_SQL = `
+CREATE TABLE SchemaVersion (
+  version INTEGER NOT NULL
+);
+
+CREATE TABLE Specifications (
+  name          TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+  build         TEXT NOT NULL,
+  channels      TEXT NOT NULL,
+  build_outputs TEXT NOT NULL,
+  notifications TEXT NOT NULL,
+  period        INTEGER NOT NULL DEFAULT 0,
+  priority      INTEGER NOT NULL DEFAULT 9,
+  systems       TEXT NOT NULL,
+  is_active     INTEGER NOT NULL DEFAULT 1
+);
+
+CREATE TABLE Evaluations (
+  id            SERIAL PRIMARY KEY,
+  specification TEXT COLLATE "C" NOT NULL
+                REFERENCES Specifications(name) ON DELETE CASCADE,
+  status        INTEGER NOT NULL,
+  timestamp     BIGINT NOT NULL,
+  checkouttime  BIGINT NOT NULL,
+  evaltime      BIGINT NOT NULL
+);
+CREATE INDEX Evaluations_specification_id
+  ON Evaluations(specification, id DESC);
+
+CREATE TABLE Checkouts (
+  evaluation    INTEGER NOT NULL
+                REFERENCES Evaluations(id) ON DELETE CASCADE,
+  channel       TEXT COLLATE "C" NOT NULL,
+  specification TEXT COLLATE "C" NOT NULL,
+  revision      TEXT NOT NULL,
+  directory     TEXT NOT NULL,
+  timestamp     BIGINT NOT NULL,
+  position      INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (evaluation, channel)
+);
+CREATE INDEX Checkouts_specification_channel
+  ON Checkouts(specification, channel, evaluation DESC);
+
+CREATE TABLE Builds (
+  id            SERIAL PRIMARY KEY,
+  derivation    TEXT NOT NULL UNIQUE,
+  evaluation    INTEGER NOT NULL
+                REFERENCES Evaluations(id) ON DELETE CASCADE,
+  specification TEXT COLLATE "C" NOT NULL,
+  job_name      TEXT COLLATE "C" NOT NULL,
+  system        TEXT COLLATE "C" NOT NULL,
+  worker        TEXT,
+  nix_name      TEXT NOT NULL,
+  log           TEXT NOT NULL DEFAULT '',
+  status        INTEGER NOT NULL,
+  last_status   INTEGER,
+  weather       INTEGER NOT NULL DEFAULT -1,
+  priority      INTEGER NOT NULL DEFAULT 0,
+  max_silent    INTEGER NOT NULL DEFAULT 0,
+  timeout       INTEGER NOT NULL DEFAULT 0,
+  timestamp     BIGINT NOT NULL,
+  starttime     BIGINT NOT NULL DEFAULT 0,
+  stoptime      BIGINT NOT NULL DEFAULT 0,
+  pending_deps  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX Builds_ready
+  ON Builds(system, priority, timestamp, id)
+  WHERE status = -2 AND pending_deps = 0;
+CREATE INDEX Builds_pending
+  ON Builds(status DESC, priority, timestamp, id) WHERE status < 0;
+CREATE INDEX Builds_finished
+  ON Builds(evaluation DESC, id DESC) WHERE status >= 0;
+CREATE INDEX Builds_finished_specification
+  ON Builds(specification, evaluation DESC, id DESC) WHERE status >= 0;
+CREATE INDEX Builds_evaluation ON Builds(evaluation);
+CREATE INDEX Builds_status_system ON Builds(status, system);
+CREATE INDEX Builds_specification_job
+  ON Builds(specification, job_name, evaluation DESC);
+CREATE INDEX Builds_job_name ON Builds(job_name);
+CREATE INDEX Builds_nix_name ON Builds(nix_name);
+CREATE INDEX Builds_worker
+  ON Builds(worker, status) WHERE worker IS NOT NULL;
+
+CREATE TABLE BuildDependencies (
+  source INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  target INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  PRIMARY KEY (source, target)
+);
+CREATE INDEX BuildDependencies_target ON BuildDependencies(target, source);
+
+CREATE TABLE Jobs (
+  evaluation INTEGER NOT NULL REFERENCES Evaluations(id) ON DELETE CASCADE,
+  name       TEXT COLLATE "C" NOT NULL,
+  build      INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  system     TEXT COLLATE "C" NOT NULL,
+  PRIMARY KEY (evaluation, name)
+);
+CREATE INDEX Jobs_build ON Jobs(build);
+CREATE INDEX Jobs_name ON Jobs(name);
+
+CREATE TABLE Outputs (
+  id         SERIAL,
+  path       TEXT NOT NULL PRIMARY KEY,
+  derivation TEXT NOT NULL
+             REFERENCES Builds(derivation) ON DELETE CASCADE,
+  name       TEXT NOT NULL
+);
+CREATE INDEX Outputs_derivation ON Outputs(derivation, id);
+
+CREATE TABLE BuildProducts (
+  id        SERIAL PRIMARY KEY,
+  build     INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  type      TEXT NOT NULL,
+  file_size BIGINT NOT NULL,
+  checksum  TEXT NOT NULL,
+  path      TEXT NOT NULL,
+  UNIQUE (build, path)
+);
+
+CREATE TABLE Notifications (
+  id    SERIAL PRIMARY KEY,
+  type  TEXT NOT NULL,
+  build INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE
+);
+CREATE INDEX Notifications_build ON Notifications(build);
+
+CREATE TABLE Metrics (
+  field     TEXT NOT NULL,
+  type      INTEGER NOT NULL,
+  value     DOUBLE PRECISION NOT NULL,
+  timestamp BIGINT NOT NULL,
+  PRIMARY KEY (field, type)
+);
+
+CREATE TABLE Workers (
+  name      TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+  address   TEXT NOT NULL,
+  machine   TEXT NOT NULL,
+  systems   TEXT NOT NULL,
+  last_seen BIGINT NOT NULL
+);
+CREATE INDEX Workers_last_seen ON Workers(last_seen);
+
+CREATE TABLE Dashboards (
+  id            TEXT NOT NULL PRIMARY KEY,
+  specification TEXT COLLATE "C" NOT NULL
+                REFERENCES Specifications(name) ON DELETE CASCADE,
+  jobs          TEXT NOT NULL
+);
+`;
+
+/**
+ * Upgrades: `POSTGRES_MIGRATIONS[n]` turns a version n-1 database into
+ * version n. Empty until the schema first changes.
+ */
+export const POSTGRES_MIGRATIONS: Readonly<Record<number, string>> = {};

@@ -1,0 +1,427 @@
+// Store procedures of the build life cycle: dispatch, completion, requeue,
+// cancel and restart, and the notification queue they feed.
+//
+// Every build keeps `pending_deps`, the number of its dependencies that have
+// not succeeded, so that dispatch reads one index entry instead of walking
+// past blocked builds: each change of a status to or from succeeded (0)
+// adjusts the counts of the build's direct dependents.
+
+import { BuildStatus, Weather } from "./types.ts";
+import { all, chunks, get, run } from "./sql_query.ts";
+import { buildById } from "./sql_catalog.ts";
+import {
+  BUILD_COLUMNS,
+  checkLimit,
+  rowToBuild,
+  truncate,
+  weatherOf,
+} from "./rows.ts";
+import type { Dialect, Row, Step } from "./sql_query.ts";
+import type { Build, CompleteResult, QueuedNotification } from "./types.ts";
+
+// The previous result of the job of the row `Builds` being updated: the
+// newest finished build of the same job and specification in an earlier
+// evaluation (cuirass.md §5.8). `status + 0` keeps the planners off the
+// partial index of finished builds, which would scan the whole
+// specification, and on the index of the job's history.
+const PREVIOUS_STATUS_SQL = `(SELECT p.status FROM Builds p
+  WHERE p.specification = Builds.specification
+    AND p.job_name = Builds.job_name
+    AND p.evaluation < Builds.evaluation AND p.status + 0 >= 0
+  ORDER BY p.evaluation DESC, p.id DESC LIMIT 1)`;
+
+// The scheduled builds that depend on build ?, directly or through other
+// scheduled builds: a dependent that already finished (say, an
+// administrator completed it) shields its own dependents.
+const DEPENDENTS_SQL = `WITH RECURSIVE dependents(id) AS (
+    SELECT d.source FROM BuildDependencies d
+      JOIN Builds s ON s.id = d.source
+      WHERE d.target = ? AND s.status + 0 = -2
+    UNION
+    SELECT d.source FROM BuildDependencies d
+      JOIN dependents ON d.target = dependents.id
+      JOIN Builds s ON s.id = d.source
+      WHERE s.status + 0 = -2
+  )
+  SELECT id FROM dependents`;
+
+// Marks builds failed-dependency (followed by a WHERE clause). Parameters:
+// now, now.
+const FAIL_SQL = `UPDATE Builds SET status = 2, starttime = ?, stoptime = ?,
+    last_status = ${PREVIOUS_STATUS_SQL},
+    weather = CASE WHEN ${PREVIOUS_STATUS_SQL} IS NULL THEN -1
+                   WHEN ${PREVIOUS_STATUS_SQL} = 0 THEN 1 ELSE 3 END`;
+
+// Puts builds back in the queue as new (followed by a WHERE clause).
+const RESTART_SQL = `UPDATE Builds SET status = -2, starttime = 0,
+  stoptime = 0, weather = -1, worker = NULL`;
+
+const FINAL_STATUSES: ReadonlySet<number> = new Set([0, 1, 2, 3, 4]);
+
+/** Fails the scheduled dependents of `id`, transitively; returns count. */
+export function* failDependents(
+  d: Dialect,
+  id: number,
+  now: number,
+): Step<number> {
+  // The ids first, then the update by id: one statement doing both makes
+  // the planners scan every scheduled build. `status + 0` keeps them off
+  // the status indexes, which hold every scheduled build, for the same
+  // reason.
+  const ids = (yield* all(DEPENDENTS_SQL, [id])).map((row) => Number(row.id));
+  let changed = 0;
+  ids.sort((a, b) => a - b);
+  for (const part of chunks(ids)) {
+    if (d.forUpdate !== "") {
+      yield* all(
+        `SELECT id FROM Builds WHERE id IN ${d.intList} ORDER BY id${d.forUpdate}`,
+        [JSON.stringify(part)],
+      );
+    }
+    changed += yield* run(
+      `${FAIL_SQL} WHERE id IN ${d.intList} AND status + 0 = -2`,
+      [now, now, JSON.stringify(part)],
+    );
+  }
+  return changed;
+}
+
+/**
+ * Adds `delta` to the pending count of the direct dependents of `id`;
+ * returns whether a scheduled one became dispatchable.
+ */
+function* adjustDependents(
+  d: Dialect,
+  id: number,
+  delta: 1 | -1,
+): Step<boolean> {
+  if (d.forUpdate !== "") {
+    // Rows locked in id order: concurrent completions sharing dependents
+    // then wait for each other instead of deadlocking.
+    yield* all(
+      `SELECT id FROM Builds
+       WHERE id IN (SELECT source FROM BuildDependencies WHERE target = ?)
+       ORDER BY id${d.forUpdate}`,
+      [id],
+    );
+  }
+  const rows = yield* all(
+    `UPDATE Builds SET pending_deps = pending_deps + ?
+     WHERE id IN (SELECT source FROM BuildDependencies WHERE target = ?)
+     RETURNING status, pending_deps`,
+    [delta, id],
+  );
+  return rows.some((row) =>
+    Number(row.status) === BuildStatus.scheduled &&
+    Number(row.pending_deps) === 0
+  );
+}
+
+// PostgreSQL pops in one statement, outside any explicit transaction: the
+// head of each system's queue (skipping rows other transactions hold),
+// the best of them, marked submitted and returned. Parameters: worker,
+// now, systems (JSON).
+const POP_POSTGRES_SQL = `UPDATE Builds b SET status = -3, worker = ?,
+    starttime = ?
+  WHERE b.id = (
+    SELECT c.id FROM (SELECT DISTINCT jsonb_array_elements_text(
+                        CAST(CAST(? AS text) AS jsonb)) AS system) s
+    CROSS JOIN LATERAL (
+      SELECT x.id, x.priority, x.timestamp FROM Builds x
+      WHERE x.status = -2 AND x.pending_deps = 0 AND x.system = s.system
+      ORDER BY x.priority, x.timestamp, x.id LIMIT 1
+      FOR UPDATE SKIP LOCKED) c
+    ORDER BY c.priority, c.timestamp, c.id LIMIT 1)
+  AND b.status = -2
+  RETURNING ${BUILD_COLUMNS}, `;
+
+function* dispatchCandidate(d: Dialect, system: string) {
+  return yield* get(
+    `SELECT id, priority, timestamp FROM Builds
+     WHERE status = -2 AND pending_deps = 0 AND system = ?
+     ORDER BY priority, timestamp, id LIMIT 1${d.skipLocked}`,
+    [system],
+  );
+}
+
+/** Whether dispatch candidate `a` goes before `b` (priority, age, id). */
+function isBefore(a: Row, b: Row | undefined): boolean {
+  if (b === undefined) return true;
+  for (const key of ["priority", "timestamp", "id"]) {
+    const delta = Number(a[key]) - Number(b[key]);
+    if (delta !== 0) return delta < 0;
+  }
+  return false;
+}
+
+export function* popBuild(
+  d: Dialect,
+  worker: string,
+  systems: string[],
+  now: number,
+): Step<Build | null> {
+  if (d.name === "postgres") {
+    const [row] = yield* all(
+      POP_POSTGRES_SQL + `${d.outputsColumn} AS outputs`,
+      [
+        worker,
+        now,
+        JSON.stringify(systems),
+      ],
+    );
+    return row === undefined ? null : rowToBuild(row);
+  }
+  // Every system's head, then the best of them: the order is global across
+  // systems (case C04), not per system in random order.
+  let best: Row | undefined;
+  for (const system of new Set(systems)) {
+    const candidate = yield* dispatchCandidate(d, system);
+    if (candidate !== undefined && isBefore(candidate, best)) {
+      best = candidate;
+    }
+  }
+  if (best === undefined) return null;
+  const [row] = yield* all(
+    `UPDATE Builds SET status = -3, worker = ?, starttime = ?
+     WHERE id = ? AND status = -2
+     RETURNING ${
+      // SQLite's RETURNING names the table itself, not an alias.
+      `${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs`.replace(
+        /\bb\./g,
+        "Builds.",
+      )}`,
+    [worker, now, Number(best.id)],
+  );
+  return row === undefined ? null : rowToBuild(row);
+}
+
+export function* markStarted(
+  _d: Dialect,
+  derivation: string,
+  worker: string,
+  log: string,
+  now: number,
+): Step<boolean> {
+  return (yield* run(
+    `UPDATE Builds SET status = -1, starttime = ?, log = ?
+     WHERE derivation = ? AND worker = ? AND status IN (-3, -1)`,
+    [now, log, derivation, worker],
+  )) > 0;
+}
+
+/**
+ * Checks a final status.
+ * @throws {RangeError} when `status` is not final.
+ */
+export function checkFinal(derivation: string, status: number): void {
+  if (!FINAL_STATUSES.has(status)) {
+    throw new RangeError(
+      `Cannot complete build ${JSON.stringify(truncate(derivation))}: status ${
+        JSON.stringify(status)
+      } is not a final status`,
+    );
+  }
+}
+
+/** Queues one notification per sink of the build's specification. */
+function* queueNotifications(build: number, specification: string) {
+  const row = yield* get(
+    "SELECT notifications FROM Specifications WHERE name = ?",
+    [specification],
+  );
+  if (row === undefined) return;
+  const raw = row.notifications;
+  const sinks = (typeof raw === "string" ? JSON.parse(raw) : raw) as unknown[];
+  for (const sink of sinks) {
+    yield* run("INSERT INTO Notifications (type, build) VALUES (?, ?)", [
+      JSON.stringify(sink),
+      build,
+    ]);
+  }
+}
+
+export function* completeBuild(
+  d: Dialect,
+  derivation: string,
+  status: BuildStatus,
+  options: { worker?: string; now: number },
+): Step<CompleteResult> {
+  const row = yield* get(
+    `SELECT id, specification, job_name, evaluation, status, worker
+     FROM Builds WHERE derivation = ?${d.forUpdate}`,
+    [derivation],
+  );
+  const unchanged = { changed: false, dependentsFailed: 0 };
+  if (row === undefined || Number(row.status) >= 0) return unchanged;
+  if (
+    options.worker !== undefined &&
+    (row.worker !== options.worker || Number(row.status) === -2)
+  ) {
+    return unchanged;
+  }
+  const id = Number(row.id);
+  const previous = yield* get(
+    `SELECT status FROM Builds
+     WHERE specification = ? AND job_name = ? AND evaluation < ?
+       AND status + 0 >= 0
+     ORDER BY evaluation DESC, id DESC LIMIT 1`,
+    [row.specification, row.job_name, row.evaluation],
+  );
+  const lastStatus = previous === undefined ? null : Number(previous.status);
+  const weather = weatherOf(status, lastStatus);
+  yield* run(
+    `UPDATE Builds SET status = ?, stoptime = ?, last_status = ?,
+       weather = ? WHERE id = ?`,
+    [status, options.now, lastStatus, weather, id],
+  );
+  if (weather === Weather.newSuccess || weather === Weather.newFailure) {
+    yield* queueNotifications(id, String(row.specification));
+  }
+  if (status === BuildStatus.succeeded) {
+    const ready = yield* adjustDependents(d, id, -1);
+    if (ready && d.notifyQueue !== "") yield* all(d.notifyQueue);
+    return { changed: true, dependentsFailed: 0 };
+  }
+  const dependentsFailed = yield* failDependents(d, id, options.now);
+  return { changed: true, dependentsFailed };
+}
+
+export function* requeueBuild(d: Dialect, derivation: string): Step<boolean> {
+  const changed = yield* run(
+    `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
+     WHERE derivation = ? AND status IN (-3, -1)`,
+    [derivation],
+  );
+  if (changed > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  return changed > 0;
+}
+
+export function* cancelBuild(
+  d: Dialect,
+  id: number,
+  now: number,
+): Step<{ changed: boolean; worker: string | null }> {
+  const row = yield* get(
+    `SELECT status, worker FROM Builds WHERE id = ?${d.forUpdate}`,
+    [id],
+  );
+  if (row === undefined || Number(row.status) >= 0) {
+    return { changed: false, worker: null };
+  }
+  const running = Number(row.status) !== BuildStatus.scheduled;
+  yield* run("UPDATE Builds SET status = 4, stoptime = ? WHERE id = ?", [
+    now,
+    id,
+  ]);
+  yield* failDependents(d, id, now);
+  return {
+    changed: true,
+    worker: running && row.worker !== null ? String(row.worker) : null,
+  };
+}
+
+// Failed-dependency builds depending on one of `ids`, whose dependencies
+// have no failure left, go back to scheduled, round after round.
+function* rescheduleDependents(d: Dialect, ids: number[]): Step<void> {
+  let frontier = ids;
+  while (frontier.length > 0) {
+    const next: number[] = [];
+    for (const part of chunks(frontier)) {
+      const rows = yield* all(
+        `${RESTART_SQL}
+         WHERE status + 0 = 2
+           AND id IN (SELECT d.source FROM BuildDependencies d
+                      WHERE d.target IN ${d.intList})
+           AND NOT EXISTS (SELECT 1 FROM BuildDependencies d
+                           JOIN Builds t ON t.id = d.target
+                           WHERE d.source = Builds.id AND t.status > 0)
+         RETURNING id`,
+        [JSON.stringify(part)],
+      );
+      for (const row of rows) next.push(Number(row.id));
+    }
+    frontier = next;
+  }
+  if (ids.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+}
+
+export function* restartBuild(
+  d: Dialect,
+  id: number,
+): Step<{ changed: boolean; worker: string | null }> {
+  const row = yield* get(
+    `SELECT status, worker FROM Builds WHERE id = ?${d.forUpdate}`,
+    [id],
+  );
+  if (row === undefined || Number(row.status) === BuildStatus.scheduled) {
+    return { changed: false, worker: null };
+  }
+  const status = Number(row.status);
+  const running = status === BuildStatus.submitted ||
+    status === BuildStatus.started;
+  if (status === BuildStatus.succeeded) yield* adjustDependents(d, id, 1);
+  yield* run(`${RESTART_SQL} WHERE id = ?`, [id]);
+  yield* rescheduleDependents(d, [id]);
+  return {
+    changed: true,
+    worker: running && row.worker !== null ? String(row.worker) : null,
+  };
+}
+
+export function* cancelEvaluation(
+  d: Dialect,
+  id: number,
+  now: number,
+): Step<number> {
+  const ids = (yield* all(
+    `UPDATE Builds SET status = 4, stoptime = ?
+     WHERE evaluation = ? AND status + 0 < 0 RETURNING id`,
+    [now, id],
+  )).map((row) => Number(row.id));
+  for (const build of ids) yield* failDependents(d, build, now);
+  return ids.length;
+}
+
+export function* restartEvaluation(d: Dialect, id: number): Step<number> {
+  // Dependents of the evaluation's succeeded builds wait for them again.
+  yield* run(
+    `UPDATE Builds SET pending_deps = pending_deps +
+       (SELECT count(*) FROM BuildDependencies d
+        JOIN Builds t ON t.id = d.target
+        WHERE d.source = Builds.id AND t.evaluation = ? AND t.status = 0)
+     WHERE id IN (SELECT d.source FROM BuildDependencies d
+                  JOIN Builds t ON t.id = d.target
+                  WHERE t.evaluation = ? AND t.status = 0)`,
+    [id, id],
+  );
+  const ids = (yield* all(
+    `${RESTART_SQL} WHERE evaluation = ? AND status <> -2 RETURNING id`,
+    [id],
+  )).map((row) => Number(row.id));
+  yield* rescheduleDependents(d, ids);
+  return ids.length;
+}
+
+export function* popNotifications(
+  d: Dialect,
+  limit: number,
+): Step<QueuedNotification[]> {
+  const rows = yield* all(
+    `DELETE FROM Notifications WHERE id IN
+       (SELECT id FROM Notifications ORDER BY id LIMIT ?${d.skipLocked})
+     RETURNING id, type, build`,
+    [checkLimit("take notifications", limit)],
+  );
+  rows.sort((a, b) => Number(a.id) - Number(b.id));
+  const result: QueuedNotification[] = [];
+  for (const row of rows) {
+    const build = yield* buildById(d, Number(row.build));
+    if (build === null) continue;
+    result.push({
+      id: Number(row.id),
+      sink: JSON.parse(String(row.type)),
+      build,
+    });
+  }
+  return result;
+}

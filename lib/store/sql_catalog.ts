@@ -1,0 +1,366 @@
+// Store procedures on specifications, evaluations, workers and listings.
+//
+// Choices every backend shares (the contract tests pin them): a filter on
+// `evaluation` selects the evaluation's jobs, including builds an older
+// evaluation created; latest builds come newest evaluation first, then
+// newest id; countBuildsByStatus lists only statuses that occur.
+
+import { StoreError } from "./types.ts";
+import { all, chunks, get, run } from "./sql_query.ts";
+import {
+  BUILD_COLUMNS,
+  checkLimit,
+  checkName,
+  integer,
+  rowToBuild,
+  rowToEvaluation,
+  rowToSpecification,
+} from "./rows.ts";
+import type { Dialect, Row, Step } from "./sql_query.ts";
+import type {
+  Build,
+  BuildFilter,
+  BuildStatus,
+  Checkout,
+  EvaluationStatus,
+  Specification,
+} from "./types.ts";
+
+/** Builds matching `where` (on `Builds b`), with their outputs. */
+export function* selectBuilds(
+  d: Dialect,
+  where: string,
+  params: unknown[],
+  tail = "",
+): Step<Build[]> {
+  const rows = yield* all(
+    `SELECT ${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs
+     FROM Builds b ${where} ${tail}`,
+    params,
+  );
+  return rows.map(rowToBuild);
+}
+
+/** The build `id`, or null. */
+export function* buildById(d: Dialect, id: number): Step<Build | null> {
+  return (yield* selectBuilds(d, "WHERE b.id = ?", [id]))[0] ?? null;
+}
+
+/** SQL conditions (each starting with " AND") and their parameters. */
+export function filterClauses(
+  filter: BuildFilter,
+): { clauses: string; params: unknown[] } {
+  let clauses = "";
+  const params: unknown[] = [];
+  if (filter.specification !== undefined) {
+    clauses += " AND b.specification = ?";
+    params.push(filter.specification);
+  }
+  if (filter.job !== undefined) {
+    clauses += " AND b.job_name = ?";
+    params.push(filter.job);
+  }
+  if (filter.system !== undefined) {
+    clauses += " AND b.system = ?";
+    params.push(filter.system);
+  }
+  if (filter.evaluation !== undefined) {
+    // The evaluation's jobs, including builds an older evaluation created.
+    clauses += " AND b.id IN (SELECT build FROM Jobs WHERE evaluation = ?)";
+    params.push(filter.evaluation);
+  }
+  if (filter.worker !== undefined) {
+    clauses += " AND b.worker = ?";
+    params.push(filter.worker);
+  }
+  return { clauses, params };
+}
+
+export function* upsertSpecification(
+  _d: Dialect,
+  spec: Specification,
+): Step<void> {
+  checkName("save specification", spec.name);
+  yield* run(
+    `INSERT INTO Specifications (name, build, channels, build_outputs,
+       notifications, period, priority, systems, is_active)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (name) DO UPDATE SET build = excluded.build,
+       channels = excluded.channels,
+       build_outputs = excluded.build_outputs,
+       notifications = excluded.notifications,
+       period = excluded.period, priority = excluded.priority,
+       systems = excluded.systems, is_active = excluded.is_active`,
+    [
+      spec.name,
+      JSON.stringify(spec.build),
+      JSON.stringify(spec.channels),
+      JSON.stringify(spec.buildOutputs),
+      JSON.stringify(spec.notifications),
+      integer("save specification", "period", spec.period),
+      integer("save specification", "priority", spec.priority),
+      JSON.stringify(spec.systems),
+      spec.isActive ? 1 : 0,
+    ],
+  );
+}
+
+export function* getSpecification(
+  _d: Dialect,
+  name: string,
+): Step<Specification | null> {
+  const row = yield* get("SELECT * FROM Specifications WHERE name = ?", [name]);
+  return row === undefined ? null : rowToSpecification(row);
+}
+
+export function* listSpecifications(_d: Dialect): Step<Specification[]> {
+  return (yield* all("SELECT * FROM Specifications ORDER BY name")).map(
+    rowToSpecification,
+  );
+}
+
+/** Deletes a specification, keeping dependents' counts of pending inputs. */
+export function* deleteSpecification(
+  d: Dialect,
+  name: string,
+): Step<boolean> {
+  // Builds of other specifications lose dependencies with the cascade.
+  const affected = (yield* all(
+    `SELECT DISTINCT d.source FROM BuildDependencies d
+     JOIN Builds t ON t.id = d.target JOIN Builds s ON s.id = d.source
+     WHERE t.specification = ? AND s.specification <> ?`,
+    [name, name],
+  )).map((row) => Number(row.source));
+  const deleted =
+    (yield* run("DELETE FROM Specifications WHERE name = ?", [name])) > 0;
+  for (const part of chunks(affected)) {
+    yield* run(
+      `UPDATE Builds SET pending_deps = ${PENDING_COUNT_SQL}
+       WHERE id IN ${d.intList}`,
+      [JSON.stringify(part)],
+    );
+  }
+  if (affected.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  return deleted;
+}
+
+/** The number of dependencies of `Builds` that have not succeeded. */
+export const PENDING_COUNT_SQL = `(SELECT count(*) FROM BuildDependencies pd
+  JOIN Builds pt ON pt.id = pd.target
+  WHERE pd.source = Builds.id AND pt.status <> 0)`;
+
+export function* addEvaluation(
+  _d: Dialect,
+  specification: string,
+  checkouts: Checkout[],
+  now: number,
+): Step<number> {
+  const spec = yield* get(
+    "SELECT 1 AS found FROM Specifications WHERE name = ?",
+    [
+      specification,
+    ],
+  );
+  if (spec === undefined) {
+    throw new StoreError(
+      `Cannot add evaluation of specification ${
+        JSON.stringify(specification)
+      }: no such specification`,
+      "not-found",
+      specification,
+    );
+  }
+  const row = (yield* get(
+    `INSERT INTO Evaluations (specification, status, timestamp,
+       checkouttime, evaltime)
+     VALUES (?, -1, ?, ?, 0) RETURNING id`,
+    [specification, now, now],
+  )) as Row;
+  const id = Number(row.id);
+  for (const [position, checkout] of checkouts.entries()) {
+    yield* run(
+      `INSERT INTO Checkouts (evaluation, channel, specification,
+         revision, directory, timestamp, position)
+       VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (evaluation, channel) DO UPDATE SET
+         revision = excluded.revision, directory = excluded.directory`,
+      [
+        id,
+        checkout.channel,
+        specification,
+        checkout.revision,
+        checkout.directory,
+        now,
+        position,
+      ],
+    );
+  }
+  return id;
+}
+
+export function* setEvaluationStatus(
+  _d: Dialect,
+  id: number,
+  status: EvaluationStatus,
+  now: number,
+): Step<void> {
+  // A finished evaluation (status >= 0) records when it finished.
+  const changes = yield* run(
+    `UPDATE Evaluations SET status = CAST(? AS integer),
+       evaltime = CASE WHEN ? >= 0 THEN CAST(? AS bigint) ELSE evaltime END
+     WHERE id = ?`,
+    [status, status, now, id],
+  );
+  if (changes === 0) {
+    throw new StoreError(
+      `Cannot set status of evaluation ${id}: no such evaluation`,
+      "not-found",
+      id,
+    );
+  }
+}
+
+export function* getEvaluation(_d: Dialect, id: number) {
+  const row = yield* get("SELECT * FROM Evaluations WHERE id = ?", [id]);
+  return row === undefined ? null : rowToEvaluation(row);
+}
+
+function rowToCheckout(row: Row): Checkout {
+  return {
+    channel: String(row.channel),
+    revision: String(row.revision),
+    directory: String(row.directory),
+  };
+}
+
+export function* getEvaluationCheckouts(
+  _d: Dialect,
+  id: number,
+): Step<Checkout[]> {
+  return (yield* all(
+    `SELECT channel, revision, directory FROM Checkouts
+     WHERE evaluation = ? ORDER BY position`,
+    [id],
+  )).map(rowToCheckout);
+}
+
+export function* latestCheckouts(
+  _d: Dialect,
+  specification: string,
+): Step<Checkout[]> {
+  return (yield* all(
+    `SELECT c.channel, c.revision, c.directory FROM Checkouts c
+     WHERE c.specification = ? AND c.evaluation =
+       (SELECT max(n.evaluation) FROM Checkouts n
+        WHERE n.specification = c.specification AND n.channel = c.channel)
+     ORDER BY c.channel`,
+    [specification],
+  )).map(rowToCheckout);
+}
+
+export function* listEvaluations(
+  _d: Dialect,
+  options: { specification?: string; limit: number },
+) {
+  const limit = checkLimit("list evaluations", options.limit);
+  const rows = options.specification === undefined
+    ? yield* all("SELECT * FROM Evaluations ORDER BY id DESC LIMIT ?", [limit])
+    : yield* all(
+      `SELECT * FROM Evaluations WHERE specification = ?
+       ORDER BY id DESC LIMIT ?`,
+      [options.specification, limit],
+    );
+  return rows.map(rowToEvaluation);
+}
+
+export function* listJobs(
+  d: Dialect,
+  evaluation: number,
+  options: { names?: string[]; system?: string } = {},
+): Step<{ name: string; build: number; status: BuildStatus }[]> {
+  let where = "j.evaluation = ?";
+  const params: unknown[] = [evaluation];
+  if (options.names !== undefined) {
+    where += ` AND j.name IN ${d.textList}`;
+    params.push(JSON.stringify(options.names));
+  }
+  if (options.system !== undefined) {
+    where += " AND j.system = ?";
+    params.push(options.system);
+  }
+  return (yield* all(
+    `SELECT j.name, j.build, b.status FROM Jobs j
+     JOIN Builds b ON b.id = j.build WHERE ${where} ORDER BY j.name`,
+    params,
+  )).map((row) => ({
+    name: String(row.name),
+    build: Number(row.build),
+    status: Number(row.status) as BuildStatus,
+  }));
+}
+
+export function* latestBuilds(d: Dialect, filter: BuildFilter, limit: number) {
+  const { clauses, params } = filterClauses(filter);
+  return yield* selectBuilds(
+    d,
+    `WHERE b.status >= 0${clauses}`,
+    params,
+    // The limit inline: with a parameter, PostgreSQL's generic plan does
+    // not know it is small and sorts every finished build.
+    `ORDER BY b.evaluation DESC, b.id DESC LIMIT ${
+      checkLimit("list latest builds", limit)
+    }`,
+  );
+}
+
+export function* queue(d: Dialect, filter: BuildFilter, limit: number) {
+  const { clauses, params } = filterClauses(filter);
+  return yield* selectBuilds(
+    d,
+    `WHERE b.status < 0${clauses}`,
+    params,
+    `ORDER BY b.status DESC, b.priority, b.timestamp, b.id LIMIT ${
+      checkLimit("list the queue", limit)
+    }`,
+  );
+}
+
+export function* buildDependencies(_d: Dialect, id: number): Step<number[]> {
+  return (yield* all(
+    "SELECT target FROM BuildDependencies WHERE source = ? ORDER BY target",
+    [id],
+  )).map((row) => Number(row.target));
+}
+
+export function* pendingDependencies(_d: Dialect, id: number) {
+  return (yield* all(
+    `SELECT t.id, t.status, t.system FROM BuildDependencies d
+     JOIN Builds t ON t.id = d.target
+     WHERE d.source = ? AND t.status <> 0 ORDER BY t.id`,
+    [id],
+  )).map((row) => ({
+    id: Number(row.id),
+    status: Number(row.status) as BuildStatus,
+    system: String(row.system),
+  }));
+}
+
+export function* countBuildsByStatus(_d: Dialect, filter: BuildFilter = {}) {
+  const { clauses, params } = filterClauses(filter);
+  const rows = yield* all(
+    `SELECT b.status, count(*) AS n FROM Builds b WHERE 1 = 1${clauses}
+     GROUP BY b.status ORDER BY b.status`,
+    params,
+  );
+  return new Map(
+    rows.map((row) => [Number(row.status) as BuildStatus, Number(row.n)]),
+  );
+}
+
+export function* queueLengthBySystem(_d: Dialect) {
+  const rows = yield* all(
+    `SELECT system, count(*) AS n FROM Builds WHERE status = -2
+     GROUP BY system ORDER BY system`,
+  );
+  return new Map(rows.map((row) => [String(row.system), Number(row.n)]));
+}

@@ -1,0 +1,123 @@
+// How store procedures talk to a database: they are generators that yield
+// queries and receive results, so one body of SQL logic runs synchronously
+// on SQLite (a transaction never spans a tick) and asynchronously on
+// PostgreSQL.
+
+/** A result row, column name to value, as the driver returns it. */
+export type Row = Record<string, unknown>;
+
+/** One statement with positional `?` parameters. */
+export interface Query {
+  sql: string;
+  params: unknown[];
+  /** "rows" returns the rows; "run" returns the number of changed rows. */
+  kind: "rows" | "run";
+}
+
+/** What a driver answers to a {@link Query}. */
+export interface QueryResult {
+  rows: Row[];
+  changes: number;
+}
+
+/** A store procedure: yields queries, returns `T`. */
+export type Step<T> = Generator<Query, T, QueryResult>;
+
+/** Column types of {@link Dialect.records}. */
+export type ColumnType = "text" | "int";
+
+/**
+ * The SQL that differs between backends. Everything else is written once,
+ * in the common subset of SQLite and PostgreSQL.
+ */
+export interface Dialect {
+  name: "sqlite" | "postgres";
+  /** A subquery of the strings of the JSON array parameter `?`. */
+  textList: string;
+  /** A subquery of the integers of the JSON array parameter `?`. */
+  intList: string;
+  /**
+   * A subquery of rows from the JSON parameter `?`, an array of arrays, one
+   * column per entry of `columns`.
+   */
+  records(columns: [string, ColumnType][]): string;
+  /** The `outputs` column of a build `b`: a JSON array of {name, path}. */
+  outputsColumn: string;
+  /** Appended to a SELECT whose rows the transaction is about to update. */
+  forUpdate: string;
+  /** Appended to a dispatch SELECT: skip rows another transaction holds. */
+  skipLocked: string;
+  /** A statement run in a transaction that added dispatchable builds, or "". */
+  notifyQueue: string;
+}
+
+/** Runs `sql` and returns its rows. */
+export function* all(sql: string, params: unknown[] = []): Step<Row[]> {
+  return (yield { sql, params, kind: "rows" }).rows;
+}
+
+/** Runs `sql` and returns its first row, or undefined. */
+export function* get(
+  sql: string,
+  params: unknown[] = [],
+): Step<Row | undefined> {
+  return (yield { sql, params, kind: "rows" }).rows[0];
+}
+
+/** Runs `sql` and returns how many rows it changed. */
+export function* run(sql: string, params: unknown[] = []): Step<number> {
+  return (yield { sql, params, kind: "run" }).changes;
+}
+
+/** Splits `items` into arrays of at most `size`. */
+export function chunks<T>(items: readonly T[], size = 2000): T[][] {
+  const result: T[][] = [];
+  for (let start = 0; start < items.length; start += size) {
+    result.push(items.slice(start, start + size));
+  }
+  return result;
+}
+
+/** The SQLite dialect. */
+export const sqliteDialect: Dialect = {
+  name: "sqlite",
+  textList: "(SELECT value FROM json_each(?))",
+  intList: "(SELECT value FROM json_each(?))",
+  records(columns) {
+    const list = columns.map(([name], index) => `value ->> ${index} AS ${name}`)
+      .join(", ");
+    return `(SELECT ${list} FROM json_each(?))`;
+  },
+  outputsColumn: `(SELECT json_group_array(
+      json_object('name', o.name, 'path', o.path) ORDER BY o.rowid)
+    FROM Outputs o WHERE o.derivation = b.derivation)`,
+  forUpdate: "",
+  skipLocked: "",
+  notifyQueue: "",
+};
+
+/** The PostgreSQL dialect; `channel` is the LISTEN channel of new builds. */
+export function postgresDialect(channel: string): Dialect {
+  return {
+    name: "postgres",
+    textList:
+      "(SELECT jsonb_array_elements_text(CAST(CAST(? AS text) AS jsonb)))",
+    intList:
+      "(SELECT CAST(jsonb_array_elements_text(CAST(CAST(? AS text) AS jsonb)) AS integer))",
+    records(columns) {
+      const list = columns.map(([name, type], index) =>
+        `CAST(r ->> ${index} AS ${
+          type === "int" ? "bigint" : "text"
+        }) AS ${name}`
+      ).join(", ");
+      return `(SELECT ${list} FROM jsonb_array_elements(CAST(CAST(? AS text) AS jsonb)) r)`;
+    },
+    outputsColumn: `(SELECT coalesce(json_agg(
+        json_build_object('name', o.name, 'path', o.path) ORDER BY o.id),
+        '[]')
+      FROM Outputs o WHERE o.derivation = b.derivation)`,
+    forUpdate: " FOR UPDATE",
+    skipLocked: " FOR UPDATE SKIP LOCKED",
+    notifyQueue: `SELECT pg_notify('${channel}', '')`,
+  };
+}

@@ -1,0 +1,113 @@
+// The Store interface over any driver that runs store procedures.
+
+import * as builds from "./sql_builds.ts";
+import * as catalog from "./sql_catalog.ts";
+import { registerBuilds } from "./sql_register.ts";
+import * as workers from "./sql_workers.ts";
+import { checkFinal } from "./sql_builds.ts";
+import type { Dialect, Step } from "./sql_query.ts";
+import type { Store } from "./types.ts";
+
+/** Runs store procedures against one database. */
+export interface SqlDriver {
+  dialect: Dialect;
+  /**
+   * Runs `procedure`; a "write" runs in one transaction that takes the
+   * write lock up front, a "read" sees one consistent state.
+   */
+  execute<T>(
+    mode: "read" | "write",
+    procedure: (dialect: Dialect) => Step<T>,
+  ): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** A Store whose every method is one procedure run by `driver`. */
+export function createSqlStore(driver: SqlDriver): Store {
+  const read = <T>(procedure: (d: Dialect) => Step<T>) =>
+    driver.execute("read", procedure);
+  const write = <T>(procedure: (d: Dialect) => Step<T>) =>
+    driver.execute("write", procedure);
+
+  return {
+    upsertSpecification: (spec) =>
+      write((d) => catalog.upsertSpecification(d, spec)),
+    getSpecification: (name) => read((d) => catalog.getSpecification(d, name)),
+    listSpecifications: () => read((d) => catalog.listSpecifications(d)),
+    deleteSpecification: (name) =>
+      write((d) => catalog.deleteSpecification(d, name)),
+
+    addEvaluation: (specification, checkouts, now) =>
+      write((d) => catalog.addEvaluation(d, specification, checkouts, now)),
+    setEvaluationStatus: (id, status, now) =>
+      write((d) => catalog.setEvaluationStatus(d, id, status, now)),
+    getEvaluation: (id) => read((d) => catalog.getEvaluation(d, id)),
+    getEvaluationCheckouts: (id) =>
+      read((d) => catalog.getEvaluationCheckouts(d, id)),
+    latestCheckouts: (specification) =>
+      read((d) => catalog.latestCheckouts(d, specification)),
+    listEvaluations: (options) =>
+      read((d) => catalog.listEvaluations(d, options)),
+    listJobs: (evaluation, options) =>
+      read((d) => catalog.listJobs(d, evaluation, options)),
+
+    registerBuilds: (evaluation, jobs, options) =>
+      write((d) => registerBuilds(d, evaluation, jobs, options)),
+
+    getBuild: (id) => read((d) => catalog.buildById(d, id)),
+    getBuildByDerivation: (derivation) =>
+      read(function* (d) {
+        return (yield* catalog.selectBuilds(d, "WHERE b.derivation = ?", [
+          derivation,
+        ]))[0] ?? null;
+      }),
+    latestBuilds: (filter, limit) =>
+      read((d) => catalog.latestBuilds(d, filter, limit)),
+    queue: (filter, limit) => read((d) => catalog.queue(d, filter, limit)),
+    buildDependencies: (id) => read((d) => catalog.buildDependencies(d, id)),
+    pendingDependencies: (id) =>
+      read((d) => catalog.pendingDependencies(d, id)),
+    countBuildsByStatus: (filter) =>
+      read((d) => catalog.countBuildsByStatus(d, filter)),
+    queueLengthBySystem: () => read((d) => catalog.queueLengthBySystem(d)),
+
+    // One statement on PostgreSQL, atomic without a transaction.
+    popBuild: (worker, systems, now) =>
+      driver.execute(
+        driver.dialect.name === "postgres" ? "read" : "write",
+        (d) => builds.popBuild(d, worker, systems, now),
+      ),
+    markStarted: (derivation, worker, log, now) =>
+      write((d) => builds.markStarted(d, derivation, worker, log, now)),
+    completeBuild: (derivation, status, options) => {
+      try {
+        checkFinal(derivation, status);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return write((d) => builds.completeBuild(d, derivation, status, options));
+    },
+    requeueBuild: (derivation, _now) =>
+      write((d) => builds.requeueBuild(d, derivation)),
+    requeueWorkerBuilds: (worker, _now) =>
+      write((d) => workers.requeueWorker(d, worker)),
+    cancelBuild: (id, now) => write((d) => builds.cancelBuild(d, id, now)),
+    restartBuild: (id, _now) => write((d) => builds.restartBuild(d, id)),
+    cancelEvaluation: (id, now) =>
+      write((d) => builds.cancelEvaluation(d, id, now)),
+    restartEvaluation: (id, _now) =>
+      write((d) => builds.restartEvaluation(d, id)),
+    popNotifications: (limit) =>
+      write((d) => builds.popNotifications(d, limit)),
+
+    upsertWorker: (worker) => write((d) => workers.upsertWorker(d, worker)),
+    touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),
+    getWorker: (name) => read((d) => workers.getWorker(d, name)),
+    listWorkers: () => read((d) => workers.listWorkers(d)),
+    removeWorker: (name, _now) => write((d) => workers.removeWorker(d, name)),
+    expireWorkers: (cutoff, _now) =>
+      write((d) => workers.expireWorkers(d, cutoff)),
+
+    close: () => driver.close(),
+  };
+}

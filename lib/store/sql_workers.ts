@@ -1,0 +1,65 @@
+// Store procedures on build workers.
+
+import { all, get, run } from "./sql_query.ts";
+import { checkName, rowToWorker } from "./rows.ts";
+import type { Dialect, Step } from "./sql_query.ts";
+import type { Worker } from "./types.ts";
+
+export function* upsertWorker(_d: Dialect, worker: Worker): Step<void> {
+  checkName("save worker", worker.name);
+  yield* run(
+    `INSERT INTO Workers (name, address, machine, systems, last_seen)
+     VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (name) DO UPDATE SET address = excluded.address,
+       machine = excluded.machine, systems = excluded.systems,
+       last_seen = excluded.last_seen`,
+    [
+      worker.name,
+      worker.address,
+      worker.machine,
+      JSON.stringify(worker.systems),
+      worker.lastSeen,
+    ],
+  );
+}
+
+export function* touchWorker(_d: Dialect, name: string, now: number) {
+  return (yield* run("UPDATE Workers SET last_seen = ? WHERE name = ?", [
+    now,
+    name,
+  ])) > 0;
+}
+
+export function* getWorker(_d: Dialect, name: string) {
+  const row = yield* get("SELECT * FROM Workers WHERE name = ?", [name]);
+  return row === undefined ? null : rowToWorker(row);
+}
+
+export function* listWorkers(_d: Dialect) {
+  return (yield* all("SELECT * FROM Workers ORDER BY name")).map(rowToWorker);
+}
+
+/** Puts the submitted and started builds of `worker` back in the queue. */
+export function* requeueWorker(d: Dialect, worker: string): Step<number> {
+  const changes = yield* run(
+    `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
+     WHERE worker = ? AND status IN (-3, -1)`,
+    [worker],
+  );
+  if (changes > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  return changes;
+}
+
+export function* removeWorker(d: Dialect, name: string): Step<void> {
+  yield* requeueWorker(d, name);
+  yield* run("DELETE FROM Workers WHERE name = ?", [name]);
+}
+
+export function* expireWorkers(d: Dialect, cutoff: number): Step<string[]> {
+  const names = (yield* all(
+    `SELECT name FROM Workers WHERE last_seen < ? ORDER BY name${d.forUpdate}`,
+    [cutoff],
+  )).map((row) => String(row.name));
+  for (const name of names) yield* removeWorker(d, name);
+  return names;
+}

@@ -1,0 +1,227 @@
+// The store contract on PostgreSQL, when LORICA_TEST_POSTGRES names a
+// server (a URL such as postgres://postgres@127.0.0.1:54329/postgres).
+// Each test gets a schema of its own. Without the variable, the tests are
+// ignored: there is no PostgreSQL to talk to.
+
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import {
+  openPostgresStore,
+  parsePostgresTarget,
+  PostgresTargetError,
+} from "../../../lib/store/postgres.ts";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import { drv, job, specification, storeContract } from "./store_contract.ts";
+import type { Store } from "../../../lib/store/types.ts";
+
+const url = Deno.env.get("LORICA_TEST_POSTGRES");
+const ignore = url === undefined;
+const run = `${Date.now().toString(36)}_${Deno.pid}`;
+let schemas = 0;
+const created: string[] = [];
+
+function freshSchema(): string {
+  const name = `lorica_test_${run}_${++schemas}`;
+  created.push(name);
+  return name;
+}
+
+async function dropSchemas(): Promise<void> {
+  if (url === undefined || created.length === 0) return;
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    for (const name of created.splice(0)) {
+      await sql.unsafe(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+storeContract(
+  "postgres",
+  () => openPostgresStore(url!, { schema: freshSchema() }),
+  { ignore },
+);
+
+Deno.test({
+  name: "parsePostgresTarget() reads URLs and conninfo strings",
+  fn() {
+    const cases: [string, object][] = [
+      ["postgres://ci:s3cret@127.0.0.1:5433/farm", {
+        host: "127.0.0.1",
+        port: 5433,
+        database: "farm",
+        user: "ci",
+        password: "s3cret",
+      }],
+      ["dbname=cuirass host=/var/run/postgresql", {
+        host: "/var/run/postgresql",
+        port: 5432,
+        database: "cuirass",
+        user: undefined,
+        password: undefined,
+      }],
+      ["dbname='my farm' port=6000 user=ci", {
+        host: "/var/run/postgresql",
+        port: 6000,
+        database: "my farm",
+        user: "ci",
+        password: undefined,
+      }],
+    ];
+    for (const [text, expected] of cases) {
+      assert.deepEqual(parsePostgresTarget(text), expected, text);
+    }
+    for (
+      const bad of ["dbname=x port=99999", "dbname=x !!", "password=hunter2 ?"]
+    ) {
+      assert.throws(
+        () => parsePostgresTarget(bad),
+        (error: unknown) =>
+          error instanceof PostgresTargetError &&
+          !error.message.includes("hunter2"),
+        bad,
+      );
+    }
+  },
+});
+
+async function withStore(fn: (store: Store, schema: string) => Promise<void>) {
+  const schema = freshSchema();
+  const store = await openPostgresStore(url!, { schema, queuePollMs: 60_000 });
+  try {
+    await fn(store, schema);
+  } finally {
+    await store.close();
+  }
+}
+
+Deno.test({
+  name:
+    "C17: stores in two processes' worth of pools never dispatch one build twice",
+  ignore,
+  async fn() {
+    await withStore(async (first, schema) => {
+      const second = await openPostgresStore(url!, { schema });
+      try {
+        await first.upsertSpecification(specification("guix"));
+        const id = await first.addEvaluation("guix", [], 1);
+        const jobs = Array.from({ length: 200 }, (_, i) => job(`j${i}`));
+        await first.registerBuilds(id, jobs, { priority: 9, now: 1 });
+        const take = async (store: Store, name: string) => {
+          const ids: number[] = [];
+          for (;;) {
+            const build = await store.popBuild(name, ["x86_64-linux"], 2);
+            if (build === null) return ids;
+            ids.push(build.id);
+            await store.completeBuild(build.derivation, BuildStatus.succeeded, {
+              worker: name,
+              now: 3,
+            });
+          }
+        };
+        const results = await Promise.all(
+          Array.from(
+            { length: 8 },
+            (_, i) => take(i % 2 === 0 ? first : second, `w${i}`),
+          ),
+        );
+        const ids = results.flat();
+        assert.equal(ids.length, 200);
+        assert.equal(new Set(ids).size, 200);
+        assert.deepEqual(
+          await second.countBuildsByStatus(),
+          new Map([[0, 200]]),
+        );
+      } finally {
+        await second.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "C17: watchQueue() hears new builds, and again after pg_terminate_backend",
+  ignore,
+  async fn() {
+    await withStore(async (store, schema) => {
+      const other = await openPostgresStore(url!, { schema });
+      const admin = postgres(url!, { max: 1, onnotice: () => {} });
+      const controller = new AbortController();
+      let heard = 0;
+      let wake: (() => void) | undefined;
+      const next = () => new Promise<void>((resolve) => wake = resolve);
+      try {
+        let ready = next();
+        store.watchQueue!(() => {
+          heard++;
+          wake?.();
+        }, controller.signal);
+        await ready; // the first LISTEN is up
+        await other.upsertSpecification(specification("guix"));
+        const id = await other.addEvaluation("guix", [], 1);
+
+        ready = next();
+        const before = heard;
+        await other.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+        await ready;
+        assert.ok(heard > before);
+
+        // Kill the listening connection; the store listens again.
+        const channel = `lorica_queue_${schema}`;
+        const killed = await admin.unsafe(
+          `SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity
+           WHERE query ILIKE $1`,
+          [`%listen%${channel}%`],
+        );
+        assert.equal(killed.length, 1);
+        ready = next();
+        await ready; // listening again
+        ready = next();
+        const after = heard;
+        await other.registerBuilds(id, [job("b")], { priority: 9, now: 2 });
+        await ready;
+        assert.ok(heard > after);
+        assert.equal(
+          (await store.popBuild("w", ["x86_64-linux"], 3))?.derivation,
+          drv("a"),
+        );
+      } finally {
+        controller.abort();
+        await admin.end({ timeout: 1 });
+        await other.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "openPostgresStore() refuses a schema newer than its own",
+  ignore,
+  async fn() {
+    const schema = freshSchema();
+    await (await openPostgresStore(url!, { schema })).close();
+    const sql = postgres(url!, { max: 1, onnotice: () => {} });
+    try {
+      await sql.unsafe(`UPDATE ${schema}.SchemaVersion SET version = 99`);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+    await assert.rejects(
+      openPostgresStore(url!, { schema }),
+      (error: unknown) =>
+        error instanceof Error && error.name === "StoreError" &&
+        error.message.includes("99"),
+    );
+  },
+});
+
+Deno.test({
+  name: "postgres test schemas are dropped",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: dropSchemas,
+});
