@@ -47,6 +47,18 @@ export interface DispatcherOptions {
   maxPayloadBytes?: number;
   /** Called when a build was handed to a worker (for metrics). */
   onSubmitted?: (build: Build, worker: string, now: number) => void;
+  /**
+   * Seconds between two writes of a requesting worker's last contact; must
+   * stay well below the worker timeout [5].
+   */
+  touchIntervalSeconds?: number;
+}
+
+/** What the dispatcher keeps of a registered worker between requests. */
+interface KnownWorker {
+  systems: string[];
+  /** When its last contact was last written to the store. */
+  touched: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -58,6 +70,16 @@ export class Dispatcher {
   readonly #logger: Logger;
   /** Names that proved a key (only used when keys are configured). */
   readonly #authenticated = new Set<string>();
+  /**
+   * Registered workers, so that a work request costs no worker lookup and
+   * at most one contact write per touch interval.
+   */
+  readonly #workers = new Map<string, KnownWorker>();
+  /**
+   * Names known to hold no build (checked since their last submission), so
+   * that an idle worker's requests skip the held-builds query.
+   */
+  readonly #holdNothing = new Set<string>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -242,7 +264,9 @@ export class Dispatcher {
           ? new Set(message.holding ?? [])
           : new Set<string>();
         const requeued = await this.#requeueHeld(name, holding, now);
+        if (holding.size === 0) this.#holdNothing.add(name);
         await store.upsertWorker({ ...message.worker, lastSeen: now });
+        this.#remember(name, message.worker.systems, now);
         this.#logger.info("worker ready", {
           worker: name,
           machine: message.worker.machine,
@@ -269,6 +293,7 @@ export class Dispatcher {
           return;
         }
         await store.upsertWorker({ ...message.worker, lastSeen: now });
+        this.#remember(name, message.worker.systems, now);
         return;
       }
       case "worker-request-work":
@@ -394,15 +419,17 @@ export class Dispatcher {
       return;
     }
     this.#links.learn(routingId, name, true);
-    const worker = await store.getWorker(name);
+    const worker = await this.#knownWorker(name, now);
     if (worker === null) {
       await this.#reply(routingId, { type: "no-build", ...tag });
       return;
     }
-    await store.touchWorker(name, now);
     // One session runs one build: asking again means what it held is
     // lost (a reply that never arrived, a stale one it dropped).
-    await this.#requeueHeld(name, new Set(), now);
+    if (!this.#holdNothing.has(name)) {
+      await this.#requeueHeld(name, new Set(), now);
+      this.#holdNothing.add(name);
+    }
     const build = await store.popBuild(name, worker.systems, now);
     if (build === null) {
       await this.#reply(routingId, { type: "no-build", ...tag });
@@ -419,6 +446,7 @@ export class Dispatcher {
       ...tag,
     });
     if (delivered) {
+      this.#holdNothing.delete(name);
       this.#options.onSubmitted?.(build, name, now);
       this.#logger.info("build submitted", {
         drv: build.derivation,
@@ -428,6 +456,38 @@ export class Dispatcher {
     } else {
       await store.requeueBuild(build.derivation, now);
     }
+  }
+
+  /** Records a worker that registered or pinged. */
+  #remember(name: string, systems: string[], now: number) {
+    this.#workers.set(name, { systems, touched: now });
+  }
+
+  /**
+   * The registered worker `name`, its last contact written at most once per
+   * touch interval; null when it is unknown or was expired meanwhile.
+   */
+  async #knownWorker(name: string, now: number): Promise<KnownWorker | null> {
+    const { store } = this.#options;
+    const interval = this.#options.touchIntervalSeconds ?? 5;
+    let known = this.#workers.get(name);
+    if (known === undefined) {
+      const row = await store.getWorker(name);
+      if (row === null) return null;
+      known = { systems: row.systems, touched: 0 };
+      this.#workers.set(name, known);
+    }
+    if (now - known.touched >= interval) {
+      // The sweeper may have expired it since: then it is unknown again
+      // until its next ping registers it.
+      if (!await store.touchWorker(name, now)) {
+        this.#workers.delete(name);
+        this.#holdNothing.delete(name);
+        return null;
+      }
+      known.touched = now;
+    }
+    return known;
   }
 
   /**
