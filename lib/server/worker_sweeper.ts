@@ -61,7 +61,9 @@ export async function sweepOnce(
       const result = await store.completeBuild(
         build.derivation,
         BuildStatus.failedOther,
-        { now },
+        // Not a failure of the build itself: its dependents keep waiting
+        // for it (restarting it once a builder is back lets them run).
+        { now, propagate: false },
       );
       logger.error("build expired", {
         drv: build.derivation,

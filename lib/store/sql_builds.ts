@@ -244,7 +244,7 @@ export function* completeBuild(
   d: Dialect,
   derivation: string,
   status: BuildStatus,
-  options: { worker?: string; now: number },
+  options: { worker?: string; now: number; propagate?: boolean },
 ): Step<CompleteResult> {
   const row = yield* get(
     `SELECT id, specification, job_name, evaluation, status, worker
@@ -280,6 +280,9 @@ export function* completeBuild(
   if (status === BuildStatus.succeeded) {
     const ready = yield* adjustDependents(d, id, -1);
     if (ready && d.notifyQueue !== "") yield* all(d.notifyQueue);
+    return { changed: true, dependentsFailed: 0 };
+  }
+  if (options.propagate === false) {
     return { changed: true, dependentsFailed: 0 };
   }
   const dependentsFailed = yield* failDependents(d, id, options.now);

@@ -279,12 +279,13 @@ export interface Store {
    * Records a final status (succeeded, failed, failed-other, canceled).
    * When `worker` is given, only a build that worker owns changes. A failure
    * marks every scheduled build depending on it, transitively,
-   * failed-dependency.
+   * failed-dependency, unless `propagate` is false: a build that failed
+   * for want of a builder (case C06) leaves its dependents waiting.
    */
   completeBuild(
     derivation: string,
     status: BuildStatus,
-    options: { worker?: string; now: number },
+    options: { worker?: string; now: number; propagate?: boolean },
   ): Promise<CompleteResult>;
   /** Puts a submitted or started build back to scheduled. */
   requeueBuild(derivation: string, now: number): Promise<boolean>;

@@ -234,13 +234,19 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "C06: builds for a system with no worker stay scheduled, and fail as failed-other past the max wait",
+    "C06: builds for a system with no worker stay scheduled, and fail as failed-other past the max wait without poisoning dependents",
   async fn() {
     const f = await startFixture();
     try {
-      const drvs = await f.addJobs(
-        Array.from({ length: 5 }, (_, i) => job(`a${i}`, i, "aarch64-linux")),
+      const aarch64 = Array.from(
+        { length: 5 },
+        (_, i) => job(`a${i}`, i, "aarch64-linux"),
       );
+      const dependent = job("x-on-a0", 9, "x86_64-linux", [
+        aarch64[0].derivation,
+      ]);
+      const [...drvs] = await f.addJobs(aarch64);
+      await f.addJobs([dependent]);
       const x86 = await FakeWorker.connect(f.port);
       await x86.ready();
       assert.equal((await x86.requestWork()).type, "no-build");
@@ -271,6 +277,14 @@ Deno.test({
           l.includes("no builder available for aarch64-linux")
         ),
       );
+      // The dependent is not failed-dependency: it waits for its input,
+      // which can still be built once a builder is back.
+      assert.equal(await f.status(dependent.derivation), BuildStatus.scheduled);
+      assert.equal((await x86.requestWork()).type, "no-build");
+      const a0 = await f.store.getBuildByDerivation(drvs[0]);
+      assert.ok((await f.store.restartBuild(a0!.id, 0)).changed);
+      assert.equal(await f.status(drvs[0]), BuildStatus.scheduled);
+      assert.equal(await f.status(dependent.derivation), BuildStatus.scheduled);
       await x86.close();
     } finally {
       await f.close();

@@ -627,6 +627,35 @@ export function storeContract(
     });
   }
 
+  test("completeBuild() with propagate false leaves dependents waiting (C06)", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("base"),
+      job("a", { inputs: ["base"] }),
+    ], { priority: 9, now: 1 });
+    assert.deepEqual(
+      await store.completeBuild(drv("base"), BuildStatus.failedOther, {
+        now: 3,
+        propagate: false,
+      }),
+      { changed: true, dependentsFailed: 0 },
+    );
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    // Blocked, not runnable: its input never succeeded.
+    assert.equal(await store.popBuild("w", ["x86_64-linux"], 4), null);
+    const base = await store.getBuildByDerivation(drv("base"));
+    assert.ok((await store.restartBuild(base!.id, 5)).changed);
+    assert.equal(
+      (await store.popBuild("w", ["x86_64-linux"], 6))?.jobName,
+      "base",
+    );
+    await store.completeBuild(drv("base"), 0, { worker: "w", now: 7 });
+    assert.equal(
+      (await store.popBuild("w", ["x86_64-linux"], 8))?.jobName,
+      "a",
+    );
+  });
+
   test("completeBuild() succeeding fails nothing", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [
