@@ -45,6 +45,8 @@ Storage:
   -D, --database=DB           SQLite file, postgres:// URL or "dbname=... host=..."
                               (default $XDG_STATE_HOME/lorica/lorica.db)
   -c, --cache=DIR             build logs (default $XDG_CACHE_HOME/lorica)
+      --log-expiry=DURATION   remove build logs older than this (default 6m,
+                              i.e. 180 days; units s, h, d, w, m = 30 days)
       --state-directory=DIR   evaluation logs, admin token (default: the database's directory)
 Local mode (the default):
       --max-jobs=N            builds the daemon runs at once (default 1)
@@ -95,6 +97,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "gc-roots": { type: "string" },
   database: { type: "string", short: "D" },
   cache: { type: "string", short: "c" },
+  "log-expiry": { type: "string", default: "6m" },
   "state-directory": { type: "string" },
   "max-jobs": { type: "string", default: "1" },
   "batch-size": { type: "string", default: "200" },
@@ -204,6 +207,7 @@ async function main(args: string[]): Promise<number> {
     localBatchSize: positive("batch-size"),
     adminToken,
     publicUrl: text("base-url") ?? null,
+    logExpirySeconds: durationOption("--log-expiry", text("log-expiry")!),
   }, { store, guix, logger });
 
   for (const spec of specs) await store.upsertSpecification(spec);

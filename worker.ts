@@ -39,6 +39,9 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
       --no-extensions         speak plain Cuirass (no request ids, no cancellation)
       --reply-timeout=SECS    reconnect when the server is silent this long (default 60)
       --ping-interval=SECS    time between pings (default 60)
+      --drain-timeout=SECS    on SIGTERM, time given to builds under way to
+                              finish and be reported (default 240); a second
+                              signal stops at once
       --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
   -h, --help                  show this help
@@ -63,6 +66,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "no-extensions": { type: "boolean", default: false },
   "reply-timeout": { type: "string", default: "60" },
   "ping-interval": { type: "string", default: "60" },
+  "drain-timeout": { type: "string", default: "240" },
   "public-key": { type: "string" },
   "private-key": { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -155,12 +159,25 @@ async function main(args: string[]): Promise<number> {
     sessions: worker.names.join(","),
     systems: systems.join(","),
   });
+  // The first SIGTERM or SIGINT drains: no more work is requested and the
+  // builds under way finish and are reported. A second one stops at once.
   const stopped = Promise.withResolvers<void>();
+  const forced = Promise.withResolvers<void>();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => stopped.resolve());
+    Deno.addSignalListener(signal, () => {
+      if (draining) forced.resolve();
+      stopped.resolve();
+    });
   }
+  let draining = false;
   await Promise.race([stopped.promise, worker.done]);
-  await worker.stop();
+  draining = true;
+  const drainMs = parsePositive("--drain-timeout", text("drain-timeout")!) *
+    1000;
+  await Promise.race([
+    worker.stop({ drain: true, drainMs }),
+    forced.promise.then(() => worker.stop()),
+  ]);
   return 0;
 }
 

@@ -16,7 +16,8 @@ export function defaultGcRootDirectory(
 }
 
 /**
- * Parses a duration such as `30d`, `12h`, `45m`, `90s` or plain seconds.
+ * Parses a duration as Guix writes them (`30d`, `12h`, `2w`, `90s`, and
+ * `6m` for six months of 30 days), or plain seconds.
  * @throws {RangeError} for anything else.
  */
 export function parseDuration(text: string): number {
@@ -25,10 +26,11 @@ export function parseDuration(text: string): number {
     throw new RangeError(
       `Cannot read duration ${
         JSON.stringify(text.slice(0, 40))
-      }: expected a number with s, m, h, d or w`,
+      }: expected a number with s, h, d, w or m (30 days)`,
     );
   }
-  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[
+  // As in Guix's string->duration, "m" is a month of 30 days, not minutes.
+  const unit = { "": 1, s: 1, m: 30 * 86400, h: 3600, d: 86400, w: 604800 }[
     match[2] as "" | "s" | "m" | "h" | "d" | "w"
   ];
   return Number(match[1]) * unit;

@@ -20,6 +20,7 @@ import {
   runEvaluation,
 } from "./evaluation_runner.ts";
 import { JobsetMonitor } from "./jobset_monitor.ts";
+import { runLogExpiry } from "./log_expiry.ts";
 import { LocalBuilder } from "./local_builder.ts";
 import {
   type RemoteBuilder,
@@ -62,6 +63,8 @@ export interface ServerConfig extends RemoteBuilderConfig {
   adminToken?: string | null;
   /** Public URL of the web interface, for links in feeds [the request's]. */
   publicUrl?: string | null;
+  /** Build logs older than this are removed, daily [180 days, as Cuirass]. */
+  logExpirySeconds?: number;
 }
 
 export interface ServerDeps {
@@ -136,6 +139,14 @@ export async function startServer(
       logger: logger.with({ part: "gc" }),
     }, abort.signal);
     cleanups.push(() => cleaning);
+
+    const expiring = runLogExpiry({
+      cacheDir: config.cacheDir,
+      maxAgeSeconds: config.logExpirySeconds ?? 180 * 86400,
+      clock,
+      logger: logger.with({ part: "logs" }),
+    }, abort.signal);
+    cleanups.push(() => expiring);
 
     const liveLogs = createLiveLogHub();
     const metrics = createFarmMetrics();

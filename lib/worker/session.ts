@@ -56,6 +56,11 @@ export interface SessionOptions {
   authKey?: { id: string; secret: string };
   /** When given and low, no work is requested (C09). */
   disk?: DiskGuard;
+  /**
+   * When aborted, the session asks for no more work: a build under way is
+   * finished and reported, then the session ends (a draining stop).
+   */
+  draining?: AbortSignal;
 }
 
 /** No reply from the server in time. */
@@ -120,6 +125,8 @@ class Session {
   #registration: Registration | undefined;
   #current: { drv: string; cancel: AbortController } | undefined;
   #requestId = 0;
+  /** Ends the ping loop once the session is over. */
+  readonly #over = new AbortController();
 
   constructor(options: SessionOptions, signal: AbortSignal) {
     this.#options = options;
@@ -134,7 +141,7 @@ class Session {
     const pinging = this.#pingLoop();
     let needProbe = true;
     try {
-      while (!this.#signal.aborted) {
+      while (!this.#signal.aborted && !this.#drained()) {
         try {
           if (needProbe) await this.#waitForProbe();
           needProbe = false;
@@ -154,7 +161,25 @@ class Session {
         }
       }
     } finally {
+      this.#over.abort();
       await pinging;
+    }
+  }
+
+  #drained(): boolean {
+    return this.#options.draining?.aborted ?? false;
+  }
+
+  /** Sleeps `ms`; false when a draining stop cut the sleep short. */
+  async #pause(ms: number): Promise<boolean> {
+    const draining = this.#options.draining;
+    const signals = draining ? [this.#signal, draining] : [this.#signal];
+    try {
+      await this.#options.clock.sleep(ms, AbortSignal.any(signals));
+      return true;
+    } catch (error) {
+      if (this.#signal.aborted) throw error;
+      return false;
     }
   }
 
@@ -346,12 +371,16 @@ class Session {
   }
 
   async #requestLoop() {
-    const { clock, requestPeriodMs: period } = this.#options;
+    const { requestPeriodMs: period } = this.#options;
     const random = this.#options.random ??
       ((n: number) => Math.floor(Math.random() * n));
     while (!this.#signal.aborted) {
+      if (this.#drained()) {
+        this.#logger.info("session drained");
+        return;
+      }
       if (await this.#options.disk?.low()) {
-        await clock.sleep(period, this.#signal);
+        await this.#pause(period);
         continue;
       }
       const registration = this.#registration!;
@@ -367,7 +396,7 @@ class Session {
       if (reply === null) return; // the server restarted: register again.
       if (reply.type === "no-build") {
         const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
-        await clock.sleep(period + jitter, this.#signal);
+        await this.#pause(period + jitter);
         continue;
       }
       await this.#build(reply);
@@ -486,29 +515,30 @@ class Session {
   }
 
   async #pingLoop() {
+    const signal = AbortSignal.any([this.#signal, this.#over.signal]);
     // Probes on the ping connection are read and dropped.
-    const draining = (async () => {
-      while (!this.#signal.aborted) await this.#pinger.receive(this.#signal);
+    const dropping = (async () => {
+      while (!signal.aborted) await this.#pinger.receive(signal);
     })().catch(() => {});
     try {
-      while (!this.#signal.aborted) {
+      while (!signal.aborted) {
         const worker = this.#registration?.worker;
         if (worker) {
           await this.#pinger.send(
             [EMPTY, encodeMessage({ type: "worker-ping", worker })],
-            this.#signal,
+            signal,
           );
         }
         await this.#options.clock.sleep(
           worker ? this.#options.pingIntervalMs : 100,
-          this.#signal,
+          signal,
         );
       }
     } catch (error) {
-      if (!this.#signal.aborted && !(error instanceof ZmtpClosedError)) {
+      if (!signal.aborted && !(error instanceof ZmtpClosedError)) {
         this.#logger.warn("ping loop stopped", { error });
       }
     }
-    await draining;
+    await dropping;
   }
 }

@@ -54,7 +54,12 @@ export interface RunningWorker {
   readonly names: string[];
   /** Resolves when every session ended (only after `stop()`, or on error). */
   readonly done: Promise<void>;
-  stop(): Promise<void>;
+  /**
+   * Stops the worker. With `drain`, no more work is requested and builds
+   * under way are finished and reported first, for at most `drainMs`; then
+   * whatever still runs is abandoned (the server requeues it).
+   */
+  stop(options?: { drain?: boolean; drainMs?: number }): Promise<void>;
 }
 
 const NAME_ALPHABET =
@@ -104,11 +109,13 @@ export function startWorker(
     );
   }
   const source = deps.servers ?? fixedServer(config.server!);
+  const draining = new AbortController();
+  let sessions: Promise<void> = Promise.resolve();
   // When the server moves (DNS-SD), the sessions are restarted against it.
   const done = followServer(
     source,
     (server, signal) =>
-      Promise.all(names.map((name) =>
+      sessions = Promise.all(names.map((name) =>
         runSessionForever(
           name,
           {
@@ -120,6 +127,7 @@ export function startWorker(
           cores,
           disk,
           signal,
+          draining.signal,
         )
       )).then(() => {}),
     abort.signal,
@@ -128,7 +136,17 @@ export function startWorker(
   return {
     names,
     done,
-    async stop() {
+    async stop({ drain = false, drainMs = 300_000 } = {}) {
+      if (drain) {
+        logger.info("worker draining", { timeout: drainMs / 1000 });
+        draining.abort();
+        const timer = new AbortController();
+        await Promise.race([
+          sessions,
+          clock.sleep(drainMs, timer.signal).catch(() => {}),
+        ]);
+        timer.abort();
+      }
       abort.abort();
       await done;
       await publish.stop();
@@ -146,8 +164,9 @@ async function runSessionForever(
   cores: number,
   disk: DiskGuard,
   signal: AbortSignal,
+  draining: AbortSignal,
 ) {
-  while (!signal.aborted) {
+  while (!signal.aborted && !draining.aborted) {
     try {
       await runSession({
         server: config.server,
@@ -166,6 +185,7 @@ async function runSessionForever(
         extensions: config.extensions,
         authKey: config.authKey,
         disk,
+        draining,
       }, signal);
     } catch (error) {
       if (signal.aborted) return;

@@ -17,11 +17,11 @@ function later(seconds: number): Clock {
   return { ...systemClock, now: () => Date.now() + seconds * 1000 };
 }
 
-Deno.test("parseDuration() reads Cuirass-style durations", () => {
+Deno.test("parseDuration() reads Guix durations, with m for months", () => {
   const cases: [string, number][] = [
     ["30d", 30 * 86400],
     ["12h", 43200],
-    ["5m", 300],
+    ["6m", 6 * 30 * 86400],
     ["90s", 90],
     ["42", 42],
     ["2w", 1209600],

@@ -516,3 +516,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() with a draining stop finishes and reports its build, then asks for nothing more",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    const draining = new AbortController();
+    try {
+      const [first, second] = await f.addJobs([
+        job("first", 1),
+        job("second", 2),
+      ]);
+      const { builds, guix } = controlledGuix();
+      const lines: string[] = [];
+      const running = runSession(
+        sessionOptions(f.port, "DRAIN001", guix, lines, {
+          draining: draining.signal,
+        }),
+        abort.signal,
+      );
+      await eventually(() => builds.length === 1, "build started");
+      // SIGTERM arrives mid-build: the build goes on and is reported.
+      draining.abort();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(builds[0].killed, false);
+      builds[0].finish(0, new TextEncoder().encode("done\n"));
+      await eventually(async () =>
+        (await statusOf(f, first)) === BuildStatus.succeeded
+      );
+      // The session ends by itself, without taking the second build.
+      await running;
+      assert.equal(builds.length, 1);
+      assert.equal(await statusOf(f, second), BuildStatus.scheduled);
+      assert.ok(lines.some((l) => l.includes("session drained")));
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
