@@ -53,6 +53,12 @@ export interface LogReceiverOptions {
   onChunk?: (drv: string, chunk: Uint8Array) => void;
   /** Called once a log connection has ended, with the log bytes stored. */
   onComplete?: (drv: string, bytes: number) => void;
+  /**
+   * Decides whether `peerAddress` may send the log of `drv` (the server:
+   * only for a build running on a worker at that address). Default: any
+   * well-formed derivation, as Cuirass.
+   */
+  accept?: (drv: string, peerAddress: string) => Promise<boolean>;
   clock?: Clock;
 }
 
@@ -106,6 +112,7 @@ export async function startLogReceiver(
     maxConnections = 256,
     onChunk,
     onComplete,
+    accept,
     clock = systemClock,
   } = options;
   const maxCompressedBytes = options.maxCompressedBytes ?? 4 * maxLogBytes;
@@ -125,6 +132,7 @@ export async function startLogReceiver(
     idleTimeoutMs,
     onChunk,
     onComplete,
+    accept,
     clock,
     writers,
   };
@@ -187,6 +195,7 @@ interface ReceiverSettings {
   idleTimeoutMs: number;
   onChunk?: (drv: string, chunk: Uint8Array) => void;
   onComplete?: (drv: string, bytes: number) => void;
+  accept?: (drv: string, peerAddress: string) => Promise<boolean>;
   clock: Clock;
   writers: Map<string, { superseded: boolean }>;
 }
@@ -209,6 +218,15 @@ async function serveLogConnection(
     path = logFileName(settings.cacheDir, settings.storeDir, drv);
   } catch (error) {
     log.warn("log header rejected", { error });
+    return;
+  }
+  // Only the worker running the build may write its log: anyone else could
+  // replace a real log or fill the disk with logs of made-up builds.
+  if (
+    settings.accept &&
+    !await settings.accept(drv, (conn.remoteAddr as Deno.NetAddr).hostname)
+  ) {
+    log.warn("log refused", { drv, reason: "no such build runs there" });
     return;
   }
   const previous = writers.get(path);

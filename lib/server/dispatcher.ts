@@ -418,6 +418,24 @@ export class Dispatcher {
       await this.#reply(routingId, { type: "no-build", ...tag });
       return;
     }
+    // A connection may not ask in the name of a worker whose own live
+    // connection holds a build: that would take the build away from it
+    // while it runs. (A registration, which a restarted worker sends, does
+    // take the name over; so does a request once nothing is held.)
+    const owner = this.#links.connectionOf(name);
+    if (
+      owner !== undefined &&
+      routingKey(owner.routingId) !== routingKey(routingId) &&
+      await this.#holdsBuild(name)
+    ) {
+      this.#logger.warn("work refused", {
+        peer: routingKey(routingId),
+        worker: name,
+        reason: "another connection speaks for this worker",
+      });
+      await this.#reply(routingId, { type: "no-build", ...tag });
+      return;
+    }
     this.#links.learn(routingId, name, true);
     const worker = await this.#knownWorker(name, now);
     if (worker === null) {
@@ -456,6 +474,17 @@ export class Dispatcher {
     } else {
       await store.requeueBuild(build.derivation, now);
     }
+  }
+
+  /** Whether `name` holds a submitted or started build not being fetched. */
+  async #holdsBuild(name: string): Promise<boolean> {
+    const held = await this.#options.store.queue({ worker: name }, 64);
+    return held.some((build) =>
+      build.worker === name &&
+      (build.status === BuildStatus.submitted ||
+        build.status === BuildStatus.started) &&
+      !this.#options.fetcher.has(build.derivation)
+    );
   }
 
   /** Records a worker that registered or pinged. */

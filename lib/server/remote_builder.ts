@@ -3,7 +3,7 @@
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
-import type { Build, Store } from "../store/types.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { RouterSocket } from "../zmtp/router.ts";
 import { startLogReceiver } from "../protocol/log_receiver.ts";
 import { Dispatcher } from "./dispatcher.ts";
@@ -67,6 +67,7 @@ export async function startRemoteBuilder(
       maxLogBytes: config.maxLogBytes,
       onChunk: deps.onLogChunk,
       onComplete: deps.onLogComplete,
+      accept: (drv, peerAddress) => runsAt(store, drv, peerAddress),
     });
     cleanups.push(() => logReceiver.close());
 
@@ -137,6 +138,31 @@ export async function startRemoteBuilder(
     await runCleanups(cleanups);
     throw error;
   }
+}
+
+/**
+ * True when `drv` is being built (submitted or started) by a worker whose
+ * address is `peerAddress`: only that worker may send its log.
+ */
+async function runsAt(
+  store: Store,
+  drv: string,
+  peerAddress: string,
+): Promise<boolean> {
+  const build = await store.getBuildByDerivation(drv);
+  if (
+    build?.worker == null ||
+    (build.status !== BuildStatus.submitted &&
+      build.status !== BuildStatus.started)
+  ) return false;
+  const worker = await store.getWorker(build.worker);
+  return worker !== null && sameAddress(worker.address, peerAddress);
+}
+
+/** Compares IP addresses, treating IPv4-mapped IPv6 as IPv4. */
+function sameAddress(a: string, b: string): boolean {
+  const plain = (address: string) => address.replace(/^::ffff:/i, "");
+  return plain(a) === plain(b);
 }
 
 /** Runs cleanups in reverse order of registration, ignoring their errors. */

@@ -1,38 +1,20 @@
 // C05: a dependency that failed in an earlier evaluation is not forgotten.
 
 import assert from "node:assert/strict";
-import { systemClock } from "../../lib/clock.ts";
-import { silentLogger } from "../../lib/log.ts";
-import { guixSpawner } from "../../lib/guix/build_events.ts";
-import { Guix } from "../../lib/guix/guix_command.ts";
 import { runEvaluation } from "../../lib/server/evaluation_runner.ts";
-import { LocalBuilder } from "../../lib/server/local_builder.ts";
 import { openSqliteStore } from "../../lib/store/sqlite.ts";
-import { BuildStatus, type Specification } from "../../lib/store/types.ts";
+import { BuildStatus } from "../../lib/store/types.ts";
+import { makeDaemon, makeRoot, writeScenario } from "../fake-guix/test_env.ts";
 import {
-  GUIX,
-  makeDaemon,
-  makeRoot,
-  writeScenario,
-} from "../fake-guix/test_env.ts";
+  evaluationOptions,
+  fakeGuix,
+  fakeLocalBuilder,
+  testSpecification,
+} from "../lib/server/_guix_fixture.ts";
 
-const SPEC: Specification = {
-  name: "c05",
+const SPEC = testSpecification("c05", {
   build: { type: "packages", params: ["p", "a"] },
-  channels: [{
-    name: "guix",
-    url: "https://git.example.org/guix.git",
-    branch: "master",
-    commit: "0123456789abcdef0123456789abcdef01234567",
-    introduction: null,
-  }],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 9,
-  systems: ["x86_64-linux"],
-  isActive: true,
-};
+});
 
 function scenario(bBytes: number) {
   return {
@@ -62,26 +44,11 @@ Deno.test("C05: a dependent of an earlier failure fails at once; restarting the 
       const daemon = await makeDaemon(root, "local", {
         FAKE_GUIX_SCENARIO: await writeScenario(root, scenario(bBytes)),
       });
-      const outcome = await runEvaluation(SPEC, {
-        store,
-        guix: new Guix({
-          command: GUIX,
-          env: daemon.env,
-          logger: silentLogger,
-        }),
-        clock: systemClock,
-        logger: silentLogger,
-        stateDir: `${root}/state`,
-      });
-      const builder = new LocalBuilder({
-        store,
-        spawnGuix: guixSpawner({ command: GUIX, env: daemon.env }),
-        clock: systemClock,
-        logger: silentLogger,
-        logCacheDir: `${root}/logs`,
-        storeDir: daemon.storeDir,
-        systems: ["x86_64-linux"],
-      });
+      const outcome = await runEvaluation(
+        SPEC,
+        evaluationOptions(root, store, fakeGuix(daemon)),
+      );
+      const builder = fakeLocalBuilder(root, store, daemon);
       const jobs = await store.listJobs(outcome.id);
       const build = async (name: string) =>
         (await store.getBuild(jobs.find((j) => j.name === name)!.build))!;

@@ -4,48 +4,28 @@
 import assert from "node:assert/strict";
 import { type Clock, systemClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { guixSpawner } from "../../lib/guix/build_events.ts";
 import { GcRoots } from "../../lib/guix/gc_roots.ts";
-import { Guix } from "../../lib/guix/guix_command.ts";
 import {
   keepPendingDerivations,
   runEvaluation,
 } from "../../lib/server/evaluation_runner.ts";
-import { LocalBuilder } from "../../lib/server/local_builder.ts";
 import { openSqliteStore } from "../../lib/store/sqlite.ts";
-import { BuildStatus, type Specification } from "../../lib/store/types.ts";
+import { BuildStatus } from "../../lib/store/types.ts";
 import {
-  GUIX,
   guix,
   makeDaemon,
   makeRoot,
   writeScenario,
 } from "../fake-guix/test_env.ts";
+import {
+  evaluationOptions,
+  fakeGuix,
+  fakeLocalBuilder,
+  gunzip,
+  testSpecification,
+} from "../lib/server/_guix_fixture.ts";
 
-const SPEC: Specification = {
-  name: "c14",
-  build: { type: "all", params: [] },
-  channels: [{
-    name: "guix",
-    url: "https://git.example.org/guix.git",
-    branch: "master",
-    commit: "0123456789abcdef0123456789abcdef01234567",
-    introduction: null,
-  }],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 9,
-  systems: ["x86_64-linux"],
-  isActive: true,
-};
-
-async function gunzip(path: string): Promise<string> {
-  const file = await Deno.open(path);
-  return await new Response(
-    file.readable.pipeThrough(new DecompressionStream("gzip")),
-  ).text();
-}
+const SPEC = testSpecification("c14");
 
 Deno.test("C14: pending derivations keep their roots; a vanished one fails alone", async () => {
   const root = await makeRoot();
@@ -75,11 +55,7 @@ Deno.test("C14: pending derivations keep their roots; a vanished one fails alone
   try {
     await store.upsertSpecification(SPEC);
     const evaluation = await runEvaluation(SPEC, {
-      store,
-      guix: new Guix({ command: GUIX, env: daemon.env, logger: silentLogger }),
-      clock: systemClock,
-      logger: silentLogger,
-      stateDir: `${root}/state`,
+      ...evaluationOptions(root, store, fakeGuix(daemon)),
       gcRoots: roots,
     });
     const [t, u] = evaluation.derivations.sort((a, b) =>
@@ -101,16 +77,7 @@ Deno.test("C14: pending derivations keep their roots; a vanished one fails alone
     const deleted = await guix(daemon, ["gc", "-D", t]);
     assert.equal(deleted.code, 0, deleted.stderr);
 
-    const builder = new LocalBuilder({
-      store,
-      spawnGuix: guixSpawner({ command: GUIX, env: daemon.env }),
-      clock: systemClock,
-      logger: silentLogger,
-      logCacheDir: `${root}/logs`,
-      storeDir: daemon.storeDir,
-      systems: ["x86_64-linux"],
-      gcRoots: roots,
-    });
+    const builder = fakeLocalBuilder(root, store, daemon, { gcRoots: roots });
     const summary = await builder.buildBatch(await builder.takeBatch());
     assert.equal(summary.missing, 1);
     assert.equal(summary.succeeded, 1);

@@ -1,37 +1,20 @@
 // C18: two jobs with the same derivation; an evaluator that dies halfway.
 
 import assert from "node:assert/strict";
-import { systemClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { Guix } from "../../lib/guix/guix_command.ts";
 import type { Child, Spawner } from "../../lib/process.ts";
 import { runEvaluation } from "../../lib/server/evaluation_runner.ts";
 import { openSqliteStore } from "../../lib/store/sqlite.ts";
-import { EvaluationStatus, type Specification } from "../../lib/store/types.ts";
+import { EvaluationStatus } from "../../lib/store/types.ts";
+import { makeDaemon, makeRoot, writeScenario } from "../fake-guix/test_env.ts";
 import {
-  GUIX,
-  makeDaemon,
-  makeRoot,
-  writeScenario,
-} from "../fake-guix/test_env.ts";
+  evaluationOptions,
+  fakeGuix,
+  testSpecification,
+} from "../lib/server/_guix_fixture.ts";
 
-const SPEC: Specification = {
-  name: "c18",
-  build: { type: "all", params: [] },
-  channels: [{
-    name: "guix",
-    url: "https://git.example.org/guix.git",
-    branch: "master",
-    commit: "0123456789abcdef0123456789abcdef01234567",
-    introduction: null,
-  }],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 9,
-  systems: ["x86_64-linux"],
-  isActive: true,
-};
+const SPEC = testSpecification("c18");
 
 const DRV = "/gnu/store/i3b2mc8ssfzd4ki0kgqm2ccx2rz4m8qr-hello-2.12.drv";
 const OUT = "/gnu/store/k1fqzbrb4nnlzm1ng6rmkbhkqm8w6z8i-hello-2.12";
@@ -61,16 +44,14 @@ Deno.test("C18: two jobs with one derivation give one build; registering again i
   const store = openSqliteStore(`${root}/lorica.db`);
   try {
     await store.upsertSpecification(SPEC);
-    const options = {
+    const options = evaluationOptions(
+      root,
       store,
-      guix: cannedGuix(
+      cannedGuix(
         job("hello.x86_64-linux") +
           job("hello-alias.x86_64-linux") + "(done 2)\n",
       ),
-      clock: systemClock,
-      logger: silentLogger,
-      stateDir: `${root}/state`,
-    };
+    );
     const first = await runEvaluation(SPEC, options);
     assert.equal(first.status, EvaluationStatus.succeeded);
     assert.equal(first.jobs, 2);
@@ -112,17 +93,10 @@ Deno.test("C18: an evaluator exiting 1 or SIGKILLed halfway ends failed or abort
       const daemon = await makeDaemon(root, "server", {
         FAKE_GUIX_SCENARIO: await writeScenario(root, scenario),
       });
-      return await runEvaluation(SPEC, {
-        store,
-        guix: new Guix({
-          command: GUIX,
-          env: daemon.env,
-          logger: silentLogger,
-        }),
-        clock: systemClock,
-        logger: silentLogger,
-        stateDir: `${root}/state`,
-      });
+      return await runEvaluation(
+        SPEC,
+        evaluationOptions(root, store, fakeGuix(daemon)),
+      );
     };
     const exited = await run({ packages, evaluationCrash: { afterJobs: 2 } });
     const killed = await run({

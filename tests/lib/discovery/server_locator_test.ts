@@ -43,6 +43,18 @@ function announcement(
   };
 }
 
+/** A browse event: `instanceName` found on `port` at `addresses`. */
+function found(
+  instanceName: string,
+  port: number,
+  addresses: string[],
+): BrowseEvent {
+  return {
+    type: "found",
+    server: announcement(instanceName, port, addresses),
+  };
+}
+
 /** A scripted browse: events are pushed by the test. */
 function scriptedBrowse() {
   const queue: BrowseEvent[] = [];
@@ -127,14 +139,11 @@ Deno.test("ServerLocator skips its own and dead addresses and settles on the one
   });
   const abort = new AbortController();
   const { seen, done } = collect(locator, abort.signal);
-  script.push({
-    type: "found",
-    server: announcement("srv", 5555, [
-      "172.17.0.1",
-      "192.168.122.1",
-      "192.0.2.10",
-    ]),
-  });
+  script.push(found("srv", 5555, [
+    "172.17.0.1",
+    "192.168.122.1",
+    "192.0.2.10",
+  ]));
   await until(() => seen.length === 1);
   abort.abort();
   await done;
@@ -159,10 +168,7 @@ Deno.test("ServerLocator accepts its own addresses when the server advertises on
     const abort = new AbortController();
     return { script: s.script, abort, ...collect(s.locator, abort.signal) };
   })();
-  script.push({
-    type: "found",
-    server: announcement("here", 5555, ["192.0.2.99"]),
-  });
+  script.push(found("here", 5555, ["192.0.2.99"]));
   await until(() => seen.length === 1);
   abort.abort();
   await done;
@@ -174,28 +180,16 @@ Deno.test("ServerLocator picks the named instance and otherwise logs which one i
   const named = scriptedLocator(live, { instanceName: "SECOND" });
   const abort = new AbortController();
   const a = collect(named.locator, abort.signal);
-  named.script.push({
-    type: "found",
-    server: announcement("first", 5555, ["192.0.2.1"]),
-  });
-  named.script.push({
-    type: "found",
-    server: announcement("second", 5555, ["192.0.2.2"]),
-  });
+  named.script.push(found("first", 5555, ["192.0.2.1"]));
+  named.script.push(found("second", 5555, ["192.0.2.2"]));
   await until(() => a.seen.length === 1);
   assert.equal(a.seen[0].instanceName, "second");
 
   const any = scriptedLocator(live);
   const b = collect(any.locator, abort.signal);
-  any.script.push({
-    type: "found",
-    server: announcement("first", 5555, ["192.0.2.1"]),
-  });
+  any.script.push(found("first", 5555, ["192.0.2.1"]));
   await until(() => b.seen.length === 1);
-  any.script.push({
-    type: "found",
-    server: announcement("second", 5555, ["192.0.2.2"]),
-  });
+  any.script.push(found("second", 5555, ["192.0.2.2"]));
   await settle();
   abort.abort();
   await Promise.all([a.done, b.done]);
@@ -210,22 +204,13 @@ Deno.test("ServerLocator follows a move, keeps a withdrawn server until another 
   const { script, locator } = scriptedLocator(live);
   const abort = new AbortController();
   const { seen, done } = collect(locator, abort.signal);
-  script.push({
-    type: "found",
-    server: announcement("a", 5555, ["192.0.2.1"]),
-  });
+  script.push(found("a", 5555, ["192.0.2.1"]));
   await until(() => seen.length === 1);
   // Seen again on another interface or protocol: no new connection.
-  script.push({
-    type: "found",
-    server: announcement("a", 5555, ["192.0.2.1", "fe80::1%eth0"]),
-  });
+  script.push(found("a", 5555, ["192.0.2.1", "fe80::1%eth0"]));
   await settle();
   assert.equal(seen.length, 1);
-  script.push({
-    type: "found",
-    server: announcement("a", 6555, ["192.0.2.1"]),
-  });
+  script.push(found("a", 6555, ["192.0.2.1"]));
   await until(() => seen.length === 2);
   assert.deepEqual(seen[1], {
     instanceName: "a",
@@ -235,10 +220,7 @@ Deno.test("ServerLocator follows a move, keeps a withdrawn server until another 
   script.push({ type: "lost", instanceName: "a" });
   await settle();
   assert.equal(seen.length, 2, "nothing else to go to: the last server stays");
-  script.push({
-    type: "found",
-    server: announcement("b", 5555, ["192.0.2.2"]),
-  });
+  script.push(found("b", 5555, ["192.0.2.2"]));
   await until(() => seen.length === 3);
   abort.abort();
   await done;
@@ -258,15 +240,9 @@ Deno.test("followServer() restarts the work for each new server and stops it at 
     );
     runs.push(`stop ${server.port}`);
   }, abort.signal);
-  script.push({
-    type: "found",
-    server: announcement("a", 5555, ["192.0.2.1"]),
-  });
+  script.push(found("a", 5555, ["192.0.2.1"]));
   await until(() => runs.length === 1);
-  script.push({
-    type: "found",
-    server: announcement("a", 6555, ["192.0.2.1"]),
-  });
+  script.push(found("a", 6555, ["192.0.2.1"]));
   await until(() => runs.length === 3);
   abort.abort();
   await following;

@@ -5,9 +5,9 @@ import {
   encodeNixBase32,
 } from "../../../lib/guix/base32.ts";
 import { sha256, toHex } from "../../../lib/guix/store_hash.ts";
+import { commandWorks, mulberry32, OFFLINE } from "./_support.ts";
 
 // No substituter, so Nix never tries the network.
-const OFFLINE = { NIX_CONFIG: "substituters =\n" };
 const nixAvailable = commandWorks("nix-hash", ["--version"]);
 
 Deno.test('encodeNixBase32() matches the sha256("") vector', () => {
@@ -81,23 +81,3 @@ Deno.test({
     }
   },
 });
-
-function commandWorks(command: string, args: string[]): boolean {
-  try {
-    return new Deno.Command(command, { args, stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return function next() {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -8,6 +8,7 @@ import {
   BuildEventParser,
   defaultBuildDriverPath,
 } from "../../../lib/guix/build_events.ts";
+import { joinBytes } from "./_support.ts";
 
 const guile = await new Deno.Command("guile", { args: ["--version"] })
   .output().then((r) => r.success, () => false);
@@ -54,7 +55,6 @@ const DERIVATIONS_STUB = `(define-module (guix derivations)
 (define (derivation-output-path output) output)
 `;
 
-const encoder = new TextEncoder();
 const DRV = "/gnu/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x.drv";
 
 async function runDriver(
@@ -91,18 +91,7 @@ async function runDriver(
 }
 
 function frame(pid: number, bytes: Uint8Array): Uint8Array {
-  return join(`@ build-log ${pid} ${bytes.length}\n`, bytes);
-}
-
-function join(...parts: (string | Uint8Array)[]): Uint8Array {
-  const bytes = parts.map((p) => typeof p === "string" ? encoder.encode(p) : p);
-  const all = new Uint8Array(bytes.reduce((n, b) => n + b.length, 0));
-  let offset = 0;
-  for (const b of bytes) {
-    all.set(b, offset);
-    offset += b.length;
-  }
-  return all;
+  return joinBytes(`@ build-log ${pid} ${bytes.length}\n`, bytes);
 }
 
 function parse(bytes: Uint8Array): BuildEvent[] {
@@ -114,12 +103,12 @@ Deno.test({
   name: "build_driver.scm re-frames the decoded stream exactly (needs guile)",
   ignore: !guile,
   async fn() {
-    const log = join(
+    const log = joinBytes(
       "héllo \u2713\n",
       new Uint8Array([0xff, 0xfe]),
       `\n@ build-succeeded ${DRV} -\n`,
     );
-    const stream = join(
+    const stream = joinBytes(
       `@ build-started ${DRV} - x86_64-linux /var/log/guix/drvs/aa//aa.drv.gz 42\n`,
       frame(42, log),
       `@ build-failed ${DRV} - 1 builder for \`${DRV}' failed with exit code 1\n`,
@@ -140,7 +129,7 @@ Deno.test({
     const events = parse(run.stdout);
     const types = events.map((e) => e.type).filter((t) => t !== "build-log");
     assert.deepEqual(types, ["build-started", "build-failed"]);
-    const text = new TextDecoder().decode(join(
+    const text = new TextDecoder().decode(joinBytes(
       ...events.filter((e) => e.type === "build-log")
         .map((e) => (e as { data: Uint8Array }).data),
     ));

@@ -14,6 +14,7 @@ import {
   writeChannels,
   writeScenario,
 } from "../../fake-guix/test_env.ts";
+import { joinBytes } from "./_support.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -25,17 +26,6 @@ function frame(pid: number, payload: string | Uint8Array): Uint8Array {
   const all = new Uint8Array(header.length + bytes.length);
   all.set(header);
   all.set(bytes, header.length);
-  return all;
-}
-
-function join(...parts: (string | Uint8Array)[]): Uint8Array {
-  const bytes = parts.map((p) => typeof p === "string" ? encoder.encode(p) : p);
-  const all = new Uint8Array(bytes.reduce((n, b) => n + b.length, 0));
-  let offset = 0;
-  for (const b of bytes) {
-    all.set(b, offset);
-    offset += b.length;
-  }
   return all;
 }
 
@@ -56,7 +46,7 @@ function parseAll(stream: Uint8Array, size: number): BuildEvent[] {
     ) {
       merged[merged.length - 1] = {
         ...last,
-        data: join(last.data, event.data),
+        data: joinBytes(last.data, event.data),
       };
     } else merged.push(event);
   }
@@ -65,7 +55,7 @@ function parseAll(stream: Uint8Array, size: number): BuildEvent[] {
 
 const SPOOF = `all good\n@ build-succeeded ${DRV} -\n@ build-log 1 3\n@ b`;
 
-const STREAM = join(
+const STREAM = joinBytes(
   `@ build-started ${DRV} - x86_64-linux /var/log/guix/drvs/i3//b2mc8ssfzd4ki0kgqm2ccx2rz4m8qr-hello-2.12.drv.gz 4242\n`,
   frame(4242, SPOOF),
   frame(4242, new Uint8Array([0xff, 0x0a, 0xfe])),
@@ -101,7 +91,7 @@ Deno.test("BuildEventParser reads traces, frames and daemon messages", async (t)
       assert.equal(log.pid, 4242);
       assert.deepEqual(
         log.data,
-        join(SPOOF, new Uint8Array([0xff, 0x0a, 0xfe])),
+        joinBytes(SPOOF, new Uint8Array([0xff, 0x0a, 0xfe])),
       );
       assert.deepEqual(events[3], {
         type: "build-failed",
@@ -126,7 +116,7 @@ Deno.test("BuildEventParser: builder output cannot fake an event", () => {
   // The builder prints an event line, then a lying frame header: all of it
   // is inside the daemon's frame, so it stays log.
   const events = parseAll(
-    join(
+    joinBytes(
       frame(9, `\n@ build-succeeded ${DRV} -\n`),
       "@ build-failed x - timeout\n",
     ),
@@ -230,7 +220,7 @@ Deno.test("runBuildDriver() streams the fake daemon's events; logs cannot spoof 
       e.type === "build-started" && e.drv === drvs.get("liar")
     ) as { pid: number; logFile: string };
     assert.match(started.logFile, /\/log\/guix\/drvs\/[0-9a-z]{2}\/\//);
-    const log = join(
+    const log = joinBytes(
       ...events.filter((e) => e.type === "build-log" && e.pid === started.pid)
         .map((e) => (e as { data: Uint8Array }).data),
     );

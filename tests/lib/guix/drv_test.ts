@@ -8,9 +8,9 @@ import {
   parseDerivation,
   printDerivation,
 } from "../../../lib/guix/drv.ts";
+import { commandWorks, mulberry32, OFFLINE } from "./_support.ts";
 
 // No substituter, so Nix never tries the network.
-const OFFLINE = { NIX_CONFIG: "substituters =\n" };
 const nixAvailable = commandWorks("nix-instantiate", ["--version"]);
 const STORE = "/gnu/store";
 const GUILE_DRV = "/gnu/store/lrp828kq63nslm50c1xc47li188jwq1d-guile-3.0.9.drv";
@@ -344,26 +344,6 @@ in [
   (derivation { name = "other"; system = "aarch64-linux"; builder = "/bin/sh"; })
 ]
 `.replaceAll("@{", "${");
-
-function commandWorks(command: string, args: string[]): boolean {
-  try {
-    return new Deno.Command(command, { args, stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return function next() {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("parseDerivation() rejects repeated or unsorted entries", () => {
   const cases = [

@@ -4,9 +4,15 @@ import { NarFormatError } from "../../../lib/guix/nar_format.ts";
 import { restoreNar } from "../../../lib/guix/nar_restore.ts";
 import { encodeNixBase32 } from "../../../lib/guix/base32.ts";
 import { sha256, toHex } from "../../../lib/guix/store_hash.ts";
+import {
+  commandWorks,
+  hexOf,
+  joinBytes,
+  mulberry32,
+  OFFLINE,
+} from "./_support.ts";
 
 // No substituter, so Nix never tries the network.
-const OFFLINE = { NIX_CONFIG: "substituters =\n" };
 const nixAvailable = commandWorks("nix-store", ["--version"]);
 const encoder = new TextEncoder();
 
@@ -197,20 +203,20 @@ Deno.test("restoreNar() rejects hostile or malformed NARs and cleans up", async 
     ["long path", narOf(long), /path of \d+ bytes exceeds 4095/],
     [
       "bad magic",
-      concat(str("nix-archive-2"), good.subarray(24)),
+      joinBytes(str("nix-archive-2"), good.subarray(24)),
       /expected "nix-archive-1"/,
     ],
     ["truncated", good.subarray(0, good.length - 5), /unexpected end/],
-    ["trailing", concat(good, new Uint8Array(8)), /trailing bytes/],
+    ["trailing", joinBytes(good, new Uint8Array(8)), /trailing bytes/],
     ["padding", badPadding, /non-zero padding/],
     [
       "unknown type",
-      concat(str("nix-archive-1"), str("("), str("type"), str("socket")),
+      joinBytes(str("nix-archive-1"), str("("), str("type"), str("socket")),
       /unknown node type "socket"/,
     ],
     [
       "huge length",
-      concat(
+      joinBytes(
         str("nix-archive-1"),
         str("("),
         str("type"),
@@ -222,7 +228,7 @@ Deno.test("restoreNar() rejects hostile or malformed NARs and cleans up", async 
     ],
     [
       "long keyword",
-      concat(str("nix-archive-1"), u64(1n << 40n)),
+      joinBytes(str("nix-archive-1"), u64(1n << 40n)),
       /expected a keyword/,
     ],
   ];
@@ -371,30 +377,20 @@ function narOf(node: Node): Uint8Array {
     parts.push(str(")"));
   };
   walk(node);
-  return concat(...parts);
+  return joinBytes(...parts);
 }
 
 function str(value: string | Uint8Array): Uint8Array {
   const bytes = typeof value === "string" ? encoder.encode(value) : value;
   const padded = new Uint8Array(Math.ceil(bytes.length / 8) * 8);
   padded.set(bytes);
-  return concat(u64(BigInt(bytes.length)), padded);
+  return joinBytes(u64(BigInt(bytes.length)), padded);
 }
 
 function u64(value: bigint): Uint8Array {
   const bytes = new Uint8Array(8);
   new DataView(bytes.buffer).setBigUint64(0, value, true);
   return bytes;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    joined.set(part, at);
-    at += part.length;
-  }
-  return joined;
 }
 
 function streamOf(bytes: Uint8Array, chunkSize: number) {
@@ -413,11 +409,7 @@ async function collect(
 ): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   for await (const chunk of stream) parts.push(chunk);
-  return concat(...parts);
-}
-
-function hexOf(text: string): string {
-  return toHex(encoder.encode(text));
+  return joinBytes(...parts);
 }
 
 async function withTempDir(
@@ -429,24 +421,4 @@ async function withTempDir(
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-function commandWorks(command: string, args: string[]): boolean {
-  try {
-    return new Deno.Command(command, { args, stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return function next() {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -8,9 +8,9 @@ import {
   parseNarinfo,
   signedPrefixOf,
 } from "../../../lib/guix/narinfo.ts";
+import { commandWorks, mulberry32, runOffline } from "./_support.ts";
 
 // No substituter, so Nix never tries the network.
-const OFFLINE = { NIX_CONFIG: "substituters =\n" };
 const nixAvailable = commandWorks("nix", ["--version"]);
 const STORE = "/gnu/store";
 const HASH = "rd4hcfrr5zvas3r4w2gd08n812b5z3la";
@@ -366,7 +366,7 @@ Deno.test({
       const store = `local?root=${dir}/r&store=${STORE}`;
       // A text item referring to a recursive source import.
       const expression = `builtins.toFile "t" "see \${${dir}/f.txt}"`;
-      const textPath = JSON.parse(run("nix-instantiate", [
+      const textPath = JSON.parse(runOffline("nix-instantiate", [
         "--read-write-mode",
         "--store",
         store,
@@ -374,7 +374,7 @@ Deno.test({
         "-E",
         expression,
       ]));
-      run("nix", [
+      runOffline("nix", [
         "--extra-experimental-features",
         "nix-command",
         "copy",
@@ -416,37 +416,3 @@ Deno.test({
     }
   },
 });
-
-function run(command: string, args: string[]): string {
-  const output = new Deno.Command(command, {
-    args,
-    stderr: "piped",
-    env: OFFLINE,
-  })
-    .outputSync();
-  assert.ok(
-    output.success,
-    `${command} failed: ${new TextDecoder().decode(output.stderr)}`,
-  );
-  return new TextDecoder().decode(output.stdout).trim();
-}
-
-function commandWorks(command: string, args: string[]): boolean {
-  try {
-    return new Deno.Command(command, { args, stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return function next() {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -9,9 +9,9 @@ import {
   sha256,
   toHex,
 } from "../../../lib/guix/store_hash.ts";
+import { commandWorks, hexOf, mulberry32, runOffline } from "./_support.ts";
 
 // No substituter, so Nix never tries the network.
-const OFFLINE = { NIX_CONFIG: "substituters =\n" };
 const nixAvailable = commandWorks("nix-store", ["--version"]);
 const HELLO_SHA256 =
   "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
@@ -128,7 +128,7 @@ Deno.test({
         const content = `file ${i} ${random()}\n`.repeat(i + 1);
         const name = `item-${i}.txt`;
         await Deno.writeTextFile(`${dir}/${name}`, content);
-        const flat = run("nix-store", [
+        const flat = runOffline("nix-store", [
           "--store",
           store,
           "--add-fixed",
@@ -145,13 +145,13 @@ Deno.test({
           flat,
         );
         // nix-store --add is a recursive import; hash the NAR the §4 way.
-        const added = run("nix-store", [
+        const added = runOffline("nix-store", [
           "--store",
           store,
           "--add",
           `${dir}/${name}`,
         ]);
-        const narHash = run("nix-hash", [
+        const narHash = runOffline("nix-hash", [
           "--type",
           "sha256",
           "--base32",
@@ -165,7 +165,7 @@ Deno.test({
         const expression =
           `builtins.toFile "t-${i}" "see \${${dir}/${name}} and \${builtins.toFile "u" "x"}"`;
         const textPath = JSON.parse(
-          run("nix-instantiate", [
+          runOffline("nix-instantiate", [
             "--store",
             store,
             "--eval",
@@ -173,7 +173,7 @@ Deno.test({
             expression,
           ]),
         );
-        const inner = run("nix-instantiate", [
+        const inner = runOffline("nix-instantiate", [
           "--store",
           store,
           "--eval",
@@ -198,46 +198,8 @@ Deno.test({
   },
 });
 
-function run(command: string, args: string[]): string {
-  const output = new Deno.Command(command, {
-    args,
-    stderr: "piped",
-    env: OFFLINE,
-  })
-    .outputSync();
-  assert.ok(
-    output.success,
-    `${command} failed: ${new TextDecoder().decode(output.stderr)}`,
-  );
-  return new TextDecoder().decode(output.stdout).trim();
-}
-
-function hexOf(text: string): string {
-  return toHex(new TextEncoder().encode(text));
-}
-
 function fromHex(hex: string): Uint8Array {
   return new Uint8Array(
     hex.match(/../g)!.map((pair) => parseInt(pair, 16)),
   );
-}
-
-function commandWorks(command: string, args: string[]): boolean {
-  try {
-    return new Deno.Command(command, { args, stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return function next() {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

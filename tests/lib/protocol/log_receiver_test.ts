@@ -15,6 +15,7 @@ const encoder = new TextEncoder();
 async function fixture(options: {
   maxLogBytes?: number;
   maxCompressedBytes?: number;
+  accept?: (drv: string, peerAddress: string) => Promise<boolean>;
 } = {}) {
   const root = await Deno.makeTempDir({ prefix: "lorica-logrx-" });
   const lines: string[] = [];
@@ -203,4 +204,18 @@ Deno.test("C10: raw bytes (invalid UTF-8, ANSI, CR) are stored unchanged", async
     new Uint8Array(zlib.gunzipSync(await Deno.readFile(f.file))),
     bytes,
   );
+});
+
+Deno.test("a log is refused when the receiver does not accept its sender", async () => {
+  const asked: [string, string][] = [];
+  await using f = await fixture({
+    accept: (drv, peer) => {
+      asked.push([drv, peer]);
+      return Promise.resolve(false);
+    },
+  });
+  await sendRaw(f.receiver.port, f.drv, zlib.gzipSync("forged log\n"));
+  await waitFor(() => f.lines.some((l) => l.includes("log refused")));
+  assert.deepEqual(asked, [[f.drv, "127.0.0.1"]]);
+  await assert.rejects(Deno.stat(f.file), Deno.errors.NotFound);
 });

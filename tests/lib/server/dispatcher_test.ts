@@ -6,6 +6,7 @@ import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
 import {
   eventually,
   FakeWorker,
+  type Fixture,
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
@@ -19,6 +20,52 @@ function identity(): Uint8Array {
   id[7] = 0xff;
   id[15] = 0x00;
   return id;
+}
+
+/** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
+async function withFixture(body: (f: Fixture) => Promise<void>) {
+  const f = await startFixture();
+  try {
+    await body(f);
+  } finally {
+    await f.close();
+  }
+}
+
+/** Connects a FakeWorker to `port` and sends its worker-ready. */
+async function readyWorker(
+  port: number,
+  options: Parameters<typeof FakeWorker.connect>[1] = {},
+): Promise<FakeWorker> {
+  const worker = await FakeWorker.connect(port, options);
+  await worker.ready();
+  return worker;
+}
+
+/** Waits until the build of `drv` in `f` has `status`. */
+async function untilStatus(f: Fixture, drv: string, status: BuildStatus) {
+  await eventually(async () => (await f.status(drv)) === status);
+}
+
+/** Reports `drv` built at `url`, then waits for a round trip to the server. */
+async function reportSuccess(
+  worker: FakeWorker,
+  drv: string,
+  url = "http://127.0.0.1:1",
+) {
+  await worker.send({ type: "build-succeeded", drv, url, log: null });
+  await worker.send({ type: "worker-request-info" });
+  await worker.next();
+}
+
+/** Sweeper options on the fixture's store, clock and logger. */
+function sweepOptions(f: Fixture, timeoutSeconds: number) {
+  return {
+    store: f.store,
+    clock: f.clock,
+    logger: f.logger,
+    timeoutSeconds,
+  };
 }
 
 Deno.test({
@@ -75,12 +122,10 @@ Deno.test({
   ...opts,
   name:
     "C02: workers vanishing before the reply leave the build scheduled and the server alive",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
-      const registered = await FakeWorker.connect(f.port, { name: "W1" });
-      await registered.ready();
+      const registered = await readyWorker(f.port, { name: "W1" });
       await registered.close();
       for (let i = 0; i < 200; i++) {
         const w = await FakeWorker.connect(f.port, { name: "W1" });
@@ -92,27 +137,21 @@ Deno.test({
         async () => (await f.status(drv)) === BuildStatus.scheduled,
         "build back to scheduled",
       );
-      const next = await FakeWorker.connect(f.port, { name: "W1" });
-      await next.ready();
+      const next = await readyWorker(f.port, { name: "W1" });
       const reply = await next.requestWork();
       assert.equal(reply.type, "build");
       await next.close();
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C02: bogus, unknown, empty, huge and unbalanced messages are logged with the sender and dropped",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
-      const owner = await FakeWorker.connect(f.port, { name: "OWNER" });
-      await owner.ready();
+      const owner = await readyWorker(f.port, { name: "OWNER" });
       assert.equal((await owner.requestWork()).type, "build");
       const stranger = await FakeWorker.connect(f.port, {
         identity: identity(),
@@ -157,22 +196,17 @@ Deno.test({
         "owner keeps it",
       );
       await Promise.all([owner.close(), stranger.close()]);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C03: a worker name asking again while holding a build gets it requeued, never two at once",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
-      const w = await FakeWorker.connect(f.port, { name: "SOLO" });
-      await w.ready();
+      const w = await readyWorker(f.port, { name: "SOLO" });
       // Ten stale requests flood in at once (a server frozen, then thawed).
       for (let i = 0; i < 10; i++) {
         await w.send({ type: "worker-request-work", name: "SOLO" });
@@ -188,26 +222,21 @@ Deno.test({
       const counts = await f.store.countBuildsByStatus();
       assert.equal(counts.get(BuildStatus.scheduled), 19);
       await w.close();
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C04: a multi-system worker gets a build while any of its systems has one, in priority order",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       await f.addJobs(
         Array.from({ length: 40 }, (_, i) => job(`i${i}`, i, "i686-linux")),
       );
-      const w = await FakeWorker.connect(f.port, {
+      const w = await readyWorker(f.port, {
         systems: ["x86_64-linux", "i686-linux"],
       });
-      await w.ready();
       for (let i = 0; i < 40; i++) {
         const reply = await w.requestWork();
         assert.equal(reply.type, "build", `request ${i}`);
@@ -225,19 +254,15 @@ Deno.test({
       const first = await w.requestWork();
       assert.equal(first.type === "build" && first.drv, urgent);
       await w.close();
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C06: builds for a system with no worker stay scheduled, and fail as failed-other past the max wait without poisoning dependents",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const aarch64 = Array.from(
         { length: 5 },
         (_, i) => job(`a${i}`, i, "aarch64-linux"),
@@ -247,16 +272,10 @@ Deno.test({
       ]);
       const [...drvs] = await f.addJobs(aarch64);
       await f.addJobs([dependent]);
-      const x86 = await FakeWorker.connect(f.port);
-      await x86.ready();
+      const x86 = await readyWorker(f.port);
       assert.equal((await x86.requestWork()).type, "no-build");
       const since = new Map<string, number>();
-      const sweep = {
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 3600,
-      };
+      const sweep = sweepOptions(f, 3600);
       // No limit configured: they wait as long as it takes.
       await f.clock.advance(15 * 60 * 1000);
       await sweepOnce(sweep, since);
@@ -286,34 +305,22 @@ Deno.test({
       assert.equal(await f.status(drvs[0]), BuildStatus.scheduled);
       assert.equal(await f.status(dependent.derivation), BuildStatus.scheduled);
       await x86.close();
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C07: a silent worker's builds return to scheduled within the timeout; late results are ignored",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drv] = await f.addJobs([job("slow", 1)]);
-      const a = await FakeWorker.connect(f.port, { name: "WORKER-A" });
-      await a.ready();
+      const a = await readyWorker(f.port, { name: "WORKER-A" });
       assert.equal((await a.requestWork()).type, "build");
       await a.send({ type: "build-started", drv, worker: "WORKER-A" });
-      await eventually(async () =>
-        (await f.status(drv)) === BuildStatus.started
-      );
+      await untilStatus(f, drv, BuildStatus.started);
       // The worker falls silent (no FIN): only its clock runs out.
-      const sweep = {
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-      };
+      const sweep = sweepOptions(f, 120);
       await f.clock.advance(60_000);
       assert.deepEqual(await sweepOnce(sweep, new Map()), []);
       assert.equal(await f.status(drv), BuildStatus.started);
@@ -322,42 +329,28 @@ Deno.test({
       assert.equal(await f.status(drv), BuildStatus.scheduled);
 
       // Another worker takes it; the old one's late success changes nothing.
-      const b = await FakeWorker.connect(f.port, { name: "WORKER-B" });
-      await b.ready();
+      const b = await readyWorker(f.port, { name: "WORKER-B" });
       assert.equal((await b.requestWork()).type, "build");
-      await a.send({
-        type: "build-succeeded",
-        drv,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
-      await a.send({ type: "worker-request-info" });
-      await a.next();
+      await reportSuccess(a, drv);
       const build = await f.store.getBuildByDerivation(drv);
       assert.equal(build?.worker, "WORKER-B");
       assert.equal(build?.status, BuildStatus.submitted);
       await Promise.all([a.close(), b.close()]);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C07: a restarted worker's worker-ready requeues its builds at once; cancel works with the worker gone",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drv1, drv2] = await f.addJobs([job("one", 1), job("two", 2)]);
-      const a = await FakeWorker.connect(f.port, { name: "SAME" });
-      await a.ready();
+      const a = await readyWorker(f.port, { name: "SAME" });
       assert.equal((await a.requestWork()).type, "build");
       await a.close();
       // Same name, new process: it claims nothing.
-      const again = await FakeWorker.connect(f.port, { name: "SAME" });
-      await again.ready();
+      const again = await readyWorker(f.port, { name: "SAME" });
       await again.send({ type: "worker-request-info" });
       await again.next();
       assert.equal(await f.status(drv1), BuildStatus.scheduled);
@@ -370,19 +363,15 @@ Deno.test({
       assert.equal(await f.status(drv1), BuildStatus.canceled);
       assert.ok(f.lines.some((l) => l.startsWith("info cancel not sent")));
       assert.equal(await f.status(drv2), BuildStatus.scheduled);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "cancelBuild() sends build-cancel to a Lorica worker; a Cuirass worker's late result is ignored",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drvL, drvC] = await f.addJobs([
         job("lorica", 1),
         job("cuirass", 2),
@@ -400,8 +389,7 @@ Deno.test({
       assert.equal(got.type === "build" && got.requestId, 7);
       await lorica.send({ type: "build-started", drv: drvL, worker: "LORICA" });
 
-      const cuirass = await FakeWorker.connect(f.port, { name: "CUIRASS" });
-      await cuirass.ready();
+      const cuirass = await readyWorker(f.port, { name: "CUIRASS" });
       await cuirass.send({ type: "worker-request-work", name: "CUIRASS" });
       const text = await cuirass.nextText();
       assert.match(
@@ -410,9 +398,7 @@ Deno.test({
       );
       assert.doesNotMatch(text, /request-id/);
 
-      await eventually(async () =>
-        (await f.status(drvL)) === BuildStatus.started
-      );
+      await untilStatus(f, drvL, BuildStatus.started);
       const idL = (await f.store.getBuildByDerivation(drvL))!.id;
       const idC = (await f.store.getBuildByDerivation(drvC))!.id;
       await f.dispatcher.cancelBuild(idL);
@@ -421,21 +407,11 @@ Deno.test({
         drv: drvL,
       });
       await f.dispatcher.cancelBuild(idC);
-      await cuirass.send({
-        type: "build-succeeded",
-        drv: drvC,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
-      await cuirass.send({ type: "worker-request-info" });
-      await cuirass.next();
+      await reportSuccess(cuirass, drvC);
       await f.fetcher.idle();
       assert.equal(await f.status(drvC), BuildStatus.canceled);
       await Promise.all([lorica.close(), cuirass.close()]);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -447,8 +423,7 @@ Deno.test({
     const f = await startFixture({ workerKeys: keys });
     try {
       await f.addJobs([job("secret", 1)]);
-      const plain = await FakeWorker.connect(f.port, { name: "PLAIN" });
-      await plain.ready();
+      const plain = await readyWorker(f.port, { name: "PLAIN" });
       await plain.send({ type: "worker-ping", worker: plain.info });
       assert.equal((await plain.requestWork()).type, "no-build");
       assert.equal(await f.store.getWorker("PLAIN"), null);
@@ -498,28 +473,42 @@ Deno.test({
 Deno.test({
   ...opts,
   name: "a result is fetched only from an http URL of the worker's own address",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drv] = await f.addJobs([job("url", 1)]);
-      const w = await FakeWorker.connect(f.port, { name: "URLW" });
-      await w.ready();
+      const w = await readyWorker(f.port, { name: "URLW" });
       await w.requestWork();
-      await w.send({
-        type: "build-succeeded",
-        drv,
-        url: "http://169.254.169.254/latest",
-        log: null,
-      });
-      await w.send({ type: "worker-request-info" });
-      await w.next();
+      await reportSuccess(w, drv, "http://169.254.169.254/latest");
       assert.equal(await f.status(drv), BuildStatus.scheduled);
       assert.ok(
         f.lines.some((l) => l.includes("publish URL is not an http URL")),
       );
       await w.close();
-    } finally {
-      await f.close();
-    }
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a connection cannot take a running build away by asking in its worker's name",
+  async fn() {
+    await withFixture(async (f) => {
+      const [drv, other] = await f.addJobs([job("busy", 1), job("next", 2)]);
+      const owner = await readyWorker(f.port, { name: "CCCCCCCC" });
+      assert.equal((await owner.requestWork()).type, "build");
+      await owner.send({ type: "build-started", drv, worker: "CCCCCCCC" });
+      await untilStatus(f, drv, BuildStatus.started);
+      // Another connection, never registered, borrows the name.
+      const intruder = await FakeWorker.connect(f.port, { name: "CCCCCCCC" });
+      assert.equal((await intruder.requestWork()).type, "no-build");
+      assert.equal(await f.status(drv), BuildStatus.started);
+      assert.equal(await f.status(other), BuildStatus.scheduled);
+      assert.ok(f.lines.some((l) => l.includes("work refused")));
+      // Once the owner's build is done, the name's requests are served.
+      await reportSuccess(owner, drv);
+      await untilStatus(f, drv, BuildStatus.succeeded);
+      assert.equal((await intruder.requestWork()).type, "build");
+      await Promise.all([owner.close(), intruder.close()]);
+    });
   },
 });

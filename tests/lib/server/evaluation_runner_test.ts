@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { systemClock } from "../../../lib/clock.ts";
 import { silentLogger } from "../../../lib/log.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
 import { GcRoots } from "../../../lib/guix/gc_roots.ts";
 import { type Spawner, spawnProcess } from "../../../lib/process.ts";
 import {
@@ -10,65 +9,13 @@ import {
   recordFailedEvaluation,
   runEvaluation,
 } from "../../../lib/server/evaluation_runner.ts";
-import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import {
-  EvaluationStatus,
-  type Specification,
-} from "../../../lib/store/types.ts";
-import {
-  GUIX,
-  makeDaemon,
-  makeRoot,
-  writeScenario,
-} from "../../fake-guix/test_env.ts";
+import { EvaluationStatus } from "../../../lib/store/types.ts";
+import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 
-const SPEC: Specification = {
-  name: "s",
-  build: { type: "all", params: [] },
-  channels: [{
-    name: "guix",
-    url: "https://git.example.org/guix.git",
-    branch: "master",
-    commit: "0123456789abcdef0123456789abcdef01234567",
-    introduction: null,
-  }],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 3,
-  systems: ["x86_64-linux"],
-  isActive: true,
-};
+const SPEC = testSpecification("s", { priority: 3 });
 
-async function setup(scenario: unknown, spawn: Spawner = spawnProcess) {
-  const root = await makeRoot();
-  const daemon = await makeDaemon(root, "server", {
-    FAKE_GUIX_SCENARIO: await writeScenario(root, scenario),
-  });
-  const store = openSqliteStore(`${root}/lorica.db`);
-  await store.upsertSpecification(SPEC);
-  const options = {
-    store,
-    guix: new Guix({
-      command: GUIX,
-      env: daemon.env,
-      logger: silentLogger,
-      spawn,
-    }),
-    clock: systemClock,
-    logger: silentLogger,
-    stateDir: `${root}/state`,
-  };
-  return {
-    root,
-    daemon,
-    store,
-    options,
-    async close() {
-      await store.close();
-      await Deno.remove(root, { recursive: true });
-    },
-  };
+function setup(scenario: unknown, spawn: Spawner = spawnProcess) {
+  return fakeGuixFarm(SPEC, scenario, { daemonName: "server", spawn });
 }
 
 Deno.test("runEvaluation() evaluates several systems in parallel within the bound", async () => {

@@ -1,81 +1,28 @@
 import assert from "node:assert/strict";
-import { systemClock } from "../../../lib/clock.ts";
-import { silentLogger } from "../../../lib/log.ts";
-import { guixSpawner } from "../../../lib/guix/build_events.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
 import { logFileName } from "../../../lib/protocol/log_channel.ts";
 import { runEvaluation } from "../../../lib/server/evaluation_runner.ts";
 import {
   LOCAL_WORKER,
   LocalBuilder,
 } from "../../../lib/server/local_builder.ts";
-import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { buildStatusName, type Store } from "../../../lib/store/types.ts";
+import { guix } from "../../fake-guix/test_env.ts";
 import {
-  buildStatusName,
-  type Specification,
-  type Store,
-} from "../../../lib/store/types.ts";
-import {
-  GUIX,
-  guix,
-  makeDaemon,
-  makeRoot,
-  writeScenario,
-} from "../../fake-guix/test_env.ts";
+  fakeGuixFarm,
+  fakeLocalBuilder,
+  gunzip,
+  testSpecification,
+} from "./_guix_fixture.ts";
 
-const SPEC: Specification = {
-  name: "local",
-  build: { type: "all", params: [] },
-  channels: [{
-    name: "guix",
-    url: "https://git.example.org/guix.git",
-    branch: "master",
-    commit: "0123456789abcdef0123456789abcdef01234567",
-    introduction: null,
-  }],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 9,
-  systems: ["x86_64-linux"],
-  isActive: true,
-};
+const SPEC = testSpecification("local");
 
 async function setup(scenario: unknown) {
-  const root = await makeRoot();
-  const daemon = await makeDaemon(root, "local", {
-    FAKE_GUIX_SCENARIO: await writeScenario(root, scenario),
-  });
-  const store = openSqliteStore(`${root}/lorica.db`);
-  await store.upsertSpecification(SPEC);
-  const runner = {
-    store,
-    guix: new Guix({ command: GUIX, env: daemon.env, logger: silentLogger }),
-    clock: systemClock,
-    logger: silentLogger,
-    stateDir: `${root}/state`,
-  };
-  const builder = (maxJobs = 1) =>
-    new LocalBuilder({
-      store,
-      spawnGuix: guixSpawner({ command: GUIX, env: daemon.env }),
-      clock: systemClock,
-      logger: silentLogger,
-      logCacheDir: `${root}/logs`,
-      storeDir: daemon.storeDir,
-      systems: ["x86_64-linux"],
-      maxJobs,
-    });
+  const farm = await fakeGuixFarm(SPEC, scenario);
   return {
-    root,
-    daemon,
-    store,
-    runner,
-    builder,
-    async close() {
-      await store.close();
-      await Deno.remove(root, { recursive: true });
-    },
+    ...farm,
+    runner: farm.options,
+    builder: (maxJobs = 1) =>
+      fakeLocalBuilder(farm.root, farm.store, farm.daemon, { maxJobs }),
   };
 }
 
@@ -97,13 +44,6 @@ async function statuses(store: Store, jobs: string[]) {
     }
   }
   return result;
-}
-
-async function gunzip(path: string): Promise<string> {
-  const file = await Deno.open(path);
-  return await new Response(
-    file.readable.pipeThrough(new DecompressionStream("gzip")),
-  ).text();
 }
 
 Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", async () => {
@@ -268,13 +208,7 @@ Deno.test("LocalBuilder.run() builds until aborted", async () => {
   const abort = new AbortController();
   try {
     await runEvaluation(SPEC, farm.runner);
-    const builder = new LocalBuilder({
-      store: farm.store,
-      spawnGuix: guixSpawner({ command: GUIX, env: farm.daemon.env }),
-      clock: systemClock,
-      logger: silentLogger,
-      logCacheDir: `${farm.root}/logs`,
-      storeDir: farm.daemon.storeDir,
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
       systems: "all",
       pollSeconds: 0.2,
     });

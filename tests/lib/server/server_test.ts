@@ -267,8 +267,20 @@ Deno.test({
         while (await conn.read(sink).catch(() => null) !== null);
         conn.close();
       }
-      // A real upload still works afterwards.
-      const drv = `${STORE_DIR}/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-after.drv`;
+      // A real upload, by the worker running the build, still works
+      // afterwards; a log for a build that runs nowhere is refused.
+      const [drv] = await addBuilds(t, 1);
+      await t.store.upsertWorker({
+        name: "LOGGER01",
+        address: "127.0.0.1",
+        machine: "test",
+        systems: ["x86_64-linux"],
+        lastSeen: 1,
+      });
+      assert.equal(
+        (await t.store.popBuild("LOGGER01", ["x86_64-linux"], 2))?.derivation,
+        drv,
+      );
       const up = await openLogUpload({
         hostname: "127.0.0.1",
         port: t.server.logPort,
@@ -279,7 +291,7 @@ Deno.test({
       await up.close();
       await eventually(() =>
         t.lines.some((l) =>
-          l.startsWith("info log received") && l.includes("after")
+          l.startsWith("info log received") && l.includes(drv)
         )
       );
       for await (const entry of Deno.readDir(`${t.root}/logs`)) {

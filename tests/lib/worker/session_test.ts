@@ -106,25 +106,55 @@ async function statusOf(f: Fixture, drv: string) {
   return (await f.store.getBuildByDerivation(drv))?.status;
 }
 
+/** Runs `body` on a fresh fixture; aborts and closes it afterwards. */
+async function withFixture(
+  body: (f: Fixture, abort: AbortController) => Promise<void>,
+) {
+  const f = await startFixture();
+  const abort = new AbortController();
+  try {
+    await body(f, abort);
+  } finally {
+    abort.abort();
+    await f.close();
+  }
+}
+
+/** Waits until the build of `drv` in `f` has `status`. */
+async function untilStatus(f: Fixture, drv: string, status: BuildStatus) {
+  await eventually(async () => (await statusOf(f, drv)) === status);
+}
+
+/** Starts a session named `name` on a controlled `guix`, logging to `lines`. */
+function startSession(
+  port: number,
+  name: string,
+  signal: AbortSignal,
+  extra: Partial<SessionOptions> = {},
+) {
+  const { builds, guix } = controlledGuix();
+  const lines: string[] = [];
+  const running = runSession(
+    sessionOptions(port, name, guix, lines, extra),
+    signal,
+  );
+  return { builds, guix, lines, running };
+}
+
 Deno.test({
   ...opts,
   name:
     "runSession() negotiates Lorica extensions, builds, and reports only after the build finished",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f, abort) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
-      const { builds, guix } = controlledGuix();
-      const lines: string[] = [];
-      const running = runSession(
-        sessionOptions(f.port, "LORICA01", guix, lines),
+      const { builds, running } = startSession(
+        f.port,
+        "LORICA01",
         abort.signal,
       );
       await eventually(() => builds.length === 1, "build started");
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.started
-      );
+      await untilStatus(f, drv, BuildStatus.started);
       assert.ok(
         f.lines.some((l) =>
           l.includes("worker ready worker=LORICA01") &&
@@ -135,16 +165,10 @@ Deno.test({
       await new Promise((resolve) => setTimeout(resolve, 300));
       assert.equal(await statusOf(f, drv), BuildStatus.started);
       builds[0].finish(0, new TextEncoder().encode("done\n"));
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.succeeded
-      );
+      await untilStatus(f, drv, BuildStatus.succeeded);
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -157,15 +181,12 @@ Deno.test({
     const abort = new AbortController();
     try {
       const [drv] = await f.addJobs([job("long", 1), job("next", 2)]);
-      const { builds, guix } = controlledGuix();
-      const lines: string[] = [];
-      const running = runSession(
-        sessionOptions(f.port, "RESTART1", guix, lines),
+      const { builds, running } = startSession(
+        f.port,
+        "RESTART1",
         abort.signal,
       );
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.started
-      );
+      await untilStatus(f, drv, BuildStatus.started);
       const port = f.port;
       firstRoot = f.root;
       await f.close(true);
@@ -180,9 +201,7 @@ Deno.test({
       );
       assert.equal(await statusOf(f, drv), BuildStatus.started, "not requeued");
       builds[0].finish(0);
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.succeeded
-      );
+      await untilStatus(f, drv, BuildStatus.succeeded);
       // Capacity unchanged: the same session takes the next build.
       await eventually(() => builds.length === 2, "second build taken");
       builds[1].finish(0);
@@ -199,48 +218,35 @@ Deno.test({
 Deno.test({
   ...opts,
   name: "C08: an instant success with an empty log counts as success",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f, abort) => {
       const [drv] = await f.addJobs([job("valid-already", 1)]);
-      const { builds, guix } = controlledGuix();
-      const running = runSession(
-        sessionOptions(f.port, "INSTANT1", guix, []),
+      const { builds, running } = startSession(
+        f.port,
+        "INSTANT1",
         abort.signal,
       );
       await eventually(() => builds.length === 1);
       builds[0].finish(0);
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.succeeded
-      );
+      await untilStatus(f, drv, BuildStatus.succeeded);
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "cancel reaches a Lorica session: its guix build is killed, no result is sent, it asks for more work",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f, abort) => {
       const [drv] = await f.addJobs([job("forever", 1)]);
-      const { builds, guix } = controlledGuix();
-      const lines: string[] = [];
-      const running = runSession(
-        sessionOptions(f.port, "CANCEL01", guix, lines),
+      const { builds, lines, running } = startSession(
+        f.port,
+        "CANCEL01",
         abort.signal,
       );
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.started
-      );
+      await untilStatus(f, drv, BuildStatus.started);
       const id = (await f.store.getBuildByDerivation(drv))!.id;
       await f.dispatcher.cancelBuild(id);
       await eventually(() => builds[0].killed, "guix build killed");
@@ -254,32 +260,25 @@ Deno.test({
       builds[1].finish(0);
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a session with extensions off speaks plain Cuirass and is served by a Lorica server",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f, abort) => {
       const [drv] = await f.addJobs([job("plain", 1)]);
-      const { builds, guix } = controlledGuix();
-      const running = runSession(
-        sessionOptions(f.port, "PLAIN001", guix, [], { extensions: false }),
+      const { builds, running } = startSession(
+        f.port,
+        "PLAIN001",
         abort.signal,
+        { extensions: false },
       );
       await eventually(() => builds.length === 1);
       builds[0].finish(0);
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.succeeded
-      );
+      await untilStatus(f, drv, BuildStatus.succeeded);
       assert.ok(
         f.lines.some((l) =>
           l.includes("worker ready worker=PLAIN001") &&
@@ -289,11 +288,7 @@ Deno.test({
       assert.ok(!f.lines.some((l) => l.includes("type=lorica-hello")));
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 /** A server that answers the handshake, then (when frozen) nothing more. */
@@ -349,22 +344,36 @@ async function scriptedServer(lorica: boolean) {
   };
 }
 
+/** Runs `body` against a scriptedServer(); aborts and closes it afterwards. */
+async function withScriptedServer(
+  lorica: boolean,
+  body: (
+    server: Awaited<ReturnType<typeof scriptedServer>>,
+    abort: AbortController,
+  ) => Promise<void>,
+) {
+  const server = await scriptedServer(lorica);
+  const abort = new AbortController();
+  try {
+    await body(server, abort);
+  } finally {
+    abort.abort();
+    await server.close();
+  }
+}
+
 Deno.test({
   ...opts,
   name:
     "C03: a server that stops answering gets no flood of requests; the worker reconnects and resumes",
-  async fn() {
-    const server = await scriptedServer(true);
-    const abort = new AbortController();
-    try {
-      const { guix } = controlledGuix();
-      const lines: string[] = [];
+  fn: () =>
+    withScriptedServer(true, async (server, abort) => {
       server.state.frozen = true;
-      const running = runSession(
-        sessionOptions(server.port, "FROZEN01", guix, lines, {
-          replyTimeoutMs: 300,
-        }),
+      const { lines, running } = startSession(
+        server.port,
+        "FROZEN01",
         abort.signal,
+        { replyTimeoutMs: 300 },
       );
       // Frozen for about ten reply periods.
       await new Promise((resolve) => setTimeout(resolve, 3000));
@@ -383,28 +392,20 @@ Deno.test({
       assert.ok(silent >= 3 && silent <= 15, `${silent} reconnects`);
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C03: a work request left unanswered is not repeated on the same connection",
-  async fn() {
-    const server = await scriptedServer(true);
-    const abort = new AbortController();
-    try {
-      const { guix } = controlledGuix();
-      const lines: string[] = [];
-      const running = runSession(
-        sessionOptions(server.port, "STALL001", guix, lines, {
-          replyTimeoutMs: 400,
-        }),
+  fn: () =>
+    withScriptedServer(true, async (server, abort) => {
+      const { running } = startSession(
+        server.port,
+        "STALL001",
         abort.signal,
+        { replyTimeoutMs: 400 },
       );
       await eventually(() => server.state.requests >= 1);
       server.state.frozen = true;
@@ -417,21 +418,15 @@ Deno.test({
       );
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C09: no work is requested while the disk is low, one log line per period, then it resumes",
-  async fn() {
-    const server = await scriptedServer(false);
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withScriptedServer(false, async (server, abort) => {
       const { guix } = controlledGuix();
       const lines: string[] = [];
       let free = 1024;
@@ -464,11 +459,7 @@ Deno.test({
       assert.ok(lines.some((l) => l.startsWith("info disk space ok")));
       abort.abort();
       await running;
-    } finally {
-      abort.abort();
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -505,9 +496,7 @@ Deno.test({
       );
       await eventually(() => builds.length === 1, "keyed worker builds");
       builds[0].finish(0);
-      await eventually(async () =>
-        (await statusOf(f, drv)) === BuildStatus.succeeded
-      );
+      await untilStatus(f, drv, BuildStatus.succeeded);
       abort.abort();
       await Promise.all([keyless, keyed]);
     } finally {
@@ -530,13 +519,11 @@ Deno.test({
         job("first", 1),
         job("second", 2),
       ]);
-      const { builds, guix } = controlledGuix();
-      const lines: string[] = [];
-      const running = runSession(
-        sessionOptions(f.port, "DRAIN001", guix, lines, {
-          draining: draining.signal,
-        }),
+      const { builds, lines, running } = startSession(
+        f.port,
+        "DRAIN001",
         abort.signal,
+        { draining: draining.signal },
       );
       await eventually(() => builds.length === 1, "build started");
       // SIGTERM arrives mid-build: the build goes on and is reported.
@@ -544,9 +531,7 @@ Deno.test({
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal(builds[0].killed, false);
       builds[0].finish(0, new TextEncoder().encode("done\n"));
-      await eventually(async () =>
-        (await statusOf(f, first)) === BuildStatus.succeeded
-      );
+      await untilStatus(f, first, BuildStatus.succeeded);
       // The session ends by itself, without taking the second build.
       await running;
       assert.equal(builds.length, 1);

@@ -86,6 +86,21 @@ class KillableDealer {
   }
 }
 
+/**
+ * Binds a libzmq ROUTER named "server" on a loopback port, with PROBE_ROUTER
+ * and ROUTER_MANDATORY set, and returns the port.
+ */
+async function bindMandatoryRouter(python: LibzmqPeer): Promise<number> {
+  const reply = await python.must({
+    op: "socket",
+    name: "server",
+    type: "ROUTER",
+    bind: "tcp://127.0.0.1:0",
+    options: { probe_router: 1, router_mandatory: 1 },
+  });
+  return Number(reply.endpoint!.split(":").at(-1));
+}
+
 async function* lines(
   stream: ReadableStream<Uint8Array>,
 ): AsyncGenerator<string> {
@@ -172,14 +187,7 @@ Deno.test({
     const identity = text.encode("lorica-worker-3");
     let dealer: DealerSocket | undefined;
     try {
-      const reply = await python.must({
-        op: "socket",
-        name: "server",
-        type: "ROUTER",
-        bind: "tcp://127.0.0.1:0",
-        options: { probe_router: 1, router_mandatory: 1 },
-      });
-      const port = Number(reply.endpoint!.split(":").at(-1));
+      const port = await bindMandatoryRouter(python);
       for (const life of ["one", "two"]) {
         dealer = DealerSocket.connect({
           hostname: "127.0.0.1",
@@ -320,14 +328,7 @@ Deno.test({
     const python = await LibzmqPeer.start();
     const dealer = { socket: undefined as DealerSocket | undefined };
     try {
-      const reply = await python.must({
-        op: "socket",
-        name: "server",
-        type: "ROUTER",
-        bind: "tcp://127.0.0.1:0",
-        options: { probe_router: 1, router_mandatory: 1 },
-      });
-      const port = Number(reply.endpoint!.split(":").at(-1));
+      const port = await bindMandatoryRouter(python);
       const unknown = await python.request({
         op: "send",
         name: "server",
@@ -376,14 +377,7 @@ Deno.test({
     const python = await LibzmqPeer.start();
     const dealers: DealerSocket[] = [];
     try {
-      const reply = await python.must({
-        op: "socket",
-        name: "server",
-        type: "ROUTER",
-        bind: "tcp://127.0.0.1:0",
-        options: { probe_router: 1, router_mandatory: 1 },
-      });
-      const port = Number(reply.endpoint!.split(":").at(-1));
+      const port = await bindMandatoryRouter(python);
       for (let i = 0; i < 100; i++) {
         dealers.push(DealerSocket.connect({ hostname: "127.0.0.1", port }));
       }
