@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { startFarm } from "./demo/farm.ts";
+import { parsePort, UsageError } from "./lib/cli/args.ts";
 import {
   compareOutcome,
   progressLine,
@@ -26,7 +27,8 @@ const say = console.log;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    args: Deno.args,
+    // `deno task demo -- --until-done` passes the "--" along.
+    args: Deno.args.filter((arg) => arg !== "--"),
     options: {
       "until-done": { type: "boolean", default: false },
       "web-port": { type: "string", default: "8080" },
@@ -50,7 +52,7 @@ async function main(): Promise<number> {
       { systems: ["x86_64-linux"], sessions: 2 },
       { systems: ["i686-linux"], sessions: 2 },
     ],
-    webPort: Number(values["web-port"]),
+    webPort: parsePort("--web-port", values["web-port"]!),
     requestPeriod: 1,
   });
   say(`Web interface: ${farm.webUrl}/  (process logs in ${farm.root})`);
@@ -105,4 +107,18 @@ async function main(): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (error) {
+    const usage = error instanceof UsageError ||
+      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    // deno-lint-ignore no-console
+    console.error(`demo: error: ${(error as Error).message}`);
+    if (usage) {
+      // deno-lint-ignore no-console
+      console.error("Try: deno task demo --help");
+    }
+    Deno.exit(usage ? 2 : 1);
+  }
+}

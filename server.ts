@@ -9,7 +9,8 @@ import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
 import { openStore } from "./lib/store/open_store.ts";
 import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
-import { startServer } from "./lib/server/server.ts";
+import { type ServerConfig, startServer } from "./lib/server/server.ts";
+import { SpecError } from "./lib/spec/spec_error.ts";
 import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
 import { advertiseServer } from "./lib/discovery/advertise_server.ts";
 import { systemInterfaces } from "./lib/discovery/network_interfaces.ts";
@@ -157,27 +158,12 @@ async function main(args: string[]): Promise<number> {
         !database.includes("://")
       ? database.slice(0, database.lastIndexOf("/")) || "/"
       : `${stateHome()}/lorica`);
-  await Deno.mkdir(stateDir, { recursive: true });
   const cacheDir = text("cache") ?? `${cacheHome()}/lorica`;
-  const guix = new Guix({ logger: logger.with({ part: "guix" }) });
-  const specs = text("specifications")
-    ? await readSpecificationFileOrGuix(text("specifications")!, guix)
-    : [];
-  const workerKeys = text("worker-keys")
-    ? parseWorkerKeys(
-      await readSecretFile("--worker-keys", text("worker-keys")!),
-    )
-    : null;
-  const adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
-  const publishArgs = [
-    ...(text("public-key") ? [`--public-key=${text("public-key")}`] : []),
-    ...(text("private-key") ? [`--private-key=${text("private-key")}`] : []),
-  ];
   const remote = flag("build-remote");
   const positive = (name: string) => parsePositive(`--${name}`, text(name)!);
 
-  const store = await openStore(database);
-  const server = await startServer({
+  // Every option is checked before anything is written anywhere.
+  const config: ServerConfig = {
     mode: remote ? "remote" : "local",
     listen: text("listen")!,
     backendPort: parsePort("--backend-port", text("backend-port")!),
@@ -185,14 +171,21 @@ async function main(args: string[]): Promise<number> {
     publishPort: flag("no-publish")
       ? null
       : parsePort("--publish-port", text("publish-port")!),
-    publishArgs,
+    publishArgs: [
+      ...(text("public-key") ? [`--public-key=${text("public-key")}`] : []),
+      ...(text("private-key") ? [`--private-key=${text("private-key")}`] : []),
+    ],
     webListen: text("web-listen")!,
     webPort: parsePort("--web-port", text("web-port")!),
     cacheDir,
     stateDir,
     storeDir: storeDirFromEnv(),
     workerTimeoutSeconds: positive("worker-timeout"),
-    workerKeys,
+    workerKeys: text("worker-keys")
+      ? parseWorkerKeys(
+        await readSecretFile("--worker-keys", text("worker-keys")!),
+      )
+      : null,
     maxBuildWaitSeconds: text("max-build-wait")
       ? positive("max-build-wait")
       : null,
@@ -205,10 +198,31 @@ async function main(args: string[]): Promise<number> {
     evaluationParallelism: positive("threads"),
     localMaxJobs: positive("max-jobs"),
     localBatchSize: positive("batch-size"),
-    adminToken,
     publicUrl: text("base-url") ?? null,
     logExpirySeconds: durationOption("--log-expiry", text("log-expiry")!),
-  }, { store, guix, logger });
+  };
+  const notificationMs = positive("notification-interval") * 1000;
+  const guix = new Guix({ logger: logger.with({ part: "guix" }) });
+  const specs = text("specifications")
+    ? await withOption(
+      "--specifications",
+      text("specifications")!,
+      () => readSpecificationFileOrGuix(text("specifications")!, guix),
+    )
+    : [];
+
+  await withOption(
+    "--state-directory",
+    stateDir,
+    () => Deno.mkdir(stateDir, { recursive: true }),
+  );
+  config.adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
+  const store = await withOption(
+    "--database",
+    database,
+    () => openStore(database),
+  );
+  const server = await startServer(config, { store, guix, logger });
 
   for (const spec of specs) await store.upsertSpecification(spec);
   // The jobset monitor polls every active specification right away.
@@ -244,7 +258,7 @@ async function main(args: string[]): Promise<number> {
     mastodon: text("mastodon-url") && mastodonToken
       ? { instanceUrl: text("mastodon-url")!, token: mastodonToken }
       : undefined,
-    intervalMs: positive("notification-interval") * 1000,
+    intervalMs: notificationMs,
     hostname: Deno.hostname(),
   });
 
@@ -277,6 +291,28 @@ async function adminTokenOf(
     await Deno.writeTextFile(path, token + "\n", { mode: 0o600 });
     say(`lorica-server: admin token written to ${path}`);
     return token;
+  }
+}
+
+/**
+ * Runs `action` on the value of `option`; a failure (other than a usage or
+ * specification error, which say what they are) names the option.
+ */
+async function withOption<T>(
+  option: string,
+  value: string,
+  action: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await action();
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof SpecError) throw error;
+    throw new Error(
+      `Cannot use ${option} ${JSON.stringify(value)}: ${
+        (error as Error).message
+      }`,
+      { cause: error },
+    );
   }
 }
 

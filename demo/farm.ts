@@ -200,7 +200,18 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
       : [`--worker-timeout=${options.workerTimeout}`]),
   ]);
   const webUrl = `http://127.0.0.1:${webPort}`;
-  await waitForHttp(`${webUrl}/api/queue?nr=1`, server);
+  try {
+    await waitForHttp(`${webUrl}/api/queue?nr=1`, server);
+  } catch (error) {
+    // Leave nothing behind: processes by pid, and the farm's directory.
+    for (const role of children.keys()) await kill(role);
+    const log = await Deno.readTextFile(`${root}/server.log`).catch(() => "");
+    const last = log.trim().split("\n").slice(-2).join("\n");
+    if (options.root === undefined) {
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+    throw new Error(`${(error as Error).message}\n${last}`, { cause: error });
+  }
 
   options.workers.forEach((plan, i) => {
     start(`worker${i + 1}`, "worker.ts", [

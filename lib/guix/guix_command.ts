@@ -80,9 +80,28 @@ export class Guix {
     this.#logger = options.logger;
   }
 
+  /**
+   * Spawns `argv`, explaining a missing command: Lorica needs Guix (or the
+   * fake of its tests) on PATH.
+   */
+  #launch(argv: string[], options: SpawnOptions): Child {
+    try {
+      return this.#spawn(argv, options);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      throw new GuixCommandError(
+        argv,
+        127,
+        `no ${
+          JSON.stringify(argv[0])
+        } command found on PATH: install Guix, or put its guix on PATH`,
+      );
+    }
+  }
+
   /** Starts `guix ARGS...` with this wrapper's environment. */
   spawn(args: string[], options: SpawnOptions = {}): Child {
-    return this.#spawn([this.#command, ...args], {
+    return this.#launch([this.#command, ...args], {
       ...options,
       env: { ...this.#env, ...options.env },
     });
@@ -95,7 +114,7 @@ export class Guix {
   ): Promise<BuildResult> {
     const argv = [this.#command, "build", ...buildFlags(options), ...drvs];
     this.#logger.debug("guix started", { argv: argv.join(" ") });
-    const child = this.#spawn(argv, {
+    const child = this.#launch(argv, {
       env: this.#env,
       signal: options.signal,
     });
@@ -149,7 +168,7 @@ export class Guix {
   ): Promise<RunResult> {
     const argv = [this.#command, ...args];
     this.#logger.debug("guix started", { argv: argv.join(" ") });
-    const child = this.#spawn(argv, {
+    const child = this.#launch(argv, {
       env: this.#env,
       stdin: options.stdin === undefined ? "null" : "piped",
       signal: options.signal,
@@ -181,7 +200,7 @@ export class Guix {
    */
   start(args: string[], name: string): RunningGuix {
     const argv = [this.#command, ...args];
-    const child = this.#spawn(argv, { env: this.#env });
+    const child = this.#launch(argv, { env: this.#env });
     const logger = this.#logger.with({ process: name, pid: child.pid });
     logger.info("process started", { argv: argv.join(" ") });
     const drain = Promise.all([

@@ -58,28 +58,41 @@ export async function startRemoteBuilder(
   const abort = new AbortController();
   const cleanups: (() => Promise<unknown>)[] = [];
   try {
-    const logReceiver = await startLogReceiver({
-      hostname: config.listen,
-      port: config.logPort,
-      cacheDir: config.cacheDir,
-      storeDir: config.storeDir,
-      logger: logger.with({ part: "logs" }),
-      maxLogBytes: config.maxLogBytes,
-      onChunk: deps.onLogChunk,
-      onComplete: deps.onLogComplete,
-      accept: (drv, peerAddress) => runsAt(store, drv, peerAddress),
-    });
+    const logReceiver = await listening(
+      "log",
+      config.listen,
+      config.logPort,
+      () =>
+        startLogReceiver({
+          hostname: config.listen,
+          port: config.logPort,
+          cacheDir: config.cacheDir,
+          storeDir: config.storeDir,
+          logger: logger.with({ part: "logs" }),
+          maxLogBytes: config.maxLogBytes,
+          onChunk: deps.onLogChunk,
+          onComplete: deps.onLogComplete,
+          accept: (drv, peerAddress) => runsAt(store, drv, peerAddress),
+        }),
+    );
     cleanups.push(() => logReceiver.close());
 
     const late: { dispatcher?: Dispatcher } = {};
-    const router = await RouterSocket.bind({
-      hostname: config.listen,
-      port: config.backendPort,
-      // Protocol messages are small; a larger one only costs memory.
-      maxMessageBytes: 16 * 1024 * 1024,
-      logger: logger.with({ part: "zmtp" }),
-      onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
-    });
+    const router = await listening(
+      "backend",
+      config.listen,
+      config.backendPort,
+      () =>
+        RouterSocket.bind({
+          hostname: config.listen,
+          port: config.backendPort,
+          // Protocol messages are small; a larger one only costs memory.
+          maxMessageBytes: 16 * 1024 * 1024,
+          logger: logger.with({ part: "zmtp" }),
+          onDisconnect: (peer) =>
+            late.dispatcher?.peerDisconnected(peer.routingId),
+        }),
+    );
     cleanups.push(() => router.close());
 
     const fetcher = new OutputFetcher({
@@ -163,6 +176,32 @@ async function runsAt(
 function sameAddress(a: string, b: string): boolean {
   const plain = (address: string) => address.replace(/^::ffff:/i, "");
   return plain(a) === plain(b);
+}
+
+/**
+ * Runs `open`, which binds a port; a failure says which port it was, e.g.
+ * "Cannot listen on the backend port 127.0.0.1:5555: address in use".
+ */
+export function listening<T>(
+  what: string,
+  hostname: string,
+  port: number,
+  open: () => T,
+): T {
+  const explain = (error: unknown): never => {
+    throw new Error(
+      `Cannot listen on the ${what} port ${hostname}:${port}: ${
+        (error as Error).message
+      }`,
+      { cause: error },
+    );
+  };
+  try {
+    const result = open();
+    return (result instanceof Promise ? result.catch(explain) : result) as T;
+  } catch (error) {
+    return explain(error);
+  }
 }
 
 /** Runs cleanups in reverse order of registration, ignoring their errors. */

@@ -23,6 +23,7 @@ import { JobsetMonitor } from "./jobset_monitor.ts";
 import { runLogExpiry } from "./log_expiry.ts";
 import { LocalBuilder } from "./local_builder.ts";
 import {
+  listening,
   type RemoteBuilder,
   type RemoteBuilderConfig,
   runCleanups,
@@ -231,11 +232,17 @@ export async function startServer(
         },
       },
     });
-    const web = Deno.serve({
-      hostname: config.webListen,
-      port: config.webPort,
-      onListen: () => {},
-    }, app);
+    const web = listening(
+      "web",
+      config.webListen,
+      config.webPort,
+      () =>
+        Deno.serve({
+          hostname: config.webListen,
+          port: config.webPort,
+          onListen: () => {},
+        }, app),
+    );
     cleanups.push(() => web.shutdown());
 
     logger.info("server started", {
