@@ -182,11 +182,14 @@ export async function startServer(
       gcRoots,
       signal: abort.signal,
     };
-    async function evaluate(spec: Specification, request?: EvaluationRequest) {
+    const evaluate = async (
+      spec: Specification,
+      request?: EvaluationRequest,
+    ) => {
       const outcome = await runEvaluation(spec, runnerOptions, request);
       builder.wake();
       return outcome;
-    }
+    };
     const monitor = config.pollChannels === false
       ? evaluateOnce(store, evaluate, logger)
       : new JobsetMonitor({
@@ -227,8 +230,9 @@ export async function startServer(
           await monitor.refresh();
           return deleted;
         },
-        async triggerEvaluation(name) {
+        triggerEvaluation(name) {
           monitor.trigger(name);
+          return Promise.resolve();
         },
       },
     });

@@ -53,11 +53,11 @@ function collect() {
   };
 }
 
-async function closedPort(): Promise<number> {
+function closedPort(): Promise<number> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
-  return port;
+  return Promise.resolve(port);
 }
 
 Deno.test({
