@@ -27,10 +27,17 @@ export interface WorkerAuthProof {
 /**
  * Lorica extensions a peer announces in `lorica-hello`/`lorica-welcome`:
  * "request-id" (work requests and their replies carry `(request-id N)`),
- * "build-cancel" (the server may send `(build-cancel (drv D))`) and
- * "holding" (worker-ready lists the builds the session still runs).
+ * "build-cancel" (the server may send `(build-cancel (drv D))`),
+ * "holding" (worker-ready lists the builds the session still runs) and
+ * "disk" (worker-ping says `(disk-low #t)` while the worker is too short of
+ * disk space to take work).
  */
-export const LORICA_FEATURES = ["request-id", "build-cancel", "holding"];
+export const LORICA_FEATURES = [
+  "request-id",
+  "build-cancel",
+  "holding",
+  "disk",
+];
 
 /** Version of the Lorica extension handshake. */
 export const LORICA_PROTOCOL_VERSION = 1;
@@ -53,7 +60,12 @@ export type Message =
     /** Lorica only: the authentication proof. */
     auth?: WorkerAuthProof;
   }
-  | { type: "worker-ping"; worker: WorkerInfo }
+  | {
+    type: "worker-ping";
+    worker: WorkerInfo;
+    /** Lorica only: true while the worker asks for no work, short of disk. */
+    diskLow?: boolean;
+  }
   | {
     type: "worker-request-work";
     name: string;
@@ -199,7 +211,13 @@ function toDatum(message: Message): Datum {
         ]]),
       ];
     case "worker-ping":
-      return [tag, workerToDatum(message.worker)];
+      return [
+        tag,
+        workerToDatum(message.worker),
+        ...(message.diskLow === undefined
+          ? []
+          : [field("disk-low", message.diskLow)]),
+      ];
     case "worker-request-work":
       return [tag, message.name, ...requestIdField(message.requestId)];
     case "build":
@@ -298,8 +316,18 @@ function fromDatum(datum: Datum): Message {
         ...(auth === undefined ? {} : { auth: fields.auth(auth) }),
       };
     }
-    case "worker-ping":
-      return { type, worker: fields.worker() };
+    case "worker-ping": {
+      const worker = fields.worker();
+      const diskLow = fields.optional("disk-low");
+      if (diskLow !== undefined && typeof diskLow !== "boolean") {
+        fields.fail("disk-low", "is not a boolean");
+      }
+      return {
+        type,
+        worker,
+        ...(diskLow === undefined ? {} : { diskLow: diskLow as boolean }),
+      };
+    }
     case "worker-request-work":
       return {
         type,

@@ -80,6 +80,8 @@ export class Dispatcher {
    * that an idle worker's requests skip the held-builds query.
    */
   readonly #holdNothing = new Set<string>();
+  /** Workers whose last ping said they are short of disk space. */
+  readonly #diskLow = new Set<string>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -114,6 +116,11 @@ export class Dispatcher {
         });
       }
     }
+  }
+
+  /** True while worker `name` says it is too short of disk for work. */
+  diskLow(name: string): boolean {
+    return this.#diskLow.has(name);
   }
 
   /** Forgets what was learnt about a connection that closed. */
@@ -280,6 +287,16 @@ export class Dispatcher {
       }
       case "worker-ping": {
         const name = message.worker.name;
+        if (
+          message.diskLow !== undefined &&
+          (!this.authRequired || this.#authenticated.has(name))
+        ) {
+          if (message.diskLow && !this.#diskLow.has(name)) {
+            this.#logger.warn("worker low on disk", { worker: name });
+          }
+          if (message.diskLow) this.#diskLow.add(name);
+          else this.#diskLow.delete(name);
+        }
         if (this.authRequired) {
           // Only liveness: a ping cannot register or change a worker.
           if (this.#authenticated.has(name)) await store.touchWorker(name, now);

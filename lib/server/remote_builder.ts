@@ -44,6 +44,8 @@ export interface RemoteBuilder {
   readonly logPort: number;
   cancelBuild(id: number): Promise<boolean>;
   restartBuild(id: number): Promise<boolean>;
+  /** True while worker `name` is too short of disk space to take work. */
+  workerDiskLow(name: string): boolean;
   /** Resolves when every fetch of finished builds' outputs is done. */
   fetchesIdle(): Promise<void>;
   stop(): Promise<void>;
@@ -140,6 +142,7 @@ export async function startRemoteBuilder(
       logPort: logReceiver.port,
       cancelBuild: (id) => dispatcher.cancelBuild(id),
       restartBuild: (id) => dispatcher.restartBuild(id),
+      workerDiskLow: (name) => dispatcher.diskLow(name),
       fetchesIdle: () => fetcher.idle(),
       async stop() {
         abort.abort();

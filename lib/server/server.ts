@@ -218,6 +218,7 @@ export async function startServer(
       metrics,
       publicUrl: config.publicUrl ?? null,
       evaluationLog: (id) => evaluationLogPath(config.stateDir, id),
+      workerDiskLow: (name) => builder.workerDiskLow(name),
       actions: {
         cancelBuild: (id) => builder.cancelBuild(id),
         restartBuild: (id) => builder.restartBuild(id),
@@ -384,6 +385,7 @@ async function startBuilder(
       return changed;
     },
     fetchesIdle: () => Promise.resolve(),
+    workerDiskLow: () => false,
     wake: () => local.wake(),
     stop: () => running,
   };

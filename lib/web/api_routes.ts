@@ -96,16 +96,18 @@ async function evaluation(context: RouteContext): Promise<Response> {
 }
 
 async function workers(context: RouteContext): Promise<Response> {
-  const { store, workerTimeoutSeconds } = context.options;
+  const { store, workerTimeoutSeconds, workerDiskLow } = context.options;
   const statuses = await listWorkerStatuses(
     store,
     context.now,
     workerTimeoutSeconds,
+    workerDiskLow,
   );
   return jsonResponse(
-    statuses.map((status) =>
-      workerToJson(status.worker, status.currentBuild?.id ?? null)
-    ),
+    statuses.map((status) => ({
+      ...workerToJson(status.worker, status.currentBuild?.id ?? null),
+      disklow: status.diskLow,
+    })),
   );
 }
 

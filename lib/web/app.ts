@@ -52,6 +52,8 @@ export interface WebAppOptions {
   livePollMs?: number;
   /** Live log streams served at once; default 200. */
   maxLiveStreams?: number;
+  /** True while a worker reports it is too short of disk space for work. */
+  workerDiskLow?: (name: string) => boolean;
 }
 
 /** The options with every default filled in, as route handlers see them. */
@@ -91,6 +93,7 @@ export function createWebApp(
     metrics: options.metrics ?? null,
     evaluationLog: options.evaluationLog ?? (() => null),
     publicUrl: options.publicUrl ?? null,
+    workerDiskLow: options.workerDiskLow ?? (() => false),
     actions: { ...defaults, ...options.actions },
     liveStreams: { open: 0 },
   };

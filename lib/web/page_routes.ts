@@ -158,11 +158,12 @@ async function workerCards(context: RouteContext): Promise<Response> {
 }
 
 async function workersData(context: RouteContext) {
-  const { store, workerTimeoutSeconds } = context.options;
+  const { store, workerTimeoutSeconds, workerDiskLow } = context.options;
   const statuses = await listWorkerStatuses(
     store,
     context.now,
     workerTimeoutSeconds,
+    workerDiskLow,
   );
   return { statuses, systems: await systemRows(store, statuses) };
 }

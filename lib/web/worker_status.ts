@@ -13,6 +13,8 @@ export interface WorkerStatus {
   silentSeconds: number;
   /** True when it has been silent longer than the worker timeout. */
   unresponsive: boolean;
+  /** True while it asks for no work, short of disk space (C09). */
+  diskLow: boolean;
 }
 
 /** Builds one worker can hold at once, far above any real parallelism. */
@@ -23,6 +25,7 @@ export async function listWorkerStatuses(
   store: Store,
   now: number,
   timeoutSeconds: number,
+  diskLow: (name: string) => boolean = () => false,
 ): Promise<WorkerStatus[]> {
   const workers = await store.listWorkers();
   workers.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
@@ -42,6 +45,7 @@ export async function listWorkerStatuses(
       builds,
       silentSeconds,
       unresponsive: silentSeconds > timeoutSeconds,
+      diskLow: diskLow(worker.name),
     });
   }
   return statuses;

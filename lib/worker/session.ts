@@ -522,10 +522,16 @@ class Session {
     })().catch(() => {});
     try {
       while (!signal.aborted) {
-        const worker = this.#registration?.worker;
+        const registration = this.#registration;
+        const worker = registration?.worker;
         if (worker) {
+          // A Lorica server hears when this worker is short of disk space.
+          const diskLow =
+            registration!.features.has("disk") && this.#options.disk
+              ? { diskLow: await this.#options.disk.low() }
+              : {};
           await this.#pinger.send(
-            [EMPTY, encodeMessage({ type: "worker-ping", worker })],
+            [EMPTY, encodeMessage({ type: "worker-ping", worker, ...diskLow })],
             signal,
           );
         }

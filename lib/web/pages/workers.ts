@@ -88,6 +88,8 @@ function renderCard(status: WorkerStatus) {
     ? badge("unresponsive", "unresponsive")
     : currentBuild
     ? badge("busy", "busy")
+    : status.diskLow
+    ? badge("low on disk", "unresponsive")
     : badge("idle", "idle");
   const current = currentBuild
     ? html`<a href="/build/${currentBuild.id}/details">${currentBuild.nixName}</a> ${

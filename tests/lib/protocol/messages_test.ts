@@ -325,3 +325,31 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
     assert.throws(() => decodeMessage(encoder.encode(bad)), ProtocolError, bad);
   }
 });
+
+Deno.test("worker-ping carries a Lorica worker's disk state, and only when given", () => {
+  const worker = {
+    name: "w",
+    address: "10.0.0.7",
+    machine: "m",
+    systems: ["x86_64-linux"],
+    lastSeen: 0,
+  };
+  const low = encodeMessage({ type: "worker-ping", worker, diskLow: true });
+  assert.match(new TextDecoder().decode(low), /\(disk-low #t\)\)$/);
+  assert.deepEqual(decodeMessage(low), {
+    type: "worker-ping",
+    worker,
+    diskLow: true,
+  });
+  const plain = encodeMessage({ type: "worker-ping", worker });
+  assert.doesNotMatch(new TextDecoder().decode(plain), /disk-low/);
+  assert.throws(
+    () =>
+      decodeMessage(
+        new TextEncoder().encode(
+          '(worker-ping (worker (name "w") (address "a") (machine "m") (systems ("s")) (last-seen 0)) (disk-low 3))',
+        ),
+      ),
+    ProtocolError,
+  );
+});

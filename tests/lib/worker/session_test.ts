@@ -4,6 +4,7 @@ import {
   type SessionOptions,
 } from "../../../lib/worker/session.ts";
 import { DiskGuard } from "../../../lib/worker/disk_guard.ts";
+import { createWebApp } from "../../../lib/web/app.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import type { Child, Spawner } from "../../../lib/process.ts";
 import { systemClock } from "../../../lib/clock.ts";
@@ -537,6 +538,51 @@ Deno.test({
       assert.equal(builds.length, 1);
       assert.equal(await statusOf(f, second), BuildStatus.scheduled);
       assert.ok(lines.some((l) => l.includes("session drained")));
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C09: a Lorica server hears that a worker is low on disk, and /workers shows it",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const { guix } = controlledGuix();
+      const lines: string[] = [];
+      let free = 1024;
+      const disk = new DiskGuard({
+        paths: ["/store"],
+        minimumBytes: 5 * 1024 ** 3,
+        freeBytes: () => Promise.resolve(free),
+        clock: systemClock,
+        logger: createLogger({ sink: () => {} }),
+        logPeriodMs: 1000,
+      });
+      const running = runSession(
+        sessionOptions(f.port, "DISKLOW1", guix, lines, { disk }),
+        abort.signal,
+      );
+      await eventually(() => f.dispatcher.diskLow("DISKLOW1"), "disk low");
+      const app = createWebApp({
+        store: f.store,
+        logCacheDir: "/nonexistent",
+        storeDir: "/gnu/store",
+        clock: f.clock,
+        logger: createLogger({ sink: () => {} }),
+        workerDiskLow: (name) => f.dispatcher.diskLow(name),
+      });
+      const page = await (await app(new Request("http://x/workers"))).text();
+      assert.match(page, /low on disk/);
+      free = 10 * 1024 ** 3;
+      await eventually(() => !f.dispatcher.diskLow("DISKLOW1"), "disk ok");
+      abort.abort();
+      await running;
     } finally {
       abort.abort();
       await f.close();
