@@ -405,6 +405,7 @@ Deno.test("GET /api/workers lists workers with their current build", async () =>
       systems: ["x86_64-linux", "aarch64-linux"],
       lastseen: NOW - 5,
       currentbuild: fx.builds.started.id,
+      disklow: false,
     },
     {
       name: "w2",
@@ -413,6 +414,7 @@ Deno.test("GET /api/workers lists workers with their current build", async () =>
       systems: ["x86_64-linux"],
       lastseen: NOW - 1000,
       currentbuild: null,
+      disklow: false,
     },
   ]);
 });

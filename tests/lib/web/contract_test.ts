@@ -206,6 +206,7 @@ Deno.test("C19: every endpoint answers valid JSON with the documented fields and
       "systems",
       "lastseen",
       "currentbuild",
+      "disklow",
     ]);
     assertType(worker.lastseen, "epoch", "lastseen");
   }
