@@ -66,6 +66,8 @@ Remote mode:
       --advertise-name=NAME   DNS-SD instance name (default "Lorica remote server on HOST")
 Publishing:
   -p, --publish-port=PORT     guix publish port (default 5557)
+  -T, --trigger-substitute-url=URL  after a build, ask this caching publish
+                              server for its outputs' narinfos (bake them early)
   -s, --no-publish            run no publish server
       --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
@@ -114,6 +116,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "advertise-interface": { type: "string" },
   "advertise-name": { type: "string" },
   "publish-port": { type: "string", short: "p", default: "5557" },
+  "trigger-substitute-url": { type: "string", short: "T" },
   "no-publish": { type: "boolean", short: "s", default: false },
   "public-key": { type: "string" },
   "private-key": { type: "string" },
@@ -200,6 +203,10 @@ async function main(args: string[]): Promise<number> {
     localBatchSize: positive("batch-size"),
     publicUrl: text("base-url") ?? null,
     logExpirySeconds: durationOption("--log-expiry", text("log-expiry")!),
+    triggerSubstituteUrl: httpUrlOption(
+      "--trigger-substitute-url",
+      text("trigger-substitute-url"),
+    ),
   };
   const notificationMs = positive("notification-interval") * 1000;
   const guix = new Guix({ logger: logger.with({ part: "guix" }) });
@@ -314,6 +321,16 @@ async function withOption<T>(
       { cause: error },
     );
   }
+}
+
+function httpUrlOption(option: string, value: string | undefined) {
+  if (value === undefined) return null;
+  if (!/^https?:\/\/[^\s]+$/.test(value)) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: not an http(s) URL`,
+    );
+  }
+  return value;
 }
 
 function durationOption(option: string, value: string): number {

@@ -32,6 +32,12 @@ export interface OutputFetcherOptions {
   narinfoTimeoutMs?: number;
   /** HTTP client for narinfo probes; default the global fetch. */
   fetch?: typeof fetch;
+  /**
+   * A caching publish server (`guix publish --cache`) asked for each new
+   * output's narinfo once the build succeeded, so that it prepares the
+   * archive before clients ask, as Cuirass's `--trigger-substitute-url`.
+   */
+  triggerUrl?: string | null;
 }
 
 /**
@@ -60,6 +66,7 @@ export class OutputFetcher {
       deadlineMs: options.deadlineMs ?? 10 * 60 * 1000,
       narinfoTimeoutMs: options.narinfoTimeoutMs ?? 10_000,
       fetch: options.fetch ?? ((input, init) => globalThis.fetch(input, init)),
+      triggerUrl: options.triggerUrl ?? null,
     };
     this.#idle.resolve();
   }
@@ -163,6 +170,9 @@ export class OutputFetcher {
             attempt,
             recorded: result.changed,
           });
+          if (this.#options.triggerUrl) {
+            await this.#trigger(build, this.#options.triggerUrl, signal);
+          }
           return;
         }
         reason = `narinfo of ${JSON.stringify(missing)} not published yet`;
@@ -195,6 +205,37 @@ export class OutputFetcher {
     });
   }
 
+  /**
+   * Asks `url` for each output's narinfo, answer unread: only so that a
+   * caching publish server starts baking. Failures are logged, never fatal.
+   */
+  async #trigger(build: Build, url: string, signal: AbortSignal) {
+    for (const output of build.outputs) {
+      try {
+        const response = await this.#narinfo(url, output.path, signal);
+        await response.body?.cancel();
+      } catch (error) {
+        this.#options.logger.warn("substitute trigger failed", {
+          url,
+          output: output.path,
+          error,
+        });
+      }
+    }
+  }
+
+  /** GETs the narinfo of store item `path` from `url`, within the timeout. */
+  #narinfo(url: string, path: string, signal: AbortSignal) {
+    const base = path.slice(path.lastIndexOf("/") + 1);
+    const hash = base.slice(0, base.indexOf("-"));
+    return this.#options.fetch(`${url.replace(/\/+$/, "")}/${hash}.narinfo`, {
+      signal: AbortSignal.any([
+        signal,
+        AbortSignal.timeout(this.#options.narinfoTimeoutMs),
+      ]),
+    });
+  }
+
   /** The first output whose narinfo `url` does not serve yet, or null. */
   async #unpublished(
     build: Build,
@@ -202,17 +243,7 @@ export class OutputFetcher {
     signal: AbortSignal,
   ): Promise<string | null> {
     for (const output of build.outputs) {
-      const base = output.path.slice(output.path.lastIndexOf("/") + 1);
-      const hash = base.slice(0, base.indexOf("-"));
-      const response = await this.#options.fetch(
-        `${url.replace(/\/+$/, "")}/${hash}.narinfo`,
-        {
-          signal: AbortSignal.any([
-            signal,
-            AbortSignal.timeout(this.#options.narinfoTimeoutMs),
-          ]),
-        },
-      );
+      const response = await this.#narinfo(url, output.path, signal);
       await response.body?.cancel();
       if (response.status !== 200) return output.path;
     }

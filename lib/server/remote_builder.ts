@@ -26,6 +26,8 @@ export interface RemoteBuilderConfig {
   maxLogBytes?: number;
   fetchDeadlineMs?: number;
   fetchRetryDelayMs?: number;
+  /** Asked for new outputs' narinfos, so that a caching publish bakes them. */
+  triggerSubstituteUrl?: string | null;
 }
 
 export interface RemoteBuilderDeps {
@@ -104,6 +106,7 @@ export async function startRemoteBuilder(
       logger: logger.with({ part: "fetch" }),
       deadlineMs: config.fetchDeadlineMs,
       retryDelayMs: config.fetchRetryDelayMs,
+      triggerUrl: config.triggerSubstituteUrl,
     });
     cleanups.push(() => fetcher.close());
 

@@ -204,3 +204,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a trigger substitute URL is asked for each output's narinfo once the build succeeded",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "triggered", 7);
+      const probes: string[] = [];
+      const fetcher = new OutputFetcher({
+        store: f.store,
+        guix: new Guix({
+          logger: f.logger,
+          spawn: fakeSpawner(() => ({ code: 0, stderr: "" }), []),
+        }),
+        clock: f.clock,
+        logger: f.logger,
+        triggerUrl: "http://127.0.0.1:5999/",
+        fetch: (input) => {
+          probes.push(String(input));
+          return Promise.resolve(new Response("", { status: 200 }));
+        },
+      });
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      const build = await f.store.getBuildByDerivation(drv);
+      const hash = build!.outputs[0].path.split("/").pop()!.slice(0, 32);
+      // First the worker's publish (is it there?), then the trigger.
+      assert.deepEqual(probes, [
+        `${URL_}/${hash}.narinfo`,
+        `http://127.0.0.1:5999/${hash}.narinfo`,
+      ]);
+      await fetcher.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
