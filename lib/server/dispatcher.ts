@@ -24,7 +24,7 @@ import type { Logger } from "../log.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
-import { routingKey, WorkerLinks } from "./worker_links.ts";
+import { routingKey, sameAddress, WorkerLinks } from "./worker_links.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -495,8 +495,16 @@ export class Dispatcher {
 
   /** Whether `name` holds a submitted or started build not being fetched. */
   async #holdsBuild(name: string): Promise<boolean> {
+    return (await this.#heldBuilds(name)).length > 0;
+  }
+
+  /**
+   * The submitted or started builds of `name` whose result is not being
+   * fetched (a fetched one is done, whatever the worker does next).
+   */
+  async #heldBuilds(name: string): Promise<Build[]> {
     const held = await this.#options.store.queue({ worker: name }, 64);
-    return held.some((build) =>
+    return held.filter((build) =>
       build.worker === name &&
       (build.status === BuildStatus.submitted ||
         build.status === BuildStatus.started) &&
@@ -545,16 +553,10 @@ export class Dispatcher {
     holding: Set<string>,
     now: number,
   ): Promise<number> {
-    const { store, fetcher } = this.#options;
-    const held = await store.queue({ worker: name }, 64);
+    const { store } = this.#options;
     let count = 0;
-    for (const build of held) {
-      if (
-        (build.status !== BuildStatus.submitted &&
-          build.status !== BuildStatus.started) ||
-        build.worker !== name ||
-        holding.has(build.derivation) || fetcher.has(build.derivation)
-      ) continue;
+    for (const build of await this.#heldBuilds(name)) {
+      if (holding.has(build.derivation)) continue;
       if (await store.requeueBuild(build.derivation, now)) {
         count++;
         this.#logger.warn("build requeued", {
@@ -616,9 +618,9 @@ export class Dispatcher {
       return null;
     }
     const host = parsed.hostname.replace(/^\[|\]$/g, "");
-    if (host === peerAddress) return url;
+    if (sameAddress(host, peerAddress)) return url;
     const registered = await this.#options.store.getWorker(worker);
-    return registered?.address === host ? url : null;
+    return registered && sameAddress(registered.address, host) ? url : null;
   }
 
   async #reply(routingId: Uint8Array, message: Message): Promise<boolean> {

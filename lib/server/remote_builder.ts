@@ -9,6 +9,8 @@ import { startLogReceiver } from "../protocol/log_receiver.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { OutputFetcher } from "./output_fetcher.ts";
 import { sweepWorkers } from "./worker_sweeper.ts";
+import { sameAddress } from "./worker_links.ts";
+import { listening, runCleanups } from "./lifecycle.ts";
 
 export interface RemoteBuilderConfig {
   /** Address the worker-facing ports bind to. */
@@ -176,43 +178,4 @@ async function runsAt(
   ) return false;
   const worker = await store.getWorker(build.worker);
   return worker !== null && sameAddress(worker.address, peerAddress);
-}
-
-/** Compares IP addresses, treating IPv4-mapped IPv6 as IPv4. */
-function sameAddress(a: string, b: string): boolean {
-  const plain = (address: string) => address.replace(/^::ffff:/i, "");
-  return plain(a) === plain(b);
-}
-
-/**
- * Runs `open`, which binds a port; a failure says which port it was, e.g.
- * "Cannot listen on the backend port 127.0.0.1:5555: address in use".
- */
-export function listening<T>(
-  what: string,
-  hostname: string,
-  port: number,
-  open: () => T,
-): T {
-  const explain = (error: unknown): never => {
-    throw new Error(
-      `Cannot listen on the ${what} port ${hostname}:${port}: ${
-        (error as Error).message
-      }`,
-      { cause: error },
-    );
-  };
-  try {
-    const result = open();
-    return (result instanceof Promise ? result.catch(explain) : result) as T;
-  } catch (error) {
-    return explain(error);
-  }
-}
-
-/** Runs cleanups in reverse order of registration, ignoring their errors. */
-export async function runCleanups(cleanups: (() => Promise<unknown>)[]) {
-  for (const cleanup of cleanups.reverse()) {
-    await cleanup().catch(() => {});
-  }
 }

@@ -23,12 +23,11 @@ import { JobsetMonitor } from "./jobset_monitor.ts";
 import { runLogExpiry } from "./log_expiry.ts";
 import { LocalBuilder } from "./local_builder.ts";
 import {
-  listening,
   type RemoteBuilder,
   type RemoteBuilderConfig,
-  runCleanups,
   startRemoteBuilder,
 } from "./remote_builder.ts";
+import { listening, runCleanups } from "./lifecycle.ts";
 
 export interface ServerConfig extends RemoteBuilderConfig {
   /** "local": the local daemon builds (Cuirass's default); "remote": workers. */

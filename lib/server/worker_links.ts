@@ -6,6 +6,12 @@ export function routingKey(routingId: Uint8Array): string {
   return Array.from(routingId, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** Compares IP addresses, treating IPv4-mapped IPv6 as IPv4. */
+export function sameAddress(a: string, b: string): boolean {
+  const plain = (address: string) => address.replace(/^::ffff:/i, "");
+  return plain(a) === plain(b);
+}
+
 /** One connection's state. */
 export interface WorkerLink {
   routingId: Uint8Array;
