@@ -63,6 +63,28 @@ interface KnownWorker {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Most messages handled in one turn: one commit for all, but each waits
+ * for the turn to end before its reply goes out.
+ */
+const MAX_TURN_MESSAGES = 256;
+
+/** A reply held until the turn's writes are committed. */
+interface PendingReply {
+  routingId: Uint8Array;
+  message: Message;
+  onDelivered?: () => void;
+  /** Undoes what the reply would have promised (on the store itself). */
+  onUndelivered?: () => Promise<unknown>;
+}
+
+/** What handling a message may use during a turn. */
+interface Turn {
+  /** The turn's batch: writes commit together at its end. */
+  store: Store;
+  reply(reply: PendingReply): void;
+}
+
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
@@ -93,27 +115,76 @@ export class Dispatcher {
     return (this.#options.workerKeys?.size ?? 0) > 0;
   }
 
-  /** Serves messages until the router closes or `signal` aborts. */
+  /**
+   * Serves messages until the router closes or `signal` aborts: each turn
+   * takes every message already waiting (up to {@link MAX_TURN_MESSAGES}).
+   */
   async run(signal: AbortSignal): Promise<void> {
+    const { router } = this.#options;
     while (!signal.aborted) {
-      let message: RouterMessage;
+      const messages: RouterMessage[] = [];
       try {
-        message = await this.#options.router.receive(signal);
+        messages.push(await router.receive(signal));
       } catch (error) {
         if (signal.aborted) return;
         this.#logger.error("dispatcher stopped", { error });
         throw error;
       }
-      try {
-        await this.handle(message);
-      } catch (error) {
-        // One bad message, or one failing query, must not stop dispatching.
-        this.#logger.error("message handling failed", {
-          peer: routingKey(message.routingId),
-          address: message.peerAddress,
-          error,
-          stack: (error as Error)?.stack,
-        });
+      while (messages.length < MAX_TURN_MESSAGES) {
+        const next = router.tryReceive();
+        if (next === undefined) break;
+        messages.push(next);
+      }
+      await this.#serveTurn(messages);
+    }
+  }
+
+  /**
+   * Handles `messages` in one store batch (one commit for all), then sends
+   * the replies: a worker is never promised what is not yet committed.
+   */
+  async #serveTurn(messages: RouterMessage[]): Promise<void> {
+    const replies: PendingReply[] = [];
+    try {
+      await this.#options.store.batch(async (store) => {
+        const turn: Turn = { store, reply: (reply) => replies.push(reply) };
+        for (const message of messages) {
+          try {
+            await this.#handle(message, turn);
+          } catch (error) {
+            // One bad message, or one failing query, must not stop
+            // dispatching.
+            this.#logger.error("message handling failed", {
+              peer: routingKey(message.routingId),
+              address: message.peerAddress,
+              error,
+              stack: (error as Error)?.stack,
+            });
+          }
+        }
+      });
+    } catch (error) {
+      // Nothing of this turn was recorded: no reply goes out, and the
+      // caches may describe writes that were rolled back.
+      this.#workers.clear();
+      this.#holdNothing.clear();
+      this.#logger.error("turn not committed", {
+        messages: messages.length,
+        error,
+      });
+      return;
+    }
+    for (const reply of replies) {
+      if (await this.#send(reply.routingId, reply.message)) {
+        reply.onDelivered?.();
+      } else {
+        await reply.onUndelivered?.().catch((error) =>
+          this.#logger.error("undelivered reply not undone", {
+            peer: routingKey(reply.routingId),
+            type: reply.message.type,
+            error,
+          })
+        );
       }
     }
   }
@@ -179,7 +250,7 @@ export class Dispatcher {
       });
       return;
     }
-    const sent = await this.#reply(link.routingId, {
+    const sent = await this.#send(link.routingId, {
       type: "build-cancel",
       drv,
     });
@@ -190,7 +261,7 @@ export class Dispatcher {
   }
 
   /** Handles one message from a worker connection. */
-  async handle(incoming: RouterMessage): Promise<void> {
+  async #handle(incoming: RouterMessage, turn: Turn): Promise<void> {
     const { routingId, peerAddress, frames } = incoming;
     const sender = { peer: routingKey(routingId), address: peerAddress };
     if (frames.length !== 2 || frames[0].length !== 0) {
@@ -211,8 +282,8 @@ export class Dispatcher {
       return;
     }
     this.#logger.debug("message received", { ...sender, type: message.type });
-    const { store, clock } = this.#options;
-    const now = epochSeconds(clock);
+    const { store } = turn;
+    const now = epochSeconds(this.#options.clock);
     const link = this.#links.get(routingId);
     switch (message.type) {
       case "lorica-hello": {
@@ -221,23 +292,29 @@ export class Dispatcher {
           message.features.filter((f) => LORICA_FEATURES.includes(f)),
         );
         link.nonce = makeNonce();
-        await this.#reply(routingId, {
-          type: "lorica-welcome",
-          version: LORICA_PROTOCOL_VERSION,
-          features: [
-            ...LORICA_FEATURES,
-            ...(this.authRequired ? ["auth"] : []),
-          ],
-          nonce: link.nonce,
+        turn.reply({
+          routingId,
+          message: {
+            type: "lorica-welcome",
+            version: LORICA_PROTOCOL_VERSION,
+            features: [
+              ...LORICA_FEATURES,
+              ...(this.authRequired ? ["auth"] : []),
+            ],
+            nonce: link.nonce,
+          },
         });
         return;
       }
       case "worker-request-info":
-        await this.#reply(routingId, {
-          type: "server-info",
-          workerAddress: peerAddress,
-          logPort: this.#options.logPort,
-          publishPort: this.#options.publishPort,
+        turn.reply({
+          routingId,
+          message: {
+            type: "server-info",
+            workerAddress: peerAddress,
+            logPort: this.#options.logPort,
+            publishPort: this.#options.publishPort,
+          },
         });
         return;
       case "worker-ready": {
@@ -270,7 +347,7 @@ export class Dispatcher {
         const holding = link.features.has("holding")
           ? new Set(message.holding ?? [])
           : new Set<string>();
-        const requeued = await this.#requeueHeld(name, holding, now);
+        const requeued = await this.#requeueHeld(store, name, holding, now);
         if (holding.size === 0) this.#holdNothing.add(name);
         await store.upsertWorker({ ...message.worker, lastSeen: now });
         this.#remember(name, message.worker.systems, now);
@@ -315,6 +392,7 @@ export class Dispatcher {
       }
       case "worker-request-work":
         await this.#dispatch(
+          turn,
           routingId,
           message.name,
           message.requestId,
@@ -366,6 +444,7 @@ export class Dispatcher {
       case "build-succeeded":
       case "build-failed": {
         const worker = await this.#senderOf(
+          store,
           routingId,
           peerAddress,
           message.drv,
@@ -392,7 +471,12 @@ export class Dispatcher {
           });
           return;
         }
-        const url = await this.#checkUrl(message.url, peerAddress, worker);
+        const url = await this.#checkUrl(
+          store,
+          message.url,
+          peerAddress,
+          worker,
+        );
         if (url === null) {
           this.#logger.warn("result ignored", {
             ...sender,
@@ -417,12 +501,13 @@ export class Dispatcher {
   }
 
   async #dispatch(
+    turn: Turn,
     routingId: Uint8Array,
     name: string,
     requestId: number | undefined,
     now: number,
   ) {
-    const { store } = this.#options;
+    const { store } = turn;
     const tag = requestId === undefined ? {} : { requestId };
     if (
       this.authRequired && this.#links.get(routingId).authenticated !== name
@@ -432,7 +517,7 @@ export class Dispatcher {
         worker: name,
         reason: "worker not authenticated on this connection",
       });
-      await this.#reply(routingId, { type: "no-build", ...tag });
+      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     // A connection may not ask in the name of a worker whose own live
@@ -443,67 +528,71 @@ export class Dispatcher {
     if (
       owner !== undefined &&
       routingKey(owner.routingId) !== routingKey(routingId) &&
-      await this.#holdsBuild(name)
+      await this.#holdsBuild(store, name)
     ) {
       this.#logger.warn("work refused", {
         peer: routingKey(routingId),
         worker: name,
         reason: "another connection speaks for this worker",
       });
-      await this.#reply(routingId, { type: "no-build", ...tag });
+      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     this.#links.learn(routingId, name, true);
-    const worker = await this.#knownWorker(name, now);
+    const worker = await this.#knownWorker(store, name, now);
     if (worker === null) {
-      await this.#reply(routingId, { type: "no-build", ...tag });
+      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     // One session runs one build: asking again means what it held is
     // lost (a reply that never arrived, a stale one it dropped).
     if (!this.#holdNothing.has(name)) {
-      await this.#requeueHeld(name, new Set(), now);
+      await this.#requeueHeld(store, name, new Set(), now);
       this.#holdNothing.add(name);
     }
     const build = await store.popBuild(name, worker.systems, now);
     if (build === null) {
-      await this.#reply(routingId, { type: "no-build", ...tag });
+      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
-    const delivered = await this.#reply(routingId, {
-      type: "build",
-      drv: build.derivation,
-      priority: build.priority,
-      timeout: build.timeout,
-      maxSilent: build.maxSilent,
-      timestamp: null,
-      system: build.system,
-      ...tag,
-    });
-    if (delivered) {
-      this.#holdNothing.delete(name);
-      this.#options.onSubmitted?.(build, name, now);
-      this.#logger.info("build submitted", {
+    // Until the reply is out, the name holds this build.
+    this.#holdNothing.delete(name);
+    turn.reply({
+      routingId,
+      message: {
+        type: "build",
         drv: build.derivation,
-        worker: name,
+        priority: build.priority,
+        timeout: build.timeout,
+        maxSilent: build.maxSilent,
+        timestamp: null,
         system: build.system,
-      });
-    } else {
-      await store.requeueBuild(build.derivation, now);
-    }
+        ...tag,
+      },
+      onDelivered: () => {
+        this.#options.onSubmitted?.(build, name, now);
+        this.#logger.info("build submitted", {
+          drv: build.derivation,
+          worker: name,
+          system: build.system,
+        });
+      },
+      onUndelivered: () =>
+        this.#options.store.requeueBuild(build.derivation, now),
+    });
   }
 
   /** Whether `name` holds a submitted or started build not being fetched. */
-  async #holdsBuild(name: string): Promise<boolean> {
-    return (await this.#heldBuilds(name)).length > 0;
+  async #holdsBuild(store: Store, name: string): Promise<boolean> {
+    return (await this.#heldBuilds(store, name)).length > 0;
   }
 
   /**
    * The submitted or started builds of `name` whose result is not being
    * fetched (a fetched one is done, whatever the worker does next).
    */
-  async #heldBuilds(name: string): Promise<Build[]> {
-    const held = await this.#options.store.queue({ worker: name }, 64);
+  async #heldBuilds(store: Store, name: string): Promise<Build[]> {
+    const held = await store.queue({ worker: name }, 64);
     return held.filter((build) =>
       build.worker === name &&
       (build.status === BuildStatus.submitted ||
@@ -521,8 +610,11 @@ export class Dispatcher {
    * The registered worker `name`, its last contact written at most once per
    * touch interval; null when it is unknown or was expired meanwhile.
    */
-  async #knownWorker(name: string, now: number): Promise<KnownWorker | null> {
-    const { store } = this.#options;
+  async #knownWorker(
+    store: Store,
+    name: string,
+    now: number,
+  ): Promise<KnownWorker | null> {
     const interval = this.#options.touchIntervalSeconds ?? 5;
     let known = this.#workers.get(name);
     if (known === undefined) {
@@ -549,13 +641,13 @@ export class Dispatcher {
    * it does not say it holds and whose result is not being fetched.
    */
   async #requeueHeld(
+    store: Store,
     name: string,
     holding: Set<string>,
     now: number,
   ): Promise<number> {
-    const { store } = this.#options;
     let count = 0;
-    for (const build of await this.#heldBuilds(name)) {
+    for (const build of await this.#heldBuilds(store, name)) {
       if (holding.has(build.derivation)) continue;
       if (await store.requeueBuild(build.derivation, now)) {
         count++;
@@ -584,6 +676,7 @@ export class Dispatcher {
    * Lorica worker registers again).
    */
   async #senderOf(
+    store: Store,
     routingId: Uint8Array,
     peerAddress: string,
     drv: string,
@@ -591,11 +684,11 @@ export class Dispatcher {
     const link = this.#links.get(routingId);
     if (this.authRequired) return link.authenticated;
     if (link.name !== undefined) return link.name;
-    const build = await this.#options.store.getBuildByDerivation(drv);
+    const build = await store.getBuildByDerivation(drv);
     if (build?.worker == null) return undefined;
     // The owner still talks on a connection we know: this is someone else.
     if (this.#links.connectionOf(build.worker) !== undefined) return undefined;
-    const owner = await this.#options.store.getWorker(build.worker);
+    const owner = await store.getWorker(build.worker);
     return owner?.address === peerAddress ? build.worker : undefined;
   }
 
@@ -604,6 +697,7 @@ export class Dispatcher {
    * worker's registered one (the server never fetches from elsewhere).
    */
   async #checkUrl(
+    store: Store,
     url: string,
     peerAddress: string,
     worker: string,
@@ -619,11 +713,12 @@ export class Dispatcher {
     }
     const host = parsed.hostname.replace(/^\[|\]$/g, "");
     if (sameAddress(host, peerAddress)) return url;
-    const registered = await this.#options.store.getWorker(worker);
+    const registered = await store.getWorker(worker);
     return registered && sameAddress(registered.address, host) ? url : null;
   }
 
-  async #reply(routingId: Uint8Array, message: Message): Promise<boolean> {
+  /** Sends at once; false when the peer is gone. */
+  async #send(routingId: Uint8Array, message: Message): Promise<boolean> {
     const link = this.#links.peek(routingId);
     if (link !== undefined && !link.lorica) {
       // Cuirass peers match replies positionally: no extension fields.

@@ -1,6 +1,6 @@
 // Remote mode: workers connect over ZeroMQ, stream logs, publish results.
 
-import type { Clock } from "../clock.ts";
+import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
@@ -131,6 +131,12 @@ export async function startRemoteBuilder(
         keys: config.workerKeys!.size,
       });
     }
+    const credited = await store.resumeWorkerClock(epochSeconds(clock));
+    if (credited > 0) {
+      logger.info("worker clocks resumed", { downtime: credited });
+    }
+    // Runs after the dispatcher has stopped (cleanups run in reverse).
+    cleanups.push(() => store.stopWorkerClock(epochSeconds(clock)));
     const dispatching = dispatcher.run(abort.signal);
     const sweeping = sweepWorkers({
       store,

@@ -77,7 +77,11 @@ export async function sweepOnce(
   return gone;
 }
 
-/** Sweeps every `intervalMs` until `signal` aborts. */
+/**
+ * Sweeps at once, then every `intervalMs` until `signal` aborts. The first
+ * sweep does not wait: a server restarted more often than the interval
+ * must still expire the workers that died meanwhile.
+ */
 export async function sweepWorkers(
   options: WorkerSweeperOptions,
   signal: AbortSignal,
@@ -87,14 +91,14 @@ export async function sweepWorkers(
   const noWorkerSince = new Map<string, number>();
   while (!signal.aborted) {
     try {
-      await clock.sleep(interval, signal);
-    } catch {
-      return;
-    }
-    try {
       await sweepOnce(options, noWorkerSince);
     } catch (error) {
       logger.error("worker sweep failed", { error });
+    }
+    try {
+      await clock.sleep(interval, signal);
+    } catch {
+      return;
     }
   }
 }

@@ -17,7 +17,7 @@ import {
   POSTGRES_SCHEMA_VERSION,
 } from "./postgres_schema.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
-import type { SqlDriver } from "./sql_store.ts";
+import type { Execute, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
 
 /** Options of {@link openPostgresStore}. */
@@ -256,6 +256,56 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
     }
   }
 
+  /**
+   * One transaction on one connection for a whole batch. Its steps run one
+   * after the other (a connection runs one query at a time); each write in
+   * a savepoint. A read that fails aborts the transaction, so the batch
+   * then fails as a whole rather than committing a part.
+   */
+  function batch<T>(work: (execute: Execute) => Promise<T>): Promise<T> {
+    return sql.begin(async (tx) => {
+      let open = true;
+      let aborted: unknown = null;
+      let tail: Promise<unknown> = Promise.resolve();
+      const step = <R>(
+        mode: "read" | "write",
+        procedure: (d: Dialect) => Step<R>,
+      ) => {
+        if (!open || aborted !== null) {
+          return Promise.reject(
+            aborted ?? new StoreError(
+              "A batch's store was used after the batch ended",
+              "batch-misuse",
+              mode,
+            ),
+          );
+        }
+        if (mode === "write") {
+          return tx.savepoint((inner) => runAsync(inner, procedure)) as Promise<
+            R
+          >;
+        }
+        return runAsync(tx, procedure).catch((error) => {
+          aborted ??= error;
+          throw error;
+        });
+      };
+      const execute: Execute = (mode, procedure) => {
+        const result = tail.then(() => step(mode, procedure));
+        tail = result.catch(() => {});
+        return result;
+      };
+      try {
+        const result = await work(execute);
+        await tail;
+        if (aborted !== null) throw aborted;
+        return result;
+      } finally {
+        open = false;
+      }
+    }) as Promise<T>;
+  }
+
   return {
     dialect,
     execute(mode, procedure) {
@@ -263,6 +313,7 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
         ? transaction(procedure)
         : runAsync(sql, procedure);
     },
+    batch,
     async close() {
       await sql.end({ timeout: 5 });
     },

@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 1;
+export const POSTGRES_SCHEMA_VERSION = 2;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -159,10 +159,20 @@ CREATE TABLE Dashboards (
                 REFERENCES Specifications(name) ON DELETE CASCADE,
   jobs          TEXT NOT NULL
 );
+
+-- When the dispatcher last stopped cleanly: worker silence is counted only
+-- while a dispatcher listens (see sql_workers.ts resumeWorkerClock).
+CREATE TABLE DispatcherStops (
+  stopped_at BIGINT NOT NULL
+);
 `;
 
-/**
- * Upgrades: `POSTGRES_MIGRATIONS[n]` turns a version n-1 database into
- * version n. Empty until the schema first changes.
- */
-export const POSTGRES_MIGRATIONS: Readonly<Record<number, string>> = {};
+/** Upgrades: `POSTGRES_MIGRATIONS[n]` turns a version n-1 database into version n. */
+export const POSTGRES_MIGRATIONS: Readonly<Record<number, string>> = {
+  2: `-- When the dispatcher last stopped cleanly: worker silence is counted only
+-- while a dispatcher listens (see sql_workers.ts resumeWorkerClock).
+CREATE TABLE DispatcherStops (
+  stopped_at BIGINT NOT NULL
+);
+`,
+};

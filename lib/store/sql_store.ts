@@ -6,7 +6,7 @@ import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
 import { checkFinal } from "./sql_builds.ts";
 import type { Dialect, Step } from "./sql_query.ts";
-import type { Store } from "./types.ts";
+import { type Store, StoreError } from "./types.ts";
 
 /** Runs store procedures against one database. */
 export interface SqlDriver {
@@ -15,19 +15,63 @@ export interface SqlDriver {
    * Runs `procedure`; a "write" runs in one transaction that takes the
    * write lock up front, a "read" sees one consistent state.
    */
-  execute<T>(
-    mode: "read" | "write",
-    procedure: (dialect: Dialect) => Step<T>,
-  ): Promise<T>;
+  execute: Execute;
+  /**
+   * Calls `work` with an `execute` whose writes share one transaction
+   * (each in a savepoint of its own), committed once `work` resolves and
+   * rolled back if it throws. See {@link Store.batch}.
+   */
+  batch<T>(work: (execute: Execute) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
+/** Runs one store procedure, reading or writing. */
+export type Execute = <T>(
+  mode: "read" | "write",
+  procedure: (dialect: Dialect) => Step<T>,
+) => Promise<T>;
+
 /** A Store whose every method is one procedure run by `driver`. */
 export function createSqlStore(driver: SqlDriver): Store {
+  const { dialect } = driver;
+  return storeOver(driver.execute.bind(driver), dialect, {
+    batch: (work) =>
+      driver.batch((execute) => work(storeOver(execute, dialect, batchScope))),
+    close: () => driver.close(),
+  });
+}
+
+/** What a store inside a batch does with a nested batch, and with close. */
+const batchScope: Pick<Store, "batch" | "close"> = {
+  batch() {
+    return Promise.reject(
+      new StoreError(
+        "A batch cannot be nested in a batch",
+        "batch-misuse",
+        "batch",
+      ),
+    );
+  },
+  close() {
+    return Promise.reject(
+      new StoreError(
+        "A batch's store cannot be closed",
+        "batch-misuse",
+        "close",
+      ),
+    );
+  },
+};
+
+function storeOver(
+  execute: Execute,
+  dialect: Dialect,
+  scope: Pick<Store, "batch" | "close">,
+): Store {
   const read = <T>(procedure: (d: Dialect) => Step<T>) =>
-    driver.execute("read", procedure);
+    execute("read", procedure);
   const write = <T>(procedure: (d: Dialect) => Step<T>) =>
-    driver.execute("write", procedure);
+    execute("write", procedure);
 
   return {
     upsertSpecification: (spec) =>
@@ -73,8 +117,8 @@ export function createSqlStore(driver: SqlDriver): Store {
 
     // One statement on PostgreSQL, atomic without a transaction.
     popBuild: (worker, systems, now) =>
-      driver.execute(
-        driver.dialect.name === "postgres" ? "read" : "write",
+      execute(
+        dialect.name === "postgres" ? "read" : "write",
         (d) => builds.popBuild(d, worker, systems, now),
       ),
     markStarted: (derivation, worker, log, now) =>
@@ -107,7 +151,9 @@ export function createSqlStore(driver: SqlDriver): Store {
     removeWorker: (name, _now) => write((d) => workers.removeWorker(d, name)),
     expireWorkers: (cutoff, _now) =>
       write((d) => workers.expireWorkers(d, cutoff)),
+    stopWorkerClock: (now) => write((d) => workers.stopWorkerClock(d, now)),
+    resumeWorkerClock: (now) => write((d) => workers.resumeWorkerClock(d, now)),
 
-    close: () => driver.close(),
+    ...scope,
   };
 }

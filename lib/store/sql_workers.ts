@@ -63,3 +63,34 @@ export function* expireWorkers(d: Dialect, cutoff: number): Step<string[]> {
   for (const name of names) yield* removeWorker(d, name);
   return names;
 }
+
+/**
+ * Records a clean stop of the dispatcher at `now`. No worker can reach a
+ * stopped dispatcher, so the time until the next start is not silence.
+ */
+export function* stopWorkerClock(_d: Dialect, now: number): Step<void> {
+  yield* run("DELETE FROM DispatcherStops");
+  yield* run("INSERT INTO DispatcherStops (stopped_at) VALUES (?)", [now]);
+}
+
+/**
+ * Credits every worker with the time since the last clean stop, so that a
+ * worker's silence counts only while a dispatcher listened: a server
+ * upgrade longer than the worker timeout takes no build away from a live
+ * worker. After a crash there is no record and nothing is credited.
+ * Returns the seconds credited.
+ */
+export function* resumeWorkerClock(_d: Dialect, now: number): Step<number> {
+  const row = yield* get(
+    "SELECT max(stopped_at) AS stopped_at FROM DispatcherStops",
+  );
+  yield* run("DELETE FROM DispatcherStops");
+  if (row?.stopped_at == null) return 0;
+  const stoppedAt = Number(row.stopped_at);
+  if (now <= stoppedAt) return 0;
+  yield* run(
+    "UPDATE Workers SET last_seen = last_seen + ? WHERE last_seen <= ?",
+    [now - stoppedAt, stoppedAt],
+  );
+  return now - stoppedAt;
+}

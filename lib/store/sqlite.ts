@@ -11,7 +11,7 @@ import { sqliteDialect } from "./sql_query.ts";
 import { createSqlStore } from "./sql_store.ts";
 import type { SQLInputValue, StatementSync } from "node:sqlite";
 import type { Dialect, QueryResult, Row, Step } from "./sql_query.ts";
-import type { SqlDriver } from "./sql_store.ts";
+import type { Execute, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
 
 /** Options of {@link openSqliteStore}. */
@@ -124,30 +124,144 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
     return next.value;
   }
 
+  // Transaction control through prepared statements: `exec` would parse
+  // the text again on every call, thousands of times a second.
+  const control = (sql: string) => () => void stmt(sql).run();
   // Writes take the write lock up front (BEGIN IMMEDIATE): a deferred
   // transaction upgrading to a writer fails with SQLITE_BUSY at once
   // instead of waiting out the busy timeout.
+  const begin = control("BEGIN IMMEDIATE");
+  const commit = control("COMMIT");
+  const rollback = () => {
+    if (db.isTransaction) db.exec("ROLLBACK");
+  };
+  const openSavepoint = control("SAVEPOINT batch_write");
+  const releaseSavepoint = control("RELEASE batch_write");
+  const undoSavepoint = control("ROLLBACK TO batch_write");
+
   function transaction<T>(procedure: (d: Dialect) => Step<T>): T {
-    db.exec("BEGIN IMMEDIATE");
+    begin();
     try {
       const result = runSync(procedure);
-      db.exec("COMMIT");
+      commit();
       return result;
     } catch (error) {
-      if (db.isTransaction) db.exec("ROLLBACK");
+      rollback();
       throw error;
     }
   }
 
+  /** One write inside an open transaction: all or nothing on its own. */
+  function savepoint<T>(procedure: (d: Dialect) => Step<T>): T {
+    openSavepoint();
+    try {
+      const result = runSync(procedure);
+      releaseSavepoint();
+      return result;
+    } catch (error) {
+      // Some errors (a full disk) end the whole transaction by themselves.
+      if (db.isTransaction) {
+        undoSavepoint();
+        releaseSavepoint();
+      }
+      throw error;
+    }
+  }
+
+  // While a batch holds the connection's transaction, other writes queue;
+  // when it ends they run together in one transaction of their own (each
+  // in a savepoint), so they too share one commit.
+  let batchOpen = false;
+  const queuedWrites: {
+    procedure: (d: Dialect) => Step<unknown>;
+    resolve(value: unknown): void;
+    reject(error: unknown): void;
+  }[] = [];
+  const batchesWaiting: (() => void)[] = [];
+
+  function runQueuedWrites(): void {
+    const writes = queuedWrites.splice(0);
+    if (writes.length === 0) return;
+    const outcomes: ({ value: unknown } | { error: unknown })[] = [];
+    try {
+      begin();
+      for (const write of writes) {
+        try {
+          outcomes.push({ value: savepoint(write.procedure) });
+        } catch (error) {
+          outcomes.push({ error });
+        }
+      }
+      commit();
+    } catch (error) {
+      rollback();
+      for (const write of writes) write.reject(error);
+      return;
+    }
+    writes.forEach((write, i) => {
+      const outcome = outcomes[i];
+      if ("error" in outcome) write.reject(outcome.error);
+      else write.resolve(outcome.value);
+    });
+  }
+
   return {
     dialect: sqliteDialect,
-    execute(mode, procedure) {
+    execute<T>(mode: "read" | "write", procedure: (d: Dialect) => Step<T>) {
+      if (mode === "write" && batchOpen) {
+        return new Promise<T>((resolve, reject) =>
+          queuedWrites.push({
+            procedure,
+            resolve: resolve as (value: unknown) => void,
+            reject,
+          })
+        );
+      }
       try {
         return Promise.resolve(
           mode === "write" ? transaction(procedure) : runSync(procedure),
         );
       } catch (error) {
         return Promise.reject(error);
+      }
+    },
+    async batch(work) {
+      while (batchOpen) {
+        await new Promise<void>((resolve) => batchesWaiting.push(resolve));
+      }
+      batchOpen = true;
+      let open = true;
+      const execute: Execute = (mode, procedure) => {
+        if (!open) {
+          return Promise.reject(
+            new StoreError(
+              "A batch's store was used after the batch ended",
+              "batch-misuse",
+              mode,
+            ),
+          );
+        }
+        try {
+          return Promise.resolve(
+            mode === "write" ? savepoint(procedure) : runSync(procedure),
+          );
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      };
+      try {
+        begin();
+        const result = await work(execute);
+        commit();
+        return result;
+      } catch (error) {
+        rollback();
+        throw error;
+      } finally {
+        open = false;
+        batchOpen = false;
+        runQueuedWrites();
+        batchesWaiting.shift()?.();
       }
     },
     close() {

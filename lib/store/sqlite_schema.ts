@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -176,6 +176,12 @@ CREATE TABLE Dashboards (
                 REFERENCES Specifications(name) ON DELETE CASCADE,
   jobs          TEXT NOT NULL
 );
+
+-- When the dispatcher last stopped cleanly: worker silence is counted only
+-- while a dispatcher listens (see sql_workers.ts resumeWorkerClock).
+CREATE TABLE DispatcherStops (
+  stopped_at INTEGER NOT NULL
+);
 `;
 
 /** Upgrades: `MIGRATIONS[n]` turns a version n-1 database into version n. */
@@ -196,5 +202,11 @@ CREATE INDEX Builds_evaluation ON Builds(evaluation);
 DROP INDEX Builds_stoptime;
 ALTER TABLE Checkouts ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
 UPDATE Checkouts SET position = rowid;
+`,
+  3: `-- When the dispatcher last stopped cleanly: worker silence is counted only
+-- while a dispatcher listens (see sql_workers.ts resumeWorkerClock).
+CREATE TABLE DispatcherStops (
+  stopped_at INTEGER NOT NULL
+);
 `,
 };

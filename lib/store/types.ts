@@ -1,9 +1,15 @@
 // The database interface of the server: one contract, SQLite and PostgreSQL.
 
 /** What a {@link StoreError} is about, stable for callers and the API. */
-export type StoreErrorCode = "not-found" | "schema-too-new";
+export type StoreErrorCode =
+  | "not-found"
+  | "schema-too-new"
+  | "batch-misuse";
 
-/** A store operation refused: a row it needs is missing, or the schema is too new. */
+/**
+ * A store operation refused: a row it needs is missing, the schema is too
+ * new, or a batch's store was used outside its rules.
+ */
 export class StoreError extends Error {
   constructor(
     message: string,
@@ -300,6 +306,14 @@ export interface Store {
   /** Deletes the workers not seen since `cutoff` and requeues their builds. */
   removeWorker(name: string, now: number): Promise<void>;
   expireWorkers(cutoff: number, now: number): Promise<string[]>;
+  /** Records a clean dispatcher stop; see {@link resumeWorkerClock}. */
+  stopWorkerClock(now: number): Promise<void>;
+  /**
+   * Adds the time since the last clean dispatcher stop to every worker's
+   * last contact (silence counts only while a dispatcher runs); returns the
+   * seconds added, 0 when the last stop was not clean.
+   */
+  resumeWorkerClock(now: number): Promise<number>;
 
   // --- Added for issues #4, #6, #7 (admin actions, polling, local mode) ---
 
@@ -360,6 +374,18 @@ export interface Store {
    * Absent when this process alone writes the database (SQLite).
    */
   watchQueue?(onChange: () => void, signal: AbortSignal): void;
+
+  /**
+   * Group commit: calls `work` with a store whose writes share one
+   * transaction, committed once when `work` resolves (rolled back if it
+   * throws), so that many small writes cost one commit. Each write is
+   * still all or nothing (a savepoint): one that fails throws to its
+   * caller and leaves the others. Reads through that store see the
+   * batch's writes. Meanwhile, writes through this store wait for the
+   * commit (SQLite, one writer) or run beside the batch (PostgreSQL). Only
+   * one batch runs at a time; a batch cannot be nested.
+   */
+  batch<T>(work: (tx: Store) => Promise<T>): Promise<T>;
 
   close(): Promise<void>;
 }

@@ -140,6 +140,16 @@ export class RouterSocket {
     return waitInLine(this.#waiters, signal);
   }
 
+  /**
+   * The next message if one is already waiting, without waiting for one
+   * (so that a caller can take a whole burst at once).
+   */
+  tryReceive(): RouterMessage | undefined {
+    if (this.#closing !== null) return undefined;
+    const peer = this.#ready.shift();
+    return peer === undefined ? undefined : this.#take(peer);
+  }
+
   /** Iterates over received messages until the socket is closed. */
   async *[Symbol.asyncIterator](): AsyncGenerator<RouterMessage, void> {
     while (true) {

@@ -135,6 +135,8 @@ export async function startFixture(options: {
   logPort?: number;
   /** Bind this backend port (a restarted server); default a free one. */
   port?: number;
+  /** What the dispatcher sees of the store (to inject faults). */
+  storeSeenByDispatcher?: (store: Store) => Store;
 } = {}): Promise<Fixture> {
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
   const store = openSqliteStore(options.database ?? `${root}/db.sqlite`);
@@ -166,7 +168,7 @@ export async function startFixture(options: {
     fetch: options.fetch ?? (() => Promise.resolve(new Response("ok"))),
   });
   const dispatcher = new Dispatcher({
-    store,
+    store: options.storeSeenByDispatcher?.(store) ?? store,
     router,
     fetcher,
     clock,

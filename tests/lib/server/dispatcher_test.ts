@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BuildStatus } from "../../../lib/store/types.ts";
+import { BuildStatus, type Store } from "../../../lib/store/types.ts";
 import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
 import { LORICA_FEATURES } from "../../../lib/protocol/messages.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
@@ -511,4 +511,84 @@ Deno.test({
       await Promise.all([owner.close(), intruder.close()]);
     });
   },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a turn whose writes cannot be committed sends no reply; the build stays scheduled and the next turn serves it",
+  async fn() {
+    let failCommits = false;
+    const f = await startFixture({
+      storeSeenByDispatcher(store) {
+        const faulty: Store = Object.create(store);
+        faulty.batch = (work) =>
+          failCommits
+            ? store.batch(async (tx) => {
+              await work(tx);
+              throw new Error("disk I/O error");
+            })
+            : store.batch(work);
+        return faulty;
+      },
+    });
+    try {
+      const [drv] = await f.addJobs([job("hello", 1)]);
+      const worker = await readyWorker(f.port, { name: "W1" });
+      await eventually(async () => (await f.store.getWorker("W1")) !== null);
+      failCommits = true;
+      await worker.send({ type: "worker-request-work", name: "W1" });
+      await assert.rejects(worker.next(500), /no message within 500 ms/);
+      assert.equal(await f.status(drv), BuildStatus.scheduled);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("error turn not committed messages=1") &&
+          l.includes("disk I/O error")
+        ),
+      );
+      failCommits = false;
+      const reply = await worker.requestWork();
+      assert.equal(reply.type, "build");
+      assert.equal(await f.status(drv), BuildStatus.submitted);
+      await worker.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a burst of requests from 20 workers is served in one turn, each worker exactly once",
+  fn: () =>
+    withFixture(async (f) => {
+      const drvs = await f.addJobs(
+        Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)),
+      );
+      const workers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          readyWorker(f.port, {
+            name: `B${i}`,
+          })),
+      );
+      // The first turn is slow to commit: meanwhile every other request
+      // arrives, and the next turn must take them all.
+      let turns = 0;
+      const batch = f.store.batch.bind(f.store);
+      f.store.batch = async (work) => {
+        if (++turns === 1) await new Promise((r) => setTimeout(r, 300));
+        return await batch(work);
+      };
+      await Promise.all(
+        workers.map((w) =>
+          w.send({ type: "worker-request-work", name: w.name })
+        ),
+      );
+      const replies = await Promise.all(workers.map((w) => w.next()));
+      const given = replies.flatMap((r) => r.type === "build" ? [r.drv] : []);
+      assert.deepEqual(given.sort(), [...drvs].sort());
+      assert.ok(turns <= 2, `${turns} turns for 20 requests`);
+      await Promise.all(workers.map((w) => w.close()));
+    }),
 });

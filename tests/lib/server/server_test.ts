@@ -12,6 +12,7 @@ import { createLogger } from "../../../lib/log.ts";
 import { encodeMessage, type Message } from "../../../lib/protocol/messages.ts";
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { silentLogger } from "../../../lib/log.ts";
+import { type Clock, systemClock } from "../../../lib/clock.ts";
 import {
   eventually,
   fakeSpawner,
@@ -57,11 +58,16 @@ interface TestServer {
   root: string;
   lines: string[];
   web: string;
-  close(): Promise<void>;
+  /** Stops the server; removes its files unless `keepFiles`. */
+  close(keepFiles?: boolean): Promise<void>;
 }
 
-async function startTestServer(): Promise<TestServer> {
-  const root = await Deno.makeTempDir({ prefix: "lorica-server-" });
+/** A remote-mode server; a second one may reuse a stopped one's `root`. */
+async function startTestServer(
+  reuse: { root?: string; clock?: Clock } = {},
+): Promise<TestServer> {
+  const root = reuse.root ??
+    await Deno.makeTempDir({ prefix: "lorica-server-" });
   const store = openSqliteStore(`${root}/db.sqlite`);
   const lines: string[] = [];
   const logger = createLogger({
@@ -88,6 +94,7 @@ async function startTestServer(): Promise<TestServer> {
     store,
     guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
     logger,
+    clock: reuse.clock,
   });
   await store.upsertSpecification({
     name: "spec",
@@ -106,10 +113,10 @@ async function startTestServer(): Promise<TestServer> {
     root,
     lines,
     web: `http://127.0.0.1:${server.webPort}`,
-    async close() {
+    async close(keepFiles = false) {
       await server.stop();
       await store.close();
-      await Deno.remove(root, { recursive: true });
+      if (!keepFiles) await Deno.remove(root, { recursive: true });
     },
   };
 }
@@ -455,6 +462,44 @@ Deno.test({
     } finally {
       await publish.shutdown();
       await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a clean restart does not count the server's downtime as worker silence",
+  async fn() {
+    const first = await startTestServer();
+    const root = first.root;
+    const [drv] = await addBuilds(first, 1);
+    const now = Math.floor(Date.now() / 1000);
+    await first.store.upsertWorker({
+      name: "BUSY",
+      address: "127.0.0.1",
+      machine: "m",
+      systems: ["x86_64-linux"],
+      lastSeen: now - 60,
+    });
+    await first.store.popBuild("BUSY", ["x86_64-linux"], now);
+    await first.close(true);
+    // Back after a 1,000-s upgrade, far past the 120-s worker timeout.
+    const later: Clock = { ...systemClock, now: () => Date.now() + 1_000_000 };
+    const second = await startTestServer({ root, clock: later });
+    try {
+      await eventually(() =>
+        second.lines.some((l) => l.startsWith("info worker clocks resumed"))
+      );
+      const line = second.lines.find((l) => l.includes("clocks resumed"))!;
+      const downtime = Number(line.match(/downtime=(\d+)/)![1]);
+      assert.ok(downtime >= 1000 && downtime < 1010, line);
+      assert.ok(await second.store.getWorker("BUSY"), "BUSY was expired");
+      const build = await second.store.getBuildByDerivation(drv);
+      assert.equal(build?.status, BuildStatus.submitted);
+      assert.equal(build?.worker, "BUSY");
+    } finally {
+      await second.close();
     }
   },
 });

@@ -89,3 +89,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepWorkers() sweeps as soon as it starts: frequent server restarts cannot starve it",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [a] = await f.addJobs([job("a", 1)]);
+      const now = Math.floor(f.clock.now() / 1000);
+      await f.store.upsertWorker({
+        name: "DEAD",
+        address: "127.0.0.1",
+        machine: "m",
+        systems: ["x86_64-linux"],
+        lastSeen: now - 121,
+      });
+      await f.store.popBuild("DEAD", ["x86_64-linux"], now);
+      const sweeping = sweepWorkers({
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 120,
+      }, abort.signal);
+      // No clock advance at all.
+      await eventually(async () =>
+        (await f.status(a)) === BuildStatus.scheduled
+      );
+      assert.equal(await f.store.getWorker("DEAD"), null);
+      abort.abort();
+      await sweeping;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});

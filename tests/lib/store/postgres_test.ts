@@ -219,6 +219,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "openPostgresStore() upgrades a version 1 schema (DispatcherStops)",
+  ignore,
+  async fn() {
+    const schema = freshSchema();
+    await (await openPostgresStore(url!, { schema })).close();
+    const sql = postgres(url!, { max: 1, onnotice: () => {} });
+    try {
+      await sql.unsafe(`DROP TABLE ${schema}.DispatcherStops;
+        UPDATE ${schema}.SchemaVersion SET version = 1`);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+    const store = await openPostgresStore(url!, { schema });
+    try {
+      await store.upsertWorker({
+        name: "w",
+        address: "127.0.0.1",
+        machine: "m",
+        systems: ["x86_64-linux"],
+        lastSeen: 10,
+      });
+      await store.stopWorkerClock(20);
+      assert.equal(await store.resumeWorkerClock(25), 5);
+      assert.equal((await store.getWorker("w"))?.lastSeen, 15);
+    } finally {
+      await store.close();
+    }
+  },
+});
+
+Deno.test({
   name: "postgres test schemas are dropped",
   ignore,
   sanitizeOps: false,

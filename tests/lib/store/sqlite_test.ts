@@ -114,6 +114,9 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     assert.equal(await store.popBuild("w", ["x86_64-linux"], 5), null);
     await store.completeBuild("/b.drv", 0, { worker: "w", now: 6 });
     assert.equal((await store.popBuild("w", ["x86_64-linux"], 7))?.id, 3);
+    // Version 3: the dispatcher's clean stops.
+    await store.stopWorkerClock(8);
+    assert.equal(await store.resumeWorkerClock(10), 2);
   });
   const upgraded = new DatabaseSync(path);
   try {

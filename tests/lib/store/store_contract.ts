@@ -864,6 +864,92 @@ export function storeContract(
     await store.removeWorker("ghost", 20);
   });
 
+  // Group commit.
+
+  test("batch() commits its writes together and passes the result through", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    const popped = await store.batch(async (tx) => {
+      const a = await tx.popBuild("w1", ["x86_64-linux"], 2);
+      // Reads through the batch see its own writes.
+      assert.equal(
+        (await tx.getBuildByDerivation(drv("a")))?.status,
+        BuildStatus.submitted,
+      );
+      const b = await tx.popBuild("w2", ["x86_64-linux"], 2);
+      return [a?.derivation, b?.derivation];
+    });
+    assert.deepEqual(popped, [drv("a"), drv("b")]);
+    assert.equal(await status(store, "a"), BuildStatus.submitted);
+    assert.equal(await status(store, "b"), BuildStatus.submitted);
+  });
+
+  test("batch(): a failing write throws to its caller and the others commit", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await store.batch(async (tx) => {
+      await tx.popBuild("w", ["x86_64-linux"], 2);
+      await assert.rejects(
+        tx.setEvaluationStatus(id + 7, EvaluationStatus.succeeded, 3),
+        (error: unknown) =>
+          error instanceof StoreError && error.message.includes(`${id + 7}`),
+      );
+      await tx.markStarted(drv("a"), "w", "/log", 4);
+    });
+    assert.equal(await status(store, "a"), BuildStatus.started);
+  });
+
+  test("batch(): work that throws rolls every write back", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await assert.rejects(
+      store.batch(async (tx) => {
+        await tx.popBuild("w", ["x86_64-linux"], 2);
+        throw new Error("handler bug");
+      }),
+      /handler bug/,
+    );
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+  });
+
+  test("batch(): its store refuses nesting, closing and use after the batch", async (store) => {
+    let leaked: Store | undefined;
+    await store.batch(async (tx) => {
+      leaked = tx;
+      const misuse = (error: unknown) =>
+        error instanceof StoreError && error.code === "batch-misuse";
+      await assert.rejects(tx.batch(() => Promise.resolve()), misuse);
+      await assert.rejects(tx.close(), misuse);
+    });
+    await assert.rejects(
+      leaked!.listWorkers(),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "batch-misuse" &&
+        error.message.includes("after the batch ended"),
+    );
+    assert.deepEqual(await store.listWorkers(), []);
+  });
+
+  test("batch(): a write through the store itself meanwhile is not lost", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    let outside: Promise<unknown> | undefined;
+    await store.batch(async (tx) => {
+      await tx.popBuild("w1", ["x86_64-linux"], 2);
+      outside = store.upsertWorker(worker("beside", 5));
+      await tx.markStarted(drv("a"), "w1", "/log", 3);
+    });
+    await outside;
+    assert.equal((await store.getWorker("beside"))?.lastSeen, 5);
+    assert.equal(await status(store, "a"), BuildStatus.started);
+  });
+
   test("expireWorkers() removes silent workers and requeues submitted and started builds", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
@@ -887,6 +973,23 @@ export function storeContract(
     assert.equal(await status(store, "c"), BuildStatus.submitted);
     assert.equal((await store.getBuildByDerivation(drv("a")))?.worker, null);
     assert.deepEqual(await store.expireWorkers(100, 300), []);
+  });
+
+  test("resumeWorkerClock() credits the time since a clean stop, and only once", async (store) => {
+    await store.upsertWorker(worker("quiet", 100));
+    await store.upsertWorker(worker("chatty", 190));
+    assert.equal(await store.resumeWorkerClock(150), 0, "no stop recorded");
+    await store.stopWorkerClock(200);
+    assert.equal(await store.resumeWorkerClock(1200), 1000);
+    const lastSeen = Object.fromEntries(
+      (await store.listWorkers()).map((w) => [w.name, w.lastSeen]),
+    );
+    // Each keeps the silence it had at the stop: 100 s and 10 s.
+    assert.deepEqual(lastSeen, { chatty: 1190, quiet: 1100 });
+    assert.deepEqual(await store.expireWorkers(1150, 1250), ["quiet"]);
+    // The record is used up: a crash later credits nothing.
+    assert.equal(await store.resumeWorkerClock(5000), 0);
+    assert.equal((await store.getWorker("chatty"))?.lastSeen, 1190);
   });
 
   // Admin actions, channel polling and notifications (issues #4, #6, #7).

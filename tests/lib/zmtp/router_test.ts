@@ -576,3 +576,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test("RouterSocket.tryReceive() takes what already arrived and never waits", async () => {
+  const router = await bindLocal();
+  const dealer = DealerSocket.connect({
+    hostname: "127.0.0.1",
+    port: router.port,
+  });
+  try {
+    await dealer.receive(); // the probe
+    assert.equal(router.tryReceive(), undefined);
+    for (const word of ["one", "two", "three"]) {
+      await dealer.send([text.encode(word)]);
+    }
+    const first = await router.receive();
+    const rest: RouterMessage[] = [];
+    await until(() => {
+      const next = router.tryReceive();
+      if (next !== undefined) rest.push(next);
+      return rest.length === 2;
+    });
+    assert.deepEqual(
+      [first, ...rest].map((m) => utf8(m.frames[0])),
+      ["one", "two", "three"],
+    );
+    assert.equal(router.tryReceive(), undefined);
+  } finally {
+    await dealer.close();
+    await router.close();
+  }
+  assert.equal(router.tryReceive(), undefined, "closed");
+});
