@@ -27,6 +27,7 @@ import {
   stateHome,
   UsageError,
 } from "./lib/cli/args.ts";
+import { continueAsUser } from "./lib/cli/run_as.ts";
 
 const USAGE = `Usage: lorica-server [OPTIONS]
 Evaluate Guix specifications and build them with the local Guix daemon, or
@@ -82,6 +83,9 @@ Notifications:
       --mastodon-token-file=FILE  its access token (or LORICA_MASTODON_TOKEN)
       --notification-interval=SECS  pause between deliveries (default 60)
 
+      --user=USER             run as USER; started as root, the server starts
+                              again through setpriv(1) as USER before it
+                              opens anything (prefer systemd's User=)
   -h, --help                  show this help
   -V, --version               show the version
 
@@ -127,6 +131,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "mastodon-url": { type: "string" },
   "mastodon-token-file": { type: "string" },
   "notification-interval": { type: "string", default: "60" },
+  user: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 };
@@ -151,6 +156,8 @@ async function main(args: string[]): Promise<number> {
     say(await versionLine("lorica-server"));
     return 0;
   }
+  const switched = await continueAsUser(text("user"));
+  if (switched !== null) return switched;
 
   const logger = createLogger({
     level: parseLogLevel(Deno.env.get("LORICA_LOG")),

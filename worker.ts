@@ -20,6 +20,7 @@ import {
   readSecretFile,
   UsageError,
 } from "./lib/cli/args.ts";
+import { continueAsUser } from "./lib/cli/run_as.ts";
 
 const USAGE = `Usage: lorica-worker [--server=HOST:PORT] [OPTIONS]
 Build derivations for a Lorica or Cuirass server. Without --server, the
@@ -44,6 +45,9 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
                               signal stops at once
       --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
+      --user=USER             run as USER; started as root, the worker starts
+                              again through setpriv(1) as USER before it
+                              opens anything (prefer systemd's User=)
   -h, --help                  show this help
   -V, --version               show the version
 
@@ -69,6 +73,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "drain-timeout": { type: "string", default: "240" },
   "public-key": { type: "string" },
   "private-key": { type: "string" },
+  user: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 };
@@ -92,6 +97,8 @@ async function main(args: string[]): Promise<number> {
     say(await versionLine("lorica-worker"));
     return 0;
   }
+  const switched = await continueAsUser(text("user"));
+  if (switched !== null) return switched;
   const systems = text("systems")!.split(",").map((s) => s.trim())
     .filter(Boolean);
   if (systems.length === 0) {

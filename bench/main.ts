@@ -9,6 +9,7 @@ import { openPostgresStore } from "../lib/store/postgres.ts";
 import { makeJobs } from "./dag.ts";
 import { apiLatencies } from "./api_bench.ts";
 import { logThroughput } from "./log_bench.ts";
+import { idleWorkerRss } from "./worker_rss.ts";
 import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
 import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
 import type { ResultRow } from "./stats.ts";
@@ -48,6 +49,7 @@ const TARGET = {
   apiP99Ms: 50,
   registrationS: 10,
   serverRssMb: 300,
+  idleWorkerRssMb: 80,
 };
 
 const encoder = new TextEncoder();
@@ -423,6 +425,22 @@ async function main() {
   say(
     `log channel, ${LOG_UPLOADS} uploads: ${fixed(logs.mbPerSecond, 1)} MB/s`,
   );
+  progress("idle worker");
+  const worker = await idleWorkerRss({
+    timeoutMs: quick ? 60_000 : 180_000,
+    // V8 gives memory back some seconds after the last allocation burst.
+    settleMs: 15_000,
+  });
+  rows.push({
+    backend: "-",
+    measure: `idle worker RSS (15 s after the demo${
+      worker.idle ? "" : ", builds still running"
+    })`,
+    value: `${fixed(worker.rssMb)} MB`,
+    target: `<= ${TARGET.idleWorkerRssMb} MB`,
+    met: worker.idle && worker.rssMb <= TARGET.idleWorkerRssMb,
+  });
+  say(`idle worker RSS: ${fixed(worker.rssMb)} MB`);
   const minutes = (performance.now() - started) / 60000;
   say("");
   say(markdownTable(rows));
@@ -468,6 +486,9 @@ async function main() {
     "  simulated workers through an in-process dispatcher, dependencies first.",
     `- Logs: ${LOG_UPLOADS} concurrent uploads of ${SIZES.logMb} MB of build-log text`,
     "  into one receiver (lib/protocol/log_channel.ts), uncompressed MB/s.",
+    "- Idle worker: the demo farm with one real `worker.ts` process (two",
+    "  sessions) under a real server; once the queue is empty and 15 s more, the",
+    "  worker process's VmRSS (its `guix publish` is a separate process).",
     "",
   ].join("\n");
   const file = new URL("../BENCHMARKS.md", import.meta.url);

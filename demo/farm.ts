@@ -46,6 +46,8 @@ export interface Farm {
   restart(role: string): Promise<void>;
   /** Whether the role's process is running. */
   running(role: string): boolean;
+  /** The process id of the role's running process, if any. */
+  pid(role: string): number | undefined;
   /** Stops every process started, by pid. */
   stop(): Promise<void>;
 }
@@ -259,6 +261,7 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
       }
     },
     running: (role) => children.has(role) && !exited.has(role),
+    pid: (role) => exited.has(role) ? undefined : children.get(role)?.pid,
     async stop() {
       // Workers first, so that they do not report to a vanished server.
       const all = [...children.values()];
