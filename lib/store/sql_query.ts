@@ -45,6 +45,8 @@ export interface Dialect {
   outputsColumn: string;
   /** Appended to a SELECT whose rows the transaction is about to update. */
   forUpdate: string;
+  /** Appended to a SELECT whose rows must not change until the commit. */
+  forShare: string;
   /** Appended to a dispatch SELECT: skip rows another transaction holds. */
   skipLocked: string;
   /** A statement run in a transaction that added dispatchable builds, or "". */
@@ -92,6 +94,7 @@ export const sqliteDialect: Dialect = {
       json_object('name', o.name, 'path', o.path) ORDER BY o.rowid)
     FROM Outputs o WHERE o.derivation = b.derivation)`,
   forUpdate: "",
+  forShare: "",
   skipLocked: "",
   notifyQueue: "",
 };
@@ -117,6 +120,7 @@ export function postgresDialect(channel: string): Dialect {
         '[]')
       FROM Outputs o WHERE o.derivation = b.derivation)`,
     forUpdate: " FOR UPDATE",
+    forShare: " FOR SHARE",
     skipLocked: " FOR UPDATE SKIP LOCKED",
     notifyQueue: `SELECT pg_notify('${channel}', '')`,
   };

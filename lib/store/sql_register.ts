@@ -102,6 +102,46 @@ export function* registerBuilds(
     jobBuild.push([job, derivation]);
   }
 
+  // The inputs that are builds already, with their status. Locked until
+  // the commit (PostgreSQL), so that no completion slips between reading a
+  // status here and the new dependency rows that its bookkeeping would
+  // have to see: the pending counts computed below stay true.
+  const freshDerivations = new Set(fresh.map((job) => job.derivation));
+  const wanted = new Set<string>();
+  for (const job of fresh) {
+    for (const input of job.inputs) {
+      if (!freshDerivations.has(input)) wanted.add(input);
+    }
+  }
+  const existing = new Map<string, { id: number; status: number }>();
+  for (const part of chunks([...wanted])) {
+    for (
+      const row of yield* all(
+        `SELECT id, derivation, status FROM Builds
+         WHERE derivation IN ${d.textList}${d.forShare}`,
+        [JSON.stringify(part)],
+      )
+    ) {
+      existing.set(String(row.derivation), {
+        id: Number(row.id),
+        status: Number(row.status),
+      });
+    }
+  }
+  // A job's dependencies: its distinct inputs that are builds, not itself
+  // (an input that is no build, nor becomes one, is no dependency).
+  const dependenciesOf = (job: NewJob) =>
+    [...new Set(job.inputs)].filter((input) =>
+      input !== job.derivation &&
+      (freshDerivations.has(input) || existing.has(input))
+    );
+  // Pending: every fresh dependency (scheduled), and the existing ones
+  // that have not succeeded.
+  const pendingOf = (job: NewJob) =>
+    dependenciesOf(job).filter((input) =>
+      freshDerivations.has(input) || existing.get(input)!.status !== 0
+    ).length;
+
   for (const part of chunks(fresh)) {
     const rows = yield* all(
       `INSERT INTO Builds (derivation, evaluation, specification, job_name,
@@ -109,7 +149,7 @@ export function* registerBuilds(
          timeout, timestamp, starttime, stoptime, pending_deps)
        SELECT r.derivation, CAST(? AS integer), CAST(? AS text), r.job_name,
          r.system, r.nix_name, '', -2, -1, CAST(? AS integer), r.max_silent,
-         r.timeout, CAST(? AS bigint), 0, 0, 0
+         r.timeout, CAST(? AS bigint), 0, 0, r.pending_deps
        FROM ${
         d.records([
           ["derivation", "text"],
@@ -118,6 +158,7 @@ export function* registerBuilds(
           ["nix_name", "text"],
           ["max_silent", "int"],
           ["timeout", "int"],
+          ["pending_deps", "int"],
         ])
       } r
        RETURNING id, derivation`,
@@ -133,6 +174,7 @@ export function* registerBuilds(
           job.nixName,
           job.maxSilent,
           job.timeout,
+          pendingOf(job),
         ])),
       ],
     );
@@ -167,52 +209,33 @@ export function* registerBuilds(
     );
   }
 
-  // After every build of the batch exists, so that inputs among the batch
-  // resolve as well as those of earlier evaluations.
-  const edges: [number, string][] = [];
+  // Every dependency's id is known by now: fresh ones were just inserted.
+  const idOf = (derivation: string) =>
+    ids.get(derivation) ?? existing.get(derivation)!.id;
+  const edges: [number, number][] = [];
   for (const job of fresh) {
     const source = ids.get(job.derivation)!;
-    for (const input of job.inputs) edges.push([source, input]);
+    for (const input of dependenciesOf(job)) {
+      edges.push([source, idOf(input)]);
+    }
   }
   for (const part of chunks(edges)) {
     yield* run(
       `INSERT INTO BuildDependencies (source, target)
-       SELECT r.source, b.id FROM ${
-        d.records([["source", "int"], ["input", "text"]])
+       SELECT r.source, r.target FROM ${
+        d.records([["source", "int"], ["target", "int"]])
       } r
-       JOIN Builds b ON b.derivation = r.input
-       WHERE b.id <> r.source
-       ON CONFLICT DO NOTHING`,
+       WHERE true ON CONFLICT DO NOTHING`,
       [JSON.stringify(part)],
     );
   }
   const freshIds = fresh.map((job) => ids.get(job.derivation)!);
-  const withInputs = fresh.filter((job) => job.inputs.length > 0).map((job) =>
-    ids.get(job.derivation)!
-  );
-  for (const part of chunks(withInputs)) {
-    yield* run(
-      `UPDATE Builds SET pending_deps = c.n
-       FROM (SELECT d.source, count(*) AS n FROM BuildDependencies d
-             JOIN Builds t ON t.id = d.target
-             WHERE d.source IN ${d.intList} AND t.status <> 0
-             GROUP BY d.source) c
-       WHERE Builds.id = c.source`,
-      [JSON.stringify(part)],
-    );
-  }
   // A new build with a failed input cannot succeed (case C05).
   const failed = new Set<number>();
-  for (const part of chunks(withInputs)) {
-    for (
-      const row of yield* all(
-        `SELECT DISTINCT d.target FROM BuildDependencies d
-         JOIN Builds t ON t.id = d.target
-         WHERE d.source IN ${d.intList} AND t.status > 0`,
-        [JSON.stringify(part)],
-      )
-    ) {
-      failed.add(Number(row.target));
+  for (const job of fresh) {
+    for (const input of dependenciesOf(job)) {
+      const state = existing.get(input);
+      if (state !== undefined && state.status > 0) failed.add(state.id);
     }
   }
   for (const target of failed) yield* failDependents(d, target, now);

@@ -317,6 +317,49 @@ export function storeContract(
     assert.deepEqual(await store.buildDependencies(await id("glibc")), []);
   });
 
+  test("registerBuilds() counts as pending each distinct input build that has not succeeded", async (store) => {
+    const first = await evaluation(store);
+    await store.registerBuilds(first, [
+      job("done"),
+      job("waiting"),
+      job("broken"),
+    ], { priority: 9, now: 1 });
+    await store.completeBuild(drv("done"), BuildStatus.succeeded, { now: 2 });
+    await store.completeBuild(drv("broken"), BuildStatus.failed, { now: 2 });
+    const second = await evaluation(store);
+    await store.registerBuilds(second, [
+      // Duplicates, itself and a non-build do not count.
+      job("ready", { inputs: ["done", "done", "ready", "not-a-build"] }),
+      job("blocked", { inputs: ["done", "waiting", "sibling"] }),
+      job("sibling"),
+      job("doomed", { inputs: ["broken"] }),
+    ], { priority: 9, now: 10 });
+    assert.equal(await status(store, "doomed"), BuildStatus.failedDependency);
+    const popped: string[] = [];
+    for (;;) {
+      const build = await store.popBuild("w", ["x86_64-linux"], 11);
+      if (build === null) break;
+      popped.push(build.derivation);
+    }
+    assert.deepEqual(
+      popped.sort(),
+      [drv("ready"), drv("sibling"), drv("waiting")].sort(),
+    );
+    await store.completeBuild(drv("waiting"), BuildStatus.succeeded, {
+      worker: "w",
+      now: 12,
+    });
+    assert.equal(await store.popBuild("w2", ["x86_64-linux"], 13), null);
+    await store.completeBuild(drv("sibling"), BuildStatus.succeeded, {
+      worker: "w",
+      now: 14,
+    });
+    assert.equal(
+      (await store.popBuild("w2", ["x86_64-linux"], 15))?.derivation,
+      drv("blocked"),
+    );
+  });
+
   test("registerBuilds() rejects an unknown evaluation, naming it", async (store) => {
     await assert.rejects(
       store.registerBuilds(42, [job("hello")], { priority: 0, now: 1 }),
