@@ -24,7 +24,9 @@ import type { Logger } from "../log.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
-import { routingKey, sameAddress, WorkerLinks } from "./worker_links.ts";
+import { routingKey, WorkerLinks } from "./worker_links.ts";
+import { allowedPublishUrl } from "./publish_url.ts";
+import { nextTurn, serveTurn, type Turn } from "./turn.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -63,28 +65,6 @@ interface KnownWorker {
 
 const EMPTY = new Uint8Array(0);
 
-/**
- * Most messages handled in one turn: one commit for all, but each waits
- * for the turn to end before its reply goes out.
- */
-const MAX_TURN_MESSAGES = 256;
-
-/** A reply held until the turn's writes are committed. */
-interface PendingReply {
-  routingId: Uint8Array;
-  message: Message;
-  onDelivered?: () => void;
-  /** Undoes what the reply would have promised (on the store itself). */
-  onUndelivered?: () => Promise<unknown>;
-}
-
-/** What handling a message may use during a turn. */
-interface Turn {
-  /** The turn's batch: writes commit together at its end. */
-  store: Store;
-  reply(reply: PendingReply): void;
-}
-
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
@@ -116,75 +96,32 @@ export class Dispatcher {
   }
 
   /**
-   * Serves messages until the router closes or `signal` aborts: each turn
-   * takes every message already waiting (up to {@link MAX_TURN_MESSAGES}).
+   * Serves messages until the router closes or `signal` aborts, a turn at
+   * a time (see turn.ts).
    */
   async run(signal: AbortSignal): Promise<void> {
-    const { router } = this.#options;
+    const handlers = {
+      store: this.#options.store,
+      logger: this.#logger,
+      handle: (message: RouterMessage, turn: Turn) =>
+        this.#handle(message, turn),
+      send: (routingId: Uint8Array, message: Message) =>
+        this.#send(routingId, message),
+    };
     while (!signal.aborted) {
-      const messages: RouterMessage[] = [];
+      let messages: RouterMessage[];
       try {
-        messages.push(await router.receive(signal));
+        messages = await nextTurn(this.#options.router, signal);
       } catch (error) {
         if (signal.aborted) return;
         this.#logger.error("dispatcher stopped", { error });
         throw error;
       }
-      while (messages.length < MAX_TURN_MESSAGES) {
-        const next = router.tryReceive();
-        if (next === undefined) break;
-        messages.push(next);
-      }
-      await this.#serveTurn(messages);
-    }
-  }
-
-  /**
-   * Handles `messages` in one store batch (one commit for all), then sends
-   * the replies: a worker is never promised what is not yet committed.
-   */
-  async #serveTurn(messages: RouterMessage[]): Promise<void> {
-    const replies: PendingReply[] = [];
-    try {
-      await this.#options.store.batch(async (store) => {
-        const turn: Turn = { store, reply: (reply) => replies.push(reply) };
-        for (const message of messages) {
-          try {
-            await this.#handle(message, turn);
-          } catch (error) {
-            // One bad message, or one failing query, must not stop
-            // dispatching.
-            this.#logger.error("message handling failed", {
-              peer: routingKey(message.routingId),
-              address: message.peerAddress,
-              error,
-              stack: (error as Error)?.stack,
-            });
-          }
-        }
-      });
-    } catch (error) {
-      // Nothing of this turn was recorded: no reply goes out, and the
-      // caches may describe writes that were rolled back.
-      this.#workers.clear();
-      this.#holdNothing.clear();
-      this.#logger.error("turn not committed", {
-        messages: messages.length,
-        error,
-      });
-      return;
-    }
-    for (const reply of replies) {
-      if (await this.#send(reply.routingId, reply.message)) {
-        reply.onDelivered?.();
-      } else {
-        await reply.onUndelivered?.().catch((error) =>
-          this.#logger.error("undelivered reply not undone", {
-            peer: routingKey(reply.routingId),
-            type: reply.message.type,
-            error,
-          })
-        );
+      if (!await serveTurn(messages, handlers)) {
+        // Nothing of the turn was recorded: the caches may describe
+        // writes that were rolled back.
+        this.#workers.clear();
+        this.#holdNothing.clear();
       }
     }
   }
@@ -471,11 +408,10 @@ export class Dispatcher {
           });
           return;
         }
-        const url = await this.#checkUrl(
-          store,
+        const url = await allowedPublishUrl(
           message.url,
           peerAddress,
-          worker,
+          async () => (await store.getWorker(worker))?.address,
         );
         if (url === null) {
           this.#logger.warn("result ignored", {
@@ -690,31 +626,6 @@ export class Dispatcher {
     if (this.#links.connectionOf(build.worker) !== undefined) return undefined;
     const owner = await store.getWorker(build.worker);
     return owner?.address === peerAddress ? build.worker : undefined;
-  }
-
-  /**
-   * The publish URL if it is http(s) on the sender's address or the
-   * worker's registered one (the server never fetches from elsewhere).
-   */
-  async #checkUrl(
-    store: Store,
-    url: string,
-    peerAddress: string,
-    worker: string,
-  ): Promise<string | null> {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      return null;
-    }
-    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-      return null;
-    }
-    const host = parsed.hostname.replace(/^\[|\]$/g, "");
-    if (sameAddress(host, peerAddress)) return url;
-    const registered = await store.getWorker(worker);
-    return registered && sameAddress(registered.address, host) ? url : null;
   }
 
   /** Sends at once; false when the peer is gone. */
