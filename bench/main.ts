@@ -303,9 +303,10 @@ async function benchBackend(backend: Backend, rows: ResultRow[]) {
   const { store, config } = await backend.open("main");
   const registration = await populate(store, SIZES.queued, SIZES.evaluation);
   const worst = Math.max(...registration) / 1000;
+  const median = percentile(registration, 50) / 1000;
   add(
-    `register a ${SIZES.evaluation}-job evaluation (worst of ${registration.length})`,
-    `${fixed(worst, 2)} s`,
+    `register a ${SIZES.evaluation}-job evaluation (median / worst of ${registration.length})`,
+    `${fixed(median, 2)} / ${fixed(worst, 2)} s`,
     `<= ${TARGET.registrationS} s`,
     worst <= TARGET.registrationS,
   );
@@ -468,8 +469,9 @@ async function main() {
     "",
     `- Queue: ${SIZES.queued} builds registered as evaluations of ${SIZES.evaluation}`,
     "  random DAG jobs (30% without inputs, others 1-4 inputs, mostly recent",
-    "  jobs), through `registerBuilds`; the registration row is the slowest",
-    "  evaluation, i.e. the last, into the fullest database.",
+    "  jobs), through `registerBuilds`; the registration row gives the median",
+    "  and the slowest of those evaluations (the target is on the slowest; on",
+    "  PostgreSQL it varies with autovacuum and checkpoints running meanwhile).",
     `- Store dispatch: ${SIZES.pops} \`popBuild\` calls at that size (SQLite: one`,
     `  caller; PostgreSQL: ${POSTGRES_POPPERS} concurrent callers), then the same`,
     "  number of `completeBuild` (1 in 10 a failure); then pops in",
