@@ -1,4 +1,5 @@
-// The server's ZeroMQ loop: one message at a time, never dying on bad input.
+// The server's ZeroMQ loop: messages handled one at a time, the writes of a
+// whole turn of them committed together (turn.ts), never dying on bad input.
 //
 // Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
 // build (asking for more work gives back what it still held, case C03);

@@ -382,8 +382,12 @@ export interface Store {
    * still all or nothing (a savepoint): one that fails throws to its
    * caller and leaves the others. Reads through that store see the
    * batch's writes. Meanwhile, writes through this store wait for the
-   * commit (SQLite, one writer) or run beside the batch (PostgreSQL). Only
-   * one batch runs at a time; a batch cannot be nested.
+   * commit (SQLite, one writer) or run beside the batch (PostgreSQL), and
+   * on SQLite, whose one connection holds the batch's transaction, reads
+   * through this store see the batch's writes before they are committed.
+   * Only one batch runs at a time; a batch cannot be nested, and `work`
+   * must not wait for a write through this store (on SQLite that write
+   * waits for the batch).
    */
   batch<T>(work: (tx: Store) => Promise<T>): Promise<T>;
 
