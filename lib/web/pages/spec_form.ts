@@ -2,7 +2,7 @@
 
 import { html } from "../html.ts";
 import { renderPage } from "./layout.ts";
-import { BUILD_TYPES, FORM_SYSTEMS } from "../admin.ts";
+import { BUILD_TYPES, FORM_SYSTEMS } from "../spec_input.ts";
 import type { Specification } from "../../store/types.ts";
 
 /** Renders the add form (no spec) or the edit form of `spec`. */

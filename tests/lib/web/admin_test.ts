@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
 import { createFixture } from "./_fixture.ts";
-import {
-  sameSecret,
-  specFromForm,
-  specFromJson,
-} from "../../../lib/web/admin.ts";
+import { sameSecret } from "../../../lib/web/admin.ts";
+import { specFromForm, specFromJson } from "../../../lib/web/spec_input.ts";
 
 const TOKEN = "s3cret-token";
 const bearer = { authorization: `Bearer ${TOKEN}` };
