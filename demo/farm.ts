@@ -27,6 +27,15 @@ export interface FarmOptions {
   logLevel?: string;
   /** The server's `--worker-timeout` in seconds; default its own (120). */
   workerTimeout?: number;
+  /** The Lorica tree whose programs and fake guix run; default this one. */
+  tree?: string;
+  /** `deno run` flags besides --allow-all, e.g. --cached-only. */
+  denoFlags?: string[];
+  /**
+   * The environment every process starts from instead of this process's;
+   * the farm adds its own variables to it.
+   */
+  baseEnv?: Record<string, string>;
 }
 
 export interface Farm {
@@ -53,7 +62,6 @@ export interface Farm {
 }
 
 const REPO = fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "");
-const FAKE_GUIX_DIR = `${REPO}/tests/fake-guix`;
 const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
   try {
     return Deno.statSync(path).isFile;
@@ -75,9 +83,15 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     { script: string; args: string[]; env: Record<string, string> }
   >();
 
+  const tree = options.tree ?? REPO;
+  const fakeGuixDir = `${tree}/tests/fake-guix`;
+  const base = options.baseEnv;
+
   function guixEnv(role: string): Record<string, string> {
+    const path = (base ?? Deno.env.toObject()).PATH ?? "/usr/bin:/bin";
     return {
-      PATH: `${FAKE_GUIX_DIR}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+      ...base,
+      PATH: `${fakeGuixDir}:${path}`,
       FAKE_GUIX_DENO: Deno.execPath(),
       NIX_STORE_DIR: store,
       FAKE_GUIX_STATE: `${root}/${role}/daemon`,
@@ -88,9 +102,10 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
   }
 
   async function guix(role: string, args: string[], stdin?: string) {
-    const child = new Deno.Command("guix", {
+    const child = new Deno.Command(`${fakeGuixDir}/guix`, {
       args,
       env: guixEnv(role),
+      clearEnv: base !== undefined,
       stdin: stdin === undefined ? "null" : "piped",
       stdout: "piped",
       stderr: "piped",
@@ -127,13 +142,17 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     const argv = [
       Deno.execPath(),
       "run",
+      ...options.denoFlags ?? [],
       "--allow-all",
-      `${REPO}/${script}`,
+      `${tree}/${script}`,
       ...args,
     ];
     const child = new Deno.Command(SETSID ?? argv[0], {
       args: SETSID ? argv : argv.slice(1),
+      // The tree's own deno.json (and vendor directory) apply.
+      cwd: tree,
       env: { ...guixEnv(role), ...env },
+      clearEnv: base !== undefined,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { compareOutcome, readProgress } from "../../demo/report.ts";
+import { type Farm, startFarm } from "../../demo/farm.ts";
 import { copyTree, offlineEnv, REPO, run } from "./tree_copy.ts";
 
 const DENO = Deno.execPath();
@@ -42,7 +43,7 @@ Deno.test({
   async fn() {
     await using source = await copyTree("lorica-vendor-src-");
     const work = await Deno.makeTempDir({ prefix: "lorica-airgap-" });
-    const children: Deno.ChildProcess[] = [];
+    let farm: Farm | undefined;
     try {
       // 1. Vendor with the machine's DENO_DIR, registry blocked, and pack.
       const archive = `${work}/lorica.tar.gz`;
@@ -65,116 +66,23 @@ Deno.test({
       const denoDir = `${work}/empty-deno-dir`;
       await Deno.mkdir(denoDir);
 
-      // 3. The farm: keys, trust, server, two workers.
-      const root = `${work}/farm`;
-      const store = `${root}/store`;
-      await Deno.mkdir(store, { recursive: true });
-      const fakeGuixDir = `${tree}/tests/fake-guix`;
-      const guixEnv = (role: string) =>
-        offlineEnv({
-          DENO_DIR: denoDir,
-          PATH: `${fakeGuixDir}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
-          FAKE_GUIX_DENO: DENO,
-          NIX_STORE_DIR: store,
-          FAKE_GUIX_STATE: `${root}/${role}/daemon`,
-          GUIX_CONFIGURATION_DIRECTORY: `${root}/${role}/etc`,
-          FAKE_GUIX_SCENARIO: `${tree}/demo/scenario.json`,
-          LORICA_LOG: "info",
-        });
-      const guix = async (role: string, args: string[], input?: string) => {
-        const child = new Deno.Command(`${fakeGuixDir}/guix`, {
-          args,
-          env: guixEnv(role),
-          clearEnv: true,
-          stdin: input === undefined ? "null" : "piped",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
-        if (input !== undefined) {
-          const writer = child.stdin.getWriter();
-          await writer.write(new TextEncoder().encode(input));
-          await writer.close();
-        }
-        const out = await child.output();
-        assert.ok(
-          out.success,
-          `guix ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`,
-        );
-      };
-      const roles = ["server", "worker1", "worker2"];
-      for (const role of roles) {
-        await Deno.mkdir(`${root}/${role}/etc`, { recursive: true });
-        await guix(role, ["archive", "--generate-key"]);
-      }
-      const serverKey = await Deno.readTextFile(
-        `${root}/server/etc/signing-key.pub`,
-      );
-      for (const role of roles.slice(1)) {
-        await guix(role, ["archive", "--authorize"], serverKey);
-        await guix(
-          "server",
-          ["archive", "--authorize"],
-          await Deno.readTextFile(`${root}/${role}/etc/signing-key.pub`),
-        );
-      }
-
-      const ports = await freePorts(6);
-      const start = (
-        role: string,
-        script: string,
-        args: string[],
-        env: Record<string, string> = {},
-      ) => {
-        const log = Deno.openSync(`${root}/${role}.log`, {
-          create: true,
-          append: true,
-        });
-        const spawned = new Deno.Command(DENO, {
-          args: ["run", ...OFFLINE_RUN, "--allow-all", script, ...args],
-          cwd: tree,
-          env: { ...guixEnv(role), ...env },
-          clearEnv: true,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
-        const sink = () =>
-          new WritableStream<Uint8Array>({
-            write: (chunk) => log.write(chunk).then(() => {}),
-          });
-        void Promise.all([
-          spawned.stdout.pipeTo(sink()),
-          spawned.stderr.pipeTo(sink()),
-        ]).finally(() => log.close());
-        children.push(spawned);
-        return spawned;
-      };
-      start("server", "server.ts", [
-        `--specifications=${tree}/demo/demo-spec.scm`,
-        `--database=${root}/server/lorica.db`,
-        `--cache=${root}/server/logs`,
-        `--gc-roots=${root}/server/gcroots`,
-        "--build-remote",
-        // The demo specification names the Internet's Guix channel, and
-        // this machine's interfaces get no DNS-SD announcements.
-        "--no-poll",
-        "--no-advertise",
-        `--backend-port=${ports[0]}`,
-        `--log-port=${ports[1]}`,
-        `--publish-port=${ports[2]}`,
-        "--listen=127.0.0.1",
-        `--web-port=${ports[3]}`,
-      ]);
-      const webUrl = `http://127.0.0.1:${ports[3]}`;
-      [["x86_64-linux"], ["i686-linux"]].forEach((systems, i) => {
-        start(`worker${i + 1}`, "worker.ts", [
-          `--server=127.0.0.1:${ports[0]}`,
-          "--workers=2",
-          `--systems=${systems.join(",")}`,
-          `--publish-port=${ports[4 + i]}`,
-          "--publish-listen=127.0.0.1",
-        ], { REQUEST_PERIOD: "1", FAKE_GUIX_SYSTEMS: systems.join(",") });
+      // 3. The demo farm, every program and the fake guix from the tree.
+      const started = await startFarm({
+        tree,
+        denoFlags: OFFLINE_RUN,
+        baseEnv: offlineEnv({ DENO_DIR: denoDir }),
+        root: `${work}/farm`,
+        specFile: `${tree}/demo/demo-spec.scm`,
+        scenarioFile: `${tree}/demo/scenario.json`,
+        workers: [
+          { systems: ["x86_64-linux"], sessions: 2 },
+          { systems: ["i686-linux"], sessions: 2 },
+        ],
+        webPort: 0,
+        requestPeriod: 1,
       });
+      farm = started;
+      const webUrl = started.webUrl;
 
       // 4. Wait for the outcome the scenario expects.
       const expected: Record<string, string> = JSON.parse(
@@ -198,8 +106,8 @@ Deno.test({
         }
       }
       const logs = await Promise.all(
-        roles.map((role) =>
-          Deno.readTextFile(`${root}/${role}.log`).then(
+        started.roles.map((role) =>
+          Deno.readTextFile(started.logFile(role)).then(
             (text) => `--- ${role}\n${text.slice(-1500)}`,
             () => "",
           )
@@ -220,36 +128,10 @@ Deno.test({
         assert.deepEqual(entries, [], `${denoDir}/${sub}`);
       }
     } finally {
-      for (const child of children.reverse()) {
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // Already gone.
-        }
-        const timer = setTimeout(() => {
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // Already gone.
-          }
-        }, 10_000);
-        await child.status;
-        clearTimeout(timer);
-      }
+      await farm?.stop();
       if (!Deno.env.get("LORICA_KEEP_TEST_DIR")) {
         await Deno.remove(work, { recursive: true });
       }
     }
   },
 });
-
-async function freePorts(count: number): Promise<number[]> {
-  const listeners = Array.from(
-    { length: count },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
-  for (const listener of listeners) listener.close();
-  await Promise.resolve();
-  return ports;
-}
