@@ -78,10 +78,9 @@ export function switchUserCommand(
 
 /** This process's own command line, as the kernel has it. */
 export function ownCommandLine(): string[] {
-  const raw = Deno.readTextFileSync("/proc/self/cmdline");
-  return raw.split("\0").filter((arg, i, all) =>
-    !(arg === "" && i === all.length - 1)
-  );
+  // Each argument ends with a NUL, the last one included.
+  return Deno.readTextFileSync("/proc/self/cmdline").replace(/\0$/, "")
+    .split("\0");
 }
 
 const RELAYED: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];

@@ -18,11 +18,13 @@ export const SIMPLE_BUILDS = [
   "tarball",
 ];
 export const BUILDS_WITH_PARAMS = [
-  "packages",
-  "channels",
-  "manifests",
   "custom",
+  "channels",
+  "packages",
+  "manifests",
 ];
+/** Every build type a specification may name (Cuirass's `%build-types`). */
+export const BUILD_TYPES = [...SIMPLE_BUILDS, ...BUILDS_WITH_PARAMS];
 const GUIX_SIGNER = "BBB0 2DDF 2CEA F6A8 0D1D  E643 A2A0 6DF2 A33A 54FA";
 export const MAX_FORM = 60;
 /** The channel Cuirass builds when a specification names none. */

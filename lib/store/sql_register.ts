@@ -128,17 +128,19 @@ export function* registerBuilds(
       });
     }
   }
-  // A job's dependencies: its distinct inputs that are builds, not itself
-  // (an input that is no build, nor becomes one, is no dependency).
-  const dependenciesOf = (job: NewJob) =>
+  // Each fresh job's dependencies: its distinct inputs that are builds, not
+  // itself (an input that is no build, nor becomes one, is no dependency).
+  const dependencies = new Map(fresh.map((job) => [
+    job,
     [...new Set(job.inputs)].filter((input) =>
       input !== job.derivation &&
       (freshDerivations.has(input) || existing.has(input))
-    );
+    ),
+  ]));
   // Pending: every fresh dependency (scheduled), and the existing ones
   // that have not succeeded.
   const pendingOf = (job: NewJob) =>
-    dependenciesOf(job).filter((input) =>
+    dependencies.get(job)!.filter((input) =>
       freshDerivations.has(input) || existing.get(input)!.status !== 0
     ).length;
 
@@ -215,7 +217,7 @@ export function* registerBuilds(
   const edges: [number, number][] = [];
   for (const job of fresh) {
     const source = ids.get(job.derivation)!;
-    for (const input of dependenciesOf(job)) {
+    for (const input of dependencies.get(job)!) {
       edges.push([source, idOf(input)]);
     }
   }
@@ -229,16 +231,15 @@ export function* registerBuilds(
       [JSON.stringify(part)],
     );
   }
-  const freshIds = fresh.map((job) => ids.get(job.derivation)!);
   // A new build with a failed input cannot succeed (case C05).
   const failed = new Set<number>();
   for (const job of fresh) {
-    for (const input of dependenciesOf(job)) {
+    for (const input of dependencies.get(job)!) {
       const state = existing.get(input);
       if (state !== undefined && state.status > 0) failed.add(state.id);
     }
   }
   for (const target of failed) yield* failDependents(d, target, now);
-  if (freshIds.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  if (fresh.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return { created: fresh.length, known };
 }

@@ -2,22 +2,8 @@
 // field by field: a bad one is a 400 naming the field and the value.
 
 import { HttpError, quoteValue } from "./http_error.ts";
+import { BUILD_TYPES } from "../spec/spec_fields.ts";
 import type { Channel, Specification } from "../store/types.ts";
-
-/** Build types a specification may name (Cuirass's `%build-types`). */
-export const BUILD_TYPES = [
-  "all",
-  "core",
-  "guix",
-  "hello",
-  "images",
-  "system-tests",
-  "tarball",
-  "custom",
-  "channels",
-  "packages",
-  "manifests",
-] as const;
 
 /** Systems offered as checkboxes on the specification form. */
 export const FORM_SYSTEMS = [
@@ -167,7 +153,7 @@ function finishSpec(input: {
   priority: unknown;
   systems: unknown;
 }): Specification {
-  if (!(BUILD_TYPES as readonly string[]).includes(input.build.type)) {
+  if (!BUILD_TYPES.includes(input.build.type)) {
     throw fieldError(
       "build",
       `${quoteValue(input.build.type)} is not one of ${BUILD_TYPES.join(", ")}`,

@@ -2,7 +2,8 @@
 
 import { html } from "../html.ts";
 import { renderPage } from "./layout.ts";
-import { BUILD_TYPES, FORM_SYSTEMS } from "../spec_input.ts";
+import { FORM_SYSTEMS } from "../spec_input.ts";
+import { BUILD_TYPES } from "../../spec/spec_fields.ts";
 import type { Specification } from "../../store/types.ts";
 
 /** Renders the add form (no spec) or the edit form of `spec`. */
