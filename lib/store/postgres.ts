@@ -264,22 +264,13 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
    */
   function batch<T>(work: (execute: Execute) => Promise<T>): Promise<T> {
     return sql.begin(async (tx) => {
-      let open = true;
       let aborted: unknown = null;
       let tail: Promise<unknown> = Promise.resolve();
       const step = <R>(
         mode: "read" | "write",
         procedure: (d: Dialect) => Step<R>,
       ) => {
-        if (!open || aborted !== null) {
-          return Promise.reject(
-            aborted ?? new StoreError(
-              "A batch's store was used after the batch ended",
-              "batch-misuse",
-              mode,
-            ),
-          );
-        }
+        if (aborted !== null) return Promise.reject(aborted);
         if (mode === "write") {
           return tx.savepoint((inner) => runAsync(inner, procedure)) as Promise<
             R
@@ -295,14 +286,10 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
         tail = result.catch(() => {});
         return result;
       };
-      try {
-        const result = await work(execute);
-        await tail;
-        if (aborted !== null) throw aborted;
-        return result;
-      } finally {
-        open = false;
-      }
+      const result = await work(execute);
+      await tail;
+      if (aborted !== null) throw aborted;
+      return result;
     }) as Promise<T>;
   }
 

@@ -36,7 +36,22 @@ export function createSqlStore(driver: SqlDriver): Store {
   const { dialect } = driver;
   return storeOver(driver.execute.bind(driver), dialect, {
     batch: (work) =>
-      driver.batch((execute) => work(storeOver(execute, dialect, batchScope))),
+      driver.batch(async (execute) => {
+        let open = true;
+        const guarded: Execute = (mode, procedure) =>
+          open ? execute(mode, procedure) : Promise.reject(
+            new StoreError(
+              "A batch's store was used after the batch ended",
+              "batch-misuse",
+              mode,
+            ),
+          );
+        try {
+          return await work(storeOver(guarded, dialect, batchScope));
+        } finally {
+          open = false;
+        }
+      }),
     close: () => driver.close(),
   });
 }
@@ -63,6 +78,7 @@ const batchScope: Pick<Store, "batch" | "close"> = {
   },
 };
 
+/** The Store's methods over `execute`; `scope` gives batch and close. */
 function storeOver(
   execute: Execute,
   dialect: Dialect,

@@ -230,17 +230,7 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
         await new Promise<void>((resolve) => batchesWaiting.push(resolve));
       }
       batchOpen = true;
-      let open = true;
       const execute: Execute = (mode, procedure) => {
-        if (!open) {
-          return Promise.reject(
-            new StoreError(
-              "A batch's store was used after the batch ended",
-              "batch-misuse",
-              mode,
-            ),
-          );
-        }
         try {
           return Promise.resolve(
             mode === "write" ? savepoint(procedure) : runSync(procedure),
@@ -258,7 +248,6 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
         rollback();
         throw error;
       } finally {
-        open = false;
         batchOpen = false;
         runQueuedWrites();
         batchesWaiting.shift()?.();
