@@ -87,8 +87,10 @@ const READ_CHUNK_BYTES = 64 * 1024;
 /**
  * Follows a gzip log file that is still being written: each `read()` inflates
  * the bytes appended since the previous one, with Z_SYNC_FLUSH so that a
- * stream without its end yields everything decodable so far. The first read
- * (and the first after a reset) keeps only the last `tailBytes` of text.
+ * stream without its end yields everything decodable so far. Every read
+ * keeps only the last `tailBytes` of that text: the first one of a long log,
+ * and any read of a follower that fell behind (a slow client, a starved
+ * process) skip ahead instead of holding megabytes (case C11).
  */
 export class GzipLogFollower {
   readonly #path: string;
@@ -99,7 +101,6 @@ export class GzipLogFollower {
   #pending: Uint8Array[] = [];
   #damaged = false;
   #decoder = new TextDecoder("utf-8", { fatal: false });
-  #fresh = true;
   #waiting: (() => void) | null = null;
 
   constructor(
@@ -131,8 +132,6 @@ export class GzipLogFollower {
         step.damaged = true;
         return step;
       }
-      const first = this.#fresh;
-      this.#fresh = false;
       let kept: Uint8Array[] = [];
       let keptBytes = 0;
       let scanned = 0;
@@ -149,20 +148,18 @@ export class GzipLogFollower {
           scanned += piece.length;
           kept.push(piece);
           keptBytes += piece.length;
-          if (first) {
-            while (
-              kept.length > 1 && keptBytes - kept[0].length >= this.#tailBytes
-            ) {
-              keptBytes -= kept.shift()!.length;
-              step.truncated = true;
-            }
+          while (
+            kept.length > 1 && keptBytes - kept[0].length >= this.#tailBytes
+          ) {
+            keptBytes -= kept.shift()!.length;
+            step.truncated = true;
           }
         }
         if (this.#damaged) break;
       }
       let bytes = concat(kept, keptBytes);
       kept = [];
-      if (first && bytes.length > this.#tailBytes) {
+      if (bytes.length > this.#tailBytes) {
         bytes = bytes.subarray(bytes.length - this.#tailBytes);
         step.truncated = true;
       }
@@ -190,7 +187,6 @@ export class GzipLogFollower {
     this.close();
     this.#offset = 0;
     this.#damaged = false;
-    this.#fresh = true;
     this.#decoder = new TextDecoder("utf-8", { fatal: false });
   }
 

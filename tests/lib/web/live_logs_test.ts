@@ -91,6 +91,36 @@ Deno.test("GzipLogFollower starts over when the file is truncated and keeps only
     }
   }));
 
+Deno.test("GzipLogFollower that fell behind skips ahead to the tail instead of holding it all (C11)", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/log.gz`;
+    const follower = new GzipLogFollower(path, { tailBytes: 1000 });
+    try {
+      const log = new GrowingLog(path);
+      await log.write("start\n");
+      assert.equal((await follower.read()).text, "start\n");
+      // 200 KB arrive before the next read.
+      for (let i = 0; i < 2000; i++) {
+        await log.write(`line ${i} ${"x".repeat(90)}\n`);
+      }
+      const behind = await follower.read();
+      assert.equal(behind.truncated, true);
+      assert.ok(behind.text.length <= 1000, `${behind.text.length}`);
+      assert.ok(behind.text.startsWith("line "), behind.text.slice(0, 20));
+      assert.ok(behind.text.endsWith(`line 1999 ${"x".repeat(90)}\n`));
+      // Caught up: small steps come whole again.
+      await log.write("done\n");
+      assert.deepEqual(await follower.read(), {
+        text: "done\n",
+        reset: false,
+        truncated: false,
+        damaged: false,
+      });
+    } finally {
+      follower.close();
+    }
+  }));
+
 Deno.test("GzipLogFollower reports damaged data instead of throwing", () =>
   withDir(async (dir) => {
     const path = `${dir}/log.gz`;
