@@ -80,13 +80,25 @@ export interface WorkerStats {
  * Runs `count` simulated workers against `port` until `stop` aborts or,
  * with `total`, until that many builds were done. A worker told `no-build`
  * asks again after `idleMs`.
+ *
+ * Without `intervalMs` each worker asks again as soon as it is done (a
+ * closed loop: the server is saturated, and the latency measured is mostly
+ * time spent queued behind the other workers' messages). With it, each
+ * worker asks once every `intervalMs` from a random start, as real workers
+ * whose builds take time do, and a latency counts from when the request
+ * was due, so that a server falling behind cannot hide it.
  */
 export async function simulateWorkers(
   port: number,
   count: number,
-  options: { stop: AbortSignal; total?: number; idleMs?: number },
+  options: {
+    stop: AbortSignal;
+    total?: number;
+    idleMs?: number;
+    intervalMs?: number;
+  },
 ): Promise<WorkerStats> {
-  const { stop, total, idleMs = 5 } = options;
+  const { stop, total, idleMs = 5, intervalMs } = options;
   const stats: WorkerStats = { builds: 0, latencies: [], elapsedMs: 0 };
   const done = new AbortController();
   const finish = () => done.abort();
@@ -113,8 +125,17 @@ export async function simulateWorkers(
           lastSeen: 0,
         },
       });
+      let due = performance.now() +
+        (intervalMs === undefined ? 0 : Math.random() * intervalMs);
       while (!done.signal.aborted) {
-        const asked = performance.now();
+        if (intervalMs !== undefined) {
+          const wait = due - performance.now();
+          if (wait > 0) {
+            await new Promise((resolve) => setTimeout(resolve, wait));
+          }
+        }
+        const asked = intervalMs === undefined ? performance.now() : due;
+        due += intervalMs ?? 0;
         await send({ type: "worker-request-work", name });
         let frames = await socket.receive(done.signal);
         // The ROUTER's probe (an empty message) is not a reply.
@@ -133,7 +154,7 @@ export async function simulateWorkers(
           });
           stats.builds++;
           if (total !== undefined && stats.builds >= total) finish();
-        } else if (reply.type === "no-build") {
+        } else if (reply.type === "no-build" && intervalMs === undefined) {
           await new Promise((resolve) => setTimeout(resolve, idleMs));
         }
       }

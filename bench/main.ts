@@ -204,7 +204,12 @@ async function groupedPops(store: Store, count: number, size: number) {
   return rate;
 }
 
-/** Runs the ZMTP dispatch benchmark against a server process. */
+/**
+ * Runs the ZMTP dispatch benchmark against a server process: `seconds` of
+ * workers asking as fast as they are served (the dispatch rate), then
+ * `seconds` of the same workers asking at half that rate in all (the
+ * request-work latency of a server that keeps up).
+ */
 async function zmtpDispatch(config: object, seconds: number) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -234,18 +239,24 @@ async function zmtpDispatch(config: object, seconds: number) {
   const writer = child.stdin.getWriter();
   try {
     const { port } = JSON.parse(await readLine());
-    const stop = new AbortController();
-    const timer = setTimeout(() => stop.abort(), seconds * 1000);
-    const stats = await simulateWorkers(port, ZMTP_WORKERS, {
-      stop: stop.signal,
-    });
-    clearTimeout(timer);
+    const phase = (intervalMs?: number) =>
+      simulateWorkers(port, ZMTP_WORKERS, {
+        stop: AbortSignal.timeout(seconds * 1000),
+        intervalMs,
+      });
+    const saturated = await phase();
+    const rate = saturated.builds / (saturated.elapsedMs / 1000);
+    const pacedRate = rate / 2;
+    const paced = await phase(ZMTP_WORKERS / pacedRate * 1000);
     await writer.write(encoder.encode("stop\n"));
     const { peakRssMb } = JSON.parse(await readLine());
     return {
-      rate: stats.builds / (stats.elapsedMs / 1000),
-      p50: percentile(stats.latencies, 50),
-      p99: percentile(stats.latencies, 99),
+      rate,
+      p50: percentile(saturated.latencies, 50),
+      p99: percentile(saturated.latencies, 99),
+      pacedRate,
+      pacedP50: percentile(paced.latencies, 50),
+      pacedP99: percentile(paced.latencies, 99),
       peakRssMb: peakRssMb as number,
     };
   } finally {
@@ -352,11 +363,18 @@ async function benchBackend(backend: Backend, rows: ResultRow[]) {
     `>= ${dispatchTarget} /s`,
     zmtp.rate >= dispatchTarget,
   );
+  // Saturated, a request waits behind every other worker's messages: by
+  // Little's law its latency is about workers / rate, whatever the server
+  // does per request. Shown, but the target is judged at a load served.
   add(
-    "ZMTP request-work p50 / p99",
+    "ZMTP request-work p50 / p99, saturated (closed loop)",
     `${fixed(zmtp.p50, 1)} / ${fixed(zmtp.p99, 1)} ms`,
+  );
+  add(
+    `ZMTP request-work p50 / p99, paced at ${fixed(zmtp.pacedRate)} /s`,
+    `${fixed(zmtp.pacedP50, 1)} / ${fixed(zmtp.pacedP99, 1)} ms`,
     `p99 <= ${TARGET.requestWorkP99Ms} ms`,
-    zmtp.p99 <= TARGET.requestWorkP99Ms,
+    zmtp.pacedP99 <= TARGET.requestWorkP99Ms,
   );
   add(
     "server RSS (peak, dispatching)",
@@ -399,11 +417,33 @@ function machineFacts(): string[] {
   ];
 }
 
+/** The PostgreSQL server's version and the settings that move its figures. */
+async function postgresFacts(url: string): Promise<string> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const settings: string[] = [];
+    for (
+      const name of ["fsync", "synchronous_commit", "shared_buffers"]
+    ) {
+      const [row] = await sql.unsafe(`SHOW ${name}`);
+      settings.push(`${name}=${row[name]}`);
+    }
+    const [{ server_version }] = await sql.unsafe("SHOW server_version");
+    return `- PostgreSQL ${server_version} on the same machine (${
+      settings.join(", ")
+    })`;
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
 async function main() {
   const rows: ResultRow[] = [];
   const backends: Backend[] = [sqliteBackend()];
   if (postgresUrl !== undefined) backends.push(postgresBackend(postgresUrl));
   else progress("PostgreSQL skipped: set LORICA_BENCH_POSTGRES to a URL");
+  const facts = machineFacts();
+  if (postgresUrl !== undefined) facts.push(await postgresFacts(postgresUrl));
   const started = performance.now();
   for (const backend of backends) {
     try {
@@ -458,7 +498,7 @@ async function main() {
     "",
     "## Machine",
     "",
-    ...machineFacts(),
+    ...facts,
     `- Run time: ${minutes.toFixed(1)} min`,
     "",
     "## Results",
@@ -482,8 +522,14 @@ async function main() {
     `- ZMTP dispatch: the real Dispatcher and ZMTP ROUTER in a server process of`,
     `  its own, ${ZMTP_WORKERS} simulated workers (DEALER sockets, real protocol:`,
     "  worker-ready, worker-request-work, build-started, build-succeeded) in",
-    `  the bench process for ${SIZES.zmtpSeconds} s; outputs are not downloaded (a`,
-    "  stand-in fetcher records the success). RSS is the server process's peak.",
+    `  the bench process for ${SIZES.zmtpSeconds} s, each asking again as soon as`,
+    "  it is done; outputs are not downloaded (a stand-in fetcher records the",
+    "  success). Then as long again with each worker asking at a fixed interval",
+    "  (random start), half the measured rate in all: the latency of a server",
+    "  that keeps up, counted from when each request was due. Saturated, a",
+    "  request waits behind the other workers' messages, so its latency is",
+    "  about workers / rate (Little's law) and says little about the server's",
+    "  work per request. RSS is the server process's peak over both.",
     `- End to end: a fresh ${SIZES.endToEnd}-job DAG evaluation built by ${END_TO_END_WORKERS}`,
     "  simulated workers through an in-process dispatcher, dependencies first.",
     `- Logs: ${LOG_UPLOADS} concurrent uploads of ${SIZES.logMb} MB of build-log text`,

@@ -83,6 +83,12 @@ export class Dispatcher {
    * that an idle worker's requests skip the held-builds query.
    */
   readonly #holdNothing = new Set<string>();
+  /**
+   * The build last handed to each name that held nothing before: once the
+   * name reports that build's result it holds nothing again, with no need
+   * to ask the store.
+   */
+  readonly #handedOut = new Map<string, string>();
   /** Workers whose last ping said they are short of disk space. */
   readonly #diskLow = new Set<string>();
 
@@ -123,6 +129,7 @@ export class Dispatcher {
         // writes that were rolled back.
         this.#workers.clear();
         this.#holdNothing.clear();
+        this.#handedOut.clear();
       }
     }
   }
@@ -286,6 +293,7 @@ export class Dispatcher {
           ? new Set(message.holding ?? [])
           : new Set<string>();
         const requeued = await this.#requeueHeld(store, name, holding, now);
+        this.#handedOut.delete(name);
         if (holding.size === 0) this.#holdNothing.add(name);
         await store.upsertWorker({ ...message.worker, lastSeen: now });
         this.#remember(name, message.worker.systems, now);
@@ -407,6 +415,7 @@ export class Dispatcher {
             recorded: result.changed,
             dependents: result.dependentsFailed,
           });
+          this.#resultRecorded(worker, message.drv);
           return;
         }
         const url = await allowedPublishUrl(
@@ -423,9 +432,11 @@ export class Dispatcher {
             reason: "publish URL is not an http URL of the worker's address",
           });
           await store.requeueBuild(message.drv, now);
+          this.#resultRecorded(worker, message.drv);
           return;
         }
         this.#options.fetcher.enqueue({ drv: message.drv, url, worker });
+        this.#resultRecorded(worker, message.drv);
         return;
       }
       default:
@@ -494,6 +505,7 @@ export class Dispatcher {
     }
     // Until the reply is out, the name holds this build.
     this.#holdNothing.delete(name);
+    this.#handedOut.set(name, build.derivation);
     turn.reply({
       routingId,
       message: {
@@ -517,6 +529,17 @@ export class Dispatcher {
       onUndelivered: () =>
         this.#options.store.requeueBuild(build.derivation, now),
     });
+  }
+
+  /**
+   * `worker` reported the result of `drv`: if that was the one build it
+   * held, it holds nothing now (the result is recorded, being fetched or
+   * the build is back in the queue).
+   */
+  #resultRecorded(worker: string, drv: string): void {
+    if (this.#handedOut.get(worker) !== drv) return;
+    this.#handedOut.delete(worker);
+    this.#holdNothing.add(worker);
   }
 
   /** Whether `name` holds a submitted or started build not being fetched. */
@@ -566,6 +589,7 @@ export class Dispatcher {
       if (!await store.touchWorker(name, now)) {
         this.#workers.delete(name);
         this.#holdNothing.delete(name);
+        this.#handedOut.delete(name);
         return null;
       }
       known.touched = now;

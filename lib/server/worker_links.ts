@@ -3,8 +3,16 @@
 
 /** Hex form of a routing id, for maps and log lines. */
 export function routingKey(routingId: Uint8Array): string {
-  return Array.from(routingId, (b) => b.toString(16).padStart(2, "0")).join("");
+  // Called several times per message: a table lookup, not toString/padStart.
+  let key = "";
+  for (const byte of routingId) key += HEX[byte];
+  return key;
 }
+
+const HEX = Array.from(
+  { length: 256 },
+  (_, b) => b.toString(16).padStart(2, "0"),
+);
 
 /** Compares IP addresses, treating IPv4-mapped IPv6 as IPv4. */
 export function sameAddress(a: string, b: string): boolean {

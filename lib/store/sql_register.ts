@@ -240,6 +240,28 @@ export function* registerBuilds(
     }
   }
   for (const target of failed) yield* failDependents(d, target, now);
+  if (d.name === "postgres") yield* refreshStatistics(fresh.length);
   if (fresh.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return { created: fresh.length, known };
+}
+
+/** New builds below which statistics are left to autovacuum. */
+export const STATISTICS_REFRESH_MIN = 1_000;
+
+/**
+ * On PostgreSQL, analyzes the build tables when this registration added
+ * more builds than the planner's statistics know of: a first large
+ * evaluation into a fresh database, which autovacuum would notice only
+ * up to a minute later. Until then every dispatch query is planned for
+ * the tiny table it was (measured: 37 instead of 700 dispatches/s at
+ * 200,000 builds). About 0.3 s at that size, so only when it is stale.
+ */
+function* refreshStatistics(added: number): Step<void> {
+  if (added < STATISTICS_REFRESH_MIN) return;
+  const row = yield* get(
+    "SELECT reltuples FROM pg_class WHERE oid = 'builds'::regclass",
+  );
+  // -1 (PostgreSQL 14 and later): never analyzed.
+  if (Number(row?.reltuples ?? -1) >= added) return;
+  yield* run("ANALYZE Builds, BuildDependencies");
 }

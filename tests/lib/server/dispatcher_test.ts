@@ -592,3 +592,71 @@ Deno.test({
       await Promise.all(workers.map((w) => w.close()));
     }),
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker that reported its one build asks again without a held-builds query; a lost reply is still requeued",
+  async fn() {
+    let heldQueries = 0;
+    const f = await startFixture({
+      storeSeenByDispatcher(store) {
+        const counting = (inner: Store): Store => {
+          const seen: Store = Object.create(inner);
+          seen.queue = (filter, limit) => {
+            if (filter.worker !== undefined) heldQueries++;
+            return inner.queue(filter, limit);
+          };
+          seen.batch = (work) => inner.batch((tx) => work(counting(tx)));
+          return seen;
+        };
+        return counting(store);
+      },
+    });
+    try {
+      await f.addJobs(
+        Array.from({ length: 4 }, (_, i) => job(`h${i}`, i)),
+      );
+      const w = await readyWorker(f.port, { name: "HELD" });
+      await eventually(async () => (await f.store.getWorker("HELD")) !== null);
+      const afterReady = heldQueries;
+      for (const kind of ["build-succeeded", "build-failed"] as const) {
+        const reply = await w.requestWork();
+        assert.equal(reply.type, "build");
+        const drv = reply.type === "build" ? reply.drv : "";
+        await w.send({ type: "build-started", drv, worker: "HELD" });
+        if (kind === "build-succeeded") await reportSuccess(w, drv);
+        else {
+          await w.send({
+            type: kind,
+            drv,
+            url: "http://127.0.0.1:1",
+            log: null,
+          });
+        }
+      }
+      assert.equal(heldQueries, afterReady, "no query while nothing is held");
+
+      // A reply lost on the way: asking again puts the held build back
+      // (and, the best in the queue, it is the one handed out again).
+      const lost = await w.requestWork();
+      assert.equal(lost.type, "build");
+      const next = await w.requestWork();
+      assert.equal(heldQueries, afterReady + 1);
+      assert.equal(next.type, "build");
+      const held = await f.store.queue({ worker: "HELD" }, 10);
+      assert.deepEqual(
+        held.map((build) => [build.derivation, build.status]),
+        [[next.type === "build" ? next.drv : "", BuildStatus.submitted]],
+      );
+      assert.ok(
+        f.lines.some((line) =>
+          line.startsWith("warn build requeued") && line.includes("worker=HELD")
+        ),
+      );
+      await w.close();
+    } finally {
+      await f.close();
+    }
+  },
+});

@@ -11,6 +11,7 @@ import {
   PostgresTargetError,
 } from "../../../lib/store/postgres.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
+import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
@@ -255,4 +256,41 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: dropSchemas,
+});
+
+Deno.test({
+  name:
+    "registerBuilds() analyzes the build tables when it outgrew their statistics",
+  ignore,
+  async fn() {
+    const schema = freshSchema();
+    const store = await openPostgresStore(url!, { schema });
+    const sql = postgres(url!, { max: 1, onnotice: () => {} });
+    const knownRows = async () =>
+      Number(
+        (await sql.unsafe(
+          `SELECT reltuples FROM pg_class WHERE oid = '${schema}.builds'::regclass`,
+        ))[0].reltuples,
+      );
+    try {
+      await store.upsertSpecification(specification("big"));
+      const register = async (from: number, count: number) => {
+        const evaluation = await store.addEvaluation("big", [], from);
+        const jobs = Array.from(
+          { length: count },
+          (_, i) => job(`big-${from + i}`),
+        );
+        await store.registerBuilds(evaluation, jobs, { priority: 9, now: 1 });
+      };
+      // A fresh table was never analyzed (-1, or 0 before PostgreSQL 14).
+      assert.ok(await knownRows() <= 0);
+      // More new builds than the statistics know of: analyzed at once,
+      // within the registration (autovacuum waits up to a minute).
+      await register(0, 2 * STATISTICS_REFRESH_MIN);
+      assert.equal(await knownRows(), 2 * STATISTICS_REFRESH_MIN);
+    } finally {
+      await sql.end({ timeout: 1 });
+      await store.close();
+    }
+  },
 });
