@@ -49,7 +49,7 @@ export function specificationFromJson(value: unknown): Specification {
   }
   if (field("channels") !== undefined) {
     spec.channels = jsonArray(field("channels"), "channels", fail)
-      .map((c) => jsonChannel(c, fail));
+      .map((c, i) => jsonChannel(c, (what) => fail(`channels[${i}]: ${what}`)));
   }
   if (field("build-outputs") !== undefined) {
     spec.buildOutputs = jsonArray(field("build-outputs"), "build-outputs", fail)

@@ -1,8 +1,13 @@
-// A specification as an admin sends it, JSON or the web form, checked
-// field by field: a bad one is a 400 naming the field and the value.
+// A specification as an admin sends it, JSON or the web form. JSON goes
+// through the same reader as `--specifications` files (Cuirass's defaults,
+// channel introductions, notification shapes); both then meet the limits
+// of a public form: bounded lengths, system names, a channel and a system
+// at least. A bad field is a 400 naming it and its value.
 
 import { HttpError, quoteValue } from "./http_error.ts";
-import { BUILD_TYPES } from "../spec/spec_fields.ts";
+import { BUILD_TYPES, defaultGuixChannel } from "../spec/spec_fields.ts";
+import { specificationFromJson } from "../spec/spec_json.ts";
+import { SpecError } from "../spec/spec_error.ts";
 import type { Channel, Specification } from "../store/types.ts";
 
 /** Systems offered as checkboxes on the specification form. */
@@ -20,6 +25,7 @@ export const FORM_SYSTEMS = [
 const MAX_NAME_LENGTH = 100;
 const MAX_LIST_ITEMS = 200;
 const MAX_ITEM_LENGTH = 500;
+const MAX_PERIOD_SECONDS = 366 * 24 * 3600;
 const SPEC_NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 const SYSTEM_REGEXP = /^[a-z0-9_]+-[a-z0-9_]+$/;
 
@@ -28,79 +34,12 @@ const SYSTEM_REGEXP = /^[a-z0-9_]+-[a-z0-9_]+$/;
  * @throws {HttpError} 400 naming the first bad field.
  */
 export function specFromJson(value: unknown): Specification {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw fieldError("body", "not a JSON object");
+  try {
+    return withinLimits(specificationFromJson(value));
+  } catch (error) {
+    if (error instanceof SpecError) throw new HttpError(400, error.message);
+    throw error;
   }
-  const input = value as Record<string, unknown>;
-  const name = requireName(input.name);
-  let buildType: string;
-  let params: string[] = [];
-  if (typeof input.build === "string") {
-    buildType = input.build;
-  } else if (
-    typeof input.build === "object" && input.build !== null &&
-    !Array.isArray(input.build) && Object.keys(input.build).length === 1
-  ) {
-    const [key, list] = Object.entries(input.build)[0];
-    buildType = key;
-    params = stringList(list, "build");
-  } else {
-    throw fieldError("build", "not a build type or {type: [parameters]}");
-  }
-  const channelsInput = input.channels ?? [];
-  if (!Array.isArray(channelsInput) || channelsInput.length > MAX_LIST_ITEMS) {
-    throw fieldError("channels", "not a list of channels");
-  }
-  const channels = channelsInput.map((channel, i) => {
-    if (typeof channel !== "object" || channel === null) {
-      throw fieldError(`channels[${i}]`, "not an object");
-    }
-    const c = channel as Record<string, unknown>;
-    return makeChannel(
-      c.name,
-      c.url,
-      c.branch ?? "master",
-      c.commit === false || c.commit === undefined ? null : c.commit,
-      i,
-    );
-  });
-  const buildOutputs = Array.isArray(input["build-outputs"])
-    ? (input["build-outputs"] as unknown[]).slice(0, MAX_LIST_ITEMS).map(
-      (item, i) => {
-        const o = (item ?? {}) as Record<string, unknown>;
-        return {
-          job: shortString(o.job, `build-outputs[${i}].job`),
-          type: shortString(o.type, `build-outputs[${i}].type`),
-          output: shortString(o.output ?? "out", `build-outputs[${i}].output`),
-          path: shortString(o.path ?? "", `build-outputs[${i}].path`),
-        };
-      },
-    )
-    : [];
-  const notifications = Array.isArray(input.notifications)
-    ? (input.notifications as unknown[]).slice(0, MAX_LIST_ITEMS).map(
-      (item, i) => {
-        if (typeof item !== "object" || item === null) {
-          throw fieldError(`notifications[${i}]`, "not an object");
-        }
-        const out: Record<string, string> = {};
-        for (const [key, field] of Object.entries(item)) {
-          out[key] = shortString(field, `notifications[${i}].${key}`);
-        }
-        return out;
-      },
-    )
-    : [];
-  return finishSpec({
-    name,
-    build: { type: buildType, params },
-    channels,
-    buildOutputs,
-    notifications,
-    period: input.period ?? 0,
-    priority: input.priority ?? 9,
-    systems: input.systems,
-  });
 }
 
 /**
@@ -109,8 +48,8 @@ export function specFromJson(value: unknown): Specification {
  * @throws {HttpError} 400 naming the first bad field.
  */
 export function specFromForm(form: URLSearchParams): Specification {
-  const name = requireName(form.get("name"));
-  const buildType = form.get("build") ?? "";
+  const name = form.get("name") ?? "";
+  if (name === "") throw fieldError("name", "missing");
   const params = [
     ...form.getAll("param-select"),
     ...form.getAll("param-input").flatMap((text) => text.split(",")),
@@ -118,12 +57,25 @@ export function specFromForm(form: URLSearchParams): Specification {
   const names = form.getAll("channel-name");
   const urls = form.getAll("channel-url");
   const branches = form.getAll("channel-branch");
-  const channels = [];
+  const channels: Channel[] = [];
   for (let i = 0; i < names.length && i < MAX_LIST_ITEMS; i++) {
-    if (names[i].trim() === "" && (urls[i] ?? "").trim() === "") continue;
-    channels.push(
-      makeChannel(names[i], urls[i], branches[i] || "master", null, i),
-    );
+    const channelName = names[i].trim();
+    const url = (urls[i] ?? "").trim();
+    if (channelName === "" && url === "") continue;
+    if (channelName === "" || url === "") {
+      throw fieldError(`channels[${i}]`, "a channel needs a name and a URL");
+    }
+    const guix = defaultGuixChannel();
+    channels.push({
+      name: channelName,
+      url,
+      branch: (branches[i] ?? "").trim() || "master",
+      commit: null,
+      // As the file readers do: Guix's own channel is authenticated.
+      introduction: channelName === guix.name && url === guix.url
+        ? guix.introduction
+        : null,
+    });
   }
   const systems = FORM_SYSTEMS.filter((system) => form.has(system));
   for (const text of form.getAll("systems")) {
@@ -131,122 +83,93 @@ export function specFromForm(form: URLSearchParams): Specification {
       if (item.trim() !== "") systems.push(item.trim());
     }
   }
-  return finishSpec({
+  return withinLimits({
     name,
-    build: { type: buildType, params },
+    build: { type: form.get("build") ?? "", params },
     channels,
     buildOutputs: [],
     notifications: [],
     period: numberField(form.get("period") ?? "0", "period"),
     priority: numberField(form.get("priority") ?? "9", "priority"),
     systems: [...new Set(systems)],
+    isActive: true,
   });
 }
 
-function finishSpec(input: {
-  name: string;
-  build: { type: string; params: string[] };
-  channels: Channel[];
-  buildOutputs: Specification["buildOutputs"];
-  notifications: Specification["notifications"];
-  period: unknown;
-  priority: unknown;
-  systems: unknown;
-}): Specification {
-  if (!BUILD_TYPES.includes(input.build.type)) {
+/**
+ * `spec` if it meets the limits of a public form.
+ * @throws {HttpError} 400 naming the first field that does not.
+ */
+function withinLimits(spec: Specification): Specification {
+  if (
+    spec.name.length > MAX_NAME_LENGTH || !SPEC_NAME_REGEXP.test(spec.name)
+  ) {
     throw fieldError(
-      "build",
-      `${quoteValue(input.build.type)} is not one of ${BUILD_TYPES.join(", ")}`,
+      "name",
+      `${
+        quoteValue(spec.name)
+      } is not a name of letters, digits, ".", "_", "+" and "-"`,
     );
   }
-  const period = input.period;
-  if (
-    typeof period !== "number" || !Number.isSafeInteger(period) ||
-    period < 0 || period > 366 * 24 * 3600
-  ) {
-    throw fieldError("period", "not a number of seconds from 0 to one year");
+  if (!BUILD_TYPES.includes(spec.build.type)) {
+    throw fieldError(
+      "build",
+      `${quoteValue(spec.build.type)} is not one of ${BUILD_TYPES.join(", ")}`,
+    );
   }
-  const priority = input.priority;
-  if (
-    typeof priority !== "number" || !Number.isInteger(priority) ||
-    priority < 0 || priority > 9
-  ) {
-    throw fieldError("priority", "not an integer from 0 to 9");
+  shortStrings(spec.build.params, "build");
+  if (spec.period > MAX_PERIOD_SECONDS) {
+    throw fieldError("period", `${spec.period} seconds is over a year`);
   }
-  const systems = stringList(input.systems, "systems");
-  if (systems.length === 0) throw fieldError("systems", "no system selected");
-  for (const system of systems) {
+  if (spec.priority < 0 || spec.priority > 9) {
+    throw fieldError("priority", `${spec.priority} is not from 0 to 9`);
+  }
+  if (spec.systems.length === 0) {
+    throw fieldError("systems", "no system selected");
+  }
+  shortStrings(spec.systems, "systems");
+  for (const system of spec.systems) {
     if (!SYSTEM_REGEXP.test(system)) {
       throw fieldError("systems", `${quoteValue(system)} is not a system name`);
     }
   }
-  if (input.channels.length === 0) {
+  if (spec.channels.length === 0) {
     throw fieldError("channels", "at least one channel is needed");
   }
-  return {
-    name: input.name,
-    build: input.build,
-    channels: input.channels,
-    buildOutputs: input.buildOutputs,
-    notifications: input.notifications,
-    period,
-    priority,
-    systems,
-    isActive: true,
-  };
+  shortList(spec.channels, "channels").forEach((channel, i) =>
+    shortStrings(
+      [channel.name, channel.url, channel.branch, channel.commit ?? ""],
+      `channels[${i}]`,
+    )
+  );
+  shortList(spec.buildOutputs, "build-outputs").forEach((output, i) =>
+    shortStrings(Object.values(output), `build-outputs[${i}]`)
+  );
+  shortList(spec.notifications, "notifications").forEach((sink, i) =>
+    shortStrings(Object.values(sink), `notifications[${i}]`)
+  );
+  return spec;
 }
 
-function makeChannel(
-  name: unknown,
-  url: unknown,
-  branch: unknown,
-  commit: unknown,
-  index: number,
-): Channel {
-  const channelName = shortString(name, `channels[${index}].name`).trim();
-  const channelUrl = shortString(url, `channels[${index}].url`).trim();
-  if (channelName === "" || channelUrl === "") {
-    throw fieldError(`channels[${index}]`, "a channel needs a name and a URL");
-  }
-  return {
-    name: channelName,
-    url: channelUrl,
-    branch: shortString(branch, `channels[${index}].branch`).trim() ||
-      "master",
-    commit: commit === null
-      ? null
-      : shortString(commit, `channels[${index}].commit`),
-    introduction: null,
-  };
-}
-
-function requireName(value: unknown): string {
-  if (typeof value !== "string" || value === "") {
-    throw fieldError("name", "missing");
-  }
-  if (value.length > MAX_NAME_LENGTH || !SPEC_NAME_REGEXP.test(value)) {
+function shortList<T>(items: T[], field: string): T[] {
+  if (items.length > MAX_LIST_ITEMS) {
     throw fieldError(
-      "name",
-      `${
-        quoteValue(value)
-      } is not a name of letters, digits, ".", "_", "+" and "-"`,
+      field,
+      `${items.length} items, more than ${MAX_LIST_ITEMS}`,
     );
   }
-  return value;
+  return items;
 }
 
-function stringList(value: unknown, field: string): string[] {
-  if (!Array.isArray(value) || value.length > MAX_LIST_ITEMS) {
-    throw fieldError(field, "not a list of strings");
+function shortStrings(items: string[], field: string): void {
+  for (const item of shortList(items, field)) {
+    if (item.length > MAX_ITEM_LENGTH) {
+      throw fieldError(
+        field,
+        `${quoteValue(item)} is longer than ${MAX_ITEM_LENGTH} characters`,
+      );
+    }
   }
-  return value.map((item, i) => shortString(item, `${field}[${i}]`));
-}
-
-function shortString(value: unknown, field: string): string {
-  if (typeof value !== "string" || value.length > MAX_ITEM_LENGTH) {
-    throw fieldError(field, "not a string of at most 500 characters");
-  }
-  return value;
 }
 
 function numberField(text: string, field: string): number {

@@ -307,7 +307,7 @@ Deno.test("POST /admin/specification/add accepts Cuirass's form fields", async (
 Deno.test("specFromJson() and specFromForm() reject bad fields with 400 naming the field", () => {
   const good = specJson("ok");
   const cases: [string, Record<string, unknown>, RegExp][] = [
-    ["no name", { name: "" }, /"name": missing/],
+    ["no name", { name: "" }, /"name" is not a non-empty string/],
     ["slash in name", { name: "a/b" }, /"name"/],
     ["long name", { name: "a".repeat(101) }, /"name"/],
     ["bad build", { build: "everything" }, /"build"/],
@@ -328,10 +328,64 @@ Deno.test("specFromJson() and specFromForm() reject bad fields with 400 naming t
       label,
     );
   }
-  assert.throws(() => specFromJson([]), /body/);
+  assert.throws(() => specFromJson([]), /from JSON: not an object/);
   assert.throws(
     () => specFromForm(new URLSearchParams("name=x&build=hello&period=1e9")),
     /"period"/,
+  );
+});
+
+Deno.test("specFromForm() authenticates Guix's own channel, as the file readers do", () => {
+  const form = (url: string) =>
+    specFromForm(
+      new URLSearchParams({
+        name: "g",
+        build: "hello",
+        "channel-name": "guix",
+        "channel-url": url,
+        systems: "x86_64-linux",
+      }),
+    );
+  assert.equal(
+    form("https://git.guix.gnu.org/guix.git").channels[0].introduction?.commit,
+    "9edb3f66fd807b096b48283debdcddccfea34bad",
+  );
+  assert.equal(
+    form("https://git.example/guix.git").channels[0].introduction,
+    null,
+  );
+});
+
+Deno.test("specFromJson() reads like the specifications file reader: introductions, notifications", () => {
+  const introduced = specFromJson(specJson("intro", {
+    channels: [{
+      name: "mine",
+      url: "https://git.example/mine.git",
+      introduction: {
+        commit: "0123456789abcdef0123456789abcdef01234567",
+        signer: "bbb02ddf2ceaf6a80d1de643a2a06df2a33a54fa",
+      },
+    }, { name: "guix", url: "https://git.guix.gnu.org/guix.git" }],
+  }));
+  assert.deepEqual(
+    introduced.channels.map((channel) => channel.introduction?.signer),
+    [
+      "BBB0 2DDF 2CEA F6A8 0D1D  E643 A2A0 6DF2 A33A 54FA",
+      "BBB0 2DDF 2CEA F6A8 0D1D  E643 A2A0 6DF2 A33A 54FA",
+    ],
+    "an explicit introduction, and Guix's own for the Guix channel",
+  );
+  assert.throws(
+    () => specFromJson(specJson("sms", { notifications: [{ type: "sms" }] })),
+    (e: Error & { status?: number }) =>
+      e.status === 400 && /unknown entry \{"type":"sms"\}/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      specFromJson(specJson("big", {
+        channels: [{ name: "g", url: "https://x/" + "a".repeat(600) }],
+      })),
+    /"channels\[0\]": ".*" is longer than 500 characters/,
   );
 });
 
