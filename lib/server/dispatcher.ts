@@ -114,6 +114,12 @@ export class Dispatcher {
         this.#handle(message, turn),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
+      // The caches may describe writes that were rolled back.
+      rolledBack: () => {
+        this.#workers.clear();
+        this.#holdNothing.clear();
+        this.#handedOut.clear();
+      },
     };
     while (!signal.aborted) {
       let messages: RouterMessage[];
@@ -124,13 +130,7 @@ export class Dispatcher {
         this.#logger.error("dispatcher stopped", { error });
         throw error;
       }
-      if (!await serveTurn(messages, handlers)) {
-        // Nothing of the turn was recorded: the caches may describe
-        // writes that were rolled back.
-        this.#workers.clear();
-        this.#holdNothing.clear();
-        this.#handedOut.clear();
-      }
+      await serveTurn(messages, handlers);
     }
   }
 

@@ -1,11 +1,16 @@
 // A dispatcher turn: every message already waiting, handled in one store
 // batch so that they share one commit (group commit), and their replies
 // sent only after it. A worker is never promised what is not yet on disk.
+//
+// The batch is optimistic first (no savepoint per write: on PostgreSQL a
+// third of the round trips). Should a write fail, nothing of that attempt
+// is kept and the turn runs again with a savepoint per write, so that the
+// failing message alone loses its write.
 
 import type { Message } from "../protocol/messages.ts";
 import type { RouterMessage, RouterSocket } from "../zmtp/router.ts";
 import type { Logger } from "../log.ts";
-import type { Store } from "../store/types.ts";
+import { type Store, StoreError } from "../store/types.ts";
 import { routingKey } from "./worker_links.ts";
 
 /**
@@ -55,6 +60,17 @@ export interface TurnHandlers {
   handle(message: RouterMessage, turn: Turn): Promise<void>;
   /** Sends a reply at once; false when the peer is gone. */
   send(routingId: Uint8Array, message: Message): Promise<boolean>;
+  /**
+   * Forgets what handling learnt during an attempt whose writes were
+   * rolled back (caches describing them).
+   */
+  rolledBack(): void;
+}
+
+/** A message whose handling threw, logged once its attempt is kept. */
+interface Failure {
+  message: RouterMessage;
+  error: unknown;
 }
 
 /**
@@ -66,30 +82,28 @@ export async function serveTurn(
   messages: RouterMessage[],
   handlers: TurnHandlers,
 ): Promise<boolean> {
-  const { store, logger } = handlers;
-  const replies: PendingReply[] = [];
-  try {
-    await store.batch(async (tx) => {
-      const turn: Turn = { store: tx, reply: (reply) => replies.push(reply) };
-      for (const message of messages) {
-        try {
-          await handlers.handle(message, turn);
-        } catch (error) {
-          // One bad message, or one failing query, must not stop the rest.
-          logger.error("message handling failed", {
-            peer: routingKey(message.routingId),
-            address: message.peerAddress,
-            error,
-            stack: (error as Error)?.stack,
-          });
-        }
-      }
+  const { logger } = handlers;
+  let attempt = await attemptTurn(messages, handlers, true);
+  if (
+    "error" in attempt && attempt.error instanceof StoreError &&
+    attempt.error.code === "batch-aborted"
+  ) {
+    handlers.rolledBack();
+    logger.info("turn replayed", {
+      messages: messages.length,
+      reason: attempt.error.cause ?? attempt.error,
     });
-  } catch (error) {
-    logger.error("turn not committed", { messages: messages.length, error });
+    attempt = await attemptTurn(messages, handlers, false);
+  }
+  if ("error" in attempt) {
+    handlers.rolledBack();
+    logger.error("turn not committed", {
+      messages: messages.length,
+      error: attempt.error,
+    });
     return false;
   }
-  for (const reply of replies) {
+  for (const reply of attempt.replies) {
     if (await handlers.send(reply.routingId, reply.message)) {
       reply.onDelivered?.();
     } else {
@@ -103,4 +117,41 @@ export async function serveTurn(
     }
   }
   return true;
+}
+
+/**
+ * One attempt at a turn: its replies once committed, else what made the
+ * batch fail. Handling errors are logged only for a committed attempt.
+ */
+async function attemptTurn(
+  messages: RouterMessage[],
+  handlers: TurnHandlers,
+  optimistic: boolean,
+): Promise<{ replies: PendingReply[] } | { error: unknown }> {
+  const replies: PendingReply[] = [];
+  const failures: Failure[] = [];
+  try {
+    await handlers.store.batch(async (tx) => {
+      const turn: Turn = { store: tx, reply: (reply) => replies.push(reply) };
+      for (const message of messages) {
+        try {
+          await handlers.handle(message, turn);
+        } catch (error) {
+          // One bad message, or one failing query, must not stop the rest.
+          failures.push({ message, error });
+        }
+      }
+    }, { optimistic });
+  } catch (error) {
+    return { error };
+  }
+  for (const { message, error } of failures) {
+    handlers.logger.error("message handling failed", {
+      peer: routingKey(message.routingId),
+      address: message.peerAddress,
+      error,
+      stack: (error as Error)?.stack,
+    });
+  }
+  return { replies };
 }

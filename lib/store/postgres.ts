@@ -259,10 +259,14 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
   /**
    * One transaction on one connection for a whole batch. Its steps run one
    * after the other (a connection runs one query at a time); each write in
-   * a savepoint. A read that fails aborts the transaction, so the batch
-   * then fails as a whole rather than committing a part.
+   * a savepoint, with `savepoints`. Any other step that fails aborts the
+   * transaction, so the batch then fails as a whole rather than committing
+   * a part.
    */
-  function batch<T>(work: (execute: Execute) => Promise<T>): Promise<T> {
+  function batch<T>(
+    work: (execute: Execute) => Promise<T>,
+    { savepoints }: { savepoints: boolean },
+  ): Promise<T> {
     return sql.begin(async (tx) => {
       let aborted: unknown = null;
       let tail: Promise<unknown> = Promise.resolve();
@@ -271,7 +275,7 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
         procedure: (d: Dialect) => Step<R>,
       ) => {
         if (aborted !== null) return Promise.reject(aborted);
-        if (mode === "write") {
+        if (mode === "write" && savepoints) {
           return tx.savepoint((inner) => runAsync(inner, procedure)) as Promise<
             R
           >;

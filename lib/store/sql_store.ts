@@ -18,10 +18,14 @@ export interface SqlDriver {
   execute: Execute;
   /**
    * Calls `work` with an `execute` whose writes share one transaction
-   * (each in a savepoint of its own), committed once `work` resolves and
-   * rolled back if it throws. See {@link Store.batch}.
+   * (each in a savepoint of its own unless `savepoints` is false),
+   * committed once `work` resolves and rolled back if it throws. See
+   * {@link Store.batch}.
    */
-  batch<T>(work: (execute: Execute) => Promise<T>): Promise<T>;
+  batch<T>(
+    work: (execute: Execute) => Promise<T>,
+    options: { savepoints: boolean },
+  ): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -35,23 +39,46 @@ export type Execute = <T>(
 export function createSqlStore(driver: SqlDriver): Store {
   const { dialect } = driver;
   return storeOver(driver.execute.bind(driver), dialect, {
-    batch: (work) =>
-      driver.batch(async (execute) => {
+    batch: (work, options = {}) => {
+      const optimistic = options.optimistic === true;
+      return driver.batch(async (execute) => {
         let open = true;
-        const guarded: Execute = (mode, procedure) =>
-          open ? execute(mode, procedure) : Promise.reject(
-            new StoreError(
+        // Optimistic: the first failing write; nothing of the batch may
+        // be committed after it (it may have done half of its work).
+        let spoiled: StoreError | null = null;
+        const guarded: Execute = async (mode, procedure) => {
+          if (!open) {
+            throw new StoreError(
               "A batch's store was used after the batch ended",
               "batch-misuse",
               mode,
-            ),
-          );
+            );
+          }
+          if (spoiled !== null) throw spoiled;
+          try {
+            return await execute(mode, procedure);
+          } catch (error) {
+            if (!optimistic || mode !== "write") throw error;
+            spoiled = new StoreError(
+              `Optimistic batch aborted by a failing write: ${
+                (error as Error)?.message ?? error
+              }`,
+              "batch-aborted",
+              mode,
+              { cause: error },
+            );
+            throw spoiled;
+          }
+        };
         try {
-          return await work(storeOver(guarded, dialect, batchScope));
+          const result = await work(storeOver(guarded, dialect, batchScope));
+          if (spoiled !== null) throw spoiled;
+          return result;
         } finally {
           open = false;
         }
-      }),
+      }, { savepoints: !optimistic });
+    },
     close: () => driver.close(),
   });
 }

@@ -225,7 +225,7 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
         return Promise.reject(error);
       }
     },
-    async batch(work) {
+    async batch(work, { savepoints }) {
       while (batchOpen) {
         await new Promise<void>((resolve) => batchesWaiting.push(resolve));
       }
@@ -233,7 +233,9 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
       const execute: Execute = (mode, procedure) => {
         try {
           return Promise.resolve(
-            mode === "write" ? savepoint(procedure) : runSync(procedure),
+            mode === "write" && savepoints
+              ? savepoint(procedure)
+              : runSync(procedure),
           );
         } catch (error) {
           return Promise.reject(error);

@@ -4,11 +4,13 @@
 export type StoreErrorCode =
   | "not-found"
   | "schema-too-new"
-  | "batch-misuse";
+  | "batch-misuse"
+  | "batch-aborted";
 
 /**
  * A store operation refused: a row it needs is missing, the schema is too
- * new, or a batch's store was used outside its rules.
+ * new, a batch's store was used outside its rules, or an optimistic batch
+ * gave up at its first failing write.
  */
 export class StoreError extends Error {
   constructor(
@@ -389,9 +391,23 @@ export interface Store {
    * must not wait for a write through this store (on SQLite that write
    * waits for the batch).
    */
-  batch<T>(work: (tx: Store) => Promise<T>): Promise<T>;
+  batch<T>(work: (tx: Store) => Promise<T>, options?: BatchOptions): Promise<T>;
 
   close(): Promise<void>;
+}
+
+/** Options of {@link Store.batch}. */
+export interface BatchOptions {
+  /**
+   * Writes without savepoints, which costs a statement less per write (on
+   * PostgreSQL, two round trips less); but then a write that fails spoils
+   * the whole batch: it and every later call reject with a
+   * {@link StoreError} of code "batch-aborted" (the write's error as its
+   * cause), and the batch rejects with it and records nothing. For callers
+   * that can run the same work again without the option, which then tells
+   * the failing write from the others.
+   */
+  optimistic?: boolean;
 }
 
 /** A notification waiting to be sent. */

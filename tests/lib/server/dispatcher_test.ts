@@ -607,7 +607,8 @@ Deno.test({
             if (filter.worker !== undefined) heldQueries++;
             return inner.queue(filter, limit);
           };
-          seen.batch = (work) => inner.batch((tx) => work(counting(tx)));
+          seen.batch = (work, options) =>
+            inner.batch((tx) => work(counting(tx)), options);
           return seen;
         };
         return counting(store);

@@ -945,6 +945,49 @@ export function storeContract(
     assert.equal(await status(store, "a"), BuildStatus.started);
   });
 
+  test("batch({optimistic}): writes commit together without savepoints", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.batch(async (tx) => {
+      await tx.popBuild("w1", ["x86_64-linux"], 2);
+      await tx.markStarted(drv("a"), "w1", "/log", 3);
+      await tx.popBuild("w2", ["x86_64-linux"], 4);
+    }, { optimistic: true });
+    assert.equal(await status(store, "a"), BuildStatus.started);
+    assert.equal(await status(store, "b"), BuildStatus.submitted);
+  });
+
+  test("batch({optimistic}): the first failing write aborts the whole batch", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    const aborted = (error: unknown) =>
+      error instanceof StoreError && error.code === "batch-aborted" &&
+      error.cause instanceof StoreError && error.cause.code === "not-found" &&
+      error.message.includes(`${id + 7}`);
+    await assert.rejects(
+      store.batch(async (tx) => {
+        await tx.popBuild("w", ["x86_64-linux"], 2);
+        await assert.rejects(
+          tx.setEvaluationStatus(id + 7, EvaluationStatus.succeeded, 3),
+          aborted,
+        );
+        // Everything after it is refused as well, reads included.
+        await assert.rejects(tx.markStarted(drv("a"), "w", "/log", 4), aborted);
+        await assert.rejects(tx.listWorkers(), aborted);
+      }, { optimistic: true }),
+      aborted,
+    );
+    // Nothing of it was recorded.
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    assert.equal(await status(store, "b"), BuildStatus.scheduled);
+  });
+
   test("batch(): work that throws rolls every write back", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });

@@ -1,0 +1,161 @@
+// serveTurn() against a real SQLite store: one commit per turn, replies
+// after it, and a failing write that costs only its own message.
+
+import assert from "node:assert/strict";
+import { serveTurn, type TurnHandlers } from "../../../lib/server/turn.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { createLogger } from "../../../lib/log.ts";
+import {
+  BuildStatus,
+  EvaluationStatus,
+  type Store,
+} from "../../../lib/store/types.ts";
+import { drv, job, specification } from "../store/store_contract.ts";
+import type { Message } from "../../../lib/protocol/messages.ts";
+import type { RouterMessage } from "../../../lib/zmtp/router.ts";
+
+/** A turn's messages: each frame names what its handler does. */
+function messages(...actions: string[]): RouterMessage[] {
+  return actions.map((action, i) => ({
+    routingId: new Uint8Array([i]),
+    peerAddress: "127.0.0.1",
+    frames: [new TextEncoder().encode(action)],
+  }));
+}
+
+async function withStore(
+  body: (store: Store, evaluation: number) => Promise<void>,
+) {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-turn-" });
+  const store = openSqliteStore(`${dir}/db.sqlite`);
+  try {
+    await store.upsertSpecification(specification("s"));
+    const evaluation = await store.addEvaluation("s", [], 1);
+    await store.registerBuilds(evaluation, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    await body(store, evaluation);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Handlers over `store`: "pop" pops a build and replies with it, "bad"
+ * writes to an evaluation that does not exist. Records the batches'
+ * options, what was sent and the log.
+ */
+function handlersOver(store: Store, evaluation: number) {
+  const lines: string[] = [];
+  const sent: string[] = [];
+  const batches: (boolean | undefined)[] = [];
+  let rollbacks = 0;
+  const seen: Store = Object.create(store);
+  seen.batch = (work, options) => {
+    batches.push(options?.optimistic);
+    return store.batch(work, options);
+  };
+  const handlers: TurnHandlers = {
+    store: seen,
+    logger: createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+    async handle(message, turn) {
+      const action = new TextDecoder().decode(message.frames[0]);
+      if (action === "bad") {
+        await turn.store.setEvaluationStatus(
+          evaluation + 9,
+          EvaluationStatus.succeeded,
+          2,
+        );
+        return;
+      }
+      const build = await turn.store.popBuild("w", ["x86_64-linux"], 2);
+      turn.reply({
+        routingId: message.routingId,
+        message: { type: "no-build", requestId: build?.id ?? 0 },
+      });
+    },
+    send(_routingId, message: Message) {
+      sent.push(JSON.stringify(message));
+      return Promise.resolve(true);
+    },
+    rolledBack: () => rollbacks++,
+  };
+  return { handlers, lines, sent, batches, rollbacks: () => rollbacks };
+}
+
+Deno.test("serveTurn() commits a turn once, optimistically, then replies", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    assert.equal(await serveTurn(messages("pop", "pop"), t.handlers), true);
+    assert.deepEqual(t.batches, [true]);
+    assert.equal(t.sent.length, 2);
+    assert.equal(t.rollbacks(), 0);
+    for (const base of ["a", "b"]) {
+      assert.equal(
+        (await store.getBuildByDerivation(drv(base)))?.status,
+        BuildStatus.submitted,
+      );
+    }
+    assert.deepEqual(t.lines, []);
+  });
+});
+
+Deno.test("serveTurn(): a failing write replays the turn with savepoints; the others keep theirs", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    assert.equal(
+      await serveTurn(messages("pop", "bad", "pop"), t.handlers),
+      true,
+    );
+    assert.deepEqual(t.batches, [true, false]);
+    assert.equal(t.rollbacks(), 1, "caches dropped once, before the replay");
+    // Replies of the committed attempt only: two, not four.
+    assert.equal(t.sent.length, 2);
+    for (const base of ["a", "b"]) {
+      assert.equal(
+        (await store.getBuildByDerivation(drv(base)))?.status,
+        BuildStatus.submitted,
+      );
+    }
+    assert.equal(
+      t.lines.filter((line) => line.startsWith("info turn replayed")).length,
+      1,
+    );
+    const failed = t.lines.filter((line) =>
+      line.startsWith("error message handling failed")
+    );
+    assert.equal(failed.length, 1, "the failure logged once, not per attempt");
+    assert.ok(failed[0].includes(`${evaluation + 9}`));
+  });
+});
+
+Deno.test("serveTurn(): a turn that cannot commit sends nothing and drops the caches", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    const failing: Store = Object.create(t.handlers.store);
+    failing.batch = (work, options) =>
+      t.handlers.store.batch(async (tx) => {
+        await work(tx);
+        throw new Error("disk I/O error");
+      }, options);
+    const handlers = { ...t.handlers, store: failing };
+    assert.equal(await serveTurn(messages("pop"), handlers), false);
+    assert.deepEqual(t.sent, []);
+    assert.equal(t.rollbacks(), 1);
+    assert.equal(
+      (await store.getBuildByDerivation(drv("a")))?.status,
+      BuildStatus.scheduled,
+    );
+    assert.ok(
+      t.lines.some((line) =>
+        line.startsWith("error turn not committed messages=1") &&
+        line.includes("disk I/O error")
+      ),
+    );
+  });
+});
