@@ -23,9 +23,10 @@ import {
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import { WorkerHoldings } from "./worker_holdings.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
-import { routingKey, WorkerLinks } from "./worker_links.ts";
+import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
 import { allowedPublishUrl } from "./publish_url.ts";
 import { nextTurn, serveTurn, type Turn } from "./turn.ts";
 
@@ -57,14 +58,23 @@ export interface DispatcherOptions {
   touchIntervalSeconds?: number;
 }
 
-/** What the dispatcher keeps of a registered worker between requests. */
-interface KnownWorker {
-  systems: string[];
-  /** When its last contact was last written to the store. */
-  touched: number;
-}
-
 const EMPTY = new Uint8Array(0);
+
+/** The message of type `T`. */
+type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
+
+/** Where a message came from, in which turn, and when. */
+interface Incoming {
+  turn: Turn;
+  /** The turn's store: its writes commit with the turn. */
+  store: Store;
+  routingId: Uint8Array;
+  peerAddress: string;
+  /** Log fields naming the connection. */
+  sender: { peer: string; address: string };
+  link: WorkerLink;
+  now: number;
+}
 
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
@@ -73,28 +83,18 @@ export class Dispatcher {
   readonly #logger: Logger;
   /** Names that proved a key (only used when keys are configured). */
   readonly #authenticated = new Set<string>();
-  /**
-   * Registered workers, so that a work request costs no worker lookup and
-   * at most one contact write per touch interval.
-   */
-  readonly #workers = new Map<string, KnownWorker>();
-  /**
-   * Names known to hold no build (checked since their last submission), so
-   * that an idle worker's requests skip the held-builds query.
-   */
-  readonly #holdNothing = new Set<string>();
-  /**
-   * The build last handed to each name that held nothing before: once the
-   * name reports that build's result it holds nothing again, with no need
-   * to ask the store.
-   */
-  readonly #handedOut = new Map<string, string>();
+  readonly #holdings: WorkerHoldings;
   /** Workers whose last ping said they are short of disk space. */
   readonly #diskLow = new Set<string>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
     this.#logger = options.logger;
+    this.#holdings = new WorkerHoldings({
+      logger: options.logger,
+      fetching: (drv) => options.fetcher.has(drv),
+      touchIntervalSeconds: options.touchIntervalSeconds,
+    });
   }
 
   /** Whether worker authentication is on. */
@@ -114,12 +114,7 @@ export class Dispatcher {
         this.#handle(message, turn),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
-      // The caches may describe writes that were rolled back.
-      rolledBack: () => {
-        this.#workers.clear();
-        this.#holdNothing.clear();
-        this.#handedOut.clear();
-      },
+      rolledBack: () => this.#holdings.forget(),
     };
     while (!signal.aborted) {
       let messages: RouterMessage[];
@@ -227,32 +222,20 @@ export class Dispatcher {
       return;
     }
     this.#logger.debug("message received", { ...sender, type: message.type });
-    const { store } = turn;
-    const now = epochSeconds(this.#options.clock);
-    const link = this.#links.get(routingId);
+    const from: Incoming = {
+      turn,
+      store: turn.store,
+      routingId,
+      peerAddress,
+      sender,
+      link: this.#links.get(routingId),
+      now: epochSeconds(this.#options.clock),
+    };
     switch (message.type) {
-      case "lorica-hello": {
-        link.lorica = true;
-        link.features = new Set(
-          message.features.filter((f) => LORICA_FEATURES.includes(f)),
-        );
-        link.nonce = makeNonce();
-        turn.reply({
-          routingId,
-          message: {
-            type: "lorica-welcome",
-            version: LORICA_PROTOCOL_VERSION,
-            features: [
-              ...LORICA_FEATURES,
-              ...(this.authRequired ? ["auth"] : []),
-            ],
-            nonce: link.nonce,
-          },
-        });
-        return;
-      }
+      case "lorica-hello":
+        return this.#hello(from, message);
       case "worker-request-info":
-        turn.reply({
+        return from.turn.reply({
           routingId,
           message: {
             type: "server-info",
@@ -261,184 +244,17 @@ export class Dispatcher {
             publishPort: this.#options.publishPort,
           },
         });
-        return;
-      case "worker-ready": {
-        const name = message.worker.name;
-        if (this.authRequired) {
-          const ok = link.nonce !== undefined &&
-            await verifyAuthProof(
-              this.#options.workerKeys!,
-              link.nonce,
-              name,
-              message.auth,
-            );
-          if (!ok) {
-            this.#logger.warn("worker refused", {
-              ...sender,
-              worker: name,
-              machine: message.worker.machine,
-              reason: message.auth === undefined
-                ? "no authentication proof"
-                : `bad proof for key ${JSON.stringify(message.auth.key)}`,
-            });
-            return;
-          }
-          this.#authenticated.add(name);
-          link.authenticated = name;
-        }
-        this.#links.learn(routingId, name, true);
-        // A fresh `worker-ready` means that session builds nothing but what
-        // it says it holds: anything else its name held was lost.
-        const holding = link.features.has("holding")
-          ? new Set(message.holding ?? [])
-          : new Set<string>();
-        const requeued = await this.#requeueHeld(store, name, holding, now);
-        this.#handedOut.delete(name);
-        if (holding.size === 0) this.#holdNothing.add(name);
-        await store.upsertWorker({ ...message.worker, lastSeen: now });
-        this.#remember(name, message.worker.systems, now);
-        this.#logger.info("worker ready", {
-          worker: name,
-          machine: message.worker.machine,
-          address: message.worker.address,
-          systems: message.worker.systems.join(","),
-          lorica: link.lorica,
-          holding: holding.size,
-          requeued,
-        });
-        return;
-      }
-      case "worker-ping": {
-        const name = message.worker.name;
-        if (
-          message.diskLow !== undefined &&
-          (!this.authRequired || this.#authenticated.has(name))
-        ) {
-          if (message.diskLow && !this.#diskLow.has(name)) {
-            this.#logger.warn("worker low on disk", { worker: name });
-          }
-          if (message.diskLow) this.#diskLow.add(name);
-          else this.#diskLow.delete(name);
-        }
-        if (this.authRequired) {
-          // Only liveness: a ping cannot register or change a worker.
-          if (this.#authenticated.has(name)) await store.touchWorker(name, now);
-          else {
-            this.#logger.debug("ping ignored", {
-              ...sender,
-              worker: name,
-              reason: "worker not authenticated",
-            });
-          }
-          return;
-        }
-        await store.upsertWorker({ ...message.worker, lastSeen: now });
-        this.#remember(name, message.worker.systems, now);
-        return;
-      }
+      case "worker-ready":
+        return await this.#ready(from, message);
+      case "worker-ping":
+        return await this.#ping(from, message);
       case "worker-request-work":
-        await this.#dispatch(
-          turn,
-          routingId,
-          message.name,
-          message.requestId,
-          now,
-        );
-        return;
-      case "build-started": {
-        if (!this.#mayReport(routingId, message.worker)) {
-          this.#logger.warn("start ignored", {
-            ...sender,
-            drv: message.drv,
-            worker: message.worker,
-            reason: "sender is not this worker",
-          });
-          return;
-        }
-        let log: string;
-        try {
-          log = logFileName(
-            this.#options.logCacheDir,
-            this.#options.storeDir,
-            message.drv,
-          );
-        } catch (error) {
-          this.#logger.warn("message dropped", { ...sender, reason: error });
-          return;
-        }
-        const owned = await store.markStarted(
-          message.drv,
-          message.worker,
-          log,
-          now,
-        );
-        if (owned) {
-          this.#logger.info("build started", {
-            drv: message.drv,
-            worker: message.worker,
-          });
-        } else {
-          this.#logger.warn("start ignored", {
-            ...sender,
-            drv: message.drv,
-            worker: message.worker,
-            reason: "build not submitted to this worker",
-          });
-        }
-        return;
-      }
+        return await this.#dispatch(from, message.name, message.requestId);
+      case "build-started":
+        return await this.#started(from, message);
       case "build-succeeded":
-      case "build-failed": {
-        const worker = await this.#senderOf(
-          store,
-          routingId,
-          peerAddress,
-          message.drv,
-        );
-        if (worker === undefined) {
-          this.#logger.warn("result ignored", {
-            ...sender,
-            drv: message.drv,
-            reason: "sender owns no such build",
-          });
-          return;
-        }
-        if (message.type === "build-failed") {
-          const result = await store.completeBuild(
-            message.drv,
-            BuildStatus.failed,
-            { worker, now },
-          );
-          this.#logger.info("build failed", {
-            drv: message.drv,
-            worker,
-            recorded: result.changed,
-            dependents: result.dependentsFailed,
-          });
-          this.#resultRecorded(worker, message.drv);
-          return;
-        }
-        const url = await allowedPublishUrl(
-          message.url,
-          peerAddress,
-          async () => (await store.getWorker(worker))?.address,
-        );
-        if (url === null) {
-          this.#logger.warn("result ignored", {
-            ...sender,
-            drv: message.drv,
-            worker,
-            url: message.url,
-            reason: "publish URL is not an http URL of the worker's address",
-          });
-          await store.requeueBuild(message.drv, now);
-          this.#resultRecorded(worker, message.drv);
-          return;
-        }
-        this.#options.fetcher.enqueue({ drv: message.drv, url, worker });
-        this.#resultRecorded(worker, message.drv);
-        return;
-      }
+      case "build-failed":
+        return await this.#result(from, message);
       default:
         this.#logger.warn("message dropped", {
           ...sender,
@@ -448,14 +264,223 @@ export class Dispatcher {
     }
   }
 
+  /** A Lorica peer: its features, and a nonce for its proof. */
+  #hello(
+    { turn, routingId, link }: Incoming,
+    message: MessageOf<"lorica-hello">,
+  ) {
+    link.lorica = true;
+    link.features = new Set(
+      message.features.filter((f) => LORICA_FEATURES.includes(f)),
+    );
+    link.nonce = makeNonce();
+    turn.reply({
+      routingId,
+      message: {
+        type: "lorica-welcome",
+        version: LORICA_PROTOCOL_VERSION,
+        features: [
+          ...LORICA_FEATURES,
+          ...(this.authRequired ? ["auth"] : []),
+        ],
+        nonce: link.nonce,
+      },
+    });
+  }
+
+  /** A session registers (again, after a restart of either side). */
+  async #ready(
+    { store, routingId, sender, link, now }: Incoming,
+    message: MessageOf<"worker-ready">,
+  ) {
+    const name = message.worker.name;
+    if (this.authRequired) {
+      const ok = link.nonce !== undefined &&
+        await verifyAuthProof(
+          this.#options.workerKeys!,
+          link.nonce,
+          name,
+          message.auth,
+        );
+      if (!ok) {
+        this.#logger.warn("worker refused", {
+          ...sender,
+          worker: name,
+          machine: message.worker.machine,
+          reason: message.auth === undefined
+            ? "no authentication proof"
+            : `bad proof for key ${JSON.stringify(message.auth.key)}`,
+        });
+        return;
+      }
+      this.#authenticated.add(name);
+      link.authenticated = name;
+    }
+    this.#links.learn(routingId, name, true);
+    // A fresh `worker-ready` means that session builds nothing but what
+    // it says it holds: anything else its name held was lost.
+    const holding = link.features.has("holding")
+      ? new Set(message.holding ?? [])
+      : new Set<string>();
+    const requeued = await this.#holdings.registered(
+      store,
+      name,
+      holding,
+      now,
+    );
+    await store.upsertWorker({ ...message.worker, lastSeen: now });
+    this.#holdings.remember(name, message.worker.systems, now);
+    this.#logger.info("worker ready", {
+      worker: name,
+      machine: message.worker.machine,
+      address: message.worker.address,
+      systems: message.worker.systems.join(","),
+      lorica: link.lorica,
+      holding: holding.size,
+      requeued,
+    });
+  }
+
+  /** Liveness, and (Lorica) whether the worker is short of disk. */
+  async #ping(
+    { store, sender, now }: Incoming,
+    message: MessageOf<"worker-ping">,
+  ) {
+    const name = message.worker.name;
+    if (
+      message.diskLow !== undefined &&
+      (!this.authRequired || this.#authenticated.has(name))
+    ) {
+      if (message.diskLow && !this.#diskLow.has(name)) {
+        this.#logger.warn("worker low on disk", { worker: name });
+      }
+      if (message.diskLow) this.#diskLow.add(name);
+      else this.#diskLow.delete(name);
+    }
+    if (this.authRequired) {
+      // Only liveness: a ping cannot register or change a worker.
+      if (this.#authenticated.has(name)) await store.touchWorker(name, now);
+      else {
+        this.#logger.debug("ping ignored", {
+          ...sender,
+          worker: name,
+          reason: "worker not authenticated",
+        });
+      }
+      return;
+    }
+    await store.upsertWorker({ ...message.worker, lastSeen: now });
+    this.#holdings.remember(name, message.worker.systems, now);
+  }
+
+  /** A build submitted to this worker started: its log has a name now. */
+  async #started(
+    { store, routingId, sender, now }: Incoming,
+    message: MessageOf<"build-started">,
+  ) {
+    if (!this.#mayReport(routingId, message.worker)) {
+      this.#logger.warn("start ignored", {
+        ...sender,
+        drv: message.drv,
+        worker: message.worker,
+        reason: "sender is not this worker",
+      });
+      return;
+    }
+    let log: string;
+    try {
+      log = logFileName(
+        this.#options.logCacheDir,
+        this.#options.storeDir,
+        message.drv,
+      );
+    } catch (error) {
+      this.#logger.warn("message dropped", { ...sender, reason: error });
+      return;
+    }
+    const owned = await store.markStarted(
+      message.drv,
+      message.worker,
+      log,
+      now,
+    );
+    if (owned) {
+      this.#logger.info("build started", {
+        drv: message.drv,
+        worker: message.worker,
+      });
+    } else {
+      this.#logger.warn("start ignored", {
+        ...sender,
+        drv: message.drv,
+        worker: message.worker,
+        reason: "build not submitted to this worker",
+      });
+    }
+  }
+
+  /**
+   * A result: a failure is recorded; a success is fetched from the
+   * worker's publish server before it counts.
+   */
+  async #result(
+    { store, routingId, peerAddress, sender, now }: Incoming,
+    message: MessageOf<"build-succeeded" | "build-failed">,
+  ) {
+    const worker = await this.#senderOf(
+      store,
+      routingId,
+      peerAddress,
+      message.drv,
+    );
+    if (worker === undefined) {
+      this.#logger.warn("result ignored", {
+        ...sender,
+        drv: message.drv,
+        reason: "sender owns no such build",
+      });
+      return;
+    }
+    if (message.type === "build-failed") {
+      const result = await store.completeBuild(
+        message.drv,
+        BuildStatus.failed,
+        { worker, now },
+      );
+      this.#logger.info("build failed", {
+        drv: message.drv,
+        worker,
+        recorded: result.changed,
+        dependents: result.dependentsFailed,
+      });
+    } else {
+      const url = await allowedPublishUrl(
+        message.url,
+        peerAddress,
+        async () => (await store.getWorker(worker))?.address,
+      );
+      if (url === null) {
+        this.#logger.warn("result ignored", {
+          ...sender,
+          drv: message.drv,
+          worker,
+          url: message.url,
+          reason: "publish URL is not an http URL of the worker's address",
+        });
+        await store.requeueBuild(message.drv, now);
+      } else {
+        this.#options.fetcher.enqueue({ drv: message.drv, url, worker });
+      }
+    }
+    this.#holdings.resultReported(worker, message.drv);
+  }
+
+  /** A work request: the best build for the worker's systems, if any. */
   async #dispatch(
-    turn: Turn,
-    routingId: Uint8Array,
+    { turn, store, routingId, now }: Incoming,
     name: string,
     requestId: number | undefined,
-    now: number,
   ) {
-    const { store } = turn;
     const tag = requestId === undefined ? {} : { requestId };
     if (
       this.authRequired && this.#links.get(routingId).authenticated !== name
@@ -476,7 +501,7 @@ export class Dispatcher {
     if (
       owner !== undefined &&
       routingKey(owner.routingId) !== routingKey(routingId) &&
-      await this.#holdsBuild(store, name)
+      await this.#holdings.holdsAny(store, name)
     ) {
       this.#logger.warn("work refused", {
         peer: routingKey(routingId),
@@ -487,25 +512,19 @@ export class Dispatcher {
       return;
     }
     this.#links.learn(routingId, name, true);
-    const worker = await this.#knownWorker(store, name, now);
+    const worker = await this.#holdings.known(store, name, now);
     if (worker === null) {
       turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
-    // One session runs one build: asking again means what it held is
-    // lost (a reply that never arrived, a stale one it dropped).
-    if (!this.#holdNothing.has(name)) {
-      await this.#requeueHeld(store, name, new Set(), now);
-      this.#holdNothing.add(name);
-    }
+    await this.#holdings.askedForWork(store, name, now);
     const build = await store.popBuild(name, worker.systems, now);
     if (build === null) {
       turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     // Until the reply is out, the name holds this build.
-    this.#holdNothing.delete(name);
-    this.#handedOut.set(name, build.derivation);
+    this.#holdings.handedOut(name, build.derivation);
     turn.reply({
       routingId,
       message: {
@@ -529,97 +548,6 @@ export class Dispatcher {
       onUndelivered: () =>
         this.#options.store.requeueBuild(build.derivation, now),
     });
-  }
-
-  /**
-   * `worker` reported the result of `drv`: if that was the one build it
-   * held, it holds nothing now (the result is recorded, being fetched or
-   * the build is back in the queue).
-   */
-  #resultRecorded(worker: string, drv: string): void {
-    if (this.#handedOut.get(worker) !== drv) return;
-    this.#handedOut.delete(worker);
-    this.#holdNothing.add(worker);
-  }
-
-  /** Whether `name` holds a submitted or started build not being fetched. */
-  async #holdsBuild(store: Store, name: string): Promise<boolean> {
-    return (await this.#heldBuilds(store, name)).length > 0;
-  }
-
-  /**
-   * The submitted or started builds of `name` whose result is not being
-   * fetched (a fetched one is done, whatever the worker does next).
-   */
-  async #heldBuilds(store: Store, name: string): Promise<Build[]> {
-    const held = await store.queue({ worker: name }, 64);
-    return held.filter((build) =>
-      build.worker === name &&
-      (build.status === BuildStatus.submitted ||
-        build.status === BuildStatus.started) &&
-      !this.#options.fetcher.has(build.derivation)
-    );
-  }
-
-  /** Records a worker that registered or pinged. */
-  #remember(name: string, systems: string[], now: number) {
-    this.#workers.set(name, { systems, touched: now });
-  }
-
-  /**
-   * The registered worker `name`, its last contact written at most once per
-   * touch interval; null when it is unknown or was expired meanwhile.
-   */
-  async #knownWorker(
-    store: Store,
-    name: string,
-    now: number,
-  ): Promise<KnownWorker | null> {
-    const interval = this.#options.touchIntervalSeconds ?? 5;
-    let known = this.#workers.get(name);
-    if (known === undefined) {
-      const row = await store.getWorker(name);
-      if (row === null) return null;
-      known = { systems: row.systems, touched: 0 };
-      this.#workers.set(name, known);
-    }
-    if (now - known.touched >= interval) {
-      // The sweeper may have expired it since: then it is unknown again
-      // until its next ping registers it.
-      if (!await store.touchWorker(name, now)) {
-        this.#workers.delete(name);
-        this.#holdNothing.delete(name);
-        this.#handedOut.delete(name);
-        return null;
-      }
-      known.touched = now;
-    }
-    return known;
-  }
-
-  /**
-   * Puts back to scheduled the submitted or started builds of `name` that
-   * it does not say it holds and whose result is not being fetched.
-   */
-  async #requeueHeld(
-    store: Store,
-    name: string,
-    holding: Set<string>,
-    now: number,
-  ): Promise<number> {
-    let count = 0;
-    for (const build of await this.#heldBuilds(store, name)) {
-      if (holding.has(build.derivation)) continue;
-      if (await store.requeueBuild(build.derivation, now)) {
-        count++;
-        this.#logger.warn("build requeued", {
-          drv: build.derivation,
-          worker: name,
-          reason: "the worker no longer holds it",
-        });
-      }
-    }
-    return count;
   }
 
   /** Whether this connection may speak for worker `name`. */

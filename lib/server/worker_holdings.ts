@@ -1,0 +1,175 @@
+// What the dispatcher remembers of each worker name between messages: that
+// it is registered (and when its last contact was written), and which
+// build it holds. A name holds at most one build (case C03); these caches
+// spare a busy worker's requests the store lookups, and are dropped
+// whenever the writes they describe may have been rolled back.
+
+import type { Logger } from "../log.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
+
+/** What the holdings need around them. */
+export interface WorkerHoldingsOptions {
+  logger: Logger;
+  /** Whether the result of `drv` is being fetched: then it is not held. */
+  fetching(drv: string): boolean;
+  /**
+   * Seconds between two writes of a requesting worker's last contact; must
+   * stay well below the worker timeout [5].
+   */
+  touchIntervalSeconds?: number;
+}
+
+/** A registered worker, as a work request needs it. */
+export interface KnownWorker {
+  systems: string[];
+  /** When its last contact was last written to the store. */
+  touched: number;
+}
+
+/** The registration and held build of each worker name. */
+export class WorkerHoldings {
+  readonly #options: WorkerHoldingsOptions;
+  readonly #workers = new Map<string, KnownWorker>();
+  /** Names known to hold no build: their requests skip the store query. */
+  readonly #holdNothing = new Set<string>();
+  /**
+   * The build handed to each name that held nothing before: once the name
+   * reports that build's result, it holds nothing again.
+   */
+  readonly #handedOut = new Map<string, string>();
+
+  constructor(options: WorkerHoldingsOptions) {
+    this.#options = options;
+  }
+
+  /** Records a worker that registered or pinged. */
+  remember(name: string, systems: string[], now: number): void {
+    this.#workers.set(name, { systems, touched: now });
+  }
+
+  /**
+   * The registered worker `name`, its last contact written at most once per
+   * touch interval; null when it is unknown or was expired meanwhile.
+   */
+  async known(
+    store: Store,
+    name: string,
+    now: number,
+  ): Promise<KnownWorker | null> {
+    const interval = this.#options.touchIntervalSeconds ?? 5;
+    let known = this.#workers.get(name);
+    if (known === undefined) {
+      const row = await store.getWorker(name);
+      if (row === null) return null;
+      known = { systems: row.systems, touched: 0 };
+      this.#workers.set(name, known);
+    }
+    if (now - known.touched >= interval) {
+      // The sweeper may have expired it since: then it is unknown again
+      // until its next ping registers it.
+      if (!await store.touchWorker(name, now)) {
+        this.#workers.delete(name);
+        this.#holdNothing.delete(name);
+        this.#handedOut.delete(name);
+        return null;
+      }
+      known.touched = now;
+    }
+    return known;
+  }
+
+  /**
+   * A session of `name` registered, holding `holding` (derivations): the
+   * rest of what the name held is lost and goes back to the queue.
+   * Returns how many builds were requeued.
+   */
+  async registered(
+    store: Store,
+    name: string,
+    holding: Set<string>,
+    now: number,
+  ): Promise<number> {
+    const requeued = await this.#requeueHeld(store, name, holding, now);
+    this.#handedOut.delete(name);
+    if (holding.size === 0) this.#holdNothing.add(name);
+    return requeued;
+  }
+
+  /**
+   * `name` asks for work: one session runs one build, so what it still
+   * holds was lost (a reply that never arrived, a stale one it dropped)
+   * and goes back to the queue.
+   */
+  async askedForWork(store: Store, name: string, now: number): Promise<void> {
+    if (this.#holdNothing.has(name)) return;
+    await this.#requeueHeld(store, name, new Set(), now);
+    this.#holdNothing.add(name);
+  }
+
+  /** `name` was given `drv`: until it reports, it holds that build. */
+  handedOut(name: string, drv: string): void {
+    this.#holdNothing.delete(name);
+    this.#handedOut.set(name, drv);
+  }
+
+  /**
+   * `name` reported the result of `drv`: if that was the build it was
+   * handed, it holds nothing now (recorded, being fetched, or requeued).
+   */
+  resultReported(name: string, drv: string): void {
+    if (this.#handedOut.get(name) !== drv) return;
+    this.#handedOut.delete(name);
+    this.#holdNothing.add(name);
+  }
+
+  /** Whether `name` holds a submitted or started build not being fetched. */
+  async holdsAny(store: Store, name: string): Promise<boolean> {
+    return (await this.#held(store, name)).length > 0;
+  }
+
+  /** Forgets everything: the writes it describes may have been undone. */
+  forget(): void {
+    this.#workers.clear();
+    this.#holdNothing.clear();
+    this.#handedOut.clear();
+  }
+
+  /**
+   * The submitted or started builds of `name` whose result is not being
+   * fetched (a fetched one is done, whatever the worker does next).
+   */
+  async #held(store: Store, name: string): Promise<Build[]> {
+    const held = await store.queue({ worker: name }, 64);
+    return held.filter((build) =>
+      build.worker === name &&
+      (build.status === BuildStatus.submitted ||
+        build.status === BuildStatus.started) &&
+      !this.#options.fetching(build.derivation)
+    );
+  }
+
+  /**
+   * Puts back to scheduled the builds `name` holds but does not say it
+   * holds.
+   */
+  async #requeueHeld(
+    store: Store,
+    name: string,
+    holding: Set<string>,
+    now: number,
+  ): Promise<number> {
+    let count = 0;
+    for (const build of await this.#held(store, name)) {
+      if (holding.has(build.derivation)) continue;
+      if (await store.requeueBuild(build.derivation, now)) {
+        count++;
+        this.#options.logger.warn("build requeued", {
+          drv: build.derivation,
+          worker: name,
+          reason: "the worker no longer holds it",
+        });
+      }
+    }
+    return count;
+  }
+}
