@@ -2,7 +2,9 @@
 // whole turn of them committed together (turn.ts), never dying on bad input.
 //
 // Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
-// build (asking for more work gives back what it still held, case C03);
+// build (asking for more work gives back what it still held, and of the
+// requests that queued up while the server was away only the last gets a
+// build: case C03);
 // results count only from the connection that owns the build; Lorica peers
 // negotiate request ids, cancellation and authentication with a
 // `lorica-hello` that Cuirass servers ignore.
@@ -63,6 +65,16 @@ const EMPTY = new Uint8Array(0);
 /** The message of type `T`. */
 type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
 
+/** A message of a turn, decoded. */
+interface Received extends RouterMessage {
+  message: Message;
+  /**
+   * False for a work request that a later one from the same connection and
+   * name supersedes in this turn.
+   */
+  latest: boolean;
+}
+
 /** Where a message came from, in which turn, and when. */
 interface Incoming {
   turn: Turn;
@@ -110,8 +122,7 @@ export class Dispatcher {
     const handlers = {
       store: this.#options.store,
       logger: this.#logger,
-      handle: (message: RouterMessage, turn: Turn) =>
-        this.#handle(message, turn),
+      handle: (received: Received, turn: Turn) => this.#handle(received, turn),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
       rolledBack: () => this.#holdings.forget(),
@@ -125,7 +136,7 @@ export class Dispatcher {
         this.#logger.error("dispatcher stopped", { error });
         throw error;
       }
-      await serveTurn(messages, handlers);
+      await serveTurn(this.#read(messages), handlers);
     }
   }
 
@@ -200,8 +211,33 @@ export class Dispatcher {
     });
   }
 
-  /** Handles one message from a worker connection. */
-  async #handle(incoming: RouterMessage, turn: Turn): Promise<void> {
+  /**
+   * Decodes a turn's messages (a malformed one is logged and left out) and
+   * marks the work requests that a later one from the same connection and
+   * name supersedes: queued while the server was away (case C03), only the
+   * last of them is answered with a build.
+   */
+  #read(messages: RouterMessage[]): Received[] {
+    const received: Received[] = [];
+    for (const incoming of messages) {
+      const message = this.#decode(incoming);
+      if (message !== null) {
+        received.push({ ...incoming, message, latest: true });
+      }
+    }
+    const seen = new Set<string>();
+    for (let i = received.length - 1; i >= 0; i--) {
+      const { message, routingId } = received[i];
+      if (message.type !== "worker-request-work") continue;
+      const key = `${routingKey(routingId)} ${message.name}`;
+      if (seen.has(key)) received[i].latest = false;
+      seen.add(key);
+    }
+    return received;
+  }
+
+  /** The message in `incoming`'s frames; null (logged) when there is none. */
+  #decode(incoming: RouterMessage): Message | null {
     const { routingId, peerAddress, frames } = incoming;
     const sender = { peer: routingKey(routingId), address: peerAddress };
     if (frames.length !== 2 || frames[0].length !== 0) {
@@ -210,18 +246,24 @@ export class Dispatcher {
         reason:
           `expected an empty delimiter and one payload, got ${frames.length} frames`,
       });
-      return;
+      return null;
     }
-    let message: Message;
     try {
-      message = decodeMessage(frames[1], {
+      const message = decodeMessage(frames[1], {
         maxBytes: this.#options.maxPayloadBytes,
       });
+      this.#logger.debug("message received", { ...sender, type: message.type });
+      return message;
     } catch (error) {
       this.#logger.warn("message dropped", { ...sender, reason: error });
-      return;
+      return null;
     }
-    this.#logger.debug("message received", { ...sender, type: message.type });
+  }
+
+  /** Handles one message from a worker connection. */
+  async #handle(received: Received, turn: Turn): Promise<void> {
+    const { routingId, peerAddress, message } = received;
+    const sender = { peer: routingKey(routingId), address: peerAddress };
     const from: Incoming = {
       turn,
       store: turn.store,
@@ -249,6 +291,7 @@ export class Dispatcher {
       case "worker-ping":
         return await this.#ping(from, message);
       case "worker-request-work":
+        if (!received.latest) return this.#superseded(from, message);
         return await this.#dispatch(from, message.name, message.requestId);
       case "build-started":
         return await this.#started(from, message);
@@ -473,6 +516,22 @@ export class Dispatcher {
       }
     }
     this.#holdings.resultReported(worker, message.drv);
+  }
+
+  /** A stale work request, a later one of the same session waiting. */
+  #superseded(
+    { turn, routingId, sender }: Incoming,
+    message: MessageOf<"worker-request-work">,
+  ) {
+    this.#logger.info("work request superseded", {
+      ...sender,
+      worker: message.name,
+      reason: "a later request of this worker is in the same turn",
+    });
+    const tag = message.requestId === undefined
+      ? {}
+      : { requestId: message.requestId };
+    turn.reply({ routingId, message: { type: "no-build", ...tag } });
   }
 
   /** A work request: the best build for the worker's systems, if any. */

@@ -53,11 +53,14 @@ export async function nextTurn(
   return messages;
 }
 
-export interface TurnHandlers {
+/** What a turn needs of a message: where it came from, for the log. */
+export type TurnMessage = Pick<RouterMessage, "routingId" | "peerAddress">;
+
+export interface TurnHandlers<M extends TurnMessage = RouterMessage> {
   store: Store;
   logger: Logger;
   /** Handles one message; what it throws is logged and the turn goes on. */
-  handle(message: RouterMessage, turn: Turn): Promise<void>;
+  handle(message: M, turn: Turn): Promise<void>;
   /** Sends a reply at once; false when the peer is gone. */
   send(routingId: Uint8Array, message: Message): Promise<boolean>;
   /**
@@ -69,7 +72,7 @@ export interface TurnHandlers {
 
 /** A message whose handling threw, logged once its attempt is kept. */
 interface Failure {
-  message: RouterMessage;
+  message: TurnMessage;
   error: unknown;
 }
 
@@ -78,9 +81,9 @@ interface Failure {
  * when the batch could not be committed: then nothing of the turn was
  * recorded and no reply went out.
  */
-export async function serveTurn(
-  messages: RouterMessage[],
-  handlers: TurnHandlers,
+export async function serveTurn<M extends TurnMessage>(
+  messages: M[],
+  handlers: TurnHandlers<M>,
 ): Promise<boolean> {
   const { logger } = handlers;
   let attempt = await attemptTurn(messages, handlers, true);
@@ -123,9 +126,9 @@ export async function serveTurn(
  * One attempt at a turn: its replies once committed, else what made the
  * batch fail. Handling errors are logged only for a committed attempt.
  */
-async function attemptTurn(
-  messages: RouterMessage[],
-  handlers: TurnHandlers,
+async function attemptTurn<M extends TurnMessage>(
+  messages: M[],
+  handlers: TurnHandlers<M>,
   optimistic: boolean,
 ): Promise<{ replies: PendingReply[] } | { error: unknown }> {
   const replies: PendingReply[] = [];

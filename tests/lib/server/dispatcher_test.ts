@@ -202,18 +202,51 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "C03: a worker name asking again while holding a build gets it requeued, never two at once",
-  fn: () =>
-    withFixture(async (f) => {
+    "C03: of the requests queued during a stall only the last gets a build; never two held at once",
+  async fn() {
+    // The server stalls on the first request's turn (as under SIGSTOP)
+    // while nine more requests queue behind it.
+    let stalled: Promise<void> | null = null;
+    let thaw = () => {};
+    const f = await startFixture({
+      storeSeenByDispatcher(store) {
+        const stalling: Store = Object.create(store);
+        stalling.batch = async (work, options) => {
+          if (stalled !== null) {
+            const waiting = stalled;
+            stalled = null;
+            await waiting;
+          }
+          return await store.batch(work, options);
+        };
+        return stalling;
+      },
+    });
+    try {
       await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
       const w = await readyWorker(f.port, { name: "SOLO" });
-      // Ten stale requests flood in at once (a server frozen, then thawed).
+      await eventually(async () => (await f.store.getWorker("SOLO")) !== null);
+      stalled = new Promise((resolve) => thaw = resolve);
       for (let i = 0; i < 10; i++) {
         await w.send({ type: "worker-request-work", name: "SOLO" });
       }
+      await eventually(() => Promise.resolve(stalled === null));
+      // Let the nine others reach the server's socket, then thaw.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      thaw();
       const replies = [];
       for (let i = 0; i < 10; i++) replies.push(await w.next());
-      assert.ok(replies.every((r) => r.type === "build"));
+      const builds = replies.filter((r) => r.type === "build");
+      assert.equal(
+        builds.length,
+        2,
+        "the stalled request's and the last one's",
+      );
+      assert.equal(replies[9].type, "build");
+      assert.ok(
+        replies.slice(1, 9).every((r) => r.type === "no-build"),
+        "the superseded requests",
+      );
       const held = (await f.store.queue({ worker: "SOLO" }, 100))
         .filter((b) => b.status === BuildStatus.submitted);
       assert.equal(held.length, 1, "one build held at the end");
@@ -221,8 +254,16 @@ Deno.test({
       assert.equal(last.type === "build" && last.drv, held[0].derivation);
       const counts = await f.store.countBuildsByStatus();
       assert.equal(counts.get(BuildStatus.scheduled), 19);
+      assert.equal(
+        f.lines.filter((l) => l.startsWith("info work request superseded"))
+          .length,
+        8,
+      );
       await w.close();
-    }),
+    } finally {
+      await f.close();
+    }
+  },
 });
 
 Deno.test({
