@@ -45,6 +45,11 @@ async function main(): Promise<number> {
   );
   const total = Object.keys(expected).length;
   say(`Starting a server and two workers; ${total} jobs expected.`);
+  // Listening before the farm starts: an interrupt meanwhile is served once
+  // it has started, by stopping it and removing its directory as always.
+  const interrupted = Promise.withResolvers<void>();
+  Deno.addSignalListener("SIGINT", () => interrupted.resolve());
+  Deno.addSignalListener("SIGTERM", () => interrupted.resolve());
   const farm = await startFarm({
     specFile: `${HERE}/demo/demo-spec.scm`,
     scenarioFile: `${HERE}/demo/scenario.json`,
@@ -56,10 +61,6 @@ async function main(): Promise<number> {
     requestPeriod: 1,
   });
   say(`Web interface: ${farm.webUrl}/  (process logs in ${farm.root})`);
-
-  const interrupted = Promise.withResolvers<void>();
-  Deno.addSignalListener("SIGINT", () => interrupted.resolve());
-  Deno.addSignalListener("SIGTERM", () => interrupted.resolve());
 
   const started = Date.now();
   let status = 0;

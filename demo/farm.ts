@@ -388,11 +388,12 @@ async function waitForHttp(url: string, process: Deno.ChildProcess) {
       throw new Error(`Cannot start the server: it exited (see its log)`);
     }
     try {
-      const response = await fetch(url);
+      // Bounded: whatever holds the port may accept and never answer.
+      const response = await fetch(url, { signal: AbortSignal.timeout(1000) });
       await response.body?.cancel();
       if (response.ok) return;
     } catch {
-      // Not listening yet.
+      // Not listening yet, or not answering.
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -1,6 +1,6 @@
 // SVG badges for a jobset: success percentage of its latest successful evaluation.
 
-import { escapeHtml } from "./html.ts";
+import { escapeXml } from "./html.ts";
 
 /** Colours by success share. */
 function colour(percent: number): string {
@@ -22,8 +22,8 @@ function twoPart(
   const left = textWidth(label);
   const right = textWidth(value);
   const width = left + right;
-  const l = escapeHtml(label);
-  const v = escapeHtml(value);
+  const l = escapeXml(label);
+  const v = escapeXml(value);
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="20" role="img" aria-label="${l}: ${v}">
 <title>${l}: ${v}</title>
 <clipPath id="r"><rect width="${width}" height="20" rx="3" fill="#fff"/></clipPath>

@@ -44,6 +44,21 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (char) => ESCAPES[char]);
 }
 
+/**
+ * Escapes text for an XML document (SVG badges, RSS): as
+ * {@link escapeHtml}, and the characters XML 1.0 forbids even escaped (C0
+ * controls other than tab and newlines, U+FFFE, U+FFFF) become U+FFFD, so
+ * that a hostile job or specification name cannot make the document
+ * unreadable.
+ */
+export function escapeXml(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return escapeHtml(text).replace(
+    /[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]/g,
+    "\uFFFD",
+  );
+}
+
 /** Encodes one URL path segment (a spec or job name) for an href. */
 export function pathSegment(text: string | number): string {
   return encodeURIComponent(String(text));

@@ -1,6 +1,6 @@
 // The RSS 2.0 feed of builds that changed result (weather new-success or new-failure).
 
-import { escapeHtml } from "./html.ts";
+import { escapeXml } from "./html.ts";
 import type { Build } from "../store/types.ts";
 
 /** Builds listed in the feed at most. */
@@ -22,16 +22,16 @@ export function renderRss(
     const state = build.weather === 0 ? "fixed" : "broken";
     const title =
       `Build ${build.jobName} on ${build.specification} is ${state}.`;
-    const description = `<p>The build <b>${escapeHtml(build.jobName)}</b> ` +
-      `for specification <b>${escapeHtml(build.specification)}</b> is ` +
-      `${state}.</p><p><a href="${escapeHtml(url)}">Build ${build.id}</a></p>`;
+    const description = `<p>The build <b>${escapeXml(build.jobName)}</b> ` +
+      `for specification <b>${escapeXml(build.specification)}</b> is ` +
+      `${state}.</p><p><a href="${escapeXml(url)}">Build ${build.id}</a></p>`;
     return `    <item>
-      <guid>${escapeHtml(url)}</guid>
-      <title>${escapeHtml(title)}</title>
+      <guid>${escapeXml(url)}</guid>
+      <title>${escapeXml(title)}</title>
       <author>lorica@localhost (Lorica)</author>
       <pubDate>${rfc822(build.stoptime)}</pubDate>
-      <link>${escapeHtml(url)}</link>
-      <description>${escapeHtml(description)}</description>
+      <link>${escapeXml(url)}</link>
+      <description>${escapeXml(description)}</description>
     </item>`;
   });
   return `<?xml version="1.0" encoding="utf-8"?>
@@ -39,12 +39,10 @@ export function renderRss(
   <channel>
     <title>Lorica build events</title>
     <description>Builds that were fixed or broken${
-    specification === undefined ? "" : ` in ${escapeHtml(specification)}`
+    specification === undefined ? "" : ` in ${escapeXml(specification)}`
   }.</description>
-    <link>${escapeHtml(baseUrl)}/</link>
-    <atom:link href="${
-    escapeHtml(self)
-  }" rel="self" type="application/rss+xml"/>
+    <link>${escapeXml(baseUrl)}/</link>
+    <atom:link href="${escapeXml(self)}" rel="self" type="application/rss+xml"/>
 ${items.join("\n")}
   </channel>
 </rss>

@@ -21,6 +21,10 @@ async function json(response: Response, status = 200): Promise<unknown> {
   return await response.json();
 }
 
+/** Characters XML 1.0 allows in no form, not even escaped. */
+// deno-lint-ignore no-control-regex
+const XML_FORBIDDEN = /[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]/;
+
 Deno.test("GET /api/jobs lists an evaluation's jobs by name, filtered by names and system", async () => {
   await using fx = await createFixture();
   const all = await json(await fx.fetch("/api/jobs?evaluation=1")) as Json[];
@@ -189,6 +193,12 @@ Deno.test("GET /jobset/NAME/badge.svg shows the success percentage, never dividi
   assert.ok(!noneSvg.includes("<script>"));
   assert.ok(!noneSvg.includes("NaN"));
   assert.equal((await fx.fetch("/jobset/nope/badge.svg")).status, 404);
+  // Control characters in the name: still a readable XML document.
+  const controls = await fx.fetch("/jobset/%00%01%1b/badge.svg");
+  assert.equal(controls.status, 404);
+  const controlsSvg = await controls.text();
+  assert.doesNotMatch(controlsSvg, XML_FORBIDDEN);
+  assert.ok(controlsSvg.includes("\uFFFD\uFFFD\uFFFD"), controlsSvg);
   assert.equal((await fx.fetch("/jobset/hello/badge.svg?type=x")).status, 400);
   // A successful evaluation without builds: still no NaN.
   const empty = await fx.store.addEvaluation("old", [], T0);
@@ -210,7 +220,7 @@ Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", asy
           const list = await target.latestBuilds(...args);
           return list.map((b, i) =>
             i === 0
-              ? changed(b, 1)
+              ? changed({ ...b, jobName: "bell\u0007nul\u0000" }, 1)
               : i === 1
               ? changed({ ...b, jobName: XSS }, 0)
               : b
@@ -238,6 +248,8 @@ Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", asy
     text.includes(`href="https://ci.example/events/rss/?specification=hello"`),
   );
   assert.ok(!text.includes("<script>"));
+  assert.doesNotMatch(text, XML_FORBIDDEN);
+  assert.ok(text.includes("Build bell\uFFFDnul\uFFFD on hello"), text);
   const plain = await (await rssFx.fetch("/events/rss/")).text();
   assert.ok(plain.startsWith(`<?xml`));
 });
