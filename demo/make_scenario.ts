@@ -21,7 +21,8 @@
 // Build behaviour is made up but deterministic (a hash of the name): most
 // builds take 0.5-3 s and print 10-60 lines; `attr` fails, so its dependents
 // end as failed-dependency; `gmp` is the one slow build (20 s, 2,000 lines),
-// placed where it does not lengthen the longest dependency chain much.
+// placed where it does not lengthen the longest dependency chain much;
+// `libunistring` succeeds with a log that is not UTF-8 (case C10).
 
 /** One line of the package graph (only the fields used here). */
 interface GraphNode {
@@ -59,6 +60,12 @@ const I686_ROOTS = ["libcap", "xz", "zlib", "m4"];
 const SYSTEMS = ["x86_64-linux", "i686-linux"];
 const FAILING = "attr";
 const SLOW = "gmp";
+/**
+ * Succeeds with case C10's log: invalid UTF-8, ANSI colour, a lone CR
+ * (the fake builder writes each character up to U+00FF as one byte).
+ */
+const UNREADABLE_LOG = "libunistring";
+const C10_LOG_TEXT = "ok\n\u00fc\u00ff\u00c3(\n\u001b[31mred\u001b[0m\n\r";
 // Extra outputs of a few packages, as their real definitions have.
 const OUTPUTS: Record<string, string[]> = {
   libxml2: ["out", "static"],
@@ -201,6 +208,7 @@ function behaviourOf(v: string): ScenarioPackage["behaviour"] {
     behaviour.seconds = 20;
     behaviour.logLines = 2000;
   }
+  if (v === UNREADABLE_LOG) behaviour.logText = C10_LOG_TEXT;
   if (v === FAILING) {
     behaviour.exit = 1;
     behaviour.logText =

@@ -15,6 +15,8 @@ import { readSpecificationFile } from "../../lib/spec/read_spec.ts";
 import { openSqliteStore } from "../../lib/store/sqlite.ts";
 import { buildStatusName, EvaluationStatus } from "../../lib/store/types.ts";
 import { GUIX, makeDaemon, makeRoot } from "../fake-guix/test_env.ts";
+import { gunzipSync } from "node:zlib";
+import { C10_BYTES, includesBytes } from "./_c10_log.ts";
 
 const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
 
@@ -97,6 +99,17 @@ Deno.test({
         assert.ok(check.success, `${build.jobName}: output not valid`);
         assert.notEqual(build.log, "");
       }
+      // C10: the build whose log is not UTF-8 succeeded (above), and its
+      // log file kept the bytes.
+      const [unreadable] = await store.latestBuilds(
+        { job: "libunistring.x86_64-linux" },
+        1,
+      );
+      const file = await Deno.readFile(unreadable.log);
+      const log = file[0] === 0x1f && file[1] === 0x8b
+        ? new Uint8Array(gunzipSync(file))
+        : file;
+      assert.ok(includesBytes(log, C10_BYTES), "C10 bytes changed");
     } finally {
       abort.abort();
       await store.close();

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { startFarm } from "../../demo/farm.ts";
 import { compareOutcome, readProgress } from "../../demo/report.ts";
+import { C10_BYTES, includesBytes } from "./_c10_log.ts";
 
 const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
 
@@ -117,6 +118,24 @@ Deno.test({
             const text = await response.text(); // fetch inflates it.
             assert.ok(text.length > 0, `empty log for ${build.job}`);
           }
+        },
+      );
+
+      await t.step(
+        "C10: a build whose log is not UTF-8 succeeds; the log port kept its bytes",
+        async () => {
+          const build = builds.find((b) =>
+            b.job === "libunistring.x86_64-linux"
+          );
+          assert.equal(build?.buildstatus, 0);
+          const response = await fetch(
+            `${farm.webUrl}/build/${build!.id}/log/raw`,
+          );
+          const log = new Uint8Array(await response.arrayBuffer());
+          assert.ok(includesBytes(log, C10_BYTES), "C10 bytes changed");
+          const page = await fetch(`${farm.webUrl}/build/${build!.id}/details`);
+          assert.equal(page.status, 200);
+          assert.ok((await page.text()).includes("\uFFFD"));
         },
       );
     } finally {
