@@ -65,6 +65,9 @@ const SLOW = "gmp";
  * (the fake builder writes each character up to U+00FF as one byte).
  */
 const UNREADABLE_LOG = "libunistring";
+/** The job whose output file the demo offers as a build product. */
+const PRODUCT_JOB = "libunistring";
+const PRODUCT_VERSION = "1.3";
 const C10_LOG_TEXT = "ok\n\u00fc\u00ff\u00c3(\n\u001b[31mred\u001b[0m\n\r";
 // Extra outputs of a few packages, as their real definitions have.
 const OUTPUTS: Record<string, string[]> = {
@@ -261,7 +264,14 @@ function specification(): string {
        (build 'all)
        (channels (list %default-guix-channel))
        (priority 2)
-       (systems (list ${SYSTEMS.map((s) => JSON.stringify(s)).join(" ")}))))
+       (systems (list ${SYSTEMS.map((s) => JSON.stringify(s)).join(" ")}))
+       ;; Offered for download at /download/ID once built.
+       (build-outputs
+        (list (build-output
+               (job "^${PRODUCT_JOB}[.]")
+               (type "data")
+               (output "out")
+               (path "share/${PRODUCT_JOB}-${PRODUCT_VERSION}/data"))))))
 `;
 }
 

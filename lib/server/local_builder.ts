@@ -2,6 +2,7 @@
 // batches through lib/guix's build driver, whose event stream builders
 // cannot spoof; after each batch every build is reconciled with the store.
 
+import { registerBuildProducts } from "./build_products.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -384,6 +385,16 @@ export class LocalBuilder {
     if (status === BuildStatus.succeeded) {
       summary.succeeded++;
       await gcRoots?.register(build.outputs.map((output) => output.path));
+      await registerBuildProducts(build, {
+        store,
+        logger: this.#options.logger,
+        gcRoots,
+      }).catch((error) =>
+        this.#options.logger.error("after success failed", {
+          drv: build.derivation,
+          error,
+        })
+      );
     } else if (status === BuildStatus.failedDependency) {
       summary.failedDependency++;
     } else if (status === BuildStatus.failed) {

@@ -38,6 +38,11 @@ export interface OutputFetcherOptions {
    * archive before clients ask, as Cuirass's `--trigger-substitute-url`.
    */
   triggerUrl?: string | null;
+  /**
+   * Called once a build became succeeded, its outputs in this store (build
+   * products); what it throws is logged, the build stays succeeded.
+   */
+  onSucceeded?: (build: Build) => Promise<unknown>;
 }
 
 /**
@@ -67,6 +72,7 @@ export class OutputFetcher {
       narinfoTimeoutMs: options.narinfoTimeoutMs ?? 10_000,
       fetch: options.fetch ?? ((input, init) => globalThis.fetch(input, init)),
       triggerUrl: options.triggerUrl ?? null,
+      onSucceeded: options.onSucceeded ?? (() => Promise.resolve()),
     };
     this.#idle.resolve();
   }
@@ -170,6 +176,11 @@ export class OutputFetcher {
             attempt,
             recorded: result.changed,
           });
+          if (result.changed) {
+            await this.#options.onSucceeded(build).catch((error) =>
+              logger.error("after success failed", { drv, error })
+            );
+          }
           if (this.#options.triggerUrl) {
             await this.#trigger(build, this.#options.triggerUrl, signal);
           }

@@ -1,5 +1,7 @@
 // Remote mode: workers connect over ZeroMQ, stream logs, publish results.
 
+import { registerBuildProducts } from "./build_products.ts";
+import type { GcRoots } from "../guix/gc_roots.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
@@ -41,6 +43,8 @@ export interface RemoteBuilderDeps {
   onLogChunk?: (drv: string, chunk: Uint8Array) => void;
   onLogComplete?: (drv: string, bytes: number) => void;
   onSubmitted?: (build: Build, worker: string, now: number) => void;
+  /** Roots for build products; none without. */
+  gcRoots?: GcRoots;
 }
 
 export interface RemoteBuilder {
@@ -109,6 +113,12 @@ export async function startRemoteBuilder(
       deadlineMs: config.fetchDeadlineMs,
       retryDelayMs: config.fetchRetryDelayMs,
       triggerUrl: config.triggerSubstituteUrl,
+      onSucceeded: (build) =>
+        registerBuildProducts(build, {
+          store,
+          logger,
+          gcRoots: deps.gcRoots,
+        }),
     });
     cleanups.push(() => fetcher.close());
 

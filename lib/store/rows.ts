@@ -3,6 +3,7 @@
 import { Weather } from "./types.ts";
 import type {
   Build,
+  BuildProduct,
   BuildStatus,
   Evaluation,
   EvaluationStatus,
@@ -76,6 +77,9 @@ export function rowToBuild(row: Row): Build {
     starttime: Number(row.starttime),
     stoptime: Number(row.stoptime),
     outputs: (json(row.outputs ?? "[]") ?? []) as Build["outputs"],
+    ...(row.products === undefined
+      ? {}
+      : { products: (json(row.products) ?? []) as BuildProduct[] }),
   };
 }
 

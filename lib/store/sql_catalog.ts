@@ -34,7 +34,8 @@ export function* selectBuilds(
   tail = "",
 ): Step<Build[]> {
   const rows = yield* all(
-    `SELECT ${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs
+    `SELECT ${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs,
+       ${d.productsColumn} AS products
      FROM Builds b ${where} ${tail}`,
     params,
   );

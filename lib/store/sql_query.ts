@@ -43,6 +43,8 @@ export interface Dialect {
   records(columns: [string, ColumnType][]): string;
   /** The `outputs` column of a build `b`: a JSON array of {name, path}. */
   outputsColumn: string;
+  /** The build's products as a JSON array (from `Builds b`). */
+  productsColumn: string;
   /** Appended to a SELECT whose rows the transaction is about to update. */
   forUpdate: string;
   /** Appended to a SELECT whose rows must not change until the commit. */
@@ -93,6 +95,10 @@ export const sqliteDialect: Dialect = {
   outputsColumn: `(SELECT json_group_array(
       json_object('name', o.name, 'path', o.path) ORDER BY o.rowid)
     FROM Outputs o WHERE o.derivation = b.derivation)`,
+  productsColumn: `(SELECT json_group_array(json_object('id', p.id,
+      'build', p.build, 'type', p.type, 'fileSize', p.file_size,
+      'checksum', p.checksum, 'path', p.path) ORDER BY p.id)
+    FROM BuildProducts p WHERE p.build = b.id)`,
   forUpdate: "",
   forShare: "",
   skipLocked: "",
@@ -119,6 +125,10 @@ export function postgresDialect(channel: string): Dialect {
         json_build_object('name', o.name, 'path', o.path) ORDER BY o.id),
         '[]')
       FROM Outputs o WHERE o.derivation = b.derivation)`,
+    productsColumn: `(SELECT coalesce(json_agg(json_build_object('id', p.id,
+        'build', p.build, 'type', p.type, 'fileSize', p.file_size,
+        'checksum', p.checksum, 'path', p.path) ORDER BY p.id), '[]')
+      FROM BuildProducts p WHERE p.build = b.id)`,
     forUpdate: " FOR UPDATE",
     forShare: " FOR SHARE",
     skipLocked: " FOR UPDATE SKIP LOCKED",

@@ -2,6 +2,7 @@
 
 import * as builds from "./sql_builds.ts";
 import * as catalog from "./sql_catalog.ts";
+import * as products from "./sql_products.ts";
 import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
 import { checkFinal } from "./sql_builds.ts";
@@ -142,6 +143,9 @@ function storeOver(
       write((d) => registerBuilds(d, evaluation, jobs, options)),
 
     getBuild: (id) => read((d) => catalog.buildById(d, id)),
+    addBuildProducts: (build, list) =>
+      write((d) => products.addBuildProducts(d, build, list)),
+    getBuildProduct: (id) => read((d) => products.buildProduct(d, id)),
     getBuildByDerivation: (derivation) =>
       read(function* (d) {
         return (yield* catalog.selectBuilds(d, "WHERE b.derivation = ?", [

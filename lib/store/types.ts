@@ -172,6 +172,25 @@ export interface Build {
   starttime: number;
   stoptime: number;
   outputs: BuildOutput[];
+  /**
+   * Files of the outputs offered for download (cuirass.md 5.9); read by
+   * the catalog queries, absent from what dispatch returns.
+   */
+  products?: BuildProduct[];
+}
+
+/** A file of a succeeded build's output, offered for download. */
+export interface BuildProduct {
+  id: number;
+  /** The build it belongs to. */
+  build: number;
+  /** Free text from the specification's `build-outputs`. */
+  type: string;
+  fileSize: number;
+  /** Never computed, as in Cuirass: "". */
+  checksum: string;
+  /** Absolute path in the store. */
+  path: string;
 }
 
 /** A job as evaluation returns it, before it is registered. */
@@ -255,6 +274,13 @@ export interface Store {
   ): Promise<RegisterResult>;
 
   getBuild(id: number): Promise<Build | null>;
+  /** Records products of build `build`; a path already recorded is kept. */
+  addBuildProducts(
+    build: number,
+    products: Pick<BuildProduct, "type" | "fileSize" | "path">[],
+  ): Promise<void>;
+  /** The build product `id`, or null. */
+  getBuildProduct(id: number): Promise<BuildProduct | null>;
   getBuildByDerivation(derivation: string): Promise<Build | null>;
   /** Finished builds (status >= 0), newest evaluation first. */
   latestBuilds(filter: BuildFilter, limit: number): Promise<Build[]>;

@@ -4,6 +4,7 @@ import { HttpError } from "./http_error.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
 import { EXTRA_ROUTES } from "./extra_routes.ts";
+import { DOWNLOAD_ROUTES } from "./download_route.ts";
 import { ADMIN_ROUTES, type AdminActions, storeActions } from "./admin.ts";
 import type { LiveLogs } from "./live_logs.ts";
 import type { FarmMetrics } from "./metrics.ts";
@@ -73,6 +74,7 @@ export const DEFAULT_WORKER_TIMEOUT_SECONDS = 120;
 const ROUTES: Route[] = [
   ...ADMIN_ROUTES,
   ...EXTRA_ROUTES,
+  ...DOWNLOAD_ROUTES,
   ...API_ROUTES,
   ...PAGE_ROUTES,
 ];

@@ -109,7 +109,12 @@ export function buildToJson(build: Build): BuildJson {
     busy: build.status === -1 ? 1 : 0,
     priority: build.priority,
     finished: finished ? 1 : 0,
-    buildproducts: [],
+    buildproducts: (build.products ?? []).map((product) => ({
+      id: product.id,
+      type: product.type,
+      path: product.path,
+      "file-size": product.fileSize,
+    })),
   };
 }
 

@@ -110,6 +110,15 @@ Deno.test({
         ? new Uint8Array(gunzipSync(file))
         : file;
       assert.ok(includesBytes(log, C10_BYTES), "C10 bytes changed");
+      // The specification's build output became a build product.
+      const [unistring] = await store.latestBuilds(
+        { job: "libunistring.x86_64-linux" },
+        1,
+      );
+      assert.deepEqual(
+        unistring.products?.map((p) => [p.type, p.path.split("/").slice(-3)]),
+        [["data", ["share", "libunistring-1.3", "data"]]],
+      );
     } finally {
       abort.abort();
       await store.close();

@@ -138,6 +138,26 @@ Deno.test({
           assert.ok((await page.text()).includes("\uFFFD"));
         },
       );
+
+      await t.step(
+        "the specification's build output is offered for download once fetched",
+        async () => {
+          const build = builds.find((b) =>
+            b.job === "libunistring.x86_64-linux"
+          );
+          const details =
+            await (await fetch(`${farm.webUrl}/build/${build!.id}`)).json();
+          assert.equal(details.buildproducts.length, 1);
+          const [product] = details.buildproducts;
+          assert.equal(product.type, "data");
+          assert.ok(product.path.endsWith("/share/libunistring-1.3/data"));
+          const file = await fetch(`${farm.webUrl}/download/${product.id}`);
+          assert.equal(file.status, 200);
+          const bytes = new Uint8Array(await file.arrayBuffer());
+          assert.equal(bytes.length, product["file-size"]);
+          assert.ok(bytes.length > 0);
+        },
+      );
     } finally {
       await farm.stop();
       await Deno.remove(farm.root, { recursive: true }).catch(() => {});

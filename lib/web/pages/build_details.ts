@@ -31,6 +31,11 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
   const outputs = build.outputs.map((output) =>
     html`<li><code>${output.name}</code>: <code>${output.path}</code></li>`
   );
+  const products = (build.products ?? []).map((product) =>
+    html`<li><a href="/download/${product.id}">${
+      product.path.slice(product.path.lastIndexOf("/") + 1)
+    }</a> (${product.type}, ${product.fileSize} bytes)</li>`
+  );
   const dependencyRows = dependencies.map((dependency) =>
     html`
       <tr>
@@ -85,6 +90,13 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
         <dd>
           <ul>${outputs}</ul>
         </dd>
+        ${products.length > 0 &&
+          html`
+            <dt>Downloads</dt>
+            <dd>
+              <ul>${products}</ul>
+            </dd>
+          `}
       </dl>
       <h2>Dependencies</h2>
       ${dependencies.length === 0

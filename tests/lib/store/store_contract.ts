@@ -907,6 +907,46 @@ export function storeContract(
     await store.removeWorker("ghost", 20);
   });
 
+  test("addBuildProducts() records products once per path; catalog reads return them", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    const a = (await store.getBuildByDerivation(drv("a")))!;
+    const tarball = {
+      type: "tarball",
+      fileSize: 4096,
+      path: "/gnu/store/x-a/a.tar",
+    };
+    await store.addBuildProducts(a.id, [tarball]);
+    // Registered again (a restarted build): the path is not repeated.
+    await store.addBuildProducts(a.id, [
+      { ...tarball, fileSize: 1 },
+      { type: "doc", fileSize: 7, path: "/gnu/store/x-a/README" },
+    ]);
+    const products = (await store.getBuild(a.id))!.products!;
+    assert.deepEqual(
+      products.map((p) => [p.build, p.type, p.fileSize, p.checksum, p.path]),
+      [
+        [a.id, "tarball", 4096, "", "/gnu/store/x-a/a.tar"],
+        [a.id, "doc", 7, "", "/gnu/store/x-a/README"],
+      ],
+    );
+    assert.deepEqual(await store.getBuildProduct(products[1].id), products[1]);
+    assert.equal(await store.getBuildProduct(products[1].id + 100), null);
+    const b = (await store.getBuildByDerivation(drv("b")))!;
+    assert.deepEqual(b.products, []);
+    assert.deepEqual(
+      (await store.queue({}, 10)).map((build) => build.products?.length),
+      [2, 0],
+    );
+    await assert.rejects(
+      store.addBuildProducts(a.id, [{ ...tarball, fileSize: 1.5 }]),
+      /file size 1.5 is not an integer/,
+    );
+  });
+
   // Group commit.
 
   test("batch() commits its writes together and passes the result through", async (store) => {

@@ -108,6 +108,11 @@ async function contractFixture() {
     });
   }
   await fx.store.setEvaluationStatus(eval3, 0, T0 + 2100);
+  // The succeeded build offers two products.
+  await fx.store.addBuildProducts(fx.builds.succeeded.id, [
+    { type: "tarball", fileSize: 4096, path: "/gnu/store/a-p/p.tar.xz" },
+    { type: "doc", fileSize: 12, path: "/gnu/store/a-p/README" },
+  ]);
   return fx;
 }
 
@@ -131,7 +136,26 @@ Deno.test("C19: every endpoint answers valid JSON with the documented fields and
     4,
   ]);
   for (const build of [...latest, ...queue]) {
-    assert.deepEqual(build.buildproducts, []);
+    const products = build.buildproducts as Json[];
+    if (build.id !== fx.builds.succeeded.id) {
+      assert.deepEqual(products, []);
+      continue;
+    }
+    assert.deepEqual(products.map((p) => [p.type, p.path, p["file-size"]]), [
+      ["tarball", "/gnu/store/a-p/p.tar.xz", 4096],
+      ["doc", "/gnu/store/a-p/README", 12],
+    ]);
+    for (const product of products) {
+      assert.deepEqual(Object.keys(product), [
+        "id",
+        "type",
+        "path",
+        "file-size",
+      ]);
+      assert.ok(Number.isSafeInteger(product.id));
+    }
+  }
+  for (const build of [...latest, ...queue]) {
     assert.equal(build.finished, (build.buildstatus as number) >= 0 ? 1 : 0);
     assert.equal(build.busy, build.buildstatus === -1 ? 1 : 0);
   }
