@@ -236,6 +236,7 @@ export function storeContract(
       starttime: 0,
       stoptime: 0,
       outputs: hello.outputs,
+      products: [],
     });
     assert.deepEqual(await store.getBuild(build.id), build);
     assert.equal(await store.getBuild(build.id + 1000), null);
