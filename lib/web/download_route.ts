@@ -1,6 +1,7 @@
 // GET /download/ID: a build product's file (cuirass.md 8.2), streamed.
 // Only a recorded product of a build can be served, and only from the
-// store: the path is checked again here, not trusted from the database.
+// store: the path, links resolved, is checked again here, not trusted from
+// the database.
 
 import { HttpError } from "./http_error.ts";
 import { parseId } from "./params.ts";
@@ -28,7 +29,13 @@ async function download(context: RouteContext): Promise<Response> {
   }
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    // A symbolic link in a store item may point anywhere (the state
+    // directory, its admin token): what is opened must be in the store.
+    const real = await Deno.realPath(path);
+    if (!real.startsWith(`${await Deno.realPath(storeDir)}/`)) {
+      throw new Error("a link out of the store");
+    }
+    file = await Deno.open(real, { read: true });
     const info = await file.stat();
     if (!info.isFile) {
       file.close();

@@ -124,12 +124,16 @@ Deno.test("registerBuildProducts() records the matching outputs' files with thei
     assert.equal((await get("/download/x")).status, 400);
     // A product whose file is gone, and one outside the store (a database
     // edited by hand): 404, nothing read.
+    // A link in an output to a file outside the store (the database).
+    await Deno.symlink(`${root}/db.sqlite`, `${out}/bin/link`);
     await store.addBuildProducts(build.id, [
       { type: "gone", fileSize: 1, path: `${out}/gone` },
       { type: "outside", fileSize: 1, path: `${root}/db.sqlite` },
+      { type: "link", fileSize: 1, path: `${out}/bin/link` },
     ]);
-    const [, , gone, outside] = (await store.getBuild(build.id))!.products!;
-    for (const product of [gone, outside]) {
+    const [, , gone, outside, link] = (await store.getBuild(build.id))!
+      .products!;
+    for (const product of [gone, outside, link]) {
       const response = await get(`/download/${product.id}`);
       assert.equal(response.status, 404);
       await response.body?.cancel();
