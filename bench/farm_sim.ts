@@ -37,11 +37,13 @@ export async function serveDispatcher(
   const fetcher = {
     has: (drv: string) => fetching.has(drv),
     enqueue(request: { drv: string; worker: string }) {
+      if (fetching.has(request.drv)) return false;
       fetching.add(request.drv);
       store.completeBuild(request.drv, BuildStatus.succeeded, {
         worker: request.worker,
         now: epochSeconds(systemClock),
       }).finally(() => fetching.delete(request.drv));
+      return true;
     },
   } as unknown as OutputFetcher;
   const dispatcher = new Dispatcher({

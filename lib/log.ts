@@ -90,3 +90,43 @@ const encoder = new TextEncoder();
 function writeToStderr(line: string) {
   Deno.stderr.writeSync(encoder.encode(line + "\n"));
 }
+
+/**
+ * A logger whose lines can be held back, then written or dropped: what a
+ * dispatcher turn logs is true only once its writes are committed.
+ */
+export interface HoldingLogger extends Logger {
+  /** From now on, lines wait. */
+  hold(): void;
+  /** Writes the lines that waited, and stops holding. */
+  release(): void;
+  /** Forgets the lines that waited, and stops holding. */
+  drop(): void;
+}
+
+/** Wraps `inner` so that its lines can be held (see {@link HoldingLogger}). */
+export function holdingLogger(inner: Logger): HoldingLogger {
+  let held: (() => void)[] | null = null;
+  const emit = (line: () => void) => held === null ? line() : held.push(line);
+  const over = (target: Logger): Logger => ({
+    debug: (event, fields) => emit(() => target.debug(event, fields)),
+    info: (event, fields) => emit(() => target.info(event, fields)),
+    warn: (event, fields) => emit(() => target.warn(event, fields)),
+    error: (event, fields) => emit(() => target.error(event, fields)),
+    with: (fields) => over(target.with(fields)),
+  });
+  return {
+    ...over(inner),
+    hold() {
+      held = [];
+    },
+    release() {
+      const lines = held ?? [];
+      held = null;
+      for (const line of lines) line();
+    },
+    drop() {
+      held = null;
+    },
+  };
+}

@@ -410,16 +410,27 @@ class Fields {
   }
 
   string(name: string): string {
-    const value = this.take(name);
-    if (typeof value !== "string") this.fail(name, "is not a string");
-    return value;
+    return this.plain(name, this.take(name));
   }
 
   /** The next element itself, which must be a string. */
   bareString(name: string): string {
     const value = this.#items[this.#next++];
     if (value === undefined) this.fail(name, "is missing");
+    return this.plain(name, value);
+  }
+
+  /**
+   * `value` if it is a string without control characters: every string of
+   * the protocol names something (a worker, a derivation, a URL), and a NUL
+   * would fail every write of it to PostgreSQL.
+   */
+  plain(name: string, value: Datum): string {
     if (typeof value !== "string") this.fail(name, "is not a string");
+    // deno-lint-ignore no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(value)) {
+      this.fail(name, `has a control character: ${quote(value)}`);
+    }
     return value;
   }
 
@@ -469,7 +480,7 @@ class Fields {
     if (
       !Array.isArray(value) || !value.every((s) => typeof s === "string")
     ) this.fail(name, "is not a list of strings");
-    return value as string[];
+    return value.map((item) => this.plain(name, item));
   }
 
   /**

@@ -23,7 +23,7 @@ import {
   type RouterSocket,
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
-import type { Logger } from "../log.ts";
+import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import { logFileName } from "../protocol/log_header.ts";
@@ -92,7 +92,7 @@ interface Incoming {
 export class Dispatcher {
   readonly #options: DispatcherOptions;
   readonly #links = new WorkerLinks();
-  readonly #logger: Logger;
+  readonly #logger: HoldingLogger;
   /** Names that proved a key (only used when keys are configured). */
   readonly #authenticated = new Set<string>();
   readonly #holdings: WorkerHoldings;
@@ -101,10 +101,11 @@ export class Dispatcher {
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
-    this.#logger = options.logger;
+    // What a turn logs is written only once the turn commits.
+    this.#logger = holdingLogger(options.logger);
     this.#holdings = new WorkerHoldings({
-      logger: options.logger,
-      fetching: (drv) => options.fetcher.has(drv),
+      logger: this.#logger,
+      fetching: (drv, worker) => options.fetcher.has(drv, worker),
       touchIntervalSeconds: options.touchIntervalSeconds,
     });
   }
@@ -121,7 +122,8 @@ export class Dispatcher {
   async run(signal: AbortSignal): Promise<void> {
     const handlers = {
       store: this.#options.store,
-      logger: this.#logger,
+      logger: this.#options.logger,
+      handlerLog: this.#logger,
       handle: (received: Received, turn: Turn) => this.#handle(received, turn),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
@@ -511,8 +513,11 @@ export class Dispatcher {
           reason: "publish URL is not an http URL of the worker's address",
         });
         await store.requeueBuild(message.drv, now);
-      } else {
-        this.#options.fetcher.enqueue({ drv: message.drv, url, worker });
+      } else if (
+        !this.#options.fetcher.enqueue({ drv: message.drv, url, worker })
+      ) {
+        // Reported twice: the first report's fetch goes on.
+        return;
       }
     }
     this.#holdings.resultReported(worker, message.drv);

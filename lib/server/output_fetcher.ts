@@ -57,7 +57,8 @@ export interface OutputFetcherOptions {
 export class OutputFetcher {
   readonly #options: Required<OutputFetcherOptions>;
   readonly #waiting: FetchRequest[] = [];
-  readonly #active = new Set<string>();
+  /** The latest fetch of each drv queued or running. */
+  readonly #active = new Map<string, FetchRequest>();
   readonly #abort = new AbortController();
   #running = 0;
   #idle = Promise.withResolvers<void>();
@@ -82,18 +83,38 @@ export class OutputFetcher {
     return this.#waiting.length + this.#running;
   }
 
-  /** Whether a fetch of `drv` is queued or running. */
-  has(drv: string): boolean {
-    return this.#active.has(drv);
+  /**
+   * Whether a fetch of `drv` is queued or running; with `worker`, one of
+   * that worker's result.
+   */
+  has(drv: string, worker?: string): boolean {
+    const request = this.#active.get(drv);
+    return request !== undefined &&
+      (worker === undefined || request.worker === worker);
   }
 
-  /** Queues a fetch (a second one for the same drv is dropped); returns at once. */
-  enqueue(request: FetchRequest): void {
-    if (this.#abort.signal.aborted || this.#active.has(request.drv)) return;
+  /**
+   * Queues a fetch and returns at once: true when queued, false when the
+   * same worker's result of that drv is queued or running already (or the
+   * fetcher closed). A fetch of another worker's result of the drv (the
+   * build was restarted and handed out again) is superseded: a queued one
+   * is dropped, a running one stops recording anything once it sees that
+   * worker no longer owns the build.
+   */
+  enqueue(request: FetchRequest): boolean {
+    const current = this.#active.get(request.drv);
+    if (this.#abort.signal.aborted || current?.worker === request.worker) {
+      return false;
+    }
+    if (current !== undefined) {
+      const queued = this.#waiting.indexOf(current);
+      if (queued >= 0) this.#waiting.splice(queued, 1);
+    }
     if (this.pending === 0) this.#idle = Promise.withResolvers<void>();
-    this.#active.add(request.drv);
+    this.#active.set(request.drv, request);
     this.#waiting.push(request);
     this.#pump();
+    return true;
   }
 
   /** Resolves when no fetch is queued or running. */
@@ -105,7 +126,7 @@ export class OutputFetcher {
   async close(): Promise<void> {
     this.#abort.abort(new Error("output fetcher closed"));
     for (const request of this.#waiting.splice(0)) {
-      this.#active.delete(request.drv);
+      this.#forget(request);
     }
     if (this.#running === 0) this.#idle.resolve();
     await this.#idle.promise;
@@ -126,10 +147,17 @@ export class OutputFetcher {
         )
         .finally(() => {
           this.#running--;
-          this.#active.delete(request.drv);
+          this.#forget(request);
           if (this.pending === 0) this.#idle.resolve();
           else this.#pump();
         });
+    }
+  }
+
+  /** Drops `request` from the active fetches, unless superseded. */
+  #forget(request: FetchRequest): void {
+    if (this.#active.get(request.drv) === request) {
+      this.#active.delete(request.drv);
     }
   }
 

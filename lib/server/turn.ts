@@ -9,7 +9,7 @@
 
 import type { Message } from "../protocol/messages.ts";
 import type { RouterMessage, RouterSocket } from "../zmtp/router.ts";
-import type { Logger } from "../log.ts";
+import type { HoldingLogger, Logger } from "../log.ts";
 import { type Store, StoreError } from "../store/types.ts";
 import { routingKey } from "./worker_links.ts";
 
@@ -68,6 +68,11 @@ export interface TurnHandlers<M extends TurnMessage = RouterMessage> {
    * rolled back (caches describing them).
    */
   rolledBack(): void;
+  /**
+   * The logger the handlers write to, if it can hold lines: they are
+   * written once their attempt commits, dropped if it does not.
+   */
+  handlerLog?: HoldingLogger;
 }
 
 /** A message whose handling threw, logged once its attempt is kept. */
@@ -133,6 +138,7 @@ async function attemptTurn<M extends TurnMessage>(
 ): Promise<{ replies: PendingReply[] } | { error: unknown }> {
   const replies: PendingReply[] = [];
   const failures: Failure[] = [];
+  handlers.handlerLog?.hold();
   try {
     await handlers.store.batch(async (tx) => {
       const turn: Turn = { store: tx, reply: (reply) => replies.push(reply) };
@@ -146,8 +152,10 @@ async function attemptTurn<M extends TurnMessage>(
       }
     }, { optimistic });
   } catch (error) {
+    handlers.handlerLog?.drop();
     return { error };
   }
+  handlers.handlerLog?.release();
   for (const { message, error } of failures) {
     handlers.logger.error("message handling failed", {
       peer: routingKey(message.routingId),

@@ -10,8 +10,11 @@ import { type Build, BuildStatus, type Store } from "../store/types.ts";
 /** What the holdings need around them. */
 export interface WorkerHoldingsOptions {
   logger: Logger;
-  /** Whether the result of `drv` is being fetched: then it is not held. */
-  fetching(drv: string): boolean;
+  /**
+   * Whether `worker`'s result of `drv` is being fetched: then the build is
+   * no longer held by it.
+   */
+  fetching(drv: string, worker: string): boolean;
   /**
    * Seconds between two writes of a requesting worker's last contact; must
    * stay well below the worker timeout [5].
@@ -144,7 +147,7 @@ export class WorkerHoldings {
       build.worker === name &&
       (build.status === BuildStatus.submitted ||
         build.status === BuildStatus.started) &&
-      !this.#options.fetching(build.derivation)
+      !this.#options.fetching(build.derivation, name)
     );
   }
 

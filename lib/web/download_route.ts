@@ -35,12 +35,9 @@ async function download(context: RouteContext): Promise<Response> {
     if (!real.startsWith(`${await Deno.realPath(storeDir)}/`)) {
       throw new Error("a link out of the store");
     }
+    // Checked before opening: opening a FIFO would wait for a writer.
+    if (!(await Deno.stat(real)).isFile) throw new Error("not a file");
     file = await Deno.open(real, { read: true });
-    const info = await file.stat();
-    if (!info.isFile) {
-      file.close();
-      throw new Error("not a regular file");
-    }
   } catch {
     throw new HttpError(
       404,

@@ -176,6 +176,16 @@ const MALFORMED: [string, string | Uint8Array, RegExp][] = [
     /field "name" is not a string/,
   ],
   ["worker missing", "(worker-ping)", /field "worker" is missing/],
+  [
+    "NUL in a worker name",
+    '(worker-request-work "w\u0000x")',
+    /field "name" has a control character/,
+  ],
+  [
+    "escape in a system",
+    '(worker-ping (worker (name "n") (address "a") (machine "m") (systems ("x86_64-linux\u001b")) (last-seen 0)))',
+    /field "systems" has a control character/,
+  ],
   ["float", "(no-build 1.5)", /unsupported number "1.5"/],
   ["too deep", "(no-build " + "(".repeat(20) + ")".repeat(21), /maxDepth/],
 ];

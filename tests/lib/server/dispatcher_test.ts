@@ -702,3 +702,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a build restarted while its first result is still being fetched is fetched from its new worker, never left started",
+  async fn() {
+    let published = false;
+    const f = await startFixture({
+      fetch: () =>
+        Promise.resolve(new Response("", { status: published ? 200 : 404 })),
+    });
+    try {
+      const [a] = await f.addJobs([job("a", 1), job("b", 2)]);
+      const w1 = await readyWorker(f.port, { name: "W1" });
+      const first = await w1.requestWork();
+      assert.equal(first.type === "build" && first.drv, a);
+      await w1.send({ type: "build-started", drv: a, worker: "W1" });
+      await reportSuccess(w1, a);
+      // W1's outputs never show up; meanwhile the admin restarts the build.
+      await eventually(() => Promise.resolve(f.fetcher.has(a, "W1")));
+      const id = (await f.store.getBuildByDerivation(a))!.id;
+      assert.ok(await f.dispatcher.restartBuild(id));
+
+      const w2 = await readyWorker(f.port, { name: "W2" });
+      const again = await w2.requestWork();
+      assert.equal(again.type === "build" && again.drv, a);
+      await w2.send({ type: "build-started", drv: a, worker: "W2" });
+      await reportSuccess(w2, a);
+      // W2's result replaces W1's stale fetch.
+      assert.ok(f.fetcher.has(a, "W2"));
+      const next = await w2.requestWork();
+      assert.equal(next.type, "build", "W2 holds nothing but its next build");
+
+      published = true;
+      await f.clock.advance(60_000);
+      await untilStatus(f, a, BuildStatus.succeeded);
+      assert.equal((await f.store.getBuildByDerivation(a))?.worker, "W2");
+      await w1.close();
+      await w2.close();
+    } finally {
+      await f.close();
+    }
+  },
+});

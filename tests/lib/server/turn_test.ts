@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { serveTurn, type TurnHandlers } from "../../../lib/server/turn.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import { createLogger } from "../../../lib/log.ts";
+import { createLogger, holdingLogger } from "../../../lib/log.ts";
 import {
   BuildStatus,
   EvaluationStatus,
@@ -57,12 +57,15 @@ function handlersOver(store: Store, evaluation: number) {
     batches.push(options?.optimistic);
     return store.batch(work, options);
   };
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const handlerLog = holdingLogger(logger);
   const handlers: TurnHandlers = {
     store: seen,
-    logger: createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    }),
+    logger,
+    handlerLog,
     async handle(message, turn) {
       const action = new TextDecoder().decode(message.frames[0]);
       if (action === "bad") {
@@ -74,6 +77,7 @@ function handlersOver(store: Store, evaluation: number) {
         return;
       }
       const build = await turn.store.popBuild("w", ["x86_64-linux"], 2);
+      handlerLog.info("popped", { drv: build?.derivation });
       turn.reply({
         routingId: message.routingId,
         message: { type: "no-build", requestId: build?.id ?? 0 },
@@ -101,7 +105,7 @@ Deno.test("serveTurn() commits a turn once, optimistically, then replies", async
         BuildStatus.submitted,
       );
     }
-    assert.deepEqual(t.lines, []);
+    assert.equal(t.lines.filter((l) => l.startsWith("info popped")).length, 2);
   });
 });
 
@@ -126,6 +130,8 @@ Deno.test("serveTurn(): a failing write replays the turn with savepoints; the ot
       t.lines.filter((line) => line.startsWith("info turn replayed")).length,
       1,
     );
+    // Only what the committed attempt did is logged.
+    assert.equal(t.lines.filter((l) => l.startsWith("info popped")).length, 2);
     const failed = t.lines.filter((line) =>
       line.startsWith("error message handling failed")
     );
@@ -147,6 +153,7 @@ Deno.test("serveTurn(): a turn that cannot commit sends nothing and drops the ca
     assert.equal(await serveTurn(messages("pop"), handlers), false);
     assert.deepEqual(t.sent, []);
     assert.equal(t.rollbacks(), 1);
+    assert.ok(!t.lines.some((l) => l.startsWith("info popped")));
     assert.equal(
       (await store.getBuildByDerivation(drv("a")))?.status,
       BuildStatus.scheduled,
