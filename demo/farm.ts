@@ -198,10 +198,9 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     );
   }
 
-  const ports = await freePorts(3 + options.workers.length);
-  const webPort = options.webPort === 0
-    ? await freePorts(1).then((p) => p[0])
-    : options.webPort;
+  // All in one call: ports picked by separate calls may coincide.
+  const ports = await freePorts(4 + options.workers.length);
+  const webPort = options.webPort === 0 ? ports.at(-1)! : options.webPort;
   const specFile = await withLocalChannel(options.specFile, root);
   const server = start("server", "server.ts", [
     `--specifications=${specFile}`,
