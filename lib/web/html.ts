@@ -44,6 +44,10 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (char) => ESCAPES[char]);
 }
 
+/** Characters XML 1.0 allows in no form, not even escaped. */
+// deno-lint-ignore no-control-regex
+const XML_FORBIDDEN = /[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]/g;
+
 /**
  * Escapes text for an XML document (SVG badges, RSS): as
  * {@link escapeHtml}, and the characters XML 1.0 forbids even escaped (C0
@@ -52,11 +56,7 @@ export function escapeHtml(text: string): string {
  * unreadable.
  */
 export function escapeXml(text: string): string {
-  // deno-lint-ignore no-control-regex
-  return escapeHtml(text).replace(
-    /[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]/g,
-    "\uFFFD",
-  );
+  return escapeHtml(text).replace(XML_FORBIDDEN, "\uFFFD");
 }
 
 /** Encodes one URL path segment (a spec or job name) for an href. */

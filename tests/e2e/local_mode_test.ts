@@ -16,7 +16,7 @@ import { openSqliteStore } from "../../lib/store/sqlite.ts";
 import { buildStatusName, EvaluationStatus } from "../../lib/store/types.ts";
 import { GUIX, makeDaemon, makeRoot } from "../fake-guix/test_env.ts";
 import { gunzipSync } from "node:zlib";
-import { C10_BYTES, includesBytes } from "./_c10_log.ts";
+import { C10_LOG, includesBytes } from "../fixtures/c10_log.ts";
 
 const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
 
@@ -109,7 +109,7 @@ Deno.test({
       const log = file[0] === 0x1f && file[1] === 0x8b
         ? new Uint8Array(gunzipSync(file))
         : file;
-      assert.ok(includesBytes(log, C10_BYTES), "C10 bytes changed");
+      assert.ok(includesBytes(log, C10_LOG), "C10 bytes changed");
       // The specification's build output became a build product.
       const [unistring] = await store.latestBuilds(
         { job: "libunistring.x86_64-linux" },

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { startFarm } from "../../demo/farm.ts";
 import { compareOutcome, readProgress } from "../../demo/report.ts";
-import { C10_BYTES, includesBytes } from "./_c10_log.ts";
+import { C10_LOG, includesBytes } from "../fixtures/c10_log.ts";
 
 const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
 
@@ -132,7 +132,7 @@ Deno.test({
             `${farm.webUrl}/build/${build!.id}/log/raw`,
           );
           const log = new Uint8Array(await response.arrayBuffer());
-          assert.ok(includesBytes(log, C10_BYTES), "C10 bytes changed");
+          assert.ok(includesBytes(log, C10_LOG), "C10 bytes changed");
           const page = await fetch(`${farm.webUrl}/build/${build!.id}/details`);
           assert.equal(page.status, 200);
           assert.ok((await page.text()).includes("\uFFFD"));

@@ -9,24 +9,10 @@ import {
 } from "../../../lib/protocol/log_channel.ts";
 import { StorePathError } from "../../../lib/guix/store_path.ts";
 import { createLogger } from "../../../lib/log.ts";
+import { C10_LOG } from "../../fixtures/c10_log.ts";
 
 const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
 const encoder = new TextEncoder();
-
-// The byte soup of case C10: invalid UTF-8, ANSI colours, a lone CR.
-const C10_LOG = new Uint8Array([
-  ...encoder.encode("ok\n"),
-  0xfc,
-  0xff,
-  0xc3,
-  0x28,
-  0x0a,
-  0x1b,
-  ...encoder.encode("[31mred"),
-  0x1b,
-  ...encoder.encode("[0m\n"),
-  0x0d,
-]);
 
 interface Fixture {
   root: string;

@@ -8,6 +8,7 @@ import {
 } from "../../../lib/protocol/log_receiver.ts";
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
+import { C10_LOG } from "../../fixtures/c10_log.ts";
 
 const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
 const encoder = new TextEncoder();
@@ -178,19 +179,7 @@ Deno.test("C10: a truncated upload (worker killed) keeps what was decodable", as
 
 Deno.test("C10: raw bytes (invalid UTF-8, ANSI, CR) are stored unchanged", async () => {
   await using f = await fixture();
-  const bytes = new Uint8Array([
-    ...encoder.encode("ok\n"),
-    0xfc,
-    0xff,
-    0xc3,
-    0x28,
-    0x0a,
-    0x1b,
-    ...encoder.encode("[31mred"),
-    0x1b,
-    ...encoder.encode("[0m\n"),
-    0x0d,
-  ]);
+  const bytes = C10_LOG;
   const upload = await openLogUpload({
     hostname: "127.0.0.1",
     port: f.receiver.port,

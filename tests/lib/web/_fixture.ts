@@ -11,6 +11,7 @@ import type {
   Specification,
   Store,
 } from "../../../lib/store/types.ts";
+import { C10_LOG } from "../../fixtures/c10_log.ts";
 
 /** The epoch second the fake clock shows. */
 export const NOW = 1_700_010_000;
@@ -18,20 +19,7 @@ export const T0 = 1_700_000_000;
 export const STORE_DIR = "/gnu/store";
 /** A spec and job name that must come out escaped everywhere. */
 export const XSS = `<script>alert("x")</script>`;
-/** The C10 log: valid text, invalid UTF-8, ANSI colour, a lone CR. */
-export const C10_LOG = new Uint8Array([
-  ...new TextEncoder().encode("ok\n"),
-  0xfc,
-  0xff,
-  0xc3,
-  0x28,
-  0x0a,
-  0x1b,
-  ...new TextEncoder().encode("[31mred"),
-  0x1b,
-  ...new TextEncoder().encode("[0m\n"),
-  0x0d,
-]);
+export { C10_LOG };
 
 export interface Fixture extends AsyncDisposable {
   app: (request: Request) => Promise<Response>;
