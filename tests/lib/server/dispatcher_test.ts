@@ -23,8 +23,11 @@ function identity(): Uint8Array {
 }
 
 /** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
-async function withFixture(body: (f: Fixture) => Promise<void>) {
-  const f = await startFixture();
+async function withFixture(
+  body: (f: Fixture) => Promise<void>,
+  options?: Parameters<typeof startFixture>[0],
+) {
+  const f = await startFixture(options);
   try {
     await body(f);
   } finally {
@@ -208,21 +211,7 @@ Deno.test({
     // while nine more requests queue behind it.
     let stalled: Promise<void> | null = null;
     let thaw = () => {};
-    const f = await startFixture({
-      storeSeenByDispatcher(store) {
-        const stalling: Store = Object.create(store);
-        stalling.batch = async (work, options) => {
-          if (stalled !== null) {
-            const waiting = stalled;
-            stalled = null;
-            await waiting;
-          }
-          return await store.batch(work, options);
-        };
-        return stalling;
-      },
-    });
-    try {
+    await withFixture(async (f) => {
       await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
       const w = await readyWorker(f.port, { name: "SOLO" });
       await eventually(async () => (await f.store.getWorker("SOLO")) !== null);
@@ -260,9 +249,20 @@ Deno.test({
         8,
       );
       await w.close();
-    } finally {
-      await f.close();
-    }
+    }, {
+      storeSeenByDispatcher(store) {
+        const stalling: Store = Object.create(store);
+        stalling.batch = async (work, options) => {
+          if (stalled !== null) {
+            const waiting = stalled;
+            stalled = null;
+            await waiting;
+          }
+          return await store.batch(work, options);
+        };
+        return stalling;
+      },
+    });
   },
 });
 
@@ -461,8 +461,7 @@ Deno.test({
     "worker keys: unknown and Cuirass workers are refused, a worker with a valid proof builds",
   async fn() {
     const keys = new Map([["farm", "0123456789abcdef-secret"]]);
-    const f = await startFixture({ workerKeys: keys });
-    try {
+    await withFixture(async (f) => {
       await f.addJobs([job("secret", 1)]);
       const plain = await readyWorker(f.port, { name: "PLAIN" });
       await plain.send({ type: "worker-ping", worker: plain.info });
@@ -505,9 +504,7 @@ Deno.test({
       );
       assert.equal(refused.length, 3, refused.join("\n"));
       await Promise.all([plain, forger, good, replay].map((w) => w.close()));
-    } finally {
-      await f.close();
-    }
+    }, { workerKeys: keys });
   },
 });
 
@@ -560,20 +557,7 @@ Deno.test({
     "a turn whose writes cannot be committed sends no reply; the build stays scheduled and the next turn serves it",
   async fn() {
     let failCommits = false;
-    const f = await startFixture({
-      storeSeenByDispatcher(store) {
-        const faulty: Store = Object.create(store);
-        faulty.batch = (work) =>
-          failCommits
-            ? store.batch(async (tx) => {
-              await work(tx);
-              throw new Error("disk I/O error");
-            })
-            : store.batch(work);
-        return faulty;
-      },
-    });
-    try {
+    await withFixture(async (f) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
       const worker = await readyWorker(f.port, { name: "W1" });
       await eventually(async () => (await f.store.getWorker("W1")) !== null);
@@ -592,9 +576,19 @@ Deno.test({
       assert.equal(reply.type, "build");
       assert.equal(await f.status(drv), BuildStatus.submitted);
       await worker.close();
-    } finally {
-      await f.close();
-    }
+    }, {
+      storeSeenByDispatcher(store) {
+        const faulty: Store = Object.create(store);
+        faulty.batch = (work) =>
+          failCommits
+            ? store.batch(async (tx) => {
+              await work(tx);
+              throw new Error("disk I/O error");
+            })
+            : store.batch(work);
+        return faulty;
+      },
+    });
   },
 });
 
@@ -640,22 +634,7 @@ Deno.test({
     "a worker that reported its one build asks again without a held-builds query; a lost reply is still requeued",
   async fn() {
     let heldQueries = 0;
-    const f = await startFixture({
-      storeSeenByDispatcher(store) {
-        const counting = (inner: Store): Store => {
-          const seen: Store = Object.create(inner);
-          seen.queue = (filter, limit) => {
-            if (filter.worker !== undefined) heldQueries++;
-            return inner.queue(filter, limit);
-          };
-          seen.batch = (work, options) =>
-            inner.batch((tx) => work(counting(tx)), options);
-          return seen;
-        };
-        return counting(store);
-      },
-    });
-    try {
+    await withFixture(async (f) => {
       await f.addJobs(
         Array.from({ length: 4 }, (_, i) => job(`h${i}`, i)),
       );
@@ -697,9 +676,21 @@ Deno.test({
         ),
       );
       await w.close();
-    } finally {
-      await f.close();
-    }
+    }, {
+      storeSeenByDispatcher(store) {
+        const counting = (inner: Store): Store => {
+          const seen: Store = Object.create(inner);
+          seen.queue = (filter, limit) => {
+            if (filter.worker !== undefined) heldQueries++;
+            return inner.queue(filter, limit);
+          };
+          seen.batch = (work, options) =>
+            inner.batch((tx) => work(counting(tx)), options);
+          return seen;
+        };
+        return counting(store);
+      },
+    });
   },
 });
 
@@ -709,11 +700,7 @@ Deno.test({
     "a build restarted while its first result is still being fetched is fetched from its new worker, never left started",
   async fn() {
     let published = false;
-    const f = await startFixture({
-      fetch: () =>
-        Promise.resolve(new Response("", { status: published ? 200 : 404 })),
-    });
-    try {
+    await withFixture(async (f) => {
       const [a] = await f.addJobs([job("a", 1), job("b", 2)]);
       const w1 = await readyWorker(f.port, { name: "W1" });
       const first = await w1.requestWork();
@@ -741,8 +728,9 @@ Deno.test({
       assert.equal((await f.store.getBuildByDerivation(a))?.worker, "W2");
       await w1.close();
       await w2.close();
-    } finally {
-      await f.close();
-    }
+    }, {
+      fetch: () =>
+        Promise.resolve(new Response("", { status: published ? 200 : 404 })),
+    });
   },
 });

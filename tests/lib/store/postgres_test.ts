@@ -27,16 +27,23 @@ function freshSchema(): string {
   return name;
 }
 
-async function dropSchemas(): Promise<void> {
-  if (url === undefined || created.length === 0) return;
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+/** Runs `work` on a connection of its own, closed afterwards. */
+async function withSql<T>(work: (sql: postgres.Sql) => Promise<T>) {
+  const sql = postgres(url!, { max: 1, onnotice: () => {} });
   try {
-    for (const name of created.splice(0)) {
-      await sql.unsafe(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
-    }
+    return await work(sql);
   } finally {
     await sql.end({ timeout: 1 });
   }
+}
+
+async function dropSchemas(): Promise<void> {
+  if (url === undefined || created.length === 0) return;
+  await withSql(async (sql) => {
+    for (const name of created.splice(0)) {
+      await sql.unsafe(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+    }
+  });
 }
 
 storeContract(
@@ -204,12 +211,9 @@ Deno.test({
   async fn() {
     const schema = freshSchema();
     await (await openPostgresStore(url!, { schema })).close();
-    const sql = postgres(url!, { max: 1, onnotice: () => {} });
-    try {
-      await sql.unsafe(`UPDATE ${schema}.SchemaVersion SET version = 99`);
-    } finally {
-      await sql.end({ timeout: 1 });
-    }
+    await withSql((sql) =>
+      sql.unsafe(`UPDATE ${schema}.SchemaVersion SET version = 99`)
+    );
     await assert.rejects(
       openPostgresStore(url!, { schema }),
       (error: unknown) =>
@@ -225,13 +229,10 @@ Deno.test({
   async fn() {
     const schema = freshSchema();
     await (await openPostgresStore(url!, { schema })).close();
-    const sql = postgres(url!, { max: 1, onnotice: () => {} });
-    try {
-      await sql.unsafe(`DROP TABLE ${schema}.DispatcherStops;
-        UPDATE ${schema}.SchemaVersion SET version = 1`);
-    } finally {
-      await sql.end({ timeout: 1 });
-    }
+    await withSql((sql) =>
+      sql.unsafe(`DROP TABLE ${schema}.DispatcherStops;
+        UPDATE ${schema}.SchemaVersion SET version = 1`)
+    );
     const store = await openPostgresStore(url!, { schema });
     try {
       await store.upsertWorker({
