@@ -17,7 +17,13 @@ import {
   weatherOf,
 } from "./rows.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
-import type { Build, CompleteResult, QueuedNotification } from "./types.ts";
+import type {
+  Build,
+  CompleteResult,
+  PopRequest,
+  QueuedNotification,
+  StartReport,
+} from "./types.ts";
 
 // The previous result of the job of the row `Builds` being updated: the
 // newest finished build of the same job and specification in an earlier
@@ -117,96 +123,159 @@ function* adjustDependents(
   );
 }
 
-// PostgreSQL pops in one statement, outside any explicit transaction: the
-// head of each system's queue (skipping rows other transactions hold),
-// the best of them, marked submitted and returned. Parameters: worker,
-// now, systems (JSON).
-const POP_POSTGRES_SQL = `UPDATE Builds b SET status = -3, worker = ?,
-    starttime = ?
-  WHERE b.id = (
-    SELECT c.id FROM (SELECT DISTINCT jsonb_array_elements_text(
-                        CAST(CAST(? AS text) AS jsonb)) AS system) s
-    CROSS JOIN LATERAL (
-      SELECT x.id, x.priority, x.timestamp FROM Builds x
-      WHERE x.status = -2 AND x.pending_deps = 0 AND x.system = s.system
-      ORDER BY x.priority, x.timestamp, x.id LIMIT 1
-      FOR UPDATE SKIP LOCKED) c
-    ORDER BY c.priority, c.timestamp, c.id LIMIT 1)
-  AND b.status = -2
-  RETURNING ${BUILD_COLUMNS}, `;
+// The columns of a popped build, as the RETURNING of its update. SQLite's
+// RETURNING names the table itself, not an alias.
+const popped = (d: Dialect) => {
+  const columns = `${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs`;
+  return d.name === "sqlite" ? columns.replace(/\bb\./g, "Builds.") : columns;
+};
 
-function* dispatchCandidate(d: Dialect, system: string) {
-  return yield* get(
-    `SELECT id, priority, timestamp FROM Builds
-     WHERE status = -2 AND pending_deps = 0 AND system = ?
-     ORDER BY priority, timestamp, id LIMIT 1${d.skipLocked}`,
-    [system],
-  );
+// PostgreSQL pops for several workers in one statement (outside any
+// explicit transaction, it is atomic on its own): the first %LIMIT% of
+// each system's queue (skipping rows other transactions hold), the best
+// %LIMIT% of them numbered in dispatch order, build n to worker n.
+// Parameters: systems (JSON), workers (JSON), now.
+const POP_POSTGRES_SQL = `WITH picked AS (
+    SELECT c.id,
+      row_number() OVER (ORDER BY c.priority, c.timestamp, c.id) AS n
+    FROM (
+      SELECT x.id, x.priority, x.timestamp
+      FROM (SELECT jsonb_array_elements_text(
+              CAST(CAST(? AS text) AS jsonb)) AS system) s
+      CROSS JOIN LATERAL (
+        SELECT id, priority, timestamp FROM Builds
+        WHERE status = -2 AND pending_deps = 0 AND system = s.system
+        ORDER BY priority, timestamp, id LIMIT %LIMIT%
+        FOR UPDATE SKIP LOCKED) x
+      ORDER BY x.priority, x.timestamp, x.id LIMIT %LIMIT%) c),
+  wanted AS (
+    SELECT w.worker, w.n FROM jsonb_array_elements_text(
+      CAST(CAST(? AS text) AS jsonb)) WITH ORDINALITY AS w(worker, n))
+  UPDATE Builds b SET status = -3, worker = wanted.worker, starttime = ?
+  FROM picked JOIN wanted ON wanted.n = picked.n
+  WHERE b.id = picked.id AND b.status = -2
+  RETURNING wanted.n AS request, `;
+
+/**
+ * The limit of a pop for `count` workers: the next power of two, so that
+ * the planners see a constant (a parameter makes PostgreSQL's generic plan
+ * assume a large one) and a few statements cover every count.
+ */
+function popLimit(count: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, count)));
 }
 
 /** Whether dispatch candidate `a` goes before `b` (priority, age, id). */
-function isBefore(a: Row, b: Row | undefined): boolean {
-  if (b === undefined) return true;
+function compareCandidates(a: Row, b: Row): number {
   for (const key of ["priority", "timestamp", "id"]) {
     const delta = Number(a[key]) - Number(b[key]);
-    if (delta !== 0) return delta < 0;
+    if (delta !== 0) return delta;
   }
-  return false;
+  return 0;
 }
 
-export function* popBuild(
+/** Builds for `workers`, all asking for `systems` (distinct). */
+function* popForSystems(
   d: Dialect,
-  worker: string,
   systems: string[],
+  workers: string[],
   now: number,
-): Step<Build | null> {
+): Step<(Build | null)[]> {
+  const limit = popLimit(workers.length);
+  const builds: (Build | null)[] = workers.map(() => null);
   if (d.name === "postgres") {
-    const [row] = yield* all(
-      POP_POSTGRES_SQL + `${d.outputsColumn} AS outputs`,
-      [
-        worker,
-        now,
-        JSON.stringify(systems),
-      ],
+    const rows = yield* all(
+      POP_POSTGRES_SQL.replaceAll("%LIMIT%", String(limit)) + popped(d),
+      [JSON.stringify(systems), JSON.stringify(workers), now],
     );
-    return row === undefined ? null : rowToBuild(row);
+    for (const row of rows) builds[Number(row.request) - 1] = rowToBuild(row);
+    return builds;
   }
   // Every system's head, then the best of them: the order is global across
   // systems (case C04), not per system in random order.
-  let best: Row | undefined;
-  for (const system of new Set(systems)) {
-    const candidate = yield* dispatchCandidate(d, system);
-    if (candidate !== undefined && isBefore(candidate, best)) {
-      best = candidate;
-    }
+  const candidates: Row[] = [];
+  for (const system of systems) {
+    candidates.push(
+      ...yield* all(
+        `SELECT id, priority, timestamp FROM Builds
+         WHERE status = -2 AND pending_deps = 0 AND system = ?
+         ORDER BY priority, timestamp, id LIMIT ${limit}`,
+        [system],
+      ),
+    );
   }
-  if (best === undefined) return null;
-  const [row] = yield* all(
-    `UPDATE Builds SET status = -3, worker = ?, starttime = ?
-     WHERE id = ? AND status = -2
-     RETURNING ${
-      // SQLite's RETURNING names the table itself, not an alias.
-      `${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs`.replace(
-        /\bb\./g,
-        "Builds.",
-      )}`,
-    [worker, now, Number(best.id)],
-  );
-  return row === undefined ? null : rowToBuild(row);
+  candidates.sort(compareCandidates);
+  for (const [i, worker] of workers.entries()) {
+    if (i >= candidates.length) break;
+    const [row] = yield* all(
+      `UPDATE Builds SET status = -3, worker = ?, starttime = ?
+       WHERE id = ? AND status = -2 RETURNING ${popped(d)}`,
+      [worker, now, Number(candidates[i].id)],
+    );
+    if (row !== undefined) builds[i] = rowToBuild(row);
+  }
+  return builds;
 }
 
-export function* markStarted(
-  _d: Dialect,
-  derivation: string,
-  worker: string,
-  log: string,
+export function* popBuilds(
+  d: Dialect,
+  requests: readonly PopRequest[],
   now: number,
-): Step<boolean> {
-  return (yield* run(
-    `UPDATE Builds SET status = -1, starttime = ?, log = ?
-     WHERE derivation = ? AND worker = ? AND status IN (-3, -1)`,
-    [now, log, derivation, worker],
-  )) > 0;
+): Step<(Build | null)[]> {
+  // Requests grouped by their systems, in the order of their first request.
+  const groups = new Map<string, number[]>();
+  for (const [i, request] of requests.entries()) {
+    const key = JSON.stringify([...new Set(request.systems)].sort());
+    const group = groups.get(key);
+    if (group === undefined) groups.set(key, [i]);
+    else group.push(i);
+  }
+  const builds: (Build | null)[] = requests.map(() => null);
+  for (const [key, members] of groups) {
+    const taken = yield* popForSystems(
+      d,
+      JSON.parse(key),
+      members.map((i) => requests[i].worker),
+      now,
+    );
+    taken.forEach((build, j) => builds[members[j]] = build);
+  }
+  return builds;
+}
+
+export function* markStartedMany(
+  d: Dialect,
+  starts: readonly StartReport[],
+  now: number,
+): Step<boolean[]> {
+  if (d.name === "sqlite") {
+    const recorded: boolean[] = [];
+    for (const { derivation, worker, log } of starts) {
+      recorded.push(
+        (yield* run(
+          `UPDATE Builds SET status = -1, starttime = ?, log = ?
+           WHERE derivation = ? AND worker = ? AND status IN (-3, -1)`,
+          [now, log, derivation, worker],
+        )) > 0,
+      );
+    }
+    return recorded;
+  }
+  const rows = yield* all(
+    `UPDATE Builds b SET status = -1, starttime = ?, log = s.log
+     FROM ${
+      d.records([["derivation", "text"], ["worker", "text"], ["log", "text"]])
+    } s
+     WHERE b.derivation = s.derivation AND b.worker = s.worker
+       AND b.status IN (-3, -1)
+     RETURNING b.derivation, b.worker`,
+    [
+      now,
+      JSON.stringify(starts.map((s) => [s.derivation, s.worker, s.log])),
+    ],
+  );
+  const done = new Set(rows.map((row) => `${row.worker} ${row.derivation}`));
+  return starts.map((s) => done.has(`${s.worker} ${s.derivation}`));
 }
 
 /**

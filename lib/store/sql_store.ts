@@ -116,6 +116,15 @@ function storeOver(
     execute("read", procedure);
   const write = <T>(procedure: (d: Dialect) => Step<T>) =>
     execute("write", procedure);
+  // Each statement of a pop is atomic on its own on PostgreSQL: no
+  // transaction needed around them.
+  const popBuilds: Store["popBuilds"] = (requests, now) =>
+    execute(
+      dialect.name === "postgres" ? "read" : "write",
+      (d) => builds.popBuilds(d, requests, now),
+    );
+  const markStartedMany: Store["markStartedMany"] = (starts, now) =>
+    write((d) => builds.markStartedMany(d, starts, now));
 
   return {
     upsertSpecification: (spec) =>
@@ -162,14 +171,12 @@ function storeOver(
       read((d) => catalog.countBuildsByStatus(d, filter)),
     queueLengthBySystem: () => read((d) => catalog.queueLengthBySystem(d)),
 
-    // One statement on PostgreSQL, atomic without a transaction.
-    popBuild: (worker, systems, now) =>
-      execute(
-        dialect.name === "postgres" ? "read" : "write",
-        (d) => builds.popBuild(d, worker, systems, now),
-      ),
-    markStarted: (derivation, worker, log, now) =>
-      write((d) => builds.markStarted(d, derivation, worker, log, now)),
+    popBuild: async (worker, systems, now) =>
+      (await popBuilds([{ worker, systems }], now))[0],
+    popBuilds,
+    markStarted: async (derivation, worker, log, now) =>
+      (await markStartedMany([{ derivation, worker, log }], now))[0],
+    markStartedMany,
     completeBuild: (derivation, status, options) => {
       try {
         checkFinal(derivation, status);

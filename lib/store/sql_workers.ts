@@ -42,8 +42,9 @@ export function* listWorkers(_d: Dialect) {
 /** Puts the submitted and started builds of `worker` back in the queue. */
 export function* requeueWorker(d: Dialect, worker: string): Step<number> {
   const changes = yield* run(
+    // `status < 0` as written in the predicate of SQLite's Builds_held.
     `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
-     WHERE worker = ? AND status IN (-3, -1)`,
+     WHERE worker = ? AND status < 0 AND status <> -2`,
     [worker],
   );
   if (changes > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);

@@ -90,6 +90,15 @@ function migrate(db: DatabaseSync, path: string): void {
   }
 }
 
+/** A write waiting for the batch that holds the transaction. */
+interface QueuedWrite {
+  procedure: (d: Dialect) => Step<unknown>;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+type Outcome = { value: unknown } | { error: unknown };
+
 function sqliteDriver(db: DatabaseSync): SqlDriver {
   const statements = new Map<string, StatementSync>();
 
@@ -168,41 +177,47 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
     }
   }
 
-  // While a batch holds the connection's transaction, other writes queue;
-  // when it ends they run together in one transaction of their own (each
-  // in a savepoint), so they too share one commit.
+  // While a batch holds the connection's transaction, other writes queue.
+  // They join the batch's transaction once its work is done, each in a
+  // savepoint, so that they share its commit; those queued by a batch that
+  // failed run together in a transaction of their own.
   let batchOpen = false;
-  const queuedWrites: {
-    procedure: (d: Dialect) => Step<unknown>;
-    resolve(value: unknown): void;
-    reject(error: unknown): void;
-  }[] = [];
+  const queuedWrites: QueuedWrite[] = [];
   const batchesWaiting: (() => void)[] = [];
+
+  /** Runs `writes` in the open transaction, each in a savepoint. */
+  function runEach(writes: QueuedWrite[]): Outcome[] {
+    return writes.map((write) => {
+      try {
+        return { value: savepoint(write.procedure) };
+      } catch (error) {
+        return { error };
+      }
+    });
+  }
+
+  function settle(writes: QueuedWrite[], outcomes: Outcome[]): void {
+    writes.forEach((write, i) => {
+      const outcome = outcomes[i];
+      if ("error" in outcome) write.reject(outcome.error);
+      else write.resolve(outcome.value);
+    });
+  }
 
   function runQueuedWrites(): void {
     const writes = queuedWrites.splice(0);
     if (writes.length === 0) return;
-    const outcomes: ({ value: unknown } | { error: unknown })[] = [];
+    let outcomes: Outcome[];
     try {
       begin();
-      for (const write of writes) {
-        try {
-          outcomes.push({ value: savepoint(write.procedure) });
-        } catch (error) {
-          outcomes.push({ error });
-        }
-      }
+      outcomes = runEach(writes);
       commit();
     } catch (error) {
       rollback();
       for (const write of writes) write.reject(error);
       return;
     }
-    writes.forEach((write, i) => {
-      const outcome = outcomes[i];
-      if ("error" in outcome) write.reject(outcome.error);
-      else write.resolve(outcome.value);
-    });
+    settle(writes, outcomes);
   }
 
   return {
@@ -241,13 +256,18 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
           return Promise.reject(error);
         }
       };
+      let joined: QueuedWrite[] = [];
       try {
         begin();
         const result = await work(execute);
+        joined = queuedWrites.splice(0);
+        const outcomes = runEach(joined);
         commit();
+        settle(joined, outcomes);
         return result;
       } catch (error) {
         rollback();
+        for (const write of joined) write.reject(error);
         throw error;
       } finally {
         batchOpen = false;

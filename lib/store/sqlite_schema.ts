@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -107,8 +107,13 @@ CREATE INDEX Builds_specification_job
   ON Builds(specification, job_name, evaluation DESC);
 CREATE INDEX Builds_job_name ON Builds(job_name);
 CREATE INDEX Builds_nix_name ON Builds(nix_name);
-CREATE INDEX Builds_worker
-  ON Builds(worker, status) WHERE worker IS NOT NULL;
+-- A worker's builds (the worker filter), and those it holds now. Apart,
+-- because a status change rewrites the entries of every index holding the
+-- status: Builds_worker gets one entry per build, when it is handed out,
+-- and only the small Builds_held follows the build's start and end.
+CREATE INDEX Builds_worker ON Builds(worker) WHERE worker IS NOT NULL;
+CREATE INDEX Builds_held ON Builds(worker)
+  WHERE status < 0 AND worker IS NOT NULL;
 
 -- "source depends on target".
 CREATE TABLE BuildDependencies (
@@ -208,5 +213,10 @@ UPDATE Checkouts SET position = rowid;
 CREATE TABLE DispatcherStops (
   stopped_at INTEGER NOT NULL
 );
+`,
+  4: `DROP INDEX Builds_worker;
+CREATE INDEX Builds_worker ON Builds(worker) WHERE worker IS NOT NULL;
+CREATE INDEX Builds_held ON Builds(worker)
+  WHERE status < 0 AND worker IS NOT NULL;
 `,
 };

@@ -237,6 +237,19 @@ export interface CompleteResult {
   dependentsFailed: number;
 }
 
+/** A work request: who asks, and for which systems. */
+export interface PopRequest {
+  worker: string;
+  systems: readonly string[];
+}
+
+/** A worker's report that it started a build, and the build's log file. */
+export interface StartReport {
+  derivation: string;
+  worker: string;
+  log: string;
+}
+
 /**
  * Everything the server stores. Times are epoch seconds passed in by the
  * caller, so that the clock stays injectable.
@@ -299,9 +312,19 @@ export interface Store {
    */
   popBuild(
     worker: string,
-    systems: string[],
+    systems: readonly string[],
     now: number,
   ): Promise<Build | null>;
+  /**
+   * {@link popBuild} for several requests at once (a dispatcher turn's):
+   * entry i of the result is request i's build, or null. Requests for the
+   * same systems share one walk of the queue (on PostgreSQL one statement),
+   * the earlier requests getting the earlier builds.
+   */
+  popBuilds(
+    requests: readonly PopRequest[],
+    now: number,
+  ): Promise<(Build | null)[]>;
   /** Marks a submitted build started; false if `worker` does not own it. */
   markStarted(
     derivation: string,
@@ -309,6 +332,14 @@ export interface Store {
     log: string,
     now: number,
   ): Promise<boolean>;
+  /**
+   * {@link markStarted} for several builds at once (on PostgreSQL one
+   * statement): entry i of the result says whether start i was recorded.
+   */
+  markStartedMany(
+    starts: readonly StartReport[],
+    now: number,
+  ): Promise<boolean[]>;
   /**
    * Records a final status (succeeded, failed, failed-other, canceled).
    * When `worker` is given, only a build that worker owns changes. A failure

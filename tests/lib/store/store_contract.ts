@@ -458,6 +458,77 @@ export function storeContract(
     assert.equal(new Set(ids).size, 20);
   });
 
+  test("popBuilds() gives earlier requests earlier builds, across systems, null when none is left", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("x-1"),
+      job("x-2"),
+      job("x-3"),
+    ], { priority: 5, now: 100 });
+    await store.registerBuilds(id, [
+      job("arm-1", { system: "aarch64-linux" }),
+      job("arm-2", { system: "aarch64-linux" }),
+    ], { priority: 5, now: 50 });
+    await store.registerBuilds(id, [
+      job("x-blocked", { inputs: ["x-1"] }),
+    ], { priority: 0, now: 10 });
+
+    const both = ["x86_64-linux", "aarch64-linux"];
+    const builds = await store.popBuilds([
+      { worker: "a", systems: both },
+      { worker: "x", systems: ["x86_64-linux"] },
+      { worker: "b", systems: [...both].reverse() },
+      { worker: "c", systems: both },
+      { worker: "d", systems: both },
+      { worker: "e", systems: both },
+    ], 700);
+    assert.deepEqual(builds.map((b) => b?.jobName ?? null), [
+      // One walk for a, b, c, d and e (the same systems in any order),
+      // then one for x, which gets what is left.
+      "arm-1",
+      null,
+      "arm-2",
+      "x-1",
+      "x-2",
+      "x-3",
+    ]);
+    for (const [i, worker] of ["a", "b", "c"].entries()) {
+      const build = builds[[0, 2, 3][i]]!;
+      assert.equal(build.status, BuildStatus.submitted);
+      assert.equal(build.worker, worker);
+      assert.equal(build.starttime, 700);
+      assert.equal(
+        (await store.getBuildByDerivation(build.derivation))?.worker,
+        worker,
+      );
+    }
+    assert.deepEqual(builds[3]?.outputs, [{
+      name: "out",
+      path: builds[3]!.outputs[0].path,
+    }]);
+    assert.equal(await status(store, "x-blocked"), BuildStatus.scheduled);
+    assert.deepEqual(await store.popBuilds([], 700), []);
+  });
+
+  test("popBuilds() never hands one build to two concurrent batches", async (store) => {
+    const id = await evaluation(store);
+    const jobs = Array.from({ length: 20 }, (_, i) => job(`j${i}`));
+    await store.registerBuilds(id, jobs, { priority: 9, now: 1 });
+    const batches = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        store.popBuilds(
+          Array.from({ length: 5 }, (_, j) => ({
+            worker: `w${i}-${j}`,
+            systems: ["x86_64-linux"],
+          })),
+          2,
+        )),
+    );
+    const ids = batches.flat().filter((b) => b !== null).map((b) => b!.id);
+    assert.equal(ids.length, 20);
+    assert.equal(new Set(ids).size, 20);
+  });
+
   // Listing.
 
   test("queue() lists pending builds: started, scheduled, submitted, each in dispatch order", async (store) => {
@@ -561,6 +632,35 @@ export function storeContract(
     assert.equal(build?.starttime, 5);
     assert.equal(build?.log, "/logs/h.gz");
     assert.equal(build?.worker, "w1");
+  });
+
+  test("markStartedMany() starts, in one call, only the builds each worker owns", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.popBuilds([
+      { worker: "w1", systems: ["x86_64-linux"] },
+      { worker: "w2", systems: ["x86_64-linux"] },
+    ], 3);
+    const recorded = await store.markStartedMany([
+      { derivation: drv("a"), worker: "w1", log: "/logs/a.gz" },
+      { derivation: drv("b"), worker: "w1", log: "/logs/b.gz" },
+      { derivation: drv("c"), worker: "w1", log: "/logs/c.gz" },
+      { derivation: drv("nope"), worker: "w2", log: "/logs/n.gz" },
+      { derivation: drv("b"), worker: "w2", log: "/logs/b2.gz" },
+    ], 5);
+    assert.deepEqual(recorded, [true, false, false, false, true]);
+    const a = await store.getBuildByDerivation(drv("a"));
+    assert.equal(a?.status, BuildStatus.started);
+    assert.equal(a?.starttime, 5);
+    assert.equal(a?.log, "/logs/a.gz");
+    const b = await store.getBuildByDerivation(drv("b"));
+    assert.equal(b?.status, BuildStatus.started);
+    assert.equal(b?.log, "/logs/b2.gz");
+    assert.equal(await status(store, "c"), BuildStatus.scheduled);
+    assert.deepEqual(await store.markStartedMany([], 6), []);
   });
 
   test("completeBuild() with a worker changes only that worker's build", async (store) => {
