@@ -24,13 +24,18 @@ import {
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
-import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import {
+  type Build,
+  BuildStatus,
+  type StartReport,
+  type Store,
+} from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
 import { allowedPublishUrl } from "./publish_url.ts";
-import { nextTurn, serveTurn, type Turn } from "./turn.ts";
+import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -88,6 +93,26 @@ interface Incoming {
   now: number;
 }
 
+/** A work request whose build is taken at the end of its turn. */
+interface WorkRequest {
+  name: string;
+  systems: string[];
+  requestId: number | undefined;
+  /** Its place among the turn's replies: no-build until a build is found. */
+  reply: PendingReply;
+}
+
+/**
+ * What a turn's messages leave for its end, to be done at once: one query
+ * for all the work requests, one for all the starts.
+ */
+interface Gathered {
+  requests: WorkRequest[];
+  /** The names of `requests`. */
+  asking: Set<string>;
+  starts: { report: StartReport; sender: Incoming["sender"] }[];
+}
+
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
@@ -98,6 +123,7 @@ export class Dispatcher {
   readonly #holdings: WorkerHoldings;
   /** Workers whose last ping said they are short of disk space. */
   readonly #diskLow = new Set<string>();
+  readonly #gathered = new WeakMap<Turn, Gathered>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -125,6 +151,7 @@ export class Dispatcher {
       logger: this.#options.logger,
       handlerLog: this.#logger,
       handle: (received: Received, turn: Turn) => this.#handle(received, turn),
+      finish: (turn: Turn) => this.#finish(turn),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
       rolledBack: () => this.#holdings.forget(),
@@ -296,7 +323,7 @@ export class Dispatcher {
         if (!received.latest) return this.#superseded(from, message);
         return await this.#dispatch(from, message.name, message.requestId);
       case "build-started":
-        return await this.#started(from, message);
+        return this.#started(from, message);
       case "build-succeeded":
       case "build-failed":
         return await this.#result(from, message);
@@ -419,8 +446,8 @@ export class Dispatcher {
   }
 
   /** A build submitted to this worker started: its log has a name now. */
-  async #started(
-    { store, routingId, sender, now }: Incoming,
+  #started(
+    { turn, routingId, sender }: Incoming,
     message: MessageOf<"build-started">,
   ) {
     if (!this.#mayReport(routingId, message.worker)) {
@@ -443,25 +470,10 @@ export class Dispatcher {
       this.#logger.warn("message dropped", { ...sender, reason: error });
       return;
     }
-    const owned = await store.markStarted(
-      message.drv,
-      message.worker,
-      log,
-      now,
-    );
-    if (owned) {
-      this.#logger.info("build started", {
-        drv: message.drv,
-        worker: message.worker,
-      });
-    } else {
-      this.#logger.warn("start ignored", {
-        ...sender,
-        drv: message.drv,
-        worker: message.worker,
-        reason: "build not submitted to this worker",
-      });
-    }
+    this.#gatheredIn(turn).starts.push({
+      report: { derivation: message.drv, worker: message.worker, log },
+      sender,
+    });
   }
 
   /**
@@ -561,11 +573,13 @@ export class Dispatcher {
     // connection holds a build: that would take the build away from it
     // while it runs. (A registration, which a restarted worker sends, does
     // take the name over; so does a request once nothing is held.)
+    const gathered = this.#gatheredIn(turn);
     const owner = this.#links.connectionOf(name);
     if (
       owner !== undefined &&
       routingKey(owner.routingId) !== routingKey(routingId) &&
-      await this.#holdings.holdsAny(store, name)
+      (gathered.asking.has(name) ||
+        await this.#holdings.holdsAny(store, name))
     ) {
       this.#logger.warn("work refused", {
         peer: routingKey(routingId),
@@ -582,16 +596,84 @@ export class Dispatcher {
       return;
     }
     await this.#holdings.askedForWork(store, name, now);
-    const build = await store.popBuild(name, worker.systems, now);
-    if (build === null) {
-      turn.reply({ routingId, message: { type: "no-build", ...tag } });
-      return;
-    }
-    // Until the reply is out, the name holds this build.
-    this.#holdings.handedOut(name, build.derivation);
-    turn.reply({
+    // The build is taken at the end of the turn; the reply keeps its place.
+    const reply: PendingReply = {
       routingId,
-      message: {
+      message: { type: "no-build", ...tag },
+    };
+    turn.reply(reply);
+    gathered.requests.push({
+      name,
+      systems: worker.systems,
+      requestId,
+      reply,
+    });
+    gathered.asking.add(name);
+  }
+
+  /** What the messages of `turn` gathered so far. */
+  #gatheredIn(turn: Turn): Gathered {
+    let gathered = this.#gathered.get(turn);
+    if (gathered === undefined) {
+      gathered = { requests: [], asking: new Set(), starts: [] };
+      this.#gathered.set(turn, gathered);
+    }
+    return gathered;
+  }
+
+  /** The end of a turn: its starts recorded, its work requests served. */
+  async #finish(turn: Turn): Promise<void> {
+    const gathered = this.#gathered.get(turn);
+    if (gathered === undefined) return;
+    this.#gathered.delete(turn);
+    const now = epochSeconds(this.#options.clock);
+    try {
+      await this.#recordStarts(turn.store, gathered.starts, now);
+    } finally {
+      await this.#handOut(turn.store, gathered.requests, now);
+    }
+  }
+
+  async #recordStarts(
+    store: Store,
+    starts: Gathered["starts"],
+    now: number,
+  ): Promise<void> {
+    if (starts.length === 0) return;
+    const recorded = await store.markStartedMany(
+      starts.map(({ report }) => report),
+      now,
+    );
+    starts.forEach(({ report, sender }, i) => {
+      const fields = { drv: report.derivation, worker: report.worker };
+      if (recorded[i]) this.#logger.info("build started", fields);
+      else {
+        this.#logger.warn("start ignored", {
+          ...sender,
+          ...fields,
+          reason: "build not submitted to this worker",
+        });
+      }
+    });
+  }
+
+  /** Takes a build for each request: their replies say which. */
+  async #handOut(
+    store: Store,
+    requests: WorkRequest[],
+    now: number,
+  ): Promise<void> {
+    if (requests.length === 0) return;
+    const builds = await store.popBuilds(
+      requests.map(({ name, systems }) => ({ worker: name, systems })),
+      now,
+    );
+    builds.forEach((build, i) => {
+      if (build === null) return;
+      const { name, requestId, reply } = requests[i];
+      // Until the reply is out, the name holds this build.
+      this.#holdings.handedOut(name, build.derivation);
+      reply.message = {
         type: "build",
         drv: build.derivation,
         priority: build.priority,
@@ -599,18 +681,18 @@ export class Dispatcher {
         maxSilent: build.maxSilent,
         timestamp: null,
         system: build.system,
-        ...tag,
-      },
-      onDelivered: () => {
+        ...(requestId === undefined ? {} : { requestId }),
+      };
+      reply.onDelivered = () => {
         this.#options.onSubmitted?.(build, name, now);
         this.#logger.info("build submitted", {
           drv: build.derivation,
           worker: name,
           system: build.system,
         });
-      },
-      onUndelivered: () =>
-        this.#options.store.requeueBuild(build.derivation, now),
+      };
+      reply.onUndelivered = () =>
+        this.#options.store.requeueBuild(build.derivation, now);
     });
   }
 

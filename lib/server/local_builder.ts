@@ -130,18 +130,13 @@ export class LocalBuilder {
   async takeBatch(): Promise<Build[]> {
     const { store, clock } = this.#options;
     const systems = await this.#systems();
-    const batch: Build[] = [];
     const size = this.#options.batchSize ?? 200;
-    while (batch.length < size) {
-      const build = await store.popBuild(
-        LOCAL_WORKER,
-        systems,
-        epochSeconds(clock),
-      );
-      if (build === null) break;
-      batch.push(build);
-    }
-    return batch;
+    const requests = Array.from({ length: size }, () => ({
+      worker: LOCAL_WORKER,
+      systems,
+    }));
+    const builds = await store.popBuilds(requests, epochSeconds(clock));
+    return builds.filter((build) => build !== null);
   }
 
   async #systems(): Promise<string[]> {

@@ -69,15 +69,24 @@ export interface TurnHandlers<M extends TurnMessage = RouterMessage> {
    */
   rolledBack(): void;
   /**
+   * Called once every message of the turn was handled, in the turn's batch:
+   * does what the handlers gathered to do at once (one query for all the
+   * work requests rather than one each). What it throws is logged.
+   */
+  finish?(turn: Turn): Promise<void>;
+  /**
    * The logger the handlers write to, if it can hold lines: they are
    * written once their attempt commits, dropped if it does not.
    */
   handlerLog?: HoldingLogger;
 }
 
-/** A message whose handling threw, logged once its attempt is kept. */
+/**
+ * A message whose handling threw (or the turn's finish, without message),
+ * logged once its attempt is kept.
+ */
 interface Failure {
-  message: TurnMessage;
+  message?: TurnMessage;
   error: unknown;
 }
 
@@ -150,6 +159,11 @@ async function attemptTurn<M extends TurnMessage>(
           failures.push({ message, error });
         }
       }
+      try {
+        await handlers.finish?.(turn);
+      } catch (error) {
+        failures.push({ error });
+      }
     }, { optimistic });
   } catch (error) {
     handlers.handlerLog?.drop();
@@ -157,11 +171,16 @@ async function attemptTurn<M extends TurnMessage>(
   }
   handlers.handlerLog?.release();
   for (const { message, error } of failures) {
+    const stack = (error as Error)?.stack;
+    if (message === undefined) {
+      handlers.logger.error("turn finish failed", { error, stack });
+      continue;
+    }
     handlers.logger.error("message handling failed", {
       peer: routingKey(message.routingId),
       address: message.peerAddress,
       error,
-      stack: (error as Error)?.stack,
+      stack,
     });
   }
   return { replies };

@@ -101,19 +101,17 @@ function* adjustDependents(
   id: number,
   delta: 1 | -1,
 ): Step<boolean> {
-  if (d.forUpdate !== "") {
-    // Rows locked in id order: concurrent completions sharing dependents
-    // then wait for each other instead of deadlocking.
-    yield* all(
-      `SELECT id FROM Builds
-       WHERE id IN (SELECT source FROM BuildDependencies WHERE target = ?)
-       ORDER BY id${d.forUpdate}`,
-      [id],
-    );
-  }
+  const dependents = "SELECT source FROM BuildDependencies WHERE target = ?";
   const rows = yield* all(
     `UPDATE Builds SET pending_deps = pending_deps + ?
-     WHERE id IN (SELECT source FROM BuildDependencies WHERE target = ?)
+     WHERE id IN (${
+      d.forUpdate === ""
+        ? dependents
+        // Rows locked in id order: concurrent completions sharing
+        // dependents then wait for each other instead of deadlocking.
+        : `SELECT id FROM Builds WHERE id IN (${dependents})
+           ORDER BY id${d.forUpdate}`
+    })
      RETURNING status, pending_deps`,
     [delta, id],
   );
@@ -315,8 +313,10 @@ export function* completeBuild(
   status: BuildStatus,
   options: { worker?: string; now: number; propagate?: boolean },
 ): Step<CompleteResult> {
+  // The build and its job's previous result in one query.
   const row = yield* get(
-    `SELECT id, specification, job_name, evaluation, status, worker
+    `SELECT id, specification, status, worker,
+       ${PREVIOUS_STATUS_SQL} AS previous
      FROM Builds WHERE derivation = ?${d.forUpdate}`,
     [derivation],
   );
@@ -329,14 +329,7 @@ export function* completeBuild(
     return unchanged;
   }
   const id = Number(row.id);
-  const previous = yield* get(
-    `SELECT status FROM Builds
-     WHERE specification = ? AND job_name = ? AND evaluation < ?
-       AND status + 0 >= 0
-     ORDER BY evaluation DESC, id DESC LIMIT 1`,
-    [row.specification, row.job_name, row.evaluation],
-  );
-  const lastStatus = previous === undefined ? null : Number(previous.status);
+  const lastStatus = row.previous == null ? null : Number(row.previous);
   const weather = weatherOf(status, lastStatus);
   yield* run(
     `UPDATE Builds SET status = ?, stoptime = ?, last_status = ?,

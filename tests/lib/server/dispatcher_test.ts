@@ -554,6 +554,91 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "a turn's work requests and starts take one store call each; of two connections asking in one name in a turn only the first gets a build",
+  async fn() {
+    // The server stalls on one turn while the next one's messages queue.
+    let stalled: Promise<void> | null = null;
+    let thaw = () => {};
+    const popCalls: number[] = [];
+    const startCalls: number[] = [];
+    await withFixture(async (f) => {
+      const drvs = await f.addJobs(
+        Array.from({ length: 10 }, (_, i) => job(`t${i}`, i)),
+      );
+      const owner = await readyWorker(f.port, { name: "TWIN" });
+      const [first, second, third] = await Promise.all(
+        [1, 2, 3].map((i) => readyWorker(f.port, { name: `OTHER${i}` })),
+      );
+      const started = await readyWorker(f.port, { name: "STARTER" });
+      const startedDrv = (await started.requestWork()) as { drv: string };
+      await eventually(async () =>
+        (await f.store.getWorker("OTHER3")) !== null
+      );
+      popCalls.length = 0;
+      stalled = new Promise((resolve) => thaw = resolve);
+      await first.send({ type: "worker-request-work", name: "OTHER1" });
+      await eventually(() => Promise.resolve(stalled === null));
+      const intruder = await FakeWorker.connect(f.port, { name: "TWIN" });
+      await owner.send({ type: "worker-request-work", name: "TWIN" });
+      await intruder.send({ type: "worker-request-work", name: "TWIN" });
+      await second.send({ type: "worker-request-work", name: "OTHER2" });
+      await started.send({
+        type: "build-started",
+        drv: startedDrv.drv,
+        worker: "STARTER",
+      });
+      await third.send({ type: "worker-request-work", name: "OTHER3" });
+      // Let them all reach the server's socket, then thaw.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      thaw();
+      assert.equal((await first.next()).type, "build");
+      assert.equal((await owner.next()).type, "build");
+      assert.equal((await intruder.next()).type, "no-build");
+      assert.equal((await second.next()).type, "build");
+      assert.equal((await third.next()).type, "build");
+      assert.deepEqual(popCalls, [1, 3], "the stalled turn's, the next's");
+      assert.deepEqual(startCalls, [1]);
+      await untilStatus(f, startedDrv.drv, BuildStatus.started);
+      const twin = (await f.store.queue({ worker: "TWIN" }, 10))
+        .filter((b) => b.worker === "TWIN");
+      assert.equal(twin.length, 1, "one build for the name");
+      assert.ok(f.lines.some((l) => l.includes("work refused")));
+      const counts = await f.store.countBuildsByStatus();
+      assert.equal(counts.get(BuildStatus.scheduled), drvs.length - 5);
+      await Promise.all(
+        [owner, intruder, first, second, third, started].map((w) => w.close()),
+      );
+    }, {
+      storeSeenByDispatcher(store) {
+        const spying: Store = Object.create(store);
+        spying.batch = async (work, options) => {
+          if (stalled !== null) {
+            const waiting = stalled;
+            stalled = null;
+            await waiting;
+          }
+          return await store.batch((tx) => {
+            const spy: Store = Object.create(tx);
+            spy.popBuilds = (requests, now) => {
+              popCalls.push(requests.length);
+              return tx.popBuilds(requests, now);
+            };
+            spy.markStartedMany = (starts, now) => {
+              startCalls.push(starts.length);
+              return tx.markStartedMany(starts, now);
+            };
+            return work(spy);
+          }, options);
+        };
+        return spying;
+      },
+    });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a turn whose writes cannot be committed sends no reply; the build stays scheduled and the next turn serves it",
   async fn() {
     let failCommits = false;

@@ -166,3 +166,42 @@ Deno.test("serveTurn(): a turn that cannot commit sends nothing and drops the ca
     );
   });
 });
+
+Deno.test("serveTurn(): finish runs once after every message, in the batch, before the replies; what it throws is logged", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    const order: string[] = [];
+    const handle = t.handlers.handle;
+    let failFinish = false;
+    const handlers: TurnHandlers = {
+      ...t.handlers,
+      async handle(message, turn) {
+        order.push("message");
+        await handle(message, turn);
+      },
+      async finish(turn) {
+        order.push(`finish after ${t.sent.length} sent`);
+        await turn.store.markStarted(drv("a"), "w", "/log", 3);
+        if (failFinish) throw new Error("finish bug");
+      },
+    };
+    assert.equal(await serveTurn(messages("pop", "pop"), handlers), true);
+    assert.deepEqual(order, ["message", "message", "finish after 0 sent"]);
+    assert.equal(t.sent.length, 2);
+    // Its write commits with the turn's.
+    assert.equal(
+      (await store.getBuildByDerivation(drv("a")))?.status,
+      BuildStatus.started,
+    );
+
+    failFinish = true;
+    assert.equal(await serveTurn(messages("pop"), handlers), true);
+    assert.equal(t.sent.length, 3, "the message's reply still goes out");
+    assert.ok(
+      t.lines.some((line) =>
+        line.startsWith("error turn finish failed") &&
+        line.includes("finish bug")
+      ),
+    );
+  });
+});

@@ -1177,6 +1177,23 @@ export function storeContract(
     assert.equal(await status(store, "a"), BuildStatus.started);
   });
 
+  test("batch(): a write through the store meanwhile survives the batch's failure", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    let outside: Promise<unknown> | undefined;
+    await assert.rejects(
+      store.batch(async (tx) => {
+        await tx.popBuild("w1", ["x86_64-linux"], 2);
+        outside = store.upsertWorker(worker("beside", 5));
+        throw new Error("handler bug");
+      }),
+      /handler bug/,
+    );
+    await outside;
+    assert.equal((await store.getWorker("beside"))?.lastSeen, 5);
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+  });
+
   test("expireWorkers() removes silent workers and requeues submitted and started builds", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
