@@ -17,7 +17,7 @@ import {
   POSTGRES_SCHEMA_VERSION,
 } from "./postgres_schema.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
-import type { Execute, SqlDriver } from "./sql_store.ts";
+import type { Execute, ExecuteMode, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
 
 /** Options of {@link openPostgresStore}. */
@@ -241,15 +241,17 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
     return next.value;
   }
 
-  async function transaction<T>(
-    procedure: (d: Dialect) => Step<T>,
-  ): Promise<T> {
-    for (let attempt = 1;; attempt++) {
+  /**
+   * Runs `attempt` again after a deadlock or a serialization failure: the
+   * database undid all of it.
+   */
+  async function retried<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let count = 1;; count++) {
       try {
-        return await sql.begin((tx) => runAsync(tx, procedure)) as T;
+        return await attempt();
       } catch (error) {
         const code = (error as { code?: unknown }).code;
-        if (attempt >= MAX_ATTEMPTS || !RETRIED_CODES.has(String(code))) {
+        if (count >= MAX_ATTEMPTS || !RETRIED_CODES.has(String(code))) {
           throw error;
         }
       }
@@ -271,11 +273,11 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
       let aborted: unknown = null;
       let tail: Promise<unknown> = Promise.resolve();
       const step = <R>(
-        mode: "read" | "write",
+        mode: ExecuteMode,
         procedure: (d: Dialect) => Step<R>,
       ) => {
         if (aborted !== null) return Promise.reject(aborted);
-        if (mode === "write" && savepoints) {
+        if (mode !== "read" && savepoints) {
           return tx.savepoint((inner) => runAsync(inner, procedure)) as Promise<
             R
           >;
@@ -299,10 +301,17 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
 
   return {
     dialect,
-    execute(mode, procedure) {
-      return mode === "write"
-        ? transaction(procedure)
-        : runAsync(sql, procedure);
+    execute<T>(mode: ExecuteMode, procedure: (d: Dialect) => Step<T>) {
+      switch (mode) {
+        case "read":
+          return runAsync(sql, procedure);
+        case "statement":
+          return retried(() => runAsync(sql, procedure));
+        case "write":
+          return retried(async () =>
+            await sql.begin((tx) => runAsync(tx, procedure)) as T
+          );
+      }
     },
     batch,
     async close() {

@@ -7,14 +7,16 @@ import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
 import { checkFinal } from "./sql_builds.ts";
 import type { Dialect, Step } from "./sql_query.ts";
-import { type Store, StoreError } from "./types.ts";
+import { BuildStatus, type Store, StoreError } from "./types.ts";
 
 /** Runs store procedures against one database. */
 export interface SqlDriver {
   dialect: Dialect;
   /**
    * Runs `procedure`; a "write" runs in one transaction that takes the
-   * write lock up front, a "read" sees one consistent state.
+   * write lock up front, a "read" sees one consistent state, a "statement"
+   * is a write of one statement, atomic on its own (PostgreSQL runs it
+   * without a transaction around it: one round trip, not three).
    */
   execute: Execute;
   /**
@@ -30,9 +32,12 @@ export interface SqlDriver {
   close(): Promise<void>;
 }
 
+/** How a store procedure runs: see {@link SqlDriver.execute}. */
+export type ExecuteMode = "read" | "write" | "statement";
+
 /** Runs one store procedure, reading or writing. */
 export type Execute = <T>(
-  mode: "read" | "write",
+  mode: ExecuteMode,
   procedure: (dialect: Dialect) => Step<T>,
 ) => Promise<T>;
 
@@ -59,7 +64,7 @@ export function createSqlStore(driver: SqlDriver): Store {
           try {
             return await execute(mode, procedure);
           } catch (error) {
-            if (!optimistic || mode !== "write") throw error;
+            if (!optimistic || mode === "read") throw error;
             spoiled = new StoreError(
               `Optimistic batch aborted by a failing write: ${
                 (error as Error)?.message ?? error
@@ -183,7 +188,13 @@ function storeOver(
       } catch (error) {
         return Promise.reject(error);
       }
-      return write((d) => builds.completeBuild(d, derivation, status, options));
+      // A success is one statement on PostgreSQL.
+      const alone = dialect.name === "postgres" &&
+        status === BuildStatus.succeeded;
+      return execute(
+        alone ? "statement" : "write",
+        (d) => builds.completeBuild(d, derivation, status, options),
+      );
     },
     requeueBuild: (derivation, _now) =>
       write((d) => builds.requeueBuild(d, derivation)),

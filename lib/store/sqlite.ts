@@ -11,7 +11,7 @@ import { sqliteDialect } from "./sql_query.ts";
 import { createSqlStore } from "./sql_store.ts";
 import type { SQLInputValue, StatementSync } from "node:sqlite";
 import type { Dialect, QueryResult, Row, Step } from "./sql_query.ts";
-import type { Execute, SqlDriver } from "./sql_store.ts";
+import type { Execute, ExecuteMode, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
 
 /** Options of {@link openSqliteStore}. */
@@ -222,8 +222,8 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
 
   return {
     dialect: sqliteDialect,
-    execute<T>(mode: "read" | "write", procedure: (d: Dialect) => Step<T>) {
-      if (mode === "write" && batchOpen) {
+    execute<T>(mode: ExecuteMode, procedure: (d: Dialect) => Step<T>) {
+      if (mode !== "read" && batchOpen) {
         return new Promise<T>((resolve, reject) =>
           queuedWrites.push({
             procedure,
@@ -234,7 +234,7 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
       }
       try {
         return Promise.resolve(
-          mode === "write" ? transaction(procedure) : runSync(procedure),
+          mode === "read" ? runSync(procedure) : transaction(procedure),
         );
       } catch (error) {
         return Promise.reject(error);
@@ -248,7 +248,7 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
       const execute: Execute = (mode, procedure) => {
         try {
           return Promise.resolve(
-            mode === "write" && savepoints
+            mode !== "read" && savepoints
               ? savepoint(procedure)
               : runSync(procedure),
           );

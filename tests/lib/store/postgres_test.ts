@@ -206,6 +206,144 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "C17: a success that makes a dependent dispatchable wakes the other processes' dispatchers; one that does not stays quiet",
+  ignore,
+  async fn() {
+    await withStore(async (store, schema) => {
+      const other = await openPostgresStore(url!, {
+        schema,
+        queuePollMs: 60_000,
+      });
+      const controller = new AbortController();
+      let heard = 0;
+      let wake: (() => void) | undefined;
+      const next = () => new Promise<void>((resolve) => wake = resolve);
+      try {
+        await store.upsertSpecification(specification("guix"));
+        const id = await store.addEvaluation("guix", [], 1);
+        await store.registerBuilds(id, [
+          job("lib"),
+          job("app", { inputs: ["lib", "tool"] }),
+          job("tool"),
+        ], { priority: 9, now: 1 });
+        const [lib, tool] = await store.popBuilds([
+          { worker: "w1", systems: ["x86_64-linux"] },
+          { worker: "w2", systems: ["x86_64-linux"] },
+        ], 2);
+        let ready = next();
+        other.watchQueue!(() => {
+          heard++;
+          wake?.();
+        }, controller.signal);
+        await ready; // listening
+        const quiet = heard;
+        await store.completeBuild(lib!.derivation, BuildStatus.succeeded, {
+          worker: "w1",
+          now: 3,
+        });
+        // "app" still waits for "tool": nothing to hear. A round trip of
+        // the listener's own lets a notification arrive first, if any.
+        await other.listWorkers();
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        assert.equal(heard, quiet);
+        ready = next();
+        await store.completeBuild(tool!.derivation, BuildStatus.succeeded, {
+          worker: "w2",
+          now: 4,
+        });
+        // Well before the 60 s poll.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          ready,
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error("no notification")),
+              5000,
+            );
+          }),
+        ]).finally(() => clearTimeout(timer));
+        assert.ok(heard > quiet);
+        assert.equal(
+          (await other.popBuild("w3", ["x86_64-linux"], 5))?.jobName,
+          "app",
+        );
+      } finally {
+        controller.abort();
+        await other.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "a success recorded in one statement is retried after a deadlock, not lost",
+  ignore,
+  async fn() {
+    await withStore(async (store, schema) => {
+      await store.upsertSpecification(specification("guix"));
+      const id = await store.addEvaluation("guix", [], 1);
+      await store.registerBuilds(id, [
+        job("lib"),
+        job("app", { inputs: ["lib"] }),
+      ], { priority: 9, now: 1 });
+      const lib = await store.popBuild("w1", ["x86_64-linux"], 2);
+      await withSql((watcher) =>
+        withSql(async (admin) => {
+          // The other transaction holds the dependent, then wants the build
+          // the completion holds: PostgreSQL aborts the completion, which
+          // waited first (deadlock_timeout later), and it runs again.
+          const completion = await admin.begin(async (tx) => {
+            await tx.unsafe(
+              `SELECT id FROM ${schema}.Builds WHERE derivation = $1 FOR UPDATE`,
+              [drv("app")],
+            );
+            const completion = store.completeBuild(
+              lib!.derivation,
+              BuildStatus.succeeded,
+              { worker: "w1", now: 3 },
+            );
+            completion.catch(() => {});
+            await eventuallyWaiting(watcher, "WITH target AS");
+            await tx.unsafe(
+              `UPDATE ${schema}.Builds SET priority = priority
+             WHERE derivation = $1`,
+              [lib!.derivation],
+            );
+            return [completion];
+          });
+          const result = await completion[0];
+          assert.equal(result.changed, true);
+        })
+      );
+      assert.equal(
+        (await store.getBuildByDerivation(drv("lib")))?.status,
+        BuildStatus.succeeded,
+      );
+      assert.equal(
+        (await store.popBuild("w2", ["x86_64-linux"], 4))?.jobName,
+        "app",
+      );
+    });
+  },
+});
+
+/** Waits until a query starting with `prefix` waits for a lock. */
+async function eventuallyWaiting(sql: postgres.Sql, prefix: string) {
+  for (let i = 0; i < 200; i++) {
+    const rows = await sql.unsafe(
+      `SELECT 1 FROM pg_stat_activity
+       WHERE wait_event_type = 'Lock' AND query LIKE $1`,
+      [`${prefix}%`],
+    );
+    if (rows.length > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`no query ${JSON.stringify(prefix)} waits for a lock`);
+}
+
+Deno.test({
   name: "openPostgresStore() refuses a schema newer than its own",
   ignore,
   async fn() {
