@@ -93,40 +93,44 @@ export function* failDependents(
 }
 
 /**
- * Adds `delta` to the pending count of the direct dependents of `id`;
- * returns whether a scheduled one became dispatchable.
+ * Adds `delta` to the pending count of the direct dependents of `id`; when
+ * one became dispatchable, wakes the dispatchers listening for the queue.
  */
 function* adjustDependents(
   d: Dialect,
   id: number,
   delta: 1 | -1,
-): Step<boolean> {
+): Step<void> {
   const dependents = "SELECT source FROM BuildDependencies WHERE target = ?";
+  if (d.notifyQueue === "") {
+    // No one to wake: no RETURNING, which costs SQLite as much again.
+    yield* run(
+      `UPDATE Builds SET pending_deps = pending_deps + ?
+       WHERE id IN (${dependents})`,
+      [delta, id],
+    );
+    return;
+  }
+  // Rows locked in id order: concurrent completions sharing dependents
+  // then wait for each other instead of deadlocking.
   const rows = yield* all(
     `UPDATE Builds SET pending_deps = pending_deps + ?
-     WHERE id IN (${
-      d.forUpdate === ""
-        ? dependents
-        // Rows locked in id order: concurrent completions sharing
-        // dependents then wait for each other instead of deadlocking.
-        : `SELECT id FROM Builds WHERE id IN (${dependents})
-           ORDER BY id${d.forUpdate}`
-    })
+     WHERE id IN (SELECT id FROM Builds WHERE id IN (${dependents})
+                  ORDER BY id${d.forUpdate})
      RETURNING status, pending_deps`,
     [delta, id],
   );
-  return rows.some((row) =>
+  const ready = rows.some((row) =>
     Number(row.status) === BuildStatus.scheduled &&
     Number(row.pending_deps) === 0
   );
+  if (ready) yield* all(d.notifyQueue);
 }
 
-// The columns of a popped build, as the RETURNING of its update. SQLite's
-// RETURNING names the table itself, not an alias.
-const popped = (d: Dialect) => {
-  const columns = `${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs`;
-  return d.name === "sqlite" ? columns.replace(/\bb\./g, "Builds.") : columns;
-};
+// What a pop returns of a build `b`: not its products, which a build
+// being handed out has no use for.
+const poppedColumns = (d: Dialect) =>
+  `${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs`;
 
 // PostgreSQL pops for several workers in one statement (outside any
 // explicit transaction, it is atomic on its own): the first %LIMIT% of
@@ -183,7 +187,8 @@ function* popForSystems(
   const builds: (Build | null)[] = workers.map(() => null);
   if (d.name === "postgres") {
     const rows = yield* all(
-      POP_POSTGRES_SQL.replaceAll("%LIMIT%", String(limit)) + popped(d),
+      POP_POSTGRES_SQL.replaceAll("%LIMIT%", String(limit)) +
+        poppedColumns(d),
       [JSON.stringify(systems), JSON.stringify(workers), now],
     );
     for (const row of rows) builds[Number(row.request) - 1] = rowToBuild(row);
@@ -205,10 +210,17 @@ function* popForSystems(
   candidates.sort(compareCandidates);
   for (const [i, worker] of workers.entries()) {
     if (i >= candidates.length) break;
-    const [row] = yield* all(
+    const id = Number(candidates[i].id);
+    // Update, then read: SQLite's RETURNING costs twice the two together.
+    const changed = yield* run(
       `UPDATE Builds SET status = -3, worker = ?, starttime = ?
-       WHERE id = ? AND status = -2 RETURNING ${popped(d)}`,
-      [worker, now, Number(candidates[i].id)],
+       WHERE id = ? AND status = -2`,
+      [worker, now, id],
+    );
+    if (changed === 0) continue;
+    const row = yield* get(
+      `SELECT ${poppedColumns(d)} FROM Builds b WHERE b.id = ?`,
+      [id],
     );
     if (row !== undefined) builds[i] = rowToBuild(row);
   }
@@ -396,8 +408,7 @@ export function* completeBuild(
     yield* queueNotifications(id, String(row.specification));
   }
   if (status === BuildStatus.succeeded) {
-    const ready = yield* adjustDependents(d, id, -1);
-    if (ready && d.notifyQueue !== "") yield* all(d.notifyQueue);
+    yield* adjustDependents(d, id, -1);
     return { changed: true, dependentsFailed: 0 };
   }
   if (options.propagate === false) {
