@@ -174,30 +174,29 @@ async function storeDispatch(store: Store, count: number, callers: number) {
 const GROUP_SIZE = 100;
 
 /**
- * Pops `count` builds, `size` per store batch; builds/s. They are then
- * completed (not timed), so that the next measures find their dependents
- * ready as before.
+ * Pops `count` builds for `size` requests per store batch, with one
+ * `popBuilds` as the dispatcher serves a turn's requests; builds/s. They
+ * are then completed (not timed), so that the next measures find their
+ * dependents ready as before.
  */
 async function groupedPops(store: Store, count: number, size: number) {
   const popped: Build[] = [];
+  const requests = Array.from({ length: size }, (_, i) => ({
+    worker: `grouped-${i}`,
+    systems: ["x86_64-linux"],
+  }));
   const start = performance.now();
   while (popped.length < count) {
-    const got = await store.batch(async (tx) => {
-      const builds: Build[] = [];
-      while (builds.length < size) {
-        const build = await tx.popBuild("grouped", ["x86_64-linux"], 100);
-        if (build === null) break;
-        builds.push(build);
-      }
-      return builds;
-    });
+    const got = await store.batch(async (tx) =>
+      (await tx.popBuilds(requests, 100)).filter((build) => build !== null)
+    );
     popped.push(...got);
     if (got.length < size) break;
   }
   const rate = popped.length / ((performance.now() - start) / 1000);
   for (const build of popped) {
     await store.completeBuild(build.derivation, BuildStatus.succeeded, {
-      worker: "grouped",
+      worker: build.worker!,
       now: 101,
     });
   }
@@ -337,7 +336,7 @@ async function benchBackend(backend: Backend, rows: ResultRow[]) {
   );
   const grouped = await groupedPops(store, SIZES.pops, GROUP_SIZE);
   add(
-    `store popBuild, ${GROUP_SIZE} per batch (group commit, as the dispatcher)`,
+    `store popBuilds, ${GROUP_SIZE} requests per batch (as the dispatcher)`,
     `${fixed(grouped)} /s`,
     `>= ${dispatchTarget} /s`,
     grouped >= dispatchTarget,
@@ -514,9 +513,9 @@ async function main() {
     "  PostgreSQL it varies with autovacuum and checkpoints running meanwhile).",
     `- Store dispatch: ${SIZES.pops} \`popBuild\` calls at that size (SQLite: one`,
     `  caller; PostgreSQL: ${POSTGRES_POPPERS} concurrent callers), then the same`,
-    "  number of `completeBuild` (1 in 10 a failure); then pops in",
-    `  \`Store.batch\` groups of ${GROUP_SIZE} (one commit each), as the dispatcher`,
-    "  commits all the messages of one turn together.",
+    "  number of `completeBuild` (1 in 10 a failure); then one `popBuilds` of",
+    `  ${GROUP_SIZE} requests per \`Store.batch\` (one commit each), as the`,
+    "  dispatcher serves the work requests of one turn together.",
     "- API: `createWebApp`'s handler called directly (no socket), JSON",
     "  `/api/queue?nr=100`, `/api/latestbuilds?nr=100` and `/build/<random id>`.",
     `- ZMTP dispatch: the real Dispatcher and ZMTP ROUTER in a server process of`,

@@ -1,5 +1,8 @@
 // The server's ZeroMQ loop: messages handled one at a time, the writes of a
 // whole turn of them committed together (turn.ts), never dying on bad input.
+// A turn's work requests and starts are gathered and served at its end,
+// one store call for each kind: the builds of fifty requests cost one walk
+// of the queue (on PostgreSQL one round trip), not fifty.
 //
 // Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
 // build (asking for more work gives back what it still held, and of the

@@ -167,7 +167,7 @@ function popLimit(count: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, count)));
 }
 
-/** Whether dispatch candidate `a` goes before `b` (priority, age, id). */
+/** Dispatch order of two candidates: priority, then age, then id. */
 function compareCandidates(a: Row, b: Row): number {
   for (const key of ["priority", "timestamp", "id"]) {
     const delta = Number(a[key]) - Number(b[key]);
