@@ -121,8 +121,10 @@ function storeOver(
     execute("read", procedure);
   const write = <T>(procedure: (d: Dialect) => Step<T>) =>
     execute("write", procedure);
-  // Each statement of a pop is atomic on its own on PostgreSQL: no
-  // transaction needed around them.
+  // On PostgreSQL each statement of a pop (one per set of systems) is
+  // atomic on its own and never waits for a lock (SKIP LOCKED): the pop
+  // runs without a transaction around it, as a read does. (Not as a
+  // "statement": one statement failing would retry those that succeeded.)
   const popBuilds: Store["popBuilds"] = (requests, now) =>
     execute(
       dialect.name === "postgres" ? "read" : "write",
