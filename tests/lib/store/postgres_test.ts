@@ -292,9 +292,13 @@ Deno.test({
       await withSql((watcher) =>
         withSql(async (admin) => {
           // The other transaction holds the dependent, then wants the build
-          // the completion holds: PostgreSQL aborts the completion, which
-          // waited first (deadlock_timeout later), and it runs again.
+          // the completion holds: PostgreSQL aborts the completion, whose
+          // deadlock_timeout (1 s) runs out first, and it runs again. The
+          // other transaction waits 60 s before it looks for a deadlock, so
+          // that it is never the one aborted on a busy machine (the setting
+          // needs a superuser, as CI's is).
           const completion = await admin.begin(async (tx) => {
+            await tx.unsafe("SET LOCAL deadlock_timeout = '60s'");
             await tx.unsafe(
               `SELECT id FROM ${schema}.Builds WHERE derivation = $1 FOR UPDATE`,
               [drv("app")],
