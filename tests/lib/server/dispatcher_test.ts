@@ -50,6 +50,43 @@ async function untilStatus(f: Fixture, drv: string, status: BuildStatus) {
   await eventually(async () => (await f.status(drv)) === status);
 }
 
+/**
+ * Stalls one dispatcher turn (as under SIGSTOP) until thawed, so that the
+ * messages sent meanwhile queue behind it and reach the server as one turn.
+ */
+class TurnStall {
+  #armed: Promise<void> | null = null;
+  #thaw = () => {};
+
+  /** The next turn to begin will stall. */
+  arm(): void {
+    this.#armed = new Promise((resolve) => this.#thaw = resolve);
+  }
+
+  /** Whether the armed stall has caught a turn. */
+  get caught(): boolean {
+    return this.#armed === null;
+  }
+
+  thaw(): void {
+    this.#thaw();
+  }
+
+  /** `store` with stallable batches; `inside` wraps each batch's store. */
+  wrap(store: Store, inside: (tx: Store) => Store = (tx) => tx): Store {
+    const stalling: Store = Object.create(store);
+    stalling.batch = async (work, options) => {
+      if (this.#armed !== null) {
+        const waiting = this.#armed;
+        this.#armed = null;
+        await waiting;
+      }
+      return await store.batch((tx) => work(inside(tx)), options);
+    };
+    return stalling;
+  }
+}
+
 /** Reports `drv` built at `url`, then waits for a round trip to the server. */
 async function reportSuccess(
   worker: FakeWorker,
@@ -209,20 +246,19 @@ Deno.test({
   async fn() {
     // The server stalls on the first request's turn (as under SIGSTOP)
     // while nine more requests queue behind it.
-    let stalled: Promise<void> | null = null;
-    let thaw = () => {};
+    const stall = new TurnStall();
     await withFixture(async (f) => {
       await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
       const w = await readyWorker(f.port, { name: "SOLO" });
       await eventually(async () => (await f.store.getWorker("SOLO")) !== null);
-      stalled = new Promise((resolve) => thaw = resolve);
+      stall.arm();
       for (let i = 0; i < 10; i++) {
         await w.send({ type: "worker-request-work", name: "SOLO" });
       }
-      await eventually(() => Promise.resolve(stalled === null));
+      await eventually(() => Promise.resolve(stall.caught));
       // Let the nine others reach the server's socket, then thaw.
       await new Promise((resolve) => setTimeout(resolve, 100));
-      thaw();
+      stall.thaw();
       const replies = [];
       for (let i = 0; i < 10; i++) replies.push(await w.next());
       const builds = replies.filter((r) => r.type === "build");
@@ -249,20 +285,7 @@ Deno.test({
         8,
       );
       await w.close();
-    }, {
-      storeSeenByDispatcher(store) {
-        const stalling: Store = Object.create(store);
-        stalling.batch = async (work, options) => {
-          if (stalled !== null) {
-            const waiting = stalled;
-            stalled = null;
-            await waiting;
-          }
-          return await store.batch(work, options);
-        };
-        return stalling;
-      },
-    });
+    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
   },
 });
 
@@ -557,8 +580,7 @@ Deno.test({
     "a turn's work requests and starts take one store call each; of two connections asking in one name in a turn only the first gets a build",
   async fn() {
     // The server stalls on one turn while the next one's messages queue.
-    let stalled: Promise<void> | null = null;
-    let thaw = () => {};
+    const stall = new TurnStall();
     const popCalls: number[] = [];
     const startCalls: number[] = [];
     await withFixture(async (f) => {
@@ -575,9 +597,9 @@ Deno.test({
         (await f.store.getWorker("OTHER3")) !== null
       );
       popCalls.length = 0;
-      stalled = new Promise((resolve) => thaw = resolve);
+      stall.arm();
       await first.send({ type: "worker-request-work", name: "OTHER1" });
-      await eventually(() => Promise.resolve(stalled === null));
+      await eventually(() => Promise.resolve(stall.caught));
       const intruder = await FakeWorker.connect(f.port, { name: "TWIN" });
       await owner.send({ type: "worker-request-work", name: "TWIN" });
       await intruder.send({ type: "worker-request-work", name: "TWIN" });
@@ -590,7 +612,7 @@ Deno.test({
       await third.send({ type: "worker-request-work", name: "OTHER3" });
       // Let them all reach the server's socket, then thaw.
       await new Promise((resolve) => setTimeout(resolve, 100));
-      thaw();
+      stall.thaw();
       assert.equal((await first.next()).type, "build");
       assert.equal((await owner.next()).type, "build");
       assert.equal((await intruder.next()).type, "no-build");
@@ -609,29 +631,19 @@ Deno.test({
         [owner, intruder, first, second, third, started].map((w) => w.close()),
       );
     }, {
-      storeSeenByDispatcher(store) {
-        const spying: Store = Object.create(store);
-        spying.batch = async (work, options) => {
-          if (stalled !== null) {
-            const waiting = stalled;
-            stalled = null;
-            await waiting;
-          }
-          return await store.batch((tx) => {
-            const spy: Store = Object.create(tx);
-            spy.popBuilds = (requests, now) => {
-              popCalls.push(requests.length);
-              return tx.popBuilds(requests, now);
-            };
-            spy.markStartedMany = (starts, now) => {
-              startCalls.push(starts.length);
-              return tx.markStartedMany(starts, now);
-            };
-            return work(spy);
-          }, options);
-        };
-        return spying;
-      },
+      storeSeenByDispatcher: (store) =>
+        stall.wrap(store, (tx) => {
+          const spy: Store = Object.create(tx);
+          spy.popBuilds = (requests, now) => {
+            popCalls.push(requests.length);
+            return tx.popBuilds(requests, now);
+          };
+          spy.markStartedMany = (starts, now) => {
+            startCalls.push(starts.length);
+            return tx.markStartedMany(starts, now);
+          };
+          return spy;
+        }),
     });
   },
 });
