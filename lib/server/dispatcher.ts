@@ -365,7 +365,7 @@ export class Dispatcher {
 
   /** A session registers (again, after a restart of either side). */
   async #ready(
-    { store, routingId, sender, link, now }: Incoming,
+    { turn, store, routingId, sender, link, now }: Incoming,
     message: MessageOf<"worker-ready">,
   ) {
     const name = message.worker.name;
@@ -392,6 +392,7 @@ export class Dispatcher {
       link.authenticated = name;
     }
     this.#links.learn(routingId, name, true);
+    this.#withdrawRequests(turn, name, sender);
     // A fresh `worker-ready` means that session builds nothing but what
     // it says it holds: anything else its name held was lost.
     const holding = link.features.has("holding")
@@ -484,9 +485,10 @@ export class Dispatcher {
    * worker's publish server before it counts.
    */
   async #result(
-    { store, routingId, peerAddress, sender, now }: Incoming,
+    { turn, store, routingId, peerAddress, sender, now }: Incoming,
     message: MessageOf<"build-succeeded" | "build-failed">,
   ) {
+    await this.#startsBefore(turn, message.drv, now);
     const worker = await this.#senderOf(
       store,
       routingId,
@@ -622,6 +624,44 @@ export class Dispatcher {
       this.#gathered.set(turn, gathered);
     }
     return gathered;
+  }
+
+  /**
+   * Takes back the requests of `name` gathered in this turn, which get no
+   * build: a registration starts a new session of the name, holding
+   * nothing but what it says (a request of the old session, queued in
+   * the same turn, would give the name a second build).
+   */
+  #withdrawRequests(
+    turn: Turn,
+    name: string,
+    sender: Incoming["sender"],
+  ): void {
+    const gathered = this.#gathered.get(turn);
+    if (gathered === undefined || !gathered.asking.has(name)) return;
+    gathered.requests = gathered.requests.filter((r) => r.name !== name);
+    gathered.asking.delete(name);
+    this.#logger.info("work request withdrawn", {
+      ...sender,
+      worker: name,
+      reason: "the worker registered again in the same turn",
+    });
+  }
+
+  /**
+   * Records at once the starts of `drv` gathered in this turn, before its
+   * result: recorded after it, they would find it finished already.
+   */
+  async #startsBefore(turn: Turn, drv: string, now: number): Promise<void> {
+    const gathered = this.#gathered.get(turn);
+    if (!gathered?.starts.some(({ report }) => report.derivation === drv)) {
+      return;
+    }
+    const early = gathered.starts.filter((s) => s.report.derivation === drv);
+    gathered.starts = gathered.starts.filter((s) =>
+      s.report.derivation !== drv
+    );
+    await this.#recordStarts(turn.store, early, now);
   }
 
   /** The end of a turn: its starts recorded, its work requests served. */

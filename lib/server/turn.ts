@@ -5,7 +5,9 @@
 // The batch is optimistic first (no savepoint per write: on PostgreSQL a
 // third of the round trips). Should a write fail, nothing of that attempt
 // is kept and the turn runs again with a savepoint per write, so that the
-// failing message alone loses its write.
+// failing message alone loses its write. What the handlers gather for the
+// turn's end (see TurnHandlers.finish) is one write per kind: all the work
+// requests of a turn share the fate of their one query.
 
 import type { Message } from "../protocol/messages.ts";
 import type { RouterMessage, RouterSocket } from "../zmtp/router.ts";

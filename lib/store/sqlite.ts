@@ -162,6 +162,15 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
 
   /** One write inside an open transaction: all or nothing on its own. */
   function savepoint<T>(procedure: (d: Dialect) => Step<T>): T {
+    // Once an error ended the transaction (a full disk), a SAVEPOINT would
+    // open a transaction of its own, which its RELEASE would commit alone.
+    if (!db.isTransaction) {
+      throw new StoreError(
+        "Cannot write: an earlier error ended the transaction",
+        "transaction-ended",
+        null,
+      );
+    }
     openSavepoint();
     try {
       const result = runSync(procedure);
@@ -179,8 +188,9 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
 
   // While a batch holds the connection's transaction, other writes queue.
   // They join the batch's transaction once its work is done, each in a
-  // savepoint, so that they share its commit; those queued by a batch that
-  // failed run together in a transaction of their own.
+  // savepoint, so that they share its commit (and fail with it); those
+  // still queued when a batch's work failed run together in a transaction
+  // of their own.
   let batchOpen = false;
   const queuedWrites: QueuedWrite[] = [];
   const batchesWaiting: (() => void)[] = [];

@@ -5,12 +5,14 @@ export type StoreErrorCode =
   | "not-found"
   | "schema-too-new"
   | "batch-misuse"
-  | "batch-aborted";
+  | "batch-aborted"
+  | "transaction-ended";
 
 /**
  * A store operation refused: a row it needs is missing, the schema is too
- * new, a batch's store was used outside its rules, or an optimistic batch
- * gave up at its first failing write.
+ * new, a batch's store was used outside its rules, an optimistic batch
+ * gave up at its first failing write, or an earlier error (a full disk)
+ * ended the transaction a write was to join.
  */
 export class StoreError extends Error {
   constructor(

@@ -651,6 +651,75 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "in one turn, an old session's request, then the new session's registration and request: one build for the name",
+  async fn() {
+    const stall = new TurnStall();
+    await withFixture(async (f) => {
+      await f.addJobs(Array.from({ length: 5 }, (_, i) => job(`r${i}`, i)));
+      const old = await readyWorker(f.port, { name: "W" });
+      const other = await readyWorker(f.port, { name: "OTHER" });
+      await eventually(async () => (await f.store.getWorker("OTHER")) !== null);
+      stall.arm();
+      await other.send({ type: "worker-request-info" });
+      await eventually(() => Promise.resolve(stall.caught));
+      const restarted = await FakeWorker.connect(f.port, { name: "W" });
+      await old.send({ type: "worker-request-work", name: "W" });
+      await restarted.ready();
+      await restarted.send({ type: "worker-request-work", name: "W" });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      stall.thaw();
+      await other.next();
+      assert.equal((await old.next()).type, "no-build");
+      assert.equal((await restarted.next()).type, "build");
+      const held = (await f.store.queue({ worker: "W" }, 10))
+        .filter((b) => b.worker === "W");
+      assert.equal(held.length, 1, "one build for the name");
+      assert.ok(
+        f.lines.some((l) => l.startsWith("info work request withdrawn")),
+      );
+      await Promise.all([old, other, restarted].map((w) => w.close()));
+    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a start and the failure after it in one turn: the start is recorded first, its log named",
+  async fn() {
+    const stall = new TurnStall();
+    await withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("quick", 1)]);
+      const w = await readyWorker(f.port, { name: "W" });
+      const other = await readyWorker(f.port, { name: "OTHER" });
+      assert.equal((await w.requestWork()).type, "build");
+      stall.arm();
+      await other.send({ type: "worker-request-info" });
+      await eventually(() => Promise.resolve(stall.caught));
+      await w.send({ type: "build-started", drv, worker: "W" });
+      await w.send({
+        type: "build-failed",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await w.send({ type: "worker-request-info" });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      stall.thaw();
+      await other.next();
+      await w.next();
+      const build = await f.store.getBuildByDerivation(drv);
+      assert.equal(build?.status, BuildStatus.failed);
+      assert.match(build?.log ?? "", /\.log\.gz$/);
+      assert.ok(!f.lines.some((l) => l.includes("start ignored")));
+      await Promise.all([w, other].map((x) => x.close()));
+    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a turn whose writes cannot be committed sends no reply; the build stays scheduled and the next turn serves it",
   async fn() {
     let failCommits = false;
