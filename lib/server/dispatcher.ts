@@ -96,6 +96,11 @@ interface Incoming {
   now: number;
 }
 
+/** The key of `worker`'s result of `drv` in the fetches awaited. */
+function fetchKey(drv: string, worker: string): string {
+  return `${worker} ${drv}`;
+}
+
 /** A work request whose build is taken at the end of its turn. */
 interface WorkRequest {
   name: string;
@@ -127,6 +132,11 @@ export class Dispatcher {
   /** Workers whose last ping said they are short of disk space. */
   readonly #diskLow = new Set<string>();
   readonly #gathered = new WeakMap<Turn, Gathered>();
+  /**
+   * Successes reported in the current turn, whose fetch begins once the
+   * turn commits (see fetchKey).
+   */
+  readonly #awaitingFetch = new Set<string>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -134,7 +144,9 @@ export class Dispatcher {
     this.#logger = holdingLogger(options.logger);
     this.#holdings = new WorkerHoldings({
       logger: this.#logger,
-      fetching: (drv, worker) => options.fetcher.has(drv, worker),
+      fetching: (drv, worker) =>
+        options.fetcher.has(drv, worker) ||
+        this.#awaitingFetch.has(fetchKey(drv, worker)),
       touchIntervalSeconds: options.touchIntervalSeconds,
     });
   }
@@ -157,7 +169,10 @@ export class Dispatcher {
       finish: (turn: Turn) => this.#finish(turn),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
-      rolledBack: () => this.#holdings.forget(),
+      rolledBack: () => {
+        this.#holdings.forget();
+        this.#awaitingFetch.clear();
+      },
     };
     while (!signal.aborted) {
       let messages: RouterMessage[];
@@ -488,7 +503,6 @@ export class Dispatcher {
     { turn, store, routingId, peerAddress, sender, now }: Incoming,
     message: MessageOf<"build-succeeded" | "build-failed">,
   ) {
-    await this.#startsBefore(turn, message.drv, now);
     const worker = await this.#senderOf(
       store,
       routingId,
@@ -504,6 +518,7 @@ export class Dispatcher {
       return;
     }
     if (message.type === "build-failed") {
+      await this.#startsBefore(turn, message.drv, now);
       const result = await store.completeBuild(
         message.drv,
         BuildStatus.failed,
@@ -530,11 +545,23 @@ export class Dispatcher {
           reason: "publish URL is not an http URL of the worker's address",
         });
         await store.requeueBuild(message.drv, now);
-      } else if (
-        !this.#options.fetcher.enqueue({ drv: message.drv, url, worker })
-      ) {
-        // Reported twice: the first report's fetch goes on.
-        return;
+      } else {
+        const key = fetchKey(message.drv, worker);
+        if (
+          this.#options.fetcher.has(message.drv, worker) ||
+          this.#awaitingFetch.has(key)
+        ) {
+          // Reported twice: the first report's fetch goes on.
+          return;
+        }
+        // The fetch begins once the turn commits, after the build's start
+        // if that is in this turn too: its end cannot come first.
+        this.#awaitingFetch.add(key);
+        const request = { drv: message.drv, url, worker };
+        turn.afterCommit(() => {
+          this.#awaitingFetch.delete(key);
+          this.#options.fetcher.enqueue(request);
+        });
       }
     }
     this.#holdings.resultReported(worker, message.drv);
@@ -650,7 +677,7 @@ export class Dispatcher {
 
   /**
    * Records at once the starts of `drv` gathered in this turn, before its
-   * result: recorded after it, they would find it finished already.
+   * failure is: recorded after it, they would find it finished already.
    */
   async #startsBefore(turn: Turn, drv: string, now: number): Promise<void> {
     const gathered = this.#gathered.get(turn);

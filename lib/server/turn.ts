@@ -35,6 +35,11 @@ export interface Turn {
   /** The turn's batch: its writes commit together at the end. */
   store: Store;
   reply(reply: PendingReply): void;
+  /**
+   * Runs `action` once the turn's writes are committed, before its replies
+   * go out; never for an attempt that is rolled back.
+   */
+  afterCommit(action: () => void): void;
 }
 
 /**
@@ -122,6 +127,13 @@ export async function serveTurn<M extends TurnMessage>(
     });
     return false;
   }
+  for (const action of attempt.committed) {
+    try {
+      action();
+    } catch (error) {
+      logger.error("after-commit action failed", { error });
+    }
+  }
   for (const reply of attempt.replies) {
     if (await handlers.send(reply.routingId, reply.message)) {
       reply.onDelivered?.();
@@ -146,13 +158,20 @@ async function attemptTurn<M extends TurnMessage>(
   messages: M[],
   handlers: TurnHandlers<M>,
   optimistic: boolean,
-): Promise<{ replies: PendingReply[] } | { error: unknown }> {
+): Promise<
+  { replies: PendingReply[]; committed: (() => void)[] } | { error: unknown }
+> {
   const replies: PendingReply[] = [];
+  const committed: (() => void)[] = [];
   const failures: Failure[] = [];
   handlers.handlerLog?.hold();
   try {
     await handlers.store.batch(async (tx) => {
-      const turn: Turn = { store: tx, reply: (reply) => replies.push(reply) };
+      const turn: Turn = {
+        store: tx,
+        reply: (reply) => replies.push(reply),
+        afterCommit: (action) => committed.push(action),
+      };
       for (const message of messages) {
         try {
           await handlers.handle(message, turn);
@@ -185,5 +204,5 @@ async function attemptTurn<M extends TurnMessage>(
       stack,
     });
   }
-  return { replies };
+  return { replies, committed };
 }

@@ -148,17 +148,6 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
   const releaseSavepoint = control("RELEASE batch_write");
   const undoSavepoint = control("ROLLBACK TO batch_write");
 
-  function transaction<T>(procedure: (d: Dialect) => Step<T>): T {
-    begin();
-    try {
-      const result = runSync(procedure);
-      commit();
-      return result;
-    } catch (error) {
-      rollback();
-      throw error;
-    }
-  }
 
   /** One write inside an open transaction: all or nothing on its own. */
   function savepoint<T>(procedure: (d: Dialect) => Step<T>): T {
@@ -186,11 +175,12 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
     }
   }
 
-  // While a batch holds the connection's transaction, other writes queue.
-  // They join the batch's transaction once its work is done, each in a
-  // savepoint, so that they share its commit (and fail with it); those
-  // still queued when a batch's work failed run together in a transaction
-  // of their own.
+  // Writes outside a batch queue, and run together in one transaction
+  // (each in a savepoint) once the task that issued them is done. While a
+  // batch holds the connection's transaction, they join it once its work
+  // is done, so that they share its commit (and fail with it); those still
+  // queued when a batch's work failed run together in a transaction of
+  // their own.
   let batchOpen = false;
   const queuedWrites: QueuedWrite[] = [];
   const batchesWaiting: (() => void)[] = [];
@@ -233,7 +223,16 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
   return {
     dialect: sqliteDialect,
     execute<T>(mode: ExecuteMode, procedure: (d: Dialect) => Step<T>) {
-      if (mode !== "read" && batchOpen) {
+      if (mode !== "read") {
+        // Writes issued together (fetches that end at once, a turn's
+        // after-commit actions) share one commit: they run once the
+        // current task is done, or join the batch that holds the
+        // transaction.
+        if (queuedWrites.length === 0 && !batchOpen) {
+          queueMicrotask(() => {
+            if (!batchOpen) runQueuedWrites();
+          });
+        }
         return new Promise<T>((resolve, reject) =>
           queuedWrites.push({
             procedure,
@@ -243,9 +242,7 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
         );
       }
       try {
-        return Promise.resolve(
-          mode === "read" ? runSync(procedure) : transaction(procedure),
-        );
+        return Promise.resolve(runSync(procedure));
       } catch (error) {
         return Promise.reject(error);
       }

@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -106,7 +106,6 @@ CREATE INDEX Builds_status_system ON Builds(status, system);
 CREATE INDEX Builds_specification_job
   ON Builds(specification, job_name, evaluation DESC);
 CREATE INDEX Builds_job_name ON Builds(job_name);
-CREATE INDEX Builds_nix_name ON Builds(nix_name);
 -- A worker's builds (the worker filter), and those it holds now. Apart,
 -- because a status change rewrites the entries of every index holding the
 -- status: Builds_worker gets one entry per build, when it is handed out,
@@ -218,5 +217,9 @@ CREATE TABLE DispatcherStops (
 CREATE INDEX Builds_worker ON Builds(worker) WHERE worker IS NOT NULL;
 CREATE INDEX Builds_held ON Builds(worker)
   WHERE status < 0 AND worker IS NOT NULL;
+`,
+  // No query looks builds up by nix_name (search filters a window of
+  // recent builds): the index only cost every insert.
+  5: `DROP INDEX IF EXISTS Builds_nix_name;
 `,
 };

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { BuildStatus, type Store } from "../../../lib/store/types.ts";
+import {
+  type Build,
+  BuildStatus,
+  type Store,
+} from "../../../lib/store/types.ts";
 import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
 import { LORICA_FEATURES } from "../../../lib/protocol/messages.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
@@ -711,6 +715,48 @@ Deno.test({
       const build = await f.store.getBuildByDerivation(drv);
       assert.equal(build?.status, BuildStatus.failed);
       assert.match(build?.log ?? "", /\.log\.gz$/);
+      assert.ok(!f.lines.some((l) => l.includes("start ignored")));
+      await Promise.all([w, other].map((x) => x.close()));
+    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a start and the success after it in one turn: the fetch begins once the start is committed",
+  async fn() {
+    const stall = new TurnStall();
+    await withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("quick", 1)]);
+      const w = await readyWorker(f.port, { name: "W" });
+      const other = await readyWorker(f.port, { name: "OTHER" });
+      assert.equal((await w.requestWork()).type, "build");
+      // What the store holds of the build when its fetch is asked for.
+      const seen: Promise<Build | null>[] = [];
+      const enqueue = f.fetcher.enqueue.bind(f.fetcher);
+      f.fetcher.enqueue = (request) => {
+        seen.push(f.store.getBuildByDerivation(request.drv));
+        return enqueue(request);
+      };
+      stall.arm();
+      await other.send({ type: "worker-request-info" });
+      await eventually(() => Promise.resolve(stall.caught));
+      await w.send({ type: "build-started", drv, worker: "W" });
+      await w.send({
+        type: "build-succeeded",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      stall.thaw();
+      await other.next();
+      await untilStatus(f, drv, BuildStatus.succeeded);
+      assert.equal(seen.length, 1);
+      const atFetch = await seen[0];
+      assert.equal(atFetch?.status, BuildStatus.started);
+      assert.match(atFetch?.log ?? "", /\.log\.gz$/);
       assert.ok(!f.lines.some((l) => l.includes("start ignored")));
       await Promise.all([w, other].map((x) => x.close()));
     }, { storeSeenByDispatcher: (store) => stall.wrap(store) });

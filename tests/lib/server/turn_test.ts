@@ -205,3 +205,44 @@ Deno.test("serveTurn(): finish runs once after every message, in the batch, befo
     );
   });
 });
+
+Deno.test("serveTurn(): after-commit actions run once the turn commits, those of a discarded attempt never", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    const ran: string[] = [];
+    const handle = t.handlers.handle;
+    let attempt = 0;
+    const handlers: TurnHandlers = {
+      ...t.handlers,
+      async handle(message, turn) {
+        const action = new TextDecoder().decode(message.frames[0]);
+        const tag = `${action} in attempt ${attempt}`;
+        turn.afterCommit(() => ran.push(`${tag}, ${t.sent.length} sent`));
+        await handle(message, turn);
+      },
+      rolledBack() {
+        attempt++;
+        t.handlers.rolledBack();
+      },
+    };
+    // The optimistic attempt fails on "bad" and is replayed.
+    assert.equal(await serveTurn(messages("pop", "bad"), handlers), true);
+    assert.deepEqual(ran, [
+      "pop in attempt 1, 0 sent",
+      "bad in attempt 1, 0 sent",
+    ]);
+
+    ran.length = 0;
+    const failing: Store = Object.create(handlers.store);
+    failing.batch = (work, options) =>
+      handlers.store.batch(async (tx) => {
+        await work(tx);
+        throw new Error("disk I/O error");
+      }, options);
+    assert.equal(
+      await serveTurn(messages("pop"), { ...handlers, store: failing }),
+      false,
+    );
+    assert.deepEqual(ran, []);
+  });
+});

@@ -366,17 +366,27 @@ Deno.test({
 });
 
 Deno.test({
-  name: "openPostgresStore() upgrades a version 1 schema (DispatcherStops)",
+  name:
+    "openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name)",
   ignore,
   async fn() {
     const schema = freshSchema();
     await (await openPostgresStore(url!, { schema })).close();
     await withSql((sql) =>
       sql.unsafe(`DROP TABLE ${schema}.DispatcherStops;
+        CREATE INDEX Builds_nix_name ON ${schema}.Builds(nix_name);
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const store = await openPostgresStore(url!, { schema });
     try {
+      const indexes = await withSql((sql) =>
+        sql.unsafe(
+          "SELECT indexname FROM pg_indexes WHERE schemaname = $1",
+          [schema],
+        )
+      );
+      assert.ok(indexes.length > 0);
+      assert.ok(!indexes.some((row) => row.indexname === "builds_nix_name"));
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",

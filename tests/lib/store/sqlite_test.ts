@@ -118,16 +118,31 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     await store.stopWorkerClock(8);
     assert.equal(await store.resumeWorkerClock(10), 2);
   });
+  const fresh = tempFile();
+  await withStore(fresh, () => Promise.resolve());
   const upgraded = new DatabaseSync(path);
+  const created = new DatabaseSync(fresh);
   try {
     assert.equal(
       upgraded.prepare("SELECT version FROM SchemaVersion").get()?.version,
       SCHEMA_VERSION,
     );
+    // The same indexes as a database created at this version.
+    assert.deepEqual(indexesOf(upgraded), indexesOf(created));
   } finally {
     upgraded.close();
+    created.close();
   }
 });
+
+/** Each index's name and definition, whitespace collapsed. */
+function indexesOf(db: DatabaseSync): string[] {
+  return db.prepare(
+    "SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name",
+  ).all().map((row) =>
+    `${row.name}: ${String(row.sql ?? "(implicit)").replace(/\s+/g, " ")}`
+  );
+}
 
 Deno.test("the schema cascades deleting a specification to its builds", async () => {
   const path = tempFile();

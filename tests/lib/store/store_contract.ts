@@ -1194,6 +1194,36 @@ export function storeContract(
     assert.equal(await status(store, "a"), BuildStatus.scheduled);
   });
 
+  test("writes issued together each take effect or fail on their own", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    const [a, b] = await store.popBuilds([
+      { worker: "w1", systems: ["x86_64-linux"] },
+      { worker: "w2", systems: ["x86_64-linux"] },
+    ], 2);
+    const outcomes = await Promise.allSettled([
+      store.completeBuild(a!.derivation, BuildStatus.succeeded, {
+        worker: "w1",
+        now: 3,
+      }),
+      store.setEvaluationStatus(id + 9, EvaluationStatus.succeeded, 3),
+      store.completeBuild(b!.derivation, BuildStatus.failed, {
+        worker: "w2",
+        now: 3,
+      }),
+    ]);
+    assert.deepEqual(outcomes.map((o) => o.status), [
+      "fulfilled",
+      "rejected",
+      "fulfilled",
+    ]);
+    assert.equal(await status(store, "a"), BuildStatus.succeeded);
+    assert.equal(await status(store, "b"), BuildStatus.failed);
+  });
+
   test("expireWorkers() removes silent workers and requeues submitted and started builds", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
