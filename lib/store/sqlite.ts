@@ -210,7 +210,13 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
     let outcomes: Outcome[];
     try {
       begin();
-      outcomes = runEach(writes);
+      // A write alone needs no savepoint: its failure undoes the whole
+      // transaction, which is only its own. (Inside a savepoint, SQLite
+      // copies each page it changes first: a big registration took 40%
+      // longer.)
+      outcomes = writes.length === 1
+        ? [{ value: runSync(writes[0].procedure) }]
+        : runEach(writes);
       commit();
     } catch (error) {
       rollback();
