@@ -9,7 +9,7 @@ import { openPostgresStore } from "../lib/store/postgres.ts";
 import { makeJobs } from "./dag.ts";
 import { apiLatencies } from "./api_bench.ts";
 import { logThroughput } from "./log_bench.ts";
-import { idleWorkerRss } from "./worker_rss.ts";
+import { idleWorkerRss, RSS_SAMPLES } from "./worker_rss.ts";
 import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
 import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
 import type { ResultRow } from "./stats.ts";
@@ -473,14 +473,20 @@ async function main() {
   });
   rows.push({
     backend: "-",
-    measure: `idle worker RSS (15 s after the demo${
+    measure: `idle worker RSS (15 s after the demo, median of ${RSS_SAMPLES}${
       worker.idle ? "" : ", builds still running"
     })`,
-    value: `${fixed(worker.rssMb)} MB`,
+    value: `${fixed(worker.rssMb)} MB (${fixed(worker.rangeMb[0])}-${
+      fixed(worker.rangeMb[1])
+    })`,
     target: `<= ${TARGET.idleWorkerRssMb} MB`,
     met: worker.idle && worker.rssMb <= TARGET.idleWorkerRssMb,
   });
-  say(`idle worker RSS: ${fixed(worker.rssMb)} MB`);
+  say(
+    `idle worker RSS: ${fixed(worker.rssMb)} MB (samples ${
+      fixed(worker.rangeMb[0])
+    }-${fixed(worker.rangeMb[1])})`,
+  );
   const minutes = (performance.now() - started) / 60000;
   say("");
   say(markdownTable(rows));
@@ -535,7 +541,8 @@ async function main() {
     "  into one receiver (lib/protocol/log_channel.ts), uncompressed MB/s.",
     "- Idle worker: the demo farm with one real `worker.ts` process (two",
     "  sessions) under a real server; once the queue is empty and 15 s more, the",
-    "  worker process's VmRSS (its `guix publish` is a separate process).",
+    `  worker process's VmRSS, the median of ${RSS_SAMPLES} samples a second apart`,
+    "  (range in brackets; its `guix publish` is a separate process).",
     "",
   ].join("\n");
   const file = new URL("../BENCHMARKS.md", import.meta.url);

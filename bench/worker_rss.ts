@@ -7,9 +7,15 @@ import { readProgress } from "../demo/report.ts";
 
 const DEMO = fromFileUrl(new URL("../demo", import.meta.url));
 
+/** Samples of the idle worker's resident set, one a second. */
+export const RSS_SAMPLES = 5;
+
 /** What the idle worker measure found. */
 export interface IdleWorker {
+  /** The median of the samples: an idle worker's RSS moves with V8's GC. */
   rssMb: number;
+  /** The smallest and largest sample. */
+  rangeMb: [number, number];
   /** Whether every build had finished (else the worker may be busy). */
   idle: boolean;
 }
@@ -17,8 +23,8 @@ export interface IdleWorker {
 /**
  * Runs the demo farm with one worker process (two sessions, both systems),
  * waits until the queue is empty and then `settleMs` more, and reads the
- * worker process's resident set (its `guix publish` is a process of its
- * own, not counted).
+ * worker process's resident set {@link RSS_SAMPLES} times, a second apart
+ * (its `guix publish` is a process of its own, not counted).
  */
 export async function idleWorkerRss(
   options: { timeoutMs: number; settleMs: number },
@@ -42,9 +48,19 @@ export async function idleWorkerRss(
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
     await new Promise((resolve) => setTimeout(resolve, options.settleMs));
-    const pid = farm.pid("worker1");
-    if (pid === undefined) throw new Error("The worker process exited");
-    return { rssMb: await residentMb(pid), idle };
+    const samples: number[] = [];
+    for (let i = 0; i < RSS_SAMPLES; i++) {
+      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 1000));
+      const pid = farm.pid("worker1");
+      if (pid === undefined) throw new Error("The worker process exited");
+      samples.push(await residentMb(pid));
+    }
+    samples.sort((a, b) => a - b);
+    return {
+      rssMb: samples[Math.floor(samples.length / 2)],
+      rangeMb: [samples[0], samples[samples.length - 1]],
+      idle,
+    };
   } finally {
     await farm.stop();
     await Deno.remove(farm.root, { recursive: true }).catch(() => {});
