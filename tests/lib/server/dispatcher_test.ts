@@ -686,6 +686,32 @@ Deno.test({
   },
 });
 
+/**
+ * Hands worker W one build, then sends its start and `result` so that both
+ * reach the server in one turn; returns once that turn was served.
+ */
+async function startAndResultInOneTurn(
+  f: Fixture,
+  stall: TurnStall,
+  result: "build-succeeded" | "build-failed",
+  beforeTurn: () => void = () => {},
+): Promise<{ drv: string; close(): Promise<unknown> }> {
+  const [drv] = await f.addJobs([job("quick", 1)]);
+  const w = await readyWorker(f.port, { name: "W" });
+  const other = await readyWorker(f.port, { name: "OTHER" });
+  assert.equal((await w.requestWork()).type, "build");
+  beforeTurn();
+  stall.arm();
+  await other.send({ type: "worker-request-info" });
+  await eventually(() => Promise.resolve(stall.caught));
+  await w.send({ type: "build-started", drv, worker: "W" });
+  await w.send({ type: result, drv, url: "http://127.0.0.1:1", log: null });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  stall.thaw();
+  await other.next();
+  return { drv, close: () => Promise.all([w.close(), other.close()]) };
+}
+
 Deno.test({
   ...opts,
   name:
@@ -693,30 +719,12 @@ Deno.test({
   async fn() {
     const stall = new TurnStall();
     await withFixture(async (f) => {
-      const [drv] = await f.addJobs([job("quick", 1)]);
-      const w = await readyWorker(f.port, { name: "W" });
-      const other = await readyWorker(f.port, { name: "OTHER" });
-      assert.equal((await w.requestWork()).type, "build");
-      stall.arm();
-      await other.send({ type: "worker-request-info" });
-      await eventually(() => Promise.resolve(stall.caught));
-      await w.send({ type: "build-started", drv, worker: "W" });
-      await w.send({
-        type: "build-failed",
-        drv,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
-      await w.send({ type: "worker-request-info" });
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      stall.thaw();
-      await other.next();
-      await w.next();
-      const build = await f.store.getBuildByDerivation(drv);
+      const turn = await startAndResultInOneTurn(f, stall, "build-failed");
+      const build = await f.store.getBuildByDerivation(turn.drv);
       assert.equal(build?.status, BuildStatus.failed);
       assert.match(build?.log ?? "", /\.log\.gz$/);
       assert.ok(!f.lines.some((l) => l.includes("start ignored")));
-      await Promise.all([w, other].map((x) => x.close()));
+      await turn.close();
     }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
   },
 });
@@ -728,37 +736,27 @@ Deno.test({
   async fn() {
     const stall = new TurnStall();
     await withFixture(async (f) => {
-      const [drv] = await f.addJobs([job("quick", 1)]);
-      const w = await readyWorker(f.port, { name: "W" });
-      const other = await readyWorker(f.port, { name: "OTHER" });
-      assert.equal((await w.requestWork()).type, "build");
       // What the store holds of the build when its fetch is asked for.
       const seen: Promise<Build | null>[] = [];
-      const enqueue = f.fetcher.enqueue.bind(f.fetcher);
-      f.fetcher.enqueue = (request) => {
-        seen.push(f.store.getBuildByDerivation(request.drv));
-        return enqueue(request);
-      };
-      stall.arm();
-      await other.send({ type: "worker-request-info" });
-      await eventually(() => Promise.resolve(stall.caught));
-      await w.send({ type: "build-started", drv, worker: "W" });
-      await w.send({
-        type: "build-succeeded",
-        drv,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      stall.thaw();
-      await other.next();
-      await untilStatus(f, drv, BuildStatus.succeeded);
+      const turn = await startAndResultInOneTurn(
+        f,
+        stall,
+        "build-succeeded",
+        () => {
+          const enqueue = f.fetcher.enqueue.bind(f.fetcher);
+          f.fetcher.enqueue = (request) => {
+            seen.push(f.store.getBuildByDerivation(request.drv));
+            return enqueue(request);
+          };
+        },
+      );
+      await untilStatus(f, turn.drv, BuildStatus.succeeded);
       assert.equal(seen.length, 1);
       const atFetch = await seen[0];
       assert.equal(atFetch?.status, BuildStatus.started);
       assert.match(atFetch?.log ?? "", /\.log\.gz$/);
       assert.ok(!f.lines.some((l) => l.includes("start ignored")));
-      await Promise.all([w, other].map((x) => x.close()));
+      await turn.close();
     }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
   },
 });
