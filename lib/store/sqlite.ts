@@ -148,7 +148,6 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
   const releaseSavepoint = control("RELEASE batch_write");
   const undoSavepoint = control("ROLLBACK TO batch_write");
 
-
   /** One write inside an open transaction: all or nothing on its own. */
   function savepoint<T>(procedure: (d: Dialect) => Step<T>): T {
     // Once an error ended the transaction (a full disk), a SAVEPOINT would
