@@ -704,6 +704,7 @@ export class Dispatcher {
     }
   }
 
+  /** Records the gathered starts with one query, and logs each. */
   async #recordStarts(
     store: Store,
     starts: Gathered["starts"],
