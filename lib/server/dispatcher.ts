@@ -1,8 +1,7 @@
 // The server's ZeroMQ loop: messages handled one at a time, the writes of a
 // whole turn of them committed together (turn.ts), never dying on bad input.
 // A turn's work requests and starts are gathered and served at its end,
-// one store call for each kind: the builds of fifty requests cost one walk
-// of the queue (on PostgreSQL one round trip), not fifty.
+// one store call for each kind (turn_work.ts).
 //
 // Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
 // build (asking for more work gives back what it still held, and of the
@@ -27,18 +26,14 @@ import {
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
-import {
-  type Build,
-  BuildStatus,
-  type StartReport,
-  type Store,
-} from "../store/types.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
 import { allowedPublishUrl } from "./publish_url.ts";
 import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
+import { TurnWork, type WorkRequest } from "./turn_work.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -101,26 +96,6 @@ function fetchKey(drv: string, worker: string): string {
   return `${worker} ${drv}`;
 }
 
-/** A work request whose build is taken at the end of its turn. */
-interface WorkRequest {
-  name: string;
-  systems: string[];
-  requestId: number | undefined;
-  /** Its place among the turn's replies: no-build until a build is found. */
-  reply: PendingReply;
-}
-
-/**
- * What a turn's messages leave for its end, to be done at once: one query
- * for all the work requests, one for all the starts.
- */
-interface Gathered {
-  requests: WorkRequest[];
-  /** The names of `requests`. */
-  asking: Set<string>;
-  starts: { report: StartReport; sender: Incoming["sender"] }[];
-}
-
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
@@ -131,7 +106,7 @@ export class Dispatcher {
   readonly #holdings: WorkerHoldings;
   /** Workers whose last ping said they are short of disk space. */
   readonly #diskLow = new Set<string>();
-  readonly #gathered = new WeakMap<Turn, Gathered>();
+  readonly #work: TurnWork;
   /**
    * Successes reported in the current turn, whose fetch begins once the
    * turn commits (see fetchKey).
@@ -142,6 +117,10 @@ export class Dispatcher {
     this.#options = options;
     // What a turn logs is written only once the turn commits.
     this.#logger = holdingLogger(options.logger);
+    this.#work = new TurnWork({
+      logger: this.#logger,
+      handOut: (request, build, now) => this.#handOut(request, build, now),
+    });
     this.#holdings = new WorkerHoldings({
       logger: this.#logger,
       fetching: (drv, worker) =>
@@ -166,7 +145,8 @@ export class Dispatcher {
       logger: this.#options.logger,
       handlerLog: this.#logger,
       handle: (received: Received, turn: Turn) => this.#handle(received, turn),
-      finish: (turn: Turn) => this.#finish(turn),
+      finish: (turn: Turn) =>
+        this.#work.finish(turn, epochSeconds(this.#options.clock)),
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
       rolledBack: () => {
@@ -407,7 +387,7 @@ export class Dispatcher {
       link.authenticated = name;
     }
     this.#links.learn(routingId, name, true);
-    this.#withdrawRequests(turn, name, sender);
+    this.#work.withdraw(turn, name, sender);
     // A fresh `worker-ready` means that session builds nothing but what
     // it says it holds: anything else its name held was lost.
     const holding = link.features.has("holding")
@@ -489,10 +469,11 @@ export class Dispatcher {
       this.#logger.warn("message dropped", { ...sender, reason: error });
       return;
     }
-    this.#gatheredIn(turn).starts.push({
-      report: { derivation: message.drv, worker: message.worker, log },
+    this.#work.start(
+      turn,
+      { derivation: message.drv, worker: message.worker, log },
       sender,
-    });
+    );
   }
 
   /**
@@ -518,7 +499,7 @@ export class Dispatcher {
       return;
     }
     if (message.type === "build-failed") {
-      await this.#startsBefore(turn, message.drv, now);
+      await this.#work.startsBefore(turn, message.drv, now);
       const result = await store.completeBuild(
         message.drv,
         BuildStatus.failed,
@@ -605,12 +586,11 @@ export class Dispatcher {
     // connection holds a build: that would take the build away from it
     // while it runs. (A registration, which a restarted worker sends, does
     // take the name over; so does a request once nothing is held.)
-    const gathered = this.#gatheredIn(turn);
     const owner = this.#links.connectionOf(name);
     if (
       owner !== undefined &&
       routingKey(owner.routingId) !== routingKey(routingId) &&
-      (gathered.asking.has(name) ||
+      (this.#work.asking(turn, name) ||
         await this.#holdings.holdsAny(store, name))
     ) {
       this.#logger.warn("work refused", {
@@ -634,137 +614,42 @@ export class Dispatcher {
       message: { type: "no-build", ...tag },
     };
     turn.reply(reply);
-    gathered.requests.push({
+    this.#work.request(turn, {
       name,
       systems: worker.systems,
       requestId,
       reply,
     });
-    gathered.asking.add(name);
   }
 
-  /** What the messages of `turn` gathered so far. */
-  #gatheredIn(turn: Turn): Gathered {
-    let gathered = this.#gathered.get(turn);
-    if (gathered === undefined) {
-      gathered = { requests: [], asking: new Set(), starts: [] };
-      this.#gathered.set(turn, gathered);
-    }
-    return gathered;
-  }
-
-  /**
-   * Takes back the requests of `name` gathered in this turn, which get no
-   * build: a registration starts a new session of the name, holding
-   * nothing but what it says (a request of the old session, queued in
-   * the same turn, would give the name a second build).
-   */
-  #withdrawRequests(
-    turn: Turn,
-    name: string,
-    sender: Incoming["sender"],
+  /** Makes `request`'s reply hand it `build`. */
+  #handOut(
+    { name, requestId, reply }: WorkRequest,
+    build: Build,
+    now: number,
   ): void {
-    const gathered = this.#gathered.get(turn);
-    if (gathered === undefined || !gathered.asking.has(name)) return;
-    gathered.requests = gathered.requests.filter((r) => r.name !== name);
-    gathered.asking.delete(name);
-    this.#logger.info("work request withdrawn", {
-      ...sender,
-      worker: name,
-      reason: "the worker registered again in the same turn",
-    });
-  }
-
-  /**
-   * Records at once the starts of `drv` gathered in this turn, before its
-   * failure is: recorded after it, they would find it finished already.
-   */
-  async #startsBefore(turn: Turn, drv: string, now: number): Promise<void> {
-    const gathered = this.#gathered.get(turn);
-    if (!gathered?.starts.some(({ report }) => report.derivation === drv)) {
-      return;
-    }
-    const early = gathered.starts.filter((s) => s.report.derivation === drv);
-    gathered.starts = gathered.starts.filter((s) =>
-      s.report.derivation !== drv
-    );
-    await this.#recordStarts(turn.store, early, now);
-  }
-
-  /** The end of a turn: its starts recorded, its work requests served. */
-  async #finish(turn: Turn): Promise<void> {
-    const gathered = this.#gathered.get(turn);
-    if (gathered === undefined) return;
-    this.#gathered.delete(turn);
-    const now = epochSeconds(this.#options.clock);
-    try {
-      await this.#recordStarts(turn.store, gathered.starts, now);
-    } finally {
-      await this.#handOut(turn.store, gathered.requests, now);
-    }
-  }
-
-  /** Records the gathered starts with one query, and logs each. */
-  async #recordStarts(
-    store: Store,
-    starts: Gathered["starts"],
-    now: number,
-  ): Promise<void> {
-    if (starts.length === 0) return;
-    const recorded = await store.markStartedMany(
-      starts.map(({ report }) => report),
-      now,
-    );
-    starts.forEach(({ report, sender }, i) => {
-      const fields = { drv: report.derivation, worker: report.worker };
-      if (recorded[i]) this.#logger.info("build started", fields);
-      else {
-        this.#logger.warn("start ignored", {
-          ...sender,
-          ...fields,
-          reason: "build not submitted to this worker",
-        });
-      }
-    });
-  }
-
-  /** Takes a build for each request: their replies say which. */
-  async #handOut(
-    store: Store,
-    requests: WorkRequest[],
-    now: number,
-  ): Promise<void> {
-    if (requests.length === 0) return;
-    const builds = await store.popBuilds(
-      requests.map(({ name, systems }) => ({ worker: name, systems })),
-      now,
-    );
-    builds.forEach((build, i) => {
-      if (build === null) return;
-      const { name, requestId, reply } = requests[i];
-      // Until the reply is out, the name holds this build.
-      this.#holdings.handedOut(name, build.derivation);
-      reply.message = {
-        type: "build",
+    // Until the reply is out, the name holds this build.
+    this.#holdings.handedOut(name, build.derivation);
+    reply.message = {
+      type: "build",
+      drv: build.derivation,
+      priority: build.priority,
+      timeout: build.timeout,
+      maxSilent: build.maxSilent,
+      timestamp: null,
+      system: build.system,
+      ...(requestId === undefined ? {} : { requestId }),
+    };
+    reply.onDelivered = () => {
+      this.#options.onSubmitted?.(build, name, now);
+      this.#logger.info("build submitted", {
         drv: build.derivation,
-        priority: build.priority,
-        timeout: build.timeout,
-        maxSilent: build.maxSilent,
-        timestamp: null,
+        worker: name,
         system: build.system,
-        ...(requestId === undefined ? {} : { requestId }),
-      };
-      reply.onDelivered = () => {
-        this.#options.onSubmitted?.(build, name, now);
-        this.#logger.info("build submitted", {
-          drv: build.derivation,
-          worker: name,
-          system: build.system,
-        });
-      };
-      reply.onUndelivered = () =>
-        this.#options.store.requeueBuild(build.derivation, now);
-    });
+      });
+    };
+    reply.onUndelivered = () =>
+      this.#options.store.requeueBuild(build.derivation, now);
   }
 
   /** Whether this connection may speak for worker `name`. */
