@@ -62,17 +62,16 @@ class TurnStall {
   #armed: Promise<void> | null = null;
   #thaw = () => {};
 
-  /** The next turn to begin will stall. */
-  arm(): void {
+  /** Stalls the turn of what `send` sends; returns once it is stalled. */
+  async hold(send: () => Promise<void>): Promise<void> {
     this.#armed = new Promise((resolve) => this.#thaw = resolve);
+    await send();
+    await eventually(() => Promise.resolve(this.#armed === null));
   }
 
-  /** Whether the armed stall has caught a turn. */
-  get caught(): boolean {
-    return this.#armed === null;
-  }
-
-  thaw(): void {
+  /** Lets what was sent meanwhile reach the server's socket, then thaws. */
+  async release(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, 100));
     this.#thaw();
   }
 
@@ -255,14 +254,12 @@ Deno.test({
       await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
       const w = await readyWorker(f.port, { name: "SOLO" });
       await eventually(async () => (await f.store.getWorker("SOLO")) !== null);
-      stall.arm();
-      for (let i = 0; i < 10; i++) {
-        await w.send({ type: "worker-request-work", name: "SOLO" });
-      }
-      await eventually(() => Promise.resolve(stall.caught));
-      // Let the nine others reach the server's socket, then thaw.
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      stall.thaw();
+      await stall.hold(async () => {
+        for (let i = 0; i < 10; i++) {
+          await w.send({ type: "worker-request-work", name: "SOLO" });
+        }
+      });
+      await stall.release();
       const replies = [];
       for (let i = 0; i < 10; i++) replies.push(await w.next());
       const builds = replies.filter((r) => r.type === "build");
@@ -601,9 +598,9 @@ Deno.test({
         (await f.store.getWorker("OTHER3")) !== null
       );
       popCalls.length = 0;
-      stall.arm();
-      await first.send({ type: "worker-request-work", name: "OTHER1" });
-      await eventually(() => Promise.resolve(stall.caught));
+      await stall.hold(() =>
+        first.send({ type: "worker-request-work", name: "OTHER1" })
+      );
       const intruder = await FakeWorker.connect(f.port, { name: "TWIN" });
       await owner.send({ type: "worker-request-work", name: "TWIN" });
       await intruder.send({ type: "worker-request-work", name: "TWIN" });
@@ -614,9 +611,7 @@ Deno.test({
         worker: "STARTER",
       });
       await third.send({ type: "worker-request-work", name: "OTHER3" });
-      // Let them all reach the server's socket, then thaw.
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      stall.thaw();
+      await stall.release();
       assert.equal((await first.next()).type, "build");
       assert.equal((await owner.next()).type, "build");
       assert.equal((await intruder.next()).type, "no-build");
@@ -663,15 +658,12 @@ Deno.test({
       const old = await readyWorker(f.port, { name: "W" });
       const other = await readyWorker(f.port, { name: "OTHER" });
       await eventually(async () => (await f.store.getWorker("OTHER")) !== null);
-      stall.arm();
-      await other.send({ type: "worker-request-info" });
-      await eventually(() => Promise.resolve(stall.caught));
+      await stall.hold(() => other.send({ type: "worker-request-info" }));
       const restarted = await FakeWorker.connect(f.port, { name: "W" });
       await old.send({ type: "worker-request-work", name: "W" });
       await restarted.ready();
       await restarted.send({ type: "worker-request-work", name: "W" });
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      stall.thaw();
+      await stall.release();
       await other.next();
       assert.equal((await old.next()).type, "no-build");
       assert.equal((await restarted.next()).type, "build");
@@ -701,13 +693,10 @@ async function startAndResultInOneTurn(
   const other = await readyWorker(f.port, { name: "OTHER" });
   assert.equal((await w.requestWork()).type, "build");
   beforeTurn();
-  stall.arm();
-  await other.send({ type: "worker-request-info" });
-  await eventually(() => Promise.resolve(stall.caught));
+  await stall.hold(() => other.send({ type: "worker-request-info" }));
   await w.send({ type: "build-started", drv, worker: "W" });
   await w.send({ type: result, drv, url: "http://127.0.0.1:1", log: null });
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  stall.thaw();
+  await stall.release();
   await other.next();
   return { drv, close: () => Promise.all([w.close(), other.close()]) };
 }
