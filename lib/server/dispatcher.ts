@@ -33,7 +33,7 @@ import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
 import { allowedPublishUrl } from "./publish_url.ts";
 import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
-import { TurnWork, type WorkRequest } from "./turn_work.ts";
+import { type Sender, TurnWork, type WorkRequest } from "./turn_work.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -86,7 +86,7 @@ interface Incoming {
   routingId: Uint8Array;
   peerAddress: string;
   /** Log fields naming the connection. */
-  sender: { peer: string; address: string };
+  sender: Sender;
   link: WorkerLink;
   now: number;
 }
