@@ -525,6 +525,7 @@ export class Dispatcher {
           url: message.url,
           reason: "publish URL is not an http URL of the worker's address",
         });
+        await this.#work.startsBefore(turn, message.drv, now);
         await store.requeueBuild(message.drv, now);
       } else {
         const key = fetchKey(message.drv, worker);

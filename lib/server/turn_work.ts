@@ -78,7 +78,8 @@ export class TurnWork {
 
   /**
    * Records at once the starts of `drv` waiting in `turn`, before its
-   * failure is: recorded after it, they would find it finished already.
+   * failure or requeue is: recorded after it, they would find it finished
+   * or taken back already.
    */
   async startsBefore(turn: Turn, drv: string, now: number): Promise<void> {
     const gathered = this.#turns.get(turn);
