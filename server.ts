@@ -234,7 +234,7 @@ async function main(args: string[]): Promise<number> {
   const store = await withOption(
     "--database",
     database,
-    () => openStore(database),
+    () => openStore(database, { logger }),
   );
   const server = await startServer(config, { store, guix, logger });
 

@@ -13,7 +13,7 @@ const { database, schema } = JSON.parse(Deno.args[0]) as {
 };
 const store = database.startsWith("postgres")
   ? await openPostgresStore(database, { schema })
-  : openSqliteStore(database);
+  : openSqliteStore(database, { backgroundCheckpoints: true });
 const served = await serveDispatcher(store);
 let peak = rssMb();
 const sampler = setInterval(() => peak = Math.max(peak, rssMb()), 100);

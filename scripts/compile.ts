@@ -48,6 +48,12 @@ const ASSETS = [
   "dist/build_info.json",
 ];
 
+/**
+ * Modules loaded as worker threads, which deno compile cannot find by
+ * itself (embedded transpiled, so not looked for byte for byte as ASSETS).
+ */
+const WORKER_MODULES = ["lib/store/sqlite_checkpoint_worker.ts"];
+
 /** A runtime problem that stops one target (or all). */
 class RuntimeError extends Error {
   override name = "RuntimeError";
@@ -226,7 +232,7 @@ async function compileOne(
     "--exclude-unused-npm",
     "--target",
     target,
-    ...ASSETS.flatMap((asset) => ["--include", asset]),
+    ...[...ASSETS, ...WORKER_MODULES].flatMap((file) => ["--include", file]),
     "--output",
     output,
     `${program}.ts`,

@@ -3,6 +3,7 @@
 import { openPostgresStore } from "./postgres.ts";
 import { openSqliteStore } from "./sqlite.ts";
 import type { Store } from "./types.ts";
+import type { Logger } from "../log.ts";
 
 /** Which backend a `--database` value names. */
 export function storeBackend(database: string): "postgres" | "sqlite" {
@@ -17,11 +18,20 @@ export function storeBackend(database: string): "postgres" | "sqlite" {
 /**
  * Opens `database`: a `postgres://` URL or a conninfo string such as
  * `dbname=cuirass host=/var/run/postgresql` opens PostgreSQL, anything else
- * is a SQLite file name.
+ * is a SQLite file name, opened for a long-running server (its log
+ * checkpointed in the background, failures of which go to `logger`).
  * @throws {StoreError} when the database's schema is newer than this program's.
  */
-export function openStore(database: string): Promise<Store> {
+export function openStore(
+  database: string,
+  options: { logger?: Logger } = {},
+): Promise<Store> {
   return storeBackend(database) === "postgres"
     ? openPostgresStore(database)
-    : Promise.resolve().then(() => openSqliteStore(database));
+    : Promise.resolve().then(() =>
+      openSqliteStore(database, {
+        backgroundCheckpoints: true,
+        logger: options.logger,
+      })
+    );
 }

@@ -9,15 +9,25 @@ import { StoreError } from "./types.ts";
 import { MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION } from "./sqlite_schema.ts";
 import { sqliteDialect } from "./sql_query.ts";
 import { createSqlStore } from "./sql_store.ts";
+import { startCheckpointer } from "./sqlite_checkpointer.ts";
 import type { SQLInputValue, StatementSync } from "node:sqlite";
 import type { Dialect, QueryResult, Row, Step } from "./sql_query.ts";
 import type { Execute, ExecuteMode, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
+import type { Checkpointer } from "./sqlite_checkpointer.ts";
+import type { Logger } from "../log.ts";
 
 /** Options of {@link openSqliteStore}. */
 export interface SqliteStoreOptions {
   /** How long a write waits for another connection's lock; default 5000. */
   busyTimeoutMs?: number;
+  /**
+   * Checkpoint the write-ahead log on a thread of its own (see
+   * sqlite_checkpointer.ts), for a long-running server; default false.
+   */
+  backgroundCheckpoints?: boolean;
+  /** Where background checkpoint failures are logged. */
+  logger?: Logger;
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
@@ -31,7 +41,11 @@ export function openSqliteStore(
   path: string,
   options: SqliteStoreOptions = {},
 ): Store {
-  const { busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS } = options;
+  const {
+    busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS,
+    backgroundCheckpoints = false,
+    logger,
+  } = options;
 
   const db = new DatabaseSync(path);
   try {
@@ -48,7 +62,12 @@ export function openSqliteStore(
     db.close();
     throw error;
   }
-  return createSqlStore(sqliteDriver(db));
+  // An in-memory database has no log to checkpoint.
+  const inMemory = path === "" || path === ":memory:";
+  const checkpointer = backgroundCheckpoints && !inMemory
+    ? startCheckpointer(path, { logger })
+    : undefined;
+  return createSqlStore(sqliteDriver(db, checkpointer));
 }
 
 /** Creates the schema of a fresh database, or upgrades an older one. */
@@ -99,7 +118,10 @@ interface QueuedWrite {
 
 type Outcome = { value: unknown } | { error: unknown };
 
-function sqliteDriver(db: DatabaseSync): SqlDriver {
+function sqliteDriver(
+  db: DatabaseSync,
+  checkpointer?: Checkpointer,
+): SqlDriver {
   const statements = new Map<string, StatementSync>();
 
   function stmt(sql: string): StatementSync {
@@ -287,10 +309,12 @@ function sqliteDriver(db: DatabaseSync): SqlDriver {
         batchesWaiting.shift()?.();
       }
     },
-    close() {
+    async close() {
+      // The checkpoint thread's connection first: the last connection to
+      // close checkpoints the whole log and removes it.
+      await checkpointer?.stop();
       statements.clear();
       if (db.isOpen) db.close();
-      return Promise.resolve();
     },
   };
 }

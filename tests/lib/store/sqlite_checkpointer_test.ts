@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { startCheckpointer } from "../../../lib/store/sqlite_checkpointer.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { specification, storeContract } from "./store_contract.ts";
+
+const tempDir = Deno.makeTempDirSync({ prefix: "lorica-checkpointer-test-" });
+globalThis.addEventListener("unload", () => {
+  Deno.removeSync(tempDir, { recursive: true });
+});
+
+let files = 0;
+
+function tempFile(): string {
+  return `${tempDir}/store-${++files}.sqlite`;
+}
+
+// The whole store suite with a checkpoint thread copying the log meanwhile.
+storeContract(
+  "sqlite file, background checkpoints",
+  () => openSqliteStore(tempFile(), { backgroundCheckpoints: true }),
+);
+
+/** Whether the database file itself (not its log) holds `text`. */
+function fileHolds(path: string, text: string): boolean {
+  const bytes = Deno.readFileSync(path);
+  return new TextDecoder("latin1").decode(bytes).includes(text);
+}
+
+async function waitFor(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not true after ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+Deno.test("a store with background checkpoints gets its commits into the database file while the writer never checkpoints", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path, { backgroundCheckpoints: true });
+  try {
+    // Far below the writer's automatic checkpoint (10,000 pages): only the
+    // checkpoint thread copies this commit out of the log.
+    const name = `marker-${crypto.randomUUID()}`;
+    await store.upsertSpecification(specification(name));
+    await waitFor(() => fileHolds(path, name), 5000);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("closing a store stops its checkpoint thread: the log is removed", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path, { backgroundCheckpoints: true });
+  await store.upsertSpecification(specification("guix"));
+  // Give the thread time to open its connection and checkpoint.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.ok(Deno.statSync(`${path}-wal`).isFile);
+  await store.close();
+  // SQLite removes the log when its last connection closes: the thread's
+  // connection was closed before the store's.
+  assert.throws(() => Deno.statSync(`${path}-wal`), Deno.errors.NotFound);
+});
+
+Deno.test("a checkpointer that cannot open its database logs why and stops", async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const path = `${tempDir}/no-such-directory/farm.sqlite`;
+  const checkpointer = startCheckpointer(path, { logger });
+  try {
+    await waitFor(() => lines.length > 0, 5000);
+  } finally {
+    await checkpointer.stop();
+  }
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /background checkpoint failed/);
+  assert.ok(lines[0].includes(path), lines[0]);
+});
+
+Deno.test("stopping a checkpointer twice is one stop", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path);
+  await store.upsertSpecification(specification("guix"));
+  const checkpointer = startCheckpointer(path);
+  await Promise.all([checkpointer.stop(), checkpointer.stop()]);
+  await checkpointer.stop();
+  await store.close();
+  assert.throws(() => Deno.statSync(`${path}-wal`), Deno.errors.NotFound);
+});
