@@ -89,6 +89,10 @@ export class LocalBuilder {
   /** Recovers, then builds batches until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     await this.recover();
+    // Builds that another process made dispatchable (on PostgreSQL: a web
+    // front end restarting one, another server registering an evaluation)
+    // wake the lanes at once rather than at their next poll.
+    this.#options.store.watchQueue?.(() => this.wake(), signal);
     const lanes = Math.max(1, this.#options.concurrency ?? 1);
     await Promise.all(
       Array.from({ length: lanes }, () => this.#lane(signal)),

@@ -230,3 +230,41 @@ Deno.test("LocalBuilder.run() builds until aborted", async () => {
     await farm.close();
   }
 });
+
+Deno.test("LocalBuilder.run() wakes when the store says another process queued builds, not at its next poll", async () => {
+  const farm = await setup({
+    packages: [{ name: "late", version: "1", behaviour: { seconds: 0 } }],
+  });
+  const abort = new AbortController();
+  let queueChanged = () => {};
+  // The SQLite store with the PostgreSQL store's watchQueue: a callback
+  // this test calls as another process's notification would.
+  const store: Store = {
+    ...farm.store,
+    watchQueue: (onChange) => queueChanged = onChange,
+  };
+  try {
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      systems: "all",
+      pollSeconds: 3600,
+    });
+    const running = builder.run(abort.signal);
+    // Its first look finds nothing; then it waits for the hour's poll.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await runEvaluation(SPEC, farm.runner);
+    queueChanged();
+    let finished: unknown[] = [];
+    for (let i = 0; i < 100 && finished.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      finished = await farm.store.latestBuilds({}, 10);
+    }
+    abort.abort();
+    await running;
+    assert.deepEqual(await statuses(farm.store, ["late.x86_64-linux"]), {
+      "late.x86_64-linux": "succeeded",
+    });
+  } finally {
+    abort.abort();
+    await farm.close();
+  }
+});
