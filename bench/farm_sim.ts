@@ -88,7 +88,8 @@ export interface WorkerStats {
  * time spent queued behind the other workers' messages). With it, each
  * worker asks once every `intervalMs` from a random start, as real workers
  * whose builds take time do, and a latency counts from when the request
- * was due, so that a server falling behind cannot hide it.
+ * was due whenever the worker is behind schedule, so that a server falling
+ * behind cannot hide it.
  */
 export async function simulateWorkers(
   port: number,
@@ -130,13 +131,20 @@ export async function simulateWorkers(
       let due = performance.now() +
         (intervalMs === undefined ? 0 : Math.random() * intervalMs);
       while (!done.signal.aborted) {
+        // A request counts from when it was due if the worker is behind
+        // (slow replies made it late: the server's doing), from when it is
+        // sent if it waited on a timer (a timer firing late is this
+        // process's doing, about a millisecond here, not the server's).
+        let asked = performance.now();
         if (intervalMs !== undefined) {
-          const wait = due - performance.now();
+          const wait = due - asked;
           if (wait > 0) {
             await new Promise((resolve) => setTimeout(resolve, wait));
+            asked = performance.now();
+          } else {
+            asked = due;
           }
         }
-        const asked = intervalMs === undefined ? performance.now() : due;
         due += intervalMs ?? 0;
         await send({ type: "worker-request-work", name });
         let frames = await socket.receive(done.signal);
