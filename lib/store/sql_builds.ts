@@ -159,12 +159,14 @@ const POP_POSTGRES_SQL = `WITH picked AS (
   RETURNING wanted.n AS request, `;
 
 /**
- * The limit of a pop for `count` workers: the next power of two, so that
- * the planners see a constant (a parameter makes PostgreSQL's generic plan
- * assume a large one) and a few statements cover every count.
+ * The limit of a pop for `count` workers, written in the statement: a
+ * parameter makes PostgreSQL's generic plan assume a large one. Exactly
+ * `count`: on PostgreSQL every row the pop reads is locked until it ends,
+ * and a concurrent pop skips it, so a row read but not taken (a power of
+ * two above `count` once) was a build that pop could not have either.
  */
 function popLimit(count: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(1, count)));
+  return Math.max(1, count);
 }
 
 /** Dispatch order of two candidates: priority, then age, then id. */

@@ -12,6 +12,8 @@ import {
 } from "../../../lib/store/postgres.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
+import { markStartedMany } from "../../../lib/store/sql_builds.ts";
+import { postgresDialect } from "../../../lib/store/sql_query.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
@@ -398,6 +400,62 @@ Deno.test({
       assert.equal(await store.resumeWorkerClock(25), 5);
       assert.equal((await store.getWorker("w"))?.lastSeen, 15);
     } finally {
+      await store.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "markStartedMany() finds builds by derivation even when the statistics predate every hand-out",
+  ignore,
+  async fn() {
+    const schema = freshSchema();
+    const store = await openPostgresStore(url!, { schema });
+    const sql = postgres(url!, {
+      max: 1,
+      onnotice: () => {},
+      // A small table would be scanned whole: the index is what a big one
+      // is read by.
+      connection: { search_path: schema, enable_seqscan: "off" },
+    });
+    try {
+      await store.upsertSpecification(specification("guix"));
+      const evaluation = await store.addEvaluation("guix", [], 1);
+      await store.registerBuilds(
+        evaluation,
+        Array.from({ length: 2000 }, (_, i) => job(`job-${i}`)),
+        { priority: 9, now: 1 },
+      );
+      // Statistics of a queue no worker was handed anything from yet.
+      await sql.unsafe("ANALYZE Builds");
+      const popped = await store.popBuilds(
+        Array.from({ length: 50 }, (_, i) => ({
+          worker: `w${i}`,
+          systems: ["x86_64-linux"],
+        })),
+        2,
+      );
+      const starts = popped.slice(0, 3).map((build) => ({
+        derivation: build!.derivation,
+        worker: build!.worker!,
+        log: "/log",
+      }));
+      // The statement the store runs, explained with its parameters.
+      const query = markStartedMany(postgresDialect("unused"), starts, 3)
+        .next().value as { sql: string; params: unknown[] };
+      let index = 0;
+      const text = query.sql.replace(/\?/g, () => `$${++index}`);
+      const [row] = await sql.unsafe(
+        `EXPLAIN (FORMAT JSON) ${text}`,
+        query.params as postgres.ParameterOrJSON<never>[],
+      );
+      const plan = JSON.stringify(row["QUERY PLAN"]);
+      const indexes = [...plan.matchAll(/"Index Name":"([a-z_]+)"/g)]
+        .map((match) => match[1]);
+      assert.deepEqual(indexes, ["builds_derivation_key"], plan);
+    } finally {
+      await sql.end({ timeout: 1 });
       await store.close();
     }
   },
