@@ -273,13 +273,18 @@ export function* markStartedMany(
     }
     return recorded;
   }
+  // Each build found by its derivation alone (a unique index, one row
+  // whatever the statistics say): `coalesce` and `+ 0` keep the planner off
+  // the indexes of workers and statuses, which statistics taken before any
+  // build was handed out show as empty; it then hashed every build ever
+  // handed out on each call (7 ms instead of 0.8 at 7,000).
   const rows = yield* all(
     `UPDATE Builds b SET status = -1, starttime = ?, log = s.log
      FROM ${
       d.records([["derivation", "text"], ["worker", "text"], ["log", "text"]])
     } s
-     WHERE b.derivation = s.derivation AND b.worker = s.worker
-       AND b.status IN (-3, -1)
+     WHERE b.derivation = s.derivation AND coalesce(b.worker, '') = s.worker
+       AND b.status + 0 IN (-3, -1)
      RETURNING b.derivation, b.worker`,
     [
       now,
