@@ -346,37 +346,22 @@ export function* pendingDependencies(_d: Dialect, id: number) {
   }));
 }
 
-export function* countBuildsByStatus(d: Dialect, filter: BuildFilter = {}) {
+export function* countBuildsByStatus(_d: Dialect, filter: BuildFilter = {}) {
   const { clauses, params } = filterClauses(filter);
-  // SQLite keeps the counts per status and system (sqlite_schema.ts): read
-  // a few rows rather than count every build.
-  const counted = d.name === "sqlite" &&
-    Object.keys(filter).every((key) =>
-      key === "system" || filter[key as keyof BuildFilter] === undefined
-    );
-  const rows = counted
-    ? yield* all(
-      `SELECT b.status, sum(b.n) AS n FROM BuildCounts b
-       WHERE b.n > 0${clauses} GROUP BY b.status ORDER BY b.status`,
-      params,
-    )
-    : yield* all(
-      `SELECT b.status, count(*) AS n FROM Builds b WHERE 1 = 1${clauses}
-       GROUP BY b.status ORDER BY b.status`,
-      params,
-    );
+  const rows = yield* all(
+    `SELECT b.status, count(*) AS n FROM Builds b WHERE 1 = 1${clauses}
+     GROUP BY b.status ORDER BY b.status`,
+    params,
+  );
   return new Map(
     rows.map((row) => [Number(row.status) as BuildStatus, Number(row.n)]),
   );
 }
 
-export function* queueLengthBySystem(d: Dialect) {
+export function* queueLengthBySystem(_d: Dialect) {
   const rows = yield* all(
-    d.name === "sqlite"
-      ? `SELECT system, n FROM BuildCounts WHERE status = -2 AND n > 0
-         ORDER BY system`
-      : `SELECT system, count(*) AS n FROM Builds WHERE status = -2
-         GROUP BY system ORDER BY system`,
+    `SELECT system, count(*) AS n FROM Builds WHERE status = -2
+     GROUP BY system ORDER BY system`,
   );
   return new Map(rows.map((row) => [String(row.system), Number(row.n)]));
 }

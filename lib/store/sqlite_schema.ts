@@ -17,44 +17,9 @@
 //   status change, so there are only those that queries need.
 // - Partial indexes serve the dispatcher (dispatchable builds per system,
 //   in dispatch order), the queue (pending builds) and the latest builds.
-// - BuildCounts keeps the number of builds per status and system, by
-//   triggers: the metrics, the workers page and the worker sweeper read
-//   them at once instead of counting a million builds (on this one
-//   thread, stalling the dispatcher), and a status change writes one row
-//   that a turn's builds share instead of moving an entry in an index of
-//   (status, system).
-
-/** BuildCounts and the triggers that keep it (schema version 6). */
-const BUILD_COUNTS_SQL =
-  `-- Builds per status and system, kept by the triggers below; rows whose
--- count fell to 0 stay.
-CREATE TABLE BuildCounts (
-  status INTEGER NOT NULL,
-  system TEXT NOT NULL,
-  n      INTEGER NOT NULL,
-  PRIMARY KEY (status, system)
-) WITHOUT ROWID;
-CREATE TRIGGER Builds_counted AFTER INSERT ON Builds BEGIN
-  INSERT INTO BuildCounts (status, system, n)
-  VALUES (new.status, new.system, 1)
-  ON CONFLICT (status, system) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER Builds_uncounted AFTER DELETE ON Builds BEGIN
-  UPDATE BuildCounts SET n = n - 1
-  WHERE status = old.status AND system = old.system;
-END;
-CREATE TRIGGER Builds_recounted AFTER UPDATE OF status, system ON Builds
-WHEN old.status <> new.status OR old.system <> new.system BEGIN
-  UPDATE BuildCounts SET n = n - 1
-  WHERE status = old.status AND system = old.system;
-  INSERT INTO BuildCounts (status, system, n)
-  VALUES (new.status, new.system, 1)
-  ON CONFLICT (status, system) DO UPDATE SET n = n + 1;
-END;
-`;
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 5;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -136,6 +101,7 @@ CREATE INDEX Builds_finished
 CREATE INDEX Builds_finished_specification
   ON Builds(specification, evaluation DESC, id DESC) WHERE status >= 0;
 CREATE INDEX Builds_evaluation ON Builds(evaluation);
+CREATE INDEX Builds_status_system ON Builds(status, system);
 -- Weather (previous result of a job) and job history.
 CREATE INDEX Builds_specification_job
   ON Builds(specification, job_name, evaluation DESC);
@@ -148,7 +114,6 @@ CREATE INDEX Builds_worker ON Builds(worker) WHERE worker IS NOT NULL;
 CREATE INDEX Builds_held ON Builds(worker)
   WHERE status < 0 AND worker IS NOT NULL;
 
-${BUILD_COUNTS_SQL}
 -- "source depends on target".
 CREATE TABLE BuildDependencies (
   source INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
@@ -256,9 +221,5 @@ CREATE INDEX Builds_held ON Builds(worker)
   // No query looks builds up by nix_name (search filters a window of
   // recent builds): the index only cost every insert.
   5: `DROP INDEX IF EXISTS Builds_nix_name;
-`,
-  6: `${BUILD_COUNTS_SQL}INSERT INTO BuildCounts (status, system, n)
-  SELECT status, system, count(*) FROM Builds GROUP BY status, system;
-DROP INDEX Builds_status_system;
 `,
 };

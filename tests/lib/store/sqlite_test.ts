@@ -127,116 +127,18 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
       upgraded.prepare("SELECT version FROM SchemaVersion").get()?.version,
       SCHEMA_VERSION,
     );
-    // The same indexes and triggers as a database created at this version.
+    // The same indexes as a database created at this version.
     assert.deepEqual(indexesOf(upgraded), indexesOf(created));
-    // Version 6: the counts of the builds the upgrade found.
-    assert.deepEqual(
-      upgraded.prepare(
-        "SELECT status, n FROM BuildCounts WHERE n > 0 ORDER BY status",
-      ).all().map((row) => [row.status, row.n]),
-      [[-3, 1], [0, 2]],
-    );
   } finally {
     upgraded.close();
     created.close();
   }
 });
 
-Deno.test("BuildCounts follows every change of status, and the counts read from it match the builds", async () => {
-  const path = tempFile();
-  const observed = new DatabaseSync(path);
-  const sql = (text: string) =>
-    observed.prepare(text).all().map((row) => ({ ...row }));
-  // What the triggers kept, against a count of the builds themselves.
-  const check = async (store: Store, step: string) => {
-    const grouped = sql(
-      `SELECT status, system, count(*) AS n FROM Builds
-       GROUP BY status, system ORDER BY status, system`,
-    );
-    assert.deepEqual(
-      sql(
-        `SELECT status, system, n FROM BuildCounts WHERE n > 0
-         ORDER BY status, system`,
-      ),
-      grouped,
-      step,
-    );
-    const byStatus = new Map<number, number>();
-    for (const { status, n } of grouped) {
-      byStatus.set(
-        Number(status),
-        (byStatus.get(Number(status)) ?? 0) + Number(n),
-      );
-    }
-    assert.deepEqual(await store.countBuildsByStatus(), byStatus, step);
-    assert.deepEqual(
-      await store.queueLengthBySystem(),
-      new Map(
-        grouped.filter((row) => row.status === -2).map((
-          row,
-        ) => [String(row.system), Number(row.n)]),
-      ),
-      step,
-    );
-  };
-  try {
-    await withStore(path, async (store) => {
-      await store.upsertSpecification(specification("guix"));
-      const first = await store.addEvaluation("guix", [], 1);
-      await store.registerBuilds(first, [
-        job("base"),
-        job("lib", { inputs: ["base"] }),
-        job("app", { inputs: ["lib"] }),
-        job("arm", { system: "aarch64-linux" }),
-        job("solo"),
-      ], { priority: 9, now: 1 });
-      await check(store, "registered");
-      const popped = await store.popBuilds([
-        { worker: "w1", systems: ["x86_64-linux"] },
-        { worker: "w2", systems: ["x86_64-linux"] },
-        { worker: "w3", systems: ["aarch64-linux"] },
-      ], 2);
-      await check(store, "popped");
-      const [base, solo, arm] = popped.map((build) => build!.derivation);
-      await store.markStarted(base, "w1", "/log/base", 3);
-      await check(store, "started");
-      await store.completeBuild(base, BuildStatus.succeeded, {
-        worker: "w1",
-        now: 4,
-      });
-      await check(store, "succeeded");
-      const lib = (await store.popBuild("w1", ["x86_64-linux"], 5))!;
-      await store.completeBuild(lib.derivation, BuildStatus.failed, {
-        worker: "w1",
-        now: 6,
-      });
-      await check(store, "failed, its dependent failed-dependency");
-      await store.requeueWorkerBuilds("w2", 7);
-      await check(store, "a worker's build requeued");
-      await store.cancelBuild((await store.getBuildByDerivation(solo))!.id, 8);
-      await check(store, "canceled");
-      await store.restartBuild(lib.id, 9);
-      await check(store, "restarted, its dependent scheduled again");
-      await store.cancelEvaluation(first, 10);
-      await check(store, "evaluation canceled");
-      await store.restartEvaluation(first, 11);
-      await check(store, "evaluation restarted");
-      assert.ok(arm.includes("arm"));
-    });
-    observed.exec("PRAGMA foreign_keys = ON");
-    observed.exec("DELETE FROM Specifications");
-    await withStore(path, (store) => check(store, "specification deleted"));
-    assert.deepEqual(sql("SELECT * FROM BuildCounts WHERE n <> 0"), []);
-  } finally {
-    observed.close();
-  }
-});
-
-/** Each index's and trigger's name and definition, whitespace collapsed. */
+/** Each index's name and definition, whitespace collapsed. */
 function indexesOf(db: DatabaseSync): string[] {
   return db.prepare(
-    `SELECT name, sql FROM sqlite_master WHERE type IN ('index', 'trigger')
-     ORDER BY name`,
+    "SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name",
   ).all().map((row) =>
     `${row.name}: ${String(row.sql ?? "(implicit)").replace(/\s+/g, " ")}`
   );
