@@ -60,10 +60,19 @@ export function startCheckpointer(
   options: CheckpointerOptions = {},
 ): Checkpointer {
   const { busyIntervalMs = 10, idleIntervalMs = 1000, logger } = options;
-  const worker = new Worker(
-    new URL("./sqlite_checkpoint_worker.ts", import.meta.url).href,
-    { type: "module" },
-  );
+  let worker: Worker;
+  try {
+    worker = new Worker(
+      new URL("./sqlite_checkpoint_worker.ts", import.meta.url).href,
+      { type: "module" },
+    );
+  } catch (error) {
+    logger?.warn("background checkpoints unavailable", {
+      database: path,
+      error,
+    });
+    return { stop: () => Promise.resolve() };
+  }
   let stopped: () => void = () => {};
   const whenStopped = new Promise<void>((resolve) => stopped = resolve);
   worker.onmessage = (event: MessageEvent<CheckpointerReport>) => {

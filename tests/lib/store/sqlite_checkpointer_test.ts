@@ -90,3 +90,27 @@ Deno.test("stopping a checkpointer twice is one stop", async () => {
   await store.close();
   assert.throws(() => Deno.statSync(`${path}-wal`), Deno.errors.NotFound);
 });
+
+Deno.test("a checkpointer whose thread cannot start logs why, and its stop is a no-op", async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const real = globalThis.Worker;
+  // A runtime that refuses threads (as one without the module would).
+  globalThis.Worker = class {
+    constructor() {
+      throw new Error("threads refused");
+    }
+  } as unknown as typeof Worker;
+  try {
+    const checkpointer = startCheckpointer(tempFile(), { logger });
+    await checkpointer.stop();
+  } finally {
+    globalThis.Worker = real;
+  }
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /background checkpoints unavailable/);
+  assert.match(lines[0], /threads refused/);
+});
