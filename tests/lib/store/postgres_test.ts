@@ -462,6 +462,46 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "markStartedMany() starts no build that has no worker, whatever the name reported",
+  ignore,
+  async fn() {
+    const schema = freshSchema();
+    const store = await openPostgresStore(url!, { schema });
+    const sql = postgres(url!, {
+      max: 1,
+      onnotice: () => {},
+      connection: { search_path: schema },
+    });
+    try {
+      await store.upsertSpecification(specification("guix"));
+      const evaluation = await store.addEvaluation("guix", [], 1);
+      await store.registerBuilds(evaluation, [job("orphan"), job("named")], {
+        priority: 9,
+        now: 1,
+      });
+      // Submitted builds, one without a worker (no store procedure leaves
+      // one so; an administrator's UPDATE could) and one to worker "".
+      await sql.unsafe(
+        `UPDATE Builds SET status = -3,
+           worker = CASE WHEN job_name = 'named' THEN '' END`,
+      );
+      const recorded = await store.markStartedMany([
+        { derivation: drv("orphan"), worker: "", log: "/hostile" },
+        { derivation: drv("named"), worker: "", log: "/named" },
+      ], 2);
+      assert.deepEqual(recorded, [false, true]);
+      const orphan = await store.getBuildByDerivation(drv("orphan"));
+      assert.equal(orphan?.status, BuildStatus.submitted);
+      assert.equal(orphan?.log, "");
+    } finally {
+      await sql.end({ timeout: 1 });
+      await store.close();
+    }
+  },
+});
+
+Deno.test({
   name: "postgres test schemas are dropped",
   ignore,
   sanitizeOps: false,
