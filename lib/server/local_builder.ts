@@ -62,6 +62,8 @@ const encoder = new TextEncoder();
 export class LocalBuilder {
   readonly #options: LocalBuilderOptions;
   #wakeUp: (() => void) | null = null;
+  /** A wake-up that came while no lane was pausing. */
+  #wokenWhileBusy = false;
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
@@ -83,6 +85,10 @@ export class LocalBuilder {
 
   /** Looks at the queue now instead of at the next poll. */
   wake(): void {
+    // With no lane pausing, a lane is taking or building a batch, perhaps
+    // from a snapshot older than the builds it is told of: it then looks
+    // again instead of pausing for the poll.
+    this.#wokenWhileBusy = this.#wakeUp === null;
     this.#wakeUp?.();
   }
 
@@ -115,6 +121,10 @@ export class LocalBuilder {
       } catch (error) {
         logger.error("local batch failed", { error });
         await this.#requeue(batch.map((build) => build.derivation));
+      }
+      if (this.#wokenWhileBusy) {
+        this.#wokenWhileBusy = false;
+        continue;
       }
       await this.#pause(signal, this.#options.pollSeconds ?? 5);
     }

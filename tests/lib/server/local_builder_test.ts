@@ -268,3 +268,48 @@ Deno.test("LocalBuilder.run() wakes when the store says another process queued b
     await farm.close();
   }
 });
+
+Deno.test("LocalBuilder.run() looks again when woken while taking a batch that could not see the new builds", async () => {
+  const farm = await setup({
+    packages: [{ name: "racing", version: "1", behaviour: { seconds: 0 } }],
+  });
+  const abort = new AbortController();
+  let queueChanged = () => {};
+  let raced = false;
+  // The first batch is taken before the evaluation commits, and the
+  // notification of its builds arrives before that empty batch returns.
+  const store: Store = {
+    ...farm.store,
+    watchQueue: (onChange) => queueChanged = onChange,
+    popBuilds: async (requests, now) => {
+      const builds = await farm.store.popBuilds(requests, now);
+      if (!raced) {
+        raced = true;
+        await runEvaluation(SPEC, farm.runner);
+        queueChanged();
+      }
+      return builds;
+    },
+  };
+  try {
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      systems: "all",
+      pollSeconds: 3600,
+    });
+    const running = builder.run(abort.signal);
+    let finished: unknown[] = [];
+    for (let i = 0; i < 100 && finished.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      finished = await farm.store.latestBuilds({}, 10);
+    }
+    abort.abort();
+    await running;
+    assert.ok(raced);
+    assert.deepEqual(await statuses(farm.store, ["racing.x86_64-linux"]), {
+      "racing.x86_64-linux": "succeeded",
+    });
+  } finally {
+    abort.abort();
+    await farm.close();
+  }
+});
