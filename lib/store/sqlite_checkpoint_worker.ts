@@ -23,21 +23,20 @@ function start(
   busyIntervalMs: number,
   idleIntervalMs: number,
 ): void {
-  let checkpoint: StatementSync;
-  try {
-    db = new DatabaseSync(path);
-    // A passive checkpoint waits for no one: while the writer's own
-    // checkpoint runs, this one skips its turn.
-    checkpoint = db.prepare("PRAGMA wal_checkpoint(PASSIVE)");
-  } catch (error) {
-    report({ type: "failed", message: String(error) });
-    return;
-  }
+  let checkpoint: StatementSync | undefined;
   let interval = busyIntervalMs;
   let lastFrames = -1;
   let lastFailure = "";
   const pass = () => {
     try {
+      // Opened by the pass, so that a failure to open is tried again.
+      if (checkpoint === undefined) {
+        if (db?.isOpen) db.close();
+        db = new DatabaseSync(path);
+        // A passive checkpoint waits for no one: while the writer's own
+        // checkpoint runs, this one skips its turn.
+        checkpoint = db.prepare("PRAGMA wal_checkpoint(PASSIVE)");
+      }
       // `log`: frames in the log; `checkpointed`: those copied so far.
       const row = checkpoint.get() as { log: number; checkpointed: number };
       const growing = row.log !== lastFrames || row.checkpointed < row.log;

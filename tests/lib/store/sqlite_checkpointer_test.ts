@@ -114,3 +114,30 @@ Deno.test("a checkpointer whose thread cannot start logs why, and its stop is a 
   assert.match(lines[0], /background checkpoints unavailable/);
   assert.match(lines[0], /threads refused/);
 });
+
+Deno.test("a checkpointer that could not open its database tries again, and checkpoints once it can", async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const dir = `${tempDir}/later`;
+  const path = `${dir}/farm.sqlite`;
+  const checkpointer = startCheckpointer(path, { logger, idleIntervalMs: 50 });
+  try {
+    await waitFor(() => lines.length > 0, 5000);
+    Deno.mkdirSync(dir);
+    const store = openSqliteStore(path);
+    try {
+      const name = `marker-${crypto.randomUUID()}`;
+      await store.upsertSpecification(specification(name));
+      await waitFor(() => fileHolds(path, name), 5000);
+    } finally {
+      await checkpointer.stop();
+      await store.close();
+    }
+  } finally {
+    await checkpointer.stop();
+  }
+  assert.equal(lines.length, 1, lines.join("\n"));
+});
