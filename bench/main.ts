@@ -553,7 +553,7 @@ async function main() {
     "  timer firing late is the bench process's doing). Saturated, a",
     "  request waits behind the other workers' messages, so its latency is",
     "  about workers / rate (Little's law) and says little about the server's",
-    "  work per request. RSS is the server process's peak over both.",
+    "  work per request. RSS is the server process's peak over the three.",
     `- End to end: a fresh ${SIZES.endToEnd}-job DAG evaluation built by ${END_TO_END_WORKERS}`,
     "  simulated workers through an in-process dispatcher, dependencies first.",
     `- Logs: ${LOG_UPLOADS} concurrent uploads of ${SIZES.logMb} MB of build-log text`,

@@ -6,9 +6,12 @@
 // thousand builds a second, tens of milliseconds of copying and fsync on
 // the dispatcher's thread, during which no worker is answered. A second
 // connection on a worker thread checkpoints instead, every few milliseconds
-// while the log grows. The writer's own automatic checkpoint stays on (it
-// is the one that lets the log start over from its beginning), but finds
-// almost every page copied and synced already, so it is short.
+// while the log grows. The writer's own automatic checkpoint stays on:
+// under steady writes it is the one that copies the log to its very end,
+// right after a commit, so that the next write can start the log over; it
+// finds almost every page copied and synced already, so it is short.
+//
+// The thread keeps the process alive until the store is closed.
 
 import type { Logger } from "../log.ts";
 
