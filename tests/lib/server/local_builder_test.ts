@@ -231,6 +231,14 @@ Deno.test("LocalBuilder.run() builds until aborted", async () => {
   }
 });
 
+/** Waits (up to 10 s) until a build of `store` has finished. */
+async function untilOneFinished(store: Store): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await store.latestBuilds({}, 1)).length > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 Deno.test("LocalBuilder.run() wakes when the store says another process queued builds, not at its next poll", async () => {
   const farm = await setup({
     packages: [{ name: "late", version: "1", behaviour: { seconds: 0 } }],
@@ -253,11 +261,7 @@ Deno.test("LocalBuilder.run() wakes when the store says another process queued b
     await new Promise((resolve) => setTimeout(resolve, 300));
     await runEvaluation(SPEC, farm.runner);
     queueChanged();
-    let finished: unknown[] = [];
-    for (let i = 0; i < 100 && finished.length === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      finished = await farm.store.latestBuilds({}, 10);
-    }
+    await untilOneFinished(farm.store);
     abort.abort();
     await running;
     assert.deepEqual(await statuses(farm.store, ["late.x86_64-linux"]), {
@@ -297,11 +301,7 @@ Deno.test("LocalBuilder.run() looks again when woken while taking a batch that c
       pollSeconds: 3600,
     });
     const running = builder.run(abort.signal);
-    let finished: unknown[] = [];
-    for (let i = 0; i < 100 && finished.length === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      finished = await farm.store.latestBuilds({}, 10);
-    }
+    await untilOneFinished(farm.store);
     abort.abort();
     await running;
     assert.ok(raced);

@@ -107,6 +107,25 @@ async function withStore(fn: (store: Store, schema: string) => Promise<void>) {
   }
 }
 
+/** {@link withStore}, with a connection of its own on the store's schema. */
+function withSchemaSql(
+  settings: Record<string, string>,
+  fn: (store: Store, sql: postgres.Sql) => Promise<void>,
+): Promise<void> {
+  return withStore(async (store, schema) => {
+    const sql = postgres(url!, {
+      max: 1,
+      onnotice: () => {},
+      connection: { search_path: schema, ...settings },
+    });
+    try {
+      await fn(store, sql);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  });
+}
+
 Deno.test({
   name:
     "C17: stores in two processes' worth of pools never dispatch one build twice",
@@ -410,16 +429,9 @@ Deno.test({
     "markStartedMany() finds builds by derivation even when the statistics predate every hand-out",
   ignore,
   async fn() {
-    const schema = freshSchema();
-    const store = await openPostgresStore(url!, { schema });
-    const sql = postgres(url!, {
-      max: 1,
-      onnotice: () => {},
-      // A small table would be scanned whole: the index is what a big one
-      // is read by.
-      connection: { search_path: schema, enable_seqscan: "off" },
-    });
-    try {
+    // A small table would be scanned whole: the index is what a big one
+    // is read by.
+    await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
       await store.upsertSpecification(specification("guix"));
       const evaluation = await store.addEvaluation("guix", [], 1);
       await store.registerBuilds(
@@ -454,10 +466,7 @@ Deno.test({
       const indexes = [...plan.matchAll(/"Index Name":"([a-z_]+)"/g)]
         .map((match) => match[1]);
       assert.deepEqual(indexes, ["builds_derivation_key"], plan);
-    } finally {
-      await sql.end({ timeout: 1 });
-      await store.close();
-    }
+    });
   },
 });
 
@@ -466,14 +475,7 @@ Deno.test({
     "markStartedMany() starts no build that has no worker, whatever the name reported",
   ignore,
   async fn() {
-    const schema = freshSchema();
-    const store = await openPostgresStore(url!, { schema });
-    const sql = postgres(url!, {
-      max: 1,
-      onnotice: () => {},
-      connection: { search_path: schema },
-    });
-    try {
+    await withSchemaSql({}, async (store, sql) => {
       await store.upsertSpecification(specification("guix"));
       const evaluation = await store.addEvaluation("guix", [], 1);
       await store.registerBuilds(evaluation, [job("orphan"), job("named")], {
@@ -494,10 +496,7 @@ Deno.test({
       const orphan = await store.getBuildByDerivation(drv("orphan"));
       assert.equal(orphan?.status, BuildStatus.submitted);
       assert.equal(orphan?.log, "");
-    } finally {
-      await sql.end({ timeout: 1 });
-      await store.close();
-    }
+    });
   },
 });
 
