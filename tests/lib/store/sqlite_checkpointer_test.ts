@@ -27,6 +27,16 @@ function fileHolds(path: string, text: string): boolean {
   return new TextDecoder("latin1").decode(bytes).includes(text);
 }
 
+/** A logger whose lines, without timestamps, land in `lines`. */
+function capturedLog() {
+  const lines: string[] = [];
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  return { lines, logger };
+}
+
 async function waitFor(condition: () => boolean, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   while (!condition()) {
@@ -63,11 +73,7 @@ Deno.test("closing a store stops its checkpoint thread: the log is removed", asy
 });
 
 Deno.test("a checkpointer that cannot open its database logs why and stops", async () => {
-  const lines: string[] = [];
-  const logger = createLogger({
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
+  const { lines, logger } = capturedLog();
   const path = `${tempDir}/no-such-directory/farm.sqlite`;
   const checkpointer = startCheckpointer(path, { logger });
   try {
@@ -92,11 +98,7 @@ Deno.test("stopping a checkpointer twice is one stop", async () => {
 });
 
 Deno.test("a checkpointer whose thread cannot start logs why, and its stop is a no-op", async () => {
-  const lines: string[] = [];
-  const logger = createLogger({
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
+  const { lines, logger } = capturedLog();
   const real = globalThis.Worker;
   // A runtime that refuses threads (as one without the module would).
   globalThis.Worker = class {
@@ -116,11 +118,7 @@ Deno.test("a checkpointer whose thread cannot start logs why, and its stop is a 
 });
 
 Deno.test("a checkpointer that could not open its database tries again, and checkpoints once it can", async () => {
-  const lines: string[] = [];
-  const logger = createLogger({
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
+  const { lines, logger } = capturedLog();
   const dir = `${tempDir}/later`;
   const path = `${dir}/farm.sqlite`;
   const checkpointer = startCheckpointer(path, { logger, idleIntervalMs: 50 });
@@ -133,7 +131,6 @@ Deno.test("a checkpointer that could not open its database tries again, and chec
       await store.upsertSpecification(specification(name));
       await waitFor(() => fileHolds(path, name), 5000);
     } finally {
-      await checkpointer.stop();
       await store.close();
     }
   } finally {
