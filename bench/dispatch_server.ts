@@ -13,7 +13,10 @@ const { database, schema } = JSON.parse(Deno.args[0]) as {
 };
 const store = database.startsWith("postgres")
   ? await openPostgresStore(database, { schema })
-  : openSqliteStore(database, { backgroundCheckpoints: true });
+  : openSqliteStore(database, {
+    backgroundCheckpoints: true,
+    backgroundScans: true,
+  });
 const served = await serveDispatcher(store);
 let peak = rssMb();
 const sampler = setInterval(() => peak = Math.max(peak, rssMb()), 100);

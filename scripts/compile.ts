@@ -52,7 +52,10 @@ const ASSETS = [
  * Modules loaded as worker threads, which deno compile cannot find by
  * itself (embedded transpiled, so not looked for byte for byte as ASSETS).
  */
-const WORKER_MODULES = ["lib/store/sqlite_checkpoint_worker.ts"];
+const WORKER_MODULES = [
+  "lib/store/sqlite_checkpoint_worker.ts",
+  "lib/store/sqlite_scan_worker.ts",
+];
 
 /** A runtime problem that stops one target (or all). */
 class RuntimeError extends Error {

@@ -19,7 +19,8 @@ export function storeBackend(database: string): "postgres" | "sqlite" {
  * Opens `database`: a `postgres://` URL or a conninfo string such as
  * `dbname=cuirass host=/var/run/postgresql` opens PostgreSQL, anything else
  * is a SQLite file name, opened for a long-running server (its log
- * checkpointed in the background, failures of which go to `logger`).
+ * checkpointed and its counts scanned on threads of their own, failures
+ * of which go to `logger`).
  * @throws {StoreError} when the database's schema is newer than this program's.
  */
 export function openStore(
@@ -31,6 +32,7 @@ export function openStore(
     : Promise.resolve().then(() =>
       openSqliteStore(database, {
         backgroundCheckpoints: true,
+        backgroundScans: true,
         logger: options.logger,
       })
     );

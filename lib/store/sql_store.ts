@@ -6,7 +6,9 @@ import * as products from "./sql_products.ts";
 import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
 import { checkFinal } from "./sql_builds.ts";
+import { scanProcedure } from "./sql_scans.ts";
 import type { Dialect, Step } from "./sql_query.ts";
+import type { Scan } from "./sql_scans.ts";
 import { BuildStatus, type Store, StoreError } from "./types.ts";
 
 /** Runs store procedures against one database. */
@@ -29,6 +31,12 @@ export interface SqlDriver {
     work: (execute: Execute) => Promise<T>,
     options: { savepoints: boolean },
   ): Promise<T>;
+  /**
+   * Runs a scan where it holds up no write, seeing committed writes only
+   * (SQLite: on a connection of its own, on another thread). Absent: the
+   * scan is a "read".
+   */
+  scan?: Scan;
   close(): Promise<void>;
 }
 
@@ -44,7 +52,10 @@ export type Execute = <T>(
 /** A Store whose every method is one procedure run by `driver`. */
 export function createSqlStore(driver: SqlDriver): Store {
   const { dialect } = driver;
-  return storeOver(driver.execute.bind(driver), dialect, {
+  const execute = driver.execute.bind(driver);
+  // Outside a batch, a scan need not see what is not committed yet.
+  const scan: Scan = driver.scan?.bind(driver) ?? scanAsRead(execute);
+  return storeOver(execute, scan, dialect, {
     batch: (work, options = {}) => {
       const optimistic = options.optimistic === true;
       return driver.batch(async (execute) => {
@@ -77,7 +88,9 @@ export function createSqlStore(driver: SqlDriver): Store {
           }
         };
         try {
-          const result = await work(storeOver(guarded, dialect, batchScope));
+          const result = await work(
+            storeOver(guarded, scanAsRead(guarded), dialect, batchScope),
+          );
           if (spoiled !== null) throw spoiled;
           return result;
         } finally {
@@ -111,9 +124,18 @@ const batchScope: Pick<Store, "batch" | "close"> = {
   },
 };
 
-/** The Store's methods over `execute`; `scope` gives batch and close. */
+/** Scans run as reads through `execute`, on its connection. */
+function scanAsRead(execute: Execute): Scan {
+  return (name, args) => execute("read", scanProcedure(name, args));
+}
+
+/**
+ * The Store's methods over `execute` and `scan`; `scope` gives batch and
+ * close.
+ */
 function storeOver(
   execute: Execute,
+  scan: Scan,
   dialect: Dialect,
   scope: Pick<Store, "batch" | "close">,
 ): Store {
@@ -174,9 +196,8 @@ function storeOver(
     buildDependencies: (id) => read((d) => catalog.buildDependencies(d, id)),
     pendingDependencies: (id) =>
       read((d) => catalog.pendingDependencies(d, id)),
-    countBuildsByStatus: (filter) =>
-      read((d) => catalog.countBuildsByStatus(d, filter)),
-    queueLengthBySystem: () => read((d) => catalog.queueLengthBySystem(d)),
+    countBuildsByStatus: (filter) => scan("countBuildsByStatus", [filter]),
+    queueLengthBySystem: () => scan("queueLengthBySystem", []),
 
     popBuild: async (worker, systems, now) =>
       (await popBuilds([{ worker, systems }], now))[0],

@@ -10,8 +10,10 @@ import { MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION } from "./sqlite_schema.ts";
 import { sqliteDialect } from "./sql_query.ts";
 import { createSqlStore } from "./sql_store.ts";
 import { startCheckpointer } from "./sqlite_checkpointer.ts";
-import type { SQLInputValue, StatementSync } from "node:sqlite";
-import type { Dialect, QueryResult, Row, Step } from "./sql_query.ts";
+import { startScanner } from "./sqlite_scanner.ts";
+import { scanProcedure } from "./sql_scans.ts";
+import { runSteps, statementCache } from "./sqlite_steps.ts";
+import type { Dialect, Row, Step } from "./sql_query.ts";
 import type { Execute, ExecuteMode, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
 import type { Checkpointer } from "./sqlite_checkpointer.ts";
@@ -26,7 +28,13 @@ export interface SqliteStoreOptions {
    * sqlite_checkpointer.ts), for a long-running server; default false.
    */
   backgroundCheckpoints?: boolean;
-  /** Where background checkpoint failures are logged. */
+  /**
+   * Run the scans of many rows (counts by status or system) on a read-only
+   * connection on a thread of its own (see sqlite_scanner.ts), for a
+   * long-running server; default false.
+   */
+  backgroundScans?: boolean;
+  /** Where failures of the background threads are logged. */
   logger?: Logger;
 }
 
@@ -44,6 +52,7 @@ export function openSqliteStore(
   const {
     busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS,
     backgroundCheckpoints = false,
+    backgroundScans = false,
     logger,
   } = options;
 
@@ -62,12 +71,27 @@ export function openSqliteStore(
     db.close();
     throw error;
   }
-  // An in-memory database has no log to checkpoint.
+  // An in-memory database has no log to checkpoint, and no other
+  // connection can see it.
   const inMemory = path === "" || path === ":memory:";
   const checkpointer = backgroundCheckpoints && !inMemory
     ? startCheckpointer(path, { logger })
     : undefined;
-  return createSqlStore(sqliteDriver(db, checkpointer));
+  const driver = sqliteDriver(db, checkpointer);
+  if (!backgroundScans || inMemory) return createSqlStore(driver);
+  const scanner = startScanner(path, {
+    logger,
+    runHere: (name, args) => driver.execute("read", scanProcedure(name, args)),
+  });
+  return createSqlStore({
+    ...driver,
+    scan: scanner.scan,
+    async close() {
+      // Before the store's connection, on which waiting scans may still run.
+      await scanner.stop();
+      await driver.close();
+    },
+  });
 }
 
 /** Creates the schema of a fresh database, or upgrades an older one. */
@@ -122,38 +146,9 @@ function sqliteDriver(
   db: DatabaseSync,
   checkpointer?: Checkpointer,
 ): SqlDriver {
-  const statements = new Map<string, StatementSync>();
-
-  function stmt(sql: string): StatementSync {
-    let statement = statements.get(sql);
-    if (statement === undefined) {
-      statement = db.prepare(sql);
-      statements.set(sql, statement);
-    }
-    return statement;
-  }
-
-  function runSync<T>(procedure: (d: Dialect) => Step<T>): T {
-    const steps = procedure(sqliteDialect);
-    let next = steps.next();
-    while (!next.done) {
-      const { sql, params, kind } = next.value;
-      const statement = stmt(sql);
-      const values = params as SQLInputValue[];
-      let result: QueryResult;
-      if (kind === "rows") {
-        const rows = statement.all(...values) as Row[];
-        result = { rows, changes: rows.length };
-      } else {
-        result = {
-          rows: [],
-          changes: Number(statement.run(...values).changes),
-        };
-      }
-      next = steps.next(result);
-    }
-    return next.value;
-  }
+  const { prepare: stmt, clear: clearStatements } = statementCache(db);
+  const runSync = <T>(procedure: (d: Dialect) => Step<T>): T =>
+    runSteps(stmt, procedure);
 
   // Transaction control through prepared statements: `exec` would parse
   // the text again on every call, thousands of times a second.
@@ -313,7 +308,7 @@ function sqliteDriver(
       // The checkpoint thread's connection first: the last connection to
       // close checkpoints the whole log and removes it.
       await checkpointer?.stop();
-      statements.clear();
+      clearStatements();
       if (db.isOpen) db.close();
     },
   };

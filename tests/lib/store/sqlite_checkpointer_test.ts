@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { startCheckpointer } from "../../../lib/store/sqlite_checkpointer.ts";
 import { createLogger } from "../../../lib/log.ts";
-import { specification, storeContract } from "./store_contract.ts";
+import { specification } from "./store_contract.ts";
 
 const tempDir = Deno.makeTempDirSync({ prefix: "lorica-checkpointer-test-" });
 globalThis.addEventListener("unload", () => {
@@ -14,12 +14,6 @@ let files = 0;
 function tempFile(): string {
   return `${tempDir}/store-${++files}.sqlite`;
 }
-
-// The whole store suite with a checkpoint thread copying the log meanwhile.
-storeContract(
-  "sqlite file, background checkpoints",
-  () => openSqliteStore(tempFile(), { backgroundCheckpoints: true }),
-);
 
 /** Whether the database file itself (not its log) holds `text`. */
 function fileHolds(path: string, text: string): boolean {

@@ -23,6 +23,16 @@ function tempFile(): string {
 
 storeContract("sqlite file", () => openSqliteStore(tempFile()));
 storeContract("sqlite memory", () => openSqliteStore(":memory:"));
+// As the server opens it: a thread checkpoints the log meanwhile, another
+// runs the counts.
+storeContract(
+  "sqlite file, checkpoint and scan threads",
+  () =>
+    openSqliteStore(tempFile(), {
+      backgroundCheckpoints: true,
+      backgroundScans: true,
+    }),
+);
 
 async function withStore(
   path: string,

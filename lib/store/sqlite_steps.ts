@@ -1,0 +1,50 @@
+// Store procedures on a node:sqlite connection: each query a procedure
+// yields runs at once, on the same tick, through statements prepared once.
+
+import { sqliteDialect } from "./sql_query.ts";
+import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
+import type { Dialect, QueryResult, Row, Step } from "./sql_query.ts";
+
+/** Prepares each SQL text once per connection. */
+export type Prepare = (sql: string) => StatementSync;
+
+/** A {@link Prepare} over `db`, and a way to forget what it prepared. */
+export function statementCache(
+  db: DatabaseSync,
+): { prepare: Prepare; clear(): void } {
+  const statements = new Map<string, StatementSync>();
+  return {
+    prepare(sql) {
+      let statement = statements.get(sql);
+      if (statement === undefined) {
+        statement = db.prepare(sql);
+        statements.set(sql, statement);
+      }
+      return statement;
+    },
+    clear: () => statements.clear(),
+  };
+}
+
+/** Runs `procedure` to its end, synchronously. */
+export function runSteps<T>(
+  prepare: Prepare,
+  procedure: (d: Dialect) => Step<T>,
+): T {
+  const steps = procedure(sqliteDialect);
+  let next = steps.next();
+  while (!next.done) {
+    const { sql, params, kind } = next.value;
+    const statement = prepare(sql);
+    const values = params as SQLInputValue[];
+    let result: QueryResult;
+    if (kind === "rows") {
+      const rows = statement.all(...values) as Row[];
+      result = { rows, changes: rows.length };
+    } else {
+      result = { rows: [], changes: Number(statement.run(...values).changes) };
+    }
+    next = steps.next(result);
+  }
+  return next.value;
+}

@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { scanError, startScanner } from "../../../lib/store/sqlite_scanner.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { StoreError } from "../../../lib/store/types.ts";
+import { job, specification } from "./store_contract.ts";
+import type { Scan } from "../../../lib/store/sql_scans.ts";
+import type { Store } from "../../../lib/store/types.ts";
+
+const tempDir = Deno.makeTempDirSync({ prefix: "lorica-scanner-test-" });
+globalThis.addEventListener("unload", () => {
+  Deno.removeSync(tempDir, { recursive: true });
+});
+
+let files = 0;
+
+function tempFile(): string {
+  return `${tempDir}/store-${++files}.sqlite`;
+}
+
+/** A logger whose lines, without timestamps, land in `lines`. */
+function capturedLog() {
+  const lines: string[] = [];
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  return { lines, logger };
+}
+
+/** A scan run "here" that answers `answer` and counts its calls. */
+function fakeHere(answer: Map<string, number>) {
+  const calls: string[] = [];
+  const runHere = ((name: string) => {
+    calls.push(name);
+    return Promise.resolve(answer);
+  }) as Scan;
+  return { calls, runHere };
+}
+
+/** Registers `names` as scheduled x86_64-linux builds of one evaluation. */
+async function schedule(store: Store, names: string[]): Promise<void> {
+  await store.upsertSpecification(specification("guix"));
+  const evaluation = await store.addEvaluation("guix", [], 1000);
+  await store.registerBuilds(
+    evaluation,
+    names.map((name) => job(name)),
+    { priority: 9, now: 1000 },
+  );
+}
+
+Deno.test("a store with background scans counts on another connection: a batch's writes count once committed, through the batch at once", async () => {
+  const store = openSqliteStore(tempFile(), { backgroundScans: true });
+  try {
+    await schedule(store, ["hello"]);
+    const queued = new Map([["x86_64-linux", 1]]);
+    assert.deepEqual(await store.queueLengthBySystem(), queued);
+    await store.batch(async (tx) => {
+      await tx.popBuild("w1", ["x86_64-linux"], 1001);
+      // The writer's connection sees its uncommitted pop; the scan
+      // thread's connection does not.
+      assert.deepEqual(await tx.queueLengthBySystem(), new Map());
+      assert.deepEqual(await store.queueLengthBySystem(), queued);
+      assert.deepEqual(await store.countBuildsByStatus(), new Map([[-2, 1]]));
+    });
+    assert.deepEqual(await store.queueLengthBySystem(), new Map());
+    assert.deepEqual(await store.countBuildsByStatus(), new Map([[-3, 1]]));
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("a scan asked just before the store closes still gets its answer", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path, { backgroundScans: true });
+  await schedule(store, ["hello", "world"]);
+  const counted = store.countBuildsByStatus();
+  await store.close();
+  assert.deepEqual(await counted, new Map([[-2, 2]]));
+});
+
+Deno.test("a scan that fails on the thread rejects with the thread's error, and is not run again here", async () => {
+  const path = tempFile();
+  // A SQLite database without Lorica's tables.
+  new DatabaseSync(path).close();
+  const here = fakeHere(new Map());
+  const scanner = startScanner(path, { runHere: here.runHere });
+  try {
+    await assert.rejects(
+      scanner.scan("queueLengthBySystem", []),
+      /no such table: Builds/,
+    );
+  } finally {
+    await scanner.stop();
+  }
+  assert.deepEqual(here.calls, []);
+});
+
+Deno.test("a StoreError from the scan thread keeps its class, code and offending value", () => {
+  const error = scanError({
+    message: "Unknown evaluation 7",
+    code: "not-found",
+    value: 7,
+  });
+  assert.ok(error instanceof StoreError);
+  assert.equal(error.code, "not-found");
+  assert.equal(error.value, 7);
+  assert.ok(!(scanError({ message: "disk I/O error" }) instanceof StoreError));
+});
+
+Deno.test("scans run on the caller's connection while the thread cannot open the database, logged once", async () => {
+  const { lines, logger } = capturedLog();
+  const path = `${tempDir}/no-such-directory/farm.sqlite`;
+  const answer = new Map([["x86_64-linux", 3]]);
+  const here = fakeHere(answer);
+  const scanner = startScanner(path, { runHere: here.runHere, logger });
+  try {
+    assert.equal(await scanner.scan("queueLengthBySystem", []), answer);
+    assert.equal(await scanner.scan("queueLengthBySystem", []), answer);
+  } finally {
+    await scanner.stop();
+  }
+  assert.deepEqual(here.calls, ["queueLengthBySystem", "queueLengthBySystem"]);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /background scans unavailable/);
+  assert.ok(lines[0].includes(path), lines[0]);
+});
+
+Deno.test("scans run on the caller's connection when the thread cannot start, logged", async () => {
+  const { lines, logger } = capturedLog();
+  const answer = new Map([["x86_64-linux", 1]]);
+  const here = fakeHere(answer);
+  const real = globalThis.Worker;
+  // A runtime that refuses threads (as one without the module would).
+  globalThis.Worker = class {
+    constructor() {
+      throw new Error("threads refused");
+    }
+  } as unknown as typeof Worker;
+  let scanner;
+  try {
+    scanner = startScanner(tempFile(), { runHere: here.runHere, logger });
+  } finally {
+    globalThis.Worker = real;
+  }
+  assert.equal(await scanner.scan("queueLengthBySystem", []), answer);
+  await scanner.stop();
+  assert.deepEqual(here.calls, ["queueLengthBySystem"]);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /background scans unavailable/);
+  assert.match(lines[0], /threads refused/);
+});
