@@ -13,6 +13,7 @@
 //
 // The thread keeps the process alive until the store is closed.
 
+import { endThread } from "./worker_thread.ts";
 import type { Logger } from "../log.ts";
 
 /** Options of {@link startCheckpointer}. */
@@ -48,9 +49,6 @@ export interface Checkpointer {
   /** Closes the thread's connection and ends the thread. */
   stop(): Promise<void>;
 }
-
-/** How long {@link Checkpointer.stop} waits for a checkpoint in progress. */
-const STOP_TIMEOUT_MS = 5000;
 
 /**
  * Starts checkpointing the database at `path` (in WAL mode) on a worker
@@ -110,16 +108,7 @@ export function startCheckpointer(
     stop() {
       stopping ??= (async () => {
         const stop: CheckpointerCommand = { type: "stop" };
-        worker.postMessage(stop);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          whenStopped,
-          new Promise<void>((resolve) =>
-            timer = setTimeout(resolve, STOP_TIMEOUT_MS)
-          ),
-        ]);
-        clearTimeout(timer);
-        worker.terminate();
+        await endThread(worker, stop, whenStopped);
       })();
       return stopping;
     },

@@ -14,6 +14,7 @@
 // The thread keeps the process alive until the store is closed.
 
 import { StoreError, type StoreErrorCode } from "./types.ts";
+import { endThread } from "./worker_thread.ts";
 import type { Scan, ScanArgs, ScanName } from "./sql_scans.ts";
 import type { Logger } from "../log.ts";
 
@@ -55,9 +56,6 @@ export interface Scanner {
    */
   stop(): Promise<void>;
 }
-
-/** How long {@link Scanner.stop} waits for the scan in progress. */
-const STOP_TIMEOUT_MS = 5000;
 
 interface Waiting {
   name: ScanName;
@@ -158,16 +156,7 @@ export function startScanner(path: string, options: ScannerOptions): Scanner {
       stopping ??= (async () => {
         running = false;
         const stop: ScannerCommand = { type: "stop" };
-        worker.postMessage(stop);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          whenStopped,
-          new Promise<void>((resolve) =>
-            timer = setTimeout(resolve, STOP_TIMEOUT_MS)
-          ),
-        ]);
-        clearTimeout(timer);
-        worker.terminate();
+        await endThread(worker, stop, whenStopped);
         // Only left when the thread did not answer in time.
         for (const id of [...waiting.keys()]) runWaitingHere(id);
       })();

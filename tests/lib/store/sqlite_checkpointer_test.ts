@@ -1,34 +1,15 @@
 import assert from "node:assert/strict";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { startCheckpointer } from "../../../lib/store/sqlite_checkpointer.ts";
-import { createLogger } from "../../../lib/log.ts";
 import { specification } from "./store_contract.ts";
+import { capturedLog, sqliteTempFiles } from "./_sqlite_fixture.ts";
 
-const tempDir = Deno.makeTempDirSync({ prefix: "lorica-checkpointer-test-" });
-globalThis.addEventListener("unload", () => {
-  Deno.removeSync(tempDir, { recursive: true });
-});
-
-let files = 0;
-
-function tempFile(): string {
-  return `${tempDir}/store-${++files}.sqlite`;
-}
+const { tempDir, tempFile } = sqliteTempFiles("lorica-checkpointer-test-");
 
 /** Whether the database file itself (not its log) holds `text`. */
 function fileHolds(path: string, text: string): boolean {
   const bytes = Deno.readFileSync(path);
   return new TextDecoder("latin1").decode(bytes).includes(text);
-}
-
-/** A logger whose lines, without timestamps, land in `lines`. */
-function capturedLog() {
-  const lines: string[] = [];
-  const logger = createLogger({
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
-  return { lines, logger };
 }
 
 async function waitFor(condition: () => boolean, ms: number): Promise<void> {

@@ -2,32 +2,13 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { scanError, startScanner } from "../../../lib/store/sqlite_scanner.ts";
-import { createLogger } from "../../../lib/log.ts";
 import { StoreError } from "../../../lib/store/types.ts";
 import { job, specification } from "./store_contract.ts";
 import type { Scan } from "../../../lib/store/sql_scans.ts";
 import type { Store } from "../../../lib/store/types.ts";
+import { capturedLog, sqliteTempFiles } from "./_sqlite_fixture.ts";
 
-const tempDir = Deno.makeTempDirSync({ prefix: "lorica-scanner-test-" });
-globalThis.addEventListener("unload", () => {
-  Deno.removeSync(tempDir, { recursive: true });
-});
-
-let files = 0;
-
-function tempFile(): string {
-  return `${tempDir}/store-${++files}.sqlite`;
-}
-
-/** A logger whose lines, without timestamps, land in `lines`. */
-function capturedLog() {
-  const lines: string[] = [];
-  const logger = createLogger({
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
-  return { lines, logger };
-}
+const { tempDir, tempFile } = sqliteTempFiles("lorica-scanner-test-");
 
 /** A scan run "here" that answers `answer` and counts its calls. */
 function fakeHere(answer: Map<string, number>) {

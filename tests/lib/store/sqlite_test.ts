@@ -9,17 +9,9 @@ import type {
   ConcurrencyJob,
   ConcurrencyReport,
 } from "./sqlite_concurrency_worker.ts";
+import { sqliteTempFiles } from "./_sqlite_fixture.ts";
 
-const tempDir = Deno.makeTempDirSync({ prefix: "lorica-sqlite-test-" });
-globalThis.addEventListener("unload", () => {
-  Deno.removeSync(tempDir, { recursive: true });
-});
-
-let files = 0;
-
-function tempFile(): string {
-  return `${tempDir}/store-${++files}.sqlite`;
-}
+const { tempFile } = sqliteTempFiles("lorica-sqlite-test-");
 
 storeContract("sqlite file", () => openSqliteStore(tempFile()));
 storeContract("sqlite memory", () => openSqliteStore(":memory:"));
