@@ -174,8 +174,7 @@ function storeOver(
       read((d) => catalog.latestCheckouts(d, specification)),
     listEvaluations: (options) =>
       read((d) => catalog.listEvaluations(d, options)),
-    listJobs: (evaluation, options) =>
-      read((d) => catalog.listJobs(d, evaluation, options)),
+    listJobs: (evaluation, options) => scan("listJobs", [evaluation, options]),
 
     registerBuilds: (evaluation, jobs, options) =>
       write((d) => registerBuilds(d, evaluation, jobs, options)),

@@ -1,12 +1,13 @@
 // Scans of a SQLite database (sql_scans.ts) on a thread of their own.
 //
 // At a million builds, counting the queue by system or the builds by status
-// reads 50-100 ms of index. On the writing connection, that would be 50-100
-// ms during which the dispatcher answers no worker, at every scrape of the
-// metrics and every view of the workers page. A second connection on a
+// reads 50-100 ms of index; listing the jobs of a 50,000-job evaluation,
+// 100 ms. On the writing connection, that would be as long during which the
+// dispatcher answers no worker, at every scrape of the metrics, every view
+// of the workers page, every /api/jobs. A second connection on a
 // worker thread runs them instead; in WAL mode its reads and the writer's
 // commits do not wait for each other. It sees committed writes only, which
-// is all a count shown to a person or a scraper needs.
+// is all a count or a list shown to a person or a scraper needs.
 //
 // Where the thread is unavailable (it could not start, open the database,
 // or it died), scans run on the caller's connection, as without it.

@@ -20,8 +20,11 @@ function fakeHere(answer: Map<string, number>) {
   return { calls, runHere };
 }
 
-/** Registers `names` as scheduled x86_64-linux builds of one evaluation. */
-async function schedule(store: Store, names: string[]): Promise<void> {
+/**
+ * Registers `names` as scheduled x86_64-linux builds of one evaluation,
+ * whose id it returns.
+ */
+async function schedule(store: Store, names: string[]): Promise<number> {
   await store.upsertSpecification(specification("guix"));
   const evaluation = await store.addEvaluation("guix", [], 1000);
   await store.registerBuilds(
@@ -29,12 +32,13 @@ async function schedule(store: Store, names: string[]): Promise<void> {
     names.map((name) => job(name)),
     { priority: 9, now: 1000 },
   );
+  return evaluation;
 }
 
 Deno.test("a store with background scans counts on another connection: a batch's writes count once committed, through the batch at once", async () => {
   const store = openSqliteStore(tempFile(), { backgroundScans: true });
   try {
-    await schedule(store, ["hello"]);
+    const evaluation = await schedule(store, ["hello"]);
     const queued = new Map([["x86_64-linux", 1]]);
     assert.deepEqual(await store.queueLengthBySystem(), queued);
     await store.batch(async (tx) => {
@@ -44,6 +48,10 @@ Deno.test("a store with background scans counts on another connection: a batch's
       assert.deepEqual(await tx.queueLengthBySystem(), new Map());
       assert.deepEqual(await store.queueLengthBySystem(), queued);
       assert.deepEqual(await store.countBuildsByStatus(), new Map([[-2, 1]]));
+      const statuses = async (from: Store) =>
+        (await from.listJobs(evaluation, {})).map((row) => row.status);
+      assert.deepEqual(await statuses(tx), [-3]);
+      assert.deepEqual(await statuses(store), [-2]);
     });
     assert.deepEqual(await store.queueLengthBySystem(), new Map());
     assert.deepEqual(await store.countBuildsByStatus(), new Map([[-3, 1]]));
