@@ -57,9 +57,12 @@ export function openSqliteStore(
   } = options;
 
   const db = new DatabaseSync(path);
+  const busyMs = Math.max(0, Math.floor(busyTimeoutMs));
+  let journalMode: unknown;
   try {
-    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
-    db.exec("PRAGMA journal_mode = WAL");
+    db.exec(`PRAGMA busy_timeout = ${busyMs}`);
+    // "memory" for an in-memory database, whatever its name.
+    journalMode = db.prepare("PRAGMA journal_mode = WAL").get()?.journal_mode;
     db.exec("PRAGMA synchronous = NORMAL");
     db.exec("PRAGMA foreign_keys = ON");
     // A larger page cache (64 MiB) and rarer checkpoints: at a million
@@ -71,15 +74,17 @@ export function openSqliteStore(
     db.close();
     throw error;
   }
-  // An in-memory database has no log to checkpoint, and no other
-  // connection can see it.
-  const inMemory = path === "" || path === ":memory:";
-  const checkpointer = backgroundCheckpoints && !inMemory
+  // The threads need a log: without one (an in-memory database, a file
+  // that refused WAL), there is nothing to checkpoint, and the scan thread
+  // would see another database or hold up the writer's commits.
+  const wal = journalMode === "wal";
+  const checkpointer = backgroundCheckpoints && wal
     ? startCheckpointer(path, { logger })
     : undefined;
   const driver = sqliteDriver(db, checkpointer);
-  if (!backgroundScans || inMemory) return createSqlStore(driver);
+  if (!backgroundScans || !wal) return createSqlStore(driver);
   const scanner = startScanner(path, {
+    busyTimeoutMs: busyMs,
     logger,
     runHere: (name, args) => driver.execute("read", scanProcedure(name, args)),
   });

@@ -15,6 +15,9 @@ import type {
 } from "./sqlite_scanner.ts";
 
 let path = "";
+let busyTimeoutMs = 5000;
+/** Set by the main thread once it stops: scans still queued are declined. */
+let stopping = new Int32Array(new SharedArrayBuffer(4));
 let db: DatabaseSync | undefined;
 let prepare: Prepare | undefined;
 
@@ -27,7 +30,7 @@ function connection(): Prepare {
   if (prepare === undefined) {
     db = new DatabaseSync(path, { readOnly: true });
     try {
-      db.exec("PRAGMA busy_timeout = 5000");
+      db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
     } catch (error) {
       db.close();
       db = undefined;
@@ -40,12 +43,26 @@ function connection(): Prepare {
 
 function failure(error: unknown): ScanFailure {
   if (error instanceof StoreError) {
-    return { message: error.message, code: error.code, value: error.value };
+    return {
+      name: error.name,
+      message: error.message,
+      code: error.code,
+      value: error.value,
+    };
   }
-  return { message: (error as Error)?.message ?? String(error) };
+  return {
+    name: (error as Error)?.name ?? "Error",
+    message: (error as Error)?.message ?? String(error),
+  };
 }
 
 function scan(id: number, name: ScanName, args: unknown[]): void {
+  // The main thread runs it on its own connection while closing: a backlog
+  // of scans must not keep the thread's connection open past the stop.
+  if (Atomics.load(stopping, 0) !== 0) {
+    report({ type: "declined", id });
+    return;
+  }
   let run: Prepare;
   try {
     run = connection();
@@ -73,7 +90,7 @@ self.onmessage = (event: MessageEvent<ScannerCommand>) => {
   const command = event.data;
   switch (command.type) {
     case "open":
-      path = command.path;
+      ({ path, busyTimeoutMs, stopping } = command);
       return;
     case "scan":
       return scan(command.id, command.name, command.args);

@@ -86,8 +86,9 @@ Deno.test("a scan that fails on the thread rejects with the thread's error, and 
   assert.deepEqual(here.calls, []);
 });
 
-Deno.test("a StoreError from the scan thread keeps its class, code and offending value", () => {
+Deno.test("an error from the scan thread keeps its class: a StoreError its code and offending value too", () => {
   const error = scanError({
+    name: "StoreError",
     message: "Unknown evaluation 7",
     code: "not-found",
     value: 7,
@@ -95,7 +96,62 @@ Deno.test("a StoreError from the scan thread keeps its class, code and offending
   assert.ok(error instanceof StoreError);
   assert.equal(error.code, "not-found");
   assert.equal(error.value, 7);
-  assert.ok(!(scanError({ message: "disk I/O error" }) instanceof StoreError));
+  const typeError = scanError({ name: "TypeError", message: "bad value" });
+  assert.ok(typeError instanceof TypeError);
+  assert.equal(typeError.message, "bad value");
+  const other = scanError({ name: "Error", message: "disk I/O error" });
+  assert.ok(!(other instanceof StoreError) && !(other instanceof TypeError));
+});
+
+Deno.test("a stop overtakes the scans queued for the thread: they run on the caller's connection", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path);
+  await schedule(store, ["hello"]);
+  const answer = new Map([["x86_64-linux", 1]]);
+  const here = fakeHere(answer);
+  const scanner = startScanner(path, { runHere: here.runHere });
+  // Queued before the thread has even loaded: the stop, flagged at once,
+  // reaches them first.
+  const scans = Array.from(
+    { length: 50 },
+    () => scanner.scan("queueLengthBySystem", []),
+  );
+  await scanner.stop();
+  for (const counted of await Promise.all(scans)) {
+    assert.deepEqual(counted, answer);
+  }
+  assert.ok(here.calls.length > 0);
+  await store.close();
+  // The thread's connection was closed: the store's removed the log.
+  assert.throws(() => Deno.statSync(`${path}-wal`), Deno.errors.NotFound);
+});
+
+Deno.test("an in-memory database named by a URI scans on its own connection", async () => {
+  const store = openSqliteStore("file::memory:", { backgroundScans: true });
+  try {
+    await schedule(store, ["hello"]);
+    assert.deepEqual(
+      await store.queueLengthBySystem(),
+      new Map([["x86_64-linux", 1]]),
+    );
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("a filter that cannot cross threads rejects as on the store's own connection", async () => {
+  const store = openSqliteStore(tempFile(), { backgroundScans: true });
+  try {
+    // A symbol can neither be posted to a thread nor bound to SQL.
+    const filter = { specification: Symbol("guix") as unknown as string };
+    const counted = store.countBuildsByStatus(filter);
+    await assert.rejects(counted, {
+      name: "TypeError",
+      message: /cannot be bound to SQLite parameter 1/,
+    });
+  } finally {
+    await store.close();
+  }
 });
 
 Deno.test("scans run on the caller's connection while the thread cannot open the database, logged once", async () => {
