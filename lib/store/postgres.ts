@@ -308,6 +308,7 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
         case "statement":
           return retried(() => runAsync(sql, procedure));
         case "write":
+        case "long":
           return retried(async () =>
             await sql.begin((tx) => runAsync(tx, procedure)) as T
           );

@@ -18,7 +18,10 @@ export interface SqlDriver {
    * Runs `procedure`; a "write" runs in one transaction that takes the
    * write lock up front, a "read" sees one consistent state, a "statement"
    * is a write of one statement, atomic on its own (PostgreSQL runs it
-   * without a transaction around it: one round trip, not three).
+   * without a transaction around it: one round trip, not three). A "long"
+   * write is a write of many statements that may take seconds; SQLite
+   * lets the event loop run between them, holding the transaction (other
+   * writes wait, reads on its connection see what it wrote so far).
    */
   execute: Execute;
   /**
@@ -41,7 +44,7 @@ export interface SqlDriver {
 }
 
 /** How a store procedure runs: see {@link SqlDriver.execute}. */
-export type ExecuteMode = "read" | "write" | "statement";
+export type ExecuteMode = "read" | "write" | "statement" | "long";
 
 /** Runs one store procedure, reading or writing. */
 export type Execute = <T>(
@@ -177,7 +180,7 @@ function storeOver(
     listJobs: (evaluation, options) => scan("listJobs", [evaluation, options]),
 
     registerBuilds: (evaluation, jobs, options) =>
-      write((d) => registerBuilds(d, evaluation, jobs, options)),
+      execute("long", (d) => registerBuilds(d, evaluation, jobs, options)),
 
     getBuild: (id) => read((d) => catalog.buildById(d, id)),
     addBuildProducts: (build, list) =>

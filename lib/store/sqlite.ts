@@ -2,7 +2,10 @@
 //
 // Store procedures run synchronously here: a write transaction begins,
 // runs every statement and commits within one tick, so that concurrent
-// calls on one connection never interleave inside a transaction.
+// calls on one connection never interleave inside a transaction. Two kinds
+// of transaction span ticks instead, holding the connection while other
+// writes queue: batches, and long writes (registering an evaluation),
+// which let the event loop run between their statements.
 
 import { DatabaseSync } from "node:sqlite";
 import { StoreError } from "./types.ts";
@@ -12,7 +15,7 @@ import { createSqlStore } from "./sql_store.ts";
 import { startCheckpointer } from "./sqlite_checkpointer.ts";
 import { startScanner } from "./sqlite_scanner.ts";
 import { scanProcedure } from "./sql_scans.ts";
-import { runSteps, statementCache } from "./sqlite_steps.ts";
+import { runQuery, runSteps, statementCache } from "./sqlite_steps.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
 import type { Execute, ExecuteMode, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
@@ -39,6 +42,13 @@ export interface SqliteStoreOptions {
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * The longest a long write (registering an evaluation: seconds for 50,000
+ * jobs at a million builds) holds the event loop at a time, between two
+ * of its statements: workers, pages and logs are served in between.
+ */
+const LONG_WRITE_SLICE_MS = 20;
 
 /**
  * Opens (creating or upgrading the schema) a SQLite database as a Store, in
@@ -247,9 +257,58 @@ function sqliteDriver(
     settle(writes, outcomes);
   }
 
+  /**
+   * Runs `work` in a transaction that spans ticks (a batch, a long write):
+   * meanwhile other batches wait and writes queue, then join its commit.
+   */
+  async function holdTransaction<T>(work: () => Promise<T>): Promise<T> {
+    while (batchOpen) {
+      await new Promise<void>((resolve) => batchesWaiting.push(resolve));
+    }
+    batchOpen = true;
+    let joined: QueuedWrite[] = [];
+    try {
+      begin();
+      const result = await work();
+      joined = queuedWrites.splice(0);
+      const outcomes = runEach(joined);
+      commit();
+      settle(joined, outcomes);
+      return result;
+    } catch (error) {
+      rollback();
+      for (const write of joined) write.reject(error);
+      throw error;
+    } finally {
+      batchOpen = false;
+      runQueuedWrites();
+      batchesWaiting.shift()?.();
+    }
+  }
+
+  /**
+   * Runs `procedure`, letting the event loop run between two of its
+   * statements once it has run for {@link LONG_WRITE_SLICE_MS}. (The
+   * monotonic clock only paces these pauses; nothing it measures is kept.)
+   */
+  async function runSliced<T>(procedure: (d: Dialect) => Step<T>): Promise<T> {
+    const steps = procedure(sqliteDialect);
+    let sliceStart = performance.now();
+    let next = steps.next();
+    while (!next.done) {
+      next = steps.next(runQuery(stmt, next.value));
+      if (performance.now() - sliceStart >= LONG_WRITE_SLICE_MS) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        sliceStart = performance.now();
+      }
+    }
+    return next.value;
+  }
+
   return {
     dialect: sqliteDialect,
     execute<T>(mode: ExecuteMode, procedure: (d: Dialect) => Step<T>) {
+      if (mode === "long") return holdTransaction(() => runSliced(procedure));
       if (mode !== "read") {
         // Writes issued together (fetches that end at once, a turn's
         // after-commit actions) share one commit: they run once the
@@ -274,11 +333,7 @@ function sqliteDriver(
         return Promise.reject(error);
       }
     },
-    async batch(work, { savepoints }) {
-      while (batchOpen) {
-        await new Promise<void>((resolve) => batchesWaiting.push(resolve));
-      }
-      batchOpen = true;
+    batch(work, { savepoints }) {
       const execute: Execute = (mode, procedure) => {
         try {
           return Promise.resolve(
@@ -290,24 +345,7 @@ function sqliteDriver(
           return Promise.reject(error);
         }
       };
-      let joined: QueuedWrite[] = [];
-      try {
-        begin();
-        const result = await work(execute);
-        joined = queuedWrites.splice(0);
-        const outcomes = runEach(joined);
-        commit();
-        settle(joined, outcomes);
-        return result;
-      } catch (error) {
-        rollback();
-        for (const write of joined) write.reject(error);
-        throw error;
-      } finally {
-        batchOpen = false;
-        runQueuedWrites();
-        batchesWaiting.shift()?.();
-      }
+      return holdTransaction(() => work(execute));
     },
     async close() {
       // The checkpoint thread's connection first: the last connection to

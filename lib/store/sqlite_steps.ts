@@ -3,7 +3,7 @@
 
 import { sqliteDialect } from "./sql_query.ts";
 import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
-import type { Dialect, QueryResult, Row, Step } from "./sql_query.ts";
+import type { Dialect, Query, QueryResult, Row, Step } from "./sql_query.ts";
 
 /** Prepares each SQL text once per connection. */
 export type Prepare = (sql: string) => StatementSync;
@@ -26,6 +26,17 @@ export function statementCache(
   };
 }
 
+/** Runs one query of a procedure. */
+export function runQuery(prepare: Prepare, query: Query): QueryResult {
+  const statement = prepare(query.sql);
+  const values = query.params as SQLInputValue[];
+  if (query.kind === "rows") {
+    const rows = statement.all(...values) as Row[];
+    return { rows, changes: rows.length };
+  }
+  return { rows: [], changes: Number(statement.run(...values).changes) };
+}
+
 /** Runs `procedure` to its end, synchronously. */
 export function runSteps<T>(
   prepare: Prepare,
@@ -33,18 +44,6 @@ export function runSteps<T>(
 ): T {
   const steps = procedure(sqliteDialect);
   let next = steps.next();
-  while (!next.done) {
-    const { sql, params, kind } = next.value;
-    const statement = prepare(sql);
-    const values = params as SQLInputValue[];
-    let result: QueryResult;
-    if (kind === "rows") {
-      const rows = statement.all(...values) as Row[];
-      result = { rows, changes: rows.length };
-    } else {
-      result = { rows: [], changes: Number(statement.run(...values).changes) };
-    }
-    next = steps.next(result);
-  }
+  while (!next.done) next = steps.next(runQuery(prepare, next.value));
   return next.value;
 }

@@ -353,3 +353,29 @@ Deno.test("three worker threads and a reader share one file without 'database is
     await store.close();
   }
 });
+
+Deno.test("registering a big evaluation lets the event loop run between its statements, and writes issued meanwhile join its commit", async () => {
+  await withStore(tempFile(), async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    const id = await store.addEvaluation("guix", [], 1);
+    // Each job depends on the one before: every statement has work to do.
+    const jobs = Array.from(
+      { length: 20000 },
+      (_, i) => job(`job-${i}`, i === 0 ? {} : { inputs: [`job-${i - 1}`] }),
+    );
+    let registered = false;
+    const registering = store.registerBuilds(id, jobs, { priority: 9, now: 1 })
+      .finally(() => registered = true);
+    // A timer fires while the registration runs.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(registered, false);
+    const written = store.upsertSpecification(specification("other"));
+    assert.deepEqual(await registering, { created: 20000, known: 0 });
+    await written;
+    assert.notEqual(await store.getSpecification("other"), null);
+    assert.deepEqual(
+      await store.countBuildsByStatus(),
+      new Map([[BuildStatus.scheduled, 20000]]),
+    );
+  });
+});
