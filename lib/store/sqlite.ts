@@ -174,7 +174,8 @@ function sqliteDriver(
   const begin = control("BEGIN IMMEDIATE");
   const commit = control("COMMIT");
   const rollback = () => {
-    if (db.isTransaction) db.exec("ROLLBACK");
+    // A closed connection has rolled back already.
+    if (db.isOpen && db.isTransaction) db.exec("ROLLBACK");
   };
   const openSavepoint = control("SAVEPOINT batch_write");
   const releaseSavepoint = control("RELEASE batch_write");
@@ -348,11 +349,17 @@ function sqliteDriver(
       return holdTransaction(() => work(execute));
     },
     async close() {
+      // A registration or batch under way commits first: it would be
+      // rolled back and lost. (Those still waiting then fail: closed.)
+      if (batchOpen) {
+        await new Promise<void>((resolve) => batchesWaiting.unshift(resolve));
+      }
       // The checkpoint thread's connection first: the last connection to
       // close checkpoints the whole log and removes it.
       await checkpointer?.stop();
       clearStatements();
       if (db.isOpen) db.close();
+      for (const wake of batchesWaiting.splice(0)) wake();
     },
   };
 }

@@ -379,3 +379,23 @@ Deno.test("registering a big evaluation lets the event loop run between its stat
     );
   });
 });
+
+Deno.test("closing the store while an evaluation registers lets the registration commit first; a batch waiting behind it then fails", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path);
+  await store.upsertSpecification(specification("guix"));
+  const id = await store.addEvaluation("guix", [], 1);
+  const jobs = Array.from({ length: 20000 }, (_, i) => job(`job-${i}`));
+  const registering = store.registerBuilds(id, jobs, { priority: 9, now: 1 });
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const waiting = store.batch((tx) => tx.touchWorker("w1", 2));
+  await store.close();
+  assert.deepEqual(await registering, { created: 20000, known: 0 });
+  await assert.rejects(waiting, /not open/);
+  await withStore(path, async (reopened) => {
+    assert.deepEqual(
+      await reopened.countBuildsByStatus(),
+      new Map([[BuildStatus.scheduled, 20000]]),
+    );
+  });
+});
