@@ -32,9 +32,9 @@ export interface SqliteStoreOptions {
    */
   backgroundCheckpoints?: boolean;
   /**
-   * Run the scans of many rows (counts by status or system) on a read-only
-   * connection on a thread of its own (see sqlite_scanner.ts), for a
-   * long-running server; default false.
+   * Run the reads of many rows (counts by status or system, an evaluation's
+   * jobs: sql_scans.ts) on a read-only connection on a thread of its own
+   * (see sqlite_scanner.ts), for a long-running server; default false.
    */
   backgroundScans?: boolean;
   /** Where failures of the background threads are logged. */
