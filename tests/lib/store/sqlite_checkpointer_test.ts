@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { startCheckpointer } from "../../../lib/store/sqlite_checkpointer.ts";
 import { specification } from "./store_contract.ts";
+import type { Store } from "../../../lib/store/types.ts";
 import { capturedLog, sqliteTempFiles } from "./_sqlite_fixture.ts";
 
 const { tempDir, tempFile } = sqliteTempFiles("lorica-checkpointer-test-");
@@ -10,6 +11,13 @@ const { tempDir, tempFile } = sqliteTempFiles("lorica-checkpointer-test-");
 function fileHolds(path: string, text: string): boolean {
   const bytes = Deno.readFileSync(path);
   return new TextDecoder("latin1").decode(bytes).includes(text);
+}
+
+/** Commits a marker through `store` and waits until `path` holds it. */
+async function commitReachesFile(store: Store, path: string): Promise<void> {
+  const name = `marker-${crypto.randomUUID()}`;
+  await store.upsertSpecification(specification(name));
+  await waitFor(() => fileHolds(path, name), 5000);
 }
 
 async function waitFor(condition: () => boolean, ms: number): Promise<void> {
@@ -26,9 +34,7 @@ Deno.test("a store with background checkpoints gets its commits into the databas
   try {
     // Far below the writer's automatic checkpoint (10,000 pages): only the
     // checkpoint thread copies this commit out of the log.
-    const name = `marker-${crypto.randomUUID()}`;
-    await store.upsertSpecification(specification(name));
-    await waitFor(() => fileHolds(path, name), 5000);
+    await commitReachesFile(store, path);
   } finally {
     await store.close();
   }
@@ -102,9 +108,7 @@ Deno.test("a checkpointer that could not open its database tries again, and chec
     Deno.mkdirSync(dir);
     const store = openSqliteStore(path);
     try {
-      const name = `marker-${crypto.randomUUID()}`;
-      await store.upsertSpecification(specification(name));
-      await waitFor(() => fileHolds(path, name), 5000);
+      await commitReachesFile(store, path);
     } finally {
       await store.close();
     }
