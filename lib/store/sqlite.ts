@@ -15,7 +15,7 @@ import { createSqlStore } from "./sql_store.ts";
 import { startCheckpointer } from "./sqlite_checkpointer.ts";
 import { startScanner } from "./sqlite_scanner.ts";
 import { scanProcedure } from "./sql_scans.ts";
-import { runQuery, runSteps, statementCache } from "./sqlite_steps.ts";
+import { runSteps, runStepsSliced, statementCache } from "./sqlite_steps.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
 import type { Execute, ExecuteMode, SqlDriver } from "./sql_store.ts";
 import type { Store } from "./types.ts";
@@ -209,13 +209,14 @@ function sqliteDriver(
 
   // Writes outside a batch queue, and run together in one transaction
   // (each in a savepoint) once the task that issued them is done. While a
-  // batch holds the connection's transaction, they join it once its work
-  // is done, so that they share its commit (and fail with it); those still
-  // queued when a batch's work failed run together in a transaction of
-  // their own.
-  let batchOpen = false;
+  // batch or a long write holds the connection's transaction, they join it
+  // once its work is done, so that they share its commit (and fail with
+  // it); those still queued when its work failed run together in a
+  // transaction of their own.
+  let held = false;
   const queuedWrites: QueuedWrite[] = [];
-  const batchesWaiting: (() => void)[] = [];
+  /** Batches and long writes waiting for the transaction to be free. */
+  const waitingToHold: (() => void)[] = [];
 
   /** Runs `writes` in the open transaction, each in a savepoint. */
   function runEach(writes: QueuedWrite[]): Outcome[] {
@@ -263,10 +264,10 @@ function sqliteDriver(
    * meanwhile other batches wait and writes queue, then join its commit.
    */
   async function holdTransaction<T>(work: () => Promise<T>): Promise<T> {
-    while (batchOpen) {
-      await new Promise<void>((resolve) => batchesWaiting.push(resolve));
+    while (held) {
+      await new Promise<void>((resolve) => waitingToHold.push(resolve));
     }
-    batchOpen = true;
+    held = true;
     let joined: QueuedWrite[] = [];
     try {
       begin();
@@ -281,43 +282,28 @@ function sqliteDriver(
       for (const write of joined) write.reject(error);
       throw error;
     } finally {
-      batchOpen = false;
+      held = false;
       runQueuedWrites();
-      batchesWaiting.shift()?.();
+      waitingToHold.shift()?.();
     }
-  }
-
-  /**
-   * Runs `procedure`, letting the event loop run between two of its
-   * statements once it has run for {@link LONG_WRITE_SLICE_MS}. (The
-   * monotonic clock only paces these pauses; nothing it measures is kept.)
-   */
-  async function runSliced<T>(procedure: (d: Dialect) => Step<T>): Promise<T> {
-    const steps = procedure(sqliteDialect);
-    let sliceStart = performance.now();
-    let next = steps.next();
-    while (!next.done) {
-      next = steps.next(runQuery(stmt, next.value));
-      if (performance.now() - sliceStart >= LONG_WRITE_SLICE_MS) {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        sliceStart = performance.now();
-      }
-    }
-    return next.value;
   }
 
   return {
     dialect: sqliteDialect,
     execute<T>(mode: ExecuteMode, procedure: (d: Dialect) => Step<T>) {
-      if (mode === "long") return holdTransaction(() => runSliced(procedure));
+      if (mode === "long") {
+        return holdTransaction(() =>
+          runStepsSliced(stmt, procedure, LONG_WRITE_SLICE_MS)
+        );
+      }
       if (mode !== "read") {
         // Writes issued together (fetches that end at once, a turn's
         // after-commit actions) share one commit: they run once the
         // current task is done, or join the batch that holds the
         // transaction.
-        if (queuedWrites.length === 0 && !batchOpen) {
+        if (queuedWrites.length === 0 && !held) {
           queueMicrotask(() => {
-            if (!batchOpen) runQueuedWrites();
+            if (!held) runQueuedWrites();
           });
         }
         return new Promise<T>((resolve, reject) =>
@@ -351,15 +337,15 @@ function sqliteDriver(
     async close() {
       // A registration or batch under way commits first: it would be
       // rolled back and lost. (Those still waiting then fail: closed.)
-      if (batchOpen) {
-        await new Promise<void>((resolve) => batchesWaiting.unshift(resolve));
+      if (held) {
+        await new Promise<void>((resolve) => waitingToHold.unshift(resolve));
       }
       // The checkpoint thread's connection first: the last connection to
       // close checkpoints the whole log and removes it.
       await checkpointer?.stop();
       clearStatements();
       if (db.isOpen) db.close();
-      for (const wake of batchesWaiting.splice(0)) wake();
+      for (const wake of waitingToHold.splice(0)) wake();
     },
   };
 }

@@ -1,5 +1,6 @@
-// Store procedures on a node:sqlite connection: each query a procedure
-// yields runs at once, on the same tick, through statements prepared once.
+// Store procedures on a node:sqlite connection, through statements prepared
+// once: each query a procedure yields runs at once, on the same tick, or,
+// for a long write, with pauses between queries for the event loop.
 
 import { sqliteDialect } from "./sql_query.ts";
 import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
@@ -27,7 +28,7 @@ export function statementCache(
 }
 
 /** Runs one query of a procedure. */
-export function runQuery(prepare: Prepare, query: Query): QueryResult {
+function runQuery(prepare: Prepare, query: Query): QueryResult {
   const statement = prepare(query.sql);
   const values = query.params as SQLInputValue[];
   if (query.kind === "rows") {
@@ -45,5 +46,28 @@ export function runSteps<T>(
   const steps = procedure(sqliteDialect);
   let next = steps.next();
   while (!next.done) next = steps.next(runQuery(prepare, next.value));
+  return next.value;
+}
+
+/**
+ * Runs `procedure` to its end, letting the event loop run between two of
+ * its statements each time it has run for `sliceMs`. (The monotonic clock
+ * only paces these pauses; nothing it measures is kept.)
+ */
+export async function runStepsSliced<T>(
+  prepare: Prepare,
+  procedure: (d: Dialect) => Step<T>,
+  sliceMs: number,
+): Promise<T> {
+  const steps = procedure(sqliteDialect);
+  let sliceStart = performance.now();
+  let next = steps.next();
+  while (!next.done) {
+    next = steps.next(runQuery(prepare, next.value));
+    if (performance.now() - sliceStart >= sliceMs) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      sliceStart = performance.now();
+    }
+  }
   return next.value;
 }
