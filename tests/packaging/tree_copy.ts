@@ -3,6 +3,7 @@
 // reach any registry.
 
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { quietPort } from "../_ports.ts";
 
 export const REPO = fromFileUrl(new URL("../..", import.meta.url)).replace(
   /\/$/,
@@ -43,10 +44,7 @@ export async function copyTree(prefix: string) {
 export function offlineEnv(
   extra: Record<string, string> = {},
 ): Record<string, string> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  const dead = `http://127.0.0.1:${port}`;
+  const dead = `http://127.0.0.1:${quietPort()}`;
   const env: Record<string, string> = {
     PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
     HOME: Deno.env.get("HOME") ?? "/tmp",

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { quietPort } from "../../_ports.ts";
 import {
   MastodonError,
   postMastodonStatus,
@@ -53,9 +54,7 @@ Deno.test("postMastodonStatus() classifies refusals and hides the token", async 
 });
 
 Deno.test("postMastodonStatus() calls an unreachable instance transient", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const port = quietPort();
   await assert.rejects(
     postMastodonStatus(
       { instanceUrl: `http://127.0.0.1:${port}`, token: "t" },

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { quietPort } from "../../_ports.ts";
 import {
   type NotificationOutcome,
   startNotificationSender,
@@ -51,13 +52,6 @@ function collect() {
       timestamps: false,
     }),
   };
-}
-
-function closedPort(): Promise<number> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return Promise.resolve(port);
 }
 
 Deno.test({
@@ -161,7 +155,7 @@ Deno.test("startNotificationSender() retries transient failures with the same id
 });
 
 Deno.test("startNotificationSender() survives bad sinks and a failing queue", async () => {
-  const dead = await closedPort();
+  const dead = quietPort();
   const log = collect();
   const items: QueuedNotification[] = [
     { id: 1, sink: { type: "pager" }, build: sampleBuild() },

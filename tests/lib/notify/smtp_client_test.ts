@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { quietPort } from "../../_ports.ts";
 import {
   dotStuff,
   sendSmtp,
@@ -99,9 +100,7 @@ Deno.test({
 });
 
 Deno.test("sendSmtp() calls a refused connection transient", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const port = quietPort();
   await assert.rejects(
     sendSmtp({ from: "a@b.test", to: ["c@d.test"] }, message("x\n"), {
       hostname: "127.0.0.1",

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { quietPort } from "../../_ports.ts";
 import zlib from "node:zlib";
 import {
   logFileName,
@@ -326,9 +327,7 @@ Deno.test("C11: startLogReceiver() keeps maxLogBytes of log, then a marker", asy
 });
 
 Deno.test("openLogUpload() swallows data when no server listens", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const port = quietPort();
   const lines: string[] = [];
   const up = await openLogUpload({
     hostname: "127.0.0.1",

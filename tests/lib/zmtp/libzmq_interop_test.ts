@@ -6,6 +6,7 @@
 // python3-zmq (run by /usr/bin/python3); skipped with the reason otherwise.
 
 import assert from "node:assert/strict";
+import { bindAgain, quietPort } from "../../_ports.ts";
 import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import {
   PeerUnreachableError,
@@ -254,7 +255,7 @@ Deno.test({
     const onConnect = () => connects++;
     let router = await RouterSocket.bind({
       hostname: "127.0.0.1",
-      port: 0,
+      port: quietPort(),
       onConnect,
     });
     const port = router.port;
@@ -305,11 +306,9 @@ Deno.test({
         if (round === 1) {
           // The server goes away and comes back; the workers stay up.
           await router.close();
-          router = await RouterSocket.bind({
-            hostname: "127.0.0.1",
-            port,
-            onConnect,
-          });
+          router = await bindAgain(() =>
+            RouterSocket.bind({ hostname: "127.0.0.1", port, onConnect })
+          );
           await until(() => connects === 6, "the DEALERs reconnect");
         }
       }

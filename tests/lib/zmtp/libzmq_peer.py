@@ -56,10 +56,14 @@ def op_socket(cmd):
         sock.setsockopt(OPTIONS[name], value)
     if "routing_id" in cmd:
         sock.setsockopt(zmq.ROUTING_ID, bytes.fromhex(cmd["routing_id"]))
-    if "bind" in cmd:
-        sock.bind(cmd["bind"])
-    if "connect" in cmd:
-        sock.connect(cmd["connect"])
+    try:
+        if "bind" in cmd:
+            sock.bind(cmd["bind"])
+        if "connect" in cmd:
+            sock.connect(cmd["connect"])
+    except zmq.ZMQError:
+        sock.close(linger=0)  # so that a caller may simply try again
+        raise
     SOCKETS[cmd["name"]] = sock
     return {"endpoint": sock.getsockopt_string(zmq.LAST_ENDPOINT)}
 

@@ -2,6 +2,7 @@
 // libzmq DEALERs (python3-zmq in a child process).
 
 import assert from "node:assert/strict";
+import { bindAgain, quietPort } from "../../_ports.ts";
 import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
 import { encodeCommandFrame, encodeMessage } from "../../../lib/zmtp/frame.ts";
@@ -272,7 +273,7 @@ Deno.test("RouterSocket drops garbage, oversized and silent connections but keep
 });
 
 Deno.test("RouterSocket.close() disconnects its dealers, which then reconnect to a new ROUTER on the same port", async () => {
-  const router = await bindLocal();
+  const router = await bindLocal({ port: quietPort() });
   const port = router.port;
   const events: string[] = [];
   const dealer = DealerSocket.connect({
@@ -286,7 +287,7 @@ Deno.test("RouterSocket.close() disconnects its dealers, which then reconnect to
   try {
     assert.deepEqual(await dealer.receive(), [EMPTY]);
     await router.close();
-    second = await bindLocal({ port });
+    second = await bindAgain(() => bindLocal({ port }));
     assert.deepEqual(await dealer.receive(), [EMPTY]);
     await dealer.send([text.encode("again")]);
     assert.deepEqual((await second.receive()).frames, [text.encode("again")]);
