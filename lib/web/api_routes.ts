@@ -14,7 +14,13 @@ import {
   workerToJson,
 } from "./json_shapes.ts";
 import { listWorkerStatuses } from "./worker_status.ts";
-import { fileStream, logFilePath, openRegularFile } from "./build_log.ts";
+import {
+  acceptsGzip,
+  fileStream,
+  inflatedStream,
+  logFilePath,
+  openRegularFile,
+} from "./build_log.ts";
 import {
   jsonResponse,
   type Route,
@@ -128,6 +134,15 @@ async function rawLog(context: RouteContext): Promise<Response> {
   const opened = path === null ? null : await openRegularFile(path);
   if (opened === null) {
     throw new HttpError(404, `Log of build ${found.id} doesn't exist.`);
+  }
+  if (!acceptsGzip(context.request.headers.get("accept-encoding"))) {
+    // Inflated here for a client that asked for plain text (wget does).
+    return new Response(inflatedStream(opened.file, opened.size), {
+      headers: {
+        "content-type": "text/plain; charset=UTF-8",
+        "content-disposition": "inline",
+      },
+    });
   }
   // The gzip bytes go out untouched: the browser inflates them, and bytes
   // that are not UTF-8 reach the client exactly as the builder wrote them.

@@ -132,6 +132,55 @@ export function fileStream(
 }
 
 /**
+ * Whether a request's Accept-Encoding admits gzip. No header admits any
+ * coding (RFC 9110), which is also what Cuirass's clients get: the gzip
+ * file as it is. `identity` alone, or `gzip;q=0`, asks for the plain text.
+ */
+export function acceptsGzip(acceptEncoding: string | null): boolean {
+  if (acceptEncoding === null) return true;
+  for (const item of acceptEncoding.split(",")) {
+    const [coding, ...parameters] = item.split(";").map((part) =>
+      part.trim().toLowerCase()
+    );
+    if (coding !== "gzip" && coding !== "x-gzip" && coding !== "*") continue;
+    const q = parameters.find((parameter) => parameter.startsWith("q="));
+    if (q === undefined || Number(q.slice(2)) > 0) return true;
+  }
+  return false;
+}
+
+/**
+ * The decompressed text of a gzip log, streamed. A log still being written
+ * ends mid-stream: the text then ends where the decompressed bytes do,
+ * rather than the response failing.
+ */
+export function inflatedStream(
+  file: Deno.FsFile,
+  size: number,
+): ReadableStream<Uint8Array> {
+  // Small input chunks bound each inflation burst, as in readLogTail.
+  const reader = fileStream(file, size, INFLATE_INPUT_CHUNK)
+    .pipeThrough(new DecompressionStream("gzip"))
+    .getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let next: ReadableStreamReadResult<Uint8Array>;
+      try {
+        next = await reader.read();
+      } catch {
+        controller.close(); // truncated: a live log
+        return;
+      }
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+/**
  * Decompresses a gzip log and keeps only its end, streaming so that a large
  * log is never held whole in memory. Returns null when the file is absent.
  */

@@ -274,6 +274,46 @@ Deno.test("GET /build/ID/log/raw streams a log larger than one read", async () =
   assert.deepEqual(new Uint8Array(await response.arrayBuffer()), compressed);
 });
 
+Deno.test("GET /build/ID/log/raw inflates the log for a client that does not accept gzip", async () => {
+  await using fx = await createFixture();
+  const id = fx.builds.succeeded.id;
+  for (const acceptEncoding of ["identity", "gzip;q=0, deflate", "br"]) {
+    const response = await fx.fetch(`/build/${id}/log/raw`, {
+      headers: { "accept-encoding": acceptEncoding },
+    });
+    assert.equal(response.status, 200, acceptEncoding);
+    assert.equal(response.headers.get("content-encoding"), null);
+    assert.equal(
+      response.headers.get("content-type"),
+      "text/plain; charset=UTF-8",
+    );
+    assert.deepEqual(new Uint8Array(await response.arrayBuffer()), C10_LOG);
+  }
+  // Browsers (and clients sending no header at all) get the file as it is.
+  const browser: Record<string, string> = { "accept-encoding": "gzip, br" };
+  for (const headers of [browser, {}]) {
+    const response = await fx.fetch(`/build/${id}/log/raw`, { headers });
+    assert.equal(response.headers.get("content-encoding"), "gzip");
+  }
+});
+
+Deno.test("GET /build/ID/log/raw inflates a log still being written up to where it ends", async () => {
+  await using fx = await createFixture();
+  const text = new TextEncoder().encode("phase `build' started\n".repeat(5000));
+  const whole = await writeLog(fx.logDir, fx.builds.failed.derivation, text);
+  // Cut as a log being written is: no gzip trailer, the last block partial.
+  const cut = whole.subarray(0, whole.length - 20);
+  const hash = fx.builds.failed.derivation.slice(11, 43);
+  await Deno.writeFile(`${fx.logDir}/${hash}.log.gz`, cut);
+  const response = await fx.fetch(`/build/${fx.builds.failed.id}/log/raw`, {
+    headers: { "accept-encoding": "identity" },
+  });
+  assert.equal(response.status, 200);
+  const body = new Uint8Array(await response.arrayBuffer());
+  assert.ok(body.length > 0, "some text before the cut");
+  assert.deepEqual(body, text.subarray(0, body.length));
+});
+
 Deno.test("GET /build/ID/log/raw answers 404 when the build has no log", async () => {
   await using fx = await createFixture();
   const body = await json(
