@@ -2,15 +2,16 @@
 
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import {
+  type Build,
+  BuildStatus,
+  type OutputFetch,
+  type Store,
+} from "../store/types.ts";
 import type { Guix } from "../guix/guix_command.ts";
 
-export interface FetchRequest {
-  drv: string;
-  /** The worker's publish URL. */
-  url: string;
-  worker: string;
-}
+/** A fetch of the outputs of `drv`, reported built by `worker` at `url`. */
+export type FetchRequest = OutputFetch;
 
 export interface OutputFetcherOptions {
   store: Store;
@@ -62,6 +63,8 @@ export class OutputFetcher {
   readonly #abort = new AbortController();
   #running = 0;
   #idle = Promise.withResolvers<void>();
+  /** Running fetches that close() stopped before they recorded anything. */
+  readonly #interrupted: FetchRequest[] = [];
 
   constructor(options: OutputFetcherOptions) {
     this.#options = {
@@ -122,14 +125,17 @@ export class OutputFetcher {
     return this.#idle.promise;
   }
 
-  /** Abandons queued fetches and waits for running ones to stop. */
-  async close(): Promise<void> {
+  /**
+   * Stops queued and running fetches; returns those that recorded nothing,
+   * queued ones first, for a later start to resume.
+   */
+  async close(): Promise<FetchRequest[]> {
     this.#abort.abort(new Error("output fetcher closed"));
-    for (const request of this.#waiting.splice(0)) {
-      this.#forget(request);
-    }
+    const queued = this.#waiting.splice(0);
+    for (const request of queued) this.#forget(request);
     if (this.#running === 0) this.#idle.resolve();
     await this.#idle.promise;
+    return [...queued, ...this.#interrupted.splice(0)];
   }
 
   #pump() {
@@ -151,6 +157,13 @@ export class OutputFetcher {
           if (this.pending === 0) this.#idle.resolve();
           else this.#pump();
         });
+    }
+  }
+
+  /** Keeps a running fetch that close() stopped, for close() to return. */
+  #interrupt(request: FetchRequest): void {
+    if (this.#active.get(request.drv) === request) {
+      this.#interrupted.push(request);
     }
   }
 
@@ -180,7 +193,8 @@ export class OutputFetcher {
     return build;
   }
 
-  async #fetch({ drv, url, worker }: FetchRequest) {
+  async #fetch(request: FetchRequest) {
+    const { drv, url, worker } = request;
     const { store, guix, clock, logger, deadlineMs } = this.#options;
     const signal = this.#abort.signal;
     const build = await this.#owned(drv, worker);
@@ -216,7 +230,7 @@ export class OutputFetcher {
         }
         reason = `narinfo of ${JSON.stringify(missing)} not published yet`;
       } catch (error) {
-        if (signal.aborted) return;
+        if (signal.aborted) return this.#interrupt(request);
         reason = (error as Error)?.message ?? String(error);
       }
       if (clock.now() - started + delay > deadlineMs) break;
@@ -224,7 +238,7 @@ export class OutputFetcher {
       try {
         await clock.sleep(delay, signal);
       } catch {
-        return;
+        return this.#interrupt(request);
       }
       delay = Math.min(delay * 2, this.#options.maxRetryDelayMs);
       // Cancelled, restarted or taken back meanwhile: stop quietly.

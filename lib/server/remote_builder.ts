@@ -120,7 +120,12 @@ export async function startRemoteBuilder(
           gcRoots: deps.gcRoots,
         }),
     });
-    cleanups.push(() => fetcher.close());
+    cleanups.push(async () => {
+      const interrupted = await fetcher.close();
+      if (interrupted.length === 0) return;
+      await store.saveInterruptedFetches(interrupted);
+      logger.info("output fetches saved", { count: interrupted.length });
+    });
 
     const dispatcher = new Dispatcher({
       store,
@@ -147,6 +152,13 @@ export async function startRemoteBuilder(
     }
     // Runs after the dispatcher has stopped (cleanups run in reverse).
     cleanups.push(() => store.stopWorkerClock(epochSeconds(clock)));
+    // Before the first turn, so that no worker's reconnection takes back a
+    // build whose outputs are still to be fetched.
+    const resumed = await store.takeInterruptedFetches();
+    for (const request of resumed) fetcher.enqueue(request);
+    if (resumed.length > 0) {
+      logger.info("output fetches resumed", { count: resumed.length });
+    }
     const dispatching = dispatcher.run(abort.signal);
     const sweeping = sweepWorkers({
       store,

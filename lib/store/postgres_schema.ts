@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 3;
+export const POSTGRES_SCHEMA_VERSION = 4;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -164,6 +164,14 @@ CREATE TABLE Dashboards (
 CREATE TABLE DispatcherStops (
   stopped_at BIGINT NOT NULL
 );
+
+-- Output fetches a clean stop interrupted, taken back at the next start
+-- (see sql_fetches.ts).
+CREATE TABLE InterruptedFetches (
+  derivation TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+  worker     TEXT NOT NULL,
+  url        TEXT NOT NULL
+);
 `;
 
 /** Upgrades: `POSTGRES_MIGRATIONS[n]` turns a version n-1 database into version n. */
@@ -178,5 +186,13 @@ CREATE TABLE DispatcherStops (
   // recent builds); on PostgreSQL every status change also inserted an
   // entry in it.
   3: `DROP INDEX IF EXISTS Builds_nix_name;
+`,
+  4: `-- Output fetches a clean stop interrupted, taken back at the next start
+-- (see sql_fetches.ts).
+CREATE TABLE InterruptedFetches (
+  derivation TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+  worker     TEXT NOT NULL,
+  url        TEXT NOT NULL
+);
 `,
 };

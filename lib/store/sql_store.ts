@@ -2,6 +2,7 @@
 
 import * as builds from "./sql_builds.ts";
 import * as catalog from "./sql_catalog.ts";
+import * as fetches from "./sql_fetches.ts";
 import * as products from "./sql_products.ts";
 import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
@@ -243,6 +244,10 @@ function storeOver(
       write((d) => workers.expireWorkers(d, cutoff)),
     stopWorkerClock: (now) => write((d) => workers.stopWorkerClock(d, now)),
     resumeWorkerClock: (now) => write((d) => workers.resumeWorkerClock(d, now)),
+    saveInterruptedFetches: (list) =>
+      write((d) => fetches.saveInterruptedFetches(d, list)),
+    takeInterruptedFetches: () =>
+      write((d) => fetches.takeInterruptedFetches(d)),
 
     ...scope,
   };

@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -186,6 +186,14 @@ CREATE TABLE Dashboards (
 CREATE TABLE DispatcherStops (
   stopped_at INTEGER NOT NULL
 );
+
+-- Output fetches a clean stop interrupted, taken back at the next start
+-- (see sql_fetches.ts).
+CREATE TABLE InterruptedFetches (
+  derivation TEXT NOT NULL PRIMARY KEY,
+  worker     TEXT NOT NULL,
+  url        TEXT NOT NULL
+);
 `;
 
 /** Upgrades: `MIGRATIONS[n]` turns a version n-1 database into version n. */
@@ -221,5 +229,13 @@ CREATE INDEX Builds_held ON Builds(worker)
   // No query looks builds up by nix_name (search filters a window of
   // recent builds): the index only cost every insert.
   5: `DROP INDEX IF EXISTS Builds_nix_name;
+`,
+  6: `-- Output fetches a clean stop interrupted, taken back at the next start
+-- (see sql_fetches.ts).
+CREATE TABLE InterruptedFetches (
+  derivation TEXT NOT NULL PRIMARY KEY,
+  worker     TEXT NOT NULL,
+  url        TEXT NOT NULL
+);
 `,
 };

@@ -252,6 +252,14 @@ export interface StartReport {
   log: string;
 }
 
+/** A worker's reported success whose outputs the server fetches. */
+export interface OutputFetch {
+  drv: string;
+  worker: string;
+  /** The worker's publish URL. */
+  url: string;
+}
+
 /**
  * Everything the server stores. Times are epoch seconds passed in by the
  * caller, so that the clock stays injectable.
@@ -375,6 +383,14 @@ export interface Store {
    * seconds added, 0 when the last stop was not clean.
    */
   resumeWorkerClock(now: number): Promise<number>;
+  /**
+   * Saves the output fetches a clean stop interrupted, for the next start
+   * (see {@link takeInterruptedFetches}); a derivation saved again replaces
+   * its earlier record.
+   */
+  saveInterruptedFetches(fetches: readonly OutputFetch[]): Promise<void>;
+  /** The fetches saved by the last clean stop, removed from the store. */
+  takeInterruptedFetches(): Promise<OutputFetch[]>;
 
   // --- Added for issues #4, #6, #7 (admin actions, polling, local mode) ---
 

@@ -244,3 +244,51 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "close() returns the fetches it stopped, queued and running, but none that recorded a result",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const done = await startedBuild(f, "done", 1);
+      const running = await startedBuild(f, "running", 2);
+      const queued = await startedBuild(f, "queued", 3);
+      const probes: string[] = [];
+      const fetcher = new OutputFetcher({
+        store: f.store,
+        guix: new Guix({
+          logger: f.logger,
+          spawn: fakeSpawner(() => ({ code: 0, stderr: "" }), []),
+        }),
+        clock: f.clock,
+        logger: f.logger,
+        concurrency: 1,
+        // Only the first build's outputs are published.
+        fetch: (input) => {
+          probes.push(String(input));
+          const status = probes.length === 1 ? 200 : 404;
+          return Promise.resolve(new Response("", { status }));
+        },
+      });
+      fetcher.enqueue({ drv: done, url: URL_, worker: "W" });
+      fetcher.enqueue({ drv: running, url: URL_, worker: "W" });
+      fetcher.enqueue({ drv: queued, url: URL_, worker: "W" });
+      // The second fetch found nothing published and waits to retry.
+      for (let i = 0; i < 1000 && probes.length < 2; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      assert.equal(probes.length, 2);
+      assert.deepEqual(await fetcher.close(), [
+        { drv: queued, url: URL_, worker: "W" },
+        { drv: running, url: URL_, worker: "W" },
+      ]);
+      assert.equal(await f.status(done), BuildStatus.succeeded);
+      assert.equal(await f.status(running), BuildStatus.started);
+      assert.deepEqual(await fetcher.close(), [], "returned once");
+    } finally {
+      await f.close();
+    }
+  },
+});

@@ -503,3 +503,62 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a clean restart resumes an output fetch in progress: the build succeeds, not built again",
+  async fn() {
+    // The worker's publish server: no narinfo until `published`.
+    let published = false;
+    const publish = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () =>
+        published
+          ? new Response("StorePath: x\n")
+          : new Response("", { status: 404 }),
+    );
+    const url = `http://127.0.0.1:${publish.addr.port}`;
+    const first = await startTestServer();
+    const root = first.root;
+    let firstRunning = true;
+    let second: TestServer | undefined;
+    try {
+      const [drv] = await addBuilds(first, 1);
+      const worker = await FakeWorker.connect(first.server.backendPort, {
+        name: "REPORTED",
+      });
+      await worker.ready();
+      const reply = await worker.requestWork();
+      assert.equal(reply.type === "build" && reply.drv, drv);
+      await worker.send({ type: "build-started", drv, worker: worker.name });
+      await worker.send({ type: "build-succeeded", drv, url, log: null });
+      await eventually(() =>
+        first.lines.some((l) => l.startsWith("warn output fetch retried"))
+      );
+      await worker.close();
+      firstRunning = false;
+      await first.close(true);
+      assert.ok(
+        first.lines.includes("info output fetches saved count=1"),
+        first.lines.join("\n"),
+      );
+
+      published = true;
+      second = await startTestServer({ root });
+      await eventually(async () =>
+        (await second!.store.getBuildByDerivation(drv))?.status ===
+          BuildStatus.succeeded
+      );
+      assert.ok(second.lines.includes("info output fetches resumed count=1"));
+      const build = await second.store.getBuildByDerivation(drv);
+      assert.equal(build?.worker, "REPORTED", "not handed out again");
+      assert.deepEqual(await second.store.takeInterruptedFetches(), []);
+    } finally {
+      if (firstRunning) await first.close();
+      await (second ?? { close: () => Deno.remove(root, { recursive: true }) })
+        .close();
+      await publish.shutdown();
+    }
+  },
+});

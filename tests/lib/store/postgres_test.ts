@@ -388,13 +388,14 @@ Deno.test({
 
 Deno.test({
   name:
-    "openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name)",
+    "openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches)",
   ignore,
   async fn() {
     const schema = freshSchema();
     await (await openPostgresStore(url!, { schema })).close();
     await withSql((sql) =>
       sql.unsafe(`DROP TABLE ${schema}.DispatcherStops;
+        DROP TABLE ${schema}.InterruptedFetches;
         CREATE INDEX Builds_nix_name ON ${schema}.Builds(nix_name);
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
@@ -418,6 +419,9 @@ Deno.test({
       await store.stopWorkerClock(20);
       assert.equal(await store.resumeWorkerClock(25), 5);
       assert.equal((await store.getWorker("w"))?.lastSeen, 15);
+      const fetch = { drv: "/gnu/store/x.drv", worker: "w", url: "http://w" };
+      await store.saveInterruptedFetches([fetch]);
+      assert.deepEqual(await store.takeInterruptedFetches(), [fetch]);
     } finally {
       await store.close();
     }

@@ -119,6 +119,10 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     // Version 3: the dispatcher's clean stops.
     await store.stopWorkerClock(8);
     assert.equal(await store.resumeWorkerClock(10), 2);
+    // Version 6: the output fetches a clean stop interrupted.
+    const fetch = { drv: "/c.drv", worker: "w", url: "http://w" };
+    await store.saveInterruptedFetches([fetch]);
+    assert.deepEqual(await store.takeInterruptedFetches(), [fetch]);
   });
   const fresh = tempFile();
   await withStore(fresh, () => Promise.resolve());

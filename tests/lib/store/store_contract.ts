@@ -1266,6 +1266,23 @@ export function storeContract(
     assert.equal((await store.getWorker("chatty"))?.lastSeen, 1190);
   });
 
+  test("takeInterruptedFetches() returns what the last stops saved, once", async (store) => {
+    assert.deepEqual(await store.takeInterruptedFetches(), []);
+    await store.saveInterruptedFetches([
+      { drv: drv("b"), worker: "w1", url: "http://10.0.0.1:5558" },
+      { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
+    ]);
+    // The same derivation saved again: the later worker and URL win.
+    await store.saveInterruptedFetches([
+      { drv: drv("b"), worker: "w2", url: "http://10.0.0.2:5558" },
+    ]);
+    assert.deepEqual(await store.takeInterruptedFetches(), [
+      { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
+      { drv: drv("b"), worker: "w2", url: "http://10.0.0.2:5558" },
+    ]);
+    assert.deepEqual(await store.takeInterruptedFetches(), []);
+  });
+
   // Admin actions, channel polling and notifications (issues #4, #6, #7).
 
   async function idOf(store: Store, base: string): Promise<number> {
