@@ -91,9 +91,33 @@ export function isStorePath(path: string, storeDir: string): boolean {
   }
 }
 
+/**
+ * Parses `path` as a derivation: an item directly inside `storeDir` whose
+ * name ends in `.drv`. This is what stands between a derivation name a peer
+ * sent and a command line or a file name built from it.
+ * @throws {StorePathError} when it is anything else.
+ */
+export function parseDerivationPath(path: string, storeDir: string): StorePath {
+  const parsed = parseStorePath(path, storeDir);
+  if (!parsed.name.endsWith(".drv")) {
+    throw new StorePathError(
+      `Cannot parse derivation path ${quote(path)}: name ${
+        quote(parsed.name)
+      } does not end in ".drv"`,
+      path,
+    );
+  }
+  return parsed;
+}
+
 /** True for a store path whose name ends in `.drv`. */
 export function isDerivationPath(path: string, storeDir: string): boolean {
-  return isStorePath(path, storeDir) && path.endsWith(".drv");
+  try {
+    parseDerivationPath(path, storeDir);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function quote(value: string): string {

@@ -4,11 +4,7 @@
 import { isSym, sym } from "../sexp/datum.ts";
 import { readSexp } from "../sexp/read.ts";
 import { writeSexp } from "../sexp/write.ts";
-import {
-  isDerivationPath,
-  parseStorePath,
-  StorePathError,
-} from "../guix/store_path.ts";
+import { parseDerivationPath } from "../guix/store_path.ts";
 import type { Clock } from "../clock.ts";
 import type { Datum } from "../sexp/datum.ts";
 
@@ -42,13 +38,7 @@ export function logFileName(
   storeDir: string,
   drv: string,
 ): string {
-  const { hash } = parseStorePath(drv, storeDir);
-  if (!isDerivationPath(drv, storeDir)) {
-    throw new StorePathError(
-      `Cannot use ${quote(drv)} as a log name: not a derivation`,
-      drv,
-    );
-  }
+  const { hash } = parseDerivationPath(drv, storeDir);
   return `${cacheDir.replace(/\/+$/, "")}/${hash}.log.gz`;
 }
 
