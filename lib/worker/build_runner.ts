@@ -4,11 +4,20 @@ import type { Logger } from "../log.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { type LogUpload, openLogUpload } from "../protocol/log_upload.ts";
+import { parseDerivationPath } from "../guix/store_path.ts";
 
 export interface BuildJob {
   drv: string;
+  /** Seconds; 0 for no limit. */
   timeout: number;
+  /** Seconds without output; 0 for no limit. */
   maxSilent: number;
+}
+
+/** Why a build request is not run: the field to blame, its value named. */
+export interface BuildRefusal {
+  field: "drv" | "timeout" | "max-silent";
+  reason: string;
 }
 
 export interface BuildRunnerOptions {
@@ -39,6 +48,48 @@ const UNAVAILABLE = [
   /path [`'‘"].*\.drv['’"]? is not valid/,
   /substitute: .*(connection refused|failed to connect|Connection reset)/i,
 ];
+
+/**
+ * Longest timeout or max-silent-time a worker takes from a server: a year
+ * is far beyond any real build (Cuirass's default timeout is 20 hours), and
+ * 0 already means "no limit".
+ */
+export const MAX_BUILD_LIMIT_SECONDS = 365 * 24 * 3600;
+
+/**
+ * Why `job` must not be run, or null when it may: its `drv` must be a
+ * `.drv` item directly inside `storeDir`, its limits whole seconds from 0 to
+ * MAX_BUILD_LIMIT_SECONDS. The request comes from the server (or from
+ * whoever DNS-SD found), and its fields end up on `guix build`'s command
+ * line: anything but a derivation could be an option such as `-e EXPR`.
+ */
+export function buildRefusal(
+  job: BuildJob,
+  storeDir: string,
+): BuildRefusal | null {
+  try {
+    parseDerivationPath(job.drv, storeDir);
+  } catch (error) {
+    return { field: "drv", reason: (error as Error).message };
+  }
+  for (
+    const [field, value] of [
+      ["timeout", job.timeout],
+      ["max-silent", job.maxSilent],
+    ] as const
+  ) {
+    if (
+      !Number.isInteger(value) || value < 0 || value > MAX_BUILD_LIMIT_SECONDS
+    ) {
+      return {
+        field,
+        reason:
+          `Cannot use ${field} ${value}: not a whole number of seconds from 0 to ${MAX_BUILD_LIMIT_SECONDS}`,
+      };
+    }
+  }
+  return null;
+}
 
 /** Whether a failed build's stderr says the derivation was never obtained. */
 export function isUnavailableDerivation(stderrTail: string): boolean {

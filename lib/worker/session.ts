@@ -19,8 +19,9 @@ import { makeAuthProof } from "../protocol/worker_auth.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
-import { runBuild } from "./build_runner.ts";
+import { type BuildRefusal, buildRefusal, runBuild } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
+import { storeDirFromEnv } from "../guix/store_path.ts";
 
 export interface SessionOptions {
   server: { hostname: string; port: number };
@@ -32,6 +33,11 @@ export interface SessionOptions {
   publishPort: number;
   /** Extra substitute URLs after the server's. */
   substituteUrls: string[];
+  /**
+   * The store every derivation handed out must be in; default
+   * `NIX_STORE_DIR` or /gnu/store.
+   */
+  storeDir?: string;
   guix: Guix;
   clock: Clock;
   logger: Logger;
@@ -394,14 +400,49 @@ class Session {
       });
       const reply = await this.#reply(useIds ? requestId : undefined);
       if (reply === null) return; // the server restarted: register again.
-      if (reply.type === "no-build") {
-        const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
-        await this.#pause(period + jitter);
-        continue;
+      if (reply.type === "build") {
+        const refusal = buildRefusal(
+          reply,
+          this.#options.storeDir ?? storeDirFromEnv(),
+        );
+        if (refusal === null) {
+          await this.#build(reply);
+          if (this.#probes !== this.#registeredAt) return;
+          continue;
+        }
+        await this.#refuse(reply, refusal);
       }
-      await this.#build(reply);
-      if (this.#probes !== this.#registeredAt) return;
+      // Nothing to do (or nothing that may be done): ask again later.
+      const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
+      await this.#pause(period + jitter);
     }
+  }
+
+  /**
+   * Turns down a request that `buildRefusal()` rejects. No process starts
+   * and no `build-started` is sent; the answer is `build-failed`, as a
+   * Cuirass worker answers any build its daemon cannot carry out. Silence
+   * would leave the build submitted to this worker for good on a Cuirass
+   * server, which never takes a submitted build back (cuirass.md §2.5). An
+   * honest server meets a refusal only when this worker is misconfigured
+   * (another store directory), and then `guix build` would have failed the
+   * build too. The caller pauses a request period afterwards, so a server
+   * that keeps sending such requests gets one answer a period, not a loop.
+   */
+  async #refuse(
+    job: Extract<Message, { type: "build" }>,
+    refusal: BuildRefusal,
+  ) {
+    this.#logger.warn("build refused", {
+      field: refusal.field,
+      reason: refusal.reason,
+    });
+    await this.#send({
+      type: "build-failed",
+      drv: job.drv,
+      url: this.#registration!.publishUrl,
+      log: null,
+    });
   }
 
   /** The reply to request `id`; null when a probe says the server restarted. */

@@ -37,6 +37,8 @@ export interface WorkerConfig {
   minimumDiskSpace?: number;
   /** Directories checked for free space [NIX_STORE_DIR or /gnu/store, TMPDIR]. */
   diskPaths?: string[];
+  /** The store handed-out derivations must be in [NIX_STORE_DIR or /gnu/store]. */
+  storeDir?: string;
 }
 
 export interface WorkerDeps {
@@ -175,6 +177,7 @@ async function runSessionForever(
         systems: config.systems,
         publishPort: config.publishPort,
         substituteUrls: config.substituteUrls,
+        storeDir: config.storeDir,
         guix: deps.guix,
         clock,
         logger: deps.logger,

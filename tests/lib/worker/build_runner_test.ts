@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import {
+  buildRefusal,
   isUnavailableDerivation,
+  MAX_BUILD_LIMIT_SECONDS,
   runBuild,
 } from "../../../lib/worker/build_runner.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
@@ -75,4 +77,42 @@ Deno.test("isUnavailableDerivation() tells a missing derivation from a failed bu
     !isUnavailableDerivation("builder for `x.drv' failed with exit code 2"),
   );
   assert.ok(!isUnavailableDerivation(""));
+});
+
+Deno.test("buildRefusal() lets a derivation of the store with limits from 0 to the bound through", () => {
+  for (const limit of [0, 1, 72000, MAX_BUILD_LIMIT_SECONDS]) {
+    assert.equal(
+      buildRefusal(
+        { drv: DRV, timeout: limit, maxSilent: limit },
+        "/gnu/store",
+      ),
+      null,
+    );
+  }
+});
+
+Deno.test("buildRefusal() blames the field and names the value of anything else", () => {
+  const cases: [
+    { drv?: string; timeout?: number; maxSilent?: number },
+    string,
+    string,
+  ][] = [
+    [{ drv: "--version" }, "drv", '"--version"'],
+    [{ drv: "-e" }, "drv", '"-e"'],
+    [{ drv: DRV.replace("/gnu/store", "/nix/store") }, "drv", "/nix/store"],
+    [{ drv: DRV.slice(0, -4) }, "drv", '".drv"'],
+    [{ timeout: -5 }, "timeout", "timeout -5:"],
+    [{ timeout: 1.5 }, "timeout", "timeout 1.5:"],
+    [{ timeout: MAX_BUILD_LIMIT_SECONDS + 1 }, "timeout", "timeout 31536001"],
+    [{ maxSilent: -1 }, "max-silent", "max-silent -1:"],
+    [{ maxSilent: Infinity }, "max-silent", "max-silent Infinity:"],
+  ];
+  for (const [fields, field, named] of cases) {
+    const refusal = buildRefusal(
+      { drv: DRV, timeout: 60, maxSilent: 60, ...fields },
+      "/gnu/store",
+    );
+    assert.equal(refusal?.field, field, JSON.stringify(fields));
+    assert.ok(refusal.reason.includes(named), refusal.reason);
+  }
 });

@@ -19,9 +19,12 @@ import {
 import {
   eventually,
   type Fixture,
+  hashOf,
   job,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
+import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
+import { quietPort } from "../../_ports.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -586,6 +589,145 @@ Deno.test({
     } finally {
       abort.abort();
       await f.close();
+    }
+  },
+});
+
+/**
+ * A server that answers the handshake, then each work request with the next
+ * of `builds` (and no-build once they are used up); records what it hears.
+ */
+async function handingOutServer(builds: Message[]) {
+  const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
+  const heard: Message[] = [];
+  const logPort = quietPort();
+  const abort = new AbortController();
+  const serving = (async () => {
+    while (!abort.signal.aborted) {
+      const { routingId, frames } = await router.receive(abort.signal);
+      const message = decodeMessage(frames[frames.length - 1]);
+      heard.push(message);
+      const reply = (m: Message) =>
+        router.send(routingId, [new Uint8Array(), encodeMessage(m)]).catch(
+          () => {},
+        );
+      if (message.type === "worker-request-info") {
+        await reply({
+          type: "server-info",
+          workerAddress: "127.0.0.1",
+          logPort,
+          publishPort: null,
+        });
+      } else if (message.type === "worker-request-work") {
+        await reply(builds.shift() ?? { type: "no-build" });
+      }
+    }
+  })().catch(() => {});
+  return {
+    port: router.port,
+    heard,
+    async close() {
+      abort.abort();
+      await router.close();
+      await serving;
+    },
+  };
+}
+
+const GOOD_DRV = `/gnu/store/${hashOf("drv", 1)}-hello-2.12.drv`;
+
+/** A `build` request as a server sends it, with some fields replaced. */
+function buildRequest(
+  fields: { drv?: string; timeout?: number; maxSilent?: number },
+): Message {
+  return {
+    type: "build",
+    drv: GOOD_DRV,
+    priority: 9,
+    timeout: 3600,
+    maxSilent: 600,
+    timestamp: null,
+    system: "x86_64-linux",
+    ...fields,
+  };
+}
+
+/** What a hostile server was seen sending, and the field to blame. */
+const HOSTILE_REQUESTS: [string, Message, string][] = [
+  ...[
+    '--expression=(begin (mkdir "/tmp/x") #f)',
+    "--load=/tmp/evil.scm",
+    "--version",
+    "hello",
+    "/etc/passwd",
+    "/gnu/store/../../../../etc/shadow",
+    `/gnu/store/${hashOf("out", 1)}-hello-2.12`,
+  ].map((drv): [string, Message, string] => [
+    "drv",
+    buildRequest({ drv }),
+    // The reason quotes the value, and the log line quotes the reason.
+    JSON.stringify(JSON.stringify(drv)).slice(1, -1),
+  ]),
+  ["timeout", buildRequest({ timeout: -5 }), "timeout -5:"],
+  ["max-silent", buildRequest({ maxSilent: -1 }), "max-silent -1:"],
+  [
+    "timeout",
+    buildRequest({ timeout: MAX_BUILD_LIMIT_SECONDS + 1 }),
+    `timeout ${MAX_BUILD_LIMIT_SECONDS + 1}:`,
+  ],
+];
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() refuses a build request that is not a derivation of its store with sane limits: no guix, a warning naming it, build-failed",
+  async fn() {
+    const server = await handingOutServer([
+      ...HOSTILE_REQUESTS.map(([, request]) => request),
+      buildRequest({}),
+    ]);
+    const abort = new AbortController();
+    try {
+      const { builds, lines, running } = startSession(
+        server.port,
+        "HOSTILE1",
+        abort.signal,
+        { storeDir: "/gnu/store" },
+      );
+      // The good request after the hostile ones is the first to run.
+      await eventually(() => builds.length === 1, "the good build runs");
+      assert.equal(builds[0].argv.at(-1), GOOD_DRV);
+      const refused = lines.filter((l) => l.startsWith("warn build refused"));
+      assert.equal(refused.length, HOSTILE_REQUESTS.length, refused.join("\n"));
+      HOSTILE_REQUESTS.forEach(([field, request, named], i) => {
+        assert.ok(refused[i].includes(` field=${field} `), refused[i]);
+        assert.ok(refused[i].includes(named), `${refused[i]} names ${named}`);
+        assert.ok(
+          server.heard.some((m) =>
+            m.type === "build-failed" &&
+            m.drv === (request as { drv: string }).drv &&
+            m.url === "http://127.0.0.1:5558"
+          ),
+          `build-failed for request ${i}`,
+        );
+      });
+      // Refused requests were never announced as started.
+      assert.deepEqual(
+        server.heard.filter((m) => m.type === "build-started").map((m) =>
+          (m as { drv: string }).drv
+        ),
+        [GOOD_DRV],
+      );
+      builds[0].finish(0);
+      await eventually(
+        () => server.heard.some((m) => m.type === "build-succeeded"),
+        "the good build reported",
+      );
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await server.close();
     }
   },
 });
