@@ -5,6 +5,7 @@ import { isStorePath } from "../../lib/guix/store_path.ts";
 import {
   hasFlag,
   lastValue,
+  mergeOptions,
   numberValue,
   type OptionSpec,
   parseOptions,
@@ -51,7 +52,12 @@ const DEFAULT_SYSTEMS = "x86_64-linux,i686-linux";
 export async function buildCommand(args: string[]): Promise<number> {
   const extra = (Deno.env.get("GUIX_BUILD_OPTIONS") ?? "").split(/\s+/)
     .filter((word) => word !== "");
-  const parsed = parseOptions([...args, ...extra], BUILD_OPTIONS);
+  // As in Guix (guix/scripts.scm), GUIX_BUILD_OPTIONS is parsed on its own,
+  // first, and the command line wins: a `--` there ends only its options.
+  const parsed = mergeOptions(
+    parseOptions(extra, BUILD_OPTIONS),
+    parseOptions(args, BUILD_OPTIONS),
+  );
   const verbosity = hasFlag(parsed, "quiet")
     ? 0
     : numberValue(parsed, "verbosity", 3);

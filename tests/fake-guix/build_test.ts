@@ -224,6 +224,36 @@ Deno.test("guix build rejects missing drvs, bad options, other systems, max-jobs
   }
 });
 
+Deno.test("guix build takes what follows -- as items only; GUIX_BUILD_OPTIONS still counts and the command line wins", async () => {
+  const { daemon, drvs } = await setUp();
+  try {
+    const gmp = drvs.get("gmp")!;
+    const noJobs = { env: { GUIX_BUILD_OPTIONS: "--max-jobs=0" } };
+    const none = await guix(daemon, ["build", "--", gmp], noJobs);
+    assert.equal(none.code, 1, "the environment's --max-jobs=0 applies");
+    assert.ok(none.stderr.includes("unable to start any build"), none.stderr);
+
+    const run = await guix(
+      daemon,
+      ["build", "--max-jobs=1", "--timeout=60", "--", gmp],
+      noJobs,
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /-gmp-6\.3\.0\n$/);
+
+    for (const item of ["--version", "-e", "--expression=(exit 7)"]) {
+      const after = await guix(daemon, ["build", "--", item]);
+      assert.deepEqual([after.code, after.stdout, after.stderr], [
+        1,
+        "",
+        `guix build: error: ${item}: unknown package\n`,
+      ]);
+    }
+  } finally {
+    await Deno.remove(daemon.root, { recursive: true });
+  }
+});
+
 Deno.test("concurrent guix build processes on one daemon agree", async () => {
   const { daemon, drvs } = await setUp();
   try {

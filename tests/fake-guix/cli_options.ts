@@ -82,6 +82,21 @@ export function parseOptions(
   return { values, operands };
 }
 
+/**
+ * `first` then `later`, as one command line would give them: values in that
+ * order (so `later` wins where one value counts), operands likewise.
+ */
+export function mergeOptions(
+  first: ParsedOptions,
+  later: ParsedOptions,
+): ParsedOptions {
+  const values = new Map(first.values);
+  for (const [long, given] of later.values) {
+    values.set(long, [...(values.get(long) ?? []), ...given]);
+  }
+  return { values, operands: [...first.operands, ...later.operands] };
+}
+
 /** The last value given for `long`, or undefined. */
 export function lastValue(
   parsed: ParsedOptions,
