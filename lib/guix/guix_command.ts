@@ -112,7 +112,16 @@ export class Guix {
     drvs: string[],
     options: BuildOptions = {},
   ): Promise<BuildResult> {
-    const argv = [this.#command, "build", ...buildFlags(options), ...drvs];
+    // `guix build` parses its command line with SRFI-37's args-fold, which
+    // reads nothing after `--` as an option: whatever a derivation name
+    // holds, it cannot become `-e EXPR` or `--load=FILE`.
+    const argv = [
+      this.#command,
+      "build",
+      ...buildFlags(options),
+      "--",
+      ...drvs,
+    ];
     this.#logger.debug("guix started", { argv: argv.join(" ") });
     const child = this.#launch(argv, {
       env: this.#env,
@@ -149,7 +158,7 @@ export class Guix {
     });
     if (!result.ok) {
       throw new GuixCommandError(
-        ["guix", "build", "--max-jobs=0", drv],
+        ["guix", "build", "--max-jobs=0", "--", drv],
         result.exitCode,
         result.stderrTail,
       );

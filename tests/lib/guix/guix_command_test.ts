@@ -5,6 +5,7 @@ import { Guix, GuixCommandError } from "../../../lib/guix/guix_command.ts";
 import { evaluateSystem } from "../../../lib/guix/evaluation.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import { GUIX, makeDaemon, makeRoot } from "../../fake-guix/test_env.ts";
+import { fakeSpawner } from "../server/_dispatch_fixture.ts";
 
 const SCENARIO = {
   packages: [
@@ -61,6 +62,26 @@ Deno.test("Guix.build() returns the outputs and streams the log", async () => {
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("Guix.build() ends guix's options with -- so that no item can be read as one", async () => {
+  const calls: string[][] = [];
+  const guix = new Guix({
+    logger: silentLogger,
+    spawn: fakeSpawner(() => ({ code: 0 }), calls),
+  });
+  const items = ["--expression=(exit 7)", "-e", "/gnu/store/x.drv"];
+  await guix.build(items, { timeout: 60, maxSilentTime: 5, fallback: true });
+  const argv = calls[0];
+  const end = argv.indexOf("--");
+  assert.deepEqual(argv.slice(end), ["--", ...items]);
+  assert.deepEqual(argv.slice(0, end), [
+    "guix",
+    "build",
+    "--timeout=60",
+    "--max-silent-time=5",
+    "--fallback",
+  ]);
 });
 
 Deno.test("Guix.build() reports a failed build with guix's own error line", async () => {
