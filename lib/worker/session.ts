@@ -139,6 +139,12 @@ class Session {
     this.#signal = signal;
     this.#logger = options.logger.with({ worker: options.name });
     this.#replyTimeoutMs = options.replyTimeoutMs ?? 60_000;
+    // A draining stop wakes whatever waits for the server, which then sees
+    // whether the session may end at once.
+    options.draining?.addEventListener("abort", () => this.#wake?.(), {
+      once: true,
+      signal: this.#over.signal,
+    });
     this.#connect();
     this.#pinger = DealerSocket.connect({ ...options.server });
   }
@@ -149,10 +155,11 @@ class Session {
     try {
       while (!this.#signal.aborted && !this.#drained()) {
         try {
-          if (needProbe) await this.#waitForProbe();
+          if (needProbe && !await this.#waitForProbe()) break;
           needProbe = false;
-          await this.#register([]);
-          // Returns when a probe (already consumed) says the server restarted.
+          if (!await this.#register([])) break;
+          // Returns when a probe (already consumed) says the server
+          // restarted, or when a draining stop ends the session.
           await this.#requestLoop();
         } catch (error) {
           if (this.#signal.aborted) break;
@@ -166,6 +173,9 @@ class Session {
           needProbe = true;
         }
       }
+      if (this.#drained() && !this.#signal.aborted) {
+        this.#logger.info("session drained");
+      }
     } finally {
       this.#over.abort();
       await pinging;
@@ -174,6 +184,14 @@ class Session {
 
   #drained(): boolean {
     return this.#options.draining?.aborted ?? false;
+  }
+
+  /**
+   * Whether a draining stop ends the session now: with no build under way,
+   * nothing is left to finish or report, whatever the connection is doing.
+   */
+  #mayLeave(): boolean {
+    return this.#drained() && this.#current === undefined;
   }
 
   /** Sleeps `ms`; false when a draining stop cut the sleep short. */
@@ -196,7 +214,11 @@ class Session {
   }
 
   #connect() {
-    this.#dealer = DealerSocket.connect({ ...this.#options.server });
+    this.#dealer = DealerSocket.connect({
+      ...this.#options.server,
+      // A reply awaited on a lost connection will not come: see #reply.
+      onDisconnect: () => this.#wake?.(),
+    });
     this.#events = [];
     this.#probes = 0;
     this.#registeredAt = -1;
@@ -277,12 +299,17 @@ class Session {
     return this.#events.shift()!;
   }
 
-  async #waitForProbe() {
+  /** Waits for the server's probe; false when a draining stop came first. */
+  async #waitForProbe(): Promise<boolean> {
     // The server's probe comes first on each connection; Cuirass workers
     // insist on it. Waiting is not hanging: the dealer keeps reconnecting.
     for (;;) {
-      const event = await this.#next(this.#replyTimeoutMs);
-      if (event?.kind === "probe") return;
+      const event = await this.#next(
+        this.#replyTimeoutMs,
+        () => this.#mayLeave(),
+      );
+      if (this.#mayLeave()) return false;
+      if (event?.kind === "probe") return true;
     }
   }
 
@@ -290,23 +317,55 @@ class Session {
     await this.#dealer.send([EMPTY, encodeMessage(message)], this.#signal);
   }
 
-  /** Asks who we are, announces ourselves; `holding` is the running build. */
-  async #register(holding: string[]): Promise<void> {
+  /**
+   * Sends `message`, first waiting for a connection if there is none; but
+   * once the session may leave (see #mayLeave), nothing is sent or waited
+   * for, and the answer is false.
+   */
+  async #offer(message: Message): Promise<boolean> {
+    const draining = this.#options.draining;
+    if (draining === undefined || this.#current !== undefined) {
+      await this.#send(message);
+      return true;
+    }
+    if (draining.aborted) return false;
+    try {
+      await this.#dealer.send(
+        [EMPTY, encodeMessage(message)],
+        AbortSignal.any([this.#signal, draining]),
+      );
+      return true;
+    } catch (error) {
+      if (this.#mayLeave() && !this.#signal.aborted) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Asks who we are, announces ourselves; `holding` is the running build.
+   * False when a draining stop ended it (only ever between builds).
+   */
+  async #register(holding: string[]): Promise<boolean> {
     const options = this.#options;
     this.#registeredAt = this.#probes;
-    if (options.extensions !== false) {
-      await this.#send({
+    if (
+      options.extensions !== false &&
+      !await this.#offer({
         type: "lorica-hello",
         version: LORICA_PROTOCOL_VERSION,
         features: LORICA_FEATURES,
-      });
-    }
-    await this.#send({ type: "worker-request-info" });
+      })
+    ) return false;
+    if (!await this.#offer({ type: "worker-request-info" })) return false;
     let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
     let info: Extract<Message, { type: "server-info" }> | undefined;
     while (info === undefined) {
-      const event = await this.#next(this.#replyTimeoutMs);
+      const event = await this.#next(
+        this.#replyTimeoutMs,
+        () => this.#mayLeave(),
+      );
       if (event === null) {
+        if (this.#mayLeave()) return false;
         throw new ServerSilentError(this.#replyTimeoutMs, "server-info");
       }
       if (event.kind === "probe") {
@@ -341,12 +400,13 @@ class Session {
         reason: "the server requires a worker key and none is configured",
       });
     }
-    await this.#send({
+    const ready = await this.#offer({
       type: "worker-ready",
       worker,
       ...(lorica && features.has("holding") ? { holding } : {}),
       ...(auth ? { auth } : {}),
     });
+    if (!ready) return false;
     const previous = this.#registration;
     this.#registration = {
       info,
@@ -374,6 +434,7 @@ class Session {
         holding: holding.length,
       },
     );
+    return true;
   }
 
   async #requestLoop() {
@@ -381,10 +442,7 @@ class Session {
     const random = this.#options.random ??
       ((n: number) => Math.floor(Math.random() * n));
     while (!this.#signal.aborted) {
-      if (this.#drained()) {
-        this.#logger.info("session drained");
-        return;
-      }
+      if (this.#drained()) return;
       if (await this.#options.disk?.low()) {
         await this.#pause(period);
         continue;
@@ -393,13 +451,15 @@ class Session {
       const useIds = registration.features.has("request-id");
       const requestId = ++this.#requestId;
       this.#events = this.#events.filter((e) => e.kind === "probe");
-      await this.#send({
+      const asked = await this.#offer({
         type: "worker-request-work",
         name: this.#options.name,
         ...(useIds ? { requestId } : {}),
       });
+      if (!asked) return;
       const reply = await this.#reply(useIds ? requestId : undefined);
-      if (reply === null) return; // the server restarted: register again.
+      // The server restarted (register again), or the session is leaving.
+      if (reply === null) return;
       if (reply.type === "build") {
         const refusal = buildRefusal(
           reply,
@@ -445,14 +505,23 @@ class Session {
     });
   }
 
-  /** The reply to request `id`; null when a probe says the server restarted. */
+  /**
+   * The reply to request `id`; null when a probe says the server restarted,
+   * or when a draining stop finds the connection lost: the reply cannot come
+   * then (on a live connection it is awaited, for it may hand out a build).
+   */
   async #reply(
     id: number | undefined,
   ): Promise<Extract<Message, { type: "build" | "no-build" }> | null> {
     const deadline = this.#options.clock.now() + this.#replyTimeoutMs;
+    const lost = () => this.#mayLeave() && !this.#dealer.connected;
     for (;;) {
-      const event = await this.#next(deadline - this.#options.clock.now());
+      const event = await this.#next(
+        deadline - this.#options.clock.now(),
+        lost,
+      );
       if (event === null) {
+        if (lost()) return null;
         throw new ServerSilentError(this.#replyTimeoutMs, "a work reply");
       }
       if (event.kind === "probe") return null;

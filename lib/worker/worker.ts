@@ -193,7 +193,10 @@ async function runSessionForever(
     } catch (error) {
       if (signal.aborted) return;
       deps.logger.error("session failed", { worker: name, error });
-      await clock.sleep(config.requestPeriodMs, signal).catch(() => {});
+      await clock.sleep(
+        config.requestPeriodMs,
+        AbortSignal.any([signal, draining]),
+      ).catch(() => {});
     }
   }
 }

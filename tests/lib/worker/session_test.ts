@@ -731,3 +731,125 @@ Deno.test({
     }
   },
 });
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Drains a session caught in some wait for the server; it must end soon. */
+async function assertDrainsAtOnce(
+  started: ReturnType<typeof startSession>,
+  draining: AbortController,
+) {
+  const before = Date.now();
+  draining.abort();
+  assert.ok(
+    await settlesWithin(started.running, 2000),
+    `the session still runs ${Date.now() - before} ms after a draining stop`,
+  );
+  await started.running;
+  assert.ok(started.lines.some((l) => l.startsWith("info session drained")));
+  assert.equal(started.builds.length, 0);
+}
+
+// Every wait below is far longer than the test: only the drain can end it.
+const PATIENT = { replyTimeoutMs: 60_000, requestPeriodMs: 60_000 };
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() with a draining stop ends at once while no server listens",
+  async fn() {
+    const abort = new AbortController();
+    const draining = new AbortController();
+    try {
+      const started = startSession(quietPort(), "NOSERVE1", abort.signal, {
+        ...PATIENT,
+        draining: draining.signal,
+      });
+      // Connection attempts are refused meanwhile; no probe ever comes.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await assertDrainsAtOnce(started, draining);
+    } finally {
+      abort.abort();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() with a draining stop ends at once while the server does not answer its registration",
+  fn: () =>
+    withScriptedServer(true, async (server, abort) => {
+      server.state.frozen = true;
+      const draining = new AbortController();
+      const started = startSession(server.port, "NOINFO01", abort.signal, {
+        ...PATIENT,
+        draining: draining.signal,
+      });
+      await eventually(() => server.state.hellos >= 1, "registration begun");
+      await assertDrainsAtOnce(started, draining);
+      assert.equal(server.state.readies, 0);
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() with a draining stop ends at once when its server went away between two requests",
+  async fn() {
+    const server = await scriptedServer(false);
+    const abort = new AbortController();
+    const draining = new AbortController();
+    try {
+      const started = startSession(server.port, "GONE0001", abort.signal, {
+        replyTimeoutMs: 60_000,
+        draining: draining.signal,
+      });
+      await eventually(() => server.state.requests >= 1, "first request");
+      await server.close();
+      // Requests now wait for a connection that never comes back.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await assertDrainsAtOnce(started, draining);
+    } finally {
+      abort.abort();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "runSession() with a draining stop ends at once when the connection that owed it a reply is lost",
+  async fn() {
+    const server = await scriptedServer(false);
+    const abort = new AbortController();
+    const draining = new AbortController();
+    try {
+      const started = startSession(server.port, "LOST0001", abort.signal, {
+        replyTimeoutMs: 60_000,
+        draining: draining.signal,
+      });
+      await eventually(() => server.state.requests >= 1, "first request");
+      server.state.frozen = true;
+      await eventually(() => server.state.requests >= 2, "unanswered request");
+      await server.close();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await assertDrainsAtOnce(started, draining);
+    } finally {
+      abort.abort();
+      await server.close();
+    }
+  },
+});
