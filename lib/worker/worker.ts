@@ -59,7 +59,10 @@ export interface RunningWorker {
   /**
    * Stops the worker. With `drain`, no more work is requested and builds
    * under way are finished and reported first, for at most `drainMs`; then
-   * whatever still runs is abandoned (the server requeues it).
+   * whatever still runs is abandoned (the server requeues it). Sessions
+   * with no build under way end at once. A later call does not stop twice:
+   * it returns the same promise, and without `drain` it cuts the drain
+   * short.
    */
   stop(options?: { drain?: boolean; drainMs?: number }): Promise<void>;
 }
@@ -135,24 +138,33 @@ export function startWorker(
     abort.signal,
     (error) => logger.error("sessions failed", { error }),
   );
+  // Aborted by a stop without drain: the drain, if any, ends at once.
+  const hurry = new AbortController();
+  let stopping: Promise<void> | undefined;
+  async function stopOnce(drain: boolean, drainMs: number) {
+    if (drain) {
+      logger.info("worker draining", { timeout: drainMs / 1000 });
+      draining.abort();
+      const timer = new AbortController();
+      await Promise.race([
+        sessions,
+        clock.sleep(drainMs, AbortSignal.any([timer.signal, hurry.signal]))
+          .catch(() => {}),
+      ]);
+      timer.abort();
+    }
+    abort.abort();
+    await done;
+    await publish.stop();
+    logger.info("worker stopped");
+  }
   return {
     names,
     done,
-    async stop({ drain = false, drainMs = 300_000 } = {}) {
-      if (drain) {
-        logger.info("worker draining", { timeout: drainMs / 1000 });
-        draining.abort();
-        const timer = new AbortController();
-        await Promise.race([
-          sessions,
-          clock.sleep(drainMs, timer.signal).catch(() => {}),
-        ]);
-        timer.abort();
-      }
-      abort.abort();
-      await done;
-      await publish.stop();
-      logger.info("worker stopped");
+    stop({ drain = false, drainMs = 300_000 } = {}) {
+      if (!drain) hurry.abort();
+      stopping ??= stopOnce(drain, drainMs);
+      return stopping;
     },
   };
 }

@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import {
+  type RunningWorker,
+  startWorker,
+  type WorkerConfig,
+} from "../../../lib/worker/worker.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import type { Child, Spawner } from "../../../lib/process.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import { quietPort } from "../../_ports.ts";
+import { eventually, job, startFixture } from "../server/_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/**
+ * A spawner whose children (`guix publish`, `guix build`) run until killed;
+ * `argvs` records what was started.
+ */
+function lingeringSpawner(argvs: string[][]): Spawner {
+  return (argv, options) => {
+    argvs.push(argv);
+    const status = Promise.withResolvers<
+      { code: number; signal: string | null }
+    >();
+    const end = new AbortController();
+    const kill = () => {
+      end.abort();
+      status.resolve({ code: 143, signal: "SIGTERM" });
+    };
+    options?.signal?.addEventListener("abort", kill, { once: true });
+    const open = () =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          end.signal.addEventListener("abort", () => controller.close(), {
+            once: true,
+          });
+        },
+      });
+    const child: Child = {
+      pid: 4242,
+      stdout: open(),
+      stderr: open(),
+      stdin: null,
+      status: status.promise,
+      kill,
+    };
+    return child;
+  };
+}
+
+/** A worker of two sessions against `port`; its log lines go to `lines`. */
+function startTestWorker(
+  port: number,
+  lines: string[],
+  argvs: string[][],
+  extra: Partial<WorkerConfig> = {},
+): RunningWorker {
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  return startWorker({
+    server: { hostname: "127.0.0.1", port },
+    workers: 2,
+    systems: ["x86_64-linux"],
+    machine: "test",
+    publishPort: 0,
+    publishListen: "127.0.0.1",
+    substituteUrls: [],
+    // Far longer than the tests: only a stop can end these waits.
+    requestPeriodMs: 60_000,
+    pingIntervalMs: 60_000,
+    replyTimeoutMs: 60_000,
+    publishArgs: [],
+    storeDir: "/gnu/store",
+    minimumDiskSpace: 0,
+    ...extra,
+  }, {
+    guix: new Guix({ logger, spawn: lingeringSpawner(argvs) }),
+    logger,
+    freeBytes: () => Promise.resolve(1024 ** 4),
+  });
+}
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker whose server is unreachable stops at once on a draining stop, and says so once",
+  async fn() {
+    const lines: string[] = [];
+    const worker = startTestWorker(quietPort(), lines, []);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const stopping = worker.stop({ drain: true, drainMs: 240_000 });
+      assert.ok(
+        await settlesWithin(stopping, 3000),
+        "still draining 3 s after the stop, with no build under way",
+      );
+      // What a second SIGTERM does: nothing more to stop.
+      await worker.stop();
+      assert.deepEqual(
+        lines.filter((l) => /^info worker (draining|stopped)/.test(l)),
+        ["info worker draining timeout=240", "info worker stopped"],
+      );
+    } finally {
+      await worker.stop();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a stop without drain cuts a drain short: the build is abandoned, and the worker stops once",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const lines: string[] = [];
+    const argvs: string[][] = [];
+    const worker = startTestWorker(f.port, lines, argvs, { workers: 1 });
+    try {
+      const [drv] = await f.addJobs([job("long", 1)]);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.started,
+        "build started",
+      );
+      const draining = worker.stop({ drain: true, drainMs: 240_000 });
+      assert.equal(await settlesWithin(draining, 300), false, "drain waits");
+      const forced = worker.stop();
+      assert.ok(await settlesWithin(forced, 3000), "the second stop is quick");
+      assert.ok(await settlesWithin(draining, 100), "and ends the first");
+      assert.equal(
+        lines.filter((l) => l.startsWith("info worker stopped")).length,
+        1,
+      );
+      assert.ok(argvs.some((argv) => argv.includes(drv)));
+    } finally {
+      await worker.stop();
+      await f.close();
+    }
+  },
+});
