@@ -319,8 +319,8 @@ class Session {
 
   /**
    * Sends `message`, first waiting for a connection if there is none; but
-   * once the session may leave (see #mayLeave), nothing is sent or waited
-   * for, and the answer is false.
+   * once the session may leave (see #mayLeave) it waits for nothing: with
+   * no connection up, the message is dropped and the answer is false.
    */
   async #offer(message: Message): Promise<boolean> {
     const draining = this.#options.draining;
@@ -328,7 +328,12 @@ class Session {
       await this.#send(message);
       return true;
     }
-    if (draining.aborted) return false;
+    if (draining.aborted) {
+      if (!this.#dealer.connected) return false;
+      // The send takes the live connection at once: nothing to wait for.
+      await this.#send(message);
+      return true;
+    }
     try {
       await this.#dealer.send(
         [EMPTY, encodeMessage(message)],
@@ -497,7 +502,7 @@ class Session {
       field: refusal.field,
       reason: refusal.reason,
     });
-    await this.#send({
+    await this.#offer({
       type: "build-failed",
       drv: job.drv,
       url: this.#registration!.publishUrl,
