@@ -310,6 +310,19 @@ class Session {
       );
       if (this.#mayLeave()) return false;
       if (event?.kind === "probe") return true;
+      if (event === null) {
+        // Said at each timeout: a worker pointed at the wrong address would
+        // otherwise wait in silence.
+        const { hostname, port } = this.#options.server;
+        this.#logger.warn(
+          this.#dealer.connected ? "server silent" : "server unreachable",
+          {
+            server: `${urlHost(hostname)}:${port}`,
+            awaiting: "probe",
+            waited: this.#replyTimeoutMs,
+          },
+        );
+      }
     }
   }
 

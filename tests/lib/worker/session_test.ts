@@ -761,6 +761,33 @@ async function assertDrainsAtOnce(
   assert.equal(started.builds.length, 0);
 }
 
+Deno.test({
+  ...opts,
+  name: "runSession() says so at each reply timeout while no server listens",
+  async fn() {
+    const abort = new AbortController();
+    const port = quietPort();
+    try {
+      const started = startSession(port, "NOSERVE0", abort.signal, {
+        replyTimeoutMs: 100,
+      });
+      await eventually(
+        () =>
+          started.lines.filter((l) =>
+            l.startsWith(
+              `warn server unreachable worker=NOSERVE0 server=127.0.0.1:${port} awaiting=probe waited=100`,
+            )
+          ).length >= 2,
+        "two warnings",
+      );
+      abort.abort();
+      await started.running;
+    } finally {
+      abort.abort();
+    }
+  },
+});
+
 // Every wait below is far longer than the test: only the drain can end it.
 const PATIENT = { replyTimeoutMs: 60_000, requestPeriodMs: 60_000 };
 
