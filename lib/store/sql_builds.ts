@@ -430,11 +430,19 @@ export function* completeBuild(
   return { changed: true, dependentsFailed };
 }
 
-export function* requeueBuild(d: Dialect, derivation: string): Step<boolean> {
+export function* requeueBuild(
+  d: Dialect,
+  derivation: string,
+  worker?: string,
+): Step<boolean> {
+  // The worker condition is in the statement itself: between a check and
+  // a write the build may have passed to another worker.
   const changed = yield* run(
     `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
-     WHERE derivation = ? AND status IN (-3, -1)`,
-    [derivation],
+     WHERE derivation = ? AND status IN (-3, -1)${
+      worker === undefined ? "" : " AND worker = ?"
+    }`,
+    worker === undefined ? [derivation] : [derivation, worker],
   );
   if (changed > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return changed > 0;

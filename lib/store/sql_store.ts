@@ -222,8 +222,8 @@ function storeOver(
         (d) => builds.completeBuild(d, derivation, status, options),
       );
     },
-    requeueBuild: (derivation, _now) =>
-      write((d) => builds.requeueBuild(d, derivation)),
+    requeueBuild: (derivation, _now, options) =>
+      write((d) => builds.requeueBuild(d, derivation, options?.worker)),
     requeueWorkerBuilds: (worker, _now) =>
       write((d) => workers.requeueWorker(d, worker)),
     cancelBuild: (id, now) => write((d) => builds.cancelBuild(d, id, now)),

@@ -362,8 +362,15 @@ export interface Store {
     status: BuildStatus,
     options: { worker?: string; now: number; propagate?: boolean },
   ): Promise<CompleteResult>;
-  /** Puts a submitted or started build back to scheduled. */
-  requeueBuild(derivation: string, now: number): Promise<boolean>;
+  /**
+   * Puts a submitted or started build back to scheduled. When `worker` is
+   * given, only a build that worker holds changes.
+   */
+  requeueBuild(
+    derivation: string,
+    now: number,
+    options?: { worker?: string },
+  ): Promise<boolean>;
   /** Requeues every submitted or started build of `worker`; returns count. */
   requeueWorkerBuilds(worker: string, now: number): Promise<number>;
 

@@ -936,6 +936,32 @@ export function storeContract(
     assert.equal(await status(store, "a"), BuildStatus.succeeded);
   });
 
+  test("requeueBuild() with a worker changes only a build that worker holds", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.popBuild("owner", ["x86_64-linux"], 2); // a
+    await store.popBuild("owner", ["x86_64-linux"], 2); // b
+    await store.markStarted(drv("b"), "owner", "/l", 3);
+    for (const name of ["a", "b"]) {
+      assert.equal(
+        await store.requeueBuild(drv(name), 4, { worker: "intruder" }),
+        false,
+        name,
+      );
+      const build = await store.getBuildByDerivation(drv(name));
+      assert.equal(build?.worker, "owner");
+      assert.notEqual(build?.status, BuildStatus.scheduled);
+    }
+    assert.equal(
+      await store.requeueBuild(drv("b"), 5, { worker: "owner" }),
+      true,
+    );
+    assert.equal(await status(store, "b"), BuildStatus.scheduled);
+  });
+
   test("requeueWorkerBuilds() requeues one worker's submitted and started builds", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b"), job("c"), job("d")], {
