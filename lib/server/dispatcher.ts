@@ -91,6 +91,11 @@ interface Incoming {
   now: number;
 }
 
+/** Whether a build in `status` is held by a worker (submitted or started). */
+function heldStatus(status: BuildStatus): boolean {
+  return status === BuildStatus.submitted || status === BuildStatus.started;
+}
+
 /** The key of `worker`'s result of `drv` in the fetches awaited. */
 function fetchKey(drv: string, worker: string): string {
   return `${worker} ${drv}`;
@@ -484,18 +489,32 @@ export class Dispatcher {
     { turn, store, routingId, peerAddress, sender, now }: Incoming,
     message: MessageOf<"build-succeeded" | "build-failed">,
   ) {
-    const worker = await this.#senderOf(
-      store,
-      routingId,
-      peerAddress,
-      message.drv,
-    );
+    const build = await store.getBuildByDerivation(message.drv);
+    const worker = await this.#senderOf(store, routingId, peerAddress, build);
     if (worker === undefined) {
       this.#logger.warn("result ignored", {
         ...sender,
         drv: message.drv,
         reason: "sender owns no such build",
       });
+      return;
+    }
+    if (build?.worker !== worker || !heldStatus(build.status)) {
+      // Another worker's build, or one no longer running (canceled,
+      // restarted, expired): whatever the report says, it changes nothing.
+      const fields = { ...sender, drv: message.drv, worker };
+      if (build?.worker === worker) {
+        this.#logger.info("result ignored", {
+          ...fields,
+          reason: "the build is no longer running",
+        });
+        this.#holdings.resultReported(worker, message.drv);
+      } else {
+        this.#logger.warn("result ignored", {
+          ...fields,
+          reason: "the worker does not hold this build",
+        });
+      }
       return;
     }
     if (message.type === "build-failed") {
@@ -526,7 +545,7 @@ export class Dispatcher {
           reason: "publish URL is not an http URL of the worker's address",
         });
         await this.#work.startsBefore(turn, message.drv, now);
-        await store.requeueBuild(message.drv, now);
+        await store.requeueBuild(message.drv, now, { worker });
       } else {
         const key = fetchKey(message.drv, worker);
         if (
@@ -650,7 +669,9 @@ export class Dispatcher {
       });
     };
     reply.onUndelivered = () =>
-      this.#options.store.requeueBuild(build.derivation, now);
+      this.#options.store.requeueBuild(build.derivation, now, {
+        worker: name,
+      });
   }
 
   /** Whether this connection may speak for worker `name`. */
@@ -661,22 +682,22 @@ export class Dispatcher {
   }
 
   /**
-   * The worker that may report on `drv` over this connection: the name the
+   * The worker that reports on `build` over this connection: the name the
    * connection used before, or, for a connection opened after a server
    * restart, the build's worker when it speaks from that worker's address
    * and has no other known connection (not when authentication is on: a
-   * Lorica worker registers again).
+   * Lorica worker registers again). Whether it holds the build is for the
+   * caller to check.
    */
   async #senderOf(
     store: Store,
     routingId: Uint8Array,
     peerAddress: string,
-    drv: string,
+    build: Build | null,
   ): Promise<string | undefined> {
     const link = this.#links.get(routingId);
     if (this.authRequired) return link.authenticated;
     if (link.name !== undefined) return link.name;
-    const build = await store.getBuildByDerivation(drv);
     if (build?.worker == null) return undefined;
     // The owner still talks on a connection we know: this is someone else.
     if (this.#links.connectionOf(build.worker) !== undefined) return undefined;

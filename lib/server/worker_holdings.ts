@@ -164,7 +164,7 @@ export class WorkerHoldings {
     let count = 0;
     for (const build of await this.#held(store, name)) {
       if (holding.has(build.derivation)) continue;
-      if (await store.requeueBuild(build.derivation, now)) {
+      if (await store.requeueBuild(build.derivation, now, { worker: name })) {
         count++;
         this.#options.logger.warn("build requeued", {
           drv: build.derivation,

@@ -552,6 +552,46 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "a result about a build another worker holds changes nothing, even with a refused URL",
+  fn: () =>
+    withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("held", 1)]);
+      const owner = await readyWorker(f.port, { name: "OWNER" });
+      assert.equal((await owner.requestWork()).type, "build");
+      await owner.send({ type: "build-started", drv, worker: "OWNER" });
+      await untilStatus(f, drv, BuildStatus.started);
+      // Registered under its own name, it reports on the owner's build
+      // with a URL that is not on its address, then with one that is.
+      const other = await readyWorker(f.port, { name: "OTHER" });
+      await reportSuccess(other, drv, "http://127.0.0.2:1");
+      await reportSuccess(other, drv, "http://127.0.0.1:1");
+      await other.send({
+        type: "build-failed",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await reportSuccess(other, drv, "http://127.0.0.1:1");
+      const build = await f.store.getBuildByDerivation(drv);
+      assert.equal(build?.status, BuildStatus.started);
+      assert.equal(build?.worker, "OWNER");
+      assert.equal(f.fetcher.has(drv, "OTHER"), false, "no fetch for OTHER");
+      const ignored = f.lines.filter((l) =>
+        l.startsWith("warn result ignored") && l.includes("worker=OTHER")
+      );
+      assert.equal(ignored.length, 4, f.lines.join("\n"));
+      assert.ok(ignored.every((l) => l.includes("does not hold")), ignored[0]);
+      // The owner's own result still counts.
+      await reportSuccess(owner, drv);
+      await untilStatus(f, drv, BuildStatus.succeeded);
+      assert.equal((await f.store.getBuildByDerivation(drv))?.worker, "OWNER");
+      await Promise.all([owner.close(), other.close()]);
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a connection cannot take a running build away by asking in its worker's name",
   async fn() {
     await withFixture(async (f) => {
