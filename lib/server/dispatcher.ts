@@ -17,6 +17,7 @@ import {
   LORICA_FEATURES,
   LORICA_PROTOCOL_VERSION,
   type Message,
+  type WorkerInfo,
 } from "../protocol/messages.ts";
 import { makeNonce, verifyAuthProof } from "../protocol/worker_auth.ts";
 import {
@@ -30,7 +31,12 @@ import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
-import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
+import {
+  routingKey,
+  sameAddress,
+  type WorkerLink,
+  WorkerLinks,
+} from "./worker_links.ts";
 import { allowedPublishUrl } from "./publish_url.ts";
 import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
 import { type Sender, TurnWork, type WorkRequest } from "./turn_work.ts";
@@ -364,10 +370,8 @@ export class Dispatcher {
   }
 
   /** A session registers (again, after a restart of either side). */
-  async #ready(
-    { turn, store, routingId, sender, link, now }: Incoming,
-    message: MessageOf<"worker-ready">,
-  ) {
+  async #ready(from: Incoming, message: MessageOf<"worker-ready">) {
+    const { turn, store, routingId, sender, link, now } = from;
     const name = message.worker.name;
     if (this.authRequired) {
       const ok = link.nonce !== undefined &&
@@ -404,12 +408,13 @@ export class Dispatcher {
       holding,
       now,
     );
-    await store.upsertWorker({ ...message.worker, lastSeen: now });
+    const address = await this.#addressToRecord(from, message.worker, true);
+    await store.upsertWorker({ ...message.worker, address, lastSeen: now });
     this.#holdings.remember(name, message.worker.systems, now);
     this.#logger.info("worker ready", {
       worker: name,
       machine: message.worker.machine,
-      address: message.worker.address,
+      address,
       systems: message.worker.systems.join(","),
       lorica: link.lorica,
       holding: holding.size,
@@ -418,10 +423,8 @@ export class Dispatcher {
   }
 
   /** Liveness, and (Lorica) whether the worker is short of disk. */
-  async #ping(
-    { store, sender, now }: Incoming,
-    message: MessageOf<"worker-ping">,
-  ) {
+  async #ping(from: Incoming, message: MessageOf<"worker-ping">) {
+    const { store, sender, now } = from;
     const name = message.worker.name;
     if (
       message.diskLow !== undefined &&
@@ -445,8 +448,41 @@ export class Dispatcher {
       }
       return;
     }
-    await store.upsertWorker({ ...message.worker, lastSeen: now });
+    const address = await this.#addressToRecord(from, message.worker, false);
+    await store.upsertWorker({ ...message.worker, address, lastSeen: now });
     this.#holdings.remember(name, message.worker.systems, now);
+  }
+
+  /**
+   * The address to record for `worker`, which declared its own in a message
+   * from `from`: the server fetches results from the recorded address
+   * (publish_url.ts) and takes log uploads from it, so it must be one the
+   * server saw the worker connect from. The declared address counts only
+   * when it is the sender's; otherwise a registration records the sender's
+   * address, and a ping keeps the address recorded before.
+   */
+  async #addressToRecord(
+    { store, peerAddress, sender }: Incoming,
+    worker: WorkerInfo,
+    registration: boolean,
+  ): Promise<string> {
+    if (sameAddress(worker.address, peerAddress)) return worker.address;
+    const recorded = registration
+      ? undefined
+      : (await store.getWorker(worker.name))?.address;
+    const address = recorded ?? peerAddress;
+    const fields = {
+      ...sender,
+      worker: worker.name,
+      declared: worker.address,
+      recorded: address,
+      reason: "not the address the message came from",
+    };
+    // A Cuirass worker that reconnected from another address pings with
+    // its first address every minute: that is no news after the first.
+    if (registration) this.#logger.warn("declared address ignored", fields);
+    else this.#logger.debug("declared address ignored", fields);
+    return address;
   }
 
   /** A build submitted to this worker started: its log has a name now. */

@@ -2,17 +2,26 @@
 // publish server, never an address a message names (a worker could
 // otherwise make the server fetch from any host, metadata addresses
 // included).
+//
+// Two addresses qualify: the one the result came from, and the one
+// recorded for the worker. The second is for a Cuirass worker, which builds
+// its publish URL once from its first `server-info` and keeps it after
+// reconnecting from another address. It is safe only because the
+// dispatcher records an address a worker declares only when the worker
+// declared it from that address (docs/deployment.md, "Where results are
+// fetched from").
 
 import { sameAddress } from "./worker_links.ts";
 
 /**
  * `url` when it is http(s) on the sender's address (`peerAddress`) or on
- * the worker's registered address (looked up only when needed), else null.
+ * the worker's recorded address (looked up only when needed, and always
+ * one the server saw the worker connect from), else null.
  */
 export async function allowedPublishUrl(
   url: string,
   peerAddress: string,
-  registeredAddress: () => Promise<string | undefined>,
+  recordedAddress: () => Promise<string | undefined>,
 ): Promise<string | null> {
   let parsed: URL;
   try {
@@ -25,6 +34,6 @@ export async function allowedPublishUrl(
   }
   const host = parsed.hostname.replace(/^\[|\]$/g, "");
   if (sameAddress(host, peerAddress)) return url;
-  const registered = await registeredAddress();
-  return registered !== undefined && sameAddress(registered, host) ? url : null;
+  const recorded = await recordedAddress();
+  return recorded !== undefined && sameAddress(recorded, host) ? url : null;
 }

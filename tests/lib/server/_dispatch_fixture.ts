@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import type { NewJob, Store } from "../../../lib/store/types.ts";
-import { RouterSocket } from "../../../lib/zmtp/router.ts";
+import { type RouterMessage, RouterSocket } from "../../../lib/zmtp/router.ts";
+import { routingKey } from "../../../lib/server/worker_links.ts";
 import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { Dispatcher } from "../../../lib/server/dispatcher.ts";
 import { OutputFetcher } from "../../../lib/server/output_fetcher.ts";
@@ -137,6 +138,12 @@ export async function startFixture(options: {
   port?: number;
   /** What the dispatcher sees of the store (to inject faults). */
   storeSeenByDispatcher?: (store: Store) => Store;
+  /**
+   * Peer addresses the dispatcher sees instead of 127.0.0.1, by routing id
+   * (routingKey of the FakeWorker's identity): all test traffic stays on
+   * 127.0.0.1 while the server believes in other hosts.
+   */
+  peerAddresses?: Map<string, string>;
 } = {}): Promise<Fixture> {
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
   const store = openSqliteStore(options.database ?? `${root}/db.sqlite`);
@@ -169,7 +176,9 @@ export async function startFixture(options: {
   });
   const dispatcher = new Dispatcher({
     store: options.storeSeenByDispatcher?.(store) ?? store,
-    router,
+    router: options.peerAddresses === undefined
+      ? router
+      : routerSeenFrom(router, options.peerAddresses),
     fetcher,
     clock,
     logger,
@@ -230,6 +239,27 @@ export async function startFixture(options: {
       if (!keepFiles) await Deno.remove(root, { recursive: true });
     },
   };
+}
+
+/** `router` with the peer address of some connections replaced. */
+function routerSeenFrom(
+  router: RouterSocket,
+  addresses: Map<string, string>,
+): RouterSocket {
+  const rewrite = (message: RouterMessage): RouterMessage => {
+    const address = addresses.get(routingKey(message.routingId));
+    return address === undefined
+      ? message
+      : { ...message, peerAddress: address };
+  };
+  const seen: RouterSocket = Object.create(router);
+  seen.receive = async (signal) => rewrite(await router.receive(signal));
+  seen.tryReceive = () => {
+    const message = router.tryReceive();
+    return message === undefined ? undefined : rewrite(message);
+  };
+  seen.send = (routingId, frames) => router.send(routingId, frames);
+  return seen;
 }
 
 const EMPTY = new Uint8Array(0);

@@ -7,6 +7,7 @@ import {
 import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
 import { LORICA_FEATURES } from "../../../lib/protocol/messages.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
+import { routingKey } from "../../../lib/server/worker_links.ts";
 import {
   eventually,
   FakeWorker,
@@ -547,6 +548,89 @@ Deno.test({
       );
       await w.close();
     }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "an address a worker declares but does not connect from is not recorded, and no result is fetched from it",
+  async fn(t) {
+    for (const via of ["worker-ready", "worker-ping"] as const) {
+      await t.step(via, () =>
+        withFixture(async (f) => {
+          const [drv] = await f.addJobs([job("declared", 1)]);
+          const fetched: string[] = [];
+          const enqueue = f.fetcher.enqueue.bind(f.fetcher);
+          f.fetcher.enqueue = (request) => {
+            fetched.push(request.url);
+            return enqueue(request);
+          };
+          const w = await FakeWorker.connect(f.port, { name: "LIAR" });
+          // Connected from 127.0.0.1, it claims another host.
+          const elsewhere = { ...w.info, address: "127.0.0.2" };
+          if (via === "worker-ready") {
+            await w.send({ type: "worker-ready", worker: elsewhere });
+          } else {
+            await w.ready();
+            await w.send({ type: "worker-ping", worker: elsewhere });
+          }
+          assert.equal((await w.requestWork()).type, "build");
+          assert.equal((await f.store.getWorker("LIAR"))?.address, "127.0.0.1");
+          await w.send({ type: "build-started", drv, worker: "LIAR" });
+          await reportSuccess(w, drv, "http://127.0.0.2:5558");
+          assert.deepEqual(fetched, []);
+          assert.equal(await f.status(drv), BuildStatus.scheduled);
+          assert.ok(
+            f.lines.some((l) =>
+              l.includes("declared address ignored") &&
+              l.includes("declared=127.0.0.2") &&
+              l.includes("recorded=127.0.0.1")
+            ),
+            f.lines.join("\n"),
+          );
+          await w.close();
+        }));
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker back from another address reports with the URL of the address it registered from",
+  async fn() {
+    // Its first connection is seen at 127.0.0.2 (on loopback, rewritten by
+    // the fixture); the second one, after a reconnect, at 127.0.0.1.
+    const first = identity();
+    const peerAddresses = new Map([[routingKey(first), "127.0.0.2"]]);
+    await withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("moved", 1)]);
+      const before = await FakeWorker.connect(f.port, {
+        name: "MOVER",
+        identity: first,
+      });
+      await before.send({
+        type: "worker-ready",
+        worker: { ...before.info, address: "127.0.0.2" },
+      });
+      await before.send({ type: "worker-request-info" });
+      await before.next();
+      await before.close();
+      const after = await FakeWorker.connect(f.port, { name: "MOVER" });
+      // Like Cuirass's, its ping still carries its first address.
+      await after.send({
+        type: "worker-ping",
+        worker: { ...after.info, address: "127.0.0.2" },
+      });
+      const reply = await after.requestWork();
+      assert.equal(reply.type === "build" && reply.drv, drv);
+      assert.equal((await f.store.getWorker("MOVER"))?.address, "127.0.0.2");
+      await after.send({ type: "build-started", drv, worker: "MOVER" });
+      await reportSuccess(after, drv, "http://127.0.0.2:5558");
+      await untilStatus(f, drv, BuildStatus.succeeded);
+      await after.close();
+    }, { peerAddresses });
+  },
 });
 
 Deno.test({

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { allowedPublishUrl } from "../../../lib/server/publish_url.ts";
 
 const never = () => {
-  throw new Error("the registered address was not needed");
+  throw new Error("the recorded address was not needed");
 };
 
 Deno.test("allowedPublishUrl() takes http(s) on the sender's own address without a lookup", async () => {
@@ -17,10 +17,10 @@ Deno.test("allowedPublishUrl() takes http(s) on the sender's own address without
   }
 });
 
-Deno.test("allowedPublishUrl() takes the worker's registered address, and nothing else", async () => {
-  const registered = () => Promise.resolve("192.0.2.5");
+Deno.test("allowedPublishUrl() takes the worker's recorded address, and nothing else", async () => {
+  const recorded = () => Promise.resolve("192.0.2.5");
   assert.equal(
-    await allowedPublishUrl("http://192.0.2.5:5558/", "10.0.0.7", registered),
+    await allowedPublishUrl("http://192.0.2.5:5558/", "10.0.0.7", recorded),
     "http://192.0.2.5:5558/",
   );
   for (
@@ -33,7 +33,7 @@ Deno.test("allowedPublishUrl() takes the worker's registered address, and nothin
       "",
     ]
   ) {
-    assert.equal(await allowedPublishUrl(url, "10.0.0.7", registered), null);
+    assert.equal(await allowedPublishUrl(url, "10.0.0.7", recorded), null);
   }
   assert.equal(
     await allowedPublishUrl(
