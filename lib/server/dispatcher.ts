@@ -7,9 +7,11 @@
 // build (asking for more work gives back what it still held, and of the
 // requests that queued up while the server was away only the last gets a
 // build: case C03);
-// results count only from the connection that owns the build; Lorica peers
-// negotiate request ids, cancellation and authentication with a
-// `lorica-hello` that Cuirass servers ignore.
+// results count only from the connection that owns the build; pings and
+// starts naming a worker only from the connection that registered it (pings
+// also from that connection's address); Lorica peers negotiate request ids,
+// cancellation and authentication with a `lorica-hello` that Cuirass
+// servers ignore.
 
 import {
   decodeMessage,
@@ -100,6 +102,16 @@ interface Incoming {
 /** Whether a build in `status` is held by a worker (submitted or started). */
 function heldStatus(status: BuildStatus): boolean {
   return status === BuildStatus.submitted || status === BuildStatus.started;
+}
+
+/**
+ * Whether `from` is the connection `owner` or another one at its address:
+ * Cuirass and Lorica workers ping on a second connection.
+ */
+function sameSender(owner: WorkerLink, from: Incoming): boolean {
+  if (owner === from.link) return true;
+  return owner.peerAddress !== undefined &&
+    sameAddress(owner.peerAddress, from.peerAddress);
 }
 
 /** The key of `worker`'s result of `drv` in the fetches awaited. */
@@ -302,13 +314,15 @@ export class Dispatcher {
   async #handle(received: Received, turn: Turn): Promise<void> {
     const { routingId, peerAddress, message } = received;
     const sender = { peer: routingKey(routingId), address: peerAddress };
+    const link = this.#links.get(routingId);
+    link.peerAddress = peerAddress;
     const from: Incoming = {
       turn,
       store: turn.store,
       routingId,
       peerAddress,
       sender,
-      link: this.#links.get(routingId),
+      link,
       now: epochSeconds(this.#options.clock),
     };
     switch (message.type) {
@@ -426,10 +440,31 @@ export class Dispatcher {
   async #ping(from: Incoming, message: MessageOf<"worker-ping">) {
     const { store, sender, now } = from;
     const name = message.worker.name;
+    // The connection that registered the name, or asks for its work.
+    const owner = this.#links.connectionOf(name);
     if (
-      message.diskLow !== undefined &&
-      (!this.authRequired || this.#authenticated.has(name))
+      this.authRequired &&
+      (owner === undefined || !this.#authenticated.has(name))
     ) {
+      this.#logger.debug("ping ignored", {
+        ...sender,
+        worker: name,
+        reason: "worker not authenticated on an open connection",
+      });
+      return;
+    }
+    // Without keys, a ping of a name no open connection speaks for may
+    // register it: a Cuirass worker comes back that way after a server
+    // restart.
+    if (owner !== undefined && !sameSender(owner, from)) {
+      this.#logger.warn("ping ignored", {
+        ...sender,
+        worker: name,
+        reason: "another connection registered this worker",
+      });
+      return;
+    }
+    if (message.diskLow !== undefined) {
       if (message.diskLow && !this.#diskLow.has(name)) {
         this.#logger.warn("worker low on disk", { worker: name });
       }
@@ -438,14 +473,7 @@ export class Dispatcher {
     }
     if (this.authRequired) {
       // Only liveness: a ping cannot register or change a worker.
-      if (this.#authenticated.has(name)) await store.touchWorker(name, now);
-      else {
-        this.#logger.debug("ping ignored", {
-          ...sender,
-          worker: name,
-          reason: "worker not authenticated",
-        });
-      }
+      await store.touchWorker(name, now);
       return;
     }
     const address = await this.#addressToRecord(from, message.worker, false);
@@ -710,11 +738,16 @@ export class Dispatcher {
       });
   }
 
-  /** Whether this connection may speak for worker `name`. */
+  /**
+   * Whether this connection may report for worker `name`: it spoke for that
+   * name before, or it is new (a worker reconnected after a server restart)
+   * and no open connection speaks for the name.
+   */
   #mayReport(routingId: Uint8Array, name: string): boolean {
     const link = this.#links.get(routingId);
     if (this.authRequired) return link.authenticated === name;
-    return link.name === undefined || link.name === name;
+    if (link.name !== undefined) return link.name === name;
+    return this.#links.connectionOf(name) === undefined;
   }
 
   /**

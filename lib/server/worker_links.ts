@@ -33,6 +33,8 @@ export interface WorkerLink {
   nonce?: string;
   /** The name this connection proved a key for. */
   authenticated?: string;
+  /** The peer's address, as the server sees it. */
+  peerAddress?: string;
 }
 
 /** Connections remembered at most; the oldest are forgotten first. */

@@ -5,7 +5,10 @@ import {
   type Store,
 } from "../../../lib/store/types.ts";
 import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
-import { LORICA_FEATURES } from "../../../lib/protocol/messages.ts";
+import {
+  LORICA_FEATURES,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
 import {
@@ -629,6 +632,92 @@ Deno.test({
       await reportSuccess(after, drv, "http://127.0.0.2:5558");
       await untilStatus(f, drv, BuildStatus.succeeded);
       await after.close();
+    }, { peerAddresses });
+  },
+});
+
+/** Sends `message`, then waits for a round trip to the server. */
+async function sendAndSync(worker: FakeWorker, message: Message) {
+  await worker.send(message);
+  await worker.send({ type: "worker-request-info" });
+  await worker.next();
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "without worker keys, pings and starts naming a worker count only from its connection or its address",
+  async fn() {
+    // All on 127.0.0.1; the fixture shows the dispatcher other addresses.
+    const stranger = identity();
+    const moved = identity();
+    const peerAddresses = new Map([
+      [routingKey(stranger), "127.0.0.3"],
+      [routingKey(moved), "127.0.0.4"],
+    ]);
+    await withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("pinged", 1)]);
+      const real = await readyWorker(f.port, { name: "REAL" });
+      assert.equal((await real.requestWork()).type, "build");
+      const other = await FakeWorker.connect(f.port, {
+        name: "REAL",
+        identity: stranger,
+      });
+      // Another host names REAL, declaring its own address (which it may).
+      await sendAndSync(other, {
+        type: "worker-ping",
+        worker: {
+          name: "REAL",
+          address: "127.0.0.3",
+          machine: "elsewhere",
+          systems: ["aarch64-linux"],
+          lastSeen: 0,
+        },
+        diskLow: true,
+      });
+      await sendAndSync(other, {
+        type: "build-started",
+        drv,
+        worker: "REAL",
+      });
+      const kept = await f.store.getWorker("REAL");
+      assert.equal(kept?.address, "127.0.0.1");
+      assert.equal(kept?.machine, "test");
+      assert.deepEqual(kept?.systems, ["x86_64-linux"]);
+      assert.equal(f.dispatcher.diskLow("REAL"), false);
+      assert.equal(await f.status(drv), BuildStatus.submitted);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("warn ping ignored") && l.includes("worker=REAL") &&
+          l.includes("address=127.0.0.3")
+        ),
+        f.lines.join("\n"),
+      );
+      assert.ok(f.lines.some((l) => l.startsWith("warn start ignored")));
+
+      // REAL's own pings come on a second connection from its address.
+      const pinger = await FakeWorker.connect(f.port, { name: "REAL" });
+      await sendAndSync(pinger, {
+        type: "worker-ping",
+        worker: pinger.info,
+        diskLow: true,
+      });
+      assert.equal(f.dispatcher.diskLow("REAL"), true);
+
+      // A restarted REAL registers from elsewhere: the name follows it.
+      const restarted = await FakeWorker.connect(f.port, {
+        name: "REAL",
+        identity: moved,
+      });
+      await sendAndSync(restarted, {
+        type: "worker-ready",
+        worker: { ...restarted.info, address: "127.0.0.4" },
+      });
+      await sendAndSync(pinger, { type: "worker-ping", worker: pinger.info });
+      assert.equal((await f.store.getWorker("REAL"))?.address, "127.0.0.4");
+      await Promise.all(
+        [real, other, pinger, restarted].map((w) => w.close()),
+      );
     }, { peerAddresses });
   },
 });
