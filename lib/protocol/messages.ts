@@ -128,6 +128,20 @@ const DEFAULT_MAX_BYTES = 1024 * 1024;
 const MAX_DEPTH = 8;
 const MAX_QUOTED = 60;
 
+// What a worker says of itself is stored and shown on the workers page, so
+// it is bounded, well above what real workers send (cuirass.md 1.3): a name
+// of 8 random characters, gethostname() as machine, an IP address, and the
+// few systems of --systems (names such as "powerpc64le-linux").
+
+/** Longest worker name taken. */
+export const MAX_WORKER_NAME_LENGTH = 64;
+/** Longest machine name and address taken (a DNS name is at most 253). */
+export const MAX_HOST_LENGTH = 255;
+/** Most systems one worker may declare. */
+export const MAX_WORKER_SYSTEMS = 32;
+/** Longest system name taken. */
+export const MAX_SYSTEM_LENGTH = 64;
+
 /**
  * Encodes `message` as Guile `write` prints it, in UTF-8, with no newline.
  *
@@ -331,7 +345,7 @@ function fromDatum(datum: Datum): Message {
     case "worker-request-work":
       return {
         type,
-        name: fields.bareString("name"),
+        name: fields.workerName("name", fields.bareString("name")),
         ...fields.requestId(),
       };
     case "build":
@@ -352,7 +366,7 @@ function fromDatum(datum: Datum): Message {
       return {
         type,
         drv: fields.string("drv"),
-        worker: fields.string("worker"),
+        worker: fields.workerName("worker", fields.string("worker")),
       };
     case "build-succeeded":
     case "build-failed":
@@ -464,16 +478,58 @@ class Fields {
     }
     const fields = new Fields(this.#tag, item);
     return {
-      name: fields.string("name"),
-      address: fields.string("address"),
-      machine: fields.string("machine"),
+      name: fields.workerName("name", fields.string("name")),
+      address: fields.bounded(
+        "address",
+        fields.string("address"),
+        MAX_HOST_LENGTH,
+      ),
+      machine: fields.bounded(
+        "machine",
+        fields.string("machine"),
+        MAX_HOST_LENGTH,
+      ),
       systems: fields.systems(),
       lastSeen: fields.integer("last-seen"),
     };
   }
 
+  /** `value` if it can name a worker: not empty, not too long. */
+  workerName(name: string, value: string): string {
+    if (value.length === 0) this.fail(name, "is empty");
+    return this.bounded(name, value, MAX_WORKER_NAME_LENGTH);
+  }
+
+  /** `value` if it has at most `max` characters. */
+  bounded(name: string, value: string, max: number): string {
+    if (value.length > max) {
+      // Only the start is quoted (and clipped): no need to write it all.
+      this.fail(
+        name,
+        `has ${value.length} characters, more than ${max}: ${
+          quote(value.slice(0, MAX_QUOTED + 1))
+        }`,
+      );
+    }
+    return value;
+  }
+
   systems(): string[] {
-    return this.stringList("systems", this.take("systems"));
+    const value = this.take("systems");
+    if (Array.isArray(value) && value.length > MAX_WORKER_SYSTEMS) {
+      this.fail(
+        "systems",
+        `has ${value.length} entries, more than ${MAX_WORKER_SYSTEMS}: ${
+          quote(value.slice(0, MAX_QUOTED))
+        }`,
+      );
+    }
+    const systems = this.stringList("systems", value);
+    for (const system of systems) {
+      if (system.length === 0) this.fail("systems", "has an empty system");
+      this.bounded("systems", system, MAX_SYSTEM_LENGTH);
+    }
+    return systems;
   }
 
   stringList(name: string, value: Datum): string[] {

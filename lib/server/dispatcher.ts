@@ -19,6 +19,7 @@ import {
   LORICA_FEATURES,
   LORICA_PROTOCOL_VERSION,
   type Message,
+  ProtocolError,
   type WorkerInfo,
 } from "../protocol/messages.ts";
 import { makeNonce, verifyAuthProof } from "../protocol/worker_auth.ts";
@@ -305,7 +306,12 @@ export class Dispatcher {
       this.#logger.debug("message received", { ...sender, type: message.type });
       return message;
     } catch (error) {
-      this.#logger.warn("message dropped", { ...sender, reason: error });
+      this.#logger.warn("message dropped", {
+        ...sender,
+        type: error instanceof ProtocolError ? error.tag : undefined,
+        field: error instanceof ProtocolError ? error.field : undefined,
+        reason: error,
+      });
       return null;
     }
   }

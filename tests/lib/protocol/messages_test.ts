@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import {
   decodeMessage,
   encodeMessage,
+  MAX_HOST_LENGTH,
+  MAX_SYSTEM_LENGTH,
+  MAX_WORKER_NAME_LENGTH,
+  MAX_WORKER_SYSTEMS,
   type Message,
   ProtocolError,
 } from "../../../lib/protocol/messages.ts";
@@ -122,6 +126,13 @@ Deno.test("encodeMessage() writes no trailing newline", () => {
   assert.equal(decoder.decode(bytes), "(no-build)");
 });
 
+/** A worker-ready payload, written by hand: the encoder checks nothing. */
+function workerReady(worker: Partial<typeof WORKER>): string {
+  return decoder.decode(
+    encodeMessage({ type: "worker-ready", worker: { ...WORKER, ...worker } }),
+  );
+}
+
 const MALFORMED: [string, string | Uint8Array, RegExp][] = [
   ["empty payload", "", /payload is empty/],
   ["unbalanced list", "(worker-request-info", /end of input/],
@@ -186,6 +197,58 @@ const MALFORMED: [string, string | Uint8Array, RegExp][] = [
     '(worker-ping (worker (name "n") (address "a") (machine "m") (systems ("x86_64-linux\u001b")) (last-seen 0)))',
     /field "systems" has a control character/,
   ],
+  [
+    "empty worker name",
+    workerReady({ name: "" }),
+    /^Cannot decode message "worker-ready": field "name" is empty$/,
+  ],
+  [
+    "empty name asking for work",
+    '(worker-request-work "")',
+    /"worker-request-work": field "name" is empty/,
+  ],
+  [
+    "empty worker starting a build",
+    '(build-started (drv "/d") (worker ""))',
+    /"build-started": field "worker" is empty/,
+  ],
+  [
+    "worker name too long",
+    workerReady({ name: "N".repeat(MAX_WORKER_NAME_LENGTH + 1) }),
+    /field "name" has 65 characters, more than 64: "\\"NNNN/,
+  ],
+  [
+    "name too long asking for work",
+    `(worker-request-work "${"N".repeat(100_000)}")`,
+    /field "name" has 100000 characters, more than 64/,
+  ],
+  [
+    "machine too long",
+    workerReady({ machine: "m".repeat(MAX_HOST_LENGTH + 1) }),
+    /field "machine" has 256 characters, more than 255/,
+  ],
+  [
+    "address too long",
+    workerReady({ address: "a".repeat(MAX_HOST_LENGTH + 1) }),
+    /field "address" has 256 characters, more than 255/,
+  ],
+  [
+    "too many systems",
+    workerReady({
+      systems: Array.from({ length: 50_000 }, (_, i) => `s${i}-linux`),
+    }),
+    /field "systems" has 50000 entries, more than 32: "\(\\"s0-linux\\" /,
+  ],
+  [
+    "system name too long",
+    workerReady({ systems: ["x".repeat(MAX_SYSTEM_LENGTH + 1)] }),
+    /field "systems" has 65 characters, more than 64: "\\"xxxx/,
+  ],
+  [
+    "empty system",
+    workerReady({ systems: ["x86_64-linux", ""] }),
+    /field "systems" has an empty system/,
+  ],
   ["float", "(no-build 1.5)", /unsupported number "1.5"/],
   ["too deep", "(no-build " + "(".repeat(20) + ")".repeat(21), /maxDepth/],
 ];
@@ -204,6 +267,43 @@ Deno.test("decodeMessage() rejects malformed payloads with ProtocolError", async
       });
     });
   }
+});
+
+Deno.test("decodeMessage() takes worker names, hosts and systems up to their bounds", () => {
+  const worker = {
+    name: "N".repeat(MAX_WORKER_NAME_LENGTH),
+    address: "a".repeat(MAX_HOST_LENGTH),
+    machine: "m".repeat(MAX_HOST_LENGTH),
+    systems: Array.from(
+      { length: MAX_WORKER_SYSTEMS },
+      (_, i) => `${i}`.padEnd(MAX_SYSTEM_LENGTH, "x"),
+    ),
+    lastSeen: 0,
+  };
+  for (const type of ["worker-ready", "worker-ping"] as const) {
+    assert.deepEqual(
+      decodeMessage(encodeMessage({ type, worker })),
+      { type, worker },
+    );
+  }
+  assert.deepEqual(
+    decodeMessage(
+      encodeMessage({ type: "worker-request-work", name: worker.name }),
+    ),
+    { type: "worker-request-work", name: worker.name },
+  );
+});
+
+Deno.test("decodeMessage() names the offending field of a worker it refuses", () => {
+  assert.throws(
+    () => decodeMessage(encoder.encode(workerReady({ name: "" }))),
+    (error) => {
+      assert.ok(error instanceof ProtocolError);
+      assert.equal(error.tag, "worker-ready");
+      assert.equal(error.field, "name");
+      return true;
+    },
+  );
 });
 
 Deno.test("decodeMessage() keeps the syntax error as cause", () => {

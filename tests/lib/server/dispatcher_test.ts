@@ -249,6 +249,51 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "an empty or oversized worker name and too many systems are dropped at decoding with a warning, never stored",
+  fn: () =>
+    withFixture(async (f) => {
+      const w = await FakeWorker.connect(f.port, { name: "SANE" });
+      // Enough in one turn that a failure in the store would replay it.
+      const bad = [
+        ...Array.from({ length: 60 }, () => ({ ...w.info, name: "" })),
+        { ...w.info, name: "N".repeat(100_000) },
+        {
+          ...w.info,
+          name: "MANY",
+          systems: Array.from({ length: 50_000 }, (_, i) => `s${i}-linux`),
+        },
+      ];
+      for (const worker of bad) {
+        await w.send({ type: "worker-ready", worker });
+      }
+      await w.ready();
+      await w.send({ type: "worker-request-info" });
+      await w.next();
+      assert.deepEqual(
+        (await f.store.listWorkers()).map((worker) => worker.name),
+        ["SANE"],
+      );
+      assert.deepEqual(f.lines.filter((l) => l.startsWith("error")), []);
+      const dropped = f.lines.filter((l) =>
+        l.startsWith("warn message dropped") && l.includes("type=worker-ready")
+      );
+      assert.equal(dropped.length, bad.length);
+      assert.equal(
+        dropped.filter((l) => l.includes('field=name reason="Cannot'))
+          .length,
+        61,
+      );
+      assert.ok(dropped.some((l) => l.includes('\\"name\\" is empty')));
+      assert.ok(dropped.some((l) => l.includes("100000 characters")));
+      assert.ok(dropped.some((l) => l.includes("50000 entries")));
+      assert.ok(dropped.every((l) => l.length < 400), "values clipped");
+      await w.close();
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
     "C03: of the requests queued during a stall only the last gets a build; never two held at once",
   async fn() {
     // The server stalls on the first request's turn (as under SIGSTOP)
