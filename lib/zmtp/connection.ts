@@ -7,7 +7,6 @@ import {
   encodeMessage,
   type Frame,
   FrameDecoder,
-  ZmtpFrameSizeError,
   ZmtpSyntaxError,
 } from "./frame.ts";
 import {
@@ -91,7 +90,6 @@ export class ZmtpConnection {
   #conn: Deno.TcpConn;
   #socketType: SocketType;
   #identity: Uint8Array;
-  #maxMessageBytes: number;
   #handshakeTimeoutMs: number;
   #sendTimeoutMs: number;
   #decoder: FrameDecoder;
@@ -112,10 +110,14 @@ export class ZmtpConnection {
     this.#conn = conn;
     this.#socketType = socketType;
     this.#identity = identity;
-    this.#maxMessageBytes = maxMessageBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
     this.#sendTimeoutMs = sendTimeoutMs;
-    this.#decoder = new FrameDecoder({ maxFrameBytes: maxMessageBytes });
+    // A frame header announcing more than the limit (alone or with the
+    // frames before it) ends the connection before its body is read.
+    this.#decoder = new FrameDecoder({
+      maxFrameBytes: maxMessageBytes,
+      maxMessageBytes,
+    });
     this.peerAddress = conn.remoteAddr.hostname;
     try {
       conn.setNoDelay(true);
@@ -162,11 +164,11 @@ export class ZmtpConnection {
    * Returns the next message (all its frames), answering PINGs on the way;
    * null once the peer closed or {@linkcode close} was called.
    * @throws {ZmtpSyntaxError} on a framing error (the connection is closed)
-   * @throws {ZmtpFrameSizeError} on an oversized frame or message
+   * @throws {ZmtpFrameSizeError} on a frame header announcing an oversized
+   * frame or message (the connection is closed)
    */
   async read(): Promise<Uint8Array[] | null> {
     const message: Uint8Array[] = [];
-    let total = 0;
     try {
       while (true) {
         const frame = await this.#nextFrame();
@@ -174,10 +176,6 @@ export class ZmtpConnection {
         if (frame.command) {
           this.#handleCommand(frame.body);
           continue;
-        }
-        total += frame.body.length;
-        if (total > this.#maxMessageBytes) {
-          throw new ZmtpFrameSizeError(total, this.#maxMessageBytes);
         }
         message.push(frame.body);
         if (message.length > MAX_FRAMES_PER_MESSAGE) {

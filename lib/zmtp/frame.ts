@@ -11,6 +11,11 @@ export interface Frame {
 export interface FrameDecoderOptions {
   /** Largest body accepted for a message frame; default 64 MiB. */
   maxFrameBytes?: number;
+  /**
+   * Largest total of the frames of one message, checked against each frame
+   * header as it arrives (with the frames before it); default no limit.
+   */
+  maxMessageBytes?: number;
   /** Largest body accepted for a command frame; default 64 KiB. */
   maxCommandBytes?: number;
 }
@@ -26,17 +31,28 @@ export class ZmtpSyntaxError extends SyntaxError {
   }
 }
 
-/** A frame whose declared size exceeds the configured maximum. */
+/**
+ * A frame, or a message once the frame just announced is added, larger than
+ * the configured maximum.
+ */
 export class ZmtpFrameSizeError extends RangeError {
+  /** The announced size: of the frame, or of the message with that frame. */
   size: number;
   maxBytes: number;
-  constructor(size: number, maxBytes: number) {
+  /** What went over the limit. */
+  unit: "frame" | "message";
+  constructor(
+    size: number,
+    maxBytes: number,
+    unit: "frame" | "message" = "frame",
+  ) {
     super(
-      `Cannot accept ZMTP frame: size ${size} exceeds the limit of ${maxBytes} bytes`,
+      `Cannot accept ZMTP ${unit}: size ${size} exceeds the limit of ${maxBytes} bytes`,
     );
     this.name = "ZmtpFrameSizeError";
     this.size = size;
     this.maxBytes = maxBytes;
+    this.unit = unit;
   }
 }
 
@@ -82,6 +98,9 @@ export function encodeCommandFrame(body: Uint8Array): Uint8Array {
 export class FrameDecoder {
   #maxFrameBytes: number;
   #maxCommandBytes: number;
+  #maxMessageBytes: number;
+  /** Body bytes of the current message's frames before the one being read. */
+  #messageBytes = 0;
   #header = new Uint8Array(9);
   #headerFill = 0;
   #flags = 0;
@@ -96,8 +115,10 @@ export class FrameDecoder {
     const {
       maxFrameBytes = DEFAULT_MAX_MESSAGE_BYTES,
       maxCommandBytes = DEFAULT_MAX_COMMAND_BYTES,
+      maxMessageBytes = Infinity,
     } = options;
     this.#maxFrameBytes = maxFrameBytes;
+    this.#maxMessageBytes = maxMessageBytes;
     this.#maxCommandBytes = Math.min(maxCommandBytes, maxFrameBytes);
   }
 
@@ -105,7 +126,8 @@ export class FrameDecoder {
    * Consumes `chunk` and returns the frames it completes. The chunk is not
    * kept, so the caller may reuse its buffer.
    * @throws {ZmtpSyntaxError} on reserved flag bits or a command with MORE
-   * @throws {ZmtpFrameSizeError} when a frame is larger than allowed
+   * @throws {ZmtpFrameSizeError} when a frame, or the message it belongs
+   * to, is larger than allowed (found from the frame header, before its body)
    */
   push(chunk: Uint8Array): Frame[] {
     this.check();
@@ -168,10 +190,18 @@ export class FrameDecoder {
         ? Number.MAX_SAFE_INTEGER
         : Number(big);
     }
-    const limit = (flags & FLAG_COMMAND) !== 0
-      ? this.#maxCommandBytes
-      : this.#maxFrameBytes;
+    const command = (flags & FLAG_COMMAND) !== 0;
+    const limit = command ? this.#maxCommandBytes : this.#maxFrameBytes;
     if (size > limit) throw new ZmtpFrameSizeError(size, limit);
+    // The whole message is judged here too, so that the body of a frame
+    // that would take it over the limit is never gathered.
+    if (!command && this.#messageBytes + size > this.#maxMessageBytes) {
+      throw new ZmtpFrameSizeError(
+        this.#messageBytes + size,
+        this.#maxMessageBytes,
+        "message",
+      );
+    }
     this.#flags = flags;
     this.#size = size;
     this.#headerFill = 0;
@@ -201,6 +231,9 @@ export class FrameDecoder {
       more: (this.#flags & FLAG_MORE) !== 0,
       command: (this.#flags & FLAG_COMMAND) !== 0,
     };
+    if (!frame.command) {
+      this.#messageBytes = frame.more ? this.#messageBytes + this.#size : 0;
+    }
     this.#size = -1;
     this.#body = null;
     this.#bodyFill = 0;

@@ -111,6 +111,31 @@ Deno.test("FrameDecoder rejects frames larger than its limit before reading them
   );
 });
 
+Deno.test("FrameDecoder refuses a frame taking its message past maxMessageBytes from the header alone", () => {
+  const decoder = new FrameDecoder({
+    maxFrameBytes: 1000,
+    maxMessageBytes: 1000,
+  });
+  // 600 + 300 fit; a ping in between does not count; the next message
+  // starts from zero again.
+  const fits = new Uint8Array([
+    ...encodeMessage([filled(600, 1), filled(300, 2)]),
+    ...encodeCommandFrame(filled(200, 3)),
+    ...encodeMessage([filled(900, 4)]),
+  ]);
+  assert.equal(decoder.push(fits).length, 4);
+  // 600 with MORE, then a header announcing 600 more: refused before any
+  // byte of that body arrives.
+  const first = encodeMessage([filled(600, 5), bytes()]).subarray(0, 9 + 600);
+  assert.equal(decoder.push(first).length, 1);
+  assert.throws(
+    () => decoder.push(bytes(0x02, 0, 0, 0, 0, 0, 0, 0x02, 0x58)),
+    (error) =>
+      error instanceof ZmtpFrameSizeError && error.unit === "message" &&
+      error.size === 1200 && error.maxBytes === 1000,
+  );
+});
+
 Deno.test("FrameDecoder limits command frames separately", () => {
   const decoder = new FrameDecoder({ maxCommandBytes: 10 });
   assert.throws(() => decoder.push(bytes(0x04, 11)), ZmtpFrameSizeError);
