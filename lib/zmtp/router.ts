@@ -3,7 +3,7 @@
 
 import type { Logger } from "../log.ts";
 import { ZmtpClosedError, ZmtpConnection } from "./connection.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES } from "./frame.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, ZmtpFrameSizeError } from "./frame.ts";
 import { type Waiter, waitInLine } from "./waiter.ts";
 
 /** Settings for {@linkcode RouterSocket.bind}. */
@@ -14,8 +14,16 @@ export interface RouterOptions {
   port: number;
   /** Send one empty frame to each new peer right after READY; default true. */
   probe?: boolean;
-  /** A larger frame or message drops that connection; default 64 MiB. */
+  /**
+   * A frame header announcing a larger frame or message drops that
+   * connection before the body is read; default 64 MiB.
+   */
   maxMessageBytes?: number;
+  /**
+   * Connections held at once, handshaking ones included; a newcomer past it
+   * is closed at once. Default {@linkcode DEFAULT_MAX_CONNECTIONS}.
+   */
+  maxConnections?: number;
   /** Peers that do not finish the handshake in time are dropped; default 30 s. */
   handshakeTimeoutMs?: number;
   /** A send stalled this long drops that peer; default 60 s. */
@@ -58,6 +66,9 @@ export class PeerUnreachableError extends Error {
   }
 }
 
+/** Connections a ROUTER holds at once unless told otherwise. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+
 interface PeerState {
   routingId: Uint8Array;
   key: string;
@@ -78,6 +89,7 @@ export class RouterSocket {
       RouterOptions,
       | "probe"
       | "maxMessageBytes"
+      | "maxConnections"
       | "handshakeTimeoutMs"
       | "sendTimeoutMs"
       | "highWaterMark"
@@ -98,6 +110,7 @@ export class RouterSocket {
     const {
       probe = true,
       maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+      maxConnections = DEFAULT_MAX_CONNECTIONS,
       handshakeTimeoutMs = 30_000,
       sendTimeoutMs = 60_000,
       highWaterMark = 1000,
@@ -107,6 +120,7 @@ export class RouterSocket {
     this.#options = {
       probe,
       maxMessageBytes,
+      maxConnections,
       handshakeTimeoutMs,
       sendTimeoutMs,
       highWaterMark,
@@ -216,6 +230,17 @@ export class RouterSocket {
         conn.close();
         return;
       }
+      // Each connection may buffer up to maxMessageBytes: the cap bounds
+      // the total. Handshaking connections count too.
+      if (this.#connections.size >= this.#options.maxConnections) {
+        this.#logger?.warn("zmtp connection refused", {
+          peer: conn.remoteAddr.hostname,
+          reason: "too many connections",
+          limit: this.#options.maxConnections,
+        });
+        conn.close();
+        continue;
+      }
       this.#track(this.#servePeer(conn));
     }
   }
@@ -243,10 +268,19 @@ export class RouterSocket {
         await this.#deliver(peer, frames);
       }
     } catch (error) {
-      this.#logger?.debug("zmtp peer dropped", {
-        peer: conn.peerAddress,
-        error: error instanceof Error ? error.message : String(error),
-      });
+      if (error instanceof ZmtpFrameSizeError) {
+        this.#logger?.warn("zmtp message refused", {
+          peer: conn.peerAddress,
+          identity: peer?.key.slice(0, 64),
+          size: error.size,
+          limit: error.maxBytes,
+        });
+      } else {
+        this.#logger?.debug("zmtp peer dropped", {
+          peer: conn.peerAddress,
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
     } finally {
       conn.close();
       await conn.drained();

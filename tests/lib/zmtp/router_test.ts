@@ -7,6 +7,7 @@ import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
 import { encodeCommandFrame, encodeMessage } from "../../../lib/zmtp/frame.ts";
 import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
+import { createLogger } from "../../../lib/log.ts";
 import {
   PeerUnreachableError,
   type RouterMessage,
@@ -268,6 +269,157 @@ Deno.test("RouterSocket drops garbage, oversized and silent connections but keep
       await dealer.close();
     }
   } finally {
+    await router.close();
+  }
+});
+
+/** A logger collecting its lines into `lines`. */
+function capture(lines: string[]) {
+  return createLogger({
+    level: "debug",
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+}
+
+/** Resolves once the server closed `conn` (end of stream or reset). */
+async function hungUp(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(4096);
+  while ((await conn.read(buffer).catch(() => null)) !== null) {
+    // The probe and whatever else the ROUTER sends before hanging up.
+  }
+}
+
+/** Rejects after `ms`; a generous bound, not a timing assertion. */
+function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Cannot see ${what} within ${ms} ms`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+Deno.test("RouterSocket refuses an oversized message from its frame header, before the body, and warns with the peer and size", async () => {
+  const lines: string[] = [];
+  const router = await bindLocal({
+    maxMessageBytes: 1000,
+    logger: capture(lines),
+  });
+  const handshake = [
+    encodeGreeting(),
+    encodeCommandFrame(encodeReady({ "Socket-Type": "DEALER" })),
+  ];
+  // Each attack sends a frame header that takes the message past 1000
+  // bytes and only a few bytes of that frame's body, then waits: the
+  // ROUTER must hang up without waiting for the rest.
+  const attacks: [string, number, Uint8Array][] = [
+    [
+      "one frame",
+      1_000_000,
+      new Uint8Array([
+        0x02,
+        ...[0, 0, 0, 0, 0, 0x0f, 0x42, 0x40],
+        1,
+        2,
+        3,
+      ]),
+    ],
+    [
+      "the second frame of a message",
+      1200,
+      new Uint8Array([
+        ...encodeMessage([new Uint8Array(600), EMPTY]).subarray(0, 9 + 600),
+        0x02,
+        ...[0, 0, 0, 0, 0, 0, 0x02, 0x58],
+        1,
+        2,
+        3,
+      ]),
+    ],
+  ];
+  try {
+    for (const [what, size, bytes] of attacks) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: router.port,
+      });
+      try {
+        for (const part of [...handshake, bytes]) await conn.write(part);
+        await within(10_000, hungUp(conn), `the hang-up after ${what}`);
+      } finally {
+        conn.close();
+      }
+      await until(() =>
+        lines.some((l) =>
+          l.startsWith("warn zmtp message refused peer=127.0.0.1 ") &&
+          l.includes(` size=${size} limit=1000`)
+        )
+      );
+    }
+    // A message within the limit still goes through.
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port: router.port,
+    });
+    try {
+      await dealer.send([EMPTY, new Uint8Array(990)]);
+      const { frames } = await router.receive();
+      assert.deepEqual(frames.map((f) => f.length), [0, 990]);
+    } finally {
+      await dealer.close();
+    }
+  } finally {
+    await router.close();
+  }
+});
+
+Deno.test("RouterSocket holds at most maxConnections and logs each newcomer it refuses", async () => {
+  const lines: string[] = [];
+  const router = await bindLocal({ maxConnections: 3, logger: capture(lines) });
+  const idle: Deno.Conn[] = [];
+  try {
+    // Connections that never finish their handshake count as well.
+    for (let i = 0; i < 3; i++) {
+      idle.push(
+        await Deno.connect({ hostname: "127.0.0.1", port: router.port }),
+      );
+    }
+    const extra = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: router.port,
+    });
+    try {
+      await within(10_000, hungUp(extra), "the refusal");
+    } finally {
+      extra.close();
+    }
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(
+          'warn zmtp connection refused peer=127.0.0.1 reason="too many connections" limit=3',
+        )
+      ),
+      lines.join("\n"),
+    );
+
+    // Once one leaves, a dealer gets its place and is served.
+    idle.shift()!.close();
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port: router.port,
+      reconnectInitialMs: 20,
+    });
+    try {
+      await dealer.send([text.encode("in")]);
+      assert.deepEqual((await router.receive()).frames, [text.encode("in")]);
+    } finally {
+      await dealer.close();
+    }
+  } finally {
+    for (const conn of idle) conn.close();
     await router.close();
   }
 });
