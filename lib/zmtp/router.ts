@@ -30,6 +30,11 @@ export interface RouterOptions {
   sendTimeoutMs?: number;
   /** Messages queued per peer before its reads pause; default 1000. */
   highWaterMark?: number;
+  /**
+   * Bytes of messages queued per peer before its reads pause; default
+   * `maxMessageBytes`.
+   */
+  highWaterBytes?: number;
   /** Receives connection-level events ("zmtp peer dropped", ...). */
   logger?: Logger;
   onConnect?: (peer: RouterPeer) => void;
@@ -75,6 +80,8 @@ interface PeerState {
   peerAddress: string;
   conn: ZmtpConnection;
   queue: RouterMessage[];
+  /** Body bytes of the messages in `queue`. */
+  queuedBytes: number;
   live: boolean;
   wakeReader?: () => void;
 }
@@ -93,6 +100,7 @@ export class RouterSocket {
       | "handshakeTimeoutMs"
       | "sendTimeoutMs"
       | "highWaterMark"
+      | "highWaterBytes"
     >
   >;
   #logger?: Logger;
@@ -114,6 +122,7 @@ export class RouterSocket {
       handshakeTimeoutMs = 30_000,
       sendTimeoutMs = 60_000,
       highWaterMark = 1000,
+      highWaterBytes = maxMessageBytes,
     } = options;
     this.#listener = listener;
     this.port = listener.addr.port;
@@ -124,6 +133,7 @@ export class RouterSocket {
       handshakeTimeoutMs,
       sendTimeoutMs,
       highWaterMark,
+      highWaterBytes,
     };
     this.#logger = options.logger;
     this.#onConnect = options.onConnect;
@@ -230,8 +240,8 @@ export class RouterSocket {
         conn.close();
         return;
       }
-      // Each connection may buffer up to maxMessageBytes: the cap bounds
-      // the total. Handshaking connections count too.
+      // Each connection may buffer a message or two (maxMessageBytes): the
+      // cap bounds the total. Handshaking connections count too.
       if (this.#connections.size >= this.#options.maxConnections) {
         this.#logger?.warn("zmtp connection refused", {
           peer: conn.remoteAddr.hostname,
@@ -320,6 +330,7 @@ export class RouterSocket {
       peerAddress: conn.peerAddress,
       conn,
       queue: [],
+      queuedBytes: 0,
       live: true,
     };
     this.#peers.set(peer.key, peer);
@@ -344,8 +355,12 @@ export class RouterSocket {
     const waiter = this.#waiters.shift();
     if (waiter !== undefined) return waiter.resolve(message);
     peer.queue.push(message);
+    peer.queuedBytes += messageBytes(frames);
     if (peer.queue.length === 1) this.#ready.push(peer);
-    if (peer.queue.length >= this.#options.highWaterMark) {
+    if (
+      peer.queue.length >= this.#options.highWaterMark ||
+      peer.queuedBytes >= this.#options.highWaterBytes
+    ) {
       // Back-pressure: stop reading this peer until the application catches up.
       await new Promise<void>((resolve) => {
         peer.wakeReader = resolve;
@@ -356,6 +371,7 @@ export class RouterSocket {
 
   #take(peer: PeerState): RouterMessage {
     const message = peer.queue.shift()!;
+    peer.queuedBytes -= messageBytes(message.frames);
     if (peer.queue.length > 0) this.#ready.push(peer);
     peer.wakeReader?.();
     return message;
@@ -386,6 +402,12 @@ function closedError(action: string): ZmtpClosedError {
   return new ZmtpClosedError(
     `Cannot ${action} on ZMTP ROUTER: socket is closed`,
   );
+}
+
+function messageBytes(frames: readonly Uint8Array[]): number {
+  let total = 0;
+  for (const frame of frames) total += frame.length;
+  return total;
 }
 
 function toHex(bytes: Uint8Array): string {

@@ -424,6 +424,40 @@ Deno.test("RouterSocket holds at most maxConnections and logs each newcomer it r
   }
 });
 
+Deno.test("RouterSocket stops reading a peer whose queued messages reach highWaterBytes", async () => {
+  const router = await bindLocal({ highWaterBytes: 10_000 });
+  const dealer = DealerSocket.connect({
+    hostname: "127.0.0.1",
+    port: router.port,
+  });
+  try {
+    await dealer.receive(); // the probe
+    for (let i = 0; i < 50; i++) {
+      await dealer.send([new Uint8Array(5000).fill(i)]);
+    }
+    // Time for every message to come in, were the reads not paused.
+    await until(() => router.tryReceive() !== undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const queued: RouterMessage[] = [];
+    for (let next; (next = router.tryReceive()) !== undefined;) {
+      queued.push(next);
+    }
+    assert.ok(queued.length <= 2, `${queued.length + 1} messages queued`);
+    // Taking them resumes the reads: all 50 arrive, in order.
+    const rest: number[] = [];
+    while (1 + queued.length + rest.length < 50) {
+      rest.push((await router.receive()).frames[0][0]);
+    }
+    assert.deepEqual(
+      [...queued.map((m) => m.frames[0][0]), ...rest],
+      [...Array(50).keys()].slice(1),
+    );
+  } finally {
+    await dealer.close();
+    await router.close();
+  }
+});
+
 Deno.test("RouterSocket.close() disconnects its dealers, which then reconnect to a new ROUTER on the same port", async () => {
   const router = await bindLocal({ port: quietPort() });
   const port = router.port;
