@@ -62,6 +62,8 @@ Remote mode:
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
+      --max-worker-connections=N  ZeroMQ connections from workers held at
+                              once, two per worker session (default 1024)
       --no-advertise          do not announce the server with DNS-SD
       --advertise-interface=IF[,IF]  announce only on these interfaces
       --advertise-name=NAME   DNS-SD instance name (default "Lorica remote server on HOST")
@@ -116,6 +118,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "worker-keys": { type: "string" },
   "max-build-wait": { type: "string" },
   "max-log-size": { type: "string" },
+  "max-worker-connections": { type: "string" },
   "no-advertise": { type: "boolean", default: false },
   "advertise-interface": { type: "string" },
   "advertise-name": { type: "string" },
@@ -200,6 +203,9 @@ async function main(args: string[]): Promise<number> {
       ? positive("max-build-wait")
       : null,
     maxLogBytes: text("max-log-size") ? positive("max-log-size") : undefined,
+    maxWorkerConnections: text("max-worker-connections")
+      ? positive("max-worker-connections")
+      : undefined,
     pollChannels: !flag("no-poll"),
     pollIntervalSeconds: positive("interval"),
     gitCacheDir: text("git-cache") ?? `${cacheDir}/git`,

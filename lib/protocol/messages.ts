@@ -123,7 +123,8 @@ export class ProtocolError extends Error {
   }
 }
 
-const DEFAULT_MAX_BYTES = 1024 * 1024;
+/** The largest payload `decodeMessage` accepts unless told otherwise. */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
 // Real messages nest four lists deep; a little room, no more.
 const MAX_DEPTH = 8;
 const MAX_QUOTED = 60;
@@ -164,7 +165,7 @@ export function decodeMessage(
   payload: Uint8Array,
   options: DecodeMessageOptions = {},
 ): Message {
-  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
   if (payload.length === 0) {
     throw new ProtocolError("Cannot decode message: payload is empty");
   }

@@ -15,6 +15,7 @@
 
 import {
   decodeMessage,
+  DEFAULT_MAX_PAYLOAD_BYTES,
   encodeMessage,
   LORICA_FEATURES,
   LORICA_PROTOCOL_VERSION,
@@ -73,6 +74,22 @@ export interface DispatcherOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+// Room beyond the payload for the frames around it (the empty delimiter,
+// stray extra frames): a message a little too big still reaches the decoder,
+// which logs it as dropped and keeps the connection.
+const FRAMING_SLACK_BYTES = 64 * 1024;
+
+/**
+ * The largest message the workers' ROUTER should take in: what the
+ * dispatcher decodes, plus framing slack. Anything bigger could only be
+ * dropped after being buffered whole, so the ROUTER refuses it from its
+ * frame header instead.
+ */
+export function routerMessageLimit(
+  maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
+): number {
+  return maxPayloadBytes + FRAMING_SLACK_BYTES;
+}
 
 /** The message of type `T`. */
 type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;

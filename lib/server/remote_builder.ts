@@ -8,7 +8,7 @@ import type { Guix } from "../guix/guix_command.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { RouterSocket } from "../zmtp/router.ts";
 import { startLogReceiver } from "../protocol/log_receiver.ts";
-import { Dispatcher } from "./dispatcher.ts";
+import { Dispatcher, routerMessageLimit } from "./dispatcher.ts";
 import { OutputFetcher } from "./output_fetcher.ts";
 import { sweepWorkers } from "./worker_sweeper.ts";
 import { sameAddress } from "./worker_links.ts";
@@ -28,6 +28,11 @@ export interface RemoteBuilderConfig {
   maxBuildWaitSeconds?: number | null;
   sweepIntervalMs?: number;
   maxLogBytes?: number;
+  /**
+   * ZeroMQ connections held at once (each worker session uses two);
+   * default the ROUTER's, 1024.
+   */
+  maxWorkerConnections?: number;
   fetchDeadlineMs?: number;
   fetchRetryDelayMs?: number;
   /** Asked for new outputs' narinfos, so that a caching publish bakes them. */
@@ -96,8 +101,8 @@ export async function startRemoteBuilder(
         RouterSocket.bind({
           hostname: config.listen,
           port: config.backendPort,
-          // Protocol messages are small; a larger one only costs memory.
-          maxMessageBytes: 16 * 1024 * 1024,
+          maxMessageBytes: routerMessageLimit(),
+          maxConnections: config.maxWorkerConnections,
           logger: logger.with({ part: "zmtp" }),
           onDisconnect: (peer) =>
             late.dispatcher?.peerDisconnected(peer.routingId),

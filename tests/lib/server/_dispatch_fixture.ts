@@ -7,7 +7,10 @@ import type { NewJob, Store } from "../../../lib/store/types.ts";
 import { type RouterMessage, RouterSocket } from "../../../lib/zmtp/router.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
 import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
-import { Dispatcher } from "../../../lib/server/dispatcher.ts";
+import {
+  Dispatcher,
+  routerMessageLimit,
+} from "../../../lib/server/dispatcher.ts";
 import { OutputFetcher } from "../../../lib/server/output_fetcher.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import type { Child, Spawner } from "../../../lib/process.ts";
@@ -158,7 +161,9 @@ export async function startFixture(options: {
   const router = await RouterSocket.bind({
     hostname: "127.0.0.1",
     port: options.port ?? 0,
-    maxMessageBytes: 16 * 1024 * 1024,
+    // As the server's (remote_builder.ts).
+    maxMessageBytes: routerMessageLimit(),
+    logger: logger.with({ part: "zmtp" }),
     onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
   });
   const guix = new Guix({

@@ -220,7 +220,7 @@ Deno.test({
         ],
         [empty],
         [new Uint8Array(0), new Uint8Array(0)],
-        [empty, new Uint8Array(10 * 1024 * 1024).fill(0x28)],
+        [empty, new Uint8Array(1024 * 1024 + 1).fill(0x28)],
         [empty, new TextEncoder().encode("(worker-request-work")],
         [new TextEncoder().encode("x"), new TextEncoder().encode("y"), empty],
       ];
@@ -242,7 +242,21 @@ Deno.test({
         BuildStatus.submitted,
         "owner keeps it",
       );
-      await Promise.all([owner.close(), stranger.close()]);
+      // Far bigger than any payload the dispatcher decodes: the ROUTER
+      // refuses it from its frame header and hangs up, maybe mid-write.
+      const huge = await FakeWorker.connect(f.port, { identity: identity() });
+      await huge.sendFrames([empty, new Uint8Array(10 * 1024 * 1024)])
+        .catch(() => {});
+      await eventually(() =>
+        f.lines.some((l) =>
+          l.startsWith("warn zmtp message refused ") &&
+          l.includes(" peer=127.0.0.1 ") &&
+          l.includes(` size=${10 * 1024 * 1024} `)
+        )
+      );
+      await stranger.send({ type: "worker-request-info" });
+      assert.equal((await stranger.next()).type, "server-info");
+      await Promise.all([owner.close(), stranger.close(), huge.close()]);
     }),
 });
 

@@ -4,7 +4,11 @@
 
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
-import { type RunningServer, startServer } from "../../../lib/server/server.ts";
+import {
+  type RunningServer,
+  type ServerConfig,
+  startServer,
+} from "../../../lib/server/server.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { BuildStatus, type Store } from "../../../lib/store/types.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
@@ -13,6 +17,8 @@ import { encodeMessage, type Message } from "../../../lib/protocol/messages.ts";
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import { type Clock, systemClock } from "../../../lib/clock.ts";
+import { encodeCommandFrame } from "../../../lib/zmtp/frame.ts";
+import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
 import {
   eventually,
   fakeSpawner,
@@ -64,7 +70,7 @@ interface TestServer {
 
 /** A remote-mode server; a second one may reuse a stopped one's `root`. */
 async function startTestServer(
-  reuse: { root?: string; clock?: Clock } = {},
+  reuse: { root?: string; clock?: Clock; config?: Partial<ServerConfig> } = {},
 ): Promise<TestServer> {
   const root = reuse.root ??
     await Deno.makeTempDir({ prefix: "lorica-server-" });
@@ -90,6 +96,7 @@ async function startTestServer(
     workerTimeoutSeconds: 120,
     publishArgs: [],
     fetchRetryDelayMs: 50,
+    ...reuse.config,
   }, {
     store,
     guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
@@ -126,6 +133,22 @@ async function addBuilds(t: TestServer, count: number): Promise<string[]> {
   const jobs = Array.from({ length: count }, (_, i) => job(`p${i}`, i));
   await t.store.registerBuilds(evaluation, jobs, { priority: 5, now: 1 });
   return jobs.map((j) => j.derivation);
+}
+
+/** Resolves once the server closed `conn`; rejects after a generous 10 s. */
+async function hungUp(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(4096);
+  const deadline = AbortSignal.timeout(10_000);
+  while (!deadline.aborted) {
+    const read = await Promise.race([
+      conn.read(buffer).catch(() => null),
+      new Promise<"late">((resolve) =>
+        deadline.addEventListener("abort", () => resolve("late"))
+      ),
+    ]);
+    if (read === null) return;
+  }
+  throw new Error("Cannot see the server hang up within 10 s");
 }
 
 function unexpectedErrors(lines: string[]): string[] {
@@ -229,6 +252,113 @@ Deno.test({
         200,
       );
     } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the ZMQ port refuses a message bigger than the dispatcher decodes from its frame header, with a warning",
+  async fn() {
+    const t = await startTestServer();
+    try {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: t.server.backendPort,
+      });
+      try {
+        await conn.write(encodeGreeting());
+        await conn.write(
+          encodeCommandFrame(encodeReady({ "Socket-Type": "DEALER" })),
+        );
+        // The empty delimiter, then a header announcing a 2 MiB payload
+        // (twice what the dispatcher decodes) and three bytes of it.
+        await conn.write(
+          new Uint8Array([
+            0x01,
+            0x00,
+            0x02,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0x20,
+            0,
+            0,
+            1,
+            2,
+            3,
+          ]),
+        );
+        await hungUp(conn);
+      } finally {
+        conn.close();
+      }
+      await eventually(() =>
+        t.lines.some((l) =>
+          l.startsWith("warn zmtp message refused ") &&
+          l.includes(" peer=127.0.0.1 ") &&
+          l.includes(` size=${2 * 1024 * 1024} `)
+        )
+      );
+      const w = await FakeWorker.connect(t.server.backendPort, { name: "OK" });
+      await w.send({ type: "worker-request-info" });
+      assert.equal((await w.next()).type, "server-info");
+      await w.close();
+    } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the ZMQ port holds at most maxWorkerConnections and logs each one refused",
+  async fn() {
+    const t = await startTestServer({ config: { maxWorkerConnections: 4 } });
+    const idle: Deno.Conn[] = [];
+    try {
+      for (let i = 0; i < 4; i++) {
+        idle.push(
+          await Deno.connect({
+            hostname: "127.0.0.1",
+            port: t.server.backendPort,
+          }),
+        );
+      }
+      const extra = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: t.server.backendPort,
+      });
+      try {
+        await hungUp(extra);
+      } finally {
+        extra.close();
+      }
+      assert.ok(
+        t.lines.some((l) =>
+          l.startsWith("warn zmtp connection refused ") &&
+          l.includes(" peer=127.0.0.1 ") && l.includes(" limit=4")
+        ),
+        t.lines.join("\n"),
+      );
+      for (const conn of idle.splice(0)) conn.close();
+      await eventually(async () => {
+        const w = await FakeWorker.connect(t.server.backendPort, {
+          name: "LATER",
+        }).catch(() => null);
+        if (w === null) return false;
+        await w.send({ type: "worker-request-info" });
+        const reply = await w.next().catch(() => null);
+        await w.close();
+        return reply?.type === "server-info";
+      });
+    } finally {
+      for (const conn of idle) conn.close();
       await t.close();
     }
   },
