@@ -39,7 +39,10 @@ export interface LogReceiverOptions {
    * is closed (the worker drops the rest of its log). Default 4 x maxLogBytes.
    */
   maxCompressedBytes?: number;
-  /** Time a client has to send its header; default 30 s. */
+  /**
+   * Time a client has to send its header; default 10 s. A worker sends it
+   * as soon as it has read the greeting.
+   */
   headerTimeoutMs?: number;
   /**
    * Longest silence tolerated on a connection; default 2 h. Workers send
@@ -49,6 +52,12 @@ export interface LogReceiverOptions {
   idleTimeoutMs?: number;
   /** Connections served at once; more are refused. Default 256. */
   maxConnections?: number;
+  /**
+   * Connections one address may hold before each has sent a valid header;
+   * more from that address are refused, so that one peer cannot take every
+   * place. A worker opens one upload per build it runs; default 32.
+   */
+  maxPendingPerAddress?: number;
   /** Called with each stored (compressed) chunk, for live views. */
   onChunk?: (drv: string, chunk: Uint8Array) => void;
   /** Called once a log connection has ended, with the log bytes stored. */
@@ -107,9 +116,10 @@ export async function startLogReceiver(
     storeDir,
     logger,
     maxLogBytes = DEFAULT_MAX_LOG_BYTES,
-    headerTimeoutMs = 30_000,
+    headerTimeoutMs = 10_000,
     idleTimeoutMs = 2 * 60 * 60 * 1000,
     maxConnections = 256,
+    maxPendingPerAddress = 32,
     onChunk,
     onComplete,
     accept,
@@ -120,6 +130,8 @@ export async function startLogReceiver(
   const listener = Deno.listen({ hostname, port, transport: "tcp" });
   const connections = new Set<Deno.Conn>();
   const handlers = new Set<Promise<void>>();
+  // Per remote address, its connections that have not sent a valid header.
+  const pending = new Map<string, number>();
   // Latest connection per log file: an older upload of the same derivation
   // (a restarted build) must not keep writing into the truncated file.
   const writers = new Map<string, { superseded: boolean }>();
@@ -151,19 +163,37 @@ export async function startLogReceiver(
         continue;
       }
       const peer = formatAddress(conn.remoteAddr);
+      const address = (conn.remoteAddr as Deno.NetAddr).hostname;
+      const waiting = pending.get(address) ?? 0;
+      if (waiting >= maxPendingPerAddress) {
+        logger.warn("log connection refused", {
+          peer,
+          reason: "too many from this address without a header",
+          limit: maxPendingPerAddress,
+        });
+        closeQuietly(conn);
+        continue;
+      }
       if (connections.size >= maxConnections) {
-        logger.warn("log connection refused", { peer, reason: "too many" });
+        logger.warn("log connection refused", {
+          peer,
+          reason: "too many",
+          limit: maxConnections,
+        });
         closeQuietly(conn);
         continue;
       }
       connections.add(conn);
+      const headerDone = countPending(pending, address);
       const handler = serveLogConnection(
         conn,
         logger.with({ peer }),
         settings,
+        headerDone,
       ).catch(function report(error) {
         logger.error("log connection crashed", { peer, error });
       }).finally(function forget() {
+        headerDone();
         connections.delete(conn);
         handlers.delete(handler);
         closeQuietly(conn);
@@ -200,10 +230,15 @@ interface ReceiverSettings {
   writers: Map<string, { superseded: boolean }>;
 }
 
+/**
+ * Serves one upload; `headerDone` is called once the client has sent a
+ * valid header (it no longer counts against its address's pending ones).
+ */
 async function serveLogConnection(
   conn: Deno.Conn,
   log: Logger,
   settings: ReceiverSettings,
+  headerDone: () => void,
 ): Promise<void> {
   const { clock, writers } = settings;
   let drv: string;
@@ -220,6 +255,7 @@ async function serveLogConnection(
     log.warn("log header rejected", { error });
     return;
   }
+  headerDone();
   // Only the worker running the build may write its log: anyone else could
   // replace a real log or fill the disk with logs of made-up builds.
   if (
@@ -418,6 +454,25 @@ class LogSink {
       }
     });
   }
+}
+
+/**
+ * Counts one more pending connection of `address`; the returned function
+ * (idempotent) counts it out.
+ */
+function countPending(
+  pending: Map<string, number>,
+  address: string,
+): () => void {
+  pending.set(address, (pending.get(address) ?? 0) + 1);
+  let counted = true;
+  return function headerDone() {
+    if (!counted) return;
+    counted = false;
+    const left = pending.get(address)! - 1;
+    if (left > 0) pending.set(address, left);
+    else pending.delete(address);
+  };
 }
 
 /** Writes to a node stream, resolving once it is processed (or failed). */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import net from "node:net";
 import zlib from "node:zlib";
 import {
   corruptionMarker,
@@ -16,6 +17,8 @@ const encoder = new TextEncoder();
 async function fixture(options: {
   maxLogBytes?: number;
   maxCompressedBytes?: number;
+  maxConnections?: number;
+  maxPendingPerAddress?: number;
   accept?: (drv: string, peerAddress: string) => Promise<boolean>;
 } = {}) {
   const root = await Deno.makeTempDir({ prefix: "lorica-logrx-" });
@@ -207,4 +210,82 @@ Deno.test("a log is refused when the receiver does not accept its sender", async
   await waitFor(() => f.lines.some((l) => l.includes("log refused")));
   assert.deepEqual(asked, [[f.drv, "127.0.0.1"]]);
   await assert.rejects(Deno.stat(f.file), Deno.errors.NotFound);
+});
+
+/**
+ * Opens a connection to 127.0.0.1:`port` from the loopback address `from`
+ * and sends nothing; resolves once the receiver has dealt with it (sent its
+ * greeting, or hung up).
+ */
+function idleFrom(from: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve) => {
+    const socket = net.createConnection({
+      host: "127.0.0.1",
+      port,
+      localAddress: from,
+    });
+    socket.on("error", () => {});
+    socket.once("data", () => resolve(socket));
+    socket.once("close", () => resolve(socket));
+  });
+}
+
+Deno.test("one address holding idle connections leaves room for the others' uploads", async () => {
+  await using f = await fixture({
+    maxConnections: 16,
+    maxPendingPerAddress: 4,
+  });
+  // Another loopback address plays the hog, as in the review: it opens
+  // every place the receiver has and never sends a header.
+  const hog: net.Socket[] = [];
+  try {
+    for (let i = 0; i < 16; i++) {
+      hog.push(await idleFrom("127.0.0.2", f.receiver.port));
+    }
+    const upload = await openLogUpload({
+      hostname: "127.0.0.1",
+      port: f.receiver.port,
+      drv: f.drv,
+      logger: silentLogger,
+    });
+    assert.equal(upload.error, undefined, "the worker got in");
+    await upload.write(encoder.encode("a real log\n"));
+    await upload.close();
+    await waitFor(() => f.completed.has(f.drv));
+    assert.equal(
+      new TextDecoder().decode(zlib.gunzipSync(await Deno.readFile(f.file))),
+      "a real log\n",
+    );
+    const refused = f.lines.filter((l) =>
+      l.startsWith("warn log connection refused peer=127.0.0.2:") &&
+      l.includes('reason="too many from this address without a header"') &&
+      l.includes("limit=4")
+    );
+    assert.equal(refused.length, 12, f.lines.join("\n"));
+  } finally {
+    for (const socket of hog) socket.destroy();
+  }
+});
+
+Deno.test("a worker's concurrent uploads from one address all get in", async () => {
+  await using f = await fixture();
+  const drvs = Array.from(
+    { length: 24 },
+    (_, i) => `${f.root}/store/${HASH.slice(0, 30)}${HASH[i]}0-x-${i}.drv`,
+  );
+  const uploads = await Promise.all(drvs.map((drv) =>
+    openLogUpload({
+      hostname: "127.0.0.1",
+      port: f.receiver.port,
+      drv,
+      logger: silentLogger,
+    })
+  ));
+  assert.ok(uploads.every((u) => u.error === undefined));
+  await Promise.all(uploads.map(async (upload, i) => {
+    await upload.write(encoder.encode(`build ${i}\n`));
+    await upload.close();
+  }));
+  await waitFor(() => f.completed.size === drvs.length);
+  assert.ok(!f.lines.some((l) => l.includes("log connection refused")));
 });
