@@ -2,11 +2,14 @@
 // Cuirass, which copies the worker's gzip bytes blindly, the receiver inflates
 // them as they come (bounded), counts the real log size, and writes its own
 // gzip file: a size cap ends the stored log with a visible marker, a gzip
-// bomb is cut off, and the stored file is always a valid gzip stream.
+// bomb is cut off, and the stored file is always a valid gzip stream. Unlike
+// Cuirass too, an upload with no log bytes leaves a build's earlier log in
+// place (log_file.ts).
 
 import zlib from "node:zlib";
 import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import { removeLeftUploads, storedLogSize, UploadFile } from "./log_file.ts";
 import {
   checkLogHeader,
   closeQuietly,
@@ -127,13 +130,15 @@ export async function startLogReceiver(
   } = options;
   const maxCompressedBytes = options.maxCompressedBytes ?? 4 * maxLogBytes;
   await Deno.mkdir(cacheDir, { recursive: true });
+  const left = await removeLeftUploads(cacheDir, idleTimeoutMs, clock.now());
+  if (left > 0) logger.info("log uploads left over removed", { count: left });
   const listener = Deno.listen({ hostname, port, transport: "tcp" });
   const connections = new Set<Deno.Conn>();
   const handlers = new Set<Promise<void>>();
   // Per remote address, its connections that have not sent a valid header.
   const pending = new Map<string, number>();
   // Latest connection per log file: an older upload of the same derivation
-  // (a restarted build) must not keep writing into the truncated file.
+  // (a restarted build) stops once a newer one comes.
   const writers = new Map<string, { superseded: boolean }>();
   const settings: ReceiverSettings = {
     cacheDir,
@@ -269,21 +274,20 @@ async function serveLogConnection(
   if (previous) previous.superseded = true;
   const state = { superseded: false };
   writers.set(path, state);
+  let target: UploadFile | undefined;
   let sink: LogSink | undefined;
   let received = rest.length;
   try {
-    const file = await Deno.open(path, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o644,
-    });
-    sink = new LogSink(file, drv, log, settings);
+    target = await UploadFile.create(path);
+    sink = new LogSink(target.file, drv, log, settings);
     log.info("log receiving", { drv });
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
     let chunk: Uint8Array | null = rest;
     while (chunk !== null && !state.superseded) {
       if (!sink.full) await sink.push(chunk);
+      // The first log bytes make this run's log the build's log (and the
+      // live one); until then an earlier run's log stays readable.
+      if (sink.stored > 0 && !state.superseded) await target.publish();
       if (received > settings.maxCompressedBytes) {
         log.warn("log connection closed", {
           drv,
@@ -305,11 +309,69 @@ async function serveLogConnection(
     await sink?.finish().catch((error) =>
       log.warn("log file not finished", { drv, error })
     );
+    if (sink === undefined) target?.file.close();
+  }
+  try {
+    await settle(target, {
+      drv,
+      path,
+      log,
+      settings,
+      state,
+      stored: sink?.stored ?? 0,
+      received,
+    });
+  } finally {
     if (writers.get(path) === state) writers.delete(path);
   }
-  const stored = sink?.stored ?? 0;
+}
+
+/**
+ * Ends an upload: its file becomes the build's log, or is thrown away when
+ * it was superseded or brought no log bytes while an earlier log exists.
+ */
+async function settle(
+  target: UploadFile | undefined,
+  upload: {
+    drv: string;
+    path: string;
+    log: Logger;
+    settings: ReceiverSettings;
+    state: { superseded: boolean };
+    stored: number;
+    received: number;
+  },
+): Promise<void> {
+  const { drv, path, log, settings, state, stored, received } = upload;
+  if (target === undefined) {
+    // No file could be made (logged as an interrupted transfer).
+    notify(settings.onComplete, drv, 0, log);
+    return;
+  }
   if (state.superseded) {
+    await target.discard();
     log.info("log superseded", { drv, bytes: stored });
+    return;
+  }
+  if (!target.published && stored === 0) {
+    const earlier = await storedLogSize(path);
+    if (earlier > 0) {
+      await target.discard();
+      log.warn("log upload dropped", {
+        drv,
+        compressed: received,
+        reason: "no log bytes; the earlier log is kept",
+        kept: earlier,
+      });
+      notify(settings.onComplete, drv, 0, log);
+      return;
+    }
+  }
+  try {
+    await target.publish();
+  } catch (error) {
+    await target.discard();
+    log.warn("log file not finished", { drv, error });
     return;
   }
   log.info("log received", { drv, bytes: stored, compressed: received });

@@ -289,3 +289,144 @@ Deno.test("a worker's concurrent uploads from one address all get in", async () 
   await waitFor(() => f.completed.size === drvs.length);
   assert.ok(!f.lines.some((l) => l.includes("log connection refused")));
 });
+
+/** Uploads `text` as the log of `drv`, as a worker does; waits for the end. */
+async function uploadLog(port: number, drv: string, text: string) {
+  const upload = await openLogUpload({
+    hostname: "127.0.0.1",
+    port,
+    drv,
+    logger: silentLogger,
+  });
+  if (text.length > 0) await upload.write(encoder.encode(text));
+  await upload.close();
+  assert.equal(upload.error, undefined);
+}
+
+/** The text of `bytes`, which must be one gzip stream with nothing after. */
+function wholeGzip(bytes: Uint8Array): string {
+  // Node's gunzip skips what follows the stream; `info` tells how far it read.
+  const { buffer, engine } = zlib.gunzipSync(bytes, {
+    info: true,
+  }) as unknown as {
+    buffer: Uint8Array;
+    engine: { bytesWritten: number };
+  };
+  assert.equal(engine.bytesWritten, bytes.length, "bytes after the stream");
+  return new TextDecoder().decode(buffer);
+}
+
+/** The stored log, even a still-open gzip stream. */
+async function storedText(file: string): Promise<string> {
+  const bytes = await Deno.readFile(file).catch(() => new Uint8Array());
+  return new TextDecoder().decode(
+    zlib.gunzipSync(bytes, { finishFlush: zlib.constants.Z_SYNC_FLUSH }),
+  );
+}
+
+Deno.test("an upload with no log bytes keeps the build's earlier log, and says so", async () => {
+  await using f = await fixture();
+  const real = "checking for gcc... gcc\n".repeat(4000);
+  await uploadLog(f.receiver.port, f.drv, real);
+  await waitFor(() => f.completed.get(f.drv) === real.length);
+  const before = await Deno.readFile(f.file);
+
+  // The same build dispatched again to a worker that already has its
+  // outputs: it "builds" at once and sends an empty gzip stream.
+  f.completed.clear();
+  await uploadLog(f.receiver.port, f.drv, "");
+  await waitFor(() => f.completed.has(f.drv));
+  assert.deepEqual(await Deno.readFile(f.file), before, "earlier log kept");
+  const dropped = f.lines.find((l) => l.startsWith("warn log upload dropped"));
+  assert.ok(dropped, f.lines.join("\n"));
+  assert.ok(dropped.includes(`drv=${f.drv}`), dropped);
+  assert.ok(dropped.includes(` kept=${before.length}`), dropped);
+  assert.ok(/ compressed=\d+ /.test(dropped), dropped);
+
+  // Bytes that are not gzip at all carry no log either.
+  f.completed.clear();
+  await sendRaw(f.receiver.port, f.drv, encoder.encode("not gzip"));
+  await waitFor(() => f.completed.has(f.drv));
+  assert.deepEqual(await Deno.readFile(f.file), before, "still kept");
+
+  // Only the two uploads' own files were made, and both are gone.
+  const names = [...Deno.readDirSync(`${f.root}/cache`)].map((e) => e.name);
+  assert.deepEqual(names, [`${HASH}.log.gz`]);
+});
+
+Deno.test("C08: an empty upload of a build with no log yet stores an empty log", async () => {
+  await using f = await fixture();
+  await uploadLog(f.receiver.port, f.drv, "");
+  await waitFor(() => f.completed.has(f.drv));
+  assert.equal(f.completed.get(f.drv), 0);
+  assert.equal(await storedText(f.file), "");
+  assert.ok(f.lines.some((l) => l.startsWith("info log received")));
+});
+
+Deno.test("a new run with log bytes replaces the earlier log", async () => {
+  await using f = await fixture();
+  await uploadLog(f.receiver.port, f.drv, "first run\n");
+  await waitFor(() => f.completed.has(f.drv));
+  f.completed.clear();
+  await uploadLog(f.receiver.port, f.drv, "second run\n");
+  await waitFor(() => f.completed.has(f.drv));
+  assert.equal(await storedText(f.file), "second run\n");
+  assert.ok(!f.lines.some((l) => l.includes("log upload dropped")));
+});
+
+Deno.test("an upload superseded by a newer run never writes into the newer log", async () => {
+  await using f = await fixture();
+  const old = await openLogUpload({
+    hostname: "127.0.0.1",
+    port: f.receiver.port,
+    drv: f.drv,
+    logger: silentLogger,
+    flushIntervalMs: 10,
+  });
+  await old.write(encoder.encode("old run, first line\n".repeat(50)));
+  for (let i = 0; i < 1000 && (await storedText(f.file)) === ""; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.ok((await storedText(f.file)).startsWith("old run"), "old log live");
+
+  // The build runs again elsewhere (a network split); its log takes over.
+  await uploadLog(f.receiver.port, f.drv, "new run\n");
+  await waitFor(() => f.completed.has(f.drv));
+  // The old worker carries on, then ends: none of it reaches the log.
+  await old.write(encoder.encode("old run, more\n".repeat(50)));
+  await old.close();
+  await waitFor(() => f.lines.some((l) => l.startsWith("info log superseded")));
+  assert.equal(wholeGzip(await Deno.readFile(f.file)), "new run\n");
+});
+
+Deno.test("startLogReceiver() removes upload files a crash left, not live ones", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lorica-logrx-" });
+  const cache = `${root}/cache`;
+  await Deno.mkdir(cache);
+  const stale = `${cache}/${HASH}.log.gz.0123456789abcdef.part`;
+  const live = `${cache}/${HASH}.log.gz.fedcba9876543210.part`;
+  const other = `${cache}/${HASH}.log.gz.notes`;
+  for (const path of [stale, live, other]) await Deno.writeTextFile(path, "x");
+  const old = new Date(Date.now() - 3 * 60 * 60 * 1000);
+  await Deno.utime(stale, old, old);
+  await Deno.utime(other, old, old);
+  const lines: string[] = [];
+  const receiver = await startLogReceiver({
+    hostname: "127.0.0.1",
+    port: 0,
+    cacheDir: cache,
+    storeDir: `${root}/store`,
+    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+  });
+  try {
+    const names = [...Deno.readDirSync(cache)].map((e) => e.name).sort();
+    assert.deepEqual(names, [
+      `${HASH}.log.gz.fedcba9876543210.part`,
+      `${HASH}.log.gz.notes`,
+    ]);
+    assert.ok(lines.includes("info log uploads left over removed count=1"));
+  } finally {
+    await receiver.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
