@@ -6,10 +6,10 @@
 // Cuirass too, an upload with no log bytes leaves a build's earlier log in
 // place (log_file.ts).
 
-import zlib from "node:zlib";
 import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { removeLeftUploads, storedLogSize, UploadFile } from "./log_file.ts";
+import { LogSink, notify } from "./log_sink.ts";
 import {
   checkLogHeader,
   closeQuietly,
@@ -20,6 +20,12 @@ import {
   serverGreeting,
   writeAll,
 } from "./log_header.ts";
+
+export {
+  corruptionMarker,
+  endedEarlyMarker,
+  truncationMarker,
+} from "./log_sink.ts";
 
 /** Settings of the server end of the log channel. */
 export interface LogReceiverOptions {
@@ -83,27 +89,7 @@ export interface LogReceiver {
 }
 
 const READ_BUFFER_BYTES = 64 * 1024;
-// A deflate stream expands at most about 1032:1, so one slice of input
-// inflates to at most a few MiB: that bounds the memory of a gzip bomb.
-const INFLATE_SLICE_BYTES = 4 * 1024;
-const MAX_PENDING_FILE_BYTES = 1024 * 1024;
 const DEFAULT_MAX_LOG_BYTES = 256 * 1024 * 1024;
-const encoder = new TextEncoder();
-
-/** The line appended to a log cut at `maxLogBytes`. */
-export function truncationMarker(maxLogBytes: number): string {
-  return `\n[lorica: log truncated: it exceeded the limit of ${maxLogBytes} bytes]\n`;
-}
-
-/** The line appended when the worker's bytes stop being valid gzip. */
-export function corruptionMarker(offset: number): string {
-  return `\n[lorica: log cut: the upload was not valid gzip after ${offset} log bytes]\n`;
-}
-
-/** The line appended when the upload stopped in the middle of the stream. */
-export function endedEarlyMarker(): string {
-  return "\n[lorica: log ended early: the upload stopped mid-stream]\n";
-}
 
 /**
  * Starts listening for workers' log uploads.
@@ -379,146 +365,6 @@ async function settle(
 }
 
 /**
- * Inflates the worker's gzip stream slice by slice, keeps at most
- * `maxLogBytes` of log, and writes it to `file` through a new gzip stream,
- * sync-flushed after each network read so that the partial file can be read.
- */
-class LogSink {
-  /** Log bytes kept so far. */
-  stored = 0;
-  /** True once nothing more will be kept (cap reached or bad data). */
-  full = false;
-  readonly #file: Deno.FsFile;
-  readonly #drv: string;
-  readonly #log: Logger;
-  readonly #settings: ReceiverSettings;
-  readonly #inflate = zlib.createGunzip();
-  readonly #deflate = zlib.createGzip();
-  #capped = false;
-  #ending = false;
-  #endedEarly = false;
-  #corrupt: Error | undefined;
-  #writing: Promise<void> = Promise.resolve();
-  #pendingFileBytes = 0;
-  #fileError: Error | undefined;
-
-  constructor(
-    file: Deno.FsFile,
-    drv: string,
-    log: Logger,
-    settings: ReceiverSettings,
-  ) {
-    this.#file = file;
-    this.#drv = drv;
-    this.#log = log;
-    this.#settings = settings;
-    this.#inflate.on("data", (chunk: Uint8Array) => this.#keep(chunk));
-    this.#inflate.on("error", (error: Error) => {
-      if (this.#capped) return;
-      // At the end, an error means the stream stopped short (a killed
-      // worker); before, that the bytes are not gzip.
-      if (this.#ending) this.#endedEarly = true;
-      else this.#corrupt ??= error;
-      this.full = true;
-    });
-    this.#deflate.on("data", (chunk: Uint8Array) => this.#store(chunk));
-    this.#deflate.on("error", (error: Error) => {
-      this.#fileError ??= error;
-      this.full = true;
-    });
-  }
-
-  /** Feeds compressed bytes; resolves when they are processed. */
-  async push(chunk: Uint8Array): Promise<void> {
-    for (let at = 0; at < chunk.length && !this.full;) {
-      const slice = chunk.subarray(at, at + INFLATE_SLICE_BYTES);
-      at += slice.length;
-      await writeStream(this.#inflate, slice.slice());
-      if (this.#deflate.writableLength > MAX_PENDING_FILE_BYTES) {
-        await once(this.#deflate, "drain");
-      }
-      if (this.#pendingFileBytes > MAX_PENDING_FILE_BYTES) {
-        await this.#writing;
-      }
-    }
-    // What arrived is readable in the file before the next read waits: the
-    // live log. A sync flush costs a few bytes per network read.
-    if (!this.#deflate.writableEnded) {
-      await new Promise<void>((resolve) =>
-        this.#deflate.flush(zlib.constants.Z_SYNC_FLUSH, () => resolve())
-      );
-    }
-    if (this.#fileError) throw this.#fileError;
-  }
-
-  /** Ends the stored gzip stream (with a marker if cut) and closes the file. */
-  async finish(): Promise<void> {
-    if (!this.full) {
-      // A worker killed mid-build leaves a truncated stream: what was
-      // decodable is kept, and a marker says the rest is missing.
-      this.#ending = true;
-      await endStream(this.#inflate);
-    }
-    this.#inflate.destroy();
-    if (this.#corrupt && !this.#capped) {
-      this.#log.warn("log data invalid", {
-        drv: this.#drv,
-        bytes: this.stored,
-        error: this.#corrupt,
-      });
-      this.#deflate.write(encoder.encode(corruptionMarker(this.stored)));
-    }
-    if (this.#endedEarly && !this.#corrupt) {
-      this.#log.info("log ended early", { drv: this.#drv, bytes: this.stored });
-      this.#deflate.write(encoder.encode(endedEarlyMarker()));
-    }
-    if (this.#capped) {
-      this.#deflate.write(
-        encoder.encode(truncationMarker(this.#settings.maxLogBytes)),
-      );
-    }
-    await endStream(this.#deflate);
-    await this.#writing;
-    this.#file.close();
-    if (this.#fileError) throw this.#fileError;
-  }
-
-  #keep(chunk: Uint8Array) {
-    if (this.full) return;
-    const room = this.#settings.maxLogBytes - this.stored;
-    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    if (kept.length > 0) {
-      this.stored += kept.length;
-      this.#deflate.write(kept);
-    }
-    if (kept.length < chunk.length) {
-      this.#capped = true;
-      this.full = true;
-      this.#log.warn("log size limit reached", {
-        drv: this.#drv,
-        maxLogBytes: this.#settings.maxLogBytes,
-      });
-    }
-  }
-
-  #store(chunk: Uint8Array) {
-    this.#pendingFileBytes += chunk.length;
-    this.#writing = this.#writing.then(async () => {
-      if (this.#fileError) return;
-      try {
-        await writeAll(this.#file, chunk);
-        notify(this.#settings.onChunk, this.#drv, chunk, this.#log);
-      } catch (error) {
-        this.#fileError = error as Error;
-        this.full = true;
-      } finally {
-        this.#pendingFileBytes -= chunk.length;
-      }
-    });
-  }
-}
-
-/**
  * Counts one more pending connection of `address`; the returned function
  * (idempotent) counts it out.
  */
@@ -535,44 +381,4 @@ function countPending(
     if (left > 0) pending.set(address, left);
     else pending.delete(address);
   };
-}
-
-/** Writes to a node stream, resolving once it is processed (or failed). */
-function writeStream(
-  stream: zlib.Gunzip,
-  chunk: Uint8Array,
-): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed || stream.writableEnded) return resolve();
-    stream.write(chunk, () => resolve());
-  });
-}
-
-/** Ends a node zlib stream and waits until its output is all out. */
-function endStream(stream: zlib.Gunzip | zlib.Gzip): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed || stream.readableEnded) return resolve();
-    stream.once("end", () => resolve());
-    stream.once("error", () => resolve());
-    stream.once("close", () => resolve());
-    if (!stream.writableEnded) stream.end();
-  });
-}
-
-function once(stream: zlib.Gzip, event: string): Promise<void> {
-  return new Promise((resolve) => stream.once(event, () => resolve()));
-}
-
-function notify<T>(
-  callback: ((drv: string, value: T) => void) | undefined,
-  drv: string,
-  value: T,
-  log: Logger,
-): void {
-  if (!callback) return;
-  try {
-    callback(drv, value);
-  } catch (error) {
-    log.error("log callback failed", { drv, error });
-  }
 }
