@@ -24,6 +24,13 @@ export interface RouterOptions {
    * is closed at once. Default {@linkcode DEFAULT_MAX_CONNECTIONS}.
    */
   maxConnections?: number;
+  /**
+   * Connections one remote address may hold at once, so that one host
+   * cannot take every place; default
+   * {@linkcode DEFAULT_MAX_CONNECTIONS_PER_ADDRESS} (or `maxConnections`
+   * when smaller).
+   */
+  maxConnectionsPerAddress?: number;
   /** Peers that do not finish the handshake in time are dropped; default 30 s. */
   handshakeTimeoutMs?: number;
   /** A send stalled this long drops that peer; default 60 s. */
@@ -73,6 +80,11 @@ export class PeerUnreachableError extends Error {
 
 /** Connections a ROUTER holds at once unless told otherwise. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
+/**
+ * Connections one address may hold unless told otherwise: a worker holds
+ * two per session, so 128 sessions on one host.
+ */
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256;
 
 interface PeerState {
   routingId: Uint8Array;
@@ -97,6 +109,7 @@ export class RouterSocket {
       | "probe"
       | "maxMessageBytes"
       | "maxConnections"
+      | "maxConnectionsPerAddress"
       | "handshakeTimeoutMs"
       | "sendTimeoutMs"
       | "highWaterMark"
@@ -108,6 +121,8 @@ export class RouterSocket {
   #onDisconnect?: (peer: RouterPeer) => void;
   #peers = new Map<string, PeerState>();
   #connections = new Set<ZmtpConnection>();
+  /** Connections per remote address. */
+  #addresses = new Map<string, number>();
   #ready: PeerState[] = [];
   #waiters: Waiter<RouterMessage>[] = [];
   #tasks = new Set<Promise<void>>();
@@ -119,6 +134,10 @@ export class RouterSocket {
       probe = true,
       maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
       maxConnections = DEFAULT_MAX_CONNECTIONS,
+      maxConnectionsPerAddress = Math.min(
+        maxConnections,
+        DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+      ),
       handshakeTimeoutMs = 30_000,
       sendTimeoutMs = 60_000,
       highWaterMark = 1000,
@@ -130,6 +149,7 @@ export class RouterSocket {
       probe,
       maxMessageBytes,
       maxConnections,
+      maxConnectionsPerAddress,
       handshakeTimeoutMs,
       sendTimeoutMs,
       highWaterMark,
@@ -240,22 +260,40 @@ export class RouterSocket {
         conn.close();
         return;
       }
-      // Each connection may buffer a message or two (maxMessageBytes): the
-      // cap bounds the total. Handshaking connections count too.
-      if (this.#connections.size >= this.#options.maxConnections) {
+      const address = conn.remoteAddr.hostname;
+      const refusal = this.#refusal(address);
+      if (refusal !== undefined) {
         this.#logger?.warn("zmtp connection refused", {
-          peer: conn.remoteAddr.hostname,
-          reason: "too many connections",
-          limit: this.#options.maxConnections,
+          peer: address,
+          ...refusal,
         });
         conn.close();
         continue;
       }
-      this.#track(this.#servePeer(conn));
+      this.#addresses.set(address, (this.#addresses.get(address) ?? 0) + 1);
+      this.#track(this.#servePeer(conn, address));
     }
   }
 
-  async #servePeer(tcp: Deno.TcpConn): Promise<void> {
+  /** Why a newcomer from `address` cannot be taken in; undefined if it can. */
+  #refusal(address: string): { reason: string; limit: number } | undefined {
+    // Each connection may buffer a message or two (maxMessageBytes): the
+    // cap bounds the total, and one address's share leaves room for the
+    // others. Handshaking connections count too.
+    const { maxConnections, maxConnectionsPerAddress } = this.#options;
+    if (this.#connections.size >= maxConnections) {
+      return { reason: "too many connections", limit: maxConnections };
+    }
+    if ((this.#addresses.get(address) ?? 0) >= maxConnectionsPerAddress) {
+      return {
+        reason: "too many connections from this address",
+        limit: maxConnectionsPerAddress,
+      };
+    }
+    return undefined;
+  }
+
+  async #servePeer(tcp: Deno.TcpConn, address: string): Promise<void> {
     const conn = new ZmtpConnection(tcp, {
       socketType: "ROUTER",
       maxMessageBytes: this.#options.maxMessageBytes,
@@ -295,6 +333,9 @@ export class RouterSocket {
       conn.close();
       await conn.drained();
       this.#connections.delete(conn);
+      const left = (this.#addresses.get(address) ?? 1) - 1;
+      if (left > 0) this.#addresses.set(address, left);
+      else this.#addresses.delete(address);
       if (peer !== undefined) {
         peer.live = false;
         if (this.#peers.get(peer.key) === peer) this.#peers.delete(peer.key);

@@ -2,6 +2,7 @@
 // libzmq DEALERs (python3-zmq in a child process).
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { bindAgain, quietPort } from "../../_ports.ts";
 import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
@@ -420,6 +421,51 @@ Deno.test("RouterSocket holds at most maxConnections and logs each newcomer it r
     }
   } finally {
     for (const conn of idle) conn.close();
+    await router.close();
+  }
+});
+
+Deno.test("RouterSocket gives one address no more than maxConnectionsPerAddress, so others still get in", async () => {
+  const lines: string[] = [];
+  const router = await bindLocal({
+    maxConnections: 8,
+    maxConnectionsPerAddress: 3,
+    logger: capture(lines),
+  });
+  // Another loopback address plays the host that opens every place.
+  const hog: net.Socket[] = [];
+  let closed = 0;
+  try {
+    for (let i = 0; i < 8; i++) {
+      const socket = net.createConnection({
+        host: "127.0.0.1",
+        port: router.port,
+        localAddress: "127.0.0.2",
+      });
+      socket.on("error", () => {});
+      socket.once("close", () => closed++);
+      socket.resume();
+      hog.push(socket);
+    }
+    await until(() => closed === 5);
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port: router.port,
+    });
+    try {
+      await dealer.send([text.encode("in")]);
+      assert.deepEqual((await router.receive()).frames, [text.encode("in")]);
+    } finally {
+      await dealer.close();
+    }
+    const refusals = lines.filter((l) =>
+      l.startsWith(
+        'warn zmtp connection refused peer=127.0.0.2 reason="too many connections from this address" limit=3',
+      )
+    );
+    assert.equal(refusals.length, 5, lines.join("\n"));
+  } finally {
+    for (const socket of hog) socket.destroy();
     await router.close();
   }
 });
