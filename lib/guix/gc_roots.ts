@@ -68,11 +68,22 @@ export class GcRoots {
 
   /**
    * Roots each store item (creating or refreshing its link). Items that
-   * are not store paths are skipped with a warning; nothing throws.
+   * are not store paths, and links that cannot be made, are skipped with a
+   * warning.
+   * @throws {Error} when the directory itself cannot be created.
    */
   async register(items: Iterable<string>): Promise<number> {
     const { directory, storeDir, logger } = this.#options;
-    await Deno.mkdir(directory, { recursive: true });
+    try {
+      await Deno.mkdir(directory, { recursive: true });
+    } catch (error) {
+      throw new Error(
+        `Cannot create GC roots directory ${JSON.stringify(directory)}: ${
+          (error as Error).message
+        }`,
+        { cause: error },
+      );
+    }
     let count = 0;
     for (const item of items) {
       let basename: string;

@@ -62,9 +62,10 @@ export function evaluationLogPath(stateDir: string, id: number): string {
 
 /**
  * Evaluates `spec` for each of its systems and registers the jobs. Builds
- * are registered only when every system evaluated, so a failed evaluation
- * leaves no half-registered work; it always ends succeeded, failed, or
- * aborted (evaluator killed by a signal, or shutdown).
+ * are registered only when every system evaluated and their derivations
+ * are rooted, so a failed evaluation leaves no half-registered work; it
+ * always ends succeeded, failed, or aborted (evaluator killed by a signal,
+ * or shutdown).
  */
 export async function runEvaluation(
   spec: Specification,
@@ -136,13 +137,16 @@ export async function runEvaluation(
       return failed(status);
     }
     const jobs: NewJob[] = results.flatMap((result) => result.jobs);
+    const derivations = [...new Set(jobs.map((job) => job.derivation))];
+    // Rooted before they are registered: a pending build's derivation must
+    // not be collected (case C14), and a roots directory that cannot be
+    // used fails the evaluation with no build registered.
+    await options.gcRoots?.register(derivations);
     const registered = await store.registerBuilds(id, jobs, {
       priority: spec.priority,
       now: epochSeconds(clock),
     });
     const blocked = await failBlockedBuilds(store, id, jobs, clock);
-    const derivations = [...new Set(jobs.map((job) => job.derivation))];
-    await options.gcRoots?.register(derivations);
     await store.setEvaluationStatus(
       id,
       EvaluationStatus.succeeded,

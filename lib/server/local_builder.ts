@@ -393,7 +393,14 @@ export class LocalBuilder {
     if (!result.changed) return;
     if (status === BuildStatus.succeeded) {
       summary.succeeded++;
-      await gcRoots?.register(build.outputs.map((output) => output.path));
+      // The build is done: roots that cannot be made do not undo it.
+      await gcRoots?.register(build.outputs.map((output) => output.path))
+        .catch((error) =>
+          this.#options.logger.error("roots not registered", {
+            drv: build.derivation,
+            error,
+          })
+        );
       await registerBuildProducts(build, {
         store,
         logger: this.#options.logger,

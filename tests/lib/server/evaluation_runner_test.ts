@@ -83,6 +83,37 @@ Deno.test("runEvaluation() keeps the log, records checkouts and roots derivation
   }
 });
 
+Deno.test("runEvaluation() whose GC roots directory cannot be made ends failed with no build registered", async () => {
+  const farm = await setup({ packages: [{ name: "p", version: "1" }] });
+  try {
+    await Deno.writeTextFile(`${farm.root}/afile`, "");
+    const roots = new GcRoots({
+      directory: `${farm.root}/afile/roots`,
+      storeDir: farm.daemon.storeDir,
+      clock: systemClock,
+      logger: silentLogger,
+    });
+    const outcome = await runEvaluation(SPEC, {
+      ...farm.options,
+      gcRoots: roots,
+    });
+    assert.equal(outcome.status, EvaluationStatus.failed);
+    assert.equal(
+      (await farm.store.getEvaluation(outcome.id))?.status,
+      EvaluationStatus.failed,
+    );
+    assert.deepEqual(await farm.store.countBuildsByStatus(), new Map());
+    assert.match(
+      await Deno.readTextFile(
+        evaluationLogPath(farm.options.stateDir, outcome.id),
+      ),
+      /Cannot create GC roots directory ".*\/afile\/roots"/,
+    );
+  } finally {
+    await farm.close();
+  }
+});
+
 Deno.test("runEvaluation() ends failed with the evaluator's stderr as log", async () => {
   const farm = await setup({
     evaluationError: "error: package `foo' not found",

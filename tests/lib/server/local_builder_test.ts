@@ -7,6 +7,9 @@ import {
 } from "../../../lib/server/local_builder.ts";
 import { buildStatusName, type Store } from "../../../lib/store/types.ts";
 import { guix } from "../../fake-guix/test_env.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import { GcRoots } from "../../../lib/guix/gc_roots.ts";
 import {
   fakeGuixFarm,
   fakeLocalBuilder,
@@ -81,6 +84,42 @@ Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", 
     assert.match(await gunzip(a.log), /\[a-1\] step 3 of 3 \(x86_64-linux\)/);
     const b = (await farm.store.latestBuilds({ job: "b.x86_64-linux" }, 1))[0];
     assert.ok(b.log !== "", "a failed build keeps its log");
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder: outputs that cannot be rooted leave the builds succeeded and the batch done", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "a", version: "1", behaviour: { seconds: 0 } },
+      { name: "b", version: "1", behaviour: { seconds: 0 } },
+    ],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    // Built once; scheduled again, they are found already built.
+    await drain(farm.builder());
+    for (const build of await farm.store.latestBuilds({}, 10)) {
+      assert.ok((await farm.store.restartBuild(build.id, 1)).changed);
+    }
+    await Deno.writeTextFile(`${farm.root}/afile`, "");
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      gcRoots: new GcRoots({
+        directory: `${farm.root}/afile/roots`,
+        storeDir: farm.daemon.storeDir,
+        clock: systemClock,
+        logger: silentLogger,
+      }),
+    });
+    const summary = await builder.buildBatch(await builder.takeBatch());
+    assert.equal(summary.succeeded, 2);
+    assert.equal(summary.requeued, 0);
+    assert.deepEqual(
+      await statuses(farm.store, ["a.x86_64-linux", "b.x86_64-linux"]),
+      { "a.x86_64-linux": "succeeded", "b.x86_64-linux": "succeeded" },
+    );
+    assert.deepEqual(await builder.takeBatch(), []);
   } finally {
     await farm.close();
   }
