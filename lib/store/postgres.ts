@@ -9,6 +9,7 @@
 
 import postgres from "postgres";
 import { StoreError } from "./types.ts";
+import { redactDatabase } from "./database_name.ts";
 import { postgresDialect } from "./sql_query.ts";
 import { createSqlStore } from "./sql_store.ts";
 import {
@@ -64,8 +65,8 @@ export function parsePostgresTarget(database: string): PostgresTarget {
       url = new URL(database);
     } catch {
       throw new PostgresTargetError(
-        `Cannot read database URL ${safe(database)}: malformed`,
-        safe(database),
+        `Cannot read database URL ${redactDatabase(database)}: malformed`,
+        redactDatabase(database),
       );
     }
     return {
@@ -87,17 +88,19 @@ export function parsePostgresTarget(database: string): PostgresTarget {
   }
   if (end !== database.length || fields.size === 0) {
     throw new PostgresTargetError(
-      `Cannot read conninfo ${safe(database)}: expected key=value pairs`,
-      safe(database),
+      `Cannot read conninfo ${
+        redactDatabase(database)
+      }: expected key=value pairs`,
+      redactDatabase(database),
     );
   }
   const port = Number(fields.get("port") ?? 5432);
   if (!Number.isInteger(port) || port <= 0 || port > 65535) {
     throw new PostgresTargetError(
-      `Cannot read conninfo ${safe(database)}: port ${
+      `Cannot read conninfo ${redactDatabase(database)}: port ${
         JSON.stringify(fields.get("port"))
       } is not a port number`,
-      safe(database),
+      redactDatabase(database),
     );
   }
   return {
@@ -107,17 +110,6 @@ export function parsePostgresTarget(database: string): PostgresTarget {
     user: fields.get("user"),
     password: fields.get("password"),
   };
-}
-
-/** `text` for a message: any password replaced, truncated. */
-function safe(text: string): string {
-  const hidden = text.replace(/(:\/\/[^:/@]*:)[^@]*@/, "$1***@").replace(
-    /password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/,
-    "password=***",
-  );
-  return JSON.stringify(
-    hidden.length > 200 ? hidden.slice(0, 200) + "…" : hidden,
-  );
 }
 
 /**
@@ -189,7 +181,7 @@ async function migrate(sql: postgres.Sql, database: string): Promise<void> {
     if (version > POSTGRES_SCHEMA_VERSION) {
       throw new StoreError(
         `Cannot open database ${
-          safe(database)
+          redactDatabase(database)
         }: schema version ${version} is newer than ${POSTGRES_SCHEMA_VERSION}`,
         "schema-too-new",
         version,

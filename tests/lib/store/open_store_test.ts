@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { openStore, storeBackend } from "../../../lib/store/open_store.ts";
+import {
+  DatabaseNameError,
+  openStore,
+  redactDatabase,
+  storeBackend,
+} from "../../../lib/store/open_store.ts";
 import { specification } from "./store_contract.ts";
 
 Deno.test("storeBackend() tells PostgreSQL connection strings from file names", () => {
@@ -15,6 +20,54 @@ Deno.test("storeBackend() tells PostgreSQL connection strings from file names", 
   ];
   for (const [database, backend] of cases) {
     assert.equal(storeBackend(database), backend, database);
+  }
+});
+
+Deno.test("storeBackend() rejects a URL of another scheme instead of making it a file name", () => {
+  for (const database of ["mysql://x/y", "sqlite:///tmp/x.db", "http://h/"]) {
+    assert.throws(
+      () => storeBackend(database),
+      (error: unknown) =>
+        error instanceof DatabaseNameError &&
+        error.message.includes(JSON.stringify(database)) &&
+        error.message.includes("unknown scheme"),
+      database,
+    );
+  }
+  assert.throws(
+    () => storeBackend("mysql://root:hunter2@db/farm"),
+    (error: unknown) =>
+      error instanceof Error && !error.message.includes("hunter2"),
+  );
+});
+
+Deno.test("redactDatabase() hides the password of URLs and conninfo strings", () => {
+  const cases: [string, string][] = [
+    [
+      "postgres://postgres:secretpw@127.0.0.1:1/x",
+      "postgres://postgres:***@127.0.0.1:1/x",
+    ],
+    ["postgresql://ci:s3cret@db/farm", "postgresql://ci:***@db/farm"],
+    // Unescaped "@" and "/" in the password are hidden too.
+    ["postgres://ci:p@ss/w?rd@db:5432/farm", "postgres://ci:***@db:5432/farm"],
+    [
+      "postgres://ci@db/farm?password=s3cret&sslmode=require",
+      "postgres://ci@db/farm?password=***&sslmode=require",
+    ],
+    ["postgres://db:5432/farm", "postgres://db:5432/farm"],
+    [
+      "dbname=farm host=db password=s3cret user=ci",
+      "dbname=farm host=db password=*** user=ci",
+    ],
+    [
+      "dbname=farm password = 'two words' host=db",
+      "dbname=farm password = *** host=db",
+    ],
+    ["dbname=farm PASSWORD=s3cret", "dbname=farm PASSWORD=***"],
+    ["/var/lib/lorica/lorica.db", "/var/lib/lorica/lorica.db"],
+  ];
+  for (const [database, shown] of cases) {
+    assert.equal(redactDatabase(database), JSON.stringify(shown), database);
   }
 });
 
