@@ -7,7 +7,13 @@ import { systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
-import { openStore } from "./lib/store/open_store.ts";
+import {
+  DatabaseNameError,
+  openStore,
+  redactDatabase,
+  storeBackend,
+} from "./lib/store/open_store.ts";
+import type { Specification } from "./lib/store/types.ts";
 import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
 import { type ServerConfig, startServer } from "./lib/server/server.ts";
 import { SpecError } from "./lib/spec/spec_error.ts";
@@ -28,6 +34,7 @@ import {
   UsageError,
 } from "./lib/cli/args.ts";
 import { continueAsUser } from "./lib/cli/run_as.ts";
+import { checkDirectoryOption, directoryOf } from "./lib/cli/option_paths.ts";
 
 const USAGE = `Usage: lorica-server [OPTIONS]
 Evaluate Guix specifications and build them with the local Guix daemon, or
@@ -165,12 +172,9 @@ async function main(args: string[]): Promise<number> {
   const logger = createLogger({
     level: parseLogLevel(Deno.env.get("LORICA_LOG")),
   });
-  const database = text("database") ?? `${stateHome()}/lorica/lorica.db`;
+  const database = databaseOption(text("database"));
   const stateDir = text("state-directory") ??
-    (database.includes("/") && !database.includes("=") &&
-        !database.includes("://")
-      ? database.slice(0, database.lastIndexOf("/")) || "/"
-      : `${stateHome()}/lorica`);
+    (database.sqlite ? directoryOf(database.value) : `${stateHome()}/lorica`);
   const cacheDir = text("cache") ?? `${cacheHome()}/lorica`;
   const remote = flag("build-remote");
   const positive = (name: string) => parsePositive(`--${name}`, text(name)!);
@@ -224,25 +228,53 @@ async function main(args: string[]): Promise<number> {
   const notificationMs = positive("notification-interval") * 1000;
   const guix = new Guix({ logger: logger.with({ part: "guix" }) });
   const specs = text("specifications")
-    ? await withOption(
-      "--specifications",
-      text("specifications")!,
-      () => readSpecificationFileOrGuix(text("specifications")!, guix),
-    )
+    ? await specificationsOption(text("specifications")!, guix)
     : [];
 
-  await withOption(
-    "--state-directory",
-    stateDir,
-    () => Deno.mkdir(stateDir, { recursive: true }),
+  // The directories, then the database; the admin token is written last,
+  // so that a failed start leaves none behind.
+  const given = (name: string) => text(name) !== undefined;
+  if (database.sqlite && given("database")) {
+    // An explicit file must be in a directory that exists: a typo must
+    // not start a new, empty farm.
+    await checkDirectoryOption("--database", directoryOf(database.value), {
+      create: false,
+      label: `--database ${database.shown}`,
+    });
+  }
+  await checkDirectoryOption("--state-directory", stateDir, {
+    label: given("state-directory")
+      ? undefined
+      : database.sqlite && given("database")
+      ? `--database ${database.shown}`
+      : defaultLabel("--state-directory", stateDir),
+  });
+  for (
+    const [name, dir] of [
+      ["cache", cacheDir],
+      ["git-cache", config.gitCacheDir!],
+      ["gc-roots", config.gcRootDir!],
+    ]
+  ) {
+    await checkDirectoryOption(`--${name}`, dir, {
+      label: given(name) ? undefined : defaultLabel(`--${name}`, dir),
+    });
+  }
+  const adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
+  config.adminToken = adminToken.token;
+  const store = await openStore(database.value, { logger }).catch((error) => {
+    throw new Error(
+      `Cannot use --database ${database.shown}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  });
+  const server = await startServer(config, { store, guix, logger }).catch(
+    async (error) => {
+      await store.close();
+      throw error;
+    },
   );
-  config.adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
-  const store = await withOption(
-    "--database",
-    database,
-    () => openStore(database, { logger }),
-  );
-  const server = await startServer(config, { store, guix, logger });
+  await adminToken.save?.();
 
   for (const spec of specs) await store.upsertSpecification(spec);
   // The jobset monitor polls every active specification right away.
@@ -295,45 +327,88 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-/** The admin token: from its file, or generated once into the state dir. */
-async function adminTokenOf(
-  file: string | undefined,
-  stateDir: string,
-): Promise<string> {
-  if (file) return await readSecretFile("--admin-token-file", file);
-  const path = `${stateDir}/admin-token`;
+/** A `--database` value: what it names, and how to show it. */
+function databaseOption(value: string | undefined): {
+  value: string;
+  sqlite: boolean;
+  shown: string;
+} {
+  const name = value ?? `${stateHome()}/lorica/lorica.db`;
   try {
-    return (await Deno.readTextFile(path)).trim();
-  } catch {
-    const bytes = crypto.getRandomValues(new Uint8Array(24));
-    const token = Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
-      .join("");
-    await Deno.writeTextFile(path, token + "\n", { mode: 0o600 });
-    say(`lorica-server: admin token written to ${path}`);
-    return token;
+    return {
+      value: name,
+      sqlite: storeBackend(name) === "sqlite",
+      shown: redactDatabase(name),
+    };
+  } catch (error) {
+    if (!(error instanceof DatabaseNameError)) throw error;
+    throw new UsageError(
+      error.message.replace(/^Cannot open database/, "Cannot use --database"),
+      { cause: error },
+    );
+  }
+}
+
+/** How a directory left to its default is named in messages. */
+function defaultLabel(option: string, path: string): string {
+  return `the default ${option} ${JSON.stringify(path)}`;
+}
+
+/**
+ * The specifications of the `--specifications` file.
+ * @throws {UsageError} when it cannot be read or holds an invalid one.
+ */
+async function specificationsOption(
+  file: string,
+  guix: Guix,
+): Promise<Specification[]> {
+  try {
+    return await readSpecificationFileOrGuix(file, guix);
+  } catch (error) {
+    throw new UsageError(
+      error instanceof SpecError
+        ? error.message
+        : `Cannot read --specifications ${JSON.stringify(file)}: ${
+          (error as Error).message
+        }`,
+      { cause: error },
+    );
   }
 }
 
 /**
- * Runs `action` on the value of `option`; a failure (other than a usage or
- * specification error, which say what they are) names the option.
+ * The admin token: from its file, or the one generated into the state
+ * directory at the first start. A new token is only kept in memory here;
+ * `save` writes it once the server has started.
  */
-async function withOption<T>(
-  option: string,
-  value: string,
-  action: () => Promise<T>,
-): Promise<T> {
+async function adminTokenOf(
+  file: string | undefined,
+  stateDir: string,
+): Promise<{ token: string; save?: () => Promise<void> }> {
+  if (file) return { token: await readSecretFile("--admin-token-file", file) };
+  const path = `${stateDir}/admin-token`;
   try {
-    return await action();
+    return { token: (await Deno.readTextFile(path)).trim() };
   } catch (error) {
-    if (error instanceof UsageError || error instanceof SpecError) throw error;
-    throw new Error(
-      `Cannot use ${option} ${JSON.stringify(value)}: ${
-        (error as Error).message
-      }`,
-      { cause: error },
-    );
+    if (!(error instanceof Deno.errors.NotFound)) {
+      throw new Error(
+        `Cannot read the admin token ${JSON.stringify(path)}: ${
+          (error as Error).message
+        }`,
+        { cause: error },
+      );
+    }
   }
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  const token = Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  return {
+    token,
+    async save() {
+      await Deno.writeTextFile(path, token + "\n", { mode: 0o600 });
+      say(`lorica-server: admin token written to ${path}`);
+    },
+  };
 }
 
 function httpUrlOption(option: string, value: string | undefined) {

@@ -1,0 +1,76 @@
+// Checks of the directories options name, done at startup so that a bad
+// path stops the program at once, naming the option, instead of failing
+// later in whatever first writes there.
+
+import { UsageError } from "./args.ts";
+
+export interface DirectoryCheckOptions {
+  /** Create the directory and its parents when missing; default true. */
+  create?: boolean;
+  /**
+   * The option as messages name it; default `OPTION "PATH"`. When it shows
+   * another value (the directory of a `--database` file, a default), the
+   * messages name the directory too.
+   */
+  label?: string;
+}
+
+/**
+ * Makes sure `path` is a directory this process can create entries in (a
+ * symbolic link is made there and removed: GC roots are such links).
+ * @throws {UsageError} naming the option and the path.
+ */
+export async function checkDirectoryOption(
+  option: string,
+  path: string,
+  options: DirectoryCheckOptions = {},
+): Promise<void> {
+  const quoted = JSON.stringify(path);
+  const { create = true, label = `${option} ${quoted}` } = options;
+  const same = label === `${option} ${quoted}`;
+  const fail = (reason: string, cause?: unknown): never => {
+    throw new UsageError(`Cannot use ${label}: ${reason}`, { cause });
+  };
+
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      fail((error as Error).message, error);
+    }
+  }
+  if (info === null) {
+    if (!create) {
+      fail(same ? "no such directory" : `directory ${quoted} does not exist`);
+    }
+    try {
+      await Deno.mkdir(path, { recursive: true });
+    } catch (error) {
+      fail((error as Error).message, error);
+    }
+  } else if (!info.isDirectory) {
+    fail(same ? "not a directory" : `${quoted} is not a directory`);
+  }
+
+  const probe = `${path}/.lorica-probe-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.symlink(".", probe);
+  } catch (error) {
+    fail(
+      `cannot create entries in ${quoted}: ${(error as Error).message}`,
+      error,
+    );
+  }
+  await Deno.remove(probe).catch(() => {});
+}
+
+/**
+ * The directory part of a file name: `"."` for a bare name, `"/"` for a
+ * file at the root.
+ */
+export function directoryOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  if (slash === -1) return ".";
+  return path.slice(0, slash) || "/";
+}

@@ -1,0 +1,185 @@
+// lorica-server's startup checks: a path or database option that cannot be
+// used stops the server at once with status 2 (1 for a database that does
+// not answer), naming the option actually at fault, and leaves no admin
+// token behind. Each run is local mode on port 0 in a temp directory; one
+// that starts anyway is stopped after a while and fails its test.
+
+import assert from "node:assert/strict";
+
+const SERVER = new URL("../../../server.ts", import.meta.url).pathname;
+
+interface Run {
+  code: number;
+  stderr: string;
+}
+
+/**
+ * Runs lorica-server in `dir` with its paths in `dir` (`--database`,
+ * `--cache`, `--gc-roots`), as changed by `options` (null drops one).
+ */
+async function runServer(
+  dir: string,
+  options: Record<string, string | null> = {},
+  env: Record<string, string> = {},
+): Promise<Run> {
+  const paths: Record<string, string | null> = {
+    database: `${dir}/farm.db`,
+    cache: `${dir}/cache`,
+    "gc-roots": `${dir}/roots`,
+    ...options,
+  };
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      SERVER,
+      "--no-publish",
+      "--no-advertise",
+      "--web-listen=127.0.0.1",
+      "--web-port=0",
+      ...Object.entries(paths).filter(([, value]) => value !== null)
+        .map(([name, value]) => `--${name}=${value}`),
+    ],
+    cwd: dir,
+    env: { XDG_STATE_HOME: `${dir}/state-home`, LORICA_LOG: "error", ...env },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGTERM"), 30_000);
+  try {
+    const output = await child.output();
+    return {
+      code: output.code,
+      stderr: new TextDecoder().decode(output.stderr),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-startup-" });
+  try {
+    await Deno.writeTextFile(`${dir}/afile`, "");
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("lorica-server with an unusable --gc-roots exits 2 naming it, before writing anything", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "gc-roots": `${dir}/afile/roots` });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(`Cannot use --gc-roots "${dir}/afile/roots": `),
+    );
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+    assert.ok(!exists(`${dir}/farm.db`), "no database");
+  });
+});
+
+Deno.test("lorica-server with --database in a directory that does not exist exits 2 and creates nothing", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { database: `${dir}/missing/farm.db` });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `Cannot use --database "${dir}/missing/farm.db": directory "${dir}/missing" does not exist`,
+      ),
+    );
+    assert.ok(!exists(`${dir}/missing`));
+  });
+});
+
+Deno.test("lorica-server names --database, not --state-directory, when the database's directory is a file", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { database: `${dir}/afile/farm.db` });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `Cannot use --database "${dir}/afile/farm.db": "${dir}/afile" is not a directory`,
+      ),
+    );
+    assert.doesNotMatch(run.stderr, /--state-directory/);
+  });
+});
+
+Deno.test("lorica-server with an unusable --cache exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { cache: `${dir}/afile/logs` });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(`Cannot use --cache "${dir}/afile/logs": Not a directory`),
+    );
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
+Deno.test("lorica-server rejects a --database URL of an unknown scheme", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { database: "mysql://x/y" });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --database "mysql:\/\/x\/y": unknown scheme "mysql:\/\/"/,
+    );
+    assert.ok(!exists(`${dir}/mysql:`), "no SQLite file of that name");
+  });
+});
+
+Deno.test("lorica-server with a missing --specifications file exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { specifications: `${dir}/specs.scm` });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(`Cannot read --specifications "${dir}/specs.scm": `),
+    );
+  });
+});
+
+Deno.test("lorica-server shows no PostgreSQL password when the database does not answer", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, {
+      // Port 1 on loopback: nothing listens there.
+      database: "postgres://lorica:secretpw@127.0.0.1:1/farm",
+    });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --database "postgres:\/\/lorica:\*\*\*@127\.0\.0\.1:1\/farm": /,
+    );
+    assert.doesNotMatch(run.stderr, /secretpw/);
+  });
+});
+
+Deno.test("lorica-server that cannot listen on its web port leaves no admin token", async () => {
+  await withDir(async (dir) => {
+    const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const run = await runServer(dir, {
+        "web-port": String(holder.addr.port),
+      });
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, /Address already in use/);
+      assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+    } finally {
+      holder.close();
+    }
+  });
+});
