@@ -99,7 +99,8 @@ Notifications:
   -V, --version               show the version
 
 Every option can also come from the environment: --log-port from
-LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on.
+LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
+(switches take 1, true, yes or on, and 0, false, no or off).
 LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store.
 Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
 

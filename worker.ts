@@ -52,8 +52,10 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
   -V, --version               show the version
 
 Every option can also come from the environment (--workers from
-LORICA_WORKERS, ...). REQUEST_PERIOD (seconds, default 30) is the pause after
-the server had no work, as in Cuirass; LORICA_LOG sets the log level.
+LORICA_WORKERS, --no-extensions from LORICA_NO_EXTENSIONS=1, ...; switches
+take 1, true, yes or on, and 0, false, no or off). REQUEST_PERIOD (seconds,
+default 30) is the pause after the server had no work, as in Cuirass;
+LORICA_LOG sets the log level.
 Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
 
 const OPTIONS: Record<string, OptionSpec> = {

@@ -87,10 +87,15 @@ export interface OptionSpec {
   default?: string | boolean;
 }
 
+const TRUE_REGEXP = /^(1|true|yes|on)$/i;
+const FALSE_REGEXP = /^(0|false|no|off)$/i;
+
 /**
  * Command-line arguments for the options set in the environment: option
  * `--log-port` comes from `LORICA_LOG_PORT`, and so on. They go before the
- * real arguments, so that the command line wins.
+ * real arguments, so that the command line wins. A boolean option is on
+ * for 1, true, yes or on and off for 0, false, no or off (any case).
+ * @throws {UsageError} naming the variable for any other boolean value.
  */
 export function argsFromEnvironment(
   options: Record<string, OptionSpec>,
@@ -99,10 +104,20 @@ export function argsFromEnvironment(
   const args: string[] = [];
   for (const [name, spec] of Object.entries(options)) {
     if (name === "help" || name === "version") continue;
-    const value = env.get(`LORICA_${name.toUpperCase().replaceAll("-", "_")}`);
+    const variable = `LORICA_${name.toUpperCase().replaceAll("-", "_")}`;
+    const value = env.get(variable);
     if (value === undefined || value === "") continue;
-    if (spec.type === "string") args.push(`--${name}=${value}`);
-    else if (/^(1|true|yes|on)$/i.test(value)) args.push(`--${name}`);
+    if (spec.type === "string") {
+      args.push(`--${name}=${value}`);
+    } else if (TRUE_REGEXP.test(value.trim())) {
+      args.push(`--${name}`);
+    } else if (!FALSE_REGEXP.test(value.trim())) {
+      throw new UsageError(
+        `Cannot use ${variable} ${
+          JSON.stringify(value)
+        }: not a boolean (1, true, yes, on or 0, false, no, off)`,
+      );
+    }
   }
   return args;
 }

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  argsFromEnvironment,
+  type OptionSpec,
   parseHostPort,
   parsePort,
   parsePositive,
@@ -42,4 +44,43 @@ Deno.test("parsePort() and parsePositive() name the option and the value", () =>
   assert.throws(() => parsePort("--log-port", "80a"), /--log-port "80a"/);
   assert.equal(parsePositive("--workers", "3"), 3);
   assert.throws(() => parsePositive("--workers", "0"), /--workers "0"/);
+});
+
+Deno.test("argsFromEnvironment() reads boolean variables as true or false words, and rejects others by name", () => {
+  const options: Record<string, OptionSpec> = {
+    "no-advertise": { type: "boolean", default: false },
+    "log-port": { type: "string" },
+  };
+  const env = (vars: Record<string, string>) => ({
+    get: (key: string) => vars[key],
+  });
+  for (const bad of ["y", "n", "2", "enabled", "truee"]) {
+    assert.throws(
+      () => argsFromEnvironment(options, env({ LORICA_NO_ADVERTISE: bad })),
+      (error: unknown) =>
+        error instanceof UsageError &&
+        error.message.startsWith(
+          `Cannot use LORICA_NO_ADVERTISE ${JSON.stringify(bad)}: `,
+        ),
+      bad,
+    );
+  }
+  for (const on of ["1", "true", "yes", "on", "TRUE", "Yes", " on "]) {
+    assert.deepEqual(
+      argsFromEnvironment(options, env({ LORICA_NO_ADVERTISE: on })),
+      ["--no-advertise"],
+      on,
+    );
+  }
+  for (const off of ["0", "false", "no", "off", "OFF", ""]) {
+    assert.deepEqual(
+      argsFromEnvironment(options, env({ LORICA_NO_ADVERTISE: off })),
+      [],
+      off,
+    );
+  }
+  assert.deepEqual(
+    argsFromEnvironment(options, env({ LORICA_LOG_PORT: "7000" })),
+    ["--log-port=7000"],
+  );
 });
