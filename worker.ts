@@ -17,6 +17,7 @@ import {
   parseHostPort,
   parsePort,
   parsePositive,
+  parseSystems,
   readSecretFile,
   UsageError,
 } from "./lib/cli/args.ts";
@@ -101,11 +102,7 @@ async function main(args: string[]): Promise<number> {
   }
   const switched = await continueAsUser(text("user"));
   if (switched !== null) return switched;
-  const systems = text("systems")!.split(",").map((s) => s.trim())
-    .filter(Boolean);
-  if (systems.length === 0) {
-    throw new UsageError(`Cannot use --systems "${text("systems")}": empty`);
-  }
+  const systems = parseSystems("--systems", text("systems")!);
   const diskGiB = Number(text("minimum-disk-space"));
   if (!(diskGiB >= 0)) {
     throw new UsageError(

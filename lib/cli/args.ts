@@ -1,5 +1,7 @@
 // Small helpers shared by the two command lines.
 
+import { isSystemName } from "../guix/system_name.ts";
+
 /** A bad command-line value; the entry point prints it and exits 2. */
 export class UsageError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -63,6 +65,30 @@ export function parseHostPort(
     );
   }
   return { hostname: match[1] ?? match[2], port };
+}
+
+/**
+ * Parses a comma-separated list of Guix system names (`x86_64-linux`), the
+ * same names the admin API accepts in specifications.
+ * @throws {UsageError} naming the option and the first bad name.
+ */
+export function parseSystems(option: string, value: string): string[] {
+  const systems = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (systems.length === 0) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: no system given`,
+    );
+  }
+  for (const system of systems) {
+    if (!isSystemName(system)) {
+      throw new UsageError(
+        `Cannot use ${option} ${JSON.stringify(value)}: ${
+          JSON.stringify(system)
+        } is not a system name such as "x86_64-linux"`,
+      );
+    }
+  }
+  return systems;
 }
 
 /** The user's cache directory, following XDG. */

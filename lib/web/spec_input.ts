@@ -8,6 +8,7 @@ import { HttpError, quoteValue } from "./http_error.ts";
 import { BUILD_TYPES, defaultGuixChannel } from "../spec/spec_fields.ts";
 import { specificationFromJson } from "../spec/spec_json.ts";
 import { SpecError } from "../spec/spec_error.ts";
+import { isSystemName } from "../guix/system_name.ts";
 import type { Channel, Specification } from "../store/types.ts";
 
 /** Systems offered as checkboxes on the specification form. */
@@ -27,7 +28,6 @@ const MAX_LIST_ITEMS = 200;
 const MAX_ITEM_LENGTH = 500;
 const MAX_PERIOD_SECONDS = 366 * 24 * 3600;
 const SPEC_NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
-const SYSTEM_REGEXP = /^[a-z0-9_]+-[a-z0-9_]+$/;
 
 /**
  * Reads a specification from the JSON shape of `/specifications`.
@@ -129,7 +129,7 @@ function withinLimits(spec: Specification): Specification {
   }
   shortStrings(spec.systems, "systems");
   for (const system of spec.systems) {
-    if (!SYSTEM_REGEXP.test(system)) {
+    if (!isSystemName(system)) {
       throw fieldError("systems", `${quoteValue(system)} is not a system name`);
     }
   }

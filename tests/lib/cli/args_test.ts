@@ -5,6 +5,7 @@ import {
   parseHostPort,
   parsePort,
   parsePositive,
+  parseSystems,
   UsageError,
 } from "../../../lib/cli/args.ts";
 
@@ -83,4 +84,23 @@ Deno.test("argsFromEnvironment() reads boolean variables as true or false words,
     argsFromEnvironment(options, env({ LORICA_LOG_PORT: "7000" })),
     ["--log-port=7000"],
   );
+});
+
+Deno.test("parseSystems() takes Guix system names and rejects anything else by name", () => {
+  assert.deepEqual(parseSystems("--systems", "x86_64-linux"), [
+    "x86_64-linux",
+  ]);
+  assert.deepEqual(parseSystems("--systems", " x86_64-linux, i586-gnu ,"), [
+    "x86_64-linux",
+    "i586-gnu",
+  ]);
+  for (const bad of ["x86_64", "x86_64-linux,arm", "", ",", "X86_64-Linux"]) {
+    assert.throws(
+      () => parseSystems("--systems", bad),
+      (error: unknown) =>
+        error instanceof UsageError &&
+        error.message.startsWith(`Cannot use --systems ${JSON.stringify(bad)}`),
+      bad,
+    );
+  }
 });
