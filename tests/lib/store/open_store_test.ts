@@ -88,7 +88,11 @@ const url = Deno.env.get("LORICA_TEST_POSTGRES");
 
 // Needs a PostgreSQL server named by LORICA_TEST_POSTGRES.
 Deno.test({
-  name: "openStore() opens PostgreSQL from a URL, with watchQueue",
+  name: `openStore() opens PostgreSQL from a URL, with watchQueue${
+    url === undefined
+      ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
+      : ""
+  }`,
   ignore: url === undefined,
   async fn() {
     const store = await openStore(url!);

@@ -1,7 +1,7 @@
 // The store contract on PostgreSQL, when LORICA_TEST_POSTGRES names a
 // server (a URL such as postgres://postgres@127.0.0.1:54329/postgres).
 // Each test gets a schema of its own. Without the variable, the tests are
-// ignored: there is no PostgreSQL to talk to.
+// ignored, their names saying why: there is no PostgreSQL to talk to.
 
 import assert from "node:assert/strict";
 import postgres from "postgres";
@@ -19,6 +19,10 @@ import type { Store } from "../../../lib/store/types.ts";
 
 const url = Deno.env.get("LORICA_TEST_POSTGRES");
 const ignore = url === undefined;
+/** Why the tests are skipped, in their names as other skipped tests say. */
+const needs = ignore
+  ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
+  : "";
 const run = `${Date.now().toString(36)}_${Deno.pid}`;
 let schemas = 0;
 const created: string[] = [];
@@ -51,7 +55,7 @@ async function dropSchemas(): Promise<void> {
 storeContract(
   "postgres",
   () => openPostgresStore(url!, { schema: freshSchema() }),
-  { ignore },
+  { ignore, needs },
 );
 
 Deno.test({
@@ -128,7 +132,7 @@ function withSchemaSql(
 
 Deno.test({
   name:
-    "C17: stores in two processes' worth of pools never dispatch one build twice",
+    `C17: stores in two processes' worth of pools never dispatch one build twice${needs}`,
   ignore,
   async fn() {
     await withStore(async (first, schema) => {
@@ -172,7 +176,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "C17: watchQueue() hears new builds, and again after pg_terminate_backend",
+    `C17: watchQueue() hears new builds, and again after pg_terminate_backend${needs}`,
   ignore,
   async fn() {
     await withStore(async (store, schema) => {
@@ -228,7 +232,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "C17: a success that makes a dependent dispatchable wakes the other processes' dispatchers; one that does not stays quiet",
+    `C17: a success that makes a dependent dispatchable wakes the other processes' dispatchers; one that does not stays quiet${needs}`,
   ignore,
   async fn() {
     await withStore(async (store, schema) => {
@@ -299,7 +303,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "a success recorded in one statement is retried after a deadlock, not lost",
+    `a success recorded in one statement is retried after a deadlock, not lost${needs}`,
   ignore,
   async fn() {
     await withStore(async (store, schema) => {
@@ -369,7 +373,7 @@ async function eventuallyWaiting(sql: postgres.Sql, prefix: string) {
 }
 
 Deno.test({
-  name: "openPostgresStore() refuses a schema newer than its own",
+  name: `openPostgresStore() refuses a schema newer than its own${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -388,7 +392,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches)",
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -430,7 +434,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "markStartedMany() finds builds by derivation even when the statistics predate every hand-out",
+    `markStartedMany() finds builds by derivation even when the statistics predate every hand-out${needs}`,
   ignore,
   async fn() {
     // A small table would be scanned whole: the index is what a big one
@@ -476,7 +480,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "markStartedMany() starts no build that has no worker, whatever the name reported",
+    `markStartedMany() starts no build that has no worker, whatever the name reported${needs}`,
   ignore,
   async fn() {
     await withSchemaSql({}, async (store, sql) => {
@@ -505,7 +509,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "postgres test schemas are dropped",
+  name: `postgres test schemas are dropped${needs}`,
   ignore,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -514,7 +518,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "registerBuilds() analyzes the build tables when it outgrew their statistics",
+    `registerBuilds() analyzes the build tables when it outgrew their statistics${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();

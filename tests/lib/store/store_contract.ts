@@ -76,16 +76,17 @@ export function drv(base: string): string {
 /**
  * Registers Deno tests named `[name] ...` that exercise every Store method;
  * `open` must return a fresh, empty store each call; `ignore` skips them
- * all (a backend that is not available).
+ * all (a backend that is not available), and `needs` ends their names with
+ * the reason, such as " (skipped: no server)".
  */
 export function storeContract(
   name: string,
   open: () => Promise<Store> | Store,
-  options: { ignore?: boolean } = {},
+  options: { ignore?: boolean; needs?: string } = {},
 ): void {
   function test(title: string, fn: (store: Store) => Promise<void>) {
     Deno.test({
-      name: `[${name}] ${title}`,
+      name: `[${name}] ${title}${options.needs ?? ""}`,
       ignore: options.ignore ?? false,
       async fn() {
         const store = await open();
