@@ -141,3 +141,82 @@ for (const [program, unit] of Object.entries(UNITS)) {
     assert.deepEqual(get("MemoryDenyWriteExecute"), []);
   });
 }
+
+/** Why the account and GC roots test cannot run here, if it cannot. */
+const setupMissing = (() => {
+  for (const tool of ["systemd-sysusers", "systemd-tmpfiles"]) {
+    try {
+      new Deno.Command(tool, {
+        args: ["--version"],
+        stdout: "null",
+        stderr: "null",
+      }).outputSync();
+    } catch {
+      return `no ${tool} (Debian: systemd)`;
+    }
+  }
+  // Giving the directory to the account is a chown.
+  return Deno.uid() === 0 ? undefined : "needs root to chown";
+})();
+
+Deno.test({
+  name:
+    `lorica-server.service runs as the account of etc/sysusers.d, and etc/tmpfiles.d makes its --gc-roots for it${
+      setupMissing ? ` (skipped: ${setupMissing})` : ""
+    }`,
+  ignore: setupMissing !== undefined,
+  async fn() {
+    const pairs = settings(await Deno.readTextFile(UNITS.server));
+    const get = (key: string) =>
+      pairs.filter(([k]) => k === key).map(([, v]) => v);
+    // A dynamic user could not own a directory outside StateDirectory.
+    assert.deepEqual(get("DynamicUser"), []);
+    const [user] = get("User");
+    assert.deepEqual(get("Group"), [user]);
+    const words = get("ExecStart")[0].split(/\s+/);
+    const roots = words.find((word) => word.startsWith("--gc-roots="))!
+      .slice("--gc-roots=".length);
+    // A real directory the daemon walks: it follows no link to one.
+    assert.match(roots, /^\/var\/guix\/gcroots\/[^/]+$/);
+    assert.ok(
+      get("ReadWritePaths").some((paths) =>
+        paths.split(/\s+/).some((path) => path.replace(/^-/, "") === roots)
+      ),
+      `${roots} is not in ReadWritePaths`,
+    );
+
+    const root = await Deno.makeTempDir({ prefix: "lorica-sysroot-" });
+    try {
+      await Deno.mkdir(`${root}/etc`);
+      for (
+        const [tool, args] of [
+          ["systemd-sysusers", [`${REPO}/etc/sysusers.d/lorica.conf`]],
+          [
+            "systemd-tmpfiles",
+            ["--create", `${REPO}/etc/tmpfiles.d/lorica.conf`],
+          ],
+        ] as const
+      ) {
+        const result = await new Deno.Command(tool, {
+          args: [`--root=${root}`, ...args],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.ok(
+          result.success,
+          `${tool}: ${new TextDecoder().decode(result.stderr)}`,
+        );
+      }
+      const account = (await Deno.readTextFile(`${root}/etc/passwd`))
+        .split("\n").map((line) => line.split(":"))
+        .find((fields) => fields[0] === user);
+      assert.ok(account, `no account ${user} in ${root}/etc/passwd`);
+      const info = await Deno.lstat(`${root}${roots}`);
+      assert.ok(info.isDirectory);
+      assert.equal(info.uid, Number(account[2]));
+      assert.equal(info.gid, Number(account[3]));
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
