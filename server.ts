@@ -90,7 +90,9 @@ Web interface:
 Notifications:
       --mastodon-url=URL      Mastodon instance for mastodon notifications
       --mastodon-token-file=FILE  its access token (or LORICA_MASTODON_TOKEN)
-      --notification-interval=SECS  pause between deliveries (default 60)
+      --notification-interval=SECS  pause after each round of deliveries;
+                              a round sends up to 10 queued notifications
+                              and the retries due (default 60)
 
       --user=USER             run as USER; started as root, the server starts
                               again through setpriv(1) as USER before it
