@@ -39,22 +39,32 @@ function twoPart(
 `;
 }
 
-/**
- * The percentage badge: `succeeded` of `total` builds. Type 0 is labelled
- * "build", any other type carries the specification's name.
- */
+/** What a badge is about: Cuirass's `type` parameter and the jobset. */
+export interface BadgeSubject {
+  /** 0 labels the badge "build"; any other type, the specification's name. */
+  type: number;
+  spec: string;
+}
+
+/** The percentage badge: `succeeded` of `total` builds. */
 export function percentageBadge(
   succeeded: number,
   total: number,
-  options: { type: number; spec: string },
+  subject: BadgeSubject,
 ): string {
-  if (!(total > 0)) return errorBadge(options.spec, "no builds");
+  if (!(total > 0)) return errorBadge("no builds", subject);
   const percent = Math.round(100 * Math.min(succeeded, total) / total);
-  const label = options.type === 0 ? "build" : options.spec;
-  return twoPart(label, `${percent}%`, colour(percent));
+  return twoPart(label(subject), `${percent}%`, colour(percent));
 }
 
-/** The badge shown when there is nothing to measure. */
-export function errorBadge(spec: string, message: string): string {
-  return twoPart(spec === "" ? "build" : spec, message, "#6e7781");
+/**
+ * The badge shown when there is nothing to measure (unknown jobset, no
+ * successful evaluation), labelled as the percentage badge would be.
+ */
+export function errorBadge(message: string, subject: BadgeSubject): string {
+  return twoPart(label(subject), message, "#6e7781");
+}
+
+function label(subject: BadgeSubject): string {
+  return subject.type === 0 || subject.spec === "" ? "build" : subject.spec;
 }

@@ -231,26 +231,24 @@ async function badge(context: RouteContext): Promise<Response> {
   }
   const { store } = context.options;
   const spec = await store.getSpecification(name);
+  const subject = { type: Number(typeText), spec: name.slice(0, 40) };
   let svg: string;
   if (spec === null) {
-    svg = errorBadge(name.slice(0, 40), "unknown");
+    svg = errorBadge("unknown", subject);
   } else {
     const latest = (await store.listEvaluations({
       specification: name,
       limit: EVALUATION_WINDOW,
     })).find((evaluation) => evaluation.status === 0);
     if (latest === undefined) {
-      svg = errorBadge(name.slice(0, 40), "no evaluation");
+      svg = errorBadge("no evaluation", subject);
     } else {
       const counts = await store.countBuildsByStatus({
         evaluation: latest.id,
       });
       let total = 0;
       for (const count of counts.values()) total += count;
-      svg = percentageBadge(counts.get(0) ?? 0, total, {
-        type: Number(typeText),
-        spec: name.slice(0, 40),
-      });
+      svg = percentageBadge(counts.get(0) ?? 0, total, subject);
     }
   }
   return new Response(svg, {

@@ -194,7 +194,7 @@ Deno.test("GET /jobset/NAME/badge.svg shows the success percentage, never dividi
   assert.ok(!noneSvg.includes("NaN"));
   assert.equal((await fx.fetch("/jobset/nope/badge.svg")).status, 404);
   // Control characters in the name: still a readable XML document.
-  const controls = await fx.fetch("/jobset/%00%01%1b/badge.svg");
+  const controls = await fx.fetch("/jobset/%00%01%1b/badge.svg?type=1");
   assert.equal(controls.status, 404);
   const controlsSvg = await controls.text();
   assert.doesNotMatch(controlsSvg, XML_FORBIDDEN);
@@ -205,6 +205,22 @@ Deno.test("GET /jobset/NAME/badge.svg shows the success percentage, never dividi
   await fx.store.setEvaluationStatus(empty, 0, T0 + 1);
   const emptySvg = await (await fx.fetch("/jobset/old/badge.svg")).text();
   assert.ok(emptySvg.includes("no builds") && !emptySvg.includes("NaN"));
+});
+
+Deno.test("GET /jobset/NAME/badge.svg labels every badge by its type, known jobset or not", async () => {
+  await using fx = await createFixture();
+  const labelOf = async (path: string) =>
+    /<title>(.*?): /.exec(await (await fx.fetch(path)).text())?.[1];
+  // Known with a percentage, known without a successful evaluation, unknown.
+  await fx.store.upsertSpecification({
+    ...(await fx.store.getSpecification("hello"))!,
+    name: "quiet",
+  });
+  for (const name of ["hello", "quiet", "nope"]) {
+    assert.equal(await labelOf(`/jobset/${name}/badge.svg`), "build", name);
+    assert.equal(await labelOf(`/jobset/${name}/badge.svg?type=0`), "build");
+    assert.equal(await labelOf(`/jobset/${name}/badge.svg?type=1`), name);
+  }
 });
 
 Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", async () => {
