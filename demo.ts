@@ -47,9 +47,11 @@ async function main(): Promise<number> {
   say(`Starting a server and two workers; ${total} jobs expected.`);
   // Listening before the farm starts: an interrupt meanwhile is served once
   // it has started, by stopping it and removing its directory as always.
+  // SIGHUP is the terminal closing: the same clean stop.
   const interrupted = Promise.withResolvers<void>();
-  Deno.addSignalListener("SIGINT", () => interrupted.resolve());
-  Deno.addSignalListener("SIGTERM", () => interrupted.resolve());
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(signal, () => interrupted.resolve());
+  }
   const farm = await startFarm({
     specFile: `${HERE}/demo/demo-spec.scm`,
     scenarioFile: `${HERE}/demo/scenario.json`,

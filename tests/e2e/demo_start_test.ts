@@ -87,6 +87,86 @@ Deno.test({
   },
 });
 
+const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+});
+
+Deno.test({
+  name:
+    `the demo whose terminal closes (SIGHUP to its process group) stops its farm and removes its directory${
+      SETSID ? "" : " (skipped: no setsid)"
+    }`,
+  ignore: SETSID === undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
+    // A process group of its own, as a shell gives a job in a terminal.
+    const demo = new Deno.Command(SETSID!, {
+      args: [
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        `${REPO}/demo.ts`,
+        "--web-port=0",
+      ],
+      cwd: REPO,
+      env: { TMPDIR: tmp },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    try {
+      // Hang up once the farm serves its pages, as a user closing the
+      // terminal would; the output is read to its end meanwhile.
+      const served = Promise.withResolvers<void>();
+      const reading = (async () => {
+        let text = "";
+        for await (
+          const chunk of demo.stdout.pipeThrough(new TextDecoderStream())
+        ) {
+          text += chunk;
+          if (text.includes("Web interface: ")) served.resolve();
+        }
+        served.reject(new Error(`the demo stopped early:\n${text}`));
+      })();
+      const timer = setTimeout(
+        () => served.reject(new Error("the farm did not start in 120 s")),
+        120_000,
+      );
+      await served.promise.finally(() => clearTimeout(timer));
+      Deno.kill(-demo.pid, "SIGHUP");
+      const status = await demo.status;
+      await reading;
+      assert.equal(status.code, 130);
+      const left = [];
+      for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
+      assert.deepEqual(left, [], "the farm's directory is removed");
+      assert.deepEqual(await processesMentioning(tmp), [], "no process left");
+    } finally {
+      try {
+        demo.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+      await demo.status;
+      // Whatever a failed stop left running, by pid.
+      for (const pid of await processesMentioning(tmp)) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // Gone meanwhile.
+        }
+      }
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
 /** Pids of the processes whose command line mentions `text`. */
 async function processesMentioning(text: string): Promise<number[]> {
   const pids: number[] = [];
