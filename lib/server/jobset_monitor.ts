@@ -46,12 +46,22 @@ export type PollResult =
   | { kind: "fetch-failed"; error: string; evaluation: number | null }
   | { kind: "evaluated"; evaluation: EvaluationOutcome };
 
+/**
+ * What {@link JobsetMonitor.trigger} did: a poll starts now (or right after
+ * the one under way), or nothing, the specification being inactive or not
+ * monitored.
+ */
+export type TriggerResult = "polling" | "inactive" | "unknown";
+
 interface Monitor {
   spec: Specification;
   updates: number[];
   /** The last fetch error reported with an evaluation, to report once. */
   lastError: string | null;
+  /** Ends the pause between two polls; null while a poll runs. */
   trigger: (() => void) | null;
+  /** A trigger came while a poll ran: poll again at once. */
+  triggeredDuringPoll: boolean;
   running: Promise<void>;
   stop: AbortController;
 }
@@ -100,12 +110,24 @@ export class JobsetMonitor {
     }
   }
 
-  /** Polls `name` now; false when no such specification is monitored. */
-  trigger(name: string): boolean {
+  /**
+   * Polls `name` now, or right after the poll under way. The poll says in
+   * the log when it evaluates nothing (no channel has a new commit), as
+   * this does for an inactive specification.
+   */
+  trigger(name: string): TriggerResult {
     const monitor = this.#monitors.get(name);
-    if (!monitor) return false;
-    monitor.trigger?.();
-    return true;
+    if (!monitor) return "unknown";
+    if (!monitor.spec.isActive) {
+      this.#options.logger.info("evaluation skipped", {
+        spec: name,
+        reason: "specification inactive",
+      });
+      return "inactive";
+    }
+    if (monitor.trigger) monitor.trigger();
+    else monitor.triggeredDuringPoll = true;
+    return "polling";
   }
 
   /** Epoch seconds of the recent updates of `name`, newest first. */
@@ -131,6 +153,7 @@ export class JobsetMonitor {
       updates: [],
       lastError: null,
       trigger: null,
+      triggeredDuringPoll: false,
       running: Promise.resolve(),
       stop,
     };
@@ -140,23 +163,29 @@ export class JobsetMonitor {
 
   async #loop(monitor: Monitor, signal: AbortSignal): Promise<void> {
     const { clock, logger } = this.#options;
+    let triggered = false;
     while (!signal.aborted) {
       if (monitor.spec.isActive) {
         try {
-          await this.#poll(monitor);
+          await this.#poll(monitor, triggered);
         } catch (error) {
           logger.error("poll failed", { spec: monitor.spec.name, error });
         }
       }
+      if (monitor.triggeredDuringPoll) {
+        monitor.triggeredDuringPoll = false;
+        triggered = true;
+        continue;
+      }
       const period = monitor.spec.period > 0
         ? monitor.spec.period
         : this.#options.defaultInterval;
-      const triggered = new Promise<void>((resolve) =>
-        monitor.trigger = resolve
+      const trigger = new Promise<boolean>((resolve) =>
+        monitor.trigger = () => resolve(true)
       );
-      await Promise.race([
-        clock.sleep(period * 1000, signal).catch(() => {}),
-        triggered,
+      triggered = await Promise.race([
+        clock.sleep(period * 1000, signal).then(() => false, () => false),
+        trigger,
       ]);
       monitor.trigger = null;
     }
@@ -187,6 +216,7 @@ export class JobsetMonitor {
         updates: [],
         lastError: null,
         trigger: null,
+        triggeredDuringPoll: false,
         running: Promise.resolve(),
         stop: new AbortController(),
       };
@@ -196,7 +226,8 @@ export class JobsetMonitor {
     return this.#poll(monitor);
   }
 
-  async #poll(monitor: Monitor): Promise<PollResult> {
+  /** Polls `monitor`'s specification; `triggered` by an admin or a hook. */
+  async #poll(monitor: Monitor, triggered = false): Promise<PollResult> {
     const { store, git, clock, logger, cacheDir } = this.#options;
     const spec = monitor.spec;
     const now = epochSeconds(clock);
@@ -261,7 +292,15 @@ export class JobsetMonitor {
         previous.get(checkout.channel)?.revision !== checkout.revision
       ) || await this.#interrupted(spec.name);
     if (!changed) {
-      logger.debug("channels unchanged", { spec: spec.name });
+      // Asked for an evaluation, the admin learns why none came.
+      const fields = {
+        spec: spec.name,
+        reason: "no channel has a new commit",
+        commits: checkouts.map((c) => `${c.channel}=${c.revision.slice(0, 12)}`)
+          .join(","),
+      };
+      if (triggered) logger.info("evaluation skipped", fields);
+      else logger.debug("channels unchanged", { spec: spec.name });
       return { kind: "unchanged" };
     }
     const pinned: Specification = {

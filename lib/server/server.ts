@@ -8,6 +8,7 @@ import { GcRoots, runGcRootCleaner } from "../guix/gc_roots.ts";
 import { Git } from "../git/git.ts";
 import type { Specification, Store } from "../store/types.ts";
 import { createWebApp } from "../web/app.ts";
+import type { EvaluationTrigger } from "../web/admin.ts";
 import { createLiveLogHub } from "../web/live_logs.ts";
 import { createFarmMetrics } from "../web/metrics.ts";
 import {
@@ -19,7 +20,7 @@ import {
   recordFailedEvaluation,
   runEvaluation,
 } from "./evaluation_runner.ts";
-import { JobsetMonitor } from "./jobset_monitor.ts";
+import { JobsetMonitor, type TriggerResult } from "./jobset_monitor.ts";
 import { runLogExpiry } from "./log_expiry.ts";
 import { LocalBuilder } from "./local_builder.ts";
 import {
@@ -230,9 +231,14 @@ export async function startServer(
           await monitor.refresh();
           return deleted;
         },
-        triggerEvaluation(name) {
-          monitor.trigger(name);
-          return Promise.resolve();
+        async triggerEvaluation(name) {
+          let result = monitor.trigger(name);
+          if (result === "unknown") {
+            // Added by another process since the last refresh.
+            await monitor.refresh();
+            result = monitor.trigger(name);
+          }
+          return TRIGGER_NOTES[result];
         },
       },
     });
@@ -287,9 +293,30 @@ export async function startServer(
 interface SpecificationWatcher {
   start(): void;
   refresh(): Promise<void>;
-  trigger(name: string): void;
+  trigger(name: string): TriggerResult | "evaluating";
   stop(): Promise<void>;
 }
+
+/** What the admin is told of each trigger result. */
+const TRIGGER_NOTES: Record<
+  TriggerResult | "evaluating",
+  EvaluationTrigger
+> = {
+  polling: {
+    triggered: true,
+    note:
+      "the channels are being fetched; an evaluation starts if one of them has a new commit, else the server logs that it was skipped",
+  },
+  evaluating: {
+    triggered: true,
+    note: "evaluating the specification's channels as given (--no-poll)",
+  },
+  inactive: { triggered: false, note: "the specification is inactive" },
+  unknown: {
+    triggered: false,
+    note: "the specification is not monitored by this server",
+  },
+};
 
 /**
  * Without channel polling: every active specification is evaluated once,
@@ -322,6 +349,7 @@ function evaluateOnce(
     },
     trigger(name) {
       store.getSpecification(name).then((spec) => spec && launch(spec));
+      return "evaluating";
     },
     async stop() {
       await Promise.allSettled([...running]);

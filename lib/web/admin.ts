@@ -28,10 +28,19 @@ export interface AdminActions {
   /** Schedules every build of an evaluation again; returns how many. */
   restartEvaluation(id: number): Promise<number>;
   /**
-   * Starts an evaluation of a specification now (without waiting for it).
+   * Starts an evaluation of a specification now (without waiting for it),
+   * and says what will happen, when it knows.
    * @throws {HttpError} 503 in the default implementation: no evaluator.
    */
-  triggerEvaluation(spec: string): Promise<void>;
+  triggerEvaluation(spec: string): Promise<EvaluationTrigger | void>;
+}
+
+/** What triggering an evaluation did, as known when the request ends. */
+export interface EvaluationTrigger {
+  /** False when no evaluation will come of it. */
+  triggered: boolean;
+  /** Why not, or what comes next, for the admin. */
+  note: string;
 }
 
 /** The default actions: store updates only, no worker is told anything. */
@@ -276,9 +285,18 @@ async function triggerEvaluation(context: RouteContext): Promise<Response> {
   if (spec === null) {
     throw new HttpError(404, `Jobset ${quoteValue(name)} not found.`);
   }
-  await context.options.actions.triggerEvaluation(name);
-  context.options.logger.info("evaluation triggered", { name });
-  return done(context, { jobset: name }, `/jobset/${encodeURIComponent(name)}`);
+  const outcome = await context.options.actions.triggerEvaluation(name);
+  context.options.logger.info(
+    outcome?.triggered === false
+      ? "evaluation not triggered"
+      : "evaluation triggered",
+    { name, note: outcome?.note },
+  );
+  return done(
+    context,
+    { jobset: name, ...outcome },
+    `/jobset/${encodeURIComponent(name)}`,
+  );
 }
 
 function buildAction(action: "cancel" | "restart") {

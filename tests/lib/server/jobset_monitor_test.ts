@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { systemClock } from "../../../lib/clock.ts";
-import { silentLogger } from "../../../lib/log.ts";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { Git } from "../../../lib/git/git.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import {
@@ -224,7 +224,7 @@ Deno.test({
       }
       assert.equal(await count(), 1);
       await commit(farm.repo, "second");
-      assert.equal(farm.monitor.trigger("polled"), true);
+      assert.equal(farm.monitor.trigger("polled"), "polling");
       for (let i = 0; i < 100 && await count() < 2; i++) {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
@@ -261,4 +261,144 @@ Deno.test({
       await farm.close();
     }
   },
+});
+
+/**
+ * A monitor over an in-memory store with a stand-in for git: every fetch
+ * answers `revision`, after `gate` when one is set; evaluations are only
+ * recorded. Log lines are kept in `lines`.
+ */
+function fakeSetup(spec: Specification) {
+  const store = openSqliteStore(":memory:");
+  const lines: string[] = [];
+  let fetches = 0;
+  let gate: Promise<void> | null = null;
+  const git = {
+    async fetchBranch() {
+      fetches++;
+      await gate;
+      return "c0ffee".padEnd(40, "0");
+    },
+    fetchCommit: (_url: string, commit: string) => Promise.resolve(commit),
+  } as unknown as Git;
+  const monitor = new JobsetMonitor({
+    store,
+    git,
+    clock: systemClock,
+    logger: createLogger({
+      sink: (line) => lines.push(line),
+      timestamps: false,
+    }),
+    cacheDir: "/nonexistent",
+    defaultInterval: 600,
+    async evaluate(spec, request) {
+      const id = await store.addEvaluation(spec.name, request.checkouts, 1);
+      await store.setEvaluationStatus(id, EvaluationStatus.succeeded, 2);
+      return {
+        id,
+        status: EvaluationStatus.succeeded,
+        jobs: 0,
+        created: 0,
+        derivations: [],
+      };
+    },
+    recordFailure: () => Promise.reject(new Error("no failure expected")),
+  });
+  return {
+    store,
+    monitor,
+    lines,
+    fetches: () => fetches,
+    hold(): () => void {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      gate = promise;
+      return () => {
+        gate = null;
+        resolve();
+      };
+    },
+    async ready() {
+      await store.upsertSpecification(spec);
+      monitor.start();
+    },
+    async close() {
+      await monitor.stop();
+      await store.close();
+    },
+  };
+}
+
+async function eventually(test: () => boolean | Promise<boolean>) {
+  for (let i = 0; i < 100 && !await test(); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return await test();
+}
+
+Deno.test("JobsetMonitor: a triggered poll that finds no new commit logs that the evaluation was skipped, and why", async () => {
+  const fx = fakeSetup(specFor("https://example.invalid/guix.git"));
+  try {
+    await fx.ready();
+    const evaluations = async () =>
+      (await fx.store.listEvaluations({ specification: "polled", limit: 9 }))
+        .length;
+    assert.ok(await eventually(async () => await evaluations() === 1));
+    assert.equal(fx.monitor.trigger("polled"), "polling");
+    assert.ok(
+      await eventually(() =>
+        fx.lines.some((line) => line.startsWith("info evaluation skipped"))
+      ),
+      fx.lines.join("\n"),
+    );
+    const line = fx.lines.find((line) => line.includes("evaluation skipped"))!;
+    assert.match(line, /spec=polled/);
+    assert.match(line, /reason="no channel has a new commit"/);
+    assert.match(line, /commits="guix=c0ffee000000"/);
+    assert.equal(await evaluations(), 1);
+  } finally {
+    await fx.close();
+  }
+});
+
+Deno.test("JobsetMonitor: a trigger that comes during a poll polls again right after it", async () => {
+  const fx = fakeSetup(specFor("https://example.invalid/guix.git"));
+  try {
+    const release = fx.hold();
+    await fx.ready();
+    assert.ok(await eventually(() => fx.fetches() === 1));
+    assert.equal(fx.monitor.trigger("polled"), "polling");
+    release();
+    // Not at the next period, 600 s away.
+    assert.ok(await eventually(() => fx.fetches() === 2), "no second poll");
+    assert.ok(
+      await eventually(() =>
+        fx.lines.some((line) => line.includes("evaluation skipped"))
+      ),
+    );
+  } finally {
+    await fx.close();
+  }
+});
+
+Deno.test("JobsetMonitor: triggering an inactive specification says it is skipped", async () => {
+  const fx = fakeSetup({
+    ...specFor("https://example.invalid/guix.git"),
+    isActive: false,
+  });
+  try {
+    await fx.ready();
+    await fx.monitor.refresh();
+    assert.equal(fx.monitor.trigger("polled"), "inactive");
+    assert.equal(fx.monitor.trigger("nope"), "unknown");
+    assert.ok(
+      fx.lines.some((line) =>
+        line.startsWith("info evaluation skipped") &&
+        line.includes('reason="specification inactive"')
+      ),
+      fx.lines.join("\n"),
+    );
+    assert.equal(fx.fetches(), 0);
+  } finally {
+    await fx.close();
+  }
 });

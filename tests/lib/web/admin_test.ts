@@ -195,6 +195,39 @@ Deno.test("admin actions can be replaced, e.g. by the server's to reach workers"
   );
 });
 
+Deno.test("triggering an evaluation answers what will come of it, and logs it", async () => {
+  await using fx = await createFixture({
+    app: {
+      adminToken: TOKEN,
+      actions: {
+        triggerEvaluation: (spec) =>
+          Promise.resolve(
+            spec === "hello"
+              ? { triggered: false, note: "the specification is inactive" }
+              : undefined,
+          ),
+      },
+    },
+  });
+  const response = await fx.fetch("/admin/specification/hello/evaluate", {
+    method: "POST",
+    headers: bearer,
+  });
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), {
+    jobset: "hello",
+    triggered: false,
+    note: "the specification is inactive",
+  });
+  assert.ok(
+    fx.logLines.some((line) =>
+      line.includes("info evaluation not triggered name=hello") &&
+      line.includes('note="the specification is inactive"')
+    ),
+    fx.logLines.join("\n"),
+  );
+});
+
 Deno.test("triggering an evaluation without an evaluator is a clear 503", async () => {
   await using fx = await createFixture({ app: { adminToken: TOKEN } });
   const message = await error(
