@@ -1,5 +1,7 @@
 // The server side of the ZMTP dispatch benchmark, in a process of its own so
-// that its memory is measured alone. Argument: JSON {database, schema?}.
+// that its memory is measured alone. Configuration: JSON {database, schema?}
+// in LORICA_BENCH_DISPATCH (the environment, not the command line that `ps`
+// shows everyone: the database URL may hold a password).
 // Prints {"port": N}, then on "stop" from stdin prints its peak RSS and exits.
 
 import { openSqliteStore } from "../lib/store/sqlite.ts";
@@ -7,7 +9,9 @@ import { openPostgresStore } from "../lib/store/postgres.ts";
 import { serveDispatcher } from "./farm_sim.ts";
 import { rssMb } from "./stats.ts";
 
-const { database, schema } = JSON.parse(Deno.args[0]) as {
+const { database, schema } = JSON.parse(
+  Deno.env.get("LORICA_BENCH_DISPATCH") ?? "{}",
+) as {
   database: string;
   schema?: string;
 };
