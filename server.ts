@@ -52,7 +52,8 @@ Specifications and evaluation:
                               (default /var/guix/gcroots/profiles/per-user/$USER/lorica)
 Storage:
   -D, --database=DB           SQLite file, postgres:// URL or "dbname=... host=..."
-                              (default $XDG_STATE_HOME/lorica/lorica.db)
+                              (default $XDG_STATE_HOME/lorica/lorica.db; the
+                              directory of a file given must exist)
   -c, --cache=DIR             build logs (default $XDG_CACHE_HOME/lorica)
       --log-expiry=DURATION   remove build logs older than this (default 6m,
                               i.e. 180 days; units s, h, d, w, m = 30 days)
@@ -104,7 +105,11 @@ Every option can also come from the environment: --log-port from
 LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
 (switches take 1, true, yes or on, and 0, false, no or off).
 LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store.
-Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
+The directories of --cache, --git-cache, --gc-roots and --state-directory
+are created if missing and checked writable before anything is written.
+Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error (a database that
+does not answer), 2 on bad usage (an option, file or directory that cannot
+be used).`;
 
 const OPTIONS: Record<string, OptionSpec> = {
   specifications: { type: "string", short: "S" },
