@@ -266,6 +266,7 @@ async function main(args: string[]): Promise<number> {
   ) {
     await checkDirectoryOption(`--${name}`, dir, {
       label: given(name) ? undefined : defaultLabel(`--${name}`, dir),
+      probe: name === "gc-roots" ? "symlink" : "file",
     });
   }
   const adminToken = await adminTokenOf(text("admin-token-file"), stateDir);

@@ -13,11 +13,15 @@ export interface DirectoryCheckOptions {
    * messages name the directory too.
    */
   label?: string;
+  /**
+   * What the check creates there, then removes: a file (default), or a
+   * symbolic link for a directory of GC roots, which are links.
+   */
+  probe?: "file" | "symlink";
 }
 
 /**
- * Makes sure `path` is a directory this process can create entries in (a
- * symbolic link is made there and removed: GC roots are such links).
+ * Makes sure `path` is a directory this process can create entries in.
  * @throws {UsageError} naming the option and the path.
  */
 export async function checkDirectoryOption(
@@ -26,7 +30,8 @@ export async function checkDirectoryOption(
   options: DirectoryCheckOptions = {},
 ): Promise<void> {
   const quoted = JSON.stringify(path);
-  const { create = true, label = `${option} ${quoted}` } = options;
+  const { create = true, label = `${option} ${quoted}`, probe = "file" } =
+    options;
   const same = label === `${option} ${quoted}`;
   const fail = (reason: string, cause?: unknown): never => {
     throw new UsageError(`Cannot use ${label}: ${reason}`, { cause });
@@ -53,16 +58,17 @@ export async function checkDirectoryOption(
     fail(same ? "not a directory" : `${quoted} is not a directory`);
   }
 
-  const probe = `${path}/.lorica-probe-${crypto.randomUUID().slice(0, 8)}`;
+  const entry = `${path}/.lorica-probe-${crypto.randomUUID().slice(0, 8)}`;
   try {
-    await Deno.symlink(".", probe);
+    if (probe === "symlink") await Deno.symlink(".", entry);
+    else await Deno.writeFile(entry, new Uint8Array(), { createNew: true });
   } catch (error) {
     fail(
       `cannot create entries in ${quoted}: ${(error as Error).message}`,
       error,
     );
   }
-  await Deno.remove(probe).catch(() => {});
+  await Deno.remove(entry).catch(() => {});
 }
 
 /**
