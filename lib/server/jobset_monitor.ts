@@ -292,15 +292,18 @@ export class JobsetMonitor {
         previous.get(checkout.channel)?.revision !== checkout.revision
       ) || await this.#interrupted(spec.name);
     if (!changed) {
-      // Asked for an evaluation, the admin learns why none came.
-      const fields = {
-        spec: spec.name,
-        reason: "no channel has a new commit",
-        commits: checkouts.map((c) => `${c.channel}=${c.revision.slice(0, 12)}`)
-          .join(","),
-      };
-      if (triggered) logger.info("evaluation skipped", fields);
-      else logger.debug("channels unchanged", { spec: spec.name });
+      if (triggered) {
+        // Asked for an evaluation, the admin learns why none came.
+        logger.info("evaluation skipped", {
+          spec: spec.name,
+          reason: "no channel has a new commit",
+          commits: checkouts.map((c) =>
+            `${c.channel}=${c.revision.slice(0, 12)}`
+          ).join(","),
+        });
+      } else {
+        logger.debug("channels unchanged", { spec: spec.name });
+      }
       return { kind: "unchanged" };
     }
     const pinned: Specification = {
