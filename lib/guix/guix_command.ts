@@ -205,35 +205,53 @@ export class Guix {
 
   /**
    * Starts a long-running `guix ARGS...` (e.g. `publish`), its output
-   * forwarded to the logger line by line.
+   * forwarded to the logger line by line. An exit that `stop()` did not ask
+   * for is logged as an error, with the last line of standard error.
    */
-  start(args: string[], name: string): RunningGuix {
+  start(
+    args: string[],
+    name: string,
+    options: { onStderrLine?: (line: string) => void } = {},
+  ): RunningGuix {
     const argv = [this.#command, ...args];
     const child = this.#launch(argv, { env: this.#env });
     const logger = this.#logger.with({ process: name, pid: child.pid });
     logger.info("process started", { argv: argv.join(" ") });
+    let lastLine = "";
+    let stopping = false;
     const drain = Promise.all([
       forwardLines(
         child.stdout,
         (line) => logger.debug("process output", { line }),
       ),
-      forwardLines(
-        child.stderr,
-        (line) => logger.info("process output", { line }),
-      ),
+      forwardLines(child.stderr, (line) => {
+        lastLine = line;
+        logger.info("process output", { line });
+        options.onStderrLine?.(line);
+      }),
     ]);
-    const exited = child.status.then(async (status) => {
+    const exited = child.status.then(async (status): Promise<GuixExit> => {
       await drain;
-      logger.info("process exited", {
-        code: status.code,
-        signal: status.signal,
-      });
-      return status.code;
+      const exit = { ...status, requested: stopping, lastLine };
+      if (stopping) {
+        logger.info("process exited", {
+          code: status.code,
+          signal: status.signal,
+        });
+      } else {
+        logger.error("process exited", {
+          code: status.code,
+          signal: status.signal,
+          reason: lastLine || undefined,
+        });
+      }
+      return exit;
     });
     return {
       pid: child.pid,
       exited,
       async stop() {
+        stopping = true;
         child.kill("SIGTERM");
         const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
         await exited;
@@ -243,11 +261,21 @@ export class Guix {
   }
 }
 
+/** How a long-running guix subprocess ended. */
+export interface GuixExit {
+  code: number;
+  signal: string | null;
+  /** Whether `stop()` asked for it. */
+  requested: boolean;
+  /** The last line it wrote on standard error, often its error message. */
+  lastLine: string;
+}
+
 /** A long-running guix subprocess. */
 export interface RunningGuix {
   readonly pid: number;
-  /** Resolves with the exit code. */
-  readonly exited: Promise<number>;
+  /** Resolves once it exited and its output was read. */
+  readonly exited: Promise<GuixExit>;
   stop(): Promise<void>;
 }
 
