@@ -327,12 +327,15 @@ async function main(args: string[]): Promise<number> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => stopped.resolve());
   }
-  await stopped.promise;
-  logger.info("server stopping");
+  // A dead guix publish stops the server as SIGTERM does, but with an
+  // error, so that systemd restarts it (see lib/server/server.ts).
+  const failure = await Promise.race([stopped.promise, server.failed]);
+  if (!(failure instanceof Error)) logger.info("server stopping");
   await advertisement?.close();
   await server.stop();
   await notifications.stop();
   await store.close();
+  if (failure instanceof Error) throw failure;
   return 0;
 }
 

@@ -135,7 +135,7 @@ async function main(args: string[]): Promise<number> {
     })
     : undefined;
 
-  const worker = startWorker({
+  const worker = await startWorker({
     server,
     workers: parsePositive("--workers", text("workers")!),
     systems,
@@ -176,7 +176,13 @@ async function main(args: string[]): Promise<number> {
     });
   }
   let draining = false;
-  await Promise.race([stopped.promise, worker.done]);
+  // A dead guix publish stops the worker as SIGTERM does, but with an
+  // error, so that systemd restarts it (see lib/worker/worker.ts).
+  const failure = await Promise.race([
+    stopped.promise,
+    worker.done,
+    worker.failed,
+  ]);
   draining = true;
   const drainMs = parsePositive("--drain-timeout", text("drain-timeout")!) *
     1000;
@@ -184,6 +190,7 @@ async function main(args: string[]): Promise<number> {
     worker.stop({ drain: true, drainMs }),
     forced.promise.then(() => worker.stop()),
   ]);
+  if (failure instanceof Error) throw failure;
   return 0;
 }
 

@@ -3,7 +3,8 @@
 
 import { type Clock, epochSeconds, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import type { Guix, RunningGuix } from "../guix/guix_command.ts";
+import type { Guix } from "../guix/guix_command.ts";
+import { startPublish } from "../guix/publish_server.ts";
 import { GcRoots, runGcRootCleaner } from "../guix/gc_roots.ts";
 import { Git } from "../git/git.ts";
 import type { Specification, Store } from "../store/types.ts";
@@ -99,6 +100,11 @@ export interface RunningServer {
   cancelBuild(id: number): Promise<boolean>;
   /** Schedules a build again, stopping a running copy on a Lorica worker. */
   restartBuild(id: number): Promise<boolean>;
+  /**
+   * Resolves when the server can no longer serve (its guix publish died);
+   * the caller stops it and exits with an error.
+   */
+  readonly failed: Promise<Error>;
   stop(): Promise<void>;
 }
 
@@ -116,15 +122,27 @@ export async function startServer(
   await abortStaleEvaluations(store, clock, logger);
 
   try {
+    // Without its publish server, workers cannot substitute derivations
+    // and inputs from the server, nor clients its outputs: one that cannot
+    // start is a startup error, one that dies stops the server with an
+    // error so that systemd restarts it, as for the worker.
+    let failed = new Promise<Error>(() => {});
     if (config.publishPort !== null) {
-      const publish: RunningGuix = guix.start([
-        "publish",
-        `--port=${config.publishPort}`,
-        `--listen=${config.listen}`,
-        "--compression=0",
-        ...config.publishArgs,
-      ], "publish");
+      const publish = await startPublish(guix, {
+        port: config.publishPort,
+        listen: config.listen,
+        extraArgs: config.publishArgs,
+        logger,
+        clock,
+      });
       cleanups.push(() => publish.stop());
+      failed = publish.died.then((error) => {
+        logger.error("server stopping", {
+          reason: "guix publish exited",
+          error,
+        });
+        return error;
+      });
     }
 
     const gcRoots = new GcRoots({
@@ -276,6 +294,7 @@ export async function startServer(
       fetchesIdle: () => builder.fetchesIdle(),
       cancelBuild: (id) => builder.cancelBuild(id),
       restartBuild: (id) => builder.restartBuild(id),
+      failed,
       async stop() {
         abort.abort();
         await runCleanups(cleanups);

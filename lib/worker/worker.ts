@@ -2,7 +2,8 @@
 
 import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import type { Guix, RunningGuix } from "../guix/guix_command.ts";
+import type { Guix } from "../guix/guix_command.ts";
+import { startPublish } from "../guix/publish_server.ts";
 import { runSession } from "./session.ts";
 import { DiskGuard } from "./disk_guard.ts";
 import {
@@ -57,6 +58,12 @@ export interface RunningWorker {
   /** Resolves when every session ended (only after `stop()`, or on error). */
   readonly done: Promise<void>;
   /**
+   * Resolves when the worker can no longer serve (its guix publish died):
+   * it already asks for no more work; the caller stops it and exits with
+   * an error.
+   */
+  readonly failed: Promise<Error>;
+  /**
    * Stops the worker. With `drain`, no more work is requested and builds
    * under way are finished and reported first, for at most `drainMs`; then
    * whatever still runs is abandoned (the server requeues it). Sessions
@@ -77,21 +84,22 @@ export function randomWorkerName(): string {
     .join("");
 }
 
-/** Starts the publish server and the sessions. */
-export function startWorker(
+/**
+ * Starts the publish server, then the sessions.
+ * @throws {PublishStartError} when guix publish cannot start.
+ */
+export async function startWorker(
   config: WorkerConfig,
   deps: WorkerDeps,
-): RunningWorker {
+): Promise<RunningWorker> {
   const { guix, logger } = deps;
   const clock = deps.clock ?? systemClock;
   const abort = new AbortController();
-  const publish: RunningGuix = guix.start([
-    "publish",
-    `--port=${config.publishPort}`,
-    `--listen=${config.publishListen}`,
-    "--compression=0",
-    ...config.publishArgs,
-  ], "publish");
+  if (deps.servers === undefined && config.server === undefined) {
+    throw new TypeError(
+      "Cannot start a worker: no server and no way to find one",
+    );
+  }
   const cores = Math.max(
     1,
     Math.ceil(navigator.hardwareConcurrency / config.workers),
@@ -108,13 +116,30 @@ export function startWorker(
     logger,
     logPeriodMs: config.requestPeriodMs,
   });
-  if (deps.servers === undefined && config.server === undefined) {
-    throw new TypeError(
-      "Cannot start a worker: no server and no way to find one",
-    );
-  }
   const source = deps.servers ?? fixedServer(config.server!);
+  // No work is asked for before the results can be published.
+  const publish = await startPublish(guix, {
+    port: config.publishPort,
+    listen: config.publishListen,
+    extraArgs: config.publishArgs,
+    logger,
+    clock,
+  });
   const draining = new AbortController();
+  // A dead publish server makes every build wasted: the server cannot
+  // fetch its outputs. The worker then takes no more work and its owner
+  // stops it as on SIGTERM, builds under way finishing, and exits with an
+  // error, rather than restarting guix publish itself: systemd's
+  // Restart=on-failure (or Shepherd's respawn) restarts the whole worker
+  // with its own rate limits, in plain sight of the operator, and the new
+  // worker checks the port and keys again at startup. The builds reported
+  // meanwhile are fetched from the restarted publish server, which the
+  // server's fetcher retries for minutes.
+  const failed = publish.died.then((error) => {
+    logger.error("worker stopping", { reason: "guix publish exited", error });
+    draining.abort();
+    return error;
+  });
   let sessions: Promise<void> = Promise.resolve();
   // When the server moves (DNS-SD), the sessions are restarted against it.
   const done = followServer(
@@ -161,6 +186,7 @@ export function startWorker(
   return {
     names,
     done,
+    failed,
     stop({ drain = false, drainMs = 300_000 } = {}) {
       if (!drain) hurry.abort();
       stopping ??= stopOnce(drain, drainMs);

@@ -29,18 +29,23 @@ function lingeringSpawner(argvs: string[][]): Spawner {
       status.resolve({ code: 143, signal: "SIGTERM" });
     };
     options?.signal?.addEventListener("abort", kill, { once: true });
-    const open = () =>
+    const open = (first?: string) =>
       new ReadableStream<Uint8Array>({
         start(controller) {
+          if (first) controller.enqueue(new TextEncoder().encode(first));
           end.signal.addEventListener("abort", () => controller.close(), {
             once: true,
           });
         },
       });
+    // guix publish says where it listens once it does (publish_server.ts).
+    const says = argv.includes("publish")
+      ? "publishing /gnu/store on 127.0.0.1, port 4242\n"
+      : undefined;
     const child: Child = {
       pid: 4242,
       stdout: open(),
-      stderr: open(),
+      stderr: open(says),
       stdin: null,
       status: status.promise,
       kill,
@@ -55,7 +60,7 @@ function startTestWorker(
   lines: string[],
   argvs: string[][],
   extra: Partial<WorkerConfig> = {},
-): RunningWorker {
+): Promise<RunningWorker> {
   const logger = createLogger({
     timestamps: false,
     sink: (line) => lines.push(line),
@@ -102,7 +107,7 @@ Deno.test({
     "a worker whose server is unreachable stops at once on a draining stop, and says so once",
   async fn() {
     const lines: string[] = [];
-    const worker = startTestWorker(quietPort(), lines, []);
+    const worker = await startTestWorker(quietPort(), lines, []);
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
       const stopping = worker.stop({ drain: true, drainMs: 240_000 });
@@ -130,7 +135,7 @@ Deno.test({
     const f = await startFixture({ logPort: quietPort() });
     const lines: string[] = [];
     const argvs: string[][] = [];
-    const worker = startTestWorker(f.port, lines, argvs, { workers: 1 });
+    const worker = await startTestWorker(f.port, lines, argvs, { workers: 1 });
     try {
       const [drv] = await f.addJobs([job("long", 1)]);
       await eventually(

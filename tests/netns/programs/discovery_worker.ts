@@ -29,7 +29,7 @@ const locator = new ServerLocator({
 await followServer(locator, async (server, signal) => {
   // Until lib/worker/worker.ts takes a ServerSource, a whole worker is
   // started per server and stopped when the server moves.
-  const worker = startWorker({
+  const worker = await startWorker({
     server,
     workers: 1,
     systems: options.systems,
