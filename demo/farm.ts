@@ -9,6 +9,11 @@ export interface WorkerPlan {
   systems: string[];
   /** Concurrent builds of this worker process. */
   sessions: number;
+  /**
+   * Not started with the farm, only by `restart(role)`: a test sets the
+   * stage (the queue, the store) before any worker asks for work.
+   */
+  held?: boolean;
 }
 
 export interface FarmOptions {
@@ -51,7 +56,10 @@ export interface Farm {
   logFile(role: string): string;
   /** Sends `signal` (default SIGKILL) to a role's process; resolves when it exited. */
   kill(role: string, signal?: Deno.Signal): Promise<void>;
-  /** Starts a role's process again with the same arguments (after `kill`). */
+  /**
+   * Starts a role's process again with the same arguments (after `kill`),
+   * or for the first time (a held worker).
+   */
   restart(role: string): Promise<void>;
   /** Whether the role's process is running. */
   running(role: string): boolean;
@@ -234,16 +242,22 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
   }
 
   options.workers.forEach((plan, i) => {
-    start(`worker${i + 1}`, "worker.ts", [
-      `--server=127.0.0.1:${ports[0]}`,
-      `--workers=${plan.sessions}`,
-      `--systems=${plan.systems.join(",")}`,
-      `--publish-port=${ports[3 + i]}`,
-      "--publish-listen=127.0.0.1",
-    ], {
-      REQUEST_PERIOD: String(options.requestPeriod),
-      FAKE_GUIX_SYSTEMS: plan.systems.join(","),
-    });
+    const worker = {
+      script: "worker.ts",
+      args: [
+        `--server=127.0.0.1:${ports[0]}`,
+        `--workers=${plan.sessions}`,
+        `--systems=${plan.systems.join(",")}`,
+        `--publish-port=${ports[3 + i]}`,
+        "--publish-listen=127.0.0.1",
+      ],
+      env: {
+        REQUEST_PERIOD: String(options.requestPeriod),
+        FAKE_GUIX_SYSTEMS: plan.systems.join(","),
+      },
+    };
+    if (plan.held) plans.set(`worker${i + 1}`, worker);
+    else start(`worker${i + 1}`, worker.script, worker.args, worker.env);
   });
 
   async function kill(role: string, signal: Deno.Signal = "SIGKILL") {
