@@ -42,6 +42,7 @@ import {
   WorkerLinks,
 } from "./worker_links.ts";
 import { allowedPublishUrl } from "./publish_url.ts";
+import { failIfMissing } from "./missing_derivation.ts";
 import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
 import { type Sender, TurnWork, type WorkRequest } from "./turn_work.ts";
 
@@ -71,6 +72,13 @@ export interface DispatcherOptions {
    * stay well below the worker timeout [5].
    */
   touchIntervalSeconds?: number;
+  /**
+   * Whether a derivation is in the server's store. When given, a build
+   * whose derivation is gone (case C14) is not handed out, and a failure
+   * reported for one is recorded as such; absent, derivations are never
+   * looked for.
+   */
+  inStore?: (path: string) => Promise<boolean>;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -161,6 +169,8 @@ export class Dispatcher {
     this.#work = new TurnWork({
       logger: this.#logger,
       handOut: (request, build, now) => this.#handOut(request, build, now),
+      failIfMissing: (store, build, worker, now) =>
+        this.#failIfMissing(store, build.derivation, worker, now, true),
     });
     this.#holdings = new WorkerHoldings({
       logger: this.#logger,
@@ -606,6 +616,13 @@ export class Dispatcher {
     }
     if (message.type === "build-failed") {
       await this.#work.startsBefore(turn, message.drv, now);
+      // A derivation gone from the store since it was handed out (C14) is
+      // the farm's failure, not the package's: no worker can say so, and
+      // a Cuirass one reports only build-failed.
+      if (await this.#failIfMissing(store, message.drv, worker, now, false)) {
+        this.#holdings.resultReported(worker, message.drv);
+        return;
+      }
       const result = await store.completeBuild(
         message.drv,
         BuildStatus.failed,
@@ -653,6 +670,27 @@ export class Dispatcher {
       }
     }
     this.#holdings.resultReported(worker, message.drv);
+  }
+
+  /**
+   * {@link failIfMissing} when derivations are looked for; with `writeLog`
+   * (no worker ran the build), the reason becomes the build's log.
+   */
+  async #failIfMissing(
+    store: Store,
+    drv: string,
+    worker: string,
+    now: number,
+    writeLog: boolean,
+  ): Promise<boolean> {
+    const { inStore, logCacheDir, storeDir } = this.#options;
+    if (inStore === undefined) return false;
+    return await failIfMissing(store, { drv, worker, now }, {
+      inStore,
+      storeDir,
+      logger: this.#logger,
+      logCacheDir: writeLog ? logCacheDir : undefined,
+    });
   }
 
   /** A stale work request, a later one of the same session waiting. */

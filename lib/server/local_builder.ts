@@ -15,6 +15,10 @@ import {
 import type { GcRoots } from "../guix/gc_roots.ts";
 import { logFileName } from "../protocol/log_channel.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import {
+  MISSING_DERIVATION,
+  missingDerivationLine,
+} from "./missing_derivation.ts";
 
 /** The worker name local builds are submitted to. */
 export const LOCAL_WORKER = "local";
@@ -359,9 +363,9 @@ export class LocalBuilder {
         const { store, clock, logger, logCacheDir, storeDir } = this.#options;
         const log = logFileName(logCacheDir, storeDir, build.derivation);
         const writer = await LogWriter.open(log);
-        await writer.write(encoder.encode(
-          `lorica: derivation missing from store: ${build.derivation}\n`,
-        ));
+        await writer.write(
+          encoder.encode(missingDerivationLine(build.derivation)),
+        );
         await writer.close();
         await store.markStarted(
           build.derivation,
@@ -371,7 +375,7 @@ export class LocalBuilder {
         );
         logger.warn("build failed", {
           drv: build.derivation,
-          reason: "derivation missing from store",
+          reason: MISSING_DERIVATION,
         });
         summary.missing++;
         await this.#complete(build, BuildStatus.failedOther, summary);

@@ -9,6 +9,7 @@ import {
   type Store,
 } from "../store/types.ts";
 import type { Guix } from "../guix/guix_command.ts";
+import { failIfMissing } from "./missing_derivation.ts";
 
 /** A fetch of the outputs of `drv`, reported built by `worker` at `url`. */
 export type FetchRequest = OutputFetch;
@@ -44,6 +45,15 @@ export interface OutputFetcherOptions {
    * products); what it throws is logged, the build stays succeeded.
    */
   onSucceeded?: (build: Build) => Promise<unknown>;
+  /**
+   * Whether a derivation is in this store. When given, a build whose
+   * derivation is gone when its outputs are to be fetched (case C14)
+   * fails at once, failed-other, instead of being retried until the
+   * deadline; absent, never looked for.
+   */
+  inStore?: ((path: string) => Promise<boolean>) | null;
+  /** The store directory (with `inStore`); default "/gnu/store". */
+  storeDir?: string;
 }
 
 /**
@@ -77,6 +87,8 @@ export class OutputFetcher {
       fetch: options.fetch ?? ((input, init) => globalThis.fetch(input, init)),
       triggerUrl: options.triggerUrl ?? null,
       onSucceeded: options.onSucceeded ?? (() => Promise.resolve()),
+      inStore: options.inStore ?? null,
+      storeDir: options.storeDir ?? "/gnu/store",
     };
     this.#idle.resolve();
   }
@@ -204,6 +216,7 @@ export class OutputFetcher {
     let reason = "";
     for (let attempt = 1;; attempt++) {
       try {
+        if (await this.#derivationGone(drv, worker)) return;
         const missing = await this.#unpublished(build, url, signal);
         if (missing === null) {
           await guix.substitute(drv, url, signal);
@@ -256,6 +269,20 @@ export class OutputFetcher {
       reason,
       recorded: result.changed,
     });
+  }
+
+  /**
+   * Fails the build when its derivation left the store: its outputs could
+   * not be substituted by it, and retrying cannot bring it back.
+   */
+  async #derivationGone(drv: string, worker: string): Promise<boolean> {
+    const { inStore, store, clock, logger, storeDir } = this.#options;
+    if (inStore === null) return false;
+    return await failIfMissing(
+      store,
+      { drv, worker, now: epochSeconds(clock) },
+      { inStore, storeDir, logger },
+    );
   }
 
   /**

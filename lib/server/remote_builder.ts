@@ -13,6 +13,7 @@ import { OutputFetcher } from "./output_fetcher.ts";
 import { sweepWorkers } from "./worker_sweeper.ts";
 import { sameAddress } from "./worker_links.ts";
 import { listening, runCleanups } from "./lifecycle.ts";
+import { inStore } from "./missing_derivation.ts";
 
 export interface RemoteBuilderConfig {
   /** Address the worker-facing ports bind to. */
@@ -50,6 +51,12 @@ export interface RemoteBuilderDeps {
   onSubmitted?: (build: Build, worker: string, now: number) => void;
   /** Roots for build products; none without. */
   gcRoots?: GcRoots;
+  /**
+   * Whether a derivation is in the server's store, so that a build whose
+   * derivation vanished fails alone (case C14); default a look at its
+   * file.
+   */
+  inStore?: (path: string) => Promise<boolean>;
 }
 
 export interface RemoteBuilder {
@@ -110,11 +117,14 @@ export async function startRemoteBuilder(
     );
     cleanups.push(() => router.close());
 
+    const present = deps.inStore ?? inStore;
     const fetcher = new OutputFetcher({
       store,
       guix,
       clock,
       logger: logger.with({ part: "fetch" }),
+      inStore: present,
+      storeDir: config.storeDir,
       deadlineMs: config.fetchDeadlineMs,
       retryDelayMs: config.fetchRetryDelayMs,
       triggerUrl: config.triggerSubstituteUrl,
@@ -144,6 +154,7 @@ export async function startRemoteBuilder(
       storeDir: config.storeDir,
       workerKeys: config.workerKeys,
       onSubmitted: deps.onSubmitted,
+      inStore: present,
     });
     late.dispatcher = dispatcher;
     if (dispatcher.authRequired) {

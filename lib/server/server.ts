@@ -75,6 +75,11 @@ export interface ServerDeps {
   logger: Logger;
   clock?: Clock;
   git?: Git;
+  /**
+   * Remote mode: whether a derivation is in the store; default a look at
+   * its file (see remote_builder.ts).
+   */
+  inStore?: (path: string) => Promise<boolean>;
 }
 
 export interface RunningServer {
@@ -175,6 +180,7 @@ export async function startServer(
       clock,
       logger,
       gcRoots,
+      inStore: deps.inStore,
       signal: abort.signal,
       onLogChunk(drv, chunk) {
         liveLogs.chunk(drv, chunk);
@@ -392,6 +398,7 @@ interface BuilderDeps {
   onLogChunk: (drv: string, chunk: Uint8Array) => void;
   onLogComplete: (drv: string, bytes: number) => void;
   onSubmitted: Parameters<typeof startRemoteBuilder>[1]["onSubmitted"];
+  inStore?: (path: string) => Promise<boolean>;
 }
 
 async function startBuilder(

@@ -30,7 +30,20 @@ export interface TurnWorkOptions {
   logger: Logger;
   /** Makes `request`'s reply hand it `build`, taken for it at `now`. */
   handOut(request: WorkRequest, build: Build, now: number): void;
+  /**
+   * Fails `build`, just taken for `worker`, when its derivation is gone
+   * from the store (case C14), and says so; absent, never asked.
+   */
+  failIfMissing?(
+    store: Store,
+    build: Build,
+    worker: string,
+    now: number,
+  ): Promise<boolean>;
 }
+
+/** Rounds of taking builds for requests whose build turned out missing. */
+const MISSING_ROUNDS = 4;
 
 /** The work requests and starts of each turn, until its end. */
 export class TurnWork {
@@ -138,19 +151,34 @@ export class TurnWork {
     });
   }
 
-  /** Takes a build for each request with one query. */
+  /**
+   * Takes a build for each request with one query. A build whose
+   * derivation is gone fails instead of being handed out (no worker could
+   * build it), and its request is served again, for a few rounds.
+   */
   async #serve(
     store: Store,
     requests: WorkRequest[],
     now: number,
   ): Promise<void> {
-    if (requests.length === 0) return;
-    const builds = await store.popBuilds(
-      requests.map(({ name, systems }) => ({ worker: name, systems })),
-      now,
-    );
-    builds.forEach((build, i) => {
-      if (build !== null) this.#options.handOut(requests[i], build, now);
-    });
+    const missing = this.#options.failIfMissing;
+    let waiting = requests;
+    for (let round = 0; round < MISSING_ROUNDS; round++) {
+      if (waiting.length === 0) return;
+      const builds = await store.popBuilds(
+        waiting.map(({ name, systems }) => ({ worker: name, systems })),
+        now,
+      );
+      const again: WorkRequest[] = [];
+      for (const [i, build] of builds.entries()) {
+        if (build === null) continue;
+        if (await missing?.(store, build, waiting[i].name, now)) {
+          again.push(waiting[i]);
+        } else {
+          this.#options.handOut(waiting[i], build, now);
+        }
+      }
+      waiting = again;
+    }
   }
 }

@@ -147,6 +147,8 @@ export async function startFixture(options: {
    * 127.0.0.1 while the server believes in other hosts.
    */
   peerAddresses?: Map<string, string>;
+  /** Whether a derivation is in the store; default: never looked for. */
+  inStore?: (path: string) => Promise<boolean>;
 } = {}): Promise<Fixture> {
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
   const store = openSqliteStore(options.database ?? `${root}/db.sqlite`);
@@ -178,6 +180,8 @@ export async function startFixture(options: {
     retryDelayMs: 1000,
     deadlineMs: 10_000,
     fetch: options.fetch ?? (() => Promise.resolve(new Response("ok"))),
+    inStore: options.inStore,
+    storeDir: STORE_DIR,
   });
   const dispatcher = new Dispatcher({
     store: options.storeSeenByDispatcher?.(store) ?? store,
@@ -192,6 +196,7 @@ export async function startFixture(options: {
     logCacheDir: `${root}/logs`,
     storeDir: STORE_DIR,
     workerKeys: options.workerKeys,
+    inStore: options.inStore,
   });
   late.dispatcher = dispatcher;
   const abort = new AbortController();

@@ -102,6 +102,8 @@ async function startTestServer(
     guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
     logger,
     clock: reuse.clock,
+    // The derivations of these builds exist only in the database.
+    inStore: () => Promise.resolve(true),
   });
   await store.upsertSpecification({
     name: "spec",
