@@ -74,7 +74,7 @@ Deno.test({
     };
     const guard = setTimeout(killGroup, 60_000);
     try {
-      for (let i = 0; i < 300 && !/process started .*publish/.test(log); i++) {
+      for (let i = 0; i < 300 && !/info worker started /.test(log); i++) {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
       assert.match(log, /info worker started /);

@@ -162,6 +162,7 @@ Deno.test({
     "lorica-server exits 1 naming the publish port when guix publish finds it in use",
   async fn() {
     const { root, env } = await setUp();
+    await Deno.mkdir(`${root}/server`, { recursive: true });
     const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     try {
       const child = spawn("server.ts", [
