@@ -248,6 +248,7 @@ export class Dispatcher {
       changed: result.changed,
     });
     if (result.worker !== null) {
+      this.#holdings.released(result.worker, build.derivation);
       await this.#stopRemote(result.worker, build.derivation);
     }
     return result.changed;
@@ -262,6 +263,7 @@ export class Dispatcher {
       epochSeconds(this.#options.clock),
     );
     if (result.worker !== null) {
+      this.#holdings.released(result.worker, build.derivation);
       await this.#stopRemote(result.worker, build.derivation);
     }
     return result.changed;
@@ -586,8 +588,12 @@ export class Dispatcher {
     { turn, store, routingId, peerAddress, sender, now }: Incoming,
     message: MessageOf<"build-succeeded" | "build-failed">,
   ) {
-    const build = await store.getBuildByDerivation(message.drv);
-    const worker = await this.#senderOf(store, routingId, peerAddress, build);
+    let build: Build | null | undefined;
+    const current = async () =>
+      build === undefined
+        ? build = await store.getBuildByDerivation(message.drv)
+        : build;
+    const worker = await this.#senderOf(store, routingId, peerAddress, current);
     if (worker === undefined) {
       this.#logger.warn("result ignored", {
         ...sender,
@@ -596,23 +602,29 @@ export class Dispatcher {
       });
       return;
     }
-    if (build?.worker !== worker || !heldStatus(build.status)) {
-      // Another worker's build, or one no longer running (canceled,
-      // restarted, expired): whatever the report says, it changes nothing.
-      const fields = { ...sender, drv: message.drv, worker };
-      if (build?.worker === worker) {
-        this.#logger.info("result ignored", {
-          ...fields,
-          reason: "the build is no longer running",
-        });
-        this.#holdings.resultReported(worker, message.drv);
-      } else {
-        this.#logger.warn("result ignored", {
-          ...fields,
-          reason: "the worker does not hold this build",
-        });
+    // The build this process handed to the sender, still awaited, needs no
+    // reading: whatever another process (a web front end's cancel) did to
+    // it since, the statements below name the worker and see it.
+    if (!this.#holdings.awaitsResult(worker, message.drv)) {
+      const held = await current();
+      if (held?.worker !== worker || !heldStatus(held.status)) {
+        // Another worker's build, or one no longer running (canceled,
+        // restarted, expired): whatever the report says, it changes nothing.
+        const fields = { ...sender, drv: message.drv, worker };
+        if (held?.worker === worker) {
+          this.#logger.info("result ignored", {
+            ...fields,
+            reason: "the build is no longer running",
+          });
+          this.#holdings.released(worker, message.drv);
+        } else {
+          this.#logger.warn("result ignored", {
+            ...fields,
+            reason: "the worker does not hold this build",
+          });
+        }
+        return;
       }
-      return;
     }
     if (message.type === "build-failed") {
       await this.#work.startsBefore(turn, message.drv, now);
@@ -620,7 +632,7 @@ export class Dispatcher {
       // the farm's failure, not the package's: no worker can say so, and
       // a Cuirass one reports only build-failed.
       if (await this.#failIfMissing(store, message.drv, worker, now, false)) {
-        this.#holdings.resultReported(worker, message.drv);
+        this.#holdings.released(worker, message.drv);
         return;
       }
       const result = await store.completeBuild(
@@ -669,7 +681,7 @@ export class Dispatcher {
         });
       }
     }
-    this.#holdings.resultReported(worker, message.drv);
+    this.#holdings.released(worker, message.drv);
   }
 
   /**
@@ -823,11 +835,12 @@ export class Dispatcher {
     store: Store,
     routingId: Uint8Array,
     peerAddress: string,
-    build: Build | null,
+    current: () => Promise<Build | null>,
   ): Promise<string | undefined> {
     const link = this.#links.get(routingId);
     if (this.authRequired) return link.authenticated;
     if (link.name !== undefined) return link.name;
+    const build = await current();
     if (build?.worker == null) return undefined;
     // The owner still talks on a connection we know: this is someone else.
     if (this.#links.connectionOf(build.worker) !== undefined) return undefined;

@@ -116,10 +116,19 @@ export class WorkerHoldings {
   }
 
   /**
-   * `name` reported the result of `drv`: if that was the build it was
-   * handed, it holds nothing now (recorded, being fetched, or requeued).
+   * Whether `drv` is the build this process handed to `name`, which has
+   * not reported it since (nor had it canceled or restarted here).
    */
-  resultReported(name: string, drv: string): void {
+  awaitsResult(name: string, drv: string): boolean {
+    return this.#handedOut.get(name) === drv;
+  }
+
+  /**
+   * `drv` is no longer `name`'s: it reported the result (recorded, being
+   * fetched, or requeued), or the build was canceled or restarted. If that
+   * was the build it was handed, it holds nothing now.
+   */
+  released(name: string, drv: string): void {
     if (this.#handedOut.get(name) !== drv) return;
     this.#handedOut.delete(name);
     this.#holdNothing.add(name);

@@ -824,6 +824,46 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "a result for a build another process canceled or requeued meanwhile changes nothing",
+  fn: () =>
+    withFixture(async (f) => {
+      const [canceled, requeued] = await f.addJobs([
+        job("canceled", 1),
+        job("requeued", 2),
+      ]);
+      const worker = await readyWorker(f.port, { name: "LATE" });
+      for (const drv of [canceled, requeued]) {
+        assert.equal((await worker.requestWork()).type, "build");
+        await worker.send({ type: "build-started", drv, worker: "LATE" });
+        await untilStatus(f, drv, BuildStatus.started);
+        // Behind this dispatcher's back, as a web front end or a sweeper
+        // in another process does it on a shared database.
+        if (drv === canceled) {
+          const build = await f.store.getBuildByDerivation(drv);
+          await f.store.cancelBuild(build!.id, 50);
+        } else {
+          await f.store.requeueBuild(drv, 50);
+        }
+        await worker.send({
+          type: "build-failed",
+          drv,
+          url: "http://127.0.0.1:1",
+          log: null,
+        });
+        await reportSuccess(worker, drv);
+      }
+      assert.equal(await f.status(canceled), BuildStatus.canceled);
+      assert.equal(await f.status(requeued), BuildStatus.scheduled);
+      await f.fetcher.idle();
+      assert.equal(await f.status(canceled), BuildStatus.canceled);
+      assert.equal(await f.status(requeued), BuildStatus.scheduled);
+      await worker.close();
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a connection cannot take a running build away by asking in its worker's name",
   async fn() {
     await withFixture(async (f) => {
