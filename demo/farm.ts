@@ -70,7 +70,11 @@ export interface Farm {
 }
 
 const REPO = fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "");
-const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
+/**
+ * setsid(1), when the machine has it: a child started through it leads a
+ * process group of its own, which can then be signalled or killed whole.
+ */
+export const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
   try {
     return Deno.statSync(path).isFile;
   } catch {

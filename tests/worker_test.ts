@@ -3,17 +3,10 @@
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { quietPort } from "./_ports.ts";
-import { guix, makeDaemon, makeRoot } from "./fake-guix/test_env.ts";
+import { makeRoot, makeSigningDaemon } from "./fake-guix/test_env.ts";
+import { SETSID } from "../demo/farm.ts";
 
 const REPO = fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "");
-const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-});
-
 /** Whether process `pid` still exists. */
 function alive(pid: number): boolean {
   try {
@@ -31,9 +24,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const root = await makeRoot();
-    const daemon = await makeDaemon(root, "worker");
-    const keys = await guix(daemon, ["archive", "--generate-key"]);
-    assert.equal(keys.code, 0, keys.stderr);
+    const daemon = await makeSigningDaemon(root, "worker");
     const argv = [
       Deno.execPath(),
       "run",

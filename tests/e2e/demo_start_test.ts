@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { startFarm } from "../../demo/farm.ts";
+import { SETSID, startFarm } from "../../demo/farm.ts";
 
 const REPO = fromFileUrl(new URL("../..", import.meta.url)).replace(/\/$/, "");
 const DEMO = `${REPO}/demo`;
@@ -85,14 +85,6 @@ Deno.test({
       await Deno.remove(tmp, { recursive: true });
     }
   },
-});
-
-const SETSID = ["/usr/bin/setsid", "/bin/setsid"].find((path) => {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
 });
 
 Deno.test({

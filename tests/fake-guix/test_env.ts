@@ -47,6 +47,22 @@ export async function makeDaemon(
   return { root, storeDir, stateDir, configDir, env };
 }
 
+/**
+ * A daemon called `name` (see {@link makeDaemon}) with a signing key, as
+ * `guix publish` needs one.
+ */
+export async function makeSigningDaemon(
+  root: string,
+  name: string,
+): Promise<DaemonEnv> {
+  const daemon = await makeDaemon(root, name);
+  const keys = await guix(daemon, ["archive", "--generate-key"]);
+  if (keys.code !== 0) {
+    throw new Error(`guix archive --generate-key failed: ${keys.stderr}`);
+  }
+  return daemon;
+}
+
 /** Runs `guix ARGS` for `daemon`, feeding `stdin` when given. */
 export async function guix(
   daemon: DaemonEnv,

@@ -10,8 +10,8 @@ import {
 } from "../../../lib/guix/publish_server.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
 import type { Child, Spawner } from "../../../lib/process.ts";
-import { GUIX, makeDaemon, makeRoot } from "../../fake-guix/test_env.ts";
-import { FakeClock } from "../server/_dispatch_fixture.ts";
+import { GUIX, makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
+import { FakeClock, within } from "../server/_dispatch_fixture.ts";
 
 /** A logger keeping its lines (without timestamps) in `lines`. */
 function capture(): { logger: Logger; lines: string[] } {
@@ -31,14 +31,7 @@ async function withFakeGuix(
   const root = await makeRoot();
   const { logger, lines } = capture();
   try {
-    const daemon = await makeDaemon(root, "publisher");
-    const generated = await new Deno.Command(GUIX, {
-      args: ["archive", "--generate-key"],
-      env: daemon.env,
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    assert.ok(generated.success, "guix archive --generate-key failed");
+    const daemon = await makeSigningDaemon(root, "publisher");
     await body(
       new Guix({ command: GUIX, env: daemon.env, logger }),
       logger,
@@ -46,19 +39,6 @@ async function withFakeGuix(
     );
   } finally {
     await Deno.remove(root, { recursive: true });
-  }
-}
-
-/** Waits (at most `ms`) for `promise`; rejects naming `what` past it. */
-async function within<T>(promise: Promise<T>, ms: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} in ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

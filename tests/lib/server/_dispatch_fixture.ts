@@ -371,6 +371,19 @@ async function receiveWithin(
   }
 }
 
+/** Waits (at most `ms`) for `promise`; rejects naming `what` past it. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} in ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Waits (bounded) until `check` resolves true. */
 export async function eventually(
   check: () => Promise<boolean> | boolean,

@@ -2,6 +2,7 @@
 // it does not start, and one whose publish dies says so.
 
 import assert from "node:assert/strict";
+import { within } from "./_dispatch_fixture.ts";
 import { startServer } from "../../../lib/server/server.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
@@ -13,8 +14,8 @@ import { createLogger, type Logger } from "../../../lib/log.ts";
 import {
   type DaemonEnv,
   GUIX,
-  makeDaemon,
   makeRoot,
+  makeSigningDaemon,
 } from "../../fake-guix/test_env.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -25,14 +26,7 @@ async function withDaemon(
 ) {
   const root = await makeRoot();
   try {
-    const daemon = await makeDaemon(root, "server");
-    const generated = await new Deno.Command(GUIX, {
-      args: ["archive", "--generate-key"],
-      env: daemon.env,
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    assert.ok(generated.success, "guix archive --generate-key failed");
+    const daemon = await makeSigningDaemon(root, "server");
     await body(root, daemon);
   } finally {
     await Deno.remove(root, { recursive: true });
@@ -67,19 +61,6 @@ function startTestServer(
     logger,
   });
   return { store, starting };
-}
-
-/** Waits (at most `ms`) for `promise`; rejects naming `what` past it. */
-async function within<T>(promise: Promise<T>, ms: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} in ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test({

@@ -13,13 +13,14 @@ import {
 import {
   type DaemonEnv,
   GUIX,
-  makeDaemon,
   makeRoot,
+  makeSigningDaemon,
 } from "../../fake-guix/test_env.ts";
 import {
   eventually,
   type Fixture,
   startFixture,
+  within,
 } from "../server/_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -31,14 +32,7 @@ async function withServerAndDaemon(
   const f = await startFixture();
   const root = await makeRoot();
   try {
-    const daemon = await makeDaemon(root, "worker");
-    const generated = await new Deno.Command(GUIX, {
-      args: ["archive", "--generate-key"],
-      env: daemon.env,
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    assert.ok(generated.success, "guix archive --generate-key failed");
+    const daemon = await makeSigningDaemon(root, "worker");
     await body(f, daemon);
   } finally {
     await f.close();
@@ -61,19 +55,6 @@ function workerConfig(f: Fixture, publishPort: number): WorkerConfig {
     publishArgs: [],
     minimumDiskSpace: 0,
   };
-}
-
-/** Waits (at most `ms`) for `promise`; rejects naming `what` past it. */
-async function within<T>(promise: Promise<T>, ms: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} in ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test({
