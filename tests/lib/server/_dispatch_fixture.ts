@@ -371,6 +371,19 @@ async function receiveWithin(
   }
 }
 
+/** Whether `promise` settles within `ms`. */
+export async function settlesWithin(promise: Promise<unknown>, ms: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Waits (at most `ms`) for `promise`; rejects naming `what` past it. */
 export async function within<T>(promise: Promise<T>, ms: number, what: string) {
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -21,6 +21,7 @@ import {
   type Fixture,
   hashOf,
   job,
+  settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
 import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
@@ -732,19 +733,6 @@ Deno.test({
   },
 });
 
-/** Whether `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Drains a session caught in some wait for the server; it must end soon. */
 async function assertDrainsAtOnce(
   started: ReturnType<typeof startSession>,
@@ -830,53 +818,52 @@ Deno.test({
     }),
 });
 
+/**
+ * A session served by a scripted server until its first request, then
+ * brought by `strand` into some wait for that server, then drained.
+ */
+async function drainAfterFirstRequest(
+  name: string,
+  strand: (server: Awaited<ReturnType<typeof scriptedServer>>) => Promise<void>,
+) {
+  const server = await scriptedServer(false);
+  const abort = new AbortController();
+  const draining = new AbortController();
+  try {
+    const started = startSession(server.port, name, abort.signal, {
+      replyTimeoutMs: 60_000,
+      draining: draining.signal,
+    });
+    await eventually(() => server.state.requests >= 1, "first request");
+    await strand(server);
+    await assertDrainsAtOnce(started, draining);
+  } finally {
+    abort.abort();
+    await server.close();
+  }
+}
+
 Deno.test({
   ...opts,
   name:
     "runSession() with a draining stop ends at once when its server went away between two requests",
-  async fn() {
-    const server = await scriptedServer(false);
-    const abort = new AbortController();
-    const draining = new AbortController();
-    try {
-      const started = startSession(server.port, "GONE0001", abort.signal, {
-        replyTimeoutMs: 60_000,
-        draining: draining.signal,
-      });
-      await eventually(() => server.state.requests >= 1, "first request");
+  fn: () =>
+    drainAfterFirstRequest("GONE0001", async (server) => {
       await server.close();
       // Requests now wait for a connection that never comes back.
       await new Promise((resolve) => setTimeout(resolve, 500));
-      await assertDrainsAtOnce(started, draining);
-    } finally {
-      abort.abort();
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "runSession() with a draining stop ends at once when the connection that owed it a reply is lost",
-  async fn() {
-    const server = await scriptedServer(false);
-    const abort = new AbortController();
-    const draining = new AbortController();
-    try {
-      const started = startSession(server.port, "LOST0001", abort.signal, {
-        replyTimeoutMs: 60_000,
-        draining: draining.signal,
-      });
-      await eventually(() => server.state.requests >= 1, "first request");
+  fn: () =>
+    drainAfterFirstRequest("LOST0001", async (server) => {
       server.state.frozen = true;
       await eventually(() => server.state.requests >= 2, "unanswered request");
       await server.close();
       await new Promise((resolve) => setTimeout(resolve, 300));
-      await assertDrainsAtOnce(started, draining);
-    } finally {
-      abort.abort();
-      await server.close();
-    }
-  },
+    }),
 });

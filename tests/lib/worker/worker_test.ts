@@ -9,7 +9,12 @@ import type { Child, Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { quietPort } from "../../_ports.ts";
-import { eventually, job, startFixture } from "../server/_dispatch_fixture.ts";
+import {
+  eventually,
+  job,
+  settlesWithin,
+  startFixture,
+} from "../server/_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -86,19 +91,6 @@ function startTestWorker(
     logger,
     freeBytes: () => Promise.resolve(1024 ** 4),
   });
-}
-
-/** Whether `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test({
