@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { OutputFetcher } from "../../../lib/server/output_fetcher.ts";
+import {
+  OutputFetcher,
+  type OutputFetcherOptions,
+} from "../../../lib/server/output_fetcher.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import {
   fakeSpawner,
@@ -65,6 +68,32 @@ function fetcherFor(
         new Response("", { status: narinfo(String(input)) }),
       );
     },
+  });
+}
+
+/**
+ * A fetcher whose daemon substitutes at once and whose narinfo probes,
+ * recorded in `probes`, get `status()`.
+ */
+function substitutingFetcher(
+  f: Fixture,
+  probes: string[],
+  status: () => number,
+  extra: Partial<OutputFetcherOptions> = {},
+) {
+  return new OutputFetcher({
+    store: f.store,
+    guix: new Guix({
+      logger: f.logger,
+      spawn: fakeSpawner(() => ({ code: 0, stderr: "" }), []),
+    }),
+    clock: f.clock,
+    logger: f.logger,
+    fetch: (input) => {
+      probes.push(String(input));
+      return Promise.resolve(new Response("", { status: status() }));
+    },
+    ...extra,
   });
 }
 
@@ -214,19 +243,8 @@ Deno.test({
     try {
       const drv = await startedBuild(f, "triggered", 7);
       const probes: string[] = [];
-      const fetcher = new OutputFetcher({
-        store: f.store,
-        guix: new Guix({
-          logger: f.logger,
-          spawn: fakeSpawner(() => ({ code: 0, stderr: "" }), []),
-        }),
-        clock: f.clock,
-        logger: f.logger,
+      const fetcher = substitutingFetcher(f, probes, () => 200, {
         triggerUrl: "http://127.0.0.1:5999/",
-        fetch: (input) => {
-          probes.push(String(input));
-          return Promise.resolve(new Response("", { status: 200 }));
-        },
       });
       fetcher.enqueue({ drv, url: URL_, worker: "W" });
       await settle(f, fetcher);
@@ -256,22 +274,13 @@ Deno.test({
       const running = await startedBuild(f, "running", 2);
       const queued = await startedBuild(f, "queued", 3);
       const probes: string[] = [];
-      const fetcher = new OutputFetcher({
-        store: f.store,
-        guix: new Guix({
-          logger: f.logger,
-          spawn: fakeSpawner(() => ({ code: 0, stderr: "" }), []),
-        }),
-        clock: f.clock,
-        logger: f.logger,
-        concurrency: 1,
-        // Only the first build's outputs are published.
-        fetch: (input) => {
-          probes.push(String(input));
-          const status = probes.length === 1 ? 200 : 404;
-          return Promise.resolve(new Response("", { status }));
-        },
-      });
+      // Only the first build's outputs are published.
+      const fetcher = substitutingFetcher(
+        f,
+        probes,
+        () => probes.length === 1 ? 200 : 404,
+        { concurrency: 1 },
+      );
       fetcher.enqueue({ drv: done, url: URL_, worker: "W" });
       fetcher.enqueue({ drv: running, url: URL_, worker: "W" });
       fetcher.enqueue({ drv: queued, url: URL_, worker: "W" });
