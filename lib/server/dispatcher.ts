@@ -603,8 +603,9 @@ export class Dispatcher {
       return;
     }
     // The build this process handed to the sender, still awaited, needs no
-    // reading: whatever another process (a web front end's cancel) did to
-    // it since, the statements below name the worker and see it.
+    // reading: whatever was done to it since (a cancel in a web front end,
+    // the sweeper's expiry), the statements below name the worker and the
+    // fetcher checks whom the store says holds it.
     if (!this.#holdings.awaitsResult(worker, message.drv)) {
       const held = await current();
       if (held?.worker !== worker || !heldStatus(held.status)) {
@@ -805,10 +806,12 @@ export class Dispatcher {
         system: build.system,
       });
     };
-    reply.onUndelivered = () =>
-      this.#options.store.requeueBuild(build.derivation, now, {
+    reply.onUndelivered = () => {
+      this.#holdings.released(name, build.derivation);
+      return this.#options.store.requeueBuild(build.derivation, now, {
         worker: name,
       });
+    };
   }
 
   /**

@@ -56,6 +56,11 @@ export interface OutputFetcherOptions {
   storeDir?: string;
 }
 
+/** The key of `worker`'s result of `drv` among the fetches. */
+function fetchKey(drv: string, worker: string): string {
+  return `${worker}\n${drv}`;
+}
+
 /**
  * A bounded queue of output fetches. A build becomes succeeded only once
  * its outputs are valid in the server's store. Until the worker's publish
@@ -68,7 +73,7 @@ export interface OutputFetcherOptions {
 export class OutputFetcher {
   readonly #options: Required<OutputFetcherOptions>;
   readonly #waiting: FetchRequest[] = [];
-  /** The latest fetch of each drv queued or running. */
+  /** The fetches queued or running, by worker and drv (see fetchKey). */
   readonly #active = new Map<string, FetchRequest>();
   readonly #abort = new AbortController();
   #running = 0;
@@ -103,30 +108,24 @@ export class OutputFetcher {
    * that worker's result.
    */
   has(drv: string, worker?: string): boolean {
-    const request = this.#active.get(drv);
-    return request !== undefined &&
-      (worker === undefined || request.worker === worker);
+    if (worker !== undefined) return this.#active.has(fetchKey(drv, worker));
+    return [...this.#active.values()].some((request) => request.drv === drv);
   }
 
   /**
    * Queues a fetch and returns at once: true when queued, false when the
    * same worker's result of that drv is queued or running already (or the
-   * fetcher closed). A fetch of another worker's result of the drv (the
-   * build was restarted and handed out again) is superseded: a queued one
-   * is dropped, a running one stops recording anything once it sees that
-   * worker no longer owns the build.
+   * fetcher closed). Another worker's result of the same drv (the build
+   * was handed out again meanwhile) is fetched too, and drops nothing: of
+   * the two, only the worker the store says holds the build is fetched
+   * from, the other stops at its ownership check. Which one is stale only
+   * the store knows, not the order of the reports.
    */
   enqueue(request: FetchRequest): boolean {
-    const current = this.#active.get(request.drv);
-    if (this.#abort.signal.aborted || current?.worker === request.worker) {
-      return false;
-    }
-    if (current !== undefined) {
-      const queued = this.#waiting.indexOf(current);
-      if (queued >= 0) this.#waiting.splice(queued, 1);
-    }
+    const key = fetchKey(request.drv, request.worker);
+    if (this.#abort.signal.aborted || this.#active.has(key)) return false;
     if (this.pending === 0) this.#idle = Promise.withResolvers<void>();
-    this.#active.set(request.drv, request);
+    this.#active.set(key, request);
     this.#waiting.push(request);
     this.#pump();
     return true;
@@ -174,16 +173,12 @@ export class OutputFetcher {
 
   /** Keeps a running fetch that close() stopped, for close() to return. */
   #interrupt(request: FetchRequest): void {
-    if (this.#active.get(request.drv) === request) {
-      this.#interrupted.push(request);
-    }
+    this.#interrupted.push(request);
   }
 
-  /** Drops `request` from the active fetches, unless superseded. */
+  /** Drops `request` from the active fetches. */
   #forget(request: FetchRequest): void {
-    if (this.#active.get(request.drv) === request) {
-      this.#active.delete(request.drv);
-    }
+    this.#active.delete(fetchKey(request.drv, request.worker));
   }
 
   /** The build if `worker` still runs it, else null (logged). */

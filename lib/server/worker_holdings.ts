@@ -117,7 +117,9 @@ export class WorkerHoldings {
 
   /**
    * Whether `drv` is the build this process handed to `name`, which has
-   * not reported it since (nor had it canceled or restarted here).
+   * not reported it since (nor had it canceled, restarted or requeued
+   * here). The sweeper, or another process, may still have taken it: this
+   * only spares a read to callers whose writes name the worker.
    */
   awaitsResult(name: string, drv: string): boolean {
     return this.#handedOut.get(name) === drv;

@@ -168,9 +168,10 @@ CREATE TABLE DispatcherStops (
 -- Output fetches a clean stop interrupted, taken back at the next start
 -- (see sql_fetches.ts).
 CREATE TABLE InterruptedFetches (
-  derivation TEXT COLLATE "C" NOT NULL PRIMARY KEY,
-  worker     TEXT NOT NULL,
-  url        TEXT NOT NULL
+  derivation TEXT COLLATE "C" NOT NULL,
+  worker     TEXT COLLATE "C" NOT NULL,
+  url        TEXT NOT NULL,
+  PRIMARY KEY (derivation, worker)
 );
 `;
 
@@ -190,9 +191,10 @@ CREATE TABLE DispatcherStops (
   4: `-- Output fetches a clean stop interrupted, taken back at the next start
 -- (see sql_fetches.ts).
 CREATE TABLE InterruptedFetches (
-  derivation TEXT COLLATE "C" NOT NULL PRIMARY KEY,
-  worker     TEXT NOT NULL,
-  url        TEXT NOT NULL
+  derivation TEXT COLLATE "C" NOT NULL,
+  worker     TEXT COLLATE "C" NOT NULL,
+  url        TEXT NOT NULL,
+  PRIMARY KEY (derivation, worker)
 );
 `,
 };

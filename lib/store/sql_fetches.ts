@@ -7,7 +7,10 @@ import { all, run } from "./sql_query.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 import type { OutputFetch } from "./types.ts";
 
-/** Saves `fetches`; a later save of a derivation replaces an earlier one. */
+/**
+ * Saves `fetches`; a later save of a worker's result of a derivation
+ * replaces an earlier one.
+ */
 export function* saveInterruptedFetches(
   _d: Dialect,
   fetches: readonly OutputFetch[],
@@ -16,18 +19,17 @@ export function* saveInterruptedFetches(
     yield* run(
       `INSERT INTO InterruptedFetches (derivation, worker, url)
        VALUES (?, ?, ?)
-       ON CONFLICT (derivation) DO UPDATE
-       SET worker = excluded.worker, url = excluded.url`,
+       ON CONFLICT (derivation, worker) DO UPDATE SET url = excluded.url`,
       [drv, worker, url],
     );
   }
 }
 
-/** The saved fetches, in derivation order, removed from the store. */
+/** The saved fetches, by derivation then worker, removed from the store. */
 export function* takeInterruptedFetches(_d: Dialect): Step<OutputFetch[]> {
   const rows = yield* all(
     `SELECT derivation, worker, url FROM InterruptedFetches
-     ORDER BY derivation`,
+     ORDER BY derivation, worker`,
   );
   yield* run("DELETE FROM InterruptedFetches");
   return rows.map((row) => ({

@@ -190,9 +190,10 @@ CREATE TABLE DispatcherStops (
 -- Output fetches a clean stop interrupted, taken back at the next start
 -- (see sql_fetches.ts).
 CREATE TABLE InterruptedFetches (
-  derivation TEXT NOT NULL PRIMARY KEY,
+  derivation TEXT NOT NULL,
   worker     TEXT NOT NULL,
-  url        TEXT NOT NULL
+  url        TEXT NOT NULL,
+  PRIMARY KEY (derivation, worker)
 );
 `;
 
@@ -233,9 +234,10 @@ CREATE INDEX Builds_held ON Builds(worker)
   6: `-- Output fetches a clean stop interrupted, taken back at the next start
 -- (see sql_fetches.ts).
 CREATE TABLE InterruptedFetches (
-  derivation TEXT NOT NULL PRIMARY KEY,
+  derivation TEXT NOT NULL,
   worker     TEXT NOT NULL,
-  url        TEXT NOT NULL
+  url        TEXT NOT NULL,
+  PRIMARY KEY (derivation, worker)
 );
 `,
 };

@@ -392,8 +392,8 @@ export interface Store {
   resumeWorkerClock(now: number): Promise<number>;
   /**
    * Saves the output fetches a clean stop interrupted, for the next start
-   * (see {@link takeInterruptedFetches}); a derivation saved again replaces
-   * its earlier record.
+   * (see {@link takeInterruptedFetches}); a worker's result of a
+   * derivation saved again replaces its earlier record.
    */
   saveInterruptedFetches(fetches: readonly OutputFetch[]): Promise<void>;
   /** The fetches saved by the last clean stop, removed from the store. */

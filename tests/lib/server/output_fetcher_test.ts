@@ -301,3 +301,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a stale worker's result of a build drops nothing: the holder's queued fetch still records the success",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const first = await startedBuild(f, "first", 1);
+      const handedAgain = await startedBuild(f, "again", 2);
+      const fetcher = substitutingFetcher(f, [], () => 200, {
+        concurrency: 1,
+      });
+      // The first fetch runs; the holder's (W's) waits behind it when a
+      // worker the build was taken from reports it too.
+      fetcher.enqueue({ drv: first, url: URL_, worker: "W" });
+      fetcher.enqueue({ drv: handedAgain, url: URL_, worker: "W" });
+      assert.equal(
+        fetcher.enqueue({ drv: handedAgain, url: URL_, worker: "EXPIRED" }),
+        true,
+      );
+      assert.ok(fetcher.has(handedAgain, "W") && fetcher.has(handedAgain));
+      await settle(f, fetcher);
+      assert.equal(await f.status(first), BuildStatus.succeeded);
+      assert.equal(await f.status(handedAgain), BuildStatus.succeeded);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("warn result ignored") && l.includes("worker=EXPIRED")
+        ),
+      );
+      await fetcher.close();
+    } finally {
+      await f.close();
+    }
+  },
+});

@@ -1299,12 +1299,15 @@ export function storeContract(
       { drv: drv("b"), worker: "w1", url: "http://10.0.0.1:5558" },
       { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
     ]);
-    // The same derivation saved again: the later worker and URL win.
+    // Another worker's result of b is kept beside the first (the store
+    // tells later which one holds the build); w1's saved again replaces.
     await store.saveInterruptedFetches([
       { drv: drv("b"), worker: "w2", url: "http://10.0.0.2:5558" },
+      { drv: drv("b"), worker: "w1", url: "http://10.0.0.9:5558" },
     ]);
     assert.deepEqual(await store.takeInterruptedFetches(), [
       { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
+      { drv: drv("b"), worker: "w1", url: "http://10.0.0.9:5558" },
       { drv: drv("b"), worker: "w2", url: "http://10.0.0.2:5558" },
     ]);
     assert.deepEqual(await store.takeInterruptedFetches(), []);
