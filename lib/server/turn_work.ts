@@ -169,19 +169,14 @@ export class TurnWork {
         waiting.map(({ name, systems }) => ({ worker: name, systems })),
         now,
       );
-      // The store looked up for every build at once, not one after the
-      // other: the turn (and its transaction) waits for all of them.
-      const gone = await Promise.all(
-        builds.map((build, i) =>
-          build !== null && missing !== undefined &&
-          missing(store, build, waiting[i].name, now)
-        ),
-      );
       const again: WorkRequest[] = [];
       for (const [i, build] of builds.entries()) {
         if (build === null) continue;
-        if (gone[i]) again.push(waiting[i]);
-        else this.#options.handOut(waiting[i], build, now);
+        if (await missing?.(store, build, waiting[i].name, now)) {
+          again.push(waiting[i]);
+        } else {
+          this.#options.handOut(waiting[i], build, now);
+        }
       }
       waiting = again;
     }
