@@ -848,7 +848,9 @@ export class Dispatcher {
     // The owner still talks on a connection we know: this is someone else.
     if (this.#links.connectionOf(build.worker) !== undefined) return undefined;
     const owner = await store.getWorker(build.worker);
-    return owner?.address === peerAddress ? build.worker : undefined;
+    return owner !== null && sameAddress(owner.address, peerAddress)
+      ? build.worker
+      : undefined;
   }
 
   /** Sends at once; false when the peer is gone. */

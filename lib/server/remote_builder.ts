@@ -92,6 +92,12 @@ export async function startRemoteBuilder(
           storeDir: config.storeDir,
           logger: logger.with({ part: "logs" }),
           maxLogBytes: config.maxLogBytes,
+          // A session uploads one log at a time, on a connection of its
+          // own: as many uploads as sessions, at least the default.
+          maxConnections: Math.max(
+            256,
+            Math.ceil((config.maxWorkerConnections ?? 0) / 2),
+          ),
           onChunk: deps.onLogChunk,
           onComplete: deps.onLogComplete,
           accept: (drv, peerAddress) => runsAt(store, drv, peerAddress),

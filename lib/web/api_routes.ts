@@ -141,6 +141,7 @@ async function rawLog(context: RouteContext): Promise<Response> {
       headers: {
         "content-type": "text/plain; charset=UTF-8",
         "content-disposition": "inline",
+        "vary": "Accept-Encoding",
       },
     });
   }
@@ -152,6 +153,8 @@ async function rawLog(context: RouteContext): Promise<Response> {
       "content-encoding": "gzip",
       "content-disposition": "inline",
       "content-length": String(opened.size),
+      // The body depends on Accept-Encoding: caches must keep both.
+      "vary": "Accept-Encoding",
     },
   });
 }

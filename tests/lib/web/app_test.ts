@@ -283,6 +283,7 @@ Deno.test("GET /build/ID/log/raw inflates the log for a client that does not acc
     });
     assert.equal(response.status, 200, acceptEncoding);
     assert.equal(response.headers.get("content-encoding"), null);
+    assert.equal(response.headers.get("vary"), "Accept-Encoding");
     assert.equal(
       response.headers.get("content-type"),
       "text/plain; charset=UTF-8",
@@ -294,6 +295,7 @@ Deno.test("GET /build/ID/log/raw inflates the log for a client that does not acc
   for (const headers of [browser, {}]) {
     const response = await fx.fetch(`/build/${id}/log/raw`, { headers });
     assert.equal(response.headers.get("content-encoding"), "gzip");
+    assert.equal(response.headers.get("vary"), "Accept-Encoding");
   }
 });
 
