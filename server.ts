@@ -10,6 +10,7 @@ import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
 import {
   DatabaseNameError,
   openStore,
+  PostgresTargetError,
   redactDatabase,
   storeBackend,
 } from "./lib/store/open_store.ts";
@@ -269,10 +270,20 @@ async function main(args: string[]): Promise<number> {
       probe: name === "gc-roots" ? "symlink" : "file",
     });
   }
+  // Read before anything starts: a bad file is a bad command line.
+  const mastodonToken = text("mastodon-token-file")
+    ? await readSecretFile(
+      "--mastodon-token-file",
+      text("mastodon-token-file")!,
+    )
+    : Deno.env.get("LORICA_MASTODON_TOKEN");
   const adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
   config.adminToken = adminToken.token;
   const store = await openStore(database.value, { logger }).catch((error) => {
-    throw new Error(
+    // A string that names no database is a bad command line (exit 2); a
+    // database that does not answer is not.
+    const Failure = error instanceof PostgresTargetError ? UsageError : Error;
+    throw new Failure(
       `Cannot use --database ${database.shown}: ${(error as Error).message}`,
       { cause: error },
     );
@@ -283,7 +294,12 @@ async function main(args: string[]): Promise<number> {
       throw error;
     },
   );
-  await adminToken.save?.();
+  await adminToken.save?.().catch(async (error) => {
+    // Nothing may be left running: the server's guix publish included.
+    await server.stop();
+    await store.close();
+    throw error;
+  });
 
   for (const spec of specs) await store.upsertSpecification(spec);
   // The jobset monitor polls every active specification right away.
@@ -305,12 +321,6 @@ async function main(args: string[]): Promise<number> {
     })
     : null;
 
-  const mastodonToken = text("mastodon-token-file")
-    ? await readSecretFile(
-      "--mastodon-token-file",
-      text("mastodon-token-file")!,
-    )
-    : Deno.env.get("LORICA_MASTODON_TOKEN");
   const notifications = startNotificationSender({
     source: store,
     clock: systemClock,

@@ -11,6 +11,7 @@ export {
   redactDatabase,
   storeBackend,
 } from "./database_name.ts";
+export { PostgresTargetError } from "./postgres.ts";
 
 /**
  * Opens `database`: a `postgres://` URL or a conninfo string such as

@@ -142,6 +142,18 @@ Deno.test("lorica-server rejects a --database URL of an unknown scheme", async (
   });
 });
 
+Deno.test("lorica-server with a conninfo --database it cannot read exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, {
+      database: "dbname=farm port=99999 password=secretpw",
+    });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /Cannot use --database .*port "99999"/);
+    assert.doesNotMatch(run.stderr, /secretpw/);
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
 Deno.test("lorica-server with a missing --specifications file exits 2 naming it", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { specifications: `${dir}/specs.scm` });
