@@ -6,6 +6,8 @@
 // real log. And an older upload still writing after a newer one took the
 // place writes into a file nobody reads any more, never over the new log.
 
+import { toHex } from "../guix/store_hash.ts";
+
 /** Where one upload writes, and whether its file is the build's log yet. */
 export class UploadFile {
   /** Open for writing; the caller closes it. */
@@ -94,10 +96,4 @@ export async function removeLeftUploads(
     }
   }
   return removed;
-}
-
-function toHex(bytes: Uint8Array): string {
-  let text = "";
-  for (const byte of bytes) text += byte.toString(16).padStart(2, "0");
-  return text;
 }
