@@ -17,7 +17,7 @@ import { logFileName } from "../protocol/log_channel.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import {
   MISSING_DERIVATION,
-  missingDerivationLine,
+  writeMissingDerivationLog,
 } from "./missing_derivation.ts";
 
 /** The worker name local builds are submitted to. */
@@ -60,7 +60,6 @@ export interface BatchSummary {
 
 const MAX_LOG_BYTES = 256 << 20;
 const MAX_MESSAGES = 200;
-const encoder = new TextEncoder();
 
 /** Builds scheduled builds with the local daemon. */
 export class LocalBuilder {
@@ -362,11 +361,7 @@ export class LocalBuilder {
       case "missing": {
         const { store, clock, logger, logCacheDir, storeDir } = this.#options;
         const log = logFileName(logCacheDir, storeDir, build.derivation);
-        const writer = await LogWriter.open(log);
-        await writer.write(
-          encoder.encode(missingDerivationLine(build.derivation)),
-        );
-        await writer.close();
+        await writeMissingDerivationLog(log, build.derivation);
         await store.markStarted(
           build.derivation,
           LOCAL_WORKER,

@@ -50,7 +50,7 @@ export function inStore(path: string): Promise<boolean> {
 }
 
 /** The line a build's log gets when its derivation is missing. */
-export function missingDerivationLine(drv: string): string {
+function missingDerivationLine(drv: string): string {
   return `lorica: ${MISSING_DERIVATION}: ${drv}\n`;
 }
 
@@ -70,7 +70,7 @@ export async function failIfMissing(
   }
   if (logCacheDir !== undefined) {
     const log = logFileName(logCacheDir, storeDir, drv);
-    const written = await writeGzipText(log, missingDerivationLine(drv)).then(
+    const written = await writeMissingDerivationLog(log, drv).then(
       () => true,
       (error) => {
         logger.warn("build log not written", { drv, log, error });
@@ -91,6 +91,14 @@ export async function failIfMissing(
     dependents: result.dependentsFailed,
   });
   return true;
+}
+
+/** Writes the build log of a missing `drv` (gzip) to `path`. */
+export function writeMissingDerivationLog(
+  path: string,
+  drv: string,
+): Promise<void> {
+  return writeGzipText(path, missingDerivationLine(drv));
 }
 
 /** Writes `text` gzip-compressed to `path`, making its directory. */
