@@ -9,6 +9,7 @@ import { DealerSocket } from "../lib/zmtp/dealer.ts";
 import { decodeMessage, encodeMessage } from "../lib/protocol/messages.ts";
 import { epochSeconds, systemClock } from "../lib/clock.ts";
 import { silentLogger } from "../lib/log.ts";
+import { inStore } from "../lib/server/missing_derivation.ts";
 import { BuildStatus } from "../lib/store/types.ts";
 import type { Message } from "../lib/protocol/messages.ts";
 import type { OutputFetcher } from "../lib/server/output_fetcher.ts";
@@ -46,6 +47,10 @@ export async function serveDispatcher(
       return true;
     },
   } as unknown as OutputFetcher;
+  // The server checks each derivation before handing it out (case C14).
+  // The bench's derivations exist only in the database, so each check
+  // stats one real file instead: the cost of the lookup, always present.
+  const presentFile = Deno.makeTempFileSync({ prefix: "lorica-bench-drv-" });
   const dispatcher = new Dispatcher({
     store,
     router,
@@ -56,6 +61,7 @@ export async function serveDispatcher(
     publishPort: null,
     logCacheDir: "/nonexistent",
     storeDir: "/gnu/store",
+    inStore: () => inStore(presentFile),
   });
   late.dispatcher = dispatcher;
   const stop = new AbortController();
@@ -66,6 +72,7 @@ export async function serveDispatcher(
       stop.abort();
       await router.close();
       await running;
+      Deno.removeSync(presentFile);
     },
   };
 }
