@@ -1,6 +1,7 @@
 // Store path computation: the daemon's makeStorePath and its common uses.
 
 import { createHash } from "node:crypto";
+import { toHex } from "../hex.ts";
 import { encodeNixBase32 } from "./base32.ts";
 
 const encoder = new TextEncoder();
@@ -12,12 +13,9 @@ export function sha256(bytes: Uint8Array | string): Uint8Array {
   return new Uint8Array(hash.digest());
 }
 
-/** Lower-case hexadecimal of bytes. */
-export function toHex(bytes: Uint8Array): string {
-  let text = "";
-  for (const byte of bytes) text += byte.toString(16).padStart(2, "0");
-  return text;
-}
+// Re-exported beside sha256, whose digests it mostly prints (and where the
+// tests take it from).
+export { toHex };
 
 /**
  * Folds a hash into `size` bytes by XOR, as the daemon's compressHash does.

@@ -6,7 +6,7 @@
 // real log. And an older upload still writing after a newer one took the
 // place writes into a file nobody reads any more, never over the new log.
 
-import { toHex } from "../guix/store_hash.ts";
+import { toHex } from "../hex.ts";
 
 /** Where one upload writes, and whether its file is the build's log yet. */
 export class UploadFile {

@@ -2,6 +2,7 @@
 // the server knows by an HMAC over the server's per-connection nonce and its
 // name. Cuirass has nothing of the kind (cuirass.md §10 item 2).
 
+import { toHex } from "../hex.ts";
 import type { WorkerAuthProof } from "./messages.ts";
 
 /** Key id used when a key file holds a bare secret. */
@@ -113,10 +114,6 @@ async function hmac(
   );
   const data = encoder.encode(`${CONTEXT}\n${nonce}\n${name}`);
   return new Uint8Array(await crypto.subtle.sign("HMAC", key, data));
-}
-
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function fromHex(hex: string): Uint8Array {

@@ -1,6 +1,7 @@
 // A ZMTP ROUTER socket: binds, tags each peer with a routing id, receives
 // fairly across peers and sends to one peer by id (ROUTER_MANDATORY style).
 
+import { toHex } from "../hex.ts";
 import type { Logger } from "../log.ts";
 import { ZmtpClosedError, ZmtpConnection } from "./connection.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, ZmtpFrameSizeError } from "./frame.ts";
@@ -449,10 +450,4 @@ function messageBytes(frames: readonly Uint8Array[]): number {
   let total = 0;
   for (const frame of frames) total += frame.length;
   return total;
-}
-
-function toHex(bytes: Uint8Array): string {
-  let text = "";
-  for (const byte of bytes) text += byte.toString(16).padStart(2, "0");
-  return text;
 }
