@@ -32,7 +32,7 @@ import {
 import { type Clock, epochSeconds } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
-import { WorkerHoldings } from "./worker_holdings.ts";
+import { heldStatus, WorkerHoldings } from "./worker_holdings.ts";
 import { logFileName } from "../protocol/log_header.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import {
@@ -123,11 +123,6 @@ interface Incoming {
   sender: Sender;
   link: WorkerLink;
   now: number;
-}
-
-/** Whether a build in `status` is held by a worker (submitted or started). */
-function heldStatus(status: BuildStatus): boolean {
-  return status === BuildStatus.submitted || status === BuildStatus.started;
 }
 
 /**

@@ -29,6 +29,11 @@ export interface KnownWorker {
   touched: number;
 }
 
+/** Whether a build in `status` is held by a worker (submitted or started). */
+export function heldStatus(status: BuildStatus): boolean {
+  return status === BuildStatus.submitted || status === BuildStatus.started;
+}
+
 /** The registration and held build of each worker name. */
 export class WorkerHoldings {
   readonly #options: WorkerHoldingsOptions;
@@ -156,8 +161,7 @@ export class WorkerHoldings {
     const held = await store.queue({ worker: name }, 64);
     return held.filter((build) =>
       build.worker === name &&
-      (build.status === BuildStatus.submitted ||
-        build.status === BuildStatus.started) &&
+      heldStatus(build.status) &&
       !this.#options.fetching(build.derivation, name)
     );
   }
