@@ -44,7 +44,8 @@ import {
 import { allowedPublishUrl } from "./publish_url.ts";
 import { failIfMissing } from "./missing_derivation.ts";
 import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
-import { type Sender, TurnWork, type WorkRequest } from "./turn_work.ts";
+import type { Incoming, MessageOf } from "./incoming_message.ts";
+import { TurnWork, type WorkRequest } from "./turn_work.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -99,9 +100,6 @@ export function routerMessageLimit(
   return maxPayloadBytes + FRAMING_SLACK_BYTES;
 }
 
-/** The message of type `T`. */
-type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
-
 /** A message of a turn, decoded. */
 interface Received extends RouterMessage {
   message: Message;
@@ -110,19 +108,6 @@ interface Received extends RouterMessage {
    * name supersedes in this turn.
    */
   latest: boolean;
-}
-
-/** Where a message came from, in which turn, and when. */
-interface Incoming {
-  turn: Turn;
-  /** The turn's store: its writes commit with the turn. */
-  store: Store;
-  routingId: Uint8Array;
-  peerAddress: string;
-  /** Log fields naming the connection. */
-  sender: Sender;
-  link: WorkerLink;
-  now: number;
 }
 
 /**
