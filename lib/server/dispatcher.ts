@@ -27,17 +27,15 @@ import {
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
-import { type Build, BuildStatus, type Store } from "../store/types.ts";
-import { heldStatus, WorkerHoldings } from "./worker_holdings.ts";
-import { logFileName } from "../protocol/log_header.ts";
+import type { Build, Store } from "../store/types.ts";
+import { WorkerHoldings } from "./worker_holdings.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, WorkerLinks } from "./worker_links.ts";
-import { allowedPublishUrl } from "./publish_url.ts";
-import { failIfMissing } from "./missing_derivation.ts";
 import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
 import type { Incoming, MessageOf } from "./incoming_message.ts";
 import { TurnWork, type WorkRequest } from "./turn_work.ts";
 import { WorkerIdentity } from "./worker_identity.ts";
+import { BuildReports } from "./build_reports.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -102,11 +100,6 @@ interface Received extends RouterMessage {
   latest: boolean;
 }
 
-/** The key of `worker`'s result of `drv` in the fetches awaited. */
-function fetchKey(drv: string, worker: string): string {
-  return `${worker} ${drv}`;
-}
-
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
@@ -115,11 +108,7 @@ export class Dispatcher {
   readonly #holdings: WorkerHoldings;
   readonly #work: TurnWork;
   readonly #identity: WorkerIdentity;
-  /**
-   * Successes reported in the current turn, whose fetch begins once the
-   * turn commits (see fetchKey).
-   */
-  readonly #awaitingFetch = new Set<string>();
+  readonly #reports: BuildReports;
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -129,13 +118,11 @@ export class Dispatcher {
       logger: this.#logger,
       handOut: (request, build, now) => this.#handOut(request, build, now),
       failIfMissing: (store, build, worker, now) =>
-        this.#failIfMissing(store, build.derivation, worker, now, true),
+        this.#reports.failIfMissing(store, build.derivation, worker, now, true),
     });
     this.#holdings = new WorkerHoldings({
       logger: this.#logger,
-      fetching: (drv, worker) =>
-        options.fetcher.has(drv, worker) ||
-        this.#awaitingFetch.has(fetchKey(drv, worker)),
+      fetching: (drv, worker) => this.#reports.fetching(drv, worker),
       touchIntervalSeconds: options.touchIntervalSeconds,
     });
     this.#identity = new WorkerIdentity({
@@ -144,6 +131,16 @@ export class Dispatcher {
       links: this.#links,
       holdings: this.#holdings,
       work: this.#work,
+    });
+    this.#reports = new BuildReports({
+      fetcher: options.fetcher,
+      inStore: options.inStore,
+      logCacheDir: options.logCacheDir,
+      storeDir: options.storeDir,
+      logger: this.#logger,
+      holdings: this.#holdings,
+      work: this.#work,
+      identity: this.#identity,
     });
   }
 
@@ -168,7 +165,7 @@ export class Dispatcher {
         this.#send(routingId, message),
       rolledBack: () => {
         this.#holdings.forget();
-        this.#awaitingFetch.clear();
+        this.#reports.forget();
       },
     };
     while (!signal.aborted) {
@@ -347,10 +344,10 @@ export class Dispatcher {
         if (!received.latest) return this.#superseded(from, message);
         return await this.#dispatch(from, message.name, message.requestId);
       case "build-started":
-        return this.#started(from, message);
+        return this.#reports.started(from, message);
       case "build-succeeded":
       case "build-failed":
-        return await this.#result(from, message);
+        return await this.#reports.result(from, message);
       default:
         this.#logger.warn("message dropped", {
           ...sender,
@@ -358,169 +355,6 @@ export class Dispatcher {
           reason: "not a message a worker sends",
         });
     }
-  }
-
-  /** A build submitted to this worker started: its log has a name now. */
-  #started(
-    { turn, routingId, sender }: Incoming,
-    message: MessageOf<"build-started">,
-  ) {
-    if (!this.#identity.mayReport(routingId, message.worker)) {
-      this.#logger.warn("start ignored", {
-        ...sender,
-        drv: message.drv,
-        worker: message.worker,
-        reason: "sender is not this worker",
-      });
-      return;
-    }
-    let log: string;
-    try {
-      log = logFileName(
-        this.#options.logCacheDir,
-        this.#options.storeDir,
-        message.drv,
-      );
-    } catch (error) {
-      this.#logger.warn("message dropped", { ...sender, reason: error });
-      return;
-    }
-    this.#work.start(
-      turn,
-      { derivation: message.drv, worker: message.worker, log },
-      sender,
-    );
-  }
-
-  /**
-   * A result: a failure is recorded; a success is fetched from the
-   * worker's publish server before it counts.
-   */
-  async #result(
-    { turn, store, routingId, peerAddress, sender, now }: Incoming,
-    message: MessageOf<"build-succeeded" | "build-failed">,
-  ) {
-    let build: Build | null | undefined;
-    const current = async () =>
-      build === undefined
-        ? build = await store.getBuildByDerivation(message.drv)
-        : build;
-    const worker = await this.#identity.senderOf(
-      store,
-      routingId,
-      peerAddress,
-      current,
-    );
-    if (worker === undefined) {
-      this.#logger.warn("result ignored", {
-        ...sender,
-        drv: message.drv,
-        reason: "sender owns no such build",
-      });
-      return;
-    }
-    // The build this process handed to the sender, still awaited, needs no
-    // reading: whatever was done to it since (a cancel in a web front end,
-    // the sweeper's expiry), the statements below name the worker and the
-    // fetcher checks whom the store says holds it.
-    if (!this.#holdings.awaitsResult(worker, message.drv)) {
-      const held = await current();
-      if (held?.worker !== worker || !heldStatus(held.status)) {
-        // Another worker's build, or one no longer running (canceled,
-        // restarted, expired): whatever the report says, it changes nothing.
-        const fields = { ...sender, drv: message.drv, worker };
-        if (held?.worker === worker) {
-          this.#logger.info("result ignored", {
-            ...fields,
-            reason: "the build is no longer running",
-          });
-          this.#holdings.released(worker, message.drv);
-        } else {
-          this.#logger.warn("result ignored", {
-            ...fields,
-            reason: "the worker does not hold this build",
-          });
-        }
-        return;
-      }
-    }
-    if (message.type === "build-failed") {
-      await this.#work.startsBefore(turn, message.drv, now);
-      // A derivation gone from the store since it was handed out (C14) is
-      // the farm's failure, not the package's: no worker can say so, and
-      // a Cuirass one reports only build-failed.
-      if (await this.#failIfMissing(store, message.drv, worker, now, false)) {
-        this.#holdings.released(worker, message.drv);
-        return;
-      }
-      const result = await store.completeBuild(
-        message.drv,
-        BuildStatus.failed,
-        { worker, now },
-      );
-      this.#logger.info("build failed", {
-        drv: message.drv,
-        worker,
-        recorded: result.changed,
-        dependents: result.dependentsFailed,
-      });
-    } else {
-      const url = await allowedPublishUrl(
-        message.url,
-        peerAddress,
-        async () => (await store.getWorker(worker))?.address,
-      );
-      if (url === null) {
-        this.#logger.warn("result ignored", {
-          ...sender,
-          drv: message.drv,
-          worker,
-          url: message.url,
-          reason: "publish URL is not an http URL of the worker's address",
-        });
-        await this.#work.startsBefore(turn, message.drv, now);
-        await store.requeueBuild(message.drv, now, { worker });
-      } else {
-        const key = fetchKey(message.drv, worker);
-        if (
-          this.#options.fetcher.has(message.drv, worker) ||
-          this.#awaitingFetch.has(key)
-        ) {
-          // Reported twice: the first report's fetch goes on.
-          return;
-        }
-        // The fetch begins once the turn commits, after the build's start
-        // if that is in this turn too: its end cannot come first.
-        this.#awaitingFetch.add(key);
-        const request = { drv: message.drv, url, worker };
-        turn.afterCommit(() => {
-          this.#awaitingFetch.delete(key);
-          this.#options.fetcher.enqueue(request);
-        });
-      }
-    }
-    this.#holdings.released(worker, message.drv);
-  }
-
-  /**
-   * {@link failIfMissing} when derivations are looked for; with `writeLog`
-   * (no worker ran the build), the reason becomes the build's log.
-   */
-  async #failIfMissing(
-    store: Store,
-    drv: string,
-    worker: string,
-    now: number,
-    writeLog: boolean,
-  ): Promise<boolean> {
-    const { inStore, logCacheDir, storeDir } = this.#options;
-    if (inStore === undefined) return false;
-    return await failIfMissing(store, { drv, worker, now }, {
-      inStore,
-      storeDir,
-      logger: this.#logger,
-      logCacheDir: writeLog ? logCacheDir : undefined,
-    });
   }
 
   /** A stale work request, a later one of the same session waiting. */
