@@ -13,13 +13,7 @@
 // cancellation and authentication with a `lorica-hello` that Cuirass
 // servers ignore.
 
-import {
-  decodeMessage,
-  DEFAULT_MAX_PAYLOAD_BYTES,
-  encodeMessage,
-  type Message,
-  ProtocolError,
-} from "../protocol/messages.ts";
+import { encodeMessage, type Message } from "../protocol/messages.ts";
 import {
   PeerUnreachableError,
   type RouterMessage,
@@ -36,6 +30,10 @@ import type { Incoming, MessageOf } from "./incoming_message.ts";
 import { TurnWork, type WorkRequest } from "./turn_work.ts";
 import { WorkerIdentity } from "./worker_identity.ts";
 import { BuildReports } from "./build_reports.ts";
+import { readTurnMessages, type Received } from "./turn_messages.ts";
+
+// Imported from here by remote_builder.ts, which sizes the ROUTER with it.
+export { routerMessageLimit } from "./turn_messages.ts";
 
 export interface DispatcherOptions {
   store: Store;
@@ -73,32 +71,6 @@ export interface DispatcherOptions {
 }
 
 const EMPTY = new Uint8Array(0);
-// Room beyond the payload for the frames around it (the empty delimiter,
-// stray extra frames): a message a little too big still reaches the decoder,
-// which logs it as dropped and keeps the connection.
-const FRAMING_SLACK_BYTES = 64 * 1024;
-
-/**
- * The largest message the workers' ROUTER should take in: what the
- * dispatcher decodes, plus framing slack. Anything bigger could only be
- * dropped after being buffered whole, so the ROUTER refuses it from its
- * frame header instead.
- */
-export function routerMessageLimit(
-  maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
-): number {
-  return maxPayloadBytes + FRAMING_SLACK_BYTES;
-}
-
-/** A message of a turn, decoded. */
-interface Received extends RouterMessage {
-  message: Message;
-  /**
-   * False for a work request that a later one from the same connection and
-   * name supersedes in this turn.
-   */
-  latest: boolean;
-}
 
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
@@ -177,7 +149,13 @@ export class Dispatcher {
         this.#logger.error("dispatcher stopped", { error });
         throw error;
       }
-      await serveTurn(this.#read(messages), handlers);
+      await serveTurn(
+        readTurnMessages(messages, {
+          logger: this.#logger,
+          maxPayloadBytes: this.#options.maxPayloadBytes,
+        }),
+        handlers,
+      );
     }
   }
 
@@ -252,60 +230,6 @@ export class Dispatcher {
       worker,
       drv,
     });
-  }
-
-  /**
-   * Decodes a turn's messages (a malformed one is logged and left out) and
-   * marks the work requests that a later one from the same connection and
-   * name supersedes: queued while the server was away (case C03), only the
-   * last of them is answered with a build.
-   */
-  #read(messages: RouterMessage[]): Received[] {
-    const received: Received[] = [];
-    for (const incoming of messages) {
-      const message = this.#decode(incoming);
-      if (message !== null) {
-        received.push({ ...incoming, message, latest: true });
-      }
-    }
-    const seen = new Set<string>();
-    for (let i = received.length - 1; i >= 0; i--) {
-      const { message, routingId } = received[i];
-      if (message.type !== "worker-request-work") continue;
-      const key = `${routingKey(routingId)} ${message.name}`;
-      if (seen.has(key)) received[i].latest = false;
-      seen.add(key);
-    }
-    return received;
-  }
-
-  /** The message in `incoming`'s frames; null (logged) when there is none. */
-  #decode(incoming: RouterMessage): Message | null {
-    const { routingId, peerAddress, frames } = incoming;
-    const sender = { peer: routingKey(routingId), address: peerAddress };
-    if (frames.length !== 2 || frames[0].length !== 0) {
-      this.#logger.warn("message dropped", {
-        ...sender,
-        reason:
-          `expected an empty delimiter and one payload, got ${frames.length} frames`,
-      });
-      return null;
-    }
-    try {
-      const message = decodeMessage(frames[1], {
-        maxBytes: this.#options.maxPayloadBytes,
-      });
-      this.#logger.debug("message received", { ...sender, type: message.type });
-      return message;
-    } catch (error) {
-      this.#logger.warn("message dropped", {
-        ...sender,
-        type: error instanceof ProtocolError ? error.tag : undefined,
-        field: error instanceof ProtocolError ? error.field : undefined,
-        reason: error,
-      });
-      return null;
-    }
   }
 
   /** Handles one message from a worker connection. */
