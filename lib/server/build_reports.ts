@@ -188,16 +188,13 @@ export class BuildReports {
         await this.#work.startsBefore(turn, message.drv, now);
         await store.requeueBuild(message.drv, now, { worker });
       } else {
-        const key = fetchKey(message.drv, worker);
-        if (
-          this.#options.fetcher.has(message.drv, worker) ||
-          this.#awaitingFetch.has(key)
-        ) {
+        if (this.fetching(message.drv, worker)) {
           // Reported twice: the first report's fetch goes on.
           return;
         }
         // The fetch begins once the turn commits, after the build's start
         // if that is in this turn too: its end cannot come first.
+        const key = fetchKey(message.drv, worker);
         this.#awaitingFetch.add(key);
         const request = { drv: message.drv, url, worker };
         turn.afterCommit(() => {
