@@ -227,7 +227,9 @@ async function main(args: string[]): Promise<number> {
     evaluationParallelism: positive("threads"),
     localMaxJobs: positive("max-jobs"),
     localBatchSize: positive("batch-size"),
-    publicUrl: text("base-url") ?? null,
+    // Links in notifications and feeds are built from it: a value that
+    // is not a URL would put broken links in every mail.
+    publicUrl: httpUrlOption("--base-url", text("base-url")),
     logExpirySeconds: durationOption("--log-expiry", text("log-expiry")!),
     triggerSubstituteUrl: httpUrlOption(
       "--trigger-substitute-url",
@@ -325,7 +327,7 @@ async function main(args: string[]): Promise<number> {
     source: store,
     clock: systemClock,
     logger: logger.with({ part: "notify" }),
-    baseUrl: text("base-url") ?? "",
+    baseUrl: config.publicUrl ?? "",
     mastodon: text("mastodon-url") && mastodonToken
       ? { instanceUrl: text("mastodon-url")!, token: mastodonToken }
       : undefined,

@@ -154,6 +154,18 @@ Deno.test("lorica-server with a conninfo --database it cannot read exits 2 namin
   });
 });
 
+Deno.test("lorica-server with a --base-url that is not an http(s) URL exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "base-url": "ci.example.org" });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --base-url "ci\.example\.org": not an http\(s\) URL/,
+    );
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
 Deno.test("lorica-server with a missing --specifications file exits 2 naming it", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { specifications: `${dir}/specs.scm` });
