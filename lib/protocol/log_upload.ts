@@ -11,7 +11,6 @@ import {
   logHeader,
   quote,
   readDatum,
-  readSome,
   withTimeout,
   writeAll,
 } from "./log_header.ts";
@@ -134,6 +133,19 @@ function gzipUpload(
   });
   gzip.on("error", fail);
   tick();
+  // The server sends nothing and keeps the connection open until the
+  // worker has ended its stream: a close before that means it went away
+  // mid-stream (stopped or restarted), and what follows would be lost.
+  let streamEnded = false;
+  const serverClosed = conn.read(new Uint8Array(256)).then(
+    () => {},
+    () => {},
+  );
+  void serverClosed.then(function closedEarly() {
+    if (!streamEnded) {
+      fail(new Error("the log server closed the connection mid-stream"));
+    }
+  });
 
   function fail(cause: unknown) {
     if (error) return;
@@ -189,9 +201,15 @@ function gzipUpload(
       await sending;
       if (error) return;
       try {
+        streamEnded = true;
         await conn.closeWrite();
         // The server closes once it has read everything: wait for that.
-        await readSome(conn, new Uint8Array(256), closeTimeoutMs, clock);
+        await withTimeout(
+          serverClosed,
+          closeTimeoutMs,
+          clock,
+          "Cannot read log connection",
+        );
       } catch (cause) {
         fail(cause);
       } finally {

@@ -115,7 +115,17 @@ export async function runBuild(
     logger.warn("log upload unavailable", { drv: job.drv, error });
     return null;
   });
-  const forward = logForwarder(upload, logger, job.drv);
+  const forward = await logForwarder(upload, {
+    logger,
+    drv: job.drv,
+    reopen: () =>
+      openLogUpload({
+        hostname: options.logServer.hostname,
+        port: options.logServer.port,
+        drv: job.drv,
+        logger,
+      }),
+  });
   const clock = options.clock ?? systemClock;
   const retries = options.retries ?? 4;
   let delay = options.retryDelayMs ?? 2000;
@@ -160,19 +170,39 @@ export async function runBuild(
     logger.error("build crashed", { drv: job.drv, error });
     return false;
   } finally {
-    await forward.finish();
+    // A canceled build's log is not wanted any more: no second sending.
+    await forward.finish({ resend: !options.signal?.aborted });
   }
 }
 
 /**
- * Writes log chunks to the upload in order without blocking the build's
- * output reader; an upload error only stops the log.
+ * Longest log kept on the worker's disk to be sent again; a longer one
+ * is not sent again (the server cuts logs at 256 MiB by default anyway).
  */
-function logForwarder(upload: LogUpload | null, logger: Logger, drv: string) {
+export const LOG_SPOOL_LIMIT_BYTES = 256 * 1024 * 1024;
+
+const RESEND_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Writes log chunks to the upload in order without blocking the build's
+ * output reader; an upload error only stops the log. Every chunk is also
+ * kept in a temporary file: when the upload did not reach the server whole
+ * (a server restarted mid-build, as during an upgrade), the whole log is
+ * sent again through a new upload once the build is over, before its
+ * result is reported, so that the server stores the full log rather than
+ * the part it got before it went away.
+ */
+async function logForwarder(
+  upload: LogUpload | null,
+  options: { logger: Logger; drv: string; reopen: () => Promise<LogUpload> },
+) {
+  const { logger, drv } = options;
   let chain = Promise.resolve();
   let broken = upload === null;
+  const spool = await openSpool(logger, drv);
   return {
     push(chunk: Uint8Array) {
+      spool?.write(chunk);
       if (broken) return;
       const copy = chunk.slice();
       chain = chain.then(() => upload!.write(copy)).catch((error) => {
@@ -180,11 +210,106 @@ function logForwarder(upload: LogUpload | null, logger: Logger, drv: string) {
         broken = true;
       });
     },
-    async finish() {
+    async finish({ resend }: { resend: boolean }) {
       await chain;
       await upload?.close().catch((error) => {
         logger.warn("log upload failed", { drv, error });
+        broken = true;
       });
+      const delivered = !broken && upload?.error === undefined;
+      try {
+        if (!delivered && resend && spool) {
+          await resendLog(spool, options);
+        }
+      } finally {
+        await spool?.remove();
+      }
     },
   };
+}
+
+/** The on-disk copy of a build log; null when no temp file can be made. */
+async function openSpool(logger: Logger, drv: string) {
+  let path: string;
+  let file: Deno.FsFile;
+  try {
+    path = await Deno.makeTempFile({ prefix: "lorica-log-" });
+    file = await Deno.open(path, { write: true, truncate: true });
+  } catch (error) {
+    logger.warn("log copy unavailable", { drv, error });
+    return null;
+  }
+  let chain = Promise.resolve();
+  let size = 0;
+  let usable = true;
+  return {
+    path,
+    get usable() {
+      return usable;
+    },
+    write(chunk: Uint8Array) {
+      if (!usable) return;
+      size += chunk.length;
+      if (size > LOG_SPOOL_LIMIT_BYTES) {
+        usable = false;
+        return;
+      }
+      const copy = chunk.slice();
+      chain = chain.then(() => writeWhole(file, copy)).catch((error) => {
+        if (usable) logger.warn("log copy failed", { drv, error });
+        usable = false;
+      });
+    },
+    async done() {
+      await chain;
+    },
+    async remove() {
+      await chain;
+      file.close();
+      await Deno.remove(path).catch(() => {});
+    },
+  };
+}
+
+type Spool = NonNullable<Awaited<ReturnType<typeof openSpool>>>;
+
+/** Sends the whole log kept in `spool` through a new upload. */
+async function resendLog(
+  spool: Spool,
+  options: { logger: Logger; drv: string; reopen: () => Promise<LogUpload> },
+) {
+  const { logger, drv } = options;
+  await spool.done();
+  if (!spool.usable) {
+    logger.warn("log not sent again", {
+      drv,
+      reason: `no whole copy of the log (limit ${LOG_SPOOL_LIMIT_BYTES} bytes)`,
+    });
+    return;
+  }
+  const again = await options.reopen().catch((error) => {
+    logger.warn("log not sent again", { drv, error });
+    return null;
+  });
+  if (again === null || again.error) return;
+  let bytes = 0;
+  using copy = await Deno.open(spool.path, { read: true });
+  const buffer = new Uint8Array(RESEND_CHUNK_BYTES);
+  for (
+    let n = await copy.read(buffer);
+    n !== null;
+    n = await copy.read(buffer)
+  ) {
+    await again.write(buffer.subarray(0, n));
+    bytes += n;
+  }
+  await again.close();
+  logger.info("log sent again", { drv, bytes, ok: again.error === undefined });
+}
+
+async function writeWhole(file: Deno.FsFile, chunk: Uint8Array) {
+  let written = 0;
+  while (written < chunk.length) {
+    written += await file.write(chunk.subarray(written));
+  }
 }

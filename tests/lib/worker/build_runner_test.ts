@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import zlib from "node:zlib";
 import {
   buildRefusal,
   isUnavailableDerivation,
@@ -8,6 +9,10 @@ import {
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import {
+  logFileName,
+  startLogReceiver,
+} from "../../../lib/protocol/log_channel.ts";
 
 const DRV = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv";
 // Port 9 on loopback: nothing listens, the log is dropped, the build goes on.
@@ -114,5 +119,96 @@ Deno.test("buildRefusal() blames the field and names the value of anything else"
     );
     assert.equal(refusal?.field, field, JSON.stringify(fields));
     assert.ok(refusal.reason.includes(named), refusal.reason);
+  }
+});
+
+/**
+ * A `guix build` whose log comes in two parts: the first at once, the
+ * second when `release` resolves; it then succeeds.
+ */
+function twoPartBuild(first: string, second: string, release: Promise<void>) {
+  return () => {
+    const encoder = new TextEncoder();
+    const stderr = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(encoder.encode(first));
+        await release;
+        controller.enqueue(encoder.encode(second));
+        controller.close();
+      },
+    });
+    const status = release.then(() => ({ code: 0, signal: null }));
+    return {
+      pid: 1,
+      stdout: ReadableStream.from([new Uint8Array()]),
+      stderr,
+      stdin: null,
+      status,
+      kill() {},
+    };
+  };
+}
+
+function startReceiver(cacheDir: string, port: number) {
+  return startLogReceiver({
+    hostname: "127.0.0.1",
+    port,
+    cacheDir,
+    storeDir: "/gnu/store",
+    logger: silentLogger,
+  });
+}
+
+async function storedLog(cacheDir: string, drv: string): Promise<string> {
+  const path = logFileName(cacheDir, "/gnu/store", drv);
+  const compressed = await Deno.readFile(path).catch(() => new Uint8Array());
+  if (compressed.length === 0) return "";
+  return new TextDecoder().decode(
+    zlib.gunzipSync(compressed, { finishFlush: zlib.constants.Z_SYNC_FLUSH }),
+  );
+}
+
+Deno.test("runBuild() sends the whole log again when the server restarted mid-build (C08)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
+  const cacheDir = `${root}/logs`;
+  let receiver = await startReceiver(cacheDir, 0);
+  const port = receiver.port;
+  const release = Promise.withResolvers<void>();
+  const lines: string[] = [];
+  try {
+    const guix = new Guix({
+      logger: silentLogger,
+      spawn: twoPartBuild(
+        "step 1 of 2\n",
+        "step 2 of 2\n",
+        release.promise,
+      ),
+    });
+    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+      guix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      substituteUrls: [],
+      logServer: { hostname: "127.0.0.1", port },
+    });
+    // The server got the first part, then stops and starts again.
+    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await receiver.close();
+    receiver = await startReceiver(cacheDir, port);
+    release.resolve();
+    assert.equal(await building, true);
+    const log = await storedLog(cacheDir, DRV);
+    assert.equal(log, "step 1 of 2\nstep 2 of 2\n", lines.join("\n"));
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith("info log sent again") && /ok=true/.test(l)
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    release.resolve();
+    await receiver.close();
+    await Deno.remove(root, { recursive: true });
   }
 });
