@@ -66,7 +66,8 @@ Remote mode:
       --build-remote          hand builds to remote workers
   -b, --backend-port=PORT     ZeroMQ port for workers (default 5555)
   -l, --log-port=PORT         build log port (default 5556)
-      --listen=ADDRESS        address of the worker ports (default 0.0.0.0)
+      --listen=ADDRESS        address of the worker ports and, in either
+                              mode, of guix publish (default 0.0.0.0)
       --worker-timeout=SECS   forget workers silent this long (default 120)
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
