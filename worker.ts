@@ -111,6 +111,10 @@ async function main(args: string[]): Promise<number> {
       }": not a number of GiB`,
     );
   }
+  // Read now, not at the SIGTERM that needs it: a bad value must stop the
+  // start, not the drain (which would leave builds and guix publish behind).
+  const drainMs = parsePositive("--drain-timeout", text("drain-timeout")!) *
+    1000;
   const period = parsePositive(
     "REQUEST_PERIOD",
     Deno.env.get("REQUEST_PERIOD") ?? "30",
@@ -184,8 +188,6 @@ async function main(args: string[]): Promise<number> {
     worker.failed,
   ]);
   draining = true;
-  const drainMs = parsePositive("--drain-timeout", text("drain-timeout")!) *
-    1000;
   await Promise.race([
     worker.stop({ drain: true, drainMs }),
     forced.promise.then(() => worker.stop()),

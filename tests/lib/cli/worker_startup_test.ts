@@ -28,3 +28,31 @@ Deno.test("lorica-worker --systems=x86_64 exits 2: not a system name, as the adm
     /Cannot use --systems "x86_64": "x86_64" is not a system name/,
   );
 });
+
+Deno.test("lorica-worker with a --drain-timeout it cannot use exits 2 at start, not at SIGTERM", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      WORKER,
+      "--server=127.0.0.1:1",
+      "--publish-listen=127.0.0.1",
+      "--publish-port=0",
+      "--drain-timeout=5m",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  // A worker that started anyway is stopped here: its drain is what failed.
+  const timer = setTimeout(() => child.kill("SIGTERM"), 10_000);
+  const output = await child.output();
+  clearTimeout(timer);
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 2, stderr);
+  assert.match(
+    stderr,
+    /Cannot use --drain-timeout "5m": not a positive integer/,
+  );
+  assert.doesNotMatch(stderr, /guix publish/, "nothing was started");
+});
