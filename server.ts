@@ -238,6 +238,8 @@ async function main(args: string[]): Promise<number> {
     ),
   };
   const notificationMs = positive("notification-interval") * 1000;
+  // Checked now rather than at the first notification, hours later.
+  const mastodonUrl = httpUrlOption("--mastodon-url", text("mastodon-url"));
   const guix = new Guix({ logger: logger.with({ part: "guix" }) });
   const specs = text("specifications")
     ? await specificationsOption(text("specifications")!, guix)
@@ -329,8 +331,8 @@ async function main(args: string[]): Promise<number> {
     clock: systemClock,
     logger: logger.with({ part: "notify" }),
     baseUrl: config.publicUrl ?? "",
-    mastodon: text("mastodon-url") && mastodonToken
-      ? { instanceUrl: text("mastodon-url")!, token: mastodonToken }
+    mastodon: mastodonUrl && mastodonToken
+      ? { instanceUrl: mastodonUrl, token: mastodonToken }
       : undefined,
     intervalMs: notificationMs,
     hostname: Deno.hostname(),

@@ -166,6 +166,18 @@ Deno.test("lorica-server with a --base-url that is not an http(s) URL exits 2 na
   });
 });
 
+Deno.test("lorica-server with a --mastodon-url that is not an http(s) URL exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "mastodon-url": "mastodon.example" });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --mastodon-url "mastodon\.example": not an http\(s\) URL/,
+    );
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
 Deno.test("lorica-server with a missing --specifications file exits 2 naming it", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { specifications: `${dir}/specs.scm` });
