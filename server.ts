@@ -28,6 +28,7 @@ import {
   argsFromEnvironment,
   cacheHome,
   type OptionSpec,
+  parseListenAddress,
   parsePort,
   parsePositive,
   readSecretFile,
@@ -192,7 +193,7 @@ async function main(args: string[]): Promise<number> {
   // Every option is checked before anything is written anywhere.
   const config: ServerConfig = {
     mode: remote ? "remote" : "local",
-    listen: text("listen")!,
+    listen: parseListenAddress("--listen", text("listen")!),
     backendPort: parsePort("--backend-port", text("backend-port")!),
     logPort: parsePort("--log-port", text("log-port")!),
     publishPort: flag("no-publish")
@@ -202,7 +203,7 @@ async function main(args: string[]): Promise<number> {
       ...(text("public-key") ? [`--public-key=${text("public-key")}`] : []),
       ...(text("private-key") ? [`--private-key=${text("private-key")}`] : []),
     ],
-    webListen: text("web-listen")!,
+    webListen: parseListenAddress("--web-listen", text("web-listen")!),
     webPort: parsePort("--web-port", text("web-port")!),
     cacheDir,
     stateDir,

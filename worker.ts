@@ -15,6 +15,7 @@ import {
   argsFromEnvironment,
   type OptionSpec,
   parseHostPort,
+  parseListenAddress,
   parsePort,
   parsePositive,
   parseSystems,
@@ -145,7 +146,10 @@ async function main(args: string[]): Promise<number> {
     systems,
     machine: Deno.hostname(),
     publishPort: parsePort("--publish-port", text("publish-port")!),
-    publishListen: text("publish-listen")!,
+    publishListen: parseListenAddress(
+      "--publish-listen",
+      text("publish-listen")!,
+    ),
     substituteUrls: text("substitute-urls")!.split(/\s+/).filter(Boolean),
     requestPeriodMs: period * 1000,
     pingIntervalMs: parsePositive("--ping-interval", text("ping-interval")!) *

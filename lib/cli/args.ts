@@ -1,5 +1,6 @@
 // Small helpers shared by the two command lines.
 
+import { isIP } from "node:net";
 import { isSystemName } from "../guix/system_name.ts";
 
 /** A bad command-line value; the entry point prints it and exits 2. */
@@ -65,6 +66,22 @@ export function parseHostPort(
     );
   }
   return { hostname: match[1] ?? match[2], port };
+}
+
+/**
+ * Parses the address a port listens on: an IPv4 or IPv6 address, or
+ * `localhost`. A host name would be looked up in DNS at start, and a typo
+ * would fail later with the resolver's words and the port's, not the
+ * option's.
+ * @throws {UsageError} naming the option and value.
+ */
+export function parseListenAddress(option: string, value: string): string {
+  if (value === "localhost" || isIP(value) !== 0) return value;
+  throw new UsageError(
+    `Cannot use ${option} ${
+      JSON.stringify(value)
+    }: not an IP address (such as 0.0.0.0, 127.0.0.1 or ::)`,
+  );
 }
 
 /**

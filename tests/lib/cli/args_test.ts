@@ -3,6 +3,7 @@ import {
   argsFromEnvironment,
   type OptionSpec,
   parseHostPort,
+  parseListenAddress,
   parsePort,
   parsePositive,
   parseSystems,
@@ -36,6 +37,22 @@ Deno.test("parseHostPort() rejects a missing port or a bare IPv6 address", () =>
         error instanceof UsageError &&
         error.message.includes(JSON.stringify(bad)),
       bad,
+    );
+  }
+});
+
+Deno.test("parseListenAddress() takes IP addresses and localhost, and names any other value", () => {
+  for (const good of ["0.0.0.0", "127.0.0.1", "::", "::1", "localhost"]) {
+    assert.equal(parseListenAddress("--listen", good), good);
+  }
+  for (const bad of ["not-an-ip", "10.0.0", "", "[::1]", "0.0.0.0:5555"]) {
+    assert.throws(
+      () => parseListenAddress("--listen", bad),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message.startsWith(
+          `Cannot use --listen ${JSON.stringify(bad)}: not an IP address`,
+        ),
     );
   }
 });

@@ -166,6 +166,24 @@ Deno.test("lorica-server with a --base-url that is not an http(s) URL exits 2 na
   });
 });
 
+Deno.test("lorica-server with a --listen or --web-listen that is not an IP address exits 2 naming it, before any lookup", async () => {
+  for (const option of ["listen", "web-listen"]) {
+    await withDir(async (dir) => {
+      // ".invalid" names nothing (RFC 6761): were it looked up, nothing
+      // would answer it.
+      const run = await runServer(dir, { [option]: "farm.invalid" });
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(
+        run.stderr,
+        new RegExp(
+          `Cannot use --${option} "farm\\.invalid": not an IP address`,
+        ),
+      );
+      assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+    });
+  }
+});
+
 Deno.test("lorica-server with a --mastodon-url that is not an http(s) URL exits 2 naming it", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { "mastodon-url": "mastodon.example" });
