@@ -206,9 +206,10 @@ export async function recordFailedEvaluation(
     failure.checkouts,
     epochSeconds(clock),
   );
+  const log = evaluationLogPath(stateDir, id);
   try {
     await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
-    await Deno.writeTextFile(evaluationLogPath(stateDir, id), failure.log);
+    await Deno.writeTextFile(log, failure.log);
   } finally {
     await store.setEvaluationStatus(
       id,
@@ -216,7 +217,8 @@ export async function recordFailedEvaluation(
       epochSeconds(clock),
     );
   }
-  logger.warn("evaluation failed", { evaluation: id, spec: spec.name });
+  // The reason is in the log, as for an evaluation that ran.
+  logger.warn("evaluation failed", { evaluation: id, spec: spec.name, log });
   return {
     id,
     status: EvaluationStatus.failed,

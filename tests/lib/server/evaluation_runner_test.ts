@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { systemClock } from "../../../lib/clock.ts";
-import { silentLogger } from "../../../lib/log.ts";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { GcRoots } from "../../../lib/guix/gc_roots.ts";
 import { type Spawner, spawnProcess } from "../../../lib/process.ts";
 import {
@@ -139,10 +139,22 @@ Deno.test("runEvaluation() ends failed with the evaluator's stderr as log", asyn
 Deno.test("recordFailedEvaluation() and abortStaleEvaluations() never leave one in progress", async () => {
   const farm = await setup({ packages: [] });
   try {
-    const failed = await recordFailedEvaluation(SPEC, farm.options, {
-      checkouts: [],
-      log: "cannot fetch\n",
-    });
+    const lines: string[] = [];
+    const logger = createLogger({ sink: (line) => lines.push(line) });
+    const failed = await recordFailedEvaluation(
+      SPEC,
+      { ...farm.options, logger },
+      { checkouts: [], log: "cannot fetch\n" },
+    );
+    // The log line says where the reason is.
+    const logPath = evaluationLogPath(farm.options.stateDir, failed.id);
+    assert.ok(
+      lines.some((line) =>
+        line.includes("evaluation failed") && line.includes(logPath)
+      ),
+      lines.join("\n"),
+    );
+    assert.equal(Deno.readTextFileSync(logPath), "cannot fetch\n");
     assert.equal(
       (await farm.store.getEvaluation(failed.id))?.status,
       EvaluationStatus.failed,
