@@ -125,7 +125,7 @@ export async function startLogReceiver(
   const pending = new Map<string, number>();
   // Latest connection per log file: an older upload of the same derivation
   // (a restarted build) stops once a newer one comes.
-  const writers = new Map<string, { superseded: boolean }>();
+  const writers = new Map<string, Writer>();
   const settings: ReceiverSettings = {
     cacheDir,
     storeDir,
@@ -218,7 +218,34 @@ interface ReceiverSettings {
   onComplete?: (drv: string, bytes: number) => void;
   accept?: (drv: string, peerAddress: string) => Promise<boolean>;
   clock: Clock;
-  writers: Map<string, { superseded: boolean }>;
+  writers: Map<string, Writer>;
+}
+
+/** The upload currently writing a log file. */
+interface Writer {
+  superseded: boolean;
+  conn: Deno.Conn;
+}
+
+/**
+ * Makes the upload on `conn` the writer of `path`, stopping the one before:
+ * its connection is closed at once, not left to the idle timeout, so that
+ * uploads of one derivation repeated by a peer cannot take every place of
+ * the receiver.
+ */
+function takeOver(
+  writers: Map<string, Writer>,
+  path: string,
+  conn: Deno.Conn,
+): Writer {
+  const previous = writers.get(path);
+  if (previous) {
+    previous.superseded = true;
+    closeQuietly(previous.conn);
+  }
+  const state = { superseded: false, conn };
+  writers.set(path, state);
+  return state;
 }
 
 /**
@@ -256,10 +283,7 @@ async function serveLogConnection(
     log.warn("log refused", { drv, reason: "no such build runs there" });
     return;
   }
-  const previous = writers.get(path);
-  if (previous) previous.superseded = true;
-  const state = { superseded: false };
-  writers.set(path, state);
+  const state = takeOver(writers, path, conn);
   let target: UploadFile | undefined;
   let sink: LogSink | undefined;
   let received = rest.length;
@@ -286,11 +310,14 @@ async function serveLogConnection(
       received += chunk?.length ?? 0;
     }
   } catch (error) {
-    log.warn("log transfer interrupted", {
-      drv,
-      bytes: sink?.stored ?? 0,
-      error,
-    });
+    // A superseded upload's connection was closed under its read.
+    if (!state.superseded) {
+      log.warn("log transfer interrupted", {
+        drv,
+        bytes: sink?.stored ?? 0,
+        error,
+      });
+    }
   } finally {
     await sink?.finish().catch((error) =>
       log.warn("log file not finished", { drv, error })

@@ -430,3 +430,47 @@ Deno.test("startLogReceiver() removes upload files a crash left, not live ones",
     await Deno.remove(root, { recursive: true });
   }
 });
+
+/** Opens an upload of `drv` and sends its header, then nothing. */
+async function idleUpload(port: number, drv: string): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.read(new Uint8Array(64));
+  await conn.write(
+    encoder.encode(`(log (version 0) (derivation ${JSON.stringify(drv)}))`),
+  );
+  return conn;
+}
+
+Deno.test("uploads of one derivation sent again and again hold one place, not all", async () => {
+  await using f = await fixture({ maxConnections: 4 });
+  // A peer allowed to upload one build's log opens upload after upload of
+  // it, each with a header and then silence (the idle timeout is 2 h).
+  const hog: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      hog.push(await idleUpload(f.receiver.port, f.drv));
+      await waitFor(() =>
+        f.lines.filter((l) => l.startsWith("info log receiving")).length ===
+          i + 1
+      );
+    }
+    const other = `${f.root}/store/${HASH.slice(0, 31)}0-y-1.drv`;
+    await uploadLog(f.receiver.port, other, "another build's log\n");
+    await waitFor(() => f.completed.has(other));
+    assert.equal(f.completed.get(other), "another build's log\n".length);
+    assert.ok(
+      !f.lines.some((l) => l.includes("log connection refused")),
+      f.lines.join("\n"),
+    );
+    assert.equal(
+      f.lines.filter((l) => l.startsWith("info log superseded")).length,
+      3,
+    );
+  } finally {
+    for (const conn of hog) {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }
+});
