@@ -134,20 +134,42 @@ export async function serveTurn<M extends TurnMessage>(
       logger.error("after-commit action failed", { error });
     }
   }
-  for (const reply of attempt.replies) {
-    if (await handlers.send(reply.routingId, reply.message)) {
-      reply.onDelivered?.();
-    } else {
-      await reply.onUndelivered?.().catch((error) =>
-        logger.error("undelivered reply not undone", {
-          peer: routingKey(reply.routingId),
-          type: reply.message.type,
-          error,
-        })
-      );
-    }
-  }
+  for (const reply of attempt.replies) deliver(reply, handlers);
   return true;
+}
+
+/**
+ * Sends `reply` and acts on its fate once its write settles, without the
+ * turn waiting for it: a peer that stops reading its socket would otherwise
+ * hold every other worker's replies for its whole send timeout. Replies to
+ * one peer still go out in order (its connection queues them as `send` is
+ * called); the undoing runs on the store itself, as it may beside a turn.
+ */
+function deliver<M extends TurnMessage>(
+  reply: PendingReply,
+  handlers: TurnHandlers<M>,
+): void {
+  const { logger } = handlers;
+  const fields = {
+    peer: routingKey(reply.routingId),
+    type: reply.message.type,
+  };
+  (async function settle() {
+    let sent: boolean;
+    try {
+      sent = await handlers.send(reply.routingId, reply.message);
+    } catch (error) {
+      logger.error("reply not sent", { ...fields, error });
+      return;
+    }
+    if (sent) {
+      reply.onDelivered?.();
+      return;
+    }
+    await reply.onUndelivered?.();
+  })().catch((error) =>
+    logger.error("undelivered reply not undone", { ...fields, error })
+  );
 }
 
 /**

@@ -96,6 +96,8 @@ export class ZmtpConnection {
   #frames: Frame[] = [];
   #readBuffer = new Uint8Array(READ_CHUNK);
   #writeChain: Promise<void> = Promise.resolve();
+  /** Bytes queued for writing that the socket has not taken yet. */
+  #unsentBytes = 0;
   #closed = false;
   #timedOut = false;
 
@@ -124,6 +126,14 @@ export class ZmtpConnection {
     } catch {
       // Only an optimisation; a closed socket is noticed by the first read.
     }
+  }
+
+  /**
+   * Bytes of sent messages not yet taken by the socket: they grow while the
+   * peer does not read.
+   */
+  get unsentBytes(): number {
+    return this.#unsentBytes;
   }
 
   /** True once {@linkcode close} ran or the connection failed. */
@@ -355,7 +365,10 @@ export class ZmtpConnection {
   }
 
   #enqueue(bytes: Uint8Array): Promise<void> {
-    const run = this.#writeChain.then(() => this.#writeAll(bytes));
+    this.#unsentBytes += bytes.length;
+    const run = this.#writeChain.then(() => this.#writeAll(bytes)).finally(
+      () => this.#unsentBytes -= bytes.length,
+    );
     this.#writeChain = run.catch(() => {});
     return run;
   }

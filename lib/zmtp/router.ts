@@ -36,6 +36,13 @@ export interface RouterOptions {
   handshakeTimeoutMs?: number;
   /** A send stalled this long drops that peer; default 60 s. */
   sendTimeoutMs?: number;
+  /**
+   * Bytes sent to one peer that its socket has not taken yet, past which a
+   * further send drops that peer instead of queueing (the peer does not
+   * read); default `maxMessageBytes`. A send to a peer with nothing
+   * pending is always queued, whatever its size.
+   */
+  maxUnsentBytes?: number;
   /** Messages queued per peer before its reads pause; default 1000. */
   highWaterMark?: number;
   /**
@@ -113,6 +120,7 @@ export class RouterSocket {
       | "maxConnectionsPerAddress"
       | "handshakeTimeoutMs"
       | "sendTimeoutMs"
+      | "maxUnsentBytes"
       | "highWaterMark"
       | "highWaterBytes"
     >
@@ -141,6 +149,7 @@ export class RouterSocket {
       ),
       handshakeTimeoutMs = 30_000,
       sendTimeoutMs = 60_000,
+      maxUnsentBytes = maxMessageBytes,
       highWaterMark = 1000,
       highWaterBytes = maxMessageBytes,
     } = options;
@@ -153,6 +162,7 @@ export class RouterSocket {
       maxConnectionsPerAddress,
       handshakeTimeoutMs,
       sendTimeoutMs,
+      maxUnsentBytes,
       highWaterMark,
       highWaterBytes,
     };
@@ -209,12 +219,35 @@ export class RouterSocket {
 
   /**
    * Sends one message (frames without the routing id) to the given peer.
-   * @throws {PeerUnreachableError} when no live peer has this id, or it drops during the write
+   * The message is queued at once (so sends to one peer keep their order);
+   * the promise settles when the socket has taken it.
+   * @throws {PeerUnreachableError} when no live peer has this id, it drops
+   * during the write, or it has more than `maxUnsentBytes` not taken yet
+   * (then it is dropped)
    */
   async send(routingId: Uint8Array, frames: Uint8Array[]): Promise<void> {
     const peer = this.#peers.get(toHex(routingId));
     if (peer === undefined || !peer.live) {
       throw new PeerUnreachableError(routingId);
+    }
+    const unsent = peer.conn.unsentBytes;
+    const size = messageBytes(frames);
+    const limit = this.#options.maxUnsentBytes;
+    if (unsent > 0 && unsent + size > limit) {
+      // Queueing more would only grow the memory held for a peer that
+      // reads nothing; libzmq drops at its high-water mark too.
+      this.#logger?.warn("zmtp slow peer dropped", {
+        peer: peer.peerAddress,
+        identity: peer.key.slice(0, 64),
+        unsent,
+        limit,
+      });
+      peer.conn.close();
+      throw new PeerUnreachableError(routingId, {
+        cause: new Error(
+          `${unsent} bytes already wait for the peer to read, limit ${limit}`,
+        ),
+      });
     }
     try {
       await peer.conn.send(frames);

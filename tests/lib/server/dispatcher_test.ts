@@ -6,9 +6,15 @@ import {
 } from "../../../lib/store/types.ts";
 import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
 import {
+  encodeMessage,
   LORICA_FEATURES,
   type Message,
 } from "../../../lib/protocol/messages.ts";
+import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
+import {
+  encodeCommandFrame,
+  encodeMessage as encodeFrames,
+} from "../../../lib/zmtp/frame.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
 import {
@@ -1242,6 +1248,92 @@ Deno.test({
     }, {
       fetch: () =>
         Promise.resolve(new Response("", { status: published ? 200 : 404 })),
+    });
+  },
+});
+
+/**
+ * A peer that completes the ZMTP handshake by hand, then sends `message`
+ * as fast as the server takes it and reads nothing: its replies fill its
+ * socket. `done` settles once the server hangs up (or after `copies`
+ * messages); `close()` hangs up from this side.
+ */
+async function floodWithoutReading(
+  port: number,
+  message: Message,
+  copies: number,
+): Promise<{ done: Promise<void>; close(): void }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(encodeGreeting());
+  await conn.write(
+    encodeCommandFrame(encodeReady({ "Socket-Type": "DEALER" })),
+  );
+  const one = encodeFrames([new Uint8Array(0), encodeMessage(message)]);
+  const burst = new Uint8Array(one.length * 10_000);
+  for (let i = 0; i < 10_000; i++) burst.set(one, i * one.length);
+  const close = () => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  };
+  const done = (async () => {
+    try {
+      for (let sent = 0; sent < copies; sent += 10_000) {
+        await conn.write(burst);
+      }
+    } catch {
+      // The server dropped this peer: what the test wants.
+    } finally {
+      close();
+    }
+  })();
+  return { done, close };
+}
+
+/** Waits (at most 30 s) until `count()` stays the same for `ms`. */
+async function untilStill(count: () => number, ms: number): Promise<void> {
+  const end = Date.now() + 30_000;
+  let last = -1;
+  while (Date.now() < end && count() !== last) {
+    last = count();
+    await new Promise((resolve) => setTimeout(resolve, ms));
+  }
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a peer that reads none of its replies is dropped; the other workers' replies do not wait for it",
+  async fn() {
+    await withFixture(async (f) => {
+      const honest = await readyWorker(f.port, { name: "HONEST" });
+      const flood = await floodWithoutReading(
+        f.port,
+        { type: "worker-request-info" },
+        2_000_000,
+      );
+      try {
+        // Once its replies fill the socket, the server either drops it or
+        // stops serving anything while it waits: the count of messages
+        // handled then stops growing.
+        await untilStill(() => f.lines.length, 500);
+        const asked = Date.now();
+        await honest.send({ type: "worker-request-info" });
+        // Without a limit, the server waited for the flooder's socket for
+        // its 60 s send timeout before answering anyone else.
+        assert.equal((await honest.next(10_000)).type, "server-info");
+        assert.ok(Date.now() - asked < 10_000);
+        await flood.done;
+      } finally {
+        flood.close();
+      }
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("warn zmtp slow peer dropped") && / unsent=\d+ /.test(l)
+        ),
+        "the flooder was dropped",
+      );
+      await honest.close();
     });
   },
 });
