@@ -196,6 +196,15 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
     }
     await receiver.close();
     receiver = await startReceiver(cacheDir, port);
+    // The build goes on once the worker saw the server go, as it does
+    // during a build of minutes. (Gone in the instant the build ends, the
+    // close would read as the server's end of a whole upload.)
+    const noticed = () =>
+      lines.some((l) => l.startsWith("warn log upload failed"));
+    for (const deadline = Date.now() + 10_000; !noticed();) {
+      assert.ok(Date.now() < deadline, "the worker never saw the server go");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     release.resolve();
     assert.equal(await building, true);
     const log = await storedLog(cacheDir, DRV);
