@@ -83,6 +83,18 @@ const COMPATIBLE: Record<SocketType, readonly string[]> = {
 const MAX_FRAMES_PER_MESSAGE = 4096;
 const READ_CHUNK = 64 * 1024;
 
+const IPV4_MAPPED_REGEXP = /^::ffff:([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)$/i;
+
+/**
+ * `address` with an IPv4-mapped IPv6 address (what a dual-stack listener
+ * sees of an IPv4 peer) in its dotted IPv4 form. The server hands a peer's
+ * address back to it in `server-info`, and a Cuirass worker pastes that
+ * into its publish URL unbracketed, so only the dotted form stays a URL.
+ */
+export function plainPeerAddress(address: string): string {
+  return address.replace(IPV4_MAPPED_REGEXP, "$1");
+}
+
 /** Wraps one TCP connection and speaks ZMTP 3.1 (NULL mechanism) on it. */
 export class ZmtpConnection {
   /** The remote IP as seen by us (IPv6 without brackets). */
@@ -120,7 +132,7 @@ export class ZmtpConnection {
       maxFrameBytes: maxMessageBytes,
       maxMessageBytes,
     });
-    this.peerAddress = conn.remoteAddr.hostname;
+    this.peerAddress = plainPeerAddress(conn.remoteAddr.hostname);
     try {
       conn.setNoDelay(true);
     } catch {

@@ -3,7 +3,11 @@
 
 import { toHex } from "../hex.ts";
 import type { Logger } from "../log.ts";
-import { ZmtpClosedError, ZmtpConnection } from "./connection.ts";
+import {
+  plainPeerAddress,
+  ZmtpClosedError,
+  ZmtpConnection,
+} from "./connection.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, ZmtpFrameSizeError } from "./frame.ts";
 import { type Waiter, waitInLine } from "./waiter.ts";
 
@@ -294,7 +298,7 @@ export class RouterSocket {
         conn.close();
         return;
       }
-      const address = conn.remoteAddr.hostname;
+      const address = plainPeerAddress(conn.remoteAddr.hostname);
       const refusal = this.#refusal(address);
       if (refusal !== undefined) {
         this.#logger?.warn("zmtp connection refused", {

@@ -548,6 +548,29 @@ Deno.test("RouterSocket reports IPv6 peer addresses without brackets", async () 
   }
 });
 
+// A Cuirass worker writes the address it is told into its publish URL
+// unbracketed ("http://" + address + ":" + port): the IPv4-mapped form a
+// dual-stack listener sees would make that URL unreadable.
+Deno.test("RouterSocket on a dual-stack listener reports IPv4 peers in dotted form", async () => {
+  let router: RouterSocket;
+  try {
+    router = await RouterSocket.bind({ hostname: "::", port: 0 });
+  } catch {
+    return; // no IPv6 on this machine
+  }
+  const dealer = DealerSocket.connect({
+    hostname: "127.0.0.1",
+    port: router.port,
+  });
+  try {
+    await dealer.send([text.encode("v4 on v6")]);
+    assert.equal((await router.receive()).peerAddress, "127.0.0.1");
+  } finally {
+    await dealer.close();
+    await router.close();
+  }
+});
+
 // The tests below need a real libzmq: Debian's python3-zmq run by /usr/bin/python3.
 const ignore = libzmqMissing !== undefined;
 const needs = ignore ? ` (skipped: ${libzmqMissing})` : "";
