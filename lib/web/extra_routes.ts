@@ -43,6 +43,11 @@ export const EXTRA_ROUTES: Route[] = [
   { pattern: "/build/:id/log/events", kind: "json", handle: logEvents },
   { pattern: "/build/:id/log", kind: "html", handle: logPage },
   { pattern: "/search/latest", kind: "json", handle: searchLatest },
+  {
+    pattern: "/search/latest/:type",
+    kind: "json",
+    handle: searchLatestProduct,
+  },
 ];
 
 /** Job names accepted in one `names` parameter. */
@@ -351,6 +356,30 @@ async function searchLatest(context: RouteContext): Promise<Response> {
     throw new HttpError(404, "Cannot find a build matching the query.");
   }
   return redirect(`/build/${found.id}/details`);
+}
+
+/**
+ * The newest build matching the query, as its product of the given type:
+ * a stable link to "the latest ISO image" or "the latest tarball", which
+ * is how Guix's web site points at its downloads.
+ */
+async function searchLatestProduct(context: RouteContext): Promise<Response> {
+  const type = context.params.type;
+  const query = parseSearchQuery(context.url.searchParams.get("query"));
+  const [found] = await searchBuilds(context.options.store, query, {
+    limit: 1,
+  });
+  if (found === undefined) {
+    throw new HttpError(404, "Cannot find a build matching the query.");
+  }
+  const product = (found.products ?? []).find((p) => p.type === type);
+  if (product === undefined) {
+    throw new HttpError(
+      404,
+      `Build ${found.id} has no product of type ${quoteValue(type)}.`,
+    );
+  }
+  return redirect(`/download/${product.id}`);
 }
 
 /**

@@ -392,6 +392,41 @@ Deno.test("GET /search and /search/latest use Cuirass's query syntax", async () 
   assert.ok(!xss.includes("<script>alert"));
 });
 
+// Guix's own web site links its downloads this way, e.g.
+// /search/latest/ISO-9660?query=spec:images+status:success+...
+Deno.test("GET /search/latest/TYPE redirects to the newest match's product of that type", async () => {
+  await using fx = await createFixture();
+  const succeeded = fx.builds.succeeded;
+  await fx.store.addBuildProducts(succeeded.id, [
+    {
+      type: "archive",
+      fileSize: 10,
+      path: `${succeeded.outputs[0].path}/a.tar`,
+    },
+  ]);
+  const [product] = (await fx.store.getBuild(succeeded.id))!.products!;
+  const query = encodeURIComponent(`status:success ${succeeded.nixName}`);
+  const found = await fx.fetch(`/search/latest/archive?query=${query}`);
+  assert.equal(found.status, 302);
+  assert.equal(found.headers.get("location"), `/download/${product.id}`);
+  // A plus stands for a space in the query, as in a form submission.
+  const plus = await fx.fetch(
+    `/search/latest/archive?query=status:success+${succeeded.nixName}`,
+  );
+  assert.equal(plus.headers.get("location"), `/download/${product.id}`);
+  for (
+    const path of [
+      `/search/latest/ISO-9660?query=${query}`,
+      "/search/latest/archive?query=zzz",
+    ]
+  ) {
+    const response = await fx.fetch(path);
+    assert.equal(response.status, 404, path);
+    assert.equal(typeof (await response.json()).error, "string", path);
+  }
+  assert.equal((await fx.fetch("/search/latest/archive")).status, 400);
+});
+
 Deno.test("GET /workers/cards is the live fragment of the workers page", async () => {
   await using fx = await createFixture();
   const fragment = await (await fx.fetch("/workers/cards")).text();
