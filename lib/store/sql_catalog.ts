@@ -74,6 +74,10 @@ export function filterClauses(
     clauses += " AND b.worker = ?";
     params.push(filter.worker);
   }
+  if (filter.derivation !== undefined) {
+    clauses += " AND b.derivation = ?";
+    params.push(filter.derivation);
+  }
   return { clauses, params };
 }
 

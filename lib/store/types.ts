@@ -223,6 +223,8 @@ export interface BuildFilter {
   system?: string;
   evaluation?: number;
   worker?: string;
+  /** The derivation file name, e.g. /gnu/store/...-hello-2.12.1.drv. */
+  derivation?: string;
 }
 
 export interface RegisterResult {

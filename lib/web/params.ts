@@ -63,7 +63,9 @@ export function requireIdParam(params: URLSearchParams, name: string): number {
 }
 
 /**
- * Reads the build filters shared by `/api/latestbuilds` and `/api/queue`.
+ * Reads the build filters shared by `/api/latestbuilds` and `/api/queue`:
+ * Cuirass's `jobset`, `job`, `system`, `evaluation`, `worker` and
+ * `derivation`.
  * @throws {HttpError} 400 when `evaluation` is not a positive integer.
  */
 export function readBuildFilter(params: URLSearchParams): BuildFilter {
@@ -72,12 +74,16 @@ export function readBuildFilter(params: URLSearchParams): BuildFilter {
   const job = params.get("job");
   const system = params.get("system");
   const evaluation = params.get("evaluation");
+  const worker = params.get("worker");
+  const derivation = params.get("derivation");
   if (jobset !== null) filter.specification = jobset;
   if (job !== null) filter.job = job;
   if (system !== null) filter.system = system;
   if (evaluation !== null) {
     filter.evaluation = parseId(evaluation, `parameter "evaluation"`);
   }
+  if (worker !== null) filter.worker = worker;
+  if (derivation !== null) filter.derivation = derivation;
   return filter;
 }
 

@@ -108,6 +108,29 @@ Deno.test("GET /api/latestbuilds returns finished builds in the Cuirass shape (C
   assert.ok(succeeded.stoptime as number > T0);
 });
 
+// Cuirass also filters on these; ignoring them answered with unrelated
+// builds to a client asking about one derivation or one worker.
+Deno.test("GET /api/latestbuilds and /api/queue filter on derivation and worker", async () => {
+  await using fx = await createFixture();
+  const { succeeded, started } = fx.builds;
+  const ids = async (path: string) =>
+    ((await json(await fx.fetch(path))) as Json[]).map((b) => b.id);
+  const drv = encodeURIComponent(succeeded.derivation);
+  assert.deepEqual(await ids(`/api/latestbuilds?nr=50&derivation=${drv}`), [
+    succeeded.id,
+  ]);
+  assert.deepEqual(await ids(`/api/queue?nr=50&derivation=${drv}`), []);
+  assert.deepEqual(
+    await ids(
+      `/api/queue?nr=50&derivation=${encodeURIComponent(started.derivation)}`,
+    ),
+    [started.id],
+  );
+  const byWorker = await ids("/api/latestbuilds?nr=50&worker=w1");
+  assert.ok(byWorker.includes(succeeded.id));
+  assert.deepEqual(await ids("/api/latestbuilds?nr=50&worker=nobody"), []);
+});
+
 Deno.test("GET /api/latestbuilds applies the jobset, job, system and evaluation filters", async () => {
   await using fx = await createFixture();
   const cases: [string, number[]][] = [

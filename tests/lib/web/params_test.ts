@@ -68,9 +68,18 @@ Deno.test("parseBuildRef() takes an id or a derivation basename, nothing else", 
 Deno.test("readBuildFilter() maps Cuirass names to the store's filter", () => {
   assert.deepEqual(
     readBuildFilter(
-      new URLSearchParams("jobset=a&job=b&system=c&evaluation=4&other=x"),
+      new URLSearchParams(
+        "jobset=a&job=b&system=c&evaluation=4&worker=w&derivation=d&other=x",
+      ),
     ),
-    { specification: "a", job: "b", system: "c", evaluation: 4 },
+    {
+      specification: "a",
+      job: "b",
+      system: "c",
+      evaluation: 4,
+      worker: "w",
+      derivation: "d",
+    },
   );
   assert.equal(
     status(() => readBuildFilter(new URLSearchParams("evaluation=-4"))),
