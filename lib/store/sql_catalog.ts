@@ -24,6 +24,7 @@ import type {
   Checkout,
   EvaluationStatus,
   Specification,
+  Weather,
 } from "./types.ts";
 
 /** Builds matching `where` (on `Builds b`), with their outputs. */
@@ -78,7 +79,27 @@ export function filterClauses(
     clauses += " AND b.derivation = ?";
     params.push(filter.derivation);
   }
+  if (filter.weathers !== undefined) {
+    clauses += ` AND b.weather IN (${weatherList(filter.weathers)})`;
+  }
   return { clauses, params };
+}
+
+/**
+ * `weathers` as SQL integer literals (the list is short and typed; a
+ * parameter list would differ between SQLite and PostgreSQL).
+ * @throws {RangeError} for a value that is not a weather code.
+ */
+function weatherList(weathers: readonly Weather[]): string {
+  if (weathers.length === 0) return "NULL";
+  for (const weather of weathers) {
+    if (!Number.isInteger(weather) || weather < -1 || weather > 3) {
+      throw new RangeError(
+        `Cannot filter builds on weather ${JSON.stringify(weather)}`,
+      );
+    }
+  }
+  return weathers.join(", ");
 }
 
 export function* upsertSpecification(

@@ -225,6 +225,8 @@ export interface BuildFilter {
   worker?: string;
   /** The derivation file name, e.g. /gnu/store/...-hello-2.12.1.drv. */
   derivation?: string;
+  /** Only builds whose weather is one of these. */
+  weathers?: readonly Weather[];
 }
 
 export interface RegisterResult {

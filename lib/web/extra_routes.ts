@@ -1,7 +1,7 @@
 // More of Cuirass's routes: jobs, outputs, logs by output, badges, RSS, metrics, live logs.
 
 import { HttpError, quoteValue } from "./http_error.ts";
-import { MAX_NR, parseId, requireIdParam, requireLimit } from "./params.ts";
+import { parseId, requireIdParam, requireLimit } from "./params.ts";
 import { type BuildJson, buildToJson } from "./json_shapes.ts";
 import { requireBuild } from "./api_routes.ts";
 import { fileStream, logFilePath, openRegularFile } from "./build_log.ts";
@@ -26,6 +26,7 @@ import {
   buildStatusName,
   type Checkout,
   type Store,
+  Weather,
 } from "../store/types.ts";
 
 /** The routes, in matching order (before the API and page routes). */
@@ -268,11 +269,10 @@ async function badge(context: RouteContext): Promise<Response> {
 async function rss(context: RouteContext): Promise<Response> {
   const specification = context.url.searchParams.get("specification") ??
     undefined;
-  const builds = (await context.options.store.latestBuilds(
-    { specification },
-    MAX_NR,
-  )).filter((build) => build.weather === 0 || build.weather === 1)
-    .slice(0, RSS_ITEMS);
+  const builds = await context.options.store.latestBuilds(
+    { specification, weathers: [Weather.newSuccess, Weather.newFailure] },
+    RSS_ITEMS,
+  );
   const baseUrl = (context.options.publicUrl ?? context.url.origin)
     .replace(/\/+$/, "");
   return new Response(renderRss(builds, { baseUrl, specification }), {

@@ -232,14 +232,18 @@ Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", asy
   const store = new Proxy(fx.store, {
     get(target, key) {
       if (key === "latestBuilds") {
+        // Two builds pose as changed, the weather filter applied after.
         return async (...args: Parameters<Store["latestBuilds"]>) => {
-          const list = await target.latestBuilds(...args);
+          const [{ weathers, ...filter }, limit] = args;
+          const list = await target.latestBuilds(filter, limit);
           return list.map((b, i) =>
             i === 0
               ? changed({ ...b, jobName: "bell\u0007nul\u0000" }, 1)
               : i === 1
               ? changed({ ...b, jobName: XSS }, 0)
               : b
+          ).filter((b) =>
+            weathers === undefined || weathers.includes(b.weather)
           );
         };
       }
@@ -268,6 +272,35 @@ Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", asy
   assert.ok(text.includes("Build bell\uFFFDnul\uFFFD on hello"), text);
   const plain = await (await rssFx.fetch("/events/rss/")).text();
   assert.ok(plain.startsWith(`<?xml`));
+});
+
+// Cuirass lists the 100 newest builds whose weather changed, however many
+// unchanged builds finished since; picking them out of only the newest
+// finished builds lost a change behind a busy hour's worth of builds.
+Deno.test("GET /events/rss finds a change behind more than 1000 newer unchanged builds", async () => {
+  await using fx = await createFixture();
+  const { store } = fx;
+  const finish = async (
+    evaluation: number,
+    jobs: ReturnType<typeof job>[],
+    status: 0 | 1,
+    now: number,
+  ) => {
+    await store.registerBuilds(evaluation, jobs, { priority: 9, now });
+    for (const one of jobs) {
+      await store.completeBuild(one.derivation, status, { now: now + 1 });
+    }
+  };
+  const broken = await store.addEvaluation("hello", [], T0 + 1000);
+  await finish(broken, [job(500, "flip")], 1, T0 + 1001);
+  const fixed = await store.addEvaluation("hello", [], T0 + 1100);
+  await finish(fixed, [job(501, "flip")], 0, T0 + 1101);
+  const busy = await store.addEvaluation("hello", [], T0 + 1200);
+  const fillers = Array.from({ length: 1001 }, (_, i) => job(600 + i, `f${i}`));
+  await finish(busy, fillers, 0, T0 + 1201);
+  const text = await (await fx.fetch("/events/rss?specification=hello"))
+    .text();
+  assert.ok(text.includes("Build flip on hello is fixed."), text);
 });
 
 Deno.test("GET /metrics reports queue, builds by status, workers and what the server fed", async () => {
