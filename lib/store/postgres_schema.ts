@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 4;
+export const POSTGRES_SCHEMA_VERSION = 5;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -84,6 +84,13 @@ CREATE INDEX Builds_finished
   ON Builds(evaluation DESC, id DESC) WHERE status >= 0;
 CREATE INDEX Builds_finished_specification
   ON Builds(specification, evaluation DESC, id DESC) WHERE status >= 0;
+-- /events/rss: the builds that changed their job's result (new success 0,
+-- new failure 1), newest first. Few builds: a scan of Builds_finished for
+-- them read every finished build when there were fewer than 100.
+CREATE INDEX Builds_weather_changes
+  ON Builds(evaluation DESC, id DESC) WHERE weather IN (0, 1);
+CREATE INDEX Builds_weather_changes_specification
+  ON Builds(specification, evaluation DESC, id DESC) WHERE weather IN (0, 1);
 CREATE INDEX Builds_evaluation ON Builds(evaluation);
 CREATE INDEX Builds_status_system ON Builds(status, system);
 CREATE INDEX Builds_specification_job
@@ -196,5 +203,13 @@ CREATE TABLE InterruptedFetches (
   url        TEXT NOT NULL,
   PRIMARY KEY (derivation, worker)
 );
+`,
+  5: `-- /events/rss: the builds that changed their job's result (new success 0,
+-- new failure 1), newest first. Few builds: a scan of Builds_finished for
+-- them read every finished build when there were fewer than 100.
+CREATE INDEX Builds_weather_changes
+  ON Builds(evaluation DESC, id DESC) WHERE weather IN (0, 1);
+CREATE INDEX Builds_weather_changes_specification
+  ON Builds(specification, evaluation DESC, id DESC) WHERE weather IN (0, 1);
 `,
 };

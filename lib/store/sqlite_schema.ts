@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -100,6 +100,13 @@ CREATE INDEX Builds_finished
   ON Builds(evaluation DESC, id DESC) WHERE status >= 0;
 CREATE INDEX Builds_finished_specification
   ON Builds(specification, evaluation DESC, id DESC) WHERE status >= 0;
+-- /events/rss: the builds that changed their job's result (new success 0,
+-- new failure 1), newest first. Few builds: a scan of Builds_finished for
+-- them read every finished build when there were fewer than 100.
+CREATE INDEX Builds_weather_changes
+  ON Builds(evaluation DESC, id DESC) WHERE weather IN (0, 1);
+CREATE INDEX Builds_weather_changes_specification
+  ON Builds(specification, evaluation DESC, id DESC) WHERE weather IN (0, 1);
 CREATE INDEX Builds_evaluation ON Builds(evaluation);
 CREATE INDEX Builds_status_system ON Builds(status, system);
 -- Weather (previous result of a job) and job history.
@@ -239,5 +246,13 @@ CREATE TABLE InterruptedFetches (
   url        TEXT NOT NULL,
   PRIMARY KEY (derivation, worker)
 );
+`,
+  7: `-- /events/rss: the builds that changed their job's result (new success 0,
+-- new failure 1), newest first. Few builds: a scan of Builds_finished for
+-- them read every finished build when there were fewer than 100.
+CREATE INDEX Builds_weather_changes
+  ON Builds(evaluation DESC, id DESC) WHERE weather IN (0, 1);
+CREATE INDEX Builds_weather_changes_specification
+  ON Builds(specification, evaluation DESC, id DESC) WHERE weather IN (0, 1);
 `,
 };

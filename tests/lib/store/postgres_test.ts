@@ -392,7 +392,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -401,6 +401,8 @@ Deno.test({
       sql.unsafe(`DROP TABLE ${schema}.DispatcherStops;
         DROP TABLE ${schema}.InterruptedFetches;
         CREATE INDEX Builds_nix_name ON ${schema}.Builds(nix_name);
+        DROP INDEX ${schema}.Builds_weather_changes;
+        DROP INDEX ${schema}.Builds_weather_changes_specification;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const store = await openPostgresStore(url!, { schema });
@@ -412,7 +414,10 @@ Deno.test({
         )
       );
       assert.ok(indexes.length > 0);
-      assert.ok(!indexes.some((row) => row.indexname === "builds_nix_name"));
+      const names = new Set(indexes.map((row) => row.indexname));
+      assert.ok(!names.has("builds_nix_name"));
+      assert.ok(names.has("builds_weather_changes"));
+      assert.ok(names.has("builds_weather_changes_specification"));
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",
