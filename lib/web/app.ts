@@ -5,6 +5,7 @@ import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
 import { EXTRA_ROUTES } from "./extra_routes.ts";
 import { DOWNLOAD_ROUTES } from "./download_route.ts";
+import { FAVICON_ROUTES } from "./favicon.ts";
 import { ADMIN_ROUTES, type AdminActions, storeActions } from "./admin.ts";
 import type { LiveLogs } from "./live_logs.ts";
 import type { FarmMetrics } from "./metrics.ts";
@@ -75,6 +76,7 @@ const ROUTES: Route[] = [
   ...ADMIN_ROUTES,
   ...EXTRA_ROUTES,
   ...DOWNLOAD_ROUTES,
+  ...FAVICON_ROUTES,
   ...API_ROUTES,
   ...PAGE_ROUTES,
 ];

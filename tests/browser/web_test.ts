@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
+import type { ConsoleMessage } from "playwright-core";
 import { openSqliteStore } from "../../lib/store/sqlite.ts";
 import { createWebApp } from "../../lib/web/app.ts";
 import { createLiveLogHub } from "../../lib/web/live_logs.ts";
@@ -72,6 +73,39 @@ Deno.test({
         await link.click();
         await page.waitForURL(`${base}/jobset/demo`);
         assert.match(await page.locator("h1").innerText(), /Jobset demo/);
+      });
+
+      await t.step("no page logs an error in the console", async () => {
+        // A browser of its own: Chromium remembers a site's icon (or its
+        // absence) per profile, so pages seen before would hide a 404.
+        await using own = await launchChromium();
+        const fresh = await own.context.newPage();
+        const errors: string[] = [];
+        fresh.on("console", (message: ConsoleMessage) => {
+          if (message.type() !== "error") return;
+          errors.push(`${message.text()} (${message.location().url})`);
+        });
+        fresh.on("pageerror", (error) => errors.push(error.message));
+        const finished = farm.builds.find((build) => build.status === 0)!;
+        try {
+          for (
+            const path of [
+              "/",
+              "/jobset/demo",
+              `/eval/${finished.evaluation}`,
+              `/build/${finished.id}/details`,
+              `/build/${finished.id}/log/raw`,
+              "/queue",
+              "/workers",
+              "/search?query=hello",
+            ]
+          ) {
+            await fresh.goto(`${base}${path}`, { waitUntil: "networkidle" });
+          }
+        } finally {
+          await fresh.close();
+        }
+        assert.deepEqual(errors, []);
       });
 
       await t.step(

@@ -44,6 +44,7 @@ export function renderPage(
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>${title} · Lorica</title>
+        <link rel="icon" href="/favicon.ico" type="image/svg+xml">
         <style>${new SafeHtml(STYLESHEET)}</style>
       </head>
       <body>
