@@ -127,12 +127,21 @@ Deno.test({
               hub.chunk(build.derivation, chunk);
             }
           }
-          await append("starting phase `configure'\n");
           await page.goto(`${base}/build/${build.id}/details`);
+          // No log file yet: a raw log link would lead to a 404.
+          const raw = page.locator("#raw-log");
+          assert.equal(await raw.isVisible(), false);
+          await append("starting phase `configure'\n");
           const log = page.locator("#live-log");
           await page.locator("#live-log", {
             hasText: "starting phase `configure'",
           }).waitFor();
+          await raw.waitFor({ state: "visible" });
+          const rawResponse = await fetch(
+            new URL((await raw.getAttribute("href"))!, base),
+          );
+          assert.equal(rawResponse.status, 200);
+          await rawResponse.body?.cancel();
           await append("checking for <gcc>... yes\n");
           await page.locator("#live-log", {
             hasText: "checking for <gcc>... yes",

@@ -115,7 +115,7 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
           </table>
         `}
       <h2 id="log">Log</h2>
-      ${live ? renderLiveLog(build) : renderLog(build, log)}
+      ${live ? renderLiveLog(build, log !== null) : renderLog(build, log)}
     `,
     "none",
     live ? { script: LIVE_LOG_SCRIPT } : {},
@@ -145,9 +145,15 @@ function renderLog(build: Build, log: LogTail | null) {
 <pre class="log">${cleanLogText(log.text)}</pre>`;
 }
 
-function renderLiveLog(build: Build) {
+/**
+ * The log followed live. Until a log file exists its raw link would answer
+ * 404, so it stays hidden; the script shows it with the first log text.
+ */
+function renderLiveLog(build: Build, hasLog: boolean) {
   return html`
-    <p><a href="/build/${build.id}/log/raw">Raw log</a>
+    <p><a id="raw-log" href="/build/${build.id}/log/raw" ${hasLog
+      ? ""
+      : html`hidden`}>Raw log</a>
     <span class="muted" id="live-state">${build.status === -1
       ? "Following the log as the build runs…"
       : "The log appears here once the build starts."}</span></p>

@@ -8,6 +8,7 @@ export const LIVE_LOG_SCRIPT = `
   var pre = document.getElementById("live-log");
   var state = document.getElementById("live-state");
   var badge = document.getElementById("build-status");
+  var raw = document.getElementById("raw-log");
   if (!pre || !window.EventSource) return;
   var names = {"-3": "submitted", "-2": "scheduled", "-1": "started",
     "0": "succeeded", "1": "failed", "2": "failed-dependency",
@@ -34,6 +35,8 @@ export const LIVE_LOG_SCRIPT = `
     note("The log file is damaged; the raw log may still help.");
   });
   source.addEventListener("log", function (event) {
+    // Log text means the log file exists: its raw link works now.
+    if (raw) raw.hidden = false;
     append(JSON.parse(event.data));
   });
   source.addEventListener("status", function (event) {
