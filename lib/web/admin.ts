@@ -4,6 +4,7 @@ import { HttpError, quoteValue } from "./http_error.ts";
 import { parseId } from "./params.ts";
 import { specFromForm, specFromJson } from "./spec_input.ts";
 import {
+  isBrowserForm,
   jsonResponse,
   type Route,
   type RouteContext,
@@ -218,10 +219,7 @@ function done(
   result: Record<string, unknown>,
   redirect: string,
 ): Response {
-  const type = context.request.headers.get("content-type") ?? "";
-  const fromForm = type.startsWith("application/x-www-form-urlencoded") &&
-    (context.request.headers.get("accept") ?? "").includes("text/html");
-  if (fromForm) {
+  if (isBrowserForm(context.request)) {
     return new Response(null, { status: 303, headers: { location: redirect } });
   }
   return jsonResponse(result);

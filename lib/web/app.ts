@@ -11,6 +11,7 @@ import type { LiveLogs } from "./live_logs.ts";
 import type { FarmMetrics } from "./metrics.ts";
 import {
   htmlResponse,
+  isBrowserForm,
   jsonResponse,
   type Route,
   type RouteContext,
@@ -125,7 +126,9 @@ export function createWebApp(
           allowed,
         );
       }
-      kind = match.route.kind;
+      // A browser form (an admin button) shows its error as a page, where
+      // raw JSON would leave the operator reading braces.
+      kind = isBrowserForm(request) ? "html" : match.route.kind;
       const context: RouteContext = {
         request,
         url,

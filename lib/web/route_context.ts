@@ -41,3 +41,13 @@ export function htmlResponse(text: string, status = 200): Response {
     headers: { "content-type": "text/html; charset=utf-8" },
   });
 }
+
+/**
+ * True for a form a browser submitted (it asks for HTML back): such a
+ * request is answered with a redirect or an HTML error page, not JSON.
+ */
+export function isBrowserForm(request: Request): boolean {
+  const type = request.headers.get("content-type") ?? "";
+  return type.startsWith("application/x-www-form-urlencoded") &&
+    (request.headers.get("accept") ?? "").includes("text/html");
+}

@@ -76,6 +76,47 @@ Deno.test("admin routes need the right token: 401 without, 403 when wrong", asyn
   assert.equal((await fx.store.getBuild(fx.builds.started.id))!.status, -1);
 });
 
+Deno.test("an admin form from a browser gets its error as an HTML page, not JSON", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const form = (body: string): RequestInit => ({
+    method: "POST",
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      accept: "text/html,application/xhtml+xml,*/*;q=0.8",
+    },
+    body,
+  });
+  const cases: [string, string, number, RegExp][] = [
+    [
+      `/admin/build/${fx.builds.started.id}/cancel`,
+      "token=nope",
+      403,
+      /wrong admin token/,
+    ],
+    [
+      `/admin/build/${fx.builds.started.id}/cancel`,
+      "token=",
+      401,
+      /no admin token given/,
+    ],
+    ["/admin/build/999999/restart", `token=${TOKEN}`, 404, /999999/],
+    ["/admin/specification/add", `token=${TOKEN}&name=`, 400, /name/],
+  ];
+  for (const [path, body, status, message] of cases) {
+    const response = await fx.fetch(path, form(body));
+    assert.equal(response.status, status, path);
+    assert.equal(
+      response.headers.get("content-type"),
+      "text/html; charset=utf-8",
+      path,
+    );
+    const page = await response.text();
+    assert.match(page, new RegExp(`<h1>Error ${status}</h1>`));
+    assert.match(page, message);
+  }
+  assert.equal((await fx.store.getBuild(fx.builds.started.id))!.status, -1);
+});
+
 Deno.test("POST /admin/build/ID/cancel and /restart change the build (Bearer and form)", async () => {
   await using fx = await createFixture({ app: { adminToken: TOKEN } });
   const id = fx.builds.started.id;
