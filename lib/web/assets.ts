@@ -143,6 +143,8 @@ time { white-space: nowrap; }
   nav form.search { width: 100%; margin: 0; }
   nav input[type=search] { width: 100%; max-width: none; }
   table { display: block; overflow-x: auto; }
+  /* Its minimum would widen the page past a phone's screen. */
+  table.compact { min-width: 0; }
   .channel-row { grid-template-columns: 1fr; }
 }
 `;

@@ -108,6 +108,36 @@ Deno.test({
         assert.deepEqual(errors, []);
       });
 
+      await t.step("no page is wider than a phone's screen", async () => {
+        const phone = await chromium.context.newPage();
+        await phone.setViewportSize({ width: 360, height: 740 });
+        const finished = farm.builds.find((build) => build.status === 0)!;
+        const tooWide: string[] = [];
+        try {
+          for (
+            const path of [
+              "/",
+              "/jobset/demo",
+              `/eval/${finished.evaluation}`,
+              `/build/${finished.id}/details`,
+              "/queue",
+              "/workers",
+              "/search?query=hello",
+            ]
+          ) {
+            await phone.goto(`${base}${path}`);
+            // A string: the test's type check knows no DOM.
+            const width = Number(
+              await phone.evaluate("document.documentElement.scrollWidth"),
+            );
+            if (width > 360) tooWide.push(`${path}: ${width} px`);
+          }
+        } finally {
+          await phone.close();
+        }
+        assert.deepEqual(tooWide, []);
+      });
+
       await t.step(
         "a build page receives log lines while the build runs",
         async () => {
