@@ -53,6 +53,8 @@ Deno.test({
       logger: silentLogger,
       liveLogs: hub,
       livePollMs: 200,
+      // Shows the admin buttons, whose choice depends on the build status.
+      adminToken: "browser-test",
     });
     const server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen() {} },
@@ -158,6 +160,12 @@ Deno.test({
             }
           }
           await page.goto(`${base}/build/${build.id}/details`);
+          const cancel = page.getByRole("button", { name: "Cancel" });
+          assert.equal(await cancel.count(), 1);
+          const finishedAt = page.locator("dl.facts dt", {
+            hasText: "Finished",
+          }).locator("xpath=following-sibling::dd[1]");
+          assert.equal(await finishedAt.textContent(), "—");
           // No log file yet: a raw log link would lead to a 404.
           const raw = page.locator("#raw-log");
           assert.equal(await raw.isVisible(), false);
@@ -189,6 +197,9 @@ Deno.test({
           });
           hub.complete(build.derivation, 0);
           await page.locator("#live-state", { hasText: "ended" }).waitFor();
+          // The facts follow the status: a finish time, no Cancel button.
+          await finishedAt.filter({ hasNotText: "—" }).waitFor();
+          await cancel.waitFor({ state: "detached" });
           assert.equal(
             await log.textContent(),
             "starting phase `configure'\nchecking for <gcc>... yes\nphase `build' succeeded\n",

@@ -62,7 +62,9 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
       ])}
       <dl class="facts">
         <dt>Status</dt>
-        <dd id="build-status">${statusBadge(build.status)}</dd>
+        <dd id="build-status" data-status="${build.status}">${statusBadge(
+          build.status,
+        )}</dd>
         <dt>Jobset</dt>
         <dd><a href="/jobset/${pathSegment(build.specification)}">${build
           .specification}</a></dd>

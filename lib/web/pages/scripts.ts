@@ -1,6 +1,6 @@
 // The pages' small embedded scripts: live build log and self-refreshing fragments.
 // They read URLs from data attributes and insert text only with textContent,
-// so nothing from the database is ever parsed as markup by them.
+// or markup the server rendered (and escaped) for the page itself.
 
 /** Follows `/build/ID/log/events` into `#live-log`, keeping the view at the bottom. */
 export const LIVE_LOG_SCRIPT = `
@@ -10,6 +10,34 @@ export const LIVE_LOG_SCRIPT = `
   var badge = document.getElementById("build-status");
   var raw = document.getElementById("raw-log");
   if (!pre || !window.EventSource) return;
+  var shownStatus = badge ? badge.getAttribute("data-status") : null;
+  // Times, worker and admin buttons change with the status: take them from
+  // a fresh copy of this page, leaving the log being followed as it is.
+  function refreshFacts() {
+    if (!window.fetch || !window.DOMParser) return;
+    fetch(location.pathname, {headers: {accept: "text/html"}, cache: "no-store"})
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (text) {
+        var fresh = new DOMParser().parseFromString(text, "text/html");
+        var facts = document.querySelector("dl.facts");
+        var newFacts = fresh.querySelector("dl.facts");
+        if (facts && newFacts) facts.replaceWith(document.adoptNode(newFacts));
+        // The buttons only: a token being typed stays in its field.
+        var form = document.querySelector("form.admin");
+        var newForm = fresh.querySelector("form.admin");
+        if (!form || !newForm) return;
+        form.querySelectorAll("button").forEach(function (button) {
+          button.remove();
+        });
+        newForm.querySelectorAll("button").forEach(function (button) {
+          form.appendChild(document.adoptNode(button));
+        });
+      })
+      .catch(function () {});
+  }
   var names = {"-3": "submitted", "-2": "scheduled", "-1": "started",
     "0": "succeeded", "1": "failed", "2": "failed-dependency",
     "3": "failed-other", "4": "canceled"};
@@ -42,6 +70,12 @@ export const LIVE_LOG_SCRIPT = `
   source.addEventListener("status", function (event) {
     var status = String(JSON.parse(event.data).status);
     var name = names[status] || ("unknown(" + status + ")");
+    if (status !== shownStatus) {
+      shownStatus = status;
+      refreshFacts();
+    }
+    // Facts refreshed meanwhile hold a new badge: find it again.
+    badge = document.getElementById("build-status");
     if (badge) {
       badge.textContent = "";
       var span = document.createElement("span");
