@@ -212,6 +212,29 @@ Deno.test({
       );
 
       await t.step(
+        "the workers page keeps keyboard focus on a link while it refreshes",
+        async () => {
+          await page.goto(`${base}/workers`);
+          const link = page.locator("[data-worker] a[href^='/build/']")
+            .first();
+          await link.focus();
+          const before = await page.locator("#live-stamp").textContent();
+          // Two refresh periods (2 s each) and a little more.
+          await page.waitForTimeout(4500);
+          assert.equal(
+            await link.evaluate((element) =>
+              element === element.ownerDocument.activeElement
+            ),
+            true,
+            "the focused link was replaced",
+          );
+          await link.blur();
+          await page.locator("#live-stamp", { hasNotText: before! })
+            .waitFor();
+        },
+      );
+
+      await t.step(
         "the workers page changes when a worker joins and leaves",
         async () => {
           await page.goto(`${base}/workers`);

@@ -106,6 +106,15 @@ export const REFRESH_SCRIPT = `
   var url = box.getAttribute("data-refresh");
   var every = Number(box.getAttribute("data-interval")) || 2000;
   var stamp = document.getElementById("live-stamp");
+  // Replacing the markup under a focused link or a selection would drop
+  // them every few seconds: keyboard users could never follow a link, and
+  // nobody could copy an address. Such updates wait for the next turn.
+  function inUse() {
+    if (box.contains(document.activeElement)) return true;
+    var selection = window.getSelection && window.getSelection();
+    return !!selection && !selection.isCollapsed &&
+      box.contains(selection.anchorNode);
+  }
   function tick() {
     if (document.hidden) return schedule();
     fetch(url, {headers: {accept: "text/html"}, cache: "no-store"})
@@ -114,6 +123,7 @@ export const REFRESH_SCRIPT = `
         return response.text();
       })
       .then(function (text) {
+        if (inUse()) return;
         box.innerHTML = text;
         if (stamp) stamp.textContent = "Updated " +
           new Date().toLocaleTimeString() + ".";
