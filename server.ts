@@ -69,7 +69,8 @@ Remote mode:
   -l, --log-port=PORT         build log port (default 5556)
       --listen=ADDRESS        address of the worker ports and, in either
                               mode, of guix publish (default 0.0.0.0)
-      --worker-timeout=SECS   forget workers silent this long (default 120)
+      --worker-timeout=SECS   forget workers silent this long (default 120;
+                              keep it above the workers' 60 s ping interval)
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
@@ -160,6 +161,9 @@ const OPTIONS: Record<string, OptionSpec> = {
 // deno-lint-ignore no-console
 const say = console.log;
 
+/** How often Cuirass workers (and Lorica's, by default) ping, in seconds. */
+const CUIRASS_PING_SECONDS = 60;
+
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argsFromEnvironment(OPTIONS), ...args],
@@ -238,6 +242,16 @@ async function main(args: string[]): Promise<number> {
       text("trigger-substitute-url"),
     ),
   };
+  if (config.workerTimeoutSeconds <= CUIRASS_PING_SECONDS) {
+    // Legal (Lorica workers can ping more often), but a worker pinging at
+    // Cuirass's pace would be forgotten between two pings, its build
+    // handed out again and again.
+    logger.warn("worker timeout shorter than the ping interval", {
+      timeout: config.workerTimeoutSeconds,
+      ping: CUIRASS_PING_SECONDS,
+      hint: "workers must ping more often, or their builds are requeued",
+    });
+  }
   const notificationMs = positive("notification-interval") * 1000;
   // Checked now rather than at the first notification, hours later.
   const mastodonUrl = httpUrlOption("--mastodon-url", text("mastodon-url"));

@@ -237,3 +237,47 @@ Deno.test("lorica-server that cannot listen on its web port leaves no admin toke
     }
   });
 });
+
+Deno.test("lorica-server with a --worker-timeout not above the workers' 60 s ping interval warns at start", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-startup-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      SERVER,
+      "--no-publish",
+      "--no-advertise",
+      "--web-listen=127.0.0.1",
+      "--web-port=0",
+      `--database=${dir}/farm.db`,
+      `--cache=${dir}/cache`,
+      `--gc-roots=${dir}/roots`,
+      "--worker-timeout=30",
+    ],
+    cwd: dir,
+    env: { XDG_STATE_HOME: `${dir}/state-home`, LORICA_LOG: "warn" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGTERM"), 30_000);
+  try {
+    let seen = "";
+    for await (
+      const text of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      seen += text;
+      if (seen.includes("worker timeout shorter than the ping interval")) {
+        child.kill("SIGTERM");
+      }
+    }
+    assert.match(
+      seen,
+      /warn worker timeout shorter than the ping interval timeout=30 ping=60/,
+    );
+    await child.status;
+  } finally {
+    clearTimeout(timer);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
