@@ -11,7 +11,10 @@ export interface WorkerStatus {
   builds: Build[];
   /** Seconds since its last message, by the server clock. */
   silentSeconds: number;
-  /** True when it has been silent longer than the worker timeout. */
+  /**
+   * True when it has been silent for most of the worker timeout (see
+   * {@link unresponsiveAfter}).
+   */
   unresponsive: boolean;
   /** True while it asks for no work, short of disk space (C09). */
   diskLow: boolean;
@@ -44,11 +47,21 @@ export async function listWorkerStatuses(
       currentBuild: pickCurrentBuild(builds),
       builds,
       silentSeconds,
-      unresponsive: silentSeconds > timeoutSeconds,
+      unresponsive: silentSeconds > unresponsiveAfter(timeoutSeconds),
       diskLow: diskLow(worker.name),
     });
   }
   return statuses;
+}
+
+/**
+ * Seconds of silence after which a worker shows as unresponsive: three
+ * quarters of the timeout. At the timeout itself the server forgets the
+ * worker, so a page waiting for it would never show one; a worker that
+ * pings every minute stays well below it with the default 120 s.
+ */
+export function unresponsiveAfter(timeoutSeconds: number): number {
+  return timeoutSeconds * 0.75;
 }
 
 /**
