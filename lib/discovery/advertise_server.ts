@@ -8,6 +8,7 @@ import {
   type DnsRecord,
   type MdnsInterface,
   type MdnsLink,
+  type MdnsTransport,
   openMdnsTransport,
   type PacketSource,
 } from "./mdns_transport.ts";
@@ -41,6 +42,14 @@ export interface AdvertiseOptions {
   ipv6?: boolean;
   /** TTL of SRV, TXT, A and AAAA; default 120 s (PTR: 4500 s, as Avahi). */
   hostTtlSeconds?: number;
+  /**
+   * Pause between two looks at the interfaces' addresses; default 5 s.
+   * When they changed (DHCP, a cable moved, the interface re-created), the
+   * sockets are opened again and the new addresses announced.
+   */
+  recheckMs?: number;
+  /** An interface's current addresses, or [] when it is gone; default: the system's. */
+  readAddresses?: (name: string) => string[];
   logger: Logger;
   clock?: Clock;
 }
@@ -54,6 +63,7 @@ export interface Advertisement {
 }
 
 const SERVICE_TTL = 4500;
+const RECHECK_MS = 5000;
 /** Announcements at start, one second apart (RFC 6762 §8.3 asks for two or more). */
 const ANNOUNCEMENTS = 3;
 
@@ -198,12 +208,11 @@ export async function advertiseServer(
     };
   }
 
-  const transport = await openMdnsTransport({
-    interfaces: options.interfaces,
-    ipv6,
-    logger,
-    onPacket: answer,
-  });
+  const readAddresses = options.readAddresses ?? systemAddresses;
+  let interfaces = options.interfaces;
+  const open = () =>
+    openMdnsTransport({ interfaces, ipv6, logger, onPacket: answer });
+  let transport: MdnsTransport = await open();
   const stop = new AbortController();
   async function announce(ttlScale: 0 | 1) {
     await Promise.all(
@@ -217,12 +226,51 @@ export async function advertiseServer(
       ),
     );
   }
-  const announcing = (async () => {
+  async function announceSeveralTimes() {
     for (let i = 0; i < ANNOUNCEMENTS && !stop.signal.aborted; i++) {
       await announce(1);
       await clock.sleep(1000 * 2 ** i, stop.signal).catch(() => {});
     }
-  })();
+  }
+  /**
+   * Sockets joined the group and chose their outgoing interface by the
+   * address they had when opened: once it is gone, every send fails and
+   * the old address stays advertised. Reopening on the new addresses is
+   * the only cure.
+   */
+  async function followAddressChanges() {
+    const recheckMs = options.recheckMs ?? RECHECK_MS;
+    while (!stop.signal.aborted) {
+      await clock.sleep(recheckMs, stop.signal).catch(() => {});
+      if (stop.signal.aborted) return;
+      const fresh = interfaces.map((i) => ({
+        name: i.name,
+        addresses: readAddresses(i.name),
+      }));
+      if (describe(fresh) === describe(interfaces)) continue;
+      logger.info("server advertisement addresses changed", {
+        instance: instanceName,
+        before: describe(interfaces),
+        after: describe(fresh),
+      });
+      await transport.close();
+      interfaces = fresh;
+      try {
+        transport = await open();
+      } catch (error) {
+        // Left without sockets; the next look tries again.
+        transport = { links: [], close: () => Promise.resolve() };
+        logger.warn("mdns sockets not reopened", {
+          interfaces: describe(fresh),
+          error,
+        });
+        interfaces = interfaces.map((i) => ({ ...i, addresses: [] }));
+        continue;
+      }
+      await announceSeveralTimes();
+    }
+  }
+  const announcing = announceSeveralTimes().then(followAddressChanges);
   logger.info("server advertised", {
     instance: instanceName,
     host,
@@ -246,6 +294,18 @@ export async function advertiseServer(
       return closing;
     },
   };
+}
+
+/** The addresses an interface has now; [] when it is gone or has none. */
+function systemAddresses(name: string): string[] {
+  return Deno.networkInterfaces().filter((info) => info.name === name)
+    .map((info) => info.address);
+}
+
+/** `eth0=192.0.2.1,fe80::1;eth1=` : compared to spot a change, and logged. */
+function describe(interfaces: readonly MdnsInterface[]): string {
+  return interfaces.map((i) => `${i.name}=${[...i.addresses].sort().join(",")}`)
+    .join(";");
 }
 
 function withZone(address: string, link: MdnsLink): string {

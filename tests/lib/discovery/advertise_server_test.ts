@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   avahiAvailable,
+  labAvailable,
   linkLocalAddress,
   type Namespace,
   type NetnsLab,
@@ -14,6 +15,7 @@ import {
 
 const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
 const avahi = await avahiAvailable();
+const lab = await labAvailable();
 
 interface Resolved {
   iface: string;
@@ -174,6 +176,58 @@ Deno.test({
         again.map((r) => [r.protocol, r.name, r.port, r.txt]),
         [["IPv4", "Lorica test server 2", 6555, ["log-port=6556"]]],
       );
+    });
+  },
+});
+
+Deno.test({
+  name:
+    `advertiseServer() follows its interface to a new address: the old one stops working, the new one is announced${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          instanceName: "Lorica test server",
+          hostName: "lorica-srv",
+          port: 5555,
+          logPort: 5556,
+          ipv6: false,
+          recheckMs: 1000,
+        }),
+      ]);
+      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+      ]);
+      const addressesFound = (address: string) => (line: string) =>
+        line.includes('"found"') && line.includes(`"addresses":["${address}"]`);
+      const { index } = await browser.waitForLine(
+        addressesFound(hosts.serverAddress),
+        20_000,
+      );
+      // DHCP hands the server another address: the sockets joined the
+      // group through the old one, which is no more.
+      await lab.exec(hosts.server, "ip", [
+        "addr",
+        "del",
+        `${hosts.serverAddress}/24`,
+        "dev",
+        hosts.serverIf,
+      ]);
+      await lab.exec(hosts.server, "ip", [
+        "addr",
+        "add",
+        "198.51.100.3/24",
+        "dev",
+        hosts.serverIf,
+      ]);
+      await browser.waitForLine(addressesFound("198.51.100.3"), 20_000, index);
     });
   },
 });

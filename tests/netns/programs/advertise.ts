@@ -9,10 +9,12 @@ import { systemInterfaces } from "../../../lib/discovery/network_interfaces.ts";
 import { createLogger } from "../../../lib/log.ts";
 
 const options = JSON.parse(Deno.args[0]);
-const extra: Record<string, string[]> = options.extraAddresses ?? {};
+const extra: Record<string, string[]> | undefined = options.extraAddresses;
 const interfaces = systemInterfaces(options.interfaces);
-// Extra addresses go first, as a careless responder might list them.
-const published = Object.fromEntries(
+// Extra addresses go first, as a careless responder might list them. Only
+// then are the published addresses fixed; otherwise they follow the
+// interfaces' own.
+const published = extra === undefined ? undefined : Object.fromEntries(
   interfaces.map((i) => [i.name, [...(extra[i.name] ?? []), ...i.addresses]]),
 );
 const print = (value: unknown) =>
@@ -26,6 +28,7 @@ const advertisement = await advertiseServer({
   publishPort: options.publishPort ?? null,
   publishedAddresses: published,
   ipv6: options.ipv6 ?? true,
+  recheckMs: options.recheckMs,
   logger: createLogger({ level: "debug" }),
 });
 print({ advertised: true, interfaces });
