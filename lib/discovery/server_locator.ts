@@ -6,7 +6,7 @@ import type { Logger } from "../log.ts";
 import type { MdnsInterface } from "./mdns_transport.ts";
 import { type BrowseEvent, browseServers } from "./browse_servers.ts";
 import { type ProbedServer, probeServer } from "./probe_server.ts";
-import type { ServerAnnouncement } from "./service.ts";
+import { type ServerAnnouncement, unusableAddressReason } from "./service.ts";
 
 /** A server a worker should connect to. */
 export interface ServerEndpoint {
@@ -125,19 +125,32 @@ export class ServerLocator implements ServerSource {
         server.addresses.includes(endpoint.hostname);
     };
 
+    /** The advertised addresses minus those that cannot be a server. */
+    const usableAddresses = (server: ServerAnnouncement) =>
+      server.addresses.filter((address) => {
+        const reason = unusableAddressReason(address);
+        if (reason === null) return true;
+        logger.warn("server address rejected", {
+          instance: server.instanceName,
+          address,
+          reason,
+        });
+        return false;
+      });
+
     const addressesToTry = (server: ServerAnnouncement) => {
-      const remote = server.addresses.filter((a) =>
+      const usable = usableAddresses(server);
+      const remote = usable.filter((a) =>
         !local.has(stripZone(a).toLowerCase())
       );
-      if (remote.length < server.addresses.length && remote.length > 0) {
+      if (remote.length < usable.length && remote.length > 0) {
         logger.info("server address skipped", {
           instance: server.instanceName,
-          addresses: server.addresses.filter((a) => !remote.includes(a))
-            .join(","),
+          addresses: usable.filter((a) => !remote.includes(a)).join(","),
           reason: "it is one of this machine's own addresses",
         });
       }
-      return remote.length > 0 ? remote : server.addresses;
+      return remote.length > 0 ? remote : usable;
     };
 
     const select = async (): Promise<ServerEndpoint | null> => {

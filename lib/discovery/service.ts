@@ -119,3 +119,26 @@ export function hostLabel(hostname: string): string {
     .replace(/^-+|-+$/g, "").slice(0, 63).replace(/-+$/, "");
   return label === "" ? "lorica" : label;
 }
+
+/**
+ * Why an advertised address can never lead to a remote server, or null
+ * when it may. Anyone on the link can answer a DNS-SD query: an address
+ * that means "this machine" (0.0.0.0, loopback) would make the worker
+ * talk to its own services, and a group or broadcast address to no one.
+ */
+export function unusableAddressReason(address: string): string | null {
+  const bare = address.replace(/%.*$/, "").toLowerCase();
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.\d+\.\d+$/.exec(bare);
+  if (v4 !== null) {
+    const first = Number(v4[1]);
+    if (first === 0) return "unspecified address (this machine)";
+    if (first === 127) return "loopback address (this machine)";
+    if (first >= 224 && first <= 239) return "multicast address";
+    if (bare.endsWith("255.255.255.255")) return "broadcast address";
+    return null;
+  }
+  if (/^[0:]*$/.test(bare)) return "unspecified address (this machine)";
+  if (/^[0:]*:1$/.test(bare)) return "loopback address (this machine)";
+  if (bare.startsWith("ff")) return "multicast address";
+  return null;
+}

@@ -502,3 +502,98 @@ Deno.test({
     });
   },
 });
+
+/** A responder's answer: one instance with its SRV, TXT and A records. */
+function instanceRecords(
+  label: string,
+  target: string,
+  port: number,
+  addresses: string[],
+) {
+  const fullName = `${label}._remote-server._tcp.local`;
+  return [
+    {
+      name: "_remote-server._tcp.local",
+      type: "PTR",
+      ttl: 4500,
+      data: fullName,
+    },
+    {
+      name: fullName,
+      type: "SRV",
+      ttl: 120,
+      flush: true,
+      data: { priority: 0, weight: 0, port, target },
+    },
+    { name: fullName, type: "TXT", ttl: 4500, data: ["log-port=5556"] },
+    ...addresses.map((data) => ({
+      name: target,
+      type: "A",
+      ttl: 120,
+      flush: true,
+      data,
+    })),
+  ];
+}
+
+Deno.test({
+  name:
+    `a responder that advertises 0.0.0.0 or 127.0.0.1 does not lead the worker to its own services${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      // Something on the worker host answers like a server, on loopback only.
+      const trap = await startBackend(lab, hosts.worker, "127.0.0.1");
+      const responder = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          packets: [{
+            type: "response",
+            answers: instanceRecords("Evil", "evil.local", trap.port, [
+              "0.0.0.0",
+              "127.0.0.1",
+            ]),
+          }],
+        }),
+      ]);
+      await responder.waitForLine((l) => l.includes("responding"), 20_000);
+      const locator = startLocator(lab, hosts.worker, {
+        interfaces: [hosts.workerIf],
+        ipv6: false,
+      });
+      await locator.waitForLine((l) => l.includes('"locating"'), 20_000);
+      for (
+        let i = 0;
+        i < 100 && !/server found instance=Evil/.test(locator.log());
+        i++
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const real = await startBackend(lab, hosts.server, "0.0.0.0");
+      advertise(lab, hosts.server, {
+        interfaces: [hosts.serverIf],
+        port: real.port,
+        ipv6: false,
+      });
+      const { server } = await nextServer(locator, 0);
+      assert.deepEqual(server, {
+        instanceName: "Lorica remote server on srv",
+        hostname: hosts.serverAddress,
+        port: real.port,
+      });
+      assert.match(
+        locator.log(),
+        /server address rejected instance=Evil address=0\.0\.0\.0 reason="unspecified address/,
+      );
+      assert.equal(
+        trap.backend.lines.filter((l) => l.includes('"info"')).length,
+        0,
+      );
+    });
+  },
+});

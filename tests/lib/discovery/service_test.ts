@@ -7,6 +7,7 @@ import {
   parseTxt,
   serverTxt,
   txtPort,
+  unusableAddressReason,
 } from "../../../lib/discovery/service.ts";
 
 Deno.test("serverTxt() writes Cuirass's keys and leaves publish-port out when not publishing", () => {
@@ -60,4 +61,28 @@ Deno.test("checkNames() rejects empty or long instance names and bad host labels
   }
   assert.equal(hostLabel("Build_1.lan"), "Build-1");
   assert.equal(hostLabel("___"), "lorica");
+});
+
+Deno.test("unusableAddressReason() rejects addresses that mean this machine, a group or everyone", () => {
+  for (const address of ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"]) {
+    assert.match(unusableAddressReason(address)!, /unspecified/, address);
+  }
+  for (const address of ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"]) {
+    assert.match(unusableAddressReason(address)!, /loopback/, address);
+  }
+  for (const address of ["224.0.0.251", "239.1.2.3", "ff02::fb"]) {
+    assert.match(unusableAddressReason(address)!, /multicast/, address);
+  }
+  assert.match(unusableAddressReason("255.255.255.255")!, /broadcast/);
+  for (
+    const address of [
+      "198.51.100.1",
+      "10.0.0.1",
+      "169.254.3.4",
+      "2001:db8::1",
+      "fe80::1%eth0",
+    ]
+  ) {
+    assert.equal(unusableAddressReason(address), null, address);
+  }
 });
