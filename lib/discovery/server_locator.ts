@@ -8,6 +8,13 @@ import { type BrowseEvent, browseServers } from "./browse_servers.ts";
 import { type ProbedServer, probeServer } from "./probe_server.ts";
 import { type ServerAnnouncement, unusableAddressReason } from "./service.ts";
 
+/** Instances probed at once. */
+const PROBE_BATCH = 32;
+/** Addresses of one instance tried at most; a responder may list hundreds. */
+const MAX_ADDRESSES_PER_SERVER = 8;
+/** Instance names listed at most in one log line. */
+const MAX_LOGGED_NAMES = 5;
+
 /** A server a worker should connect to. */
 export interface ServerEndpoint {
   /** The DNS-SD instance, or null for a server given on the command line. */
@@ -98,7 +105,12 @@ export class ServerLocator implements ServerSource {
             instance: event.server.instanceName,
             host: event.server.host,
             port: event.server.port,
-            addresses: event.server.addresses.join(","),
+            addresses: event.server.addresses
+              .slice(0, MAX_ADDRESSES_PER_SERVER).join(","),
+            addressCount: event.server.addresses.length >
+                MAX_ADDRESSES_PER_SERVER
+              ? event.server.addresses.length
+              : undefined,
           });
           known.set(key, event.server);
         } else {
@@ -150,47 +162,98 @@ export class ServerLocator implements ServerSource {
           reason: "it is one of this machine's own addresses",
         });
       }
-      return remote.length > 0 ? remote : usable;
+      const chosen = remote.length > 0 ? remote : usable;
+      if (chosen.length > MAX_ADDRESSES_PER_SERVER) {
+        logger.warn("server addresses ignored", {
+          instance: server.instanceName,
+          count: chosen.length - MAX_ADDRESSES_PER_SERVER,
+          reason: `only the first ${MAX_ADDRESSES_PER_SERVER} are tried`,
+        });
+      }
+      return chosen.slice(0, MAX_ADDRESSES_PER_SERVER);
     };
 
-    const select = async (): Promise<ServerEndpoint | null> => {
-      const list = candidates();
-      // Stay with the current instance when it is still there.
-      list.sort((a, b) =>
-        Number(b.instanceName === current?.instanceName) -
-        Number(a.instanceName === current?.instanceName)
-      );
-      for (const server of list) {
-        for (const hostname of addressesToTry(server)) {
+    /** The first of the server's addresses that answers as a server, or null. */
+    const probeServerAddresses = async (
+      server: ServerAnnouncement,
+    ): Promise<ServerEndpoint | null> => {
+      for (const hostname of addressesToTry(server)) {
+        if (stop.signal.aborted) return null;
+        try {
+          await probe({ hostname, port: server.port }, {
+            timeoutMs,
+            signal: stop.signal,
+          });
+          return {
+            instanceName: server.instanceName,
+            hostname,
+            port: server.port,
+          };
+        } catch (error) {
           if (stop.signal.aborted) return null;
-          try {
-            await probe({ hostname, port: server.port }, {
-              timeoutMs,
-              signal: stop.signal,
-            });
-            const others = candidates().filter((s) => s !== server)
-              .map((s) => s.instanceName);
-            logger.info("server chosen", {
-              instance: server.instanceName,
-              address: `${hostname}:${server.port}`,
-              others: others.length > 0 ? others.join(",") : undefined,
-            });
-            return {
-              instanceName: server.instanceName,
-              hostname,
-              port: server.port,
-            };
-          } catch (error) {
-            if (stop.signal.aborted) return null;
-            logger.warn("server address unreachable", {
-              instance: server.instanceName,
-              address: `${hostname}:${server.port}`,
-              error,
-            });
-          }
+          logger.warn("server address unreachable", {
+            instance: server.instanceName,
+            address: `${hostname}:${server.port}`,
+            error,
+          });
         }
       }
       return null;
+    };
+
+    /** Instances whose every address failed at the last try. */
+    const failedLastTime = new Set<string>();
+
+    /**
+     * Probes the candidates a batch at a time, and takes the first of the
+     * batch, in order of preference, that answered. One by one, hundreds
+     * of dead instances (anyone on the link can advertise them) would hold
+     * the worker for as many probe timeouts before it reached the server.
+     */
+    const select = async (): Promise<ServerEndpoint | null> => {
+      const preference = (server: ServerAnnouncement) =>
+        // Stay with the current instance when it is still there; try those
+        // that failed last time after the others.
+        server.instanceName === current?.instanceName
+          ? 0
+          : failedLastTime.has(server.instanceName.toLowerCase())
+          ? 2
+          : 1;
+      const list = candidates().sort((a, b) => preference(a) - preference(b));
+      for (let i = 0; i < list.length; i += PROBE_BATCH) {
+        const batch = list.slice(i, i + PROBE_BATCH);
+        const results = await Promise.all(batch.map(probeServerAddresses));
+        if (stop.signal.aborted) return null;
+        batch.forEach((server, j) => {
+          const key = server.instanceName.toLowerCase();
+          if (results[j] === null) failedLastTime.add(key);
+          else failedLastTime.delete(key);
+        });
+        const chosen = results.find((result) => result !== null);
+        if (chosen) {
+          logChoice(chosen);
+          return chosen;
+        }
+        // Servers appeared or changed meanwhile: start again, them first,
+        // rather than finish the round of those known to fail.
+        if (dirty) return null;
+      }
+      return null;
+    };
+
+    const logChoice = (chosen: ServerEndpoint) => {
+      const others = candidates().map((s) => s.instanceName)
+        .filter((name) => name !== chosen.instanceName);
+      logger.info("server chosen", {
+        instance: chosen.instanceName,
+        address: `${chosen.hostname}:${chosen.port}`,
+        others: others.length > 0
+          ? others.slice(0, MAX_LOGGED_NAMES).join(",")
+          : undefined,
+        othersCount: others.length > MAX_LOGGED_NAMES
+          ? others.length
+          : undefined,
+      });
     };
 
     let waitingLogged = false;

@@ -597,3 +597,76 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    `a responder that advertises a hundred dead instances, one with dozens of addresses, delays the worker by seconds, not minutes${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      // Nothing answers at 198.51.100.100-199: each probe waits it out.
+      const answers = [
+        ...instanceRecords(
+          "Evil many",
+          "many.local",
+          5555,
+          Array.from({ length: 40 }, (_, i) => `198.51.100.${150 + i}`),
+        ),
+      ];
+      for (let i = 0; i < 100; i++) {
+        answers.push(
+          ...instanceRecords(`Evil ${i}`, `evil${i}.local`, 5555, [
+            `198.51.100.${100 + (i % 50)}`,
+          ]),
+        );
+      }
+      const packets = [];
+      for (let i = 0; i < answers.length; i += 60) {
+        packets.push({ type: "response", answers: answers.slice(i, i + 60) });
+      }
+      await Deno.writeTextFile(
+        `${lab.dir}/responder.json`,
+        JSON.stringify({ interfaces: [hosts.serverIf], packets }),
+      );
+      const responder = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+        `@${lab.dir}/responder.json`,
+      ]);
+      await responder.waitForLine((l) => l.includes("responding"), 20_000);
+      const locator = startLocator(lab, hosts.worker, {
+        interfaces: [hosts.workerIf],
+        ipv6: false,
+        connectTimeoutMs: 1000,
+      });
+      await locator.waitForLine((l) => l.includes('"locating"'), 20_000);
+      for (
+        let i = 0;
+        i < 100 && !/instance="Evil 99"/.test(locator.log());
+        i++
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const real = await startBackend(lab, hosts.server, "0.0.0.0");
+      const advertised = Date.now();
+      advertise(lab, hosts.server, {
+        interfaces: [hosts.serverIf],
+        port: real.port,
+        ipv6: false,
+      });
+      const { server } = await nextServer(locator, 0);
+      assert.equal(server.port, real.port);
+      const seconds = (Date.now() - advertised) / 1000;
+      // One by one, 100 instances and 40 addresses took 140 s here.
+      // nextServer() waits 40 s at most; 20 s is usual on two busy cores.
+      assert.ok(seconds < 40, `chosen after ${seconds} s`);
+      assert.match(
+        locator.log(),
+        /server addresses ignored instance="Evil many" count=32/,
+      );
+    });
+  },
+});

@@ -3,6 +3,8 @@
 // also sends unsolicited responses full of other hosts' address records.
 // Usage: responder.ts '{"interfaces":["eth-x"],"packets":[...],
 //   "flood":{"packets":50,"records":200,"intervalMs":20}}'
+// The argument may also be "@FILE", a file holding that JSON (hundreds of
+// records do not fit in a command line).
 // Prints {"responding":true}, then {"flooded":N} when the flood is over.
 
 import {
@@ -12,7 +14,12 @@ import {
 import { systemInterfaces } from "../../../lib/discovery/network_interfaces.ts";
 import { createLogger } from "../../../lib/log.ts";
 
-const options = JSON.parse(Deno.args[0]);
+const argument = Deno.args[0];
+const options = JSON.parse(
+  argument.startsWith("@")
+    ? Deno.readTextFileSync(argument.slice(1))
+    : argument,
+);
 const packets: DnsPacket[] = options.packets ?? [];
 const print = (value: unknown) =>
   Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(value) + "\n"));
