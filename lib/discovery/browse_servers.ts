@@ -76,10 +76,18 @@ export async function* browseServers(
       ...(packet.answers ?? []),
       ...(packet.additionals ?? []),
     ].slice(0, 256);
+    const hosts = serverHosts(records);
+    // Address records of other hosts would fill the cache and push the
+    // servers' own records out: a busy link (or a flood) made a server
+    // look withdrawn every few seconds.
+    const wanted = (record: DnsRecord) =>
+      relevant(record) &&
+      (record.type !== "A" && record.type !== "AAAA" ||
+        hosts.has(record.name.toLowerCase()));
     const flushed = new Set<string>();
     const keys = new Set<string>();
     for (const record of records) {
-      if (!relevant(record)) continue;
+      if (!wanted(record)) continue;
       const key = recordKey(record);
       keys.add(key);
       if (record.flush) flushed.add(groupKey(record));
@@ -95,7 +103,7 @@ export async function* browseServers(
       }
     }
     for (const record of records) {
-      if (!relevant(record)) continue;
+      if (!wanted(record)) continue;
       const key = recordKey(record);
       const ttl = Math.max(0, Math.min(record.ttl ?? 0, 86_400));
       if (ttl === 0) {
@@ -117,6 +125,19 @@ export async function* browseServers(
       cache.delete(cache.keys().next().value!);
     }
     refresh();
+  }
+
+  /** SRV targets of the servers known or in `records`, lower-cased. */
+  function serverHosts(records: readonly DnsRecord[]): Set<string> {
+    const srvs = [
+      ...records.filter((r) => r.type === "SRV" && relevant(r)),
+      ...[...cache.values()].map((e) => e.record).filter((r) =>
+        r.type === "SRV"
+      ),
+    ];
+    return new Set(
+      srvs.map((r) => String(r.data?.target ?? "").toLowerCase()),
+    );
   }
 
   function expire(now: number) {

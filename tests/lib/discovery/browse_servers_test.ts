@@ -170,3 +170,46 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    `browseServers() keeps a server through a flood of other hosts' address records${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+      ]);
+      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          instanceName: "Lorica remote server on srv",
+          hostName: "srv",
+          port: 5555,
+          logPort: 5556,
+          ipv6: false,
+        }),
+      ]);
+      const { index } = await nextEvent(browser, 0, (e) => e.type === "found");
+      // 30 000 A records of other names, far more than the cache holds.
+      const flood = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          flood: { packets: 150, records: 200, intervalMs: 20 },
+        }),
+      ]);
+      await flood.waitForLine((l) => l.includes('"flooded"'), 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const lost = browser.lines.slice(index).filter((l) =>
+        l.includes('"lost"')
+      );
+      assert.deepEqual(lost, [], "the flood made the server look withdrawn");
+    });
+  },
+});
