@@ -137,11 +137,16 @@ export class ServerLocator implements ServerSource {
         server.addresses.includes(endpoint.hostname);
     };
 
+    /** Rejections already logged, so that each retry does not repeat them. */
+    const rejectionsLogged = new Set<string>();
     /** The advertised addresses minus those that cannot be a server. */
     const usableAddresses = (server: ServerAnnouncement) =>
       server.addresses.filter((address) => {
         const reason = unusableAddressReason(address);
         if (reason === null) return true;
+        const key = `${server.instanceName.toLowerCase()} ${address}`;
+        if (rejectionsLogged.has(key)) return false;
+        rejectionsLogged.add(key);
         logger.warn("server address rejected", {
           instance: server.instanceName,
           address,

@@ -121,8 +121,9 @@ export function hostLabel(hostname: string): string {
 }
 
 /**
- * Why an advertised address can never lead to a remote server, or null
- * when it may. Anyone on the link can answer a DNS-SD query: an address
+ * Why an advertised address can never lead to a remote server a worker
+ * can work for, or null when it may. Anyone on the link can answer a
+ * DNS-SD query: an address
  * that means "this machine" (0.0.0.0, loopback) would make the worker
  * talk to its own services, and a group or broadcast address to no one.
  */
@@ -140,5 +141,12 @@ export function unusableAddressReason(address: string): string | null {
   if (/^[0:]*$/.test(bare)) return "unspecified address (this machine)";
   if (/^[0:]*:1$/.test(bare)) return "loopback address (this machine)";
   if (bare.startsWith("ff")) return "multicast address";
+  if (/^fe[89ab]/.test(bare)) {
+    // Guix reads substitute URLs with Guile's string->uri, which takes no
+    // zone, and the server would fetch our outputs from a zoneless
+    // address: every build would fail (as in Cuirass, which browses IPv4
+    // only).
+    return "link-local IPv6 address (substitute URLs cannot name its interface)";
+  }
   return null;
 }

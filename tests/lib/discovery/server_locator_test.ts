@@ -17,6 +17,7 @@ import {
   avahiAvailable,
   labAvailable,
   type LabProcess,
+  linkLocalAddress,
   type Namespace,
   type NetnsLab,
   twoHosts,
@@ -667,6 +668,71 @@ Deno.test({
         locator.log(),
         /server addresses ignored instance="Evil many" count=32/,
       );
+    });
+  },
+});
+
+Deno.test({
+  name:
+    `a server reachable only through a link-local IPv6 address is not chosen; one with an IPv4 address is${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      const backend = await startBackend(lab, hosts.server, "::");
+      const linkLocal = await linkLocalAddress(
+        lab,
+        hosts.server,
+        hosts.serverIf,
+      );
+      const answers = instanceRecords(
+        "Link-local only",
+        "ll.local",
+        backend.port,
+        [],
+      )
+        .concat([{
+          name: "ll.local",
+          type: "AAAA",
+          ttl: 120,
+          flush: true,
+          data: linkLocal,
+        }]);
+      const responder = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          packets: [{ type: "response", answers }],
+        }),
+      ]);
+      await responder.waitForLine((l) => l.includes("responding"), 20_000);
+      const locator = startLocator(lab, hosts.worker, {
+        interfaces: [hosts.workerIf],
+      });
+      // Guix could fetch no substitute from it, nor the server our outputs.
+      const rejected = /server address rejected .*fe80:.*reason="link-local/;
+      for (let i = 0; i < 200 && !rejected.test(locator.log()); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.match(locator.log(), rejected);
+      assert.equal(
+        locator.lines.filter((l) => l.startsWith('{"server"')).length,
+        0,
+      );
+      advertise(lab, hosts.server, {
+        interfaces: [hosts.serverIf],
+        port: backend.port,
+        ipv6: false,
+      });
+      const { server } = await nextServer(locator, 0);
+      assert.deepEqual(server, {
+        instanceName: "Lorica remote server on srv",
+        hostname: hosts.serverAddress,
+        port: backend.port,
+      });
     });
   },
 });

@@ -74,13 +74,16 @@ Deno.test("unusableAddressReason() rejects addresses that mean this machine, a g
     assert.match(unusableAddressReason(address)!, /multicast/, address);
   }
   assert.match(unusableAddressReason("255.255.255.255")!, /broadcast/);
+  for (const address of ["fe80::1%eth0", "fe80::1", "febf::1"]) {
+    assert.match(unusableAddressReason(address)!, /link-local/, address);
+  }
   for (
     const address of [
       "198.51.100.1",
       "10.0.0.1",
       "169.254.3.4",
       "2001:db8::1",
-      "fe80::1%eth0",
+      "fec0::1",
     ]
   ) {
     assert.equal(unusableAddressReason(address), null, address);
