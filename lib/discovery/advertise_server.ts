@@ -20,6 +20,7 @@ import {
   SERVICE_TYPE,
   SERVICES_META,
 } from "./service.ts";
+import { describeInterfaces, watchAddresses } from "./network_interfaces.ts";
 
 export interface AdvertiseOptions {
   /** Interfaces to advertise on; only their addresses are published. */
@@ -208,7 +209,6 @@ export async function advertiseServer(
     };
   }
 
-  const readAddresses = options.readAddresses ?? systemAddresses;
   let interfaces = options.interfaces;
   const open = () =>
     openMdnsTransport({ interfaces, ipv6, logger, onPacket: answer });
@@ -232,45 +232,38 @@ export async function advertiseServer(
       await clock.sleep(1000 * 2 ** i, stop.signal).catch(() => {});
     }
   }
-  /**
-   * Sockets joined the group and chose their outgoing interface by the
-   * address they had when opened: once it is gone, every send fails and
-   * the old address stays advertised. Reopening on the new addresses is
-   * the only cure.
-   */
-  async function followAddressChanges() {
-    const recheckMs = options.recheckMs ?? RECHECK_MS;
-    while (!stop.signal.aborted) {
-      await clock.sleep(recheckMs, stop.signal).catch(() => {});
-      if (stop.signal.aborted) return;
-      const fresh = interfaces.map((i) => ({
-        name: i.name,
-        addresses: readAddresses(i.name),
-      }));
-      if (describe(fresh) === describe(interfaces)) continue;
-      logger.info("server advertisement addresses changed", {
-        instance: instanceName,
-        before: describe(interfaces),
-        after: describe(fresh),
+  /** Reopens the sockets on the new addresses and announces them. */
+  async function reopen(fresh: MdnsInterface[], before: string) {
+    logger.info("server advertisement addresses changed", {
+      instance: instanceName,
+      before,
+      after: describeInterfaces(fresh),
+    });
+    await transport.close();
+    interfaces = fresh;
+    try {
+      transport = await open();
+    } catch (error) {
+      // Left without sockets until the addresses change again.
+      transport = { links: [], close: () => Promise.resolve() };
+      logger.warn("mdns sockets not reopened", {
+        interfaces: describeInterfaces(fresh),
+        error,
       });
-      await transport.close();
-      interfaces = fresh;
-      try {
-        transport = await open();
-      } catch (error) {
-        // Left without sockets; the next look tries again.
-        transport = { links: [], close: () => Promise.resolve() };
-        logger.warn("mdns sockets not reopened", {
-          interfaces: describe(fresh),
-          error,
-        });
-        interfaces = interfaces.map((i) => ({ ...i, addresses: [] }));
-        continue;
-      }
-      await announceSeveralTimes();
+      return;
     }
+    await announceSeveralTimes();
   }
-  const announcing = announceSeveralTimes().then(followAddressChanges);
+  const announcing = announceSeveralTimes().then(() =>
+    watchAddresses({
+      interfaces: options.interfaces,
+      readAddresses: options.readAddresses,
+      recheckMs: options.recheckMs ?? RECHECK_MS,
+      clock,
+      signal: stop.signal,
+      changed: reopen,
+    })
+  );
   logger.info("server advertised", {
     instance: instanceName,
     host,
@@ -294,18 +287,6 @@ export async function advertiseServer(
       return closing;
     },
   };
-}
-
-/** The addresses an interface has now; [] when it is gone or has none. */
-function systemAddresses(name: string): string[] {
-  return Deno.networkInterfaces().filter((info) => info.name === name)
-    .map((info) => info.address);
-}
-
-/** `eth0=192.0.2.1,fe80::1;eth1=` : compared to spot a change, and logged. */
-function describe(interfaces: readonly MdnsInterface[]): string {
-  return interfaces.map((i) => `${i.name}=${[...i.addresses].sort().join(",")}`)
-    .join(";");
 }
 
 function withZone(address: string, link: MdnsLink): string {

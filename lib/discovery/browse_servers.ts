@@ -9,6 +9,7 @@ import {
   type DnsRecord,
   type MdnsInterface,
   type MdnsLink,
+  type MdnsTransport,
   openMdnsTransport,
   type PacketSource,
 } from "./mdns_transport.ts";
@@ -20,6 +21,7 @@ import {
   SERVICE_TYPE,
   txtPort,
 } from "./service.ts";
+import { describeInterfaces, watchAddresses } from "./network_interfaces.ts";
 
 export interface BrowseOptions {
   /** Interfaces to browse on (see {@linkcode MdnsInterface}). */
@@ -30,6 +32,10 @@ export interface BrowseOptions {
   clock?: Clock;
   /** Longest pause between two PTR queries; default 30 s. */
   maxQueryIntervalMs?: number;
+  /** Pause between two looks at the interfaces' addresses; default 5 s. */
+  recheckMs?: number;
+  /** An interface's current addresses, or [] when it is gone; default: the system's. */
+  readAddresses?: (name: string) => string[];
 }
 
 /** A server resolved or changed (`found`), or withdrawn or expired (`lost`). */
@@ -50,6 +56,7 @@ const MAX_ENTRIES = 2000;
 const TICK_MS = 1000;
 /** Pause before asking again for a missing SRV, TXT or address. */
 const RESOLVE_RETRY_MS = 3000;
+const RECHECK_MS = 5000;
 
 /**
  * Yields servers of type `_remote-server._tcp` until `signal` aborts.
@@ -236,18 +243,44 @@ export async function* browseServers(
     wake?.();
   }
 
-  const transport = await openMdnsTransport({
-    interfaces: options.interfaces,
-    ipv6,
-    logger,
-    onPacket: (packet: DnsPacket, source: PacketSource, _link: MdnsLink) => {
-      try {
-        ingest(packet, source);
-      } catch (error) {
-        logger.debug("mdns packet ignored", { error });
-      }
-    },
-  });
+  const open = (interfaces: readonly MdnsInterface[]) =>
+    openMdnsTransport({
+      interfaces,
+      ipv6,
+      logger,
+      onPacket: (packet: DnsPacket, source: PacketSource, _link: MdnsLink) => {
+        try {
+          ingest(packet, source);
+        } catch (error) {
+          logger.debug("mdns packet ignored", { error });
+        }
+      },
+    });
+  let transport: MdnsTransport = await open(options.interfaces);
+  /** Set after the sockets were reopened: ask everything again at once. */
+  let askAgain = false;
+
+  /** Reopens the sockets on the new addresses (their queries failed). */
+  async function reopen(fresh: MdnsInterface[], before: string) {
+    logger.info("mdns browsing addresses changed", {
+      before,
+      after: describeInterfaces(fresh),
+    });
+    await transport.close();
+    try {
+      transport = await open(fresh);
+    } catch (error) {
+      // Left without sockets until the addresses change again.
+      transport = { links: [], close: () => Promise.resolve() };
+      logger.warn("mdns sockets not reopened", {
+        interfaces: describeInterfaces(fresh),
+        error,
+      });
+      return;
+    }
+    asked.clear();
+    askAgain = true;
+  }
 
   function query(questions: DnsQuestion[]) {
     const packet: DnsPacket = { type: "query", questions };
@@ -309,6 +342,11 @@ export async function* browseServers(
       refresh();
       const ptrAging = find(SERVICE_TYPE, "PTR").some((e) => aging(e, now));
       const questions = followUps(now);
+      if (askAgain) {
+        askAgain = false;
+        interval = TICK_MS;
+        nextPtr = now;
+      }
       if (now >= nextPtr || ptrAging) {
         questions.unshift({ name: SERVICE_TYPE, type: "PTR" });
         nextPtr = now + interval;
@@ -318,6 +356,14 @@ export async function* browseServers(
       await clock.sleep(TICK_MS, stop.signal).catch(() => {});
     }
   })();
+  const watching = watchAddresses({
+    interfaces: options.interfaces,
+    readAddresses: options.readAddresses,
+    recheckMs: options.recheckMs ?? RECHECK_MS,
+    clock,
+    signal: stop.signal,
+    changed: reopen,
+  });
   logger.debug("mdns browsing", {
     service: SERVICE_TYPE,
     interfaces: options.interfaces.map((i) => i.name).join(","),
@@ -336,6 +382,7 @@ export async function* browseServers(
     signal.removeEventListener("abort", onAbort);
     stop.abort();
     await ticking;
+    await watching;
     await transport.close();
   }
 }

@@ -1,6 +1,7 @@
 // This machine's interfaces, for the command lines to choose mDNS links.
 // The library never calls these by itself: the caller decides.
 
+import type { Clock } from "../clock.ts";
 import { DiscoveryError } from "./service.ts";
 import type { MdnsInterface } from "./mdns_transport.ts";
 
@@ -54,4 +55,53 @@ export function localAddresses(
 
 function isLoopback(address: string): boolean {
   return address === "::1" || address.startsWith("127.");
+}
+
+/** The addresses an interface has now; [] when it is gone or has none. */
+export function currentAddresses(name: string): string[] {
+  return Deno.networkInterfaces().filter((info) => info.name === name)
+    .map((info) => info.address);
+}
+
+/** `eth0=192.0.2.1,fe80::1;eth1=`: compared to spot a change, and logged. */
+export function describeInterfaces(
+  interfaces: readonly MdnsInterface[],
+): string {
+  return interfaces.map((i) => `${i.name}=${[...i.addresses].sort().join(",")}`)
+    .join(";");
+}
+
+export interface AddressWatch {
+  interfaces: readonly MdnsInterface[];
+  /** An interface's current addresses; default {@linkcode currentAddresses}. */
+  readAddresses?: (name: string) => string[];
+  recheckMs: number;
+  clock: Clock;
+  signal: AbortSignal;
+  /** Called with the interfaces' new addresses after each change. */
+  changed: (fresh: MdnsInterface[], before: string) => Promise<void>;
+}
+
+/**
+ * Looks at the interfaces' addresses every `recheckMs` until `signal`
+ * aborts, and calls `changed` when they differ from the last seen. mDNS
+ * sockets choose their outgoing interface by the address they had when
+ * opened: once it is gone, every send fails until they are reopened.
+ */
+export async function watchAddresses(watch: AddressWatch): Promise<void> {
+  const read = watch.readAddresses ?? currentAddresses;
+  let known = describeInterfaces(watch.interfaces);
+  while (!watch.signal.aborted) {
+    await watch.clock.sleep(watch.recheckMs, watch.signal).catch(() => {});
+    if (watch.signal.aborted) return;
+    const fresh = watch.interfaces.map((i) => ({
+      name: i.name,
+      addresses: read(i.name),
+    }));
+    const now = describeInterfaces(fresh);
+    if (now === known) continue;
+    const before = known;
+    known = now;
+    await watch.changed(fresh, before);
+  }
 }

@@ -213,3 +213,60 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    `browseServers() keeps asking after the worker's own address changed, so that a server stays known${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.workerIf],
+          ipv6: false,
+          recheckMs: 1000,
+        }),
+      ]);
+      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+      // Records that live 8 s: the browser must ask again to keep them.
+      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          instanceName: "Lorica remote server on srv",
+          hostName: "srv",
+          port: 5555,
+          logPort: 5556,
+          ipv6: false,
+          hostTtlSeconds: 8,
+        }),
+      ]);
+      const { index } = await nextEvent(browser, 0, (e) => e.type === "found");
+      // DHCP gives the worker another address: its sockets' queries fail.
+      await lab.exec(hosts.worker, "ip", [
+        "addr",
+        "del",
+        `${hosts.workerAddress}/24`,
+        "dev",
+        hosts.workerIf,
+      ]);
+      await lab.exec(hosts.worker, "ip", [
+        "addr",
+        "add",
+        "198.51.100.4/24",
+        "dev",
+        hosts.workerIf,
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 14_000));
+      const lost = browser.lines.slice(index).filter((l) =>
+        l.includes('"lost"')
+      );
+      assert.deepEqual(lost, [], browser.log().slice(-3000));
+      assert.match(browser.log(), /mdns browsing addresses changed/);
+    });
+  },
+});

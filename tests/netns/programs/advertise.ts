@@ -29,6 +29,7 @@ const advertisement = await advertiseServer({
   publishedAddresses: published,
   ipv6: options.ipv6 ?? true,
   recheckMs: options.recheckMs,
+  hostTtlSeconds: options.hostTtlSeconds,
   logger: createLogger({ level: "debug" }),
 });
 print({ advertised: true, interfaces });

@@ -18,6 +18,7 @@ for await (
   const event of browseServers({
     interfaces: systemInterfaces(options.interfaces),
     ipv6: options.ipv6 ?? true,
+    recheckMs: options.recheckMs,
     logger: createLogger({ level: "debug" }),
   }, abort.signal)
 ) {
