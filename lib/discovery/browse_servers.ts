@@ -71,6 +71,28 @@ export async function* browseServers(
   const ipv6 = options.ipv6 ?? true;
   const maxInterval = options.maxQueryIntervalMs ?? 30_000;
   const cache = new Map<string, Entry>();
+  /**
+   * Record keys by name and type (`groupKey`). Looking records up by
+   * scanning the cache made each packet cost instances x cache: a flood of
+   * instances kept a core busy and starved the worker's sessions.
+   */
+  const groups = new Map<string, Set<string>>();
+  const put = (key: string, entry: Entry) => {
+    cache.delete(key);
+    cache.set(key, entry);
+    const group = groupKey(entry.record);
+    const keys = groups.get(group) ?? new Set<string>();
+    keys.add(key);
+    groups.set(group, keys);
+  };
+  const remove = (key: string) => {
+    const entry = cache.get(key);
+    if (entry === undefined) return;
+    cache.delete(key);
+    const group = groupKey(entry.record);
+    groups.get(group)?.delete(key);
+    if (groups.get(group)?.size === 0) groups.delete(group);
+  };
   const emitted = new Map<string, string>();
   const asked = new Map<string, number>();
   const queue: BrowseEvent[] = [];
@@ -101,12 +123,10 @@ export async function* browseServers(
     }
     // Cache-flush (RFC 6762 §10.2): older records of a flushed name and
     // type are replaced by this packet's.
-    for (const [key, entry] of cache) {
-      if (
-        flushed.has(groupKey(entry.record)) && !keys.has(key) &&
-        now - entry.receivedAt > 1000
-      ) {
-        cache.delete(key);
+    for (const group of flushed) {
+      for (const key of [...groups.get(group) ?? []]) {
+        const entry = cache.get(key)!;
+        if (!keys.has(key) && now - entry.receivedAt > 1000) remove(key);
       }
     }
     for (const record of records) {
@@ -114,14 +134,13 @@ export async function* browseServers(
       const key = recordKey(record);
       const ttl = Math.max(0, Math.min(record.ttl ?? 0, 86_400));
       if (ttl === 0) {
-        cache.delete(key);
+        remove(key);
         continue;
       }
       const entry = cache.get(key);
       const interfaces = entry?.interfaces ?? new Set<string>();
       interfaces.add(source.interface);
-      cache.delete(key);
-      cache.set(key, {
+      put(key, {
         record,
         receivedAt: now,
         expiresAt: now + ttl * 1000,
@@ -129,7 +148,7 @@ export async function* browseServers(
       });
     }
     while (cache.size > MAX_ENTRIES) {
-      cache.delete(cache.keys().next().value!);
+      remove(cache.keys().next().value!);
     }
     refresh();
   }
@@ -149,15 +168,14 @@ export async function* browseServers(
 
   function expire(now: number) {
     for (const [key, entry] of cache) {
-      if (entry.expiresAt <= now) cache.delete(key);
+      if (entry.expiresAt <= now) remove(key);
     }
   }
 
   function find(name: string, type: string): Entry[] {
-    const lower = name.toLowerCase();
-    return [...cache.values()].filter((e) =>
-      e.record.type === type && e.record.name.toLowerCase() === lower
-    ).sort((a, b) => b.receivedAt - a.receivedAt);
+    const keys = groups.get(`${name.toLowerCase()}|${type}`) ?? [];
+    return [...keys].map((key) => cache.get(key)!)
+      .sort((a, b) => b.receivedAt - a.receivedAt);
   }
 
   function instances(): string[] {

@@ -270,3 +270,52 @@ Deno.test({
     });
   },
 });
+
+/** CPU seconds a process has used so far, from /proc. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15, in clock ticks (100 per second).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+Deno.test({
+  name:
+    `browseServers() keeps up with a flood of instances without spending a core on it${
+      lab.ok ? "" : ` (skipped: ${lab.reason})`
+    }`,
+  ignore: !lab.ok,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withLab(async (lab) => {
+      const hosts = await twoHosts(lab);
+      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+      ]);
+      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+      const before = await cpuSeconds(browser.pid);
+      const started = Date.now();
+      // 300 packets of 20 instances each, over about 6 s.
+      const flood = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
+          flood: { packets: 300, records: 20, intervalMs: 20, instances: true },
+        }),
+      ]);
+      await flood.waitForLine((l) => l.includes('"flooded"'), 60_000);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const used = await cpuSeconds(browser.pid) - before;
+      const elapsed = (Date.now() - started) / 1000;
+      assert.ok(
+        browser.lines.some((l) => l.includes("Flood ")),
+        "the flood was heard",
+      );
+      // Scanning the whole cache for each lookup took all of a core.
+      assert.ok(
+        used < elapsed / 3,
+        `browser used ${used} s of CPU in ${elapsed} s`,
+      );
+    });
+  },
+});

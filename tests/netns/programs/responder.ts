@@ -2,7 +2,9 @@
 // query it answers with the given packets, as they are; with `flood`, it
 // also sends unsolicited responses full of other hosts' address records.
 // Usage: responder.ts '{"interfaces":["eth-x"],"packets":[...],
-//   "flood":{"packets":50,"records":200,"intervalMs":20}}'
+//   "flood":{"packets":50,"records":200,"intervalMs":20,"instances":false}}'
+// A flood sends address records of other hosts, or with "instances", whole
+// instances of our service type (PTR, SRV, TXT, A) that lead nowhere.
 // The argument may also be "@FILE", a file holding that JSON (hundreds of
 // records do not fit in a command line).
 // Prints {"responding":true}, then {"flooded":N} when the flood is over.
@@ -43,12 +45,13 @@ const flood = options.flood;
 if (flood !== undefined) {
   let sent = 0;
   for (let i = 0; i < flood.packets; i++) {
-    const answers = Array.from({ length: flood.records }, (_, j) => ({
-      name: `other-${i}-${j}.local`,
-      type: "A",
-      ttl: 120,
-      data: `198.51.100.${(j % 200) + 20}`,
-    }));
+    const answers = Array.from(
+      { length: flood.records },
+      (_, j) =>
+        flood.instances
+          ? instanceRecords(`${i}-${j}`)
+          : [otherHost(`${i}-${j}`)],
+    ).flat();
     for (const link of transport.links) {
       await link.send({ type: "response", answers }).catch(() => {});
     }
@@ -56,4 +59,35 @@ if (flood !== undefined) {
     await new Promise((resolve) => setTimeout(resolve, flood.intervalMs));
   }
   print({ flooded: sent });
+}
+
+function otherHost(id: string) {
+  return {
+    name: `other-${id}.local`,
+    type: "A",
+    ttl: 120,
+    data: "198.51.100.250",
+  };
+}
+
+function instanceRecords(id: string) {
+  const fullName = `Flood ${id}._remote-server._tcp.local`;
+  return [
+    {
+      name: "_remote-server._tcp.local",
+      type: "PTR",
+      ttl: 4500,
+      data: fullName,
+    },
+    {
+      name: fullName,
+      type: "SRV",
+      ttl: 120,
+      data: { priority: 0, weight: 0, port: 5555, target: `flood-${id}.local` },
+    },
+    { name: fullName, type: "TXT", ttl: 120, data: ["log-port=5556"] },
+    otherHost(id),
+  ].map((record, k) =>
+    k === 3 ? { ...record, name: `flood-${id}.local` } : record
+  );
 }
