@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 7;
+export const SCHEMA_VERSION = 8;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -117,8 +117,13 @@ CREATE INDEX Builds_job_name ON Builds(job_name);
 -- because a status change rewrites the entries of every index holding the
 -- status: Builds_worker gets one entry per build, when it is handed out,
 -- and only the small Builds_held follows the build's start and end.
-CREATE INDEX Builds_worker ON Builds(worker) WHERE worker IS NOT NULL;
-CREATE INDEX Builds_held ON Builds(worker)
+-- Builds_worker in /api/latestbuilds's order: the newest 100 of a worker
+-- are read, not all its builds sorted. The status in Builds_held's key
+-- (free: its entries follow every status change anyway) keeps the planner
+-- on it, not on the larger Builds_worker, for a worker's held builds.
+CREATE INDEX Builds_worker ON Builds(worker, evaluation DESC, id DESC)
+  WHERE worker IS NOT NULL;
+CREATE INDEX Builds_held ON Builds(worker, status)
   WHERE status < 0 AND worker IS NOT NULL;
 
 -- "source depends on target".
@@ -254,5 +259,15 @@ CREATE INDEX Builds_weather_changes
   ON Builds(evaluation DESC, id DESC) WHERE weather IN (0, 1);
 CREATE INDEX Builds_weather_changes_specification
   ON Builds(specification, evaluation DESC, id DESC) WHERE weather IN (0, 1);
+`,
+  // /api/latestbuilds?worker=W sorted every build of W (the worker filter
+  // came with Cuirass's API): Builds_worker now holds them in its order,
+  // and Builds_held keys on the status too so that held builds still use it.
+  8: `DROP INDEX Builds_worker;
+CREATE INDEX Builds_worker ON Builds(worker, evaluation DESC, id DESC)
+  WHERE worker IS NOT NULL;
+DROP INDEX Builds_held;
+CREATE INDEX Builds_held ON Builds(worker, status)
+  WHERE status < 0 AND worker IS NOT NULL;
 `,
 };

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
+import { requeueWorker } from "../../../lib/store/sql_workers.ts";
+import { sqliteDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { SCHEMA_VERSION } from "../../../lib/store/sqlite_schema.ts";
 import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
@@ -149,6 +152,38 @@ function indexesOf(db: DatabaseSync): string[] {
     `${row.name}: ${String(row.sql ?? "(implicit)").replace(/\s+/g, " ")}`
   );
 }
+
+/** SQLite's plan of the first statement `steps` would run. */
+function planOf(db: DatabaseSync, steps: Step<unknown>): string {
+  const query = steps.next().value as { sql: string; params: unknown[] };
+  return db.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
+    .all(...(query.params as SQLInputValue[]))
+    .map((row) => String(row.detail)).join("; ");
+}
+
+Deno.test("a worker's latest builds are read in the order of Builds_worker, its held builds through Builds_held", async () => {
+  const path = tempFile();
+  await withStore(path, () => Promise.resolve());
+  const db = new DatabaseSync(path);
+  try {
+    const latest = planOf(
+      db,
+      latestBuilds(sqliteDialect, { worker: "w" }, 100),
+    );
+    assert.match(latest, /USING INDEX Builds_worker \(worker=\?\)/);
+    assert.doesNotMatch(latest, /TEMP B-TREE FOR ORDER BY/);
+    for (
+      const held of [
+        queue(sqliteDialect, { worker: "w" }, 64),
+        requeueWorker(sqliteDialect, "w"),
+      ]
+    ) {
+      assert.match(planOf(db, held), /INDEX Builds_held \(worker=\? AND/);
+    }
+  } finally {
+    db.close();
+  }
+});
 
 Deno.test("the schema cascades deleting a specification to its builds", async () => {
   const path = tempFile();
