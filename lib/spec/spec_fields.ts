@@ -2,6 +2,7 @@
 // by the Scheme and JSON readers.
 
 import { Sym } from "../sexp/datum.ts";
+import { isSystemName } from "../guix/system_name.ts";
 import type {
   BuildOutputSpec,
   Channel,
@@ -58,9 +59,33 @@ export function defaults(): Specification {
 // Validators shared by the Scheme and JSON readers; `fail` adds location.
 export type Fail = (what: string) => never;
 
+/** The longest specification name. */
+export const MAX_NAME_LENGTH = 100;
+/**
+ * What a specification name may hold. It becomes a path segment of the web
+ * interface and API (`/jobset/NAME`), a log field and an HTML text, so a
+ * slash, markup or a control character would make the specification
+ * unreachable or its pages garbled.
+ */
+export const SPEC_NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+
 export function checkName(value: unknown, fail: Fail): string {
   if (typeof value !== "string" || value === "") {
     return fail(`field "name" is not a non-empty string`);
+  }
+  if (value.length > MAX_NAME_LENGTH) {
+    return fail(
+      `field "name" is longer than ${MAX_NAME_LENGTH} characters: ${
+        show(value)
+      }`,
+    );
+  }
+  if (!SPEC_NAME_REGEXP.test(value)) {
+    return fail(
+      `field "name" is not a name of letters, digits, ".", "_", "+" and "-": ${
+        show(value)
+      }`,
+    );
   }
   return value;
 }
@@ -89,6 +114,12 @@ export function checkSystems(value: unknown, fail: Fail): string[] {
     !value.every((s) => typeof s === "string" && s !== "")
   ) {
     return fail(`field "systems" is not a non-empty list of strings`);
+  }
+  // A system names the channels file of its evaluation and is passed to
+  // the evaluator: only the shape of a Guix system, such as x86_64-linux.
+  const odd = value.find((system) => !isSystemName(system));
+  if (odd !== undefined) {
+    return fail(`field "systems" holds ${show(odd)}, not a system name`);
   }
   return value as string[];
 }

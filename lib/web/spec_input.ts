@@ -5,7 +5,12 @@
 // at least. A bad field is a 400 naming it and its value.
 
 import { HttpError, quoteValue } from "./http_error.ts";
-import { BUILD_TYPES, defaultGuixChannel } from "../spec/spec_fields.ts";
+import {
+  BUILD_TYPES,
+  defaultGuixChannel,
+  MAX_NAME_LENGTH,
+  SPEC_NAME_REGEXP,
+} from "../spec/spec_fields.ts";
 import { specificationFromJson } from "../spec/spec_json.ts";
 import { SpecError } from "../spec/spec_error.ts";
 import { isSystemName } from "../guix/system_name.ts";
@@ -23,11 +28,9 @@ export const FORM_SYSTEMS = [
   "i586-gnu",
 ];
 
-const MAX_NAME_LENGTH = 100;
 const MAX_LIST_ITEMS = 200;
 const MAX_ITEM_LENGTH = 500;
 const MAX_PERIOD_SECONDS = 366 * 24 * 3600;
-const SPEC_NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 
 /**
  * Reads a specification from the JSON shape of `/specifications`.

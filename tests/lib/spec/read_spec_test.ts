@@ -313,6 +313,43 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
   }
 });
 
+Deno.test("spec files are held to the API's names and systems", async (t) => {
+  // A file is read without the admin API's checks: a name with a slash
+  // made the specification unreachable at /jobset/NAME, and a system such
+  // as "../x" named a path outside the evaluation's directory.
+  const channel = `(list (channel (name 'c) (url "file:///tmp/c")))`;
+  const cases: [string, string, string][] = [
+    ["slash", `(name "team/hello")`, `"team/hello"`],
+    ["markup", `(name "<b>x</b>")`, `"<b>x</b>"`],
+    ["control character", `(name "a\tb")`, `"a\\tb"`],
+    ["long name", `(name "${"n".repeat(101)}")`, "longer than 100"],
+    ["system path", `(name "x") (systems '("../x"))`, `"../x"`],
+    [
+      "system markup",
+      `(name "x") (systems '("x86_64-linux<"))`,
+      `"x86_64-linux<"`,
+    ],
+  ];
+  for (const [label, fields, offending] of cases) {
+    await t.step(`Scheme: ${label}`, () => {
+      const text = `(list (specification ${fields} (channels ${channel})))`;
+      assert.throws(() => readSpecifications(text, "x.scm"), (error) => {
+        assert.ok(error instanceof SpecError, String(error));
+        assert.ok(error.message.includes(offending), error.message);
+        return true;
+      });
+    });
+  }
+  await t.step("JSON", () => {
+    for (const value of [{ name: "a/b" }, { name: "x", systems: ["a/b"] }]) {
+      assert.throws(
+        () => specificationFromJson(value),
+        (error) => error instanceof SpecError && /"a\/b"/.test(error.message),
+      );
+    }
+  });
+});
+
 Deno.test("SpecError.kind tells forms Guile could evaluate from bad values", async (t) => {
   const cases: [string, string][] = [
     [`(list (specification (name "x") (build (my-build))))`, "unsupported"],
@@ -365,7 +402,7 @@ Deno.test("readSpecificationFileOrGuix() asks guix repl for Scheme beyond the su
     const file = `${dir}/fancy.scm`;
     await Deno.writeTextFile(
       file,
-      `(list (specification (name "x") (systems (map car '(("a"))))))`,
+      `(list (specification (name "x") (systems (map car '(("x86_64-linux"))))))`,
     );
     const calls: string[][] = [];
     const answer = (stdout: string, code: number, stderr = "") =>
@@ -386,9 +423,12 @@ Deno.test("readSpecificationFileOrGuix() asks guix repl for Scheme beyond the su
     // Guile evaluated it and printed the subset.
     const specs = await readSpecificationFileOrGuix(
       file,
-      answer(`(list (specification (name "x") (systems '("a"))))\n`, 0),
+      answer(
+        `(list (specification (name "x") (systems '("x86_64-linux"))))\n`,
+        0,
+      ),
     );
-    assert.deepEqual(specs.map((s) => s.systems), [["a"]]);
+    assert.deepEqual(specs.map((s) => s.systems), [["x86_64-linux"]]);
     assert.deepEqual(calls[0].slice(0, 3), ["guix", "repl", "--"]);
     assert.match(calls[0][3], /\/lib\/spec\/print_specs\.scm$/);
     assert.equal(calls[0][4], file);
