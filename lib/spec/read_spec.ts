@@ -75,7 +75,7 @@ export function readSpecificationsJson(
     );
   }
   const items = Array.isArray(value) ? value : [value];
-  return items.map((item, index) => {
+  const specs = items.map((item, index) => {
     try {
       return specificationFromJson(item);
     } catch (error) {
@@ -88,6 +88,23 @@ export function readSpecificationsJson(
       );
     }
   });
+  // As in Scheme files: the second of two namesakes would silently replace
+  // the first in the database.
+  const seen = new Set<string>();
+  specs.forEach((spec, index) => {
+    if (seen.has(spec.name)) {
+      throw new SpecError(
+        `Cannot read specification ${
+          JSON.stringify(file)
+        } entry ${index}: two specifications are named ${
+          JSON.stringify(spec.name)
+        }`,
+        { file, line: 0, column: 0 },
+      );
+    }
+    seen.add(spec.name);
+  });
+  return specs;
 }
 
 /**

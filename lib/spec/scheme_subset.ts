@@ -15,6 +15,7 @@ import { SpecError, type SpecErrorKind } from "./spec_error.ts";
 import {
   buildOutput,
   BUILDS_WITH_PARAMS,
+  checkChannelNames,
   checkName,
   checkPeriod,
   checkPriority,
@@ -356,12 +357,15 @@ export class SchemeSubsetEvaluator {
     if (build !== undefined) spec.build = this.#build(build, failAt("build"));
     const channels = get("channels");
     if (channels !== undefined) {
-      spec.channels = this.#records(
-        channels,
-        "channel",
-        "channels",
+      spec.channels = checkChannelNames(
+        this.#records(
+          channels,
+          "channel",
+          "channels",
+          failAt("channels"),
+        ) as Channel[],
         failAt("channels"),
-      ) as Channel[];
+      );
     }
     const outputs = get("build-outputs");
     if (outputs !== undefined) {

@@ -124,6 +124,24 @@ export function checkSystems(value: unknown, fail: Fail): string[] {
   return value as string[];
 }
 
+/**
+ * `channels` if no two share a name. Polling pins each channel at the
+ * commit fetched for its name, so a second channel of the same name would
+ * be evaluated at the first one's commit; time-machine refuses them too.
+ */
+export function checkChannelNames(channels: Channel[], fail: Fail): Channel[] {
+  const seen = new Set<string>();
+  for (const channel of channels) {
+    if (seen.has(channel.name)) {
+      return fail(
+        `field "channels" names channel ${show(channel.name)} twice`,
+      );
+    }
+    seen.add(channel.name);
+  }
+  return channels;
+}
+
 export function checkString(value: unknown, name: string, fail: Fail): string {
   if (typeof value !== "string") {
     return fail(

@@ -10,6 +10,7 @@ import { SpecError } from "./spec_error.ts";
 import {
   buildOutput,
   BUILDS_WITH_PARAMS,
+  checkChannelNames,
   checkName,
   checkPeriod,
   checkPriority,
@@ -48,8 +49,13 @@ export function specificationFromJson(value: unknown): Specification {
     spec.build = jsonBuild(field("build"), fail);
   }
   if (field("channels") !== undefined) {
-    spec.channels = jsonArray(field("channels"), "channels", fail)
-      .map((c, i) => jsonChannel(c, (what) => fail(`channels[${i}]: ${what}`)));
+    spec.channels = checkChannelNames(
+      jsonArray(field("channels"), "channels", fail)
+        .map((c, i) =>
+          jsonChannel(c, (what) => fail(`channels[${i}]: ${what}`))
+        ),
+      fail,
+    );
   }
   if (field("build-outputs") !== undefined) {
     spec.buildOutputs = jsonArray(field("build-outputs"), "build-outputs", fail)

@@ -367,6 +367,51 @@ Deno.test("SpecError.kind tells forms Guile could evaluate from bad values", asy
   }
 });
 
+Deno.test("two channels of one name, or two specifications, are refused", async (t) => {
+  // Polling pins each channel at the commit fetched for its name: the
+  // second "c" was evaluated at the first one's commit. In a JSON file, the
+  // second "a" silently replaced the first in the database.
+  const twice = (url: string) => `(channel (name 'c) (url "${url}"))`;
+  await t.step("Scheme channels", () => {
+    assert.throws(
+      () =>
+        readSpecifications(
+          `(list (specification (name "x") (channels (list ${
+            twice("file:///a")
+          } ${twice("file:///b")}))))`,
+          "x.scm",
+        ),
+      /at 1:33: field "channels" names channel "c" twice/,
+    );
+  });
+  await t.step("JSON channels", () => {
+    const channel = (url: string) => ({ name: "c", url });
+    assert.throws(
+      () =>
+        specificationFromJson({
+          name: "x",
+          channels: [channel("file:///a"), channel("file:///b")],
+        }),
+      /field "channels" names channel "c" twice/,
+    );
+  });
+  await t.step("JSON file", async () => {
+    const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
+    try {
+      await Deno.writeTextFile(
+        `${dir}/twice.json`,
+        JSON.stringify([{ name: "a" }, { name: "b" }, { name: "a" }]),
+      );
+      await assert.rejects(
+        readSpecificationFile(`${dir}/twice.json`),
+        /twice\.json" entry 2: two specifications are named "a"/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
 Deno.test("readSpecificationFile() reads JSON files, with line:column errors", async () => {
   const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
   try {
