@@ -59,19 +59,39 @@ export function spawnProcess(
   };
 }
 
-/** Reads a stream to its end, keeping at most the last `maxBytes`. */
+/**
+ * Reads a stream to its end, keeping at most the last `maxBytes`. Aborting
+ * `signal` ends the reading early with what came so far: a pipe that a
+ * killed command's own children still hold open never reaches its end.
+ */
 export async function readTail(
   stream: ReadableStream<Uint8Array>,
   maxBytes: number,
   onChunk?: (chunk: Uint8Array) => void,
+  signal?: AbortSignal,
 ): Promise<Uint8Array> {
   const kept: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of stream) {
-    onChunk?.(chunk);
-    kept.push(chunk);
-    size += chunk.length;
-    while (size - kept[0].length >= maxBytes) size -= kept.shift()!.length;
+  const reader = stream.getReader();
+  const stop = () => void reader.cancel().catch(() => {});
+  if (signal?.aborted) stop();
+  signal?.addEventListener("abort", stop, { once: true });
+  try {
+    while (true) {
+      const { done, value: chunk } = await reader.read();
+      if (done) break;
+      onChunk?.(chunk);
+      kept.push(chunk);
+      size += chunk.length;
+      while (size - kept[0].length >= maxBytes) size -= kept.shift()!.length;
+    }
+  } catch (error) {
+    // As `for await` did: a failed consumer closes the pipe.
+    await reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    signal?.removeEventListener("abort", stop);
+    reader.releaseLock();
   }
   const all = new Uint8Array(size);
   let offset = 0;

@@ -69,18 +69,23 @@ export class Git {
       ...args,
     ];
     const abort = new AbortController();
+    // Git's own children (a remote helper stuck on the network, an
+    // upload-pack) survive its SIGKILL with its pipes open: once git is
+    // dead, stop reading them, or the timeout would bound nothing.
+    const abandonPipes = new AbortController();
     let timedOut = false;
     const timer = this.#clock.sleep(this.#timeoutMs, abort.signal).then(
       () => {
         timedOut = true;
         child.kill("SIGKILL");
+        void child.status.then(() => abandonPipes.abort());
       },
       () => {},
     );
     const child = this.#spawn(argv, { env: this.#env, cwd: options.cwd });
     const [stdout, stderr, status] = await Promise.all([
-      readTail(child.stdout, 16 << 20),
-      readTail(child.stderr, 16 << 10),
+      readTail(child.stdout, 16 << 20, undefined, abandonPipes.signal),
+      readTail(child.stderr, 16 << 10, undefined, abandonPipes.signal),
       child.status,
     ]).finally(() => abort.abort());
     await timer;

@@ -117,6 +117,25 @@ Deno.test({
   },
 });
 
+Deno.test("Git's timeout holds when git's children keep its pipes open", async () => {
+  // A fetch whose remote helper hangs: git is killed, the helper (here a
+  // `sleep`, which ends by itself) still holds stdout and stderr.
+  const client = new Git({
+    timeoutMs: 200,
+    spawn: (_argv, options) =>
+      spawnProcess(["sh", "-c", "sleep 4 & wait"], options),
+  });
+  const started = Date.now();
+  await assert.rejects(
+    client.run(["fetch", "x"]),
+    (error) =>
+      error instanceof GitError && error.timedOut &&
+      /"git fetch": no answer after 0 s/.test(error.message),
+  );
+  const elapsed = Date.now() - started;
+  assert.ok(elapsed < 2000, `run() took ${elapsed} ms`);
+});
+
 Deno.test("Git kills a command that exceeds its timeout", async () => {
   const client = new Git({
     timeoutMs: 200,
