@@ -315,7 +315,7 @@ export async function startServer(
 }
 
 /** The part of JobsetMonitor the server uses. */
-interface SpecificationWatcher {
+export interface SpecificationWatcher {
   start(): void;
   refresh(): Promise<void>;
   trigger(name: string): TriggerResult | "evaluating";
@@ -345,20 +345,41 @@ const TRIGGER_NOTES: Record<
 
 /**
  * Without channel polling: every active specification is evaluated once,
- * with its channels as given; a trigger evaluates it again.
+ * with its channels as given; a trigger evaluates it again. Triggers that
+ * come while the specification is being evaluated make one more
+ * evaluation after it, not one each: an admin clicking or a hook retrying
+ * must not start evaluators by the dozen.
  */
-function evaluateOnce(
-  store: Store,
+export function evaluateOnce(
+  store: Pick<
+    Store,
+    "listSpecifications" | "listEvaluations" | "getSpecification"
+  >,
   evaluate: (spec: Specification) => Promise<EvaluationOutcome>,
   logger: Logger,
 ): SpecificationWatcher {
-  const running = new Set<Promise<unknown>>();
+  const running = new Map<string, Promise<unknown>>();
+  const again = new Set<string>();
+  let stopped = false;
   function launch(spec: Specification) {
+    if (stopped) return;
+    if (running.has(spec.name)) {
+      again.add(spec.name);
+      return;
+    }
     const evaluation = evaluate(spec).catch((error) =>
       logger.error("evaluation failed", { spec: spec.name, error })
+    ).finally(() => {
+      running.delete(spec.name);
+      if (again.delete(spec.name)) relaunch(spec.name);
+    });
+    running.set(spec.name, evaluation);
+  }
+  function relaunch(name: string) {
+    // Read again: the specification may have changed or gone meanwhile.
+    store.getSpecification(name).then((spec) => spec && launch(spec)).catch(
+      (error) => logger.error("evaluation failed", { spec: name, error }),
     );
-    running.add(evaluation);
-    evaluation.finally(() => running.delete(evaluation));
   }
   return {
     start() {},
@@ -373,11 +394,13 @@ function evaluateOnce(
       }
     },
     trigger(name) {
-      store.getSpecification(name).then((spec) => spec && launch(spec));
+      relaunch(name);
       return "evaluating";
     },
     async stop() {
-      await Promise.allSettled([...running]);
+      stopped = true;
+      again.clear();
+      await Promise.allSettled([...running.values()]);
     },
   };
 }
