@@ -133,8 +133,9 @@ for (const [program, unit] of Object.entries(UNITS)) {
     assert.deepEqual(get("ProtectSystem"), ["strict"]);
     assert.deepEqual(get("PrivateTmp"), ["yes"]);
     assert.deepEqual(get("KillSignal"), ["SIGTERM"]);
+    // AF_NETLINK: Deno.networkInterfaces(), for DNS-SD (see the test below).
     assert.deepEqual(get("RestrictAddressFamilies"), [
-      "AF_UNIX AF_INET AF_INET6",
+      "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
     ]);
     assert.ok(get("EnvironmentFile")[0].endsWith(`/etc/lorica/${program}.env`));
     // V8 compiles code at run time: W^X enforcement would kill the process.
@@ -217,6 +218,56 @@ Deno.test({
       assert.equal(info.gid, Number(account[3]));
     } finally {
       await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+const straceAvailable = (() => {
+  try {
+    return new Deno.Command("strace", {
+      args: ["-V"],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+// The server (advertising) and the worker (browsing) list the machine's
+// interfaces with Deno.networkInterfaces(), which glibc's getifaddrs does over
+// a netlink socket. A unit that forbids that family makes the call throw
+// "Address family not supported by protocol" and the program stop at start.
+Deno.test({
+  name:
+    "every address family Deno.networkInterfaces() opens is allowed by both units",
+  ignore: !straceAvailable, // needs strace (Debian: strace)
+  async fn() {
+    const traced = await new Deno.Command("strace", {
+      args: [
+        "-f",
+        "-e",
+        "trace=socket",
+        Deno.execPath(),
+        "eval",
+        "Deno.networkInterfaces()",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const trace = new TextDecoder().decode(traced.stderr);
+    assert.ok(traced.success, trace);
+    const families = new Set(
+      [...trace.matchAll(/socket\((AF_[A-Z0-9]+),/g)].map((m) => m[1]),
+    );
+    assert.ok(families.has("AF_NETLINK"), trace);
+    for (const unit of Object.values(UNITS)) {
+      const allowed = settings(await Deno.readTextFile(unit))
+        .filter(([key]) => key === "RestrictAddressFamilies")
+        .flatMap(([, value]) => value.split(/\s+/));
+      for (const family of families) {
+        assert.ok(allowed.includes(family), `${unit} forbids ${family}`);
+      }
     }
   },
 });
