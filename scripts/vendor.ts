@@ -4,6 +4,7 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { isAbsolute, relative, resolve } from "node:path";
 
 const USAGE =
   `Usage: deno run -A scripts/vendor.ts [--offline] [--archive=FILE.tar.gz]
@@ -102,12 +103,20 @@ async function main(args: string[]): Promise<number> {
   }
 
   if (values.archive) {
+    // An archive written inside the tree (the documented
+    // `--archive=lorica-vendored.tar.gz`, run from the tree) must not pack
+    // itself: tar would fail with "file changed as we read it".
+    const archive = resolve(values.archive);
+    const inTree = relative(REPO, archive);
     const tar = await new Deno.Command("tar", {
       args: [
         "--exclude=./.git",
         "--exclude=./dist",
+        ...(inTree === ".." || inTree.startsWith("../") || isAbsolute(inTree)
+          ? []
+          : ["--no-wildcards", `--exclude=./${inTree}`]),
         "-czf",
-        values.archive,
+        archive,
         "-C",
         REPO,
         ".",

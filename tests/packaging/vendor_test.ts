@@ -135,3 +135,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "vendor.ts --archive=FILE with FILE inside the tree, as the docs run it, packs the tree but not FILE",
+  ignore: !npmCached,
+  async fn() {
+    await using source = await copyTree("lorica-vendor-archive-");
+    const vendor = await run(
+      DENO,
+      [
+        "run",
+        "-A",
+        "scripts/vendor.ts",
+        "--offline",
+        "--archive=lorica-vendored.tar.gz",
+      ],
+      { cwd: source.dir, env: offlineEnv() },
+    );
+    assert.equal(vendor.code, 0, vendor.stdout + vendor.stderr);
+    const list = await run(
+      "tar",
+      ["-tzf", `${source.dir}/lorica-vendored.tar.gz`],
+      { cwd: source.dir, env: offlineEnv() },
+    );
+    assert.equal(list.code, 0, list.stderr);
+    const names = list.stdout.split("\n");
+    assert.ok(names.includes("./server.ts"), list.stdout.slice(0, 500));
+    assert.ok(names.some((name) => name.startsWith("./node_modules/")));
+    assert.ok(!names.includes("./lorica-vendored.tar.gz"));
+  },
+});
