@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { startFarm } from "./demo/farm.ts";
 import { parsePort, UsageError } from "./lib/cli/args.ts";
+import { OFFLINE_RUN_FLAGS } from "./scripts/vendor.ts";
 import {
   compareOutcome,
   progressLine,
@@ -13,14 +14,18 @@ import {
 
 const HERE = fromFileUrl(new URL(".", import.meta.url)).replace(/\/$/, "");
 
-const USAGE = `Usage: deno task demo [--until-done] [--web-port=PORT] [--keep]
+const USAGE =
+  `Usage: deno task demo [--until-done] [--web-port=PORT] [--keep] [--vendored]
 Runs a Lorica server and two workers (x86_64-linux, i686-linux) on the demo
 specification, with a fake guix standing in for Guix. Pages are served on
 http://127.0.0.1:8080 until you press Ctrl-C.
 
   --until-done     exit after the summary: 0 when the outcome matches the scenario
   --web-port=PORT  web port (default 8080; 0 picks a free one)
-  --keep           keep the farm's directory (stores, logs, database)`;
+  --keep           keep the farm's directory (stores, logs, database)
+  --vendored       run the programs from this tree's node_modules/ and vendor/
+                   only (${OFFLINE_RUN_FLAGS.join(" ")}), as after
+                   scripts/vendor.ts on a machine without registry access`;
 
 // deno-lint-ignore no-console
 const say = console.log;
@@ -33,6 +38,7 @@ async function main(): Promise<number> {
       "until-done": { type: "boolean", default: false },
       "web-port": { type: "string", default: "8080" },
       keep: { type: "boolean", default: false },
+      vendored: { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -61,6 +67,9 @@ async function main(): Promise<number> {
     ],
     webPort: parsePort("--web-port", values["web-port"]!),
     requestPeriod: 1,
+    // The server and workers are separate `deno run`s: without these flags
+    // they would look for the npm packages in DENO_DIR and the registry.
+    denoFlags: values.vendored ? OFFLINE_RUN_FLAGS : undefined,
   });
   say(`Web interface: ${farm.webUrl}/  (process logs in ${farm.root})`);
 

@@ -166,3 +166,74 @@ Deno.test({
     assert.ok(!names.includes("./lorica-vendored.tar.gz"));
   },
 });
+
+/** Why a command cannot run without any network here, if it cannot. */
+const noNetworkMissing = (() => {
+  if (Deno.uid() !== 0) return "needs root for unshare -n";
+  for (const [tool, args] of [["unshare", ["--version"]], ["ip", ["-V"]]]) {
+    try {
+      new Deno.Command(tool as string, {
+        args: args as string[],
+        stdout: "null",
+        stderr: "null",
+      }).outputSync();
+    } catch {
+      return `no ${tool}`;
+    }
+  }
+  return undefined;
+})();
+
+Deno.test({
+  name:
+    `deno task demo's demo.ts --vendored builds the demo from a vendored tree with no network at all${
+      noNetworkMissing ? ` (skipped: ${noNetworkMissing})` : ""
+    }`,
+  ignore: !npmCached || noNetworkMissing !== undefined,
+  async fn() {
+    await using source = await copyTree("lorica-vendor-demo-src-");
+    const work = await Deno.makeTempDir({ prefix: "lorica-airgap-demo-" });
+    try {
+      const archive = `${work}/lorica.tar.gz`;
+      const vendor = await run(
+        DENO,
+        ["run", "-A", "scripts/vendor.ts", "--offline", `--archive=${archive}`],
+        { cwd: source.dir, env: offlineEnv() },
+      );
+      assert.equal(vendor.code, 0, vendor.stdout + vendor.stderr);
+      const tree = `${work}/lorica`;
+      await Deno.mkdir(tree);
+      const untar = await run("tar", ["-xzf", archive, "-C", tree], {
+        cwd: work,
+        env: offlineEnv(),
+      });
+      assert.equal(untar.code, 0, untar.stderr);
+      await Deno.mkdir(`${work}/deno-dir`);
+      // A network namespace of its own: loopback only, nothing else exists.
+      const demo = await run(
+        "timeout",
+        [
+          "300",
+          "unshare",
+          "-n",
+          "sh",
+          "-c",
+          `ip link set lo up && exec "$0" "$@"`,
+          DENO,
+          "run",
+          ...OFFLINE_RUN,
+          "-A",
+          "demo.ts",
+          "--vendored",
+          "--until-done",
+          "--web-port=0",
+        ],
+        { cwd: tree, env: offlineEnv({ DENO_DIR: `${work}/deno-dir` }) },
+      );
+      assert.equal(demo.code, 0, demo.stdout.slice(-3000) + demo.stderr);
+      assert.match(demo.stdout, /Outcome matches the scenario: 30 builds/);
+    } finally {
+      await Deno.remove(work, { recursive: true });
+    }
+  },
+});
