@@ -325,17 +325,21 @@ async function main(args: string[]): Promise<number> {
   // The jobset monitor polls every active specification right away.
   await server.refreshSpecifications();
 
+  // Any failure to advertise, finding no interface to use included (only
+  // loopback up at boot), leaves a server that workers reach by --server.
   const advertisement = remote && !flag("no-advertise")
-    ? await advertiseServer({
-      interfaces: systemInterfaces(text("advertise-interface")?.split(",")),
-      instanceName: text("advertise-name") ??
-        `Lorica remote server on ${hostLabel(Deno.hostname())}`,
-      hostName: `lorica-${hostLabel(Deno.hostname())}`,
-      port: server.backendPort,
-      logPort: server.logPort,
-      publishPort: server.publishPort,
-      logger: logger.with({ part: "discovery" }),
-    }).catch((error) => {
+    ? await Promise.resolve().then(() =>
+      advertiseServer({
+        interfaces: systemInterfaces(text("advertise-interface")?.split(",")),
+        instanceName: text("advertise-name") ??
+          `Lorica remote server on ${hostLabel(Deno.hostname())}`,
+        hostName: `lorica-${hostLabel(Deno.hostname())}`,
+        port: server.backendPort,
+        logPort: server.logPort,
+        publishPort: server.publishPort,
+        logger: logger.with({ part: "discovery" }),
+      })
+    ).catch((error) => {
       logger.warn("advertising failed", { error });
       return null;
     })

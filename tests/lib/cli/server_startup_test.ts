@@ -281,3 +281,56 @@ Deno.test("lorica-server with a --worker-timeout not above the workers' 60 s pin
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "lorica-server --build-remote with only loopback up warns that it cannot advertise and keeps serving",
+  // A network namespace of its own: only loopback, so nothing can leave it.
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "lorica-startup-" });
+    const child = new Deno.Command("unshare", {
+      args: [
+        "--net",
+        "sh",
+        "-c",
+        'ip link set lo up && exec "$0" "$@"',
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        SERVER,
+        "--build-remote",
+        "--no-publish",
+        "--listen=127.0.0.1",
+        "--backend-port=0",
+        "--log-port=0",
+        "--web-listen=127.0.0.1",
+        "--web-port=0",
+        `--database=${dir}/farm.db`,
+        `--cache=${dir}/cache`,
+        `--gc-roots=${dir}/roots`,
+      ],
+      cwd: dir,
+      env: { XDG_STATE_HOME: `${dir}/state-home`, LORICA_LOG: "warn" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGTERM"), 30_000);
+    try {
+      let seen = "";
+      for await (
+        const text of child.stderr.pipeThrough(new TextDecoderStream())
+      ) {
+        seen += text;
+        if (seen.includes("advertising failed")) child.kill("SIGTERM");
+      }
+      assert.match(seen, /warn advertising failed .*only loopback is up/);
+      // Stopped by the signal, not by the failure.
+      assert.equal((await child.status).code, 0, seen);
+    } finally {
+      clearTimeout(timer);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
