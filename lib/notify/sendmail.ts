@@ -23,6 +23,14 @@ export class SendmailError extends Error {
 }
 
 const EX_TEMPFAIL = 75;
+/**
+ * How long sendmail's standard error may stay open once sendmail is gone: a
+ * child it forked (a queue runner, a stuck relay) can hold the pipe for as
+ * long as it lives, and the notification loop must not wait on it.
+ */
+const STDERR_GRACE_MS = 1_000;
+/** Standard error kept for the error message. */
+const STDERR_MAX_CHARS = 16 << 10;
 
 /**
  * Runs `path -i -f FROM -- TO...` with the message (LF line ends) on its
@@ -66,7 +74,8 @@ export async function sendWithSendmail(
   const timer = setTimeout(() => kill("timed out"), timeoutMs);
   const onAbort = () => kill("cancelled");
   signal?.addEventListener("abort", onAbort, { once: true });
-  const stderrText = new Response(child.stderr).text().catch(() => "");
+  const stderrReader = child.stderr.getReader();
+  const stderrText = readTextTail(stderrReader, STDERR_MAX_CHARS);
   try {
     const writer = child.stdin.getWriter();
     await writer.write(
@@ -74,7 +83,9 @@ export async function sendWithSendmail(
     ).catch(() => {});
     await writer.close().catch(() => {});
     const { code } = await child.status;
-    const stderr = await stderrText;
+    const stderr = await settleWithin(stderrText, STDERR_GRACE_MS, () => {
+      stderrReader.cancel().catch(() => {});
+    });
     if (killed !== null) {
       throw new SendmailError(
         `Cannot send mail with ${JSON.stringify(path)}: ${killed}`,
@@ -98,5 +109,47 @@ export async function sendWithSendmail(
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Reads the stream to its end (or a failure), keeping the last `max` chars. */
+async function readTextTail(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  max: number,
+): Promise<string> {
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text = (text + decoder.decode(value, { stream: true })).slice(-max);
+    }
+  } catch {
+    // Cancelled or broken: what came so far is all there is.
+  }
+  return text;
+}
+
+/**
+ * What `reading` gives within `ms`; past that, calls `giveUp` (which must
+ * make `reading` end) and returns what it gives then.
+ */
+async function settleWithin(
+  reading: Promise<string>,
+  ms: number,
+  giveUp: () => void,
+): Promise<string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => {
+    timer = setTimeout(() => resolve("late"), ms);
+  });
+  try {
+    const first = await Promise.race([reading, late]);
+    if (first !== "late") return first;
+    giveUp();
+    return await reading;
+  } finally {
+    clearTimeout(timer);
   }
 }

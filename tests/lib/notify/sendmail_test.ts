@@ -65,3 +65,38 @@ Deno.test("sendWithSendmail() reports failures, EX_TEMPFAIL as transient", async
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("sendWithSendmail() gives up on time when a child of sendmail holds its stderr", async () => {
+  const dir = await Deno.makeTempDir();
+  const pidFile = `${dir}/grandchild.pid`;
+  try {
+    // Like a sendmail that forks a relay and waits on it: the forked child
+    // inherits standard error and outlives the SIGKILL of its parent.
+    const path = `${dir}/sendmail-forks`;
+    await Deno.writeTextFile(
+      path,
+      `#!/bin/sh\nsleep 60 &\necho $! > "${pidFile}"\nwait\n`,
+    );
+    await Deno.chmod(path, 0o755);
+    const started = Date.now();
+    await assert.rejects(
+      sendWithSendmail(path, { from: "a@b.test", to: ["c@d.test"] }, "x\r\n", {
+        timeoutMs: 300,
+      }),
+      (error) =>
+        error instanceof SendmailError && error.transient &&
+        /timed out/.test(error.message),
+    );
+    assert.ok(Date.now() - started < 10_000, "waited on the forked child");
+  } finally {
+    const pid = Number(await Deno.readTextFile(pidFile).catch(() => "0"));
+    if (pid > 0) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
