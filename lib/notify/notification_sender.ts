@@ -10,6 +10,8 @@ import { type MastodonAccount, postMastodonStatus } from "./mastodon.ts";
 /** Where notifications come from: the store's queue. */
 export interface NotificationSource {
   popNotifications(limit: number): Promise<QueuedNotification[]>;
+  /** Takes back undelivered notifications at shutdown; returns how many. */
+  returnNotifications?(items: QueuedNotification[]): Promise<number>;
 }
 
 /** What became of one delivery attempt. */
@@ -51,7 +53,8 @@ export interface NotificationSenderOptions {
 export interface NotificationSender {
   /**
    * Stops looking at the queue, lets a delivery under way finish (bounded by
-   * its timeout) and logs the retries it gives up.
+   * its timeout) and gives the notifications it did not deliver (pending
+   * retries, the rest of the batch) back to the queue, for the next run.
    */
   stop(): Promise<void>;
 }
@@ -99,6 +102,8 @@ export function startNotificationSender(
   } = options;
   const stopping = new AbortController();
   let retries: Pending[] = [];
+  /** Taken from the queue but not tried before the stop. */
+  const unattempted: QueuedNotification[] = [];
 
   async function loop() {
     while (!stopping.signal.aborted) {
@@ -106,8 +111,9 @@ export function startNotificationSender(
       const due = retries.filter((p) => p.dueAt <= now);
       retries = retries.filter((p) => p.dueAt > now);
       for (const pending of due) {
-        if (stopping.signal.aborted) break;
-        await attempt(pending);
+        // Kept for giving back at the stop below.
+        if (stopping.signal.aborted) retries.push(pending);
+        else await attempt(pending);
       }
       let fresh: QueuedNotification[] = [];
       if (!stopping.signal.aborted) {
@@ -117,7 +123,11 @@ export function startNotificationSender(
           logger.error("notification queue unreadable", { error });
         }
       }
-      for (const notification of fresh) {
+      for (const [index, notification] of fresh.entries()) {
+        if (stopping.signal.aborted) {
+          unattempted.push(...fresh.slice(index));
+          break;
+        }
         await attempt({ notification, attempts: 0, dueAt: 0 });
       }
       try {
@@ -126,14 +136,35 @@ export function startNotificationSender(
         break;
       }
     }
-    for (const pending of retries) {
+    await giveBack([
+      ...retries.map((pending) => pending.notification),
+      ...unattempted,
+    ]);
+    retries = [];
+  }
+
+  /** Returns undelivered notifications to the store, or logs their loss. */
+  async function giveBack(items: QueuedNotification[]) {
+    if (items.length === 0) return;
+    let returned = 0;
+    try {
+      returned = await source.returnNotifications?.(items) ?? 0;
+      logger.info("notifications returned to the queue", {
+        count: returned,
+      });
+    } catch (error) {
+      logger.error("notification queue unwritable", { error });
+    }
+    if (returned === items.length) return;
+    // Without a store to take them back, or when it failed: name each one.
+    // (A store skips only those whose build is gone.)
+    if (returned > 0) return;
+    for (const notification of items) {
       logger.warn("notification dropped at shutdown", {
-        id: pending.notification.id,
-        build: pending.notification.build.id,
-        attempts: pending.attempts,
+        id: notification.id,
+        build: notification.build.id,
       });
     }
-    retries = [];
   }
 
   async function attempt(pending: Pending) {

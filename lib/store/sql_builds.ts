@@ -554,6 +554,25 @@ export function* restartEvaluation(d: Dialect, id: number): Step<number> {
   return ids.length;
 }
 
+export function* returnNotifications(
+  _d: Dialect,
+  items: QueuedNotification[],
+): Step<number> {
+  let count = 0;
+  for (const item of items) {
+    // The build may have been deleted (with its evaluation) meanwhile.
+    const rows = yield* all(
+      `INSERT INTO Notifications (id, type, build)
+       SELECT ?, ?, id FROM Builds WHERE id = ?
+       ON CONFLICT (id) DO NOTHING
+       RETURNING id`,
+      [item.id, JSON.stringify(item.sink), item.build.id],
+    );
+    count += rows.length;
+  }
+  return count;
+}
+
 export function* popNotifications(
   d: Dialect,
   limit: number,

@@ -234,6 +234,8 @@ function storeOver(
       write((d) => builds.restartEvaluation(d, id)),
     popNotifications: (limit) =>
       write((d) => builds.popNotifications(d, limit)),
+    returnNotifications: (items) =>
+      write((d) => builds.returnNotifications(d, items)),
 
     upsertWorker: (worker) => write((d) => workers.upsertWorker(d, worker)),
     touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),

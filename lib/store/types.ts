@@ -452,6 +452,13 @@ export interface Store {
    * specification when its weather becomes new-success or new-failure.
    */
   popNotifications(limit: number): Promise<QueuedNotification[]>;
+  /**
+   * Puts notifications taken by popNotifications and not delivered back in
+   * the queue under their own ids (which keep Mastodon's idempotency key);
+   * skips those whose build is gone or whose id is queued again. Returns
+   * how many went back.
+   */
+  returnNotifications(items: QueuedNotification[]): Promise<number>;
 
   // --- Added for issue #8 (several processes on one database) ---
 

@@ -242,6 +242,60 @@ Deno.test("startNotificationSender() stops while sleeping and drops pending retr
   assert.match(log.lines.join("\n"), /notification dropped at shutdown id=3/);
 });
 
+Deno.test("startNotificationSender() gives undelivered notifications back at a stop, and the next run sends each once", async () => {
+  await using mastodon = startFakeMastodon([503]);
+  const items: QueuedNotification[] = [1, 2, 3].map((id) => ({
+    id,
+    sink: { type: "mastodon" },
+    build: sampleBuild({ id }),
+  }));
+  // The store's queue, taking back what is returned under the same ids.
+  const source = {
+    popNotifications: (limit: number) =>
+      Promise.resolve(items.splice(0, limit)),
+    returnNotifications(back: QueuedNotification[]) {
+      items.push(...back);
+      items.sort((a, b) => a.id - b.id);
+      return Promise.resolve(back.length);
+    },
+  };
+  const start = (onOutcome: (o: NotificationOutcome) => void) =>
+    startNotificationSender({
+      source,
+      clock: systemClock,
+      logger: collect().logger,
+      baseUrl: "",
+      mastodon: { instanceUrl: mastodon.url, token: "tok" },
+      intervalMs: 10,
+      retryDelayMs: 3_600_000,
+      onOutcome,
+    });
+  // The server stops right after the first attempt (refused with 503) of
+  // the batch; 2 and 3 were taken from the queue but not tried.
+  let stopped: Promise<void> | null = null;
+  const first = start(() => stopped ??= first.stop());
+  while (stopped === null) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  await stopped;
+  assert.deepEqual(items.map((n) => n.id), [1, 2, 3]);
+
+  const second = collect();
+  const again = start((o) => second.outcomes.push(o));
+  await second.settled(3);
+  await again.stop();
+  assert.deepEqual(
+    second.outcomes.map((o) => [o.id, o.outcome]),
+    [[1, "sent"], [2, "sent"], [3, "sent"]],
+  );
+  assert.deepEqual(mastodon.seen.map((s) => s.idempotencyKey), [
+    "lorica-notification-1",
+    "lorica-notification-1",
+    "lorica-notification-2",
+    "lorica-notification-3",
+  ]);
+});
+
 Deno.test("startNotificationSender() hands sendmail:// sinks to the sendmail program", async () => {
   const dir = await Deno.makeTempDir();
   try {

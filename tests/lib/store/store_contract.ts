@@ -1649,4 +1649,36 @@ export function storeContract(
     ]);
     assert.deepEqual(await store.popNotifications(10), []);
   });
+
+  test("returnNotifications() puts taken notifications back under their ids", async (store) => {
+    const spec: Specification = {
+      ...specification("guix"),
+      notifications: [{ type: "email", to: "a@example.invalid" }],
+    };
+    await store.upsertSpecification(spec);
+    for (const [index, final] of [0, 1].entries()) {
+      const id = await store.addEvaluation("guix", [], index);
+      await store.registerBuilds(id, [job("hello", { drv: `r${index}` })], {
+        priority: 9,
+        now: index,
+      });
+      await store.completeBuild(drv(`r${index}`), final as BuildStatus, {
+        now: 10 + index,
+      });
+    }
+    const taken = await store.popNotifications(10);
+    assert.equal(taken.length, 1);
+    assert.deepEqual(await store.popNotifications(10), []);
+    assert.equal(await store.returnNotifications(taken), 1);
+    // Returned twice (two stopping senders): queued once.
+    assert.equal(await store.returnNotifications(taken), 0);
+    const again = await store.popNotifications(10);
+    assert.deepEqual(
+      again.map((n) => [n.id, n.sink, n.build.derivation]),
+      taken.map((n) => [n.id, n.sink, n.build.derivation]),
+    );
+    // A build deleted meanwhile has nothing left to notify about.
+    const gone = { ...taken[0], build: { ...taken[0].build, id: 999_999 } };
+    assert.equal(await store.returnNotifications([gone]), 0);
+  });
 }
