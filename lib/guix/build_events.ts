@@ -231,17 +231,27 @@ export async function runBuildDriver(
     signal: request.signal,
   });
   const parser = new BuildEventParser();
+  let handlerFailure: { error: unknown } | null = null;
   const reading = (async () => {
     for await (const chunk of child.stdout) {
       for (const event of parser.push(chunk)) await onEvent(event);
     }
     for (const event of parser.end()) await onEvent(event);
-  })();
+  })().catch((error) => {
+    // Nobody follows the builds any more: stop the driver (its daemon
+    // connection with it) rather than leave it building, holding the
+    // derivations' locks against the retry of the caller.
+    handlerFailure = { error };
+    child.kill();
+  });
   const [, stderr, status] = await Promise.all([
     reading,
     readText(child.stderr, STDERR_TAIL),
     child.status,
   ]);
+  if (handlerFailure !== null) {
+    throw (handlerFailure as { error: unknown }).error;
+  }
   return { exitCode: status.code, signal: status.signal, stderr };
 }
 

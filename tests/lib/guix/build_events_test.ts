@@ -15,6 +15,7 @@ import {
   writeScenario,
 } from "../../fake-guix/test_env.ts";
 import { joinBytes } from "./_support.ts";
+import { spawnProcess } from "../../../lib/process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -262,5 +263,34 @@ Deno.test("runBuildDriver() streams the fake daemon's events; logs cannot spoof 
     ]);
   } finally {
     await Deno.remove(farm.root, { recursive: true });
+  }
+});
+
+Deno.test("runBuildDriver() stops the driver when the event handler fails", async () => {
+  let pid = 0;
+  // A driver that reports a start, then builds for a long while.
+  const spawn = (_args: string[], options = {}) => {
+    const child = spawnProcess([
+      "sh",
+      "-c",
+      `echo "@ build-started ${DRV} - x86_64-linux /l 42"; exec sleep 30`,
+    ], options);
+    pid = child.pid;
+    return child;
+  };
+  try {
+    await assert.rejects(
+      runBuildDriver(spawn, { drvs: [DRV] }, () => {
+        throw new Error("No space left on device");
+      }),
+      /No space left on device/,
+    );
+    assert.throws(() => Deno.kill(pid, "SIGCONT"), "the driver still runs");
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Stopped, as it should be.
+    }
   }
 });
