@@ -255,7 +255,7 @@ export function startNotificationSender(
             "mastodon",
           );
         }
-        await postMastodonStatus(mastodon, text.text, {
+        await postMastodonStatus(mastodon, text.status, {
           idempotencyKey: `lorica-notification-${notification.id}`,
           timeoutMs,
         });

@@ -12,6 +12,8 @@ export interface NotificationText {
   url: string;
   /** "fixed" or "broken". */
   state: "fixed" | "broken";
+  /** The body for a Mastodon status: names cannot mention or tag anyone. */
+  status: string;
 }
 
 /**
@@ -27,10 +29,26 @@ export function notificationText(
   const spec = oneLine(build.specification);
   const url = `${baseUrl.replace(/\/+$/, "")}/build/${build.id}/details`;
   const subject = `Build ${job} on ${spec} is ${state}.`;
-  const text = `Job ${job} of specification ${spec} (${
-    oneLine(build.system)
-  }) is ${state}.\nBuild details and log: ${url}\n`;
-  return { subject, text, url, state };
+  const body = (name: (value: string) => string) =>
+    `Job ${name(build.jobName)} of specification ${
+      name(build.specification)
+    } (${name(build.system)}) is ${state}.\nBuild details and log: ${url}\n`;
+  return {
+    subject,
+    text: body(oneLine),
+    url,
+    state,
+    status: body((value) => defuseMentions(oneLine(value))),
+  };
+}
+
+/**
+ * Mastodon turns `@user@host` into a mention that notifies that user, and
+ * `#word` into a hashtag: a job name must not reach people that way. A zero
+ * width space after the sign breaks both and shows nothing.
+ */
+function defuseMentions(value: string): string {
+  return value.replace(/[@#＠＃]/g, "$&\u200b");
 }
 
 /** New success reads "fixed", new failure "broken"; otherwise the status decides. */

@@ -30,3 +30,14 @@ Deno.test("notificationText() keeps line breaks of job names out of the subject"
   );
   assert.equal(text.subject, "Build evil Bcc: x@y.test on demo is broken.");
 });
+
+Deno.test("notificationText() keeps job names from mentioning or tagging anyone on Mastodon", () => {
+  const text = notificationText(
+    sampleBuild({ jobName: "@admin@social.test #spam ＠x" }),
+    "https://ci.test",
+  );
+  assert.ok(!/[@#＠＃](?!\u200b)/.test(text.status), text.status);
+  assert.equal(text.status.replaceAll("\u200b", ""), text.text);
+  // Mail readers do not mention: the mail keeps the name as it is.
+  assert.match(text.text, /Job @admin@social\.test #spam ＠x of/);
+});
