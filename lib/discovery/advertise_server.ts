@@ -11,6 +11,7 @@ import {
   type MdnsTransport,
   openMdnsTransport,
   type PacketSource,
+  reopenMdnsTransport,
 } from "./mdns_transport.ts";
 import {
   checkNames,
@@ -239,20 +240,13 @@ export async function advertiseServer(
       before,
       after: describeInterfaces(fresh),
     });
-    await transport.close();
     interfaces = fresh;
-    try {
-      transport = await open();
-    } catch (error) {
-      // Left without sockets until the addresses change again.
-      transport = { links: [], close: () => Promise.resolve() };
-      logger.warn("mdns sockets not reopened", {
-        interfaces: describeInterfaces(fresh),
-        error,
-      });
-      return;
-    }
-    await announceSeveralTimes();
+    const next = await reopenMdnsTransport(transport, open, {
+      interfaces: describeInterfaces(fresh),
+      logger,
+    });
+    transport = next.transport;
+    if (next.reopened) await announceSeveralTimes();
   }
   const announcing = announceSeveralTimes().then(() =>
     watchAddresses({

@@ -12,6 +12,7 @@ import {
   type MdnsTransport,
   openMdnsTransport,
   type PacketSource,
+  reopenMdnsTransport,
 } from "./mdns_transport.ts";
 import {
   instanceFullName,
@@ -284,18 +285,12 @@ export async function* browseServers(
       before,
       after: describeInterfaces(fresh),
     });
-    await transport.close();
-    try {
-      transport = await open(fresh);
-    } catch (error) {
-      // Left without sockets until the addresses change again.
-      transport = { links: [], close: () => Promise.resolve() };
-      logger.warn("mdns sockets not reopened", {
-        interfaces: describeInterfaces(fresh),
-        error,
-      });
-      return;
-    }
+    const next = await reopenMdnsTransport(transport, () => open(fresh), {
+      interfaces: describeInterfaces(fresh),
+      logger,
+    });
+    transport = next.transport;
+    if (!next.reopened) return;
     asked.clear();
     askAgain = true;
   }

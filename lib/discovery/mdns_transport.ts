@@ -86,6 +86,31 @@ export interface MdnsTransportOptions {
   onPacket: (packet: DnsPacket, source: PacketSource, link: MdnsLink) => void;
 }
 
+/**
+ * Closes `old` and opens sockets on the interfaces' new addresses with
+ * `open`; when that fails, left without sockets until the addresses change
+ * again (logged). Returns the new transport and whether it has sockets.
+ */
+export async function reopenMdnsTransport(
+  old: MdnsTransport,
+  open: () => Promise<MdnsTransport>,
+  context: { interfaces: string; logger: Logger },
+): Promise<{ transport: MdnsTransport; reopened: boolean }> {
+  await old.close();
+  try {
+    return { transport: await open(), reopened: true };
+  } catch (error) {
+    context.logger.warn("mdns sockets not reopened", {
+      interfaces: context.interfaces,
+      error,
+    });
+    return {
+      transport: { links: [], close: () => Promise.resolve() },
+      reopened: false,
+    };
+  }
+}
+
 interface MulticastDnsInstance {
   on(event: string, listener: (...args: never[]) => void): void;
   once(event: string, listener: (...args: never[]) => void): void;
