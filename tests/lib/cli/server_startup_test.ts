@@ -1,8 +1,10 @@
 // lorica-server's startup checks: a path or database option that cannot be
 // used stops the server at once with status 2 (1 for a database that does
 // not answer), naming the option actually at fault, and leaves no admin
-// token behind. Each run is local mode on port 0 in a temp directory; one
-// that starts anyway is stopped after a while and fails its test.
+// token behind; doubtful settings are warned about at start. Each run is
+// local mode on port 0 in a temp directory (remote mode only inside a
+// network namespace of its own); one that starts where it should not is
+// stopped after a while and fails its test.
 
 import assert from "node:assert/strict";
 
@@ -13,46 +15,71 @@ interface Run {
   stderr: string;
 }
 
+/** Extra ways to start the server; see {@link runServer}. */
+interface RunOptions {
+  env?: Record<string, string>;
+  /** A command the server runs under (its argv is appended). */
+  wrapper?: string[];
+  /** Once stderr matches it, the server is sent SIGTERM. */
+  stopAt?: RegExp;
+}
+
 /**
  * Runs lorica-server in `dir` with its paths in `dir` (`--database`,
- * `--cache`, `--gc-roots`), as changed by `options` (null drops one).
+ * `--cache`, `--gc-roots`), as changed by `options` (null drops one), until
+ * it exits, or until its stderr matches `stopAt`; one still running after
+ * 30 s is stopped too.
  */
 async function runServer(
   dir: string,
   options: Record<string, string | null> = {},
-  env: Record<string, string> = {},
+  { env = {}, wrapper = [], stopAt }: RunOptions = {},
 ): Promise<Run> {
   const paths: Record<string, string | null> = {
     database: `${dir}/farm.db`,
     cache: `${dir}/cache`,
     "gc-roots": `${dir}/roots`,
+    "web-listen": "127.0.0.1",
+    "web-port": "0",
     ...options,
   };
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      SERVER,
-      "--no-publish",
-      "--no-advertise",
-      "--web-listen=127.0.0.1",
-      "--web-port=0",
-      ...Object.entries(paths).filter(([, value]) => value !== null)
-        .map(([name, value]) => `--${name}=${value}`),
-    ],
+  const argv = [
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    SERVER,
+    "--no-publish",
+    ...(options["build-remote"] === undefined ? ["--no-advertise"] : []),
+    ...Object.entries(paths).filter(([, value]) => value !== null)
+      .map(([name, value]) =>
+        value === "" ? `--${name}` : `--${name}=${value}`
+      ),
+  ];
+  const command = [...wrapper, ...argv];
+  const child = new Deno.Command(command[0], {
+    args: command.slice(1),
     cwd: dir,
     env: { XDG_STATE_HOME: `${dir}/state-home`, LORICA_LOG: "error", ...env },
     stdin: "null",
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  const timer = setTimeout(() => child.kill("SIGTERM"), 30_000);
+  let stopped = false;
+  const stop = () => {
+    // Once: a second SIGTERM is not what these tests are about.
+    if (!stopped) child.kill("SIGTERM");
+    stopped = true;
+  };
+  const timer = setTimeout(stop, 30_000);
   try {
-    const output = await child.output();
-    return {
-      code: output.code,
-      stderr: new TextDecoder().decode(output.stderr),
-    };
+    let stderr = "";
+    for await (
+      const text of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      stderr += text;
+      if (stopAt?.test(stderr)) stop();
+    }
+    return { code: (await child.status).code, stderr };
   } finally {
     clearTimeout(timer);
   }
@@ -239,47 +266,15 @@ Deno.test("lorica-server that cannot listen on its web port leaves no admin toke
 });
 
 Deno.test("lorica-server with a --worker-timeout not above the workers' 60 s ping interval warns at start", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "lorica-startup-" });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      SERVER,
-      "--no-publish",
-      "--no-advertise",
-      "--web-listen=127.0.0.1",
-      "--web-port=0",
-      `--database=${dir}/farm.db`,
-      `--cache=${dir}/cache`,
-      `--gc-roots=${dir}/roots`,
-      "--worker-timeout=30",
-    ],
-    cwd: dir,
-    env: { XDG_STATE_HOME: `${dir}/state-home`, LORICA_LOG: "warn" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGTERM"), 30_000);
-  try {
-    let seen = "";
-    for await (
-      const text of child.stderr.pipeThrough(new TextDecoderStream())
-    ) {
-      seen += text;
-      if (seen.includes("worker timeout shorter than the ping interval")) {
-        child.kill("SIGTERM");
-      }
-    }
-    assert.match(
-      seen,
-      /warn worker timeout shorter than the ping interval timeout=30 ping=60/,
-    );
-    await child.status;
-  } finally {
-    clearTimeout(timer);
-    await Deno.remove(dir, { recursive: true });
-  }
+  await withDir(async (dir) => {
+    const warning =
+      /warn worker timeout shorter than the ping interval timeout=30 ping=60/;
+    const run = await runServer(dir, { "worker-timeout": "30" }, {
+      env: { LORICA_LOG: "warn" },
+      stopAt: warning,
+    });
+    assert.match(run.stderr, warning);
+  });
 });
 
 Deno.test({
@@ -288,49 +283,26 @@ Deno.test({
   // A network namespace of its own: only loopback, so nothing can leave it.
   ignore: Deno.uid() !== 0,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "lorica-startup-" });
-    const child = new Deno.Command("unshare", {
-      args: [
-        "--net",
-        "sh",
-        "-c",
-        'ip link set lo up && exec "$0" "$@"',
-        Deno.execPath(),
-        "run",
-        "--allow-all",
-        SERVER,
-        "--build-remote",
-        "--no-publish",
-        "--listen=127.0.0.1",
-        "--backend-port=0",
-        "--log-port=0",
-        "--web-listen=127.0.0.1",
-        "--web-port=0",
-        `--database=${dir}/farm.db`,
-        `--cache=${dir}/cache`,
-        `--gc-roots=${dir}/roots`,
-      ],
-      cwd: dir,
-      env: { XDG_STATE_HOME: `${dir}/state-home`, LORICA_LOG: "warn" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const timer = setTimeout(() => child.kill("SIGTERM"), 30_000);
-    try {
-      let seen = "";
-      for await (
-        const text of child.stderr.pipeThrough(new TextDecoderStream())
-      ) {
-        seen += text;
-        if (seen.includes("advertising failed")) child.kill("SIGTERM");
-      }
-      assert.match(seen, /warn advertising failed .*only loopback is up/);
+    await withDir(async (dir) => {
+      const run = await runServer(dir, {
+        "build-remote": "",
+        listen: "127.0.0.1",
+        "backend-port": "0",
+        "log-port": "0",
+      }, {
+        env: { LORICA_LOG: "warn" },
+        wrapper: [
+          "unshare",
+          "--net",
+          "sh",
+          "-c",
+          'ip link set lo up && exec "$0" "$@"',
+        ],
+        stopAt: /advertising failed/,
+      });
+      assert.match(run.stderr, /warn advertising failed .*only loopback is up/);
       // Stopped by the signal, not by the failure.
-      assert.equal((await child.status).code, 0, seen);
-    } finally {
-      clearTimeout(timer);
-      await Deno.remove(dir, { recursive: true });
-    }
+      assert.equal(run.code, 0, run.stderr);
+    });
   },
 });
