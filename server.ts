@@ -299,6 +299,14 @@ async function main(args: string[]): Promise<number> {
     : Deno.env.get("LORICA_MASTODON_TOKEN");
   const adminToken = await adminTokenOf(text("admin-token-file"), stateDir);
   config.adminToken = adminToken.token;
+  // Listened for before anything starts: a stop asked for while the
+  // server starts (systemd's, say) is a clean stop once it has started,
+  // not the default end that would leave guix publish and the database
+  // behind.
+  const stopped = Promise.withResolvers<void>();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => stopped.resolve());
+  }
   const store = await openStore(database.value, { logger }).catch((error) => {
     // A string that names no database is a bad command line (exit 2); a
     // database that does not answer is not.
@@ -357,10 +365,6 @@ async function main(args: string[]): Promise<number> {
     hostname: Deno.hostname(),
   });
 
-  const stopped = Promise.withResolvers<void>();
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => stopped.resolve());
-  }
   // A dead guix publish stops the server as SIGTERM does, but with an
   // error, so that systemd restarts it (see lib/server/server.ts).
   const failure = await Promise.race([stopped.promise, server.failed]);
