@@ -488,6 +488,26 @@ export async function withLab<T>(
   }
 }
 
+/**
+ * A test run in a lab of its own (see {@link withLab}) when `availability`
+ * says namespaces (and whatever else it checked) can be had; otherwise
+ * skipped, the reason in its name. The lab, not Deno's sanitizers, cleans
+ * up the processes and sockets the test leaves to it.
+ */
+export function labTest(
+  availability: Availability,
+  name: string,
+  body: (lab: NetnsLab) => Promise<void>,
+): void {
+  Deno.test({
+    name: availability.ok ? name : `${name} (skipped: ${availability.reason})`,
+    ignore: !availability.ok,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => withLab(body),
+  });
+}
+
 function busConfig(socket: string): string {
   return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

@@ -6,16 +6,16 @@ import assert from "node:assert/strict";
 import {
   avahiAvailable,
   labAvailable,
+  labTest,
   linkLocalAddress,
   type Namespace,
   type NetnsLab,
   twoHosts,
-  withLab,
 } from "../../netns/netns_lab.ts";
 
 const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
 const avahi = await avahiAvailable();
-const lab = await labAvailable();
+const namespaces = await labAvailable();
 
 interface Resolved {
   iface: string;
@@ -72,162 +72,148 @@ async function browseUntil(
   return found;
 }
 
-Deno.test({
-  name:
-    `advertiseServer() is resolved by avahi-browse with exact TXT values, then withdrawn${
-      avahi.ok ? "" : ` (skipped: ${avahi.reason})`
-    }`,
-  ignore: !avahi.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      // An extra interface the server must not advertise (C15: docker0).
-      await lab.dummy(hosts.server, "docker0", "198.51.100.130/32");
-      const daemon = await lab.avahi(hosts.worker, {
-        interfaces: [hosts.workerIf],
-        hostName: "lorica-wrk",
-      });
-      const serverLinkLocal = await linkLocalAddress(
-        lab,
-        hosts.server,
-        hosts.serverIf,
-      );
+labTest(
+  avahi,
+  `advertiseServer() is resolved by avahi-browse with exact TXT values, then withdrawn`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    // An extra interface the server must not advertise (C15: docker0).
+    await lab.dummy(hosts.server, "docker0", "198.51.100.130/32");
+    const daemon = await lab.avahi(hosts.worker, {
+      interfaces: [hosts.workerIf],
+      hostName: "lorica-wrk",
+    });
+    const serverLinkLocal = await linkLocalAddress(
+      lab,
+      hosts.server,
+      hosts.serverIf,
+    );
 
-      const first = lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          instanceName: "Lorica test server",
-          hostName: "lorica-srv",
-          port: 5555,
-          logPort: 5556,
-          publishPort: 5557,
-        }),
-      ]);
-      await first.waitForLine((l) => l.includes('"advertised"'), 20_000);
-      const found = await browseUntil(
-        lab,
-        hosts.worker,
-        daemon.env,
-        (f) =>
-          f.some((r) => r.protocol === "IPv4") &&
-          f.some((r) => r.protocol === "IPv6"),
-      );
-      const v4 = found.filter((r) => r.protocol === "IPv4");
-      assert.deepEqual(v4, [{
-        iface: hosts.workerIf,
-        protocol: "IPv4",
-        name: "Lorica test server",
-        host: "lorica-srv.local",
-        address: hosts.serverAddress,
+    const first = lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        instanceName: "Lorica test server",
+        hostName: "lorica-srv",
         port: 5555,
-        // avahi-browse prints the TXT strings last-first; on the wire they
-        // are log-port, publish-port.
-        txt: ["publish-port=5557", "log-port=5556"],
-      }]);
-      const v6 = found.filter((r) => r.protocol === "IPv6");
-      assert.equal(v6.length, 1);
-      assert.equal(v6[0].port, 5555);
-      assert.ok([hosts.serverAddress, serverLinkLocal].includes(v6[0].address));
-      // Our AAAA record, as Avahi resolves the host name over IPv6.
-      const aaaa = await lab.exec(
-        hosts.worker,
-        "avahi-resolve",
-        ["--name", "-6", "lorica-srv.local"],
-        daemon.env,
-      );
-      assert.equal(aaaa.out.trim(), `lorica-srv.local\t${serverLinkLocal}`);
-      assert.ok(!found.some((r) => r.address === "198.51.100.130"));
+        logPort: 5556,
+        publishPort: 5557,
+      }),
+    ]);
+    await first.waitForLine((l) => l.includes('"advertised"'), 20_000);
+    const found = await browseUntil(
+      lab,
+      hosts.worker,
+      daemon.env,
+      (f) =>
+        f.some((r) => r.protocol === "IPv4") &&
+        f.some((r) => r.protocol === "IPv6"),
+    );
+    const v4 = found.filter((r) => r.protocol === "IPv4");
+    assert.deepEqual(v4, [{
+      iface: hosts.workerIf,
+      protocol: "IPv4",
+      name: "Lorica test server",
+      host: "lorica-srv.local",
+      address: hosts.serverAddress,
+      port: 5555,
+      // avahi-browse prints the TXT strings last-first; on the wire they
+      // are log-port, publish-port.
+      txt: ["publish-port=5557", "log-port=5556"],
+    }]);
+    const v6 = found.filter((r) => r.protocol === "IPv6");
+    assert.equal(v6.length, 1);
+    assert.equal(v6[0].port, 5555);
+    assert.ok([hosts.serverAddress, serverLinkLocal].includes(v6[0].address));
+    // Our AAAA record, as Avahi resolves the host name over IPv6.
+    const aaaa = await lab.exec(
+      hosts.worker,
+      "avahi-resolve",
+      ["--name", "-6", "lorica-srv.local"],
+      daemon.env,
+    );
+    assert.equal(aaaa.out.trim(), `lorica-srv.local\t${serverLinkLocal}`);
+    assert.ok(!found.some((r) => r.address === "198.51.100.130"));
 
-      await first.stop();
-      assert.ok(
-        first.lines.some((l) => l.includes('"closed"')),
-        "goodbye sent",
-      );
-      const after = await browseUntil(
-        lab,
-        hosts.worker,
-        daemon.env,
-        (f) => f.length === 0,
-      );
-      assert.deepEqual(after, [], "the goodbye withdrew the service");
+    await first.stop();
+    assert.ok(
+      first.lines.some((l) => l.includes('"closed"')),
+      "goodbye sent",
+    );
+    const after = await browseUntil(
+      lab,
+      hosts.worker,
+      daemon.env,
+      (f) => f.length === 0,
+    );
+    assert.deepEqual(after, [], "the goodbye withdrew the service");
 
-      // Without a publish server the publish-port key is left out.
-      const second = lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          instanceName: "Lorica test server 2",
-          hostName: "lorica-srv",
-          port: 6555,
-          logPort: 6556,
-          publishPort: null,
-          ipv6: false,
-        }),
-      ]);
-      await second.waitForLine((l) => l.includes('"advertised"'), 20_000);
-      const again = await browseUntil(
-        lab,
-        hosts.worker,
-        daemon.env,
-        (f) => f.length > 0,
-      );
-      assert.deepEqual(
-        again.map((r) => [r.protocol, r.name, r.port, r.txt]),
-        [["IPv4", "Lorica test server 2", 6555, ["log-port=6556"]]],
-      );
-    });
+    // Without a publish server the publish-port key is left out.
+    const second = lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        instanceName: "Lorica test server 2",
+        hostName: "lorica-srv",
+        port: 6555,
+        logPort: 6556,
+        publishPort: null,
+        ipv6: false,
+      }),
+    ]);
+    await second.waitForLine((l) => l.includes('"advertised"'), 20_000);
+    const again = await browseUntil(
+      lab,
+      hosts.worker,
+      daemon.env,
+      (f) => f.length > 0,
+    );
+    assert.deepEqual(
+      again.map((r) => [r.protocol, r.name, r.port, r.txt]),
+      [["IPv4", "Lorica test server 2", 6555, ["log-port=6556"]]],
+    );
   },
-});
+);
 
-Deno.test({
-  name:
-    `advertiseServer() follows its interface to a new address: the old one stops working, the new one is announced${
-      lab.ok ? "" : ` (skipped: ${lab.reason})`
-    }`,
-  ignore: !lab.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          instanceName: "Lorica test server",
-          hostName: "lorica-srv",
-          port: 5555,
-          logPort: 5556,
-          ipv6: false,
-          recheckMs: 1000,
-        }),
-      ]);
-      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
-        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
-      ]);
-      const addressesFound = (address: string) => (line: string) =>
-        line.includes('"found"') && line.includes(`"addresses":["${address}"]`);
-      const { index } = await browser.waitForLine(
-        addressesFound(hosts.serverAddress),
-        20_000,
-      );
-      // DHCP hands the server another address: the sockets joined the
-      // group through the old one, which is no more.
-      await lab.exec(hosts.server, "ip", [
-        "addr",
-        "del",
-        `${hosts.serverAddress}/24`,
-        "dev",
-        hosts.serverIf,
-      ]);
-      await lab.exec(hosts.server, "ip", [
-        "addr",
-        "add",
-        "198.51.100.3/24",
-        "dev",
-        hosts.serverIf,
-      ]);
-      await browser.waitForLine(addressesFound("198.51.100.3"), 20_000, index);
-    });
+labTest(
+  namespaces,
+  `advertiseServer() follows its interface to a new address: the old one stops working, the new one is announced`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        instanceName: "Lorica test server",
+        hostName: "lorica-srv",
+        port: 5555,
+        logPort: 5556,
+        ipv6: false,
+        recheckMs: 1000,
+      }),
+    ]);
+    const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+      JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+    ]);
+    const addressesFound = (address: string) => (line: string) =>
+      line.includes('"found"') && line.includes(`"addresses":["${address}"]`);
+    const { index } = await browser.waitForLine(
+      addressesFound(hosts.serverAddress),
+      20_000,
+    );
+    // DHCP hands the server another address: the sockets joined the
+    // group through the old one, which is no more.
+    await lab.exec(hosts.server, "ip", [
+      "addr",
+      "del",
+      `${hosts.serverAddress}/24`,
+      "dev",
+      hosts.serverIf,
+    ]);
+    await lab.exec(hosts.server, "ip", [
+      "addr",
+      "add",
+      "198.51.100.3/24",
+      "dev",
+      hosts.serverIf,
+    ]);
+    await browser.waitForLine(addressesFound("198.51.100.3"), 20_000, index);
   },
-});
+);

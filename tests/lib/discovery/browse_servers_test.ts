@@ -6,14 +6,14 @@ import {
   avahiAvailable,
   labAvailable,
   type LabProcess,
+  labTest,
   linkLocalAddress,
   twoHosts,
-  withLab,
 } from "../../netns/netns_lab.ts";
 import type { BrowseEvent } from "../../../lib/discovery/browse_servers.ts";
 
 const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
-const lab = await labAvailable();
+const namespaces = await labAvailable();
 const avahi = await avahiAvailable();
 
 /** The next browse event printed by browse.ts after line `from`. */
@@ -37,239 +37,207 @@ async function nextEvent(
   return { event: JSON.parse(line), index: index + 1 };
 }
 
-Deno.test({
-  name:
-    `browseServers() resolves a service published by avahi-publish, and sees it withdrawn${
-      avahi.ok ? "" : ` (skipped: ${avahi.reason})`
-    }`,
-  ignore: !avahi.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      const daemon = await lab.avahi(hosts.server, {
-        interfaces: [hosts.serverIf],
-        hostName: "cuirass-srv",
-      });
-      const serverLinkLocal = await linkLocalAddress(
-        lab,
-        hosts.server,
-        hosts.serverIf,
-      );
-      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
-        JSON.stringify({ interfaces: [hosts.workerIf] }),
-      ]);
-      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
-      // What `cuirass remote-server` publishes through Avahi.
-      const publish = lab.spawn(hosts.server, "avahi-publish", [
-        "-s",
-        "Cuirass remote server",
-        "_remote-server._tcp",
-        "5555",
-        "log-port=5556",
-        "publish-port=5557",
-      ], { env: daemon.env });
-      let { event, index } = await nextEvent(
-        browser,
-        0,
-        (e) =>
-          e.type === "found" &&
-          e.server.addresses.some((a) => a.startsWith("fe80:")),
-      );
-      assert.equal(event.type, "found");
-      if (event.type !== "found") return;
-      assert.deepEqual(
-        { ...event.server, addresses: [...event.server.addresses].sort() },
-        {
-          instanceName: "Cuirass remote server",
-          host: "cuirass-srv.local",
-          port: 5555,
-          addresses: [
-            hosts.serverAddress,
-            `${serverLinkLocal}%${hosts.workerIf}`,
-          ].sort(),
-          logPort: 5556,
-          publishPort: 5557,
-          txt: { "log-port": "5556", "publish-port": "5557" },
-        },
-      );
-      await publish.stop();
-      ({ event, index } = await nextEvent(
-        browser,
-        index,
-        (e) => e.type === "lost",
-      ));
-      assert.deepEqual(event, {
-        type: "lost",
+labTest(
+  avahi,
+  `browseServers() resolves a service published by avahi-publish, and sees it withdrawn`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    const daemon = await lab.avahi(hosts.server, {
+      interfaces: [hosts.serverIf],
+      hostName: "cuirass-srv",
+    });
+    const serverLinkLocal = await linkLocalAddress(
+      lab,
+      hosts.server,
+      hosts.serverIf,
+    );
+    const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+      JSON.stringify({ interfaces: [hosts.workerIf] }),
+    ]);
+    await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+    // What `cuirass remote-server` publishes through Avahi.
+    const publish = lab.spawn(hosts.server, "avahi-publish", [
+      "-s",
+      "Cuirass remote server",
+      "_remote-server._tcp",
+      "5555",
+      "log-port=5556",
+      "publish-port=5557",
+    ], { env: daemon.env });
+    let { event, index } = await nextEvent(
+      browser,
+      0,
+      (e) =>
+        e.type === "found" &&
+        e.server.addresses.some((a) => a.startsWith("fe80:")),
+    );
+    assert.equal(event.type, "found");
+    if (event.type !== "found") return;
+    assert.deepEqual(
+      { ...event.server, addresses: [...event.server.addresses].sort() },
+      {
         instanceName: "Cuirass remote server",
-      });
+        host: "cuirass-srv.local",
+        port: 5555,
+        addresses: [
+          hosts.serverAddress,
+          `${serverLinkLocal}%${hosts.workerIf}`,
+        ].sort(),
+        logPort: 5556,
+        publishPort: 5557,
+        txt: { "log-port": "5556", "publish-port": "5557" },
+      },
+    );
+    await publish.stop();
+    ({ event, index } = await nextEvent(
+      browser,
+      index,
+      (e) => e.type === "lost",
+    ));
+    assert.deepEqual(event, {
+      type: "lost",
+      instanceName: "Cuirass remote server",
     });
   },
-});
+);
 
-Deno.test({
-  name:
-    `browseServers() follows advertiseServer() across namespaces: found, moved, withdrawn${
-      lab.ok ? "" : ` (skipped: ${lab.reason})`
-    }`,
-  ignore: !lab.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
-        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
-      ]);
-      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
-      const advertise = (port: number, publishPort: number | null) =>
-        lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
-          JSON.stringify({
-            interfaces: [hosts.serverIf],
-            instanceName: "Lorica remote server on srv",
-            hostName: "srv",
-            port,
-            logPort: port + 1,
-            publishPort,
-            ipv6: false,
-          }),
-        ]);
-      const first = advertise(5555, 5557);
-      let { event, index } = await nextEvent(
-        browser,
-        0,
-        (e) => e.type === "found",
-      );
-      assert.deepEqual(event, {
-        type: "found",
-        server: {
+labTest(
+  namespaces,
+  `browseServers() follows advertiseServer() across namespaces: found, moved, withdrawn`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+      JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+    ]);
+    await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+    const advertise = (port: number, publishPort: number | null) =>
+      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+        JSON.stringify({
+          interfaces: [hosts.serverIf],
           instanceName: "Lorica remote server on srv",
-          host: "srv.local",
-          port: 5555,
-          addresses: [hosts.serverAddress],
-          logPort: 5556,
-          publishPort: 5557,
-          txt: { "log-port": "5556", "publish-port": "5557" },
-        },
-      });
-      await first.stop();
-      ({ event, index } = await nextEvent(browser, index, () => true));
-      assert.deepEqual(event, {
-        type: "lost",
+          hostName: "srv",
+          port,
+          logPort: port + 1,
+          publishPort,
+          ipv6: false,
+        }),
+      ]);
+    const first = advertise(5555, 5557);
+    let { event, index } = await nextEvent(
+      browser,
+      0,
+      (e) => e.type === "found",
+    );
+    assert.deepEqual(event, {
+      type: "found",
+      server: {
         instanceName: "Lorica remote server on srv",
-      });
-      advertise(6555, null);
-      ({ event, index } = await nextEvent(browser, index, () => true));
-      assert.equal(event.type, "found");
-      if (event.type !== "found") return;
-      assert.equal(event.server.port, 6555);
-      assert.equal(event.server.logPort, 6556);
-      assert.equal(event.server.publishPort, null);
-      assert.deepEqual(event.server.txt, { "log-port": "6556" });
+        host: "srv.local",
+        port: 5555,
+        addresses: [hosts.serverAddress],
+        logPort: 5556,
+        publishPort: 5557,
+        txt: { "log-port": "5556", "publish-port": "5557" },
+      },
     });
+    await first.stop();
+    ({ event, index } = await nextEvent(browser, index, () => true));
+    assert.deepEqual(event, {
+      type: "lost",
+      instanceName: "Lorica remote server on srv",
+    });
+    advertise(6555, null);
+    ({ event, index } = await nextEvent(browser, index, () => true));
+    assert.equal(event.type, "found");
+    if (event.type !== "found") return;
+    assert.equal(event.server.port, 6555);
+    assert.equal(event.server.logPort, 6556);
+    assert.equal(event.server.publishPort, null);
+    assert.deepEqual(event.server.txt, { "log-port": "6556" });
   },
-});
+);
 
-Deno.test({
-  name:
-    `browseServers() keeps a server through a flood of other hosts' address records${
-      lab.ok ? "" : ` (skipped: ${lab.reason})`
-    }`,
-  ignore: !lab.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
-        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
-      ]);
-      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
-      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          instanceName: "Lorica remote server on srv",
-          hostName: "srv",
-          port: 5555,
-          logPort: 5556,
-          ipv6: false,
-        }),
-      ]);
-      const { index } = await nextEvent(browser, 0, (e) => e.type === "found");
-      // 30 000 A records of other names, far more than the cache holds.
-      const flood = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          flood: { packets: 150, records: 200, intervalMs: 20 },
-        }),
-      ]);
-      await flood.waitForLine((l) => l.includes('"flooded"'), 30_000);
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      const lost = browser.lines.slice(index).filter((l) =>
-        l.includes('"lost"')
-      );
-      assert.deepEqual(lost, [], "the flood made the server look withdrawn");
-    });
+labTest(
+  namespaces,
+  `browseServers() keeps a server through a flood of other hosts' address records`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+      JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+    ]);
+    await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+    lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        instanceName: "Lorica remote server on srv",
+        hostName: "srv",
+        port: 5555,
+        logPort: 5556,
+        ipv6: false,
+      }),
+    ]);
+    const { index } = await nextEvent(browser, 0, (e) => e.type === "found");
+    // 30 000 A records of other names, far more than the cache holds.
+    const flood = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        flood: { packets: 150, records: 200, intervalMs: 20 },
+      }),
+    ]);
+    await flood.waitForLine((l) => l.includes('"flooded"'), 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const lost = browser.lines.slice(index).filter((l) => l.includes('"lost"'));
+    assert.deepEqual(lost, [], "the flood made the server look withdrawn");
   },
-});
+);
 
-Deno.test({
-  name:
-    `browseServers() keeps asking after the worker's own address changed, so that a server stays known${
-      lab.ok ? "" : ` (skipped: ${lab.reason})`
-    }`,
-  ignore: !lab.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.workerIf],
-          ipv6: false,
-          recheckMs: 1000,
-        }),
-      ]);
-      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
-      // Records that live 8 s: the browser must ask again to keep them.
-      lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          instanceName: "Lorica remote server on srv",
-          hostName: "srv",
-          port: 5555,
-          logPort: 5556,
-          ipv6: false,
-          hostTtlSeconds: 8,
-        }),
-      ]);
-      const { index } = await nextEvent(browser, 0, (e) => e.type === "found");
-      // DHCP gives the worker another address: its sockets' queries fail.
-      await lab.exec(hosts.worker, "ip", [
-        "addr",
-        "del",
-        `${hosts.workerAddress}/24`,
-        "dev",
-        hosts.workerIf,
-      ]);
-      await lab.exec(hosts.worker, "ip", [
-        "addr",
-        "add",
-        "198.51.100.4/24",
-        "dev",
-        hosts.workerIf,
-      ]);
-      await new Promise((resolve) => setTimeout(resolve, 14_000));
-      const lost = browser.lines.slice(index).filter((l) =>
-        l.includes('"lost"')
-      );
-      assert.deepEqual(lost, [], browser.log().slice(-3000));
-      assert.match(browser.log(), /mdns browsing addresses changed/);
-    });
+labTest(
+  namespaces,
+  `browseServers() keeps asking after the worker's own address changed, so that a server stays known`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.workerIf],
+        ipv6: false,
+        recheckMs: 1000,
+      }),
+    ]);
+    await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+    // Records that live 8 s: the browser must ask again to keep them.
+    lab.deno(hosts.server, `${PROGRAMS}advertise.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        instanceName: "Lorica remote server on srv",
+        hostName: "srv",
+        port: 5555,
+        logPort: 5556,
+        ipv6: false,
+        hostTtlSeconds: 8,
+      }),
+    ]);
+    const { index } = await nextEvent(browser, 0, (e) => e.type === "found");
+    // DHCP gives the worker another address: its sockets' queries fail.
+    await lab.exec(hosts.worker, "ip", [
+      "addr",
+      "del",
+      `${hosts.workerAddress}/24`,
+      "dev",
+      hosts.workerIf,
+    ]);
+    await lab.exec(hosts.worker, "ip", [
+      "addr",
+      "add",
+      "198.51.100.4/24",
+      "dev",
+      hosts.workerIf,
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 14_000));
+    const lost = browser.lines.slice(index).filter((l) => l.includes('"lost"'));
+    assert.deepEqual(lost, [], browser.log().slice(-3000));
+    assert.match(browser.log(), /mdns browsing addresses changed/);
   },
-});
+);
 
 /** CPU seconds a process has used so far, from /proc. */
 async function cpuSeconds(pid: number): Promise<number> {
@@ -279,43 +247,36 @@ async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-Deno.test({
-  name:
-    `browseServers() keeps up with a flood of instances without spending a core on it${
-      lab.ok ? "" : ` (skipped: ${lab.reason})`
-    }`,
-  ignore: !lab.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withLab(async (lab) => {
-      const hosts = await twoHosts(lab);
-      const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
-        JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
-      ]);
-      await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
-      const before = await cpuSeconds(browser.pid);
-      const started = Date.now();
-      // 300 packets of 20 instances each, over about 6 s.
-      const flood = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
-        JSON.stringify({
-          interfaces: [hosts.serverIf],
-          flood: { packets: 300, records: 20, intervalMs: 20, instances: true },
-        }),
-      ]);
-      await flood.waitForLine((l) => l.includes('"flooded"'), 60_000);
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      const used = await cpuSeconds(browser.pid) - before;
-      const elapsed = (Date.now() - started) / 1000;
-      assert.ok(
-        browser.lines.some((l) => l.includes("Flood ")),
-        "the flood was heard",
-      );
-      // Scanning the whole cache for each lookup took all of a core.
-      assert.ok(
-        used < elapsed / 3,
-        `browser used ${used} s of CPU in ${elapsed} s`,
-      );
-    });
+labTest(
+  namespaces,
+  `browseServers() keeps up with a flood of instances without spending a core on it`,
+  async (lab) => {
+    const hosts = await twoHosts(lab);
+    const browser = lab.deno(hosts.worker, `${PROGRAMS}browse.ts`, [
+      JSON.stringify({ interfaces: [hosts.workerIf], ipv6: false }),
+    ]);
+    await browser.waitForLine((l) => l.includes('"browsing"'), 20_000);
+    const before = await cpuSeconds(browser.pid);
+    const started = Date.now();
+    // 300 packets of 20 instances each, over about 6 s.
+    const flood = lab.deno(hosts.server, `${PROGRAMS}responder.ts`, [
+      JSON.stringify({
+        interfaces: [hosts.serverIf],
+        flood: { packets: 300, records: 20, intervalMs: 20, instances: true },
+      }),
+    ]);
+    await flood.waitForLine((l) => l.includes('"flooded"'), 60_000);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const used = await cpuSeconds(browser.pid) - before;
+    const elapsed = (Date.now() - started) / 1000;
+    assert.ok(
+      browser.lines.some((l) => l.includes("Flood ")),
+      "the flood was heard",
+    );
+    // Scanning the whole cache for each lookup took all of a core.
+    assert.ok(
+      used < elapsed / 3,
+      `browser used ${used} s of CPU in ${elapsed} s`,
+    );
   },
-});
+);
