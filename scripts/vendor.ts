@@ -103,11 +103,17 @@ async function main(args: string[]): Promise<number> {
   }
 
   if (values.archive) {
-    // An archive written inside the tree (the documented
-    // `--archive=lorica-vendored.tar.gz`, run from the tree) must not pack
-    // itself: tar would fail with "file changed as we read it".
+    // Written elsewhere, then moved into place: tar fails ("file changed as
+    // we read it") when the tree changes under it, as it does when the
+    // archive grows inside the tree (the documented
+    // `--archive=lorica-vendored.tar.gz`, run from the tree). An older
+    // archive there is left out of the new one.
     const archive = resolve(values.archive);
     const inTree = relative(REPO, archive);
+    const staging = await Deno.makeTempFile({
+      prefix: "lorica-vendored-",
+      suffix: ".tar.gz",
+    });
     const tar = await new Deno.Command("tar", {
       args: [
         "--exclude=./.git",
@@ -116,15 +122,25 @@ async function main(args: string[]): Promise<number> {
           ? []
           : ["--no-wildcards", `--exclude=./${inTree}`]),
         "-czf",
-        archive,
+        staging,
         "-C",
         REPO,
         ".",
       ],
       stderr: "piped",
     }).output();
-    if (!tar.success) {
-      complain(new TextDecoder().decode(tar.stderr).trim());
+    // A temporary file is private (0600); the archive is not.
+    if (tar.success) await Deno.chmod(staging, 0o644);
+    const moved = tar.success && await moveFile(staging, archive).then(
+      () => true,
+      (error) => {
+        complain(`vendor: ${error.message}`);
+        return false;
+      },
+    );
+    if (!moved) {
+      if (!tar.success) complain(new TextDecoder().decode(tar.stderr).trim());
+      await Deno.remove(staging).catch(() => {});
       complain(
         `vendor: error: Cannot write the archive ${
           JSON.stringify(values.archive)
@@ -155,6 +171,15 @@ async function deno(args: string[], env: Record<string, string> = {}) {
     code: result.code,
     stderr: new TextDecoder().decode(result.stderr),
   };
+}
+/** Moves `from` to `to`, copying when they are on different filesystems. */
+async function moveFile(from: string, to: string): Promise<void> {
+  try {
+    await Deno.rename(from, to);
+  } catch {
+    await Deno.copyFile(from, to);
+    await Deno.remove(from);
+  }
 }
 
 if (import.meta.main) {
