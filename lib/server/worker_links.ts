@@ -1,6 +1,8 @@
 // What the server knows about each ZeroMQ connection: the worker name that
 // speaks on it, the Lorica extensions it negotiated, its auth state.
 
+import { plainPeerAddress } from "../zmtp/connection.ts";
+
 /** Hex form of a routing id, for maps and log lines. */
 export function routingKey(routingId: Uint8Array): string {
   // Called several times per message: a table lookup, not toString/padStart.
@@ -16,8 +18,7 @@ const HEX = Array.from(
 
 /** Compares IP addresses, treating IPv4-mapped IPv6 as IPv4. */
 export function sameAddress(a: string, b: string): boolean {
-  const plain = (address: string) => address.replace(/^::ffff:/i, "");
-  return plain(a) === plain(b);
+  return plainPeerAddress(a) === plainPeerAddress(b);
 }
 
 /** One connection's state. */
