@@ -19,6 +19,7 @@ import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
 import { type ServerConfig, startServer } from "./lib/server/server.ts";
 import { SpecError } from "./lib/spec/spec_error.ts";
 import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
+import { PING_INTERVAL_SECONDS } from "./lib/protocol/messages.ts";
 import { advertiseServer } from "./lib/discovery/advertise_server.ts";
 import { systemInterfaces } from "./lib/discovery/network_interfaces.ts";
 import { hostLabel } from "./lib/discovery/service.ts";
@@ -70,7 +71,7 @@ Remote mode:
       --listen=ADDRESS        address of the worker ports and, in either
                               mode, of guix publish (default 0.0.0.0)
       --worker-timeout=SECS   forget workers silent this long (default 120;
-                              keep it above the workers' 60 s ping interval)
+                              keep it above the workers' ${PING_INTERVAL_SECONDS} s ping interval)
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
@@ -161,9 +162,6 @@ const OPTIONS: Record<string, OptionSpec> = {
 // deno-lint-ignore no-console
 const say = console.log;
 
-/** How often Cuirass workers (and Lorica's, by default) ping, in seconds. */
-const CUIRASS_PING_SECONDS = 60;
-
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argsFromEnvironment(OPTIONS), ...args],
@@ -242,13 +240,13 @@ async function main(args: string[]): Promise<number> {
       text("trigger-substitute-url"),
     ),
   };
-  if (config.workerTimeoutSeconds <= CUIRASS_PING_SECONDS) {
+  if (config.workerTimeoutSeconds <= PING_INTERVAL_SECONDS) {
     // Legal (Lorica workers can ping more often), but a worker pinging at
     // Cuirass's pace would be forgotten between two pings, its build
     // handed out again and again.
     logger.warn("worker timeout shorter than the ping interval", {
       timeout: config.workerTimeoutSeconds,
-      ping: CUIRASS_PING_SECONDS,
+      ping: PING_INTERVAL_SECONDS,
       hint: "workers must ping more often, or their builds are requeued",
     });
   }

@@ -10,6 +10,7 @@ import {
   systemInterfaces,
 } from "./lib/discovery/network_interfaces.ts";
 import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
+import { PING_INTERVAL_SECONDS } from "./lib/protocol/messages.ts";
 import { versionLine } from "./lib/cli/version.ts";
 import {
   argsFromEnvironment,
@@ -41,7 +42,7 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
                               ("KEY-ID SECRET", or a bare secret)
       --no-extensions         speak plain Cuirass (no request ids, no cancellation)
       --reply-timeout=SECS    reconnect when the server is silent this long (default 60)
-      --ping-interval=SECS    time between pings (default 60)
+      --ping-interval=SECS    time between pings (default ${PING_INTERVAL_SECONDS})
       --drain-timeout=SECS    on SIGTERM, time given to builds under way to
                               finish and be reported (default 240); a second
                               signal stops at once
@@ -73,7 +74,10 @@ const OPTIONS: Record<string, OptionSpec> = {
   "worker-key-file": { type: "string" },
   "no-extensions": { type: "boolean", default: false },
   "reply-timeout": { type: "string", default: "60" },
-  "ping-interval": { type: "string", default: "60" },
+  "ping-interval": {
+    type: "string",
+    default: String(PING_INTERVAL_SECONDS),
+  },
   "drain-timeout": { type: "string", default: "240" },
   "public-key": { type: "string" },
   "private-key": { type: "string" },

@@ -42,6 +42,12 @@ export const LORICA_FEATURES = [
 /** Version of the Lorica extension handshake. */
 export const LORICA_PROTOCOL_VERSION = 1;
 
+/**
+ * Seconds between a worker's pings: Cuirass's fixed pace, and Lorica's
+ * default. The server's worker timeout must stay above it.
+ */
+export const PING_INTERVAL_SECONDS = 60;
+
 /** One message of the remote build protocol. */
 export type Message =
   | { type: "worker-request-info" }
