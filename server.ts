@@ -1,7 +1,6 @@
 // lorica-server: evaluates specifications and builds them, with the local
 // Guix daemon (default) or with remote workers (--build-remote).
 
-import { parseArgs } from "node:util";
 import { createLogger, parseLogLevel } from "./lib/log.ts";
 import { systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
@@ -26,12 +25,12 @@ import { hostLabel } from "./lib/discovery/service.ts";
 import { startNotificationSender } from "./lib/notify/notification_sender.ts";
 import { versionLine } from "./lib/cli/version.ts";
 import {
-  argsFromEnvironment,
   cacheHome,
   type OptionSpec,
   parseListenAddress,
   parsePort,
   parsePositive,
+  readOptions,
   readSecretFile,
   stateHome,
   UsageError,
@@ -163,14 +162,7 @@ const OPTIONS: Record<string, OptionSpec> = {
 const say = console.log;
 
 async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: [...argsFromEnvironment(OPTIONS), ...args],
-    options: OPTIONS,
-    strict: true,
-    allowPositionals: false,
-  }) as { values: Record<string, string | boolean | undefined> };
-  const text = (name: string) => values[name] as string | undefined;
-  const flag = (name: string) => values[name] === true;
+  const { text, flag } = readOptions(OPTIONS, args);
   if (flag("help")) {
     say(USAGE);
     return 0;

@@ -1,6 +1,5 @@
 // lorica-worker: builds what a Lorica or Cuirass server hands out.
 
-import { parseArgs } from "node:util";
 import { createLogger, parseLogLevel } from "./lib/log.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { startWorker } from "./lib/worker/worker.ts";
@@ -13,13 +12,13 @@ import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
 import { PING_INTERVAL_SECONDS } from "./lib/protocol/messages.ts";
 import { versionLine } from "./lib/cli/version.ts";
 import {
-  argsFromEnvironment,
   type OptionSpec,
   parseHostPort,
   parseListenAddress,
   parsePort,
   parsePositive,
   parseSystems,
+  readOptions,
   readSecretFile,
   UsageError,
 } from "./lib/cli/args.ts";
@@ -90,18 +89,12 @@ const OPTIONS: Record<string, OptionSpec> = {
 const say = console.log;
 
 async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: [...argsFromEnvironment(OPTIONS), ...args],
-    options: OPTIONS,
-    strict: true,
-    allowPositionals: false,
-  }) as { values: Record<string, string | boolean | undefined> };
-  const text = (name: string) => values[name] as string | undefined;
-  if (values.help) {
+  const { text, flag } = readOptions(OPTIONS, args);
+  if (flag("help")) {
     say(USAGE);
     return 0;
   }
-  if (values.version) {
+  if (flag("version")) {
     say(await versionLine("lorica-worker"));
     return 0;
   }
@@ -160,7 +153,7 @@ async function main(args: string[]): Promise<number> {
       1000,
     replyTimeoutMs: parsePositive("--reply-timeout", text("reply-timeout")!) *
       1000,
-    extensions: values["no-extensions"] !== true,
+    extensions: !flag("no-extensions"),
     authKey,
     minimumDiskSpace: diskGiB * 1024 ** 3,
     publishArgs: [

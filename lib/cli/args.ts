@@ -1,6 +1,7 @@
 // Small helpers shared by the two command lines.
 
 import { isIP } from "node:net";
+import { parseArgs } from "node:util";
 import { isSystemName } from "../guix/system_name.ts";
 
 /** A bad command-line value; the entry point prints it and exits 2. */
@@ -163,6 +164,36 @@ export function argsFromEnvironment(
     }
   }
   return args;
+}
+
+/** The options a program was given, read by name. */
+export interface GivenOptions {
+  /** A string option's value (its default when not given). */
+  text(name: string): string | undefined;
+  /** Whether a boolean option is on. */
+  flag(name: string): boolean;
+}
+
+/**
+ * Reads `args`, after the options set in the environment (see
+ * {@link argsFromEnvironment}), strictly: an unknown option or a stray
+ * positional argument throws, as `node:util` parseArgs words it.
+ */
+export function readOptions(
+  options: Record<string, OptionSpec>,
+  args: string[],
+  env: { get(key: string): string | undefined } = Deno.env,
+): GivenOptions {
+  const { values } = parseArgs({
+    args: [...argsFromEnvironment(options, env), ...args],
+    options,
+    strict: true,
+    allowPositionals: false,
+  }) as { values: Record<string, string | boolean | undefined> };
+  return {
+    text: (name) => values[name] as string | undefined,
+    flag: (name) => values[name] === true,
+  };
 }
 
 /** Reads a secret from a file, without its trailing newline. */

@@ -7,6 +7,7 @@ import {
   parsePort,
   parsePositive,
   parseSystems,
+  readOptions,
   UsageError,
 } from "../../../lib/cli/args.ts";
 
@@ -120,4 +121,30 @@ Deno.test("parseSystems() takes Guix system names and rejects anything else by n
       bad,
     );
   }
+});
+
+Deno.test("readOptions() takes the environment's options, lets the command line win, and refuses unknown options", () => {
+  const options: Record<string, OptionSpec> = {
+    port: { type: "string", default: "5555" },
+    workers: { type: "string", default: "1" },
+    "no-advertise": { type: "boolean", default: false },
+  };
+  const environment = new Map([
+    ["LORICA_PORT", "6000"],
+    ["LORICA_WORKERS", "4"],
+    ["LORICA_NO_ADVERTISE", "yes"],
+  ]);
+  const given = readOptions(options, ["--workers=8"], environment);
+  assert.equal(given.text("port"), "6000");
+  assert.equal(given.text("workers"), "8");
+  assert.equal(given.flag("no-advertise"), true);
+  assert.equal(readOptions(options, [], new Map()).text("port"), "5555");
+  assert.throws(
+    () => readOptions(options, ["--bogus"], new Map()),
+    /--bogus/,
+  );
+  assert.throws(
+    () => readOptions(options, ["stray"], new Map()),
+    /stray/,
+  );
 });
