@@ -54,6 +54,10 @@ export function filterClauses(
 ): { clauses: string; params: unknown[] } {
   let clauses = "";
   const params: unknown[] = [];
+  if (filter.id !== undefined) {
+    clauses += " AND b.id = ?";
+    params.push(filter.id);
+  }
   if (filter.specification !== undefined) {
     clauses += " AND b.specification = ?";
     params.push(filter.specification);
@@ -70,6 +74,10 @@ export function filterClauses(
     // The evaluation's jobs, including builds an older evaluation created.
     clauses += " AND b.id IN (SELECT build FROM Jobs WHERE evaluation = ?)";
     params.push(filter.evaluation);
+  }
+  if (filter.beforeEvaluation !== undefined) {
+    clauses += " AND b.evaluation < ?";
+    params.push(filter.beforeEvaluation);
   }
   if (filter.worker !== undefined) {
     clauses += " AND b.worker = ?";

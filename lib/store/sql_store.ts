@@ -2,6 +2,7 @@
 
 import * as builds from "./sql_builds.ts";
 import * as catalog from "./sql_catalog.ts";
+import * as dashboards from "./sql_dashboards.ts";
 import * as fetches from "./sql_fetches.ts";
 import * as products from "./sql_products.ts";
 import { registerBuilds } from "./sql_register.ts";
@@ -236,6 +237,10 @@ function storeOver(
       write((d) => builds.popNotifications(d, limit)),
     returnNotifications: (items) =>
       write((d) => builds.returnNotifications(d, items)),
+
+    addDashboard: (dashboard) =>
+      write((d) => dashboards.addDashboard(d, dashboard)),
+    getDashboard: (id) => read((d) => dashboards.getDashboard(d, id)),
 
     upsertWorker: (worker) => write((d) => workers.upsertWorker(d, worker)),
     touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),

@@ -218,15 +218,34 @@ export interface Worker {
 }
 
 export interface BuildFilter {
+  /** The build with this id (Cuirass's `id` filter). */
+  id?: number;
   specification?: string;
   job?: string;
   system?: string;
   evaluation?: number;
+  /**
+   * Only builds created by an evaluation older than this one (Cuirass's
+   * `oldevaluation` filter: the builds before a given evaluation).
+   */
+  beforeEvaluation?: number;
   worker?: string;
   /** The derivation file name, e.g. /gnu/store/...-hello-2.12.1.drv. */
   derivation?: string;
   /** Only builds whose weather is one of these. */
   weathers?: readonly Weather[];
+}
+
+/**
+ * A saved set of job names of one specification, shown as a grid of an
+ * evaluation's jobs (cuirass.md §6.1, the Dashboards table).
+ */
+export interface Dashboard {
+  /** 16 random letters and digits. */
+  id: string;
+  specification: string;
+  /** Job names, in the order given; none empty or holding a comma. */
+  jobs: string[];
 }
 
 export interface RegisterResult {
@@ -459,6 +478,15 @@ export interface Store {
    * how many went back.
    */
   returnNotifications(items: QueuedNotification[]): Promise<number>;
+
+  /**
+   * Saves a dashboard; false, changing nothing, when its id is taken.
+   * @throws {StoreError} "not-found" for an unknown specification.
+   * @throws {TypeError} for no job, or a job name empty or with a comma.
+   */
+  addDashboard(dashboard: Dashboard): Promise<boolean>;
+  /** The dashboard `id`, or null. */
+  getDashboard(id: string): Promise<Dashboard | null>;
 
   // --- Added for issue #8 (several processes on one database) ---
 

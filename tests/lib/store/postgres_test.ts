@@ -13,7 +13,9 @@ import {
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import { markStartedMany } from "../../../lib/store/sql_builds.ts";
-import { postgresDialect } from "../../../lib/store/sql_query.ts";
+import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
+import { getDashboard } from "../../../lib/store/sql_dashboards.ts";
+import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
@@ -479,6 +481,83 @@ Deno.test({
       const indexes = [...plan.matchAll(/"Index Name":"([a-z_]+)"/g)]
         .map((match) => match[1]);
       assert.deepEqual(indexes, ["builds_derivation_key"], plan);
+    });
+  },
+});
+
+/** The indexes PostgreSQL reads for the first statement of `steps`. */
+async function indexesRead(
+  sql: postgres.Sql,
+  steps: Step<unknown>,
+): Promise<{ indexes: string[]; plan: string }> {
+  const query = steps.next().value as { sql: string; params: unknown[] };
+  let index = 0;
+  const text = query.sql.replace(/\?/g, () => `$${++index}`);
+  const [row] = await sql.unsafe(
+    `EXPLAIN (FORMAT JSON) ${text}`,
+    query.params as postgres.ParameterOrJSON<never>[],
+  );
+  const plan = JSON.stringify(row["QUERY PLAN"]);
+  const indexes = [...plan.matchAll(/"Index Name":"([a-z_]+)"/g)]
+    .map((match) => match[1]);
+  return { indexes, plan };
+}
+
+Deno.test({
+  name:
+    `the id and oldevaluation filters and dashboards are read through indexes${needs}`,
+  ignore,
+  async fn() {
+    // A small table would be scanned whole: the indexes are what a big
+    // one is read by, so the test asks that one can serve each query.
+    await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
+      await store.upsertSpecification(specification("guix"));
+      for (let e = 0; e < 4; e++) {
+        const evaluation = await store.addEvaluation("guix", [], e);
+        await store.registerBuilds(
+          evaluation,
+          Array.from({ length: 500 }, (_, i) => job(`job-${e}-${i}`)),
+          { priority: 9, now: e },
+        );
+      }
+      for (let i = 0; i < 250; i++) {
+        await store.completeBuild(drv(`job-0-${i}`), BuildStatus.succeeded, {
+          now: 9,
+        });
+      }
+      await sql.unsafe("ANALYZE");
+      const d = postgresDialect("unused");
+      // Each query and the indexes of Builds that may serve it: a range
+      // of evaluations is read in evaluation order, so the LIMIT stops it.
+      const cases: [string, Step<unknown>, string[]][] = [
+        ["latest id", latestBuilds(d, { id: 7 }, 100), ["builds_pkey"]],
+        ["queue id", queue(d, { id: 7 }, 100), ["builds_pkey"]],
+        [
+          "latest older",
+          latestBuilds(d, { beforeEvaluation: 3 }, 100),
+          ["builds_finished", "builds_evaluation"],
+        ],
+        [
+          "latest older of a jobset",
+          latestBuilds(d, { beforeEvaluation: 3, specification: "guix" }, 100),
+          ["builds_finished_specification", "builds_evaluation"],
+        ],
+        [
+          "queue older",
+          queue(d, { beforeEvaluation: 3 }, 100),
+          ["builds_pending", "builds_evaluation"],
+        ],
+        [
+          "dashboard",
+          getDashboard(d, "AbCdEfGh01234567"),
+          ["dashboards_pkey"],
+        ],
+      ];
+      for (const [label, steps, expected] of cases) {
+        const { indexes, plan } = await indexesRead(sql, steps);
+        assert.ok(expected.includes(indexes[0]), `${label}: ${plan}`);
+        assert.ok(!plan.includes("Seq Scan"), `${label}: ${plan}`);
+      }
     });
   },
 });

@@ -3,6 +3,7 @@ import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
+import { getDashboard } from "../../../lib/store/sql_dashboards.ts";
 import { sqliteDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { SCHEMA_VERSION } from "../../../lib/store/sqlite_schema.ts";
 import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
@@ -179,6 +180,59 @@ Deno.test("a worker's latest builds are read in the order of Builds_worker, its 
       ]
     ) {
       assert.match(planOf(db, held), /INDEX Builds_held \(worker=\? AND/);
+    }
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("the id and oldevaluation filters and dashboards are read through indexes, never a scan of Builds", async () => {
+  const path = tempFile();
+  await withStore(path, () => Promise.resolve());
+  const db = new DatabaseSync(path);
+  try {
+    const cases: [string, Step<unknown>, RegExp][] = [
+      [
+        "latest id",
+        latestBuilds(sqliteDialect, { id: 7 }, 100),
+        /^SEARCH b USING INTEGER PRIMARY KEY \(rowid=\?\)/,
+      ],
+      [
+        "queue id",
+        queue(sqliteDialect, { id: 7 }, 100),
+        /^SEARCH b USING INTEGER PRIMARY KEY \(rowid=\?\)/,
+      ],
+      [
+        "latest older",
+        latestBuilds(sqliteDialect, { beforeEvaluation: 3 }, 100),
+        /^SEARCH b USING INDEX Builds_finished \(evaluation<\?\)/,
+      ],
+      [
+        "latest older of a jobset",
+        latestBuilds(
+          sqliteDialect,
+          { beforeEvaluation: 3, specification: "guix" },
+          100,
+        ),
+        /^SEARCH b USING INDEX Builds_finished_specification \(specification=\? AND evaluation<\?\)/,
+      ],
+      // The pending builds in dispatch order, filtered, until the limit.
+      [
+        "queue older",
+        queue(sqliteDialect, { beforeEvaluation: 3 }, 100),
+        /^SEARCH b USING INDEX Builds_pending \(status<\?\)/,
+      ],
+      [
+        "dashboard",
+        getDashboard(sqliteDialect, "AbCdEfGh01234567"),
+        /^SEARCH Dashboards USING INDEX sqlite_autoindex_Dashboards_1 \(id=\?\)/,
+      ],
+    ];
+    for (const [label, steps, expected] of cases) {
+      const plan = planOf(db, steps);
+      assert.match(plan, expected, label);
+      assert.doesNotMatch(plan, /TEMP B-TREE FOR ORDER BY/, label);
+      assert.doesNotMatch(plan, /SCAN b\b/, label);
     }
   } finally {
     db.close();

@@ -592,6 +592,103 @@ export function storeContract(
     assert.equal(latest.outputs.length, 1);
   });
 
+  test("latestBuilds() and queue() filter on the build id and on older evaluations", async (store) => {
+    const e1 = await evaluation(store, "guix");
+    await store.registerBuilds(e1, [job("old-done"), job("old-wait")], {
+      priority: 9,
+      now: 1,
+    });
+    const e2 = await evaluation(store, "guix");
+    await store.registerBuilds(e2, [job("new-done"), job("new-wait")], {
+      priority: 9,
+      now: 2,
+    });
+    const e3 = await evaluation(store, "other");
+    await store.registerBuilds(e3, [job("other-done")], {
+      priority: 9,
+      now: 3,
+    });
+    for (const name of ["old-done", "new-done", "other-done"]) {
+      await store.completeBuild(drv(name), BuildStatus.succeeded, { now: 5 });
+    }
+    const finished = async (filter: object) =>
+      (await store.latestBuilds(filter, 10)).map((b) => b.jobName);
+    const pending = async (filter: object) =>
+      (await store.queue(filter, 10)).map((b) => b.jobName);
+
+    const oldDone = await idOf(store, "old-done");
+    const newWait = await idOf(store, "new-wait");
+    assert.deepEqual(await finished({ id: oldDone }), ["old-done"]);
+    assert.deepEqual(await pending({ id: oldDone }), []);
+    assert.deepEqual(await pending({ id: newWait }), ["new-wait"]);
+    assert.deepEqual(await finished({ id: newWait }), []);
+    assert.deepEqual(await finished({ id: newWait + 100 }), []);
+
+    // Strictly older: the evaluation itself is not included.
+    assert.deepEqual(await finished({ beforeEvaluation: e3 }), [
+      "new-done",
+      "old-done",
+    ]);
+    assert.deepEqual(await finished({ beforeEvaluation: e2 }), ["old-done"]);
+    assert.deepEqual(await finished({ beforeEvaluation: e1 }), []);
+    assert.deepEqual(await pending({ beforeEvaluation: e2 }), ["old-wait"]);
+    assert.deepEqual(await pending({ beforeEvaluation: e3 }), [
+      "old-wait",
+      "new-wait",
+    ]);
+    // Combined with the other filters.
+    assert.deepEqual(
+      await finished({ beforeEvaluation: e3 + 1, specification: "other" }),
+      ["other-done"],
+    );
+    assert.deepEqual(
+      await finished({ beforeEvaluation: e3, job: "old-done", id: oldDone }),
+      ["old-done"],
+    );
+    assert.deepEqual(
+      await store.countBuildsByStatus({ beforeEvaluation: e2 }),
+      new Map([[-2, 1], [0, 1]]),
+    );
+  });
+
+  test("addDashboard() saves a specification's job names; getDashboard() reads them back", async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    const dashboard = {
+      id: "AbCdEfGh01234567",
+      specification: "guix",
+      jobs: ["hello.x86_64-linux", "guile-3.0.9", "hello.x86_64-linux"],
+    };
+    assert.equal(await store.getDashboard(dashboard.id), null);
+    assert.equal(await store.addDashboard(dashboard), true);
+    assert.deepEqual(await store.getDashboard(dashboard.id), dashboard);
+    // A taken id changes nothing.
+    assert.equal(
+      await store.addDashboard({ ...dashboard, jobs: ["other"] }),
+      false,
+    );
+    assert.deepEqual(await store.getDashboard(dashboard.id), dashboard);
+    // Ids are compared exactly, case included.
+    assert.equal(await store.getDashboard(dashboard.id.toLowerCase()), null);
+
+    await assert.rejects(
+      store.addDashboard({ ...dashboard, id: "x", specification: "nope" }),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "not-found" &&
+        error.value === "nope" && error.message.includes(`"nope"`),
+    );
+    for (const jobs of [[], ["a,b"], ["a", ""]]) {
+      await assert.rejects(
+        store.addDashboard({ ...dashboard, id: "y", jobs }),
+        TypeError,
+      );
+    }
+    assert.equal(await store.getDashboard("y"), null);
+
+    // Deleting the specification deletes its dashboards.
+    await store.deleteSpecification("guix");
+    assert.equal(await store.getDashboard(dashboard.id), null);
+  });
+
   test("countBuildsByStatus() counts builds per status, filtered", async (store) => {
     const e1 = await evaluation(store, "guix");
     await store.registerBuilds(e1, [job("a"), job("b"), job("c"), job("d")], {
