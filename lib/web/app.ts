@@ -4,6 +4,7 @@ import { HttpError } from "./http_error.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
 import { EXTRA_ROUTES } from "./extra_routes.ts";
+import { DASHBOARD_ROUTES, randomDashboardId } from "./dashboard_routes.ts";
 import { DOWNLOAD_ROUTES } from "./download_route.ts";
 import { FAVICON_ROUTES } from "./favicon.ts";
 import { ADMIN_ROUTES, type AdminActions, storeActions } from "./admin.ts";
@@ -57,6 +58,8 @@ export interface WebAppOptions {
   maxLiveStreams?: number;
   /** True while a worker reports it is too short of disk space for work. */
   workerDiskLow?: (name: string) => boolean;
+  /** Makes the id of a new dashboard; default 16 random letters and digits. */
+  dashboardId?: () => string;
 }
 
 /** The options with every default filled in, as route handlers see them. */
@@ -75,6 +78,7 @@ export const DEFAULT_WORKER_TIMEOUT_SECONDS = 120;
 /** Every route, in matching order. */
 const ROUTES: Route[] = [
   ...ADMIN_ROUTES,
+  ...DASHBOARD_ROUTES,
   ...EXTRA_ROUTES,
   ...DOWNLOAD_ROUTES,
   ...FAVICON_ROUTES,
@@ -99,6 +103,7 @@ export function createWebApp(
     evaluationLog: options.evaluationLog ?? (() => null),
     publicUrl: options.publicUrl ?? null,
     workerDiskLow: options.workerDiskLow ?? (() => false),
+    dashboardId: options.dashboardId ?? randomDashboardId,
     actions: { ...defaults, ...options.actions },
     liveStreams: { open: 0 },
   };

@@ -136,6 +136,30 @@ pre.log.live { border-left: 3px solid var(--run); }
 .channel-row { display: grid; grid-template-columns: 8rem 1fr 7rem; gap: .4rem; width: 100%; }
 .spec-form label.check { display: flex; align-items: center; gap: .35rem; font-weight: normal; }
 .spec-form button { justify-self: start; padding: .4rem 1.2rem; }
+.grid-summary { margin: 0 0 .6rem; }
+.job-grid { display: flex; flex-wrap: wrap; gap: 3px; list-style: none; padding: 0; margin: .8rem 0; }
+.job-grid a {
+  display: block; width: .85rem; height: .85rem; border-radius: 2px;
+  background: var(--off);
+}
+.job-grid a.s-succeeded { background: var(--ok); }
+.job-grid a.s-failed, .job-grid a.s-failed-dependency, .job-grid a.s-failed-other { background: var(--bad); }
+.job-grid a.s-scheduled, .job-grid a.s-submitted { background: var(--wait); opacity: .55; }
+.job-grid a.s-started { background: var(--run); }
+.job-grid a:hover, .job-grid a:focus { outline: 2px solid var(--fg); text-decoration: none; }
+.job-grid.labelled { gap: .3rem; }
+.job-grid.labelled a {
+  width: auto; height: auto; padding: .1rem .5rem; font-size: .82rem;
+  border: 1px solid var(--line); border-radius: 4px; opacity: 1;
+}
+.job-grid.labelled a.s-succeeded { background: var(--ok-bg); }
+.job-grid.labelled a.s-failed, .job-grid.labelled a.s-failed-dependency,
+.job-grid.labelled a.s-failed-other { background: var(--bad-bg); }
+.job-grid.labelled a.s-scheduled, .job-grid.labelled a.s-submitted { background: var(--wait-bg); }
+.job-grid.labelled a.s-started { background: var(--run-bg); }
+.job-grid.labelled a.s-canceled { background: var(--off-bg); }
+.job-list { margin: .6rem 0; }
+.job-list summary { cursor: pointer; font-weight: 600; }
 time { white-space: nowrap; }
 @media (max-width: 760px) {
   main { padding: 1rem .6rem; }

@@ -1,7 +1,7 @@
 // More of Cuirass's routes: jobs, outputs, logs by output, badges, RSS, metrics, live logs.
 
 import { HttpError, quoteValue } from "./http_error.ts";
-import { parseId, requireIdParam, requireLimit } from "./params.ts";
+import { parseId, readNames, requireIdParam, requireLimit } from "./params.ts";
 import { type BuildJson, buildToJson } from "./json_shapes.ts";
 import { requireBuild } from "./api_routes.ts";
 import { fileStream, logFilePath, openRegularFile } from "./build_log.ts";
@@ -25,6 +25,7 @@ import {
   type Build,
   buildStatusName,
   type Checkout,
+  type Evaluation,
   type Store,
   Weather,
 } from "../store/types.ts";
@@ -51,8 +52,6 @@ export const EXTRA_ROUTES: Route[] = [
   },
 ];
 
-/** Job names accepted in one `names` parameter. */
-const MAX_NAMES = 1000;
 /** `nr` of `/api/jobs/history` at most, as Cuirass allows. */
 const MAX_HISTORY = 100;
 /** Evaluations scanned for the successful ones of a jobset. */
@@ -192,11 +191,8 @@ async function latestEvaluation(context: RouteContext): Promise<Response> {
   if (spec === null || spec === "") {
     throw new HttpError(400, `Cannot read parameter "spec": missing`);
   }
-  const found = (await context.options.store.listEvaluations({
-    specification: spec,
-    limit: EVALUATION_WINDOW,
-  })).find((evaluation) => evaluation.status === 0);
-  if (found === undefined) {
+  const found = await latestSuccessfulEvaluation(context.options.store, spec);
+  if (found === null) {
     throw new HttpError(
       404,
       `Specification ${quoteValue(spec)} has no successful evaluation.`,
@@ -242,11 +238,8 @@ async function badge(context: RouteContext): Promise<Response> {
   if (spec === null) {
     svg = errorBadge("unknown", subject);
   } else {
-    const latest = (await store.listEvaluations({
-      specification: name,
-      limit: EVALUATION_WINDOW,
-    })).find((evaluation) => evaluation.status === 0);
-    if (latest === undefined) {
+    const latest = await latestSuccessfulEvaluation(store, name);
+    if (latest === null) {
       svg = errorBadge("no evaluation", subject);
     } else {
       const counts = await store.countBuildsByStatus({
@@ -383,6 +376,21 @@ async function searchLatestProduct(context: RouteContext): Promise<Response> {
 }
 
 /**
+ * The newest successful evaluation of `specification` among its last
+ * 1000 (read newest first through its index), or null.
+ */
+export async function latestSuccessfulEvaluation(
+  store: Store,
+  specification: string,
+): Promise<Evaluation | null> {
+  const found = (await store.listEvaluations({
+    specification,
+    limit: EVALUATION_WINDOW,
+  })).find((evaluation) => evaluation.status === 0);
+  return found ?? null;
+}
+
+/**
  * Serves a build's gzip log untouched, with the headers browsers inflate.
  * @throws {HttpError} 404 when the build has no log.
  */
@@ -450,29 +458,7 @@ function requireOutputPath(
   return { path: `${context.options.storeDir}/${basename}`, basename };
 }
 
-function readNames(
-  params: URLSearchParams,
-  required: boolean,
-): string[] | undefined {
-  const text = params.get("names");
-  if (text === null || text === "") {
-    if (required) {
-      throw new HttpError(400, `Cannot read parameter "names": missing`);
-    }
-    return undefined;
-  }
-  const names = text.split(",").map((name) => name.trim()).filter((name) =>
-    name !== ""
-  );
-  if (names.length > MAX_NAMES || names.some((name) => name.length > 200)) {
-    throw new HttpError(
-      400,
-      `Cannot read parameter "names": more than ${MAX_NAMES} names or a name over 200 characters`,
-    );
-  }
-  return names;
-}
-
-function redirect(location: string): Response {
+/** A 302 to `location`, a path of this server. */
+export function redirect(location: string): Response {
   return new Response(null, { status: 302, headers: { location } });
 }

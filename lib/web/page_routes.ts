@@ -15,7 +15,7 @@ import { renderDashboard } from "./pages/dashboard.ts";
 import { renderJobset } from "./pages/jobset.ts";
 import { EVALUATION_FILTERS, renderEvaluation } from "./pages/evaluation.ts";
 import { renderBuildDetails } from "./pages/build_details.ts";
-import { renderWorkers } from "./pages/workers.ts";
+import { renderMachine, renderWorkers } from "./pages/workers.ts";
 import { renderStatus } from "./pages/status.ts";
 import { renderSearch } from "./pages/search.ts";
 import { renderSpecForm } from "./pages/spec_form.ts";
@@ -32,6 +32,7 @@ export const PAGE_ROUTES: Route[] = [
   { pattern: "/build/:id/details", kind: "html", handle: buildDetails },
   { pattern: "/workers", kind: "html", handle: workers },
   { pattern: "/workers/cards", kind: "html", handle: workerCards },
+  { pattern: "/machine/:name", kind: "html", handle: machine },
   { pattern: "/queue", kind: "html", handle: status },
   { pattern: "/status", kind: "html", handle: status },
   { pattern: "/search", kind: "html", handle: search },
@@ -155,6 +156,24 @@ async function workerCards(context: RouteContext): Promise<Response> {
   const response = htmlResponse(renderWorkerCards(statuses, systems).value);
   response.headers.set("cache-control", "no-store");
   return response;
+}
+
+async function machine(context: RouteContext): Promise<Response> {
+  const name = context.params.name;
+  const { store, workerTimeoutSeconds, workerDiskLow } = context.options;
+  const statuses = (await listWorkerStatuses(
+    store,
+    context.now,
+    workerTimeoutSeconds,
+    workerDiskLow,
+  )).filter((status) => status.worker.machine === name);
+  if (statuses.length === 0) {
+    throw new HttpError(
+      404,
+      `Machine ${quoteValue(name)} has no registered worker.`,
+    );
+  }
+  return htmlResponse(renderMachine(name, statuses));
 }
 
 async function workersData(context: RouteContext) {

@@ -64,12 +64,20 @@ export function requireIdParam(params: URLSearchParams, name: string): number {
 
 /**
  * Reads the build filters shared by `/api/latestbuilds` and `/api/queue`:
- * Cuirass's `jobset`, `job`, `system`, `evaluation`, `worker` and
- * `derivation`.
- * @throws {HttpError} 400 when `evaluation` is not a positive integer.
+ * Cuirass's `jobset`, `job`, `system`, `evaluation`, `worker`,
+ * `derivation`, `id` (that build) and `oldevaluation` (builds created by
+ * an older evaluation).
+ * @throws {HttpError} 400 when `evaluation`, `id` or `oldevaluation` is
+ * not a positive integer.
  */
 export function readBuildFilter(params: URLSearchParams): BuildFilter {
   const filter: BuildFilter = {};
+  const id = params.get("id");
+  if (id !== null) filter.id = parseId(id, `parameter "id"`);
+  const older = params.get("oldevaluation");
+  if (older !== null) {
+    filter.beforeEvaluation = parseId(older, `parameter "oldevaluation"`);
+  }
   const jobset = params.get("jobset");
   const job = params.get("job");
   const system = params.get("system");
@@ -85,6 +93,95 @@ export function readBuildFilter(params: URLSearchParams): BuildFilter {
   if (worker !== null) filter.worker = worker;
   if (derivation !== null) filter.derivation = derivation;
   return filter;
+}
+
+/** Job names accepted in one `names` parameter. */
+export const MAX_NAMES = 1000;
+/** The longest job name a `names` parameter may hold. */
+const MAX_NAME_LENGTH = 200;
+
+/**
+ * Reads the comma-separated `names` parameter (blank names dropped), or
+ * undefined when it is absent or empty and not `required`.
+ * @throws {HttpError} 400 when it is required and missing or holds no
+ * name, or when it holds more than
+ * {@link MAX_NAMES} names, or a name over 200 characters.
+ */
+export function readNames(
+  params: URLSearchParams,
+  required: boolean,
+): string[] | undefined {
+  const text = params.get("names");
+  const names = (text ?? "").split(",").map((name) => name.trim())
+    .filter((name) => name !== "");
+  if (text === null || text === "") {
+    if (required) {
+      throw new HttpError(400, `Cannot read parameter "names": missing`);
+    }
+    return undefined;
+  }
+  if (names.length === 0 && required) {
+    throw new HttpError(
+      400,
+      `Cannot read parameter "names": value ${
+        quoteValue(text)
+      } holds no job name`,
+    );
+  }
+  if (names.length > MAX_NAMES) {
+    throw new HttpError(
+      400,
+      `Cannot read parameter "names": ${names.length} names, more than ${MAX_NAMES}`,
+    );
+  }
+  const long = names.find((name) => name.length > MAX_NAME_LENGTH);
+  if (long !== undefined) {
+    throw new HttpError(
+      400,
+      `Cannot read parameter "names": name ${
+        quoteValue(long)
+      } is over ${MAX_NAME_LENGTH} characters`,
+    );
+  }
+  return names;
+}
+
+/** A Guix system type such as `x86_64-linux` or `i586-gnu`. */
+const SYSTEM_REGEXP = /^[a-z0-9_]+(-[a-z0-9_]+)+$/;
+
+/**
+ * Reads an optional `system` parameter naming a Guix system type.
+ * @throws {HttpError} 400 for a value that is not one (`x86_64-linux`).
+ */
+export function readSystem(params: URLSearchParams): string | null {
+  const text = params.get("system");
+  if (text === null) return null;
+  if (text.length > 64 || !SYSTEM_REGEXP.test(text)) {
+    throw new HttpError(
+      400,
+      `Cannot read parameter "system": value ${
+        quoteValue(text)
+      } is not a system type such as "x86_64-linux"`,
+    );
+  }
+  return text;
+}
+
+/** A dashboard id: 16 letters and digits, as Cuirass makes them. */
+const DASHBOARD_ID_REGEXP = /^[A-Za-z0-9]{16}$/;
+
+/**
+ * Parses the ID of `/dashboard/ID` and `/eval/N/dashboard/ID`.
+ * @throws {HttpError} 400 for anything but 16 letters and digits.
+ */
+export function parseDashboardId(text: string): string {
+  if (!DASHBOARD_ID_REGEXP.test(text)) {
+    throw new HttpError(
+      400,
+      `Cannot read dashboard ID ${quoteValue(text)}: not 16 letters and digits`,
+    );
+  }
+  return text;
 }
 
 /**

@@ -63,7 +63,12 @@ function renderRow(row: DashboardRow) {
         <span class="muted">(inactive)</span>
       `}</td>
       <td>${latestEvaluation
-        ? html`<a href="/eval/${latestEvaluation.id}">${latestEvaluation.id}</a>`
+        ? html`
+          <a href="/eval/${latestEvaluation.id}">${latestEvaluation
+            .id}</a> · <a
+            href="/eval/${latestEvaluation
+              .id}/dashboard" title="Its jobs as a grid">jobs grid</a>
+        `
         : html`<span class="muted">none</span>`}</td>
       <td class="num">${counts.succeeded}</td>
       <td class="num">${counts.failed}</td>

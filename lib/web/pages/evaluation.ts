@@ -63,7 +63,8 @@ export function renderEvaluation(page: EvaluationPage): string {
       ])}
       <dl class="facts">
         <dt>Status</dt>
-        <dd>${evaluationBadge(evaluation.status)}${page.hasLog
+        <dd>${evaluationBadge(evaluation.status)} · <a href="/eval/${evaluation
+          .id}/dashboard">jobs grid</a>${page.hasLog
           ? html`
             · <a href="/eval/${evaluation.id}/log/raw">evaluation log</a>
           `

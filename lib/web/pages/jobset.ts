@@ -97,7 +97,9 @@ function renderRow(row: JobsetRow) {
   const { evaluation, counts } = row;
   return html`
     <tr>
-      <td><a href="/eval/${evaluation.id}">${evaluation.id}</a></td>
+      <td><a href="/eval/${evaluation.id}">${evaluation
+        .id}</a> · <a href="/eval/${evaluation
+        .id}/dashboard" class="small">grid</a></td>
       <td>${evaluationBadge(evaluation.status)}</td>
       <td>${formatTime(evaluation.timestamp)}</td>
       <td>${formatTime(evaluation.evaltime)}</td>

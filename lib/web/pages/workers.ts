@@ -1,6 +1,6 @@
 // The workers page: one card per worker with its current build, refreshed live.
 
-import { html, type SafeHtml } from "../html.ts";
+import { html, pathSegment, type SafeHtml } from "../html.ts";
 import { badge, formatDuration, renderPage, statusBadge } from "./layout.ts";
 import { REFRESH_SCRIPT } from "./scripts.ts";
 import type { WorkerStatus } from "../worker_status.ts";
@@ -31,6 +31,39 @@ export function renderWorkers(
     `,
     "workers",
     { script: REFRESH_SCRIPT },
+  );
+}
+
+/**
+ * Renders the page of one machine: the workers that run on it (a
+ * machine may run several), with what each is building.
+ */
+export function renderMachine(name: string, statuses: WorkerStatus[]): string {
+  const systems = [...new Set(statuses.flatMap((s) => s.worker.systems))]
+    .sort();
+  const addresses = [...new Set(statuses.map((s) => s.worker.address))]
+    .sort();
+  return renderPage(
+    `Machine ${name}`,
+    html`
+      <h1>Machine ${name}</h1>
+      <dl class="facts">
+        <dt>Workers</dt>
+        <dd>${statuses.length}</dd>
+        <dt>Addresses</dt>
+        <dd>${addresses.join(", ")}</dd>
+        <dt>Systems</dt>
+        <dd>${systems.map((system) =>
+          html`
+            <code>${system}</code>
+          `
+        )}</dd>
+      </dl>
+      <h2>Workers</h2>
+      ${renderWorkerCards(statuses)}
+      <p><a href="/workers">All workers</a></p>
+    `,
+    "workers",
   );
 }
 
@@ -108,7 +141,8 @@ function renderCard(status: WorkerStatus) {
       <h2><span class="worker-name">${worker.name}</span> ${state}</h2>
       <dl class="facts">
         <dt>Machine</dt>
-        <dd>${worker.machine}</dd>
+        <dd><a href="/machine/${pathSegment(worker.machine)}">${worker
+          .machine}</a></dd>
         <dt>Address</dt>
         <dd>${worker.address}</dd>
         <dt>Systems</dt>

@@ -153,6 +153,81 @@ Deno.test("GET /api/latestbuilds applies the jobset, job, system and evaluation 
   assert.equal(limited.length, 2);
 });
 
+Deno.test("GET /api/latestbuilds and /api/queue apply the id and oldevaluation filters", async () => {
+  await using fx = await createFixture();
+  const { succeeded, started } = fx.builds;
+  const ids = async (path: string) =>
+    ((await json(await fx.fetch(path))) as Json[]).map((b) => b.id);
+  assert.deepEqual(await ids(`/api/latestbuilds?nr=5&id=${succeeded.id}`), [
+    succeeded.id,
+  ]);
+  assert.deepEqual(await ids(`/api/latestbuilds?nr=5&id=${started.id}`), []);
+  assert.deepEqual(await ids(`/api/queue?nr=5&id=${started.id}`), [
+    started.id,
+  ]);
+  assert.deepEqual(await ids(`/api/queue?nr=5&id=${succeeded.id}`), []);
+
+  // A third evaluation with one finished and one pending build.
+  const eval3 = await fx.store.addEvaluation("hello", [], T0 + 900);
+  await fx.store.registerBuilds(eval3, [job(40, "late"), job(41, "later")], {
+    priority: 1,
+    now: T0 + 901,
+  });
+  const late = (await fx.store.getBuildByDerivation(drvPath(40, "late")))!;
+  const later = (await fx.store.getBuildByDerivation(drvPath(41, "later")))!;
+  await fx.store.completeBuild(late.derivation, 0, { now: T0 + 902 });
+  const finished = await ids("/api/latestbuilds?nr=100");
+  const pending = await ids("/api/queue?nr=100");
+  assert.ok(finished.includes(late.id) && pending.includes(later.id));
+  // Strictly older than the evaluation named: the rest, in the same order.
+  assert.deepEqual(
+    await ids(`/api/latestbuilds?nr=100&oldevaluation=${eval3}`),
+    finished.filter((id) => id !== late.id),
+  );
+  assert.deepEqual(
+    await ids(`/api/queue?nr=100&oldevaluation=${eval3}`),
+    pending.filter((id) => id !== later.id),
+  );
+  assert.deepEqual(await ids("/api/latestbuilds?nr=100&oldevaluation=1"), []);
+  assert.deepEqual(
+    await ids(`/api/queue?nr=100&oldevaluation=2&id=${fx.builds.xss.id}`),
+    [],
+  );
+  assert.deepEqual(
+    await ids(`/api/queue?nr=100&oldevaluation=3&id=${fx.builds.xss.id}`),
+    [fx.builds.xss.id],
+  );
+
+  for (const endpoint of ["/api/latestbuilds", "/api/queue"]) {
+    for (
+      const [query, error] of [
+        [
+          "id=x",
+          `Cannot read parameter "id": value "x" is not a positive integer`,
+        ],
+        [
+          "id=0",
+          `Cannot read parameter "id": value "0" is not a positive integer`,
+        ],
+        [
+          "oldevaluation=-1",
+          `Cannot read parameter "oldevaluation": value "-1" is not a positive integer`,
+        ],
+        [
+          "oldevaluation=",
+          `Cannot read parameter "oldevaluation": value "" is not a positive integer`,
+        ],
+      ]
+    ) {
+      assert.deepEqual(
+        await json(await fx.fetch(`${endpoint}?nr=5&${query}`), 400),
+        { error },
+        `${endpoint}?${query}`,
+      );
+    }
+  }
+});
+
 Deno.test("GET /api/queue lists pending builds in the dispatcher's order (C19)", async () => {
   await using fx = await createFixture();
   const list = await json(await fx.fetch("/api/queue?nr=1000")) as Json[];
@@ -603,6 +678,62 @@ Deno.test("GET /workers shows one card per worker, busy, idle or unresponsive", 
   assert.ok(w2.includes("1000 s ago"));
   assert.ok(w2.includes("unresponsive"));
   assert.ok(w2.includes("idle"));
+});
+
+Deno.test("GET /machine/NAME shows the workers of that machine; the workers page links it", async () => {
+  await using fx = await createFixture();
+  await fx.store.upsertWorker({
+    name: "w3",
+    address: "127.0.0.2",
+    machine: "box-1",
+    systems: ["i686-linux"],
+    lastSeen: NOW - 2,
+  });
+  const text = await (await fx.fetch("/machine/box-1")).text();
+  assert.ok(text.includes("<h1>Machine box-1</h1>"));
+  assert.ok(
+    text.includes(`data-worker="w1"`) && text.includes(`data-worker="w3"`),
+  );
+  assert.ok(!text.includes(`data-worker="w2"`));
+  // What w1 builds, and the union of the machine's systems.
+  assert.ok(text.includes(`href="/build/${fx.builds.started.id}/details"`));
+  for (const system of ["aarch64-linux", "i686-linux", "x86_64-linux"]) {
+    assert.ok(text.includes(`<code>${system}</code>`), system);
+  }
+  assert.ok(text.includes("127.0.0.1, 127.0.0.2"));
+
+  const workers = await (await fx.fetch("/workers")).text();
+  assert.ok(workers.includes(`href="/machine/box-1"`));
+  assert.ok(workers.includes(`href="/machine/box-2"`));
+
+  // An odd machine name is escaped in the link and on its page.
+  await fx.store.upsertWorker({
+    name: "w4",
+    address: "127.0.0.3",
+    machine: XSS,
+    systems: ["x86_64-linux"],
+    lastSeen: NOW,
+  });
+  assert.ok(
+    (await (await fx.fetch("/workers")).text()).includes(
+      `href="/machine/${encodeURIComponent(XSS)}"`,
+    ),
+  );
+  const odd = await (await fx.fetch(`/machine/${encodeURIComponent(XSS)}`))
+    .text();
+  assert.ok(odd.includes(`data-worker="w4"`));
+  assert.ok(!odd.includes("<script>alert"));
+
+  const missing = await fx.fetch(`/machine/${encodeURIComponent("<b>nope")}`);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.headers.get("content-type"), "text/html; charset=utf-8");
+  const body = await missing.text();
+  assert.ok(
+    body.includes(
+      "Machine &quot;&lt;b&gt;nope&quot; has no registered worker.",
+    ),
+  );
+  assert.ok(!body.includes("<b>nope"));
 });
 
 Deno.test("GET /status shows the running builds", async () => {

@@ -1,0 +1,188 @@
+// Cuirass's dashboard routes (cuirass.md §7.2): saving a set of job names,
+// and the grid of an evaluation's jobs, all of them or a saved set.
+
+import { HttpError, quoteValue } from "./http_error.ts";
+import { parseDashboardId, parseId, readNames, readSystem } from "./params.ts";
+import { latestSuccessfulEvaluation, redirect } from "./extra_routes.ts";
+import {
+  htmlResponse,
+  jsonResponse,
+  type Route,
+  type RouteContext,
+} from "./route_context.ts";
+import { renderJobGrid } from "./pages/job_grid.ts";
+import { type Evaluation, StoreError } from "../store/types.ts";
+
+/**
+ * The routes, in matching order: before the page routes, so that
+ * `/eval/latest/dashboard` is not read as evaluation "latest".
+ */
+export const DASHBOARD_ROUTES: Route[] = [
+  { pattern: "/api/dashboard/register", kind: "json", handle: register },
+  { pattern: "/dashboard/:id", kind: "json", handle: savedDashboard },
+  {
+    pattern: "/eval/latest/dashboard",
+    kind: "json",
+    handle: latestDashboard,
+  },
+  { pattern: "/eval/:id/dashboard", kind: "html", handle: evaluationGrid },
+  {
+    pattern: "/eval/:id/dashboard/:dashboard",
+    kind: "html",
+    handle: dashboardGrid,
+  },
+];
+
+/** The system a dashboard shows when none is asked for and the spec has it. */
+const DEFAULT_SYSTEM = "x86_64-linux";
+/** New ids tried before registering gives up (62^16 ids: never in practice). */
+const ID_ATTEMPTS = 3;
+const ID_ALPHABET =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/** A new dashboard id: 16 random letters and digits, evenly drawn. */
+export function randomDashboardId(): string {
+  let id = "";
+  const bytes = new Uint8Array(32);
+  while (id.length < 16) {
+    crypto.getRandomValues(bytes);
+    for (const byte of bytes) {
+      // 248 = 4 × 62: the bytes above would favour the first letters.
+      if (byte < 248 && id.length < 16) id += ID_ALPHABET[byte % 62];
+    }
+  }
+  return id;
+}
+
+async function register(context: RouteContext): Promise<Response> {
+  const params = context.url.searchParams;
+  const spec = requireSpec(params);
+  const names = readNames(params, true)!;
+  const { store, dashboardId } = context.options;
+  for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
+    const id = dashboardId();
+    let added: boolean;
+    try {
+      added = await store.addDashboard({
+        id,
+        specification: spec,
+        jobs: names,
+      });
+    } catch (error) {
+      if (error instanceof StoreError && error.code === "not-found") {
+        throw new HttpError(
+          404,
+          `Specification ${quoteValue(spec)} doesn't exist.`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    if (added) return jsonResponse({ id });
+  }
+  throw new Error(
+    `Cannot register a dashboard of ${
+      quoteValue(spec)
+    }: ${ID_ATTEMPTS} new ids were all taken`,
+  );
+}
+
+async function savedDashboard(context: RouteContext): Promise<Response> {
+  const id = parseDashboardId(context.params.id);
+  const { store } = context.options;
+  const dashboard = await store.getDashboard(id);
+  if (dashboard === null) {
+    throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
+  }
+  const latest = await requireLatest(context, dashboard.specification);
+  return redirect(`/eval/${latest.id}/dashboard/${id}`);
+}
+
+async function latestDashboard(context: RouteContext): Promise<Response> {
+  const params = context.url.searchParams;
+  const spec = requireSpec(params);
+  const system = readSystem(params);
+  const latest = await requireLatest(context, spec);
+  return redirect(
+    `/eval/${latest.id}/dashboard${
+      system === null ? "" : `?system=${encodeURIComponent(system)}`
+    }`,
+  );
+}
+
+async function evaluationGrid(context: RouteContext): Promise<Response> {
+  const evaluation = await requireEvaluation(context);
+  const asked = readSystem(context.url.searchParams);
+  const { store } = context.options;
+  const spec = await store.getSpecification(evaluation.specification);
+  const systems = spec?.systems ?? [];
+  const system = asked ?? defaultSystem(systems);
+  const jobs = await store.listJobs(
+    evaluation.id,
+    system === null ? {} : { system },
+  );
+  return htmlResponse(renderJobGrid({
+    evaluation,
+    jobs,
+    systems,
+    system,
+    dashboard: null,
+    missing: [],
+  }));
+}
+
+async function dashboardGrid(context: RouteContext): Promise<Response> {
+  const evaluation = await requireEvaluation(context);
+  const id = parseDashboardId(context.params.dashboard);
+  const { store } = context.options;
+  const dashboard = await store.getDashboard(id);
+  if (dashboard === null) {
+    throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
+  }
+  const jobs = await store.listJobs(evaluation.id, { names: dashboard.jobs });
+  const found = new Set(jobs.map((job) => job.name));
+  return htmlResponse(renderJobGrid({
+    evaluation,
+    jobs,
+    systems: [],
+    system: null,
+    dashboard,
+    missing: [...new Set(dashboard.jobs)].filter((name) => !found.has(name)),
+  }));
+}
+
+/** `x86_64-linux` when the specification builds for it, else its first. */
+function defaultSystem(systems: string[]): string | null {
+  return systems.includes(DEFAULT_SYSTEM) ? DEFAULT_SYSTEM : systems[0] ?? null;
+}
+
+function requireSpec(params: URLSearchParams): string {
+  const spec = params.get("spec");
+  if (spec === null || spec === "") {
+    throw new HttpError(400, `Cannot read parameter "spec": missing`);
+  }
+  return spec;
+}
+
+async function requireLatest(
+  context: RouteContext,
+  spec: string,
+): Promise<Evaluation> {
+  const found = await latestSuccessfulEvaluation(context.options.store, spec);
+  if (found === null) {
+    throw new HttpError(
+      404,
+      `Specification ${quoteValue(spec)} has no successful evaluation.`,
+    );
+  }
+  return found;
+}
+
+async function requireEvaluation(context: RouteContext): Promise<Evaluation> {
+  const id = parseId(context.params.id, "evaluation ID");
+  const found = await context.options.store.getEvaluation(id);
+  if (found === null) {
+    throw new HttpError(404, `Evaluation with ID ${id} doesn't exist.`);
+  }
+  return found;
+}
