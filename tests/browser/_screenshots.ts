@@ -53,6 +53,7 @@ const shots: [string, string][] = [
   ["dashboard", "/"],
   ["jobset", "/jobset/demo"],
   ["evaluation", "/eval/2"],
+  ["jobs-grid", "/eval/2/dashboard"],
   ["build-failed", `/build/${failed.id}/details`],
   ["build-running", `/build/${farm.running.id}/details`],
   ["workers", "/workers"],

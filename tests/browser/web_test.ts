@@ -77,6 +77,44 @@ Deno.test({
         assert.match(await page.locator("h1").innerText(), /Jobset demo/);
       });
 
+      await t.step(
+        "the jobs grid colours each job by status and links its build",
+        async () => {
+          const finished = farm.builds.find((build) => build.status === 0)!;
+          await page.goto(`${base}/eval/${finished.evaluation}`);
+          await page.locator(`a[href$="/dashboard"]`).first().click();
+          await page.waitForURL(
+            new RegExp(`/eval/${finished.evaluation}/dashboard$`),
+          );
+          const tile = page.locator(".job-grid a").first();
+          // Read in the page: the element's window computes its style.
+          const colours = await page.locator(".job-grid a").evaluateAll(
+            (tiles) =>
+              tiles.map((tile) => [
+                tile.className,
+                tile.ownerDocument.defaultView!.getComputedStyle(tile)
+                  .backgroundColor,
+              ]),
+          );
+          // Every tile is filled; a success never looks like a failure.
+          const byClass = new Map(colours as [string, string][]);
+          const seen = JSON.stringify(colours);
+          assert.ok(byClass.has("s-succeeded"), seen);
+          assert.ok(
+            [...byClass.values()].every((c) => c !== "rgba(0, 0, 0, 0)"),
+          );
+          for (const [name, colour] of byClass) {
+            if (name.startsWith("s-failed")) {
+              assert.notEqual(colour, byClass.get("s-succeeded"), seen);
+            }
+          }
+          const href = await tile.getAttribute("href");
+          assert.match(href ?? "", /^\/build\/\d+\/details$/);
+          await tile.click();
+          await page.waitForURL(`${base}${href}`);
+        },
+      );
+
       await t.step("no page logs an error in the console", async () => {
         // A browser of its own: Chromium remembers a site's icon (or its
         // absence) per profile, so pages seen before would hide a 404.
@@ -99,6 +137,7 @@ Deno.test({
               `/build/${finished.id}/log/raw`,
               "/queue",
               "/workers",
+              `/eval/${finished.evaluation}/dashboard`,
               "/search?query=hello",
             ]
           ) {
@@ -124,6 +163,7 @@ Deno.test({
               `/build/${finished.id}/details`,
               "/queue",
               "/workers",
+              `/eval/${finished.evaluation}/dashboard`,
               "/search?query=hello",
             ]
           ) {
