@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 5;
+export const POSTGRES_SCHEMA_VERSION = 6;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -96,8 +96,13 @@ CREATE INDEX Builds_status_system ON Builds(status, system);
 CREATE INDEX Builds_specification_job
   ON Builds(specification, job_name, evaluation DESC);
 CREATE INDEX Builds_job_name ON Builds(job_name);
-CREATE INDEX Builds_worker
-  ON Builds(worker, status) WHERE worker IS NOT NULL;
+-- A worker's builds in /api/latestbuilds's order (the newest 100 of a
+-- worker are read, not all its builds sorted), and apart the builds it
+-- holds now, keyed on the status so that the planner takes the small one.
+CREATE INDEX Builds_worker ON Builds(worker, evaluation DESC, id DESC)
+  WHERE worker IS NOT NULL;
+CREATE INDEX Builds_held ON Builds(worker, status)
+  WHERE status < 0 AND worker IS NOT NULL;
 
 CREATE TABLE BuildDependencies (
   source INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
@@ -211,5 +216,15 @@ CREATE INDEX Builds_weather_changes
   ON Builds(evaluation DESC, id DESC) WHERE weather IN (0, 1);
 CREATE INDEX Builds_weather_changes_specification
   ON Builds(specification, evaluation DESC, id DESC) WHERE weather IN (0, 1);
+`,
+  // /api/latestbuilds?worker=W sorted every build of W. Every status
+  // change is a new row version that enters each index anyway (no index-
+  // free update here), so the held builds' own index costs an entry only
+  // while a build is handed out or started.
+  6: `DROP INDEX Builds_worker;
+CREATE INDEX Builds_worker ON Builds(worker, evaluation DESC, id DESC)
+  WHERE worker IS NOT NULL;
+CREATE INDEX Builds_held ON Builds(worker, status)
+  WHERE status < 0 AND worker IS NOT NULL;
 `,
 };

@@ -14,6 +14,7 @@ import { BuildStatus } from "../../../lib/store/types.ts";
 import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import { markStartedMany } from "../../../lib/store/sql_builds.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
+import { requeueWorker } from "../../../lib/store/sql_workers.ts";
 import { getDashboard } from "../../../lib/store/sql_dashboards.ts";
 import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
@@ -394,7 +395,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -405,6 +406,10 @@ Deno.test({
         CREATE INDEX Builds_nix_name ON ${schema}.Builds(nix_name);
         DROP INDEX ${schema}.Builds_weather_changes;
         DROP INDEX ${schema}.Builds_weather_changes_specification;
+        DROP INDEX ${schema}.Builds_worker;
+        DROP INDEX ${schema}.Builds_held;
+        CREATE INDEX Builds_worker ON ${schema}.Builds(worker, status)
+          WHERE worker IS NOT NULL;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const store = await openPostgresStore(url!, { schema });
@@ -420,6 +425,15 @@ Deno.test({
       assert.ok(!names.has("builds_nix_name"));
       assert.ok(names.has("builds_weather_changes"));
       assert.ok(names.has("builds_weather_changes_specification"));
+      assert.ok(names.has("builds_held"));
+      const [worker] = await withSql((sql) =>
+        sql.unsafe(
+          `SELECT indexdef FROM pg_indexes
+           WHERE schemaname = $1 AND indexname = 'builds_worker'`,
+          [schema],
+        )
+      );
+      assert.match(worker.indexdef, /\(worker, evaluation DESC, id DESC\)/);
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",
@@ -502,6 +516,57 @@ async function indexesRead(
     .map((match) => match[1]);
   return { indexes, plan };
 }
+
+Deno.test({
+  name:
+    `a worker's latest builds are read in the order of Builds_worker, its held builds through Builds_held${needs}`,
+  ignore,
+  async fn() {
+    await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
+      await store.upsertSpecification(specification("guix"));
+      for (let e = 0; e < 4; e++) {
+        const evaluation = await store.addEvaluation("guix", [], e);
+        await store.registerBuilds(
+          evaluation,
+          Array.from({ length: 300 }, (_, i) => job(`job-${e}-${i}`)),
+          { priority: 9, now: e },
+        );
+      }
+      // Twenty workers' builds, most finished, some still held: the
+      // finished builds of one worker are a twentieth of all.
+      const popped = await store.popBuilds(
+        Array.from({ length: 1000 }, (_, i) => ({
+          worker: `w${i % 20}`,
+          systems: ["x86_64-linux"],
+        })),
+        5,
+      );
+      for (const build of popped.slice(0, 900)) {
+        await store.completeBuild(build!.derivation, BuildStatus.succeeded, {
+          worker: build!.worker!,
+          now: 6,
+        });
+      }
+      await sql.unsafe("ANALYZE");
+      const d = postgresDialect("unused");
+      const latest = await indexesRead(
+        sql,
+        latestBuilds(d, { worker: "w3" }, 10),
+      );
+      assert.equal(latest.indexes[0], "builds_worker", latest.plan);
+      assert.ok(!latest.plan.includes('"Sort"'), latest.plan);
+      for (
+        const [label, steps] of [
+          ["queue", queue(d, { worker: "w3" }, 64)],
+          ["requeue", requeueWorker(d, "w3")],
+        ] as const
+      ) {
+        const { indexes, plan } = await indexesRead(sql, steps);
+        assert.ok(indexes.includes("builds_held"), `${label}: ${plan}`);
+      }
+    });
+  },
+});
 
 Deno.test({
   name:
