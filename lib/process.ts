@@ -8,6 +8,13 @@ export interface SpawnOptions {
   stdin?: "null" | "piped";
   /** Kills the child (SIGTERM) when aborted. */
   signal?: AbortSignal;
+  /**
+   * Starts the child as the leader of a session and process group of its
+   * own, through setsid(1) when it is on PATH, so that `kill()` (and
+   * `signal`) reach every process it started that stayed in its group,
+   * not the child alone. Without setsid(1), only the child is signalled.
+   */
+  ownGroup?: boolean;
 }
 
 export interface ChildStatus {
@@ -22,6 +29,7 @@ export interface Child {
   /** Present only with `stdin: "piped"`. */
   readonly stdin: WritableStream<Uint8Array> | null;
   readonly status: Promise<ChildStatus>;
+  /** Signals the child, or its whole group when started with `ownGroup`. */
   kill(signal?: Deno.Signal): void;
 }
 
@@ -33,7 +41,12 @@ export function spawnProcess(
   argv: string[],
   options: SpawnOptions = {},
 ): Child {
-  const [command, ...args] = argv;
+  const setsid = options.ownGroup ? setsidCommand() : null;
+  // Resolved here, so that a missing command is NotFound as without setsid,
+  // not setsid's own complaint.
+  const [command, ...args] = setsid
+    ? [setsid, resolveCommand(argv[0], options.env?.PATH), ...argv.slice(1)]
+    : argv;
   const child = new Deno.Command(command, {
     args,
     env: options.env,
@@ -41,22 +54,82 @@ export function spawnProcess(
     stdin: options.stdin ?? "null",
     stdout: "piped",
     stderr: "piped",
-    signal: options.signal,
+    signal: setsid ? undefined : options.signal,
   }).spawn();
+  const status = child.status.then((s) => ({
+    code: s.code,
+    signal: s.signal,
+  }));
+  function kill(signal: Deno.Signal = "SIGTERM") {
+    try {
+      // A child of Deno is no group leader, so setsid(1) makes it one in
+      // place (no fork): its pid names its group. The group outlives it
+      // while any member lives, and its id is not reused meanwhile.
+      if (setsid) Deno.kill(-child.pid, signal);
+      else child.kill(signal);
+    } catch {
+      // Already exited, with all its group: nothing to kill.
+    }
+  }
+  if (setsid && options.signal) {
+    const { signal } = options;
+    const abort = () => kill("SIGTERM");
+    if (signal.aborted) abort();
+    else {
+      signal.addEventListener("abort", abort, { once: true });
+      void status.then(() => signal.removeEventListener("abort", abort));
+    }
+  }
   return {
     pid: child.pid,
     stdout: child.stdout,
     stderr: child.stderr,
     stdin: options.stdin === "piped" ? child.stdin : null,
-    status: child.status.then((s) => ({ code: s.code, signal: s.signal })),
-    kill(signal: Deno.Signal = "SIGTERM") {
-      try {
-        child.kill(signal);
-      } catch {
-        // Already exited: nothing to kill.
-      }
-    },
+    status,
+    kill,
   };
+}
+
+let setsidPath: string | null | undefined;
+
+/** The setsid(1) found on PATH (looked up once), or null. */
+function setsidCommand(): string | null {
+  if (setsidPath === undefined) setsidPath = findOnPath("setsid");
+  return setsidPath;
+}
+
+/**
+ * `command` as a path: itself when it names one, else the first executable
+ * of that name on `path` (default this process's PATH).
+ * @throws {Deno.errors.NotFound} when there is none.
+ */
+function resolveCommand(command: string, path?: string): string {
+  if (command.includes("/")) return command;
+  const found = findOnPath(command, path);
+  if (found === null) {
+    throw new Deno.errors.NotFound(
+      `Cannot run ${JSON.stringify(command)}: not found on PATH`,
+    );
+  }
+  return found;
+}
+
+function findOnPath(
+  name: string,
+  path = Deno.env.get("PATH") ?? "",
+): string | null {
+  for (const dir of path.split(":")) {
+    if (dir === "") continue;
+    try {
+      const info = Deno.statSync(`${dir}/${name}`);
+      if (info.isFile && ((info.mode ?? 0) & 0o111) !== 0) {
+        return `${dir}/${name}`;
+      }
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return null;
 }
 
 /**

@@ -1,7 +1,7 @@
 // The `git` command line, for following channels: a bare mirror per
 // repository URL in a cache directory, fetched on each poll; checkouts of a
 // commit on request. Subprocesses are spawned through an injected spawner
-// and killed when they exceed their timeout.
+// and killed, with their own children, when they exceed their timeout.
 
 import { type Clock, systemClock } from "../clock.ts";
 import { readTail, type Spawner, spawnProcess } from "../process.ts";
@@ -69,8 +69,10 @@ export class Git {
       ...args,
     ];
     const abort = new AbortController();
-    // Git's own children (a remote helper stuck on the network, an
-    // upload-pack) survive its SIGKILL with its pipes open: once git is
+    // Git runs in a process group of its own, and the timeout kills the
+    // group: its own children (a remote helper stuck on the network, an
+    // upload-pack) with it. One that left the group (or all of them, with
+    // no setsid(1) on PATH) survives with git's pipes open: once git is
     // dead, stop reading them, or the timeout would bound nothing.
     const abandonPipes = new AbortController();
     let timedOut = false;
@@ -82,7 +84,11 @@ export class Git {
       },
       () => {},
     );
-    const child = this.#spawn(argv, { env: this.#env, cwd: options.cwd });
+    const child = this.#spawn(argv, {
+      env: this.#env,
+      cwd: options.cwd,
+      ownGroup: true,
+    });
     const [stdout, stderr, status] = await Promise.all([
       readTail(child.stdout, 16 << 20, undefined, abandonPipes.signal),
       readTail(child.stderr, 16 << 10, undefined, abandonPipes.signal),

@@ -24,3 +24,64 @@ Deno.test("readTail() keeps only the last bytes and sees every chunk", async () 
   assert.equal(new TextDecoder().decode(tail), "bbcccc");
   assert.equal(seen, 12);
 });
+
+/** Whether `pid` exists and is no zombie. */
+function running(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Starts a shell with a `sleep` child; returns both and the shell's output. */
+async function shellWithChild(options: { signal?: AbortSignal }) {
+  const child = spawnProcess([
+    "sh",
+    "-c",
+    "sleep 30 & echo $!; wait",
+  ], { ...options, ownGroup: true });
+  const reader = child.stdout.getReader();
+  const { value } = await reader.read();
+  reader.releaseLock();
+  const sleeper = Number(new TextDecoder().decode(value).trim());
+  return { child, sleeper };
+}
+
+Deno.test("spawnProcess() with ownGroup: kill() ends the command's children too", async () => {
+  const { child, sleeper } = await shellWithChild({});
+  try {
+    assert.ok(running(sleeper));
+    child.kill("SIGKILL");
+    assert.equal((await child.status).signal, "SIGKILL");
+    // Its pipes close: no child is left holding them.
+    await readTail(child.stdout, 100);
+    await readTail(child.stderr, 100);
+    assert.ok(!running(sleeper), `sleep ${sleeper} still runs`);
+  } finally {
+    if (running(sleeper)) Deno.kill(sleeper, "SIGKILL");
+  }
+});
+
+Deno.test("spawnProcess() with ownGroup: an aborted signal ends the command's children too", async () => {
+  const abort = new AbortController();
+  const { child, sleeper } = await shellWithChild({ signal: abort.signal });
+  try {
+    abort.abort();
+    assert.equal((await child.status).signal, "SIGTERM");
+    await readTail(child.stdout, 100);
+    assert.ok(!running(sleeper), `sleep ${sleeper} still runs`);
+  } finally {
+    if (running(sleeper)) Deno.kill(sleeper, "SIGKILL");
+  }
+});
+
+Deno.test("spawnProcess() with ownGroup: a missing command is NotFound", () => {
+  assert.throws(
+    () => spawnProcess(["lorica-no-such-command"], { ownGroup: true }),
+    (error) =>
+      error instanceof Deno.errors.NotFound &&
+      /"lorica-no-such-command"/.test(error.message),
+  );
+});

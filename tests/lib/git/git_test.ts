@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Git, GitError, mirrorDirectory } from "../../../lib/git/git.ts";
 import { spawnProcess } from "../../../lib/process.ts";
+import { FakeClock } from "../server/_dispatch_fixture.ts";
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
   .output().then((r) => r.success, () => false);
@@ -147,3 +148,52 @@ Deno.test("Git kills a command that exceeds its timeout", async () => {
     (error) => error instanceof GitError && error.timedOut,
   );
 });
+
+Deno.test("Git's timeout kills git's children with it", async () => {
+  // A git whose child (here a `sleep`, as a remote helper stuck on the
+  // network) writes its pid, then both wait.
+  const dir = await Deno.makeTempDir({ prefix: "lorica-git-" });
+  const pidFile = `${dir}/helper.pid`;
+  const clock = new FakeClock();
+  const client = new Git({
+    timeoutMs: 60_000,
+    clock,
+    spawn: (_argv, options) =>
+      spawnProcess([
+        "sh",
+        "-c",
+        'sleep 30 & echo $! > "$0.tmp" && mv "$0.tmp" "$0"; wait',
+        pidFile,
+      ], options),
+  });
+  let helper = 0;
+  try {
+    const fetching = client.run(["fetch", "x"]);
+    fetching.catch(() => {}); // Awaited below, once the clock moved.
+    for (let i = 0; i < 200 && helper === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      helper = Number(await Deno.readTextFile(pidFile).catch(() => "0"));
+    }
+    assert.ok(helper > 0, "the helper did not start");
+    await clock.advance(60_000);
+    await assert.rejects(
+      fetching,
+      (error) => error instanceof GitError && error.timedOut,
+    );
+    assert.ok(!running(helper), `helper ${helper} still runs`);
+  } finally {
+    if (helper > 0 && running(helper)) Deno.kill(helper, "SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Whether `pid` exists and is no zombie. */
+function running(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !==
+      "Z";
+  } catch {
+    return false;
+  }
+}
