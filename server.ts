@@ -15,7 +15,11 @@ import {
 } from "./lib/store/open_store.ts";
 import type { Specification } from "./lib/store/types.ts";
 import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
-import { type ServerConfig, startServer } from "./lib/server/server.ts";
+import {
+  DEFAULT_EVALUATION_TIMEOUT_SECONDS,
+  type ServerConfig,
+  startServer,
+} from "./lib/server/server.ts";
 import { SpecError } from "./lib/spec/spec_error.ts";
 import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
 import { PING_INTERVAL_SECONDS } from "./lib/protocol/messages.ts";
@@ -28,6 +32,7 @@ import {
   cacheHome,
   type OptionSpec,
   parseListenAddress,
+  parseNatural,
   parsePort,
   parsePositive,
   readOptions,
@@ -48,6 +53,12 @@ Specifications and evaluation:
       --no-poll               evaluate each specification once, as given, and
                               never fetch its channels
       --threads=N             systems evaluated at once (default 2)
+      --evaluation-timeout=SECONDS  kill an evaluator (one system) still
+                              running after this long: the evaluation fails,
+                              and its commits are evaluated again at the
+                              next poll (default 10800, i.e. 3 hours, a few
+                              times a full Guix evaluation with the build of
+                              its Guix; 0: no limit)
       --git-cache=DIR         channel mirrors (default $XDG_CACHE_HOME/lorica/git)
       --ttl=DURATION          GC roots lifetime, e.g. 30d, 2w (default 30d)
       --gc-roots=DIR          GC roots directory
@@ -120,6 +131,10 @@ const OPTIONS: Record<string, OptionSpec> = {
   interval: { type: "string", short: "I", default: "600" },
   "no-poll": { type: "boolean", default: false },
   threads: { type: "string", default: "2" },
+  "evaluation-timeout": {
+    type: "string",
+    default: String(DEFAULT_EVALUATION_TIMEOUT_SECONDS),
+  },
   "git-cache": { type: "string" },
   ttl: { type: "string", default: "30d" },
   "gc-roots": { type: "string" },
@@ -221,6 +236,10 @@ async function main(args: string[]): Promise<number> {
     gcRootDir: text("gc-roots") ?? defaultGcRootDirectory(),
     gcRootTtlSeconds: durationOption("--ttl", text("ttl")!),
     evaluationParallelism: positive("threads"),
+    evaluationTimeoutSeconds: parseNatural(
+      "--evaluation-timeout",
+      text("evaluation-timeout")!,
+    ),
     localMaxJobs: positive("max-jobs"),
     localBatchSize: positive("batch-size"),
     // Links in notifications and feeds are built from it: a value that

@@ -43,6 +43,21 @@ export function parsePositive(option: string, value: string): number {
 }
 
 /**
+ * Parses an integer option that may be 0 (often "no limit").
+ * @throws {UsageError} naming the option and value.
+ */
+export function parseNatural(option: string, value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new UsageError(
+      `Cannot use ${option} ${
+        JSON.stringify(value)
+      }: not a whole number of 0 or more`,
+    );
+  }
+  return Number(value);
+}
+
+/**
  * Parses `HOST:PORT`, with IPv6 hosts in brackets (`[::1]:5555`).
  * @throws {UsageError} when either part is missing or malformed.
  */

@@ -4,7 +4,7 @@ import { shippedScriptPath } from "./shipped_script.ts";
 import { readSexp } from "../sexp/read.ts";
 import { writeSexp } from "../sexp/write.ts";
 import { type Datum, isSym, sym } from "../sexp/datum.ts";
-import type { Guix } from "./guix_command.ts";
+import { type Guix, RUN_STDOUT_LIMIT } from "./guix_command.ts";
 import type { BuildSelector, Channel, NewJob } from "../store/types.ts";
 
 /** Evaluator output that does not follow the job-line contract. */
@@ -24,6 +24,8 @@ export interface EvaluateRequest {
   /** Lorica's Guile evaluator script; default the one shipped in lib/guix. */
   evaluator?: string;
   signal?: AbortSignal;
+  /** The evaluator is killed after this long [no limit]. */
+  timeoutMs?: number;
 }
 
 export interface EvaluateResult {
@@ -32,7 +34,15 @@ export interface EvaluateResult {
   /** Everything the evaluator wrote on standard error. */
   log: string;
   exitCode: number;
+  /**
+   * The limit that got the evaluator killed: the request's `timeoutMs`, or
+   * {@link EVALUATOR_OUTPUT_LIMIT}; null when none did.
+   */
+  limit: "timeout" | "output" | null;
 }
+
+/** Most bytes an evaluator may print on standard output: 64 MiB. */
+export const EVALUATOR_OUTPUT_LIMIT = RUN_STDOUT_LIMIT;
 
 /** Path of the Guile evaluator shipped next to this module. */
 export function defaultEvaluatorPath(): string {
@@ -56,10 +66,41 @@ export async function evaluateSystem(
     request.evaluator ?? defaultEvaluatorPath(),
     writeSexp(selectorToDatum(request.build)),
     request.system,
-  ], { allowFailure: true, signal: request.signal });
+  ], {
+    allowFailure: true,
+    signal: request.signal,
+    timeoutMs: request.timeoutMs,
+    maxStdoutBytes: EVALUATOR_OUTPUT_LIMIT,
+  });
   const jobs: NewJob[] = [];
   let done: number | null = null;
   let log = result.stderr;
+  const failed = (
+    limit: EvaluateResult["limit"],
+    reason: string,
+  ): EvaluateResult => ({
+    ok: false,
+    jobs: [],
+    log: `${log}\nlorica: ${reason}\n`,
+    exitCode: result.exitCode,
+    limit,
+  });
+  if (result.timedOut) {
+    return failed(
+      "timeout",
+      `evaluator killed: still running after the evaluation timeout of ${
+        request.timeoutMs! / 1000
+      } s (--evaluation-timeout)`,
+    );
+  }
+  if (result.stdoutTooLarge) {
+    return failed(
+      "output",
+      `evaluator output too large: killed after ${result.stdoutBytes} bytes, over the limit of ${EVALUATOR_OUTPUT_LIMIT} bytes (${
+        EVALUATOR_OUTPUT_LIMIT >> 20
+      } MiB)`,
+    );
+  }
   try {
     for (const line of result.stdout.split("\n")) {
       if (line.trim() === "") continue;
@@ -72,14 +113,20 @@ export async function evaluateSystem(
     }
   } catch (error) {
     log += `\nlorica: ${(error as Error).message}\n`;
-    return { ok: false, jobs, log, exitCode: result.exitCode };
+    return { ok: false, jobs, log, exitCode: result.exitCode, limit: null };
   }
   const complete = result.exitCode === 0 && done === jobs.length;
   if (result.exitCode === 0 && !complete) {
     log +=
       `\nlorica: evaluator announced ${done} jobs but printed ${jobs.length}\n`;
   }
-  return { ok: complete, jobs, log, exitCode: result.exitCode };
+  return {
+    ok: complete,
+    jobs,
+    log,
+    exitCode: result.exitCode,
+    limit: null,
+  };
 }
 
 /** Writes channels as the Scheme list time-machine reads with `-C`. */

@@ -8,6 +8,7 @@ import {
   spawnProcess,
 } from "../process.ts";
 import type { Logger } from "../log.ts";
+import { type Clock, systemClock } from "../clock.ts";
 
 /** A `guix` invocation that failed; carries the command and its stderr tail. */
 export class GuixCommandError extends Error {
@@ -31,6 +32,8 @@ export interface GuixOptions {
   /** Extra environment for every invocation. */
   env?: Record<string, string>;
   spawn?: Spawner;
+  /** Times the `timeoutMs` of `run()`; default the system clock. */
+  clock?: Clock;
   logger: Logger;
 }
 
@@ -58,11 +61,32 @@ export interface BuildResult {
   stderrTail: string;
 }
 
+export interface RunOptions {
+  stdin?: string;
+  /** Returns a failed result instead of throwing. */
+  allowFailure?: boolean;
+  /** Kills guix and every process it started in its group when aborted. */
+  signal?: AbortSignal;
+  /** Kills them after this long [no limit]. */
+  timeoutMs?: number;
+  /** Kills them once standard output exceeds this [64 MiB]. */
+  maxStdoutBytes?: number;
+}
+
 export interface RunResult {
   exitCode: number;
   stdout: string;
   stderr: string;
+  /** Killed after `timeoutMs`. */
+  timedOut: boolean;
+  /** Killed for writing more than `maxStdoutBytes` (then `stdout` is cut). */
+  stdoutTooLarge: boolean;
+  /** Bytes read from standard output, all of them even when cut. */
+  stdoutBytes: number;
 }
+
+/** Default `maxStdoutBytes` of `Guix.run()`. */
+export const RUN_STDOUT_LIMIT = 64 << 20;
 
 const STDERR_TAIL_BYTES = 8192;
 
@@ -71,12 +95,14 @@ export class Guix {
   readonly #command: string;
   readonly #env: Record<string, string>;
   readonly #spawn: Spawner;
+  readonly #clock: Clock;
   readonly #logger: Logger;
 
   constructor(options: GuixOptions) {
     this.#command = options.command ?? "guix";
     this.#env = options.env ?? {};
     this.#spawn = options.spawn ?? spawnProcess;
+    this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger;
   }
 
@@ -168,34 +194,62 @@ export class Guix {
 
   /**
    * Runs `guix ARGS...`, collecting both outputs whole (for short commands).
+   * Guix runs in a process group of its own: a timeout, too much output or
+   * `signal` kills the group, so that no child of guix lives on.
    * @throws {GuixCommandError} on a non-zero exit unless `allowFailure`.
    */
-  async run(
-    args: string[],
-    options: { stdin?: string; allowFailure?: boolean; signal?: AbortSignal } =
-      {},
-  ): Promise<RunResult> {
+  async run(args: string[], options: RunOptions = {}): Promise<RunResult> {
     const argv = [this.#command, ...args];
+    const maxStdout = options.maxStdoutBytes ?? RUN_STDOUT_LIMIT;
     this.#logger.debug("guix started", { argv: argv.join(" ") });
     const child = this.#launch(argv, {
       env: this.#env,
       stdin: options.stdin === undefined ? "null" : "piped",
       signal: options.signal,
+      ownGroup: true,
     });
+    // A process that left the group may still hold the pipes: once guix
+    // is dead, stop reading them, or no limit would bound anything.
+    const abandonPipes = new AbortController();
+    const killAll = () => {
+      child.kill("SIGKILL");
+      void child.status.then(() => abandonPipes.abort());
+    };
+    const finished = new AbortController();
+    let timedOut = false;
+    const timer = options.timeoutMs === undefined
+      ? Promise.resolve()
+      : this.#clock.sleep(options.timeoutMs, finished.signal).then(() => {
+        timedOut = true;
+        killAll();
+      }, () => {});
+    let stdoutBytes = 0;
+    let stdoutTooLarge = false;
+    const countStdout = (chunk: Uint8Array) => {
+      stdoutBytes += chunk.length;
+      if (stdoutBytes > maxStdout && !stdoutTooLarge) {
+        stdoutTooLarge = true;
+        killAll();
+      }
+    };
     if (options.stdin !== undefined && child.stdin) {
       const writer = child.stdin.getWriter();
       await writer.write(new TextEncoder().encode(options.stdin));
       await writer.close();
     }
     const [stdout, stderr, status] = await Promise.all([
-      readTail(child.stdout, 64 << 20),
-      readTail(child.stderr, 1 << 20),
+      readTail(child.stdout, maxStdout, countStdout, abandonPipes.signal),
+      readTail(child.stderr, 1 << 20, undefined, abandonPipes.signal),
       child.status,
-    ]);
+    ]).finally(() => finished.abort());
+    await timer;
     const result = {
       exitCode: status.code,
       stdout: decode(stdout),
       stderr: decode(stderr),
+      timedOut,
+      stdoutTooLarge,
+      stdoutBytes,
     };
     if (status.code !== 0 && !options.allowFailure) {
       throw new GuixCommandError(argv, status.code, result.stderr);

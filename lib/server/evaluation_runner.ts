@@ -29,6 +29,11 @@ export interface EvaluationRunnerOptions {
   gcRoots?: GcRoots;
   /** Aborts running evaluators (shutdown); the evaluation ends aborted. */
   signal?: AbortSignal;
+  /**
+   * Seconds one system's evaluator may run before it is killed and the
+   * evaluation ends failed [0: no limit].
+   */
+  timeoutSeconds?: number;
 }
 
 /** What channel polling knows about the evaluation it asks for. */
@@ -46,6 +51,8 @@ export interface EvaluationOutcome {
   created: number;
   /** Derivations of the evaluation's jobs (empty unless succeeded). */
   derivations: string[];
+  /** Failed because an evaluator ran past `timeoutSeconds` [false]. */
+  timedOut?: boolean;
 }
 
 const FAILED_STATUSES: ReadonlySet<number> = new Set([
@@ -80,13 +87,18 @@ export async function runEvaluation(
     epochSeconds(clock),
   );
   const log = evaluationLogPath(stateDir, id);
-  const failed = (status: EvaluationStatus): EvaluationOutcome => ({
+  const failed = (
+    status: EvaluationStatus,
+    timedOut = false,
+  ): EvaluationOutcome => ({
     id,
     status,
     jobs: 0,
     created: 0,
     derivations: [],
+    timedOut,
   });
+  const timeoutSeconds = options.timeoutSeconds ?? 0;
   let workDir: string | null = null;
   logger.info("evaluation started", { evaluation: id, spec: spec.name });
   try {
@@ -105,11 +117,13 @@ export async function runEvaluation(
           workDir: dir,
           evaluator: options.evaluator,
           signal: options.signal,
+          timeoutMs: timeoutSeconds > 0 ? timeoutSeconds * 1000 : undefined,
         }).catch((error): EvaluateResult => ({
           ok: false,
           jobs: [],
           log: `lorica: ${(error as Error).message}\n`,
           exitCode: -1,
+          limit: null,
         })),
     );
     await Deno.writeTextFile(
@@ -122,9 +136,12 @@ export async function runEvaluation(
       { append: true },
     );
     if (!results.every((result) => result.ok)) {
-      // A signal (code > 128) or our own shutdown means it was cut short.
+      // A signal (code > 128) or our own shutdown means it was cut short;
+      // our own kill at a limit is a failure, whose reason is logged.
+      const timedOut = results.some((result) => result.limit === "timeout");
+      const limited = results.some((result) => result.limit !== null);
       const status = options.signal?.aborted ||
-          results.some((result) => result.exitCode > 128)
+          (!limited && results.some((result) => result.exitCode > 128))
         ? EvaluationStatus.aborted
         : EvaluationStatus.failed;
       await store.setEvaluationStatus(id, status, epochSeconds(clock));
@@ -132,9 +149,11 @@ export async function runEvaluation(
         evaluation: id,
         spec: spec.name,
         status,
+        reason: timedOut ? "timeout" : undefined,
+        timeout: timedOut ? timeoutSeconds : undefined,
         log,
       });
-      return failed(status);
+      return failed(status, timedOut && status === EvaluationStatus.failed);
     }
     const jobs: NewJob[] = results.flatMap((result) => result.jobs);
     const derivations = [...new Set(jobs.map((job) => job.derivation))];
@@ -166,6 +185,7 @@ export async function runEvaluation(
       jobs: jobs.length,
       created: registered.created,
       derivations,
+      timedOut: false,
     };
   } catch (error) {
     // Whatever went wrong, the evaluation must not stay "in progress".
@@ -225,6 +245,7 @@ export async function recordFailedEvaluation(
     jobs: 0,
     created: 0,
     derivations: [],
+    timedOut: false,
   };
 }
 

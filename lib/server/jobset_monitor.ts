@@ -62,6 +62,11 @@ interface Monitor {
   trigger: (() => void) | null;
   /** A trigger came while a poll ran: poll again at once. */
   triggeredDuringPoll: boolean;
+  /**
+   * The last evaluation was killed at the evaluation timeout: the next
+   * poll evaluates its commits again, as for an interrupted one.
+   */
+  timedOut: boolean;
   running: Promise<void>;
   stop: AbortController;
 }
@@ -154,6 +159,7 @@ export class JobsetMonitor {
       lastError: null,
       trigger: null,
       triggeredDuringPoll: false,
+      timedOut: false,
       running: Promise.resolve(),
       stop,
     };
@@ -217,6 +223,7 @@ export class JobsetMonitor {
         lastError: null,
         trigger: null,
         triggeredDuringPoll: false,
+        timedOut: false,
         running: Promise.resolve(),
         stop: new AbortController(),
       };
@@ -290,7 +297,7 @@ export class JobsetMonitor {
     const changed =
       checkouts.some((checkout) =>
         previous.get(checkout.channel)?.revision !== checkout.revision
-      ) || await this.#interrupted(spec.name);
+      ) || monitor.timedOut || await this.#interrupted(spec.name);
     if (!changed) {
       if (triggered) {
         // Asked for an evaluation, the admin learns why none came.
@@ -325,6 +332,7 @@ export class JobsetMonitor {
       checkouts,
       prelude,
     });
+    monitor.timedOut = evaluation.timedOut === true;
     return { kind: "evaluated", evaluation };
   }
 }

@@ -58,6 +58,12 @@ export interface ServerConfig extends RemoteBuilderConfig {
   gcRootTtlSeconds?: number;
   /** Systems evaluated at once [2]. */
   evaluationParallelism?: number;
+  /**
+   * Seconds one system's evaluator may run before it is killed, the
+   * evaluation failed and its commits evaluated again at the next poll
+   * [10800: 3 hours; 0: no limit].
+   */
+  evaluationTimeoutSeconds?: number;
   /** Local mode: builds the daemon runs at once [1], and per batch [200]. */
   localMaxJobs?: number;
   localBatchSize?: number;
@@ -68,6 +74,15 @@ export interface ServerConfig extends RemoteBuilderConfig {
   /** Build logs older than this are removed, daily [180 days, as Cuirass]. */
   logExpirySeconds?: number;
 }
+
+/**
+ * Default of `evaluationTimeoutSeconds`: 3 hours. On ci.guix.gnu.org an
+ * evaluation of all of Guix takes tens of minutes, and time-machine may
+ * first build the Guix of a new commit, as long again on a busy machine:
+ * a few times the longest such run, still ending a hung evaluator the
+ * same day rather than at the next restart.
+ */
+export const DEFAULT_EVALUATION_TIMEOUT_SECONDS = 3 * 3600;
 
 export interface ServerDeps {
   store: Store;
@@ -203,6 +218,8 @@ export async function startServer(
       logger: logger.with({ part: "evaluation" }),
       stateDir: config.stateDir,
       parallelism: config.evaluationParallelism ?? 2,
+      timeoutSeconds: config.evaluationTimeoutSeconds ??
+        DEFAULT_EVALUATION_TIMEOUT_SECONDS,
       gcRoots,
       signal: abort.signal,
     };

@@ -39,6 +39,17 @@ export interface Scenario {
    * or, with `signal` (e.g. "SIGKILL"), kills itself with that signal.
    */
   evaluationCrash?: { afterJobs: number; signal?: string };
+  /**
+   * The evaluation hangs: it starts a child that shares its standard output
+   * and error (as time-machine's inner guix or an inferior does), says
+   * `evaluate: hanging with child PID` on stderr, and both wait an hour.
+   */
+  evaluationHang?: boolean;
+  /**
+   * The job lines are printed again and again until at least this many
+   * bytes are out, before `(done N)`.
+   */
+  evaluationOutputBytes?: number;
 }
 
 /** A job as printed on one stdout line. */

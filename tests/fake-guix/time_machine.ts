@@ -138,6 +138,17 @@ export async function replCommand(args: string[]): Promise<number> {
       setTimeout(resolve, scenario.evaluationSeconds! * 1000)
     );
   }
+  if (scenario.evaluationHang) {
+    const child = new Deno.Command("sleep", {
+      args: ["3600"],
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    writeStderr(`evaluate: hanging with child ${child.pid}\n`);
+    await child.status;
+    return 1;
+  }
   if (scenario.evaluationError) {
     writeStderr(`${scenario.evaluationError}\n`);
     return 1;
@@ -154,6 +165,16 @@ export async function replCommand(args: string[]): Promise<number> {
     system,
     DaemonStore.fromEnv(),
   );
+  const lines = jobs.map((job) => formatJob(job) + "\n").join("");
+  if (lines !== "") {
+    const chunk = new TextEncoder().encode(lines.repeat(
+      Math.max(1, Math.floor((1 << 20) / lines.length)),
+    ));
+    for (let out = 0; out < (scenario.evaluationOutputBytes ?? 0);) {
+      writeStdout(chunk);
+      out += chunk.length;
+    }
+  }
   const crash = scenario.evaluationCrash;
   for (const [index, job] of jobs.entries()) {
     if (crash && index === crash.afterJobs) {

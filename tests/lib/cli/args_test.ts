@@ -4,6 +4,7 @@ import {
   type OptionSpec,
   parseHostPort,
   parseListenAddress,
+  parseNatural,
   parsePort,
   parsePositive,
   parseSystems,
@@ -58,11 +59,17 @@ Deno.test("parseListenAddress() takes IP addresses and localhost, and names any 
   }
 });
 
-Deno.test("parsePort() and parsePositive() name the option and the value", () => {
+Deno.test("parsePort(), parsePositive() and parseNatural() name the option and the value", () => {
   assert.equal(parsePort("--log-port", "0"), 0);
   assert.throws(() => parsePort("--log-port", "80a"), /--log-port "80a"/);
   assert.equal(parsePositive("--workers", "3"), 3);
   assert.throws(() => parsePositive("--workers", "0"), /--workers "0"/);
+  assert.equal(parseNatural("--evaluation-timeout", "0"), 0);
+  assert.equal(parseNatural("--evaluation-timeout", "10800"), 10800);
+  assert.throws(
+    () => parseNatural("--evaluation-timeout", "-1"),
+    /--evaluation-timeout "-1": not a whole number/,
+  );
 });
 
 Deno.test("argsFromEnvironment() reads boolean variables as true or false words, and rejects others by name", () => {

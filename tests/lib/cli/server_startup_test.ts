@@ -193,6 +193,17 @@ Deno.test("lorica-server with a --base-url that is not an http(s) URL exits 2 na
   });
 });
 
+Deno.test("lorica-server with an --evaluation-timeout that is not a whole number exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "evaluation-timeout": "3h" });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --evaluation-timeout "3h": not a whole number of 0 or more/,
+    );
+  });
+});
+
 Deno.test("lorica-server with a --listen or --web-listen that is not an IP address exits 2 naming it, before any lookup", async () => {
   for (const option of ["listen", "web-listen"]) {
     await withDir(async (dir) => {

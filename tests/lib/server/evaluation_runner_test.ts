@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { systemClock } from "../../../lib/clock.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { GcRoots } from "../../../lib/guix/gc_roots.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
 import { type Spawner, spawnProcess } from "../../../lib/process.ts";
 import {
   abortStaleEvaluations,
@@ -11,6 +12,8 @@ import {
 } from "../../../lib/server/evaluation_runner.ts";
 import { EvaluationStatus } from "../../../lib/store/types.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
+import { FakeClock } from "./_dispatch_fixture.ts";
+import { GUIX } from "../../fake-guix/test_env.ts";
 
 const SPEC = testSpecification("s", { priority: 3 });
 
@@ -168,6 +171,129 @@ Deno.test("recordFailedEvaluation() and abortStaleEvaluations() never leave one 
       (await farm.store.getEvaluation(stale))?.status,
       EvaluationStatus.aborted,
     );
+  } finally {
+    await farm.close();
+  }
+});
+
+/** The pids of the live (not zombie) children of `pid`, from /proc. */
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const fields = statFields(Number(entry.name));
+    if (fields && fields[1] === String(pid) && fields[0] !== "Z") {
+      found.push(Number(entry.name));
+    }
+  }
+  return found;
+}
+
+/** Whether `pid` runs (exists and is no zombie). */
+function alive(pid: number): boolean {
+  const fields = statFields(pid);
+  return fields !== null && fields[0] !== "Z";
+}
+
+/** State and parent pid of `pid` (fields 3 and 4 of its stat), or null. */
+function statFields(pid: number): string[] | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ").slice(0, 2);
+  } catch {
+    return null;
+  }
+}
+
+/** `promise`, or a rejection after `ms` of real time. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: over ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+Deno.test("runEvaluation() kills a hung evaluator and its children at the timeout, and ends failed", async () => {
+  const farm = await setup({
+    evaluationHang: true,
+    packages: [{ name: "p", version: "1" }],
+  });
+  const clock = new FakeClock();
+  const evaluators: number[] = [];
+  const guix = new Guix({
+    command: GUIX,
+    env: farm.daemon.env,
+    logger: silentLogger,
+    clock,
+    spawn(argv, options) {
+      const child = spawnProcess(argv, options);
+      evaluators.push(child.pid);
+      return child;
+    },
+  });
+  let hung: number[] = [];
+  try {
+    const running = runEvaluation(SPEC, {
+      ...farm.options,
+      guix,
+      clock,
+      timeoutSeconds: 600,
+    });
+    // The fake evaluator starts its child, then both wait.
+    for (let i = 0; i < 300 && hung.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (evaluators.length > 0) hung = childrenOf(evaluators[0]);
+    }
+    assert.equal(hung.length, 1, "the evaluator started no child");
+    await clock.advance(599_000);
+    assert.ok(alive(evaluators[0]), "killed before the timeout");
+    await clock.advance(1_000);
+    const outcome = await within(running, 20_000, "runEvaluation()");
+    assert.equal(outcome.status, EvaluationStatus.failed);
+    assert.equal(outcome.timedOut, true);
+    assert.equal(
+      (await farm.store.getEvaluation(outcome.id))?.status,
+      EvaluationStatus.failed,
+    );
+    const log = await Deno.readTextFile(
+      evaluationLogPath(farm.options.stateDir, outcome.id),
+    );
+    assert.match(log, /evaluate: hanging with child \d+/);
+    assert.match(
+      log,
+      /lorica: evaluator killed: still running after the evaluation timeout of 600 s \(--evaluation-timeout\)/,
+    );
+    assert.ok(!alive(evaluators[0]), "the evaluator still runs");
+    assert.ok(!alive(hung[0]), "the evaluator's child still runs");
+  } finally {
+    for (const pid of [...evaluators, ...hung]) {
+      if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    }
+    await farm.close();
+  }
+});
+
+Deno.test("runEvaluation() of an evaluator printing over 64 MiB says the limit and the size reached", async () => {
+  const farm = await setup({
+    evaluationOutputBytes: 80 << 20,
+    packages: [{ name: "p", version: "1" }],
+  });
+  try {
+    const outcome = await runEvaluation(SPEC, farm.options);
+    assert.equal(outcome.status, EvaluationStatus.failed);
+    assert.equal(outcome.timedOut, false);
+    const log = await Deno.readTextFile(
+      evaluationLogPath(farm.options.stateDir, outcome.id),
+    );
+    const match = log.match(
+      /lorica: evaluator output too large: killed after (\d+) bytes, over the limit of 67108864 bytes \(64 MiB\)/,
+    );
+    assert.ok(match, log.slice(-2000));
+    assert.ok(Number(match[1]) > 64 << 20);
+    assert.doesNotMatch(log, /Cannot parse/);
   } finally {
     await farm.close();
   }

@@ -5,6 +5,7 @@ import { Git } from "../../../lib/git/git.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import {
   evaluationLogPath,
+  type EvaluationRunnerOptions,
   recordFailedEvaluation,
   runEvaluation,
 } from "../../../lib/server/evaluation_runner.ts";
@@ -76,7 +77,7 @@ async function setup() {
     }),
   });
   const store = openSqliteStore(`${root}/lorica.db`);
-  const runner = {
+  const runner: EvaluationRunnerOptions = {
     store,
     guix: new Guix({ command: GUIX, env: daemon.env, logger: silentLogger }),
     clock: systemClock,
@@ -401,4 +402,55 @@ Deno.test("JobsetMonitor: triggering an inactive specification says it is skippe
   } finally {
     await fx.close();
   }
+});
+
+Deno.test({
+  name:
+    "JobsetMonitor: an evaluation killed at the timeout is evaluated again at the next poll (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      await commit(farm.repo, "first");
+      const spec = specFor(`file://${farm.repo}`);
+      await farm.store.upsertSpecification(spec);
+      await writeScenario(farm.root, {
+        evaluationHang: true,
+        packages: [{ name: "p", version: "1" }],
+      });
+      // A small timeout on the real clock: the fake evaluator never ends.
+      farm.runner.timeoutSeconds = 1;
+
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const hung = await Promise.race([
+        farm.monitor.pollOnce(spec),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error("the evaluator was not killed")),
+            30_000,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert.equal(hung.kind, "evaluated");
+      if (hung.kind !== "evaluated") return;
+      assert.equal(hung.evaluation.status, EvaluationStatus.failed);
+      assert.match(
+        await Deno.readTextFile(
+          evaluationLogPath(farm.runner.stateDir, hung.evaluation.id),
+        ),
+        /evaluation timeout of 1 s/,
+      );
+
+      await writeScenario(farm.root, {
+        packages: [{ name: "p", version: "1" }],
+      });
+      const again = await farm.monitor.pollOnce(spec);
+      assert.equal(again.kind, "evaluated", "the same commit not evaluated");
+      if (again.kind !== "evaluated") return;
+      assert.equal(again.evaluation.status, EvaluationStatus.succeeded);
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
+    } finally {
+      await farm.close();
+    }
+  },
 });
