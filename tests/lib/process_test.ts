@@ -35,6 +35,14 @@ function running(pid: number): boolean {
   }
 }
 
+/** Whether `pid` still runs after up to 2 s of waiting for its end. */
+async function stillRunning(pid: number): Promise<boolean> {
+  for (let i = 0; i < 40 && running(pid); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return running(pid);
+}
+
 /** Starts a shell with a `sleep` child; returns both and the shell's output. */
 async function shellWithChild(options: { signal?: AbortSignal }) {
   const child = spawnProcess([
@@ -55,10 +63,10 @@ Deno.test("spawnProcess() with ownGroup: kill() ends the command's children too"
     assert.ok(running(sleeper));
     child.kill("SIGKILL");
     assert.equal((await child.status).signal, "SIGKILL");
+    assert.ok(!await stillRunning(sleeper), `sleep ${sleeper} still runs`);
     // Its pipes close: no child is left holding them.
     await readTail(child.stdout, 100);
     await readTail(child.stderr, 100);
-    assert.ok(!running(sleeper), `sleep ${sleeper} still runs`);
   } finally {
     if (running(sleeper)) Deno.kill(sleeper, "SIGKILL");
   }
@@ -70,8 +78,8 @@ Deno.test("spawnProcess() with ownGroup: an aborted signal ends the command's ch
   try {
     abort.abort();
     assert.equal((await child.status).signal, "SIGTERM");
+    assert.ok(!await stillRunning(sleeper), `sleep ${sleeper} still runs`);
     await readTail(child.stdout, 100);
-    assert.ok(!running(sleeper), `sleep ${sleeper} still runs`);
   } finally {
     if (running(sleeper)) Deno.kill(sleeper, "SIGKILL");
   }
