@@ -71,8 +71,9 @@ export function evaluationLogPath(stateDir: string, id: number): string {
  * Evaluates `spec` for each of its systems and registers the jobs. Builds
  * are registered only when every system evaluated and their derivations
  * are rooted, so a failed evaluation leaves no half-registered work; it
- * always ends succeeded, failed, or aborted (evaluator killed by a signal,
- * or shutdown).
+ * always ends succeeded, failed (also when Lorica killed an evaluator at
+ * `timeoutSeconds` or for too much output, the reason in the log), or
+ * aborted (evaluator killed by another signal, or shutdown).
  */
 export async function runEvaluation(
   spec: Specification,
