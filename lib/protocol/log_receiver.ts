@@ -295,6 +295,10 @@ async function serveLogConnection(
     let chunk: Uint8Array | null = rest;
     while (chunk !== null && !state.superseded) {
       if (!sink.full) await sink.push(chunk);
+      // A log that cannot be written (a full disk) is not read to its end
+      // and thrown away: the connection closes mid-stream, which tells the
+      // worker to send the whole log again from its own copy.
+      if (sink.writeError) throw sink.writeError;
       // The first log bytes make this run's log the build's log (and the
       // live one); until then an earlier run's log stays readable.
       if (sink.stored > 0 && !state.superseded) await target.publish();
@@ -310,18 +314,22 @@ async function serveLogConnection(
       received += chunk?.length ?? 0;
     }
   } catch (error) {
-    // A superseded upload's connection was closed under its read.
-    if (!state.superseded) {
+    // A superseded upload's connection was closed under its read; a write
+    // error is told once the upload is settled.
+    if (!state.superseded && !sink?.writeError) {
       log.warn("log transfer interrupted", {
         drv,
+        path: target ? undefined : path,
         bytes: sink?.stored ?? 0,
         error,
       });
     }
   } finally {
-    await sink?.finish().catch((error) =>
-      log.warn("log file not finished", { drv, error })
-    );
+    await sink?.finish().catch((error) => {
+      if (error !== sink?.writeError) {
+        log.warn("log file not finished", { drv, path, error });
+      }
+    });
     if (sink === undefined) target?.file.close();
   }
   try {
@@ -333,6 +341,7 @@ async function serveLogConnection(
       state,
       stored: sink?.stored ?? 0,
       received,
+      writeError: sink?.writeError,
     });
   } finally {
     if (writers.get(path) === state) writers.delete(path);
@@ -353,9 +362,11 @@ async function settle(
     state: { superseded: boolean };
     stored: number;
     received: number;
+    writeError: Error | undefined;
   },
 ): Promise<void> {
-  const { drv, path, log, settings, state, stored, received } = upload;
+  const { drv, path, log, settings, state, stored, received, writeError } =
+    upload;
   if (target === undefined) {
     // No file could be made (logged as an interrupted transfer).
     notify(settings.onComplete, drv, 0, log);
@@ -364,6 +375,21 @@ async function settle(
   if (state.superseded) {
     await target.discard();
     log.info("log superseded", { drv, bytes: stored });
+    return;
+  }
+  if (writeError) {
+    // A file cut short by a write error is not made the build's log: the
+    // earlier log, if any, stays, and the worker's copy comes again. One
+    // already in place (the live log) stays until that copy replaces it.
+    await target.discard();
+    log.warn("log not stored", {
+      drv,
+      path,
+      bytes: stored,
+      published: target.published,
+      error: writeError,
+    });
+    notify(settings.onComplete, drv, target.published ? stored : 0, log);
     return;
   }
   if (!target.published && stored === 0) {
@@ -384,7 +410,7 @@ async function settle(
     await target.publish();
   } catch (error) {
     await target.discard();
-    log.warn("log file not finished", { drv, error });
+    log.warn("log file not finished", { drv, path, error });
     return;
   }
   log.info("log received", { drv, bytes: stored, compressed: received });

@@ -85,6 +85,14 @@ export class LogSink {
     });
   }
 
+  /**
+   * Why the log file could not be written (a full disk, say), once known;
+   * nothing more is kept after it.
+   */
+  get writeError(): Error | undefined {
+    return this.#fileError;
+  }
+
   /** Feeds compressed bytes; resolves when they are processed. */
   async push(chunk: Uint8Array): Promise<void> {
     for (let at = 0; at < chunk.length && !this.full;) {

@@ -1,0 +1,83 @@
+// The log receiver on a disk that fills up: a real tmpfs of 2 MiB (see
+// tests/_small_disk.ts), the worker's real upload end.
+
+import assert from "node:assert/strict";
+import { gunzipSync } from "node:zlib";
+import { startLogReceiver } from "../../../lib/protocol/log_receiver.ts";
+import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
+import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
+
+const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
+const encoder = new TextEncoder();
+const availability = smallDiskAvailability();
+
+/** Sends `lines` as a worker does, a little at a time; returns the upload. */
+async function upload(port: number, drv: string, lines: string[]) {
+  const sending = await openLogUpload({
+    hostname: "127.0.0.1",
+    port,
+    drv,
+    logger: silentLogger,
+    flushIntervalMs: 20,
+  });
+  for (const line of lines) {
+    await sending.write(encoder.encode(line));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+  }
+  await sending.close();
+  return sending;
+}
+
+Deno.test({
+  name: availability.ok
+    ? "a log the full disk cannot take ends its upload early, and comes whole once space is back"
+    : `a log the full disk cannot take ends its upload early (skipped: ${availability.reason})`,
+  ignore: !availability.ok,
+  async fn() {
+    await using disk = await mountSmallDisk(2 * 1024 * 1024);
+    const cacheDir = `${disk.path}/cache`;
+    const storeDir = "/gnu/store";
+    const drv = `${storeDir}/${HASH}-x-1.drv`;
+    const file = `${cacheDir}/${HASH}.log.gz`;
+    const lines: string[] = [];
+    const receiver = await startLogReceiver({
+      hostname: "127.0.0.1",
+      port: 0,
+      cacheDir,
+      storeDir,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    try {
+      const text = Array.from({ length: 10 }, (_, i) => `line ${i}\n`);
+      await disk.fill();
+      const first = await upload(receiver.port, drv, text);
+      // The worker learns that the log did not arrive: it sends it again.
+      assert.match(String(first.error), /closed the connection mid-stream/);
+      await waitFor(() => lines.some((l) => l.includes("log not stored")));
+      const line = lines.find((l) => l.includes("log not stored"))!;
+      assert.ok(line.includes(`path=${file}`), line);
+      assert.match(line, /os error 28/);
+      // No empty or broken file stands for the build's log, none is left.
+      await assert.rejects(Deno.stat(file), Deno.errors.NotFound);
+      const left = [...Deno.readDirSync(cacheDir)].map((e) => e.name);
+      assert.deepEqual(left, []);
+
+      await disk.free();
+      const again = await upload(receiver.port, drv, text);
+      assert.equal(again.error, undefined);
+      await waitFor(() => lines.some((l) => l.includes("log received")));
+      const stored = gunzipSync(await Deno.readFile(file));
+      assert.equal(new TextDecoder().decode(stored), text.join(""));
+    } finally {
+      await receiver.close();
+    }
+  },
+});
+
+async function waitFor(check: () => boolean) {
+  for (let i = 0; i < 100 && !check(); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.ok(check(), "condition not met within 2 s");
+}
