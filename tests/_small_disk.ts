@@ -1,6 +1,8 @@
 // A small file system that a test can fill up: a tmpfs mounted inside a
 // private mount namespace held by a `sleep` process, reached from the test
-// through /proc/PID/root. Killing that process (by pid) drops the namespace
+// through /proc/PID/root. (SQLite resolves that link to "/" and so opens
+// the host's file beneath: a database test runs its body inside the
+// namespace instead, with runOnSmallDisk().) Killing that process (by pid) drops the namespace
 // and its mount with it, so nothing is left mounted on the host, even when
 // the test dies half-way.
 
@@ -27,8 +29,8 @@ export interface SmallDisk extends AsyncDisposable {
   readonly path: string;
   /** Writes a filler file until the file system has no byte left. */
   fill(): Promise<void>;
-  /** Removes the filler file. */
-  free(): Promise<void>;
+  /** Removes the filler file, or only its last `bytes` when given. */
+  free(bytes?: number): Promise<void>;
 }
 
 /**
@@ -62,27 +64,10 @@ export async function mountSmallDisk(sizeBytes: number): Promise<SmallDisk> {
   }
   void stderr.cancel().catch(() => {});
   const path = `/proc/${child.pid}/root${mountPoint}`;
-  const filler = `${path}/filler`;
   return {
     path,
-    async fill() {
-      using file = await Deno.open(filler, { write: true, create: true });
-      const block = new Uint8Array(64 * 1024);
-      try {
-        while (true) await file.write(block);
-      } catch (error) {
-        if (!(error instanceof Error) || !/os error 28/.test(error.message)) {
-          throw error;
-        }
-      }
-      // The last blocks may be half used: fill them byte by byte.
-      try {
-        while (true) await file.write(block.subarray(0, 1));
-      } catch { /* full */ }
-    },
-    async free() {
-      await Deno.remove(filler).catch(() => {});
-    },
+    fill: () => fillDisk(path),
+    free: (bytes) => freeDisk(path, bytes),
     async [Symbol.asyncDispose]() {
       try {
         Deno.kill(child.pid, "SIGKILL");
@@ -91,4 +76,79 @@ export async function mountSmallDisk(sizeBytes: number): Promise<SmallDisk> {
       await Deno.remove(holder, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/** Writes `<dir>/filler` until the file system has no byte left. */
+export async function fillDisk(dir: string): Promise<void> {
+  using file = await Deno.open(`${dir}/filler`, { write: true, create: true });
+  const block = new Uint8Array(64 * 1024);
+  try {
+    while (true) await file.write(block);
+  } catch (error) {
+    if (!(error instanceof Error) || !/os error 28/.test(error.message)) {
+      throw error;
+    }
+  }
+  // The last blocks may be half used: fill them byte by byte.
+  try {
+    while (true) await file.write(block.subarray(0, 1));
+  } catch { /* full */ }
+}
+
+/** Removes `<dir>/filler`, or only its last `bytes` when given. */
+export async function freeDisk(dir: string, bytes?: number): Promise<void> {
+  const filler = `${dir}/filler`;
+  if (bytes === undefined) {
+    await Deno.remove(filler).catch(() => {});
+    return;
+  }
+  const { size } = await Deno.stat(filler);
+  await Deno.truncate(filler, Math.max(0, size - bytes));
+}
+
+/**
+ * Runs `script` with `deno run -A` in a mount namespace of its own, with
+ * a tmpfs of `sizeBytes` mounted for it, whose path is its first argument;
+ * resolves with what it printed on stdout. The namespace, and the mount,
+ * end with the script.
+ * @throws {Error} with its stderr when the script fails.
+ */
+export async function runOnSmallDisk(
+  script: string,
+  sizeBytes: number,
+): Promise<string> {
+  const holder = await Deno.makeTempDir({ prefix: "lorica-small-disk-" });
+  const mountPoint = `${holder}/disk`;
+  try {
+    await Deno.mkdir(mountPoint);
+    const result = await new Deno.Command("unshare", {
+      args: [
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        `mount -t tmpfs -o size=${sizeBytes} lorica-test "$1" && ` +
+        `exec "$2" run -A "$3" "$1"`,
+        "sh",
+        mountPoint,
+        Deno.execPath(),
+        script,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    if (!result.success) {
+      throw new Error(
+        `Cannot run ${JSON.stringify(script)} on a small disk: ${
+          decoder.decode(result.stderr)
+        }`,
+      );
+    }
+    return decoder.decode(result.stdout);
+  } finally {
+    await Deno.remove(holder, { recursive: true }).catch(() => {});
+  }
 }

@@ -2,6 +2,7 @@
 
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import { isDiskFull } from "../disk_full.ts";
 import { type EvaluateResult, evaluateSystem } from "../guix/evaluation.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import type { GcRoots } from "../guix/gc_roots.ts";
@@ -189,19 +190,28 @@ export async function runEvaluation(
       timedOut: false,
     };
   } catch (error) {
-    // Whatever went wrong, the evaluation must not stay "in progress".
+    // Whatever went wrong, the evaluation must not stay "in progress". A
+    // full disk is the server's failure, not the commits': the evaluation
+    // ends aborted, so that the next poll evaluates them again (once space
+    // is back) instead of taking them as evaluated.
+    const status = isDiskFull(error)
+      ? EvaluationStatus.aborted
+      : EvaluationStatus.failed;
     await Deno.writeTextFile(
       log,
       `\nlorica: ${(error as Error)?.message ?? error}\n`,
       { append: true },
     ).catch(() => {});
-    await store.setEvaluationStatus(
-      id,
-      EvaluationStatus.failed,
-      epochSeconds(clock),
-    ).catch(() => {});
-    logger.error("evaluation failed", { evaluation: id, error });
-    return failed(EvaluationStatus.failed);
+    await store.setEvaluationStatus(id, status, epochSeconds(clock)).catch(
+      (cause) =>
+        logger.error("evaluation status not recorded", {
+          evaluation: id,
+          status,
+          error: cause,
+        }),
+    );
+    logger.error("evaluation failed", { evaluation: id, status, log, error });
+    return failed(status);
   } finally {
     if (workDir) {
       await Deno.remove(workDir, { recursive: true }).catch(() => {});
