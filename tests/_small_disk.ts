@@ -108,7 +108,8 @@ export async function freeDisk(dir: string, bytes?: number): Promise<void> {
 
 /**
  * Runs `script` with `deno run -A` in a mount namespace of its own, with
- * a tmpfs of `sizeBytes` mounted for it, whose path is its first argument;
+ * a tmpfs of `sizeBytes` (and at most `inodes` files) mounted for it,
+ * whose path is its first argument;
  * resolves with what it printed on stdout. The namespace, and the mount,
  * end with the script.
  * @throws {Error} with its stderr when the script fails.
@@ -116,7 +117,10 @@ export async function freeDisk(dir: string, bytes?: number): Promise<void> {
 export async function runOnSmallDisk(
   script: string,
   sizeBytes: number,
+  { inodes }: { inodes?: number } = {},
 ): Promise<string> {
+  const options = `size=${sizeBytes}` +
+    (inodes === undefined ? "" : `,nr_inodes=${inodes}`);
   const holder = await Deno.makeTempDir({ prefix: "lorica-small-disk-" });
   const mountPoint = `${holder}/disk`;
   try {
@@ -128,7 +132,7 @@ export async function runOnSmallDisk(
         "private",
         "sh",
         "-c",
-        `mount -t tmpfs -o size=${sizeBytes} lorica-test "$1" && ` +
+        `mount -t tmpfs -o ${options} lorica-test "$1" && ` +
         `exec "$2" run -A "$3" "$1"`,
         "sh",
         mountPoint,
@@ -151,4 +155,18 @@ export async function runOnSmallDisk(
   } finally {
     await Deno.remove(holder, { recursive: true }).catch(() => {});
   }
+}
+
+/** Creates empty files in `<dir>/fillers` until no inode is left. */
+export async function fillInodes(dir: string): Promise<void> {
+  await Deno.mkdir(`${dir}/fillers`);
+  for (let i = 0; i < 100_000; i++) {
+    try {
+      await Deno.writeFile(`${dir}/fillers/${i}`, new Uint8Array());
+    } catch (error) {
+      if (/os error 28/.test((error as Error).message)) return;
+      throw error;
+    }
+  }
+  throw new Error(`Cannot use up the inodes of ${JSON.stringify(dir)}`);
 }

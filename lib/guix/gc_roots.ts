@@ -69,10 +69,15 @@ export class GcRoots {
   /**
    * Roots each store item (creating or refreshing its link). Items that
    * are not store paths, and links that cannot be made, are skipped with a
-   * warning.
-   * @throws {Error} when the directory itself cannot be created.
+   * warning; with `strict`, a link that cannot be made (a full disk) stops
+   * the registration instead, for callers that must not go on unrooted.
+   * @throws {Error} when the directory itself cannot be created, or with
+   * `strict` when a link cannot be, naming it.
    */
-  async register(items: Iterable<string>): Promise<number> {
+  async register(
+    items: Iterable<string>,
+    { strict = false }: { strict?: boolean } = {},
+  ): Promise<number> {
     const { directory, storeDir, logger } = this.#options;
     try {
       await Deno.mkdir(directory, { recursive: true });
@@ -104,7 +109,15 @@ export class GcRoots {
         count++;
       } catch (error) {
         await Deno.remove(temp).catch(() => {});
-        logger.warn("root not registered", { item, error });
+        if (strict) {
+          throw new Error(
+            `Cannot create GC root ${JSON.stringify(link)}: ${
+              (error as Error).message
+            }`,
+            { cause: error },
+          );
+        }
+        logger.warn("root not registered", { item, link, error });
       }
     }
     return count;

@@ -161,8 +161,9 @@ export async function runEvaluation(
     const derivations = [...new Set(jobs.map((job) => job.derivation))];
     // Rooted before they are registered: a pending build's derivation must
     // not be collected (case C14), and a roots directory that cannot be
-    // used fails the evaluation with no build registered.
-    await options.gcRoots?.register(derivations);
+    // used fails the evaluation with no build registered, and so does a
+    // root that cannot be made (a full disk: the evaluation ends aborted).
+    await options.gcRoots?.register(derivations, { strict: true });
     const registered = await store.registerBuilds(id, jobs, {
       priority: spec.priority,
       now: epochSeconds(clock),

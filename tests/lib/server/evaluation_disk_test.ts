@@ -29,3 +29,28 @@ Deno.test({
     assert.equal(result.again.created, result.jobs);
   },
 });
+
+const ROOTS_CHILD = fileURLToPath(
+  new URL("./_roots_disk_child.ts", import.meta.url),
+);
+
+Deno.test({
+  name: availability.ok
+    ? "C14: runEvaluation() whose GC roots the full disk cannot take registers no build, and ends aborted"
+    : `C14: runEvaluation() whose GC roots the full disk cannot take (skipped: ${availability.reason})`,
+  ignore: !availability.ok,
+  async fn() {
+    const result = JSON.parse(
+      await runOnSmallDisk(ROOTS_CHILD, 1024 * 1024, { inodes: 64 }),
+    );
+    const log = result.lines.join("\n");
+    // No pending build whose derivation the garbage collector may take.
+    assert.deepEqual(result.cut.builds, {}, log);
+    assert.equal(result.cut.status, EvaluationStatus.aborted, log);
+    assert.equal(result.cut.recorded, EvaluationStatus.aborted);
+    assert.match(log, /Cannot create GC root \\".*\/roots\/[^ ]*\.drv\\"/);
+    assert.equal(result.again.status, EvaluationStatus.succeeded);
+    assert.equal(result.again.created, result.jobs);
+    assert.equal(result.again.roots, result.jobs);
+  },
+});
