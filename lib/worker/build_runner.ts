@@ -242,10 +242,15 @@ async function openSpool(logger: Logger, drv: string) {
   let chain = Promise.resolve();
   let size = 0;
   let usable = true;
+  let writeError: Error | undefined;
   return {
     path,
     get usable() {
       return usable;
+    },
+    /** Why the copy stopped, when a write failed (a full disk). */
+    get writeError() {
+      return writeError;
     },
     write(chunk: Uint8Array) {
       if (!usable) return;
@@ -256,7 +261,8 @@ async function openSpool(logger: Logger, drv: string) {
       }
       const copy = chunk.slice();
       chain = chain.then(() => writeWhole(file, copy)).catch((error) => {
-        if (usable) logger.warn("log copy failed", { drv, error });
+        if (usable) logger.warn("log copy failed", { drv, path, error });
+        writeError ??= error as Error;
         usable = false;
       });
     },
@@ -283,7 +289,16 @@ async function resendLog(
   if (!spool.usable) {
     logger.warn("log not sent again", {
       drv,
-      reason: `no whole copy of the log (limit ${LOG_SPOOL_LIMIT_BYTES} bytes)`,
+      ...spool.writeError
+        ? {
+          reason: "the copy of the log could not be written",
+          path: spool.path,
+          error: spool.writeError,
+        }
+        : {
+          reason:
+            `no whole copy of the log (limit ${LOG_SPOOL_LIMIT_BYTES} bytes)`,
+        },
     });
     return;
   }

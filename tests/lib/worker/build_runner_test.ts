@@ -9,12 +9,14 @@ import {
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
 import {
   logFileName,
   startLogReceiver,
 } from "../../../lib/protocol/log_channel.ts";
 
 const DRV = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv";
+const smallDisk = smallDiskAvailability();
 // Port 9 on loopback: nothing listens, the log is dropped, the build goes on.
 const NO_LOG = { hostname: "127.0.0.1", port: 9 };
 const fast = { sleep: () => Promise.resolve(), now: () => 0 };
@@ -220,4 +222,69 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
     await receiver.close();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test({
+  name: smallDisk.ok
+    ? "runBuild() whose log copy the full disk refused says so, naming the copy, when it cannot send the log again"
+    : `runBuild() whose log copy the full disk refused (skipped: ${smallDisk.reason})`,
+  ignore: !smallDisk.ok,
+  async fn() {
+    await using disk = await mountSmallDisk(1024 * 1024);
+    const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
+    const cacheDir = `${root}/logs`;
+    let receiver = await startReceiver(cacheDir, 0);
+    const port = receiver.port;
+    const release = Promise.withResolvers<void>();
+    const lines: string[] = [];
+    const tmpdir = Deno.env.get("TMPDIR");
+    try {
+      await disk.fill();
+      // The worker keeps its copy of the log in TMPDIR: the full disk.
+      Deno.env.set("TMPDIR", disk.path);
+      const guix = new Guix({
+        logger: silentLogger,
+        spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
+      });
+      const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+        guix,
+        logger: createLogger({
+          timestamps: false,
+          sink: (l) => lines.push(l),
+        }),
+        substituteUrls: [],
+        logServer: { hostname: "127.0.0.1", port },
+      });
+      while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await receiver.close();
+      receiver = await startReceiver(cacheDir, port);
+      const noticed = () =>
+        lines.some((l) => l.startsWith("warn log upload failed"));
+      for (const deadline = Date.now() + 10_000; !noticed();) {
+        assert.ok(Date.now() < deadline, "the worker never saw the server go");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      release.resolve();
+      assert.equal(await building, true);
+      const copyFailed = lines.find((l) =>
+        l.startsWith("warn log copy failed")
+      );
+      assert.match(copyFailed ?? "", /path=.*\/lorica-log-[^ ]* .*os error 28/);
+      const notSent = lines.find((l) =>
+        l.startsWith("warn log not sent again")
+      );
+      assert.match(
+        notSent ?? lines.join("\n"),
+        /reason="the copy of the log could not be written" path=.*\/lorica-log-.*os error 28/,
+      );
+    } finally {
+      if (tmpdir === undefined) Deno.env.delete("TMPDIR");
+      else Deno.env.set("TMPDIR", tmpdir);
+      release.resolve();
+      await receiver.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
 });
