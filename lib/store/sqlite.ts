@@ -91,7 +91,7 @@ export function openSqliteStore(
   const checkpointer = backgroundCheckpoints && wal
     ? startCheckpointer(path, { logger })
     : undefined;
-  const driver = sqliteDriver(db, checkpointer);
+  const driver = namingDatabase(sqliteDriver(db, checkpointer), path);
   if (!backgroundScans || !wal) return createSqlStore(driver);
   const scanner = startScanner(path, {
     busyTimeoutMs: busyMs,
@@ -146,6 +146,44 @@ function migrate(db: DatabaseSync, path: string): void {
     if (db.isTransaction) db.exec("ROLLBACK");
     throw error;
   }
+}
+
+/**
+ * SQLite's primary result codes that are about the file rather than the
+ * statement: read-only, I/O error, corrupt, full, cannot open, not a
+ * database. Its messages ("database or disk is full") do not say which.
+ */
+const FILE_ERROR_CODES: ReadonlySet<number> = new Set([8, 10, 11, 13, 14, 26]);
+
+/**
+ * `driver` whose failures about the database file name it: the operator
+ * of a farm whose logs, state and database sit on different disks learns
+ * which one is full. The SQLite error stays as the cause.
+ */
+function namingDatabase(driver: SqlDriver, path: string): SqlDriver {
+  const named = (error: unknown) => {
+    const code = (error as { errcode?: unknown })?.errcode;
+    if (typeof code !== "number" || !FILE_ERROR_CODES.has(code & 0xff)) {
+      return error;
+    }
+    return new Error(
+      `Cannot use database ${JSON.stringify(path)}: ${
+        (error as Error).message
+      }`,
+      { cause: error },
+    );
+  };
+  return {
+    ...driver,
+    execute: (mode, procedure) =>
+      driver.execute(mode, procedure).catch((error) => {
+        throw named(error);
+      }),
+    batch: (work, options) =>
+      driver.batch(work, options).catch((error) => {
+        throw named(error);
+      }),
+  };
 }
 
 /** A write waiting for the batch that holds the transaction. */
