@@ -255,6 +255,14 @@ export class LocalBuilder {
     const writers = new Map<number, LogWriter>();
     const writerOf = new Map<string, number>();
     const messages: string[] = [];
+    const closeLog = async (pid: number, drv: string) => {
+      const writer = writers.get(pid);
+      writers.delete(pid);
+      const error = await writer?.close();
+      if (error) {
+        logger.warn("log not stored", { drv, path: writer!.path, error });
+      }
+    };
 
     const handle = async (event: BuildEvent) => {
       switch (event.type) {
@@ -262,8 +270,14 @@ export class LocalBuilder {
           if (!open.has(event.drv) || event.pid === null) return;
           const log = logFileName(logCacheDir, storeDir, event.drv);
           const previous = writerOf.get(event.drv);
-          if (previous !== undefined) await writers.get(previous)?.close();
-          writers.set(event.pid, await LogWriter.open(log));
+          if (previous !== undefined) await closeLog(previous, event.drv);
+          // A log that cannot be written (a full disk) costs the build its
+          // log, not its result.
+          const writer = await LogWriter.open(log).catch((error) => {
+            logger.warn("log not stored", { drv: event.drv, path: log, error });
+            return undefined;
+          });
+          if (writer) writers.set(event.pid, writer);
           writerOf.set(event.drv, event.pid);
           await store.markStarted(
             event.drv,
@@ -284,10 +298,7 @@ export class LocalBuilder {
         case "build-failed": {
           if (!open.has(event.drv)) return;
           const pid = writerOf.get(event.drv);
-          if (pid !== undefined) {
-            await writers.get(pid)?.close();
-            writers.delete(pid);
-          }
+          if (pid !== undefined) await closeLog(pid, event.drv);
           const succeeded = event.type === "build-succeeded";
           await this.#complete(
             byDrv.get(event.drv)!,
@@ -337,7 +348,7 @@ export class LocalBuilder {
       logger.error("build driver failed", { error });
       return false;
     } finally {
-      for (const writer of writers.values()) await writer.close();
+      for (const [drv, pid] of writerOf.entries()) await closeLog(pid, drv);
     }
   }
 
@@ -427,16 +438,27 @@ export class LocalBuilder {
   }
 }
 
-/** A gzipped build log being written, capped in size. */
+/**
+ * A gzipped build log being written, capped in size. A write error (a full
+ * disk) never rejects: the log stops there, and `close()` returns it.
+ */
 class LogWriter {
   #written = 0;
   #closed = false;
+  #error: Error | undefined;
+  readonly done: Promise<void>;
 
   private constructor(
     readonly path: string,
     readonly writer: WritableStreamDefaultWriter<Uint8Array>,
-    readonly done: Promise<void>,
-  ) {}
+    done: Promise<void>,
+  ) {
+    // Handled at once: a failed pipe must not be an unhandled rejection,
+    // which ends the process.
+    this.done = done.catch((error) => {
+      this.#error ??= error as Error;
+    });
+  }
 
   static async open(path: string): Promise<LogWriter> {
     await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), {
@@ -457,16 +479,20 @@ class LogWriter {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    if (this.#closed || this.#written >= MAX_LOG_BYTES) return;
+    if (this.#closed || this.#error || this.#written >= MAX_LOG_BYTES) return;
     const part = bytes.subarray(0, MAX_LOG_BYTES - this.#written);
     this.#written += part.length;
-    await this.writer.write(part.slice());
+    await this.writer.write(part.slice()).catch((error) => {
+      this.#error ??= error as Error;
+    });
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /** Ends the log; returns the write error that cut it, if any. */
+  async close(): Promise<Error | undefined> {
+    if (this.#closed) return undefined;
     this.#closed = true;
     await this.writer.close().catch(() => {});
-    await this.done.catch(() => {});
+    await this.done;
+    return this.#error;
   }
 }

@@ -8,7 +8,8 @@ import {
 import { buildStatusName, type Store } from "../../../lib/store/types.ts";
 import { guix } from "../../fake-guix/test_env.ts";
 import { systemClock } from "../../../lib/clock.ts";
-import { silentLogger } from "../../../lib/log.ts";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
+import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
 import { GcRoots } from "../../../lib/guix/gc_roots.ts";
 import {
   fakeGuixFarm,
@@ -351,4 +352,66 @@ Deno.test("LocalBuilder.run() looks again when woken while taking a batch that c
     abort.abort();
     await farm.close();
   }
+});
+
+const smallDisk = smallDiskAvailability();
+
+Deno.test({
+  name: smallDisk.ok
+    ? "LocalBuilder on a full log disk records the build, warns with the log's path, and stores logs again once space is back"
+    : `LocalBuilder on a full log disk records the build (skipped: ${smallDisk.reason})`,
+  ignore: !smallDisk.ok,
+  async fn() {
+    await using disk = await mountSmallDisk(1024 * 1024);
+    const chatty = { seconds: 0.2, logLines: 20000 };
+    const farm = await setup({
+      packages: [
+        { name: "a", version: "1", behaviour: chatty },
+        { name: "c", version: "1", inputs: ["a"], behaviour: chatty },
+      ],
+    });
+    try {
+      const lines: string[] = [];
+      const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+        logCacheDir: disk.path,
+        logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      });
+      await runEvaluation(SPEC, farm.runner);
+      await disk.fill();
+      // a builds while the disk is full (c waits for it).
+      const first = await builder.takeBatch();
+      assert.deepEqual(first.map((build) => build.jobName), ["a.x86_64-linux"]);
+      await builder.buildBatch(first);
+      const path = logFileName(
+        disk.path,
+        farm.daemon.storeDir,
+        first[0].derivation,
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith("warn log not stored") && l.includes(`path=${path}`) &&
+          /os error 28/.test(l)
+        ),
+        lines.join("\n"),
+      );
+
+      // Space is back: the next build's log is whole.
+      await disk.free();
+      await drain(builder);
+      assert.deepEqual(
+        await statuses(farm.store, ["a.x86_64-linux", "c.x86_64-linux"]),
+        { "a.x86_64-linux": "succeeded", "c.x86_64-linux": "succeeded" },
+      );
+      const c =
+        (await farm.store.latestBuilds({ job: "c.x86_64-linux" }, 1))[0];
+      assert.match(
+        await gunzip(
+          logFileName(disk.path, farm.daemon.storeDir, c.derivation),
+        ),
+        /step 20000 of 20000/,
+      );
+    } finally {
+      await farm.close();
+    }
+  },
 });
