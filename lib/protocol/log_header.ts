@@ -49,32 +49,66 @@ export function serverGreeting(): Uint8Array {
   );
 }
 
-/** `(log (version 0) (derivation "D"))`, the worker's header. */
-export function logHeader(drv: string): Uint8Array {
+/**
+ * `(log (version 0) (derivation "D"))`, the worker's header; with
+ * `acknowledge`, a Lorica extension (see {@link logStored}) adds
+ * `(acknowledge #t)`, which only a server announcing "log-ack" is sent.
+ */
+export function logHeader(
+  drv: string,
+  options: { acknowledge?: boolean } = {},
+): Uint8Array {
   return encoder.encode(writeSexp([
     sym("log"),
     [sym("version"), LOG_PROTOCOL_VERSION],
     [sym("derivation"), drv],
+    ...options.acknowledge ? [[sym("acknowledge"), true]] : [],
   ]));
 }
 
+/** What a worker's header asks for. */
+export interface LogHeader {
+  drv: string;
+  /** Whether the worker waits for {@link logStored} before it closes. */
+  acknowledge: boolean;
+}
+
 /**
- * The derivation named by a worker's header.
- * @throws {LogProtocolError} for anything but `(log (version 0) (derivation "D"))`.
+ * The header a worker sent.
+ * @throws {LogProtocolError} for anything but `(log (version 0) (derivation
+ * "D"))`, optionally followed by `(acknowledge #t)`.
  */
-export function checkLogHeader(datum: Datum): string {
+export function checkLogHeader(datum: Datum): LogHeader {
   if (
-    Array.isArray(datum) && datum.length === 3 && isSym(datum[0], "log") &&
+    Array.isArray(datum) && (datum.length === 3 || datum.length === 4) &&
+    isSym(datum[0], "log") &&
     isField(datum[1], "version") && datum[1][1] === LOG_PROTOCOL_VERSION &&
-    isField(datum[2], "derivation") && typeof datum[2][1] === "string"
+    isField(datum[2], "derivation") && typeof datum[2][1] === "string" &&
+    (datum.length === 3 ||
+      isField(datum[3], "acknowledge") && datum[3][1] === true)
   ) {
-    return datum[2][1];
+    return { drv: datum[2][1], acknowledge: datum.length === 4 };
   }
   throw new LogProtocolError(
     `Cannot read log header: expected (log (version 0) (derivation "...")), found ${
       quote(writeSexp(datum))
     }`,
   );
+}
+
+/**
+ * `(log-stored)`: the server's word, to a worker that asked for it, that
+ * its log is in place, sent before the server closes. Without it a worker
+ * cannot tell a log stored from one the server failed to write at the very
+ * end (its disk full), as both end with the server's close.
+ */
+export function logStored(): Uint8Array {
+  return encoder.encode(writeSexp([sym("log-stored")]));
+}
+
+/** Whether `bytes`, all the server sent, are {@link logStored}. */
+export function isLogStored(bytes: Uint8Array): boolean {
+  return new TextDecoder().decode(bytes).trim() === "(log-stored)";
 }
 
 /**

@@ -15,6 +15,7 @@ import {
   closeQuietly,
   formatAddress,
   logFileName,
+  logStored,
   readDatum,
   readSome,
   serverGreeting,
@@ -260,13 +261,14 @@ async function serveLogConnection(
 ): Promise<void> {
   const { clock, writers } = settings;
   let drv: string;
+  let acknowledge: boolean;
   let rest: Uint8Array;
   let path: string;
   try {
     await writeAll(conn, serverGreeting());
     const deadline = clock.now() + settings.headerTimeoutMs;
     const header = await readDatum(conn, deadline, clock);
-    drv = checkLogHeader(header.datum);
+    ({ drv, acknowledge } = checkLogHeader(header.datum));
     rest = header.rest;
     path = logFileName(settings.cacheDir, settings.storeDir, drv);
   } catch (error) {
@@ -332,9 +334,11 @@ async function serveLogConnection(
     });
     if (sink === undefined) target?.file.close();
   }
+  let stored: boolean;
   try {
-    await settle(target, {
+    stored = await settle(target, {
       drv,
+      acknowledge,
       path,
       log,
       settings,
@@ -346,16 +350,27 @@ async function serveLogConnection(
   } finally {
     if (writers.get(path) === state) writers.delete(path);
   }
+  if (acknowledge && stored) {
+    // The worker waits for this before it closes; one gone meanwhile
+    // has its copy of the log to send again.
+    await writeAll(conn, logStored()).catch((error) =>
+      log.info("log acknowledgement not sent", { drv, error })
+    );
+  }
 }
 
 /**
  * Ends an upload: its file becomes the build's log, or is thrown away when
  * it was superseded or brought no log bytes while an earlier log exists.
+ * Returns whether the build's log is what the worker sent (for an upload
+ * of no bytes, whatever log was there), as the worker may be told.
  */
 async function settle(
   target: UploadFile | undefined,
   upload: {
     drv: string;
+    /** Whether the worker is told the log is stored (see logStored). */
+    acknowledge: boolean;
     path: string;
     log: Logger;
     settings: ReceiverSettings;
@@ -364,18 +379,19 @@ async function settle(
     received: number;
     writeError: Error | undefined;
   },
-): Promise<void> {
+): Promise<boolean> {
   const { drv, path, log, settings, state, stored, received, writeError } =
     upload;
+  const acknowledged = upload.acknowledge;
   if (target === undefined) {
     // No file could be made (logged as an interrupted transfer).
     notify(settings.onComplete, drv, 0, log);
-    return;
+    return false;
   }
   if (state.superseded) {
     await target.discard();
     log.info("log superseded", { drv, bytes: stored });
-    return;
+    return false;
   }
   if (writeError) {
     // A file cut short by a write error is not made the build's log: the
@@ -390,7 +406,7 @@ async function settle(
       error: writeError,
     });
     notify(settings.onComplete, drv, target.published ? stored : 0, log);
-    return;
+    return false;
   }
   if (!target.published && stored === 0) {
     const earlier = await storedLogSize(path);
@@ -403,7 +419,7 @@ async function settle(
         kept: earlier,
       });
       notify(settings.onComplete, drv, 0, log);
-      return;
+      return true;
     }
   }
   try {
@@ -411,10 +427,16 @@ async function settle(
   } catch (error) {
     await target.discard();
     log.warn("log file not finished", { drv, path, error });
-    return;
+    return false;
   }
-  log.info("log received", { drv, bytes: stored, compressed: received });
+  log.info("log received", {
+    drv,
+    bytes: stored,
+    compressed: received,
+    acknowledged,
+  });
   notify(settings.onComplete, drv, stored, log);
+  return true;
 }
 
 /**

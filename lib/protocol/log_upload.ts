@@ -8,6 +8,7 @@ import {
   asError,
   checkServerGreeting,
   closeQuietly,
+  isLogStored,
   logHeader,
   quote,
   readDatum,
@@ -31,6 +32,11 @@ export interface LogUploadOptions {
    * up and drops the rest, so that the build is never held up; default 60 s.
    */
   sendTimeoutMs?: number;
+  /**
+   * Ask the server to say when it stored the log (a Lorica server that
+   * announced "log-ack"); its silence then counts as a failed upload.
+   */
+  acknowledge?: boolean;
   clock?: Clock;
 }
 
@@ -62,6 +68,7 @@ export async function openLogUpload(
     connectTimeoutMs = 10_000,
     flushIntervalMs = 1000,
     sendTimeoutMs = 60_000,
+    acknowledge = false,
     clock = systemClock,
   } = options;
   const log = logger.with({ drv });
@@ -79,13 +86,14 @@ export async function openLogUpload(
     const deadline = clock.now() + connectTimeoutMs;
     const { datum } = await readDatum(conn, deadline, clock);
     checkServerGreeting(datum);
-    await writeAll(conn, logHeader(drv));
+    await writeAll(conn, logHeader(drv, { acknowledge }));
   } catch (error) {
     if (conn) closeQuietly(conn);
     log.warn("log upload failed", { error });
     return droppingUpload(asError(error));
   }
   return gzipUpload(conn, log, {
+    acknowledge,
     closeTimeoutMs: connectTimeoutMs,
     flushIntervalMs,
     sendTimeoutMs,
@@ -102,13 +110,15 @@ function gzipUpload(
   conn: Deno.Conn,
   log: Logger,
   timing: {
+    acknowledge: boolean;
     closeTimeoutMs: number;
     flushIntervalMs: number;
     sendTimeoutMs: number;
     clock: Clock;
   },
 ): LogUpload {
-  const { closeTimeoutMs, flushIntervalMs, sendTimeoutMs, clock } = timing;
+  const { acknowledge, closeTimeoutMs, flushIntervalMs, sendTimeoutMs, clock } =
+    timing;
   const gzip = zlib.createGzip();
   const ticker = new AbortController();
   let error: Error | undefined;
@@ -133,14 +143,12 @@ function gzipUpload(
   });
   gzip.on("error", fail);
   tick();
-  // The server sends nothing and keeps the connection open until the
-  // worker has ended its stream: a close before that means it went away
-  // mid-stream (stopped or restarted), and what follows would be lost.
+  // The server sends nothing (but the acknowledgement asked for, at the
+  // end) and keeps the connection open until the worker has ended its
+  // stream: a close before that means it went away mid-stream (stopped or
+  // restarted), and what follows would be lost.
   let streamEnded = false;
-  const serverClosed = conn.read(new Uint8Array(256)).then(
-    () => {},
-    () => {},
-  );
+  const serverClosed = readUntilClosed(conn);
   void serverClosed.then(function closedEarly() {
     if (!streamEnded) {
       fail(new Error("the log server closed the connection mid-stream"));
@@ -204,12 +212,17 @@ function gzipUpload(
         streamEnded = true;
         await conn.closeWrite();
         // The server closes once it has read everything: wait for that.
-        await withTimeout(
+        const said = await withTimeout(
           serverClosed,
           closeTimeoutMs,
           clock,
           "Cannot read log connection",
         );
+        if (acknowledge && !isLogStored(said)) {
+          fail(
+            new Error("the log server closed without saying it stored the log"),
+          );
+        }
       } catch (cause) {
         fail(cause);
       } finally {
@@ -217,6 +230,33 @@ function gzipUpload(
       }
     },
   };
+}
+
+/** Most bytes kept of what the server sends: its acknowledgement at most. */
+const SERVER_WORDS_MAX_BYTES = 64;
+
+/**
+ * What the server sends until it closes the connection (or it fails),
+ * keeping at most {@link SERVER_WORDS_MAX_BYTES}.
+ */
+async function readUntilClosed(conn: Deno.Conn): Promise<Uint8Array> {
+  const kept = new Uint8Array(SERVER_WORDS_MAX_BYTES);
+  const buffer = new Uint8Array(256);
+  let length = 0;
+  try {
+    for (
+      let n = await conn.read(buffer);
+      n !== null;
+      n = await conn.read(buffer)
+    ) {
+      const taken = Math.min(n, kept.length - length);
+      kept.set(buffer.subarray(0, taken), length);
+      length += taken;
+    }
+  } catch {
+    // A reset or a close of our own: the end of what the server said.
+  }
+  return kept.subarray(0, length);
 }
 
 function droppingUpload(error: Error): LogUpload {

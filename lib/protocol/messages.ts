@@ -30,13 +30,15 @@ export interface WorkerAuthProof {
  * "build-cancel" (the server may send `(build-cancel (drv D))`),
  * "holding" (worker-ready lists the builds the session still runs) and
  * "disk" (worker-ping says `(disk-low #t)` while the worker is too short of
- * disk space to take work).
+ * disk space to take work) and "log-ack" (the log channel's header may ask
+ * for `(log-stored)` once the log is in place; see log_header.ts).
  */
 export const LORICA_FEATURES = [
   "request-id",
   "build-cancel",
   "holding",
   "disk",
+  "log-ack",
 ];
 
 /** Version of the Lorica extension handshake. */

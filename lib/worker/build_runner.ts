@@ -25,8 +25,11 @@ export interface BuildRunnerOptions {
   logger: Logger;
   /** The server's publish URL first, then any configured ones. */
   substituteUrls: string[];
-  /** Where the log goes: the server's log channel. */
-  logServer: { hostname: string; port: number };
+  /**
+   * Where the log goes: the server's log channel, and whether the server
+   * says when it stored a log (a Lorica server announcing "log-ack").
+   */
+  logServer: { hostname: string; port: number; acknowledges?: boolean };
   cores?: number;
   /** Aborting kills the build (a cancel from the server). */
   signal?: AbortSignal;
@@ -105,12 +108,15 @@ export async function runBuild(
   options: BuildRunnerOptions,
 ): Promise<boolean> {
   const { guix, logger } = options;
-  const upload = await openLogUpload({
-    hostname: options.logServer.hostname,
-    port: options.logServer.port,
-    drv: job.drv,
-    logger,
-  }).catch((error) => {
+  const openUpload = () =>
+    openLogUpload({
+      hostname: options.logServer.hostname,
+      port: options.logServer.port,
+      acknowledge: options.logServer.acknowledges,
+      drv: job.drv,
+      logger,
+    });
+  const upload = await openUpload().catch((error) => {
     // The log is lost but the build is not: carry on without it.
     logger.warn("log upload unavailable", { drv: job.drv, error });
     return null;
@@ -118,13 +124,7 @@ export async function runBuild(
   const forward = await logForwarder(upload, {
     logger,
     drv: job.drv,
-    reopen: () =>
-      openLogUpload({
-        hostname: options.logServer.hostname,
-        port: options.logServer.port,
-        drv: job.drv,
-        logger,
-      }),
+    reopen: openUpload,
   });
   const clock = options.clock ?? systemClock;
   const retries = options.retries ?? 4;

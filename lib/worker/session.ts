@@ -112,7 +112,7 @@ interface Registration {
   worker: WorkerInfo;
   publishUrl: string;
   substituteUrls: string[];
-  logServer: { hostname: string; port: number };
+  logServer: { hostname: string; port: number; acknowledges: boolean };
 }
 
 class Session {
@@ -440,7 +440,11 @@ class Session {
           : [`http://${urlHost(options.server.hostname)}:${info.publishPort}`]),
         ...options.substituteUrls,
       ],
-      logServer: { hostname: options.server.hostname, port: info.logPort },
+      logServer: {
+        hostname: options.server.hostname,
+        port: info.logPort,
+        acknowledges: features.has("log-ack"),
+      },
     };
     this.#logger.info(
       previous ? "worker registered again" : "worker registered",

@@ -122,6 +122,18 @@ Deno.test({
       );
 
       await t.step(
+        "the workers asked the server to acknowledge each log, and it did",
+        async () => {
+          const received = (await Deno.readTextFile(farm.logFile("server")))
+            .split("\n").filter((line) => line.includes("log received"));
+          assert.ok(received.length > 0);
+          for (const line of received) {
+            assert.match(line, /acknowledged=true/);
+          }
+        },
+      );
+
+      await t.step(
         "C10: a build whose log is not UTF-8 succeeds; the log port kept its bytes",
         async () => {
           const build = builds.find((b) =>

@@ -480,3 +480,109 @@ Deno.test({
     }
   },
 });
+
+Deno.test("startLogReceiver() says (log-stored) once the log is in place to a worker that asks, and nothing to one that does not", async () => {
+  await using f = await fixture();
+  const drv = `${f.storeDir}/${HASH}-ack-1.drv`;
+  const log = zlib.gzipSync(encoder.encode("built\n"));
+  const asking = encoder.encode(
+    `(log (version 0) (derivation ${JSON.stringify(drv)}) (acknowledge #t))`,
+  );
+  const answer = await rawClient(
+    f.receiver.port,
+    new Uint8Array([...asking, ...log]),
+  );
+  assert.equal(answer, "(log-server (version 0))(log-stored)");
+  const stored = await Deno.readFile(`${f.cacheDir}/${HASH}.log.gz`);
+  assert.equal(zlib.gunzipSync(stored).toString(), "built\n");
+  // Cuirass's header: the greeting alone, as a Cuirass worker expects.
+  const plain = await rawClient(
+    f.receiver.port,
+    new Uint8Array([...header(drv), ...log]),
+  );
+  assert.equal(plain, "(log-server (version 0))");
+  const bad = await rawClient(
+    f.receiver.port,
+    encoder.encode(
+      `(log (version 0) (derivation ${JSON.stringify(drv)}) (acknowledge 1))`,
+    ),
+  );
+  assert.equal(bad, "(log-server (version 0))");
+  assert.ok(f.lines.some((l) => l.includes("log header rejected")));
+});
+
+/**
+ * A log server that greets, reads the whole upload and closes, saying
+ * `words` first; returns its port and the header it read.
+ */
+function closingLogServer(words: string) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    await conn.write(encoder.encode("(log-server (version 0))"));
+    const received: number[] = [];
+    const buffer = new Uint8Array(4096);
+    for (
+      let n = await conn.read(buffer);
+      n !== null;
+      n = await conn.read(buffer)
+    ) {
+      received.push(...buffer.subarray(0, n));
+    }
+    await conn.write(encoder.encode(words));
+    conn.close();
+    listener.close();
+    // The header ends where the gzip stream (magic 1f 8b) begins.
+    const end = received.findIndex((byte, i) =>
+      byte === 0x1f && received[i + 1] === 0x8b
+    );
+    return new TextDecoder().decode(new Uint8Array(received.slice(0, end)));
+  })();
+  return { port: (listener.addr as Deno.NetAddr).port, served };
+}
+
+Deno.test("openLogUpload({acknowledge}) asks for (log-stored), and a close without it is a failed upload", async () => {
+  for (
+    const [words, failed] of [["(log-stored)", false], ["", true], [
+      "(log-lost)",
+      true,
+    ]] as const
+  ) {
+    const server = closingLogServer(words);
+    const drv = `/gnu/store/${HASH}-x.drv`;
+    const up = await openLogUpload({
+      hostname: "127.0.0.1",
+      port: server.port,
+      drv,
+      acknowledge: true,
+      logger: createLogger({ sink: () => {}, timestamps: false }),
+    });
+    await up.write(encoder.encode("built\n"));
+    await up.close();
+    assert.equal(
+      await server.served,
+      `(log (version 0) (derivation ${JSON.stringify(drv)}) (acknowledge #t))`,
+    );
+    if (failed) {
+      assert.match(String(up.error), /without saying it stored the log/);
+    } else assert.equal(up.error, undefined);
+  }
+});
+
+Deno.test("openLogUpload() without acknowledge takes a plain close as success, as with a Cuirass server", async () => {
+  const server = closingLogServer("");
+  const drv = `/gnu/store/${HASH}-x.drv`;
+  const up = await openLogUpload({
+    hostname: "127.0.0.1",
+    port: server.port,
+    drv,
+    logger: createLogger({ sink: () => {}, timestamps: false }),
+  });
+  await up.write(encoder.encode("built\n"));
+  await up.close();
+  assert.equal(
+    await server.served,
+    `(log (version 0) (derivation ${JSON.stringify(drv)}))`,
+  );
+  assert.equal(up.error, undefined);
+});

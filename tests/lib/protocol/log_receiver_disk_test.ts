@@ -2,7 +2,7 @@
 // tests/_small_disk.ts), the worker's real upload end.
 
 import assert from "node:assert/strict";
-import { gunzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
 import { startLogReceiver } from "../../../lib/protocol/log_receiver.ts";
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
@@ -74,6 +74,70 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: availability.ok
+    ? "a log the full disk refused is not acknowledged as stored; once space is back it is"
+    : `a log the full disk refused is not acknowledged (skipped: ${availability.reason})`,
+  ignore: !availability.ok,
+  async fn() {
+    await using disk = await mountSmallDisk(2 * 1024 * 1024);
+    const cacheDir = `${disk.path}/cache`;
+    const storeDir = "/gnu/store";
+    const drv = `${storeDir}/${HASH}-x-1.drv`;
+    const receiver = await startLogReceiver({
+      hostname: "127.0.0.1",
+      port: 0,
+      cacheDir,
+      storeDir,
+      logger: silentLogger,
+    });
+    // A whole upload asking for the acknowledgement, in one write: the
+    // receiver may fail on its first write or only on the last one, after
+    // the worker has sent everything; either way, no (log-stored).
+    const upload = new Uint8Array([
+      ...encoder.encode(
+        `(log (version 0) (derivation "${drv}") (acknowledge #t))`,
+      ),
+      ...gzipSync(encoder.encode("built\n")),
+    ]);
+    try {
+      await disk.fill();
+      assert.equal(
+        await exchange(receiver.port, upload),
+        "(log-server (version 0))",
+      );
+      await disk.free();
+      assert.equal(
+        await exchange(receiver.port, upload),
+        "(log-server (version 0))(log-stored)",
+      );
+      const stored = gunzipSync(
+        await Deno.readFile(`${cacheDir}/${HASH}.log.gz`),
+      );
+      assert.equal(new TextDecoder().decode(stored), "built\n");
+    } finally {
+      await receiver.close();
+    }
+  },
+});
+
+/** Sends `bytes` and half-closes; returns all the server sent. */
+async function exchange(port: number, bytes: Uint8Array): Promise<string> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(bytes);
+  await conn.closeWrite();
+  const received: number[] = [];
+  const buffer = new Uint8Array(256);
+  for (
+    let n = await conn.read(buffer).catch(() => null);
+    n !== null;
+    n = await conn.read(buffer).catch(() => null)
+  ) {
+    received.push(...buffer.subarray(0, n));
+  }
+  return new TextDecoder().decode(new Uint8Array(received));
+}
 
 async function waitFor(check: () => boolean) {
   for (let i = 0; i < 100 && !check(); i++) {

@@ -288,3 +288,67 @@ Deno.test({
     }
   },
 });
+
+Deno.test("runBuild() sends the log again when a server that acknowledges logs closes without (log-stored)", async () => {
+  // A log server that stores nothing the first time (its disk full as
+  // the upload ends, say) and says so by its silence, then acknowledges.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const uploads: string[] = [];
+  const serving = (async () => {
+    for (let i = 0; i < 2; i++) {
+      const conn = await listener.accept();
+      await conn.write(new TextEncoder().encode("(log-server (version 0))"));
+      const received: number[] = [];
+      const buffer = new Uint8Array(4096);
+      for (
+        let n = await conn.read(buffer);
+        n !== null;
+        n = await conn.read(buffer)
+      ) {
+        received.push(...buffer.subarray(0, n));
+      }
+      const start = received.findIndex((byte, j) =>
+        byte === 0x1f && received[j + 1] === 0x8b
+      );
+      uploads.push(
+        zlib.gunzipSync(new Uint8Array(received.slice(start))).toString(),
+      );
+      if (i === 1) await conn.write(new TextEncoder().encode("(log-stored)"));
+      conn.close();
+    }
+  })();
+  serving.catch(() => {}); // the listener's close ends a wait cut short
+  const lines: string[] = [];
+  try {
+    const done = Promise.resolve();
+    const ok = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+      guix: new Guix({
+        logger: silentLogger,
+        spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", done),
+      }),
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      substituteUrls: [],
+      logServer: {
+        hostname: "127.0.0.1",
+        port: (listener.addr as Deno.NetAddr).port,
+        acknowledges: true,
+      },
+    });
+    assert.equal(ok, true);
+    // Without the acknowledgement's check no second upload ever comes.
+    const bound = Promise.withResolvers<void>();
+    const timer = setTimeout(bound.resolve, 10_000);
+    await Promise.race([serving, bound.promise]);
+    clearTimeout(timer);
+    const log = "step 1 of 2\nstep 2 of 2\n";
+    assert.deepEqual(uploads, [log, log]);
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith("info log sent again") && /ok=true/.test(l)
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    listener.close();
+  }
+});
