@@ -83,6 +83,12 @@ export interface LogFollowStep {
 
 /** Compressed bytes read from the file per step at most. */
 const READ_CHUNK_BYTES = 64 * 1024;
+/**
+ * Compressed bytes fed to the inflater at a time: deflate expands up to
+ * about 1032 times, so a 64 KiB piece of a very repetitive log would come
+ * out as one burst of some 64 MiB for every stream reading it at once.
+ */
+const INFLATE_INPUT_BYTES = 4096;
 
 /**
  * Follows a gzip log file that is still being written: each `read()` inflates
@@ -142,18 +148,22 @@ export class GzipLogFollower {
           buffer.subarray(0, Math.min(buffer.length, size - this.#offset)),
         );
         if (read === null) break;
-        this.#offset += read;
-        const out = await this.#inflate(buffer.slice(0, read));
-        for (const piece of out) {
-          scanned += piece.length;
-          kept.push(piece);
-          keptBytes += piece.length;
-          while (
-            kept.length > 1 && keptBytes - kept[0].length >= this.#tailBytes
-          ) {
-            keptBytes -= kept.shift()!.length;
-            step.truncated = true;
+        for (let at = 0; at < read; at += INFLATE_INPUT_BYTES) {
+          const end = Math.min(read, at + INFLATE_INPUT_BYTES);
+          this.#offset += end - at;
+          const out = await this.#inflate(buffer.slice(at, end));
+          for (const piece of out) {
+            scanned += piece.length;
+            kept.push(piece);
+            keptBytes += piece.length;
+            while (
+              kept.length > 1 && keptBytes - kept[0].length >= this.#tailBytes
+            ) {
+              keptBytes -= kept.shift()!.length;
+              step.truncated = true;
+            }
           }
+          if (this.#damaged || scanned >= this.#maxScanBytes) break;
         }
         if (this.#damaged) break;
       }

@@ -151,3 +151,53 @@ Deno.test("createLiveLogHub() signals chunks and completion to a derivation's li
   assert.equal(seen.length, 2);
   assert.equal(hub.watched, 1);
 });
+
+/** This process's peak resident memory in bytes (Linux), reset first when `reset`. */
+async function peakRss(reset: boolean): Promise<number> {
+  if (reset) await Deno.writeTextFile("/proc/self/clear_refs", "5");
+  const status = await Deno.readTextFile("/proc/self/status");
+  return Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)![1]) * 1024;
+}
+
+Deno.test({
+  name:
+    "GzipLogFollower inflates a very repetitive log in small bursts, stopping near its scan limit",
+  ignore: Deno.build.os !== "linux",
+  fn: () =>
+    withDir(async (dir) => {
+      // 64 MiB of one character compress to about 64 KiB: a single read
+      // of the file, which must not come out of the inflater in one piece,
+      // for each of the streams reading it at once.
+      const path = `${dir}/log.gz`;
+      await Deno.writeFile(
+        path,
+        zlib.gzipSync(new Uint8Array(64 * 1024 * 1024).fill(0x61), {
+          level: 9,
+        }),
+      );
+      const followers = Array.from(
+        { length: 8 },
+        () =>
+          new GzipLogFollower(path, {
+            tailBytes: 1000,
+            maxScanBytes: 1024 * 1024,
+          }),
+      );
+      try {
+        const before = await peakRss(true);
+        const steps = await Promise.all(followers.map((f) => f.read()));
+        const grown = (await peakRss(false)) - before;
+        for (const step of steps) {
+          assert.equal(step.truncated, true);
+          assert.equal(step.text, "a".repeat(1000));
+        }
+        // Whole bursts would be 8 × 64 MiB; small ones stop near 8 × 1 MiB.
+        assert.ok(
+          grown < 128 * 1024 * 1024,
+          `peak memory grew by ${Math.round(grown / 1048576)} MiB`,
+        );
+      } finally {
+        for (const follower of followers) follower.close();
+      }
+    }),
+});
