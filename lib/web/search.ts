@@ -55,7 +55,8 @@ export function parseSearchQuery(text: string | null): SearchQuery {
     if (key === "spec") query.specification = value;
     else if (key === "system") query.system = value;
     else if (key === "status") {
-      if (!(value in SEARCH_STATUSES)) {
+      // Own keys only: "constructor" or "__proto__" are no status.
+      if (!Object.hasOwn(SEARCH_STATUSES, value)) {
         throw new HttpError(
           400,
           `Cannot search: status ${quoteValue(value)} is not one of ${

@@ -425,6 +425,22 @@ Deno.test("GET /search and /search/latest use Cuirass's query syntax", async () 
   assert.ok(!xss.includes("<script>alert"));
 });
 
+Deno.test("GET /search refuses a status named after a property every object has", async () => {
+  await using fx = await createFixture();
+  for (const status of ["constructor", "__proto__", "toString"]) {
+    const query = encodeURIComponent(`status:${status}`);
+    const page = await fx.fetch(`/search?query=${query}`);
+    assert.equal(page.status, 400, status);
+    assert.match(await page.text(), new RegExp(`status &quot;${status}`));
+    const latest = await fx.fetch(`/search/latest?query=${query}`);
+    assert.equal(latest.status, 400, status);
+    assert.equal(
+      (await latest.json()).error,
+      `Cannot search: status "${status}" is not one of success, failed, failed-dependency, failed-other, canceled, pending`,
+    );
+  }
+});
+
 // Guix's own web site links its downloads this way, e.g.
 // /search/latest/ISO-9660?query=spec:images+status:success+...
 Deno.test("GET /search/latest/TYPE redirects to the newest match's product of that type", async () => {
