@@ -19,6 +19,7 @@ import {
   type RouteKind,
 } from "./route_context.ts";
 import { renderErrorPage } from "./pages/layout.ts";
+import { addSecurityHeaders } from "./security_headers.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/types.ts";
@@ -147,9 +148,11 @@ export function createWebApp(
         path: url.pathname,
         status: response.status,
       });
-      return response;
+      return addSecurityHeaders(response);
     } catch (error) {
-      return errorResponse(error, kind, request, url, logger);
+      return addSecurityHeaders(
+        errorResponse(error, kind, request, url, logger),
+      );
     }
   };
 }

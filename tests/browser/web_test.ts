@@ -149,6 +149,45 @@ Deno.test({
         assert.deepEqual(errors, []);
       });
 
+      await t.step(
+        "another site cannot show the pages in a frame",
+        async () => {
+          // Another origin (another port): a page laying a decoy over the
+          // admin buttons of a framed build page.
+          const finished = farm.builds.find((build) => build.status === 0)!;
+          const target = `${base}/build/${finished.id}/details`;
+          const decoy = Deno.serve(
+            { hostname: "127.0.0.1", port: 0, onListen() {} },
+            () =>
+              new Response(`<!DOCTYPE html><iframe src="${target}"></iframe>`, {
+                headers: { "content-type": "text/html" },
+              }),
+          );
+          const framing = await chromium.context.newPage();
+          try {
+            const loaded = page.context().waitForEvent("response", {
+              predicate: (response) => response.url() === target,
+            });
+            await framing.goto(`http://127.0.0.1:${decoy.addr.port}/`);
+            assert.equal((await loaded).status(), 200);
+            await framing.waitForLoadState("load");
+            const frame = framing.frames().find((f) =>
+              f !== framing.mainFrame()
+            );
+            assert.ok(frame !== undefined, "the page has its frame");
+            // Chromium shows its error page in place of a refused frame.
+            assert.equal(
+              await frame.locator("h1", { hasText: "Build" }).count(),
+              0,
+            );
+            assert.notEqual(frame.url(), target);
+          } finally {
+            await framing.close();
+            await decoy.shutdown();
+          }
+        },
+      );
+
       await t.step("no page is wider than a phone's screen", async () => {
         const phone = await chromium.context.newPage();
         await phone.setViewportSize({ width: 360, height: 740 });
