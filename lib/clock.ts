@@ -1,8 +1,19 @@
 // The clock, injected wherever time is part of the logic (timeouts, sweeps).
+//
+// Two readings: `now()` is the wall clock, for the times that are stored
+// and shown; NTP steps it forwards and backwards. `monotonic()` never
+// steps, and is for deadlines and intervals: a wall-clock step must neither
+// end a wait at once nor stretch it by the size of the step.
 
 export interface Clock {
-  /** Milliseconds since the Unix epoch. */
+  /** Milliseconds since the Unix epoch (wall clock: it may step). */
   now(): number;
+  /**
+   * Milliseconds since an arbitrary origin, never stepping back or ahead
+   * (stopped while the machine is suspended, as setTimeout is). Only the
+   * difference of two readings means something.
+   */
+  monotonic(): number;
   /** Resolves after `ms`, or rejects with the signal's reason when aborted. */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
@@ -15,6 +26,7 @@ export function epochSeconds(clock: Clock): number {
 /** The real clock. */
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   sleep: (ms, signal) =>
     new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);

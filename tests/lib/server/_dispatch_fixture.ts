@@ -60,17 +60,25 @@ export function job(
   };
 }
 
-/** A clock whose time moves only when told; sleeps wake as it passes. */
+/**
+ * A clock whose time moves only when told; sleeps wake as it passes.
+ * `advance()` moves both readings, as time passing does; `step()` moves
+ * only the wall clock, as NTP stepping it does (sleepers do not notice).
+ */
 export class FakeClock implements Clock {
   #now = 1_700_000_000_000;
+  #monotonic = 5_000_000;
   #sleepers: { at: number; resolve: () => void }[] = [];
   now(): number {
     return this.#now;
   }
+  monotonic(): number {
+    return this.#monotonic;
+  }
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
-      const sleeper = { at: this.#now + ms, resolve };
+      const sleeper = { at: this.#monotonic + ms, resolve };
       this.#sleepers.push(sleeper);
       signal?.addEventListener("abort", () => {
         this.#sleepers = this.#sleepers.filter((s) => s !== sleeper);
@@ -81,9 +89,15 @@ export class FakeClock implements Clock {
   /** Moves time forward, waking the sleepers that are due. */
   async advance(ms: number): Promise<void> {
     this.#now += ms;
-    const due = this.#sleepers.filter((s) => s.at <= this.#now);
-    this.#sleepers = this.#sleepers.filter((s) => s.at > this.#now);
+    this.#monotonic += ms;
+    const due = this.#sleepers.filter((s) => s.at <= this.#monotonic);
+    this.#sleepers = this.#sleepers.filter((s) => s.at > this.#monotonic);
     for (const sleeper of due) sleeper.resolve();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  /** Steps the wall clock by `ms` (negative: back); no time passes. */
+  async step(ms: number): Promise<void> {
+    this.#now += ms;
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
 }

@@ -11,7 +11,11 @@ Deno.test("expireLogs() removes only build logs older than the limit", async () 
   try {
     const day = 86400;
     const now = Date.parse("2026-12-04T00:00:00Z");
-    const clock: Clock = { now: () => now, sleep: () => Promise.resolve() };
+    const clock: Clock = {
+      now: () => now,
+      monotonic: () => 0,
+      sleep: () => Promise.resolve(),
+    };
     for (
       const name of [`${HASH_OLD}.log.gz`, `${HASH_NEW}.log.gz`, "notes.txt"]
     ) {

@@ -99,6 +99,7 @@ export async function createFixture(
     createLogger({ level: "debug", sink: (line) => logLines.push(line) });
   const clock: Clock = {
     now: () => NOW * 1000,
+    monotonic: () => 0,
     sleep: () => Promise.resolve(),
   };
 

@@ -780,7 +780,11 @@ Deno.test("an unexpected error is a generic 500, logged with its stack", async (
     store,
     logCacheDir: "/nonexistent",
     storeDir: STORE_DIR,
-    clock: { now: () => NOW * 1000, sleep: () => Promise.resolve() },
+    clock: {
+      now: () => NOW * 1000,
+      monotonic: () => 0,
+      sleep: () => Promise.resolve(),
+    },
     logger: createLogger({ level: "debug", sink: (line) => lines.push(line) }),
   });
   const response = await app(new Request("http://x/api/queue?nr=5"));

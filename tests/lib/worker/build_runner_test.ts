@@ -19,7 +19,11 @@ const DRV = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv";
 const smallDisk = smallDiskAvailability();
 // Port 9 on loopback: nothing listens, the log is dropped, the build goes on.
 const NO_LOG = { hostname: "127.0.0.1", port: 9 };
-const fast = { sleep: () => Promise.resolve(), now: () => 0 };
+const fast = {
+  sleep: () => Promise.resolve(),
+  now: () => 0,
+  monotonic: () => 0,
+};
 
 Deno.test("runBuild() retries a build whose derivation was unavailable, then succeeds", async () => {
   const calls: string[][] = [];
