@@ -1,7 +1,7 @@
 // Forgets workers that stopped talking and gives their builds back to the
 // queue; optionally fails builds no worker could take for too long (C06).
 
-import { type Clock, epochSeconds } from "../clock.ts";
+import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { BuildStatus, type Store } from "../store/types.ts";
 
@@ -21,17 +21,91 @@ export interface WorkerSweeperOptions {
   maxWaitSeconds?: number | null;
 }
 
+/** A forward step of the wall clock smaller than this is not one. */
+const STEP_TOLERANCE_MS = 1000;
+/** Forward steps remembered for the waits of builds queued before them. */
+const MAX_STEPS = 64;
+
+/** What one sweep leaves to the next. */
+export class SweepState {
+  /**
+   * Per system, since when no live worker serves it: wall-clock seconds,
+   * moved ahead with each forward step seen since.
+   */
+  readonly noWorkerSince = new Map<string, number>();
+  /** The two clock readings of the previous sweep. */
+  last: { wall: number; monotonic: number } | null = null;
+  /**
+   * The forward steps of the wall clock seen so far: a build queued at or
+   * before `before` has waited `seconds` less than its timestamp says.
+   */
+  readonly steps: { before: number; seconds: number }[] = [];
+
+  /** `timestamp` moved ahead by the forward steps that came after it. */
+  queuedAt(timestamp: number): number {
+    let at = timestamp;
+    for (const step of this.steps) {
+      if (timestamp <= step.before) at += step.seconds;
+    }
+    return at;
+  }
+}
+
+/**
+ * Compares how far the wall clock moved since the last sweep with how
+ * much time passed (the monotonic clock). A forward step (NTP, a resume
+ * from suspend) is no one's silence: the workers last seen before it are
+ * credited with it, and the no-builder waits are moved past it. A step
+ * back is only logged: it can make an expiry late by its size, never
+ * early (the contacts after it cannot be told from those before).
+ */
+async function noticeSteps(
+  options: WorkerSweeperOptions,
+  state: SweepState,
+  wall: number,
+  monotonic: number,
+): Promise<void> {
+  const last = state.last;
+  const stepMs = last === null
+    ? 0
+    : (wall - last.wall) - (monotonic - last.monotonic);
+  if (stepMs <= -STEP_TOLERANCE_MS) {
+    options.logger.warn("wall clock stepped", {
+      seconds: Math.round(stepMs / 1000),
+    });
+  }
+  if (stepMs < STEP_TOLERANCE_MS) {
+    state.last = { wall, monotonic };
+    return;
+  }
+  // Taken as seen only once credited: a failing store sees it next time.
+  const seconds = Math.round(stepMs / 1000);
+  const before = Math.floor(wall / 1000) - seconds;
+  const workers = await options.store.creditWorkers(seconds, before);
+  for (const [system, since] of state.noWorkerSince) {
+    state.noWorkerSince.set(system, since + seconds);
+  }
+  state.last = { wall, monotonic };
+  state.steps.push({ before, seconds });
+  if (state.steps.length > MAX_STEPS) state.steps.shift();
+  options.logger.warn("wall clock stepped", { seconds, credited: workers });
+}
+
 /**
  * One sweep: expires silent workers (their submitted and started builds go
  * back to scheduled), then applies the no-builder wait limit. Returns the
- * expired workers' names.
+ * expired workers' names. Pass the same `state` to each sweep, so that
+ * steps of the wall clock between them are seen.
  */
 export async function sweepOnce(
   options: WorkerSweeperOptions,
-  noWorkerSince: Map<string, number>,
+  state: SweepState = new SweepState(),
 ): Promise<string[]> {
   const { store, clock, logger, timeoutSeconds } = options;
-  const now = epochSeconds(clock);
+  const wall = clock.now();
+  await noticeSteps(options, state, wall, clock.monotonic());
+  const noWorkerSince = state.noWorkerSince;
+  const now = Math.floor(wall / 1000);
   const gone = await store.expireWorkers(now - timeoutSeconds, now);
   for (const name of gone) {
     logger.warn("worker expired", { worker: name, timeout: timeoutSeconds });
@@ -54,10 +128,10 @@ export async function sweepOnce(
     if (now - since < maxWait) continue;
     const builds = await store.queue({ system }, 1000);
     for (const build of builds) {
-      if (
-        build.status !== BuildStatus.scheduled ||
-        now - Math.max(build.timestamp, since) < maxWait
-      ) continue;
+      const waited = now - Math.max(state.queuedAt(build.timestamp), since);
+      if (build.status !== BuildStatus.scheduled || waited < maxWait) {
+        continue;
+      }
       const result = await store.completeBuild(
         build.derivation,
         BuildStatus.failedOther,
@@ -68,7 +142,7 @@ export async function sweepOnce(
       logger.error("build expired", {
         drv: build.derivation,
         system,
-        waited: now - Math.max(build.timestamp, since),
+        waited,
         reason: `no builder available for ${system}`,
         recorded: result.changed,
       });
@@ -88,10 +162,10 @@ export async function sweepWorkers(
 ): Promise<void> {
   const { clock, logger, timeoutSeconds } = options;
   const interval = options.intervalMs ?? (timeoutSeconds * 1000) / 4;
-  const noWorkerSince = new Map<string, number>();
+  const state = new SweepState();
   while (!signal.aborted) {
     try {
-      await sweepOnce(options, noWorkerSince);
+      await sweepOnce(options, state);
     } catch (error) {
       logger.error("worker sweep failed", { error });
     }

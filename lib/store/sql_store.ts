@@ -251,6 +251,8 @@ function storeOver(
       write((d) => workers.expireWorkers(d, cutoff)),
     stopWorkerClock: (now) => write((d) => workers.stopWorkerClock(d, now)),
     resumeWorkerClock: (now) => write((d) => workers.resumeWorkerClock(d, now)),
+    creditWorkers: (seconds, before) =>
+      write((d) => workers.creditWorkers(d, seconds, before)),
     saveInterruptedFetches: (list) =>
       write((d) => fetches.saveInterruptedFetches(d, list)),
     takeInterruptedFetches: () =>

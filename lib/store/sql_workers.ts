@@ -89,9 +89,22 @@ export function* resumeWorkerClock(_d: Dialect, now: number): Step<number> {
   if (row?.stopped_at == null) return 0;
   const stoppedAt = Number(row.stopped_at);
   if (now <= stoppedAt) return 0;
-  yield* run(
-    "UPDATE Workers SET last_seen = last_seen + ? WHERE last_seen <= ?",
-    [now - stoppedAt, stoppedAt],
-  );
+  yield* creditWorkers(_d, now - stoppedAt, stoppedAt);
   return now - stoppedAt;
+}
+
+/**
+ * Adds `seconds` to the last contact of every worker last seen at or
+ * before `before`: time in which no silence could be told (a stopped
+ * dispatcher, a forward step of the wall clock). Returns how many.
+ */
+export function* creditWorkers(
+  _d: Dialect,
+  seconds: number,
+  before: number,
+): Step<number> {
+  return yield* run(
+    "UPDATE Workers SET last_seen = last_seen + ? WHERE last_seen <= ?",
+    [seconds, before],
+  );
 }

@@ -414,6 +414,12 @@ export interface Store {
    */
   resumeWorkerClock(now: number): Promise<number>;
   /**
+   * Adds `seconds` to the last contact of the workers last seen at or
+   * before `before` (a forward step of the wall clock is not silence);
+   * returns how many workers.
+   */
+  creditWorkers(seconds: number, before: number): Promise<number>;
+  /**
    * Saves the output fetches a clean stop interrupted, for the next start
    * (see {@link takeInterruptedFetches}); a worker's result of a
    * derivation saved again replaces its earlier record.

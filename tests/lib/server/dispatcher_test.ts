@@ -15,7 +15,7 @@ import {
   encodeCommandFrame,
   encodeMessage as encodeFrames,
 } from "../../../lib/zmtp/frame.ts";
-import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
+import { sweepOnce, SweepState } from "../../../lib/server/worker_sweeper.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
 import {
   eventually,
@@ -408,7 +408,7 @@ Deno.test({
       await f.addJobs([dependent]);
       const x86 = await readyWorker(f.port);
       assert.equal((await x86.requestWork()).type, "no-build");
-      const since = new Map<string, number>();
+      const since = new SweepState();
       const sweep = sweepOptions(f, 3600);
       // No limit configured: they wait as long as it takes.
       await f.clock.advance(15 * 60 * 1000);
@@ -456,10 +456,10 @@ Deno.test({
       // The worker falls silent (no FIN): only its clock runs out.
       const sweep = sweepOptions(f, 120);
       await f.clock.advance(60_000);
-      assert.deepEqual(await sweepOnce(sweep, new Map()), []);
+      assert.deepEqual(await sweepOnce(sweep), []);
       assert.equal(await f.status(drv), BuildStatus.started);
       await f.clock.advance(61_000);
-      assert.deepEqual(await sweepOnce(sweep, new Map()), ["WORKER-A"]);
+      assert.deepEqual(await sweepOnce(sweep), ["WORKER-A"]);
       assert.equal(await f.status(drv), BuildStatus.scheduled);
 
       // Another worker takes it; the old one's late success changes nothing.

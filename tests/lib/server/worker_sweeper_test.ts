@@ -1,7 +1,16 @@
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { sweepWorkers } from "../../../lib/server/worker_sweeper.ts";
-import { eventually, job, startFixture } from "./_dispatch_fixture.ts";
+import {
+  sweepOnce,
+  SweepState,
+  sweepWorkers,
+} from "../../../lib/server/worker_sweeper.ts";
+import {
+  eventually,
+  type Fixture,
+  job,
+  startFixture,
+} from "./_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -123,6 +132,134 @@ Deno.test({
       await sweeping;
     } finally {
       abort.abort();
+      await f.close();
+    }
+  },
+});
+
+function seconds(f: Fixture): number {
+  return Math.floor(f.clock.now() / 1000);
+}
+
+function addWorker(f: Fixture, name: string): Promise<void> {
+  return f.store.upsertWorker({
+    name,
+    address: "127.0.0.1",
+    machine: "m",
+    systems: ["x86_64-linux"],
+    lastSeen: seconds(f),
+  });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepOnce(): a forward step of the wall clock expires no worker, and silence after it still counts",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [a] = await f.addJobs([job("a", 1)]);
+      await addWorker(f, "BUSY");
+      await addWorker(f, "IDLE");
+      await f.store.popBuild("BUSY", ["x86_64-linux"], seconds(f));
+      await f.store.markStarted(a, "BUSY", "/log", seconds(f));
+      const options = {
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 120,
+      };
+      const state = new SweepState();
+      assert.deepEqual(await sweepOnce(options, state), []);
+      // 60 s pass; half-way NTP steps the wall clock a day ahead.
+      await f.clock.advance(30_000);
+      await f.clock.step(86_400_000);
+      await f.clock.advance(30_000);
+      assert.deepEqual(await sweepOnce(options, state), []);
+      assert.equal(await f.status(a), BuildStatus.started);
+      assert.ok(
+        f.lines.includes("warn wall clock stepped seconds=86400 credited=2"),
+        f.lines.join("\n"),
+      );
+      // BUSY talks, IDLE stays silent: 121 s of silence in all expire it.
+      await f.store.touchWorker("BUSY", seconds(f));
+      await f.clock.advance(61_000);
+      assert.deepEqual(await sweepOnce(options, state), ["IDLE"]);
+      assert.equal(await f.status(a), BuildStatus.started);
+      assert.ok(await f.store.getWorker("BUSY"));
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepOnce(): a step of the wall clock back an hour expires no worker and is logged",
+  async fn() {
+    const f = await startFixture();
+    try {
+      await addWorker(f, "W");
+      const options = {
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 120,
+      };
+      const state = new SweepState();
+      assert.deepEqual(await sweepOnce(options, state), []);
+      await f.clock.advance(30_000);
+      await f.clock.step(-3_600_000);
+      assert.deepEqual(await sweepOnce(options, state), []);
+      assert.ok(f.lines.includes("warn wall clock stepped seconds=-3600"));
+      assert.equal((await f.store.getWorker("W"))?.lastSeen, seconds(f) + 3570);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepOnce(): --max-build-wait counts the time that passed, not a forward step of the wall clock",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const [early] = await f.addJobs([job("early", 1, "aarch64-linux")]);
+      const options = {
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 120,
+        maxWaitSeconds: 600,
+      };
+      const state = new SweepState();
+      await sweepOnce(options, state);
+      await f.clock.advance(30_000);
+      await f.clock.step(86_400_000);
+      await f.clock.advance(30_000);
+      // 60 s of waiting, whatever the wall clock says.
+      await sweepOnce(options, state);
+      assert.equal(await f.status(early), BuildStatus.scheduled);
+      const [late] = await f.addJobs([job("late", 2, "aarch64-linux")]);
+      await f.clock.advance(541_000);
+      await sweepOnce(options, state);
+      assert.equal(await f.status(early), BuildStatus.failedOther);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith(`error build expired drv=${early} `) &&
+          l.includes(" waited=601 ")
+        ),
+        f.lines.join("\n"),
+      );
+      // Queued after the step: 541 s of its own.
+      assert.equal(await f.status(late), BuildStatus.scheduled);
+      await f.clock.advance(60_000);
+      await sweepOnce(options, state);
+      assert.equal(await f.status(late), BuildStatus.failedOther);
+    } finally {
       await f.close();
     }
   },

@@ -1390,6 +1390,16 @@ export function storeContract(
     assert.equal((await store.getWorker("chatty"))?.lastSeen, 1190);
   });
 
+  test("creditWorkers() moves ahead only the workers last seen by then", async (store) => {
+    await store.upsertWorker(worker("before", 100));
+    await store.upsertWorker(worker("after", 5000));
+    assert.equal(await store.creditWorkers(4000, 1000), 1);
+    const lastSeen = Object.fromEntries(
+      (await store.listWorkers()).map((w) => [w.name, w.lastSeen]),
+    );
+    assert.deepEqual(lastSeen, { after: 5000, before: 4100 });
+  });
+
   test("takeInterruptedFetches() returns what the last stops saved, once", async (store) => {
     assert.deepEqual(await store.takeInterruptedFetches(), []);
     await store.saveInterruptedFetches([
