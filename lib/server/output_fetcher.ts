@@ -206,7 +206,8 @@ export class OutputFetcher {
     const signal = this.#abort.signal;
     const build = await this.#owned(drv, worker);
     if (build === null) return;
-    const started = clock.now();
+    // Monotonic: a step of the wall clock must not end or stretch the wait.
+    const started = clock.monotonic();
     let delay = this.#options.retryDelayMs;
     let reason = "";
     for (let attempt = 1;; attempt++) {
@@ -241,7 +242,7 @@ export class OutputFetcher {
         if (signal.aborted) return this.#interrupt(request);
         reason = (error as Error)?.message ?? String(error);
       }
-      if (clock.now() - started + delay > deadlineMs) break;
+      if (clock.monotonic() - started + delay > deadlineMs) break;
       logger.warn("output fetch retried", { drv, url, attempt, reason });
       try {
         await clock.sleep(delay, signal);

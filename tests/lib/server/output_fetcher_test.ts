@@ -6,6 +6,7 @@ import {
 } from "../../../lib/server/output_fetcher.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import {
+  eventually,
   fakeSpawner,
   type Fixture,
   job,
@@ -332,6 +333,57 @@ Deno.test({
         ),
       );
       await fetcher.close();
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the fetch deadline counts the time that passed: a forward step of the wall clock does not fail the build",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "stepped", 1);
+      const probes: string[] = [];
+      // Published from the third probe on.
+      const fetcher = fetcherFor(
+        f,
+        () => (probes.length > 2 ? 200 : 404),
+        () => 0,
+        [],
+        probes,
+      );
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await eventually(() => probes.length === 1, "first probe");
+      await f.clock.step(86_400_000);
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the fetch deadline counts the time that passed: a step of the wall clock back an hour does not stretch it",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "stepped-back", 1);
+      const probes: string[] = [];
+      const fetcher = fetcherFor(f, () => 404, () => 0, [], probes);
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await eventually(() => probes.length === 1, "first probe");
+      await f.clock.step(-3_600_000);
+      const start = f.clock.monotonic();
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.failedOther);
+      assert.ok(f.clock.monotonic() - start <= 60_000);
     } finally {
       await f.close();
     }
