@@ -278,10 +278,11 @@ class Session {
     timeoutMs: number,
     until: () => boolean = () => false,
   ): Promise<Event | null> {
-    const deadline = this.#options.clock.now() + timeoutMs;
+    // Monotonic: a step of the wall clock must not end or stretch the wait.
+    const deadline = this.#options.clock.monotonic() + timeoutMs;
     while (this.#events.length === 0) {
       if (until()) return null;
-      const remaining = deadline - this.#options.clock.now();
+      const remaining = deadline - this.#options.clock.monotonic();
       if (remaining <= 0) return null;
       const stop = new AbortController();
       const woken = new Promise<void>((resolve) => (this.#wake = resolve));
@@ -535,11 +536,11 @@ class Session {
   async #reply(
     id: number | undefined,
   ): Promise<Extract<Message, { type: "build" | "no-build" }> | null> {
-    const deadline = this.#options.clock.now() + this.#replyTimeoutMs;
+    const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
     const lost = () => this.#mayLeave() && !this.#dealer.connected;
     for (;;) {
       const event = await this.#next(
-        deadline - this.#options.clock.now(),
+        deadline - this.#options.clock.monotonic(),
         lost,
       );
       if (event === null) {

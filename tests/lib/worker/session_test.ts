@@ -299,7 +299,13 @@ Deno.test({
 /** A server that answers the handshake, then (when frozen) nothing more. */
 async function scriptedServer(lorica: boolean) {
   const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
-  const state = { frozen: false, requests: 0, readies: 0, hellos: 0 };
+  const state = {
+    frozen: false,
+    requests: 0,
+    readies: 0,
+    hellos: 0,
+    infos: 0,
+  };
   const abort = new AbortController();
   const serving = (async () => {
     while (!abort.signal.aborted) {
@@ -320,6 +326,7 @@ async function scriptedServer(lorica: boolean) {
           });
         }
       } else if (message.type === "worker-request-info") {
+        state.infos++;
         if (!state.frozen) {
           await reply({
             type: "server-info",
@@ -395,6 +402,38 @@ Deno.test({
         l.startsWith("warn server silent")
       ).length;
       assert.ok(silent >= 3 && silent <= 15, `${silent} reconnects`);
+      abort.abort();
+      await running;
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the reply timeout counts the time that passed: a step of the wall clock back an hour does not stretch it",
+  fn: () =>
+    withScriptedServer(false, async (server, abort) => {
+      server.state.frozen = true;
+      let offset = 0;
+      const clock = { ...systemClock, now: () => Date.now() + offset };
+      const { lines, running } = startSession(
+        server.port,
+        "STEPPED1",
+        abort.signal,
+        { replyTimeoutMs: 300, clock },
+      );
+      // The worker waits for the server-info that will not come (a Cuirass
+      // server: no welcome comes either to start the wait anew).
+      await eventually(() => server.state.infos >= 1, "info request");
+      offset = -3_600_000;
+      await eventually(
+        () =>
+          lines.some((l) =>
+            l.startsWith("warn server silent ") &&
+            l.includes(" awaiting=server-info ")
+          ),
+        "server silent",
+      );
       abort.abort();
       await running;
     }),
