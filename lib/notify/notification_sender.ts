@@ -73,6 +73,7 @@ const MAX_PENDING_RETRIES = 1000;
 interface Pending {
   notification: QueuedNotification;
   attempts: number;
+  /** On the monotonic clock: a step of the wall clock moves no retry. */
   dueAt: number;
 }
 
@@ -107,7 +108,7 @@ export function startNotificationSender(
 
   async function loop() {
     while (!stopping.signal.aborted) {
-      const now = clock.now();
+      const now = clock.monotonic();
       const due = retries.filter((p) => p.dueAt <= now);
       retries = retries.filter((p) => p.dueAt > now);
       for (const pending of due) {
@@ -189,7 +190,7 @@ export function startNotificationSender(
         : new Error(String(caught));
       const transient = (error as { transient?: unknown }).transient === true;
       if (transient && pending.attempts < maxAttempts) {
-        pending.dueAt = clock.now() +
+        pending.dueAt = clock.monotonic() +
           retryDelayMs * 2 ** (pending.attempts - 1);
         retries.push(pending);
         if (retries.length > MAX_PENDING_RETRIES) {

@@ -154,6 +154,33 @@ Deno.test("startNotificationSender() retries transient failures with the same id
   );
 });
 
+Deno.test("startNotificationSender() retries after the delay that passed: a step of the wall clock back an hour does not hold the retry back", async () => {
+  await using mastodon = startFakeMastodon([503]);
+  const log = collect();
+  let offset = 0;
+  const sender = startNotificationSender({
+    source: queue([{
+      id: 7,
+      sink: { type: "mastodon" },
+      build: sampleBuild(),
+    }]),
+    clock: { ...systemClock, now: () => Date.now() + offset },
+    logger: log.logger,
+    baseUrl: "",
+    mastodon: { instanceUrl: mastodon.url, token: "tok" },
+    intervalMs: 10,
+    retryDelayMs: 100,
+    onOutcome: (o) => {
+      log.outcomes.push(o);
+      // NTP steps the wall clock back as the retry is planned.
+      if (o.outcome === "retry") offset = -3_600_000;
+    },
+  });
+  await log.settled(1);
+  await sender.stop();
+  assert.deepEqual(log.outcomes.map((o) => o.outcome), ["retry", "sent"]);
+});
+
 Deno.test("startNotificationSender() survives bad sinks and a failing queue", async () => {
   const dead = quietPort();
   const log = collect();
