@@ -55,7 +55,8 @@ export type TriggerResult = "polling" | "inactive" | "unknown";
 
 interface Monitor {
   spec: Specification;
-  updates: number[];
+  /** The recent updates: when (epoch seconds), and on the monotonic clock. */
+  updates: { at: number; monotonic: number }[];
   /** The last fetch error reported with an evaluation, to report once. */
   lastError: string | null;
   /** Ends the pause between two polls; null while a poll runs. */
@@ -138,7 +139,7 @@ export class JobsetMonitor {
   /** Epoch seconds of the recent updates of `name`, newest first. */
   lastUpdateTimes(name: string): number[] | null {
     const monitor = this.#monitors.get(name);
-    return monitor ? [...monitor.updates].reverse() : null;
+    return monitor ? monitor.updates.map((u) => u.at).reverse() : null;
   }
 
   /** Stops every monitor and waits for running polls to end. */
@@ -237,14 +238,15 @@ export class JobsetMonitor {
   async #poll(monitor: Monitor, triggered = false): Promise<PollResult> {
     const { store, git, clock, logger, cacheDir } = this.#options;
     const spec = monitor.spec;
-    const now = epochSeconds(clock);
-    const window = this.#options.rateWindow ?? 300;
-    monitor.updates = monitor.updates.filter((t) => t > now - window);
+    // Monotonic: a step of the wall clock back must not stop the polls.
+    const now = clock.monotonic();
+    const window = (this.#options.rateWindow ?? 300) * 1000;
+    monitor.updates = monitor.updates.filter((u) => u.monotonic > now - window);
     if (monitor.updates.length >= (this.#options.rateLimit ?? 8)) {
       logger.warn("update skipped", { spec: spec.name, reason: "rate limit" });
       return { kind: "rate-limited" };
     }
-    monitor.updates.push(now);
+    monitor.updates.push({ at: epochSeconds(clock), monotonic: now });
 
     const previous = new Map(
       (await store.latestCheckouts(spec.name)).map((c) => [c.channel, c]),

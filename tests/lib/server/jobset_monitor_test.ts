@@ -9,7 +9,11 @@ import {
   recordFailedEvaluation,
   runEvaluation,
 } from "../../../lib/server/evaluation_runner.ts";
-import { JobsetMonitor } from "../../../lib/server/jobset_monitor.ts";
+import {
+  JobsetMonitor,
+  type JobsetMonitorOptions,
+} from "../../../lib/server/jobset_monitor.ts";
+import { FakeClock } from "./_dispatch_fixture.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import {
   EvaluationStatus,
@@ -269,7 +273,10 @@ Deno.test({
  * answers `revision`, after `gate` when one is set; evaluations are only
  * recorded. Log lines are kept in `lines`.
  */
-function fakeSetup(spec: Specification) {
+function fakeSetup(
+  spec: Specification,
+  extra: Partial<JobsetMonitorOptions> = {},
+) {
   const store = openSqliteStore(":memory:");
   const lines: string[] = [];
   let fetches = 0;
@@ -304,6 +311,7 @@ function fakeSetup(spec: Specification) {
       };
     },
     recordFailure: () => Promise.reject(new Error("no failure expected")),
+    ...extra,
   });
   return {
     store,
@@ -453,4 +461,22 @@ Deno.test({
       await farm.close();
     }
   },
+});
+
+Deno.test("pollOnce(): the update rate counts the time that passed: a step of the wall clock back an hour does not stop the polls", async () => {
+  const clock = new FakeClock();
+  const spec = specFor("https://example.invalid/guix.git");
+  const fx = fakeSetup(spec, { clock, rateLimit: 2, rateWindow: 300 });
+  try {
+    await fx.store.upsertSpecification(spec);
+    assert.equal((await fx.monitor.pollOnce(spec)).kind, "evaluated");
+    assert.equal((await fx.monitor.pollOnce(spec)).kind, "unchanged");
+    assert.equal((await fx.monitor.pollOnce(spec)).kind, "rate-limited");
+    // The window passes; meanwhile NTP steps the wall clock back an hour.
+    await clock.step(-3_600_000);
+    await clock.advance(301_000);
+    assert.equal((await fx.monitor.pollOnce(spec)).kind, "unchanged");
+  } finally {
+    await fx.close();
+  }
 });
