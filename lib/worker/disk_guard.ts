@@ -40,7 +40,8 @@ export class DiskGuard {
 
   /** True when any path has less free space than the minimum. */
   low(): Promise<boolean> {
-    const now = this.#options.clock.now();
+    // Monotonic: a step of the wall clock back must not freeze the answer.
+    const now = this.#options.clock.monotonic();
     if (now - this.#checkedAt >= 1000) {
       this.#checkedAt = now;
       this.#low = this.#check();
@@ -61,7 +62,7 @@ export class DiskGuard {
         continue;
       }
       if (free < minimumBytes) {
-        const now = clock.now();
+        const now = clock.monotonic();
         if (now - this.#loggedAt >= logPeriodMs) {
           this.#loggedAt = now;
           logger.warn("disk space low", {
