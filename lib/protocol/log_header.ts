@@ -139,7 +139,7 @@ function isField(datum: Datum, name: string): datum is Datum[] {
  * Bytes after its closing parenthesis are the start of the payload and are
  * returned as well.
  * @throws {LogProtocolError} for a malformed or oversized datum, or an early end
- * @throws {LogTimeoutError} when `deadline` (clock time) passes
+ * @throws {LogTimeoutError} when `deadline` (the clock's monotonic time) passes
  */
 export async function readDatum(
   conn: Deno.Conn,
@@ -150,7 +150,7 @@ export async function readDatum(
   const scan = { depth: 0, inString: false, escaped: false, started: false };
   let length = 0;
   while (length < buffer.length) {
-    const remaining = deadline - clock.now();
+    const remaining = deadline - clock.monotonic();
     if (remaining <= 0) {
       throw new LogTimeoutError("Cannot read log header: timed out", 0);
     }

@@ -266,7 +266,7 @@ async function serveLogConnection(
   let path: string;
   try {
     await writeAll(conn, serverGreeting());
-    const deadline = clock.now() + settings.headerTimeoutMs;
+    const deadline = clock.monotonic() + settings.headerTimeoutMs;
     const header = await readDatum(conn, deadline, clock);
     ({ drv, acknowledge } = checkLogHeader(header.datum));
     rest = header.rest;

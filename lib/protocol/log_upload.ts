@@ -83,7 +83,7 @@ export async function openLogUpload(
         closeQuietly(late);
       },
     );
-    const deadline = clock.now() + connectTimeoutMs;
+    const deadline = clock.monotonic() + connectTimeoutMs;
     const { datum } = await readDatum(conn, deadline, clock);
     checkServerGreeting(datum);
     await writeAll(conn, logHeader(drv, { acknowledge }));

@@ -10,6 +10,7 @@ import {
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { C10_LOG } from "../../fixtures/c10_log.ts";
+import { type Clock, systemClock } from "../../../lib/clock.ts";
 
 const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
 const encoder = new TextEncoder();
@@ -20,6 +21,8 @@ async function fixture(options: {
   maxConnections?: number;
   maxPendingPerAddress?: number;
   accept?: (drv: string, peerAddress: string) => Promise<boolean>;
+  headerTimeoutMs?: number;
+  clock?: Clock;
 } = {}) {
   const root = await Deno.makeTempDir({ prefix: "lorica-logrx-" });
   const lines: string[] = [];
@@ -473,4 +476,42 @@ Deno.test("uploads of one derivation sent again and again hold one place, not al
       } catch { /* closed */ }
     }
   }
+});
+
+Deno.test("the header timeout counts the time that passed: a forward step of the wall clock loses no log", async () => {
+  let offset = 0;
+  await using f = await fixture({
+    headerTimeoutMs: 5000,
+    clock: { ...systemClock, now: () => Date.now() + offset },
+  });
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: f.receiver.port,
+  });
+  try {
+    const greeting = new Uint8Array(64);
+    await conn.read(greeting);
+    const header = encoder.encode(
+      `(log (version 0) (derivation ${JSON.stringify(f.drv)}))`,
+    );
+    // The header in three parts; NTP steps the wall clock a day ahead
+    // between the first two.
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
+    await conn.write(header.subarray(0, 10));
+    await pause();
+    offset = 86_400_000;
+    await conn.write(header.subarray(10, 20));
+    await pause();
+    await conn.write(header.subarray(20));
+    await conn.write(zlib.gzipSync(encoder.encode("line\n")));
+    await conn.closeWrite();
+    while (await conn.read(greeting) !== null);
+  } finally {
+    conn.close();
+  }
+  await waitFor(() => f.completed.has(f.drv));
+  assert.ok(
+    !f.lines.some((l) => l.startsWith("warn log header rejected")),
+    f.lines.join("\n"),
+  );
 });
