@@ -121,13 +121,16 @@ export async function runBuild(
     logger.warn("log upload unavailable", { drv: job.drv, error });
     return null;
   });
+  const clock = options.clock ?? systemClock;
+  const retries = options.retries ?? 4;
   const forward = await logForwarder(upload, {
     logger,
     drv: job.drv,
+    clock,
+    retries,
+    retryDelayMs: options.retryDelayMs ?? 2000,
     reopen: openUpload,
   });
-  const clock = options.clock ?? systemClock;
-  const retries = options.retries ?? 4;
   let delay = options.retryDelayMs ?? 2000;
   try {
     let result;
@@ -190,15 +193,22 @@ const RESEND_CHUNK_BYTES = 64 * 1024;
  * (a server restarted mid-build, as during an upgrade), the whole log is
  * sent again through a new upload once the build is over, before its
  * result is reported, so that the server stores the full log rather than
- * the part it got before it went away.
+ * the part it got before it went away. A server still starting again then
+ * refuses the connection: when the first upload had reached the server, the
+ * new one is tried again after `retryDelayMs` (doubling), `retries` times,
+ * before the log is given up.
  */
 async function logForwarder(
   upload: LogUpload | null,
-  options: { logger: Logger; drv: string; reopen: () => Promise<LogUpload> },
+  options: ResendOptions,
 ) {
   const { logger, drv } = options;
   let chain = Promise.resolve();
   let broken = upload === null;
+  // Only a server that took the upload at first is waited for: one whose
+  // log port never answered (a firewall, a wrong port) gets a single try,
+  // for each retry holds the build's result back.
+  const reached = upload !== null && upload.error === undefined;
   const spool = await openSpool(logger, drv);
   return {
     push(chunk: Uint8Array) {
@@ -219,7 +229,10 @@ async function logForwarder(
       const delivered = !broken && upload?.error === undefined;
       try {
         if (!delivered && resend && spool) {
-          await resendLog(spool, options);
+          await resendLog(spool, {
+            ...options,
+            retries: reached ? options.retries : 0,
+          });
         }
       } finally {
         await spool?.remove();
@@ -279,12 +292,23 @@ async function openSpool(logger: Logger, drv: string) {
 
 type Spool = NonNullable<Awaited<ReturnType<typeof openSpool>>>;
 
-/** Sends the whole log kept in `spool` through a new upload. */
-async function resendLog(
-  spool: Spool,
-  options: { logger: Logger; drv: string; reopen: () => Promise<LogUpload> },
-) {
-  const { logger, drv } = options;
+interface ResendOptions {
+  logger: Logger;
+  drv: string;
+  reopen: () => Promise<LogUpload>;
+  clock: Clock;
+  /** Further uploads tried when one fails; 0 for a single try. */
+  retries: number;
+  retryDelayMs: number;
+}
+
+/**
+ * Sends the whole log kept in `spool` through a new upload, again after a
+ * pause while the server cannot take it (its log port not open yet after a
+ * restart, or closed under the upload).
+ */
+async function resendLog(spool: Spool, options: ResendOptions) {
+  const { logger, drv, clock } = options;
   await spool.done();
   if (!spool.usable) {
     logger.warn("log not sent again", {
@@ -302,11 +326,33 @@ async function resendLog(
     });
     return;
   }
-  const again = await options.reopen().catch((error) => {
-    logger.warn("log not sent again", { drv, error });
-    return null;
-  });
-  if (again === null || again.error) return;
+  let delay = options.retryDelayMs;
+  for (let attempt = 1;; attempt++) {
+    const error = await sendSpool(spool, options);
+    if (error === undefined) return;
+    if (attempt > options.retries) {
+      logger.warn("log not sent again", { drv, attempts: attempt, error });
+      return;
+    }
+    logger.warn("log resend retried", { drv, attempt, delay, error });
+    await clock.sleep(delay);
+    delay *= 2;
+  }
+}
+
+/** One upload of the whole spooled log; the error that stopped it, if any. */
+async function sendSpool(
+  spool: Spool,
+  options: ResendOptions,
+): Promise<Error | undefined> {
+  const { logger, drv } = options;
+  let again: LogUpload;
+  try {
+    again = await options.reopen();
+  } catch (error) {
+    return error as Error;
+  }
+  if (again.error) return again.error;
   let bytes = 0;
   using copy = await Deno.open(spool.path, { read: true });
   const buffer = new Uint8Array(RESEND_CHUNK_BYTES);
@@ -319,7 +365,8 @@ async function resendLog(
     bytes += n;
   }
   await again.close();
-  logger.info("log sent again", { drv, bytes, ok: again.error === undefined });
+  if (again.error) return again.error;
+  logger.info("log sent again", { drv, bytes, ok: true });
 }
 
 async function writeWhole(file: Deno.FsFile, chunk: Uint8Array) {

@@ -356,3 +356,126 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
     listener.close();
   }
 });
+
+Deno.test("runBuild() tries the log again while the restarted server's log port is still closed (C08)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
+  const cacheDir = `${root}/logs`;
+  let receiver = await startReceiver(cacheDir, 0);
+  const port = receiver.port;
+  const release = Promise.withResolvers<void>();
+  const lines: string[] = [];
+  // The server comes back during the worker's first pause before a retry.
+  const pauses: number[] = [];
+  const clock = {
+    now: () => Date.now(),
+    monotonic: () => performance.now(),
+    async sleep(ms: number) {
+      pauses.push(ms);
+      if (pauses.length === 1) receiver = await startReceiver(cacheDir, port);
+    },
+  };
+  try {
+    const guix = new Guix({
+      logger: silentLogger,
+      spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
+    });
+    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+      guix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      substituteUrls: [],
+      logServer: { hostname: "127.0.0.1", port },
+      clock,
+      retryDelayMs: 1000,
+    });
+    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Killed: the server is still away when the build ends.
+    await receiver.close();
+    const noticed = () =>
+      lines.some((l) => l.startsWith("warn log upload failed"));
+    for (const deadline = Date.now() + 10_000; !noticed();) {
+      assert.ok(Date.now() < deadline, "the worker never saw the server go");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    release.resolve();
+    assert.equal(await building, true);
+    assert.deepEqual(pauses, [1000], lines.join("\n"));
+    assert.equal(
+      await storedLog(cacheDir, DRV),
+      "step 1 of 2\nstep 2 of 2\n",
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith("warn log resend retried") && /attempt=1 /.test(l)
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.some((l) => l.startsWith("info log sent again")),
+      lines.join("\n"),
+    );
+  } finally {
+    release.resolve();
+    await receiver.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("runBuild() gives the log up, and says so, after its retries", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
+  const cacheDir = `${root}/logs`;
+  const receiver = await startReceiver(cacheDir, 0);
+  const port = receiver.port;
+  const release = Promise.withResolvers<void>();
+  const lines: string[] = [];
+  const pauses: number[] = [];
+  const clock = {
+    now: () => Date.now(),
+    monotonic: () => performance.now(),
+    sleep: (ms: number) => {
+      pauses.push(ms);
+      return Promise.resolve();
+    },
+  };
+  try {
+    const guix = new Guix({
+      logger: silentLogger,
+      spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
+    });
+    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+      guix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      substituteUrls: [],
+      logServer: { hostname: "127.0.0.1", port },
+      clock,
+      retries: 2,
+      retryDelayMs: 500,
+    });
+    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await receiver.close();
+    const noticed = () =>
+      lines.some((l) => l.startsWith("warn log upload failed"));
+    for (const deadline = Date.now() + 10_000; !noticed();) {
+      assert.ok(Date.now() < deadline, "the worker never saw the server go");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    release.resolve();
+    assert.equal(await building, true);
+    assert.deepEqual(pauses, [500, 1000]);
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith("warn log not sent again") && /attempts=3/.test(l) &&
+        /refused/i.test(l)
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    release.resolve();
+    await receiver.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
