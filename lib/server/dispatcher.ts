@@ -164,9 +164,26 @@ export class Dispatcher {
     return this.#identity.diskLow(name);
   }
 
-  /** Forgets what was learnt about a connection that closed. */
+  /**
+   * Forgets what was learnt about a connection that closed, and about its
+   * worker name once no connection requests work for it: each worker
+   * process brings new session names, so what is kept per name must go
+   * with them.
+   */
   peerDisconnected(routingId: Uint8Array): void {
+    const name = this.#links.nameOf(routingId);
     this.#links.forget(routingId);
+    if (name !== undefined && this.#links.connectionOf(name) === undefined) {
+      this.#holdings.drop(name);
+      this.#identity.drop(name);
+    }
+  }
+
+  /** Number of worker names whose state is kept here. */
+  get namesRemembered(): number {
+    const names = this.#holdings.names();
+    for (const name of this.#identity.names()) names.add(name);
+    return names.size;
   }
 
   /**

@@ -146,6 +146,27 @@ export class WorkerHoldings {
     return (await this.#held(store, name)).length > 0;
   }
 
+  /**
+   * Forgets `name`, which no open connection speaks for any more. All of
+   * it is a cache of the store, read again if the name comes back; kept,
+   * it would grow by the session names of every worker process that ever
+   * connected.
+   */
+  drop(name: string): void {
+    this.#workers.delete(name);
+    this.#holdNothing.delete(name);
+    this.#handedOut.delete(name);
+  }
+
+  /** The worker names something is remembered about. */
+  names(): Set<string> {
+    return new Set([
+      ...this.#workers.keys(),
+      ...this.#holdNothing,
+      ...this.#handedOut.keys(),
+    ]);
+  }
+
   /** Forgets everything: the writes it describes may have been undone. */
   forget(): void {
     this.#workers.clear();

@@ -65,6 +65,20 @@ export class WorkerIdentity {
     return this.#diskLow.has(name);
   }
 
+  /**
+   * Forgets `name`, which no open connection speaks for any more: a new
+   * connection proves its key again, and its next ping says its disk.
+   */
+  drop(name: string): void {
+    this.#authenticated.delete(name);
+    this.#diskLow.delete(name);
+  }
+
+  /** The worker names something is remembered about. */
+  names(): Set<string> {
+    return new Set([...this.#authenticated, ...this.#diskLow]);
+  }
+
   /** A Lorica peer: its features, and a nonce for its proof. */
   hello(
     { turn, routingId, link }: Incoming,

@@ -1337,3 +1337,44 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "the dispatcher forgets a worker name once its connections closed: worker restarts (new session names) do not pile up",
+  fn: () =>
+    withFixture(async (f) => {
+      const drvs = await f.addJobs(
+        Array.from({ length: 3 }, (_, i) => job(`p${i}`, i)),
+      );
+      // Three worker processes come and go, each with its own name: one
+      // builds and reports, one dies holding a build, one is short of disk.
+      for (const [i, name] of ["GONE-A", "GONE-B", "GONE-C"].entries()) {
+        const worker = await readyWorker(f.port, { name });
+        const reply = await worker.requestWork();
+        assert.equal(reply.type === "build" && reply.drv, drvs[i]);
+        if (i === 0) await reportSuccess(worker, drvs[i]);
+        if (i === 2) {
+          await sendAndSync(worker, {
+            type: "worker-ping",
+            worker: worker.info,
+            diskLow: true,
+          });
+          assert.equal(f.dispatcher.diskLow(name), true);
+        }
+        assert.ok(f.dispatcher.namesRemembered > 0);
+        await worker.close();
+      }
+      // A live worker stays remembered.
+      const live = await readyWorker(f.port, { name: "LIVE" });
+      assert.equal((await live.requestWork()).type, "no-build");
+      await eventually(() =>
+        Promise.resolve(f.dispatcher.namesRemembered === 1)
+      );
+      assert.equal(f.dispatcher.diskLow("GONE-C"), false);
+      await live.close();
+      await eventually(() =>
+        Promise.resolve(f.dispatcher.namesRemembered === 0)
+      );
+    }),
+});
