@@ -3,6 +3,7 @@
 
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import { removeLeftUploads } from "../protocol/log_file.ts";
 
 export interface LogExpiryOptions {
   /** The directory of `<hash>.log.gz` files. */
@@ -13,18 +14,31 @@ export interface LogExpiryOptions {
   logger: Logger;
   /** Time between two sweeps; default one day. */
   periodSeconds?: number;
+  /**
+   * Upload files (`<hash>.log.gz.<id>.part`) not written for this long are
+   * what a crashed receiver left: no upload writes them any more (the
+   * receiver drops one idle for two hours, its default). Default 2 hours.
+   */
+  leftUploadSeconds?: number;
 }
 
 const LOG_NAME_REGEXP = /^[0-9a-df-np-sv-z]{32}\.log\.gz$/;
 
 /**
- * Removes the expired logs once; returns how many went. Only files named
- * like build logs are touched, whatever else shares the directory.
+ * Removes the expired logs, and the upload files a crash left behind, once;
+ * returns how many went. Only files named like build logs or their uploads
+ * are touched, whatever else shares the directory. (The receiver removes
+ * left uploads only when it starts: a server that crashed once and then
+ * runs for months would keep them.)
  */
 export async function expireLogs(options: LogExpiryOptions): Promise<number> {
   const { cacheDir, maxAgeSeconds, clock } = options;
   const cutoff = clock.now() - maxAgeSeconds * 1000;
-  let removed = 0;
+  let removed = await removeLeftUploads(
+    cacheDir,
+    (options.leftUploadSeconds ?? 2 * 3600) * 1000,
+    clock.now(),
+  );
   for await (const entry of Deno.readDir(cacheDir)) {
     if (!entry.isFile || !LOG_NAME_REGEXP.test(entry.name)) continue;
     const path = `${cacheDir}/${entry.name}`;

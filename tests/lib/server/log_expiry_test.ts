@@ -41,3 +41,34 @@ Deno.test("expireLogs() removes only build logs older than the limit", async () 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("expireLogs() removes the upload files a crashed receiver left, once no upload can write them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const now = Date.parse("2026-12-04T00:00:00Z");
+    const clock: Clock = { now: () => now, sleep: () => Promise.resolve() };
+    const left = `${HASH_OLD}.log.gz.0123456789abcdef.part`;
+    const live = `${HASH_NEW}.log.gz.fedcba9876543210.part`;
+    for (const name of [left, live, `${HASH_NEW}.log.gz`]) {
+      await Deno.writeTextFile(`${dir}/${name}`, "x");
+    }
+    const threeHours = new Date(now - 3 * 3600 * 1000);
+    await Deno.utime(`${dir}/${left}`, threeHours, threeHours);
+    const aMinute = new Date(now - 60 * 1000);
+    await Deno.utime(`${dir}/${live}`, aMinute, aMinute);
+    await Deno.utime(`${dir}/${HASH_NEW}.log.gz`, threeHours, threeHours);
+
+    const removed = await expireLogs({
+      cacheDir: dir,
+      maxAgeSeconds: 180 * 86400,
+      clock,
+      logger: silentLogger,
+    });
+    assert.equal(removed, 1);
+    const kept = [];
+    for await (const entry of Deno.readDir(dir)) kept.push(entry.name);
+    assert.deepEqual(kept.sort(), [`${HASH_NEW}.log.gz`, live].sort());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
