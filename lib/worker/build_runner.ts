@@ -247,17 +247,20 @@ async function openSpool(logger: Logger, drv: string) {
   let file: Deno.FsFile;
   try {
     path = await Deno.makeTempFile({ prefix: "lorica-log-" });
-    file = await Deno.open(path, { write: true, truncate: true });
+    file = await Deno.open(path, { read: true, write: true, truncate: true });
   } catch (error) {
     logger.warn("log copy unavailable", { drv, error });
     return null;
   }
+  // Unlinked at once: the open file is all the copy needs, and a worker
+  // killed mid-build (SIGKILL, power loss) leaves no copy behind in the
+  // temporary directory, where nothing would ever remove it.
+  const unlinked = await Deno.remove(path).then(() => true, () => false);
   let chain = Promise.resolve();
   let size = 0;
   let usable = true;
   let writeError: Error | undefined;
   return {
-    path,
     get usable() {
       return usable;
     },
@@ -282,10 +285,18 @@ async function openSpool(logger: Logger, drv: string) {
     async done() {
       await chain;
     },
+    /** Reads the copy from its start (once `done`), a chunk at a time. */
+    async *chunks(buffer: Uint8Array): AsyncGenerator<Uint8Array> {
+      await file.seek(0, Deno.SeekMode.Start);
+      for (let n = await file.read(buffer); n !== null;) {
+        yield buffer.subarray(0, n);
+        n = await file.read(buffer);
+      }
+    },
     async remove() {
       await chain;
       file.close();
-      await Deno.remove(path).catch(() => {});
+      if (!unlinked) await Deno.remove(path).catch(() => {});
     },
   };
 }
@@ -354,15 +365,11 @@ async function sendSpool(
   }
   if (again.error) return again.error;
   let bytes = 0;
-  using copy = await Deno.open(spool.path, { read: true });
-  const buffer = new Uint8Array(RESEND_CHUNK_BYTES);
-  for (
-    let n = await copy.read(buffer);
-    n !== null;
-    n = await copy.read(buffer)
+  for await (
+    const chunk of spool.chunks(new Uint8Array(RESEND_CHUNK_BYTES))
   ) {
-    await again.write(buffer.subarray(0, n));
-    bytes += n;
+    await again.write(chunk);
+    bytes += chunk.length;
   }
   await again.close();
   if (again.error) return again.error;

@@ -479,3 +479,61 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("runBuild() keeps its copy of the log in no named file: a worker killed mid-build leaves none in the temporary directory", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lorica-spool-" });
+  const tmp = `${root}/tmp`;
+  await Deno.mkdir(tmp);
+  const cacheDir = `${root}/logs`;
+  const saved = Deno.env.get("TMPDIR");
+  Deno.env.set("TMPDIR", tmp);
+  let receiver = await startReceiver(cacheDir, 0);
+  const port = receiver.port;
+  const release = Promise.withResolvers<void>();
+  const lines: string[] = [];
+  const names = async () => {
+    const found = [];
+    for await (const entry of Deno.readDir(tmp)) found.push(entry.name);
+    return found;
+  };
+  try {
+    const guix = new Guix({
+      logger: silentLogger,
+      spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
+    });
+    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+      guix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      substituteUrls: [],
+      logServer: { hostname: "127.0.0.1", port },
+    });
+    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Mid-build: what is here now is what a SIGKILL would leave.
+    assert.deepEqual(await names(), []);
+    // The copy still serves: the server restarts, the log is sent again.
+    await receiver.close();
+    receiver = await startReceiver(cacheDir, port);
+    const noticed = () =>
+      lines.some((l) => l.startsWith("warn log upload failed"));
+    for (const deadline = Date.now() + 10_000; !noticed();) {
+      assert.ok(Date.now() < deadline, "the worker never saw the server go");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    release.resolve();
+    assert.equal(await building, true);
+    assert.equal(
+      await storedLog(cacheDir, DRV),
+      "step 1 of 2\nstep 2 of 2\n",
+      lines.join("\n"),
+    );
+    assert.deepEqual(await names(), []);
+  } finally {
+    if (saved === undefined) Deno.env.delete("TMPDIR");
+    else Deno.env.set("TMPDIR", saved);
+    release.resolve();
+    await receiver.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
