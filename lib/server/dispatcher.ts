@@ -316,7 +316,7 @@ export class Dispatcher {
 
   /** A work request: the best build for the worker's systems, if any. */
   async #dispatch(
-    { turn, store, routingId, now }: Incoming,
+    { turn, store, routingId, link, now }: Incoming,
     name: string,
     requestId: number | undefined,
   ) {
@@ -354,9 +354,25 @@ export class Dispatcher {
     this.#links.learn(routingId, name, true);
     const worker = await this.#holdings.known(store, name, now);
     if (worker === null) {
-      turn.reply({ routingId, message: { type: "no-build", ...tag } });
+      const reply: PendingReply = {
+        routingId,
+        message: { type: "no-build", ...tag },
+      };
+      // Expired while its connection stayed up (a frozen process, a
+      // partition that kept the TCP session): a Lorica worker registers
+      // again on a probe, as after a server restart. Its pings cannot do
+      // it when keys are required, so without the probe it would ask in
+      // vain for good. Once per connection until it is known again: a
+      // second probe while it registers would make it start over, its
+      // proof then answering the wrong nonce.
+      if (link.lorica && !link.askedToRegister) {
+        link.askedToRegister = true;
+        reply.onDelivered = () => void this.#askToRegister(routingId, name);
+      }
+      turn.reply(reply);
       return;
     }
+    link.askedToRegister = false;
     await this.#holdings.askedForWork(store, name, now);
     // The build is taken at the end of the turn; the reply keeps its place.
     const reply: PendingReply = {
@@ -404,6 +420,22 @@ export class Dispatcher {
         worker: name,
       });
     };
+  }
+
+  /** Sends `routingId` a probe, which makes a Lorica worker register. */
+  async #askToRegister(routingId: Uint8Array, name: string): Promise<void> {
+    // Outside any turn: the plain logger, not the one holding turn lines.
+    const fields = { peer: routingKey(routingId), worker: name };
+    try {
+      await this.#options.router.send(routingId, [EMPTY]);
+      this.#options.logger.info("worker asked to register", {
+        ...fields,
+        reason: "it asked for work unregistered (expired meanwhile?)",
+      });
+    } catch (error) {
+      if (error instanceof PeerUnreachableError) return;
+      this.#options.logger.warn("probe not sent", { ...fields, error });
+    }
   }
 
   /** Sends at once; false when the peer is gone. */

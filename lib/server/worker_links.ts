@@ -36,6 +36,8 @@ export interface WorkerLink {
   authenticated?: string;
   /** The peer's address, as the server sees it. */
   peerAddress?: string;
+  /** Probed since it last asked for work as a known worker (see Dispatcher). */
+  askedToRegister?: boolean;
 }
 
 /** Connections remembered at most; the oldest are forgotten first. */

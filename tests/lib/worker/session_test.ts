@@ -26,6 +26,7 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
 import { quietPort } from "../../_ports.ts";
+import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -905,4 +906,61 @@ Deno.test({
       await server.close();
       await new Promise((resolve) => setTimeout(resolve, 300));
     }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a keyed worker expired while its connection stayed up (frozen, partitioned) registers again and builds",
+  async fn() {
+    const secret = "shared-secret-of-the-farm";
+    const f = await startFixture({ workerKeys: new Map([["farm", secret]]) });
+    const abort = new AbortController();
+    try {
+      const [first] = await f.addJobs([job("before", 1)]);
+      const { builds, guix } = controlledGuix();
+      const lines: string[] = [];
+      const session = runSession(
+        sessionOptions(f.port, "FROZEN01", guix, lines, {
+          authKey: { id: "farm", secret },
+        }),
+        abort.signal,
+      );
+      await eventually(() => builds.length === 1, "first build");
+      builds[0].finish(0);
+      await untilStatus(f, first, BuildStatus.succeeded);
+      // Its silence outlasted the timeout (SIGSTOP, say): the sweeper
+      // expires it, and the dispatcher learns so at its next touch.
+      const later = {
+        now: () => f.clock.now() + 300_000,
+        sleep: (ms: number) => f.clock.sleep(ms),
+      };
+      assert.deepEqual(
+        await sweepOnce({
+          store: f.store,
+          clock: later,
+          logger: f.logger,
+          timeoutSeconds: 120,
+        }, new Map()),
+        ["FROZEN01"],
+      );
+      await f.clock.advance(10_000);
+      const [second] = await f.addJobs([job("after", 2)]);
+      await eventually(() => builds.length === 2, "build after the expiry");
+      builds[1].finish(0);
+      await untilStatus(f, second, BuildStatus.succeeded);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("info worker asked to register") &&
+          l.includes("worker=FROZEN01")
+        ),
+        f.lines.join("\n"),
+      );
+      abort.abort();
+      await session;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
 });
