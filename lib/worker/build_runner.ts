@@ -261,6 +261,8 @@ async function openSpool(logger: Logger, drv: string) {
   let usable = true;
   let writeError: Error | undefined;
   return {
+    /** Where the copy was made (unlinked at once where it could be). */
+    path,
     get usable() {
       return usable;
     },

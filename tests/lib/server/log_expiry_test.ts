@@ -46,7 +46,11 @@ Deno.test("expireLogs() removes the upload files a crashed receiver left, once n
   const dir = await Deno.makeTempDir();
   try {
     const now = Date.parse("2026-12-04T00:00:00Z");
-    const clock: Clock = { now: () => now, sleep: () => Promise.resolve() };
+    const clock: Clock = {
+      now: () => now,
+      monotonic: () => 0,
+      sleep: () => Promise.resolve(),
+    };
     const left = `${HASH_OLD}.log.gz.0123456789abcdef.part`;
     const live = `${HASH_NEW}.log.gz.fedcba9876543210.part`;
     for (const name of [left, live, `${HASH_NEW}.log.gz`]) {

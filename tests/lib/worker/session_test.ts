@@ -933,6 +933,7 @@ Deno.test({
       // expires it, and the dispatcher learns so at its next touch.
       const later = {
         now: () => f.clock.now() + 300_000,
+        monotonic: () => f.clock.monotonic() + 300_000,
         sleep: (ms: number) => f.clock.sleep(ms),
       };
       assert.deepEqual(
@@ -941,7 +942,7 @@ Deno.test({
           clock: later,
           logger: f.logger,
           timeoutSeconds: 120,
-        }, new Map()),
+        }),
         ["FROZEN01"],
       );
       await f.clock.advance(10_000);
