@@ -518,3 +518,26 @@ Deno.test("the fake guix refuses to run print_specs.scm (documented)", async () 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the notifications of docs/deployment.md are read as the reader reads specifications", async () => {
+  const doc = await Deno.readTextFile(
+    new URL("../../../docs/deployment.md", import.meta.url),
+  );
+  const example = doc.match(/```scheme\n(\(notifications[\s\S]*?)\n```/)?.[1];
+  assert.ok(example, "no notifications example in docs/deployment.md");
+  const [read] = readSpecifications(
+    `(list (specification (name "doc") (build 'all)
+       (channels (list (channel (name 'guix) (url "file:///srv/guix.git"))))
+       ${example}))`,
+    "deployment.md",
+  );
+  assert.deepEqual(read.notifications, [
+    {
+      type: "email",
+      from: "Lorica <ci@farm.example>",
+      to: "dev@example.org, ops@example.org",
+      server: "smtp://mail.example.org:25",
+    },
+    { type: "mastodon" },
+  ]);
+});
