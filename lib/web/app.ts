@@ -9,6 +9,7 @@ import { DOWNLOAD_ROUTES } from "./download_route.ts";
 import { FAVICON_ROUTES } from "./favicon.ts";
 import { ADMIN_ROUTES, type AdminActions, storeActions } from "./admin.ts";
 import type { LiveLogs } from "./live_logs.ts";
+import { LogTails } from "./log_tails.ts";
 import type { FarmMetrics } from "./metrics.ts";
 import {
   htmlResponse,
@@ -71,6 +72,8 @@ export interface WebSettings extends
   actions: AdminActions;
   /** Live log streams open now (shared by every request of this app). */
   liveStreams: { open: number };
+  /** The build pages' log tails, read a few at a time. */
+  logTails: LogTails;
 }
 
 /** The default of `workerTimeoutSeconds`. */
@@ -107,6 +110,7 @@ export function createWebApp(
     dashboardId: options.dashboardId ?? randomDashboardId,
     actions: { ...defaults, ...options.actions },
     liveStreams: { open: 0 },
+    logTails: new LogTails(),
   };
 
   return async function handleRequest(request: Request): Promise<Response> {

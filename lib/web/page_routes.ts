@@ -4,7 +4,7 @@ import { HttpError, quoteValue } from "./http_error.ts";
 import { parseId } from "./params.ts";
 import { requireBuild } from "./api_routes.ts";
 import { listWorkerStatuses } from "./worker_status.ts";
-import { logFilePath, readLogTail } from "./build_log.ts";
+import { logFilePath } from "./build_log.ts";
 import {
   htmlResponse,
   type Route,
@@ -126,7 +126,7 @@ async function evaluation(context: RouteContext): Promise<Response> {
 }
 
 async function buildDetails(context: RouteContext): Promise<Response> {
-  const { store, logCacheDir } = context.options;
+  const { store, logCacheDir, logTails } = context.options;
   const build = await requireBuild(context);
   const dependencies: Build[] = [];
   for (const id of await store.buildDependencies(build.id)) {
@@ -134,7 +134,7 @@ async function buildDetails(context: RouteContext): Promise<Response> {
     if (dependency !== null) dependencies.push(dependency);
   }
   const path = logFilePath(logCacheDir, build.derivation);
-  const log = path === null ? null : await readLogTail(path);
+  const log = path === null ? null : await logTails.tail(path);
   return htmlResponse(
     renderBuildDetails({
       build,
