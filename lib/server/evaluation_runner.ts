@@ -69,6 +69,48 @@ export function evaluationLogPath(stateDir: string, id: number): string {
 }
 
 /**
+ * Where evaluation `id` keeps its files (the channels file) while it runs:
+ * in the state directory rather than the system's temporary one, so that
+ * the next start removes what a crash left (see
+ * {@link removeEvaluationWorkDirs}).
+ */
+function evaluationWorkDir(stateDir: string, id: number): string {
+  return `${stateDir}/evaluation-work/${id}`;
+}
+
+/**
+ * Removes the work directories of evaluations, which only a crash leaves:
+ * called at start, before any evaluation runs. Returns how many there were.
+ */
+export async function removeEvaluationWorkDirs(
+  stateDir: string,
+  logger: Logger,
+): Promise<number> {
+  const parent = `${stateDir}/evaluation-work`;
+  let removed = 0;
+  try {
+    for await (const entry of Deno.readDir(parent)) {
+      await Deno.remove(`${parent}/${entry.name}`, { recursive: true });
+      removed++;
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      logger.warn("evaluation work directories not removed", {
+        path: parent,
+        error,
+      });
+    }
+  }
+  if (removed > 0) {
+    logger.info("evaluation work directories removed", {
+      path: parent,
+      count: removed,
+    });
+  }
+  return removed;
+}
+
+/**
  * Evaluates `spec` for each of its systems and registers the jobs. Builds
  * are registered only when every system evaluated and their derivations
  * are rooted, so a failed evaluation leaves no half-registered work; it
@@ -106,7 +148,8 @@ export async function runEvaluation(
   try {
     await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
     await Deno.writeTextFile(log, request.prelude ?? "");
-    workDir = await Deno.makeTempDir({ prefix: `lorica-eval-${id}-` });
+    workDir = evaluationWorkDir(stateDir, id);
+    await Deno.mkdir(workDir, { recursive: true });
     const dir = workDir;
     const results = await mapBounded(
       spec.systems,

@@ -19,6 +19,7 @@ import {
   type EvaluationRequest,
   keepPendingDerivations,
   recordFailedEvaluation,
+  removeEvaluationWorkDirs,
   runEvaluation,
 } from "./evaluation_runner.ts";
 import { JobsetMonitor, type TriggerResult } from "./jobset_monitor.ts";
@@ -140,6 +141,7 @@ export async function startServer(
   await Deno.mkdir(config.cacheDir, { recursive: true });
   await Deno.mkdir(config.stateDir, { recursive: true });
   await abortStaleEvaluations(store, clock, logger);
+  await removeEvaluationWorkDirs(config.stateDir, logger);
 
   try {
     // Without its publish server, workers cannot substitute derivations

@@ -8,6 +8,7 @@ import {
   abortStaleEvaluations,
   evaluationLogPath,
   recordFailedEvaluation,
+  removeEvaluationWorkDirs,
   runEvaluation,
 } from "../../../lib/server/evaluation_runner.ts";
 import { EvaluationStatus } from "../../../lib/store/types.ts";
@@ -299,6 +300,50 @@ Deno.test("runEvaluation() of an evaluator printing over 64 MiB says the limit a
     assert.ok(match, log.slice(-2000));
     assert.ok(Number(match[1]) > 64 << 20);
     assert.doesNotMatch(log, /Cannot parse/);
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("runEvaluation() works in the state directory, and the next start removes what a crash left there", async () => {
+  const argvs: string[][] = [];
+  const farm = await setup(
+    { packages: [{ name: "p", version: "1" }] },
+    (argv, options) => {
+      argvs.push(argv);
+      return spawnProcess(argv, options);
+    },
+  );
+  try {
+    const outcome = await runEvaluation(SPEC, farm.options);
+    assert.equal(outcome.status, EvaluationStatus.succeeded);
+    const work = `${farm.options.stateDir}/evaluation-work`;
+    assert.ok(
+      argvs.flat().some((arg) => arg.includes(`${work}/${outcome.id}/`)),
+      JSON.stringify(argvs),
+    );
+    assert.deepEqual([...Deno.readDirSync(work)], []);
+    // What a server killed mid-evaluation leaves behind.
+    await Deno.mkdir(`${work}/7`, { recursive: true });
+    await Deno.writeTextFile(`${work}/7/channels.scm`, "(list)");
+    const lines: string[] = [];
+    const logger = createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    });
+    assert.equal(
+      await removeEvaluationWorkDirs(farm.options.stateDir, logger),
+      1,
+    );
+    assert.deepEqual([...Deno.readDirSync(work)], []);
+    assert.match(
+      lines.join("\n"),
+      /evaluation work directories removed .*count=1/,
+    );
+    assert.equal(
+      await removeEvaluationWorkDirs(farm.options.stateDir, logger),
+      0,
+    );
   } finally {
     await farm.close();
   }
