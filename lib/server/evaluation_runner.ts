@@ -7,6 +7,10 @@ import { type EvaluateResult, evaluateSystem } from "../guix/evaluation.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import type { GcRoots } from "../guix/gc_roots.ts";
 import {
+  makeEvaluationWorkDir,
+  runByAnotherProcess,
+} from "./evaluation_work.ts";
+import {
   BuildStatus,
   type Checkout,
   EvaluationStatus,
@@ -69,48 +73,6 @@ export function evaluationLogPath(stateDir: string, id: number): string {
 }
 
 /**
- * Where evaluation `id` keeps its files (the channels file) while it runs:
- * in the state directory rather than the system's temporary one, so that
- * the next start removes what a crash left (see
- * {@link removeEvaluationWorkDirs}).
- */
-function evaluationWorkDir(stateDir: string, id: number): string {
-  return `${stateDir}/evaluation-work/${id}`;
-}
-
-/**
- * Removes the work directories of evaluations, which only a crash leaves:
- * called at start, before any evaluation runs. Returns how many there were.
- */
-export async function removeEvaluationWorkDirs(
-  stateDir: string,
-  logger: Logger,
-): Promise<number> {
-  const parent = `${stateDir}/evaluation-work`;
-  let removed = 0;
-  try {
-    for await (const entry of Deno.readDir(parent)) {
-      await Deno.remove(`${parent}/${entry.name}`, { recursive: true });
-      removed++;
-    }
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      logger.warn("evaluation work directories not removed", {
-        path: parent,
-        error,
-      });
-    }
-  }
-  if (removed > 0) {
-    logger.info("evaluation work directories removed", {
-      path: parent,
-      count: removed,
-    });
-  }
-  return removed;
-}
-
-/**
  * Evaluates `spec` for each of its systems and registers the jobs. Builds
  * are registered only when every system evaluated and their derivations
  * are rooted, so a failed evaluation leaves no half-registered work; it
@@ -148,8 +110,7 @@ export async function runEvaluation(
   try {
     await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
     await Deno.writeTextFile(log, request.prelude ?? "");
-    workDir = evaluationWorkDir(stateDir, id);
-    await Deno.mkdir(workDir, { recursive: true });
+    workDir = await makeEvaluationWorkDir(stateDir, id);
     const dir = workDir;
     const results = await mapBounded(
       spec.systems,
@@ -306,12 +267,14 @@ export async function recordFailedEvaluation(
 
 /**
  * Marks aborted the evaluations a previous run left started (it died
- * during them); returns how many.
+ * during them), not those another live server sharing `stateDir` runs;
+ * returns how many.
  */
 export async function abortStaleEvaluations(
   store: Store,
   clock: Clock,
   logger: Logger,
+  stateDir: string,
 ): Promise<number> {
   let count = 0;
   for (const spec of await store.listSpecifications()) {
@@ -321,6 +284,8 @@ export async function abortStaleEvaluations(
     });
     for (const evaluation of evaluations) {
       if (evaluation.status !== EvaluationStatus.started) continue;
+      // Another server sharing the state directory runs it still.
+      if (await runByAnotherProcess(stateDir, evaluation.id)) continue;
       await store.setEvaluationStatus(
         evaluation.id,
         EvaluationStatus.aborted,

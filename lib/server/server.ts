@@ -12,6 +12,7 @@ import { createWebApp } from "../web/app.ts";
 import type { EvaluationTrigger } from "../web/admin.ts";
 import { createLiveLogHub } from "../web/live_logs.ts";
 import { createFarmMetrics } from "../web/metrics.ts";
+import { removeLeftWorkDirs } from "./evaluation_work.ts";
 import {
   abortStaleEvaluations,
   evaluationLogPath,
@@ -19,7 +20,6 @@ import {
   type EvaluationRequest,
   keepPendingDerivations,
   recordFailedEvaluation,
-  removeEvaluationWorkDirs,
   runEvaluation,
 } from "./evaluation_runner.ts";
 import { JobsetMonitor, type TriggerResult } from "./jobset_monitor.ts";
@@ -140,8 +140,8 @@ export async function startServer(
   const cleanups: (() => Promise<unknown>)[] = [];
   await Deno.mkdir(config.cacheDir, { recursive: true });
   await Deno.mkdir(config.stateDir, { recursive: true });
-  await abortStaleEvaluations(store, clock, logger);
-  await removeEvaluationWorkDirs(config.stateDir, logger);
+  await abortStaleEvaluations(store, clock, logger, config.stateDir);
+  await removeLeftWorkDirs(config.stateDir, logger);
 
   try {
     // Without its publish server, workers cannot substitute derivations

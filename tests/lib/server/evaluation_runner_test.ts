@@ -8,9 +8,9 @@ import {
   abortStaleEvaluations,
   evaluationLogPath,
   recordFailedEvaluation,
-  removeEvaluationWorkDirs,
   runEvaluation,
 } from "../../../lib/server/evaluation_runner.ts";
+import { removeLeftWorkDirs } from "../../../lib/server/evaluation_work.ts";
 import { EvaluationStatus } from "../../../lib/store/types.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
@@ -165,7 +165,12 @@ Deno.test("recordFailedEvaluation() and abortStaleEvaluations() never leave one 
     );
     const stale = await farm.store.addEvaluation("s", [], 1);
     assert.equal(
-      await abortStaleEvaluations(farm.store, systemClock, silentLogger),
+      await abortStaleEvaluations(
+        farm.store,
+        systemClock,
+        silentLogger,
+        farm.options.stateDir,
+      ),
       1,
     );
     assert.equal(
@@ -305,7 +310,7 @@ Deno.test("runEvaluation() of an evaluator printing over 64 MiB says the limit a
   }
 });
 
-Deno.test("runEvaluation() works in the state directory, and the next start removes what a crash left there", async () => {
+Deno.test("runEvaluation() works in the state directory, and a server's start cleans up after dead processes only", async () => {
   const argvs: string[][] = [];
   const farm = await setup(
     { packages: [{ name: "p", version: "1" }] },
@@ -314,37 +319,66 @@ Deno.test("runEvaluation() works in the state directory, and the next start remo
       return spawnProcess(argv, options);
     },
   );
+  // A live server sharing the state directory, running an evaluation.
+  const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
   try {
+    const { stateDir } = farm.options;
     const outcome = await runEvaluation(SPEC, farm.options);
     assert.equal(outcome.status, EvaluationStatus.succeeded);
-    const work = `${farm.options.stateDir}/evaluation-work`;
+    const work = `${stateDir}/evaluation-work`;
     assert.ok(
       argvs.flat().some((arg) => arg.includes(`${work}/${outcome.id}/`)),
       JSON.stringify(argvs),
     );
     assert.deepEqual([...Deno.readDirSync(work)], []);
-    // What a server killed mid-evaluation leaves behind.
-    await Deno.mkdir(`${work}/7`, { recursive: true });
-    await Deno.writeTextFile(`${work}/7/channels.scm`, "(list)");
+
+    const live = await farm.store.addEvaluation("s", [], 2);
+    const dead = await farm.store.addEvaluation("s", [], 3);
+    const cutShort = await farm.store.addEvaluation("s", [], 4);
+    const owned = (id: number, pid: number, started: string) => {
+      Deno.mkdirSync(`${work}/${id}`, { recursive: true });
+      Deno.writeTextFileSync(
+        `${work}/${id}/owner.json`,
+        JSON.stringify({ host: Deno.hostname(), pid, started }),
+      );
+    };
+    owned(live, other.pid, startTime(other.pid));
+    // A pid in use again, by a process started later than the dead owner.
+    owned(dead, other.pid, "1");
+    Deno.mkdirSync(`${work}/${cutShort}`);
+
     const lines: string[] = [];
     const logger = createLogger({
       timestamps: false,
       sink: (line) => lines.push(line),
     });
     assert.equal(
-      await removeEvaluationWorkDirs(farm.options.stateDir, logger),
-      1,
+      await abortStaleEvaluations(farm.store, systemClock, logger, stateDir),
+      2,
     );
-    assert.deepEqual([...Deno.readDirSync(work)], []);
+    const status = async (id: number) =>
+      (await farm.store.getEvaluation(id))?.status;
+    assert.equal(await status(live), EvaluationStatus.started);
+    assert.equal(await status(dead), EvaluationStatus.aborted);
+    assert.equal(await status(cutShort), EvaluationStatus.aborted);
+    assert.equal(await removeLeftWorkDirs(stateDir, logger), 2);
+    assert.deepEqual(
+      [...Deno.readDirSync(work)].map((entry) => entry.name),
+      [String(live)],
+    );
     assert.match(
       lines.join("\n"),
-      /evaluation work directories removed .*count=1/,
-    );
-    assert.equal(
-      await removeEvaluationWorkDirs(farm.options.stateDir, logger),
-      0,
+      /evaluation work directories removed .*count=2/,
     );
   } finally {
+    other.kill();
+    await other.status;
     await farm.close();
   }
 });
+
+/** Field 22 of /proc/PID/stat: when the process started. */
+function startTime(pid: number): string {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}

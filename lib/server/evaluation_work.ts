@@ -1,0 +1,111 @@
+// The work directories of running evaluations, <state>/evaluation-work/ID,
+// each with the process that runs it. Several servers may share a state
+// directory (docs/deployment.md, section 5); a server starting up must then
+// abort and clean up only what a dead process left, not the evaluations
+// another live server is running.
+
+import type { Logger } from "../log.ts";
+
+/** The process running an evaluation, as written in its work directory. */
+interface Owner {
+  host: string;
+  pid: number;
+  /** The process's start time (clock ticks since boot): pids are reused. */
+  started: string;
+}
+
+const OWNER_FILE = "owner.json";
+
+/** The work directory of evaluation `id`. */
+export function evaluationWorkDir(stateDir: string, id: number): string {
+  return `${stateDir}/evaluation-work/${id}`;
+}
+
+/** Makes the work directory of evaluation `id`, owned by this process. */
+export async function makeEvaluationWorkDir(
+  stateDir: string,
+  id: number,
+): Promise<string> {
+  const dir = evaluationWorkDir(stateDir, id);
+  await Deno.mkdir(dir, { recursive: true });
+  const owner: Owner = {
+    host: Deno.hostname(),
+    pid: Deno.pid,
+    started: await processStart(Deno.pid) ?? "",
+  };
+  await Deno.writeTextFile(`${dir}/${OWNER_FILE}`, JSON.stringify(owner));
+  return dir;
+}
+
+/**
+ * Whether evaluation `id` is run by a live process other than this one,
+ * on this machine: its work directory names that process.
+ */
+export async function runByAnotherProcess(
+  stateDir: string,
+  id: number,
+): Promise<boolean> {
+  let owner: Owner;
+  try {
+    owner = JSON.parse(
+      await Deno.readTextFile(
+        `${evaluationWorkDir(stateDir, id)}/${OWNER_FILE}`,
+      ),
+    );
+  } catch {
+    return false; // no work directory, or one cut short: nobody's
+  }
+  if (owner.host !== Deno.hostname() || owner.pid === Deno.pid) return false;
+  const started = await processStart(owner.pid);
+  return started !== null && started === owner.started;
+}
+
+/**
+ * Removes the work directories that no live process owns (a crash left
+ * them): called at start, after stale evaluations were aborted. Returns
+ * how many were removed.
+ */
+export async function removeLeftWorkDirs(
+  stateDir: string,
+  logger: Logger,
+): Promise<number> {
+  const parent = `${stateDir}/evaluation-work`;
+  let removed = 0;
+  try {
+    for await (const entry of Deno.readDir(parent)) {
+      const id = Number(entry.name);
+      if (Number.isInteger(id) && await runByAnotherProcess(stateDir, id)) {
+        continue;
+      }
+      await Deno.remove(`${parent}/${entry.name}`, { recursive: true });
+      removed++;
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      logger.warn("evaluation work directories not removed", {
+        path: parent,
+        error,
+      });
+    }
+  }
+  if (removed > 0) {
+    logger.info("evaluation work directories removed", {
+      path: parent,
+      count: removed,
+    });
+  }
+  return removed;
+}
+
+/** Field 22 of /proc/PID/stat (start time), or null without that process. */
+async function processStart(pid: number): Promise<string | null> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // The command name (field 2) may hold spaces: count after its ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const state = fields[0];
+    return state === "Z" ? null : fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
