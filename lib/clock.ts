@@ -23,6 +23,12 @@ export function epochSeconds(clock: Clock): number {
   return Math.floor(clock.now() / 1000);
 }
 
+/**
+ * The longest delay one timer takes (2^31 - 1 ms, about 24.8 days): a
+ * longer one fires at once.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The real clock. */
 export const systemClock: Clock = {
   now: () => Date.now(),
@@ -30,9 +36,20 @@ export const systemClock: Clock = {
   sleep: (ms, signal) =>
     new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const timer = setTimeout(done, ms);
+      // Waits longer than one timer takes are chained timers.
+      let left = ms;
+      let timer = arm();
       signal?.addEventListener("abort", abort, { once: true });
+      function arm() {
+        const step = Math.min(left, MAX_TIMER_MS);
+        left -= step;
+        return setTimeout(done, step);
+      }
       function done() {
+        if (left > 0) {
+          timer = arm();
+          return;
+        }
         signal?.removeEventListener("abort", abort);
         resolve();
       }

@@ -287,6 +287,33 @@ Deno.test("runEvaluation() kills a hung evaluator and its children at the timeou
   }
 });
 
+Deno.test("runEvaluation() with an --evaluation-timeout past 2^31 ms (about 25 days) lets the evaluator run", async () => {
+  // Timers of more than 2^31 - 1 ms fire at once: the evaluator was killed
+  // as it started, and every evaluation failed.
+  const farm = await setup({
+    evaluationSeconds: 0.5,
+    packages: [{ name: "p", version: "1" }],
+  });
+  try {
+    const outcome = await runEvaluation(SPEC, {
+      ...farm.options,
+      guix: new Guix({
+        command: GUIX,
+        env: farm.daemon.env,
+        logger: silentLogger,
+        clock: systemClock,
+      }),
+      clock: systemClock,
+      timeoutSeconds: 2_200_000,
+    });
+    assert.equal(outcome.timedOut, false);
+    assert.equal(outcome.status, EvaluationStatus.succeeded);
+    assert.equal(outcome.jobs, 1);
+  } finally {
+    await farm.close();
+  }
+});
+
 Deno.test("runEvaluation() of an evaluator printing over 64 MiB says the limit and the size reached", async () => {
   const farm = await setup({
     evaluationOutputBytes: 80 << 20,
