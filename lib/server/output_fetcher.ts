@@ -204,7 +204,14 @@ export class OutputFetcher {
     const { drv, url, worker } = request;
     const { store, guix, clock, logger, deadlineMs } = this.#options;
     const signal = this.#abort.signal;
-    const build = await this.#owned(drv, worker);
+    const stored = <T>(step: string, action: () => Promise<T>) =>
+      this.#stored(drv, step, action);
+    let build: Build | null;
+    try {
+      build = await stored("owner", () => this.#owned(drv, worker));
+    } catch {
+      return this.#interrupt(request);
+    }
     if (build === null) return;
     // Monotonic: a step of the wall clock must not end or stretch the wait.
     const started = clock.monotonic();
@@ -216,11 +223,12 @@ export class OutputFetcher {
         const missing = await this.#unpublished(build, url, signal);
         if (missing === null) {
           await guix.substitute(drv, url, signal);
-          const result = await store.completeBuild(
-            drv,
-            BuildStatus.succeeded,
-            { worker, now: epochSeconds(clock) },
-          );
+          const result = await stored("success", () =>
+            store.completeBuild(
+              drv,
+              BuildStatus.succeeded,
+              { worker, now: epochSeconds(clock) },
+            ));
           logger.info("build succeeded", {
             drv,
             worker,
@@ -251,12 +259,27 @@ export class OutputFetcher {
       }
       delay = Math.min(delay * 2, this.#options.maxRetryDelayMs);
       // Cancelled, restarted or taken back meanwhile: stop quietly.
-      if (await this.#owned(drv, worker) === null) return;
+      try {
+        if (await stored("owner", () => this.#owned(drv, worker)) === null) {
+          return;
+        }
+      } catch {
+        return this.#interrupt(request);
+      }
     }
-    const result = await store.completeBuild(drv, BuildStatus.failedOther, {
-      worker,
-      now: epochSeconds(clock),
-    });
+    let result: { changed: boolean };
+    try {
+      result = await stored(
+        "failure",
+        () =>
+          store.completeBuild(drv, BuildStatus.failedOther, {
+            worker,
+            now: epochSeconds(clock),
+          }),
+      );
+    } catch {
+      return this.#interrupt(request);
+    }
     logger.error("outputs unavailable", {
       drv,
       url,
@@ -265,6 +288,39 @@ export class OutputFetcher {
       reason,
       recorded: result.changed,
     });
+  }
+
+  /**
+   * Runs `action` (a step of `drv`'s fetch that reads or writes the store)
+   * until the store answers: a database that is down, restarting or
+   * read-only must not leave the build started for good, its result
+   * dropped. Each failure is logged; the retries back off as the fetch's
+   * do.
+   * @throws only once the fetcher closes (the fetch is then interrupted)
+   */
+  async #stored<T>(
+    drv: string,
+    step: string,
+    action: () => Promise<T>,
+  ): Promise<T> {
+    const { clock, logger, maxRetryDelayMs } = this.#options;
+    let delay = this.#options.retryDelayMs;
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await action();
+      } catch (error) {
+        if (this.#abort.signal.aborted) throw error;
+        logger.error("output fetch store failed", {
+          drv,
+          step,
+          attempt,
+          retryMs: delay,
+          error,
+        });
+      }
+      await clock.sleep(delay, this.#abort.signal);
+      delay = Math.min(delay * 2, maxRetryDelayMs);
+    }
   }
 
   /**

@@ -370,6 +370,55 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "a database down while a result is fetched: the fetch waits for it and records the success, the build never stays started",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "dbdown", 1);
+      // The store as a server sees PostgreSQL restarting: every call fails
+      // while `down`, as npm:postgres fails a query it cannot connect for.
+      let down = true;
+      const store = new Proxy(f.store, {
+        get(target, key) {
+          const value = Reflect.get(target, key);
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) =>
+            down
+              ? Promise.reject(
+                new Error("connect ECONNREFUSED 127.0.0.1:54471"),
+              )
+              : value.apply(target, args);
+        },
+      });
+      const probes: string[] = [];
+      const fetcher = substitutingFetcher(f, probes, () => 200, { store });
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      for (let i = 0; i < 40; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        await f.clock.advance(1000);
+      }
+      assert.ok(fetcher.has(drv), "the fetch goes on while the store is down");
+      const failures = f.lines.filter((l) =>
+        l.startsWith("error output fetch store failed")
+      );
+      assert.ok(failures.length >= 2, f.lines.join("\n"));
+      assert.match(failures[0], /step=owner/);
+      assert.match(failures[0], /ECONNREFUSED 127\.0\.0\.1:54471/);
+      down = false;
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      assert.ok(
+        !f.lines.some((l) => l.startsWith("error output fetch crashed")),
+      );
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "the fetch deadline counts the time that passed: a step of the wall clock back an hour does not stretch it",
   async fn() {
     const f = await startFixture();
@@ -384,6 +433,43 @@ Deno.test({
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.failedOther);
       assert.ok(f.clock.monotonic() - start <= 60_000);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a database that fails the success record: the record is tried again once it answers, not dropped",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "dbwrite", 1);
+      let failWrites = 3;
+      const store = new Proxy(f.store, {
+        get(target, key) {
+          const value = Reflect.get(target, key);
+          if (typeof value !== "function") return value;
+          if (key !== "completeBuild") return value.bind(target);
+          return (...args: unknown[]) =>
+            failWrites-- > 0
+              ? Promise.reject(
+                new Error("cannot execute UPDATE in a read-only transaction"),
+              )
+              : value.apply(target, args);
+        },
+      });
+      const fetcher = substitutingFetcher(f, [], () => 200, { store });
+      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      const failures = f.lines.filter((l) =>
+        l.startsWith("error output fetch store failed")
+      );
+      assert.equal(failures.length, 3, f.lines.join("\n"));
+      assert.match(failures[0], /step=success/);
     } finally {
       await f.close();
     }
