@@ -150,7 +150,7 @@ export async function runEvaluation(
           (!limited && results.some((result) => result.exitCode > 128))
         ? EvaluationStatus.aborted
         : EvaluationStatus.failed;
-      await store.setEvaluationStatus(id, status, epochSeconds(clock));
+      await recordStatus(id, status, options);
       logger.warn("evaluation failed", {
         evaluation: id,
         spec: spec.name,
@@ -168,15 +168,26 @@ export async function runEvaluation(
     // used fails the evaluation with no build registered, and so does a
     // root that cannot be made (a full disk: the evaluation ends aborted).
     await options.gcRoots?.register(derivations, { strict: true });
-    const registered = await store.registerBuilds(id, jobs, {
-      priority: spec.priority,
-      now: epochSeconds(clock),
-    });
-    const blocked = await failBlockedBuilds(store, id, jobs, clock);
-    await store.setEvaluationStatus(
-      id,
-      EvaluationStatus.succeeded,
-      epochSeconds(clock),
+    const registered = await databaseStep(
+      `register the builds of evaluation ${id}`,
+      () =>
+        store.registerBuilds(id, jobs, {
+          priority: spec.priority,
+          now: epochSeconds(clock),
+        }),
+    );
+    const blocked = await databaseStep(
+      `fail the blocked builds of evaluation ${id}`,
+      () => failBlockedBuilds(store, id, jobs, clock),
+    );
+    await databaseStep(
+      `record evaluation ${id} succeeded`,
+      () =>
+        store.setEvaluationStatus(
+          id,
+          EvaluationStatus.succeeded,
+          epochSeconds(clock),
+        ),
     );
     logger.info("evaluation succeeded", {
       evaluation: id,
@@ -196,10 +207,12 @@ export async function runEvaluation(
     };
   } catch (error) {
     // Whatever went wrong, the evaluation must not stay "in progress". A
-    // full disk is the server's failure, not the commits': the evaluation
-    // ends aborted, so that the next poll evaluates them again (once space
-    // is back) instead of taking them as evaluated.
-    const status = isDiskFull(error)
+    // full disk, or a database that failed to take the builds (down,
+    // restarting, read-only), is the server's failure, not the commits':
+    // the evaluation ends aborted, so that the next poll evaluates them
+    // again (once space or the database is back) instead of taking them
+    // as evaluated.
+    const status = isDiskFull(error) || error instanceof DatabaseStepError
       ? EvaluationStatus.aborted
       : EvaluationStatus.failed;
     await Deno.writeTextFile(
@@ -207,19 +220,68 @@ export async function runEvaluation(
       `\nlorica: ${(error as Error)?.message ?? error}\n`,
       { append: true },
     ).catch(() => {});
-    await store.setEvaluationStatus(id, status, epochSeconds(clock)).catch(
-      (cause) =>
-        logger.error("evaluation status not recorded", {
-          evaluation: id,
-          status,
-          error: cause,
-        }),
-    );
+    await recordStatus(id, status, options);
     logger.error("evaluation failed", { evaluation: id, status, log, error });
     return failed(status);
   } finally {
     if (workDir) {
       await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/** A store call of an evaluation failed: the database's fault. */
+class DatabaseStepError extends Error {
+  constructor(step: string, cause: unknown) {
+    super(`Cannot ${step}: ${(cause as Error)?.message ?? cause}`, { cause });
+    this.name = "DatabaseStepError";
+  }
+}
+
+/** `action`, its failure wrapped in a {@link DatabaseStepError}. */
+async function databaseStep<T>(
+  step: string,
+  action: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await action();
+  } catch (error) {
+    throw new DatabaseStepError(step, error);
+  }
+}
+
+/**
+ * Records the end of evaluation `id`, trying again (1 s, doubled up to
+ * 30 s) while the database refuses: left "in progress", its commits
+ * would never be evaluated again until the next start. Gives up only at
+ * shutdown (`options.signal`), when the next start aborts it.
+ */
+async function recordStatus(
+  id: number,
+  status: EvaluationStatus,
+  options: Pick<
+    EvaluationRunnerOptions,
+    "store" | "clock" | "logger" | "signal"
+  >,
+): Promise<void> {
+  const { store, clock, logger, signal } = options;
+  for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
+    try {
+      await store.setEvaluationStatus(id, status, epochSeconds(clock));
+      return;
+    } catch (error) {
+      logger.error("evaluation status not recorded", {
+        evaluation: id,
+        status,
+        retryMs: signal?.aborted ? undefined : delay,
+        error,
+      });
+    }
+    if (signal?.aborted) return;
+    try {
+      await clock.sleep(delay, signal);
+    } catch {
+      return;
     }
   }
 }

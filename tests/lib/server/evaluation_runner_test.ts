@@ -409,3 +409,64 @@ function startTime(pid: number): string {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
 }
+
+Deno.test("runEvaluation() whose builds the database refuses ends aborted, recorded once the database answers, so the commits are evaluated again", async () => {
+  const farm = await setup({ packages: [{ name: "p", version: "1" }] });
+  try {
+    // PostgreSQL restarting under the server: the registration fails, and
+    // so does the first attempt to record how the evaluation ended.
+    let refuse = { registerBuilds: 1, setEvaluationStatus: 1 };
+    const store = new Proxy(farm.store, {
+      get(target, key) {
+        const value = Reflect.get(target, key);
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          if (key === "registerBuilds" || key === "setEvaluationStatus") {
+            if (refuse[key]-- > 0) {
+              return Promise.reject(
+                Object.assign(
+                  new Error("write CONNECTION_CLOSED 127.0.0.1:54471"),
+                  {
+                    code: "CONNECTION_CLOSED",
+                  },
+                ),
+              );
+            }
+          }
+          return value.apply(target, args);
+        };
+      },
+    });
+    const lines: string[] = [];
+    const logger = createLogger({ sink: (line) => lines.push(line) });
+    const outcome = await runEvaluation(SPEC, {
+      ...farm.options,
+      store,
+      logger,
+    });
+    assert.equal(outcome.status, EvaluationStatus.aborted);
+    assert.equal(
+      (await farm.store.getEvaluation(outcome.id))?.status,
+      EvaluationStatus.aborted,
+    );
+    assert.deepEqual(await farm.store.queue({}, 10), []);
+    const notRecorded = lines.filter((l) =>
+      l.includes("evaluation status not recorded")
+    );
+    assert.equal(notRecorded.length, 1, lines.join("\n"));
+    assert.match(notRecorded[0], /CONNECTION_CLOSED/);
+    assert.ok(
+      lines.some((l) =>
+        l.includes("evaluation failed") &&
+        l.includes(`Cannot register the builds of evaluation ${outcome.id}`)
+      ),
+      lines.join("\n"),
+    );
+    refuse = { registerBuilds: 0, setEvaluationStatus: 0 };
+    const again = await runEvaluation(SPEC, { ...farm.options, store });
+    assert.equal(again.status, EvaluationStatus.succeeded);
+    assert.equal((await farm.store.queue({}, 10)).length, 1);
+  } finally {
+    await farm.close();
+  }
+});
