@@ -31,6 +31,7 @@ import { TurnWork, type WorkRequest } from "./turn_work.ts";
 import { WorkerIdentity } from "./worker_identity.ts";
 import { BuildReports } from "./build_reports.ts";
 import { readTurnMessages, type Received } from "./turn_messages.ts";
+import { isDatabaseUnavailable } from "../store/unavailable.ts";
 
 // Imported from here by remote_builder.ts, which sizes the ROUTER with it.
 export { routerMessageLimit } from "./turn_messages.ts";
@@ -149,13 +150,29 @@ export class Dispatcher {
         this.#logger.error("dispatcher stopped", { error });
         throw error;
       }
-      await serveTurn(
-        readTurnMessages(messages, {
-          logger: this.#logger,
-          maxPayloadBytes: this.#options.maxPayloadBytes,
-        }),
-        handlers,
-      );
+      const turn = readTurnMessages(messages, {
+        logger: this.#logger,
+        maxPayloadBytes: this.#options.maxPayloadBytes,
+      });
+      // While the database cannot be used (down, restarting, read-only,
+      // full), the turn is served again rather than dropped: a dropped
+      // result would be built again, and its worker would wait for the
+      // reply to its request until its own timeout. Messages that came
+      // meanwhile wait behind it.
+      for (let delay = 250;; delay = Math.min(delay * 2, 5000)) {
+        const served = await serveTurn(turn, handlers);
+        if (served === true || !isDatabaseUnavailable(served.error)) break;
+        this.#logger.warn("turn held", {
+          messages: turn.length,
+          retryMs: delay,
+          reason: "database unavailable",
+        });
+        try {
+          await this.#options.clock.sleep(delay, signal);
+        } catch {
+          return;
+        }
+      }
     }
   }
 

@@ -97,15 +97,21 @@ interface Failure {
   error: unknown;
 }
 
+/** A turn whose batch could not be committed, and why. */
+export interface TurnNotCommitted {
+  error: unknown;
+}
+
 /**
- * Handles `messages` in one batch, then sends their replies. Returns false
- * when the batch could not be committed: then nothing of the turn was
- * recorded and no reply went out.
+ * Handles `messages` in one batch, then sends their replies. Returns true
+ * once committed, else what made the batch fail: then nothing of the turn
+ * was recorded and no reply went out, so the same messages may be served
+ * again.
  */
 export async function serveTurn<M extends TurnMessage>(
   messages: M[],
   handlers: TurnHandlers<M>,
-): Promise<boolean> {
+): Promise<true | TurnNotCommitted> {
   const { logger } = handlers;
   let attempt = await attemptTurn(messages, handlers, true);
   if (
@@ -125,7 +131,7 @@ export async function serveTurn<M extends TurnMessage>(
       messages: messages.length,
       error: attempt.error,
     });
-    return false;
+    return { error: attempt.error };
   }
   for (const action of attempt.committed) {
     try {

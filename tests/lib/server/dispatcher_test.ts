@@ -1378,3 +1378,72 @@ Deno.test({
       );
     }),
 });
+
+/**
+ * The store as a dispatcher sees PostgreSQL restarting: while `down`, every
+ * batch fails as npm:postgres fails a query it cannot connect for.
+ */
+class DatabaseOutage {
+  down = false;
+  batches = 0;
+
+  wrap(store: Store): Store {
+    const wrapped: Store = Object.create(store);
+    wrapped.batch = (work, options) => {
+      this.batches++;
+      if (!this.down) return store.batch(work, options);
+      return Promise.reject(
+        Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:54471"), {
+          code: "ECONNREFUSED",
+        }),
+      );
+    };
+    return wrapped;
+  }
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a result and a work request sent while the database is down are served once it is back: the result is recorded, the worker answered",
+  async fn() {
+    const outage = new DatabaseOutage();
+    await withFixture(async (f) => {
+      const [drv, next] = await f.addJobs([job("first", 1), job("next", 2)]);
+      const w = await readyWorker(f.port, { name: "W" });
+      const handed = await w.requestWork();
+      assert.equal(handed.type === "build" && handed.drv, drv);
+      await w.send({ type: "build-started", drv, worker: "W" });
+      await untilStatus(f, drv, BuildStatus.started);
+      outage.down = true;
+      const before = outage.batches;
+      await w.send({
+        type: "build-failed",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await w.send({ type: "worker-request-work", name: "W" });
+      // Held, tried again with back-off: nothing recorded, nothing told.
+      for (let i = 0; i < 4; i++) {
+        await eventually(() => outage.batches > before + i, "a retry");
+        await f.clock.advance(5000);
+      }
+      assert.equal(await f.status(drv), BuildStatus.started);
+      await assert.rejects(w.next(200));
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("warn turn held") &&
+          l.includes('reason="database unavailable"')
+        ),
+        f.lines.join("\n"),
+      );
+      outage.down = false;
+      await f.clock.advance(5000);
+      const reply = await w.next();
+      assert.equal(reply.type === "build" && reply.drv, next);
+      assert.equal(await f.status(drv), BuildStatus.failed);
+      await w.close();
+    }, { storeSeenByDispatcher: (store) => outage.wrap(store) });
+  },
+});

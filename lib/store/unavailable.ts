@@ -1,0 +1,60 @@
+// Which store errors mean "the database cannot be used right now" rather
+// than "this request is wrong": the database is down, restarting, full,
+// read-only, or refused the connection. Work that failed for these reasons
+// is worth doing again once the database is back; work that failed for
+// any other reason is not.
+
+/** Codes of npm:postgres and of the socket under it for a lost database. */
+const CONNECTION_CODES = new Set([
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOENT", // the Unix socket of a stopped server
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+/**
+ * SQLSTATEs (or their classes) of a database that cannot serve now:
+ * connection exceptions (08), insufficient resources (53: disk full, too
+ * many connections), operator intervention (57: shutdown, cannot connect
+ * now, statement timeout), a read-only transaction (25006), an idle
+ * transaction ended by its timeout (25P03), system errors (58).
+ */
+const UNAVAILABLE_CLASSES = ["08", "53", "57", "58"];
+const UNAVAILABLE_STATES = new Set(["25006", "25P03"]);
+
+/** SQLite result codes (low byte): busy, locked, I/O error, read-only, full. */
+const SQLITE_UNAVAILABLE = new Set([5, 6, 8, 10, 13, 14]);
+
+/**
+ * Whether `error` (or one of its causes) says the database could not be
+ * used at the moment, on either backend.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  for (let at = error, depth = 0; at && depth < 8; depth++) {
+    if (typeof at !== "object") return false;
+    const { code, errcode } = at as { code?: unknown; errcode?: unknown };
+    if (typeof code === "string") {
+      if (CONNECTION_CODES.has(code) || UNAVAILABLE_STATES.has(code)) {
+        return true;
+      }
+      if (
+        /^[0-9A-Z]{5}$/.test(code) &&
+        UNAVAILABLE_CLASSES.includes(code.slice(0, 2))
+      ) {
+        return true;
+      }
+    }
+    if (typeof errcode === "number" && SQLITE_UNAVAILABLE.has(errcode & 0xff)) {
+      return true;
+    }
+    at = (at as { cause?: unknown }).cause;
+  }
+  return false;
+}
