@@ -14,6 +14,7 @@ import type { RouterMessage, RouterSocket } from "../zmtp/router.ts";
 import type { HoldingLogger, Logger } from "../log.ts";
 import { type Store, StoreError } from "../store/types.ts";
 import { routingKey } from "./worker_links.ts";
+import { isDatabaseUnavailable } from "../store/unavailable.ts";
 
 /**
  * Most messages in one turn: one commit for all of them, but each reply
@@ -213,6 +214,11 @@ async function attemptTurn<M extends TurnMessage>(
       } catch (error) {
         failures.push({ error });
       }
+      // A write the database refused as a whole (read-only, full, gone)
+      // is no fault of its message: the turn is undone, to be served again
+      // once the database takes writes, rather than keep the rest.
+      const unavailable = failures.find((f) => isDatabaseUnavailable(f.error));
+      if (unavailable !== undefined) throw unavailable.error;
     }, { optimistic });
   } catch (error) {
     handlers.handlerLog?.drop();

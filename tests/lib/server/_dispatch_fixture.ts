@@ -147,6 +147,11 @@ export interface Fixture {
 export async function startFixture(options: {
   /** Reuse this database file (a restarted server). */
   database?: string;
+  /**
+   * A fresh store of the test's own instead of a SQLite file (one on
+   * PostgreSQL); closed with the fixture.
+   */
+  store?: Store;
   workerKeys?: Map<string, string>;
   spawner?: Spawner;
   fetch?: typeof fetch;
@@ -165,7 +170,8 @@ export async function startFixture(options: {
   inStore?: (path: string) => Promise<boolean>;
 } = {}): Promise<Fixture> {
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
-  const store = openSqliteStore(options.database ?? `${root}/db.sqlite`);
+  const store = options.store ??
+    openSqliteStore(options.database ?? `${root}/db.sqlite`);
   const clock = new FakeClock();
   const lines: string[] = [];
   const logger = createLogger({
