@@ -1,7 +1,7 @@
 // Forgets workers that stopped talking and gives their builds back to the
 // queue; optionally fails builds no worker could take for too long (C06).
 
-import type { Clock } from "../clock.ts";
+import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { BuildStatus, type Store } from "../store/types.ts";
 
@@ -40,6 +40,11 @@ export class SweepState {
    * before `before` has waited `seconds` less than its timestamp says.
    */
   readonly steps: { before: number; seconds: number }[] = [];
+  /**
+   * Epoch seconds before which no worker is expired: after a sweep the
+   * database failed, no worker could be heard meanwhile.
+   */
+  expireFrom = 0;
 
   /** `timestamp` moved ahead by the forward steps that came after it. */
   queuedAt(timestamp: number): number {
@@ -106,7 +111,10 @@ export async function sweepOnce(
   await noticeSteps(options, state, wall, clock.monotonic());
   const noWorkerSince = state.noWorkerSince;
   const now = Math.floor(wall / 1000);
-  const gone = await store.expireWorkers(now - timeoutSeconds, now);
+  // Before `expireFrom` the call expires no one, but still tells whether
+  // the database answers.
+  const cutoff = now < state.expireFrom ? 0 : now - timeoutSeconds;
+  const gone = await store.expireWorkers(cutoff, now);
   for (const name of gone) {
     logger.warn("worker expired", { worker: name, timeout: timeoutSeconds });
   }
@@ -167,7 +175,14 @@ export async function sweepWorkers(
     try {
       await sweepOnce(options, state);
     } catch (error) {
-      logger.error("worker sweep failed", { error });
+      // The database is likely down: then no worker could be heard (their
+      // pings wait in the dispatcher), so none is taken for gone until it
+      // has had a whole timeout to be heard once the sweeps work again.
+      state.expireFrom = epochSeconds(clock) + timeoutSeconds;
+      logger.error("worker sweep failed", {
+        error,
+        expireFrom: new Date(state.expireFrom * 1000).toISOString(),
+      });
     }
     try {
       await clock.sleep(interval, signal);

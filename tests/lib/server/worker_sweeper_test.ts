@@ -264,3 +264,84 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepWorkers() after a database outage longer than the timeout expires no worker until each had a whole timeout to be heard",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [a] = await f.addJobs([job("a", 1)]);
+      const now = Math.floor(f.clock.now() / 1000);
+      for (const name of ["BUSY", "DEAD"]) {
+        await f.store.upsertWorker({
+          name,
+          address: "127.0.0.1",
+          machine: "m",
+          systems: ["x86_64-linux"],
+          lastSeen: now,
+        });
+      }
+      await f.store.popBuild("BUSY", ["x86_64-linux"], now);
+      await f.store.markStarted(a, "BUSY", "/log", now);
+      // PostgreSQL down for 200 s: every store call fails.
+      let down = true;
+      let calls = 0;
+      const store = new Proxy(f.store, {
+        get(target, key) {
+          const value = Reflect.get(target, key);
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            calls++;
+            return down
+              ? Promise.reject(
+                new Error("connect ECONNREFUSED 127.0.0.1:54471"),
+              )
+              : value.apply(target, args);
+          };
+        },
+      });
+      const sweeping = sweepWorkers({
+        store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 120,
+      }, abort.signal);
+      for (let t = 0; t < 7; t++) {
+        await eventually(() => calls > t, `sweep ${t}`);
+        await f.clock.advance(30_000);
+      }
+      down = false;
+      // Back: the sweeps work, BUSY's held ping is served 10 s later.
+      await eventually(() => calls >= 8, "a sweep after the outage");
+      await f.clock.advance(10_000);
+      await f.store.touchWorker("BUSY", Math.floor(f.clock.now() / 1000));
+      await f.clock.advance(20_000);
+      await eventually(() => calls >= 9, "a second sweep");
+      assert.ok(await f.store.getWorker("BUSY"));
+      assert.ok(await f.store.getWorker("DEAD"));
+      assert.equal(await f.status(a), BuildStatus.started);
+      // DEAD stays silent past a whole timeout from the outage's end.
+      for (let t = 0; t < 5; t++) {
+        await f.clock.advance(30_000);
+        await f.store.touchWorker("BUSY", Math.floor(f.clock.now() / 1000));
+      }
+      await eventually(async () => (await f.store.getWorker("DEAD")) === null);
+      assert.ok(await f.store.getWorker("BUSY"));
+      assert.equal(await f.status(a), BuildStatus.started);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("error worker sweep failed") &&
+          l.includes("ECONNREFUSED") && l.includes("expireFrom=")
+        ),
+      );
+      abort.abort();
+      await sweeping;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
