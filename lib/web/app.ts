@@ -1,5 +1,6 @@
 // The web server's request handler: routing, and the one place errors become responses.
 
+import { isDatabaseUnavailable } from "../store/unavailable.ts";
 import { HttpError } from "./http_error.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
@@ -227,6 +228,16 @@ function errorResponse(
       status,
       error: message,
     });
+  } else if (isDatabaseUnavailable(error)) {
+    // Expected while the database restarts: the client may try again, and
+    // the log says what failed without a stack.
+    status = 503;
+    message = "Database unavailable, try again later";
+    logger.warn("http database unavailable", {
+      method: request.method,
+      path: url.pathname,
+      error: error instanceof Error ? error.message : error,
+    });
   } else {
     logger.error("http handler failed", {
       method: request.method,
@@ -241,6 +252,7 @@ function errorResponse(
     response.headers.set("allow", error.allowed.join(", "));
   }
   if (status === 401) response.headers.set("www-authenticate", "Bearer");
+  if (status === 503) response.headers.set("retry-after", "5");
   return response;
 }
 

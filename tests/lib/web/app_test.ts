@@ -804,3 +804,41 @@ Deno.test("an unexpected error is a generic 500, logged with its stack", async (
   await app(new Request("http://x/api/queue?nr=0"));
   assert.ok(!lines.some((line) => line.includes(" error ")));
 });
+
+Deno.test("a database that is down is a 503 with Retry-After, logged as a warning naming the error", async () => {
+  const lines: string[] = [];
+  // What npm:postgres rejects with while PostgreSQL restarts.
+  const store = new Proxy({} as Store, {
+    get: () => () =>
+      Promise.reject(
+        Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:54471"), {
+          code: "ECONNREFUSED",
+        }),
+      ),
+  });
+  const app = createWebApp({
+    store,
+    logCacheDir: "/nonexistent",
+    storeDir: STORE_DIR,
+    clock: { now: () => NOW * 1000, sleep: () => Promise.resolve() },
+    logger: createLogger({ level: "debug", sink: (line) => lines.push(line) }),
+  });
+  const response = await app(new Request("http://x/api/queue?nr=5"));
+  assert.equal(response.status, 503);
+  assert.equal(response.headers.get("retry-after"), "5");
+  assert.deepEqual(await response.json(), {
+    error: "Database unavailable, try again later",
+  });
+  const page = await app(
+    new Request("http://x/", { headers: { accept: "text/html" } }),
+  );
+  assert.equal(page.status, 503);
+  assert.ok(!(await page.text()).includes("54471"));
+  const warnings = lines.filter((line) =>
+    line.includes(" warn http database unavailable")
+  );
+  assert.equal(warnings.length, 2, lines.join("\n"));
+  assert.match(warnings[0], /path=\/api\/queue/);
+  assert.match(warnings[0], /ECONNREFUSED 127\.0\.0\.1:54471/);
+  assert.ok(!lines.some((line) => line.includes(" error ")));
+});
