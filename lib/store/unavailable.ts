@@ -23,11 +23,17 @@ const CONNECTION_CODES = new Set([
  * SQLSTATEs (or their classes) of a database that cannot serve now:
  * connection exceptions (08), insufficient resources (53: disk full, too
  * many connections), operator intervention (57: shutdown, cannot connect
- * now, statement timeout), a read-only transaction (25006), an idle
+ * now), a read-only transaction (25006), an idle
  * transaction ended by its timeout (25P03), system errors (58).
  */
 const UNAVAILABLE_CLASSES = ["08", "53", "57", "58"];
 const UNAVAILABLE_STATES = new Set(["25006", "25P03"]);
+/**
+ * A statement canceled (its timeout, or an operator): the database is up,
+ * and the same work may well be canceled again, so it is no reason to
+ * hold the work for later.
+ */
+const CANCELED = "57014";
 
 /** SQLite result codes (low byte): busy, locked, I/O error, read-only, full. */
 const SQLITE_UNAVAILABLE = new Set([5, 6, 8, 10, 13, 14]);
@@ -40,6 +46,7 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   for (let at = error, depth = 0; at && depth < 8; depth++) {
     if (typeof at !== "object") return false;
     const { code, errcode } = at as { code?: unknown; errcode?: unknown };
+    if (code === CANCELED) return false;
     if (typeof code === "string") {
       if (CONNECTION_CODES.has(code) || UNAVAILABLE_STATES.has(code)) {
         return true;
