@@ -123,7 +123,10 @@ export class LocalBuilder {
         }
       } catch (error) {
         logger.error("local batch failed", { error });
-        await this.#requeue(batch.map((build) => build.derivation));
+        await this.#requeueUntilDone(
+          batch.map((build) => build.derivation),
+          signal,
+        );
       }
       if (this.#wokenWhileBusy) {
         this.#wokenWhileBusy = false;
@@ -425,6 +428,34 @@ export class LocalBuilder {
       summary.failedDependency++;
     } else if (status === BuildStatus.failed) {
       summary.failed++;
+    }
+  }
+
+  /**
+   * Puts back in the queue what is left of a batch that failed, trying
+   * again (1 s, doubled up to 30 s) while the store refuses (a database
+   * down): the lane must outlive the outage, and the batch must not stay
+   * submitted to this server for good. Gives up only at shutdown, when the
+   * next start's recover() requeues it.
+   */
+  async #requeueUntilDone(drvs: string[], signal: AbortSignal) {
+    const { clock, logger } = this.#options;
+    for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        await this.#requeue(drvs);
+        return;
+      } catch (error) {
+        logger.error("local builds not requeued", {
+          builds: drvs.length,
+          retryMs: delay,
+          error,
+        });
+      }
+      try {
+        await clock.sleep(delay, signal);
+      } catch {
+        return;
+      }
     }
   }
 

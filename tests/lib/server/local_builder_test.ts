@@ -415,3 +415,62 @@ Deno.test({
     }
   },
 });
+
+Deno.test("LocalBuilder.run() outlives a database that goes down as a batch ends: the batch is requeued once it is back, then recorded", async () => {
+  const farm = await setup({
+    packages: [{ name: "z", version: "1", behaviour: { seconds: 0 } }],
+  });
+  const abort = new AbortController();
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    // PostgreSQL stops as the daemon finishes: the result cannot be
+    // recorded, nor the batch given back, until it is up again.
+    let down = false;
+    let tripped = false;
+    const store = new Proxy(farm.store, {
+      get(target, key) {
+        const value = Reflect.get(target, key);
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          if (key === "completeBuild" && !tripped) {
+            tripped = down = true;
+            setTimeout(() => down = false, 1500);
+          }
+          return down
+            ? Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:54471"))
+            : value.apply(target, args);
+        };
+      },
+    });
+    const lines: string[] = [];
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      systems: "all",
+      pollSeconds: 0.2,
+      logger: createLogger({ sink: (line) => lines.push(line) }),
+    });
+    let failed: unknown = null;
+    const running = builder.run(abort.signal).catch((error) => {
+      failed = error;
+    });
+    for (let i = 0; i < 100 && failed === null; i++) {
+      const finished = await farm.store.latestBuilds({}, 10);
+      if (finished.length === 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    abort.abort();
+    await running;
+    assert.equal(failed, null, `the builder stopped: ${failed}`);
+    assert.deepEqual(await statuses(farm.store, ["z.x86_64-linux"]), {
+      "z.x86_64-linux": "succeeded",
+    });
+    assert.ok(
+      lines.some((l) =>
+        l.includes("local builds not requeued") && l.includes("ECONNREFUSED")
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    abort.abort();
+    await farm.close();
+  }
+});
