@@ -72,6 +72,8 @@ export interface DispatcherOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+/** A turn taking this long is logged, and again each time as long. */
+const SLOW_TURN_MS = 10_000;
 
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
@@ -160,7 +162,10 @@ export class Dispatcher {
       // reply to its request until its own timeout. Messages that came
       // meanwhile wait behind it.
       for (let delay = 250;; delay = Math.min(delay * 2, 5000)) {
-        const served = await serveTurn(turn, handlers);
+        const served = await this.#watched(
+          serveTurn(turn, handlers),
+          turn.length,
+        );
         if (served === true || !isDatabaseUnavailable(served.error)) break;
         this.#logger.warn("turn held", {
           messages: turn.length,
@@ -173,6 +178,33 @@ export class Dispatcher {
           return;
         }
       }
+    }
+  }
+
+  /**
+   * `serving` (a turn), with a warning each {@link SLOW_TURN_MS} it takes:
+   * a database that stopped answering (frozen, or cut off with no reset)
+   * holds every worker meanwhile, and would otherwise leave no trace.
+   */
+  async #watched<T>(serving: Promise<T>, messages: number): Promise<T> {
+    const { clock, logger } = this.#options;
+    const done = new AbortController();
+    const started = clock.now();
+    (async () => {
+      for (;;) {
+        await clock.sleep(SLOW_TURN_MS, done.signal);
+        // Not the holding logger: the attempt may never commit.
+        logger.warn("turn slow", {
+          messages,
+          waitedMs: clock.now() - started,
+          reason: "the store has not answered",
+        });
+      }
+    })().catch(() => {});
+    try {
+      return await serving;
+    } finally {
+      done.abort();
     }
   }
 

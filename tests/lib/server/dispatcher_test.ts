@@ -1447,3 +1447,51 @@ Deno.test({
     }, { storeSeenByDispatcher: (store) => outage.wrap(store) });
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a turn the database does not answer (PostgreSQL frozen) is logged every 10 s as 'turn slow', then served once it answers",
+  async fn() {
+    let thaw = () => {};
+    let frozen: Promise<void> | null = null;
+    await withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("frozen", 1)]);
+      const w = await readyWorker(f.port, { name: "W" });
+      await eventually(async () => (await f.store.getWorker("W")) !== null);
+      frozen = new Promise((resolve) => thaw = resolve);
+      await w.send({ type: "worker-request-work", name: "W" });
+      const slow = () => f.lines.filter((l) => l.startsWith("warn turn slow"));
+      try {
+        await eventually(() => frozen === null, "the frozen turn");
+        for (let i = 1; i <= 2; i++) {
+          await f.clock.advance(10_000);
+          await eventually(() => slow().length >= i, `warning ${i}`);
+        }
+      } finally {
+        // Else the fixture's close would wait for the turn for good.
+        thaw();
+      }
+      assert.match(slow()[0], /messages=1 waitedMs=10000/);
+      assert.match(slow()[1], /waitedMs=20000/);
+      thaw();
+      const reply = await w.next();
+      assert.equal(reply.type === "build" && reply.drv, drv);
+      await f.clock.advance(30_000);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(slow().length, 2, "no warning once it answered");
+      await w.close();
+    }, {
+      storeSeenByDispatcher(store) {
+        const stuck: Store = Object.create(store);
+        stuck.batch = async (work, options) => {
+          const waiting = frozen;
+          frozen = null;
+          if (waiting !== null) await waiting;
+          return store.batch(work, options);
+        };
+        return stuck;
+      },
+    });
+  },
+});
