@@ -820,7 +820,11 @@ Deno.test("a database that is down is a 503 with Retry-After, logged as a warnin
     store,
     logCacheDir: "/nonexistent",
     storeDir: STORE_DIR,
-    clock: { now: () => NOW * 1000, sleep: () => Promise.resolve() },
+    clock: {
+      now: () => NOW * 1000,
+      monotonic: () => 0,
+      sleep: () => Promise.resolve(),
+    },
     logger: createLogger({ level: "debug", sink: (line) => lines.push(line) }),
   });
   const response = await app(new Request("http://x/api/queue?nr=5"));
