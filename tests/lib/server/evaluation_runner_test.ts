@@ -15,6 +15,7 @@ import { EvaluationStatus } from "../../../lib/store/types.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { GUIX } from "../../fake-guix/test_env.ts";
+import { failingStore } from "../store/_failing_store.ts";
 
 const SPEC = testSpecification("s", { priority: 3 });
 
@@ -416,27 +417,19 @@ Deno.test("runEvaluation() whose builds the database refuses ends aborted, recor
     // PostgreSQL restarting under the server: the registration fails, and
     // so does the first attempt to record how the evaluation ended.
     let refuse = { registerBuilds: 1, setEvaluationStatus: 1 };
-    const store = new Proxy(farm.store, {
-      get(target, key) {
-        const value = Reflect.get(target, key);
-        if (typeof value !== "function") return value;
-        return (...args: unknown[]) => {
-          if (key === "registerBuilds" || key === "setEvaluationStatus") {
-            if (refuse[key]-- > 0) {
-              return Promise.reject(
-                Object.assign(
-                  new Error("write CONNECTION_CLOSED 127.0.0.1:54471"),
-                  {
-                    code: "CONNECTION_CLOSED",
-                  },
-                ),
-              );
-            }
-          }
-          return value.apply(target, args);
-        };
-      },
-    });
+    const store = failingStore(
+      farm.store,
+      (method) =>
+        (method === "registerBuilds" || method === "setEvaluationStatus") &&
+          refuse[method]-- > 0
+          ? Object.assign(
+            new Error("write CONNECTION_CLOSED 127.0.0.1:54471"),
+            {
+              code: "CONNECTION_CLOSED",
+            },
+          )
+          : null,
+    );
     const lines: string[] = [];
     const logger = createLogger({ sink: (line) => lines.push(line) });
     const outcome = await runEvaluation(SPEC, {

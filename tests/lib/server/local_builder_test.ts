@@ -17,6 +17,7 @@ import {
   gunzip,
   testSpecification,
 } from "./_guix_fixture.ts";
+import { connectionRefused, failingStore } from "../store/_failing_store.ts";
 
 const SPEC = testSpecification("local");
 
@@ -427,20 +428,12 @@ Deno.test("LocalBuilder.run() outlives a database that goes down as a batch ends
     // recorded, nor the batch given back, until it is up again.
     let down = false;
     let tripped = false;
-    const store = new Proxy(farm.store, {
-      get(target, key) {
-        const value = Reflect.get(target, key);
-        if (typeof value !== "function") return value;
-        return (...args: unknown[]) => {
-          if (key === "completeBuild" && !tripped) {
-            tripped = down = true;
-            setTimeout(() => down = false, 1500);
-          }
-          return down
-            ? Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:54471"))
-            : value.apply(target, args);
-        };
-      },
+    const store = failingStore(farm.store, (method) => {
+      if (method === "completeBuild" && !tripped) {
+        tripped = down = true;
+        setTimeout(() => down = false, 1500);
+      }
+      return down ? connectionRefused() : null;
     });
     const lines: string[] = [];
     const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {

@@ -12,6 +12,7 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
+import { connectionRefused, failingStore } from "../store/_failing_store.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const URL_ = "http://127.0.0.1:5558";
@@ -378,18 +379,10 @@ Deno.test({
       // The store as a server sees PostgreSQL restarting: every call fails
       // while `down`, as npm:postgres fails a query it cannot connect for.
       let down = true;
-      const store = new Proxy(f.store, {
-        get(target, key) {
-          const value = Reflect.get(target, key);
-          if (typeof value !== "function") return value;
-          return (...args: unknown[]) =>
-            down
-              ? Promise.reject(
-                new Error("connect ECONNREFUSED 127.0.0.1:54471"),
-              )
-              : value.apply(target, args);
-        },
-      });
+      const store = failingStore(
+        f.store,
+        () => down ? connectionRefused() : null,
+      );
       const probes: string[] = [];
       const fetcher = substitutingFetcher(f, probes, () => 200, { store });
       fetcher.enqueue({ drv, url: URL_, worker: "W" });
@@ -448,19 +441,13 @@ Deno.test({
     try {
       const drv = await startedBuild(f, "dbwrite", 1);
       let failWrites = 3;
-      const store = new Proxy(f.store, {
-        get(target, key) {
-          const value = Reflect.get(target, key);
-          if (typeof value !== "function") return value;
-          if (key !== "completeBuild") return value.bind(target);
-          return (...args: unknown[]) =>
-            failWrites-- > 0
-              ? Promise.reject(
-                new Error("cannot execute UPDATE in a read-only transaction"),
-              )
-              : value.apply(target, args);
-        },
-      });
+      const store = failingStore(
+        f.store,
+        (method) =>
+          method === "completeBuild" && failWrites-- > 0
+            ? new Error("cannot execute UPDATE in a read-only transaction")
+            : null,
+      );
       const fetcher = substitutingFetcher(f, [], () => 200, { store });
       fetcher.enqueue({ drv, url: URL_, worker: "W" });
       await settle(f, fetcher);

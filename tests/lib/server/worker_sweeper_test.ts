@@ -11,6 +11,7 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
+import { connectionRefused, failingStore } from "../store/_failing_store.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -289,19 +290,9 @@ Deno.test({
       // PostgreSQL down for 200 s: every store call fails.
       let down = true;
       let calls = 0;
-      const store = new Proxy(f.store, {
-        get(target, key) {
-          const value = Reflect.get(target, key);
-          if (typeof value !== "function") return value;
-          return (...args: unknown[]) => {
-            calls++;
-            return down
-              ? Promise.reject(
-                new Error("connect ECONNREFUSED 127.0.0.1:54471"),
-              )
-              : value.apply(target, args);
-          };
-        },
+      const store = failingStore(f.store, () => {
+        calls++;
+        return down ? connectionRefused() : null;
       });
       const sweeping = sweepWorkers({
         store,
