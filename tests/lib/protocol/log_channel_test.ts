@@ -11,6 +11,7 @@ import {
 import { StorePathError } from "../../../lib/guix/store_path.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { C10_LOG } from "../../fixtures/c10_log.ts";
+import { scriptedLogServer } from "./_scripted_log_server.ts";
 
 const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
 const encoder = new TextEncoder();
@@ -511,36 +512,6 @@ Deno.test("startLogReceiver() says (log-stored) once the log is in place to a wo
   assert.ok(f.lines.some((l) => l.includes("log header rejected")));
 });
 
-/**
- * A log server that greets, reads the whole upload and closes, saying
- * `words` first; returns its port and the header it read.
- */
-function closingLogServer(words: string) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const served = (async () => {
-    const conn = await listener.accept();
-    await conn.write(encoder.encode("(log-server (version 0))"));
-    const received: number[] = [];
-    const buffer = new Uint8Array(4096);
-    for (
-      let n = await conn.read(buffer);
-      n !== null;
-      n = await conn.read(buffer)
-    ) {
-      received.push(...buffer.subarray(0, n));
-    }
-    await conn.write(encoder.encode(words));
-    conn.close();
-    listener.close();
-    // The header ends where the gzip stream (magic 1f 8b) begins.
-    const end = received.findIndex((byte, i) =>
-      byte === 0x1f && received[i + 1] === 0x8b
-    );
-    return new TextDecoder().decode(new Uint8Array(received.slice(0, end)));
-  })();
-  return { port: (listener.addr as Deno.NetAddr).port, served };
-}
-
 Deno.test("openLogUpload({acknowledge}) asks for (log-stored), and a close without it is a failed upload", async () => {
   for (
     const [words, failed] of [["(log-stored)", false], ["", true], [
@@ -548,7 +519,7 @@ Deno.test("openLogUpload({acknowledge}) asks for (log-stored), and a close witho
       true,
     ]] as const
   ) {
-    const server = closingLogServer(words);
+    const server = scriptedLogServer([words]);
     const drv = `/gnu/store/${HASH}-x.drv`;
     const up = await openLogUpload({
       hostname: "127.0.0.1",
@@ -559,8 +530,9 @@ Deno.test("openLogUpload({acknowledge}) asks for (log-stored), and a close witho
     });
     await up.write(encoder.encode("built\n"));
     await up.close();
+    const [upload] = await server.served;
     assert.equal(
-      await server.served,
+      upload.header,
       `(log (version 0) (derivation ${JSON.stringify(drv)}) (acknowledge #t))`,
     );
     if (failed) {
@@ -570,7 +542,7 @@ Deno.test("openLogUpload({acknowledge}) asks for (log-stored), and a close witho
 });
 
 Deno.test("openLogUpload() without acknowledge takes a plain close as success, as with a Cuirass server", async () => {
-  const server = closingLogServer("");
+  const server = scriptedLogServer([""]);
   const drv = `/gnu/store/${HASH}-x.drv`;
   const up = await openLogUpload({
     hostname: "127.0.0.1",
@@ -580,8 +552,9 @@ Deno.test("openLogUpload() without acknowledge takes a plain close as success, a
   });
   await up.write(encoder.encode("built\n"));
   await up.close();
+  const [upload] = await server.served;
   assert.equal(
-    await server.served,
+    upload.header,
     `(log (version 0) (derivation ${JSON.stringify(drv)}))`,
   );
   assert.equal(up.error, undefined);

@@ -10,6 +10,7 @@ import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { fakeSpawner } from "../server/_dispatch_fixture.ts";
 import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
+import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import {
   logFileName,
   startLogReceiver,
@@ -174,6 +175,27 @@ async function storedLog(cacheDir: string, drv: string): Promise<string> {
   );
 }
 
+/** Waits until the receiver stored the first part of the build's log. */
+async function firstPartStored(cacheDir: string): Promise<void> {
+  while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * Waits until the worker saw its log server go, as it does during a build
+ * of minutes. (Gone in the instant the build ends, the close would read as
+ * the server's end of a whole upload.)
+ */
+async function serverGoneNoticed(lines: string[]): Promise<void> {
+  const noticed = () =>
+    lines.some((l) => l.startsWith("warn log upload failed"));
+  for (const deadline = Date.now() + 10_000; !noticed();) {
+    assert.ok(Date.now() < deadline, "the worker never saw the server go");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 Deno.test("runBuild() sends the whole log again when the server restarted mid-build (C08)", async () => {
   const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
   const cacheDir = `${root}/logs`;
@@ -197,20 +219,11 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
       logServer: { hostname: "127.0.0.1", port },
     });
     // The server got the first part, then stops and starts again.
-    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await firstPartStored(cacheDir);
     await receiver.close();
     receiver = await startReceiver(cacheDir, port);
-    // The build goes on once the worker saw the server go, as it does
-    // during a build of minutes. (Gone in the instant the build ends, the
-    // close would read as the server's end of a whole upload.)
-    const noticed = () =>
-      lines.some((l) => l.startsWith("warn log upload failed"));
-    for (const deadline = Date.now() + 10_000; !noticed();) {
-      assert.ok(Date.now() < deadline, "the worker never saw the server go");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    // The build goes on once the worker saw the server go.
+    await serverGoneNoticed(lines);
     release.resolve();
     assert.equal(await building, true);
     const log = await storedLog(cacheDir, DRV);
@@ -296,32 +309,7 @@ Deno.test({
 Deno.test("runBuild() sends the log again when a server that acknowledges logs closes without (log-stored)", async () => {
   // A log server that stores nothing the first time (its disk full as
   // the upload ends, say) and says so by its silence, then acknowledges.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const uploads: string[] = [];
-  const serving = (async () => {
-    for (let i = 0; i < 2; i++) {
-      const conn = await listener.accept();
-      await conn.write(new TextEncoder().encode("(log-server (version 0))"));
-      const received: number[] = [];
-      const buffer = new Uint8Array(4096);
-      for (
-        let n = await conn.read(buffer);
-        n !== null;
-        n = await conn.read(buffer)
-      ) {
-        received.push(...buffer.subarray(0, n));
-      }
-      const start = received.findIndex((byte, j) =>
-        byte === 0x1f && received[j + 1] === 0x8b
-      );
-      uploads.push(
-        zlib.gunzipSync(new Uint8Array(received.slice(start))).toString(),
-      );
-      if (i === 1) await conn.write(new TextEncoder().encode("(log-stored)"));
-      conn.close();
-    }
-  })();
-  serving.catch(() => {}); // the listener's close ends a wait cut short
+  const server = scriptedLogServer(["", "(log-stored)"]);
   const lines: string[] = [];
   try {
     const done = Promise.resolve();
@@ -334,7 +322,7 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
       substituteUrls: [],
       logServer: {
         hostname: "127.0.0.1",
-        port: (listener.addr as Deno.NetAddr).port,
+        port: server.port,
         acknowledges: true,
       },
     });
@@ -342,10 +330,10 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
     // Without the acknowledgement's check no second upload ever comes.
     const bound = Promise.withResolvers<void>();
     const timer = setTimeout(bound.resolve, 10_000);
-    await Promise.race([serving, bound.promise]);
+    await Promise.race([server.served, bound.promise]);
     clearTimeout(timer);
     const log = "step 1 of 2\nstep 2 of 2\n";
-    assert.deepEqual(uploads, [log, log]);
+    assert.deepEqual(server.uploads.map((upload) => upload.log), [log, log]);
     assert.ok(
       lines.some((l) =>
         l.startsWith("info log sent again") && /ok=true/.test(l)
@@ -353,7 +341,7 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
       lines.join("\n"),
     );
   } finally {
-    listener.close();
+    server.close();
   }
 });
 
@@ -387,17 +375,10 @@ Deno.test("runBuild() tries the log again while the restarted server's log port 
       clock,
       retryDelayMs: 1000,
     });
-    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await firstPartStored(cacheDir);
     // Killed: the server is still away when the build ends.
     await receiver.close();
-    const noticed = () =>
-      lines.some((l) => l.startsWith("warn log upload failed"));
-    for (const deadline = Date.now() + 10_000; !noticed();) {
-      assert.ok(Date.now() < deadline, "the worker never saw the server go");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await serverGoneNoticed(lines);
     release.resolve();
     assert.equal(await building, true);
     assert.deepEqual(pauses, [1000], lines.join("\n"));
@@ -453,16 +434,9 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
       retries: 2,
       retryDelayMs: 500,
     });
-    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await firstPartStored(cacheDir);
     await receiver.close();
-    const noticed = () =>
-      lines.some((l) => l.startsWith("warn log upload failed"));
-    for (const deadline = Date.now() + 10_000; !noticed();) {
-      assert.ok(Date.now() < deadline, "the worker never saw the server go");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await serverGoneNoticed(lines);
     release.resolve();
     assert.equal(await building, true);
     assert.deepEqual(pauses, [500, 1000]);
@@ -507,20 +481,13 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
       substituteUrls: [],
       logServer: { hostname: "127.0.0.1", port },
     });
-    while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await firstPartStored(cacheDir);
     // Mid-build: what is here now is what a SIGKILL would leave.
     assert.deepEqual(await names(), []);
     // The copy still serves: the server restarts, the log is sent again.
     await receiver.close();
     receiver = await startReceiver(cacheDir, port);
-    const noticed = () =>
-      lines.some((l) => l.startsWith("warn log upload failed"));
-    for (const deadline = Date.now() + 10_000; !noticed();) {
-      assert.ok(Date.now() < deadline, "the worker never saw the server go");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await serverGoneNoticed(lines);
     release.resolve();
     assert.equal(await building, true);
     assert.equal(
