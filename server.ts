@@ -70,7 +70,8 @@ Storage:
   -c, --cache=DIR             build logs (default $XDG_CACHE_HOME/lorica)
       --log-expiry=DURATION   remove build logs older than this (default 6m,
                               i.e. 180 days; units s, h, d, w, m = 30 days)
-      --state-directory=DIR   evaluation logs, admin token (default: the database's directory)
+      --state-directory=DIR   evaluation logs and work directories, admin token
+                              (default: the database's directory)
 Local mode (the default):
       --max-jobs=N            builds the daemon runs at once (default 1)
       --batch-size=N          derivations handed to the daemon at once (default 200)

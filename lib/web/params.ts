@@ -114,13 +114,14 @@ export function readNames(
   const text = params.get("names");
   const names = (text ?? "").split(",").map((name) => name.trim())
     .filter((name) => name !== "");
-  if (text === null || text === "") {
+  if (text === null) {
     if (required) {
       throw new HttpError(400, `Cannot read parameter "names": missing`);
     }
     return undefined;
   }
-  if (names.length === 0 && required) {
+  if (names.length === 0 && !required) return undefined;
+  if (names.length === 0) {
     throw new HttpError(
       400,
       `Cannot read parameter "names": value ${

@@ -83,6 +83,11 @@ Deno.test("GET /api/dashboard/register rejects bad parameters, naming them", asy
     ["spec=&names=a", 400, `Cannot read parameter "spec": missing`],
     ["spec=hello", 400, `Cannot read parameter "names": missing`],
     [
+      "spec=hello&names=",
+      400,
+      `Cannot read parameter "names": value "" holds no job name`,
+    ],
+    [
       "spec=hello&names=,%20,",
       400,
       `Cannot read parameter "names": value ", ," holds no job name`,
