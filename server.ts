@@ -37,6 +37,7 @@ import {
   parsePositive,
   readOptions,
   readSecretFile,
+  sourceOfUsageError,
   stateHome,
   UsageError,
 } from "./lib/cli/args.ts";
@@ -500,7 +501,11 @@ if (import.meta.main) {
     const usage = error instanceof UsageError ||
       (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
     // deno-lint-ignore no-console
-    console.error(`lorica-server: error: ${(error as Error).message}`);
+    console.error(
+      `lorica-server: error: ${
+        sourceOfUsageError((error as Error).message, OPTIONS, Deno.args)
+      }`,
+    );
     Deno.exit(usage ? 2 : 1);
   }
 }

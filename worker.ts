@@ -20,6 +20,7 @@ import {
   parseSystems,
   readOptions,
   readSecretFile,
+  sourceOfUsageError,
   UsageError,
 } from "./lib/cli/args.ts";
 import { continueAsUser } from "./lib/cli/run_as.ts";
@@ -210,7 +211,11 @@ if (import.meta.main) {
     const usage = error instanceof UsageError ||
       (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
     // deno-lint-ignore no-console
-    console.error(`lorica-worker: error: ${(error as Error).message}`);
+    console.error(
+      `lorica-worker: error: ${
+        sourceOfUsageError((error as Error).message, OPTIONS, Deno.args)
+      }`,
+    );
     Deno.exit(usage ? 2 : 1);
   }
 }

@@ -146,6 +146,11 @@ export interface OptionSpec {
   default?: string | boolean;
 }
 
+/** The environment variable of option `name`: LORICA_LOG_PORT for log-port. */
+function environmentVariable(name: string): string {
+  return `LORICA_${name.toUpperCase().replaceAll("-", "_")}`;
+}
+
 const TRUE_REGEXP = /^(1|true|yes|on)$/i;
 const FALSE_REGEXP = /^(0|false|no|off)$/i;
 
@@ -163,7 +168,7 @@ export function argsFromEnvironment(
   const args: string[] = [];
   for (const [name, spec] of Object.entries(options)) {
     if (name === "help" || name === "version") continue;
-    const variable = `LORICA_${name.toUpperCase().replaceAll("-", "_")}`;
+    const variable = environmentVariable(name);
     const value = env.get(variable);
     if (value === undefined || value === "") continue;
     if (spec.type === "string") {
@@ -209,6 +214,30 @@ export function readOptions(
     text: (name) => values[name] as string | undefined,
     flag: (name) => values[name] === true,
   };
+}
+
+/**
+ * `message` of a usage error, saying which environment variable set the
+ * option it names when the command line did not: an operator looks for a
+ * `--evaluation-timeout` in the unit file and finds it in the env file.
+ */
+export function sourceOfUsageError(
+  message: string,
+  options: Record<string, OptionSpec>,
+  args: string[],
+  env: { get(key: string): string | undefined } = Deno.env,
+): string {
+  for (const name of Object.keys(options)) {
+    if (!new RegExp(`--${name}(?![\\w-])`).test(message)) continue;
+    const onCommandLine = args.some((arg) =>
+      arg === `--${name}` || arg.startsWith(`--${name}=`)
+    );
+    const variable = environmentVariable(name);
+    if (!onCommandLine && env.get(variable)) {
+      return `${message} (set by ${variable})`;
+    }
+  }
+  return message;
 }
 
 /** Reads a secret from a file, without its trailing newline. */

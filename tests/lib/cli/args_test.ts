@@ -9,6 +9,7 @@ import {
   parsePositive,
   parseSystems,
   readOptions,
+  sourceOfUsageError,
   UsageError,
 } from "../../../lib/cli/args.ts";
 
@@ -154,4 +155,25 @@ Deno.test("readOptions() takes the environment's options, lets the command line 
     () => readOptions(options, ["stray"], new Map()),
     /stray/,
   );
+});
+
+Deno.test("sourceOfUsageError() names the environment variable that set the option a message names, unless the command line gave it", () => {
+  const options: Record<string, OptionSpec> = {
+    workers: { type: "string" },
+    "workers-max": { type: "string" },
+  };
+  const environment = new Map([["LORICA_WORKERS", "0"]]);
+  const message = 'Cannot use --workers "0": not a positive integer';
+  assert.equal(
+    sourceOfUsageError(message, options, [], environment),
+    `${message} (set by LORICA_WORKERS)`,
+  );
+  assert.equal(
+    sourceOfUsageError(message, options, ["--workers=0"], environment),
+    message,
+  );
+  assert.equal(sourceOfUsageError(message, options, [], new Map()), message);
+  // --workers-max is another option, not --workers.
+  const other = 'Cannot use --workers-max "x": not a positive integer';
+  assert.equal(sourceOfUsageError(other, options, [], environment), other);
 });
