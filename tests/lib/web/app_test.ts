@@ -771,13 +771,10 @@ Deno.test("unknown routes are 404 and other methods 405", async () => {
   await get.body?.cancel();
 });
 
-Deno.test("an unexpected error is a generic 500, logged with its stack", async () => {
-  const lines: string[] = [];
-  const store = new Proxy({} as Store, {
-    get: () => () => Promise.reject(new Error("disk on fire at /secret/path")),
-  });
-  const app = createWebApp({
-    store,
+/** The web app over a store whose every call rejects with `error`. */
+function appOverFailingStore(error: Error, lines: string[]) {
+  return createWebApp({
+    store: new Proxy({} as Store, { get: () => () => Promise.reject(error) }),
     logCacheDir: "/nonexistent",
     storeDir: STORE_DIR,
     clock: {
@@ -787,6 +784,14 @@ Deno.test("an unexpected error is a generic 500, logged with its stack", async (
     },
     logger: createLogger({ level: "debug", sink: (line) => lines.push(line) }),
   });
+}
+
+Deno.test("an unexpected error is a generic 500, logged with its stack", async () => {
+  const lines: string[] = [];
+  const app = appOverFailingStore(
+    new Error("disk on fire at /secret/path"),
+    lines,
+  );
   const response = await app(new Request("http://x/api/queue?nr=5"));
   assert.equal(response.status, 500);
   assert.deepEqual(await response.json(), { error: "Internal server error" });
@@ -808,25 +813,12 @@ Deno.test("an unexpected error is a generic 500, logged with its stack", async (
 Deno.test("a database that is down is a 503 with Retry-After, logged as a warning naming the error", async () => {
   const lines: string[] = [];
   // What npm:postgres rejects with while PostgreSQL restarts.
-  const store = new Proxy({} as Store, {
-    get: () => () =>
-      Promise.reject(
-        Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:54471"), {
-          code: "ECONNREFUSED",
-        }),
-      ),
-  });
-  const app = createWebApp({
-    store,
-    logCacheDir: "/nonexistent",
-    storeDir: STORE_DIR,
-    clock: {
-      now: () => NOW * 1000,
-      monotonic: () => 0,
-      sleep: () => Promise.resolve(),
-    },
-    logger: createLogger({ level: "debug", sink: (line) => lines.push(line) }),
-  });
+  const app = appOverFailingStore(
+    Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:54471"), {
+      code: "ECONNREFUSED",
+    }),
+    lines,
+  );
   const response = await app(new Request("http://x/api/queue?nr=5"));
   assert.equal(response.status, 503);
   assert.equal(response.headers.get("retry-after"), "5");
