@@ -36,7 +36,7 @@ export class LogTails {
     this.#read = options.read ?? ((path) => readLogTail(path));
   }
 
-  /** Reads now, or waiting for the log being read ahead of them. */
+  /** Logs being read now, and requests waiting for their turn. */
   get busy(): { reading: number; waiting: number } {
     return { reading: this.#reading, waiting: this.#waiting.length };
   }
