@@ -1,6 +1,6 @@
 // The loop that takes queued notifications from the store and delivers them.
 
-import type { Clock } from "../clock.ts";
+import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { QueuedNotification } from "../store/types.ts";
 import { notificationText } from "./notification_text.ts";
@@ -9,9 +9,12 @@ import { type MastodonAccount, postMastodonStatus } from "./mastodon.ts";
 
 /** Where notifications come from: the store's queue. */
 export interface NotificationSource {
-  popNotifications(limit: number): Promise<QueuedNotification[]>;
+  /** Takes notifications; they stay queued, claimed at `now` (seconds). */
+  popNotifications(limit: number, now: number): Promise<QueuedNotification[]>;
   /** Takes back undelivered notifications at shutdown; returns how many. */
   returnNotifications?(items: QueuedNotification[]): Promise<number>;
+  /** Removes notifications sent or given up from the queue. */
+  finishNotifications?(ids: number[]): Promise<void>;
 }
 
 /** What became of one delivery attempt. */
@@ -119,7 +122,10 @@ export function startNotificationSender(
       let fresh: QueuedNotification[] = [];
       if (!stopping.signal.aborted) {
         try {
-          fresh = await source.popNotifications(batchSize);
+          fresh = await source.popNotifications(
+            batchSize,
+            epochSeconds(clock),
+          );
         } catch (error) {
           logger.error("notification queue unreadable", { error });
         }
@@ -183,6 +189,7 @@ export function startNotificationSender(
         ...fields,
         attempts: pending.attempts,
       });
+      await finish(notification);
       onOutcome?.({ ...fields, outcome: "sent", attempts: pending.attempts });
     } catch (caught) {
       const error = caught instanceof Error
@@ -199,6 +206,7 @@ export function startNotificationSender(
             id: dropped.notification.id,
             reason: "too many retries pending",
           });
+          await finish(dropped.notification);
         }
         logger.warn("notification failed, will retry", {
           ...fields,
@@ -217,6 +225,7 @@ export function startNotificationSender(
           attempts: pending.attempts,
           error,
         });
+        await finish(notification);
         onOutcome?.({
           ...fields,
           outcome: "dropped",
@@ -224,6 +233,23 @@ export function startNotificationSender(
           error,
         });
       }
+    }
+  }
+
+  /**
+   * Takes a notification sent or given up out of the queue. When that
+   * fails (the database down), its claim runs out and it is sent again:
+   * twice rather than never.
+   */
+  async function finish(notification: QueuedNotification) {
+    try {
+      await source.finishNotifications?.([notification.id]);
+    } catch (error) {
+      logger.error("notification not taken out of the queue", {
+        id: notification.id,
+        build: notification.build.id,
+        error,
+      });
     }
   }
 

@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 6;
+export const POSTGRES_SCHEMA_VERSION = 7;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -143,7 +143,9 @@ CREATE TABLE BuildProducts (
 CREATE TABLE Notifications (
   id    SERIAL PRIMARY KEY,
   type  TEXT NOT NULL,
-  build INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE
+  build INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  -- When a sender took it (seconds), until it is sent; NULL while queued.
+  claimed_at BIGINT
 );
 CREATE INDEX Notifications_build ON Notifications(build);
 
@@ -226,5 +228,9 @@ CREATE INDEX Builds_worker ON Builds(worker, evaluation DESC, id DESC)
   WHERE worker IS NOT NULL;
 CREATE INDEX Builds_held ON Builds(worker, status)
   WHERE status < 0 AND worker IS NOT NULL;
+`,
+  // Notifications were deleted as a sender took them: a crash lost the
+  // ones under way. They are now claimed, and deleted once sent.
+  7: `ALTER TABLE Notifications ADD COLUMN claimed_at BIGINT;
 `,
 };

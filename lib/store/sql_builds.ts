@@ -554,19 +554,25 @@ export function* restartEvaluation(d: Dialect, id: number): Step<number> {
   return ids.length;
 }
 
+/**
+ * How long a notification taken from the queue stays the taker's: a
+ * sender that died with it (a crash) leaves it to be taken again after
+ * this, longer than a sender's retries of one notification (15 minutes).
+ */
+export const NOTIFICATION_LEASE_SECONDS = 3600;
+
 export function* returnNotifications(
   _d: Dialect,
   items: QueuedNotification[],
 ): Step<number> {
   let count = 0;
   for (const item of items) {
-    // The build may have been deleted (with its evaluation) meanwhile.
+    // Gone with its build meanwhile, or given back already: not counted.
     const rows = yield* all(
-      `INSERT INTO Notifications (id, type, build)
-       SELECT ?, ?, id FROM Builds WHERE id = ?
-       ON CONFLICT (id) DO NOTHING
+      `UPDATE Notifications SET claimed_at = NULL
+       WHERE id = ? AND build = ? AND claimed_at IS NOT NULL
        RETURNING id`,
-      [item.id, JSON.stringify(item.sink), item.build.id],
+      [item.id, item.build.id],
     );
     count += rows.length;
   }
@@ -576,12 +582,21 @@ export function* returnNotifications(
 export function* popNotifications(
   d: Dialect,
   limit: number,
+  now: number,
 ): Step<QueuedNotification[]> {
+  // Claimed, not deleted: a notification leaves the queue only once it is
+  // sent (or given up), so that a sender's crash loses none.
   const rows = yield* all(
-    `DELETE FROM Notifications WHERE id IN
-       (SELECT id FROM Notifications ORDER BY id LIMIT ?${d.skipLocked})
+    `UPDATE Notifications SET claimed_at = ? WHERE id IN
+       (SELECT id FROM Notifications
+        WHERE claimed_at IS NULL OR claimed_at <= ?
+        ORDER BY id LIMIT ?${d.skipLocked})
      RETURNING id, type, build`,
-    [checkLimit("take notifications", limit)],
+    [
+      now,
+      now - NOTIFICATION_LEASE_SECONDS,
+      checkLimit("take notifications", limit),
+    ],
   );
   rows.sort((a, b) => Number(a.id) - Number(b.id));
   const result: QueuedNotification[] = [];
@@ -595,4 +610,13 @@ export function* popNotifications(
     });
   }
   return result;
+}
+
+export function* finishNotifications(
+  _d: Dialect,
+  ids: number[],
+): Step<void> {
+  for (const id of ids) {
+    yield* run("DELETE FROM Notifications WHERE id = ?", [id]);
+  }
 }

@@ -233,10 +233,12 @@ function storeOver(
       write((d) => builds.cancelEvaluation(d, id, now)),
     restartEvaluation: (id, _now) =>
       write((d) => builds.restartEvaluation(d, id)),
-    popNotifications: (limit) =>
-      write((d) => builds.popNotifications(d, limit)),
+    popNotifications: (limit, now) =>
+      write((d) => builds.popNotifications(d, limit, now)),
     returnNotifications: (items) =>
       write((d) => builds.returnNotifications(d, items)),
+    finishNotifications: (ids) =>
+      write((d) => builds.finishNotifications(d, ids)),
 
     addDashboard: (dashboard) =>
       write((d) => dashboards.addDashboard(d, dashboard)),

@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 8;
+export const SCHEMA_VERSION = 9;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -165,7 +165,9 @@ CREATE TABLE BuildProducts (
 CREATE TABLE Notifications (
   id    INTEGER PRIMARY KEY AUTOINCREMENT,
   type  TEXT NOT NULL,
-  build INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE
+  build INTEGER NOT NULL REFERENCES Builds(id) ON DELETE CASCADE,
+  -- When a sender took it (seconds), until it is sent; NULL while queued.
+  claimed_at INTEGER
 );
 CREATE INDEX Notifications_build ON Notifications(build);
 
@@ -269,5 +271,9 @@ CREATE INDEX Builds_worker ON Builds(worker, evaluation DESC, id DESC)
 DROP INDEX Builds_held;
 CREATE INDEX Builds_held ON Builds(worker, status)
   WHERE status < 0 AND worker IS NOT NULL;
+`,
+  // Notifications were deleted as a sender took them: a crash lost the
+  // ones under way. They are now claimed, and deleted once sent.
+  9: `ALTER TABLE Notifications ADD COLUMN claimed_at INTEGER;
 `,
 };

@@ -472,18 +472,22 @@ export interface Store {
   ): Promise<{ id: number; status: BuildStatus; system: string }[]>;
 
   /**
-   * Takes (removes and returns) up to `limit` queued notifications, oldest
-   * first. completeBuild queues one per notification sink of the build's
-   * specification when its weather becomes new-success or new-failure.
+   * Takes up to `limit` queued notifications, oldest first: they stay in
+   * the queue, claimed at `now` (seconds), until finishNotifications; a
+   * claim older than an hour (its sender died) is taken again. completeBuild
+   * queues one per notification sink of the build's specification when its
+   * weather becomes new-success or new-failure.
    */
-  popNotifications(limit: number): Promise<QueuedNotification[]>;
+  popNotifications(limit: number, now: number): Promise<QueuedNotification[]>;
   /**
-   * Puts notifications taken by popNotifications and not delivered back in
+   * Gives notifications taken by popNotifications and not delivered back to
    * the queue under their own ids (which keep Mastodon's idempotency key);
-   * skips those whose build is gone or whose id is queued again. Returns
-   * how many went back.
+   * skips those whose build is gone or that were given back already.
+   * Returns how many went back.
    */
   returnNotifications(items: QueuedNotification[]): Promise<number>;
+  /** Removes notifications sent (or given up) from the queue. */
+  finishNotifications(ids: number[]): Promise<void>;
 
   /**
    * Saves a dashboard; false, changing nothing, when its id is taken.

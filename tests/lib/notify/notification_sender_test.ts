@@ -6,7 +6,13 @@ import {
 } from "../../../lib/notify/notification_sender.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
-import { type QueuedNotification, Weather } from "../../../lib/store/types.ts";
+import {
+  BuildStatus,
+  type QueuedNotification,
+  Weather,
+} from "../../../lib/store/types.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { drv, job, specification } from "../store/store_contract.ts";
 import { sampleBuild } from "./sample_build.ts";
 import { startFakeMastodon } from "./fake_mastodon.ts";
 import { aiosmtpdAvailable, startSmtpCapture } from "./smtp_capture.ts";
@@ -365,6 +371,68 @@ Deno.test("startNotificationSender() hands sendmail:// sinks to the sendmail pro
     );
     assert.match(message, /http:\/\/ci\.test\/build\/42\/details/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("startNotificationSender() on a real queue: a sender that dies with a notification loses it not, and one sent leaves the queue", async () => {
+  await using mastodon = startFakeMastodon([503]);
+  const dir = await Deno.makeTempDir({ prefix: "lorica-notify-" });
+  const store = openSqliteStore(`${dir}/db.sqlite`, {});
+  try {
+    await store.upsertSpecification({
+      ...specification("guix"),
+      notifications: [{ type: "mastodon" }],
+    });
+    for (const [index, final] of [1, 0].entries()) {
+      const id = await store.addEvaluation("guix", [], index);
+      await store.registerBuilds(id, [job("hello", { drv: `n${index}` })], {
+        priority: 9,
+        now: index,
+      });
+      await store.completeBuild(drv(`n${index}`), final as BuildStatus, {
+        now: 10 + index,
+      });
+    }
+    // The first sender takes the notification, is refused (503), and dies
+    // before its retry: nothing is given back (as after a SIGKILL).
+    let now = 1_000_000_000_000;
+    const clock = { ...systemClock, now: () => now };
+    const start = (onOutcome: (o: NotificationOutcome) => void) =>
+      startNotificationSender({
+        source: {
+          popNotifications: (limit, at) => store.popNotifications(limit, at),
+          finishNotifications: (ids) => store.finishNotifications(ids),
+        },
+        clock,
+        logger: collect().logger,
+        baseUrl: "",
+        mastodon: { instanceUrl: mastodon.url, token: "tok" },
+        intervalMs: 10,
+        retryDelayMs: 3_600_000,
+        onOutcome,
+      });
+    const first = collect();
+    const dying = start((o) => first.outcomes.push(o));
+    while (first.outcomes.length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await dying.stop();
+    assert.deepEqual(first.outcomes.map((o) => o.outcome), ["retry"]);
+    // Still claimed: a second sender takes it once the claim is an hour old.
+    now += 3_600_000;
+    const second = collect();
+    const again = start((o) => second.outcomes.push(o));
+    await second.settled(1);
+    await again.stop();
+    assert.deepEqual(second.outcomes.map((o) => o.outcome), ["sent"]);
+    assert.deepEqual(
+      await store.popNotifications(10, now / 1000 + 10_000),
+      [],
+      "a notification sent is out of the queue",
+    );
+  } finally {
+    await store.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

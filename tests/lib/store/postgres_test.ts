@@ -395,7 +395,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -410,6 +410,7 @@ Deno.test({
         DROP INDEX ${schema}.Builds_held;
         CREATE INDEX Builds_worker ON ${schema}.Builds(worker, status)
           WHERE worker IS NOT NULL;
+        ALTER TABLE ${schema}.Notifications DROP COLUMN claimed_at;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const store = await openPostgresStore(url!, { schema });
@@ -434,6 +435,14 @@ Deno.test({
         )
       );
       assert.match(worker.indexdef, /\(worker, evaluation DESC, id DESC\)/);
+      const claims = await withSql((sql) =>
+        sql.unsafe(
+          `SELECT 1 FROM information_schema.columns WHERE table_schema = $1
+           AND table_name = 'notifications' AND column_name = 'claimed_at'`,
+          [schema],
+        )
+      );
+      assert.equal(claims.length, 1);
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",

@@ -139,11 +139,21 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     );
     // The same indexes as a database created at this version.
     assert.deepEqual(indexesOf(upgraded), indexesOf(created));
+    // And the same columns (version 9: notification claims).
+    for (const table of ["Builds", "Notifications", "Workers"]) {
+      assert.deepEqual(columnsOf(upgraded, table), columnsOf(created, table));
+    }
   } finally {
     upgraded.close();
     created.close();
   }
 });
+
+/** The column names of `table`, in order. */
+function columnsOf(db: DatabaseSync, table: string): string[] {
+  return db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table)
+    .map((row) => String(row.name));
+}
 
 /** Each index's name and definition, whitespace collapsed. */
 function indexesOf(db: DatabaseSync): string[] {

@@ -1739,7 +1739,7 @@ export function storeContract(
       Weather.stillFailing,
       Weather.newSuccess,
     ]);
-    const first = await store.popNotifications(3);
+    const first = await store.popNotifications(3, 100);
     assert.deepEqual(
       first.map((n) => [n.sink.type, n.build.derivation, n.build.weather]),
       [
@@ -1750,11 +1750,39 @@ export function storeContract(
     );
     assert.deepEqual(first[0].sink, spec.notifications[0]);
     assert.ok(first[0].id < first[1].id && first[1].id < first[2].id);
-    const rest = await store.popNotifications(10);
+    const rest = await store.popNotifications(10, 100);
     assert.deepEqual(rest.map((n) => [n.sink.type, n.build.derivation]), [
       ["mastodon", drv("h3")],
     ]);
-    assert.deepEqual(await store.popNotifications(10), []);
+    assert.deepEqual(await store.popNotifications(10, 100), []);
+  });
+
+  test("popNotifications() leaves them queued until finishNotifications(), and a claim an hour old is taken again", async (store) => {
+    const spec: Specification = {
+      ...specification("guix"),
+      notifications: [{ type: "email", to: "a@example.invalid" }],
+    };
+    await store.upsertSpecification(spec);
+    for (const [index, final] of [0, 1, 0].entries()) {
+      const id = await store.addEvaluation("guix", [], index);
+      await store.registerBuilds(id, [job("hello", { drv: `l${index}` })], {
+        priority: 9,
+        now: index,
+      });
+      await store.completeBuild(drv(`l${index}`), final as BuildStatus, {
+        now: 10 + index,
+      });
+    }
+    const taken = await store.popNotifications(10, 1000);
+    assert.equal(taken.length, 2);
+    // Claimed: another sender (or this one) does not take them again...
+    assert.deepEqual(await store.popNotifications(10, 1000 + 3599), []);
+    await store.finishNotifications([taken[0].id]);
+    // ...until the claim is an hour old: its sender died with it.
+    const again = await store.popNotifications(10, 1000 + 3600);
+    assert.deepEqual(again.map((n) => n.id), [taken[1].id]);
+    await store.finishNotifications([taken[1].id]);
+    assert.deepEqual(await store.popNotifications(10, 1000 + 9999), []);
   });
 
   test("returnNotifications() puts taken notifications back under their ids", async (store) => {
@@ -1773,13 +1801,13 @@ export function storeContract(
         now: 10 + index,
       });
     }
-    const taken = await store.popNotifications(10);
+    const taken = await store.popNotifications(10, 100);
     assert.equal(taken.length, 1);
-    assert.deepEqual(await store.popNotifications(10), []);
+    assert.deepEqual(await store.popNotifications(10, 100), []);
     assert.equal(await store.returnNotifications(taken), 1);
     // Returned twice (two stopping senders): queued once.
     assert.equal(await store.returnNotifications(taken), 0);
-    const again = await store.popNotifications(10);
+    const again = await store.popNotifications(10, 100);
     assert.deepEqual(
       again.map((n) => [n.id, n.sink, n.build.derivation]),
       taken.map((n) => [n.id, n.sink, n.build.derivation]),
