@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import {
   buildRefusal,
+  type BuildRunnerOptions,
   isUnavailableDerivation,
   MAX_BUILD_LIMIT_SECONDS,
   runBuild,
@@ -156,6 +157,37 @@ function twoPartBuild(first: string, second: string, release: Promise<void>) {
   };
 }
 
+/**
+ * runBuild() of a build whose log comes in two parts (see twoPartBuild),
+ * the second once `finish()` is called; what it logs is in `lines`.
+ */
+function twoPartBuildRun() {
+  const release = Promise.withResolvers<void>();
+  const lines: string[] = [];
+  return {
+    lines,
+    finish: () => release.resolve(),
+    start: (
+      options:
+        & Partial<BuildRunnerOptions>
+        & Pick<BuildRunnerOptions, "logServer">,
+    ) =>
+      runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+        guix: new Guix({
+          logger: silentLogger,
+          spawn: twoPartBuild(
+            "step 1 of 2\n",
+            "step 2 of 2\n",
+            release.promise,
+          ),
+        }),
+        logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+        substituteUrls: [],
+        ...options,
+      }),
+  };
+}
+
 function startReceiver(cacheDir: string, port: number) {
   return startLogReceiver({
     hostname: "127.0.0.1",
@@ -201,21 +233,10 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
   const cacheDir = `${root}/logs`;
   let receiver = await startReceiver(cacheDir, 0);
   const port = receiver.port;
-  const release = Promise.withResolvers<void>();
-  const lines: string[] = [];
+  const run = twoPartBuildRun();
+  const { lines } = run;
   try {
-    const guix = new Guix({
-      logger: silentLogger,
-      spawn: twoPartBuild(
-        "step 1 of 2\n",
-        "step 2 of 2\n",
-        release.promise,
-      ),
-    });
-    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-      guix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      substituteUrls: [],
+    const building = run.start({
       logServer: { hostname: "127.0.0.1", port },
     });
     // The server got the first part, then stops and starts again.
@@ -224,7 +245,7 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
     receiver = await startReceiver(cacheDir, port);
     // The build goes on once the worker saw the server go.
     await serverGoneNoticed(lines);
-    release.resolve();
+    run.finish();
     assert.equal(await building, true);
     const log = await storedLog(cacheDir, DRV);
     assert.equal(log, "step 1 of 2\nstep 2 of 2\n", lines.join("\n"));
@@ -235,7 +256,7 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
       lines.join("\n"),
     );
   } finally {
-    release.resolve();
+    run.finish();
     await receiver.close();
     await Deno.remove(root, { recursive: true });
   }
@@ -252,38 +273,21 @@ Deno.test({
     const cacheDir = `${root}/logs`;
     let receiver = await startReceiver(cacheDir, 0);
     const port = receiver.port;
-    const release = Promise.withResolvers<void>();
-    const lines: string[] = [];
+    const run = twoPartBuildRun();
+    const { lines } = run;
     const tmpdir = Deno.env.get("TMPDIR");
     try {
       await disk.fill();
       // The worker keeps its copy of the log in TMPDIR: the full disk.
       Deno.env.set("TMPDIR", disk.path);
-      const guix = new Guix({
-        logger: silentLogger,
-        spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
-      });
-      const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-        guix,
-        logger: createLogger({
-          timestamps: false,
-          sink: (l) => lines.push(l),
-        }),
-        substituteUrls: [],
+      const building = run.start({
         logServer: { hostname: "127.0.0.1", port },
       });
-      while (!(await storedLog(cacheDir, DRV)).includes("step 1 of 2")) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await firstPartStored(cacheDir);
       await receiver.close();
       receiver = await startReceiver(cacheDir, port);
-      const noticed = () =>
-        lines.some((l) => l.startsWith("warn log upload failed"));
-      for (const deadline = Date.now() + 10_000; !noticed();) {
-        assert.ok(Date.now() < deadline, "the worker never saw the server go");
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      release.resolve();
+      await serverGoneNoticed(lines);
+      run.finish();
       assert.equal(await building, true);
       const copyFailed = lines.find((l) =>
         l.startsWith("warn log copy failed")
@@ -299,7 +303,7 @@ Deno.test({
     } finally {
       if (tmpdir === undefined) Deno.env.delete("TMPDIR");
       else Deno.env.set("TMPDIR", tmpdir);
-      release.resolve();
+      run.finish();
       await receiver.close();
       await Deno.remove(root, { recursive: true });
     }
@@ -310,16 +314,11 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
   // A log server that stores nothing the first time (its disk full as
   // the upload ends, say) and says so by its silence, then acknowledges.
   const server = scriptedLogServer(["", "(log-stored)"]);
-  const lines: string[] = [];
+  const run = twoPartBuildRun();
+  const { lines } = run;
   try {
-    const done = Promise.resolve();
-    const ok = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-      guix: new Guix({
-        logger: silentLogger,
-        spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", done),
-      }),
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      substituteUrls: [],
+    run.finish();
+    const ok = await run.start({
       logServer: {
         hostname: "127.0.0.1",
         port: server.port,
@@ -350,8 +349,8 @@ Deno.test("runBuild() tries the log again while the restarted server's log port 
   const cacheDir = `${root}/logs`;
   let receiver = await startReceiver(cacheDir, 0);
   const port = receiver.port;
-  const release = Promise.withResolvers<void>();
-  const lines: string[] = [];
+  const run = twoPartBuildRun();
+  const { lines } = run;
   // The server comes back during the worker's first pause before a retry.
   const pauses: number[] = [];
   const clock = {
@@ -363,14 +362,7 @@ Deno.test("runBuild() tries the log again while the restarted server's log port 
     },
   };
   try {
-    const guix = new Guix({
-      logger: silentLogger,
-      spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
-    });
-    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-      guix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      substituteUrls: [],
+    const building = run.start({
       logServer: { hostname: "127.0.0.1", port },
       clock,
       retryDelayMs: 1000,
@@ -379,7 +371,7 @@ Deno.test("runBuild() tries the log again while the restarted server's log port 
     // Killed: the server is still away when the build ends.
     await receiver.close();
     await serverGoneNoticed(lines);
-    release.resolve();
+    run.finish();
     assert.equal(await building, true);
     assert.deepEqual(pauses, [1000], lines.join("\n"));
     assert.equal(
@@ -398,7 +390,7 @@ Deno.test("runBuild() tries the log again while the restarted server's log port 
       lines.join("\n"),
     );
   } finally {
-    release.resolve();
+    run.finish();
     await receiver.close();
     await Deno.remove(root, { recursive: true });
   }
@@ -409,8 +401,8 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
   const cacheDir = `${root}/logs`;
   const receiver = await startReceiver(cacheDir, 0);
   const port = receiver.port;
-  const release = Promise.withResolvers<void>();
-  const lines: string[] = [];
+  const run = twoPartBuildRun();
+  const { lines } = run;
   const pauses: number[] = [];
   const clock = {
     now: () => Date.now(),
@@ -421,14 +413,7 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
     },
   };
   try {
-    const guix = new Guix({
-      logger: silentLogger,
-      spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
-    });
-    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-      guix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      substituteUrls: [],
+    const building = run.start({
       logServer: { hostname: "127.0.0.1", port },
       clock,
       retries: 2,
@@ -437,7 +422,7 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
     await firstPartStored(cacheDir);
     await receiver.close();
     await serverGoneNoticed(lines);
-    release.resolve();
+    run.finish();
     assert.equal(await building, true);
     assert.deepEqual(pauses, [500, 1000]);
     assert.ok(
@@ -448,7 +433,7 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
       lines.join("\n"),
     );
   } finally {
-    release.resolve();
+    run.finish();
     await receiver.close();
     await Deno.remove(root, { recursive: true });
   }
@@ -463,22 +448,15 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
   Deno.env.set("TMPDIR", tmp);
   let receiver = await startReceiver(cacheDir, 0);
   const port = receiver.port;
-  const release = Promise.withResolvers<void>();
-  const lines: string[] = [];
+  const run = twoPartBuildRun();
+  const { lines } = run;
   const names = async () => {
     const found = [];
     for await (const entry of Deno.readDir(tmp)) found.push(entry.name);
     return found;
   };
   try {
-    const guix = new Guix({
-      logger: silentLogger,
-      spawn: twoPartBuild("step 1 of 2\n", "step 2 of 2\n", release.promise),
-    });
-    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-      guix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      substituteUrls: [],
+    const building = run.start({
       logServer: { hostname: "127.0.0.1", port },
     });
     await firstPartStored(cacheDir);
@@ -488,7 +466,7 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
     await receiver.close();
     receiver = await startReceiver(cacheDir, port);
     await serverGoneNoticed(lines);
-    release.resolve();
+    run.finish();
     assert.equal(await building, true);
     assert.equal(
       await storedLog(cacheDir, DRV),
@@ -499,7 +477,7 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
   } finally {
     if (saved === undefined) Deno.env.delete("TMPDIR");
     else Deno.env.set("TMPDIR", saved);
-    release.resolve();
+    run.finish();
     await receiver.close();
     await Deno.remove(root, { recursive: true });
   }
