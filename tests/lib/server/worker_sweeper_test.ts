@@ -4,6 +4,7 @@ import {
   sweepOnce,
   SweepState,
   sweepWorkers,
+  type WorkerSweeperOptions,
 } from "../../../lib/server/worker_sweeper.ts";
 import {
   eventually,
@@ -142,6 +143,16 @@ function seconds(f: Fixture): number {
   return Math.floor(f.clock.now() / 1000);
 }
 
+/** Sweeps of the fixture's store and clock, with a 120 s timeout. */
+function sweepOptions(f: Fixture): WorkerSweeperOptions {
+  return {
+    store: f.store,
+    clock: f.clock,
+    logger: f.logger,
+    timeoutSeconds: 120,
+  };
+}
+
 function addWorker(f: Fixture, name: string): Promise<void> {
   return f.store.upsertWorker({
     name,
@@ -164,12 +175,7 @@ Deno.test({
       await addWorker(f, "IDLE");
       await f.store.popBuild("BUSY", ["x86_64-linux"], seconds(f));
       await f.store.markStarted(a, "BUSY", "/log", seconds(f));
-      const options = {
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-      };
+      const options = sweepOptions(f);
       const state = new SweepState();
       assert.deepEqual(await sweepOnce(options, state), []);
       // 60 s pass; half-way NTP steps the wall clock a day ahead.
@@ -202,12 +208,7 @@ Deno.test({
     const f = await startFixture();
     try {
       await addWorker(f, "W");
-      const options = {
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-      };
+      const options = sweepOptions(f);
       const state = new SweepState();
       assert.deepEqual(await sweepOnce(options, state), []);
       await f.clock.advance(30_000);
@@ -229,13 +230,7 @@ Deno.test({
     const f = await startFixture();
     try {
       const [early] = await f.addJobs([job("early", 1, "aarch64-linux")]);
-      const options = {
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-        maxWaitSeconds: 600,
-      };
+      const options = { ...sweepOptions(f), maxWaitSeconds: 600 };
       const state = new SweepState();
       await sweepOnce(options, state);
       await f.clock.advance(30_000);
@@ -275,18 +270,9 @@ Deno.test({
     const abort = new AbortController();
     try {
       const [a] = await f.addJobs([job("a", 1)]);
-      const now = Math.floor(f.clock.now() / 1000);
-      for (const name of ["BUSY", "DEAD"]) {
-        await f.store.upsertWorker({
-          name,
-          address: "127.0.0.1",
-          machine: "m",
-          systems: ["x86_64-linux"],
-          lastSeen: now,
-        });
-      }
-      await f.store.popBuild("BUSY", ["x86_64-linux"], now);
-      await f.store.markStarted(a, "BUSY", "/log", now);
+      for (const name of ["BUSY", "DEAD"]) await addWorker(f, name);
+      await f.store.popBuild("BUSY", ["x86_64-linux"], seconds(f));
+      await f.store.markStarted(a, "BUSY", "/log", seconds(f));
       // PostgreSQL down for 200 s: every store call fails.
       let down = true;
       let calls = 0;
@@ -308,7 +294,7 @@ Deno.test({
       // Back: the sweeps work, BUSY's held ping is served 10 s later.
       await eventually(() => calls >= 8, "a sweep after the outage");
       await f.clock.advance(10_000);
-      await f.store.touchWorker("BUSY", Math.floor(f.clock.now() / 1000));
+      await f.store.touchWorker("BUSY", seconds(f));
       await f.clock.advance(20_000);
       await eventually(() => calls >= 9, "a second sweep");
       assert.ok(await f.store.getWorker("BUSY"));
@@ -317,7 +303,7 @@ Deno.test({
       // DEAD stays silent past a whole timeout from the outage's end.
       for (let t = 0; t < 5; t++) {
         await f.clock.advance(30_000);
-        await f.store.touchWorker("BUSY", Math.floor(f.clock.now() / 1000));
+        await f.store.touchWorker("BUSY", seconds(f));
       }
       await eventually(async () => (await f.store.getWorker("DEAD")) === null);
       assert.ok(await f.store.getWorker("BUSY"));
