@@ -526,21 +526,26 @@ async function indexesRead(
   return { indexes, plan };
 }
 
+/** Specification "guix" with four evaluations of `jobs` jobs each (job-E-I). */
+async function fourEvaluations(store: Store, jobs: number): Promise<void> {
+  await store.upsertSpecification(specification("guix"));
+  for (let e = 0; e < 4; e++) {
+    const evaluation = await store.addEvaluation("guix", [], e);
+    await store.registerBuilds(
+      evaluation,
+      Array.from({ length: jobs }, (_, i) => job(`job-${e}-${i}`)),
+      { priority: 9, now: e },
+    );
+  }
+}
+
 Deno.test({
   name:
     `a worker's latest builds are read in the order of Builds_worker, its held builds through Builds_held${needs}`,
   ignore,
   async fn() {
     await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
-      await store.upsertSpecification(specification("guix"));
-      for (let e = 0; e < 4; e++) {
-        const evaluation = await store.addEvaluation("guix", [], e);
-        await store.registerBuilds(
-          evaluation,
-          Array.from({ length: 300 }, (_, i) => job(`job-${e}-${i}`)),
-          { priority: 9, now: e },
-        );
-      }
+      await fourEvaluations(store, 300);
       // Twenty workers' builds, most finished, some still held: the
       // finished builds of one worker are a twentieth of all.
       const popped = await store.popBuilds(
@@ -585,15 +590,7 @@ Deno.test({
     // A small table would be scanned whole: the indexes are what a big
     // one is read by, so the test asks that one can serve each query.
     await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
-      await store.upsertSpecification(specification("guix"));
-      for (let e = 0; e < 4; e++) {
-        const evaluation = await store.addEvaluation("guix", [], e);
-        await store.registerBuilds(
-          evaluation,
-          Array.from({ length: 500 }, (_, i) => job(`job-${e}-${i}`)),
-          { priority: 9, now: e },
-        );
-      }
+      await fourEvaluations(store, 500);
       for (let i = 0; i < 250; i++) {
         await store.completeBuild(drv(`job-0-${i}`), BuildStatus.succeeded, {
           now: 9,
