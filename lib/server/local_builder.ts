@@ -13,6 +13,10 @@ import {
   runBuildDriver,
 } from "../guix/build_events.ts";
 import type { GcRoots } from "../guix/gc_roots.ts";
+import {
+  DAEMON_SILENCE_GRACE_SECONDS,
+  SilenceWatchdog,
+} from "../guix/silence_watchdog.ts";
 import { logFileName } from "../protocol/log_channel.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import {
@@ -46,6 +50,12 @@ export interface LocalBuilderOptions {
   gcRoots?: GcRoots;
   /** The Guile build driver; default the one in lib/guix. */
   driver?: string;
+  /**
+   * Seconds past a group's max-silent-time the daemon may say nothing
+   * before its builds are given up on and requeued; default
+   * {@link DAEMON_SILENCE_GRACE_SECONDS}.
+   */
+  daemonSilenceGraceSeconds?: number;
 }
 
 /** How the builds of one batch ended. */
@@ -109,7 +119,7 @@ export class LocalBuilder {
   }
 
   async #lane(signal: AbortSignal): Promise<void> {
-    const { clock, logger } = this.#options;
+    const { logger } = this.#options;
     while (!signal.aborted) {
       let batch: Build[] = [];
       try {
@@ -134,7 +144,6 @@ export class LocalBuilder {
       }
       await this.#pause(signal, this.#options.pollSeconds ?? 5);
     }
-    void clock;
   }
 
   async #pause(signal: AbortSignal, seconds: number): Promise<void> {
@@ -329,6 +338,8 @@ export class LocalBuilder {
     };
 
     const sample = group[0];
+    const silent = new AbortController();
+    const watchdog = this.#watchdog(group, open, silent);
     try {
       const result = await runBuildDriver(this.#options.spawnGuix, {
         drvs: group.map((build) => build.derivation).sort(),
@@ -336,8 +347,14 @@ export class LocalBuilder {
         maxSilentTime: sample.maxSilent,
         maxJobs: this.#options.maxJobs ?? 1,
         driver: this.#options.driver,
-        signal,
-      }, handle);
+        signal: signal
+          ? AbortSignal.any([signal, silent.signal])
+          : silent.signal,
+      }, (event) => {
+        watchdog?.alive();
+        return handle(event);
+      });
+      if (silent.signal.aborted) return false;
       if (result.exitCode === 0 || result.exitCode === 1) return true;
       if (!signal?.aborted) {
         logger.error("build driver failed", {
@@ -351,8 +368,36 @@ export class LocalBuilder {
       logger.error("build driver failed", { error });
       return false;
     } finally {
+      watchdog?.stop();
       for (const [drv, pid] of writerOf.entries()) await closeLog(pid, drv);
     }
+  }
+
+  /**
+   * Aborts `silent` once the daemon said nothing for the group's
+   * max-silent-time and the grace: it would have killed and reported a
+   * build that silent, so it is stuck. None for a group without the limit
+   * (a build may then be silent for as long as it likes).
+   */
+  #watchdog(
+    group: Build[],
+    open: Set<string>,
+    silent: AbortController,
+  ): SilenceWatchdog | null {
+    const maxSilent = group[0].maxSilent;
+    if (maxSilent <= 0) return null;
+    const { clock, logger } = this.#options;
+    const grace = this.#options.daemonSilenceGraceSeconds ??
+      DAEMON_SILENCE_GRACE_SECONDS;
+    return new SilenceWatchdog(clock, (maxSilent + grace) * 1000, (ms) => {
+      logger.error("daemon silent", {
+        seconds: Math.round(ms / 1000),
+        max_silent: maxSilent,
+        builds: group.filter((build) => open.has(build.derivation)).length,
+        action: "driver stopped, builds requeued",
+      });
+      silent.abort(new Error(`daemon silent for ${Math.round(ms / 1000)} s`));
+    });
   }
 
   /** Records the outcome the store's state implies (cuirass.md 3). */

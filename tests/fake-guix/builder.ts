@@ -15,6 +15,8 @@ export interface Behaviour {
   silenceSeconds: number;
   /** Raw bytes printed once the silence is over, before the lines. */
   logText: Uint8Array;
+  /** The daemon stops answering once the build starts (no limit holds). */
+  daemonHangs: boolean;
 }
 
 /** Limits from `--timeout` and `--max-silent-time` (0 = none). */
@@ -47,6 +49,7 @@ export function readBehaviour(drv: Derivation): Behaviour {
     outputBytes: Math.floor(num("fake-output-bytes", 0, MAX_OUTPUT_BYTES)),
     silenceSeconds: num("fake-silence-seconds", 0),
     logText: decodeLogText(env.get("fake-log-text") ?? ""),
+    daemonHangs: env.get("fake-daemon-hangs") === "1",
   };
 }
 
@@ -93,6 +96,7 @@ export async function runBuilder(
     echo(bytes);
     await log.write(bytes);
   };
+  if (behaviour.daemonHangs) await hangForGood();
   let failure: { message: string; timedOut: boolean } | null;
   try {
     failure = await play(drvPath, drv, behaviour, limits, emit);
@@ -110,6 +114,15 @@ export async function runBuilder(
     });
   }
   return { ok: true };
+}
+
+/**
+ * A daemon stuck (on a store lock, a hung disk): nothing more is said, no
+ * limit is enforced, until the client is killed. The timer keeps Deno from
+ * leaving a process with nothing left to wait for.
+ */
+function hangForGood(): Promise<never> {
+  return new Promise(() => setInterval(() => {}, 60_000));
 }
 
 /** Plays the scripted timeline; returns the failure or null. */

@@ -24,6 +24,8 @@ export interface ScenarioPackage {
     outputBytes?: number;
     silenceSeconds?: number;
     logText?: string | null;
+    /** The daemon stops answering once this build starts. */
+    daemonHangs?: boolean;
   };
 }
 
@@ -224,6 +226,8 @@ function behaviourEnv(pkg: ScenarioPackage): Record<string, string> {
     "fake-output-bytes": String(b.outputBytes ?? 1024),
     "fake-silence-seconds": String(b.silenceSeconds ?? 0),
     "fake-log-text": JSON.stringify(b.logText ?? ""),
+    // Only when set: every other derivation keeps its file name.
+    ...(b.daemonHangs ? { "fake-daemon-hangs": "1" } : {}),
   };
 }
 

@@ -165,6 +165,47 @@ Deno.test("LocalBuilder honours each build's timeout and max-silent-time", async
   }
 });
 
+Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: the driver is stopped, its builds requeued, the other groups built", async () => {
+  const farm = await setup({
+    packages: [
+      {
+        name: "stuck",
+        version: "1",
+        maxSilentTime: 1,
+        behaviour: { seconds: 0, daemonHangs: true },
+      },
+      { name: "fine", version: "1", behaviour: { seconds: 0 } },
+    ],
+  });
+  const lines: string[] = [];
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      daemonSilenceGraceSeconds: 0.5,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const summary = await builder.buildBatch(await builder.takeBatch());
+    assert.equal(summary.requeued, 1);
+    assert.equal(summary.succeeded, 1);
+    assert.deepEqual(
+      await statuses(farm.store, ["stuck.x86_64-linux", "fine.x86_64-linux"]),
+      { "fine.x86_64-linux": "succeeded" },
+    );
+    const [stuck] = await farm.store.queue({ job: "stuck.x86_64-linux" }, 1);
+    assert.equal(buildStatusName(stuck.status), "scheduled");
+    assert.equal(stuck.worker, null);
+    const silent = lines.filter((line) => line.includes("daemon silent"));
+    assert.equal(silent.length, 1, lines.join("\n"));
+    assert.match(silent[0], /max_silent=1 builds=1/);
+    assert.ok(
+      !lines.some((line) => line.includes("build driver failed")),
+      lines.join("\n"),
+    );
+  } finally {
+    await farm.close();
+  }
+});
+
 Deno.test("LocalBuilder: a builder printing events cannot change another build's status", async () => {
   // The victim's derivation is known first; the liar then prints a
   // success line for it while the victim is still building (and failing).
