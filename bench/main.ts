@@ -12,6 +12,7 @@ import { logThroughput } from "./log_bench.ts";
 import { idleWorkerRss, RSS_SAMPLES } from "./worker_rss.ts";
 import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
 import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
+import { diskSyncLatency, SYNC_SAMPLES } from "./disk_sync.ts";
 import type { ResultRow } from "./stats.ts";
 import { type Build, BuildStatus, type Store } from "../lib/store/types.ts";
 
@@ -462,6 +463,19 @@ async function main() {
   else progress("PostgreSQL skipped: set LORICA_BENCH_POSTGRES to a URL");
   const facts = machineFacts();
   if (postgresUrl !== undefined) facts.push(await postgresFacts(postgresUrl));
+  progress("disk flush latency");
+  const sync = await diskSyncLatency();
+  facts.push(
+    `- Disk: an 8 KiB append and fdatasync p50 / p99 / worst ${
+      fixed(sync.p50, 2)
+    } / ${fixed(sync.p99, 2)} / ${fixed(sync.max)} ms (${SYNC_SAMPLES} in the` +
+      " temporary directory; a PostgreSQL commit waits for one)",
+  );
+  say(
+    `disk fdatasync p50 / p99 / worst: ${fixed(sync.p50, 2)} / ${
+      fixed(sync.p99, 2)
+    } / ${fixed(sync.max)} ms`,
+  );
   const started = performance.now();
   for (const backend of backends) {
     try {
