@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 7;
+export const POSTGRES_SCHEMA_VERSION = 8;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -166,12 +166,20 @@ CREATE TABLE Workers (
 );
 CREATE INDEX Workers_last_seen ON Workers(last_seen);
 
+-- jobs_key is the SHA-256 of jobs (sorted names, each once), so that the
+-- same names are saved once; NULL for dashboards saved before it. The
+-- least recently used (last_used, seconds; 0 before it) go when the
+-- table is full (sql_dashboards.ts).
 CREATE TABLE Dashboards (
   id            TEXT NOT NULL PRIMARY KEY,
   specification TEXT COLLATE "C" NOT NULL
                 REFERENCES Specifications(name) ON DELETE CASCADE,
-  jobs          TEXT NOT NULL
+  jobs          TEXT NOT NULL,
+  jobs_key      TEXT,
+  last_used     BIGINT NOT NULL DEFAULT 0
 );
+CREATE UNIQUE INDEX Dashboards_jobs_key ON Dashboards(specification, jobs_key);
+CREATE INDEX Dashboards_last_used ON Dashboards(last_used, id);
 
 -- When the dispatcher last stopped cleanly: worker silence is counted only
 -- while a dispatcher listens (see sql_workers.ts resumeWorkerClock).
@@ -232,5 +240,13 @@ CREATE INDEX Builds_held ON Builds(worker, status)
   // Notifications were deleted as a sender took them: a crash lost the
   // ones under way. They are now claimed, and deleted once sent.
   7: `ALTER TABLE Notifications ADD COLUMN claimed_at BIGINT;
+`,
+  // /api/dashboard/register saved a new row for every call: anyone could
+  // fill the database. The same names are now saved once, and the table
+  // is bounded, dropping the least recently used.
+  8: `ALTER TABLE Dashboards ADD COLUMN jobs_key TEXT;
+ALTER TABLE Dashboards ADD COLUMN last_used BIGINT NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX Dashboards_jobs_key ON Dashboards(specification, jobs_key);
+CREATE INDEX Dashboards_last_used ON Dashboards(last_used, id);
 `,
 };

@@ -240,9 +240,17 @@ function storeOver(
     finishNotifications: (ids) =>
       write((d) => builds.finishNotifications(d, ids)),
 
-    addDashboard: (dashboard) =>
-      write((d) => dashboards.addDashboard(d, dashboard)),
+    addDashboard: (dashboard, { now, keep }) =>
+      write((d) => dashboards.addDashboard(d, dashboard, now, keep)),
     getDashboard: (id) => read((d) => dashboards.getDashboard(d, id)),
+    useDashboard: async (id, now) => {
+      const found = await read((d) => dashboards.getDashboard(d, id));
+      if (found !== null && dashboards.useIsStale(found.lastUsed, now)) {
+        await execute("statement", () => dashboards.recordUse(id, now));
+        return { ...found, lastUsed: now };
+      }
+      return found;
+    },
 
     upsertWorker: (worker) => write((d) => workers.upsertWorker(d, worker)),
     touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),

@@ -19,7 +19,7 @@
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 9;
+export const SCHEMA_VERSION = 10;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -188,12 +188,20 @@ CREATE TABLE Workers (
 );
 CREATE INDEX Workers_last_seen ON Workers(last_seen);
 
+-- jobs_key is the SHA-256 of jobs (sorted names, each once), so that the
+-- same names are saved once; NULL for dashboards saved before it. The
+-- least recently used (last_used, seconds; 0 before it) go when the
+-- table is full (sql_dashboards.ts).
 CREATE TABLE Dashboards (
   id            TEXT NOT NULL PRIMARY KEY,
   specification TEXT NOT NULL
                 REFERENCES Specifications(name) ON DELETE CASCADE,
-  jobs          TEXT NOT NULL
+  jobs          TEXT NOT NULL,
+  jobs_key      TEXT,
+  last_used     INTEGER NOT NULL DEFAULT 0
 );
+CREATE UNIQUE INDEX Dashboards_jobs_key ON Dashboards(specification, jobs_key);
+CREATE INDEX Dashboards_last_used ON Dashboards(last_used, id);
 
 -- When the dispatcher last stopped cleanly: worker silence is counted only
 -- while a dispatcher listens (see sql_workers.ts resumeWorkerClock).
@@ -275,5 +283,13 @@ CREATE INDEX Builds_held ON Builds(worker, status)
   // Notifications were deleted as a sender took them: a crash lost the
   // ones under way. They are now claimed, and deleted once sent.
   9: `ALTER TABLE Notifications ADD COLUMN claimed_at INTEGER;
+`,
+  // /api/dashboard/register saved a new row for every call: anyone could
+  // fill the database. The same names are now saved once, and the table
+  // is bounded, dropping the least recently used.
+  10: `ALTER TABLE Dashboards ADD COLUMN jobs_key TEXT;
+ALTER TABLE Dashboards ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX Dashboards_jobs_key ON Dashboards(specification, jobs_key);
+CREATE INDEX Dashboards_last_used ON Dashboards(last_used, id);
 `,
 };

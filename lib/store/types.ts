@@ -244,8 +244,17 @@ export interface Dashboard {
   /** 16 random letters and digits. */
   id: string;
   specification: string;
-  /** Job names, in the order given; none empty or holding a comma. */
+  /**
+   * Job names, none empty or holding a comma; saved sorted, each once
+   * (dashboards saved before schema 10 kept the order given).
+   */
   jobs: string[];
+}
+
+/** A dashboard as the store holds it. */
+export interface SavedDashboard extends Dashboard {
+  /** When it was last registered or shown, in seconds (0: before schema 10). */
+  lastUsed: number;
 }
 
 export interface RegisterResult {
@@ -490,13 +499,25 @@ export interface Store {
   finishNotifications(ids: number[]): Promise<void>;
 
   /**
-   * Saves a dashboard; false, changing nothing, when its id is taken.
+   * Saves a dashboard's names sorted and each once, and returns the id
+   * they are saved under: its own, or that of the specification's
+   * dashboard holding the same names (whose use at `now` is recorded);
+   * null, changing nothing, when its id is taken by other names. Beyond
+   * `keep` dashboards (default 10,000) the least recently used go.
    * @throws {StoreError} "not-found" for an unknown specification.
    * @throws {TypeError} for no job, or a job name empty or with a comma.
    */
-  addDashboard(dashboard: Dashboard): Promise<boolean>;
+  addDashboard(
+    dashboard: Dashboard,
+    options: { now: number; keep?: number },
+  ): Promise<string | null>;
   /** The dashboard `id`, or null. */
-  getDashboard(id: string): Promise<Dashboard | null>;
+  getDashboard(id: string): Promise<SavedDashboard | null>;
+  /**
+   * The dashboard `id`, or null, its use at `now` recorded (a write at
+   * most once a minute per dashboard, as pages show it).
+   */
+  useDashboard(id: string, now: number): Promise<SavedDashboard | null>;
 
   // --- Added for issue #8 (several processes on one database) ---
 

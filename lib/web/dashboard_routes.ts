@@ -60,14 +60,14 @@ async function register(context: RouteContext): Promise<Response> {
   const names = readNames(params, true)!;
   const { store, dashboardId } = context.options;
   for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
-    const id = dashboardId();
-    let added: boolean;
+    let saved: string | null;
     try {
-      added = await store.addDashboard({
-        id,
+      // The same names of a jobset are saved once: this answers their id.
+      saved = await store.addDashboard({
+        id: dashboardId(),
         specification: spec,
         jobs: names,
-      });
+      }, { now: context.now });
     } catch (error) {
       if (error instanceof StoreError && error.code === "not-found") {
         throw new HttpError(
@@ -78,7 +78,7 @@ async function register(context: RouteContext): Promise<Response> {
       }
       throw error;
     }
-    if (added) return jsonResponse({ id });
+    if (saved !== null) return jsonResponse({ id: saved });
   }
   throw new Error(
     `Cannot register a dashboard of ${
@@ -90,7 +90,7 @@ async function register(context: RouteContext): Promise<Response> {
 async function savedDashboard(context: RouteContext): Promise<Response> {
   const id = parseDashboardId(context.params.id);
   const { store } = context.options;
-  const dashboard = await store.getDashboard(id);
+  const dashboard = await store.useDashboard(id, context.now);
   if (dashboard === null) {
     throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
   }
@@ -135,7 +135,7 @@ async function dashboardGrid(context: RouteContext): Promise<Response> {
   const evaluation = await requireEvaluation(context);
   const id = parseDashboardId(context.params.dashboard);
   const { store } = context.options;
-  const dashboard = await store.getDashboard(id);
+  const dashboard = await store.useDashboard(id, context.now);
   if (dashboard === null) {
     throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
   }

@@ -395,7 +395,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -411,10 +411,36 @@ Deno.test({
         CREATE INDEX Builds_worker ON ${schema}.Builds(worker, status)
           WHERE worker IS NOT NULL;
         ALTER TABLE ${schema}.Notifications DROP COLUMN claimed_at;
+        DROP INDEX ${schema}.Dashboards_jobs_key;
+        DROP INDEX ${schema}.Dashboards_last_used;
+        ALTER TABLE ${schema}.Dashboards DROP COLUMN jobs_key,
+          DROP COLUMN last_used;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
+    const fresh = freshSchema();
+    await (await openPostgresStore(url!, { schema: fresh })).close();
     const store = await openPostgresStore(url!, { schema });
     try {
+      // The same columns and indexes as a schema created at this version.
+      for (const table of ["notifications", "dashboards"]) {
+        assert.deepEqual(
+          await columnsOf(schema, table),
+          await columnsOf(fresh, table),
+        );
+      }
+      const dashboardIndexes = (name: string) =>
+        withSql((sql) =>
+          sql.unsafe(
+            `SELECT indexname, replace(indexdef, $1, '') AS indexdef
+             FROM pg_indexes WHERE schemaname = $1
+             AND tablename = 'dashboards' ORDER BY indexname`,
+            [name],
+          )
+        );
+      assert.deepEqual(
+        await dashboardIndexes(schema),
+        await dashboardIndexes(fresh),
+      );
       const indexes = await withSql((sql) =>
         sql.unsafe(
           "SELECT indexname FROM pg_indexes WHERE schemaname = $1",
@@ -435,14 +461,6 @@ Deno.test({
         )
       );
       assert.match(worker.indexdef, /\(worker, evaluation DESC, id DESC\)/);
-      const claims = await withSql((sql) =>
-        sql.unsafe(
-          `SELECT 1 FROM information_schema.columns WHERE table_schema = $1
-           AND table_name = 'notifications' AND column_name = 'claimed_at'`,
-          [schema],
-        )
-      );
-      assert.equal(claims.length, 1);
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",
@@ -456,11 +474,43 @@ Deno.test({
       const fetch = { drv: "/gnu/store/x.drv", worker: "w", url: "http://w" };
       await store.saveInterruptedFetches([fetch]);
       assert.deepEqual(await store.takeInterruptedFetches(), [fetch]);
+      await store.upsertSpecification(specification("guix"));
+      const dashboard = {
+        id: "A".repeat(16),
+        specification: "guix",
+        jobs: ["a"],
+      };
+      assert.equal(
+        await store.addDashboard(dashboard, { now: 5 }),
+        dashboard.id,
+      );
+      assert.equal(
+        await store.addDashboard({ ...dashboard, id: "B".repeat(16) }, {
+          now: 6,
+        }),
+        dashboard.id,
+      );
     } finally {
       await store.close();
     }
   },
 });
+
+/**
+ * Each column of `table` in `schema`: name, type, nullability, default
+ * (the schema's name taken out of sequence names).
+ */
+function columnsOf(schema: string, table: string) {
+  return withSql((sql) =>
+    sql.unsafe(
+      `SELECT column_name, data_type, is_nullable,
+       replace(column_default, $1, '') AS column_default
+       FROM information_schema.columns
+       WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position`,
+      [schema, table],
+    )
+  ).then((rows) => rows.map((row) => ({ ...row })));
+}
 
 Deno.test({
   name:
@@ -596,6 +646,11 @@ Deno.test({
           now: 9,
         });
       }
+      // Dashboards used at many times: their last_used index (which holds
+      // the id too) is no match for the key.
+      await sql.unsafe(`INSERT INTO Dashboards (id, specification, jobs,
+        last_used) SELECT lpad(CAST(i AS text), 16, 'a'), 'guix', 'a', i
+        FROM generate_series(1, 300) AS i`);
       await sql.unsafe("ANALYZE");
       const d = postgresDialect("unused");
       // Each query and the indexes of Builds that may serve it: a range

@@ -3,8 +3,16 @@ import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
-import { getDashboard } from "../../../lib/store/sql_dashboards.ts";
-import { sqliteDialect, type Step } from "../../../lib/store/sql_query.ts";
+import {
+  addDashboard,
+  getDashboard,
+} from "../../../lib/store/sql_dashboards.ts";
+import {
+  type Query,
+  type QueryResult,
+  sqliteDialect,
+  type Step,
+} from "../../../lib/store/sql_query.ts";
 import { SCHEMA_VERSION } from "../../../lib/store/sqlite_schema.ts";
 import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
@@ -108,6 +116,7 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
            (2, '/b.drv', 1, 'guix', 'b', 'x86_64-linux', 'b', -2, 1),
            (3, '/c.drv', 1, 'guix', 'c', 'x86_64-linux', 'c', -2, 0);
     INSERT INTO BuildDependencies VALUES (3, 1), (3, 2);
+    INSERT INTO Dashboards VALUES ('AbCdEfGh01234567', 'guix', 'b,a,b');
   `);
   raw.close();
   await withStore(path, async (store) => {
@@ -127,6 +136,20 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     const fetch = { drv: "/c.drv", worker: "w", url: "http://w" };
     await store.saveInterruptedFetches([fetch]);
     assert.deepEqual(await store.takeInterruptedFetches(), [fetch]);
+    // Version 10: a dashboard saved before is kept, never used since;
+    // its names saved again make a new one (it has no key).
+    assert.deepEqual(await store.getDashboard("AbCdEfGh01234567"), {
+      id: "AbCdEfGh01234567",
+      specification: "guix",
+      jobs: ["b", "a", "b"],
+      lastUsed: 0,
+    });
+    const again = { id: "Z".repeat(16), specification: "guix", jobs: ["a"] };
+    assert.equal(await store.addDashboard(again, { now: 11 }), again.id);
+    assert.equal(
+      await store.addDashboard({ ...again, id: "Y".repeat(16) }, { now: 12 }),
+      again.id,
+    );
   });
   const fresh = tempFile();
   await withStore(fresh, () => Promise.resolve());
@@ -139,8 +162,11 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     );
     // The same indexes as a database created at this version.
     assert.deepEqual(indexesOf(upgraded), indexesOf(created));
-    // And the same columns (version 9: notification claims).
-    for (const table of ["Builds", "Notifications", "Workers"]) {
+    // And the same columns (version 9: notification claims; 10: dashboard
+    // keys and uses).
+    for (
+      const table of ["Builds", "Notifications", "Workers", "Dashboards"]
+    ) {
       assert.deepEqual(columnsOf(upgraded, table), columnsOf(created, table));
     }
   } finally {
@@ -166,11 +192,65 @@ function indexesOf(db: DatabaseSync): string[] {
 
 /** SQLite's plan of the first statement `steps` would run. */
 function planOf(db: DatabaseSync, steps: Step<unknown>): string {
-  const query = steps.next().value as { sql: string; params: unknown[] };
+  return queryPlan(db, steps.next().value as Query);
+}
+
+/** SQLite's plan of `query`. */
+function queryPlan(db: DatabaseSync, query: Query): string {
   return db.prepare(`EXPLAIN QUERY PLAN ${query.sql}`)
     .all(...(query.params as SQLInputValue[]))
     .map((row) => String(row.detail)).join("; ");
 }
+
+/**
+ * SQLite's plan of each statement `steps` runs, given the results of
+ * each in turn.
+ */
+function plansOf(
+  db: DatabaseSync,
+  steps: Step<unknown>,
+  results: QueryResult[],
+): string[] {
+  const plans = [];
+  let next = steps.next();
+  for (const result of results) {
+    if (next.done) break;
+    plans.push(queryPlan(db, next.value));
+    next = steps.next(result);
+  }
+  return plans;
+}
+
+Deno.test("registering a dashboard finds its names and the least recently used through indexes", async () => {
+  const path = tempFile();
+  await withStore(path, () => Promise.resolve());
+  const db = new DatabaseSync(path);
+  try {
+    const dashboard = { id: "A".repeat(16), specification: "g", jobs: ["a"] };
+    const [_spec, saved, _insert, _count, evict] = plansOf(
+      db,
+      addDashboard(sqliteDialect, dashboard, 100, 10),
+      [
+        { rows: [{ found: 1 }], changes: 0 },
+        { rows: [], changes: 0 },
+        { rows: [], changes: 1 },
+        { rows: [{ n: 12 }], changes: 0 },
+        { rows: [], changes: 2 },
+      ],
+    );
+    assert.match(
+      saved,
+      /^SEARCH Dashboards USING INDEX Dashboards_jobs_key \(specification=\? AND jobs_key=\?\)/,
+    );
+    assert.match(
+      evict,
+      /SCAN Dashboards USING COVERING INDEX Dashboards_last_used/,
+    );
+    assert.doesNotMatch(evict, /TEMP B-TREE/);
+  } finally {
+    db.close();
+  }
+});
 
 Deno.test("a worker's latest builds are read in the order of Builds_worker, its held builds through Builds_held", async () => {
   const path = tempFile();

@@ -659,26 +659,36 @@ export function storeContract(
       jobs: ["hello.x86_64-linux", "guile-3.0.9", "hello.x86_64-linux"],
     };
     assert.equal(await store.getDashboard(dashboard.id), null);
-    assert.equal(await store.addDashboard(dashboard), true);
-    assert.deepEqual(await store.getDashboard(dashboard.id), dashboard);
+    assert.equal(
+      await store.addDashboard(dashboard, { now: 100 }),
+      dashboard.id,
+    );
+    // Sorted, each name once: the grid shows them so.
+    assert.deepEqual(await store.getDashboard(dashboard.id), {
+      ...dashboard,
+      jobs: ["guile-3.0.9", "hello.x86_64-linux"],
+      lastUsed: 100,
+    });
     // A taken id changes nothing.
     assert.equal(
-      await store.addDashboard({ ...dashboard, jobs: ["other"] }),
-      false,
+      await store.addDashboard({ ...dashboard, jobs: ["other"] }, { now: 200 }),
+      null,
     );
-    assert.deepEqual(await store.getDashboard(dashboard.id), dashboard);
+    assert.equal((await store.getDashboard(dashboard.id))?.lastUsed, 100);
     // Ids are compared exactly, case included.
     assert.equal(await store.getDashboard(dashboard.id.toLowerCase()), null);
 
     await assert.rejects(
-      store.addDashboard({ ...dashboard, id: "x", specification: "nope" }),
+      store.addDashboard({ ...dashboard, id: "x", specification: "nope" }, {
+        now: 200,
+      }),
       (error: unknown) =>
         error instanceof StoreError && error.code === "not-found" &&
         error.value === "nope" && error.message.includes(`"nope"`),
     );
     for (const jobs of [[], ["a,b"], ["a", ""]]) {
       await assert.rejects(
-        store.addDashboard({ ...dashboard, id: "y", jobs }),
+        store.addDashboard({ ...dashboard, id: "y", jobs }, { now: 200 }),
         TypeError,
       );
     }
@@ -687,6 +697,99 @@ export function storeContract(
     // Deleting the specification deletes its dashboards.
     await store.deleteSpecification("guix");
     assert.equal(await store.getDashboard(dashboard.id), null);
+  });
+
+  test("addDashboard() saves the same names of a specification once, whatever their order", async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    await store.upsertSpecification(specification("other"));
+    const add = (id: string, spec: string, jobs: string[], now: number) =>
+      store.addDashboard({ id, specification: spec, jobs }, { now });
+    assert.equal(
+      await add("A".repeat(16), "guix", ["b", "a"], 100),
+      "A".repeat(16),
+    );
+    // The same set: the first id, its use recorded once a minute at most.
+    assert.equal(
+      await add("B".repeat(16), "guix", ["a", "b", "a"], 130),
+      "A".repeat(16),
+    );
+    assert.equal((await store.getDashboard("A".repeat(16)))?.lastUsed, 100);
+    assert.equal(
+      await add("C".repeat(16), "guix", ["a", "b"], 160),
+      "A".repeat(16),
+    );
+    assert.equal((await store.getDashboard("A".repeat(16)))?.lastUsed, 160);
+    assert.equal(await store.getDashboard("B".repeat(16)), null);
+    assert.equal(await store.getDashboard("C".repeat(16)), null);
+    // Another set, or the same set of another specification: a new one.
+    assert.equal(await add("D".repeat(16), "guix", ["a"], 170), "D".repeat(16));
+    assert.equal(
+      await add("E".repeat(16), "other", ["a", "b"], 170),
+      "E".repeat(16),
+    );
+    // A name that holds the separator of another set is no match either.
+    assert.equal(
+      await add("F".repeat(16), "guix", ["a b"], 170),
+      "F".repeat(16),
+    );
+  });
+
+  test("addDashboard() keeps the dashboards used last, dropping the least recently used", async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    const add = (id: string, jobs: string[], now: number) =>
+      store.addDashboard({ id, specification: "guix", jobs }, { now, keep: 3 });
+    const kept = async () => {
+      const ids = [];
+      for (const id of ["A", "B", "C", "D", "E", "F"]) {
+        const found = await store.getDashboard(id.repeat(16));
+        if (found !== null) ids.push(id);
+      }
+      return ids.join("");
+    };
+    await add("A".repeat(16), ["a"], 100);
+    await add("B".repeat(16), ["b"], 110);
+    await add("C".repeat(16), ["c"], 120);
+    assert.equal(await kept(), "ABC");
+    // A shown, then C registered again: B is the least recently used.
+    assert.equal(
+      (await store.useDashboard("A".repeat(16), 200))?.lastUsed,
+      200,
+    );
+    assert.equal(await add("X".repeat(16), ["c"], 210), "C".repeat(16));
+    await add("D".repeat(16), ["d"], 300);
+    assert.equal(await kept(), "ACD");
+    // The new one stays even when the others look newer (the clock
+    // stepped back).
+    await add("E".repeat(16), ["e"], 50);
+    assert.equal(await kept(), "CDE");
+    // With the default bound, nothing goes.
+    await store.addDashboard(
+      { id: "F".repeat(16), specification: "guix", jobs: ["f"] },
+      { now: 400 },
+    );
+    assert.equal(await kept(), "CDEF");
+  });
+
+  test("useDashboard() reads a dashboard, recording its use once a minute at most", async (store) => {
+    await store.upsertSpecification(specification("guix"));
+    const id = "A".repeat(16);
+    assert.equal(await store.useDashboard(id, 100), null);
+    await store.addDashboard({ id, specification: "guix", jobs: ["a"] }, {
+      now: 100,
+    });
+    const lastUsed = async () => (await store.getDashboard(id))?.lastUsed;
+    assert.deepEqual(await store.useDashboard(id, 159), {
+      id,
+      specification: "guix",
+      jobs: ["a"],
+      lastUsed: 100,
+    });
+    assert.equal(await lastUsed(), 100);
+    assert.equal((await store.useDashboard(id, 160))?.lastUsed, 160);
+    assert.equal(await lastUsed(), 160);
+    // A use before the one recorded (the clock stepped back) is recorded.
+    assert.equal((await store.useDashboard(id, 150))?.lastUsed, 150);
+    assert.equal(await lastUsed(), 150);
   });
 
   test("countBuildsByStatus() counts builds per status, filtered", async (store) => {

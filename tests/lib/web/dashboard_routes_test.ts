@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createFixture, job, spec, T0, XSS } from "./_fixture.ts";
+import { createFixture, job, NOW, spec, T0, XSS } from "./_fixture.ts";
 import { randomDashboardId } from "../../../lib/web/dashboard_routes.ts";
 import { LABELLED_TILES_MAX } from "../../../lib/web/pages/job_grid.ts";
 
@@ -58,7 +58,8 @@ Deno.test("GET /api/dashboard/register saves the names; /dashboard/ID redirects 
   assert.deepEqual(await fx.store.getDashboard(id), {
     id,
     specification: "hello",
-    jobs: ["job-0", "broken", "nope"],
+    jobs: ["broken", "job-0", "nope"],
+    lastUsed: NOW,
   });
   assertRedirect(await fx.fetch(`/dashboard/${id}`), `/eval/1/dashboard/${id}`);
 
@@ -125,12 +126,12 @@ Deno.test("GET /api/dashboard/register draws a new id when one is taken", async 
   await using fx = await createFixture({
     app: { dashboardId: () => ids.shift() ?? "A".repeat(16) },
   });
-  const register = () =>
-    fx.fetch("/api/dashboard/register?spec=hello&names=job-1");
-  assert.deepEqual(await json(await register()), { id: "A".repeat(16) });
-  assert.deepEqual(await json(await register()), { id: "B".repeat(16) });
+  const register = (names: string) =>
+    fx.fetch(`/api/dashboard/register?spec=hello&names=${names}`);
+  assert.deepEqual(await json(await register("job-1")), { id: "A".repeat(16) });
+  assert.deepEqual(await json(await register("job-2")), { id: "B".repeat(16) });
   // Every id taken: a server fault, not the client's.
-  assert.deepEqual(await json(await register(), 500), {
+  assert.deepEqual(await json(await register("job-3"), 500), {
     error: "Internal server error",
   });
   assert.ok(
@@ -138,6 +139,60 @@ Deno.test("GET /api/dashboard/register draws a new id when one is taken", async 
       line.includes("http handler failed") && line.includes("were all taken")
     ),
   );
+});
+
+Deno.test("GET /api/dashboard/register answers the same id for the same names of a jobset; a view records its use once a minute", async () => {
+  let now = NOW;
+  await using fx = await createFixture({
+    app: {
+      clock: {
+        now: () => now * 1000,
+        monotonic: () => 0,
+        sleep: () => Promise.resolve(),
+      },
+    },
+  });
+  const register = async (spec: string, names: string) =>
+    (await json(
+      await fx.fetch(
+        `/api/dashboard/register?spec=${
+          encodeURIComponent(spec)
+        }&names=${names}`,
+      ),
+    )).id as string;
+  const id = await register("hello", "job-0,job-1");
+  // Another order, repeats, blanks: the same set of jobs, the same id.
+  for (const names of ["job-1,job-0", "job-0,%20job-1,job-0,,"]) {
+    assert.equal(await register("hello", names), id);
+  }
+  // Another set, or another jobset: a dashboard of its own.
+  const others = [
+    await register("hello", "job-0"),
+    await register(XSS, "job-0,job-1"),
+  ];
+  assert.equal(new Set([id, ...others]).size, 3);
+  assert.equal((await fx.store.getDashboard(id))?.lastUsed, NOW);
+
+  const view = async () => {
+    assertRedirect(
+      await fx.fetch(`/dashboard/${id}`),
+      `/eval/1/dashboard/${id}`,
+    );
+    assert.equal(
+      (await fx.fetch(`/eval/1/dashboard/${id}`, {
+        headers: { accept: "text/html" },
+      })).status,
+      200,
+    );
+    return (await fx.store.getDashboard(id))?.lastUsed;
+  };
+  now = NOW + 59;
+  assert.equal(await view(), NOW);
+  now = NOW + 60;
+  assert.equal(await view(), NOW + 60);
+  now = NOW + 200;
+  assert.equal(await register("hello", "job-0,job-1"), id);
+  assert.equal((await fx.store.getDashboard(id))?.lastUsed, NOW + 200);
 });
 
 Deno.test("GET /dashboard/ID answers 400 for a malformed id and 404 JSON for an unknown one", async () => {
@@ -304,9 +359,13 @@ Deno.test("GET /eval/ID/dashboard/DID shows the saved names of every system, and
   assert.equal(shown[0], "broken failed");
   assert.ok(text.includes(`Jobs of saved dashboard <code>${id}</code>`));
   assert.ok(text.includes(`href="/dashboard/${id}"`));
-  assert.ok(text.includes("Not jobs of this evaluation: <code>nope</code>"));
+  // In name order, as the tiles.
+  assert.ok(
+    text.includes(
+      "Not jobs of this evaluation: <code>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</code>, <code>nope</code>",
+    ),
+  );
   assert.ok(!text.includes("<script>alert"));
-  assert.ok(text.includes("<code>&lt;script&gt;alert(&quot;x&quot;)"));
   // No system choice: the saved names on every system.
   assert.ok(!text.includes("System:"));
 
