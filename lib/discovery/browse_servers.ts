@@ -10,6 +10,7 @@ import {
   type MdnsInterface,
   type MdnsLink,
   type MdnsTransport,
+  type MdnsTransportOptions,
   openMdnsTransport,
   type PacketSource,
   reopenMdnsTransport,
@@ -37,6 +38,8 @@ export interface BrowseOptions {
   recheckMs?: number;
   /** An interface's current addresses, or [] when it is gone; default: the system's. */
   readAddresses?: (name: string) => string[];
+  /** Replaces the mDNS sockets (tests). */
+  openTransport?: (options: MdnsTransportOptions) => Promise<MdnsTransport>;
 }
 
 /** A server resolved or changed (`found`), or withdrawn or expired (`lost`). */
@@ -46,6 +49,10 @@ export type BrowseEvent =
 
 interface Entry {
   record: DnsRecord;
+  /**
+   * Monotonic readings (ms), as every time here: a wall-clock step back
+   * held off re-queries and expiry by the size of the step.
+   */
   receivedAt: number;
   expiresAt: number;
   /** Interfaces whose sockets heard it (zones for link-local addresses). */
@@ -101,7 +108,7 @@ export async function* browseServers(
 
   function ingest(packet: DnsPacket, source: PacketSource) {
     if (packet.type !== "response") return;
-    const now = clock.now();
+    const now = clock.monotonic();
     const records = [
       ...(packet.answers ?? []),
       ...(packet.additionals ?? []),
@@ -263,7 +270,7 @@ export async function* browseServers(
   }
 
   const open = (interfaces: readonly MdnsInterface[]) =>
-    openMdnsTransport({
+    (options.openTransport ?? openMdnsTransport)({
       interfaces,
       ipv6,
       logger,
@@ -348,9 +355,9 @@ export async function* browseServers(
   signal.addEventListener("abort", onAbort, { once: true });
   const ticking = (async () => {
     let interval = TICK_MS;
-    let nextPtr = clock.now();
+    let nextPtr = clock.monotonic();
     while (!stop.signal.aborted) {
-      const now = clock.now();
+      const now = clock.monotonic();
       expire(now);
       refresh();
       const ptrAging = find(SERVICE_TYPE, "PTR").some((e) => aging(e, now));

@@ -80,6 +80,8 @@ export class ServerLocator implements ServerSource {
     const known = new Map<string, ServerAnnouncement>();
     let current: ServerEndpoint | null = null;
     let dirty = false;
+    // When to try again, by the monotonic clock: a wall-clock step back
+    // stretched the pause by the size of the step.
     let retryAt = Infinity;
     let wake: (() => void) | null = null;
     const poke = () => wake?.();
@@ -264,7 +266,7 @@ export class ServerLocator implements ServerSource {
     let waitingLogged = false;
     try {
       while (!stop.signal.aborted) {
-        const due = dirty || clock.now() >= retryAt;
+        const due = dirty || clock.monotonic() >= retryAt;
         if (due) {
           dirty = false;
           retryAt = Infinity;
@@ -274,7 +276,7 @@ export class ServerLocator implements ServerSource {
             waitingLogged = false;
             const chosen = await select();
             if (chosen === null) {
-              if (!stop.signal.aborted) retryAt = clock.now() + retryMs;
+              if (!stop.signal.aborted) retryAt = clock.monotonic() + retryMs;
             } else if (
               current === null || chosen.hostname !== current.hostname ||
               chosen.port !== current.port
@@ -298,7 +300,7 @@ export class ServerLocator implements ServerSource {
         if (browsingDone) break;
         const pause = retryAt === Infinity
           ? null
-          : Math.max(0, retryAt - clock.now());
+          : Math.max(0, retryAt - clock.monotonic());
         await new Promise<void>((resolve) => {
           wake = resolve;
           if (pause !== null) {

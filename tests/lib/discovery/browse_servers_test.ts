@@ -10,7 +10,21 @@ import {
   linkLocalAddress,
   twoHosts,
 } from "../../netns/netns_lab.ts";
-import type { BrowseEvent } from "../../../lib/discovery/browse_servers.ts";
+import {
+  type BrowseEvent,
+  browseServers,
+} from "../../../lib/discovery/browse_servers.ts";
+import type {
+  DnsQuestion,
+  MdnsLink,
+  MdnsTransportOptions,
+} from "../../../lib/discovery/mdns_transport.ts";
+import {
+  instanceFullName,
+  SERVICE_TYPE,
+} from "../../../lib/discovery/service.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { FakeClock } from "../server/_dispatch_fixture.ts";
 
 const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
 const namespaces = await labAvailable();
@@ -36,6 +50,83 @@ async function nextEvent(
   );
   return { event: JSON.parse(line), index: index + 1 };
 }
+
+Deno.test("browseServers() asks again and expires records on time when the wall clock steps back an hour", async () => {
+  // Sockets of its own: nothing goes on the network.
+  const clock = new FakeClock();
+  const asked: DnsQuestion[][] = [];
+  let deliver: MdnsTransportOptions["onPacket"] | null = null;
+  const link: MdnsLink = {
+    interface: { name: "lab0", addresses: ["198.51.100.2"] },
+    family: "IPv4",
+    send(packet) {
+      asked.push(packet.questions ?? []);
+      return Promise.resolve();
+    },
+  };
+  const abort = new AbortController();
+  const events = browseServers({
+    interfaces: [link.interface],
+    ipv6: false,
+    logger: createLogger({ sink: () => {} }),
+    clock,
+    readAddresses: () => link.interface.addresses,
+    openTransport(options) {
+      deliver = options.onPacket;
+      return Promise.resolve({ links: [link], close: () => Promise.resolve() });
+    },
+  }, abort.signal);
+  const first = events.next();
+  for (let i = 0; i < 50 && deliver === null; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const full = instanceFullName("srv");
+  const ttl = 120;
+  deliver!(
+    {
+      type: "response",
+      answers: [
+        { name: SERVICE_TYPE, type: "PTR", ttl, data: full },
+        {
+          name: full,
+          type: "SRV",
+          ttl,
+          data: { target: "srv.local", port: 5555 },
+        },
+        { name: full, type: "TXT", ttl, data: ["log-port=5556"] },
+        { name: "srv.local", type: "A", ttl, data: "198.51.100.1" },
+      ],
+    },
+    { address: "198.51.100.1", port: 5353, family: "IPv4", interface: "lab0" },
+    link,
+  );
+  assert.equal((await first).value?.type, "found");
+
+  await clock.step(-3_600_000);
+  const ptrQueries = () =>
+    asked.filter((q) => q.some((question) => question.type === "PTR")).length;
+  const before = ptrQueries();
+  // Past 80% of the records' lifetime (96 s), browsing asks again...
+  for (let second = 1; second <= 97; second++) await clock.advance(1000);
+  assert.ok(ptrQueries() > before, "no PTR query once the records aged");
+  assert.ok(
+    asked.at(-1)!.some((q) => q.type === "SRV" && q.name === full),
+    JSON.stringify(asked.at(-1)),
+  );
+  // ...and, with no answer, the server is lost when they expire.
+  const next = events.next();
+  for (let second = 98; second <= 121; second++) await clock.advance(1000);
+  const lost = await Promise.race([
+    next,
+    new Promise((resolve) => setTimeout(resolve, 500, "still waiting")),
+  ]);
+  assert.deepEqual(lost, {
+    done: false,
+    value: { type: "lost", instanceName: "srv" },
+  });
+  abort.abort();
+  await events.return();
+});
 
 labTest(
   avahi,

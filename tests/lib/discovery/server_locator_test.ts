@@ -13,6 +13,8 @@ import type { BrowseEvent } from "../../../lib/discovery/browse_servers.ts";
 import type { ServerAnnouncement } from "../../../lib/discovery/service.ts";
 import { ServerProbeError } from "../../../lib/discovery/probe_server.ts";
 import { createLogger } from "../../../lib/log.ts";
+import type { Clock } from "../../../lib/clock.ts";
+import { FakeClock } from "../server/_dispatch_fixture.ts";
 import {
   avahiAvailable,
   labAvailable,
@@ -82,7 +84,11 @@ function scriptedBrowse() {
 /** A locator over scripted events, with probes answered from `live`. */
 function scriptedLocator(
   live: Set<string>,
-  options: { instanceName?: string; localAddresses?: string[] } = {},
+  options: {
+    instanceName?: string;
+    localAddresses?: string[];
+    clock?: Clock;
+  } = {},
 ) {
   const script = scriptedBrowse();
   const probed: string[] = [];
@@ -92,6 +98,7 @@ function scriptedLocator(
     localAddresses: options.localAddresses ?? ["127.0.0.1"],
     instanceName: options.instanceName,
     retryMs: 60_000,
+    clock: options.clock,
     logger: createLogger({
       sink: (line) => lines.push(line),
       timestamps: false,
@@ -226,6 +233,26 @@ Deno.test("ServerLocator follows a move, keeps a withdrawn server until another 
   abort.abort();
   await done;
   assert.equal(seen[2].instanceName, "b");
+});
+
+Deno.test("ServerLocator tries again after retryMs when the wall clock steps back an hour", async () => {
+  const clock = new FakeClock();
+  const live = new Set<string>();
+  const { script, probed, locator } = scriptedLocator(live, { clock });
+  const abort = new AbortController();
+  const { seen, done } = collect(locator, abort.signal);
+  script.push(found("srv", 5555, ["192.0.2.1"]));
+  await until(() => probed.length === 1);
+  live.add("192.0.2.1:5555");
+  await clock.step(-3_600_000);
+  await clock.advance(59_999);
+  await settle();
+  assert.equal(probed.length, 1, "tried again before retryMs");
+  await clock.advance(1);
+  await until(() => seen.length === 1);
+  abort.abort();
+  await done;
+  assert.equal(probed.length, 2);
 });
 
 Deno.test("followServer() restarts the work for each new server and stops it at the end", async () => {
