@@ -8,6 +8,7 @@ import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
 import {
   DatabaseNameError,
+  DEFAULT_QUERY_TIMEOUT_SECONDS,
   openStore,
   PostgresTargetError,
   redactDatabase,
@@ -68,6 +69,10 @@ Storage:
   -D, --database=DB           SQLite file, postgres:// URL or "dbname=... host=..."
                               (default $XDG_STATE_HOME/lorica/lorica.db; the
                               directory of a file given must exist)
+      --database-timeout=SECONDS  PostgreSQL: cancel a query unanswered
+                              after this long; it fails as with the database
+                              down, its connection closed if the cancel is
+                              unanswered 5 s more (default ${DEFAULT_QUERY_TIMEOUT_SECONDS}; 0: no limit)
   -c, --cache=DIR             build logs (default $XDG_CACHE_HOME/lorica)
       --log-expiry=DURATION   remove build logs older than this (default 6m,
                               i.e. 180 days; units s, h, d, w, m = 30 days)
@@ -141,6 +146,10 @@ const OPTIONS: Record<string, OptionSpec> = {
   ttl: { type: "string", default: "30d" },
   "gc-roots": { type: "string" },
   database: { type: "string", short: "D" },
+  "database-timeout": {
+    type: "string",
+    default: String(DEFAULT_QUERY_TIMEOUT_SECONDS),
+  },
   cache: { type: "string", short: "c" },
   "log-expiry": { type: "string", default: "6m" },
   "state-directory": { type: "string" },
@@ -195,6 +204,10 @@ async function main(args: string[]): Promise<number> {
     level: parseLogLevel(Deno.env.get("LORICA_LOG")),
   });
   const database = databaseOption(text("database"));
+  const databaseTimeout = parseNatural(
+    "--database-timeout",
+    text("database-timeout")!,
+  );
   const stateDir = text("state-directory") ??
     (database.sqlite ? directoryOf(database.value) : `${stateHome()}/lorica`);
   const cacheDir = text("cache") ?? `${cacheHome()}/lorica`;
@@ -318,7 +331,10 @@ async function main(args: string[]): Promise<number> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => stopped.resolve());
   }
-  const store = await openStore(database.value, { logger }).catch((error) => {
+  const store = await openStore(database.value, {
+    logger,
+    queryTimeoutSeconds: databaseTimeout,
+  }).catch((error) => {
     // A string that names no database is a bad command line (exit 2); a
     // database that does not answer is not.
     const Failure = error instanceof PostgresTargetError ? UsageError : Error;

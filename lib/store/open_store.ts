@@ -11,7 +11,22 @@ export {
   redactDatabase,
   storeBackend,
 } from "./database_name.ts";
-export { PostgresTargetError } from "./postgres.ts";
+export {
+  DEFAULT_QUERY_TIMEOUT_SECONDS,
+  PostgresTargetError,
+} from "./postgres.ts";
+
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  /** Where SQLite's background threads report their failures. */
+  logger?: Logger;
+  /**
+   * PostgreSQL only: seconds a query may take before it fails as the
+   * database being unavailable (default DEFAULT_QUERY_TIMEOUT_SECONDS,
+   * 0 for no limit).
+   */
+  queryTimeoutSeconds?: number;
+}
 
 /**
  * Opens `database`: a `postgres://` URL or a conninfo string such as
@@ -24,11 +39,13 @@ export { PostgresTargetError } from "./postgres.ts";
  */
 export function openStore(
   database: string,
-  options: { logger?: Logger } = {},
+  options: OpenStoreOptions = {},
 ): Promise<Store> {
   return Promise.resolve().then(() =>
     storeBackend(database) === "postgres"
-      ? openPostgresStore(database)
+      ? openPostgresStore(database, {
+        queryTimeoutSeconds: options.queryTimeoutSeconds,
+      })
       : openSqliteStore(database, {
         backgroundCheckpoints: true,
         backgroundScans: true,

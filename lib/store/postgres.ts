@@ -29,6 +29,12 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
   /** Polling period of {@link Store.watchQueue}'s safety net; default 5000. */
   queuePollMs?: number;
+  /**
+   * Seconds a query may wait for a connection and run, after which it is
+   * canceled; default {@link DEFAULT_QUERY_TIMEOUT_SECONDS}, 0 for no limit.
+   * Schema migrations at open have none.
+   */
+  queryTimeoutSeconds?: number;
 }
 
 /** Where to connect, from a URL or a conninfo string. */
@@ -48,8 +54,13 @@ export class PostgresTargetError extends Error {
   }
 }
 
+/** Default of {@link PostgresStoreOptions.queryTimeoutSeconds}. */
+export const DEFAULT_QUERY_TIMEOUT_SECONDS = 60;
+
 const RETRIED_CODES = new Set(["40P01", "40001"]);
 const MAX_ATTEMPTS = 8;
+/** Idle seconds before a connection's first TCP keepalive probe. */
+const KEEPALIVE_SECONDS = 60;
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /**
@@ -130,28 +141,45 @@ export async function openPostgresStore(
       `Cannot open schema ${JSON.stringify(schema)}: not a plain identifier`,
     );
   }
-  const sql = postgres({
-    host: target.host,
-    port: target.port,
-    database: target.database,
-    user: target.user,
-    password: target.password,
-    max: options.maxConnections ?? 8,
-    onnotice: () => {},
-    connection: {
-      application_name: "lorica",
-      ...(schema === undefined ? {} : { search_path: schema }),
-    },
-  });
+  const connect = (queryTimeoutSeconds: number, max: number) =>
+    postgres({
+      host: target.host,
+      port: target.port,
+      database: target.database,
+      user: target.user,
+      password: target.password,
+      max,
+      // A host that stops answering (a partition dropping packets, no
+      // reset) would hold a query for as long as TCP retries, many
+      // minutes, and statement_timeout cannot help, as the server never
+      // hears of it. The deadline cancels the query; a cancel that gets
+      // no answer within cancel_timeout (5 s) closes its connection, and
+      // the query fails as CANCEL_UNANSWERED (see unavailable.ts).
+      query_timeout: queryTimeoutSeconds,
+      // Idle connections, LISTEN's among them, are probed: one lost in a
+      // partition is noticed even though no query waits on it.
+      keep_alive: KEEPALIVE_SECONDS,
+      onnotice: () => {},
+      connection: {
+        application_name: "lorica",
+        ...(schema === undefined ? {} : { search_path: schema }),
+      },
+    });
+  // Its own connection, without deadline: a migration of a large farm's
+  // tables, or a wait for another process migrating, may take minutes.
+  const setup = connect(0, 1);
   try {
     if (schema !== undefined) {
-      await sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      await setup.unsafe(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
     }
-    await migrate(sql, database);
-  } catch (error) {
-    await sql.end({ timeout: 1 });
-    throw error;
+    await migrate(setup, database);
+  } finally {
+    await setup.end({ timeout: 1 });
   }
+  const sql = connect(
+    options.queryTimeoutSeconds ?? DEFAULT_QUERY_TIMEOUT_SECONDS,
+    options.maxConnections ?? 8,
+  );
   const channel = `lorica_queue${schema === undefined ? "" : `_${schema}`}`;
   const dialect = postgresDialect(channel);
   const store = createSqlStore(postgresDriver(sql, dialect));

@@ -10,6 +10,8 @@ const CONNECTION_CODES = new Set([
   "CONNECTION_ENDED",
   "CONNECTION_DESTROYED",
   "CONNECT_TIMEOUT",
+  // A canceled query's connection closed as the cancel got no answer.
+  "CANCEL_UNANSWERED",
   "ECONNREFUSED",
   "ECONNRESET",
   "ENOENT", // the Unix socket of a stopped server
@@ -34,6 +36,12 @@ const UNAVAILABLE_STATES = new Set(["25006", "25P03"]);
  * hold the work for later.
  */
 const CANCELED = "57014";
+/**
+ * npm:postgres's client-side deadline (its `query_timeout`) ran out: the
+ * database did not answer in time, unless its cause is the server's own
+ * answer to the cancel (see {@link answeredByServer}).
+ */
+const QUERY_TIMEOUT = "QUERY_TIMEOUT";
 
 /** SQLite result codes (low byte): busy, locked, I/O error, read-only, full. */
 const SQLITE_UNAVAILABLE = new Set([5, 6, 8, 10, 13, 14]);
@@ -47,6 +55,9 @@ export function isDatabaseUnavailable(error: unknown): boolean {
     if (typeof at !== "object") return false;
     const { code, errcode } = at as { code?: unknown; errcode?: unknown };
     if (code === CANCELED) return false;
+    if (code === QUERY_TIMEOUT) {
+      return !answeredByServer((at as { cause?: unknown }).cause);
+    }
     if (typeof code === "string") {
       if (CONNECTION_CODES.has(code) || UNAVAILABLE_STATES.has(code)) {
         return true;
@@ -64,4 +75,16 @@ export function isDatabaseUnavailable(error: unknown): boolean {
     at = (at as { cause?: unknown }).cause;
   }
   return false;
+}
+
+/**
+ * Whether `cause` is the server's cancel of a query: the server was there
+ * to answer (its errors carry a severity), the query was merely slow. A
+ * 57014 of the client's own is a query given up before it was even sent,
+ * for want of a connection.
+ */
+function answeredByServer(cause: unknown): boolean {
+  if (!cause || typeof cause !== "object") return false;
+  const { code, severity } = cause as { code?: unknown; severity?: unknown };
+  return code === CANCELED && typeof severity === "string";
 }

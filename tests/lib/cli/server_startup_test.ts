@@ -204,6 +204,17 @@ Deno.test("lorica-server with an --evaluation-timeout that is not a whole number
   });
 });
 
+Deno.test("lorica-server with a --database-timeout that is not a whole number exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "database-timeout": "1m" });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --database-timeout "1m": not a whole number of 0 or more/,
+    );
+  });
+});
+
 Deno.test("lorica-server with a --listen or --web-listen that is not an IP address exits 2 naming it, before any lookup", async () => {
   for (const option of ["listen", "web-listen"]) {
     await withDir(async (dir) => {

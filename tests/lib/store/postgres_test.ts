@@ -17,7 +17,9 @@ import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
 import { getDashboard } from "../../../lib/store/sql_dashboards.ts";
 import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
+import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
+import { startTcpRelay } from "./_tcp_relay.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
 const url = Deno.env.get("LORICA_TEST_POSTGRES");
@@ -714,6 +716,92 @@ Deno.test({
       const orphan = await store.getBuildByDerivation(drv("orphan"));
       assert.equal(orphan?.status, BuildStatus.submitted);
       assert.equal(orphan?.log, "");
+    });
+  },
+});
+
+Deno.test({
+  name:
+    `queries to a database that stops answering fail past the deadline as unavailable, and the store works again once it answers${needs}`,
+  ignore,
+  async fn() {
+    const target = new URL(url!);
+    const relay = startTcpRelay(Number(target.port || 5432));
+    target.port = String(relay.port);
+    const store = await openPostgresStore(target.href, {
+      schema: freshSchema(),
+      queryTimeoutSeconds: 1,
+      queuePollMs: 60_000,
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await store.upsertSpecification(specification("before"));
+      const closed = relay.closedByClients;
+      relay.blackHole();
+      const started = performance.now();
+      // A read on the pool, and a write in a transaction beside it.
+      const queries = [
+        store.listSpecifications(),
+        store.upsertSpecification(specification("during")),
+      ].map((query) => query.then(() => "answered", (error) => error));
+      const hanging = new Promise((resolve) => {
+        timer = setTimeout(() => resolve("still waiting"), 20_000);
+      });
+      for (
+        const outcome of await Promise.all(
+          queries.map((query) => Promise.race([query, hanging])),
+        )
+      ) {
+        assert.ok(outcome instanceof Error, String(outcome));
+        assert.ok(isDatabaseUnavailable(outcome), outcome.stack);
+      }
+      // The deadline, then the cancel's 5 s wait for an answer.
+      const elapsed = performance.now() - started;
+      assert.ok(
+        elapsed >= 1000 && elapsed < 1000 + 5000 + 3000,
+        `${elapsed} ms`,
+      );
+      // Closed, not kept for the next query (the relay sees it soon after).
+      for (let i = 0; i < 50 && relay.closedByClients === closed; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.ok(relay.closedByClients > closed, "connection closed");
+      relay.resume();
+      await store.upsertSpecification(specification("after"));
+      const names = (await store.listSpecifications()).map((s) => s.name);
+      assert.ok(
+        names.includes("before") && names.includes("after"),
+        `${names}`,
+      );
+    } finally {
+      clearTimeout(timer);
+      relay.resume();
+      await store.close();
+      await relay.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `openPostgresStore() waits past the query deadline for another process's migration${needs}`,
+  ignore,
+  async fn() {
+    const schema = freshSchema();
+    await withSql(async (sql) => {
+      // The lock a migrating process holds, for longer than the deadline.
+      const holder = sql.begin(async (tx) => {
+        await tx.unsafe("SELECT pg_advisory_xact_lock(7419001)");
+        await tx.unsafe("SELECT pg_sleep(2)");
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const store = await openPostgresStore(url!, {
+        schema,
+        queryTimeoutSeconds: 1,
+      });
+      await holder;
+      await store.listWorkers();
+      await store.close();
     });
   },
 });

@@ -42,3 +42,26 @@ Deno.test("isDatabaseUnavailable() tells a database that cannot serve now from a
     assert.ok(!isDatabaseUnavailable(error), String(error));
   }
 });
+
+Deno.test("isDatabaseUnavailable() takes a query past npm:postgres's deadline for a database down, unless the server itself canceled it", () => {
+  const timedOut = (cause: unknown) =>
+    Object.assign(coded("QUERY_TIMEOUT"), { cause });
+  // The cancel got no answer either: the connection was closed.
+  assert.ok(isDatabaseUnavailable(timedOut(coded("CANCEL_UNANSWERED"))));
+  // Given up before it was sent, waiting for a connection.
+  assert.ok(isDatabaseUnavailable(timedOut(coded("57014"))));
+  // The other queries of the closed connection.
+  assert.ok(
+    isDatabaseUnavailable(
+      Object.assign(coded("CONNECTION_DESTROYED"), {
+        cause: coded("CANCEL_UNANSWERED"),
+      }),
+    ),
+  );
+  // The server answered the cancel: it is up, the query was slow.
+  const fromServer = Object.assign(
+    coded("57014", "canceling statement due to user request"),
+    { severity: "ERROR" },
+  );
+  assert.ok(!isDatabaseUnavailable(timedOut(fromServer)));
+});
