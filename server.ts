@@ -13,6 +13,7 @@ import {
   PostgresTargetError,
   redactDatabase,
   storeBackend,
+  waitForDatabase,
 } from "./lib/store/open_store.ts";
 import type { Specification } from "./lib/store/types.ts";
 import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
@@ -68,7 +69,8 @@ Specifications and evaluation:
 Storage:
   -D, --database=DB           SQLite file, postgres:// URL or "dbname=... host=..."
                               (default $XDG_STATE_HOME/lorica/lorica.db; the
-                              directory of a file given must exist)
+                              directory of a file given must exist); a
+                              PostgreSQL server not up yet is waited for
       --database-timeout=SECONDS  PostgreSQL: cancel a query unanswered
                               after this long; it fails as with the database
                               down, its connection closed if the cancel is
@@ -129,9 +131,9 @@ LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
 LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store.
 The directories of --cache, --git-cache, --gc-roots and --state-directory
 are created if missing and checked writable before anything is written.
-Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error (a database that
-does not answer), 2 on bad usage (an option, file or directory that cannot
-be used).`;
+Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error (a database
+that refuses the server, a schema newer than this program's), 2 on bad
+usage (an option, file or directory that cannot be used).`;
 
 const OPTIONS: Record<string, OptionSpec> = {
   specifications: { type: "string", short: "S" },
@@ -328,21 +330,40 @@ async function main(args: string[]): Promise<number> {
   // not the default end that would leave guix publish and the database
   // behind.
   const stopped = Promise.withResolvers<void>();
+  const stopping = new AbortController();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => stopped.resolve());
+    Deno.addSignalListener(signal, () => {
+      stopped.resolve();
+      stopping.abort();
+    });
   }
-  const store = await openStore(database.value, {
+  const open = () =>
+    openStore(database.value, {
+      logger,
+      queryTimeoutSeconds: databaseTimeout,
+    });
+  // PostgreSQL may start after the server, or be restarting: it is waited
+  // for. SQLite is opened once: what keeps a file from opening (its path,
+  // its permissions) does not go away by waiting.
+  const store = await (database.sqlite ? open() : waitForDatabase(open, {
+    clock: systemClock,
     logger,
-    queryTimeoutSeconds: databaseTimeout,
-  }).catch((error) => {
+    // Unquoted: the log quotes what needs it.
+    shown: JSON.parse(database.shown),
+    signal: stopping.signal,
+  })).catch((error) => {
     // A string that names no database is a bad command line (exit 2); a
-    // database that does not answer is not.
+    // database that refuses the server is not.
     const Failure = error instanceof PostgresTargetError ? UsageError : Error;
     throw new Failure(
       `Cannot use --database ${database.shown}: ${(error as Error).message}`,
       { cause: error },
     );
   });
+  if (store === null) {
+    logger.info("server stopping", { while: "waiting for the database" });
+    return 0;
+  }
   const server = await startServer(config, { store, guix, logger }).catch(
     async (error) => {
       await store.close();

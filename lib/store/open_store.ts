@@ -15,6 +15,7 @@ export {
   DEFAULT_QUERY_TIMEOUT_SECONDS,
   PostgresTargetError,
 } from "./postgres.ts";
+export { waitForDatabase } from "./wait_for_database.ts";
 
 /** Options of {@link openStore}. */
 export interface OpenStoreOptions {

@@ -1,18 +1,23 @@
 // lorica-server's startup checks: a path or database option that cannot be
-// used stops the server at once with status 2 (1 for a database that does
-// not answer), naming the option actually at fault, and leaves no admin
-// token behind; doubtful settings are warned about at start. Each run is
-// local mode on port 0 in a temp directory (remote mode only inside a
-// network namespace of its own); one that starts where it should not is
-// stopped after a while and fails its test.
+// used stops the server at once with status 2 (1 for a database that
+// refuses it), naming the option actually at fault, and leaves no admin
+// token behind; a PostgreSQL that is down is waited for; doubtful settings
+// are warned about at start. Each run is local mode on port 0 in a temp
+// directory (remote mode only inside a network namespace of its own); one
+// that starts where it should not is stopped after a while and fails its
+// test.
 
 import assert from "node:assert/strict";
+import { postgresBinaries, startOwnPostgres } from "../store/_own_postgres.ts";
 
 const SERVER = new URL("../../../server.ts", import.meta.url).pathname;
+const postgresUrl = Deno.env.get("LORICA_TEST_POSTGRES");
 
 interface Run {
   code: number;
   stderr: string;
+  /** Milliseconds from the SIGTERM to the exit, if one was sent. */
+  stopMs?: number;
 }
 
 /** Extra ways to start the server; see {@link runServer}. */
@@ -22,6 +27,11 @@ interface RunOptions {
   wrapper?: string[];
   /** Once stderr matches it, the server is sent SIGTERM. */
   stopAt?: RegExp;
+  /**
+   * Called with all of stderr each time more arrives; the server is sent
+   * SIGTERM once it returns true.
+   */
+  watch?: (stderr: string) => Promise<boolean>;
 }
 
 /**
@@ -33,7 +43,7 @@ interface RunOptions {
 async function runServer(
   dir: string,
   options: Record<string, string | null> = {},
-  { env = {}, wrapper = [], stopAt }: RunOptions = {},
+  { env = {}, wrapper = [], stopAt, watch }: RunOptions = {},
 ): Promise<Run> {
   const paths: Record<string, string | null> = {
     database: `${dir}/farm.db`,
@@ -64,11 +74,11 @@ async function runServer(
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  let stopped = false;
+  let stoppedAt: number | undefined;
   const stop = () => {
     // Once: a second SIGTERM is not what these tests are about.
-    if (!stopped) child.kill("SIGTERM");
-    stopped = true;
+    if (stoppedAt === undefined) child.kill("SIGTERM");
+    stoppedAt ??= performance.now();
   };
   const timer = setTimeout(stop, 30_000);
   try {
@@ -77,9 +87,13 @@ async function runServer(
       const text of child.stderr.pipeThrough(new TextDecoderStream())
     ) {
       stderr += text;
-      if (stopAt?.test(stderr)) stop();
+      if (stopAt?.test(stderr) || await watch?.(stderr)) stop();
     }
-    return { code: (await child.status).code, stderr };
+    const { code } = await child.status;
+    const stopMs = stoppedAt === undefined
+      ? undefined
+      : performance.now() - stoppedAt;
+    return { code, stderr, stopMs };
   } finally {
     clearTimeout(timer);
   }
@@ -256,19 +270,96 @@ Deno.test("lorica-server with a missing --specifications file exits 2 naming it"
   });
 });
 
-Deno.test("lorica-server shows no PostgreSQL password when the database does not answer", async () => {
+Deno.test("lorica-server waits for a PostgreSQL that does not answer, logging it without its password, until SIGTERM ends it with status 0", async () => {
   await withDir(async (dir) => {
+    const waits = /warn database unavailable .*\n.*warn database unavailable /;
     const run = await runServer(dir, {
       // Port 1 on loopback: nothing listens there.
       database: "postgres://lorica:secretpw@127.0.0.1:1/farm",
-    });
-    assert.equal(run.code, 1, run.stderr);
+    }, { env: { LORICA_LOG: "warn" }, stopAt: waits });
+    assert.equal(run.code, 0, run.stderr);
     assert.match(
       run.stderr,
-      /Cannot use --database "postgres:\/\/lorica:\*\*\*@127\.0\.0\.1:1\/farm": /,
+      /warn database unavailable database=postgres:\/\/lorica:\*\*\*@127\.0\.0\.1:1\/farm error=.*ECONNREFUSED.* retryMs=1000\n.* retryMs=2000\n/,
     );
     assert.doesNotMatch(run.stderr, /secretpw/);
+    // Stopped in the middle of the 2 s wait, not at its end.
+    assert.ok(run.stopMs! < 1800, `stopped after ${run.stopMs} ms`);
+    assert.ok(
+      !exists(`${dir}/state-home/lorica/admin-token`),
+      "no admin token",
+    );
   });
+});
+
+const postgresBin = postgresBinaries();
+
+Deno.test({
+  name:
+    `lorica-server started before its PostgreSQL comes up once it is started${
+      postgresBin === null
+        ? " (skipped: no PostgreSQL server binaries in /usr/lib/postgresql)"
+        : ""
+    }`,
+  ignore: postgresBin === null,
+  async fn() {
+    const cluster = await startOwnPostgres(postgresBin!);
+    try {
+      await cluster.stop("fast");
+      await withDir(async (dir) => {
+        let clusterStarted = false;
+        let answer: number | string | undefined;
+        const run = await runServer(dir, { database: cluster.url }, {
+          env: { LORICA_LOG: "info" },
+          async watch(stderr) {
+            if (!clusterStarted && /warn database unavailable /.test(stderr)) {
+              clusterStarted = true;
+              await cluster.start();
+            }
+            const web = /info server started .*web=(http:\S+)/.exec(stderr);
+            if (web === null || answer !== undefined) return web !== null;
+            try {
+              const response = await fetch(`${web[1]}/api/latestbuilds?nr=1`);
+              answer = response.status;
+              await response.body?.cancel();
+            } catch (error) {
+              answer = String(error);
+            }
+            return true;
+          },
+        });
+        assert.equal(answer, 200, run.stderr);
+        assert.equal(run.code, 0, run.stderr);
+      });
+    } finally {
+      await cluster.remove();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `lorica-server with a PostgreSQL --database naming no database exits 1 naming it, without waiting${
+      postgresUrl === undefined
+        ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
+        : ""
+    }`,
+  ignore: postgresUrl === undefined,
+  async fn() {
+    await withDir(async (dir) => {
+      const database = new URL(postgresUrl!);
+      database.pathname = "/lorica_no_such_database";
+      const run = await runServer(dir, { database: database.href }, {
+        env: { LORICA_LOG: "warn" },
+      });
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(
+        run.stderr,
+        /Cannot use --database ".*\/lorica_no_such_database": .*does not exist/,
+      );
+      assert.doesNotMatch(run.stderr, /database unavailable/);
+    });
+  },
 });
 
 Deno.test("lorica-server that cannot listen on its web port leaves no admin token", async () => {
