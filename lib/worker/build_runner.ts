@@ -3,6 +3,10 @@
 import type { Logger } from "../log.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import type { Guix } from "../guix/guix_command.ts";
+import {
+  DAEMON_SILENCE_GRACE_SECONDS,
+  SilenceWatchdog,
+} from "../guix/silence_watchdog.ts";
 import { type LogUpload, openLogUpload } from "../protocol/log_upload.ts";
 import { parseDerivationPath } from "../guix/store_path.ts";
 
@@ -13,6 +17,15 @@ export interface BuildJob {
   /** Seconds without output; 0 for no limit. */
   maxSilent: number;
 }
+
+/**
+ * How a build ended here. "daemon-silent": the daemon said nothing for the
+ * build's max-silent-time and the grace, `guix build` was killed; the
+ * fault is the farm's, not the package's.
+ */
+export type BuildOutcome =
+  | { status: "succeeded" | "failed" }
+  | { status: "daemon-silent"; silentSeconds: number };
 
 /** Why a build request is not run: the field to blame, its value named. */
 export interface BuildRefusal {
@@ -42,6 +55,12 @@ export interface BuildRunnerOptions {
   /** First wait before such a retry, doubling; default 2000 ms. */
   retryDelayMs?: number;
   clock?: Clock;
+  /**
+   * Seconds past the build's max-silent-time `guix build` may print
+   * nothing before the daemon is taken for stuck; default
+   * {@link DAEMON_SILENCE_GRACE_SECONDS}. No limit when max-silent is 0.
+   */
+  daemonSilenceGraceSeconds?: number;
 }
 
 // What guix says when the build never started because the derivation (or
@@ -100,13 +119,16 @@ export function isUnavailableDerivation(stderrTail: string): boolean {
 }
 
 /**
- * Builds `job.drv` with the local daemon, streaming its log to the server;
- * returns whether it succeeded. Never throws: any failure is a failed build.
+ * Builds `job.drv` with the local daemon, streaming its log to the server.
+ * Never throws: any failure is a failed build. A daemon that says nothing
+ * for the build's max-silent-time and the grace is stuck (its own limit
+ * would have ended the build): `guix build` is killed and the outcome is
+ * "daemon-silent", with a line saying so at the end of the log.
  */
 export async function runBuild(
   job: BuildJob,
   options: BuildRunnerOptions,
-): Promise<boolean> {
+): Promise<BuildOutcome> {
   const { guix, logger } = options;
   const openUpload = () =>
     openLogUpload({
@@ -134,19 +156,34 @@ export async function runBuild(
   let delay = options.retryDelayMs ?? 2000;
   try {
     let result;
+    let silentMs: number | undefined;
     for (let attempt = 0;; attempt++) {
-      result = await guix.build([job.drv], {
-        timeout: job.timeout,
-        maxSilentTime: job.maxSilent,
-        substituteUrls: options.substituteUrls,
-        fallback: true,
-        cores: options.cores,
-        onLog: forward.push,
-        signal: options.signal,
+      const silent = new AbortController();
+      const watchdog = daemonWatchdog(job, options, clock, (ms) => {
+        silentMs = ms;
+        silent.abort();
       });
+      try {
+        result = await guix.build([job.drv], {
+          timeout: job.timeout,
+          maxSilentTime: job.maxSilent,
+          substituteUrls: options.substituteUrls,
+          fallback: true,
+          cores: options.cores,
+          onLog: (chunk) => {
+            watchdog?.alive();
+            forward.push(chunk);
+          },
+          signal: options.signal
+            ? AbortSignal.any([options.signal, silent.signal])
+            : silent.signal,
+        });
+      } finally {
+        watchdog?.stop();
+      }
       if (
-        result.ok || options.signal?.aborted || attempt >= retries ||
-        !isUnavailableDerivation(result.stderrTail)
+        result.ok || options.signal?.aborted || silentMs !== undefined ||
+        attempt >= retries || !isUnavailableDerivation(result.stderrTail)
       ) break;
       logger.warn("build retried", {
         drv: job.drv,
@@ -159,7 +196,16 @@ export async function runBuild(
     }
     if (options.signal?.aborted) {
       logger.info("build killed", { drv: job.drv, exit: result.exitCode });
-      return false;
+      return { status: "failed" };
+    }
+    if (silentMs !== undefined) {
+      const silentSeconds = Math.round(silentMs / 1000);
+      forward.push(
+        new TextEncoder().encode(
+          `lorica-worker: guix-daemon silent for ${silentSeconds} s, past the max-silent-time of ${job.maxSilent} s: build given up\n`,
+        ),
+      );
+      return { status: "daemon-silent", silentSeconds };
     }
     if (!result.ok) {
       logger.info("build failed locally", {
@@ -168,14 +214,31 @@ export async function runBuild(
         reason: result.stderrTail.trimEnd().split("\n").pop(),
       });
     }
-    return result.ok;
+    return { status: result.ok ? "succeeded" : "failed" };
   } catch (error) {
     logger.error("build crashed", { drv: job.drv, error });
-    return false;
+    return { status: "failed" };
   } finally {
     // A canceled build's log is not wanted any more: no second sending.
     await forward.finish({ resend: !options.signal?.aborted });
   }
+}
+
+/**
+ * A watchdog on the daemon for one `guix build` of `job`, calling
+ * `onSilent` past its max-silent-time and the grace; none for a build
+ * without that limit (it may be silent for as long as it likes).
+ */
+function daemonWatchdog(
+  job: BuildJob,
+  options: BuildRunnerOptions,
+  clock: Clock,
+  onSilent: (silentMs: number) => void,
+): SilenceWatchdog | null {
+  if (job.maxSilent <= 0) return null;
+  const grace = options.daemonSilenceGraceSeconds ??
+    DAEMON_SILENCE_GRACE_SECONDS;
+  return new SilenceWatchdog(clock, (job.maxSilent + grace) * 1000, onSilent);
 }
 
 /**

@@ -19,7 +19,12 @@ import { makeAuthProof } from "../protocol/worker_auth.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
-import { type BuildRefusal, buildRefusal, runBuild } from "./build_runner.ts";
+import {
+  type BuildOutcome,
+  type BuildRefusal,
+  buildRefusal,
+  runBuild,
+} from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
 import { storeDirFromEnv } from "../guix/store_path.ts";
 
@@ -67,6 +72,11 @@ export interface SessionOptions {
    * finished and reported, then the session ends (a draining stop).
    */
   draining?: AbortSignal;
+  /**
+   * Seconds past a build's max-silent-time the daemon may say nothing
+   * before the build is given up (see runBuild); injectable for tests.
+   */
+  daemonSilenceGraceSeconds?: number;
 }
 
 /** No reply from the server in time. */
@@ -489,13 +499,13 @@ class Session {
           this.#options.storeDir ?? storeDirFromEnv(),
         );
         if (refusal === null) {
-          await this.#build(reply);
+          const handedBack = await this.#build(reply);
           if (this.#probes !== this.#registeredAt) return;
-          continue;
-        }
-        await this.#refuse(reply, refusal);
+          if (!handedBack) continue;
+        } else await this.#refuse(reply, refusal);
       }
-      // Nothing to do (or nothing that may be done): ask again later.
+      // Nothing to do (or nothing that may be done, or a daemon that just
+      // fell silent): ask again later.
       const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
       await this.#pause(period + jitter);
     }
@@ -568,7 +578,12 @@ class Session {
     }
   }
 
-  async #build(job: Extract<Message, { type: "build" }>) {
+  /**
+   * Runs `job` and reports it. Returns whether it was handed back (see
+   * #giveUp): the daemon is likely stuck still, so the caller waits a
+   * request period before asking for more.
+   */
+  async #build(job: Extract<Message, { type: "build" }>): Promise<boolean> {
     const registration = this.#registration!;
     this.#logger.info("build received", { drv: job.drv, system: job.system });
     const cancel = new AbortController();
@@ -589,45 +604,88 @@ class Session {
           cores: this.#options.cores,
           signal: cancel.signal,
           clock: this.#options.clock,
+          daemonSilenceGraceSeconds: this.#options.daemonSilenceGraceSeconds,
         },
       );
-      let ok: boolean | undefined;
+      let outcome: BuildOutcome | undefined;
       building.then((result) => {
-        ok = result;
+        outcome = result;
         this.#wake?.();
       });
       // While building, answer the server's restarts at once, so that the
       // new server knows (and keeps) this build.
-      while (ok === undefined) {
+      while (outcome === undefined) {
         const event = await this.#next(
           this.#replyTimeoutMs,
-          () => ok !== undefined,
+          () => outcome !== undefined,
         );
-        if (event?.kind === "probe") await this.#reRegister(job.drv);
+        if (event?.kind === "probe") await this.#reRegister([job.drv]);
       }
       if (cancel.signal.aborted) {
         this.#logger.info("build canceled", { drv: job.drv });
-        return;
+        return false;
       }
-      if (this.#probes !== this.#registeredAt) await this.#reRegister(job.drv);
-      await this.#send({
-        type: ok ? "build-succeeded" : "build-failed",
-        drv: job.drv,
-        url: this.#registration!.publishUrl,
-        log: null,
-      });
-      this.#logger.info(ok ? "build done" : "build failed", { drv: job.drv });
+      if (outcome.status === "daemon-silent") {
+        return await this.#giveUp(job, outcome.silentSeconds);
+      }
+      await this.#report(job.drv, outcome.status === "succeeded");
+      return false;
     } finally {
       this.#current = undefined;
     }
   }
 
-  /** Registers again mid-build, when the protocol lets us say we hold it. */
-  async #reRegister(drv: string) {
+  /** Sends the result of `drv`, registered with the server's current life. */
+  async #report(drv: string, ok: boolean) {
+    if (this.#probes !== this.#registeredAt) await this.#reRegister([drv]);
+    await this.#send({
+      type: ok ? "build-succeeded" : "build-failed",
+      drv,
+      url: this.#registration!.publishUrl,
+      log: null,
+    });
+    this.#logger.info(ok ? "build done" : "build failed", { drv });
+  }
+
+  /**
+   * A build whose daemon fell silent: not the package's fault, so it is
+   * handed back where the protocol allows, by registering again holding
+   * nothing (the server requeues what the name held but does not say it
+   * holds). A Cuirass server has no way to take a build back: it is
+   * reported failed, the reason at the end of its log. True when handed
+   * back.
+   */
+  async #giveUp(
+    job: Extract<Message, { type: "build" }>,
+    silentSeconds: number,
+  ): Promise<boolean> {
+    const handBack = this.#options.extensions !== false &&
+      this.#registration!.features.has("holding");
+    this.#logger.error("daemon silent", {
+      seconds: silentSeconds,
+      drv: job.drv,
+      max_silent: job.maxSilent,
+      action: handBack
+        ? "guix build killed, build handed back"
+        : "guix build killed, build reported failed",
+    });
+    if (!handBack) {
+      await this.#report(job.drv, false);
+      return false;
+    }
+    await this.#reRegister([]);
+    return true;
+  }
+
+  /**
+   * Registers again (mid-build, or to hand a build back), when the
+   * protocol lets us say what we hold: `holding`.
+   */
+  async #reRegister(holding: string[]) {
     if (this.#options.extensions === false) return; // Cuirass never does.
     try {
       this.#events = this.#events.filter((e) => e.kind === "probe");
-      await this.#register([drv]);
+      await this.#register(holding);
     } catch (error) {
       if (!(error instanceof ServerSilentError)) throw error;
       this.#logger.warn("server silent", {

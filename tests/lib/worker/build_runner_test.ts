@@ -9,7 +9,8 @@ import {
 } from "../../../lib/worker/build_runner.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
-import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import type { Child, Spawner } from "../../../lib/process.ts";
+import { FakeClock, fakeSpawner } from "../server/_dispatch_fixture.ts";
 import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
 import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import {
@@ -41,14 +42,14 @@ Deno.test("runBuild() retries a build whose derivation was unavailable, then suc
     ),
   });
   const lines: string[] = [];
-  const ok = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+  const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
     guix,
     logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
     substituteUrls: [],
     logServer: NO_LOG,
     clock: fast,
   });
-  assert.equal(ok, true);
+  assert.deepEqual(outcome, { status: "succeeded" });
   assert.equal(calls.length, 3);
   assert.equal(
     lines.filter((l) => l.startsWith("warn build retried")).length,
@@ -68,7 +69,7 @@ Deno.test("runBuild() reports a real build failure at once, and a lasting unavai
       logger: silentLogger,
       spawn: fakeSpawner(() => ({ code: 1, stderr }), calls),
     });
-    const ok = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+    const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
       guix,
       logger: silentLogger,
       substituteUrls: [],
@@ -76,9 +77,104 @@ Deno.test("runBuild() reports a real build failure at once, and a lasting unavai
       clock: fast,
       retries: 2,
     });
-    assert.equal(ok, false);
+    assert.deepEqual(outcome, { status: "failed" });
     assert.equal(calls.length, expectedCalls, stderr);
   }
+});
+
+/**
+ * A `guix build` whose daemon is stuck: it prints what `say()` is given,
+ * and ends only when killed.
+ */
+function stuckBuild() {
+  const encoder = new TextEncoder();
+  const spawned = Promise.withResolvers<void>();
+  const state = { killed: false, say: (_text: string) => {} };
+  const spawn: Spawner = (_argv, options) => {
+    const stderr = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = stderr.writable.getWriter();
+    const status = Promise.withResolvers<
+      { code: number; signal: string | null }
+    >();
+    const kill = () => {
+      state.killed = true;
+      writer.close().catch(() => {});
+      status.resolve({ code: 143, signal: "SIGTERM" });
+    };
+    options?.signal?.addEventListener("abort", kill, { once: true });
+    state.say = (text) => void writer.write(encoder.encode(text));
+    spawned.resolve();
+    const child: Child = {
+      pid: 1,
+      stdout: ReadableStream.from([new Uint8Array()]),
+      stderr: stderr.readable,
+      stdin: null,
+      status: status.promise,
+      kill,
+    };
+    return child;
+  };
+  return { spawn, spawned: spawned.promise, state };
+}
+
+Deno.test("runBuild() kills guix build once the daemon is silent for the max-silent-time and the grace; each log chunk starts the wait again", async () => {
+  const clock = new FakeClock();
+  const stuck = stuckBuild();
+  const server = scriptedLogServer([""]);
+  const lines: string[] = [];
+  try {
+    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 10 }, {
+      guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      substituteUrls: [],
+      logServer: { hostname: "127.0.0.1", port: server.port },
+      clock,
+      daemonSilenceGraceSeconds: 5,
+    });
+    await stuck.spawned;
+    await clock.advance(14_000);
+    stuck.state.say("building...\n");
+    await clock.advance(0); // the chunk is read
+    await clock.advance(14_000);
+    assert.equal(stuck.state.killed, false, "a chunk 14 s in moves the limit");
+    await clock.advance(1_000);
+    assert.equal(stuck.state.killed, true, "15 s of silence kill guix build");
+    assert.deepEqual(await building, {
+      status: "daemon-silent",
+      silentSeconds: 15,
+    });
+    const [upload] = await server.served;
+    assert.equal(
+      upload.log,
+      "building...\nlorica-worker: guix-daemon silent for 15 s, past the max-silent-time of 10 s: build given up\n",
+    );
+    assert.ok(
+      !lines.some((l) => l.includes("build failed locally")),
+      lines.join("\n"),
+    );
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("runBuild() waits for good on a silent build without a max-silent-time", async () => {
+  const clock = new FakeClock();
+  const stuck = stuckBuild();
+  const abort = new AbortController();
+  const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+    guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
+    logger: silentLogger,
+    substituteUrls: [],
+    logServer: NO_LOG,
+    clock,
+    daemonSilenceGraceSeconds: 5,
+    signal: abort.signal,
+  });
+  await stuck.spawned;
+  await clock.advance(365 * 24 * 3600 * 1000);
+  assert.equal(stuck.state.killed, false);
+  abort.abort();
+  assert.deepEqual(await building, { status: "failed" });
 });
 
 Deno.test("isUnavailableDerivation() tells a missing derivation from a failed builder", () => {
@@ -246,7 +342,7 @@ Deno.test("runBuild() sends the whole log again when the server restarted mid-bu
     // The build goes on once the worker saw the server go.
     await serverGoneNoticed(lines);
     run.finish();
-    assert.equal(await building, true);
+    assert.deepEqual(await building, { status: "succeeded" });
     const log = await storedLog(cacheDir, DRV);
     assert.equal(log, "step 1 of 2\nstep 2 of 2\n", lines.join("\n"));
     assert.ok(
@@ -288,7 +384,7 @@ Deno.test({
       receiver = await startReceiver(cacheDir, port);
       await serverGoneNoticed(lines);
       run.finish();
-      assert.equal(await building, true);
+      assert.deepEqual(await building, { status: "succeeded" });
       const copyFailed = lines.find((l) =>
         l.startsWith("warn log copy failed")
       );
@@ -318,14 +414,14 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
   const { lines } = run;
   try {
     run.finish();
-    const ok = await run.start({
+    const outcome = await run.start({
       logServer: {
         hostname: "127.0.0.1",
         port: server.port,
         acknowledges: true,
       },
     });
-    assert.equal(ok, true);
+    assert.deepEqual(outcome, { status: "succeeded" });
     // Without the acknowledgement's check no second upload ever comes.
     const bound = Promise.withResolvers<void>();
     const timer = setTimeout(bound.resolve, 10_000);
@@ -372,7 +468,7 @@ Deno.test("runBuild() tries the log again while the restarted server's log port 
     await receiver.close();
     await serverGoneNoticed(lines);
     run.finish();
-    assert.equal(await building, true);
+    assert.deepEqual(await building, { status: "succeeded" });
     assert.deepEqual(pauses, [1000], lines.join("\n"));
     assert.equal(
       await storedLog(cacheDir, DRV),
@@ -423,7 +519,7 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
     await receiver.close();
     await serverGoneNoticed(lines);
     run.finish();
-    assert.equal(await building, true);
+    assert.deepEqual(await building, { status: "succeeded" });
     assert.deepEqual(pauses, [500, 1000]);
     assert.ok(
       lines.some((l) =>
@@ -467,7 +563,7 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
     receiver = await startReceiver(cacheDir, port);
     await serverGoneNoticed(lines);
     run.finish();
-    assert.equal(await building, true);
+    assert.deepEqual(await building, { status: "succeeded" });
     assert.equal(
       await storedLog(cacheDir, DRV),
       "step 1 of 2\nstep 2 of 2\n",

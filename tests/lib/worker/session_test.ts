@@ -255,7 +255,7 @@ Deno.test({
       await untilStatus(f, drv, BuildStatus.started);
       const id = (await f.store.getBuildByDerivation(drv))!.id;
       await f.dispatcher.cancelBuild(id);
-      await eventually(() => builds[0].killed, "guix build killed");
+      await eventually(() => builds[0]?.killed, "guix build killed");
       assert.equal(await statusOf(f, drv), BuildStatus.canceled);
       await f.addJobs([job("after", 2)]);
       await eventually(() => builds.length === 2, "next build taken");
@@ -964,4 +964,84 @@ Deno.test({
       await f.close();
     }
   },
+});
+
+/** A job whose daemon is taken for stuck after 1 s of silence and the grace. */
+function silentJob(name: string, i: number) {
+  return { ...job(name, i), maxSilent: 1 };
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a Lorica session whose daemon falls silent kills guix build, hands the build back (requeued, no worker) and asks for work again",
+  fn: () =>
+    withFixture(async (f, abort) => {
+      const [drv] = await f.addJobs([silentJob("stuck", 1)]);
+      const { builds, lines, running } = startSession(
+        f.port,
+        "SILENT01",
+        abort.signal,
+        // A second before it asks again: time to see the build requeued.
+        {
+          daemonSilenceGraceSeconds: 0.2,
+          requestPeriodMs: 2000,
+          random: () => 0,
+        },
+      );
+      await untilStatus(f, drv, BuildStatus.started);
+      await eventually(() => builds[0]?.killed, "guix build killed");
+      await eventually(async () => {
+        const build = await f.store.getBuildByDerivation(drv);
+        return build?.status === BuildStatus.scheduled && build.worker === null;
+      }, "build requeued with no worker");
+      const silent = lines.filter((l) => l.startsWith("error daemon silent"));
+      assert.equal(silent.length, 1, lines.join("\n"));
+      assert.match(
+        silent[0],
+        new RegExp(
+          `^error daemon silent worker=SILENT01 seconds=1 drv=${drv} max_silent=1 action="guix build killed, build handed back"$`,
+        ),
+      );
+      assert.ok(
+        !f.lines.some((l) => l.includes("build failed") && l.includes(drv)),
+        f.lines.join("\n"),
+      );
+      // The next request gets the build again, on the same stuck daemon.
+      await eventually(() => builds.length === 2, "asked for work again");
+      builds[1].finish(0);
+      await untilStatus(f, drv, BuildStatus.succeeded);
+      abort.abort();
+      await running;
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a session without extensions whose daemon falls silent reports the build failed: Cuirass cannot take it back",
+  fn: () =>
+    withFixture(async (f, abort) => {
+      const [drv] = await f.addJobs([silentJob("stuck", 1)]);
+      const { builds, lines, running } = startSession(
+        f.port,
+        "SILENT02",
+        abort.signal,
+        { extensions: false, daemonSilenceGraceSeconds: 0.2 },
+      );
+      await untilStatus(f, drv, BuildStatus.failed);
+      assert.equal(builds[0].killed, true);
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith("error daemon silent ") &&
+          l.includes(' action="guix build killed, build reported failed"')
+        ),
+        lines.join("\n"),
+      );
+      await f.addJobs([job("next", 2)]);
+      await eventually(() => builds.length === 2, "asked for work again");
+      builds[1].finish(0);
+      abort.abort();
+      await running;
+    }),
 });
