@@ -48,18 +48,29 @@ export function* buildById(d: Dialect, id: number): Step<Build | null> {
   return (yield* selectBuilds(d, "WHERE b.id = ?", [id]))[0] ?? null;
 }
 
-/** SQL conditions (each starting with " AND") and their parameters. */
+/** Filters on a column that an index holds in latestBuilds's order. */
+type OrderedFilter = "specification" | "system" | "worker";
+
+/**
+ * SQL conditions (each starting with " AND") and their parameters. The
+ * conditions of the `unindexed` filters are written so that no index can
+ * serve them: the planners then read the builds through another index.
+ */
 export function filterClauses(
   filter: BuildFilter,
+  unindexed: ReadonlySet<OrderedFilter> = new Set(),
 ): { clauses: string; params: unknown[] } {
   let clauses = "";
   const params: unknown[] = [];
+  // `|| ''` leaves the value (and NULL) as it is, but not the index.
+  const equals = (key: OrderedFilter, column: string) =>
+    unindexed.has(key) ? ` AND ${column} || '' = ?` : ` AND ${column} = ?`;
   if (filter.id !== undefined) {
     clauses += " AND b.id = ?";
     params.push(filter.id);
   }
   if (filter.specification !== undefined) {
-    clauses += " AND b.specification = ?";
+    clauses += equals("specification", "b.specification");
     params.push(filter.specification);
   }
   if (filter.job !== undefined) {
@@ -67,7 +78,7 @@ export function filterClauses(
     params.push(filter.job);
   }
   if (filter.system !== undefined) {
-    clauses += " AND b.system = ?";
+    clauses += equals("system", "b.system");
     params.push(filter.system);
   }
   if (filter.evaluation !== undefined) {
@@ -80,7 +91,7 @@ export function filterClauses(
     params.push(filter.beforeEvaluation);
   }
   if (filter.worker !== undefined) {
-    clauses += " AND b.worker = ?";
+    clauses += equals("worker", "b.worker");
     params.push(filter.worker);
   }
   if (filter.derivation !== undefined) {
@@ -333,29 +344,93 @@ export function* listJobs(
   }));
 }
 
+/**
+ * True when `filter` names a job or an evaluation: a bounded set of
+ * builds (a job's, at most one an evaluation; an evaluation's jobs), which
+ * a listing reads through its own index and sorts, rather than walking an
+ * index in the listing's order until enough of them came by (every build
+ * of the walk, when few or none match).
+ */
+function boundedByFilter(filter: BuildFilter): boolean {
+  return filter.job !== undefined || filter.evaluation !== undefined;
+}
+
 export function* latestBuilds(d: Dialect, filter: BuildFilter, limit: number) {
+  const tail = `LIMIT ${checkLimit("list latest builds", limit)}`;
+  // The limit inline: with a parameter, PostgreSQL's generic plan does
+  // not know it is small and sorts every finished build.
+  if (!boundedByFilter(filter)) {
+    // The index of the filter's column in this order, if any (Builds_
+    // finished_specification, _system, Builds_worker), walked until the
+    // limit.
+    const { clauses, params } = filterClauses(filter);
+    return yield* selectBuilds(
+      d,
+      `WHERE b.status >= 0${clauses}`,
+      params,
+      `ORDER BY b.evaluation DESC, b.id DESC ${tail}`,
+    );
+  }
   const { clauses, params } = filterClauses(filter);
+  return yield* selectSorted(
+    d,
+    `b.status >= 0${clauses}`,
+    params,
+    "b.evaluation + 0 DESC, b.id + 0 DESC",
+    tail,
+  );
+}
+
+/**
+ * The builds matching `where` (on `Builds b`) sorted on `order`, an order
+ * of expressions that no index holds: the planners then read the builds
+ * through the index of a condition and sort them. Ids first, columns of
+ * the `tail`'s rows after: the outputs and products of every matching
+ * build, computed before the sort, made an evaluation's 50,000 finished
+ * builds take 350 ms instead of 20.
+ */
+function* selectSorted(
+  d: Dialect,
+  where: string,
+  params: unknown[],
+  order: string,
+  tail: string,
+): Step<Build[]> {
   return yield* selectBuilds(
     d,
-    `WHERE b.status >= 0${clauses}`,
+    `WHERE b.id IN (SELECT b.id FROM Builds b WHERE ${where}
+                    ORDER BY ${order} ${tail})`,
     params,
-    // The limit inline: with a parameter, PostgreSQL's generic plan does
-    // not know it is small and sorts every finished build.
-    `ORDER BY b.evaluation DESC, b.id DESC LIMIT ${
-      checkLimit("list latest builds", limit)
-    }`,
+    `ORDER BY ${order}`,
   );
 }
 
 export function* queue(d: Dialect, filter: BuildFilter, limit: number) {
-  const { clauses, params } = filterClauses(filter);
-  return yield* selectBuilds(
+  // The pending builds in dispatch order (Builds_pending), filtered as they
+  // come: at most the whole queue is read. An index of the specification
+  // would have the planners read every build of it, finished ones too, and
+  // sort those pending, so its condition is kept off the indexes. Bounded
+  // filters are read through their own indexes and sorted, as in
+  // latestBuilds.
+  const { clauses, params } = filterClauses(
+    filter,
+    new Set(["specification"]),
+  );
+  const tail = `LIMIT ${checkLimit("list the queue", limit)}`;
+  if (!boundedByFilter(filter)) {
+    return yield* selectBuilds(
+      d,
+      `WHERE b.status < 0${clauses}`,
+      params,
+      `ORDER BY b.status DESC, b.priority, b.timestamp, b.id ${tail}`,
+    );
+  }
+  return yield* selectSorted(
     d,
-    `WHERE b.status < 0${clauses}`,
+    `b.status < 0${clauses}`,
     params,
-    `ORDER BY b.status DESC, b.priority, b.timestamp, b.id LIMIT ${
-      checkLimit("list the queue", limit)
-    }`,
+    "b.status + 0 DESC, b.priority + 0, b.timestamp + 0, b.id + 0",
+    tail,
   );
 }
 

@@ -397,7 +397,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -417,6 +417,7 @@ Deno.test({
         DROP INDEX ${schema}.Dashboards_last_used;
         ALTER TABLE ${schema}.Dashboards DROP COLUMN jobs_key,
           DROP COLUMN last_used;
+        DROP INDEX ${schema}.Builds_finished_system;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const fresh = freshSchema();
@@ -455,6 +456,7 @@ Deno.test({
       assert.ok(names.has("builds_weather_changes"));
       assert.ok(names.has("builds_weather_changes_specification"));
       assert.ok(names.has("builds_held"));
+      assert.ok(names.has("builds_finished_system"));
       const [worker] = await withSql((sql) =>
         sql.unsafe(
           `SELECT indexdef FROM pg_indexes
@@ -684,6 +686,87 @@ Deno.test({
       for (const [label, steps, expected] of cases) {
         const { indexes, plan } = await indexesRead(sql, steps);
         assert.ok(expected.includes(indexes[0]), `${label}: ${plan}`);
+        assert.ok(!plan.includes("Seq Scan"), `${label}: ${plan}`);
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    `filters that may match few builds are read through their own indexes, not by walking the listing's order${needs}`,
+  ignore,
+  async fn() {
+    await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
+      await fourEvaluations(store, 200);
+      // An evaluation of a system with a few builds, one of them finished,
+      // after two evaluations of many finished builds.
+      const rare = await store.addEvaluation("guix", [], 5);
+      await store.registerBuilds(
+        rare,
+        ["a", "b", "c"].map((name) =>
+          job(`rare-${name}`, { system: "powerpc64le-linux" })
+        ),
+        { priority: 9, now: 5 },
+      );
+      const finished = ["rare-a"];
+      for (let i = 0; i < 200; i++) finished.push(`job-0-${i}`, `job-1-${i}`);
+      for (const name of finished) {
+        await store.completeBuild(drv(name), BuildStatus.succeeded, {
+          now: 9,
+        });
+      }
+      await sql.unsafe("ANALYZE");
+      const d = postgresDialect("unused");
+      // Each listing, the indexes of Builds or Jobs it may read first, and
+      // whether its order comes from that index (else a sort of the few
+      // matching builds; null: either).
+      const cases: [string, Step<unknown>, string[], boolean | null][] = [
+        [
+          "latest system",
+          latestBuilds(d, { system: "powerpc64le-linux" }, 100),
+          ["builds_finished_system"],
+          true,
+        ],
+        [
+          "latest evaluation",
+          latestBuilds(d, { evaluation: rare }, 100),
+          ["jobs_pkey"],
+          false,
+        ],
+        [
+          "latest job of a jobset",
+          latestBuilds(d, { specification: "guix", job: "job-1-7" }, 100),
+          ["builds_specification_job", "builds_job_name"],
+          false,
+        ],
+        [
+          "queue jobset",
+          queue(d, { specification: "guix" }, 100),
+          // Either index of the pending builds, sorted or in order: the
+          // queue is read, not every build of the jobset.
+          ["builds_pending", "builds_status_system"],
+          null,
+        ],
+        [
+          "queue evaluation",
+          queue(d, { evaluation: rare }, 100),
+          ["jobs_pkey"],
+          false,
+        ],
+        [
+          "queue job",
+          queue(d, { job: "job-1-7" }, 100),
+          ["builds_job_name", "builds_specification_job"],
+          false,
+        ],
+      ];
+      for (const [label, steps, expected, ordered] of cases) {
+        const { indexes, plan } = await indexesRead(sql, steps);
+        assert.ok(expected.includes(indexes[0]), `${label}: ${plan}`);
+        if (ordered !== null) {
+          assert.equal(!plan.includes('"Sort"'), ordered, `${label}: ${plan}`);
+        }
         assert.ok(!plan.includes("Seq Scan"), `${label}: ${plan}`);
       }
     });

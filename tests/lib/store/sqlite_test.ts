@@ -329,6 +329,66 @@ Deno.test("the id and oldevaluation filters and dashboards are read through inde
   }
 });
 
+Deno.test("filters that may match few builds are read through their own indexes, not by walking the listing's order", async () => {
+  const path = tempFile();
+  await withStore(path, () => Promise.resolve());
+  const db = new DatabaseSync(path);
+  try {
+    // Each listing, the index it must search first, and whether its order
+    // comes from that index (else a sort of the few matching builds).
+    const cases: [string, Step<unknown>, RegExp, boolean][] = [
+      [
+        "latest system",
+        latestBuilds(sqliteDialect, { system: "powerpc64le-linux" }, 100),
+        /^SEARCH b USING INDEX Builds_finished_system \(system=\?\)/,
+        true,
+      ],
+      [
+        "latest evaluation",
+        latestBuilds(sqliteDialect, { evaluation: 3 }, 100),
+        /LIST SUBQUERY \d+; SEARCH Jobs USING INDEX sqlite_autoindex_Jobs_1 \(evaluation=\?\)/,
+        false,
+      ],
+      [
+        "latest job of a jobset",
+        latestBuilds(
+          sqliteDialect,
+          { specification: "guix", job: "hello.x86_64-linux" },
+          100,
+        ),
+        /LIST SUBQUERY \d+; SEARCH b USING INDEX Builds_specification_job \(specification=\? AND job_name=\?\)/,
+        false,
+      ],
+      [
+        "queue jobset",
+        queue(sqliteDialect, { specification: "guix" }, 100),
+        /^SEARCH b USING INDEX Builds_pending \(status<\?\)/,
+        true,
+      ],
+      [
+        "queue evaluation",
+        queue(sqliteDialect, { evaluation: 3, system: "i686-linux" }, 100),
+        /LIST SUBQUERY \d+; SEARCH Jobs USING INDEX sqlite_autoindex_Jobs_1 \(evaluation=\?\)/,
+        false,
+      ],
+      [
+        "queue job",
+        queue(sqliteDialect, { job: "hello.x86_64-linux" }, 100),
+        /LIST SUBQUERY \d+; SEARCH b USING INDEX Builds_job_name \(job_name=\?\)/,
+        false,
+      ],
+    ];
+    for (const [label, steps, expected, ordered] of cases) {
+      const plan = planOf(db, steps);
+      assert.match(plan, expected, label);
+      assert.equal(/TEMP B-TREE FOR ORDER BY/.test(plan), !ordered, label);
+      assert.doesNotMatch(plan, /SCAN b\b/, label);
+    }
+  } finally {
+    db.close();
+  }
+});
+
 Deno.test("the schema cascades deleting a specification to its builds", async () => {
   const path = tempFile();
   await withStore(path, async (store) => {
