@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
+import {
+  FILTER_PROBE_LIMIT,
+  latestBuilds,
+  queue,
+} from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
 import {
   addDashboard,
@@ -383,6 +387,49 @@ Deno.test("filters that may match few builds are read through their own indexes,
       assert.match(plan, expected, label);
       assert.equal(/TEMP B-TREE FOR ORDER BY/.test(plan), !ordered, label);
       assert.doesNotMatch(plan, /SCAN b\b/, label);
+    }
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("latest builds of a jobset and a system (or a worker) walk the index of the filter that matched fewest builds", async () => {
+  const path = tempFile();
+  await withStore(path, () => Promise.resolve());
+  const db = new DatabaseSync(path);
+  try {
+    const filter = {
+      specification: "guix",
+      system: "powerpc64le-linux",
+      worker: "w",
+    };
+    // The probes' counts, in the order worker, specification, system, and
+    // the index then walked.
+    const cases: [number[], string][] = [
+      [[FILTER_PROBE_LIMIT, FILTER_PROBE_LIMIT, 3], "Builds_finished_system"],
+      [[FILTER_PROBE_LIMIT, 0, 3], "Builds_finished_specification"],
+      [[12, 40, 3], "Builds_finished_system"],
+      [
+        [FILTER_PROBE_LIMIT, FILTER_PROBE_LIMIT, FILTER_PROBE_LIMIT],
+        "Builds_worker",
+      ],
+    ];
+    for (const [counts, index] of cases) {
+      const steps = latestBuilds(sqliteDialect, filter, 100);
+      let query = steps.next().value as Query;
+      for (const count of counts) {
+        // Each probe reads one index, at most the limit's entries.
+        assert.match(query.sql, new RegExp(`LIMIT ${FILTER_PROBE_LIMIT}\\)`));
+        assert.doesNotMatch(queryPlan(db, query), /SCAN b\b/);
+        query = steps.next({ rows: [{ n: count }], changes: 0 }).value as Query;
+      }
+      const plan = queryPlan(db, query);
+      assert.match(
+        plan,
+        new RegExp(`^SEARCH b USING INDEX ${index} \\(`),
+        plan,
+      );
+      assert.doesNotMatch(plan, /TEMP B-TREE FOR ORDER BY/);
     }
   } finally {
     db.close();
