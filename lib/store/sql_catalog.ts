@@ -164,28 +164,49 @@ export function* listSpecifications(_d: Dialect): Step<Specification[]> {
   );
 }
 
+/**
+ * Builds deleted by one statement of {@link deleteSpecification}: each
+ * deletion cascades to dependencies, jobs, outputs and products, so one
+ * statement over all of a large specification's builds (millions on a
+ * main branch) outlasts PostgreSQL's query deadline, and on SQLite holds
+ * the event loop for as long.
+ */
+export const DELETE_CHUNK = 1000;
+
 /** Deletes a specification, keeping dependents' counts of pending inputs. */
 export function* deleteSpecification(
   d: Dialect,
   name: string,
 ): Step<boolean> {
+  const builds = (yield* all(
+    `SELECT b.id FROM Builds b JOIN Evaluations e ON e.id = b.evaluation
+     WHERE e.specification = ?`,
+    [name],
+  )).map((row) => Number(row.id));
   // Builds of other specifications lose dependencies with the cascade.
-  const affected = (yield* all(
-    `SELECT DISTINCT d.source FROM BuildDependencies d
-     JOIN Builds t ON t.id = d.target JOIN Builds s ON s.id = d.source
-     WHERE t.specification = ? AND s.specification <> ?`,
-    [name, name],
-  )).map((row) => Number(row.source));
+  const affected = new Set<number>();
+  for (const part of chunks(builds, DELETE_CHUNK)) {
+    const list = JSON.stringify(part);
+    for (
+      const row of yield* all(
+        `SELECT DISTINCT d.source FROM BuildDependencies d
+         JOIN Builds s ON s.id = d.source
+         WHERE d.target IN ${d.intList} AND s.specification <> ?`,
+        [list, name],
+      )
+    ) affected.add(Number(row.source));
+    yield* run(`DELETE FROM Builds WHERE id IN ${d.intList}`, [list]);
+  }
   const deleted =
     (yield* run("DELETE FROM Specifications WHERE name = ?", [name])) > 0;
-  for (const part of chunks(affected)) {
+  for (const part of chunks([...affected])) {
     yield* run(
       `UPDATE Builds SET pending_deps = ${PENDING_COUNT_SQL}
        WHERE id IN ${d.intList}`,
       [JSON.stringify(part)],
     );
   }
-  if (affected.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  if (affected.size > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return deleted;
 }
 

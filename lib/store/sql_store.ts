@@ -166,7 +166,7 @@ function storeOver(
     getSpecification: (name) => read((d) => catalog.getSpecification(d, name)),
     listSpecifications: () => read((d) => catalog.listSpecifications(d)),
     deleteSpecification: (name) =>
-      write((d) => catalog.deleteSpecification(d, name)),
+      execute("long", (d) => catalog.deleteSpecification(d, name)),
 
     addEvaluation: (specification, checkouts, now) =>
       write((d) => catalog.addEvaluation(d, specification, checkouts, now)),
