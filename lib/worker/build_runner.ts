@@ -198,7 +198,9 @@ export async function runBuild(
       logger.info("build killed", { drv: job.drv, exit: result.exitCode });
       return { status: "failed" };
     }
-    if (silentMs !== undefined) {
+    // guix build that ended with 0 as the kill was sent built the outputs:
+    // the daemon was not stuck after all, and the build is a success.
+    if (silentMs !== undefined && !result.ok) {
       const silentSeconds = Math.round(silentMs / 1000);
       forward.push(
         new TextEncoder().encode(

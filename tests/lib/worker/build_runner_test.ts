@@ -84,9 +84,10 @@ Deno.test("runBuild() reports a real build failure at once, and a lasting unavai
 
 /**
  * A `guix build` whose daemon is stuck: it prints what `say()` is given,
- * and ends only when killed.
+ * and ends only when killed; with `exitedAtKill`, the kill finds it
+ * already ended with status 0 (the build finished as the kill was sent).
  */
-function stuckBuild() {
+function stuckBuild({ exitedAtKill = false } = {}) {
   const encoder = new TextEncoder();
   const spawned = Promise.withResolvers<void>();
   const state = { killed: false, say: (_text: string) => {} };
@@ -99,7 +100,11 @@ function stuckBuild() {
     const kill = () => {
       state.killed = true;
       writer.close().catch(() => {});
-      status.resolve({ code: 143, signal: "SIGTERM" });
+      status.resolve(
+        exitedAtKill
+          ? { code: 0, signal: null }
+          : { code: 143, signal: "SIGTERM" },
+      );
     };
     options?.signal?.addEventListener("abort", kill, { once: true });
     state.say = (text) => void writer.write(encoder.encode(text));
@@ -155,6 +160,24 @@ Deno.test("runBuild() kills guix build once the daemon is silent for the max-sil
   } finally {
     server.close();
   }
+});
+
+Deno.test("runBuild() reports success when guix build ended with status 0 as the silent daemon's kill was sent", async () => {
+  const clock = new FakeClock();
+  const stuck = stuckBuild({ exitedAtKill: true });
+  const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 10 }, {
+    guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
+    logger: silentLogger,
+    substituteUrls: [],
+    logServer: NO_LOG,
+    clock,
+    daemonSilenceGraceSeconds: 5,
+  });
+  await stuck.spawned;
+  await clock.advance(15_000);
+  assert.equal(stuck.state.killed, true);
+  // The outputs are built: neither a failure nor a build to do again.
+  assert.deepEqual(await building, { status: "succeeded" });
 });
 
 Deno.test("runBuild() waits for good on a silent build without a max-silent-time", async () => {
