@@ -12,6 +12,14 @@ import type { Dialect, Step } from "./sql_query.ts";
 
 /** Dashboards kept; registering one more drops the least recently used. */
 export const MAX_DASHBOARDS = 10_000;
+/**
+ * Most rows one registration drops. A table filled before the bound (a
+ * flood of registrations on schema 9 of SQLite, 7 of PostgreSQL) would
+ * otherwise go down to the bound in one statement, past the query
+ * deadline on PostgreSQL (rolled back, so every registration failed) and
+ * holding the writer on SQLite; it shrinks by this much per new row.
+ */
+export const MAX_DROPPED_PER_REGISTRATION = 1000;
 /** A use is recorded when the last one recorded is older (seconds). */
 export const DASHBOARD_USE_SECONDS = 60;
 
@@ -81,7 +89,7 @@ export function* addDashboard(
     yield* run(
       `DELETE FROM Dashboards WHERE id IN (SELECT id FROM Dashboards
        WHERE id <> ? ORDER BY last_used, id LIMIT ?)`,
-      [dashboard.id, count - keep],
+      [dashboard.id, Math.min(count - keep, MAX_DROPPED_PER_REGISTRATION)],
     );
   }
   return dashboard.id;
