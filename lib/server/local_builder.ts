@@ -228,8 +228,11 @@ export class LocalBuilder {
     let driverFailed = false;
     for (const group of groups.values()) {
       if (signal?.aborted) break;
-      const ok = await this.#runGroup(group, byDrv, open, summary, signal);
-      if (!ok) driverFailed = true;
+      const ran = await this.#runGroup(group, byDrv, open, summary, signal);
+      if (ran !== "done") driverFailed = true;
+      // A stuck daemon would hold each of the other groups for its own
+      // max-silent-time and the grace: they go back to the queue at once.
+      if (ran === "daemon-silent") break;
     }
 
     if (signal?.aborted || driverFailed) {
@@ -255,14 +258,18 @@ export class LocalBuilder {
     return summary;
   }
 
-  /** Runs the driver on one group; false when the driver itself failed. */
+  /**
+   * Runs the driver on one group: "done" when the driver ran to its end,
+   * "failed" when the driver itself failed, "daemon-silent" when it was
+   * stopped because the daemon stopped answering.
+   */
   async #runGroup(
     group: Build[],
     byDrv: Map<string, Build>,
     open: Set<string>,
     summary: BatchSummary,
     signal?: AbortSignal,
-  ): Promise<boolean> {
+  ): Promise<"done" | "failed" | "daemon-silent"> {
     const { store, clock, logger, logCacheDir, storeDir } = this.#options;
     const writers = new Map<number, LogWriter>();
     const writerOf = new Map<string, number>();
@@ -354,8 +361,8 @@ export class LocalBuilder {
         watchdog?.alive();
         return handle(event);
       });
-      if (silent.signal.aborted) return false;
-      if (result.exitCode === 0 || result.exitCode === 1) return true;
+      if (silent.signal.aborted) return "daemon-silent";
+      if (result.exitCode === 0 || result.exitCode === 1) return "done";
       if (!signal?.aborted) {
         logger.error("build driver failed", {
           code: result.exitCode,
@@ -363,10 +370,10 @@ export class LocalBuilder {
           stderr: result.stderr.slice(-2000),
         });
       }
-      return false;
+      return "failed";
     } catch (error) {
       logger.error("build driver failed", { error });
-      return false;
+      return "failed";
     } finally {
       watchdog?.stop();
       for (const [drv, pid] of writerOf.entries()) await closeLog(pid, drv);
