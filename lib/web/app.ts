@@ -119,6 +119,7 @@ export function createWebApp(
     let kind: RouteKind = prefersHtml(request) ? "html" : "json";
     try {
       const segments = decodeSegments(url.pathname);
+      refuseNul(url.searchParams);
       const method = request.method === "HEAD" ? "GET" : request.method;
       const matches = findRoutes(segments);
       if (matches.length === 0) {
@@ -163,10 +164,36 @@ export function createWebApp(
 }
 
 function decodeSegments(pathname: string): string[] {
+  let segments: string[];
   try {
-    return pathname.split("/").slice(1).map(decodeURIComponent);
+    segments = pathname.split("/").slice(1).map(decodeURIComponent);
   } catch {
     throw new HttpError(400, `Cannot decode path: ${pathname.slice(0, 200)}`);
+  }
+  if (segments.some((segment) => segment.includes("\0"))) {
+    throw new HttpError(
+      400,
+      `Cannot read path ${pathname.slice(0, 200)}: it holds a NUL character`,
+    );
+  }
+  return segments;
+}
+
+/**
+ * Refuses a query parameter holding a NUL character: no name Lorica
+ * stores has one, and PostgreSQL refuses such text outright (a 500 where
+ * SQLite merely found nothing).
+ */
+function refuseNul(params: URLSearchParams): void {
+  for (const [name, value] of params) {
+    if (name.includes("\0") || value.includes("\0")) {
+      throw new HttpError(
+        400,
+        `Cannot read parameter ${
+          JSON.stringify(name.slice(0, 60))
+        }: it holds a NUL character`,
+      );
+    }
   }
 }
 

@@ -838,3 +838,19 @@ Deno.test("a database that is down is a 503 with Retry-After, logged as a warnin
   assert.match(warnings[0], /ECONNREFUSED 127\.0\.0\.1:54471/);
   assert.ok(!lines.some((line) => line.includes(" error ")));
 });
+
+Deno.test("a NUL character in a parameter or in the path is a 400 naming it, before any store reads it (PostgreSQL refuses such text)", async () => {
+  await using fx = await createFixture();
+  for (
+    const [path, named] of [
+      ["/api/dashboard/register?jobset=hello&names=a%00b", '"names"'],
+      ["/api/latestbuilds?nr=5&job=%00", '"job"'],
+      ["/search?query=spec:hello%00", '"query"'],
+      ["/jobset/hel%00lo", "/jobset/hel%00lo"],
+    ]
+  ) {
+    const body = await json(await fx.fetch(path), 400) as Json;
+    assert.match(String(body.error), /NUL character/, path);
+    assert.ok(String(body.error).includes(named), `${path}: ${body.error}`);
+  }
+});
