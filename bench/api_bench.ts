@@ -6,20 +6,42 @@ import { silentLogger } from "../lib/log.ts";
 import { percentile } from "./stats.ts";
 import type { Store } from "../lib/store/types.ts";
 
+/**
+ * Runs `work` with the web app's request handler over `store` (no socket),
+ * its log directory a temporary one, removed afterwards.
+ */
+export async function withWebApp<T>(
+  store: Store,
+  work: (handle: (request: Request) => Promise<Response>) => Promise<T>,
+): Promise<T> {
+  const logCacheDir = Deno.makeTempDirSync({ prefix: "lorica-bench-web-" });
+  try {
+    return await work(createWebApp({
+      store,
+      logCacheDir,
+      storeDir: "/gnu/store",
+      clock: systemClock,
+      logger: silentLogger,
+    }));
+  } finally {
+    Deno.removeSync(logCacheDir, { recursive: true });
+  }
+}
+
 /** p50 and p99 in ms of each route, over `samples` requests each. */
-export async function apiLatencies(
+export function apiLatencies(
   store: Store,
   maxBuildId: number,
   samples: number,
 ): Promise<Map<string, { p50: number; p99: number; status: number }>> {
-  const cacheDir = Deno.makeTempDirSync({ prefix: "lorica-bench-web-" });
-  const handle = createWebApp({
-    store,
-    logCacheDir: cacheDir,
-    storeDir: "/gnu/store",
-    clock: systemClock,
-    logger: silentLogger,
-  });
+  return withWebApp(store, (handle) => sample(handle, maxBuildId, samples));
+}
+
+async function sample(
+  handle: (request: Request) => Promise<Response>,
+  maxBuildId: number,
+  samples: number,
+): Promise<Map<string, { p50: number; p99: number; status: number }>> {
   let seed = 12345;
   const nextId = () => {
     seed = (seed * 1103515245 + 12345) % 2147483648;
@@ -37,29 +59,25 @@ export async function apiLatencies(
     string,
     { p50: number; p99: number; status: number }
   >();
-  try {
-    for (const [label, path] of routes) {
-      const times: number[] = [];
-      let status = 0;
-      for (let i = 0; i < samples + 10; i++) {
-        const start = performance.now();
-        const response = await handle(
-          new Request(`http://127.0.0.1${path()}`, {
-            headers: { accept: "application/json" },
-          }),
-        );
-        await response.text();
-        status = response.status;
-        if (i >= 10) times.push(performance.now() - start);
-      }
-      results.set(label, {
-        p50: percentile(times, 50),
-        p99: percentile(times, 99),
-        status,
-      });
+  for (const [label, path] of routes) {
+    const times: number[] = [];
+    let status = 0;
+    for (let i = 0; i < samples + 10; i++) {
+      const start = performance.now();
+      const response = await handle(
+        new Request(`http://127.0.0.1${path()}`, {
+          headers: { accept: "application/json" },
+        }),
+      );
+      await response.text();
+      status = response.status;
+      if (i >= 10) times.push(performance.now() - start);
     }
-  } finally {
-    Deno.removeSync(cacheDir, { recursive: true });
+    results.set(label, {
+      p50: percentile(times, 50),
+      p99: percentile(times, 99),
+      status,
+    });
   }
   return results;
 }

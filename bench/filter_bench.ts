@@ -16,11 +16,10 @@ import postgres from "postgres";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../lib/store/sqlite.ts";
 import { openPostgresStore } from "../lib/store/postgres.ts";
-import { createWebApp } from "../lib/web/app.ts";
-import { systemClock } from "../lib/clock.ts";
-import { silentLogger } from "../lib/log.ts";
 import { makeJobs } from "./dag.ts";
+import { benchSpecification } from "./bench_spec.ts";
 import { fixed, percentile } from "./stats.ts";
+import { withWebApp } from "./api_bench.ts";
 import type { Store } from "../lib/store/types.ts";
 
 const SCHEMA = "lorica_filters";
@@ -48,18 +47,6 @@ function open(): Promise<Store> {
     : Promise.resolve(openSqliteStore(database));
 }
 
-const spec = (name: string, systems: string[]) => ({
-  name,
-  build: { type: "all", params: [] },
-  channels: [],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 9,
-  systems,
-  isActive: true,
-});
-
 // Run once the builds exist: the farm's history, in plain SQL.
 const FINISH_SQL = [
   `UPDATE Builds SET status = CASE WHEN id % 10 = 0 THEN 1 ELSE 0 END,
@@ -77,7 +64,7 @@ const FINISH_SQL = [
 async function build(): Promise<void> {
   const store = await open();
   try {
-    await store.upsertSpecification(spec("bench", ["x86_64-linux"]));
+    await store.upsertSpecification(benchSpecification());
     for (let salt = 1; salt <= evaluations; salt++) {
       const evaluation = await store.addEvaluation("bench", [], salt);
       await store.registerBuilds(
@@ -87,7 +74,7 @@ async function build(): Promise<void> {
       );
       progress(`evaluation ${evaluation} registered`);
     }
-    await store.upsertSpecification(spec("rare", [RARE_SYSTEM]));
+    await store.upsertSpecification(benchSpecification("rare", [RARE_SYSTEM]));
     const rare = await store.addEvaluation("rare", [], evaluations + 1);
     const jobs = makeJobs(6, { salt: 9001, systems: [RARE_SYSTEM] })
       .map((job, i) => ({ ...job, name: `rare-${i}.${RARE_SYSTEM}` }));
@@ -188,49 +175,45 @@ async function measure(): Promise<void> {
   const start = performance.now();
   const store = await open();
   progress(`opened in ${fixed(performance.now() - start)} ms`);
-  const cacheDir = Deno.makeTempDirSync({ prefix: "lorica-filters-web-" });
-  const handle = createWebApp({
-    store,
-    logCacheDir: cacheDir,
-    storeDir: "/gnu/store",
-    clock: systemClock,
-    logger: silentLogger,
-  });
   const only = Deno.env.get("LORICA_FILTERS_ONLY");
   try {
-    for (const path of routes()) {
-      if (only !== undefined && !path.includes(only)) continue;
-      const times: number[] = [];
-      let status = 0;
-      let size = 0;
-      for (let i = 0; i < SAMPLES + 1; i++) {
-        const begin = performance.now();
-        const response = await handle(
-          new Request(`http://127.0.0.1${path}`, {
-            headers: {
-              accept: path.startsWith("/api/")
-                ? "application/json"
-                : "text/html",
-            },
-          }),
-        );
-        const body = await response.text();
-        const elapsed = performance.now() - begin;
-        status = response.status;
-        size = body.startsWith("[") ? JSON.parse(body).length : body.length;
-        if (i > 0) times.push(elapsed);
-        // A route slower than a second is not sampled twenty times.
-        if (elapsed > 1000 && i > 0) break;
-      }
-      say(
-        `${fixed(percentile(times, 50), 1).padStart(9)} ms  ${
-          String(status).padStart(3)
-        } ${String(size).padStart(7)}  ${path}`,
-      );
-    }
+    await withWebApp(store, (handle) => timeRoutes(handle, only));
   } finally {
-    Deno.removeSync(cacheDir, { recursive: true });
     await store.close();
+  }
+}
+
+async function timeRoutes(
+  handle: (request: Request) => Promise<Response>,
+  only: string | undefined,
+): Promise<void> {
+  for (const path of routes()) {
+    if (only !== undefined && !path.includes(only)) continue;
+    const times: number[] = [];
+    let status = 0;
+    let size = 0;
+    for (let i = 0; i < SAMPLES + 1; i++) {
+      const begin = performance.now();
+      const response = await handle(
+        new Request(`http://127.0.0.1${path}`, {
+          headers: {
+            accept: path.startsWith("/api/") ? "application/json" : "text/html",
+          },
+        }),
+      );
+      const body = await response.text();
+      const elapsed = performance.now() - begin;
+      status = response.status;
+      size = body.startsWith("[") ? JSON.parse(body).length : body.length;
+      if (i > 0) times.push(elapsed);
+      // A route slower than a second is not sampled twenty times.
+      if (elapsed > 1000 && i > 0) break;
+    }
+    say(
+      `${fixed(percentile(times, 50), 1).padStart(9)} ms  ${
+        String(status).padStart(3)
+      } ${String(size).padStart(7)}  ${path}`,
+    );
   }
 }
 

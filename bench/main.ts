@@ -7,6 +7,7 @@ import postgres from "postgres";
 import { openSqliteStore } from "../lib/store/sqlite.ts";
 import { openPostgresStore } from "../lib/store/postgres.ts";
 import { makeJobs } from "./dag.ts";
+import { benchSpecification } from "./bench_spec.ts";
 import { apiLatencies } from "./api_bench.ts";
 import { logThroughput } from "./log_bench.ts";
 import { idleWorkerRss, RSS_SAMPLES } from "./worker_rss.ts";
@@ -70,17 +71,7 @@ function progress(text: string): void {
   Deno.stderr.writeSync(encoder.encode(`[bench] ${text}\n`));
 }
 
-const SPEC = {
-  name: "bench",
-  build: { type: "all", params: [] },
-  channels: [],
-  buildOutputs: [],
-  notifications: [],
-  period: 0,
-  priority: 9,
-  systems: ["x86_64-linux"],
-  isActive: true,
-};
+const SPEC = benchSpecification();
 
 interface Backend {
   name: "sqlite" | "postgres";
