@@ -2,7 +2,7 @@
 // Guix daemon (default) or with remote workers (--build-remote).
 
 import { createLogger, parseLogLevel } from "./lib/log.ts";
-import { systemClock } from "./lib/clock.ts";
+import { MAX_TIMER_MS, systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
@@ -74,7 +74,8 @@ Storage:
       --database-timeout=SECONDS  PostgreSQL: cancel a query unanswered
                               after this long; it fails as with the database
                               down, its connection closed if the cancel is
-                              unanswered 5 s more (default ${DEFAULT_QUERY_TIMEOUT_SECONDS}; 0: no limit)
+                              unanswered 5 s more (default ${DEFAULT_QUERY_TIMEOUT_SECONDS}; 0: no limit;
+                              at most 2147483, about 24 days)
   -c, --cache=DIR             build logs (default $XDG_CACHE_HOME/lorica)
       --log-expiry=DURATION   remove build logs older than this (default 6m,
                               i.e. 180 days; units s, h, d, w, m = 30 days)
@@ -206,9 +207,15 @@ async function main(args: string[]): Promise<number> {
     level: parseLogLevel(Deno.env.get("LORICA_LOG")),
   });
   const database = databaseOption(text("database"));
+  // npm:postgres arms one timer with the deadline, and a timer longer than
+  // it can wait fires at once: every query would time out on the spot.
   const databaseTimeout = parseNatural(
     "--database-timeout",
     text("database-timeout")!,
+    {
+      max: Math.floor(MAX_TIMER_MS / 1000),
+      why: "the longest deadline a timer holds, about 24 days; 0 for no limit",
+    },
   );
   const stateDir = text("state-directory") ??
     (database.sqlite ? directoryOf(database.value) : `${stateHome()}/lorica`);

@@ -43,10 +43,15 @@ export function parsePositive(option: string, value: string): number {
 }
 
 /**
- * Parses an integer option that may be 0 (often "no limit").
+ * Parses an integer option that may be 0 (often "no limit"), at most `max`
+ * when given (`why` saying why in the message).
  * @throws {UsageError} naming the option and value.
  */
-export function parseNatural(option: string, value: string): number {
+export function parseNatural(
+  option: string,
+  value: string,
+  { max, why }: { max?: number; why?: string } = {},
+): number {
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
     throw new UsageError(
       `Cannot use ${option} ${
@@ -54,7 +59,15 @@ export function parseNatural(option: string, value: string): number {
       }: not a whole number of 0 or more`,
     );
   }
-  return Number(value);
+  const number = Number(value);
+  if (max !== undefined && number > max) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: more than ${max}${
+        why === undefined ? "" : ` (${why})`
+      }`,
+    );
+  }
+  return number;
 }
 
 /**

@@ -229,6 +229,19 @@ Deno.test("lorica-server with a --database-timeout that is not a whole number ex
   });
 });
 
+Deno.test("lorica-server with a --database-timeout longer than a timer holds exits 2 naming it", async () => {
+  // 2147484 s is 2^31 ms and more: such a timer fires at once, and every
+  // query would time out as soon as it is sent.
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "database-timeout": "2147484" });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --database-timeout "2147484": more than 2147483 \(/,
+    );
+  });
+});
+
 Deno.test("lorica-server with a --listen or --web-listen that is not an IP address exits 2 naming it, before any lookup", async () => {
   for (const option of ["listen", "web-listen"]) {
     await withDir(async (dir) => {
