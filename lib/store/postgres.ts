@@ -90,7 +90,10 @@ export function parsePostgresTarget(database: string): PostgresTarget {
     };
   }
   const fields = new Map<string, string>();
-  const pattern = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))\s*/gy;
+  // A value starting with a quote is a quoted one, as libpq reads it: one
+  // whose quote is never closed is refused, not taken quote and all (with
+  // the following keys as though they had been read).
+  const pattern = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^'\s]\S*))\s*/gy;
   let match: RegExpExecArray | null;
   let end = 0;
   while ((match = pattern.exec(database)) !== null) {
@@ -98,10 +101,11 @@ export function parsePostgresTarget(database: string): PostgresTarget {
     end = pattern.lastIndex;
   }
   if (end !== database.length || fields.size === 0) {
+    const openQuote = /^\s*[a-z_]+\s*=\s*'/.test(database.slice(end));
     throw new PostgresTargetError(
-      `Cannot read conninfo ${
-        redactDatabase(database)
-      }: expected key=value pairs`,
+      `Cannot read conninfo ${redactDatabase(database)}: ${
+        openQuote ? "a quoted value is not closed" : "expected key=value pairs"
+      }`,
       redactDatabase(database),
     );
   }

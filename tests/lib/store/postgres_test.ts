@@ -109,6 +109,28 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "parsePostgresTarget() refuses a conninfo value whose quote is not closed, naming the fault and hiding a password",
+  fn() {
+    for (
+      const [bad, key] of [
+        ["dbname='my farm host=127.0.0.1", "dbname"],
+        ["dbname=lorica password='hunter2 host=127.0.0.1", "password"],
+      ]
+    ) {
+      assert.throws(
+        () => parsePostgresTarget(bad),
+        (error: unknown) =>
+          error instanceof PostgresTargetError &&
+          /: a quoted value is not closed$/.test(error.message) &&
+          !error.message.includes("hunter2"),
+        `${bad} (${key})`,
+      );
+    }
+  },
+});
+
 async function withStore(fn: (store: Store, schema: string) => Promise<void>) {
   const schema = freshSchema();
   const store = await openPostgresStore(url!, { schema, queuePollMs: 60_000 });
