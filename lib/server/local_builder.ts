@@ -71,6 +71,12 @@ export interface BatchSummary {
 const MAX_LOG_BYTES = 256 << 20;
 const MAX_MESSAGES = 200;
 
+/**
+ * Pause after a batch whose builds went back to the queue (a daemon fallen
+ * silent, a database down) before the next batch is taken.
+ */
+export const REQUEUE_PAUSE_SECONDS = 30;
+
 /** Builds scheduled builds with the local daemon. */
 export class LocalBuilder {
   readonly #options: LocalBuilderOptions;
@@ -127,7 +133,13 @@ export class LocalBuilder {
         if (batch.length > 0) {
           const summary = await this.buildBatch(batch, signal);
           if (summary.requeued > 0 && !signal.aborted) {
-            await this.#pause(signal, 30);
+            // Not a wakeable pause: on PostgreSQL the requeue's own NOTIFY
+            // would wake it at once, and the daemon or database that just
+            // failed would be tried again without a breath.
+            await this.#options.clock.sleep(
+              REQUEUE_PAUSE_SECONDS * 1000,
+              signal,
+            ).catch(() => {});
           }
           continue;
         }

@@ -202,6 +202,54 @@ Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: th
   }
 });
 
+Deno.test("LocalBuilder pauses after a batch given up on a silent daemon, even when the requeue's own notification wakes it (PostgreSQL)", async () => {
+  const farm = await setup({
+    packages: [{
+      name: "stuck",
+      version: "1",
+      maxSilentTime: 1,
+      behaviour: { seconds: 0, daemonHangs: true },
+    }],
+  });
+  const abort = new AbortController();
+  const lines: string[] = [];
+  // The SQLite store with the PostgreSQL store's watchQueue, told of every
+  // requeue as PostgreSQL's NOTIFY tells it.
+  let queueChanged = () => {};
+  const store: Store = {
+    ...farm.store,
+    watchQueue: (onChange) => queueChanged = onChange,
+    requeueBuild: async (...args) => {
+      const changed = await farm.store.requeueBuild(...args);
+      if (changed) setTimeout(() => queueChanged(), 0);
+      return changed;
+    },
+  };
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      daemonSilenceGraceSeconds: 0.5,
+      pollSeconds: 3600,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const running = builder.run(abort.signal);
+    const deadline = Date.now() + 20_000;
+    while (!lines.some((l) => l.includes("local batch interrupted"))) {
+      assert.ok(Date.now() < deadline, lines.join("\n"));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Woken by the notification, it would take the build again at once.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    abort.abort();
+    await running;
+    const started = lines.filter((l) => l.includes("local batch started"));
+    assert.equal(started.length, 1, lines.join("\n"));
+  } finally {
+    abort.abort();
+    await farm.close();
+  }
+});
+
 Deno.test("LocalBuilder: a builder printing events cannot change another build's status", async () => {
   // The victim's derivation is known first; the liar then prints a
   // success line for it while the victim is still building (and failing).
