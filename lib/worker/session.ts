@@ -602,7 +602,10 @@ class Session {
           substituteUrls: registration.substituteUrls,
           logServer: registration.logServer,
           cores: this.#options.cores,
-          signal: cancel.signal,
+          // A stop without drain ends the session, the build with it:
+          // guix build would otherwise outlive the worker, its daemon
+          // building for nobody.
+          signal: AbortSignal.any([cancel.signal, this.#signal]),
           clock: this.#options.clock,
           daemonSilenceGraceSeconds: this.#options.daemonSilenceGraceSeconds,
         },

@@ -1045,3 +1045,22 @@ Deno.test({
       await running;
     }),
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a session stopped without drain kills its guix build: a worker's forced stop leaves no build process behind",
+  fn: () =>
+    withFixture(async (f, abort) => {
+      const [drv] = await f.addJobs([job("forever", 1)]);
+      const { builds, running } = startSession(
+        f.port,
+        "FORCED01",
+        abort.signal,
+      );
+      await untilStatus(f, drv, BuildStatus.started);
+      abort.abort();
+      await running;
+      assert.equal(builds[0].killed, true);
+    }),
+});
