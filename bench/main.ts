@@ -570,7 +570,10 @@ async function main() {
     "- Idle worker: the demo farm with one real `worker.ts` process (two",
     "  sessions) under a real server; once the queue is empty and 15 s more, the",
     `  worker process's VmRSS, the median of ${RSS_SAMPLES} samples a second apart`,
-    "  (range in brackets; its `guix publish` is a separate process).",
+    "  (range in brackets; its `guix publish` is a separate process). The",
+    "  worker's modules are transpiled first (`worker.ts --version`), as a",
+    "  compiled binary or a restarted worker finds them: loading them for the",
+    "  first time costs some 6 MB more.",
     "",
   ].join("\n");
   const file = new URL("../BENCHMARKS.md", import.meta.url);
