@@ -122,19 +122,36 @@ function stuckBuild({ exitedAtKill = false } = {}) {
   return { spawn, spawned: spawned.promise, state };
 }
 
+/**
+ * Runs a build of DRV with `maxSilent` on `stuck`, on `clock`, a grace of
+ * 5 s and no log server unless `extra` says otherwise.
+ */
+function runStuck(
+  stuck: ReturnType<typeof stuckBuild>,
+  clock: FakeClock,
+  maxSilent: number,
+  extra: Partial<BuildRunnerOptions> = {},
+) {
+  return runBuild({ drv: DRV, timeout: 0, maxSilent }, {
+    guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
+    logger: silentLogger,
+    substituteUrls: [],
+    logServer: NO_LOG,
+    clock,
+    daemonSilenceGraceSeconds: 5,
+    ...extra,
+  });
+}
+
 Deno.test("runBuild() kills guix build once the daemon is silent for the max-silent-time and the grace; each log chunk starts the wait again", async () => {
   const clock = new FakeClock();
   const stuck = stuckBuild();
   const server = scriptedLogServer([""]);
   const lines: string[] = [];
   try {
-    const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 10 }, {
-      guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
+    const building = runStuck(stuck, clock, 10, {
       logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      substituteUrls: [],
       logServer: { hostname: "127.0.0.1", port: server.port },
-      clock,
-      daemonSilenceGraceSeconds: 5,
     });
     await stuck.spawned;
     await clock.advance(14_000);
@@ -165,14 +182,7 @@ Deno.test("runBuild() kills guix build once the daemon is silent for the max-sil
 Deno.test("runBuild() reports success when guix build ended with status 0 as the silent daemon's kill was sent", async () => {
   const clock = new FakeClock();
   const stuck = stuckBuild({ exitedAtKill: true });
-  const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 10 }, {
-    guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
-    logger: silentLogger,
-    substituteUrls: [],
-    logServer: NO_LOG,
-    clock,
-    daemonSilenceGraceSeconds: 5,
-  });
+  const building = runStuck(stuck, clock, 10);
   await stuck.spawned;
   await clock.advance(15_000);
   assert.equal(stuck.state.killed, true);
@@ -184,15 +194,7 @@ Deno.test("runBuild() waits for good on a silent build without a max-silent-time
   const clock = new FakeClock();
   const stuck = stuckBuild();
   const abort = new AbortController();
-  const building = runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-    guix: new Guix({ logger: silentLogger, spawn: stuck.spawn }),
-    logger: silentLogger,
-    substituteUrls: [],
-    logServer: NO_LOG,
-    clock,
-    daemonSilenceGraceSeconds: 5,
-    signal: abort.signal,
-  });
+  const building = runStuck(stuck, clock, 0, { signal: abort.signal });
   await stuck.spawned;
   await clock.advance(365 * 24 * 3600 * 1000);
   assert.equal(stuck.state.killed, false);
