@@ -180,13 +180,14 @@ export async function openPostgresStore(
   } finally {
     await setup.end({ timeout: 1 });
   }
-  const sql = connect(
-    options.queryTimeoutSeconds ?? DEFAULT_QUERY_TIMEOUT_SECONDS,
-    options.maxConnections ?? 8,
-  );
+  const queryTimeoutSeconds = options.queryTimeoutSeconds ??
+    DEFAULT_QUERY_TIMEOUT_SECONDS;
+  const sql = connect(queryTimeoutSeconds, options.maxConnections ?? 8);
   const channel = `lorica_queue${schema === undefined ? "" : `_${schema}`}`;
   const dialect = postgresDialect(channel);
-  const store = createSqlStore(postgresDriver(sql, dialect));
+  const store = createSqlStore(
+    postgresDriver(sql, dialect, queryTimeoutSeconds),
+  );
   const pollMs = options.queuePollMs ?? 5000;
   store.watchQueue = (onChange, signal) =>
     watchQueue(sql, channel, pollMs, onChange, signal);
@@ -236,8 +237,14 @@ function numbered(text: string): string {
   return text.replace(/\?/g, () => `$${++index}`);
 }
 
-function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
+function postgresDriver(
+  sql: postgres.Sql,
+  dialect: Dialect,
+  queryTimeoutSeconds: number,
+): SqlDriver {
   const texts = new Map<string, string>();
+  const explained = (error: unknown) =>
+    explainTimeout(error, queryTimeoutSeconds);
 
   async function runAsync<T>(
     connection: postgres.Sql | postgres.TransactionSql,
@@ -252,11 +259,16 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
         converted = numbered(text);
         texts.set(text, converted);
       }
-      const result = await connection.unsafe(
-        converted,
-        params as postgres.ParameterOrJSON<never>[],
-        { prepare: true },
-      );
+      let result;
+      try {
+        result = await connection.unsafe(
+          converted,
+          params as postgres.ParameterOrJSON<never>[],
+          { prepare: true },
+        );
+      } catch (error) {
+        throw explained(error);
+      }
       next = steps.next({
         rows: result as unknown as Row[],
         changes: result.count ?? result.length,
@@ -293,34 +305,51 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
     work: (execute: Execute) => Promise<T>,
     { savepoints }: { savepoints: boolean },
   ): Promise<T> {
-    return sql.begin(async (tx) => {
-      let aborted: unknown = null;
-      let tail: Promise<unknown> = Promise.resolve();
-      const step = <R>(
-        mode: ExecuteMode,
-        procedure: (d: Dialect) => Step<R>,
-      ) => {
-        if (aborted !== null) return Promise.reject(aborted);
-        if (mode !== "read" && savepoints) {
-          return tx.savepoint((inner) => runAsync(inner, procedure)) as Promise<
-            R
-          >;
-        }
-        return runAsync(tx, procedure).catch((error) => {
-          aborted ??= error;
-          throw error;
-        });
-      };
-      const execute: Execute = (mode, procedure) => {
-        const result = tail.then(() => step(mode, procedure));
-        tail = result.catch(() => {});
-        return result;
-      };
-      const result = await work(execute);
-      await tail;
-      if (aborted !== null) throw aborted;
+    return inTransaction((tx) => transactionBatch(tx, work, savepoints));
+  }
+
+  /** Runs `work` in a transaction, its deadline told as the option. */
+  async function inTransaction<T>(
+    work: (tx: postgres.TransactionSql) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await sql.begin(work) as T;
+    } catch (error) {
+      throw explained(error);
+    }
+  }
+
+  async function transactionBatch<T>(
+    tx: postgres.TransactionSql,
+    work: (execute: Execute) => Promise<T>,
+    savepoints: boolean,
+  ): Promise<T> {
+    let aborted: unknown = null;
+    let tail: Promise<unknown> = Promise.resolve();
+    const step = <R>(
+      mode: ExecuteMode,
+      procedure: (d: Dialect) => Step<R>,
+    ) => {
+      if (aborted !== null) return Promise.reject(aborted);
+      if (mode !== "read" && savepoints) {
+        return tx.savepoint((inner) => runAsync(inner, procedure)) as Promise<
+          R
+        >;
+      }
+      return runAsync(tx, procedure).catch((error) => {
+        aborted ??= error;
+        throw error;
+      });
+    };
+    const execute: Execute = (mode, procedure) => {
+      const result = tail.then(() => step(mode, procedure));
+      tail = result.catch(() => {});
       return result;
-    }) as Promise<T>;
+    };
+    const result = await work(execute);
+    await tail;
+    if (aborted !== null) throw aborted;
+    return result;
   }
 
   return {
@@ -333,9 +362,7 @@ function postgresDriver(sql: postgres.Sql, dialect: Dialect): SqlDriver {
           return retried(() => runAsync(sql, procedure));
         case "write":
         case "long":
-          return retried(async () =>
-            await sql.begin((tx) => runAsync(tx, procedure)) as T
-          );
+          return retried(() => inTransaction((tx) => runAsync(tx, procedure)));
       }
     },
     batch,
@@ -373,5 +400,20 @@ function watchQueue(
     },
     // The first LISTEN failed: polling goes on regardless.
     () => {},
+  );
+}
+
+/**
+ * `error` in the operator's words when it is npm:postgres's deadline (its
+ * `query_timeout`, which `--database-timeout` sets), the original kept as
+ * its cause (see unavailable.ts); any other error as it is.
+ */
+function explainTimeout(error: unknown, seconds: number): unknown {
+  if ((error as { code?: unknown } | null)?.code !== "QUERY_TIMEOUT") {
+    return error;
+  }
+  return new Error(
+    `A PostgreSQL query ran past its deadline (--database-timeout, ${seconds} s)`,
+    { cause: error },
   );
 }

@@ -862,6 +862,8 @@ Deno.test({
       ) {
         assert.ok(outcome instanceof Error, String(outcome));
         assert.ok(isDatabaseUnavailable(outcome), outcome.stack);
+        // In the operator's words: the option to change, not the driver's.
+        assert.match(outcome.message, /\(--database-timeout, 1 s\)/);
       }
       // The deadline, then the cancel's 5 s wait for an answer.
       const elapsed = performance.now() - started;
