@@ -58,3 +58,25 @@ export class SilenceWatchdog {
     }
   }
 }
+
+/**
+ * A watchdog on the daemon for builds whose max-silent-time is
+ * `maxSilentSeconds`: `onSilent` once it said nothing for that and
+ * `graceSeconds` more (default {@link DAEMON_SILENCE_GRACE_SECONDS}).
+ * None without the limit (0): such a build may be silent for as long as
+ * it likes.
+ */
+export function watchDaemon(
+  clock: Clock,
+  maxSilentSeconds: number,
+  graceSeconds: number | undefined,
+  onSilent: (silentMs: number) => void,
+): SilenceWatchdog | null {
+  if (maxSilentSeconds <= 0) return null;
+  const grace = graceSeconds ?? DAEMON_SILENCE_GRACE_SECONDS;
+  return new SilenceWatchdog(
+    clock,
+    (maxSilentSeconds + grace) * 1000,
+    onSilent,
+  );
+}

@@ -13,10 +13,7 @@ import {
   runBuildDriver,
 } from "../guix/build_events.ts";
 import type { GcRoots } from "../guix/gc_roots.ts";
-import {
-  DAEMON_SILENCE_GRACE_SECONDS,
-  SilenceWatchdog,
-} from "../guix/silence_watchdog.ts";
+import { type SilenceWatchdog, watchDaemon } from "../guix/silence_watchdog.ts";
 import { logFileName } from "../protocol/log_channel.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import {
@@ -52,8 +49,8 @@ export interface LocalBuilderOptions {
   driver?: string;
   /**
    * Seconds past a group's max-silent-time the daemon may say nothing
-   * before its builds are given up on and requeued; default
-   * {@link DAEMON_SILENCE_GRACE_SECONDS}.
+   * before its builds are given up on and requeued; default that of
+   * {@link watchDaemon}.
    */
   daemonSilenceGraceSeconds?: number;
 }
@@ -404,11 +401,8 @@ export class LocalBuilder {
     silent: AbortController,
   ): SilenceWatchdog | null {
     const maxSilent = group[0].maxSilent;
-    if (maxSilent <= 0) return null;
-    const { clock, logger } = this.#options;
-    const grace = this.#options.daemonSilenceGraceSeconds ??
-      DAEMON_SILENCE_GRACE_SECONDS;
-    return new SilenceWatchdog(clock, (maxSilent + grace) * 1000, (ms) => {
+    const { clock, logger, daemonSilenceGraceSeconds } = this.#options;
+    return watchDaemon(clock, maxSilent, daemonSilenceGraceSeconds, (ms) => {
       logger.error("daemon silent", {
         seconds: Math.round(ms / 1000),
         max_silent: maxSilent,

@@ -3,10 +3,7 @@
 import type { Logger } from "../log.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import type { Guix } from "../guix/guix_command.ts";
-import {
-  DAEMON_SILENCE_GRACE_SECONDS,
-  SilenceWatchdog,
-} from "../guix/silence_watchdog.ts";
+import { watchDaemon } from "../guix/silence_watchdog.ts";
 import { type LogUpload, openLogUpload } from "../protocol/log_upload.ts";
 import { parseDerivationPath } from "../guix/store_path.ts";
 
@@ -58,7 +55,7 @@ export interface BuildRunnerOptions {
   /**
    * Seconds past the build's max-silent-time `guix build` may print
    * nothing before the daemon is taken for stuck; default
-   * {@link DAEMON_SILENCE_GRACE_SECONDS}. No limit when max-silent is 0.
+   * that of {@link watchDaemon}. No limit when max-silent is 0.
    */
   daemonSilenceGraceSeconds?: number;
 }
@@ -159,10 +156,15 @@ export async function runBuild(
     let silentMs: number | undefined;
     for (let attempt = 0;; attempt++) {
       const silent = new AbortController();
-      const watchdog = daemonWatchdog(job, options, clock, (ms) => {
-        silentMs = ms;
-        silent.abort();
-      });
+      const watchdog = watchDaemon(
+        clock,
+        job.maxSilent,
+        options.daemonSilenceGraceSeconds,
+        (ms) => {
+          silentMs = ms;
+          silent.abort();
+        },
+      );
       try {
         result = await guix.build([job.drv], {
           timeout: job.timeout,
@@ -224,23 +226,6 @@ export async function runBuild(
     // A canceled build's log is not wanted any more: no second sending.
     await forward.finish({ resend: !options.signal?.aborted });
   }
-}
-
-/**
- * A watchdog on the daemon for one `guix build` of `job`, calling
- * `onSilent` past its max-silent-time and the grace; none for a build
- * without that limit (it may be silent for as long as it likes).
- */
-function daemonWatchdog(
-  job: BuildJob,
-  options: BuildRunnerOptions,
-  clock: Clock,
-  onSilent: (silentMs: number) => void,
-): SilenceWatchdog | null {
-  if (job.maxSilent <= 0) return null;
-  const grace = options.daemonSilenceGraceSeconds ??
-    DAEMON_SILENCE_GRACE_SECONDS;
-  return new SilenceWatchdog(clock, (job.maxSilent + grace) * 1000, onSilent);
 }
 
 /**
