@@ -95,7 +95,12 @@ async function savedDashboard(context: RouteContext): Promise<Response> {
     throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
   }
   const latest = await requireLatest(context, dashboard.specification);
-  return redirect(`/eval/${latest.id}/dashboard/${id}`);
+  // The grid's own parameters (`system`, any other) ride along, encoded
+  // anew: a Location header holds only ASCII.
+  const query = context.url.searchParams.toString();
+  return redirect(
+    `/eval/${latest.id}/dashboard/${id}${query === "" ? "" : `?${query}`}`,
+  );
 }
 
 async function latestDashboard(context: RouteContext): Promise<Response> {

@@ -77,6 +77,29 @@ Deno.test("GET /api/dashboard/register saves the names; /dashboard/ID redirects 
   );
 });
 
+Deno.test("GET /dashboard/ID keeps the query string across the redirect, encoded", async () => {
+  await using fx = await createFixture();
+  const { id } = await json(
+    await fx.fetch("/api/dashboard/register?spec=hello&names=job-0"),
+  );
+  assertRedirect(
+    await fx.fetch(`/dashboard/${id}?system=aarch64-linux`),
+    `/eval/1/dashboard/${id}?system=aarch64-linux`,
+  );
+  // Every parameter, in order; reserved, spaced and non-ASCII values stay
+  // one value each and the header stays ASCII.
+  assertRedirect(
+    await fx.fetch(
+      `/dashboard/${id}?system=x86_64-linux&note=a%26b%3Dc&who=r%C3%A9mi%20x&<b>`,
+    ),
+    `/eval/1/dashboard/${id}?system=x86_64-linux&note=a%26b%3Dc&who=r%C3%A9mi+x&%3Cb%3E=`,
+  );
+  assertRedirect(
+    await fx.fetch(`/dashboard/${id}?`),
+    `/eval/1/dashboard/${id}`,
+  );
+});
+
 Deno.test("GET /api/dashboard/register rejects bad parameters, naming them", async () => {
   await using fx = await createFixture();
   const cases: [string, number, string][] = [
