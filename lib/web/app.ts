@@ -19,6 +19,7 @@ import {
   type Route,
   type RouteContext,
   type RouteKind,
+  textResponse,
 } from "./route_context.ts";
 import { renderErrorPage } from "./pages/layout.ts";
 import { addSecurityHeaders } from "./security_headers.ts";
@@ -116,18 +117,22 @@ export function createWebApp(
 
   return async function handleRequest(request: Request): Promise<Response> {
     const url = new URL(request.url);
-    let kind: RouteKind = prefersHtml(request) ? "html" : "json";
+    // Until a route is known, its path decides how an error looks.
+    let kind = unmatchedKind(url.pathname);
     try {
-      const segments = decodeSegments(url.pathname);
-      refuseNul(url.searchParams);
       const method = request.method === "HEAD" ? "GET" : request.method;
+      const { segments, problem } = readSegments(url.pathname);
       const matches = findRoutes(segments);
+      // The route's kind decides, whatever the client accepts: a page
+      // answers a page, the API answers JSON, for a browser or for curl.
+      if (matches.length > 0) kind = matches[0].route.kind;
+      if (problem !== null) throw problem;
+      refuseNul(url.searchParams);
       if (matches.length === 0) {
         throw new HttpError(404, `Resource not found: ${url.pathname}`);
       }
       const match = matches.find((m) => (m.route.method ?? "GET") === method);
       if (match === undefined) {
-        kind = matches[0].route.kind;
         const allowed = [
           ...new Set(matches.map((m) => m.route.method ?? "GET")),
         ];
@@ -163,10 +168,35 @@ export function createWebApp(
   };
 }
 
-function decodeSegments(pathname: string): string[] {
+/**
+ * How the error of a path no route takes looks: JSON under `/api/`, where
+ * clients parse the answer; elsewhere plain text, as Cuirass answers
+ * (`Resource not found: <path>`), readable in a browser and in a terminal.
+ */
+function unmatchedKind(pathname: string): RouteKind {
+  return pathname.startsWith("/api/") ? "json" : "text";
+}
+
+/**
+ * The decoded path segments; a path that does not decode (or holds a NUL
+ * character) comes back as its raw segments, still good for finding the
+ * route whose kind its 400 takes, with the problem to throw.
+ */
+function readSegments(
+  pathname: string,
+): { segments: string[]; problem: HttpError | null } {
+  const raw = pathname.split("/").slice(1);
+  try {
+    return { segments: decodeSegments(raw, pathname), problem: null };
+  } catch (error) {
+    return { segments: raw, problem: error as HttpError };
+  }
+}
+
+function decodeSegments(raw: string[], pathname: string): string[] {
   let segments: string[];
   try {
-    segments = pathname.split("/").slice(1).map(decodeURIComponent);
+    segments = raw.map(decodeURIComponent);
   } catch {
     throw new HttpError(400, `Cannot decode path: ${pathname.slice(0, 200)}`);
   }
@@ -274,6 +304,8 @@ function errorResponse(
   }
   const response = kind === "html"
     ? htmlResponse(renderErrorPage(status, message), status)
+    : kind === "text"
+    ? textResponse(message, status)
     : jsonResponse({ error: message }, status);
   if (error instanceof MethodNotAllowed) {
     response.headers.set("allow", error.allowed.join(", "));
@@ -281,8 +313,4 @@ function errorResponse(
   if (status === 401) response.headers.set("www-authenticate", "Bearer");
   if (status === 503) response.headers.set("retry-after", "5");
   return response;
-}
-
-function prefersHtml(request: Request): boolean {
-  return (request.headers.get("accept") ?? "").includes("text/html");
 }

@@ -13,8 +13,12 @@ export interface RouteContext {
   now: number;
 }
 
-/** How a route answers, which also decides how its errors look. */
-export type RouteKind = "json" | "html";
+/**
+ * How a route answers, which also decides how its errors look: JSON
+ * `{"error": …}`, an HTML page, or plain text (only for paths no route
+ * takes).
+ */
+export type RouteKind = "json" | "html" | "text";
 
 /** One entry of the routing table. */
 export interface Route {
@@ -31,6 +35,14 @@ export function jsonResponse(value: unknown, status = 200): Response {
   return new Response(JSON.stringify(value), {
     status,
     headers: { "content-type": "application/json" },
+  });
+}
+
+/** A plain text response. */
+export function textResponse(text: string, status = 200): Response {
+  return new Response(text, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
   });
 }
 

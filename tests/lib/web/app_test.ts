@@ -458,7 +458,12 @@ Deno.test("GET /build/ID/log/raw refuses path traversal", async () => {
         `${path}: ${response.status}`,
       );
       assert.ok(!text.includes("SECRET"), path);
-      assert.ok(JSON.parse(text).error, path);
+      // `..` segments are resolved by the URL itself: what remains is no
+      // route (a plain text 404); the rest are the raw log's JSON errors.
+      const error = response.headers.get("content-type") === "application/json"
+        ? JSON.parse(text).error
+        : text;
+      assert.match(error, /^(Cannot|Build|Resource not found)/, path);
     }
     // A derivation stored with `..` in it does not lead outside either.
     const evaluation = await fx.store.addEvaluation("hello", [], NOW);
@@ -752,14 +757,11 @@ Deno.test("GET /status shows the running builds", async () => {
 
 Deno.test("unknown routes are 404 and other methods 405", async () => {
   await using fx = await createFixture();
-  assert.deepEqual(await json(await fx.fetch("/nope"), 404), {
-    error: "Resource not found: /nope",
+  assert.deepEqual(await json(await fx.fetch("/api/nope"), 404), {
+    error: "Resource not found: /api/nope",
   });
   assert.equal((await fx.fetch("/api/queue/extra?nr=1")).status, 404);
   assert.equal((await fx.fetch("/build/1/log/raw/more")).status, 404);
-  const html = await fx.fetch("/nope", { headers: { accept: "text/html" } });
-  assert.equal(html.status, 404);
-  assert.equal(html.headers.get("content-type"), "text/html; charset=utf-8");
   const post = await fx.fetch("/api/queue?nr=1", { method: "POST" });
   assert.equal(post.status, 405);
   assert.equal(post.headers.get("allow"), "GET");
@@ -769,6 +771,49 @@ Deno.test("unknown routes are 404 and other methods 405", async () => {
   assert.equal(get.status, 405);
   assert.equal(get.headers.get("allow"), "POST");
   await get.body?.cancel();
+});
+
+Deno.test("an error looks as its route answers (page, JSON or, for no route, text), for curl and for a browser alike, naming the offending value", async (t) => {
+  await using fx = await createFixture();
+  const kinds = {
+    page: "text/html; charset=utf-8",
+    json: "application/json",
+    text: "text/plain; charset=utf-8",
+  };
+  const cases: [string, keyof typeof kinds, number, string][] = [
+    // Pages: a missing build, bad parameters in the path and the query,
+    // a NUL character and a path that does not decode (checked before any
+    // route handler runs).
+    ["/build/99999/details", "page", 404, "99999"],
+    ["/build/abc/details", "page", 400, "abc"],
+    ["/eval/1?status=bogus", "page", 400, "bogus"],
+    ["/eval/1?status=pending&x=a%00", "page", 400, "x"],
+    ["/build/%E0%A4%A/details", "page", 400, "%E0%A4%A"],
+    // The JSON API, Cuirass's own shape: `{"error": …}`.
+    ["/api/latestbuilds?nr=abc", "json", 400, "abc"],
+    ["/api/latestbuilds?nr=5&job=a%00", "json", 400, "job"],
+    ["/build/99999", "json", 404, "99999"],
+    ["/api/nope", "json", 404, "/api/nope"],
+    // No route: plain text, as Cuirass.
+    ["/nope", "text", 404, "/nope"],
+    ["/no%E0pe", "text", 400, "/no%E0pe"],
+  ];
+  const clients = {
+    curl: { accept: "*/*" },
+    browser: { accept: "text/html,application/xhtml+xml,*/*;q=0.8" },
+  };
+  for (const [path, kind, status, value] of cases) {
+    for (const [client, headers] of Object.entries(clients)) {
+      await t.step(`${client} GET ${path}`, async () => {
+        const response = await fx.fetch(path, { headers });
+        assert.equal(response.status, status);
+        assert.equal(response.headers.get("content-type"), kinds[kind]);
+        const body = await response.text();
+        const message = kind === "json" ? JSON.parse(body).error : body;
+        assert.ok(message.includes(value), `${value} not in ${message}`);
+      });
+    }
+  }
 });
 
 /** The web app over a store whose every call rejects with `error`. */
@@ -845,12 +890,23 @@ Deno.test("a NUL character in a parameter or in the path is a 400 naming it, bef
     const [path, named] of [
       ["/api/dashboard/register?jobset=hello&names=a%00b", '"names"'],
       ["/api/latestbuilds?nr=5&job=%00", '"job"'],
-      ["/search?query=spec:hello%00", '"query"'],
-      ["/jobset/hel%00lo", "/jobset/hel%00lo"],
     ]
   ) {
     const body = await json(await fx.fetch(path), 400) as Json;
     assert.match(String(body.error), /NUL character/, path);
     assert.ok(String(body.error).includes(named), `${path}: ${body.error}`);
+  }
+  // Pages answer theirs as pages.
+  for (
+    const [path, named] of [
+      ["/search?query=spec:hello%00", "&quot;query&quot;"],
+      ["/jobset/hel%00lo", "/jobset/hel%00lo"],
+    ]
+  ) {
+    const response = await fx.fetch(path);
+    assert.equal(response.status, 400, path);
+    const text = await response.text();
+    assert.match(text, /NUL character/, path);
+    assert.ok(text.includes(named), `${path}: ${text}`);
   }
 });
