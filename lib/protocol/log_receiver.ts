@@ -16,6 +16,7 @@ import {
   formatAddress,
   logFileName,
   logStored,
+  LogTimeoutError,
   readDatum,
   readSome,
   serverGreeting,
@@ -139,6 +140,7 @@ export async function startLogReceiver(
     accept,
     clock,
     writers,
+    stopping: false,
   };
   const accepting = acceptLoop();
   let closing: Promise<void> | undefined;
@@ -198,6 +200,7 @@ export async function startLogReceiver(
     port: (listener.addr as Deno.NetAddr).port,
     close() {
       closing ??= (async function shutDown() {
+        settings.stopping = true;
         closeQuietly(listener);
         await accepting;
         for (const conn of connections) closeQuietly(conn);
@@ -220,6 +223,8 @@ interface ReceiverSettings {
   accept?: (drv: string, peerAddress: string) => Promise<boolean>;
   clock: Clock;
   writers: Map<string, Writer>;
+  /** True once the receiver is closing: its uploads are cut by it. */
+  stopping: boolean;
 }
 
 /** The upload currently writing a log file. */
@@ -289,6 +294,9 @@ async function serveLogConnection(
   let target: UploadFile | undefined;
   let sink: LogSink | undefined;
   let received = rest.length;
+  // Why the stream would have stopped short: a peer that closes before the
+  // gzip stream's end has died or lost its connection.
+  let cutReason = "connection lost";
   try {
     target = await UploadFile.create(path);
     sink = new LogSink(target.file, drv, log, settings);
@@ -310,12 +318,15 @@ async function serveLogConnection(
           received,
           reason: "more compressed bytes than maxCompressedBytes",
         });
+        cutReason =
+          `the upload passed ${settings.maxCompressedBytes} compressed bytes`;
         break;
       }
       chunk = await readSome(conn, buffer, settings.idleTimeoutMs, clock);
       received += chunk?.length ?? 0;
     }
   } catch (error) {
+    cutReason = whyCut(error, settings);
     // A superseded upload's connection was closed under its read; a write
     // error is told once the upload is settled.
     if (!state.superseded && !sink?.writeError) {
@@ -327,7 +338,7 @@ async function serveLogConnection(
       });
     }
   } finally {
-    await sink?.finish().catch((error) => {
+    await sink?.finish(cutReason).catch((error) => {
       if (error !== sink?.writeError) {
         log.warn("log file not finished", { drv, path, error });
       }
@@ -357,6 +368,16 @@ async function serveLogConnection(
       log.info("log acknowledgement not sent", { drv, error })
     );
   }
+}
+
+/** Why a read of an upload failed, in the words of the log's cut marker. */
+function whyCut(error: unknown, settings: ReceiverSettings): string {
+  if (settings.stopping) return "the log server stopped";
+  if (error instanceof LogTimeoutError) {
+    const ms = error.timeoutMs;
+    return `no log data for ${ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`}`;
+  }
+  return "connection lost";
 }
 
 /**

@@ -30,9 +30,13 @@ export function corruptionMarker(offset: number): string {
   return `\n[lorica: log cut: the upload was not valid gzip after ${offset} log bytes]\n`;
 }
 
-/** The line appended when the upload stopped in the middle of the stream. */
-export function endedEarlyMarker(): string {
-  return "\n[lorica: log ended early: the upload stopped mid-stream]\n";
+/**
+ * The line appended when the upload stopped in the middle of the stream,
+ * saying why (`reason`, e.g. "connection lost"): whoever reads the log
+ * knows the rest of it is missing.
+ */
+export function endedEarlyMarker(reason: string): string {
+  return `\n[lorica: log cut: ${reason}; the rest of the build log is missing]\n`;
 }
 
 /**
@@ -116,8 +120,11 @@ export class LogSink {
     if (this.#fileError) throw this.#fileError;
   }
 
-  /** Ends the stored gzip stream (with a marker if cut) and closes the file. */
-  async finish(): Promise<void> {
+  /**
+   * Ends the stored gzip stream and closes the file; a stream cut short is
+   * ended with a marker naming `cutReason`, why the upload stopped.
+   */
+  async finish(cutReason: string): Promise<void> {
     if (!this.full) {
       // A worker killed mid-build leaves a truncated stream: what was
       // decodable is kept, and a marker says the rest is missing.
@@ -134,8 +141,12 @@ export class LogSink {
       this.#deflate.write(encoder.encode(corruptionMarker(this.stored)));
     }
     if (this.#endedEarly && !this.#corrupt) {
-      this.#log.info("log ended early", { drv: this.#drv, bytes: this.stored });
-      this.#deflate.write(encoder.encode(endedEarlyMarker()));
+      this.#log.info("log ended early", {
+        drv: this.#drv,
+        bytes: this.stored,
+        reason: cutReason,
+      });
+      this.#deflate.write(encoder.encode(endedEarlyMarker(cutReason)));
     }
     if (this.#capped) {
       this.#deflate.write(

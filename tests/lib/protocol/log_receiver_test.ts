@@ -14,6 +14,8 @@ import { type Clock, systemClock } from "../../../lib/clock.ts";
 
 const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
 const encoder = new TextEncoder();
+/** How a cut marker ends, after its reason. */
+const MISSING = "the rest of the build log is missing";
 
 async function fixture(options: {
   maxLogBytes?: number;
@@ -22,6 +24,7 @@ async function fixture(options: {
   maxPendingPerAddress?: number;
   accept?: (drv: string, peerAddress: string) => Promise<boolean>;
   headerTimeoutMs?: number;
+  idleTimeoutMs?: number;
   clock?: Clock;
 } = {}) {
   const root = await Deno.makeTempDir({ prefix: "lorica-logrx-" });
@@ -175,12 +178,100 @@ Deno.test("C10: a truncated upload (worker killed) keeps what was decodable", as
   await sendRaw(f.receiver.port, f.drv, gz.subarray(0, gz.length - 20));
   await waitFor(() => f.completed.has(f.drv));
   const stored = zlib.gunzipSync(await Deno.readFile(f.file));
-  const marker = encoder.encode(endedEarlyMarker());
+  const marker = encoder.encode(endedEarlyMarker("connection lost"));
   const kept = stored.subarray(0, stored.length - marker.length);
   assert.ok(kept.length > 0 && kept.length <= text.length);
   assert.deepEqual(new Uint8Array(kept), text.slice(0, kept.length));
   assert.deepEqual(new Uint8Array(stored.subarray(kept.length)), marker);
   assert.ok(!f.lines.some((l) => l.startsWith("warn log data invalid")));
+});
+
+Deno.test("a worker killed mid-upload leaves a log ending with a marker saying the connection was lost; its resend leaves none", async () => {
+  await using f = await fixture();
+  const line = "compiling part 1 of many\n";
+  const worker = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      new URL("./_dying_uploader.ts", import.meta.url).pathname,
+      String(f.receiver.port),
+      f.drv,
+      line,
+      "40",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    // The receiver has what was sent (the live log) before the crash.
+    for (let i = 0; i < 1000; i++) {
+      if ((await storedText(f.file)) === line.repeat(40)) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(await storedText(f.file), line.repeat(40), "log live");
+  } finally {
+    worker.kill("SIGKILL");
+    await worker.status;
+  }
+  await waitFor(() => f.completed.has(f.drv));
+  const cut = line.repeat(40) + endedEarlyMarker("connection lost");
+  assert.equal(wholeGzip(await Deno.readFile(f.file)), cut);
+  assert.ok(cut.endsWith(`[lorica: log cut: connection lost; ${MISSING}]\n`));
+  assert.ok(
+    f.lines.some((l) =>
+      l.startsWith("info log ended early") &&
+      l.includes(`reason="connection lost"`)
+    ),
+    f.lines.join("\n"),
+  );
+
+  // The worker comes back and sends the whole log from its own copy.
+  f.completed.clear();
+  await uploadLog(f.receiver.port, f.drv, line.repeat(50) + "done\n");
+  await waitFor(() => f.completed.has(f.drv));
+  assert.equal(
+    wholeGzip(await Deno.readFile(f.file)),
+    line.repeat(50) + "done\n",
+  );
+});
+
+Deno.test("an upload cut by the receiver says why: silence past the idle limit, or the log server stopping", async (t) => {
+  for (
+    const [name, reason, options, cut] of [
+      ["idle", "no log data for 200 ms", { idleTimeoutMs: 200 }, () => {}],
+      [
+        "stop",
+        "the log server stopped",
+        {},
+        (receiver: { close(): Promise<void> }) => receiver.close(),
+      ],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      await using f = await fixture(options);
+      const upload = await openLogUpload({
+        hostname: "127.0.0.1",
+        port: f.receiver.port,
+        drv: f.drv,
+        logger: silentLogger,
+        flushIntervalMs: 10,
+      });
+      try {
+        await upload.write(encoder.encode("still building\n"));
+        for (let i = 0; i < 1000; i++) {
+          if ((await storedText(f.file)) !== "") break;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        await cut(f.receiver);
+        await waitFor(() => f.completed.has(f.drv));
+        const stored = wholeGzip(await Deno.readFile(f.file));
+        assert.equal(stored, "still building\n" + endedEarlyMarker(reason));
+        assert.ok(stored.endsWith(`log cut: ${reason}; ${MISSING}]\n`));
+      } finally {
+        await upload.close();
+      }
+    });
+  }
 });
 
 Deno.test("C10: raw bytes (invalid UTF-8, ANSI, CR) are stored unchanged", async () => {
