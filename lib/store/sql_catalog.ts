@@ -165,49 +165,93 @@ export function* listSpecifications(_d: Dialect): Step<Specification[]> {
 }
 
 /**
- * Builds deleted by one statement of {@link deleteSpecification}: each
- * deletion cascades to dependencies, jobs, outputs and products, so one
- * statement over all of a large specification's builds (millions on a
+ * Builds read and deleted by one statement of {@link deleteSpecification}:
+ * each deletion cascades to dependencies, jobs, outputs and products, so
+ * one statement over all of a large specification's builds (millions on a
  * main branch) outlasts PostgreSQL's query deadline, and on SQLite holds
- * the event loop for as long.
+ * the event loop for as long; reading all their ids first would hold tens
+ * of megabytes.
  */
 export const DELETE_CHUNK = 1000;
 
-/** Deletes a specification, keeping dependents' counts of pending inputs. */
+/**
+ * Deletes a specification, keeping dependents' counts of pending inputs.
+ * Its builds are read and deleted a chunk at a time, evaluation by
+ * evaluation: a build's creating evaluation is indexed with its id, so
+ * each chunk is one index range (a range on the specification alone would
+ * sort all the builds left at every chunk).
+ */
 export function* deleteSpecification(
   d: Dialect,
   name: string,
 ): Step<boolean> {
-  const builds = (yield* all(
-    `SELECT b.id FROM Builds b JOIN Evaluations e ON e.id = b.evaluation
-     WHERE e.specification = ?`,
-    [name],
-  )).map((row) => Number(row.id));
-  // Builds of other specifications lose dependencies with the cascade.
-  const affected = new Set<number>();
-  for (const part of chunks(builds, DELETE_CHUNK)) {
-    const list = JSON.stringify(part);
-    for (
-      const row of yield* all(
-        `SELECT DISTINCT d.source FROM BuildDependencies d
-         JOIN Builds s ON s.id = d.source
-         WHERE d.target IN ${d.intList} AND s.specification <> ?`,
-        [list, name],
-      )
-    ) affected.add(Number(row.source));
-    yield* run(`DELETE FROM Builds WHERE id IN ${d.intList}`, [list]);
+  let affected = false;
+  for (let evaluations = yield* evaluationsWithBuilds(name, 0);;) {
+    for (const evaluation of evaluations) {
+      affected = (yield* deleteEvaluationBuilds(d, evaluation, name)) ||
+        affected;
+    }
+    if (evaluations.length < DELETE_CHUNK) break;
+    evaluations = yield* evaluationsWithBuilds(name, evaluations.at(-1)!);
   }
   const deleted =
     (yield* run("DELETE FROM Specifications WHERE name = ?", [name])) > 0;
-  for (const part of chunks([...affected])) {
-    yield* run(
-      `UPDATE Builds SET pending_deps = ${PENDING_COUNT_SQL}
-       WHERE id IN ${d.intList}`,
-      [JSON.stringify(part)],
-    );
-  }
-  if (affected.size > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  if (affected && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return deleted;
+}
+
+/** Up to DELETE_CHUNK ids of `name`'s evaluations after `after` that created builds. */
+function* evaluationsWithBuilds(
+  name: string,
+  after: number,
+): Step<number[]> {
+  return (yield* all(
+    `SELECT e.id FROM Evaluations e
+     WHERE e.specification = ? AND e.id > ?
+       AND EXISTS (SELECT 1 FROM Builds b WHERE b.evaluation = e.id)
+     ORDER BY e.id LIMIT ${DELETE_CHUNK}`,
+    [name, after],
+  )).map((row) => Number(row.id));
+}
+
+/**
+ * Deletes the builds `evaluation` created, DELETE_CHUNK at a time, and
+ * recounts the pending inputs of builds of other specifications that
+ * depended on them; true when there were such builds.
+ */
+function* deleteEvaluationBuilds(
+  d: Dialect,
+  evaluation: number,
+  specification: string,
+): Step<boolean> {
+  let affected = false;
+  for (let after = 0;;) {
+    const part = (yield* all(
+      `SELECT id FROM Builds WHERE evaluation = ? AND id > ?
+       ORDER BY id LIMIT ${DELETE_CHUNK}`,
+      [evaluation, after],
+    )).map((row) => Number(row.id));
+    if (part.length === 0) return affected;
+    const list = JSON.stringify(part);
+    // Builds of other specifications lose dependencies with the cascade.
+    const dependents = (yield* all(
+      `SELECT DISTINCT d.source FROM BuildDependencies d
+       JOIN Builds s ON s.id = d.source
+       WHERE d.target IN ${d.intList} AND s.specification <> ?`,
+      [list, specification],
+    )).map((row) => Number(row.source));
+    yield* run(`DELETE FROM Builds WHERE id IN ${d.intList}`, [list]);
+    for (const dependent of chunks(dependents)) {
+      affected = true;
+      yield* run(
+        `UPDATE Builds SET pending_deps = ${PENDING_COUNT_SQL}
+         WHERE id IN ${d.intList}`,
+        [JSON.stringify(dependent)],
+      );
+    }
+    if (part.length < DELETE_CHUNK) return affected;
+    after = part.at(-1)!;
+  }
 }
 
 /** The number of dependencies of `Builds` that have not succeeded. */

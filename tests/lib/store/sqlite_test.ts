@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import {
+  DELETE_CHUNK,
+  deleteSpecification,
   FILTER_PROBE_LIMIT,
   latestBuilds,
   queue,
@@ -431,6 +433,39 @@ Deno.test("latest builds of a jobset and a system (or a worker) walk the index o
       );
       assert.doesNotMatch(plan, /TEMP B-TREE FOR ORDER BY/);
     }
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("deleteSpecification() reads and deletes its builds a chunk at a time, each through an index range", async () => {
+  const path = tempFile();
+  await withStore(path, async (store) => {
+    await seed(store, 2 * DELETE_CHUNK + 1);
+  });
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA foreign_keys = ON");
+  try {
+    const largest: number[] = [];
+    const sorted: string[] = [];
+    const steps = deleteSpecification(sqliteDialect, "guix");
+    for (let next = steps.next(); !next.done;) {
+      const query = next.value;
+      const plan = queryPlan(db, query);
+      if (/TEMP B-TREE FOR ORDER BY/.test(plan)) {
+        sorted.push(`${query.sql}: ${plan}`);
+      }
+      const statement = db.prepare(query.sql);
+      const params = query.params as SQLInputValue[];
+      const result = query.kind === "rows"
+        ? { rows: statement.all(...params), changes: 0 }
+        : { rows: [], changes: Number(statement.run(...params).changes) };
+      largest.push(result.rows.length);
+      next = steps.next(result);
+    }
+    assert.equal(Math.max(...largest), DELETE_CHUNK);
+    assert.deepEqual(sorted, []);
+    assert.equal(db.prepare("SELECT count(*) AS n FROM Builds").get()?.n, 0);
   } finally {
     db.close();
   }

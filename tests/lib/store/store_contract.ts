@@ -1,6 +1,7 @@
 // The Store contract: one suite, through the interface only, for every backend.
 
 import assert from "node:assert/strict";
+import { DELETE_CHUNK } from "../../../lib/store/sql_catalog.ts";
 import {
   BuildStatus,
   EvaluationStatus,
@@ -1552,6 +1553,58 @@ export function storeContract(
     assert.deepEqual(await store.buildDependencies(c!.id), []);
     // With its dependency gone, c can be dispatched.
     assert.equal((await store.popBuild("w", ["x86_64-linux"], 2))?.id, c!.id);
+  });
+
+  test("deleteSpecification() deletes more than one chunk of builds with their dependent rows", async (store) => {
+    // Two chunks in one evaluation, and a second evaluation.
+    const count = DELETE_CHUNK + 5;
+    const e1 = await evaluation(store, "gone");
+    const jobs = Array.from(
+      { length: count },
+      (_, i) => job(`j${i}`, { inputs: i > 0 ? [`j${i - 1}`] : [] }),
+    );
+    await store.registerBuilds(e1, jobs, { priority: 9, now: 1 });
+    const e2 = await store.addEvaluation("gone", [], 2);
+    await store.registerBuilds(e2, [job("late", { inputs: ["j0"] })], {
+      priority: 9,
+      now: 2,
+    });
+    const last = await idOf(store, `j${count - 1}`);
+    await store.addBuildProducts(last, [{
+      type: "file",
+      fileSize: 1,
+      path: "/gnu/store/x-product",
+    }]);
+    const [product] = (await store.getBuild(last))!.products!;
+    // Another specification's build depends on the last chunk's last build.
+    const e3 = await evaluation(store, "kept");
+    await store.registerBuilds(e3, [job("c", { inputs: [`j${count - 1}`] })], {
+      priority: 9,
+      now: 3,
+    });
+    const c = await idOf(store, "c");
+
+    assert.equal(await store.deleteSpecification("gone"), true);
+    assert.equal(await store.getEvaluation(e1), null);
+    assert.equal(await store.getEvaluation(e2), null);
+    assert.deepEqual(await store.listJobs(e1), []);
+    for (const base of ["j0", `j${DELETE_CHUNK}`, `j${count - 1}`, "late"]) {
+      assert.equal(await store.getBuildByDerivation(drv(base)), null, base);
+    }
+    assert.equal(await store.getBuildProduct(product.id), null);
+    assert.deepEqual(await store.buildDependencies(c), []);
+    assert.deepEqual(
+      await store.countBuildsByStatus(),
+      new Map([[BuildStatus.scheduled, 1]]),
+    );
+    assert.equal((await store.popBuild("w", ["x86_64-linux"], 3))?.id, c);
+    // No output row is left behind: the same jobs register again, whole.
+    const again = await evaluation(store, "again");
+    await store.registerBuilds(again, jobs.slice(-2), { priority: 9, now: 4 });
+    assert.deepEqual(
+      (await store.getBuildByDerivation(drv(`j${count - 1}`)))?.outputs,
+      jobs.at(-1)!.outputs,
+    );
   });
 
   test("latestCheckouts() gives the newest revision of each channel", async (store) => {
