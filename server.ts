@@ -7,6 +7,7 @@ import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
 import {
+  databaseFault,
   DatabaseNameError,
   DEFAULT_QUERY_TIMEOUT_SECONDS,
   openStore,
@@ -363,7 +364,9 @@ async function main(args: string[]): Promise<number> {
     // database that refuses the server is not.
     const Failure = error instanceof PostgresTargetError ? UsageError : Error;
     throw new Failure(
-      `Cannot use --database ${database.shown}: ${(error as Error).message}`,
+      `Cannot use --database ${database.shown}: ${
+        databaseFault((error as Error).message, database.value)
+      }`,
       { cause: error },
     );
   });
@@ -448,7 +451,9 @@ function databaseOption(value: string | undefined): {
   } catch (error) {
     if (!(error instanceof DatabaseNameError)) throw error;
     throw new UsageError(
-      error.message.replace(/^Cannot open database/, "Cannot use --database"),
+      `Cannot use --database ${redactDatabase(name)}: ${
+        databaseFault(error.message, name)
+      }`,
       { cause: error },
     );
   }

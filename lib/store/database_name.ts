@@ -54,6 +54,21 @@ export function redactDatabase(database: string): string {
 }
 
 /**
+ * What `message`, an error about `database`, says once a leading
+ * "Cannot <action> <database>: " naming it is taken away: for a caller
+ * whose own message already names the database (`Cannot use --database
+ * "..."`), so that the value is not quoted twice. A message naming it
+ * elsewhere, or not at all, is returned as it is.
+ */
+export function databaseFault(message: string, database: string): string {
+  const shown = redactDatabase(database);
+  const match = /^Cannot [A-Za-z]+(?: [A-Za-z]+)* /.exec(message);
+  if (match === null) return message;
+  const rest = message.slice(match[0].length);
+  return rest.startsWith(`${shown}: `) ? rest.slice(shown.length + 2) : message;
+}
+
+/**
  * `url` with the password of its user information and of its query
  * replaced. The user information is taken to end at the last "@" of the
  * whole text, so that a password holding an unescaped "/", "?" or "@" is

@@ -7,6 +7,7 @@ import type { Logger } from "../log.ts";
 import { storeBackend } from "./database_name.ts";
 
 export {
+  databaseFault,
   DatabaseNameError,
   redactDatabase,
   storeBackend,

@@ -76,7 +76,9 @@ export function parsePostgresTarget(database: string): PostgresTarget {
       url = new URL(database);
     } catch {
       throw new PostgresTargetError(
-        `Cannot read database URL ${redactDatabase(database)}: malformed`,
+        `Cannot read database URL ${
+          redactDatabase(database)
+        }: not a well-formed URL`,
         redactDatabase(database),
       );
     }

@@ -195,6 +195,31 @@ Deno.test("lorica-server with a conninfo --database it cannot read exits 2 namin
   });
 });
 
+Deno.test("lorica-server quotes a --database it cannot read once, in an exact message", async () => {
+  const cases: [string, string][] = [
+    [
+      "dbname=farm port=99999 password=secretpw",
+      `"dbname=farm port=99999 password=***": port "99999" is not a port number`,
+    ],
+    ["dbname='farm", `"dbname='farm": a quoted value is not closed`],
+    ["postgres://a b/farm", `"postgres://a b/farm": not a well-formed URL`],
+    [
+      "mysql://root:pw@x/y",
+      `"mysql://root:***@x/y": unknown scheme "mysql://" (expected a SQLite file name, a postgres:// URL or "dbname=... host=...")`,
+    ],
+  ];
+  for (const [database, expected] of cases) {
+    await withDir(async (dir) => {
+      const run = await runServer(dir, { database });
+      assert.equal(run.code, 2, run.stderr);
+      assert.equal(
+        run.stderr,
+        `lorica-server: error: Cannot use --database ${expected}\n`,
+      );
+    });
+  }
+});
+
 Deno.test("lorica-server with a --base-url that is not an http(s) URL exits 2 naming it", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { "base-url": "ci.example.org" });

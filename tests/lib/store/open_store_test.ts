@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  databaseFault,
   DatabaseNameError,
   openStore,
   redactDatabase,
@@ -103,4 +104,35 @@ Deno.test({
       await store.close();
     }
   },
+});
+
+Deno.test("databaseFault() drops only a leading message part that names the database as shown", () => {
+  const file = "/var/lib/lorica/farm.db";
+  const url = "postgres://ci:hunter2@db/farm";
+  const cases: [string, string, string][] = [
+    [
+      `Cannot open database "${file}": schema version 99 is newer than 11`,
+      file,
+      "schema version 99 is newer than 11",
+    ],
+    [
+      `Cannot read database URL "postgres://ci:***@db/farm": not a well-formed URL`,
+      url,
+      "not a well-formed URL",
+    ],
+    // Another value, or the value elsewhere, is left as it is.
+    [
+      `Cannot open database "/other.db": busy`,
+      file,
+      `Cannot open database "/other.db": busy`,
+    ],
+    [
+      `database "farm" does not exist`,
+      url,
+      `database "farm" does not exist`,
+    ],
+  ];
+  for (const [message, database, expected] of cases) {
+    assert.equal(databaseFault(message, database), expected, message);
+  }
 });
