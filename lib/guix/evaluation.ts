@@ -5,6 +5,7 @@ import { readSexp } from "../sexp/read.ts";
 import { writeSexp } from "../sexp/write.ts";
 import { type Datum, isSym, sym } from "../sexp/datum.ts";
 import { type Guix, RUN_STDOUT_LIMIT } from "./guix_command.ts";
+import { describeNul, findNul } from "../nul_text.ts";
 import type { BuildSelector, Channel, NewJob } from "../store/types.ts";
 
 /** Evaluator output that does not follow the job-line contract. */
@@ -228,6 +229,25 @@ export function parseJob(datum: Datum, line = writeSexp(datum)): NewJob {
     }
     return input;
   });
+  // A NUL fails the evaluation, as any malformed job line does, rather
+  // than skipping the job: no store file name, job or system name holds
+  // one, so the evaluator or a channel is broken, and a job left out
+  // silently would look like a package dropped by the commits. The
+  // operator sees the evaluation failed and why in its log.
+  const fieldNul = findNul({
+    name: text("name"),
+    derivation: text("derivation"),
+    system: text("system"),
+    "nix-name": text("nix-name"),
+    outputs: outputs.map((output) => [output.name, output.path]),
+    inputs,
+  });
+  if (fieldNul !== null) {
+    throw new EvaluationOutputError(
+      `Cannot parse evaluator job ${quote(line)}: ${describeNul(fieldNul)}`,
+      line,
+    );
+  }
   return {
     name: text("name"),
     derivation: text("derivation"),

@@ -17,6 +17,7 @@ import {
   BUILDS_WITH_PARAMS,
   checkChannelNames,
   checkName,
+  checkNoNul,
   checkPeriod,
   checkPriority,
   checkString,
@@ -97,6 +98,11 @@ export class SchemeSubsetEvaluator {
     const specs = result.map((r) => (r as Rec).value as Specification);
     const seen = new Set<string>();
     for (const spec of specs) {
+      checkNoNul(
+        spec,
+        (what) =>
+          this.#fail(at, `specification ${JSON.stringify(spec.name)} ${what}`),
+      );
       if (seen.has(spec.name)) {
         this.#fail(
           at,

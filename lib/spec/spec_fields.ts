@@ -3,6 +3,7 @@
 
 import { Sym } from "../sexp/datum.ts";
 import { isSystemName } from "../guix/system_name.ts";
+import { describeNul, findNul } from "../nul_text.ts";
 import type {
   BuildOutputSpec,
   Channel,
@@ -172,6 +173,22 @@ export function formatFingerprint(text: unknown, fail: Fail): string {
   }
   const groups = hex.toUpperCase().match(/.{4}/g)!;
   return groups.slice(0, 5).join(" ") + "  " + groups.slice(5).join(" ");
+}
+
+/**
+ * `spec` if none of its text holds a NUL character, which PostgreSQL cannot
+ * store (SQLite can: refused here, a specification reads the same on
+ * both). The field is named as in files (`build-outputs[0].path`).
+ */
+export function checkNoNul(spec: Specification, fail: Fail): Specification {
+  const found = findNul(spec);
+  if (found === null) return spec;
+  return fail(
+    describeNul({
+      ...found,
+      path: found.path.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`),
+    }),
+  );
 }
 
 /** True for a plain object (not null, not an array). */

@@ -12,6 +12,7 @@ import {
   BUILDS_WITH_PARAMS,
   checkChannelNames,
   checkName,
+  checkNoNul,
   checkPeriod,
   checkPriority,
   checkString,
@@ -92,7 +93,7 @@ export function specificationFromJson(value: unknown): Specification {
     }
     spec.isActive = field("is-active") as boolean;
   }
-  return spec;
+  return checkNoNul(spec, fail);
 }
 
 function jsonArray(value: unknown, name: string, fail: Fail): unknown[] {

@@ -9,6 +9,7 @@ import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
 import { checkFinal } from "./sql_builds.ts";
 import { scanProcedure } from "./sql_scans.ts";
+import { describeNul, findNul } from "../nul_text.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 import type { Scan } from "./sql_scans.ts";
 import { BuildStatus, type Store, StoreError } from "./types.ts";
@@ -139,6 +140,45 @@ function scanAsRead(execute: Execute): Scan {
  * close.
  */
 function storeOver(
+  execute: Execute,
+  scan: Scan,
+  dialect: Dialect,
+  scope: Pick<Store, "batch" | "close">,
+): Store {
+  return refusingNul(methodsOver(execute, scan, dialect, scope));
+}
+
+/**
+ * `store` with each method refusing arguments whose text holds a NUL
+ * character: PostgreSQL cannot store one (its driver's error would reach
+ * the caller raw), SQLite can. Refused alike on both, so that what one
+ * backend keeps the other does not lose. Callers that take text from
+ * outside refuse it first, naming it in their own terms; this is the
+ * guard for any that does not.
+ */
+function refusingNul(store: Store): Store {
+  const guarded: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(store)) {
+    guarded[name] = function refuseNul(...args: unknown[]) {
+      for (const [index, arg] of args.entries()) {
+        const found = findNul(arg);
+        if (found === null) continue;
+        return Promise.reject(
+          new StoreError(
+            `Cannot run ${name}(): argument ${index + 1} ${describeNul(found)}`,
+            "invalid-text",
+            found.text,
+          ),
+        );
+      }
+      return (method as (...args: unknown[]) => unknown).apply(store, args);
+    };
+  }
+  return guarded as unknown as Store;
+}
+
+/** The Store's methods, as {@link storeOver} describes them. */
+function methodsOver(
   execute: Execute,
   scan: Scan,
   dialect: Dialect,

@@ -6,7 +6,9 @@ export type StoreErrorCode =
   | "schema-too-new"
   | "batch-misuse"
   | "batch-aborted"
-  | "transaction-ended";
+  | "transaction-ended"
+  /** Text holding a NUL character, which PostgreSQL cannot store. */
+  | "invalid-text";
 
 /**
  * A store operation refused: a row it needs is missing, the schema is too

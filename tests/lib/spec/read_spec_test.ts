@@ -541,3 +541,27 @@ Deno.test("the notifications of docs/deployment.md are read as the reader reads 
     { type: "mastodon" },
   ]);
 });
+
+Deno.test("specification readers refuse text holding a NUL character, naming the field", () => {
+  const scheme = `(list (specification (name "guix")
+  (channels (list (channel (name 'guix) (url "file:///srv/g\0.git"))))))`;
+  assert.throws(
+    () => readSpecifications(scheme, "specs.scm"),
+    new SpecError(
+      `Cannot read specification "specs.scm" at 1:1: specification "guix" field "channels[0].url" holds a NUL character (U+0000): "file:///srv/g\\u0000.git"`,
+      { file: "specs.scm", line: 1, column: 1 },
+    ),
+  );
+  assert.throws(
+    () =>
+      specificationFromJson({
+        name: "guix",
+        "build-outputs": [{ job: "h\0", type: "archive" }],
+      }),
+    {
+      name: "SpecError",
+      message:
+        `Cannot read specification from JSON: field "build-outputs[0].job" holds a NUL character (U+0000): "h\\u0000"`,
+    },
+  );
+});

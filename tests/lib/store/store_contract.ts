@@ -1607,6 +1607,67 @@ export function storeContract(
     );
   });
 
+  // Text with a NUL character: PostgreSQL cannot store it, SQLite can.
+
+  async function refusesNul(
+    call: Promise<unknown>,
+    method: string,
+    detail: string,
+  ): Promise<void> {
+    await assert.rejects(call, (error: unknown) => {
+      assert.ok(error instanceof StoreError, String(error));
+      assert.equal(error.code, "invalid-text");
+      assert.equal(
+        error.message,
+        `Cannot run ${method}(): argument ${detail}`,
+      );
+      return true;
+    });
+  }
+
+  test("text holding a NUL character is refused alike, naming the field, and nothing is written", async (store) => {
+    const spec = specification("guix");
+    spec.channels[0].url = "file:///srv/guix\0.git";
+    await refusesNul(
+      store.upsertSpecification(spec),
+      "upsertSpecification",
+      `1 field "channels[0].url" holds a NUL character (U+0000): "file:///srv/guix\\u0000.git"`,
+    );
+    assert.equal(await store.getSpecification("guix"), null);
+
+    const e1 = await evaluation(store);
+    const bad = job("bad");
+    bad.name = "bad\0job";
+    await refusesNul(
+      store.registerBuilds(e1, [job("good"), bad], { priority: 9, now: 1 }),
+      "registerBuilds",
+      `2 field "[1].name" holds a NUL character (U+0000): "bad\\u0000job"`,
+    );
+    assert.deepEqual(await store.listJobs(e1), []);
+    assert.equal(await store.getBuildByDerivation(drv("good")), null);
+
+    await refusesNul(
+      store.upsertWorker({
+        name: "w\0",
+        address: "127.0.0.1",
+        machine: "m",
+        systems: ["x86_64-linux"],
+        lastSeen: 1,
+      }),
+      "upsertWorker",
+      `1 field "name" holds a NUL character (U+0000): "w\\u0000"`,
+    );
+    assert.deepEqual(await store.listWorkers(), []);
+    await refusesNul(
+      store.getBuildByDerivation(drv("a\0b")),
+      "getBuildByDerivation",
+      `1 holds a NUL character (U+0000): "${drv("a\\u0000b")}"`,
+    );
+    // The store still works.
+    await store.registerBuilds(e1, [job("good")], { priority: 9, now: 1 });
+    assert.equal((await store.listJobs(e1)).length, 1);
+  });
+
   test("latestCheckouts() gives the newest revision of each channel", async (store) => {
     await store.upsertSpecification(specification("guix"));
     await store.upsertSpecification(specification("other"));

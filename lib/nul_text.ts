@@ -1,0 +1,64 @@
+// Text holding a NUL character (U+0000): PostgreSQL's text and jsonb cannot
+// store it while SQLite can, so each place where outside text enters
+// (specifications, evaluator output, the store itself) refuses it the same
+// way on both backends, naming the field.
+
+/** A string holding a NUL character, and the path of its field. */
+export interface NulText {
+  /** Such as `channels[0].url`; "" for the value itself. */
+  path: string;
+  text: string;
+}
+
+/** Characters of a shown value around its first NUL. */
+const SHOWN_CHARS = 120;
+
+/**
+ * The first string in `value` (a string, or arrays and plain objects of
+ * them, keys included) that holds a NUL character, or null.
+ */
+export function findNul(value: unknown, path = ""): NulText | null {
+  if (typeof value === "string") {
+    return value.includes("\0") ? { path, text: value } : null;
+  }
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) {
+      const found = findNul(value[index], `${path}[${index}]`);
+      if (found !== null) return found;
+    }
+    return null;
+  }
+  if (value !== null && typeof value === "object") {
+    for (const [key, item] of Object.entries(value)) {
+      const field = path === "" ? key : `${path}.${key}`;
+      if (key.includes("\0")) return { path: field, text: key };
+      const found = findNul(item, field);
+      if (found !== null) return found;
+    }
+  }
+  return null;
+}
+
+/**
+ * `text` quoted for a message, its NUL and other control characters
+ * escaped (`"a\u0000b"`), cut to the part around its first NUL when long.
+ */
+export function showNulText(text: string): string {
+  if (text.length <= SHOWN_CHARS) return JSON.stringify(text);
+  const start = Math.max(0, text.indexOf("\0") - SHOWN_CHARS / 2);
+  const end = start + SHOWN_CHARS;
+  return JSON.stringify(
+    `${start > 0 ? "…" : ""}${text.slice(start, end)}${
+      end < text.length ? "…" : ""
+    }`,
+  );
+}
+
+/**
+ * `field "<path>" holds a NUL character (U+0000): "<text>"`, without the
+ * field when the path is "".
+ */
+export function describeNul({ path, text }: NulText): string {
+  const field = path === "" ? "" : `field ${JSON.stringify(path)} `;
+  return `${field}holds a NUL character (U+0000): ${showNulText(text)}`;
+}
