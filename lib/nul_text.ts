@@ -18,22 +18,46 @@ const SHOWN_CHARS = 120;
  * them, keys included) that holds a NUL character, or null.
  */
 export function findNul(value: unknown, path = ""): NulText | null {
-  if (typeof value === "string") {
-    return value.includes("\0") ? { path, text: value } : null;
+  // The store checks every argument of every call, a 50,000-job
+  // registration included: the walk builds no path until it finds a NUL.
+  const trail: (string | number)[] = [];
+  const text = nulIn(value, trail);
+  if (text === null) return null;
+  let field = path;
+  for (const step of trail.reverse()) {
+    if (typeof step === "number") field += `[${step}]`;
+    else field = field === "" ? step : `${field}.${step}`;
   }
+  return { path: field, text };
+}
+
+/**
+ * The first string holding a NUL in `value`, or null; on a find, `trail`
+ * holds the keys leading to it, innermost first.
+ */
+function nulIn(value: unknown, trail: (string | number)[]): string | null {
+  if (typeof value === "string") return value.includes("\0") ? value : null;
+  if (typeof value !== "object" || value === null) return null;
   if (Array.isArray(value)) {
     for (let index = 0; index < value.length; index++) {
-      const found = findNul(value[index], `${path}[${index}]`);
-      if (found !== null) return found;
+      const text = nulIn(value[index], trail);
+      if (text !== null) {
+        trail.push(index);
+        return text;
+      }
     }
     return null;
   }
-  if (value !== null && typeof value === "object") {
-    for (const [key, item] of Object.entries(value)) {
-      const field = path === "" ? key : `${path}.${key}`;
-      if (key.includes("\0")) return { path: field, text: key };
-      const found = findNul(item, field);
-      if (found !== null) return found;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (key.includes("\0")) {
+      trail.push(key);
+      return key;
+    }
+    const text = nulIn((value as Record<string, unknown>)[key], trail);
+    if (text !== null) {
+      trail.push(key);
+      return text;
     }
   }
   return null;
