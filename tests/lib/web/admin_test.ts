@@ -101,6 +101,12 @@ Deno.test("an admin form from a browser gets its error as an HTML page, not JSON
     ],
     ["/admin/build/999999/restart", `token=${TOKEN}`, 404, /999999/],
     ["/admin/specification/add", `token=${TOKEN}&name=`, 400, /name/],
+    [
+      "/admin/specification/add",
+      `token=${TOKEN}&name=a%00b`,
+      400,
+      /a\\u0000b/,
+    ],
   ];
   for (const [path, body, status, message] of cases) {
     const response = await fx.fetch(path, form(body));
@@ -301,6 +307,16 @@ Deno.test("POST /admin/specification/add, /edit and delete manage specifications
     await fx.fetch("/admin/specification/add", postJson(specJson("grep"))),
     409,
   );
+  // PostgreSQL cannot store a NUL: refused alike on both backends, named.
+  const nul = await fx.fetch(
+    "/admin/specification/add",
+    postJson(specJson("sed", {
+      channels: [{ name: "guix", url: "file:///srv/a\0b", branch: "main" }],
+    })),
+  );
+  assert.equal(nul.status, 400);
+  assert.match((await nul.json()).error, /channels\[0\]\.url.*a\\u0000b/);
+  assert.equal(await fx.store.getSpecification("sed"), null);
   await (await fx.fetch(
     "/admin/specification/edit",
     postJson(specJson("grep", { priority: 7 })),
