@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 9;
+export const POSTGRES_SCHEMA_VERSION = 10;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -34,10 +34,17 @@ CREATE TABLE Evaluations (
   status        INTEGER NOT NULL,
   timestamp     BIGINT NOT NULL,
   checkouttime  BIGINT NOT NULL,
-  evaltime      BIGINT NOT NULL
+  evaltime      BIGINT NOT NULL,
+  -- Who runs a started evaluation, and when it last said so (seconds).
+  owner_host    TEXT,
+  owner_pid     INTEGER,
+  owner_start   TEXT,
+  heartbeat     BIGINT
 );
 CREATE INDEX Evaluations_specification_id
   ON Evaluations(specification, id DESC);
+-- The started evaluations a server looks over when it starts.
+CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
 
 CREATE TABLE Checkouts (
   evaluation    INTEGER NOT NULL
@@ -256,5 +263,14 @@ CREATE INDEX Dashboards_last_used ON Dashboards(last_used, id);
   // /api/latestbuilds?system=S read every finished build when S had few.
   9: `CREATE INDEX Builds_finished_system
   ON Builds(system, evaluation DESC, id DESC) WHERE status >= 0;
+`,
+  // A server starting up aborted the evaluations other live servers
+  // sharing the database ran, when their state directories differed: who
+  // runs an evaluation, and since when it is silent, is now in its row.
+  10: `ALTER TABLE Evaluations ADD COLUMN owner_host TEXT;
+ALTER TABLE Evaluations ADD COLUMN owner_pid INTEGER;
+ALTER TABLE Evaluations ADD COLUMN owner_start TEXT;
+ALTER TABLE Evaluations ADD COLUMN heartbeat BIGINT;
+CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
 `,
 };

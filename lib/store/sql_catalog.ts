@@ -22,6 +22,7 @@ import type {
   BuildFilter,
   BuildStatus,
   Checkout,
+  EvaluationOwner,
   EvaluationStatus,
   Specification,
   Weather,
@@ -264,6 +265,7 @@ export function* addEvaluation(
   specification: string,
   checkouts: Checkout[],
   now: number,
+  owner: EvaluationOwner | null = null,
 ): Step<number> {
   const spec = yield* get(
     "SELECT 1 AS found FROM Specifications WHERE name = ?",
@@ -282,9 +284,17 @@ export function* addEvaluation(
   }
   const row = (yield* get(
     `INSERT INTO Evaluations (specification, status, timestamp,
-       checkouttime, evaltime)
-     VALUES (?, -1, ?, ?, 0) RETURNING id`,
-    [specification, now, now],
+       checkouttime, evaltime, owner_host, owner_pid, owner_start, heartbeat)
+     VALUES (?, -1, ?, ?, 0, ?, ?, ?, ?) RETURNING id`,
+    [
+      specification,
+      now,
+      now,
+      owner?.host ?? null,
+      owner?.pid ?? null,
+      owner?.started ?? null,
+      owner === null ? null : now,
+    ],
   )) as Row;
   const id = Number(row.id);
   for (const [position, checkout] of checkouts.entries()) {

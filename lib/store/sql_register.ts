@@ -5,6 +5,7 @@ import { StoreError } from "./types.ts";
 import { all, chunks, get, run } from "./sql_query.ts";
 import { checkJob, integer, truncate } from "./rows.ts";
 import { failDependents } from "./sql_builds.ts";
+import { holdStartedEvaluation } from "./sql_evaluation_owners.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 import type { NewJob, RegisterResult } from "./types.ts";
 
@@ -18,8 +19,15 @@ export function* registerBuilds(
   d: Dialect,
   evaluation: number,
   jobs: NewJob[],
-  options: { priority: number; now: number },
+  options: { priority: number; now: number; whileStarted?: boolean },
 ): Step<RegisterResult> {
+  if (options.whileStarted === true) {
+    yield* holdStartedEvaluation(
+      d,
+      evaluation,
+      integer("register builds", "now", options.now),
+    );
+  }
   const evaluationRow = yield* get(
     "SELECT specification FROM Evaluations WHERE id = ?",
     [evaluation],

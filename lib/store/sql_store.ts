@@ -4,6 +4,7 @@ import * as builds from "./sql_builds.ts";
 import * as catalog from "./sql_catalog.ts";
 import * as dashboards from "./sql_dashboards.ts";
 import * as fetches from "./sql_fetches.ts";
+import * as owners from "./sql_evaluation_owners.ts";
 import * as products from "./sql_products.ts";
 import { registerBuilds } from "./sql_register.ts";
 import * as workers from "./sql_workers.ts";
@@ -208,10 +209,28 @@ function methodsOver(
     deleteSpecification: (name) =>
       execute("long", (d) => catalog.deleteSpecification(d, name)),
 
-    addEvaluation: (specification, checkouts, now) =>
-      write((d) => catalog.addEvaluation(d, specification, checkouts, now)),
+    addEvaluation: (specification, checkouts, now, options) =>
+      write((d) =>
+        catalog.addEvaluation(
+          d,
+          specification,
+          checkouts,
+          now,
+          options?.owner ?? null,
+        )
+      ),
     setEvaluationStatus: (id, status, now) =>
       write((d) => catalog.setEvaluationStatus(d, id, status, now)),
+    finishEvaluation: (id, status, now) =>
+      write((d) => owners.finishEvaluation(d, id, status, now)),
+    listRunningEvaluations: () => read((d) => owners.listRunningEvaluations(d)),
+    renewEvaluationHeartbeat: (id, now) =>
+      execute(
+        "statement",
+        (d) => owners.renewEvaluationHeartbeat(d, id, now),
+      ),
+    abortStaleEvaluation: (id, seen) =>
+      execute("statement", (d) => owners.abortStaleEvaluation(d, id, seen)),
     getEvaluation: (id) => read((d) => catalog.getEvaluation(d, id)),
     getEvaluationCheckouts: (id) =>
       read((d) => catalog.getEvaluationCheckouts(d, id)),

@@ -15,11 +15,16 @@
 //   taking the next build reads one index entry per system (issue 8).
 // - Every index of Builds that holds the status costs a page write on each
 //   status change, so there are only those that queries need.
+// - Evaluations records who runs a started evaluation (owner_host,
+//   owner_pid, owner_start) and when it last said it still does
+//   (heartbeat, seconds): servers sharing the database decide from these
+//   which started evaluations a dead server left (evaluation_owner.ts).
+//   NULL for rows written before them. Records and the API never show them.
 // - Partial indexes serve the dispatcher (dispatchable builds per system,
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 11;
+export const SCHEMA_VERSION = 12;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -46,10 +51,16 @@ CREATE TABLE Evaluations (
   status        INTEGER NOT NULL,
   timestamp     INTEGER NOT NULL,
   checkouttime  INTEGER NOT NULL,
-  evaltime      INTEGER NOT NULL
+  evaltime      INTEGER NOT NULL,
+  owner_host    TEXT,
+  owner_pid     INTEGER,
+  owner_start   TEXT,
+  heartbeat     INTEGER
 );
 CREATE INDEX Evaluations_specification_id
   ON Evaluations(specification, id DESC);
+-- The started evaluations a server looks over when it starts.
+CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
 
 CREATE TABLE Checkouts (
   evaluation    INTEGER NOT NULL
@@ -300,5 +311,14 @@ CREATE INDEX Dashboards_last_used ON Dashboards(last_used, id);
   // /api/latestbuilds?system=S read every finished build when S had few.
   11: `CREATE INDEX Builds_finished_system
   ON Builds(system, evaluation DESC, id DESC) WHERE status >= 0;
+`,
+  // A server starting up aborted the evaluations other live servers
+  // sharing the database ran, when their state directories differed: who
+  // runs an evaluation, and since when it is silent, is now in its row.
+  12: `ALTER TABLE Evaluations ADD COLUMN owner_host TEXT;
+ALTER TABLE Evaluations ADD COLUMN owner_pid INTEGER;
+ALTER TABLE Evaluations ADD COLUMN owner_start TEXT;
+ALTER TABLE Evaluations ADD COLUMN heartbeat INTEGER;
+CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
 `,
 };

@@ -8,13 +8,15 @@ export type StoreErrorCode =
   | "batch-aborted"
   | "transaction-ended"
   /** Text holding a NUL character, which PostgreSQL cannot store. */
-  | "invalid-text";
+  | "invalid-text"
+  | "evaluation-ended";
 
 /**
  * A store operation refused: a row it needs is missing, the schema is too
  * new, a batch's store was used outside its rules, an optimistic batch
- * gave up at its first failing write, or an earlier error (a full disk)
- * ended the transaction a write was to join.
+ * gave up at its first failing write, an earlier error (a full disk)
+ * ended the transaction a write was to join, or builds came for an
+ * evaluation that is no longer started.
  */
 export class StoreError extends Error {
   constructor(
@@ -140,6 +142,24 @@ export interface Evaluation {
   checkouttime: number;
   /** When it finished, 0 until then. */
   evaltime: number;
+}
+
+/** The server process running an evaluation, as its row records it. */
+export interface EvaluationOwner {
+  host: string;
+  pid: number;
+  /** When the process started (clock ticks since boot): pids are reused. */
+  started: string;
+}
+
+/** An evaluation in status started, with who runs it. */
+export interface RunningEvaluation {
+  id: number;
+  specification: string;
+  /** Null for an evaluation added without one (before owners were kept). */
+  owner: EvaluationOwner | null;
+  /** When its owner last said it still runs it (seconds), or null. */
+  heartbeat: number | null;
 }
 
 export interface Checkout {
@@ -303,17 +323,47 @@ export interface Store {
   getSpecification(name: string): Promise<Specification | null>;
   listSpecifications(): Promise<Specification[]>;
 
-  /** Creates an evaluation in status started, with its checkouts. */
+  /**
+   * Creates an evaluation in status started, with its checkouts; with an
+   * `owner`, that process runs it and its heartbeat is `now`.
+   */
   addEvaluation(
     specification: string,
     checkouts: Checkout[],
     now: number,
+    options?: { owner?: EvaluationOwner },
   ): Promise<number>;
   setEvaluationStatus(
     id: number,
     status: EvaluationStatus,
     now: number,
   ): Promise<void>;
+  /**
+   * Records how evaluation `id` ended, only if it is still started;
+   * false when it ended already (another server aborted it).
+   * @throws {StoreError} "not-found" without that evaluation.
+   */
+  finishEvaluation(
+    id: number,
+    status: EvaluationStatus,
+    now: number,
+  ): Promise<boolean>;
+  /** Every evaluation in status started, oldest first. */
+  listRunningEvaluations(): Promise<RunningEvaluation[]>;
+  /**
+   * Sets the heartbeat of evaluation `id` to `now` while it is started;
+   * false when it is not (it ended, or another server aborted it).
+   */
+  renewEvaluationHeartbeat(id: number, now: number): Promise<boolean>;
+  /**
+   * Aborts evaluation `id` if it is still started and its heartbeat is
+   * still `seen.heartbeat` (its owner did not renew it since the caller
+   * judged it stale); true if it did.
+   */
+  abortStaleEvaluation(
+    id: number,
+    seen: { heartbeat: number | null; now: number },
+  ): Promise<boolean>;
   getEvaluation(id: number): Promise<Evaluation | null>;
   getEvaluationCheckouts(id: number): Promise<Checkout[]>;
   listEvaluations(
@@ -327,7 +377,16 @@ export interface Store {
   registerBuilds(
     evaluation: number,
     jobs: NewJob[],
-    options: { priority: number; now: number },
+    options: {
+      priority: number;
+      now: number;
+      /**
+       * Only while the evaluation is started, renewing its heartbeat in
+       * the same transaction [false].
+       * @throws {StoreError} "evaluation-ended" when it is not.
+       */
+      whileStarted?: boolean;
+    },
   ): Promise<RegisterResult>;
 
   getBuild(id: number): Promise<Build | null>;

@@ -422,7 +422,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -443,6 +443,10 @@ Deno.test({
         ALTER TABLE ${schema}.Dashboards DROP COLUMN jobs_key,
           DROP COLUMN last_used;
         DROP INDEX ${schema}.Builds_finished_system;
+        DROP INDEX ${schema}.Evaluations_started;
+        ALTER TABLE ${schema}.Evaluations DROP COLUMN owner_host,
+          DROP COLUMN owner_pid, DROP COLUMN owner_start,
+          DROP COLUMN heartbeat;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const fresh = freshSchema();
@@ -450,7 +454,7 @@ Deno.test({
     const store = await openPostgresStore(url!, { schema });
     try {
       // The same columns and indexes as a schema created at this version.
-      for (const table of ["notifications", "dashboards"]) {
+      for (const table of ["notifications", "dashboards", "evaluations"]) {
         assert.deepEqual(
           await columnsOf(schema, table),
           await columnsOf(fresh, table),
@@ -482,6 +486,7 @@ Deno.test({
       assert.ok(names.has("builds_weather_changes_specification"));
       assert.ok(names.has("builds_held"));
       assert.ok(names.has("builds_finished_system"));
+      assert.ok(names.has("evaluations_started"));
       const [worker] = await withSql((sql) =>
         sql.unsafe(
           `SELECT indexdef FROM pg_indexes

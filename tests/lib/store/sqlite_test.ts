@@ -169,9 +169,15 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     // The same indexes as a database created at this version.
     assert.deepEqual(indexesOf(upgraded), indexesOf(created));
     // And the same columns (version 9: notification claims; 10: dashboard
-    // keys and uses).
+    // keys and uses; 12: evaluation owners and heartbeats).
     for (
-      const table of ["Builds", "Notifications", "Workers", "Dashboards"]
+      const table of [
+        "Builds",
+        "Notifications",
+        "Workers",
+        "Dashboards",
+        "Evaluations",
+      ]
     ) {
       assert.deepEqual(columnsOf(upgraded, table), columnsOf(created, table));
     }

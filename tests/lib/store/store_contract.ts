@@ -190,6 +190,117 @@ export function storeContract(
     );
   });
 
+  test("finishEvaluation() records the end of a started evaluation only", async (store) => {
+    const id = await evaluation(store);
+    assert.equal(
+      await store.finishEvaluation(id, EvaluationStatus.aborted, 2000),
+      true,
+    );
+    // Aborted by another server: a late success does not turn it back.
+    assert.equal(
+      await store.finishEvaluation(id, EvaluationStatus.succeeded, 3000),
+      false,
+    );
+    const found = await store.getEvaluation(id);
+    assert.equal(found?.status, EvaluationStatus.aborted);
+    assert.equal(found?.evaltime, 2000);
+    await assert.rejects(
+      store.finishEvaluation(id + 7, EvaluationStatus.succeeded, 1),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "not-found" &&
+        error.message.includes(`${id + 7}`),
+    );
+  });
+
+  test("addEvaluation() records its owner, and the heartbeat renewals, for listRunningEvaluations()", async (store) => {
+    const owner = { host: "build-a", pid: 4242, started: "987654" };
+    await evaluation(store);
+    const owned = await store.addEvaluation("guix", [], 1000, { owner });
+    const ended = await store.addEvaluation("guix", [], 1000, { owner });
+    await store.finishEvaluation(ended, EvaluationStatus.failed, 1001);
+    assert.equal(await store.renewEvaluationHeartbeat(owned, 1030), true);
+    assert.equal(await store.renewEvaluationHeartbeat(ended, 1030), false);
+    const running = await store.listRunningEvaluations();
+    assert.deepEqual(running.slice(1), [
+      { id: owned, specification: "guix", owner, heartbeat: 1030 },
+    ]);
+    assert.equal(running[0].owner, null);
+    assert.equal(running[0].heartbeat, null);
+    // The Cuirass-shaped record does not show them.
+    assert.deepEqual(Object.keys((await store.getEvaluation(owned))!).sort(), [
+      "checkouttime",
+      "evaltime",
+      "id",
+      "specification",
+      "status",
+      "timestamp",
+    ]);
+  });
+
+  test("abortStaleEvaluation() aborts only if no renewal came since the heartbeat seen", async (store) => {
+    const owner = { host: "build-a", pid: 4242, started: "987654" };
+    await evaluation(store);
+    const id = await store.addEvaluation("guix", [], 1000, { owner });
+    await store.renewEvaluationHeartbeat(id, 1030);
+    assert.equal(
+      await store.abortStaleEvaluation(id, { heartbeat: 1000, now: 1200 }),
+      false,
+    );
+    assert.equal(
+      (await store.getEvaluation(id))?.status,
+      EvaluationStatus.started,
+    );
+    assert.equal(
+      await store.abortStaleEvaluation(id, { heartbeat: 1030, now: 1200 }),
+      true,
+    );
+    const found = await store.getEvaluation(id);
+    assert.equal(found?.status, EvaluationStatus.aborted);
+    assert.equal(found?.evaltime, 1200);
+    // Without an owner, its heartbeat is null.
+    const legacy = await evaluation(store);
+    assert.equal(
+      await store.abortStaleEvaluation(legacy, { heartbeat: null, now: 1300 }),
+      true,
+    );
+  });
+
+  test("registerBuilds({whileStarted}) refuses an evaluation no longer started, and renews its heartbeat", async (store) => {
+    const owner = { host: "build-a", pid: 4242, started: "987654" };
+    await evaluation(store);
+    const id = await store.addEvaluation("guix", [], 1000, { owner });
+    await store.registerBuilds(id, [job("a")], {
+      priority: 9,
+      now: 1050,
+      whileStarted: true,
+    });
+    const [row] = (await store.listRunningEvaluations()).filter((e) =>
+      e.id === id
+    );
+    assert.equal(row.heartbeat, 1050);
+    await store.abortStaleEvaluation(id, { heartbeat: 1050, now: 1200 });
+    await assert.rejects(
+      store.registerBuilds(id, [job("b")], {
+        priority: 9,
+        now: 1300,
+        whileStarted: true,
+      }),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "evaluation-ended" &&
+        error.message.includes(`${id}`),
+    );
+    assert.equal(await store.getBuildByDerivation(drv("b")), null);
+    await assert.rejects(
+      store.registerBuilds(id + 7, [], {
+        priority: 9,
+        now: 1300,
+        whileStarted: true,
+      }),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "not-found",
+    );
+  });
+
   test("listEvaluations() lists newest first, by specification, limited", async (store) => {
     const a1 = await evaluation(store, "a");
     const b1 = await evaluation(store, "b");

@@ -1,0 +1,121 @@
+// Store procedures on who runs a started evaluation: several servers share
+// one database (issue 8), and one starting up must abort only what a dead
+// server left. Every change below is conditional on the row being still
+// started (and, for an abort, on the heartbeat the caller judged), so that
+// a server finishing, renewing or aborting an evaluation never overwrites
+// what another server decided about it meanwhile.
+
+import { StoreError } from "./types.ts";
+import { all, get, run } from "./sql_query.ts";
+import type { Dialect, Row, Step } from "./sql_query.ts";
+import type { EvaluationStatus, RunningEvaluation } from "./types.ts";
+
+const STARTED = -1;
+const ABORTED = 2;
+
+/** Sets the status of a started evaluation; false if it was not started. */
+export function* finishEvaluation(
+  _d: Dialect,
+  id: number,
+  status: EvaluationStatus,
+  now: number,
+): Step<boolean> {
+  // A finished evaluation (status >= 0) records when it finished.
+  const changes = yield* run(
+    `UPDATE Evaluations SET status = CAST(? AS integer),
+       evaltime = CASE WHEN ? >= 0 THEN CAST(? AS bigint) ELSE evaltime END
+     WHERE id = ? AND status = ${STARTED}`,
+    [status, status, now, id],
+  );
+  if (changes > 0) return true;
+  yield* checkExists(id, `set status of evaluation ${id}`);
+  return false;
+}
+
+export function* listRunningEvaluations(
+  _d: Dialect,
+): Step<RunningEvaluation[]> {
+  return (yield* all(
+    `SELECT id, specification, owner_host, owner_pid, owner_start, heartbeat
+     FROM Evaluations WHERE status = ${STARTED} ORDER BY id`,
+  )).map(rowToRunning);
+}
+
+export function* renewEvaluationHeartbeat(
+  _d: Dialect,
+  id: number,
+  now: number,
+): Step<boolean> {
+  return (yield* run(
+    `UPDATE Evaluations SET heartbeat = CAST(? AS bigint)
+     WHERE id = ? AND status = ${STARTED}`,
+    [now, id],
+  )) > 0;
+}
+
+export function* abortStaleEvaluation(
+  _d: Dialect,
+  id: number,
+  seen: { heartbeat: number | null; now: number },
+): Step<boolean> {
+  // -1 stands for "no heartbeat": no renewal ever writes it.
+  return (yield* run(
+    `UPDATE Evaluations SET status = ${ABORTED}, evaltime = CAST(? AS bigint)
+     WHERE id = ? AND status = ${STARTED}
+       AND coalesce(heartbeat, -1) = CAST(? AS bigint)`,
+    [seen.now, id, seen.heartbeat ?? -1],
+  )) > 0;
+}
+
+/**
+ * The first step of a registration that must happen only while the
+ * evaluation is started: renews its heartbeat, which on PostgreSQL also
+ * locks its row until the commit, so that an abort either comes first
+ * (the registration is refused) or finds the heartbeat renewed and gives
+ * up (see abortStaleEvaluation); SQLite's one writer serializes the same.
+ * @throws {StoreError} "evaluation-ended" when it is not started.
+ */
+export function* holdStartedEvaluation(
+  d: Dialect,
+  id: number,
+  now: number,
+): Step<void> {
+  if (yield* renewEvaluationHeartbeat(d, id, now)) return;
+  yield* checkExists(id, "register builds");
+  throw new StoreError(
+    `Cannot register builds: evaluation ${id} is no longer started`,
+    "evaluation-ended",
+    id,
+  );
+}
+
+function* checkExists(id: number, action: string): Step<void> {
+  const found = yield* get("SELECT 1 AS found FROM Evaluations WHERE id = ?", [
+    id,
+  ]);
+  if (found === undefined) {
+    throw new StoreError(
+      `Cannot ${action}: no such evaluation`,
+      "not-found",
+      id,
+    );
+  }
+}
+
+function rowToRunning(row: Row): RunningEvaluation {
+  const owner = row.owner_host === null || row.owner_host === undefined
+    ? null
+    : {
+      host: String(row.owner_host),
+      pid: Number(row.owner_pid),
+      started: String(row.owner_start ?? ""),
+    };
+  return {
+    id: Number(row.id),
+    specification: String(row.specification),
+    owner,
+    heartbeat: row.heartbeat === null || row.heartbeat === undefined
+      ? null
+      : Number(row.heartbeat),
+  };
+}
