@@ -11,12 +11,18 @@ import {
   runByAnotherProcess,
 } from "./evaluation_work.ts";
 import {
+  keepHeartbeat,
+  stillRunning,
+  thisProcess,
+} from "./evaluation_owner.ts";
+import {
   BuildStatus,
   type Checkout,
   EvaluationStatus,
   type NewJob,
   type Specification,
   type Store,
+  StoreError,
 } from "../store/types.ts";
 
 export interface EvaluationRunnerOptions {
@@ -79,6 +85,18 @@ export function evaluationLogPath(stateDir: string, id: number): string {
  * always ends succeeded, failed (also when Lorica killed an evaluator at
  * `timeoutSeconds` or for too much output, the reason in the log), or
  * aborted (evaluator killed by another signal, or shutdown).
+ *
+ * While it runs, its heartbeat is renewed (evaluation_owner.ts). Another
+ * server sharing the database may still abort it, if this one stopped
+ * renewing for long (paused, cut off from the database). Then the
+ * evaluation stays aborted: an aborted evaluation is final (its commits
+ * are evaluated again at the next poll), so this one must neither turn it
+ * back to succeeded nor register builds under it, which would leave
+ * builds of an evaluation the pages call aborted. The evaluators are
+ * stopped as soon as a renewal finds it aborted; the registration and
+ * every status written at the end are conditional on its being still
+ * started, and refused builds are not lost: the next evaluation of the
+ * same commits registers them.
  */
 export async function runEvaluation(
   spec: Specification,
@@ -91,7 +109,28 @@ export async function runEvaluation(
     spec.name,
     checkouts,
     epochSeconds(clock),
+    { owner: await thisProcess() },
   );
+  // Aborted when a heartbeat renewal finds the evaluation aborted
+  // elsewhere: its evaluators are stopped, their result is not wanted.
+  const endedElsewhere = new AbortController();
+  const heartbeatStop = new AbortController();
+  const heartbeat = keepHeartbeat(id, {
+    store,
+    clock,
+    logger,
+    signal: heartbeatStop.signal,
+    onEnded: () => {
+      logger.warn("evaluation aborted elsewhere", {
+        evaluation: id,
+        spec: spec.name,
+      });
+      endedElsewhere.abort();
+    },
+  });
+  const signal = options.signal
+    ? AbortSignal.any([options.signal, endedElsewhere.signal])
+    : endedElsewhere.signal;
   const log = evaluationLogPath(stateDir, id);
   const failed = (
     status: EvaluationStatus,
@@ -122,7 +161,7 @@ export async function runEvaluation(
           system,
           workDir: dir,
           evaluator: options.evaluator,
-          signal: options.signal,
+          signal,
           timeoutMs: timeoutSeconds > 0 ? timeoutSeconds * 1000 : undefined,
         }).catch((error): EvaluateResult => ({
           ok: false,
@@ -146,10 +185,11 @@ export async function runEvaluation(
       // our own kill at a limit is a failure, whose reason is logged.
       const timedOut = results.some((result) => result.limit === "timeout");
       const limited = results.some((result) => result.limit !== null);
-      const status = options.signal?.aborted ||
+      const status = signal.aborted ||
           (!limited && results.some((result) => result.exitCode > 128))
         ? EvaluationStatus.aborted
         : EvaluationStatus.failed;
+      if (endedElsewhere.signal.aborted) return failed(status);
       await recordStatus(id, status, options);
       logger.warn("evaluation failed", {
         evaluation: id,
@@ -174,21 +214,33 @@ export async function runEvaluation(
         store.registerBuilds(id, jobs, {
           priority: spec.priority,
           now: epochSeconds(clock),
+          whileStarted: true,
         }),
     );
     const blocked = await databaseStep(
       `fail the blocked builds of evaluation ${id}`,
       () => failBlockedBuilds(store, id, jobs, clock),
     );
-    await databaseStep(
+    const recorded = await databaseStep(
       `record evaluation ${id} succeeded`,
       () =>
-        store.setEvaluationStatus(
+        store.finishEvaluation(
           id,
           EvaluationStatus.succeeded,
           epochSeconds(clock),
         ),
     );
+    if (!recorded) {
+      // Aborted elsewhere after the registration renewed the heartbeat:
+      // this server was silent for STALE_AFTER_MS in between. The builds
+      // stay (pending, they are built), their evaluation aborted.
+      logger.error("evaluation aborted elsewhere after its builds", {
+        evaluation: id,
+        spec: spec.name,
+        created: registered.created,
+      });
+      return failed(EvaluationStatus.aborted);
+    }
     logger.info("evaluation succeeded", {
       evaluation: id,
       spec: spec.name,
@@ -206,6 +258,18 @@ export async function runEvaluation(
       timedOut: false,
     };
   } catch (error) {
+    if (
+      error instanceof DatabaseStepError &&
+      error.cause instanceof StoreError &&
+      error.cause.code === "evaluation-ended"
+    ) {
+      // Aborted elsewhere before the registration: nothing registered.
+      logger.warn("evaluation aborted elsewhere", {
+        evaluation: id,
+        spec: spec.name,
+      });
+      return failed(EvaluationStatus.aborted);
+    }
     // Whatever went wrong, the evaluation must not stay "in progress". A
     // full disk, or a database that failed to take the builds (down,
     // restarting, read-only), is the server's failure, not the commits':
@@ -224,6 +288,8 @@ export async function runEvaluation(
     logger.error("evaluation failed", { evaluation: id, status, log, error });
     return failed(status);
   } finally {
+    heartbeatStop.abort();
+    await heartbeat;
     if (workDir) {
       await Deno.remove(workDir, { recursive: true }).catch(() => {});
     }
@@ -254,7 +320,8 @@ async function databaseStep<T>(
  * Records the end of evaluation `id`, trying again (1 s, doubled up to
  * 30 s) while the database refuses: left "in progress", its commits
  * would never be evaluated again until the next start. Gives up only at
- * shutdown (`options.signal`), when the next start aborts it.
+ * shutdown (`options.signal`), when the next start aborts it. An
+ * evaluation another server aborted meanwhile stays aborted.
  */
 async function recordStatus(
   id: number,
@@ -267,7 +334,9 @@ async function recordStatus(
   const { store, clock, logger, signal } = options;
   for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
     try {
-      await store.setEvaluationStatus(id, status, epochSeconds(clock));
+      if (!await store.finishEvaluation(id, status, epochSeconds(clock))) {
+        logger.warn("evaluation aborted elsewhere", { evaluation: id, status });
+      }
       return;
     } catch (error) {
       logger.error("evaluation status not recorded", {
@@ -303,13 +372,14 @@ export async function recordFailedEvaluation(
     spec.name,
     failure.checkouts,
     epochSeconds(clock),
+    { owner: await thisProcess() },
   );
   const log = evaluationLogPath(stateDir, id);
   try {
     await Deno.mkdir(`${stateDir}/evaluations`, { recursive: true });
     await Deno.writeTextFile(log, failure.log);
   } finally {
-    await store.setEvaluationStatus(
+    await store.finishEvaluation(
       id,
       EvaluationStatus.failed,
       epochSeconds(clock),
@@ -328,9 +398,12 @@ export async function recordFailedEvaluation(
 }
 
 /**
- * Marks aborted the evaluations a previous run left started (it died
- * during them), not those another live server sharing `stateDir` runs;
- * returns how many.
+ * Marks aborted the evaluations that a dead server left started, as the
+ * database tells (evaluation_owner.ts): those another live server runs,
+ * on this machine or another, whatever its state directory, are left
+ * alone. Evaluations recorded before their rows named their owner are
+ * judged by their work directory in `stateDir`, as they were then.
+ * Returns how many were aborted.
  */
 export async function abortStaleEvaluations(
   store: Store,
@@ -338,23 +411,24 @@ export async function abortStaleEvaluations(
   logger: Logger,
   stateDir: string,
 ): Promise<number> {
+  const self = await thisProcess();
+  const now = epochSeconds(clock);
   let count = 0;
-  for (const spec of await store.listSpecifications()) {
-    const evaluations = await store.listEvaluations({
-      specification: spec.name,
-      limit: 1000,
+  for (const evaluation of await store.listRunningEvaluations()) {
+    const { id, owner, heartbeat } = evaluation;
+    const running = owner === null
+      ? await runByAnotherProcess(stateDir, id)
+      : await stillRunning({ ...evaluation, owner }, { self, now });
+    if (running) continue;
+    // Conditional on the heartbeat read: a renewal since wins.
+    if (!await store.abortStaleEvaluation(id, { heartbeat, now })) continue;
+    logger.info("stale evaluation aborted", {
+      evaluation: id,
+      spec: evaluation.specification,
+      owner: owner === null ? undefined : `${owner.host}/${owner.pid}`,
+      heartbeatAge: heartbeat === null ? undefined : now - heartbeat,
     });
-    for (const evaluation of evaluations) {
-      if (evaluation.status !== EvaluationStatus.started) continue;
-      // Another server sharing the state directory runs it still.
-      if (await runByAnotherProcess(stateDir, evaluation.id)) continue;
-      await store.setEvaluationStatus(
-        evaluation.id,
-        EvaluationStatus.aborted,
-        epochSeconds(clock),
-      );
-      count++;
-    }
+    count++;
   }
   if (count > 0) logger.info("stale evaluations aborted", { count });
   return count;

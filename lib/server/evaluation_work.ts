@@ -1,9 +1,13 @@
 // The work directories of running evaluations, <state>/evaluation-work/ID,
 // each with the process that runs it. Several servers may share a state
 // directory (docs/deployment.md, section 5); a server starting up must then
-// abort and clean up only what a dead process left, not the evaluations
-// another live server is running.
+// clean up only what a dead process left, not the directories of
+// evaluations another live server is running. Whether an evaluation runs
+// is the database's to say (evaluation_owner.ts); the owner written here
+// serves evaluations recorded before their rows named their owner, and
+// keeps the directories of live local processes.
 
+import { processStart } from "./evaluation_owner.ts";
 import type { Logger } from "../log.ts";
 
 /** The process running an evaluation, as written in its work directory. */
@@ -62,19 +66,25 @@ export async function runByAnotherProcess(
 
 /**
  * Removes the work directories that no live process owns (a crash left
- * them): called at start, after stale evaluations were aborted. Returns
- * how many were removed.
+ * them): called at start, after stale evaluations were aborted. The
+ * directories of evaluations in `running` (still started in the database,
+ * after that abort: a live server elsewhere sharing the directory over
+ * NFS runs them) are kept. Returns how many were removed.
  */
 export async function removeLeftWorkDirs(
   stateDir: string,
   logger: Logger,
+  { running = new Set() }: { running?: ReadonlySet<number> } = {},
 ): Promise<number> {
   const parent = `${stateDir}/evaluation-work`;
   let removed = 0;
   try {
     for await (const entry of Deno.readDir(parent)) {
       const id = Number(entry.name);
-      if (Number.isInteger(id) && await runByAnotherProcess(stateDir, id)) {
+      if (
+        Number.isInteger(id) &&
+        (running.has(id) || await runByAnotherProcess(stateDir, id))
+      ) {
         continue;
       }
       await Deno.remove(`${parent}/${entry.name}`, { recursive: true });
@@ -95,17 +105,4 @@ export async function removeLeftWorkDirs(
     });
   }
   return removed;
-}
-
-/** Field 22 of /proc/PID/stat (start time), or null without that process. */
-async function processStart(pid: number): Promise<string | null> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    // The command name (field 2) may hold spaces: count after its ")".
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const state = fields[0];
-    return state === "Z" ? null : fields[19] ?? null;
-  } catch {
-    return null;
-  }
 }

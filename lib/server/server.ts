@@ -141,7 +141,12 @@ export async function startServer(
   await Deno.mkdir(config.cacheDir, { recursive: true });
   await Deno.mkdir(config.stateDir, { recursive: true });
   await abortStaleEvaluations(store, clock, logger, config.stateDir);
-  await removeLeftWorkDirs(config.stateDir, logger);
+  // What is still started now runs elsewhere: a state directory shared
+  // over NFS holds its work directory.
+  const running = new Set(
+    (await store.listRunningEvaluations()).map((evaluation) => evaluation.id),
+  );
+  await removeLeftWorkDirs(config.stateDir, logger, { running });
 
   try {
     // Without its publish server, workers cannot substitute derivations

@@ -416,11 +416,11 @@ Deno.test("runEvaluation() whose builds the database refuses ends aborted, recor
   try {
     // PostgreSQL restarting under the server: the registration fails, and
     // so does the first attempt to record how the evaluation ended.
-    let refuse = { registerBuilds: 1, setEvaluationStatus: 1 };
+    let refuse = { registerBuilds: 1, finishEvaluation: 1 };
     const store = failingStore(
       farm.store,
       (method) =>
-        (method === "registerBuilds" || method === "setEvaluationStatus") &&
+        (method === "registerBuilds" || method === "finishEvaluation") &&
           refuse[method]-- > 0
           ? Object.assign(
             new Error("write CONNECTION_CLOSED 127.0.0.1:54471"),
@@ -455,7 +455,7 @@ Deno.test("runEvaluation() whose builds the database refuses ends aborted, recor
       ),
       lines.join("\n"),
     );
-    refuse = { registerBuilds: 0, setEvaluationStatus: 0 };
+    refuse = { registerBuilds: 0, finishEvaluation: 0 };
     const again = await runEvaluation(SPEC, { ...farm.options, store });
     assert.equal(again.status, EvaluationStatus.succeeded);
     assert.equal((await farm.store.queue({}, 10)).length, 1);

@@ -1,0 +1,421 @@
+// Servers sharing one database, each with a state directory of its own
+// (issue 8: front ends and a dispatcher, maybe on several machines): who
+// runs an evaluation is read from the database, not from a directory.
+
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
+import {
+  abortStaleEvaluations,
+  runEvaluation,
+} from "../../../lib/server/evaluation_runner.ts";
+import {
+  HEARTBEAT_INTERVAL_MS,
+  STALE_AFTER_MS,
+} from "../../../lib/server/evaluation_owner.ts";
+import { removeLeftWorkDirs } from "../../../lib/server/evaluation_work.ts";
+import { openPostgresStore } from "../../../lib/store/postgres.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { EvaluationStatus, type Store } from "../../../lib/store/types.ts";
+import {
+  evaluationOptions,
+  fakeGuix,
+  testSpecification,
+} from "./_guix_fixture.ts";
+import { FakeClock } from "./_dispatch_fixture.ts";
+import {
+  makeDaemon,
+  makeRoot,
+  writeScenario,
+} from "../../fake-guix/test_env.ts";
+
+const SPEC = testSpecification("s");
+const url = Deno.env.get("LORICA_TEST_POSTGRES");
+
+/** Two servers' stores on one database, their state directories apart. */
+interface SharedDatabase {
+  root: string;
+  /** The first server's store and directory ("machine A"). */
+  a: Store;
+  /** The second server's ("machine B"). */
+  b: Store;
+  close(): Promise<void>;
+}
+
+type Backend = "sqlite" | "postgres";
+
+const backends: { name: Backend; ignore: boolean; needs: string }[] = [
+  { name: "sqlite", ignore: false, needs: "" },
+  {
+    name: "postgres",
+    ignore: url === undefined,
+    needs: url === undefined
+      ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
+      : "",
+  },
+];
+
+let schemas = 0;
+
+async function sharedDatabase(backend: Backend): Promise<SharedDatabase> {
+  const root = await makeRoot();
+  let a: Store;
+  let b: Store;
+  let drop = () => Promise.resolve();
+  if (backend === "sqlite") {
+    a = openSqliteStore(`${root}/lorica.db`);
+    b = openSqliteStore(`${root}/lorica.db`);
+  } else {
+    const schema = `lorica_ownership_${Deno.pid}_${++schemas}`;
+    a = await openPostgresStore(url!, { schema });
+    b = await openPostgresStore(url!, { schema });
+    drop = async () => {
+      const sql = postgres(url!, { max: 1, onnotice: () => {} });
+      try {
+        await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await sql.end({ timeout: 1 });
+      }
+    };
+  }
+  await a.upsertSpecification(SPEC);
+  return {
+    root,
+    a,
+    b,
+    async close() {
+      await a.close();
+      await b.close();
+      await drop();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+/** The id of the first evaluation `store` shows: polls (bounded). */
+async function firstEvaluation(store: Store): Promise<number> {
+  for (let i = 0; i < 400; i++) {
+    const [evaluation] = await store.listEvaluations({ limit: 1 });
+    if (evaluation) return evaluation.id;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error("Cannot find the evaluation: none was added in 10 s");
+}
+
+for (const { name, ignore, needs } of backends) {
+  Deno.test({
+    name:
+      `abortStaleEvaluations() on ${name} leaves alone the evaluation a live server with another state directory runs${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      try {
+        const daemon = await makeDaemon(db.root, "a", {
+          FAKE_GUIX_SCENARIO: await writeScenario(db.root, {
+            evaluationSeconds: 2,
+            packages: [{ name: "p", version: "1" }],
+          }),
+        });
+        const clock = new FakeClock();
+        const running = runEvaluation(SPEC, {
+          ...evaluationOptions(`${db.root}/a`, db.a, fakeGuix(daemon)),
+          clock,
+        });
+        const id = await firstEvaluation(db.b);
+        // Machine B starts while A evaluates: A's heartbeat is fresh.
+        await clock.advance(10_000);
+        assert.equal(
+          await abortStaleEvaluations(
+            db.b,
+            clock,
+            silentLogger,
+            `${db.root}/b/state`,
+          ),
+          0,
+        );
+        assert.equal(
+          (await db.b.getEvaluation(id))?.status,
+          EvaluationStatus.started,
+        );
+        const outcome = await running;
+        assert.equal(outcome.status, EvaluationStatus.succeeded);
+        assert.equal(
+          (await db.b.getEvaluation(id))?.status,
+          EvaluationStatus.succeeded,
+        );
+      } finally {
+        await db.close();
+      }
+    },
+  });
+}
+
+/** Machine A's evaluation options on `db`, its evaluator playing `scenario`. */
+async function machineA(db: SharedDatabase, scenario: unknown) {
+  const daemon = await makeDaemon(db.root, "a", {
+    FAKE_GUIX_SCENARIO: await writeScenario(db.root, scenario),
+  });
+  const clock = new FakeClock();
+  const lines: string[] = [];
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  return {
+    clock,
+    lines,
+    options: {
+      ...evaluationOptions(`${db.root}/a`, db.a, fakeGuix(daemon)),
+      clock,
+      logger,
+    },
+  };
+}
+
+/** Machine B's start, its clock `ms` ahead of `clock`. */
+async function startMachineB(db: SharedDatabase, clock: FakeClock, ms: number) {
+  const later = new FakeClock();
+  await later.step(clock.now() - later.now() + ms);
+  return await abortStaleEvaluations(
+    db.b,
+    later,
+    silentLogger,
+    `${db.root}/b/state`,
+  );
+}
+
+/** `promise`, or a rejection after `ms` of real time. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: over ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+for (const { name, ignore, needs } of backends) {
+  Deno.test({
+    name:
+      `abortStaleEvaluations() on ${name} aborts the evaluation of a server elsewhere once its heartbeat is older than ${STALE_AFTER_MS} ms${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      try {
+        const clock = new FakeClock();
+        const owner = { host: "build-a", pid: Deno.pid, started: "1" };
+        const id = await db.a.addEvaluation("s", [], clock.now() / 1000, {
+          owner,
+        });
+        // Silent for less than the limit: still its owner's.
+        assert.equal(await startMachineB(db, clock, STALE_AFTER_MS), 0);
+        assert.equal(
+          (await db.b.getEvaluation(id))?.status,
+          EvaluationStatus.started,
+        );
+        assert.equal(await startMachineB(db, clock, STALE_AFTER_MS + 1000), 1);
+        assert.equal(
+          (await db.b.getEvaluation(id))?.status,
+          EvaluationStatus.aborted,
+        );
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `runEvaluation() on ${name} renews its heartbeat, so that a server starting minutes later leaves it alone${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      const a = await machineA(db, {
+        evaluationHang: true,
+        packages: [{ name: "p", version: "1" }],
+      });
+      const shutdown = new AbortController();
+      try {
+        const running = runEvaluation(SPEC, {
+          ...a.options,
+          signal: shutdown.signal,
+        });
+        const id = await firstEvaluation(db.b);
+        for (let i = 0; i < 4; i++) {
+          await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+          // The renewal is one database write: let it land.
+          for (let j = 0; j < 100; j++) {
+            const [row] = await db.b.listRunningEvaluations();
+            if (row?.heartbeat === a.clock.now() / 1000) break;
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+        }
+        const [row] = await db.b.listRunningEvaluations();
+        assert.equal(row.id, id);
+        assert.equal(row.heartbeat, a.clock.now() / 1000);
+        assert.equal(row.owner?.pid, Deno.pid);
+        // Two minutes after it started, B finds it fresh.
+        assert.equal(await startMachineB(db, a.clock, 1000), 0);
+        shutdown.abort();
+        const outcome = await within(running, 20_000, "runEvaluation()");
+        assert.equal(outcome.status, EvaluationStatus.aborted);
+      } finally {
+        shutdown.abort();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `runEvaluation() on ${name} aborted by another server while it evaluates stops, stays aborted and registers nothing${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      const a = await machineA(db, {
+        evaluationHang: true,
+        packages: [{ name: "p", version: "1" }],
+      });
+      const shutdown = new AbortController();
+      try {
+        const running = runEvaluation(SPEC, {
+          ...a.options,
+          signal: shutdown.signal,
+        });
+        const id = await firstEvaluation(db.b);
+        // A is cut off from the database (or paused) for longer than the
+        // limit: B, starting then, takes the evaluation for abandoned.
+        assert.equal(
+          await startMachineB(db, a.clock, STALE_AFTER_MS + 1000),
+          1,
+        );
+        // A's next renewal finds it aborted, and A gives it up.
+        await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+        const outcome = await within(running, 20_000, "runEvaluation()");
+        assert.equal(outcome.status, EvaluationStatus.aborted);
+        assert.equal(
+          (await db.b.getEvaluation(id))?.status,
+          EvaluationStatus.aborted,
+        );
+        assert.deepEqual(await db.b.queue({}, 10), []);
+        assert.match(
+          a.lines.join("\n"),
+          new RegExp(`evaluation aborted elsewhere evaluation=${id}`),
+        );
+      } finally {
+        shutdown.abort();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `runEvaluation() on ${name} aborted by another server just before it registers builds registers none and leaves it aborted${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      const a = await machineA(db, {
+        packages: [{ name: "p", version: "1" }],
+      });
+      try {
+        // B's abort lands between the evaluator's end and the
+        // registration, the narrowest of windows.
+        const store: Store = {
+          ...db.a,
+          registerBuilds: async (...args) => {
+            assert.equal(
+              await startMachineB(db, a.clock, STALE_AFTER_MS + 1000),
+              1,
+            );
+            return await db.a.registerBuilds(...args);
+          },
+        };
+        const outcome = await runEvaluation(SPEC, { ...a.options, store });
+        assert.equal(outcome.status, EvaluationStatus.aborted);
+        assert.equal(
+          (await db.b.getEvaluation(outcome.id))?.status,
+          EvaluationStatus.aborted,
+        );
+        assert.deepEqual(await db.b.queue({}, 10), []);
+        assert.match(a.lines.join("\n"), /evaluation aborted elsewhere/);
+        assert.doesNotMatch(a.lines.join("\n"), /ERROR/);
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `abortStaleEvaluations() on ${name} asks /proc about owners on this host: a dead one's evaluation ends at once, a live one's stays${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      // Another server process of this host, sharing the state directory.
+      const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
+      try {
+        const clock = new FakeClock();
+        const now = clock.now() / 1000;
+        const host = Deno.hostname();
+        const live = await db.a.addEvaluation("s", [], now, {
+          owner: { host, pid: other.pid, started: startTime(other.pid) },
+        });
+        // The same pid, reused by a process started later.
+        const dead = await db.a.addEvaluation("s", [], now, {
+          owner: { host, pid: other.pid, started: "1" },
+        });
+        // The live one's heartbeat is old (its database writes fail, say):
+        // /proc vouches for it all the same. The dead one's is fresh.
+        const later = new FakeClock();
+        await later.step(STALE_AFTER_MS * 10);
+        await db.a.renewEvaluationHeartbeat(dead, later.now() / 1000);
+        const stateDir = `${db.root}/state`;
+        assert.equal(
+          await abortStaleEvaluations(db.b, later, silentLogger, stateDir),
+          1,
+        );
+        const status = async (id: number) =>
+          (await db.b.getEvaluation(id))?.status;
+        assert.equal(await status(live), EvaluationStatus.started);
+        assert.equal(await status(dead), EvaluationStatus.aborted);
+      } finally {
+        other.kill();
+        await other.status;
+        await db.close();
+      }
+    },
+  });
+}
+
+Deno.test("removeLeftWorkDirs() keeps the work directory of an evaluation still started in the database, whoever owns it", async () => {
+  const root = await makeRoot();
+  try {
+    const work = `${root}/evaluation-work`;
+    // Written by a server on another machine sharing the directory (NFS).
+    for (const id of [7, 8]) {
+      Deno.mkdirSync(`${work}/${id}`, { recursive: true });
+      Deno.writeTextFileSync(
+        `${work}/${id}/owner.json`,
+        JSON.stringify({ host: "build-a", pid: 1, started: "1" }),
+      );
+    }
+    assert.equal(
+      await removeLeftWorkDirs(root, silentLogger, { running: new Set([7]) }),
+      1,
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(work)].map((entry) => entry.name),
+      ["7"],
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+/** Field 22 of /proc/PID/stat: when the process started. */
+function startTime(pid: number): string {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}
