@@ -1,12 +1,35 @@
 // The process spawner, injected wherever subprocesses are part of the logic.
 
+import { type Clock, systemClock } from "./clock.ts";
+import type { Logger } from "./log.ts";
+
+/**
+ * Time a child has to exit after SIGTERM before it gets SIGKILL: room for
+ * `guix build` to close its daemon connection, or for `guix publish` to
+ * finish the responses under way.
+ */
+export const DEFAULT_KILL_GRACE_MS = 10_000;
+
+/** How `terminate()` ends a child. */
+export interface TerminateOptions {
+  /** SIGKILL follows SIGTERM after this long; default DEFAULT_KILL_GRACE_MS. */
+  graceMs?: number;
+  /** Times the grace; default the system clock. */
+  clock?: Clock;
+  /** Told when SIGTERM was not enough. */
+  logger?: Logger;
+}
+
 export interface SpawnOptions {
   /** Variables added to (or overriding) the inherited environment. */
   env?: Record<string, string>;
   cwd?: string;
   /** "piped" gives the child a writable standard input; default "null". */
   stdin?: "null" | "piped";
-  /** Kills the child (SIGTERM) when aborted. */
+  /**
+   * Ends the child when aborted, as `terminate()` does: SIGTERM, then
+   * SIGKILL after `killGraceMs` if it still runs.
+   */
   signal?: AbortSignal;
   /**
    * Starts the child as the leader of a session and process group of its
@@ -15,6 +38,12 @@ export interface SpawnOptions {
    * not the child alone. Without setsid(1), only the child is signalled.
    */
   ownGroup?: boolean;
+  /** The grace of the kill on `signal`; default DEFAULT_KILL_GRACE_MS. */
+  killGraceMs?: number;
+  /** Times that grace; default the system clock. */
+  clock?: Clock;
+  /** Told when that kill needed SIGKILL. */
+  logger?: Logger;
 }
 
 export interface ChildStatus {
@@ -54,7 +83,6 @@ export function spawnProcess(
     stdin: options.stdin ?? "null",
     stdout: "piped",
     stderr: "piped",
-    signal: setsid ? undefined : options.signal,
   }).spawn();
   const status = child.status.then((s) => ({
     code: s.code,
@@ -71,16 +99,7 @@ export function spawnProcess(
       // Already exited, with all its group: nothing to kill.
     }
   }
-  if (setsid && options.signal) {
-    const { signal } = options;
-    const abort = () => kill("SIGTERM");
-    if (signal.aborted) abort();
-    else {
-      signal.addEventListener("abort", abort, { once: true });
-      void status.then(() => signal.removeEventListener("abort", abort));
-    }
-  }
-  return {
+  const handle: Child = {
     pid: child.pid,
     stdout: child.stdout,
     stderr: child.stderr,
@@ -88,6 +107,56 @@ export function spawnProcess(
     status,
     kill,
   };
+  if (options.signal) {
+    const { signal } = options;
+    const abort = () =>
+      void terminate(handle, {
+        graceMs: options.killGraceMs,
+        clock: options.clock,
+        logger: options.logger,
+      });
+    if (signal.aborted) abort();
+    else {
+      signal.addEventListener("abort", abort, { once: true });
+      void status.then(() => signal.removeEventListener("abort", abort));
+    }
+  }
+  return handle;
+}
+
+/**
+ * Ends `child`: SIGTERM, then SIGKILL to the same target (its group when
+ * started with `ownGroup`) if it has not exited after the grace. A child
+ * that ignores SIGTERM (a builder trapping it, a hung daemon client)
+ * would otherwise be waited for forever. Resolves with its status.
+ */
+export async function terminate(
+  child: Child,
+  options: TerminateOptions = {},
+): Promise<ChildStatus> {
+  const {
+    graceMs = DEFAULT_KILL_GRACE_MS,
+    clock = systemClock,
+    logger,
+  } = options;
+  let exited = false;
+  const ended = new AbortController();
+  void child.status.then(() => {
+    exited = true;
+    ended.abort();
+  });
+  child.kill("SIGTERM");
+  await clock.sleep(graceMs, ended.signal).catch(() => {});
+  if (!exited) {
+    logger?.warn("process killed", {
+      pid: child.pid,
+      signal: "SIGKILL",
+      grace: graceMs / 1000,
+      reason: "still running after SIGTERM",
+    });
+    child.kill("SIGKILL");
+  }
+  return await child.status;
 }
 
 let setsidPath: string | null | undefined;
