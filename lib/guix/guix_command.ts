@@ -2,10 +2,12 @@
 
 import {
   type Child,
+  DEFAULT_KILL_GRACE_MS,
   readTail,
   type Spawner,
   type SpawnOptions,
   spawnProcess,
+  terminate,
 } from "../process.ts";
 import type { Logger } from "../log.ts";
 import { type Clock, systemClock } from "../clock.ts";
@@ -32,8 +34,16 @@ export interface GuixOptions {
   /** Extra environment for every invocation. */
   env?: Record<string, string>;
   spawn?: Spawner;
-  /** Times the `timeoutMs` of `run()`; default the system clock. */
+  /**
+   * Times the `timeoutMs` of `run()` and the grace of a kill; default the
+   * system clock.
+   */
   clock?: Clock;
+  /**
+   * How long a guix being stopped (an aborted `signal`, `stop()`) has
+   * between SIGTERM and SIGKILL; default DEFAULT_KILL_GRACE_MS.
+   */
+  killGraceMs?: number;
   logger: Logger;
 }
 
@@ -96,6 +106,7 @@ export class Guix {
   readonly #env: Record<string, string>;
   readonly #spawn: Spawner;
   readonly #clock: Clock;
+  readonly #killGraceMs: number;
   readonly #logger: Logger;
 
   constructor(options: GuixOptions) {
@@ -103,16 +114,23 @@ export class Guix {
     this.#env = options.env ?? {};
     this.#spawn = options.spawn ?? spawnProcess;
     this.#clock = options.clock ?? systemClock;
+    this.#killGraceMs = options.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
     this.#logger = options.logger;
   }
 
   /**
    * Spawns `argv`, explaining a missing command: Lorica needs Guix (or the
-   * fake of its tests) on PATH.
+   * fake of its tests) on PATH. Aborting `options.signal` kills it with
+   * this wrapper's grace, clock and logger.
    */
   #launch(argv: string[], options: SpawnOptions): Child {
     try {
-      return this.#spawn(argv, options);
+      return this.#spawn(argv, {
+        killGraceMs: this.#killGraceMs,
+        clock: this.#clock,
+        logger: this.#logger,
+        ...options,
+      });
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
       throw new GuixCommandError(
@@ -304,12 +322,14 @@ export class Guix {
     return {
       pid: child.pid,
       exited,
-      async stop() {
+      stop: async () => {
         stopping = true;
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+        await terminate(child, {
+          graceMs: this.#killGraceMs,
+          clock: this.#clock,
+          logger: this.#logger,
+        });
         await exited;
-        clearTimeout(timer);
       },
     };
   }

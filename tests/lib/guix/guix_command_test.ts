@@ -3,9 +3,9 @@
 import assert from "node:assert/strict";
 import { Guix, GuixCommandError } from "../../../lib/guix/guix_command.ts";
 import { evaluateSystem } from "../../../lib/guix/evaluation.ts";
-import { silentLogger } from "../../../lib/log.ts";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { GUIX, makeDaemon, makeRoot } from "../../fake-guix/test_env.ts";
-import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import { fakeSpawner, within } from "../server/_dispatch_fixture.ts";
 
 const SCENARIO = {
   packages: [
@@ -131,5 +131,39 @@ Deno.test("Guix.run() throws with the command and the last stderr line", async (
     assert.equal(allowed.exitCode, 1);
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("Guix.start(): stop() kills a process that ignores SIGTERM once the wrapper's grace is over, and says so", async () => {
+  const lines: string[] = [];
+  const ready = Promise.withResolvers<void>();
+  const guix = new Guix({
+    command: "sh",
+    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    killGraceMs: 300,
+  });
+  const running = guix.start(
+    ["-c", 'trap "" TERM; echo ready >&2; exec sleep 60'],
+    "deaf",
+    { onStderrLine: () => ready.resolve() },
+  );
+  try {
+    await within(ready.promise, 5000, "start");
+    await within(running.stop(), 3000, "stop");
+    const exit = await running.exited;
+    assert.equal(exit.signal, "SIGKILL");
+    assert.equal(exit.requested, true);
+    assert.ok(
+      lines.includes(
+        `warn process killed pid=${running.pid} signal=SIGKILL grace=0.3 reason="still running after SIGTERM"`,
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    try {
+      Deno.kill(running.pid, "SIGKILL");
+    } catch {
+      // Gone, as it should be.
+    }
   }
 });
