@@ -17,6 +17,8 @@ export interface Behaviour {
   logText: Uint8Array;
   /** The daemon stops answering once the build starts (no limit holds). */
   daemonHangs: boolean;
+  /** The guix process ignores SIGTERM once the build starts. */
+  ignoresSigterm: boolean;
 }
 
 /** Limits from `--timeout` and `--max-silent-time` (0 = none). */
@@ -50,6 +52,7 @@ export function readBehaviour(drv: Derivation): Behaviour {
     silenceSeconds: num("fake-silence-seconds", 0),
     logText: decodeLogText(env.get("fake-log-text") ?? ""),
     daemonHangs: env.get("fake-daemon-hangs") === "1",
+    ignoresSigterm: env.get("fake-ignores-sigterm") === "1",
   };
 }
 
@@ -96,6 +99,7 @@ export async function runBuilder(
     echo(bytes);
     await log.write(bytes);
   };
+  if (behaviour.ignoresSigterm) ignoreSigterm();
   if (behaviour.daemonHangs) await hangForGood();
   let failure: { message: string; timedOut: boolean } | null;
   try {
@@ -123,6 +127,16 @@ export async function runBuilder(
  */
 function hangForGood(): Promise<never> {
   return new Promise(() => setInterval(() => {}, 60_000));
+}
+
+/**
+ * From now on SIGTERM does nothing to this guix process, as to a client
+ * hung in the daemon protocol or a builder trapping it: only SIGKILL ends
+ * it before the build is over. A listener replaces Deno's default action,
+ * which is to die.
+ */
+function ignoreSigterm(): void {
+  Deno.addSignalListener("SIGTERM", () => {});
 }
 
 /** Plays the scripted timeline; returns the failure or null. */

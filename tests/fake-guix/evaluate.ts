@@ -26,6 +26,8 @@ export interface ScenarioPackage {
     logText?: string | null;
     /** The daemon stops answering once this build starts. */
     daemonHangs?: boolean;
+    /** The guix process building it ignores SIGTERM once it starts. */
+    ignoresSigterm?: boolean;
   };
 }
 
@@ -228,6 +230,7 @@ function behaviourEnv(pkg: ScenarioPackage): Record<string, string> {
     "fake-log-text": JSON.stringify(b.logText ?? ""),
     // Only when set: every other derivation keeps its file name.
     ...(b.daemonHangs ? { "fake-daemon-hangs": "1" } : {}),
+    ...(b.ignoresSigterm ? { "fake-ignores-sigterm": "1" } : {}),
   };
 }
 

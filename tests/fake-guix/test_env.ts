@@ -54,8 +54,9 @@ export async function makeDaemon(
 export async function makeSigningDaemon(
   root: string,
   name: string,
+  extra: Record<string, string> = {},
 ): Promise<DaemonEnv> {
-  const daemon = await makeDaemon(root, name);
+  const daemon = await makeDaemon(root, name, extra);
   const keys = await guix(daemon, ["archive", "--generate-key"]);
   if (keys.code !== 0) {
     throw new Error(`guix archive --generate-key failed: ${keys.stderr}`);
@@ -168,4 +169,29 @@ export async function evaluate(
     build,
     system,
   ]);
+}
+
+/**
+ * Evaluates the scenario of `daemon` for x86_64-linux; returns each
+ * package's derivation by package name.
+ */
+export async function evaluatedDerivations(
+  daemon: DaemonEnv,
+): Promise<Map<string, string>> {
+  const run = await evaluate(
+    daemon,
+    await writeChannels(daemon.root),
+    "all",
+    "x86_64-linux",
+  );
+  if (run.code !== 0) {
+    throw new Error(`Cannot evaluate: exit code ${run.code}: ${run.stderr}`);
+  }
+  const drvs = new Map<string, string>();
+  for (const line of run.stdout.split("\n")) {
+    const match = /\(name "([^"]+)\.x86_64-linux"\) \(derivation "([^"]+)"/
+      .exec(line);
+    if (match) drvs.set(match[1], match[2]);
+  }
+  return drvs;
 }
