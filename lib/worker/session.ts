@@ -617,12 +617,20 @@ class Session {
       });
       // While building, answer the server's restarts at once, so that the
       // new server knows (and keeps) this build.
-      while (outcome === undefined) {
-        const event = await this.#next(
-          this.#replyTimeoutMs,
-          () => outcome !== undefined,
-        );
-        if (event?.kind === "probe") await this.#reRegister([job.drv]);
+      try {
+        while (outcome === undefined) {
+          const event = await this.#next(
+            this.#replyTimeoutMs,
+            () => outcome !== undefined,
+          );
+          if (event?.kind === "probe") await this.#reRegister([job.drv]);
+        }
+      } catch (error) {
+        // A stop without drain: the session ends once guix build is gone
+        // (killed, SIGKILL after its grace if need be), not while it runs
+        // on to outlive the worker.
+        if (this.#signal.aborted) await building;
+        throw error;
       }
       if (cancel.signal.aborted) {
         this.#logger.info("build canceled", { drv: job.drv });

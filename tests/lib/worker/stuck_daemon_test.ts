@@ -24,6 +24,7 @@ import {
   startFixture,
   within,
 } from "../server/_dispatch_fixture.ts";
+import { processExists as alive } from "../../_processes.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -41,16 +42,6 @@ async function evaluatedDrv(
   const [line] = run.stdout.trimEnd().split("\n");
   const fields = readSexp(line) as [unknown, ...[unknown, string][]];
   return fields[2][1];
-}
-
-/** Whether process `pid` still exists (a reaped child does not). */
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test({

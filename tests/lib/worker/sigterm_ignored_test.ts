@@ -1,0 +1,274 @@
+// A worker on the fake guix whose build ignores SIGTERM (a hung daemon
+// client, a builder trapping signals), against a real dispatcher over
+// loopback: whatever ends the build (a cancel, the daemon watchdog, a stop
+// without drain), guix build gets SIGKILL once its grace is over, and the
+// worker goes on.
+
+import assert from "node:assert/strict";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import { createLogger, type Logger } from "../../../lib/log.ts";
+import { type Spawner, spawnProcess } from "../../../lib/process.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import { runSession } from "../../../lib/worker/session.ts";
+import { startWorker } from "../../../lib/worker/worker.ts";
+import {
+  type DaemonEnv,
+  evaluatedDerivations,
+  GUIX,
+  makeRoot,
+  makeSigningDaemon,
+  writeScenario,
+} from "../../fake-guix/test_env.ts";
+import type { ScenarioPackage } from "../../fake-guix/evaluate.ts";
+import { catchesSigterm, processExists as alive } from "../../_processes.ts";
+import {
+  eventually,
+  type Fixture,
+  job,
+  startFixture,
+  within,
+} from "../server/_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/** The grace the tests give guix between SIGTERM and SIGKILL. */
+const GRACE_MS = 300;
+
+/** A build that runs for an hour and ignores SIGTERM. */
+const DEAF: ScenarioPackage = {
+  name: "deaf",
+  version: "1",
+  behaviour: { seconds: 3600, logLines: 1, ignoresSigterm: true },
+};
+
+/** The `guix build` processes a test started, by derivation. */
+interface Builds {
+  pids: Map<string, number[]>;
+  spawn: Spawner;
+}
+
+function recordingSpawner(): Builds {
+  const pids = new Map<string, number[]>();
+  return {
+    pids,
+    spawn(argv, options) {
+      const child = spawnProcess(argv, options);
+      if (argv[1] === "build") {
+        const drv = argv[argv.length - 1];
+        pids.set(drv, [...pids.get(drv) ?? [], child.pid]);
+      }
+      return child;
+    },
+  };
+}
+
+/** A guix on `daemon` with the short grace, its spawns recorded. */
+function fakeGuix(daemon: DaemonEnv, builds: Builds, logger: Logger): Guix {
+  return new Guix({
+    command: GUIX,
+    env: daemon.env,
+    logger,
+    spawn: builds.spawn,
+    killGraceMs: GRACE_MS,
+  });
+}
+
+/** The one `guix build` of `drv`, once it ignores SIGTERM. */
+async function deafBuild(builds: Builds, drv: string): Promise<number> {
+  await eventually(
+    () => catchesSigterm(builds.pids.get(drv)?.[0] ?? 0),
+    "guix build ignoring SIGTERM",
+  );
+  return builds.pids.get(drv)![0];
+}
+
+/** A dispatcher and a fake daemon playing `packages`; all removed after. */
+async function withFarm(
+  packages: ScenarioPackage[],
+  body: (f: Fixture, daemon: DaemonEnv, drvs: Map<string, string>) => Promise<
+    void
+  >,
+) {
+  const root = await makeRoot();
+  const f = await startFixture();
+  try {
+    const daemon = await makeSigningDaemon(root, "worker", {
+      FAKE_GUIX_SCENARIO: await writeScenario(root, { packages }),
+    });
+    await body(f, daemon, await evaluatedDerivations(daemon));
+  } finally {
+    await f.close();
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+/** Ends every process of `builds` left running by a failed test. */
+function killLeftovers(builds: Builds) {
+  for (const pid of [...builds.pids.values()].flat()) {
+    if (alive(pid)) Deno.kill(pid, "SIGKILL");
+  }
+}
+
+function sessionLogger(lines: string[]): Logger {
+  return createLogger({ timestamps: false, sink: (line) => lines.push(line) });
+}
+
+/** The line saying SIGTERM was not enough for `pid`. */
+function killedLine(lines: string[], pid: number): string | undefined {
+  return lines.find((line) =>
+    line.startsWith(`warn process killed pid=${pid} signal=SIGKILL grace=0.3`)
+  );
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a canceled build whose guix build ignores SIGTERM is killed after the grace, and the session takes the next build",
+  fn: () =>
+    withFarm(
+      [DEAF, { name: "next", version: "1" }],
+      async (f, daemon, drvs) => {
+        const builds = recordingSpawner();
+        const lines: string[] = [];
+        const abort = new AbortController();
+        const logger = sessionLogger(lines);
+        const running = runSession({
+          server: { hostname: "127.0.0.1", port: f.port },
+          name: "DEAFCAN1",
+          machine: "test",
+          systems: ["x86_64-linux"],
+          publishPort: 5558,
+          substituteUrls: [],
+          storeDir: daemon.storeDir,
+          guix: fakeGuix(daemon, builds, logger),
+          clock: systemClock,
+          logger,
+          requestPeriodMs: 100,
+          pingIntervalMs: 200,
+          replyTimeoutMs: 5000,
+        }, abort.signal);
+        try {
+          const deaf = drvs.get("deaf")!;
+          await f.addJobs([{ ...job("deaf", 1), derivation: deaf }]);
+          const pid = await deafBuild(builds, deaf);
+          const id = (await f.store.getBuildByDerivation(deaf))!.id;
+          await f.dispatcher.cancelBuild(id);
+          await eventually(() => !alive(pid), "guix build gone");
+          assert.ok(killedLine(lines, pid), lines.join("\n"));
+          assert.equal(await f.status(deaf), BuildStatus.canceled);
+
+          const next = drvs.get("next")!;
+          await f.addJobs([{ ...job("next", 2), derivation: next }]);
+          await eventually(
+            async () => (await f.status(next)) === BuildStatus.succeeded,
+            "next build done",
+          );
+          abort.abort();
+          await within(running, 10_000, "session end");
+        } finally {
+          abort.abort();
+          killLeftovers(builds);
+        }
+      },
+    ),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a silent daemon whose guix build ignores SIGTERM: guix build is killed after the grace and the build handed back",
+  fn: () =>
+    withFarm([{
+      ...DEAF,
+      behaviour: { seconds: 0, daemonHangs: true, ignoresSigterm: true },
+    }], async (f, daemon, drvs) => {
+      const builds = recordingSpawner();
+      const lines: string[] = [];
+      const abort = new AbortController();
+      const logger = sessionLogger(lines);
+      const deaf = drvs.get("deaf")!;
+      await f.addJobs([{ ...job("deaf", 1), derivation: deaf, maxSilent: 1 }]);
+      const running = runSession({
+        server: { hostname: "127.0.0.1", port: f.port },
+        name: "DEAFSIL1",
+        machine: "test",
+        systems: ["x86_64-linux"],
+        publishPort: 5558,
+        substituteUrls: [],
+        storeDir: daemon.storeDir,
+        guix: fakeGuix(daemon, builds, logger),
+        clock: systemClock,
+        logger,
+        // Asks again 1.5 s after handing the build back (see
+        // stuck_daemon_test.ts).
+        requestPeriodMs: 3000,
+        random: () => 0,
+        pingIntervalMs: 200,
+        replyTimeoutMs: 5000,
+        daemonSilenceGraceSeconds: 0.5,
+      }, abort.signal);
+      try {
+        const pid = await deafBuild(builds, deaf);
+        await eventually(() => !alive(pid), "guix build gone");
+        assert.ok(killedLine(lines, pid), lines.join("\n"));
+        await eventually(async () => {
+          const build = await f.store.getBuildByDerivation(deaf);
+          return build?.status === BuildStatus.scheduled &&
+            build.worker === null;
+        }, "build requeued with no worker");
+        assert.ok(lines.some((l) => l.startsWith("error daemon silent ")));
+
+        // The session goes on: it takes the build again.
+        await eventually(
+          () => builds.pids.get(deaf)?.length === 2,
+          "asked for work again",
+        );
+        abort.abort();
+        await within(running, 10_000, "session end");
+      } finally {
+        abort.abort();
+        killLeftovers(builds);
+      }
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker stopped without drain kills a guix build that ignores SIGTERM after the grace, and stops",
+  fn: () =>
+    withFarm([DEAF], async (f, daemon, drvs) => {
+      const builds = recordingSpawner();
+      const lines: string[] = [];
+      const logger = sessionLogger(lines);
+      const worker = await startWorker({
+        server: { hostname: "127.0.0.1", port: f.port },
+        workers: 1,
+        systems: ["x86_64-linux"],
+        machine: "test",
+        publishPort: 0,
+        publishListen: "127.0.0.1",
+        substituteUrls: [],
+        requestPeriodMs: 100,
+        pingIntervalMs: 60_000,
+        publishArgs: [],
+        storeDir: daemon.storeDir,
+        minimumDiskSpace: 0,
+      }, { guix: fakeGuix(daemon, builds, logger), logger });
+      let stopped = false;
+      try {
+        const deaf = drvs.get("deaf")!;
+        await f.addJobs([{ ...job("deaf", 1), derivation: deaf }]);
+        const pid = await deafBuild(builds, deaf);
+        await within(worker.stop(), 10_000, "worker stop");
+        stopped = true;
+        assert.equal(alive(pid), false, "guix build is gone");
+        assert.ok(killedLine(lines, pid), lines.join("\n"));
+        assert.ok(lines.includes("info worker stopped"), lines.join("\n"));
+      } finally {
+        killLeftovers(builds);
+        if (!stopped) await worker.stop();
+      }
+    }),
+});
