@@ -227,8 +227,14 @@ export async function runBuildDriver(
     args.push(`--max-silent-time=${request.maxSilentTime}`);
   }
   if (request.maxJobs) args.push(`--max-jobs=${request.maxJobs}`);
+  // Aborted when nobody follows the builds any more; the spawner's own
+  // kill (SIGTERM, then SIGKILL once its grace is over) then ends the
+  // driver, as on the caller's `signal`.
+  const unfollowed = new AbortController();
   const child = spawnGuix([...args, ...request.drvs], {
-    signal: request.signal,
+    signal: request.signal
+      ? AbortSignal.any([request.signal, unfollowed.signal])
+      : unfollowed.signal,
   });
   const parser = new BuildEventParser();
   let handlerFailure: { error: unknown } | null = null;
@@ -242,7 +248,7 @@ export async function runBuildDriver(
     // connection with it) rather than leave it building, holding the
     // derivations' locks against the retry of the caller.
     handlerFailure = { error };
-    child.kill();
+    unfollowed.abort();
   });
   const [, stderr, status] = await Promise.all([
     reading,

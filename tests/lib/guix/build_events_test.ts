@@ -294,3 +294,37 @@ Deno.test("runBuildDriver() stops the driver when the event handler fails", asyn
     }
   }
 });
+
+Deno.test("runBuildDriver() kills a driver that ignores SIGTERM when the event handler fails", async () => {
+  let pid = 0;
+  // A driver that reports a start, then ignores SIGTERM for a long build.
+  const spawn = (_args: string[], options = {}) => {
+    const child = spawnProcess([
+      "sh",
+      "-c",
+      `trap "" TERM; echo "@ build-started ${DRV} - x86_64-linux /l 42"; exec sleep 60`,
+    ], { ...options, killGraceMs: 200 });
+    pid = child.pid;
+    return child;
+  };
+  const started = performance.now();
+  try {
+    await assert.rejects(
+      runBuildDriver(spawn, { drvs: [DRV] }, () => {
+        throw new Error("No space left on device");
+      }),
+      /No space left on device/,
+    );
+    assert.ok(
+      performance.now() - started < 10_000,
+      "the driver ran on long after its SIGTERM",
+    );
+    assert.throws(() => Deno.kill(pid, "SIGCONT"), "the driver still runs");
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Stopped, as it should be.
+    }
+  }
+});

@@ -6,7 +6,12 @@ import {
   LocalBuilder,
 } from "../../../lib/server/local_builder.ts";
 import { buildStatusName, type Store } from "../../../lib/store/types.ts";
-import { guix } from "../../fake-guix/test_env.ts";
+import { type DaemonEnv, GUIX, guix } from "../../fake-guix/test_env.ts";
+import { catchesSigterm, processExists as alive } from "../../_processes.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import type { GuixSpawner } from "../../../lib/guix/build_events.ts";
+import { spawnProcess } from "../../../lib/process.ts";
+import { within } from "./_dispatch_fixture.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
@@ -198,6 +203,112 @@ Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: th
       lines.join("\n"),
     );
   } finally {
+    await farm.close();
+  }
+});
+
+/**
+ * The server's way to run guix (server.ts) on `daemon`, with a kill grace
+ * of 300 ms and the pids of the build drivers it starts.
+ */
+function driverSpawner(daemon: DaemonEnv, lines: string[]) {
+  const drivers: number[] = [];
+  const wrapper = new Guix({
+    command: GUIX,
+    env: daemon.env,
+    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    killGraceMs: 300,
+    spawn: (argv, options) => {
+      const child = spawnProcess(argv, options);
+      if (argv[1] === "repl" && !argv.includes("--query")) {
+        drivers.push(child.pid);
+      }
+      return child;
+    },
+  });
+  const spawnGuix: GuixSpawner = (args, options) =>
+    wrapper.spawn(args, options);
+  return { drivers, spawnGuix };
+}
+
+Deno.test("LocalBuilder gives up on a silent daemon whose driver ignores SIGTERM: the driver is killed after the grace and the batch requeued", async () => {
+  const farm = await setup({
+    packages: [{
+      name: "deaf",
+      version: "1",
+      maxSilentTime: 1,
+      behaviour: { seconds: 0, daemonHangs: true, ignoresSigterm: true },
+    }],
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      daemonSilenceGraceSeconds: 0.5,
+      spawnGuix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const summary = await within(
+      builder.buildBatch(await builder.takeBatch()),
+      15_000,
+      "end of the batch",
+    );
+    assert.equal(summary.requeued, 1);
+    assert.equal(drivers.length, 1);
+    assert.ok(!alive(drivers[0]), "the driver is gone");
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(
+          `warn process killed pid=${drivers[0]} signal=SIGKILL grace=0.3 `,
+        )
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder stopped while its driver ignores SIGTERM kills the driver after the grace, requeues the build and ends", async () => {
+  const farm = await setup({
+    packages: [{
+      name: "deaf",
+      version: "1",
+      behaviour: { seconds: 3600, logLines: 1, ignoresSigterm: true },
+    }],
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  const abort = new AbortController();
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      spawnGuix,
+      pollSeconds: 3600,
+    });
+    const running = builder.run(abort.signal);
+    const deadline = Date.now() + 20_000;
+    while (!catchesSigterm(drivers[0] ?? 0)) {
+      assert.ok(Date.now() < deadline, "the build never started");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    abort.abort();
+    await within(running, 10_000, "end of the builder");
+    assert.ok(!alive(drivers[0]), "the driver is gone");
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(`warn process killed pid=${drivers[0]} signal=SIGKILL `)
+      ),
+      lines.join("\n"),
+    );
+    const [build] = await farm.store.queue({ job: "deaf.x86_64-linux" }, 1);
+    assert.equal(buildStatusName(build.status), "scheduled");
+    assert.equal(build.worker, null);
+  } finally {
+    abort.abort();
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
     await farm.close();
   }
 });
