@@ -8,7 +8,8 @@
 
 import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { removeLeftUploads, storedLogSize, UploadFile } from "./log_file.ts";
+import { recoverLeftUploads } from "./left_uploads.ts";
+import { storedLogSize, UploadFile } from "./log_file.ts";
 import { LogSink, notify } from "./log_sink.ts";
 import {
   checkLogHeader,
@@ -118,8 +119,16 @@ export async function startLogReceiver(
   } = options;
   const maxCompressedBytes = options.maxCompressedBytes ?? 4 * maxLogBytes;
   await Deno.mkdir(cacheDir, { recursive: true });
-  const left = await removeLeftUploads(cacheDir, idleTimeoutMs, clock.now());
-  if (left > 0) logger.info("log uploads left over removed", { count: left });
+  // Before listening: a log a dead server left cut short is marked before
+  // any new upload of its build can replace it.
+  const left = await recoverLeftUploads(cacheDir, {
+    idleMs: idleTimeoutMs,
+    now: clock.now(),
+    logger,
+  });
+  if (left.removed > 0) {
+    logger.info("log uploads left over removed", { count: left.removed });
+  }
   const listener = Deno.listen({ hostname, port, transport: "tcp" });
   const connections = new Set<Deno.Conn>();
   const handlers = new Set<Promise<void>>();
@@ -410,7 +419,7 @@ async function settle(
     return false;
   }
   if (state.superseded) {
-    await target.discard();
+    await target.release();
     log.info("log superseded", { drv, bytes: stored });
     return false;
   }
@@ -418,7 +427,7 @@ async function settle(
     // A file cut short by a write error is not made the build's log: the
     // earlier log, if any, stays, and the worker's copy comes again. One
     // already in place (the live log) stays until that copy replaces it.
-    await target.discard();
+    await target.release();
     log.warn("log not stored", {
       drv,
       path,
@@ -432,7 +441,7 @@ async function settle(
   if (!target.published && stored === 0) {
     const earlier = await storedLogSize(path);
     if (earlier > 0) {
-      await target.discard();
+      await target.release();
       log.warn("log upload dropped", {
         drv,
         compressed: received,
@@ -446,9 +455,10 @@ async function settle(
   try {
     await target.publish();
   } catch (error) {
-    await target.discard();
     log.warn("log file not finished", { drv, path, error });
     return false;
+  } finally {
+    await target.release();
   }
   log.info("log received", {
     drv,

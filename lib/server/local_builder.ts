@@ -15,6 +15,7 @@ import {
 import type { GcRoots } from "../guix/gc_roots.ts";
 import { type SilenceWatchdog, watchDaemon } from "../guix/silence_watchdog.ts";
 import { logFileName } from "../protocol/log_channel.ts";
+import { UploadFile } from "../protocol/log_file.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import {
   MISSING_DERIVATION,
@@ -529,7 +530,10 @@ export class LocalBuilder {
 
 /**
  * A gzipped build log being written, capped in size. A write error (a full
- * disk) never rejects: the log stops there, and `close()` returns it.
+ * disk) never rejects: the log stops there, and `close()` returns it. The
+ * log is an upload file (log_file.ts) put in place at once, for the live
+ * view: a server that dies meanwhile leaves it marked as being written, and
+ * the next start ends it with a cut marker (left_uploads.ts).
  */
 class LogWriter {
   #written = 0;
@@ -541,6 +545,7 @@ class LogWriter {
     readonly path: string,
     readonly writer: WritableStreamDefaultWriter<Uint8Array>,
     done: Promise<void>,
+    readonly target: UploadFile,
   ) {
     // Handled at once: a failed pipe must not be an unhandled rejection,
     // which ends the process.
@@ -553,17 +558,21 @@ class LogWriter {
     await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), {
       recursive: true,
     });
-    const file = await Deno.open(path, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
+    const target = await UploadFile.create(path);
+    try {
+      await target.publish();
+    } catch (error) {
+      target.file.close();
+      await target.release();
+      throw error;
+    }
     const gzip = new CompressionStream("gzip");
-    const done = gzip.readable.pipeTo(file.writable);
+    const done = gzip.readable.pipeTo(target.file.writable);
     return new LogWriter(
       path,
       gzip.writable.getWriter() as WritableStreamDefaultWriter<Uint8Array>,
       done,
+      target,
     );
   }
 
@@ -582,6 +591,7 @@ class LogWriter {
     this.#closed = true;
     await this.writer.close().catch(() => {});
     await this.done;
+    await this.target.release();
     return this.#error;
   }
 }

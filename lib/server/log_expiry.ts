@@ -3,7 +3,7 @@
 
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { removeLeftUploads } from "../protocol/log_file.ts";
+import { recoverLeftUploads } from "../protocol/left_uploads.ts";
 
 export interface LogExpiryOptions {
   /** The directory of `<hash>.log.gz` files. */
@@ -27,18 +27,20 @@ const LOG_NAME_REGEXP = /^[0-9a-df-np-sv-z]{32}\.log\.gz$/;
 /**
  * Removes the expired logs, and the upload files a crash left behind, once;
  * returns how many went. Only files named like build logs or their uploads
- * are touched, whatever else shares the directory. (The receiver removes
+ * are touched, whatever else shares the directory. (The receiver sweeps
  * left uploads only when it starts: a server that crashed once and then
- * runs for months would keep them.)
+ * runs for months would keep them; and in local mode this sweep, run as the
+ * server starts, is what repairs the logs a dead server left cut short.)
  */
 export async function expireLogs(options: LogExpiryOptions): Promise<number> {
   const { cacheDir, maxAgeSeconds, clock } = options;
   const cutoff = clock.now() - maxAgeSeconds * 1000;
-  let removed = await removeLeftUploads(
-    cacheDir,
-    (options.leftUploadSeconds ?? 2 * 3600) * 1000,
-    clock.now(),
-  );
+  const left = await recoverLeftUploads(cacheDir, {
+    idleMs: (options.leftUploadSeconds ?? 2 * 3600) * 1000,
+    now: clock.now(),
+    logger: options.logger,
+  });
+  let removed = left.removed;
   for await (const entry of Deno.readDir(cacheDir)) {
     if (!entry.isFile || !LOG_NAME_REGEXP.test(entry.name)) continue;
     const path = `${cacheDir}/${entry.name}`;

@@ -663,3 +663,49 @@ Deno.test("LocalBuilder.run() outlives a database that goes down as a batch ends
     await farm.close();
   }
 });
+
+Deno.test("LocalBuilder marks a log as being written until the build ends, so that a start after a crash repairs it", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "s", version: "1", behaviour: { seconds: 1.5, logLines: 5 } },
+    ],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = farm.builder();
+    const building = builder.buildBatch(await builder.takeBatch());
+    const logs = `${farm.root}/logs`;
+    let marked = false;
+    for (let i = 0; i < 100 && !marked; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      marked = await partLinkedToLog(logs);
+    }
+    assert.ok(marked, "the log being written has its upload name");
+    await building;
+    const s = (await farm.store.latestBuilds({ job: "s.x86_64-linux" }, 1))[0];
+    assert.equal(buildStatusName(s.status), "succeeded");
+    assert.match(await gunzip(s.log), /\[s-1\] step 5 of 5/);
+    const names = [...Deno.readDirSync(logs)].map((entry) => entry.name);
+    assert.deepEqual(names.filter((name) => name.endsWith(".part")), []);
+  } finally {
+    await farm.close();
+  }
+});
+
+/** Whether an upload file in `dir` is, by a second name, its build log. */
+async function partLinkedToLog(dir: string): Promise<boolean> {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].map((entry) => entry.name);
+  } catch {
+    return false; // not made yet
+  }
+  for (const name of names) {
+    if (!name.endsWith(".part")) continue;
+    const part = await Deno.stat(`${dir}/${name}`).catch(() => null);
+    const log = await Deno.stat(`${dir}/${name.slice(0, -22)}`)
+      .catch(() => null);
+    if (part && log && part.ino === log.ino) return true;
+  }
+  return false;
+}
