@@ -117,12 +117,8 @@ async function latestDashboard(context: RouteContext): Promise<Response> {
 
 async function evaluationGrid(context: RouteContext): Promise<Response> {
   const evaluation = await requireEvaluation(context);
-  const asked = readSystem(context.url.searchParams);
-  const { store } = context.options;
-  const spec = await store.getSpecification(evaluation.specification);
-  const systems = spec?.systems ?? [];
-  const system = asked ?? defaultSystem(systems);
-  const jobs = await store.listJobs(
+  const { systems, system } = await gridSystem(context, evaluation);
+  const jobs = await context.options.store.listJobs(
     evaluation.id,
     system === null ? {} : { system },
   );
@@ -144,16 +140,43 @@ async function dashboardGrid(context: RouteContext): Promise<Response> {
   if (dashboard === null) {
     throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
   }
-  const jobs = await store.listJobs(evaluation.id, { names: dashboard.jobs });
-  const found = new Set(jobs.map((job) => job.name));
+  // The saved names on one system, chosen as on the whole grid: the same
+  // `system` parameter (kept by /dashboard/ID's redirect) and default.
+  const { systems, system } = await gridSystem(context, evaluation);
+  const names = dashboard.jobs;
+  const jobs = await store.listJobs(
+    evaluation.id,
+    system === null ? { names } : { names, system },
+  );
+  // Missing are the names no job has on any system, not those of another.
+  const anySystem = system === null
+    ? jobs
+    : await store.listJobs(evaluation.id, { names });
+  const found = new Set(anySystem.map((job) => job.name));
   return htmlResponse(renderJobGrid({
     evaluation,
     jobs,
-    systems: [],
-    system: null,
+    systems,
+    system,
     dashboard,
-    missing: [...new Set(dashboard.jobs)].filter((name) => !found.has(name)),
+    missing: [...new Set(names)].filter((name) => !found.has(name)),
   }));
+}
+
+/**
+ * The systems of the evaluation's specification, and the one a grid shows:
+ * the `system` parameter, else {@linkcode defaultSystem}.
+ */
+async function gridSystem(
+  context: RouteContext,
+  evaluation: Evaluation,
+): Promise<{ systems: string[]; system: string | null }> {
+  const asked = readSystem(context.url.searchParams);
+  const spec = await context.options.store.getSpecification(
+    evaluation.specification,
+  );
+  const systems = spec?.systems ?? [];
+  return { systems, system: asked ?? defaultSystem(systems) };
 }
 
 /** `x86_64-linux` when the specification builds for it, else its first. */

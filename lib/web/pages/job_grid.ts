@@ -23,7 +23,7 @@ export interface JobGridPage {
   evaluation: Evaluation;
   /** The jobs, ordered by name. */
   jobs: GridJob[];
-  /** The systems one can switch to (empty on a saved dashboard's page). */
+  /** The systems one can switch to. */
   systems: string[];
   /** The system shown, or null for every system. */
   system: string | null;
@@ -59,11 +59,12 @@ export function renderJobGrid(page: JobGridPage): string {
         .id}</a> of <a href="/jobset/${pathSegment(
           evaluation.specification,
         )}">${evaluation.specification}</a></h1>
-      ${dashboard === null ? systemChoice(page) : html`
+      ${dashboard === null ? "" : html`
         <p>Jobs of saved dashboard <code>${dashboard
           .id}</code> (<a href="/dashboard/${dashboard
           .id}">its latest evaluation</a>).</p>
       `}
+      ${systemChoice(page)}
       <div
         class="rate grid-summary">${rateBar(
           summary.succeeded,
@@ -110,7 +111,10 @@ function emptyGrid(system: string | null): SafeHtml {
 }
 
 function systemChoice(page: JobGridPage): SafeHtml {
-  const { evaluation, system } = page;
+  const { evaluation, system, dashboard } = page;
+  const base = dashboard === null
+    ? `/eval/${evaluation.id}/dashboard`
+    : `/eval/${evaluation.id}/dashboard/${dashboard.id}`;
   const systems = system !== null && !page.systems.includes(system)
     ? [...page.systems, system]
     : page.systems;
@@ -120,7 +124,7 @@ function systemChoice(page: JobGridPage): SafeHtml {
       html`${i > 0 ? " · " : ""}${
         choice === system
           ? html`<strong>${choice}</strong>`
-          : html`<a href="/eval/${evaluation.id}/dashboard?system=${
+          : html`<a href="${base}?system=${
             encodeURIComponent(
               choice,
             )

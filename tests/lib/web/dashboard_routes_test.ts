@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createFixture, job, NOW, spec, T0, XSS } from "./_fixture.ts";
 import { randomDashboardId } from "../../../lib/web/dashboard_routes.ts";
 import { LABELLED_TILES_MAX } from "../../../lib/web/pages/job_grid.ts";
+import { type Build, buildStatusName } from "../../../lib/store/types.ts";
 
 type Json = Record<string, unknown>;
 
@@ -367,30 +368,67 @@ Deno.test("GET /eval/ID/dashboard draws small labelled squares beyond 300 jobs",
   assert.ok(text.includes(`Pending jobs (${count})`));
 });
 
-Deno.test("GET /eval/ID/dashboard/DID shows the saved names of every system, and those missing", async () => {
+Deno.test("GET /eval/ID/dashboard/DID shows the saved names on one system, chosen as on the whole grid, and those missing", async () => {
   await using fx = await createFixture();
   const names = ["job-0", "broken", "nope", XSS].map(encodeURIComponent);
   const { id } = await json(
     await fx.fetch(`/api/dashboard/register?spec=hello&names=${names}`),
   );
+  // x86_64-linux by default, as on the whole grid.
   const text = await page(await fx.fetch(`/eval/1/dashboard/${id}`));
-  const shown = tiles(text);
-  assert.deepEqual(shown.map((tile) => tile.split(" ")[0]), [
-    "broken",
-    "job-0",
-  ]);
-  assert.equal(shown[0], "broken failed");
+  assert.deepEqual(tiles(text), [`job-0 ${buildStatus(fx, "job-0")}`]);
   assert.ok(text.includes(`Jobs of saved dashboard <code>${id}</code>`));
   assert.ok(text.includes(`href="/dashboard/${id}"`));
-  // In name order, as the tiles.
+  // A name of another system is not missing; in name order, as the tiles.
   assert.ok(
     text.includes(
-      "Not jobs of this evaluation: <code>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</code>, <code>nope</code>",
+      "Not jobs of this evaluation: <code>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</code>, <code>nope</code>.",
     ),
   );
   assert.ok(!text.includes("<script>alert"));
-  // No system choice: the saved names on every system.
-  assert.ok(!text.includes("System:"));
+  // The system choice stays on this dashboard.
+  assert.ok(text.includes("<strong>x86_64-linux</strong>"));
+  assert.ok(
+    text.includes(`href="/eval/1/dashboard/${id}?system=aarch64-linux"`),
+  );
+
+  // /dashboard/ID keeps `system` across its redirect, and the page honours
+  // it: the tiles are what /api/jobs answers for those names and system.
+  const redirected = await fx.fetch(`/dashboard/${id}?system=aarch64-linux`);
+  assertRedirect(redirected, `/eval/1/dashboard/${id}?system=aarch64-linux`);
+  const arm = await page(
+    await fx.fetch(redirected.headers.get("location")!),
+  );
+  assert.deepEqual(tiles(arm), ["broken failed"]);
+  assert.ok(arm.includes("<strong>aarch64-linux</strong>"));
+  assert.ok(arm.includes("1 job: 0 succeeded, 1 failed, 0 pending"));
+  const api = await fx.fetch(
+    `/api/jobs?evaluation=1&names=${names}&system=aarch64-linux`,
+  );
+  assert.deepEqual(
+    ((await api.json()) as { name: string }[]).map((job) => job.name),
+    ["broken"],
+  );
+  const none = await page(
+    await fx.fetch(`/eval/1/dashboard/${id}?system=i686-linux`),
+  );
+  assert.ok(none.includes(`<div class="empty">No jobs for i686-linux.</div>`));
+  await page(
+    await fx.fetch(`/eval/1/dashboard/${id}?system=bad%20system`, {
+      headers: { accept: "text/html" },
+    }),
+    400,
+  );
+
+  // A specification without x86_64-linux: its first system.
+  await fx.store.upsertSpecification({
+    ...spec("hello"),
+    systems: ["aarch64-linux"],
+  });
+  assert.deepEqual(
+    tiles(await page(await fx.fetch(`/eval/1/dashboard/${id}`))),
+    ["broken failed"],
+  );
 
   const html = { headers: { accept: "text/html" } };
   await page(await fx.fetch("/eval/1/dashboard/abc", html), 400);
@@ -409,3 +447,10 @@ Deno.test("the home, jobset and evaluation pages link to the dashboard", async (
     assert.ok(text.includes(`href="/eval/1/dashboard"`), path);
   }
 });
+
+/** The status class of the grid tile of job `name` on the whole grid. */
+function buildStatus(fx: { builds: Record<string, Build> }, name: string) {
+  const build = Object.values(fx.builds).find((b) => b.jobName === name);
+  assert.ok(build, `no build of ${name}`);
+  return buildStatusName(build.status);
+}
