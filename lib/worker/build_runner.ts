@@ -58,6 +58,11 @@ export interface BuildRunnerOptions {
    * that of {@link watchDaemon}. No limit when max-silent is 0.
    */
   daemonSilenceGraceSeconds?: number;
+  /**
+   * Directory of the build log's on-disk copy (kept to send the log again
+   * to a restarted server); default the temporary directory (TMPDIR).
+   */
+  spoolDir?: string;
 }
 
 // What guix says when the build never started because the derivation (or
@@ -149,6 +154,7 @@ export async function runBuild(
     retries,
     retryDelayMs: options.retryDelayMs ?? 2000,
     reopen: openUpload,
+    spoolDir: options.spoolDir,
   });
   let delay = options.retryDelayMs ?? 2000;
   try {
@@ -259,7 +265,7 @@ async function logForwarder(
   // log port never answered (a firewall, a wrong port) gets a single try,
   // for each retry holds the build's result back.
   const reached = upload !== null && upload.error === undefined;
-  const spool = await openSpool(logger, drv);
+  const spool = await openSpool(logger, drv, options.spoolDir);
   return {
     push(chunk: Uint8Array) {
       spool?.write(chunk);
@@ -292,11 +298,11 @@ async function logForwarder(
 }
 
 /** The on-disk copy of a build log; null when no temp file can be made. */
-async function openSpool(logger: Logger, drv: string) {
+async function openSpool(logger: Logger, drv: string, dir?: string) {
   let path: string;
   let file: Deno.FsFile;
   try {
-    path = await Deno.makeTempFile({ prefix: "lorica-log-" });
+    path = await Deno.makeTempFile({ dir, prefix: "lorica-log-" });
     file = await Deno.open(path, { read: true, write: true, truncate: true });
   } catch (error) {
     logger.warn("log copy unavailable", { drv, error });
@@ -363,6 +369,8 @@ interface ResendOptions {
   /** Further uploads tried when one fails; 0 for a single try. */
   retries: number;
   retryDelayMs: number;
+  /** Where the log's copy is made; default TMPDIR. */
+  spoolDir?: string;
 }
 
 /**

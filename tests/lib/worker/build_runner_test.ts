@@ -396,13 +396,14 @@ Deno.test({
     const port = receiver.port;
     const run = twoPartBuildRun();
     const { lines } = run;
-    const tmpdir = Deno.env.get("TMPDIR");
     try {
       await disk.fill();
-      // The worker keeps its copy of the log in TMPDIR: the full disk.
-      Deno.env.set("TMPDIR", disk.path);
+      // The worker's copy of the log goes to the full disk. (Not through
+      // TMPDIR: the environment is the whole test process's, and other
+      // test files run in it meanwhile.)
       const building = run.start({
         logServer: { hostname: "127.0.0.1", port },
+        spoolDir: disk.path,
       });
       await firstPartStored(cacheDir);
       await receiver.close();
@@ -422,8 +423,6 @@ Deno.test({
         /reason="the copy of the log could not be written" path=.*\/lorica-log-.*os error 28/,
       );
     } finally {
-      if (tmpdir === undefined) Deno.env.delete("TMPDIR");
-      else Deno.env.set("TMPDIR", tmpdir);
       run.finish();
       await receiver.close();
       await Deno.remove(root, { recursive: true });
@@ -565,8 +564,6 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
   const tmp = `${root}/tmp`;
   await Deno.mkdir(tmp);
   const cacheDir = `${root}/logs`;
-  const saved = Deno.env.get("TMPDIR");
-  Deno.env.set("TMPDIR", tmp);
   let receiver = await startReceiver(cacheDir, 0);
   const port = receiver.port;
   const run = twoPartBuildRun();
@@ -579,6 +576,7 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
   try {
     const building = run.start({
       logServer: { hostname: "127.0.0.1", port },
+      spoolDir: tmp,
     });
     await firstPartStored(cacheDir);
     // Mid-build: what is here now is what a SIGKILL would leave.
@@ -596,8 +594,6 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
     );
     assert.deepEqual(await names(), []);
   } finally {
-    if (saved === undefined) Deno.env.delete("TMPDIR");
-    else Deno.env.set("TMPDIR", saved);
     run.finish();
     await receiver.close();
     await Deno.remove(root, { recursive: true });
