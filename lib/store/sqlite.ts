@@ -400,6 +400,9 @@ function sqliteDriver(
       if (held) {
         await new Promise<void>((resolve) => waitingToHold.unshift(resolve));
       }
+      // So do writes issued before the close and still waiting for their
+      // turn: they were accepted, and would otherwise fail as closed.
+      runQueuedWrites();
       // The checkpoint thread's connection first: the last connection to
       // close checkpoints the whole log and removes it.
       await checkpointer?.stop();

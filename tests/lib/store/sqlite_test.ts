@@ -581,6 +581,17 @@ Deno.test("openSqliteStore() waits for another writer, then fails with its busy 
   }
 });
 
+Deno.test("close() commits a write issued just before it, not yet run", async () => {
+  const path = tempFile();
+  const store = openSqliteStore(path);
+  const written = store.upsertSpecification(specification("guix"));
+  await store.close();
+  await written;
+  await withStore(path, async (reopened) => {
+    assert.notEqual(await reopened.getSpecification("guix"), null);
+  });
+});
+
 Deno.test("close() makes later calls reject", async () => {
   const store = openSqliteStore(":memory:");
   await store.close();
