@@ -8,6 +8,7 @@
 // which let the event loop run between their statements.
 
 import { DatabaseSync } from "node:sqlite";
+import { setImmediate } from "node:timers";
 import { StoreError } from "./types.ts";
 import { MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION } from "./sqlite_schema.ts";
 import { sqliteDialect } from "./sql_query.ts";
@@ -361,10 +362,12 @@ function sqliteDriver(
         // dispatcher turn) takes them into its commit; with a microtask, a
         // dispatching server's completions, a task each, made a commit of
         // their own per task (bench: 4% of the dispatch rate).
+        // An immediate, not a timer: past five nested timers (a loop of
+        // awaited writes) each would wait at least a few ms.
         if (queuedWrites.length === 0 && !held) {
-          setTimeout(() => {
+          setImmediate(() => {
             if (!held) runQueuedWrites();
-          }, 0);
+          });
         }
         return new Promise<T>((resolve, reject) =>
           queuedWrites.push({
