@@ -72,7 +72,7 @@ export async function recoverLeftUploads(
       if (!await part.tryLock(true)) continue;
       const info = await part.stat();
       if (await isFileAt(info, logPath)) {
-        if (await repairLog(logPath)) {
+        if (await repairLog(logPath, info)) {
           left.repaired++;
           logger.warn("log repaired", {
             path: logPath,
@@ -113,11 +113,16 @@ async function isFileAt(info: Deno.FileInfo, path: string): Promise<boolean> {
 }
 
 /**
- * Rewrites the gzip log at `path` if its stream stops short: what decodes,
- * then the cut marker. Returns false, changing nothing, for a whole log.
+ * Rewrites the gzip log at `path` (the file `left`) if its stream stops
+ * short: what decodes, then the cut marker. Returns false, changing
+ * nothing, for a whole log, and for one another upload replaced meanwhile
+ * (the build running again): its log is newer than the repair.
  * @throws {Deno.errors.NotFound} and other errors of reading or writing.
  */
-async function repairLog(path: string): Promise<boolean> {
+async function repairLog(
+  path: string,
+  left: Deno.FileInfo,
+): Promise<boolean> {
   using source = await Deno.open(path, { read: true });
   const target = await UploadFile.create(path);
   const gzip = new CompressionStream("gzip");
@@ -137,8 +142,7 @@ async function repairLog(path: string): Promise<boolean> {
     }
     await writer.close();
     await written;
-    if (!first.whole) await target.publish();
-    return !first.whole;
+    return !first.whole && target.replaceIfStill(left);
   } catch (error) {
     await writer.abort(error).catch(() => {});
     await written.catch(() => {});

@@ -79,6 +79,37 @@ export class UploadFile {
   }
 
   /**
+   * Puts the upload's file in the log's place only while the file there
+   * is still `expected`, and returns whether it did: a repair of a left
+   * log must not replace the log of a newer upload of the build. Checked
+   * and done within one turn of the event loop, so that no upload of this
+   * process publishes in between.
+   * @throws {Deno.errors.NotFound} and other errors of `Deno.linkSync`.
+   */
+  replaceIfStill(expected: Deno.FileInfo): boolean {
+    if (this.#published) return true;
+    let current: Deno.FileInfo;
+    try {
+      current = Deno.statSync(this.#path);
+    } catch {
+      return false;
+    }
+    if (current.ino !== expected.ino || current.dev !== expected.dev) {
+      return false;
+    }
+    const stage = partPathOf(this.#path);
+    Deno.linkSync(this.#partPath, stage);
+    try {
+      Deno.renameSync(stage, this.#path);
+    } catch (error) {
+      Deno.removeSync(stage);
+      throw error;
+    }
+    this.#published = true;
+    return true;
+  }
+
+  /**
    * Ends the upload on disk: its own name goes, and with it the file unless
    * it was published (a published file stays the build's log).
    */

@@ -247,3 +247,51 @@ Deno.test("recoverLeftUploads() marks a log whose tail a power loss left as garb
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("recoverLeftUploads() does not put its repair over a log a new upload published meanwhile", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-left-" });
+  try {
+    const file = `${dir}/${HASH}.log.gz`;
+    // What a dead server left: a log cut short, its upload name unlocked.
+    // Lines that compress little: the repair takes many reads.
+    const lines = Array.from(
+      { length: 20_000 },
+      (_, i) => `old attempt ${crypto.randomUUID()} ${i}\n`,
+    ).join("");
+    const streamed = zlib.deflateRawSync(encoder.encode(lines), {
+      finishFlush: zlib.constants.Z_SYNC_FLUSH,
+    });
+    const header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    const left = await UploadFile.create(file);
+    await left.file.write(new Uint8Array([...header, ...streamed]));
+    await left.publish();
+    left.file.close();
+    const leftName = partFiles(dir)[0];
+
+    // The build runs again (local mode starts it while the log expiry's
+    // first sweep runs): its new log is in place before the repair ends.
+    const sweeping = recoverLeftUploads(dir, {
+      idleMs: 7_200_000,
+      now: Date.now(),
+      logger: silentLogger,
+    });
+    // The repair has begun writing its copy.
+    for (let i = 0; i < 10_000; i++) {
+      if (partFiles(dir).some((name) => name !== leftName)) break;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.equal(partFiles(dir).length, 2, "the repair never began");
+    const rebuilt = await UploadFile.create(file);
+    await rebuilt.publish();
+    const fresh = zlib.gzipSync(encoder.encode("new attempt\n"));
+    await rebuilt.file.write(fresh);
+    assert.deepEqual(await sweeping, { removed: 0, repaired: 0 });
+    rebuilt.file.close();
+    await rebuilt.release();
+
+    assert.equal(wholeGzip(await Deno.readFile(file)), "new attempt\n");
+    assert.deepEqual(partFiles(dir), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
