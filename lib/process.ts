@@ -126,9 +126,10 @@ export function spawnProcess(
 
 /**
  * Ends `child`: SIGTERM, then SIGKILL to the same target (its group when
- * started with `ownGroup`) if it has not exited after the grace. A child
- * that ignores SIGTERM (a builder trapping it, a hung daemon client)
- * would otherwise be waited for forever. Resolves with its status.
+ * started with `ownGroup`) if it has not exited after the grace, or as
+ * soon as it has (what is left of its group). A child that ignores SIGTERM
+ * (a builder trapping it, a hung daemon client) would otherwise be waited
+ * for forever. Resolves with its status.
  */
 export async function terminate(
   child: Child,
@@ -154,8 +155,12 @@ export async function terminate(
       grace: graceMs / 1000,
       reason: "still running after SIGTERM",
     });
-    child.kill("SIGKILL");
   }
+  // Also once it obeyed: with `ownGroup`, members that ignored SIGTERM
+  // outlive the command, holding its pipes open, working for nobody. They
+  // go now, while the group's id cannot name another group yet (a no-op
+  // for a child alone, or a group already empty).
+  child.kill("SIGKILL");
   return await child.status;
 }
 

@@ -198,3 +198,32 @@ Deno.test("terminate() ends a child that obeys SIGTERM at once, without SIGKILL 
   await readTail(child.stdout, 100);
   await readTail(child.stderr, 100);
 });
+
+Deno.test("spawnProcess() with ownGroup: an aborted signal leaves no member ignoring SIGTERM once the command obeyed it", async () => {
+  const abort = new AbortController();
+  // The command ends on SIGTERM; its child does not.
+  const child = spawnProcess([
+    "sh",
+    "-c",
+    `(trap "" TERM; exec sleep 60) & echo $!; trap "exit 0" TERM; wait`,
+  ], { ownGroup: true, signal: abort.signal, killGraceMs: 300 });
+  const reader = child.stdout.getReader();
+  const sleeper = Number(
+    new TextDecoder().decode((await reader.read()).value).trim(),
+  );
+  reader.releaseLock();
+  try {
+    await untilIgnoresSigterm(sleeper);
+    abort.abort();
+    assert.deepEqual(await statusWithin(child.status, 5000), {
+      code: 0,
+      signal: null,
+    });
+    assert.ok(!await stillRunning(sleeper), `sleep ${sleeper} still runs`);
+    // Nobody holds the pipes any more: reading them ends.
+    await readTail(child.stdout, 100);
+    await readTail(child.stderr, 100);
+  } finally {
+    if (running(sleeper)) Deno.kill(sleeper, "SIGKILL");
+  }
+});
