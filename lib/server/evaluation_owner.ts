@@ -33,10 +33,34 @@ export const STALE_AFTER_MS = 3 * HEARTBEAT_INTERVAL_MS;
 /** This process, as an evaluation's owner. */
 export async function thisProcess(): Promise<EvaluationOwner> {
   return {
-    host: Deno.hostname(),
+    host: thisHost(),
     pid: Deno.pid,
     started: await processStart(Deno.pid) ?? "",
   };
+}
+
+let hostIdentity: string | undefined;
+
+/**
+ * The host name, and the PID namespace whose pids this process sees: two
+ * containers of one host name (a fixed --hostname, host networking) would
+ * otherwise each look the other's pids up in their own /proc and find
+ * them dead, or taken by another process. Owners of another namespace are
+ * judged by their heartbeat. Without /proc, the host name alone.
+ */
+export function thisHost(): string {
+  if (hostIdentity === undefined) {
+    let namespace = "";
+    try {
+      // "pid:[4026531836]": the namespace's inode, the same for every
+      // process in it.
+      namespace = ` ${Deno.readLinkSync("/proc/self/ns/pid")}`;
+    } catch {
+      // No /proc: nothing better than the name.
+    }
+    hostIdentity = `${Deno.hostname()}${namespace}`;
+  }
+  return hostIdentity;
 }
 
 /**
@@ -60,7 +84,7 @@ export async function stillRunning(
 
 /** Whether `owner` names a live process of this host. */
 export async function isLive(owner: EvaluationOwner): Promise<boolean> {
-  if (owner.host !== Deno.hostname()) return false;
+  if (owner.host !== thisHost()) return false;
   const started = await processStart(owner.pid);
   return started !== null && started === owner.started;
 }

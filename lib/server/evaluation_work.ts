@@ -7,16 +7,9 @@
 // serves evaluations recorded before their rows named their owner, and
 // keeps the directories of live local processes.
 
-import { processStart } from "./evaluation_owner.ts";
+import { isLive, thisProcess } from "./evaluation_owner.ts";
 import type { Logger } from "../log.ts";
-
-/** The process running an evaluation, as written in its work directory. */
-interface Owner {
-  host: string;
-  pid: number;
-  /** The process's start time (clock ticks since boot): pids are reused. */
-  started: string;
-}
+import type { EvaluationOwner } from "../store/types.ts";
 
 const OWNER_FILE = "owner.json";
 
@@ -32,11 +25,7 @@ export async function makeEvaluationWorkDir(
 ): Promise<string> {
   const dir = evaluationWorkDir(stateDir, id);
   await Deno.mkdir(dir, { recursive: true });
-  const owner: Owner = {
-    host: Deno.hostname(),
-    pid: Deno.pid,
-    started: await processStart(Deno.pid) ?? "",
-  };
+  const owner = await thisProcess();
   await Deno.writeTextFile(`${dir}/${OWNER_FILE}`, JSON.stringify(owner));
   return dir;
 }
@@ -49,7 +38,7 @@ export async function runByAnotherProcess(
   stateDir: string,
   id: number,
 ): Promise<boolean> {
-  let owner: Owner;
+  let owner: EvaluationOwner;
   try {
     owner = JSON.parse(
       await Deno.readTextFile(
@@ -59,9 +48,7 @@ export async function runByAnotherProcess(
   } catch {
     return false; // no work directory, or one cut short: nobody's
   }
-  if (owner.host !== Deno.hostname() || owner.pid === Deno.pid) return false;
-  const started = await processStart(owner.pid);
-  return started !== null && started === owner.started;
+  return owner.pid !== Deno.pid && await isLive(owner);
 }
 
 /**

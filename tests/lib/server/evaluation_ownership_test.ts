@@ -12,6 +12,7 @@ import {
 import {
   HEARTBEAT_INTERVAL_MS,
   STALE_AFTER_MS,
+  thisHost,
 } from "../../../lib/server/evaluation_owner.ts";
 import { removeLeftWorkDirs } from "../../../lib/server/evaluation_work.ts";
 import { openPostgresStore } from "../../../lib/store/postgres.ts";
@@ -358,7 +359,7 @@ for (const { name, ignore, needs } of backends) {
       try {
         const clock = new FakeClock();
         const now = clock.now() / 1000;
-        const host = Deno.hostname();
+        const host = thisHost();
         const live = await db.a.addEvaluation("s", [], now, {
           owner: { host, pid: other.pid, started: startTime(other.pid) },
         });

@@ -11,6 +11,7 @@ import {
   runEvaluation,
 } from "../../../lib/server/evaluation_runner.ts";
 import { removeLeftWorkDirs } from "../../../lib/server/evaluation_work.ts";
+import { thisHost } from "../../../lib/server/evaluation_owner.ts";
 import { EvaluationStatus } from "../../../lib/store/types.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
@@ -367,7 +368,7 @@ Deno.test("runEvaluation() works in the state directory, and a server's start cl
       Deno.mkdirSync(`${work}/${id}`, { recursive: true });
       Deno.writeTextFileSync(
         `${work}/${id}/owner.json`,
-        JSON.stringify({ host: Deno.hostname(), pid, started }),
+        JSON.stringify({ host: thisHost(), pid, started }),
       );
     };
     owned(live, other.pid, startTime(other.pid));
