@@ -7,6 +7,7 @@
 import { HttpError, quoteValue } from "./http_error.ts";
 import {
   BUILD_TYPES,
+  checkNoNul,
   defaultGuixChannel,
   MAX_NAME_LENGTH,
   SPEC_NAME_REGEXP,
@@ -86,7 +87,16 @@ export function specFromForm(form: URLSearchParams): Specification {
       if (item.trim() !== "") systems.push(item.trim());
     }
   }
-  return withinLimits({
+  // As the JSON and file readers do: a NUL is named here, before the
+  // store's own refusal (which would be a 500).
+  const noNul = (spec: Specification) =>
+    checkNoNul(spec, (what) => {
+      throw new HttpError(
+        400,
+        `Cannot read specification from the form: ${what}`,
+      );
+    });
+  return withinLimits(noNul({
     name,
     build: { type: form.get("build") ?? "", params },
     channels,
@@ -96,7 +106,7 @@ export function specFromForm(form: URLSearchParams): Specification {
     priority: numberField(form.get("priority") ?? "9", "priority"),
     systems: [...new Set(systems)],
     isActive: true,
-  });
+  }));
 }
 
 /**

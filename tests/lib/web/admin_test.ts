@@ -394,6 +394,50 @@ Deno.test("POST /admin/specification/add accepts Cuirass's form fields", async (
   assert.equal(spec.priority, 0);
 });
 
+Deno.test("a specification form holding a NUL in any field is a 400 naming the field and the escaped value, not a 500", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const fields = (change: Record<string, string>) =>
+    new URLSearchParams({
+      token: TOKEN,
+      name: "nul-form",
+      build: "packages",
+      "param-input": "hello",
+      "channel-name": "guix",
+      "channel-url": "https://git.example/guix.git",
+      "channel-branch": "main",
+      systems: "x86_64-linux",
+      ...change,
+    }).toString();
+  // The store refuses a NUL as a backstop (PostgreSQL cannot keep one);
+  // the form must name the field before it gets there.
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ "channel-branch": "ma\0in" }, /channels\[0\]\.branch.*"ma\\u0000in"/],
+    [{ "channel-name": "gu\0ix" }, /channels\[0\]\.name.*"gu\\u0000ix"/],
+    [
+      { "channel-url": "https://git.example/g\0.git" },
+      /channels\[0\]\.url.*"https:\/\/git\.example\/g\\u0000\.git"/,
+    ],
+    [{ "param-input": "hel\0lo" }, /build\.params\[0\].*"hel\\u0000lo"/],
+  ];
+  for (
+    const path of ["/admin/specification/add", "/admin/specification/edit"]
+  ) {
+    for (const [change, message] of cases) {
+      const response = await fx.fetch(path, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: fields(change),
+      });
+      assert.match(
+        await error(response, 400),
+        message,
+        `${path} ${JSON.stringify(change)}`,
+      );
+    }
+  }
+  assert.equal(await fx.store.getSpecification("nul-form"), null);
+});
+
 Deno.test("specFromJson() and specFromForm() reject bad fields with 400 naming the field", () => {
   const good = specJson("ok");
   const cases: [string, Record<string, unknown>, RegExp][] = [
