@@ -4,7 +4,9 @@
 // must come from the database, which all of them see. An evaluation's row
 // names the process that runs it (host, pid, process start), and that
 // process renews the row's heartbeat every HEARTBEAT_INTERVAL_MS while it
-// runs. A server starting up aborts a started evaluation only when:
+// runs. A server starting up, and each running server every
+// HEARTBEAT_INTERVAL_MS (not for its own), aborts a started evaluation
+// only when:
 // - its owner was a process of this host that is gone (a fast, exact
 //   answer: /proc says so), or
 // - its heartbeat is older than STALE_AFTER_MS (an owner elsewhere, which
@@ -74,12 +76,17 @@ export async function stillRunning(
 ): Promise<boolean> {
   const { owner } = evaluation;
   const { self, now } = options;
-  const thisOne = owner.pid === self.pid && owner.started === self.started;
+  const thisOne = sameProcess(owner, self);
   // Another process of this host: /proc answers at once. (This very
   // process may run several servers, as tests do: the heartbeat judges.)
   if (owner.host === self.host && !thisOne) return await isLive(owner);
   return evaluation.heartbeat !== null &&
     (now - evaluation.heartbeat) * 1000 <= STALE_AFTER_MS;
+}
+
+/** Whether `a` and `b` name the same process of the same host. */
+export function sameProcess(a: EvaluationOwner, b: EvaluationOwner): boolean {
+  return a.host === b.host && a.pid === b.pid && a.started === b.started;
 }
 
 /** Whether `owner` names a live process of this host. */

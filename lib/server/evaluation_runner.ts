@@ -12,6 +12,7 @@ import {
 } from "./evaluation_work.ts";
 import {
   keepHeartbeat,
+  sameProcess,
   stillRunning,
   thisProcess,
 } from "./evaluation_owner.ts";
@@ -403,19 +404,24 @@ export async function recordFailedEvaluation(
  * on this machine or another, whatever its state directory, are left
  * alone. Evaluations recorded before their rows named their owner are
  * judged by their work directory in `stateDir`, as they were then.
- * Returns how many were aborted.
+ * With `spareOwn`, those of this very process are left alone whatever
+ * their heartbeat. Returns how many were aborted.
  */
 export async function abortStaleEvaluations(
   store: Store,
   clock: Clock,
   logger: Logger,
   stateDir: string,
+  options: { spareOwn?: boolean } = {},
 ): Promise<number> {
   const self = await thisProcess();
   const now = epochSeconds(clock);
   let count = 0;
   for (const evaluation of await store.listRunningEvaluations()) {
     const { id, owner, heartbeat } = evaluation;
+    if (options.spareOwn && owner !== null && sameProcess(owner, self)) {
+      continue;
+    }
     const running = owner === null
       ? await runByAnotherProcess(stateDir, id)
       : await stillRunning({ ...evaluation, owner }, { self, now });
@@ -432,6 +438,47 @@ export async function abortStaleEvaluations(
   }
   if (count > 0) logger.info("stale evaluations aborted", { count });
   return count;
+}
+
+/** What {@link sweepStaleEvaluations} needs. */
+export interface StaleEvaluationSweepOptions {
+  store: Store;
+  clock: Clock;
+  logger: Logger;
+  stateDir: string;
+  /** Time between two sweeps. */
+  periodMs: number;
+  signal: AbortSignal;
+}
+
+/**
+ * Runs {@link abortStaleEvaluations} every `periodMs` (the first after one
+ * period: the start has just swept) until `signal` aborts. With servers
+ * sharing a database, one that dies while evaluating is perhaps never
+ * started again (its machine is gone): without this, its evaluation would
+ * stay started, shown as in progress, until some server restarts.
+ */
+export async function sweepStaleEvaluations(
+  options: StaleEvaluationSweepOptions,
+): Promise<void> {
+  const { store, clock, logger, stateDir, periodMs, signal } = options;
+  while (!signal.aborted) {
+    try {
+      await clock.sleep(periodMs, signal);
+    } catch {
+      return;
+    }
+    try {
+      // This process runs its own: a heartbeat that lapsed while the
+      // database was out does not end them.
+      await abortStaleEvaluations(store, clock, logger, stateDir, {
+        spareOwn: true,
+      });
+    } catch (error) {
+      // The database is down, say: the next sweep tries again.
+      logger.warn("stale evaluation sweep failed", { error });
+    }
+  }
 }
 
 /**

@@ -13,6 +13,7 @@ import type { EvaluationTrigger } from "../web/admin.ts";
 import { createLiveLogHub } from "../web/live_logs.ts";
 import { createFarmMetrics } from "../web/metrics.ts";
 import { removeLeftWorkDirs } from "./evaluation_work.ts";
+import { HEARTBEAT_INTERVAL_MS } from "./evaluation_owner.ts";
 import {
   abortStaleEvaluations,
   evaluationLogPath,
@@ -21,6 +22,7 @@ import {
   keepPendingDerivations,
   recordFailedEvaluation,
   runEvaluation,
+  sweepStaleEvaluations,
 } from "./evaluation_runner.ts";
 import { JobsetMonitor, type TriggerResult } from "./jobset_monitor.ts";
 import { runLogExpiry } from "./log_expiry.ts";
@@ -74,6 +76,11 @@ export interface ServerConfig extends RemoteBuilderConfig {
   publicUrl?: string | null;
   /** Build logs older than this are removed, daily [180 days, as Cuirass]. */
   logExpirySeconds?: number;
+  /**
+   * Time between two looks for evaluations that a dead server sharing the
+   * database left started [HEARTBEAT_INTERVAL_MS, 30 s]; also done at start.
+   */
+  staleEvaluationSweepMs?: number;
 }
 
 /**
@@ -193,6 +200,16 @@ export async function startServer(
       logger: logger.with({ part: "logs" }),
     }, abort.signal);
     cleanups.push(() => expiring);
+
+    const sweeping = sweepStaleEvaluations({
+      store,
+      clock,
+      logger: logger.with({ part: "evaluation" }),
+      stateDir: config.stateDir,
+      periodMs: config.staleEvaluationSweepMs ?? HEARTBEAT_INTERVAL_MS,
+      signal: abort.signal,
+    });
+    cleanups.push(() => sweeping);
 
     const liveLogs = createLiveLogHub();
     const metrics = createFarmMetrics();

@@ -10,9 +10,14 @@ import {
   startServer,
 } from "../../../lib/server/server.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import { BuildStatus, type Store } from "../../../lib/store/types.ts";
+import {
+  BuildStatus,
+  EvaluationStatus,
+  type Store,
+} from "../../../lib/store/types.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger } from "../../../lib/log.ts";
+import { thisProcess } from "../../../lib/server/evaluation_owner.ts";
 import { encodeMessage, type Message } from "../../../lib/protocol/messages.ts";
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { silentLogger } from "../../../lib/log.ts";
@@ -691,6 +696,58 @@ Deno.test({
       await (second ?? { close: () => Deno.remove(root, { recursive: true }) })
         .close();
       await publish.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "C18: a running server aborts the evaluation a dead server sharing its database left started, without waiting for a restart",
+  async fn() {
+    // Sweeps every 50 ms instead of every heartbeat interval.
+    const t = await startTestServer({
+      config: { staleEvaluationSweepMs: 50 },
+    });
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      // Added after the server's start, whose own sweep cannot see them:
+      // machine A died mid-evaluation (no heartbeat for 200 s), machine
+      // B evaluates still (its heartbeat is fresh).
+      const dead = await t.store.addEvaluation("spec", [], now - 200, {
+        owner: { host: "build-a", pid: 4242, started: "1" },
+      });
+      const live = await t.store.addEvaluation("spec", [], now, {
+        owner: { host: "build-b", pid: 4242, started: "1" },
+      });
+      // This server's own, its heartbeat lapsed while the database was
+      // out: this process runs it, whatever the heartbeat says.
+      const own = await t.store.addEvaluation("spec", [], now - 200, {
+        owner: await thisProcess(),
+      });
+      await eventually(
+        async () =>
+          (await t.store.getEvaluation(dead))?.status ===
+            EvaluationStatus.aborted,
+        "the dead server's evaluation aborted",
+      );
+      assert.ok(
+        t.lines.some((l) =>
+          l.startsWith("info stale evaluation aborted") &&
+          l.includes(`evaluation=${dead} `) && l.includes("owner=build-a/4242")
+        ),
+        t.lines.join("\n"),
+      );
+      // Several sweeps later, the live ones are still started.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      for (const id of [live, own]) {
+        assert.equal(
+          (await t.store.getEvaluation(id))?.status,
+          EvaluationStatus.started,
+        );
+      }
+    } finally {
+      await t.close();
     }
   },
 });
