@@ -91,6 +91,8 @@ export class ServerSilentError extends Error {
 
 const EMPTY = new Uint8Array(0);
 const MAX_QUEUED_EVENTS = 64;
+/** How long a stopping worker tries to hand its killed build back. */
+const HAND_BACK_TIMEOUT_MS = 2000;
 
 /** Formats an address for a URL, bracketing IPv6. */
 export function urlHost(address: string): string {
@@ -123,6 +125,8 @@ interface Registration {
   publishUrl: string;
   substituteUrls: string[];
   logServer: { hostname: string; port: number; acknowledges: boolean };
+  /** The `worker-ready` sent, to say again holding nothing. */
+  ready: Extract<Message, { type: "worker-ready" }>;
 }
 
 class Session {
@@ -429,13 +433,13 @@ class Session {
         reason: "the server requires a worker key and none is configured",
       });
     }
-    const ready = await this.#offer({
+    const readyMessage: Extract<Message, { type: "worker-ready" }> = {
       type: "worker-ready",
       worker,
       ...(lorica && features.has("holding") ? { holding } : {}),
       ...(auth ? { auth } : {}),
-    });
-    if (!ready) return false;
+    };
+    if (!await this.#offer(readyMessage)) return false;
     const previous = this.#registration;
     this.#registration = {
       info,
@@ -456,6 +460,7 @@ class Session {
         port: info.logPort,
         acknowledges: features.has("log-ack"),
       },
+      ready: readyMessage,
     };
     this.#logger.info(
       previous ? "worker registered again" : "worker registered",
@@ -629,7 +634,10 @@ class Session {
         // A stop without drain: the session ends once guix build is gone
         // (killed, SIGKILL after its grace if need be), not while it runs
         // on to outlive the worker.
-        if (this.#signal.aborted) await building;
+        if (this.#signal.aborted) {
+          await building;
+          await this.#handBackOnStop(job.drv);
+        }
         throw error;
       }
       if (cancel.signal.aborted) {
@@ -686,6 +694,35 @@ class Session {
     }
     await this.#reRegister([]);
     return true;
+  }
+
+  /**
+   * Hands back the build a stop killed (a stop without drain, or a drain
+   * that timed out): the worker is going and will never report it, and the
+   * server would keep it started until its worker timeout. Said as the
+   * same registration holding nothing, on the same connection (the server
+   * requeues what the name held), with no answer awaited: the session is
+   * ending. A Cuirass server has no way to take a build back.
+   */
+  async #handBackOnStop(drv: string) {
+    const registration = this.#registration;
+    if (
+      this.#options.extensions === false ||
+      registration === undefined ||
+      !registration.features.has("holding")
+    ) return;
+    try {
+      await this.#dealer.send(
+        [EMPTY, encodeMessage({ ...registration.ready, holding: [] })],
+        AbortSignal.timeout(HAND_BACK_TIMEOUT_MS),
+      );
+      this.#logger.warn("build handed back", {
+        drv,
+        reason: "worker stopping",
+      });
+    } catch (error) {
+      this.#logger.warn("build not handed back", { drv, error });
+    }
   }
 
   /**

@@ -272,3 +272,61 @@ Deno.test({
       }
     }),
 });
+
+for (const drain of [false, true]) {
+  Deno.test({
+    ...opts,
+    name: `C07: a worker stopped ${
+      drain ? "once its drain timed out" : "without drain"
+    } hands the build it killed back: the server requeues it at once, not after the worker timeout`,
+    fn: () =>
+      withFarm([DEAF], async (f, daemon, drvs) => {
+        const builds = recordingSpawner();
+        const lines: string[] = [];
+        const logger = sessionLogger(lines);
+        const worker = await startWorker({
+          server: { hostname: "127.0.0.1", port: f.port },
+          workers: 1,
+          systems: ["x86_64-linux"],
+          machine: "test",
+          publishPort: 0,
+          publishListen: "127.0.0.1",
+          substituteUrls: [],
+          requestPeriodMs: 100,
+          pingIntervalMs: 60_000,
+          publishArgs: [],
+          storeDir: daemon.storeDir,
+          minimumDiskSpace: 0,
+        }, { guix: fakeGuix(daemon, builds, logger), logger });
+        let stopped = false;
+        try {
+          const deaf = drvs.get("deaf")!;
+          await f.addJobs([{ ...job("deaf", 1), derivation: deaf }]);
+          await deafBuild(builds, deaf);
+          const given = await f.store.getBuildByDerivation(deaf);
+          assert.ok(given?.worker, "the build is the worker's");
+          assert.ok(given.status < 0, `status ${given.status}`);
+          await within(
+            worker.stop(drain ? { drain: true, drainMs: 200 } : {}),
+            10_000,
+            "worker stop",
+          );
+          stopped = true;
+          // The dispatcher's worker timeout is minutes away: only the
+          // worker's word can requeue the build this soon.
+          await eventually(async () => {
+            const build = await f.store.getBuildByDerivation(deaf);
+            return build?.status === BuildStatus.scheduled &&
+              build.worker === null;
+          }, "build requeued with no worker");
+          assert.ok(
+            lines.some((l) => l.startsWith("warn build handed back ")),
+            lines.join("\n"),
+          );
+        } finally {
+          killLeftovers(builds);
+          if (!stopped) await worker.stop();
+        }
+      }),
+  });
+}
