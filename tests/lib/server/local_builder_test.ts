@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import zlib from "node:zlib";
 import { logFileName } from "../../../lib/protocol/log_channel.ts";
 import { runEvaluation } from "../../../lib/server/evaluation_runner.ts";
 import {
@@ -708,4 +709,55 @@ async function partLinkedToLog(dir: string): Promise<boolean> {
     if (part && log && part.ino === log.ino) return true;
   }
   return false;
+}
+
+Deno.test("LocalBuilder writes a log readable while the build runs, so that the live view and a repair after a crash keep what was printed", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "s", version: "1", behaviour: { seconds: 4, logLines: 40 } },
+    ],
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = farm.builder();
+    let finished = false;
+    const building = builder.buildBatch(await builder.takeBatch())
+      .finally(() => (finished = true));
+    const logs = `${farm.root}/logs`;
+    // What the file holds mid-build, decoded as far as it goes: a server
+    // killed now leaves just that behind.
+    let text = "";
+    while (!finished && !text.includes("[s-1] step 5 of 40")) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      text = await partialLog(logs);
+    }
+    assert.ok(
+      !finished,
+      `the build ended first; the file held ${text.length} characters`,
+    );
+    await building;
+  } finally {
+    await farm.close();
+  }
+});
+
+/** The text of the log being written in `dir`, as far as it decodes. */
+async function partialLog(dir: string): Promise<string> {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].map((entry) => entry.name);
+  } catch {
+    return ""; // not made yet
+  }
+  const name = names.find((name) => name.endsWith(".log.gz"));
+  if (name === undefined) return "";
+  const bytes = await Deno.readFile(`${dir}/${name}`);
+  if (bytes.length === 0) return "";
+  try {
+    return new TextDecoder().decode(
+      zlib.gunzipSync(bytes, { finishFlush: zlib.constants.Z_SYNC_FLUSH }),
+    );
+  } catch {
+    return "";
+  }
 }
