@@ -2,6 +2,7 @@
 
 import { isDatabaseUnavailable } from "../store/unavailable.ts";
 import { HttpError } from "./http_error.ts";
+import { showNulText } from "../nul_text.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
 import { EXTRA_ROUTES } from "./extra_routes.ts";
@@ -216,14 +217,15 @@ function decodeSegments(raw: string[], pathname: string): string[] {
  */
 function refuseNul(params: URLSearchParams): void {
   for (const [name, value] of params) {
-    if (name.includes("\0") || value.includes("\0")) {
-      throw new HttpError(
-        400,
-        `Cannot read parameter ${
-          JSON.stringify(name.slice(0, 60))
-        }: it holds a NUL character`,
-      );
-    }
+    if (!name.includes("\0") && !value.includes("\0")) continue;
+    // Named, and shown with its NUL escaped, as the other readers do.
+    const what = name.includes("\0")
+      ? "its name holds a NUL character (U+0000)"
+      : `value ${showNulText(value)} holds a NUL character (U+0000)`;
+    throw new HttpError(
+      400,
+      `Cannot read parameter ${JSON.stringify(name.slice(0, 60))}: ${what}`,
+    );
   }
 }
 

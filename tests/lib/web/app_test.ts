@@ -910,3 +910,23 @@ Deno.test("a NUL character in a parameter or in the path is a 400 naming it, bef
     assert.ok(text.includes(named), `${path}: ${text}`);
   }
 });
+
+Deno.test("a parameter refused for its NUL character is named with its value, the NUL escaped", async () => {
+  await using fx = await createFixture();
+  for (
+    const [path, shown] of [
+      [
+        "/api/dashboard/register?jobset=hello&names=a%00b",
+        String.raw`"names": value "a\u0000b"`,
+      ],
+      ["/api/latestbuilds?nr=5&job=%00", String.raw`"job": value "\u0000"`],
+      [
+        "/api/queue?nr=5&sys%00tem=x86_64-linux",
+        String.raw`"sys\u0000tem": its name`,
+      ],
+    ]
+  ) {
+    const body = await json(await fx.fetch(path), 400) as Json;
+    assert.ok(String(body.error).includes(shown), `${path}: ${body.error}`);
+  }
+});
