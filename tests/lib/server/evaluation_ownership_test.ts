@@ -245,8 +245,10 @@ for (const { name, ignore, needs } of backends) {
         const id = await firstEvaluation(db.b);
         for (let i = 0; i < 4; i++) {
           await a.clock.advance(HEARTBEAT_INTERVAL_MS);
-          // The renewal is one database write: let it land.
-          for (let j = 0; j < 100; j++) {
+          // The renewal is one database write: let it land (a loaded
+          // machine may take a while; a missing renewal fails below).
+          const deadline = Date.now() + 20_000;
+          while (Date.now() < deadline) {
             const [row] = await db.b.listRunningEvaluations();
             if (row?.heartbeat === a.clock.now() / 1000) break;
             await new Promise((resolve) => setTimeout(resolve, 10));
