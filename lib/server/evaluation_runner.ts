@@ -17,7 +17,6 @@ import {
   thisProcess,
 } from "./evaluation_owner.ts";
 import {
-  BuildStatus,
   type Checkout,
   EvaluationStatus,
   type NewJob,
@@ -66,13 +65,6 @@ export interface EvaluationOutcome {
   /** Failed because an evaluator ran past `timeoutSeconds` [false]. */
   timedOut?: boolean;
 }
-
-const FAILED_STATUSES: ReadonlySet<number> = new Set([
-  BuildStatus.failed,
-  BuildStatus.failedDependency,
-  BuildStatus.failedOther,
-  BuildStatus.canceled,
-]);
 
 /** Path of an evaluation's log (plain text). */
 export function evaluationLogPath(stateDir: string, id: number): string {
@@ -218,10 +210,6 @@ export async function runEvaluation(
           whileStarted: true,
         }),
     );
-    const blocked = await databaseStep(
-      `fail the blocked builds of evaluation ${id}`,
-      () => failBlockedBuilds(store, id, jobs, clock),
-    );
     const recorded = await databaseStep(
       `record evaluation ${id} succeeded`,
       () =>
@@ -248,7 +236,7 @@ export async function runEvaluation(
       jobs: jobs.length,
       created: registered.created,
       known: registered.known,
-      blocked,
+      blocked: registered.blocked,
     });
     return {
       id,
@@ -502,43 +490,6 @@ function pinnedCheckouts(spec: Specification): Checkout[] {
       revision: channel.commit!,
       directory: "",
     }));
-}
-
-/**
- * New builds of evaluation `id` that depend on a build which already
- * failed (in an earlier evaluation) are failed-dependency at once, instead
- * of waiting forever or rebuilding the failure (case C05).
- */
-async function failBlockedBuilds(
-  store: Store,
-  id: number,
-  jobs: NewJob[],
-  clock: Clock,
-): Promise<number> {
-  let blocked = 0;
-  const seen = new Set<string>();
-  for (const job of jobs) {
-    if (seen.has(job.derivation)) continue;
-    seen.add(job.derivation);
-    const build = await store.getBuildByDerivation(job.derivation);
-    if (
-      build === null || build.evaluation !== id ||
-      build.status !== BuildStatus.scheduled
-    ) continue;
-    for (const dependency of await store.buildDependencies(build.id)) {
-      const target = await store.getBuild(dependency);
-      if (target && FAILED_STATUSES.has(target.status)) {
-        const result = await store.completeBuild(
-          build.derivation,
-          BuildStatus.failedDependency,
-          { now: epochSeconds(clock) },
-        );
-        if (result.changed) blocked += 1 + result.dependentsFailed;
-        break;
-      }
-    }
-  }
-  return blocked;
 }
 
 async function mapBounded<T, R>(

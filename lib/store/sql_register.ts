@@ -247,10 +247,11 @@ export function* registerBuilds(
       if (state !== undefined && state.status > 0) failed.add(state.id);
     }
   }
-  for (const target of failed) yield* failDependents(d, target, now);
+  let blocked = 0;
+  for (const target of failed) blocked += yield* failDependents(d, target, now);
   if (d.name === "postgres") yield* refreshStatistics(fresh.length);
   if (fresh.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
-  return { created: fresh.length, known };
+  return { created: fresh.length, known, blocked };
 }
 
 /** New builds below which statistics are left to autovacuum. */

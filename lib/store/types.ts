@@ -284,6 +284,11 @@ export interface RegisterResult {
   created: number;
   /** Jobs whose outputs were already known: no new build. */
   known: number;
+  /**
+   * New builds failed-dependency at once: one of their inputs had failed
+   * already, in an earlier evaluation (case C05).
+   */
+  blocked: number;
 }
 
 export interface CompleteResult {

@@ -555,7 +555,7 @@ Deno.test("registerBuilds() is atomic: a bad job leaves no build of the batch", 
     // The store still works after the rollback.
     assert.deepEqual(
       await store.registerBuilds(id, [job("good")], { priority: 9, now: 1 }),
-      { created: 1, known: 0 },
+      { created: 1, known: 0, blocked: 0 },
     );
   });
 });
@@ -725,7 +725,11 @@ Deno.test("registering a big evaluation lets the event loop run between its stat
     await new Promise((resolve) => setTimeout(resolve, 0));
     assert.equal(registered, false);
     const written = store.upsertSpecification(specification("other"));
-    assert.deepEqual(await registering, { created: 20000, known: 0 });
+    assert.deepEqual(await registering, {
+      created: 20000,
+      known: 0,
+      blocked: 0,
+    });
     await written;
     assert.notEqual(await store.getSpecification("other"), null);
     assert.deepEqual(
@@ -745,7 +749,7 @@ Deno.test("closing the store while an evaluation registers lets the registration
   await new Promise((resolve) => setTimeout(resolve, 0));
   const waiting = store.batch((tx) => tx.touchWorker("w1", 2));
   await store.close();
-  assert.deepEqual(await registering, { created: 20000, known: 0 });
+  assert.deepEqual(await registering, { created: 20000, known: 0, blocked: 0 });
   await assert.rejects(waiting, /not open/);
   await withStore(path, async (reopened) => {
     assert.deepEqual(

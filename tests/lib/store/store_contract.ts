@@ -325,7 +325,7 @@ export function storeContract(
       priority: 3,
       now: 1500,
     });
-    assert.deepEqual(result, { created: 1, known: 0 });
+    assert.deepEqual(result, { created: 1, known: 0, blocked: 0 });
 
     const build = await store.getBuildByDerivation(hello.derivation);
     assert.ok(build);
@@ -366,10 +366,12 @@ export function storeContract(
     assert.deepEqual(await store.registerBuilds(id, jobs, options), {
       created: 1,
       known: 1,
+      blocked: 0,
     });
     assert.deepEqual(await store.registerBuilds(id, jobs, options), {
       created: 0,
       known: 2,
+      blocked: 0,
     });
     assert.deepEqual(await store.countBuildsByStatus(), new Map([[-2, 1]]));
     const build = await store.getBuildByDerivation(drv("hello"));
@@ -397,7 +399,7 @@ export function storeContract(
         priority: 9,
         now: 2000,
       }),
-      { created: 1, known: 1 },
+      { created: 1, known: 1, blocked: 0 },
     );
     assert.equal(await store.getBuildByDerivation(same.derivation), null);
     const old = await store.getBuildByDerivation(drv("hello"));
@@ -441,14 +443,21 @@ export function storeContract(
     await store.completeBuild(drv("done"), BuildStatus.succeeded, { now: 2 });
     await store.completeBuild(drv("broken"), BuildStatus.failed, { now: 2 });
     const second = await evaluation(store);
-    await store.registerBuilds(second, [
+    const registered = await store.registerBuilds(second, [
       // Duplicates, itself and a non-build do not count.
       job("ready", { inputs: ["done", "done", "ready", "not-a-build"] }),
       job("blocked", { inputs: ["done", "waiting", "sibling"] }),
       job("sibling"),
       job("doomed", { inputs: ["broken"] }),
+      job("doomed-too", { inputs: ["doomed"] }),
     ], { priority: 9, now: 10 });
     assert.equal(await status(store, "doomed"), BuildStatus.failedDependency);
+    assert.equal(
+      await status(store, "doomed-too"),
+      BuildStatus.failedDependency,
+    );
+    // Counted for the evaluation's summary (it said blocked=0).
+    assert.deepEqual(registered, { created: 5, known: 0, blocked: 2 });
     const popped: string[] = [];
     for (;;) {
       const build = await store.popBuild("w", ["x86_64-linux"], 11);
