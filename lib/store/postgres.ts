@@ -103,10 +103,9 @@ export function parsePostgresTarget(database: string): PostgresTarget {
     end = pattern.lastIndex;
   }
   if (end !== database.length || fields.size === 0) {
-    const openQuote = /^\s*[a-z_]+\s*=\s*'/.test(database.slice(end));
     throw new PostgresTargetError(
       `Cannot read conninfo ${redactDatabase(database)}: ${
-        openQuote ? "a quoted value is not closed" : "expected key=value pairs"
+        unreadConninfo(database.slice(end))
       }`,
       redactDatabase(database),
     );
@@ -418,4 +417,18 @@ function explainTimeout(error: unknown, seconds: number): unknown {
     `A PostgreSQL query ran past its deadline (--database-timeout, ${seconds} s)`,
     { cause: error },
   );
+}
+
+/**
+ * Why the conninfo text `rest`, what follows the pairs read, cannot be
+ * read: naming the word where reading stopped (a password's value hidden).
+ */
+function unreadConninfo(rest: string): string {
+  if (/^\s*[a-z_]+\s*=\s*'/.test(rest)) return "a quoted value is not closed";
+  const word = rest.trim().split(/\s+/)[0];
+  if (word === "") return "expected key=value pairs";
+  const shown = /password/i.test(word) ? word.replace(/=.*/, "=***") : word;
+  return `expected key=value pairs, not ${
+    JSON.stringify(shown.length > 60 ? `${shown.slice(0, 60)}…` : shown)
+  }`;
 }

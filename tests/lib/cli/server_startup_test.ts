@@ -202,6 +202,10 @@ Deno.test("lorica-server quotes a --database it cannot read once, in an exact me
       `"dbname=farm port=99999 password=***": port "99999" is not a port number`,
     ],
     ["dbname='farm", `"dbname='farm": a quoted value is not closed`],
+    [
+      "dbname=farm host=127.0.0.1 bogus",
+      `"dbname=farm host=127.0.0.1 bogus": expected key=value pairs, not "bogus"`,
+    ],
     ["postgres://a b/farm", `"postgres://a b/farm": not a well-formed URL`],
     [
       "mysql://root:pw@x/y",

@@ -96,7 +96,12 @@ Deno.test({
       assert.deepEqual(parsePostgresTarget(text), expected, text);
     }
     for (
-      const bad of ["dbname=x port=99999", "dbname=x !!", "password=hunter2 ?"]
+      const bad of [
+        "dbname=x port=99999",
+        "dbname=x !!",
+        "password=hunter2 ?",
+        "dbname=x PASSWORD=hunter2",
+      ]
     ) {
       assert.throws(
         () => parsePostgresTarget(bad),
