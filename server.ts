@@ -5,7 +5,12 @@ import { createLogger, parseLogLevel } from "./lib/log.ts";
 import { MAX_TIMER_MS, systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
-import { defaultGcRootDirectory, parseDuration } from "./lib/guix/gc_roots.ts";
+import {
+  daemonRootsDirectory,
+  defaultGcRootDirectory,
+  parseDuration,
+  underDaemonRoots,
+} from "./lib/guix/gc_roots.ts";
 import {
   databaseFault,
   DatabaseNameError,
@@ -322,6 +327,21 @@ async function main(args: string[]): Promise<number> {
     await checkDirectoryOption(`--${name}`, dir, {
       label: given(name) ? undefined : defaultLabel(`--${name}`, dir),
       probe: name === "gc-roots" ? "symlink" : "file",
+    });
+  }
+  // Roots the daemon never walks protect nothing: pending derivations
+  // would be collected (case C14). Only a warning: a link from the
+  // daemon's tree to the directory, which this cannot see, also serves.
+  const daemonRoots = daemonRootsDirectory();
+  const gcRootDir = config.gcRootDir!.startsWith("/")
+    ? config.gcRootDir!
+    : `${Deno.cwd()}/${config.gcRootDir}`;
+  if (!underDaemonRoots(gcRootDir, daemonRoots)) {
+    logger.warn("gc roots outside the daemon's", {
+      dir: gcRootDir,
+      daemonRoots,
+      hint:
+        `the daemon walks only ${daemonRoots}: link the directory from there`,
     });
   }
   // Read before anything starts: a bad file is a bad command line.

@@ -107,6 +107,8 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
       FAKE_GUIX_DENO: Deno.execPath(),
       NIX_STORE_DIR: store,
       FAKE_GUIX_STATE: `${root}/${role}/daemon`,
+      // The same for Lorica, which finds the daemon's roots from it.
+      GUIX_STATE_DIRECTORY: `${root}/${role}/daemon`,
       GUIX_CONFIGURATION_DIRECTORY: `${root}/${role}/etc`,
       FAKE_GUIX_SCENARIO: options.scenarioFile,
       LORICA_LOG: options.logLevel ?? "info",
@@ -219,7 +221,8 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     "--build-remote",
     // Never announce on this machine's real interfaces.
     "--no-advertise",
-    `--gc-roots=${root}/server/gcroots`,
+    // Within the daemon's roots, so that it keeps what they name.
+    `--gc-roots=${root}/server/daemon/gcroots/lorica`,
     `--database=${root}/server/lorica.db`,
     `--cache=${root}/server/logs`,
     `--backend-port=${ports[0]}`,

@@ -16,6 +16,37 @@ export function defaultGcRootDirectory(
 }
 
 /**
+ * The directory whose tree the daemon walks for roots: `gcroots` in its
+ * state directory (GUIX_STATE_DIRECTORY, default /var/guix).
+ */
+export function daemonRootsDirectory(
+  env: { get(key: string): string | undefined } = Deno.env,
+): string {
+  return `${env.get("GUIX_STATE_DIRECTORY") ?? "/var/guix"}/gcroots`;
+}
+
+/**
+ * Whether the daemon finds roots made in `directory` (absolute): it must
+ * lie within `daemonRoots`, compared as written, since the daemon's own
+ * tree holds symlinks (gcroots/profiles to ../profiles) that it follows.
+ * A directory elsewhere is seen only through a link the operator made.
+ */
+export function underDaemonRoots(
+  directory: string,
+  daemonRoots: string,
+): boolean {
+  const normal = (path: string) =>
+    path.split("/").filter((part) => part !== "" && part !== ".")
+      .reduce<string[]>(
+        (parts, part) => part === ".." ? parts.slice(0, -1) : [...parts, part],
+        [],
+      ).join("/");
+  const inner = normal(directory);
+  const outer = normal(daemonRoots);
+  return inner === outer || inner.startsWith(`${outer}/`);
+}
+
+/**
  * Parses a duration as Guix writes them (`30d`, `12h`, `2w`, `90s`, and
  * `6m` for six months of 30 days), or plain seconds.
  * @throws {RangeError} for anything else.

@@ -361,11 +361,16 @@ async function withC14Farm(
   }
 }
 
-/** What a cleanup job and `guix gc -D` do to `drv` on the server. */
+/**
+ * What a cleanup job and `guix gc -D` do to `drv` on the server: every
+ * root of the farm goes (the .drv files of its dependents, which refer to
+ * it, would keep it alive), then `drv` alone is collected.
+ */
 async function collectDerivation(farm: Farm, drv: string) {
-  await Deno.remove(
-    `${farm.root}/server/gcroots/${drv.slice(drv.lastIndexOf("/") + 1)}`,
-  );
+  const roots = `${farm.root}/server/daemon/gcroots/lorica`;
+  for await (const entry of Deno.readDir(roots)) {
+    await Deno.remove(`${roots}/${entry.name}`);
+  }
   const gc = await new Deno.Command(`${REPO}/tests/fake-guix/guix`, {
     args: ["gc", "-D", drv],
     env: farm.guixEnv("server"),

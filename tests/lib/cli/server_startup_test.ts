@@ -432,6 +432,33 @@ Deno.test("lorica-server with a --worker-timeout not above the workers' 60 s pin
   });
 });
 
+Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start, naming both directories", async () => {
+  await withDir(async (dir) => {
+    const daemonState = `${dir}/guix-state`;
+    const inside = /warn gc roots outside the daemon's/;
+    const run = await runServer(dir, { "gc-roots": `${dir}/roots` }, {
+      env: { LORICA_LOG: "warn", GUIX_STATE_DIRECTORY: daemonState },
+      stopAt: inside,
+    });
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `warn gc roots outside the daemon's dir=${dir}/roots daemonRoots=${daemonState}/gcroots`,
+      ),
+    );
+    // Within the daemon's tree: no warning.
+    const quiet = await runServer(
+      dir,
+      { "gc-roots": `${daemonState}/gcroots/lorica`, "worker-timeout": "30" },
+      {
+        env: { LORICA_LOG: "warn", GUIX_STATE_DIRECTORY: daemonState },
+        stopAt: /warn worker timeout shorter/,
+      },
+    );
+    assert.doesNotMatch(quiet.stderr, inside);
+  });
+});
+
 Deno.test({
   name:
     "lorica-server --build-remote with only loopback up warns that it cannot advertise and keeps serving",

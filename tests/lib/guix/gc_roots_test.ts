@@ -3,9 +3,11 @@ import type { Clock } from "../../../lib/clock.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import {
+  daemonRootsDirectory,
   defaultGcRootDirectory,
   GcRoots,
   parseDuration,
+  underDaemonRoots,
 } from "../../../lib/guix/gc_roots.ts";
 
 const STORE = "/gnu/store";
@@ -93,4 +95,26 @@ Deno.test("GcRoots registers, refreshes and expires roots, keeping pending .drv"
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("underDaemonRoots() takes a directory within the daemon's roots, as written, and nothing beside it", () => {
+  const roots = daemonRootsDirectory(
+    new Map([["GUIX_STATE_DIRECTORY", "/var/guix"]]),
+  );
+  assert.equal(roots, "/var/guix/gcroots");
+  assert.equal(daemonRootsDirectory(new Map()), "/var/guix/gcroots");
+  for (
+    const inside of [
+      "/var/guix/gcroots/profiles/per-user/cuirass/lorica",
+      "/var/guix/gcroots/",
+      "/var/guix//gcroots/./lorica",
+    ]
+  ) assert.ok(underDaemonRoots(inside, roots), inside);
+  for (
+    const outside of [
+      "/var/lib/lorica/gcroots",
+      "/var/guix/gcroots-old/lorica",
+      "/var/guix/gcroots/../profiles/lorica",
+    ]
+  ) assert.ok(!underDaemonRoots(outside, roots), outside);
 });
