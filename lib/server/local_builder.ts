@@ -331,12 +331,14 @@ export class LocalBuilder {
           const pid = writerOf.get(event.drv);
           if (pid !== undefined) await closeLog(pid, event.drv);
           const succeeded = event.type === "build-succeeded";
-          await this.#complete(
+          const changed = await this.#complete(
             byDrv.get(event.drv)!,
             succeeded ? BuildStatus.succeeded : BuildStatus.failed,
             summary,
           );
           open.delete(event.drv);
+          // Unchanged: canceled or restarted meanwhile, not this batch's.
+          if (!changed) return;
           logger.info(succeeded ? "build succeeded" : "build failed", {
             drv: event.drv,
             worker: LOCAL_WORKER,
@@ -424,15 +426,14 @@ export class LocalBuilder {
   ): Promise<void> {
     switch (state) {
       case "valid":
-        return await this.#complete(build, BuildStatus.succeeded, summary);
+        await this.#complete(build, BuildStatus.succeeded, summary);
+        return;
       case "failed":
-        return await this.#complete(build, BuildStatus.failed, summary);
+        await this.#complete(build, BuildStatus.failed, summary);
+        return;
       case "none":
-        return await this.#complete(
-          build,
-          BuildStatus.failedDependency,
-          summary,
-        );
+        await this.#complete(build, BuildStatus.failedDependency, summary);
+        return;
       case "missing": {
         const { store, clock, logger, logCacheDir, storeDir } = this.#options;
         const log = logFileName(logCacheDir, storeDir, build.derivation);
@@ -454,17 +455,18 @@ export class LocalBuilder {
     }
   }
 
+  /** Records `status`; false when the build was no longer this batch's. */
   async #complete(
     build: Build,
     status: BuildStatus,
     summary: BatchSummary,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { store, clock, gcRoots } = this.#options;
     const result = await store.completeBuild(build.derivation, status, {
       worker: LOCAL_WORKER,
       now: epochSeconds(clock),
     });
-    if (!result.changed) return;
+    if (!result.changed) return false;
     if (status === BuildStatus.succeeded) {
       summary.succeeded++;
       // The build is done: roots that cannot be made do not undo it.
@@ -490,6 +492,7 @@ export class LocalBuilder {
     } else if (status === BuildStatus.failed) {
       summary.failed++;
     }
+    return true;
   }
 
   /**

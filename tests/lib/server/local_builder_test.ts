@@ -761,3 +761,54 @@ async function partialLog(dir: string): Promise<string> {
     return "";
   }
 }
+
+/** Waits (up to 20 s) until every job of `jobs` is started. */
+async function untilStarted(store: Store, jobs: string[]): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (true) {
+    const running = await store.queue({}, 100);
+    const started = running.filter((build) =>
+      jobs.includes(build.jobName) &&
+      buildStatusName(build.status) === "started"
+    );
+    if (started.length === jobs.length) return;
+    assert.ok(Date.now() < deadline, `${jobs} never all started`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function buildOf(store: Store, job: string) {
+  const [build] = await store.latestBuilds({ job }, 1);
+  return build ?? (await store.queue({ job }, 1))[0];
+}
+
+Deno.test("LocalBuilder does not log as succeeded a build canceled behind its back (another process) before it ended", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "gone", version: "1", behaviour: { seconds: 2, logLines: 2 } },
+    ],
+  });
+  const lines: string[] = [];
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const batch = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, ["gone.x86_64-linux"]);
+    const build = await buildOf(farm.store, "gone.x86_64-linux");
+    assert.ok((await farm.store.cancelBuild(build.id, 1)).changed);
+    const summary = await within(batch, 10_000, "end of the batch");
+
+    assert.equal(summary.succeeded, 0);
+    assert.deepEqual(await statuses(farm.store, ["gone.x86_64-linux"]), {
+      "gone.x86_64-linux": "canceled",
+    });
+    assert.ok(
+      !lines.some((l) => l.startsWith("info build succeeded ")),
+      lines.join("\n"),
+    );
+  } finally {
+    await farm.close();
+  }
+});
