@@ -64,8 +64,26 @@ export interface BatchSummary {
   failed: number;
   failedDependency: number;
   missing: number;
-  /** Put back in the queue (driver failure or shutdown). */
+  /** Put back in the queue (driver failure, shutdown or a withdrawal). */
   requeued: number;
+  /**
+   * Why the batch ended before its reconciliation, if it did: "withdrawal"
+   * when a build of the group being built was canceled or restarted.
+   */
+  interruption: "fault" | "shutdown" | "withdrawal" | null;
+}
+
+/** How a canceled or restarted build leaves the batch it was part of. */
+type Withdrawal = "canceled" | "restarted";
+
+/**
+ * A batch being built: the builds not finished yet, and the group the
+ * driver is building now with the means to stop it.
+ */
+interface Flight {
+  open: Set<string>;
+  group: Set<string> | null;
+  stopGroup: AbortController | null;
 }
 
 const MAX_LOG_BYTES = 256 << 20;
@@ -83,6 +101,7 @@ export class LocalBuilder {
   #wakeUp: (() => void) | null = null;
   /** A wake-up that came while no lane was pausing. */
   #wokenWhileBusy = false;
+  readonly #flights = new Set<Flight>();
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
@@ -132,7 +151,12 @@ export class LocalBuilder {
         batch = await this.takeBatch();
         if (batch.length > 0) {
           const summary = await this.buildBatch(batch, signal);
-          if (summary.requeued > 0 && !signal.aborted) {
+          // A withdrawal failed nothing: the rest of its batch is taken
+          // again at once.
+          if (
+            summary.requeued > 0 && summary.interruption !== "withdrawal" &&
+            !signal.aborted
+          ) {
             // Not a wakeable pause: on PostgreSQL the requeue's own NOTIFY
             // would wake it at once, and the daemon or database that just
             // failed would be tried again without a breath.
@@ -167,6 +191,84 @@ export class LocalBuilder {
     this.#wakeUp = null;
   }
 
+  /**
+   * Cancels build `id` in the store; when it is being built here, its
+   * driver is stopped and the rest of its batch requeued, as in remote
+   * mode its worker is told to stop.
+   */
+  async cancelBuild(id: number): Promise<boolean> {
+    const { store, clock } = this.#options;
+    const build = await store.getBuild(id);
+    if (build === null) return false;
+    const result = await store.cancelBuild(id, epochSeconds(clock));
+    // A canceled build is taken by no batch again: those holding it now
+    // are the ones to stop.
+    const holders = this.#holders(build.derivation);
+    this.#log("canceled", id, build.derivation, result);
+    if (result.worker === LOCAL_WORKER) {
+      for (const flight of holders) {
+        this.#withdraw(flight, build.derivation, "canceled");
+      }
+    }
+    return result.changed;
+  }
+
+  /**
+   * Schedules build `id` again; when it is being built here, its driver is
+   * stopped and the rest of its batch requeued first.
+   */
+  async restartBuild(id: number): Promise<boolean> {
+    const { store, clock } = this.#options;
+    const build = await store.getBuild(id);
+    if (build === null) return false;
+    // Taken before the restart: once scheduled again, another lane may
+    // take the build into a new batch, which must go on.
+    const holders = this.#holders(build.derivation);
+    const result = await store.restartBuild(id, epochSeconds(clock));
+    this.#log("restarted", id, build.derivation, result);
+    if (result.worker === LOCAL_WORKER) {
+      for (const flight of holders) {
+        this.#withdraw(flight, build.derivation, "restarted");
+      }
+    }
+    if (result.changed) this.wake();
+    return result.changed;
+  }
+
+  #holders(drv: string): Flight[] {
+    return [...this.#flights].filter((flight) => flight.open.has(drv));
+  }
+
+  #log(
+    action: Withdrawal,
+    id: number,
+    drv: string,
+    result: { changed: boolean; worker: string | null },
+  ) {
+    this.#options.logger.info(`build ${action}`, {
+      build: id,
+      drv,
+      worker: result.worker ?? undefined,
+      changed: result.changed,
+    });
+  }
+
+  /**
+   * Takes `drv` out of `flight`: its events are ignored from now on, it is
+   * neither requeued nor reconciled, and the driver building it is
+   * stopped (SIGTERM, then SIGKILL after the spawner's grace).
+   */
+  #withdraw(flight: Flight, drv: string, action: Withdrawal) {
+    if (!flight.open.delete(drv)) return;
+    if (!flight.group?.has(drv)) return;
+    this.#options.logger.info("build driver stopped", {
+      drv,
+      reason: action,
+      builds: flight.group.size,
+    });
+    flight.stopGroup?.abort(new Error(`build ${action}: ${drv}`));
+  }
+
   /** Takes up to a batch of dispatchable builds for the local worker. */
   async takeBatch(): Promise<Build[]> {
     const { store, clock } = this.#options;
@@ -197,17 +299,35 @@ export class LocalBuilder {
     builds: Build[],
     signal?: AbortSignal,
   ): Promise<BatchSummary> {
-    const { logger } = this.#options;
     const summary: BatchSummary = {
       succeeded: 0,
       failed: 0,
       failedDependency: 0,
       missing: 0,
       requeued: 0,
+      interruption: null,
     };
     const byDrv = new Map(builds.map((build) => [build.derivation, build]));
     const open = new Set(byDrv.keys());
     const drvs = [...open].sort();
+    const flight: Flight = { open, group: null, stopGroup: null };
+    this.#flights.add(flight);
+    try {
+      return await this.#buildFlight(flight, drvs, byDrv, summary, signal);
+    } finally {
+      this.#flights.delete(flight);
+    }
+  }
+
+  async #buildFlight(
+    flight: Flight,
+    drvs: string[],
+    byDrv: Map<string, Build>,
+    summary: BatchSummary,
+    signal?: AbortSignal,
+  ): Promise<BatchSummary> {
+    const { logger } = this.#options;
+    const { open } = flight;
     logger.info("local batch started", { builds: drvs.length });
 
     let before: Map<string, DerivationState>;
@@ -219,10 +339,12 @@ export class LocalBuilder {
     } catch (error) {
       logger.error("local batch query failed", { error });
       summary.requeued = await this.#requeue(open);
+      summary.interruption = "fault";
       return summary;
     }
     const toBuild: Build[] = [];
     for (const drv of drvs) {
+      if (!open.has(drv)) continue;
       const state = before.get(drv);
       if (state === "valid" || state === "missing") {
         await this.#settle(byDrv.get(drv)!, state, summary);
@@ -238,16 +360,25 @@ export class LocalBuilder {
       groups.set(key, [...(groups.get(key) ?? []), build]);
     }
     let driverFailed = false;
-    for (const group of groups.values()) {
+    for (const all of groups.values()) {
       if (signal?.aborted) break;
-      const ran = await this.#runGroup(group, byDrv, open, summary, signal);
+      const group = all.filter((build) => open.has(build.derivation));
+      if (group.length === 0) continue;
+      const ran = await this.#runGroup(group, byDrv, flight, summary, signal);
+      if (ran === "withdrawn") {
+        // As after a silent daemon, the rest of the batch goes back to the
+        // queue rather than wait in this lane.
+        summary.interruption = "withdrawal";
+        break;
+      }
       if (ran !== "done") driverFailed = true;
       // A stuck daemon would hold each of the other groups for its own
       // max-silent-time and the grace: they go back to the queue at once.
       if (ran === "daemon-silent") break;
     }
 
-    if (signal?.aborted || driverFailed) {
+    if (signal?.aborted || driverFailed || summary.interruption !== null) {
+      summary.interruption ??= signal?.aborted ? "shutdown" : "fault";
       summary.requeued = await this.#requeue(open);
       logger.info("local batch interrupted", { ...summary });
       return summary;
@@ -265,6 +396,7 @@ export class LocalBuilder {
     } catch (error) {
       logger.error("local batch query failed", { error });
       summary.requeued = await this.#requeue(open);
+      summary.interruption = "fault";
     }
     logger.info("local batch done", { ...summary });
     return summary;
@@ -273,16 +405,18 @@ export class LocalBuilder {
   /**
    * Runs the driver on one group: "done" when the driver ran to its end,
    * "failed" when the driver itself failed, "daemon-silent" when it was
-   * stopped because the daemon stopped answering.
+   * stopped because the daemon stopped answering, "withdrawn" when it was
+   * stopped because one of its builds was canceled or restarted.
    */
   async #runGroup(
     group: Build[],
     byDrv: Map<string, Build>,
-    open: Set<string>,
+    flight: Flight,
     summary: BatchSummary,
     signal?: AbortSignal,
-  ): Promise<"done" | "failed" | "daemon-silent"> {
+  ): Promise<"done" | "failed" | "daemon-silent" | "withdrawn"> {
     const { store, clock, logger, logCacheDir, storeDir } = this.#options;
+    const { open } = flight;
     const writers = new Map<number, LogWriter>();
     const writerOf = new Map<string, number>();
     const messages: string[] = [];
@@ -360,7 +494,10 @@ export class LocalBuilder {
 
     const sample = group[0];
     const silent = new AbortController();
+    const withdrawal = new AbortController();
     const watchdog = this.#watchdog(group, open, silent);
+    flight.group = new Set(group.map((build) => build.derivation));
+    flight.stopGroup = withdrawal;
     try {
       const result = await runBuildDriver(this.#options.spawnGuix, {
         drvs: group.map((build) => build.derivation).sort(),
@@ -368,14 +505,17 @@ export class LocalBuilder {
         maxSilentTime: sample.maxSilent,
         maxJobs: this.#options.maxJobs ?? 1,
         driver: this.#options.driver,
-        signal: signal
-          ? AbortSignal.any([signal, silent.signal])
-          : silent.signal,
+        signal: AbortSignal.any([
+          ...(signal ? [signal] : []),
+          silent.signal,
+          withdrawal.signal,
+        ]),
       }, (event) => {
         watchdog?.alive();
         return handle(event);
       });
       if (silent.signal.aborted) return "daemon-silent";
+      if (withdrawal.signal.aborted) return "withdrawn";
       if (result.exitCode === 0 || result.exitCode === 1) return "done";
       if (!signal?.aborted) {
         logger.error("build driver failed", {
@@ -389,6 +529,8 @@ export class LocalBuilder {
       logger.error("build driver failed", { error });
       return "failed";
     } finally {
+      flight.group = null;
+      flight.stopGroup = null;
       watchdog?.stop();
       for (const [drv, pid] of writerOf.entries()) await closeLog(pid, drv);
     }

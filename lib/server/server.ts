@@ -1,7 +1,7 @@
 // The server: evaluations and channel polling, one build mode (local daemon
 // or remote workers), publish, and the web interface.
 
-import { type Clock, epochSeconds, systemClock } from "../clock.ts";
+import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { startPublish } from "../guix/publish_server.ts";
@@ -489,18 +489,11 @@ async function startBuilder(
   });
   await local.recover();
   const running = local.run(deps.signal);
-  const now = () => epochSeconds(clock);
   return {
     backendPort: 0,
     logPort: 0,
-    async cancelBuild(id) {
-      return (await store.cancelBuild(id, now())).changed;
-    },
-    async restartBuild(id) {
-      const changed = (await store.restartBuild(id, now())).changed;
-      if (changed) local.wake();
-      return changed;
-    },
+    cancelBuild: (id) => local.cancelBuild(id),
+    restartBuild: (id) => local.restartBuild(id),
     fetchesIdle: () => Promise.resolve(),
     workerDiskLow: () => false,
     wake: () => local.wake(),

@@ -782,6 +782,103 @@ async function buildOf(store: Store, job: string) {
   return build ?? (await store.queue({ job }, 1))[0];
 }
 
+Deno.test("LocalBuilder: a build canceled while it runs stops its driver, stays canceled, and the rest of its batch is requeued and built", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "long", version: "1", behaviour: { seconds: 3600, logLines: 1 } },
+      { name: "other", version: "1", behaviour: { seconds: 3, logLines: 3 } },
+    ],
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      spawnGuix,
+      maxJobs: 2,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const batch = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, ["long.x86_64-linux", "other.x86_64-linux"]);
+    const long = await buildOf(farm.store, "long.x86_64-linux");
+
+    assert.equal(await builder.cancelBuild(long.id), true);
+    const summary = await within(batch, 5_000, "end of the batch");
+    assert.equal(summary.interruption, "withdrawal");
+    assert.equal(summary.requeued, 1);
+    assert.equal(drivers.length, 1);
+    assert.ok(!alive(drivers[0]), "the driver is gone");
+    const other = await buildOf(farm.store, "other.x86_64-linux");
+    assert.equal(buildStatusName(other.status), "scheduled");
+    assert.equal(other.worker, null);
+
+    await drain(builder);
+    assert.deepEqual(
+      await statuses(farm.store, ["long.x86_64-linux", "other.x86_64-linux"]),
+      { "long.x86_64-linux": "canceled", "other.x86_64-linux": "succeeded" },
+    );
+    const about = lines.filter((l) => l.includes(long.derivation));
+    assert.ok(
+      about.some((l) => l.startsWith("info build canceled ")),
+      lines.join("\n"),
+    );
+    assert.ok(
+      !about.some((l) => /^\w+ build (succeeded|failed) /.test(l)),
+      lines.join("\n"),
+    );
+  } finally {
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder: a build restarted while it runs stops its driver, is scheduled again and built again", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "again", version: "1", behaviour: { seconds: 5, logLines: 5 } },
+    ],
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      spawnGuix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const batch = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, ["again.x86_64-linux"]);
+    const build = await buildOf(farm.store, "again.x86_64-linux");
+
+    assert.equal(await builder.restartBuild(build.id), true);
+    const summary = await within(batch, 3_000, "end of the batch");
+    assert.equal(summary.interruption, "withdrawal");
+    assert.ok(!alive(drivers[0]), "the driver is gone");
+    const restarted = await buildOf(farm.store, "again.x86_64-linux");
+    assert.equal(buildStatusName(restarted.status), "scheduled");
+    assert.equal(restarted.worker, null);
+
+    await drain(builder);
+    assert.deepEqual(await statuses(farm.store, ["again.x86_64-linux"]), {
+      "again.x86_64-linux": "succeeded",
+    });
+    const about = lines.filter((l) => l.includes(build.derivation));
+    assert.equal(
+      about.filter((l) => l.startsWith("info build started ")).length,
+      2,
+      lines.join("\n"),
+    );
+    assert.equal(
+      about.filter((l) => l.startsWith("info build succeeded ")).length,
+      1,
+      lines.join("\n"),
+    );
+  } finally {
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await farm.close();
+  }
+});
+
 Deno.test("LocalBuilder does not log as succeeded a build canceled behind its back (another process) before it ended", async () => {
   const farm = await setup({
     packages: [
