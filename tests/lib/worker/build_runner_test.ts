@@ -106,7 +106,11 @@ function stuckBuild({ exitedAtKill = false } = {}) {
           : { code: 143, signal: "SIGTERM" },
       );
     };
-    options?.signal?.addEventListener("abort", kill, { once: true });
+    // As the real spawner does: a signal aborted already kills at once.
+    // (A stop landing between build-started and the spawn left this fake
+    // running for good, and a session waiting for it.)
+    if (options?.signal?.aborted) queueMicrotask(kill);
+    else options?.signal?.addEventListener("abort", kill, { once: true });
     state.say = (text) => void writer.write(encoder.encode(text));
     spawned.resolve();
     const child: Child = {

@@ -63,7 +63,11 @@ function controlledGuix() {
       build.killed = true;
       build.finish(143);
     };
-    options?.signal?.addEventListener("abort", kill, { once: true });
+    // As the real spawner does: a signal aborted already kills at once.
+    // (A stop landing between build-started and the spawn left this fake
+    // running for good, and a session waiting for it.)
+    if (options?.signal?.aborted) queueMicrotask(kill);
+    else options?.signal?.addEventListener("abort", kill, { once: true });
     builds.push(build);
     const child: Child = {
       pid: 4242,

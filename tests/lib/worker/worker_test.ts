@@ -33,7 +33,11 @@ function lingeringSpawner(argvs: string[][]): Spawner {
       end.abort();
       status.resolve({ code: 143, signal: "SIGTERM" });
     };
-    options?.signal?.addEventListener("abort", kill, { once: true });
+    // As the real spawner does: a signal aborted already kills at once.
+    // (A stop landing between build-started and the spawn left this fake
+    // running for good, and a session waiting for it.)
+    if (options?.signal?.aborted) queueMicrotask(kill);
+    else options?.signal?.addEventListener("abort", kill, { once: true });
     const open = (first?: string) =>
       new ReadableStream<Uint8Array>({
         start(controller) {
