@@ -10,7 +10,7 @@ import {
 } from "./layout.ts";
 import { LIVE_LOG_SCRIPT } from "./scripts.ts";
 import { cleanLogText, type LogTail } from "../build_log.ts";
-import type { Build } from "../../store/types.ts";
+import { type Build, BuildStatus } from "../../store/types.ts";
 
 /** What the build page shows. */
 export interface BuildDetailsPage {
@@ -28,6 +28,9 @@ export interface BuildDetailsPage {
 export function renderBuildDetails(page: BuildDetailsPage): string {
   const { build, dependencies, log, now } = page;
   const live = build.status < 0;
+  // The store stamps a failed-dependency build's start and stop with the
+  // moment it gave up on it; it never ran, so neither time is a start.
+  const notBuilt = build.status === BuildStatus.failedDependency;
   const outputs = build.outputs.map((output) =>
     html`<li><code>${output.name}</code>: <code>${output.path}</code></li>`
   );
@@ -50,6 +53,7 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
     `Build ${build.id}`,
     html`
       <h1>Build ${build.id}: ${build.nixName}</h1>
+      ${notBuilt && notBuiltReason(dependencies)}
       ${adminPanel(page.admin ?? false, [
         { href: `/admin/build/${build.id}/restart`, label: "Restart" },
         ...(build.status < 0
@@ -78,12 +82,21 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
         <dd>${build.priority}</dd>
         <dt>Created</dt>
         <dd>${formatTime(build.timestamp)}</dd>
-        <dt>Started</dt>
-        <dd>${formatTime(build.starttime)}</dd>
-        <dt>Finished</dt>
-        <dd>${formatTime(build.stoptime)}</dd>
-        <dt>Duration</dt>
-        <dd>${buildDuration(build, now)}</dd>
+        ${notBuilt
+          ? html`
+            <dt>Started</dt>
+            <dd><span class="muted">never: not built</span></dd>
+            <dt>Given up</dt>
+            <dd>${formatTime(build.stoptime)}</dd>
+          `
+          : html`
+            <dt>Started</dt>
+            <dd>${formatTime(build.starttime)}</dd>
+            <dt>Finished</dt>
+            <dd>${formatTime(build.stoptime)}</dd>
+            <dt>Duration</dt>
+            <dd>${buildDuration(build, now)}</dd>
+          `}
         <dt>Worker</dt>
         <dd>${build.worker ?? html`<span class="muted">none</span>`}</dd>
         <dt>Derivation</dt>
@@ -117,15 +130,52 @@ export function renderBuildDetails(page: BuildDetailsPage): string {
           </table>
         `}
       <h2 id="log">Log</h2>
-      ${live ? renderLiveLog(build, log !== null) : renderLog(build, log)}
+      ${live
+        ? renderLiveLog(build, log !== null)
+        : renderLog(build, log, notBuilt)}
     `,
     "none",
     live ? { script: LIVE_LOG_SCRIPT } : {},
   );
 }
 
-function renderLog(build: Build, log: LogTail | null) {
+/**
+ * Why a failed-dependency build was not built: the inputs that did not
+ * succeed, linked. Local mode also gives up on a derivation whose inputs
+ * the daemon could not provide without any input build on record.
+ */
+function notBuiltReason(dependencies: Build[]) {
+  const failed = dependencies.filter((dependency) =>
+    dependency.status > BuildStatus.succeeded
+  );
+  if (failed.length === 0) {
+    return html`<p class="notice" id="not-built">Not built: a dependency failed
+      (no input build on record shows which).</p>`;
+  }
+  const links = failed.map((dependency, index) =>
+    html`
+      ${index > 0 ? ", " : ""}<a
+        href="/build/${dependency
+          .id}/details">${`build ${dependency.id}`}</a> (${dependency
+          .nixName}, ${statusBadge(dependency.status)})
+    `
+  );
+  return html`
+    <p class="notice"
+      id="not-built">Not built because ${failed.length === 1
+        ? "its input"
+        : "its inputs"} ${links} did not succeed.</p>
+  `;
+}
+
+function renderLog(build: Build, log: LogTail | null, notBuilt: boolean) {
   if (log === null) {
+    if (notBuilt) {
+      return html`
+        <div
+          class="empty">No log: this build was not built, because a dependency failed.</div>
+      `;
+    }
     return html`<div class="empty">No log for this build${
       build.status < -1 ? " yet" : ""
     }.</div>`;

@@ -2,7 +2,7 @@
 
 import { STYLESHEET } from "../assets.ts";
 import { html, type HtmlValue, SafeHtml } from "../html.ts";
-import { buildStatusName } from "../../store/types.ts";
+import { BuildStatus, buildStatusName } from "../../store/types.ts";
 
 /** Which nav entry is highlighted. */
 export type NavSection =
@@ -121,6 +121,9 @@ export function buildDuration(
   now: number,
 ): string {
   if (!build.starttime) return "—";
+  // A failed-dependency build never ran: its start time is when it was
+  // given up on.
+  if (build.status === BuildStatus.failedDependency) return "—";
   if (build.status === -1) return formatDuration(now - build.starttime);
   if (build.stoptime >= build.starttime && build.status >= 0) {
     return formatDuration(build.stoptime - build.starttime);

@@ -643,15 +643,55 @@ Deno.test("GET /build/ID/details shows facts, dependencies and the log tail, bad
   );
   assert.ok(!page.includes("\x1b"));
 
-  const dependent =
-    await (await fx.fetch(`/build/${fx.builds.dependent.id}/details`)).text();
-  assert.ok(dependent.includes(`href="/build/${fx.builds.broken.id}/details"`));
-  assert.ok(dependent.includes("No log for this build"));
-
   const xss = await (await fx.fetch(`/build/${fx.builds.xss.id}/details`))
     .text();
   assert.ok(!xss.includes("<script>alert"));
   assert.equal((await fx.fetch("/build/4242/details")).status, 404);
+});
+
+Deno.test("GET /build/ID/details of a failed-dependency build says it was not built, naming the failed input, with no start time; /build/ID keeps Cuirass's values", async () => {
+  await using fx = await createFixture();
+  const { dependent, broken } = fx.builds;
+  // Whitespace between tags is the formatter's, not the page's meaning.
+  const page = (await (await fx.fetch(`/build/${dependent.id}/details`)).text())
+    .replace(/\s+/g, " ").replace(/> </g, "><");
+  const reason = page.slice(page.indexOf(`id="not-built"`));
+  assert.ok(
+    reason.startsWith(
+      `id="not-built">Not built because its input <a href="/build/${broken.id}/details">build ${broken.id}</a> (${broken.nixName}, `,
+    ),
+    reason.slice(0, 200),
+  );
+  assert.ok(!page.includes("No log for this build"));
+  assert.ok(
+    page.includes(
+      "No log: this build was not built, because a dependency failed.",
+    ),
+  );
+  const facts = page.slice(page.indexOf("<dt>Started</dt>"));
+  assert.ok(
+    facts.startsWith(
+      `<dt>Started</dt><dd><span class="muted">never: not built</span></dd>`,
+    ),
+    facts.slice(0, 120),
+  );
+  assert.ok(!page.includes("<dt>Duration</dt>"));
+  const listing = (await (await fx.fetch(`/eval/${dependent.evaluation}`))
+    .text()).replace(/\s+/g, " ").replace(/> </g, "><");
+  const row = listing.slice(
+    listing.indexOf(`<a href="/build/${dependent.id}/details">`),
+  );
+  const duration = row.slice(row.indexOf(`<td class="num nowrap">`));
+  assert.ok(
+    duration.startsWith(`<td class="num nowrap">—</td>`),
+    duration.slice(0, 60),
+  );
+
+  const json = await (await fx.fetch(`/build/${dependent.id}`)).json();
+  assert.equal(json.buildstatus, 2);
+  assert.equal(json.starttime, dependent.starttime);
+  assert.equal(json.stoptime, dependent.stoptime);
+  assert.ok(dependent.starttime > 0);
 });
 
 Deno.test("GET /build/ID/details escapes markup in the log", async () => {
