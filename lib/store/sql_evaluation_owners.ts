@@ -8,7 +8,11 @@
 import { StoreError } from "./types.ts";
 import { all, get, run } from "./sql_query.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
-import type { EvaluationStatus, RunningEvaluation } from "./types.ts";
+import type {
+  EvaluationOwner,
+  EvaluationStatus,
+  RunningEvaluation,
+} from "./types.ts";
 
 const STARTED = -1;
 const ABORTED = 2;
@@ -39,6 +43,18 @@ export function* listRunningEvaluations(
     `SELECT id, specification, owner_host, owner_pid, owner_start, heartbeat
      FROM Evaluations WHERE status = ${STARTED} ORDER BY id`,
   )).map(rowToRunning);
+}
+
+/** The process that ran evaluation `id`, or null (none recorded, or no such evaluation). */
+export function* evaluationOwner(
+  _d: Dialect,
+  id: number,
+): Step<EvaluationOwner | null> {
+  const row = yield* get(
+    `SELECT owner_host, owner_pid, owner_start FROM Evaluations WHERE id = ?`,
+    [id],
+  );
+  return row === undefined ? null : rowToOwner(row);
 }
 
 export function* renewEvaluationHeartbeat(
@@ -102,18 +118,19 @@ function* checkExists(id: number, action: string): Step<void> {
   }
 }
 
+function rowToOwner(row: Row): EvaluationOwner | null {
+  return row.owner_host === null || row.owner_host === undefined ? null : {
+    host: String(row.owner_host),
+    pid: Number(row.owner_pid),
+    started: String(row.owner_start ?? ""),
+  };
+}
+
 function rowToRunning(row: Row): RunningEvaluation {
-  const owner = row.owner_host === null || row.owner_host === undefined
-    ? null
-    : {
-      host: String(row.owner_host),
-      pid: Number(row.owner_pid),
-      started: String(row.owner_start ?? ""),
-    };
   return {
     id: Number(row.id),
     specification: String(row.specification),
-    owner,
+    owner: rowToOwner(row),
     heartbeat: row.heartbeat === null || row.heartbeat === undefined
       ? null
       : Number(row.heartbeat),

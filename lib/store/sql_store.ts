@@ -224,6 +224,7 @@ function methodsOver(
     finishEvaluation: (id, status, now) =>
       write((d) => owners.finishEvaluation(d, id, status, now)),
     listRunningEvaluations: () => read((d) => owners.listRunningEvaluations(d)),
+    evaluationOwner: (id) => read((d) => owners.evaluationOwner(d, id)),
     renewEvaluationHeartbeat: (id, now) =>
       execute(
         "statement",

@@ -356,6 +356,11 @@ export interface Store {
   /** Every evaluation in status started, oldest first. */
   listRunningEvaluations(): Promise<RunningEvaluation[]>;
   /**
+   * The process that ran (or runs) evaluation `id`, whatever its status;
+   * null when none was recorded or there is no such evaluation.
+   */
+  evaluationOwner(id: number): Promise<EvaluationOwner | null>;
+  /**
    * Sets the heartbeat of evaluation `id` to `now` while it is started;
    * false when it is not (it ended, or another server aborted it).
    */

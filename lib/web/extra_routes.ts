@@ -209,7 +209,15 @@ async function evaluationLog(context: RouteContext): Promise<Response> {
   const path = context.options.evaluationLog(id);
   const opened = path === null ? null : await openRegularFile(path);
   if (opened === null) {
-    throw new HttpError(404, `Log of evaluation ${id} doesn't exist.`);
+    // Servers sharing a database each keep the logs of the evaluations
+    // they ran in their own state directory: name the one that has it.
+    const owner = await context.options.store.evaluationOwner(id);
+    throw new HttpError(
+      404,
+      owner === null
+        ? `Log of evaluation ${id} doesn't exist.`
+        : `Log of evaluation ${id} doesn't exist here: it was evaluated by ${owner.host} (pid ${owner.pid}); its log is in that server's state directory.`,
+    );
   }
   const headers: Record<string, string> = {
     "content-type": "text/plain; charset=UTF-8",

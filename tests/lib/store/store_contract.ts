@@ -226,6 +226,10 @@ export function storeContract(
     ]);
     assert.equal(running[0].owner, null);
     assert.equal(running[0].heartbeat, null);
+    // Kept once the evaluation ended: it tells where its log is.
+    assert.deepEqual(await store.evaluationOwner(ended), owner);
+    assert.equal(await store.evaluationOwner(running[0].id), null);
+    assert.equal(await store.evaluationOwner(ended + 99), null);
     // The Cuirass-shaped record does not show them.
     assert.deepEqual(Object.keys((await store.getEvaluation(owned))!).sort(), [
       "checkouttime",

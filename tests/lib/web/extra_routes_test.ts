@@ -163,6 +163,20 @@ Deno.test("GET /eval/ID/log/raw serves the evaluation log from evaluationLog()",
   assert.equal((await bare.fetch("/eval/1/log/raw")).status, 404);
 });
 
+Deno.test("GET /eval/ID/log/raw of an evaluation another server ran names that server, still 404", async () => {
+  await using fx = await createFixture();
+  const owner = { host: "build-b", pid: 5151, started: "123" };
+  const id = await fx.store.addEvaluation("hello", [], NOW, { owner });
+  const body = await json(await fx.fetch(`/eval/${id}/log/raw`), 404) as Json;
+  assert.equal(
+    body.error,
+    `Log of evaluation ${id} doesn't exist here: it was evaluated by build-b (pid 5151); its log is in that server's state directory.`,
+  );
+  // Without a recorded owner, nothing to tell.
+  const unowned = await json(await fx.fetch("/eval/1/log/raw"), 404) as Json;
+  assert.equal(unowned.error, "Log of evaluation 1 doesn't exist.");
+});
+
 Deno.test("GET /eval/latest redirects to the newest successful evaluation", async () => {
   await using fx = await createFixture();
   const response = await fx.fetch("/eval/latest?spec=hello");
