@@ -48,6 +48,10 @@ export function renderJobGrid(page: JobGridPage): string {
   const summary = summarizeCounts(counts);
   const statuses = [...counts.keys()].sort((a, b) => a - b);
   const labelled = jobs.length <= LABELLED_TILES_MAX;
+  // A system the specification does not build has no jobs (unless it did
+  // when this evaluation ran): an empty grid would read as a failure.
+  const unbuilt = page.system !== null && page.systems.length > 0 &&
+    !page.systems.includes(page.system);
   const title = dashboard === null
     ? `Dashboard of evaluation ${evaluation.id}`
     : `Dashboard ${dashboard.id} at evaluation ${evaluation.id}`;
@@ -65,16 +69,21 @@ export function renderJobGrid(page: JobGridPage): string {
           .id}">its latest evaluation</a>).</p>
       `}
       ${systemChoice(page)}
-      <div
-        class="rate grid-summary">${rateBar(
-          summary.succeeded,
-          summary.failed,
-          summary.pending,
-        )} <span>${jobs.length} ${jobs.length === 1 ? "job" : "jobs"}: ${summary
-          .succeeded} succeeded, ${summary.failed} failed, ${summary
-          .pending} pending${summary.canceled > 0
-          ? `, ${summary.canceled} canceled`
-          : ""}</span></div>
+      ${unbuilt && unbuiltSystem(page)}
+      ${unbuilt && jobs.length === 0 ? "" : html`
+        <div
+          class="rate grid-summary">${rateBar(
+            summary.succeeded,
+            summary.failed,
+            summary.pending,
+          )} <span>${jobs.length} ${jobs.length === 1
+            ? "job"
+            : "jobs"}: ${summary
+            .succeeded} succeeded, ${summary.failed} failed, ${summary
+            .pending} pending${summary.canceled > 0
+            ? `, ${summary.canceled} canceled`
+            : ""}</span></div>
+      `}
       ${statuses.length > 0
         ? html`<p class="small">Legend: ${
           statuses.map((status) =>
@@ -85,7 +94,7 @@ export function renderJobGrid(page: JobGridPage): string {
         }</p>`
         : ""}
       ${jobs.length === 0
-        ? emptyGrid(page.system)
+        ? unbuilt ? "" : emptyGrid(page.system)
         : html`<ul class="job-grid${labelled ? " labelled" : ""}">${
           jobs.map((job) => tile(job, labelled))
         }</ul>`}
@@ -103,6 +112,18 @@ export function renderJobGrid(page: JobGridPage): string {
     `,
     "dashboard",
   );
+}
+
+/** Says that the specification does not build the system shown. */
+function unbuiltSystem(page: JobGridPage): SafeHtml {
+  const { evaluation, system, systems, jobs } = page;
+  return html`
+    <div class="empty"
+      id="unbuilt-system">Specification ${evaluation
+        .specification} does not build ${system}${jobs.length > 0
+        ? " any more (these jobs are from when it did)"
+        : ""}; it builds ${systems.join(", ")}.</div>
+  `;
 }
 
 function emptyGrid(system: string | null): SafeHtml {

@@ -40,6 +40,43 @@ function tiles(text: string): string[] {
     .map((match) => `${match[2]} ${match[1]}`);
 }
 
+/**
+ * The grid of a system the specification does not build says so, naming
+ * those it builds, instead of an empty "0 jobs" grid.
+ */
+function assertUnbuilt(text: string, system: string, builds: string): void {
+  const notice = text.slice(text.indexOf(`id="unbuilt-system"`))
+    .replace(/\s+/g, " ");
+  assert.ok(
+    notice.startsWith(
+      `id="unbuilt-system">Specification hello does not build ${system}; it builds ${builds}.</div>`,
+    ),
+    notice.slice(0, 160),
+  );
+  assert.ok(!text.includes("0 jobs"));
+  assert.ok(!text.includes(`No jobs for ${system}.`));
+  // Still the page, with the systems to switch to.
+  assert.ok(text.includes(`<strong>${system}</strong>`));
+}
+
+Deno.test("GET /eval/ID/dashboard of a system the specification no longer builds shows its jobs, saying so", async () => {
+  await using fx = await createFixture();
+  await fx.store.upsertSpecification({
+    ...spec("hello"),
+    systems: ["x86_64-linux"],
+  });
+  const arm = await page(
+    await fx.fetch("/eval/1/dashboard?system=aarch64-linux"),
+  );
+  assert.equal(tiles(arm).length, 2);
+  assert.ok(
+    arm.replace(/\s+/g, " ").includes(
+      "Specification hello does not build aarch64-linux any more (these jobs are from when it did); it builds x86_64-linux.",
+    ),
+  );
+  assert.ok(arm.includes("2 jobs: "));
+});
+
 Deno.test("randomDashboardId() makes 16 letters and digits, different each time", () => {
   const ids = new Set(Array.from({ length: 200 }, randomDashboardId));
   assert.equal(ids.size, 200);
@@ -330,7 +367,7 @@ Deno.test("GET /eval/ID/dashboard shows one system's jobs as tiles coloured by s
   const none = await page(
     await fx.fetch("/eval/1/dashboard?system=i686-linux"),
   );
-  assert.ok(none.includes(`<div class="empty">No jobs for i686-linux.</div>`));
+  assertUnbuilt(none, "i686-linux", "aarch64-linux");
 });
 
 Deno.test("GET /eval/ID/dashboard escapes names and answers bad ids as other pages do", async () => {
@@ -412,7 +449,7 @@ Deno.test("GET /eval/ID/dashboard/DID shows the saved names on one system, chose
   const none = await page(
     await fx.fetch(`/eval/1/dashboard/${id}?system=i686-linux`),
   );
-  assert.ok(none.includes(`<div class="empty">No jobs for i686-linux.</div>`));
+  assertUnbuilt(none, "i686-linux", "x86_64-linux, aarch64-linux");
   await page(
     await fx.fetch(`/eval/1/dashboard/${id}?system=bad%20system`, {
       headers: { accept: "text/html" },
