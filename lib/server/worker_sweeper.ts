@@ -114,10 +114,15 @@ export async function sweepOnce(
   // Before `expireFrom` the call expires no one, but still tells whether
   // the database answers.
   const cutoff = now < state.expireFrom ? 0 : now - timeoutSeconds;
-  const gone = await store.expireWorkers(cutoff, now);
-  for (const name of gone) {
-    logger.warn("worker expired", { worker: name, timeout: timeoutSeconds });
+  const expired = await store.expireWorkers(cutoff, now);
+  for (const { name, requeued } of expired) {
+    logger.warn("worker expired", {
+      worker: name,
+      timeout: timeoutSeconds,
+      requeued,
+    });
   }
+  const gone = expired.map((worker) => worker.name);
   const maxWait = options.maxWaitSeconds;
   if (maxWait == null) return gone;
   const served = new Set(

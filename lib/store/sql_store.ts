@@ -316,7 +316,9 @@ function methodsOver(
     touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),
     getWorker: (name) => read((d) => workers.getWorker(d, name)),
     listWorkers: () => read((d) => workers.listWorkers(d)),
-    removeWorker: (name, _now) => write((d) => workers.removeWorker(d, name)),
+    removeWorker: async (name, _now) => {
+      await write((d) => workers.removeWorker(d, name));
+    },
     expireWorkers: (cutoff, _now) =>
       write((d) => workers.expireWorkers(d, cutoff)),
     stopWorkerClock: (now) => write((d) => workers.stopWorkerClock(d, now)),

@@ -3,7 +3,7 @@
 import { all, get, run } from "./sql_query.ts";
 import { checkName, rowToWorker } from "./rows.ts";
 import type { Dialect, Step } from "./sql_query.ts";
-import type { Worker } from "./types.ts";
+import type { ExpiredWorker, Worker } from "./types.ts";
 
 export function* upsertWorker(_d: Dialect, worker: Worker): Step<void> {
   checkName("save worker", worker.name);
@@ -51,18 +51,26 @@ export function* requeueWorker(d: Dialect, worker: string): Step<number> {
   return changes;
 }
 
-export function* removeWorker(d: Dialect, name: string): Step<void> {
-  yield* requeueWorker(d, name);
+/** Deletes worker `name`; returns how many of its builds were requeued. */
+export function* removeWorker(d: Dialect, name: string): Step<number> {
+  const requeued = yield* requeueWorker(d, name);
   yield* run("DELETE FROM Workers WHERE name = ?", [name]);
+  return requeued;
 }
 
-export function* expireWorkers(d: Dialect, cutoff: number): Step<string[]> {
+export function* expireWorkers(
+  d: Dialect,
+  cutoff: number,
+): Step<ExpiredWorker[]> {
   const names = (yield* all(
     `SELECT name FROM Workers WHERE last_seen < ? ORDER BY name${d.forUpdate}`,
     [cutoff],
   )).map((row) => String(row.name));
-  for (const name of names) yield* removeWorker(d, name);
-  return names;
+  const expired: ExpiredWorker[] = [];
+  for (const name of names) {
+    expired.push({ name, requeued: yield* removeWorker(d, name) });
+  }
+  return expired;
 }
 
 /**

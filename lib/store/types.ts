@@ -152,6 +152,12 @@ export interface EvaluationOwner {
   started: string;
 }
 
+/** A worker taken for gone, and how many of its builds went back to the queue. */
+export interface ExpiredWorker {
+  name: string;
+  requeued: number;
+}
+
 /** An evaluation in status started, with who runs it. */
 export interface RunningEvaluation {
   id: number;
@@ -484,7 +490,11 @@ export interface Store {
   listWorkers(): Promise<Worker[]>;
   /** Deletes the workers not seen since `cutoff` and requeues their builds. */
   removeWorker(name: string, now: number): Promise<void>;
-  expireWorkers(cutoff: number, now: number): Promise<string[]>;
+  /**
+   * Deletes the workers not seen since `cutoff`, by name, and requeues
+   * their submitted and started builds.
+   */
+  expireWorkers(cutoff: number, now: number): Promise<ExpiredWorker[]>;
   /** Records a clean dispatcher stop; see {@link resumeWorkerClock}. */
   stopWorkerClock(now: number): Promise<void>;
   /**

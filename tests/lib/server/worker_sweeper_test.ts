@@ -56,7 +56,10 @@ Deno.test({
       assert.equal(await f.status(b), BuildStatus.scheduled);
       assert.ok(await f.store.getWorker("CHATTY"));
       assert.ok(
-        f.lines.some((l) => l.startsWith("warn worker expired worker=SILENT")),
+        f.lines.includes(
+          "warn worker expired worker=SILENT timeout=120 requeued=2",
+        ),
+        f.lines.join("\n"),
       );
       abort.abort();
       await sweeping;

@@ -1590,7 +1590,10 @@ export function storeContract(
     await store.popBuild("fresh", ["x86_64-linux"], 2); // c
     await store.markStarted(drv("b"), "old2", "/l", 3);
 
-    assert.deepEqual(await store.expireWorkers(100, 200), ["old1", "old2"]);
+    assert.deepEqual(await store.expireWorkers(100, 200), [
+      { name: "old1", requeued: 1 },
+      { name: "old2", requeued: 1 },
+    ]);
     assert.deepEqual((await store.listWorkers()).map((w) => w.name), [
       "fresh",
     ]);
@@ -1612,7 +1615,9 @@ export function storeContract(
     );
     // Each keeps the silence it had at the stop: 100 s and 10 s.
     assert.deepEqual(lastSeen, { chatty: 1190, quiet: 1100 });
-    assert.deepEqual(await store.expireWorkers(1150, 1250), ["quiet"]);
+    assert.deepEqual(await store.expireWorkers(1150, 1250), [
+      { name: "quiet", requeued: 0 },
+    ]);
     // The record is used up: a crash later credits nothing.
     assert.equal(await store.resumeWorkerClock(5000), 0);
     assert.equal((await store.getWorker("chatty"))?.lastSeen, 1190);
