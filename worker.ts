@@ -174,10 +174,10 @@ async function main(args: string[]): Promise<number> {
   // The first SIGTERM or SIGINT drains: no more work is requested and the
   // builds under way finish and are reported. A second one stops at once.
   const stopped = Promise.withResolvers<void>();
-  const forced = Promise.withResolvers<void>();
+  const forced = Promise.withResolvers<string>();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
-      if (draining) forced.resolve();
+      if (draining) forced.resolve(signal);
       stopped.resolve();
     });
   }
@@ -192,7 +192,7 @@ async function main(args: string[]): Promise<number> {
   draining = true;
   await Promise.race([
     worker.stop({ drain: true, drainMs }),
-    forced.promise.then(() => worker.stop()),
+    forced.promise.then((signal) => worker.stop({ signal })),
   ]);
   if (failure instanceof Error) throw failure;
   return 0;

@@ -73,6 +73,11 @@ export interface SessionOptions {
    */
   draining?: AbortSignal;
   /**
+   * The derivations being built, shared by a worker's sessions: a stop
+   * that abandons builds says how many.
+   */
+  underway?: Set<string>;
+  /**
    * Seconds past a build's max-silent-time the daemon may say nothing
    * before the build is given up (see runBuild); injectable for tests.
    */
@@ -593,6 +598,7 @@ class Session {
     this.#logger.info("build received", { drv: job.drv, system: job.system });
     const cancel = new AbortController();
     this.#current = { drv: job.drv, cancel };
+    this.#options.underway?.add(job.drv);
     try {
       await this.#send({
         type: "build-started",
@@ -651,6 +657,7 @@ class Session {
       return false;
     } finally {
       this.#current = undefined;
+      this.#options.underway?.delete(job.drv);
     }
   }
 

@@ -69,9 +69,11 @@ export interface RunningWorker {
    * whatever still runs is abandoned (the server requeues it). Sessions
    * with no build under way end at once. A later call does not stop twice:
    * it returns the same promise, and without `drain` it cuts the drain
-   * short.
+   * short. `signal` names the signal that asked for the stop, for the log.
    */
-  stop(options?: { drain?: boolean; drainMs?: number }): Promise<void>;
+  stop(
+    options?: { drain?: boolean; drainMs?: number; signal?: string },
+  ): Promise<void>;
 }
 
 const NAME_ALPHABET =
@@ -126,6 +128,9 @@ export async function startWorker(
     clock,
   });
   const draining = new AbortController();
+  // The builds under way in every session, for the log of a stop that
+  // abandons them.
+  const underway = new Set<string>();
   // A dead publish server makes every build wasted: the server cannot
   // fetch its outputs. The worker then takes no more work and its owner
   // stops it as on SIGTERM, builds under way finishing, and exits with an
@@ -158,6 +163,7 @@ export async function startWorker(
           disk,
           signal,
           draining.signal,
+          underway,
         )
       )).then(() => {}),
     abort.signal,
@@ -166,17 +172,29 @@ export async function startWorker(
   // Aborted by a stop without drain: the drain, if any, ends at once.
   const hurry = new AbortController();
   let stopping: Promise<void> | undefined;
+  // True from a draining stop until its builds are done or given up.
+  let drainUnderWay = false;
   async function stopOnce(drain: boolean, drainMs: number) {
     if (drain) {
       logger.info("worker draining", { timeout: drainMs / 1000 });
       draining.abort();
+      drainUnderWay = true;
       const timer = new AbortController();
-      await Promise.race([
-        sessions,
+      const drained = await Promise.race([
+        sessions.then(() => true),
         clock.sleep(drainMs, AbortSignal.any([timer.signal, hurry.signal]))
-          .catch(() => {}),
+          .then(() => false, () => false),
       ]);
       timer.abort();
+      drainUnderWay = false;
+      // Without this line the abandoned builds' only trace is the kill of
+      // their guix build.
+      if (!drained && !hurry.signal.aborted) {
+        logger.warn("drain timeout over", {
+          builds: underway.size,
+          timeout: drainMs / 1000,
+        });
+      }
     }
     abort.abort();
     await done;
@@ -187,8 +205,13 @@ export async function startWorker(
     names,
     done,
     failed,
-    stop({ drain = false, drainMs = 300_000 } = {}) {
-      if (!drain) hurry.abort();
+    stop({ drain = false, drainMs = 300_000, signal } = {}) {
+      if (!drain) {
+        if (drainUnderWay && !hurry.signal.aborted) {
+          logger.warn("stop without drain", { signal, builds: underway.size });
+        }
+        hurry.abort();
+      }
       stopping ??= stopOnce(drain, drainMs);
       return stopping;
     },
@@ -205,6 +228,7 @@ async function runSessionForever(
   disk: DiskGuard,
   signal: AbortSignal,
   draining: AbortSignal,
+  underway: Set<string>,
 ) {
   while (!signal.aborted && !draining.aborted) {
     try {
@@ -227,6 +251,7 @@ async function runSessionForever(
         authKey: config.authKey,
         disk,
         draining,
+        underway,
       }, signal);
     } catch (error) {
       if (signal.aborted) return;

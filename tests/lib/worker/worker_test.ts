@@ -140,14 +140,54 @@ Deno.test({
       );
       const draining = worker.stop({ drain: true, drainMs: 240_000 });
       assert.equal(await settlesWithin(draining, 300), false, "drain waits");
-      const forced = worker.stop();
+      const forced = worker.stop({ signal: "SIGTERM" });
       assert.ok(await settlesWithin(forced, 3000), "the second stop is quick");
       assert.ok(await settlesWithin(draining, 100), "and ends the first");
       assert.equal(
         lines.filter((l) => l.startsWith("info worker stopped")).length,
         1,
       );
+      // The build it abandons is said, not only its guix build's kill.
+      assert.deepEqual(
+        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+        ["warn stop without drain signal=SIGTERM builds=1"],
+      );
       assert.ok(argvs.some((argv) => argv.includes(drv)));
+    } finally {
+      await worker.stop();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a drain whose timeout expires says so, with the builds it abandons, and the worker stops",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const lines: string[] = [];
+    const argvs: string[][] = [];
+    const worker = await startTestWorker(f.port, lines, argvs, { workers: 1 });
+    try {
+      const [drv] = await f.addJobs([job("long", 1)]);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.started,
+        "build started",
+      );
+      const draining = worker.stop({ drain: true, drainMs: 500 });
+      assert.ok(await settlesWithin(draining, 5000), "the drain ends");
+      assert.deepEqual(
+        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+        ["warn drain timeout over builds=1 timeout=0.5"],
+      );
+      assert.equal(
+        lines.filter((l) => l.startsWith("info worker stopped")).length,
+        1,
+      );
+      // A later stop, the drain over, has nothing to cut short.
+      await worker.stop({ signal: "SIGTERM" });
+      assert.ok(!lines.some((l) => l.includes("stop without drain")));
     } finally {
       await worker.stop();
       await f.close();
