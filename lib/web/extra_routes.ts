@@ -216,7 +216,10 @@ async function evaluationLog(context: RouteContext): Promise<Response> {
       404,
       owner === null
         ? `Log of evaluation ${id} doesn't exist.`
-        : `Log of evaluation ${id} doesn't exist here: it was evaluated by ${owner.host} (pid ${owner.pid}); its log is in that server's state directory.`,
+        // The host name, without the PID namespace that follows it.
+        : `Log of evaluation ${id} doesn't exist here: it was evaluated by ${
+          owner.host.split(" ")[0]
+        } (pid ${owner.pid}); its log is in that server's state directory.`,
     );
   }
   const headers: Record<string, string> = {

@@ -165,7 +165,7 @@ Deno.test("GET /eval/ID/log/raw serves the evaluation log from evaluationLog()",
 
 Deno.test("GET /eval/ID/log/raw of an evaluation another server ran names that server, still 404", async () => {
   await using fx = await createFixture();
-  const owner = { host: "build-b", pid: 5151, started: "123" };
+  const owner = { host: "build-b pid:[4026531836]", pid: 5151, started: "123" };
   const id = await fx.store.addEvaluation("hello", [], NOW, { owner });
   const body = await json(await fx.fetch(`/eval/${id}/log/raw`), 404) as Json;
   assert.equal(
