@@ -110,6 +110,29 @@ function killLeftovers(builds: Builds) {
   }
 }
 
+/** A whole worker of one session for `f`, its guix builds in `builds`. */
+function startTestWorker(
+  f: Fixture,
+  daemon: DaemonEnv,
+  builds: Builds,
+  logger: Logger,
+) {
+  return startWorker({
+    server: { hostname: "127.0.0.1", port: f.port },
+    workers: 1,
+    systems: ["x86_64-linux"],
+    machine: "test",
+    publishPort: 0,
+    publishListen: "127.0.0.1",
+    substituteUrls: [],
+    requestPeriodMs: 100,
+    pingIntervalMs: 60_000,
+    publishArgs: [],
+    storeDir: daemon.storeDir,
+    minimumDiskSpace: 0,
+  }, { guix: fakeGuix(daemon, builds, logger), logger });
+}
+
 function sessionLogger(lines: string[]): Logger {
   return createLogger({ timestamps: false, sink: (line) => lines.push(line) });
 }
@@ -242,20 +265,7 @@ Deno.test({
       const builds = recordingSpawner();
       const lines: string[] = [];
       const logger = sessionLogger(lines);
-      const worker = await startWorker({
-        server: { hostname: "127.0.0.1", port: f.port },
-        workers: 1,
-        systems: ["x86_64-linux"],
-        machine: "test",
-        publishPort: 0,
-        publishListen: "127.0.0.1",
-        substituteUrls: [],
-        requestPeriodMs: 100,
-        pingIntervalMs: 60_000,
-        publishArgs: [],
-        storeDir: daemon.storeDir,
-        minimumDiskSpace: 0,
-      }, { guix: fakeGuix(daemon, builds, logger), logger });
+      const worker = await startTestWorker(f, daemon, builds, logger);
       let stopped = false;
       try {
         const deaf = drvs.get("deaf")!;
@@ -284,20 +294,7 @@ for (const drain of [false, true]) {
         const builds = recordingSpawner();
         const lines: string[] = [];
         const logger = sessionLogger(lines);
-        const worker = await startWorker({
-          server: { hostname: "127.0.0.1", port: f.port },
-          workers: 1,
-          systems: ["x86_64-linux"],
-          machine: "test",
-          publishPort: 0,
-          publishListen: "127.0.0.1",
-          substituteUrls: [],
-          requestPeriodMs: 100,
-          pingIntervalMs: 60_000,
-          publishArgs: [],
-          storeDir: daemon.storeDir,
-          minimumDiskSpace: 0,
-        }, { guix: fakeGuix(daemon, builds, logger), logger });
+        const worker = await startTestWorker(f, daemon, builds, logger);
         let stopped = false;
         try {
           const deaf = drvs.get("deaf")!;
