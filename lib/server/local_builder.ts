@@ -390,6 +390,10 @@ export class LocalBuilder {
         { driver: this.#options.driver, signal },
       );
       for (const drv of [...open]) {
+        // Withdrawn while an earlier one was settled: a restarted build
+        // may already be another batch's, which the state read before the
+        // restart must not overwrite.
+        if (!open.has(drv)) continue;
         await this.#settle(byDrv.get(drv)!, after.get(drv)!, summary);
         open.delete(drv);
       }

@@ -10,7 +10,10 @@ import { buildStatusName, type Store } from "../../../lib/store/types.ts";
 import { type DaemonEnv, GUIX, guix } from "../../fake-guix/test_env.ts";
 import { catchesSigterm, processExists as alive } from "../../_processes.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
-import type { GuixSpawner } from "../../../lib/guix/build_events.ts";
+import {
+  type GuixSpawner,
+  guixSpawner,
+} from "../../../lib/guix/build_events.ts";
 import { spawnProcess } from "../../../lib/process.ts";
 import { within } from "./_dispatch_fixture.ts";
 import { systemClock } from "../../../lib/clock.ts";
@@ -906,6 +909,71 @@ Deno.test("LocalBuilder does not log as succeeded a build canceled behind its ba
       lines.join("\n"),
     );
   } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("LocalBuilder: a build restarted while its batch is being reconciled keeps its new run, not the state read before the restart", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "first", version: "1", behaviour: { seconds: 0 } },
+      { name: "second", version: "1", behaviour: { seconds: 0 } },
+    ],
+  });
+  // A driver that reports nothing leaves both builds to the reconciliation
+  // after it, where the daemon's "none" means failed-dependency.
+  const real = guixSpawner({ command: GUIX, env: farm.daemon.env });
+  const spawnGuix: GuixSpawner = (args, options) =>
+    args.includes("--query")
+      ? real(args, options)
+      : spawnProcess(["true"], options);
+  const firstHeld = Promise.withResolvers<string>();
+  const release = Promise.withResolvers<void>();
+  let completions = 0;
+  const store = new Proxy(farm.store, {
+    get(target, key) {
+      const value = Reflect.get(target, key);
+      if (key !== "completeBuild") return value;
+      return async (...args: Parameters<Store["completeBuild"]>) => {
+        if (completions++ === 0) {
+          firstHeld.resolve(args[0]);
+          await release.promise;
+        }
+        return await target.completeBuild(...args);
+      };
+    },
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      spawnGuix,
+    });
+    const taken = await builder.takeBatch();
+    assert.equal(taken.length, 2);
+    const batch = builder.buildBatch(taken);
+    const settling = await within(
+      firstHeld.promise,
+      10_000,
+      "the first reconciliation",
+    );
+    const later = taken.find((build) => build.derivation !== settling)!;
+
+    // Restarted, then taken again by another lane while the first batch
+    // still reconciles its first build.
+    assert.equal(await builder.restartBuild(later.id), true);
+    const again = await builder.takeBatch();
+    assert.deepEqual(again.map((build) => build.id), [later.id]);
+    release.resolve();
+    await within(batch, 10_000, "end of the batch");
+
+    const now = (await farm.store.getBuild(later.id))!;
+    assert.equal(
+      buildStatusName(now.status),
+      "submitted",
+      "the new batch's build is left to it",
+    );
+  } finally {
+    release.resolve();
     await farm.close();
   }
 });
