@@ -6,7 +6,7 @@ import { MAX_TIMER_MS, systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import {
-  daemonRootsDirectory,
+  daemonRootDirectories,
   defaultGcRootDirectory,
   parseDuration,
   underDaemonRoots,
@@ -332,16 +332,17 @@ async function main(args: string[]): Promise<number> {
   // Roots the daemon never walks protect nothing: pending derivations
   // would be collected (case C14). Only a warning: a link from the
   // daemon's tree to the directory, which this cannot see, also serves.
-  const daemonRoots = daemonRootsDirectory();
+  const daemonRoots = daemonRootDirectories();
   const gcRootDir = config.gcRootDir!.startsWith("/")
     ? config.gcRootDir!
     : `${Deno.cwd()}/${config.gcRootDir}`;
   if (!underDaemonRoots(gcRootDir, daemonRoots)) {
     logger.warn("gc roots outside the daemon's", {
       dir: gcRootDir,
-      daemonRoots,
-      hint:
-        `the daemon walks only ${daemonRoots}: link the directory from there`,
+      daemonRoots: daemonRoots.join(" "),
+      hint: `the daemon walks only ${
+        daemonRoots.join(" and ")
+      }: link the directory from there`,
     });
   }
   // Read before anything starts: a bad file is a bad command line.

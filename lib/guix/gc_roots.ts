@@ -16,24 +16,27 @@ export function defaultGcRootDirectory(
 }
 
 /**
- * The directory whose tree the daemon walks for roots: `gcroots` in its
- * state directory (GUIX_STATE_DIRECTORY, default /var/guix).
+ * The directories whose trees the daemon walks for roots: `gcroots` and
+ * `profiles` in its state directory (GUIX_STATE_DIRECTORY, default
+ * /var/guix; guix.md 7.3).
  */
-export function daemonRootsDirectory(
+export function daemonRootDirectories(
   env: { get(key: string): string | undefined } = Deno.env,
-): string {
-  return `${env.get("GUIX_STATE_DIRECTORY") ?? "/var/guix"}/gcroots`;
+): string[] {
+  const state = env.get("GUIX_STATE_DIRECTORY") ?? "/var/guix";
+  return [`${state}/gcroots`, `${state}/profiles`];
 }
 
 /**
  * Whether the daemon finds roots made in `directory` (absolute): it must
- * lie within `daemonRoots`, compared as written, since the daemon's own
- * tree holds symlinks (gcroots/profiles to ../profiles) that it follows.
- * A directory elsewhere is seen only through a link the operator made.
+ * lie within one of `daemonRoots`, compared as written, since the daemon's
+ * own tree holds symlinks (gcroots/profiles to ../profiles) that it
+ * follows. A directory elsewhere is seen only through a link the operator
+ * made.
  */
 export function underDaemonRoots(
   directory: string,
-  daemonRoots: string,
+  daemonRoots: readonly string[],
 ): boolean {
   const normal = (path: string) =>
     path.split("/").filter((part) => part !== "" && part !== ".")
@@ -42,8 +45,9 @@ export function underDaemonRoots(
         [],
       ).join("/");
   const inner = normal(directory);
-  const outer = normal(daemonRoots);
-  return inner === outer || inner.startsWith(`${outer}/`);
+  return daemonRoots.map(normal).some((outer) =>
+    inner === outer || inner.startsWith(`${outer}/`)
+  );
 }
 
 /**

@@ -443,19 +443,24 @@ Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start,
     assert.match(
       run.stderr,
       new RegExp(
-        `warn gc roots outside the daemon's dir=${dir}/roots daemonRoots=${daemonState}/gcroots`,
+        `warn gc roots outside the daemon's dir=${dir}/roots daemonRoots="${daemonState}/gcroots ${daemonState}/profiles"`,
       ),
     );
-    // Within the daemon's tree: no warning.
-    const quiet = await runServer(
-      dir,
-      { "gc-roots": `${daemonState}/gcroots/lorica`, "worker-timeout": "30" },
-      {
-        env: { LORICA_LOG: "warn", GUIX_STATE_DIRECTORY: daemonState },
-        stopAt: /warn worker timeout shorter/,
-      },
-    );
-    assert.doesNotMatch(quiet.stderr, inside);
+    // Within either of the daemon's trees: no warning.
+    for (const tree of ["gcroots", "profiles"]) {
+      const quiet = await runServer(
+        dir,
+        {
+          "gc-roots": `${daemonState}/${tree}/lorica`,
+          "worker-timeout": "30",
+        },
+        {
+          env: { LORICA_LOG: "warn", GUIX_STATE_DIRECTORY: daemonState },
+          stopAt: /warn worker timeout shorter/,
+        },
+      );
+      assert.doesNotMatch(quiet.stderr, inside, tree);
+    }
   });
 });
 

@@ -3,7 +3,7 @@ import type { Clock } from "../../../lib/clock.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import {
-  daemonRootsDirectory,
+  daemonRootDirectories,
   defaultGcRootDirectory,
   GcRoots,
   parseDuration,
@@ -97,24 +97,29 @@ Deno.test("GcRoots registers, refreshes and expires roots, keeping pending .drv"
   }
 });
 
-Deno.test("underDaemonRoots() takes a directory within the daemon's roots, as written, and nothing beside it", () => {
-  const roots = daemonRootsDirectory(
+Deno.test("underDaemonRoots() takes a directory within either tree the daemon walks for roots (gcroots, profiles), as written, and nothing beside them", () => {
+  const roots = daemonRootDirectories(
     new Map([["GUIX_STATE_DIRECTORY", "/var/guix"]]),
   );
-  assert.equal(roots, "/var/guix/gcroots");
-  assert.equal(daemonRootsDirectory(new Map()), "/var/guix/gcroots");
+  assert.deepEqual(roots, ["/var/guix/gcroots", "/var/guix/profiles"]);
+  assert.deepEqual(daemonRootDirectories(new Map()), roots);
   for (
     const inside of [
       "/var/guix/gcroots/profiles/per-user/cuirass/lorica",
       "/var/guix/gcroots/",
       "/var/guix//gcroots/./lorica",
+      // What gcroots/profiles links to: the daemon walks it in its own
+      // right (guix.md 7.3).
+      "/var/guix/profiles/per-user/cuirass/lorica",
+      "/var/guix/gcroots/../profiles/lorica",
     ]
   ) assert.ok(underDaemonRoots(inside, roots), inside);
   for (
     const outside of [
       "/var/lib/lorica/gcroots",
       "/var/guix/gcroots-old/lorica",
-      "/var/guix/gcroots/../profiles/lorica",
+      "/var/guix/profiles-old/lorica",
+      "/var/guix/temproots/lorica",
     ]
   ) assert.ok(!underDaemonRoots(outside, roots), outside);
 });
