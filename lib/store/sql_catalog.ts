@@ -318,19 +318,27 @@ export function* addEvaluation(
   return id;
 }
 
+/**
+ * Sets an evaluation's status; a finished one (status >= 0) records when
+ * it finished. Parameters: status, status, now, id.
+ */
+export const SET_EVALUATION_STATUS_SQL =
+  `UPDATE Evaluations SET status = CAST(? AS integer),
+     evaltime = CASE WHEN ? >= 0 THEN CAST(? AS bigint) ELSE evaltime END
+   WHERE id = ?`;
+
 export function* setEvaluationStatus(
   _d: Dialect,
   id: number,
   status: EvaluationStatus,
   now: number,
 ): Step<void> {
-  // A finished evaluation (status >= 0) records when it finished.
-  const changes = yield* run(
-    `UPDATE Evaluations SET status = CAST(? AS integer),
-       evaltime = CASE WHEN ? >= 0 THEN CAST(? AS bigint) ELSE evaltime END
-     WHERE id = ?`,
-    [status, status, now, id],
-  );
+  const changes = yield* run(SET_EVALUATION_STATUS_SQL, [
+    status,
+    status,
+    now,
+    id,
+  ]);
   if (changes === 0) {
     throw new StoreError(
       `Cannot set status of evaluation ${id}: no such evaluation`,

@@ -7,6 +7,7 @@
 
 import { StoreError } from "./types.ts";
 import { all, get, run } from "./sql_query.ts";
+import { SET_EVALUATION_STATUS_SQL } from "./sql_catalog.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
 import type {
   EvaluationOwner,
@@ -24,11 +25,8 @@ export function* finishEvaluation(
   status: EvaluationStatus,
   now: number,
 ): Step<boolean> {
-  // A finished evaluation (status >= 0) records when it finished.
   const changes = yield* run(
-    `UPDATE Evaluations SET status = CAST(? AS integer),
-       evaltime = CASE WHEN ? >= 0 THEN CAST(? AS bigint) ELSE evaltime END
-     WHERE id = ? AND status = ${STARTED}`,
+    `${SET_EVALUATION_STATUS_SQL} AND status = ${STARTED}`,
     [status, status, now, id],
   );
   if (changes > 0) return true;
