@@ -24,6 +24,8 @@ import {
   UsageError,
 } from "./lib/cli/args.ts";
 import { continueAsUser } from "./lib/cli/run_as.ts";
+import { startNativeMemoryTrimmer } from "./lib/native_memory.ts";
+import { systemClock } from "./lib/clock.ts";
 
 const USAGE = `Usage: lorica-worker [--server=HOST:PORT] [OPTIONS]
 Build derivations for a Lorica or Cuirass server. Without --server, the
@@ -88,6 +90,9 @@ const OPTIONS: Record<string, OptionSpec> = {
 
 // deno-lint-ignore no-console
 const say = console.log;
+
+/** How often an idle worker's freed native memory is handed back. */
+const NATIVE_TRIM_INTERVAL_MS = 10_000;
 
 async function main(args: string[]): Promise<number> {
   const { text, flag } = readOptions(OPTIONS, args);
@@ -171,6 +176,13 @@ async function main(args: string[]): Promise<number> {
     sessions: worker.names.join(","),
     systems: systems.join(","),
   });
+  // A worker waits for work most of its life: what its native side freed
+  // is given back rather than held (lib/native_memory.ts).
+  const trimmer = startNativeMemoryTrimmer({
+    clock: systemClock,
+    logger,
+    intervalMs: NATIVE_TRIM_INTERVAL_MS,
+  });
   // The first SIGTERM or SIGINT drains: no more work is requested and the
   // builds under way finish and are reported. A second one stops at once.
   const stopped = Promise.withResolvers<void>();
@@ -194,6 +206,7 @@ async function main(args: string[]): Promise<number> {
     worker.stop({ drain: true, drainMs }),
     forced.promise.then((signal) => worker.stop({ signal })),
   ]);
+  await trimmer.stop();
   if (failure instanceof Error) throw failure;
   return 0;
 }
