@@ -56,6 +56,12 @@ export interface LocalBuilderOptions {
    * {@link watchDaemon}.
    */
   daemonSilenceGraceSeconds?: number;
+  /**
+   * Seconds between looks at the database, while a build driver runs, for
+   * builds of its batch that another process canceled or restarted (a web
+   * front end on the same PostgreSQL database); default 5.
+   */
+  heldCheckSeconds?: number;
 }
 
 /** How the builds of one batch ended. */
@@ -73,17 +79,23 @@ export interface BatchSummary {
   interruption: "fault" | "shutdown" | "withdrawal" | null;
 }
 
-/** How a canceled or restarted build leaves the batch it was part of. */
-type Withdrawal = "canceled" | "restarted";
+/**
+ * How a build leaves the batch it was part of: canceled or restarted here,
+ * or "taken back" when the database no longer has it held by this server
+ * (canceled or restarted by another process).
+ */
+type Withdrawal = "canceled" | "restarted" | "taken back";
 
 /**
  * A batch being built: the builds not finished yet, and the group the
- * driver is building now with the means to stop it.
+ * driver is building now with the means to stop it. `turn` orders the
+ * handling of the driver's events and the looks at the database.
  */
 interface Flight {
   open: Set<string>;
   group: Set<string> | null;
   stopGroup: AbortController | null;
+  turn: Promise<unknown>;
 }
 
 const MAX_LOG_BYTES = 256 << 20;
@@ -310,7 +322,12 @@ export class LocalBuilder {
     const byDrv = new Map(builds.map((build) => [build.derivation, build]));
     const open = new Set(byDrv.keys());
     const drvs = [...open].sort();
-    const flight: Flight = { open, group: null, stopGroup: null };
+    const flight: Flight = {
+      open,
+      group: null,
+      stopGroup: null,
+      turn: Promise.resolve(),
+    };
     this.#flights.add(flight);
     try {
       return await this.#buildFlight(flight, drvs, byDrv, summary, signal);
@@ -502,6 +519,8 @@ export class LocalBuilder {
     const watchdog = this.#watchdog(group, open, silent);
     flight.group = new Set(group.map((build) => build.derivation));
     flight.stopGroup = withdrawal;
+    const stopLooking = new AbortController();
+    const looking = this.#lookWhileBuilding(flight, stopLooking.signal);
     try {
       const result = await runBuildDriver(this.#options.spawnGuix, {
         drvs: group.map((build) => build.derivation).sort(),
@@ -516,7 +535,7 @@ export class LocalBuilder {
         ]),
       }, (event) => {
         watchdog?.alive();
-        return handle(event);
+        return inTurn(flight, () => handle(event));
       });
       if (silent.signal.aborted) return "daemon-silent";
       if (withdrawal.signal.aborted) return "withdrawn";
@@ -533,10 +552,60 @@ export class LocalBuilder {
       logger.error("build driver failed", { error });
       return "failed";
     } finally {
+      stopLooking.abort();
+      await looking;
       flight.group = null;
       flight.stopGroup = null;
       watchdog?.stop();
       for (const [drv, pid] of writerOf.entries()) await closeLog(pid, drv);
+    }
+  }
+
+  /**
+   * Looks at the database every `heldCheckSeconds` until `signal` aborts,
+   * so that a cancel or restart made by another process stops the driver
+   * as one made here does.
+   */
+  async #lookWhileBuilding(flight: Flight, signal: AbortSignal) {
+    const { clock, logger, heldCheckSeconds } = this.#options;
+    while (true) {
+      try {
+        await clock.sleep((heldCheckSeconds ?? 5) * 1000, signal);
+      } catch {
+        return;
+      }
+      await this.#takeBack([flight]).catch((error) =>
+        logger.warn("held builds not checked", { error })
+      );
+    }
+  }
+
+  /**
+   * Withdraws from `flights` the builds that the database no longer has
+   * held by this server. Each flight is looked at in its turn: a build its
+   * driver has just reported is recorded and out of the flight before,
+   * never taken for one canceled elsewhere.
+   */
+  async #takeBack(flights: Flight[]): Promise<void> {
+    const { store, logger, concurrency, batchSize } = this.#options;
+    // Every build of the batches, and as many again being taken: beyond
+    // that the list is cut, and a build past the cut would look gone.
+    const limit = 2 * (concurrency ?? 1) * (batchSize ?? 200);
+    const held = await store.queue({ worker: LOCAL_WORKER }, limit + 1);
+    if (held.length > limit) {
+      logger.warn("held builds not checked", { held: held.length, limit });
+      return;
+    }
+    const still = new Set(held.map((build) => build.derivation));
+    for (const flight of flights) {
+      await inTurn(flight, () => {
+        for (const drv of [...flight.open]) {
+          if (still.has(drv)) continue;
+          logger.info("build taken back", { drv, worker: LOCAL_WORKER });
+          this.#withdraw(flight, drv, "taken back");
+        }
+        return Promise.resolve();
+      });
     }
   }
 
@@ -677,6 +746,13 @@ export class LocalBuilder {
     }
     return count;
   }
+}
+
+/** Runs `work` once the work `flight` was given before it has ended. */
+function inTurn<T>(flight: Flight, work: () => Promise<T>): Promise<T> {
+  const result = flight.turn.then(work);
+  flight.turn = result.catch(() => {});
+  return result;
 }
 
 /**

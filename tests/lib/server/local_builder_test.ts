@@ -15,7 +15,7 @@ import {
   guixSpawner,
 } from "../../../lib/guix/build_events.ts";
 import { spawnProcess } from "../../../lib/process.ts";
-import { within } from "./_dispatch_fixture.ts";
+import { FakeClock, within } from "./_dispatch_fixture.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
@@ -974,6 +974,118 @@ Deno.test("LocalBuilder: a build restarted while its batch is being reconciled k
     );
   } finally {
     release.resolve();
+    await farm.close();
+  }
+});
+
+for (const action of ["canceled", "restarted"] as const) {
+  Deno.test(`LocalBuilder: a build ${action} by another process while it runs stops its driver at the next look at the database, and the rest of its batch is requeued`, async () => {
+    const farm = await setup({
+      packages: ["long", "other"].map((name) => ({
+        name,
+        version: "1",
+        behaviour: { seconds: 3600, logLines: 1 },
+      })),
+    });
+    const lines: string[] = [];
+    const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+    const clock = new FakeClock();
+    try {
+      await runEvaluation(SPEC, farm.runner);
+      const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+        spawnGuix,
+        maxJobs: 2,
+        clock,
+        heldCheckSeconds: 5,
+        logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      });
+      const batch = builder.buildBatch(await builder.takeBatch());
+      await untilStarted(farm.store, [
+        "long.x86_64-linux",
+        "other.x86_64-linux",
+      ]);
+      const long = await buildOf(farm.store, "long.x86_64-linux");
+
+      // Through the store alone, as a web front end in another process.
+      const result = action === "canceled"
+        ? await farm.store.cancelBuild(long.id, 1)
+        : await farm.store.restartBuild(long.id, 1);
+      assert.equal(result.changed, true);
+      await clock.advance(5_000);
+      const summary = await within(batch, 10_000, "end of the batch");
+      assert.equal(summary.interruption, "withdrawal");
+      assert.equal(summary.requeued, 1);
+      assert.ok(!alive(drivers[0]), "the driver is gone");
+      const other = await buildOf(farm.store, "other.x86_64-linux");
+      assert.equal(buildStatusName(other.status), "scheduled");
+      assert.equal(other.worker, null);
+      const now = (await farm.store.getBuild(long.id))!;
+      assert.equal(
+        buildStatusName(now.status),
+        action === "canceled" ? "canceled" : "scheduled",
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith(`info build taken back drv=${long.derivation} `)
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+      await farm.close();
+    }
+  });
+}
+
+Deno.test("LocalBuilder: a look at the database right after a build is recorded does not take it for one canceled elsewhere", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "first", version: "1", behaviour: { seconds: 0 } },
+      { name: "second", version: "1", behaviour: { seconds: 2, logLines: 2 } },
+    ],
+  });
+  const clock = new FakeClock();
+  // The first result is in the database, not yet out of the batch, when
+  // the look reads which builds the server holds.
+  const looked = Promise.withResolvers<void>();
+  let completions = 0;
+  const store = new Proxy(farm.store, {
+    get(target, key) {
+      if (key === "queue") {
+        return async (...args: Parameters<Store["queue"]>) => {
+          const held = await target.queue(...args);
+          looked.resolve();
+          return held;
+        };
+      }
+      if (key === "completeBuild") {
+        return async (...args: Parameters<Store["completeBuild"]>) => {
+          const result = await target.completeBuild(...args);
+          if (completions++ === 0) {
+            await clock.advance(5_000);
+            await looked.promise;
+            await new Promise((resolve) => setTimeout(resolve, 0));
+          }
+          return result;
+        };
+      }
+      return Reflect.get(target, key);
+    },
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      clock,
+      heldCheckSeconds: 5,
+    });
+    const summary = await builder.buildBatch(await builder.takeBatch());
+    assert.equal(summary.interruption, null);
+    assert.equal(summary.succeeded, 2);
+    assert.deepEqual(
+      await statuses(farm.store, ["first.x86_64-linux", "second.x86_64-linux"]),
+      { "first.x86_64-linux": "succeeded", "second.x86_64-linux": "succeeded" },
+    );
+  } finally {
     await farm.close();
   }
 });
