@@ -272,6 +272,12 @@ export class LocalBuilder {
    */
   #withdraw(flight: Flight, drv: string, action: Withdrawal) {
     if (!flight.open.delete(drv)) return;
+    if (action === "taken back") {
+      this.#options.logger.info("build taken back", {
+        drv,
+        worker: LOCAL_WORKER,
+      });
+    }
     if (!flight.group?.has(drv)) return;
     this.#options.logger.info("build driver stopped", {
       drv,
@@ -291,7 +297,16 @@ export class LocalBuilder {
       systems,
     }));
     const builds = await store.popBuilds(requests, epochSeconds(clock));
-    return builds.filter((build) => build !== null);
+    const taken = builds.filter((build) => build !== null);
+    // A build handed out again was restarted meanwhile (by another
+    // process): a batch still holding it lost it, and must neither record
+    // its result over the new run nor requeue it from the new batch.
+    for (const build of taken) {
+      for (const flight of this.#holders(build.derivation)) {
+        this.#withdraw(flight, build.derivation, "taken back");
+      }
+    }
+    return taken;
   }
 
   async #systems(): Promise<string[]> {
@@ -600,9 +615,7 @@ export class LocalBuilder {
     for (const flight of flights) {
       await inTurn(flight, () => {
         for (const drv of [...flight.open]) {
-          if (still.has(drv)) continue;
-          logger.info("build taken back", { drv, worker: LOCAL_WORKER });
-          this.#withdraw(flight, drv, "taken back");
+          if (!still.has(drv)) this.#withdraw(flight, drv, "taken back");
         }
         return Promise.resolve();
       });

@@ -1089,3 +1089,49 @@ Deno.test("LocalBuilder: a look at the database right after a build is recorded 
     await farm.close();
   }
 });
+
+Deno.test("LocalBuilder: a build restarted by another process and taken by a second batch is left to it by the first, which neither records nor requeues it", async () => {
+  const farm = await setup({
+    packages: ["long", "again"].map((name) => ({
+      name,
+      version: "1",
+      behaviour: { seconds: 3600, logLines: 1 },
+    })),
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    // No look at the database: the clock never moves.
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      spawnGuix,
+      maxJobs: 2,
+      clock: new FakeClock(),
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const first = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, ["long.x86_64-linux", "again.x86_64-linux"]);
+    const long = await buildOf(farm.store, "long.x86_64-linux");
+    const again = await buildOf(farm.store, "again.x86_64-linux");
+
+    assert.equal((await farm.store.restartBuild(again.id, 1)).changed, true);
+    const second = await builder.takeBatch();
+    assert.deepEqual(second.map((build) => build.id), [again.id]);
+    // Whatever else ends the first batch, it requeues what it holds.
+    await builder.cancelBuild(long.id);
+    await within(first, 10_000, "end of the first batch");
+
+    const now = (await farm.store.getBuild(again.id))!;
+    assert.equal(buildStatusName(now.status), "submitted");
+    assert.equal(now.worker, LOCAL_WORKER);
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(`info build taken back drv=${again.derivation} `)
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await farm.close();
+  }
+});
