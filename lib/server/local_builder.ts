@@ -227,21 +227,22 @@ export class LocalBuilder {
 
   /**
    * Schedules build `id` again; when it is being built here, its driver is
-   * stopped and the rest of its batch requeued first.
+   * stopped and the rest of its batch requeued.
    */
   async restartBuild(id: number): Promise<boolean> {
-    const { store, clock } = this.#options;
+    const { store, clock, logger } = this.#options;
     const build = await store.getBuild(id);
     if (build === null) return false;
-    // Taken before the restart: once scheduled again, another lane may
-    // take the build into a new batch, which must go on.
-    const holders = this.#holders(build.derivation);
     const result = await store.restartBuild(id, epochSeconds(clock));
     this.#log("restarted", id, build.derivation, result);
     if (result.worker === LOCAL_WORKER) {
-      for (const flight of holders) {
-        this.#withdraw(flight, build.derivation, "restarted");
-      }
+      // The batch to stop is found once the restart is saved, from the
+      // database: meanwhile the build may have left the batch holding it
+      // when the restart was asked for another one. A batch taking it
+      // after the restart keeps it, as the database has it held then.
+      await this.#takeBack([...this.#flights]).catch((error) =>
+        logger.warn("held builds not checked", { error })
+      );
     }
     if (result.changed) this.wake();
     return result.changed;

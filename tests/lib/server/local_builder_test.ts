@@ -1135,3 +1135,64 @@ Deno.test("LocalBuilder: a build restarted by another process and taken by a sec
     await farm.close();
   }
 });
+
+Deno.test("LocalBuilder: a restart saved after its build went to another batch stops that batch, not only the one that held the build when the restart was asked", async () => {
+  const farm = await setup({
+    packages: ["long", "again"].map((name) => ({
+      name,
+      version: "1",
+      behaviour: { seconds: 3600, logLines: 1 },
+    })),
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  // The restart reaches the database only once the test lets it.
+  const restartAsked = Promise.withResolvers<void>();
+  const saveRestart = Promise.withResolvers<void>();
+  const store = new Proxy(farm.store, {
+    get(target, key) {
+      if (key !== "restartBuild") return Reflect.get(target, key);
+      return async (...args: Parameters<Store["restartBuild"]>) => {
+        restartAsked.resolve();
+        await saveRestart.promise;
+        return await target.restartBuild(...args);
+      };
+    },
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    // No periodic look at the database: the clock never moves.
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      spawnGuix,
+      maxJobs: 2,
+      clock: new FakeClock(),
+    });
+    const first = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, ["long.x86_64-linux", "again.x86_64-linux"]);
+    const long = await buildOf(farm.store, "long.x86_64-linux");
+    const again = await buildOf(farm.store, "again.x86_64-linux");
+
+    const restarting = builder.restartBuild(again.id);
+    await restartAsked.promise;
+    // Meanwhile the first batch ends, and a second takes the build.
+    await builder.cancelBuild(long.id);
+    await within(first, 10_000, "end of the first batch");
+    const secondBatch = await builder.takeBatch();
+    assert.deepEqual(secondBatch.map((build) => build.id), [again.id]);
+    const second = builder.buildBatch(secondBatch);
+    await untilStarted(farm.store, ["again.x86_64-linux"]);
+
+    saveRestart.resolve();
+    assert.equal(await restarting, true);
+    const summary = await within(second, 10_000, "end of the second batch");
+    assert.equal(summary.interruption, "withdrawal");
+    assert.equal(drivers.length, 2);
+    assert.ok(!alive(drivers[1]), "the second driver is gone");
+    const now = (await farm.store.getBuild(again.id))!;
+    assert.equal(buildStatusName(now.status), "scheduled");
+  } finally {
+    saveRestart.resolve();
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await farm.close();
+  }
+});
