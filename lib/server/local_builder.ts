@@ -598,26 +598,31 @@ export class LocalBuilder {
 
   /**
    * Withdraws from `flights` the builds that the database no longer has
-   * held by this server. Each flight is looked at in its turn: a build its
+   * held by this server. Each flight is changed in its turn: a build its
    * driver has just reported is recorded and out of the flight before,
    * never taken for one canceled elsewhere.
    */
   async #takeBack(flights: Flight[]): Promise<void> {
-    const { store, logger, concurrency, batchSize } = this.#options;
-    // Every build of the batches, and as many again being taken: beyond
-    // that the list is cut, and a build past the cut would look gone.
+    const { store, concurrency, batchSize } = this.#options;
+    // One read in the usual case. A list cut at its limit (other servers
+    // in local mode hold builds as "local" too) says nothing of the builds
+    // past the cut: those are read one by one.
     const limit = 2 * (concurrency ?? 1) * (batchSize ?? 200);
-    const held = await store.queue({ worker: LOCAL_WORKER }, limit + 1);
-    if (held.length > limit) {
-      logger.warn("held builds not checked", { held: held.length, limit });
-      return;
+    const list = await store.queue({ worker: LOCAL_WORKER }, limit);
+    const held = new Set(list.map((build) => build.derivation));
+    const gone = new Set<string>();
+    for (const drv of flights.flatMap((flight) => [...flight.open])) {
+      if (held.has(drv) || gone.has(drv)) continue;
+      if (
+        list.length < limit ||
+        !heldHere(await store.getBuildByDerivation(drv))
+      ) {
+        gone.add(drv);
+      }
     }
-    const still = new Set(held.map((build) => build.derivation));
     for (const flight of flights) {
       await inTurn(flight, () => {
-        for (const drv of [...flight.open]) {
-          if (!still.has(drv)) this.#withdraw(flight, drv, "taken back");
-        }
+        for (const drv of gone) this.#withdraw(flight, drv, "taken back");
         return Promise.resolve();
       });
     }
@@ -760,6 +765,13 @@ export class LocalBuilder {
     }
     return count;
   }
+}
+
+/** Whether `build` is submitted or started in local mode. */
+function heldHere(build: Build | null): boolean {
+  return build !== null && build.worker === LOCAL_WORKER &&
+    (build.status === BuildStatus.submitted ||
+      build.status === BuildStatus.started);
 }
 
 /** Runs `work` once the work `flight` was given before it has ended. */

@@ -1196,3 +1196,66 @@ Deno.test("LocalBuilder: a restart saved after its build went to another batch s
     await farm.close();
   }
 });
+
+Deno.test("LocalBuilder: builds other servers in local mode hold on the same database do not hide its own from its look at the database", async () => {
+  const farm = await setup({
+    packages: ["p1", "p2", "p3"].map((name) => ({
+      name,
+      version: "1",
+      behaviour: { seconds: 3600, logLines: 1 },
+    })),
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  const clock = new FakeClock();
+  const readAlone = Promise.withResolvers<void>();
+  const store = new Proxy(farm.store, {
+    get(target, key) {
+      if (key !== "getBuildByDerivation") return Reflect.get(target, key);
+      return async (drv: string) => {
+        const build = await target.getBuildByDerivation(drv);
+        readAlone.resolve();
+        return build;
+      };
+    },
+  });
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    // Another server takes two builds, which come first in the list.
+    const request = { worker: LOCAL_WORKER, systems: ["x86_64-linux"] };
+    for (const build of await farm.store.popBuilds([request, request], 1)) {
+      await farm.store.markStarted(build!.derivation, LOCAL_WORKER, "", 1);
+    }
+    // Its list of held builds is then cut after those two.
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      spawnGuix,
+      batchSize: 1,
+      clock,
+      heldCheckSeconds: 5,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const taken = await builder.takeBatch();
+    assert.equal(taken.length, 1);
+    let ended = false;
+    const batch = builder.buildBatch(taken).finally(() => ended = true);
+    await untilStarted(farm.store, [taken[0].jobName]);
+
+    await clock.advance(5_000);
+    await within(readAlone.promise, 10_000, "read of the build past the cut");
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.ok(
+      !lines.some((l) => l.startsWith("info build taken back ")),
+      lines.join("\n"),
+    );
+    assert.ok(!ended, "the batch goes on");
+    assert.ok(alive(drivers[0]), "the driver goes on");
+
+    assert.ok((await farm.store.cancelBuild(taken[0].id, 1)).changed);
+    await clock.advance(5_000);
+    const summary = await within(batch, 10_000, "end of the batch");
+    assert.equal(summary.interruption, "withdrawal");
+  } finally {
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await farm.close();
+  }
+});
