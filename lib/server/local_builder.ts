@@ -230,7 +230,7 @@ export class LocalBuilder {
    * stopped and the rest of its batch requeued.
    */
   async restartBuild(id: number): Promise<boolean> {
-    const { store, clock, logger } = this.#options;
+    const { store, clock } = this.#options;
     const build = await store.getBuild(id);
     if (build === null) return false;
     const result = await store.restartBuild(id, epochSeconds(clock));
@@ -240,12 +240,47 @@ export class LocalBuilder {
       // database: meanwhile the build may have left the batch holding it
       // when the restart was asked for another one. A batch taking it
       // after the restart keeps it, as the database has it held then.
-      await this.#takeBack([...this.#flights]).catch((error) =>
-        logger.warn("held builds not checked", { error })
-      );
+      await this.#takeBackNow();
     }
     if (result.changed) this.wake();
     return result.changed;
+  }
+
+  /**
+   * Cancels the pending builds of evaluation `id`; the drivers building
+   * them here are stopped and the rest of their batches requeued.
+   */
+  async cancelEvaluation(id: number): Promise<number> {
+    const { store, clock, logger } = this.#options;
+    const count = await store.cancelEvaluation(id, epochSeconds(clock));
+    logger.info("evaluation canceled", { evaluation: id, builds: count });
+    if (count > 0) await this.#takeBackNow();
+    return count;
+  }
+
+  /**
+   * Schedules every build of evaluation `id` again; the drivers building
+   * them here are stopped and the rest of their batches requeued.
+   */
+  async restartEvaluation(id: number): Promise<number> {
+    const { store, clock, logger } = this.#options;
+    const count = await store.restartEvaluation(id, epochSeconds(clock));
+    logger.info("evaluation restarted", { evaluation: id, builds: count });
+    if (count > 0) {
+      await this.#takeBackNow();
+      this.wake();
+    }
+    return count;
+  }
+
+  /**
+   * Looks at the database for every batch now, after a change made here;
+   * a look that fails is left to the next periodic one.
+   */
+  async #takeBackNow(): Promise<void> {
+    await this.#takeBack([...this.#flights]).catch((error) =>
+      this.#options.logger.warn("held builds not checked", { error })
+    );
   }
 
   #holders(drv: string): Flight[] {

@@ -1,7 +1,7 @@
 // The server: evaluations and channel polling, one build mode (local daemon
 // or remote workers), publish, and the web interface.
 
-import { type Clock, systemClock } from "../clock.ts";
+import { type Clock, epochSeconds, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { startPublish } from "../guix/publish_server.ts";
@@ -287,6 +287,8 @@ export async function startServer(
       actions: {
         cancelBuild: (id) => builder.cancelBuild(id),
         restartBuild: (id) => builder.restartBuild(id),
+        cancelEvaluation: (id) => builder.cancelEvaluation(id),
+        restartEvaluation: (id) => builder.restartEvaluation(id),
         async saveSpecification(spec) {
           await store.upsertSpecification(spec);
           await monitor.refresh();
@@ -450,6 +452,10 @@ export function evaluateOnce(
 interface Builder extends RemoteBuilder {
   /** New builds were registered: look at the queue now. */
   wake(): void;
+  /** Cancels the pending builds of an evaluation; returns how many. */
+  cancelEvaluation(id: number): Promise<number>;
+  /** Schedules every build of an evaluation again; returns how many. */
+  restartEvaluation(id: number): Promise<number>;
 }
 
 interface BuilderDeps {
@@ -472,8 +478,16 @@ async function startBuilder(
   const { store, guix, clock, logger } = deps;
   if (config.mode === "remote") {
     const remote = await startRemoteBuilder(config, deps);
-    // Workers ask for work themselves; nothing to wake.
-    return { ...remote, wake: () => {} };
+    // Workers ask for work themselves; nothing to wake. An evaluation's
+    // builds are canceled or restarted in the store alone: the workers
+    // building them are not told.
+    return {
+      ...remote,
+      wake: () => {},
+      cancelEvaluation: (id) => store.cancelEvaluation(id, epochSeconds(clock)),
+      restartEvaluation: (id) =>
+        store.restartEvaluation(id, epochSeconds(clock)),
+    };
   }
   const local = new LocalBuilder({
     store,
@@ -494,6 +508,8 @@ async function startBuilder(
     logPort: 0,
     cancelBuild: (id) => local.cancelBuild(id),
     restartBuild: (id) => local.restartBuild(id),
+    cancelEvaluation: (id) => local.cancelEvaluation(id),
+    restartEvaluation: (id) => local.restartEvaluation(id),
     fetchesIdle: () => Promise.resolve(),
     workerDiskLow: () => false,
     wake: () => local.wake(),

@@ -1259,3 +1259,51 @@ Deno.test("LocalBuilder: builds other servers in local mode hold on the same dat
     await farm.close();
   }
 });
+
+for (const action of ["cancel", "restart"] as const) {
+  Deno.test(`LocalBuilder: to ${action} an evaluation stops the drivers building its builds at once`, async () => {
+    const farm = await setup({
+      packages: ["long", "other"].map((name) => ({
+        name,
+        version: "1",
+        behaviour: { seconds: 3600, logLines: 1 },
+      })),
+    });
+    const lines: string[] = [];
+    const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+    try {
+      const evaluation = await runEvaluation(SPEC, farm.runner);
+      // No periodic look at the database: the clock never moves.
+      const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+        spawnGuix,
+        maxJobs: 2,
+        clock: new FakeClock(),
+      });
+      const batch = builder.buildBatch(await builder.takeBatch());
+      await untilStarted(farm.store, [
+        "long.x86_64-linux",
+        "other.x86_64-linux",
+      ]);
+
+      const count = action === "cancel"
+        ? await builder.cancelEvaluation(evaluation.id)
+        : await builder.restartEvaluation(evaluation.id);
+      assert.equal(count, 2);
+      const summary = await within(batch, 10_000, "end of the batch");
+      assert.equal(summary.interruption, "withdrawal");
+      assert.equal(summary.requeued, 0);
+      assert.ok(!alive(drivers[0]), "the driver is gone");
+      for (const job of ["long.x86_64-linux", "other.x86_64-linux"]) {
+        const build = await buildOf(farm.store, job);
+        assert.equal(
+          buildStatusName(build.status),
+          action === "cancel" ? "canceled" : "scheduled",
+          job,
+        );
+      }
+    } finally {
+      for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+      await farm.close();
+    }
+  });
+}
