@@ -308,7 +308,11 @@ export class LocalBuilder {
    */
   #withdraw(flight: Flight, drv: string, action: Withdrawal) {
     if (!flight.open.delete(drv)) return;
-    if (action === "taken back") {
+    // Only while a driver runs are a look at the database and the batch's
+    // own records kept apart (inTurn): otherwise the build may be gone
+    // from the database because this batch has just settled or requeued
+    // it, which is no news.
+    if (action === "taken back" && flight.group !== null) {
       this.#options.logger.info("build taken back", {
         drv,
         worker: LOCAL_WORKER,

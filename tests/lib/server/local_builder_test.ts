@@ -1307,3 +1307,59 @@ for (const action of ["cancel", "restart"] as const) {
     }
   });
 }
+
+Deno.test("LocalBuilder: a look at the database while a batch is reconciled does not log as taken back the build it has just recorded", async () => {
+  const farm = await setup({
+    packages: [
+      { name: "first", version: "1", behaviour: { seconds: 0 } },
+      { name: "second", version: "1", behaviour: { seconds: 0 } },
+    ],
+  });
+  // A driver that reports nothing leaves both builds to the reconciliation.
+  const real = guixSpawner({ command: GUIX, env: farm.daemon.env });
+  const spawnGuix: GuixSpawner = (args, options) =>
+    args.includes("--query")
+      ? real(args, options)
+      : spawnProcess(["true"], options);
+  const recorded = Promise.withResolvers<string>();
+  const release = Promise.withResolvers<void>();
+  let completions = 0;
+  const store = new Proxy(farm.store, {
+    get(target, key) {
+      if (key !== "completeBuild") return Reflect.get(target, key);
+      return async (...args: Parameters<Store["completeBuild"]>) => {
+        const result = await target.completeBuild(...args);
+        if (completions++ === 0) {
+          recorded.resolve(args[0]);
+          await release.promise;
+        }
+        return result;
+      };
+    },
+  });
+  const lines: string[] = [];
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      spawnGuix,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    const taken = await builder.takeBatch();
+    const batch = builder.buildBatch(taken);
+    const settled = await within(recorded.promise, 10_000, "a record");
+    const later = taken.find((build) => build.derivation !== settled)!;
+
+    // In the database, not yet out of the batch, when the restart of the
+    // other build looks at what the server holds.
+    assert.equal(await builder.restartBuild(later.id), true);
+    release.resolve();
+    await within(batch, 10_000, "end of the batch");
+    assert.ok(
+      !lines.some((l) => l.startsWith(`info build taken back drv=${settled} `)),
+      lines.join("\n"),
+    );
+  } finally {
+    release.resolve();
+    await farm.close();
+  }
+});
