@@ -208,6 +208,9 @@ export async function runEvaluation(
           priority: spec.priority,
           now: epochSeconds(clock),
           whileStarted: true,
+          // A registration of many jobs may outlast STALE_AFTER_MS, during
+          // which no renewal lands: it commits a heartbeat read as it ends.
+          heartbeatNow: () => epochSeconds(clock),
         }),
     );
     const recorded = await databaseStep(
@@ -220,9 +223,10 @@ export async function runEvaluation(
         ),
     );
     if (!recorded) {
-      // Aborted elsewhere after the registration renewed the heartbeat:
-      // this server was silent for STALE_AFTER_MS in between. The builds
-      // stay (pending, they are built), their evaluation aborted.
+      // Aborted elsewhere after the registration renewed the heartbeat as
+      // it ended: this server was silent for STALE_AFTER_MS in between.
+      // The builds stay (pending, they are built), their evaluation
+      // aborted.
       logger.error("evaluation aborted elsewhere after its builds", {
         evaluation: id,
         spec: spec.name,

@@ -55,15 +55,26 @@ export function* evaluationOwner(
   return row === undefined ? null : rowToOwner(row);
 }
 
+/**
+ * Renews the heartbeat of a started evaluation to `now`, never back: a
+ * renewal that waited behind a registration holding the row lands after
+ * it, with the time it was issued at, older than the one the registration
+ * wrote as it ended. (An owner's wall clock stepped back leaves its
+ * heartbeat ahead until the clock catches up: were the owner to die
+ * meanwhile, its evaluation would be aborted that much later.) False if
+ * the evaluation is not started.
+ */
 export function* renewEvaluationHeartbeat(
   _d: Dialect,
   id: number,
   now: number,
 ): Step<boolean> {
   return (yield* run(
-    `UPDATE Evaluations SET heartbeat = CAST(? AS bigint)
+    `UPDATE Evaluations SET heartbeat = CASE
+       WHEN heartbeat > CAST(? AS bigint) THEN heartbeat
+       ELSE CAST(? AS bigint) END
      WHERE id = ? AND status = ${STARTED}`,
-    [now, id],
+    [now, now, id],
   )) > 0;
 }
 
@@ -87,6 +98,8 @@ export function* abortStaleEvaluation(
  * locks its row until the commit, so that an abort either comes first
  * (the registration is refused) or finds the heartbeat renewed and gives
  * up (see abortStaleEvaluation); SQLite's one writer serializes the same.
+ * No other renewal lands until the commit, so a registration given a
+ * `heartbeatNow` renews it again as it ends (registerBuilds).
  * @throws {StoreError} "evaluation-ended" when it is not started.
  */
 export function* holdStartedEvaluation(

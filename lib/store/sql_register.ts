@@ -5,7 +5,10 @@ import { StoreError } from "./types.ts";
 import { all, chunks, get, run } from "./sql_query.ts";
 import { checkJob, integer, truncate } from "./rows.ts";
 import { failDependents } from "./sql_builds.ts";
-import { holdStartedEvaluation } from "./sql_evaluation_owners.ts";
+import {
+  holdStartedEvaluation,
+  renewEvaluationHeartbeat,
+} from "./sql_evaluation_owners.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 import type { NewJob, RegisterResult } from "./types.ts";
 
@@ -19,7 +22,12 @@ export function* registerBuilds(
   d: Dialect,
   evaluation: number,
   jobs: NewJob[],
-  options: { priority: number; now: number; whileStarted?: boolean },
+  options: {
+    priority: number;
+    now: number;
+    whileStarted?: boolean;
+    heartbeatNow?: () => number;
+  },
 ): Step<RegisterResult> {
   if (options.whileStarted === true) {
     yield* holdStartedEvaluation(
@@ -251,6 +259,16 @@ export function* registerBuilds(
   for (const target of failed) blocked += yield* failDependents(d, target, now);
   if (d.name === "postgres") yield* refreshStatistics(fresh.length);
   if (fresh.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  if (options.whileStarted === true && options.heartbeatNow !== undefined) {
+    // Committed with the builds: the heartbeat written first is as old as
+    // the registration by then, minutes for a large one, and no renewal
+    // could land meanwhile (the row is held).
+    yield* renewEvaluationHeartbeat(
+      d,
+      evaluation,
+      integer("register builds", "heartbeat", options.heartbeatNow()),
+    );
+  }
   return { created: fresh.length, known, blocked };
 }
 

@@ -402,6 +402,12 @@ export interface Store {
        * @throws {StoreError} "evaluation-ended" when it is not.
        */
       whileStarted?: boolean;
+      /**
+       * With `whileStarted`, the time (epoch seconds) of the heartbeat
+       * renewed again as the registration ends, read then [none: only the
+       * renewal at its start, to `now`].
+       */
+      heartbeatNow?: () => number;
     },
   ): Promise<RegisterResult>;
 

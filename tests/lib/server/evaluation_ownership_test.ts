@@ -352,6 +352,66 @@ for (const { name, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `runEvaluation() on ${name} whose registration outlasts ${STALE_AFTER_MS} ms is not taken for abandoned by a server judging it as it ends${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      const a = await machineA(db, {
+        packages: [{ name: "p", version: "1" }],
+      });
+      try {
+        // The registration holds the evaluation's row: a renewal issued
+        // meanwhile lands after it, with the time it was issued at, as
+        // behind PostgreSQL's row lock or SQLite's one writer.
+        let registering: Promise<void> = Promise.resolve();
+        const renewals: Promise<boolean>[] = [];
+        let abortedByB: number | undefined;
+        const store: Store = {
+          ...db.a,
+          renewEvaluationHeartbeat: (id, now) => {
+            const renewal = registering.then(() =>
+              db.a.renewEvaluationHeartbeat(id, now)
+            );
+            renewals.push(renewal);
+            return renewal;
+          },
+          registerBuilds: async (...args) => {
+            const done = Promise.withResolvers<void>();
+            registering = done.promise;
+            try {
+              // 250,000 jobs on a slow database: over three minutes.
+              for (let i = 0; i < 7; i++) {
+                await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+              }
+              return await db.a.registerBuilds(...args);
+            } finally {
+              done.resolve();
+            }
+          },
+          finishEvaluation: async (...args) => {
+            await Promise.all(renewals);
+            // B sweeps as A is about to record the success.
+            abortedByB = await startMachineB(db, a.clock, 1000);
+            return await db.a.finishEvaluation(...args);
+          },
+        };
+        const outcome = await runEvaluation(SPEC, { ...a.options, store });
+        assert.equal(abortedByB, 0, "B took it for abandoned");
+        assert.equal(outcome.status, EvaluationStatus.succeeded);
+        assert.equal(
+          (await db.b.getEvaluation(outcome.id))?.status,
+          EvaluationStatus.succeeded,
+        );
+        assert.equal(renewals.length, 1, "the renewal issued meanwhile");
+        assert.doesNotMatch(a.lines.join("\n"), /aborted elsewhere|ERROR/);
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `abortStaleEvaluations() on ${name} asks /proc about owners on this host: a dead one's evaluation ends at once, a live one's stays${needs}`,
     ignore,
     async fn() {

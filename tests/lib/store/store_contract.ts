@@ -305,6 +305,33 @@ export function storeContract(
     );
   });
 
+  test("registerBuilds({whileStarted, heartbeatNow}) commits the heartbeat read as it ends, and no later renewal moves it back", async (store) => {
+    const owner = { host: "build-a", pid: 4242, started: "987654" };
+    await evaluation(store);
+    const id = await store.addEvaluation("guix", [], 1000, { owner });
+    const reads: number[] = [];
+    await store.registerBuilds(id, [job("a")], {
+      priority: 9,
+      now: 1050,
+      whileStarted: true,
+      heartbeatNow: () => {
+        reads.push(1290);
+        return 1290;
+      },
+    });
+    assert.deepEqual(reads, [1290]);
+    const heartbeat = async () =>
+      (await store.listRunningEvaluations()).find((e) => e.id === id)
+        ?.heartbeat;
+    assert.equal(await heartbeat(), 1290);
+    // Issued during the registration, landing after it: still started,
+    // the newer heartbeat kept.
+    assert.equal(await store.renewEvaluationHeartbeat(id, 1080), true);
+    assert.equal(await heartbeat(), 1290);
+    assert.equal(await store.renewEvaluationHeartbeat(id, 1320), true);
+    assert.equal(await heartbeat(), 1320);
+  });
+
   test("listEvaluations() lists newest first, by specification, limited", async (store) => {
     const a1 = await evaluation(store, "a");
     const b1 = await evaluation(store, "b");
