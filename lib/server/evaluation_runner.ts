@@ -108,12 +108,17 @@ export async function runEvaluation(
   // elsewhere: its evaluators are stopped, their result is not wanted.
   const endedElsewhere = new AbortController();
   const heartbeatStop = new AbortController();
+  // Set as this server writes the evaluation's end: a renewal landing
+  // after that write finds it ended by this very server, and the write's
+  // own answer tells whether another server had aborted it first.
+  let ending = false;
   const heartbeat = keepHeartbeat(id, {
     store,
     clock,
     logger,
     signal: heartbeatStop.signal,
     onEnded: () => {
+      if (ending) return;
       logger.warn("evaluation aborted elsewhere", {
         evaluation: id,
         spec: spec.name,
@@ -183,6 +188,7 @@ export async function runEvaluation(
         ? EvaluationStatus.aborted
         : EvaluationStatus.failed;
       if (endedElsewhere.signal.aborted) return failed(status);
+      ending = true;
       await recordStatus(id, status, options);
       logger.warn("evaluation failed", {
         evaluation: id,
@@ -213,6 +219,7 @@ export async function runEvaluation(
           heartbeatNow: () => epochSeconds(clock),
         }),
     );
+    ending = true;
     const recorded = await databaseStep(
       `record evaluation ${id} succeeded`,
       () =>
@@ -277,6 +284,7 @@ export async function runEvaluation(
       `\nlorica: ${(error as Error)?.message ?? error}\n`,
       { append: true },
     ).catch(() => {});
+    ending = true;
     await recordStatus(id, status, options);
     logger.error("evaluation failed", { evaluation: id, status, log, error });
     return failed(status);

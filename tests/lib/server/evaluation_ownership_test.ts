@@ -412,6 +412,44 @@ for (const { name, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `runEvaluation() on ${name} whose heartbeat renewal lands after its own end status does not take it for aborted elsewhere${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      const a = await machineA(db, {
+        packages: [{ name: "p", version: "1" }],
+      });
+      try {
+        const renewals: Promise<boolean>[] = [];
+        const store: Store = {
+          ...db.a,
+          renewEvaluationHeartbeat: (...args) => {
+            const renewal = db.a.renewEvaluationHeartbeat(...args);
+            renewals.push(renewal);
+            return renewal;
+          },
+          finishEvaluation: async (...args) => {
+            const recorded = await db.a.finishEvaluation(...args);
+            // The heartbeat's interval ends as the success is recorded.
+            await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+            assert.deepEqual(await Promise.all(renewals), [false]);
+            return recorded;
+          },
+        };
+        const outcome = await runEvaluation(SPEC, { ...a.options, store });
+        assert.equal(outcome.status, EvaluationStatus.succeeded);
+        assert.deepEqual(
+          a.lines.filter((line) => !line.startsWith("info")),
+          [],
+        );
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `abortStaleEvaluations() on ${name} asks /proc about owners on this host: a dead one's evaluation ends at once, a live one's stays${needs}`,
     ignore,
     async fn() {
