@@ -111,20 +111,29 @@ export interface HeartbeatOptions {
  * Renews the heartbeat of evaluation `id` every HEARTBEAT_INTERVAL_MS
  * until `signal` aborts; resolves then, or once a renewal finds that the
  * evaluation is no longer started (another server aborted it), after
- * calling `onEnded`. A renewal the database refuses is logged and tried
- * again at the next interval: missing a few is what STALE_AFTER_MS allows.
+ * calling `onEnded`. A renewal the database refuses is logged and the
+ * next is tried when due: missing a few is what STALE_AFTER_MS allows.
+ * The interval runs from when a renewal was issued, not from its answer
+ * (one answered late is followed at once): on a database slow to answer,
+ * waiting a whole interval after each answer let the heartbeat age past
+ * STALE_AFTER_MS between two renewals of a live server.
  */
 export async function keepHeartbeat(
   id: number,
   options: HeartbeatOptions,
 ): Promise<void> {
   const { store, clock, logger, signal, onEnded } = options;
+  let due = clock.monotonic() + HEARTBEAT_INTERVAL_MS;
   while (!signal.aborted) {
-    try {
-      await clock.sleep(HEARTBEAT_INTERVAL_MS, signal);
-    } catch {
-      return;
+    const wait = due - clock.monotonic();
+    if (wait > 0) {
+      try {
+        await clock.sleep(wait, signal);
+      } catch {
+        return;
+      }
     }
+    due = clock.monotonic() + HEARTBEAT_INTERVAL_MS;
     let renewed: boolean;
     try {
       renewed = await store.renewEvaluationHeartbeat(id, epochSeconds(clock));

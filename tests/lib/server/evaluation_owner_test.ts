@@ -3,12 +3,16 @@
 
 import assert from "node:assert/strict";
 import {
+  HEARTBEAT_INTERVAL_MS,
+  keepHeartbeat,
   STALE_AFTER_MS,
   stillRunning,
   thisHost,
   thisProcess,
 } from "../../../lib/server/evaluation_owner.ts";
-import type { EvaluationOwner } from "../../../lib/store/types.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import type { EvaluationOwner, Store } from "../../../lib/store/types.ts";
+import { FakeClock } from "./_dispatch_fixture.ts";
 
 /** thisProcess() as seen from a process of a PID namespace of its own. */
 async function ownerInNewPidNamespace(): Promise<EvaluationOwner> {
@@ -90,4 +94,50 @@ Deno.test("an owner of this host and namespace whose process is gone is not runn
     }, { self, now }),
     false,
   );
+});
+
+Deno.test("keepHeartbeat() renews at once after a renewal that took longer than the interval, not one interval after it landed", async () => {
+  const clock = new FakeClock();
+  // Each renewal answers when the test says: a slow database.
+  const renewals: { now: number; answer: PromiseWithResolvers<boolean> }[] = [];
+  const store = {
+    renewEvaluationHeartbeat(_id: number, now: number) {
+      const answer = Promise.withResolvers<boolean>();
+      renewals.push({ now, answer });
+      return answer.promise;
+    },
+  } as unknown as Store;
+  const stop = new AbortController();
+  const beating = keepHeartbeat(7, {
+    store,
+    clock,
+    logger: silentLogger,
+    signal: stop.signal,
+    onEnded: () => assert.fail("no renewal said the evaluation ended"),
+  });
+  const start = clock.now() / 1000;
+  const issued = () => renewals.map((renewal) => renewal.now - start);
+  /** Answers renewal `i`, and lets the heartbeat act on the answer. */
+  const answer = async (i: number) => {
+    renewals[i].answer.resolve(true);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  };
+  try {
+    await clock.advance(HEARTBEAT_INTERVAL_MS);
+    assert.deepEqual(issued(), [30]);
+    // Answered 40 s later: the next, due 10 s ago, goes at once.
+    await clock.advance(40_000);
+    await answer(0);
+    assert.deepEqual(issued(), [30, 70]);
+    // Answered at once: the next comes an interval after it was issued.
+    await answer(1);
+    await clock.advance(HEARTBEAT_INTERVAL_MS - 1000);
+    assert.deepEqual(issued(), [30, 70]);
+    await clock.advance(1000);
+    assert.deepEqual(issued(), [30, 70, 100]);
+    await answer(2);
+  } finally {
+    stop.abort();
+    await beating;
+  }
 });
