@@ -28,6 +28,11 @@ import {
 import type { DiskGuard } from "./disk_guard.ts";
 import { storeDirFromEnv } from "../guix/store_path.ts";
 
+/** A build a session has under way. */
+export interface UnderwayBuild {
+  readonly drv: string;
+}
+
 export interface SessionOptions {
   server: { hostname: string; port: number };
   /** The name this session announces; 8 random characters in Cuirass. */
@@ -73,10 +78,11 @@ export interface SessionOptions {
    */
   draining?: AbortSignal;
   /**
-   * The derivations being built, shared by a worker's sessions: a stop
-   * that abandons builds says how many.
+   * The builds under way, one entry per session building, shared by a
+   * worker's sessions: a stop that abandons builds says how many. (Two
+   * sessions may build one derivation: a server restarted, say.)
    */
-  underway?: Set<string>;
+  underway?: Set<UnderwayBuild>;
   /**
    * Seconds past a build's max-silent-time the daemon may say nothing
    * before the build is given up (see runBuild); injectable for tests.
@@ -148,7 +154,7 @@ class Session {
   #probes = 0;
   #registeredAt = -1;
   #registration: Registration | undefined;
-  #current: { drv: string; cancel: AbortController } | undefined;
+  #current: UnderwayBuild & { cancel: AbortController } | undefined;
   #requestId = 0;
   /** Ends the ping loop once the session is over. */
   readonly #over = new AbortController();
@@ -597,8 +603,9 @@ class Session {
     const registration = this.#registration!;
     this.#logger.info("build received", { drv: job.drv, system: job.system });
     const cancel = new AbortController();
-    this.#current = { drv: job.drv, cancel };
-    this.#options.underway?.add(job.drv);
+    const current = { drv: job.drv, cancel };
+    this.#current = current;
+    this.#options.underway?.add(current);
     try {
       await this.#send({
         type: "build-started",
@@ -657,7 +664,7 @@ class Session {
       return false;
     } finally {
       this.#current = undefined;
-      this.#options.underway?.delete(job.drv);
+      this.#options.underway?.delete(current);
     }
   }
 

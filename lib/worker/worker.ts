@@ -4,7 +4,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { startPublish } from "../guix/publish_server.ts";
-import { runSession } from "./session.ts";
+import { runSession, type UnderwayBuild } from "./session.ts";
 import { DiskGuard } from "./disk_guard.ts";
 import {
   fixedServer,
@@ -130,7 +130,7 @@ export async function startWorker(
   const draining = new AbortController();
   // The builds under way in every session, for the log of a stop that
   // abandons them.
-  const underway = new Set<string>();
+  const underway = new Set<UnderwayBuild>();
   // A dead publish server makes every build wasted: the server cannot
   // fetch its outputs. The worker then takes no more work and its owner
   // stops it as on SIGTERM, builds under way finishing, and exits with an
@@ -228,7 +228,7 @@ async function runSessionForever(
   disk: DiskGuard,
   signal: AbortSignal,
   draining: AbortSignal,
-  underway: Set<string>,
+  underway: Set<UnderwayBuild>,
 ) {
   while (!signal.aborted && !draining.aborted) {
     try {

@@ -26,6 +26,11 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
 import { quietPort } from "../../_ports.ts";
+import {
+  buildRequest,
+  GOOD_DRV,
+  handingOutServer,
+} from "./_handing_out_server.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -637,65 +642,6 @@ Deno.test({
     }
   },
 });
-
-/**
- * A server that answers the handshake, then each work request with the next
- * of `builds` (and no-build once they are used up); records what it hears.
- */
-async function handingOutServer(builds: Message[]) {
-  const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
-  const heard: Message[] = [];
-  const logPort = quietPort();
-  const abort = new AbortController();
-  const serving = (async () => {
-    while (!abort.signal.aborted) {
-      const { routingId, frames } = await router.receive(abort.signal);
-      const message = decodeMessage(frames[frames.length - 1]);
-      heard.push(message);
-      const reply = (m: Message) =>
-        router.send(routingId, [new Uint8Array(), encodeMessage(m)]).catch(
-          () => {},
-        );
-      if (message.type === "worker-request-info") {
-        await reply({
-          type: "server-info",
-          workerAddress: "127.0.0.1",
-          logPort,
-          publishPort: null,
-        });
-      } else if (message.type === "worker-request-work") {
-        await reply(builds.shift() ?? { type: "no-build" });
-      }
-    }
-  })().catch(() => {});
-  return {
-    port: router.port,
-    heard,
-    async close() {
-      abort.abort();
-      await router.close();
-      await serving;
-    },
-  };
-}
-
-const GOOD_DRV = `/gnu/store/${hashOf("drv", 1)}-hello-2.12.drv`;
-
-/** A `build` request as a server sends it, with some fields replaced. */
-function buildRequest(
-  fields: { drv?: string; timeout?: number; maxSilent?: number },
-): Message {
-  return {
-    type: "build",
-    drv: GOOD_DRV,
-    priority: 9,
-    timeout: 3600,
-    maxSilent: 600,
-    timestamp: null,
-    system: "x86_64-linux",
-    ...fields,
-  };
-}
 
 /** What a hostile server was seen sending, and the field to blame. */
 const HOSTILE_REQUESTS: [string, Message, string][] = [

@@ -10,6 +10,11 @@ import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { quietPort } from "../../_ports.ts";
 import {
+  buildRequest,
+  GOOD_DRV,
+  handingOutServer,
+} from "./_handing_out_server.ts";
+import {
   eventually,
   job,
   settlesWithin,
@@ -191,6 +196,62 @@ Deno.test({
     } finally {
       await worker.stop();
       await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a drain whose timeout expires counts the builds under way, two sessions building one derivation as two",
+  async fn() {
+    // A server handing the same derivation to both sessions (after its
+    // restart, say): two builds all the same.
+    const server = await handingOutServer([buildRequest({}), buildRequest({})]);
+    const lines: string[] = [];
+    const argvs: string[][] = [];
+    const worker = await startTestWorker(server.port, lines, argvs);
+    try {
+      await eventually(
+        () => argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
+        "both sessions building",
+      );
+      await worker.stop({ drain: true, drainMs: 500 });
+      assert.deepEqual(
+        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+        ["warn drain timeout over builds=2 timeout=0.5"],
+      );
+    } finally {
+      await worker.stop();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a stop without drain counts the builds it abandons, two sessions building one derivation as two",
+  async fn() {
+    const server = await handingOutServer([buildRequest({}), buildRequest({})]);
+    const lines: string[] = [];
+    const argvs: string[][] = [];
+    const worker = await startTestWorker(server.port, lines, argvs);
+    try {
+      await eventually(
+        () => argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
+        "both sessions building",
+      );
+      // The drain is cut short: the same stop.
+      worker.stop({ drain: true, drainMs: 240_000 });
+      await worker.stop({ signal: "SIGTERM" });
+      assert.deepEqual(
+        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+        ["warn stop without drain signal=SIGTERM builds=2"],
+      );
+    } finally {
+      await worker.stop();
+      await server.close();
     }
   },
 });
