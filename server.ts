@@ -8,6 +8,7 @@ import { storeDirFromEnv } from "./lib/guix/store_path.ts";
 import {
   daemonRootDirectories,
   defaultGcRootDirectory,
+  guixStateDirectory,
   parseDuration,
   underDaemonRoots,
 } from "./lib/guix/gc_roots.ts";
@@ -135,7 +136,10 @@ Notifications:
 Every option can also come from the environment: --log-port from
 LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
 (switches take 1, true, yes or on, and 0, false, no or off).
-LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store.
+LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store;
+GUIX_STATE_DIRECTORY the Guix daemon's state directory (default /var/guix),
+which the default --gc-roots is in, and whose gcroots and profiles a
+--gc-roots must be in for the daemon to see its roots (else a warning).
 The directories of --cache, --git-cache, --gc-roots and --state-directory
 are created if missing and checked writable before anything is written.
 Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error (a database
@@ -330,8 +334,12 @@ async function main(args: string[]): Promise<number> {
     });
   }
   // Roots the daemon never walks protect nothing: pending derivations
-  // would be collected (case C14). Only a warning: a link from the
-  // daemon's tree to the directory, which this cannot see, also serves.
+  // would be collected (case C14). The daemon follows no link to a
+  // directory elsewhere (only a link to a link into the store), so
+  // linking this directory from its tree does not help. Only a warning:
+  // the daemon's state directory is assumed (the warning says which, and
+  // why), and a bind mount may show the directory in its tree.
+  const state = guixStateDirectory();
   const daemonRoots = daemonRootDirectories();
   const gcRootDir = config.gcRootDir!.startsWith("/")
     ? config.gcRootDir!
@@ -340,9 +348,15 @@ async function main(args: string[]): Promise<number> {
     logger.warn("gc roots outside the daemon's", {
       dir: gcRootDir,
       daemonRoots: daemonRoots.join(" "),
+      stateDirectory: state.path,
+      stateSource: state.source,
       hint: `the daemon walks only ${
         daemonRoots.join(" and ")
-      }: link the directory from there`,
+      } if its state directory is ${state.path} (${
+        state.source === "default"
+          ? "the default, GUIX_STATE_DIRECTORY being unset"
+          : "from GUIX_STATE_DIRECTORY"
+      }): give a --gc-roots under one of them (the daemon follows no link to a directory elsewhere), or give lorica-server the daemon's own state directory as GUIX_STATE_DIRECTORY`,
     });
   }
   // Read before anything starts: a bad file is a bad command line.

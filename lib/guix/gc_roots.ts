@@ -6,24 +6,42 @@ import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { parseStorePath } from "./store_path.ts";
 
+type Env = { get(key: string): string | undefined };
+
+/** The Guix state directory assumed for the daemon, and why. */
+export interface GuixStateDirectory {
+  path: string;
+  /** This process's GUIX_STATE_DIRECTORY, or the usual /var/guix. */
+  source: "GUIX_STATE_DIRECTORY" | "default";
+}
+
+/**
+ * The daemon's state directory, as this process can best tell: its own
+ * GUIX_STATE_DIRECTORY, which the guix commands it runs also read (to
+ * find the daemon's socket, unless GUIX_DAEMON_SOCKET names one), else
+ * /var/guix. Only an assumption: nothing the daemon answers names its
+ * state directory, which its own environment or the build of Guix sets.
+ */
+export function guixStateDirectory(env: Env = Deno.env): GuixStateDirectory {
+  const path = env.get("GUIX_STATE_DIRECTORY");
+  return path === undefined
+    ? { path: "/var/guix", source: "default" }
+    : { path, source: "GUIX_STATE_DIRECTORY" };
+}
+
 /** The default root directory: the per-user profile roots of Guix. */
-export function defaultGcRootDirectory(
-  env: { get(key: string): string | undefined } = Deno.env,
-): string {
-  const state = env.get("GUIX_STATE_DIRECTORY") ?? "/var/guix";
+export function defaultGcRootDirectory(env: Env = Deno.env): string {
+  const state = guixStateDirectory(env).path;
   const user = env.get("USER") ?? env.get("LOGNAME") ?? "lorica";
   return `${state}/gcroots/profiles/per-user/${user}/lorica`;
 }
 
 /**
  * The directories whose trees the daemon walks for roots: `gcroots` and
- * `profiles` in its state directory (GUIX_STATE_DIRECTORY, default
- * /var/guix; guix.md 7.3).
+ * `profiles` in its state directory (see guixStateDirectory; guix.md 7.3).
  */
-export function daemonRootDirectories(
-  env: { get(key: string): string | undefined } = Deno.env,
-): string[] {
-  const state = env.get("GUIX_STATE_DIRECTORY") ?? "/var/guix";
+export function daemonRootDirectories(env: Env = Deno.env): string[] {
+  const state = guixStateDirectory(env).path;
   return [`${state}/gcroots`, `${state}/profiles`];
 }
 

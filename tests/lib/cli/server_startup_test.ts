@@ -432,7 +432,7 @@ Deno.test("lorica-server with a --worker-timeout not above the workers' 60 s pin
   });
 });
 
-Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start, naming both directories", async () => {
+Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start, naming both directories and the state directory it assumed", async () => {
   await withDir(async (dir) => {
     const daemonState = `${dir}/guix-state`;
     const inside = /warn gc roots outside the daemon's/;
@@ -443,7 +443,7 @@ Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start,
     assert.match(
       run.stderr,
       new RegExp(
-        `warn gc roots outside the daemon's dir=${dir}/roots daemonRoots="${daemonState}/gcroots ${daemonState}/profiles"`,
+        `warn gc roots outside the daemon's dir=${dir}/roots daemonRoots="${daemonState}/gcroots ${daemonState}/profiles" stateDirectory=${daemonState} stateSource=GUIX_STATE_DIRECTORY hint="the daemon walks only ${daemonState}/gcroots and ${daemonState}/profiles if its state directory is ${daemonState} \\(from GUIX_STATE_DIRECTORY\\): give a --gc-roots under one of them \\(the daemon follows no link to a directory elsewhere\\), or give lorica-server the daemon's own state directory as GUIX_STATE_DIRECTORY"`,
       ),
     );
     // Within either of the daemon's trees: no warning.
@@ -462,6 +462,32 @@ Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start,
       assert.doesNotMatch(quiet.stderr, inside, tree);
     }
   });
+});
+
+const hostStateDirectory = Deno.env.get("GUIX_STATE_DIRECTORY");
+
+Deno.test({
+  name:
+    "lorica-server started without GUIX_STATE_DIRECTORY says its --gc-roots warning assumes the default state directory" +
+    (hostStateDirectory === undefined
+      ? ""
+      : " (skipped: GUIX_STATE_DIRECTORY is set here, and the server inherits it)"),
+  ignore: hostStateDirectory !== undefined,
+  async fn() {
+    await withDir(async (dir) => {
+      const warning = /warn gc roots outside the daemon's/;
+      const run = await runServer(dir, { "gc-roots": `${dir}/roots` }, {
+        env: { LORICA_LOG: "warn" },
+        stopAt: warning,
+      });
+      assert.match(
+        run.stderr,
+        new RegExp(
+          `warn gc roots outside the daemon's dir=${dir}/roots daemonRoots="/var/guix/gcroots /var/guix/profiles" stateDirectory=/var/guix stateSource=default hint="the daemon walks only /var/guix/gcroots and /var/guix/profiles if its state directory is /var/guix \\(the default, GUIX_STATE_DIRECTORY being unset\\): `,
+        ),
+      );
+    });
+  },
 });
 
 Deno.test({

@@ -6,6 +6,7 @@ import {
   daemonRootDirectories,
   defaultGcRootDirectory,
   GcRoots,
+  guixStateDirectory,
   parseDuration,
   underDaemonRoots,
 } from "../../../lib/guix/gc_roots.ts";
@@ -95,6 +96,17 @@ Deno.test("GcRoots registers, refreshes and expires roots, keeping pending .drv"
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("guixStateDirectory() says where the state directory it assumes comes from: GUIX_STATE_DIRECTORY, or the default", () => {
+  assert.deepEqual(
+    guixStateDirectory(new Map([["GUIX_STATE_DIRECTORY", "/srv/guix"]])),
+    { path: "/srv/guix", source: "GUIX_STATE_DIRECTORY" },
+  );
+  assert.deepEqual(guixStateDirectory(new Map()), {
+    path: "/var/guix",
+    source: "default",
+  });
 });
 
 Deno.test("underDaemonRoots() takes a directory within either tree the daemon walks for roots (gcroots, profiles), as written, and nothing beside them", () => {
