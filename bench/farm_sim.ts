@@ -82,6 +82,11 @@ export interface WorkerStats {
   builds: number;
   /** Request-work round trips, in ms. */
   latencies: number[];
+  /**
+   * When each of `latencies` counts from (this process's
+   * `performance.now()`), entry for entry.
+   */
+  askedAt: number[];
   elapsedMs: number;
 }
 
@@ -109,7 +114,12 @@ export async function simulateWorkers(
   },
 ): Promise<WorkerStats> {
   const { stop, total, idleMs = 5, intervalMs } = options;
-  const stats: WorkerStats = { builds: 0, latencies: [], elapsedMs: 0 };
+  const stats: WorkerStats = {
+    builds: 0,
+    latencies: [],
+    askedAt: [],
+    elapsedMs: 0,
+  };
   const done = new AbortController();
   const finish = () => done.abort();
   stop.addEventListener("abort", finish, { once: true });
@@ -160,6 +170,7 @@ export async function simulateWorkers(
           frames = await socket.receive(done.signal);
         }
         stats.latencies.push(performance.now() - asked);
+        stats.askedAt.push(asked);
         const reply = decodeMessage(frames[frames.length - 1]);
         if (reply.type === "build") {
           await send({ type: "build-started", drv: reply.drv, worker: name });

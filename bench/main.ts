@@ -12,6 +12,7 @@ import { apiLatencies } from "./api_bench.ts";
 import { logThroughput } from "./log_bench.ts";
 import { idleWorkerRss, RSS_SAMPLES } from "./worker_rss.ts";
 import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
+import { startDispatchProcess } from "./dispatch_process.ts";
 import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
 import { diskSyncLatency, SYNC_SAMPLES } from "./disk_sync.ts";
 import type { ResultRow } from "./stats.ts";
@@ -212,36 +213,10 @@ async function groupedPops(store: Store, count: number, size: number) {
  * {@link STEADY_RATE} in all.
  */
 async function zmtpDispatch(config: object, seconds: number) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      new URL("./dispatch_server.ts", import.meta.url).pathname,
-    ],
-    env: { LORICA_BENCH_DISPATCH: JSON.stringify(config) },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream())
-    .getReader();
-  let buffer = "";
-  const readLine = async (): Promise<string> => {
-    while (!buffer.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error("dispatch server exited early");
-      buffer += value;
-    }
-    const index = buffer.indexOf("\n");
-    const line = buffer.slice(0, index);
-    buffer = buffer.slice(index + 1);
-    return line;
-  };
-  const writer = child.stdin.getWriter();
-  try {
-    const { port } = JSON.parse(await readLine());
+  const server = await startDispatchProcess(config);
+  const phases = async () => {
     const phase = (intervalMs?: number) =>
-      simulateWorkers(port, ZMTP_WORKERS, {
+      simulateWorkers(server.port, ZMTP_WORKERS, {
         stop: AbortSignal.timeout(seconds * 1000),
         intervalMs,
       });
@@ -250,8 +225,6 @@ async function zmtpDispatch(config: object, seconds: number) {
     const pacedRate = rate / 2;
     const paced = await phase(ZMTP_WORKERS / pacedRate * 1000);
     const steady = await phase(ZMTP_WORKERS / STEADY_RATE * 1000);
-    await writer.write(encoder.encode("stop\n"));
-    const { peakRssMb } = JSON.parse(await readLine());
     return {
       rate,
       p50: percentile(saturated.latencies, 50),
@@ -261,13 +234,16 @@ async function zmtpDispatch(config: object, seconds: number) {
       pacedP99: percentile(paced.latencies, 99),
       steadyP50: percentile(steady.latencies, 50),
       steadyP99: percentile(steady.latencies, 99),
-      peakRssMb: peakRssMb as number,
     };
-  } finally {
-    await writer.close().catch(() => {});
-    await lines.cancel().catch(() => {});
-    await child.status;
+  };
+  let measured;
+  try {
+    measured = await phases();
+  } catch (error) {
+    await server.stop().catch(() => {});
+    throw error;
   }
+  return { ...measured, peakRssMb: await server.stop() };
 }
 
 /** Every build of a fresh evaluation through the dispatcher; builds/s. */
