@@ -2,8 +2,10 @@
 // requests for work wait while a large evaluation registers (issue 8).
 // A dispatch server process (dispatch_server.ts) over a SQLite database of
 // --queued builds serves --workers simulated workers asking at --rate
-// requests a second in all; after --settle seconds it registers an
-// evaluation of --jobs jobs, as the evaluation runner does. Prints the
+// requests a second in all; after --settle seconds it makes the jobs of an
+// evaluation, and --settle seconds later registers that
+// evaluation of --jobs jobs, as the evaluation runner does (in chunks of
+// --chunk jobs: 0 for one transaction, as before issue 8). Prints the
 // request-work latencies of requests due before, during and after the
 // registration. With LORICA_BENCH_POSTGRES, on PostgreSQL instead.
 
@@ -25,12 +27,13 @@ const { values: flags } = parseArgs({
     workers: { type: "string", default: "100" },
     rate: { type: "string", default: "1000" },
     settle: { type: "string", default: "3" },
+    chunk: { type: "string" },
     help: { type: "boolean", default: false },
   },
 });
 if (flags.help) {
   say(
-    "registration_pause.ts [--queued N] [--jobs N] [--workers N] [--rate R] [--settle S]",
+    "registration_pause.ts [--queued N] [--jobs N] [--workers N] [--rate R] [--settle S] [--chunk N]",
   );
   Deno.exit(0);
 }
@@ -62,9 +65,11 @@ try {
       intervalMs: workers / rate * 1000,
     });
     await new Promise((resolve) => setTimeout(resolve, settleMs));
+    await server.command(`jobs ${jobs} 1000`);
+    await new Promise((resolve) => setTimeout(resolve, settleMs));
     progress(`registering ${jobs} jobs`);
     const start = performance.now();
-    const answer = await server.command(`register ${jobs} 1000`);
+    const answer = await server.command(`register ${flags.chunk ?? ""}`);
     const end = performance.now();
     await new Promise((resolve) => setTimeout(resolve, settleMs));
     stop.abort();
@@ -72,6 +77,11 @@ try {
     say(
       `registration: ${fixed(Number(answer.registeredMs))} ms in the server ` +
         `(${answer.created} builds), ${fixed(end - start)} ms seen here`,
+    );
+    say(
+      `turns during it: ${answer.turns}, p99 ${
+        fixed(Number(answer.turnP99Ms), 1)
+      } ms, longest ${fixed(Number(answer.turnMaxMs), 1)} ms (waits included)`,
     );
     const windows: [string, (at: number) => boolean][] = [
       ["before", (at) => at < start],

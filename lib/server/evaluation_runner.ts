@@ -16,6 +16,7 @@ import {
   stillRunning,
   thisProcess,
 } from "./evaluation_owner.ts";
+import { registerInChunks } from "../store/chunked_registration.ts";
 import {
   type Checkout,
   EvaluationStatus,
@@ -74,8 +75,11 @@ export function evaluationLogPath(stateDir: string, id: number): string {
 /**
  * Evaluates `spec` for each of its systems and registers the jobs. Builds
  * are registered only when every system evaluated and their derivations
- * are rooted, so a failed evaluation leaves no half-registered work; it
- * always ends succeeded, failed (also when Lorica killed an evaluator at
+ * are rooted, so a failed evaluation leaves no half-registered work (a
+ * registration cut short, the database failing or the server stopping
+ * between two of its chunks, leaves the builds of the chunks before, each
+ * with its dependencies: see chunked_registration.ts). It always ends
+ * succeeded, failed (also when Lorica killed an evaluator at
  * `timeoutSeconds` or for too much output, the reason in the log), or
  * aborted (evaluator killed by another signal, or shutdown).
  *
@@ -207,10 +211,12 @@ export async function runEvaluation(
     // used fails the evaluation with no build registered, and so does a
     // root that cannot be made (a full disk: the evaluation ends aborted).
     await options.gcRoots?.register(derivations, { strict: true });
+    // In chunks, each committed on its own: workers are served between
+    // them (issue 8).
     const registered = await databaseStep(
       `register the builds of evaluation ${id}`,
       () =>
-        store.registerBuilds(id, jobs, {
+        registerInChunks(store, id, jobs, {
           priority: spec.priority,
           now: epochSeconds(clock),
           whileStarted: true,
@@ -263,7 +269,9 @@ export async function runEvaluation(
       error.cause instanceof StoreError &&
       error.cause.code === "evaluation-ended"
     ) {
-      // Aborted elsewhere before the registration: nothing registered.
+      // Aborted elsewhere before the registration, or between two of its
+      // chunks: the builds of those before stay, pending, as those of an
+      // evaluation aborted after its registration do.
       logger.warn("evaluation aborted elsewhere", {
         evaluation: id,
         spec: spec.name,

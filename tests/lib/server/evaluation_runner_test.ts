@@ -17,6 +17,7 @@ import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { GUIX } from "../../fake-guix/test_env.ts";
 import { failingStore } from "../store/_failing_store.ts";
+import { REGISTRATION_CHUNK_JOBS } from "../../../lib/store/chunked_registration.ts";
 
 const SPEC = testSpecification("s", { priority: 3 });
 
@@ -460,6 +461,45 @@ Deno.test("runEvaluation() whose builds the database refuses ends aborted, recor
     const again = await runEvaluation(SPEC, { ...farm.options, store });
     assert.equal(again.status, EvaluationStatus.succeeded);
     assert.equal((await farm.store.queue({}, 10)).length, 1);
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("runEvaluation() registers in chunks: a database failing between two leaves the first, and the next evaluation registers the rest", async () => {
+  const count = REGISTRATION_CHUNK_JOBS + 1;
+  const packages = Array.from(
+    { length: count },
+    (_, i) => ({ name: `p${i}`, version: "1" }),
+  );
+  const farm = await setup({ packages });
+  try {
+    let registrations = 0;
+    let failSecond = true;
+    const store = failingStore(
+      farm.store,
+      (method) =>
+        method === "registerBuilds" && ++registrations === 2 && failSecond
+          ? new Error("write CONNECTION_CLOSED 127.0.0.1:54471")
+          : null,
+    );
+    const first = await runEvaluation(SPEC, { ...farm.options, store });
+    assert.equal(first.status, EvaluationStatus.aborted);
+    assert.equal(registrations, 2);
+    // The first chunk's builds stay queued, to be built.
+    assert.equal(
+      (await farm.store.queue({}, count)).length,
+      REGISTRATION_CHUNK_JOBS,
+    );
+
+    failSecond = false;
+    registrations = 0;
+    const again = await runEvaluation(SPEC, { ...farm.options, store });
+    assert.equal(again.status, EvaluationStatus.succeeded);
+    assert.equal(registrations, 2);
+    assert.equal(again.jobs, count);
+    assert.equal(again.created, 1);
+    assert.equal((await farm.store.listJobs(again.id)).length, count);
   } finally {
     await farm.close();
   }

@@ -23,6 +23,7 @@ import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import { startTcpRelay } from "./_tcp_relay.ts";
+import { chunkedRegistrationContract } from "./chunked_registration_contract.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
 const url = Deno.env.get("LORICA_TEST_POSTGRES");
@@ -61,6 +62,11 @@ async function dropSchemas(): Promise<void> {
 }
 
 storeContract(
+  "postgres",
+  () => openPostgresStore(url!, { schema: freshSchema() }),
+  { ignore, needs },
+);
+chunkedRegistrationContract(
   "postgres",
   () => openPostgresStore(url!, { schema: freshSchema() }),
   { ignore, needs },

@@ -28,11 +28,13 @@ import type {
   ConcurrencyReport,
 } from "./sqlite_concurrency_worker.ts";
 import { sqliteTempFiles } from "./_sqlite_fixture.ts";
+import { chunkedRegistrationContract } from "./chunked_registration_contract.ts";
 
 const { tempFile } = sqliteTempFiles("lorica-sqlite-test-");
 
 storeContract("sqlite file", () => openSqliteStore(tempFile()));
 storeContract("sqlite memory", () => openSqliteStore(":memory:"));
+chunkedRegistrationContract("sqlite file", () => openSqliteStore(tempFile()));
 // As the server opens it: a thread checkpoints the log meanwhile, another
 // runs the counts.
 storeContract(

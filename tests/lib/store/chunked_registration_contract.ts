@@ -1,0 +1,192 @@
+// What registering in chunks (lib/store/chunked_registration.ts) must
+// keep on every backend, through the Store interface only: each commit
+// leaves dependencies right, so that what is dispatched between two
+// chunks has its inputs built, and a registration cut short leaves what
+// an abort and the next evaluation complete.
+
+import assert from "node:assert/strict";
+import { registerInChunks } from "../../../lib/store/chunked_registration.ts";
+import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
+import { drv, job, specification } from "./store_contract.ts";
+import type { NewJob, Store } from "../../../lib/store/types.ts";
+
+/**
+ * A small graph given dependents first, as an evaluator may list it: in
+ * the order given, chunks of two would register "lib" before "base".
+ */
+const JOBS: NewJob[] = [
+  job("app", { inputs: ["lib", "tool"] }),
+  job("lib", { inputs: ["base"] }),
+  job("tool", { inputs: ["base"] }),
+  job("doc"),
+  job("base"),
+  job("extra", { inputs: ["app"] }),
+  job("more", { inputs: ["doc", "base"] }),
+];
+const CHUNK_JOBS = 2;
+
+/**
+ * Registers Deno tests named `[name] registerInChunks() ...`; `open` must
+ * return a fresh, empty store each call (see storeContract).
+ */
+export function chunkedRegistrationContract(
+  name: string,
+  open: () => Promise<Store> | Store,
+  options: { ignore?: boolean; needs?: string } = {},
+): void {
+  function test(title: string, fn: (store: Store) => Promise<void>) {
+    Deno.test({
+      name: `[${name}] registerInChunks() ${title}${options.needs ?? ""}`,
+      ignore: options.ignore ?? false,
+      async fn() {
+        const store = await open();
+        try {
+          await fn(store);
+        } finally {
+          await store.close();
+        }
+      },
+    });
+  }
+
+  test("dispatches between chunks only builds whose inputs succeeded", async (store) => {
+    const id = await startedEvaluation(store);
+    let betweenPops = 0;
+    const result = await registerInChunks(store, id, JOBS, {
+      priority: 9,
+      now: 1100,
+      whileStarted: true,
+      chunkJobs: CHUNK_JOBS,
+      betweenChunks: async () => {
+        betweenPops += await buildWhatIsReady(store);
+      },
+    });
+    assert.deepEqual(result, { created: JOBS.length, known: 0, blocked: 0 });
+    // "base" and "doc", say: the registration did not hold dispatch.
+    assert.ok(betweenPops > 0, "nothing dispatched between chunks");
+    await buildWhatIsReady(store);
+    await assertAllSucceeded(store, id);
+  });
+
+  test("cut short, leaves builds that an abort and the next evaluation complete", async (store) => {
+    const id = await startedEvaluation(store);
+    const stop = new Error("server stopped");
+    await assert.rejects(
+      registerInChunks(store, id, JOBS, {
+        priority: 9,
+        now: 1100,
+        whileStarted: true,
+        chunkJobs: CHUNK_JOBS,
+        betweenChunks: () => Promise.reject(stop),
+      }),
+      (error) => error === stop,
+    );
+    // As the next start finds it: started, by a process now dead.
+    const [left] = await store.listRunningEvaluations();
+    assert.equal(left.id, id);
+    assert.ok(
+      await store.abortStaleEvaluation(id, {
+        heartbeat: left.heartbeat,
+        now: 2000,
+      }),
+    );
+    // What the first chunk registered is built, its inputs first.
+    const registered = (await store.listJobs(id)).map((j) => j.name);
+    assert.deepEqual(registered, ["base", "lib"]);
+    assert.equal(await buildWhatIsReady(store), 2);
+
+    // The next evaluation of the same commits registers every job.
+    const again = await startedEvaluation(store);
+    const result = await registerInChunks(store, again, JOBS, {
+      priority: 9,
+      now: 2100,
+      whileStarted: true,
+      chunkJobs: CHUNK_JOBS,
+      betweenChunks: async () => void await buildWhatIsReady(store),
+    });
+    assert.deepEqual(result, {
+      created: JOBS.length - 2,
+      known: 2,
+      blocked: 0,
+    });
+    await buildWhatIsReady(store);
+    await assertAllSucceeded(store, again);
+  });
+
+  test("stops at the chunk after its evaluation was aborted, keeping those before", async (store) => {
+    const id = await startedEvaluation(store);
+    await assert.rejects(
+      registerInChunks(store, id, JOBS, {
+        priority: 9,
+        now: 1100,
+        whileStarted: true,
+        chunkJobs: CHUNK_JOBS,
+        // Another server judged it stale meanwhile.
+        betweenChunks: async () =>
+          void await store.abortStaleEvaluation(id, {
+            heartbeat: 1100,
+            now: 1500,
+          }),
+      }),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "evaluation-ended",
+    );
+    assert.deepEqual((await store.listJobs(id)).map((j) => j.name), [
+      "base",
+      "lib",
+    ]);
+    // Pending, with their dependencies: "lib" waits for "base".
+    assert.equal(await buildWhatIsReady(store), 2);
+  });
+}
+
+async function startedEvaluation(store: Store): Promise<number> {
+  if (await store.getSpecification("guix") === null) {
+    await store.upsertSpecification(specification("guix"));
+  }
+  const owner = { host: "gone", pid: 4242, started: "1" };
+  return await store.addEvaluation("guix", [], 1000, { owner });
+}
+
+/**
+ * Builds what is ready, and what that makes ready, until nothing is:
+ * asserts that each build handed out has every input of its job
+ * succeeded. Returns how many were built.
+ */
+async function buildWhatIsReady(store: Store): Promise<number> {
+  const inputsOf = new Map(JOBS.map((j) => [j.derivation, j.inputs]));
+  let built = 0;
+  for (;;) {
+    const build = await store.popBuild("w", ["x86_64-linux"], 3000);
+    if (build === null) return built;
+    for (const input of inputsOf.get(build.derivation)!) {
+      const status = (await store.getBuildByDerivation(input))?.status;
+      assert.equal(
+        status,
+        BuildStatus.succeeded,
+        `${build.jobName} handed out before its input ${input}`,
+      );
+    }
+    await store.completeBuild(build.derivation, BuildStatus.succeeded, {
+      worker: "w",
+      now: 3000,
+    });
+    built++;
+  }
+}
+
+/** Asserts that evaluation `id` holds every job, each build succeeded. */
+async function assertAllSucceeded(store: Store, id: number): Promise<void> {
+  const jobs = await store.listJobs(id);
+  assert.deepEqual(
+    jobs.map((j) => j.name),
+    JOBS.map((j) => j.name).sort(),
+  );
+  for (const j of JOBS) {
+    assert.equal(
+      (await store.getBuildByDerivation(drv(j.name)))?.status,
+      BuildStatus.succeeded,
+      j.name,
+    );
+  }
+}

@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { registerInChunks } from "../../../lib/store/chunked_registration.ts";
+import { job, specification } from "./store_contract.ts";
+import { sqliteTempFiles } from "./_sqlite_fixture.ts";
+
+const { tempFile } = sqliteTempFiles("lorica-chunked-registration-test-");
+
+// Issue 8: on SQLite a registration holds the one write transaction until
+// its commit, and a dispatcher turn (a batch) waited for all of it.
+Deno.test("registerInChunks() on SQLite lets a batch issued meanwhile pop a build between two chunks", async () => {
+  const store = openSqliteStore(tempFile());
+  try {
+    await store.upsertSpecification(specification("guix"));
+    const id = await store.addEvaluation("guix", [], 1000);
+    const jobs = Array.from({ length: 30 }, (_, i) => job(`j${i}`));
+    const registering = registerInChunks(store, id, jobs, {
+      priority: 9,
+      now: 1100,
+      chunkJobs: 10,
+    });
+    // As a dispatcher turn: it waits for the transaction, which the first
+    // chunk holds by now.
+    const turn = store.batch(async (tx) => ({
+      registered: (await tx.listJobs(id)).length,
+      popped: await tx.popBuild("w", ["x86_64-linux"], 1200),
+    }));
+    const [{ registered, popped }, result] = await Promise.all([
+      turn,
+      registering,
+    ]);
+    assert.ok(
+      registered > 0 && registered < jobs.length,
+      `the turn ran with ${registered} of ${jobs.length} jobs registered`,
+    );
+    assert.equal(popped?.evaluation, id);
+    assert.equal(result.created, jobs.length);
+    assert.equal((await store.listJobs(id)).length, jobs.length);
+  } finally {
+    await store.close();
+  }
+});
