@@ -111,11 +111,12 @@ async function registerEvaluation(
   await store.upsertSpecification(benchSpecification());
   const evaluation = await store.addEvaluation("bench", [], salt);
   const start = performance.now();
-  const options = { priority: 9, now: salt, whileStarted: true };
+  const options = { priority: 9, whileStarted: true };
   const { created } = chunk === 0
-    ? await store.registerBuilds(evaluation, jobs, options)
+    ? await store.registerBuilds(evaluation, jobs, { ...options, now: salt })
     : await registerInChunks(store, evaluation, jobs, {
       ...options,
+      now: () => salt,
       chunkJobs: chunk,
     });
   return { registeredMs: performance.now() - start, created };

@@ -218,7 +218,7 @@ export async function runEvaluation(
       () =>
         registerInChunks(store, id, jobs, {
           priority: spec.priority,
-          now: epochSeconds(clock),
+          now: () => epochSeconds(clock),
           whileStarted: true,
           // A registration of many jobs may outlast STALE_AFTER_MS, during
           // which no renewal lands: it commits a heartbeat read as it ends.

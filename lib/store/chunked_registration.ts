@@ -33,11 +33,12 @@ export const REGISTRATION_CHUNK_JOBS = 1000;
 export interface ChunkedRegistrationOptions {
   priority: number;
   /**
-   * When the registration starts, for every chunk: the builds' creation
-   * time, and the heartbeat each chunk renews (seconds old at most, far
-   * within what a stale evaluation is judged by).
+   * The time, in epoch seconds, read for each chunk: its builds' creation
+   * time, and the heartbeat it renews. (Not the start's for every chunk:
+   * a registration longer than STALE_AFTER_MS would set the heartbeat
+   * back, and another server would abort the evaluation under it.)
    */
-  now: number;
+  now: () => number;
   /** See Store.registerBuilds: each chunk refuses an evaluation ended. */
   whileStarted?: boolean;
   /** Jobs per chunk [REGISTRATION_CHUNK_JOBS]. */
@@ -79,7 +80,7 @@ export async function registerInChunks(
     const started = performance.now();
     const result = await store.registerBuilds(evaluation, chunk, {
       priority,
-      now,
+      now: now(),
       whileStarted,
     });
     chunkMs = performance.now() - started;

@@ -54,7 +54,7 @@ export function chunkedRegistrationContract(
     let betweenPops = 0;
     const result = await registerInChunks(store, id, JOBS, {
       priority: 9,
-      now: 1100,
+      now: () => 1100,
       whileStarted: true,
       chunkJobs: CHUNK_JOBS,
       betweenChunks: async () => {
@@ -74,7 +74,7 @@ export function chunkedRegistrationContract(
     await assert.rejects(
       registerInChunks(store, id, JOBS, {
         priority: 9,
-        now: 1100,
+        now: () => 1100,
         whileStarted: true,
         chunkJobs: CHUNK_JOBS,
         betweenChunks: () => Promise.reject(stop),
@@ -99,7 +99,7 @@ export function chunkedRegistrationContract(
     const again = await startedEvaluation(store);
     const result = await registerInChunks(store, again, JOBS, {
       priority: 9,
-      now: 2100,
+      now: () => 2100,
       whileStarted: true,
       chunkJobs: CHUNK_JOBS,
       betweenChunks: async () => void await buildWhatIsReady(store),
@@ -113,12 +113,42 @@ export function chunkedRegistrationContract(
     await assertAllSucceeded(store, again);
   });
 
+  test("renews the heartbeat at each chunk's own time", async (store) => {
+    const id = await startedEvaluation(store);
+    let now = 1100;
+    await registerInChunks(store, id, JOBS, {
+      priority: 9,
+      now: () => now,
+      whileStarted: true,
+      chunkJobs: CHUNK_JOBS,
+      betweenChunks: () => {
+        now += 60;
+        return Promise.resolve();
+      },
+    });
+    const [running] = await store.listRunningEvaluations();
+    assert.equal(running.heartbeat, 1100 + 3 * 60);
+    const times = new Set(
+      await Promise.all(
+        JOBS.map(async (j) =>
+          (await store.getBuildByDerivation(j.derivation))?.timestamp
+        ),
+      ),
+    );
+    assert.deepEqual([...times].sort((a, b) => a! - b!), [
+      1100,
+      1160,
+      1220,
+      1280,
+    ]);
+  });
+
   test("stops at the chunk after its evaluation was aborted, keeping those before", async (store) => {
     const id = await startedEvaluation(store);
     await assert.rejects(
       registerInChunks(store, id, JOBS, {
         priority: 9,
-        now: 1100,
+        now: () => 1100,
         whileStarted: true,
         chunkJobs: CHUNK_JOBS,
         // Another server judged it stale meanwhile.

@@ -16,7 +16,7 @@ Deno.test("registerInChunks() on SQLite lets a batch issued meanwhile pop a buil
     const jobs = Array.from({ length: 30 }, (_, i) => job(`j${i}`));
     const registering = registerInChunks(store, id, jobs, {
       priority: 9,
-      now: 1100,
+      now: () => 1100,
       chunkJobs: 10,
     });
     // As a dispatcher turn: it waits for the transaction, which the first
