@@ -22,10 +22,11 @@ import type { NewJob, RegisterResult, Store } from "./types.ts";
 
 /**
  * Jobs per chunk: a dispatcher turn waits for at most one chunk, some
- * 70-140 ms for 1,000 jobs at 100,000 builds on two busy cores
- * (bench/registration_pause.ts). Not below STATISTICS_REFRESH_MIN
- * (sql_register.ts): the first chunk of a large evaluation into a fresh
- * PostgreSQL database must be enough to have its tables analyzed.
+ * 70-140 ms for 1,000 jobs at 100,000 builds, up to 200 ms at a million,
+ * on two busy cores (bench/registration_pause.ts). Not below
+ * STATISTICS_REFRESH_MIN (sql_register.ts): the first chunk of a large
+ * evaluation into a fresh PostgreSQL database must be enough to have its
+ * tables analyzed.
  */
 export const REGISTRATION_CHUNK_JOBS = 1000;
 

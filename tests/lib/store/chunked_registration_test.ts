@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import { registerInChunks } from "../../../lib/store/chunked_registration.ts";
+import {
+  registerInChunks,
+  REGISTRATION_CHUNK_JOBS,
+} from "../../../lib/store/chunked_registration.ts";
+import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import { job, specification } from "./store_contract.ts";
 import { sqliteTempFiles } from "./_sqlite_fixture.ts";
 
@@ -39,4 +43,10 @@ Deno.test("registerInChunks() on SQLite lets a batch issued meanwhile pop a buil
   } finally {
     await store.close();
   }
+});
+
+// The first chunk of a first large evaluation into a fresh PostgreSQL
+// database has its tables analyzed only if it adds that many builds.
+Deno.test("REGISTRATION_CHUNK_JOBS is not below STATISTICS_REFRESH_MIN", () => {
+  assert.ok(REGISTRATION_CHUNK_JOBS >= STATISTICS_REFRESH_MIN);
 });
