@@ -42,6 +42,11 @@ export interface ChunkedRegistrationOptions {
   now: () => number;
   /** See Store.registerBuilds: each chunk refuses an evaluation ended. */
   whileStarted?: boolean;
+  /**
+   * See Store.registerBuilds: each chunk also renews the heartbeat as it
+   * commits (a chunk may wait long for the database).
+   */
+  heartbeatNow?: () => number;
   /** Jobs per chunk [REGISTRATION_CHUNK_JOBS]. */
   chunkJobs?: number;
   /**
@@ -68,6 +73,7 @@ export async function registerInChunks(
     priority,
     now,
     whileStarted = false,
+    heartbeatNow,
     chunkJobs = REGISTRATION_CHUNK_JOBS,
     betweenChunks = restAfterChunk,
   } = options;
@@ -83,6 +89,7 @@ export async function registerInChunks(
       priority,
       now: now(),
       whileStarted,
+      heartbeatNow,
     });
     chunkMs = performance.now() - started;
     total.created += result.created;
