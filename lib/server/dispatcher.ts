@@ -21,7 +21,7 @@ import {
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
-import type { Build, Store } from "../store/types.ts";
+import type { Build, HeldBuild, Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, WorkerLinks } from "./worker_links.ts";
@@ -274,6 +274,56 @@ export class Dispatcher {
       await this.#stopRemote(result.worker, build.derivation);
     }
     return result.changed;
+  }
+
+  /**
+   * Cancels the pending builds of evaluation `id` (returns how many), and
+   * stops those a Lorica worker is building, as {@link cancelBuild} does.
+   */
+  async cancelEvaluation(id: number): Promise<number> {
+    const change = await this.#options.store.cancelEvaluation(
+      id,
+      epochSeconds(this.#options.clock),
+    );
+    this.#logger.info("evaluation canceled", {
+      evaluation: id,
+      builds: change.changed,
+      held: change.held.length,
+    });
+    await this.#stopHeld(change.held);
+    return change.changed;
+  }
+
+  /**
+   * Schedules every build of evaluation `id` again (returns how many),
+   * stopping first those a Lorica worker is building.
+   */
+  async restartEvaluation(id: number): Promise<number> {
+    const change = await this.#options.store.restartEvaluation(
+      id,
+      epochSeconds(this.#options.clock),
+    );
+    this.#logger.info("evaluation restarted", {
+      evaluation: id,
+      builds: change.changed,
+      held: change.held.length,
+    });
+    await this.#stopHeld(change.held);
+    return change.changed;
+  }
+
+  /**
+   * Releases builds just taken from the workers that held them, and tells
+   * each worker: one message per held build, none for the rest (an
+   * evaluation may have tens of thousands of builds, held by a few).
+   */
+  async #stopHeld(held: HeldBuild[]): Promise<void> {
+    for (const { worker, derivation } of held) {
+      this.#holdings.released(worker, derivation);
+    }
+    for (const { worker, derivation } of held) {
+      await this.#stopRemote(worker, derivation);
+    }
   }
 
   async #stopRemote(worker: string, drv: string) {

@@ -252,7 +252,8 @@ export class LocalBuilder {
    */
   async cancelEvaluation(id: number): Promise<number> {
     const { store, clock, logger } = this.#options;
-    const count = await store.cancelEvaluation(id, epochSeconds(clock));
+    const count = (await store.cancelEvaluation(id, epochSeconds(clock)))
+      .changed;
     logger.info("evaluation canceled", { evaluation: id, builds: count });
     if (count > 0) await this.#takeBackNow();
     return count;
@@ -264,7 +265,8 @@ export class LocalBuilder {
    */
   async restartEvaluation(id: number): Promise<number> {
     const { store, clock, logger } = this.#options;
-    const count = await store.restartEvaluation(id, epochSeconds(clock));
+    const count = (await store.restartEvaluation(id, epochSeconds(clock)))
+      .changed;
     logger.info("evaluation restarted", { evaluation: id, builds: count });
     if (count > 0) {
       await this.#takeBackNow();

@@ -64,6 +64,10 @@ export interface RemoteBuilder {
   readonly logPort: number;
   cancelBuild(id: number): Promise<boolean>;
   restartBuild(id: number): Promise<boolean>;
+  /** Cancels the pending builds of an evaluation; returns how many. */
+  cancelEvaluation(id: number): Promise<number>;
+  /** Schedules every build of an evaluation again; returns how many. */
+  restartEvaluation(id: number): Promise<number>;
   /** True while worker `name` is too short of disk space to take work. */
   workerDiskLow(name: string): boolean;
   /** Resolves when every fetch of finished builds' outputs is done. */
@@ -197,6 +201,8 @@ export async function startRemoteBuilder(
       logPort: logReceiver.port,
       cancelBuild: (id) => dispatcher.cancelBuild(id),
       restartBuild: (id) => dispatcher.restartBuild(id),
+      cancelEvaluation: (id) => dispatcher.cancelEvaluation(id),
+      restartEvaluation: (id) => dispatcher.restartEvaluation(id),
       workerDiskLow: (name) => dispatcher.diskLow(name),
       fetchesIdle: () => fetcher.idle(),
       async stop() {

@@ -1,7 +1,7 @@
 // The server: evaluations and channel polling, one build mode (local daemon
 // or remote workers), publish, and the web interface.
 
-import { type Clock, epochSeconds, systemClock } from "../clock.ts";
+import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { startPublish } from "../guix/publish_server.ts";
@@ -452,10 +452,6 @@ export function evaluateOnce(
 interface Builder extends RemoteBuilder {
   /** New builds were registered: look at the queue now. */
   wake(): void;
-  /** Cancels the pending builds of an evaluation; returns how many. */
-  cancelEvaluation(id: number): Promise<number>;
-  /** Schedules every build of an evaluation again; returns how many. */
-  restartEvaluation(id: number): Promise<number>;
 }
 
 interface BuilderDeps {
@@ -478,16 +474,8 @@ async function startBuilder(
   const { store, guix, clock, logger } = deps;
   if (config.mode === "remote") {
     const remote = await startRemoteBuilder(config, deps);
-    // Workers ask for work themselves; nothing to wake. An evaluation's
-    // builds are canceled or restarted in the store alone: the workers
-    // building them are not told.
-    return {
-      ...remote,
-      wake: () => {},
-      cancelEvaluation: (id) => store.cancelEvaluation(id, epochSeconds(clock)),
-      restartEvaluation: (id) =>
-        store.restartEvaluation(id, epochSeconds(clock)),
-    };
+    // Workers ask for work themselves; nothing to wake.
+    return { ...remote, wake: () => {} };
   }
   const local = new LocalBuilder({
     store,

@@ -20,6 +20,8 @@ import type { Dialect, Row, Step } from "./sql_query.ts";
 import type {
   Build,
   CompleteResult,
+  EvaluationChange,
+  HeldBuild,
   PopRequest,
   QueuedNotification,
   StartReport,
@@ -58,9 +60,12 @@ const FAIL_SQL = `UPDATE Builds SET status = 2, starttime = ?, stoptime = ?,
     weather = CASE WHEN ${PREVIOUS_STATUS_SQL} IS NULL THEN -1
                    WHEN ${PREVIOUS_STATUS_SQL} = 0 THEN 1 ELSE 3 END`;
 
+// What puts builds back in the queue as new.
+const RESTART_SET = `status = -2, starttime = 0, stoptime = 0, weather = -1,
+  worker = NULL`;
+
 // Puts builds back in the queue as new (followed by a WHERE clause).
-const RESTART_SQL = `UPDATE Builds SET status = -2, starttime = 0,
-  stoptime = 0, weather = -1, worker = NULL`;
+const RESTART_SQL = `UPDATE Builds SET ${RESTART_SET}`;
 
 const FINAL_STATUSES: ReadonlySet<number> = new Set([0, 1, 2, 3, 4]);
 
@@ -524,17 +529,20 @@ export function* cancelEvaluation(
   d: Dialect,
   id: number,
   now: number,
-): Step<number> {
-  const ids = (yield* all(
-    `UPDATE Builds SET status = 4, stoptime = ?
-     WHERE evaluation = ? AND status + 0 < 0 RETURNING id`,
-    [now, id],
-  )).map((row) => Number(row.id));
+): Step<EvaluationChange> {
+  const { ids, held } = yield* changeEvaluationBuilds(d, id, {
+    set: "status = 4, stoptime = ?",
+    params: [now],
+    where: "status + 0 < 0",
+  });
   for (const build of ids) yield* failDependents(d, build, now);
-  return ids.length;
+  return { changed: ids.length, held };
 }
 
-export function* restartEvaluation(d: Dialect, id: number): Step<number> {
+export function* restartEvaluation(
+  d: Dialect,
+  id: number,
+): Step<EvaluationChange> {
   // Dependents of the evaluation's succeeded builds wait for them again.
   yield* run(
     `UPDATE Builds SET pending_deps = pending_deps +
@@ -546,12 +554,82 @@ export function* restartEvaluation(d: Dialect, id: number): Step<number> {
                   WHERE t.evaluation = ? AND t.status = 0)`,
     [id, id],
   );
-  const ids = (yield* all(
-    `${RESTART_SQL} WHERE evaluation = ? AND status <> -2 RETURNING id`,
-    [id],
-  )).map((row) => Number(row.id));
+  const { ids, held } = yield* changeEvaluationBuilds(d, id, {
+    set: RESTART_SET,
+    params: [],
+    where: "status <> -2",
+  });
   yield* rescheduleDependents(d, ids);
-  return ids.length;
+  return { changed: ids.length, held };
+}
+
+/**
+ * Sets `change.set` on the builds of `evaluation` matching `change.where`.
+ * Returns their ids, and those a worker held just before, with that
+ * worker: the caller tells it, and without the worker's name (a restart
+ * clears it) the build would run there to its end.
+ */
+function* changeEvaluationBuilds(
+  d: Dialect,
+  evaluation: number,
+  change: { set: string; params: unknown[]; where: string },
+): Step<{ ids: number[]; held: HeldBuild[] }> {
+  const { set, params, where } = change;
+  const held: HeldBuild[] = [];
+  let ids: number[];
+  if (d.name === "postgres") {
+    // One statement, which locks each row as it reads it, in its newest
+    // version, and returns what it was before the change. A read before
+    // the update would miss a build handed to a worker between the two
+    // (a dispatch in another transaction, which a SELECT FOR UPDATE of
+    // the held rows alone does not hold off).
+    const rows = yield* all(
+      `UPDATE Builds SET ${set}
+       FROM (SELECT id, status, worker FROM Builds
+             WHERE evaluation = ? AND ${where} ORDER BY id FOR UPDATE) old
+       WHERE Builds.id = old.id
+       RETURNING Builds.id,
+         CASE WHEN old.status IN (-3, -1) THEN old.worker END AS held_by,
+         CASE WHEN old.status IN (-3, -1) THEN Builds.derivation END
+           AS held_derivation`,
+      [...params, evaluation],
+    );
+    ids = [];
+    for (const row of rows) {
+      ids.push(Number(row.id));
+      if (row.held_by != null) {
+        held.push({
+          id: Number(row.id),
+          derivation: String(row.held_derivation),
+          worker: String(row.held_by),
+        });
+      }
+    }
+  } else {
+    // SQLite's write transaction holds the whole database from its start:
+    // nothing changes between the read and the update. (Its RETURNING
+    // cannot name the table of an UPDATE's FROM.)
+    for (
+      const row of yield* all(
+        `SELECT id, derivation, worker FROM Builds
+         WHERE evaluation = ? AND ${where} AND status IN (-3, -1)
+           AND worker IS NOT NULL`,
+        [evaluation],
+      )
+    ) {
+      held.push({
+        id: Number(row.id),
+        derivation: String(row.derivation),
+        worker: String(row.worker),
+      });
+    }
+    ids = (yield* all(
+      `UPDATE Builds SET ${set} WHERE evaluation = ? AND ${where} RETURNING id`,
+      [...params, evaluation],
+    )).map((row) => Number(row.id));
+  }
+  held.sort((a, b) => a.id - b.id);
+  return { ids, held };
 }
 
 /**

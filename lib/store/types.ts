@@ -304,6 +304,24 @@ export interface CompleteResult {
   dependentsFailed: number;
 }
 
+/** A build a worker held (submitted to it, or started). */
+export interface HeldBuild {
+  id: number;
+  derivation: string;
+  worker: string;
+}
+
+/** What canceling or restarting an evaluation's builds changed. */
+export interface EvaluationChange {
+  /** Builds changed. */
+  changed: number;
+  /**
+   * Those of them a worker held just before the change, with that worker,
+   * so that the change can reach it.
+   */
+  held: HeldBuild[];
+}
+
 /** A work request: who asks, and for which systems. */
 export interface PopRequest {
   worker: string;
@@ -556,10 +574,16 @@ export interface Store {
     id: number,
     now: number,
   ): Promise<{ changed: boolean; worker: string | null }>;
-  /** Cancels every pending build created by an evaluation; returns count. */
-  cancelEvaluation(id: number, now: number): Promise<number>;
-  /** Restarts every build created by an evaluation; returns count. */
-  restartEvaluation(id: number, now: number): Promise<number>;
+  /**
+   * Cancels every pending build created by an evaluation, as
+   * {@link cancelBuild} does one.
+   */
+  cancelEvaluation(id: number, now: number): Promise<EvaluationChange>;
+  /**
+   * Restarts every build created by an evaluation, as {@link restartBuild}
+   * does one.
+   */
+  restartEvaluation(id: number, now: number): Promise<EvaluationChange>;
   /** Scheduled builds per system (for metrics and the queue page). */
   queueLengthBySystem(): Promise<Map<string, number>>;
   /** Dependencies of `id` that have not succeeded, with their status. */

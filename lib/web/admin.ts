@@ -51,8 +51,10 @@ export function storeActions(store: Store, now: () => number): AdminActions {
     deleteSpecification: (name) => store.deleteSpecification(name),
     cancelBuild: async (id) => (await store.cancelBuild(id, now())).changed,
     restartBuild: async (id) => (await store.restartBuild(id, now())).changed,
-    cancelEvaluation: (id) => store.cancelEvaluation(id, now()),
-    restartEvaluation: (id) => store.restartEvaluation(id, now()),
+    cancelEvaluation: async (id) =>
+      (await store.cancelEvaluation(id, now())).changed,
+    restartEvaluation: async (id) =>
+      (await store.restartEvaluation(id, now())).changed,
     triggerEvaluation: () =>
       Promise.reject(
         new HttpError(

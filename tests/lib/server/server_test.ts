@@ -18,7 +18,11 @@ import {
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { thisProcess } from "../../../lib/server/evaluation_owner.ts";
-import { encodeMessage, type Message } from "../../../lib/protocol/messages.ts";
+import {
+  encodeMessage,
+  LORICA_FEATURES,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
 import { openLogUpload } from "../../../lib/protocol/log_upload.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import { type Clock, systemClock } from "../../../lib/clock.ts";
@@ -751,3 +755,46 @@ Deno.test({
     }
   },
 });
+
+for (const action of ["cancel", "restart", "retry"]) {
+  Deno.test({
+    ...opts,
+    name:
+      `POST /admin/evaluation/ID/${action} in remote mode sends build-cancel to the Lorica worker building one of its builds`,
+    async fn() {
+      const token = "0123456789abcdef0123456789abcdef";
+      const t = await startTestServer({ config: { adminToken: token } });
+      const worker = await FakeWorker.connect(t.server.backendPort, {
+        name: "EVALW",
+      });
+      try {
+        const [drv] = await addBuilds(t, 2);
+        await worker.send({
+          type: "lorica-hello",
+          version: 1,
+          features: LORICA_FEATURES,
+        });
+        assert.equal((await worker.next()).type, "lorica-welcome");
+        await worker.ready({ holding: [] });
+        const reply = await worker.requestWork(1);
+        assert.equal(reply.type === "build" && reply.drv, drv);
+        const evaluation = (await t.store.getBuildByDerivation(drv))!
+          .evaluation;
+        const response = await fetch(
+          `${t.web}/admin/evaluation/${evaluation}/${action}`,
+          { method: "POST", headers: { authorization: `Bearer ${token}` } },
+        );
+        assert.equal(response.status, 200);
+        // Cancel: both pending builds; restart: the one submitted.
+        assert.equal(
+          (await response.json()).builds,
+          action === "cancel" ? 2 : 1,
+        );
+        assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
+      } finally {
+        await worker.close();
+        await t.close();
+      }
+    },
+  });
+}

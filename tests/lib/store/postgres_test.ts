@@ -399,6 +399,62 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    `cancelEvaluation() and restartEvaluation() name the worker a build was handed to while they waited for its row${needs}`,
+  ignore,
+  async fn() {
+    for (const action of ["cancel", "restart"] as const) {
+      await withStore(async (store, schema) => {
+        await store.upsertSpecification(specification("guix"));
+        const id = await store.addEvaluation("guix", [], 1);
+        await store.registerBuilds(id, [job("a"), job("b")], {
+          priority: 9,
+          now: 1,
+        });
+        // A restart changes the builds that are not scheduled: "a" is
+        // held by w1 first, and passes to w2 in the other transaction.
+        if (action === "restart") {
+          assert.equal(
+            (await store.popBuild("w1", ["x86_64-linux"], 2))?.derivation,
+            drv("a"),
+          );
+        }
+        const held = await withSql((watcher) =>
+          withSql(async (dispatcher) => {
+            const [change] = await dispatcher.begin(async (tx) => {
+              // As a dispatch in another process: the row is locked until
+              // its commit, which the evaluation's change waits for.
+              await tx.unsafe(
+                `UPDATE ${schema}.Builds SET status = -3, worker = 'w2'
+                 WHERE derivation = $1`,
+                [drv("a")],
+              );
+              const change = action === "cancel"
+                ? store.cancelEvaluation(id, 3)
+                : store.restartEvaluation(id, 3);
+              change.catch(() => {});
+              await eventuallyWaiting(
+                watcher,
+                action === "cancel"
+                  ? "UPDATE Builds SET status = 4"
+                  : "UPDATE Builds SET status = -2",
+              );
+              return [change];
+            });
+            return (await change).held;
+          })
+        );
+        assert.deepEqual(held, [{
+          id: (await store.getBuildByDerivation(drv("a")))!.id,
+          derivation: drv("a"),
+          worker: "w2",
+        }], action);
+      });
+    }
+  },
+});
+
 /** Waits until a query starting with `prefix` waits for a lock. */
 async function eventuallyWaiting(sql: postgres.Sql, prefix: string) {
   for (let i = 0; i < 200; i++) {

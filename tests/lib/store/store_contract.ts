@@ -2038,21 +2038,27 @@ export function storeContract(
     await store.completeBuild(drv("finished"), 0, { now: 5 });
     await store.popBuild("w", ["x86_64-linux"], 6); // old, from e1
 
-    assert.equal(await store.cancelEvaluation(e2, 7), 2);
+    assert.deepEqual(await store.cancelEvaluation(e2, 7), {
+      changed: 2,
+      held: [],
+    });
     assert.equal(await status(store, "old"), BuildStatus.submitted);
     assert.equal(await status(store, "new1"), BuildStatus.canceled);
     assert.equal(await status(store, "new2"), BuildStatus.canceled);
     assert.equal(await status(store, "later"), BuildStatus.failedDependency);
     assert.equal(await status(store, "finished"), BuildStatus.succeeded);
-    assert.equal(await store.cancelEvaluation(e2, 8), 0);
+    assert.equal((await store.cancelEvaluation(e2, 8)).changed, 0);
 
-    assert.equal(await store.restartEvaluation(e2, 9), 3);
+    assert.deepEqual(await store.restartEvaluation(e2, 9), {
+      changed: 3,
+      held: [],
+    });
     for (const name of ["new1", "new2", "finished", "later"]) {
       assert.equal(await status(store, name), BuildStatus.scheduled, name);
     }
     assert.equal(await status(store, "old"), BuildStatus.submitted);
     assert.equal(await status(store, "oldDone"), BuildStatus.failed);
-    assert.equal(await store.restartEvaluation(e2, 10), 0);
+    assert.equal((await store.restartEvaluation(e2, 10)).changed, 0);
     // new2 waits for new1 again.
     const popped = [];
     for (;;) {
@@ -2061,6 +2067,79 @@ export function storeContract(
       popped.push(build.jobName);
     }
     assert.deepEqual(popped, ["new1", "finished"]);
+  });
+
+  test("cancelEvaluation() and restartEvaluation() name the workers of the held builds they change", async (store) => {
+    const other = await evaluation(store);
+    await store.registerBuilds(other, [job("elsewhere")], {
+      priority: 1,
+      now: 1,
+    });
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("submitted"),
+      job("started"),
+      job("waiting"),
+      job("done"),
+    ], { priority: 9, now: 2 });
+    const idOf = async (base: string) =>
+      (await store.getBuildByDerivation(drv(base)))!.id;
+    // Priority 1 first: the other evaluation's build is held too.
+    assert.equal(
+      (await store.popBuild("w0", ["x86_64-linux"], 3))?.derivation,
+      drv("elsewhere"),
+    );
+    assert.equal(
+      (await store.popBuild("w1", ["x86_64-linux"], 3))?.derivation,
+      drv("submitted"),
+    );
+    assert.equal(
+      (await store.popBuild("w2", ["x86_64-linux"], 3))?.derivation,
+      drv("started"),
+    );
+    assert.equal(await store.markStarted(drv("started"), "w2", "l", 4), true);
+    await store.completeBuild(drv("done"), 1, { now: 5 });
+
+    assert.deepEqual(await store.cancelEvaluation(id, 6), {
+      changed: 3,
+      held: [
+        {
+          id: await idOf("submitted"),
+          derivation: drv("submitted"),
+          worker: "w1",
+        },
+        { id: await idOf("started"), derivation: drv("started"), worker: "w2" },
+      ],
+    });
+    assert.equal(await status(store, "elsewhere"), BuildStatus.submitted);
+    // Canceled builds are held by no one: restarting them names no worker.
+    assert.deepEqual(await store.restartEvaluation(id, 7), {
+      changed: 4,
+      held: [],
+    });
+    assert.equal(
+      (await store.popBuild("w3", ["x86_64-linux"], 8))?.derivation,
+      drv("submitted"),
+    );
+    assert.deepEqual(await store.restartEvaluation(id, 9), {
+      changed: 1,
+      held: [
+        {
+          id: await idOf("submitted"),
+          derivation: drv("submitted"),
+          worker: "w3",
+        },
+      ],
+    });
+    assert.equal(await status(store, "submitted"), BuildStatus.scheduled);
+    assert.equal(
+      (await store.getBuildByDerivation(drv("submitted")))?.worker,
+      null,
+    );
+    assert.equal(
+      (await store.getBuildByDerivation(drv("elsewhere")))?.worker,
+      "w0",
+    );
   });
 
   test("queueLengthBySystem() counts scheduled builds per system", async (store) => {

@@ -1,0 +1,143 @@
+// Canceling or restarting a whole evaluation in remote mode: the workers
+// building its builds are told (build-cancel), and the dispatcher stops
+// counting the builds as theirs.
+
+import assert from "node:assert/strict";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import {
+  LORICA_FEATURES,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
+import {
+  eventually,
+  FakeWorker,
+  type Fixture,
+  job,
+  startFixture,
+} from "./_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+async function withFixture(body: (f: Fixture) => Promise<void>) {
+  const f = await startFixture();
+  try {
+    await body(f);
+  } finally {
+    await f.close();
+  }
+}
+
+/** A registered Lorica worker (every feature) named `name`. */
+async function loricaWorker(port: number, name: string): Promise<FakeWorker> {
+  const worker = await FakeWorker.connect(port, { name });
+  await worker.send({
+    type: "lorica-hello",
+    version: 1,
+    features: LORICA_FEATURES,
+  });
+  assert.equal((await worker.next()).type, "lorica-welcome");
+  await worker.ready({ holding: [] });
+  return worker;
+}
+
+/** Asks for work and starts the build it gets; returns its derivation. */
+async function startWork(worker: FakeWorker, f: Fixture): Promise<string> {
+  const reply = await worker.requestWork(1);
+  assert.equal(reply.type, "build");
+  const drv = (reply as Extract<Message, { type: "build" }>).drv;
+  await worker.send({ type: "build-started", drv, worker: worker.name });
+  await eventually(async () => (await f.status(drv)) === BuildStatus.started);
+  return drv;
+}
+
+/** Sends `message`, then waits for a round trip to the server. */
+async function sendAndSync(worker: FakeWorker, message: Message) {
+  await worker.send(message);
+  await worker.send({ type: "worker-request-info" });
+  assert.equal((await worker.next()).type, "server-info");
+}
+
+/**
+ * Reports `drv` failed by `worker` once the dispatcher should have let go
+ * of it: the report is then checked against the store, and ignored.
+ */
+async function assertReleased(f: Fixture, worker: FakeWorker, drv: string) {
+  await sendAndSync(worker, {
+    type: "build-failed",
+    drv,
+    url: "http://127.0.0.1:1",
+    log: null,
+  });
+  // Still counted as the worker's, the report would be recorded (as
+  // "build failed", changing nothing) without a look at the store.
+  assert.ok(
+    f.lines.some((l) => / result ignored /.test(l) && l.includes(drv)),
+    f.lines.join("\n"),
+  );
+}
+
+for (const action of ["cancel", "restart"] as const) {
+  Deno.test({
+    ...opts,
+    name:
+      `${action}Evaluation() sends build-cancel to the Lorica worker building one of the evaluation's builds, and lets go of it`,
+    fn: () =>
+      withFixture(async (f) => {
+        await f.addJobs([job("a", 1), job("b", 2), job("c", 3)]);
+        const lorica = await loricaWorker(f.port, "LORICA");
+        const building = await startWork(lorica, f);
+        const cuirass = await FakeWorker.connect(f.port, { name: "CUIRASS" });
+        await cuirass.ready();
+        const cuirassDrv = await startWork(cuirass, f);
+
+        const changed = action === "cancel"
+          ? await f.dispatcher.cancelEvaluation(f.evaluation)
+          : await f.dispatcher.restartEvaluation(f.evaluation);
+        // Cancel: the three pending builds; restart: the two running.
+        assert.equal(changed, action === "cancel" ? 3 : 2);
+        assert.deepEqual(await lorica.next(), {
+          type: "build-cancel",
+          drv: building,
+        });
+        assert.equal(
+          await f.status(building),
+          action === "cancel" ? BuildStatus.canceled : BuildStatus.scheduled,
+        );
+        assert.ok(
+          f.lines.some((l) =>
+            l.startsWith("info cancel not sent ") &&
+            l.includes("worker=CUIRASS") && l.includes(cuirassDrv)
+          ),
+          f.lines.join("\n"),
+        );
+        assert.ok(
+          f.lines.some((l) =>
+            l.startsWith(`info evaluation ${action}ed `) &&
+            l.includes(`evaluation=${f.evaluation}`) && l.includes("held=2")
+          ),
+          f.lines.join("\n"),
+        );
+        await assertReleased(f, lorica, building);
+        await Promise.all([lorica.close(), cuirass.close()]);
+      }),
+  });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "cancelEvaluation() of an evaluation none of whose builds is held sends nothing",
+  fn: () =>
+    withFixture(async (f) => {
+      await f.addJobs([job("a", 1), job("b", 2)]);
+      const lorica = await loricaWorker(f.port, "LORICA");
+      assert.equal(await f.dispatcher.cancelEvaluation(f.evaluation), 2);
+      assert.equal(
+        f.lines.filter((l) => l.includes(" cancel sent ")).length,
+        0,
+      );
+      // The next message the worker gets is the answer to its request.
+      assert.equal((await lorica.requestWork(2)).type, "no-build");
+      await lorica.close();
+    }),
+});
