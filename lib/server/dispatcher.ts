@@ -21,17 +21,24 @@ import {
 } from "../zmtp/router.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
-import type { Build, HeldBuild, Store } from "../store/types.ts";
+import type { Build, HeldBuild, Holding, Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, WorkerLinks } from "./worker_links.ts";
-import { nextTurn, type PendingReply, serveTurn, type Turn } from "./turn.ts";
+import {
+  nextTurn,
+  type PendingReply,
+  serveTurn,
+  type Turn,
+  type TurnHandlers,
+} from "./turn.ts";
 import type { Incoming, MessageOf } from "./incoming_message.ts";
 import { TurnWork, type WorkRequest } from "./turn_work.ts";
 import { WorkerIdentity } from "./worker_identity.ts";
 import { BuildReports } from "./build_reports.ts";
 import { readTurnMessages, type Received } from "./turn_messages.ts";
 import { isDatabaseUnavailable } from "../store/unavailable.ts";
+import { OneAtATime } from "./one_at_a_time.ts";
 
 // Imported from here by remote_builder.ts, which sizes the ROUTER with it.
 export { routerMessageLimit } from "./turn_messages.ts";
@@ -63,6 +70,12 @@ export interface DispatcherOptions {
    */
   touchIntervalSeconds?: number;
   /**
+   * Seconds between two looks for builds that connected Lorica workers
+   * are building but the database no longer has held by them (canceled or
+   * restarted by another process sharing it); default 5.
+   */
+  heldCheckSeconds?: number;
+  /**
    * Whether a derivation is in the server's store. When given, a build
    * whose derivation is gone (case C14) is not handed out, and a failure
    * reported for one is recorded as such; absent, derivations are never
@@ -84,6 +97,8 @@ export class Dispatcher {
   readonly #work: TurnWork;
   readonly #identity: WorkerIdentity;
   readonly #reports: BuildReports;
+  /** Turns, and the looks at held builds that must not see one half done. */
+  readonly #turns = new OneAtATime();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -143,6 +158,25 @@ export class Dispatcher {
         this.#reports.forget();
       },
     };
+    // The looks end with the turns, whether the signal or the router ends
+    // them.
+    const served = new AbortController();
+    const checking = this.#checkHeldEvery(
+      AbortSignal.any([signal, served.signal]),
+    );
+    try {
+      await this.#serveTurns(handlers, signal);
+    } finally {
+      served.abort();
+      await checking;
+    }
+  }
+
+  /** Serves turns until the router closes or `signal` aborts. */
+  async #serveTurns(
+    handlers: TurnHandlers<Received>,
+    signal: AbortSignal,
+  ): Promise<void> {
     while (!signal.aborted) {
       let messages: RouterMessage[];
       try {
@@ -162,8 +196,10 @@ export class Dispatcher {
       // reply to its request until its own timeout. Messages that came
       // meanwhile wait behind it.
       for (let delay = 250;; delay = Math.min(delay * 2, 5000)) {
+        // Watched from before it waits for its place: a look at held
+        // builds stuck on the store holds it up as much.
         const served = await this.#watched(
-          serveTurn(turn, handlers),
+          this.#turns.run(() => serveTurn(turn, handlers)),
           turn.length,
         );
         if (served === true || !isDatabaseUnavailable(served.error)) break;
@@ -179,6 +215,63 @@ export class Dispatcher {
         }
       }
     }
+  }
+
+  /**
+   * Every `heldCheckSeconds`, takes back the builds connected Lorica
+   * workers are building that the database no longer has held by them: a
+   * cancel or restart made by another process sharing it (a web front end)
+   * tells no worker, and nothing else would before the build's end.
+   */
+  async #checkHeldEvery(signal: AbortSignal): Promise<void> {
+    const { clock, logger, heldCheckSeconds } = this.#options;
+    while (true) {
+      try {
+        await clock.sleep((heldCheckSeconds ?? 5) * 1000, signal);
+      } catch {
+        return;
+      }
+      let lost: Holding[];
+      try {
+        lost = await this.#turns.run(() => this.#takeBackLost());
+      } catch (error) {
+        logger.warn("held builds not checked", { error });
+        continue;
+      }
+      // Outside the turns: a worker slow to read would hold them all.
+      for (const { worker, derivation } of lost) {
+        await this.#stopRemote(worker, derivation);
+      }
+    }
+  }
+
+  /**
+   * Releases the builds this dispatcher believes connected Lorica workers
+   * hold but the database does not, and returns them. Run between turns,
+   * so that a turn's writes and what it learnt are seen together: a build
+   * handed out is committed as held, a result recorded is released.
+   */
+  async #takeBackLost(): Promise<Holding[]> {
+    const believed = this.#holdings.believed().filter(({ worker }) =>
+      this.#links.connectionOf(worker)?.features.has("build-cancel") === true
+    );
+    if (believed.length === 0) return [];
+    const held = await this.#options.store.stillHeld(believed);
+    // Released meanwhile (a cancel made here, an undelivered reply), a
+    // build is no longer this check's to stop.
+    const lost = believed.filter(({ worker, derivation }, i) =>
+      !held[i] && this.#holdings.awaitsResult(worker, derivation)
+    );
+    for (const { worker, derivation } of lost) {
+      this.#holdings.released(worker, derivation);
+      this.#options.logger.info("build taken back", {
+        worker,
+        drv: derivation,
+        reason: "the database no longer has it held by this worker " +
+          "(canceled, restarted or requeued elsewhere)",
+      });
+    }
+    return lost;
   }
 
   /**

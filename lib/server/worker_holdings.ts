@@ -5,7 +5,12 @@
 // whenever the writes they describe may have been rolled back.
 
 import type { Logger } from "../log.ts";
-import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import {
+  type Build,
+  BuildStatus,
+  type Holding,
+  type Store,
+} from "../store/types.ts";
 
 /** What the holdings need around them. */
 export interface WorkerHoldingsOptions {
@@ -139,6 +144,18 @@ export class WorkerHoldings {
     if (this.#handedOut.get(name) !== drv) return;
     this.#handedOut.delete(name);
     this.#holdNothing.add(name);
+  }
+
+  /**
+   * The builds handed to each name that it has not reported (nor had
+   * canceled, restarted or requeued here): what this process believes the
+   * workers are building.
+   */
+  believed(): Holding[] {
+    return [...this.#handedOut].map(([worker, derivation]) => ({
+      worker,
+      derivation,
+    }));
   }
 
   /** Whether `name` holds a submitted or started build not being fetched. */

@@ -285,6 +285,7 @@ function methodsOver(
     },
     requeueBuild: (derivation, _now, options) =>
       write((d) => builds.requeueBuild(d, derivation, options?.worker)),
+    stillHeld: (holdings) => read((d) => workers.stillHeld(d, holdings)),
     requeueWorkerBuilds: (worker, _now) =>
       write((d) => workers.requeueWorker(d, worker)),
     cancelBuild: (id, now) => write((d) => builds.cancelBuild(d, id, now)),

@@ -1,9 +1,9 @@
 // Store procedures on build workers.
 
-import { all, get, run } from "./sql_query.ts";
+import { all, chunks, get, run } from "./sql_query.ts";
 import { checkName, rowToWorker } from "./rows.ts";
 import type { Dialect, Step } from "./sql_query.ts";
-import type { ExpiredWorker, Worker } from "./types.ts";
+import type { ExpiredWorker, Holding, Worker } from "./types.ts";
 
 export function* upsertWorker(_d: Dialect, worker: Worker): Step<void> {
   checkName("save worker", worker.name);
@@ -49,6 +49,27 @@ export function* requeueWorker(d: Dialect, worker: string): Step<number> {
   );
   if (changes > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return changes;
+}
+
+/** See Store.stillHeld. */
+export function* stillHeld(
+  d: Dialect,
+  holdings: readonly Holding[],
+): Step<boolean[]> {
+  const key = (worker: unknown, derivation: unknown) =>
+    JSON.stringify([worker, derivation]);
+  const held = new Set<string>();
+  for (const part of chunks(holdings)) {
+    const rows = yield* all(
+      `SELECT h.worker, h.derivation
+       FROM ${d.records([["worker", "text"], ["derivation", "text"]])} h
+       JOIN Builds b ON b.derivation = h.derivation
+       WHERE b.worker = h.worker AND b.status IN (-3, -1)`,
+      [JSON.stringify(part.map((h) => [h.worker, h.derivation]))],
+    );
+    for (const row of rows) held.add(key(row.worker, row.derivation));
+  }
+  return holdings.map((h) => held.has(key(h.worker, h.derivation)));
 }
 
 /** Deletes worker `name`; returns how many of its builds were requeued. */

@@ -304,11 +304,15 @@ export interface CompleteResult {
   dependentsFailed: number;
 }
 
-/** A build a worker held (submitted to it, or started). */
-export interface HeldBuild {
-  id: number;
-  derivation: string;
+/** A worker and a build it is believed to hold. */
+export interface Holding {
   worker: string;
+  derivation: string;
+}
+
+/** A build a worker held (submitted to it, or started). */
+export interface HeldBuild extends Holding {
+  id: number;
 }
 
 /** What canceling or restarting an evaluation's builds changed. */
@@ -584,6 +588,12 @@ export interface Store {
    * does one.
    */
   restartEvaluation(id: number, now: number): Promise<EvaluationChange>;
+  /**
+   * Which of `holdings` still hold: entry i is true when build
+   * `holdings[i].derivation` is submitted to or started by
+   * `holdings[i].worker` (one query for them all).
+   */
+  stillHeld(holdings: readonly Holding[]): Promise<boolean[]>;
   /** Scheduled builds per system (for metrics and the queue page). */
   queueLengthBySystem(): Promise<Map<string, number>>;
   /** Dependencies of `id` that have not succeeded, with their status. */

@@ -1315,6 +1315,43 @@ export function storeContract(
     assert.equal(await status(store, "b"), BuildStatus.scheduled);
   });
 
+  test("stillHeld() says which builds each worker still holds, submitted or started", async (store) => {
+    assert.deepEqual(await store.stillHeld([]), []);
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [
+      job("submitted"),
+      job("started"),
+      job("canceled"),
+      job("requeued"),
+      job("done"),
+      job("waiting"),
+    ], { priority: 9, now: 1 });
+    for (const worker of ["w1", "w2", "w3", "w4", "w5"]) {
+      await store.popBuild(worker, ["x86_64-linux"], 2);
+    }
+    await store.markStarted(drv("started"), "w2", "l", 3);
+    await store.cancelBuild(
+      (await store.getBuildByDerivation(drv("canceled")))!.id,
+      4,
+    );
+    await store.requeueBuild(drv("requeued"), 4);
+    await store.completeBuild(drv("done"), 0, { worker: "w5", now: 5 });
+    assert.deepEqual(
+      await store.stillHeld([
+        { worker: "w1", derivation: drv("submitted") },
+        { worker: "w2", derivation: drv("started") },
+        { worker: "w2", derivation: drv("submitted") },
+        { worker: "w3", derivation: drv("canceled") },
+        { worker: "w4", derivation: drv("requeued") },
+        { worker: "w5", derivation: drv("done") },
+        { worker: "w1", derivation: drv("waiting") },
+        { worker: "w1", derivation: drv("unknown") },
+        { worker: "w1", derivation: drv("submitted") },
+      ]),
+      [true, true, false, false, false, false, false, false, true],
+    );
+  });
+
   test("requeueWorkerBuilds() requeues one worker's submitted and started builds", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b"), job("c"), job("d")], {

@@ -1,0 +1,282 @@
+// A cancel or restart made by another process sharing the database (a web
+// front end) reaches no worker directly: the dispatcher looks every few
+// seconds for builds it believes connected Lorica workers hold that the
+// database no longer has held by them, and sends those workers
+// build-cancel.
+
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import {
+  BuildStatus,
+  type Holding,
+  type Store,
+} from "../../../lib/store/types.ts";
+import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { openPostgresStore } from "../../../lib/store/postgres.ts";
+import {
+  LORICA_FEATURES,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
+import {
+  eventually,
+  FakeWorker,
+  type Fixture,
+  job,
+  startFixture,
+} from "./_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+/** The dispatcher's default time between two looks. */
+const LOOK_MS = 5000;
+
+const url = Deno.env.get("LORICA_TEST_POSTGRES");
+
+/** What the dispatcher asked of `stillHeld`, look after look. */
+class Looks {
+  readonly asked: Holding[][] = [];
+  done = 0;
+
+  /** `store`, its `stillHeld` recorded. */
+  watch(store: Store): Store {
+    const watched: Store = Object.create(store);
+    watched.stillHeld = async (holdings) => {
+      this.asked.push([...holdings]);
+      try {
+        return await store.stillHeld(holdings);
+      } finally {
+        this.done++;
+      }
+    };
+    return watched;
+  }
+}
+
+/** A registered Lorica worker (every feature) named `name`. */
+async function loricaWorker(port: number, name: string): Promise<FakeWorker> {
+  const worker = await FakeWorker.connect(port, { name });
+  await worker.send({
+    type: "lorica-hello",
+    version: 1,
+    features: LORICA_FEATURES,
+  });
+  assert.equal((await worker.next()).type, "lorica-welcome");
+  await worker.ready({ holding: [] });
+  return worker;
+}
+
+/** Asks for work and starts the build it gets; returns its derivation. */
+async function startWork(worker: FakeWorker, f: Fixture): Promise<string> {
+  const reply = await worker.requestWork(1);
+  assert.equal(reply.type, "build");
+  const drv = (reply as Extract<Message, { type: "build" }>).drv;
+  await worker.send({ type: "build-started", drv, worker: worker.name });
+  await eventually(async () => (await f.status(drv)) === BuildStatus.started);
+  return drv;
+}
+
+/** The next message `worker` gets after everything already sent to it. */
+async function nextAfterSync(worker: FakeWorker): Promise<Message> {
+  await worker.send({ type: "worker-request-info" });
+  return await worker.next();
+}
+
+/** What another process does to the build of `drv` on the shared store. */
+const elsewhere: Record<
+  string,
+  (store: Store, drv: string, evaluation: number) => Promise<unknown>
+> = {
+  cancelBuild: async (store, drv) =>
+    await store.cancelBuild((await store.getBuildByDerivation(drv))!.id, 9),
+  restartBuild: async (store, drv) =>
+    await store.restartBuild((await store.getBuildByDerivation(drv))!.id, 9),
+  cancelEvaluation: (store, _drv, evaluation) =>
+    store.cancelEvaluation(evaluation, 9),
+  restartEvaluation: (store, _drv, evaluation) =>
+    store.restartEvaluation(evaluation, 9),
+  requeueBuild: (store, drv) => store.requeueBuild(drv, 9),
+};
+
+for (const [action, act] of Object.entries(elsewhere)) {
+  Deno.test({
+    ...opts,
+    name:
+      `${action}() by another process on the database: the Lorica worker building the build gets build-cancel at the dispatcher's next look`,
+    async fn() {
+      const f = await startFixture();
+      // Another process's store on the same database file.
+      const other = openSqliteStore(f.database);
+      const worker = await loricaWorker(f.port, "BUSY");
+      try {
+        await f.addJobs([job("a", 1), job("b", 2)]);
+        const drv = await startWork(worker, f);
+        await act(other, drv, f.evaluation);
+        await f.clock.advance(LOOK_MS);
+        assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
+        assert.ok(
+          f.lines.some((l) =>
+            l.startsWith("info build taken back ") &&
+            l.includes("worker=BUSY") && l.includes(drv)
+          ),
+          f.lines.join("\n"),
+        );
+        // Let go of: its late result is checked against the store.
+        await worker.send({
+          type: "build-failed",
+          drv,
+          url: "http://127.0.0.1:1",
+          log: null,
+        });
+        assert.equal((await nextAfterSync(worker)).type, "server-info");
+        assert.ok(
+          f.lines.some((l) => / result ignored /.test(l) && l.includes(drv)),
+          f.lines.join("\n"),
+        );
+        // Told once: the next look finds nothing to take back.
+        await f.clock.advance(LOOK_MS);
+        assert.equal((await nextAfterSync(worker)).type, "server-info");
+      } finally {
+        await worker.close();
+        await other.close();
+        await f.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a look sends nothing for a build still held, and asks nothing about a Cuirass worker's",
+  async fn() {
+    const looks = new Looks();
+    const f = await startFixture({
+      storeSeenByDispatcher: (store) => looks.watch(store),
+    });
+    const lorica = await loricaWorker(f.port, "LORICA");
+    const cuirass = await FakeWorker.connect(f.port, { name: "CUIRASS" });
+    try {
+      await cuirass.ready();
+      await f.addJobs([job("a", 1), job("b", 2)]);
+      const held = await startWork(lorica, f);
+      const canceled = await startWork(cuirass, f);
+      await f.store.cancelBuild(
+        (await f.store.getBuildByDerivation(canceled))!.id,
+        9,
+      );
+      await f.clock.advance(LOOK_MS);
+      await eventually(() => looks.done === 1, "the look");
+      assert.deepEqual(looks.asked, [[{ worker: "LORICA", derivation: held }]]);
+      assert.equal((await nextAfterSync(lorica)).type, "server-info");
+      assert.equal(await f.status(held), BuildStatus.started);
+      assert.ok(!f.lines.some((l) => l.includes("build taken back")));
+    } finally {
+      await Promise.all([lorica.close(), cuirass.close()]);
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a look waits for the turn under way: a failure being recorded is not taken for a build taken back",
+  async fn() {
+    // On SQLite, reads see the writes of the turn under way: between
+    // recording a failure and letting go of the build, a look would find
+    // the build failed while the dispatcher still counts it as the
+    // worker's.
+    const looks = new Looks();
+    let stall: Promise<void> | null = null;
+    let stalled = () => {};
+    const reached = new Promise<void>((resolve) => stalled = resolve);
+    const f = await startFixture({
+      storeSeenByDispatcher: (store) => {
+        const seen = looks.watch(store);
+        seen.batch = (work, options) =>
+          store.batch((tx) => {
+            const inside: Store = Object.create(tx);
+            inside.completeBuild = async (...args) => {
+              const result = await tx.completeBuild(...args);
+              if (stall !== null) {
+                stalled();
+                await stall;
+              }
+              return result;
+            };
+            return work(inside);
+          }, options);
+        return seen;
+      },
+    });
+    const worker = await loricaWorker(f.port, "FAILING");
+    // Its build keeps something to look at once the failure is recorded.
+    const busy = await loricaWorker(f.port, "BUSY");
+    try {
+      await f.addJobs([job("a", 1), job("b", 2)]);
+      const drv = await startWork(worker, f);
+      await startWork(busy, f);
+      let thaw = () => {};
+      stall = new Promise((resolve) => thaw = resolve);
+      await worker.send({
+        type: "build-failed",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
+      await reached;
+      await f.clock.advance(LOOK_MS);
+      // The turn goes on once the look has read the store or, as it
+      // should, still waits for the turn: this wait only gives a look
+      // that does not wait its chance to be wrong.
+      const timer = setTimeout(thaw, 1000);
+      await eventually(() => looks.done > 0, "the look");
+      clearTimeout(timer);
+      thaw();
+      assert.equal((await nextAfterSync(worker)).type, "server-info");
+      assert.equal(await f.status(drv), BuildStatus.failed);
+      assert.ok(
+        !f.lines.some((l) => l.includes("build taken back")),
+        f.lines.join("\n"),
+      );
+    } finally {
+      await Promise.all([worker.close(), busy.close()]);
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    `cancelEvaluation() by a web front end on the same PostgreSQL database reaches the Lorica worker${
+      url === undefined
+        ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
+        : ""
+    }`,
+  ignore: url === undefined,
+  async fn() {
+    const schema = `lorica_taken_back_${Deno.pid}_${Date.now().toString(36)}`;
+    const f = await startFixture({
+      store: await openPostgresStore(url!, { schema }),
+    });
+    const web = await openPostgresStore(url!, { schema });
+    const worker = await loricaWorker(f.port, "PGWORKER");
+    try {
+      await f.addJobs([job("a", 1), job("b", 2)]);
+      const drv = await startWork(worker, f);
+      assert.equal((await web.cancelEvaluation(f.evaluation, 9)).changed, 2);
+      await f.clock.advance(LOOK_MS);
+      assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
+    } finally {
+      await worker.close();
+      await web.close();
+      await f.close();
+      const sql = postgres(url!, { max: 1, onnotice: () => {} });
+      try {
+        await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await sql.end({ timeout: 1 });
+      }
+    }
+  },
+});
