@@ -114,6 +114,10 @@ export class WorkerHoldings {
    * and goes back to the queue.
    */
   async askedForWork(store: Store, name: string, now: number): Promise<void> {
+    // Whatever it was handed before, it no longer builds: believed still
+    // its, a build taken elsewhere meanwhile would be "taken back" from a
+    // worker that is not building it.
+    this.#handedOut.delete(name);
     if (this.#holdNothing.has(name)) return;
     await this.#requeueHeld(store, name, new Set(), now);
     this.#holdNothing.add(name);

@@ -280,3 +280,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker that asks for work again is not believed to build what it was handed before: nothing is taken back from it",
+  async fn() {
+    const f = await startFixture();
+    const worker = await loricaWorker(f.port, "AGAIN");
+    try {
+      const [drv] = await f.addJobs([job("a", 1)]);
+      assert.equal((await worker.requestWork(1)).type, "build");
+      // Elsewhere meanwhile: requeued, and handed to another worker.
+      assert.equal(await f.store.requeueBuild(drv, 9), true);
+      assert.equal(
+        (await f.store.popBuild("OTHER", ["x86_64-linux"], 9))?.derivation,
+        drv,
+      );
+      // Its reply lost, say: the worker asks again, building nothing.
+      assert.equal((await worker.requestWork(2)).type, "no-build");
+      await f.clock.advance(LOOK_MS);
+      assert.equal((await nextAfterSync(worker)).type, "server-info");
+      assert.ok(
+        !f.lines.some((l) => l.includes("build taken back")),
+        f.lines.join("\n"),
+      );
+    } finally {
+      await worker.close();
+      await f.close();
+    }
+  },
+});
