@@ -46,8 +46,9 @@ export class WorkerHoldings {
   /** Names known to hold no build: their requests skip the store query. */
   readonly #holdNothing = new Set<string>();
   /**
-   * The build handed to each name that held nothing before: once the name
-   * reports that build's result, it holds nothing again.
+   * The build handed to each name that held nothing before, or that it
+   * registered holding (the store agreeing): once the name reports that
+   * build's result, it holds nothing again.
    */
   readonly #handedOut = new Map<string, string>();
 
@@ -102,8 +103,18 @@ export class WorkerHoldings {
     holding: Set<string>,
     now: number,
   ): Promise<number> {
-    const requeued = await this.#requeueHeld(store, name, holding, now);
+    const { requeued, kept } = await this.#requeueHeld(
+      store,
+      name,
+      holding,
+      now,
+    );
     this.#handedOut.delete(name);
+    // The build it goes on with, which the store has as its too, counts
+    // as one handed out here (after a server restart, this process learns
+    // of it only this way). A session runs one build: of a name that
+    // claims more, none is counted.
+    if (kept.length === 1) this.#handedOut.set(name, kept[0]);
     if (holding.size === 0) this.#holdNothing.add(name);
     return requeued;
   }
@@ -130,10 +141,11 @@ export class WorkerHoldings {
   }
 
   /**
-   * Whether `drv` is the build this process handed to `name`, which has
-   * not reported it since (nor had it canceled, restarted or requeued
-   * here). The sweeper, or another process, may still have taken it: this
-   * only spares a read to callers whose writes name the worker.
+   * Whether `drv` is the build this process handed to `name` (or that
+   * `name` registered holding), which it has not reported since (nor had
+   * it canceled, restarted or requeued here). The sweeper, or another
+   * process, may still have taken it: this only spares a read to callers
+   * whose writes name the worker.
    */
   awaitsResult(name: string, drv: string): boolean {
     return this.#handedOut.get(name) === drv;
@@ -217,12 +229,16 @@ export class WorkerHoldings {
     name: string,
     holding: Set<string>,
     now: number,
-  ): Promise<number> {
-    let count = 0;
+  ): Promise<{ requeued: number; kept: string[] }> {
+    let requeued = 0;
+    const kept: string[] = [];
     for (const build of await this.#held(store, name)) {
-      if (holding.has(build.derivation)) continue;
+      if (holding.has(build.derivation)) {
+        kept.push(build.derivation);
+        continue;
+      }
       if (await store.requeueBuild(build.derivation, now, { worker: name })) {
-        count++;
+        requeued++;
         this.#options.logger.warn("build requeued", {
           drv: build.derivation,
           worker: name,
@@ -230,6 +246,6 @@ export class WorkerHoldings {
         });
       }
     }
-    return count;
+    return { requeued, kept };
   }
 }

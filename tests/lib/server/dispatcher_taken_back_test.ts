@@ -311,3 +311,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a build a worker registers holding (a server restarted under it) is taken back too when canceled elsewhere",
+  async fn() {
+    const f = await startFixture();
+    const worker = await FakeWorker.connect(f.port, { name: "RESUMED" });
+    try {
+      const [drv] = await f.addJobs([job("a", 1), job("b", 2)]);
+      // Handed to it by the server before its restart, as the database says.
+      assert.equal(
+        (await f.store.popBuild("RESUMED", ["x86_64-linux"], 1))?.derivation,
+        drv,
+      );
+      await worker.send({
+        type: "lorica-hello",
+        version: 1,
+        features: LORICA_FEATURES,
+      });
+      assert.equal((await worker.next()).type, "lorica-welcome");
+      await worker.ready({ holding: [drv] });
+      assert.equal((await nextAfterSync(worker)).type, "server-info");
+      assert.equal(await f.status(drv), BuildStatus.submitted);
+      await f.store.cancelEvaluation(f.evaluation, 9);
+      await f.clock.advance(LOOK_MS);
+      assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
+    } finally {
+      await worker.close();
+      await f.close();
+    }
+  },
+});
