@@ -278,6 +278,43 @@ Deno.test({
     }),
 });
 
+for (const how of ["through this server", "by another process"] as const) {
+  Deno.test({
+    ...opts,
+    name:
+      `an evaluation canceled ${how} stops a Lorica session's guix build, and it asks for more work`,
+    fn: () =>
+      withFixture(async (f, abort) => {
+        const [drv] = await f.addJobs([job("forever", 1)]);
+        const { builds, lines, running } = startSession(
+          f.port,
+          "EVAL0001",
+          abort.signal,
+        );
+        await untilStatus(f, drv, BuildStatus.started);
+        if (how === "through this server") {
+          assert.equal(await f.dispatcher.cancelEvaluation(f.evaluation), 1);
+        } else {
+          // As a web front end on the same database: the dispatcher
+          // learns of it at its next look (every 5 s).
+          assert.equal(
+            (await f.store.cancelEvaluation(f.evaluation, 9)).changed,
+            1,
+          );
+          await f.clock.advance(5000);
+        }
+        await eventually(() => builds[0]?.killed, "guix build killed");
+        assert.equal(await statusOf(f, drv), BuildStatus.canceled);
+        await f.addJobs([job("after", 2)]);
+        await eventually(() => builds.length === 2, "next build taken");
+        assert.ok(lines.some((l) => l.includes("build canceled")));
+        builds[1].finish(0);
+        abort.abort();
+        await running;
+      }),
+  });
+}
+
 Deno.test({
   ...opts,
   name:
