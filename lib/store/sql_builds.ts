@@ -38,13 +38,15 @@ const PREVIOUS_STATUS_SQL = `(SELECT p.status FROM Builds p
     AND p.evaluation < Builds.evaluation AND p.status + 0 >= 0
   ORDER BY p.evaluation DESC, p.id DESC LIMIT 1)`;
 
-// The scheduled builds that depend on build ?, directly or through other
-// scheduled builds: a dependent that already finished (say, an
-// administrator completed it) shields its own dependents.
-const DEPENDENTS_SQL = `WITH RECURSIVE dependents(id) AS (
+// The scheduled builds that depend on the builds `targets` names (a
+// condition on d.target), directly or through other scheduled builds: a
+// dependent that already finished (say, an administrator completed it)
+// shields its own dependents.
+const dependentsSql = (targets: string) =>
+  `WITH RECURSIVE dependents(id) AS (
     SELECT d.source FROM BuildDependencies d
       JOIN Builds s ON s.id = d.source
-      WHERE d.target = ? AND s.status + 0 = -2
+      WHERE ${targets} AND s.status + 0 = -2
     UNION
     SELECT d.source FROM BuildDependencies d
       JOIN dependents ON d.target = dependents.id
@@ -52,6 +54,9 @@ const DEPENDENTS_SQL = `WITH RECURSIVE dependents(id) AS (
       WHERE s.status + 0 = -2
   )
   SELECT id FROM dependents`;
+
+// The scheduled dependents of build ?.
+const DEPENDENTS_SQL = dependentsSql("d.target = ?");
 
 // Marks builds failed-dependency (followed by a WHERE clause). Parameters:
 // now, now.
@@ -80,6 +85,31 @@ export function* failDependents(
   // the status indexes, which hold every scheduled build, for the same
   // reason.
   const ids = (yield* all(DEPENDENTS_SQL, [id])).map((row) => Number(row.id));
+  return yield* failScheduled(d, ids, now);
+}
+
+/**
+ * {@link failDependents} of each of `targets`, with a walk per chunk of
+ * them rather than one per build: an evaluation canceled may have tens of
+ * thousands.
+ */
+function* failDependentsOfAll(
+  d: Dialect,
+  targets: number[],
+  now: number,
+): Step<number> {
+  const ids = new Set<number>();
+  for (const part of chunks(targets)) {
+    const rows = yield* all(dependentsSql(`d.target IN ${d.intList}`), [
+      JSON.stringify(part),
+    ]);
+    for (const row of rows) ids.add(Number(row.id));
+  }
+  return yield* failScheduled(d, [...ids], now);
+}
+
+/** Marks failed-dependency those of builds `ids` still scheduled. */
+function* failScheduled(d: Dialect, ids: number[], now: number): Step<number> {
   let changed = 0;
   ids.sort((a, b) => a - b);
   for (const part of chunks(ids)) {
@@ -535,7 +565,7 @@ export function* cancelEvaluation(
     params: [now],
     where: "status + 0 < 0",
   });
-  for (const build of ids) yield* failDependents(d, build, now);
+  yield* failDependentsOfAll(d, ids, now);
   return { changed: ids.length, held };
 }
 

@@ -9,6 +9,7 @@ import {
   queue,
 } from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
+import { cancelEvaluation } from "../../../lib/store/sql_builds.ts";
 import {
   addDashboard,
   getDashboard,
@@ -474,6 +475,49 @@ Deno.test("deleteSpecification() reads and deletes its builds a chunk at a time,
     assert.equal(Math.max(...largest), DELETE_CHUNK);
     assert.deepEqual(sorted, []);
     assert.equal(db.prepare("SELECT count(*) AS n FROM Builds").get()?.n, 0);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("cancelEvaluation() fails the dependents of its builds in a few statements, not a walk per build", async () => {
+  const path = tempFile();
+  const count = 5000;
+  let id = 0;
+  await withStore(path, async (store) => {
+    id = await seed(store, count);
+    // Builds of a later evaluation that wait for one of the canceled
+    // builds, one directly, one through the other.
+    const later = await store.addEvaluation("guix", [], 2);
+    await store.registerBuilds(later, [
+      job("direct", { inputs: ["job-7"] }),
+      job("through", { inputs: ["direct"] }),
+    ], { priority: 9, now: 2 });
+  });
+  const db = new DatabaseSync(path);
+  try {
+    let statements = 0;
+    const steps = cancelEvaluation(sqliteDialect, id, 3);
+    let next = steps.next();
+    while (!next.done) {
+      statements++;
+      const query = next.value;
+      const statement = db.prepare(query.sql);
+      const params = query.params as SQLInputValue[];
+      next = steps.next(
+        query.kind === "rows"
+          ? { rows: statement.all(...params), changes: 0 }
+          : { rows: [], changes: Number(statement.run(...params).changes) },
+      );
+    }
+    assert.equal(next.value.changed, count);
+    assert.ok(statements < 10, `${statements} statements`);
+    const statusOf = (base: string) =>
+      db.prepare("SELECT status FROM Builds WHERE derivation = ?")
+        .get(drv(base))?.status;
+    assert.equal(statusOf("direct"), BuildStatus.failedDependency);
+    assert.equal(statusOf("through"), BuildStatus.failedDependency);
+    assert.equal(statusOf("job-7"), BuildStatus.canceled);
   } finally {
     db.close();
   }
