@@ -612,17 +612,19 @@ function* changeEvaluationBuilds(
     // version, and returns what it was before the change. A read before
     // the update would miss a build handed to a worker between the two
     // (a dispatch in another transaction, which a SELECT FOR UPDATE of
-    // the held rows alone does not hold off).
+    // the held rows alone does not hold off). The evaluation again in the
+    // join keeps the planner on its index for both sides: without it, it
+    // joined the locked rows with a scan of every build of the farm.
     const rows = yield* all(
       `UPDATE Builds SET ${set}
        FROM (SELECT id, status, worker FROM Builds
              WHERE evaluation = ? AND ${where} ORDER BY id FOR UPDATE) old
-       WHERE Builds.id = old.id
+       WHERE Builds.id = old.id AND Builds.evaluation = ?
        RETURNING Builds.id,
          CASE WHEN old.status IN (-3, -1) THEN old.worker END AS held_by,
          CASE WHEN old.status IN (-3, -1) THEN Builds.derivation END
            AS held_derivation`,
-      [...params, evaluation],
+      [...params, evaluation, evaluation],
     );
     ids = [];
     for (const row of rows) {

@@ -60,11 +60,15 @@ export function* stillHeld(
     JSON.stringify([worker, derivation]);
   const held = new Set<string>();
   for (const part of chunks(holdings)) {
+    // CROSS JOIN: SQLite then looks each derivation up, rather than walk
+    // every held build's and search the list for each (PostgreSQL
+    // reorders it at will, and reads its index of held builds).
     const rows = yield* all(
       `SELECT h.worker, h.derivation
        FROM ${d.records([["worker", "text"], ["derivation", "text"]])} h
-       JOIN Builds b ON b.derivation = h.derivation
-       WHERE b.worker = h.worker AND b.status IN (-3, -1)`,
+       CROSS JOIN Builds b
+       WHERE b.derivation = h.derivation AND b.worker = h.worker
+         AND b.status IN (-3, -1)`,
       [JSON.stringify(part.map((h) => [h.worker, h.derivation]))],
     );
     for (const row of rows) held.add(key(row.worker, row.derivation));

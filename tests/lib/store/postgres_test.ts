@@ -12,7 +12,10 @@ import {
 } from "../../../lib/store/postgres.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
-import { markStartedMany } from "../../../lib/store/sql_builds.ts";
+import {
+  cancelEvaluation,
+  markStartedMany,
+} from "../../../lib/store/sql_builds.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
 import {
@@ -676,6 +679,28 @@ async function indexesRead(
     .map((match) => match[1]);
   return { indexes, plan };
 }
+
+Deno.test({
+  name:
+    `canceling an evaluation reads its builds, on both sides of the join that returns their workers, through Builds_evaluation${needs}`,
+  ignore,
+  async fn() {
+    await withSchemaSql({}, async (store, sql) => {
+      await fourEvaluations(store, 2000);
+      await sql.unsafe("ANALYZE Builds");
+      const { indexes, plan } = await indexesRead(
+        sql,
+        cancelEvaluation(postgresDialect("unused"), 2, 9),
+      );
+      assert.deepEqual(
+        indexes,
+        ["builds_evaluation", "builds_evaluation"],
+        plan,
+      );
+      assert.ok(!plan.includes("Seq Scan"), plan);
+    });
+  },
+});
 
 /** Specification "guix" with four evaluations of `jobs` jobs each (job-E-I). */
 async function fourEvaluations(store: Store, jobs: number): Promise<void> {

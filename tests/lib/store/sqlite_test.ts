@@ -8,7 +8,7 @@ import {
   latestBuilds,
   queue,
 } from "../../../lib/store/sql_catalog.ts";
-import { requeueWorker } from "../../../lib/store/sql_workers.ts";
+import { requeueWorker, stillHeld } from "../../../lib/store/sql_workers.ts";
 import { cancelEvaluation } from "../../../lib/store/sql_builds.ts";
 import {
   addDashboard,
@@ -475,6 +475,31 @@ Deno.test("deleteSpecification() reads and deletes its builds a chunk at a time,
     assert.equal(Math.max(...largest), DELETE_CHUNK);
     assert.deepEqual(sorted, []);
     assert.equal(db.prepare("SELECT count(*) AS n FROM Builds").get()?.n, 0);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("stillHeld() looks each build up by its derivation, not through the builds of a status", async () => {
+  const path = tempFile();
+  await withStore(path, async (store) => {
+    await seed(store, 200);
+    for (let i = 0; i < 100; i++) {
+      await store.popBuild(`w${i}`, ["x86_64-linux"], 2);
+    }
+  });
+  const db = new DatabaseSync(path);
+  try {
+    // No ANALYZE: the server never runs it on SQLite.
+    const plan = planOf(
+      db,
+      stillHeld(sqliteDialect, [{ worker: "w1", derivation: drv("job-1") }]),
+    );
+    assert.match(
+      plan,
+      /SCAN json_each.*SEARCH b USING INDEX \S+ \(derivation=\?\)/,
+      plan,
+    );
   } finally {
     db.close();
   }
