@@ -95,6 +95,10 @@ export class FakeClock implements Clock {
     for (const sleeper of due) sleeper.resolve();
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
+  /** How many sleepers wake once `ms` more has passed. */
+  sleepersDueWithin(ms: number): number {
+    return this.#sleepers.filter((s) => s.at <= this.#monotonic + ms).length;
+  }
   /** Steps the wall clock by `ms` (negative: back); no time passes. */
   async step(ms: number): Promise<void> {
     this.#now += ms;

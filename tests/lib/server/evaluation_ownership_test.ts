@@ -244,6 +244,17 @@ for (const { name, ignore, needs } of backends) {
         });
         const id = await firstEvaluation(db.b);
         for (let i = 0; i < 4; i++) {
+          // Time passes once the heartbeat waits for it: the row appears
+          // before the heartbeat's first sleep, and a loaded machine may
+          // run the test's advance in between (the heartbeat then lagged
+          // an interval behind, and the test failed).
+          const sleeping = Date.now() + 20_000;
+          while (
+            a.clock.sleepersDueWithin(HEARTBEAT_INTERVAL_MS) === 0 &&
+            Date.now() < sleeping
+          ) {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
           await a.clock.advance(HEARTBEAT_INTERVAL_MS);
           // The renewal is one database write: let it land (a loaded
           // machine may take a while; a missing renewal fails below).
