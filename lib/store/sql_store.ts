@@ -62,8 +62,11 @@ export function createSqlStore(driver: SqlDriver): Store {
   const execute = driver.execute.bind(driver);
   // Outside a batch, a scan need not see what is not committed yet.
   const scan: Scan = driver.scan?.bind(driver) ?? scanAsRead(execute);
+  let batchesBegun = 0;
   return storeOver(execute, scan, dialect, {
+    batchesBegun: () => batchesBegun,
     batch: (work, options = {}) => {
+      batchesBegun++;
       const optimistic = options.optimistic === true;
       return driver.batch(async (execute) => {
         let open = true;
@@ -144,7 +147,7 @@ function storeOver(
   execute: Execute,
   scan: Scan,
   dialect: Dialect,
-  scope: Pick<Store, "batch" | "close">,
+  scope: Pick<Store, "batch" | "close" | "batchesBegun">,
 ): Store {
   return refusingNul(methodsOver(execute, scan, dialect, scope));
 }
@@ -183,7 +186,7 @@ function methodsOver(
   execute: Execute,
   scan: Scan,
   dialect: Dialect,
-  scope: Pick<Store, "batch" | "close">,
+  scope: Pick<Store, "batch" | "close" | "batchesBegun">,
 ): Store {
   const read = <T>(procedure: (d: Dialect) => Step<T>) =>
     execute("read", procedure);

@@ -666,6 +666,14 @@ export interface Store {
    */
   batch<T>(work: (tx: Store) => Promise<T>, options?: BatchOptions): Promise<T>;
 
+  /**
+   * How many batches were begun through this store since it opened: a
+   * long write compares two readings to learn whether batches (dispatcher
+   * turns) came while it ran, and then leaves them the database a while
+   * (chunked_registration.ts). Absent: unknown, taken as always.
+   */
+  batchesBegun?(): number;
+
   close(): Promise<void>;
 }
 
