@@ -92,7 +92,14 @@ const SLOW_TURN_MS = 10_000;
 export class Dispatcher {
   readonly #options: DispatcherOptions;
   readonly #links = new WorkerLinks();
+  /**
+   * What a turn's handlers log: written once the turn commits, dropped if
+   * it rolls back. Everything else (web actions, replies and cancels sent,
+   * between turns) logs through {@link #log}, at once: a line held by a
+   * turn running meanwhile would share its fate.
+   */
   readonly #logger: HoldingLogger;
+  readonly #log: Logger;
   readonly #holdings: WorkerHoldings;
   readonly #work: TurnWork;
   readonly #identity: WorkerIdentity;
@@ -102,8 +109,8 @@ export class Dispatcher {
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
-    // What a turn logs is written only once the turn commits.
     this.#logger = holdingLogger(options.logger);
+    this.#log = options.logger;
     this.#work = new TurnWork({
       logger: this.#logger,
       handOut: (request, build, now) => this.#handOut(request, build, now),
@@ -183,11 +190,11 @@ export class Dispatcher {
         messages = await nextTurn(this.#options.router, signal);
       } catch (error) {
         if (signal.aborted) return;
-        this.#logger.error("dispatcher stopped", { error });
+        this.#log.error("dispatcher stopped", { error });
         throw error;
       }
       const turn = readTurnMessages(messages, {
-        logger: this.#logger,
+        logger: this.#log,
         maxPayloadBytes: this.#options.maxPayloadBytes,
       });
       // While the database cannot be used (down, restarting, read-only,
@@ -203,7 +210,7 @@ export class Dispatcher {
           turn.length,
         );
         if (served === true || !isDatabaseUnavailable(served.error)) break;
-        this.#logger.warn("turn held", {
+        this.#log.warn("turn held", {
           messages: turn.length,
           retryMs: delay,
           reason: "database unavailable",
@@ -264,7 +271,7 @@ export class Dispatcher {
     );
     for (const { worker, derivation } of lost) {
       this.#holdings.released(worker, derivation);
-      this.#options.logger.info("build taken back", {
+      this.#log.info("build taken back", {
         worker,
         drv: derivation,
         reason: "the database no longer has it held by this worker " +
@@ -341,7 +348,7 @@ export class Dispatcher {
       id,
       epochSeconds(this.#options.clock),
     );
-    this.#logger.info("build canceled", {
+    this.#log.info("build canceled", {
       build: id,
       drv: build.derivation,
       worker: result.worker ?? undefined,
@@ -378,7 +385,7 @@ export class Dispatcher {
       id,
       epochSeconds(this.#options.clock),
     );
-    this.#logger.info("evaluation canceled", {
+    this.#log.info("evaluation canceled", {
       evaluation: id,
       builds: change.changed,
       held: change.held.length,
@@ -396,7 +403,7 @@ export class Dispatcher {
       id,
       epochSeconds(this.#options.clock),
     );
-    this.#logger.info("evaluation restarted", {
+    this.#log.info("evaluation restarted", {
       evaluation: id,
       builds: change.changed,
       held: change.held.length,
@@ -422,7 +429,7 @@ export class Dispatcher {
   async #stopRemote(worker: string, drv: string) {
     const link = this.#links.connectionOf(worker);
     if (link === undefined || !link.features.has("build-cancel")) {
-      this.#logger.info("cancel not sent", {
+      this.#log.info("cancel not sent", {
         worker,
         drv,
         reason: link === undefined
@@ -435,7 +442,7 @@ export class Dispatcher {
       type: "build-cancel",
       drv,
     });
-    this.#logger.info(sent ? "cancel sent" : "cancel not sent", {
+    this.#log.info(sent ? "cancel sent" : "cancel not sent", {
       worker,
       drv,
     });
@@ -620,13 +627,13 @@ export class Dispatcher {
     const fields = { peer: routingKey(routingId), worker: name };
     try {
       await this.#options.router.send(routingId, [EMPTY]);
-      this.#options.logger.info("worker asked to register", {
+      this.#log.info("worker asked to register", {
         ...fields,
         reason: "it asked for work unregistered (expired meanwhile?)",
       });
     } catch (error) {
       if (error instanceof PeerUnreachableError) return;
-      this.#options.logger.warn("probe not sent", { ...fields, error });
+      this.#log.warn("probe not sent", { ...fields, error });
     }
   }
 
@@ -649,7 +656,7 @@ export class Dispatcher {
     } catch (error) {
       if (!(error instanceof PeerUnreachableError)) throw error;
       this.#links.forget(routingId);
-      this.#logger.warn("reply undeliverable", {
+      this.#log.warn("reply undeliverable", {
         peer: routingKey(routingId),
         type: message.type,
       });
