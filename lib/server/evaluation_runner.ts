@@ -236,6 +236,11 @@ export async function runEvaluation(
         ),
     );
     if (!recorded) {
+      if (await store.evaluationCanceled(id).catch(() => false)) {
+        // Canceled by an administrator as its registration ended.
+        logger.info("evaluation canceled", { evaluation: id, spec: spec.name });
+        return failed(EvaluationStatus.aborted);
+      }
       // Aborted elsewhere after the registration renewed the heartbeat as
       // it ended: this server was silent for STALE_AFTER_MS in between.
       // The builds stay (pending, they are built), their evaluation
@@ -271,11 +276,17 @@ export async function runEvaluation(
     ) {
       // Aborted elsewhere before the registration, or between two of its
       // chunks: the builds of those before stay, pending, as those of an
-      // evaluation aborted after its registration do.
-      logger.warn("evaluation aborted elsewhere", {
-        evaluation: id,
-        spec: spec.name,
-      });
+      // evaluation aborted after its registration do. Canceled by an
+      // administrator (here or elsewhere), those were canceled with it.
+      const canceled = await store.evaluationCanceled(id).catch(() => false);
+      if (canceled) {
+        logger.info("evaluation canceled", { evaluation: id, spec: spec.name });
+      } else {
+        logger.warn("evaluation aborted elsewhere", {
+          evaluation: id,
+          spec: spec.name,
+        });
+      }
       return failed(EvaluationStatus.aborted);
     }
     // Whatever went wrong, the evaluation must not stay "in progress". A

@@ -208,7 +208,9 @@ export class JobsetMonitor {
       specification: name,
       limit: 1,
     });
-    return latest?.status === EvaluationStatus.aborted;
+    // A canceled one was stopped on purpose: its commits wait for new ones.
+    return latest?.status === EvaluationStatus.aborted &&
+      !await this.#options.store.evaluationCanceled(latest.id);
   }
 
   /**

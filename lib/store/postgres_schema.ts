@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 10;
+export const POSTGRES_SCHEMA_VERSION = 11;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -39,7 +39,9 @@ CREATE TABLE Evaluations (
   owner_host    TEXT,
   owner_pid     INTEGER,
   owner_start   TEXT,
-  heartbeat     BIGINT
+  heartbeat     BIGINT,
+  -- 1 once an administrator canceled it: not resumed as an interrupted one.
+  canceled      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX Evaluations_specification_id
   ON Evaluations(specification, id DESC);
@@ -272,5 +274,10 @@ ALTER TABLE Evaluations ADD COLUMN owner_pid INTEGER;
 ALTER TABLE Evaluations ADD COLUMN owner_start TEXT;
 ALTER TABLE Evaluations ADD COLUMN heartbeat BIGINT;
 CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
+`,
+  // Canceling an evaluation still registering its builds (in chunks) left
+  // the chunks after the cancel to be registered and built; a canceled
+  // evaluation now ends, and is not taken for an interrupted one.
+  11: `ALTER TABLE Evaluations ADD COLUMN canceled INTEGER NOT NULL DEFAULT 0;
 `,
 };

@@ -560,6 +560,17 @@ export function* cancelEvaluation(
   id: number,
   now: number,
 ): Step<EvaluationChange> {
+  // First: on PostgreSQL it waits for a chunk of the evaluation's
+  // registration under way (which holds the row) and ends the evaluation
+  // before the next, which is then refused; on SQLite the next chunk is
+  // refused too. The chunks registered so far are canceled below.
+  yield* run(
+    `UPDATE Evaluations SET canceled = 1,
+       status = CASE WHEN status = -1 THEN 2 ELSE status END,
+       evaltime = CASE WHEN status = -1 THEN CAST(? AS bigint) ELSE evaltime END
+     WHERE id = ?`,
+    [now, id],
+  );
   const { ids, held } = yield* changeEvaluationBuilds(d, id, {
     set: "status = 4, stoptime = ?",
     params: [now],
@@ -573,6 +584,9 @@ export function* restartEvaluation(
   d: Dialect,
   id: number,
 ): Step<EvaluationChange> {
+  // Wanted built after all: if the cancel cut its registration short, the
+  // evaluation is interrupted again, and its commits evaluated anew.
+  yield* run("UPDATE Evaluations SET canceled = 0 WHERE id = ?", [id]);
   // Dependents of the evaluation's succeeded builds wait for them again.
   yield* run(
     `UPDATE Builds SET pending_deps = pending_deps +

@@ -116,6 +116,12 @@ export function* holdStartedEvaluation(
   );
 }
 
+/** See Store.evaluationCanceled. */
+export function* evaluationCanceled(_d: Dialect, id: number): Step<boolean> {
+  const row = yield* get("SELECT canceled FROM Evaluations WHERE id = ?", [id]);
+  return row !== undefined && Number(row.canceled) === 1;
+}
+
 function* checkExists(id: number, action: string): Step<void> {
   const found = yield* get("SELECT 1 AS found FROM Evaluations WHERE id = ?", [
     id,

@@ -228,6 +228,7 @@ function methodsOver(
       write((d) => owners.finishEvaluation(d, id, status, now)),
     listRunningEvaluations: () => read((d) => owners.listRunningEvaluations(d)),
     evaluationOwner: (id) => read((d) => owners.evaluationOwner(d, id)),
+    evaluationCanceled: (id) => read((d) => owners.evaluationCanceled(d, id)),
     renewEvaluationHeartbeat: (id, now) =>
       execute(
         "statement",

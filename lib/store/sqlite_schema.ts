@@ -20,11 +20,14 @@
 //   (heartbeat, seconds): servers sharing the database decide from these
 //   which started evaluations a dead server left (evaluation_owner.ts).
 //   NULL for rows written before them. Records and the API never show them.
+// - Evaluations.canceled marks an evaluation an administrator canceled: one
+//   canceled while it ran ends aborted, and is not evaluated again as the
+//   interrupted ones are.
 // - Partial indexes serve the dispatcher (dispatchable builds per system,
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 12;
+export const SCHEMA_VERSION = 13;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -55,7 +58,9 @@ CREATE TABLE Evaluations (
   owner_host    TEXT,
   owner_pid     INTEGER,
   owner_start   TEXT,
-  heartbeat     INTEGER
+  heartbeat     INTEGER,
+  -- 1 once an administrator canceled it: not resumed as an interrupted one.
+  canceled      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX Evaluations_specification_id
   ON Evaluations(specification, id DESC);
@@ -320,5 +325,10 @@ ALTER TABLE Evaluations ADD COLUMN owner_pid INTEGER;
 ALTER TABLE Evaluations ADD COLUMN owner_start TEXT;
 ALTER TABLE Evaluations ADD COLUMN heartbeat INTEGER;
 CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
+`,
+  // Canceling an evaluation still registering its builds (in chunks) left
+  // the chunks after the cancel to be registered and built; a canceled
+  // evaluation now ends, and is not taken for an interrupted one.
+  13: `ALTER TABLE Evaluations ADD COLUMN canceled INTEGER NOT NULL DEFAULT 0;
 `,
 };

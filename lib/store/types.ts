@@ -389,6 +389,11 @@ export interface Store {
    */
   evaluationOwner(id: number): Promise<EvaluationOwner | null>;
   /**
+   * Whether an administrator canceled evaluation `id` (cancelEvaluation),
+   * and did not restart it since; false when there is no such evaluation.
+   */
+  evaluationCanceled(id: number): Promise<boolean>;
+  /**
    * Sets the heartbeat of evaluation `id` to `now` while it is started;
    * false when it is not (it ended, or another server aborted it).
    */

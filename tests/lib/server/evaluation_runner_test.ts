@@ -12,7 +12,7 @@ import {
 } from "../../../lib/server/evaluation_runner.ts";
 import { removeLeftWorkDirs } from "../../../lib/server/evaluation_work.ts";
 import { thisHost } from "../../../lib/server/evaluation_owner.ts";
-import { EvaluationStatus } from "../../../lib/store/types.ts";
+import { EvaluationStatus, type Store } from "../../../lib/store/types.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { GUIX } from "../../fake-guix/test_env.ts";
@@ -500,6 +500,47 @@ Deno.test("runEvaluation() registers in chunks: a database failing between two l
     assert.equal(again.jobs, count);
     assert.equal(again.created, 1);
     assert.equal((await farm.store.listJobs(again.id)).length, count);
+  } finally {
+    await farm.close();
+  }
+});
+
+Deno.test("runEvaluation() canceled between two chunks of its registration registers no more and logs the cancel, not an abort elsewhere", async () => {
+  const count = REGISTRATION_CHUNK_JOBS + 1;
+  const packages = Array.from(
+    { length: count },
+    (_, i) => ({ name: `p${i}`, version: "1" }),
+  );
+  const farm = await setup({ packages });
+  try {
+    const lines: string[] = [];
+    const logger = createLogger({ sink: (line) => lines.push(line) });
+    let registrations = 0;
+    const store: Store = {
+      ...farm.store,
+      // An administrator cancels it once its first chunk is in.
+      registerBuilds: async (id, jobs, options) => {
+        if (++registrations === 2) await farm.store.cancelEvaluation(id, 5);
+        return await farm.store.registerBuilds(id, jobs, options);
+      },
+    };
+    const outcome = await runEvaluation(SPEC, {
+      ...farm.options,
+      store,
+      logger,
+    });
+    assert.equal(outcome.status, EvaluationStatus.aborted);
+    assert.equal(registrations, 2);
+    assert.deepEqual(await farm.store.queue({}, count), []);
+    assert.equal(
+      (await farm.store.listJobs(outcome.id)).length,
+      REGISTRATION_CHUNK_JOBS,
+    );
+    assert.ok(
+      lines.some((l) => / info evaluation canceled /.test(l)),
+      lines.join("\n"),
+    );
+    assert.doesNotMatch(lines.join("\n"), /aborted elsewhere|ERROR/i);
   } finally {
     await farm.close();
   }

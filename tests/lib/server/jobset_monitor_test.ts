@@ -268,6 +268,40 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "JobsetMonitor: commits whose evaluation an administrator canceled are not evaluated again, until it is restarted (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const farm = await setup();
+    try {
+      await commit(farm.repo, "first");
+      const spec = specFor(farm.repo);
+      await farm.store.upsertSpecification(spec);
+      const one = await farm.monitor.pollOnce(spec);
+      if (one.kind !== "evaluated") throw new Error("expected an evaluation");
+      // Canceled while it ran (set back to started: the monitor's own run
+      // has ended by now): it ends aborted, as an interrupted one does.
+      await farm.store.setEvaluationStatus(
+        one.evaluation.id,
+        EvaluationStatus.started,
+        -1,
+      );
+      await farm.store.cancelEvaluation(one.evaluation.id, 0);
+      assert.equal(
+        (await farm.store.getEvaluation(one.evaluation.id))?.status,
+        EvaluationStatus.aborted,
+      );
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
+      // Wanted after all: its commits are evaluated again.
+      await farm.store.restartEvaluation(one.evaluation.id, 0);
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "evaluated");
+    } finally {
+      await farm.close();
+    }
+  },
+});
+
 /**
  * A monitor over an in-memory store with a stand-in for git: every fetch
  * answers `revision`, after `gate` when one is set; evaluations are only

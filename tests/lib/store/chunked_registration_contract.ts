@@ -168,6 +168,44 @@ export function chunkedRegistrationContract(
     // Pending, with their dependencies: "lib" waits for "base".
     assert.equal(await buildWhatIsReady(store), 2);
   });
+
+  test("canceled between two chunks, stops there and leaves nothing to build", async (store) => {
+    const id = await startedEvaluation(store);
+    let cancels = 0;
+    await assert.rejects(
+      registerInChunks(store, id, JOBS, {
+        priority: 9,
+        now: () => 1100,
+        whileStarted: true,
+        chunkJobs: CHUNK_JOBS,
+        // An administrator cancels it (POST /admin/evaluation/ID/cancel)
+        // while its builds are being registered.
+        betweenChunks: async () => {
+          if (cancels++ === 0) await store.cancelEvaluation(id, 1200);
+        },
+      }),
+      (error: unknown) =>
+        error instanceof StoreError && error.code === "evaluation-ended",
+    );
+    assert.equal(cancels, 1);
+    assert.equal((await store.getEvaluation(id))?.status, 2, "not aborted");
+    assert.deepEqual(
+      (await store.listJobs(id)).map((j) => [j.name, j.status]),
+      [["base", BuildStatus.canceled], ["lib", BuildStatus.canceled]],
+    );
+    assert.equal(await store.popBuild("w", ["x86_64-linux"], 3000), null);
+  });
+
+  test("a cancel marks the evaluation canceled, and a restart unmarks it", async (store) => {
+    const id = await startedEvaluation(store);
+    assert.equal(await store.evaluationCanceled(id), false);
+    await store.cancelEvaluation(id, 1200);
+    assert.equal(await store.evaluationCanceled(id), true);
+    assert.equal((await store.getEvaluation(id))?.status, 2);
+    await store.restartEvaluation(id, 1300);
+    assert.equal(await store.evaluationCanceled(id), false);
+    assert.equal(await store.evaluationCanceled(id + 1000), false);
+  });
 }
 
 async function startedEvaluation(store: Store): Promise<number> {

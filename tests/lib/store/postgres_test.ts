@@ -492,7 +492,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners, canceled evaluations)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -516,7 +516,7 @@ Deno.test({
         DROP INDEX ${schema}.Evaluations_started;
         ALTER TABLE ${schema}.Evaluations DROP COLUMN owner_host,
           DROP COLUMN owner_pid, DROP COLUMN owner_start,
-          DROP COLUMN heartbeat;
+          DROP COLUMN heartbeat, DROP COLUMN canceled;
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const fresh = freshSchema();
@@ -666,8 +666,13 @@ Deno.test({
 async function indexesRead(
   sql: postgres.Sql,
   steps: Step<unknown>,
+  skip = 0,
 ): Promise<{ indexes: string[]; plan: string }> {
-  const query = steps.next().value as { sql: string; params: unknown[] };
+  // The first `skip` statements are passed over, as though they changed
+  // and returned nothing.
+  let next = steps.next();
+  for (let i = 0; i < skip; i++) next = steps.next({ changes: 0, rows: [] });
+  const query = next.value as { sql: string; params: unknown[] };
   let index = 0;
   const text = query.sql.replace(/\?/g, () => `$${++index}`);
   const [row] = await sql.unsafe(
@@ -691,6 +696,8 @@ Deno.test({
       const { indexes, plan } = await indexesRead(
         sql,
         cancelEvaluation(postgresDialect("unused"), 2, 9),
+        // The evaluation's own row first.
+        1,
       );
       assert.deepEqual(
         indexes,

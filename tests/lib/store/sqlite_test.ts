@@ -172,7 +172,8 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     // The same indexes as a database created at this version.
     assert.deepEqual(indexesOf(upgraded), indexesOf(created));
     // And the same columns (version 9: notification claims; 10: dashboard
-    // keys and uses; 12: evaluation owners and heartbeats).
+    // keys and uses; 12: evaluation owners and heartbeats; 13: canceled
+    // evaluations).
     for (
       const table of [
         "Builds",
