@@ -3,7 +3,11 @@
 
 import assert from "node:assert/strict";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import type { NewJob, Store } from "../../../lib/store/types.ts";
+import {
+  BuildStatus,
+  type NewJob,
+  type Store,
+} from "../../../lib/store/types.ts";
 import { type RouterMessage, RouterSocket } from "../../../lib/zmtp/router.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
 import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
@@ -19,6 +23,7 @@ import type { Clock } from "../../../lib/clock.ts";
 import {
   decodeMessage,
   encodeMessage,
+  LORICA_FEATURES,
   type Message,
   type WorkerInfo,
 } from "../../../lib/protocol/messages.ts";
@@ -431,4 +436,33 @@ export async function eventually(
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   assert.fail(`${what} never held`);
+}
+
+/** A registered Lorica worker (every feature) named `name`. */
+export async function loricaWorker(
+  port: number,
+  name: string,
+): Promise<FakeWorker> {
+  const worker = await FakeWorker.connect(port, { name });
+  await worker.send({
+    type: "lorica-hello",
+    version: 1,
+    features: LORICA_FEATURES,
+  });
+  assert.equal((await worker.next()).type, "lorica-welcome");
+  await worker.ready({ holding: [] });
+  return worker;
+}
+
+/** Asks for work and starts the build it gets; returns its derivation. */
+export async function startWork(
+  worker: FakeWorker,
+  f: Fixture,
+): Promise<string> {
+  const reply = await worker.requestWork(1);
+  assert.equal(reply.type, "build");
+  const drv = (reply as Extract<Message, { type: "build" }>).drv;
+  await worker.send({ type: "build-started", drv, worker: worker.name });
+  await eventually(async () => (await f.status(drv)) === BuildStatus.started);
+  return drv;
 }

@@ -4,16 +4,14 @@
 
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
+import type { Message } from "../../../lib/protocol/messages.ts";
 import {
-  LORICA_FEATURES,
-  type Message,
-} from "../../../lib/protocol/messages.ts";
-import {
-  eventually,
   FakeWorker,
   type Fixture,
   job,
+  loricaWorker,
   startFixture,
+  startWork,
 } from "./_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -25,29 +23,6 @@ async function withFixture(body: (f: Fixture) => Promise<void>) {
   } finally {
     await f.close();
   }
-}
-
-/** A registered Lorica worker (every feature) named `name`. */
-async function loricaWorker(port: number, name: string): Promise<FakeWorker> {
-  const worker = await FakeWorker.connect(port, { name });
-  await worker.send({
-    type: "lorica-hello",
-    version: 1,
-    features: LORICA_FEATURES,
-  });
-  assert.equal((await worker.next()).type, "lorica-welcome");
-  await worker.ready({ holding: [] });
-  return worker;
-}
-
-/** Asks for work and starts the build it gets; returns its derivation. */
-async function startWork(worker: FakeWorker, f: Fixture): Promise<string> {
-  const reply = await worker.requestWork(1);
-  assert.equal(reply.type, "build");
-  const drv = (reply as Extract<Message, { type: "build" }>).drv;
-  await worker.send({ type: "build-started", drv, worker: worker.name });
-  await eventually(async () => (await f.status(drv)) === BuildStatus.started);
-  return drv;
 }
 
 /** Sends `message`, then waits for a round trip to the server. */

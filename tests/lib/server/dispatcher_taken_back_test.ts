@@ -20,9 +20,10 @@ import {
 import {
   eventually,
   FakeWorker,
-  type Fixture,
   job,
+  loricaWorker,
   startFixture,
+  startWork,
 } from "./_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -49,29 +50,6 @@ class Looks {
     };
     return watched;
   }
-}
-
-/** A registered Lorica worker (every feature) named `name`. */
-async function loricaWorker(port: number, name: string): Promise<FakeWorker> {
-  const worker = await FakeWorker.connect(port, { name });
-  await worker.send({
-    type: "lorica-hello",
-    version: 1,
-    features: LORICA_FEATURES,
-  });
-  assert.equal((await worker.next()).type, "lorica-welcome");
-  await worker.ready({ holding: [] });
-  return worker;
-}
-
-/** Asks for work and starts the build it gets; returns its derivation. */
-async function startWork(worker: FakeWorker, f: Fixture): Promise<string> {
-  const reply = await worker.requestWork(1);
-  assert.equal(reply.type, "build");
-  const drv = (reply as Extract<Message, { type: "build" }>).drv;
-  await worker.send({ type: "build-started", drv, worker: worker.name });
-  await eventually(async () => (await f.status(drv)) === BuildStatus.started);
-  return drv;
 }
 
 /** The next message `worker` gets after everything already sent to it. */
