@@ -922,11 +922,7 @@ Deno.test("LocalBuilder: a build restarted while its batch is being reconciled k
   });
   // A driver that reports nothing leaves both builds to the reconciliation
   // after it, where the daemon's "none" means failed-dependency.
-  const real = guixSpawner({ command: GUIX, env: farm.daemon.env });
-  const spawnGuix: GuixSpawner = (args, options) =>
-    args.includes("--query")
-      ? real(args, options)
-      : spawnProcess(["true"], options);
+  const spawnGuix = silentDriver(farm);
   const firstHeld = Promise.withResolvers<string>();
   const release = Promise.withResolvers<void>();
   let completions = 0;
@@ -1316,11 +1312,7 @@ Deno.test("LocalBuilder: a look at the database while a batch is reconciled does
     ],
   });
   // A driver that reports nothing leaves both builds to the reconciliation.
-  const real = guixSpawner({ command: GUIX, env: farm.daemon.env });
-  const spawnGuix: GuixSpawner = (args, options) =>
-    args.includes("--query")
-      ? real(args, options)
-      : spawnProcess(["true"], options);
+  const spawnGuix = silentDriver(farm);
   const recorded = Promise.withResolvers<string>();
   const release = Promise.withResolvers<void>();
   let completions = 0;
@@ -1363,3 +1355,16 @@ Deno.test("LocalBuilder: a look at the database while a batch is reconciled does
     await farm.close();
   }
 });
+
+/**
+ * A spawner whose build driver exits at once without a word, the daemon's
+ * queries answered by the fake guix of `farm`.
+ */
+function silentDriver(farm: { daemon: { env: Record<string, string> } }) {
+  const real = guixSpawner({ command: GUIX, env: farm.daemon.env });
+  const spawnGuix: GuixSpawner = (args, options) =>
+    args.includes("--query")
+      ? real(args, options)
+      : spawnProcess(["true"], options);
+  return spawnGuix;
+}
