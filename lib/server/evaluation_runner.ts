@@ -116,6 +116,22 @@ export async function runEvaluation(
   // after that write finds it ended by this very server, and the write's
   // own answer tells whether another server had aborted it first.
   let ending = false;
+  // Why it ended elsewhere, logged once: an administrator's cancel (here or
+  // through another server), or another server taking it for abandoned.
+  let endLogged: Promise<void> | undefined;
+  const logEndedElsewhere = () =>
+    endLogged ??= store.evaluationCanceled(id).catch(() => false).then(
+      (canceled) =>
+        canceled
+          ? logger.info("evaluation canceled", {
+            evaluation: id,
+            spec: spec.name,
+          })
+          : logger.warn("evaluation aborted elsewhere", {
+            evaluation: id,
+            spec: spec.name,
+          }),
+    );
   const heartbeat = keepHeartbeat(id, {
     store,
     clock,
@@ -123,11 +139,8 @@ export async function runEvaluation(
     signal: heartbeatStop.signal,
     onEnded: () => {
       if (ending) return;
-      logger.warn("evaluation aborted elsewhere", {
-        evaluation: id,
-        spec: spec.name,
-      });
       endedElsewhere.abort();
+      logEndedElsewhere();
     },
   });
   const signal = options.signal
@@ -191,7 +204,10 @@ export async function runEvaluation(
           (!limited && results.some((result) => result.exitCode > 128))
         ? EvaluationStatus.aborted
         : EvaluationStatus.failed;
-      if (endedElsewhere.signal.aborted) return failed(status);
+      if (endedElsewhere.signal.aborted) {
+        await logEndedElsewhere();
+        return failed(status);
+      }
       ending = true;
       await recordStatus(id, status, options);
       logger.warn("evaluation failed", {
@@ -278,15 +294,7 @@ export async function runEvaluation(
       // chunks: the builds of those before stay, pending, as those of an
       // evaluation aborted after its registration do. Canceled by an
       // administrator (here or elsewhere), those were canceled with it.
-      const canceled = await store.evaluationCanceled(id).catch(() => false);
-      if (canceled) {
-        logger.info("evaluation canceled", { evaluation: id, spec: spec.name });
-      } else {
-        logger.warn("evaluation aborted elsewhere", {
-          evaluation: id,
-          spec: spec.name,
-        });
-      }
+      await logEndedElsewhere();
       return failed(EvaluationStatus.aborted);
     }
     // Whatever went wrong, the evaluation must not stay "in progress". A

@@ -326,6 +326,40 @@ for (const { name, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `runEvaluation() on ${name} canceled through another server while it evaluates stops, registers nothing and logs the cancel${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(name);
+      const a = await machineA(db, {
+        evaluationHang: true,
+        packages: [{ name: "p", version: "1" }],
+      });
+      const shutdown = new AbortController();
+      try {
+        const running = runEvaluation(SPEC, {
+          ...a.options,
+          signal: shutdown.signal,
+        });
+        const id = await firstEvaluation(db.b);
+        // An administrator cancels it through B's web interface.
+        await db.b.cancelEvaluation(id, a.clock.now() / 1000);
+        // A's next renewal finds it ended, and A gives it up.
+        await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+        const outcome = await within(running, 20_000, "runEvaluation()");
+        assert.equal(outcome.status, EvaluationStatus.aborted);
+        assert.deepEqual(await db.b.queue({}, 10), []);
+        const lines = a.lines.join("\n");
+        assert.match(lines, new RegExp(`evaluation canceled evaluation=${id}`));
+        assert.doesNotMatch(lines, /aborted elsewhere/);
+      } finally {
+        shutdown.abort();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `runEvaluation() on ${name} aborted by another server just before it registers builds registers none and leaves it aborted${needs}`,
     ignore,
     async fn() {
