@@ -19,6 +19,7 @@ import { logFileName } from "../protocol/log_channel.ts";
 import { UploadFile } from "../protocol/log_file.ts";
 import { writeAll } from "../protocol/log_header.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import { OneAtATime } from "./one_at_a_time.ts";
 import {
   MISSING_DERIVATION,
   writeMissingDerivationLog,
@@ -88,14 +89,14 @@ type Withdrawal = "canceled" | "restarted" | "taken back";
 
 /**
  * A batch being built: the builds not finished yet, and the group the
- * driver is building now with the means to stop it. `turn` orders the
+ * driver is building now with the means to stop it. `turns` orders the
  * handling of the driver's events and the looks at the database.
  */
 interface Flight {
   open: Set<string>;
   group: Set<string> | null;
   stopGroup: AbortController | null;
-  turn: Promise<unknown>;
+  turns: OneAtATime;
 }
 
 const MAX_LOG_BYTES = 256 << 20;
@@ -311,7 +312,7 @@ export class LocalBuilder {
   #withdraw(flight: Flight, drv: string, action: Withdrawal) {
     if (!flight.open.delete(drv)) return;
     // Only while a driver runs are a look at the database and the batch's
-    // own records kept apart (inTurn): otherwise the build may be gone
+    // own records kept apart (flight.turns): otherwise the build may be gone
     // from the database because this batch has just settled or requeued
     // it, which is no news.
     if (action === "taken back" && flight.group !== null) {
@@ -383,7 +384,7 @@ export class LocalBuilder {
       open,
       group: null,
       stopGroup: null,
-      turn: Promise.resolve(),
+      turns: new OneAtATime(),
     };
     this.#flights.add(flight);
     try {
@@ -592,7 +593,7 @@ export class LocalBuilder {
         ]),
       }, (event) => {
         watchdog?.alive();
-        return inTurn(flight, () => handle(event));
+        return flight.turns.run(() => handle(event));
       });
       if (silent.signal.aborted) return "daemon-silent";
       if (withdrawal.signal.aborted) return "withdrawn";
@@ -662,7 +663,7 @@ export class LocalBuilder {
       }
     }
     for (const flight of flights) {
-      await inTurn(flight, () => {
+      await flight.turns.run(() => {
         for (const drv of gone) this.#withdraw(flight, drv, "taken back");
         return Promise.resolve();
       });
@@ -813,13 +814,6 @@ function heldHere(build: Build | null): boolean {
   return build !== null && build.worker === LOCAL_WORKER &&
     (build.status === BuildStatus.submitted ||
       build.status === BuildStatus.started);
-}
-
-/** Runs `work` once the work `flight` was given before it has ended. */
-function inTurn<T>(flight: Flight, work: () => Promise<T>): Promise<T> {
-  const result = flight.turn.then(work);
-  flight.turn = result.catch(() => {});
-  return result;
 }
 
 /**
