@@ -10,12 +10,14 @@
 // that every dependency of a job is a build by the time the job is
 // registered, and its count of pending dependencies is right (a build of
 // an earlier chunk may even have been built meanwhile: it counts as any
-// earlier build does). A registration cut short (the server stopped, the
-// database failed) leaves its evaluation started with the builds of its
-// first chunks, consistent as they are: the evaluation is aborted, by the
-// runner or at the next start, its builds stay pending and are built, and
-// the next evaluation of its commits registers every job again, the
-// builds already there as known ones.
+// earlier build does). A registration cut short (the server killed, the
+// database failing; a clean stop waits for its end) leaves its evaluation
+// with the builds of its first chunks, consistent as they are: the
+// evaluation is aborted, by the runner or at the next start, its builds
+// stay pending and are built, and the next evaluation of its commits
+// registers every job again, the builds already there as known ones. An
+// evaluation canceled meanwhile refuses the next chunk, and is not
+// evaluated again (cancelEvaluation).
 
 import { chunksInDependencyOrder } from "./dependency_order.ts";
 import type { NewJob, RegisterResult, Store } from "./types.ts";
