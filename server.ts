@@ -9,6 +9,7 @@ import {
   daemonRootDirectories,
   defaultGcRootDirectory,
   guixStateDirectory,
+  networkDaemon,
   parseDuration,
   underDaemonRoots,
 } from "./lib/guix/gc_roots.ts";
@@ -344,7 +345,16 @@ async function main(args: string[]): Promise<number> {
   const gcRootDir = config.gcRootDir!.startsWith("/")
     ? config.gcRootDir!
     : `${Deno.cwd()}/${config.gcRootDir}`;
-  if (!underDaemonRoots(gcRootDir, daemonRoots)) {
+  const daemon = networkDaemon();
+  if (daemon !== undefined) {
+    // Where this machine's state directory is makes no difference then.
+    logger.warn("gc roots unseen by a daemon over the network", {
+      dir: gcRootDir,
+      daemon,
+      hint:
+        "GUIX_DAEMON_SOCKET names a daemon reached over the network: if it runs on another machine, it walks that machine's file system, where the roots made here do not exist; run lorica-server on the daemon's machine to keep what it evaluated and built",
+    });
+  } else if (!underDaemonRoots(gcRootDir, daemonRoots)) {
     logger.warn("gc roots outside the daemon's", {
       dir: gcRootDir,
       daemonRoots: daemonRoots.join(" "),

@@ -29,6 +29,25 @@ export function guixStateDirectory(env: Env = Deno.env): GuixStateDirectory {
     : { path, source: "GUIX_STATE_DIRECTORY" };
 }
 
+/**
+ * The daemon that GUIX_DAEMON_SOCKET reaches over the network (a
+ * `guix://` or `ssh://` URI, not a socket file), any user name or password
+ * left out; undefined for the local daemon. Such a daemon may run on
+ * another machine, whose file system it walks for roots: links made on
+ * this one would protect nothing there.
+ */
+export function networkDaemon(env: Env = Deno.env): string | undefined {
+  const socket = env.get("GUIX_DAEMON_SOCKET")?.trim() ?? "";
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(socket)?.[1].toLowerCase();
+  if (scheme === undefined || scheme === "file") return undefined;
+  try {
+    const url = new URL(socket);
+    return `${scheme}://${url.host}${url.pathname}`;
+  } catch {
+    return `${scheme}://`;
+  }
+}
+
 /** The default root directory: the per-user profile roots of Guix. */
 export function defaultGcRootDirectory(env: Env = Deno.env): string {
   const state = guixStateDirectory(env).path;

@@ -464,6 +464,35 @@ Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start,
   });
 });
 
+Deno.test("lorica-server whose GUIX_DAEMON_SOCKET names a daemon over the network warns that its --gc-roots may be out of that daemon's sight, wherever they lie", async () => {
+  await withDir(async (dir) => {
+    const daemonState = `${dir}/guix-state`;
+    const warning = /warn gc roots unseen by a daemon over the network/;
+    // Nothing connects to it: lorica-server reaches the daemon only
+    // through the (fake) guix commands it runs.
+    const run = await runServer(
+      dir,
+      { "gc-roots": `${daemonState}/gcroots/lorica` },
+      {
+        env: {
+          LORICA_LOG: "warn",
+          GUIX_STATE_DIRECTORY: daemonState,
+          GUIX_DAEMON_SOCKET: "guix://builder:pw@127.0.0.1:1",
+        },
+        stopAt: warning,
+      },
+    );
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `warn gc roots unseen by a daemon over the network dir=${daemonState}/gcroots/lorica daemon=guix://127.0.0.1:1 hint="GUIX_DAEMON_SOCKET names a daemon reached over the network: if it runs on another machine, `,
+      ),
+    );
+    assert.doesNotMatch(run.stderr, /pw/);
+    assert.doesNotMatch(run.stderr, /gc roots outside the daemon's/);
+  });
+});
+
 const hostStateDirectory = Deno.env.get("GUIX_STATE_DIRECTORY");
 
 Deno.test({

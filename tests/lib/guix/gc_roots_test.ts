@@ -7,6 +7,7 @@ import {
   defaultGcRootDirectory,
   GcRoots,
   guixStateDirectory,
+  networkDaemon,
   parseDuration,
   underDaemonRoots,
 } from "../../../lib/guix/gc_roots.ts";
@@ -107,6 +108,30 @@ Deno.test("guixStateDirectory() says where the state directory it assumes comes 
     path: "/var/guix",
     source: "default",
   });
+});
+
+Deno.test("networkDaemon() names a daemon GUIX_DAEMON_SOCKET reaches over the network, without its user or password, and nothing for a socket file", () => {
+  const daemonOf = (socket?: string) =>
+    networkDaemon(
+      new Map(socket === undefined ? [] : [["GUIX_DAEMON_SOCKET", socket]]),
+    );
+  assert.equal(daemonOf("guix://127.0.0.1:44146"), "guix://127.0.0.1:44146");
+  assert.equal(daemonOf("GUIX://[::1]:44146"), "guix://[::1]:44146");
+  assert.equal(
+    daemonOf("ssh://builder:secret@192.0.2.7:2222"),
+    "ssh://192.0.2.7:2222",
+  );
+  for (
+    const local of [
+      undefined,
+      "",
+      "/var/guix/daemon-socket/socket",
+      "file:///var/guix/daemon-socket/socket",
+      "daemon-socket",
+    ]
+  ) {
+    assert.equal(daemonOf(local), undefined, String(local));
+  }
 });
 
 Deno.test("underDaemonRoots() takes a directory within either tree the daemon walks for roots (gcroots, profiles), as written, and nothing beside them", () => {
