@@ -10,15 +10,23 @@
 // that every dependency of a job is a build by the time the job is
 // registered, and its count of pending dependencies is right (a build of
 // an earlier chunk may even have been built meanwhile: it counts as any
-// earlier build does). A registration cut short (the server killed, the
-// database failing; a clean stop waits for its end) leaves its evaluation
+// earlier build does). A registration cut short leaves its evaluation
 // with the builds of its first chunks, consistent as they are: the
 // evaluation is aborted, by the runner or at the next start, its builds
 // stay pending and are built, and the next evaluation of its commits
-// registers every job again, the builds already there as known ones. An
-// evaluation canceled meanwhile refuses the next chunk, and is not
+// registers every job again, the builds already there as known ones.
+//
+// That is why a clean stop of the server (`signal`) does not wait for the
+// rest of a registration, which at 250,000 jobs outlasts systemd's stop
+// timeout and would end in a SIGKILL anyway: the chunk under way commits,
+// the rest between two chunks ends at once, no further chunk starts, and
+// the registration throws a RegistrationStoppedError; the runner ends the
+// evaluation aborted, as a stop during its evaluators does. Cut short
+// otherwise (the server killed, the database failing), it leaves the same.
+// An evaluation canceled meanwhile refuses the next chunk, and is not
 // evaluated again (cancelEvaluation).
 
+import { type Clock, systemClock } from "../clock.ts";
 import { chunksInDependencyOrder } from "./dependency_order.ts";
 import type { NewJob, RegisterResult, Store } from "./types.ts";
 
@@ -52,11 +60,42 @@ export interface ChunkedRegistrationOptions {
   /** Jobs per chunk [REGISTRATION_CHUNK_JOBS]. */
   chunkJobs?: number;
   /**
-   * Awaited between two chunks, given how long the last one took in ms
-   * and whether batches (dispatcher turns) were begun while it ran
+   * Awaited between two chunks, given how long the last one took in ms,
+   * whether batches (dispatcher turns) were begun while it ran, and
+   * `signal`, on whose abort it should end at once
    * [{@link restAfterChunk}].
    */
-  betweenChunks?: (chunkMs: number, contended: boolean) => Promise<void>;
+  betweenChunks?: (
+    chunkMs: number,
+    contended: boolean,
+    signal?: AbortSignal,
+  ) => Promise<void>;
+  /**
+   * Aborted on a clean stop of the server: the chunk under way commits,
+   * and no other starts (see {@link RegistrationStoppedError}).
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * A registration stopped at a chunk boundary by its `signal`: the chunks
+ * before are committed, none after was begun.
+ */
+export class RegistrationStoppedError extends Error {
+  constructor(
+    readonly evaluation: number,
+    /** The sum of the committed chunks' results. */
+    readonly registered: RegisterResult,
+    /** Jobs in the committed chunks. */
+    readonly jobsRegistered: number,
+    /** Jobs of the whole registration. */
+    readonly jobs: number,
+  ) {
+    super(
+      `Registration of the builds of evaluation ${evaluation} stopped by a server stop after ${jobsRegistered} of ${jobs} jobs`,
+    );
+    this.name = "RegistrationStoppedError";
+  }
 }
 
 /**
@@ -64,7 +103,9 @@ export interface ChunkedRegistrationOptions {
  * of about `chunkJobs`, each committed before the next begins; returns
  * the sum of the chunks' results.
  * @throws what Store.registerBuilds throws for a chunk, or what
- * `betweenChunks` throws; the chunks before stay registered.
+ * `betweenChunks` throws, or a {@link RegistrationStoppedError} once
+ * `signal` is aborted (before a chunk: one under way is completed); the
+ * chunks before stay registered.
  */
 export async function registerInChunks(
   store: Pick<Store, "registerBuilds" | "batchesBegun">,
@@ -79,6 +120,7 @@ export async function registerInChunks(
     heartbeatNow,
     chunkJobs = REGISTRATION_CHUNK_JOBS,
     betweenChunks = restAfterChunk,
+    signal,
   } = options;
   const chunks = chunksInDependencyOrder(jobs, chunkJobs);
   // No jobs: still one registration, which checks the evaluation.
@@ -86,8 +128,17 @@ export async function registerInChunks(
   const total: RegisterResult = { created: 0, known: 0, blocked: 0 };
   let chunkMs = 0;
   let contended = false;
+  let jobsRegistered = 0;
   for (const [index, chunk] of chunks.entries()) {
-    if (index > 0) await betweenChunks(chunkMs, contended);
+    if (index > 0) await betweenChunks(chunkMs, contended, signal);
+    if (signal?.aborted) {
+      throw new RegistrationStoppedError(
+        evaluation,
+        total,
+        jobsRegistered,
+        jobs.length,
+      );
+    }
     const batchesBefore = store.batchesBegun?.();
     const started = performance.now();
     const result = await store.registerBuilds(evaluation, chunk, {
@@ -103,6 +154,7 @@ export async function registerInChunks(
     total.created += result.created;
     total.known += result.known;
     total.blocked += result.blocked;
+    jobsRegistered += chunk.length;
   }
   return total;
 }
@@ -115,12 +167,21 @@ export async function registerInChunks(
  * after chunk, to latencies of 0.5 s and more. With no batch meanwhile
  * (an idle farm) the rest would be pure cost: a 50,000-job registration
  * at a million builds took 13 s instead of about 6.5, so then only what
- * is already waiting runs. (The monotonic clock only paces the
- * registration, as in sqlite_steps.ts; nothing it measures is kept.)
+ * is already waiting runs. Ends at once, without throwing, when `signal`
+ * aborts: a stop must not wait for a rest. (The monotonic clock only
+ * paces the registration, as in sqlite_steps.ts; nothing it measures is
+ * kept.)
  */
-export function restAfterChunk(
+export async function restAfterChunk(
   chunkMs: number,
   contended: boolean,
+  signal?: AbortSignal,
+  clock: Pick<Clock, "sleep"> = systemClock,
 ): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, contended ? chunkMs : 0));
+  try {
+    await clock.sleep(contended ? chunkMs : 0, signal);
+  } catch (error) {
+    // Only the stop's own rejection ends the rest quietly.
+    if (!signal?.aborted) throw error;
+  }
 }

@@ -5,9 +5,18 @@
 // an abort and the next evaluation complete.
 
 import assert from "node:assert/strict";
-import { registerInChunks } from "../../../lib/store/chunked_registration.ts";
-import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
+import {
+  registerInChunks,
+  RegistrationStoppedError,
+  restAfterChunk,
+} from "../../../lib/store/chunked_registration.ts";
+import {
+  BuildStatus,
+  EvaluationStatus,
+  StoreError,
+} from "../../../lib/store/types.ts";
 import { drv, job, specification } from "./store_contract.ts";
+import { stillClock, tasksDueRun } from "./_still_clock.ts";
 import type { NewJob, Store } from "../../../lib/store/types.ts";
 
 /**
@@ -111,6 +120,105 @@ export function chunkedRegistrationContract(
     });
     await buildWhatIsReady(store);
     await assertAllSucceeded(store, again);
+  });
+
+  test("stopped while a chunk is written, commits it and begins no other; the next evaluation registers the rest", async (store) => {
+    const id = await startedEvaluation(store);
+    const stop = new AbortController();
+    let chunks = 0;
+    const stopping: Pick<Store, "registerBuilds"> = {
+      registerBuilds(evaluation, chunk, options) {
+        chunks++;
+        const writing = store.registerBuilds(evaluation, chunk, options);
+        // systemd's SIGTERM, while the first chunk is being written.
+        stop.abort();
+        return writing;
+      },
+    };
+    const error = await registerInChunks(stopping, id, JOBS, {
+      priority: 9,
+      now: () => 1100,
+      whileStarted: true,
+      chunkJobs: CHUNK_JOBS,
+      betweenChunks: () => Promise.resolve(),
+      signal: stop.signal,
+    }).then(() => null, (error: unknown) => error);
+    assert.ok(error instanceof RegistrationStoppedError, String(error));
+    assert.equal(chunks, 1);
+    assert.deepEqual(
+      [error.jobsRegistered, error.jobs, error.registered],
+      [CHUNK_JOBS, JOBS.length, { created: 2, known: 0, blocked: 0 }],
+    );
+    // As the runner ends it.
+    assert.ok(await store.finishEvaluation(id, EvaluationStatus.aborted, 1200));
+    assert.deepEqual((await store.listJobs(id)).map((j) => j.name), [
+      "base",
+      "lib",
+    ]);
+    // Pending, with their dependencies counted: "lib" waits for "base".
+    assert.equal(await buildWhatIsReady(store), 2);
+
+    // The next evaluation of the same commits (no stop) registers the rest.
+    const again = await startedEvaluation(store);
+    const result = await registerInChunks(store, again, JOBS, {
+      priority: 9,
+      now: () => 2100,
+      whileStarted: true,
+      chunkJobs: CHUNK_JOBS,
+      betweenChunks: async () => void await buildWhatIsReady(store),
+      signal: new AbortController().signal,
+    });
+    assert.deepEqual(result, {
+      created: JOBS.length - 2,
+      known: 2,
+      blocked: 0,
+    });
+    await buildWhatIsReady(store);
+    await assertAllSucceeded(store, again);
+  });
+
+  test("stopped during the rest between two chunks, ends the rest at once and begins no other chunk", async (store) => {
+    const id = await startedEvaluation(store);
+    const stop = new AbortController();
+    const resting = Promise.withResolvers<void>();
+    let chunks = 0;
+    let settled = false;
+    const outcome = registerInChunks(
+      {
+        registerBuilds(evaluation, chunk, options) {
+          chunks++;
+          return store.registerBuilds(evaluation, chunk, options);
+        },
+      },
+      id,
+      JOBS,
+      {
+        priority: 9,
+        now: () => 1100,
+        whileStarted: true,
+        chunkJobs: CHUNK_JOBS,
+        // An hour's rest on a clock where no time passes: only the stop can
+        // end it.
+        betweenChunks: (_chunkMs, _contended, signal) => {
+          resting.resolve();
+          return restAfterChunk(3_600_000, true, signal, stillClock);
+        },
+        signal: stop.signal,
+      },
+    ).then(() => null, (error: unknown) => error);
+    outcome.then(() => settled = true);
+    await resting.promise;
+    stop.abort();
+    await tasksDueRun();
+    assert.ok(settled, "the registration rests on after the stop");
+    const error = await outcome;
+    assert.ok(error instanceof RegistrationStoppedError, String(error));
+    assert.equal(chunks, 1);
+    assert.equal(error.jobsRegistered, CHUNK_JOBS);
+    assert.deepEqual((await store.listJobs(id)).map((j) => j.name), [
+      "base",
+      "lib",
+    ]);
   });
 
   test("renews the heartbeat at each chunk's own time", async (store) => {

@@ -3,10 +3,13 @@ import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import {
   registerInChunks,
   REGISTRATION_CHUNK_JOBS,
+  RegistrationStoppedError,
+  restAfterChunk,
 } from "../../../lib/store/chunked_registration.ts";
 import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import { job, specification } from "./store_contract.ts";
 import { sqliteTempFiles } from "./_sqlite_fixture.ts";
+import { stillClock, tasksDueRun } from "./_still_clock.ts";
 
 const { tempFile } = sqliteTempFiles("lorica-chunked-registration-test-");
 
@@ -94,6 +97,64 @@ Deno.test("registerInChunks() rests after every chunk with a store that cannot c
     },
   );
   assert.deepEqual(contention, [true, true]);
+});
+
+// A clean stop must not wait for a rest: with the server's stop timeout
+// over, systemd kills it.
+Deno.test("restAfterChunk() ends as soon as the stop comes, however long the rest", async () => {
+  const stop = new AbortController();
+  let ended = false;
+  restAfterChunk(3_600_000, true, stop.signal, stillClock).then(() =>
+    ended = true
+  );
+  await tasksDueRun();
+  assert.equal(ended, false, "ended before the stop");
+  stop.abort();
+  await tasksDueRun();
+  assert.equal(ended, true, "rests on after the stop");
+  // A stop that came before: no rest at all.
+  assert.equal(
+    await restAfterChunk(3_600_000, true, stop.signal, stillClock),
+    undefined,
+  );
+});
+
+Deno.test("restAfterChunk() without a stop rests the last chunk's time after a contended chunk, nothing after a quiet one", async () => {
+  const rests: number[] = [];
+  const clock = {
+    sleep(ms: number) {
+      rests.push(ms);
+      return Promise.resolve();
+    },
+  };
+  const signal = new AbortController().signal;
+  await restAfterChunk(250, true, signal, clock);
+  await restAfterChunk(250, false, signal, clock);
+  await restAfterChunk(70, true, undefined, clock);
+  assert.deepEqual(rests, [250, 0, 70]);
+});
+
+Deno.test("registerInChunks() stopped before its first chunk registers nothing", async () => {
+  let registrations = 0;
+  const stop = new AbortController();
+  stop.abort();
+  const error = await registerInChunks(
+    {
+      registerBuilds(_id, chunk) {
+        registrations++;
+        return Promise.resolve({ created: chunk.length, known: 0, blocked: 0 });
+      },
+    },
+    7,
+    Array.from({ length: 3 }, (_, i) => job(`j${i}`)),
+    { priority: 9, now: () => 1100, chunkJobs: 1, signal: stop.signal },
+  ).then(() => null, (error: unknown) => error);
+  assert.ok(error instanceof RegistrationStoppedError, String(error));
+  assert.equal(registrations, 0);
+  assert.equal(
+    error.message,
+    "Registration of the builds of evaluation 7 stopped by a server stop after 0 of 3 jobs",
+  );
 });
 
 // The first chunk of a first large evaluation into a fresh PostgreSQL
