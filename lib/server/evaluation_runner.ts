@@ -16,7 +16,10 @@ import {
   stillRunning,
   thisProcess,
 } from "./evaluation_owner.ts";
-import { registerInChunks } from "../store/chunked_registration.ts";
+import {
+  registerInChunks,
+  RegistrationStoppedError,
+} from "../store/chunked_registration.ts";
 import {
   type Checkout,
   EvaluationStatus,
@@ -39,7 +42,11 @@ export interface EvaluationRunnerOptions {
   evaluator?: string;
   /** Roots for the derivations of successful evaluations. */
   gcRoots?: GcRoots;
-  /** Aborts running evaluators (shutdown); the evaluation ends aborted. */
+  /**
+   * A clean stop of the server: kills running evaluators, or ends the
+   * registration of the builds at the next chunk boundary; either way the
+   * evaluation ends aborted, and the next poll evaluates its commits again.
+   */
   signal?: AbortSignal;
   /**
    * Seconds one system's evaluator may run before it is killed and the
@@ -78,7 +85,8 @@ export function evaluationLogPath(stateDir: string, id: number): string {
  * are rooted, so a failed evaluation leaves no half-registered work (a
  * registration cut short, the database failing or the server stopping
  * between two of its chunks, leaves the builds of the chunks before, each
- * with its dependencies: see chunked_registration.ts). It always ends
+ * with its dependencies: see chunked_registration.ts; a clean stop does
+ * not wait for the chunks after the one under way). It always ends
  * succeeded, failed (also when Lorica killed an evaluator at
  * `timeoutSeconds` or for too much output, the reason in the log), or
  * aborted (evaluator killed by another signal, or shutdown).
@@ -239,6 +247,9 @@ export async function runEvaluation(
           // A registration of many jobs may outlast STALE_AFTER_MS, during
           // which no renewal lands: it commits a heartbeat read as it ends.
           heartbeatNow: () => epochSeconds(clock),
+          // A stop, not a cancel: a cancel ends it through the store, which
+          // refuses the next chunk (evaluation-ended, below).
+          signal: options.signal,
         }),
     );
     ending = true;
@@ -285,6 +296,33 @@ export async function runEvaluation(
       timedOut: false,
     };
   } catch (error) {
+    if (error instanceof RegistrationStoppedError) {
+      // A clean stop of the server: the outcome of a stop during the
+      // evaluators, the chunks committed kept (pending, they are built),
+      // and the next poll registers the rest as it evaluates the commits
+      // again. Not waiting for the rest of a large registration is what
+      // lets the stop end before systemd's timeout kills the server.
+      const status = EvaluationStatus.aborted;
+      if (endedElsewhere.signal.aborted) {
+        await logEndedElsewhere();
+        return failed(status);
+      }
+      await Deno.writeTextFile(log, `\nlorica: ${error.message}\n`, {
+        append: true,
+      }).catch(() => {});
+      ending = true;
+      await recordStatus(id, status, options);
+      logger.warn("evaluation registration stopped", {
+        evaluation: id,
+        spec: spec.name,
+        status,
+        registered: error.jobsRegistered,
+        jobs: error.jobs,
+        created: error.registered.created,
+        log,
+      });
+      return failed(status);
+    }
     if (
       error instanceof DatabaseStepError &&
       error.cause instanceof StoreError &&
@@ -340,6 +378,8 @@ async function databaseStep<T>(
   try {
     return await action();
   } catch (error) {
+    // A stop is no failure of the database.
+    if (error instanceof RegistrationStoppedError) throw error;
     throw new DatabaseStepError(step, error);
   }
 }

@@ -545,3 +545,81 @@ Deno.test("runEvaluation() canceled between two chunks of its registration regis
     await farm.close();
   }
 });
+
+Deno.test("runEvaluation() stopped while a chunk of its registration is written ends aborted after that chunk, logs how far it got, and the next evaluation registers the rest", async () => {
+  const count = REGISTRATION_CHUNK_JOBS + 1;
+  const packages = Array.from(
+    { length: count },
+    (_, i) => ({ name: `p${i}`, version: "1" }),
+  );
+  const farm = await setup({ packages });
+  try {
+    const lines: string[] = [];
+    const logger = createLogger({ sink: (line) => lines.push(line) });
+    const stop = new AbortController();
+    let registrations = 0;
+    const store: Store = {
+      ...farm.store,
+      registerBuilds(id, jobs, options) {
+        registrations++;
+        const writing = farm.store.registerBuilds(id, jobs, options);
+        // systemd's SIGTERM, while the first chunk is being written.
+        stop.abort();
+        return writing;
+      },
+    };
+    const outcome = await runEvaluation(SPEC, {
+      ...farm.options,
+      store,
+      logger,
+      signal: stop.signal,
+    });
+    assert.equal(outcome.status, EvaluationStatus.aborted);
+    assert.equal(registrations, 1);
+    assert.equal(
+      (await farm.store.getEvaluation(outcome.id))?.status,
+      EvaluationStatus.aborted,
+    );
+    // Interrupted, not canceled: the next poll evaluates its commits again.
+    assert.equal(await farm.store.evaluationCanceled(outcome.id), false);
+    // The first chunk's builds stay queued, to be built.
+    assert.equal(
+      (await farm.store.queue({}, count)).length,
+      REGISTRATION_CHUNK_JOBS,
+    );
+    const stopped = lines.filter((l) =>
+      l.includes(" evaluation registration stopped ")
+    );
+    assert.equal(stopped.length, 1, lines.join("\n"));
+    assert.match(
+      stopped[0],
+      new RegExp(
+        `^\\S+ warn evaluation registration stopped evaluation=${outcome.id} ` +
+          `spec=s status=${EvaluationStatus.aborted} ` +
+          `registered=${REGISTRATION_CHUNK_JOBS} jobs=${count} ` +
+          `created=${REGISTRATION_CHUNK_JOBS} `,
+      ),
+    );
+    assert.doesNotMatch(lines.join("\n"), / error |evaluation failed/);
+    assert.match(
+      await Deno.readTextFile(
+        evaluationLogPath(farm.options.stateDir, outcome.id),
+      ),
+      new RegExp(
+        `lorica: Registration of the builds of evaluation ${outcome.id} ` +
+          `stopped by a server stop after ${REGISTRATION_CHUNK_JOBS} of ` +
+          `${count} jobs\n$`,
+      ),
+    );
+
+    // The next start evaluates the same commits again.
+    const again = await runEvaluation(SPEC, farm.options);
+    assert.equal(again.status, EvaluationStatus.succeeded);
+    assert.equal(again.jobs, count);
+    assert.equal(again.created, 1);
+    assert.equal((await farm.store.listJobs(again.id)).length, count);
+    assert.equal((await farm.store.queue({}, count + 1)).length, count);
+  } finally {
+    await farm.close();
+  }
+});

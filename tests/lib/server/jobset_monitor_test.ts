@@ -15,6 +15,7 @@ import {
 } from "../../../lib/server/jobset_monitor.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
+import { REGISTRATION_CHUNK_JOBS } from "../../../lib/store/chunked_registration.ts";
 import {
   EvaluationStatus,
   type Specification,
@@ -70,15 +71,14 @@ function specFor(url: string, commit: string | null = null): Specification {
   };
 }
 
-async function setup() {
+/** A monitor of a local git channel whose evaluation gives `packages`. */
+async function setup(packages = [{ name: "p", version: "1" }]) {
   const root = await makeRoot();
   const repo = `${root}/channel`;
   await Deno.mkdir(repo);
   await git(repo, "init", "--quiet", "--initial-branch=main");
   const daemon = await makeDaemon(root, "server", {
-    FAKE_GUIX_SCENARIO: await writeScenario(root, {
-      packages: [{ name: "p", version: "1" }],
-    }),
+    FAKE_GUIX_SCENARIO: await writeScenario(root, { packages }),
   });
   const store = openSqliteStore(`${root}/lorica.db`);
   const runner: EvaluationRunnerOptions = {
@@ -261,6 +261,61 @@ Deno.test({
       );
       const again = await farm.monitor.pollOnce(spec);
       assert.equal(again.kind, "evaluated");
+      assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
+    } finally {
+      await farm.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "JobsetMonitor: commits whose registration a server stop cut short are evaluated again at the next poll, which registers the rest (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const count = REGISTRATION_CHUNK_JOBS + 1;
+    const farm = await setup(
+      Array.from(
+        { length: count },
+        (_, i) => ({ name: `p${i}`, version: "1" }),
+      ),
+    );
+    try {
+      await commit(farm.repo, "first");
+      const spec = specFor(farm.repo);
+      await farm.store.upsertSpecification(spec);
+      // The server is stopped while the first chunk is being written.
+      const stop = new AbortController();
+      let registrations = 0;
+      farm.runner.signal = stop.signal;
+      farm.runner.store = {
+        ...farm.store,
+        registerBuilds(id, jobs, options) {
+          registrations++;
+          const writing = farm.store.registerBuilds(id, jobs, options);
+          stop.abort();
+          return writing;
+        },
+      };
+      const one = await farm.monitor.pollOnce(spec);
+      if (one.kind !== "evaluated") throw new Error("expected an evaluation");
+      assert.equal(one.evaluation.status, EvaluationStatus.aborted);
+      assert.equal(registrations, 1);
+      assert.equal(
+        (await farm.store.listJobs(one.evaluation.id)).length,
+        REGISTRATION_CHUNK_JOBS,
+      );
+
+      // Started again: no stop, the same commit.
+      farm.runner.signal = undefined;
+      farm.runner.store = farm.store;
+      const again = await farm.monitor.pollOnce(spec);
+      if (again.kind !== "evaluated") {
+        throw new Error(`expected an evaluation, got ${again.kind}`);
+      }
+      assert.equal(again.evaluation.status, EvaluationStatus.succeeded);
+      assert.equal(again.evaluation.created, 1);
+      assert.equal((await farm.store.queue({}, count + 1)).length, count);
       assert.equal((await farm.monitor.pollOnce(spec)).kind, "unchanged");
     } finally {
       await farm.close();
