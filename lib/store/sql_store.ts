@@ -319,6 +319,10 @@ function methodsOver(
 
     upsertWorker: (worker) => write((d) => workers.upsertWorker(d, worker)),
     touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),
+    claimWorker: (worker, expected) =>
+      write((d) => workers.claimWorker(d, worker, expected)),
+    releaseWorker: (name, address) =>
+      write((d) => workers.releaseWorker(d, name, address)),
     getWorker: (name) => read((d) => workers.getWorker(d, name)),
     listWorkers: () => read((d) => workers.listWorkers(d)),
     removeWorker: async (name, _now) => {

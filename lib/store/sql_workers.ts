@@ -23,6 +23,61 @@ export function* upsertWorker(_d: Dialect, worker: Worker): Step<void> {
   );
 }
 
+/**
+ * Saves `worker` only if its row is as `expected` says: absent when null,
+ * else with `expected.address` and, when given, `expected.lastSeen`.
+ * Returns whether it was saved; builds are left alone.
+ */
+export function* claimWorker(
+  _d: Dialect,
+  worker: Worker,
+  expected: { address: string; lastSeen?: number } | null,
+): Step<boolean> {
+  checkName("claim worker", worker.name);
+  const values = [
+    worker.address,
+    worker.machine,
+    JSON.stringify(worker.systems),
+    worker.lastSeen,
+  ];
+  if (expected === null) {
+    return (yield* run(
+      `INSERT INTO Workers (address, machine, systems, last_seen, name)
+       VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+      [...values, worker.name],
+    )) > 0;
+  }
+  const since = expected.lastSeen === undefined ? "" : " AND last_seen = ?";
+  return (yield* run(
+    `UPDATE Workers SET address = ?, machine = ?, systems = ?, last_seen = ?
+     WHERE name = ? AND address = ?${since}`,
+    [
+      ...values,
+      worker.name,
+      expected.address,
+      ...(expected.lastSeen === undefined ? [] : [expected.lastSeen]),
+    ],
+  )) > 0;
+}
+
+/**
+ * Deletes worker `name` if its row still has `address`, and then requeues
+ * its builds; returns null when the row was not that (gone, or another
+ * holder's), else how many builds were requeued.
+ */
+export function* releaseWorker(
+  d: Dialect,
+  name: string,
+  address: string,
+): Step<number | null> {
+  const deleted = yield* run(
+    "DELETE FROM Workers WHERE name = ? AND address = ?",
+    [name, address],
+  );
+  if (deleted === 0) return null;
+  return yield* requeueWorker(d, name);
+}
+
 export function* touchWorker(_d: Dialect, name: string, now: number) {
   return (yield* run("UPDATE Workers SET last_seen = ? WHERE name = ?", [
     now,

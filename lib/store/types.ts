@@ -519,6 +519,23 @@ export interface Store {
   /** Inserts or refreshes a worker (address, machine, systems, last seen). */
   upsertWorker(worker: Worker): Promise<void>;
   touchWorker(name: string, now: number): Promise<boolean>;
+  /**
+   * Saves `worker` only if its row is as `expected` says: absent when
+   * null, else with `expected.address` and, when given, last seen at
+   * `expected.lastSeen`; returns whether it was saved. One server in
+   * local mode takes its holder name this way, over a dead holder's row
+   * (lib/server/local_holder.ts); builds are left alone.
+   */
+  claimWorker(
+    worker: Worker,
+    expected: { address: string; lastSeen?: number } | null,
+  ): Promise<boolean>;
+  /**
+   * Deletes worker `name` if its row still has `address`, then requeues
+   * its submitted and started builds; returns how many, or null when the
+   * row was gone or had another address (left alone).
+   */
+  releaseWorker(name: string, address: string): Promise<number | null>;
   getWorker(name: string): Promise<Worker | null>;
   listWorkers(): Promise<Worker[]>;
   /** Deletes the workers not seen since `cutoff` and requeues their builds. */

@@ -1407,6 +1407,56 @@ export function storeContract(
     assert.equal(await store.getWorker("ghost"), null);
   });
 
+  test("claimWorker() saves a worker only over the row it expects", async (store) => {
+    const first = { ...worker("h1", 10), address: "first" };
+    assert.equal(await store.claimWorker(first, null), true);
+    assert.deepEqual(await store.getWorker("h1"), first);
+    // Absent expected, but there: not saved.
+    const second = { ...worker("h1", 20), address: "second" };
+    assert.equal(await store.claimWorker(second, null), false);
+    // Another address, or the same seen at another time: not saved.
+    assert.equal(
+      await store.claimWorker(second, { address: "other" }),
+      false,
+    );
+    assert.equal(
+      await store.claimWorker(second, { address: "first", lastSeen: 11 }),
+      false,
+    );
+    assert.deepEqual(await store.getWorker("h1"), first);
+    assert.equal(
+      await store.claimWorker(second, { address: "first", lastSeen: 10 }),
+      true,
+    );
+    assert.deepEqual(await store.getWorker("h1"), second);
+    // A renewal: the address alone.
+    const renewed = { ...second, lastSeen: 40, systems: ["i686-linux"] };
+    assert.equal(
+      await store.claimWorker(renewed, { address: "second" }),
+      true,
+    );
+    assert.deepEqual(await store.getWorker("h1"), renewed);
+    assert.equal(
+      await store.claimWorker(worker("ghost", 1), { address: "x" }),
+      false,
+    );
+    assert.equal(await store.getWorker("ghost"), null);
+  });
+
+  test("releaseWorker() deletes and requeues only a worker of that address", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await store.upsertWorker({ ...worker("h1", 10), address: "mine" });
+    await store.popBuild("h1", ["x86_64-linux"], 2);
+    assert.equal(await store.releaseWorker("h1", "not mine"), null);
+    assert.equal(await status(store, "a"), BuildStatus.submitted);
+    assert.notEqual(await store.getWorker("h1"), null);
+    assert.equal(await store.releaseWorker("h1", "mine"), 1);
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    assert.equal(await store.getWorker("h1"), null);
+    assert.equal(await store.releaseWorker("h1", "mine"), null);
+  });
+
   test("removeWorker() deletes the worker and requeues its builds", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b")], {
