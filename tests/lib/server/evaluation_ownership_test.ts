@@ -3,7 +3,6 @@
 // runs an evaluation is read from the database, not from a directory.
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import {
   abortStaleEvaluations,
@@ -15,8 +14,6 @@ import {
   thisHost,
 } from "../../../lib/server/evaluation_owner.ts";
 import { removeLeftWorkDirs } from "../../../lib/server/evaluation_work.ts";
-import { openPostgresStore } from "../../../lib/store/postgres.ts";
-import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { EvaluationStatus, type Store } from "../../../lib/store/types.ts";
 import {
   evaluationOptions,
@@ -25,72 +22,22 @@ import {
 } from "./_guix_fixture.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import {
+  type Backend,
+  backends,
+  type SharedDatabase,
+  sharedDatabase as sharedOne,
+} from "./_shared_database.ts";
+import {
   makeDaemon,
   makeRoot,
   writeScenario,
 } from "../../fake-guix/test_env.ts";
 
 const SPEC = testSpecification("s");
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
 
-/** Two servers' stores on one database, their state directories apart. */
-interface SharedDatabase {
-  root: string;
-  /** The first server's store and directory ("machine A"). */
-  a: Store;
-  /** The second server's ("machine B"). */
-  b: Store;
-  close(): Promise<void>;
-}
-
-type Backend = "sqlite" | "postgres";
-
-const backends: { name: Backend; ignore: boolean; needs: string }[] = [
-  { name: "sqlite", ignore: false, needs: "" },
-  {
-    name: "postgres",
-    ignore: url === undefined,
-    needs: url === undefined
-      ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-      : "",
-  },
-];
-
-let schemas = 0;
-
-async function sharedDatabase(backend: Backend): Promise<SharedDatabase> {
-  const root = await makeRoot();
-  let a: Store;
-  let b: Store;
-  let drop = () => Promise.resolve();
-  if (backend === "sqlite") {
-    a = openSqliteStore(`${root}/lorica.db`);
-    b = openSqliteStore(`${root}/lorica.db`);
-  } else {
-    const schema = `lorica_ownership_${Deno.pid}_${++schemas}`;
-    a = await openPostgresStore(url!, { schema });
-    b = await openPostgresStore(url!, { schema });
-    drop = async () => {
-      const sql = postgres(url!, { max: 1, onnotice: () => {} });
-      try {
-        await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      } finally {
-        await sql.end({ timeout: 1 });
-      }
-    };
-  }
-  await a.upsertSpecification(SPEC);
-  return {
-    root,
-    a,
-    b,
-    async close() {
-      await a.close();
-      await b.close();
-      await drop();
-      await Deno.remove(root, { recursive: true });
-    },
-  };
+/** A fresh database shared by two servers, with SPEC. */
+function sharedDatabase(backend: Backend): Promise<SharedDatabase> {
+  return sharedOne(backend, SPEC, "lorica_ownership");
 }
 
 /** The id of the first evaluation `store` shows: polls (bounded). */
