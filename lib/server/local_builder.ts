@@ -24,9 +24,13 @@ import {
   MISSING_DERIVATION,
   writeMissingDerivationLog,
 } from "./missing_derivation.ts";
-
-/** The worker name local builds are submitted to. */
-export const LOCAL_WORKER = "local";
+import {
+  DEFAULT_HOLDER_TIMEOUT_SECONDS,
+  type HolderIdentity,
+  LEGACY_LOCAL_WORKER,
+  LocalHolder,
+} from "./local_holder.ts";
+import { sweepWorkers } from "./worker_sweeper.ts";
 
 export interface LocalBuilderOptions {
   store: Store;
@@ -63,6 +67,17 @@ export interface LocalBuilderOptions {
    * front end on the same PostgreSQL database); default 5.
    */
   heldCheckSeconds?: number;
+  /**
+   * Seconds after which a server in local mode that stopped renewing its
+   * holder row is taken for dead, its builds requeued by the worker sweep
+   * of a live server (this one's among them): `--worker-timeout`; default
+   * 120. The row is renewed every quarter of it.
+   */
+  workerTimeoutSeconds?: number;
+  /** Time between worker sweeps; default a quarter of the timeout. */
+  sweepIntervalMs?: number;
+  /** Who this server is, for its holder name (local_holder.ts). */
+  holder?: HolderIdentity;
 }
 
 /** How the builds of one batch ended. */
@@ -115,23 +130,64 @@ export class LocalBuilder {
   /** A wake-up that came while no lane was pausing. */
   #wokenWhileBusy = false;
   readonly #flights = new Set<Flight>();
+  readonly #holder: LocalHolder;
+  /** The claim of the holder name, once asked for. */
+  #claim: Promise<{ name: string; requeued: number }> | null = null;
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
+    this.#holder = new LocalHolder({
+      ...options.holder,
+      store: options.store,
+      clock: options.clock,
+      logger: options.logger,
+      timeoutSeconds: this.#timeoutSeconds(),
+      systems: () => this.#systems(),
+    });
+  }
+
+  #timeoutSeconds(): number {
+    return this.#options.workerTimeoutSeconds ??
+      DEFAULT_HOLDER_TIMEOUT_SECONDS;
   }
 
   /**
-   * Puts builds left submitted or started by a previous run back in the
-   * queue; they are then reconciled before anything is rebuilt.
+   * The name this server holds its builds under, claimed at the first
+   * call (local_holder.ts).
+   */
+  async holderName(): Promise<string> {
+    this.#claim ??= this.#holder.claim().catch((error) => {
+      this.#claim = null;
+      throw error;
+    });
+    return (await this.#claim).name;
+  }
+
+  /**
+   * Claims this server's holder name, which puts the builds a dead holder
+   * of it left submitted or started back in the queue, and those held
+   * under the name older versions gave every server in local mode; they
+   * are then reconciled before anything is rebuilt. Returns how many
+   * builds were requeued.
    */
   async recover(): Promise<number> {
     const { store, clock, logger } = this.#options;
-    const count = await store.requeueWorkerBuilds(
-      LOCAL_WORKER,
+    const claimed = this.#claim === null;
+    await this.holderName();
+    const own = claimed ? (await this.#claim!).requeued : 0;
+    // Held by a server of an older version: as before, requeued at once,
+    // even from one that still runs.
+    const legacy = await store.requeueWorkerBuilds(
+      LEGACY_LOCAL_WORKER,
       epochSeconds(clock),
     );
-    if (count > 0) logger.info("local builds requeued", { count });
-    return count;
+    if (legacy > 0) {
+      logger.info("local builds requeued", {
+        count: legacy,
+        worker: LEGACY_LOCAL_WORKER,
+      });
+    }
+    return own + legacy;
   }
 
   /** Looks at the queue now instead of at the next poll. */
@@ -151,9 +207,66 @@ export class LocalBuilder {
     // wake the lanes at once rather than at their next poll.
     this.#options.store.watchQueue?.(() => this.wake(), signal);
     const lanes = Math.max(1, this.#options.concurrency ?? 1);
-    await Promise.all(
-      Array.from({ length: lanes }, () => this.#lane(signal)),
+    const { store, clock, logger, sweepIntervalMs } = this.#options;
+    const timeoutSeconds = this.#timeoutSeconds();
+    await Promise.all([
+      ...Array.from({ length: lanes }, () => this.#lane(signal)),
+      this.#keepHolder(signal),
+      // The builds of a server in local mode that died for good go back
+      // to the queue here, once its holder row is older than the timeout
+      // (and the workers of a remote-mode server that stopped talking,
+      // were one to share the database).
+      sweepWorkers(
+        { store, clock, logger, timeoutSeconds, intervalMs: sweepIntervalMs },
+        signal,
+      ),
+    ]);
+    // The lanes gave their batches back at the stop.
+    await this.#holder.release().catch((error) =>
+      logger.warn("local holder not released", {
+        worker: this.#holder.name ?? undefined,
+        error,
+      })
     );
+    this.#claim = null;
+  }
+
+  /**
+   * Renews the holder row every quarter of the timeout until `signal`
+   * aborts. A row found no longer this server's was expired by another
+   * (a silence past the timeout): its builds went back to the queue, so
+   * every batch gives them up, and the name is claimed again.
+   */
+  async #keepHolder(signal: AbortSignal): Promise<void> {
+    const { clock, logger } = this.#options;
+    const interval = (this.#timeoutSeconds() * 1000) / 4;
+    while (true) {
+      try {
+        await clock.sleep(interval, signal);
+      } catch {
+        return;
+      }
+      const name = this.#holder.name;
+      try {
+        if (await this.#holder.renew()) continue;
+        logger.warn("local holder lost", { worker: name ?? undefined });
+        for (const flight of [...this.#flights]) {
+          await flight.turns.run(() => {
+            for (const drv of [...flight.open]) {
+              this.#withdraw(flight, drv, "taken back");
+            }
+            return Promise.resolve();
+          });
+        }
+        this.#claim = null;
+        await this.holderName();
+      } catch (error) {
+        logger.warn("local holder not renewed", {
+          worker: name ?? undefined,
+          error,
+        });
+      }
+    }
   }
 
   async #lane(signal: AbortSignal): Promise<void> {
@@ -218,7 +331,7 @@ export class LocalBuilder {
     // are the ones to stop.
     const holders = this.#holders(build.derivation);
     this.#log("canceled", id, build.derivation, result);
-    if (result.worker === LOCAL_WORKER) {
+    if (result.worker === this.#holder.name) {
       for (const flight of holders) {
         this.#withdraw(flight, build.derivation, "canceled");
       }
@@ -236,7 +349,7 @@ export class LocalBuilder {
     if (build === null) return false;
     const result = await store.restartBuild(id, epochSeconds(clock));
     this.#log("restarted", id, build.derivation, result);
-    if (result.worker === LOCAL_WORKER) {
+    if (result.worker === this.#holder.name) {
       // The batch to stop is found once the restart is saved, from the
       // database: meanwhile the build may have left the batch holding it
       // when the restart was asked for another one. A batch taking it
@@ -318,7 +431,7 @@ export class LocalBuilder {
     if (action === "taken back" && flight.group !== null) {
       this.#options.logger.info("build taken back", {
         drv,
-        worker: LOCAL_WORKER,
+        worker: this.#holder.name ?? undefined,
       });
     }
     if (!flight.group?.has(drv)) return;
@@ -330,15 +443,13 @@ export class LocalBuilder {
     flight.stopGroup?.abort(new Error(`build ${action}: ${drv}`));
   }
 
-  /** Takes up to a batch of dispatchable builds for the local worker. */
+  /** Takes up to a batch of dispatchable builds for this server. */
   async takeBatch(): Promise<Build[]> {
     const { store, clock } = this.#options;
+    const worker = await this.holderName();
     const systems = await this.#systems();
     const size = this.#options.batchSize ?? 200;
-    const requests = Array.from({ length: size }, () => ({
-      worker: LOCAL_WORKER,
-      systems,
-    }));
+    const requests = Array.from({ length: size }, () => ({ worker, systems }));
     const builds = await store.popBuilds(requests, epochSeconds(clock));
     const taken = builds.filter((build) => build !== null);
     // A build handed out again was restarted meanwhile (by another
@@ -360,7 +471,7 @@ export class LocalBuilder {
   }
 
   /**
-   * Builds `builds` (already submitted to the local worker): outputs
+   * Builds `builds` (already submitted to this server): outputs
    * already valid count as built, missing derivations fail alone, the rest
    * go to the daemon grouped by their time limits; then every build is
    * reconciled with the store.
@@ -496,6 +607,7 @@ export class LocalBuilder {
   ): Promise<"done" | "failed" | "daemon-silent" | "withdrawn"> {
     const { store, clock, logger, logCacheDir, storeDir } = this.#options;
     const { open } = flight;
+    const worker = await this.holderName();
     const writers = new Map<number, LogWriter>();
     const writerOf = new Map<string, number>();
     const messages: string[] = [];
@@ -525,14 +637,11 @@ export class LocalBuilder {
           writerOf.set(event.drv, event.pid);
           await store.markStarted(
             event.drv,
-            LOCAL_WORKER,
+            worker,
             log,
             epochSeconds(clock),
           );
-          logger.info("build started", {
-            drv: event.drv,
-            worker: LOCAL_WORKER,
-          });
+          logger.info("build started", { drv: event.drv, worker });
           return;
         }
         case "build-log":
@@ -554,7 +663,7 @@ export class LocalBuilder {
           if (!changed) return;
           logger.info(succeeded ? "build succeeded" : "build failed", {
             drv: event.drv,
-            worker: LOCAL_WORKER,
+            worker,
             ...(event.type === "build-failed"
               ? { reason: event.message || event.code }
               : {}),
@@ -646,18 +755,20 @@ export class LocalBuilder {
    */
   async #takeBack(flights: Flight[]): Promise<void> {
     const { store, concurrency, batchSize } = this.#options;
-    // One read in the usual case. A list cut at its limit (other servers
-    // in local mode hold builds as "local" too) says nothing of the builds
+    const worker = this.#holder.name;
+    // One read in the usual case. A list cut at its limit (more builds
+    // held under this server's name than its batches hold, as left by a
+    // batch the database could not give back) says nothing of the builds
     // past the cut: those are read one by one.
     const limit = 2 * (concurrency ?? 1) * (batchSize ?? 200);
-    const list = await store.queue({ worker: LOCAL_WORKER }, limit);
+    const list = worker === null ? [] : await store.queue({ worker }, limit);
     const held = new Set(list.map((build) => build.derivation));
     const gone = new Set<string>();
     for (const drv of flights.flatMap((flight) => [...flight.open])) {
       if (held.has(drv) || gone.has(drv)) continue;
       if (
         list.length < limit ||
-        !heldHere(await store.getBuildByDerivation(drv))
+        !heldBy(worker, await store.getBuildByDerivation(drv))
       ) {
         gone.add(drv);
       }
@@ -716,7 +827,7 @@ export class LocalBuilder {
         await writeMissingDerivationLog(log, build.derivation);
         await store.markStarted(
           build.derivation,
-          LOCAL_WORKER,
+          await this.holderName(),
           log,
           epochSeconds(clock),
         );
@@ -739,7 +850,7 @@ export class LocalBuilder {
   ): Promise<boolean> {
     const { store, clock, gcRoots } = this.#options;
     const result = await store.completeBuild(build.derivation, status, {
-      worker: LOCAL_WORKER,
+      worker: await this.holderName(),
       now: epochSeconds(clock),
     });
     if (!result.changed) return false;
@@ -809,9 +920,9 @@ export class LocalBuilder {
   }
 }
 
-/** Whether `build` is submitted or started in local mode. */
-function heldHere(build: Build | null): boolean {
-  return build !== null && build.worker === LOCAL_WORKER &&
+/** Whether `build` is submitted or started under holder name `worker`. */
+function heldBy(worker: string | null, build: Build | null): boolean {
+  return build !== null && worker !== null && build.worker === worker &&
     (build.status === BuildStatus.submitted ||
       build.status === BuildStatus.started);
 }

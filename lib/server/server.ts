@@ -488,6 +488,8 @@ async function startBuilder(
     maxJobs: config.localMaxJobs ?? 1,
     batchSize: config.localBatchSize ?? 200,
     gcRoots: deps.gcRoots,
+    workerTimeoutSeconds: config.workerTimeoutSeconds,
+    sweepIntervalMs: config.sweepIntervalMs,
   });
   await local.recover();
   const running = local.run(deps.signal);

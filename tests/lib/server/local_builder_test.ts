@@ -2,10 +2,7 @@ import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { logFileName } from "../../../lib/protocol/log_channel.ts";
 import { runEvaluation } from "../../../lib/server/evaluation_runner.ts";
-import {
-  LOCAL_WORKER,
-  LocalBuilder,
-} from "../../../lib/server/local_builder.ts";
+import { LocalBuilder } from "../../../lib/server/local_builder.ts";
 import { buildStatusName, type Store } from "../../../lib/store/types.ts";
 import { type DaemonEnv, GUIX, guix } from "../../fake-guix/test_env.ts";
 import { catchesSigterm, processExists as alive } from "../../_processes.ts";
@@ -71,7 +68,8 @@ Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", 
   });
   try {
     await runEvaluation(SPEC, farm.runner);
-    await drain(farm.builder());
+    const builder = farm.builder();
+    await drain(builder);
     assert.deepEqual(
       await statuses(farm.store, [
         "a.x86_64-linux",
@@ -87,7 +85,8 @@ Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", 
       },
     );
     const a = (await farm.store.latestBuilds({ job: "a.x86_64-linux" }, 1))[0];
-    assert.equal(a.worker, LOCAL_WORKER);
+    assert.equal(a.worker, await builder.holderName());
+    assert.match(a.worker!, /^local@/);
     assert.equal(
       a.log,
       logFileName(`${farm.root}/logs`, farm.daemon.storeDir, a.derivation),
@@ -414,13 +413,23 @@ Deno.test("LocalBuilder resumes after a restart without losing or repeating work
     await runEvaluation(SPEC, farm.runner);
     // A previous run took both builds, then died; one of them was built
     // meanwhile (behind Lorica's back).
-    const taken = await farm.builder().takeBatch();
+    const live = new Set([1001]);
+    const run = (pid: number) =>
+      fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+        holder: {
+          self: { host: "box", pid, started: "1" },
+          hostName: "box",
+          isLive: (owner) => Promise.resolve(live.has(owner.pid)),
+        },
+      });
+    const taken = await run(1001).takeBatch();
+    live.delete(1001);
     assert.equal(taken.length, 2);
     const done = taken.find((b) => b.jobName === "done.x86_64-linux")!;
     const built = await guix(farm.daemon, ["build", done.derivation]);
     assert.equal(built.code, 0, built.stderr);
 
-    const builder = farm.builder();
+    const builder = run(1002);
     assert.equal(await builder.recover(), 2);
     await drain(builder);
     assert.deepEqual(
@@ -1119,7 +1128,7 @@ Deno.test("LocalBuilder: a build restarted by another process and taken by a sec
 
     const now = (await farm.store.getBuild(again.id))!;
     assert.equal(buildStatusName(now.status), "submitted");
-    assert.equal(now.worker, LOCAL_WORKER);
+    assert.equal(now.worker, await builder.holderName());
     assert.ok(
       lines.some((l) =>
         l.startsWith(`info build taken back drv=${again.derivation} `)
@@ -1193,7 +1202,7 @@ Deno.test("LocalBuilder: a restart saved after its build went to another batch s
   }
 });
 
-Deno.test("LocalBuilder: builds other servers in local mode hold on the same database do not hide its own from its look at the database", async () => {
+Deno.test("LocalBuilder: builds held under its name past its batches (left by a batch the database could not give back) do not hide its own from its look at the database", async () => {
   const farm = await setup({
     packages: ["p1", "p2", "p3"].map((name) => ({
       name,
@@ -1217,12 +1226,6 @@ Deno.test("LocalBuilder: builds other servers in local mode hold on the same dat
   });
   try {
     await runEvaluation(SPEC, farm.runner);
-    // Another server takes two builds, which come first in the list.
-    const request = { worker: LOCAL_WORKER, systems: ["x86_64-linux"] };
-    for (const build of await farm.store.popBuilds([request, request], 1)) {
-      await farm.store.markStarted(build!.derivation, LOCAL_WORKER, "", 1);
-    }
-    // Its list of held builds is then cut after those two.
     const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
       spawnGuix,
       batchSize: 1,
@@ -1230,6 +1233,14 @@ Deno.test("LocalBuilder: builds other servers in local mode hold on the same dat
       heldCheckSeconds: 5,
       logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
     });
+    // Two builds held under its name, outside its batches, come first in
+    // the list.
+    const worker = await builder.holderName();
+    const request = { worker, systems: ["x86_64-linux"] };
+    for (const build of await farm.store.popBuilds([request, request], 1)) {
+      await farm.store.markStarted(build!.derivation, worker, "", 1);
+    }
+    // Its list of held builds is then cut after those two.
     const taken = await builder.takeBatch();
     assert.equal(taken.length, 1);
     let ended = false;

@@ -1,0 +1,349 @@
+// Servers in local mode sharing one database, each with its own daemon
+// (docs/deployment.md, section 5): each holds its builds under a name of
+// its own, recovers only its own at a restart, and the builds of one that
+// died for good go back to the queue after the worker timeout.
+
+import assert from "node:assert/strict";
+import { createLogger, silentLogger } from "../../../lib/log.ts";
+import type { Clock } from "../../../lib/clock.ts";
+import type { GuixSpawner } from "../../../lib/guix/build_events.ts";
+import { LocalBuilder } from "../../../lib/server/local_builder.ts";
+import {
+  holderAddress,
+  type HolderIdentity,
+  parseHolderAddress,
+} from "../../../lib/server/local_holder.ts";
+import {
+  type Build,
+  buildStatusName,
+  type Store,
+} from "../../../lib/store/types.ts";
+import { job } from "../store/store_contract.ts";
+import { FakeClock, within } from "./_dispatch_fixture.ts";
+import { testSpecification } from "./_guix_fixture.ts";
+import { backends, sharedDatabase } from "./_shared_database.ts";
+
+const SPEC = testSpecification("s");
+
+/** No test here builds: a driver asked for is a mistake. */
+const noGuix: GuixSpawner = (args) => {
+  throw new Error(`guix ${args.join(" ")} was not expected`);
+};
+
+/** A builder on `store` that takes `batchSize` builds at once. */
+function builder(
+  store: Store,
+  options: {
+    holder?: HolderIdentity;
+    clock?: Clock;
+    systems?: string[];
+    lines?: string[];
+    batchSize?: number;
+  } = {},
+): LocalBuilder {
+  const lines = options.lines;
+  return new LocalBuilder({
+    store,
+    spawnGuix: noGuix,
+    clock: options.clock ?? new FakeClock(),
+    logger: lines
+      ? createLogger({ timestamps: false, sink: (l) => lines.push(l) })
+      : silentLogger,
+    logCacheDir: "/nonexistent/logs",
+    storeDir: "/gnu/store",
+    systems: options.systems ?? ["x86_64-linux"],
+    batchSize: options.batchSize ?? 2,
+    holder: options.holder,
+  });
+}
+
+/**
+ * Processes of one host "box" (or `host`) whose liveness is the set
+ * `live`, as /proc would tell.
+ */
+function processOf(pid: number, live: Set<number>, host = "box") {
+  return {
+    self: { host: `${host} pid:[1]`, pid, started: "7" },
+    hostName: host,
+    isLive: (owner: { pid: number }) => Promise.resolve(live.has(owner.pid)),
+  };
+}
+
+/** Registers `names` as builds of a new evaluation of SPEC. */
+async function register(store: Store, names: string[]): Promise<void> {
+  const id = await store.addEvaluation(SPEC.name, [], 1);
+  await store.registerBuilds(id, names.map((name) => job(name)), {
+    priority: 9,
+    now: 1,
+  });
+}
+
+async function state(store: Store, build: Build) {
+  const now = (await store.getBuild(build.id))!;
+  return { status: buildStatusName(now.status), worker: now.worker };
+}
+
+Deno.test("holderAddress() is read back by parseHolderAddress(), host spaces and all", () => {
+  const owner = { host: "box pid:[4026531836]", pid: 42, started: "" };
+  assert.deepEqual(parseHolderAddress(holderAddress(owner, "ab12")), {
+    owner,
+    run: "ab12",
+  });
+  assert.equal(parseHolderAddress("127.0.0.1"), null);
+});
+
+for (const { name: backend, ignore, needs } of backends) {
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: of two servers of one host, the one restarting requeues its own builds at once under the same name, not the other's${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["a1", "a2", "b1", "b2"]);
+        const live = new Set([1, 2]);
+        const first = builder(db.a, { holder: processOf(1, live) });
+        const second = builder(db.b, { holder: processOf(2, live) });
+        const firsts = await first.takeBatch();
+        const seconds = await second.takeBatch();
+        assert.equal(firsts.length, 2);
+        assert.equal(seconds.length, 2);
+        const firstName = (await state(db.a, firsts[0])).worker;
+        const secondName = (await state(db.a, seconds[0])).worker;
+        assert.notEqual(firstName, secondName);
+        assert.match(firstName!, /^local@box/);
+        assert.match(secondName!, /^local@box/);
+
+        // The first server dies and starts again, as process 3.
+        live.delete(1);
+        live.add(3);
+        const again = builder(db.a, { holder: processOf(3, live) });
+        assert.equal(await again.recover(), 2);
+        for (const build of firsts) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "scheduled",
+            worker: null,
+          });
+        }
+        for (const build of seconds) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "submitted",
+            worker: secondName,
+          });
+        }
+        // Its builds are taken again under its old name.
+        const retaken = await again.takeBatch();
+        assert.deepEqual(
+          retaken.map((build) => build.id).sort(),
+          firsts.map((build) => build.id).sort(),
+        );
+        assert.equal((await state(db.a, retaken[0])).worker, firstName);
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: the builds of a server that died for good go back to the queue once its holder is silent for the worker timeout, through a live server's sweep${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const clock = new FakeClock();
+      const abort = new AbortController();
+      const lines: string[] = [];
+      try {
+        await register(db.a, ["d1", "d2"]);
+        // A server on host "gone" takes both builds, then dies: it never
+        // renews its holder again.
+        const dead = builder(db.a, {
+          clock,
+          holder: processOf(1, new Set([1]), "gone"),
+        });
+        const held = await dead.takeBatch();
+        assert.equal(held.length, 2);
+        // A live server on host "here", building other systems: it never
+        // takes the builds itself, and they stay scheduled once requeued.
+        const live = builder(db.b, {
+          clock,
+          holder: processOf(2, new Set([2]), "here"),
+          systems: ["aarch64-linux"],
+          lines,
+        });
+        const running = live.run(abort.signal);
+        // Its lane, its holder's renewal and its worker sweep all wait
+        // for the clock once each has done its turn.
+        const idle = (sleepers = 3) =>
+          within(
+            (async () => {
+              while (clock.sleepersDueWithin(30_000) < sleepers) {
+                await new Promise((resolve) => setTimeout(resolve, 5));
+              }
+            })(),
+            10_000,
+            "the live server waiting for the clock",
+          );
+        const pass = async (seconds: number) => {
+          for (let s = 0; s < seconds; s += 30) {
+            await clock.advance(30_000);
+            await idle();
+          }
+        };
+        // Started: its lane has looked at the queue once.
+        await idle(1);
+        for (const build of held) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "submitted",
+            worker: "local@gone",
+          });
+        }
+        await idle();
+        assert.notEqual(await db.a.getWorker("local@here"), null);
+
+        // 90 s: within the timeout (120 s), the sweeps leave them.
+        await pass(90);
+        assert.equal(
+          (await state(db.a, held[0])).worker,
+          "local@gone",
+          lines.join("\n"),
+        );
+        await pass(60);
+        for (const build of held) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "scheduled",
+            worker: null,
+          });
+        }
+        assert.equal(await db.a.getWorker("local@gone"), null);
+        assert.ok(
+          lines.some((l) =>
+            l.startsWith("warn worker expired worker=local@gone ")
+          ),
+          lines.join("\n"),
+        );
+        // The live server renewed its own row all along.
+        const row = await db.a.getWorker("local@here");
+        assert.ok(row !== null);
+        assert.ok(clock.now() / 1000 - row.lastSeen <= 30, JSON.stringify(row));
+
+        // A clean stop gives the name up.
+        abort.abort();
+        await within(running, 10_000, "the live server's stop");
+        assert.equal(await db.a.getWorker("local@here"), null);
+      } finally {
+        abort.abort();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a server whose holder row another expired (a silence past the timeout) claims a name again and holds its new builds under it${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const clock = new FakeClock();
+      const abort = new AbortController();
+      const lines: string[] = [];
+      try {
+        const live = builder(db.b, {
+          clock,
+          holder: processOf(2, new Set([2]), "here"),
+          systems: ["aarch64-linux"],
+          lines,
+        });
+        const running = live.run(abort.signal);
+        await within(
+          (async () => {
+            while (clock.sleepersDueWithin(30_000) < 3) {
+              await new Promise((resolve) => setTimeout(resolve, 5));
+            }
+          })(),
+          10_000,
+          "the live server waiting for the clock",
+        );
+        const before = await db.a.getWorker("local@here");
+        assert.ok(before !== null);
+        // Another server took it for dead and removed its row.
+        await db.a.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        assert.equal(await db.a.getWorker("local@here"), null);
+        await clock.advance(30_000);
+        await within(
+          (async () => {
+            while (await db.a.getWorker("local@here") === null) {
+              await new Promise((resolve) => setTimeout(resolve, 5));
+            }
+          })(),
+          10_000,
+          "the name claimed again",
+        );
+        assert.ok(
+          lines.some((l) => l.startsWith("warn local holder lost ")),
+          lines.join("\n"),
+        );
+        abort.abort();
+        await within(running, 10_000, "the live server's stop");
+        assert.equal(await db.a.getWorker("local@here"), null);
+      } finally {
+        abort.abort();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: builds held under "local" by an older version are requeued at the first start${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["old1", "old2"]);
+        const request = { worker: "local", systems: ["x86_64-linux"] };
+        const old = await db.a.popBuilds([request, request], 1);
+        await db.a.markStarted(old[0]!.derivation, "local", "", 1);
+        const fresh = builder(db.b, { holder: processOf(1, new Set([1])) });
+        assert.equal(await fresh.recover(), 2);
+        for (const build of old) {
+          assert.deepEqual(await state(db.a, build!), {
+            status: "scheduled",
+            worker: null,
+          });
+        }
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: two builders of this very process take names of their own${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["p1", "p2", "p3", "p4"]);
+        // This process as its identity, as in production.
+        const first = builder(db.a);
+        const second = builder(db.b);
+        const firsts = await first.takeBatch();
+        const seconds = await second.takeBatch();
+        const names = new Set([
+          (await state(db.a, firsts[0])).worker,
+          (await state(db.a, seconds[0])).worker,
+        ]);
+        assert.equal(names.size, 2, [...names].join(", "));
+        // Neither takes the other for gone at a second look.
+        assert.equal(await first.recover(), 0);
+        assert.equal(await second.recover(), 0);
+        assert.equal((await state(db.a, firsts[1])).status, "submitted");
+        assert.equal((await state(db.a, seconds[1])).status, "submitted");
+      } finally {
+        await db.close();
+      }
+    },
+  });
+}
