@@ -98,8 +98,11 @@ Remote mode:
   -l, --log-port=PORT         build log port (default 5556)
       --listen=ADDRESS        address of the worker ports and, in either
                               mode, of guix publish (default 0.0.0.0)
-      --worker-timeout=SECS   forget workers silent this long (default 120;
-                              keep it above the workers' ${PING_INTERVAL_SECONDS} s ping interval)
+      --worker-timeout=SECS   forget workers silent this long, requeueing
+                              their builds (default 120; keep it above the
+                              workers' ${PING_INTERVAL_SECONDS} s ping interval); in local mode,
+                              how long a server sharing the database may be
+                              silent before its builds are requeued
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
