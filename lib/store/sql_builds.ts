@@ -587,39 +587,82 @@ export function* restartEvaluation(
   // Wanted built after all: if the cancel cut its registration short, the
   // evaluation is interrupted again, and its commits evaluated anew.
   yield* run("UPDATE Evaluations SET canceled = 0 WHERE id = ?", [id]);
-  // Dependents of the evaluation's succeeded builds wait for them again.
-  yield* run(
-    `UPDATE Builds SET pending_deps = pending_deps +
-       (SELECT count(*) FROM BuildDependencies d
-        JOIN Builds t ON t.id = d.target
-        WHERE d.source = Builds.id AND t.evaluation = ? AND t.status = 0)
-     WHERE id IN (SELECT d.source FROM BuildDependencies d
-                  JOIN Builds t ON t.id = d.target
-                  WHERE t.evaluation = ? AND t.status = 0)`,
-    [id, id],
-  );
-  const { ids, held } = yield* changeEvaluationBuilds(d, id, {
+  const { ids, held, succeeded } = yield* changeEvaluationBuilds(d, id, {
     set: RESTART_SET,
     params: [],
     where: "status <> -2",
   });
+  // Dependents of the builds that had succeeded wait for them again,
+  // counted from the statuses read under the change's row locks: counted
+  // from a read before it, a success (or a restart) committed in between
+  // by another transaction left a count one off, and the dependent then
+  // went out before its input or waited for good.
+  yield* waitAgainFor(d, succeeded);
   yield* rescheduleDependents(d, ids);
   return { changed: ids.length, held };
 }
 
 /**
+ * Adds to the pending count of each direct dependent of `targets` the
+ * number of them it depends on: builds that were succeeded and no longer
+ * are. Rows locked in id order (see adjustDependents).
+ */
+function* waitAgainFor(d: Dialect, targets: number[]): Step<void> {
+  const added = new Map<number, number>();
+  for (const part of chunks(targets)) {
+    const rows = yield* all(
+      `SELECT source, count(*) AS n FROM BuildDependencies
+       WHERE target IN ${d.intList} GROUP BY source`,
+      [JSON.stringify(part)],
+    );
+    for (const row of rows) {
+      const source = Number(row.source);
+      added.set(source, (added.get(source) ?? 0) + Number(row.n));
+    }
+  }
+  const dependents = [...added.keys()].sort((a, b) => a - b);
+  if (d.forUpdate !== "") {
+    for (const part of chunks(dependents)) {
+      yield* all(
+        `SELECT id FROM Builds WHERE id IN ${d.intList} ORDER BY id${d.forUpdate}`,
+        [JSON.stringify(part)],
+      );
+    }
+  }
+  // One update per count added (nearly always 1), the rows already locked.
+  const byCount = new Map<number, number[]>();
+  for (const id of dependents) {
+    const n = added.get(id)!;
+    const same = byCount.get(n);
+    if (same === undefined) byCount.set(n, [id]);
+    else same.push(id);
+  }
+  for (const [n, ids] of byCount) {
+    for (const part of chunks(ids)) {
+      yield* run(
+        `UPDATE Builds SET pending_deps = pending_deps + ?
+         WHERE id IN ${d.intList}`,
+        [n, JSON.stringify(part)],
+      );
+    }
+  }
+}
+
+/**
  * Sets `change.set` on the builds of `evaluation` matching `change.where`.
- * Returns their ids, and those a worker held just before, with that
- * worker: the caller tells it, and without the worker's name (a restart
- * clears it) the build would run there to its end.
+ * Returns their ids, those a worker held just before, with that worker
+ * (the caller tells it, and without the worker's name, which a restart
+ * clears, the build would run there to its end), and those that had
+ * succeeded, as read under the lock of their row.
  */
 function* changeEvaluationBuilds(
   d: Dialect,
   evaluation: number,
   change: { set: string; params: unknown[]; where: string },
-): Step<{ ids: number[]; held: HeldBuild[] }> {
+): Step<{ ids: number[]; held: HeldBuild[]; succeeded: number[] }> {
   const { set, params, where } = change;
   const held: HeldBuild[] = [];
+  const succeeded: number[] = [];
   let ids: number[];
   if (d.name === "postgres") {
     // One statement, which locks each row as it reads it, in its newest
@@ -634,7 +677,7 @@ function* changeEvaluationBuilds(
        FROM (SELECT id, status, worker FROM Builds
              WHERE evaluation = ? AND ${where} ORDER BY id FOR UPDATE) old
        WHERE Builds.id = old.id AND Builds.evaluation = ?
-       RETURNING Builds.id,
+       RETURNING Builds.id, old.status AS old_status,
          CASE WHEN old.status IN (-3, -1) THEN old.worker END AS held_by,
          CASE WHEN old.status IN (-3, -1) THEN Builds.derivation END
            AS held_derivation`,
@@ -643,6 +686,9 @@ function* changeEvaluationBuilds(
     ids = [];
     for (const row of rows) {
       ids.push(Number(row.id));
+      if (Number(row.old_status) === BuildStatus.succeeded) {
+        succeeded.push(Number(row.id));
+      }
       if (row.held_by != null) {
         held.push({
           id: Number(row.id),
@@ -669,13 +715,22 @@ function* changeEvaluationBuilds(
         worker: String(row.worker),
       });
     }
+    for (
+      const row of yield* all(
+        `SELECT id FROM Builds
+         WHERE evaluation = ? AND ${where} AND status = 0`,
+        [evaluation],
+      )
+    ) {
+      succeeded.push(Number(row.id));
+    }
     ids = (yield* all(
       `UPDATE Builds SET ${set} WHERE evaluation = ? AND ${where} RETURNING id`,
       [...params, evaluation],
     )).map((row) => Number(row.id));
   }
   held.sort((a, b) => a.id - b.id);
-  return { ids, held };
+  return { ids, held, succeeded };
 }
 
 /**

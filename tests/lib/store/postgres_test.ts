@@ -14,7 +14,9 @@ import { BuildStatus } from "../../../lib/store/types.ts";
 import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import {
   cancelEvaluation,
+  completeBuild,
   markStartedMany,
+  restartBuild,
 } from "../../../lib/store/sql_builds.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
 import { requeueWorker } from "../../../lib/store/sql_workers.ts";
@@ -453,6 +455,118 @@ Deno.test({
           derivation: drv("a"),
           worker: "w2",
         }], action);
+      });
+    }
+  },
+});
+
+/** Runs store procedure `steps` on `tx`, a transaction of the test's own. */
+async function runSteps<T>(
+  tx: postgres.TransactionSql,
+  steps: Step<T>,
+): Promise<T> {
+  let next = steps.next();
+  while (!next.done) {
+    let index = 0;
+    const text = next.value.sql.replace(/\?/g, () => `$${++index}`);
+    const result = await tx.unsafe(
+      text,
+      next.value.params as postgres.ParameterOrJSON<never>[],
+    );
+    next = steps.next({ rows: result, changes: result.count ?? 0 });
+  }
+  return next.value;
+}
+
+/** Waits until some query waits for a lock that backend `pid` holds. */
+async function eventuallyBlockedBy(sql: postgres.Sql, pid: number) {
+  for (let i = 0; i < 200; i++) {
+    const rows = await sql.unsafe(
+      `SELECT 1 FROM pg_stat_activity
+       WHERE CAST($1 AS integer) = ANY(pg_blocking_pids(pid))`,
+      [pid],
+    );
+    if (rows.length > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`no query waits for backend ${JSON.stringify(pid)}`);
+}
+
+Deno.test({
+  name:
+    `restartEvaluation() counts what a dependent waits for again from the builds as they are once it holds them, whatever another transaction committed while it waited${needs}`,
+  ignore,
+  async fn() {
+    const d = postgresDialect("unused");
+    // What another transaction does to "lib" ("app" depends on it) and
+    // keeps uncommitted until the restart waits for its rows. Before the
+    // fix, the restart counted the dependents' inputs from a read taken
+    // before it waited: a success committed meanwhile left "app" with
+    // nothing to wait for (handed out before "lib"), a restart meanwhile
+    // with two (never handed out).
+    const cases: [string, (store: Store) => Promise<void>, Step<unknown>][] = [
+      [
+        "a success",
+        async (store) => {
+          await store.popBuild("w1", ["x86_64-linux"], 2);
+        },
+        completeBuild(d, drv("lib"), BuildStatus.succeeded, {
+          worker: "w1",
+          now: 3,
+        }),
+      ],
+      [
+        "a restart",
+        async (store) => {
+          await store.popBuild("w1", ["x86_64-linux"], 2);
+          await store.completeBuild(drv("lib"), BuildStatus.succeeded, {
+            worker: "w1",
+            now: 3,
+          });
+        },
+        // The id of "lib", the first registered.
+        restartBuild(d, 1),
+      ],
+    ];
+    for (const [name, before, meanwhile] of cases) {
+      await withSchemaSql({}, async (store, sql) => {
+        await store.upsertSpecification(specification("guix"));
+        const id = await store.addEvaluation("guix", [], 1);
+        await store.registerBuilds(id, [
+          job("lib"),
+          job("app", { inputs: ["lib"] }),
+        ], { priority: 9, now: 1 });
+        assert.equal((await store.getBuildByDerivation(drv("lib")))?.id, 1);
+        await before(store);
+        await withSql(async (watcher) => {
+          const [restart] = await sql.begin(async (tx) => {
+            const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
+            await runSteps(tx, meanwhile);
+            const restart = store.restartEvaluation(id, 4);
+            restart.catch(() => {});
+            await eventuallyBlockedBy(watcher, Number(pid));
+            return [restart];
+          });
+          await restart;
+        });
+        const [{ pending }] = await sql.unsafe(
+          "SELECT pending_deps AS pending FROM Builds WHERE derivation = $1",
+          [drv("app")],
+        );
+        assert.equal(Number(pending), 1, name);
+        // "app" goes out once "lib" succeeded, not before.
+        const lib = await store.popBuild("w2", ["x86_64-linux"], 5);
+        assert.equal(lib?.derivation, drv("lib"), name);
+        assert.equal(await store.popBuild("w3", ["x86_64-linux"], 5), null);
+        await store.completeBuild(drv("lib"), BuildStatus.succeeded, {
+          worker: "w2",
+          now: 6,
+        });
+        assert.equal(
+          (await store.popBuild("w3", ["x86_64-linux"], 7))?.derivation,
+          drv("app"),
+          name,
+        );
       });
     }
   },

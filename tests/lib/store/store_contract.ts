@@ -2103,6 +2103,35 @@ export function storeContract(
     assert.deepEqual(next, [drv("P"), drv("Q"), drv("P2")]);
   });
 
+  test("restartEvaluation() makes the dependents of its succeeded builds, in any evaluation, wait for them again", async (store) => {
+    const e1 = await evaluation(store);
+    await store.registerBuilds(e1, [job("lib"), job("tool")], {
+      priority: 9,
+      now: 1,
+    });
+    // "app" is the later evaluation's, and depends on both.
+    const e2 = await evaluation(store);
+    await store.registerBuilds(e2, [
+      job("lib"),
+      job("tool"),
+      job("app", { inputs: ["lib", "tool"] }),
+    ], { priority: 9, now: 2 });
+    await store.completeBuild(drv("lib"), 0, { now: 3 });
+    await store.completeBuild(drv("tool"), 0, { now: 3 });
+    assert.equal((await store.restartEvaluation(e1, 4)).changed, 2);
+    const pop = async (worker: string) =>
+      (await store.popBuild(worker, ["x86_64-linux"], 5))?.jobName ?? null;
+    assert.deepEqual([await pop("w1"), await pop("w2"), await pop("w3")], [
+      "lib",
+      "tool",
+      null,
+    ]);
+    await store.completeBuild(drv("lib"), 0, { worker: "w1", now: 6 });
+    assert.equal(await pop("w3"), null);
+    await store.completeBuild(drv("tool"), 0, { worker: "w2", now: 7 });
+    assert.equal(await pop("w3"), "app");
+  });
+
   test("cancelEvaluation() and restartEvaluation() act on the builds it created", async (store) => {
     const e1 = await evaluation(store);
     await store.registerBuilds(e1, [job("old"), job("oldDone")], {
