@@ -82,6 +82,11 @@ export interface DispatcherOptions {
    * looked for.
    */
   inStore?: (path: string) => Promise<boolean>;
+  /**
+   * The queue in which turns and looks at held builds take turns; default
+   * a new one (a test's own tells it which waited for which).
+   */
+  turns?: OneAtATime;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -105,10 +110,11 @@ export class Dispatcher {
   readonly #identity: WorkerIdentity;
   readonly #reports: BuildReports;
   /** Turns, and the looks at held builds that must not see one half done. */
-  readonly #turns = new OneAtATime();
+  readonly #turns: OneAtATime;
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
+    this.#turns = options.turns ?? new OneAtATime();
     this.#logger = holdingLogger(options.logger);
     this.#log = options.logger;
     this.#work = new TurnWork({

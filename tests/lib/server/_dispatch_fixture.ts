@@ -20,6 +20,7 @@ import { Guix } from "../../../lib/guix/guix_command.ts";
 import type { Child, Spawner } from "../../../lib/process.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
 import type { Clock } from "../../../lib/clock.ts";
+import { OneAtATime } from "../../../lib/server/one_at_a_time.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -111,6 +112,35 @@ export class FakeClock implements Clock {
   }
 }
 
+/**
+ * The dispatcher's queue of turns, telling when a task was asked for while
+ * another had not settled: the queue then holds it until that one has.
+ */
+export class WatchedTurns extends OneAtATime {
+  #unsettled = 0;
+  #queued = 0;
+  #waiting: { count: number; resolve: () => void }[] = [];
+
+  override run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#unsettled > 0) {
+      this.#queued++;
+      for (const waiter of this.#waiting) {
+        if (waiter.count <= this.#queued) waiter.resolve();
+      }
+    }
+    this.#unsettled++;
+    const result = super.run(task);
+    result.then(() => this.#unsettled--, () => this.#unsettled--);
+    return result;
+  }
+
+  /** Resolves once `count` tasks in all had to wait for another. */
+  queued(count = 1): Promise<void> {
+    if (this.#queued >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#waiting.push({ count, resolve }));
+  }
+}
+
 /** A spawner whose `guix build` succeeds at once (or as `behave` says). */
 export function fakeSpawner(
   behave: (argv: string[]) => { code: number; stderr?: string } = () => ({
@@ -177,6 +207,8 @@ export async function startFixture(options: {
   peerAddresses?: Map<string, string>;
   /** Whether a derivation is in the store; default: never looked for. */
   inStore?: (path: string) => Promise<boolean>;
+  /** The dispatcher's queue of turns (a {@link WatchedTurns}, say). */
+  turns?: OneAtATime;
 } = {}): Promise<Fixture> {
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
   const store = options.store ??
@@ -226,6 +258,7 @@ export async function startFixture(options: {
     storeDir: STORE_DIR,
     workerKeys: options.workerKeys,
     inStore: options.inStore,
+    turns: options.turns,
   });
   late.dispatcher = dispatcher;
   const abort = new AbortController();

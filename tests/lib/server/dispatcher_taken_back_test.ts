@@ -24,6 +24,7 @@ import {
   loricaWorker,
   startFixture,
   startWork,
+  WatchedTurns,
 } from "./_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -36,12 +37,20 @@ const url = Deno.env.get("LORICA_TEST_POSTGRES");
 class Looks {
   readonly asked: Holding[][] = [];
   done = 0;
+  #reading = () => {};
+  readonly #read = new Promise<void>((resolve) => this.#reading = resolve);
+
+  /** Resolves once a look begins to read the store. */
+  read(): Promise<void> {
+    return this.#read;
+  }
 
   /** `store`, its `stillHeld` recorded. */
   watch(store: Store): Store {
     const watched: Store = Object.create(store);
     watched.stillHeld = async (holdings) => {
       this.asked.push([...holdings]);
+      this.#reading();
       try {
         return await store.stillHeld(holdings);
       } finally {
@@ -164,10 +173,12 @@ Deno.test({
     // the build failed while the dispatcher still counts it as the
     // worker's.
     const looks = new Looks();
+    const turns = new WatchedTurns();
     let stall: Promise<void> | null = null;
     let stalled = () => {};
     const reached = new Promise<void>((resolve) => stalled = resolve);
     const f = await startFixture({
+      turns,
       storeSeenByDispatcher: (store) => {
         const seen = looks.watch(store);
         seen.batch = (work, options) =>
@@ -203,13 +214,16 @@ Deno.test({
       });
       await reached;
       await f.clock.advance(LOOK_MS);
-      // The turn goes on once the look has read the store or, as it
-      // should, still waits for the turn: this wait only gives a look
-      // that does not wait its chance to be wrong.
-      const timer = setTimeout(thaw, 1000);
-      await eventually(() => looks.done > 0, "the look");
-      clearTimeout(timer);
+      // The look either asks for its place behind the turn, as it should,
+      // or reads the store in the middle of it: the turn goes on only once
+      // one of the two happened, however long it takes.
+      const first = await Promise.race([
+        turns.queued().then(() => "waits for the turn"),
+        looks.read().then(() => "reads in the middle of the turn"),
+      ]);
+      assert.equal(first, "waits for the turn");
       thaw();
+      await eventually(() => looks.done > 0, "the look");
       assert.equal((await nextAfterSync(worker)).type, "server-info");
       assert.equal(await f.status(drv), BuildStatus.failed);
       assert.ok(
