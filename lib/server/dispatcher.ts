@@ -167,7 +167,7 @@ export class Dispatcher {
       send: (routingId: Uint8Array, message: Message) =>
         this.#send(routingId, message),
       rolledBack: () => {
-        this.#holdings.forget();
+        this.#holdings.rolledBack();
         this.#reports.forget();
       },
     };
@@ -212,7 +212,11 @@ export class Dispatcher {
         // Watched from before it waits for its place: a look at held
         // builds stuck on the store holds it up as much.
         const served = await this.#watched(
-          this.#turns.run(() => serveTurn(turn, handlers)),
+          this.#turns.run(async () => {
+            const served = await serveTurn(turn, handlers);
+            if (served === true) this.#holdings.committed();
+            return served;
+          }),
           turn.length,
         );
         if (served === true || !isDatabaseUnavailable(served.error)) break;

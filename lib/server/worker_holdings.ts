@@ -1,8 +1,10 @@
 // What the dispatcher remembers of each worker name between messages: that
 // it is registered (and when its last contact was written), and which
 // build it holds. A name holds at most one build (case C03); these caches
-// spare a busy worker's requests the store lookups, and are dropped
-// whenever the writes they describe may have been rolled back.
+// spare a busy worker's requests the store lookups. When a turn's writes
+// are rolled back, what the caches learnt from them is dropped, and the
+// builds handed out in it are taken back; what was known of the builds
+// handed out before stays, as the look at held builds needs it.
 
 import type { Logger } from "../log.ts";
 import {
@@ -51,6 +53,11 @@ export class WorkerHoldings {
    * build's result, it holds nothing again.
    */
   readonly #handedOut = new Map<string, string>();
+  /**
+   * The builds handed out (name to derivation) by the turn under way,
+   * whose writes may yet be rolled back.
+   */
+  readonly #uncommitted = new Map<string, string>();
 
   constructor(options: WorkerHoldingsOptions) {
     this.#options = options;
@@ -138,6 +145,7 @@ export class WorkerHoldings {
   handedOut(name: string, drv: string): void {
     this.#holdNothing.delete(name);
     this.#handedOut.set(name, drv);
+    this.#uncommitted.set(name, drv);
   }
 
   /**
@@ -200,11 +208,28 @@ export class WorkerHoldings {
     ]);
   }
 
-  /** Forgets everything: the writes it describes may have been undone. */
-  forget(): void {
+  /** The turn under way committed: its handouts are the workers' now. */
+  committed(): void {
+    this.#uncommitted.clear();
+  }
+
+  /**
+   * The turn under way was rolled back: the caches it may have written
+   * (last contacts, names holding nothing) are dropped, to be read again
+   * from the store, and its handouts, whose replies never go out, are
+   * undone. The rest of what was handed out stays believed: forgotten, a
+   * build canceled elsewhere would go on running on its worker, the look
+   * at held builds knowing nothing to take back. (A build that the turn
+   * let go of stays let go: its worker reported it, or asked for work,
+   * and builds it no more.)
+   */
+  rolledBack(): void {
     this.#workers.clear();
     this.#holdNothing.clear();
-    this.#handedOut.clear();
+    for (const [name, drv] of this.#uncommitted) {
+      if (this.#handedOut.get(name) === drv) this.#handedOut.delete(name);
+    }
+    this.#uncommitted.clear();
   }
 
   /**

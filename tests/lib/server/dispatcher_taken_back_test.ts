@@ -20,6 +20,7 @@ import {
 import {
   eventually,
   FakeWorker,
+  type Fixture,
   job,
   loricaWorker,
   startFixture,
@@ -65,6 +66,58 @@ class Looks {
 async function nextAfterSync(worker: FakeWorker): Promise<Message> {
   await worker.send({ type: "worker-request-info" });
   return await worker.next();
+}
+
+/** Every message already sent to `worker`. */
+async function allSentTo(worker: FakeWorker): Promise<Message[]> {
+  await worker.send({ type: "worker-request-info" });
+  const messages: Message[] = [];
+  for (;;) {
+    const message = await worker.next();
+    if (message.type === "server-info") return messages;
+    messages.push(message);
+  }
+}
+
+/**
+ * Lets time reach the dispatcher's next look, and waits for it to end: its
+ * loop waits for the one after (it waits for nothing else within a look's
+ * time, as asserted first).
+ */
+async function nextLook(f: Fixture): Promise<void> {
+  assert.equal(f.clock.sleepersDueWithin(LOOK_MS), 1, "the look's wait alone");
+  await f.clock.advance(LOOK_MS);
+  await eventually(() => f.clock.sleepersDueWithin(LOOK_MS) === 1, "a look");
+}
+
+/**
+ * What the dispatcher sees of `store`: its batches, while `fail.next` is
+ * set, rolled back once their work is done (and `fail.next` cleared).
+ */
+function failingOnce(fail: { next: boolean }) {
+  return (store: Store): Store => {
+    const seen: Store = Object.create(store);
+    seen.batch = (work, options) =>
+      store.batch(async (tx) => {
+        const result = await work(tx);
+        if (fail.next) {
+          fail.next = false;
+          throw new Error("commit refused (injected)");
+        }
+        return result;
+      }, options);
+    return seen;
+  };
+}
+
+/** Waits for a turn to be rolled back and not replayed. */
+async function notCommitted(f: Fixture, before: number): Promise<void> {
+  await eventually(
+    () =>
+      f.lines.filter((l) => l.startsWith("error turn not committed ")).length >
+        before,
+    "a turn not committed",
+  );
 }
 
 /** What another process does to the build of `drv` on the shared store. */
@@ -330,6 +383,71 @@ Deno.test({
       await f.store.cancelEvaluation(f.evaluation, 9);
       await f.clock.advance(LOOK_MS);
       assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
+    } finally {
+      await worker.close();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a turn rolled back leaves believed held the builds handed out before it: a cancel by another process after it still reaches the worker",
+  async fn() {
+    const fail = { next: false };
+    const f = await startFixture({ storeSeenByDispatcher: failingOnce(fail) });
+    const other = openSqliteStore(f.database);
+    const worker = await loricaWorker(f.port, "BUSY");
+    const bystander = await loricaWorker(f.port, "BYSTANDER");
+    try {
+      await f.addJobs([job("a", 1), job("b", 2)]);
+      const drv = await startWork(worker, f);
+      assert.equal((await nextAfterSync(bystander)).type, "server-info");
+      // Any turn: this one answers another worker, and is rolled back.
+      fail.next = true;
+      await bystander.send({ type: "worker-request-info" });
+      await notCommitted(f, 0);
+      await elsewhere.cancelBuild(other, drv, f.evaluation);
+      await nextLook(f);
+      assert.deepEqual(await allSentTo(worker), [
+        { type: "build-cancel", drv },
+      ], f.lines.join("\n"));
+    } finally {
+      await Promise.all([worker.close(), bystander.close()]);
+      await other.close();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a build handed out in a turn rolled back is not believed held: nothing is taken back from the worker that never got it",
+  async fn() {
+    const fail = { next: false };
+    const f = await startFixture({ storeSeenByDispatcher: failingOnce(fail) });
+    const worker = await loricaWorker(f.port, "UNLUCKY");
+    try {
+      const [drv] = await f.addJobs([job("a", 1)]);
+      // Its registration's turn is over.
+      assert.equal((await nextAfterSync(worker)).type, "server-info");
+      fail.next = true;
+      await worker.send({
+        type: "worker-request-work",
+        name: worker.name,
+        requestId: 1,
+      });
+      await notCommitted(f, 0);
+      assert.equal(await f.status(drv), BuildStatus.scheduled);
+      await nextLook(f);
+      // The request's reply went with its turn.
+      assert.deepEqual(await allSentTo(worker), []);
+      assert.ok(
+        !f.lines.some((l) => l.includes("build taken back")),
+        f.lines.join("\n"),
+      );
     } finally {
       await worker.close();
       await f.close();
