@@ -83,8 +83,9 @@ export interface DispatcherOptions {
    */
   inStore?: (path: string) => Promise<boolean>;
   /**
-   * The queue in which turns and looks at held builds take turns; default
-   * a new one (a test's own tells it which waited for which).
+   * The queue in which turns, looks at held builds and the cancels and
+   * restarts made through this server take turns; default a new one (a
+   * test's own tells it which waited for which).
    */
   turns?: OneAtATime;
 }
@@ -109,7 +110,11 @@ export class Dispatcher {
   readonly #work: TurnWork;
   readonly #identity: WorkerIdentity;
   readonly #reports: BuildReports;
-  /** Turns, and the looks at held builds that must not see one half done. */
+  /**
+   * Turns, and what must not run within one: the looks at held builds,
+   * which must not see one half done, and the cancels and restarts made
+   * here, whose worker a look must not tell too.
+   */
   readonly #turns: OneAtATime;
 
   constructor(options: DispatcherOptions) {
@@ -274,8 +279,8 @@ export class Dispatcher {
     );
     if (believed.length === 0) return [];
     const held = await this.#options.store.stillHeld(believed);
-    // Released meanwhile (a cancel made here, an undelivered reply), a
-    // build is no longer this check's to stop.
+    // Released meanwhile (an undelivered reply, whose undoing runs beside
+    // the turns), a build is no longer this check's to stop.
     const lost = believed.filter(({ worker, derivation }, i) =>
       !held[i] && this.#holdings.awaitsResult(worker, derivation)
     );
@@ -354,9 +359,13 @@ export class Dispatcher {
   async cancelBuild(id: number): Promise<boolean> {
     const build = await this.#options.store.getBuild(id);
     if (build === null) return false;
-    const result = await this.#options.store.cancelBuild(
-      id,
-      epochSeconds(this.#options.clock),
+    const result = await this.#takeFromWorker(
+      () =>
+        this.#options.store.cancelBuild(id, epochSeconds(this.#options.clock)),
+      (result) =>
+        result.worker === null
+          ? []
+          : [{ worker: result.worker, derivation: build.derivation }],
     );
     this.#log.info("build canceled", {
       build: id,
@@ -365,7 +374,6 @@ export class Dispatcher {
       changed: result.changed,
     });
     if (result.worker !== null) {
-      this.#holdings.released(result.worker, build.derivation);
       await this.#stopRemote(result.worker, build.derivation);
     }
     return result.changed;
@@ -375,12 +383,18 @@ export class Dispatcher {
   async restartBuild(id: number): Promise<boolean> {
     const build = await this.#options.store.getBuild(id);
     if (build === null) return false;
-    const result = await this.#options.store.restartBuild(
-      id,
-      epochSeconds(this.#options.clock),
+    const result = await this.#takeFromWorker(
+      () =>
+        this.#options.store.restartBuild(
+          id,
+          epochSeconds(this.#options.clock),
+        ),
+      (result) =>
+        result.worker === null
+          ? []
+          : [{ worker: result.worker, derivation: build.derivation }],
     );
     if (result.worker !== null) {
-      this.#holdings.released(result.worker, build.derivation);
       await this.#stopRemote(result.worker, build.derivation);
     }
     return result.changed;
@@ -391,9 +405,13 @@ export class Dispatcher {
    * stops those a Lorica worker is building, as {@link cancelBuild} does.
    */
   async cancelEvaluation(id: number): Promise<number> {
-    const change = await this.#options.store.cancelEvaluation(
-      id,
-      epochSeconds(this.#options.clock),
+    const change = await this.#takeFromWorker(
+      () =>
+        this.#options.store.cancelEvaluation(
+          id,
+          epochSeconds(this.#options.clock),
+        ),
+      (change) => change.held,
     );
     this.#log.info("evaluation canceled", {
       evaluation: id,
@@ -409,9 +427,13 @@ export class Dispatcher {
    * stopping first those a Lorica worker is building.
    */
   async restartEvaluation(id: number): Promise<number> {
-    const change = await this.#options.store.restartEvaluation(
-      id,
-      epochSeconds(this.#options.clock),
+    const change = await this.#takeFromWorker(
+      () =>
+        this.#options.store.restartEvaluation(
+          id,
+          epochSeconds(this.#options.clock),
+        ),
+      (change) => change.held,
     );
     this.#log.info("evaluation restarted", {
       evaluation: id,
@@ -423,14 +445,31 @@ export class Dispatcher {
   }
 
   /**
-   * Releases builds just taken from the workers that held them, and tells
-   * each worker: one message per held build, none for the rest (an
-   * evaluation may have tens of thousands of builds, held by a few).
+   * Runs `change` (a cancel or restart in the store) and lets go of the
+   * builds it took from their workers, `taken` of its result, between two
+   * turns and never beside a look at held builds: a look between the
+   * change and the letting go would find these builds taken back by
+   * another process, and tell their workers a second time.
+   */
+  #takeFromWorker<T>(
+    change: () => Promise<T>,
+    taken: (result: T) => Holding[],
+  ): Promise<T> {
+    return this.#turns.run(async () => {
+      const result = await change();
+      for (const { worker, derivation } of taken(result)) {
+        this.#holdings.released(worker, derivation);
+      }
+      return result;
+    });
+  }
+
+  /**
+   * Tells each worker of builds just taken from it: one message per held
+   * build, none for the rest (an evaluation may have tens of thousands of
+   * builds, held by a few).
    */
   async #stopHeld(held: HeldBuild[]): Promise<void> {
-    for (const { worker, derivation } of held) {
-      this.#holdings.released(worker, derivation);
-    }
     for (const { worker, derivation } of held) {
       await this.#stopRemote(worker, derivation);
     }

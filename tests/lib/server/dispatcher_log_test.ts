@@ -1,7 +1,8 @@
 // What the dispatcher logs outside its turns is written whatever becomes of
 // the turn under way: a turn's own lines wait for its commit and are
 // dropped if it rolls back, and a cancel from the web that happened to run
-// meanwhile lost its line with them.
+// meanwhile lost its line with them. (A cancel now waits for the turn under
+// way before it changes the store, and logs after.)
 
 import assert from "node:assert/strict";
 import type { Store } from "../../../lib/store/types.ts";
@@ -40,8 +41,9 @@ Deno.test({
       await worker.send({ type: "worker-request-info" });
       await entered.promise;
       const build = await f.store.getBuildByDerivation(drv);
-      assert.equal(await f.dispatcher.cancelBuild(build!.id), true);
+      const canceling = f.dispatcher.cancelBuild(build!.id);
       release.resolve();
+      assert.equal(await canceling, true);
       await eventually(() =>
         Promise.resolve(f.lines.some((l) => /turn not committed/.test(l)))
       );

@@ -27,6 +27,7 @@ import {
   startWork,
   WatchedTurns,
 } from "./_dispatch_fixture.ts";
+import type { Dispatcher } from "../../../lib/server/dispatcher.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 /** The dispatcher's default time between two looks. */
@@ -454,3 +455,80 @@ Deno.test({
     }
   },
 });
+
+/** A cancel or restart made through the dispatcher (the web's, say). */
+const here: Record<
+  "cancelBuild" | "restartBuild" | "cancelEvaluation" | "restartEvaluation",
+  (dispatcher: Dispatcher, id: number, evaluation: number) => Promise<unknown>
+> = {
+  cancelBuild: (dispatcher, id) => dispatcher.cancelBuild(id),
+  restartBuild: (dispatcher, id) => dispatcher.restartBuild(id),
+  cancelEvaluation: (dispatcher, _id, evaluation) =>
+    dispatcher.cancelEvaluation(evaluation),
+  restartEvaluation: (dispatcher, _id, evaluation) =>
+    dispatcher.restartEvaluation(evaluation),
+};
+
+for (const [action, act] of Object.entries(here)) {
+  Deno.test({
+    ...opts,
+    name:
+      `${action}() through the dispatcher while a look is due tells the worker once`,
+    async fn() {
+      const looks = new Looks();
+      const turns = new WatchedTurns();
+      // The store's change is written, and held there until told.
+      let stall: Promise<void> | null = null;
+      let written = () => {};
+      const reached = new Promise<void>((resolve) => written = resolve);
+      const f = await startFixture({
+        turns,
+        storeSeenByDispatcher: (store) => {
+          const seen = looks.watch(store);
+          const change = store[action as keyof typeof here] as (
+            ...args: unknown[]
+          ) => Promise<unknown>;
+          Object.assign(seen, {
+            [action]: async (...args: unknown[]) => {
+              const result = await change.apply(store, args);
+              if (stall !== null) {
+                written();
+                await stall;
+              }
+              return result;
+            },
+          });
+          return seen;
+        },
+      });
+      const worker = await loricaWorker(f.port, "BUSY");
+      try {
+        await f.addJobs([job("a", 1), job("b", 2)]);
+        const drv = await startWork(worker, f);
+        const id = (await f.store.getBuildByDerivation(drv))!.id;
+        let thaw = () => {};
+        stall = new Promise((resolve) => thaw = resolve);
+        const acting = act(f.dispatcher, id, f.evaluation);
+        await reached;
+        stall = null;
+        // The look comes between the store's change and what the
+        // dispatcher does next: it reads the store then (before the fix),
+        // or waits for the change to be done with.
+        await f.clock.advance(LOOK_MS);
+        await Promise.race([turns.queued(), looks.read()]);
+        thaw();
+        await acting;
+        await eventually(
+          () => f.clock.sleepersDueWithin(LOOK_MS) === 1,
+          "the look's end",
+        );
+        assert.deepEqual(await allSentTo(worker), [
+          { type: "build-cancel", drv },
+        ], f.lines.join("\n"));
+      } finally {
+        await worker.close();
+        await f.close();
+      }
+    },
+  });
+}
