@@ -5,13 +5,9 @@
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { type Git, mirrorDirectory } from "../git/git.ts";
-import {
-  type Checkout,
-  EvaluationStatus,
-  type Specification,
-  type Store,
-} from "../store/types.ts";
+import type { Checkout, Specification, Store } from "../store/types.ts";
 import type { EvaluationOutcome } from "./evaluation_runner.ts";
+import { newestInterrupted } from "./interrupted_evaluation.ts";
 
 export interface JobsetMonitorOptions {
   store: Store;
@@ -199,21 +195,6 @@ export class JobsetMonitor {
   }
 
   /**
-   * True when the newest evaluation of `name` was interrupted (the server
-   * died during it): its commits were never evaluated to the end, so they
-   * count as new.
-   */
-  async #interrupted(name: string): Promise<boolean> {
-    const [latest] = await this.#options.store.listEvaluations({
-      specification: name,
-      limit: 1,
-    });
-    // A canceled one was stopped on purpose: its commits wait for new ones.
-    return latest?.status === EvaluationStatus.aborted &&
-      !await this.#options.store.evaluationCanceled(latest.id);
-  }
-
-  /**
    * Polls `spec` once: fetches its channels and evaluates when a commit
    * changed since the newest recorded checkouts.
    */
@@ -301,7 +282,8 @@ export class JobsetMonitor {
     const changed =
       checkouts.some((checkout) =>
         previous.get(checkout.channel)?.revision !== checkout.revision
-      ) || monitor.timedOut || await this.#interrupted(spec.name);
+      ) || monitor.timedOut ||
+      await newestInterrupted(this.#options.store, spec.name);
     if (!changed) {
       if (triggered) {
         // Asked for an evaluation, the admin learns why none came.

@@ -27,6 +27,7 @@ import {
 import { JobsetMonitor, type TriggerResult } from "./jobset_monitor.ts";
 import { runLogExpiry } from "./log_expiry.ts";
 import { LocalBuilder } from "./local_builder.ts";
+import { newestInterrupted } from "./interrupted_evaluation.ts";
 import {
   type RemoteBuilder,
   type RemoteBuilderConfig,
@@ -388,7 +389,9 @@ const TRIGGER_NOTES: Record<
 
 /**
  * Without channel polling: every active specification is evaluated once,
- * with its channels as given; a trigger evaluates it again. Triggers that
+ * with its channels as given (again at the next start when that
+ * evaluation was interrupted, as the jobset monitor does for its commits);
+ * a trigger evaluates it again. Triggers that
  * come while the specification is being evaluated make one more
  * evaluation after it, not one each: an admin clicking or a hook retrying
  * must not start evaluators by the dozen.
@@ -396,7 +399,10 @@ const TRIGGER_NOTES: Record<
 export function evaluateOnce(
   store: Pick<
     Store,
-    "listSpecifications" | "listEvaluations" | "getSpecification"
+    | "listSpecifications"
+    | "listEvaluations"
+    | "getSpecification"
+    | "evaluationCanceled"
   >,
   evaluate: (spec: Specification) => Promise<EvaluationOutcome>,
   logger: Logger,
@@ -433,7 +439,11 @@ export function evaluateOnce(
           specification: spec.name,
           limit: 1,
         });
-        if (done.length === 0) launch(spec);
+        if (
+          done.length === 0 || await newestInterrupted(store, spec.name)
+        ) {
+          launch(spec);
+        }
       }
     },
     trigger(name) {

@@ -46,6 +46,7 @@ Deno.test("triggers during an evaluation make one more, not one each", async () 
     {
       listSpecifications: () => Promise.resolve([SPEC]),
       listEvaluations: () => Promise.resolve([]),
+      evaluationCanceled: () => Promise.resolve(false),
       getSpecification: () => Promise.resolve(SPEC),
     },
     evaluate,
@@ -66,4 +67,54 @@ Deno.test("triggers during an evaluation make one more, not one each", async () 
   assert.equal(started, 2);
   assert.equal(mostActive, 1);
   await watcher.stop();
+});
+
+Deno.test("a specification whose newest evaluation was interrupted (not canceled) is evaluated again at the start; one that ended otherwise is not", async () => {
+  // A stop during an evaluation (its evaluators, or its registration
+  // between two chunks) ends it aborted: with --no-poll, nothing else
+  // would ever evaluate its channels again.
+  const newest = [
+    { status: EvaluationStatus.aborted, canceled: false, again: true },
+    { status: EvaluationStatus.aborted, canceled: true, again: false },
+    { status: EvaluationStatus.succeeded, canceled: false, again: false },
+    { status: EvaluationStatus.failed, canceled: false, again: false },
+  ];
+  for (const { status, canceled, again } of newest) {
+    const evaluated: string[] = [];
+    const watcher = evaluateOnce(
+      {
+        listSpecifications: () => Promise.resolve([SPEC]),
+        listEvaluations: () =>
+          Promise.resolve([{
+            id: 7,
+            specification: SPEC.name,
+            status,
+            timestamp: 1,
+            checkouttime: 1,
+            evaltime: 2,
+            checkouts: [],
+          }]),
+        evaluationCanceled: (id) => Promise.resolve(id === 7 && canceled),
+        getSpecification: () => Promise.resolve(SPEC),
+      },
+      (spec) => {
+        evaluated.push(spec.name);
+        return Promise.resolve({
+          id: 8,
+          status: EvaluationStatus.succeeded,
+          jobs: 0,
+          created: 0,
+          derivations: [],
+        });
+      },
+      silentLogger,
+    );
+    await watcher.refresh();
+    await watcher.stop();
+    assert.deepEqual(
+      evaluated,
+      again ? [SPEC.name] : [],
+      `newest ${status}${canceled ? ", canceled" : ""}`,
+    );
+  }
 });
