@@ -44,25 +44,54 @@ export async function thisProcess(): Promise<EvaluationOwner> {
 let hostIdentity: string | undefined;
 
 /**
- * The host name, and the PID namespace whose pids this process sees: two
- * containers of one host name (a fixed --hostname, host networking) would
- * otherwise each look the other's pids up in their own /proc and find
- * them dead, or taken by another process. Owners of another namespace are
- * judged by their heartbeat. Without /proc, the host name alone.
+ * The host name, the PID namespace whose pids this process sees, and the
+ * kernel's boot id: only a process of that very namespace and boot can be
+ * looked up in this /proc. Two containers of one host name (a fixed
+ * --hostname, host networking) would otherwise each look the other's pids
+ * up in their own /proc and find them dead, or taken by another process;
+ * so would two machines of one host name (cloned from one image, say),
+ * whose initial namespaces have the same inode on every Linux kernel
+ * (4026531836). Owners of another namespace or boot are judged by their
+ * heartbeat. Without /proc, the host name alone.
  */
 export function thisHost(): string {
-  if (hostIdentity === undefined) {
-    let namespace = "";
-    try {
-      // "pid:[4026531836]": the namespace's inode, the same for every
-      // process in it.
-      namespace = ` ${Deno.readLinkSync("/proc/self/ns/pid")}`;
-    } catch {
-      // No /proc: nothing better than the name.
-    }
-    hostIdentity = `${Deno.hostname()}${namespace}`;
-  }
+  hostIdentity ??= hostIdentityOf({
+    hostName: Deno.hostname(),
+    pidNamespace: readProc(() => Deno.readLinkSync("/proc/self/ns/pid")),
+    bootId: readProc(() =>
+      Deno.readTextFileSync("/proc/sys/kernel/random/boot_id")
+    ),
+  });
   return hostIdentity;
+}
+
+/**
+ * The identity {@link thisHost} gives a process: its host name first (the
+ * pages show that part), then "pid:[INODE]" and "boot:ID", each when
+ * known. Space-separated: a host name holds no space.
+ */
+export function hostIdentityOf(parts: {
+  hostName: string;
+  /** The target of /proc/self/ns/pid, e.g. "pid:[4026531836]". */
+  pidNamespace?: string;
+  /** The content of /proc/sys/kernel/random/boot_id. */
+  bootId?: string;
+}): string {
+  const { hostName, pidNamespace, bootId } = parts;
+  return [
+    hostName,
+    ...(pidNamespace ? [pidNamespace] : []),
+    ...(bootId ? [`boot:${bootId}`] : []),
+  ].join(" ");
+}
+
+/** What `read` returns, trimmed, or undefined without /proc. */
+function readProc(read: () => string): string | undefined {
+  try {
+    return read().trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   HEARTBEAT_INTERVAL_MS,
+  hostIdentityOf,
   keepHeartbeat,
   STALE_AFTER_MS,
   stillRunning,
@@ -77,6 +78,25 @@ Deno.test({
     assert.equal(await stillRunning(stale, { self, now }), false);
     assert.notEqual(other.host, self.host);
   },
+});
+
+Deno.test("thisHost() names this boot of the kernel, so that two machines of one host name, each in its initial PID namespace (the same inode everywhere), are not taken for one", () => {
+  const bootId = Deno.readTextFileSync("/proc/sys/kernel/random/boot_id")
+    .trim();
+  const pidNamespace = Deno.readLinkSync("/proc/self/ns/pid");
+  assert.equal(
+    thisHost(),
+    `${Deno.hostname()} ${pidNamespace} boot:${bootId}`,
+  );
+  // A clone of this machine: same name, same namespace inode, its own boot.
+  const clone = hostIdentityOf({
+    hostName: Deno.hostname(),
+    pidNamespace,
+    bootId: "00000000-0000-4000-8000-000000000000",
+  });
+  assert.notEqual(clone, thisHost());
+  // Without /proc, the name alone.
+  assert.equal(hostIdentityOf({ hostName: "box" }), "box");
 });
 
 Deno.test("an owner of this host and namespace whose process is gone is not running, whatever its heartbeat", async () => {

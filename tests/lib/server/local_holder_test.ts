@@ -13,6 +13,7 @@ import {
   type HolderIdentity,
   parseHolderAddress,
 } from "../../../lib/server/local_holder.ts";
+import { hostIdentityOf } from "../../../lib/server/evaluation_owner.ts";
 import {
   type Build,
   buildStatusName,
@@ -288,6 +289,57 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.equal(await db.a.getWorker("local@here"), null);
       } finally {
         abort.abort();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a server of another machine of this host name (a clone: same name, same initial PID namespace, another boot) keeps its name and builds; its pid is not looked up in this /proc${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["c1", "c2"]);
+        const name = `local@${Deno.hostname()}`;
+        const held = await db.a.popBuilds(
+          [{ worker: name, systems: ["x86_64-linux"] }],
+          1,
+        );
+        // The clone's server: a pid no process of this machine has (a
+        // child that has exited), its row renewed just now.
+        const child = new Deno.Command("true").spawn();
+        await child.status;
+        const clone = {
+          host: hostIdentityOf({
+            hostName: Deno.hostname(),
+            pidNamespace: Deno.readLinkSync("/proc/self/ns/pid"),
+            bootId: "00000000-0000-4000-8000-000000000000",
+          }),
+          pid: child.pid,
+          started: "12345",
+        };
+        const clock = new FakeClock();
+        const now = clock.now() / 1000;
+        assert.ok(
+          await db.a.claimWorker({
+            name,
+            address: holderAddress(clone, "c10e"),
+            machine: Deno.hostname(),
+            systems: ["x86_64-linux"],
+            lastSeen: now,
+          }, null),
+        );
+        // This machine's server, with its production identity.
+        const here = builder(db.b, { clock });
+        assert.equal(await here.recover(), 0);
+        assert.equal(await here.holderName(), `${name}#2`);
+        assert.deepEqual(await state(db.a, held[0]!), {
+          status: "submitted",
+          worker: name,
+        });
+      } finally {
         await db.close();
       }
     },
