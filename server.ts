@@ -289,10 +289,15 @@ async function main(args: string[]): Promise<number> {
       text("trigger-substitute-url"),
     ),
   };
-  if (config.workerTimeoutSeconds <= PING_INTERVAL_SECONDS) {
+  if (
+    config.mode === "remote" &&
+    config.workerTimeoutSeconds <= PING_INTERVAL_SECONDS
+  ) {
     // Legal (Lorica workers can ping more often), but a worker pinging at
     // Cuirass's pace would be forgotten between two pings, its build
-    // handed out again and again.
+    // handed out again and again. In local mode no worker pings: the
+    // timeout is that of the servers' holder names, renewed every quarter
+    // of it, for which any timeout will do.
     logger.warn("worker timeout shorter than the ping interval", {
       timeout: config.workerTimeoutSeconds,
       ping: PING_INTERVAL_SECONDS,

@@ -420,15 +420,33 @@ Deno.test("lorica-server that cannot listen on its web port leaves no admin toke
   });
 });
 
-Deno.test("lorica-server with a --worker-timeout not above the workers' 60 s ping interval warns at start", async () => {
+Deno.test("lorica-server in remote mode with a --worker-timeout not above the workers' 60 s ping interval warns at start", async () => {
   await withDir(async (dir) => {
     const warning =
       /warn worker timeout shorter than the ping interval timeout=30 ping=60/;
-    const run = await runServer(dir, { "worker-timeout": "30" }, {
+    const run = await runServer(dir, {
+      "worker-timeout": "30",
+      "build-remote": "",
+      "no-advertise": "",
+      listen: "127.0.0.1",
+      "backend-port": "0",
+      "log-port": "0",
+    }, {
       env: { LORICA_LOG: "warn" },
       stopAt: warning,
     });
     assert.match(run.stderr, warning);
+  });
+});
+
+Deno.test("lorica-server in local mode does not warn of the workers' ping interval at a short --worker-timeout: none pings it, and its holder name is renewed every quarter of the timeout", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, { "worker-timeout": "30" }, {
+      env: { LORICA_LOG: "info" },
+      stopAt: /info server started mode=local/,
+    });
+    assert.match(run.stderr, /info server started mode=local/);
+    assert.doesNotMatch(run.stderr, /ping interval/);
   });
 });
 
