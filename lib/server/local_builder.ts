@@ -240,12 +240,22 @@ export class LocalBuilder {
   async #keepHolder(signal: AbortSignal): Promise<void> {
     const { clock, logger } = this.#options;
     const interval = (this.#timeoutSeconds() * 1000) / 4;
-    while (true) {
-      try {
-        await clock.sleep(interval, signal);
-      } catch {
-        return;
+    // Due an interval after the previous renewal was issued, not after it
+    // was answered (as keepHeartbeat does): the row's last contact is the
+    // time of issue, so on a database slow to answer, a whole interval
+    // after each answer let it age past the timeout between two renewals
+    // of a live server, whose builds another server's sweep then requeued.
+    let due = clock.monotonic() + interval;
+    while (!signal.aborted) {
+      const wait = due - clock.monotonic();
+      if (wait > 0) {
+        try {
+          await clock.sleep(wait, signal);
+        } catch {
+          return;
+        }
       }
+      due = clock.monotonic() + interval;
       const name = this.#holder.name;
       try {
         if (await this.#holder.renew()) continue;

@@ -347,6 +347,72 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a renewal of the holder answered late is followed at once, not a whole interval after its answer (its row would age past the timeout between two renewals)${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const clock = new FakeClock();
+      const abort = new AbortController();
+      // The claim goes through; each renewal answers when the test says.
+      const renewals: { lastSeen: number; answer: () => void }[] = [];
+      const store: Store = {
+        ...db.a,
+        claimWorker: async (worker, expected) => {
+          if (expected === null) return await db.a.claimWorker(worker, null);
+          const answered = Promise.withResolvers<void>();
+          renewals.push({
+            lastSeen: worker.lastSeen,
+            answer: answered.resolve,
+          });
+          await answered.promise;
+          return await db.a.claimWorker(worker, expected);
+        },
+      };
+      try {
+        const live = builder(store, {
+          clock,
+          holder: processOf(2, new Set([2]), "here"),
+        });
+        const running = live.run(abort.signal);
+        const until = (what: string, done: () => boolean) =>
+          within(
+            (async () => {
+              while (!done()) {
+                await new Promise((resolve) => setTimeout(resolve, 5));
+              }
+            })(),
+            10_000,
+            what,
+          );
+        // Its lane, its holder's renewal and its worker sweep wait.
+        await until(
+          "the server waiting",
+          () => clock.sleepersDueWithin(30_000) >= 3,
+        );
+        const start = clock.now() / 1000;
+        await clock.advance(30_000);
+        await until("the first renewal", () => renewals.length === 1);
+        // The database answers it 70 s later.
+        await clock.advance(70_000);
+        renewals[0].answer();
+        await until("the second renewal", () => renewals.length === 2);
+        assert.deepEqual(
+          renewals.map((renewal) => renewal.lastSeen - start),
+          [30, 100],
+        );
+        abort.abort();
+        renewals[1].answer();
+        await within(running, 10_000, "the server's stop");
+      } finally {
+        abort.abort();
+        for (const renewal of renewals) renewal.answer();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: builds held under "local" by an older version are requeued at the first start${needs}`,
     ignore,
     async fn() {
