@@ -133,6 +133,10 @@ export class LocalBuilder {
   readonly #holder: LocalHolder;
   /** The claim of the holder name, once asked for. */
   #claim: Promise<{ name: string; requeued: number }> | null = null;
+  /** Claims of a holder name made (see #ownHolderName). */
+  #claims = 0;
+  /** The claim of a name again under way, its row lost (#ownHolderName). */
+  #regaining: Promise<string> | null = null;
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
@@ -156,6 +160,7 @@ export class LocalBuilder {
    * call (local_holder.ts).
    */
   async holderName(): Promise<string> {
+    if (this.#claim === null) this.#claims++;
     this.#claim ??= this.#holder.claim().catch((error) => {
       this.#claim = null;
       throw error;
@@ -233,9 +238,7 @@ export class LocalBuilder {
 
   /**
    * Renews the holder row every quarter of the timeout until `signal`
-   * aborts. A row found no longer this server's was expired by another
-   * (a silence past the timeout): its builds went back to the queue, so
-   * every batch gives them up, and the name is claimed again.
+   * aborts, claiming a name again if the row was lost (#ownHolderName).
    */
   async #keepHolder(signal: AbortSignal): Promise<void> {
     const { clock, logger } = this.#options;
@@ -258,8 +261,32 @@ export class LocalBuilder {
       due = clock.monotonic() + interval;
       const name = this.#holder.name;
       try {
-        if (await this.#holder.renew()) continue;
-        logger.warn("local holder lost", { worker: name ?? undefined });
+        await this.#ownHolderName(true);
+      } catch (error) {
+        logger.warn("local holder not renewed", {
+          worker: name ?? undefined,
+          error,
+        });
+      }
+    }
+  }
+
+  /**
+   * This server's holder name, once its row is found still this server's,
+   * by a renewal (`renew`) or a mere read. A row found no longer its own
+   * was expired by another server (a silence past the timeout): its
+   * builds went back to the queue, so every batch gives them up, and a
+   * name is claimed again (the same one, unless another server took it
+   * meanwhile), once for all the callers that found it lost.
+   */
+  async #ownHolderName(renew: boolean): Promise<string> {
+    const name = await this.holderName();
+    const claims = this.#claims;
+    const own = renew ? await this.#holder.renew() : await this.#holder.held();
+    if (own || this.#claims !== claims) return await this.holderName();
+    this.#regaining ??= (async () => {
+      try {
+        this.#options.logger.warn("local holder lost", { worker: name });
         for (const flight of [...this.#flights]) {
           await flight.turns.run(() => {
             for (const drv of [...flight.open]) {
@@ -269,14 +296,12 @@ export class LocalBuilder {
           });
         }
         this.#claim = null;
-        await this.holderName();
-      } catch (error) {
-        logger.warn("local holder not renewed", {
-          worker: name ?? undefined,
-          error,
-        });
+        return await this.holderName();
+      } finally {
+        this.#regaining = null;
       }
-    }
+    })();
+    return await this.#regaining;
   }
 
   async #lane(signal: AbortSignal): Promise<void> {
@@ -456,7 +481,12 @@ export class LocalBuilder {
   /** Takes up to a batch of dispatchable builds for this server. */
   async takeBatch(): Promise<Build[]> {
     const { store, clock } = this.#options;
-    const worker = await this.holderName();
+    // Not under a name whose row another server expired meanwhile: a
+    // third server may have claimed it since, and builds taken under it
+    // now would be held in its name, by nothing that builds them. (A read:
+    // a renewal would be a write per batch, and the renewals keep their
+    // own schedule.)
+    const worker = await this.#ownHolderName(false);
     const systems = await this.#systems();
     const size = this.#options.batchSize ?? 200;
     const requests = Array.from({ length: size }, () => ({ worker, systems }));

@@ -186,6 +186,17 @@ export class LocalHolder {
   }
 
   /**
+   * Whether the row of the name taken is still this builder's: a read,
+   * where {@link renew} writes.
+   */
+  async held(): Promise<boolean> {
+    const name = this.#name;
+    if (name === null) return false;
+    const row = await this.#options.store.getWorker(name);
+    return row?.address === holderAddress(await this.#process(), this.#run);
+  }
+
+  /**
    * Deletes the row at a clean stop, and requeues anything still held
    * under it (a batch the database could not give back at shutdown);
    * leaves a row that is no longer this builder's alone.

@@ -296,6 +296,54 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a server whose expired name another server claimed takes its next batch under a name of its own, never under that one${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["a1", "a2", "a3", "a4"]);
+        const live = new Set([1, 3]);
+        const lines: string[] = [];
+        const first = builder(db.a, { holder: processOf(1, live), lines });
+        const [taken] = await first.takeBatch();
+        assert.equal((await state(db.a, taken)).worker, "local@box");
+        // Taken for dead by another server's sweep (its builds requeued),
+        // then its name claimed by a third server of the host.
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        const third = builder(db.b, { holder: processOf(3, live) });
+        assert.equal(await third.recover(), 0);
+        const row = await db.b.getWorker("local@box");
+        assert.equal(parseHolderAddress(row!.address)?.owner.pid, 3);
+        // Two lanes find the name lost at once: one claim for both.
+        const again = (await Promise.all([
+          first.takeBatch(),
+          first.takeBatch(),
+        ])).flat();
+        assert.equal(again.length, 4);
+        assert.equal(
+          lines.filter((l) => l.startsWith("warn local holder lost ")).length,
+          1,
+          lines.join("\n"),
+        );
+        for (const build of again) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "submitted",
+            worker: "local@box#2",
+          });
+        }
+        assert.equal(
+          (await db.a.queue({ worker: "local@box" }, 10)).length,
+          0,
+          "nothing held under the third server's name",
+        );
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: a server of another machine of this host name (a clone: same name, same initial PID namespace, another boot) keeps its name and builds; its pid is not looked up in this /proc${needs}`,
     ignore,
     async fn() {
