@@ -374,13 +374,19 @@ function* queueNotifications(build: number, specification: string) {
 // rows locked in id order (see adjustDependents); one notification per
 // sink when the weather changed; a queue notification when a dependent
 // became dispatchable. Unreferenced CTEs would not run: the last SELECT
-// names them. Parameters: derivation, worker, worker, now.
+// names them. Parameters: derivation, worker, worker, now. The build is
+// found by its derivation alone (`+ 0` and `coalesce`, as in
+// markStartedMany): planned for given values, the statement otherwise
+// went through the index of held builds, whose entries for a worker pile
+// up between vacuums, one per status change (some 300 read per call
+// instead of 12 at 200,000 builds, 0.35 ms instead of 0.09).
 const succeedPostgresSql = (d: Dialect) =>
   `WITH target AS (
     SELECT id, ${PREVIOUS_STATUS_SQL} AS previous FROM Builds
-    WHERE derivation = ? AND status < 0
+    WHERE derivation = ? AND status + 0 < 0
       AND (CAST(? AS text) IS NULL
-           OR (worker = CAST(? AS text) AND status <> -2))
+           OR (coalesce(worker = CAST(? AS text), false)
+               AND status + 0 <> -2))
     FOR UPDATE),
   done AS (
     UPDATE Builds b SET status = 0, stoptime = ?, last_status = t.previous,
