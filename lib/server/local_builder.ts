@@ -114,6 +114,15 @@ interface Flight {
   turns: OneAtATime;
 }
 
+/** A claim of the holder name (LocalHolder.claim). */
+type Claim = { name: string; requeued: number };
+
+/** A holder name and the claim it was read from (#ownHolderName). */
+interface HeldName {
+  name: string;
+  claim: Promise<Claim>;
+}
+
 const MAX_LOG_BYTES = 256 << 20;
 const MAX_MESSAGES = 200;
 
@@ -131,12 +140,14 @@ export class LocalBuilder {
   #wokenWhileBusy = false;
   readonly #flights = new Set<Flight>();
   readonly #holder: LocalHolder;
-  /** The claim of the holder name, once asked for. */
-  #claim: Promise<{ name: string; requeued: number }> | null = null;
-  /** Claims of a holder name made (see #ownHolderName). */
-  #claims = 0;
+  /**
+   * The claim of the holder name, once asked for; a claim made again (its
+   * row lost, or a claim failed) is another promise, which tells a caller
+   * that read a name whether that name is still the one claimed.
+   */
+  #claim: Promise<Claim> | null = null;
   /** The claim of a name again under way, its row lost (#ownHolderName). */
-  #regaining: Promise<string> | null = null;
+  #regaining: Promise<HeldName> | null = null;
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
@@ -160,12 +171,25 @@ export class LocalBuilder {
    * call (local_holder.ts).
    */
   async holderName(): Promise<string> {
-    if (this.#claim === null) this.#claims++;
-    this.#claim ??= this.#holder.claim().catch((error) => {
-      this.#claim = null;
-      throw error;
-    });
-    return (await this.#claim).name;
+    return (await this.#currentClaim()).name;
+  }
+
+  /** The claim of the holder name, asked for now if none is. */
+  #currentClaim(): Promise<Claim> {
+    if (this.#claim === null) {
+      const claim: Promise<Claim> = this.#holder.claim().catch((error) => {
+        if (this.#claim === claim) this.#claim = null;
+        throw error;
+      });
+      this.#claim = claim;
+    }
+    return this.#claim;
+  }
+
+  /** The name claimed now, with the claim it is of. */
+  async #claimedName(): Promise<HeldName> {
+    const claim = this.#currentClaim();
+    return { name: (await claim).name, claim };
   }
 
   /**
@@ -279,11 +303,14 @@ export class LocalBuilder {
    * name is claimed again (the same one, unless another server took it
    * meanwhile), once for all the callers that found it lost.
    */
-  async #ownHolderName(renew: boolean): Promise<string> {
-    const name = await this.holderName();
-    const claims = this.#claims;
+  async #ownHolderName(renew: boolean): Promise<HeldName> {
+    // The claim is noted with the name it gives, before any await: a
+    // regain between the two would otherwise pass for not made yet, and
+    // this caller, finding the old row lost, would make a second one,
+    // withdrawing the batches just taken under the new name.
+    const { name, claim } = await this.#claimedName();
     const own = renew ? await this.#holder.renew() : await this.#holder.held();
-    if (own || this.#claims !== claims) return await this.holderName();
+    if (own || this.#claim !== claim) return await this.#claimedName();
     this.#regaining ??= (async () => {
       try {
         this.#options.logger.warn("local holder lost", { worker: name });
@@ -296,7 +323,7 @@ export class LocalBuilder {
           });
         }
         this.#claim = null;
-        return await this.holderName();
+        return await this.#claimedName();
       } finally {
         this.#regaining = null;
       }
@@ -486,7 +513,7 @@ export class LocalBuilder {
     // now would be held in its name, by nothing that builds them. (A read:
     // a renewal would be a write per batch, and the renewals keep their
     // own schedule.)
-    const worker = await this.#ownHolderName(false);
+    const { name: worker } = await this.#ownHolderName(false);
     const systems = await this.#systems();
     const size = this.#options.batchSize ?? 200;
     const requests = Array.from({ length: size }, () => ({ worker, systems }));
