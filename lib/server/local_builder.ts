@@ -123,6 +123,12 @@ interface HeldName {
   claim: Promise<Claim>;
 }
 
+/**
+ * Batches taken in one takeBatch call while the name is claimed again
+ * each time, before it gives up until the next call.
+ */
+const MAX_TAKE_ATTEMPTS = 3;
+
 const MAX_LOG_BYTES = 256 << 20;
 const MAX_MESSAGES = 200;
 
@@ -513,12 +519,35 @@ export class LocalBuilder {
     // now would be held in its name, by nothing that builds them. (A read:
     // a renewal would be a write per batch, and the renewals keep their
     // own schedule.)
-    const { name: worker } = await this.#ownHolderName(false);
-    const systems = await this.#systems();
-    const size = this.#options.batchSize ?? 200;
-    const requests = Array.from({ length: size }, () => ({ worker, systems }));
-    const builds = await store.popBuilds(requests, epochSeconds(clock));
-    const taken = builds.filter((build) => build !== null);
+    let taken: Build[] = [];
+    for (let attempt = 0; attempt < MAX_TAKE_ATTEMPTS; attempt++) {
+      const { name: worker, claim } = await this.#ownHolderName(false);
+      const systems = await this.#systems();
+      const size = this.#options.batchSize ?? 200;
+      const requests = Array.from(
+        { length: size },
+        () => ({ worker, systems }),
+      );
+      const builds = await store.popBuilds(requests, epochSeconds(clock));
+      taken = builds.filter((build) => build !== null);
+      if (this.#claim === claim && this.#regaining === null) break;
+      // The name was found lost while the batch was taken: the regain did
+      // not see this batch, which it would have withdrawn, and the name it
+      // was taken under may be another server's by now. Its builds go back
+      // to the queue (those still held under that name), to be taken again
+      // under the name claimed.
+      const now = epochSeconds(clock);
+      let given = 0;
+      for (const build of taken) {
+        const options = { worker };
+        if (await store.requeueBuild(build.derivation, now, options)) given++;
+      }
+      this.#options.logger.info("local batch given back", {
+        worker,
+        builds: given,
+      });
+      taken = [];
+    }
     // A build handed out again was restarted meanwhile (by another
     // process): a batch still holding it lost it, and must neither record
     // its result over the new run nor requeue it from the new batch.

@@ -344,6 +344,65 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a batch taken under a name while another lane claimed a name again (the row lost meanwhile) is given back and taken under the new name, not left held under the old one${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      // The next popBuilds waits for the test once asked for.
+      let hold: PromiseWithResolvers<void> | null = null;
+      const asked = Promise.withResolvers<void>();
+      const store: Store = {
+        ...db.a,
+        popBuilds: async (requests, now) => {
+          const gate = hold;
+          hold = null;
+          if (gate !== null) {
+            asked.resolve();
+            await gate.promise;
+          }
+          return await db.a.popBuilds(requests, now);
+        },
+      };
+      try {
+        await register(db.a, ["a1", "a2", "a3", "a4"]);
+        const live = new Set([1, 3]);
+        const lines: string[] = [];
+        const first = builder(store, { holder: processOf(1, live), lines });
+        assert.equal(await first.holderName(), "local@box");
+        // One lane reads the row its own and asks for a batch, slowly.
+        const gate = Promise.withResolvers<void>();
+        hold = gate;
+        const slow = first.takeBatch();
+        await asked.promise;
+        // Meanwhile the row is expired and the name claimed by a third
+        // server; another lane finds it lost and claims a name again.
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        const third = builder(db.b, { holder: processOf(3, live) });
+        assert.equal(await third.recover(), 0);
+        const quick = await first.takeBatch();
+        assert.equal(await first.holderName(), "local@box#2");
+        gate.resolve();
+        const late = await slow;
+        assert.equal(
+          (await db.a.queue({ worker: "local@box" }, 10)).length,
+          0,
+          "nothing held under the third server's name",
+        );
+        for (const build of [...quick, ...late]) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "submitted",
+            worker: "local@box#2",
+          });
+        }
+        assert.equal(quick.length + late.length, 4);
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: a lane that read the name just before another lane's regain, and finds the old row lost only once the regain is done, makes no second regain${needs}`,
     ignore,
     async fn() {
