@@ -31,6 +31,7 @@ import {
   LocalHolder,
 } from "./local_holder.ts";
 import { sweepWorkers } from "./worker_sweeper.ts";
+import { HolderKeeper } from "./holder_keeper.ts";
 
 export interface LocalBuilderOptions {
   store: Store;
@@ -114,15 +115,6 @@ interface Flight {
   turns: OneAtATime;
 }
 
-/** A claim of the holder name (LocalHolder.claim). */
-type Claim = { name: string; requeued: number };
-
-/** A holder name and the claim it was read from (#ownHolderName). */
-interface HeldName {
-  name: string;
-  claim: Promise<Claim>;
-}
-
 /**
  * Batches taken in one takeBatch call while the name is claimed again
  * each time, before it gives up until the next call.
@@ -145,25 +137,23 @@ export class LocalBuilder {
   /** A wake-up that came while no lane was pausing. */
   #wokenWhileBusy = false;
   readonly #flights = new Set<Flight>();
-  readonly #holder: LocalHolder;
-  /**
-   * The claim of the holder name, once asked for; a claim made again (its
-   * row lost, or a claim failed) is another promise, which tells a caller
-   * that read a name whether that name is still the one claimed.
-   */
-  #claim: Promise<Claim> | null = null;
-  /** The claim of a name again under way, its row lost (#ownHolderName). */
-  #regaining: Promise<HeldName> | null = null;
+  readonly #holder: HolderKeeper;
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
-    this.#holder = new LocalHolder({
-      ...options.holder,
-      store: options.store,
+    this.#holder = new HolderKeeper({
+      holder: new LocalHolder({
+        ...options.holder,
+        store: options.store,
+        clock: options.clock,
+        logger: options.logger,
+        timeoutSeconds: this.#timeoutSeconds(),
+        systems: () => this.#systems(),
+      }),
       clock: options.clock,
       logger: options.logger,
-      timeoutSeconds: this.#timeoutSeconds(),
-      systems: () => this.#systems(),
+      intervalMs: (this.#timeoutSeconds() * 1000) / 4,
+      onLost: () => this.#withdrawAll(),
     });
   }
 
@@ -176,26 +166,8 @@ export class LocalBuilder {
    * The name this server holds its builds under, claimed at the first
    * call (local_holder.ts).
    */
-  async holderName(): Promise<string> {
-    return (await this.#currentClaim()).name;
-  }
-
-  /** The claim of the holder name, asked for now if none is. */
-  #currentClaim(): Promise<Claim> {
-    if (this.#claim === null) {
-      const claim: Promise<Claim> = this.#holder.claim().catch((error) => {
-        if (this.#claim === claim) this.#claim = null;
-        throw error;
-      });
-      this.#claim = claim;
-    }
-    return this.#claim;
-  }
-
-  /** The name claimed now, with the claim it is of. */
-  async #claimedName(): Promise<HeldName> {
-    const claim = this.#currentClaim();
-    return { name: (await claim).name, claim };
+  holderName(): Promise<string> {
+    return this.#holder.name();
   }
 
   /**
@@ -207,9 +179,7 @@ export class LocalBuilder {
    */
   async recover(): Promise<number> {
     const { store, clock, logger } = this.#options;
-    const claimed = this.#claim === null;
-    await this.holderName();
-    const own = claimed ? (await this.#claim!).requeued : 0;
+    const own = await this.#holder.firstClaim();
     // Held by a server of an older version: as before, requeued at once,
     // even from one that still runs.
     const legacy = await store.requeueWorkerBuilds(
@@ -246,7 +216,7 @@ export class LocalBuilder {
     const timeoutSeconds = this.#timeoutSeconds();
     await Promise.all([
       ...Array.from({ length: lanes }, () => this.#lane(signal)),
-      this.#keepHolder(signal),
+      this.#holder.keep(signal),
       // The builds of a server in local mode that died for good go back
       // to the queue here, once its holder row is older than the timeout
       // (and the workers of a remote-mode server that stopped talking,
@@ -257,84 +227,22 @@ export class LocalBuilder {
       ),
     ]);
     // The lanes gave their batches back at the stop.
-    await this.#holder.release().catch((error) =>
-      logger.warn("local holder not released", {
-        worker: this.#holder.name ?? undefined,
-        error,
-      })
-    );
-    this.#claim = null;
+    await this.#holder.release();
   }
 
   /**
-   * Renews the holder row every quarter of the timeout until `signal`
-   * aborts, claiming a name again if the row was lost (#ownHolderName).
+   * Withdraws every build of every batch: the holder row was lost, and
+   * the builds held under it went back to the queue (holder_keeper.ts).
    */
-  async #keepHolder(signal: AbortSignal): Promise<void> {
-    const { clock, logger } = this.#options;
-    const interval = (this.#timeoutSeconds() * 1000) / 4;
-    // Due an interval after the previous renewal was issued, not after it
-    // was answered (as keepHeartbeat does): the row's last contact is the
-    // time of issue, so on a database slow to answer, a whole interval
-    // after each answer let it age past the timeout between two renewals
-    // of a live server, whose builds another server's sweep then requeued.
-    let due = clock.monotonic() + interval;
-    while (!signal.aborted) {
-      const wait = due - clock.monotonic();
-      if (wait > 0) {
-        try {
-          await clock.sleep(wait, signal);
-        } catch {
-          return;
+  async #withdrawAll(): Promise<void> {
+    for (const flight of [...this.#flights]) {
+      await flight.turns.run(() => {
+        for (const drv of [...flight.open]) {
+          this.#withdraw(flight, drv, "taken back");
         }
-      }
-      due = clock.monotonic() + interval;
-      const name = this.#holder.name;
-      try {
-        await this.#ownHolderName(true);
-      } catch (error) {
-        logger.warn("local holder not renewed", {
-          worker: name ?? undefined,
-          error,
-        });
-      }
+        return Promise.resolve();
+      });
     }
-  }
-
-  /**
-   * This server's holder name, once its row is found still this server's,
-   * by a renewal (`renew`) or a mere read. A row found no longer its own
-   * was expired by another server (a silence past the timeout): its
-   * builds went back to the queue, so every batch gives them up, and a
-   * name is claimed again (the same one, unless another server took it
-   * meanwhile), once for all the callers that found it lost.
-   */
-  async #ownHolderName(renew: boolean): Promise<HeldName> {
-    // The claim is noted with the name it gives, before any await: a
-    // regain between the two would otherwise pass for not made yet, and
-    // this caller, finding the old row lost, would make a second one,
-    // withdrawing the batches just taken under the new name.
-    const { name, claim } = await this.#claimedName();
-    const own = renew ? await this.#holder.renew() : await this.#holder.held();
-    if (own || this.#claim !== claim) return await this.#claimedName();
-    this.#regaining ??= (async () => {
-      try {
-        this.#options.logger.warn("local holder lost", { worker: name });
-        for (const flight of [...this.#flights]) {
-          await flight.turns.run(() => {
-            for (const drv of [...flight.open]) {
-              this.#withdraw(flight, drv, "taken back");
-            }
-            return Promise.resolve();
-          });
-        }
-        this.#claim = null;
-        return await this.#claimedName();
-      } finally {
-        this.#regaining = null;
-      }
-    })();
-    return await this.#regaining;
   }
 
   async #lane(signal: AbortSignal): Promise<void> {
@@ -399,7 +307,7 @@ export class LocalBuilder {
     // are the ones to stop.
     const holders = this.#holders(build.derivation);
     this.#log("canceled", id, build.derivation, result);
-    if (result.worker === this.#holder.name) {
+    if (result.worker === this.#holder.known) {
       for (const flight of holders) {
         this.#withdraw(flight, build.derivation, "canceled");
       }
@@ -417,7 +325,7 @@ export class LocalBuilder {
     if (build === null) return false;
     const result = await store.restartBuild(id, epochSeconds(clock));
     this.#log("restarted", id, build.derivation, result);
-    if (result.worker === this.#holder.name) {
+    if (result.worker === this.#holder.known) {
       // The batch to stop is found once the restart is saved, from the
       // database: meanwhile the build may have left the batch holding it
       // when the restart was asked for another one. A batch taking it
@@ -499,7 +407,7 @@ export class LocalBuilder {
     if (action === "taken back" && flight.group !== null) {
       this.#options.logger.info("build taken back", {
         drv,
-        worker: this.#holder.name ?? undefined,
+        worker: this.#holder.known ?? undefined,
       });
     }
     if (!flight.group?.has(drv)) return;
@@ -521,7 +429,8 @@ export class LocalBuilder {
     // own schedule.)
     let taken: Build[] = [];
     for (let attempt = 0; attempt < MAX_TAKE_ATTEMPTS; attempt++) {
-      const { name: worker, claim } = await this.#ownHolderName(false);
+      const held = await this.#holder.own(false);
+      const worker = held.name;
       const systems = await this.#systems();
       const size = this.#options.batchSize ?? 200;
       const requests = Array.from(
@@ -530,7 +439,7 @@ export class LocalBuilder {
       );
       const builds = await store.popBuilds(requests, epochSeconds(clock));
       taken = builds.filter((build) => build !== null);
-      if (this.#claim === claim && this.#regaining === null) break;
+      if (this.#holder.isCurrent(held)) break;
       // The name was found lost while the batch was taken: the regain did
       // not see this batch, which it would have withdrawn, and the name it
       // was taken under may be another server's by now. Its builds go back
@@ -851,7 +760,7 @@ export class LocalBuilder {
    */
   async #takeBack(flights: Flight[]): Promise<void> {
     const { store, concurrency, batchSize } = this.#options;
-    const worker = this.#holder.name;
+    const worker = this.#holder.known;
     // One read in the usual case. A list cut at its limit (more builds
     // held under this server's name than its batches hold, as left by a
     // batch the database could not give back) says nothing of the builds

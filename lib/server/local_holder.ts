@@ -79,6 +79,9 @@ export function parseHolderAddress(
   };
 }
 
+/** A name taken, and how many builds left under it went back to the queue. */
+export type HolderClaim = { name: string; requeued: number };
+
 /** One server's holder name: taken, renewed, given up at a clean stop. */
 export class LocalHolder {
   readonly #options: LocalHolderOptions;
@@ -100,7 +103,7 @@ export class LocalHolder {
    * back in the queue (their holder is gone); returns the name and how
    * many builds.
    */
-  async claim(): Promise<{ name: string; requeued: number }> {
+  async claim(): Promise<HolderClaim> {
     const { store, clock, logger } = this.#options;
     const self = await this.#process();
     const hostName = this.#options.hostName ?? Deno.hostname();
