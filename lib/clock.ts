@@ -59,3 +59,33 @@ export const systemClock: Clock = {
       }
     }),
 };
+
+/**
+ * Calls `action` every `intervalMs` until `signal` aborts or `action`
+ * resolves to false. Each call is due an interval after the previous one
+ * began, not after it ended (a call that ended late is followed at once):
+ * the renewals of a heartbeat or a holder row take the time of their
+ * issue, so waiting a whole interval after each answer let a live owner's
+ * row age, on a database slow to answer, past the limit at which another
+ * server takes it for dead.
+ */
+export async function everyInterval(
+  clock: Clock,
+  intervalMs: number,
+  signal: AbortSignal,
+  action: () => Promise<boolean>,
+): Promise<void> {
+  let due = clock.monotonic() + intervalMs;
+  while (!signal.aborted) {
+    const wait = due - clock.monotonic();
+    if (wait > 0) {
+      try {
+        await clock.sleep(wait, signal);
+      } catch {
+        return;
+      }
+    }
+    due = clock.monotonic() + intervalMs;
+    if (!await action()) return;
+  }
+}

@@ -14,7 +14,7 @@
 // Wall clocks of the machines are compared, so they are assumed to agree
 // (NTP) to well within STALE_AFTER_MS - HEARTBEAT_INTERVAL_MS.
 
-import { type Clock, epochSeconds } from "../clock.ts";
+import { type Clock, epochSeconds, everyInterval } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type {
   EvaluationOwner,
@@ -142,27 +142,14 @@ export interface HeartbeatOptions {
  * evaluation is no longer started (another server aborted it), after
  * calling `onEnded`. A renewal the database refuses is logged and the
  * next is tried when due: missing a few is what STALE_AFTER_MS allows.
- * The interval runs from when a renewal was issued, not from its answer
- * (one answered late is followed at once): on a database slow to answer,
- * waiting a whole interval after each answer let the heartbeat age past
- * STALE_AFTER_MS between two renewals of a live server.
+ * The interval runs from when a renewal was issued (see everyInterval).
  */
 export async function keepHeartbeat(
   id: number,
   options: HeartbeatOptions,
 ): Promise<void> {
   const { store, clock, logger, signal, onEnded } = options;
-  let due = clock.monotonic() + HEARTBEAT_INTERVAL_MS;
-  while (!signal.aborted) {
-    const wait = due - clock.monotonic();
-    if (wait > 0) {
-      try {
-        await clock.sleep(wait, signal);
-      } catch {
-        return;
-      }
-    }
-    due = clock.monotonic() + HEARTBEAT_INTERVAL_MS;
+  await everyInterval(clock, HEARTBEAT_INTERVAL_MS, signal, async () => {
     let renewed: boolean;
     try {
       renewed = await store.renewEvaluationHeartbeat(id, epochSeconds(clock));
@@ -171,13 +158,11 @@ export async function keepHeartbeat(
         evaluation: id,
         error,
       });
-      continue;
+      return true;
     }
-    if (!renewed) {
-      if (!signal.aborted) onEnded();
-      return;
-    }
-  }
+    if (!renewed && !signal.aborted) onEnded();
+    return renewed;
+  });
 }
 
 /** Field 22 of /proc/PID/stat (start time), or null without that process. */

@@ -6,7 +6,7 @@
 // with the row, so the batches building them must give them up first:
 // that is `onLost`, the builder's.
 
-import type { Clock } from "../clock.ts";
+import { type Clock, everyInterval } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { HolderClaim, LocalHolder } from "./local_holder.ts";
 
@@ -98,27 +98,13 @@ export class HolderKeeper {
   }
 
   /**
-   * Renews the row every `intervalMs` until `signal` aborts, claiming a
-   * name again if the row was lost. Each renewal is due an interval after
-   * the previous one was issued, not after it was answered (as
-   * keepHeartbeat does): the row's last contact is the time of issue, so
-   * on a database slow to answer, a whole interval after each answer let
-   * it age past the timeout between two renewals of a live server, whose
-   * builds another server's sweep then requeued.
+   * Renews the row every `intervalMs` (from each renewal's issue, see
+   * everyInterval) until `signal` aborts, claiming a name again if the
+   * row was lost.
    */
   async keep(signal: AbortSignal): Promise<void> {
     const { clock, logger, intervalMs } = this.#options;
-    let due = clock.monotonic() + intervalMs;
-    while (!signal.aborted) {
-      const wait = due - clock.monotonic();
-      if (wait > 0) {
-        try {
-          await clock.sleep(wait, signal);
-        } catch {
-          return;
-        }
-      }
-      due = clock.monotonic() + intervalMs;
+    await everyInterval(clock, intervalMs, signal, async () => {
       const name = this.known;
       try {
         await this.own(true);
@@ -128,7 +114,8 @@ export class HolderKeeper {
           error,
         });
       }
-    }
+      return true;
+    });
   }
 
   /**
