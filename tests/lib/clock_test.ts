@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { MAX_TIMER_MS, systemClock } from "../../lib/clock.ts";
+import { everyInterval, MAX_TIMER_MS, systemClock } from "../../lib/clock.ts";
+import { FakeClock } from "./server/_dispatch_fixture.ts";
 
 Deno.test("systemClock.sleep() past one timer's limit neither ends at once nor ignores its abort", async () => {
   const abort = new AbortController();
@@ -13,4 +14,53 @@ Deno.test("systemClock.sleep() past one timer's limit neither ends at once nor i
   abort.abort("stop");
   await sleeping;
   assert.equal(ended, "rejected: stop");
+});
+
+Deno.test("everyInterval() calls at each interval from the previous call's start: one answered late is followed at once; false or the signal ends it", async () => {
+  const clock = new FakeClock();
+  const abort = new AbortController();
+  const origin = clock.monotonic();
+  const calls: number[] = [];
+  const expectCalls = (expected: number[], message?: string) =>
+    assert.deepEqual([...calls], expected, message);
+  let answer = Promise.withResolvers<boolean>();
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+  const running = everyInterval(clock, 1000, abort.signal, () => {
+    calls.push(clock.monotonic() - origin);
+    return answer.promise;
+  });
+  await clock.advance(999);
+  expectCalls([], "nothing before the first interval");
+  await clock.advance(1);
+  expectCalls([1000]);
+  // Answered 2.5 intervals late: the next call is due already.
+  await clock.advance(2500);
+  answer.resolve(true);
+  answer = Promise.withResolvers<boolean>();
+  await settle();
+  expectCalls([1000, 3500]);
+  // Answered at once: the next is an interval after this one began.
+  answer.resolve(true);
+  answer = Promise.withResolvers<boolean>();
+  await settle();
+  await clock.advance(999);
+  expectCalls([1000, 3500]);
+  await clock.advance(1);
+  expectCalls([1000, 3500, 4500]);
+  // False ends it.
+  answer.resolve(false);
+  await running;
+  await clock.advance(5000);
+  expectCalls([1000, 3500, 4500]);
+
+  // The signal ends it while it waits.
+  let called = false;
+  const waiting = everyInterval(clock, 1000, abort.signal, () => {
+    called = true;
+    return Promise.resolve(true);
+  });
+  abort.abort();
+  await waiting;
+  await clock.advance(5000);
+  assert.equal(called, false);
 });
