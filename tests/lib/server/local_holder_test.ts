@@ -20,7 +20,7 @@ import {
   type Store,
 } from "../../../lib/store/types.ts";
 import { job } from "../store/store_contract.ts";
-import { FakeClock, within } from "./_dispatch_fixture.ts";
+import { eventually, FakeClock, within } from "./_dispatch_fixture.ts";
 import { testSpecification } from "./_guix_fixture.ts";
 import { backends, sharedDatabase } from "./_shared_database.ts";
 
@@ -176,13 +176,8 @@ for (const { name: backend, ignore, needs } of backends) {
         // Its lane, its holder's renewal and its worker sweep all wait
         // for the clock once each has done its turn.
         const idle = (sleepers = 3) =>
-          within(
-            (async () => {
-              while (clock.sleepersDueWithin(30_000) < sleepers) {
-                await new Promise((resolve) => setTimeout(resolve, 5));
-              }
-            })(),
-            10_000,
+          eventually(
+            () => clock.sleepersDueWithin(30_000) >= sleepers,
             "the live server waiting for the clock",
           );
         const pass = async (seconds: number) => {
@@ -256,13 +251,8 @@ for (const { name: backend, ignore, needs } of backends) {
           lines,
         });
         const running = live.run(abort.signal);
-        await within(
-          (async () => {
-            while (clock.sleepersDueWithin(30_000) < 3) {
-              await new Promise((resolve) => setTimeout(resolve, 5));
-            }
-          })(),
-          10_000,
+        await eventually(
+          () => clock.sleepersDueWithin(30_000) >= 3,
           "the live server waiting for the clock",
         );
         const before = await db.a.getWorker("local@here");
@@ -271,13 +261,8 @@ for (const { name: backend, ignore, needs } of backends) {
         await db.a.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
         assert.equal(await db.a.getWorker("local@here"), null);
         await clock.advance(30_000);
-        await within(
-          (async () => {
-            while (await db.a.getWorker("local@here") === null) {
-              await new Promise((resolve) => setTimeout(resolve, 5));
-            }
-          })(),
-          10_000,
+        await eventually(
+          async () => await db.a.getWorker("local@here") !== null,
           "the name claimed again",
         );
         assert.ok(
@@ -546,15 +531,7 @@ for (const { name: backend, ignore, needs } of backends) {
         });
         const running = live.run(abort.signal);
         const until = (what: string, done: () => boolean) =>
-          within(
-            (async () => {
-              while (!done()) {
-                await new Promise((resolve) => setTimeout(resolve, 5));
-              }
-            })(),
-            10_000,
-            what,
-          );
+          eventually(done, what);
         // Its lane, its holder's renewal and its worker sweep wait.
         await until(
           "the server waiting",
