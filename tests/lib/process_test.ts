@@ -201,11 +201,13 @@ Deno.test("terminate() ends a child that obeys SIGTERM at once, without SIGKILL 
 
 Deno.test("spawnProcess() with ownGroup: an aborted signal leaves no member ignoring SIGTERM once the command obeyed it", async () => {
   const abort = new AbortController();
-  // The command ends on SIGTERM; its child does not.
+  // The command ends on SIGTERM; its child does not. The command's trap is
+  // set before the pid is printed, so a SIGTERM sent once the pid is read
+  // finds it in place.
   const child = spawnProcess([
     "sh",
     "-c",
-    `(trap "" TERM; exec sleep 60) & echo $!; trap "exit 0" TERM; wait`,
+    `trap "exit 0" TERM; (trap "" TERM; exec sleep 60) & echo $!; wait`,
   ], { ownGroup: true, signal: abort.signal, killGraceMs: 300 });
   const reader = child.stdout.getReader();
   const sleeper = Number(
