@@ -10,10 +10,12 @@ import { type Clock, everyInterval } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { HolderClaim, LocalHolder } from "./local_holder.ts";
 
-/** A holder name and the claim it was read from. */
+/** A holder name, the claim it was read from, and its row's address. */
 export interface HeldName {
   name: string;
   claim: Promise<HolderClaim>;
+  /** What the row has while the name is this server's. */
+  address: string;
 }
 
 export interface HolderKeeperOptions {
@@ -149,6 +151,7 @@ export class HolderKeeper {
   /** The name claimed now, with the claim it is of. */
   async #named(): Promise<HeldName> {
     const claim = this.#current();
-    return { name: (await claim).name, claim };
+    const { name } = await claim;
+    return { name, claim, address: await this.#options.holder.address() };
   }
 }

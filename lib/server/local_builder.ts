@@ -426,7 +426,8 @@ export class LocalBuilder {
     // third server may have claimed it since, and builds taken under it
     // now would be held in its name, by nothing that builds them. (A read:
     // a renewal would be a write per batch, and the renewals keep their
-    // own schedule.)
+    // own schedule.) The row may still change between the read and the
+    // pop: the pop checks it again, in its own atomic step.
     let taken: Build[] = [];
     for (let attempt = 0; attempt < MAX_TAKE_ATTEMPTS; attempt++) {
       const held = await this.#holder.own(false);
@@ -437,7 +438,9 @@ export class LocalBuilder {
         { length: size },
         () => ({ worker, systems }),
       );
-      const builds = await store.popBuilds(requests, epochSeconds(clock));
+      const builds = await store.popBuilds(requests, epochSeconds(clock), {
+        holderAddress: held.address,
+      });
       taken = builds.filter((build) => build !== null);
       if (this.#holder.isCurrent(held)) break;
       // The name was found lost while the batch was taken: the regain did

@@ -196,7 +196,12 @@ export class LocalHolder {
     const name = this.#name;
     if (name === null) return false;
     const row = await this.#options.store.getWorker(name);
-    return row?.address === holderAddress(await this.#process(), this.#run);
+    return row?.address === await this.address();
+  }
+
+  /** The address this builder's row has while the name is its own. */
+  async address(): Promise<string> {
+    return holderAddress(await this.#process(), this.#run);
   }
 
   /**

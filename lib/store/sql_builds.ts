@@ -22,6 +22,7 @@ import type {
   CompleteResult,
   EvaluationChange,
   HeldBuild,
+  PopOptions,
   PopRequest,
   QueuedNotification,
   StartReport,
@@ -171,14 +172,15 @@ const poppedColumns = (d: Dialect) =>
 // explicit transaction, it is atomic on its own): the first %LIMIT% of
 // each system's queue (skipping rows other transactions hold), the best
 // %LIMIT% of them numbered in dispatch order, build n to worker n.
-// Parameters: systems (JSON), workers (JSON), now.
-const POP_POSTGRES_SQL = `WITH picked AS (
+// %HOLDER% and %GATE% hold the holder check (HOLDER_CTE) when one is
+// asked for. Parameters: systems (JSON), workers (JSON), now.
+const POP_POSTGRES_SQL = `WITH %HOLDER%picked AS (
     SELECT c.id,
       row_number() OVER (ORDER BY c.priority, c.timestamp, c.id) AS n
     FROM (
       SELECT x.id, x.priority, x.timestamp
       FROM (SELECT jsonb_array_elements_text(
-              CAST(CAST(? AS text) AS jsonb)) AS system) s
+              CAST(CAST(? AS text) AS jsonb)) AS system%GATE%) s
       CROSS JOIN LATERAL (
         SELECT id, priority, timestamp FROM Builds
         WHERE status = -2 AND pending_deps = 0 AND system = s.system
@@ -215,21 +217,39 @@ function compareCandidates(a: Row, b: Row): number {
   return 0;
 }
 
+// What makes a PostgreSQL pop take nothing unless the holder's row (name,
+// address: the parameters before the pop's own) is as the caller last saw
+// it: the row, read in the pop's statement and locked until it ends, so
+// that a claim of the name waits for the pop, and then finds its builds to
+// requeue, or is waited for, and the pop finds the row changed.
+const HOLDER_CTE = `holder AS (
+    SELECT name FROM Workers WHERE name = ? AND address = ? FOR SHARE),
+  `;
+const HOLDER_GATE = " WHERE EXISTS (SELECT 1 FROM holder)";
+
+/** A PopOptions.holderAddress, and the one worker it is the address of. */
+type Holder = { name: string; address: string };
+
 /** Builds for `workers`, all asking for `systems` (distinct). */
 function* popForSystems(
   d: Dialect,
   systems: string[],
   workers: string[],
   now: number,
+  holder: Holder | null,
 ): Step<(Build | null)[]> {
   const limit = popLimit(workers.length);
   const builds: (Build | null)[] = workers.map(() => null);
   if (d.name === "postgres") {
-    const rows = yield* all(
-      POP_POSTGRES_SQL.replaceAll("%LIMIT%", String(limit)) +
-        poppedColumns(d),
-      [JSON.stringify(systems), JSON.stringify(workers), now],
-    );
+    const sql = POP_POSTGRES_SQL.replaceAll("%LIMIT%", String(limit))
+      .replace("%HOLDER%", holder === null ? "" : HOLDER_CTE)
+      .replace("%GATE%", holder === null ? "" : HOLDER_GATE);
+    const rows = yield* all(sql + poppedColumns(d), [
+      ...(holder === null ? [] : [holder.name, holder.address]),
+      JSON.stringify(systems),
+      JSON.stringify(workers),
+      now,
+    ]);
     for (const row of rows) builds[Number(row.request) - 1] = rowToBuild(row);
     return builds;
   }
@@ -270,7 +290,18 @@ export function* popBuilds(
   d: Dialect,
   requests: readonly PopRequest[],
   now: number,
+  options: PopOptions = {},
 ): Step<(Build | null)[]> {
+  const holder = holderOf(requests, options);
+  // SQLite: the check and the pop share the write transaction, which no
+  // claim can come between.
+  if (holder !== null && d.name !== "postgres") {
+    const row = yield* get(
+      "SELECT 1 AS held FROM Workers WHERE name = ? AND address = ?",
+      [holder.name, holder.address],
+    );
+    if (row === undefined) return requests.map(() => null);
+  }
   // Requests grouped by their systems, in the order of their first request.
   const groups = new Map<string, number[]>();
   for (const [i, request] of requests.entries()) {
@@ -286,10 +317,30 @@ export function* popBuilds(
       JSON.parse(key),
       members.map((i) => requests[i].worker),
       now,
+      holder,
     );
     taken.forEach((build, j) => builds[members[j]] = build);
   }
   return builds;
+}
+
+/** The holder `options` names for `requests`, all of one worker; or null. */
+function holderOf(
+  requests: readonly PopRequest[],
+  options: PopOptions,
+): Holder | null {
+  const address = options.holderAddress;
+  if (address === undefined || requests.length === 0) return null;
+  const workers = new Set(requests.map((request) => request.worker));
+  if (workers.size > 1) {
+    throw new Error(
+      `Cannot pop builds for holder address ${JSON.stringify(address)}: ` +
+        `its requests name several workers (${
+          [...workers].map((w) => JSON.stringify(w)).join(", ")
+        }), not one`,
+    );
+  }
+  return { name: requests[0].worker, address };
 }
 
 export function* markStartedMany(

@@ -196,10 +196,10 @@ function methodsOver(
   // atomic on its own and never waits for a lock (SKIP LOCKED): the pop
   // runs without a transaction around it, as a read does. (Not as a
   // "statement": one statement failing would retry those that succeeded.)
-  const popBuilds: Store["popBuilds"] = (requests, now) =>
+  const popBuilds: Store["popBuilds"] = (requests, now, options) =>
     execute(
       dialect.name === "postgres" ? "read" : "write",
-      (d) => builds.popBuilds(d, requests, now),
+      (d) => builds.popBuilds(d, requests, now, options),
     );
   const markStartedMany: Store["markStartedMany"] = (starts, now) =>
     write((d) => builds.markStartedMany(d, starts, now));

@@ -332,6 +332,18 @@ export interface PopRequest {
   systems: readonly string[];
 }
 
+/** Conditions of a {@link Store.popBuilds}. */
+export interface PopOptions {
+  /**
+   * Takes nothing unless the Workers row of the requests' worker (one
+   * worker for all of them) has this address, checked in the pop's own
+   * atomic step: a server in local mode takes no build under a holder name
+   * that another server has taken over since it last looked
+   * (lib/server/local_holder.ts), where nothing would build it.
+   */
+  holderAddress?: string;
+}
+
 /** A worker's report that it started a build, and the build's log file. */
 export interface StartReport {
   derivation: string;
@@ -476,6 +488,7 @@ export interface Store {
   popBuilds(
     requests: readonly PopRequest[],
     now: number,
+    options?: PopOptions,
   ): Promise<(Build | null)[]>;
   /** Marks a submitted build started; false if `worker` does not own it. */
   markStarted(

@@ -951,9 +951,9 @@ Deno.test({
       storeSeenByDispatcher: (store) =>
         stall.wrap(store, (tx) => {
           const spy: Store = Object.create(tx);
-          spy.popBuilds = (requests, now) => {
+          spy.popBuilds = (requests, now, options) => {
             popCalls.push(requests.length);
-            return tx.popBuilds(requests, now);
+            return tx.popBuilds(requests, now, options);
           };
           spy.markStartedMany = (starts, now) => {
             startCalls.push(starts.length);

@@ -535,8 +535,8 @@ Deno.test("LocalBuilder.run() looks again when woken while taking a batch that c
   const store: Store = {
     ...farm.store,
     watchQueue: (onChange) => queueChanged = onChange,
-    popBuilds: async (requests, now) => {
-      const builds = await farm.store.popBuilds(requests, now);
+    popBuilds: async (requests, now, options) => {
+      const builds = await farm.store.popBuilds(requests, now, options);
       if (!raced) {
         raced = true;
         await runEvaluation(SPEC, farm.runner);

@@ -338,14 +338,14 @@ for (const { name: backend, ignore, needs } of backends) {
       const asked = Promise.withResolvers<void>();
       const store: Store = {
         ...db.a,
-        popBuilds: async (requests, now) => {
+        popBuilds: async (requests, now, options) => {
           const gate = hold;
           hold = null;
           if (gate !== null) {
             asked.resolve();
             await gate.promise;
           }
-          return await db.a.popBuilds(requests, now);
+          return await db.a.popBuilds(requests, now, options);
         },
       };
       try {
@@ -380,6 +380,54 @@ for (const { name: backend, ignore, needs } of backends) {
           });
         }
         assert.equal(quick.length + late.length, 4);
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a name taken over by a third server between a lane's look at its row and its pop gets no build held under it; the next batch is taken under a name claimed again${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const live = new Set([1, 3]);
+      // Once armed, the next pop comes after the row was expired and the
+      // name claimed by a third server: after the lane's look at the row.
+      let takeOver = false;
+      const store: Store = {
+        ...db.a,
+        popBuilds: async (requests, now, options) => {
+          if (takeOver) {
+            takeOver = false;
+            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+            const third = builder(db.b, { holder: processOf(3, live) });
+            assert.equal(await third.holderName(), "local@box");
+          }
+          return await db.a.popBuilds(requests, now, options);
+        },
+      };
+      try {
+        await register(db.a, ["a1", "a2"]);
+        const first = builder(store, { holder: processOf(1, live) });
+        assert.equal(await first.holderName(), "local@box");
+        takeOver = true;
+        assert.deepEqual(await first.takeBatch(), []);
+        assert.equal(
+          (await db.a.queue({ worker: "local@box" }, 10)).length,
+          0,
+          "nothing held under the third server's name",
+        );
+        const next = await first.takeBatch();
+        assert.equal(next.length, 2);
+        assert.equal(await first.holderName(), "local@box#2");
+        for (const build of next) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "submitted",
+            worker: "local@box#2",
+          });
+        }
       } finally {
         await db.close();
       }

@@ -16,6 +16,7 @@ import {
   cancelEvaluation,
   completeBuild,
   markStartedMany,
+  popBuilds,
   restartBuild,
 } from "../../../lib/store/sql_builds.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
@@ -569,6 +570,64 @@ Deno.test({
         );
       });
     }
+  },
+});
+
+Deno.test({
+  name:
+    `popBuilds() with a holder address and a claim of the holder's row wait for each other: a pop after the claim takes nothing, a claim after the pop finds the builds to requeue${needs}`,
+  ignore,
+  async fn() {
+    const d = postgresDialect("unused");
+    const request = { worker: "local@box", systems: ["x86_64-linux"] };
+    const row = (address: string) => ({
+      name: "local@box",
+      address,
+      machine: "box",
+      systems: ["x86_64-linux"],
+      lastSeen: 1,
+    });
+    await withSchemaSql({}, async (store, sql) => {
+      await store.upsertSpecification(specification("guix"));
+      const id = await store.addEvaluation("guix", [], 1);
+      await store.registerBuilds(id, [job("a"), job("b")], {
+        priority: 9,
+        now: 1,
+      });
+      await store.upsertWorker(row("pid=1"));
+      await withSql(async (watcher) => {
+        // A claim by another server, not yet committed: the pop of the old
+        // holder waits for it, then finds the row changed.
+        const [claimed] = await sql.begin(async (tx) => {
+          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
+          await tx.unsafe(
+            "UPDATE Workers SET address = 'pid=2' WHERE name = 'local@box'",
+          );
+          const pop = store.popBuilds([request], 2, { holderAddress: "pid=1" });
+          pop.catch(() => {});
+          await eventuallyBlockedBy(watcher, Number(pid));
+          return [pop];
+        });
+        assert.deepEqual(await claimed, [null]);
+
+        // A pop under the row, not yet committed: a claim waits for it, and
+        // the requeue that follows a claim finds what it took.
+        const [claim] = await sql.begin(async (tx) => {
+          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
+          const taken = await runSteps(
+            tx,
+            popBuilds(d, [request, request], 3, { holderAddress: "pid=2" }),
+          );
+          assert.equal(taken.filter((build) => build !== null).length, 2);
+          const claim = store.claimWorker(row("pid=3"), { address: "pid=2" });
+          claim.catch(() => {});
+          await eventuallyBlockedBy(watcher, Number(pid));
+          return [claim];
+        });
+        assert.equal(await claim, true);
+        assert.equal(await store.requeueWorkerBuilds("local@box", 4), 2);
+      });
+    });
   },
 });
 

@@ -682,6 +682,42 @@ export function storeContract(
     assert.equal(new Set(ids).size, 20);
   });
 
+  test("popBuilds() with a holder address takes builds only while the worker's row has that address", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("h1"), job("h2"), job("h3")], {
+      priority: 9,
+      now: 1,
+    });
+    const request = { worker: "local@box", systems: ["x86_64-linux"] };
+    const pop = (holderAddress: string) =>
+      store.popBuilds([request, request], 2, { holderAddress });
+    // No row: nothing.
+    assert.deepEqual(await pop("pid=1"), [null, null]);
+    const row = {
+      name: "local@box",
+      address: "pid=1",
+      machine: "box",
+      systems: ["x86_64-linux"],
+      lastSeen: 1,
+    };
+    await store.upsertWorker(row);
+    assert.deepEqual(
+      (await pop("pid=1")).map((b) => b?.worker ?? null),
+      ["local@box", "local@box"],
+    );
+    // Taken over by another holder: nothing, the last build left queued.
+    await store.upsertWorker({ ...row, address: "pid=2" });
+    assert.deepEqual(await pop("pid=1"), [null, null]);
+    assert.equal(await status(store, "h3"), BuildStatus.scheduled);
+    await assert.rejects(
+      store.popBuilds([request, { ...request, worker: "w2" }], 2, {
+        holderAddress: "pid=2",
+      }),
+      /holder address "pid=2".*"local@box", "w2"/,
+    );
+    assert.equal(await status(store, "h3"), BuildStatus.scheduled);
+  });
+
   // Listing.
 
   test("queue() lists pending builds: started, scheduled, submitted, each in dispatch order", async (store) => {
