@@ -321,7 +321,13 @@ export async function runEvaluation(
         created: error.registered.created,
         log,
       });
-      return failed(status);
+      // What was evaluated and what the committed chunks created, as for
+      // an evaluation that ran to its end.
+      return {
+        ...failed(status),
+        jobs: error.jobs,
+        created: error.registered.created,
+      };
     }
     if (
       error instanceof DatabaseStepError &&

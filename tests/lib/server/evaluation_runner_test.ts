@@ -575,6 +575,8 @@ Deno.test("runEvaluation() stopped while a chunk of its registration is written 
       signal: stop.signal,
     });
     assert.equal(outcome.status, EvaluationStatus.aborted);
+    assert.equal(outcome.jobs, count);
+    assert.equal(outcome.created, REGISTRATION_CHUNK_JOBS);
     assert.equal(registrations, 1);
     assert.equal(
       (await farm.store.getEvaluation(outcome.id))?.status,
