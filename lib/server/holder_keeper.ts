@@ -151,7 +151,7 @@ export class HolderKeeper {
   /** The name claimed now, with the claim it is of. */
   async #named(): Promise<HeldName> {
     const claim = this.#current();
-    const { name } = await claim;
-    return { name, claim, address: await this.#options.holder.address() };
+    const { name, address } = await claim;
+    return { name, claim, address };
   }
 }

@@ -109,6 +109,7 @@ type Withdrawal = "canceled" | "restarted" | "taken back";
  * handling of the driver's events and the looks at the database.
  */
 interface Flight {
+  builds: readonly Build[];
   open: Set<string>;
   group: Set<string> | null;
   stopGroup: AbortController | null;
@@ -248,11 +249,14 @@ export class LocalBuilder {
   async #lane(signal: AbortSignal): Promise<void> {
     const { logger } = this.#options;
     while (!signal.aborted) {
-      let batch: Build[] = [];
+      let batch: readonly Build[] = [];
       try {
-        batch = await this.takeBatch();
-        if (batch.length > 0) {
-          const summary = await this.buildBatch(batch, signal);
+        const flight = await this.#takeBatch((builds) =>
+          builds.length === 0 ? null : this.#openFlight(builds)
+        );
+        if (flight !== null) {
+          batch = flight.builds;
+          const summary = await this.#fly(flight, signal);
           // A withdrawal failed nothing: the rest of its batch is taken
           // again at once.
           if (
@@ -420,7 +424,17 @@ export class LocalBuilder {
   }
 
   /** Takes up to a batch of dispatchable builds for this server. */
-  async takeBatch(): Promise<Build[]> {
+  takeBatch(): Promise<Build[]> {
+    return this.#takeBatch((builds) => builds);
+  }
+
+  /**
+   * {@link takeBatch}, handing the batch to `onTaken` in the same step as
+   * the check that the name it was taken under is still the one claimed:
+   * a regain, whose withdrawal of every batch begins with the batches in
+   * #flights, cannot fall between the two when `onTaken` puts it there.
+   */
+  async #takeBatch<T>(onTaken: (builds: Build[]) => T): Promise<T> {
     const { store, clock } = this.#options;
     // Not under a name whose row another server expired meanwhile: a
     // third server may have claimed it since, and builds taken under it
@@ -443,20 +457,15 @@ export class LocalBuilder {
       });
       taken = builds.filter((build) => build !== null);
       if (this.#holder.isCurrent(held)) break;
-      // The name was found lost while the batch was taken: the regain did
-      // not see this batch, which it would have withdrawn, and the name it
-      // was taken under may be another server's by now. Its builds go back
-      // to the queue (those still held under that name), to be taken again
-      // under the name claimed.
-      const now = epochSeconds(clock);
-      let given = 0;
-      for (const build of taken) {
-        const options = { worker };
-        if (await store.requeueBuild(build.derivation, now, options)) given++;
-      }
-      this.#options.logger.info("local batch given back", {
+      // The claim was found lost while the batch was taken: the regain did
+      // not see this batch, which it would have withdrawn. The batch is
+      // left, not given back: the pop found the claim's row as it was, so
+      // whoever ended the claim did so after the pop, and put its builds
+      // back in the queue (local_holder.ts); a requeue now could take
+      // from another holder what it got since.
+      this.#options.logger.info("local batch left", {
         worker,
-        builds: given,
+        builds: taken.length,
       });
       taken = [];
     }
@@ -468,7 +477,7 @@ export class LocalBuilder {
         this.#withdraw(flight, build.derivation, "taken back");
       }
     }
-    return taken;
+    return onTaken(taken);
   }
 
   async #systems(): Promise<string[]> {
@@ -484,10 +493,25 @@ export class LocalBuilder {
    * go to the daemon grouped by their time limits; then every build is
    * reconciled with the store.
    */
-  async buildBatch(
-    builds: Build[],
-    signal?: AbortSignal,
-  ): Promise<BatchSummary> {
+  buildBatch(builds: Build[], signal?: AbortSignal): Promise<BatchSummary> {
+    return this.#fly(this.#openFlight(builds), signal);
+  }
+
+  /** A flight of `builds`, in #flights from now on. */
+  #openFlight(builds: Build[]): Flight {
+    const flight: Flight = {
+      builds,
+      open: new Set(builds.map((build) => build.derivation)),
+      group: null,
+      stopGroup: null,
+      turns: new OneAtATime(),
+    };
+    this.#flights.add(flight);
+    return flight;
+  }
+
+  /** Builds `flight` (see buildBatch), and takes it out of #flights. */
+  async #fly(flight: Flight, signal?: AbortSignal): Promise<BatchSummary> {
     const summary: BatchSummary = {
       succeeded: 0,
       failed: 0,
@@ -496,17 +520,16 @@ export class LocalBuilder {
       requeued: 0,
       interruption: null,
     };
-    const byDrv = new Map(builds.map((build) => [build.derivation, build]));
-    const open = new Set(byDrv.keys());
-    const drvs = [...open].sort();
-    const flight: Flight = {
-      open,
-      group: null,
-      stopGroup: null,
-      turns: new OneAtATime(),
-    };
-    this.#flights.add(flight);
+    const byDrv = new Map(
+      flight.builds.map((build) => [build.derivation, build]),
+    );
+    const drvs = [...byDrv.keys()].sort();
     try {
+      // Withdrawn whole before its start (a regain just after the take).
+      if (flight.open.size === 0) {
+        summary.interruption = "withdrawal";
+        return summary;
+      }
       return await this.#buildFlight(flight, drvs, byDrv, summary, signal);
     } finally {
       this.#flights.delete(flight);

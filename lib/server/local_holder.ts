@@ -17,6 +17,14 @@
 // builds left under the name go back to the queue at once, their holder
 // being dead. Each take is a compare-and-set on the row, so two servers
 // starting at once never share a name.
+//
+// Each claim writes an address of its own (a token counted per claim),
+// even a claim of the same name again by the same server: a pop checks
+// the address in its own atomic step (PopOptions.holderAddress), so a
+// build is held under a name only by a pop made while the claim it was
+// made for stood, and whoever ended that claim (an expiry, another
+// server's claim, this server's own claim again) puts back in the queue
+// what was held under it.
 
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -79,13 +87,20 @@ export function parseHolderAddress(
   };
 }
 
-/** A name taken, and how many builds left under it went back to the queue. */
-export type HolderClaim = { name: string; requeued: number };
+/**
+ * A name taken, the address its row has while the claim stands, and how
+ * many builds left under the name went back to the queue.
+ */
+export type HolderClaim = { name: string; address: string; requeued: number };
 
 /** One server's holder name: taken, renewed, given up at a clean stop. */
 export class LocalHolder {
   readonly #options: LocalHolderOptions;
-  readonly #run = crypto.randomUUID().slice(0, 8);
+  /** This builder, in the token of each of its claims. */
+  readonly #builder = crypto.randomUUID().slice(0, 8);
+  #claims = 0;
+  /** The token of the last claim: "BUILDER.N". */
+  #run = "";
   #self: EvaluationOwner | null = null;
   #name: string | null = null;
 
@@ -107,6 +122,7 @@ export class LocalHolder {
     const { store, clock, logger } = this.#options;
     const self = await this.#process();
     const hostName = this.#options.hostName ?? Deno.hostname();
+    this.#run = `${this.#builder}.${++this.#claims}`;
     for (let slot = 1; slot <= MAX_SLOTS; slot++) {
       const name = holderName(hostName, slot);
       const previous = await this.#take(name, self);
@@ -121,7 +137,7 @@ export class LocalHolder {
         previous: previous?.address,
         requeued,
       });
-      return { name, requeued };
+      return { name, address: holderAddress(self, this.#run), requeued };
     }
     throw new Error(
       `Cannot claim a local holder name: ${
@@ -153,7 +169,10 @@ export class LocalHolder {
     return undefined;
   }
 
-  /** Whether `row`'s holder is gone, or is this very builder. */
+  /**
+   * Whether `row`'s holder is gone, or is this very builder (an earlier
+   * claim of it).
+   */
   async #free(row: Worker, self: EvaluationOwner): Promise<boolean> {
     const { clock, timeoutSeconds } = this.#options;
     const holder = parseHolderAddress(row.address);
@@ -161,7 +180,7 @@ export class LocalHolder {
       const { owner, run } = holder;
       if (
         owner.pid === self.pid && owner.started === self.started &&
-        run === this.#run
+        run.startsWith(`${this.#builder}.`)
       ) {
         return true;
       }
@@ -196,12 +215,7 @@ export class LocalHolder {
     const name = this.#name;
     if (name === null) return false;
     const row = await this.#options.store.getWorker(name);
-    return row?.address === await this.address();
-  }
-
-  /** The address this builder's row has while the name is its own. */
-  async address(): Promise<string> {
-    return holderAddress(await this.#process(), this.#run);
+    return row?.address === holderAddress(await this.#process(), this.#run);
   }
 
   /**

@@ -436,6 +436,110 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a batch whose claim ended while it was taken is left, not requeued: the builds a third server took under the name since stay its own${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const live = new Set([1, 3]);
+      let third: LocalBuilder | null = null;
+      let thirds: Build[] = [];
+      let first: LocalBuilder | null = null;
+      // Once armed, the pop returns only after its claim ended: the row
+      // expired (its builds requeued), the name claimed by a third server
+      // that took them, and the loss found by another lane of this one.
+      let endClaim = false;
+      const store: Store = {
+        ...db.a,
+        popBuilds: async (requests, now, options) => {
+          const popped = await db.a.popBuilds(requests, now, options);
+          if (endClaim) {
+            endClaim = false;
+            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+            third = builder(db.b, { holder: processOf(3, live) });
+            thirds = await third.takeBatch();
+            assert.deepEqual(await first!.takeBatch(), []);
+            assert.equal(await first!.holderName(), "local@box#2");
+          }
+          return popped;
+        },
+      };
+      try {
+        await register(db.a, ["a1", "a2"]);
+        const lines: string[] = [];
+        first = builder(store, { holder: processOf(1, live), lines });
+        assert.equal(await first.holderName(), "local@box");
+        endClaim = true;
+        assert.deepEqual(await first.takeBatch(), []);
+        assert.equal(thirds.length, 2);
+        for (const build of thirds) {
+          assert.deepEqual(await state(db.a, build), {
+            status: "submitted",
+            worker: "local@box",
+          });
+        }
+        assert.ok(
+          lines.some((l) =>
+            l.startsWith("info local batch left worker=local@box builds=2")
+          ),
+          lines.join("\n"),
+        );
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a lane's pop made under a claim that another lane ended by claiming the same name again takes nothing, and the lane takes its batch under the new claim: each claim has an address of its own${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      let hold: PromiseWithResolvers<void> | null = null;
+      const asked = Promise.withResolvers<void>();
+      const store: Store = {
+        ...db.a,
+        popBuilds: async (requests, now, options) => {
+          const gate = hold;
+          hold = null;
+          if (gate !== null) {
+            asked.resolve();
+            await gate.promise;
+          }
+          return await db.a.popBuilds(requests, now, options);
+        },
+      };
+      try {
+        await register(db.a, ["a1", "a2", "a3", "a4"]);
+        const first = builder(store, { holder: processOf(1, new Set([1])) });
+        assert.equal(await first.holderName(), "local@box");
+        const gate = Promise.withResolvers<void>();
+        hold = gate;
+        const slow = first.takeBatch();
+        await asked.promise;
+        // The row expires; another lane finds it gone and claims the same
+        // name again, the first free one.
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        const quick = await first.takeBatch();
+        assert.equal(await first.holderName(), "local@box");
+        assert.equal(quick.length, 2);
+        gate.resolve();
+        const late = await slow;
+        assert.equal(late.length, 2);
+        // Held under the name: the two lanes' batches, nothing else.
+        assert.deepEqual(
+          (await db.a.queue({ worker: "local@box" }, 10))
+            .map((build) => build.id).sort(),
+          [...quick, ...late].map((build) => build.id).sort(),
+        );
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: a lane that read the name just before another lane's regain, and finds the old row lost only once the regain is done, makes no second regain${needs}`,
     ignore,
     async fn() {
