@@ -89,3 +89,40 @@ export async function everyInterval(
     if (!await action()) return;
   }
 }
+
+/**
+ * A wake-up for a periodic wait: {@link Nudge.sleep} ends at the next
+ * {@link Nudge.wake}, or at once if one came since the last sleep ended,
+ * so that a wake-up that comes while the waiter works is not lost.
+ */
+export class Nudge {
+  #pending = false;
+  #cut: (() => void) | null = null;
+
+  /** Ends the current sleep, or the next one at its start. */
+  wake(): void {
+    this.#pending = true;
+    this.#cut?.();
+  }
+
+  /**
+   * Sleeps `ms` on `clock`, unless woken first; rejects as the clock's
+   * sleep does when `signal` aborts. The clock's sleep cut short is
+   * aborted, not left pending.
+   */
+  async sleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw signal.reason;
+    if (!this.#pending) {
+      const cut = new AbortController();
+      this.#cut = () => cut.abort();
+      try {
+        await clock.sleep(ms, AbortSignal.any([signal, cut.signal]));
+      } catch (error) {
+        if (signal.aborted) throw error;
+      } finally {
+        this.#cut = null;
+      }
+    }
+    this.#pending = false;
+  }
+}

@@ -19,7 +19,7 @@ import {
   type RouterMessage,
   type RouterSocket,
 } from "../zmtp/router.ts";
-import { type Clock, epochSeconds } from "../clock.ts";
+import { type Clock, epochSeconds, Nudge } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
 import type { Build, HeldBuild, Holding, Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
@@ -243,13 +243,17 @@ export class Dispatcher {
    * Every `heldCheckSeconds`, takes back the builds connected Lorica
    * workers are building that the database no longer has held by them: a
    * cancel or restart made by another process sharing it (a web front end)
-   * tells no worker, and nothing else would before the build's end.
+   * tells no worker, and nothing else would before the build's end. On
+   * PostgreSQL such a change wakes the look at once (Store.watchHoldings);
+   * the period is the safety net for a notification lost.
    */
   async #checkHeldEvery(signal: AbortSignal): Promise<void> {
-    const { clock, logger, heldCheckSeconds } = this.#options;
+    const { clock, logger, heldCheckSeconds, store } = this.#options;
+    const nudge = new Nudge();
+    store.watchHoldings?.(() => nudge.wake(), signal);
     while (true) {
       try {
-        await clock.sleep((heldCheckSeconds ?? 5) * 1000, signal);
+        await nudge.sleep(clock, (heldCheckSeconds ?? 5) * 1000, signal);
       } catch {
         return;
       }

@@ -209,6 +209,11 @@ export class LocalBuilder {
     // front end restarting one, another server registering an evaluation)
     // wake the lanes at once rather than at their next poll.
     this.#options.store.watchQueue?.(() => this.wake(), signal);
+    // A build another process canceled or restarted is taken from its
+    // batch at once, not at the batch's next look.
+    this.#options.store.watchHoldings?.(() => {
+      if (this.#flights.size > 0) this.#takeBackNow();
+    }, signal);
     const lanes = Math.max(1, this.#options.concurrency ?? 1);
     const { store, clock, logger, sweepIntervalMs } = this.#options;
     const timeoutSeconds = this.#timeoutSeconds();

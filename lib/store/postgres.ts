@@ -184,14 +184,19 @@ export async function openPostgresStore(
   const queryTimeoutSeconds = options.queryTimeoutSeconds ??
     DEFAULT_QUERY_TIMEOUT_SECONDS;
   const sql = connect(queryTimeoutSeconds, options.maxConnections ?? 8);
-  const channel = `lorica_queue${schema === undefined ? "" : `_${schema}`}`;
-  const dialect = postgresDialect(channel);
+  const suffix = schema === undefined ? "" : `_${schema}`;
+  const channel = `lorica_queue${suffix}`;
+  const heldChannel = `lorica_held${suffix}`;
+  const dialect = postgresDialect(channel, heldChannel);
   const store = createSqlStore(
     postgresDriver(sql, dialect, queryTimeoutSeconds),
   );
   const pollMs = options.queuePollMs ?? 5000;
   store.watchQueue = (onChange, signal) =>
-    watchQueue(sql, channel, pollMs, onChange, signal);
+    watchChannel(sql, channel, pollMs, onChange, signal);
+  // Its callers look every few seconds anyway: no poll of its own.
+  store.watchHoldings = (onChange, signal) =>
+    watchChannel(sql, heldChannel, null, onChange, signal);
   return store;
 }
 
@@ -376,17 +381,18 @@ function postgresDriver(
 /**
  * LISTEN on `channel` (postgres.js re-listens after a lost connection and
  * then calls `onlisten`, where a change may have been missed), plus a poll
- * every `pollMs` in case a notification never arrives (case C17).
+ * every `pollMs` (unless null) in case a notification never arrives (case
+ * C17).
  */
-function watchQueue(
+function watchChannel(
   sql: postgres.Sql,
   channel: string,
-  pollMs: number,
+  pollMs: number | null,
   onChange: () => void,
   signal: AbortSignal,
 ): void {
   if (signal.aborted) return;
-  const timer = setInterval(onChange, pollMs);
+  const timer = pollMs === null ? undefined : setInterval(onChange, pollMs);
   let unlisten: (() => Promise<void>) | undefined;
   let stopped = false;
   signal.addEventListener("abort", () => {

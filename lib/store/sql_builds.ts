@@ -537,7 +537,13 @@ export function* requeueBuild(
     worker === undefined ? [derivation] : [derivation, worker],
   );
   if (changed > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  if (changed > 0) yield* notifyHoldings(d);
   return changed > 0;
+}
+
+/** Tells the processes watching holdings that a held build was taken. */
+function* notifyHoldings(d: Dialect): Step<void> {
+  if (d.notifyHoldings !== "") yield* all(d.notifyHoldings);
 }
 
 export function* cancelBuild(
@@ -558,10 +564,9 @@ export function* cancelBuild(
     id,
   ]);
   yield* failDependents(d, id, now);
-  return {
-    changed: true,
-    worker: running && row.worker !== null ? String(row.worker) : null,
-  };
+  const worker = running && row.worker !== null ? String(row.worker) : null;
+  if (worker !== null) yield* notifyHoldings(d);
+  return { changed: true, worker };
 }
 
 // Failed-dependency builds depending on one of `ids`, whose dependencies
@@ -606,10 +611,9 @@ export function* restartBuild(
   if (status === BuildStatus.succeeded) yield* adjustDependents(d, id, 1);
   yield* run(`${RESTART_SQL} WHERE id = ?`, [id]);
   yield* rescheduleDependents(d, [id]);
-  return {
-    changed: true,
-    worker: running && row.worker !== null ? String(row.worker) : null,
-  };
+  const worker = running && row.worker !== null ? String(row.worker) : null;
+  if (worker !== null) yield* notifyHoldings(d);
+  return { changed: true, worker };
 }
 
 export function* cancelEvaluation(
@@ -634,6 +638,7 @@ export function* cancelEvaluation(
     where: "status + 0 < 0",
   });
   yield* failDependentsOfAll(d, ids, now);
+  if (held.length > 0) yield* notifyHoldings(d);
   return { changed: ids.length, held };
 }
 
@@ -656,6 +661,7 @@ export function* restartEvaluation(
   // went out before its input or waited for good.
   yield* waitAgainFor(d, succeeded);
   yield* rescheduleDependents(d, ids);
+  if (held.length > 0) yield* notifyHoldings(d);
   return { changed: ids.length, held };
 }
 

@@ -53,6 +53,11 @@ export interface Dialect {
   skipLocked: string;
   /** A statement run in a transaction that added dispatchable builds, or "". */
   notifyQueue: string;
+  /**
+   * A statement run in a transaction that took a build from the worker
+   * holding it (a cancel, a restart, a requeue), or "".
+   */
+  notifyHoldings: string;
 }
 
 /** Runs `sql` and returns its rows. */
@@ -103,10 +108,17 @@ export const sqliteDialect: Dialect = {
   forShare: "",
   skipLocked: "",
   notifyQueue: "",
+  notifyHoldings: "",
 };
 
-/** The PostgreSQL dialect; `channel` is the LISTEN channel of new builds. */
-export function postgresDialect(channel: string): Dialect {
+/**
+ * The PostgreSQL dialect; `channel` is the LISTEN channel of new builds,
+ * `holdingsChannel` that of builds taken from their workers.
+ */
+export function postgresDialect(
+  channel: string,
+  holdingsChannel = `${channel}_held`,
+): Dialect {
   return {
     name: "postgres",
     textList:
@@ -133,5 +145,6 @@ export function postgresDialect(channel: string): Dialect {
     forShare: " FOR SHARE",
     skipLocked: " FOR UPDATE SKIP LOCKED",
     notifyQueue: `SELECT pg_notify('${channel}', '')`,
+    notifyHoldings: `SELECT pg_notify('${holdingsChannel}', '')`,
   };
 }

@@ -686,6 +686,14 @@ export interface Store {
   watchQueue?(onChange: () => void, signal: AbortSignal): void;
 
   /**
+   * Calls `onChange` whenever a build may have been taken from the worker
+   * holding it by another process (a cancel, a restart or a requeue by a
+   * web front end: PostgreSQL LISTEN/NOTIFY, without a poll of its own),
+   * until `signal` aborts. Absent where no other process writes (SQLite).
+   */
+  watchHoldings?(onChange: () => void, signal: AbortSignal): void;
+
+  /**
    * Group commit: calls `work` with a store whose writes share one
    * transaction, committed once when `work` resolves (rolled back if it
    * throws), so that many small writes cost one commit. Each write is

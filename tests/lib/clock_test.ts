@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { everyInterval, MAX_TIMER_MS, systemClock } from "../../lib/clock.ts";
+import {
+  everyInterval,
+  MAX_TIMER_MS,
+  Nudge,
+  systemClock,
+} from "../../lib/clock.ts";
 import { FakeClock } from "./server/_dispatch_fixture.ts";
 
 Deno.test("systemClock.sleep() past one timer's limit neither ends at once nor ignores its abort", async () => {
@@ -63,4 +68,41 @@ Deno.test("everyInterval() calls at each interval from the previous call's start
   await waiting;
   await clock.advance(5000);
   assert.equal(called, false);
+});
+
+Deno.test("Nudge.sleep() ends at a wake() with its clock's sleep withdrawn, at once after a wake() that came between two sleeps, else after its time; the signal rejects it", async () => {
+  const clock = new FakeClock();
+  const abort = new AbortController();
+  const nudge = new Nudge();
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+  let ended = false;
+  const endedWhen = (sleep: Promise<void>) => {
+    ended = false;
+    return sleep.then(() => ended = true);
+  };
+
+  // Woken while it sleeps: ended, nothing left waiting on the clock.
+  let sleeping = endedWhen(nudge.sleep(clock, 5000, abort.signal));
+  await settle();
+  assert.equal(clock.sleepersDueWithin(5000), 1);
+  nudge.wake();
+  await sleeping;
+  assert.equal(clock.sleepersDueWithin(5000), 0);
+
+  // Woken between two sleeps: the next one ends at once, once only.
+  nudge.wake();
+  await nudge.sleep(clock, 5000, abort.signal);
+  sleeping = endedWhen(nudge.sleep(clock, 5000, abort.signal));
+  await settle();
+  assert.equal(ended, false, "a wake-up counted twice");
+  await clock.advance(4999);
+  await settle();
+  assert.equal(ended, false, "ended before its time");
+  await clock.advance(1);
+  await sleeping;
+
+  const last = nudge.sleep(clock, 5000, abort.signal);
+  abort.abort(new Error("stop"));
+  await assert.rejects(last, /stop/);
+  await assert.rejects(nudge.sleep(clock, 5000, abort.signal), /stop/);
 });

@@ -12,7 +12,7 @@ import {
   guixSpawner,
 } from "../../../lib/guix/build_events.ts";
 import { spawnProcess } from "../../../lib/process.ts";
-import { FakeClock, within } from "./_dispatch_fixture.ts";
+import { eventually, FakeClock, within } from "./_dispatch_fixture.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { mountSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
@@ -1041,6 +1041,61 @@ for (const action of ["canceled", "restarted"] as const) {
     }
   });
 }
+
+Deno.test("LocalBuilder.run(): a build canceled by another process is taken from its batch when the store says holdings changed, not at the batch's next look", async () => {
+  const farm = await setup({
+    packages: [{
+      name: "long",
+      version: "1",
+      behaviour: { seconds: 3600, logLines: 1 },
+    }],
+  });
+  const lines: string[] = [];
+  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  const abort = new AbortController();
+  let holdingsChanged = () => {};
+  // The SQLite store with the PostgreSQL store's watchHoldings: a callback
+  // this test calls as another process's notification would.
+  const store: Store = {
+    ...farm.store,
+    watchHoldings: (onChange) => holdingsChanged = onChange,
+  };
+  let running: Promise<void> | null = null;
+  try {
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+      spawnGuix,
+      // Time stands still: the batch's looks never come.
+      clock: new FakeClock(),
+      heldCheckSeconds: 5,
+      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    });
+    running = builder.run(abort.signal);
+    await untilStarted(farm.store, ["long.x86_64-linux"]);
+    const long = await buildOf(farm.store, "long.x86_64-linux");
+    assert.equal((await farm.store.cancelBuild(long.id, 1)).changed, true);
+    holdingsChanged();
+    await eventually(
+      () => drivers.length === 1 && !alive(drivers[0]),
+      "the driver stopped",
+    );
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(`info build taken back drv=${long.derivation} `)
+      ),
+      lines.join("\n"),
+    );
+    assert.equal(
+      buildStatusName((await farm.store.getBuild(long.id))!.status),
+      "canceled",
+    );
+  } finally {
+    abort.abort();
+    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+    await running;
+    await farm.close();
+  }
+});
 
 Deno.test("LocalBuilder: a look at the database right after a build is recorded does not take it for one canceled elsewhere", async () => {
   const farm = await setup({

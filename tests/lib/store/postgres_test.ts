@@ -631,6 +631,83 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    `watchHoldings() hears another store's cancel, restart and requeue of a held build, not a cancel of a scheduled one${needs}`,
+  ignore,
+  async fn() {
+    await withStore(async (store, schema) => {
+      const other = await openPostgresStore(url!, { schema });
+      const stop = new AbortController();
+      try {
+        let heard = 0;
+        let next = Promise.withResolvers<void>();
+        store.watchHoldings!(() => {
+          heard++;
+          next.resolve();
+        }, stop.signal);
+        // The first call comes once LISTEN is in place (as after a lost
+        // connection, where a change may have been missed).
+        await heardWithin(next.promise, "the LISTEN");
+        await store.upsertSpecification(specification("guix"));
+        const id = await store.addEvaluation("guix", [], 1);
+        await store.registerBuilds(
+          id,
+          ["a", "b", "idle"].map((name) => job(name)),
+          { priority: 9, now: 1 },
+        );
+        const hold = async () =>
+          (await store.popBuild("w", ["x86_64-linux"], 2))!;
+        const idle = (await store.getBuildByDerivation(drv("idle")))!;
+        const changes: [string, () => Promise<unknown>][] = [
+          ["cancelBuild", async () => other.cancelBuild((await hold()).id, 4)],
+          [
+            "restartBuild",
+            async () => other.restartBuild((await hold()).id, 4),
+          ],
+          [
+            "requeueBuild",
+            async () => other.requeueBuild((await hold()).derivation, 4),
+          ],
+        ];
+        for (const [name, change] of changes) {
+          // Each after a cancel and a restart of a scheduled build, which
+          // say nothing: heard, they would put the count ahead.
+          const before = heard;
+          next = Promise.withResolvers<void>();
+          assert.equal((await other.cancelBuild(idle.id, 4)).changed, true);
+          assert.equal((await other.restartBuild(idle.id, 4)).changed, true);
+          await change();
+          await heardWithin(next.promise, name);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          assert.equal(heard, before + 1, name);
+        }
+      } finally {
+        stop.abort();
+        await other.close();
+      }
+    });
+  },
+});
+
+/** `heard`, or an error naming `what` after 10 s. */
+async function heardWithin(heard: Promise<void>, what: string) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      heard,
+      new Promise((_, reject) =>
+        timer = setTimeout(
+          () => reject(new Error(`nothing heard after ${what}`)),
+          10_000,
+        )
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Waits until a query starting with `prefix` waits for a lock. */
 async function eventuallyWaiting(sql: postgres.Sql, prefix: string) {
   for (let i = 0; i < 200; i++) {
