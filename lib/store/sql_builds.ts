@@ -537,11 +537,15 @@ export function* requeueBuild(
     worker === undefined ? [derivation] : [derivation, worker],
   );
   if (changed > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
-  if (changed > 0) yield* notifyHoldings(d);
   return changed > 0;
 }
 
-/** Tells the processes watching holdings that a held build was taken. */
+/**
+ * Tells the processes watching holdings that a held build was taken from
+ * its holder: by a cancel or a restart, which any process may make. (Not
+ * by a requeue, which only the holder makes: a batch given back would
+ * wake every process once per build.)
+ */
 function* notifyHoldings(d: Dialect): Step<void> {
   if (d.notifyHoldings !== "") yield* all(d.notifyHoldings);
 }

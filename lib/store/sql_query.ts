@@ -55,7 +55,7 @@ export interface Dialect {
   notifyQueue: string;
   /**
    * A statement run in a transaction that took a build from the worker
-   * holding it (a cancel, a restart, a requeue), or "".
+   * holding it (a cancel, a restart), or "".
    */
   notifyHoldings: string;
 }
