@@ -210,7 +210,12 @@ export interface GivenOptions {
 /**
  * Reads `args`, after the options set in the environment (see
  * {@link argsFromEnvironment}), strictly: an unknown option or a stray
- * positional argument throws, as `node:util` parseArgs words it.
+ * positional argument throws, as `node:util` parseArgs words it. An empty
+ * value (`--worker-keys=`, as an unset shell variable leaves it) is refused
+ * too, unless the option's default is empty: taken as given, it would
+ * silently mean "none" (no worker authentication) or a path relative to
+ * the root (`--state-directory=` writing `/admin-token`).
+ * @throws {UsageError} naming an option given an empty value.
  */
 export function readOptions(
   options: Record<string, OptionSpec>,
@@ -223,6 +228,13 @@ export function readOptions(
     strict: true,
     allowPositionals: false,
   }) as { values: Record<string, string | boolean | undefined> };
+  for (const [name, value] of Object.entries(values)) {
+    if (value === "" && options[name]?.default !== "") {
+      throw new UsageError(
+        `Cannot use --${name} "": an empty value (leave the option out to get its default)`,
+      );
+    }
+  }
   return {
     text: (name) => values[name] as string | undefined,
     flag: (name) => values[name] === true,

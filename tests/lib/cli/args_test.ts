@@ -157,6 +157,43 @@ Deno.test("readOptions() takes the environment's options, lets the command line 
   );
 });
 
+Deno.test("readOptions() refuses an empty value by name, unless the option's default is empty", () => {
+  const options: Record<string, OptionSpec> = {
+    "worker-keys": { type: "string" },
+    "state-directory": { type: "string", short: "d" },
+    "substitute-urls": { type: "string", default: "" },
+  };
+  for (
+    const args of [
+      ["--worker-keys="],
+      ["--worker-keys", ""],
+      ["--state-directory="],
+      ["-d", ""],
+    ]
+  ) {
+    assert.throws(
+      () => readOptions(options, args, new Map()),
+      (error: Error) =>
+        error instanceof UsageError &&
+        /^Cannot use --(worker-keys|state-directory) "": an empty value/
+          .test(error.message),
+      args.join(" "),
+    );
+  }
+  assert.equal(
+    readOptions(options, ["--substitute-urls="], new Map()).text(
+      "substitute-urls",
+    ),
+    "",
+  );
+  // An empty variable is an unset one, as before.
+  const environment = new Map([["LORICA_WORKER_KEYS", ""]]);
+  assert.equal(
+    readOptions(options, [], environment).text("worker-keys"),
+    undefined,
+  );
+});
+
 Deno.test("sourceOfUsageError() names the environment variable that set the option a message names, unless the command line gave it", () => {
   const options: Record<string, OptionSpec> = {
     workers: { type: "string" },

@@ -32,6 +32,8 @@ interface RunOptions {
    * SIGTERM once it returns true.
    */
   watch?: (stderr: string) => Promise<boolean>;
+  /** Arguments appended as they are (`--cache=`, an empty value). */
+  extraArgs?: string[];
 }
 
 /**
@@ -43,7 +45,7 @@ interface RunOptions {
 async function runServer(
   dir: string,
   options: Record<string, string | null> = {},
-  { env = {}, wrapper = [], stopAt, watch }: RunOptions = {},
+  { env = {}, wrapper = [], stopAt, watch, extraArgs = [] }: RunOptions = {},
 ): Promise<Run> {
   const paths: Record<string, string | null> = {
     database: `${dir}/farm.db`,
@@ -64,6 +66,7 @@ async function runServer(
       .map(([name, value]) =>
         value === "" ? `--${name}` : `--${name}=${value}`
       ),
+    ...extraArgs,
   ];
   const command = [...wrapper, ...argv];
   const child = new Deno.Command(command[0], {
@@ -168,6 +171,27 @@ Deno.test("lorica-server with an unusable --cache exits 2 naming it", async () =
       new RegExp(`Cannot use --cache "${dir}/afile/logs": Not a directory`),
     );
     assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
+Deno.test("lorica-server refuses an empty --database or --worker-keys by name, starting nothing", async () => {
+  // Taken as given, an empty --database was a temporary SQLite database
+  // (and the admin token written to the current directory), an empty
+  // --worker-keys a server accepting any worker.
+  await withDir(async (dir) => {
+    for (const option of ["database", "worker-keys"]) {
+      const run = await runServer(dir, { [option]: null }, {
+        extraArgs: [`--${option}=`],
+        env: { LORICA_LOG: "info" },
+        stopAt: /server started/,
+      });
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(
+        run.stderr,
+        new RegExp(`^lorica-server: error: Cannot use --${option} "": `),
+      );
+      assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+    }
   });
 });
 
