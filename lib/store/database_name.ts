@@ -16,7 +16,8 @@ const URL_SCHEME_REGEXP = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
  * (`dbname=cuirass host=/var/run/postgresql`), is PostgreSQL; anything else
  * is a SQLite file name.
  * @throws {DatabaseNameError} for a URL of any other scheme (`mysql://`),
- * which would otherwise become a file of that name.
+ * or a conninfo string without `dbname=` (`host=/var/run/postgresql`),
+ * either of which would otherwise become a file of that name.
  */
 export function storeBackend(database: string): "postgres" | "sqlite" {
   const scheme = URL_SCHEME_REGEXP.exec(database)?.[1].toLowerCase();
@@ -32,8 +33,25 @@ export function storeBackend(database: string): "postgres" | "sqlite" {
   if (/^\s*[a-z_]+\s*=/.test(database) && /\bdbname\s*=/.test(database)) {
     return "postgres";
   }
+  // libpq would take it, its database defaulting to the user's name (so
+  // Cuirass does); as a file name it would start a new, empty farm in a
+  // SQLite file called "host=... user=...".
+  const key = CONNINFO_START_REGEXP.exec(database)?.[1];
+  if (key !== undefined) {
+    throw new DatabaseNameError(
+      `Cannot open database ${
+        redactDatabase(database)
+      }: a conninfo string (it starts with ${
+        JSON.stringify(`${key}=`)
+      }) must name its database with dbname=`,
+    );
+  }
   return "sqlite";
 }
+
+/** The start of a conninfo string: a key libpq knows, then "=". */
+const CONNINFO_START_REGEXP =
+  /^\s*(host|hostaddr|port|user|password|passfile|connect_timeout|sslmode|application_name|options|service)\s*=/;
 
 /**
  * `database` quoted for a message or a log, with any password replaced by

@@ -42,6 +42,26 @@ Deno.test("storeBackend() rejects a URL of another scheme instead of making it a
   );
 });
 
+Deno.test("storeBackend() rejects a conninfo string without dbname= instead of making it a file name", () => {
+  for (
+    const database of [
+      "host=/var/run/postgresql",
+      "host=127.0.0.1 port=5432 user=ci",
+      " user=ci password=hunter2",
+    ]
+  ) {
+    assert.throws(
+      () => storeBackend(database),
+      (error: unknown) =>
+        error instanceof DatabaseNameError &&
+        error.message.includes(redactDatabase(database)) &&
+        error.message.includes("must name its database with dbname=") &&
+        !error.message.includes("hunter2"),
+      database,
+    );
+  }
+});
+
 Deno.test("redactDatabase() hides the password of URLs and conninfo strings", () => {
   const cases: [string, string][] = [
     [
