@@ -131,7 +131,7 @@ Notifications:
                               a round sends up to 10 queued notifications
                               and the retries due (default 60)
 
-      --user=USER             run as USER; started as root, the server starts
+  -u, --user=USER             run as USER; started as root, the server starts
                               again through setpriv(1) as USER before it
                               opens anything (prefer systemd's User=)
   -h, --help                  show this help
@@ -196,7 +196,8 @@ const OPTIONS: Record<string, OptionSpec> = {
   "mastodon-url": { type: "string" },
   "mastodon-token-file": { type: "string" },
   "notification-interval": { type: "string", default: "60" },
-  user: { type: "string" },
+  // -u as in Cuirass, whose units and scripts say `-u cuirass`.
+  user: { type: "string", short: "u" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 };

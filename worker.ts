@@ -50,7 +50,7 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
                               signal stops at once
       --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
-      --user=USER             run as USER; started as root, the worker starts
+  -u, --user=USER             run as USER; started as root, the worker starts
                               again through setpriv(1) as USER before it
                               opens anything (prefer systemd's User=)
   -h, --help                  show this help
@@ -83,7 +83,8 @@ const OPTIONS: Record<string, OptionSpec> = {
   "drain-timeout": { type: "string", default: "240" },
   "public-key": { type: "string" },
   "private-key": { type: "string" },
-  user: { type: "string" },
+  // -u as in Cuirass, whose units and scripts say `-u cuirass`.
+  user: { type: "string", short: "u" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 };

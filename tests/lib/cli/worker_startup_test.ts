@@ -56,3 +56,22 @@ Deno.test("lorica-worker with a --drain-timeout it cannot use exits 2 at start, 
   );
   assert.doesNotMatch(stderr, /guix publish/, "nothing was started");
 });
+
+Deno.test("lorica-server and lorica-worker take -u for --user, as Cuirass's programs do", async () => {
+  const server = new URL("../../../server.ts", import.meta.url).pathname;
+  for (const program of [server, WORKER]) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      // No such account: the lookup stops the program before it starts.
+      args: ["run", "--allow-all", program, "-u", "lorica-no-such-user"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 2, stderr);
+    assert.match(
+      stderr,
+      /: error: Cannot use --user "lorica-no-such-user": no such user\n$/,
+    );
+  }
+});
