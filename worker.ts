@@ -25,6 +25,7 @@ import {
 } from "./lib/cli/args.ts";
 import { continueAsUser } from "./lib/cli/run_as.ts";
 import { startNativeMemoryTrimmer } from "./lib/native_memory.ts";
+import { hostSystem } from "./lib/guix/system_name.ts";
 import { systemClock } from "./lib/clock.ts";
 
 const USAGE = `Usage: lorica-worker [--server=HOST:PORT] [OPTIONS]
@@ -35,7 +36,8 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
       --server-name=NAME      with DNS-SD, only the server of this instance name
       --discovery-interface=IF[,IF]  browse only on these interfaces
   -w, --workers=N             concurrent builds (default 1)
-  -S, --systems=S1,S2         systems to build for (default x86_64-linux)
+  -S, --systems=S1,S2         systems to build for (default this machine's,
+                              ${hostSystem()}, as with Cuirass)
   -p, --publish-port=PORT     this machine's guix publish port (default 5558)
       --publish-listen=ADDR   publish address (default 0.0.0.0)
       --substitute-urls=URLS  more substitute URLs after the server's, space separated
@@ -68,7 +70,9 @@ const OPTIONS: Record<string, OptionSpec> = {
   "server-name": { type: "string" },
   "discovery-interface": { type: "string" },
   workers: { type: "string", short: "w", default: "1" },
-  systems: { type: "string", short: "S", default: "x86_64-linux" },
+  // This machine's, as Cuirass's default: an aarch64 worker must not
+  // take x86_64 builds it was never told to build.
+  systems: { type: "string", short: "S", default: hostSystem() },
   "publish-port": { type: "string", short: "p", default: "5558" },
   "publish-listen": { type: "string", default: "0.0.0.0" },
   "substitute-urls": { type: "string", default: "" },
