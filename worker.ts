@@ -112,12 +112,14 @@ async function main(args: string[]): Promise<number> {
   const switched = await continueAsUser(text("user"));
   if (switched !== null) return switched;
   const systems = parseSystems("--systems", text("systems")!);
+  // Digits only: Number() would also take "0x10", "1e3" or "Infinity",
+  // the last one a worker that never asks for work.
   const diskGiB = Number(text("minimum-disk-space"));
-  if (!(diskGiB >= 0)) {
+  if (!/^\d+(\.\d+)?$/.test(text("minimum-disk-space")!)) {
     throw new UsageError(
-      `Cannot use --minimum-disk-space "${
-        text("minimum-disk-space")
-      }": not a number of GiB`,
+      `Cannot use --minimum-disk-space ${
+        JSON.stringify(text("minimum-disk-space"))
+      }: not a number of GiB`,
     );
   }
   // Read now, not at the SIGTERM that needs it: a bad value must stop the

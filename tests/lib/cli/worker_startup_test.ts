@@ -75,3 +75,51 @@ Deno.test("lorica-server and lorica-worker take -u for --user, as Cuirass's prog
     );
   }
 });
+
+Deno.test("lorica-worker takes a --minimum-disk-space of digits only, naming any other value", async () => {
+  for (const value of ["Infinity", "0x10", "1e3", " 5", "-1"]) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      // --workers=0 stops a worker that accepted the value, before it
+      // connects anywhere.
+      args: [
+        "run",
+        "--allow-all",
+        WORKER,
+        "--server=127.0.0.1:1",
+        `--minimum-disk-space=${value}`,
+        "--workers=0",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 2, stderr);
+    assert.ok(
+      stderr.includes(
+        `Cannot use --minimum-disk-space ${
+          JSON.stringify(value)
+        }: not a number of GiB`,
+      ),
+      stderr,
+    );
+  }
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      WORKER,
+      "--server=127.0.0.1:1",
+      "--minimum-disk-space=2.5",
+      "--workers=0",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.match(
+    new TextDecoder().decode(output.stderr),
+    /Cannot use --workers "0"/,
+    "2.5 GiB is accepted",
+  );
+});
