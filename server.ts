@@ -47,6 +47,7 @@ import {
   parsePositive,
   readOptions,
   readSecretFile,
+  refuseConflicts,
   sourceOfUsageError,
   stateHome,
   UsageError,
@@ -139,7 +140,10 @@ Notifications:
 
 Every option can also come from the environment: --log-port from
 LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
-(switches take 1, true, yes or on, and 0, false, no or off).
+(switches take 1, true, yes or on, and 0, false, no or off). An option
+given twice takes its last value, the command line's over the
+environment's; an empty value is refused, and so are --publish-port with
+--no-publish and --advertise-* with --no-advertise.
 LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store;
 GUIX_STATE_DIRECTORY the Guix daemon's state directory (default /var/guix),
 which the default --gc-roots is in, and whose gcroots and profiles a
@@ -206,7 +210,8 @@ const OPTIONS: Record<string, OptionSpec> = {
 const say = console.log;
 
 async function main(args: string[]): Promise<number> {
-  const { text, flag } = readOptions(OPTIONS, args);
+  const options = readOptions(OPTIONS, args);
+  const { text, flag } = options;
   if (flag("help")) {
     say(USAGE);
     return 0;
@@ -215,6 +220,16 @@ async function main(args: string[]): Promise<number> {
     say(await versionLine("lorica-server"));
     return 0;
   }
+  refuseConflicts(options, {
+    "no-publish": {
+      with: ["publish-port"],
+      because: "no guix publish runs to listen on it",
+    },
+    "no-advertise": {
+      with: ["advertise-name", "advertise-interface"],
+      because: "the server is not announced with DNS-SD",
+    },
+  });
   const switched = await continueAsUser(text("user"));
   if (switched !== null) return switched;
 

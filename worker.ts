@@ -20,6 +20,7 @@ import {
   parseSystems,
   readOptions,
   readSecretFile,
+  refuseConflicts,
   sourceOfUsageError,
   UsageError,
 } from "./lib/cli/args.ts";
@@ -60,9 +61,11 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
 
 Every option can also come from the environment (--workers from
 LORICA_WORKERS, --no-extensions from LORICA_NO_EXTENSIONS=1, ...; switches
-take 1, true, yes or on, and 0, false, no or off). REQUEST_PERIOD (seconds,
-default 30) is the pause after the server had no work, as in Cuirass;
-LORICA_LOG sets the log level.
+take 1, true, yes or on, and 0, false, no or off). An option given twice
+takes its last value, the command line's over the environment's; an empty
+value is refused, and so are --server-name and --discovery-interface with
+--server. REQUEST_PERIOD (seconds, default 30) is the pause after the
+server had no work, as in Cuirass; LORICA_LOG sets the log level.
 Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
 
 const OPTIONS: Record<string, OptionSpec> = {
@@ -100,7 +103,8 @@ const say = console.log;
 const NATIVE_TRIM_INTERVAL_MS = 10_000;
 
 async function main(args: string[]): Promise<number> {
-  const { text, flag } = readOptions(OPTIONS, args);
+  const options = readOptions(OPTIONS, args);
+  const { text, flag } = options;
   if (flag("help")) {
     say(USAGE);
     return 0;
@@ -109,6 +113,12 @@ async function main(args: string[]): Promise<number> {
     say(await versionLine("lorica-worker"));
     return 0;
   }
+  refuseConflicts(options, {
+    server: {
+      with: ["server-name", "discovery-interface"],
+      because: "a server named by --server is not looked for with DNS-SD",
+    },
+  });
   const switched = await continueAsUser(text("user"));
   if (switched !== null) return switched;
   const systems = parseSystems("--systems", text("systems")!);

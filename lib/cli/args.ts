@@ -205,6 +205,33 @@ export interface GivenOptions {
   text(name: string): string | undefined;
   /** Whether a boolean option is on. */
   flag(name: string): boolean;
+  /** Whether an option was given, on the command line or in the environment. */
+  given(name: string): boolean;
+}
+
+/**
+ * Refuses options that contradict each other: `conflicts` pairs an option
+ * with those that mean nothing beside it (`--no-publish` and
+ * `--publish-port`), so that what the operator asked for is not silently
+ * dropped.
+ * @throws {UsageError} naming both options and the value of the second.
+ */
+export function refuseConflicts(
+  options: GivenOptions,
+  conflicts: Record<string, { with: string[]; because: string }>,
+): void {
+  for (const [name, { with: others, because }] of Object.entries(conflicts)) {
+    if (!options.given(name)) continue;
+    for (const other of others) {
+      if (!options.given(other)) continue;
+      const value = options.text(other);
+      throw new UsageError(
+        `Cannot use --${other}${
+          value === undefined ? "" : ` ${JSON.stringify(value)}`
+        } with --${name}: ${because}`,
+      );
+    }
+  }
 }
 
 /**
@@ -222,12 +249,21 @@ export function readOptions(
   args: string[],
   env: { get(key: string): string | undefined } = Deno.env,
 ): GivenOptions {
-  const { values } = parseArgs({
+  const { values, tokens } = parseArgs({
     args: [...argsFromEnvironment(options, env), ...args],
     options,
     strict: true,
     allowPositionals: false,
-  }) as { values: Record<string, string | boolean | undefined> };
+    tokens: true,
+  }) as {
+    values: Record<string, string | boolean | undefined>;
+    tokens: { kind: string; name?: string }[];
+  };
+  const given = new Set(
+    tokens.filter((token) => token.kind === "option").map((token) =>
+      token.name!
+    ),
+  );
   for (const [name, value] of Object.entries(values)) {
     if (value === "" && options[name]?.default !== "") {
       throw new UsageError(
@@ -238,6 +274,7 @@ export function readOptions(
   return {
     text: (name) => values[name] as string | undefined,
     flag: (name) => values[name] === true,
+    given: (name) => given.has(name),
   };
 }
 

@@ -9,6 +9,7 @@ import {
   parsePositive,
   parseSystems,
   readOptions,
+  refuseConflicts,
   sourceOfUsageError,
   UsageError,
 } from "../../../lib/cli/args.ts";
@@ -191,6 +192,37 @@ Deno.test("readOptions() refuses an empty value by name, unless the option's def
   assert.equal(
     readOptions(options, [], environment).text("worker-keys"),
     undefined,
+  );
+});
+
+Deno.test("refuseConflicts() names both options and the value that means nothing, from the command line or the environment", () => {
+  const options: Record<string, OptionSpec> = {
+    "no-publish": { type: "boolean", default: false },
+    "publish-port": { type: "string", default: "5557" },
+  };
+  const conflicts = {
+    "no-publish": { with: ["publish-port"], because: "nothing listens" },
+  };
+  const refused = (args: string[], env = new Map<string, string>()) =>
+    assert.throws(
+      () => refuseConflicts(readOptions(options, args, env), conflicts),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message ===
+          'Cannot use --publish-port "6000" with --no-publish: nothing listens',
+      args.join(" "),
+    );
+  refused(["--no-publish", "--publish-port=6000"]);
+  refused(["--no-publish"], new Map([["LORICA_PUBLISH_PORT", "6000"]]));
+  // A default is not a choice: no conflict.
+  refuseConflicts(readOptions(options, ["--no-publish"], new Map()), conflicts);
+  refuseConflicts(
+    readOptions(
+      options,
+      ["--publish-port=6000"],
+      new Map([["LORICA_NO_PUBLISH", "no"]]),
+    ),
+    conflicts,
   );
 });
 

@@ -123,3 +123,38 @@ Deno.test("lorica-worker takes a --minimum-disk-space of digits only, naming any
     "2.5 GiB is accepted",
   );
 });
+
+Deno.test("lorica-server and lorica-worker refuse options that mean nothing beside another, naming both", async () => {
+  const server = new URL("../../../server.ts", import.meta.url).pathname;
+  const cases: [string, string[], string][] = [
+    [
+      server,
+      ["--no-publish", "--publish-port=6000"],
+      'Cannot use --publish-port "6000" with --no-publish: no guix publish runs to listen on it',
+    ],
+    [
+      server,
+      ["--build-remote", "--no-advertise", "--advertise-name=farm"],
+      'Cannot use --advertise-name "farm" with --no-advertise: the server is not announced with DNS-SD',
+    ],
+    [
+      WORKER,
+      ["--server=127.0.0.1:1", "--server-name=farm"],
+      'Cannot use --server-name "farm" with --server: a server named by --server is not looked for with DNS-SD',
+    ],
+  ];
+  for (const [program, args, message] of cases) {
+    // --web-port and --workers of 0 stop a program that accepted them,
+    // before it listens or connects anywhere.
+    const stop = program === server ? "--web-port=-1" : "--workers=0";
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", program, ...args, stop],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 2, stderr);
+    assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
+  }
+});
