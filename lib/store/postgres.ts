@@ -217,6 +217,22 @@ async function migrate(sql: postgres.Sql, database: string): Promise<void> {
       "SELECT max(version) AS v FROM SchemaVersion",
     );
     const version = Number(row?.v ?? 0);
+    // Cuirass's tables have the same names, SchemaVersion included (at 15
+    // in Cuirass 1.2): without this, its database would read as a newer
+    // Lorica's, and one of an older Cuirass would get Lorica's upgrades.
+    // Every Lorica schema from version 2 on has DispatcherStops.
+    const [marker] = await tx.unsafe(
+      "SELECT to_regclass('dispatcherstops') IS NOT NULL AS present",
+    );
+    if (version >= 2 && !marker.present) {
+      throw new StoreError(
+        `Cannot open database ${
+          redactDatabase(database)
+        }: its tables are not Lorica's (schema version ${version} without Lorica's DispatcherStops table; Cuirass's database?): give Lorica a database of its own`,
+        "foreign-schema",
+        version,
+      );
+    }
     if (version > POSTGRES_SCHEMA_VERSION) {
       throw new StoreError(
         `Cannot open database ${

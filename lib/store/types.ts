@@ -4,6 +4,8 @@
 export type StoreErrorCode =
   | "not-found"
   | "schema-too-new"
+  /** Tables of another program under the same names (Cuirass's). */
+  | "foreign-schema"
   | "batch-misuse"
   | "batch-aborted"
   | "transaction-ended"

@@ -741,6 +741,44 @@ Deno.test({
 
 Deno.test({
   name:
+    `openPostgresStore() refuses Cuirass's tables, of a newer or an older schema version, changing nothing${needs}`,
+  ignore,
+  async fn() {
+    for (const version of [15, 5]) {
+      const schema = freshSchema();
+      // What matters of Cuirass's schema: the same table names, its own
+      // SchemaVersion, none of Lorica's own tables.
+      await withSql((sql) =>
+        sql.unsafe(`CREATE SCHEMA ${schema};
+          CREATE TABLE ${schema}.SchemaVersion (version INTEGER NOT NULL);
+          INSERT INTO ${schema}.SchemaVersion VALUES (${version});
+          CREATE TABLE ${schema}.Builds (id SERIAL PRIMARY KEY,
+            derivation TEXT NOT NULL UNIQUE, worker TEXT,
+            status INTEGER NOT NULL)`)
+      );
+      await assert.rejects(
+        openPostgresStore(url!, { schema }),
+        (error: unknown) =>
+          error instanceof Error && error.name === "StoreError" &&
+          (error as { code?: string }).code === "foreign-schema" &&
+          error.message.includes(
+            `schema version ${version} without Lorica's DispatcherStops table; Cuirass's database?`,
+          ),
+        String(version),
+      );
+      const [row] = await withSql((sql) =>
+        sql.unsafe(
+          `SELECT (SELECT version FROM ${schema}.SchemaVersion) AS version,
+             to_regclass('${schema}.dispatcherstops') IS NULL AS untouched`,
+        )
+      );
+      assert.deepEqual({ ...row }, { version, untouched: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
     `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners, canceled evaluations)${needs}`,
   ignore,
   async fn() {
