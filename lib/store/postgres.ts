@@ -82,13 +82,24 @@ export function parsePostgresTarget(database: string): PostgresTarget {
         redactDatabase(database),
       );
     }
+    // The query may carry any of the fields, as libpq reads such URLs:
+    // `postgres:///lorica?host=/run/postgresql&user=ci` is the only way to
+    // name a role beside a socket directory (a URL with a user and no host
+    // is not well-formed).
+    const query = url.searchParams;
+    refuseEncryption(database, query.get("sslmode") ?? undefined);
     return {
-      host: decodeURIComponent(url.hostname) ||
-        url.searchParams.get("host") || "/var/run/postgresql",
-      port: Number(url.port || url.searchParams.get("port") || 5432),
-      database: decodeURIComponent(url.pathname.slice(1)) || "cuirass",
-      user: url.username ? decodeURIComponent(url.username) : undefined,
-      password: url.password ? decodeURIComponent(url.password) : undefined,
+      host: decodeURIComponent(url.hostname) || query.get("host") ||
+        "/var/run/postgresql",
+      port: portOf(database, url.port || query.get("port") || undefined),
+      database: decodeURIComponent(url.pathname.slice(1)) ||
+        query.get("dbname") || "cuirass",
+      user: url.username
+        ? decodeURIComponent(url.username)
+        : query.get("user") ?? undefined,
+      password: url.password
+        ? decodeURIComponent(url.password)
+        : query.get("password") ?? undefined,
     };
   }
   const fields = new Map<string, string>();
@@ -110,22 +121,54 @@ export function parsePostgresTarget(database: string): PostgresTarget {
       redactDatabase(database),
     );
   }
-  const port = Number(fields.get("port") ?? 5432);
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-    throw new PostgresTargetError(
-      `Cannot read conninfo ${redactDatabase(database)}: port ${
-        JSON.stringify(fields.get("port"))
-      } is not a port number`,
-      redactDatabase(database),
-    );
-  }
+  refuseEncryption(database, fields.get("sslmode"));
   return {
     host: fields.get("host") ?? "/var/run/postgresql",
-    port,
+    port: portOf(database, fields.get("port")),
     database: fields.get("dbname") ?? "cuirass",
     user: fields.get("user"),
     password: fields.get("password"),
   };
+}
+
+/**
+ * The port of a connection string, 5432 when `text` is undefined.
+ * @throws {PostgresTargetError} naming it when it is no port number.
+ */
+function portOf(database: string, text: string | undefined): number {
+  const port = Number(text ?? 5432);
+  if (!/^\d+$/.test(text ?? "5432") || port <= 0 || port > 65535) {
+    throw new PostgresTargetError(
+      `Cannot read ${
+        /^postgres(ql)?:\/\//.test(database) ? "database URL" : "conninfo"
+      } ${redactDatabase(database)}: port ${
+        JSON.stringify(text)
+      } is not a port number`,
+      redactDatabase(database),
+    );
+  }
+  return port;
+}
+
+/** libpq's sslmode values that ask for an encrypted connection. */
+const ENCRYPTED_MODES = new Set(["require", "verify-ca", "verify-full"]);
+
+/**
+ * Refuses an `sslmode` asking for encryption, which Lorica's connections
+ * do not have: ignored, it would send what the operator meant to protect
+ * (a password, the builds) in clear.
+ * @throws {PostgresTargetError} naming the mode.
+ */
+function refuseEncryption(database: string, sslmode: string | undefined) {
+  if (sslmode === undefined || !ENCRYPTED_MODES.has(sslmode)) return;
+  throw new PostgresTargetError(
+    `Cannot read ${
+      /^postgres(ql)?:\/\//.test(database) ? "database URL" : "conninfo"
+    } ${redactDatabase(database)}: sslmode ${
+      JSON.stringify(sslmode)
+    } asks for TLS, which Lorica does not use (connect through the Unix socket, or over a trusted network)`,
+    redactDatabase(database),
+  );
 }
 
 /**

@@ -128,6 +128,70 @@ Deno.test({
 
 Deno.test({
   name:
+    "parsePostgresTarget() reads a URL's user, password, database and port from its query too, as libpq does",
+  fn() {
+    assert.deepEqual(
+      parsePostgresTarget(
+        "postgres:///farm?host=/run/postgresql&port=6000&user=ci&password=s3cret",
+      ),
+      {
+        host: "/run/postgresql",
+        port: 6000,
+        database: "farm",
+        user: "ci",
+        password: "s3cret",
+      },
+    );
+    assert.deepEqual(
+      parsePostgresTarget("postgresql://127.0.0.1?dbname=farm"),
+      {
+        host: "127.0.0.1",
+        port: 5432,
+        database: "farm",
+        user: undefined,
+        password: undefined,
+      },
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "parsePostgresTarget() refuses a port that is no number and an sslmode asking for TLS, in either form, naming them",
+  fn() {
+    const cases: [string, RegExp][] = [
+      [
+        "postgres://ci@127.0.0.1/farm?port=abc&password=hunter2",
+        /^Cannot read database URL "postgres:\/\/ci@127\.0\.0\.1\/farm\?port=abc&password=\*\*\*": port "abc" is not a port number$/,
+      ],
+      ["dbname=x port=99999", /: port "99999" is not a port number$/],
+      ["dbname=x port=5432x", /: port "5432x" is not a port number$/],
+      [
+        "postgres://127.0.0.1/farm?sslmode=require",
+        /: sslmode "require" asks for TLS, which Lorica does not use/,
+      ],
+      [
+        "dbname=farm host=127.0.0.1 sslmode=verify-full",
+        /^Cannot read conninfo "dbname=farm host=127\.0\.0\.1 sslmode=verify-full": sslmode "verify-full" asks for TLS/,
+      ],
+    ];
+    for (const [bad, message] of cases) {
+      assert.throws(
+        () => parsePostgresTarget(bad),
+        (error: unknown) =>
+          error instanceof PostgresTargetError && message.test(error.message),
+        bad,
+      );
+    }
+    // What libpq would also do without TLS is taken.
+    for (const mode of ["disable", "allow", "prefer"]) {
+      parsePostgresTarget(`dbname=farm sslmode=${mode}`);
+    }
+  },
+});
+
+Deno.test({
+  name:
     "parsePostgresTarget() refuses a conninfo value whose quote is not closed, naming the fault and hiding a password",
   fn() {
     for (
