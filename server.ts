@@ -1,7 +1,7 @@
 // lorica-server: evaluates specifications and builds them, with the local
 // Guix daemon (default) or with remote workers (--build-remote).
 
-import { createLogger, parseLogLevel } from "./lib/log.ts";
+import { createLogger } from "./lib/log.ts";
 import { MAX_TIMER_MS, systemClock } from "./lib/clock.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { storeDirFromEnv } from "./lib/guix/store_path.ts";
@@ -40,6 +40,7 @@ import { startNotificationSender } from "./lib/notify/notification_sender.ts";
 import { versionLine } from "./lib/cli/version.ts";
 import {
   cacheHome,
+  logLevelFromEnvironment,
   type OptionSpec,
   parseListenAddress,
   parseNatural,
@@ -234,7 +235,7 @@ async function main(args: string[]): Promise<number> {
   if (switched !== null) return switched;
 
   const logger = createLogger({
-    level: parseLogLevel(Deno.env.get("LORICA_LOG")),
+    level: logLevelFromEnvironment(),
   });
   const database = databaseOption(text("database"));
   // npm:postgres arms one timer with the deadline, and a timer longer than

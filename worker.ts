@@ -1,6 +1,6 @@
 // lorica-worker: builds what a Lorica or Cuirass server hands out.
 
-import { createLogger, parseLogLevel } from "./lib/log.ts";
+import { createLogger } from "./lib/log.ts";
 import { Guix } from "./lib/guix/guix_command.ts";
 import { startWorker } from "./lib/worker/worker.ts";
 import { ServerLocator } from "./lib/discovery/server_locator.ts";
@@ -12,6 +12,7 @@ import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
 import { PING_INTERVAL_SECONDS } from "./lib/protocol/messages.ts";
 import { versionLine } from "./lib/cli/version.ts";
 import {
+  logLevelFromEnvironment,
   type OptionSpec,
   parseHostPort,
   parseListenAddress,
@@ -146,7 +147,7 @@ async function main(args: string[]): Promise<number> {
     )
     : undefined;
   const logger = createLogger({
-    level: parseLogLevel(Deno.env.get("LORICA_LOG")),
+    level: logLevelFromEnvironment(),
   });
   const server = text("server") === undefined
     ? undefined

@@ -28,9 +28,15 @@ export interface LoggerOptions {
 
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
+/** Whether `name` is a level name (`debug`, `info`, `warn`, `error`). */
+export function isLogLevel(name: string): name is LogLevel {
+  // Own keys only: "toString" is in every object.
+  return Object.hasOwn(RANK, name);
+}
+
 /** Reads a level name such as `LORICA_LOG=debug`; unknown names give "info". */
 export function parseLogLevel(name: string | undefined): LogLevel {
-  return name !== undefined && name in RANK ? name as LogLevel : "info";
+  return name !== undefined && isLogLevel(name) ? name : "info";
 }
 
 /** Creates a logger writing `level event key=value ...` lines. */

@@ -3,6 +3,7 @@
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import { isSystemName } from "../guix/system_name.ts";
+import { isLogLevel, type LogLevel } from "../log.ts";
 
 /** A bad command-line value; the entry point prints it and exits 2. */
 export class UsageError extends Error {
@@ -318,4 +319,24 @@ export async function readSecretFile(
       }`,
     );
   }
+}
+
+/**
+ * The log level `LORICA_LOG` names; "info" when it is unset or empty.
+ * @throws {UsageError} naming the variable for any other value: a
+ * `LORICA_LOG=warning` (Cuirass's word) must not quietly log at info.
+ */
+export function logLevelFromEnvironment(
+  env: { get(key: string): string | undefined } = Deno.env,
+): LogLevel {
+  const value = env.get("LORICA_LOG");
+  if (value === undefined || value === "") return "info";
+  if (!isLogLevel(value)) {
+    throw new UsageError(
+      `Cannot use LORICA_LOG ${
+        JSON.stringify(value)
+      }: not a log level (debug, info, warn or error)`,
+    );
+  }
+  return value;
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   argsFromEnvironment,
+  logLevelFromEnvironment,
   type OptionSpec,
   parseHostPort,
   parseListenAddress,
@@ -245,4 +246,27 @@ Deno.test("sourceOfUsageError() names the environment variable that set the opti
   // --workers-max is another option, not --workers.
   const other = 'Cannot use --workers-max "x": not a positive integer';
   assert.equal(sourceOfUsageError(other, options, [], environment), other);
+});
+
+Deno.test("logLevelFromEnvironment() reads LORICA_LOG, info when unset or empty, and names any other value", () => {
+  assert.equal(logLevelFromEnvironment(new Map()), "info");
+  assert.equal(logLevelFromEnvironment(new Map([["LORICA_LOG", ""]])), "info");
+  for (const level of ["debug", "info", "warn", "error"]) {
+    assert.equal(
+      logLevelFromEnvironment(new Map([["LORICA_LOG", level]])),
+      level,
+    );
+  }
+  for (const value of ["warning", "DEBUG", "toString"]) {
+    assert.throws(
+      () => logLevelFromEnvironment(new Map([["LORICA_LOG", value]])),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message ===
+          `Cannot use LORICA_LOG ${
+            JSON.stringify(value)
+          }: not a log level (debug, info, warn or error)`,
+      value,
+    );
+  }
 });

@@ -158,3 +158,27 @@ Deno.test("lorica-server and lorica-worker refuse options that mean nothing besi
     assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
   }
 });
+
+Deno.test("lorica-server and lorica-worker with a LORICA_LOG that is no level exit 2 naming it", async () => {
+  const server = new URL("../../../server.ts", import.meta.url).pathname;
+  for (const program of [server, WORKER]) {
+    // --web-port and --workers of 0 stop a program that accepted it,
+    // before it listens or connects anywhere.
+    const stop = program === server
+      ? ["--web-port=-1"]
+      : ["--server=127.0.0.1:1", "--workers=0"];
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", program, ...stop],
+      env: { LORICA_LOG: "warning" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 2, stderr);
+    assert.match(
+      stderr,
+      /: error: Cannot use LORICA_LOG "warning": not a log level \(debug, info, warn or error\)\n$/,
+    );
+  }
+});
