@@ -40,6 +40,7 @@ import { startNotificationSender } from "./lib/notify/notification_sender.ts";
 import { versionLine } from "./lib/cli/version.ts";
 import {
   cacheHome,
+  type GivenOptions,
   logLevelFromEnvironment,
   type OptionSpec,
   parseListenAddress,
@@ -144,7 +145,9 @@ LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
 (switches take 1, true, yes or on, and 0, false, no or off). An option
 given twice takes its last value, the command line's over the
 environment's; an empty value is refused, and so are --publish-port with
---no-publish and --advertise-* with --no-advertise.
+--no-publish, --advertise-* with --no-advertise, and the options of one
+mode in the other (--backend-port without --build-remote, --max-jobs with
+it; --listen and --worker-timeout serve both).
 LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store;
 GUIX_STATE_DIRECTORY the Guix daemon's state directory (default /var/guix),
 which the default --gc-roots is in, and whose gcroots and profiles a
@@ -231,6 +234,7 @@ async function main(args: string[]): Promise<number> {
       because: "the server is not announced with DNS-SD",
     },
   });
+  refuseOtherModeOptions(options);
   const switched = await continueAsUser(text("user"));
   if (switched !== null) return switched;
 
@@ -525,6 +529,40 @@ function databaseOption(value: string | undefined): {
         databaseFault(error.message, name)
       }`,
       { cause: error },
+    );
+  }
+}
+
+/** Options that only remote mode uses: it alone has workers. */
+const REMOTE_ONLY = [
+  "backend-port",
+  "log-port",
+  "worker-keys",
+  "max-build-wait",
+  "max-worker-connections",
+  "advertise-name",
+  "advertise-interface",
+];
+/** Options that only local mode uses: it alone builds with the daemon. */
+const LOCAL_ONLY = ["max-jobs", "batch-size"];
+
+/**
+ * Refuses an option of the other mode: `--backend-port` without
+ * `--build-remote` (remote mode forgotten, as when Cuirass's
+ * remote-server options are moved over without register's
+ * --build-remote), or `--max-jobs` with it.
+ * @throws {UsageError} naming the option and its value.
+ */
+function refuseOtherModeOptions(options: GivenOptions): void {
+  const remote = options.flag("build-remote");
+  for (const name of remote ? LOCAL_ONLY : REMOTE_ONLY) {
+    if (!options.given(name)) continue;
+    throw new UsageError(
+      `Cannot use --${name} ${JSON.stringify(options.text(name))} ${
+        remote
+          ? "with --build-remote: the workers build, not the local daemon"
+          : "without --build-remote: only remote mode has workers"
+      }`,
     );
   }
 }

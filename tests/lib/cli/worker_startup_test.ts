@@ -182,3 +182,34 @@ Deno.test("lorica-server and lorica-worker with a LORICA_LOG that is no level ex
     );
   }
 });
+
+Deno.test("lorica-server refuses an option of the other mode, naming it and --build-remote", async () => {
+  const server = new URL("../../../server.ts", import.meta.url).pathname;
+  const cases: [string[], string][] = [
+    [
+      ["--backend-port=6000"],
+      'Cannot use --backend-port "6000" without --build-remote: only remote mode has workers',
+    ],
+    [
+      ["--worker-keys=/nonexistent"],
+      'Cannot use --worker-keys "/nonexistent" without --build-remote: only remote mode has workers',
+    ],
+    [
+      ["--build-remote", "--no-advertise", "--max-jobs=4"],
+      'Cannot use --max-jobs "4" with --build-remote: the workers build, not the local daemon',
+    ],
+  ];
+  for (const [args, message] of cases) {
+    // A --web-port of -1 stops a server that accepted them, before it
+    // listens anywhere.
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", server, ...args, "--web-port=-1"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 2, stderr);
+    assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
+  }
+});
