@@ -492,13 +492,13 @@ Deno.test("lorica-server whose --gc-roots the daemon never walks warns at start,
     for (const tree of ["gcroots", "profiles"]) {
       const quiet = await runServer(
         dir,
+        { "gc-roots": `${daemonState}/${tree}/lorica` },
         {
-          "gc-roots": `${daemonState}/${tree}/lorica`,
-          "worker-timeout": "30",
-        },
-        {
-          env: { LORICA_LOG: "warn", GUIX_STATE_DIRECTORY: daemonState },
-          stopAt: /warn worker timeout shorter/,
+          // Stopped once started: the warning comes before, if at all.
+          // (A local-mode server gives no worker timeout warning to stop
+          // at: waiting for one held each run for the 30-s fallback.)
+          env: { LORICA_LOG: "info", GUIX_STATE_DIRECTORY: daemonState },
+          stopAt: /info server started/,
         },
       );
       assert.doesNotMatch(quiet.stderr, inside, tree);
