@@ -89,11 +89,13 @@ export function underDaemonRoots(
 
 /**
  * Parses a duration as Guix writes them (`30d`, `12h`, `2w`, `90s`, and
- * `6m` for six months of 30 days), or plain seconds.
+ * `6m` for six months of 30 days). A bare number is refused, as Guix and
+ * Cuirass refuse it: `--ttl=30` or `--log-expiry=180` meant as days would
+ * otherwise expire GC roots or delete build logs within minutes.
  * @throws {RangeError} for anything else.
  */
 export function parseDuration(text: string): number {
-  const match = /^([0-9]{1,9})([smhdw]?)$/.exec(text.trim());
+  const match = /^([0-9]{1,9})([smhdw])$/.exec(text.trim());
   if (!match) {
     throw new RangeError(
       `Cannot read duration ${
@@ -102,8 +104,8 @@ export function parseDuration(text: string): number {
     );
   }
   // As in Guix's string->duration, "m" is a month of 30 days, not minutes.
-  const unit = { "": 1, s: 1, m: 30 * 86400, h: 3600, d: 86400, w: 604800 }[
-    match[2] as "" | "s" | "m" | "h" | "d" | "w"
+  const unit = { s: 1, m: 30 * 86400, h: 3600, d: 86400, w: 604800 }[
+    match[2] as "s" | "m" | "h" | "d" | "w"
   ];
   return Number(match[1]) * unit;
 }

@@ -21,19 +21,20 @@ function later(seconds: number): Clock {
   return { ...systemClock, now: () => Date.now() + seconds * 1000 };
 }
 
-Deno.test("parseDuration() reads Guix durations, with m for months", () => {
+Deno.test("parseDuration() reads Guix durations, with m for months, and refuses a bare number as Guix does", () => {
   const cases: [string, number][] = [
     ["30d", 30 * 86400],
     ["12h", 43200],
     ["6m", 6 * 30 * 86400],
     ["90s", 90],
-    ["42", 42],
     ["2w", 1209600],
   ];
   for (const [text, seconds] of cases) {
     assert.equal(parseDuration(text), seconds);
   }
-  for (const bad of ["", "1y", "-1d", "3.5h", "d"]) {
+  // A bare number is no duration, as in Guix: "30" meant as days must
+  // not expire roots after 30 seconds.
+  for (const bad of ["", "1y", "-1d", "3.5h", "d", "42", "30"]) {
     assert.throws(() => parseDuration(bad), RangeError);
   }
 });
