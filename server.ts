@@ -343,6 +343,16 @@ async function main(args: string[]): Promise<number> {
       create: false,
       label: `--database ${database.shown}`,
     });
+    // Else SQLite's "unable to open database file", exit 1, and systemd
+    // restarting the server every few seconds for a path to mend.
+    const info = await Deno.stat(database.value).catch(() => null);
+    if (info?.isDirectory) {
+      throw new UsageError(
+        `Cannot use --database ${database.shown}: a directory, not a database file (such as ${
+          JSON.stringify(`${database.value.replace(/\/+$/, "")}/lorica.db`)
+        })`,
+      );
+    }
   }
   await checkDirectoryOption("--state-directory", stateDir, {
     label: given("state-directory")

@@ -148,6 +148,21 @@ Deno.test("lorica-server with --database in a directory that does not exist exit
   });
 });
 
+Deno.test("lorica-server with a --database that is a directory exits 2 naming it, leaving no admin token", async () => {
+  await withDir(async (dir) => {
+    await Deno.mkdir(`${dir}/state`);
+    const run = await runServer(dir, { database: `${dir}/state` });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `^lorica-server: error: Cannot use --database "${dir}/state": a directory, not a database file \\(such as "${dir}/state/lorica.db"\\)\n$`,
+      ),
+    );
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
 Deno.test("lorica-server names --database, not --state-directory, when the database's directory is a file", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { database: `${dir}/afile/farm.db` });
