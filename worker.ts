@@ -18,6 +18,7 @@ import {
   parseListenAddress,
   parsePort,
   parsePositive,
+  parseSubstituteUrls,
   parseSystems,
   readOptions,
   readSecretFile,
@@ -135,6 +136,10 @@ async function main(args: string[]): Promise<number> {
   }
   // Read now, not at the SIGTERM that needs it: a bad value must stop the
   // start, not the drain (which would leave builds and guix publish behind).
+  const substituteUrls = parseSubstituteUrls(
+    "--substitute-urls",
+    text("substitute-urls")!,
+  );
   const drainMs = parsePositive("--drain-timeout", text("drain-timeout")!) *
     1000;
   const period = parsePositive(
@@ -171,7 +176,7 @@ async function main(args: string[]): Promise<number> {
       "--publish-listen",
       text("publish-listen")!,
     ),
-    substituteUrls: text("substitute-urls")!.split(/\s+/).filter(Boolean),
+    substituteUrls,
     requestPeriodMs: period * 1000,
     pingIntervalMs: parsePositive("--ping-interval", text("ping-interval")!) *
       1000,

@@ -340,3 +340,38 @@ export function logLevelFromEnvironment(
   }
   return value;
 }
+
+/**
+ * Parses a space-separated list of substitute URLs (`--substitute-urls`),
+ * each an http, https or file URL as `guix build` takes them; an empty
+ * list is none.
+ * @throws {UsageError} naming the option and the first bad URL: taken as
+ * given, it would fail every build, one by one, long after the start.
+ */
+export function parseSubstituteUrls(option: string, value: string): string[] {
+  const urls = value.split(/\s+/).filter(Boolean);
+  for (const url of urls) {
+    let scheme: string | undefined;
+    try {
+      scheme = new URL(url).protocol;
+    } catch {
+      scheme = undefined;
+    }
+    if (!["http:", "https:", "file:"].includes(scheme ?? "")) {
+      throw new UsageError(
+        `Cannot use ${option} ${JSON.stringify(value)}: ${
+          JSON.stringify(url)
+        } is not an http, https or file URL`,
+      );
+    }
+    // Read as a URL whose host holds the comma, as --systems is written.
+    if (url.includes(",")) {
+      throw new UsageError(
+        `Cannot use ${option} ${JSON.stringify(value)}: ${
+          JSON.stringify(url)
+        } holds a comma (separate the URLs with spaces)`,
+      );
+    }
+  }
+  return urls;
+}

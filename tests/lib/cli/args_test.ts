@@ -8,6 +8,7 @@ import {
   parseNatural,
   parsePort,
   parsePositive,
+  parseSubstituteUrls,
   parseSystems,
   readOptions,
   refuseConflicts,
@@ -269,4 +270,47 @@ Deno.test("logLevelFromEnvironment() reads LORICA_LOG, info when unset or empty,
       value,
     );
   }
+});
+
+Deno.test("parseSubstituteUrls() takes http, https and file URLs separated by spaces, and names the first other word", () => {
+  assert.deepEqual(parseSubstituteUrls("--substitute-urls", ""), []);
+  assert.deepEqual(
+    parseSubstituteUrls(
+      "--substitute-urls",
+      " https://substitutes.example.org  http://10.0.0.1:8080 file:///srv/nars ",
+    ),
+    [
+      "https://substitutes.example.org",
+      "http://10.0.0.1:8080",
+      "file:///srv/nars",
+    ],
+  );
+  for (
+    const [value, bad] of [
+      ["substitutes.example.org", "substitutes.example.org"],
+      [
+        "https://ok.example.org ftp://nars.example.org",
+        "ftp://nars.example.org",
+      ],
+    ]
+  ) {
+    assert.throws(
+      () => parseSubstituteUrls("--substitute-urls", value),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message ===
+          `Cannot use --substitute-urls ${JSON.stringify(value)}: ${
+            JSON.stringify(bad)
+          } is not an http, https or file URL`,
+      value,
+    );
+  }
+  const commas = "https://a.example.org,https://b.example.org";
+  assert.throws(
+    () => parseSubstituteUrls("--substitute-urls", commas),
+    (error: Error) =>
+      error instanceof UsageError &&
+      error.message ===
+        `Cannot use --substitute-urls "${commas}": "${commas}" holds a comma (separate the URLs with spaces)`,
+  );
 });

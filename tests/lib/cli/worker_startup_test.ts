@@ -213,3 +213,28 @@ Deno.test("lorica-server refuses an option of the other mode, naming it and --bu
     assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
   }
 });
+
+Deno.test("lorica-worker with a --substitute-urls word that is no URL exits 2 naming it, before any build", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      WORKER,
+      "--server=127.0.0.1:1",
+      "--substitute-urls=substitutes.example.org",
+      // Stops a worker that accepted the list, before it connects.
+      "--workers=0",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 2, stderr);
+  assert.ok(
+    stderr.endsWith(
+      ': error: Cannot use --substitute-urls "substitutes.example.org": "substitutes.example.org" is not an http, https or file URL\n',
+    ),
+    stderr,
+  );
+});
