@@ -55,7 +55,11 @@ import {
   UsageError,
 } from "./lib/cli/args.ts";
 import { continueAsUser } from "./lib/cli/run_as.ts";
-import { checkDirectoryOption, directoryOf } from "./lib/cli/option_paths.ts";
+import {
+  checkDatabaseFileOption,
+  checkDirectoryOption,
+  directoryOf,
+} from "./lib/cli/option_paths.ts";
 
 const USAGE = `Usage: lorica-server [OPTIONS]
 Evaluate Guix specifications and build them with the local Guix daemon, or
@@ -343,16 +347,10 @@ async function main(args: string[]): Promise<number> {
       create: false,
       label: `--database ${database.shown}`,
     });
-    // Else SQLite's "unable to open database file", exit 1, and systemd
-    // restarting the server every few seconds for a path to mend.
-    const info = await Deno.stat(database.value).catch(() => null);
-    if (info?.isDirectory) {
-      throw new UsageError(
-        `Cannot use --database ${database.shown}: a directory, not a database file (such as ${
-          JSON.stringify(`${database.value.replace(/\/+$/, "")}/lorica.db`)
-        })`,
-      );
-    }
+    await checkDatabaseFileOption(
+      `--database ${database.shown}`,
+      database.value,
+    );
   }
   await checkDirectoryOption("--state-directory", stateDir, {
     label: given("state-directory")

@@ -80,3 +80,50 @@ export function directoryOf(path: string): string {
   if (slash === -1) return ".";
   return path.slice(0, slash) || "/";
 }
+
+/** The first bytes of every SQLite database file. */
+const SQLITE_HEADER = "SQLite format 3\0";
+
+/**
+ * Makes sure the SQLite database file `path` names, when it exists, is
+ * one this process can open for writing: not a directory, a SQLite file,
+ * writable. SQLite's own errors for these ("unable to open database
+ * file", "file is not a database") would end the server with status 1,
+ * which systemd answers by starting it again every few seconds.
+ * @throws {UsageError} naming `label` (the option and its value).
+ */
+export async function checkDatabaseFileOption(
+  label: string,
+  path: string,
+): Promise<void> {
+  const fail = (reason: string, cause?: unknown): never => {
+    throw new UsageError(`Cannot use ${label}: ${reason}`, { cause });
+  };
+  const info = await Deno.stat(path).catch(() => null);
+  if (info === null) return;
+  if (info.isDirectory) {
+    fail(
+      `a directory, not a database file (such as ${
+        JSON.stringify(`${path.replace(/\/+$/, "")}/lorica.db`)
+      })`,
+    );
+  }
+  let file: Deno.FsFile | null = null;
+  try {
+    file = await Deno.open(path, { read: true, write: true });
+  } catch (error) {
+    fail(`cannot open it for writing: ${(error as Error).message}`, error);
+  }
+  try {
+    const head = new Uint8Array(SQLITE_HEADER.length);
+    const read = await file!.read(head);
+    // An empty file is a new database to SQLite.
+    if (info.size === 0) return;
+    const text = new TextDecoder().decode(head.subarray(0, read ?? 0));
+    if (text !== SQLITE_HEADER) {
+      fail("not a SQLite database (its first bytes are not SQLite's header)");
+    }
+  } finally {
+    file!.close();
+  }
+}

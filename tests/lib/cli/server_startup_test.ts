@@ -163,6 +163,26 @@ Deno.test("lorica-server with a --database that is a directory exits 2 naming it
   });
 });
 
+Deno.test("lorica-server with a --database that is no SQLite file exits 2 naming it, leaving the file as it was", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/farm.db`;
+    await Deno.writeTextFile(path, "these are not the builds you seek\n");
+    const run = await runServer(dir, { database: path });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `^lorica-server: error: Cannot use --database "${path}": not a SQLite database \\(its first bytes are not SQLite's header\\)\n$`,
+      ),
+    );
+    assert.equal(
+      await Deno.readTextFile(path),
+      "these are not the builds you seek\n",
+    );
+    assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+  });
+});
+
 Deno.test("lorica-server names --database, not --state-directory, when the database's directory is a file", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { database: `${dir}/afile/farm.db` });
