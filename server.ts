@@ -652,9 +652,10 @@ function durationOption(option: string, value: string): number {
     return parseDuration(value);
   } catch (error) {
     throw new UsageError(
-      `Cannot use ${option} ${JSON.stringify(value)}: ${
-        (error as Error).message
-      }`,
+      `Cannot use ${option} ${
+        JSON.stringify(value)
+      }: not a duration (a number, then s, h, d, w, or m for months of 30 days)`,
+      { cause: error },
     );
   }
 }

@@ -183,6 +183,17 @@ Deno.test("lorica-server with a --database that is no SQLite file exits 2 naming
   });
 });
 
+Deno.test("lorica-server with a --ttl that is a bare number exits 2 naming it, once", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, {}, { extraArgs: ["--ttl=30"] });
+    assert.equal(run.code, 2, run.stderr);
+    assert.equal(
+      run.stderr,
+      `lorica-server: error: Cannot use --ttl "30": not a duration (a number, then s, h, d, w, or m for months of 30 days)\n`,
+    );
+  });
+});
+
 Deno.test("lorica-server names --database, not --state-directory, when the database's directory is a file", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { database: `${dir}/afile/farm.db` });
