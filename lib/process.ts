@@ -210,11 +210,14 @@ function findOnPath(
  * Reads a stream to its end, keeping at most the last `maxBytes`. Aborting
  * `signal` ends the reading early with what came so far: a pipe that a
  * killed command's own children still hold open never reaches its end.
+ * When `onChunk` returns a promise, the next read waits for it: a consumer
+ * that falls behind holds the writer back (its pipe fills) instead of
+ * queueing what it has not handled yet in memory.
  */
 export async function readTail(
   stream: ReadableStream<Uint8Array>,
   maxBytes: number,
-  onChunk?: (chunk: Uint8Array) => void,
+  onChunk?: (chunk: Uint8Array) => void | Promise<void>,
   signal?: AbortSignal,
 ): Promise<Uint8Array> {
   const kept: Uint8Array[] = [];
@@ -227,7 +230,7 @@ export async function readTail(
     while (true) {
       const { done, value: chunk } = await reader.read();
       if (done) break;
-      onChunk?.(chunk);
+      await onChunk?.(chunk);
       kept.push(chunk);
       size += chunk.length;
       while (size - kept[0].length >= maxBytes) size -= kept.shift()!.length;

@@ -57,8 +57,11 @@ export interface BuildOptions {
   cores?: number;
   keepGoing?: boolean;
   fallback?: boolean;
-  /** Receives the build's standard error (its log) as it comes. */
-  onLog?: (chunk: Uint8Array) => void;
+  /**
+   * Receives the build's standard error (its log) as it comes; a promise
+   * returned holds the reading of more until it settles.
+   */
+  onLog?: (chunk: Uint8Array) => void | Promise<void>;
   signal?: AbortSignal;
 }
 

@@ -4,7 +4,11 @@ import type { Logger } from "../log.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { watchDaemon } from "../guix/silence_watchdog.ts";
-import { type LogUpload, openLogUpload } from "../protocol/log_upload.ts";
+import {
+  type LogUpload,
+  type LogUploadOptions,
+  openLogUpload,
+} from "../protocol/log_upload.ts";
 import { parseDerivationPath } from "../guix/store_path.ts";
 
 export interface BuildJob {
@@ -63,6 +67,8 @@ export interface BuildRunnerOptions {
    * to a restarted server); default the temporary directory (TMPDIR).
    */
   spoolDir?: string;
+  /** Opens the upload of the log; default openLogUpload (a test's own). */
+  openUpload?: (options: LogUploadOptions) => Promise<LogUpload>;
 }
 
 // What guix says when the build never started because the derivation (or
@@ -133,7 +139,7 @@ export async function runBuild(
 ): Promise<BuildOutcome> {
   const { guix, logger } = options;
   const openUpload = () =>
-    openLogUpload({
+    (options.openUpload ?? openLogUpload)({
       hostname: options.logServer.hostname,
       port: options.logServer.port,
       acknowledge: options.logServer.acknowledges,
@@ -180,7 +186,7 @@ export async function runBuild(
           cores: options.cores,
           onLog: (chunk) => {
             watchdog?.alive();
-            forward.push(chunk);
+            return forward.push(chunk);
           },
           signal: options.signal
             ? AbortSignal.any([options.signal, silent.signal])
@@ -243,8 +249,19 @@ export const LOG_SPOOL_LIMIT_BYTES = 256 * 1024 * 1024;
 const RESEND_CHUNK_BYTES = 64 * 1024;
 
 /**
- * Writes log chunks to the upload in order without blocking the build's
- * output reader; an upload error only stops the log. Every chunk is also
+ * Most log bytes waiting for the upload (or for the copy on disk) before
+ * the reading of the build's output waits for them to go. The output
+ * comes faster than a gzip stream sync-flushed every 64 KiB takes it (a
+ * builder dumping base64 noise: some 1 GB/s against tens of MB/s), and
+ * what waits is held in memory: without a bound a 2 GB log took as much
+ * of the worker's. Held back, the builder waits on its full pipe instead.
+ */
+export const LOG_BACKLOG_LIMIT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Writes log chunks to the upload in order, holding the build's output
+ * reader back only while more than LOG_BACKLOG_LIMIT_BYTES wait; an
+ * upload error only stops the log. Every chunk is also
  * kept in a temporary file: when the upload did not reach the server whole
  * (a server restarted mid-build, as during an upgrade), the whole log is
  * sent again through a new upload once the build is over, before its
@@ -266,15 +283,29 @@ async function logForwarder(
   // for each retry holds the build's result back.
   const reached = upload !== null && upload.error === undefined;
   const spool = await openSpool(logger, drv, options.spoolDir);
+  // Bytes pushed that the upload has not taken yet.
+  let queued = 0;
   return {
-    push(chunk: Uint8Array) {
+    /**
+     * Queues `chunk` for the upload and the copy; a promise when either
+     * has more than LOG_BACKLOG_LIMIT_BYTES waiting, settled once both
+     * have caught up (it never rejects: a failed upload drops its bytes).
+     */
+    push(chunk: Uint8Array): Promise<void> | undefined {
       spool?.write(chunk);
-      if (broken) return;
-      const copy = chunk.slice();
-      chain = chain.then(() => upload!.write(copy)).catch((error) => {
-        if (!broken) logger.warn("log upload failed", { drv, error });
-        broken = true;
-      });
+      if (!broken) {
+        const copy = chunk.slice();
+        queued += copy.length;
+        chain = chain.then(() => upload!.write(copy)).catch((error) => {
+          if (!broken) logger.warn("log upload failed", { drv, error });
+          broken = true;
+        }).finally(() => queued -= copy.length);
+      }
+      if (
+        queued <= LOG_BACKLOG_LIMIT_BYTES &&
+        (spool?.queued ?? 0) <= LOG_BACKLOG_LIMIT_BYTES
+      ) return undefined;
+      return Promise.all([chain, spool?.done()]).then(() => {});
     },
     async finish({ resend }: { resend: boolean }) {
       await chain;
@@ -314,6 +345,7 @@ async function openSpool(logger: Logger, drv: string, dir?: string) {
   const unlinked = await Deno.remove(path).then(() => true, () => false);
   let chain = Promise.resolve();
   let size = 0;
+  let queued = 0;
   let usable = true;
   let writeError: Error | undefined;
   return {
@@ -326,6 +358,10 @@ async function openSpool(logger: Logger, drv: string, dir?: string) {
     get writeError() {
       return writeError;
     },
+    /** Bytes given to `write` not on disk yet. */
+    get queued() {
+      return queued;
+    },
     write(chunk: Uint8Array) {
       if (!usable) return;
       size += chunk.length;
@@ -334,11 +370,12 @@ async function openSpool(logger: Logger, drv: string, dir?: string) {
         return;
       }
       const copy = chunk.slice();
+      queued += copy.length;
       chain = chain.then(() => writeWhole(file, copy)).catch((error) => {
         if (usable) logger.warn("log copy failed", { drv, path, error });
         writeError ??= error as Error;
         usable = false;
-      });
+      }).finally(() => queued -= copy.length);
     },
     async done() {
       await chain;

@@ -51,7 +51,7 @@ Deno.test("Guix.build() returns the outputs and streams the log", async () => {
     assert.ok(evaluation.ok, evaluation.log);
     const chunks: Uint8Array[] = [];
     const result = await guix.build([job("base").derivation], {
-      onLog: (chunk) => chunks.push(chunk.slice()),
+      onLog: (chunk) => void chunks.push(chunk.slice()),
     });
     assert.equal(result.ok, true, result.stderrTail);
     assert.deepEqual(result.outputs, job("base").outputs.map((o) => o.path));

@@ -4,10 +4,12 @@ import {
   buildRefusal,
   type BuildRunnerOptions,
   isUnavailableDerivation,
+  LOG_BACKLOG_LIMIT_BYTES,
   MAX_BUILD_LIMIT_SECONDS,
   runBuild,
 } from "../../../lib/worker/build_runner.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
+import type { LogUpload } from "../../../lib/protocol/log_upload.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import type { Child, Spawner } from "../../../lib/process.ts";
 import { FakeClock, fakeSpawner } from "../server/_dispatch_fixture.ts";
@@ -602,4 +604,81 @@ Deno.test("runBuild() keeps its copy of the log in no named file: a worker kille
     await receiver.close();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+/**
+ * A `guix build` that prints `chunks` chunks of `chunkBytes` as fast as
+ * they are read (a builder dumping noise), and reports each read to
+ * `onRead`; it exits 0 once all are read.
+ */
+function floodingBuild(
+  chunks: number,
+  chunkBytes: number,
+  onRead: () => void,
+): Spawner {
+  return () => {
+    const exited = Promise.withResolvers<
+      { code: number; signal: string | null }
+    >();
+    let printed = 0;
+    const stderr = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (printed === chunks) {
+          controller.close();
+          exited.resolve({ code: 0, signal: null });
+          return;
+        }
+        printed++;
+        onRead();
+        controller.enqueue(new Uint8Array(chunkBytes).fill(printed & 0xff));
+      },
+    }, { highWaterMark: 0 });
+    return {
+      pid: 1,
+      stdout: ReadableStream.from([new Uint8Array()]),
+      stderr,
+      stdin: null,
+      status: exited.promise,
+      kill() {},
+    };
+  };
+}
+
+Deno.test("runBuild() reads guix build's output no faster than the log upload takes it (C11 on the worker)", async () => {
+  const chunkBytes = 1024 * 1024;
+  const chunks = 64;
+  let read = 0;
+  let sent = 0;
+  let mostAhead = 0;
+  // An upload that takes a chunk per turn of the event loop: far slower
+  // than the builder, as a gzip stream flushed every 64 KiB is.
+  const slowUpload: LogUpload = {
+    error: undefined,
+    async write(chunk) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      sent += chunk.length;
+    },
+    close: () => Promise.resolve(),
+  };
+  const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+    guix: new Guix({
+      logger: silentLogger,
+      spawn: floodingBuild(chunks, chunkBytes, () => {
+        read++;
+        mostAhead = Math.max(mostAhead, read * chunkBytes - sent);
+      }),
+    }),
+    logger: silentLogger,
+    substituteUrls: [],
+    logServer: NO_LOG,
+    clock: fast,
+    openUpload: () => Promise.resolve(slowUpload),
+  });
+  assert.deepEqual(outcome, { status: "succeeded" });
+  assert.equal(sent, chunks * chunkBytes, "the whole log went out");
+  // What was read and not sent yet is what the worker holds in memory.
+  assert.ok(
+    mostAhead <= LOG_BACKLOG_LIMIT_BYTES + 2 * chunkBytes,
+    `${mostAhead} bytes read ahead of the upload`,
+  );
 });
