@@ -38,6 +38,15 @@ export interface SpawnOptions {
    * not the child alone. Without setsid(1), only the child is signalled.
    */
   ownGroup?: boolean;
+  /**
+   * Has the kernel SIGKILL the child when this process dies, even by
+   * SIGKILL (through setpriv(1) --pdeathsig, when it is on PATH). For a
+   * long-running child that nothing else ends: a `guix publish` left
+   * behind by a killed server or worker holds its port, and the restarted
+   * program cannot start its own. Without setpriv(1), the child may
+   * outlive this process.
+   */
+  diesWithParent?: boolean;
   /** The grace of the kill on `signal`; default DEFAULT_KILL_GRACE_MS. */
   killGraceMs?: number;
   /** Times that grace; default the system clock. */
@@ -71,10 +80,22 @@ export function spawnProcess(
   options: SpawnOptions = {},
 ): Child {
   const setsid = options.ownGroup ? setsidCommand() : null;
-  // Resolved here, so that a missing command is NotFound as without setsid,
-  // not setsid's own complaint.
-  const [command, ...args] = setsid
-    ? [setsid, resolveCommand(argv[0], options.env?.PATH), ...argv.slice(1)]
+  const setpriv = options.diesWithParent ? setprivCommand() : null;
+  // Both exec the command in place: its pid is the child's. (The kernel
+  // sends the signal when the thread that forked the child ends; Deno
+  // spawns from its main thread, which lives as long as the process.)
+  const wrappers = [
+    ...setsid ? [setsid] : [],
+    ...setpriv ? [setpriv, "--pdeathsig", "KILL", "--"] : [],
+  ];
+  // Resolved here, so that a missing command is NotFound as without the
+  // wrappers, not their own complaint.
+  const [command, ...args] = wrappers.length > 0
+    ? [
+      ...wrappers,
+      resolveCommand(argv[0], options.env?.PATH),
+      ...argv.slice(1),
+    ]
     : argv;
   const child = new Deno.Command(command, {
     args,
@@ -170,6 +191,14 @@ let setsidPath: string | null | undefined;
 function setsidCommand(): string | null {
   if (setsidPath === undefined) setsidPath = findOnPath("setsid");
   return setsidPath;
+}
+
+let setprivPath: string | null | undefined;
+
+/** The setpriv(1) found on PATH (looked up once), or null. */
+function setprivCommand(): string | null {
+  if (setprivPath === undefined) setprivPath = findOnPath("setpriv");
+  return setprivPath;
 }
 
 /**

@@ -289,7 +289,9 @@ export class Guix {
     options: { onStderrLine?: (line: string) => void } = {},
   ): RunningGuix {
     const argv = [this.#command, ...args];
-    const child = this.#launch(argv, { env: this.#env });
+    // Nothing but stop() ends it: were this process killed, it would live
+    // on, holding its port against the restarted program's own.
+    const child = this.#launch(argv, { env: this.#env, diesWithParent: true });
     const logger = this.#logger.with({ process: name, pid: child.pid });
     logger.info("process started", { argv: argv.join(" ") });
     let lastLine = "";

@@ -167,3 +167,57 @@ Deno.test("Guix.start(): stop() kills a process that ignores SIGTERM once the wr
     }
   }
 });
+
+Deno.test("Guix.start(): the process dies with a SIGKILLed parent, not left holding its port", async () => {
+  // A parent (a server or worker) that starts a long-running guix, says
+  // its pid, and is then SIGKILLed, as by the OOM killer or kill -9.
+  const guixCommand =
+    new URL("../../../lib/guix/guix_command.ts", import.meta.url)
+      .href;
+  const logModule = new URL("../../../lib/log.ts", import.meta.url).href;
+  const script = `
+    import { Guix } from ${JSON.stringify(guixCommand)};
+    import { silentLogger } from ${JSON.stringify(logModule)};
+    const guix = new Guix({ command: "sh", logger: silentLogger });
+    const running = guix.start(["-c", "exec sleep 60"], "publish");
+    console.log(running.pid);
+    await new Promise(() => {});
+  `;
+  const parent = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-check", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = parent.stdout.getReader();
+  const { value } = await reader.read();
+  reader.releaseLock();
+  const pid = Number(new TextDecoder().decode(value).trim());
+  assert.ok(pid > 0, `no pid from the parent: ${JSON.stringify(value)}`);
+  try {
+    parent.kill("SIGKILL");
+    await parent.status;
+    await parent.stdout.cancel();
+    // Gone, or a zombie waiting for init: either way no longer running.
+    const deadline = Date.now() + 5000;
+    while (alive(pid) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(alive(pid), false, `pid ${pid} outlived its parent`);
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Gone, as it should be.
+    }
+  }
+});
+
+/** Whether `pid` exists and is no zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return false;
+  }
+}
