@@ -377,16 +377,37 @@ function buildFlags(options: BuildOptions): string[] {
   return flags;
 }
 
+/**
+ * Longest line forwarded whole: a longer one is forwarded in pieces of
+ * this size, so that a child printing without newlines holds no more than
+ * this here, and each piece is searched for a newline once.
+ */
+export const MAX_FORWARDED_LINE_LENGTH = 64 * 1024;
+
 async function forwardLines(
   stream: ReadableStream<Uint8Array>,
   emit: (line: string) => void,
 ) {
+  // The start of a line whose end has not come yet; only new text is
+  // searched for its end.
   let pending = "";
+  const emitLongOnes = () => {
+    while (pending.length > MAX_FORWARDED_LINE_LENGTH) {
+      emit(pending.slice(0, MAX_FORWARDED_LINE_LENGTH));
+      pending = pending.slice(MAX_FORWARDED_LINE_LENGTH);
+    }
+  };
   for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    pending += text;
-    const lines = pending.split("\n");
-    pending = lines.pop()!;
-    for (const line of lines) if (line !== "") emit(line);
+    const lines = text.split("\n");
+    const last = lines.pop()!;
+    for (const line of lines) {
+      pending += line;
+      emitLongOnes();
+      if (pending !== "") emit(pending);
+      pending = "";
+    }
+    pending += last;
+    emitLongOnes();
   }
   if (pending !== "") emit(pending);
 }

@@ -1,7 +1,11 @@
 // The guix wrapper against the fake guix: real subprocesses, real formats.
 
 import assert from "node:assert/strict";
-import { Guix, GuixCommandError } from "../../../lib/guix/guix_command.ts";
+import {
+  Guix,
+  GuixCommandError,
+  MAX_FORWARDED_LINE_LENGTH,
+} from "../../../lib/guix/guix_command.ts";
 import { evaluateSystem } from "../../../lib/guix/evaluation.ts";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
 import { GUIX, makeDaemon, makeRoot } from "../../fake-guix/test_env.ts";
@@ -221,3 +225,29 @@ function alive(pid: number): boolean {
     return false;
   }
 }
+
+Deno.test("Guix.start() forwards a child's output without newlines in bounded pieces, lines whole", async () => {
+  const lines: string[] = [];
+  const guix = new Guix({
+    command: "sh",
+    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+  });
+  // 4 MiB without a newline, then two ordinary lines.
+  const running = guix.start(
+    [
+      "-c",
+      "head -c 4194304 /dev/zero | tr '\\0' x >&2; printf '\\na\\nb\\n' >&2",
+    ],
+    "publish",
+  );
+  const exit = await running.exited;
+  assert.equal(exit.code, 0);
+  const pieces = lines.filter((l) => l.startsWith("info process output "))
+    .map((l) => /line="?([^" ]*)/.exec(l)![1]);
+  assert.equal(pieces.join(""), "x".repeat(4 * 1024 * 1024) + "ab");
+  assert.ok(
+    pieces.every((p) => p.length <= MAX_FORWARDED_LINE_LENGTH),
+    `longest piece ${Math.max(...pieces.map((p) => p.length))}`,
+  );
+  assert.deepEqual(pieces.slice(-2), ["a", "b"]);
+});
