@@ -138,6 +138,16 @@ export class ZmtpConnection {
     } catch {
       // Only an optimisation; a closed socket is noticed by the first read.
     }
+    try {
+      // A peer whose host vanished without a FIN (power loss, a dropped
+      // link) leaves a connection that nothing else ever ends: a ROUTER
+      // sends nothing on it and reads it for good, holding one of the
+      // places its address may have. The kernel's probes end it (after
+      // its tcp_keepalive_time, two hours by default).
+      conn.setKeepAlive(true);
+    } catch {
+      // As above: a closed socket is noticed by the first read.
+    }
   }
 
   /**
