@@ -71,6 +71,13 @@ export interface Farm {
 
 const REPO = fromFileUrl(new URL("..", import.meta.url)).replace(/\/$/, "");
 /**
+ * Free space (GiB) the farm's workers ask for before taking work. The
+ * workers' default (5 GiB, Cuirass's) made the farm wait for good, saying
+ * so only in the workers' logs, on a machine with less free in TMPDIR; its
+ * builds write a few MiB.
+ */
+export const FARM_MINIMUM_DISK_GIB = 0.1;
+/**
  * setsid(1), when the machine has it: a child started through it leads a
  * process group of its own, which can then be signalled or killed whole.
  */
@@ -257,6 +264,7 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
         `--systems=${plan.systems.join(",")}`,
         `--publish-port=${ports[3 + i]}`,
         "--publish-listen=127.0.0.1",
+        `--minimum-disk-space=${FARM_MINIMUM_DISK_GIB}`,
       ],
       env: {
         REQUEST_PERIOD: String(options.requestPeriod),

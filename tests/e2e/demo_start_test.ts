@@ -170,3 +170,33 @@ async function processesMentioning(text: string): Promise<number[]> {
   }
   return pids;
 }
+
+Deno.test({
+  name:
+    "startFarm() workers ask for far less free disk than the 5 GiB default, so that the demo runs where TMPDIR has less",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "lorica-demo-disk-" });
+    const farm = await startFarm({
+      root,
+      specFile: `${DEMO}/demo-spec.scm`,
+      scenarioFile: `${DEMO}/scenario.json`,
+      workers: [{ systems: ["x86_64-linux"], sessions: 1 }],
+      webPort: 0,
+      requestPeriod: 1,
+    });
+    try {
+      const pid = farm.pid("worker1")!;
+      // The worker's own command line, whether setsid(1) ran it or not.
+      const argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+      const given = argv.find((arg) => arg.startsWith("--minimum-disk-space="));
+      assert.ok(given !== undefined, `no --minimum-disk-space in ${argv}`);
+      const gib = Number(given.split("=")[1]);
+      assert.ok(gib >= 0 && gib <= 0.5, given);
+    } finally {
+      await farm.stop();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
