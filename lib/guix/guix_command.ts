@@ -173,6 +173,11 @@ export class Guix {
     const child = this.#launch(argv, {
       env: this.#env,
       signal: options.signal,
+      // Were this process killed, guix build would go on building (a
+      // silent phase writes nothing that could fail) for nobody, beside
+      // the builds the restarted program takes: the daemon cancels a
+      // build whose client is gone.
+      diesWithParent: true,
     });
     const [stdout, stderr, status] = await Promise.all([
       readTail(child.stdout, 1 << 20),
@@ -228,6 +233,9 @@ export class Guix {
       stdin: options.stdin === undefined ? "null" : "piped",
       signal: options.signal,
       ownGroup: true,
+      // An evaluator left behind by a killed server would evaluate on for
+      // hours beside the restarted server's own.
+      diesWithParent: true,
     });
     // A process that left the group may still hold the pipes: once guix
     // is dead, stop reading them, or no limit would bound anything.

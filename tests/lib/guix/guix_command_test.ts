@@ -172,19 +172,26 @@ Deno.test("Guix.start(): stop() kills a process that ignores SIGTERM once the wr
   }
 });
 
-Deno.test("Guix.start(): the process dies with a SIGKILLed parent, not left holding its port", async () => {
-  // A parent (a server or worker) that starts a long-running guix, says
-  // its pid, and is then SIGKILLed, as by the OOM killer or kill -9.
-  const guixCommand =
-    new URL("../../../lib/guix/guix_command.ts", import.meta.url)
-      .href;
-  const logModule = new URL("../../../lib/log.ts", import.meta.url).href;
+/**
+ * Runs `body` (a module body with `guix`, a Guix running `command`, and
+ * `say(text)`, which prints a line) in a parent Deno process, reads the pid
+ * it says, SIGKILLs the parent (as the OOM killer or kill -9 would) and
+ * tells whether that pid still runs 5 s later at most.
+ */
+async function outlivesKilledParent(
+  command: string,
+  body: string,
+): Promise<{ pid: number; outlived: boolean }> {
+  const module = (path: string) =>
+    JSON.stringify(new URL(`../../../lib/${path}`, import.meta.url).href);
   const script = `
-    import { Guix } from ${JSON.stringify(guixCommand)};
-    import { silentLogger } from ${JSON.stringify(logModule)};
-    const guix = new Guix({ command: "sh", logger: silentLogger });
-    const running = guix.start(["-c", "exec sleep 60"], "publish");
-    console.log(running.pid);
+    import { Guix } from ${module("guix/guix_command.ts")};
+    import { silentLogger } from ${module("log.ts")};
+    const guix = new Guix({ command: ${
+    JSON.stringify(command)
+  }, logger: silentLogger });
+    const say = (text) => console.log(String(text).trim());
+    ${body}
     await new Promise(() => {});
   `;
   const parent = new Deno.Command(Deno.execPath(), {
@@ -206,13 +213,66 @@ Deno.test("Guix.start(): the process dies with a SIGKILLed parent, not left hold
     while (alive(pid) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    assert.equal(alive(pid), false, `pid ${pid} outlived its parent`);
+    return { pid, outlived: alive(pid) };
   } finally {
     try {
       Deno.kill(pid, "SIGKILL");
     } catch {
       // Gone, as it should be.
     }
+  }
+}
+
+/** A stand-in guix that says its pid on stderr, then waits a minute. */
+async function waitingGuix(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-waiting-guix-" });
+  const path = `${dir}/guix`;
+  await Deno.writeTextFile(path, "#!/bin/sh\necho $$ >&2\nexec sleep 60\n");
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+Deno.test("Guix.start(), build() and run(): guix dies with a SIGKILLed parent, not left publishing, building or evaluating for nobody", async (t) => {
+  const guix = await waitingGuix();
+  try {
+    for (
+      const [name, body] of [
+        [
+          "start (guix publish: left behind it holds its port)",
+          `say(guix.start(["publish"], "publish").pid);`,
+        ],
+        [
+          "build (guix build of a silent build)",
+          `guix.build(["/gnu/store/x.drv"], { onLog: (c) => say(new TextDecoder().decode(c)) });`,
+        ],
+        [
+          "run (an evaluator, in a group of its own)",
+          `guix.run(["repl"], { allowFailure: true });
+           const stat = () => Deno.readDirSync("/proc");
+           // Its pid: the child of this process that runs the stand-in.
+           for (;;) {
+             const mine = [...stat()].map((e) => Number(e.name)).filter((n) => {
+               try {
+                 const s = Deno.readTextFileSync(\`/proc/\${n}/stat\`);
+                 return Number(s.slice(s.lastIndexOf(")") + 2).split(" ")[1]) === Deno.pid &&
+                   Deno.readTextFileSync(\`/proc/\${n}/cmdline\`).includes("sleep");
+               } catch { return false; }
+             });
+             if (mine.length > 0) { say(mine[0]); break; }
+             await new Promise((r) => setTimeout(r, 20));
+           }`,
+        ],
+      ]
+    ) {
+      await t.step(name, async () => {
+        const { pid, outlived } = await outlivesKilledParent(guix, body);
+        assert.equal(outlived, false, `pid ${pid} outlived its parent`);
+      });
+    }
+  } finally {
+    await Deno.remove(guix.slice(0, guix.lastIndexOf("/")), {
+      recursive: true,
+    });
   }
 });
 
