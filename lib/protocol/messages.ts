@@ -460,14 +460,16 @@ class Fields {
   integer(name: string): number {
     const value = this.take(name);
     if (typeof value !== "number") {
-      this.fail(name, "is not an integer in range");
+      this.fail(name, `is not an integer in range: ${quote(value)}`);
     }
     return value;
   }
 
   port(name: string): number {
     const value = this.integer(name);
-    if (value < 0 || value > 65535) this.fail(name, "is not a port number");
+    if (value < 0 || value > 65535) {
+      this.fail(name, `is not a port number: ${value}`);
+    }
     return value;
   }
 
@@ -570,7 +572,10 @@ class Fields {
     const value = this.optional("request-id");
     if (value === undefined) return {};
     if (typeof value !== "number" || value < 0) {
-      this.fail("request-id", "is not a non-negative integer");
+      this.fail(
+        "request-id",
+        `is not a non-negative integer: ${quote(value)}`,
+      );
     }
     return { requestId: value };
   }

@@ -159,17 +159,27 @@ const MALFORMED: [string, string | Uint8Array, RegExp][] = [
   [
     "string where integer",
     '(build (drv "/d") (priority "9") (timeout 1) (max-silent 2) (timestamp #f) (system "s"))',
-    /field "priority" is not an integer/,
+    /field "priority" is not an integer in range: "\\"9\\""$/,
   ],
   [
     "huge integer",
     '(build (drv "/d") (priority 99999999999999999999) (timeout 1) (max-silent 2) (timestamp #f) (system "s"))',
-    /field "priority" is not an integer in range/,
+    /field "priority" is not an integer in range: "99999999999999999999"$/,
   ],
   [
     "port out of range",
     '(server-info (worker-address "a") (log-port 70000) (publish-port #f))',
-    /field "log-port" is not a port number/,
+    /field "log-port" is not a port number: 70000$/,
+  ],
+  [
+    "negative request id",
+    '(worker-request-work "w" (request-id -3))',
+    /field "request-id" is not a non-negative integer: "-3"$/,
+  ],
+  [
+    "huge request id",
+    "(no-build (request-id 99999999999999999999))",
+    /field "request-id" is not a non-negative integer: "99999999999999999999"$/,
   ],
   [
     "#t where #f or a port",
