@@ -240,9 +240,23 @@ Deno.test("runEvaluation() kills a hung evaluator and its children at the timeou
     spawn(argv, options) {
       const child = spawnProcess(argv, options);
       evaluators.push(child.pid);
-      return child;
+      // What it prints, read here too.
+      const [forGuix, forTest] = child.stderr.tee();
+      (async () => {
+        const decoder = new TextDecoder();
+        for await (const chunk of forTest) said += decoder.decode(chunk);
+      })();
+      return {
+        pid: child.pid,
+        stdout: child.stdout,
+        stderr: forGuix,
+        stdin: child.stdin,
+        status: child.status,
+        kill: (signal) => child.kill(signal),
+      };
     },
   });
+  let said = "";
   let hung: number[] = [];
   try {
     const running = runEvaluation(SPEC, {
@@ -251,12 +265,16 @@ Deno.test("runEvaluation() kills a hung evaluator and its children at the timeou
       clock,
       timeoutSeconds: 600,
     });
-    // The fake evaluator starts its child, then both wait.
-    for (let i = 0; i < 300 && hung.length === 0; i++) {
+    // The fake evaluator starts its child, says so on its stderr, then
+    // both wait. Killed between the two, it would leave no word of the
+    // child: the test waits for the word too.
+    const saidSo = () => /evaluate: hanging with child \d+/.test(said);
+    for (let i = 0; i < 300 && (hung.length === 0 || !saidSo()); i++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       if (evaluators.length > 0) hung = childrenOf(evaluators[0]);
     }
     assert.equal(hung.length, 1, "the evaluator started no child");
+    assert.ok(saidSo(), "the evaluator's stderr names no child");
     await clock.advance(599_000);
     assert.ok(alive(evaluators[0]), "killed before the timeout");
     await clock.advance(1_000);
