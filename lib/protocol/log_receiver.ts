@@ -325,6 +325,7 @@ async function serveLogConnection(
         log.warn("log connection closed", {
           drv,
           received,
+          inflated: sink.inflated,
           reason: "more compressed bytes than maxCompressedBytes",
         });
         cutReason =

@@ -47,6 +47,11 @@ export function endedEarlyMarker(reason: string): string {
 export class LogSink {
   /** Log bytes kept so far. */
   stored = 0;
+  /**
+   * Log bytes inflated so far, kept or not: the work the upload cost, which
+   * stops soon after the cap (a gzip bomb is not inflated whole).
+   */
+  inflated = 0;
   /** True once nothing more will be kept (cap reached or bad data). */
   full = false;
   readonly #file: Deno.FsFile;
@@ -73,7 +78,10 @@ export class LogSink {
     this.#drv = drv;
     this.#log = log;
     this.#settings = settings;
-    this.#inflate.on("data", (chunk: Uint8Array) => this.#keep(chunk));
+    this.#inflate.on("data", (chunk: Uint8Array) => {
+      this.inflated += chunk.length;
+      this.#keep(chunk);
+    });
     this.#inflate.on("error", (error: Error) => {
       if (this.#capped) return;
       // At the end, an error means the stream stopped short (a killed
