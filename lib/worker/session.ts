@@ -773,11 +773,14 @@ class Session {
     const dropping = (async () => {
       while (!signal.aborted) await this.#pinger.receive(signal);
     })().catch(() => {});
-    try {
-      while (!signal.aborted) {
-        const registration = this.#registration;
-        const worker = registration?.worker;
-        if (worker) {
+    // Whether the last ping failed: a failure is logged once, not at every
+    // ping while it lasts.
+    let failing = false;
+    while (!signal.aborted) {
+      const registration = this.#registration;
+      const worker = registration?.worker;
+      if (worker) {
+        try {
           // A Lorica server hears when this worker is short of disk space.
           const diskLow =
             registration!.features.has("disk") && this.#options.disk
@@ -787,15 +790,23 @@ class Session {
             [EMPTY, encodeMessage({ type: "worker-ping", worker, ...diskLow })],
             signal,
           );
+          failing = false;
+        } catch (error) {
+          if (signal.aborted) break;
+          // A connection lost in the middle of a send, which the socket
+          // makes again: the next ping goes on it. Were the pings to stop,
+          // the server would take this worker for gone while it builds.
+          if (!failing) this.#logger.warn("worker ping failed", { error });
+          failing = true;
         }
+      }
+      try {
         await this.#options.clock.sleep(
           worker ? this.#options.pingIntervalMs : 100,
           signal,
         );
-      }
-    } catch (error) {
-      if (!signal.aborted && !(error instanceof ZmtpClosedError)) {
-        this.#logger.warn("ping loop stopped", { error });
+      } catch {
+        break;
       }
     }
     await dropping;

@@ -680,6 +680,58 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...opts,
+  name:
+    "a ping that fails (a connection lost mid-send, here the disk check) is logged once, and the pings go on",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const { guix } = controlledGuix();
+      const lines: string[] = [];
+      // The ping loop's first disk checks fail; then the disk is low, which
+      // only a ping tells the server.
+      let failures = 3;
+      class FailingDisk extends DiskGuard {
+        override low(): Promise<boolean> {
+          if (!/pingLoop/.test(new Error().stack ?? "")) {
+            return Promise.resolve(false);
+          }
+          if (failures > 0) {
+            failures--;
+            return Promise.reject(new Error("statfs failed (injected)"));
+          }
+          return Promise.resolve(true);
+        }
+      }
+      const disk = new FailingDisk({
+        paths: ["/store"],
+        minimumBytes: 1,
+        clock: systemClock,
+        logger: createLogger({ sink: () => {} }),
+        logPeriodMs: 1000,
+      });
+      const running = runSession(
+        sessionOptions(f.port, "PINGFAIL1", guix, lines, { disk }),
+        abort.signal,
+      );
+      await eventually(() => f.dispatcher.diskLow("PINGFAIL1"), "a ping");
+      assert.equal(failures, 0);
+      assert.equal(
+        lines.filter((l) => l.startsWith("warn worker ping failed ")).length,
+        1,
+        lines.join("\n"),
+      );
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
 /** What a hostile server was seen sending, and the field to blame. */
 const HOSTILE_REQUESTS: [string, Message, string][] = [
   ...[
