@@ -391,35 +391,9 @@ class Session {
    */
   async #register(holding: string[]): Promise<boolean> {
     const options = this.#options;
-    this.#registeredAt = this.#probes;
-    if (
-      options.extensions !== false &&
-      !await this.#offer({
-        type: "lorica-hello",
-        version: LORICA_PROTOCOL_VERSION,
-        features: LORICA_FEATURES,
-      })
-    ) return false;
-    if (!await this.#offer({ type: "worker-request-info" })) return false;
-    let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
-    let info: Extract<Message, { type: "server-info" }> | undefined;
-    while (info === undefined) {
-      const event = await this.#next(
-        this.#replyTimeoutMs,
-        () => this.#mayLeave(),
-      );
-      if (event === null) {
-        if (this.#mayLeave()) return false;
-        throw new ServerSilentError(this.#replyTimeoutMs, "server-info");
-      }
-      if (event.kind === "probe") {
-        // The server restarted meanwhile: start over on its new life.
-        return await this.#register(holding);
-      }
-      const reply = event.message;
-      if (reply.type === "lorica-welcome") welcome = reply;
-      else if (reply.type === "server-info") info = reply;
-    }
+    const answer = await this.#askInfo();
+    if (answer === null) return false;
+    const { welcome, info } = answer;
     const lorica = welcome !== undefined;
     const features = new Set(
       (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
@@ -484,6 +458,48 @@ class Session {
       },
     );
     return true;
+  }
+
+  /**
+   * Says hello and asks who we are; null when a draining stop ended it.
+   * Started over each time the server restarts meanwhile (a probe): in a
+   * loop, where a call in a call grew the stack with every probe of a
+   * flood.
+   */
+  async #askInfo(): Promise<
+    {
+      welcome?: Extract<Message, { type: "lorica-welcome" }>;
+      info: Extract<Message, { type: "server-info" }>;
+    } | null
+  > {
+    asking: for (;;) {
+      this.#registeredAt = this.#probes;
+      if (
+        this.#options.extensions !== false &&
+        !await this.#offer({
+          type: "lorica-hello",
+          version: LORICA_PROTOCOL_VERSION,
+          features: LORICA_FEATURES,
+        })
+      ) return null;
+      if (!await this.#offer({ type: "worker-request-info" })) return null;
+      let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
+      for (;;) {
+        const event = await this.#next(
+          this.#replyTimeoutMs,
+          () => this.#mayLeave(),
+        );
+        if (event === null) {
+          if (this.#mayLeave()) return null;
+          throw new ServerSilentError(this.#replyTimeoutMs, "server-info");
+        }
+        // The server restarted meanwhile: start over on its new life.
+        if (event.kind === "probe") continue asking;
+        const reply = event.message;
+        if (reply.type === "lorica-welcome") welcome = reply;
+        else if (reply.type === "server-info") return { welcome, info: reply };
+      }
+    }
   }
 
   async #requestLoop() {
