@@ -467,7 +467,9 @@ class Fields {
 
   port(name: string): number {
     const value = this.integer(name);
-    if (value < 0 || value > 65535) {
+    // 0 is no port one can connect to: the upload would fail later,
+    // without naming the server that gave it.
+    if (value < 1 || value > 65535) {
       this.fail(name, `is not a port number: ${value}`);
     }
     return value;

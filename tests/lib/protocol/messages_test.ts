@@ -172,6 +172,11 @@ const MALFORMED: [string, string | Uint8Array, RegExp][] = [
     /field "log-port" is not a port number: 70000$/,
   ],
   [
+    "port 0",
+    '(server-info (worker-address "a") (log-port 1) (publish-port 0))',
+    /field "publish-port" is not a port number: 0$/,
+  ],
+  [
     "negative request id",
     '(worker-request-work "w" (request-id -3))',
     /field "request-id" is not a non-negative integer: "-3"$/,
