@@ -188,8 +188,14 @@ Deno.test({
     });
     try {
       const pid = farm.pid("worker1")!;
-      // The worker's own command line, whether setsid(1) ran it or not.
-      const argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+      // The worker's own command line, whether setsid(1) ran it or not,
+      // once it has one: read in the middle of the exec, it is empty.
+      let argv: string[] = [];
+      const isWorker = () => argv.some((arg) => arg.endsWith("/worker.ts"));
+      for (let i = 0; i < 200 && !isWorker(); i++) {
+        if (i > 0) await new Promise((resolve) => setTimeout(resolve, 25));
+        argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+      }
       const given = argv.find((arg) => arg.startsWith("--minimum-disk-space="));
       assert.ok(given !== undefined, `no --minimum-disk-space in ${argv}`);
       const gib = Number(given.split("=")[1]);
