@@ -251,13 +251,12 @@ export class LocalBuilder {
   async #lane(signal: AbortSignal): Promise<void> {
     const { logger } = this.#options;
     while (!signal.aborted) {
-      let batch: readonly Build[] = [];
+      let flight: Flight | null = null;
       try {
-        const flight = await this.#takeBatch((builds) =>
+        flight = await this.#takeBatch((builds) =>
           builds.length === 0 ? null : this.#openFlight(builds)
         );
         if (flight !== null) {
-          batch = flight.builds;
           const summary = await this.#fly(flight, signal);
           // A withdrawal failed nothing: the rest of its batch is taken
           // again at once.
@@ -277,10 +276,7 @@ export class LocalBuilder {
         }
       } catch (error) {
         logger.error("local batch failed", { error });
-        await this.#requeueUntilDone(
-          batch.map((build) => build.derivation),
-          signal,
-        );
+        await this.#requeueUntilDone([...flight?.builds ?? []], signal);
       }
       if (this.#wokenWhileBusy) {
         this.#wokenWhileBusy = false;
@@ -557,7 +553,7 @@ export class LocalBuilder {
       });
     } catch (error) {
       logger.error("local batch query failed", { error });
-      summary.requeued = await this.#requeue(open);
+      summary.requeued = await this.#requeue(this.#openBuilds(flight));
       summary.interruption = "fault";
       return summary;
     }
@@ -598,7 +594,7 @@ export class LocalBuilder {
 
     if (signal?.aborted || driverFailed || summary.interruption !== null) {
       summary.interruption ??= signal?.aborted ? "shutdown" : "fault";
-      summary.requeued = await this.#requeue(open);
+      summary.requeued = await this.#requeue(this.#openBuilds(flight));
       logger.info("local batch interrupted", { ...summary });
       return summary;
     }
@@ -618,7 +614,7 @@ export class LocalBuilder {
       }
     } catch (error) {
       logger.error("local batch query failed", { error });
-      summary.requeued = await this.#requeue(open);
+      summary.requeued = await this.#requeue(this.#openBuilds(flight));
       summary.interruption = "fault";
     }
     logger.info("local batch done", { ...summary });
@@ -922,15 +918,15 @@ export class LocalBuilder {
    * submitted to this server for good. Gives up only at shutdown, when the
    * next start's recover() requeues it.
    */
-  async #requeueUntilDone(drvs: string[], signal: AbortSignal) {
+  async #requeueUntilDone(builds: Build[], signal: AbortSignal) {
     const { clock, logger } = this.#options;
     for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
       try {
-        await this.#requeue(drvs);
+        await this.#requeue(builds);
         return;
       } catch (error) {
         logger.error("local builds not requeued", {
-          builds: drvs.length,
+          builds: builds.length,
           retryMs: delay,
           error,
         });
@@ -943,13 +939,27 @@ export class LocalBuilder {
     }
   }
 
-  async #requeue(drvs: Iterable<string>): Promise<number> {
+  /**
+   * Puts `builds` back in the queue, each only while it is still held
+   * under the name it was taken under: one restarted meanwhile (by another
+   * process) may have been taken since by another server, whose build it
+   * is now. (One held under a name this server no longer claims went back
+   * to the queue when the claim ended.)
+   */
+  async #requeue(builds: Iterable<Build>): Promise<number> {
     const { store, clock } = this.#options;
     let count = 0;
-    for (const drv of drvs) {
-      if (await store.requeueBuild(drv, epochSeconds(clock))) count++;
+    for (const build of builds) {
+      const worker = build.worker ?? await this.holderName();
+      const now = epochSeconds(clock);
+      if (await store.requeueBuild(build.derivation, now, { worker })) count++;
     }
     return count;
+  }
+
+  /** The builds of `flight` not finished nor withdrawn yet. */
+  #openBuilds(flight: Flight): Build[] {
+    return flight.builds.filter((build) => flight.open.has(build.derivation));
   }
 }
 

@@ -31,6 +31,25 @@ const noGuix: GuixSpawner = (args) => {
   throw new Error(`guix ${args.join(" ")} was not expected`);
 };
 
+/**
+ * A guix whose every run does `meanwhile` (other processes' writes, made
+ * while the daemon is asked), then fails with status 1, saying nothing.
+ */
+function failingGuix(meanwhile: () => Promise<void>): GuixSpawner {
+  return () => {
+    const empty = () =>
+      new ReadableStream<Uint8Array>({ start: (c) => c.close() });
+    return {
+      pid: 0,
+      stdout: empty(),
+      stderr: empty(),
+      stdin: null,
+      status: meanwhile().then(() => ({ code: 1, signal: null })),
+      kill: () => {},
+    };
+  };
+}
+
 /** A builder on `store` that takes `batchSize` builds at once. */
 function builder(
   store: Store,
@@ -40,12 +59,13 @@ function builder(
     systems?: string[];
     lines?: string[];
     batchSize?: number;
+    spawnGuix?: GuixSpawner;
   } = {},
 ): LocalBuilder {
   const lines = options.lines;
   return new LocalBuilder({
     store,
-    spawnGuix: noGuix,
+    spawnGuix: options.spawnGuix ?? noGuix,
     clock: options.clock ?? new FakeClock(),
     logger: lines
       ? createLogger({ timestamps: false, sink: (l) => lines.push(l) })
@@ -760,6 +780,50 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.equal(await second.recover(), 0);
         assert.equal((await state(db.a, firsts[1])).status, "submitted");
         assert.equal((await state(db.a, seconds[1])).status, "submitted");
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a batch given back after a fault leaves alone a build of it that another server holds now (restarted by a web front end, then taken), requeuing only its own${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["r1", "r2"]);
+        let other: (Build | null)[] = [];
+        let taken: Build[] = [];
+        const here = builder(db.a, {
+          holder: processOf(1, new Set([1, 2])),
+          // While the daemon is asked about the batch, r1 is restarted
+          // and another server takes it; then the query fails.
+          spawnGuix: failingGuix(async () => {
+            const r1 = taken.find((build) => build.jobName === "r1")!;
+            assert.ok((await db.b.restartBuild(r1.id, 2)).changed);
+            other = await db.b.popBuilds(
+              [{ worker: "local@elsewhere", systems: ["x86_64-linux"] }],
+              2,
+            );
+          }),
+        });
+        taken = await here.takeBatch();
+        assert.equal(taken.length, 2);
+        const summary = await here.buildBatch(taken);
+        assert.equal(summary.interruption, "fault");
+        assert.equal(other[0]?.jobName, "r1");
+        assert.deepEqual(await state(db.a, other[0]!), {
+          status: "submitted",
+          worker: "local@elsewhere",
+        });
+        const r2 = taken.find((build) => build.jobName === "r2")!;
+        assert.deepEqual(await state(db.a, r2), {
+          status: "scheduled",
+          worker: null,
+        });
+        assert.equal(summary.requeued, 1);
       } finally {
         await db.close();
       }
