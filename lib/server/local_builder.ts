@@ -17,6 +17,7 @@ import { type SilenceWatchdog, watchDaemon } from "../guix/silence_watchdog.ts";
 import { logFileName } from "../protocol/log_channel.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { OneAtATime } from "./one_at_a_time.ts";
+import { Coalesced } from "./coalesced.ts";
 import { LogWriter } from "./local_build_log.ts";
 import {
   MISSING_DERIVATION,
@@ -136,6 +137,8 @@ export class LocalBuilder {
   #wokenWhileBusy = false;
   readonly #flights = new Set<Flight>();
   readonly #holder: HolderKeeper;
+  /** The look at the database for every batch (see #takeBackNow). */
+  readonly #lookNow = new Coalesced(() => this.#takeBack([...this.#flights]));
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
@@ -372,7 +375,9 @@ export class LocalBuilder {
    * a look that fails is left to the next periodic one.
    */
   async #takeBackNow(): Promise<void> {
-    await this.#takeBack([...this.#flights]).catch((error) =>
+    // Asked again while one runs (a burst of notifications), it runs once
+    // more after it, for every batch in flight then.
+    await this.#lookNow.run().catch((error) =>
       this.#options.logger.warn("held builds not checked", { error })
     );
   }

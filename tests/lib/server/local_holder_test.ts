@@ -829,4 +829,55 @@ for (const { name: backend, ignore, needs } of backends) {
       }
     },
   });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a burst of holdings notifications while a batch is built costs the look at the database under way and one after it, not a look each${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const abort = new AbortController();
+      const daemonAsked = Promise.withResolvers<void>();
+      const daemonAnswers = Promise.withResolvers<void>();
+      const looksAnswer = Promise.withResolvers<void>();
+      let heard: (() => void) | null = null;
+      let looks = 0;
+      const store: Store = {
+        ...db.a,
+        watchQueue: undefined,
+        watchHoldings: (onChange) => (heard = onChange),
+        queue: async (filter, limit) => {
+          looks++;
+          await looksAnswer.promise;
+          return await db.a.queue(filter, limit);
+        },
+      };
+      try {
+        await register(db.a, ["n1"]);
+        const here = builder(store, {
+          holder: processOf(1, new Set([1])),
+          spawnGuix: failingGuix(async () => {
+            daemonAsked.resolve();
+            await daemonAnswers.promise;
+          }),
+        });
+        const running = here.run(abort.signal);
+        // A batch in flight: the daemon is being asked about it.
+        await within(daemonAsked.promise, 10_000, "batch");
+        for (let i = 0; i < 5; i++) heard!();
+        assert.equal(looks, 1, "looks begun at once");
+        looksAnswer.resolve();
+        await eventually(() => looks === 2, "the look after the burst");
+        abort.abort();
+        daemonAnswers.resolve();
+        await within(running, 10_000, "the server's stop");
+        assert.equal(looks, 2);
+      } finally {
+        abort.abort();
+        daemonAnswers.resolve();
+        looksAnswer.resolve();
+        await db.close();
+      }
+    },
+  });
 }
