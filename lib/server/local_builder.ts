@@ -789,6 +789,15 @@ export class LocalBuilder {
    */
   async #takeBack(flights: Flight[]): Promise<void> {
     const { store, concurrency, batchSize } = this.#options;
+    // The builds name their holder, not its claim: once this server's row
+    // is lost, a server of this host that claimed the name since holds
+    // its builds under it, this server's among them if it took them. The
+    // row is read first: lost, every batch is given up and a name claimed
+    // again (HolderKeeper.own), rather than a batch built on and recorded
+    // under the other server's claim until the next renewal.
+    if (this.#holder.known !== null && flights.length > 0) {
+      await this.#holder.own(false);
+    }
     const worker = this.#holder.known;
     // One read in the usual case. A list cut at its limit (more builds
     // held under this server's name than its batches hold, as left by a

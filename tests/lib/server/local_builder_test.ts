@@ -24,6 +24,8 @@ import {
   testSpecification,
 } from "./_guix_fixture.ts";
 import { connectionRefused, failingStore } from "../store/_failing_store.ts";
+import { backends, sharedDatabase } from "./_shared_database.ts";
+import { holderAddress } from "../../../lib/server/local_holder.ts";
 
 const SPEC = testSpecification("local");
 
@@ -1433,4 +1435,99 @@ function silentDriver(farm: { daemon: { env: Record<string, string> } }) {
       ? real(args, options)
       : spawnProcess(["true"], options);
   return spawnGuix;
+}
+
+for (const { name: backend, ignore, needs } of backends) {
+  Deno.test({
+    name:
+      `LocalBuilder.run() on ${backend}: a look at the database while a batch is built finds the holder row no longer this server's, though a server of the same host took the name again and its build, and gives up the batch rather than build and record it under that server's claim${needs}`,
+    ignore,
+    async fn() {
+      const farm = await setup({
+        packages: [{
+          name: "long",
+          version: "1",
+          behaviour: { seconds: 3600, logLines: 1 },
+        }],
+      });
+      const db = await sharedDatabase(backend, SPEC, "lorica_look");
+      const lines: string[] = [];
+      const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+      const abort = new AbortController();
+      const clock = new FakeClock();
+      let holdingsChanged = () => {};
+      const store: Store = {
+        ...db.a,
+        watchQueue: undefined,
+        watchHoldings: (onChange) => holdingsChanged = onChange,
+      };
+      // Two servers of host "box": this one (pid 1) and a later one (4).
+      const host = "box pid:[1]";
+      const live = new Set([1, 4]);
+      let running: Promise<void> | null = null;
+      try {
+        await runEvaluation(SPEC, { ...farm.runner, store: db.a });
+        const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+          spawnGuix,
+          clock,
+          heldCheckSeconds: 5,
+          logger: createLogger({
+            timestamps: false,
+            sink: (l) => lines.push(l),
+          }),
+          holder: {
+            self: { host, pid: 1, started: "7" },
+            hostName: "box",
+            isLive: (owner) => Promise.resolve(live.has(owner.pid)),
+          },
+        });
+        running = builder.run(abort.signal);
+        await untilStarted(db.a, ["long.x86_64-linux"]);
+        const name = await builder.holderName();
+        // This server paused past the timeout: another's sweep expired
+        // its row, the server started since on the host took the name
+        // again, then the build.
+        const now = Math.floor(clock.now() / 1000);
+        const expired = await db.b.expireWorkers(now + 1, now);
+        assert.deepEqual(expired.map((worker) => worker.name), [name]);
+        const later = holderAddress({ host, pid: 4, started: "7" }, "l8.1");
+        assert.ok(
+          await db.b.claimWorker({
+            name,
+            address: later,
+            machine: "box",
+            systems: ["x86_64-linux"],
+            lastSeen: now,
+          }, null),
+        );
+        const [taken] = await db.b.popBuilds(
+          [{ worker: name, systems: ["x86_64-linux"] }],
+          now,
+          { holderAddress: later },
+        );
+        assert.equal(taken?.jobName, "long.x86_64-linux");
+        // Any notification: the look it brings reads the holder row too.
+        holdingsChanged();
+        await eventually(
+          () => drivers.length === 1 && !alive(drivers[0]),
+          "the driver stopped",
+        );
+        assert.ok(
+          lines.some((l) =>
+            l.startsWith(`warn local holder lost worker=${name}`)
+          ),
+          lines.join("\n"),
+        );
+        const now2 = (await db.a.getBuild(taken!.id))!;
+        assert.equal(buildStatusName(now2.status), "submitted");
+        assert.equal(now2.worker, name);
+      } finally {
+        abort.abort();
+        for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+        await running;
+        await db.close();
+        await farm.close();
+      }
+    },
+  });
 }

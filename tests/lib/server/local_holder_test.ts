@@ -842,14 +842,18 @@ for (const { name: backend, ignore, needs } of backends) {
       const looksAnswer = Promise.withResolvers<void>();
       let heard: (() => void) | null = null;
       let looks = 0;
+      let inFlight = false;
       const store: Store = {
         ...db.a,
         watchQueue: undefined,
         watchHoldings: (onChange) => (heard = onChange),
-        queue: async (filter, limit) => {
+        // A look begins with a read of the holder row; none is read
+        // otherwise while the daemon is asked.
+        getWorker: async (name) => {
+          if (!inFlight) return await db.a.getWorker(name);
           looks++;
           await looksAnswer.promise;
-          return await db.a.queue(filter, limit);
+          return await db.a.getWorker(name);
         },
       };
       try {
@@ -864,10 +868,15 @@ for (const { name: backend, ignore, needs } of backends) {
         const running = here.run(abort.signal);
         // A batch in flight: the daemon is being asked about it.
         await within(daemonAsked.promise, 10_000, "batch");
+        inFlight = true;
         for (let i = 0; i < 5; i++) heard!();
+        // Each look reaches the row after a few steps of its own: all of
+        // them have, once the first has and a timer has passed.
+        await eventually(() => looks > 0, "the first look");
         assert.equal(looks, 1, "looks begun at once");
         looksAnswer.resolve();
         await eventually(() => looks === 2, "the look after the burst");
+        inFlight = false;
         abort.abort();
         daemonAnswers.resolve();
         await within(running, 10_000, "the server's stop");
