@@ -39,6 +39,12 @@ export class HolderKeeper {
   #claim: Promise<HolderClaim> | null = null;
   /** The claim of a name again under way, its row lost. */
   #regaining: Promise<HeldName> | null = null;
+  /**
+   * Given up at a clean stop: what still looks at the name then (a look
+   * at the database begun before the stop) must not claim one again,
+   * which would leave a row behind, to age as a dead server's.
+   */
+  #released = false;
 
   constructor(options: HolderKeeperOptions) {
     this.#options = options;
@@ -59,6 +65,7 @@ export class HolderKeeper {
    * made it (the leftovers of a dead holder of the name), else 0.
    */
   async firstClaim(): Promise<number> {
+    this.#released = false;
     const first = this.#claim === null;
     const claim = await this.#current();
     return first ? claim.requeued : 0;
@@ -121,11 +128,12 @@ export class HolderKeeper {
   }
 
   /**
-   * Deletes the row at a clean stop (see LocalHolder.release); the next
-   * use claims a name again.
+   * Deletes the row at a clean stop (see LocalHolder.release); no name is
+   * claimed again until {@link firstClaim} (a start).
    */
   async release(): Promise<void> {
     const { holder, logger } = this.#options;
+    this.#released = true;
     await holder.release().catch((error) =>
       logger.warn("local holder not released", {
         worker: holder.name ?? undefined,
@@ -137,6 +145,13 @@ export class HolderKeeper {
 
   /** The claim of the name, asked for now if none is. */
   #current(): Promise<HolderClaim> {
+    if (this.#released) {
+      return Promise.reject(
+        new Error(
+          "Cannot claim a local holder name: this server gave its name up at its clean stop",
+        ),
+      );
+    }
     if (this.#claim === null) {
       const claim: Promise<HolderClaim> = this.#options.holder.claim()
         .catch((error) => {

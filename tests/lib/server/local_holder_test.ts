@@ -889,4 +889,83 @@ for (const { name: backend, ignore, needs } of backends) {
       }
     },
   });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a look at the database still under way when a clean stop gives the name up claims no name again after it (a row left behind, to age as a dead server's)${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const abort = new AbortController();
+      const daemonAsked = Promise.withResolvers<void>();
+      const daemonAnswers = Promise.withResolvers<void>();
+      const lookAnswers = Promise.withResolvers<void>();
+      const lines: string[] = [];
+      let heard: (() => void) | null = null;
+      let looking = false;
+      let looks = 0;
+      let claims = 0;
+      const store: Store = {
+        ...db.a,
+        watchQueue: undefined,
+        watchHoldings: (onChange) => (heard = onChange),
+        // The look's read of the holder row answers when the test says.
+        getWorker: async (name) => {
+          if (looking) {
+            looks++;
+            await lookAnswers.promise;
+          }
+          return await db.a.getWorker(name);
+        },
+        claimWorker: (worker, expected) => {
+          claims++;
+          return db.a.claimWorker(worker, expected);
+        },
+      };
+      try {
+        await register(db.a, ["z1"]);
+        const here = builder(store, {
+          holder: processOf(1, new Set([1])),
+          lines,
+          spawnGuix: failingGuix(async () => {
+            daemonAsked.resolve();
+            await daemonAnswers.promise;
+          }),
+        });
+        const running = here.run(abort.signal);
+        await within(daemonAsked.promise, 10_000, "batch");
+        looking = true;
+        heard!();
+        await eventually(() => looks === 1, "the look");
+        looking = false;
+        abort.abort();
+        daemonAnswers.resolve();
+        const claimsBefore = claims;
+        // The stop gives the name up while the look waits, or (once the
+        // stop waits for its looks) once the look has answered.
+        await Promise.race([
+          within(running, 10_000, "the server's stop"),
+          eventually(
+            () => lines.some((l) => l.startsWith("info local holder released")),
+            "the release",
+          ),
+        ]);
+        lookAnswers.resolve();
+        await within(running, 10_000, "the server's stop");
+        await eventually(
+          () =>
+            claims > claimsBefore ||
+            lines.some((l) => l.startsWith("warn held builds not checked")),
+          "the look's end",
+        );
+        assert.equal(claims, claimsBefore, lines.join("\n"));
+        assert.deepEqual(await db.a.listWorkers(), []);
+      } finally {
+        abort.abort();
+        daemonAnswers.resolve();
+        lookAnswers.resolve();
+        await db.close();
+      }
+    },
+  });
 }
