@@ -7,7 +7,7 @@
 // adjusts the counts of the build's direct dependents.
 
 import { BuildStatus, Weather } from "./types.ts";
-import { all, chunks, get, run } from "./sql_query.ts";
+import { all, chunks, get, notifyHoldings, run } from "./sql_query.ts";
 import { buildById } from "./sql_catalog.ts";
 import {
   BUILD_COLUMNS,
@@ -538,16 +538,6 @@ export function* requeueBuild(
   );
   if (changed > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   return changed > 0;
-}
-
-/**
- * Tells the processes watching holdings that a held build was taken from
- * its holder: by a cancel or a restart, which any process may make. (Not
- * by a requeue, which only the holder makes: a batch given back would
- * wake every process once per build.)
- */
-function* notifyHoldings(d: Dialect): Step<void> {
-  if (d.notifyHoldings !== "") yield* all(d.notifyHoldings);
 }
 
 export function* cancelBuild(

@@ -54,10 +54,23 @@ export interface Dialect {
   /** A statement run in a transaction that added dispatchable builds, or "". */
   notifyQueue: string;
   /**
-   * A statement run in a transaction that took a build from the worker
-   * holding it (a cancel, a restart), or "".
+   * A statement run in a transaction that took builds from the worker
+   * holding them (see notifyHoldings), or "".
    */
   notifyHoldings: string;
+}
+
+/**
+ * Tells the processes watching holdings (Store.watchHoldings) that held
+ * builds were taken from their holder by someone else: a cancel or a
+ * restart, which any process may make, or a requeue of all a worker's
+ * builds (a sweep expiring it, a server claiming a holder name), made
+ * while the holder may still build them. Not a requeue of one build,
+ * which only its holder makes: a batch given back would wake every
+ * process once per build.
+ */
+export function* notifyHoldings(d: Dialect): Step<void> {
+  if (d.notifyHoldings !== "") yield* all(d.notifyHoldings);
 }
 
 /** Runs `sql` and returns its rows. */

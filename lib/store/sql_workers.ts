@@ -1,6 +1,6 @@
 // Store procedures on build workers.
 
-import { all, chunks, get, run } from "./sql_query.ts";
+import { all, chunks, get, notifyHoldings, run } from "./sql_query.ts";
 import { checkName, rowToWorker } from "./rows.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 import type { ExpiredWorker, Holding, Worker } from "./types.ts";
@@ -103,6 +103,7 @@ export function* requeueWorker(d: Dialect, worker: string): Step<number> {
     [worker],
   );
   if (changes > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
+  if (changes > 0) yield* notifyHoldings(d);
   return changes;
 }
 

@@ -690,7 +690,8 @@ export interface Store {
   /**
    * Calls `onChange` whenever a build may have been taken from the worker
    * holding it by another process (a cancel or a restart by a web front
-   * end: PostgreSQL LISTEN/NOTIFY, without a poll of its own), until
+   * end, a worker sweep expiring its worker, a server claiming its holder
+   * name: PostgreSQL LISTEN/NOTIFY, without a poll of its own), until
    * `signal` aborts. Absent where no other process writes (SQLite).
    */
   watchHoldings?(onChange: () => void, signal: AbortSignal): void;

@@ -697,7 +697,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `watchHoldings() hears another store's cancel and restart of a held build, not those of a scheduled one, nor a requeue (the holder's own)${needs}`,
+    `watchHoldings() hears another store's cancel and restart of a held build, and its requeue of all a worker's builds (a sweep's expiry, a claim of a holder name), not a cancel or restart of a scheduled one, nor a requeue of one build (the holder's own)${needs}`,
   ignore,
   async fn() {
     await withStore(async (store, schema) => {
@@ -728,6 +728,27 @@ Deno.test({
           [
             "restartBuild",
             async () => other.restartBuild((await hold()).id, 4),
+          ],
+          [
+            "expireWorkers",
+            async () => {
+              await hold();
+              await store.upsertWorker({
+                name: "w",
+                address: "127.0.0.1",
+                machine: "m",
+                systems: ["x86_64-linux"],
+                lastSeen: 1,
+              });
+              assert.equal((await other.expireWorkers(2, 4)).length, 1);
+            },
+          ],
+          [
+            "requeueWorkerBuilds",
+            async () => {
+              await hold();
+              assert.equal(await other.requeueWorkerBuilds("w", 4), 1);
+            },
           ],
         ];
         for (const [name, change] of changes) {
