@@ -279,7 +279,11 @@ export class LocalBuilder {
         }
       } catch (error) {
         logger.error("local batch failed", { error });
-        await this.#requeueUntilDone([...flight?.builds ?? []], signal);
+        // Its open builds only: one withdrawn from it (restarted elsewhere)
+        // may be another batch's by now, under the same name.
+        if (flight !== null) {
+          await this.#requeueUntilDone(this.#openBuilds(flight), signal);
+        }
       }
       if (this.#wokenWhileBusy) {
         this.#wokenWhileBusy = false;

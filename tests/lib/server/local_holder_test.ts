@@ -19,7 +19,7 @@ import {
   buildStatusName,
   type Store,
 } from "../../../lib/store/types.ts";
-import { job } from "../store/store_contract.ts";
+import { drv, job } from "../store/store_contract.ts";
 import { eventually, FakeClock, within } from "./_dispatch_fixture.ts";
 import { testSpecification } from "./_guix_fixture.ts";
 import { backends, sharedDatabase } from "./_shared_database.ts";
@@ -36,15 +36,32 @@ const noGuix: GuixSpawner = (args) => {
  * while the daemon is asked), then fails with status 1, saying nothing.
  */
 function failingGuix(meanwhile: () => Promise<void>): GuixSpawner {
+  return answeringGuix(async () => {
+    await meanwhile();
+    return { code: 1, stdout: "" };
+  });
+}
+
+/** A guix whose every run prints and exits as `answer` says, once it has. */
+function answeringGuix(
+  answer: () => Promise<{ code: number; stdout: string }>,
+): GuixSpawner {
   return () => {
-    const empty = () =>
-      new ReadableStream<Uint8Array>({ start: (c) => c.close() });
+    const answered = answer();
+    const text = (read: (a: { stdout: string }) => string) =>
+      new ReadableStream<Uint8Array>({
+        async start(c) {
+          const said = read(await answered.catch(() => ({ stdout: "" })));
+          if (said !== "") c.enqueue(new TextEncoder().encode(said));
+          c.close();
+        },
+      });
     return {
       pid: 0,
-      stdout: empty(),
-      stderr: empty(),
+      stdout: text((a) => a.stdout),
+      stderr: text(() => ""),
       stdin: null,
-      status: meanwhile().then(() => ({ code: 1, signal: null })),
+      status: answered.then(({ code }) => ({ code, signal: null })),
       kill: () => {},
     };
   };
@@ -964,6 +981,75 @@ for (const { name: backend, ignore, needs } of backends) {
         abort.abort();
         daemonAnswers.resolve();
         lookAnswers.resolve();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a batch failed on a database error gives back only its builds still open, not one taken from it by a batch of this server since (restarted elsewhere, taken again under the same name)${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const abort = new AbortController();
+      const lines: string[] = [];
+      let again: Build[] = [];
+      let here: LocalBuilder | null = null;
+      let first: Build[] = [];
+      const store: Store = {
+        ...db.a,
+        watchQueue: undefined,
+        popBuilds: async (requests, now, options) => {
+          const popped = await db.a.popBuilds(requests, now, options);
+          if (first.length === 0) {
+            first = popped.filter((build) => build !== null);
+          }
+          return popped;
+        },
+        // The record of f2, found built, fails: the database went away.
+        completeBuild: (derivation, status, options) =>
+          derivation === drv("f2")
+            ? Promise.reject(new Error("connection refused"))
+            : db.a.completeBuild(derivation, status, options),
+      };
+      try {
+        await register(db.a, ["f1", "f2"]);
+        here = builder(store, {
+          holder: processOf(1, new Set([1])),
+          lines,
+          // While the daemon is asked about the batch, f1 is restarted
+          // elsewhere and taken again here, by another batch; f2 is found
+          // built.
+          spawnGuix: answeringGuix(async () => {
+            const f1 = first.find((build) => build.derivation === drv("f1"))!;
+            assert.ok((await db.b.restartBuild(f1.id, 2)).changed);
+            again = await here!.takeBatch();
+            return {
+              code: 0,
+              stdout: `(state "${drv("f1")}" failed)\n` +
+                `(state "${drv("f2")}" valid)\n`,
+            };
+          }),
+        });
+        const running = here.run(abort.signal);
+        const f2 = () => db.a.getBuildByDerivation(drv("f2"));
+        // The failed batch gives f2 back, after f1 (taken first).
+        await eventually(
+          async () =>
+            lines.some((l) => l.startsWith("error local batch failed")) &&
+            buildStatusName((await f2())!.status) === "scheduled",
+          "f2 given back",
+        );
+        assert.deepEqual(again.map((build) => build.derivation), [drv("f1")]);
+        assert.deepEqual(await state(db.a, again[0]), {
+          status: "submitted",
+          worker: await here.holderName(),
+        });
+        abort.abort();
+        await within(running, 10_000, "the server's stop");
+      } finally {
+        abort.abort();
         await db.close();
       }
     },
