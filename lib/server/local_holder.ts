@@ -23,8 +23,12 @@
 // the address in its own atomic step (PopOptions.holderAddress), so a
 // build is held under a name only by a pop made while the claim it was
 // made for stood, and whoever ended that claim (an expiry, another
-// server's claim, this server's own claim again) puts back in the queue
-// what was held under it.
+// server's claim, this server's own claim again, its release at a clean
+// stop) puts back in the queue what was held under it. A claim does so in
+// two steps, the row taken and then the builds requeued: no pop under the
+// old address can come between them, as the row no longer has it. Should
+// the requeue fail, the builds wait for the next claim of the name (the
+// claimant's next use, or a server taking its row once it is gone).
 
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
