@@ -2,9 +2,10 @@
 // lanes: claims it once, checks it before a batch is taken and at each
 // look at the database while one is built, renews it on its schedule,
 // and, when another server expired its row (a silence past the worker
-// timeout), claims a name again once for every lane that finds it lost. The builds held under the lost name went back to the queue
-// with the row, so the batches building them must give them up first:
-// that is `onLost`, the builder's.
+// timeout), claims a name again once for every lane that finds it lost.
+// The builds held under the lost name went back to the queue with the
+// row, so the batches building them must give them up first: that is
+// `onLost`, the builder's.
 
 import { type Clock, everyInterval } from "../clock.ts";
 import type { Logger } from "../log.ts";
