@@ -135,6 +135,10 @@ export class HolderKeeper {
   async release(): Promise<void> {
     const { holder, logger } = this.#options;
     this.#released = true;
+    // A claim under way (a regain begun before the stop) ends first: its
+    // row, written after the release, would outlive the stop and age as a
+    // dead server's.
+    await this.#claim?.catch(() => {});
     await holder.release().catch((error) =>
       logger.warn("local holder not released", {
         worker: holder.name ?? undefined,

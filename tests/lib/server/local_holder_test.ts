@@ -909,6 +909,67 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a clean stop during a claim of a name again (the row lost) waits for the claim and gives its row up too, leaving no row to age as a dead server's${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const abort = new AbortController();
+      const daemonAsked = Promise.withResolvers<void>();
+      const daemonAnswers = Promise.withResolvers<void>();
+      const claimAsked = Promise.withResolvers<void>();
+      const claimGoes = Promise.withResolvers<void>();
+      const lines: string[] = [];
+      let heard: (() => void) | null = null;
+      let holdClaims = false;
+      const store: Store = {
+        ...db.a,
+        watchQueue: undefined,
+        watchHoldings: (onChange) => (heard = onChange),
+        // Once told, a claim of a row waits for the test.
+        claimWorker: async (worker, expected) => {
+          if (holdClaims) {
+            claimAsked.resolve();
+            await claimGoes.promise;
+          }
+          return await db.a.claimWorker(worker, expected);
+        },
+      };
+      try {
+        await register(db.a, ["z1"]);
+        const here = builder(store, {
+          holder: processOf(1, new Set([1])),
+          lines,
+          spawnGuix: failingGuix(async () => {
+            daemonAsked.resolve();
+            await daemonAnswers.promise;
+          }),
+        });
+        const running = here.run(abort.signal);
+        await within(daemonAsked.promise, 10_000, "batch");
+        // The row expires; a look finds it lost and claims a name again,
+        // which waits; the server stops meanwhile.
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        holdClaims = true;
+        heard!();
+        await within(claimAsked.promise, 10_000, "the claim");
+        abort.abort();
+        daemonAnswers.resolve();
+        // Time for a release that does not wait to happen.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        claimGoes.resolve();
+        await within(running, 10_000, "the server's stop");
+        assert.deepEqual(await db.a.listWorkers(), [], lines.join("\n"));
+      } finally {
+        abort.abort();
+        daemonAnswers.resolve();
+        claimGoes.resolve();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: a look at the database still under way when a clean stop gives the name up claims no name again after it (a row left behind, to age as a dead server's)${needs}`,
     ignore,
     async fn() {
