@@ -940,7 +940,15 @@ export class LocalBuilder {
     const { clock, logger } = this.#options;
     for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
       try {
-        await this.#requeue(builds);
+        // Not a build another batch of this server took meanwhile (one
+        // restarted elsewhere, then taken again under the same name): this
+        // batch is out of the flights, where a new batch's take withdraws
+        // its builds from older ones.
+        await this.#requeue(
+          builds.filter((build) =>
+            this.#holders(build.derivation).length === 0
+          ),
+        );
         return;
       } catch (error) {
         logger.error("local builds not requeued", {

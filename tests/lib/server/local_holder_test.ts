@@ -1049,6 +1049,93 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a batch's give-back retried after a database error leaves alone a build another batch of this server took since (restarted elsewhere, taken again under the same name)${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      const abort = new AbortController();
+      const clock = new FakeClock();
+      const lines: string[] = [];
+      const queries: (() => void)[] = [];
+      let requeueFails = true;
+      const store: Store = {
+        ...db.a,
+        watchQueue: undefined,
+        // The record of r1, found built, fails: the database went away;
+        // so does the first requeue of the give-back.
+        completeBuild: (derivation, status, options) =>
+          derivation === drv("r1")
+            ? Promise.reject(new Error("connection refused"))
+            : db.a.completeBuild(derivation, status, options),
+        requeueBuild: (derivation, now, options) => {
+          if (requeueFails) {
+            requeueFails = false;
+            return Promise.reject(new Error("connection refused"));
+          }
+          return db.a.requeueBuild(derivation, now, options);
+        },
+      };
+      try {
+        await register(db.a, ["r1", "r2"]);
+        // The first batch's daemon finds both built; the second batch's
+        // query waits for the test.
+        let asked = 0;
+        const here = builder(store, {
+          holder: processOf(1, new Set([1])),
+          lines,
+          clock,
+          spawnGuix: answeringGuix(async () => {
+            if (asked++ === 0) {
+              return {
+                code: 0,
+                stdout: `(state "${drv("r1")}" valid)\n` +
+                  `(state "${drv("r2")}" valid)\n`,
+              };
+            }
+            await new Promise<void>((resolve) => queries.push(resolve));
+            return { code: 1, stdout: "" };
+          }),
+        });
+        const running = here.run(abort.signal);
+        await eventually(
+          () =>
+            lines.some((l) => l.startsWith("error local builds not requeued")),
+          "the failed give-back",
+        );
+        // Meanwhile r1 is restarted elsewhere, and a batch here takes it.
+        const r1 = (await db.a.getBuildByDerivation(drv("r1")))!;
+        assert.ok((await db.b.restartBuild(r1.id, 2)).changed);
+        const again = await here.takeBatch();
+        assert.deepEqual(again.map((build) => build.derivation), [drv("r1")]);
+        const second = here.buildBatch(again, abort.signal);
+        await eventually(() => queries.length === 1, "the second batch");
+        // The give-back is tried again: r2 only.
+        await clock.advance(1000);
+        await eventually(
+          async () =>
+            buildStatusName(
+              (await db.a.getBuildByDerivation(drv("r2")))!.status,
+            ) === "scheduled",
+          "r2 given back",
+        );
+        assert.deepEqual(await state(db.a, again[0]), {
+          status: "submitted",
+          worker: await here.holderName(),
+        });
+        abort.abort();
+        for (const answer of queries) answer();
+        await within(running, 10_000, "the server's stop");
+        await second.catch(() => {});
+      } finally {
+        abort.abort();
+        for (const answer of queries) answer();
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: a batch failed on a database error gives back only its builds still open, not one taken from it by a batch of this server since (restarted elsewhere, taken again under the same name)${needs}`,
     ignore,
     async fn() {
