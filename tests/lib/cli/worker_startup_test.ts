@@ -5,24 +5,36 @@ import assert from "node:assert/strict";
 
 const WORKER = new URL("../../../worker.ts", import.meta.url).pathname;
 
-Deno.test("lorica-worker --systems=x86_64 exits 2: not a system name, as the admin API would say", async () => {
+/**
+ * Runs `deno run --allow-all ARGS` (a program and its arguments) with
+ * `env` added, asserts that it exits 2 (a usage error), and returns what
+ * it printed on stderr.
+ */
+async function refusedWith(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<string> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      WORKER,
-      "--systems=x86_64",
-      // A loopback address, and a --workers checked later that stops the
-      // worker anyway if --systems were accepted.
-      "--server=127.0.0.1:1",
-      "--workers=0",
-    ],
+    args: ["run", "--allow-all", ...args],
+    env,
     stdin: "null",
     stdout: "null",
     stderr: "piped",
   }).output();
   const stderr = new TextDecoder().decode(output.stderr);
   assert.equal(output.code, 2, stderr);
+  return stderr;
+}
+
+Deno.test("lorica-worker --systems=x86_64 exits 2: not a system name, as the admin API would say", async () => {
+  const stderr = await refusedWith([
+    WORKER,
+    "--systems=x86_64",
+    // A loopback address, and a --workers checked later that stops the
+    // worker anyway if --systems were accepted.
+    "--server=127.0.0.1:1",
+    "--workers=0",
+  ]);
   assert.match(
     stderr,
     /Cannot use --systems "x86_64": "x86_64" is not a system name/,
@@ -147,14 +159,7 @@ Deno.test("lorica-server and lorica-worker refuse options that mean nothing besi
     // --web-port and --workers of 0 stop a program that accepted them,
     // before it listens or connects anywhere.
     const stop = program === server ? "--web-port=-1" : "--workers=0";
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", program, ...args, stop],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 2, stderr);
+    const stderr = await refusedWith([program, ...args, stop]);
     assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
   }
 });
@@ -167,15 +172,9 @@ Deno.test("lorica-server and lorica-worker with a LORICA_LOG that is no level ex
     const stop = program === server
       ? ["--web-port=-1"]
       : ["--server=127.0.0.1:1", "--workers=0"];
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", program, ...stop],
-      env: { LORICA_LOG: "warning" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 2, stderr);
+    const stderr = await refusedWith([program, ...stop], {
+      LORICA_LOG: "warning",
+    });
     assert.match(
       stderr,
       /: error: Cannot use LORICA_LOG "warning": not a log level \(debug, info, warn or error\)\n$/,
@@ -202,35 +201,19 @@ Deno.test("lorica-server refuses an option of the other mode, naming it and --bu
   for (const [args, message] of cases) {
     // A --web-port of -1 stops a server that accepted them, before it
     // listens anywhere.
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", server, ...args, "--web-port=-1"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 2, stderr);
+    const stderr = await refusedWith([server, ...args, "--web-port=-1"]);
     assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
   }
 });
 
 Deno.test("lorica-worker with a --substitute-urls word that is no URL exits 2 naming it, before any build", async () => {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      WORKER,
-      "--server=127.0.0.1:1",
-      "--substitute-urls=substitutes.example.org",
-      // Stops a worker that accepted the list, before it connects.
-      "--workers=0",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(output.stderr);
-  assert.equal(output.code, 2, stderr);
+  const stderr = await refusedWith([
+    WORKER,
+    "--server=127.0.0.1:1",
+    "--substitute-urls=substitutes.example.org",
+    // Stops a worker that accepted the list, before it connects.
+    "--workers=0",
+  ]);
   assert.ok(
     stderr.endsWith(
       ': error: Cannot use --substitute-urls "substitutes.example.org": "substitutes.example.org" is not an http, https or file URL\n',
