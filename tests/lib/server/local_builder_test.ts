@@ -218,6 +218,8 @@ Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: th
  */
 function driverSpawner(daemon: DaemonEnv, lines: string[]) {
   const drivers: number[] = [];
+  /** How each driver ended, for the messages of failed assertions. */
+  const ended = new Map<number, string>();
   const wrapper = new Guix({
     command: GUIX,
     env: daemon.env,
@@ -227,13 +229,16 @@ function driverSpawner(daemon: DaemonEnv, lines: string[]) {
       const child = spawnProcess(argv, options);
       if (argv[1] === "repl" && !argv.includes("--query")) {
         drivers.push(child.pid);
+        child.status.then((status) =>
+          ended.set(child.pid, JSON.stringify(status))
+        );
       }
       return child;
     },
   });
   const spawnGuix: GuixSpawner = (args, options) =>
     wrapper.spawn(args, options);
-  return { drivers, spawnGuix };
+  return { drivers, spawnGuix, ended };
 }
 
 Deno.test("LocalBuilder gives up on a silent daemon whose driver ignores SIGTERM: the driver is killed after the grace and the batch requeued", async () => {
@@ -285,7 +290,7 @@ Deno.test("LocalBuilder stopped while its driver ignores SIGTERM kills the drive
     }],
   });
   const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  const { drivers, spawnGuix, ended } = driverSpawner(farm.daemon, lines);
   const abort = new AbortController();
   try {
     await runEvaluation(SPEC, farm.runner);
@@ -306,7 +311,9 @@ Deno.test("LocalBuilder stopped while its driver ignores SIGTERM kills the drive
       lines.some((l) =>
         l.startsWith(`warn process killed pid=${drivers[0]} signal=SIGKILL `)
       ),
-      lines.join("\n"),
+      `driver ${drivers[0]} ended ${ended.get(drivers[0])}; lines:\n${
+        lines.join("\n")
+      }`,
     );
     const [build] = await farm.store.queue({ job: "deaf.x86_64-linux" }, 1);
     assert.equal(buildStatusName(build.status), "scheduled");
