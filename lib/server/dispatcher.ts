@@ -35,6 +35,7 @@ import {
 import type { Incoming, MessageOf } from "./incoming_message.ts";
 import { TurnWork, type WorkRequest } from "./turn_work.ts";
 import { WorkerIdentity } from "./worker_identity.ts";
+import { isLocalHolderName } from "./local_holder.ts";
 import { BuildReports } from "./build_reports.ts";
 import { readTurnMessages, type Received } from "./turn_messages.ts";
 import { isDatabaseUnavailable } from "../store/unavailable.ts";
@@ -573,6 +574,17 @@ export class Dispatcher {
     requestId: number | undefined,
   ) {
     const tag = requestId === undefined ? {} : { requestId };
+    // Builds handed out under that name would be held in a local-mode
+    // server's name, where nothing here would follow them.
+    if (isLocalHolderName(name)) {
+      this.#logger.warn("work refused", {
+        peer: routingKey(routingId),
+        worker: name,
+        reason: "the name is a local-mode server's (local@HOST)",
+      });
+      turn.reply({ routingId, message: { type: "no-build", ...tag } });
+      return;
+    }
     if (
       this.authRequired && this.#links.get(routingId).authenticated !== name
     ) {

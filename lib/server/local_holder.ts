@@ -64,6 +64,16 @@ export interface LocalHolderOptions extends HolderIdentity {
   systems: () => Promise<string[]>;
 }
 
+/**
+ * Whether `name` is one a local-mode server holds its builds under
+ * ("local", "local@HOST", "local@HOST#N"): a remote worker of that name
+ * would take over the server's row, and with it its builds.
+ */
+export function isLocalHolderName(name: string): boolean {
+  return name === LEGACY_LOCAL_WORKER ||
+    name.startsWith(`${LEGACY_LOCAL_WORKER}@`);
+}
+
 /** The holder name of `slot` (1, 2, ...) on `hostName`. */
 export function holderName(hostName: string, slot: number): string {
   const base = `${LEGACY_LOCAL_WORKER}@${hostName}`;

@@ -14,6 +14,7 @@ import type { Build, Store } from "../store/types.ts";
 import type { Incoming, MessageOf } from "./incoming_message.ts";
 import type { TurnWork } from "./turn_work.ts";
 import type { WorkerHoldings } from "./worker_holdings.ts";
+import { isLocalHolderName } from "./local_holder.ts";
 import {
   sameAddress,
   type WorkerLink,
@@ -107,6 +108,15 @@ export class WorkerIdentity {
   async ready(from: Incoming, message: MessageOf<"worker-ready">) {
     const { turn, store, routingId, sender, link, now } = from;
     const name = message.worker.name;
+    if (isLocalHolderName(name)) {
+      this.#logger.warn("worker refused", {
+        ...sender,
+        worker: name,
+        machine: message.worker.machine,
+        reason: "the name is a local-mode server's (local@HOST)",
+      });
+      return;
+    }
     if (this.authRequired) {
       const ok = link.nonce !== undefined &&
         await verifyAuthProof(
@@ -160,6 +170,16 @@ export class WorkerIdentity {
   async ping(from: Incoming, message: MessageOf<"worker-ping">) {
     const { store, sender, now } = from;
     const name = message.worker.name;
+    // Refused at its registration (see ready); a ping would renew the
+    // row of a local-mode server, dead or alive, or take it over.
+    if (isLocalHolderName(name)) {
+      this.#logger.debug("ping ignored", {
+        ...sender,
+        worker: name,
+        reason: "the name is a local-mode server's (local@HOST)",
+      });
+      return;
+    }
     // The connection that registered the name, or asks for its work.
     const owner = this.#links.connectionOf(name);
     if (
@@ -239,6 +259,8 @@ export class WorkerIdentity {
    * and no open connection speaks for the name.
    */
   mayReport(routingId: Uint8Array, name: string): boolean {
+    // Never for a local-mode server's builds (see ready).
+    if (isLocalHolderName(name)) return false;
     const link = this.#links.get(routingId);
     if (this.authRequired) return link.authenticated === name;
     if (link.name !== undefined) return link.name === name;

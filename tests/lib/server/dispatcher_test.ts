@@ -603,6 +603,48 @@ Deno.test({
 
 Deno.test({
   ...opts,
+  name:
+    "a remote worker named as a local-mode server's holder (local@HOST) is refused, and its pings neither renew nor take over that server's row",
+  fn: () =>
+    withFixture(async (f) => {
+      await f.addJobs([job("held", 1), job("more", 2)]);
+      const holder = {
+        name: "local@box",
+        address: "pid=7 start=1 run=ab.1 host=box pid:[1]",
+        machine: "box",
+        systems: ["x86_64-linux"],
+        lastSeen: 5,
+      };
+      await f.store.upsertWorker(holder);
+      const w = await FakeWorker.connect(f.port, { name: "local@box" });
+      // Held by the local-mode server; then the impostor.
+      const held = (await f.store.popBuild("local@box", ["x86_64-linux"], 6))!;
+      await w.ready();
+      await w.send({ type: "worker-ping", worker: w.info });
+      await w.send({
+        type: "build-started",
+        drv: held.derivation,
+        worker: "local@box",
+      });
+      assert.equal((await w.requestWork()).type, "no-build");
+      assert.deepEqual(await f.store.getWorker("local@box"), holder);
+      assert.equal(
+        (await f.store.getBuild(held.id))!.status,
+        BuildStatus.submitted,
+      );
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("warn worker refused ") &&
+          l.includes("worker=local@box")
+        ),
+        f.lines.join("\n"),
+      );
+      await w.close();
+    }),
+});
+
+Deno.test({
+  ...opts,
   name: "a result is fetched only from an http URL of the worker's own address",
   fn: () =>
     withFixture(async (f) => {
