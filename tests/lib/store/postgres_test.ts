@@ -29,6 +29,7 @@ import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import { startTcpRelay } from "./_tcp_relay.ts";
+import { within } from "../server/_dispatch_fixture.ts";
 import { chunkedRegistrationContract } from "./chunked_registration_contract.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
@@ -712,7 +713,7 @@ Deno.test({
         }, stop.signal);
         // The first call comes once LISTEN is in place (as after a lost
         // connection, where a change may have been missed).
-        await heardWithin(next.promise, "the LISTEN");
+        await within(next.promise, 10_000, "call once LISTEN is in place");
         await store.upsertSpecification(specification("guix"));
         const id = await store.addEvaluation("guix", [], 1);
         await store.registerBuilds(
@@ -762,7 +763,7 @@ Deno.test({
           const requeued = await hold();
           assert.equal(await store.requeueBuild(requeued.derivation, 4), true);
           await change();
-          await heardWithin(next.promise, name);
+          await within(next.promise, 10_000, `notification after ${name}`);
           await new Promise((resolve) => setTimeout(resolve, 50));
           assert.equal(heard, before + 1, name);
         }
@@ -773,24 +774,6 @@ Deno.test({
     });
   },
 });
-
-/** `heard`, or an error naming `what` after 10 s. */
-async function heardWithin(heard: Promise<void>, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([
-      heard,
-      new Promise((_, reject) =>
-        timer = setTimeout(
-          () => reject(new Error(`nothing heard after ${what}`)),
-          10_000,
-        )
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Waits until a query starting with `prefix` waits for a lock. */
 async function eventuallyWaiting(sql: postgres.Sql, prefix: string) {
