@@ -79,8 +79,8 @@ export function spawnProcess(
   argv: string[],
   options: SpawnOptions = {},
 ): Child {
-  const setsid = options.ownGroup ? setsidCommand() : null;
-  const setpriv = options.diesWithParent ? setprivCommand() : null;
+  const setsid = options.ownGroup ? wrapperCommand("setsid") : null;
+  const setpriv = options.diesWithParent ? wrapperCommand("setpriv") : null;
   // Both exec the command in place: its pid is the child's. (The kernel
   // sends the signal when the thread that forked the child ends; Deno
   // spawns from its main thread, which lives as long as the process.)
@@ -185,20 +185,13 @@ export async function terminate(
   return await child.status;
 }
 
-let setsidPath: string | null | undefined;
+/** The wrappers found on PATH, each looked up once. */
+const wrapperPaths = new Map<string, string | null>();
 
-/** The setsid(1) found on PATH (looked up once), or null. */
-function setsidCommand(): string | null {
-  if (setsidPath === undefined) setsidPath = findOnPath("setsid");
-  return setsidPath;
-}
-
-let setprivPath: string | null | undefined;
-
-/** The setpriv(1) found on PATH (looked up once), or null. */
-function setprivCommand(): string | null {
-  if (setprivPath === undefined) setprivPath = findOnPath("setpriv");
-  return setprivPath;
+/** The wrapper `name` (setsid(1), setpriv(1)) found on PATH, or null. */
+function wrapperCommand(name: "setsid" | "setpriv"): string | null {
+  if (!wrapperPaths.has(name)) wrapperPaths.set(name, findOnPath(name));
+  return wrapperPaths.get(name)!;
 }
 
 /**
