@@ -63,7 +63,7 @@ export function createSqlStore(driver: SqlDriver): Store {
   // Outside a batch, a scan need not see what is not committed yet.
   const scan: Scan = driver.scan?.bind(driver) ?? scanAsRead(execute);
   let batchesBegun = 0;
-  return storeOver(execute, scan, dialect, {
+  const store = storeOn({ execute, scan, dialect }, {
     batchesBegun: () => batchesBegun,
     batch: (work, options = {}) => {
       batchesBegun++;
@@ -98,9 +98,12 @@ export function createSqlStore(driver: SqlDriver): Store {
           }
         };
         try {
-          const result = await work(
-            storeOver(guarded, scanAsRead(guarded), dialect, batchScope),
-          );
+          const runner = {
+            execute: guarded,
+            scan: scanAsRead(guarded),
+            dialect,
+          };
+          const result = await work(storeOn(runner, batchScope));
           if (spoiled !== null) throw spoiled;
           return result;
         } finally {
@@ -110,6 +113,14 @@ export function createSqlStore(driver: SqlDriver): Store {
     },
     close: () => driver.close(),
   });
+  // The long-lived store's methods are its own, bound to it: they may be
+  // passed around and its object spread (`{ ...store, batch }`).
+  const own = store as unknown as Record<string, unknown>;
+  for (const name of Object.keys(METHODS)) {
+    own[name] = (STORE_PROTOTYPE[name] as (...args: unknown[]) => unknown)
+      .bind(store);
+  }
+  return store;
 }
 
 /** What a store inside a batch does with a nested batch, and with close. */
@@ -139,31 +150,239 @@ function scanAsRead(execute: Execute): Scan {
   return (name, args) => execute("read", scanProcedure(name, args));
 }
 
-/**
- * The Store's methods over `execute` and `scan`; `scope` gives batch and
- * close.
- */
-function storeOver(
-  execute: Execute,
-  scan: Scan,
-  dialect: Dialect,
-  scope: Pick<Store, "batch" | "close" | "batchesBegun">,
-): Store {
-  return refusingNul(methodsOver(execute, scan, dialect, scope));
+/** What a store's methods run their procedures on. */
+interface Runner {
+  readonly execute: Execute;
+  readonly scan: Scan;
+  readonly dialect: Dialect;
 }
 
+/** Where a store keeps its {@link Runner}. */
+const RUNNER = Symbol("runner");
+
 /**
- * `store` with each method refusing arguments whose text holds a NUL
- * character: PostgreSQL cannot store one (its driver's error would reach
- * the caller raw), SQLite can. Refused alike on both, so that what one
- * backend keeps the other does not lose. Callers that take text from
- * outside refuse it first, naming it in their own terms; this is the
- * guard for any that does not.
+ * A store running its methods on `runner`: an object of
+ * {@link STORE_PROTOTYPE}, with `scope`'s batch and close. One object, not
+ * one closure per method: a dispatcher makes a batch store per turn,
+ * hundreds a second, and a set of closures each was a quarter of all it
+ * allocated; its minor collections, pauses of some 5 ms that set its
+ * request-work p99, came that much more often.
  */
-function refusingNul(store: Store): Store {
-  const guarded: Record<string, unknown> = {};
-  for (const [name, method] of Object.entries(store)) {
-    guarded[name] = function refuseNul(...args: unknown[]) {
+function storeOn(
+  runner: Runner,
+  scope: Pick<Store, "batch" | "close" | "batchesBegun">,
+): Store {
+  const store = Object.create(STORE_PROTOTYPE);
+  store[RUNNER] = runner;
+  store.batch = scope.batch;
+  store.close = scope.close;
+  if (scope.batchesBegun !== undefined) {
+    store.batchesBegun = scope.batchesBegun;
+  }
+  return store;
+}
+
+/** The store methods that run procedures, by name. */
+type MethodName = Exclude<
+  keyof Store,
+  "batch" | "close" | "batchesBegun" | "watchQueue" | "watchHoldings"
+>;
+
+/** Each store method as a function of what it runs on. */
+type Methods = {
+  [K in MethodName]: (
+    c: Runner,
+    ...args: Parameters<Store[K]>
+  ) => ReturnType<Store[K]>;
+};
+
+function read<T>(c: Runner, procedure: (d: Dialect) => Step<T>): Promise<T> {
+  return c.execute("read", procedure);
+}
+
+function write<T>(c: Runner, procedure: (d: Dialect) => Step<T>): Promise<T> {
+  return c.execute("write", procedure);
+}
+
+// On PostgreSQL each statement of a pop (one per set of systems) is
+// atomic on its own and never waits for a lock (SKIP LOCKED): the pop
+// runs without a transaction around it, as a read does. (Not as a
+// "statement": one statement failing would retry those that succeeded.)
+const popBuilds: Methods["popBuilds"] = (c, requests, now, options) =>
+  c.execute(
+    c.dialect.name === "postgres" ? "read" : "write",
+    (d) => builds.popBuilds(d, requests, now, options),
+  );
+
+const markStartedMany: Methods["markStartedMany"] = (c, starts, now) =>
+  write(c, (d) => builds.markStartedMany(d, starts, now));
+
+/** The Store's methods. */
+const METHODS: Methods = {
+  upsertSpecification: (c, spec) =>
+    write(c, (d) => catalog.upsertSpecification(d, spec)),
+  getSpecification: (c, name) =>
+    read(c, (d) => catalog.getSpecification(d, name)),
+  listSpecifications: (c) => read(c, (d) => catalog.listSpecifications(d)),
+  deleteSpecification: (c, name) =>
+    c.execute("long", (d) => catalog.deleteSpecification(d, name)),
+
+  addEvaluation: (c, specification, checkouts, now, options) =>
+    write(c, (d) =>
+      catalog.addEvaluation(
+        d,
+        specification,
+        checkouts,
+        now,
+        options?.owner ?? null,
+      )),
+  setEvaluationStatus: (c, id, status, now) =>
+    write(c, (d) => catalog.setEvaluationStatus(d, id, status, now)),
+  finishEvaluation: (c, id, status, now) =>
+    write(c, (d) => owners.finishEvaluation(d, id, status, now)),
+  listRunningEvaluations: (c) =>
+    read(c, (d) => owners.listRunningEvaluations(d)),
+  evaluationOwner: (c, id) => read(c, (d) => owners.evaluationOwner(d, id)),
+  evaluationCanceled: (c, id) =>
+    read(c, (d) => owners.evaluationCanceled(d, id)),
+  renewEvaluationHeartbeat: (c, id, now) =>
+    c.execute(
+      "statement",
+      (d) => owners.renewEvaluationHeartbeat(d, id, now),
+    ),
+  abortStaleEvaluation: (c, id, seen) =>
+    c.execute("statement", (d) => owners.abortStaleEvaluation(d, id, seen)),
+  getEvaluation: (c, id) => read(c, (d) => catalog.getEvaluation(d, id)),
+  getEvaluationCheckouts: (c, id) =>
+    read(c, (d) => catalog.getEvaluationCheckouts(d, id)),
+  latestCheckouts: (c, specification) =>
+    read(c, (d) => catalog.latestCheckouts(d, specification)),
+  listEvaluations: (c, options) =>
+    read(c, (d) => catalog.listEvaluations(d, options)),
+  listJobs: (c, evaluation, options) =>
+    c.scan("listJobs", [evaluation, options]),
+
+  registerBuilds: (c, evaluation, jobs, options) =>
+    c.execute("long", (d) => registerBuilds(d, evaluation, jobs, options)),
+
+  getBuild: (c, id) => read(c, (d) => catalog.buildById(d, id)),
+  addBuildProducts: (c, build, list) =>
+    write(c, (d) => products.addBuildProducts(d, build, list)),
+  getBuildProduct: (c, id) => read(c, (d) => products.buildProduct(d, id)),
+  getBuildByDerivation: (c, derivation) =>
+    read(c, function* (d) {
+      return (yield* catalog.selectBuilds(d, "WHERE b.derivation = ?", [
+        derivation,
+      ]))[0] ?? null;
+    }),
+  latestBuilds: (c, filter, limit) =>
+    read(c, (d) => catalog.latestBuilds(d, filter, limit)),
+  queue: (c, filter, limit) => read(c, (d) => catalog.queue(d, filter, limit)),
+  buildDependencies: (c, id) =>
+    read(c, (d) => catalog.buildDependencies(d, id)),
+  pendingDependencies: (c, id) =>
+    read(c, (d) => catalog.pendingDependencies(d, id)),
+  countBuildsByStatus: (c, filter) => c.scan("countBuildsByStatus", [filter]),
+  queueLengthBySystem: (c) => c.scan("queueLengthBySystem", []),
+
+  popBuild: async (c, worker, systems, now) =>
+    (await popBuilds(c, [{ worker, systems }], now))[0],
+  popBuilds,
+  markStarted: async (c, derivation, worker, log, now) =>
+    (await markStartedMany(c, [{ derivation, worker, log }], now))[0],
+  markStartedMany,
+  completeBuild: (c, derivation, status, options) => {
+    try {
+      checkFinal(derivation, status);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // A success is one statement on PostgreSQL.
+    const alone = c.dialect.name === "postgres" &&
+      status === BuildStatus.succeeded;
+    return c.execute(
+      alone ? "statement" : "write",
+      (d) => builds.completeBuild(d, derivation, status, options),
+    );
+  },
+  requeueBuild: (c, derivation, _now, options) =>
+    write(c, (d) => builds.requeueBuild(d, derivation, options?.worker)),
+  stillHeld: (c, holdings) => read(c, (d) => workers.stillHeld(d, holdings)),
+  requeueWorkerBuilds: (c, worker, _now) =>
+    write(c, (d) => workers.requeueWorker(d, worker)),
+  cancelBuild: (c, id, now) => write(c, (d) => builds.cancelBuild(d, id, now)),
+  restartBuild: (c, id, _now) => write(c, (d) => builds.restartBuild(d, id)),
+  cancelEvaluation: (c, id, now) =>
+    write(c, (d) => builds.cancelEvaluation(d, id, now)),
+  restartEvaluation: (c, id, _now) =>
+    write(c, (d) => builds.restartEvaluation(d, id)),
+  popNotifications: (c, limit, now) =>
+    write(c, (d) => builds.popNotifications(d, limit, now)),
+  returnNotifications: (c, items) =>
+    write(c, (d) => builds.returnNotifications(d, items)),
+  finishNotifications: (c, ids) =>
+    write(c, (d) => builds.finishNotifications(d, ids)),
+
+  addDashboard: (c, dashboard, { now, keep }) =>
+    write(c, (d) => dashboards.addDashboard(d, dashboard, now, keep)),
+  getDashboard: (c, id) => read(c, (d) => dashboards.getDashboard(d, id)),
+  useDashboard: async (c, id, now) => {
+    const found = await read(c, (d) => dashboards.getDashboard(d, id));
+    if (found !== null && dashboards.useIsStale(found.lastUsed, now)) {
+      await c.execute("statement", () => dashboards.recordUse(id, now));
+      return { ...found, lastUsed: now };
+    }
+    return found;
+  },
+
+  upsertWorker: (c, worker) => write(c, (d) => workers.upsertWorker(d, worker)),
+  touchWorker: (c, name, now) =>
+    write(c, (d) => workers.touchWorker(d, name, now)),
+  claimWorker: (c, worker, expected) =>
+    write(c, (d) => workers.claimWorker(d, worker, expected)),
+  releaseWorker: (c, name, address) =>
+    write(c, (d) => workers.releaseWorker(d, name, address)),
+  getWorker: (c, name) => read(c, (d) => workers.getWorker(d, name)),
+  listWorkers: (c) => read(c, (d) => workers.listWorkers(d)),
+  removeWorker: async (c, name, _now) => {
+    await write(c, (d) => workers.removeWorker(d, name));
+  },
+  expireWorkers: (c, cutoff, _now) =>
+    write(c, (d) => workers.expireWorkers(d, cutoff)),
+  stopWorkerClock: (c, now) => write(c, (d) => workers.stopWorkerClock(d, now)),
+  resumeWorkerClock: (c, now) =>
+    write(c, (d) => workers.resumeWorkerClock(d, now)),
+  creditWorkers: (c, seconds, before) =>
+    write(c, (d) => workers.creditWorkers(d, seconds, before)),
+  saveInterruptedFetches: (c, list) =>
+    write(c, (d) => fetches.saveInterruptedFetches(d, list)),
+  takeInterruptedFetches: (c) =>
+    write(c, (d) => fetches.takeInterruptedFetches(d)),
+};
+
+/**
+ * The methods of every store, each running its procedure on its store's
+ * runner; each refuses arguments whose text holds a NUL character:
+ * PostgreSQL cannot store one (its driver's error would reach the caller
+ * raw), SQLite can. Refused alike on both, so that what one backend keeps
+ * the other does not lose. Callers that take text from outside refuse it
+ * first, naming it in their own terms; this is the guard for any that does
+ * not.
+ */
+const STORE_PROTOTYPE: Record<string, unknown> = Object.fromEntries(
+  Object.entries(METHODS).map(([name, method]) => [
+    name,
+    function refuseNul(this: { [RUNNER]?: Runner }, ...args: unknown[]) {
+      const runner = this?.[RUNNER];
+      if (runner === undefined) {
+        return Promise.reject(
+          new StoreError(
+            `Cannot run ${name}(): a batch's store method must be called on its store`,
+            "batch-misuse",
+            name,
+          ),
+        );
+      }
       for (const [index, arg] of args.entries()) {
         const found = findNul(arg);
         if (found === null) continue;
@@ -175,170 +394,10 @@ function refusingNul(store: Store): Store {
           ),
         );
       }
-      return (method as (...args: unknown[]) => unknown).apply(store, args);
-    };
-  }
-  return guarded as unknown as Store;
-}
-
-/** The Store's methods, as {@link storeOver} describes them. */
-function methodsOver(
-  execute: Execute,
-  scan: Scan,
-  dialect: Dialect,
-  scope: Pick<Store, "batch" | "close" | "batchesBegun">,
-): Store {
-  const read = <T>(procedure: (d: Dialect) => Step<T>) =>
-    execute("read", procedure);
-  const write = <T>(procedure: (d: Dialect) => Step<T>) =>
-    execute("write", procedure);
-  // On PostgreSQL each statement of a pop (one per set of systems) is
-  // atomic on its own and never waits for a lock (SKIP LOCKED): the pop
-  // runs without a transaction around it, as a read does. (Not as a
-  // "statement": one statement failing would retry those that succeeded.)
-  const popBuilds: Store["popBuilds"] = (requests, now, options) =>
-    execute(
-      dialect.name === "postgres" ? "read" : "write",
-      (d) => builds.popBuilds(d, requests, now, options),
-    );
-  const markStartedMany: Store["markStartedMany"] = (starts, now) =>
-    write((d) => builds.markStartedMany(d, starts, now));
-
-  return {
-    upsertSpecification: (spec) =>
-      write((d) => catalog.upsertSpecification(d, spec)),
-    getSpecification: (name) => read((d) => catalog.getSpecification(d, name)),
-    listSpecifications: () => read((d) => catalog.listSpecifications(d)),
-    deleteSpecification: (name) =>
-      execute("long", (d) => catalog.deleteSpecification(d, name)),
-
-    addEvaluation: (specification, checkouts, now, options) =>
-      write((d) =>
-        catalog.addEvaluation(
-          d,
-          specification,
-          checkouts,
-          now,
-          options?.owner ?? null,
-        )
-      ),
-    setEvaluationStatus: (id, status, now) =>
-      write((d) => catalog.setEvaluationStatus(d, id, status, now)),
-    finishEvaluation: (id, status, now) =>
-      write((d) => owners.finishEvaluation(d, id, status, now)),
-    listRunningEvaluations: () => read((d) => owners.listRunningEvaluations(d)),
-    evaluationOwner: (id) => read((d) => owners.evaluationOwner(d, id)),
-    evaluationCanceled: (id) => read((d) => owners.evaluationCanceled(d, id)),
-    renewEvaluationHeartbeat: (id, now) =>
-      execute(
-        "statement",
-        (d) => owners.renewEvaluationHeartbeat(d, id, now),
-      ),
-    abortStaleEvaluation: (id, seen) =>
-      execute("statement", (d) => owners.abortStaleEvaluation(d, id, seen)),
-    getEvaluation: (id) => read((d) => catalog.getEvaluation(d, id)),
-    getEvaluationCheckouts: (id) =>
-      read((d) => catalog.getEvaluationCheckouts(d, id)),
-    latestCheckouts: (specification) =>
-      read((d) => catalog.latestCheckouts(d, specification)),
-    listEvaluations: (options) =>
-      read((d) => catalog.listEvaluations(d, options)),
-    listJobs: (evaluation, options) => scan("listJobs", [evaluation, options]),
-
-    registerBuilds: (evaluation, jobs, options) =>
-      execute("long", (d) => registerBuilds(d, evaluation, jobs, options)),
-
-    getBuild: (id) => read((d) => catalog.buildById(d, id)),
-    addBuildProducts: (build, list) =>
-      write((d) => products.addBuildProducts(d, build, list)),
-    getBuildProduct: (id) => read((d) => products.buildProduct(d, id)),
-    getBuildByDerivation: (derivation) =>
-      read(function* (d) {
-        return (yield* catalog.selectBuilds(d, "WHERE b.derivation = ?", [
-          derivation,
-        ]))[0] ?? null;
-      }),
-    latestBuilds: (filter, limit) =>
-      read((d) => catalog.latestBuilds(d, filter, limit)),
-    queue: (filter, limit) => read((d) => catalog.queue(d, filter, limit)),
-    buildDependencies: (id) => read((d) => catalog.buildDependencies(d, id)),
-    pendingDependencies: (id) =>
-      read((d) => catalog.pendingDependencies(d, id)),
-    countBuildsByStatus: (filter) => scan("countBuildsByStatus", [filter]),
-    queueLengthBySystem: () => scan("queueLengthBySystem", []),
-
-    popBuild: async (worker, systems, now) =>
-      (await popBuilds([{ worker, systems }], now))[0],
-    popBuilds,
-    markStarted: async (derivation, worker, log, now) =>
-      (await markStartedMany([{ derivation, worker, log }], now))[0],
-    markStartedMany,
-    completeBuild: (derivation, status, options) => {
-      try {
-        checkFinal(derivation, status);
-      } catch (error) {
-        return Promise.reject(error);
-      }
-      // A success is one statement on PostgreSQL.
-      const alone = dialect.name === "postgres" &&
-        status === BuildStatus.succeeded;
-      return execute(
-        alone ? "statement" : "write",
-        (d) => builds.completeBuild(d, derivation, status, options),
+      return (method as (c: Runner, ...args: unknown[]) => unknown)(
+        runner,
+        ...args,
       );
     },
-    requeueBuild: (derivation, _now, options) =>
-      write((d) => builds.requeueBuild(d, derivation, options?.worker)),
-    stillHeld: (holdings) => read((d) => workers.stillHeld(d, holdings)),
-    requeueWorkerBuilds: (worker, _now) =>
-      write((d) => workers.requeueWorker(d, worker)),
-    cancelBuild: (id, now) => write((d) => builds.cancelBuild(d, id, now)),
-    restartBuild: (id, _now) => write((d) => builds.restartBuild(d, id)),
-    cancelEvaluation: (id, now) =>
-      write((d) => builds.cancelEvaluation(d, id, now)),
-    restartEvaluation: (id, _now) =>
-      write((d) => builds.restartEvaluation(d, id)),
-    popNotifications: (limit, now) =>
-      write((d) => builds.popNotifications(d, limit, now)),
-    returnNotifications: (items) =>
-      write((d) => builds.returnNotifications(d, items)),
-    finishNotifications: (ids) =>
-      write((d) => builds.finishNotifications(d, ids)),
-
-    addDashboard: (dashboard, { now, keep }) =>
-      write((d) => dashboards.addDashboard(d, dashboard, now, keep)),
-    getDashboard: (id) => read((d) => dashboards.getDashboard(d, id)),
-    useDashboard: async (id, now) => {
-      const found = await read((d) => dashboards.getDashboard(d, id));
-      if (found !== null && dashboards.useIsStale(found.lastUsed, now)) {
-        await execute("statement", () => dashboards.recordUse(id, now));
-        return { ...found, lastUsed: now };
-      }
-      return found;
-    },
-
-    upsertWorker: (worker) => write((d) => workers.upsertWorker(d, worker)),
-    touchWorker: (name, now) => write((d) => workers.touchWorker(d, name, now)),
-    claimWorker: (worker, expected) =>
-      write((d) => workers.claimWorker(d, worker, expected)),
-    releaseWorker: (name, address) =>
-      write((d) => workers.releaseWorker(d, name, address)),
-    getWorker: (name) => read((d) => workers.getWorker(d, name)),
-    listWorkers: () => read((d) => workers.listWorkers(d)),
-    removeWorker: async (name, _now) => {
-      await write((d) => workers.removeWorker(d, name));
-    },
-    expireWorkers: (cutoff, _now) =>
-      write((d) => workers.expireWorkers(d, cutoff)),
-    stopWorkerClock: (now) => write((d) => workers.stopWorkerClock(d, now)),
-    resumeWorkerClock: (now) => write((d) => workers.resumeWorkerClock(d, now)),
-    creditWorkers: (seconds, before) =>
-      write((d) => workers.creditWorkers(d, seconds, before)),
-    saveInterruptedFetches: (list) =>
-      write((d) => fetches.saveInterruptedFetches(d, list)),
-    takeInterruptedFetches: () =>
-      write((d) => fetches.takeInterruptedFetches(d)),
-
-    ...scope,
-  };
-}
+  ]),
+);

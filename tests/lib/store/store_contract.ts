@@ -1947,6 +1947,40 @@ export function storeContract(
     assert.equal((await store.listJobs(e1)).length, 1);
   });
 
+  test("a batch's store refuses NUL text as the store does, and the batch goes on", async (store) => {
+    await store.batch(async (tx) => {
+      await refusesNul(
+        tx.getWorker("w\0"),
+        "getWorker",
+        `1 holds a NUL character (U+0000): "w\\u0000"`,
+      );
+      await tx.upsertWorker({
+        name: "w",
+        address: "127.0.0.1",
+        machine: "m",
+        systems: ["x86_64-linux"],
+        lastSeen: 1,
+      });
+    });
+    assert.deepEqual((await store.listWorkers()).map((w) => w.name), ["w"]);
+  });
+
+  test("a batch's store method called apart from its store is refused, naming it; the store's own may be", async (store) => {
+    // The store's methods are its own: passed around, they still work.
+    const { listWorkers } = store;
+    assert.deepEqual(await listWorkers(), []);
+    await store.batch(async (tx) => {
+      const { getWorker } = tx;
+      await assert.rejects(
+        getWorker("w"),
+        (error: unknown) =>
+          error instanceof StoreError && error.code === "batch-misuse" &&
+          error.message.includes("getWorker()"),
+      );
+      assert.equal(await tx.getWorker("w"), null);
+    });
+  });
+
   test("latestCheckouts() gives the newest revision of each channel", async (store) => {
     await store.upsertSpecification(specification("guix"));
     await store.upsertSpecification(specification("other"));
