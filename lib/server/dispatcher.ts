@@ -94,6 +94,12 @@ export interface DispatcherOptions {
 const EMPTY = new Uint8Array(0);
 /** A turn taking this long is logged, and again each time as long. */
 const SLOW_TURN_MS = 10_000;
+/**
+ * Why a turn's watch ends. One reason for every turn: by default each
+ * abort makes an exception with its stack, hundreds a second, and the more
+ * garbage, the more often a minor collection pauses the dispatcher.
+ */
+const TURN_SERVED = new Error("turn served");
 
 /** Answers workers: server info, registration, work requests and results. */
 export class Dispatcher {
@@ -324,7 +330,7 @@ export class Dispatcher {
     try {
       return await serving;
     } finally {
-      done.abort();
+      done.abort(TURN_SERVED);
     }
   }
 
