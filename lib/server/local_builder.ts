@@ -15,7 +15,12 @@ import {
 import type { GcRoots } from "../guix/gc_roots.ts";
 import { type SilenceWatchdog, watchDaemon } from "../guix/silence_watchdog.ts";
 import { logFileName } from "../protocol/log_channel.ts";
-import { type Build, BuildStatus, type Store } from "../store/types.ts";
+import {
+  type Build,
+  BuildStatus,
+  type HolderCheck,
+  type Store,
+} from "../store/types.ts";
 import { OneAtATime } from "./one_at_a_time.ts";
 import { Coalesced } from "./coalesced.ts";
 import { LogWriter } from "./local_build_log.ts";
@@ -30,7 +35,7 @@ import {
   LocalHolder,
 } from "./local_holder.ts";
 import { sweepWorkers } from "./worker_sweeper.ts";
-import { HolderKeeper } from "./holder_keeper.ts";
+import { type HeldName, HolderKeeper } from "./holder_keeper.ts";
 
 export interface LocalBuilderOptions {
   store: Store;
@@ -109,6 +114,11 @@ type Withdrawal = "canceled" | "restarted" | "taken back";
  */
 interface Flight {
   builds: readonly Build[];
+  /**
+   * The claim the batch was taken under, which its writes check (the
+   * store's HolderCheck); null for builds not taken by this builder.
+   */
+  claim: HeldName | null;
   open: Set<string>;
   group: Set<string> | null;
   stopGroup: AbortController | null;
@@ -136,6 +146,8 @@ export class LocalBuilder {
   /** A wake-up that came while no lane was pausing. */
   #wokenWhileBusy = false;
   readonly #flights = new Set<Flight>();
+  /** The claim each build takeBatch() handed out was taken under. */
+  readonly #takenUnder = new WeakMap<Build, HeldName>();
   readonly #holder: HolderKeeper;
   /** The look at the database for every batch (see #takeBackNow). */
   readonly #lookNow = new Coalesced(() => this.#takeBack([...this.#flights]));
@@ -256,8 +268,8 @@ export class LocalBuilder {
     while (!signal.aborted) {
       let flight: Flight | null = null;
       try {
-        flight = await this.#takeBatch((builds) =>
-          builds.length === 0 ? null : this.#openFlight(builds)
+        flight = await this.#takeBatch((builds, held) =>
+          builds.length === 0 ? null : this.#openFlight(builds, held)
         );
         if (flight !== null) {
           const summary = await this.#fly(flight, signal);
@@ -282,7 +294,7 @@ export class LocalBuilder {
         // Its open builds only: one withdrawn from it (restarted elsewhere)
         // may be another batch's by now, under the same name.
         if (flight !== null) {
-          await this.#requeueUntilDone(this.#openBuilds(flight), signal);
+          await this.#requeueUntilDone(flight, signal);
         }
       }
       if (this.#wokenWhileBusy) {
@@ -432,7 +444,10 @@ export class LocalBuilder {
 
   /** Takes up to a batch of dispatchable builds for this server. */
   takeBatch(): Promise<Build[]> {
-    return this.#takeBatch((builds) => builds);
+    return this.#takeBatch((builds, held) => {
+      for (const build of builds) this.#takenUnder.set(build, held);
+      return builds;
+    });
   }
 
   /**
@@ -441,7 +456,9 @@ export class LocalBuilder {
    * a regain, whose withdrawal of every batch begins with the batches in
    * #flights, cannot fall between the two when `onTaken` puts it there.
    */
-  async #takeBatch<T>(onTaken: (builds: Build[]) => T): Promise<T> {
+  async #takeBatch<T>(
+    onTaken: (builds: Build[], held: HeldName) => T,
+  ): Promise<T> {
     const { store, clock } = this.#options;
     // Not under a name whose row another server expired meanwhile: a
     // third server may have claimed it since, and builds taken under it
@@ -450,8 +467,8 @@ export class LocalBuilder {
     // own schedule.) The row may still change between the read and the
     // pop: the pop checks it again, in its own atomic step.
     let taken: Build[] = [];
-    for (let attempt = 0; attempt < MAX_TAKE_ATTEMPTS; attempt++) {
-      const held = await this.#holder.own(false);
+    let held = await this.#holder.own(false);
+    for (let attempt = 1;; attempt++) {
       const worker = held.name;
       const systems = await this.#systems();
       const size = this.#options.batchSize ?? 200;
@@ -475,6 +492,8 @@ export class LocalBuilder {
         builds: taken.length,
       });
       taken = [];
+      if (attempt === MAX_TAKE_ATTEMPTS) break;
+      held = await this.#holder.own(false);
     }
     // A build handed out again was restarted meanwhile (by another
     // process): a batch still holding it lost it, and must neither record
@@ -484,7 +503,7 @@ export class LocalBuilder {
         this.#withdraw(flight, build.derivation, "taken back");
       }
     }
-    return onTaken(taken);
+    return onTaken(taken, held);
   }
 
   async #systems(): Promise<string[]> {
@@ -501,13 +520,17 @@ export class LocalBuilder {
    * reconciled with the store.
    */
   buildBatch(builds: Build[], signal?: AbortSignal): Promise<BatchSummary> {
-    return this.#fly(this.#openFlight(builds), signal);
+    const claim = builds.length === 0
+      ? null
+      : this.#takenUnder.get(builds[0]) ?? null;
+    return this.#fly(this.#openFlight(builds, claim), signal);
   }
 
-  /** A flight of `builds`, in #flights from now on. */
-  #openFlight(builds: Build[]): Flight {
+  /** A flight of `builds`, taken under `claim`, in #flights from now on. */
+  #openFlight(builds: Build[], claim: HeldName | null): Flight {
     const flight: Flight = {
       builds,
+      claim,
       open: new Set(builds.map((build) => build.derivation)),
       group: null,
       stopGroup: null,
@@ -562,7 +585,7 @@ export class LocalBuilder {
       });
     } catch (error) {
       logger.error("local batch query failed", { error });
-      summary.requeued = await this.#requeue(this.#openBuilds(flight));
+      summary.requeued = await this.#requeue(flight, this.#openBuilds(flight));
       summary.interruption = "fault";
       return summary;
     }
@@ -571,7 +594,7 @@ export class LocalBuilder {
       if (!open.has(drv)) continue;
       const state = before.get(drv);
       if (state === "valid" || state === "missing") {
-        await this.#settle(byDrv.get(drv)!, state, summary);
+        await this.#settle(flight, byDrv.get(drv)!, state, summary);
         open.delete(drv);
       } else {
         toBuild.push(byDrv.get(drv)!);
@@ -603,7 +626,7 @@ export class LocalBuilder {
 
     if (signal?.aborted || driverFailed || summary.interruption !== null) {
       summary.interruption ??= signal?.aborted ? "shutdown" : "fault";
-      summary.requeued = await this.#requeue(this.#openBuilds(flight));
+      summary.requeued = await this.#requeue(flight, this.#openBuilds(flight));
       logger.info("local batch interrupted", { ...summary });
       return summary;
     }
@@ -618,12 +641,12 @@ export class LocalBuilder {
         // may already be another batch's, which the state read before the
         // restart must not overwrite.
         if (!open.has(drv)) continue;
-        await this.#settle(byDrv.get(drv)!, after.get(drv)!, summary);
+        await this.#settle(flight, byDrv.get(drv)!, after.get(drv)!, summary);
         open.delete(drv);
       }
     } catch (error) {
       logger.error("local batch query failed", { error });
-      summary.requeued = await this.#requeue(this.#openBuilds(flight));
+      summary.requeued = await this.#requeue(flight, this.#openBuilds(flight));
       summary.interruption = "fault";
     }
     logger.info("local batch done", { ...summary });
@@ -645,7 +668,7 @@ export class LocalBuilder {
   ): Promise<"done" | "failed" | "daemon-silent" | "withdrawn"> {
     const { store, clock, logger, logCacheDir, storeDir } = this.#options;
     const { open } = flight;
-    const worker = await this.holderName();
+    const worker = await this.#writerName(flight);
     const writers = new Map<number, LogWriter>();
     const writerOf = new Map<string, number>();
     const messages: string[] = [];
@@ -678,6 +701,7 @@ export class LocalBuilder {
             worker,
             log,
             epochSeconds(clock),
+            this.#writeCheck(flight),
           );
           logger.info("build started", { drv: event.drv, worker });
           return;
@@ -692,6 +716,7 @@ export class LocalBuilder {
           if (pid !== undefined) await closeLog(pid, event.drv);
           const succeeded = event.type === "build-succeeded";
           const changed = await this.#complete(
+            flight,
             byDrv.get(event.drv)!,
             succeeded ? BuildStatus.succeeded : BuildStatus.failed,
             summary,
@@ -854,19 +879,25 @@ export class LocalBuilder {
 
   /** Records the outcome the store's state implies (cuirass.md 3). */
   async #settle(
+    flight: Flight,
     build: Build,
     state: DerivationState,
     summary: BatchSummary,
   ): Promise<void> {
     switch (state) {
       case "valid":
-        await this.#complete(build, BuildStatus.succeeded, summary);
+        await this.#complete(flight, build, BuildStatus.succeeded, summary);
         return;
       case "failed":
-        await this.#complete(build, BuildStatus.failed, summary);
+        await this.#complete(flight, build, BuildStatus.failed, summary);
         return;
       case "none":
-        await this.#complete(build, BuildStatus.failedDependency, summary);
+        await this.#complete(
+          flight,
+          build,
+          BuildStatus.failedDependency,
+          summary,
+        );
         return;
       case "missing": {
         const { store, clock, logger, logCacheDir, storeDir } = this.#options;
@@ -874,16 +905,17 @@ export class LocalBuilder {
         await writeMissingDerivationLog(log, build.derivation);
         await store.markStarted(
           build.derivation,
-          await this.holderName(),
+          await this.#writerName(flight),
           log,
           epochSeconds(clock),
+          this.#writeCheck(flight),
         );
         logger.warn("build failed", {
           drv: build.derivation,
           reason: MISSING_DERIVATION,
         });
         summary.missing++;
-        await this.#complete(build, BuildStatus.failedOther, summary);
+        await this.#complete(flight, build, BuildStatus.failedOther, summary);
         return;
       }
     }
@@ -891,14 +923,16 @@ export class LocalBuilder {
 
   /** Records `status`; false when the build was no longer this batch's. */
   async #complete(
+    flight: Flight,
     build: Build,
     status: BuildStatus,
     summary: BatchSummary,
   ): Promise<boolean> {
     const { store, clock, gcRoots } = this.#options;
     const result = await store.completeBuild(build.derivation, status, {
-      worker: await this.holderName(),
+      worker: await this.#writerName(flight),
       now: epochSeconds(clock),
+      ...this.#writeCheck(flight),
     });
     if (!result.changed) return false;
     if (status === BuildStatus.succeeded) {
@@ -936,7 +970,8 @@ export class LocalBuilder {
    * submitted to this server for good. Gives up only at shutdown, when the
    * next start's recover() requeues it.
    */
-  async #requeueUntilDone(builds: Build[], signal: AbortSignal) {
+  async #requeueUntilDone(flight: Flight, signal: AbortSignal) {
+    const builds = this.#openBuilds(flight);
     const { clock, logger } = this.#options;
     for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
       try {
@@ -945,6 +980,7 @@ export class LocalBuilder {
         // batch is out of the flights, where a new batch's take withdraws
         // its builds from older ones.
         await this.#requeue(
+          flight,
           builds.filter((build) =>
             this.#holders(build.derivation).length === 0
           ),
@@ -972,15 +1008,40 @@ export class LocalBuilder {
    * is now. (One held under a name this server no longer claims went back
    * to the queue when the claim ended.)
    */
-  async #requeue(builds: Iterable<Build>): Promise<number> {
+  async #requeue(flight: Flight, builds: Iterable<Build>): Promise<number> {
     const { store, clock } = this.#options;
     let count = 0;
     for (const build of builds) {
-      const worker = build.worker ?? await this.holderName();
+      const worker = build.worker ?? await this.#writerName(flight);
       const now = epochSeconds(clock);
-      if (await store.requeueBuild(build.derivation, now, { worker })) count++;
+      const check = worker === flight.claim?.name
+        ? this.#writeCheck(flight)
+        : {};
+      if (
+        await store.requeueBuild(build.derivation, now, { worker, ...check })
+      ) {
+        count++;
+      }
     }
     return count;
+  }
+
+  /**
+   * The name `flight`'s writes are made under: the one its batch was
+   * taken under, which a claim made since may have replaced.
+   */
+  async #writerName(flight: Flight): Promise<string> {
+    return flight.claim?.name ?? await this.holderName();
+  }
+
+  /**
+   * What `flight`'s writes check (the store's HolderCheck): that the claim
+   * its batch was taken under still stands. Once it ended, whoever ended it
+   * put the batch's builds back in the queue, and another server may hold
+   * them now under the same name.
+   */
+  #writeCheck(flight: Flight): HolderCheck {
+    return flight.claim === null ? {} : { holderAddress: flight.claim.address };
   }
 
   /** The builds of `flight` not finished nor withdrawn yet. */

@@ -22,6 +22,7 @@ import type {
   CompleteResult,
   EvaluationChange,
   HeldBuild,
+  HolderCheck,
   PopOptions,
   PopRequest,
   QueuedNotification,
@@ -294,13 +295,12 @@ export function* popBuilds(
 ): Step<(Build | null)[]> {
   const holder = holderOf(requests, options);
   // SQLite: the check and the pop share the write transaction, which no
-  // claim can come between.
-  if (holder !== null && d.name !== "postgres") {
-    const row = yield* get(
-      "SELECT 1 AS held FROM Workers WHERE name = ? AND address = ?",
-      [holder.name, holder.address],
-    );
-    if (row === undefined) return requests.map(() => null);
+  // claim can come between. (PostgreSQL checks in the pop's statement.)
+  if (
+    holder !== null && d.name !== "postgres" &&
+    !(yield* holderStands(d, holder))
+  ) {
+    return requests.map(() => null);
   }
   // Requests grouped by their systems, in the order of their first request.
   const groups = new Map<string, number[]>();
@@ -322,6 +322,57 @@ export function* popBuilds(
     taken.forEach((build, j) => builds[members[j]] = build);
   }
   return builds;
+}
+
+/**
+ * Whether `holder`'s Workers row still has its address. Run in the
+ * transaction of the write it guards: on SQLite no claim can come between
+ * the two; on PostgreSQL the row stays locked (FOR SHARE) until the write
+ * commits, so that a claim of the name waits for the write, then finds
+ * what it must requeue, or is waited for, and the row is found changed.
+ */
+function* holderStands(d: Dialect, holder: Holder): Step<boolean> {
+  const row = yield* get(
+    `SELECT 1 AS held FROM Workers WHERE name = ? AND address = ?${d.forShare}`,
+    [holder.name, holder.address],
+  );
+  return row !== undefined;
+}
+
+/**
+ * The holder a write checks (see HolderCheck): `worker` with the address
+ * `check` gives, or null without one.
+ * @throws {Error} when an address is given without the worker it is of
+ */
+function checkedHolder(
+  derivation: string,
+  worker: string | undefined,
+  check: HolderCheck,
+): Holder | null {
+  const address = check.holderAddress;
+  if (address === undefined) return null;
+  if (worker === undefined) {
+    throw new Error(
+      `Cannot write build ${JSON.stringify(truncate(derivation))} for ` +
+        `holder address ${JSON.stringify(address)}: no worker named`,
+    );
+  }
+  return { name: worker, address };
+}
+
+/**
+ * Records `start` as {@link markStartedMany} does, only while the claim
+ * `holderAddress` stands (HolderCheck); in a write transaction.
+ */
+export function* markStartedUnder(
+  d: Dialect,
+  start: StartReport,
+  now: number,
+  holderAddress: string,
+): Step<boolean> {
+  const holder = { name: start.worker, address: holderAddress };
+  if (!(yield* holderStands(d, holder))) return false;
+  return (yield* markStartedMany(d, [start], now))[0];
 }
 
 /** The holder `options` names for `requests`, all of one worker; or null. */
@@ -473,9 +524,19 @@ export function* completeBuild(
   d: Dialect,
   derivation: string,
   status: BuildStatus,
-  options: { worker?: string; now: number; propagate?: boolean },
+  options: {
+    worker?: string;
+    now: number;
+    propagate?: boolean;
+  } & HolderCheck,
 ): Step<CompleteResult> {
-  if (d.name === "postgres" && status === BuildStatus.succeeded) {
+  const unchanged = { changed: false, dependentsFailed: 0 };
+  const holder = checkedHolder(derivation, options.worker, options);
+  if (holder !== null && !(yield* holderStands(d, holder))) return unchanged;
+  if (
+    d.name === "postgres" && status === BuildStatus.succeeded &&
+    holder === null
+  ) {
     const worker = options.worker ?? null;
     const row = yield* get(succeedPostgresSql(d), [
       derivation,
@@ -492,7 +553,6 @@ export function* completeBuild(
      FROM Builds WHERE derivation = ?${d.forUpdate}`,
     [derivation],
   );
-  const unchanged = { changed: false, dependentsFailed: 0 };
   if (row === undefined || Number(row.status) >= 0) return unchanged;
   if (
     options.worker !== undefined &&
@@ -526,7 +586,10 @@ export function* requeueBuild(
   d: Dialect,
   derivation: string,
   worker?: string,
+  check: HolderCheck = {},
 ): Step<boolean> {
+  const holder = checkedHolder(derivation, worker, check);
+  if (holder !== null && !(yield* holderStands(d, holder))) return false;
   // The worker condition is in the statement itself: between a check and
   // a write the build may have passed to another worker.
   const changed = yield* run(

@@ -288,8 +288,17 @@ const METHODS: Methods = {
   popBuild: async (c, worker, systems, now) =>
     (await popBuilds(c, [{ worker, systems }], now))[0],
   popBuilds,
-  markStarted: async (c, derivation, worker, log, now) =>
-    (await markStartedMany(c, [{ derivation, worker, log }], now))[0],
+  markStarted: async (c, derivation, worker, log, now, options) => {
+    const start = { derivation, worker, log };
+    const address = options?.holderAddress;
+    if (address === undefined) {
+      return (await markStartedMany(c, [start], now))[0];
+    }
+    return await write(
+      c,
+      (d) => builds.markStartedUnder(d, start, now, address),
+    );
+  },
   markStartedMany,
   completeBuild: (c, derivation, status, options) => {
     try {
@@ -297,16 +306,21 @@ const METHODS: Methods = {
     } catch (error) {
       return Promise.reject(error);
     }
-    // A success is one statement on PostgreSQL.
+    // A success is one statement on PostgreSQL, unless a holder's claim
+    // is checked first.
     const alone = c.dialect.name === "postgres" &&
-      status === BuildStatus.succeeded;
+      status === BuildStatus.succeeded &&
+      options.holderAddress === undefined;
     return c.execute(
       alone ? "statement" : "write",
       (d) => builds.completeBuild(d, derivation, status, options),
     );
   },
   requeueBuild: (c, derivation, _now, options) =>
-    write(c, (d) => builds.requeueBuild(d, derivation, options?.worker)),
+    write(
+      c,
+      (d) => builds.requeueBuild(d, derivation, options?.worker, options),
+    ),
   stillHeld: (c, holdings) => read(c, (d) => workers.stillHeld(d, holdings)),
   requeueWorkerBuilds: (c, worker, _now) =>
     write(c, (d) => workers.requeueWorker(d, worker)),

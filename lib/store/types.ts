@@ -346,6 +346,18 @@ export interface PopOptions {
   holderAddress?: string;
 }
 
+/**
+ * The claim a write of a server in local mode is made under: the write
+ * changes nothing unless the Workers row of its worker (which it must
+ * name) still has `holderAddress`, checked in the write's own atomic step.
+ * Whoever ended the claim put the builds held under it back in the queue,
+ * and another server may hold them now under the same name; the old
+ * claim's batch must neither record over nor requeue them.
+ */
+export interface HolderCheck {
+  holderAddress?: string;
+}
+
 /** A worker's report that it started a build, and the build's log file. */
 export interface StartReport {
   derivation: string;
@@ -498,6 +510,7 @@ export interface Store {
     worker: string,
     log: string,
     now: number,
+    options?: HolderCheck,
   ): Promise<boolean>;
   /**
    * {@link markStarted} for several builds at once (on PostgreSQL one
@@ -517,7 +530,11 @@ export interface Store {
   completeBuild(
     derivation: string,
     status: BuildStatus,
-    options: { worker?: string; now: number; propagate?: boolean },
+    options: {
+      worker?: string;
+      now: number;
+      propagate?: boolean;
+    } & HolderCheck,
   ): Promise<CompleteResult>;
   /**
    * Puts a submitted or started build back to scheduled. When `worker` is
@@ -526,7 +543,7 @@ export interface Store {
   requeueBuild(
     derivation: string,
     now: number,
-    options?: { worker?: string },
+    options?: { worker?: string } & HolderCheck,
   ): Promise<boolean>;
   /** Requeues every submitted or started build of `worker`; returns count. */
   requeueWorkerBuilds(worker: string, now: number): Promise<number>;

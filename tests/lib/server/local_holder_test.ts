@@ -396,6 +396,58 @@ for (const { name: backend, ignore, needs } of backends) {
 
   Deno.test({
     name:
+      `LocalBuilder on ${backend}: a batch whose claim ended (the name claimed again by a server restarted, which took its builds under the same name) neither records their results nor requeues them${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["c1", "c2"]);
+        const live = new Set([1]);
+        const answers: { code: number; stdout: string }[] = [];
+        const first = builder(db.a, {
+          holder: processOf(1, live),
+          spawnGuix: answeringGuix(() => Promise.resolve(answers.shift()!)),
+        });
+        const taken = await first.takeBatch();
+        assert.equal(taken.length, 2);
+        // Taken for dead (as after a PID namespace's restart), the server's
+        // name is claimed by process 2, which takes the builds again.
+        live.delete(1);
+        live.add(2);
+        const second = builder(db.b, { holder: processOf(2, live) });
+        assert.equal(await second.recover(), 2);
+        assert.equal((await second.takeBatch()).length, 2);
+        const name = await second.holderName();
+        assert.equal(await first.holderName(), name, "one name, two claims");
+        const held = { status: "submitted", worker: name };
+
+        // The old batch finds both outputs valid: nothing is recorded.
+        answers.push({
+          code: 0,
+          stdout: taken.map((b) => `(state "${b.derivation}" valid)\n`)
+            .join(""),
+        });
+        const valid = await first.buildBatch(taken);
+        assert.equal(valid.succeeded, 0);
+        for (const build of taken) {
+          assert.deepEqual(await state(db.a, build), held);
+        }
+        // The old batch's query fails: nothing is requeued.
+        answers.push({ code: 1, stdout: "" });
+        const failed = await first.buildBatch(taken);
+        assert.equal(failed.interruption, "fault");
+        assert.equal(failed.requeued, 0);
+        for (const build of taken) {
+          assert.deepEqual(await state(db.a, build), held);
+        }
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
       `LocalBuilder on ${backend}: a batch asked for under a name while another lane claimed a name again (the row lost meanwhile) is taken under the new name, none left held under the old one${needs}`,
     ignore,
     async fn() {

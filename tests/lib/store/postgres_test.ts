@@ -698,6 +698,84 @@ Deno.test({
 
 Deno.test({
   name:
+    `completeBuild() with a holder address and a claim of the holder's row wait for each other: a completion after the claim changes nothing, a claim after the completion finds nothing left to requeue${needs}`,
+  ignore,
+  async fn() {
+    const d = postgresDialect("unused");
+    const request = { worker: "local@box", systems: ["x86_64-linux"] };
+    const row = (address: string) => ({
+      name: "local@box",
+      address,
+      machine: "box",
+      systems: ["x86_64-linux"],
+      lastSeen: 1,
+    });
+    await withSchemaSql({}, async (store, sql) => {
+      await store.upsertSpecification(specification("guix"));
+      const id = await store.addEvaluation("guix", [], 1);
+      await store.registerBuilds(id, [job("a"), job("b")], {
+        priority: 9,
+        now: 1,
+      });
+      await store.upsertWorker(row("pid=1"));
+      const [a, b] = (await store.popBuilds([request, request], 2, {
+        holderAddress: "pid=1",
+      })).map((build) => build!.derivation);
+      const success = (address: string) => ({
+        worker: "local@box",
+        now: 3,
+        holderAddress: address,
+      });
+      await withSql(async (watcher) => {
+        // A claim by another server, not yet committed: the old holder's
+        // completion waits for it, then finds the row changed.
+        const [late] = await sql.begin(async (tx) => {
+          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
+          await tx.unsafe(
+            "UPDATE Workers SET address = 'pid=2' WHERE name = 'local@box'",
+          );
+          const late = store.completeBuild(
+            a,
+            BuildStatus.succeeded,
+            success("pid=1"),
+          );
+          late.catch(() => {});
+          await eventuallyBlockedBy(watcher, Number(pid));
+          return [late];
+        });
+        assert.equal((await late).changed, false);
+        assert.equal(
+          (await store.getBuildByDerivation(a))?.status,
+          BuildStatus.submitted,
+        );
+
+        // A completion under the row, not yet committed: a claim waits for
+        // it, and the requeue that follows finds only the other build.
+        const [claim] = await sql.begin(async (tx) => {
+          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
+          const done = await runSteps(
+            tx,
+            completeBuild(d, b, BuildStatus.succeeded, success("pid=2")),
+          );
+          assert.equal(done.changed, true);
+          const claim = store.claimWorker(row("pid=3"), { address: "pid=2" });
+          claim.catch(() => {});
+          await eventuallyBlockedBy(watcher, Number(pid));
+          return [claim];
+        });
+        assert.equal(await claim, true);
+        assert.equal(await store.requeueWorkerBuilds("local@box", 4), 1);
+        assert.equal(
+          (await store.getBuildByDerivation(b))?.status,
+          BuildStatus.succeeded,
+        );
+      });
+    });
+  },
+});
+
+Deno.test({
+  name:
     `watchHoldings() hears another store's cancel and restart of a held build, and its requeue of all a worker's builds (a sweep's expiry, a claim of a holder name), not a cancel or restart of a scheduled one, nor a requeue of one build (the holder's own)${needs}`,
   ignore,
   async fn() {

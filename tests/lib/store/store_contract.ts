@@ -718,6 +718,104 @@ export function storeContract(
     assert.equal(await status(store, "h3"), BuildStatus.scheduled);
   });
 
+  test("markStarted(), completeBuild() and requeueBuild() with a holder address change a build only while the worker's row has that address", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("s1"), job("s2"), job("s3")], {
+      priority: 9,
+      now: 1,
+    });
+    const row = {
+      name: "local@box",
+      address: "pid=1",
+      machine: "box",
+      systems: ["x86_64-linux"],
+      lastSeen: 1,
+    };
+    await store.upsertWorker(row);
+    const request = { worker: "local@box", systems: ["x86_64-linux"] };
+    const taken = await store.popBuilds([request, request, request], 2, {
+      holderAddress: "pid=1",
+    });
+    const [s1, s2, s3] = taken.map((build) => build!.derivation);
+    const under = (address: string) => ({ holderAddress: address });
+    const worker = "local@box";
+    const build = (derivation: string) =>
+      store.getBuildByDerivation(derivation);
+
+    // The claim stands: each write is made.
+    assert.equal(
+      await store.markStarted(s1, worker, "/log/s1", 3, under("pid=1")),
+      true,
+    );
+    assert.equal(
+      (await store.completeBuild(s1, BuildStatus.succeeded, {
+        worker,
+        now: 4,
+        ...under("pid=1"),
+      })).changed,
+      true,
+    );
+    assert.equal(
+      await store.requeueBuild(s2, 4, { worker, ...under("pid=1") }),
+      true,
+    );
+    assert.equal((await build(s1))?.status, BuildStatus.succeeded);
+    assert.equal((await build(s2))?.status, BuildStatus.scheduled);
+
+    // Another server claimed the name: the old claim's writes change
+    // nothing, whatever the build's holder name says.
+    await store.upsertWorker({ ...row, address: "pid=2" });
+    assert.equal(
+      await store.markStarted(s3, worker, "/log/old", 5, under("pid=1")),
+      false,
+    );
+    assert.deepEqual(
+      await store.completeBuild(s3, BuildStatus.failed, {
+        worker,
+        now: 5,
+        ...under("pid=1"),
+      }),
+      { changed: false, dependentsFailed: 0 },
+    );
+    assert.equal(
+      (await store.completeBuild(s3, BuildStatus.succeeded, {
+        worker,
+        now: 5,
+        ...under("pid=1"),
+      })).changed,
+      false,
+    );
+    assert.equal(
+      await store.requeueBuild(s3, 5, { worker, ...under("pid=1") }),
+      false,
+    );
+    const untouched = await build(s3);
+    assert.equal(untouched?.status, BuildStatus.submitted);
+    assert.equal(untouched?.log, "");
+    // The new claim's own writes are made.
+    assert.equal(
+      await store.markStarted(s3, worker, "/log/s3", 6, under("pid=2")),
+      true,
+    );
+    assert.equal(
+      await store.requeueBuild(s3, 6, { worker, ...under("pid=2") }),
+      true,
+    );
+
+    // An address says whose claim: it needs the worker it is of.
+    await assert.rejects(
+      store.completeBuild(s3, BuildStatus.failed, {
+        now: 7,
+        ...under("pid=2"),
+      }),
+      /holder address "pid=2": no worker named/,
+    );
+    await assert.rejects(
+      store.requeueBuild(s3, 7, under("pid=2")),
+      /holder address "pid=2": no worker named/,
+    );
+  });
+
   // Listing.
 
   test("queue() lists pending builds: started, scheduled, submitted, each in dispatch order", async (store) => {
