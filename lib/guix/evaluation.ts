@@ -152,11 +152,18 @@ export function channelsToScheme(channels: Channel[]): string {
   return `(list ${items.join("\n      ")})\n`;
 }
 
-/** The build selector as the Scheme datum `cuirass-jobs` expects. */
+/**
+ * The build selector as the Scheme datum `cuirass-jobs` expects: channel
+ * names as symbols, a custom build's modules as the module names written
+ * in its parameters (`(gnu ci)`, a list that `resolve-interface` takes),
+ * package specs and manifest files as strings.
+ */
 export function selectorToDatum(build: BuildSelector): Datum {
   if (build.params.length === 0) return sym(build.type);
-  const params = build.type === "channels" || build.type === "custom"
+  const params = build.type === "channels"
     ? build.params.map((param) => sym(param))
+    : build.type === "custom"
+    ? build.params.map((param) => readSexp(param))
     : build.params;
   return [sym(build.type), ...params];
 }

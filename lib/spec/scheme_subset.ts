@@ -445,7 +445,7 @@ export class SchemeSubsetEvaluator {
       const params: string[] = [];
       for (const p of value.slice(1)) {
         if (
-          type === "custom" && Array.isArray(p) &&
+          type === "custom" && Array.isArray(p) && p.length > 0 &&
           p.every((m) => m instanceof Sym)
         ) {
           params.push(writeSexp(p as Datum[]));

@@ -1,7 +1,9 @@
 // Defaults and validators of specification fields (cuirass.md 5.1), shared
 // by the Scheme and JSON readers.
 
-import { Sym } from "../sexp/datum.ts";
+import { isSym, Sym } from "../sexp/datum.ts";
+import { readSexp } from "../sexp/read.ts";
+import { writeSexp } from "../sexp/write.ts";
 import { isSystemName } from "../guix/system_name.ts";
 import { describeNul, findNul } from "../nul_text.ts";
 import type {
@@ -141,6 +143,31 @@ export function checkChannelNames(channels: Channel[], fail: Fail): Channel[] {
     seen.add(channel.name);
   }
   return channels;
+}
+
+/**
+ * A custom build's module as stored: the written name of a Guile module,
+ * such as `(gnu ci)`, a non-empty list of symbols. Guix resolves each
+ * module of `(custom MODULE ...)` by that name.
+ */
+export function checkModuleName(value: unknown, fail: Fail): string {
+  let datum: unknown;
+  try {
+    datum = typeof value === "string" ? readSexp(value) : undefined;
+  } catch {
+    datum = undefined;
+  }
+  if (
+    !Array.isArray(datum) || datum.length === 0 ||
+    !datum.every((part) => isSym(part))
+  ) {
+    return fail(
+      `field "build" has a custom module ${
+        show(value)
+      } that is not a module name such as "(gnu ci)"`,
+    );
+  }
+  return writeSexp(datum);
 }
 
 export function checkString(value: unknown, name: string, fail: Fail): string {

@@ -11,6 +11,7 @@ import {
   buildOutput,
   BUILDS_WITH_PARAMS,
   checkChannelNames,
+  checkModuleName,
   checkName,
   checkNoNul,
   checkPeriod,
@@ -115,7 +116,12 @@ function jsonBuild(value: unknown, fail: Fail): BuildSelector {
     if (keys.length === 1 && BUILDS_WITH_PARAMS.includes(keys[0])) {
       const params = value[keys[0]];
       if (Array.isArray(params) && params.every((p) => typeof p === "string")) {
-        return { type: keys[0], params };
+        return {
+          type: keys[0],
+          params: keys[0] === "custom"
+            ? params.map((module) => checkModuleName(module, fail))
+            : params,
+        };
       }
     }
   }

@@ -4,8 +4,12 @@ import assert from "node:assert/strict";
 import {
   EvaluationOutputError,
   parseJob,
+  selectorToDatum,
 } from "../../../lib/guix/evaluation.ts";
 import { readSexp } from "../../../lib/sexp/read.ts";
+import { writeSexp } from "../../../lib/sexp/write.ts";
+import { readSpecifications } from "../../../lib/spec/read_spec.ts";
+import { guileAvailable, runGuile } from "../sexp/_guile.ts";
 
 const DRV = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello-1.drv";
 const OUT = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello-1";
@@ -46,3 +50,28 @@ Deno.test("parseJob() refuses a field holding a NUL character, naming it", async
     });
   }
 });
+
+Deno.test(
+  "selectorToDatum() hands a custom build's modules to Guile as module names",
+  {
+    ignore: !guileAvailable,
+  },
+  async () => {
+    // What Guix's `cuirass-jobs' does with `(custom . MODULES)': each module
+    // goes to `resolve-interface', which wants a list of symbols.
+    const [spec] = readSpecifications(
+      `(list (specification (name "c") (build '(custom (ice-9 match) (srfi srfi-1)))))`,
+      "custom.scm",
+    );
+    const selector = writeSexp(selectorToDatum(spec.build));
+    const resolved = await runGuile(
+      `(let ((subset (read)))
+       (for-each (lambda (module)
+                   (write (module-name (resolve-interface module)))
+                   (newline))
+                 (cdr subset)))`,
+      selector,
+    );
+    assert.equal(resolved, "(ice-9 match)\n(srfi srfi-1)\n");
+  },
+);

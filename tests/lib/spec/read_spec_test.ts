@@ -130,6 +130,11 @@ Deno.test("readSpecifications() accepts each build form", async (t) => {
 
 const FAILURES: [string, string, string][] = [
   [
+    "custom build with an empty module name",
+    `(list (specification (name "x") (build '(custom ()))))`,
+    'field "build" has an invalid custom entry []',
+  ],
+  [
     "unsupported form",
     `(list\n (specification\n  (name "x")\n    (build (system-test foo))))`,
     'Cannot read specification "x.scm" at 4:12: unsupported form (system-test foo)',
@@ -283,6 +288,11 @@ Deno.test("specificationFromJson() reads Cuirass's JSON shape", () => {
     specificationFromJson({ name: "c", build: "custom" }).build,
     { type: "custom", params: [] },
   );
+  assert.deepEqual(
+    specificationFromJson({ name: "c", build: { custom: ["( gnu  ci )"] } })
+      .build,
+    { type: "custom", params: ["(gnu ci)"] },
+  );
 });
 
 Deno.test("specificationFromJson() validates like the file reader", async (t) => {
@@ -298,6 +308,13 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
     [{ name: "x", systems: [1] }, /field "systems"/],
     [{ name: "x", build: "everything" }, /unknown build type "everything"/],
     [{ name: "x", build: { packages: [1] } }, /field "build"/],
+    [
+      { name: "x", build: { custom: ["gnu ci"] } },
+      /custom module "gnu ci" that is not a module name/,
+    ],
+    [{ name: "x", build: { custom: ["(gnu ci"] } }, /custom module "\(gnu ci"/],
+    [{ name: "x", build: { custom: ["()"] } }, /custom module "\(\)"/],
+    [{ name: "x", build: { custom: ['(gnu "ci")'] } }, /custom module/],
     [{ name: "x", channels: [{ name: "g" }] }, /field "url"/],
     [{ name: "x", notifications: [{ type: "sms" }] }, /unknown entry/],
   ];
