@@ -31,8 +31,10 @@ export interface GitOptions {
   env?: Record<string, string>;
 }
 
-const BRANCH_REGEXP = /^(?!-)(?!.*\.\.)[A-Za-z0-9._\/+-]{1,200}$/;
-const COMMIT_REGEXP = /^[0-9a-f]{7,64}$/;
+/** The branch names Lorica fetches (no option, no `..`, no odd bytes). */
+export const BRANCH_REGEXP = /^(?!-)(?!.*\.\.)[A-Za-z0-9._\/+-]{1,200}$/;
+/** A commit id, full or abbreviated: a tag name is not one. */
+export const COMMIT_REGEXP = /^[0-9a-f]{7,64}$/;
 const decoder = new TextDecoder();
 
 /** Runs git for channel polling. */
@@ -258,9 +260,14 @@ export function mirrorDirectory(cacheDir: string, url: string): string {
   return `${cacheDir.replace(/\/+$/, "")}/${digest}.git`;
 }
 
-function checkUrl(url: string): void {
+/** Whether git may be given `url` (not empty, no option, no control byte). */
+export function isFetchableUrl(url: string): boolean {
   // deno-lint-ignore no-control-regex
-  if (url === "" || url.startsWith("-") || /[\x00-\x1f]/.test(url)) {
+  return url !== "" && !url.startsWith("-") && !/[\x00-\x1f]/.test(url);
+}
+
+function checkUrl(url: string): void {
+  if (!isFetchableUrl(url)) {
     throw refused(`URL ${JSON.stringify(url.slice(0, 80))}`);
   }
 }

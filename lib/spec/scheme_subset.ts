@@ -15,6 +15,7 @@ import { SpecError, type SpecErrorKind } from "./spec_error.ts";
 import {
   buildOutput,
   BUILDS_WITH_PARAMS,
+  checkChannel,
   checkChannelNames,
   checkName,
   checkNoNul,
@@ -323,7 +324,10 @@ export class SchemeSubsetEvaluator {
             ? intro.value as ChannelIntroduction
             : null,
         };
-        return new Rec(kind, channel);
+        return new Rec(
+          kind,
+          checkChannel(channel, (what) => this.#fail(expr, what)),
+        );
       }
       case "build-output": {
         const values = Object.fromEntries(

@@ -5,6 +5,7 @@ import { isSym, Sym } from "../sexp/datum.ts";
 import { readSexp } from "../sexp/read.ts";
 import { writeSexp } from "../sexp/write.ts";
 import { isSystemName } from "../guix/system_name.ts";
+import { BRANCH_REGEXP, COMMIT_REGEXP, isFetchableUrl } from "../git/git.ts";
 import { describeNul, findNul } from "../nul_text.ts";
 import type {
   BuildOutputSpec,
@@ -168,6 +169,44 @@ export function checkModuleName(value: unknown, fail: Fail): string {
     );
   }
   return writeSexp(datum);
+}
+
+/**
+ * `channel` if polling can fetch it: its URL, branch and commit are given
+ * to git, which Lorica refuses at each poll when they could be read as an
+ * option or are not a branch name or a commit id (Guix also takes a tag in
+ * `commit`; Lorica does not), so such a channel is refused here, naming the
+ * value, rather than accepted and failing every evaluation.
+ */
+export function checkChannel(channel: Channel, fail: Fail): Channel {
+  // A NUL is named with its field by checkNoNul, on the whole specification.
+  if (findNul(channel) !== null) return channel;
+  if (!isFetchableUrl(channel.url)) {
+    return fail(
+      `channel ${show(channel.name)} has a URL git cannot be given: ${
+        show(channel.url)
+      }`,
+    );
+  }
+  if (!BRANCH_REGEXP.test(channel.branch)) {
+    return fail(
+      `channel ${
+        show(channel.name)
+      } has a branch that is not a branch name (letters, digits, ".", "_", "/", "+", "-"; no leading "-", no ".."): ${
+        show(channel.branch)
+      }`,
+    );
+  }
+  if (channel.commit !== null && !COMMIT_REGEXP.test(channel.commit)) {
+    return fail(
+      `channel ${
+        show(channel.name)
+      } has a commit that is not a commit id (7 to 64 lower-case hexadecimal digits; tags are not supported): ${
+        show(channel.commit)
+      }`,
+    );
+  }
+  return channel;
 }
 
 export function checkString(value: unknown, name: string, fail: Fail): string {

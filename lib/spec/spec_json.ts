@@ -10,6 +10,7 @@ import { SpecError } from "./spec_error.ts";
 import {
   buildOutput,
   BUILDS_WITH_PARAMS,
+  checkChannel,
   checkChannelNames,
   checkModuleName,
   checkName,
@@ -142,13 +143,13 @@ function jsonChannel(value: unknown, fail: Fail): Channel {
   } else if (value.name === "guix" && value.url === defaultGuixChannel().url) {
     introduction = defaultGuixChannel().introduction;
   }
-  return {
+  return checkChannel({
     name: nonEmpty(value.name, "name", fail),
     url: nonEmpty(value.url, "url", fail),
     branch: checkString(value.branch ?? "master", "branch", fail),
     commit: commit === false ? null : checkString(commit, "commit", fail),
     introduction,
-  };
+  }, fail);
 }
 
 function jsonNotification(value: unknown, fail: Fail): Record<string, string> {

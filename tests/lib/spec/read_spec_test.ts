@@ -259,7 +259,7 @@ Deno.test("specificationFromJson() reads Cuirass's JSON shape", () => {
           branch: "master",
           commit: false,
         },
-        { name: "x", url: "https://x", branch: "main", commit: "abc" },
+        { name: "x", url: "https://x", branch: "main", commit: "abc1234" },
       ],
       "build-outputs": [{ job: "j", type: "archive", output: "out", path: "" }],
       notifications: [{ type: "mastodon" }],
@@ -274,7 +274,7 @@ Deno.test("specificationFromJson() reads Cuirass's JSON shape", () => {
         name: "x",
         url: "https://x",
         branch: "main",
-        commit: "abc",
+        commit: "abc1234",
         introduction: null,
       }],
       buildOutputs: [{ job: "j", type: "archive", output: "out", path: "" }],
@@ -581,4 +581,67 @@ Deno.test("specification readers refuse text holding a NUL character, naming the
         `Cannot read specification from JSON: field "build-outputs[0].job" holds a NUL character (U+0000): "h\\u0000"`,
     },
   );
+});
+
+Deno.test("a channel git would refuse at every poll is refused when read, naming the value", async (t) => {
+  // Polling gives the URL, branch and commit to git, which refuses these:
+  // read as they were, each failed every evaluation of its specification.
+  const cases: [string, string, string][] = [
+    ["tag as commit", `(commit "v1.4.0")`, `"v1.4.0"`],
+    ["commit as option", `(commit "--all")`, `"--all"`],
+    ["branch as option", `(branch "-evil")`, `"-evil"`],
+    ["branch with ..", `(branch "a..b")`, `"a..b"`],
+    ["empty branch", `(branch "")`, `""`],
+  ];
+  for (const [label, field, offending] of cases) {
+    await t.step(`Scheme: ${label}`, () => {
+      const text = `(list (specification (name "x") (channels (list
+  (channel (name 'c) (url "file:///tmp/c") ${field})))))`;
+      assert.throws(() => readSpecifications(text, "x.scm"), (error) => {
+        assert.ok(error instanceof SpecError, String(error));
+        assert.match(
+          error.message,
+          /^Cannot read specification "x.scm" at 2:3: channel "c" has a /,
+        );
+        assert.ok(error.message.endsWith(`: ${offending}`), error.message);
+        return true;
+      });
+    });
+    await t.step(`JSON: ${label}`, () => {
+      const [, key, value] = /^\((\w+) (".*")\)$/.exec(field)!;
+      const channel = {
+        name: "c",
+        url: "file:///tmp/c",
+        [key]: JSON.parse(value),
+      };
+      assert.throws(
+        () => specificationFromJson({ name: "x", channels: [channel] }),
+        (error) => {
+          assert.ok(error instanceof SpecError, String(error));
+          assert.ok(error.message.endsWith(`: ${offending}`), error.message);
+          return true;
+        },
+      );
+    });
+  }
+  await t.step("URL as option", () => {
+    assert.throws(
+      () =>
+        specificationFromJson({
+          name: "x",
+          channels: [{ name: "c", url: "--upload-pack=touch /tmp/x" }],
+        }),
+      /channel "c" has a URL git cannot be given: "--upload-pack=touch \/tmp\/x"/,
+    );
+  });
+  await t.step("a full or abbreviated commit id is kept", () => {
+    const [read] = readSpecifications(
+      `(list (specification (name "x") (channels (list
+  (channel (name 'c) (url "file:///tmp/c") (branch "release/1.x")
+    (commit "0123abc"))))))`,
+      "x.scm",
+    );
+    assert.equal(read.channels[0].commit, "0123abc");
+    assert.equal(read.channels[0].branch, "release/1.x");
+  });
 });
