@@ -44,6 +44,7 @@ export function specificationFromJson(value: unknown): Specification {
     });
   };
   if (!isObject(value)) return fail("not an object");
+  checkKeys(value, SPEC_KEYS, "specification", fail);
   const field = (name: string) => value[name];
 
   const spec = defaults();
@@ -64,6 +65,7 @@ export function specificationFromJson(value: unknown): Specification {
     spec.buildOutputs = jsonArray(field("build-outputs"), "build-outputs", fail)
       .map((o) => {
         if (!isObject(o)) return fail(`field "build-outputs" has a non-object`);
+        checkKeys(o, BUILD_OUTPUT_KEYS, "build-output", fail);
         return buildOutput({
           job: o.job,
           type: o.type,
@@ -96,6 +98,38 @@ export function specificationFromJson(value: unknown): Specification {
     spec.isActive = field("is-active") as boolean;
   }
   return checkNoNul(spec, fail);
+}
+
+const SPEC_KEYS = [
+  "name",
+  "build",
+  "channels",
+  "build-outputs",
+  "notifications",
+  "period",
+  "priority",
+  "systems",
+  "is-active",
+];
+const CHANNEL_KEYS = ["name", "url", "branch", "commit", "introduction"];
+const BUILD_OUTPUT_KEYS = ["job", "type", "output", "path"];
+const EMAIL_KEYS = ["type", "from", "to", "server"];
+
+/**
+ * Refuses a key outside `known`: a misspelt or foreign field (such as the
+ * Scheme spelling "is-active?") would otherwise be dropped without a word,
+ * leaving the field at its default.
+ */
+function checkKeys(
+  value: Record<string, unknown>,
+  known: string[],
+  what: string,
+  fail: Fail,
+): void {
+  const unknown = Object.keys(value).find((key) => !known.includes(key));
+  if (unknown !== undefined) {
+    fail(`unknown ${what} field ${show(unknown)}`);
+  }
 }
 
 function jsonArray(value: unknown, name: string, fail: Fail): unknown[] {
@@ -131,6 +165,7 @@ function jsonBuild(value: unknown, fail: Fail): BuildSelector {
 
 function jsonChannel(value: unknown, fail: Fail): Channel {
   if (!isObject(value)) return fail(`field "channels" has a non-object`);
+  checkKeys(value, CHANNEL_KEYS, "channel", fail);
   const commit = value.commit ?? false;
   let introduction: ChannelIntroduction | null = null;
   if (value.introduction !== undefined && value.introduction !== null) {
@@ -153,8 +188,12 @@ function jsonChannel(value: unknown, fail: Fail): Channel {
 }
 
 function jsonNotification(value: unknown, fail: Fail): Record<string, string> {
-  if (isObject(value) && value.type === "mastodon") return { type: "mastodon" };
+  if (isObject(value) && value.type === "mastodon") {
+    checkKeys(value, ["type"], "mastodon notification", fail);
+    return { type: "mastodon" };
+  }
   if (isObject(value) && value.type === "email") {
+    checkKeys(value, EMAIL_KEYS, "email notification", fail);
     return {
       type: "email",
       from: checkString(value.from, "from", fail),

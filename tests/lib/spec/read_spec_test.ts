@@ -317,6 +317,41 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
     [{ name: "x", build: { custom: ['(gnu "ci")'] } }, /custom module/],
     [{ name: "x", channels: [{ name: "g" }] }, /field "url"/],
     [{ name: "x", notifications: [{ type: "sms" }] }, /unknown entry/],
+    // A field the reader does not know was dropped, its value lost: the
+    // Scheme spelling "is-active?" left the specification active.
+    [
+      { name: "x", "is-active?": false },
+      /unknown specification field "is-active\?"/,
+    ],
+    [
+      { name: "x", buildOutputs: [] },
+      /unknown specification field "buildOutputs"/,
+    ],
+    [
+      { name: "x", channels: [{ name: "c", url: "file:///c", brnch: "dev" }] },
+      /channels\[0\]: unknown channel field "brnch"/,
+    ],
+    [
+      { name: "x", "build-outputs": [{ job: "j", type: "t", out: "doc" }] },
+      /unknown build-output field "out"/,
+    ],
+    [
+      {
+        name: "x",
+        notifications: [{
+          type: "email",
+          from: "a@x",
+          to: "b@x",
+          server: "smtp://127.0.0.1",
+          cc: "c@x",
+        }],
+      },
+      /unknown email notification field "cc"/,
+    ],
+    [
+      { name: "x", notifications: [{ type: "mastodon", account: "me" }] },
+      /unknown mastodon notification field "account"/,
+    ],
   ];
   for (const [value, message] of cases) {
     await t.step(JSON.stringify(value), () => {
