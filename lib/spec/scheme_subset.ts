@@ -17,6 +17,7 @@ import {
   BUILDS_WITH_PARAMS,
   checkChannel,
   checkChannelNames,
+  checkEmailFields,
   checkName,
   checkNoNul,
   checkPeriod,
@@ -344,9 +345,11 @@ export class SchemeSubsetEvaluator {
       case "email":
         return new Rec(kind, {
           type: "email",
-          from: checkString(get("from"), "from", failAt("from")),
-          to: checkString(get("to"), "to", failAt("to")),
-          server: checkString(get("server"), "server", failAt("server")),
+          ...checkEmailFields({
+            from: checkString(get("from"), "from", failAt("from")),
+            to: checkString(get("to"), "to", failAt("to")),
+            server: checkString(get("server"), "server", failAt("server")),
+          }, (what) => this.#fail(expr, `email ${what}`)),
         });
       default:
         return new Rec(kind, { type: kind });

@@ -3,6 +3,8 @@
 
 import { isSym, Sym } from "../sexp/datum.ts";
 import { readSexp } from "../sexp/read.ts";
+import { envelopeAddress, splitAddresses } from "../notify/email_message.ts";
+import { parseMailServer } from "../notify/mail_server.ts";
 import { writeSexp } from "../sexp/write.ts";
 import { isSystemName } from "../guix/system_name.ts";
 import { BRANCH_REGEXP, COMMIT_REGEXP, isFetchableUrl } from "../git/git.ts";
@@ -207,6 +209,43 @@ export function checkChannel(channel: Channel, fail: Fail): Channel {
     );
   }
   return channel;
+}
+
+/**
+ * An email sink's fields if the sender can use them: a `server` URL it
+ * knows (smtp, smtp+starttls, smtps, sendmail; no credentials) and
+ * `local@domain` addresses. Read as they were, they were refused at every
+ * notification, long after the specification was accepted.
+ */
+export function checkEmailFields(
+  fields: { from: string; to: string; server: string },
+  fail: Fail,
+): { from: string; to: string; server: string } {
+  const address = (field: string, text: string) => {
+    try {
+      envelopeAddress(text);
+    } catch {
+      fail(
+        `field ${JSON.stringify(field)} holds ${
+          show(text)
+        }, not an address such as "ci@example.org"`,
+      );
+    }
+  };
+  // A NUL is named with its field by checkNoNul, on the whole specification.
+  if (findNul(fields) !== null) return fields;
+  address("from", fields.from);
+  const recipients = splitAddresses(fields.to);
+  if (recipients.length === 0) {
+    fail(`field "to" names no recipient: ${show(fields.to)}`);
+  }
+  for (const recipient of recipients) address("to", recipient);
+  try {
+    parseMailServer(fields.server);
+  } catch (error) {
+    fail(`field "server": ${(error as Error).message}`);
+  }
+  return fields;
 }
 
 export function checkString(value: unknown, name: string, fail: Fail): string {

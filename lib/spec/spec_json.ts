@@ -12,6 +12,7 @@ import {
   BUILDS_WITH_PARAMS,
   checkChannel,
   checkChannelNames,
+  checkEmailFields,
   checkModuleName,
   checkName,
   checkNoNul,
@@ -196,9 +197,11 @@ function jsonNotification(value: unknown, fail: Fail): Record<string, string> {
     checkKeys(value, EMAIL_KEYS, "email notification", fail);
     return {
       type: "email",
-      from: checkString(value.from, "from", fail),
-      to: checkString(value.to, "to", fail),
-      server: checkString(value.server, "server", fail),
+      ...checkEmailFields({
+        from: checkString(value.from, "from", fail),
+        to: checkString(value.to, "to", fail),
+        server: checkString(value.server, "server", fail),
+      }, fail),
     };
   }
   return fail(`field "notifications" has an unknown entry ${show(value)}`);

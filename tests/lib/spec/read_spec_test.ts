@@ -680,3 +680,68 @@ Deno.test("a channel git would refuse at every poll is refused when read, naming
     assert.equal(read.channels[0].branch, "release/1.x");
   });
 });
+
+Deno.test("an email notification the sender cannot use is refused when read, naming the value", async (t) => {
+  // Read as they were, these were refused at every notification instead.
+  const cases: [string, Record<string, string>, string][] = [
+    ["unknown scheme", { server: "imap://127.0.0.1" }, `"imap://127.0.0.1"`],
+    [
+      "credentials",
+      { server: "smtp://me:secret@127.0.0.1" },
+      "SMTP authentication is not supported",
+    ],
+    ["relative sendmail", { server: "sendmail:usr/sbin/sendmail" }, "absolute"],
+    ["bad sender", { from: "ci" }, `field "from" holds "ci"`],
+    ["bad recipient", { to: "a@x, bob" }, `field "to" holds "bob"`],
+    ["no recipient", { to: " , " }, `field "to" names no recipient`],
+  ];
+  for (const [label, change, offending] of cases) {
+    const sink = {
+      from: "ci@example.org",
+      to: "dev@example.org",
+      server: "smtp://127.0.0.1:25",
+      ...change,
+    };
+    await t.step(`Scheme: ${label}`, () => {
+      const text = `(list (specification (name "x") (notifications (list
+  (email (from ${JSON.stringify(sink.from)}) (to ${JSON.stringify(sink.to)})
+         (server ${JSON.stringify(sink.server)}))))))`;
+      assert.throws(() => readSpecifications(text, "x.scm"), (error) => {
+        assert.ok(error instanceof SpecError, String(error));
+        assert.match(
+          error.message,
+          /^Cannot read specification "x.scm" at 2:3: email /,
+        );
+        assert.ok(error.message.includes(offending), error.message);
+        return true;
+      });
+    });
+    await t.step(`JSON: ${label}`, () => {
+      assert.throws(
+        () =>
+          specificationFromJson({
+            name: "x",
+            notifications: [{ type: "email", ...sink }],
+          }),
+        (error) => {
+          assert.ok(error instanceof SpecError, String(error));
+          assert.ok(error.message.includes(offending), error.message);
+          return true;
+        },
+      );
+    });
+  }
+  await t.step("usable sinks are kept as written", () => {
+    const sink = {
+      type: "email",
+      from: "Guix CI <ci@example.org>",
+      to: "a@example.org, Zoë <z@example.org>",
+      server: "sendmail://",
+    };
+    assert.deepEqual(
+      specificationFromJson({ name: "x", notifications: [sink] })
+        .notifications,
+      [sink],
+    );
+  });
+});
