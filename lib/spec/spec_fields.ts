@@ -127,6 +127,12 @@ export function checkSystems(value: unknown, fail: Fail): string[] {
   if (odd !== undefined) {
     return fail(`field "systems" holds ${show(odd)}, not a system name`);
   }
+  // Each system is evaluated on its own, into a file named after it: a
+  // system named twice was evaluated twice at once, into the same file.
+  const twice = value.find((system, index) => value.indexOf(system) !== index);
+  if (twice !== undefined) {
+    return fail(`field "systems" names ${show(twice)} twice`);
+  }
   return value as string[];
 }
 

@@ -130,6 +130,11 @@ Deno.test("readSpecifications() accepts each build form", async (t) => {
 
 const FAILURES: [string, string, string][] = [
   [
+    "a system named twice",
+    `(list (specification (name "x")\n (systems '("x86_64-linux" "i686-linux" "x86_64-linux"))))`,
+    'at 2:2: field "systems" names "x86_64-linux" twice',
+  ],
+  [
     "custom build with an empty module name",
     `(list (specification (name "x") (build '(custom ()))))`,
     'field "build" has an invalid custom entry []',
@@ -306,6 +311,10 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
     [{ name: "x", priority: 1.5 }, /field "priority"/],
     [{ name: "x", systems: [] }, /field "systems"/],
     [{ name: "x", systems: [1] }, /field "systems"/],
+    [
+      { name: "x", systems: ["aarch64-linux", "aarch64-linux"] },
+      /field "systems" names "aarch64-linux" twice/,
+    ],
     [{ name: "x", build: "everything" }, /unknown build type "everything"/],
     [{ name: "x", build: { packages: [1] } }, /field "build"/],
     [
