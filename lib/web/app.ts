@@ -1,7 +1,7 @@
 // The web server's request handler: routing, and the one place errors become responses.
 
 import { isDatabaseUnavailable } from "../store/unavailable.ts";
-import { HttpError } from "./http_error.ts";
+import { HttpError, quoteValue } from "./http_error.ts";
 import { showNulText } from "../nul_text.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
@@ -117,7 +117,23 @@ export function createWebApp(
   };
 
   return async function handleRequest(request: Request): Promise<Response> {
-    const url = new URL(request.url);
+    const url = readUrl(request);
+    if (url === null) {
+      // Deno builds the URL from the Host header, which the client chose:
+      // a bad one is the client's mistake, not a failure of the handler.
+      const host = request.headers.get("host") ?? "";
+      logger.debug("http request", {
+        method: request.method,
+        host,
+        status: 400,
+      });
+      return addSecurityHeaders(textResponse(
+        `Cannot read request URL: Host header ${
+          quoteValue(host)
+        } is not a host name`,
+        400,
+      ));
+    }
     // Until a route is known, its path decides how an error looks.
     let kind = unmatchedKind(url.pathname);
     try {
@@ -167,6 +183,15 @@ export function createWebApp(
       );
     }
   };
+}
+
+/** The request's URL, or null when its Host header makes it unparsable. */
+function readUrl(request: Request): URL | null {
+  try {
+    return new URL(request.url);
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -970,3 +970,37 @@ Deno.test("a parameter refused for its NUL character is named with its value, th
     assert.ok(String(body.error).includes(shown), `${path}: ${body.error}`);
   }
 });
+
+/** Sends raw request bytes to a server on 127.0.0.1 and reads the whole answer. */
+async function rawExchange(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    return await new Response(conn.readable).text();
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+Deno.test("a Host header that makes no URL is a 400 naming it, not the runtime's 500", async () => {
+  await using fx = await createFixture();
+  const errors: unknown[] = [];
+  await using server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: () => {},
+    onError: (error) => {
+      errors.push(error);
+      return new Response("handler threw", { status: 500 });
+    },
+  }, fx.app);
+  const answer = await rawExchange(
+    server.addr.port,
+    `GET /events/rss HTTP/1.1\r\nHost: evil"><x>\r\nConnection: close\r\n\r\n`,
+  );
+  assert.deepEqual(errors, []);
+  assert.match(answer, /^HTTP\/1\.1 400 /);
+  assert.match(answer, /Cannot read request URL: Host header "evil\\"><x>"/);
+  assert.match(answer, /x-content-type-options: nosniff/i);
+});
