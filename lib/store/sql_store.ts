@@ -386,7 +386,7 @@ const METHODS: Methods = {
 const STORE_PROTOTYPE: Record<string, unknown> = Object.fromEntries(
   Object.entries(METHODS).map(([name, method]) => [
     name,
-    function refuseNul(this: { [RUNNER]?: Runner }, ...args: unknown[]) {
+    function storeMethod(this: { [RUNNER]?: Runner }, ...args: unknown[]) {
       const runner = this?.[RUNNER];
       if (runner === undefined) {
         return Promise.reject(
