@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { gunzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
 import { createWebApp } from "../../../lib/web/app.ts";
 import { createLogger } from "../../../lib/log.ts";
 import {
@@ -395,6 +395,25 @@ Deno.test("GET /build/ID/log/raw inflates the log for a client that does not acc
     assert.equal(response.headers.get("content-encoding"), "gzip");
     assert.equal(response.headers.get("vary"), "Accept-Encoding");
   }
+});
+
+Deno.test("GET /build/ID/log/raw inflates every member of a log gzipped in parts", async () => {
+  await using fx = await createFixture();
+  const first = "phase `unpack' succeeded\n".repeat(2000);
+  const second = "phase `build' succeeded\n".repeat(2000);
+  // Two gzip members one after the other, as `cat a.gz b.gz` writes them.
+  const a = gzipSync(first);
+  const b = gzipSync(second);
+  const parts = new Uint8Array(a.length + b.length);
+  parts.set(a);
+  parts.set(b, a.length);
+  const hash = fx.builds.failed.derivation.slice(11, 43);
+  await Deno.writeFile(`${fx.logDir}/${hash}.log.gz`, parts);
+  const response = await fx.fetch(`/build/${fx.builds.failed.id}/log/raw`, {
+    headers: { "accept-encoding": "identity" },
+  });
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), first + second);
 });
 
 Deno.test("GET /build/ID/log/raw inflates a log still being written up to where it ends", async () => {
