@@ -1,13 +1,19 @@
 // A specification as an admin sends it, JSON or the web form. JSON goes
 // through the same reader as `--specifications` files (Cuirass's defaults,
-// channel introductions, notification shapes); both then meet the limits
-// of a public form: bounded lengths, system names, a channel and a system
-// at least. A bad field is a 400 naming it and its value.
+// channel introductions, notification shapes); the form through the same
+// field checks as those readers (module names, channels git can be given,
+// systems named once); both then meet the limits of a public form: bounded
+// lengths, system names, a channel and a system at least. A bad field is a
+// 400 naming it and its value.
 
 import { HttpError, quoteValue } from "./http_error.ts";
 import {
   BUILD_TYPES,
+  checkChannel,
+  checkChannelNames,
+  checkModuleName,
   checkNoNul,
+  checkSystems,
   defaultGuixChannel,
   MAX_NAME_LENGTH,
   SPEC_NAME_REGEXP,
@@ -87,16 +93,15 @@ export function specFromForm(form: URLSearchParams): Specification {
       if (item.trim() !== "") systems.push(item.trim());
     }
   }
+  const fail = (what: string): never => {
+    throw new HttpError(
+      400,
+      `Cannot read specification from the form: ${what}`,
+    );
+  };
   // As the JSON and file readers do: a NUL is named here, before the
   // store's own refusal (which would be a 500).
-  const noNul = (spec: Specification) =>
-    checkNoNul(spec, (what) => {
-      throw new HttpError(
-        400,
-        `Cannot read specification from the form: ${what}`,
-      );
-    });
-  return withinLimits(noNul({
+  const spec = withinLimits(checkNoNul({
     name,
     build: { type: form.get("build") ?? "", params },
     channels,
@@ -104,9 +109,35 @@ export function specFromForm(form: URLSearchParams): Specification {
     notifications: [],
     period: numberField(form.get("period") ?? "0", "period"),
     priority: numberField(form.get("priority") ?? "9", "priority"),
-    systems: [...new Set(systems)],
+    systems,
     isActive: true,
-  }));
+  }, fail));
+  return readerChecks(spec, fail);
+}
+
+/**
+ * `spec`, read from the form, if it passes the checks the specification
+ * readers apply to the same fields, so that what the form accepts would be
+ * accepted from a file or JSON too rather than fail at evaluation; a custom
+ * build's modules come back in their written form, as the readers store
+ * them. The form has no notification fields: nothing to check there.
+ * @throws {HttpError} 400 naming the field and its value.
+ */
+function readerChecks(
+  spec: Specification,
+  fail: (what: string) => never,
+): Specification {
+  if (spec.build.type === "custom") {
+    spec.build.params = spec.build.params.map((module) =>
+      checkModuleName(module, fail)
+    );
+  }
+  spec.channels.forEach((channel, i) =>
+    checkChannel(channel, (what) => fail(`channels[${i}]: ${what}`))
+  );
+  checkChannelNames(spec.channels, fail);
+  checkSystems(spec.systems, fail);
+  return spec;
 }
 
 /**

@@ -469,6 +469,117 @@ Deno.test("specFromJson() and specFromForm() reject bad fields with 400 naming t
   );
 });
 
+Deno.test("the form and JSON refuse what the specification readers refuse, naming the field and value", async () => {
+  const formFields = (entries: [string, string][]) => {
+    const form = new URLSearchParams();
+    const keys = new Set(entries.map(([key]) => key));
+    const base: [string, string][] = [
+      ["name", "checked"],
+      ["build", "hello"],
+      ["channel-name", "guix"],
+      ["channel-url", "https://git.example/guix.git"],
+      ["channel-branch", "main"],
+      ["systems", "x86_64-linux"],
+    ];
+    for (const [key, value] of base) {
+      if (!keys.has(key)) form.append(key, value);
+    }
+    for (const [key, value] of entries) form.append(key, value);
+    return form;
+  };
+  const cases: [string, [string, string][], Record<string, unknown>, RegExp][] =
+    [
+      [
+        "custom module written without parentheses",
+        [["build", "custom"], ["param-input", "gnu ci"]],
+        { build: { custom: ["gnu ci"] } },
+        /"build" has a custom module "gnu ci" that is not a module name/,
+      ],
+      [
+        "branch read as an option",
+        [["channel-branch", "-x"]],
+        {
+          channels: [{ name: "guix", url: "https://g.example/", branch: "-x" }],
+        },
+        /channels\[0\]: channel "guix" has a branch .*: "-x"/,
+      ],
+      [
+        "URL read as an option",
+        [["channel-url", "--upload-pack=touch x"]],
+        { channels: [{ name: "guix", url: "--upload-pack=touch x" }] },
+        /channels\[0\]: channel "guix" has a URL git cannot be given: "--upload-pack=touch x"/,
+      ],
+      [
+        "channel named twice",
+        [
+          ["channel-name", "guix"],
+          ["channel-url", "https://git.example/a.git"],
+          ["channel-name", "guix"],
+          ["channel-url", "https://git.example/b.git"],
+        ],
+        {
+          channels: [
+            { name: "guix", url: "https://git.example/a.git" },
+            { name: "guix", url: "https://git.example/b.git" },
+          ],
+        },
+        /names channel "guix" twice/,
+      ],
+      [
+        "system named twice",
+        [["x86_64-linux", "on"], ["systems", "x86_64-linux"]],
+        { systems: ["x86_64-linux", "x86_64-linux"] },
+        /"systems" names "x86_64-linux" twice/,
+      ],
+    ];
+  const isBad = (pattern: RegExp) => (e: Error & { status?: number }) =>
+    e.status === 400 && pattern.test(e.message);
+  for (const [label, entries, json, pattern] of cases) {
+    assert.throws(
+      () => specFromForm(formFields(entries)),
+      isBad(pattern),
+      label,
+    );
+    assert.throws(
+      () => specFromJson(specJson("checked", json)),
+      isBad(pattern),
+      `${label} (JSON)`,
+    );
+  }
+  // JSON alone has notifications.
+  assert.throws(
+    () =>
+      specFromJson(specJson("mail", {
+        notifications: [{
+          type: "email",
+          from: "not an address",
+          to: "ops@example.org",
+          server: "smtp://127.0.0.1",
+        }],
+      })),
+    isBad(/"from" holds "not an address", not an address/),
+  );
+  // A module written as Guile writes it is kept in that form.
+  assert.deepEqual(
+    specFromForm(
+      formFields([["build", "custom"], ["param-input", "(gnu  ci)"]]),
+    )
+      .build,
+    { type: "custom", params: ["(gnu ci)"] },
+  );
+
+  // Through the route: a 400, and nothing saved.
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const body = formFields([["token", TOKEN], ["channel-branch", "-x"]]);
+  const response = await fx.fetch("/admin/specification/add", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: body.toString(),
+  });
+  assert.match(await error(response, 400), /branch .*: "-x"/);
+  assert.equal(await fx.store.getSpecification("checked"), null);
+});
+
 Deno.test("specFromForm() authenticates Guix's own channel, as the file readers do", () => {
   const form = (url: string) =>
     specFromForm(
