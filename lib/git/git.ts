@@ -1,9 +1,11 @@
 // The `git` command line, for following channels: a bare mirror per
 // repository URL in a cache directory, fetched on each poll; checkouts of a
 // commit on request. Subprocesses are spawned through an injected spawner
-// and killed, with their own children, when they exceed their timeout.
+// and killed, with their own children, when they exceed their timeout. A
+// mirror git finds damaged is rebuilt beside it and swapped in.
 
 import { type Clock, systemClock } from "../clock.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import { readTail, type Spawner, spawnProcess } from "../process.ts";
 import { sha256 } from "../guix/store_hash.ts";
 
@@ -29,6 +31,8 @@ export interface GitOptions {
   timeoutMs?: number;
   /** Extra environment. */
   env?: Record<string, string>;
+  /** Where mirror repairs are reported; default silent. */
+  logger?: Logger;
 }
 
 /** The branch names Lorica fetches (no option, no `..`, no odd bytes). */
@@ -44,6 +48,7 @@ export class Git {
   readonly #clock: Clock;
   readonly #timeoutMs: number;
   readonly #env: Record<string, string>;
+  readonly #logger: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
 
   constructor(options: GitOptions = {}) {
@@ -51,6 +56,7 @@ export class Git {
     this.#spawn = options.spawn ?? spawnProcess;
     this.#clock = options.clock ?? systemClock;
     this.#timeoutMs = options.timeoutMs ?? 5 * 60 * 1000;
+    this.#logger = options.logger ?? silentLogger;
     this.#env = {
       // Never wait for a password or a host-key answer.
       GIT_TERMINAL_PROMPT: "0",
@@ -123,7 +129,7 @@ export class Git {
 
   /**
    * Fetches `branch` of `url` into the bare mirror `mirror` (created when
-   * missing) and returns the branch's commit.
+   * missing, rebuilt when damaged) and returns the branch's commit.
    * @throws {GitError} for a bad URL or branch, or a failed fetch.
    */
   async fetchBranch(
@@ -135,12 +141,11 @@ export class Git {
     if (!BRANCH_REGEXP.test(branch)) {
       throw refused(`branch ${JSON.stringify(branch.slice(0, 60))}`);
     }
-    return await this.#locked(mirror, async () => {
-      await this.#ensureMirror(mirror);
-      const ref = `refs/heads/${branch}`;
+    const ref = `refs/heads/${branch}`;
+    return await this.#repairing(mirror, async (gitDir) => {
       await this.run([
         "--git-dir",
-        mirror,
+        gitDir,
         "fetch",
         "--quiet",
         "--no-tags",
@@ -151,7 +156,7 @@ export class Git {
       ]);
       return (await this.run([
         "--git-dir",
-        mirror,
+        gitDir,
         "rev-parse",
         "--verify",
         `${ref}^{commit}`,
@@ -161,7 +166,7 @@ export class Git {
 
   /**
    * Makes `commit` of `url` present in the mirror (fetching it when it is
-   * not there yet) and returns its full id.
+   * not there yet; rebuilding a damaged mirror) and returns its full id.
    * @throws {GitError} when it cannot be had.
    */
   async fetchCommit(
@@ -173,12 +178,11 @@ export class Git {
     if (!COMMIT_REGEXP.test(commit)) {
       throw refused(`commit ${JSON.stringify(commit.slice(0, 60))}`);
     }
-    return await this.#locked(mirror, async () => {
-      await this.#ensureMirror(mirror);
+    return await this.#repairing(mirror, async (gitDir) => {
       const resolve = () =>
         this.run([
           "--git-dir",
-          mirror,
+          gitDir,
           "rev-parse",
           "--verify",
           `${commit}^{commit}`,
@@ -188,7 +192,7 @@ export class Git {
       } catch {
         await this.run([
           "--git-dir",
-          mirror,
+          gitDir,
           "fetch",
           "--quiet",
           "--no-tags",
@@ -232,6 +236,35 @@ export class Git {
     ], { cwd: target });
   }
 
+  /**
+   * Runs `fetch` on `mirror`, under the mirror's lock. When it fails and git
+   * finds the mirror itself damaged, `fetch` runs again on a new mirror
+   * beside it, which replaces the damaged one once that fetch succeeded; a
+   * failure the mirror is not to blame for (a missing branch, an unreachable
+   * repository) is thrown as it is, the mirror kept.
+   */
+  #repairing(
+    mirror: string,
+    fetch: (gitDir: string) => Promise<string>,
+  ): Promise<string> {
+    return this.#locked(mirror, async () => {
+      await this.#ensureMirror(mirror);
+      try {
+        return await fetch(mirror);
+      } catch (error) {
+        if (!(error instanceof GitError)) throw error;
+        const damage = await this.#damage(mirror);
+        if (damage === null) throw error;
+        this.#logger.warn("git mirror damaged", {
+          mirror,
+          damage,
+          error: error.message,
+        });
+        return await this.#rebuild(mirror, fetch);
+      }
+    });
+  }
+
   async #ensureMirror(mirror: string): Promise<void> {
     try {
       await Deno.stat(`${mirror}/HEAD`);
@@ -239,6 +272,66 @@ export class Git {
       await Deno.mkdir(mirror, { recursive: true });
       await this.run(["init", "--quiet", "--bare", mirror]);
     }
+  }
+
+  /**
+   * What git finds wrong with the mirror itself, without the network: not
+   * a repository at all (HEAD or the object directory gone bad), or objects
+   * its refs reach missing or unreadable (a corrupt loose object or pack).
+   * Null when it is sound, or when the check itself could not finish.
+   */
+  async #damage(mirror: string): Promise<string | null> {
+    const checks = [
+      ["rev-parse", "--absolute-git-dir"],
+      // Reads every commit and tree the refs reach, not the blobs.
+      ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+    ];
+    for (const check of checks) {
+      try {
+        await this.run(["--git-dir", mirror, ...check]);
+      } catch (error) {
+        if (!(error instanceof GitError) || error.timedOut) return null;
+        return mainLine(error.stderr) || error.message;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Fetches into a new mirror beside `mirror` and swaps it in once the
+   * fetch succeeded; until then, and if it fails, the old one stays.
+   */
+  async #rebuild(
+    mirror: string,
+    fetch: (gitDir: string) => Promise<string>,
+  ): Promise<string> {
+    const fresh = `${mirror}.rebuild`;
+    const damaged = `${mirror}.damaged`;
+    await removeTree(fresh);
+    let result: string;
+    try {
+      await Deno.mkdir(fresh, { recursive: true });
+      await this.run(["init", "--quiet", "--bare", fresh]);
+      result = await fetch(fresh);
+    } catch (error) {
+      await removeTree(fresh);
+      this.#logger.warn("git mirror rebuild failed", {
+        mirror,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      throw error;
+    }
+    await removeTree(damaged);
+    await Deno.rename(mirror, damaged);
+    try {
+      await Deno.rename(fresh, mirror);
+    } catch (error) {
+      await Deno.rename(damaged, mirror);
+      throw error;
+    }
+    await removeTree(damaged);
+    this.#logger.info("git mirror rebuilt", { mirror, commit: result });
+    return result;
   }
 
   /** Runs `work` after every earlier operation on the same mirror. */
@@ -264,6 +357,15 @@ export function mirrorDirectory(cacheDir: string, url: string): string {
 export function isFetchableUrl(url: string): boolean {
   // deno-lint-ignore no-control-regex
   return url !== "" && !url.startsWith("-") && !/[\x00-\x1f]/.test(url);
+}
+
+/** Removes a directory tree; nothing there is fine. */
+async function removeTree(path: string): Promise<void> {
+  try {
+    await Deno.remove(path, { recursive: true });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
 }
 
 function checkUrl(url: string): void {

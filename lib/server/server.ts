@@ -260,7 +260,8 @@ export async function startServer(
       ? evaluateOnce(store, evaluate, logger)
       : new JobsetMonitor({
         store,
-        git: deps.git ?? new Git({ clock }),
+        git: deps.git ??
+          new Git({ clock, logger: logger.with({ part: "git" }) }),
         clock,
         logger: logger.with({ part: "poll" }),
         cacheDir: config.gitCacheDir ?? `${config.cacheDir}/git`,

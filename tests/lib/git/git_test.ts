@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Git, GitError, mirrorDirectory } from "../../../lib/git/git.ts";
 import { spawnProcess } from "../../../lib/process.ts";
+import { createLogger } from "../../../lib/log.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
@@ -112,6 +113,185 @@ Deno.test({
           });
         });
       }
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+/** A Git client whose log lines are kept in `lines`. */
+function loggingGit(): { client: Git; lines: string[] } {
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "debug",
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  return { client: new Git({ logger }), lines };
+}
+
+/** Overwrites `path` (read-only, as git leaves objects) with `bytes`. */
+async function overwrite(path: string, bytes: Uint8Array, at = 0) {
+  await Deno.chmod(path, 0o644);
+  const file = await Deno.open(path, { write: true });
+  try {
+    await file.seek(at, Deno.SeekMode.Start);
+    await file.write(bytes);
+  } finally {
+    file.close();
+  }
+}
+
+/** The mirror's objects, as loose files and pack files. */
+async function objectFiles(mirror: string): Promise<string[]> {
+  const files: string[] = [];
+  for await (const dir of Deno.readDir(`${mirror}/objects`)) {
+    if (!dir.isDirectory || dir.name === "info") continue;
+    for await (const file of Deno.readDir(`${mirror}/objects/${dir.name}`)) {
+      files.push(`${mirror}/objects/${dir.name}/${file.name}`);
+    }
+  }
+  return files.sort();
+}
+
+/** The level and event of a log line that names `mirror`. */
+function eventOf(line: string, mirror: string): string {
+  const at = line.indexOf(` mirror=${mirror} `);
+  assert.ok(at > 0, `no mirror=${mirror} in ${line}`);
+  return line.slice(0, at);
+}
+
+const JUNK = new TextEncoder().encode("this is no zlib stream at all\n");
+
+Deno.test({
+  name: "Git rebuilds a mirror git finds damaged, and logs it (needs git)",
+  ignore: !hasGit,
+  async fn(t) {
+    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
+    try {
+      const repo = await makeRepository(root);
+      const url = `file://${repo}`;
+      const damages: [string, (mirror: string) => Promise<void>][] = [
+        ["HEAD overwritten with junk", async (mirror) => {
+          await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
+        }],
+        ["the branch's commit, a loose object, corrupt", async (mirror) => {
+          const tip = (await git(repo, "rev-parse", "HEAD")).trim();
+          await overwrite(
+            `${mirror}/objects/${tip.slice(0, 2)}/${tip.slice(2)}`,
+            JUNK,
+          );
+        }],
+        ["a pack corrupt", async (mirror) => {
+          await git(mirror, "repack", "-a", "-d", "-q");
+          const pack = (await objectFiles(mirror))
+            .find((path) => path.endsWith(".pack"))!;
+          await overwrite(pack, JUNK, 100);
+        }],
+      ];
+      let n = 0;
+      for (const [name, damage] of damages) {
+        await t.step(name, async () => {
+          const { client, lines } = loggingGit();
+          const mirror = `${root}/cache-${n++}/mirror.git`;
+          await client.fetchBranch(url, "main", mirror);
+          await damage(mirror);
+          const next = await commit(repo, `after ${name}`);
+
+          assert.equal(await client.fetchBranch(url, "main", mirror), next);
+          assert.deepEqual(
+            lines.map((line) => eventOf(line, mirror)),
+            [
+              "warn git mirror damaged",
+              "info git mirror rebuilt",
+            ],
+          );
+          assert.match(lines[0], / damage="?(fatal|error): /);
+          // The new mirror is whole, and nothing is left beside it.
+          await git(mirror, "fsck", "--no-progress");
+          assert.deepEqual(
+            [...Deno.readDirSync(`${mirror}/..`)].map((e) => e.name),
+            ["mirror.git"],
+          );
+          // A commit is found in the rebuilt mirror too.
+          const { client: again } = loggingGit();
+          await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
+          assert.equal(await again.fetchCommit(url, next, mirror), next);
+        });
+      }
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Git keeps a sound mirror when the branch or repository is missing (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
+    try {
+      const repo = await makeRepository(root);
+      const { client, lines } = loggingGit();
+      const mirror = `${root}/cache/mirror.git`;
+      await client.fetchBranch(`file://${repo}`, "main", mirror);
+      const before = await objectFiles(mirror);
+      const marker = `${mirror}/objects/lorica-test-marker`;
+      await Deno.writeTextFile(marker, "");
+      for (
+        const [url, branch] of [
+          [`file://${repo}`, "no-such-branch"],
+          [`file://${root}/no-such-repository`, "main"],
+        ]
+      ) {
+        await assert.rejects(
+          client.fetchBranch(url, branch, mirror),
+          GitError,
+        );
+      }
+      assert.deepEqual(lines, [], "no repair for a remote problem");
+      await Deno.stat(marker); // the same mirror, not a new clone
+      assert.deepEqual(
+        (await objectFiles(mirror)).filter((path) => path !== marker),
+        before,
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Git keeps a damaged mirror when the fetch into its replacement fails (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
+    try {
+      const repo = await makeRepository(root);
+      const { client, lines } = loggingGit();
+      const mirror = `${root}/cache/mirror.git`;
+      await client.fetchBranch(`file://${repo}`, "main", mirror);
+      await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
+      await Deno.remove(repo, { recursive: true });
+
+      await assert.rejects(
+        client.fetchBranch(`file://${repo}`, "main", mirror),
+        GitError,
+      );
+      assert.deepEqual(
+        lines.map((line) => eventOf(line, mirror)),
+        [
+          "warn git mirror damaged",
+          "warn git mirror rebuild failed",
+        ],
+      );
+      assert.equal(await Deno.readTextFile(`${mirror}/HEAD`), "junk\n");
+      assert.deepEqual(
+        [...Deno.readDirSync(`${root}/cache`)].map((e) => e.name),
+        ["mirror.git"],
+      );
     } finally {
       await Deno.remove(root, { recursive: true });
     }
