@@ -40,6 +40,8 @@ export const BRANCH_REGEXP = /^(?!-)(?!.*\.\.)[A-Za-z0-9._\/+-]{1,200}$/;
 /** A commit id, full or abbreviated: a tag name is not one. */
 export const COMMIT_REGEXP = /^[0-9a-f]{7,64}$/;
 const decoder = new TextDecoder();
+/** How long a mirror found sound by a full check is not checked again. */
+const FULL_CHECK_INTERVAL_MS = 60 * 60 * 1000;
 
 /** Runs git for channel polling. */
 export class Git {
@@ -50,6 +52,12 @@ export class Git {
   readonly #env: Record<string, string>;
   readonly #logger: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
+  /**
+   * When each mirror was last found sound by a full check (monotonic ms):
+   * a specification whose branch is gone fails every poll, and a check of
+   * Guix's repository reads every commit and tree in it.
+   */
+  readonly #checkedSound = new Map<string, number>();
 
   constructor(options: GitOptions = {}) {
     this.#command = options.command ?? "git";
@@ -281,19 +289,29 @@ export class Git {
    * Null when it is sound, or when the check itself could not finish.
    */
   async #damage(mirror: string): Promise<string | null> {
+    const checkedAt = this.#checkedSound.get(mirror);
+    const fresh = checkedAt !== undefined &&
+      this.#clock.monotonic() - checkedAt < FULL_CHECK_INTERVAL_MS;
     const checks = [
       ["rev-parse", "--absolute-git-dir"],
       // Reads every commit and tree the refs reach, not the blobs.
-      ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+      ...(fresh ? [] : [[
+        "fsck",
+        "--connectivity-only",
+        "--no-dangling",
+        "--no-progress",
+      ]]),
     ];
     for (const check of checks) {
       try {
         await this.run(["--git-dir", mirror, ...check]);
       } catch (error) {
         if (!(error instanceof GitError) || error.timedOut) return null;
+        this.#checkedSound.delete(mirror);
         return mainLine(error.stderr) || error.message;
       }
     }
+    if (!fresh) this.#checkedSound.set(mirror, this.#clock.monotonic());
     return null;
   }
 

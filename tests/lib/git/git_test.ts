@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
-import { Git, GitError, mirrorDirectory } from "../../../lib/git/git.ts";
+import {
+  Git,
+  GitError,
+  type GitOptions,
+  mirrorDirectory,
+} from "../../../lib/git/git.ts";
 import { spawnProcess } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
+import { systemClock } from "../../../lib/clock.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
@@ -120,14 +126,25 @@ Deno.test({
 });
 
 /** A Git client whose log lines are kept in `lines`. */
-function loggingGit(): { client: Git; lines: string[] } {
+function loggingGit(
+  options: GitOptions = {},
+): { client: Git; lines: string[]; commands: string[][] } {
   const lines: string[] = [];
+  const commands: string[][] = [];
   const logger = createLogger({
     level: "debug",
     timestamps: false,
     sink: (line) => lines.push(line),
   });
-  return { client: new Git({ logger }), lines };
+  const client = new Git({
+    logger,
+    spawn: (argv, spawnOptions) => {
+      commands.push(argv);
+      return spawnProcess(argv, spawnOptions);
+    },
+    ...options,
+  });
+  return { client, lines, commands };
 }
 
 /** Overwrites `path` (read-only, as git leaves objects) with `bytes`. */
@@ -233,7 +250,13 @@ Deno.test({
     const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
     try {
       const repo = await makeRepository(root);
-      const { client, lines } = loggingGit();
+      const clock = new FakeClock();
+      const { client, lines, commands } = loggingGit({
+        clock: {
+          ...systemClock,
+          monotonic: () => clock.monotonic(),
+        },
+      });
       const mirror = `${root}/cache/mirror.git`;
       await client.fetchBranch(`file://${repo}`, "main", mirror);
       const before = await objectFiles(mirror);
@@ -252,6 +275,22 @@ Deno.test({
       }
       assert.deepEqual(lines, [], "no repair for a remote problem");
       await Deno.stat(marker); // the same mirror, not a new clone
+      // Found sound, the mirror is not read whole again at each failure
+      // (a gone branch fails every poll) until an hour has passed.
+      const fscks = () =>
+        commands.filter((argv) => argv.includes("fsck")).length;
+      assert.equal(fscks(), 1);
+      await assert.rejects(
+        client.fetchBranch(`file://${repo}`, "no-such-branch", mirror),
+        GitError,
+      );
+      assert.equal(fscks(), 1);
+      await clock.advance(60 * 60 * 1000);
+      await assert.rejects(
+        client.fetchBranch(`file://${repo}`, "no-such-branch", mirror),
+        GitError,
+      );
+      assert.equal(fscks(), 2);
       assert.deepEqual(
         (await objectFiles(mirror)).filter((path) => path !== marker),
         before,
