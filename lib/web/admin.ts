@@ -250,9 +250,7 @@ async function saveSpec(
     );
   }
   if (existing !== null && body.json === null) {
-    // The form has no fields for these: keep what the file or API set.
-    spec.buildOutputs = existing.buildOutputs;
-    spec.notifications = existing.notifications;
+    keepWhatTheFormLacks(spec, existing);
   }
   await context.options.actions.saveSpecification(spec);
   context.options.logger.info("specification saved", {
@@ -336,4 +334,29 @@ function evaluationAction(action: "cancel" | "restart") {
     });
     return done(context, { evaluation: id, action, builds }, `/eval/${id}`);
   };
+}
+
+/**
+ * Keeps in `spec`, read from the form, what the form has no field for and
+ * `existing` (set by a file or the API) had: build outputs, notifications,
+ * whether it is active, and each channel's pinned commit and introduction
+ * while the channel keeps its name, URL and branch. Saving the edit form
+ * unchanged must change nothing.
+ */
+function keepWhatTheFormLacks(
+  spec: Specification,
+  existing: Specification,
+): void {
+  spec.buildOutputs = existing.buildOutputs;
+  spec.notifications = existing.notifications;
+  spec.isActive = existing.isActive;
+  spec.channels = spec.channels.map((channel) => {
+    const same = existing.channels.find((old) =>
+      old.name === channel.name && old.url === channel.url &&
+      old.branch === channel.branch
+    );
+    return same === undefined
+      ? channel
+      : { ...channel, commit: same.commit, introduction: same.introduction };
+  });
 }

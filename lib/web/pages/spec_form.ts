@@ -62,10 +62,15 @@ export function renderSpecForm(
           .join(", ") ?? ""}" placeholder="hello, coreutils"></label>
         <fieldset><legend>Channels</legend>${channelRows}</fieldset>
         <fieldset><legend>Systems</legend>${systems.map((system) =>
+          // Cuirass's form names a checkbox after its system, for the
+          // systems it knows; any other goes in the `systems` list.
           html`
             <label
-              class="check"><input type="checkbox" name="${system}" ${chosen
-                  .has(system)
+              class="check"><input type="checkbox" ${FORM_SYSTEMS.includes(
+                  system,
+                )
+                ? html`name="${system}"`
+                : html`name="systems" value="${system}"`} ${chosen.has(system)
                 ? html`checked`
                 : ""}> <code>${system}</code></label>
           `

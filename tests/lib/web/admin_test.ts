@@ -650,3 +650,100 @@ Deno.test("sameSecret() compares whole secrets", async () => {
   assert.equal(await sameSecret("abc", "abcd"), false);
   assert.equal(await sameSecret("", "a"), false);
 });
+
+/**
+ * The fields a browser posts for the specification form of `page`: inputs
+ * with their values, checked checkboxes ("on" unless they carry a value),
+ * the selected option of each select.
+ */
+function formFields(page: string): URLSearchParams {
+  const start = page.indexOf('<form class="spec-form"');
+  const form = page.slice(start, page.indexOf("</form>", start));
+  const attribute = (tag: string, name: string) => {
+    const found = new RegExp(`\\s${name}="([^"]*)"`).exec(tag);
+    return found === null ? null : unescapeHtml(found[1]);
+  };
+  const fields = new URLSearchParams();
+  for (const [tag] of form.matchAll(/<input\b[^>]*>/g)) {
+    const name = attribute(tag, "name");
+    if (name === null) continue;
+    if (attribute(tag, "type") === "checkbox") {
+      if (/\schecked\b/.test(tag)) {
+        fields.append(name, attribute(tag, "value") ?? "on");
+      }
+    } else {
+      fields.append(name, attribute(tag, "value") ?? "");
+    }
+  }
+  for (
+    const [, name, options] of form.matchAll(
+      /<select name="([^"]+)">([\s\S]*?)<\/select>/g,
+    )
+  ) {
+    const selected = /<option selected>([^<]*)<\/option>/.exec(options);
+    if (selected !== null) fields.append(name, unescapeHtml(selected[1]));
+  }
+  return fields;
+}
+
+function unescapeHtml(text: string): string {
+  return text.replace(/&quot;/g, '"').replace(/&#39;/g, "'")
+    .replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+}
+
+Deno.test("saving the edit form of a specification unchanged changes nothing: pinned commits, introductions, systems the form does not list, inactivity", async () => {
+  await using fx = await createFixture({ app: { adminToken: TOKEN } });
+  const spec = {
+    name: "pinned",
+    build: { type: "packages", params: ["hello"] },
+    channels: [{
+      name: "guix",
+      url: "https://git.example/guix.git",
+      branch: "master",
+      commit: "0123456789abcdef0123456789abcdef01234567",
+      introduction: {
+        commit: "9edb3f66fd807b096b48283debdcddccfea34bad",
+        signer: "BBB0 2DDF 2CEA F6A8 0D1D  E643 A2A0 6DF2 A33A 54FA",
+      },
+    }, {
+      name: "extra",
+      url: "https://git.example/extra.git",
+      branch: "main",
+      commit: null,
+      introduction: {
+        commit: "aaaabbbbccccddddeeeeffff0000111122223333",
+        signer: "1234 5678 9ABC DEF0 1234  5678 9ABC DEF0 1234 5678",
+      },
+    }],
+    buildOutputs: [],
+    notifications: [],
+    period: 600,
+    priority: 3,
+    systems: ["x86_64-linux", "mips64el-linux"],
+    isActive: false,
+  };
+  await fx.store.upsertSpecification(spec);
+  const page = await (await fx.fetch("/specification/edit/pinned")).text();
+  const fields = formFields(page);
+  fields.set("token", TOKEN);
+  const saved = await fx.fetch("/admin/specification/edit", {
+    method: "POST",
+    headers: {
+      accept: "text/html",
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    body: fields.toString(),
+  });
+  assert.equal(saved.status, 303, await saved.text());
+  assert.deepEqual(await fx.store.getSpecification("pinned"), spec);
+
+  // A channel given another branch is no longer pinned to its commit.
+  fields.set("channel-branch", "next");
+  await fx.fetch("/admin/specification/edit", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: fields.toString(),
+  });
+  const moved = (await fx.store.getSpecification("pinned"))!.channels[0];
+  assert.deepEqual([moved.branch, moved.commit], ["next", null]);
+});
