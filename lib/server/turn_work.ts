@@ -165,9 +165,11 @@ export class TurnWork {
     let waiting = requests;
     for (let round = 0; round < MISSING_ROUNDS; round++) {
       if (waiting.length === 0) return;
+      // A worker is sent the derivation: not its outputs.
       const builds = await store.popBuilds(
         waiting.map(({ name, systems }) => ({ worker: name, systems })),
         now,
+        { withoutOutputs: true },
       );
       const again: WorkRequest[] = [];
       for (const [i, build] of builds.entries()) {

@@ -166,8 +166,8 @@ function* adjustDependents(
 
 // What a pop returns of a build `b`: not its products, which a build
 // being handed out has no use for.
-const poppedColumns = (d: Dialect) =>
-  `${BUILD_COLUMNS}, ${d.outputsColumn} AS outputs`;
+const poppedColumns = (d: Dialect, withOutputs: boolean) =>
+  `${BUILD_COLUMNS}, ${withOutputs ? d.outputsColumn : "'[]'"} AS outputs`;
 
 // PostgreSQL pops for several workers in one statement (outside any
 // explicit transaction, it is atomic on its own): the first %LIMIT% of
@@ -238,14 +238,16 @@ function* popForSystems(
   workers: string[],
   now: number,
   holder: Holder | null,
+  withOutputs: boolean,
 ): Step<(Build | null)[]> {
   const limit = popLimit(workers.length);
+  const columns = poppedColumns(d, withOutputs);
   const builds: (Build | null)[] = workers.map(() => null);
   if (d.name === "postgres") {
     const sql = POP_POSTGRES_SQL.replaceAll("%LIMIT%", String(limit))
       .replace("%HOLDER%", holder === null ? "" : HOLDER_CTE)
       .replace("%GATE%", holder === null ? "" : HOLDER_GATE);
-    const rows = yield* all(sql + poppedColumns(d), [
+    const rows = yield* all(sql + columns, [
       ...(holder === null ? [] : [holder.name, holder.address]),
       JSON.stringify(systems),
       JSON.stringify(workers),
@@ -279,7 +281,7 @@ function* popForSystems(
     );
     if (changed === 0) continue;
     const row = yield* get(
-      `SELECT ${poppedColumns(d)} FROM Builds b WHERE b.id = ?`,
+      `SELECT ${columns} FROM Builds b WHERE b.id = ?`,
       [id],
     );
     if (row !== undefined) builds[i] = rowToBuild(row);
@@ -318,6 +320,7 @@ export function* popBuilds(
       members.map((i) => requests[i].worker),
       now,
       holder,
+      options.withoutOutputs !== true,
     );
     taken.forEach((build, j) => builds[members[j]] = build);
   }

@@ -344,6 +344,12 @@ export interface PopOptions {
    * (lib/server/local_holder.ts), where nothing would build it.
    */
   holderAddress?: string;
+  /**
+   * The builds come without their outputs (an empty list): a remote
+   * dispatcher hands out derivations, and reading each build's outputs was
+   * a sixth of a SQLite dispatching server's time.
+   */
+  withoutOutputs?: boolean;
 }
 
 /**

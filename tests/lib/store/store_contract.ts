@@ -682,6 +682,31 @@ export function storeContract(
     assert.equal(new Set(ids).size, 20);
   });
 
+  test("popBuilds() without outputs hands out the same builds, their outputs left empty", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(
+      id,
+      [job("o1", { outputs: ["o1", "o1-doc"] }), job("o2")],
+      { priority: 9, now: 1 },
+    );
+    const request = { worker: "w", systems: ["x86_64-linux"] };
+    const [bare] = await store.popBuilds([request], 2, {
+      withoutOutputs: true,
+    });
+    const [whole] = await store.popBuilds([request], 2);
+    // As stored, products aside (a pop does not read them).
+    const stored = async (base: string) => {
+      const { products: _, ...build } = (await store.getBuildByDerivation(
+        drv(base),
+      ))!;
+      return build;
+    };
+    assert.equal(bare?.derivation, drv("o1"));
+    assert.deepEqual(bare, { ...await stored("o1"), outputs: [] });
+    assert.equal((await stored("o1")).outputs.length, 2);
+    assert.deepEqual(whole, await stored("o2"), "with outputs by default");
+  });
+
   test("popBuilds() with a holder address takes builds only while the worker's row has that address", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("h1"), job("h2"), job("h3")], {
