@@ -48,6 +48,11 @@ const DEFAULT_MAX_DEPTH = 64;
 const DEFAULT_MAX_LENGTH = 16 * 1024 * 1024;
 const INTEGER_REGEXP = /^[+-]?[0-9]+$/;
 const HEX_REGEXP = /^[0-9a-fA-F]+$/;
+// What ends a run of plain characters in a string: its closing quote or a
+// backslash. One search for whichever comes first keeps reading linear: a
+// search for each would scan on to a far (or missing) one at every escape
+// and every string, at a cost growing with the square of the input.
+const STRING_STOP_REGEXP = /["\\]/g;
 const QUOTES: Record<string, string> = {
   "'": "quote",
   "`": "quasiquote",
@@ -333,14 +338,15 @@ class Reader {
     let out = "";
     let i = start + 1;
     for (;;) {
-      const close = text.indexOf('"', i);
-      const backslash = text.indexOf("\\", i);
-      if (close < 0) this.fail("unterminated string", start);
-      if (backslash < 0 || close < backslash) {
-        out += text.slice(i, close);
-        this.#pos = close + 1;
+      STRING_STOP_REGEXP.lastIndex = i;
+      const stop = STRING_STOP_REGEXP.exec(text)?.index ?? -1;
+      if (stop < 0) this.fail("unterminated string", start);
+      if (text[stop] === '"') {
+        out += text.slice(i, stop);
+        this.#pos = stop + 1;
         return out;
       }
+      const backslash = stop;
       out += text.slice(i, backslash);
       const escape = text[backslash + 1];
       i = backslash + 2;

@@ -245,3 +245,36 @@ Deno.test({
     assert.deepEqual(guileData.map(writeSexp), ours.map(writeSexp));
   },
 });
+
+// Each input is 3 MiB: read in tens of milliseconds when reading is linear,
+// in tens of seconds when each escape or string scans the rest of the text.
+const LINEAR_BUDGET_MS = 2000;
+
+Deno.test("readSexp() reads many escapes and many strings in time linear in the input", async (t) => {
+  const escapes = 1536 * 1024;
+  const strings = 1024 * 1024;
+  const inputs: [string, string, (datum: Datum) => void][] = [
+    [
+      "one string of many escapes, closed at the far end",
+      `"${"\\n".repeat(escapes)}"`,
+      (datum) => assert.equal(datum, "\n".repeat(escapes)),
+    ],
+    [
+      "many short strings and no backslash anywhere",
+      `(${'"" '.repeat(strings)})`,
+      (datum) => assert.equal((datum as Datum[]).length, strings),
+    ],
+  ];
+  for (const [what, text, check] of inputs) {
+    await t.step(what, () => {
+      const started = performance.now();
+      const datum = readSexp(text);
+      const tookMs = performance.now() - started;
+      check(datum);
+      assert.ok(
+        tookMs < LINEAR_BUDGET_MS,
+        `read ${text.length} characters in ${Math.round(tookMs)} ms`,
+      );
+    });
+  }
+});
