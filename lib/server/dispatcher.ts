@@ -243,6 +243,27 @@ export class Dispatcher {
           return;
         }
       }
+      this.#forgetDeparted(messages);
+    }
+  }
+
+  /**
+   * Forgets the connections among `messages`' senders that closed by the
+   * end of their turn. A connection that closed while its messages waited
+   * (the turns were busy) is forgotten before they are handled, and the
+   * handling made its state anew: kept for good, these piled up (a worker
+   * name with each), and at the links' cap pushed out the oldest, live
+   * workers' state (their proven key among it).
+   */
+  #forgetDeparted(messages: RouterMessage[]): void {
+    const seen = new Set<string>();
+    for (const { routingId } of messages) {
+      const key = routingKey(routingId);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      if (!this.#options.router.isConnected(routingId)) {
+        this.peerDisconnected(routingId);
+      }
     }
   }
 

@@ -209,6 +209,14 @@ export class RouterSocket {
     return peer === undefined ? undefined : this.#take(peer);
   }
 
+  /**
+   * Whether a live connection has this routing id: false once its peer
+   * left, even while messages it sent before wait to be received.
+   */
+  isConnected(routingId: Uint8Array): boolean {
+    return this.#peers.get(toHex(routingId))?.live === true;
+  }
+
   /** Iterates over received messages until the socket is closed. */
   async *[Symbol.asyncIterator](): AsyncGenerator<RouterMessage, void> {
     while (true) {

@@ -331,6 +331,7 @@ function routerSeenFrom(
     return message === undefined ? undefined : rewrite(message);
   };
   seen.send = (routingId, frames) => router.send(routingId, frames);
+  seen.isConnected = (routingId) => router.isConnected(routingId);
   return seen;
 }
 

@@ -17,6 +17,7 @@ import {
 } from "../../../lib/zmtp/frame.ts";
 import { sweepOnce, SweepState } from "../../../lib/server/worker_sweeper.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
+import { libzmqMissing, LibzmqPeer, toHex } from "../zmtp/libzmq_peer.ts";
 import {
   eventually,
   FakeWorker,
@@ -1419,6 +1420,66 @@ Deno.test({
         Promise.resolve(f.dispatcher.namesRemembered === 0)
       );
     }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a Cuirass worker (libzmq) that registers and leaves while the turns are busy is forgotten once its message is handled" +
+    (libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`),
+  ignore: libzmqMissing !== undefined,
+  async fn() {
+    const stall = new TurnStall();
+    await withFixture(async (f) => {
+      const python = await LibzmqPeer.start();
+      try {
+        const busy = await FakeWorker.connect(f.port);
+        await python.must({
+          op: "socket",
+          name: "w",
+          type: "DEALER",
+          connect: `tcp://127.0.0.1:${f.port}`,
+        });
+        assert.deepEqual(
+          (await python.must({ op: "recv", name: "w" })).frames,
+          [
+            "",
+          ],
+        );
+        await stall.hold(() => busy.send({ type: "worker-request-info" }));
+        // Its registration waits behind the stalled turn; the worker dies
+        // meanwhile, and the server sees its connection close.
+        const ready = '(worker-ready (worker (name "BRIEF001") ' +
+          '(address "127.0.0.1") (machine "m") (systems ("x86_64-linux")) ' +
+          "(last-seen 0)))";
+        await python.must({
+          op: "send",
+          name: "w",
+          frames: ["", toHex(new TextEncoder().encode(ready))],
+        });
+        await python.must({ op: "sleep", ms: 200 });
+        await python.must({ op: "close", name: "w" });
+        await python.must({ op: "sleep", ms: 300 });
+        await stall.release();
+        await eventually(
+          () =>
+            f.lines.some((l) =>
+              l.startsWith("info worker ready worker=BRIEF001 ")
+            ),
+          "the registration handled",
+        );
+        assert.equal((await busy.next()).type, "server-info");
+        // Nothing is kept of a connection that is gone, nor of its name.
+        await eventually(
+          () => Promise.resolve(f.dispatcher.namesRemembered === 0),
+          "the departed worker forgotten",
+        );
+        await busy.close();
+      } finally {
+        await python.stop();
+      }
+    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
+  },
 });
 
 /**
