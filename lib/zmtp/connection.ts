@@ -112,6 +112,8 @@ export class ZmtpConnection {
   #unsentBytes = 0;
   #closed = false;
   #timedOut = false;
+  /** A PONG is queued and not yet taken by the socket. */
+  #pongWaiting = false;
 
   constructor(conn: Deno.TcpConn, options: ConnectionOptions) {
     const {
@@ -330,8 +332,16 @@ export class ZmtpConnection {
     switch (command.name) {
       case "PING": {
         const { context } = parsePing(command.data);
+        // One PONG at a time: a peer that pings on and reads nothing would
+        // otherwise have every answer wait in memory, without bound. Any
+        // traffic proves liveness to a libzmq peer, so one answer for a
+        // burst of PINGs loses nothing.
+        if (this.#pongWaiting) return;
+        this.#pongWaiting = true;
         // A failed PONG write closes the connection; the next read sees it.
-        this.#enqueue(encodeCommandFrame(encodePong(context))).catch(() => {});
+        this.#enqueue(encodeCommandFrame(encodePong(context)))
+          .catch(() => {})
+          .finally(() => this.#pongWaiting = false);
         return;
       }
       case "ERROR":

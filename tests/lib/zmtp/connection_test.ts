@@ -100,6 +100,43 @@ Deno.test("ZmtpConnection accepts a greeting sent in pieces and answers PING wit
   assert.deepEqual([...seen.subarray(seen.length - pong.length)], [...pong]);
 });
 
+Deno.test("ZmtpConnection keeps at most one PONG waiting for a peer that floods PINGs and reads nothing", async () => {
+  // Far more PONGs than the kernel's socket buffers hold: answered one by
+  // one, the rest would wait in memory, as much as the peer cares to ping.
+  const pings = 600_000;
+  const ping = encodeCommandFrame(encodePing(10, new Uint8Array(16)));
+  const batch = new Uint8Array(ping.length * 10_000);
+  for (let i = 0; i < 10_000; i++) batch.set(ping, i * ping.length);
+  let served!: () => void;
+  const done = new Promise<void>((resolve) => served = resolve);
+  let unsent = -1;
+  await withRawPeer(
+    async (client) => {
+      const writeAll = async (bytes: Uint8Array) => {
+        for (let at = 0; at < bytes.length;) {
+          at += await client.write(bytes.subarray(at));
+        }
+      };
+      await writeAll(encodeGreeting());
+      await writeAll(ready("ROUTER"));
+      for (let sent = 0; sent < pings; sent += 10_000) await writeAll(batch);
+      await writeAll(encodeMessage([new TextEncoder().encode("end")]));
+      await done;
+    },
+    async (conn) => {
+      await conn.handshake();
+      assert.deepEqual(await conn.read(), [new TextEncoder().encode("end")]);
+      unsent = conn.unsentBytes;
+      conn.close();
+      served();
+    },
+  );
+  assert.ok(
+    unsent >= 0 && unsent <= 2 * ping.length,
+    `${unsent} bytes of PONGs wait for a peer that reads nothing`,
+  );
+});
+
 Deno.test("ZmtpConnection refuses bad handshakes with a typed error", async () => {
   const plain = encodeGreeting({ mechanism: "PLAIN" });
   const cases: [string, Uint8Array[]][] = [
