@@ -102,6 +102,12 @@ export class ServerSilentError extends Error {
 
 const EMPTY = new Uint8Array(0);
 const MAX_QUEUED_EVENTS = 64;
+/**
+ * Most builds kept from a registration (see #keepHandedOut): one work
+ * request is outstanding at a time, so more than one means a server gone
+ * wrong.
+ */
+const MAX_HANDED_OUT = 4;
 /** How long a stopping worker tries to hand its killed build back. */
 const HAND_BACK_TIMEOUT_MS = 2000;
 
@@ -155,6 +161,12 @@ class Session {
   #registeredAt = -1;
   #registration: Registration | undefined;
   #current: UnderwayBuild & { cancel: AbortController } | undefined;
+  /**
+   * Builds a server handed out while the session was registering (see
+   * #askInfo): the server counts them as this worker's, so they are built
+   * before any more work is asked for.
+   */
+  #handedOut: Extract<Message, { type: "build" }>[] = [];
   #requestId = 0;
   /** Ends the ping loop once the session is over. */
   readonly #over = new AbortController();
@@ -216,7 +228,8 @@ class Session {
    * nothing is left to finish or report, whatever the connection is doing.
    */
   #mayLeave(): boolean {
-    return this.#drained() && this.#current === undefined;
+    return this.#drained() && this.#current === undefined &&
+      this.#handedOut.length === 0;
   }
 
   /** Sleeps `ms`; false when a draining stop cut the sleep short. */
@@ -421,7 +434,16 @@ class Session {
     const readyMessage: Extract<Message, { type: "worker-ready" }> = {
       type: "worker-ready",
       worker,
-      ...(lorica && features.has("holding") ? { holding } : {}),
+      ...(lorica && features.has("holding")
+        ? {
+          holding: [
+            ...holding,
+            ...this.#handedOut.map((job) => job.drv).filter((drv) =>
+              !holding.includes(drv)
+            ),
+          ],
+        }
+        : {}),
       ...(auth ? { auth } : {}),
     };
     if (!await this.#offer(readyMessage)) return false;
@@ -497,6 +519,7 @@ class Session {
         if (event.kind === "probe") continue asking;
         const reply = event.message;
         if (reply.type === "lorica-welcome") welcome = reply;
+        else if (reply.type === "build") this.#keepHandedOut(reply);
         else if (reply.type === "server-info") return { welcome, info: reply };
       }
     }
@@ -507,24 +530,18 @@ class Session {
     const random = this.#options.random ??
       ((n: number) => Math.floor(Math.random() * n));
     while (!this.#signal.aborted) {
-      if (this.#drained()) return;
-      if (await this.#options.disk?.low()) {
-        await this.#pause(period);
-        continue;
+      let reply: Extract<Message, { type: "build" | "no-build" }> | null =
+        this.#handedOut.shift() ?? null;
+      if (reply === null) {
+        if (this.#drained()) return;
+        if (await this.#options.disk?.low()) {
+          await this.#pause(period);
+          continue;
+        }
+        reply = await this.#requestWork();
+        // The server restarted (register again), or the session is leaving.
+        if (reply === null) return;
       }
-      const registration = this.#registration!;
-      const useIds = registration.features.has("request-id");
-      const requestId = ++this.#requestId;
-      this.#events = this.#events.filter((e) => e.kind === "probe");
-      const asked = await this.#offer({
-        type: "worker-request-work",
-        name: this.#options.name,
-        ...(useIds ? { requestId } : {}),
-      });
-      if (!asked) return;
-      const reply = await this.#reply(useIds ? requestId : undefined);
-      // The server restarted (register again), or the session is leaving.
-      if (reply === null) return;
       if (reply.type === "build") {
         const refusal = buildRefusal(
           reply,
@@ -541,6 +558,50 @@ class Session {
       const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
       await this.#pause(period + jitter);
     }
+  }
+
+  /**
+   * Asks for work and returns the answer; null when the session is to
+   * register again (the server restarted) or to leave.
+   */
+  async #requestWork(): Promise<
+    Extract<Message, { type: "build" | "no-build" }> | null
+  > {
+    const useIds = this.#registration!.features.has("request-id");
+    const requestId = ++this.#requestId;
+    this.#events = this.#events.filter((e) => e.kind === "probe");
+    const asked = await this.#offer({
+      type: "worker-request-work",
+      name: this.#options.name,
+      ...(useIds ? { requestId } : {}),
+    });
+    if (!asked) return null;
+    return await this.#reply(useIds ? requestId : undefined);
+  }
+
+  /**
+   * Keeps `job`, a build that came while the session was registering: the
+   * answer to a work request the server got after a restart the session
+   * had not seen yet (its probe came first). Dropped, it would stay
+   * submitted to this worker for good on a Cuirass server, which never
+   * takes a submitted build back (cuirass.md §2.5); Cuirass's own worker
+   * builds it too, one reply behind.
+   */
+  #keepHandedOut(job: Extract<Message, { type: "build" }>) {
+    if (this.#handedOut.some((kept) => kept.drv === job.drv)) return;
+    if (this.#handedOut.length >= MAX_HANDED_OUT) {
+      this.#logger.warn("build dropped", {
+        drv: job.drv,
+        reason:
+          `${MAX_HANDED_OUT} builds handed out during registrations wait already`,
+      });
+      return;
+    }
+    this.#logger.info("build kept", {
+      drv: job.drv,
+      reason: "handed out while registering again",
+    });
+    this.#handedOut.push(job);
   }
 
   /**

@@ -179,3 +179,119 @@ for (const extensions of [false, true]) {
     },
   });
 }
+
+Deno.test({
+  ...opts,
+  name:
+    `a Lorica worker builds what a restarted Cuirass server hands it for the request it sent before seeing the restart (the server has no way to take it back)${needs}`,
+  ignore: libzmqMissing !== undefined,
+  async fn() {
+    const python = await LibzmqPeer.start();
+    const logServer = cuirassLogServer();
+    const abort = new AbortController();
+    let session: Promise<void> | undefined;
+    const hear = async () => {
+      const { frames } = await python.must({
+        op: "recv",
+        name: "server",
+        timeout: 10_000,
+      });
+      return {
+        id: frames![0],
+        text: decoder.decode(fromHex(frames![frames!.length - 1])),
+      };
+    };
+    // The next payload that is not a ping.
+    const next = async () => {
+      for (;;) {
+        const heard = await hear();
+        if (!heard.text.startsWith("(worker-ping ")) return heard;
+      }
+    };
+    const answer = (id: string, text: string) =>
+      python.must({
+        op: "send",
+        name: "server",
+        frames: [id, "", toHex(encoder.encode(text))],
+      });
+    const bindServer = async (endpoint: string) => {
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const reply = await python.request({
+          op: "socket",
+          name: "server",
+          type: "ROUTER",
+          bind: endpoint,
+          options: { probe_router: 1, router_mandatory: 1 },
+        });
+        if (reply.ok) return reply.endpoint!;
+        if (reply.code !== "EADDRINUSE" || Date.now() > deadline) {
+          throw new Error(`cannot bind ${endpoint}: ${reply.error}`);
+        }
+        await python.must({ op: "sleep", ms: 20 });
+      }
+    };
+    const info =
+      `(server-info (worker-address "127.0.0.1") (log-port ${logServer.port}) (publish-port #f))`;
+    try {
+      const endpoint = await bindServer("tcp://127.0.0.1:0");
+      const port = Number(endpoint.split(":").pop());
+      session = runSession({
+        server: { hostname: "127.0.0.1", port },
+        name: NAME,
+        machine: "builder1",
+        systems: ["x86_64-linux", "i686-linux"],
+        publishPort: 5558,
+        substituteUrls: [],
+        guix: new Guix({
+          logger: createLogger({ sink: () => {} }),
+          spawn: fakeSpawner(() => ({ code: 0, stderr: "building hello\n" })),
+        }),
+        clock: systemClock,
+        logger: createLogger({ sink: () => {} }),
+        // Two seconds between requests, no jitter: the restart fits in.
+        requestPeriodMs: 2000,
+        random: (n) => Math.floor(n / 2),
+        pingIntervalMs: 60_000,
+        replyTimeoutMs: 10_000,
+        extensions: false,
+        storeDir: "/gnu/store",
+      }, abort.signal);
+      let heard = await next();
+      assert.equal(heard.text, "(worker-request-info)");
+      await answer(heard.id, info);
+      assert.equal((await next()).text, `(worker-ready ${WORKER})`);
+      heard = await next();
+      assert.equal(heard.text, `(worker-request-work "${NAME}")`);
+      await answer(heard.id, "(no-build)");
+      // The server restarts while the worker waits to ask again. Its
+      // database still knows the worker: the next request gets a build.
+      await python.must({ op: "close", name: "server" });
+      await bindServer(endpoint);
+      heard = await next();
+      assert.equal(heard.text, `(worker-request-work "${NAME}")`);
+      await answer(heard.id, BUILD);
+      // Cuirass now has the build submitted to this worker, for good: it
+      // must be built and reported, whatever the worker does first.
+      const after: string[] = [];
+      while (!after.some((text) => text.startsWith("(build-succeeded "))) {
+        heard = await next();
+        after.push(heard.text);
+        if (heard.text === "(worker-request-info)") {
+          await answer(heard.id, info);
+        } else if (heard.text.startsWith("(worker-request-work ")) {
+          assert.fail(`asked for more work first: ${JSON.stringify(after)}`);
+        }
+      }
+      assert.ok(
+        after.includes(`(build-started (drv "${DRV}") (worker "${NAME}"))`),
+        JSON.stringify(after),
+      );
+    } finally {
+      abort.abort();
+      await session?.catch(() => {});
+      logServer.close();
+      await python.stop();
+    }
+  },
+});
