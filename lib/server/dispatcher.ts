@@ -601,6 +601,16 @@ export class Dispatcher {
     requestId: number | undefined,
   ) {
     const tag = requestId === undefined ? {} : { requestId };
+    // Every request gets its reply, made first and filled in below: a
+    // Cuirass worker waits for it without a time limit, so a request
+    // whose handling fails on the way (a store write refused) still gets
+    // its no-build. The build is taken at the end of the turn; the reply
+    // keeps its place.
+    const reply: PendingReply = {
+      routingId,
+      message: { type: "no-build", ...tag },
+    };
+    turn.reply(reply);
     // Builds handed out under that name would be held in a local-mode
     // server's name, where nothing here would follow them.
     if (isLocalHolderName(name)) {
@@ -609,7 +619,6 @@ export class Dispatcher {
         worker: name,
         reason: "the name is a local-mode server's (local@HOST)",
       });
-      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     if (
@@ -620,7 +629,6 @@ export class Dispatcher {
         worker: name,
         reason: "worker not authenticated on this connection",
       });
-      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     // A connection may not ask in the name of a worker whose own live
@@ -639,16 +647,11 @@ export class Dispatcher {
         worker: name,
         reason: "another connection speaks for this worker",
       });
-      turn.reply({ routingId, message: { type: "no-build", ...tag } });
       return;
     }
     this.#links.learn(routingId, name, true);
     const worker = await this.#holdings.known(store, name, now);
     if (worker === null) {
-      const reply: PendingReply = {
-        routingId,
-        message: { type: "no-build", ...tag },
-      };
       // Expired while its connection stayed up (a frozen process, a
       // partition that kept the TCP session): a Lorica worker registers
       // again on a probe, as after a server restart. Its pings cannot do
@@ -660,17 +663,10 @@ export class Dispatcher {
         link.askedToRegister = true;
         reply.onDelivered = () => void this.#askToRegister(routingId, name);
       }
-      turn.reply(reply);
       return;
     }
     link.askedToRegister = false;
     await this.#holdings.askedForWork(store, name, now);
-    // The build is taken at the end of the turn; the reply keeps its place.
-    const reply: PendingReply = {
-      routingId,
-      message: { type: "no-build", ...tag },
-    };
-    turn.reply(reply);
     this.#work.request(turn, {
       name,
       systems: worker.systems,

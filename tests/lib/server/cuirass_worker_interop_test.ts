@@ -5,7 +5,7 @@
 // positionally, and any other shape kills its worker fiber.
 
 import assert from "node:assert/strict";
-import { BuildStatus } from "../../../lib/store/types.ts";
+import { BuildStatus, type Store } from "../../../lib/store/types.ts";
 import { eventually, job, startFixture } from "./_dispatch_fixture.ts";
 import {
   fromHex,
@@ -92,6 +92,87 @@ Deno.test({
         !f.lines.some((l) => l.startsWith("warn ") || l.startsWith("error ")),
         f.lines.filter((l) => /^(warn|error) /.test(l)).join("\n"),
       );
+    } finally {
+      await python.stop();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a libzmq Cuirass worker whose work request fails in the store still gets its reply: no-build, the failure logged" +
+    (libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`),
+  ignore: libzmqMissing !== undefined,
+  async fn() {
+    // A store write that fails for this worker's requests only (a
+    // constraint, a serialization failure): no outage, so the turn commits
+    // without it.
+    let failing = false;
+    const f = await startFixture({
+      storeSeenByDispatcher: (store) => {
+        const faulty: Store = Object.create(store);
+        faulty.batch = (work, options) =>
+          store.batch((tx) => {
+            const inner: Store = Object.create(tx);
+            inner.touchWorker = (name, now) =>
+              failing
+                ? Promise.reject(new Error(`touch of ${name} refused`))
+                : tx.touchWorker(name, now);
+            return work(inner);
+          }, options);
+        return faulty;
+      },
+    });
+    const python = await LibzmqPeer.start();
+    try {
+      await f.addJobs([job("hello", 1)]);
+      await python.must({
+        op: "socket",
+        name: "w",
+        type: "DEALER",
+        connect: `tcp://127.0.0.1:${f.port}`,
+      });
+      await python.must({ op: "recv", name: "w" }); // the probe
+      const send = (text: string) =>
+        python.must({
+          op: "send",
+          name: "w",
+          frames: ["", toHex(encoder.encode(text))],
+        });
+      await send(
+        '(worker-ready (worker (name "FAULTY01") (address "127.0.0.1") ' +
+          '(machine "m") (systems ("x86_64-linux")) (last-seen 0)))',
+      );
+      await eventually(
+        () => f.lines.some((l) => l.startsWith("info worker ready ")),
+        "the registration",
+      );
+      // Long enough after its registration for the request to record its
+      // last contact: the write that fails.
+      await f.clock.advance(60_000);
+      failing = true;
+      await send('(worker-request-work "FAULTY01")');
+      // A Cuirass worker waits for this reply without a time limit.
+      const answer = await python.request({
+        op: "recv",
+        name: "w",
+        timeout: 3000,
+      });
+      assert.ok(answer.ok, "a reply to the work request");
+      assert.equal(decoder.decode(fromHex(answer.frames![1])), "(no-build)");
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("error message handling failed") &&
+          l.includes("touch of FAULTY01 refused")
+        ),
+      );
+      // Once the store takes the write again, the worker gets its build.
+      failing = false;
+      await send('(worker-request-work "FAULTY01")');
+      const build = await python.must({ op: "recv", name: "w" });
+      assert.match(decoder.decode(fromHex(build.frames![1])), /^\(build /);
     } finally {
       await python.stop();
       await f.close();
