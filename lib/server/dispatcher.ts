@@ -231,7 +231,11 @@ export class Dispatcher {
           }),
           turn.length,
         );
-        if (served === true || !isDatabaseUnavailable(served.error)) break;
+        if (served === true) break;
+        if (!isDatabaseUnavailable(served.error)) {
+          this.#answerDropped(turn);
+          break;
+        }
         this.#log.warn("turn held", {
           messages: turn.length,
           retryMs: delay,
@@ -326,6 +330,37 @@ export class Dispatcher {
       });
     }
     return lost;
+  }
+
+  /**
+   * Answers the work requests of a turn dropped whole (its batch failed for
+   * another reason than the database being unavailable) with no build: a
+   * Cuirass worker waits for that reply without a time limit, and would
+   * wait for good. Nothing of the turn was recorded, so none was handed out.
+   */
+  #answerDropped(turn: Received[]): void {
+    let answered = 0;
+    for (const { routingId, message } of turn) {
+      if (message.type !== "worker-request-work") continue;
+      const tag = message.requestId === undefined
+        ? {}
+        : { requestId: message.requestId };
+      answered++;
+      this.#send(routingId, { type: "no-build", ...tag }).catch((error) =>
+        this.#log.error("reply not sent", {
+          peer: routingKey(routingId),
+          type: "no-build",
+          error,
+        })
+      );
+    }
+    if (answered > 0) {
+      this.#log.warn("work requests answered", {
+        requests: answered,
+        reply: "no-build",
+        reason: "their turn was not committed",
+      });
+    }
   }
 
   /**

@@ -462,8 +462,10 @@ Deno.test({
       await notCommitted(f, 0);
       assert.equal(await f.status(drv), BuildStatus.scheduled);
       await nextLook(f);
-      // The request's reply went with its turn.
-      assert.deepEqual(await allSentTo(worker), []);
+      // The request was answered with no build: nothing was handed out.
+      assert.deepEqual(await allSentTo(worker), [
+        { type: "no-build", requestId: 1 },
+      ]);
       assert.ok(
         !f.lines.some((l) => l.includes("build taken back")),
         f.lines.join("\n"),
