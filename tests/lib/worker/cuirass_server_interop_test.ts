@@ -60,6 +60,37 @@ function cuirassLogServer() {
   };
 }
 
+/**
+ * A session of worker NAME against a server on `port`, building with a
+ * fake guix that succeeds; `options` override the defaults (a minute
+ * between requests and between pings).
+ */
+function cuirassWorker(
+  port: number,
+  options: Partial<Parameters<typeof runSession>[0]>,
+  signal: AbortSignal,
+): ReturnType<typeof runSession> {
+  return runSession({
+    server: { hostname: "127.0.0.1", port },
+    name: NAME,
+    machine: "builder1",
+    systems: ["x86_64-linux", "i686-linux"],
+    publishPort: 5558,
+    substituteUrls: [],
+    guix: new Guix({
+      logger: createLogger({ sink: () => {} }),
+      spawn: fakeSpawner(() => ({ code: 0, stderr: "building hello\n" })),
+    }),
+    clock: systemClock,
+    logger: createLogger({ sink: () => {} }),
+    requestPeriodMs: 60_000,
+    pingIntervalMs: 60_000,
+    replyTimeoutMs: 10_000,
+    storeDir: "/gnu/store",
+    ...options,
+  }, signal);
+}
+
 for (const extensions of [false, true]) {
   Deno.test({
     ...opts,
@@ -105,25 +136,7 @@ for (const extensions of [false, true]) {
           options: { probe_router: 1, router_mandatory: 1 },
         });
         const port = Number(bound.endpoint!.split(":").pop());
-        session = runSession({
-          server: { hostname: "127.0.0.1", port },
-          name: NAME,
-          machine: "builder1",
-          systems: ["x86_64-linux", "i686-linux"],
-          publishPort: 5558,
-          substituteUrls: [],
-          guix: new Guix({
-            logger: createLogger({ sink: () => {} }),
-            spawn: fakeSpawner(() => ({ code: 0, stderr: "building hello\n" })),
-          }),
-          clock: systemClock,
-          logger: createLogger({ sink: () => {} }),
-          requestPeriodMs: 60_000,
-          pingIntervalMs: 60_000,
-          replyTimeoutMs: 10_000,
-          extensions,
-          storeDir: "/gnu/store",
-        }, abort.signal);
+        session = cuirassWorker(port, { extensions }, abort.signal);
 
         let [main, text] = await next();
         if (extensions) {
@@ -236,26 +249,11 @@ Deno.test({
     try {
       const endpoint = await bindServer("tcp://127.0.0.1:0");
       const port = Number(endpoint.split(":").pop());
-      session = runSession({
-        server: { hostname: "127.0.0.1", port },
-        name: NAME,
-        machine: "builder1",
-        systems: ["x86_64-linux", "i686-linux"],
-        publishPort: 5558,
-        substituteUrls: [],
-        guix: new Guix({
-          logger: createLogger({ sink: () => {} }),
-          spawn: fakeSpawner(() => ({ code: 0, stderr: "building hello\n" })),
-        }),
-        clock: systemClock,
-        logger: createLogger({ sink: () => {} }),
+      session = cuirassWorker(port, {
         // Two seconds between requests, no jitter: the restart fits in.
         requestPeriodMs: 2000,
         random: (n) => Math.floor(n / 2),
-        pingIntervalMs: 60_000,
-        replyTimeoutMs: 10_000,
         extensions: false,
-        storeDir: "/gnu/store",
       }, abort.signal);
       let heard = await next();
       assert.equal(heard.text, "(worker-request-info)");
