@@ -638,60 +638,99 @@ Deno.test({
   },
 });
 
+/** Requests of the local-mode holder "local@box". */
+const HOLDER_REQUEST = { worker: "local@box", systems: ["x86_64-linux"] };
+
+/** The Workers row of "local@box" with `address`. */
+function holderRow(address: string) {
+  return {
+    name: "local@box",
+    address,
+    machine: "box",
+    systems: ["x86_64-linux"],
+    lastSeen: 1,
+  };
+}
+
+/**
+ * Runs `fn` on a store with builds "a" and "b" scheduled and the row of
+ * "local@box" at address "pid=1", with a connection of its own (`sql`) and
+ * one to watch locks with (`watcher`).
+ */
+async function withHolderRow(
+  fn: (store: Store, sql: postgres.Sql, watcher: postgres.Sql) => Promise<void>,
+) {
+  await withSchemaSql({}, async (store, sql) => {
+    await store.upsertSpecification(specification("guix"));
+    const id = await store.addEvaluation("guix", [], 1);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    await store.upsertWorker(holderRow("pid=1"));
+    await withSql((watcher) => fn(store, sql, watcher));
+  });
+}
+
+/**
+ * Runs `first` in a transaction of `sql`, then `second` (on the store,
+ * another connection), which must wait for that transaction: once it does,
+ * the transaction commits. Returns what `second` gives.
+ */
+async function waitingBehind<T>(
+  sql: postgres.Sql,
+  watcher: postgres.Sql,
+  first: (tx: postgres.TransactionSql) => Promise<void>,
+  second: () => Promise<T>,
+): Promise<T> {
+  const [waiting] = await sql.begin(async (tx) => {
+    const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
+    await first(tx);
+    const waiting = second();
+    waiting.catch(() => {});
+    await eventuallyBlockedBy(watcher, Number(pid));
+    return [waiting];
+  });
+  return await waiting;
+}
+
+/** A claim of "local@box" by another server, as its UPDATE makes it. */
+async function claimToPid2(tx: postgres.TransactionSql) {
+  await tx.unsafe(
+    "UPDATE Workers SET address = 'pid=2' WHERE name = 'local@box'",
+  );
+}
+
 Deno.test({
   name:
     `popBuilds() with a holder address and a claim of the holder's row wait for each other: a pop after the claim takes nothing, a claim after the pop finds the builds to requeue${needs}`,
   ignore,
   async fn() {
     const d = postgresDialect("unused");
-    const request = { worker: "local@box", systems: ["x86_64-linux"] };
-    const row = (address: string) => ({
-      name: "local@box",
-      address,
-      machine: "box",
-      systems: ["x86_64-linux"],
-      lastSeen: 1,
-    });
-    await withSchemaSql({}, async (store, sql) => {
-      await store.upsertSpecification(specification("guix"));
-      const id = await store.addEvaluation("guix", [], 1);
-      await store.registerBuilds(id, [job("a"), job("b")], {
-        priority: 9,
-        now: 1,
-      });
-      await store.upsertWorker(row("pid=1"));
-      await withSql(async (watcher) => {
-        // A claim by another server, not yet committed: the pop of the old
-        // holder waits for it, then finds the row changed.
-        const [claimed] = await sql.begin(async (tx) => {
-          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
-          await tx.unsafe(
-            "UPDATE Workers SET address = 'pid=2' WHERE name = 'local@box'",
-          );
-          const pop = store.popBuilds([request], 2, { holderAddress: "pid=1" });
-          pop.catch(() => {});
-          await eventuallyBlockedBy(watcher, Number(pid));
-          return [pop];
-        });
-        assert.deepEqual(await claimed, [null]);
+    await withHolderRow(async (store, sql, watcher) => {
+      // A claim by another server, not yet committed: the pop of the old
+      // holder waits for it, then finds the row changed.
+      const late = await waitingBehind(
+        sql,
+        watcher,
+        claimToPid2,
+        () => store.popBuilds([HOLDER_REQUEST], 2, { holderAddress: "pid=1" }),
+      );
+      assert.deepEqual(late, [null]);
 
-        // A pop under the row, not yet committed: a claim waits for it, and
-        // the requeue that follows a claim finds what it took.
-        const [claim] = await sql.begin(async (tx) => {
-          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
-          const taken = await runSteps(
-            tx,
-            popBuilds(d, [request, request], 3, { holderAddress: "pid=2" }),
-          );
-          assert.equal(taken.filter((build) => build !== null).length, 2);
-          const claim = store.claimWorker(row("pid=3"), { address: "pid=2" });
-          claim.catch(() => {});
-          await eventuallyBlockedBy(watcher, Number(pid));
-          return [claim];
-        });
-        assert.equal(await claim, true);
-        assert.equal(await store.requeueWorkerBuilds("local@box", 4), 2);
-      });
+      // A pop under the row, not yet committed: a claim waits for it, and
+      // the requeue that follows a claim finds what it took.
+      const claimed = await waitingBehind(sql, watcher, async (tx) => {
+        const taken = await runSteps(
+          tx,
+          popBuilds(d, [HOLDER_REQUEST, HOLDER_REQUEST], 3, {
+            holderAddress: "pid=2",
+          }),
+        );
+        assert.equal(taken.filter((build) => build !== null).length, 2);
+      }, () => store.claimWorker(holderRow("pid=3"), { address: "pid=2" }));
+      assert.equal(claimed, true);
+      assert.equal(await store.requeueWorkerBuilds("local@box", 4), 2);
     });
   },
 });
@@ -702,74 +741,45 @@ Deno.test({
   ignore,
   async fn() {
     const d = postgresDialect("unused");
-    const request = { worker: "local@box", systems: ["x86_64-linux"] };
-    const row = (address: string) => ({
-      name: "local@box",
-      address,
-      machine: "box",
-      systems: ["x86_64-linux"],
-      lastSeen: 1,
-    });
-    await withSchemaSql({}, async (store, sql) => {
-      await store.upsertSpecification(specification("guix"));
-      const id = await store.addEvaluation("guix", [], 1);
-      await store.registerBuilds(id, [job("a"), job("b")], {
-        priority: 9,
-        now: 1,
-      });
-      await store.upsertWorker(row("pid=1"));
-      const [a, b] = (await store.popBuilds([request, request], 2, {
-        holderAddress: "pid=1",
-      })).map((build) => build!.derivation);
+    await withHolderRow(async (store, sql, watcher) => {
+      const [a, b] =
+        (await store.popBuilds([HOLDER_REQUEST, HOLDER_REQUEST], 2, {
+          holderAddress: "pid=1",
+        })).map((build) => build!.derivation);
       const success = (address: string) => ({
         worker: "local@box",
         now: 3,
         holderAddress: address,
       });
-      await withSql(async (watcher) => {
-        // A claim by another server, not yet committed: the old holder's
-        // completion waits for it, then finds the row changed.
-        const [late] = await sql.begin(async (tx) => {
-          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
-          await tx.unsafe(
-            "UPDATE Workers SET address = 'pid=2' WHERE name = 'local@box'",
-          );
-          const late = store.completeBuild(
-            a,
-            BuildStatus.succeeded,
-            success("pid=1"),
-          );
-          late.catch(() => {});
-          await eventuallyBlockedBy(watcher, Number(pid));
-          return [late];
-        });
-        assert.equal((await late).changed, false);
-        assert.equal(
-          (await store.getBuildByDerivation(a))?.status,
-          BuildStatus.submitted,
-        );
+      // A claim by another server, not yet committed: the old holder's
+      // completion waits for it, then finds the row changed.
+      const late = await waitingBehind(
+        sql,
+        watcher,
+        claimToPid2,
+        () => store.completeBuild(a, BuildStatus.succeeded, success("pid=1")),
+      );
+      assert.equal(late.changed, false);
+      assert.equal(
+        (await store.getBuildByDerivation(a))?.status,
+        BuildStatus.submitted,
+      );
 
-        // A completion under the row, not yet committed: a claim waits for
-        // it, and the requeue that follows finds only the other build.
-        const [claim] = await sql.begin(async (tx) => {
-          const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
-          const done = await runSteps(
-            tx,
-            completeBuild(d, b, BuildStatus.succeeded, success("pid=2")),
-          );
-          assert.equal(done.changed, true);
-          const claim = store.claimWorker(row("pid=3"), { address: "pid=2" });
-          claim.catch(() => {});
-          await eventuallyBlockedBy(watcher, Number(pid));
-          return [claim];
-        });
-        assert.equal(await claim, true);
-        assert.equal(await store.requeueWorkerBuilds("local@box", 4), 1);
-        assert.equal(
-          (await store.getBuildByDerivation(b))?.status,
-          BuildStatus.succeeded,
+      // A completion under the row, not yet committed: a claim waits for
+      // it, and the requeue that follows finds only the other build.
+      const claimed = await waitingBehind(sql, watcher, async (tx) => {
+        const done = await runSteps(
+          tx,
+          completeBuild(d, b, BuildStatus.succeeded, success("pid=2")),
         );
-      });
+        assert.equal(done.changed, true);
+      }, () => store.claimWorker(holderRow("pid=3"), { address: "pid=2" }));
+      assert.equal(claimed, true);
+      assert.equal(await store.requeueWorkerBuilds("local@box", 4), 1);
+      assert.equal(
+        (await store.getBuildByDerivation(b))?.status,
+        BuildStatus.succeeded,
+      );
     });
   },
 });
