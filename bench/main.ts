@@ -16,6 +16,7 @@ import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
 import { startDispatchProcess } from "./dispatch_process.ts";
 import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
 import { diskSyncLatency, SYNC_SAMPLES } from "./disk_sync.ts";
+import { cpuReferenceMs } from "./cpu_reference.ts";
 import type { ResultRow } from "./stats.ts";
 import { type Build, BuildStatus, type Store } from "../lib/store/types.ts";
 
@@ -481,6 +482,9 @@ async function main() {
       fixed(sync.p99, 2)
     } / ${fixed(sync.max)} ms`,
   );
+  progress("CPU reference");
+  const cpuBefore = cpuReferenceMs();
+  say(`CPU reference workload: ${fixed(cpuBefore)} ms`);
   const started = performance.now();
   for (const backend of backends) {
     try {
@@ -526,6 +530,14 @@ async function main() {
     }-${fixed(worker.rangeMb[1])})`,
   );
   const minutes = (performance.now() - started) / 60000;
+  const cpuAfter = cpuReferenceMs();
+  facts.push(
+    `- CPU reference: a fixed JavaScript workload (bench/cpu_reference.ts)` +
+      ` took ${fixed(cpuBefore)} ms before the run and ${
+        fixed(cpuAfter)
+      } ms after it; this virtual machine's pace drifts, and two runs'` +
+      " figures compare only where their references do",
+  );
   say("");
   say(markdownTable(rows));
   say(`\nbench process peak-ish RSS now: ${fixed(rssMb())} MB`);
