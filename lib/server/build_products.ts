@@ -6,6 +6,7 @@
 import type { Logger } from "../log.ts";
 import type { GcRoots } from "../guix/gc_roots.ts";
 import type { Build, BuildProduct, Store } from "../store/types.ts";
+import { productPathProblem } from "../spec/spec_fields.ts";
 
 export interface BuildProductsOptions {
   store: Store;
@@ -85,8 +86,7 @@ export async function registerBuildProducts(
  */
 export function productPath(output: string, path: string): string | null {
   if (path === "") return output;
-  if (path.startsWith("/")) return null;
+  if (productPathProblem(path) !== null) return null;
   const parts = path.split("/").filter((part) => part !== "" && part !== ".");
-  if (parts.includes("..")) return null;
   return parts.length === 0 ? output : `${output}/${parts.join("/")}`;
 }

@@ -263,16 +263,47 @@ export function checkString(value: unknown, name: string, fail: Fail): string {
   return value;
 }
 
+/**
+ * A build output as a file gives it. Its job pattern must be a regular
+ * expression and its path one inside the output: either would otherwise
+ * be found wrong only at each build's success, and skipped with a warning.
+ */
 export function buildOutput(
   fields: Record<string, unknown>,
   fail: Fail,
 ): BuildOutputSpec {
-  return {
+  const spec = {
     job: checkString(fields.job, "job", fail),
     type: checkString(fields.type, "type", fail),
     output: checkString(fields.output, "output", fail),
     path: checkString(fields.path, "path", fail),
   };
+  try {
+    new RegExp(spec.job);
+  } catch (error) {
+    fail(
+      `build output job ${show(spec.job)} is not a regular expression: ${
+        (error as Error).message
+      }`,
+    );
+  }
+  const problem = productPathProblem(spec.path);
+  if (problem !== null) {
+    fail(`build output path ${show(spec.path)} ${problem}`);
+  }
+  return spec;
+}
+
+/**
+ * Why `path`, the file a build output names within its output, can name
+ * none there; null when it can (empty: the output itself).
+ */
+export function productPathProblem(path: string): string | null {
+  if (path.startsWith("/")) return "is absolute, not within the output";
+  if (path.split("/").includes("..")) {
+    return 'climbs out of the output with ".."';
+  }
+  return null;
 }
 
 // Guix stores fingerprints as bytes and prints them as ten groups of four

@@ -210,6 +210,16 @@ const FAILURES: [string, string, string][] = [
     'two specifications are named "x"',
   ],
   [
+    "build output job no regular expression",
+    `(list (specification (name "x") (build-outputs (list (build-output (job "hello(") (type "archive") (output "out") (path ""))))))`,
+    'build output job "hello(" is not a regular expression',
+  ],
+  [
+    "build output path out of its output",
+    `(list (specification (name "x") (build-outputs (list (build-output (job "hello") (type "archive") (output "out") (path "../other/secret"))))))`,
+    'build output path "../other/secret" climbs out of the output with ".."',
+  ],
+  [
     "long form is truncated",
     `(list (specification (name "x") (build (gnu-system-test "${
       "a".repeat(200)
@@ -343,6 +353,25 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
     [
       { name: "x", "build-outputs": [{ job: "j", type: "t", out: "doc" }] },
       /unknown build-output field "out"/,
+    ],
+    [
+      {
+        name: "x",
+        "build-outputs": [{
+          job: "j",
+          type: "t",
+          output: "out",
+          path: "/etc/passwd",
+        }],
+      },
+      /build output path "\/etc\/passwd" is absolute, not within the output/,
+    ],
+    [
+      {
+        name: "x",
+        "build-outputs": [{ job: "[j", type: "t", output: "out", path: "" }],
+      },
+      /build output job "\[j" is not a regular expression/,
     ],
     [
       {
