@@ -20,6 +20,7 @@ import type { Dialect, Row, Step } from "./sql_query.ts";
 import type {
   Build,
   BuildFilter,
+  BuildSearch,
   BuildStatus,
   Checkout,
   EvaluationOwner,
@@ -586,6 +587,46 @@ export function* countBuildsByStatus(_d: Dialect, filter: BuildFilter = {}) {
   return new Map(
     rows.map((row) => [Number(row.status) as BuildStatus, Number(row.n)]),
   );
+}
+
+/**
+ * Builds matching `search`, newest id first (see Store.searchBuilds). The
+ * name matches in any case, its `%`, `_` and `\` as themselves.
+ */
+export function* searchBuilds(
+  d: Dialect,
+  search: BuildSearch,
+  limit: number,
+): Step<Build[]> {
+  const tail = `ORDER BY b.id DESC LIMIT ${checkLimit("search builds", limit)}`;
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const where = (clause: string, ...values: unknown[]) => {
+    clauses.push(clause);
+    params.push(...values);
+  };
+  if (search.specification !== undefined) {
+    where("b.specification = ?", search.specification);
+  }
+  if (search.system !== undefined) where("b.system = ?", search.system);
+  if (search.status !== undefined) {
+    if (search.status < 0) where("b.status < 0");
+    else where("b.status = ?", search.status);
+  }
+  if (search.namePrefix !== "") {
+    const pattern = search.namePrefix.toLowerCase().replace(/[%_\\]/g, "\\$&") +
+      "%";
+    where(
+      "(lower(b.nix_name) LIKE ? ESCAPE '\\' OR lower(b.job_name) LIKE ? ESCAPE '\\')",
+      pattern,
+      pattern,
+    );
+  }
+  if (search.beforeId !== undefined) where("b.id < ?", search.beforeId);
+  const condition = clauses.length === 0
+    ? ""
+    : `WHERE ${clauses.join(" AND ")}`;
+  return yield* selectBuilds(d, condition, params, tail);
 }
 
 export function* queueLengthBySystem(_d: Dialect) {

@@ -1,6 +1,7 @@
 // Reads that go over a large share of the builds (counts by status or
 // system: the whole queue at a million builds, 50-100 ms on SQLite; the
-// jobs of a 50,000-job evaluation, 100 ms). They
+// jobs of a 50,000-job evaluation, 100 ms; a search for a rare name, every
+// build). They
 // are named, not passed as closures, so that a driver can run them on a
 // connection of their own, on another thread, where they hold up no write
 // (sqlite_scanner.ts). Such a connection sees committed writes only.
@@ -9,11 +10,17 @@ import {
   countBuildsByStatus,
   listJobs,
   queueLengthBySystem,
+  searchBuilds,
 } from "./sql_catalog.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 
 /** The scans, by name. */
-export const SCANS = { countBuildsByStatus, listJobs, queueLengthBySystem };
+export const SCANS = {
+  countBuildsByStatus,
+  listJobs,
+  queueLengthBySystem,
+  searchBuilds,
+};
 
 export type ScanName = keyof typeof SCANS;
 

@@ -284,6 +284,7 @@ const METHODS: Methods = {
     read(c, (d) => catalog.pendingDependencies(d, id)),
   countBuildsByStatus: (c, filter) => c.scan("countBuildsByStatus", [filter]),
   queueLengthBySystem: (c) => c.scan("queueLengthBySystem", []),
+  searchBuilds: (c, search, limit) => c.scan("searchBuilds", [search, limit]),
 
   popBuild: async (c, worker, systems, now) =>
     (await popBuilds(c, [{ worker, systems }], now))[0],

@@ -266,6 +266,21 @@ export interface BuildFilter {
   weathers?: readonly Weather[];
 }
 
+/** What a build search (Cuirass's /search) matches. */
+export interface BuildSearch {
+  specification?: string;
+  system?: string;
+  /** A status; a pending one (< 0) matches every pending build. */
+  status?: BuildStatus;
+  /**
+   * A prefix of the build's name (nix name) or job name, in any case; ""
+   * matches every build.
+   */
+  namePrefix: string;
+  /** Only builds of a lower id (the page after one ending there). */
+  beforeId?: number;
+}
+
 /**
  * A saved set of job names of one specification, shown as a grid of an
  * evaluation's jobs (cuirass.md §6.1, the Dashboards table).
@@ -488,6 +503,12 @@ export interface Store {
   countBuildsByStatus(
     filter?: BuildFilter,
   ): Promise<Map<BuildStatus, number>>;
+  /**
+   * Builds matching `search`, newest id first, at most `limit`: every
+   * build, not a recent window (a scan: at a million builds a rare name
+   * reads them all, off the dispatcher's thread on SQLite).
+   */
+  searchBuilds(search: BuildSearch, limit: number): Promise<Build[]>;
 
   /**
    * Atomically takes the next dispatchable build for one of `systems`:

@@ -24,8 +24,6 @@ export const SEARCH_STATUSES: Record<string, BuildStatus> = {
 
 /** Longest query accepted, in characters. */
 export const MAX_QUERY_LENGTH = 200;
-/** Newest builds of each kind (finished, pending) a search looks through. */
-export const SEARCH_WINDOW = 1000;
 
 /**
  * Parses a query: `key:value` tokens for spec, system and status (other keys
@@ -74,35 +72,15 @@ export function parseSearchQuery(text: string | null): SearchQuery {
 
 /**
  * The builds matching `query`, newest id first, at most `limit`, below
- * `beforeId` when given (paging). Only the newest {@link SEARCH_WINDOW}
- * finished and pending builds are looked at.
+ * `beforeId` when given (paging): any build, however old.
  */
-export async function searchBuilds(
+export function searchBuilds(
   store: Store,
   query: SearchQuery,
   options: { limit: number; beforeId?: number },
 ): Promise<Build[]> {
-  const filter = {
-    specification: query.specification,
-    system: query.system,
-  };
-  const wantPending = query.status === undefined || query.status < 0;
-  const wantFinished = query.status === undefined || query.status >= 0;
-  const candidates = [
-    ...(wantFinished ? await store.latestBuilds(filter, SEARCH_WINDOW) : []),
-    ...(wantPending ? await store.queue(filter, SEARCH_WINDOW) : []),
-  ];
-  const prefix = query.namePrefix.toLowerCase();
-  return candidates
-    .filter((build) =>
-      (query.status === undefined ||
-        (query.status < 0
-          ? build.status < 0
-          : build.status === query.status)) &&
-      (prefix === "" || build.nixName.toLowerCase().startsWith(prefix) ||
-        build.jobName.toLowerCase().startsWith(prefix)) &&
-      (options.beforeId === undefined || build.id < options.beforeId)
-    )
-    .sort((a, b) => b.id - a.id)
-    .slice(0, options.limit);
+  return store.searchBuilds(
+    { ...query, beforeId: options.beforeId },
+    options.limit,
+  );
 }

@@ -9,6 +9,7 @@ import {
   Weather,
 } from "../../../lib/store/types.ts";
 import type {
+  BuildSearch,
   NewJob,
   Specification,
   Store,
@@ -839,6 +840,71 @@ export function storeContract(
       store.requeueBuild(s3, 7, under("pid=2")),
       /holder address "pid=2": no worker named/,
     );
+  });
+
+  test("searchBuilds() matches a name or job prefix in any case, with the filters, newest first, paged by id; %, _ and \\ match themselves", async (store) => {
+    const id = await evaluation(store);
+    const other = await evaluation(store, "other");
+    await store.registerBuilds(id, [
+      job("Hello-a"),
+      job("hello-b", { system: "aarch64-linux" }),
+      job("help"),
+      job("x_y%"),
+      job("b\\c"),
+    ], { priority: 9, now: 1 });
+    await store.registerBuilds(other, [job("hello-c")], {
+      priority: 9,
+      now: 1,
+    });
+    const failed = (await store.popBuild("w", ["x86_64-linux"], 2))!;
+    assert.equal(failed.jobName, "Hello-a");
+    await store.completeBuild(failed.derivation, BuildStatus.failed, {
+      now: 3,
+    });
+    const names = async (search: Partial<BuildSearch>, limit = 10) =>
+      (await store.searchBuilds({ namePrefix: "", ...search }, limit))
+        .map((build) => build.jobName);
+
+    assert.deepEqual(await names({ namePrefix: "HELLO" }), [
+      "hello-c",
+      "hello-b",
+      "Hello-a",
+    ]);
+    assert.deepEqual(await names({ namePrefix: "hel" }, 2), [
+      "hello-c",
+      "help",
+    ]);
+    // The next page: below the last build of the one before.
+    const help = (await store.getBuildByDerivation(drv("help")))!;
+    assert.deepEqual(await names({ namePrefix: "hel", beforeId: help.id }), [
+      "hello-b",
+      "Hello-a",
+    ]);
+    assert.deepEqual(
+      await names({ namePrefix: "hello", specification: "other" }),
+      [
+        "hello-c",
+      ],
+    );
+    assert.deepEqual(
+      await names({ namePrefix: "he", system: "aarch64-linux" }),
+      [
+        "hello-b",
+      ],
+    );
+    assert.deepEqual(await names({ status: BuildStatus.failed }), ["Hello-a"]);
+    assert.deepEqual(await names({ status: BuildStatus.scheduled }), [
+      "hello-c",
+      "b\\c",
+      "x_y%",
+      "help",
+      "hello-b",
+    ]);
+    assert.deepEqual(await names({ namePrefix: "x_y%" }), ["x_y%"]);
+    assert.deepEqual(await names({ namePrefix: "B\\" }), ["b\\c"]);
+    assert.deepEqual(await names({ namePrefix: "x%" }), []);
+    assert.deepEqual(await names({ namePrefix: "h_llo" }), []);
+    assert.deepEqual(await names({ namePrefix: "zzz" }), []);
   });
 
   // Listing.

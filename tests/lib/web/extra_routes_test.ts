@@ -11,7 +11,11 @@ import {
 } from "./_fixture.ts";
 import { createFarmMetrics } from "../../../lib/web/metrics.ts";
 import { changedCheckouts } from "../../../lib/web/extra_routes.ts";
-import type { Build, Store } from "../../../lib/store/types.ts";
+import {
+  type Build,
+  BuildStatus,
+  type Store,
+} from "../../../lib/store/types.ts";
 
 type Json = Record<string, unknown>;
 
@@ -439,6 +443,29 @@ Deno.test("GET /search and /search/latest use Cuirass's query syntax", async () 
   const xss = await (await fx.fetch(`/search?query=${encodeURIComponent(XSS)}`))
     .text();
   assert.ok(!xss.includes("<script>alert"));
+});
+
+Deno.test("GET /search finds an old finished build, however many finished since (it looked at the newest 1,000 only)", async () => {
+  await using fx = await createFixture();
+  const evaluation = await fx.store.addEvaluation("hello", [], NOW);
+  const jobs = [job(100, "ancient-tool")];
+  for (let i = 0; i < 1_100; i++) jobs.push(job(200 + i, `filler-${i}`));
+  await fx.store.registerBuilds(evaluation, jobs, { priority: 9, now: NOW });
+  for (let i = 0; i < jobs.length; i++) {
+    const build = (await fx.store.popBuild("w1", ["x86_64-linux"], NOW))!;
+    await fx.store.completeBuild(build.derivation, BuildStatus.succeeded, {
+      now: NOW,
+    });
+  }
+  const ancient = (await fx.store.getBuildByDerivation(jobs[0].derivation))!;
+  assert.equal(ancient.status, BuildStatus.succeeded);
+  const page = await (await fx.fetch("/search?query=ancient")).text();
+  assert.ok(
+    page.includes(`href="/build/${ancient.id}/details"`),
+    page.slice(page.indexOf("<main"), page.indexOf("<main") + 800),
+  );
+  const latest = await fx.fetch("/search/latest?query=status:success+ancient");
+  assert.equal(latest.headers.get("location"), `/build/${ancient.id}/details`);
 });
 
 Deno.test("GET /search refuses a status named after a property every object has", async () => {
