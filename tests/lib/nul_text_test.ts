@@ -31,3 +31,21 @@ Deno.test("describeNul escapes the NUL in its message", () => {
     'field "job" holds a NUL character (U+0000): "a\\u0000b"',
   );
 });
+
+Deno.test("findNul finds a lone UTF-16 surrogate too (both drivers would store U+FFFD in its place), not a pair", () => {
+  const lone = JSON.parse('"job\\ud800x"') as string;
+  assert.deepEqual(findNul({ jobs: [{ name: lone }] }), {
+    path: "jobs[0].name",
+    text: lone,
+  });
+  const trailing = JSON.parse('"\\udc00"') as string;
+  assert.deepEqual(findNul({ [trailing]: 1 })?.path, trailing);
+  assert.equal(findNul({ name: "emoji \u{1F600} and \u00e9" }), null);
+  assert.equal(
+    describeNul({ path: "name", text: lone }),
+    'field "name" holds a lone UTF-16 surrogate, no Unicode character: "job\\ud800x"',
+  );
+  // A long text is shown around its lone surrogate.
+  const long = "a".repeat(300) + trailing + "b";
+  assert.match(describeNul({ path: "", text: long }), /…a+\\udc00b"$/);
+});

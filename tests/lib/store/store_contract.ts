@@ -2093,6 +2093,27 @@ export function storeContract(
     });
   }
 
+  test("a job name holding a lone UTF-16 surrogate is refused alike, naming the field, and nothing is written", async (store) => {
+    // JSON's "\ud800" reads as one; stored, it would become U+FFFD.
+    const e1 = await evaluation(store);
+    const bad = job("lone");
+    bad.name = JSON.parse('"lone\\ud800"');
+    await assert.rejects(
+      store.registerBuilds(e1, [job("good"), bad], { priority: 9, now: 1 }),
+      (error: unknown) => {
+        assert.ok(error instanceof StoreError, String(error));
+        assert.equal(error.code, "invalid-text");
+        assert.equal(
+          error.message,
+          `Cannot run registerBuilds(): argument 2 field "[1].name" holds a lone UTF-16 surrogate, no Unicode character: "lone\\ud800"`,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(await store.listJobs(e1), []);
+    assert.equal(await store.getBuildByDerivation(drv("good")), null);
+  });
+
   test("text holding a NUL character is refused alike, naming the field, and nothing is written", async (store) => {
     const spec = specification("guix");
     spec.channels[0].url = "file:///srv/guix\0.git";
