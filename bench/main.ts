@@ -435,11 +435,36 @@ function machineFacts(): string[] {
   }
   return [
     `- Date: ${new Date().toISOString()}`,
+    `- Code: ${codeVersion()}`,
     `- CPU: ${cpu}, ${navigator.hardwareConcurrency} cores (nproc)`,
     `- Memory: ${memory.toFixed(1)} GiB`,
     `- OS: ${Deno.build.os} ${Deno.osRelease()}`,
     `- Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
   ];
+}
+
+/**
+ * The commit measured, and whether the tree had changes besides; "unknown"
+ * outside a git checkout (a vendored copy).
+ */
+function codeVersion(): string {
+  const git = (...args: string[]) => {
+    const result = new Deno.Command("git", {
+      args,
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    if (!result.success) throw new Error(`git ${args.join(" ")} failed`);
+    return new TextDecoder().decode(result.stdout).trim();
+  };
+  try {
+    const commit = git("rev-parse", "--short=12", "HEAD");
+    const changed = git("status", "--porcelain", "--untracked-files=no");
+    return changed === "" ? `commit ${commit}` : `commit ${commit}, changed`;
+  } catch {
+    return "unknown (not a git checkout)";
+  }
 }
 
 /** The PostgreSQL server's version and the settings that move its figures. */
