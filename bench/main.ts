@@ -16,7 +16,7 @@ import { serveDispatcher, simulateWorkers } from "./farm_sim.ts";
 import { startDispatchProcess } from "./dispatch_process.ts";
 import { fixed, markdownTable, percentile, rssMb } from "./stats.ts";
 import { diskSyncLatency, SYNC_SAMPLES } from "./disk_sync.ts";
-import { cpuReferenceMs } from "./cpu_reference.ts";
+import { type MachinePace, machinePace } from "./cpu_reference.ts";
 import type { ResultRow } from "./stats.ts";
 import { type Build, BuildStatus, type Store } from "../lib/store/types.ts";
 
@@ -443,6 +443,12 @@ function machineFacts(): string[] {
   ];
 }
 
+/** A machine pace for a line of text. */
+function showPace(pace: MachinePace): string {
+  return `a fixed JavaScript workload ${fixed(pace.computeMs)} ms, a read` +
+    ` from memory ${fixed(pace.memoryNs)} ns`;
+}
+
 /**
  * The commit measured, and whether the tree had changes besides; "unknown"
  * outside a git checkout (a vendored copy).
@@ -507,9 +513,9 @@ async function main() {
       fixed(sync.p99, 2)
     } / ${fixed(sync.max)} ms`,
   );
-  progress("CPU reference");
-  const cpuBefore = cpuReferenceMs();
-  say(`CPU reference workload: ${fixed(cpuBefore)} ms`);
+  progress("machine pace");
+  const paceBefore = machinePace();
+  say(`machine pace: ${showPace(paceBefore)}`);
   const started = performance.now();
   for (const backend of backends) {
     try {
@@ -555,13 +561,12 @@ async function main() {
     }-${fixed(worker.rangeMb[1])})`,
   );
   const minutes = (performance.now() - started) / 60000;
-  const cpuAfter = cpuReferenceMs();
+  const paceAfter = machinePace();
   facts.push(
-    `- CPU reference: a fixed JavaScript workload (bench/cpu_reference.ts)` +
-      ` took ${fixed(cpuBefore)} ms before the run and ${
-        fixed(cpuAfter)
-      } ms after it; this virtual machine's pace drifts, and two runs'` +
-      " figures compare only where their references do",
+    `- Pace (bench/cpu_reference.ts): before the run ${
+      showPace(paceBefore)
+    }; after it ${showPace(paceAfter)}. This virtual machine's pace` +
+      " drifts: two runs' figures compare only where their paces do",
   );
   say("");
   say(markdownTable(rows));
