@@ -364,9 +364,11 @@ labTest(
       browser.lines.some((l) => l.includes("Flood ")),
       "the flood was heard",
     );
-    // Scanning the whole cache for each lookup took all of a core.
+    // Scanning the whole cache for each lookup took all of a core. The
+    // bound leaves room for this virtual machine's slow hours (memory reads
+    // two to three times slower: the browser then used 37% of a core).
     assert.ok(
-      used < elapsed / 3,
+      used < elapsed * 2 / 3,
       `browser used ${used} s of CPU in ${elapsed} s`,
     );
   },
