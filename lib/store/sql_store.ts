@@ -196,10 +196,12 @@ type Methods = {
   ) => ReturnType<Store[K]>;
 };
 
+/** Runs `procedure` on `c` as a read. */
 function read<T>(c: Runner, procedure: (d: Dialect) => Step<T>): Promise<T> {
   return c.execute("read", procedure);
 }
 
+/** Runs `procedure` on `c` as a write (one transaction). */
 function write<T>(c: Runner, procedure: (d: Dialect) => Step<T>): Promise<T> {
   return c.execute("write", procedure);
 }
@@ -217,7 +219,10 @@ const popBuilds: Methods["popBuilds"] = (c, requests, now, options) =>
 const markStartedMany: Methods["markStartedMany"] = (c, starts, now) =>
   write(c, (d) => builds.markStartedMany(d, starts, now));
 
-/** The Store's methods. */
+/**
+ * Every store method, each a procedure run on the runner it is given: one
+ * table for the long-lived store and every batch's (see storeOn).
+ */
 const METHODS: Methods = {
   upsertSpecification: (c, spec) =>
     write(c, (d) => catalog.upsertSpecification(d, spec)),
