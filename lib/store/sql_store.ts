@@ -403,8 +403,9 @@ const STORE_PROTOTYPE: Record<string, unknown> = Object.fromEntries(
           ),
         );
       }
-      for (const [index, arg] of args.entries()) {
-        const found = findNul(arg);
+      // Every store call passes here: no iterator per call.
+      for (let index = 0; index < args.length; index++) {
+        const found = findNul(args[index]);
         if (found === null) continue;
         return Promise.reject(
           new StoreError(
