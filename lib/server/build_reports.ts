@@ -92,6 +92,7 @@ export class BuildReports {
       this.#logger.warn("message dropped", { ...sender, reason: error });
       return;
     }
+    this.#holdings.startReported(message.worker, message.drv);
     this.#work.start(
       turn,
       { derivation: message.drv, worker: message.worker, log },

@@ -4,9 +4,11 @@
 // one store call for each kind (turn_work.ts).
 //
 // Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
-// build (asking for more work gives back what it still held, and of the
-// requests that queued up while the server was away only the last gets a
-// build: case C03);
+// build (asking for more work gives back what it still held, except that a
+// Cuirass worker's first request after a build it has not started yet
+// gets no build and keeps it, as it may read replies one late; and of the
+// requests that queued up while the server was away only the last is
+// served: case C03);
 // results count only from the connection that owns the build; pings and
 // starts naming a worker only from the connection that registered it (pings
 // also from that connection's address); Lorica peers negotiate request ids,
@@ -61,7 +63,7 @@ export interface DispatcherOptions {
    * refused. When null or absent, any worker is accepted, as in Cuirass.
    */
   workerKeys?: Map<string, string> | null;
-  /** Largest payload decoded; default 1 MiB. */
+  /** Largest payload decoded; default 64 KiB (DEFAULT_MAX_PAYLOAD_BYTES). */
   maxPayloadBytes?: number;
   /** Called when a build was handed to a worker (for metrics). */
   onSubmitted?: (build: Build, worker: string, now: number) => void;
@@ -701,6 +703,15 @@ export class Dispatcher {
       return;
     }
     link.askedToRegister = false;
+    if (!link.lorica && this.#holdings.spareUnstarted(name)) {
+      this.#logger.info("work request answered no-build", {
+        peer: routingKey(routingId),
+        worker: name,
+        reason: "the build just handed to it is not started yet " +
+          "(a Cuirass worker may read its replies one request late)",
+      });
+      return;
+    }
     await this.#holdings.askedForWork(store, name, now);
     this.#work.request(turn, {
       name,

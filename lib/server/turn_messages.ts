@@ -16,7 +16,7 @@ import { routingKey } from "./worker_links.ts";
 export interface TurnMessagesOptions {
   /** The dispatcher's: what a turn logs is written only once it commits. */
   logger: Logger;
-  /** Largest payload decoded; default 1 MiB. */
+  /** Largest payload decoded; default DEFAULT_MAX_PAYLOAD_BYTES (64 KiB). */
   maxPayloadBytes?: number;
 }
 

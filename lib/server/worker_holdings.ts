@@ -58,6 +58,12 @@ export class WorkerHoldings {
    * whose writes may yet be rolled back.
    */
   readonly #uncommitted = new Map<string, string>();
+  /**
+   * The builds handed out here whose start their worker has not reported,
+   * and whether a later request of the worker was already let pass
+   * without taking one back (see {@link spareUnstarted}).
+   */
+  readonly #unstarted = new Map<string, { drv: string; spared: boolean }>();
 
   constructor(options: WorkerHoldingsOptions) {
     this.#options = options;
@@ -89,9 +95,7 @@ export class WorkerHoldings {
       // The sweeper may have expired it since: then it is unknown again
       // until its next ping registers it.
       if (!await store.touchWorker(name, now)) {
-        this.#workers.delete(name);
-        this.#holdNothing.delete(name);
-        this.#handedOut.delete(name);
+        this.drop(name);
         return null;
       }
       known.touched = now;
@@ -117,6 +121,7 @@ export class WorkerHoldings {
       now,
     );
     this.#handedOut.delete(name);
+    this.#unstarted.delete(name);
     // The build it goes on with, which the store has as its too, counts
     // as one handed out here (after a server restart, this process learns
     // of it only this way). A session runs one build: of a name that
@@ -136,6 +141,7 @@ export class WorkerHoldings {
     // its, a build taken elsewhere meanwhile would be "taken back" from a
     // worker that is not building it.
     this.#handedOut.delete(name);
+    this.#unstarted.delete(name);
     if (this.#holdNothing.has(name)) return;
     await this.#requeueHeld(store, name, new Set(), now);
     this.#holdNothing.add(name);
@@ -145,7 +151,32 @@ export class WorkerHoldings {
   handedOut(name: string, drv: string): void {
     this.#holdNothing.delete(name);
     this.#handedOut.set(name, drv);
+    this.#unstarted.set(name, { drv, spared: false });
     this.#uncommitted.set(name, drv);
+  }
+
+  /** `name` says it started `drv`. */
+  startReported(name: string, drv: string): void {
+    if (this.#unstarted.get(name)?.drv === drv) this.#unstarted.delete(name);
+  }
+
+  /**
+   * Whether a work request of `name` may be answered with no build while
+   * the build handed to it here, not yet started, stays its; true once per
+   * such build. A Cuirass worker matches replies to requests by their
+   * order alone, and after a lost reply or a probe it can read each reply
+   * one request late (cuirass.md §1.13): its request comes before it
+   * reads, and starts, the build it was just given. Taken back at that
+   * request, each build it runs would be requeued under it and its result
+   * ignored. A second request with the build still not started means its
+   * reply was lost, and the build goes back to the queue.
+   */
+  spareUnstarted(name: string): boolean {
+    const unstarted = this.#unstarted.get(name);
+    if (unstarted === undefined || unstarted.spared) return false;
+    if (this.#handedOut.get(name) !== unstarted.drv) return false;
+    unstarted.spared = true;
+    return true;
   }
 
   /**
@@ -167,6 +198,7 @@ export class WorkerHoldings {
   released(name: string, drv: string): void {
     if (this.#handedOut.get(name) !== drv) return;
     this.#handedOut.delete(name);
+    this.#unstarted.delete(name);
     this.#holdNothing.add(name);
   }
 
@@ -197,6 +229,7 @@ export class WorkerHoldings {
     this.#workers.delete(name);
     this.#holdNothing.delete(name);
     this.#handedOut.delete(name);
+    this.#unstarted.delete(name);
   }
 
   /** The worker names something is remembered about. */
@@ -228,6 +261,7 @@ export class WorkerHoldings {
     this.#holdNothing.clear();
     for (const [name, drv] of this.#uncommitted) {
       if (this.#handedOut.get(name) === drv) this.#handedOut.delete(name);
+      if (this.#unstarted.get(name)?.drv === drv) this.#unstarted.delete(name);
     }
     this.#uncommitted.clear();
   }

@@ -6,7 +6,12 @@
 
 import assert from "node:assert/strict";
 import { BuildStatus, type Store } from "../../../lib/store/types.ts";
-import { eventually, job, startFixture } from "./_dispatch_fixture.ts";
+import {
+  eventually,
+  type Fixture,
+  job,
+  startFixture,
+} from "./_dispatch_fixture.ts";
 import {
   fromHex,
   libzmqMissing,
@@ -176,6 +181,93 @@ Deno.test({
     } finally {
       await python.stop();
       await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a libzmq Cuirass worker reading its replies one request late after a server restart keeps the build it was given, and its result counts" +
+    (libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`),
+  ignore: libzmqMissing !== undefined,
+  async fn() {
+    const first = await startFixture();
+    let firstRunning = true;
+    let second: Fixture | undefined;
+    const python = await LibzmqPeer.start();
+    try {
+      const [drv] = await first.addJobs([job("hello", 1)], 9);
+      await python.must({
+        op: "socket",
+        name: "w",
+        type: "DEALER",
+        connect: `tcp://127.0.0.1:${first.port}`,
+      });
+      const receive = async () =>
+        (await python.must({ op: "recv", name: "w" })).frames!;
+      const send = (text: string) =>
+        python.must({
+          op: "send",
+          name: "w",
+          frames: ["", toHex(encoder.encode(text))],
+        });
+      const reply = async () => decoder.decode(fromHex((await receive())[1]));
+      const request = '(worker-request-work "ONELATE1")';
+      assert.deepEqual(await receive(), [""], "the probe");
+      await send(
+        '(worker-ready (worker (name "ONELATE1") (address "127.0.0.1") ' +
+          '(machine "m") (systems ("x86_64-linux")) (last-seen 0)))',
+      );
+      await eventually(
+        () => first.lines.some((l) => l.startsWith("info worker ready ")),
+        "the registration",
+      );
+      firstRunning = false;
+      await first.close(true);
+      // Asked while the server is away: libzmq keeps the request and sends
+      // it to the new server as it connects.
+      await send(request);
+      second = await startFixture({
+        database: first.database,
+        port: first.port,
+      });
+      // The new server's probe comes first: Cuirass takes it for a restart
+      // and asks again, before reading the answer to its first request.
+      assert.deepEqual(await receive(), [""], "the new server's probe");
+      await send(request);
+      assert.match(await reply(), new RegExp(`^\\(build \\(drv "${drv}"\\)`));
+      await send(`(build-started (drv "${drv}") (worker "ONELATE1"))`);
+      await send(
+        `(build-succeeded (drv "${drv}") (url "http://127.0.0.1:5558") (log #f))`,
+      );
+      const restarted = second;
+      await eventually(
+        async () => (await restarted.status(drv)) === BuildStatus.succeeded,
+        "the build recorded as succeeded",
+      );
+      // Its next request reads the answer to the one it sent after the
+      // probe: no build, that one having been kept for it.
+      await send(request);
+      assert.equal(await reply(), "(no-build)");
+      assert.ok(
+        restarted.lines.some((l) =>
+          l.startsWith("info work request answered no-build") &&
+          l.includes("worker=ONELATE1")
+        ),
+        restarted.lines.join("\n"),
+      );
+      assert.ok(
+        !restarted.lines.some((l) =>
+          /^warn (build requeued|start ignored)/.test(l)
+        ),
+        restarted.lines.join("\n"),
+      );
+    } finally {
+      await python.stop();
+      if (firstRunning) await first.close();
+      else await Deno.remove(first.root, { recursive: true });
+      await second?.close();
     }
   },
 });

@@ -22,18 +22,18 @@ const needs = bin === null
   : "";
 
 /**
- * Hands `w` the build of `drv`, started; then, while `outage` holds, `w`
+ * `w` starts `handed`, the build of `drv`; then, while `outage` holds, it
  * reports it failed and asks for more: resolves with the reply that comes
  * once `recover` has run.
  */
 async function reportDuring(
   f: Fixture,
   w: FakeWorker,
+  handed: Message,
   drv: string,
   outage: () => Promise<void>,
   recover: () => Promise<void>,
 ): Promise<Message> {
-  const handed = await w.requestWork();
   assert.equal(handed.type === "build" && handed.drv, drv);
   await w.send({ type: "build-started", drv, worker: "W" });
   await eventually(async () => (await f.status(drv)) === BuildStatus.started);
@@ -107,15 +107,19 @@ Deno.test({
           },
         ],
       ];
+      // Each step's worker builds what the step before handed it.
+      let handed = await w.requestWork();
       for (const [i, [name, outage, recover]] of steps.entries()) {
         await t.step(name, async () => {
           const reply = await reportDuring(
             fixture,
             w,
+            handed,
             drvs[i],
             outage,
             recover,
           );
+          handed = reply;
           assert.equal(await fixture.status(drvs[i]), BuildStatus.failed);
           assert.equal(reply.type === "build" && reply.drv, drvs[i + 1]);
           // It was handed out for real: recorded as this worker's.

@@ -6,6 +6,7 @@ import {
 } from "../../../lib/store/types.ts";
 import { makeAuthProof } from "../../../lib/protocol/worker_auth.ts";
 import {
+  DEFAULT_MAX_PAYLOAD_BYTES,
   encodeMessage,
   LORICA_FEATURES,
   type Message,
@@ -227,7 +228,7 @@ Deno.test({
         ],
         [empty],
         [new Uint8Array(0), new Uint8Array(0)],
-        [empty, new Uint8Array(1024 * 1024 + 1).fill(0x28)],
+        [empty, new Uint8Array(DEFAULT_MAX_PAYLOAD_BYTES + 1).fill(0x28)],
         [empty, new TextEncoder().encode("(worker-request-work")],
         [new TextEncoder().encode("x"), new TextEncoder().encode("y"), empty],
       ];
@@ -277,11 +278,11 @@ Deno.test({
       // Enough in one turn that a failure in the store would replay it.
       const bad = [
         ...Array.from({ length: 60 }, () => ({ ...w.info, name: "" })),
-        { ...w.info, name: "N".repeat(100_000) },
+        { ...w.info, name: "N".repeat(10_000) },
         {
           ...w.info,
           name: "MANY",
-          systems: Array.from({ length: 50_000 }, (_, i) => `s${i}-linux`),
+          systems: Array.from({ length: 2_000 }, (_, i) => `s${i}-linux`),
         },
       ];
       for (const worker of bad) {
@@ -305,8 +306,8 @@ Deno.test({
         61,
       );
       assert.ok(dropped.some((l) => l.includes('\\"name\\" is empty')));
-      assert.ok(dropped.some((l) => l.includes("100000 characters")));
-      assert.ok(dropped.some((l) => l.includes("50000 entries")));
+      assert.ok(dropped.some((l) => l.includes("10000 characters")));
+      assert.ok(dropped.some((l) => l.includes("2000 entries")));
       assert.ok(dropped.every((l) => l.length < 400), "values clipped");
       await w.close();
     }),
@@ -315,7 +316,7 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "C03: of the requests queued during a stall only the last gets a build; never two held at once",
+    "C03: of the requests queued during a stall only the stalled one gets a build; never two held at once",
   async fn() {
     // The server stalls on the first request's turn (as under SIGSTOP)
     // while nine more requests queue behind it.
@@ -332,28 +333,33 @@ Deno.test({
       await stall.release();
       const replies = [];
       for (let i = 0; i < 10; i++) replies.push(await w.next());
-      const builds = replies.filter((r) => r.type === "build");
-      assert.equal(
-        builds.length,
-        2,
-        "the stalled request's and the last one's",
-      );
-      assert.equal(replies[9].type, "build");
+      const first = replies[0];
+      assert.equal(first.type, "build", "the stalled request's");
+      // The others in one turn: all but the last superseded; the last
+      // finds the build just handed out not started, which a Cuirass
+      // worker reading its replies late is about to start: kept its.
       assert.ok(
-        replies.slice(1, 9).every((r) => r.type === "no-build"),
-        "the superseded requests",
+        replies.slice(1).every((r) => r.type === "no-build"),
+        "the later requests",
       );
       const held = (await f.store.queue({ worker: "SOLO" }, 100))
         .filter((b) => b.status === BuildStatus.submitted);
-      assert.equal(held.length, 1, "one build held at the end");
-      const last = replies[9];
-      assert.equal(last.type === "build" && last.drv, held[0].derivation);
+      assert.deepEqual(
+        held.map((b) => b.derivation),
+        [first.type === "build" ? first.drv : ""],
+        "one build held at the end",
+      );
       const counts = await f.store.countBuildsByStatus();
       assert.equal(counts.get(BuildStatus.scheduled), 19);
       assert.equal(
         f.lines.filter((l) => l.startsWith("info work request superseded"))
           .length,
         8,
+      );
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("info work request answered no-build")
+        ),
       );
       await w.close();
     }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
@@ -1197,7 +1203,7 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "a worker that reported its one build asks again without a held-builds query; a lost reply is still requeued",
+    "a worker that reported its one build asks again without a held-builds query; a lost reply is still requeued, at the second request after it",
   async fn() {
     let heldQueries = 0;
     await withFixture(async (f) => {
@@ -1224,10 +1230,13 @@ Deno.test({
       }
       assert.equal(heldQueries, afterReady, "no query while nothing is held");
 
-      // A reply lost on the way: asking again puts the held build back
-      // (and, the best in the queue, it is the one handed out again).
+      // A reply lost on the way. The next request is answered no-build and
+      // the build stays held (a Cuirass worker may read its replies one
+      // request late); the one after puts it back (and, the best in the
+      // queue, it is the one handed out again).
       const lost = await w.requestWork();
       assert.equal(lost.type, "build");
+      assert.equal((await w.requestWork()).type, "no-build");
       const next = await w.requestWork();
       assert.equal(heldQueries, afterReady + 1);
       assert.equal(next.type, "build");
