@@ -134,7 +134,7 @@ export class ProtocolError extends Error {
 /**
  * The largest payload `decodeMessage` accepts unless told otherwise. The
  * largest message a worker may send (a worker-ready at every bound below,
- * with a few held builds and its proof) is under 12 KiB; a hostile payload
+ * with eight held builds and its proof) is under 5 KiB; a hostile payload
  * is decoded on the dispatcher's thread, and 1 MiB of one held it for
  * 100-250 ms.
  */
