@@ -1,5 +1,5 @@
 // One ZMTP 3.1 peer connection over TCP: NULL handshake, message reads, PING
-// answers and a serialised write queue.
+// answers and PINGs of our own, and a serialised write queue.
 
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -12,6 +12,7 @@ import {
 import {
   encodeError,
   encodeGreeting,
+  encodePing,
   encodePong,
   encodeReady,
   GreetingReader,
@@ -114,6 +115,10 @@ export class ZmtpConnection {
   #timedOut = false;
   /** A PONG is queued and not yet taken by the socket. */
   #pongWaiting = false;
+  /** When the peer last sent a byte (performance.now()). */
+  #lastHeardMs = performance.now();
+  /** A PING of ours is queued and not yet taken by the socket. */
+  #pingWaiting = false;
 
   constructor(conn: Deno.TcpConn, options: ConnectionOptions) {
     const {
@@ -142,10 +147,11 @@ export class ZmtpConnection {
     }
     try {
       // A peer whose host vanished without a FIN (power loss, a dropped
-      // link) leaves a connection that nothing else ever ends: a ROUTER
-      // sends nothing on it and reads it for good, holding one of the
-      // places its address may have. The kernel's probes end it (after
-      // its tcp_keepalive_time, two hours by default).
+      // link) leaves a connection that only a write could end, holding one
+      // of the places its address may have. A ROUTER's heartbeat (ping)
+      // ends it within a minute or two; the kernel's probes, after its
+      // tcp_keepalive_time (two hours by default), end those of peers that
+      // cannot be pinged (ZMTP 3.0).
       conn.setKeepAlive(true);
     } catch {
       // As above: a closed socket is noticed by the first read.
@@ -158,6 +164,26 @@ export class ZmtpConnection {
    */
   get unsentBytes(): number {
     return this.#unsentBytes;
+  }
+
+  /** When the peer last sent anything (milliseconds of performance.now()). */
+  get lastHeardMs(): number {
+    return this.#lastHeardMs;
+  }
+
+  /**
+   * Sends a PING, which a ZMTP 3.1 peer answers with a PONG even while its
+   * application reads nothing (libzmq answers from its I/O thread). For
+   * peers of ZMTP 3.1 only: a 3.0 peer knows no such command. Its time to
+   * live is 0, which asks nothing of the peer. A failed write closes the
+   * connection, which its reader sees.
+   */
+  ping(): void {
+    if (this.#pingWaiting || this.#closed) return;
+    this.#pingWaiting = true;
+    this.#enqueue(encodeCommandFrame(encodePing(0)))
+      .catch(() => {})
+      .finally(() => this.#pingWaiting = false);
   }
 
   /** True once {@linkcode close} ran or the connection failed. */
@@ -392,6 +418,7 @@ export class ZmtpConnection {
       this.close();
       return null;
     }
+    this.#lastHeardMs = performance.now();
     // The decoders copy what they keep, so the buffer can be reused.
     return this.#readBuffer.subarray(0, n);
   }

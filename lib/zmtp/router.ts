@@ -54,11 +54,37 @@ export interface RouterOptions {
    * `maxMessageBytes`.
    */
   highWaterBytes?: number;
+  /**
+   * Peers silent this long are sent a PING, and dropped when nothing at
+   * all came from them `timeoutMs` after it: a peer whose host vanished
+   * without a FIN is otherwise found only by TCP keepalive, after hours.
+   * Only ZMTP 3.1 peers are pinged (3.0 knows no PING). Default
+   * {@linkcode DEFAULT_HEARTBEAT}; null turns it off.
+   */
+  heartbeat?: Heartbeat | null;
   /** Receives connection-level events ("zmtp peer dropped", ...). */
   logger?: Logger;
   onConnect?: (peer: RouterPeer) => void;
   onDisconnect?: (peer: RouterPeer) => void;
 }
+
+/** When a ROUTER pings a silent peer, and how long it waits for a word. */
+export interface Heartbeat {
+  /** Silence after which a peer is pinged, in ms. */
+  intervalMs: number;
+  /** Time after the ping by which any traffic must have come, in ms. */
+  timeoutMs: number;
+}
+
+/**
+ * A dead peer found in about a minute and a half. Live peers always
+ * answer in time: libzmq answers a PING from its I/O thread, busy or not,
+ * and so does this implementation's reader.
+ */
+export const DEFAULT_HEARTBEAT: Heartbeat = {
+  intervalMs: 30_000,
+  timeoutMs: 60_000,
+};
 
 /** A connected peer as the application sees it. */
 export interface RouterPeer {
@@ -108,6 +134,10 @@ interface PeerState {
   queuedBytes: number;
   live: boolean;
   wakeReader?: () => void;
+  /** The ZMTP minor version spoken: 1 for peers that can be pinged. */
+  minor: number;
+  /** When the peer was last pinged (performance.now()), if it was. */
+  pingedAtMs?: number;
 }
 
 /** A bound ROUTER socket; create it with {@linkcode RouterSocket.bind}. */
@@ -141,6 +171,8 @@ export class RouterSocket {
   #tasks = new Set<Promise<void>>();
   #counter = crypto.getRandomValues(new Uint32Array(1))[0];
   #closing: Promise<void> | null = null;
+  #heartbeat: Heartbeat | null;
+  #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(listener: Deno.TcpListener, options: RouterOptions) {
     const {
@@ -173,6 +205,18 @@ export class RouterSocket {
     this.#logger = options.logger;
     this.#onConnect = options.onConnect;
     this.#onDisconnect = options.onDisconnect;
+    this.#heartbeat = options.heartbeat === undefined
+      ? DEFAULT_HEARTBEAT
+      : options.heartbeat;
+    if (this.#heartbeat !== null) {
+      const { intervalMs, timeoutMs } = this.#heartbeat;
+      // Looked at four times per shortest wait: a verdict comes at most a
+      // quarter late.
+      this.#heartbeatTimer = setInterval(
+        () => this.#checkSilentPeers(),
+        Math.max(10, Math.min(intervalMs, timeoutMs) / 4),
+      );
+    }
   }
 
   /**
@@ -276,6 +320,7 @@ export class RouterSocket {
   }
 
   async #close(): Promise<void> {
+    clearInterval(this.#heartbeatTimer);
     try {
       this.#listener.close();
     } catch {
@@ -351,7 +396,7 @@ export class RouterSocket {
     let announced = false;
     try {
       const handshake = await conn.handshake();
-      peer = this.#register(conn, handshake.identity);
+      peer = this.#register(conn, handshake.identity, handshake.minor);
       if (peer === undefined) return;
       if (this.#options.probe) await conn.send([new Uint8Array(0)]);
       this.#notify(this.#onConnect, peer);
@@ -393,6 +438,7 @@ export class RouterSocket {
   #register(
     conn: ZmtpConnection,
     identity: Uint8Array,
+    minor: number,
   ): PeerState | undefined {
     if (this.#closing !== null) return undefined;
     let routingId: Uint8Array;
@@ -419,9 +465,41 @@ export class RouterSocket {
       queue: [],
       queuedBytes: 0,
       live: true,
+      minor,
     };
     this.#peers.set(peer.key, peer);
     return peer;
+  }
+
+  /**
+   * Pings the peers silent for the heartbeat's interval, and drops those
+   * that said nothing for its timeout after their ping.
+   */
+  #checkSilentPeers(): void {
+    const { intervalMs, timeoutMs } = this.#heartbeat!;
+    const now = performance.now();
+    for (const peer of this.#peers.values()) {
+      // A peer whose reads are paused (the application is behind) has its
+      // bytes waiting unread: that is not silence.
+      if (!peer.live || peer.minor < 1 || peer.wakeReader !== undefined) {
+        continue;
+      }
+      const heard = peer.conn.lastHeardMs;
+      if (now - heard < intervalMs) continue;
+      if (peer.pingedAtMs === undefined || peer.pingedAtMs < heard) {
+        peer.pingedAtMs = now;
+        peer.conn.ping();
+      } else if (now - peer.pingedAtMs >= timeoutMs) {
+        this.#logger?.warn("zmtp silent peer dropped", {
+          peer: peer.peerAddress,
+          identity: peer.key.slice(0, 64),
+          silentMs: Math.round(now - heard),
+          reason: "no answer to a ping",
+        });
+        // Its reader ends and the peer is let go as on a hang-up.
+        peer.conn.close();
+      }
+    }
   }
 
   #generateId(): Uint8Array {
