@@ -5,7 +5,7 @@
 // without dropping the build it runs (C08); against a Lorica server it
 // negotiates request ids, cancellation and authentication.
 
-import { DealerSocket } from "../zmtp/dealer.ts";
+import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import { ZmtpClosedError } from "../zmtp/connection.ts";
 import {
   decodeMessage,
@@ -88,6 +88,11 @@ export interface SessionOptions {
    * before the build is given up (see runBuild); injectable for tests.
    */
   daemonSilenceGraceSeconds?: number;
+  /**
+   * Opens the session's DEALER sockets (requests and pings); default
+   * `DealerSocket.connect`. Tests wrap it to make a chosen send fail.
+   */
+  connectDealer?: (options: DealerOptions) => DealerSocket;
 }
 
 /** No reply from the server in time. */
@@ -151,6 +156,7 @@ class Session {
   readonly #signal: AbortSignal;
   readonly #logger: Logger;
   readonly #replyTimeoutMs: number;
+  readonly #connectDealer: (options: DealerOptions) => DealerSocket;
   #dealer!: DealerSocket;
   #reading: Promise<void> = Promise.resolve();
   readonly #pinger: DealerSocket;
@@ -182,8 +188,9 @@ class Session {
       once: true,
       signal: this.#over.signal,
     });
+    this.#connectDealer = options.connectDealer ?? DealerSocket.connect;
     this.#connect();
-    this.#pinger = DealerSocket.connect({ ...options.server });
+    this.#pinger = this.#connectDealer({ ...options.server });
   }
 
   async run(): Promise<void> {
@@ -252,7 +259,7 @@ class Session {
   }
 
   #connect() {
-    this.#dealer = DealerSocket.connect({
+    this.#dealer = this.#connectDealer({
       ...this.#options.server,
       // A reply awaited on a lost connection will not come: see #reply.
       onDisconnect: () => this.#wake?.(),
