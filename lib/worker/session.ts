@@ -26,6 +26,10 @@ import {
   runBuild,
 } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
+import type {
+  UndeliveredResult,
+  UndeliveredResults,
+} from "./undelivered_results.ts";
 import { storeDirFromEnv } from "../guix/store_path.ts";
 
 /** A build a session has under way. */
@@ -83,6 +87,12 @@ export interface SessionOptions {
    * sessions may build one derivation: a server restarted, say.)
    */
   underway?: Set<UnderwayBuild>;
+  /**
+   * The results this name's sessions could not send, shared by them: a
+   * session keeps there a result it fails to send, and the next one
+   * delivers it once registered. Absent: such a result is lost.
+   */
+  results?: UndeliveredResults;
   /**
    * Seconds past a build's max-silent-time the daemon may say nothing
    * before the build is given up (see runBuild); injectable for tests.
@@ -174,6 +184,11 @@ class Session {
    */
   #handedOut: Extract<Message, { type: "build" }>[] = [];
   #requestId = 0;
+  /**
+   * The results earlier sessions could not send that this one delivers
+   * (see #deliverKept), taken once a server answers: one attempt a session.
+   */
+  #delivering: UndeliveredResult[] | undefined;
   /** Ends the ping loop once the session is over. */
   readonly #over = new AbortController();
 
@@ -202,6 +217,7 @@ class Session {
           if (needProbe && !await this.#waitForProbe()) break;
           needProbe = false;
           if (!await this.#register([])) break;
+          if (!await this.#deliverKept()) break;
           // Returns when a probe (already consumed) says the server
           // restarted, or when a draining stop ends the session.
           await this.#requestLoop();
@@ -414,6 +430,7 @@ class Session {
     const answer = await this.#askInfo();
     if (answer === null) return false;
     const { welcome, info } = answer;
+    this.#delivering ??= options.results?.startAttempt() ?? [];
     const lorica = welcome !== undefined;
     const features = new Set(
       (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
@@ -444,10 +461,13 @@ class Session {
       ...(lorica && features.has("holding")
         ? {
           holding: [
-            ...holding,
-            ...this.#handedOut.map((job) => job.drv).filter((drv) =>
-              !holding.includes(drv)
-            ),
+            ...new Set([
+              ...holding,
+              ...this.#handedOut.map((job) => job.drv),
+              // Builds done whose results wait to be delivered: said held,
+              // they stay this worker's instead of being requeued.
+              ...this.#delivering.map((result) => result.drv),
+            ]),
           ],
         }
         : {}),
@@ -752,16 +772,64 @@ class Session {
     }
   }
 
-  /** Sends the result of `drv`, registered with the server's current life. */
+  /**
+   * Sends the result of `drv`, registered with the server's current life.
+   * A result that cannot be sent is kept for the next session of this name
+   * to deliver (see #deliverKept), and the session ends.
+   */
   async #report(drv: string, ok: boolean) {
-    if (this.#probes !== this.#registeredAt) await this.#reRegister([drv]);
-    await this.#send({
+    try {
+      if (this.#probes !== this.#registeredAt) await this.#reRegister([drv]);
+      await this.#send(this.#resultMessage({ drv, ok }));
+    } catch (error) {
+      this.#options.results?.keep({ drv, ok }, error);
+      throw error;
+    }
+    this.#logger.info(ok ? "build done" : "build failed", { drv });
+  }
+
+  /**
+   * Delivers the results that earlier sessions of this name could not
+   * send: after the registration, which told a Lorica server that this
+   * session holds their builds, and before any work request, which would
+   * tell it that the name holds nothing (it would requeue them). A server
+   * that no longer counts a build as this worker's ignores its result.
+   * False when a draining stop ended the session first.
+   */
+  async #deliverKept(): Promise<boolean> {
+    const results = this.#options.results;
+    const delivering = this.#delivering ?? [];
+    while (results !== undefined && delivering.length > 0) {
+      const result = delivering[0];
+      // The server restarted since: its new life must hear it first.
+      if (this.#probes !== this.#registeredAt) {
+        this.#events = this.#events.filter((e) => e.kind === "probe");
+        if (!await this.#register([])) return false;
+      }
+      let sent: boolean;
+      try {
+        sent = await this.#offer(this.#resultMessage(result));
+      } catch (error) {
+        results.keep(result, error);
+        throw error;
+      }
+      if (!sent) {
+        results.keep(result, "no connection, and the worker is stopping");
+        return false;
+      }
+      delivering.shift();
+      results.delivered(result.drv);
+    }
+    return true;
+  }
+
+  #resultMessage({ drv, ok }: UndeliveredResult): Message {
+    return {
       type: ok ? "build-succeeded" : "build-failed",
       drv,
       url: this.#registration!.publishUrl,
       log: null,
-    });
-    this.#logger.info(ok ? "build done" : "build failed", { drv });
+    };
   }
 
   /**

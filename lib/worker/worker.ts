@@ -4,8 +4,13 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { startPublish } from "../guix/publish_server.ts";
-import { runSession, type UnderwayBuild } from "./session.ts";
+import {
+  runSession,
+  type SessionOptions,
+  type UnderwayBuild,
+} from "./session.ts";
 import { DiskGuard } from "./disk_guard.ts";
+import { UndeliveredResults } from "./undelivered_results.ts";
 import {
   fixedServer,
   followServer,
@@ -50,6 +55,8 @@ export interface WorkerDeps {
   freeBytes?: (path: string) => Promise<number>;
   /** Where the server is, and where it moves; default `config.server`. */
   servers?: ServerSource;
+  /** Opens the sessions' DEALER sockets; default `DealerSocket.connect`. */
+  connectDealer?: SessionOptions["connectDealer"];
 }
 
 export interface RunningWorker {
@@ -131,6 +138,16 @@ export async function startWorker(
   // The builds under way in every session, for the log of a stop that
   // abandons them.
   const underway = new Set<UnderwayBuild>();
+  // The results each name's sessions could not send, delivered by the
+  // name's next session: the server knows the build as that name's. Kept
+  // here, not per run of the sessions: a server that moved (DNS-SD) may be
+  // the same one at a new address.
+  const results = new Map(
+    names.map((name) => [
+      name,
+      new UndeliveredResults({ logger: logger.with({ worker: name }) }),
+    ]),
+  );
   // A dead publish server makes every build wasted: the server cannot
   // fetch its outputs. The worker then takes no more work and its owner
   // stops it as on SIGTERM, builds under way finishing, and exits with an
@@ -164,6 +181,7 @@ export async function startWorker(
           signal,
           draining.signal,
           underway,
+          results.get(name)!,
         )
       )).then(() => {}),
     abort.signal,
@@ -229,6 +247,7 @@ async function runSessionForever(
   signal: AbortSignal,
   draining: AbortSignal,
   underway: Set<UnderwayBuild>,
+  results: UndeliveredResults,
 ) {
   while (!signal.aborted && !draining.aborted) {
     try {
@@ -252,6 +271,8 @@ async function runSessionForever(
         disk,
         draining,
         underway,
+        results,
+        connectDealer: deps.connectDealer,
       }, signal);
     } catch (error) {
       if (signal.aborted) return;

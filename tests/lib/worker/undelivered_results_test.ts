@@ -1,0 +1,418 @@
+import assert from "node:assert/strict";
+import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
+import {
+  runSession,
+  type SessionOptions,
+} from "../../../lib/worker/session.ts";
+import { startWorker } from "../../../lib/worker/worker.ts";
+import { type DealerOptions, DealerSocket } from "../../../lib/zmtp/dealer.ts";
+import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
+import { decodeMessage, type Message } from "../../../lib/protocol/messages.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import type { Child, Spawner } from "../../../lib/process.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import {
+  eventually,
+  fakeSpawner,
+  job,
+  startFixture,
+} from "../server/_dispatch_fixture.ts";
+import {
+  buildRequest,
+  GOOD_DRV,
+  handingOutServer,
+} from "./_handing_out_server.ts";
+import { quietPort } from "../../_ports.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+const DRV = "/gnu/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-2.12.drv";
+
+/** Undelivered results logging to `lines`. */
+function keptResults(lines: string[], options: { maxKept?: number } = {}) {
+  return new UndeliveredResults({
+    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    ...options,
+  });
+}
+
+Deno.test("UndeliveredResults hands a result to one session after another until it is delivered", () => {
+  const lines: string[] = [];
+  const results = keptResults(lines);
+  results.keep({ drv: DRV, ok: true }, "connection lost");
+  assert.deepEqual(results.startAttempt(), [{ drv: DRV, ok: true }]);
+  results.keep({ drv: DRV, ok: true }, "connection lost again");
+  assert.deepEqual(results.startAttempt(), [{ drv: DRV, ok: true }]);
+  results.delivered(DRV);
+  assert.equal(results.size, 0);
+  assert.deepEqual(results.startAttempt(), []);
+  assert.deepEqual(lines, [
+    `warn result kept drv=${DRV} status=succeeded attempts=0 reason="connection lost"`,
+    `warn result kept drv=${DRV} status=succeeded attempts=1 reason="connection lost again"`,
+    `info result delivered drv=${DRV} status=succeeded attempts=2`,
+  ]);
+});
+
+Deno.test("UndeliveredResults drops a result three sessions could not deliver, with a warning naming it", () => {
+  const lines: string[] = [];
+  const results = keptResults(lines);
+  results.keep({ drv: DRV, ok: false }, "connection lost");
+  for (let session = 1; session <= 3; session++) {
+    assert.deepEqual(
+      results.startAttempt(),
+      [{ drv: DRV, ok: false }],
+      `session ${session}`,
+    );
+  }
+  assert.deepEqual(results.startAttempt(), []);
+  assert.equal(results.size, 0);
+  assert.deepEqual(
+    lines.filter((l) => l.startsWith("warn result dropped")),
+    [
+      `warn result dropped drv=${DRV} status=failed reason="not delivered in 3 sessions"`,
+    ],
+  );
+  // Gone for good: no later session gets it.
+  assert.deepEqual(results.startAttempt(), []);
+});
+
+Deno.test("UndeliveredResults keeps a handful: past it, the oldest is dropped with a warning", () => {
+  const lines: string[] = [];
+  const results = keptResults(lines, { maxKept: 2 });
+  const drvs = [1, 2, 3].map((i) => DRV.replace("hello", `hello${i}`));
+  for (const drv of drvs) results.keep({ drv, ok: true }, "connection lost");
+  assert.deepEqual(
+    results.startAttempt().map((r) => r.drv),
+    drvs.slice(1),
+  );
+  assert.deepEqual(
+    lines.filter((l) => l.startsWith("warn result dropped")),
+    [
+      `warn result dropped drv=${
+        drvs[0]
+      } status=succeeded reason="2 undelivered results wait already"`,
+    ],
+  );
+});
+
+/**
+ * Opens real DEALER sockets whose sends of a build result fail while
+ * `failing()` says so, as when the connection is lost mid-message;
+ * `failed` counts the sends that failed.
+ */
+function dealersLosingResults(failing: (failed: number) => boolean) {
+  const state = { failed: 0 };
+  const connect = (options: DealerOptions): DealerSocket => {
+    const dealer = DealerSocket.connect(options);
+    const send = dealer.send.bind(dealer);
+    dealer.send = (frames, signal) => {
+      const type = frames.length === 2
+        ? decodeMessage(frames[1]).type
+        : undefined;
+      if (
+        (type === "build-succeeded" || type === "build-failed") &&
+        failing(state.failed)
+      ) {
+        state.failed++;
+        return Promise.reject(
+          new ZmtpClosedError(
+            `Cannot send to ZMTP peer "127.0.0.1:${options.port}": connection lost mid-message (injected)`,
+          ),
+        );
+      }
+      return send(frames, signal);
+    };
+    return dealer;
+  };
+  return { connect, state };
+}
+
+/** guix publish runs until stopped; each guix build succeeds at once. */
+function succeedingGuix(builds: string[][]): Guix {
+  const publishing = fakeSpawner();
+  const spawn: Spawner = (argv, options) => {
+    if (!argv.includes("publish")) {
+      builds.push(argv);
+      return publishing(argv, options);
+    }
+    const status = Promise.withResolvers<
+      { code: number; signal: string | null }
+    >();
+    const stop = new AbortController();
+    const kill = () => {
+      stop.abort();
+      status.resolve({ code: 143, signal: "SIGTERM" });
+    };
+    options?.signal?.addEventListener("abort", kill, { once: true });
+    const open = (says?: string) =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          if (says) controller.enqueue(new TextEncoder().encode(says));
+          stop.signal.addEventListener("abort", () => controller.close(), {
+            once: true,
+          });
+        },
+      });
+    const child: Child = {
+      pid: 4242,
+      stdout: open(),
+      // What publish_server.ts waits for.
+      stderr: open("publishing /gnu/store on 127.0.0.1, port 4242\n"),
+      stdin: null,
+      status: status.promise,
+      kill,
+    };
+    return child;
+  };
+  return new Guix({ logger: createLogger({ sink: () => {} }), spawn });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker whose result was lost mid-send delivers it from its next session, holding the build: it succeeds, built once",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const lines: string[] = [];
+    const builds: string[][] = [];
+    const dealers = dealersLosingResults((failed) => failed === 0);
+    const logger = createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    });
+    const worker = await startWorker({
+      server: { hostname: "127.0.0.1", port: f.port },
+      workers: 1,
+      systems: ["x86_64-linux"],
+      machine: "test",
+      publishPort: 0,
+      publishListen: "127.0.0.1",
+      substituteUrls: [],
+      // The pause before a failed session's successor.
+      requestPeriodMs: 100,
+      pingIntervalMs: 60_000,
+      replyTimeoutMs: 60_000,
+      publishArgs: [],
+      storeDir: "/gnu/store",
+      minimumDiskSpace: 0,
+    }, {
+      guix: succeedingGuix(builds),
+      logger,
+      freeBytes: () => Promise.resolve(1024 ** 4),
+      connectDealer: dealers.connect,
+    });
+    try {
+      const [drv] = await f.addJobs([job("hello", 1)]);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        "build succeeded",
+      );
+      assert.equal(dealers.state.failed, 1, "the first result was lost");
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith("error session failed ") &&
+          l.includes("(injected)")
+        ),
+        lines.join("\n"),
+      );
+      assert.equal(
+        builds.filter((argv) => argv.includes(drv)).length,
+        1,
+        `built once\n${lines.join("\n")}\n${f.lines.join("\n")}`,
+      );
+      assert.ok(
+        !f.lines.some((l) => l.startsWith("warn build requeued")),
+        f.lines.join("\n"),
+      );
+      const [name] = worker.names;
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith(`info worker ready worker=${name} `) &&
+          l.includes(" holding=1 ")
+        ),
+        f.lines.join("\n"),
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith(
+            `warn result kept worker=${name} drv=${drv} status=succeeded attempts=0 reason=`,
+          )
+        ),
+        lines.join("\n"),
+      );
+      assert.ok(
+        lines.includes(
+          `info result delivered worker=${name} drv=${drv} status=succeeded attempts=1`,
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      await worker.stop();
+      await f.close();
+    }
+  },
+});
+
+/** Options of a session named `name` against `port`, logging to `lines`. */
+function sessionOptions(
+  port: number,
+  name: string,
+  lines: string[],
+  extra: Partial<SessionOptions>,
+): SessionOptions {
+  return {
+    server: { hostname: "127.0.0.1", port },
+    name,
+    machine: "test",
+    systems: ["x86_64-linux"],
+    publishPort: 5558,
+    substituteUrls: [],
+    storeDir: "/gnu/store",
+    guix: new Guix({
+      logger: createLogger({ sink: () => {} }),
+      spawn: fakeSpawner(),
+    }),
+    clock: systemClock,
+    logger: createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+    requestPeriodMs: 100,
+    pingIntervalMs: 60_000,
+    replyTimeoutMs: 60_000,
+    ...extra,
+  };
+}
+
+/**
+ * Runs sessions of one name one after another until `signal` aborts, as a
+ * worker does (worker.ts); `sessions` counts them.
+ */
+function sessionsInTurn(options: SessionOptions, signal: AbortSignal) {
+  const state = { sessions: 0 };
+  const running = (async () => {
+    while (!signal.aborted) {
+      state.sessions++;
+      await runSession(options, signal).catch(() => {});
+    }
+  })();
+  return { state, running };
+}
+
+/**
+ * The types of the `heard` messages but pings (on a connection of their
+ * own), with the drv of those that carry one.
+ */
+function said(heard: Message[]): string[] {
+  return heard.filter((m) => m.type !== "worker-ping").map((m) =>
+    "drv" in m ? `${m.type} ${m.drv}` : m.type
+  );
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a session of a Cuirass server's worker sends the result an earlier session lost, once registered, before asking for work",
+  async fn() {
+    const server = await handingOutServer([buildRequest({})]);
+    const abort = new AbortController();
+    const lines: string[] = [];
+    const dealers = dealersLosingResults((failed) => failed === 0);
+    const { state, running } = sessionsInTurn(
+      sessionOptions(server.port, "CUIRASS2", lines, {
+        results: keptResults(lines),
+        connectDealer: dealers.connect,
+      }),
+      abort.signal,
+    );
+    try {
+      await eventually(
+        () => server.heard.some((m) => m.type === "build-succeeded"),
+        "result delivered",
+      );
+      assert.equal(state.sessions, 2);
+      // The second session: no holding (Cuirass knows none), the result
+      // after its registration and before its first work request.
+      const heard = said(server.heard);
+      const second = heard.lastIndexOf("worker-request-info");
+      assert.deepEqual(heard.slice(second, second + 3), [
+        "worker-request-info",
+        "worker-ready",
+        `build-succeeded ${GOOD_DRV}`,
+      ]);
+      assert.ok(
+        server.heard.every((m) =>
+          m.type !== "worker-ready" || m.holding === undefined
+        ),
+      );
+      assert.equal(
+        heard.filter((m) => m === `build-started ${GOOD_DRV}`).length,
+        1,
+        "built once",
+      );
+      assert.ok(
+        lines.includes(
+          `info result delivered drv=${GOOD_DRV} status=succeeded attempts=1`,
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      abort.abort();
+      await running;
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a result no session can deliver is tried by three sessions, then dropped with a warning, and work is asked for again",
+  async fn() {
+    const server = await handingOutServer([buildRequest({})]);
+    const abort = new AbortController();
+    const lines: string[] = [];
+    const dealers = dealersLosingResults(() => true);
+    const { state, running } = sessionsInTurn(
+      sessionOptions(server.port, "LOSER001", lines, {
+        results: keptResults(lines),
+        connectDealer: dealers.connect,
+      }),
+      abort.signal,
+    );
+    try {
+      await eventually(
+        () => lines.some((l) => l.startsWith("warn result dropped")),
+        "result dropped",
+      );
+      // The fifth session, rid of it, asks for work.
+      await eventually(
+        () =>
+          server.heard.filter((m) => m.type === "worker-request-work")
+            .length >= 2,
+        "work asked for again",
+      );
+      assert.equal(state.sessions, 5);
+      // The report, then one delivery by each of three sessions.
+      assert.equal(dealers.state.failed, 4);
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("warn result dropped")),
+        [
+          `warn result dropped drv=${GOOD_DRV} status=succeeded reason="not delivered in 3 sessions"`,
+        ],
+      );
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("warn result kept")).map((l) =>
+          l.match(/ attempts=(\d+) /)?.[1]
+        ),
+        ["0", "1", "2", "3"],
+      );
+    } finally {
+      abort.abort();
+      await running;
+      await server.close();
+    }
+  },
+});
