@@ -30,6 +30,10 @@ import {
   type ServerConfig,
   startServer,
 } from "./lib/server/server.ts";
+import {
+  HOLDER_RENEWAL_SECONDS,
+  MIN_WORKER_TIMEOUT_SECONDS,
+} from "./lib/server/local_holder.ts";
 import { SpecError } from "./lib/spec/spec_error.ts";
 import { parseWorkerKeys } from "./lib/protocol/worker_auth.ts";
 import { PING_INTERVAL_SECONDS } from "./lib/protocol/messages.ts";
@@ -106,10 +110,10 @@ Remote mode:
       --listen=ADDRESS        address of the worker ports and, in either
                               mode, of guix publish (default 0.0.0.0)
       --worker-timeout=SECS   forget workers silent this long, requeueing
-                              their builds (default 120; keep it above the
-                              workers' ${PING_INTERVAL_SECONDS} s ping interval); in local mode,
-                              how long a server sharing the database may be
-                              silent before its builds are requeued
+                              their builds (default 120, at least ${MIN_WORKER_TIMEOUT_SECONDS}; keep it
+                              above the workers' ${PING_INTERVAL_SECONDS} s ping interval); in local
+                              mode, how long a server sharing the database
+                              may be silent before its builds are requeued
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
@@ -280,7 +284,18 @@ async function main(args: string[]): Promise<number> {
     cacheDir,
     stateDir,
     storeDir: storeDirFromEnv(),
-    workerTimeoutSeconds: positive("worker-timeout"),
+    // Every server's sweep expires the holder rows of the servers in local
+    // mode sharing the database, renewed at a fixed pace: a shorter
+    // timeout would take live ones for dead and requeue what they build.
+    workerTimeoutSeconds: parsePositive(
+      "--worker-timeout",
+      text("worker-timeout")!,
+      {
+        min: MIN_WORKER_TIMEOUT_SECONDS,
+        why:
+          `servers in local mode sharing the database renew their rows every ${HOLDER_RENEWAL_SECONDS} s, and every server expires those silent for its own worker timeout`,
+      },
+    ),
     workerKeys: text("worker-keys")
       ? parseWorkerKeys(
         await readSecretFile("--worker-keys", text("worker-keys")!),
@@ -321,8 +336,8 @@ async function main(args: string[]): Promise<number> {
     // Legal (Lorica workers can ping more often), but a worker pinging at
     // Cuirass's pace would be forgotten between two pings, its build
     // handed out again and again. In local mode no worker pings: the
-    // timeout is that of the servers' holder names, renewed every quarter
-    // of it, for which any timeout will do.
+    // timeout is that of the servers' holder names, renewed every
+    // HOLDER_RENEWAL_SECONDS, for which any timeout accepted will do.
     logger.warn("worker timeout shorter than the ping interval", {
       timeout: config.workerTimeoutSeconds,
       ping: PING_INTERVAL_SECONDS,

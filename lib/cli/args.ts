@@ -30,14 +30,26 @@ export function parsePort(option: string, value: string): number {
 }
 
 /**
- * Parses a positive integer option.
+ * Parses a positive integer option, at least `min` when given (`why`
+ * saying why in the message).
  * @throws {UsageError} naming the option and value.
  */
-export function parsePositive(option: string, value: string): number {
+export function parsePositive(
+  option: string,
+  value: string,
+  { min, why }: { min?: number; why?: string } = {},
+): number {
   const number = Number(value);
   if (!/^\d+$/.test(value) || number < 1) {
     throw new UsageError(
       `Cannot use ${option} ${JSON.stringify(value)}: not a positive integer`,
+    );
+  }
+  if (min !== undefined && number < min) {
+    throw new UsageError(
+      `Cannot use ${option} ${JSON.stringify(value)}: less than ${min}${
+        why === undefined ? "" : ` (${why})`
+      }`,
     );
   }
   return number;

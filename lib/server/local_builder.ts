@@ -30,6 +30,7 @@ import {
 } from "./missing_derivation.ts";
 import {
   DEFAULT_HOLDER_TIMEOUT_SECONDS,
+  HOLDER_RENEWAL_SECONDS,
   type HolderIdentity,
   LEGACY_LOCAL_WORKER,
   LocalHolder,
@@ -76,7 +77,8 @@ export interface LocalBuilderOptions {
    * Seconds after which a server in local mode that stopped renewing its
    * holder row is taken for dead, its builds requeued by the worker sweep
    * of a live server (this one's among them): `--worker-timeout`; default
-   * 120. The row is renewed every quarter of it.
+   * 120. The row is renewed every HOLDER_RENEWAL_SECONDS whatever this
+   * timeout: other servers' sweeps judge it by timeouts of their own.
    */
   workerTimeoutSeconds?: number;
   /** Time between worker sweeps; default a quarter of the timeout. */
@@ -165,7 +167,7 @@ export class LocalBuilder {
       }),
       clock: options.clock,
       logger: options.logger,
-      intervalMs: (this.#timeoutSeconds() * 1000) / 4,
+      intervalMs: HOLDER_RENEWAL_SECONDS * 1000,
       onLost: () => this.#withdrawAll(),
     });
   }

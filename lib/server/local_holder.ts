@@ -6,7 +6,11 @@
 // the Workers table, as a remote worker's is: it shows on the Workers page,
 // and its last contact, renewed while the server runs, lets the worker
 // sweep of any live server give the builds of a dead one back to the
-// queue after the worker timeout.
+// queue after the worker timeout. That sweep is every live server's, each
+// with its own `--worker-timeout`: the row is renewed every
+// HOLDER_RENEWAL_SECONDS, well within the shortest timeout any server
+// accepts (MIN_WORKER_TIMEOUT_SECONDS), not at a pace drawn from this
+// server's own timeout, which another server's may undercut.
 //
 // Names are "local@HOST", then "local@HOST#2", "#3"... for more servers of
 // that host name. A server takes the first name that is free: no row, a
@@ -40,6 +44,22 @@ export const LEGACY_LOCAL_WORKER = "local";
 
 /** Default seconds a holder may stay silent: that of `--worker-timeout`. */
 export const DEFAULT_HOLDER_TIMEOUT_SECONDS = 120;
+
+/**
+ * Seconds between two renewals of a holder's row, whatever the worker
+ * timeout of the server holding it: the row is judged by the sweeps of all
+ * the servers sharing the database, so it must stay young enough for the
+ * shortest timeout any of them may have, not merely for its own.
+ */
+export const HOLDER_RENEWAL_SECONDS = 10;
+
+/**
+ * The shortest worker timeout a server accepts (`--worker-timeout`): three
+ * renewals of a holder's row, so that two may be lost or late (a database
+ * slow or restarting) before any server's sweep takes a live holder for
+ * dead; evaluation heartbeats allow as many (evaluation_owner.ts).
+ */
+export const MIN_WORKER_TIMEOUT_SECONDS = 3 * HOLDER_RENEWAL_SECONDS;
 
 /** Holder names tried on one host name before giving up. */
 const MAX_SLOTS = 64;

@@ -68,6 +68,11 @@ Deno.test("parsePort(), parsePositive() and parseNatural() name the option and t
   assert.throws(() => parsePort("--log-port", "80a"), /--log-port "80a"/);
   assert.equal(parsePositive("--workers", "3"), 3);
   assert.throws(() => parsePositive("--workers", "0"), /--workers "0"/);
+  assert.equal(parsePositive("--limit", "30", { min: 30 }), 30);
+  assert.throws(
+    () => parsePositive("--limit", "29", { min: 30, why: "too short" }),
+    /^UsageError: Cannot use --limit "29": less than 30 \(too short\)$/,
+  );
   assert.equal(parseNatural("--evaluation-timeout", "0"), 0);
   assert.equal(parseNatural("--evaluation-timeout", "10800"), 10800);
   assert.throws(

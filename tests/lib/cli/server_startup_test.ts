@@ -9,6 +9,10 @@
 
 import assert from "node:assert/strict";
 import { postgresBinaries, startOwnPostgres } from "../store/_own_postgres.ts";
+import {
+  HOLDER_RENEWAL_SECONDS,
+  MIN_WORKER_TIMEOUT_SECONDS,
+} from "../../../lib/server/local_holder.ts";
 
 const SERVER = new URL("../../../server.ts", import.meta.url).pathname;
 const postgresUrl = Deno.env.get("LORICA_TEST_POSTGRES");
@@ -509,9 +513,39 @@ Deno.test("lorica-server in remote mode with a --worker-timeout not above the wo
   });
 });
 
-Deno.test("lorica-server in local mode does not warn of the workers' ping interval at a short --worker-timeout: none pings it, and its holder name is renewed every quarter of the timeout", async () => {
+for (const mode of ["local", "remote"]) {
+  Deno.test(`lorica-server in ${mode} mode refuses a --worker-timeout below the shortest accepted, naming the value: its sweep would expire the live holders of servers in local mode sharing the database`, async () => {
+    await withDir(async (dir) => {
+      const remote = {
+        "build-remote": "",
+        "no-advertise": "",
+        listen: "127.0.0.1",
+        "backend-port": "0",
+        "log-port": "0",
+      };
+      const run = await runServer(dir, {
+        "worker-timeout": String(MIN_WORKER_TIMEOUT_SECONDS - 1),
+        ...(mode === "remote" ? remote : {}),
+      });
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(
+        run.stderr,
+        new RegExp(
+          `Cannot use --worker-timeout "${
+            MIN_WORKER_TIMEOUT_SECONDS - 1
+          }": less than ${MIN_WORKER_TIMEOUT_SECONDS} \\(servers in local mode sharing the database renew their rows every ${HOLDER_RENEWAL_SECONDS} s`,
+        ),
+      );
+      assert.ok(!exists(`${dir}/admin-token`), "no admin token");
+    });
+  });
+}
+
+Deno.test("lorica-server in local mode does not warn of the workers' ping interval at the shortest --worker-timeout: none pings it, and its holder name is renewed at a fixed pace well within it", async () => {
   await withDir(async (dir) => {
-    const run = await runServer(dir, { "worker-timeout": "30" }, {
+    const run = await runServer(dir, {
+      "worker-timeout": String(MIN_WORKER_TIMEOUT_SECONDS),
+    }, {
       env: { LORICA_LOG: "info" },
       stopAt: /info server started mode=local/,
     });

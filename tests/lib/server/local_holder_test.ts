@@ -5,14 +5,16 @@
 
 import assert from "node:assert/strict";
 import { createLogger, silentLogger } from "../../../lib/log.ts";
-import type { Clock } from "../../../lib/clock.ts";
 import type { GuixSpawner } from "../../../lib/guix/build_events.ts";
+import { type Clock, epochSeconds } from "../../../lib/clock.ts";
 import { LocalBuilder } from "../../../lib/server/local_builder.ts";
 import {
   holderAddress,
   type HolderIdentity,
+  MIN_WORKER_TIMEOUT_SECONDS,
   parseHolderAddress,
 } from "../../../lib/server/local_holder.ts";
+import { sweepOnce, SweepState } from "../../../lib/server/worker_sweeper.ts";
 import { hostIdentityOf } from "../../../lib/server/evaluation_owner.ts";
 import {
   type Build,
@@ -77,6 +79,7 @@ function builder(
     lines?: string[];
     batchSize?: number;
     spawnGuix?: GuixSpawner;
+    workerTimeoutSeconds?: number;
   } = {},
 ): LocalBuilder {
   const lines = options.lines;
@@ -92,6 +95,7 @@ function builder(
     systems: options.systems ?? ["x86_64-linux"],
     batchSize: options.batchSize ?? 2,
     holder: options.holder,
+    workerTimeoutSeconds: options.workerTimeoutSeconds,
   });
 }
 
@@ -300,6 +304,115 @@ for (const { name: backend, ignore, needs } of backends) {
       }
     },
   });
+
+  // Every server sharing the database sweeps with its own --worker-timeout:
+  // a live holder's row must be young enough for the shortest accepted,
+  // whatever the worker timeout of the server holding it.
+  for (const holderTimeout of [undefined, 3600]) {
+    const own = holderTimeout === undefined
+      ? "the default worker timeout"
+      : `a worker timeout of ${holderTimeout} s`;
+    Deno.test({
+      name:
+        `LocalBuilder on ${backend}: a live server with ${own} keeps its holder row and its builds through the sweeps of a server with the shortest worker timeout accepted, each made at the worst moment (its renewal due, not yet written)${needs}`,
+      ignore,
+      async fn() {
+        const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+        const clock = new FakeClock();
+        const abort = new AbortController();
+        const lines: string[] = [];
+        // Once the name is claimed, the live server's only writes of its
+        // row are renewals: one held here shows when it falls due.
+        let renewal: PromiseWithResolvers<void> | null = null;
+        let renewalDue = false;
+        const store: Store = {
+          ...db.b,
+          claimWorker: async (worker, expected) => {
+            const gate = renewal;
+            if (gate !== null) {
+              renewalDue = true;
+              await gate.promise;
+            }
+            return await db.b.claimWorker(worker, expected);
+          },
+        };
+        try {
+          await register(db.a, ["h1", "h2"]);
+          const live = builder(store, {
+            clock,
+            holder: processOf(2, new Set([2]), "here"),
+            lines,
+            workerTimeoutSeconds: holderTimeout,
+          });
+          // The batch its daemon builds, held under its name meanwhile.
+          const held = await live.takeBatch();
+          assert.equal(held.length, 2);
+          const name = await live.holderName();
+          const running = live.run(abort.signal);
+          // Its lane, its renewals and its own sweep wait for the clock.
+          const settled = (what: string) =>
+            eventually(
+              () => renewalDue || clock.sleepersDueWithin(Infinity) >= 3,
+              what,
+            );
+          await settled("the live server started");
+          // The other server, in remote mode say, sweeping the database.
+          const other = {
+            store: db.a,
+            clock,
+            logger: createLogger({
+              timestamps: false,
+              sink: (l) => lines.push(l),
+            }),
+            timeoutSeconds: MIN_WORKER_TIMEOUT_SECONDS,
+          };
+          const sweeps = new SweepState();
+          for (let renewals = 0; renewals < 3; renewals++) {
+            const { lastSeen } = (await db.a.getWorker(name))!;
+            renewal = Promise.withResolvers();
+            renewalDue = false;
+            // Second by second until the renewal falls due, or until the
+            // row is older than the other server's timeout: a sweep then
+            // takes it for dead.
+            while (
+              !renewalDue &&
+              epochSeconds(clock) - lastSeen <= MIN_WORKER_TIMEOUT_SECONDS
+            ) {
+              await clock.advance(1000);
+              await settled("the renewal due or the live server waiting");
+            }
+            assert.deepEqual(
+              await sweepOnce(other, sweeps),
+              [],
+              `silent ${epochSeconds(clock) - lastSeen} s\n${lines.join("\n")}`,
+            );
+            assert.ok(renewalDue, "a renewal within the shortest timeout");
+            const gate = renewal;
+            renewal = null;
+            renewalDue = false;
+            gate.resolve();
+            await settled("the renewal written");
+          }
+          for (const build of held) {
+            assert.deepEqual(await state(db.a, build), {
+              status: "submitted",
+              worker: name,
+            });
+          }
+          assert.ok(
+            !lines.some((l) => l.startsWith("warn local holder lost ")),
+            lines.join("\n"),
+          );
+          abort.abort();
+          await within(running, 10_000, "the live server's stop");
+        } finally {
+          abort.abort();
+          renewal?.resolve();
+          await db.close();
+        }
+      },
+    });
+  }
 
   Deno.test({
     name:
