@@ -150,9 +150,9 @@ Notifications:
 
 Every option can also come from the environment: --log-port from
 LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
-(switches take 1, true, yes or on, and 0, false, no or off). An option
-given twice takes its last value, the command line's over the
-environment's; an empty value is refused, and so are --publish-port with
+(switches take 1, true, yes or on, and 0, false, no or off); the command
+line wins over the environment. An option given twice on the command line
+is refused, as is an empty value, and so are --publish-port with
 --no-publish, --advertise-* with --no-advertise, and the options of one
 mode in the other (--backend-port without --build-remote, --max-jobs with
 it; --listen and --worker-timeout serve both).

@@ -63,11 +63,12 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
 
 Every option can also come from the environment (--workers from
 LORICA_WORKERS, --no-extensions from LORICA_NO_EXTENSIONS=1, ...; switches
-take 1, true, yes or on, and 0, false, no or off). An option given twice
-takes its last value, the command line's over the environment's; an empty
-value is refused, and so are --server-name and --discovery-interface with
---server. REQUEST_PERIOD (seconds, default 30) is the pause after the
-server had no work, as in Cuirass; LORICA_LOG sets the log level.
+take 1, true, yes or on, and 0, false, no or off); the command line wins
+over the environment. An option given twice on the command line is
+refused, as is an empty value, and so are --server-name and
+--discovery-interface with --server. REQUEST_PERIOD (seconds, default 30)
+is the pause after the server had no work, as in Cuirass; LORICA_LOG sets
+the log level.
 Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
 
 const OPTIONS: Record<string, OptionSpec> = {

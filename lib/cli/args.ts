@@ -247,6 +247,18 @@ export function refuseConflicts(
   }
 }
 
+/** An option as `node:util` parseArgs saw it on the command line. */
+interface OptionToken {
+  kind: string;
+  /** The long name, also when a short alias was written. */
+  name?: string;
+  /** As written: `--port` or `-p`. */
+  rawName?: string;
+  value?: string;
+  /** Where in the arguments it was. */
+  index: number;
+}
+
 /**
  * Reads `args`, after the options set in the environment (see
  * {@link argsFromEnvironment}), strictly: an unknown option or a stray
@@ -254,24 +266,29 @@ export function refuseConflicts(
  * value (`--worker-keys=`, as an unset shell variable leaves it) is refused
  * too, unless the option's default is empty: taken as given, it would
  * silently mean "none" (no worker authentication) or a path relative to
- * the root (`--state-directory=` writing `/admin-token`).
- * @throws {UsageError} naming an option given an empty value.
+ * the root (`--state-directory=` writing `/admin-token`). So is an option
+ * given twice in `args` (see {@link refuseRepeatedOptions}).
+ * @throws {UsageError} naming an option given an empty value, or twice.
  */
 export function readOptions(
   options: Record<string, OptionSpec>,
   args: string[],
   env: { get(key: string): string | undefined } = Deno.env,
 ): GivenOptions {
+  const fromEnvironment = argsFromEnvironment(options, env);
   const { values, tokens } = parseArgs({
-    args: [...argsFromEnvironment(options, env), ...args],
+    args: [...fromEnvironment, ...args],
     options,
     strict: true,
     allowPositionals: false,
     tokens: true,
   }) as {
     values: Record<string, string | boolean | undefined>;
-    tokens: { kind: string; name?: string }[];
+    tokens: OptionToken[];
   };
+  refuseRepeatedOptions(
+    tokens.filter((token) => token.index >= fromEnvironment.length),
+  );
   const given = new Set(
     tokens.filter((token) => token.kind === "option").map((token) =>
       token.name!
@@ -289,6 +306,43 @@ export function readOptions(
     flag: (name) => values[name] === true,
     given: (name) => given.has(name),
   };
+}
+
+/**
+ * Refuses an option that the command line gives twice, whether written
+ * long (`--port 1`, `--port=1`) or short (`-p 1`): parseArgs would keep the
+ * last value and drop the first without a word, and the usual way to get
+ * there is a mistake, such as a unit's options file repeating one the unit
+ * already gives in the belief that it replaces it. No option of either
+ * program is a list built by repetition (lists such as --systems are one
+ * comma-separated value), so none is exempt. The environment's options are
+ * not in `tokens`: the command line overriding them is documented.
+ * @throws {UsageError} naming the option and both values, as written.
+ */
+function refuseRepeatedOptions(tokens: OptionToken[]): void {
+  const first = new Map<string, OptionToken>();
+  for (const token of tokens) {
+    if (token.kind !== "option" || token.name === undefined) continue;
+    const earlier = first.get(token.name);
+    if (earlier === undefined) {
+      first.set(token.name, token);
+      continue;
+    }
+    const values = earlier.value === undefined
+      ? ""
+      : ` (${asWritten(earlier)}, then ${asWritten(token)})`;
+    throw new UsageError(
+      `Cannot read the command line: option --${token.name} given twice${values}`,
+    );
+  }
+}
+
+/** A token's value, quoted, with the short alias it came by if any. */
+function asWritten(token: OptionToken): string {
+  const value = JSON.stringify(token.value ?? "");
+  return token.rawName === `--${token.name}`
+    ? value
+    : `${value} as ${token.rawName}`;
 }
 
 /**

@@ -127,6 +127,22 @@ for (const [program, unit] of Object.entries(UNITS)) {
       );
     }
 
+    // The programs refuse an option given twice: neither the example's
+    // options nor a commented-out alternative may repeat the unit's.
+    const alternatives = settings(
+      envFile.replace(/^#(?=[A-Z_]+_OPTIONS=)/gm, ""),
+    ).filter(([key]) => key.endsWith("_OPTIONS"));
+    for (const [, value] of alternatives) {
+      const given = [...words, ...value.replace(/"/g, "").split(/\s+/)]
+        .filter((word) => word.startsWith("--"))
+        .map((word) => word.replace(/=.*$/, ""));
+      assert.deepEqual(
+        given.filter((flag, i) => given.indexOf(flag) !== i),
+        [],
+        `${program}.env repeats an option: ${value}`,
+      );
+    }
+
     const get = (key: string) =>
       pairs.filter(([k]) => k === key).map(([, v]) => v);
     assert.deepEqual(get("NoNewPrivileges"), ["yes"]);

@@ -165,6 +165,58 @@ Deno.test("readOptions() takes the environment's options, lets the command line 
   );
 });
 
+Deno.test("readOptions() refuses an option the command line gives twice, long or short, naming both values", () => {
+  const options: Record<string, OptionSpec> = {
+    port: { type: "string", short: "p", default: "5555" },
+    systems: { type: "string", short: "S" },
+    "no-advertise": { type: "boolean", default: false },
+  };
+  const refused = (args: string[], expected: string) =>
+    assert.throws(
+      () => readOptions(options, args, new Map()),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message === `Cannot read the command line: ${expected}`,
+      args.join(" "),
+    );
+  const twice = 'option --port given twice ("8080", then "9090")';
+  refused(["--port", "8080", "--port", "9090"], twice);
+  refused(["--port=8080", "--port=9090"], twice);
+  refused(["--port=8080", "--port", "9090"], twice);
+  refused(["--port", "8080", "--port=9090"], twice);
+  // The same value twice is still a mistake of the same kind.
+  refused(
+    ["--port=8080", "--port=8080"],
+    'option --port given twice ("8080", then "8080")',
+  );
+  refused(
+    ["-p", "8080", "--port=9090"],
+    'option --port given twice ("8080" as -p, then "9090")',
+  );
+  refused(
+    ["--port=8080", "-p9090"],
+    'option --port given twice ("8080", then "9090" as -p)',
+  );
+  refused(
+    ["-S", "x86_64-linux", "-S", "i686-linux"],
+    'option --systems given twice ("x86_64-linux" as -S, then "i686-linux" as -S)',
+  );
+  refused(
+    ["--no-advertise", "--port=1", "--no-advertise"],
+    "option --no-advertise given twice",
+  );
+  // Each option once is fine, and so is one the command line gives over
+  // the environment's.
+  const given = readOptions(
+    options,
+    ["--port=9090", "-S", "x86_64-linux,i686-linux"],
+    new Map([["LORICA_PORT", "8080"], ["LORICA_NO_ADVERTISE", "1"]]),
+  );
+  assert.equal(given.text("port"), "9090");
+  assert.equal(given.text("systems"), "x86_64-linux,i686-linux");
+  assert.equal(given.flag("no-advertise"), true);
+});
+
 Deno.test("readOptions() refuses an empty value by name, unless the option's default is empty", () => {
   const options: Record<string, OptionSpec> = {
     "worker-keys": { type: "string" },

@@ -164,6 +164,46 @@ Deno.test("lorica-server and lorica-worker refuse options that mean nothing besi
   }
 });
 
+Deno.test("lorica-server and lorica-worker refuse an option given twice, naming it and both values, with no stack trace", async () => {
+  const server = new URL("../../../server.ts", import.meta.url).pathname;
+  // The last value of each stops a program that took it and dropped the
+  // first, before it listens or connects anywhere.
+  const cases: [string, string[], string][] = [
+    [
+      server,
+      ["--web-port", "8080", "--web-port=-1"],
+      'option --web-port given twice ("8080", then "-1")',
+    ],
+    [
+      server,
+      ["-p", "6000", "--publish-port=-1"],
+      'option --publish-port given twice ("6000" as -p, then "-1")',
+    ],
+    [
+      WORKER,
+      ["--server=127.0.0.1:1", "--workers=2", "-w", "0"],
+      'option --workers given twice ("2", then "0" as -w)',
+    ],
+  ];
+  for (const [program, args, message] of cases) {
+    const stderr = await refusedWith([program, ...args]);
+    const name = program === server ? "lorica-server" : "lorica-worker";
+    assert.equal(
+      stderr,
+      `${name}: error: Cannot read the command line: ${message}\n`,
+    );
+  }
+  // The command line still wins over the environment, as documented.
+  const stderr = await refusedWith(
+    [WORKER, "--server=127.0.0.1:1", "--workers=0"],
+    { LORICA_WORKERS: "2" },
+  );
+  assert.equal(
+    stderr,
+    'lorica-worker: error: Cannot use --workers "0": not a positive integer\n',
+  );
+});
+
 Deno.test("lorica-server and lorica-worker with a LORICA_LOG that is no level exit 2 naming it", async () => {
   const server = new URL("../../../server.ts", import.meta.url).pathname;
   for (const program of [server, WORKER]) {
