@@ -1,7 +1,7 @@
 // Build logs on disk (`<logCacheDir>/<hash>.log.gz`): raw streaming and a decoded tail.
 
-import zlib from "node:zlib";
 import { parseStoreBasename } from "../guix/store_path.ts";
+import { gunzipAllMembers } from "./gunzip_members.ts";
 
 /** The end of a log, decoded for display. */
 export interface LogTail {
@@ -160,8 +160,7 @@ export function inflatedStream(
   size: number,
 ): ReadableStream<Uint8Array> {
   // Small input chunks bound each inflation burst, as in readLogTail.
-  const reader = fileStream(file, size, INFLATE_INPUT_CHUNK)
-    .pipeThrough(gunzipAllMembers())
+  const reader = gunzipAllMembers(fileStream(file, size, INFLATE_INPUT_CHUNK))
     .getReader();
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -200,9 +199,9 @@ export async function readLogTail(
   let incomplete = false;
   // Each input chunk is inflated at once; small input chunks bound that
   // burst (deflate expands at most about 1032 times).
-  const reader = fileStream(opened.file, opened.size, INFLATE_INPUT_CHUNK)
-    .pipeThrough(gunzipAllMembers())
-    .getReader();
+  const reader = gunzipAllMembers(
+    fileStream(opened.file, opened.size, INFLATE_INPUT_CHUNK),
+  ).getReader();
   try {
     while (true) {
       const { done, value } = await reader.read();
@@ -219,7 +218,8 @@ export async function readLogTail(
       }
     }
   } catch {
-    // A log still being written ends mid-stream; show what decompressed.
+    // A log still being written ends mid-stream, a damaged one at the
+    // damage; everything decompressed before was read.
     incomplete = true;
   } finally {
     await reader.cancel().catch(() => {});
@@ -248,71 +248,6 @@ export function cleanLogText(text: string): string {
     .replace(ANSI_SEQUENCE_REGEXP, "")
     .replace(/\r\n/g, "\n")
     .replace(CONTROL_CHAR_REGEXP, controlPicture);
-}
-
-/**
- * A gzip decompressor that reads every member of the input, one after the
- * other, as gzip(1) does: DecompressionStream stops at the end of the first
- * member and fails on the rest, so a log written in parts (`cat a.gz b.gz`)
- * lost all but its first part. Each input chunk is inflated whole before the
- * next is taken, so the chunk size bounds the burst. The stream errors when
- * the input is damaged, or ends mid-member (after passing on all it decoded).
- */
-function gunzipAllMembers(): TransformStream<Uint8Array, Uint8Array> {
-  const inflater = zlib.createGunzip();
-  let decoded: Uint8Array[] = [];
-  let failure: Error | null = null;
-  let ended = false;
-  let wake: (() => void) | null = null;
-  inflater.on("data", (piece: Uint8Array) => decoded.push(piece));
-  inflater.on("error", (error: Error) => {
-    failure = error;
-    wake?.();
-  });
-  // Zlib ends the stream by itself when padding follows the last member.
-  inflater.on("end", () => {
-    ended = true;
-    wake?.();
-  });
-
-  function settle(start: (done: () => void) => void): Promise<void> {
-    return new Promise<void>((resolve) => {
-      wake = resolve;
-      if (failure !== null || ended) resolve();
-      else start(resolve);
-    }).finally(() => wake = null);
-  }
-  function passOn(controller: TransformStreamDefaultController<Uint8Array>) {
-    for (const piece of decoded) controller.enqueue(piece);
-    decoded = [];
-    if (failure !== null) {
-      inflater.close();
-      throw failure;
-    }
-  }
-
-  return new TransformStream<Uint8Array, Uint8Array>({
-    async transform(chunk, controller) {
-      await settle((done) =>
-        inflater.write(chunk, (error) => {
-          // The flush pushes out what a partial deflate block allows, so
-          // the text of a log still being written comes out as it grows.
-          if (error || failure !== null) done();
-          else inflater.flush(zlib.constants.Z_SYNC_FLUSH, done);
-        })
-      );
-      passOn(controller);
-    },
-    async flush(controller) {
-      // Ending a member midway makes zlib report "unexpected end of file".
-      await settle(() => inflater.end());
-      passOn(controller);
-      inflater.close();
-    },
-    cancel() {
-      inflater.close();
-    },
-  });
 }
 
 function controlPicture(char: string): string {

@@ -433,6 +433,58 @@ Deno.test("GET /build/ID/log/raw inflates a log still being written up to where 
   assert.deepEqual(body, text.subarray(0, body.length));
 });
 
+Deno.test("GET /build/ID/log/raw and /details show every line before garbage after the log's last gzip member", async () => {
+  await using fx = await createFixture();
+  const { text, compressed } = logSpanningChunks();
+  const hash = fx.builds.failed.derivation.slice(11, 43);
+  // A torn write or junk after the last member, in the middle of one of
+  // the 4 KiB chunks the log is inflated by.
+  for (const junk of ["garbage\n", "\x1f\x00 not a member"]) {
+    const damaged = new Uint8Array([
+      ...compressed,
+      ...new TextEncoder().encode(junk),
+    ]);
+    await Deno.writeFile(`${fx.logDir}/${hash}.log.gz`, damaged);
+    const raw = await fx.fetch(`/build/${fx.builds.failed.id}/log/raw`, {
+      headers: { "accept-encoding": "identity" },
+    });
+    assert.equal(raw.status, 200);
+    assert.equal(await raw.text(), text, JSON.stringify(junk));
+
+    const page = await (await fx.fetch(
+      `/build/${fx.builds.failed.id}/details`,
+    )).text();
+    const log = page.slice(page.indexOf('<pre class="log">'));
+    for (const line of text.split("\n")) {
+      assert.ok(log.includes(line), `${JSON.stringify(junk)}: ${line}`);
+    }
+    assert.match(
+      page,
+      /The log ends early: it is still being written, or damaged/,
+    );
+  }
+});
+
+/**
+ * Log text that gzip cannot shrink much, so that it spans several 4 KiB
+ * chunks compressed, and whose compressed end falls mid-chunk.
+ */
+function logSpanningChunks(): { text: string; compressed: Uint8Array } {
+  const lines: string[] = [];
+  let seed = 1;
+  while (true) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    lines.push(`line ${lines.length}: ${seed.toString(36)} ${seed % 9973}`);
+    if (lines.length % 16 !== 0) continue;
+    const text = lines.join("\n") + "\n";
+    const compressed = new Uint8Array(gzipSync(text));
+    const inChunk = compressed.length % 4096;
+    if (compressed.length > 4 * 4096 && inChunk > 1024 && inChunk < 3072) {
+      return { text, compressed };
+    }
+  }
+}
+
 Deno.test("GET /build/ID/log/raw answers 404 when the build has no log", async () => {
   await using fx = await createFixture();
   const body = await json(
