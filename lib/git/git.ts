@@ -2,12 +2,19 @@
 // repository URL in a cache directory, fetched on each poll; checkouts of a
 // commit on request. Subprocesses are spawned through an injected spawner
 // and killed, with their own children, when they exceed their timeout. A
-// mirror git finds damaged is rebuilt beside it and swapped in.
+// mirror git finds damaged is rebuilt beside it and swapped in, under a lock
+// that the server processes sharing the cache directory all take.
 
 import { type Clock, systemClock } from "../clock.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { readTail, type Spawner, spawnProcess } from "../process.ts";
 import { sha256 } from "../guix/store_hash.ts";
+import {
+  directoryIdentity,
+  lockRebuilds,
+  rebuildDirectory,
+  rebuildLeftovers,
+} from "./rebuild_lock.ts";
 
 /** A git command that failed, timed out, or was refused before it ran. */
 export class GitError extends Error {
@@ -58,6 +65,8 @@ export class Git {
    * Guix's repository reads every commit and tree in it.
    */
   readonly #checkedSound = new Map<string, number>();
+  /** Mirrors whose rebuild leftovers this instance has looked for. */
+  readonly #tidied = new Set<string>();
 
   constructor(options: GitOptions = {}) {
     this.#command = options.command ?? "git";
@@ -257,6 +266,7 @@ export class Git {
   ): Promise<string> {
     return this.#locked(mirror, async () => {
       await this.#ensureMirror(mirror);
+      const identity = await directoryIdentity(mirror);
       try {
         return await fetch(mirror);
       } catch (error) {
@@ -268,17 +278,31 @@ export class Git {
           damage,
           error: error.message,
         });
-        return await this.#rebuild(mirror, fetch);
+        return await this.#rebuild(mirror, identity, fetch);
       }
     });
   }
 
+  /**
+   * Creates the mirror when missing; the first time, also removes what
+   * rebuilds cut short by a crash left beside it.
+   */
   async #ensureMirror(mirror: string): Promise<void> {
+    if (this.#tidied.has(mirror) && await exists(`${mirror}/HEAD`)) return;
+    // Under the rebuild lock: a mirror absent for the instant of another
+    // process's swap must not be created anew in between.
+    const lock = await lockRebuilds(mirror);
     try {
-      await Deno.stat(`${mirror}/HEAD`);
-    } catch {
-      await Deno.mkdir(mirror, { recursive: true });
-      await this.run(["init", "--quiet", "--bare", mirror]);
+      if (!this.#tidied.has(mirror)) {
+        await this.#removeLeftovers(mirror);
+        this.#tidied.add(mirror);
+      }
+      if (!await exists(`${mirror}/HEAD`)) {
+        await Deno.mkdir(mirror, { recursive: true });
+        await this.run(["init", "--quiet", "--bare", mirror]);
+      }
+    } finally {
+      lock.close();
     }
   }
 
@@ -317,39 +341,77 @@ export class Git {
 
   /**
    * Fetches into a new mirror beside `mirror` and swaps it in once the
-   * fetch succeeded; until then, and if it fails, the old one stays.
+   * fetch succeeded; until then, and if it fails, the old one stays. Other
+   * server processes may share the cache: the rebuild holds the mirror's
+   * lock, and one that finds, once it has the lock, that the mirror is no
+   * longer the one it found damaged (`identity`) fetches into the mirror
+   * another process rebuilt.
    */
   async #rebuild(
     mirror: string,
+    identity: string | null,
     fetch: (gitDir: string) => Promise<string>,
   ): Promise<string> {
-    const fresh = `${mirror}.rebuild`;
-    const damaged = `${mirror}.damaged`;
-    await removeTree(fresh);
-    let result: string;
+    const lock = await lockRebuilds(mirror);
     try {
-      await Deno.mkdir(fresh, { recursive: true });
-      await this.run(["init", "--quiet", "--bare", fresh]);
-      result = await fetch(fresh);
-    } catch (error) {
-      await removeTree(fresh);
-      this.#logger.warn("git mirror rebuild failed", {
+      if (await directoryIdentity(mirror) !== identity) {
+        const result = await fetch(mirror);
+        this.#logger.info("git mirror rebuilt by another process", {
+          mirror,
+          commit: result,
+        });
+        return result;
+      }
+      await this.#removeLeftovers(mirror);
+      const fresh = await rebuildDirectory(mirror, "rebuild");
+      let result: string;
+      try {
+        await this.run(["init", "--quiet", "--bare", fresh]);
+        result = await fetch(fresh);
+      } catch (error) {
+        await removeTree(fresh);
+        this.#logger.warn("git mirror rebuild failed", {
+          mirror,
+          error: error instanceof Error ? error.message : String(error),
+        });
+        throw error;
+      }
+      // An empty directory of a name of its own, which rename(2) replaces.
+      const damaged = await rebuildDirectory(mirror, "damaged");
+      try {
+        await Deno.rename(mirror, damaged);
+      } catch (error) {
+        await removeTree(fresh);
+        await removeTree(damaged);
+        throw error;
+      }
+      try {
+        await Deno.rename(fresh, mirror);
+      } catch (error) {
+        await Deno.rename(damaged, mirror);
+        throw error;
+      }
+      await removeTree(damaged);
+      this.#logger.info("git mirror rebuilt", { mirror, commit: result });
+      return result;
+    } finally {
+      lock.close();
+    }
+  }
+
+  /**
+   * Removes the directories of rebuilds of `mirror` that a crash cut short
+   * (new mirrors half fetched, damaged ones not yet removed). Only with the
+   * rebuild lock held: then no rebuild is running to own them.
+   */
+  async #removeLeftovers(mirror: string): Promise<void> {
+    for (const path of await rebuildLeftovers(mirror)) {
+      await removeTree(path);
+      this.#logger.info("git mirror rebuild leftover removed", {
         mirror,
-        error: error instanceof Error ? error.message : String(error),
+        path,
       });
-      throw error;
     }
-    await removeTree(damaged);
-    await Deno.rename(mirror, damaged);
-    try {
-      await Deno.rename(fresh, mirror);
-    } catch (error) {
-      await Deno.rename(damaged, mirror);
-      throw error;
-    }
-    await removeTree(damaged);
-    this.#logger.info("git mirror rebuilt", { mirror, commit: result });
-    return result;
   }
 
   /** Runs `work` after every earlier operation on the same mirror. */
@@ -375,6 +437,15 @@ export function mirrorDirectory(cacheDir: string, url: string): string {
 export function isFetchableUrl(url: string): boolean {
   // deno-lint-ignore no-control-regex
   return url !== "" && !url.startsWith("-") && !/[\x00-\x1f]/.test(url);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes a directory tree; nothing there is fine. */

@@ -5,7 +5,7 @@ import {
   type GitOptions,
   mirrorDirectory,
 } from "../../../lib/git/git.ts";
-import { spawnProcess } from "../../../lib/process.ts";
+import { type Child, spawnProcess } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
@@ -180,6 +180,11 @@ function eventOf(line: string, mirror: string): string {
 
 const JUNK = new TextEncoder().encode("this is no zlib stream at all\n");
 
+/** The names in directory `dir`, sorted. */
+function namesIn(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((entry) => entry.name).sort();
+}
+
 Deno.test({
   name: "Git rebuilds a mirror git finds damaged, and logs it (needs git)",
   ignore: !hasGit,
@@ -224,12 +229,13 @@ Deno.test({
             ],
           );
           assert.match(lines[0], / damage="?(fatal|error): /);
-          // The new mirror is whole, and nothing is left beside it.
+          // The new mirror is whole, and nothing is left beside it but
+          // the rebuild lock's file.
           await git(mirror, "fsck", "--no-progress");
-          assert.deepEqual(
-            [...Deno.readDirSync(`${mirror}/..`)].map((e) => e.name),
-            ["mirror.git"],
-          );
+          assert.deepEqual(namesIn(`${mirror}/..`), [
+            "mirror.git",
+            "mirror.git.lock",
+          ]);
           // A commit is found in the rebuilt mirror too.
           const { client: again } = loggingGit();
           await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
@@ -327,15 +333,150 @@ Deno.test({
         ],
       );
       assert.equal(await Deno.readTextFile(`${mirror}/HEAD`), "junk\n");
-      assert.deepEqual(
-        [...Deno.readDirSync(`${root}/cache`)].map((e) => e.name),
-        ["mirror.git"],
-      );
+      assert.deepEqual(namesIn(`${root}/cache`), [
+        "mirror.git",
+        "mirror.git.lock",
+      ]);
     } finally {
       await Deno.remove(root, { recursive: true });
     }
   },
 });
+
+Deno.test({
+  name:
+    "Git: two processes' rebuilds of one damaged mirror both end with a sound mirror (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
+    try {
+      const repo = await makeRepository(root);
+      const url = `file://${repo}`;
+      const mirror = `${root}/cache/mirror.git`;
+      await new Git().fetchBranch(url, "main", mirror);
+      // Damage git finds only with fsck: the branch's commit corrupt.
+      const tip = (await git(repo, "rev-parse", "HEAD")).trim();
+      await overwrite(
+        `${mirror}/objects/${tip.slice(0, 2)}/${tip.slice(2)}`,
+        JUNK,
+      );
+      const next = await commit(repo, "after the damage");
+
+      // Two instances on one cache directory, as two server processes
+      // have: each finds the damage before either starts its rebuild.
+      const bothChecked = rendezvous(2);
+      const servers = [0, 1].map(() =>
+        loggingGit({
+          spawn: (argv, options) => {
+            const child = spawnProcess(argv, options);
+            return argv.includes("fsck")
+              ? heldBack(child, bothChecked())
+              : child;
+          },
+        })
+      );
+      const results = await Promise.allSettled(
+        servers.map(({ client }) => client.fetchBranch(url, "main", mirror)),
+      );
+      assert.deepEqual(results, [
+        { status: "fulfilled", value: next },
+        { status: "fulfilled", value: next },
+      ]);
+      await git(mirror, "fsck", "--no-progress");
+      assert.equal(
+        (await git(mirror, "rev-parse", "refs/heads/main")).trim(),
+        next,
+      );
+      assert.deepEqual(namesIn(`${root}/cache`), [
+        "mirror.git",
+        "mirror.git.lock",
+      ]);
+      // One rebuilt it; the other, once it had the lock, used that one.
+      const events = servers.map(({ lines }) =>
+        lines.map((line) => eventOf(line, mirror)).join(", ")
+      ).sort();
+      assert.deepEqual(events, [
+        "warn git mirror damaged, info git mirror rebuilt",
+        "warn git mirror damaged, info git mirror rebuilt by another process",
+      ]);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Git removes what a rebuild cut short by a crash left beside the mirror, and nothing else (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
+    try {
+      const repo = await makeRepository(root);
+      const url = `file://${repo}`;
+      const cache = `${root}/cache`;
+      const mirror = `${cache}/mirror.git`;
+      await new Git().fetchBranch(url, "main", mirror);
+      // A new mirror half fetched, a damaged one set aside, and the fixed
+      // names earlier versions used; and another mirror's, to be kept.
+      const leftovers = [
+        "mirror.git.rebuild-k3j9x2",
+        "mirror.git.damaged-p0q8w1",
+        "mirror.git.rebuild",
+        "mirror.git.damaged",
+      ];
+      for (const name of leftovers) {
+        await git(root, "init", "--quiet", "--bare", `${cache}/${name}`);
+      }
+      await Deno.mkdir(`${cache}/other.git.rebuild-a1b2c3`);
+
+      const { client, lines } = loggingGit();
+      const next = await commit(repo, "second");
+      assert.equal(await client.fetchBranch(url, "main", mirror), next);
+      assert.deepEqual(namesIn(cache), [
+        "mirror.git",
+        "mirror.git.lock",
+        "other.git.rebuild-a1b2c3",
+      ]);
+      assert.deepEqual(
+        lines.map((line) => eventOf(line, mirror)).sort(),
+        leftovers.map(() => "info git mirror rebuild leftover removed"),
+      );
+      // Looked for once per mirror, not at every fetch.
+      await Deno.mkdir(`${cache}/mirror.git.rebuild-later`);
+      await client.fetchBranch(url, "main", mirror);
+      assert.ok(namesIn(cache).includes("mirror.git.rebuild-later"));
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+/**
+ * A meeting point for `count` callers: each call returns a promise that
+ * resolves once `count` calls were made (later calls resolve at once).
+ */
+function rendezvous(count: number): () => Promise<void> {
+  let arrived = 0;
+  let release!: () => void;
+  const all = new Promise<void>((resolve) => release = resolve);
+  return () => {
+    if (++arrived === count) release();
+    return all;
+  };
+}
+
+/** `child`, its exit reported only once `ready` resolves too. */
+function heldBack(child: Child, ready: Promise<void>): Child {
+  return {
+    pid: child.pid,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    stdin: child.stdin,
+    status: ready.then(() => child.status),
+    kill: (signal) => child.kill(signal),
+  };
+}
 
 Deno.test("Git's timeout holds when git's children keep its pipes open", async () => {
   // A fetch whose remote helper hangs: git is killed, the helper (here a
