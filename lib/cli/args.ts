@@ -356,17 +356,46 @@ export function sourceOfUsageError(
   args: string[],
   env: { get(key: string): string | undefined } = Deno.env,
 ): string {
+  const onCommandLine = namesOnCommandLine(options, args);
   for (const name of Object.keys(options)) {
     if (!new RegExp(`--${name}(?![\\w-])`).test(message)) continue;
-    const onCommandLine = args.some((arg) =>
-      arg === `--${name}` || arg.startsWith(`--${name}=`)
-    );
     const variable = environmentVariable(name);
-    if (!onCommandLine && env.get(variable)) {
+    if (!onCommandLine.has(name) && env.get(variable)) {
       return `${message} (set by ${variable})`;
     }
   }
   return message;
+}
+
+/**
+ * The long names of the options `args` gives, short aliases (`-p 1`,
+ * `-p1`, `-sp 1`) included. Read leniently: the error being explained may
+ * be that they do not parse.
+ */
+function namesOnCommandLine(
+  options: Record<string, OptionSpec>,
+  args: string[],
+): Set<string> {
+  const names = new Set<string>();
+  for (const arg of args) {
+    const long = /^--([^=]+)/.exec(arg);
+    if (long !== null) names.add(long[1]);
+  }
+  try {
+    const { tokens } = parseArgs({
+      args,
+      options,
+      strict: false,
+      allowPositionals: true,
+      tokens: true,
+    });
+    for (const token of tokens) {
+      if (token.kind === "option") names.add(token.name);
+    }
+  } catch {
+    // The long forms found above are all there is to go by.
+  }
+  return names;
 }
 
 /** Reads a secret from a file, without its trailing newline. */

@@ -285,7 +285,7 @@ Deno.test("refuseConflicts() names both options and the value that means nothing
   );
 });
 
-Deno.test("sourceOfUsageError() names the environment variable that set the option a message names, unless the command line gave it", () => {
+Deno.test("sourceOfUsageError() names the environment variable that set the option a message names, unless the command line gave it, long or short", () => {
   const options: Record<string, OptionSpec> = {
     workers: { type: "string" },
     "workers-max": { type: "string" },
@@ -301,6 +301,24 @@ Deno.test("sourceOfUsageError() names the environment variable that set the opti
     message,
   );
   assert.equal(sourceOfUsageError(message, options, [], new Map()), message);
+  // A short alias is the option given on the command line too.
+  const aliased: Record<string, OptionSpec> = {
+    "publish-port": { type: "string", short: "p" },
+    "no-publish": { type: "boolean", short: "s" },
+  };
+  const port = new Map([["LORICA_PUBLISH_PORT", "5557"]]);
+  const bad = 'Cannot use --publish-port "x": not a port number (0-65535)';
+  for (const args of [["-p", "x"], ["-px"], ["-sp", "x"]]) {
+    assert.equal(
+      sourceOfUsageError(bad, aliased, args, port),
+      bad,
+      args.join(" "),
+    );
+  }
+  assert.equal(
+    sourceOfUsageError(bad, aliased, ["-s"], port),
+    `${bad} (set by LORICA_PUBLISH_PORT)`,
+  );
   // --workers-max is another option, not --workers.
   const other = 'Cannot use --workers-max "x": not a positive integer';
   assert.equal(sourceOfUsageError(other, options, [], environment), other);
