@@ -745,7 +745,9 @@ class Session {
             this.#replyTimeoutMs,
             () => outcome !== undefined,
           );
-          if (event?.kind === "probe") await this.#reRegister([job.drv]);
+          if (event?.kind === "probe") {
+            await this.#reRegisterWhileBuilding(job.drv);
+          }
         }
       } catch (error) {
         // A stop without drain: the session ends once guix build is gone
@@ -907,6 +909,29 @@ class Session {
         action: "reconnecting",
       });
       await this.#reconnect();
+    }
+  }
+
+  /**
+   * Registers again in the middle of building `drv` (the server restarted).
+   * A failure (the connection lost as it was sent) does not end the
+   * session: the session's end would leave guix build running for nobody,
+   * and the build to be done again. The build goes on; its report
+   * registers again first, and keeps the result for the next session if it
+   * cannot be sent (see #report).
+   */
+  async #reRegisterWhileBuilding(drv: string) {
+    try {
+      await this.#reRegister([drv]);
+    } catch (error) {
+      if (this.#signal.aborted) throw error;
+      // Whatever of it was sent, the server may not know this session.
+      this.#registeredAt = -1;
+      this.#logger.warn("registration failed", {
+        drv,
+        error,
+        action: "building on; the report registers again",
+      });
     }
   }
 

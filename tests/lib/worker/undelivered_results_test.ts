@@ -16,6 +16,7 @@ import { BuildStatus } from "../../../lib/store/types.ts";
 import {
   eventually,
   fakeSpawner,
+  type Fixture,
   job,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
@@ -98,11 +99,14 @@ Deno.test("UndeliveredResults keeps a handful: past it, the oldest is dropped wi
 });
 
 /**
- * Opens real DEALER sockets whose sends of a build result fail while
- * `failing()` says so, as when the connection is lost mid-message;
- * `failed` counts the sends that failed.
+ * Opens real DEALER sockets whose sends of a build result (or of the
+ * messages of `types`) fail while `failing()` says so, as when the
+ * connection is lost mid-message; `failed` counts the sends that failed.
  */
-function dealersLosingResults(failing: (failed: number) => boolean) {
+function dealersLosingResults(
+  failing: (failed: number) => boolean,
+  types = ["build-succeeded", "build-failed"],
+) {
   const state = { failed: 0 };
   const connect = (options: DealerOptions): DealerSocket => {
     const dealer = DealerSocket.connect(options);
@@ -111,14 +115,11 @@ function dealersLosingResults(failing: (failed: number) => boolean) {
       const type = frames.length === 2
         ? decodeMessage(frames[1]).type
         : undefined;
-      if (
-        (type === "build-succeeded" || type === "build-failed") &&
-        failing(state.failed)
-      ) {
+      if (type !== undefined && types.includes(type) && failing(state.failed)) {
         state.failed++;
         return Promise.reject(
           new ZmtpClosedError(
-            `Cannot send to ZMTP peer "127.0.0.1:${options.port}": connection lost mid-message (injected)`,
+            `Cannot send ${type} to ZMTP peer "127.0.0.1:${options.port}": connection lost mid-message (injected)`,
           ),
         );
       }
@@ -129,13 +130,20 @@ function dealersLosingResults(failing: (failed: number) => boolean) {
   return { connect, state };
 }
 
-/** guix publish runs until stopped; each guix build succeeds at once. */
-function succeedingGuix(builds: string[][]): Guix {
+/**
+ * guix publish runs until stopped; each guix build succeeds, at once or
+ * once `release` resolves.
+ */
+function succeedingGuix(
+  builds: string[][],
+  release: Promise<void> = Promise.resolve(),
+): Guix {
   const publishing = fakeSpawner();
   const spawn: Spawner = (argv, options) => {
     if (!argv.includes("publish")) {
       builds.push(argv);
-      return publishing(argv, options);
+      const child = publishing(argv, options);
+      return { ...child, status: release.then(() => child.status) };
     }
     const status = Promise.withResolvers<
       { code: number; signal: string | null }
@@ -413,6 +421,94 @@ Deno.test({
       abort.abort();
       await running;
       await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker whose registration fails mid-build, the server restarted, builds on and reports to the new server: built once, never requeued",
+  async fn() {
+    const first = await startFixture({ logPort: quietPort() });
+    let firstRunning = true;
+    let second: Fixture | undefined;
+    const lines: string[] = [];
+    const builds: string[][] = [];
+    const release = Promise.withResolvers<void>();
+    // Registrations: the first one's, then the one after the restart,
+    // which is lost as it is sent.
+    let readies = 0;
+    const dealers = dealersLosingResults(() => ++readies === 2, [
+      "worker-ready",
+    ]);
+    const worker = await startWorker({
+      server: { hostname: "127.0.0.1", port: first.port },
+      workers: 1,
+      systems: ["x86_64-linux"],
+      machine: "test",
+      publishPort: 0,
+      publishListen: "127.0.0.1",
+      substituteUrls: [],
+      requestPeriodMs: 100,
+      pingIntervalMs: 60_000,
+      replyTimeoutMs: 60_000,
+      publishArgs: [],
+      storeDir: "/gnu/store",
+      minimumDiskSpace: 0,
+    }, {
+      guix: succeedingGuix(builds, release.promise),
+      logger: createLogger({
+        timestamps: false,
+        sink: (line) => lines.push(line),
+      }),
+      freeBytes: () => Promise.resolve(1024 ** 4),
+      connectDealer: dealers.connect,
+    });
+    try {
+      const [drv] = await first.addJobs([job("hello", 1)]);
+      await eventually(
+        async () => (await first.status(drv)) === BuildStatus.started,
+        "build started",
+      );
+      firstRunning = false;
+      await first.close(true);
+      second = await startFixture({
+        database: first.database,
+        port: first.port,
+        logPort: quietPort(),
+      });
+      const restarted = second;
+      await eventually(
+        () => dealers.state.failed === 1,
+        "the lost registration",
+      );
+      release.resolve();
+      await eventually(
+        async () => (await restarted.status(drv)) === BuildStatus.succeeded,
+        `build succeeded\n${lines.join("\n")}`,
+      );
+      assert.equal(
+        builds.filter((argv) => argv.includes(drv)).length,
+        1,
+        `built once\n${lines.join("\n")}\n${restarted.lines.join("\n")}`,
+      );
+      assert.ok(
+        !restarted.lines.some((l) => l.startsWith("warn build requeued")),
+        restarted.lines.join("\n"),
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith("warn registration failed ") && l.includes(drv)
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      release.resolve();
+      await worker.stop();
+      if (firstRunning) await first.close();
+      else await Deno.remove(first.root, { recursive: true });
+      await second?.close();
     }
   },
 });
