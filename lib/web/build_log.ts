@@ -1,7 +1,7 @@
 // Build logs on disk (`<logCacheDir>/<hash>.log.gz`): raw streaming and a decoded tail.
 
 import { parseStoreBasename } from "../guix/store_path.ts";
-import { gunzipAllMembers } from "./gunzip_members.ts";
+import { gunzipAllMembers } from "../gunzip_members.ts";
 
 /** The end of a log, decoded for display. */
 export interface LogTail {

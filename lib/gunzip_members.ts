@@ -2,7 +2,7 @@
 // keeps all it decoded when the file is damaged or cut off.
 
 import zlib from "node:zlib";
-import { toHex } from "../hex.ts";
+import { toHex } from "./hex.ts";
 
 /** Gzip input that is damaged, or that ends in the middle of a member. */
 export class GzipDamageError extends SyntaxError {

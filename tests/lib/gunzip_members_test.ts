@@ -1,9 +1,6 @@
 import assert from "node:assert/strict";
 import { crc32, gunzipSync, gzipSync } from "node:zlib";
-import {
-  gunzipAllMembers,
-  GzipDamageError,
-} from "../../../lib/web/gunzip_members.ts";
+import { gunzipAllMembers, GzipDamageError } from "../../lib/gunzip_members.ts";
 
 /** What the stream gives for `bytes` fed `chunkSize` bytes at a time. */
 async function gunzip(
