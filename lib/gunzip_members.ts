@@ -49,7 +49,7 @@ export function gunzipAllMembers(
   compressed: ReadableStream<Uint8Array>,
 ): ReadableStream<Uint8Array> {
   const input = compressed.getReader();
-  const decoder = new MemberDecoder();
+  const decoder = new GzipMemberDecoder();
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       while (decoder.damage === null && !decoder.finished) {
@@ -79,8 +79,18 @@ export function gunzipAllMembers(
   }, { highWaterMark: 0 });
 }
 
-/** Splits gzip input into members and inflates them, a chunk at a time. */
-class MemberDecoder {
+/**
+ * Splits gzip input into members and inflates them, a chunk at a time: the
+ * decoder under {@linkcode gunzipAllMembers}, for readers that are no
+ * stream (a log followed as it grows, an upload). A `write` gives all its
+ * chunk decoded before damage between members or in a trailer; inside a
+ * member's deflate data, zlib gives nothing of the call that failed. The
+ * output of a chunk is held whole, so the chunk size bounds the burst
+ * (deflate expands up to about 1032 times); the chunk itself is not kept.
+ * Input that stops in the middle of a member is no damage until `end`
+ * says that no more will come.
+ */
+export class GzipMemberDecoder {
   /** Why decoding stopped early, once it has. */
   damage: GzipDamageError | null = null;
   /** Whether padding ended the data: what follows is ignored. */
@@ -155,7 +165,7 @@ class MemberDecoder {
           this.#offset,
         );
       }
-      this.#held = bytes;
+      this.#held = bytes.slice();
       return new Uint8Array(0);
     }
     const taken = length - this.#held.length;
@@ -189,7 +199,7 @@ class MemberDecoder {
   #readTrailer(chunk: Uint8Array): Uint8Array {
     const bytes = joined(this.#held, chunk);
     if (bytes.length < GZIP_TRAILER_BYTES) {
-      this.#held = bytes;
+      this.#held = bytes.slice();
       return new Uint8Array(0);
     }
     const taken = GZIP_TRAILER_BYTES - this.#held.length;

@@ -1,6 +1,6 @@
 // Live build logs: a hub fed by the log receiver, and a tolerant tail of the growing .log.gz.
 
-import zlib from "node:zlib";
+import { GzipMemberDecoder } from "../gunzip_members.ts";
 import { openRegularFile } from "./build_log.ts";
 
 /** What happened to a derivation's log. */
@@ -92,8 +92,9 @@ const INFLATE_INPUT_BYTES = 4096;
 
 /**
  * Follows a gzip log file that is still being written: each `read()` inflates
- * the bytes appended since the previous one, with Z_SYNC_FLUSH so that a
- * stream without its end yields everything decodable so far. Every read
+ * the bytes appended since the previous one, yielding everything decodable so
+ * far from a member without its end yet, and all that was decoded before
+ * damage (garbage after the last member, say) with the damage. Every read
  * keeps only the last `tailBytes` of that text: the first one of a long log,
  * and any read of a follower that fell behind (a slow client, a starved
  * process) skip ahead instead of holding megabytes (case C11).
@@ -103,11 +104,8 @@ export class GzipLogFollower {
   readonly #tailBytes: number;
   readonly #maxScanBytes: number;
   #offset = 0;
-  #inflater: zlib.Gunzip | null = null;
-  #pending: Uint8Array[] = [];
-  #damaged = false;
+  #gunzip = new GzipMemberDecoder();
   #decoder = new TextDecoder("utf-8", { fatal: false });
-  #waiting: (() => void) | null = null;
 
   constructor(
     path: string,
@@ -151,7 +149,7 @@ export class GzipLogFollower {
         for (let at = 0; at < read; at += INFLATE_INPUT_BYTES) {
           const end = Math.min(read, at + INFLATE_INPUT_BYTES);
           this.#offset += end - at;
-          const out = await this.#inflate(buffer.slice(at, end));
+          const out = await this.#gunzip.write(buffer.slice(at, end));
           for (const piece of out) {
             scanned += piece.length;
             kept.push(piece);
@@ -189,52 +187,18 @@ export class GzipLogFollower {
 
   /** Releases the decompressor. */
   close(): void {
-    this.#inflater?.close();
-    this.#inflater = null;
+    this.#gunzip.close();
+  }
+
+  get #damaged(): boolean {
+    return this.#gunzip.damage !== null;
   }
 
   #restart() {
     this.close();
     this.#offset = 0;
-    this.#damaged = false;
+    this.#gunzip = new GzipMemberDecoder();
     this.#decoder = new TextDecoder("utf-8", { fatal: false });
-  }
-
-  #ensureInflater(): zlib.Gunzip {
-    if (this.#inflater === null) {
-      const inflater = zlib.createGunzip({
-        flush: zlib.constants.Z_SYNC_FLUSH,
-        finishFlush: zlib.constants.Z_SYNC_FLUSH,
-      });
-      inflater.on("data", (piece: Uint8Array) => this.#pending.push(piece));
-      inflater.on("error", () => {
-        this.#damaged = true;
-        this.#waiting?.();
-      });
-      this.#inflater = inflater;
-    }
-    return this.#inflater;
-  }
-
-  /** Feeds compressed bytes and waits until the inflater has processed them. */
-  #inflate(bytes: Uint8Array): Promise<Uint8Array[]> {
-    const inflater = this.#ensureInflater();
-    return new Promise((resolve) => {
-      const finish = () => {
-        this.#waiting = null;
-        const out = this.#pending;
-        this.#pending = [];
-        resolve(out);
-      };
-      if (this.#damaged) return finish();
-      this.#waiting = finish;
-      inflater.write(bytes, (error) => {
-        // The write callback runs once the chunk went through zlib; the
-        // flush pushes out what a partial deflate block already allows.
-        if (error || this.#damaged) return finish();
-        inflater.flush(zlib.constants.Z_SYNC_FLUSH, finish);
-      });
-    });
   }
 }
 

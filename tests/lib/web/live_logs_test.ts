@@ -135,6 +135,51 @@ Deno.test("GzipLogFollower reports damaged data instead of throwing", () =>
     }
   }));
 
+/** Build log lines that gzip shrinks only so much: they span many chunks. */
+function noisyLines(from: number, to: number): string {
+  let text = "";
+  for (let i = from; i < to; i++) {
+    text += `line ${i} ${(i * 2654435761 % 2 ** 32).toString(36)}\n`;
+  }
+  return text;
+}
+
+Deno.test("GzipLogFollower gives every line before garbage after the log's end, then reports the damage", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/log.gz`;
+    const follower = new GzipLogFollower(path);
+    try {
+      const log = new GrowingLog(path);
+      await log.write(noisyLines(0, 100));
+      assert.equal((await follower.read()).text, noisyLines(0, 100));
+      const followed = (await Deno.stat(path)).size;
+      for (let i = 100; i < 3000; i += 100) {
+        await log.write(noisyLines(i, i + 100));
+      }
+      await log.end();
+      const junk = new TextEncoder().encode("garbage after the end\n");
+      await Deno.writeFile(path, junk, { append: true });
+      // The garbage sits in the middle of the follower's last 4 KiB input
+      // chunk, after several whole ones.
+      const unread = (await Deno.stat(path)).size - followed;
+      assert.ok(unread > 3 * 4096, `${unread} bytes unread`);
+      const inLastChunk = (unread - junk.length) % 4096;
+      assert.ok(inLastChunk > 100 && inLastChunk < 4000, `${inLastChunk}`);
+
+      const rest = await follower.read();
+      assert.equal(rest.text, noisyLines(100, 3000));
+      assert.equal(rest.damaged, true);
+      assert.deepEqual(await follower.read(), {
+        text: "",
+        reset: false,
+        truncated: false,
+        damaged: true,
+      });
+    } finally {
+      follower.close();
+    }
+  }));
+
 Deno.test("createLiveLogHub() signals chunks and completion to a derivation's listeners", () => {
   const hub = createLiveLogHub();
   const seen: LiveLogEvent[] = [];

@@ -152,6 +152,50 @@ Deno.test("GET /build/ID/log/events without a hub tails the file, and ends at on
   assert.equal((await fx.fetch("/build/4242/log/events")).status, 404);
 });
 
+Deno.test("GET /build/ID/log/events sends every line before garbage after the log's end, then says the log is damaged", async () => {
+  await using fx = await createFixture({
+    app: { clock: realSleepClock, livePollMs: 20 },
+  });
+  const build = fx.builds.failed;
+  // Lines that gzip shrinks only so much: several 4 KiB input chunks.
+  const text = Array.from(
+    { length: 3000 },
+    (_, i) => `line ${i} ${(i * 2654435761 % 2 ** 32).toString(36)}\n`,
+  ).join("");
+  const compressed = await writeLog(
+    fx.logDir,
+    build.derivation,
+    new TextEncoder().encode(text),
+  );
+  assert.ok(compressed.length > 3 * 4096, `${compressed.length}`);
+  // The garbage lands in the middle of a 4 KiB chunk of the follower's.
+  const inLastChunk = compressed.length % 4096;
+  assert.ok(inLastChunk > 100 && inLastChunk < 4000, `${inLastChunk}`);
+  await Deno.writeFile(
+    logFilePath(fx.logDir, build.derivation)!,
+    new TextEncoder().encode("garbage"),
+    { append: true },
+  );
+
+  const events = eventReader(await fx.fetch(`/build/${build.id}/log/events`));
+  const all = [];
+  for (
+    let item = await events.next();
+    item !== null;
+    item = await events.next()
+  ) {
+    all.push(item);
+  }
+  assert.equal(
+    all.filter((e) => e.event === "log").map((e) => e.data).join(""),
+    text,
+  );
+  assert.deepEqual(
+    all.map((e) => e.event).filter((name) => name !== "log"),
+    ["start", "status", "damaged", "end"],
+  );
+});
+
 Deno.test("live log streams are limited; closing one frees its place", async () => {
   await using fx = await createFixture({
     app: { clock: realSleepClock, livePollMs: 20, maxLiveStreams: 1 },
