@@ -3,6 +3,7 @@
 // gzip stream of our own, with a marker line when it was cut short.
 
 import zlib from "node:zlib";
+import { GzipMemberDecoder } from "../gunzip_members.ts";
 import type { Logger } from "../log.ts";
 import { writeAll } from "./log_header.ts";
 
@@ -43,6 +44,8 @@ export function endedEarlyMarker(reason: string): string {
  * Inflates the worker's gzip stream slice by slice, keeps at most
  * `maxLogBytes` of log, and writes it to `file` through a new gzip stream,
  * sync-flushed after each network read so that the partial file can be read.
+ * Garbage after the last gzip member cuts the log after all the text before
+ * it.
  */
 export class LogSink {
   /** Log bytes kept so far. */
@@ -58,10 +61,9 @@ export class LogSink {
   readonly #drv: string;
   readonly #log: Logger;
   readonly #settings: LogSinkSettings;
-  readonly #inflate = zlib.createGunzip();
+  readonly #gunzip = new GzipMemberDecoder();
   readonly #deflate = zlib.createGzip();
   #capped = false;
-  #ending = false;
   #endedEarly = false;
   #corrupt: Error | undefined;
   #writing: Promise<void> = Promise.resolve();
@@ -78,18 +80,6 @@ export class LogSink {
     this.#drv = drv;
     this.#log = log;
     this.#settings = settings;
-    this.#inflate.on("data", (chunk: Uint8Array) => {
-      this.inflated += chunk.length;
-      this.#keep(chunk);
-    });
-    this.#inflate.on("error", (error: Error) => {
-      if (this.#capped) return;
-      // At the end, an error means the stream stopped short (a killed
-      // worker); before, that the bytes are not gzip.
-      if (this.#ending) this.#endedEarly = true;
-      else this.#corrupt ??= error;
-      this.full = true;
-    });
     this.#deflate.on("data", (chunk: Uint8Array) => this.#store(chunk));
     this.#deflate.on("error", (error: Error) => {
       this.#fileError ??= error;
@@ -110,7 +100,14 @@ export class LogSink {
     for (let at = 0; at < chunk.length && !this.full;) {
       const slice = chunk.subarray(at, at + INFLATE_SLICE_BYTES);
       at += slice.length;
-      await writeStream(this.#inflate, slice.slice());
+      for (const piece of await this.#gunzip.write(slice)) {
+        this.inflated += piece.length;
+        this.#keep(piece);
+      }
+      if (this.#gunzip.damage !== null && !this.#capped) {
+        this.#corrupt ??= this.#gunzip.damage;
+        this.full = true;
+      }
       if (this.#deflate.writableLength > MAX_PENDING_FILE_BYTES) {
         await once(this.#deflate, "drain");
       }
@@ -136,10 +133,10 @@ export class LogSink {
     if (!this.full) {
       // A worker killed mid-build leaves a truncated stream: what was
       // decodable is kept, and a marker says the rest is missing.
-      this.#ending = true;
-      await endStream(this.#inflate);
+      this.#gunzip.end();
+      this.#endedEarly = this.#gunzip.damage !== null;
     }
-    this.#inflate.destroy();
+    this.#gunzip.close();
     if (this.#corrupt && !this.#capped) {
       this.#log.warn("log data invalid", {
         drv: this.#drv,
@@ -202,19 +199,8 @@ export class LogSink {
   }
 }
 
-/** Writes to a node stream, resolving once it is processed (or failed). */
-function writeStream(
-  stream: zlib.Gunzip,
-  chunk: Uint8Array,
-): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed || stream.writableEnded) return resolve();
-    stream.write(chunk, () => resolve());
-  });
-}
-
 /** Ends a node zlib stream and waits until its output is all out. */
-function endStream(stream: zlib.Gunzip | zlib.Gzip): Promise<void> {
+function endStream(stream: zlib.Gzip): Promise<void> {
   return new Promise((resolve) => {
     if (stream.destroyed || stream.readableEnded) return resolve();
     stream.once("end", () => resolve());

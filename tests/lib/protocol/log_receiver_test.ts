@@ -174,6 +174,35 @@ Deno.test("C10/C11: bytes that are not gzip end the stored log with a marker", a
   assert.ok(f.lines.some((l) => l.startsWith("warn log data invalid")));
 });
 
+Deno.test("C10: garbage after an upload's last gzip member cuts the stored log after every line before it", async () => {
+  await using f = await fixture();
+  // Lines that gzip shrinks only so much: several 4 KiB slices of input.
+  const lines = Array.from(
+    { length: 3000 },
+    (_, i) => `line ${i} ${(i * 2654435761 % 2 ** 32).toString(36)}\n`,
+  );
+  const text = lines.join("");
+  const body = new Uint8Array([
+    ...zlib.gzipSync(lines.slice(0, 500).join("")),
+    ...zlib.gzipSync(lines.slice(500).join("")),
+  ]);
+  assert.ok(body.length > 3 * 4096, `${body.length}`);
+  // The garbage lands in the middle of a slice.
+  assert.ok(body.length % 4096 > 100 && body.length % 4096 < 4000);
+  await sendRaw(
+    f.receiver.port,
+    f.drv,
+    new Uint8Array([...body, ...encoder.encode("garbage")]),
+  );
+  await waitFor(() => f.completed.has(f.drv));
+  const stored = new TextDecoder().decode(
+    zlib.gunzipSync(await Deno.readFile(f.file)),
+  );
+  assert.equal(stored, text + corruptionMarker(text.length));
+  assert.equal(f.completed.get(f.drv), text.length);
+  assert.ok(f.lines.some((l) => l.startsWith("warn log data invalid")));
+});
+
 Deno.test("C10: a truncated upload (worker killed) keeps what was decodable", async () => {
   await using f = await fixture();
   const text = encoder.encode("line one\nline two\n".repeat(100));
