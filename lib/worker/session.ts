@@ -641,6 +641,9 @@ class Session {
    * (another store directory), and then `guix build` would have failed the
    * build too. The caller pauses a request period afterwards, so a server
    * that keeps sending such requests gets one answer a period, not a loop.
+   * The answer is this worker's result for the build: one that cannot be
+   * sent is kept for the next session of this name to deliver (see
+   * #deliverKept), as a build's is (see #report).
    */
   async #refuse(
     job: Extract<Message, { type: "build" }>,
@@ -650,12 +653,20 @@ class Session {
       field: refusal.field,
       reason: refusal.reason,
     });
-    await this.#offer({
-      type: "build-failed",
-      drv: job.drv,
-      url: this.#registration!.publishUrl,
-      log: null,
-    });
+    const result = { drv: job.drv, ok: false };
+    let sent: boolean;
+    try {
+      sent = await this.#offer(this.#resultMessage(result));
+    } catch (error) {
+      this.#options.results?.keep(result, error);
+      throw error;
+    }
+    if (!sent) {
+      this.#options.results?.keep(
+        result,
+        "no connection, and the worker is stopping",
+      );
+    }
   }
 
   /**

@@ -377,6 +377,141 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "a refusal whose build-failed was lost mid-send is delivered by the next session of a Cuirass server's worker, before it asks for work",
+  async fn() {
+    // A limit no worker takes (see buildRefusal).
+    const server = await handingOutServer([buildRequest({ timeout: -5 })]);
+    const abort = new AbortController();
+    const lines: string[] = [];
+    const dealers = dealersLosingResults((failed) => failed === 0);
+    const { state, running } = sessionsInTurn(
+      sessionOptions(server.port, "REFUSED1", lines, {
+        results: keptResults(lines),
+        connectDealer: dealers.connect,
+      }),
+      abort.signal,
+    );
+    try {
+      // Cuirass hands a build out once: without this answer it would keep
+      // the build submitted to this worker until its timeout.
+      await eventually(
+        () => server.heard.some((m) => m.type === "build-failed"),
+        `refusal delivered\n${lines.join("\n")}`,
+      );
+      assert.equal(dealers.state.failed, 1, "the first answer was lost");
+      assert.equal(state.sessions, 2);
+      const heard = said(server.heard);
+      const second = heard.lastIndexOf("worker-request-info");
+      assert.deepEqual(heard.slice(second, second + 3), [
+        "worker-request-info",
+        "worker-ready",
+        `build-failed ${GOOD_DRV}`,
+      ]);
+      assert.ok(!heard.includes(`build-started ${GOOD_DRV}`), "never started");
+      assert.equal(
+        lines.filter((l) => l.startsWith("warn build refused")).length,
+        1,
+        lines.join("\n"),
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith(
+            `warn result kept drv=${GOOD_DRV} status=failed attempts=0 reason=`,
+          ) && l.includes("(injected)")
+        ),
+        lines.join("\n"),
+      );
+      assert.ok(
+        lines.includes(
+          `info result delivered drv=${GOOD_DRV} status=failed attempts=1`,
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      abort.abort();
+      await running;
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker whose refusal was lost mid-send delivers it from its next session, holding the build: it fails once, never requeued",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const lines: string[] = [];
+    const builds: string[][] = [];
+    const dealers = dealersLosingResults((failed) => failed === 0);
+    const worker = await startWorker({
+      server: { hostname: "127.0.0.1", port: f.port },
+      workers: 1,
+      systems: ["x86_64-linux"],
+      machine: "test",
+      publishPort: 0,
+      publishListen: "127.0.0.1",
+      substituteUrls: [],
+      requestPeriodMs: 100,
+      pingIntervalMs: 60_000,
+      replyTimeoutMs: 60_000,
+      publishArgs: [],
+      // Misconfigured: the server's derivations are in /gnu/store, so each
+      // one it hands out is refused.
+      storeDir: "/srv/other-store",
+      minimumDiskSpace: 0,
+    }, {
+      guix: succeedingGuix(builds),
+      logger: createLogger({
+        timestamps: false,
+        sink: (line) => lines.push(line),
+      }),
+      freeBytes: () => Promise.resolve(1024 ** 4),
+      connectDealer: dealers.connect,
+    });
+    try {
+      const [drv] = await f.addJobs([job("hello", 1)]);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.failed,
+        `build failed\n${lines.join("\n")}`,
+      );
+      assert.equal(dealers.state.failed, 1, "the first answer was lost");
+      assert.equal(builds.length, 0, "guix build never ran");
+      // Handed out once: the next session said it held the build, so the
+      // server kept it for the answer instead of handing it out again.
+      assert.equal(
+        lines.filter((l) => l.startsWith("warn build refused ")).length,
+        1,
+        lines.join("\n"),
+      );
+      assert.ok(
+        !f.lines.some((l) => l.startsWith("warn build requeued")),
+        f.lines.join("\n"),
+      );
+      const [name] = worker.names;
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith(`info worker ready worker=${name} `) &&
+          l.includes(" holding=1 ")
+        ),
+        f.lines.join("\n"),
+      );
+      assert.ok(
+        lines.includes(
+          `info result delivered worker=${name} drv=${drv} status=failed attempts=1`,
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      await worker.stop();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a result no session can deliver is tried by three sessions, then dropped with a warning, and work is asked for again",
   async fn() {
     const server = await handingOutServer([buildRequest({})]);
