@@ -175,6 +175,11 @@ class Session {
   /** Probes seen on the current connection, and at the last registration. */
   #probes = 0;
   #registeredAt = -1;
+  /**
+   * Connections the current DEALER made: a server restart means a new one
+   * (see #askInfo).
+   */
+  #connections = 0;
   #registration: Registration | undefined;
   #current: UnderwayBuild & { cancel: AbortController } | undefined;
   /**
@@ -277,12 +282,14 @@ class Session {
   #connect() {
     this.#dealer = this.#connectDealer({
       ...this.#options.server,
+      onConnect: () => this.#connections++,
       // A reply awaited on a lost connection will not come: see #reply.
       onDisconnect: () => this.#wake?.(),
     });
     this.#events = [];
     this.#probes = 0;
     this.#registeredAt = -1;
+    this.#connections = 0;
     this.#reading = this.#readLoop(this.#dealer);
   }
 
@@ -511,9 +518,9 @@ class Session {
 
   /**
    * Says hello and asks who we are; null when a draining stop ended it.
-   * Started over each time the server restarts meanwhile (a probe): in a
-   * loop, where a call in a call grew the stack with every probe of a
-   * flood.
+   * Started over each time the server restarts meanwhile (a probe after a
+   * new connection): in a loop, where a call in a call grew the stack with
+   * every probe of a flood.
    */
   async #askInfo(): Promise<
     {
@@ -523,6 +530,8 @@ class Session {
   > {
     asking: for (;;) {
       this.#registeredAt = this.#probes;
+      // The connection the hello goes on, or a later one if there is none.
+      const connection = this.#connections;
       if (
         this.#options.extensions !== false &&
         !await this.#offer({
@@ -542,8 +551,16 @@ class Session {
           if (this.#mayLeave()) return null;
           throw new ServerSilentError(this.#replyTimeoutMs, "server-info");
         }
-        // The server restarted meanwhile: start over on its new life.
-        if (event.kind === "probe") continue asking;
+        if (event.kind === "probe") {
+          // The server restarted meanwhile: start over on its new life.
+          if (this.#connections !== connection) continue asking;
+          // The server the hello went to is still there, and answers it:
+          // that answer is the registration this probe asks for. Starting
+          // over at each probe instead said hello once a probe to a server
+          // flooding them, and never registered while they kept coming.
+          this.#registeredAt = this.#probes;
+          continue;
+        }
         const reply = event.message;
         if (reply.type === "lorica-welcome") welcome = reply;
         else if (reply.type === "build") this.#keepHandedOut(reply);
