@@ -4,7 +4,7 @@ import {
   runSession,
   type SessionOptions,
 } from "../../../lib/worker/session.ts";
-import { startWorker } from "../../../lib/worker/worker.ts";
+import { startWorker, type WorkerDeps } from "../../../lib/worker/worker.ts";
 import { type DealerOptions, DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
 import { decodeMessage, type Message } from "../../../lib/protocol/messages.ts";
@@ -177,6 +177,44 @@ function succeedingGuix(
   return new Guix({ logger: createLogger({ sink: () => {} }), spawn });
 }
 
+/**
+ * A worker of one session against the server at `port` on loopback,
+ * logging to `lines`; a failed session's successor starts 100 ms later.
+ */
+function oneSessionWorker(
+  port: number,
+  lines: string[],
+  options: {
+    guix: Guix;
+    connectDealer: WorkerDeps["connectDealer"];
+    storeDir?: string;
+  },
+) {
+  return startWorker({
+    server: { hostname: "127.0.0.1", port },
+    workers: 1,
+    systems: ["x86_64-linux"],
+    machine: "test",
+    publishPort: 0,
+    publishListen: "127.0.0.1",
+    substituteUrls: [],
+    requestPeriodMs: 100,
+    pingIntervalMs: 60_000,
+    replyTimeoutMs: 60_000,
+    publishArgs: [],
+    storeDir: options.storeDir ?? "/gnu/store",
+    minimumDiskSpace: 0,
+  }, {
+    guix: options.guix,
+    logger: createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+    freeBytes: () => Promise.resolve(1024 ** 4),
+    connectDealer: options.connectDealer,
+  });
+}
+
 Deno.test({
   ...opts,
   name:
@@ -186,29 +224,8 @@ Deno.test({
     const lines: string[] = [];
     const builds: string[][] = [];
     const dealers = dealersLosingResults((failed) => failed === 0);
-    const logger = createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    });
-    const worker = await startWorker({
-      server: { hostname: "127.0.0.1", port: f.port },
-      workers: 1,
-      systems: ["x86_64-linux"],
-      machine: "test",
-      publishPort: 0,
-      publishListen: "127.0.0.1",
-      substituteUrls: [],
-      // The pause before a failed session's successor.
-      requestPeriodMs: 100,
-      pingIntervalMs: 60_000,
-      replyTimeoutMs: 60_000,
-      publishArgs: [],
-      storeDir: "/gnu/store",
-      minimumDiskSpace: 0,
-    }, {
+    const worker = await oneSessionWorker(f.port, lines, {
       guix: succeedingGuix(builds),
-      logger,
-      freeBytes: () => Promise.resolve(1024 ** 4),
       connectDealer: dealers.connect,
     });
     try {
@@ -444,30 +461,12 @@ Deno.test({
     const lines: string[] = [];
     const builds: string[][] = [];
     const dealers = dealersLosingResults((failed) => failed === 0);
-    const worker = await startWorker({
-      server: { hostname: "127.0.0.1", port: f.port },
-      workers: 1,
-      systems: ["x86_64-linux"],
-      machine: "test",
-      publishPort: 0,
-      publishListen: "127.0.0.1",
-      substituteUrls: [],
-      requestPeriodMs: 100,
-      pingIntervalMs: 60_000,
-      replyTimeoutMs: 60_000,
-      publishArgs: [],
-      // Misconfigured: the server's derivations are in /gnu/store, so each
-      // one it hands out is refused.
-      storeDir: "/srv/other-store",
-      minimumDiskSpace: 0,
-    }, {
+    // Misconfigured: the server's derivations are in /gnu/store, so each
+    // one it hands out is refused.
+    const worker = await oneSessionWorker(f.port, lines, {
       guix: succeedingGuix(builds),
-      logger: createLogger({
-        timestamps: false,
-        sink: (line) => lines.push(line),
-      }),
-      freeBytes: () => Promise.resolve(1024 ** 4),
       connectDealer: dealers.connect,
+      storeDir: "/srv/other-store",
     });
     try {
       const [drv] = await f.addJobs([job("hello", 1)]);
@@ -577,27 +576,8 @@ Deno.test({
     const dealers = dealersLosingResults(() => ++readies === 2, [
       "worker-ready",
     ]);
-    const worker = await startWorker({
-      server: { hostname: "127.0.0.1", port: first.port },
-      workers: 1,
-      systems: ["x86_64-linux"],
-      machine: "test",
-      publishPort: 0,
-      publishListen: "127.0.0.1",
-      substituteUrls: [],
-      requestPeriodMs: 100,
-      pingIntervalMs: 60_000,
-      replyTimeoutMs: 60_000,
-      publishArgs: [],
-      storeDir: "/gnu/store",
-      minimumDiskSpace: 0,
-    }, {
+    const worker = await oneSessionWorker(first.port, lines, {
       guix: succeedingGuix(builds, release.promise),
-      logger: createLogger({
-        timestamps: false,
-        sink: (line) => lines.push(line),
-      }),
-      freeBytes: () => Promise.resolve(1024 ** 4),
       connectDealer: dealers.connect,
     });
     try {
