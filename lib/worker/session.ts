@@ -670,20 +670,7 @@ class Session {
       field: refusal.field,
       reason: refusal.reason,
     });
-    const result = { drv: job.drv, ok: false };
-    let sent: boolean;
-    try {
-      sent = await this.#offer(this.#resultMessage(result));
-    } catch (error) {
-      this.#options.results?.keep(result, error);
-      throw error;
-    }
-    if (!sent) {
-      this.#options.results?.keep(
-        result,
-        "no connection, and the worker is stopping",
-      );
-    }
+    await this.#offerResult({ drv: job.drv, ok: false });
   }
 
   /**
@@ -836,21 +823,33 @@ class Session {
         this.#events = this.#events.filter((e) => e.kind === "probe");
         if (!await this.#register([])) return false;
       }
-      let sent: boolean;
-      try {
-        sent = await this.#offer(this.#resultMessage(result));
-      } catch (error) {
-        results.keep(result, error);
-        throw error;
-      }
-      if (!sent) {
-        results.keep(result, "no connection, and the worker is stopping");
-        return false;
-      }
+      if (!await this.#offerResult(result)) return false;
       delivering.shift();
       results.delivered(result.drv);
     }
     return true;
+  }
+
+  /**
+   * Offers `result` to the server (see #offer). One that cannot be sent is
+   * kept for the next session of this name; false when it was kept because
+   * a draining stop found no connection.
+   */
+  async #offerResult(result: UndeliveredResult): Promise<boolean> {
+    let sent: boolean;
+    try {
+      sent = await this.#offer(this.#resultMessage(result));
+    } catch (error) {
+      this.#options.results?.keep(result, error);
+      throw error;
+    }
+    if (!sent) {
+      this.#options.results?.keep(
+        result,
+        "no connection, and the worker is stopping",
+      );
+    }
+    return sent;
   }
 
   #resultMessage({ drv, ok }: UndeliveredResult): Message {
