@@ -5,16 +5,14 @@
 
 import assert from "node:assert/strict";
 import { runSession } from "../../../lib/worker/session.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
-import { createLogger } from "../../../lib/log.ts";
-import { systemClock } from "../../../lib/clock.ts";
 import { RouterSocket } from "../../../lib/zmtp/router.ts";
 import {
   decodeMessage,
   encodeMessage,
   type Message,
 } from "../../../lib/protocol/messages.ts";
-import { eventually, fakeSpawner } from "../server/_dispatch_fixture.ts";
+import { eventually } from "../server/_dispatch_fixture.ts";
+import { said, sessionOptions } from "./_session_helpers.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -99,32 +97,7 @@ async function scriptedServer(
  * a reply, far longer than any test here runs.
  */
 function startSession(port: number, lines: string[], signal: AbortSignal) {
-  return runSession({
-    server: { hostname: "127.0.0.1", port },
-    name: "PROBED01",
-    machine: "test",
-    systems: ["x86_64-linux"],
-    publishPort: 5558,
-    substituteUrls: [],
-    storeDir: "/gnu/store",
-    guix: new Guix({
-      logger: createLogger({ sink: () => {} }),
-      spawn: fakeSpawner(),
-    }),
-    clock: systemClock,
-    logger: createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    }),
-    requestPeriodMs: 100,
-    pingIntervalMs: 60_000,
-    replyTimeoutMs: 60_000,
-  }, signal);
-}
-
-/** The types of `heard` but pings, which come on a connection of their own. */
-function said(heard: Message[]): string[] {
-  return heard.map((m) => m.type).filter((type) => type !== "worker-ping");
+  return runSession(sessionOptions(port, "PROBED01", lines), signal);
 }
 
 Deno.test({

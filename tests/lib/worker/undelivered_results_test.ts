@@ -7,11 +7,10 @@ import {
 import { startWorker, type WorkerDeps } from "../../../lib/worker/worker.ts";
 import { type DealerOptions, DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
-import { decodeMessage, type Message } from "../../../lib/protocol/messages.ts";
+import { decodeMessage } from "../../../lib/protocol/messages.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import type { Child, Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
-import { systemClock } from "../../../lib/clock.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
   eventually,
@@ -26,6 +25,7 @@ import {
   handingOutServer,
 } from "./_handing_out_server.ts";
 import { quietPort } from "../../_ports.ts";
+import { said, sessionOptions } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -280,37 +280,6 @@ Deno.test({
   },
 });
 
-/** Options of a session named `name` against `port`, logging to `lines`. */
-function sessionOptions(
-  port: number,
-  name: string,
-  lines: string[],
-  extra: Partial<SessionOptions>,
-): SessionOptions {
-  return {
-    server: { hostname: "127.0.0.1", port },
-    name,
-    machine: "test",
-    systems: ["x86_64-linux"],
-    publishPort: 5558,
-    substituteUrls: [],
-    storeDir: "/gnu/store",
-    guix: new Guix({
-      logger: createLogger({ sink: () => {} }),
-      spawn: fakeSpawner(),
-    }),
-    clock: systemClock,
-    logger: createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    }),
-    requestPeriodMs: 100,
-    pingIntervalMs: 60_000,
-    replyTimeoutMs: 60_000,
-    ...extra,
-  };
-}
-
 /**
  * Runs sessions of one name one after another until `signal` aborts, as a
  * worker does (worker.ts); `sessions` counts them.
@@ -324,16 +293,6 @@ function sessionsInTurn(options: SessionOptions, signal: AbortSignal) {
     }
   })();
   return { state, running };
-}
-
-/**
- * The types of the `heard` messages but pings (on a connection of their
- * own), with the drv of those that carry one.
- */
-function said(heard: Message[]): string[] {
-  return heard.filter((m) => m.type !== "worker-ping").map((m) =>
-    "drv" in m ? `${m.type} ${m.drv}` : m.type
-  );
 }
 
 Deno.test({

@@ -1,0 +1,50 @@
+// What the worker session tests that talk to a scripted server share: a
+// session's options, and what such a server heard, in short.
+
+import type { SessionOptions } from "../../../lib/worker/session.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { systemClock } from "../../../lib/clock.ts";
+import type { Message } from "../../../lib/protocol/messages.ts";
+import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+
+/** Options of a session named `name` against `port`, logging to `lines`. */
+export function sessionOptions(
+  port: number,
+  name: string,
+  lines: string[],
+  extra: Partial<SessionOptions> = {},
+): SessionOptions {
+  return {
+    server: { hostname: "127.0.0.1", port },
+    name,
+    machine: "test",
+    systems: ["x86_64-linux"],
+    publishPort: 5558,
+    substituteUrls: [],
+    storeDir: "/gnu/store",
+    guix: new Guix({
+      logger: createLogger({ sink: () => {} }),
+      spawn: fakeSpawner(),
+    }),
+    clock: systemClock,
+    logger: createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+    requestPeriodMs: 100,
+    pingIntervalMs: 60_000,
+    replyTimeoutMs: 60_000,
+    ...extra,
+  };
+}
+
+/**
+ * The types of the `heard` messages but pings (on a connection of their
+ * own), with the drv of those that carry one.
+ */
+export function said(heard: Message[]): string[] {
+  return heard.filter((m) => m.type !== "worker-ping").map((m) =>
+    "drv" in m ? `${m.type} ${m.drv}` : m.type
+  );
+}
