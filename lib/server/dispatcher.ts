@@ -6,7 +6,8 @@
 // Beyond Cuirass (cuirass.md §1.5, §10): a worker name holds at most one
 // build (asking for more work gives back what it still held, except that a
 // Cuirass worker's first request after a build it has not started yet
-// gets no build and keeps it, as it may read replies one late; and of the
+// goes unanswered and it keeps the build, as it may read replies one late;
+// and of the
 // requests that queued up while the server was away only the last is
 // served: case C03);
 // results count only from the connection that owns the build; pings and
@@ -94,6 +95,13 @@ export interface DispatcherOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+/**
+ * How long a work request's reply waits, withheld, for its worker to start
+ * the build it was sent before (WorkerHoldings.withholdReply). A Cuirass
+ * worker reading a reply late starts that build at once: it only opens a
+ * connection to its daemon first (cuirass.md §1.4).
+ */
+export const WITHHELD_REPLY_GRACE_MS = 30_000;
 /** A turn taking this long is logged, and again each time as long. */
 const SLOW_TURN_MS = 10_000;
 /**
@@ -125,6 +133,8 @@ export class Dispatcher {
    * here, whose worker a look must not tell too.
    */
   readonly #turns: OneAtATime;
+  /** Aborted once {@link run} ends: what waits beside the turns stops. */
+  readonly #running = new AbortController();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
@@ -195,6 +205,7 @@ export class Dispatcher {
       await this.#serveTurns(handlers, signal);
     } finally {
       served.abort();
+      this.#running.abort();
       await checking;
     }
   }
@@ -703,13 +714,21 @@ export class Dispatcher {
       return;
     }
     link.askedToRegister = false;
-    if (!link.lorica && this.#holdings.spareUnstarted(name)) {
-      this.#logger.info("work request answered no-build", {
+    const late = link.lorica
+      ? null
+      : this.#holdings.withholdReply(name, routingKey(routingId));
+    if (late !== null) {
+      reply.withheld = true;
+      this.#logger.info("work request left unanswered", {
         peer: routingKey(routingId),
         worker: name,
-        reason: "the build just handed to it is not started yet " +
+        drv: late,
+        reason: "the build just sent to it is not started yet " +
           "(a Cuirass worker may read its replies one request late)",
       });
+      turn.afterCommit(() =>
+        void this.#answerWithheld(routingId, name, late, tag)
+      );
       return;
     }
     await this.#holdings.askedForWork(store, name, now);
@@ -721,6 +740,45 @@ export class Dispatcher {
     });
   }
 
+  /**
+   * Sends the no-build withheld from `name` (see
+   * WorkerHoldings.withholdReply) if, WITHHELD_REPLY_GRACE_MS on, the
+   * worker has still not started `drv`: it was in step after all, and
+   * waits for that reply without a time limit.
+   */
+  async #answerWithheld(
+    routingId: Uint8Array,
+    name: string,
+    drv: string,
+    tag: { requestId?: number },
+  ): Promise<void> {
+    try {
+      await this.#options.clock.sleep(
+        WITHHELD_REPLY_GRACE_MS,
+        this.#running.signal,
+      );
+    } catch {
+      return; // The dispatcher stopped: the connection goes with it.
+    }
+    if (!this.#holdings.stillWithheld(name, drv)) return;
+    this.#holdings.answeredWithheld(name);
+    this.#log.warn("withheld reply sent", {
+      peer: routingKey(routingId),
+      worker: name,
+      drv,
+      reason: `build not started ${WITHHELD_REPLY_GRACE_MS / 1000} s on`,
+    });
+    try {
+      await this.#send(routingId, { type: "no-build", ...tag });
+    } catch (error) {
+      this.#log.error("reply not sent", {
+        peer: routingKey(routingId),
+        type: "no-build",
+        error,
+      });
+    }
+  }
+
   /** Makes `request`'s reply hand it `build`. */
   #handOut(
     { name, requestId, reply }: WorkRequest,
@@ -728,7 +786,11 @@ export class Dispatcher {
     now: number,
   ): void {
     // Until the reply is out, the name holds this build.
-    this.#holdings.handedOut(name, build.derivation);
+    this.#holdings.handedOut(
+      name,
+      build.derivation,
+      routingKey(reply.routingId),
+    );
     reply.message = {
       type: "build",
       drv: build.derivation,

@@ -29,6 +29,8 @@ export interface PendingReply {
   onDelivered?: () => void;
   /** Undoes what the reply would have promised (on the store itself). */
   onUndelivered?: () => Promise<unknown>;
+  /** Not sent with the turn: its handler answers it later, if at all. */
+  withheld?: boolean;
 }
 
 /** What handling one message may use during a turn. */
@@ -141,7 +143,9 @@ export async function serveTurn<M extends TurnMessage>(
       logger.error("after-commit action failed", { error });
     }
   }
-  for (const reply of attempt.replies) deliver(reply, handlers);
+  for (const reply of attempt.replies) {
+    if (!reply.withheld) deliver(reply, handlers);
+  }
   return true;
 }
 

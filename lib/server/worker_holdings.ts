@@ -41,6 +41,18 @@ export function heldStatus(status: BuildStatus): boolean {
   return status === BuildStatus.submitted || status === BuildStatus.started;
 }
 
+/** A build handed out here that its worker has not said it started. */
+interface Unstarted {
+  drv: string;
+  /** The routing key of the connection its reply went out on. */
+  connection: string;
+  /**
+   * The reply to a later request of the worker: not withheld yet, withheld
+   * and owed, or withheld and then sent (see WorkerHoldings.withholdReply).
+   */
+  laterReply: "due" | "owed" | "sent";
+}
+
 /** The registration and held build of each worker name. */
 export class WorkerHoldings {
   readonly #options: WorkerHoldingsOptions;
@@ -59,11 +71,13 @@ export class WorkerHoldings {
    */
   readonly #uncommitted = new Map<string, string>();
   /**
-   * The builds handed out here whose start their worker has not reported,
-   * and whether a later request of the worker was already let pass
-   * without taking one back (see {@link spareUnstarted}).
+   * The builds handed out here whose start their worker has not reported:
+   * the connection their reply went out on, and whether the reply to a
+   * later request of the worker is withheld (see {@link withholdReply}).
    */
-  readonly #unstarted = new Map<string, { drv: string; spared: boolean }>();
+  readonly #unstarted = new Map<string, Unstarted>();
+  /** Names whose reply the turn under way withheld (undone on rollback). */
+  readonly #withheldThisTurn: string[] = [];
 
   constructor(options: WorkerHoldingsOptions) {
     this.#options = options;
@@ -147,11 +161,14 @@ export class WorkerHoldings {
     this.#holdNothing.add(name);
   }
 
-  /** `name` was given `drv`: until it reports, it holds that build. */
-  handedOut(name: string, drv: string): void {
+  /**
+   * `name` was given `drv` on `connection` (its routing key): until it
+   * reports, it holds that build.
+   */
+  handedOut(name: string, drv: string, connection: string): void {
     this.#holdNothing.delete(name);
     this.#handedOut.set(name, drv);
-    this.#unstarted.set(name, { drv, spared: false });
+    this.#unstarted.set(name, { drv, connection, laterReply: "due" });
     this.#uncommitted.set(name, drv);
   }
 
@@ -161,22 +178,51 @@ export class WorkerHoldings {
   }
 
   /**
-   * Whether a work request of `name` may be answered with no build while
-   * the build handed to it here, not yet started, stays its; true once per
-   * such build. A Cuirass worker matches replies to requests by their
-   * order alone, and after a lost reply or a probe it can read each reply
-   * one request late (cuirass.md §1.13): its request comes before it
-   * reads, and starts, the build it was just given. Taken back at that
-   * request, each build it runs would be requeued under it and its result
-   * ignored. A second request with the build still not started means its
-   * reply was lost, and the build goes back to the queue.
+   * The build whose reply the reply to a work request of `name`, come on
+   * `connection`, is to give way to; null when it is to be answered. A
+   * Cuirass worker matches replies to requests by their order alone, and
+   * once it has taken a probe for a reply (after a server restart) it reads
+   * each reply one request late (cuirass.md §1.13): it asks, then reads
+   * the build it was sent for the request before. Such a request comes
+   * while the build handed to it on that connection is not started yet.
+   * Left unanswered, it puts the worker back in step: the build is the
+   * reply it reads, and its next request gets a reply of its own. Answered,
+   * the worker would stay a reply behind for good, each "no build" it
+   * reads late costing it a whole request period between two builds. Once
+   * per build: a second such request means the reply was lost, and the
+   * build goes back to the queue. A worker that was in step after all
+   * waits for its reply until the caller gives it (see
+   * {@link stillWithheld}).
    */
-  spareUnstarted(name: string): boolean {
+  withholdReply(name: string, connection: string): string | null {
     const unstarted = this.#unstarted.get(name);
-    if (unstarted === undefined || unstarted.spared) return false;
-    if (this.#handedOut.get(name) !== unstarted.drv) return false;
-    unstarted.spared = true;
-    return true;
+    if (
+      unstarted === undefined || unstarted.laterReply !== "due" ||
+      unstarted.connection !== connection ||
+      this.#handedOut.get(name) !== unstarted.drv
+    ) return null;
+    unstarted.laterReply = "owed";
+    this.#withheldThisTurn.push(name);
+    return unstarted.drv;
+  }
+
+  /**
+   * Whether the reply withheld from `name` for `drv` is still owed: the
+   * worker has neither started nor reported that build, nor asked again,
+   * so it may be waiting for that reply rather than a reply late.
+   */
+  stillWithheld(name: string, drv: string): boolean {
+    const unstarted = this.#unstarted.get(name);
+    return unstarted?.drv === drv && unstarted.laterReply === "owed";
+  }
+
+  /**
+   * The reply withheld from `name` went out after all: its build stays
+   * held, and a further request with it still not started gives it back.
+   */
+  answeredWithheld(name: string): void {
+    const unstarted = this.#unstarted.get(name);
+    if (unstarted?.laterReply === "owed") unstarted.laterReply = "sent";
   }
 
   /**
@@ -244,6 +290,7 @@ export class WorkerHoldings {
   /** The turn under way committed: its handouts are the workers' now. */
   committed(): void {
     this.#uncommitted.clear();
+    this.#withheldThisTurn.length = 0;
   }
 
   /**
@@ -264,6 +311,12 @@ export class WorkerHoldings {
       if (this.#unstarted.get(name)?.drv === drv) this.#unstarted.delete(name);
     }
     this.#uncommitted.clear();
+    // Its replies never went out: the one it withheld too, which the turn
+    // served again must be free to withhold.
+    for (const name of this.#withheldThisTurn.splice(0)) {
+      const unstarted = this.#unstarted.get(name);
+      if (unstarted?.laterReply === "owed") unstarted.laterReply = "due";
+    }
   }
 
   /**

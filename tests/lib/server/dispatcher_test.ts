@@ -18,6 +18,7 @@ import {
 } from "../../../lib/zmtp/frame.ts";
 import { sweepOnce, SweepState } from "../../../lib/server/worker_sweeper.ts";
 import { routingKey } from "../../../lib/server/worker_links.ts";
+import { WITHHELD_REPLY_GRACE_MS } from "../../../lib/server/dispatcher.ts";
 import { libzmqMissing, LibzmqPeer, toHex } from "../zmtp/libzmq_peer.ts";
 import {
   eventually,
@@ -316,7 +317,7 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "C03: of the requests queued during a stall only the stalled one gets a build; never two held at once",
+    "C03: of the requests queued during a stall only the stalled one gets a build; never two held at once; the last waits for its build to start, then gets no build",
   async fn() {
     // The server stalls on the first request's turn (as under SIGSTOP)
     // while nine more requests queue behind it.
@@ -332,15 +333,27 @@ Deno.test({
       });
       await stall.release();
       const replies = [];
-      for (let i = 0; i < 10; i++) replies.push(await w.next());
+      for (let i = 0; i < 9; i++) replies.push(await w.next());
       const first = replies[0];
       assert.equal(first.type, "build", "the stalled request's");
       // The others in one turn: all but the last superseded; the last
       // finds the build just handed out not started, which a Cuirass
-      // worker reading its replies late is about to start: kept its.
+      // worker reading its replies late is about to start: kept its, and
+      // the request left unanswered, the build being the reply it reads.
       assert.ok(
         replies.slice(1).every((r) => r.type === "no-build"),
-        "the later requests",
+        "the superseded requests",
+      );
+      await assert.rejects(w.next(300), "the last request's reply withheld");
+      // This worker was in step: the build not started, the reply it
+      // waits for comes once the grace is over.
+      await f.clock.advance(WITHHELD_REPLY_GRACE_MS);
+      assert.equal((await w.next()).type, "no-build", "the withheld reply");
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("warn withheld reply sent") && l.includes("worker=SOLO")
+        ),
+        f.lines.join("\n"),
       );
       const held = (await f.store.queue({ worker: "SOLO" }, 100))
         .filter((b) => b.status === BuildStatus.submitted);
@@ -357,9 +370,17 @@ Deno.test({
         8,
       );
       assert.ok(
-        f.lines.some((l) =>
-          l.startsWith("info work request answered no-build")
-        ),
+        f.lines.some((l) => l.startsWith("info work request left unanswered")),
+      );
+      // Asked again with the build still not started: the reply that gave
+      // it was lost; the build goes back to the queue, and out again.
+      const again = await w.requestWork();
+      assert.equal(again.type, "build");
+      assert.equal(
+        (await f.store.queue({ worker: "SOLO" }, 100))
+          .filter((b) => b.status === BuildStatus.submitted).length,
+        1,
+        "still one build held",
       );
       await w.close();
     }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
@@ -1230,13 +1251,18 @@ Deno.test({
       }
       assert.equal(heldQueries, afterReady, "no query while nothing is held");
 
-      // A reply lost on the way. The next request is answered no-build and
+      // A reply lost on the way. The next request is left unanswered and
       // the build stays held (a Cuirass worker may read its replies one
-      // request late); the one after puts it back (and, the best in the
-      // queue, it is the one handed out again).
+      // request late), until the grace is over; the one after puts it back
+      // (and, the best in the queue, it is the one handed out again).
       const lost = await w.requestWork();
       assert.equal(lost.type, "build");
-      assert.equal((await w.requestWork()).type, "no-build");
+      await w.send({ type: "worker-request-work", name: "HELD" });
+      await eventually(() =>
+        f.lines.some((l) => l.startsWith("info work request left unanswered"))
+      );
+      await f.clock.advance(WITHHELD_REPLY_GRACE_MS);
+      assert.equal((await w.next()).type, "no-build");
       const next = await w.requestWork();
       assert.equal(heldQueries, afterReady + 1);
       assert.equal(next.type, "build");
