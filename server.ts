@@ -149,13 +149,16 @@ Notifications:
   -V, --version               show the version
 
 Every option can also come from the environment: --log-port from
-LORICA_LOG_PORT, --build-remote from LORICA_BUILD_REMOTE=1, and so on
-(switches take 1, true, yes or on, and 0, false, no or off); the command
-line wins over the environment. An option given twice on the command line
-is refused, as is an empty value, and so are --publish-port with
---no-publish, --advertise-* with --no-advertise, and the options of one
-mode in the other (--backend-port without --build-remote, --max-jobs with
-it; --listen and --worker-timeout serve both).
+LORICA_LOG_PORT, --gc-roots from LORICA_GC_ROOTS, --build-remote from
+LORICA_BUILD_REMOTE=1, and so on (switches take 1, true, yes or on, and 0,
+false, no or off). The command line wins over the environment, and the
+environment over the defaults above, so that an option may replace the
+variable a service sets (the systemd unit sets its paths and keys so). An
+option given twice on the command line is refused, as is an empty value,
+and so are --publish-port with --no-publish, --advertise-* with
+--no-advertise, and the options of one mode in the other (--backend-port
+without --build-remote, --max-jobs with it; --listen and --worker-timeout
+serve both).
 LORICA_LOG=debug|info|warn|error sets the log level; NIX_STORE_DIR the store;
 GUIX_STATE_DIRECTORY the Guix daemon's state directory (default /var/guix),
 which the default --gc-roots is in, and whose gcroots and profiles a

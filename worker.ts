@@ -62,13 +62,15 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
   -V, --version               show the version
 
 Every option can also come from the environment (--workers from
-LORICA_WORKERS, --no-extensions from LORICA_NO_EXTENSIONS=1, ...; switches
-take 1, true, yes or on, and 0, false, no or off); the command line wins
-over the environment. An option given twice on the command line is
-refused, as is an empty value, and so are --server-name and
---discovery-interface with --server. REQUEST_PERIOD (seconds, default 30)
-is the pause after the server had no work, as in Cuirass; LORICA_LOG sets
-the log level.
+LORICA_WORKERS, --public-key from LORICA_PUBLIC_KEY, --no-extensions from
+LORICA_NO_EXTENSIONS=1, ...; switches take 1, true, yes or on, and 0,
+false, no or off). The command line wins over the environment, and the
+environment over the defaults above, so that an option may replace the
+variable a service sets (the systemd unit sets its keys so). An option
+given twice on the command line is refused, as is an empty value, and so
+are --server-name and --discovery-interface with --server. REQUEST_PERIOD
+(seconds, default 30) is the pause after the server had no work, as in
+Cuirass; LORICA_LOG sets the log level.
 Exit status: 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on bad usage.`;
 
 const OPTIONS: Record<string, OptionSpec> = {

@@ -1,13 +1,36 @@
-// The systemd units in etc/systemd: systemd's own verifier accepts them, and
-// they start the right program with options that program knows.
+// The systemd units in etc/systemd: systemd's own verifier accepts them,
+// they start the right program with options that program knows, and every
+// option they set can be replaced from their environment file.
 
 import assert from "node:assert/strict";
 import { REPO } from "./tree_copy.ts";
+import {
+  invocation,
+  optionVariables,
+  settings,
+} from "./_systemd_invocation.ts";
 
 const UNITS = {
   server: `${REPO}/etc/systemd/lorica-server.service`,
   worker: `${REPO}/etc/systemd/lorica-worker.service`,
 };
+
+/** `$CREDENTIALS_DIRECTORY` of the units, as systemd makes it. */
+const CREDENTIALS = "/run/credentials/lorica.service";
+
+/**
+ * The options a unit gives its program, by long name, whether on its
+ * ExecStart line or as `LORICA_*` variables, with no options file.
+ */
+function unitOptions(unitText: string): Map<string, string> {
+  const { argv, env } = invocation(unitText, "", CREDENTIALS);
+  const options = optionVariables(env);
+  for (const word of argv) {
+    const option = /^--([a-z-]+)=(.*)$/.exec(word);
+    if (option !== null) options.set(option[1], option[2]);
+  }
+  return options;
+}
 
 const analyzeAvailable = (() => {
   try {
@@ -20,16 +43,6 @@ const analyzeAvailable = (() => {
     return false;
   }
 })();
-
-/** Unit settings as [key, value] pairs, continuation lines joined. */
-function settings(text: string): [string, string][] {
-  return text.replace(/\\\n\s*/g, " ").split("\n")
-    .filter((line) => /^[A-Za-z_]+=/.test(line))
-    .map((line) => {
-      const at = line.indexOf("=");
-      return [line.slice(0, at), line.slice(at + 1).trim()];
-    });
-}
 
 /** Runs systemd-analyze verify on units whose ExecStart binary is a stub. */
 async function verify(unitTexts: Record<string, string>) {
@@ -96,9 +109,7 @@ for (const [program, unit] of Object.entries(UNITS)) {
   Deno.test(`lorica-${program}.service starts lorica-${program} with options it accepts`, async () => {
     const text = await Deno.readTextFile(unit);
     const pairs = settings(text);
-    const execStart = pairs.filter(([key]) => key === "ExecStart");
-    assert.equal(execStart.length, 1);
-    const words = execStart[0][1].split(/\s+/);
+    const words = invocation(text, "", CREDENTIALS).argv;
     assert.equal(words[0], `/usr/local/bin/lorica-${program}`);
 
     const help = await new Deno.Command(Deno.execPath(), {
@@ -115,7 +126,11 @@ for (const [program, unit] of Object.entries(UNITS)) {
       key.endsWith("_OPTIONS")
     ).flatMap(([, value]) => value.replace(/"/g, "").split(/\s+/));
     assert.ok(options.length > 0, "the .env example sets *_OPTIONS");
-    const flags = [...words, ...options]
+    const flags = [
+      ...words,
+      ...options,
+      ...[...unitOptions(text).keys()].map((name) => `--${name}`),
+    ]
       .filter((word) => word.startsWith("--"))
       .map((word) => word.replace(/=.*$/, ""));
     for (const flag of flags) assert.match(flag, /^--[a-z][a-z-]*$/);
@@ -159,6 +174,114 @@ for (const [program, unit] of Object.entries(UNITS)) {
   });
 }
 
+/**
+ * What each unit gives its program, as its ExecStart line used to: moving
+ * these into variables changes nothing where no options file replaces them.
+ */
+const UNIT_OPTIONS: Record<keyof typeof UNITS, Record<string, string>> = {
+  server: {
+    database: "/var/lib/lorica/lorica.db",
+    "state-directory": "/var/lib/lorica",
+    cache: "/var/cache/lorica/logs",
+    "gc-roots": "/var/guix/gcroots/lorica",
+    "public-key": `${CREDENTIALS}/signing-key.pub`,
+    "private-key": `${CREDENTIALS}/signing-key.sec`,
+  },
+  worker: {
+    "public-key": `${CREDENTIALS}/signing-key.pub`,
+    "private-key": `${CREDENTIALS}/signing-key.sec`,
+  },
+};
+
+/**
+ * Runs the program of a unit's `argv` from source, with the `LORICA_*`
+ * variables of `env` only: the unit's HOME and PATH would send Deno's own
+ * cache to /var/cache.
+ */
+async function runUnitProgram(
+  program: keyof typeof UNITS,
+  { argv, env }: { argv: string[]; env: Map<string, string> },
+  cwd?: string,
+): Promise<{ code: number; stderr: string }> {
+  const variables = Object.fromEntries(
+    [...env].filter(([name]) => name.startsWith("LORICA_")),
+  );
+  const result = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${REPO}/${program}.ts`, ...argv.slice(1)],
+    env: { ...variables, LORICA_LOG: "error" },
+    cwd,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return {
+    code: result.code,
+    stderr: new TextDecoder().decode(result.stderr),
+  };
+}
+
+for (const [program, unit] of Object.entries(UNITS)) {
+  const name = program as keyof typeof UNITS;
+  const variable = `LORICA_${program.toUpperCase()}_OPTIONS`;
+
+  Deno.test(`lorica-${program}.service gives lorica-${program} the paths and keys it always gave`, async () => {
+    assert.deepEqual(
+      Object.fromEntries(unitOptions(await Deno.readTextFile(unit))),
+      UNIT_OPTIONS[name],
+    );
+  });
+
+  Deno.test(`every option lorica-${program}.service sets may be given again in ${variable}, without a refusal`, async () => {
+    const text = await Deno.readTextFile(unit);
+    const given = [...unitOptions(text).keys()].map((option) =>
+      `--${option}=/srv/elsewhere/${option}`
+    );
+    assert.ok(given.length > 0);
+    const run = await runUnitProgram(
+      name,
+      invocation(
+        text,
+        `${variable}="${[...given, "--help"].join(" ")}"\n`,
+        CREDENTIALS,
+      ),
+    );
+    assert.equal(run.code, 0, run.stderr);
+  });
+}
+
+Deno.test("a --cache in server.env's LORICA_SERVER_OPTIONS is the one lorica-server.service's server uses", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-unit-options-" });
+  try {
+    await Deno.writeTextFile(`${dir}/afile`, "");
+    // Every path the unit sets is replaced, so that nothing is written
+    // outside `dir`; the cache is one the server cannot use, and so names.
+    const options = [
+      `--database=${dir}/farm.db`,
+      `--state-directory=${dir}/state`,
+      `--gc-roots=${dir}/roots`,
+      `--cache=${dir}/afile/logs`,
+    ];
+    const run = await runUnitProgram(
+      "server",
+      invocation(
+        await Deno.readTextFile(UNITS.server),
+        `LORICA_SERVER_OPTIONS="${options.join(" ")}"\n`,
+        CREDENTIALS,
+      ),
+      dir,
+    );
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(`Cannot use --cache "${dir}/afile/logs": Not a directory`),
+    );
+    // The command line gave it, not the unit's LORICA_CACHE.
+    assert.doesNotMatch(run.stderr, /set by/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** Why the account and GC roots test cannot run here, if it cannot. */
 const setupMissing = (() => {
   for (const tool of ["systemd-sysusers", "systemd-tmpfiles"]) {
@@ -190,9 +313,9 @@ Deno.test({
     assert.deepEqual(get("DynamicUser"), []);
     const [user] = get("User");
     assert.deepEqual(get("Group"), [user]);
-    const words = get("ExecStart")[0].split(/\s+/);
-    const roots = words.find((word) => word.startsWith("--gc-roots="))!
-      .slice("--gc-roots=".length);
+    const roots = unitOptions(await Deno.readTextFile(UNITS.server)).get(
+      "gc-roots",
+    )!;
     // A real directory the daemon walks: it follows no link to one.
     assert.match(roots, /^\/var\/guix\/gcroots\/[^/]+$/);
     assert.ok(

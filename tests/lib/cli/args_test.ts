@@ -217,6 +217,61 @@ Deno.test("readOptions() refuses an option the command line gives twice, long or
   assert.equal(given.flag("no-advertise"), true);
 });
 
+// The systemd units set the server's paths and keys as these variables,
+// so that an options file may give the same options on the command line.
+Deno.test("readOptions() takes a path from its LORICA_ variable over the default, and the command line's over both, as no repetition", () => {
+  const options: Record<string, OptionSpec> = {
+    "state-directory": { type: "string" },
+    cache: { type: "string", short: "c" },
+    "gc-roots": { type: "string" },
+    "public-key": { type: "string" },
+    "git-cache": { type: "string", default: "/default/git" },
+  };
+  const unit = new Map([
+    ["LORICA_STATE_DIRECTORY", "/var/lib/lorica"],
+    ["LORICA_CACHE", "/var/cache/lorica/logs"],
+    ["LORICA_GC_ROOTS", "/var/guix/gcroots/lorica"],
+    ["LORICA_PUBLIC_KEY", "/run/credentials/lorica.service/signing-key.pub"],
+    ["LORICA_GIT_CACHE", "/var/cache/lorica/git"],
+  ]);
+
+  const fromUnit = readOptions(options, [], unit);
+  assert.equal(fromUnit.text("state-directory"), "/var/lib/lorica");
+  assert.equal(fromUnit.text("cache"), "/var/cache/lorica/logs");
+  assert.equal(fromUnit.text("gc-roots"), "/var/guix/gcroots/lorica");
+  assert.equal(
+    fromUnit.text("public-key"),
+    "/run/credentials/lorica.service/signing-key.pub",
+  );
+  assert.equal(fromUnit.text("git-cache"), "/var/cache/lorica/git");
+  assert.equal(fromUnit.given("cache"), true);
+
+  const replaced = readOptions(
+    options,
+    ["--cache=/srv/cache", "--gc-roots", "/srv/roots", "--public-key=/k"],
+    unit,
+  );
+  assert.equal(replaced.text("cache"), "/srv/cache");
+  assert.equal(replaced.text("gc-roots"), "/srv/roots");
+  assert.equal(replaced.text("public-key"), "/k");
+  assert.equal(replaced.text("state-directory"), "/var/lib/lorica");
+  assert.equal(
+    readOptions(options, ["-c", "/srv/c"], unit).text("cache"),
+    "/srv/c",
+  );
+
+  const defaults = readOptions(options, [], new Map());
+  assert.equal(defaults.text("cache"), undefined);
+  assert.equal(defaults.given("cache"), false);
+  assert.equal(defaults.text("git-cache"), "/default/git");
+
+  // Twice on the command line is still twice, whatever the environment.
+  assert.throws(
+    () => readOptions(options, ["--cache=/a", "-c", "/b"], unit),
+    /^UsageError: Cannot read the command line: option --cache given twice \("\/a", then "\/b" as -c\)$/,
+  );
+});
+
 Deno.test("readOptions() refuses an empty value by name, unless the option's default is empty", () => {
   const options: Record<string, OptionSpec> = {
     "worker-keys": { type: "string" },
