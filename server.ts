@@ -132,7 +132,10 @@ Publishing:
 Web interface:
       --web-port=PORT         (default 8080)
       --web-listen=ADDRESS    (default 127.0.0.1)
-      --base-url=URL          public URL of the web interface, for links
+      --base-url=URL          public URL of the web interface, for the links
+                              of notifications and of the RSS feed (feed
+                              default: http://WEB-LISTEN:WEB-PORT, the host
+                              name for 0.0.0.0 or ::; never the request's Host)
       --admin-token-file=FILE secret of the admin actions (default: generated
                               into the state directory)
 Notifications:

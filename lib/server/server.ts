@@ -12,6 +12,7 @@ import { createWebApp } from "../web/app.ts";
 import type { EvaluationTrigger } from "../web/admin.ts";
 import { createLiveLogHub } from "../web/live_logs.ts";
 import { createFarmMetrics } from "../web/metrics.ts";
+import { listenOrigin } from "../web/listen_origin.ts";
 import { removeLeftWorkDirs } from "./evaluation_work.ts";
 import { HEARTBEAT_INTERVAL_MS } from "./evaluation_owner.ts";
 import {
@@ -73,8 +74,13 @@ export interface ServerConfig extends RemoteBuilderConfig {
   localBatchSize?: number;
   /** Secret of the admin routes [null: admin routes disabled]. */
   adminToken?: string | null;
-  /** Public URL of the web interface, for links in feeds [the request's]. */
+  /**
+   * Public URL of the web interface, for links in feeds [the origin of
+   * `webListen` and the web port, `hostname` for a wildcard address].
+   */
   publicUrl?: string | null;
+  /** This machine's host name [Deno.hostname()]. */
+  hostname?: string;
   /** Build logs older than this are removed, daily [180 days, as Cuirass]. */
   logExpirySeconds?: number;
   /**
@@ -284,6 +290,13 @@ export async function startServer(
       liveLogs,
       metrics,
       publicUrl: config.publicUrl ?? null,
+      // Read per request, once `web` below listens and has its port.
+      ownOrigin: () =>
+        listenOrigin(
+          config.webListen,
+          web.addr.port,
+          config.hostname ?? Deno.hostname(),
+        ),
       evaluationLog: (id) => evaluationLogPath(config.stateDir, id),
       workerDiskLow: (name) => builder.workerDiskLow(name),
       actions: {

@@ -24,6 +24,7 @@ import {
 } from "./route_context.ts";
 import { renderErrorPage } from "./pages/layout.ts";
 import { addSecurityHeaders } from "./security_headers.ts";
+import { isPlainHost } from "./request_host.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/types.ts";
@@ -55,8 +56,18 @@ export interface WebAppOptions {
   metrics?: FarmMetrics | null;
   /** The file of an evaluation's log (`.gz` is served compressed), or null. */
   evaluationLog?: (id: number) => string | null;
-  /** Absolute URL of the web interface for RSS links; default the request's origin. */
+  /**
+   * Absolute URL of the web interface (`--base-url`), for the feed's links;
+   * default `ownOrigin`.
+   */
   publicUrl?: string | null;
+  /**
+   * The origin of the address the web server listens on (see
+   * listen_origin.ts), for absolute links when `publicUrl` is not set; a
+   * function, as the port is known once the server listens. Default
+   * `http://localhost`, for an app that serves no socket.
+   */
+  ownOrigin?: () => string;
   /** How often a live log checks for news without a signal, in ms; default 1000. */
   livePollMs?: number;
   /** Live log streams served at once; default 200. */
@@ -109,6 +120,7 @@ export function createWebApp(
     metrics: options.metrics ?? null,
     evaluationLog: options.evaluationLog ?? (() => null),
     publicUrl: options.publicUrl ?? null,
+    ownOrigin: options.ownOrigin ?? (() => "http://localhost"),
     workerDiskLow: options.workerDiskLow ?? (() => false),
     dashboardId: options.dashboardId ?? randomDashboardId,
     actions: { ...defaults, ...options.actions },
@@ -117,20 +129,21 @@ export function createWebApp(
   };
 
   return async function handleRequest(request: Request): Promise<Response> {
-    const url = readUrl(request);
+    const refused = refusedHost(request);
+    const url = refused === null ? readUrl(request) : null;
     if (url === null) {
       // Deno builds the URL from the Host header, which the client chose:
       // a bad one is the client's mistake, not a failure of the handler.
-      const host = request.headers.get("host") ?? "";
+      const host = refused ?? request.headers.get("host") ?? "";
       logger.debug("http request", {
         method: request.method,
         host,
         status: 400,
       });
       return addSecurityHeaders(textResponse(
-        `Cannot read request URL: Host header ${
+        `Cannot read request URL: host ${
           quoteValue(host)
-        } is not a host name`,
+        } is not a plain HOST[:PORT]`,
         400,
       ));
     }
@@ -185,7 +198,24 @@ export function createWebApp(
   };
 }
 
-/** The request's URL, or null when its Host header makes it unparsable. */
+/**
+ * The host a request names that is no plain `host[:port]` (see
+ * {@link isPlainHost}): its Host header, or the host of its URL (a request
+ * target such as `GET http://host/path` takes the place of the header);
+ * null when both are plain. Nothing is built from the host a client names
+ * (links use the configured or the listening origin), but a Host header
+ * holding a path or a query would change the path and query of the URL.
+ */
+function refusedHost(request: Request): string | null {
+  const header = request.headers.get("host");
+  if (header !== null && header !== "" && !isPlainHost(header)) return header;
+  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(
+    request.url,
+  )?.[1] ?? "";
+  return isPlainHost(authority) ? null : authority;
+}
+
+/** The request's URL, or null when its host makes it unparsable. */
 function readUrl(request: Request): URL | null {
   try {
     return new URL(request.url);

@@ -277,8 +277,12 @@ async function rss(context: RouteContext): Promise<Response> {
     { specification, weathers: [Weather.newSuccess, Weather.newFailure] },
     RSS_ITEMS,
   );
-  const baseUrl = (context.options.publicUrl ?? context.url.origin)
-    .replace(/\/+$/, "");
+  // Never the request's own origin: Deno takes it from the Host header,
+  // which any client chooses, and a cache in front would serve the feed
+  // it got, links to the host of its choice included, to everyone.
+  // Without --base-url, the address the server listens on.
+  const { publicUrl, ownOrigin } = context.options;
+  const baseUrl = (publicUrl ?? ownOrigin()).replace(/\/+$/, "");
   return new Response(renderRss(builds, { baseUrl, specification }), {
     headers: { "content-type": "application/rss+xml; charset=utf-8" },
   });

@@ -243,3 +243,46 @@ export async function writeLog(
   await Deno.writeFile(`${logDir}/${hash}.log.gz`, compressed);
   return compressed;
 }
+
+/**
+ * Sends raw request bytes to a server on 127.0.0.1 and reads the whole
+ * answer: the way to send a Host header of one's choosing, as `fetch` sets
+ * its own.
+ */
+export async function rawExchange(
+  port: number,
+  request: string,
+): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    return await new Response(conn.readable).text();
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+/**
+ * Builds job `name` of specification "hello" twice, on a system no other
+ * build of the fixture has: a success, then a failure, which is a new
+ * failure, an item of the feed. Returns the failed build's id.
+ */
+export async function breakJob(store: Store, name: string): Promise<number> {
+  let id = 0;
+  for (const [n, status] of [[40, 0], [41, 1]] as const) {
+    const evaluation = await store.addEvaluation("hello", [], T0 + n);
+    await store.registerBuilds(evaluation, [job(n, name, "riscv64-linux")], {
+      priority: 0,
+      now: T0 + n,
+    });
+    const build = (await store.popBuild("w1", ["riscv64-linux"], T0 + n))!;
+    await store.markStarted(build.derivation, "w1", "", T0 + n);
+    await store.completeBuild(build.derivation, status, {
+      worker: "w1",
+      now: T0 + n,
+    });
+    id = build.id;
+  }
+  return id;
+}

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { gunzipSync, gzipSync } from "node:zlib";
 import {
+  breakJob,
   C10_LOG,
   createFixture,
   job,
   NOW,
+  rawExchange,
   STORE_DIR,
   T0,
   XSS,
@@ -292,6 +294,55 @@ Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", asy
   assert.ok(text.includes("Build bell\uFFFDnul\uFFFD on hello"), text);
   const plain = await (await rssFx.fetch("/events/rss/")).text();
   assert.ok(plain.startsWith(`<?xml`));
+});
+
+// Any client names the Host it likes, and a cache in front of the server
+// would serve the feed one request got to every reader after it.
+Deno.test("GET /events/rss with a Host header of the client's choosing links to the server's own origin, not to that host", async () => {
+  await using fx = await createFixture({
+    app: { ownOrigin: () => `http://127.0.0.1:${server.addr.port}` },
+  });
+  await using server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: () => {},
+  }, fx.app);
+  const id = await breakJob(fx.store, "feed-job");
+  const origin = `http://127.0.0.1:${server.addr.port}`;
+  for (const host of ["evil.example", "evil.example:8080"]) {
+    const answer = await rawExchange(
+      server.addr.port,
+      `GET /events/rss/?specification=hello HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.ok(!answer.includes("evil"), answer);
+    assert.ok(
+      answer.includes(`<link>${origin}/build/${id}/details</link>`),
+      answer,
+    );
+    assert.ok(answer.includes(`<link>${origin}/</link>`), answer);
+    assert.ok(
+      answer.includes(`href="${origin}/events/rss/?specification=hello"`),
+      answer,
+    );
+  }
+});
+
+Deno.test("GET /events/rss links to the public URL when one is set, whatever the Host", async () => {
+  await using fx = await createFixture({
+    app: {
+      publicUrl: "https://ci.example.org/",
+      ownOrigin: () => "http://127.0.0.1:8080",
+    },
+  });
+  const id = await breakJob(fx.store, "feed-job");
+  const text = await (await fx.app(
+    new Request("http://evil.example/events/rss", {
+      headers: { host: "evil.example" },
+    }),
+  )).text();
+  assert.ok(text.includes(`<link>https://ci.example.org/build/${id}/details`));
+  assert.ok(!text.includes("evil") && !text.includes("127.0.0.1"), text);
 });
 
 // Cuirass lists the 100 newest builds whose weather changed, however many
