@@ -75,11 +75,22 @@ export class DealerSocket {
    * nothing is queued for later, so an aborted send is simply not sent.
    * @throws {ZmtpClosedError} when the socket is closed or the connection drops mid-send
    */
-  async send(frames: Uint8Array[], signal?: AbortSignal): Promise<void> {
+  send(frames: Uint8Array[], signal?: AbortSignal): Promise<void> {
+    return this.sendAll([frames], signal);
+  }
+
+  /**
+   * Sends `messages` in order, all on one connection (the live one, or the
+   * next if there is none): a peer that answers them in turn gets none of
+   * them on a connection and the rest on another, whatever drops meanwhile.
+   * @throws {ZmtpClosedError} when the socket is closed or the connection drops mid-send
+   */
+  async sendAll(messages: Uint8Array[][], signal?: AbortSignal): Promise<void> {
     if (this.#closed) throw closedError("send");
     signal?.throwIfAborted();
     const conn = this.#conn ?? await waitInLine(this.#senders, signal);
-    await conn.send(frames);
+    // Queued at once: the connection writes them in this order.
+    await Promise.all(messages.map((frames) => conn.send(frames)));
   }
 
   /**

@@ -110,12 +110,14 @@ function dealersLosingResults(
   const state = { failed: 0 };
   const connect = (options: DealerOptions): DealerSocket => {
     const dealer = DealerSocket.connect(options);
-    const send = dealer.send.bind(dealer);
-    dealer.send = (frames, signal) => {
-      const type = frames.length === 2
-        ? decodeMessage(frames[1]).type
-        : undefined;
-      if (type !== undefined && types.includes(type) && failing(state.failed)) {
+    // Every send goes through sendAll (send is one message of it).
+    const sendAll = dealer.sendAll.bind(dealer);
+    dealer.sendAll = (messages, signal) => {
+      const type = messages
+        .filter((frames) => frames.length === 2)
+        .map((frames) => decodeMessage(frames[1]).type)
+        .find((type) => types.includes(type));
+      if (type !== undefined && failing(state.failed)) {
         state.failed++;
         return Promise.reject(
           new ZmtpClosedError(
@@ -123,7 +125,7 @@ function dealersLosingResults(
           ),
         );
       }
-      return send(frames, signal);
+      return sendAll(messages, signal);
     };
     return dealer;
   };

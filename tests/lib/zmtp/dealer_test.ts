@@ -211,6 +211,45 @@ Deno.test({
 
 Deno.test({
   name:
+    `DealerSocket.sendAll() made while the libzmq ROUTER is down sends its messages in order, all on the next connection${needs}`,
+  ignore,
+  fn: async () => {
+    const python = await LibzmqPeer.start();
+    const port = await bindRouter(python, quietPort());
+    await python.must({ op: "close", name: "server" });
+    let ups = 0;
+    const dealer = DealerSocket.connect({
+      hostname: "127.0.0.1",
+      port,
+      reconnectInitialMs: 20,
+      reconnectMaxMs: 100,
+      onConnect: () => ups++,
+    });
+    try {
+      const sent = dealer.sendAll([
+        [EMPTY, text.encode("hello")],
+        [EMPTY, text.encode("request")],
+      ]);
+      await bindAgain(() => bindRouter(python, port));
+      await sent;
+      // Counted before the send returns: the connection it went on.
+      assert.equal(ups, 1);
+      const first = await python.must({ op: "recv", name: "server" });
+      const second = await python.must({ op: "recv", name: "server" });
+      assert.deepEqual(
+        [first, second].map((m) => m.frames!.slice(1).map(fromHex)),
+        [[EMPTY, text.encode("hello")], [EMPTY, text.encode("request")]],
+      );
+      assert.equal(first.frames![0], second.frames![0], "one connection");
+    } finally {
+      await dealer.close();
+      await python.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
     `DealerSocket does not flood a libzmq ROUTER with requests given up while it was down${needs}`,
   ignore,
   fn: async () => {
