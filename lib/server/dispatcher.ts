@@ -704,9 +704,9 @@ export class Dispatcher {
       // partition that kept the TCP session): a Lorica worker registers
       // again on a probe, as after a server restart. Its pings cannot do
       // it when keys are required, so without the probe it would ask in
-      // vain for good. Once per connection until it is known again: a
-      // second probe while it registers would make it start over, its
-      // proof then answering the wrong nonce.
+      // vain for good. Once per connection until it is known again: one
+      // registration is all it needs, and a probe at each request would
+      // have it register at each.
       if (link.lorica && !link.askedToRegister) {
         link.askedToRegister = true;
         reply.onDelivered = () => void this.#askToRegister(routingId, name);

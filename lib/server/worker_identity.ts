@@ -8,13 +8,13 @@ import {
   LORICA_PROTOCOL_VERSION,
   type WorkerInfo,
 } from "../protocol/messages.ts";
-import { makeNonce, verifyAuthProof } from "../protocol/worker_auth.ts";
 import type { Logger } from "../log.ts";
 import type { Build, Store } from "../store/types.ts";
 import type { Incoming, MessageOf } from "./incoming_message.ts";
 import type { TurnWork } from "./turn_work.ts";
 import type { WorkerHoldings } from "./worker_holdings.ts";
 import { isLocalHolderName } from "./local_holder.ts";
+import { ConnectionNonces } from "./connection_nonces.ts";
 import {
   sameAddress,
   type WorkerLink,
@@ -89,7 +89,8 @@ export class WorkerIdentity {
     link.features = new Set(
       message.features.filter((f) => LORICA_FEATURES.includes(f)),
     );
-    link.nonce = makeNonce();
+    link.nonces ??= new ConnectionNonces();
+    const nonce = link.nonces.issue();
     turn.reply({
       routingId,
       message: {
@@ -99,7 +100,7 @@ export class WorkerIdentity {
           ...LORICA_FEATURES,
           ...(this.authRequired ? ["auth"] : []),
         ],
-        nonce: link.nonce,
+        nonce,
       },
     });
   }
@@ -118,10 +119,11 @@ export class WorkerIdentity {
       return;
     }
     if (this.authRequired) {
-      const ok = link.nonce !== undefined &&
-        await verifyAuthProof(
+      // Any nonce this connection was given and has not used (see
+      // ConnectionNonces): a worker's hellos may have crossed.
+      const ok = link.nonces !== undefined &&
+        await link.nonces.accept(
           this.#options.workerKeys!,
-          link.nonce,
           name,
           message.auth,
         );

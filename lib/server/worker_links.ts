@@ -2,6 +2,7 @@
 // speaks on it, the Lorica extensions it negotiated, its auth state.
 
 import { plainPeerAddress } from "../zmtp/connection.ts";
+import type { ConnectionNonces } from "./connection_nonces.ts";
 
 /** Hex form of a routing id, for maps and log lines. */
 export function routingKey(routingId: Uint8Array): string {
@@ -30,8 +31,8 @@ export interface WorkerLink {
   lorica: boolean;
   /** Lorica features both ends support. */
   features: Set<string>;
-  /** The nonce sent in `lorica-welcome`, which auth proofs cover. */
-  nonce?: string;
+  /** The nonces sent in `lorica-welcome`, which auth proofs cover. */
+  nonces?: ConnectionNonces;
   /** The name this connection proved a key for. */
   authenticated?: string;
   /** The peer's address, as the server sees it. */

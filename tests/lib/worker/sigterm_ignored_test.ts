@@ -89,9 +89,10 @@ async function withFarm(
   body: (f: Fixture, daemon: DaemonEnv, drvs: Map<string, string>) => Promise<
     void
   >,
+  workerKeys?: Map<string, string>,
 ) {
   const root = await makeRoot();
-  const f = await startFixture();
+  const f = await startFixture({ workerKeys });
   try {
     const daemon = await makeSigningDaemon(root, "worker", {
       FAKE_GUIX_SCENARIO: await writeScenario(root, { packages }),
@@ -116,6 +117,7 @@ function startTestWorker(
   daemon: DaemonEnv,
   builds: Builds,
   logger: Logger,
+  authKey?: { id: string; secret: string },
 ) {
   return startWorker({
     server: { hostname: "127.0.0.1", port: f.port },
@@ -130,6 +132,7 @@ function startTestWorker(
     publishArgs: [],
     storeDir: daemon.storeDir,
     minimumDiskSpace: 0,
+    authKey,
   }, { guix: fakeGuix(daemon, builds, logger), logger });
 }
 
@@ -283,10 +286,14 @@ Deno.test({
     }),
 });
 
-for (const drain of [false, true]) {
+const SECRET = "shared-secret-of-the-farm";
+
+// Keyed: the registration said again to hand the build back carries the
+// proof that registered the worker, whose nonce that registration spent.
+for (const [drain, keyed] of [[false, false], [true, false], [false, true]]) {
   Deno.test({
     ...opts,
-    name: `C07: a worker stopped ${
+    name: `C07: a ${keyed ? "keyed " : ""}worker stopped ${
       drain ? "once its drain timed out" : "without drain"
     } hands the build it killed back: the server requeues it at once, not after the worker timeout`,
     fn: () =>
@@ -294,7 +301,13 @@ for (const drain of [false, true]) {
         const builds = recordingSpawner();
         const lines: string[] = [];
         const logger = sessionLogger(lines);
-        const worker = await startTestWorker(f, daemon, builds, logger);
+        const worker = await startTestWorker(
+          f,
+          daemon,
+          builds,
+          logger,
+          keyed ? { id: "farm", secret: SECRET } : undefined,
+        );
         let stopped = false;
         try {
           const deaf = drvs.get("deaf")!;
@@ -320,10 +333,14 @@ for (const drain of [false, true]) {
             lines.some((l) => l.startsWith("warn build handed back ")),
             lines.join("\n"),
           );
+          assert.deepEqual(
+            f.lines.filter((l) => l.startsWith("warn worker refused")),
+            [],
+          );
         } finally {
           killLeftovers(builds);
           if (!stopped) await worker.stop();
         }
-      }),
+      }, keyed ? new Map([["farm", SECRET]]) : undefined),
   });
 }
