@@ -13,6 +13,7 @@ import {
   LORICA_FEATURES,
   LORICA_PROTOCOL_VERSION,
   type Message,
+  type WorkerAuthProof,
   type WorkerInfo,
 } from "../protocol/messages.ts";
 import { makeAuthProof } from "../protocol/worker_auth.ts";
@@ -147,7 +148,13 @@ export async function runSession(
   }
 }
 
-type Event = { kind: "probe" } | { kind: "message"; message: Message };
+/**
+ * What the server sent, with the number of the connection it came on (see
+ * #readLoop): a reply answers only what was sent on that connection.
+ */
+type Event =
+  & { connection: number }
+  & ({ kind: "probe" } | { kind: "message"; message: Message });
 
 interface Registration {
   info: Extract<Message, { type: "server-info" }>;
@@ -312,9 +319,13 @@ class Session {
         return;
       }
       if (dealer !== this.#dealer) return;
+      // The dealer reads a new connection only after a back-off sleep, and
+      // this loop takes each message as soon as it is read: every message
+      // of a connection is here before the next connection is counted.
+      const connection = this.#connections;
       if (frames.length === 1 && frames[0].length === 0) {
         this.#probes++;
-        this.#push({ kind: "probe" });
+        this.#push({ kind: "probe", connection });
         continue;
       }
       const payload = frames.length === 2 && frames[0].length === 0
@@ -331,7 +342,7 @@ class Session {
         this.#cancel(message.drv);
         continue;
       }
-      this.#push({ kind: "message", message });
+      this.#push({ kind: "message", message, connection });
     }
   }
 
@@ -400,25 +411,27 @@ class Session {
   }
 
   /**
-   * Sends `message`, first waiting for a connection if there is none; but
-   * once the session may leave (see #mayLeave) it waits for nothing: with
-   * no connection up, the message is dropped and the answer is false.
+   * Sends `messages`, in order and on one connection, first waiting for a
+   * connection if there is none; but once the session may leave (see
+   * #mayLeave) it waits for nothing: with no connection up, the messages
+   * are dropped and the answer is false.
    */
-  async #offer(message: Message): Promise<boolean> {
+  async #offer(...messages: Message[]): Promise<boolean> {
+    const frames = messages.map((message) => [EMPTY, encodeMessage(message)]);
     const draining = this.#options.draining;
     if (draining === undefined || this.#current !== undefined) {
-      await this.#send(message);
+      await this.#dealer.sendAll(frames, this.#signal);
       return true;
     }
     if (draining.aborted) {
       if (!this.#dealer.connected) return false;
       // The send takes the live connection at once: nothing to wait for.
-      await this.#send(message);
+      await this.#dealer.sendAll(frames, this.#signal);
       return true;
     }
     try {
-      await this.#dealer.send(
-        [EMPTY, encodeMessage(message)],
+      await this.#dealer.sendAll(
+        frames,
         AbortSignal.any([this.#signal, draining]),
       );
       return true;
@@ -436,7 +449,7 @@ class Session {
     const options = this.#options;
     const answer = await this.#askInfo();
     if (answer === null) return false;
-    const { welcome, info } = answer;
+    const { welcome, info, auth } = answer;
     this.#delivering ??= options.results?.startAttempt() ?? [];
     const lorica = welcome !== undefined;
     const features = new Set(
@@ -449,14 +462,6 @@ class Session {
       systems: options.systems,
       lastSeen: 0,
     };
-    const auth = lorica && options.authKey
-      ? await makeAuthProof(
-        options.authKey.id,
-        options.authKey.secret,
-        welcome!.nonce,
-        options.name,
-      )
-      : undefined;
     if (welcome?.features.includes("auth") && auth === undefined) {
       this.#logger.error("authentication required", {
         reason: "the server requires a worker key and none is configured",
@@ -480,6 +485,8 @@ class Session {
         : {}),
       ...(auth ? { auth } : {}),
     };
+    // Sent with no wait since #askInfo returned: on the connection whose
+    // nonce the proof signs, if it is still up (see #askInfo).
     if (!await this.#offer(readyMessage)) return false;
     const previous = this.#registration;
     this.#registration = {
@@ -521,26 +528,40 @@ class Session {
    * Started over each time the server restarts meanwhile (a probe after a
    * new connection): in a loop, where a call in a call grew the stack with
    * every probe of a flood.
+   *
+   * The answer is the replies of the connection the questions went on,
+   * and only of it: the welcome's nonce is what this worker's proof signs,
+   * and a server checks a proof only against the nonces it gave on the
+   * connection the proof comes on. The hello and the request go together
+   * on one connection, so a server-info never answers a request whose
+   * hello went on a connection lost meanwhile (it would come with no
+   * welcome, as a Cuirass server's does); and the new connection's probe
+   * does not start over a registration that waited for that very
+   * connection (two hellos there, two nonces, and the first welcome taken
+   * for the answer to the second hello). The proof is made here, and the
+   * questions asked again if that connection is no longer the live one
+   * once it is made: sent on another, it would be refused.
    */
   async #askInfo(): Promise<
     {
       welcome?: Extract<Message, { type: "lorica-welcome" }>;
       info: Extract<Message, { type: "server-info" }>;
+      auth?: WorkerAuthProof;
     } | null
   > {
     asking: for (;;) {
       this.#registeredAt = this.#probes;
-      // The connection the hello goes on, or a later one if there is none.
+      const hello: Message[] = this.#options.extensions === false ? [] : [{
+        type: "lorica-hello",
+        version: LORICA_PROTOCOL_VERSION,
+        features: LORICA_FEATURES,
+      }];
+      if (!await this.#offer(...hello, { type: "worker-request-info" })) {
+        return null;
+      }
+      // Counted before the send returns (the dealer says it is connected
+      // before it hands out the connection): the one they went on.
       const connection = this.#connections;
-      if (
-        this.#options.extensions !== false &&
-        !await this.#offer({
-          type: "lorica-hello",
-          version: LORICA_PROTOCOL_VERSION,
-          features: LORICA_FEATURES,
-        })
-      ) return null;
-      if (!await this.#offer({ type: "worker-request-info" })) return null;
       let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
       for (;;) {
         const event = await this.#next(
@@ -553,7 +574,7 @@ class Session {
         }
         if (event.kind === "probe") {
           // The server restarted meanwhile: start over on its new life.
-          if (this.#connections !== connection) continue asking;
+          if (event.connection > connection) continue asking;
           // The server the hello went to is still there, and answers it:
           // that answer is the registration this probe asks for. Starting
           // over at each probe instead said hello once a probe to a server
@@ -562,11 +583,41 @@ class Session {
           continue;
         }
         const reply = event.message;
-        if (reply.type === "lorica-welcome") welcome = reply;
-        else if (reply.type === "build") this.#keepHandedOut(reply);
-        else if (reply.type === "server-info") return { welcome, info: reply };
+        if (reply.type === "build") this.#keepHandedOut(reply);
+        // An answer to questions asked on a connection lost since.
+        else if (event.connection !== connection) continue;
+        else if (reply.type === "lorica-welcome") welcome = reply;
+        else if (reply.type === "server-info") {
+          const auth = await this.#proof(welcome);
+          if (auth !== undefined && !this.#liveConnection(connection)) {
+            continue asking;
+          }
+          return { welcome, info: reply, auth };
+        }
       }
     }
+  }
+
+  /** This worker's proof for `welcome`: with a key, to a Lorica server. */
+  async #proof(
+    welcome: Extract<Message, { type: "lorica-welcome" }> | undefined,
+  ): Promise<WorkerAuthProof | undefined> {
+    const key = this.#options.authKey;
+    if (welcome === undefined || key === undefined) return undefined;
+    return await makeAuthProof(
+      key.id,
+      key.secret,
+      welcome.nonce,
+      this.#options.name,
+    );
+  }
+
+  /**
+   * Whether connection number `connection` is up: what is sent now goes on
+   * it (the dealer takes its live connection as the send is made).
+   */
+  #liveConnection(connection: number): boolean {
+    return this.#dealer.connected && this.#connections === connection;
   }
 
   async #requestLoop() {
