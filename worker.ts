@@ -221,7 +221,8 @@ async function main(args: string[]): Promise<number> {
   }
   let draining = false;
   // A dead guix publish stops the worker as SIGTERM does, but with an
-  // error, so that systemd restarts it (see lib/worker/worker.ts).
+  // error, so that systemd restarts it (see lib/worker/worker.ts); so does
+  // a server whose store directory is not this worker's.
   const failure = await Promise.race([
     stopped.promise,
     worker.done,

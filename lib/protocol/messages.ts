@@ -31,7 +31,9 @@ export interface WorkerAuthProof {
  * "holding" (worker-ready lists the builds the session still runs) and
  * "disk" (worker-ping says `(disk-low #t)` while the worker is too short of
  * disk space to take work) and "log-ack" (the log channel's header may ask
- * for `(log-stored)` once the log is in place; see log_header.ts).
+ * for `(log-stored)` once the log is in place; see log_header.ts) and
+ * "store-dir" (lorica-welcome ends with `(store-dir "/gnu/store")`, the
+ * store every derivation the server hands out lies in).
  */
 export const LORICA_FEATURES = [
   "request-id",
@@ -39,6 +41,7 @@ export const LORICA_FEATURES = [
   "holding",
   "disk",
   "log-ack",
+  "store-dir",
 ];
 
 /** Version of the Lorica extension handshake. */
@@ -103,6 +106,11 @@ export type Message =
     features: string[];
     /** Random per connection; the worker's auth proof covers it. */
     nonce: string;
+    /**
+     * Lorica only ("store-dir"): the server's store directory. A worker of
+     * another store could build none of its derivations.
+     */
+    storeDir?: string;
   }
   | { type: "build-cancel"; drv: string };
 
@@ -282,6 +290,9 @@ function toDatum(message: Message): Datum {
         field("version", message.version),
         field("features", message.features),
         field("nonce", message.nonce),
+        ...(message.storeDir === undefined
+          ? []
+          : [field("store-dir", message.storeDir)]),
       ];
     case "build-cancel":
       return [tag, field("drv", message.drv)];
@@ -397,13 +408,18 @@ function fromDatum(datum: Datum): Message {
         version: fields.integer("version"),
         features: fields.stringList("features", fields.take("features")),
       };
-    case "lorica-welcome":
-      return {
+    case "lorica-welcome": {
+      const welcome = {
         type,
         version: fields.integer("version"),
         features: fields.stringList("features", fields.take("features")),
         nonce: fields.string("nonce"),
       };
+      const storeDir = fields.optional("store-dir");
+      return storeDir === undefined
+        ? welcome
+        : { ...welcome, storeDir: fields.directory("store-dir", storeDir) };
+    }
     case "build-cancel":
       return { type, drv: fields.string("drv") };
     default:
@@ -573,6 +589,19 @@ class Fields {
       }
     }
     return undefined;
+  }
+
+  /**
+   * `value` if it names a directory the way a store directory is written:
+   * absolute, with no trailing slash (what `NIX_STORE_DIR` gives once
+   * storeDirFromEnv trimmed it), for it is compared as a string.
+   */
+  directory(name: string, value: Datum): string {
+    const path = this.plain(name, value);
+    if (!/^\/.*[^/]$/.test(path)) {
+      this.fail(name, `is not an absolute directory: ${quote(path)}`);
+    }
+    return path;
   }
 
   /** `{ requestId }` when a trailing `(request-id N)` is present. */

@@ -154,6 +154,7 @@ export class Dispatcher {
     });
     this.#identity = new WorkerIdentity({
       workerKeys: options.workerKeys,
+      storeDir: options.storeDir,
       logger: this.#logger,
       links: this.#links,
       holdings: this.#holdings,

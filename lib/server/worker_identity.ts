@@ -29,6 +29,11 @@ export interface WorkerIdentityOptions {
    * refused. When null or absent, any worker is accepted, as in Cuirass.
    */
   workerKeys?: Map<string, string> | null;
+  /**
+   * The server's store directory, told to the Lorica workers that ask
+   * ("store-dir"): one of another store would fail every build.
+   */
+  storeDir: string;
   /** The dispatcher's: what a turn logs is written only once it commits. */
   logger: Logger;
   links: WorkerLinks;
@@ -101,6 +106,9 @@ export class WorkerIdentity {
           ...(this.authRequired ? ["auth"] : []),
         ],
         nonce,
+        ...(link.features.has("store-dir")
+          ? { storeDir: this.#options.storeDir }
+          : {}),
       },
     });
   }

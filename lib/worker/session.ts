@@ -106,6 +106,25 @@ export interface SessionOptions {
   connectDealer?: (options: DealerOptions) => DealerSocket;
 }
 
+/**
+ * The server's store directory is not this worker's: none of its
+ * derivations could be built here, so the worker must not serve it.
+ */
+export class StoreDirMismatchError extends Error {
+  constructor(
+    readonly server: string,
+    readonly serverStoreDir: string,
+    readonly storeDir: string,
+  ) {
+    super(
+      `Cannot build for the server at ${server}: its store directory is ${
+        JSON.stringify(serverStoreDir)
+      }, this worker's (NIX_STORE_DIR) is ${JSON.stringify(storeDir)}`,
+    );
+    this.name = "StoreDirMismatchError";
+  }
+}
+
 /** No reply from the server in time. */
 export class ServerSilentError extends Error {
   constructor(readonly waitedMs: number, readonly awaiting: string) {
@@ -126,6 +145,11 @@ const MAX_QUEUED_EVENTS = 64;
 const MAX_HANDED_OUT = 4;
 /** How long a stopping worker tries to hand its killed build back. */
 const HAND_BACK_TIMEOUT_MS = 2000;
+/**
+ * Most refused builds a session remembers having handed back (see
+ * #refuse): enough for every build a server could hand it again soon.
+ */
+const MAX_HANDED_BACK = 64;
 
 /** Formats an address for a URL, bracketing IPv6. */
 export function urlHost(address: string): string {
@@ -196,6 +220,13 @@ class Session {
    */
   #handedOut: Extract<Message, { type: "build" }>[] = [];
   #requestId = 0;
+  /** The store every derivation handed out must be in. */
+  readonly #storeDir: string;
+  /**
+   * Derivations refused and handed back (see #refuse), oldest first: one
+   * handed out again is not handed back again.
+   */
+  readonly #handedBack: string[] = [];
   /**
    * The results earlier sessions could not send that this one delivers
    * (see #deliverKept), taken once a server answers: one attempt a session.
@@ -209,6 +240,7 @@ class Session {
     this.#signal = signal;
     this.#logger = options.logger.with({ worker: options.name });
     this.#replyTimeoutMs = options.replyTimeoutMs ?? 60_000;
+    this.#storeDir = options.storeDir ?? storeDirFromEnv();
     // A draining stop wakes whatever waits for the server, which then sees
     // whether the session may end at once.
     options.draining?.addEventListener("abort", () => this.#wake?.(), {
@@ -450,11 +482,12 @@ class Session {
     const answer = await this.#askInfo();
     if (answer === null) return false;
     const { welcome, info, auth } = answer;
-    this.#delivering ??= options.results?.startAttempt() ?? [];
     const lorica = welcome !== undefined;
     const features = new Set(
       (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
     );
+    if (features.has("store-dir")) this.#checkStoreDir(welcome!.storeDir);
+    this.#delivering ??= options.results?.startAttempt() ?? [];
     const worker: WorkerInfo = {
       name: options.name,
       address: info.workerAddress,
@@ -521,6 +554,27 @@ class Session {
       },
     );
     return true;
+  }
+
+  /**
+   * Throws a StoreDirMismatchError, before this session registers, when
+   * the server said a store directory that is not this worker's: every
+   * build it handed out would be refused, and in the end reported failed,
+   * a misconfigured worker turning good builds red.
+   */
+  #checkStoreDir(serverStoreDir: string | undefined) {
+    if (serverStoreDir === undefined || serverStoreDir === this.#storeDir) {
+      return;
+    }
+    const { hostname, port } = this.#options.server;
+    const server = `${urlHost(hostname)}:${port}`;
+    this.#logger.error("store directory mismatch", {
+      server,
+      server_store_dir: serverStoreDir,
+      store_dir: this.#storeDir,
+      action: "no builds taken, worker stopping",
+    });
+    throw new StoreDirMismatchError(server, serverStoreDir, this.#storeDir);
   }
 
   /**
@@ -638,10 +692,7 @@ class Session {
         if (reply === null) return;
       }
       if (reply.type === "build") {
-        const refusal = buildRefusal(
-          reply,
-          this.#options.storeDir ?? storeDirFromEnv(),
-        );
+        const refusal = buildRefusal(reply, this.#storeDir);
         if (refusal === null) {
           const handedBack = await this.#build(reply);
           if (this.#probes !== this.#registeredAt) return;
@@ -701,27 +752,45 @@ class Session {
 
   /**
    * Turns down a request that `buildRefusal()` rejects. No process starts
-   * and no `build-started` is sent; the answer is `build-failed`, as a
-   * Cuirass worker answers any build its daemon cannot carry out. Silence
-   * would leave the build submitted to this worker for good on a Cuirass
-   * server, which never takes a submitted build back (cuirass.md §2.5). An
-   * honest server meets a refusal only when this worker is misconfigured
-   * (another store directory), and then `guix build` would have failed the
-   * build too. The caller pauses a request period afterwards, so a server
-   * that keeps sending such requests gets one answer a period, not a loop.
-   * The answer is this worker's result for the build: one that cannot be
-   * sent is kept for the next session of this name to deliver (see
-   * #deliverKept), as a build's is (see #report).
+   * and no `build-started` is sent. An honest server meets a refusal only
+   * when this worker is misconfigured (another store directory, where the
+   * server does not say its own; see #checkStoreDir) or disagrees with it
+   * on the limits a build may have: another worker may well build it.
+   *
+   * So a server that takes builds back ("holding") gets it back, as from
+   * a daemon fallen silent (see #giveUp). It requeues the build, which may
+   * then be handed to this worker again, the first in the queue for it;
+   * handing it back again and again would keep it from every other build.
+   * So it is handed back once, and refused for good the next time: the
+   * answer is then `build-failed`. That is the only answer a Cuirass
+   * server can take: silence would leave the build submitted to this
+   * worker for good, as it never takes a submitted build back (cuirass.md
+   * §2.5). The caller pauses a request period afterwards either way, which
+   * gives other workers that period to take a build handed back, and lets
+   * a server that keeps sending such requests get one answer a period,
+   * not a loop. A `build-failed` is this worker's result for the build:
+   * one that cannot be sent is kept for the next session of this name to
+   * deliver (see #deliverKept), as a build's is (see #report).
    */
   async #refuse(
     job: Extract<Message, { type: "build" }>,
     refusal: BuildRefusal,
   ) {
+    const handBack = this.#options.extensions !== false &&
+      this.#registration!.features.has("holding") &&
+      !this.#handedBack.includes(job.drv);
     this.#logger.warn("build refused", {
       field: refusal.field,
       reason: refusal.reason,
+      action: handBack ? "handed back" : "reported failed",
     });
-    await this.#offerResult({ drv: job.drv, ok: false });
+    if (!handBack) {
+      await this.#offerResult({ drv: job.drv, ok: false });
+      return;
+    }
+    this.#handedBack.push(job.drv);
+    if (this.#handedBack.length > MAX_HANDED_BACK) this.#handedBack.shift();
+    await this.#reRegister([]);
   }
 
   /**
@@ -822,6 +891,11 @@ class Session {
         if (this.#signal.aborted) {
           await building;
           await this.#handBackOnStop(job.drv);
+        } else {
+          // The session ends on an error (a server restarted on another
+          // store): nobody would take this build's result.
+          cancel.abort();
+          await building;
         }
         throw error;
       }
@@ -1002,7 +1076,10 @@ class Session {
     try {
       await this.#reRegister([drv]);
     } catch (error) {
-      if (this.#signal.aborted) throw error;
+      // A server restarted on another store cannot use this build either.
+      if (this.#signal.aborted || error instanceof StoreDirMismatchError) {
+        throw error;
+      }
       // Whatever of it was sent, the server may not know this session.
       this.#registeredAt = -1;
       this.#logger.warn("registration failed", {

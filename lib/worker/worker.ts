@@ -7,6 +7,7 @@ import { startPublish } from "../guix/publish_server.ts";
 import {
   runSession,
   type SessionOptions,
+  StoreDirMismatchError,
   type UnderwayBuild,
 } from "./session.ts";
 import { DiskGuard } from "./disk_guard.ts";
@@ -65,9 +66,9 @@ export interface RunningWorker {
   /** Resolves when every session ended (only after `stop()`, or on error). */
   readonly done: Promise<void>;
   /**
-   * Resolves when the worker can no longer serve (its guix publish died):
-   * it already asks for no more work; the caller stops it and exits with
-   * an error.
+   * Resolves when the worker can no longer serve (its guix publish died,
+   * or the server's store directory is not its own): it already asks for
+   * no more work; the caller stops it and exits with an error.
    */
   readonly failed: Promise<Error>;
   /**
@@ -156,12 +157,19 @@ export async function startWorker(
   // with its own rate limits, in plain sight of the operator, and the new
   // worker checks the port and keys again at startup. The builds reported
   // meanwhile are fetched from the restarted publish server, which the
-  // server's fetcher retries for minutes.
-  const failed = publish.died.then((error) => {
-    logger.error("worker stopping", { reason: "guix publish exited", error });
+  // server's fetcher retries for minutes. A server of another store is no
+  // better: every build it hands out would be refused.
+  const fatal = Promise.withResolvers<Error>();
+  let failing = false;
+  function fail(reason: string, error: Error) {
+    // Every session meets a server of another store: said once.
+    if (failing) return;
+    failing = true;
+    logger.error("worker stopping", { reason, error });
     draining.abort();
-    return error;
-  });
+    fatal.resolve(error);
+  }
+  publish.died.then((error) => fail("guix publish exited", error));
   let sessions: Promise<void> = Promise.resolve();
   // When the server moves (DNS-SD), the sessions are restarted against it.
   const done = followServer(
@@ -182,6 +190,7 @@ export async function startWorker(
           draining.signal,
           underway,
           results.get(name)!,
+          fail,
         )
       )).then(() => {}),
     abort.signal,
@@ -222,7 +231,7 @@ export async function startWorker(
   return {
     names,
     done,
-    failed,
+    failed: fatal.promise,
     stop({ drain = false, drainMs = 300_000, signal } = {}) {
       if (!drain) {
         if (drainUnderWay && !hurry.signal.aborted) {
@@ -236,7 +245,11 @@ export async function startWorker(
   };
 }
 
-/** Restarts a session that failed, after a pause, until aborted. */
+/**
+ * Restarts a session that failed, after a pause, until aborted; one that
+ * found the server's store not its own goes to `fail` instead, for no
+ * later session would do better.
+ */
 async function runSessionForever(
   name: string,
   config: WorkerConfig & { server: { hostname: string; port: number } },
@@ -248,6 +261,7 @@ async function runSessionForever(
   draining: AbortSignal,
   underway: Set<UnderwayBuild>,
   results: UndeliveredResults,
+  fail: (reason: string, error: Error) => void,
 ) {
   while (!signal.aborted && !draining.aborted) {
     try {
@@ -276,6 +290,10 @@ async function runSessionForever(
       }, signal);
     } catch (error) {
       if (signal.aborted) return;
+      if (error instanceof StoreDirMismatchError) {
+        fail("the server's store directory is not this worker's", error);
+        return;
+      }
       deps.logger.error("session failed", { worker: name, error });
       await clock.sleep(
         config.requestPeriodMs,

@@ -421,6 +421,16 @@ const LORICA_WIRE: [string, Message][] = [
     },
   ],
   [
+    '(lorica-welcome (version 1) (features ("store-dir")) (nonce "00ff") (store-dir "/srv/farm/store"))',
+    {
+      type: "lorica-welcome",
+      version: 1,
+      features: ["store-dir"],
+      nonce: "00ff",
+      storeDir: "/srv/farm/store",
+    },
+  ],
+  [
     '(worker-request-work "q3ZfA9kL" (request-id 42))',
     { type: "worker-request-work", name: "q3ZfA9kL", requestId: 42 },
   ],
@@ -479,6 +489,12 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
       '(worker-ready (worker (name "n") (address "a") (machine "m") (systems ()) (last-seen 0)) (holding (1)))',
       '(worker-ready (worker (name "n") (address "a") (machine "m") (systems ()) (last-seen 0)) (auth (key 1) (mac "m")))',
       "(lorica-hello (version 1))",
+      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir 1))',
+      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "gnu/store"))',
+      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/gnu/store/"))',
+      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/"))',
+      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir ""))',
+      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/gnu\\nstore"))',
       "(build-cancel)",
     ]
   ) {

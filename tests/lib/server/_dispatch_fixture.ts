@@ -209,7 +209,13 @@ export async function startFixture(options: {
   inStore?: (path: string) => Promise<boolean>;
   /** The dispatcher's queue of turns (a {@link WatchedTurns}, say). */
   turns?: OneAtATime;
+  /**
+   * The server's store directory, which it tells Lorica workers; default
+   * {@link STORE_DIR}, that of {@link job}'s derivations.
+   */
+  storeDir?: string;
 } = {}): Promise<Fixture> {
+  const storeDir = options.storeDir ?? STORE_DIR;
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
   const store = options.store ??
     openSqliteStore(options.database ?? `${root}/db.sqlite`);
@@ -242,7 +248,7 @@ export async function startFixture(options: {
     deadlineMs: 10_000,
     fetch: options.fetch ?? (() => Promise.resolve(new Response("ok"))),
     inStore: options.inStore,
-    storeDir: STORE_DIR,
+    storeDir,
   });
   const dispatcher = new Dispatcher({
     store: options.storeSeenByDispatcher?.(store) ?? store,
@@ -255,7 +261,7 @@ export async function startFixture(options: {
     logPort: options.logPort ?? 9,
     publishPort: 5557,
     logCacheDir: `${root}/logs`,
-    storeDir: STORE_DIR,
+    storeDir,
     workerKeys: options.workerKeys,
     inStore: options.inStore,
     turns: options.turns,

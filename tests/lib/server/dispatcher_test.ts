@@ -531,6 +531,34 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "lorica-welcome tells the server's store directory to a worker that announced store-dir, and to no other",
+  fn: () =>
+    withFixture(async (f) => {
+      const welcomeTo = async (features: string[]) => {
+        const worker = await FakeWorker.connect(f.port);
+        try {
+          await worker.send({ type: "lorica-hello", version: 1, features });
+          return await worker.next();
+        } finally {
+          await worker.close();
+        }
+      };
+      const told = await welcomeTo(LORICA_FEATURES);
+      assert.ok(told.type === "lorica-welcome", told.type);
+      assert.ok(told.features.includes("store-dir"), told.features.join());
+      assert.equal(told.storeDir, "/srv/farm/store");
+      // An older Lorica worker: the welcome it knows, nothing appended.
+      const older = await welcomeTo(
+        LORICA_FEATURES.filter((f) => f !== "store-dir"),
+      );
+      assert.ok(older.type === "lorica-welcome", older.type);
+      assert.equal(older.storeDir, undefined);
+    }, { storeDir: "/srv/farm/store" }),
+});
+
+Deno.test({
+  ...opts,
+  name:
     "cancelBuild() sends build-cancel to a Lorica worker; a Cuirass worker's late result is ignored",
   fn: () =>
     withFixture(async (f) => {

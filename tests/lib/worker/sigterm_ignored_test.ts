@@ -92,14 +92,18 @@ async function withFarm(
   workerKeys?: Map<string, string>,
 ) {
   const root = await makeRoot();
-  const f = await startFixture({ workerKeys });
   try {
     const daemon = await makeSigningDaemon(root, "worker", {
       FAKE_GUIX_SCENARIO: await writeScenario(root, { packages }),
     });
-    await body(f, daemon, await evaluatedDerivations(daemon));
+    // The server's store is the daemon's, where its derivations are.
+    const f = await startFixture({ storeDir: daemon.storeDir, workerKeys });
+    try {
+      await body(f, daemon, await evaluatedDerivations(daemon));
+    } finally {
+      await f.close();
+    }
   } finally {
-    await f.close();
     await Deno.remove(root, { recursive: true });
   }
 }

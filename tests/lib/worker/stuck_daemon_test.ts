@@ -59,7 +59,7 @@ Deno.test({
         }],
       }),
     });
-    const f = await startFixture();
+    const f = await startFixture({ storeDir: daemon.storeDir });
     const abort = new AbortController();
     const pids: number[] = [];
     const lines: string[] = [];

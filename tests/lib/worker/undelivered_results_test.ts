@@ -25,6 +25,7 @@ import {
   handingOutServer,
 } from "./_handing_out_server.ts";
 import { quietPort } from "../../_ports.ts";
+import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
 import { said, sessionOptions } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -189,7 +190,6 @@ function oneSessionWorker(
   options: {
     guix: Guix;
     connectDealer: WorkerDeps["connectDealer"];
-    storeDir?: string;
   },
 ) {
   return startWorker({
@@ -204,7 +204,7 @@ function oneSessionWorker(
     pingIntervalMs: 60_000,
     replyTimeoutMs: 60_000,
     publishArgs: [],
-    storeDir: options.storeDir ?? "/gnu/store",
+    storeDir: "/gnu/store",
     minimumDiskSpace: 0,
   }, {
     guix: options.guix,
@@ -416,36 +416,48 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "a worker whose refusal was lost mid-send delivers it from its next session, holding the build: it fails once, never requeued",
+    "a worker whose refusal was lost mid-send delivers it from its next session, holding the build: it fails once, not requeued again",
   async fn() {
     const f = await startFixture({ logPort: quietPort() });
     const lines: string[] = [];
     const builds: string[][] = [];
     const dealers = dealersLosingResults((failed) => failed === 0);
-    // Misconfigured: the server's derivations are in /gnu/store, so each
-    // one it hands out is refused.
     const worker = await oneSessionWorker(f.port, lines, {
       guix: succeedingGuix(builds),
       connectDealer: dealers.connect,
-      storeDir: "/srv/other-store",
     });
     try {
-      const [drv] = await f.addJobs([job("hello", 1)]);
+      // A limit no worker takes (see buildRefusal): handed back the first
+      // time, refused with build-failed the second.
+      const [drv] = await f.addJobs([{
+        ...job("hello", 1),
+        timeout: MAX_BUILD_LIMIT_SECONDS + 1,
+      }]);
       await eventually(
         async () => (await f.status(drv)) === BuildStatus.failed,
         `build failed\n${lines.join("\n")}`,
       );
       assert.equal(dealers.state.failed, 1, "the first answer was lost");
       assert.equal(builds.length, 0, "guix build never ran");
-      // Handed out once: the next session said it held the build, so the
-      // server kept it for the answer instead of handing it out again.
-      assert.equal(
-        lines.filter((l) => l.startsWith("warn build refused ")).length,
-        1,
-        lines.join("\n"),
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("warn build refused ")).map((l) =>
+          l.replace(/ reason=.* action=/, " action=")
+        ),
+        [
+          `warn build refused worker=${
+            worker.names[0]
+          } field=timeout action="handed back"`,
+          `warn build refused worker=${
+            worker.names[0]
+          } field=timeout action="reported failed"`,
+        ],
       );
-      assert.ok(
-        !f.lines.some((l) => l.startsWith("warn build requeued")),
+      // Requeued once, when handed back: the next session said it held
+      // the build, so the server kept it for the answer instead of
+      // handing it out again.
+      assert.equal(
+        f.lines.filter((l) => l.startsWith("warn build requeued")).length,
+        1,
         f.lines.join("\n"),
       );
       const [name] = worker.names;

@@ -1,0 +1,169 @@
+// A worker session against the real dispatcher, handed a build it refuses
+// (a limit no worker takes, see buildRefusal): a Lorica server gets it back
+// once, for another worker to take, and a build-failed the next time; a
+// worker speaking plain Cuirass answers build-failed at once.
+
+import assert from "node:assert/strict";
+import { runSession } from "../../../lib/worker/session.ts";
+import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import {
+  eventually,
+  FakeClock,
+  type Fixture,
+  job,
+  loricaWorker,
+  startFixture,
+  within,
+} from "../server/_dispatch_fixture.ts";
+import { quietPort } from "../../_ports.ts";
+import { sessionOptions } from "./_session_helpers.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/** Registers a build every worker refuses; returns its derivation. */
+async function refusedJob(f: Fixture): Promise<string> {
+  const [drv] = await f.addJobs([{
+    ...job("hello", 1),
+    timeout: MAX_BUILD_LIMIT_SECONDS + 1,
+  }]);
+  return drv;
+}
+
+/** The times the server put `drv` back in the queue. */
+function requeues(f: Fixture, drv: string): number {
+  return f.lines.filter((l) => l.startsWith(`warn build requeued drv=${drv} `))
+    .length;
+}
+
+/** The `build refused` lines of `lines`, the reason left out. */
+function refusals(lines: string[]): string[] {
+  return lines.filter((l) => l.startsWith("warn build refused ")).map((l) =>
+    l.replace(/ reason=.* action=/, " action=")
+  );
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a Lorica worker hands a build it refuses back to the server, and another worker takes it",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const abort = new AbortController();
+    const lines: string[] = [];
+    try {
+      const drv = await refusedJob(f);
+      // A long request period: the other worker asks first.
+      const running = runSession(
+        sessionOptions(f.port, "REFUSER1", lines, {
+          requestPeriodMs: 60_000,
+        }),
+        abort.signal,
+      );
+      await eventually(() => requeues(f, drv) === 1, "build requeued");
+      const build = await f.store.getBuildByDerivation(drv);
+      assert.equal(build?.status, BuildStatus.scheduled);
+      assert.equal(build?.worker, null);
+      assert.deepEqual(refusals(lines), [
+        'warn build refused worker=REFUSER1 field=timeout action="handed back"',
+      ]);
+
+      const other = await loricaWorker(f.port, "OTHER001");
+      const reply = await other.requestWork(1);
+      assert.equal(reply.type === "build" && reply.drv, drv);
+      assert.equal(
+        (await f.store.getBuildByDerivation(drv))?.worker,
+        "OTHER001",
+      );
+      await other.close();
+      abort.abort();
+      await within(running, 10_000, "session end");
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a Lorica worker handed again a build it handed back refuses it with build-failed, a request period later: no loop",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const abort = new AbortController();
+    const lines: string[] = [];
+    // The session's own clock: its pauses end when the test says.
+    const clock = new FakeClock();
+    try {
+      const drv = await refusedJob(f);
+      const running = runSession(
+        sessionOptions(f.port, "REFUSER2", lines, {
+          clock,
+          // A pause of 1000 + 0 - 500 ms after each refusal.
+          requestPeriodMs: 1000,
+          random: () => 0,
+        }),
+        abort.signal,
+      );
+      await eventually(() => requeues(f, drv) === 1, "build requeued");
+      // Handed back and pausing: nothing asked for, the build waits in the
+      // queue for another worker.
+      // (The one sleep due in exactly 500 ms: the ping loop sleeps too.)
+      await eventually(
+        () => clock.sleepersDueWithin(500) - clock.sleepersDueWithin(499) === 1,
+        "request period pause",
+      );
+      const waiting = await f.store.getBuildByDerivation(drv);
+      assert.equal(waiting?.status, BuildStatus.scheduled);
+      assert.equal(waiting?.worker, null);
+
+      await clock.advance(500);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.failed,
+        `build failed\n${lines.join("\n")}`,
+      );
+      assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
+      assert.deepEqual(refusals(lines), [
+        'warn build refused worker=REFUSER2 field=timeout action="handed back"',
+        'warn build refused worker=REFUSER2 field=timeout action="reported failed"',
+      ]);
+      abort.abort();
+      await within(running, 10_000, "session end");
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker speaking plain Cuirass answers build-failed for a build it refuses, even to a Lorica server",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const abort = new AbortController();
+    const lines: string[] = [];
+    try {
+      const drv = await refusedJob(f);
+      const running = runSession(
+        sessionOptions(f.port, "CUIRASS1", lines, { extensions: false }),
+        abort.signal,
+      );
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.failed,
+        `build failed\n${lines.join("\n")}`,
+      );
+      assert.equal(requeues(f, drv), 0, f.lines.join("\n"));
+      assert.deepEqual(refusals(lines), [
+        'warn build refused worker=CUIRASS1 field=timeout action="reported failed"',
+      ]);
+      abort.abort();
+      await within(running, 10_000, "session end");
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
