@@ -113,7 +113,10 @@ Remote mode:
                               their builds (default 120, at least ${MIN_WORKER_TIMEOUT_SECONDS}; keep it
                               above the workers' ${PING_INTERVAL_SECONDS} s ping interval); in local
                               mode, how long a server sharing the database
-                              may be silent before its builds are requeued
+                              may be silent before its builds are requeued.
+                              Recorded with each contact: every server
+                              sharing the database applies it to the
+                              workers this one hears
       --worker-keys=FILE      accept only workers proving one of these keys
       --max-build-wait=SECS   fail builds no worker could take for this long (default: never)
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)

@@ -61,6 +61,7 @@ export async function serveDispatcher(
     publishPort: null,
     logCacheDir: "/nonexistent",
     storeDir: "/gnu/store",
+    workerTimeoutSeconds: 120,
     inStore: () => inStore(presentFile),
   });
   late.dispatcher = dispatcher;

@@ -59,6 +59,11 @@ export interface DispatcherOptions {
   logCacheDir: string;
   storeDir: string;
   /**
+   * This server's `--worker-timeout`, written with each contact it hears:
+   * every server sharing the database judges the worker's silence by it.
+   */
+  workerTimeoutSeconds: number;
+  /**
    * Key id -> secret. When set, only workers proving one of these keys
    * (Lorica's `auth` field) get builds or may report; Cuirass workers are
    * refused. When null or absent, any worker is accepted, as in Cuirass.
@@ -151,10 +156,12 @@ export class Dispatcher {
       logger: this.#logger,
       fetching: (drv, worker) => this.#reports.fetching(drv, worker),
       touchIntervalSeconds: options.touchIntervalSeconds,
+      workerTimeoutSeconds: options.workerTimeoutSeconds,
     });
     this.#identity = new WorkerIdentity({
       workerKeys: options.workerKeys,
       storeDir: options.storeDir,
+      workerTimeoutSeconds: options.workerTimeoutSeconds,
       logger: this.#logger,
       links: this.#links,
       holdings: this.#holdings,

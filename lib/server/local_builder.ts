@@ -77,8 +77,9 @@ export interface LocalBuilderOptions {
    * Seconds after which a server in local mode that stopped renewing its
    * holder row is taken for dead, its builds requeued by the worker sweep
    * of a live server (this one's among them): `--worker-timeout`; default
-   * 120. The row is renewed every HOLDER_RENEWAL_SECONDS whatever this
-   * timeout: other servers' sweeps judge it by timeouts of their own.
+   * 120. The row records it, and every sweep judges the row by it; the row
+   * is renewed every HOLDER_RENEWAL_SECONDS whatever this timeout, as the
+   * sweeps of older versions apply timeouts of their own.
    */
   workerTimeoutSeconds?: number;
   /** Time between worker sweeps; default a quarter of the timeout. */

@@ -7,10 +7,12 @@
 // and its last contact, renewed while the server runs, lets the worker
 // sweep of any live server give the builds of a dead one back to the
 // queue after the worker timeout. That sweep is every live server's, each
-// with its own `--worker-timeout`: the row is renewed every
+// with its own `--worker-timeout`, but the row records this server's
+// timeout, and every sweep judges it by that one. The row is renewed every
 // HOLDER_RENEWAL_SECONDS, well within the shortest timeout any server
 // accepts (MIN_WORKER_TIMEOUT_SECONDS), not at a pace drawn from this
-// server's own timeout, which another server's may undercut.
+// server's own timeout: the sweep of an older version sharing the database
+// (during an upgrade) ignores the recorded timeout and applies its own.
 //
 // Names are "local@HOST", then "local@HOST#2", "#3"... for more servers of
 // that host name. A server takes the first name that is free: no row, a
@@ -47,9 +49,9 @@ export const DEFAULT_HOLDER_TIMEOUT_SECONDS = 120;
 
 /**
  * Seconds between two renewals of a holder's row, whatever the worker
- * timeout of the server holding it: the row is judged by the sweeps of all
- * the servers sharing the database, so it must stay young enough for the
- * shortest timeout any of them may have, not merely for its own.
+ * timeout of the server holding it: the row records that timeout, by which
+ * every sweep judges it, but an older version's sweep applies its own, so
+ * the row stays young enough for the shortest timeout any server may have.
  */
 export const HOLDER_RENEWAL_SECONDS = 10;
 
@@ -78,7 +80,11 @@ export interface LocalHolderOptions extends HolderIdentity {
   store: Store;
   clock: Clock;
   logger: Logger;
-  /** Seconds without a renewal after which a holder is taken for dead. */
+  /**
+   * Seconds without a renewal after which this server's holder is taken
+   * for dead, written with its row; also the limit for rows that record
+   * none (written before rows did).
+   */
   timeoutSeconds: number;
   /** The systems the server builds, shown with its row. */
   systems: () => Promise<string[]>;
@@ -221,8 +227,10 @@ export class LocalHolder {
       return !await (this.#options.isLive ?? isLive)(owner);
     }
     // Another host, or a row this code did not write: only its silence
-    // tells, as for a remote worker.
-    return epochSeconds(clock) - row.lastSeen > timeoutSeconds;
+    // tells, as for a remote worker, judged by the timeout of the server
+    // that wrote it, as every sweep judges it.
+    const limit = row.timeoutSeconds ?? timeoutSeconds;
+    return epochSeconds(clock) - row.lastSeen > limit;
   }
 
   /**
@@ -286,6 +294,7 @@ export class LocalHolder {
       machine: this.#options.hostName ?? Deno.hostname(),
       systems: await this.#options.systems(),
       lastSeen: epochSeconds(this.#options.clock),
+      timeoutSeconds: this.#options.timeoutSeconds,
     };
   }
 }

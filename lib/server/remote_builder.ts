@@ -162,6 +162,7 @@ export async function startRemoteBuilder(
       publishPort: config.publishPort,
       logCacheDir: config.cacheDir,
       storeDir: config.storeDir,
+      workerTimeoutSeconds: config.workerTimeoutSeconds,
       workerKeys: config.workerKeys,
       onSubmitted: deps.onSubmitted,
       inStore: present,

@@ -27,6 +27,8 @@ export interface WorkerHoldingsOptions {
    * stay well below the worker timeout [5].
    */
   touchIntervalSeconds?: number;
+  /** The server's worker timeout, written with each contact. */
+  workerTimeoutSeconds: number;
 }
 
 /** A registered worker, as a work request needs it. */
@@ -108,7 +110,8 @@ export class WorkerHoldings {
     if (now - known.touched >= interval) {
       // The sweeper may have expired it since: then it is unknown again
       // until its next ping registers it.
-      if (!await store.touchWorker(name, now)) {
+      const timeout = this.#options.workerTimeoutSeconds;
+      if (!await store.touchWorker(name, now, timeout)) {
         this.drop(name);
         return null;
       }

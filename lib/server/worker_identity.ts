@@ -9,7 +9,7 @@ import {
   type WorkerInfo,
 } from "../protocol/messages.ts";
 import type { Logger } from "../log.ts";
-import type { Build, Store } from "../store/types.ts";
+import type { Build, Store, Worker } from "../store/types.ts";
 import type { Incoming, MessageOf } from "./incoming_message.ts";
 import type { TurnWork } from "./turn_work.ts";
 import type { WorkerHoldings } from "./worker_holdings.ts";
@@ -34,6 +34,11 @@ export interface WorkerIdentityOptions {
    * ("store-dir"): one of another store would fail every build.
    */
   storeDir: string;
+  /**
+   * The server's worker timeout, written with each registration and ping:
+   * the row is judged by the timeout of the server that heard the worker.
+   */
+  workerTimeoutSeconds: number;
   /** The dispatcher's: what a turn logs is written only once it commits. */
   logger: Logger;
   links: WorkerLinks;
@@ -163,7 +168,7 @@ export class WorkerIdentity {
       now,
     );
     const address = await this.#addressToRecord(from, message.worker, true);
-    await store.upsertWorker({ ...message.worker, address, lastSeen: now });
+    await store.upsertWorker(this.#row(message.worker, address, now));
     this.#holdings.remember(name, message.worker.systems, now);
     this.#logger.info("worker ready", {
       worker: name,
@@ -223,12 +228,26 @@ export class WorkerIdentity {
     }
     if (this.authRequired) {
       // Only liveness: a ping cannot register or change a worker.
-      await store.touchWorker(name, now);
+      await store.touchWorker(
+        name,
+        now,
+        this.#options.workerTimeoutSeconds,
+      );
       return;
     }
     const address = await this.#addressToRecord(from, message.worker, false);
-    await store.upsertWorker({ ...message.worker, address, lastSeen: now });
+    await store.upsertWorker(this.#row(message.worker, address, now));
     this.#holdings.remember(name, message.worker.systems, now);
+  }
+
+  /** The row of `worker`, heard at `now`, its address as recorded. */
+  #row(worker: WorkerInfo, address: string, now: number): Worker {
+    return {
+      ...worker,
+      address,
+      lastSeen: now,
+      timeoutSeconds: this.#options.workerTimeoutSeconds,
+    };
   }
 
   /**

@@ -9,7 +9,12 @@ export interface WorkerSweeperOptions {
   store: Store;
   clock: Clock;
   logger: Logger;
-  /** A worker silent this long is gone; Cuirass uses 120 s. */
+  /**
+   * This server's worker timeout (Cuirass uses 120 s): a worker silent
+   * this long is gone. It judges the rows this server wrote and those that
+   * record no timeout; the rows other servers sharing the database wrote
+   * are judged by theirs (see Store.expireWorkers).
+   */
   timeoutSeconds: number;
   /** Time between sweeps; default a quarter of the timeout. */
   intervalMs?: number;
@@ -41,10 +46,10 @@ export class SweepState {
    */
   readonly steps: { before: number; seconds: number }[] = [];
   /**
-   * Epoch seconds before which no worker is expired: after a sweep the
-   * database failed, no worker could be heard meanwhile.
+   * Epoch seconds from which worker silence counts: the last sweep that
+   * found the database failing, as no worker could be heard meanwhile.
    */
-  expireFrom = 0;
+  silentFrom = 0;
 
   /** `timestamp` moved ahead by the forward steps that came after it. */
   queuedAt(timestamp: number): number {
@@ -111,15 +116,15 @@ export async function sweepOnce(
   await noticeSteps(options, state, wall, clock.monotonic());
   const noWorkerSince = state.noWorkerSince;
   const now = Math.floor(wall / 1000);
-  // Before `expireFrom` the call expires no one, but still tells whether
-  // the database answers.
-  const cutoff = now < state.expireFrom ? 0 : now - timeoutSeconds;
-  const expired = await store.expireWorkers(cutoff, now);
-  for (const { name, requeued } of expired) {
+  const expired = await store.expireWorkers(now, {
+    timeoutSeconds,
+    silentFrom: state.silentFrom,
+  });
+  for (const worker of expired) {
     logger.warn("worker expired", {
-      worker: name,
-      timeout: timeoutSeconds,
-      requeued,
+      worker: worker.name,
+      timeout: worker.timeoutSeconds ?? timeoutSeconds,
+      requeued: worker.requeued,
     });
   }
   const gone = expired.map((worker) => worker.name);
@@ -182,11 +187,12 @@ export async function sweepWorkers(
     } catch (error) {
       // The database is likely down: then no worker could be heard (their
       // pings wait in the dispatcher), so none is taken for gone until it
-      // has had a whole timeout to be heard once the sweeps work again.
-      state.expireFrom = epochSeconds(clock) + timeoutSeconds;
+      // has had a whole timeout of its own to be heard once the sweeps
+      // work again.
+      state.silentFrom = epochSeconds(clock);
       logger.error("worker sweep failed", {
         error,
-        expireFrom: new Date(state.expireFrom * 1000).toISOString(),
+        silentFrom: new Date(state.silentFrom * 1000).toISOString(),
       });
     }
     try {

@@ -7,7 +7,7 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 11;
+export const POSTGRES_SCHEMA_VERSION = 12;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -175,9 +175,14 @@ CREATE TABLE Workers (
   address   TEXT NOT NULL,
   machine   TEXT NOT NULL,
   systems   TEXT NOT NULL,
-  last_seen BIGINT NOT NULL
+  last_seen BIGINT NOT NULL,
+  -- Seconds of silence after which the worker is gone: the worker timeout
+  -- of the server that last heard it; NULL in rows from before it.
+  timeout   BIGINT
 );
 CREATE INDEX Workers_last_seen ON Workers(last_seen);
+-- The sweep's rows past their own deadline (sql_workers.ts expireWorkers).
+CREATE INDEX Workers_deadline ON Workers((last_seen + timeout));
 
 -- jobs_key is the SHA-256 of jobs (sorted names, each once), so that the
 -- same names are saved once; NULL for dashboards saved before it. The
@@ -279,5 +284,11 @@ CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
   // the chunks after the cancel to be registered and built; a canceled
   // evaluation now ends, and is not taken for an interrupted one.
   11: `ALTER TABLE Evaluations ADD COLUMN canceled INTEGER NOT NULL DEFAULT 0;
+`,
+  // Servers sharing the database expired each other's workers at the
+  // shortest of their worker timeouts: each row now records the timeout
+  // of the server that heard the worker. Rows from before keep none.
+  12: `ALTER TABLE Workers ADD COLUMN timeout BIGINT;
+CREATE INDEX Workers_deadline ON Workers((last_seen + timeout));
 `,
 };

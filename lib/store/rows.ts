@@ -24,7 +24,8 @@ function json(value: unknown): unknown {
   return typeof value === "string" ? JSON.parse(value) : value;
 }
 
-function nullableNumber(value: unknown): number | null {
+/** A nullable number column as a number or null. */
+export function nullableNumber(value: unknown): number | null {
   return value === null || value === undefined ? null : Number(value);
 }
 
@@ -91,6 +92,7 @@ export function rowToWorker(row: Row): Worker {
     machine: String(row.machine),
     systems: json(row.systems) as string[],
     lastSeen: Number(row.last_seen),
+    timeoutSeconds: nullableNumber(row.timeout),
   };
 }
 

@@ -356,8 +356,8 @@ const METHODS: Methods = {
   },
 
   upsertWorker: (c, worker) => write(c, (d) => workers.upsertWorker(d, worker)),
-  touchWorker: (c, name, now) =>
-    write(c, (d) => workers.touchWorker(d, name, now)),
+  touchWorker: (c, name, now, timeoutSeconds) =>
+    write(c, (d) => workers.touchWorker(d, name, now, timeoutSeconds)),
   claimWorker: (c, worker, expected) =>
     write(c, (d) => workers.claimWorker(d, worker, expected)),
   releaseWorker: (c, name, address) =>
@@ -367,8 +367,8 @@ const METHODS: Methods = {
   removeWorker: async (c, name, _now) => {
     await write(c, (d) => workers.removeWorker(d, name));
   },
-  expireWorkers: (c, cutoff, _now) =>
-    write(c, (d) => workers.expireWorkers(d, cutoff)),
+  expireWorkers: (c, now, sweep) =>
+    write(c, (d) => workers.expireWorkers(d, now, sweep)),
   stopWorkerClock: (c, now) => write(c, (d) => workers.stopWorkerClock(d, now)),
   resumeWorkerClock: (c, now) =>
     write(c, (d) => workers.resumeWorkerClock(d, now)),

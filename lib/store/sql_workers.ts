@@ -1,24 +1,26 @@
 // Store procedures on build workers.
 
 import { all, chunks, get, notifyHoldings, run } from "./sql_query.ts";
-import { checkName, rowToWorker } from "./rows.ts";
+import { checkName, integer, nullableNumber, rowToWorker } from "./rows.ts";
 import type { Dialect, Step } from "./sql_query.ts";
-import type { ExpiredWorker, Holding, Worker } from "./types.ts";
+import type { ExpiredWorker, Holding, Worker, WorkerSweep } from "./types.ts";
 
 export function* upsertWorker(_d: Dialect, worker: Worker): Step<void> {
   checkName("save worker", worker.name);
+  checkTimeout("save worker", worker.timeoutSeconds);
   yield* run(
-    `INSERT INTO Workers (name, address, machine, systems, last_seen)
-     VALUES (?, ?, ?, ?, ?)
+    `INSERT INTO Workers (name, address, machine, systems, last_seen, timeout)
+     VALUES (?, ?, ?, ?, ?, ?)
      ON CONFLICT (name) DO UPDATE SET address = excluded.address,
        machine = excluded.machine, systems = excluded.systems,
-       last_seen = excluded.last_seen`,
+       last_seen = excluded.last_seen, timeout = excluded.timeout`,
     [
       worker.name,
       worker.address,
       worker.machine,
       JSON.stringify(worker.systems),
       worker.lastSeen,
+      worker.timeoutSeconds,
     ],
   );
 }
@@ -34,22 +36,26 @@ export function* claimWorker(
   expected: { address: string; lastSeen?: number } | null,
 ): Step<boolean> {
   checkName("claim worker", worker.name);
+  checkTimeout("claim worker", worker.timeoutSeconds);
   const values = [
     worker.address,
     worker.machine,
     JSON.stringify(worker.systems),
     worker.lastSeen,
+    worker.timeoutSeconds,
   ];
   if (expected === null) {
     return (yield* run(
-      `INSERT INTO Workers (address, machine, systems, last_seen, name)
-       VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+      `INSERT INTO Workers (address, machine, systems, last_seen, timeout,
+         name)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
       [...values, worker.name],
     )) > 0;
   }
   const since = expected.lastSeen === undefined ? "" : " AND last_seen = ?";
   return (yield* run(
-    `UPDATE Workers SET address = ?, machine = ?, systems = ?, last_seen = ?
+    `UPDATE Workers SET address = ?, machine = ?, systems = ?, last_seen = ?,
+       timeout = ?
      WHERE name = ? AND address = ?${since}`,
     [
       ...values,
@@ -78,11 +84,18 @@ export function* releaseWorker(
   return yield* requeueWorker(d, name);
 }
 
-export function* touchWorker(_d: Dialect, name: string, now: number) {
-  return (yield* run("UPDATE Workers SET last_seen = ? WHERE name = ?", [
-    now,
-    name,
-  ])) > 0;
+/** See Store.touchWorker. */
+export function* touchWorker(
+  _d: Dialect,
+  name: string,
+  now: number,
+  timeoutSeconds: number,
+): Step<boolean> {
+  checkTimeout("touch worker", timeoutSeconds);
+  return (yield* run(
+    "UPDATE Workers SET last_seen = ?, timeout = ? WHERE name = ?",
+    [now, timeoutSeconds, name],
+  )) > 0;
 }
 
 export function* getWorker(_d: Dialect, name: string) {
@@ -139,17 +152,36 @@ export function* removeWorker(d: Dialect, name: string): Step<number> {
   return requeued;
 }
 
+/** See Store.expireWorkers. */
 export function* expireWorkers(
   d: Dialect,
-  cutoff: number,
+  now: number,
+  sweep: WorkerSweep,
 ): Step<ExpiredWorker[]> {
-  const names = (yield* all(
-    `SELECT name FROM Workers WHERE last_seen < ? ORDER BY name${d.forUpdate}`,
-    [cutoff],
-  )).map((row) => String(row.name));
+  const silentFrom = sweep.silentFrom ?? 0;
+  // A row silent since before `silentFrom` counts as heard then: it goes
+  // once both its last contact and `silentFrom` are further back than its
+  // timeout. Rows recording no timeout are judged by the sweep's; one
+  // statement for both kinds. `last_seen + timeout` is written as in the
+  // Workers_deadline index, for SQLite to use it.
+  const legacyCutoff = now - sweep.timeoutSeconds > silentFrom
+    ? now - sweep.timeoutSeconds
+    : Number.MIN_SAFE_INTEGER;
+  const rows = yield* all(
+    `SELECT name, timeout FROM Workers
+     WHERE (last_seen + timeout < ? AND timeout < ?)
+       OR (timeout IS NULL AND last_seen < ?)
+     ORDER BY name${d.forUpdate}`,
+    [now, now - silentFrom, legacyCutoff],
+  );
   const expired: ExpiredWorker[] = [];
-  for (const name of names) {
-    expired.push({ name, requeued: yield* removeWorker(d, name) });
+  for (const row of rows) {
+    const name = String(row.name);
+    expired.push({
+      name,
+      timeoutSeconds: nullableNumber(row.timeout),
+      requeued: yield* removeWorker(d, name),
+    });
   }
   return expired;
 }
@@ -196,4 +228,18 @@ export function* creditWorkers(
     "UPDATE Workers SET last_seen = last_seen + ? WHERE last_seen <= ?",
     [seconds, before],
   );
+}
+
+/**
+ * Checks the worker timeout written with a contact: null (judged by each
+ * sweep's own) or whole seconds.
+ * @throws {RangeError} otherwise.
+ */
+function checkTimeout(action: string, seconds: number | null): void {
+  if (seconds === null) return;
+  if (integer(action, "timeout", seconds) < 1) {
+    throw new RangeError(
+      `Cannot ${action}: timeout ${JSON.stringify(seconds)} is not positive`,
+    );
+  }
 }

@@ -23,11 +23,16 @@
 // - Evaluations.canceled marks an evaluation an administrator canceled: one
 //   canceled while it ran ends aborted, and is not evaluated again as the
 //   interrupted ones are.
+// - Workers.timeout is the worker timeout of the server that last heard
+//   the worker (wrote its row): a row is gone once silent for its own
+//   timeout, whichever server sweeps, so that servers sharing the database
+//   with different timeouts do not expire each other's workers. NULL for
+//   rows written before it: each sweeping server judges those by its own.
 // - Partial indexes serve the dispatcher (dispatchable builds per system,
 //   in dispatch order), the queue (pending builds) and the latest builds.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const SCHEMA_VERSION = 13;
+export const SCHEMA_VERSION = 14;
 
 /** Creates every table and index of version {@link SCHEMA_VERSION}. */
 export const SCHEMA_SQL = `
@@ -205,9 +210,14 @@ CREATE TABLE Workers (
   address   TEXT NOT NULL,
   machine   TEXT NOT NULL,
   systems   TEXT NOT NULL,
-  last_seen INTEGER NOT NULL
+  last_seen INTEGER NOT NULL,
+  -- Seconds of silence after which the worker is gone (see above).
+  timeout   INTEGER
 );
 CREATE INDEX Workers_last_seen ON Workers(last_seen);
+-- The sweep's rows past their own deadline; the sweep must write the
+-- expression as here for SQLite to use it (sql_workers.ts expireWorkers).
+CREATE INDEX Workers_deadline ON Workers(last_seen + timeout);
 
 -- jobs_key is the SHA-256 of jobs (sorted names, each once), so that the
 -- same names are saved once; NULL for dashboards saved before it. The
@@ -330,5 +340,11 @@ CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
   // the chunks after the cancel to be registered and built; a canceled
   // evaluation now ends, and is not taken for an interrupted one.
   13: `ALTER TABLE Evaluations ADD COLUMN canceled INTEGER NOT NULL DEFAULT 0;
+`,
+  // Servers sharing the database expired each other's workers at the
+  // shortest of their worker timeouts: each row now records the timeout
+  // of the server that heard the worker. Rows from before keep none.
+  14: `ALTER TABLE Workers ADD COLUMN timeout INTEGER;
+CREATE INDEX Workers_deadline ON Workers(last_seen + timeout);
 `,
 };

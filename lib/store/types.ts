@@ -157,7 +157,24 @@ export interface EvaluationOwner {
 /** A worker taken for gone, and how many of its builds went back to the queue. */
 export interface ExpiredWorker {
   name: string;
+  /** The timeout its row recorded (see {@link Worker.timeoutSeconds}). */
+  timeoutSeconds: number | null;
   requeued: number;
+}
+
+/** How a worker sweep judges silence; see {@link Store.expireWorkers}. */
+export interface WorkerSweep {
+  /**
+   * The sweeping server's own worker timeout, for the rows that record
+   * none (written before timeouts were recorded).
+   */
+  timeoutSeconds: number;
+  /**
+   * Epoch seconds from which silence counts (default 0): every worker is
+   * taken as heard then. After a sweep found the database failing, no
+   * worker could be heard meanwhile.
+   */
+  silentFrom?: number;
 }
 
 /** An evaluation in status started, with who runs it. */
@@ -245,6 +262,14 @@ export interface Worker {
   systems: string[];
   /** Epoch seconds, server clock. */
   lastSeen: number;
+  /**
+   * Seconds of silence after which the worker is gone: the worker timeout
+   * of the server that last heard it, written with each contact, so that
+   * every server sharing the database judges the row alike. Null in a row
+   * written before it was recorded: each server judges that one by its own
+   * timeout.
+   */
+  timeoutSeconds: number | null;
 }
 
 export interface BuildFilter {
@@ -575,9 +600,20 @@ export interface Store {
   /** Requeues every submitted or started build of `worker`; returns count. */
   requeueWorkerBuilds(worker: string, now: number): Promise<number>;
 
-  /** Inserts or refreshes a worker (address, machine, systems, last seen). */
+  /**
+   * Inserts or refreshes a worker (address, machine, systems, last seen,
+   * timeout).
+   */
   upsertWorker(worker: Worker): Promise<void>;
-  touchWorker(name: string, now: number): Promise<boolean>;
+  /**
+   * Records a contact of worker `name` at `now`, heard by a server whose
+   * worker timeout is `timeoutSeconds`; false when there is no such worker.
+   */
+  touchWorker(
+    name: string,
+    now: number,
+    timeoutSeconds: number,
+  ): Promise<boolean>;
   /**
    * Saves `worker` only if its row is as `expected` says: absent when
    * null, else with `expected.address` and, when given, last seen at
@@ -597,13 +633,16 @@ export interface Store {
   releaseWorker(name: string, address: string): Promise<number | null>;
   getWorker(name: string): Promise<Worker | null>;
   listWorkers(): Promise<Worker[]>;
-  /** Deletes the workers not seen since `cutoff` and requeues their builds. */
+  /** Deletes worker `name` and requeues its builds. */
   removeWorker(name: string, now: number): Promise<void>;
   /**
-   * Deletes the workers not seen since `cutoff`, by name, and requeues
-   * their submitted and started builds.
+   * Deletes, by name, the workers silent at `now` for longer than their
+   * own timeout (that of the server that last heard them; the sweep's
+   * `timeoutSeconds` for a row recording none), silence counted from
+   * `silentFrom` at the earliest, and requeues their submitted and started
+   * builds. Whichever server sweeps, a row thus goes at the same time.
    */
-  expireWorkers(cutoff: number, now: number): Promise<ExpiredWorker[]>;
+  expireWorkers(now: number, sweep: WorkerSweep): Promise<ExpiredWorker[]>;
   /** Records a clean dispatcher stop; see {@link resumeWorkerClock}. */
   stopWorkerClock(now: number): Promise<void>;
   /**

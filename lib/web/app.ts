@@ -38,7 +38,11 @@ export interface WebAppOptions {
   storeDir: string;
   clock: Clock;
   logger: Logger;
-  /** Seconds without contact before a worker shows as unresponsive. */
+  /**
+   * This server's worker timeout: judges the workers whose rows record
+   * none (each row records that of the server that heard the worker),
+   * for whether they show as unresponsive.
+   */
   workerTimeoutSeconds?: number;
   /**
    * The secret admin POST routes require (`Authorization: Bearer` or a

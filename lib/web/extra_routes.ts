@@ -14,6 +14,7 @@ import {
 import { errorBadge, percentageBadge } from "./badge.ts";
 import { renderRss, RSS_ITEMS } from "./rss.ts";
 import { parseSearchQuery, searchBuilds } from "./search.ts";
+import { workerTimeout } from "./worker_status.ts";
 import { renderFamily } from "./metrics.ts";
 import {
   jsonResponse,
@@ -295,7 +296,8 @@ async function metrics(context: RouteContext): Promise<Response> {
   const counts = await store.countBuildsByStatus();
   const workers = await store.listWorkers();
   const responsive = workers.filter((worker) =>
-    context.now - worker.lastSeen <= workerTimeoutSeconds
+    context.now - worker.lastSeen <=
+      workerTimeout(worker, workerTimeoutSeconds)
   );
   const parts = [
     renderFamily(

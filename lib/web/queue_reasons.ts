@@ -1,5 +1,6 @@
 // Why each waiting build is not running: dependency, no worker for its system, or its place in line.
 
+import { workerTimeout } from "./worker_status.ts";
 import type { Build, BuildStatus, Store, Worker } from "../store/types.ts";
 
 /** A dependency holding a build back. */
@@ -29,7 +30,8 @@ const NAMED_DEPENDENCIES = 3;
 
 /**
  * Explains the first `limit` pending builds in dispatch order. Workers silent
- * for more than `timeoutSeconds` do not count as serving their systems.
+ * for more than their timeout (see {@link servedSystems}) do not count as
+ * serving their systems.
  */
 export async function explainQueue(
   store: Store,
@@ -82,7 +84,10 @@ export async function explainQueue(
   }
 }
 
-/** The systems at least one responsive worker builds. */
+/**
+ * The systems at least one responsive worker builds: silent for no longer
+ * than its own timeout (`timeoutSeconds` for rows recording none).
+ */
 export function servedSystems(
   workers: Worker[],
   now: number,
@@ -90,7 +95,9 @@ export function servedSystems(
 ): Set<string> {
   const systems = new Set<string>();
   for (const worker of workers) {
-    if (now - worker.lastSeen > timeoutSeconds) continue;
+    if (now - worker.lastSeen > workerTimeout(worker, timeoutSeconds)) {
+      continue;
+    }
     for (const system of worker.systems) systems.add(system);
   }
   return systems;

@@ -23,7 +23,11 @@ export interface WorkerStatus {
 /** Builds one worker can hold at once, far above any real parallelism. */
 const MAX_BUILDS_PER_WORKER = 100;
 
-/** Lists the workers by name with their current builds. */
+/**
+ * Lists the workers by name with their current builds. Each is judged by
+ * its own timeout ({@link workerTimeout}); `timeoutSeconds`, this server's,
+ * judges the rows that record none.
+ */
 export async function listWorkerStatuses(
   store: Store,
   now: number,
@@ -47,11 +51,21 @@ export async function listWorkerStatuses(
       currentBuild: pickCurrentBuild(builds),
       builds,
       silentSeconds,
-      unresponsive: silentSeconds > unresponsiveAfter(timeoutSeconds),
+      unresponsive: silentSeconds >
+        unresponsiveAfter(workerTimeout(worker, timeoutSeconds)),
       diskLow: diskLow(worker.name),
     });
   }
   return statuses;
+}
+
+/**
+ * Seconds of silence after which `worker` is gone: the timeout its row
+ * records (that of the server that heard it, which every server's sweep
+ * applies), else `timeoutSeconds`, this server's own.
+ */
+export function workerTimeout(worker: Worker, timeoutSeconds: number): number {
+  return worker.timeoutSeconds ?? timeoutSeconds;
 }
 
 /**

@@ -153,6 +153,7 @@ export async function populateFarm(
     machine: "build-a.example.org",
     systems: ["x86_64-linux"],
     lastSeen: now - 2,
+    timeoutSeconds: 120,
   });
   await store.upsertWorker({
     name: "x86-64-b",
@@ -160,6 +161,7 @@ export async function populateFarm(
     machine: "build-b.example.org",
     systems: ["x86_64-linux", "i686-linux"],
     lastSeen: now - 4,
+    timeoutSeconds: 120,
   });
 
   // Run builds in dispatch order: sixteen finish (openssl fails), one starts.

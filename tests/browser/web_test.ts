@@ -325,6 +325,7 @@ Deno.test({
             machine: "arm-box.example.org",
             systems: ["aarch64-linux"],
             lastSeen: epochSeconds(systemClock),
+            timeoutSeconds: 120,
           });
           await card.waitFor({ state: "visible" });
           assert.match(await card.innerText(), /arm-box\.example\.org/);

@@ -31,6 +31,8 @@ import {
 
 const ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz";
 export const STORE_DIR = "/gnu/store";
+/** The fixture dispatcher's worker timeout, that of a default server. */
+export const WORKER_TIMEOUT_SECONDS = 120;
 
 /** A distinct 32-character store hash for `(tag, i)`. */
 export function hashOf(tag: string, i: number): string {
@@ -214,6 +216,11 @@ export async function startFixture(options: {
    * {@link STORE_DIR}, that of {@link job}'s derivations.
    */
   storeDir?: string;
+  /**
+   * The dispatcher's worker timeout, recorded with each contact; default
+   * {@link WORKER_TIMEOUT_SECONDS}.
+   */
+  workerTimeoutSeconds?: number;
 } = {}): Promise<Fixture> {
   const storeDir = options.storeDir ?? STORE_DIR;
   const root = await Deno.makeTempDir({ prefix: "lorica-dispatch-" });
@@ -262,6 +269,8 @@ export async function startFixture(options: {
     publishPort: 5557,
     logCacheDir: `${root}/logs`,
     storeDir,
+    workerTimeoutSeconds: options.workerTimeoutSeconds ??
+      WORKER_TIMEOUT_SECONDS,
     workerKeys: options.workerKeys,
     inStore: options.inStore,
     turns: options.turns,

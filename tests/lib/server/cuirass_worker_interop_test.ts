@@ -121,10 +121,10 @@ Deno.test({
         faulty.batch = (work, options) =>
           store.batch((tx) => {
             const inner: Store = Object.create(tx);
-            inner.touchWorker = (name, now) =>
+            inner.touchWorker = (name, now, timeout) =>
               failing
                 ? Promise.reject(new Error(`touch of ${name} refused`))
-                : tx.touchWorker(name, now);
+                : tx.touchWorker(name, now, timeout);
             return work(inner);
           }, options);
         return faulty;

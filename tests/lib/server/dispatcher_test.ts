@@ -437,6 +437,8 @@ Deno.test({
       const x86 = await readyWorker(f.port);
       assert.equal((await x86.requestWork()).type, "no-build");
       const since = new SweepState();
+      // A server of an hour's worker timeout (the dispatcher's too): the
+      // x86 worker, silent for the 26 minutes below, stays.
       const sweep = sweepOptions(f, 3600);
       // No limit configured: they wait as long as it takes.
       await f.clock.advance(15 * 60 * 1000);
@@ -467,7 +469,7 @@ Deno.test({
       assert.equal(await f.status(drvs[0]), BuildStatus.scheduled);
       assert.equal(await f.status(dependent.derivation), BuildStatus.scheduled);
       await x86.close();
-    }),
+    }, { workerTimeoutSeconds: 3600 }),
 });
 
 Deno.test({
@@ -670,6 +672,7 @@ Deno.test({
         machine: "box",
         systems: ["x86_64-linux"],
         lastSeen: 5,
+        timeoutSeconds: 120,
       };
       await f.store.upsertWorker(holder);
       const w = await FakeWorker.connect(f.port, { name: "local@box" });

@@ -1495,7 +1495,10 @@ for (const { name: backend, ignore, needs } of backends) {
         // its row, the server started since on the host took the name
         // again, then the build.
         const now = Math.floor(clock.now() / 1000);
-        const expired = await db.b.expireWorkers(now + 1, now);
+        // A sweep once the row's own 120 s are over, by a server of 30 s.
+        const expired = await db.b.expireWorkers(now + 121, {
+          timeoutSeconds: 30,
+        });
         assert.deepEqual(expired.map((worker) => worker.name), [name]);
         const later = holderAddress({ host, pid: 4, started: "7" }, "l8.1");
         assert.ok(
@@ -1505,6 +1508,7 @@ for (const { name: backend, ignore, needs } of backends) {
             machine: "box",
             systems: ["x86_64-linux"],
             lastSeen: now,
+            timeoutSeconds: 120,
           }, null),
         );
         const [taken] = await db.b.popBuilds(

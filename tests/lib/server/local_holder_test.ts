@@ -305,9 +305,10 @@ for (const { name: backend, ignore, needs } of backends) {
     },
   });
 
-  // Every server sharing the database sweeps with its own --worker-timeout:
-  // a live holder's row must be young enough for the shortest accepted,
-  // whatever the worker timeout of the server holding it.
+  // Every server sharing the database sweeps: the row records the holder's
+  // own --worker-timeout, but the sweep of an older version applies its
+  // own, so a live holder's row must be renewed within the shortest
+  // accepted, whatever the worker timeout of the server holding it.
   for (const holderTimeout of [undefined, 3600]) {
     const own = holderTimeout === undefined
       ? "the default worker timeout"
@@ -438,7 +439,9 @@ for (const { name: backend, ignore, needs } of backends) {
         const before = await db.a.getWorker("local@here");
         assert.ok(before !== null);
         // Another server took it for dead and removed its row.
-        await db.a.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        await db.a.expireWorkers(Number.MAX_SAFE_INTEGER, {
+          timeoutSeconds: 120,
+        });
         assert.equal(await db.a.getWorker("local@here"), null);
         await clock.advance(30_000);
         await eventually(
@@ -474,7 +477,9 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.equal((await state(db.a, taken)).worker, "local@box");
         // Taken for dead by another server's sweep (its builds requeued),
         // then its name claimed by a third server of the host.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+          timeoutSeconds: 120,
+        });
         const third = builder(db.b, { holder: processOf(3, live) });
         assert.equal(await third.recover(), 0);
         const row = await db.b.getWorker("local@box");
@@ -578,7 +583,9 @@ for (const { name: backend, ignore, needs } of backends) {
         await gate.asked;
         // Meanwhile the row is expired and the name claimed by a third
         // server; another lane finds it lost and claims a name again.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+          timeoutSeconds: 120,
+        });
         const third = builder(db.b, { holder: processOf(3, live) });
         assert.equal(await third.recover(), 0);
         const quick = await first.takeBatch();
@@ -618,7 +625,9 @@ for (const { name: backend, ignore, needs } of backends) {
         popBuilds: async (requests, now, options) => {
           if (takeOver) {
             takeOver = false;
-            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+              timeoutSeconds: 120,
+            });
             const third = builder(db.b, { holder: processOf(3, live) });
             assert.equal(await third.holderName(), "local@box");
           }
@@ -671,7 +680,9 @@ for (const { name: backend, ignore, needs } of backends) {
           const popped = await db.a.popBuilds(requests, now, options);
           if (endClaim) {
             endClaim = false;
-            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+              timeoutSeconds: 120,
+            });
             third = builder(db.b, { holder: processOf(3, live) });
             thirds = await third.takeBatch();
             assert.deepEqual(await first!.takeBatch(), []);
@@ -722,7 +733,9 @@ for (const { name: backend, ignore, needs } of backends) {
         await gate.asked;
         // The row expires; another lane finds it gone and claims the same
         // name again, the first free one.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+          timeoutSeconds: 120,
+        });
         const quick = await first.takeBatch();
         assert.equal(await first.holderName(), "local@box");
         assert.equal(quick.length, 2);
@@ -781,7 +794,9 @@ for (const { name: backend, ignore, needs } of backends) {
         // Where the second lane's start falls among the first one's steps
         // is a matter of a few microtasks: each offset is tried.
         for (let offset = 0; offset < 16; offset++) {
-          await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+          await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+            timeoutSeconds: 120,
+          });
           heldReads.length = 0;
           const one = first.takeBatch();
           await until("the first lane's read", () => heldReads.length === 1);
@@ -840,6 +855,7 @@ for (const { name: backend, ignore, needs } of backends) {
             machine: Deno.hostname(),
             systems: ["x86_64-linux"],
             lastSeen: now,
+            timeoutSeconds: 120,
           }, null),
         );
         // This machine's server, with its production identity.
@@ -849,6 +865,50 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.deepEqual(await state(db.a, held[0]!), {
           status: "submitted",
           worker: name,
+        });
+      } finally {
+        await db.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `LocalBuilder on ${backend}: a server takes no holder name whose row another host's server renewed within that server's own timeout, however much longer than its own${needs}`,
+    ignore,
+    async fn() {
+      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      try {
+        await register(db.a, ["t1", "t2"]);
+        const held = await db.a.popBuilds(
+          [{ worker: "local@box", systems: ["x86_64-linux"] }],
+          1,
+        );
+        // A server of another pid namespace of host name "box", with a
+        // worker timeout of 600 s, silent for 200 s (its database link
+        // slow, say).
+        const clock = new FakeClock();
+        const elsewhere = { host: "box pid:[2]", pid: 9, started: "7" };
+        assert.ok(
+          await db.a.claimWorker({
+            name: "local@box",
+            address: holderAddress(elsewhere, "e1.1"),
+            machine: "box",
+            systems: ["x86_64-linux"],
+            lastSeen: epochSeconds(clock) - 200,
+            timeoutSeconds: 600,
+          }, null),
+        );
+        const here = builder(db.b, {
+          clock,
+          holder: processOf(1, new Set([1])),
+          workerTimeoutSeconds: 120,
+        });
+        assert.equal(await here.recover(), 0);
+        assert.equal(await here.holderName(), "local@box#2");
+        assert.deepEqual(await state(db.a, held[0]!), {
+          status: "submitted",
+          worker: "local@box",
         });
       } finally {
         await db.close();
@@ -1113,7 +1173,9 @@ for (const { name: backend, ignore, needs } of backends) {
         await within(daemonAsked.promise, 10_000, "batch");
         // The row expires; a look finds it lost and claims a name again,
         // which waits; the server stops meanwhile.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, 1);
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+          timeoutSeconds: 120,
+        });
         holdClaims = true;
         heard!();
         await within(claimAsked.promise, 10_000, "the claim");

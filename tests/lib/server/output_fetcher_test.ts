@@ -26,6 +26,7 @@ async function startedBuild(f: Fixture, name: string, i: number) {
     machine: "m",
     systems: ["x86_64-linux"],
     lastSeen: 0,
+    timeoutSeconds: 120,
   });
   await f.store.popBuild("W", ["x86_64-linux"], 1);
   assert.ok(await f.store.markStarted(drv, "W", "/log", 1));

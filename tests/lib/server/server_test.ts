@@ -424,6 +424,7 @@ Deno.test({
         machine: "test",
         systems: ["x86_64-linux"],
         lastSeen: 1,
+        timeoutSeconds: 120,
       });
       assert.equal(
         (await t.store.popBuild("LOGGER01", ["x86_64-linux"], 2))?.derivation,
@@ -622,6 +623,7 @@ Deno.test({
       machine: "m",
       systems: ["x86_64-linux"],
       lastSeen: now - 60,
+      timeoutSeconds: 120,
     });
     await first.store.popBuild("BUSY", ["x86_64-linux"], now);
     await first.close(true);

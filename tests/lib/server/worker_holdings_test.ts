@@ -13,6 +13,7 @@ function holdings(): WorkerHoldings {
   return new WorkerHoldings({
     logger: silentLogger,
     fetching: () => false,
+    workerTimeoutSeconds: 120,
   });
 }
 

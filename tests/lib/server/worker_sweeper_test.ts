@@ -33,6 +33,7 @@ Deno.test({
           machine: "m",
           systems: ["x86_64-linux"],
           lastSeen: now,
+          timeoutSeconds: 120,
         });
       }
       await f.store.popBuild("SILENT", ["x86_64-linux"], now);
@@ -49,7 +50,11 @@ Deno.test({
       // step (a loaded machine): time goes on until SILENT is expired.
       const step = async () => {
         await f.clock.advance(30_000);
-        await f.store.touchWorker("CHATTY", Math.floor(f.clock.now() / 1000));
+        await f.store.touchWorker(
+          "CHATTY",
+          Math.floor(f.clock.now() / 1000),
+          120,
+        );
       };
       for (let t = 0; t < 5; t++) await step();
       await eventually(async () => {
@@ -125,6 +130,7 @@ Deno.test({
         machine: "m",
         systems: ["x86_64-linux"],
         lastSeen: now - 121,
+        timeoutSeconds: 120,
       });
       await f.store.popBuild("DEAD", ["x86_64-linux"], now);
       const sweeping = sweepWorkers({
@@ -168,6 +174,7 @@ function addWorker(f: Fixture, name: string): Promise<void> {
     machine: "m",
     systems: ["x86_64-linux"],
     lastSeen: seconds(f),
+    timeoutSeconds: 120,
   });
 }
 
@@ -197,7 +204,7 @@ Deno.test({
         f.lines.join("\n"),
       );
       // BUSY talks, IDLE stays silent: 121 s of silence in all expire it.
-      await f.store.touchWorker("BUSY", seconds(f));
+      await f.store.touchWorker("BUSY", seconds(f), 120);
       await f.clock.advance(61_000);
       assert.deepEqual(await sweepOnce(options, state), ["IDLE"]);
       assert.equal(await f.status(a), BuildStatus.started);
@@ -302,7 +309,7 @@ Deno.test({
       // Back: the sweeps work, BUSY's held ping is served 10 s later.
       await eventually(() => calls >= 8, "a sweep after the outage");
       await f.clock.advance(10_000);
-      await f.store.touchWorker("BUSY", seconds(f));
+      await f.store.touchWorker("BUSY", seconds(f), 120);
       await f.clock.advance(20_000);
       await eventually(() => calls >= 9, "a second sweep");
       assert.ok(await f.store.getWorker("BUSY"));
@@ -311,7 +318,7 @@ Deno.test({
       // DEAD stays silent past a whole timeout from the outage's end.
       for (let t = 0; t < 5; t++) {
         await f.clock.advance(30_000);
-        await f.store.touchWorker("BUSY", seconds(f));
+        await f.store.touchWorker("BUSY", seconds(f), 120);
       }
       await eventually(async () => (await f.store.getWorker("DEAD")) === null);
       assert.ok(await f.store.getWorker("BUSY"));
@@ -319,7 +326,7 @@ Deno.test({
       assert.ok(
         f.lines.some((l) =>
           l.startsWith("error worker sweep failed") &&
-          l.includes("ECONNREFUSED") && l.includes("expireFrom=")
+          l.includes("ECONNREFUSED") && l.includes("silentFrom=")
         ),
       );
       abort.abort();

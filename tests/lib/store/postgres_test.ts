@@ -20,7 +20,10 @@ import {
   restartBuild,
 } from "../../../lib/store/sql_builds.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
-import { requeueWorker } from "../../../lib/store/sql_workers.ts";
+import {
+  expireWorkers,
+  requeueWorker,
+} from "../../../lib/store/sql_workers.ts";
 import {
   getDashboard,
   MAX_DASHBOARDS,
@@ -649,6 +652,7 @@ function holderRow(address: string) {
     machine: "box",
     systems: ["x86_64-linux"],
     lastSeen: 1,
+    timeoutSeconds: 120,
   };
 }
 
@@ -828,8 +832,13 @@ Deno.test({
                 machine: "m",
                 systems: ["x86_64-linux"],
                 lastSeen: 1,
+                timeoutSeconds: 120,
               });
-              assert.equal((await other.expireWorkers(2, 4)).length, 1);
+              assert.equal(
+                (await other.expireWorkers(200, { timeoutSeconds: 120 }))
+                  .length,
+                1,
+              );
             },
           ],
           [
@@ -935,7 +944,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners, canceled evaluations)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners, canceled evaluations, workers' own timeouts)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -960,6 +969,11 @@ Deno.test({
         ALTER TABLE ${schema}.Evaluations DROP COLUMN owner_host,
           DROP COLUMN owner_pid, DROP COLUMN owner_start,
           DROP COLUMN heartbeat, DROP COLUMN canceled;
+        DROP INDEX ${schema}.Workers_deadline;
+        ALTER TABLE ${schema}.Workers DROP COLUMN timeout;
+        INSERT INTO ${schema}.Workers VALUES
+          ('old', '127.0.0.1', 'm', '["x86_64-linux"]', 100),
+          ('heard', '127.0.0.1', 'm', '["x86_64-linux"]', 100);
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const fresh = freshSchema();
@@ -967,25 +981,29 @@ Deno.test({
     const store = await openPostgresStore(url!, { schema });
     try {
       // The same columns and indexes as a schema created at this version.
-      for (const table of ["notifications", "dashboards", "evaluations"]) {
+      for (
+        const table of ["notifications", "dashboards", "evaluations", "workers"]
+      ) {
         assert.deepEqual(
           await columnsOf(schema, table),
           await columnsOf(fresh, table),
         );
       }
-      const dashboardIndexes = (name: string) =>
+      const indexesOf = (name: string, table: string) =>
         withSql((sql) =>
           sql.unsafe(
             `SELECT indexname, replace(indexdef, $1, '') AS indexdef
              FROM pg_indexes WHERE schemaname = $1
-             AND tablename = 'dashboards' ORDER BY indexname`,
-            [name],
+             AND tablename = $2 ORDER BY indexname`,
+            [name, table],
           )
         );
-      assert.deepEqual(
-        await dashboardIndexes(schema),
-        await dashboardIndexes(fresh),
-      );
+      for (const table of ["dashboards", "workers"]) {
+        assert.deepEqual(
+          await indexesOf(schema, table),
+          await indexesOf(fresh, table),
+        );
+      }
       const indexes = await withSql((sql) =>
         sql.unsafe(
           "SELECT indexname FROM pg_indexes WHERE schemaname = $1",
@@ -1008,12 +1026,29 @@ Deno.test({
         )
       );
       assert.match(worker.indexdef, /\(worker, evaluation DESC, id DESC\)/);
+      // Rows from before timeouts were recorded: judged by the sweeper's
+      // own, until a contact records the timeout of the server hearing it.
+      assert.equal((await store.getWorker("old"))?.timeoutSeconds, null);
+      assert.equal(await store.touchWorker("heard", 100, 600), true);
+      assert.deepEqual(
+        await store.expireWorkers(220, { timeoutSeconds: 120 }),
+        [],
+      );
+      assert.deepEqual(
+        await store.expireWorkers(221, { timeoutSeconds: 120 }),
+        [{ name: "old", timeoutSeconds: null, requeued: 0 }],
+      );
+      assert.deepEqual(
+        await store.expireWorkers(701, { timeoutSeconds: 120 }),
+        [{ name: "heard", timeoutSeconds: 600, requeued: 0 }],
+      );
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",
         machine: "m",
         systems: ["x86_64-linux"],
         lastSeen: 10,
+        timeoutSeconds: 120,
       });
       await store.stopWorkerClock(20);
       assert.equal(await store.resumeWorkerClock(25), 5);
@@ -1101,6 +1136,38 @@ Deno.test({
       const indexes = [...plan.matchAll(/"Index Name":"([a-z_]+)"/g)]
         .map((match) => match[1]);
       assert.deepEqual(indexes, ["builds_derivation_key"], plan);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    `a worker sweep finds the rows past their own deadline through Workers_deadline, and those recording no timeout through Workers_last_seen${needs}`,
+  ignore,
+  async fn() {
+    await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
+      for (let i = 0; i < 200; i++) {
+        await store.upsertWorker({
+          name: `w${i}`,
+          address: "127.0.0.1",
+          machine: "m",
+          systems: ["x86_64-linux"],
+          lastSeen: 1000 + i,
+          timeoutSeconds: i % 10 === 0 ? null : 120,
+        });
+      }
+      await sql.unsafe("ANALYZE Workers");
+      const { indexes, plan } = await indexesRead(
+        sql,
+        expireWorkers(postgresDialect("unused"), 1130, {
+          timeoutSeconds: 120,
+        }),
+      );
+      assert.deepEqual(
+        indexes.sort(),
+        ["workers_deadline", "workers_last_seen"],
+        plan,
+      );
     });
   },
 });

@@ -8,7 +8,11 @@ import {
   latestBuilds,
   queue,
 } from "../../../lib/store/sql_catalog.ts";
-import { requeueWorker, stillHeld } from "../../../lib/store/sql_workers.ts";
+import {
+  expireWorkers,
+  requeueWorker,
+  stillHeld,
+} from "../../../lib/store/sql_workers.ts";
 import { cancelEvaluation } from "../../../lib/store/sql_builds.ts";
 import {
   addDashboard,
@@ -105,7 +109,7 @@ Deno.test("openSqliteStore() refuses a database from a newer schema", async () =
   );
 });
 
-Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dependencies", async () => {
+Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dependencies and keeping workers without a timeout", async () => {
   const path = tempFile();
   const raw = new DatabaseSync(path);
   raw.exec(
@@ -126,6 +130,9 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
            (3, '/c.drv', 1, 'guix', 'c', 'x86_64-linux', 'c', -2, 0);
     INSERT INTO BuildDependencies VALUES (3, 1), (3, 2);
     INSERT INTO Dashboards VALUES ('AbCdEfGh01234567', 'guix', 'b,a,b');
+    INSERT INTO Workers VALUES
+      ('old', '127.0.0.1', 'm', '["x86_64-linux"]', 100),
+      ('heard', '127.0.0.1', 'm', '["x86_64-linux"]', 100);
   `);
   raw.close();
   await withStore(path, async (store) => {
@@ -159,6 +166,23 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
       await store.addDashboard({ ...again, id: "Y".repeat(16) }, { now: 12 }),
       again.id,
     );
+    // Version 14: rows from before record no timeout and are judged by
+    // the sweeper's own, until a contact records the timeout of the
+    // server hearing it.
+    assert.equal((await store.getWorker("old"))?.timeoutSeconds, null);
+    assert.equal(await store.touchWorker("heard", 100, 600), true);
+    assert.deepEqual(
+      await store.expireWorkers(220, { timeoutSeconds: 120 }),
+      [],
+    );
+    assert.deepEqual(
+      await store.expireWorkers(221, { timeoutSeconds: 120 }),
+      [{ name: "old", timeoutSeconds: null, requeued: 0 }],
+    );
+    assert.deepEqual(
+      await store.expireWorkers(701, { timeoutSeconds: 120 }),
+      [{ name: "heard", timeoutSeconds: 600, requeued: 0 }],
+    );
   });
   const fresh = tempFile();
   await withStore(fresh, () => Promise.resolve());
@@ -173,7 +197,7 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     assert.deepEqual(indexesOf(upgraded), indexesOf(created));
     // And the same columns (version 9: notification claims; 10: dashboard
     // keys and uses; 12: evaluation owners and heartbeats; 13: canceled
-    // evaluations).
+    // evaluations; 14: workers' timeouts).
     for (
       const table of [
         "Builds",
@@ -263,6 +287,36 @@ Deno.test("registering a dashboard finds its names and the least recently used t
       /SCAN Dashboards USING COVERING INDEX Dashboards_last_used/,
     );
     assert.doesNotMatch(evict, /TEMP B-TREE/);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("a worker sweep finds the rows past their own deadline through Workers_deadline, and those recording no timeout through Workers_last_seen", async () => {
+  const path = tempFile();
+  await withStore(path, async (store) => {
+    for (let i = 0; i < 200; i++) {
+      await store.upsertWorker({
+        name: `w${i}`,
+        address: "127.0.0.1",
+        machine: "m",
+        systems: ["x86_64-linux"],
+        lastSeen: 1000 + i,
+        timeoutSeconds: i % 10 === 0 ? null : 120,
+      });
+    }
+  });
+  const db = new DatabaseSync(path);
+  try {
+    db.exec("ANALYZE");
+    const plan = planOf(
+      db,
+      expireWorkers(sqliteDialect, 1130, { timeoutSeconds: 120 }),
+    );
+    assert.match(
+      plan,
+      /^MULTI-INDEX OR; INDEX 1; SEARCH Workers USING INDEX Workers_deadline \(<expr><\?\); INDEX 2; SEARCH Workers USING INDEX Workers_last_seen \(last_seen<\?\)/,
+    );
   } finally {
     db.close();
   }
@@ -660,7 +714,9 @@ Deno.test("writes awaited one after another are not slowed by the timers' nestin
     // one's: past five nested timers, each waits at least a few ms (1,000
     // writes: 2.4 s here), where the I/O they wait behind takes none.
     const started = performance.now();
-    for (let now = 1; now <= 1000; now++) await store.touchWorker("w", now);
+    for (let now = 1; now <= 1000; now++) {
+      await store.touchWorker("w", now, 120);
+    }
     const elapsed = performance.now() - started;
     assert.ok(elapsed < 1000, `1,000 writes took ${elapsed.toFixed(0)} ms`);
   });
@@ -819,7 +875,7 @@ Deno.test("closing the store while an evaluation registers lets the registration
   const jobs = Array.from({ length: 20000 }, (_, i) => job(`job-${i}`));
   const registering = store.registerBuilds(id, jobs, { priority: 9, now: 1 });
   await new Promise((resolve) => setTimeout(resolve, 0));
-  const waiting = store.batch((tx) => tx.touchWorker("w1", 2));
+  const waiting = store.batch((tx) => tx.touchWorker("w1", 2, 120));
   await store.close();
   assert.deepEqual(await registering, { created: 20000, known: 0, blocked: 0 });
   await assert.rejects(waiting, /not open/);

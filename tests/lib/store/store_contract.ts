@@ -725,6 +725,7 @@ export function storeContract(
       machine: "box",
       systems: ["x86_64-linux"],
       lastSeen: 1,
+      timeoutSeconds: 120,
     };
     await store.upsertWorker(row);
     assert.deepEqual(
@@ -756,6 +757,7 @@ export function storeContract(
       machine: "box",
       systems: ["x86_64-linux"],
       lastSeen: 1,
+      timeoutSeconds: 120,
     };
     await store.upsertWorker(row);
     const request = { worker: "local@box", systems: ["x86_64-linux"] };
@@ -1599,12 +1601,18 @@ export function storeContract(
 
   // Workers.
 
-  const worker = (name: string, lastSeen: number): Worker => ({
+  /** A worker heard at `lastSeen` by a server of `timeoutSeconds`. */
+  const worker = (
+    name: string,
+    lastSeen: number,
+    timeoutSeconds: number | null = 120,
+  ): Worker => ({
     name,
     address: "127.0.0.1",
     machine: "box",
     systems: ["x86_64-linux", "i686-linux"],
     lastSeen,
+    timeoutSeconds,
   });
 
   test("upsertWorker() inserts, then refreshes every field", async (store) => {
@@ -1617,6 +1625,7 @@ export function storeContract(
       machine: "other",
       systems: ["aarch64-linux"],
       lastSeen: 20,
+      timeoutSeconds: 600,
     };
     await store.upsertWorker(moved);
     assert.deepEqual(await store.getWorker("w1"), moved);
@@ -1624,12 +1633,29 @@ export function storeContract(
     assert.deepEqual(await store.listWorkers(), [worker("w0", 5), moved]);
   });
 
-  test("touchWorker() refreshes last seen of a known worker only", async (store) => {
+  test("touchWorker() refreshes last seen and timeout of a known worker only", async (store) => {
     await store.upsertWorker(worker("w1", 10));
-    assert.equal(await store.touchWorker("w1", 30), true);
-    assert.equal((await store.getWorker("w1"))?.lastSeen, 30);
-    assert.equal(await store.touchWorker("ghost", 30), false);
+    assert.equal(await store.touchWorker("w1", 30, 600), true);
+    assert.deepEqual(await store.getWorker("w1"), worker("w1", 30, 600));
+    assert.equal(await store.touchWorker("ghost", 30, 600), false);
     assert.equal(await store.getWorker("ghost"), null);
+  });
+
+  test("upsertWorker(), claimWorker() and touchWorker() refuse a timeout that is not whole positive seconds", async (store) => {
+    for (const bad of [0, -5, 1.5, Number.NaN]) {
+      await assert.rejects(
+        store.upsertWorker(worker("w1", 10, bad)),
+        (error: unknown) =>
+          error instanceof RangeError &&
+          error.message.includes(`timeout ${JSON.stringify(bad)}`),
+      );
+      await assert.rejects(
+        store.claimWorker(worker("w1", 10, bad), null),
+        RangeError,
+      );
+      await assert.rejects(store.touchWorker("w1", 10, bad), RangeError);
+    }
+    assert.deepEqual(await store.listWorkers(), []);
   });
 
   test("claimWorker() saves a worker only over the row it expects", async (store) => {
@@ -1929,9 +1955,11 @@ export function storeContract(
     await store.popBuild("fresh", ["x86_64-linux"], 2); // c
     await store.markStarted(drv("b"), "old2", "/l", 3);
 
-    assert.deepEqual(await store.expireWorkers(100, 200), [
-      { name: "old1", requeued: 1 },
-      { name: "old2", requeued: 1 },
+    // Each heard by a server of 120 s, swept by one of 120 s at 200.
+    const sweep = { timeoutSeconds: 120 };
+    assert.deepEqual(await store.expireWorkers(200, sweep), [
+      { name: "old1", timeoutSeconds: 120, requeued: 1 },
+      { name: "old2", timeoutSeconds: 120, requeued: 1 },
     ]);
     assert.deepEqual((await store.listWorkers()).map((w) => w.name), [
       "fresh",
@@ -1940,7 +1968,78 @@ export function storeContract(
     assert.equal(await status(store, "b"), BuildStatus.scheduled);
     assert.equal(await status(store, "c"), BuildStatus.submitted);
     assert.equal((await store.getBuildByDerivation(drv("a")))?.worker, null);
-    assert.deepEqual(await store.expireWorkers(100, 300), []);
+    // Silent for its whole timeout, not longer: kept.
+    assert.deepEqual(await store.expireWorkers(220, sweep), []);
+  });
+
+  test("expireWorkers() judges each worker by the timeout its row records, whichever sweeper's is shorter or longer", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b")], {
+      priority: 9,
+      now: 1,
+    });
+    // Heard at 1000 by a server of 600 s (a bad link), and by one of 120.
+    await store.upsertWorker(worker("slow", 1000, 600));
+    await store.upsertWorker(worker("fast", 1000, 120));
+    await store.popBuild("slow", ["x86_64-linux"], 1000);
+    await store.markStarted(drv("a"), "slow", "/l", 1000);
+    await store.popBuild("fast", ["x86_64-linux"], 1000);
+
+    // 300 s later: the sweep of a 120-s server leaves the 600-s row, and
+    // that of a 600-s server takes the 120-s one.
+    assert.deepEqual(
+      await store.expireWorkers(1300, { timeoutSeconds: 120 }),
+      [{ name: "fast", timeoutSeconds: 120, requeued: 1 }],
+    );
+    assert.deepEqual(
+      await store.expireWorkers(1300, { timeoutSeconds: 600 }),
+      [],
+    );
+    assert.equal(await status(store, "a"), BuildStatus.started);
+    assert.deepEqual(
+      await store.expireWorkers(1600, { timeoutSeconds: 120 }),
+      [],
+    );
+    // Past its own 600 s, whichever server sweeps.
+    assert.deepEqual(
+      await store.expireWorkers(1601, { timeoutSeconds: 120 }),
+      [{ name: "slow", timeoutSeconds: 600, requeued: 1 }],
+    );
+    assert.equal(await status(store, "a"), BuildStatus.scheduled);
+    assert.deepEqual(await store.listWorkers(), []);
+  });
+
+  test("expireWorkers() judges a row recording no timeout by the sweeper's own, until a contact records one", async (store) => {
+    // Rows as servers before timeouts were recorded wrote them.
+    await store.upsertWorker(worker("old", 1000, null));
+    await store.upsertWorker(worker("heard", 1000, null));
+    assert.equal((await store.getWorker("old"))?.timeoutSeconds, null);
+    assert.equal(await store.touchWorker("heard", 1000, 600), true);
+    assert.deepEqual(
+      await store.expireWorkers(1300, { timeoutSeconds: 600 }),
+      [],
+    );
+    assert.deepEqual(
+      await store.expireWorkers(1300, { timeoutSeconds: 120 }),
+      [{ name: "old", timeoutSeconds: null, requeued: 0 }],
+    );
+    assert.deepEqual(await store.listWorkers(), [worker("heard", 1000, 600)]);
+  });
+
+  test("expireWorkers() counts silence from silentFrom at the earliest, each row by its own timeout", async (store) => {
+    await store.upsertWorker(worker("slow", 0, 600));
+    await store.upsertWorker(worker("old", 0, null));
+    // The database failed until 950: both long silent, neither heard
+    // since; each gets a whole timeout of its own from then.
+    const after = { timeoutSeconds: 120, silentFrom: 950 };
+    assert.deepEqual(await store.expireWorkers(1070, after), []);
+    assert.deepEqual(await store.expireWorkers(1071, after), [
+      { name: "old", timeoutSeconds: null, requeued: 0 },
+    ]);
+    assert.deepEqual(await store.expireWorkers(1550, after), []);
+    assert.deepEqual(await store.expireWorkers(1551, after), [
+      { name: "slow", timeoutSeconds: 600, requeued: 0 },
+    ]);
   });
 
   test("resumeWorkerClock() credits the time since a clean stop, and only once", async (store) => {
@@ -1954,9 +2053,11 @@ export function storeContract(
     );
     // Each keeps the silence it had at the stop: 100 s and 10 s.
     assert.deepEqual(lastSeen, { chatty: 1190, quiet: 1100 });
-    assert.deepEqual(await store.expireWorkers(1150, 1250), [
-      { name: "quiet", requeued: 0 },
-    ]);
+    // Silent 150 s and 60 s by then.
+    assert.deepEqual(
+      await store.expireWorkers(1250, { timeoutSeconds: 120 }),
+      [{ name: "quiet", timeoutSeconds: 120, requeued: 0 }],
+    );
     // The record is used up: a crash later credits nothing.
     assert.equal(await store.resumeWorkerClock(5000), 0);
     assert.equal((await store.getWorker("chatty"))?.lastSeen, 1190);
@@ -2142,6 +2243,7 @@ export function storeContract(
         machine: "m",
         systems: ["x86_64-linux"],
         lastSeen: 1,
+        timeoutSeconds: 120,
       }),
       "upsertWorker",
       `1 field "name" holds a NUL character (U+0000): "w\\u0000"`,
@@ -2170,6 +2272,7 @@ export function storeContract(
         machine: "m",
         systems: ["x86_64-linux"],
         lastSeen: 1,
+        timeoutSeconds: 120,
       });
     });
     assert.deepEqual((await store.listWorkers()).map((w) => w.name), ["w"]);

@@ -112,6 +112,7 @@ export async function createFixture(
     machine: "box-1",
     systems: ["x86_64-linux", "aarch64-linux"],
     lastSeen: NOW - 5,
+    timeoutSeconds: 120,
   });
   await store.upsertWorker({
     name: "w2",
@@ -119,6 +120,7 @@ export async function createFixture(
     machine: "box-2",
     systems: ["x86_64-linux"],
     lastSeen: NOW - 1000,
+    timeoutSeconds: 120,
   });
 
   const eval1 = await store.addEvaluation("hello", [

@@ -805,6 +805,7 @@ Deno.test("GET /machine/NAME shows the workers of that machine; the workers page
     machine: "box-1",
     systems: ["i686-linux"],
     lastSeen: NOW - 2,
+    timeoutSeconds: 120,
   });
   const text = await (await fx.fetch("/machine/box-1")).text();
   assert.ok(text.includes("<h1>Machine box-1</h1>"));
@@ -830,6 +831,7 @@ Deno.test("GET /machine/NAME shows the workers of that machine; the workers page
     machine: XSS,
     systems: ["x86_64-linux"],
     lastSeen: NOW,
+    timeoutSeconds: 120,
   });
   assert.ok(
     (await (await fx.fetch("/workers")).text()).includes(
