@@ -136,8 +136,8 @@ Web interface:
       --web-port=PORT         (default 8080)
       --web-listen=ADDRESS    (default 127.0.0.1)
       --base-url=URL          public URL of the web interface, for the links
-                              of notifications and of the RSS feed (feed
-                              default: http://WEB-LISTEN:WEB-PORT, the host
+                              of notifications and of the RSS feed
+                              (default: http://WEB-LISTEN:WEB-PORT, the host
                               name for 0.0.0.0 or ::; never the request's Host)
       --admin-token-file=FILE secret of the admin actions (default: generated
                               into the state directory)
@@ -521,7 +521,8 @@ async function main(args: string[]): Promise<number> {
     source: store,
     clock: systemClock,
     logger: logger.with({ part: "notify" }),
-    baseUrl: config.publicUrl ?? "",
+    // Absolute links: a mail or a post is read far from this server.
+    baseUrl: server.webUrl,
     mastodon: mastodonUrl && mastodonToken
       ? { instanceUrl: mastodonUrl, token: mastodonToken }
       : undefined,

@@ -118,6 +118,11 @@ export interface RunningServer {
   readonly backendPort: number;
   readonly logPort: number;
   readonly webPort: number;
+  /**
+   * The base of absolute links to the web interface (notifications, the
+   * feed): `publicUrl` if set, else the address the web server listens on.
+   */
+  readonly webUrl: string;
   readonly publishPort: number | null;
   readonly store: Store;
   /** Evaluates a specification now and registers its builds. */
@@ -279,6 +284,8 @@ export async function startServer(
     monitor.start();
     cleanups.push(() => monitor.stop());
 
+    /** The web server's own origin, known once it listens. */
+    let webOrigin = "http://localhost";
     const app = createWebApp({
       store,
       logCacheDir: config.cacheDir,
@@ -291,12 +298,7 @@ export async function startServer(
       metrics,
       publicUrl: config.publicUrl ?? null,
       // Read per request, once `web` below listens and has its port.
-      ownOrigin: () =>
-        listenOrigin(
-          config.webListen,
-          web.addr.port,
-          config.hostname ?? Deno.hostname(),
-        ),
+      ownOrigin: () => webOrigin,
       evaluationLog: (id) => evaluationLogPath(config.stateDir, id),
       workerDiskLow: (name) => builder.workerDiskLow(name),
       actions: {
@@ -337,12 +339,17 @@ export async function startServer(
     );
     cleanups.push(() => web.shutdown());
 
+    webOrigin = listenOrigin(
+      config.webListen,
+      web.addr.port,
+      config.hostname ?? Deno.hostname(),
+    );
     logger.info("server started", {
       mode: config.mode,
       backend: builder.backendPort || undefined,
       logs: builder.logPort || undefined,
       publish: config.publishPort ?? "off",
-      web: `http://${config.webListen}:${web.addr.port}`,
+      web: webOrigin,
     });
 
     return {
@@ -350,6 +357,7 @@ export async function startServer(
       backendPort: builder.backendPort,
       logPort: builder.logPort,
       webPort: web.addr.port,
+      webUrl: (config.publicUrl ?? webOrigin).replace(/\/+$/, ""),
       publishPort: config.publishPort,
       store,
       evaluate,

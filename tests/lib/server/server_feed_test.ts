@@ -1,43 +1,64 @@
-// The whole server's feed: without --base-url its links name the address
-// its web port listens on, never the host a request names.
+// The whole server's absolute links (its feed's, its notifications'):
+// without --base-url they name the address its web port listens on, never
+// the host a request names.
 
 import assert from "node:assert/strict";
-import { startServer } from "../../../lib/server/server.ts";
+import {
+  type RunningServer,
+  type ServerConfig,
+  startServer,
+} from "../../../lib/server/server.ts";
+import type { Store } from "../../../lib/store/types.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import { fakeSpawner, job, STORE_DIR } from "./_dispatch_fixture.ts";
 import { rawExchange } from "../web/_fixture.ts";
 
+/** A remote-mode server on loopback, with `extra` configuration. */
+async function withServer(
+  extra: Partial<ServerConfig>,
+  body: (server: RunningServer, store: Store) => Promise<void>,
+) {
+  const root = await Deno.makeTempDir({ prefix: "lorica-feed-" });
+  const store = openSqliteStore(`${root}/db.sqlite`);
+  const server = await startServer({
+    mode: "remote",
+    pollChannels: false,
+    listen: "127.0.0.1",
+    backendPort: 0,
+    logPort: 0,
+    publishPort: null,
+    webListen: "127.0.0.1",
+    webPort: 0,
+    cacheDir: `${root}/logs`,
+    stateDir: `${root}/state`,
+    storeDir: STORE_DIR,
+    workerTimeoutSeconds: 120,
+    publishArgs: [],
+    ...extra,
+  }, {
+    store,
+    guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
+    logger: silentLogger,
+    inStore: () => Promise.resolve(true),
+  });
+  try {
+    await body(server, store);
+  } finally {
+    await server.stop();
+    await store.close();
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
 Deno.test({
   name:
     "the server's feed, asked with a Host header of the client's choosing, links to the address its web port listens on",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const root = await Deno.makeTempDir({ prefix: "lorica-feed-" });
-    const store = openSqliteStore(`${root}/db.sqlite`);
-    const server = await startServer({
-      mode: "remote",
-      pollChannels: false,
-      listen: "127.0.0.1",
-      backendPort: 0,
-      logPort: 0,
-      publishPort: null,
-      webListen: "127.0.0.1",
-      webPort: 0,
-      cacheDir: `${root}/logs`,
-      stateDir: `${root}/state`,
-      storeDir: STORE_DIR,
-      workerTimeoutSeconds: 120,
-      publishArgs: [],
-    }, {
-      store,
-      guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
-      logger: silentLogger,
-      inStore: () => Promise.resolve(true),
-    });
-    try {
+  fn: () =>
+    withServer({}, async (server, store) => {
       await store.upsertSpecification({
         name: "spec",
         build: { type: "packages", params: [] },
@@ -77,10 +98,18 @@ Deno.test({
         answer,
       );
       assert.ok(!answer.includes("evil.example"), answer);
-    } finally {
-      await server.stop();
-      await store.close();
-      await Deno.remove(root, { recursive: true });
-    }
-  },
+      // The base the notifications' links are made from too.
+      assert.equal(server.webUrl, origin);
+    }),
+});
+
+Deno.test({
+  name: "with --base-url, the server's absolute links start with it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () =>
+    withServer({ publicUrl: "https://ci.example.test/lorica/" }, (server) => {
+      assert.equal(server.webUrl, "https://ci.example.test/lorica");
+      return Promise.resolve();
+    }),
 });
