@@ -27,7 +27,7 @@ import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
 import type { Build, HeldBuild, Holding, Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
 import type { OutputFetcher } from "./output_fetcher.ts";
-import { routingKey, WorkerLinks } from "./worker_links.ts";
+import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
 import {
   nextTurn,
   type PendingReply,
@@ -685,6 +685,11 @@ export class Dispatcher {
         worker: name,
         reason: "worker not authenticated on this connection",
       });
+      // A Lorica worker asking unauthenticated believes itself registered:
+      // its registration was lost (in a turn that failed) or refused (a
+      // proof of a stale nonce). It would ask in vain for as long as its
+      // connection lasts.
+      this.#askToRegisterOnce(link, reply, name, "it asked unauthenticated");
       return;
     }
     // A connection may not ask in the name of a worker whose own live
@@ -712,13 +717,13 @@ export class Dispatcher {
       // partition that kept the TCP session): a Lorica worker registers
       // again on a probe, as after a server restart. Its pings cannot do
       // it when keys are required, so without the probe it would ask in
-      // vain for good. Once per connection until it is known again: one
-      // registration is all it needs, and a probe at each request would
-      // have it register at each.
-      if (link.lorica && !link.askedToRegister) {
-        link.askedToRegister = true;
-        reply.onDelivered = () => void this.#askToRegister(routingId, name);
-      }
+      // vain for good.
+      this.#askToRegisterOnce(
+        link,
+        reply,
+        name,
+        "it asked for work unregistered (expired meanwhile?)",
+      );
       return;
     }
     link.askedToRegister = false;
@@ -825,15 +830,37 @@ export class Dispatcher {
     };
   }
 
+  /**
+   * Has a probe follow `reply` if `link` is a Lorica worker's not probed
+   * since it last asked for work as a known, authenticated worker: one
+   * registration is all it needs, and a probe at each request would have
+   * it register at each (a worker whose key is refused, for good).
+   */
+  #askToRegisterOnce(
+    link: WorkerLink,
+    reply: PendingReply,
+    name: string,
+    reason: string,
+  ): void {
+    if (!link.lorica || link.askedToRegister) return;
+    link.askedToRegister = true;
+    reply.onDelivered = () =>
+      void this.#askToRegister(reply.routingId, name, reason);
+  }
+
   /** Sends `routingId` a probe, which makes a Lorica worker register. */
-  async #askToRegister(routingId: Uint8Array, name: string): Promise<void> {
+  async #askToRegister(
+    routingId: Uint8Array,
+    name: string,
+    reason: string,
+  ): Promise<void> {
     // Outside any turn: the plain logger, not the one holding turn lines.
     const fields = { peer: routingKey(routingId), worker: name };
     try {
       await this.#options.router.send(routingId, [EMPTY]);
       this.#log.info("worker asked to register", {
         ...fields,
-        reason: "it asked for work unregistered (expired meanwhile?)",
+        reason,
       });
     } catch (error) {
       if (error instanceof PeerUnreachableError) return;

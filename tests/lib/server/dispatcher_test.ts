@@ -662,6 +662,49 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "worker keys: a Lorica worker asking for work unauthenticated (its registration lost) is asked once to register again, and then builds",
+  async fn() {
+    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
+    await withFixture(async (f) => {
+      await f.addJobs([job("after-probe", 1)]);
+      const w = await FakeWorker.connect(f.port, { name: "LOST" });
+      await w.send({ type: "lorica-hello", version: 1, features: [] });
+      const welcome = await w.next();
+      assert.equal(welcome.type, "lorica-welcome");
+      if (welcome.type !== "lorica-welcome") return;
+      // Its worker-ready never arrived (a turn that failed whole): it
+      // believes itself registered and asks.
+      assert.equal((await w.requestWork(1)).type, "no-build");
+      assert.equal(await w.nextText(), "", "a probe after the refusal");
+      // Asked again before registering: refused, and no second probe.
+      assert.equal((await w.requestWork(2)).type, "no-build");
+      await assert.rejects(w.nextText(300), "no probe at each request");
+      // The probe makes a Lorica worker register; then it builds.
+      await w.ready({
+        auth: await makeAuthProof(
+          "farm",
+          keys.get("farm")!,
+          welcome.nonce,
+          "LOST",
+        ),
+      });
+      assert.equal((await w.requestWork(3)).type, "build");
+      assert.equal(
+        f.lines.filter((l) =>
+          l.startsWith("info worker asked to register") &&
+          l.includes("worker=LOST")
+        ).length,
+        1,
+        f.lines.join("\n"),
+      );
+      await w.close();
+    }, { workerKeys: keys });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a remote worker named as a local-mode server's holder (local@HOST) is refused, and its pings neither renew nor take over that server's row",
   fn: () =>
     withFixture(async (f) => {
