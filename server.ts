@@ -32,6 +32,7 @@ import {
 } from "./lib/server/server.ts";
 import {
   HOLDER_RENEWAL_SECONDS,
+  MAX_WORKER_TIMEOUT_SECONDS,
   MIN_WORKER_TIMEOUT_SECONDS,
 } from "./lib/server/local_holder.ts";
 import { SpecError } from "./lib/spec/spec_error.ts";
@@ -110,7 +111,8 @@ Remote mode:
       --listen=ADDRESS        address of the worker ports and, in either
                               mode, of guix publish (default 0.0.0.0)
       --worker-timeout=SECS   forget workers silent this long, requeueing
-                              their builds (default 120, at least ${MIN_WORKER_TIMEOUT_SECONDS}; keep it
+                              their builds (default 120, at least ${MIN_WORKER_TIMEOUT_SECONDS}, at most
+                              a year; keep it
                               above the workers' ${PING_INTERVAL_SECONDS} s ping interval); in local
                               mode, how long a server sharing the database
                               may be silent before its builds are requeued.
@@ -301,8 +303,9 @@ async function main(args: string[]): Promise<number> {
       text("worker-timeout")!,
       {
         min: MIN_WORKER_TIMEOUT_SECONDS,
+        max: MAX_WORKER_TIMEOUT_SECONDS,
         why:
-          `servers in local mode sharing the database renew their rows every ${HOLDER_RENEWAL_SECONDS} s, and every server expires those silent for its own worker timeout`,
+          `servers in local mode sharing the database renew their rows every ${HOLDER_RENEWAL_SECONDS} s; a worker silent a year is gone`,
       },
     ),
     workerKeys: text("worker-keys")

@@ -30,27 +30,32 @@ export function parsePort(option: string, value: string): number {
 }
 
 /**
- * Parses a positive integer option, at least `min` when given (`why`
- * saying why in the message).
+ * Parses a positive integer option, at least `min` and at most `max` when
+ * given (`why` saying why a bound is there, in the message). Beyond
+ * Number.MAX_SAFE_INTEGER a number is refused whatever `max` says: it
+ * would be rounded, and arithmetic on it (a deadline) would be wrong.
  * @throws {UsageError} naming the option and value.
  */
 export function parsePositive(
   option: string,
   value: string,
-  { min, why }: { min?: number; why?: string } = {},
+  { min, max, why }: { min?: number; max?: number; why?: string } = {},
 ): number {
   const number = Number(value);
+  const refuse = (reason: string) =>
+    new UsageError(`Cannot use ${option} ${JSON.stringify(value)}: ${reason}`);
   if (!/^\d+$/.test(value) || number < 1) {
-    throw new UsageError(
-      `Cannot use ${option} ${JSON.stringify(value)}: not a positive integer`,
-    );
+    throw refuse("not a positive integer");
   }
+  const because = why === undefined ? "" : ` (${why})`;
   if (min !== undefined && number < min) {
-    throw new UsageError(
-      `Cannot use ${option} ${JSON.stringify(value)}: less than ${min}${
-        why === undefined ? "" : ` (${why})`
-      }`,
-    );
+    throw refuse(`less than ${min}${because}`);
+  }
+  if (!Number.isSafeInteger(number)) {
+    throw refuse(`more than ${Number.MAX_SAFE_INTEGER}`);
+  }
+  if (max !== undefined && number > max) {
+    throw refuse(`more than ${max}${because}`);
   }
   return number;
 }

@@ -63,6 +63,13 @@ export const HOLDER_RENEWAL_SECONDS = 10;
  */
 export const MIN_WORKER_TIMEOUT_SECONDS = 3 * HOLDER_RENEWAL_SECONDS;
 
+/**
+ * The longest worker timeout a server accepts: a year. Each contact
+ * records it with the worker's row, and a deadline computed from a larger
+ * one would lose its precision.
+ */
+export const MAX_WORKER_TIMEOUT_SECONDS = 365 * 24 * 3600;
+
 /** Holder names tried on one host name before giving up. */
 const MAX_SLOTS = 64;
 

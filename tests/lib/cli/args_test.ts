@@ -73,6 +73,14 @@ Deno.test("parsePort(), parsePositive() and parseNatural() name the option and t
     () => parsePositive("--limit", "29", { min: 30, why: "too short" }),
     /^UsageError: Cannot use --limit "29": less than 30 \(too short\)$/,
   );
+  assert.throws(
+    () => parsePositive("--workers", "9007199254740993"),
+    /^UsageError: Cannot use --workers "9007199254740993": more than 9007199254740991$/,
+  );
+  assert.throws(
+    () => parsePositive("--limit", "31", { max: 30, why: "too long" }),
+    /^UsageError: Cannot use --limit "31": more than 30 \(too long\)$/,
+  );
   assert.equal(parseNatural("--evaluation-timeout", "0"), 0);
   assert.equal(parseNatural("--evaluation-timeout", "10800"), 10800);
   assert.throws(

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { postgresBinaries, startOwnPostgres } from "../store/_own_postgres.ts";
 import {
   HOLDER_RENEWAL_SECONDS,
+  MAX_WORKER_TIMEOUT_SECONDS,
   MIN_WORKER_TIMEOUT_SECONDS,
 } from "../../../lib/server/local_holder.ts";
 
@@ -540,6 +541,19 @@ for (const mode of ["local", "remote"]) {
     });
   });
 }
+
+Deno.test("lorica-server refuses a --worker-timeout above a year, or beyond what a number holds exactly, naming the value", async () => {
+  for (const value of [MAX_WORKER_TIMEOUT_SECONDS + 1, 2 ** 53 + 2]) {
+    await withDir(async (dir) => {
+      const run = await runServer(dir, { "worker-timeout": String(value) });
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(
+        run.stderr,
+        new RegExp(`Cannot use --worker-timeout "${value}": more than \\d+`),
+      );
+    });
+  }
+});
 
 Deno.test("lorica-server in local mode does not warn of the workers' ping interval at the shortest --worker-timeout: none pings it, and its holder name is renewed at a fixed pace well within it", async () => {
   await withDir(async (dir) => {
