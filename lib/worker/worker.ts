@@ -177,19 +177,30 @@ export async function startWorker(
     (server, signal) =>
       sessions = Promise.all(names.map((name) =>
         runSessionForever(
-          name,
           {
-            ...config,
             server: { hostname: server.hostname, port: server.port },
+            name,
+            machine: config.machine,
+            systems: config.systems,
+            publishPort: config.publishPort,
+            substituteUrls: config.substituteUrls,
+            storeDir: config.storeDir,
+            guix: deps.guix,
+            clock,
+            logger: deps.logger,
+            requestPeriodMs: config.requestPeriodMs,
+            pingIntervalMs: config.pingIntervalMs,
+            cores,
+            replyTimeoutMs: config.replyTimeoutMs,
+            extensions: config.extensions,
+            authKey: config.authKey,
+            disk,
+            draining: draining.signal,
+            underway,
+            results: results.get(name)!,
+            connectDealer: deps.connectDealer,
           },
-          deps,
-          clock,
-          cores,
-          disk,
           signal,
-          draining.signal,
-          underway,
-          results.get(name)!,
           fail,
         )
       )).then(() => {}),
@@ -251,53 +262,24 @@ export async function startWorker(
  * later session would do better.
  */
 async function runSessionForever(
-  name: string,
-  config: WorkerConfig & { server: { hostname: string; port: number } },
-  deps: WorkerDeps,
-  clock: Clock,
-  cores: number,
-  disk: DiskGuard,
+  session: SessionOptions,
   signal: AbortSignal,
-  draining: AbortSignal,
-  underway: Set<UnderwayBuild>,
-  results: UndeliveredResults,
   fail: (reason: string, error: Error) => void,
 ) {
-  while (!signal.aborted && !draining.aborted) {
+  const { clock, draining, logger, name, requestPeriodMs } = session;
+  while (!signal.aborted && !draining?.aborted) {
     try {
-      await runSession({
-        server: config.server,
-        name,
-        machine: config.machine,
-        systems: config.systems,
-        publishPort: config.publishPort,
-        substituteUrls: config.substituteUrls,
-        storeDir: config.storeDir,
-        guix: deps.guix,
-        clock,
-        logger: deps.logger,
-        requestPeriodMs: config.requestPeriodMs,
-        pingIntervalMs: config.pingIntervalMs,
-        cores,
-        replyTimeoutMs: config.replyTimeoutMs,
-        extensions: config.extensions,
-        authKey: config.authKey,
-        disk,
-        draining,
-        underway,
-        results,
-        connectDealer: deps.connectDealer,
-      }, signal);
+      await runSession(session, signal);
     } catch (error) {
       if (signal.aborted) return;
       if (error instanceof StoreDirMismatchError) {
         fail("the server's store directory is not this worker's", error);
         return;
       }
-      deps.logger.error("session failed", { worker: name, error });
+      logger.error("session failed", { worker: name, error });
       await clock.sleep(
-        config.requestPeriodMs,
-        AbortSignal.any([signal, draining]),
+        requestPeriodMs,
+        AbortSignal.any(draining ? [signal, draining] : [signal]),
       ).catch(() => {});
     }
   }
