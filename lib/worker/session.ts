@@ -31,7 +31,7 @@ import type {
   UndeliveredResult,
   UndeliveredResults,
 } from "./undelivered_results.ts";
-import { storeDirFromEnv } from "../guix/store_path.ts";
+import { isDerivationPath, storeDirFromEnv } from "../guix/store_path.ts";
 
 /** A build a session has under way. */
 export interface UnderwayBuild {
@@ -123,6 +123,18 @@ export class StoreDirMismatchError extends Error {
     );
     this.name = "StoreDirMismatchError";
   }
+}
+
+/**
+ * The store directory `drv` is a derivation of, as far as its path shows
+ * (the directory it sits in, when it is a well-formed derivation there);
+ * undefined when it is no derivation path at all.
+ */
+function derivationStoreDir(drv: string): string | undefined {
+  const directory = drv.slice(0, drv.lastIndexOf("/"));
+  return directory !== "" && isDerivationPath(drv, directory)
+    ? directory
+    : undefined;
 }
 
 /** No reply from the server in time. */
@@ -562,7 +574,10 @@ class Session {
    * build it handed out would be refused, and in the end reported failed,
    * a misconfigured worker turning good builds red.
    */
-  #checkStoreDir(serverStoreDir: string | undefined) {
+  #checkStoreDir(
+    serverStoreDir: string | undefined,
+    action = "no builds taken, worker stopping",
+  ) {
     if (serverStoreDir === undefined || serverStoreDir === this.#storeDir) {
       return;
     }
@@ -572,7 +587,7 @@ class Session {
       server,
       server_store_dir: serverStoreDir,
       store_dir: this.#storeDir,
-      action: "no builds taken, worker stopping",
+      action,
     });
     throw new StoreDirMismatchError(server, serverStoreDir, this.#storeDir);
   }
@@ -784,13 +799,24 @@ class Session {
       reason: refusal.reason,
       action: handBack ? "handed back" : "reported failed",
     });
-    if (!handBack) {
-      await this.#offerResult({ drv: job.drv, ok: false });
-      return;
+    if (!handBack) await this.#offerResult({ drv: job.drv, ok: false });
+    else {
+      this.#handedBack.push(job.drv);
+      if (this.#handedBack.length > MAX_HANDED_BACK) this.#handedBack.shift();
+      await this.#reRegister([]);
     }
-    this.#handedBack.push(job.drv);
-    if (this.#handedBack.length > MAX_HANDED_BACK) this.#handedBack.shift();
-    await this.#reRegister([]);
+    // A server that does not say its store directory (Cuirass, an older
+    // Lorica) shows it in its derivations: once one is a derivation of
+    // another store, every one will be, and the worker stops rather than
+    // turn them all red.
+    if (refusal.field === "drv") {
+      this.#checkStoreDir(
+        derivationStoreDir(job.drv),
+        `build ${
+          handBack ? "handed back" : "reported failed"
+        }, worker stopping`,
+      );
+    }
   }
 
   /**
