@@ -3,7 +3,11 @@
 //
 // Store procedures run in transactions on a connection pool. Dispatch takes
 // candidates with FOR UPDATE SKIP LOCKED, so two processes never hand out
-// one build; a deadlock or serialization failure retries the transaction.
+// one build. Procedures lock builds in id order (sql_build_locks.ts), so
+// they do not deadlock with one another. A deadlock still possible (in a
+// batch of several procedures, or over a row a procedure could not
+// foresee) or a serialization failure retries the transaction, outside a
+// batch.
 // Transactions that add dispatchable builds send a NOTIFY, which
 // `watchQueue` turns into callbacks.
 

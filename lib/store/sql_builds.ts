@@ -5,10 +5,20 @@
 // not succeeded, so that dispatch reads one index entry instead of walking
 // past blocked builds: each change of a status to or from succeeded (0)
 // adjusts the counts of the build's direct dependents.
+//
+// On PostgreSQL every procedure locks the builds it changes in id order,
+// most in one sweep before any change (sql_build_locks.ts): two of them
+// never wait for each other.
 
 import { BuildStatus, Weather } from "./types.ts";
 import { all, chunks, get, notifyHoldings, run } from "./sql_query.ts";
 import { buildById } from "./sql_catalog.ts";
+import {
+  dependentsWalk,
+  inIdOrder,
+  lockBuild,
+  sweepCtes,
+} from "./sql_build_locks.ts";
 import {
   BUILD_COLUMNS,
   checkLimit,
@@ -16,6 +26,7 @@ import {
   truncate,
   weatherOf,
 } from "./rows.ts";
+import type { Reach } from "./sql_build_locks.ts";
 import type { Dialect, Row, Step } from "./sql_query.ts";
 import type {
   Build,
@@ -29,32 +40,27 @@ import type {
   StartReport,
 } from "./types.ts";
 
-// The previous result of the job of the row `Builds` being updated: the
-// newest finished build of the same job and specification in an earlier
-// evaluation (cuirass.md §5.8). `status + 0` keeps the planners off the
-// partial index of finished builds, which would scan the whole
-// specification, and on the index of the job's history.
-const PREVIOUS_STATUS_SQL = `(SELECT p.status FROM Builds p
-  WHERE p.specification = Builds.specification
-    AND p.job_name = Builds.job_name
-    AND p.evaluation < Builds.evaluation AND p.status + 0 >= 0
+// The previous result of the job of the build row `of` (the row `Builds`
+// being updated, unless named): the newest finished build of the same job
+// and specification in an earlier evaluation (cuirass.md §5.8).
+// `status + 0` keeps the planners off the partial index of finished
+// builds, which would scan the whole specification, and on the index of
+// the job's history.
+const previousStatusSql = (of = "Builds") =>
+  `(SELECT p.status FROM Builds p
+  WHERE p.specification = ${of}.specification
+    AND p.job_name = ${of}.job_name
+    AND p.evaluation < ${of}.evaluation AND p.status + 0 >= 0
   ORDER BY p.evaluation DESC, p.id DESC LIMIT 1)`;
+
+const PREVIOUS_STATUS_SQL = previousStatusSql();
 
 // The scheduled builds that depend on the builds `targets` names (a
 // condition on d.target), directly or through other scheduled builds: a
 // dependent that already finished (say, an administrator completed it)
 // shields its own dependents.
 const dependentsSql = (targets: string) =>
-  `WITH RECURSIVE dependents(id) AS (
-    SELECT d.source FROM BuildDependencies d
-      JOIN Builds s ON s.id = d.source
-      WHERE ${targets} AND s.status + 0 = -2
-    UNION
-    SELECT d.source FROM BuildDependencies d
-      JOIN dependents ON d.target = dependents.id
-      JOIN Builds s ON s.id = d.source
-      WHERE s.status + 0 = -2
-  )
+  `WITH RECURSIVE ${dependentsWalk("dependents", targets, -2)}
   SELECT id FROM dependents`;
 
 // The scheduled dependents of build ?.
@@ -93,9 +99,9 @@ export function* failDependents(
 /**
  * {@link failDependents} of each of `targets`, with a walk per chunk of
  * them rather than one per build: an evaluation canceled may have tens of
- * thousands.
+ * thousands. Returns how many builds it failed.
  */
-function* failDependentsOfAll(
+export function* failDependentsOfAll(
   d: Dialect,
   targets: number[],
   now: number,
@@ -110,19 +116,18 @@ function* failDependentsOfAll(
   return yield* failScheduled(d, [...ids], now);
 }
 
-/** Marks failed-dependency those of builds `ids` still scheduled. */
+/**
+ * Marks failed-dependency those of builds `ids` still scheduled, chunk
+ * after chunk in id order (each locked in that order).
+ */
 function* failScheduled(d: Dialect, ids: number[], now: number): Step<number> {
   let changed = 0;
   ids.sort((a, b) => a - b);
   for (const part of chunks(ids)) {
-    if (d.forUpdate !== "") {
-      yield* all(
-        `SELECT id FROM Builds WHERE id IN ${d.intList} ORDER BY id${d.forUpdate}`,
-        [JSON.stringify(part)],
-      );
-    }
     changed += yield* run(
-      `${FAIL_SQL} WHERE id IN ${d.intList} AND status + 0 = -2`,
+      `${FAIL_SQL} WHERE ${
+        inIdOrder(d, `id IN ${d.intList} AND status + 0 = -2`)
+      }`,
       [now, now, JSON.stringify(part)],
     );
   }
@@ -420,14 +425,20 @@ export function* markStartedMany(
   // the indexes of workers and statuses, which statistics taken before any
   // build was handed out show as empty; it then hashed every build ever
   // handed out on each call (7 ms instead of 0.8 with 7,000 handed out).
-  // A build without a worker matches no name, not even "".
+  // A build without a worker matches no name, not even "". The rows are
+  // locked in id order first (sql_build_locks.ts): the UPDATE alone takes
+  // them in the order of its plan, the reports' or the table's.
   const rows = yield* all(
     `UPDATE Builds b SET status = -1, starttime = ?, log = s.log
-     FROM ${
+     FROM (SELECT c.id, r.derivation, r.worker, r.log
+           FROM ${
       d.records([["derivation", "text"], ["worker", "text"], ["log", "text"]])
-    } s
-     WHERE b.derivation = s.derivation
-       AND coalesce(b.worker = s.worker, false) AND b.status + 0 IN (-3, -1)
+    } r
+           JOIN Builds c ON c.derivation = r.derivation
+           WHERE coalesce(c.worker = r.worker, false)
+             AND c.status + 0 IN (-3, -1)
+           ORDER BY c.id${d.forUpdate} OF c) s
+     WHERE b.id = s.id
      RETURNING s.derivation, s.worker`,
     [
       now,
@@ -473,26 +484,37 @@ function* queueNotifications(build: number, specification: string) {
 
 // PostgreSQL records a success in one statement, atomic on its own: one
 // round trip instead of a transaction of five, which made completions
-// most of a dispatching server's queries. In order: the build, when
-// `worker` (any worker, when null) may complete it, with its job's
-// previous result; its new status and weather; its dependents' counts,
-// rows locked in id order (see adjustDependents); one notification per
-// sink when the weather changed; a queue notification when a dependent
-// became dispatchable. Unreferenced CTEs would not run: the last SELECT
-// names them. Parameters: derivation, worker, worker, now. The build is
-// found by its derivation alone (`+ 0` and `coalesce`, as in
-// markStartedMany): planned for given values, the statement otherwise
-// went through the index of held builds, whose entries for a worker pile
-// up between vacuums, one per status change (some 300 read per call
-// instead of 12 at 200,000 builds, 0.35 ms instead of 0.09).
+// most of a dispatching server's queries. In order: the build and its
+// direct dependents, all locked in id order (sql_build_locks.ts; the
+// count in `target` has the sweep done before anything is updated); the
+// build, when `worker` (any worker, when null) may complete it, with its
+// job's previous result; its new status and weather; its dependents'
+// counts (the other rows locked, none when the build was not done); one
+// notification per sink when the weather changed; a queue
+// notification when a dependent became dispatchable. Unreferenced CTEs
+// would not run: the last SELECT names them; `target` is MATERIALIZED, or
+// its previous result would be read once per use. Parameters: derivation,
+// worker, worker, now. The build is found by its derivation alone, its
+// status and worker checked on the locked row: planned for given values,
+// a lookup with them went through the index of held builds, whose entries
+// for a worker pile up between vacuums, one per status change (some 300
+// read per call instead of 12 at 200,000 builds, 0.35 ms instead of
+// 0.09).
 const succeedPostgresSql = (d: Dialect) =>
-  `WITH target AS (
-    SELECT id, ${PREVIOUS_STATUS_SQL} AS previous FROM Builds
-    WHERE derivation = ? AND status + 0 < 0
+  `WITH ${
+    sweepCtes(
+      "SELECT id FROM Builds WHERE derivation = ?",
+      "dependents",
+      "id, status, worker, specification, job_name, evaluation",
+    )
+  },
+  target AS MATERIALIZED (
+    SELECT l.id, ${previousStatusSql("l")} AS previous FROM locked l
+    WHERE l.id IN (SELECT id FROM sweep_targets) AND l.status < 0
       AND (CAST(? AS text) IS NULL
-           OR (coalesce(worker = CAST(? AS text), false)
-               AND status + 0 <> -2))
-    FOR UPDATE),
+           OR (coalesce(l.worker = CAST(? AS text), false)
+               AND l.status <> -2))
+      AND (SELECT count(*) FROM locked) > 0),
   done AS (
     UPDATE Builds b SET status = 0, stoptime = ?, last_status = t.previous,
       weather = CASE WHEN t.previous IS NULL THEN ${Weather.unknown}
@@ -500,14 +522,9 @@ const succeedPostgresSql = (d: Dialect) =>
                      ELSE ${Weather.newSuccess} END
     FROM target t WHERE b.id = t.id
     RETURNING b.id, b.specification, b.weather),
-  dependents AS (
-    SELECT id FROM Builds
-    WHERE id IN (SELECT d.source FROM BuildDependencies d
-                 JOIN done ON d.target = done.id)
-    ORDER BY id FOR UPDATE),
   adjusted AS (
     UPDATE Builds b SET pending_deps = b.pending_deps - 1
-    FROM dependents WHERE b.id = dependents.id
+    FROM locked l WHERE b.id = l.id AND l.id <> (SELECT id FROM done)
     RETURNING b.status, b.pending_deps),
   notified AS (
     INSERT INTO Notifications (type, build)
@@ -549,12 +566,18 @@ export function* completeBuild(
     ]);
     return { changed: Number(row?.changed) > 0, dependentsFailed: 0 };
   }
-  // The build and its job's previous result in one query.
-  const row = yield* get(
-    `SELECT id, specification, status, worker,
-       ${PREVIOUS_STATUS_SQL} AS previous
-     FROM Builds WHERE derivation = ?${d.forUpdate}`,
-    [derivation],
+  // The build and its job's previous result in one query, which locks it
+  // and the dependents it is about to change.
+  const reach: Reach = status === BuildStatus.succeeded
+    ? "dependents"
+    : options.propagate === false
+    ? "none"
+    : "scheduled";
+  const row = yield* lockBuild(
+    d,
+    { derivation },
+    reach,
+    `, specification, ${PREVIOUS_STATUS_SQL} AS previous`,
   );
   if (row === undefined || Number(row.status) >= 0) return unchanged;
   if (
@@ -611,10 +634,7 @@ export function* cancelBuild(
   id: number,
   now: number,
 ): Step<{ changed: boolean; worker: string | null }> {
-  const row = yield* get(
-    `SELECT status, worker FROM Builds WHERE id = ?${d.forUpdate}`,
-    [id],
-  );
+  const row = yield* lockBuild(d, { id }, "scheduled");
   if (row === undefined || Number(row.status) >= 0) {
     return { changed: false, worker: null };
   }
@@ -638,12 +658,17 @@ function* rescheduleDependents(d: Dialect, ids: number[]): Step<void> {
     for (const part of chunks(frontier)) {
       const rows = yield* all(
         `${RESTART_SQL}
-         WHERE status + 0 = 2
-           AND id IN (SELECT d.source FROM BuildDependencies d
-                      WHERE d.target IN ${d.intList})
-           AND NOT EXISTS (SELECT 1 FROM BuildDependencies d
-                           JOIN Builds t ON t.id = d.target
-                           WHERE d.source = Builds.id AND t.status > 0)
+         WHERE ${
+          inIdOrder(
+            d,
+            `status + 0 = 2
+             AND id IN (SELECT d.source FROM BuildDependencies d
+                        WHERE d.target IN ${d.intList})
+             AND NOT EXISTS (SELECT 1 FROM BuildDependencies d
+                             JOIN Builds t ON t.id = d.target
+                             WHERE d.source = Builds.id AND t.status > 0)`,
+          )
+        }
          RETURNING id`,
         [JSON.stringify(part)],
       );
@@ -658,10 +683,7 @@ export function* restartBuild(
   d: Dialect,
   id: number,
 ): Step<{ changed: boolean; worker: string | null }> {
-  const row = yield* get(
-    `SELECT status, worker FROM Builds WHERE id = ?${d.forUpdate}`,
-    [id],
-  );
+  const row = yield* lockBuild(d, { id }, "restart");
   if (row === undefined || Number(row.status) === BuildStatus.scheduled) {
     return { changed: false, worker: null };
   }
@@ -695,7 +717,8 @@ export function* cancelEvaluation(
   const { ids, held } = yield* changeEvaluationBuilds(d, id, {
     set: "status = 4, stoptime = ?",
     params: [now],
-    where: "status + 0 < 0",
+    where: (status) => `${status} + 0 < 0`,
+    reach: "scheduled",
   });
   yield* failDependentsOfAll(d, ids, now);
   if (held.length > 0) yield* notifyHoldings(d);
@@ -712,7 +735,8 @@ export function* restartEvaluation(
   const { ids, held, succeeded } = yield* changeEvaluationBuilds(d, id, {
     set: RESTART_SET,
     params: [],
-    where: "status <> -2",
+    where: (status) => `${status} <> -2`,
+    reach: "restart",
   });
   // Dependents of the builds that had succeeded wait for them again,
   // counted from the statuses read under the change's row locks: counted
@@ -772,39 +796,56 @@ function* waitAgainFor(d: Dialect, targets: number[]): Step<void> {
 }
 
 /**
- * Sets `change.set` on the builds of `evaluation` matching `change.where`.
- * Returns their ids, those a worker held just before, with that worker
- * (the caller tells it, and without the worker's name, which a restart
- * clears, the build would run there to its end), and those that had
- * succeeded, as read under the lock of their row.
+ * Sets `change.set` on the builds of `evaluation` whose status matches
+ * `change.where` (given the status column), having locked them and what
+ * `change.reach` adds (sql_build_locks.ts). Returns their ids, those a
+ * worker held just before, with that worker (the caller tells it, and
+ * without the worker's name, which a restart clears, the build would run
+ * there to its end), and those that had succeeded, as read under the lock
+ * of their row.
  */
 function* changeEvaluationBuilds(
   d: Dialect,
   evaluation: number,
-  change: { set: string; params: unknown[]; where: string },
+  change: {
+    set: string;
+    params: unknown[];
+    where: (status: string) => string;
+    reach: Reach;
+  },
 ): Step<{ ids: number[]; held: HeldBuild[]; succeeded: number[] }> {
-  const { set, params, where } = change;
+  const { set, params, reach } = change;
+  const where = change.where("status");
   const held: HeldBuild[] = [];
   const succeeded: number[] = [];
   let ids: number[];
   if (d.name === "postgres") {
-    // One statement, which locks each row as it reads it, in its newest
-    // version, and returns what it was before the change. A read before
-    // the update would miss a build handed to a worker between the two
-    // (a dispatch in another transaction, which a SELECT FOR UPDATE of
-    // the held rows alone does not hold off). The evaluation again in the
-    // join keeps the planner on its index for both sides: without it, it
-    // joined the locked rows with a scan of every build of the farm.
+    // One statement, which locks each row (and the rows the caller goes on
+    // to change) in id order, reads it in its newest version, and returns
+    // what it was before the change: a read before the update would miss a
+    // build handed to a worker between the two (a dispatch in another
+    // transaction, which a SELECT FOR UPDATE of the held rows alone does
+    // not hold off). The evaluation's builds are found through its index;
+    // the evaluation again on the updated side leaves the planner that
+    // index there too, for a large one, rather than a scan of every build
+    // of the farm.
     const rows = yield* all(
-      `UPDATE Builds SET ${set}
-       FROM (SELECT id, status, worker FROM Builds
-             WHERE evaluation = ? AND ${where} ORDER BY id FOR UPDATE) old
-       WHERE Builds.id = old.id AND Builds.evaluation = ?
+      `WITH RECURSIVE ${
+        sweepCtes(
+          `SELECT id FROM Builds WHERE evaluation = ? AND ${where}`,
+          reach,
+          "id, status, worker, evaluation",
+        )
+      }
+       UPDATE Builds SET ${set}
+       FROM locked old
+       WHERE Builds.id = old.id AND old.evaluation = ?
+         AND ${change.where("old.status")} AND Builds.evaluation = ?
        RETURNING Builds.id, old.status AS old_status,
          CASE WHEN old.status IN (-3, -1) THEN old.worker END AS held_by,
          CASE WHEN old.status IN (-3, -1) THEN Builds.derivation END
            AS held_derivation`,
-      [...params, evaluation, evaluation],
+      [evaluation, ...params, evaluation, evaluation],
     );
     ids = [];
     for (const row of rows) {

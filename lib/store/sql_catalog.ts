@@ -242,6 +242,16 @@ function* deleteEvaluationBuilds(
        WHERE d.target IN ${d.intList} AND s.specification <> ?`,
       [list, specification],
     )).map((row) => Number(row.source));
+    if (d.name === "postgres") {
+      // The rows deleted and those recounted locked together, in id order
+      // (sql_build_locks.ts). FOR UPDATE, the lock a DELETE takes: after a
+      // weaker one, the DELETE would have one more lock to wait for.
+      yield* all(
+        `SELECT id FROM Builds WHERE id IN ${d.intList}
+         ORDER BY id FOR UPDATE`,
+        [JSON.stringify([...part, ...dependents])],
+      );
+    }
     yield* run(`DELETE FROM Builds WHERE id IN ${d.intList}`, [list]);
     for (const dependent of chunks(dependents)) {
       affected = true;

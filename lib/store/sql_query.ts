@@ -45,7 +45,11 @@ export interface Dialect {
   outputsColumn: string;
   /** The build's products as a JSON array (from `Builds b`). */
   productsColumn: string;
-  /** Appended to a SELECT whose rows the transaction is about to update. */
+  /**
+   * Appended to a SELECT whose rows the transaction is about to update
+   * (not their keys): the lock such an UPDATE takes, which foreign key
+   * checks do not wait for (see sql_build_locks.ts).
+   */
   forUpdate: string;
   /** Appended to a SELECT whose rows must not change until the commit. */
   forShare: string;
@@ -154,7 +158,7 @@ export function postgresDialect(
         'build', p.build, 'type', p.type, 'fileSize', p.file_size,
         'checksum', p.checksum, 'path', p.path) ORDER BY p.id), '[]')
       FROM BuildProducts p WHERE p.build = b.id)`,
-    forUpdate: " FOR UPDATE",
+    forUpdate: " FOR NO KEY UPDATE",
     forShare: " FOR SHARE",
     skipLocked: " FOR UPDATE SKIP LOCKED",
     notifyQueue: `SELECT pg_notify('${channel}', '')`,

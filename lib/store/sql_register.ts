@@ -4,12 +4,12 @@
 import { StoreError } from "./types.ts";
 import { all, chunks, get, run } from "./sql_query.ts";
 import { checkJob, integer, truncate } from "./rows.ts";
-import { failDependents } from "./sql_builds.ts";
+import { failDependentsOfAll } from "./sql_builds.ts";
 import {
   holdStartedEvaluation,
   renewEvaluationHeartbeat,
 } from "./sql_evaluation_owners.ts";
-import type { Dialect, Step } from "./sql_query.ts";
+import type { Dialect, Row, Step } from "./sql_query.ts";
 import type { NewJob, RegisterResult } from "./types.ts";
 
 /**
@@ -129,21 +129,7 @@ export function* registerBuilds(
       if (!freshDerivations.has(input)) wanted.add(input);
     }
   }
-  const existing = new Map<string, { id: number; status: number }>();
-  for (const part of chunks([...wanted])) {
-    for (
-      const row of yield* all(
-        `SELECT id, derivation, status FROM Builds
-         WHERE derivation IN ${d.textList}${d.forShare}`,
-        [JSON.stringify(part)],
-      )
-    ) {
-      existing.set(String(row.derivation), {
-        id: Number(row.id),
-        status: Number(row.status),
-      });
-    }
-  }
+  const existing = yield* lockInputs(d, [...wanted]);
   // Each fresh job's dependencies: its distinct inputs that are builds, not
   // itself (an input that is no build, nor becomes one, is no dependency).
   const dependencies = new Map(fresh.map((job) => [
@@ -255,8 +241,7 @@ export function* registerBuilds(
       if (state !== undefined && state.status > 0) failed.add(state.id);
     }
   }
-  let blocked = 0;
-  for (const target of failed) blocked += yield* failDependents(d, target, now);
+  const blocked = yield* failDependentsOfAll(d, [...failed], now);
   if (d.name === "postgres") yield* refreshStatistics(fresh.length);
   if (fresh.length > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
   if (options.whileStarted === true && options.heartbeatNow !== undefined) {
@@ -270,6 +255,61 @@ export function* registerBuilds(
     );
   }
   return { created: fresh.length, known, blocked };
+}
+
+/**
+ * The builds of `derivations` with their status, each locked FOR SHARE
+ * until the commit on PostgreSQL, in id order (sql_build_locks.ts).
+ */
+function* lockInputs(
+  d: Dialect,
+  derivations: string[],
+): Step<Map<string, { id: number; status: number }>> {
+  const existing = new Map<string, { id: number; status: number }>();
+  const found = (rows: Row[]) => {
+    for (const row of rows) {
+      existing.set(String(row.derivation), {
+        id: Number(row.id),
+        status: Number(row.status),
+      });
+    }
+  };
+  const parts = chunks(derivations);
+  if (d.name !== "postgres" || parts.length <= 1) {
+    const order = d.name === "postgres" ? " ORDER BY id" : "";
+    for (const part of parts) {
+      found(
+        yield* all(
+          `SELECT id, derivation, status FROM Builds
+           WHERE derivation IN ${d.textList}${order}${d.forShare}`,
+          [JSON.stringify(part)],
+        ),
+      );
+    }
+    return existing;
+  }
+  // Locked chunk by chunk of derivations, the rows would not be in id
+  // order from one chunk to the next: their ids first, unlocked (a
+  // derivation's build keeps its id), then the rows by chunks of ids.
+  const ids: number[] = [];
+  for (const part of parts) {
+    const rows = yield* all(
+      `SELECT id FROM Builds WHERE derivation IN ${d.textList}`,
+      [JSON.stringify(part)],
+    );
+    for (const row of rows) ids.push(Number(row.id));
+  }
+  ids.sort((a, b) => a - b);
+  for (const part of chunks(ids)) {
+    found(
+      yield* all(
+        `SELECT id, derivation, status FROM Builds
+         WHERE id IN ${d.intList} ORDER BY id${d.forShare}`,
+        [JSON.stringify(part)],
+      ),
+    );
+  }
+  return existing;
 }
 
 /** New builds below which statistics are left to autovacuum. */

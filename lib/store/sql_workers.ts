@@ -1,6 +1,7 @@
 // Store procedures on build workers.
 
 import { all, chunks, get, notifyHoldings, run } from "./sql_query.ts";
+import { inIdOrder } from "./sql_build_locks.ts";
 import { checkName, integer, nullableNumber, rowToWorker } from "./rows.ts";
 import type { Dialect, Step } from "./sql_query.ts";
 import type { ExpiredWorker, Holding, Worker, WorkerSweep } from "./types.ts";
@@ -107,12 +108,21 @@ export function* listWorkers(_d: Dialect) {
   return (yield* all("SELECT * FROM Workers ORDER BY name")).map(rowToWorker);
 }
 
-/** Puts the submitted and started builds of `worker` back in the queue. */
+// The builds a worker holds (submitted or started): of worker ?, or of
+// any in the JSON array ?. `status < 0` as written in the predicate of
+// SQLite's Builds_held.
+const HELD_BY_ONE = "worker = ? AND status < 0 AND status <> -2";
+const HELD_BY_ANY = (d: Dialect) =>
+  `worker IN ${d.textList} AND status < 0 AND status <> -2`;
+
+/**
+ * Puts the submitted and started builds of `worker` back in the queue,
+ * their rows locked in id order (sql_build_locks.ts).
+ */
 export function* requeueWorker(d: Dialect, worker: string): Step<number> {
   const changes = yield* run(
-    // `status < 0` as written in the predicate of SQLite's Builds_held.
     `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
-     WHERE worker = ? AND status < 0 AND status <> -2`,
+     WHERE ${inIdOrder(d, HELD_BY_ONE)}`,
     [worker],
   );
   if (changes > 0 && d.notifyQueue !== "") yield* all(d.notifyQueue);
@@ -174,6 +184,14 @@ export function* expireWorkers(
      ORDER BY name${d.forUpdate}`,
     [now, now - silentFrom, legacyCutoff],
   );
+  if (rows.length > 1 && d.name === "postgres") {
+    // The builds of all of them locked at once, in id order: worker by
+    // worker, the second's could come before the first's.
+    yield* all(
+      `SELECT id FROM Builds WHERE ${HELD_BY_ANY(d)} ORDER BY id${d.forUpdate}`,
+      [JSON.stringify(rows.map((row) => String(row.name)))],
+    );
+  }
   const expired: ExpiredWorker[] = [];
   for (const row of rows) {
     const name = String(row.name);
