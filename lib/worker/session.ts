@@ -223,6 +223,11 @@ class Session {
    * (see #askInfo).
    */
   #connections = 0;
+  /**
+   * The connection the last registration's `worker-ready` went on: a
+   * server requiring worker keys takes results only from it.
+   */
+  #registeredOn = -1;
   #registration: Registration | undefined;
   #current: UnderwayBuild & { cancel: AbortController } | undefined;
   /**
@@ -340,6 +345,7 @@ class Session {
     this.#events = [];
     this.#probes = 0;
     this.#registeredAt = -1;
+    this.#registeredOn = -1;
     this.#connections = 0;
     this.#reading = this.#readLoop(this.#dealer);
   }
@@ -533,6 +539,8 @@ class Session {
     // Sent with no wait since #askInfo returned: on the connection whose
     // nonce the proof signs, if it is still up (see #askInfo).
     if (!await this.#offer(readyMessage)) return false;
+    // Counted before the send returns, as in #askInfo.
+    this.#registeredOn = this.#connections;
     const previous = this.#registration;
     this.#registration = {
       info,
@@ -947,13 +955,27 @@ class Session {
    */
   async #report(drv: string, ok: boolean) {
     try {
-      if (this.#probes !== this.#registeredAt) await this.#reRegister([drv]);
+      if (this.#registrationStale()) await this.#reRegister([drv]);
       await this.#send(this.#resultMessage({ drv, ok }));
     } catch (error) {
       this.#options.results?.keep({ drv, ok }, error);
       throw error;
     }
     this.#logger.info(ok ? "build done" : "build failed", { drv });
+  }
+
+  /**
+   * Whether a result sent now may reach a server that does not know this
+   * session's registration: the server restarted (its probe came), or the
+   * connection the registration went on is no longer the live one (the
+   * server is away, or back with a probe not read yet). A result sent now
+   * would then go on the next connection, before any registration there,
+   * where a server requiring worker keys ignores it: the build, requeued
+   * at the registration that follows, would be built again.
+   */
+  #registrationStale(): boolean {
+    return this.#probes !== this.#registeredAt ||
+      !this.#liveConnection(this.#registeredOn);
   }
 
   /**
@@ -970,7 +992,7 @@ class Session {
     while (results !== undefined && delivering.length > 0) {
       const result = delivering[0];
       // The server restarted since: its new life must hear it first.
-      if (this.#probes !== this.#registeredAt) {
+      if (this.#registrationStale()) {
         this.#events = this.#events.filter((e) => e.kind === "probe");
         if (!await this.#register([])) return false;
       }
