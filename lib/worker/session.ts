@@ -215,6 +215,8 @@ class Session {
   readonly #pinger: DealerSocket;
   #events: Event[] = [];
   #wake: (() => void) | undefined;
+  /** Cuts short the pause under way, if any, at a probe (see #pause). */
+  #onProbe: (() => void) | undefined;
   /** Probes seen on the current connection, and at the last registration. */
   #probes = 0;
   #registeredAt = -1;
@@ -316,16 +318,31 @@ class Session {
       this.#handedOut.length === 0;
   }
 
-  /** Sleeps `ms`; false when a draining stop cut the sleep short. */
-  async #pause(ms: number): Promise<boolean> {
+  /**
+   * Sleeps `ms`; false when a draining stop cut the sleep short, or, with
+   * `untilProbe`, a probe (one waiting already, or one that comes). A
+   * probe means the server restarted and knows this session no more: the
+   * next work request, at once, meets the probe (#reply takes it) and the
+   * session registers again, rather than a request period on, while the
+   * builds it could be given wait.
+   */
+  async #pause(ms: number, untilProbe = false): Promise<boolean> {
+    if (untilProbe && this.#events.some((e) => e.kind === "probe")) {
+      return false;
+    }
     const draining = this.#options.draining;
-    const signals = draining ? [this.#signal, draining] : [this.#signal];
+    const probe = new AbortController();
+    const signals = [this.#signal, probe.signal];
+    if (draining) signals.push(draining);
+    if (untilProbe) this.#onProbe = () => probe.abort();
     try {
       await this.#options.clock.sleep(ms, AbortSignal.any(signals));
       return true;
     } catch (error) {
       if (this.#signal.aborted) throw error;
       return false;
+    } finally {
+      this.#onProbe = undefined;
     }
   }
 
@@ -376,6 +393,7 @@ class Session {
       if (frames.length === 1 && frames[0].length === 0) {
         this.#probes++;
         this.#push({ kind: "probe", connection });
+        this.#onProbe?.();
         continue;
       }
       const payload = frames.length === 2 && frames[0].length === 0
@@ -725,7 +743,7 @@ class Session {
       // Nothing to do (or nothing that may be done, or a daemon that just
       // fell silent): ask again later.
       const jitter = random(Math.max(1, period)) - Math.floor(period / 2);
-      await this.#pause(period + jitter);
+      await this.#pause(period + jitter, true);
     }
   }
 
@@ -739,6 +757,13 @@ class Session {
     const useIds = this.#registration!.features.has("request-id");
     const requestId = ++this.#requestId;
     this.#events = this.#events.filter((e) => e.kind === "probe");
+    // A probe waiting: the server restarted and knows this session no
+    // more. Asked now, it could hand a build to a stranger, to requeue it
+    // at the registration that follows.
+    if (this.#events.length > 0) {
+      this.#events.shift();
+      return null;
+    }
     const asked = await this.#offer({
       type: "worker-request-work",
       name: this.#options.name,

@@ -262,9 +262,13 @@ Deno.test({
       heard = await next();
       assert.equal(heard.text, `(worker-request-work "${NAME}")`);
       await answer(heard.id, "(no-build)");
-      // The server restarts while the worker waits to ask again. Its
-      // database still knows the worker: the next request gets a build.
+      // The server is away when the worker asks again: the request waits
+      // for the next connection, and goes before the worker can read the
+      // restarted server's probe. (A probe that comes during the pause
+      // ends it, and the worker registers first.) The server's database
+      // still knows the worker: that request gets a build.
       await python.must({ op: "close", name: "server" });
+      await python.must({ op: "sleep", ms: 2500 });
       await bindServer(endpoint);
       heard = await next();
       assert.equal(heard.text, `(worker-request-work "${NAME}")`);
