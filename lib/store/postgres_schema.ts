@@ -7,7 +7,36 @@
 // alike whatever the cluster's locale.
 
 /** The version the schema below creates; SchemaVersion holds it. */
-export const POSTGRES_SCHEMA_VERSION = 12;
+export const POSTGRES_SCHEMA_VERSION = 13;
+
+// The bookkeeping of a success for its build's direct dependents (each
+// waits for one input less; true when one of them became dispatchable),
+// which the one-statement success (sql_builds.ts) calls once it holds the
+// build. VOLATILE, so that the UPDATE in it reads with a snapshot taken
+// when it runs, not with the calling statement's: that one predates the
+// wait for the build's lock, and misses any dependent registered by a
+// transaction that committed meanwhile (its count of inputs pending would
+// never drop to 0). PL/pgSQL keeps the UPDATE's plan across calls, where
+// a SQL function is planned again at each.
+const INPUT_SUCCEEDED_SQL = `
+CREATE OR REPLACE FUNCTION input_succeeded(input INTEGER) RETURNS BOOLEAN
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  woke BOOLEAN;
+BEGIN
+  WITH adjusted AS (
+    UPDATE Builds b SET pending_deps = b.pending_deps - 1
+    WHERE b.id IN (SELECT l.id FROM Builds l
+                   WHERE l.id IN (SELECT d.source FROM BuildDependencies d
+                                  WHERE d.target = input)
+                   ORDER BY l.id FOR NO KEY UPDATE)
+    RETURNING b.status, b.pending_deps)
+  SELECT coalesce(bool_or(status = -2 AND pending_deps = 0), false)
+    INTO woke FROM adjusted;
+  RETURN woke;
+END
+$$;
+`;
 
 /** Creates every table and index of version {@link POSTGRES_SCHEMA_VERSION}. */
 export const POSTGRES_SCHEMA_SQL = `
@@ -213,7 +242,7 @@ CREATE TABLE InterruptedFetches (
   url        TEXT NOT NULL,
   PRIMARY KEY (derivation, worker)
 );
-`;
+${INPUT_SUCCEEDED_SQL}`;
 
 /** Upgrades: `POSTGRES_MIGRATIONS[n]` turns a version n-1 database into version n. */
 export const POSTGRES_MIGRATIONS: Readonly<Record<number, string>> = {
@@ -291,4 +320,7 @@ CREATE INDEX Evaluations_started ON Evaluations(id) WHERE status = -1;
   12: `ALTER TABLE Workers ADD COLUMN timeout BIGINT;
 CREATE INDEX Workers_deadline ON Workers((last_seen + timeout));
 `,
+  // A success that waited for its build's lock while a registration of a
+  // dependent committed missed that dependent, which then waited for good.
+  13: INPUT_SUCCEEDED_SQL,
 };

@@ -489,17 +489,37 @@ function* queueNotifications(build: number, specification: string) {
 // count in `target` has the sweep done before anything is updated); the
 // build, when `worker` (any worker, when null) may complete it, with its
 // job's previous result; its new status and weather; its dependents'
-// counts (the other rows locked, none when the build was not done); one
-// notification per sink when the weather changed; a queue
-// notification when a dependent became dispatchable. Unreferenced CTEs
-// would not run: the last SELECT names them; `target` is MATERIALIZED, or
-// its previous result would be read once per use. Parameters: derivation,
-// worker, worker, now. The build is found by its derivation alone, its
-// status and worker checked on the locked row: planned for given values,
-// a lookup with them went through the index of held builds, whose entries
-// for a worker pile up between vacuums, one per status change (some 300
-// read per call instead of 12 at 200,000 builds, 0.35 ms instead of
-// 0.09).
+// counts, by input_succeeded() (postgres_schema.ts; none when the build
+// was not done); one notification per sink when the weather changed; a
+// queue notification when a dependent became dispatchable. Unreferenced
+// CTEs would not run: the last SELECT names them; `target` is
+// MATERIALIZED, or its previous result would be read once per use; `done`
+// holds one build at most, so `adjusted` one call. Parameters:
+// derivation, worker, worker, now. The build is found by its derivation
+// alone, its status and worker checked on the locked row: planned for
+// given values, a lookup with them went through the index of held
+// builds, whose entries for a worker pile up between vacuums, one per
+// status change (some 300 read per call instead of 12 at 200,000 builds,
+// 0.35 ms instead of 0.09).
+//
+// The dependents' counts are not changed through the sweep, which reads
+// with the statement's snapshot, taken before any wait for a lock: a
+// registration of a new dependent reads its input's status under FOR
+// SHARE (sql_register.ts) and counts it pending unless succeeded. Let R
+// be such a registration, S this success of the input:
+// - R reads the input after S locked it: R waits for S's commit, then
+//   reads it succeeded, and does not count it.
+// - R reads it before S locks it: R holds it until R commits, so S locks
+//   it only after R's commit (waiting for it, or having been held up
+//   elsewhere, such as behind another dependent the sweep locks first),
+//   which S's snapshot may predate. input_succeeded() reads with a
+//   snapshot of its own, taken once S holds the input, so it finds R's
+//   dependent, locks it (late, after the sweep's rows: sql_build_locks.ts)
+//   and counts it.
+// The other changes of a status to or from succeeded (the transaction of
+// a success checked against its holder, a failure, a restart, a cancel)
+// lock first, in a statement of their own, and find the dependents in
+// later statements, whose snapshots see every such registration.
 const succeedPostgresSql = (d: Dialect) =>
   `WITH ${
     sweepCtes(
@@ -522,10 +542,8 @@ const succeedPostgresSql = (d: Dialect) =>
                      ELSE ${Weather.newSuccess} END
     FROM target t WHERE b.id = t.id
     RETURNING b.id, b.specification, b.weather),
-  adjusted AS (
-    UPDATE Builds b SET pending_deps = b.pending_deps - 1
-    FROM locked l WHERE b.id = l.id AND l.id <> (SELECT id FROM done)
-    RETURNING b.status, b.pending_deps),
+  adjusted AS MATERIALIZED (
+    SELECT input_succeeded(done.id) AS woke FROM done),
   notified AS (
     INSERT INTO Notifications (type, build)
     SELECT CAST(sink AS text), done.id FROM done
@@ -534,8 +552,7 @@ const succeedPostgresSql = (d: Dialect) =>
     WHERE done.weather = ${Weather.newSuccess}
     RETURNING id),
   woken AS (
-    ${d.notifyQueue} FROM adjusted
-    WHERE status = -2 AND pending_deps = 0 LIMIT 1)
+    ${d.notifyQueue} FROM adjusted WHERE woke)
   SELECT (SELECT count(*) FROM done) AS changed,
     (SELECT count(*) FROM notified) AS notifications,
     (SELECT count(*) FROM woken) AS woken`;

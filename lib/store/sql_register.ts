@@ -121,7 +121,9 @@ export function* registerBuilds(
   // The inputs that are builds already, with their status. Locked until
   // the commit (PostgreSQL), so that no completion slips between reading a
   // status here and the new dependency rows that its bookkeeping would
-  // have to see: the pending counts computed below stay true.
+  // have to see: the pending counts computed below stay true. A completion
+  // that waits for these locks finds the new rows once it holds its build
+  // (each reads them anew then: see succeedPostgresSql in sql_builds.ts).
   const freshDerivations = new Set(fresh.map((job) => job.derivation));
   const wanted = new Set<string>();
   for (const job of fresh) {

@@ -17,6 +17,7 @@ import postgres from "postgres";
 import { openPostgresStore } from "../../../lib/store/postgres.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { drv, job, specification } from "./store_contract.ts";
+import { eventuallyWaiting, openBuildGate } from "./_postgres_gates.ts";
 import type { Store } from "../../../lib/store/types.ts";
 
 const url = Deno.env.get("LORICA_TEST_POSTGRES");
@@ -293,8 +294,8 @@ async function raceBehindGates(
   first: () => Promise<unknown>,
   second: () => Promise<unknown>,
 ): Promise<Race> {
-  const low = await openGate(url, schema, held[0]);
-  const high = await openGate(url, schema, held[1]);
+  const low = await openBuildGate(url, schema, held[0]);
+  const high = await openBuildGate(url, schema, held[1]);
   let firstRun: Promise<unknown> | undefined;
   let secondRun: Promise<unknown> | undefined;
   try {
@@ -318,92 +319,6 @@ async function raceBehindGates(
     await high.open();
     await Promise.allSettled([firstRun, secondRun]);
   }
-}
-
-/** A transaction of the test's own holding a build's row. */
-interface Gate {
-  pid: number;
-  /** Ends the transaction (once), letting the row go. */
-  open(): Promise<void>;
-}
-
-async function openGate(
-  url: string,
-  schema: string,
-  derivation: string,
-): Promise<Gate> {
-  const sql = postgres(url, {
-    max: 1,
-    onnotice: () => {},
-    connection: { search_path: schema },
-  });
-  let release = () => {};
-  const released = new Promise<void>((resolve) => release = resolve);
-  let locked = (_pid: number) => {};
-  const holding = new Promise<number>((resolve) => locked = resolve);
-  const transaction = sql.begin(async (tx) => {
-    const [{ pid }] = await tx.unsafe("SELECT pg_backend_pid() AS pid");
-    const rows = await tx.unsafe(
-      "SELECT id FROM Builds WHERE derivation = $1 FOR NO KEY UPDATE",
-      [derivation],
-    );
-    assert.equal(rows.length, 1, derivation);
-    locked(Number(pid));
-    await released;
-  });
-  const pid = await Promise.race([holding, transaction.then(() => -1)]);
-  let ended: Promise<void> | undefined;
-  return {
-    pid,
-    open() {
-      ended ??= (async () => {
-        release();
-        try {
-          await transaction;
-        } finally {
-          await sql.end({ timeout: 1 });
-        }
-      })();
-      return ended;
-    },
-  };
-}
-
-/**
- * Waits until `count` backends wait, directly or through one another, for
- * the backends `roots`; returns their pids, in no particular order.
- */
-async function eventuallyWaiting(
-  watcher: postgres.Sql,
-  roots: number[],
-  count: number,
-): Promise<number[]> {
-  for (let i = 0; i < 250; i++) {
-    const rows = await watcher.unsafe(
-      `SELECT pid, pg_blocking_pids(pid) AS blockers FROM pg_stat_activity
-       WHERE cardinality(pg_blocking_pids(pid)) > 0`,
-    );
-    const waiting = new Set<number>();
-    for (let grown = true; grown;) {
-      grown = false;
-      for (const row of rows) {
-        const pid = Number(row.pid);
-        if (waiting.has(pid)) continue;
-        const blockers = (row.blockers as number[]).map(Number);
-        if (blockers.some((b) => roots.includes(b) || waiting.has(b))) {
-          waiting.add(pid);
-          grown = true;
-        }
-      }
-    }
-    if (waiting.size >= count) return [...waiting];
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(
-    `Cannot line up the procedures: fewer than ${count} wait for backends ${
-      JSON.stringify(roots)
-    }`,
-  );
 }
 
 /**

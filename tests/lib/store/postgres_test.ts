@@ -939,7 +939,7 @@ Deno.test({
 
 Deno.test({
   name:
-    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners, canceled evaluations, workers' own timeouts)${needs}`,
+    `openPostgresStore() upgrades a version 1 schema (DispatcherStops, no index on nix_name, InterruptedFetches, weather-change indexes, a worker's builds in order, notification claims, dashboard keys and uses, a system's finished builds in order, evaluation owners, canceled evaluations, workers' own timeouts, a success's count of dependents read anew)${needs}`,
   ignore,
   async fn() {
     const schema = freshSchema();
@@ -966,6 +966,7 @@ Deno.test({
           DROP COLUMN heartbeat, DROP COLUMN canceled;
         DROP INDEX ${schema}.Workers_deadline;
         ALTER TABLE ${schema}.Workers DROP COLUMN timeout;
+        DROP FUNCTION ${schema}.input_succeeded(INTEGER);
         INSERT INTO ${schema}.Workers VALUES
           ('old', '127.0.0.1', 'm', '["x86_64-linux"]', 100),
           ('heard', '127.0.0.1', 'm', '["x86_64-linux"]', 100);
@@ -1066,6 +1067,24 @@ Deno.test({
           now: 6,
         }),
         dashboard.id,
+      );
+      // A success's bookkeeping of its dependents (input_succeeded()).
+      const evaluation = await store.addEvaluation("guix", [], 7);
+      await store.registerBuilds(evaluation, [
+        job("lib"),
+        job("app", { inputs: ["lib"] }),
+      ], { priority: 9, now: 7 });
+      assert.equal(
+        (await store.popBuild("w", ["x86_64-linux"], 8))?.jobName,
+        "lib",
+      );
+      await store.completeBuild(drv("lib"), BuildStatus.succeeded, {
+        worker: "w",
+        now: 9,
+      });
+      assert.equal(
+        (await store.popBuild("w", ["x86_64-linux"], 10))?.jobName,
+        "app",
       );
     } finally {
       await store.close();
