@@ -5,9 +5,12 @@
 // The batch is optimistic first (no savepoint per write: on PostgreSQL a
 // third of the round trips). Should a write fail, nothing of that attempt
 // is kept and the turn runs again with a savepoint per write, so that the
-// failing message alone loses its write. What the handlers gather for the
-// turn's end (see TurnHandlers.finish) is one write per kind: all the work
-// requests of a turn share the fate of their one query.
+// failing message alone loses its write. A batch the database rolled back
+// for a conflict with another transaction (a deadlock it broke, a
+// serialization failure) is no fault of any message: the turn is served
+// again whole, a few times, before any such replay. What the handlers
+// gather for the turn's end (see TurnHandlers.finish) is one write per
+// kind: all the work requests of a turn share the fate of their one query.
 
 import type { Message } from "../protocol/messages.ts";
 import type { RouterMessage, RouterSocket } from "../zmtp/router.ts";
@@ -15,12 +18,20 @@ import type { HoldingLogger, Logger } from "../log.ts";
 import { type Store, StoreError } from "../store/types.ts";
 import { routingKey } from "./worker_links.ts";
 import { isDatabaseUnavailable } from "../store/unavailable.ts";
+import { isTransactionConflict } from "../store/conflict.ts";
 
 /**
  * Most messages in one turn: one commit for all of them, but each reply
  * waits for the whole turn.
  */
 export const MAX_TURN_MESSAGES = 256;
+
+/**
+ * Times a turn is served again whole after its batch was rolled back for a
+ * conflict (see isTransactionConflict), before its writes are replayed
+ * one savepoint each, where a write failing again is lost.
+ */
+export const MAX_TURN_CONFLICT_RETRIES = 3;
 
 /** A reply held until the turn's writes are committed. */
 export interface PendingReply {
@@ -116,17 +127,35 @@ export async function serveTurn<M extends TurnMessage>(
   handlers: TurnHandlers<M>,
 ): Promise<true | TurnNotCommitted> {
   const { logger } = handlers;
-  let attempt = await attemptTurn(messages, handlers, true);
-  if (
-    "error" in attempt && attempt.error instanceof StoreError &&
-    attempt.error.code === "batch-aborted"
-  ) {
-    handlers.rolledBack();
-    logger.info("turn replayed", {
-      messages: messages.length,
-      reason: attempt.error.cause ?? attempt.error,
-    });
-    attempt = await attemptTurn(messages, handlers, false);
+  let optimistic = true;
+  let conflicts = 0;
+  let attempt = await attemptTurn(messages, handlers, optimistic);
+  while ("error" in attempt) {
+    const { error } = attempt;
+    if (isTransactionConflict(error) && conflicts < MAX_TURN_CONFLICT_RETRIES) {
+      // Served again whole, as it was (optimistic or not): the database
+      // undid all of it, and the conflict is likely gone.
+      conflicts++;
+      handlers.rolledBack();
+      logger.warn("turn retried", {
+        messages: messages.length,
+        retry: conflicts,
+        reason: error,
+      });
+    } else if (
+      optimistic && error instanceof StoreError &&
+      error.code === "batch-aborted"
+    ) {
+      optimistic = false;
+      handlers.rolledBack();
+      logger.info("turn replayed", {
+        messages: messages.length,
+        reason: error.cause ?? error,
+      });
+    } else {
+      break;
+    }
+    attempt = await attemptTurn(messages, handlers, optimistic);
   }
   if ("error" in attempt) {
     handlers.rolledBack();

@@ -7,13 +7,15 @@
 // they do not deadlock with one another. A deadlock still possible (in a
 // batch of several procedures, or over a row a procedure could not
 // foresee) or a serialization failure retries the transaction, outside a
-// batch.
+// batch: a batch's caller runs it again whole, its own part with it (see
+// serveTurn in lib/server/turn.ts).
 // Transactions that add dispatchable builds send a NOTIFY, which
 // `watchQueue` turns into callbacks.
 
 import postgres from "postgres";
 import { StoreError } from "./types.ts";
 import { redactDatabase } from "./database_name.ts";
+import { isTransactionConflict } from "./conflict.ts";
 import { postgresDialect } from "./sql_query.ts";
 import { createSqlStore } from "./sql_store.ts";
 import {
@@ -61,7 +63,6 @@ export class PostgresTargetError extends Error {
 /** Default of {@link PostgresStoreOptions.queryTimeoutSeconds}. */
 export const DEFAULT_QUERY_TIMEOUT_SECONDS = 60;
 
-const RETRIED_CODES = new Set(["40P01", "40001"]);
 const MAX_ATTEMPTS = 8;
 /** Idle seconds before a connection's first TCP keepalive probe. */
 const KEEPALIVE_SECONDS = 60;
@@ -355,8 +356,7 @@ function postgresDriver(
       try {
         return await attempt();
       } catch (error) {
-        const code = (error as { code?: unknown }).code;
-        if (count >= MAX_ATTEMPTS || !RETRIED_CODES.has(String(code))) {
+        if (count >= MAX_ATTEMPTS || !isTransactionConflict(error)) {
           throw error;
         }
       }

@@ -1,14 +1,20 @@
 // serveTurn() against a real SQLite store: one commit per turn, replies
-// after it, and a failing write that costs only its own message.
+// after it, a failing write that costs only its own message, and a batch
+// rolled back for a conflict served again whole.
 
 import assert from "node:assert/strict";
-import { serveTurn, type TurnHandlers } from "../../../lib/server/turn.ts";
+import {
+  MAX_TURN_CONFLICT_RETRIES,
+  serveTurn,
+  type TurnHandlers,
+} from "../../../lib/server/turn.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { createLogger, holdingLogger } from "../../../lib/log.ts";
 import {
   BuildStatus,
   EvaluationStatus,
   type Store,
+  StoreError,
 } from "../../../lib/store/types.ts";
 import { drv, job, specification } from "../store/store_contract.ts";
 import type { Message } from "../../../lib/protocol/messages.ts";
@@ -245,5 +251,117 @@ Deno.test("serveTurn(): after-commit actions run once the turn commits, those of
       true,
     );
     assert.deepEqual(ran, []);
+  });
+});
+
+/** What npm:postgres rejects a statement with that PostgreSQL chose as a deadlock's victim. */
+function deadlockDetected(): Error {
+  return Object.assign(new Error("deadlock detected"), {
+    name: "PostgresError",
+    severity: "ERROR",
+    code: "40P01",
+  });
+}
+
+/**
+ * `store` whose batches, once `work` is done, fail as long as `failure`
+ * returns an error for their number (1, 2, …).
+ */
+function failingBatches(
+  store: Store,
+  failure: (batch: number) => Error | null,
+): Store {
+  let count = 0;
+  const failing: Store = Object.create(store);
+  failing.batch = (work, options) =>
+    store.batch(async (tx) => {
+      const result = await work(tx);
+      const error = failure(++count);
+      if (error !== null) throw error;
+      return result;
+    }, options);
+  return failing;
+}
+
+Deno.test("serveTurn(): a turn whose batch is rolled back for a deadlock is served again whole, not dropped", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    const handlers = {
+      ...t.handlers,
+      store: failingBatches(
+        t.handlers.store,
+        (n) => n === 1 ? deadlockDetected() : null,
+      ),
+    };
+    assert.equal(await serveTurn(messages("pop", "pop"), handlers), true);
+    assert.deepEqual(t.batches, [true, true]);
+    assert.equal(t.rollbacks(), 1, "caches dropped once, before the retry");
+    assert.equal(t.sent.length, 2, "the replies of the committed attempt");
+    for (const base of ["a", "b"]) {
+      assert.equal(
+        (await store.getBuildByDerivation(drv(base)))?.status,
+        BuildStatus.submitted,
+      );
+    }
+    const retried = t.lines.filter((l) => l.startsWith("warn turn retried"));
+    assert.equal(retried.length, 1);
+    assert.match(retried[0], /messages=2 retry=1 .*deadlock detected/);
+    assert.equal(t.lines.filter((l) => l.startsWith("info popped")).length, 2);
+    assert.ok(!t.lines.some((l) => l.startsWith("error")), t.lines.join("\n"));
+  });
+});
+
+Deno.test("serveTurn(): a write rolled back for a deadlock has the turn served again whole before any replay with savepoints", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    // What an optimistic batch fails with when one of its writes was the
+    // deadlock's victim.
+    const aborted = new StoreError(
+      "Optimistic batch aborted by a failing write: deadlock detected",
+      "batch-aborted",
+      "write",
+      { cause: deadlockDetected() },
+    );
+    const handlers = {
+      ...t.handlers,
+      store: failingBatches(t.handlers.store, (n) => n === 1 ? aborted : null),
+    };
+    assert.equal(await serveTurn(messages("pop", "pop"), handlers), true);
+    assert.deepEqual(t.batches, [true, true], "no replay with savepoints");
+    assert.equal(t.sent.length, 2);
+    assert.ok(!t.lines.some((l) => l.startsWith("info turn replayed")));
+    assert.equal(
+      t.lines.filter((l) => l.startsWith("warn turn retried")).length,
+      1,
+    );
+  });
+});
+
+Deno.test("serveTurn(): a turn rolled back for conflicts again and again is served a bounded number of times, then not committed", async () => {
+  await withStore(async (store, evaluation) => {
+    const t = handlersOver(store, evaluation);
+    const handlers = {
+      ...t.handlers,
+      store: failingBatches(t.handlers.store, () => deadlockDetected()),
+    };
+    const served = await serveTurn(messages("pop"), handlers);
+    assert.ok(
+      served !== true && /deadlock detected/.test(String(served.error)),
+    );
+    assert.deepEqual(
+      t.batches,
+      Array(MAX_TURN_CONFLICT_RETRIES + 1).fill(true),
+    );
+    assert.equal(t.rollbacks(), MAX_TURN_CONFLICT_RETRIES + 1);
+    assert.deepEqual(t.sent, []);
+    assert.equal(
+      (await store.getBuildByDerivation(drv("a")))?.status,
+      BuildStatus.scheduled,
+    );
+    assert.equal(
+      t.lines.filter((l) => l.startsWith("warn turn retried")).length,
+      MAX_TURN_CONFLICT_RETRIES,
+    );
+    assert.ok(t.lines.some((l) => l.startsWith("error turn not committed")));
   });
 });
