@@ -1,12 +1,20 @@
 // Which store errors mean "the database undid this transaction to settle
-// a conflict with another one": a deadlock it broke, or a serialization
-// failure. Nothing of the transaction was kept, and the same work, run
-// again at once, will most likely go through.
+// a conflict with another one": a deadlock it broke, a serialization
+// failure, or a key another transaction inserted first. Nothing of the
+// transaction was kept, and the same work, run again at once, will most
+// likely go through.
 
 /** SQLSTATEs of a transaction rolled back for a conflict. */
 const CONFLICT_STATES = new Set([
   "40P01", // deadlock_detected
   "40001", // serialization_failure
+  // unique_violation: two registrations of one new derivation at once
+  // (two evaluations sharing a package) each found no build of it; the
+  // second waits for the first on the unique index, and fails once that
+  // one commits. Run again, it finds the build. Inserts whose duplicates
+  // are expected say ON CONFLICT; any other would fail again, and the
+  // retries are few.
+  "23505",
 ]);
 
 /**
