@@ -33,7 +33,9 @@ export interface WorkerAuthProof {
  * disk space to take work) and "log-ack" (the log channel's header may ask
  * for `(log-stored)` once the log is in place; see log_header.ts) and
  * "store-dir" (lorica-welcome ends with `(store-dir "/gnu/store")`, the
- * store every derivation the server hands out lies in).
+ * store every derivation the server hands out lies in) and "result-ack"
+ * (the server answers each build result, once what it made of it is
+ * committed, with `(result-ack (drv D) (outcome O))`; see ResultOutcome).
  */
 export const LORICA_FEATURES = [
   "request-id",
@@ -42,7 +44,20 @@ export const LORICA_FEATURES = [
   "disk",
   "log-ack",
   "store-dir",
+  "result-ack",
 ];
+
+/**
+ * What a server made of a build result it acknowledges ("result-ack"), all
+ * of it committed before the ack is sent: "recorded" (the build's outcome
+ * is in the database: a failure, or an earlier report of the same result),
+ * "fetching" (a success whose outputs the server fetches, the fetch saved
+ * so that a restarted server resumes it) or "ignored" (the sender does not
+ * hold the build: another worker's, canceled, requeued). Whichever it is,
+ * the worker need not send that result again. A worker takes any string,
+ * so that a later server may say more.
+ */
+export type ResultOutcome = "recorded" | "fetching" | "ignored";
 
 /** Version of the Lorica extension handshake. */
 export const LORICA_PROTOCOL_VERSION = 1;
@@ -112,7 +127,13 @@ export type Message =
      */
     storeDir?: string;
   }
-  | { type: "build-cancel"; drv: string };
+  | { type: "build-cancel"; drv: string }
+  | {
+    type: "result-ack";
+    drv: string;
+    /** A {@link ResultOutcome} from this server; any string from another. */
+    outcome: string;
+  };
 
 /** Options of `decodeMessage`. */
 export interface DecodeMessageOptions {
@@ -296,6 +317,12 @@ function toDatum(message: Message): Datum {
       ];
     case "build-cancel":
       return [tag, field("drv", message.drv)];
+    case "result-ack":
+      return [
+        tag,
+        field("drv", message.drv),
+        field("outcome", message.outcome),
+      ];
   }
 }
 
@@ -422,6 +449,12 @@ function fromDatum(datum: Datum): Message {
     }
     case "build-cancel":
       return { type, drv: fields.string("drv") };
+    case "result-ack":
+      return {
+        type,
+        drv: fields.string("drv"),
+        outcome: fields.string("outcome"),
+      };
     default:
       throw new ProtocolError(
         `Cannot decode message: unknown tag ${JSON.stringify(clip(type))}`,

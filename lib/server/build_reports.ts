@@ -1,10 +1,14 @@
 // What workers report about the builds they were handed: a start (its log
 // gets a name), a failure (recorded, or C14's missing derivation), a
-// success (fetched from the worker's publish server before it counts).
+// success (fetched from the worker's publish server before it counts; the
+// fetch is saved with the report's turn, so a restarted server resumes it).
 // A report counts only from the connection that speaks for the build's
-// worker (worker_identity.ts), and only while that worker holds it.
+// worker (worker_identity.ts), and only while that worker holds it. A
+// Lorica worker that asked for it ("result-ack") hears what became of each
+// result once that is committed, and sends it again until it does.
 
 import { logFileName } from "../protocol/log_header.ts";
+import type { ResultOutcome } from "../protocol/messages.ts";
 import type { Logger } from "../log.ts";
 import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import type { Incoming, MessageOf } from "./incoming_message.ts";
@@ -102,12 +106,30 @@ export class BuildReports {
 
   /**
    * A result: a failure is recorded; a success is fetched from the
-   * worker's publish server before it counts.
+   * worker's publish server before it counts. A sender that asked for it
+   * is told, once the turn commits, what became of it (a result sent again
+   * changes nothing: the first one's outcome stands).
    */
   async result(
-    { turn, store, routingId, peerAddress, sender, now }: Incoming,
+    from: Incoming,
     message: MessageOf<"build-succeeded" | "build-failed">,
   ) {
+    const outcome = await this.#take(from, message);
+    // A turn reply: it goes out only once what it says is committed. A
+    // handling that threw sends none, and the worker sends the result again.
+    if (from.link.features.has("result-ack")) {
+      from.turn.reply({
+        routingId: from.routingId,
+        message: { type: "result-ack", drv: message.drv, outcome },
+      });
+    }
+  }
+
+  /** Takes a result in (see {@link result}); says what became of it. */
+  async #take(
+    { turn, store, routingId, peerAddress, sender, now }: Incoming,
+    message: MessageOf<"build-succeeded" | "build-failed">,
+  ): Promise<ResultOutcome> {
     let build: Build | null | undefined;
     const current = async () =>
       build === undefined
@@ -125,7 +147,7 @@ export class BuildReports {
         drv: message.drv,
         reason: "sender owns no such build",
       });
-      return;
+      return "ignored";
     }
     // The build this process handed to the sender, still awaited, needs no
     // reading: whatever was done to it since (a cancel in a web front end,
@@ -137,19 +159,28 @@ export class BuildReports {
         // Another worker's build, or one no longer running (canceled,
         // restarted, expired): whatever the report says, it changes nothing.
         const fields = { ...sender, drv: message.drv, worker };
-        if (held?.worker === worker) {
-          this.#logger.info("result ignored", {
-            ...fields,
-            reason: "the build is no longer running",
-          });
-          this.#holdings.released(worker, message.drv);
-        } else {
+        if (held?.worker !== worker) {
           this.#logger.warn("result ignored", {
             ...fields,
             reason: "the worker does not hold this build",
           });
+          return "ignored";
         }
-        return;
+        this.#holdings.released(worker, message.drv);
+        // A result sent again (its first sending was committed, its ack
+        // lost): the build ended with this worker's result already.
+        if (finishedStatus(held.status)) {
+          this.#logger.info("result ignored", {
+            ...fields,
+            reason: "the build's result is recorded already",
+          });
+          return "recorded";
+        }
+        this.#logger.info("result ignored", {
+          ...fields,
+          reason: "the build is no longer running",
+        });
+        return "ignored";
       }
     }
     if (message.type === "build-failed") {
@@ -159,7 +190,7 @@ export class BuildReports {
       // a Cuirass one reports only build-failed.
       if (await this.failIfMissing(store, message.drv, worker, now, false)) {
         this.#holdings.released(worker, message.drv);
-        return;
+        return "recorded";
       }
       const result = await store.completeBuild(
         message.drv,
@@ -172,39 +203,46 @@ export class BuildReports {
         recorded: result.changed,
         dependents: result.dependentsFailed,
       });
-    } else {
-      const url = await allowedPublishUrl(
-        message.url,
-        peerAddress,
-        async () => (await store.getWorker(worker))?.address,
-      );
-      if (url === null) {
-        this.#logger.warn("result ignored", {
-          ...sender,
-          drv: message.drv,
-          worker,
-          url: message.url,
-          reason: "publish URL is not an http URL of the worker's address",
-        });
-        await this.#work.startsBefore(turn, message.drv, now);
-        await store.requeueBuild(message.drv, now, { worker });
-      } else {
-        if (this.fetching(message.drv, worker)) {
-          // Reported twice: the first report's fetch goes on.
-          return;
-        }
-        // The fetch begins once the turn commits, after the build's start
-        // if that is in this turn too: its end cannot come first.
-        const key = fetchKey(message.drv, worker);
-        this.#awaitingFetch.add(key);
-        const request = { drv: message.drv, url, worker };
-        turn.afterCommit(() => {
-          this.#awaitingFetch.delete(key);
-          this.#options.fetcher.enqueue(request);
-        });
-      }
+      this.#holdings.released(worker, message.drv);
+      return result.changed ? "recorded" : "ignored";
     }
+    const url = await allowedPublishUrl(
+      message.url,
+      peerAddress,
+      async () => (await store.getWorker(worker))?.address,
+    );
+    if (url === null) {
+      this.#logger.warn("result ignored", {
+        ...sender,
+        drv: message.drv,
+        worker,
+        url: message.url,
+        reason: "publish URL is not an http URL of the worker's address",
+      });
+      await this.#work.startsBefore(turn, message.drv, now);
+      await store.requeueBuild(message.drv, now, { worker });
+      this.#holdings.released(worker, message.drv);
+      return "ignored";
+    }
+    if (this.fetching(message.drv, worker)) {
+      // Reported twice: the first report's fetch goes on.
+      return "fetching";
+    }
+    // Saved with the turn: a server that stops before the fetch ends
+    // (killed, even) resumes it at its next start, rather than take the
+    // build back from a worker that was told its result was taken.
+    const request = { drv: message.drv, url, worker };
+    await store.saveOwedFetches([request]);
+    // The fetch begins once the turn commits, after the build's start
+    // if that is in this turn too: its end cannot come first.
+    const key = fetchKey(message.drv, worker);
+    this.#awaitingFetch.add(key);
+    turn.afterCommit(() => {
+      this.#awaitingFetch.delete(key);
+      this.#options.fetcher.enqueue(request);
+    });
     this.#holdings.released(worker, message.drv);
+    return "fetching";
   }
 
   /**
@@ -227,6 +265,12 @@ export class BuildReports {
       logCacheDir: writeLog ? logCacheDir : undefined,
     });
   }
+}
+
+/** Whether a build in `status` has ended with a result of its worker's. */
+function finishedStatus(status: BuildStatus): boolean {
+  return status === BuildStatus.succeeded || status === BuildStatus.failed ||
+    status === BuildStatus.failedOther;
 }
 
 /** The key of `worker`'s result of `drv` in the fetches awaited. */

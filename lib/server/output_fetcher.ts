@@ -131,6 +131,16 @@ export class OutputFetcher {
     return true;
   }
 
+  /**
+   * Queues the fetches the store says are owed (saved with the reports of
+   * an earlier run, which ended before they did); returns how many.
+   */
+  async resumeOwed(): Promise<number> {
+    const owed = await this.#options.store.owedFetches();
+    for (const request of owed) this.enqueue(request);
+    return owed.length;
+  }
+
   /** Resolves when no fetch is queued or running. */
   idle(): Promise<void> {
     return this.#idle.promise;
@@ -156,6 +166,7 @@ export class OutputFetcher {
       const request = this.#waiting.shift()!;
       this.#running++;
       this.#fetch(request)
+        .then(() => this.#ended(request))
         .catch((error) =>
           this.#options.logger.error("output fetch crashed", {
             drv: request.drv,
@@ -174,6 +185,25 @@ export class OutputFetcher {
   /** Keeps a running fetch that close() stopped, for close() to return. */
   #interrupt(request: FetchRequest): void {
     this.#interrupted.push(request);
+  }
+
+  /**
+   * Forgets the saved record of `request`, whose fetch ended (the build
+   * recorded, or no longer its worker's), unless close() interrupted it:
+   * that one is for the next start to resume.
+   */
+  async #ended(request: FetchRequest): Promise<void> {
+    if (this.#interrupted.includes(request)) return;
+    try {
+      await this.#stored(
+        request.drv,
+        "forget",
+        () => this.#options.store.forgetOwedFetch(request),
+      );
+    } catch {
+      // The fetcher closed first: the next start resumes the fetch, finds
+      // the build no longer running, and forgets it then.
+    }
   }
 
   /** Drops `request` from the active fetches. */

@@ -148,7 +148,7 @@ export async function startRemoteBuilder(
     cleanups.push(async () => {
       const interrupted = await fetcher.close();
       if (interrupted.length === 0) return;
-      await store.saveInterruptedFetches(interrupted);
+      await store.saveOwedFetches(interrupted);
       logger.info("output fetches saved", { count: interrupted.length });
     });
 
@@ -180,12 +180,10 @@ export async function startRemoteBuilder(
     // Runs after the dispatcher has stopped (cleanups run in reverse).
     cleanups.push(() => store.stopWorkerClock(epochSeconds(clock)));
     // Before the first turn, so that no worker's reconnection takes back a
-    // build whose outputs are still to be fetched.
-    const resumed = await store.takeInterruptedFetches();
-    for (const request of resumed) fetcher.enqueue(request);
-    if (resumed.length > 0) {
-      logger.info("output fetches resumed", { count: resumed.length });
-    }
+    // build whose outputs are still to be fetched: those of a clean stop,
+    // and those of a crash (each report's turn saved its fetch).
+    const resumed = await fetcher.resumeOwed();
+    if (resumed > 0) logger.info("output fetches resumed", { count: resumed });
     const dispatching = dispatcher.run(abort.signal);
     const sweeping = sweepWorkers({
       store,

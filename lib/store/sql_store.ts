@@ -374,10 +374,11 @@ const METHODS: Methods = {
     write(c, (d) => workers.resumeWorkerClock(d, now)),
   creditWorkers: (c, seconds, before) =>
     write(c, (d) => workers.creditWorkers(d, seconds, before)),
-  saveInterruptedFetches: (c, list) =>
-    write(c, (d) => fetches.saveInterruptedFetches(d, list)),
-  takeInterruptedFetches: (c) =>
-    write(c, (d) => fetches.takeInterruptedFetches(d)),
+  saveOwedFetches: (c, list) =>
+    write(c, (d) => fetches.saveOwedFetches(d, list)),
+  owedFetches: (c) => read(c, (d) => fetches.owedFetches(d)),
+  forgetOwedFetch: (c, fetch) =>
+    write(c, (d) => fetches.forgetOwedFetch(d, fetch)),
 };
 
 /**

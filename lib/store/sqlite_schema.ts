@@ -240,8 +240,8 @@ CREATE TABLE DispatcherStops (
   stopped_at INTEGER NOT NULL
 );
 
--- Output fetches a clean stop interrupted, taken back at the next start
--- (see sql_fetches.ts).
+-- Output fetches owed: successes reported, their outputs not fetched yet;
+-- resumed at the next start (see sql_fetches.ts).
 CREATE TABLE InterruptedFetches (
   derivation TEXT NOT NULL,
   worker     TEXT NOT NULL,

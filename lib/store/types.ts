@@ -658,13 +658,16 @@ export interface Store {
    */
   creditWorkers(seconds: number, before: number): Promise<number>;
   /**
-   * Saves the output fetches a clean stop interrupted, for the next start
-   * (see {@link takeInterruptedFetches}); a worker's result of a
-   * derivation saved again replaces its earlier record.
+   * Saves output fetches owed (a success reported, its outputs not fetched
+   * yet) until {@link forgetOwedFetch}, for a later start to resume (see
+   * {@link owedFetches}); a worker's result of a derivation saved again
+   * replaces its earlier record.
    */
-  saveInterruptedFetches(fetches: readonly OutputFetch[]): Promise<void>;
-  /** The fetches saved by the last clean stop, removed from the store. */
-  takeInterruptedFetches(): Promise<OutputFetch[]>;
+  saveOwedFetches(fetches: readonly OutputFetch[]): Promise<void>;
+  /** The output fetches saved and not forgotten, which stay saved. */
+  owedFetches(): Promise<OutputFetch[]>;
+  /** Forgets the saved fetch of `worker`'s result of `drv`: it ended. */
+  forgetOwedFetch(fetch: Pick<OutputFetch, "drv" | "worker">): Promise<void>;
 
   // --- Added for issues #4, #6, #7 (admin actions, polling, local mode) ---
 

@@ -3,7 +3,8 @@
 // means a fresh connection, never a hang or a pile of stale requests, C03);
 // a server restart is noticed by its probe and the session registers again
 // without dropping the build it runs (C08); against a Lorica server it
-// negotiates request ids, cancellation and authentication.
+// negotiates request ids, cancellation and authentication, and keeps each
+// result until the server acknowledges it ("result-ack").
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import { ZmtpClosedError } from "../zmtp/connection.ts";
@@ -91,7 +92,9 @@ export interface SessionOptions {
   /**
    * The results this name's sessions could not send, shared by them: a
    * session keeps there a result it fails to send, and the next one
-   * delivers it once registered. Absent: such a result is lost.
+   * delivers it once registered; and, from a server that acknowledges
+   * results, each result sent until its ack, sent again after each
+   * registration meanwhile. Absent: such a result is lost.
    */
   results?: UndeliveredResults;
   /**
@@ -247,8 +250,9 @@ class Session {
    */
   readonly #handedBack: string[] = [];
   /**
-   * The results earlier sessions could not send that this one delivers
-   * (see #deliverKept), taken once a server answers: one attempt a session.
+   * The results this session is to send (see #deliverKept), taken at each
+   * registration (see #toDeliver): those earlier sessions kept, at the
+   * first; those sent since and not acknowledged, at a later one.
    */
   #delivering: UndeliveredResult[] | undefined;
   /** Ends the ping loop once the session is over. */
@@ -410,6 +414,12 @@ class Session {
         this.#cancel(message.drv);
         continue;
       }
+      // Whenever it comes, even on a connection lost since: the server
+      // committed the result before it sent this.
+      if (message.type === "result-ack") {
+        this.#acknowledged(message.drv, message.outcome);
+        continue;
+      }
       this.#push({ kind: "message", message, connection });
     }
   }
@@ -523,7 +533,7 @@ class Session {
       (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
     );
     if (features.has("store-dir")) this.#checkStoreDir(welcome!.storeDir);
-    this.#delivering ??= options.results?.startAttempt() ?? [];
+    this.#delivering = this.#toDeliver();
     const worker: WorkerInfo = {
       name: options.name,
       address: info.workerAddress,
@@ -545,8 +555,9 @@ class Session {
             ...new Set([
               ...holding,
               ...this.#handedOut.map((job) => job.drv),
-              // Builds done whose results wait to be delivered: said held,
-              // they stay this worker's instead of being requeued.
+              // Builds done whose results wait to be delivered (or sent
+              // again, no ack heard): said held, they stay this worker's
+              // instead of being requeued.
               ...this.#delivering.map((result) => result.drv),
             ]),
           ],
@@ -728,6 +739,10 @@ class Session {
           await this.#pause(period);
           continue;
         }
+        // Before the request, which tells a Lorica server that the name
+        // holds nothing: results a registration under way took to send
+        // again (a server restarted mid-build) go first.
+        if (!await this.#deliverKept()) return;
         reply = await this.#requestWork();
         // The server restarted (register again), or the session is leaving.
         if (reply === null) return;
@@ -979,13 +994,15 @@ class Session {
    * to deliver (see #deliverKept), and the session ends.
    */
   async #report(drv: string, ok: boolean) {
+    const result = { drv, ok };
     try {
       if (this.#registrationStale()) await this.#reRegister([drv]);
-      await this.#send(this.#resultMessage({ drv, ok }));
     } catch (error) {
-      this.#options.results?.keep({ drv, ok }, error);
+      this.#options.results?.keep(result, error);
       throw error;
     }
+    // With a build under way, the send waits for a connection as needed.
+    await this.#offerResult(result);
     this.#logger.info(ok ? "build done" : "build failed", { drv });
   }
 
@@ -1004,26 +1021,48 @@ class Session {
   }
 
   /**
-   * Delivers the results that earlier sessions of this name could not
-   * send: after the registration, which told a Lorica server that this
-   * session holds their builds, and before any work request, which would
-   * tell it that the name holds nothing (it would requeue them). A server
-   * that no longer counts a build as this worker's ignores its result.
-   * False when a draining stop ended the session first.
+   * The results to send once the registration under way is made: at the
+   * session's first, every result its name keeps (one attempt of this
+   * session); at a later one (the server restarted, or the session hands a
+   * build back), those not sent yet and, besides, those sent since whose
+   * ack has not come (one attempt each), for a server's new life may not
+   * have them.
+   */
+  #toDeliver(): UndeliveredResult[] {
+    const results = this.#options.results;
+    if (results === undefined) return [];
+    if (this.#delivering === undefined) return results.startAttempt();
+    const taken = new Set(this.#delivering.map((result) => result.drv));
+    return [...this.#delivering, ...results.resendAttempt(taken)];
+  }
+
+  /**
+   * Delivers the results this session took at its registrations (see
+   * #toDeliver): after the registration, which told a Lorica server that
+   * this session holds their builds, and before any work request, which
+   * would tell it that the name holds nothing (it would requeue them). A
+   * server that no longer counts a build as this worker's ignores its
+   * result. False when a draining stop ended the session first.
    */
   async #deliverKept(): Promise<boolean> {
     const results = this.#options.results;
-    const delivering = this.#delivering ?? [];
-    while (results !== undefined && delivering.length > 0) {
-      const result = delivering[0];
-      // The server restarted since: its new life must hear it first.
+    while (results !== undefined && (this.#delivering?.length ?? 0) > 0) {
+      // The server restarted since: its new life must hear it first (the
+      // registration may take more results to send).
       if (this.#registrationStale()) {
         this.#events = this.#events.filter((e) => e.kind === "probe");
         if (!await this.#register([])) return false;
+        continue;
       }
-      if (!await this.#offerResult(result)) return false;
-      delivering.shift();
-      results.delivered(result.drv);
+      const result = this.#delivering![0];
+      // Not when its ack came meanwhile (that of its last sending).
+      if (results.has(result.drv)) {
+        if (!await this.#offerResult(result)) return false;
+        if (!this.#registration!.features.has("result-ack")) {
+          results.delivered(result.drv);
+        }
+      }
+      this.#delivering!.shift();
     }
     return true;
   }
@@ -1031,23 +1070,40 @@ class Session {
   /**
    * Offers `result` to the server (see #offer). One that cannot be sent is
    * kept for the next session of this name; false when it was kept because
-   * a draining stop found no connection.
+   * a draining stop found no connection. Sent to a server that
+   * acknowledges results, it is kept until its ack comes.
    */
   async #offerResult(result: UndeliveredResult): Promise<boolean> {
+    const results = this.#options.results;
+    // Before the send: its ack may be read before the send returns.
+    if (this.#registration!.features.has("result-ack")) {
+      results?.awaitAck(result);
+    }
     let sent: boolean;
     try {
       sent = await this.#offer(this.#resultMessage(result));
     } catch (error) {
-      this.#options.results?.keep(result, error);
+      results?.keep(result, error);
       throw error;
     }
     if (!sent) {
-      this.#options.results?.keep(
-        result,
-        "no connection, and the worker is stopping",
-      );
+      results?.keep(result, "no connection, and the worker is stopping");
     }
     return sent;
+  }
+
+  /**
+   * The server's ack of the result of `drv`: it need not be sent again.
+   * One for a result not kept (sent twice, or dropped since) changes
+   * nothing.
+   */
+  #acknowledged(drv: string, outcome: string) {
+    if (this.#options.results?.acknowledged(drv, outcome)) return;
+    this.#logger.debug("ack ignored", {
+      drv,
+      outcome,
+      reason: "no such result awaits an ack",
+    });
   }
 
   #resultMessage({ drv, ok }: UndeliveredResult): Message {

@@ -140,9 +140,11 @@ export async function startWorker(
   // abandons them.
   const underway = new Set<UnderwayBuild>();
   // The results each name's sessions could not send, delivered by the
-  // name's next session: the server knows the build as that name's. Kept
-  // here, not per run of the sessions: a server that moved (DNS-SD) may be
-  // the same one at a new address.
+  // name's next session, and those sent that the server has not yet
+  // acknowledged, sent again at each registration until it does: the
+  // server knows the build as that name's. Kept here, not per run of the
+  // sessions: a server that moved (DNS-SD) may be the same one at a new
+  // address.
   const results = new Map(
     names.map((name) => [
       name,

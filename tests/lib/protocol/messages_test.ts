@@ -458,6 +458,10 @@ const LORICA_WIRE: [string, Message][] = [
     },
   ],
   [`(build-cancel (drv "${DRV}"))`, { type: "build-cancel", drv: DRV }],
+  [
+    `(result-ack (drv "${DRV}") (outcome "fetching"))`,
+    { type: "result-ack", drv: DRV, outcome: "fetching" },
+  ],
 ];
 
 Deno.test("decodeMessage() and encodeMessage() round-trip the Lorica extensions", async (t) => {
@@ -496,10 +500,25 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
       '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir ""))',
       '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/gnu\\nstore"))',
       "(build-cancel)",
+      `(result-ack (drv "${DRV}"))`,
+      '(result-ack (outcome "recorded") (drv "/d"))',
+      '(result-ack (drv 1) (outcome "recorded"))',
+      '(result-ack (drv "/d") (outcome recorded))',
+      '(result-ack (drv "/d") (outcome "recorded\nignored"))',
     ]
   ) {
     assert.throws(() => decodeMessage(encoder.encode(bad)), ProtocolError, bad);
   }
+});
+
+Deno.test("decodeMessage() takes a result-ack of any outcome, for a later server may say more", () => {
+  const wire =
+    `(result-ack (drv "${DRV}") (outcome "rebuilt-elsewhere") (at 5))`;
+  assert.deepEqual(decodeMessage(encoder.encode(wire)), {
+    type: "result-ack",
+    drv: DRV,
+    outcome: "rebuilt-elsewhere",
+  });
 });
 
 Deno.test("worker-ping carries a Lorica worker's disk state, and only when given", () => {

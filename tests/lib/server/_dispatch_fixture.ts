@@ -201,6 +201,8 @@ export async function startFixture(options: {
   port?: number;
   /** What the dispatcher sees of the store (to inject faults). */
   storeSeenByDispatcher?: (store: Store) => Store;
+  /** What the dispatcher sees of its ROUTER (to watch what comes in). */
+  routerSeenByDispatcher?: (router: RouterSocket) => RouterSocket;
   /**
    * Peer addresses the dispatcher sees instead of 127.0.0.1, by routing id
    * (routingKey of the FakeWorker's identity): all test traffic stays on
@@ -257,11 +259,12 @@ export async function startFixture(options: {
     inStore: options.inStore,
     storeDir,
   });
+  const seenRouter = options.peerAddresses === undefined
+    ? router
+    : routerSeenFrom(router, options.peerAddresses);
   const dispatcher = new Dispatcher({
     store: options.storeSeenByDispatcher?.(store) ?? store,
-    router: options.peerAddresses === undefined
-      ? router
-      : routerSeenFrom(router, options.peerAddresses),
+    router: options.routerSeenByDispatcher?.(seenRouter) ?? seenRouter,
     fetcher,
     clock,
     logger,
@@ -276,6 +279,8 @@ export async function startFixture(options: {
     turns: options.turns,
   });
   late.dispatcher = dispatcher;
+  // As a server's start does (remote_builder.ts): before the first turn.
+  await fetcher.resumeOwed();
   const abort = new AbortController();
   const running = dispatcher.run(abort.signal);
   const fresh = options.database === undefined;
@@ -344,6 +349,30 @@ function routerSeenFrom(
   seen.tryReceive = () => {
     const message = router.tryReceive();
     return message === undefined ? undefined : rewrite(message);
+  };
+  seen.send = (routingId, frames) => router.send(routingId, frames);
+  seen.isConnected = (routingId) => router.isConnected(routingId);
+  return seen;
+}
+
+/**
+ * `router` calling `watch` with each message the dispatcher takes from it,
+ * before the dispatcher handles it.
+ */
+export function routerWatched(
+  router: RouterSocket,
+  watch: (message: RouterMessage) => void,
+): RouterSocket {
+  const seen: RouterSocket = Object.create(router);
+  seen.receive = async (signal) => {
+    const message = await router.receive(signal);
+    watch(message);
+    return message;
+  };
+  seen.tryReceive = () => {
+    const message = router.tryReceive();
+    if (message !== undefined) watch(message);
+    return message;
   };
   seen.send = (routingId, frames) => router.send(routingId, frames);
   seen.isConnected = (routingId) => router.isConnected(routingId);

@@ -4,7 +4,6 @@
 
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import type { Message } from "../../../lib/protocol/messages.ts";
 import {
   FakeWorker,
   type Fixture,
@@ -25,23 +24,21 @@ async function withFixture(body: (f: Fixture) => Promise<void>) {
   }
 }
 
-/** Sends `message`, then waits for a round trip to the server. */
-async function sendAndSync(worker: FakeWorker, message: Message) {
-  await worker.send(message);
-  await worker.send({ type: "worker-request-info" });
-  assert.equal((await worker.next()).type, "server-info");
-}
-
 /**
  * Reports `drv` failed by `worker` once the dispatcher should have let go
  * of it: the report is then checked against the store, and ignored.
  */
 async function assertReleased(f: Fixture, worker: FakeWorker, drv: string) {
-  await sendAndSync(worker, {
+  await worker.send({
     type: "build-failed",
     drv,
     url: "http://127.0.0.1:1",
     log: null,
+  });
+  assert.deepEqual(await worker.next(), {
+    type: "result-ack",
+    drv,
+    outcome: "ignored",
   });
   // Still counted as the worker's, the report would be recorded (as
   // "build failed", changing nothing) without a look at the store.

@@ -168,6 +168,11 @@ for (const [action, act] of Object.entries(elsewhere)) {
           url: "http://127.0.0.1:1",
           log: null,
         });
+        assert.deepEqual(await worker.next(), {
+          type: "result-ack",
+          drv,
+          outcome: "ignored",
+        });
         assert.equal((await nextAfterSync(worker)).type, "server-info");
         assert.ok(
           f.lines.some((l) => / result ignored /.test(l) && l.includes(drv)),
@@ -279,6 +284,12 @@ Deno.test({
       assert.equal(first, "waits for the turn");
       thaw();
       await eventually(() => looks.done > 0, "the look");
+      // The failure's ack, and no build-cancel.
+      assert.deepEqual(await worker.next(), {
+        type: "result-ack",
+        drv,
+        outcome: "recorded",
+      });
       assert.equal((await nextAfterSync(worker)).type, "server-info");
       assert.equal(await f.status(drv), BuildStatus.failed);
       assert.ok(

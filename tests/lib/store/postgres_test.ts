@@ -1050,8 +1050,8 @@ Deno.test({
       assert.equal(await store.resumeWorkerClock(25), 5);
       assert.equal((await store.getWorker("w"))?.lastSeen, 15);
       const fetch = { drv: "/gnu/store/x.drv", worker: "w", url: "http://w" };
-      await store.saveInterruptedFetches([fetch]);
-      assert.deepEqual(await store.takeInterruptedFetches(), [fetch]);
+      await store.saveOwedFetches([fetch]);
+      assert.deepEqual(await store.owedFetches(), [fetch]);
       await store.upsertSpecification(specification("guix"));
       const dashboard = {
         id: "A".repeat(16),

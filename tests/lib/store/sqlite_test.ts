@@ -148,10 +148,10 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
     // Version 3: the dispatcher's clean stops.
     await store.stopWorkerClock(8);
     assert.equal(await store.resumeWorkerClock(10), 2);
-    // Version 6: the output fetches a clean stop interrupted.
+    // Version 6: the output fetches owed.
     const fetch = { drv: "/c.drv", worker: "w", url: "http://w" };
-    await store.saveInterruptedFetches([fetch]);
-    assert.deepEqual(await store.takeInterruptedFetches(), [fetch]);
+    await store.saveOwedFetches([fetch]);
+    assert.deepEqual(await store.owedFetches(), [fetch]);
     // Version 10: a dashboard saved before is kept, never used since;
     // its names saved again make a new one (it has no key).
     assert.deepEqual(await store.getDashboard("AbCdEfGh01234567"), {

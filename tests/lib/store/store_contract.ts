@@ -2073,24 +2073,43 @@ export function storeContract(
     assert.deepEqual(lastSeen, { after: 5000, before: 4100 });
   });
 
-  test("takeInterruptedFetches() returns what the last stops saved, once", async (store) => {
-    assert.deepEqual(await store.takeInterruptedFetches(), []);
-    await store.saveInterruptedFetches([
+  test("owedFetches() returns the fetches saved until each is forgotten", async (store) => {
+    assert.deepEqual(await store.owedFetches(), []);
+    await store.saveOwedFetches([
       { drv: drv("b"), worker: "w1", url: "http://10.0.0.1:5558" },
       { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
     ]);
     // Another worker's result of b is kept beside the first (the store
     // tells later which one holds the build); w1's saved again replaces.
-    await store.saveInterruptedFetches([
+    await store.saveOwedFetches([
       { drv: drv("b"), worker: "w2", url: "http://10.0.0.2:5558" },
       { drv: drv("b"), worker: "w1", url: "http://10.0.0.9:5558" },
     ]);
-    assert.deepEqual(await store.takeInterruptedFetches(), [
+    const all = [
       { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
       { drv: drv("b"), worker: "w1", url: "http://10.0.0.9:5558" },
       { drv: drv("b"), worker: "w2", url: "http://10.0.0.2:5558" },
-    ]);
-    assert.deepEqual(await store.takeInterruptedFetches(), []);
+    ];
+    // Read, not taken: a start that dies before the fetches end leaves
+    // them for the next.
+    assert.deepEqual(await store.owedFetches(), all);
+    assert.deepEqual(await store.owedFetches(), all);
+    await store.forgetOwedFetch({ drv: drv("b"), worker: "w1" });
+    await store.forgetOwedFetch({ drv: drv("c"), worker: "w1" });
+    assert.deepEqual(await store.owedFetches(), [all[0], all[2]]);
+  });
+
+  test("saveOwedFetches() in a batch that rolls back saves nothing", async (store) => {
+    await assert.rejects(
+      store.batch(async (tx) => {
+        await tx.saveOwedFetches([
+          { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
+        ]);
+        throw new Error("turn failed");
+      }),
+      /turn failed/,
+    );
+    assert.deepEqual(await store.owedFetches(), []);
   });
 
   // Admin actions, channel polling and notifications (issues #4, #6, #7).

@@ -99,6 +99,62 @@ Deno.test("UndeliveredResults keeps a handful: past it, the oldest is dropped wi
   );
 });
 
+Deno.test("UndeliveredResults keeps a result sent to a server that acknowledges results until its ack", () => {
+  const lines: string[] = [];
+  const results = keptResults(lines);
+  results.awaitAck({ drv: DRV, ok: true });
+  assert.equal(results.size, 1);
+  assert.ok(results.has(DRV));
+  // Another result's ack, or this one's twice: nothing kept is touched.
+  const other = DRV.replace("hello", "other");
+  assert.equal(results.acknowledged(other, "recorded"), false);
+  assert.equal(results.acknowledged(DRV, "fetching"), true);
+  assert.equal(results.acknowledged(DRV, "fetching"), false);
+  assert.equal(results.size, 0);
+  // The first sending acknowledged is every build's lot: no line at info.
+  assert.deepEqual(lines, []);
+});
+
+Deno.test("UndeliveredResults sends an unacknowledged result again at each registration, three times, then drops it with a warning", () => {
+  const lines: string[] = [];
+  const results = keptResults(lines);
+  const other = DRV.replace("hello", "other");
+  results.awaitAck({ drv: DRV, ok: false });
+  results.keep({ drv: other, ok: true }, "connection lost");
+  // A registration sends again the results sent and not acknowledged,
+  // but those its session took already.
+  assert.deepEqual(results.resendAttempt(new Set([DRV])), []);
+  for (let registration = 1; registration <= 3; registration++) {
+    assert.deepEqual(
+      results.resendAttempt(new Set()),
+      [{ drv: DRV, ok: false }],
+      `registration ${registration}`,
+    );
+  }
+  assert.deepEqual(results.resendAttempt(new Set()), []);
+  assert.deepEqual(
+    lines.filter((l) => l.startsWith("warn result dropped")),
+    [
+      `warn result dropped drv=${DRV} status=failed reason="not acknowledged after 4 sendings"`,
+    ],
+  );
+  // The result never sent waits for the next session, untouched.
+  assert.deepEqual(results.startAttempt(), [{ drv: other, ok: true }]);
+});
+
+Deno.test("UndeliveredResults: a result sent again that is acknowledged says so at info, with its attempts", () => {
+  const lines: string[] = [];
+  const results = keptResults(lines);
+  results.awaitAck({ drv: DRV, ok: true });
+  // The next session (the first one failed) takes it, and sends it again.
+  assert.deepEqual(results.startAttempt(), [{ drv: DRV, ok: true }]);
+  results.awaitAck({ drv: DRV, ok: true });
+  assert.equal(results.acknowledged(DRV, "recorded"), true);
+  assert.deepEqual(lines, [
+    `info result acknowledged drv=${DRV} status=succeeded outcome=recorded attempts=1`,
+  ]);
+});
+
 /**
  * Opens real DEALER sockets whose sends of a build result (or of the
  * messages of `types`) fail while `failing()` says so, as when the
@@ -269,11 +325,13 @@ Deno.test({
         ),
         lines.join("\n"),
       );
-      assert.ok(
-        lines.includes(
-          `info result delivered worker=${name} drv=${drv} status=succeeded attempts=1`,
-        ),
-        lines.join("\n"),
+      // Sent once the server committed what it made of the result.
+      await eventually(
+        () =>
+          lines.includes(
+            `info result acknowledged worker=${name} drv=${drv} status=succeeded outcome=fetching attempts=1`,
+          ),
+        `result acknowledged\n${lines.join("\n")}`,
       );
     } finally {
       await worker.stop();
@@ -468,11 +526,13 @@ Deno.test({
         ),
         f.lines.join("\n"),
       );
-      assert.ok(
-        lines.includes(
-          `info result delivered worker=${name} drv=${drv} status=failed attempts=1`,
-        ),
-        lines.join("\n"),
+      // Sent once the server committed what it made of the result.
+      await eventually(
+        () =>
+          lines.includes(
+            `info result acknowledged worker=${name} drv=${drv} status=failed outcome=recorded attempts=1`,
+          ),
+        `result acknowledged\n${lines.join("\n")}`,
       );
     } finally {
       await worker.stop();

@@ -1,0 +1,206 @@
+// What the dispatcher makes of build results: each acknowledged to a Lorica
+// worker that asked for it ("result-ack"), once committed, with what became
+// of it; a result sent again is a no-op, acknowledged alike; Cuirass workers
+// and Lorica workers that did not ask hear nothing new.
+
+import assert from "node:assert/strict";
+import { BuildStatus } from "../../../lib/store/types.ts";
+import {
+  LORICA_FEATURES,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
+import {
+  eventually,
+  FakeWorker,
+  type Fixture,
+  job,
+  loricaWorker,
+  startFixture,
+  startWork,
+} from "./_dispatch_fixture.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/** A worker's publish URL the dispatcher fetches from (loopback). */
+const URL = "http://127.0.0.1:5558";
+
+/** The result `type` of `drv`, as a worker sends it. */
+function resultOf(
+  type: "build-succeeded" | "build-failed",
+  drv: string,
+): Message {
+  return { type, drv, url: URL, log: null };
+}
+
+/** The lines of `f` that start with `prefix`. */
+function linesOf(f: Fixture, prefix: string): string[] {
+  return f.lines.filter((l) => l.startsWith(prefix));
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a success is acknowledged once its fetch is saved; sent again while fetched or once recorded, it changes nothing and is acknowledged alike",
+  async fn() {
+    // The worker's publish server: no narinfo until `published`.
+    let published = false;
+    const f = await startFixture({
+      fetch: () =>
+        Promise.resolve(
+          published ? new Response("ok") : new Response("", { status: 404 }),
+        ),
+    });
+    const worker = await loricaWorker(f.port, "TWICE001");
+    try {
+      const [drv] = await f.addJobs([job("twice", 1)]);
+      assert.equal(await startWork(worker, f), drv);
+      await worker.send(resultOf("build-succeeded", drv));
+      assert.deepEqual(await worker.next(), {
+        type: "result-ack",
+        drv,
+        outcome: "fetching",
+      });
+      // Committed with the turn that sent the ack.
+      assert.deepEqual(await f.store.owedFetches(), [
+        { drv, worker: worker.name, url: URL },
+      ]);
+      await eventually(
+        () => linesOf(f, "warn output fetch retried").length > 0,
+        "the fetch waiting for the publish server",
+      );
+      await worker.send(resultOf("build-succeeded", drv));
+      assert.deepEqual(await worker.next(), {
+        type: "result-ack",
+        drv,
+        outcome: "fetching",
+      });
+      published = true;
+      await f.clock.advance(1000);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        "build succeeded",
+      );
+      await worker.send(resultOf("build-succeeded", drv));
+      assert.deepEqual(await worker.next(), {
+        type: "result-ack",
+        drv,
+        outcome: "recorded",
+      });
+      assert.equal(
+        linesOf(f, "info build succeeded").length,
+        1,
+        f.lines.join("\n"),
+      );
+      assert.equal(
+        linesOf(f, "warn output fetch retried").length,
+        1,
+        "one fetch, not one a report",
+      );
+      await eventually(
+        async () => (await f.store.owedFetches()).length === 0,
+        "the fetch forgotten once it ended",
+      );
+    } finally {
+      await worker.close();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a failure is acknowledged as recorded; sent again, it is recorded no second time and acknowledged alike",
+  async fn() {
+    const f = await startFixture();
+    const worker = await loricaWorker(f.port, "TWICE002");
+    try {
+      const [drv] = await f.addJobs([job("twice", 2)]);
+      assert.equal(await startWork(worker, f), drv);
+      for (let sending = 1; sending <= 2; sending++) {
+        await worker.send(resultOf("build-failed", drv));
+        assert.deepEqual(await worker.next(), {
+          type: "result-ack",
+          drv,
+          outcome: "recorded",
+        }, `sending ${sending}`);
+      }
+      assert.equal(await f.status(drv), BuildStatus.failed);
+      assert.equal(linesOf(f, "info build failed").length, 1);
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("info result ignored") &&
+          l.includes(`reason="the build's result is recorded already"`)
+        ),
+        f.lines.join("\n"),
+      );
+    } finally {
+      await worker.close();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a result of a build the sender does not hold is acknowledged as ignored, and changes nothing",
+  async fn() {
+    const f = await startFixture();
+    const holder = await loricaWorker(f.port, "HOLDER01");
+    const other = await loricaWorker(f.port, "OTHER001");
+    try {
+      const [drv] = await f.addJobs([job("held", 3)]);
+      assert.equal(await startWork(holder, f), drv);
+      await other.send(resultOf("build-failed", drv));
+      assert.deepEqual(await other.next(), {
+        type: "result-ack",
+        drv,
+        outcome: "ignored",
+      });
+      assert.equal(await f.status(drv), BuildStatus.started);
+    } finally {
+      await holder.close();
+      await other.close();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a Cuirass worker, and a Lorica worker that did not ask for result-ack, hear no ack: the next thing they read answers their work request",
+  async fn() {
+    const f = await startFixture();
+    const cuirass = await FakeWorker.connect(f.port, { name: "CUIRASS1" });
+    const older = await FakeWorker.connect(f.port, { name: "OLDER001" });
+    try {
+      await cuirass.ready();
+      await older.send({
+        type: "lorica-hello",
+        version: 1,
+        features: LORICA_FEATURES.filter((f) => f !== "result-ack"),
+      });
+      const welcome = await older.next();
+      assert.ok(welcome.type === "lorica-welcome", welcome.type);
+      // The server offers it; the worker did not take it.
+      assert.ok(welcome.features.includes("result-ack"));
+      await older.ready({ holding: [] });
+      for (const [i, worker] of [cuirass, older].entries()) {
+        await f.addJobs([job("quiet", 4 + i)]);
+        const drv = await startWork(worker, f);
+        await worker.send(
+          resultOf(i === 0 ? "build-succeeded" : "build-failed", drv),
+        );
+        const reply = await worker.requestWork(7);
+        assert.equal(reply.type, "no-build", `${worker.name}: ${reply.type}`);
+      }
+      assert.equal(linesOf(f, "info build failed").length, 1);
+    } finally {
+      await cuirass.close();
+      await older.close();
+      await f.close();
+    }
+  },
+});

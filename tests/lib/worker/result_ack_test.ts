@@ -1,0 +1,530 @@
+// A worker's result that reached a server which died before committing it:
+// with "result-ack", the worker keeps the result until the server says it
+// took it, says at its next registration that it holds the build, and sends
+// the result again; the restarted server records it, and the build is
+// neither requeued nor built again. Real dispatchers on one database.
+
+import assert from "node:assert/strict";
+import { runSession } from "../../../lib/worker/session.ts";
+import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  LORICA_FEATURES,
+  type Message,
+} from "../../../lib/protocol/messages.ts";
+import { BuildStatus, type Store } from "../../../lib/store/types.ts";
+import { Guix } from "../../../lib/guix/guix_command.ts";
+import { createLogger } from "../../../lib/log.ts";
+import { type RouterMessage, RouterSocket } from "../../../lib/zmtp/router.ts";
+import {
+  eventually,
+  fakeSpawner,
+  type Fixture,
+  job,
+  routerWatched,
+  startFixture,
+} from "../server/_dispatch_fixture.ts";
+import { sessionOptions } from "./_session_helpers.ts";
+import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
+import { bindAgain, quietPort } from "../../_ports.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/**
+ * Holds, uncommitted, the dispatcher's turn that takes the first build
+ * result it receives, until `kill()`: that turn then fails, as the process
+ * would die, and nothing of it is committed or answered.
+ */
+class ResultTurnHold {
+  #armed = false;
+  readonly #reached = Promise.withResolvers<void>();
+  readonly #killed = Promise.withResolvers<void>();
+
+  /** Resolves once the turn holding the result is in its batch. */
+  get reached(): Promise<void> {
+    return this.#reached.promise;
+  }
+
+  /** Arms the hold when `message` is a build result. */
+  watch = (message: RouterMessage) => {
+    const payload = message.frames[message.frames.length - 1];
+    try {
+      const type = decodeMessage(payload).type;
+      if (type === "build-succeeded" || type === "build-failed") {
+        this.#armed = true;
+      }
+    } catch {
+      // Not for the hold to judge: the dispatcher logs it.
+    }
+  };
+
+  /** `store` whose batches wait, once armed, before they commit. */
+  holding = (store: Store): Store => {
+    const seen: Store = Object.create(store);
+    seen.batch = (work, options) =>
+      store.batch(async (tx) => {
+        const result = await work(tx);
+        if (this.#armed) {
+          this.#armed = false;
+          this.#reached.resolve();
+          await this.#killed.promise;
+          throw new Error("server killed before its commit (injected)");
+        }
+        return result;
+      }, options);
+    return seen;
+  };
+
+  kill() {
+    this.#killed.resolve();
+  }
+}
+
+/** The guix build calls of `calls` that built `drv`. */
+function builtTimes(calls: string[][], drv: string): number {
+  return calls.filter((argv) => argv.includes("build") && argv.includes(drv))
+    .length;
+}
+
+for (
+  const { ok, status } of [
+    { ok: true, status: BuildStatus.succeeded },
+    { ok: false, status: BuildStatus.failed },
+  ]
+) {
+  const outcome = ok ? "fetching" : "recorded";
+  Deno.test({
+    ...opts,
+    name: `a build ${
+      ok ? "success" : "failure"
+    } sent as the server dies before committing it is sent again to the restarted server: recorded once, never requeued, built once`,
+    async fn() {
+      const hold = new ResultTurnHold();
+      let first: Fixture | undefined = await startFixture({
+        logPort: quietPort(),
+        routerSeenByDispatcher: (router) => routerWatched(router, hold.watch),
+        storeSeenByDispatcher: hold.holding,
+      });
+      const { port, database, root: firstRoot } = first;
+      const [drv] = await first.addJobs([job("straddler", 1)]);
+      const calls: string[][] = [];
+      const lines: string[] = [];
+      const name = ok ? "ACKED001" : "ACKED002";
+      const results = new UndeliveredResults({
+        logger: createLogger({
+          level: "debug",
+          timestamps: false,
+          sink: (line) => lines.push(line),
+        }),
+      });
+      const abort = new AbortController();
+      const running = runSession(
+        sessionOptions(port, name, lines, {
+          guix: new Guix({
+            logger: createLogger({ sink: () => {} }),
+            spawn: fakeSpawner(() => ({ code: ok ? 0 : 1 }), calls),
+          }),
+          results,
+        }),
+        abort.signal,
+      );
+      let second: Fixture | undefined;
+      try {
+        await hold.reached;
+        // Dies with the result's turn uncommitted: nothing of it remains.
+        const closing = first.close(true);
+        hold.kill();
+        await closing;
+        first = undefined;
+        const f = second = await bindAgain(() =>
+          startFixture({ port, database, logPort: quietPort() })
+        );
+        await eventually(
+          async () => (await f.status(drv)) === status,
+          `build recorded\nserver:\n${f.lines.join("\n")}\nworker:\n${
+            lines.join("\n")
+          }`,
+        );
+        await eventually(() => results.size === 0, "result acknowledged");
+        assert.equal(
+          builtTimes(calls, drv),
+          1,
+          `built once\n${lines.join("\n")}`,
+        );
+        assert.deepEqual(
+          f.lines.filter((l) =>
+            l.startsWith("warn build requeued") ||
+            l.startsWith("warn result ignored")
+          ),
+          [],
+        );
+        assert.ok(
+          f.lines.some((l) =>
+            l.startsWith(`info worker ready worker=${name} `) &&
+            l.includes(" holding=1 requeued=0")
+          ),
+          f.lines.join("\n"),
+        );
+        assert.ok(
+          lines.includes(
+            `info result acknowledged drv=${drv} status=${
+              ok ? "succeeded" : "failed"
+            } outcome=${outcome} attempts=1`,
+          ),
+          lines.join("\n"),
+        );
+        // Recorded once: one success fetched, or one failure written.
+        assert.equal(
+          f.lines.filter((l) =>
+            l.startsWith(ok ? "info build succeeded" : "info build failed")
+          ).length,
+          1,
+          f.lines.join("\n"),
+        );
+      } finally {
+        hold.kill();
+        abort.abort();
+        await running;
+        await first?.close();
+        await second?.close();
+        await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a server killed while it fetches a success it acknowledged resumes the fetch at its restart: the build succeeds, never requeued, built once",
+  async fn() {
+    // The worker's publish server: no narinfo until `published`.
+    let published = false;
+    const fetch = () =>
+      Promise.resolve(
+        published ? new Response("ok") : new Response("", { status: 404 }),
+      );
+    let first: Fixture | undefined = await startFixture({
+      logPort: quietPort(),
+      fetch,
+    });
+    const { port, database, root: firstRoot } = first;
+    const [drv] = await first.addJobs([job("fetched-late", 1)]);
+    const calls: string[][] = [];
+    const lines: string[] = [];
+    const name = "FETCHED1";
+    const results = new UndeliveredResults({
+      logger: createLogger({
+        level: "debug",
+        timestamps: false,
+        sink: (line) => lines.push(line),
+      }),
+    });
+    const abort = new AbortController();
+    const running = runSession(
+      sessionOptions(port, name, lines, {
+        guix: new Guix({
+          logger: createLogger({ sink: () => {} }),
+          spawn: fakeSpawner(undefined, calls),
+        }),
+        results,
+      }),
+      abort.signal,
+    );
+    let second: Fixture | undefined;
+    try {
+      const server = first;
+      await eventually(
+        () =>
+          server.lines.some((l) => l.startsWith("warn output fetch retried")),
+        "the fetch waiting for the worker's publish server",
+      );
+      await eventually(() => results.size === 0, "result acknowledged");
+      assert.ok(
+        lines.includes(
+          `debug result acknowledged drv=${drv} status=succeeded outcome=fetching attempts=0`,
+        ),
+        lines.join("\n"),
+      );
+      // Killed: the fetch is not saved by a clean stop.
+      await first.close(true);
+      first = undefined;
+      const f = second = await bindAgain(() =>
+        startFixture({ port, database, logPort: quietPort(), fetch })
+      );
+      // The worker registers again while the fetch is still waiting: it
+      // holds nothing, its result acknowledged, and the build stays its.
+      await eventually(
+        () =>
+          f.lines.some((l) =>
+            l.startsWith(`info worker ready worker=${name} `) &&
+            l.includes(" holding=0 requeued=0")
+          ),
+        `worker registered again\nserver:\n${f.lines.join("\n")}\nworker:\n${
+          lines.join("\n")
+        }`,
+      );
+      await eventually(
+        () => f.lines.some((l) => l.startsWith("warn output fetch retried")),
+        "the resumed fetch waiting",
+      );
+      published = true;
+      await f.clock.advance(1000);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        `build succeeded\nserver:\n${f.lines.join("\n")}\nworker:\n${
+          lines.join("\n")
+        }`,
+      );
+      assert.equal(
+        builtTimes(calls, drv),
+        1,
+        `built once\n${lines.join("\n")}`,
+      );
+      assert.ok(
+        !f.lines.some((l) => l.startsWith("warn build requeued")),
+        f.lines.join("\n"),
+      );
+      await eventually(
+        async () => (await f.store.owedFetches()).length === 0,
+        "the fetch forgotten once it ended",
+      );
+    } finally {
+      abort.abort();
+      await running;
+      await first?.close();
+      await second?.close();
+      await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** What a scripted server does when it hears a build result. */
+interface OnResult {
+  /** Messages sent back at once (acks). */
+  replies?: (drv: string) => Message[];
+  /** Then a probe, which makes a Lorica worker register again. */
+  probe?: boolean;
+}
+
+/**
+ * A server that hands out `build` once, then no build, welcomes a Lorica
+ * worker with `features` (none: it ignores the hello, as Cuirass), and
+ * answers each result as `onResult` says; records what it hears.
+ */
+async function scriptedServer(
+  build: Message,
+  features: string[] | undefined,
+  onResult: OnResult,
+) {
+  const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
+  const heard: Message[] = [];
+  const abort = new AbortController();
+  const builds = [build];
+  const serving = (async () => {
+    while (!abort.signal.aborted) {
+      const { routingId, frames } = await router.receive(abort.signal);
+      const message = decodeMessage(frames[frames.length - 1]);
+      heard.push(message);
+      const send = (frames: Uint8Array[]) =>
+        router.send(routingId, frames).catch(() => {});
+      const reply = (m: Message) => send([EMPTY, encodeMessage(m)]);
+      switch (message.type) {
+        case "lorica-hello":
+          if (features !== undefined) {
+            await reply({
+              type: "lorica-welcome",
+              version: 1,
+              features,
+              nonce: "00",
+            });
+          }
+          break;
+        case "worker-request-info":
+          await reply({
+            type: "server-info",
+            workerAddress: "127.0.0.1",
+            logPort: quietPort(),
+            publishPort: null,
+          });
+          break;
+        case "worker-request-work": {
+          const tag = message.requestId === undefined
+            ? {}
+            : { requestId: message.requestId };
+          await reply({ ...(builds.shift() ?? { type: "no-build" }), ...tag });
+          break;
+        }
+        case "build-succeeded":
+        case "build-failed":
+          for (const m of onResult.replies?.(message.drv) ?? []) await reply(m);
+          if (onResult.probe) await send([EMPTY]);
+      }
+    }
+  })().catch(() => {});
+  return {
+    port: router.port,
+    heard,
+    /** The `holding` of each worker-ready heard (undefined: none said). */
+    holdings: () =>
+      heard.flatMap((m) => m.type === "worker-ready" ? [m.holding] : []),
+    results: () =>
+      heard.filter((m) =>
+        m.type === "build-succeeded" || m.type === "build-failed"
+      ).length,
+    async close() {
+      abort.abort();
+      await router.close();
+      await serving;
+    },
+  };
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Runs a session named `name` against `port` until `check` holds, with
+ * results kept in `results`; logs (debug on) go to `lines`.
+ */
+async function sessionUntil(
+  port: number,
+  name: string,
+  check: () => boolean,
+  what: string,
+) {
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "debug",
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  const results = new UndeliveredResults({ logger });
+  const abort = new AbortController();
+  const running = runSession(
+    sessionOptions(port, name, lines, { logger, results }),
+    abort.signal,
+  );
+  try {
+    await eventually(check, `${what}\n${lines.join("\n")}`);
+  } finally {
+    abort.abort();
+    await running;
+  }
+  return { lines, results };
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a result a server never acknowledges is said held and sent again at each registration, then dropped after three more sendings",
+  async fn() {
+    const server = await scriptedServer(buildRequest({}), LORICA_FEATURES, {
+      probe: true,
+    });
+    try {
+      const { lines, results } = await sessionUntil(
+        server.port,
+        "UNACKED1",
+        () => server.holdings().length === 5,
+        "registered five times",
+      );
+      assert.equal(server.results(), 4, "sent, then sent again three times");
+      assert.deepEqual(server.holdings(), [
+        [],
+        [GOOD_DRV],
+        [GOOD_DRV],
+        [GOOD_DRV],
+        [],
+      ]);
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("warn result dropped")),
+        [
+          `warn result dropped drv=${GOOD_DRV} status=succeeded reason="not acknowledged after 4 sendings"`,
+        ],
+      );
+      assert.equal(results.size, 0);
+    } finally {
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "an ack of a result the worker does not keep is ignored; the ack of its result ends its keeping: not said held, not sent again",
+  async fn() {
+    const other = GOOD_DRV.replace("hello", "other");
+    const server = await scriptedServer(buildRequest({}), LORICA_FEATURES, {
+      replies: (drv) => [
+        { type: "result-ack", drv: other, outcome: "recorded" },
+        { type: "result-ack", drv, outcome: "fetching" },
+      ],
+      probe: true,
+    });
+    try {
+      const { lines, results } = await sessionUntil(
+        server.port,
+        "ACKED003",
+        () => server.holdings().length === 2,
+        "registered again",
+      );
+      assert.deepEqual(server.holdings(), [[], []]);
+      assert.equal(server.results(), 1);
+      assert.equal(results.size, 0);
+      assert.ok(
+        lines.includes(
+          `debug ack ignored worker=ACKED003 drv=${other} outcome=recorded reason="no such result awaits an ack"`,
+        ),
+        lines.join("\n"),
+      );
+      assert.ok(
+        lines.includes(
+          `debug result acknowledged drv=${GOOD_DRV} status=succeeded outcome=fetching attempts=0`,
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      await server.close();
+    }
+  },
+});
+
+for (
+  const { server: kind, features } of [
+    { server: "a Cuirass server", features: undefined },
+    {
+      server: "a Lorica server without result-ack",
+      features: LORICA_FEATURES.filter((f) => f !== "result-ack"),
+    },
+  ]
+) {
+  Deno.test({
+    ...opts,
+    name:
+      `a worker of ${kind} keeps no result it sent: a registration after it says none held and sends none again`,
+    async fn() {
+      const server = await scriptedServer(buildRequest({}), features, {
+        probe: true,
+      });
+      try {
+        const { results } = await sessionUntil(
+          server.port,
+          "PLAIN001",
+          () => server.holdings().length === 2,
+          "registered again",
+        );
+        assert.equal(server.results(), 1);
+        assert.equal(results.size, 0);
+        assert.deepEqual(
+          server.holdings(),
+          features === undefined ? [undefined, undefined] : [[], []],
+        );
+        assert.ok(!server.heard.some((m) => m.type === "result-ack"));
+      } finally {
+        await server.close();
+      }
+    },
+  });
+}
