@@ -228,11 +228,12 @@ export class BuildReports {
       // Reported twice: the first report's fetch goes on.
       return "fetching";
     }
-    // Saved with the turn: a server that stops before the fetch ends
-    // (killed, even) resumes it at its next start, rather than take the
-    // build back from a worker that was told its result was taken.
+    // Saved with the turn (with its other successes', in one write at its
+    // end): a server that stops before the fetch ends (killed, even)
+    // resumes it at its next start, rather than take the build back from
+    // a worker that was told its result was taken.
     const request = { drv: message.drv, url, worker };
-    await store.saveOwedFetches([request]);
+    this.#work.owe(turn, request);
     // The fetch begins once the turn commits, after the build's start
     // if that is in this turn too: its end cannot come first.
     const key = fetchKey(message.drv, worker);

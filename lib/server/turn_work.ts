@@ -1,10 +1,11 @@
 // What a dispatcher turn's messages leave for its end, to be done at once:
 // the builds of all its work requests taken with one store call (on
-// PostgreSQL one round trip per set of systems) and all its starts recorded
-// with another, instead of a call per message.
+// PostgreSQL one round trip per set of systems), all its starts recorded
+// with another and the fetches its successes owe saved with a third,
+// instead of a call per message.
 
 import type { Logger } from "../log.ts";
-import type { Build, StartReport, Store } from "../store/types.ts";
+import type { Build, OutputFetch, StartReport, Store } from "../store/types.ts";
 import type { PendingReply, Turn } from "./turn.ts";
 
 /** Log fields naming the connection a message came from. */
@@ -24,6 +25,8 @@ interface Gathered {
   /** The names of `requests`. */
   asking: Set<string>;
   starts: { report: StartReport; sender: Sender }[];
+  /** The output fetches the turn's successes owe (see BuildReports). */
+  owed: OutputFetch[];
 }
 
 export interface TurnWorkOptions {
@@ -71,6 +74,11 @@ export class TurnWork {
     this.#in(turn).starts.push({ report, sender });
   }
 
+  /** Keeps a fetch a success owes, to be saved at the end of `turn`. */
+  owe(turn: Turn, fetch: OutputFetch): void {
+    this.#in(turn).owed.push(fetch);
+  }
+
   /**
    * Takes back the requests of `name` waiting in `turn`, which get no
    * build: a registration starts a new session of the name, holding
@@ -106,22 +114,31 @@ export class TurnWork {
     await this.#record(turn.store, early, now);
   }
 
-  /** The end of `turn`: its starts recorded, its work requests served. */
+  /**
+   * The end of `turn`: its owed fetches saved, its starts recorded, its
+   * work requests served; each whatever became of the one before.
+   */
   async finish(turn: Turn, now: number): Promise<void> {
     const gathered = this.#turns.get(turn);
     if (gathered === undefined) return;
     this.#turns.delete(turn);
     try {
-      await this.#record(turn.store, gathered.starts, now);
+      if (gathered.owed.length > 0) {
+        await turn.store.saveOwedFetches(gathered.owed);
+      }
     } finally {
-      await this.#serve(turn.store, gathered.requests, now);
+      try {
+        await this.#record(turn.store, gathered.starts, now);
+      } finally {
+        await this.#serve(turn.store, gathered.requests, now);
+      }
     }
   }
 
   #in(turn: Turn): Gathered {
     let gathered = this.#turns.get(turn);
     if (gathered === undefined) {
-      gathered = { requests: [], asking: new Set(), starts: [] };
+      gathered = { requests: [], asking: new Set(), starts: [], owed: [] };
       this.#turns.set(turn, gathered);
     }
     return gathered;
