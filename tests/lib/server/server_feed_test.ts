@@ -3,52 +3,25 @@
 // the host a request names.
 
 import assert from "node:assert/strict";
-import {
-  type RunningServer,
-  type ServerConfig,
-  startServer,
+import type {
+  RunningServer,
+  ServerConfig,
 } from "../../../lib/server/server.ts";
+import { startTestServer } from "./_test_server.ts";
 import type { Store } from "../../../lib/store/types.ts";
-import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
-import { silentLogger } from "../../../lib/log.ts";
-import { fakeSpawner, job, STORE_DIR } from "./_dispatch_fixture.ts";
+import { job } from "./_dispatch_fixture.ts";
 import { rawExchange } from "../web/_fixture.ts";
 
-/** A remote-mode server on loopback, with `extra` configuration. */
+/** Runs `body` with a server of `config`, stopped and removed after. */
 async function withServer(
-  extra: Partial<ServerConfig>,
+  config: Partial<ServerConfig>,
   body: (server: RunningServer, store: Store) => Promise<void>,
 ) {
-  const root = await Deno.makeTempDir({ prefix: "lorica-feed-" });
-  const store = openSqliteStore(`${root}/db.sqlite`);
-  const server = await startServer({
-    mode: "remote",
-    pollChannels: false,
-    listen: "127.0.0.1",
-    backendPort: 0,
-    logPort: 0,
-    publishPort: null,
-    webListen: "127.0.0.1",
-    webPort: 0,
-    cacheDir: `${root}/logs`,
-    stateDir: `${root}/state`,
-    storeDir: STORE_DIR,
-    workerTimeoutSeconds: 120,
-    publishArgs: [],
-    ...extra,
-  }, {
-    store,
-    guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
-    logger: silentLogger,
-    inStore: () => Promise.resolve(true),
-  });
+  const t = await startTestServer({ config });
   try {
-    await body(server, store);
+    await body(t.server, t.store);
   } finally {
-    await server.stop();
-    await store.close();
-    await Deno.remove(root, { recursive: true });
+    await t.close();
   }
 }
 
@@ -59,17 +32,6 @@ Deno.test({
   sanitizeResources: false,
   fn: () =>
     withServer({}, async (server, store) => {
-      await store.upsertSpecification({
-        name: "spec",
-        build: { type: "packages", params: [] },
-        channels: [],
-        buildOutputs: [],
-        notifications: [],
-        period: 0,
-        priority: 5,
-        systems: ["x86_64-linux"],
-        isActive: true,
-      });
       // The same job succeeds, then fails: a new failure, in the feed.
       let failed = 0;
       for (const [i, status] of [[1, 0], [2, 1]] as const) {

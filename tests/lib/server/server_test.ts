@@ -4,19 +4,8 @@
 
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
-import {
-  type RunningServer,
-  type ServerConfig,
-  startServer,
-} from "../../../lib/server/server.ts";
-import { openSqliteStore } from "../../../lib/store/sqlite.ts";
-import {
-  BuildStatus,
-  EvaluationStatus,
-  type Store,
-} from "../../../lib/store/types.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
-import { createLogger } from "../../../lib/log.ts";
+import { startTestServer, type TestServer } from "./_test_server.ts";
+import { BuildStatus, EvaluationStatus } from "../../../lib/store/types.ts";
 import { thisProcess } from "../../../lib/server/evaluation_owner.ts";
 import {
   encodeMessage,
@@ -28,13 +17,7 @@ import { silentLogger } from "../../../lib/log.ts";
 import { type Clock, systemClock } from "../../../lib/clock.ts";
 import { encodeCommandFrame } from "../../../lib/zmtp/frame.ts";
 import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
-import {
-  eventually,
-  fakeSpawner,
-  FakeWorker,
-  job,
-  STORE_DIR,
-} from "./_dispatch_fixture.ts";
+import { eventually, FakeWorker, job, STORE_DIR } from "./_dispatch_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -65,78 +48,6 @@ function fuzzSeed(port: string): number {
   // deno-lint-ignore no-console
   console.log(`fuzz ${port}: seed ${seed} (replay: LORICA_FUZZ_SEED=${seed})`);
   return seed;
-}
-
-interface TestServer {
-  server: RunningServer;
-  store: Store;
-  root: string;
-  lines: string[];
-  web: string;
-  /** Stops the server; removes its files unless `keepFiles`. */
-  close(keepFiles?: boolean): Promise<void>;
-}
-
-/** A remote-mode server; a second one may reuse a stopped one's `root`. */
-async function startTestServer(
-  reuse: { root?: string; clock?: Clock; config?: Partial<ServerConfig> } = {},
-): Promise<TestServer> {
-  const root = reuse.root ??
-    await Deno.makeTempDir({ prefix: "lorica-server-" });
-  const store = openSqliteStore(`${root}/db.sqlite`);
-  const lines: string[] = [];
-  const logger = createLogger({
-    level: "info",
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
-  const server = await startServer({
-    mode: "remote",
-    pollChannels: false,
-    listen: "127.0.0.1",
-    backendPort: 0,
-    logPort: 0,
-    publishPort: null,
-    webListen: "127.0.0.1",
-    webPort: 0,
-    cacheDir: `${root}/logs`,
-    stateDir: `${root}/state`,
-    storeDir: STORE_DIR,
-    workerTimeoutSeconds: 120,
-    publishArgs: [],
-    fetchRetryDelayMs: 50,
-    ...reuse.config,
-  }, {
-    store,
-    guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
-    logger,
-    clock: reuse.clock,
-    // The derivations of these builds exist only in the database.
-    inStore: () => Promise.resolve(true),
-  });
-  await store.upsertSpecification({
-    name: "spec",
-    build: { type: "packages", params: [] },
-    channels: [],
-    buildOutputs: [],
-    notifications: [],
-    period: 0,
-    priority: 5,
-    systems: ["x86_64-linux"],
-    isActive: true,
-  });
-  return {
-    server,
-    store,
-    root,
-    lines,
-    web: `http://127.0.0.1:${server.webPort}`,
-    async close(keepFiles = false) {
-      await server.stop();
-      await store.close();
-      if (!keepFiles) await Deno.remove(root, { recursive: true });
-    },
-  };
 }
 
 async function addBuilds(t: TestServer, count: number): Promise<string[]> {
