@@ -181,8 +181,9 @@ export class WorkerHoldings {
   }
 
   /**
-   * The build whose reply the reply to a work request of `name`, come on
-   * `connection`, is to give way to; null when it is to be answered. A
+   * Whether the reply to a work request of `name`, come on `connection`,
+   * is to be withheld: the build it was sent on that connection and has
+   * not started, if so; null when the request is to be answered. A
    * Cuirass worker matches replies to requests by their order alone, and
    * once it has taken a probe for a reply (after a server restart) it reads
    * each reply one request late (cuirass.md §1.13): it asks, then reads
