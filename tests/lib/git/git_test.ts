@@ -540,6 +540,10 @@ Deno.test("Git's timeout kills git's children with it", async () => {
       fetching,
       (error) => error instanceof GitError && error.timedOut,
     );
+    // Killed, it still takes its turn on a CPU to die.
+    for (let i = 0; i < 100 && running(helper); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     assert.ok(!running(helper), `helper ${helper} still runs`);
   } finally {
     if (helper > 0 && running(helper)) Deno.kill(helper, "SIGKILL");
