@@ -11,12 +11,15 @@ import { BuildStatus, type Store } from "../../../lib/store/types.ts";
 import { drv, job, specification } from "../store/store_contract.ts";
 import { eventuallyWaiting } from "../store/_postgres_gates.ts";
 import type { RouterMessage } from "../../../lib/zmtp/router.ts";
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
 
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
-const ignore = url === undefined;
-const needs = ignore
-  ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-  : "";
+const url = TEST_POSTGRES_URL;
+const ignore = WITHOUT_POSTGRES;
+const needs = NEEDS_POSTGRES;
 
 Deno.test({
   name:

@@ -19,12 +19,15 @@ import { BuildStatus } from "../../../lib/store/types.ts";
 import { drv, job, specification } from "./store_contract.ts";
 import { eventuallyWaiting, openBuildGate } from "./_postgres_gates.ts";
 import type { Store } from "../../../lib/store/types.ts";
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
 
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
-const ignore = url === undefined;
-const needs = ignore
-  ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-  : "";
+const url = TEST_POSTGRES_URL;
+const ignore = WITHOUT_POSTGRES;
+const needs = NEEDS_POSTGRES;
 const run = `${Date.now().toString(36)}_${Deno.pid}`;
 let schemas = 0;
 
