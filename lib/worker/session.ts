@@ -4,7 +4,8 @@
 // a server restart is noticed by its probe and the session registers again
 // without dropping the build it runs (C08); against a Lorica server it
 // negotiates request ids, cancellation and authentication, and keeps each
-// result until the server acknowledges it ("result-ack").
+// result until the server acknowledges it ("result-ack"), asking for no more
+// work meanwhile and sending it again when its ack is late.
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import { ZmtpClosedError } from "../zmtp/connection.ts";
@@ -735,6 +736,7 @@ class Session {
         this.#handedOut.shift() ?? null;
       if (reply === null) {
         if (this.#drained()) return;
+        if (!await this.#awaitAcks()) return;
         if (await this.#options.disk?.low()) {
           await this.#pause(period);
           continue;
@@ -1093,12 +1095,60 @@ class Session {
   }
 
   /**
+   * Waits for the acks of the results sent (see #offerResult) before a
+   * work request, which tells a Lorica server that the name holds nothing:
+   * it would requeue a build whose result it never took in (a turn it
+   * could not commit and stayed up: no ack, nor any other answer). A
+   * result whose ack has not come within the reply timeout is sent again,
+   * as one of its attempts (see UndeliveredResults.resendAttempt), on the
+   * connection the registration went on. False when the session is to
+   * register again first (a probe came, or that connection is gone): the
+   * registration says it holds these builds and sends them again.
+   */
+  async #awaitAcks(): Promise<boolean> {
+    const results = this.#options.results;
+    if (
+      results === undefined ||
+      !this.#registration!.features.has("result-ack")
+    ) return true;
+    for (;;) {
+      const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
+      const acked = () => results.awaitingAck().length === 0;
+      let event: Event | null;
+      do {
+        event = await this.#next(
+          deadline - this.#options.clock.monotonic(),
+          acked,
+        );
+        if (event?.kind === "probe") return false;
+        // Nothing was asked that this could answer.
+        if (event !== null) {
+          this.#logger.warn("reply ignored", { type: event.message.type });
+        }
+      } while (event !== null);
+      if (acked()) return true;
+      if (this.#registrationStale()) return false;
+      for (const result of results.resendAttempt(new Set())) {
+        this.#logger.warn("result sent again", {
+          drv: result.drv,
+          waited: this.#replyTimeoutMs,
+          reason: "no ack came",
+        });
+        if (!await this.#offerResult(result)) return false;
+      }
+    }
+  }
+
+  /**
    * The server's ack of the result of `drv`: it need not be sent again.
    * One for a result not kept (sent twice, or dropped since) changes
    * nothing.
    */
   #acknowledged(drv: string, outcome: string) {
-    if (this.#options.results?.acknowledged(drv, outcome)) return;
+    const kept = this.#options.results?.acknowledged(drv, outcome);
+    // Whatever waits for the server sees whether acks are still awaited.
+    this.#wake?.();
+    if (kept) return;
     this.#logger.debug("ack ignored", {
       drv,
       outcome,

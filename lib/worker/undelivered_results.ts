@@ -3,12 +3,14 @@
 // connection lost mid-message, the server restarting) or the session ended
 // first; or it was sent to a server that acknowledges results
 // ("result-ack") and no ack came yet, the server perhaps gone before it
-// committed it. A session that fails is followed by a new one of the same
-// name (worker.ts), and a session registers again after a server restart;
-// either then says it holds these builds and sends their results again
-// (session.ts): otherwise a Lorica server requeues the build and it is
-// built again, and a Cuirass server keeps it started for as long as the
-// worker's name goes on pinging (cuirass.md §2.5, §2.8).
+// committed it, or still up but unable to commit it. A session that fails
+// is followed by a new one of the same name (worker.ts), and a session
+// registers again after a server restart; either then says it holds these
+// builds and sends their results again, and a session whose ack is late
+// sends its result again before it asks for work (session.ts): otherwise a
+// Lorica server requeues the build and it is built again, and a Cuirass
+// server keeps it started for as long as the worker's name goes on pinging
+// (cuirass.md §2.5, §2.8).
 
 import type { Logger } from "../log.ts";
 
@@ -32,7 +34,8 @@ export interface UndeliveredResultsOptions {
   /**
    * Deliveries of a result tried after its first sending, before it is
    * dropped [3]: one per session for a result never sent, one per
-   * registration for one sent and not acknowledged.
+   * registration, or per reply timeout its ack is late, for one sent and
+   * not acknowledged.
    */
   maxAttempts?: number;
 }
@@ -62,6 +65,14 @@ export class UndeliveredResults {
   /** How many results wait for a session to deliver them, or for an ack. */
   get size(): number {
     return this.#kept.length;
+  }
+
+  /**
+   * The derivations whose results were sent to a server that acknowledges
+   * results and wait for its ack.
+   */
+  awaitingAck(): string[] {
+    return this.#kept.filter((k) => k.sent).map((k) => k.drv);
   }
 
   /** Whether the result of `drv` is kept still. */
@@ -127,7 +138,8 @@ export class UndeliveredResults {
    * The results sent to a server that acknowledges results whose ack has
    * not come, but those of `except` (the caller has them already): to be
    * sent again after a registration, for the server may have lost them
-   * (it restarted). Each is counted as one attempt; a result that had all
+   * (it restarted), or once their ack is late (it could not commit them).
+   * Each is counted as one attempt; a result that had all
    * its attempts is dropped, with a warning, instead.
    */
   resendAttempt(except: ReadonlySet<string>): UndeliveredResult[] {

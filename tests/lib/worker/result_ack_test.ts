@@ -2,7 +2,9 @@
 // with "result-ack", the worker keeps the result until the server says it
 // took it, says at its next registration that it holds the build, and sends
 // the result again; the restarted server records it, and the build is
-// neither requeued nor built again. Real dispatchers on one database.
+// neither requeued nor built again. A server that stays up but drops the
+// result's turn gets it again once its ack is late, before any work
+// request. Real dispatchers on one database.
 
 import assert from "node:assert/strict";
 import { runSession } from "../../../lib/worker/session.ts";
@@ -296,6 +298,118 @@ Deno.test({
       await first?.close();
       await second?.close();
       await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/**
+ * Makes the dispatcher's turn that takes the first build result it receives
+ * fail, once, for no outage of its database (a fault of the turn itself):
+ * the server stays up, and nothing of that turn is committed or answered.
+ */
+class ResultTurnFailure {
+  #armed = false;
+  failed = false;
+
+  /** Arms the failure when `message` is the first build result. */
+  watch = (message: RouterMessage) => {
+    const payload = message.frames[message.frames.length - 1];
+    try {
+      const type = decodeMessage(payload).type;
+      if (
+        !this.failed && (type === "build-succeeded" || type === "build-failed")
+      ) this.#armed = true;
+    } catch {
+      // Not for the failure to judge: the dispatcher logs it.
+    }
+  };
+
+  /** `store` whose batch, once armed, fails before it commits. */
+  failing = (store: Store): Store => {
+    const seen: Store = Object.create(store);
+    seen.batch = (work, options) =>
+      store.batch(async (tx) => {
+        const result = await work(tx);
+        if (this.#armed) {
+          this.#armed = false;
+          this.failed = true;
+          throw new Error("turn failed before its commit (injected)");
+        }
+        return result;
+      }, options);
+    return seen;
+  };
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a result whose turn the server drops, staying up, is sent again once its ack is overdue, before any work request: recorded, never requeued, built once",
+  async fn() {
+    const failure = new ResultTurnFailure();
+    const f = await startFixture({
+      logPort: quietPort(),
+      routerSeenByDispatcher: (router) => routerWatched(router, failure.watch),
+      storeSeenByDispatcher: failure.failing,
+    });
+    const [drv] = await f.addJobs([job("dropped-turn", 1)]);
+    const calls: string[][] = [];
+    const lines: string[] = [];
+    const name = "DROPPED1";
+    const results = new UndeliveredResults({
+      logger: createLogger({
+        level: "debug",
+        timestamps: false,
+        sink: (line) => lines.push(line),
+      }),
+    });
+    const abort = new AbortController();
+    const running = runSession(
+      sessionOptions(f.port, name, lines, {
+        guix: new Guix({
+          logger: createLogger({ sink: () => {} }),
+          spawn: fakeSpawner(undefined, calls),
+        }),
+        results,
+        // The ack's wait: short, for the test's sake.
+        replyTimeoutMs: 1000,
+      }),
+      abort.signal,
+    );
+    try {
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        `build succeeded\nserver:\n${f.lines.join("\n")}\nworker:\n${
+          lines.join("\n")
+        }`,
+      );
+      assert.ok(failure.failed, "the result's turn failed");
+      await eventually(() => results.size === 0, "result acknowledged");
+      assert.equal(
+        builtTimes(calls, drv),
+        1,
+        `built once\n${lines.join("\n")}`,
+      );
+      assert.deepEqual(
+        f.lines.filter((l) => l.startsWith("warn build requeued")),
+        [],
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith(`warn result sent again worker=${name} drv=${drv} `)
+        ),
+        lines.join("\n"),
+      );
+      assert.ok(
+        lines.includes(
+          `info result acknowledged drv=${drv} status=succeeded outcome=fetching attempts=1`,
+        ),
+        lines.join("\n"),
+      );
+    } finally {
+      abort.abort();
+      await running;
+      await f.close();
     }
   },
 });
