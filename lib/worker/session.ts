@@ -280,7 +280,9 @@ class Session {
     const pinging = this.#pingLoop();
     let needProbe = true;
     try {
-      while (!this.#signal.aborted && !this.#drained()) {
+      while (
+        !this.#signal.aborted && (!this.#drained() || this.#awaitingAcks())
+      ) {
         try {
           if (needProbe && !await this.#waitForProbe()) break;
           needProbe = false;
@@ -315,12 +317,23 @@ class Session {
   }
 
   /**
-   * Whether a draining stop ends the session now: with no build under way,
-   * nothing is left to finish or report, whatever the connection is doing.
+   * Whether a draining stop ends the session now: with no build under way
+   * and no result awaiting its ack, nothing is left to finish or report,
+   * whatever the connection is doing.
    */
   #mayLeave(): boolean {
     return this.#drained() && this.#current === undefined &&
-      this.#handedOut.length === 0;
+      this.#handedOut.length === 0 && !this.#awaitingAcks();
+  }
+
+  /**
+   * Whether results this name's sessions sent wait for the server's ack. A
+   * draining session waits for them as for a build under way, registering
+   * again if the server restarts meanwhile: leaving at once would lose for
+   * good a result lost in flight. The drain's timeout bounds the wait.
+   */
+  #awaitingAcks(): boolean {
+    return (this.#options.results?.awaitingAck().length ?? 0) > 0;
   }
 
   /**
@@ -498,7 +511,10 @@ class Session {
   async #offer(...messages: Message[]): Promise<boolean> {
     const frames = messages.map((message) => [EMPTY, encodeMessage(message)]);
     const draining = this.#options.draining;
-    if (draining === undefined || this.#current !== undefined) {
+    if (
+      draining === undefined || this.#current !== undefined ||
+      this.#awaitingAcks()
+    ) {
       await this.#dealer.sendAll(frames, this.#signal);
       return true;
     }
@@ -735,8 +751,9 @@ class Session {
       let reply: Extract<Message, { type: "build" | "no-build" }> | null =
         this.#handedOut.shift() ?? null;
       if (reply === null) {
-        if (this.#drained()) return;
+        // Before a draining session leaves too: see #awaitingAcks.
         if (!await this.#awaitAcks()) return;
+        if (this.#drained()) return;
         if (await this.#options.disk?.low()) {
           await this.#pause(period);
           continue;
@@ -1096,7 +1113,8 @@ class Session {
 
   /**
    * Waits for the acks of the results sent (see #offerResult) before a
-   * work request, which tells a Lorica server that the name holds nothing:
+   * draining session leaves (see #awaitingAcks), and before a work
+   * request, which tells a Lorica server that the name holds nothing:
    * it would requeue a build whose result it never took in (a turn it
    * could not commit and stayed up: no ack, nor any other answer). A
    * result whose ack has not come within the reply timeout is sent again,

@@ -75,6 +75,11 @@ export class UndeliveredResults {
     return this.#kept.filter((k) => k.sent).map((k) => k.drv);
   }
 
+  /** The derivations whose results are kept, sent or not. */
+  drvs(): string[] {
+    return this.#kept.map((k) => k.drv);
+  }
+
   /** Whether the result of `drv` is kept still. */
   has(drv: string): boolean {
     return this.#kept.some((k) => k.drv === drv);

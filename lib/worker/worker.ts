@@ -73,9 +73,11 @@ export interface RunningWorker {
   readonly failed: Promise<Error>;
   /**
    * Stops the worker. With `drain`, no more work is requested and builds
-   * under way are finished and reported first, for at most `drainMs`; then
-   * whatever still runs is abandoned (the server requeues it). Sessions
-   * with no build under way end at once. A later call does not stop twice:
+   * under way are finished and reported first, their results acknowledged
+   * by a server that acknowledges results, for at most `drainMs`; then
+   * whatever still runs is abandoned (the server requeues it), and the
+   * results still unacknowledged are named in the log. Sessions with
+   * nothing under way or unacknowledged end at once. A later call does not stop twice:
    * it returns the same promise, and without `drain` it cuts the drain
    * short. `signal` names the signal that asked for the stop, for the log.
    */
@@ -238,6 +240,16 @@ export async function startWorker(
     }
     abort.abort();
     await done;
+    // Kept in this process only: a result the server has not acknowledged
+    // when the worker stops (a drain that timed out waiting for its ack, a
+    // stop without drain) is lost, and its build done again.
+    const unacknowledged = [...results.values()].flatMap((kept) => kept.drvs());
+    if (unacknowledged.length > 0) {
+      logger.warn("results unacknowledged", {
+        drvs: unacknowledged.join(","),
+        reason: "the worker stopped before the server acknowledged them",
+      });
+    }
     await publish.stop();
     logger.info("worker stopped");
   }

@@ -7,7 +7,10 @@
 // request. Real dispatchers on one database.
 
 import assert from "node:assert/strict";
-import { runSession } from "../../../lib/worker/session.ts";
+import {
+  runSession,
+  type SessionOptions,
+} from "../../../lib/worker/session.ts";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
 import {
   decodeMessage,
@@ -25,11 +28,13 @@ import {
   type Fixture,
   job,
   routerWatched,
+  settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
 import { sessionOptions } from "./_session_helpers.ts";
 import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
+import { ResultTurnFailure } from "./_failing_result_turns.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -302,45 +307,6 @@ Deno.test({
   },
 });
 
-/**
- * Makes the dispatcher's turn that takes the first build result it receives
- * fail, once, for no outage of its database (a fault of the turn itself):
- * the server stays up, and nothing of that turn is committed or answered.
- */
-class ResultTurnFailure {
-  #armed = false;
-  failed = false;
-
-  /** Arms the failure when `message` is the first build result. */
-  watch = (message: RouterMessage) => {
-    const payload = message.frames[message.frames.length - 1];
-    try {
-      const type = decodeMessage(payload).type;
-      if (
-        !this.failed && (type === "build-succeeded" || type === "build-failed")
-      ) this.#armed = true;
-    } catch {
-      // Not for the failure to judge: the dispatcher logs it.
-    }
-  };
-
-  /** `store` whose batch, once armed, fails before it commits. */
-  failing = (store: Store): Store => {
-    const seen: Store = Object.create(store);
-    seen.batch = (work, options) =>
-      store.batch(async (tx) => {
-        const result = await work(tx);
-        if (this.#armed) {
-          this.#armed = false;
-          this.failed = true;
-          throw new Error("turn failed before its commit (injected)");
-        }
-        return result;
-      }, options);
-    return seen;
-  };
-}
-
 Deno.test({
   ...opts,
   name:
@@ -383,7 +349,7 @@ Deno.test({
           lines.join("\n")
         }`,
       );
-      assert.ok(failure.failed, "the result's turn failed");
+      assert.equal(failure.failed, 1, "the result's turn failed");
       await eventually(() => results.size === 0, "result acknowledged");
       assert.equal(
         builtTimes(calls, drv),
@@ -410,6 +376,181 @@ Deno.test({
       abort.abort();
       await running;
       await f.close();
+    }
+  },
+});
+
+/**
+ * A session named `name` against `port`, with a draining signal, whose
+ * `guix build` succeeds only once `finish()` is called.
+ */
+function drainableSession(
+  port: number,
+  name: string,
+  extra: Partial<SessionOptions> = {},
+) {
+  const calls: string[][] = [];
+  const lines: string[] = [];
+  const results = new UndeliveredResults({
+    logger: createLogger({
+      level: "debug",
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+  });
+  const finished = Promise.withResolvers<void>();
+  const spawn = fakeSpawner(undefined, calls);
+  const abort = new AbortController();
+  const draining = new AbortController();
+  const running = runSession(
+    sessionOptions(port, name, lines, {
+      guix: new Guix({
+        logger: createLogger({ sink: () => {} }),
+        spawn: (argv, options) => {
+          const child = spawn(argv, options);
+          return {
+            ...child,
+            status: finished.promise.then(() => child.status),
+          };
+        },
+      }),
+      results,
+      draining: draining.signal,
+      ...extra,
+    }),
+    abort.signal,
+  );
+  return {
+    calls,
+    lines,
+    results,
+    running,
+    finish: () => finished.resolve(),
+    drain: () => draining.abort(),
+    async stop() {
+      finished.resolve();
+      abort.abort();
+      await running;
+    },
+  };
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a draining session waits for its last result's ack: one whose turn the server drops is sent again and recorded before the session ends",
+  async fn() {
+    const failure = new ResultTurnFailure();
+    const f = await startFixture({
+      logPort: quietPort(),
+      routerSeenByDispatcher: (router) => routerWatched(router, failure.watch),
+      storeSeenByDispatcher: failure.failing,
+    });
+    const [drv] = await f.addJobs([job("drained-dropped", 1)]);
+    const session = drainableSession(f.port, "DRAINED1", {
+      // The ack's wait: short, for the test's sake.
+      replyTimeoutMs: 1000,
+    });
+    try {
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.started,
+        "build started",
+      );
+      // SIGTERM mid-build: the build is finished and reported, its
+      // result's turn dropped.
+      session.drain();
+      session.finish();
+      assert.ok(
+        await settlesWithin(session.running, 20_000),
+        "the session ends by itself",
+      );
+      await session.running;
+      assert.equal(session.results.size, 0, session.lines.join("\n"));
+      assert.equal(failure.failed, 1, "the result's turn failed");
+      assert.ok(
+        session.lines.some((l) =>
+          l.startsWith(`warn result sent again worker=DRAINED1 drv=${drv} `)
+        ),
+        session.lines.join("\n"),
+      );
+      assert.ok(session.lines.includes("info session drained worker=DRAINED1"));
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        `build succeeded\nserver:\n${f.lines.join("\n")}`,
+      );
+      assert.equal(builtTimes(session.calls, drv), 1);
+    } finally {
+      await session.stop();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a draining session whose server dies before committing its last result waits for its return, registers, and sends the result again before it ends",
+  async fn() {
+    const hold = new ResultTurnHold();
+    let first: Fixture | undefined = await startFixture({
+      logPort: quietPort(),
+      routerSeenByDispatcher: (router) => routerWatched(router, hold.watch),
+      storeSeenByDispatcher: hold.holding,
+    });
+    const { port, database, root: firstRoot } = first;
+    const [drv] = await first.addJobs([job("drained-restart", 1)]);
+    // The ack's wait ends, and a registration begins, while the server is
+    // away: the session must wait for it rather than leave.
+    const session = drainableSession(port, "DRAINED2", {
+      replyTimeoutMs: 1000,
+    });
+    let second: Fixture | undefined;
+    try {
+      const server = first;
+      await eventually(
+        async () => (await server.status(drv)) === BuildStatus.started,
+        "build started",
+      );
+      session.drain();
+      session.finish();
+      await hold.reached;
+      const closing = first.close(true);
+      hold.kill();
+      await closing;
+      first = undefined;
+      assert.equal(
+        await settlesWithin(session.running, 2500),
+        false,
+        `the session waits for the server\n${session.lines.join("\n")}`,
+      );
+      const f = second = await bindAgain(() =>
+        startFixture({ port, database, logPort: quietPort() })
+      );
+      assert.ok(
+        await settlesWithin(session.running, 20_000),
+        `the session ends by itself\n${session.lines.join("\n")}`,
+      );
+      await session.running;
+      assert.equal(session.results.size, 0, session.lines.join("\n"));
+      assert.ok(session.lines.includes("info session drained worker=DRAINED2"));
+      assert.ok(
+        f.lines.some((l) =>
+          l.startsWith("info worker ready worker=DRAINED2 ") &&
+          l.includes(" holding=1 requeued=0")
+        ),
+        f.lines.join("\n"),
+      );
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        `build succeeded\nserver:\n${f.lines.join("\n")}`,
+      );
+      assert.equal(builtTimes(session.calls, drv), 1);
+    } finally {
+      hold.kill();
+      await session.stop();
+      await first?.close();
+      await second?.close();
+      await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
     }
   },
 });

@@ -16,10 +16,13 @@ import {
 } from "./_handing_out_server.ts";
 import {
   eventually,
+  fakeSpawner,
   job,
+  routerWatched,
   settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
+import { ResultTurnFailure } from "./_failing_result_turns.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -68,12 +71,16 @@ function lingeringSpawner(argvs: string[][]): Spawner {
   };
 }
 
-/** A worker of two sessions against `port`; its log lines go to `lines`. */
+/**
+ * A worker of two sessions against `port`; its log lines go to `lines`, and
+ * its children are `spawn`'s (by default they run until killed).
+ */
 function startTestWorker(
   port: number,
   lines: string[],
   argvs: string[][],
   extra: Partial<WorkerConfig> = {},
+  spawn: Spawner = lingeringSpawner(argvs),
 ): Promise<RunningWorker> {
   const logger = createLogger({
     timestamps: false,
@@ -96,7 +103,7 @@ function startTestWorker(
     minimumDiskSpace: 0,
     ...extra,
   }, {
-    guix: new Guix({ logger, spawn: lingeringSpawner(argvs) }),
+    guix: new Guix({ logger, spawn }),
     logger,
     freeBytes: () => Promise.resolve(1024 ** 4),
   });
@@ -193,6 +200,54 @@ Deno.test({
       // A later stop, the drain over, has nothing to cut short.
       await worker.stop({ signal: "SIGTERM" });
       assert.ok(!lines.some((l) => l.includes("stop without drain")));
+    } finally {
+      await worker.stop();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a drain whose timeout expires while a result awaits its ack names that result as it stops",
+  async fn() {
+    // Every turn carrying a result fails: no ack ever comes.
+    const failure = new ResultTurnFailure(Infinity);
+    const f = await startFixture({
+      logPort: quietPort(),
+      routerSeenByDispatcher: (router) => routerWatched(router, failure.watch),
+      storeSeenByDispatcher: failure.failing,
+    });
+    const lines: string[] = [];
+    const argvs: string[][] = [];
+    const building = fakeSpawner(undefined, argvs);
+    const lingering = lingeringSpawner(argvs);
+    const worker = await startTestWorker(
+      f.port,
+      lines,
+      argvs,
+      {
+        workers: 1,
+      },
+      (argv, options) =>
+        argv.includes("build")
+          ? building(argv, options)
+          : lingering(argv, options),
+    );
+    try {
+      const [drv] = await f.addJobs([job("unacknowledged", 1)]);
+      await eventually(() => failure.failed === 1, "the result's turn failed");
+      const draining = worker.stop({ drain: true, drainMs: 500 });
+      assert.ok(await settlesWithin(draining, 5000), "the drain ends");
+      assert.deepEqual(
+        lines.filter((l) => / (drain timeout|results unacknowledged)/.test(l)),
+        [
+          "warn drain timeout over builds=0 timeout=0.5",
+          `warn results unacknowledged drvs=${drv} reason="the worker stopped before the server acknowledged them"`,
+        ],
+      );
+      assert.equal(await f.status(drv), BuildStatus.started);
     } finally {
       await worker.stop();
       await f.close();

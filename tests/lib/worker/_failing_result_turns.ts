@@ -1,0 +1,54 @@
+// A dispatcher whose turns carrying build results fail for no outage of its
+// database (a fault of the turn itself): the server stays up, and nothing of
+// such a turn is committed or answered. For the tests of what a worker does
+// when its result's ack does not come.
+
+import { decodeMessage } from "../../../lib/protocol/messages.ts";
+import type { Store } from "../../../lib/store/types.ts";
+import type { RouterMessage } from "../../../lib/zmtp/router.ts";
+
+/**
+ * Fails the turns that take the first `times` build results the dispatcher
+ * receives (its ROUTER seen through {@link watch}, its store through
+ * {@link failing}).
+ */
+export class ResultTurnFailure {
+  readonly #times: number;
+  #armed = false;
+  /** Turns failed so far. */
+  failed = 0;
+
+  constructor(times = 1) {
+    this.#times = times;
+  }
+
+  /** Arms the failure when `message` is a build result still to fail. */
+  watch = (message: RouterMessage) => {
+    const payload = message.frames[message.frames.length - 1];
+    try {
+      const type = decodeMessage(payload).type;
+      if (
+        this.failed < this.#times &&
+        (type === "build-succeeded" || type === "build-failed")
+      ) this.#armed = true;
+    } catch {
+      // Not for the failure to judge: the dispatcher logs it.
+    }
+  };
+
+  /** `store` whose batch, once armed, fails before it commits. */
+  failing = (store: Store): Store => {
+    const seen: Store = Object.create(store);
+    seen.batch = (work, options) =>
+      store.batch(async (tx) => {
+        const result = await work(tx);
+        if (this.#armed) {
+          this.#armed = false;
+          this.failed++;
+          throw new Error("turn failed before its commit (injected)");
+        }
+        return result;
+      }, options);
+    return seen;
+  };
+}
