@@ -56,6 +56,14 @@ export interface OutputFetcherOptions {
   storeDir?: string;
 }
 
+/**
+ * When a fetch's first try began (monotonic ms), once its build was found
+ * its worker's: its deadline counts from then, however often it is run.
+ */
+interface FirstTry {
+  at?: number;
+}
+
 /** The key of `worker`'s result of `drv` among the fetches. */
 function fetchKey(drv: string, worker: string): string {
   return `${worker}\n${drv}`;
@@ -165,12 +173,15 @@ export class OutputFetcher {
     ) {
       const request = this.#waiting.shift()!;
       this.#running++;
-      this.#fetch(request)
+      this.#run(request)
         .then(() => this.#ended(request))
+        // Only a log write failing as it logged a crash comes here.
         .catch((error) =>
-          this.#options.logger.error("output fetch crashed", {
+          this.#options.logger.error("output fetch abandoned", {
             drv: request.drv,
+            worker: request.worker,
             error,
+            reason: "its saved record is resumed at the next start",
           })
         )
         .finally(() => {
@@ -179,6 +190,41 @@ export class OutputFetcher {
           if (this.pending === 0) this.#idle.resolve();
           else this.#pump();
         });
+    }
+  }
+
+  /**
+   * Runs the fetch of `request` to its end. A fetch that throws (a fault of
+   * its own, a log write that failed, say: a failure to get the outputs it
+   * retries itself) is run again after a back-off, staying active
+   * meanwhile: dropped, its build would be taken back at its worker's next
+   * request and built again, its saved record left for the next start.
+   * The deadline counts from the first try: crashes do not stretch it.
+   */
+  async #run(request: FetchRequest): Promise<void> {
+    const { clock, logger, maxRetryDelayMs } = this.#options;
+    const tried: FirstTry = {};
+    let delay = this.#options.retryDelayMs;
+    for (let crash = 1;; crash++) {
+      try {
+        return await this.#fetch(request, tried);
+      } catch (error) {
+        if (this.#abort.signal.aborted) return this.#interrupt(request);
+        logger.error("output fetch crashed", {
+          drv: request.drv,
+          worker: request.worker,
+          crash,
+          retryMs: delay,
+          error,
+          stack: (error as Error)?.stack,
+        });
+      }
+      try {
+        await clock.sleep(delay, this.#abort.signal);
+      } catch {
+        return this.#interrupt(request);
+      }
+      delay = Math.min(delay * 2, maxRetryDelayMs);
     }
   }
 
@@ -230,7 +276,8 @@ export class OutputFetcher {
     return build;
   }
 
-  async #fetch(request: FetchRequest) {
+  /** Fetches `request`'s outputs; `tried` says since when (see #run). */
+  async #fetch(request: FetchRequest, tried: FirstTry) {
     const { drv, url, worker } = request;
     const { store, guix, clock, logger, deadlineMs } = this.#options;
     const signal = this.#abort.signal;
@@ -244,7 +291,8 @@ export class OutputFetcher {
     }
     if (build === null) return;
     // Monotonic: a step of the wall clock must not end or stretch the wait.
-    const started = clock.monotonic();
+    tried.at ??= clock.monotonic();
+    const started = tried.at;
     let delay = this.#options.retryDelayMs;
     let reason = "";
     for (let attempt = 1;; attempt++) {

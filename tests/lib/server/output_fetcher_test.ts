@@ -13,6 +13,7 @@ import {
   startFixture,
 } from "./_dispatch_fixture.ts";
 import { connectionRefused, failingStore } from "../store/_failing_store.ts";
+import { createLogger, type Logger } from "../../../lib/log.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const URL_ = "http://127.0.0.1:5558";
@@ -458,6 +459,100 @@ Deno.test({
       );
       assert.equal(failures.length, 3, f.lines.join("\n"));
       assert.match(failures[0], /step=success/);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+/**
+ * A logger writing to `f`'s lines, whose write of the first `failures`
+ * "output fetch retried" lines throws, as a write to a standard error whose
+ * reader is gone does: an exception out of the fetch's own code, not a
+ * failure to get the outputs.
+ */
+function failingLogger(f: Fixture, failures: number): Logger {
+  return createLogger({
+    level: "debug",
+    timestamps: false,
+    sink(line) {
+      if (line.startsWith("warn output fetch retried") && failures > 0) {
+        failures--;
+        throw new Error("Broken pipe (os error 32) (injected)");
+      }
+      f.lines.push(line);
+    },
+  });
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "a fetch that crashes (an exception of its own) is run again after a back-off while the server runs: still active meanwhile, the build succeeds, its saved record forgotten",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "crashed", 1);
+      const request = { drv, url: URL_, worker: "W" };
+      await f.store.saveOwedFetches([request]);
+      const probes: string[] = [];
+      // Published from the second probe on: the first is retried, and the
+      // retry's log line crashes the fetch.
+      const fetcher = substitutingFetcher(
+        f,
+        probes,
+        () => probes.length > 1 ? 200 : 404,
+        { logger: failingLogger(f, 1), retryDelayMs: 1000 },
+      );
+      fetcher.enqueue(request);
+      await eventually(
+        () => f.lines.some((l) => l.startsWith("error output fetch crashed")),
+        "the fetch crashed",
+      );
+      assert.ok(fetcher.has(drv, "W"), "active while it waits to run again");
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      assert.deepEqual(await f.store.owedFetches(), []);
+      const crashed = f.lines.filter((l) =>
+        l.startsWith("error output fetch crashed")
+      );
+      assert.equal(crashed.length, 1, f.lines.join("\n"));
+      assert.ok(
+        crashed[0].startsWith(
+          `error output fetch crashed drv=${drv} worker=W crash=1 retryMs=1000 error="Broken pipe (os error 32) (injected)" `,
+        ),
+        crashed[0],
+      );
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a fetch that crashes again and again ends at its deadline, counted from its first try: failed-other, its saved record forgotten",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "crashing", 1);
+      const request = { drv, url: URL_, worker: "W" };
+      await f.store.saveOwedFetches([request]);
+      const fetcher = substitutingFetcher(f, [], () => 404, {
+        logger: failingLogger(f, Infinity),
+        retryDelayMs: 1000,
+        maxRetryDelayMs: 8000,
+        deadlineMs: 60_000,
+      });
+      fetcher.enqueue(request);
+      await settle(f, fetcher);
+      assert.equal(await f.status(drv), BuildStatus.failedOther);
+      assert.deepEqual(await f.store.owedFetches(), []);
+      assert.ok(
+        f.lines.filter((l) => l.startsWith("error output fetch crashed"))
+          .length > 1,
+      );
     } finally {
       await f.close();
     }
