@@ -51,8 +51,9 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
       --reply-timeout=SECS    reconnect when the server is silent this long (default 60)
       --ping-interval=SECS    time between pings (default ${PING_INTERVAL_SECONDS})
       --drain-timeout=SECS    on SIGTERM, time given to builds under way to
-                              finish and be reported (default 240); a second
-                              signal stops at once
+                              finish and be reported, and their results
+                              confirmed (default 240); a second signal stops
+                              at once
       --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
   -u, --user=USER             run as USER; started as root, the worker starts
