@@ -1129,9 +1129,11 @@ class Session {
       results === undefined ||
       !this.#registration!.features.has("result-ack")
     ) return true;
-    for (;;) {
+    const acked = () => results.awaitingAck().length === 0;
+    // Checked first: with nothing to wait for, the events queued are left
+    // for the work request to judge.
+    while (!acked()) {
       const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
-      const acked = () => results.awaitingAck().length === 0;
       let event: Event | null;
       do {
         event = await this.#next(
@@ -1144,7 +1146,7 @@ class Session {
           this.#logger.warn("reply ignored", { type: event.message.type });
         }
       } while (event !== null);
-      if (acked()) return true;
+      if (acked()) break;
       if (this.#registrationStale()) return false;
       for (const result of results.resendAttempt(new Set())) {
         this.#logger.warn("result sent again", {
@@ -1155,6 +1157,7 @@ class Session {
         if (!await this.#offerResult(result)) return false;
       }
     }
+    return true;
   }
 
   /**
