@@ -77,9 +77,10 @@ export interface RunningWorker {
    * by a server that acknowledges results, for at most `drainMs`; then
    * whatever still runs is abandoned (the server requeues it), and the
    * results still unacknowledged are named in the log. Sessions with
-   * nothing under way or unacknowledged end at once. A later call does not stop twice:
-   * it returns the same promise, and without `drain` it cuts the drain
-   * short. `signal` names the signal that asked for the stop, for the log.
+   * nothing under way or unacknowledged end at once. A later call does not
+   * stop twice: it returns the same promise, and without `drain` it cuts
+   * the drain short. `signal` names the signal that asked for the stop,
+   * for the log.
    */
   stop(
     options?: { drain?: boolean; drainMs?: number; signal?: string },
