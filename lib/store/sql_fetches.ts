@@ -12,20 +12,29 @@ import type { OutputFetch } from "./types.ts";
 
 /**
  * Saves `fetches`; a later save of a worker's result of a derivation
- * replaces an earlier one.
+ * replaces an earlier one, within one call too.
  */
 export function* saveOwedFetches(
-  _d: Dialect,
+  d: Dialect,
   fetches: readonly OutputFetch[],
 ): Step<void> {
-  for (const { drv, worker, url } of fetches) {
-    yield* run(
-      `INSERT INTO InterruptedFetches (derivation, worker, url)
-       VALUES (?, ?, ?)
-       ON CONFLICT (derivation, worker) DO UPDATE SET url = excluded.url`,
-      [drv, worker, url],
-    );
+  // One statement for a turn's successes, not one each (a round trip each
+  // on PostgreSQL). An upsert may change a row once per statement: the
+  // last of a key's fetches is the one kept.
+  const latest = new Map<string, OutputFetch>();
+  for (const fetch of fetches) {
+    latest.set(JSON.stringify([fetch.drv, fetch.worker]), fetch);
   }
+  if (latest.size === 0) return;
+  // `WHERE true`: without it SQLite reads ON CONFLICT as the ON of a join.
+  yield* run(
+    `INSERT INTO InterruptedFetches (derivation, worker, url)
+     SELECT r.derivation, r.worker, r.url FROM ${
+      d.records([["derivation", "text"], ["worker", "text"], ["url", "text"]])
+    } r WHERE true
+     ON CONFLICT (derivation, worker) DO UPDATE SET url = excluded.url`,
+    [JSON.stringify([...latest.values()].map((f) => [f.drv, f.worker, f.url]))],
+  );
 }
 
 /** The saved fetches, by derivation then worker; they stay saved. */

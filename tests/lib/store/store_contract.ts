@@ -2099,6 +2099,19 @@ export function storeContract(
     assert.deepEqual(await store.owedFetches(), [all[0], all[2]]);
   });
 
+  test("saveOwedFetches() keeps the last of one call's fetches of a worker's result", async (store) => {
+    await store.saveOwedFetches([
+      { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
+      { drv: drv("b"), worker: "w1", url: "http://10.0.0.1:5558" },
+      { drv: drv("a"), worker: "w1", url: "http://10.0.0.7:5558" },
+    ]);
+    await store.saveOwedFetches([]);
+    assert.deepEqual(await store.owedFetches(), [
+      { drv: drv("a"), worker: "w1", url: "http://10.0.0.7:5558" },
+      { drv: drv("b"), worker: "w1", url: "http://10.0.0.1:5558" },
+    ]);
+  });
+
   test("saveOwedFetches() in a batch that rolls back saves nothing", async (store) => {
     await assert.rejects(
       store.batch(async (tx) => {
