@@ -29,6 +29,7 @@ import {
   runBuild,
 } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
+import { HandedBackBuilds } from "./handed_back_builds.ts";
 import type {
   UndeliveredResult,
   UndeliveredResults,
@@ -99,6 +100,13 @@ export interface SessionOptions {
    */
   results?: UndeliveredResults;
   /**
+   * The builds refused and handed back (see #refuse), shared by a
+   * worker's sessions for the life of the process: one handed out again,
+   * to whichever session, is refused for good. Absent: the session keeps
+   * its own.
+   */
+  handedBack?: HandedBackBuilds;
+  /**
    * Seconds past a build's max-silent-time the daemon may say nothing
    * before the build is given up (see runBuild); injectable for tests.
    */
@@ -161,11 +169,6 @@ const MAX_QUEUED_EVENTS = 64;
 const MAX_HANDED_OUT = 4;
 /** How long a stopping worker tries to hand its killed build back. */
 const HAND_BACK_TIMEOUT_MS = 2000;
-/**
- * Most refused builds a session remembers having handed back (see
- * #refuse): enough for every build a server could hand it again soon.
- */
-const MAX_HANDED_BACK = 64;
 
 /** Formats an address for a URL, bracketing IPv6. */
 export function urlHost(address: string): string {
@@ -246,10 +249,10 @@ class Session {
   /** The store every derivation handed out must be in. */
   readonly #storeDir: string;
   /**
-   * Derivations refused and handed back (see #refuse), oldest first: one
-   * handed out again is not handed back again.
+   * Derivations refused and handed back (see #refuse): one handed out
+   * again is not handed back again.
    */
-  readonly #handedBack: string[] = [];
+  readonly #handedBack: HandedBackBuilds;
   /**
    * The results this session is to send (see #deliverKept), taken at each
    * registration (see #toDeliver): those earlier sessions kept, at the
@@ -265,6 +268,7 @@ class Session {
     this.#logger = options.logger.with({ worker: options.name });
     this.#replyTimeoutMs = options.replyTimeoutMs ?? 60_000;
     this.#storeDir = options.storeDir ?? storeDirFromEnv();
+    this.#handedBack = options.handedBack ?? new HandedBackBuilds();
     // A draining stop wakes whatever waits for the server, which then sees
     // whether the session may end at once.
     options.draining?.addEventListener("abort", () => this.#wake?.(), {
@@ -843,7 +847,8 @@ class Session {
    * a daemon fallen silent (see #giveUp). It requeues the build, which may
    * then be handed to this worker again, the first in the queue for it;
    * handing it back again and again would keep it from every other build.
-   * So it is handed back once, and refused for good the next time: the
+   * So it is handed back once, and refused for good the next time, by
+   * whichever of the worker's sessions meets it (see HandedBackBuilds): the
    * answer is then `build-failed`. That is the only answer a Cuirass
    * server can take: silence would leave the build submitted to this
    * worker for good, as it never takes a submitted build back (cuirass.md
@@ -860,7 +865,7 @@ class Session {
   ) {
     const handBack = this.#options.extensions !== false &&
       this.#registration!.features.has("holding") &&
-      !this.#handedBack.includes(job.drv);
+      !this.#handedBack.has(job.drv);
     this.#logger.warn("build refused", {
       field: refusal.field,
       reason: refusal.reason,
@@ -868,8 +873,7 @@ class Session {
     });
     if (!handBack) await this.#offerResult({ drv: job.drv, ok: false });
     else {
-      this.#handedBack.push(job.drv);
-      if (this.#handedBack.length > MAX_HANDED_BACK) this.#handedBack.shift();
+      this.#handedBack.add(job.drv);
       await this.#reRegister([]);
     }
     // A server that does not say its store directory (Cuirass, an older

@@ -12,6 +12,7 @@ import {
 } from "./session.ts";
 import { DiskGuard } from "./disk_guard.ts";
 import { UndeliveredResults } from "./undelivered_results.ts";
+import { HandedBackBuilds } from "./handed_back_builds.ts";
 import {
   fixedServer,
   followServer,
@@ -154,6 +155,10 @@ export async function startWorker(
       new UndeliveredResults({ logger: logger.with({ worker: name }) }),
     ]),
   );
+  // The builds any session refused and handed back: refused for good when
+  // handed out again, to whichever session, whatever sessions failed or
+  // were restarted meanwhile.
+  const handedBack = new HandedBackBuilds();
   // A dead publish server makes every build wasted: the server cannot
   // fetch its outputs. The worker then takes no more work and its owner
   // stops it as on SIGTERM, builds under way finishing, and exits with an
@@ -203,6 +208,7 @@ export async function startWorker(
             draining: draining.signal,
             underway,
             results: results.get(name)!,
+            handedBack,
             connectDealer: deps.connectDealer,
           },
           signal,

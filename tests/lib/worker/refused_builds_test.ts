@@ -18,6 +18,11 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { quietPort } from "../../_ports.ts";
 import { sessionOptions } from "./_session_helpers.ts";
+import {
+  dealersLosingResults,
+  oneSessionWorker,
+  succeedingGuix,
+} from "./_losing_worker.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -132,6 +137,50 @@ Deno.test({
       await within(running, 10_000, "session end");
     } finally {
       abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker remembers the builds it handed back across its sessions: a later session handed one again refuses it with build-failed",
+  async fn() {
+    const f = await startFixture({ logPort: quietPort() });
+    const lines: string[] = [];
+    const builds: string[][] = [];
+    // The second work request is lost mid-send: the session that handed
+    // the build back fails, and the worker starts another one of its name.
+    let requests = 0;
+    const dealers = dealersLosingResults(
+      () => ++requests === 2,
+      ["worker-request-work"],
+    );
+    const worker = await oneSessionWorker(f.port, lines, {
+      guix: succeedingGuix(builds),
+      connectDealer: dealers.connect,
+    });
+    try {
+      const drv = await refusedJob(f);
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.failed,
+        `build failed\n${lines.join("\n")}`,
+      );
+      assert.equal(dealers.state.failed, 1, "the second request was lost");
+      assert.ok(
+        lines.some((l) => l.startsWith("error session failed ")),
+        lines.join("\n"),
+      );
+      assert.equal(builds.length, 0, "guix build never ran");
+      const [name] = worker.names;
+      assert.deepEqual(refusals(lines), [
+        `warn build refused worker=${name} field=timeout action="handed back"`,
+        `warn build refused worker=${name} field=timeout action="reported failed"`,
+      ]);
+      assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
+    } finally {
+      await worker.stop();
       await f.close();
     }
   },
