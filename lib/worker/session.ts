@@ -880,6 +880,16 @@ class Session {
     // Lorica) shows it in its derivations: once one is a derivation of
     // another store, every one will be, and the worker stops rather than
     // turn them all red.
+    //
+    // That first build is answered (handed back to a Lorica server) before
+    // the worker stops, and no earlier stop is possible from the protocol:
+    // nothing such a server sends before a build names its store
+    // (server-info has addresses and ports, an older welcome its features
+    // and nonce). Only its guix publish says it (StoreDir in
+    // /nix-cache-info), when it publishes and the worker can reach it: an
+    // HTTP round trip, with failures of its own, in every registration, to
+    // spare an older Lorica server one build put back in its queue
+    // untouched. Not worth it.
     if (refusal.field === "drv") {
       this.#checkStoreDir(
         derivationStoreDir(job.drv),
