@@ -126,6 +126,11 @@ export type Message =
      * another store could build none of its derivations.
      */
     storeDir?: string;
+    /**
+     * Set, instead of `storeDir`, when the welcome's store-dir could not be
+     * read: the error, which quotes the value. Never encoded.
+     */
+    storeDirError?: string;
   }
   | { type: "build-cancel"; drv: string }
   | {
@@ -442,10 +447,18 @@ function fromDatum(datum: Datum): Message {
         features: fields.stringList("features", fields.take("features")),
         nonce: fields.string("nonce"),
       };
-      const storeDir = fields.optional("store-dir");
-      return storeDir === undefined
-        ? welcome
-        : { ...welcome, storeDir: fields.directory("store-dir", storeDir) };
+      // A store-dir that cannot be read spoils no more than itself: the
+      // welcome dropped whole took its nonce with it, and the worker went
+      // on as with a Cuirass server, with no proof and no extensions.
+      try {
+        const storeDir = fields.optional("store-dir");
+        return storeDir === undefined
+          ? welcome
+          : { ...welcome, storeDir: fields.directory("store-dir", storeDir) };
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw error;
+        return { ...welcome, storeDirError: error.message };
+      }
     }
     case "build-cancel":
       return { type, drv: fields.string("drv") };
@@ -504,7 +517,9 @@ class Fields {
    * would fail every write of it to PostgreSQL.
    */
   plain(name: string, value: Datum): string {
-    if (typeof value !== "string") this.fail(name, "is not a string");
+    if (typeof value !== "string") {
+      this.fail(name, `is not a string: ${quote(value)}`);
+    }
     // deno-lint-ignore no-control-regex
     if (/[\x00-\x1f\x7f]/.test(value)) {
       this.fail(name, `has a control character: ${quote(value)}`);

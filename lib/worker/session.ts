@@ -489,11 +489,10 @@ class Session {
       if (event === null) {
         // Said at each timeout: a worker pointed at the wrong address would
         // otherwise wait in silence.
-        const { hostname, port } = this.#options.server;
         this.#logger.warn(
           this.#dealer.connected ? "server silent" : "server unreachable",
           {
-            server: `${urlHost(hostname)}:${port}`,
+            server: this.#serverAddress(),
             awaiting: "probe",
             waited: this.#replyTimeoutMs,
           },
@@ -553,6 +552,16 @@ class Session {
     const features = new Set(
       (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
     );
+    if (welcome?.storeDirError !== undefined) {
+      // The rest of the welcome stands (its nonce, its features): the
+      // store is then checked on each derivation handed out, as with a
+      // server that does not say its own (see #refuse).
+      this.#logger.error("store directory unreadable", {
+        server: this.#serverAddress(),
+        error: welcome.storeDirError,
+        action: "checking each derivation's store instead",
+      });
+    }
     if (features.has("store-dir")) this.#checkStoreDir(welcome!.storeDir);
     this.#delivering = this.#toDeliver();
     const worker: WorkerInfo = {
@@ -639,8 +648,7 @@ class Session {
     if (serverStoreDir === undefined || serverStoreDir === this.#storeDir) {
       return;
     }
-    const { hostname, port } = this.#options.server;
-    const server = `${urlHost(hostname)}:${port}`;
+    const server = this.#serverAddress();
     this.#logger.error("store directory mismatch", {
       server,
       server_store_dir: serverStoreDir,
@@ -648,6 +656,12 @@ class Session {
       action,
     });
     throw new StoreDirMismatchError(server, serverStoreDir, this.#storeDir);
+  }
+
+  /** The server's address as logs and errors name it: `host:port`. */
+  #serverAddress(): string {
+    const { hostname, port } = this.#options.server;
+    return `${urlHost(hostname)}:${port}`;
   }
 
   /**

@@ -493,12 +493,6 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
       '(worker-ready (worker (name "n") (address "a") (machine "m") (systems ()) (last-seen 0)) (holding (1)))',
       '(worker-ready (worker (name "n") (address "a") (machine "m") (systems ()) (last-seen 0)) (auth (key 1) (mac "m")))',
       "(lorica-hello (version 1))",
-      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir 1))',
-      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "gnu/store"))',
-      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/gnu/store/"))',
-      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/"))',
-      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir ""))',
-      '(lorica-welcome (version 1) (features ()) (nonce "n") (store-dir "/gnu\\nstore"))',
       "(build-cancel)",
       `(result-ack (drv "${DRV}"))`,
       '(result-ack (outcome "recorded") (drv "/d"))',
@@ -508,6 +502,42 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
     ]
   ) {
     assert.throws(() => decodeMessage(encoder.encode(bad)), ProtocolError, bad);
+  }
+});
+
+Deno.test("decodeMessage() keeps a welcome whose store-dir it cannot read, the error quoting the value", async (t) => {
+  const cases: [string, string][] = [
+    ["1", 'field "store-dir" is not a string: "1"'],
+    ['"gnu/store"', 'is not an absolute directory: "\\"gnu/store\\""'],
+    ['"/gnu/store/"', 'is not an absolute directory: "\\"/gnu/store/\\""'],
+    ['"/"', 'is not an absolute directory: "\\"/\\""'],
+    ['""', 'is not an absolute directory: "\\"\\""'],
+    ['"/gnu\\nstore"', 'has a control character: "\\"/gnu\\\\nstore\\""'],
+    ['"/a" "/b"', 'field "store-dir" has more than one value'],
+  ];
+  for (const [value, why] of cases) {
+    await t.step(value, () => {
+      const wire =
+        `(lorica-welcome (version 1) (features ("store-dir")) (nonce "n") (store-dir ${value}))`;
+      const welcome = decodeMessage(encoder.encode(wire));
+      assert.ok(
+        welcome.type === "lorica-welcome" && welcome.storeDirError,
+        JSON.stringify(welcome),
+      );
+      const { storeDirError, ...rest } = welcome;
+      assert.deepEqual(rest, {
+        type: "lorica-welcome",
+        version: 1,
+        features: ["store-dir"],
+        nonce: "n",
+      });
+      assert.ok(
+        storeDirError.startsWith(
+          'Cannot decode message "lorica-welcome": field "store-dir" ',
+        ) && storeDirError.includes(why),
+        storeDirError,
+      );
+    });
   }
 });
 
