@@ -150,10 +150,12 @@ async function main(args: string[]): Promise<number> {
     "REQUEST_PERIOD",
     Deno.env.get("REQUEST_PERIOD") ?? "30",
   );
-  const authKey = text("worker-key-file")
-    ? firstKey(
-      await readSecretFile("--worker-key-file", text("worker-key-file")!),
-    )
+  const keyFile = text("worker-key-file");
+  const authKey = keyFile
+    ? {
+      ...firstKey(await readSecretFile("--worker-key-file", keyFile)),
+      file: keyFile,
+    }
     : undefined;
   const logger = createLogger({
     level: logLevelFromEnvironment(),

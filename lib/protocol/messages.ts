@@ -35,7 +35,10 @@ export interface WorkerAuthProof {
  * "store-dir" (lorica-welcome ends with `(store-dir "/gnu/store")`, the
  * store every derivation the server hands out lies in) and "result-ack"
  * (the server answers each build result, once what it made of it is
- * committed, with `(result-ack (drv D) (outcome O))`; see ResultOutcome).
+ * committed, with `(result-ack (drv D) (outcome O))`; see ResultOutcome)
+ * and "worker-refused" (the server answers a `worker-ready` it refuses with
+ * `(worker-refused (reason R))`: a worker whose key it does not accept
+ * learns it, where Cuirass's protocol has no reply to a registration).
  */
 export const LORICA_FEATURES = [
   "request-id",
@@ -45,6 +48,7 @@ export const LORICA_FEATURES = [
   "log-ack",
   "store-dir",
   "result-ack",
+  "worker-refused",
 ];
 
 /**
@@ -138,6 +142,11 @@ export type Message =
     drv: string;
     /** A {@link ResultOutcome} from this server; any string from another. */
     outcome: string;
+  }
+  | {
+    type: "worker-refused";
+    /** Why, for the worker's log: no proof, or a proof not accepted. */
+    reason: string;
   };
 
 /** Options of `decodeMessage`. */
@@ -328,6 +337,8 @@ function toDatum(message: Message): Datum {
         field("drv", message.drv),
         field("outcome", message.outcome),
       ];
+    case "worker-refused":
+      return [tag, field("reason", message.reason)];
   }
 }
 
@@ -468,6 +479,8 @@ function fromDatum(datum: Datum): Message {
         drv: fields.string("drv"),
         outcome: fields.string("outcome"),
       };
+    case "worker-refused":
+      return { type, reason: fields.string("reason") };
     default:
       throw new ProtocolError(
         `Cannot decode message: unknown tag ${JSON.stringify(clip(type))}`,

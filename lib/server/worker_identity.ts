@@ -123,12 +123,11 @@ export class WorkerIdentity {
     const { turn, store, routingId, sender, link, now } = from;
     const name = message.worker.name;
     if (isLocalHolderName(name)) {
-      this.#logger.warn("worker refused", {
-        ...sender,
-        worker: name,
-        machine: message.worker.machine,
-        reason: "the name is a local-mode server's (local@HOST)",
-      });
+      this.#refuse(
+        from,
+        message,
+        "the name is a local-mode server's (local@HOST)",
+      );
       return;
     }
     if (this.authRequired) {
@@ -141,14 +140,13 @@ export class WorkerIdentity {
           message.auth,
         );
       if (!ok) {
-        this.#logger.warn("worker refused", {
-          ...sender,
-          worker: name,
-          machine: message.worker.machine,
-          reason: message.auth === undefined
+        this.#refuse(
+          from,
+          message,
+          message.auth === undefined
             ? "no authentication proof"
             : `bad proof for key ${JSON.stringify(message.auth.key)}`,
-        });
+        );
         return;
       }
       this.#authenticated.add(name);
@@ -179,6 +177,29 @@ export class WorkerIdentity {
       holding: holding.size,
       requeued,
     });
+  }
+
+  /**
+   * Refuses a registration for `reason`, and tells the worker when it
+   * asked to hear it ("worker-refused"): otherwise only this log says so,
+   * and a worker with a key this server does not accept asks for work in
+   * vain, none the wiser. A Cuirass worker never asks, and would take any
+   * reply but a build or no-build for a fatal error.
+   */
+  #refuse(
+    { turn, routingId, sender, link }: Incoming,
+    message: MessageOf<"worker-ready">,
+    reason: string,
+  ) {
+    this.#logger.warn("worker refused", {
+      ...sender,
+      worker: message.worker.name,
+      machine: message.worker.machine,
+      reason,
+    });
+    if (link.features.has("worker-refused")) {
+      turn.reply({ routingId, message: { type: "worker-refused", reason } });
+    }
   }
 
   /** Liveness, and (Lorica) whether the worker is short of disk. */

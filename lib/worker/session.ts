@@ -76,8 +76,11 @@ export interface SessionOptions {
    * Default true.
    */
   extensions?: boolean;
-  /** Key proving this worker to a server that requires authentication. */
-  authKey?: { id: string; secret: string };
+  /**
+   * Key proving this worker to a server that requires authentication, and
+   * the file it was read from, for the log.
+   */
+  authKey?: { id: string; secret: string; file?: string };
   /** When given and low, no work is requested (C09). */
   disk?: DiskGuard;
   /**
@@ -436,6 +439,10 @@ class Session {
       // committed the result before it sent this.
       if (message.type === "result-ack") {
         this.#acknowledged(message.drv, message.outcome);
+        continue;
+      }
+      if (message.type === "worker-refused") {
+        this.#refused(message.reason);
         continue;
       }
       this.#push({ kind: "message", message, connection });
@@ -1202,6 +1209,23 @@ class Session {
       drv,
       outcome,
       reason: "no such result awaits an ack",
+    });
+  }
+
+  /**
+   * The server refused this session's registration (a Lorica server says
+   * so when asked: "worker-refused"). It hands out no work then, and says
+   * so with no-build, which alone would look like an empty queue: the key
+   * named here is the one to check against the server's --worker-keys.
+   */
+  #refused(reason: string) {
+    const key = this.#options.authKey;
+    this.#logger.error("registration refused", {
+      server: this.#serverAddress(),
+      reason,
+      key: key?.id,
+      key_file: key?.file,
+      action: "no work until a registration is accepted",
     });
   }
 

@@ -39,8 +39,11 @@ export interface WorkerConfig {
   replyTimeoutMs?: number;
   /** Offer Lorica extensions; false behaves exactly as Cuirass [true]. */
   extensions?: boolean;
-  /** Key for a server that requires worker authentication [none]. */
-  authKey?: { id: string; secret: string };
+  /**
+   * Key for a server that requires worker authentication, and the file it
+   * was read from, for the log [none].
+   */
+  authKey?: { id: string; secret: string; file?: string };
   /** Free bytes needed on the store and TMPDIR file systems [5 GiB]. */
   minimumDiskSpace?: number;
   /** Directories checked for free space [NIX_STORE_DIR or /gnu/store, TMPDIR]. */

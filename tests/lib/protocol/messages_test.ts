@@ -462,6 +462,10 @@ const LORICA_WIRE: [string, Message][] = [
     `(result-ack (drv "${DRV}") (outcome "fetching"))`,
     { type: "result-ack", drv: DRV, outcome: "fetching" },
   ],
+  [
+    '(worker-refused (reason "bad proof for key \\"farm\\""))',
+    { type: "worker-refused", reason: 'bad proof for key "farm"' },
+  ],
 ];
 
 Deno.test("decodeMessage() and encodeMessage() round-trip the Lorica extensions", async (t) => {
@@ -499,6 +503,8 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
       '(result-ack (drv 1) (outcome "recorded"))',
       '(result-ack (drv "/d") (outcome recorded))',
       '(result-ack (drv "/d") (outcome "recorded\nignored"))',
+      "(worker-refused)",
+      "(worker-refused (reason 1))",
     ]
   ) {
     assert.throws(() => decodeMessage(encoder.encode(bad)), ProtocolError, bad);

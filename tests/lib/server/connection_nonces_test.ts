@@ -119,6 +119,11 @@ Deno.test({
       workers.push(other);
       await hellos(other, 1);
       await other.ready({ holding: [], auth: await proof(second, "OTHER") });
+      // Told so, having said hello with every feature ("worker-refused").
+      assert.deepEqual(await other.next(), {
+        type: "worker-refused",
+        reason: 'bad proof for key "farm"',
+      });
       assert.equal((await other.requestWork(1)).type, "no-build");
       assert.deepEqual(
         refusals(f).map((l) => l.replace(/ peer=\S+/, "")),

@@ -705,6 +705,45 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "worker keys: a Lorica worker that asked for it hears why its registration was refused; one that did not (an older Lorica) hears nothing new",
+  async fn() {
+    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
+    await withFixture(async (f) => {
+      const register = async (name: string, features: string[]) => {
+        const w = await FakeWorker.connect(f.port, { name });
+        await w.send({ type: "lorica-hello", version: 1, features });
+        const welcome = await w.next();
+        assert.ok(
+          welcome.type === "lorica-welcome" &&
+            welcome.features.includes("worker-refused"),
+        );
+        await w.ready({
+          auth: await makeAuthProof(
+            "farm",
+            "wrong-secret-0000000",
+            welcome.nonce,
+            name,
+          ),
+        });
+        return w;
+      };
+      const asked = await register("ASKED", ["worker-refused"]);
+      assert.deepEqual(await asked.next(), {
+        type: "worker-refused",
+        reason: 'bad proof for key "farm"',
+      });
+      // An older Lorica worker: its registration goes unanswered, as a
+      // Cuirass server's do; the next thing it reads is its reply.
+      const older = await register("OLDER", []);
+      assert.equal((await older.requestWork(1)).type, "no-build");
+      await Promise.all([asked.close(), older.close()]);
+    }, { workerKeys: keys });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "a remote worker named as a local-mode server's holder (local@HOST) is refused, and its pings neither renew nor take over that server's row",
   fn: () =>
     withFixture(async (f) => {
