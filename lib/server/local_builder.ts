@@ -82,7 +82,7 @@ export interface LocalBuilderOptions {
    * sweeps of older versions apply timeouts of their own.
    */
   workerTimeoutSeconds?: number;
-  /** Time between worker sweeps; default a quarter of the timeout. */
+  /** Time between worker sweeps; default as sweepWorkers() chooses. */
   sweepIntervalMs?: number;
   /** Who this server is, for its holder name (local_holder.ts). */
   holder?: HolderIdentity;

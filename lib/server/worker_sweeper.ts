@@ -16,7 +16,10 @@ export interface WorkerSweeperOptions {
    * are judged by theirs (see Store.expireWorkers).
    */
   timeoutSeconds: number;
-  /** Time between sweeps; default a quarter of the timeout. */
+  /**
+   * Time between sweeps; default a quarter of the shortest timeout: this
+   * server's, or one the workers' rows record (see sweepInterval).
+   */
   intervalMs?: number;
   /**
    * Longest time a build may wait while no live worker serves its system;
@@ -26,6 +29,13 @@ export interface WorkerSweeperOptions {
   maxWaitSeconds?: number | null;
 }
 
+/**
+ * The shortest time between two sweeps set by another server's timeout
+ * (see sweepInterval): a row recording a timeout of a few seconds (a
+ * mistake; workers ping every minute) makes one sweep a second, not a
+ * stream of them.
+ */
+export const MIN_SWEEP_INTERVAL_MS = 1000;
 /** A forward step of the wall clock smaller than this is not one. */
 const STEP_TOLERANCE_MS = 1000;
 /** Forward steps remembered for the waits of builds queued before them. */
@@ -170,20 +180,48 @@ export async function sweepOnce(
 }
 
 /**
- * Sweeps at once, then every `intervalMs` until `signal` aborts. The first
- * sweep does not wait: a server restarted more often than the interval
- * must still expire the workers that died meanwhile.
+ * The time until the next sweep, given the shortest timeout the workers'
+ * rows record (null: none): a quarter of the shortest of it and this
+ * server's, but a quarter of another server's no shorter than
+ * MIN_SWEEP_INTERVAL_MS. Rows carry the timeout of the server that heard
+ * them, and that server may have stopped, leaving them to this one's
+ * sweeps: at a quarter of a long timeout of its own, a worker of a short
+ * one would be forgotten (its builds requeued) that much late.
+ */
+export function sweepInterval(
+  timeoutSeconds: number,
+  shortestRecorded: number | null,
+): number {
+  const own = (timeoutSeconds * 1000) / 4;
+  if (shortestRecorded === null) return own;
+  return Math.min(
+    own,
+    Math.max(MIN_SWEEP_INTERVAL_MS, (shortestRecorded * 1000) / 4),
+  );
+}
+
+/**
+ * Sweeps at once, then every `intervalMs` (see sweepInterval) until
+ * `signal` aborts. The first sweep does not wait: a server restarted more
+ * often than the interval must still expire the workers that died
+ * meanwhile.
  */
 export async function sweepWorkers(
   options: WorkerSweeperOptions,
   signal: AbortSignal,
 ): Promise<void> {
-  const { clock, logger, timeoutSeconds } = options;
-  const interval = options.intervalMs ?? (timeoutSeconds * 1000) / 4;
+  const { clock, logger, store, timeoutSeconds } = options;
+  let interval = options.intervalMs ?? sweepInterval(timeoutSeconds, null);
   const state = new SweepState();
   while (!signal.aborted) {
     try {
       await sweepOnce(options, state);
+      if (options.intervalMs === undefined) {
+        interval = sweepInterval(
+          timeoutSeconds,
+          await store.shortestWorkerTimeout(),
+        );
+      }
     } catch (error) {
       // The database is likely down: then no worker could be heard (their
       // pings wait in the dispatcher), so none is taken for gone until it

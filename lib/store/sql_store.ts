@@ -369,6 +369,8 @@ const METHODS: Methods = {
   },
   expireWorkers: (c, now, sweep) =>
     write(c, (d) => workers.expireWorkers(d, now, sweep)),
+  shortestWorkerTimeout: (c) =>
+    read(c, (d) => workers.shortestWorkerTimeout(d)),
   stopWorkerClock: (c, now) => write(c, (d) => workers.stopWorkerClock(d, now)),
   resumeWorkerClock: (c, now) =>
     write(c, (d) => workers.resumeWorkerClock(d, now)),

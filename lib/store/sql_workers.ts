@@ -204,6 +204,12 @@ export function* expireWorkers(
   return expired;
 }
 
+/** See Store.shortestWorkerTimeout. */
+export function* shortestWorkerTimeout(_d: Dialect): Step<number | null> {
+  const row = yield* get("SELECT min(timeout) AS timeout FROM Workers");
+  return nullableNumber(row?.timeout);
+}
+
 /**
  * Records a clean stop of the dispatcher at `now`. No worker can reach a
  * stopped dispatcher, so the time until the next start is not silence.

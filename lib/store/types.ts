@@ -643,6 +643,11 @@ export interface Store {
    * builds. Whichever server sweeps, a row thus goes at the same time.
    */
   expireWorkers(now: number, sweep: WorkerSweep): Promise<ExpiredWorker[]>;
+  /**
+   * The shortest worker timeout the workers' rows record (each that of the
+   * server that last heard the worker); null when none records one.
+   */
+  shortestWorkerTimeout(): Promise<number | null>;
   /** Records a clean dispatcher stop; see {@link resumeWorkerClock}. */
   stopWorkerClock(now: number): Promise<void>;
   /**

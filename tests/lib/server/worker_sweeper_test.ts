@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
+  MIN_SWEEP_INTERVAL_MS,
+  sweepInterval,
   sweepOnce,
   SweepState,
   sweepWorkers,
@@ -144,6 +146,67 @@ Deno.test({
         (await f.status(a)) === BuildStatus.scheduled
       );
       assert.equal(await f.store.getWorker("DEAD"), null);
+      abort.abort();
+      await sweeping;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test("sweepInterval() is a quarter of the shortest timeout, this server's or one recorded, and never under a second for another's", () => {
+  assert.equal(sweepInterval(600, null), 150_000);
+  assert.equal(sweepInterval(600, 600), 150_000);
+  assert.equal(sweepInterval(120, 600), 30_000);
+  assert.equal(sweepInterval(600, 20), 5000);
+  assert.equal(sweepInterval(600, 1), MIN_SWEEP_INTERVAL_MS);
+  // This server's own short timeout is its own business.
+  assert.equal(sweepInterval(2, 1), 500);
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepWorkers() of a server with a long timeout sweeps at the pace of a shorter one its database records: a stopped server's worker goes in time",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [a] = await f.addJobs([job("a", 1)]);
+      const heard = seconds(f);
+      // Last heard by a server of 20 s, stopped since; the one sweeping
+      // waits 600 s for its own workers.
+      await f.store.upsertWorker({
+        name: "SHORT",
+        address: "127.0.0.1",
+        machine: "m",
+        systems: ["x86_64-linux"],
+        lastSeen: heard,
+        timeoutSeconds: 20,
+      });
+      await f.store.popBuild("SHORT", ["x86_64-linux"], heard);
+      const sweeping = sweepWorkers({
+        store: f.store,
+        clock: f.clock,
+        logger: f.logger,
+        timeoutSeconds: 600,
+      }, abort.signal);
+      // Five seconds at a time, for a minute at most: a sweep every 150 s
+      // (a quarter of 600) would find the row only then.
+      await eventually(async () => {
+        if ((await f.store.getWorker("SHORT")) === null) return true;
+        if (seconds(f) - heard < 60) await f.clock.advance(5000);
+        return false;
+      }, "the 20-s worker expired within a minute");
+      assert.ok(seconds(f) - heard <= 30, `expired at ${seconds(f) - heard} s`);
+      assert.equal(await f.status(a), BuildStatus.scheduled);
+      assert.ok(
+        f.lines.includes(
+          "warn worker expired worker=SHORT timeout=20 requeued=1",
+        ),
+        f.lines.join("\n"),
+      );
       abort.abort();
       await sweeping;
     } finally {

@@ -1972,6 +1972,18 @@ export function storeContract(
     assert.deepEqual(await store.expireWorkers(220, sweep), []);
   });
 
+  test("shortestWorkerTimeout() is the shortest timeout the rows record, null without one", async (store) => {
+    assert.equal(await store.shortestWorkerTimeout(), null);
+    // A row from before timeouts were recorded counts for nothing.
+    await store.upsertWorker(worker("legacy", 1000, null));
+    assert.equal(await store.shortestWorkerTimeout(), null);
+    await store.upsertWorker(worker("slow", 1000, 600));
+    await store.upsertWorker(worker("fast", 1000, 20));
+    assert.equal(await store.shortestWorkerTimeout(), 20);
+    await store.removeWorker("fast", 1001);
+    assert.equal(await store.shortestWorkerTimeout(), 600);
+  });
+
   test("expireWorkers() judges each worker by the timeout its row records, whichever sweeper's is shorter or longer", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b")], {
