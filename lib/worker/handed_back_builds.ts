@@ -1,9 +1,9 @@
 // The builds a worker refused and handed back to the server (session.ts
 // #refuse), remembered for the life of the worker process: a build handed
 // out again is then refused for good, whichever session meets it. Kept per
-// session, the memory was lost with each session that failed or was
-// restarted (the server moved), and each of the worker's names had its
-// own: the same build went back to the queue once per session, ahead of
+// session, it would be lost with each session that fails or is restarted
+// (the server moved), and each of the worker's names would have its own:
+// the same build would go back to the queue once per session, ahead of
 // every other build each time.
 
 /** Settings for {@link HandedBackBuilds}. */
@@ -30,7 +30,7 @@ export class HandedBackBuilds {
     return this.#drvs.has(drv);
   }
 
-  /** Remembers that `drv` was handed back, forgetting the oldest past the bound. */
+  /** Remembers `drv` as handed back; the oldest goes past the bound. */
   add(drv: string): void {
     this.#drvs.add(drv);
     if (this.#drvs.size > this.#maxSize) {

@@ -442,7 +442,7 @@ class Session {
         continue;
       }
       if (message.type === "worker-refused") {
-        this.#refused(message.reason);
+        this.#registrationRefused(message.reason);
         continue;
       }
       this.#push({ kind: "message", message, connection });
@@ -1218,7 +1218,7 @@ class Session {
    * so with no-build, which alone would look like an empty queue: the key
    * named here is the one to check against the server's --worker-keys.
    */
-  #refused(reason: string) {
+  #registrationRefused(reason: string) {
     const key = this.#options.authKey;
     this.#logger.error("registration refused", {
       server: this.#serverAddress(),
