@@ -7,35 +7,19 @@
 // on it.
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { openPostgresStore } from "../../../lib/store/postgres.ts";
 import { drv, job, specification } from "./store_contract.ts";
-import type { Store } from "../../../lib/store/types.ts";
-import {
-  NEEDS_POSTGRES,
-  TEST_POSTGRES_URL,
-  WITHOUT_POSTGRES,
-} from "../../_test_postgres.ts";
-
-const url = TEST_POSTGRES_URL;
-const ignore = WITHOUT_POSTGRES;
-const needs = NEEDS_POSTGRES;
+import { withSharedSchema } from "./_shared_schema.ts";
+import { NEEDS_POSTGRES, WITHOUT_POSTGRES } from "../../_test_postgres.ts";
 
 Deno.test({
   name:
-    `PostgreSQL: a registration that meets another one of the same new derivation (a unique violation once it commits) is run again and registers its job on that build${needs}`,
-  ignore,
+    `PostgreSQL: a registration that meets another one of the same new derivation (a unique violation once it commits) is run again and registers its job on that build${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const schema = `lorica_twice_test_${Date.now().toString(36)}_${Deno.pid}`;
-    const stores: Store[] = [];
-    const sql = postgres(url!, { max: 1, onnotice: () => {} });
-    try {
-      stores.push(await openPostgresStore(url!, { schema }));
-      stores.push(await openPostgresStore(url!, { schema }));
+  fn: () =>
+    withSharedSchema("lorica_twice_test", async ({ stores, sql }) => {
       const [first, second] = stores;
-      await first.upsertSpecification(specification("guix"));
       await first.upsertSpecification(specification("other"));
       const one = await first.addEvaluation("guix", [], 1);
       const two = await second.addEvaluation("other", [], 2);
@@ -78,10 +62,5 @@ Deno.test({
           `${evaluation}`,
         );
       }
-    } finally {
-      for (const store of stores) await store.close();
-      await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await sql.end({ timeout: 1 });
-    }
-  },
+    }),
 });

@@ -13,10 +13,9 @@
 // the change began and before it holds its build.
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { openPostgresStore } from "../../../lib/store/postgres.ts";
+import type postgres from "postgres";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { drv, job, specification } from "./store_contract.ts";
+import { drv, job } from "./store_contract.ts";
 import {
   eventuallyWaiting,
   openBuildGate,
@@ -24,20 +23,12 @@ import {
 } from "./_postgres_gates.ts";
 import type { Gate } from "./_postgres_gates.ts";
 import type { Store } from "../../../lib/store/types.ts";
-import {
-  NEEDS_POSTGRES,
-  TEST_POSTGRES_URL,
-  WITHOUT_POSTGRES,
-} from "../../_test_postgres.ts";
-
-const url = TEST_POSTGRES_URL;
-const ignore = WITHOUT_POSTGRES;
-const needs = NEEDS_POSTGRES;
-const run = `${Date.now().toString(36)}_${Deno.pid}`;
-let schemas = 0;
+import { withSharedSchema } from "./_shared_schema.ts";
+import { NEEDS_POSTGRES, WITHOUT_POSTGRES } from "../../_test_postgres.ts";
 
 /** Two stores on a schema of their own (two processes), and a watcher. */
 interface Farm {
+  url: string;
   schema: string;
   /** Where evaluations register their builds. */
   evaluator: Store;
@@ -46,25 +37,15 @@ interface Farm {
   sql: postgres.Sql;
 }
 
-async function withFarm(body: (farm: Farm) => Promise<void>): Promise<void> {
-  const schema = `lorica_late_test_${run}_${++schemas}`;
-  const stores: Store[] = [];
-  const sql = postgres(url!, {
-    max: 2,
-    onnotice: () => {},
-    connection: { search_path: schema },
-  });
-  try {
-    stores.push(await openPostgresStore(url!, { schema }));
-    stores.push(await openPostgresStore(url!, { schema }));
-    const [evaluator, dispatcher] = stores;
-    await evaluator.upsertSpecification(specification("guix"));
-    await body({ schema, evaluator, dispatcher, sql });
-  } finally {
-    for (const store of stores) await store.close();
-    await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await sql.end({ timeout: 1 });
-  }
+/** Runs `body` on a farm of a fresh schema, dropped afterwards. */
+function withFarm(body: (farm: Farm) => Promise<void>): Promise<void> {
+  return withSharedSchema(
+    "lorica_late_test",
+    ({ url, schema, stores: [evaluator, dispatcher], sql }) =>
+      body({ url, schema, evaluator, dispatcher, sql }),
+    // One connection for the queue's LISTEN, one for queries meanwhile.
+    { connections: 2 },
+  );
 }
 
 /** A change of build "lib" that meets a registration of a dependent. */
@@ -146,10 +127,10 @@ const LATE_CASES: LateCase[] = [
 for (const lateCase of LATE_CASES) {
   Deno.test({
     name:
-      `${lateCase.name} that waited for a registration's lock on its build reaches the dependent registered${needs}`,
-    ignore,
+      `${lateCase.name} that waited for a registration's lock on its build reaches the dependent registered${NEEDS_POSTGRES}`,
+    ignore: WITHOUT_POSTGRES,
     async fn() {
-      await withFarm(async ({ schema, evaluator, dispatcher, sql }) => {
+      await withFarm(async ({ url, schema, evaluator, dispatcher, sql }) => {
         const first = await evaluator.addEvaluation("guix", [], 1);
         await evaluator.registerBuilds(first, [job("lib")], {
           priority: 9,
@@ -160,7 +141,7 @@ for (const lateCase of LATE_CASES) {
         // The registration locks "lib" FOR SHARE, then waits at its first
         // insert (which checks the evaluation's row) behind the gate.
         const gate = await openGate(
-          url!,
+          url,
           schema,
           "SELECT id FROM Evaluations WHERE id = $1 FOR UPDATE",
           [second],
@@ -196,10 +177,10 @@ for (const lateCase of LATE_CASES) {
 
 Deno.test({
   name:
-    `completeBuild() of a success held up by another dependent counts a dependent registered meanwhile, and tells the queue's watchers${needs}`,
-  ignore,
+    `completeBuild() of a success held up by another dependent counts a dependent registered meanwhile, and tells the queue's watchers${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
   async fn() {
-    await withFarm(async ({ schema, evaluator, dispatcher, sql }) => {
+    await withFarm(async ({ url, schema, evaluator, dispatcher, sql }) => {
       const first = await evaluator.addEvaluation("guix", [], 1);
       // "dep" has the lowest id, so the success's sweep locks it first;
       // "other", never built here, keeps it waiting after the success.
@@ -211,7 +192,7 @@ Deno.test({
       assert.equal((await evaluator.getBuildByDerivation(drv("dep")))?.id, 1);
       await popped(dispatcher, "lib", "w1");
       const second = await evaluator.addEvaluation("guix", [], 3);
-      const gate: Gate = await openBuildGate(url!, schema, drv("dep"));
+      const gate: Gate = await openBuildGate(url, schema, drv("dep"));
       let success: Promise<unknown> | undefined;
       const woken: string[] = [];
       let listening: postgres.ListenMeta | undefined;

@@ -13,23 +13,13 @@
 // watches for that cycle until both procedures end.
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { openPostgresStore } from "../../../lib/store/postgres.ts";
+import type postgres from "postgres";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { drv, job, specification } from "./store_contract.ts";
+import { drv, job } from "./store_contract.ts";
 import { eventuallyWaiting, openBuildGate } from "./_postgres_gates.ts";
 import type { Store } from "../../../lib/store/types.ts";
-import {
-  NEEDS_POSTGRES,
-  TEST_POSTGRES_URL,
-  WITHOUT_POSTGRES,
-} from "../../_test_postgres.ts";
-
-const url = TEST_POSTGRES_URL;
-const ignore = WITHOUT_POSTGRES;
-const needs = NEEDS_POSTGRES;
-const run = `${Date.now().toString(36)}_${Deno.pid}`;
-let schemas = 0;
+import { withSharedSchema } from "./_shared_schema.ts";
+import { NEEDS_POSTGRES, WITHOUT_POSTGRES } from "../../_test_postgres.ts";
 
 /** How the two procedures of a case went. */
 interface Race {
@@ -214,51 +204,38 @@ const CASES: LockCase[] = [
 
 for (const lockCase of CASES) {
   Deno.test({
-    name: `${lockCase.name} never wait for each other${needs}`,
-    ignore,
-    async fn() {
-      const schema = `lorica_lock_test_${run}_${++schemas}`;
-      const stores: Store[] = [];
-      const sql = postgres(url!, {
-        max: 1,
-        onnotice: () => {},
-        connection: { search_path: schema },
-      });
-      try {
-        stores.push(await openPostgresStore(url!, { schema }));
-        stores.push(await openPostgresStore(url!, { schema }));
-        const [store, other] = stores;
-        await store.upsertSpecification(specification("guix"));
-        const evaluation = await store.addEvaluation("guix", [], 1);
-        await store.registerBuilds(
-          evaluation,
-          lockCase.jobs.map((j) => job(j.name, { inputs: j.inputs })),
-          { priority: 9, now: 1 },
-        );
-        await lockCase.prepare(store, sql);
-        const [low, high] = lockCase.jobs.map((j) => j.name);
-        assert.equal((await store.getBuildByDerivation(drv(low)))?.id, 1);
-        assert.equal((await store.getBuildByDerivation(drv(high)))?.id, 2);
-        const race = await raceBehindGates(
-          url!,
-          schema,
-          sql,
-          [drv(low), drv(high)],
-          () => lockCase.first(store, evaluation),
-          () => lockCase.second(other, evaluation),
-        );
-        assert.equal(
-          race.deadlocked,
-          false,
-          "the two procedures waited for each other (a deadlock)",
-        );
-        await lockCase.check(store, race);
-      } finally {
-        for (const store of stores) await store.close();
-        await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await sql.end({ timeout: 1 });
-      }
-    },
+    name: `${lockCase.name} never wait for each other${NEEDS_POSTGRES}`,
+    ignore: WITHOUT_POSTGRES,
+    fn: () =>
+      withSharedSchema(
+        "lorica_lock_test",
+        async ({ url, schema, stores: [store, other], sql }) => {
+          const evaluation = await store.addEvaluation("guix", [], 1);
+          await store.registerBuilds(
+            evaluation,
+            lockCase.jobs.map((j) => job(j.name, { inputs: j.inputs })),
+            { priority: 9, now: 1 },
+          );
+          await lockCase.prepare(store, sql);
+          const [low, high] = lockCase.jobs.map((j) => j.name);
+          assert.equal((await store.getBuildByDerivation(drv(low)))?.id, 1);
+          assert.equal((await store.getBuildByDerivation(drv(high)))?.id, 2);
+          const race = await raceBehindGates(
+            url,
+            schema,
+            sql,
+            [drv(low), drv(high)],
+            () => lockCase.first(store, evaluation),
+            () => lockCase.second(other, evaluation),
+          );
+          assert.equal(
+            race.deadlocked,
+            false,
+            "the two procedures waited for each other (a deadlock)",
+          );
+          await lockCase.check(store, race);
+        },
+      ),
   });
 }
 
