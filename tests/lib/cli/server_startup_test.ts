@@ -14,9 +14,13 @@ import {
   MAX_WORKER_TIMEOUT_SECONDS,
   MIN_WORKER_TIMEOUT_SECONDS,
 } from "../../../lib/server/local_holder.ts";
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
 
 const SERVER = new URL("../../../server.ts", import.meta.url).pathname;
-const postgresUrl = Deno.env.get("LORICA_TEST_POSTGRES");
 
 interface Run {
   code: number;
@@ -456,15 +460,11 @@ Deno.test({
 
 Deno.test({
   name:
-    `lorica-server with a PostgreSQL --database naming no database exits 1 naming it, without waiting${
-      postgresUrl === undefined
-        ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-        : ""
-    }`,
-  ignore: postgresUrl === undefined,
+    `lorica-server with a PostgreSQL --database naming no database exits 1 naming it, without waiting${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
   async fn() {
     await withDir(async (dir) => {
-      const database = new URL(postgresUrl!);
+      const database = new URL(TEST_POSTGRES_URL!);
       database.pathname = "/lorica_no_such_database";
       const run = await runServer(dir, { database: database.href }, {
         env: { LORICA_LOG: "warn" },

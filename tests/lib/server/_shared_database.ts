@@ -7,8 +7,11 @@ import { openPostgresStore } from "../../../lib/store/postgres.ts";
 import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import type { Specification, Store } from "../../../lib/store/types.ts";
 import { makeRoot } from "../../fake-guix/test_env.ts";
-
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
 
 /** Two servers' stores on one database, their state directories apart. */
 export interface SharedDatabase {
@@ -27,10 +30,8 @@ export const backends: { name: Backend; ignore: boolean; needs: string }[] = [
   { name: "sqlite", ignore: false, needs: "" },
   {
     name: "postgres",
-    ignore: url === undefined,
-    needs: url === undefined
-      ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-      : "",
+    ignore: WITHOUT_POSTGRES,
+    needs: NEEDS_POSTGRES,
   },
 ];
 
@@ -54,10 +55,10 @@ export async function sharedDatabase(
     b = openSqliteStore(`${root}/lorica.db`);
   } else {
     const schema = `${prefix}_${Deno.pid}_${++schemas}`;
-    a = await openPostgresStore(url!, { schema });
-    b = await openPostgresStore(url!, { schema });
+    a = await openPostgresStore(TEST_POSTGRES_URL!, { schema });
+    b = await openPostgresStore(TEST_POSTGRES_URL!, { schema });
     drop = async () => {
-      const sql = postgres(url!, { max: 1, onnotice: () => {} });
+      const sql = postgres(TEST_POSTGRES_URL!, { max: 1, onnotice: () => {} });
       try {
         await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       } finally {

@@ -17,24 +17,20 @@ import {
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
 
-const url = TEST_POSTGRES_URL;
-const ignore = WITHOUT_POSTGRES;
-const needs = NEEDS_POSTGRES;
-
 Deno.test({
   name:
-    `serveTurn() serves again whole a turn whose write PostgreSQL aborted to break a deadlock${needs}`,
-  ignore,
+    `serveTurn() serves again whole a turn whose write PostgreSQL aborted to break a deadlock${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
   async fn() {
     const schema = `lorica_turn_test_${Date.now().toString(36)}_${Deno.pid}`;
-    const sql = postgres(url!, {
+    const sql = postgres(TEST_POSTGRES_URL!, {
       max: 2,
       onnotice: () => {},
       connection: { search_path: schema },
     });
     let store: Store | undefined;
     try {
-      store = await openPostgresStore(url!, { schema });
+      store = await openPostgresStore(TEST_POSTGRES_URL!, { schema });
       await store.upsertSpecification(specification("s"));
       const evaluation = await store.addEvaluation("s", [], 1);
       await store.registerBuilds(evaluation, [job("a"), job("b")], {

@@ -7,6 +7,11 @@ import {
   storeBackend,
 } from "../../../lib/store/open_store.ts";
 import { specification } from "./store_contract.ts";
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
 
 Deno.test("storeBackend() tells PostgreSQL connection strings from file names", () => {
   const cases: [string, "postgres" | "sqlite"][] = [
@@ -105,18 +110,13 @@ Deno.test("openStore() opens a SQLite file by name", async () => {
   }
 });
 
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
-
 // Needs a PostgreSQL server named by LORICA_TEST_POSTGRES.
 Deno.test({
-  name: `openStore() opens PostgreSQL from a URL, with watchQueue${
-    url === undefined
-      ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-      : ""
-  }`,
-  ignore: url === undefined,
+  name:
+    `openStore() opens PostgreSQL from a URL, with watchQueue${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
   async fn() {
-    const store = await openStore(url!);
+    const store = await openStore(TEST_POSTGRES_URL!);
     try {
       assert.equal(typeof store.watchQueue, "function");
       assert.ok(Array.isArray(await store.listWorkers()));

@@ -35,13 +35,12 @@ import { startTcpRelay } from "./_tcp_relay.ts";
 import { within } from "../server/_dispatch_fixture.ts";
 import { chunkedRegistrationContract } from "./chunked_registration_contract.ts";
 import type { Store } from "../../../lib/store/types.ts";
+import {
+  NEEDS_POSTGRES as needs,
+  TEST_POSTGRES_URL as url,
+  WITHOUT_POSTGRES as ignore,
+} from "../../_test_postgres.ts";
 
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
-const ignore = url === undefined;
-/** Why the tests are skipped, in their names as other skipped tests say. */
-const needs = ignore
-  ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-  : "";
 const run = `${Date.now().toString(36)}_${Deno.pid}`;
 let schemas = 0;
 const created: string[] = [];
