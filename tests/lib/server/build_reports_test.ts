@@ -5,32 +5,25 @@
 
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import {
-  LORICA_FEATURES,
-  type Message,
-} from "../../../lib/protocol/messages.ts";
+import { LORICA_FEATURES } from "../../../lib/protocol/messages.ts";
 import {
   eventually,
   FakeWorker,
   type Fixture,
   job,
-  loricaWorker,
   startFixture,
   startWork,
 } from "./_dispatch_fixture.ts";
+import {
+  assertAcknowledged,
+  resultOf,
+  withLoricaWorkers,
+} from "./_lorica_workers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
 /** A worker's publish URL the dispatcher fetches from (loopback). */
 const URL = "http://127.0.0.1:5558";
-
-/** The result `type` of `drv`, as a worker sends it. */
-function resultOf(
-  type: "build-succeeded" | "build-failed",
-  drv: string,
-): Message {
-  return { type, drv, url: URL, log: null };
-}
 
 /** The lines of `f` that start with `prefix`. */
 function linesOf(f: Fixture, prefix: string): string[] {
@@ -44,22 +37,15 @@ Deno.test({
   async fn() {
     // The worker's publish server: no narinfo until `published`.
     let published = false;
-    const f = await startFixture({
-      fetch: () =>
-        Promise.resolve(
-          published ? new Response("ok") : new Response("", { status: 404 }),
-        ),
-    });
-    const worker = await loricaWorker(f.port, "TWICE001");
-    try {
+    const publishServer = () =>
+      Promise.resolve(
+        published ? new Response("ok") : new Response("", { status: 404 }),
+      );
+    await withLoricaWorkers(["TWICE001"], async (f, [worker]) => {
       const [drv] = await f.addJobs([job("twice", 1)]);
       assert.equal(await startWork(worker, f), drv);
-      await worker.send(resultOf("build-succeeded", drv));
-      assert.deepEqual(await worker.next(), {
-        type: "result-ack",
-        drv,
-        outcome: "fetching",
-      });
+      await worker.send(resultOf("build-succeeded", drv, URL));
+      await assertAcknowledged(worker, drv, "fetching");
       // Committed with the turn that sent the ack.
       assert.deepEqual(await f.store.owedFetches(), [
         { drv, worker: worker.name, url: URL },
@@ -68,24 +54,16 @@ Deno.test({
         () => linesOf(f, "warn output fetch retried").length > 0,
         "the fetch waiting for the publish server",
       );
-      await worker.send(resultOf("build-succeeded", drv));
-      assert.deepEqual(await worker.next(), {
-        type: "result-ack",
-        drv,
-        outcome: "fetching",
-      });
+      await worker.send(resultOf("build-succeeded", drv, URL));
+      await assertAcknowledged(worker, drv, "fetching");
       published = true;
       await f.clock.advance(1000);
       await eventually(
         async () => (await f.status(drv)) === BuildStatus.succeeded,
         "build succeeded",
       );
-      await worker.send(resultOf("build-succeeded", drv));
-      assert.deepEqual(await worker.next(), {
-        type: "result-ack",
-        drv,
-        outcome: "recorded",
-      });
+      await worker.send(resultOf("build-succeeded", drv, URL));
+      await assertAcknowledged(worker, drv, "recorded");
       assert.equal(
         linesOf(f, "info build succeeded").length,
         1,
@@ -100,10 +78,7 @@ Deno.test({
         async () => (await f.store.owedFetches()).length === 0,
         "the fetch forgotten once it ended",
       );
-    } finally {
-      await worker.close();
-      await f.close();
-    }
+    }, { fetch: publishServer });
   },
 });
 
@@ -111,19 +86,13 @@ Deno.test({
   ...opts,
   name:
     "a failure is acknowledged as recorded; sent again, it is recorded no second time and acknowledged alike",
-  async fn() {
-    const f = await startFixture();
-    const worker = await loricaWorker(f.port, "TWICE002");
-    try {
+  fn: () =>
+    withLoricaWorkers(["TWICE002"], async (f, [worker]) => {
       const [drv] = await f.addJobs([job("twice", 2)]);
       assert.equal(await startWork(worker, f), drv);
       for (let sending = 1; sending <= 2; sending++) {
-        await worker.send(resultOf("build-failed", drv));
-        assert.deepEqual(await worker.next(), {
-          type: "result-ack",
-          drv,
-          outcome: "recorded",
-        }, `sending ${sending}`);
+        await worker.send(resultOf("build-failed", drv, URL));
+        await assertAcknowledged(worker, drv, "recorded", `sending ${sending}`);
       }
       assert.equal(await f.status(drv), BuildStatus.failed);
       assert.equal(linesOf(f, "info build failed").length, 1);
@@ -134,37 +103,21 @@ Deno.test({
         ),
         f.lines.join("\n"),
       );
-    } finally {
-      await worker.close();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a result of a build the sender does not hold is acknowledged as ignored, and changes nothing",
-  async fn() {
-    const f = await startFixture();
-    const holder = await loricaWorker(f.port, "HOLDER01");
-    const other = await loricaWorker(f.port, "OTHER001");
-    try {
+  fn: () =>
+    withLoricaWorkers(["HOLDER01", "OTHER001"], async (f, [holder, other]) => {
       const [drv] = await f.addJobs([job("held", 3)]);
       assert.equal(await startWork(holder, f), drv);
-      await other.send(resultOf("build-failed", drv));
-      assert.deepEqual(await other.next(), {
-        type: "result-ack",
-        drv,
-        outcome: "ignored",
-      });
+      await other.send(resultOf("build-failed", drv, URL));
+      await assertAcknowledged(other, drv, "ignored");
       assert.equal(await f.status(drv), BuildStatus.started);
-    } finally {
-      await holder.close();
-      await other.close();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -191,7 +144,7 @@ Deno.test({
         await f.addJobs([job("quiet", 4 + i)]);
         const drv = await startWork(worker, f);
         await worker.send(
-          resultOf(i === 0 ? "build-succeeded" : "build-failed", drv),
+          resultOf(i === 0 ? "build-succeeded" : "build-failed", drv, URL),
         );
         const reply = await worker.requestWork(7);
         assert.equal(reply.type, "no-build", `${worker.name}: ${reply.type}`);

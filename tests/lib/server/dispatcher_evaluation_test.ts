@@ -12,6 +12,7 @@ import {
   startFixture,
   startWork,
 } from "./_dispatch_fixture.ts";
+import { assertReleased } from "./_lorica_workers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -22,30 +23,6 @@ async function withFixture(body: (f: Fixture) => Promise<void>) {
   } finally {
     await f.close();
   }
-}
-
-/**
- * Reports `drv` failed by `worker` once the dispatcher should have let go
- * of it: the report is then checked against the store, and ignored.
- */
-async function assertReleased(f: Fixture, worker: FakeWorker, drv: string) {
-  await worker.send({
-    type: "build-failed",
-    drv,
-    url: "http://127.0.0.1:1",
-    log: null,
-  });
-  assert.deepEqual(await worker.next(), {
-    type: "result-ack",
-    drv,
-    outcome: "ignored",
-  });
-  // Still counted as the worker's, the report would be recorded (as
-  // "build failed", changing nothing) without a look at the store.
-  assert.ok(
-    f.lines.some((l) => / result ignored /.test(l) && l.includes(drv)),
-    f.lines.join("\n"),
-  );
 }
 
 for (const action of ["cancel", "restart"] as const) {

@@ -28,13 +28,22 @@ import {
   WatchedTurns,
   within,
 } from "./_dispatch_fixture.ts";
+import {
+  assertAcknowledged,
+  assertReleased,
+  resultOf,
+  withLoricaWorkers,
+} from "./_lorica_workers.ts";
 import type { Dispatcher } from "../../../lib/server/dispatcher.ts";
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 /** The dispatcher's default time between two looks. */
 const LOOK_MS = 5000;
-
-const url = Deno.env.get("LORICA_TEST_POSTGRES");
 
 /** What the dispatcher asked of `stillHeld`, look after look. */
 class Looks {
@@ -61,6 +70,37 @@ class Looks {
       }
     };
     return watched;
+  }
+}
+
+/**
+ * A pause in a store call, for the test to line something up behind it:
+ * once armed, the next call to pass through it waits there until thawed.
+ */
+class Stall {
+  #thawed: Promise<void> | null = null;
+  #thaw = () => {};
+  #reach = () => {};
+  /** Resolves once a call waits in the stall. */
+  readonly reached = new Promise<void>((resolve) => this.#reach = resolve);
+
+  /** Makes the next call to pass wait, until `thaw()`. */
+  arm(): void {
+    this.#thawed = new Promise((resolve) => this.#thaw = resolve);
+  }
+
+  /** Lets the call waiting (or the next one armed for) go on. */
+  thaw(): void {
+    this.#thaw();
+  }
+
+  /** Where a store call passes: it waits there if armed. */
+  async pass(): Promise<void> {
+    const thawed = this.#thawed;
+    if (thawed === null) return;
+    this.#thawed = null;
+    this.#reach();
+    await thawed;
   }
 }
 
@@ -143,50 +183,33 @@ for (const [action, act] of Object.entries(elsewhere)) {
     ...opts,
     name:
       `${action}() by another process on the database: the Lorica worker building the build gets build-cancel at the dispatcher's next look`,
-    async fn() {
-      const f = await startFixture();
-      // Another process's store on the same database file.
-      const other = openSqliteStore(f.database);
-      const worker = await loricaWorker(f.port, "BUSY");
-      try {
-        await f.addJobs([job("a", 1), job("b", 2)]);
-        const drv = await startWork(worker, f);
-        await act(other, drv, f.evaluation);
-        await f.clock.advance(LOOK_MS);
-        assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
-        assert.ok(
-          f.lines.some((l) =>
-            l.startsWith("info build taken back ") &&
-            l.includes("worker=BUSY") && l.includes(drv)
-          ),
-          f.lines.join("\n"),
-        );
-        // Let go of: its late result is checked against the store.
-        await worker.send({
-          type: "build-failed",
-          drv,
-          url: "http://127.0.0.1:1",
-          log: null,
-        });
-        assert.deepEqual(await worker.next(), {
-          type: "result-ack",
-          drv,
-          outcome: "ignored",
-        });
-        assert.equal((await nextAfterSync(worker)).type, "server-info");
-        assert.ok(
-          f.lines.some((l) => / result ignored /.test(l) && l.includes(drv)),
-          f.lines.join("\n"),
-        );
-        // Told once: the next look finds nothing to take back.
-        await f.clock.advance(LOOK_MS);
-        assert.equal((await nextAfterSync(worker)).type, "server-info");
-      } finally {
-        await worker.close();
-        await other.close();
-        await f.close();
-      }
-    },
+    fn: () =>
+      withLoricaWorkers(["BUSY"], async (f, [worker]) => {
+        // Another process's store on the same database file.
+        const other = openSqliteStore(f.database);
+        try {
+          await f.addJobs([job("a", 1), job("b", 2)]);
+          const drv = await startWork(worker, f);
+          await act(other, drv, f.evaluation);
+          await f.clock.advance(LOOK_MS);
+          assert.deepEqual(await worker.next(), { type: "build-cancel", drv });
+          assert.ok(
+            f.lines.some((l) =>
+              l.startsWith("info build taken back ") &&
+              l.includes("worker=BUSY") && l.includes(drv)
+            ),
+            f.lines.join("\n"),
+          );
+          // Let go of: its late result is checked against the store.
+          await assertReleased(f, worker, drv);
+          assert.equal((await nextAfterSync(worker)).type, "server-info");
+          // Told once: the next look finds nothing to take back.
+          await f.clock.advance(LOOK_MS);
+          assert.equal((await nextAfterSync(worker)).type, "server-info");
+        } finally {
+          await other.close();
+        }
+      }),
   });
 }
 
@@ -234,45 +257,30 @@ Deno.test({
     // worker's.
     const looks = new Looks();
     const turns = new WatchedTurns();
-    let stall: Promise<void> | null = null;
-    let stalled = () => {};
-    const reached = new Promise<void>((resolve) => stalled = resolve);
-    const f = await startFixture({
-      turns,
-      storeSeenByDispatcher: (store) => {
-        const seen = looks.watch(store);
-        seen.batch = (work, options) =>
-          store.batch((tx) => {
-            const inside: Store = Object.create(tx);
-            inside.completeBuild = async (...args) => {
-              const result = await tx.completeBuild(...args);
-              if (stall !== null) {
-                stalled();
-                await stall;
-              }
-              return result;
-            };
-            return work(inside);
-          }, options);
-        return seen;
-      },
-    });
-    const worker = await loricaWorker(f.port, "FAILING");
-    // Its build keeps something to look at once the failure is recorded.
-    const busy = await loricaWorker(f.port, "BUSY");
-    try {
+    // Once the failure is recorded.
+    const stall = new Stall();
+    const storeSeenByDispatcher = (store: Store) => {
+      const seen = looks.watch(store);
+      seen.batch = (work, options) =>
+        store.batch((tx) => {
+          const inside: Store = Object.create(tx);
+          inside.completeBuild = async (...args) => {
+            const result = await tx.completeBuild(...args);
+            await stall.pass();
+            return result;
+          };
+          return work(inside);
+        }, options);
+      return seen;
+    };
+    // BUSY's build keeps something to look at once the failure is recorded.
+    await withLoricaWorkers(["FAILING", "BUSY"], async (f, [worker, busy]) => {
       await f.addJobs([job("a", 1), job("b", 2)]);
       const drv = await startWork(worker, f);
       await startWork(busy, f);
-      let thaw = () => {};
-      stall = new Promise((resolve) => thaw = resolve);
-      await worker.send({
-        type: "build-failed",
-        drv,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
-      await reached;
+      stall.arm();
+      await worker.send(resultOf("build-failed", drv));
+      await stall.reached;
       await f.clock.advance(LOOK_MS);
       // The look either asks for its place behind the turn, as it should,
       // or reads the store in the middle of it: the turn goes on only once
@@ -282,30 +290,23 @@ Deno.test({
         looks.read().then(() => "reads in the middle of the turn"),
       ]);
       assert.equal(first, "waits for the turn");
-      thaw();
+      stall.thaw();
       await eventually(() => looks.done > 0, "the look");
       // The failure's ack, and no build-cancel.
-      assert.deepEqual(await worker.next(), {
-        type: "result-ack",
-        drv,
-        outcome: "recorded",
-      });
+      await assertAcknowledged(worker, drv, "recorded");
       assert.equal((await nextAfterSync(worker)).type, "server-info");
       assert.equal(await f.status(drv), BuildStatus.failed);
       assert.ok(
         !f.lines.some((l) => l.includes("build taken back")),
         f.lines.join("\n"),
       );
-    } finally {
-      await Promise.all([worker.close(), busy.close()]);
-      await f.close();
-    }
+    }, { turns, storeSeenByDispatcher });
   },
 });
 
 /** Waits until some connection of the server LISTENs on `channel`. */
 async function listening(channel: string): Promise<void> {
-  const sql = postgres(url!, { max: 1, onnotice: () => {} });
+  const sql = postgres(TEST_POSTGRES_URL!, { max: 1, onnotice: () => {} });
   try {
     await eventually(async () =>
       (await sql.unsafe(
@@ -320,18 +321,15 @@ async function listening(channel: string): Promise<void> {
 Deno.test({
   ...opts,
   name:
-    `cancelEvaluation() by a web front end on the same PostgreSQL database reaches the Lorica worker at once, its NOTIFY waking the dispatcher's look${
-      url === undefined
-        ? " (skipped: LORICA_TEST_POSTGRES names no PostgreSQL server)"
-        : ""
-    }`,
-  ignore: url === undefined,
+    `cancelEvaluation() by a web front end on the same PostgreSQL database reaches the Lorica worker at once, its NOTIFY waking the dispatcher's look${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
   async fn() {
+    const url = TEST_POSTGRES_URL!;
     const schema = `lorica_taken_back_${Deno.pid}_${Date.now().toString(36)}`;
     const f = await startFixture({
-      store: await openPostgresStore(url!, { schema }),
+      store: await openPostgresStore(url, { schema }),
     });
-    const web = await openPostgresStore(url!, { schema });
+    const web = await openPostgresStore(url, { schema });
     const worker = await loricaWorker(f.port, "PGWORKER");
     try {
       await f.addJobs([job("a", 1), job("b", 2)]);
@@ -347,7 +345,7 @@ Deno.test({
       await worker.close();
       await web.close();
       await f.close();
-      const sql = postgres(url!, { max: 1, onnotice: () => {} });
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
       try {
         await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       } finally {
@@ -361,10 +359,8 @@ Deno.test({
   ...opts,
   name:
     "a worker that asks for work again is not believed to build what it was handed before: nothing is taken back from it",
-  async fn() {
-    const f = await startFixture();
-    const worker = await loricaWorker(f.port, "AGAIN");
-    try {
+  fn: () =>
+    withLoricaWorkers(["AGAIN"], async (f, [worker]) => {
       const [drv] = await f.addJobs([job("a", 1)]);
       assert.equal((await worker.requestWork(1)).type, "build");
       // Elsewhere meanwhile: requeued, and handed to another worker.
@@ -381,11 +377,7 @@ Deno.test({
         !f.lines.some((l) => l.includes("build taken back")),
         f.lines.join("\n"),
       );
-    } finally {
-      await worker.close();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -427,28 +419,29 @@ Deno.test({
     "a turn rolled back leaves believed held the builds handed out before it: a cancel by another process after it still reaches the worker",
   async fn() {
     const fail = { next: false };
-    const f = await startFixture({ storeSeenByDispatcher: failingOnce(fail) });
-    const other = openSqliteStore(f.database);
-    const worker = await loricaWorker(f.port, "BUSY");
-    const bystander = await loricaWorker(f.port, "BYSTANDER");
-    try {
-      await f.addJobs([job("a", 1), job("b", 2)]);
-      const drv = await startWork(worker, f);
-      assert.equal((await nextAfterSync(bystander)).type, "server-info");
-      // Any turn: this one answers another worker, and is rolled back.
-      fail.next = true;
-      await bystander.send({ type: "worker-request-info" });
-      await notCommitted(f, 0);
-      await elsewhere.cancelBuild(other, drv, f.evaluation);
-      await nextLook(f);
-      assert.deepEqual(await allSentTo(worker), [
-        { type: "build-cancel", drv },
-      ], f.lines.join("\n"));
-    } finally {
-      await Promise.all([worker.close(), bystander.close()]);
-      await other.close();
-      await f.close();
-    }
+    await withLoricaWorkers(
+      ["BUSY", "BYSTANDER"],
+      async (f, [worker, bystander]) => {
+        const other = openSqliteStore(f.database);
+        try {
+          await f.addJobs([job("a", 1), job("b", 2)]);
+          const drv = await startWork(worker, f);
+          assert.equal((await nextAfterSync(bystander)).type, "server-info");
+          // Any turn: this one answers another worker, and is rolled back.
+          fail.next = true;
+          await bystander.send({ type: "worker-request-info" });
+          await notCommitted(f, 0);
+          await elsewhere.cancelBuild(other, drv, f.evaluation);
+          await nextLook(f);
+          assert.deepEqual(await allSentTo(worker), [
+            { type: "build-cancel", drv },
+          ], f.lines.join("\n"));
+        } finally {
+          await other.close();
+        }
+      },
+      { storeSeenByDispatcher: failingOnce(fail) },
+    );
   },
 });
 
@@ -458,9 +451,7 @@ Deno.test({
     "a build handed out in a turn rolled back is not believed held: nothing is taken back from the worker that never got it",
   async fn() {
     const fail = { next: false };
-    const f = await startFixture({ storeSeenByDispatcher: failingOnce(fail) });
-    const worker = await loricaWorker(f.port, "UNLUCKY");
-    try {
+    await withLoricaWorkers(["UNLUCKY"], async (f, [worker]) => {
       const [drv] = await f.addJobs([job("a", 1)]);
       // Its registration's turn is over.
       assert.equal((await nextAfterSync(worker)).type, "server-info");
@@ -481,10 +472,7 @@ Deno.test({
         !f.lines.some((l) => l.includes("build taken back")),
         f.lines.join("\n"),
       );
-    } finally {
-      await worker.close();
-      await f.close();
-    }
+    }, { storeSeenByDispatcher: failingOnce(fail) });
   },
 });
 
@@ -509,46 +497,35 @@ for (const [action, act] of Object.entries(here)) {
     async fn() {
       const looks = new Looks();
       const turns = new WatchedTurns();
-      // The store's change is written, and held there until told.
-      let stall: Promise<void> | null = null;
-      let written = () => {};
-      const reached = new Promise<void>((resolve) => written = resolve);
-      const f = await startFixture({
-        turns,
-        storeSeenByDispatcher: (store) => {
-          const seen = looks.watch(store);
-          const change = store[action as keyof typeof here] as (
-            ...args: unknown[]
-          ) => Promise<unknown>;
-          Object.assign(seen, {
-            [action]: async (...args: unknown[]) => {
-              const result = await change.apply(store, args);
-              if (stall !== null) {
-                written();
-                await stall;
-              }
-              return result;
-            },
-          });
-          return seen;
-        },
-      });
-      const worker = await loricaWorker(f.port, "BUSY");
-      try {
+      // Once the store's change is written.
+      const stall = new Stall();
+      const storeSeenByDispatcher = (store: Store) => {
+        const seen = looks.watch(store);
+        const change = store[action as keyof typeof here] as (
+          ...args: unknown[]
+        ) => Promise<unknown>;
+        Object.assign(seen, {
+          [action]: async (...args: unknown[]) => {
+            const result = await change.apply(store, args);
+            await stall.pass();
+            return result;
+          },
+        });
+        return seen;
+      };
+      await withLoricaWorkers(["BUSY"], async (f, [worker]) => {
         await f.addJobs([job("a", 1), job("b", 2)]);
         const drv = await startWork(worker, f);
         const id = (await f.store.getBuildByDerivation(drv))!.id;
-        let thaw = () => {};
-        stall = new Promise((resolve) => thaw = resolve);
+        stall.arm();
         const acting = act(f.dispatcher, id, f.evaluation);
-        await reached;
-        stall = null;
+        await stall.reached;
         // The look comes between the store's change and what the
         // dispatcher does next: it reads the store then (before the fix),
         // or waits for the change to be done with.
         await f.clock.advance(LOOK_MS);
         await Promise.race([turns.queued(), looks.read()]);
-        thaw();
+        stall.thaw();
         await acting;
         await eventually(
           () => f.clock.sleepersDueWithin(LOOK_MS) === 1,
@@ -557,10 +534,7 @@ for (const [action, act] of Object.entries(here)) {
         assert.deepEqual(await allSentTo(worker), [
           { type: "build-cancel", drv },
         ], f.lines.join("\n"));
-      } finally {
-        await worker.close();
-        await f.close();
-      }
+      }, { turns, storeSeenByDispatcher });
     },
   });
 }
