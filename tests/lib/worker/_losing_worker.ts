@@ -7,9 +7,11 @@ import { type DealerOptions, DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { ZmtpClosedError } from "../../../lib/zmtp/connection.ts";
 import { decodeMessage } from "../../../lib/protocol/messages.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
-import type { Child, Spawner } from "../../../lib/process.ts";
+import type { Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import { workerConfig } from "./_session_helpers.ts";
+import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
 
 /**
  * Opens real DEALER sockets whose sends of a build result (or of the
@@ -53,41 +55,12 @@ export function succeedingGuix(
   builds: string[][],
   release: Promise<void> = Promise.resolve(),
 ): Guix {
-  const publishing = fakeSpawner();
+  const building = fakeSpawner();
   const spawn: Spawner = (argv, options) => {
-    if (!argv.includes("publish")) {
-      builds.push(argv);
-      const child = publishing(argv, options);
-      return { ...child, status: release.then(() => child.status) };
-    }
-    const status = Promise.withResolvers<
-      { code: number; signal: string | null }
-    >();
-    const stop = new AbortController();
-    const kill = () => {
-      stop.abort();
-      status.resolve({ code: 143, signal: "SIGTERM" });
-    };
-    options?.signal?.addEventListener("abort", kill, { once: true });
-    const open = (says?: string) =>
-      new ReadableStream<Uint8Array>({
-        start(controller) {
-          if (says) controller.enqueue(new TextEncoder().encode(says));
-          stop.signal.addEventListener("abort", () => controller.close(), {
-            once: true,
-          });
-        },
-      });
-    const child: Child = {
-      pid: 4242,
-      stdout: open(),
-      // What publish_server.ts waits for.
-      stderr: open("publishing /gnu/store on 127.0.0.1, port 4242\n"),
-      stdin: null,
-      status: status.promise,
-      kill,
-    };
-    return child;
+    if (argv.includes("publish")) return lingeringChild(options, PUBLISH_SAYS);
+    builds.push(argv);
+    const child = building(argv, options);
+    return { ...child, status: release.then(() => child.status) };
   };
   return new Guix({ logger: createLogger({ sink: () => {} }), spawn });
 }
@@ -104,27 +77,16 @@ export function oneSessionWorker(
     connectDealer: WorkerDeps["connectDealer"];
   },
 ) {
-  return startWorker({
-    server: { hostname: "127.0.0.1", port },
-    workers: 1,
-    systems: ["x86_64-linux"],
-    machine: "test",
-    publishPort: 0,
-    publishListen: "127.0.0.1",
-    substituteUrls: [],
-    requestPeriodMs: 100,
-    pingIntervalMs: 60_000,
-    replyTimeoutMs: 60_000,
-    publishArgs: [],
-    storeDir: "/gnu/store",
-    minimumDiskSpace: 0,
-  }, {
-    guix: options.guix,
-    logger: createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    }),
-    freeBytes: () => Promise.resolve(1024 ** 4),
-    connectDealer: options.connectDealer,
-  });
+  return startWorker(
+    workerConfig(port, { replyTimeoutMs: 60_000, storeDir: "/gnu/store" }),
+    {
+      guix: options.guix,
+      logger: createLogger({
+        timestamps: false,
+        sink: (line) => lines.push(line),
+      }),
+      freeBytes: () => Promise.resolve(1024 ** 4),
+      connectDealer: options.connectDealer,
+    },
+  );
 }

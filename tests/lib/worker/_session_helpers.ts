@@ -1,7 +1,8 @@
-// What the worker session tests that talk to a scripted server share: a
-// session's options, and what such a server heard, in short.
+// What the worker tests share: a session's options, a whole worker's
+// configuration, and what a scripted server heard, in short.
 
 import type { SessionOptions } from "../../../lib/worker/session.ts";
+import type { WorkerConfig } from "../../../lib/worker/worker.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
@@ -35,6 +36,30 @@ export function sessionOptions(
     requestPeriodMs: 100,
     pingIntervalMs: 60_000,
     replyTimeoutMs: 60_000,
+    ...extra,
+  };
+}
+
+/**
+ * The configuration of a worker of one session against `port` on loopback,
+ * publishing on a free port of loopback, with no disk space to keep free.
+ */
+export function workerConfig(
+  port: number,
+  extra: Partial<WorkerConfig> = {},
+): WorkerConfig {
+  return {
+    server: { hostname: "127.0.0.1", port },
+    workers: 1,
+    systems: ["x86_64-linux"],
+    machine: "test",
+    publishPort: 0,
+    publishListen: "127.0.0.1",
+    substituteUrls: [],
+    requestPeriodMs: 100,
+    pingIntervalMs: 60_000,
+    publishArgs: [],
+    minimumDiskSpace: 0,
     ...extra,
   };
 }

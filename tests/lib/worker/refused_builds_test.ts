@@ -4,7 +4,10 @@
 // worker speaking plain Cuirass answers build-failed at once.
 
 import assert from "node:assert/strict";
-import { runSession } from "../../../lib/worker/session.ts";
+import {
+  runSession,
+  type SessionOptions,
+} from "../../../lib/worker/session.ts";
 import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
@@ -25,6 +28,43 @@ import {
 } from "./_losing_worker.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
+
+/** What a scenario of {@link withRefusingSession} has at hand. */
+interface Refusal {
+  f: Fixture;
+  /** The build every worker refuses. */
+  drv: string;
+  /** What the session logs. */
+  lines: string[];
+}
+
+/**
+ * Runs `scenario` on a fresh fixture holding a build every worker refuses,
+ * against which a session named `name` (with options `extra`) runs; then
+ * asserts the session ends once aborted.
+ */
+async function withRefusingSession(
+  name: string,
+  extra: Partial<SessionOptions>,
+  scenario: (refusal: Refusal) => Promise<void>,
+): Promise<void> {
+  const f = await startFixture({ logPort: quietPort() });
+  const abort = new AbortController();
+  const lines: string[] = [];
+  try {
+    const drv = await refusedJob(f);
+    const running = runSession(
+      sessionOptions(f.port, name, lines, extra),
+      abort.signal,
+    );
+    await scenario({ f, drv, lines });
+    abort.abort();
+    await within(running, 10_000, "session end");
+  } finally {
+    abort.abort();
+    await f.close();
+  }
+}
 
 /** Registers a build every worker refuses; returns its derivation. */
 async function refusedJob(f: Fixture): Promise<string> {
@@ -52,19 +92,11 @@ Deno.test({
   ...opts,
   name:
     "a Lorica worker hands a build it refuses back to the server, and another worker takes it",
-  async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const abort = new AbortController();
-    const lines: string[] = [];
-    try {
-      const drv = await refusedJob(f);
+  fn: () =>
+    withRefusingSession("REFUSER1", {
       // A long request period: the other worker asks first.
-      const running = runSession(
-        sessionOptions(f.port, "REFUSER1", lines, {
-          requestPeriodMs: 60_000,
-        }),
-        abort.signal,
-      );
+      requestPeriodMs: 60_000,
+    }, async ({ f, drv, lines }) => {
       await eventually(() => requeues(f, drv) === 1, "build requeued");
       const build = await f.store.getBuildByDerivation(drv);
       assert.equal(build?.status, BuildStatus.scheduled);
@@ -81,13 +113,7 @@ Deno.test({
         "OTHER001",
       );
       await other.close();
-      abort.abort();
-      await within(running, 10_000, "session end");
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -95,22 +121,14 @@ Deno.test({
   name:
     "a Lorica worker handed again a build it handed back refuses it with build-failed, a request period later: no loop",
   async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const abort = new AbortController();
-    const lines: string[] = [];
     // The session's own clock: its pauses end when the test says.
     const clock = new FakeClock();
-    try {
-      const drv = await refusedJob(f);
-      const running = runSession(
-        sessionOptions(f.port, "REFUSER2", lines, {
-          clock,
-          // A pause of 1000 + 0 - 500 ms after each refusal.
-          requestPeriodMs: 1000,
-          random: () => 0,
-        }),
-        abort.signal,
-      );
+    await withRefusingSession("REFUSER2", {
+      clock,
+      // A pause of 1000 + 0 - 500 ms after each refusal.
+      requestPeriodMs: 1000,
+      random: () => 0,
+    }, async ({ f, drv, lines }) => {
       await eventually(() => requeues(f, drv) === 1, "build requeued");
       // Handed back and pausing: nothing asked for, the build waits in the
       // queue for another worker.
@@ -133,12 +151,7 @@ Deno.test({
         'warn build refused worker=REFUSER2 field=timeout action="handed back"',
         'warn build refused worker=REFUSER2 field=timeout action="reported failed"',
       ]);
-      abort.abort();
-      await within(running, 10_000, "session end");
-    } finally {
-      abort.abort();
-      await f.close();
-    }
+    });
   },
 });
 
@@ -190,29 +203,19 @@ Deno.test({
   ...opts,
   name:
     "a worker speaking plain Cuirass answers build-failed for a build it refuses, even to a Lorica server",
-  async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const abort = new AbortController();
-    const lines: string[] = [];
-    try {
-      const drv = await refusedJob(f);
-      const running = runSession(
-        sessionOptions(f.port, "CUIRASS1", lines, { extensions: false }),
-        abort.signal,
-      );
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.failed,
-        `build failed\n${lines.join("\n")}`,
-      );
-      assert.equal(requeues(f, drv), 0, f.lines.join("\n"));
-      assert.deepEqual(refusals(lines), [
-        'warn build refused worker=CUIRASS1 field=timeout action="reported failed"',
-      ]);
-      abort.abort();
-      await within(running, 10_000, "session end");
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+  fn: () =>
+    withRefusingSession(
+      "CUIRASS1",
+      { extensions: false },
+      async ({ f, drv, lines }) => {
+        await eventually(
+          async () => (await f.status(drv)) === BuildStatus.failed,
+          `build failed\n${lines.join("\n")}`,
+        );
+        assert.equal(requeues(f, drv), 0, f.lines.join("\n"));
+        assert.deepEqual(refusals(lines), [
+          'warn build refused worker=CUIRASS1 field=timeout action="reported failed"',
+        ]);
+      },
+    ),
 });

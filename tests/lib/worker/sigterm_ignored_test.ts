@@ -29,6 +29,7 @@ import {
   startFixture,
   within,
 } from "../server/_dispatch_fixture.ts";
+import { workerConfig } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -123,21 +124,10 @@ function startTestWorker(
   logger: Logger,
   authKey?: { id: string; secret: string },
 ) {
-  return startWorker({
-    server: { hostname: "127.0.0.1", port: f.port },
-    workers: 1,
-    systems: ["x86_64-linux"],
-    machine: "test",
-    publishPort: 0,
-    publishListen: "127.0.0.1",
-    substituteUrls: [],
-    requestPeriodMs: 100,
-    pingIntervalMs: 60_000,
-    publishArgs: [],
-    storeDir: daemon.storeDir,
-    minimumDiskSpace: 0,
-    authKey,
-  }, { guix: fakeGuix(daemon, builds, logger), logger });
+  return startWorker(
+    workerConfig(f.port, { storeDir: daemon.storeDir, authKey }),
+    { guix: fakeGuix(daemon, builds, logger), logger },
+  );
 }
 
 function sessionLogger(lines: string[]): Logger {

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
-import {
-  runSession,
-  type SessionOptions,
-} from "../../../lib/worker/session.ts";
+import { runSession } from "../../../lib/worker/session.ts";
+import { type RunningWorker } from "../../../lib/worker/worker.ts";
+import type { Message } from "../../../lib/protocol/messages.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
@@ -153,26 +152,130 @@ Deno.test("UndeliveredResults: a result sent again that is acknowledged says so 
   ]);
 });
 
+/** What a scenario of {@link withLostResult} has at hand. */
+interface LoricaScene {
+  f: Fixture;
+  worker: RunningWorker;
+  /** What the worker logs. */
+  lines: string[];
+  /** The guix builds run, by their argv. */
+  builds: string[][];
+  /** How many results were lost mid-send. */
+  lost(): number;
+}
+
+/**
+ * Runs `scenario` with a fresh fixture and a worker of one session against
+ * it whose first result is lost mid-send; stops both whatever happens.
+ */
+async function withLostResult(
+  scenario: (scene: LoricaScene) => Promise<void>,
+): Promise<void> {
+  const f = await startFixture({ logPort: quietPort() });
+  const lines: string[] = [];
+  const builds: string[][] = [];
+  const dealers = dealersLosingResults((failed) => failed === 0);
+  const worker = await oneSessionWorker(f.port, lines, {
+    guix: succeedingGuix(builds),
+    connectDealer: dealers.connect,
+  });
+  try {
+    await scenario({
+      f,
+      worker,
+      lines,
+      builds,
+      lost: () => dealers.state.failed,
+    });
+  } finally {
+    await worker.stop();
+    await f.close();
+  }
+}
+
+/**
+ * Asserts that `f` heard worker `name` register holding one build: the
+ * session after the one that lost the result.
+ */
+function assertRegisteredHolding(f: Fixture, name: string): void {
+  assert.ok(
+    f.lines.some((l) =>
+      l.startsWith(`info worker ready worker=${name} `) &&
+      l.includes(" holding=1 ")
+    ),
+    f.lines.join("\n"),
+  );
+}
+
+/** What a scenario of {@link withCuirassSessions} has at hand. */
+interface CuirassScene {
+  server: Awaited<ReturnType<typeof handingOutServer>>;
+  /** What the sessions log. */
+  lines: string[];
+  /** How many results were lost mid-send. */
+  lost(): number;
+  /** How many sessions ran. */
+  sessions(): number;
+}
+
+/**
+ * Runs `scenario` with sessions named `name` running one after another, as
+ * a worker runs them (worker.ts), against a scripted Cuirass server that
+ * hands out `build`: their results are lost mid-send while `losing` says
+ * so. Stops both whatever happens.
+ */
+async function withCuirassSessions(
+  name: string,
+  options: { build: Message; losing: (failed: number) => boolean },
+  scenario: (scene: CuirassScene) => Promise<void>,
+): Promise<void> {
+  const server = await handingOutServer([options.build]);
+  const abort = new AbortController();
+  const lines: string[] = [];
+  const dealers = dealersLosingResults(options.losing);
+  const session = sessionOptions(server.port, name, lines, {
+    results: keptResults(lines),
+    connectDealer: dealers.connect,
+  });
+  let sessions = 0;
+  const running = (async () => {
+    while (!abort.signal.aborted) {
+      sessions++;
+      await runSession(session, abort.signal).catch(() => {});
+    }
+  })();
+  try {
+    await scenario({
+      server,
+      lines,
+      lost: () => dealers.state.failed,
+      sessions: () => sessions,
+    });
+  } finally {
+    abort.abort();
+    await running;
+    await server.close();
+  }
+}
+
+/** The first three of the last session's messages in `heard` (see said). */
+function lastSessionStart(heard: string[]): string[] {
+  const last = heard.lastIndexOf("worker-request-info");
+  return heard.slice(last, last + 3);
+}
+
 Deno.test({
   ...opts,
   name:
     "a worker whose result was lost mid-send delivers it from its next session, holding the build: it succeeds, built once",
-  async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const lines: string[] = [];
-    const builds: string[][] = [];
-    const dealers = dealersLosingResults((failed) => failed === 0);
-    const worker = await oneSessionWorker(f.port, lines, {
-      guix: succeedingGuix(builds),
-      connectDealer: dealers.connect,
-    });
-    try {
+  fn: () =>
+    withLostResult(async ({ f, worker, lines, builds, lost }) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
       await eventually(
         async () => (await f.status(drv)) === BuildStatus.succeeded,
         "build succeeded",
       );
-      assert.equal(dealers.state.failed, 1, "the first result was lost");
+      assert.equal(lost(), 1, "the first result was lost");
       assert.ok(
         lines.some((l) =>
           l.startsWith("error session failed ") &&
@@ -190,13 +293,7 @@ Deno.test({
         f.lines.join("\n"),
       );
       const [name] = worker.names;
-      assert.ok(
-        f.lines.some((l) =>
-          l.startsWith(`info worker ready worker=${name} `) &&
-          l.includes(" holding=1 ")
-        ),
-        f.lines.join("\n"),
-      );
+      assertRegisteredHolding(f, name);
       assert.ok(
         lines.some((l) =>
           l.startsWith(
@@ -213,55 +310,27 @@ Deno.test({
           ),
         `result acknowledged\n${lines.join("\n")}`,
       );
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
-  },
+    }),
 });
-
-/**
- * Runs sessions of one name one after another until `signal` aborts, as a
- * worker does (worker.ts); `sessions` counts them.
- */
-function sessionsInTurn(options: SessionOptions, signal: AbortSignal) {
-  const state = { sessions: 0 };
-  const running = (async () => {
-    while (!signal.aborted) {
-      state.sessions++;
-      await runSession(options, signal).catch(() => {});
-    }
-  })();
-  return { state, running };
-}
 
 Deno.test({
   ...opts,
   name:
     "a session of a Cuirass server's worker sends the result an earlier session lost, once registered, before asking for work",
-  async fn() {
-    const server = await handingOutServer([buildRequest({})]);
-    const abort = new AbortController();
-    const lines: string[] = [];
-    const dealers = dealersLosingResults((failed) => failed === 0);
-    const { state, running } = sessionsInTurn(
-      sessionOptions(server.port, "CUIRASS2", lines, {
-        results: keptResults(lines),
-        connectDealer: dealers.connect,
-      }),
-      abort.signal,
-    );
-    try {
+  fn: () =>
+    withCuirassSessions("CUIRASS2", {
+      build: buildRequest({}),
+      losing: (failed) => failed === 0,
+    }, async ({ server, lines, sessions }) => {
       await eventually(
         () => server.heard.some((m) => m.type === "build-succeeded"),
         "result delivered",
       );
-      assert.equal(state.sessions, 2);
+      assert.equal(sessions(), 2);
       // The second session: no holding (Cuirass knows none), the result
       // after its registration and before its first work request.
       const heard = said(server.heard);
-      const second = heard.lastIndexOf("worker-request-info");
-      assert.deepEqual(heard.slice(second, second + 3), [
+      assert.deepEqual(lastSessionStart(heard), [
         "worker-request-info",
         "worker-ready",
         `build-succeeded ${GOOD_DRV}`,
@@ -282,43 +351,29 @@ Deno.test({
         ),
         lines.join("\n"),
       );
-    } finally {
-      abort.abort();
-      await running;
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a refusal whose build-failed was lost mid-send is delivered by the next session of a Cuirass server's worker, before it asks for work",
-  async fn() {
-    // A limit no worker takes (see buildRefusal).
-    const server = await handingOutServer([buildRequest({ timeout: -5 })]);
-    const abort = new AbortController();
-    const lines: string[] = [];
-    const dealers = dealersLosingResults((failed) => failed === 0);
-    const { state, running } = sessionsInTurn(
-      sessionOptions(server.port, "REFUSED1", lines, {
-        results: keptResults(lines),
-        connectDealer: dealers.connect,
-      }),
-      abort.signal,
-    );
-    try {
+  fn: () =>
+    withCuirassSessions("REFUSED1", {
+      // A limit no worker takes (see buildRefusal).
+      build: buildRequest({ timeout: -5 }),
+      losing: (failed) => failed === 0,
+    }, async ({ server, lines, lost, sessions }) => {
       // Cuirass hands a build out once: without this answer it would keep
       // the build submitted to this worker until its timeout.
       await eventually(
         () => server.heard.some((m) => m.type === "build-failed"),
         `refusal delivered\n${lines.join("\n")}`,
       );
-      assert.equal(dealers.state.failed, 1, "the first answer was lost");
-      assert.equal(state.sessions, 2);
+      assert.equal(lost(), 1, "the first answer was lost");
+      assert.equal(sessions(), 2);
       const heard = said(server.heard);
-      const second = heard.lastIndexOf("worker-request-info");
-      assert.deepEqual(heard.slice(second, second + 3), [
+      assert.deepEqual(lastSessionStart(heard), [
         "worker-request-info",
         "worker-ready",
         `build-failed ${GOOD_DRV}`,
@@ -343,28 +398,15 @@ Deno.test({
         ),
         lines.join("\n"),
       );
-    } finally {
-      abort.abort();
-      await running;
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a worker whose refusal was lost mid-send delivers it from its next session, holding the build: it fails once, not requeued again",
-  async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const lines: string[] = [];
-    const builds: string[][] = [];
-    const dealers = dealersLosingResults((failed) => failed === 0);
-    const worker = await oneSessionWorker(f.port, lines, {
-      guix: succeedingGuix(builds),
-      connectDealer: dealers.connect,
-    });
-    try {
+  fn: () =>
+    withLostResult(async ({ f, worker, lines, builds, lost }) => {
       // A limit no worker takes (see buildRefusal): handed back the first
       // time, refused with build-failed the second.
       const [drv] = await f.addJobs([{
@@ -375,19 +417,16 @@ Deno.test({
         async () => (await f.status(drv)) === BuildStatus.failed,
         `build failed\n${lines.join("\n")}`,
       );
-      assert.equal(dealers.state.failed, 1, "the first answer was lost");
+      assert.equal(lost(), 1, "the first answer was lost");
       assert.equal(builds.length, 0, "guix build never ran");
+      const [name] = worker.names;
       assert.deepEqual(
         lines.filter((l) => l.startsWith("warn build refused ")).map((l) =>
           l.replace(/ reason=.* action=/, " action=")
         ),
         [
-          `warn build refused worker=${
-            worker.names[0]
-          } field=timeout action="handed back"`,
-          `warn build refused worker=${
-            worker.names[0]
-          } field=timeout action="reported failed"`,
+          `warn build refused worker=${name} field=timeout action="handed back"`,
+          `warn build refused worker=${name} field=timeout action="reported failed"`,
         ],
       );
       // Requeued once, when handed back: the next session said it held
@@ -398,14 +437,7 @@ Deno.test({
         1,
         f.lines.join("\n"),
       );
-      const [name] = worker.names;
-      assert.ok(
-        f.lines.some((l) =>
-          l.startsWith(`info worker ready worker=${name} `) &&
-          l.includes(" holding=1 ")
-        ),
-        f.lines.join("\n"),
-      );
+      assertRegisteredHolding(f, name);
       // Sent once the server committed what it made of the result.
       await eventually(
         () =>
@@ -414,30 +446,18 @@ Deno.test({
           ),
         `result acknowledged\n${lines.join("\n")}`,
       );
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a result no session can deliver is tried by three sessions, then dropped with a warning, and work is asked for again",
-  async fn() {
-    const server = await handingOutServer([buildRequest({})]);
-    const abort = new AbortController();
-    const lines: string[] = [];
-    const dealers = dealersLosingResults(() => true);
-    const { state, running } = sessionsInTurn(
-      sessionOptions(server.port, "LOSER001", lines, {
-        results: keptResults(lines),
-        connectDealer: dealers.connect,
-      }),
-      abort.signal,
-    );
-    try {
+  fn: () =>
+    withCuirassSessions("LOSER001", {
+      build: buildRequest({}),
+      losing: () => true,
+    }, async ({ server, lines, lost, sessions }) => {
       await eventually(
         () => lines.some((l) => l.startsWith("warn result dropped")),
         "result dropped",
@@ -449,9 +469,9 @@ Deno.test({
             .length >= 2,
         "work asked for again",
       );
-      assert.equal(state.sessions, 5);
+      assert.equal(sessions(), 5);
       // The report, then one delivery by each of three sessions.
-      assert.equal(dealers.state.failed, 4);
+      assert.equal(lost(), 4);
       assert.deepEqual(
         lines.filter((l) => l.startsWith("warn result dropped")),
         [
@@ -464,12 +484,7 @@ Deno.test({
         ),
         ["0", "1", "2", "3"],
       );
-    } finally {
-      abort.abort();
-      await running;
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({

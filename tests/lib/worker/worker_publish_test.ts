@@ -22,6 +22,7 @@ import {
   startFixture,
   within,
 } from "../server/_dispatch_fixture.ts";
+import { workerConfig } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -41,20 +42,8 @@ async function withServerAndDaemon(
 }
 
 /** One session against the fixture `f`, publishing on `publishPort`. */
-function workerConfig(f: Fixture, publishPort: number): WorkerConfig {
-  return {
-    server: { hostname: "127.0.0.1", port: f.port },
-    workers: 1,
-    systems: ["x86_64-linux"],
-    machine: "test",
-    publishPort,
-    publishListen: "127.0.0.1",
-    substituteUrls: [],
-    requestPeriodMs: 20,
-    pingIntervalMs: 60_000,
-    publishArgs: [],
-    minimumDiskSpace: 0,
-  };
+function publishingConfig(f: Fixture, publishPort: number): WorkerConfig {
+  return workerConfig(f.port, { publishPort, requestPeriodMs: 20 });
 }
 
 Deno.test({
@@ -70,7 +59,7 @@ Deno.test({
           timestamps: false,
           sink: (line) => lines.push(line),
         });
-        const error = await startWorker(workerConfig(f, held.addr.port), {
+        const error = await startWorker(publishingConfig(f, held.addr.port), {
           guix: new Guix({ command: GUIX, env: daemon.env, logger }),
           logger,
         }).then(
@@ -112,7 +101,7 @@ Deno.test({
           line.includes(" type=worker-request-work")
         ).length;
       let worker: RunningWorker | null = await startWorker(
-        workerConfig(f, 0),
+        publishingConfig(f, 0),
         {
           guix: new Guix({ command: GUIX, env: daemon.env, logger }),
           logger,

@@ -5,7 +5,7 @@ import {
   type WorkerConfig,
 } from "../../../lib/worker/worker.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
-import type { Child, Spawner } from "../../../lib/process.ts";
+import type { Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { quietPort } from "../../_ports.ts";
@@ -23,6 +23,8 @@ import {
   startFixture,
 } from "../server/_dispatch_fixture.ts";
 import { ResultTurnFailure } from "./_failing_result_turns.ts";
+import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
+import { workerConfig } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -33,41 +35,10 @@ const opts = { sanitizeResources: false, sanitizeOps: false };
 function lingeringSpawner(argvs: string[][]): Spawner {
   return (argv, options) => {
     argvs.push(argv);
-    const status = Promise.withResolvers<
-      { code: number; signal: string | null }
-    >();
-    const end = new AbortController();
-    const kill = () => {
-      end.abort();
-      status.resolve({ code: 143, signal: "SIGTERM" });
-    };
-    // As the real spawner does: a signal aborted already kills at once.
-    // (A stop landing between build-started and the spawn left this fake
-    // running for good, and a session waiting for it.)
-    if (options?.signal?.aborted) queueMicrotask(kill);
-    else options?.signal?.addEventListener("abort", kill, { once: true });
-    const open = (first?: string) =>
-      new ReadableStream<Uint8Array>({
-        start(controller) {
-          if (first) controller.enqueue(new TextEncoder().encode(first));
-          end.signal.addEventListener("abort", () => controller.close(), {
-            once: true,
-          });
-        },
-      });
-    // guix publish says where it listens once it does (publish_server.ts).
-    const says = argv.includes("publish")
-      ? "publishing /gnu/store on 127.0.0.1, port 4242\n"
-      : undefined;
-    const child: Child = {
-      pid: 4242,
-      stdout: open(),
-      stderr: open(says),
-      stdin: null,
-      status: status.promise,
-      kill,
-    };
-    return child;
+    return lingeringChild(
+      options,
+      argv.includes("publish") ? PUBLISH_SAYS : undefined,
+    );
   };
 }
 
@@ -86,27 +57,21 @@ function startTestWorker(
     timestamps: false,
     sink: (line) => lines.push(line),
   });
-  return startWorker({
-    server: { hostname: "127.0.0.1", port },
-    workers: 2,
-    systems: ["x86_64-linux"],
-    machine: "test",
-    publishPort: 0,
-    publishListen: "127.0.0.1",
-    substituteUrls: [],
-    // Far longer than the tests: only a stop can end these waits.
-    requestPeriodMs: 60_000,
-    pingIntervalMs: 60_000,
-    replyTimeoutMs: 60_000,
-    publishArgs: [],
-    storeDir: "/gnu/store",
-    minimumDiskSpace: 0,
-    ...extra,
-  }, {
-    guix: new Guix({ logger, spawn }),
-    logger,
-    freeBytes: () => Promise.resolve(1024 ** 4),
-  });
+  return startWorker(
+    workerConfig(port, {
+      workers: 2,
+      // Far longer than the tests: only a stop can end these waits.
+      requestPeriodMs: 60_000,
+      replyTimeoutMs: 60_000,
+      storeDir: "/gnu/store",
+      ...extra,
+    }),
+    {
+      guix: new Guix({ logger, spawn }),
+      logger,
+      freeBytes: () => Promise.resolve(1024 ** 4),
+    },
+  );
 }
 
 Deno.test({
