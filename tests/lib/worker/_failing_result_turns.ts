@@ -8,6 +8,20 @@ import type { Store } from "../../../lib/store/types.ts";
 import type { RouterMessage } from "../../../lib/zmtp/router.ts";
 
 /**
+ * Whether `message`, as a dispatcher's ROUTER receives it, is a build
+ * result; one that cannot be decoded is not (the dispatcher logs it).
+ */
+export function carriesResult(message: RouterMessage): boolean {
+  const payload = message.frames[message.frames.length - 1];
+  try {
+    const type = decodeMessage(payload).type;
+    return type === "build-succeeded" || type === "build-failed";
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Fails the turns that take the first `times` build results the dispatcher
  * receives (its ROUTER seen through {@link watch}, its store through
  * {@link failing}).
@@ -24,15 +38,8 @@ export class ResultTurnFailure {
 
   /** Arms the failure when `message` is a build result still to fail. */
   watch = (message: RouterMessage) => {
-    const payload = message.frames[message.frames.length - 1];
-    try {
-      const type = decodeMessage(payload).type;
-      if (
-        this.failed < this.#times &&
-        (type === "build-succeeded" || type === "build-failed")
-      ) this.#armed = true;
-    } catch {
-      // Not for the failure to judge: the dispatcher logs it.
+    if (this.failed < this.#times && carriesResult(message)) {
+      this.#armed = true;
     }
   };
 

@@ -1,5 +1,5 @@
-// What the worker tests share: a session's options, a whole worker's
-// configuration, and what a scripted server heard, in short.
+// What the worker tests share: a session's options and kept results, a
+// whole worker's configuration, and what a scripted server heard, in short.
 
 import type { SessionOptions } from "../../../lib/worker/session.ts";
 import type { WorkerConfig } from "../../../lib/worker/worker.ts";
@@ -8,6 +8,18 @@ import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import type { Message } from "../../../lib/protocol/messages.ts";
 import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
+
+/** A worker's kept results, logging to `lines`, debug lines included. */
+export function loggedResults(lines: string[]): UndeliveredResults {
+  return new UndeliveredResults({
+    logger: createLogger({
+      level: "debug",
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    }),
+  });
+}
 
 /** Options of a session named `name` against `port`, logging to `lines`. */
 export function sessionOptions(

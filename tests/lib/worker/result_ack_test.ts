@@ -31,10 +31,10 @@ import {
   settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
-import { sessionOptions } from "./_session_helpers.ts";
+import { loggedResults, sessionOptions } from "./_session_helpers.ts";
 import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
-import { ResultTurnFailure } from "./_failing_result_turns.ts";
+import { carriesResult, ResultTurnFailure } from "./_failing_result_turns.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -55,15 +55,7 @@ class ResultTurnHold {
 
   /** Arms the hold when `message` is a build result. */
   watch = (message: RouterMessage) => {
-    const payload = message.frames[message.frames.length - 1];
-    try {
-      const type = decodeMessage(payload).type;
-      if (type === "build-succeeded" || type === "build-failed") {
-        this.#armed = true;
-      }
-    } catch {
-      // Not for the hold to judge: the dispatcher logs it.
-    }
+    if (carriesResult(message)) this.#armed = true;
   };
 
   /** `store` whose batches wait, once armed, before they commit. */
@@ -118,13 +110,7 @@ for (
       const calls: string[][] = [];
       const lines: string[] = [];
       const name = ok ? "ACKED001" : "ACKED002";
-      const results = new UndeliveredResults({
-        logger: createLogger({
-          level: "debug",
-          timestamps: false,
-          sink: (line) => lines.push(line),
-        }),
-      });
+      const results = loggedResults(lines);
       const abort = new AbortController();
       const running = runSession(
         sessionOptions(port, name, lines, {
@@ -221,13 +207,7 @@ Deno.test({
     const calls: string[][] = [];
     const lines: string[] = [];
     const name = "FETCHED1";
-    const results = new UndeliveredResults({
-      logger: createLogger({
-        level: "debug",
-        timestamps: false,
-        sink: (line) => lines.push(line),
-      }),
-    });
+    const results = loggedResults(lines);
     const abort = new AbortController();
     const running = runSession(
       sessionOptions(port, name, lines, {
@@ -322,13 +302,7 @@ Deno.test({
     const calls: string[][] = [];
     const lines: string[] = [];
     const name = "DROPPED1";
-    const results = new UndeliveredResults({
-      logger: createLogger({
-        level: "debug",
-        timestamps: false,
-        sink: (line) => lines.push(line),
-      }),
-    });
+    const results = loggedResults(lines);
     const abort = new AbortController();
     const running = runSession(
       sessionOptions(f.port, name, lines, {
@@ -391,13 +365,7 @@ function drainableSession(
 ) {
   const calls: string[][] = [];
   const lines: string[] = [];
-  const results = new UndeliveredResults({
-    logger: createLogger({
-      level: "debug",
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    }),
-  });
+  const results = loggedResults(lines);
   const finished = Promise.withResolvers<void>();
   const spawn = fakeSpawner(undefined, calls);
   const abort = new AbortController();
