@@ -9,11 +9,9 @@ import { eventually, job, startFixture } from "../server/_dispatch_fixture.ts";
 import { quietPort } from "../../_ports.ts";
 import { sessionOptions } from "./_session_helpers.ts";
 import { makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
-import { SETSID } from "../../../demo/farm.ts";
+import { spawnWorkerProcess } from "../../_worker_process.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
-const WORKER = new URL("../../../worker.ts", import.meta.url).pathname;
-const FAKE_GUIX_DIR = new URL("../../fake-guix", import.meta.url).pathname;
 
 Deno.test({
   ...opts,
@@ -79,60 +77,22 @@ Deno.test({
       storeDir: daemon.storeDir,
       workerKeys: new Map([["farm", "the-secret-the-server-holds"]]),
     });
-    const argv = [
-      Deno.execPath(),
-      "run",
-      "--allow-all",
-      WORKER,
+    const worker = spawnWorkerProcess([
       `--server=127.0.0.1:${f.port}`,
       "--publish-listen=127.0.0.1",
       "--publish-port=0",
       `--worker-key-file=${keyFile}`,
-    ];
-    // Its own process group (setsid): a failed test ends the worker and
-    // its guix publish together.
-    const child = new Deno.Command(SETSID ?? argv[0], {
-      args: SETSID ? argv : argv.slice(1),
-      env: {
-        ...daemon.env,
-        PATH: `${FAKE_GUIX_DIR}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
-        LORICA_LOG: "info",
-      },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    let log = "";
-    const reading = (async () => {
-      for await (
-        const text of child.stderr.pipeThrough(new TextDecoderStream())
-      ) log += text;
-    })();
-    const killGroup = () => {
-      try {
-        if (SETSID) Deno.kill(-child.pid, "SIGKILL");
-        else child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    };
-    const guard = setTimeout(killGroup, 60_000);
+    ], daemon.env);
     try {
       const refused = new RegExp(
         ` error registration refused worker=\\w+ server=127\\.0\\.0\\.1:${f.port} reason="bad proof for key \\\\"farm\\\\"" key=farm key_file=${keyFile} `,
       );
-      for (let i = 0; i < 300 && !refused.test(log); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      assert.match(log, refused);
-      child.kill("SIGTERM");
-      await child.status;
-      await reading;
+      assert.ok(await worker.logged(refused), worker.log());
+      worker.child.kill("SIGTERM");
+      await worker.child.status;
+      await worker.reading;
     } finally {
-      clearTimeout(guard);
-      killGroup();
-      await child.status;
-      await reading.catch(() => {});
+      await worker.close();
       await f.close();
       await Deno.remove(root, { recursive: true });
     }
