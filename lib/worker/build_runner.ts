@@ -45,7 +45,10 @@ export interface BuildRunnerOptions {
    */
   logServer: { hostname: string; port: number; acknowledges?: boolean };
   cores?: number;
-  /** Aborting kills the build (a cancel from the server). */
+  /**
+   * Aborting kills the build (a cancel from the server, a stop that does
+   * not wait), and ends the sending again of its log.
+   */
   signal?: AbortSignal;
   /**
    * Extra tries when the daemon could not even obtain the derivation (the
@@ -161,6 +164,7 @@ export async function runBuild(
     retryDelayMs: options.retryDelayMs ?? 2000,
     reopen: openUpload,
     spoolDir: options.spoolDir,
+    signal: options.signal,
   });
   let delay = options.retryDelayMs ?? 2000;
   try {
@@ -408,6 +412,11 @@ interface ResendOptions {
   retryDelayMs: number;
   /** Where the log's copy is made; default TMPDIR. */
   spoolDir?: string;
+  /**
+   * Ends the sending again: a stop past the drain timeout, or a second
+   * signal, must not wait for a server that may stay away for minutes.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -443,7 +452,19 @@ async function resendLog(spool: Spool, options: ResendOptions) {
       return;
     }
     logger.warn("log resend retried", { drv, attempt, delay, error });
-    await clock.sleep(delay);
+    const stopped = await clock.sleep(delay, options.signal).then(
+      () => false,
+      () => true,
+    );
+    if (stopped) {
+      logger.warn("log not sent again", {
+        drv,
+        attempts: attempt,
+        reason: "the build's session is stopping",
+        error,
+      });
+      return;
+    }
     delay *= 2;
   }
 }

@@ -565,6 +565,56 @@ Deno.test("runBuild() gives the log up, and says so, after its retries", async (
   }
 });
 
+Deno.test("runBuild() stops sending the log again once its signal aborts: a stop past the drain timeout does not wait out the retries", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
+  const cacheDir = `${root}/logs`;
+  const receiver = await startReceiver(cacheDir, 0);
+  const port = receiver.port;
+  const run = twoPartBuildRun();
+  const { lines } = run;
+  const stop = new AbortController();
+  // The drain timeout ends during the first pause before a retry.
+  const pauses: number[] = [];
+  const clock = {
+    now: () => Date.now(),
+    monotonic: () => performance.now(),
+    sleep: (ms: number, signal?: AbortSignal) => {
+      pauses.push(ms);
+      stop.abort();
+      return signal?.aborted
+        ? Promise.reject(signal.reason)
+        : Promise.resolve();
+    },
+  };
+  try {
+    const building = run.start({
+      logServer: { hostname: "127.0.0.1", port },
+      clock,
+      retries: 4,
+      retryDelayMs: 500,
+      signal: stop.signal,
+    });
+    await firstPartStored(cacheDir);
+    // The server goes away and stays away.
+    await receiver.close();
+    await serverGoneNoticed(lines);
+    run.finish();
+    assert.deepEqual(await building, { status: "succeeded" });
+    assert.deepEqual(pauses, [500], lines.join("\n"));
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith("warn log not sent again") && /attempts=1 /.test(l) &&
+        /stopping/.test(l)
+      ),
+      lines.join("\n"),
+    );
+  } finally {
+    run.finish();
+    await receiver.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("runBuild() keeps its copy of the log in no named file: a worker killed mid-build leaves none in the temporary directory", async () => {
   const root = await Deno.makeTempDir({ prefix: "lorica-spool-" });
   const tmp = `${root}/tmp`;
