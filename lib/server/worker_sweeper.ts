@@ -233,10 +233,46 @@ export async function sweepWorkers(
         silentFrom: new Date(state.silentFrom * 1000).toISOString(),
       });
     }
+    const asleep = clock.monotonic();
     try {
       await clock.sleep(interval, signal);
     } catch {
       return;
     }
+    noticePause(
+      options,
+      state,
+      clock.monotonic() - asleep - interval,
+      interval,
+    );
   }
+}
+
+/**
+ * Shortest lateness of a sweep's wake-up taken for a pause of this
+ * process: below it, a loaded event loop's jitter.
+ */
+const MIN_PAUSE_MS = 5000;
+
+/**
+ * A wake-up `lateMs` past its time by more than the sweep `interval` means
+ * this process did not run meanwhile (SIGSTOP, a frozen virtual machine,
+ * an event loop held): the workers' messages waited unread, in the
+ * sockets, for as long. The monotonic clock went on, so noticeSteps sees
+ * no step; without this the sweep that follows, run before those messages
+ * are read, would take live workers for gone and requeue their builds.
+ * Their silence counts from now, as after a failing store.
+ */
+function noticePause(
+  options: WorkerSweeperOptions,
+  state: SweepState,
+  lateMs: number,
+  interval: number,
+): void {
+  if (lateMs < Math.max(MIN_PAUSE_MS, interval)) return;
+  state.silentFrom = epochSeconds(options.clock);
+  options.logger.warn("sweep woke late", {
+    seconds: Math.round(lateMs / 1000),
+    reason: "this process was paused; no worker could be heard meanwhile",
+  });
 }

@@ -400,3 +400,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepWorkers() woken late by a pause of its own process (SIGSTOP) takes no live worker for gone: its pings waited unread",
+  async fn() {
+    const f = await startFixture();
+    const abort = new AbortController();
+    try {
+      const [a] = await f.addJobs([job("a", 1)]);
+      await addWorker(f, "LIVE");
+      await f.store.popBuild("LIVE", ["x86_64-linux"], seconds(f));
+      await f.store.markStarted(a, "LIVE", "/log", seconds(f));
+      let sweeps = 0;
+      const store = new Proxy(f.store, {
+        get(target, property) {
+          if (property === "expireWorkers") {
+            return (...args: Parameters<typeof target.expireWorkers>) => {
+              sweeps++;
+              return target.expireWorkers(...args);
+            };
+          }
+          const value = Reflect.get(target, property, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const sweeping = sweepWorkers(
+        { ...sweepOptions(f), store },
+        abort.signal,
+      );
+      await eventually(() => sweeps === 1, "the first sweep");
+      await eventually(() => f.clock.sleepersDueWithin(30_000) > 0);
+      // Stopped for 150 s, past the timeout: the sweeper's timer and LIVE's
+      // pings are both due when the process runs again.
+      await f.clock.advance(150_000);
+      await eventually(() => sweeps === 2, "the sweep after the pause");
+      assert.ok(await f.store.getWorker("LIVE"), f.lines.join("\n"));
+      assert.equal(await f.status(a), BuildStatus.started);
+      assert.ok(
+        f.lines.some((l) => l.startsWith("warn sweep woke late seconds=120 ")),
+        f.lines.join("\n"),
+      );
+      // Silence after the pause still counts: a worker that stays silent
+      // goes a timeout later.
+      await eventually(async () => {
+        if ((await f.store.getWorker("LIVE")) === null) return true;
+        await f.clock.advance(30_000);
+        return false;
+      }, "LIVE expired once silent for a timeout after the pause");
+      assert.equal(await f.status(a), BuildStatus.scheduled);
+      abort.abort();
+      await sweeping;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
