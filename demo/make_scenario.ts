@@ -12,8 +12,8 @@
 // written below are committed, so neither the demo nor the tests need it.
 //
 // Writes, next to this script:
-// - scenario.json: packages for tests/fake-guix (format in
-//   notes/EVALUATOR_CONTRACT.md): the closure of `coreutils` on x86_64-linux,
+// - scenario.json: packages for tests/fake-guix (format: ScenarioPackage
+//   in tests/fake-guix/evaluate.ts): the closure of `coreutils` on x86_64-linux,
 //   and a 7-package sub-closure of it that is also built on i686-linux;
 // - demo-spec.scm: the Cuirass specification the demo server loads;
 // - expected.json: the final status of every job, for checking a demo run.

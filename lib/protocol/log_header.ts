@@ -260,7 +260,10 @@ export async function withTimeout<T>(
   const timer = clock.sleep(ms, stop.signal).then(
     function expire() {
       timedOut = true;
-      throw new LogTimeoutError(`${action}: no answer in ${ms} ms`, ms);
+      throw new LogTimeoutError(
+        `${action}: no answer in ${Math.round(ms)} ms`,
+        ms,
+      );
     },
     () => undefined as never,
   );

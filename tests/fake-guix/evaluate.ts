@@ -8,7 +8,7 @@ import { writeSexp } from "../../lib/sexp/write.ts";
 import type { DaemonStore } from "./daemon_store.ts";
 import { LeaveError } from "./messages.ts";
 
-/** One package of the scenario (see EVALUATOR_CONTRACT.md). */
+/** One package of a scenario file (FAKE_GUIX_SCENARIO): its format. */
 export interface ScenarioPackage {
   name: string;
   version: string;
