@@ -23,6 +23,7 @@ import {
   storeBackend,
   waitForDatabase,
 } from "./lib/store/open_store.ts";
+import { claimDatabase } from "./lib/store/sqlite_owner.ts";
 import type { Specification } from "./lib/store/types.ts";
 import { readSpecificationFileOrGuix } from "./lib/spec/read_spec.ts";
 import {
@@ -462,6 +463,11 @@ async function main(args: string[]): Promise<number> {
   // PostgreSQL may start after the server, or be restarting: it is waited
   // for. SQLite is opened once: what keeps a file from opening (its path,
   // its permissions) does not go away by waiting.
+  // One server per SQLite file (sqlite_owner.ts): claimed before it is
+  // opened, for as long as this process lives.
+  const claim = database.sqlite
+    ? await claimDatabase(database.value, { clock: systemClock })
+    : null;
   const store = await (database.sqlite ? open() : waitForDatabase(open, {
     clock: systemClock,
     logger,
@@ -541,6 +547,7 @@ async function main(args: string[]): Promise<number> {
   await server.stop();
   await notifications.stop();
   await store.close();
+  claim?.release();
   if (failure instanceof Error) throw failure;
   return 0;
 }

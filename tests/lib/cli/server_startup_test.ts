@@ -250,6 +250,37 @@ Deno.test("lorica-server refuses an empty --database or --worker-keys by name, s
   });
 });
 
+Deno.test("a second lorica-server on a SQLite database in use exits 1 naming the first's pid, and the first goes on", async () => {
+  // Two servers on one SQLite file took each other's work: the second
+  // resumed the first's output fetches and expired its workers.
+  await withDir(async (dir) => {
+    let second: Run | undefined;
+    const first = await runServer(dir, {}, {
+      env: { LORICA_LOG: "info" },
+      watch: async (stderr) => {
+        if (!/server started/.test(stderr)) return false;
+        second ??= await runServer(dir, { cache: `${dir}/cache2` });
+        return true;
+      },
+    });
+    assert.ok(second !== undefined, first.stderr);
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(
+      second.stderr,
+      new RegExp(
+        `^lorica-server: error: Cannot use SQLite database "${dir}/farm.db": another lorica-server \\(pid \\d+\\) uses it`,
+      ),
+    );
+    assert.equal(first.code, 0, first.stderr);
+    // The claim ends with its server: a restart takes the database.
+    const again = await runServer(dir, {}, {
+      env: { LORICA_LOG: "info" },
+      stopAt: /server started/,
+    });
+    assert.equal(again.code, 0, again.stderr);
+  });
+});
+
 Deno.test("lorica-server rejects a --database URL of an unknown scheme", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { database: "mysql://x/y" });
