@@ -38,7 +38,11 @@ export interface WorkerAuthProof {
  * committed, with `(result-ack (drv D) (outcome O))`; see ResultOutcome)
  * and "worker-refused" (the server answers a `worker-ready` it refuses with
  * `(worker-refused (reason R))`: a worker whose key it does not accept
- * learns it, where Cuirass's protocol has no reply to a registration).
+ * learns it, where Cuirass's protocol has no reply to a registration)
+ * and "outputs-fetched" (once the fetch of a success it acknowledged as
+ * "fetching" ends, fetched or given up, the server says
+ * `(outputs-fetched (drv D))`: until then a worker that is stopping keeps
+ * its publish server up, the fetch's only source).
  */
 export const LORICA_FEATURES = [
   "request-id",
@@ -49,6 +53,7 @@ export const LORICA_FEATURES = [
   "store-dir",
   "result-ack",
   "worker-refused",
+  "outputs-fetched",
 ];
 
 /**
@@ -147,6 +152,14 @@ export type Message =
     type: "worker-refused";
     /** Why, for the worker's log: no proof, or a proof not accepted. */
     reason: string;
+  }
+  | {
+    type: "outputs-fetched";
+    /**
+     * The derivation whose outputs the server no longer fetches from the
+     * worker: in its store, or given up (see "outputs-fetched").
+     */
+    drv: string;
   };
 
 /** Options of `decodeMessage`. */
@@ -339,6 +352,8 @@ function toDatum(message: Message): Datum {
       ];
     case "worker-refused":
       return [tag, field("reason", message.reason)];
+    case "outputs-fetched":
+      return [tag, field("drv", message.drv)];
   }
 }
 
@@ -481,6 +496,8 @@ function fromDatum(datum: Datum): Message {
       };
     case "worker-refused":
       return { type, reason: fields.string("reason") };
+    case "outputs-fetched":
+      return { type, drv: fields.string("drv") };
     default:
       throw new ProtocolError(
         `Cannot decode message: unknown tag ${JSON.stringify(clip(type))}`,

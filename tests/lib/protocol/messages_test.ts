@@ -466,6 +466,10 @@ const LORICA_WIRE: [string, Message][] = [
     '(worker-refused (reason "bad proof for key \\"farm\\""))',
     { type: "worker-refused", reason: 'bad proof for key "farm"' },
   ],
+  [
+    `(outputs-fetched (drv "${DRV}"))`,
+    { type: "outputs-fetched", drv: DRV },
+  ],
 ];
 
 Deno.test("decodeMessage() and encodeMessage() round-trip the Lorica extensions", async (t) => {
@@ -505,6 +509,9 @@ Deno.test("decodeMessage() rejects malformed extension fields", () => {
       '(result-ack (drv "/d") (outcome "recorded\nignored"))',
       "(worker-refused)",
       "(worker-refused (reason 1))",
+      "(outputs-fetched)",
+      '(outputs-fetched (outcome "fetched"))',
+      '(outputs-fetched (drv "/d\x00"))',
     ]
   ) {
     assert.throws(() => decodeMessage(encoder.encode(bad)), ProtocolError, bad);
