@@ -5,7 +5,9 @@
 // A report counts only from the connection that speaks for the build's
 // worker (worker_identity.ts), and only while that worker holds it. A
 // Lorica worker that asked for it ("result-ack") hears what became of each
-// result once that is committed, and sends it again until it does.
+// result once that is committed, and sends it again until it does; one
+// that asked for that too ("outputs-fetched") hears when a fetch of its
+// success ends (dispatcher.ts), for it keeps its publish server up until then.
 
 import { logFileName } from "../protocol/log_header.ts";
 import type { ResultOutcome } from "../protocol/messages.ts";

@@ -26,7 +26,7 @@ import { type Clock, epochSeconds, Nudge } from "../clock.ts";
 import { type HoldingLogger, holdingLogger, type Logger } from "../log.ts";
 import type { Build, HeldBuild, Holding, Store } from "../store/types.ts";
 import { WorkerHoldings } from "./worker_holdings.ts";
-import type { OutputFetcher } from "./output_fetcher.ts";
+import type { FetchRequest, OutputFetcher } from "./output_fetcher.ts";
 import { routingKey, type WorkerLink, WorkerLinks } from "./worker_links.ts";
 import {
   nextTurn,
@@ -177,6 +177,10 @@ export class Dispatcher {
       work: this.#work,
       identity: this.#identity,
     });
+    options.fetcher.watchEnds(
+      (request) => void this.#tellFetched(request),
+      this.#running.signal,
+    );
   }
 
   /** Whether worker authentication is on. */
@@ -583,6 +587,32 @@ export class Dispatcher {
       worker,
       drv,
     });
+  }
+
+  /**
+   * Tells the worker whose result `request` fetched that the fetch ended,
+   * when the connection it requests work on announced "outputs-fetched": a
+   * stopping Lorica worker keeps its publish server up until then. Sent
+   * after the turn under way, if any, whose ack of the same result sent
+   * again may still say "fetching": this must come after it. Outside the
+   * turns, as a cancel: a worker slow to read would hold them all.
+   */
+  async #tellFetched({ drv, worker }: FetchRequest): Promise<void> {
+    await this.#turns.run(() => Promise.resolve());
+    const link = this.#links.connectionOf(worker);
+    if (link === undefined || !link.features.has("outputs-fetched")) return;
+    try {
+      const sent = await this.#send(link.routingId, {
+        type: "outputs-fetched",
+        drv,
+      });
+      this.#log.debug(sent ? "fetch end sent" : "fetch end not sent", {
+        worker,
+        drv,
+      });
+    } catch (error) {
+      this.#log.error("fetch end not sent", { worker, drv, error });
+    }
   }
 
   /** Handles one message from a worker connection. */

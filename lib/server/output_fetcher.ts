@@ -88,6 +88,8 @@ export class OutputFetcher {
   #idle = Promise.withResolvers<void>();
   /** Running fetches that close() stopped before they recorded anything. */
   readonly #interrupted: FetchRequest[] = [];
+  /** Told of each fetch that ended (see {@link watchEnds}). */
+  readonly #endWatchers = new Set<(request: FetchRequest) => void>();
 
   constructor(options: OutputFetcherOptions) {
     this.#options = {
@@ -149,6 +151,27 @@ export class OutputFetcher {
     return owed.length;
   }
 
+  /**
+   * Calls `watcher` with each fetch that ends from now until `signal`
+   * aborts: its build recorded (succeeded, or failed-other past the
+   * deadline) or found no longer its worker's. Not with those close()
+   * stops, which a later start resumes. Called once the fetch is no longer
+   * active ({@link has} says false), so that no one hears of its end and
+   * then sees it still under way.
+   */
+  watchEnds(
+    watcher: (request: FetchRequest) => void,
+    signal: AbortSignal,
+  ): void {
+    if (signal.aborted) return;
+    this.#endWatchers.add(watcher);
+    signal.addEventListener(
+      "abort",
+      () => this.#endWatchers.delete(watcher),
+      { once: true },
+    );
+  }
+
   /** Resolves when no fetch is queued or running. */
   idle(): Promise<void> {
     return this.#idle.promise;
@@ -173,8 +196,9 @@ export class OutputFetcher {
     ) {
       const request = this.#waiting.shift()!;
       this.#running++;
+      let ended = false;
       this.#run(request)
-        .then(() => this.#ended(request))
+        .then(async () => ended = await this.#ended(request))
         // Only a log write failing as it logged a crash comes here.
         .catch((error) =>
           this.#options.logger.error("output fetch abandoned", {
@@ -187,6 +211,7 @@ export class OutputFetcher {
         .finally(() => {
           this.#running--;
           this.#forget(request);
+          if (ended) this.#tellEnded(request);
           if (this.pending === 0) this.#idle.resolve();
           else this.#pump();
         });
@@ -236,10 +261,11 @@ export class OutputFetcher {
   /**
    * Forgets the saved record of `request`, whose fetch ended (the build
    * recorded, or no longer its worker's), unless close() interrupted it:
-   * that one is for the next start to resume.
+   * that one is for the next start to resume. True when the fetch ended,
+   * false when it was interrupted.
    */
-  async #ended(request: FetchRequest): Promise<void> {
-    if (this.#interrupted.includes(request)) return;
+  async #ended(request: FetchRequest): Promise<boolean> {
+    if (this.#interrupted.includes(request)) return false;
     try {
       await this.#stored(
         request.drv,
@@ -249,6 +275,22 @@ export class OutputFetcher {
     } catch {
       // The fetcher closed first: the next start resumes the fetch, finds
       // the build no longer running, and forgets it then.
+    }
+    return true;
+  }
+
+  /** Tells the watchers (see {@link watchEnds}) that `request` ended. */
+  #tellEnded(request: FetchRequest): void {
+    for (const watcher of this.#endWatchers) {
+      try {
+        watcher(request);
+      } catch (error) {
+        this.#options.logger.error("fetch end watcher failed", {
+          drv: request.drv,
+          worker: request.worker,
+          error,
+        });
+      }
     }
   }
 

@@ -62,6 +62,8 @@ Deno.test({
         async () => (await f.status(drv)) === BuildStatus.succeeded,
         "build succeeded",
       );
+      // It asked to hear when the fetch ends (every feature).
+      assert.deepEqual(await worker.next(), { type: "outputs-fetched", drv });
       await worker.send(resultOf("build-succeeded", drv, URL));
       await assertAcknowledged(worker, drv, "recorded");
       assert.equal(
@@ -157,3 +159,81 @@ Deno.test({
     }
   },
 });
+
+for (const given of [false, true]) {
+  Deno.test({
+    ...opts,
+    name:
+      `a Lorica worker that asked for outputs-fetched hears it once the fetch of its success ${
+        given ? "is given up" : "ends"
+      }, after the ack; one that did not, and a Cuirass worker, do not`,
+    async fn() {
+      // The publish servers: no narinfo, until `published` (never when
+      // the fetch is to be given up).
+      let published = false;
+      const f = await startFixture({
+        fetch: () =>
+          Promise.resolve(
+            published ? new Response("ok") : new Response("", { status: 404 }),
+          ),
+      });
+      const asked = await FakeWorker.connect(f.port, { name: "ASKED001" });
+      const older = await FakeWorker.connect(f.port, { name: "OLDER002" });
+      const cuirass = await FakeWorker.connect(f.port, { name: "CUIRASS2" });
+      try {
+        for (
+          const [worker, features] of [
+            [asked, LORICA_FEATURES],
+            [older, LORICA_FEATURES.filter((f) => f !== "outputs-fetched")],
+          ] as const
+        ) {
+          await worker.send({ type: "lorica-hello", version: 1, features });
+          assert.equal((await worker.next()).type, "lorica-welcome");
+          await worker.ready({ holding: [] });
+        }
+        await cuirass.ready();
+        const drvs: string[] = [];
+        for (const [i, worker] of [asked, older, cuirass].entries()) {
+          await f.addJobs([job("fetched", 10 + i)]);
+          const drv = await startWork(worker, f);
+          drvs.push(drv);
+          await worker.send(resultOf("build-succeeded", drv, URL));
+          if (worker !== cuirass) {
+            await assertAcknowledged(worker, drv, "fetching");
+          }
+        }
+        await eventually(
+          () => linesOf(f, "warn output fetch retried").length >= 3,
+          "the fetches waiting",
+        );
+        if (given) await f.clock.advance(10_000);
+        else {
+          published = true;
+          await f.clock.advance(1000);
+        }
+        const status = given ? BuildStatus.failedOther : BuildStatus.succeeded;
+        await eventually(
+          async () =>
+            (await Promise.all(drvs.map((drv) => f.status(drv)))).every((s) =>
+              s === status
+            ),
+          `the fetches ended\n${f.lines.join("\n")}`,
+        );
+        assert.deepEqual(await asked.next(), {
+          type: "outputs-fetched",
+          drv: drvs[0],
+        });
+        // Nothing came before the reply to their work request.
+        for (const worker of [older, cuirass]) {
+          const reply = await worker.requestWork(8);
+          assert.equal(reply.type, "no-build", `${worker.name}: ${reply.type}`);
+        }
+      } finally {
+        await asked.close();
+        await older.close();
+        await cuirass.close();
+        await f.close();
+      }
+    },
+  });
+}
