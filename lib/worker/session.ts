@@ -5,7 +5,9 @@
 // without dropping the build it runs (C08); against a Lorica server it
 // negotiates request ids, cancellation and authentication, and keeps each
 // result until the server acknowledges it ("result-ack"), asking for no more
-// work meanwhile and sending it again when its ack is late.
+// work meanwhile and sending it again when its ack is late; a draining
+// session stays until the server says it fetched the outputs of the
+// successes it acknowledged as "fetching" ("outputs-fetched").
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import { ZmtpClosedError } from "../zmtp/connection.ts";
@@ -30,6 +32,7 @@ import {
 } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
+import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type {
   UndeliveredResult,
   UndeliveredResults,
@@ -102,6 +105,13 @@ export interface SessionOptions {
    * registration meanwhile. Absent: such a result is lost.
    */
   results?: UndeliveredResults;
+  /**
+   * This name's successes whose outputs the server fetches, until it says
+   * the fetch ended ("outputs-fetched"), shared by the name's sessions: a
+   * draining session stays connected while one is (the worker's publish
+   * server stays up with it). Absent: none is waited for.
+   */
+  fetching?: OutputsBeingFetched;
   /**
    * The builds refused and handed back (see #refuse), shared by a
    * worker's sessions for the life of the process: one handed out again,
@@ -288,7 +298,7 @@ class Session {
     let needProbe = true;
     try {
       while (
-        !this.#signal.aborted && (!this.#drained() || this.#awaitingAcks())
+        !this.#signal.aborted && (!this.#drained() || this.#owesServer())
       ) {
         try {
           if (needProbe && !await this.#waitForProbe()) break;
@@ -324,13 +334,22 @@ class Session {
   }
 
   /**
-   * Whether a draining stop ends the session now: with no build under way
-   * and no result awaiting its ack, nothing is left to finish or report,
-   * whatever the connection is doing.
+   * Whether a draining stop ends the session now: with no build under way,
+   * no result awaiting its ack and none being fetched, nothing is left to
+   * finish or report, whatever the connection is doing.
    */
   #mayLeave(): boolean {
     return this.#drained() && this.#current === undefined &&
-      this.#handedOut.length === 0 && !this.#awaitingAcks();
+      this.#handedOut.length === 0 && !this.#owesServer();
+  }
+
+  /**
+   * Whether the server still needs this session: results wait for its ack
+   * (see #awaitingAcks), or their outputs are being fetched (the end of
+   * the fetch comes on this session's connection).
+   */
+  #owesServer(): boolean {
+    return this.#awaitingAcks() || (this.#options.fetching?.size ?? 0) > 0;
   }
 
   /**
@@ -441,6 +460,10 @@ class Session {
         this.#acknowledged(message.drv, message.outcome);
         continue;
       }
+      if (message.type === "outputs-fetched") {
+        this.#outputsFetched(message.drv);
+        continue;
+      }
       if (message.type === "worker-refused") {
         this.#registrationRefused(message.reason);
         continue;
@@ -523,7 +546,7 @@ class Session {
     const draining = this.#options.draining;
     if (
       draining === undefined || this.#current !== undefined ||
-      this.#awaitingAcks()
+      this.#owesServer()
     ) {
       await this.#dealer.sendAll(frames, this.#signal);
       return true;
@@ -778,7 +801,10 @@ class Session {
       if (reply === null) {
         // Before a draining session leaves too: see #awaitingAcks.
         if (!await this.#awaitAcks()) return;
-        if (this.#drained()) return;
+        if (this.#drained()) {
+          await this.#awaitFetches();
+          return;
+        }
         if (await this.#options.disk?.low()) {
           await this.#pause(period);
           continue;
@@ -1202,6 +1228,18 @@ class Session {
    */
   #acknowledged(drv: string, outcome: string) {
     const kept = this.#options.results?.acknowledged(drv, outcome);
+    if (
+      kept && outcome === "fetching" &&
+      this.#registration?.features.has("outputs-fetched")
+    ) {
+      const dropped = this.#options.fetching?.add(drv);
+      if (dropped !== undefined) {
+        this.#logger.warn("fetch end no longer awaited", {
+          drv: dropped,
+          reason: "too many fetches the server has not said the end of",
+        });
+      }
+    }
     // Whatever waits for the server sees whether acks are still awaited.
     this.#wake?.();
     if (kept) return;
@@ -1210,6 +1248,40 @@ class Session {
       outcome,
       reason: "no such result awaits an ack",
     });
+  }
+
+  /**
+   * The server says its fetch of the outputs of `drv` ended: a draining
+   * session need not stay for it. One not awaited changes nothing.
+   */
+  #outputsFetched(drv: string) {
+    const awaited = this.#options.fetching?.ended(drv) ?? false;
+    this.#wake?.();
+    this.#logger.debug("outputs fetched", { drv, awaited });
+  }
+
+  /**
+   * Before a draining session leaves: waits, with its connection up, until
+   * the server says it fetched the outputs of this name's successes (see
+   * SessionOptions.fetching); the worker's drain timeout bounds the wait.
+   * Returns early on a probe (consumed): the server restarted, resumes its
+   * fetches, and tells their ends on the connection the session registers
+   * on again.
+   */
+  async #awaitFetches(): Promise<void> {
+    const fetching = this.#options.fetching;
+    if (fetching === undefined) return;
+    while (fetching.size > 0) {
+      const event = await this.#next(
+        this.#replyTimeoutMs,
+        () => fetching.size === 0,
+      );
+      if (event?.kind === "probe") return;
+      // Nothing was asked that this could answer.
+      if (event !== null) {
+        this.#logger.warn("reply ignored", { type: event.message.type });
+      }
+    }
   }
 
   /**

@@ -13,6 +13,7 @@ import {
 import { DiskGuard } from "./disk_guard.ts";
 import { UndeliveredResults } from "./undelivered_results.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
+import { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import {
   fixedServer,
   followServer,
@@ -78,10 +79,12 @@ export interface RunningWorker {
   /**
    * Stops the worker. With `drain`, no more work is requested and builds
    * under way are finished and reported first, their results acknowledged
-   * by a server that acknowledges results, for at most `drainMs`; then
-   * whatever still runs is abandoned (the server requeues it), and the
-   * results still unacknowledged are named in the log. Sessions with
-   * nothing under way or unacknowledged end at once. A later call does not
+   * by a server that acknowledges results, and the successes' outputs
+   * fetched by a server that says when ("outputs-fetched"; the publish
+   * server stays up until then), for at most `drainMs`; then whatever
+   * still runs is abandoned (the server requeues it), and the results
+   * still unacknowledged or being fetched are named in the log. Sessions
+   * with nothing under way, unacknowledged or being fetched end at once. A later call does not
    * stop twice: it returns the same promise, and without `drain` it cuts
    * the drain short. `signal` names the signal that asked for the stop,
    * for the log.
@@ -158,6 +161,11 @@ export async function startWorker(
       new UndeliveredResults({ logger: logger.with({ worker: name }) }),
     ]),
   );
+  // The successes of each name whose outputs the server is fetching from
+  // the publish server, which a draining stop keeps up until it is done.
+  const fetching = new Map(
+    names.map((name) => [name, new OutputsBeingFetched()]),
+  );
   // The builds any session refused and handed back: refused for good when
   // handed out again, to whichever session, whatever sessions failed or
   // were restarted meanwhile.
@@ -211,6 +219,7 @@ export async function startWorker(
             draining: draining.signal,
             underway,
             results: results.get(name)!,
+            fetching: fetching.get(name)!,
             handedBack,
             connectDealer: deps.connectDealer,
           },
@@ -258,6 +267,15 @@ export async function startWorker(
       logger.warn("results unacknowledged", {
         drvs: unacknowledged.join(","),
         reason: "the worker stopped before the server acknowledged them",
+      });
+    }
+    // The server cannot fetch these once the publish server is gone: their
+    // builds are built again, or fail past its fetch deadline.
+    const unfetched = [...fetching.values()].flatMap((kept) => kept.drvs());
+    if (unfetched.length > 0) {
+      logger.warn("outputs still being fetched", {
+        drvs: unfetched.join(","),
+        reason: "the worker stopped before the server fetched them",
       });
     }
     await publish.stop();

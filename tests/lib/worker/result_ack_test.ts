@@ -12,6 +12,7 @@ import {
   type SessionOptions,
 } from "../../../lib/worker/session.ts";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
+import { OutputsBeingFetched } from "../../../lib/worker/outputs_being_fetched.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -746,6 +747,54 @@ for (
         );
         assert.ok(!server.heard.some((m) => m.type === "result-ack"));
       } finally {
+        await server.close();
+      }
+    },
+  });
+}
+
+for (
+  const { server: kind, features, stays } of [
+    {
+      server: "a Lorica server without outputs-fetched",
+      features: LORICA_FEATURES.filter((f) => f !== "outputs-fetched"),
+      stays: false,
+    },
+    {
+      server: "a server offering outputs-fetched",
+      features: LORICA_FEATURES,
+      stays: true,
+    },
+  ]
+) {
+  Deno.test({
+    ...opts,
+    name: `a draining session of ${kind} ${
+      stays ? "stays until told the fetch ended" : "leaves"
+    } once its success is acknowledged as fetching`,
+    async fn() {
+      const server = await scriptedServer(buildRequest({}), features, {
+        replies: (drv) => [{ type: "result-ack", drv, outcome: "fetching" }],
+      });
+      const fetching = new OutputsBeingFetched();
+      const session = drainableSession(server.port, "FETCHED2", { fetching });
+      try {
+        await eventually(
+          () => session.calls.some((argv) => argv.includes(GOOD_DRV)),
+          "build started",
+        );
+        session.drain();
+        session.finish();
+        await eventually(() => server.results() === 1, "result sent");
+        assert.equal(
+          await settlesWithin(session.running, stays ? 500 : 5000),
+          !stays,
+          session.lines.join("\n"),
+        );
+        assert.deepEqual(fetching.drvs(), stays ? [GOOD_DRV] : []);
+        assert.equal(session.results.size, 0);
+      } finally {
+        await session.stop();
         await server.close();
       }
     },
