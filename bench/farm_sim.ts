@@ -46,6 +46,8 @@ export async function serveDispatcher(
       }).finally(() => fetching.delete(request.drv));
       return true;
     },
+    // No worker of the bench asks to hear of its fetches' ends.
+    watchEnds() {},
   } as unknown as OutputFetcher;
   // The server checks each derivation before handing it out (case C14).
   // The bench's derivations exist only in the database, so each check

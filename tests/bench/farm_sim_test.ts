@@ -1,0 +1,48 @@
+// The bench's farm: a real dispatcher over ZMTP and its simulated workers.
+// Not timed (figures belong to `deno task bench`): what is checked is that
+// the bench still runs against the dispatcher as it is, so that a change of
+// the dispatcher's needs (a new fetcher method, say) breaks a test, not the
+// next benchmark run.
+
+import assert from "node:assert/strict";
+import { openSqliteStore } from "../../lib/store/sqlite.ts";
+import { BuildStatus } from "../../lib/store/types.ts";
+import { serveDispatcher, simulateWorkers } from "../../bench/farm_sim.ts";
+import { makeJobs } from "../../bench/dag.ts";
+import { benchSpecification } from "../../bench/bench_spec.ts";
+
+Deno.test("the bench's simulated workers build a small evaluation through the real dispatcher, every build succeeded once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-farm-sim-" });
+  const store = openSqliteStore(`${dir}/farm.sqlite`);
+  const served = await serveDispatcher(store);
+  try {
+    await store.upsertSpecification(benchSpecification());
+    const evaluation = await store.addEvaluation("bench", [], 1);
+    const jobs = makeJobs(40, { salt: 7 });
+    await store.registerBuilds(evaluation, jobs, { priority: 9, now: 1 });
+    const stats = await simulateWorkers(served.port, 4, {
+      stop: AbortSignal.timeout(60_000),
+      total: jobs.length,
+      idleMs: 2,
+    });
+    assert.equal(stats.builds, jobs.length);
+    // The stand-in fetcher records each success as it is reported, a
+    // moment after the worker's next request may have gone.
+    const unfinished = async () =>
+      (await Promise.all(
+        jobs.map(async (job) => ({
+          job: job.name,
+          status: (await store.getBuildByDerivation(job.derivation))?.status,
+        })),
+      )).filter((build) => build.status !== BuildStatus.succeeded);
+    for (let tries = 0; tries < 100; tries++) {
+      if ((await unfinished()).length === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.deepEqual(await unfinished(), []);
+  } finally {
+    await served.close();
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
