@@ -710,7 +710,12 @@ export class Dispatcher {
     if (
       this.authRequired && this.#links.get(routingId).authenticated !== name
     ) {
-      this.#logger.warn("work refused", {
+      // Once a connection: a worker refused asks again every request
+      // period for as long as it runs (a Cuirass worker cannot learn why),
+      // and a warning each time would bury the rest of the log.
+      const level = link.refusalWarned ? "debug" : "warn";
+      link.refusalWarned = true;
+      this.#logger[level]("work refused", {
         peer: routingKey(routingId),
         worker: name,
         reason: "worker not authenticated on this connection",

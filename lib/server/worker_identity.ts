@@ -151,6 +151,7 @@ export class WorkerIdentity {
       }
       this.#authenticated.add(name);
       link.authenticated = name;
+      link.refusalWarned = false;
     }
     this.#links.learn(routingId, name, true);
     this.#work.withdraw(turn, name, sender);

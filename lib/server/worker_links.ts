@@ -39,6 +39,11 @@ export interface WorkerLink {
   peerAddress?: string;
   /** Probed since it last asked for work as a known worker (see Dispatcher). */
   askedToRegister?: boolean;
+  /**
+   * Its work requests refused unauthenticated were logged as a warning
+   * since it last authenticated: the next ones are debug lines.
+   */
+  refusalWarned?: boolean;
 }
 
 /** Connections remembered at most; the oldest are forgotten first. */

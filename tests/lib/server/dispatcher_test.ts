@@ -705,6 +705,47 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "worker keys: a refused worker's work requests are a warning once a connection, then debug lines, until it authenticates",
+  async fn() {
+    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
+    await withFixture(async (f) => {
+      await f.addJobs([job("guarded", 1)]);
+      const refusals = (level: string) =>
+        f.lines.filter((l) =>
+          l.startsWith(`${level} work refused `) && l.includes("worker=DEAF")
+        ).length;
+      const w = await FakeWorker.connect(f.port, { name: "DEAF" });
+      await w.send({ type: "lorica-hello", version: 1, features: [] });
+      const welcome = await w.next();
+      assert.ok(welcome.type === "lorica-welcome");
+      await w.ready({
+        auth: await makeAuthProof("farm", "wrong-secret-0000000", "", "DEAF"),
+      });
+      for (let request = 1; request <= 4; request++) {
+        assert.equal((await w.requestWork(request)).type, "no-build");
+        // The one probe to register again follows the first refusal.
+        if (request === 1) assert.equal(await w.nextText(), "");
+      }
+      assert.equal(refusals("warn"), 1, f.lines.join("\n"));
+      assert.equal(refusals("debug"), 3, f.lines.join("\n"));
+      // Once authenticated, it is served.
+      await w.ready({
+        auth: await makeAuthProof(
+          "farm",
+          keys.get("farm")!,
+          welcome.nonce,
+          "DEAF",
+        ),
+      });
+      assert.equal((await w.requestWork(5)).type, "build");
+      await w.close();
+    }, { workerKeys: keys });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "worker keys: a Lorica worker that asked for it hears why its registration was refused; one that did not (an older Lorica) hears nothing new",
   async fn() {
     const keys = new Map([["farm", "0123456789abcdef-secret"]]);
