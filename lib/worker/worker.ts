@@ -84,10 +84,10 @@ export interface RunningWorker {
    * server stays up until then), for at most `drainMs`; then whatever
    * still runs is abandoned (the server requeues it), and the results
    * still unacknowledged or being fetched are named in the log. Sessions
-   * with nothing under way, unacknowledged or being fetched end at once. A later call does not
-   * stop twice: it returns the same promise, and without `drain` it cuts
-   * the drain short. `signal` names the signal that asked for the stop,
-   * for the log.
+   * with nothing under way, unacknowledged or being fetched end at once.
+   * A later call does not stop twice: it returns the same promise, and
+   * without `drain` it cuts the drain short. `signal` names the signal
+   * that asked for the stop, for the log.
    */
   stop(
     options?: { drain?: boolean; drainMs?: number; signal?: string },
