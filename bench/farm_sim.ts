@@ -1,7 +1,10 @@
 // A dispatcher over real ZMTP, and simulated workers speaking the real
 // protocol to it: ready, request work, started, succeeded. Outputs are not
-// fetched: a stand-in fetcher records the success at once, so that what is
-// measured is dispatch, not downloads.
+// fetched: a stand-in fetcher records the success at once, then forgets the
+// fetch the success owed, as the real one does once its fetch ends (left,
+// those rows piled up, and a turn's save of its successes' fetches took
+// 0.75 ms instead of 0.16 after 8 s), so that what is measured is dispatch,
+// not downloads.
 
 import { Dispatcher } from "../lib/server/dispatcher.ts";
 import { RouterSocket } from "../lib/zmtp/router.ts";
@@ -43,7 +46,8 @@ export async function serveDispatcher(
       store.completeBuild(request.drv, BuildStatus.succeeded, {
         worker: request.worker,
         now: epochSeconds(systemClock),
-      }).finally(() => fetching.delete(request.drv));
+      }).then(() => store.forgetOwedFetch(request))
+        .finally(() => fetching.delete(request.drv));
       return true;
     },
     // No worker of the bench asks to hear of its fetches' ends.
