@@ -14,6 +14,26 @@ const EXTENDED_RAW_REGEXP =
   /^[\p{Lu}\p{Ll}\p{Lt}\p{Lm}\p{Lo}\p{Mn}\p{Nl}\p{No}\p{Pd}\p{Pc}\p{Po}\p{Sc}\p{Sm}\p{Sk}\p{So}\p{Co}\p{Nd}\p{Mc}\p{Me}\p{Zs}]$/u;
 // Characters a string shows as themselves: Guile's "graphic" set.
 const GRAPHIC_REGEXP = /^[\p{L}\p{M}\p{N}\p{P}\p{S}]$/u;
+// A string of printable ASCII but for `"` and `\`, as nearly every string
+// of the protocol is, shows as itself (every such character is graphic):
+// one test, not a Unicode class test per character.
+const PLAIN_STRING_REGEXP = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** Whether each ASCII character is in `regexp`'s class, by code. */
+function asciiTable(regexp: RegExp): boolean[] {
+  return Array.from(
+    { length: 128 },
+    (_, code) => regexp.test(String.fromCharCode(code)),
+  );
+}
+const INITIAL_ASCII = asciiTable(INITIAL_REGEXP);
+const SUBSEQUENT_ASCII = asciiTable(SUBSEQUENT_REGEXP);
+
+/** `regexp.test(ch)`, through `ascii` for an ASCII character. */
+function inClass(ch: string, ascii: boolean[], regexp: RegExp): boolean {
+  const code = ch.charCodeAt(0);
+  return code < 128 ? ascii[code] : regexp.test(ch);
+}
 const NAMED_ESCAPES: Record<number, string> = {
   0x07: "\\a",
   0x08: "\\b",
@@ -70,6 +90,7 @@ function writeTo(datum: Datum, parts: string[]): void {
 }
 
 function writeString(text: string): string {
+  if (PLAIN_STRING_REGEXP.test(text)) return `"${text}"`;
   let out = '"';
   for (const ch of text) {
     const code = ch.codePointAt(0)!;
@@ -126,11 +147,11 @@ function needsExtendedSyntax(name: string): boolean {
       if (isNumberSyntax(name)) return true;
       break;
   }
-  if (!INITIAL_REGEXP.test(first)) return true;
+  if (!inClass(first, INITIAL_ASCII, INITIAL_REGEXP)) return true;
 
   for (let i = 1; i < chars.length; i++) {
     const ch = chars[i];
-    if (!SUBSEQUENT_REGEXP.test(ch)) return true;
+    if (!inClass(ch, SUBSEQUENT_ASCII, SUBSEQUENT_REGEXP)) return true;
     if (ch === '"' || ch === ";" || ch === "#") return true;
   }
   return false;

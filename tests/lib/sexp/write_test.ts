@@ -156,6 +156,36 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "writeSexp() matches Guile's write for every ASCII character, in strings and at each place of a symbol (needs guile)",
+  ignore: !guileAvailable,
+  async fn() {
+    // The writer decides ASCII characters by table and plain strings by
+    // one test: each character alone, first and inside, against Guile.
+    const texts: string[] = [];
+    for (let code = 0; code < 128; code++) {
+      const ch = String.fromCharCode(code);
+      texts.push(ch, `${ch}a`, `a${ch}`, `a${ch}b`);
+    }
+    const program = `
+(let loop ()
+  (let ((x (read)))
+    (unless (eof-object? x)
+      (write x)
+      (newline)
+      (write (string->symbol x))
+      (newline)
+      (loop))))`;
+    const output = await runGuile(program, texts.map(writeSexp).join("\n"));
+    assert.equal(
+      output,
+      texts.map((text) => `${writeSexp(text)}\n${writeSexp(sym(text))}\n`)
+        .join(""),
+    );
+  },
+});
+
+Deno.test({
   name: "readAllSexps() reads what Guile writes (needs guile)",
   ignore: !guileAvailable,
   async fn() {
