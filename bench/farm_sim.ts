@@ -37,17 +37,24 @@ export async function serveDispatcher(
     logger: silentLogger,
     onDisconnect: (peer) => late.dispatcher?.peerDisconnected(peer.routingId),
   });
-  const fetching = new Set<string>();
+  // Each success being recorded, by derivation; close() waits for them,
+  // and fails with the first that failed: a bench that lost results has
+  // measured nothing.
+  const fetching = new Map<string, Promise<void>>();
+  const failures: unknown[] = [];
   const fetcher = {
     has: (drv: string) => fetching.has(drv),
     enqueue(request: { drv: string; worker: string }) {
       if (fetching.has(request.drv)) return false;
-      fetching.add(request.drv);
-      store.completeBuild(request.drv, BuildStatus.succeeded, {
-        worker: request.worker,
-        now: epochSeconds(systemClock),
-      }).then(() => store.forgetOwedFetch(request))
-        .finally(() => fetching.delete(request.drv));
+      fetching.set(
+        request.drv,
+        store.completeBuild(request.drv, BuildStatus.succeeded, {
+          worker: request.worker,
+          now: epochSeconds(systemClock),
+        }).then(() => store.forgetOwedFetch(request))
+          .catch((error) => void failures.push(error))
+          .finally(() => fetching.delete(request.drv)),
+      );
       return true;
     },
     // No worker of the bench asks to hear of its fetches' ends.
@@ -79,7 +86,13 @@ export async function serveDispatcher(
       stop.abort();
       await router.close();
       await running;
+      await Promise.all(fetching.values());
       Deno.removeSync(presentFile);
+      if (failures.length > 0) {
+        throw new Error(
+          `successes not recorded: ${failures.length} (first: ${failures[0]})`,
+        );
+      }
     },
   };
 }

@@ -53,3 +53,42 @@ Deno.test("the bench's simulated workers build a small evaluation through the re
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the bench's dispatcher waits for the successes it is recording when closed, and fails when one could not be recorded", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-farm-sim-" });
+  const store = openSqliteStore(`${dir}/farm.sqlite`);
+  let recording = 0;
+  const served = await serveDispatcher({
+    ...store,
+    async completeBuild(...args) {
+      recording++;
+      // Slow enough that the close comes first.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await store.completeBuild(...args);
+      recording--;
+      throw new Error("database gone");
+    },
+  });
+  try {
+    await store.upsertSpecification(benchSpecification());
+    const evaluation = await store.addEvaluation("bench", [], 1);
+    const jobs = makeJobs(3, { salt: 7 });
+    await store.registerBuilds(evaluation, jobs, { priority: 9, now: 1 });
+    await simulateWorkers(served.port, 1, {
+      stop: AbortSignal.timeout(60_000),
+      total: 1,
+    });
+    // The success reaches the server after the worker's last request.
+    while (recording === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  } finally {
+    await assert.rejects(
+      served.close(),
+      /successes not recorded: 1 \(first: Error: database gone\)/,
+    );
+    assert.equal(recording, 0);
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
