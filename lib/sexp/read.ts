@@ -72,6 +72,9 @@ const STRING_ESCAPES: Record<string, string> = {
   '"': '"',
 };
 const HEX_ESCAPE_WIDTH: Record<string, number> = { x: 2, u: 4, U: 6 };
+// One decoder for every input: each decode is whole (not streamed), so none
+// leaves state for the next, and a message no longer makes a decoder.
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 const positions = new WeakMap<Datum[], Position>();
 
@@ -134,8 +137,7 @@ function decode(input: string | Uint8Array, options: ReadOptions): string {
   }
   if (input.length > maxLength) throw tooLong();
   try {
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
-      .decode(input);
+    return UTF8.decode(input);
   } catch (error) {
     throw new SexpSyntaxError(
       "Cannot read s-expression: input is not valid UTF-8",

@@ -139,6 +139,23 @@ Deno.test("readSexp() rejects invalid UTF-8", () => {
   );
 });
 
+Deno.test("readSexp() reads each input alone: a character cut short at the end of one is not completed by the next", () => {
+  // The first two bytes of "€" end the first input; the next input's
+  // last byte would complete it, were any decoding state kept between.
+  assert.throws(
+    () => readSexp(new Uint8Array([0x22, 0xe2, 0x82])),
+    /not valid UTF-8/,
+  );
+  assert.throws(
+    () => readSexp(new Uint8Array([0xac, 0x22, 0x22])),
+    /not valid UTF-8/,
+  );
+  assert.equal(
+    readSexp(new Uint8Array([0x22, 0xe2, 0x82, 0xac, 0x22])),
+    "€",
+  );
+});
+
 Deno.test("readSexp() enforces maxDepth", () => {
   assert.equal(
     (readSexp("(".repeat(64) + ")".repeat(64)) as Datum[]).length,
