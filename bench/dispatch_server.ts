@@ -8,15 +8,16 @@
 // does (CHUNK jobs a chunk, the runner's number without it, 0 for one
 // transaction), and prints {"registeredMs": N, "created": N, "turns": N,
 // "turnP99Ms": N, "turnMaxMs": N} (the dispatcher turns during the
-// registration, and how long they took, waits included); "stop" prints
-// its peak RSS and exits.
+// registration, and how long they took, waits included); "cpu" prints
+// {"cpuMs": N}, the CPU time the process (all its threads) has used so
+// far; "stop" prints its peak RSS and exits.
 
 import { openSqliteStore } from "../lib/store/sqlite.ts";
 import { openPostgresStore } from "../lib/store/postgres.ts";
 import { serveDispatcher } from "./farm_sim.ts";
 import { makeJobs } from "./dag.ts";
 import { benchSpecification } from "./bench_spec.ts";
-import { percentile, rssMb } from "./stats.ts";
+import { cpuMs, percentile, rssMb } from "./stats.ts";
 import { registerInChunks } from "../lib/store/chunked_registration.ts";
 import type { NewJob, Store } from "../lib/store/types.ts";
 
@@ -67,6 +68,7 @@ read: for await (const chunk of lines) {
     const [command, ...args] = pending.slice(0, end).trim().split(/\s+/);
     pending = pending.slice(end + 1);
     if (command === "stop") break read;
+    if (command === "cpu") print({ cpuMs: cpuMs() });
     if (command === "jobs") {
       // Made apart from the registration: 50,000 take the event loop for
       // some 300 ms, which is not the registration's doing.

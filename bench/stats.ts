@@ -1,4 +1,6 @@
-// Measuring helpers: percentiles, memory, timing.
+// Measuring helpers: percentiles, memory, CPU, timing.
+
+import process from "node:process";
 
 /** The `p`-th percentile (0-100) of `samples`, in their unit; NaN if none. */
 export function percentile(samples: number[], p: number): number {
@@ -14,6 +16,12 @@ export function percentile(samples: number[], p: number): number {
 /** Resident memory of this process, in MB. */
 export function rssMb(): number {
   return Deno.memoryUsage().rss / (1024 * 1024);
+}
+
+/** The CPU time this process (all its threads) has used so far, in ms. */
+export function cpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
 }
 
 /** Runs `fn` and returns its result with the elapsed milliseconds. */
