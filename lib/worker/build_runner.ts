@@ -22,10 +22,11 @@ export interface BuildJob {
 /**
  * How a build ended here. "daemon-silent": the daemon said nothing for the
  * build's max-silent-time and the grace, `guix build` was killed; the
- * fault is the farm's, not the package's.
+ * fault is the farm's, not the package's. "killed": the signal killed
+ * `guix build` before it ended; nothing is known of the build.
  */
 export type BuildOutcome =
-  | { status: "succeeded" | "failed" }
+  | { status: "succeeded" | "failed" | "killed" }
   | { status: "daemon-silent"; silentSeconds: number };
 
 /** Why a build request is not run: the field to blame, its value named. */
@@ -214,7 +215,7 @@ export async function runBuild(
     }
     if (options.signal?.aborted) {
       logger.info("build killed", { drv: job.drv, exit: result.exitCode });
-      return { status: "failed" };
+      return { status: "killed" };
     }
     // guix build that ended with 0 as the kill was sent built the outputs:
     // the daemon was not stuck after all, and the build is a success.

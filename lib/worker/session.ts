@@ -180,7 +180,10 @@ const MAX_QUEUED_EVENTS = 64;
  * wrong.
  */
 const MAX_HANDED_OUT = 4;
-/** How long a stopping worker tries to hand its killed build back. */
+/**
+ * How long a stopping worker tries to hand its killed build back, or to
+ * send the result of a build that ended as it stopped.
+ */
 const HAND_BACK_TIMEOUT_MS = 2000;
 
 /** Formats an address for a URL, bracketing IPv6. */
@@ -1043,8 +1046,16 @@ class Session {
         // (killed, SIGKILL after its grace if need be), not while it runs
         // on to outlive the worker.
         if (this.#signal.aborted) {
-          await building;
-          await this.#handBackOnStop(job.drv);
+          const ended = await building;
+          // guix build ended before the stop, its log still being sent (a
+          // log server slow to say it stored it): the outcome is known,
+          // and a build handed back would be built again.
+          if (ended.status === "succeeded" || ended.status === "failed") {
+            await this.#reportOnStop({
+              drv: job.drv,
+              ok: ended.status === "succeeded",
+            });
+          } else await this.#handBackOnStop(job.drv);
         } else {
           // The session ends on an error (a server restarted on another
           // store): nobody would take this build's result.
@@ -1366,6 +1377,35 @@ class Session {
       });
     } catch (error) {
       this.#logger.warn("build not handed back", { drv, error });
+    }
+  }
+
+  /**
+   * Sends the result of a build that ended as a stop cut its session short
+   * (see #build): on the registered connection, with no answer awaited, as
+   * #handBackOnStop does. A result that cannot be sent so (no such
+   * connection, or the send failed) is kept with the name's undelivered
+   * results, as is one whose ack has not come: the stop names them.
+   */
+  async #reportOnStop(result: UndeliveredResult) {
+    const results = this.#options.results;
+    const registration = this.#registration;
+    if (registration === undefined || this.#registrationStale()) {
+      results?.keep(result, "no registered connection, the worker stopping");
+      return;
+    }
+    if (registration.features.has("result-ack")) results?.awaitAck(result);
+    try {
+      await this.#dealer.send(
+        [EMPTY, encodeMessage(this.#resultMessage(result))],
+        AbortSignal.timeout(HAND_BACK_TIMEOUT_MS),
+      );
+      this.#logger.info(result.ok ? "build done" : "build failed", {
+        drv: result.drv,
+        reason: "worker stopping",
+      });
+    } catch (error) {
+      results?.keep(result, error);
     }
   }
 

@@ -82,7 +82,8 @@ export interface RunningWorker {
    * by a server that acknowledges results, and the successes' outputs
    * fetched by a server that says when ("outputs-fetched"; the publish
    * server stays up until then), for at most `drainMs`; then whatever
-   * still runs is abandoned (the server requeues it), and the results
+   * still runs is abandoned (the server requeues it), a build that ended
+   * meanwhile (its log still being sent) is reported, and the results
    * still unacknowledged or being fetched are named in the log. Sessions
    * with nothing under way, unacknowledged or being fetched end at once.
    * A later call does not stop twice: it returns the same promise, and

@@ -205,7 +205,7 @@ Deno.test("runBuild() waits for good on a silent build without a max-silent-time
   await clock.advance(365 * 24 * 3600 * 1000);
   assert.equal(stuck.state.killed, false);
   abort.abort();
-  assert.deepEqual(await building, { status: "failed" });
+  assert.deepEqual(await building, { status: "killed" });
 });
 
 Deno.test("isUnavailableDerivation() tells a missing derivation from a failed builder", () => {

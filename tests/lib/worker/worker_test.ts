@@ -23,6 +23,7 @@ import {
   startFixture,
 } from "../server/_dispatch_fixture.ts";
 import { ResultTurnFailure } from "./_failing_result_turns.ts";
+import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
 import { workerConfig } from "./_session_helpers.ts";
 
@@ -216,6 +217,68 @@ Deno.test({
     } finally {
       await worker.stop();
       await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a drain whose timeout expires while a finished build's log is still being sent reports that build: recorded as succeeded, never handed back nor requeued",
+  async fn() {
+    // A log server that never says it stored a log: the worker sends the
+    // log again, pausing between tries, its build long over.
+    const logs = scriptedLogServer(["", "", "", ""]);
+    const f = await startFixture({ logPort: logs.port });
+    const lines: string[] = [];
+    const argvs: string[][] = [];
+    const building = fakeSpawner(undefined, argvs);
+    const lingering = lingeringSpawner(argvs);
+    const worker = await startTestWorker(
+      f.port,
+      lines,
+      argvs,
+      { workers: 1 },
+      (argv, options) =>
+        argv.includes("build")
+          ? building(argv, options)
+          : lingering(argv, options),
+    );
+    try {
+      const [drv] = await f.addJobs([job("log-unacknowledged", 1)]);
+      await eventually(
+        () => lines.some((l) => l.startsWith("warn log resend retried")),
+        `the log sent again\n${lines.join("\n")}`,
+      );
+      const draining = worker.stop({ drain: true, drainMs: 300 });
+      assert.ok(await settlesWithin(draining, 5000), "the drain ends");
+      await eventually(
+        async () => (await f.status(drv)) === BuildStatus.succeeded,
+        `build recorded as succeeded\nserver:\n${
+          f.lines.join("\n")
+        }\nworker:\n${lines.join("\n")}`,
+      );
+      assert.deepEqual(
+        lines.filter((l) => / build (handed back|not handed back)/.test(l)),
+        [],
+      );
+      assert.ok(
+        lines.some((l) => l.startsWith(`info build done worker=`)),
+        lines.join("\n"),
+      );
+      assert.deepEqual(
+        f.lines.filter((l) => /^(warn|info) build requeued/.test(l)),
+        [],
+      );
+      assert.equal(
+        argvs.filter((argv) => argv.includes("build")).length,
+        1,
+        "built once",
+      );
+    } finally {
+      await worker.stop();
+      await f.close();
+      logs.close();
     }
   },
 });
