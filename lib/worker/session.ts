@@ -254,6 +254,18 @@ class Session {
    */
   #registeredOn = -1;
   #registration: Registration | undefined;
+  /**
+   * The log line of the last registration, while a server that may refuse
+   * it (one that requires worker keys and says refusals: "worker-refused")
+   * has not shown it accepted: said at the server's next message on the
+   * connection the registration went on (a refusal would have come first),
+   * dropped at a refusal (see #readLoop).
+   */
+  #unconfirmed:
+    | { connection: number; fields: Record<string, unknown> }
+    | undefined;
+  /** Whether a registration of this session was said made. */
+  #registeredOnce = false;
   #current: UnderwayBuild & { cancel: AbortController } | undefined;
   /**
    * Builds a server handed out while the session was registering (see
@@ -410,6 +422,7 @@ class Session {
     this.#probes = 0;
     this.#registeredAt = -1;
     this.#registeredOn = -1;
+    this.#unconfirmed = undefined;
     this.#connections = 0;
     this.#reading = this.#readLoop(this.#dealer);
   }
@@ -453,6 +466,16 @@ class Session {
         this.#logger.warn("reply dropped", { reason: error });
         continue;
       }
+      if (message.type === "worker-refused") {
+        this.#unconfirmed = undefined;
+        this.#registrationRefused(message.reason);
+        continue;
+      }
+      // Anything else the server sends after a registration comes after
+      // its refusal, had it been refused: it was accepted.
+      if (this.#unconfirmed?.connection === connection) {
+        this.#sayRegistered(this.#unconfirmed.fields);
+      }
       if (message.type === "build-cancel") {
         this.#cancel(message.drv);
         continue;
@@ -465,10 +488,6 @@ class Session {
       }
       if (message.type === "outputs-fetched") {
         this.#outputsFetched(message.drv);
-        continue;
-      }
-      if (message.type === "worker-refused") {
-        this.#registrationRefused(message.reason);
         continue;
       }
       this.#push({ kind: "message", message, connection });
@@ -633,7 +652,6 @@ class Session {
     if (!await this.#offer(readyMessage)) return false;
     // Counted before the send returns, as in #askInfo.
     this.#registeredOn = this.#connections;
-    const previous = this.#registration;
     this.#registration = {
       info,
       lorica,
@@ -655,17 +673,28 @@ class Session {
       },
       ready: readyMessage,
     };
-    this.#logger.info(
-      previous ? "worker registered again" : "worker registered",
-      {
-        server: `${options.server.hostname}:${options.server.port}`,
-        address: info.workerAddress,
-        publish: this.#registration.publishUrl,
-        lorica,
-        holding: holding.length,
-      },
-    );
+    const fields = {
+      server: `${options.server.hostname}:${options.server.port}`,
+      address: info.workerAddress,
+      publish: this.#registration.publishUrl,
+      lorica,
+      holding: holding.length,
+    };
+    // Such a server says nothing of a registration it accepts.
+    if (welcome?.features.includes("auth") && features.has("worker-refused")) {
+      this.#unconfirmed = { connection: this.#registeredOn, fields };
+    } else this.#sayRegistered(fields);
     return true;
+  }
+
+  /** Logs the registration made, with `fields`. */
+  #sayRegistered(fields: Record<string, unknown>) {
+    this.#unconfirmed = undefined;
+    this.#logger.info(
+      this.#registeredOnce ? "worker registered again" : "worker registered",
+      fields,
+    );
+    this.#registeredOnce = true;
   }
 
   /**

@@ -1,7 +1,8 @@
 // A keyed worker session whose key the server (the real dispatcher, worker
 // keys required) does not accept: the worker hears the refusal
 // ("worker-refused") and says so in its own log, naming the server and the
-// key it used, rather than ask for work in vain, none the wiser.
+// key it used, rather than ask for work in vain, none the wiser; and it
+// does not say it registered, as it does once a server accepts its key.
 
 import assert from "node:assert/strict";
 import { runSession } from "../../../lib/worker/session.ts";
@@ -39,18 +40,73 @@ Deno.test({
       );
       const refused =
         `error registration refused worker=${name} server=127.0.0.1:${f.port} reason="bad proof for key \\"farm\\"" key=farm key_file=/etc/lorica/worker.key action="no work until a registration is accepted"`;
+      // Refused twice: at the registration, and at the one the server asks
+      // for when the session asks for work all the same.
       await eventually(
-        () => lines.includes(refused),
-        `refusal logged\n${lines.join("\n")}`,
+        () => lines.filter((l) => l === refused).length === 2,
+        `two refusals logged\n${lines.join("\n")}`,
       );
-      assert.ok(
-        f.lines.some((l) =>
+      assert.equal(
+        f.lines.filter((l) =>
           l.startsWith("warn worker refused ") && l.includes(`worker=${name}`)
-        ),
+        ).length,
+        2,
         f.lines.join("\n"),
+      );
+      // The session asks for work again only once answered: a third
+      // request means it read the no-build that follows the second
+      // refusal, past which a registration said made would be.
+      await eventually(
+        () =>
+          f.lines.filter((l) => /^(warn|debug) work refused /.test(l))
+            .length >= 3,
+        `a third work request\nserver:\n${f.lines.join("\n")}`,
+      );
+      assert.deepEqual(
+        lines.filter((l) => / worker registered/.test(l)),
+        [],
+        "no registration said made",
       );
       const build = await f.store.getBuildByDerivation(drv);
       assert.equal(build?.worker, null, "nothing handed out");
+      abort.abort();
+      await running;
+    } finally {
+      abort.abort();
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a session whose worker key the server accepts says it registered, once the server answers past the registration",
+  async fn() {
+    const f = await startFixture({
+      logPort: quietPort(),
+      workerKeys: new Map([["farm", "the-secret-the-server-holds"]]),
+    });
+    const abort = new AbortController();
+    const lines: string[] = [];
+    const name = "GOODKEY1";
+    try {
+      const running = runSession(
+        sessionOptions(f.port, name, lines, {
+          authKey: { id: "farm", secret: "the-secret-the-server-holds" },
+        }),
+        abort.signal,
+      );
+      await eventually(
+        () =>
+          lines.some((l) =>
+            l.startsWith(
+              `info worker registered worker=${name} server=127.0.0.1:${f.port} `,
+            )
+          ),
+        `registration logged\n${lines.join("\n")}`,
+      );
+      assert.ok(!lines.some((l) => l.includes("registration refused")));
       abort.abort();
       await running;
     } finally {
@@ -88,9 +144,21 @@ Deno.test({
         ` error registration refused worker=\\w+ server=127\\.0\\.0\\.1:${f.port} reason="bad proof for key \\\\"farm\\\\"" key=farm key_file=${keyFile} `,
       );
       assert.ok(await worker.logged(refused), worker.log());
+      await eventually(
+        () =>
+          f.lines.filter((l) => l.startsWith("warn worker refused ")).length ===
+            2,
+        `two registrations refused\nserver:\n${f.lines.join("\n")}`,
+      );
       worker.child.kill("SIGTERM");
       await worker.child.status;
       await worker.reading;
+      assert.equal(
+        worker.log().match(new RegExp(refused.source, "g"))?.length,
+        2,
+        worker.log(),
+      );
+      assert.doesNotMatch(worker.log(), / worker registered/);
     } finally {
       await worker.close();
       await f.close();
