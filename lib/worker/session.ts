@@ -32,6 +32,7 @@ import {
 } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
+import { ServerAbsence } from "./server_absence.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type {
   UndeliveredResult,
@@ -289,6 +290,8 @@ class Session {
   #delivering: UndeliveredResult[] | undefined;
   /** Ends the ping loop once the session is over. */
   readonly #over = new AbortController();
+  /** Says in the log when the server is away, and when it is back. */
+  readonly #absence: ServerAbsence;
 
   constructor(options: SessionOptions, signal: AbortSignal) {
     this.#options = options;
@@ -304,6 +307,11 @@ class Session {
       signal: this.#over.signal,
     });
     this.#connectDealer = options.connectDealer ?? DealerSocket.connect;
+    this.#absence = new ServerAbsence({
+      server: this.#serverAddress(),
+      clock: options.clock,
+      logger: this.#logger,
+    });
     this.#connect();
     this.#pinger = this.#connectDealer({ ...options.server });
   }
@@ -406,18 +414,27 @@ class Session {
   }
 
   async close(): Promise<void> {
+    this.#absence.close();
     this.#current?.cancel.abort();
     await Promise.all([this.#dealer.close(), this.#pinger.close()]);
     await this.#reading;
   }
 
   #connect() {
-    this.#dealer = this.#connectDealer({
+    const dealer: DealerSocket = this.#connectDealer({
       ...this.#options.server,
-      onConnect: () => this.#connections++,
+      onConnect: () => {
+        this.#connections++;
+        if (dealer === this.#dealer) this.#absence.connected();
+      },
       // A reply awaited on a lost connection will not come: see #reply.
       onDisconnect: () => this.#wake?.(),
+      // Not from a socket replaced by a fresh one (see #reconnect).
+      onConnectFailed: (error) => {
+        if (dealer === this.#dealer) this.#absence.unreachable(error);
+      },
     });
+    this.#dealer = dealer;
     this.#events = [];
     this.#probes = 0;
     this.#registeredAt = -1;
@@ -446,6 +463,7 @@ class Session {
         return;
       }
       if (dealer !== this.#dealer) return;
+      this.#absence.heard();
       // The dealer reads a new connection only after a back-off sleep, and
       // this loop takes each message as soon as it is read: every message
       // of a connection is here before the next connection is counted.
@@ -538,17 +556,15 @@ class Session {
       );
       if (this.#mayLeave()) return false;
       if (event?.kind === "probe") return true;
-      if (event === null) {
-        // Said at each timeout: a worker pointed at the wrong address would
-        // otherwise wait in silence.
-        this.#logger.warn(
-          this.#dealer.connected ? "server silent" : "server unreachable",
-          {
-            server: this.#serverAddress(),
-            awaiting: "probe",
-            waited: this.#replyTimeoutMs,
-          },
-        );
+      // Said at each timeout: a worker pointed at something that is not
+      // a server would otherwise wait in silence. One that cannot connect
+      // hears of it from its failed attempts (see ServerAbsence).
+      if (event === null && this.#dealer.connected) {
+        this.#logger.warn("server silent", {
+          server: this.#serverAddress(),
+          awaiting: "probe",
+          waited: this.#replyTimeoutMs,
+        });
       }
     }
   }

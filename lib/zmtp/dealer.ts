@@ -31,6 +31,8 @@ export interface DealerOptions {
   logger?: Logger;
   onConnect?: () => void;
   onDisconnect?: (error?: unknown) => void;
+  /** An attempt to connect failed (TCP or handshake); another follows. */
+  onConnectFailed?: (error: unknown) => void;
 }
 
 interface SessionEnd {
@@ -139,6 +141,9 @@ export class DealerSocket {
         this.#options.logger?.debug("zmtp connect failed", {
           error: end.error instanceof Error ? end.error.message : end.error,
         });
+        if (!this.#closed) {
+          this.#notify(() => this.#options.onConnectFailed?.(end.error));
+        }
       }
       if (this.#closed) break;
       try {

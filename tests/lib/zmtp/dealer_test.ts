@@ -79,6 +79,33 @@ Deno.test("DealerSocket.send() waits for a connection and rejects on abort or cl
   await assert.rejects(dealer.send([EMPTY]), ZmtpClosedError);
 });
 
+Deno.test("DealerSocket.connect() says each connection attempt that fails, until closed", async () => {
+  const port = quietPort();
+  const errors: unknown[] = [];
+  const dealer = DealerSocket.connect({
+    hostname: "127.0.0.1",
+    port,
+    reconnectInitialMs: 10,
+    reconnectMaxMs: 20,
+    onConnectFailed: (error) => errors.push(error),
+  });
+  try {
+    for (let i = 0; errors.length < 2; i++) {
+      assert.ok(i < 250, "two failed attempts said");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.ok(
+      errors.every((error) => error instanceof Deno.errors.ConnectionRefused),
+      String(errors),
+    );
+  } finally {
+    await dealer.close();
+  }
+  const said = errors.length;
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(errors.length, said, "nothing said once closed");
+});
+
 const ignore = libzmqMissing !== undefined;
 const needs = ignore ? ` (skipped: ${libzmqMissing})` : "";
 
