@@ -7,9 +7,12 @@ import {
   BuildStatus,
   type OutputFetch,
   type Store,
+  StoreError,
 } from "../store/types.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { failIfMissing } from "./missing_derivation.ts";
+import { isDatabaseUnavailable } from "../store/unavailable.ts";
+import { isTransactionConflict } from "../store/conflict.ts";
 
 /** A fetch of the outputs of `drv`, reported built by `worker` at `url`. */
 export type FetchRequest = OutputFetch;
@@ -64,6 +67,21 @@ interface FirstTry {
   at?: number;
 }
 
+/**
+ * A store step of a fetch failed for another reason than the database
+ * being unavailable: the fetch stops, its saved record kept.
+ */
+class FetchStoppedError extends Error {
+  constructor(drv: string, step: string, options: ErrorOptions) {
+    super(
+      `Cannot go on with the output fetch of ${JSON.stringify(drv)}: ` +
+        `its store step ${JSON.stringify(step)} failed`,
+      options,
+    );
+    this.name = "FetchStoppedError";
+  }
+}
+
 /** The key of `worker`'s result of `drv` among the fetches. */
 function fetchKey(drv: string, worker: string): string {
   return `${worker}\n${drv}`;
@@ -86,7 +104,10 @@ export class OutputFetcher {
   readonly #abort = new AbortController();
   #running = 0;
   #idle = Promise.withResolvers<void>();
-  /** Running fetches that close() stopped before they recorded anything. */
+  /**
+   * Running fetches stopped before they recorded anything: by close(), or
+   * by a store step that failed for good (see #stored).
+   */
   readonly #interrupted: FetchRequest[] = [];
   /** Told of each fetch that ended (see {@link watchEnds}). */
   readonly #endWatchers = new Set<(request: FetchRequest) => void>();
@@ -253,7 +274,10 @@ export class OutputFetcher {
     }
   }
 
-  /** Keeps a running fetch that close() stopped, for close() to return. */
+  /**
+   * Keeps a running fetch that close() stopped, or that a store step
+   * stopped (see #stored), for close() to return.
+   */
   #interrupt(request: FetchRequest): void {
     this.#interrupted.push(request);
   }
@@ -268,13 +292,14 @@ export class OutputFetcher {
     if (this.#interrupted.includes(request)) return false;
     try {
       await this.#stored(
-        request.drv,
+        request,
         "forget",
         () => this.#options.store.forgetOwedFetch(request),
       );
     } catch {
-      // The fetcher closed first: the next start resumes the fetch, finds
-      // the build no longer running, and forgets it then.
+      // The fetcher closed first, or the store refused for good: the next
+      // start resumes the fetch, finds the build no longer running, and
+      // forgets it then.
     }
     return true;
   }
@@ -324,7 +349,7 @@ export class OutputFetcher {
     const { store, guix, clock, logger, deadlineMs } = this.#options;
     const signal = this.#abort.signal;
     const stored = <T>(step: string, action: () => Promise<T>) =>
-      this.#stored(drv, step, action);
+      this.#stored(request, step, action);
     let build: Build | null;
     try {
       build = await stored("owner", () => this.#owned(drv, worker));
@@ -367,7 +392,9 @@ export class OutputFetcher {
         }
         reason = `narinfo of ${JSON.stringify(missing)} not published yet`;
       } catch (error) {
-        if (signal.aborted) return this.#interrupt(request);
+        if (signal.aborted || error instanceof FetchStoppedError) {
+          return this.#interrupt(request);
+        }
         reason = (error as Error)?.message ?? String(error);
       }
       if (clock.monotonic() - started + delay > deadlineMs) break;
@@ -411,25 +438,41 @@ export class OutputFetcher {
   }
 
   /**
-   * Runs `action` (a step of `drv`'s fetch that reads or writes the store)
-   * until the store answers: a database that is down, restarting or
-   * read-only must not leave the build started for good, its result
-   * dropped. Each failure is logged; the retries back off as the fetch's
-   * do.
-   * @throws only once the fetcher closes (the fetch is then interrupted)
+   * Runs `action` (a step of `request`'s fetch that reads or writes the
+   * store) until the store answers: a database that is down, restarting,
+   * busy, read-only or full must not leave the build started for good, its
+   * result dropped. Each such failure is logged; the retries back off as
+   * the fetch's do. Any other failure (a fault of the code, a row that is
+   * not there) would come again at each try, logged for good: it is logged
+   * once, and the fetch stops, its saved record left for the next start.
+   * @throws once the fetcher closes, or a {@link FetchStoppedError} (the fetch
+   * is then interrupted)
    */
   async #stored<T>(
-    drv: string,
+    request: FetchRequest,
     step: string,
     action: () => Promise<T>,
   ): Promise<T> {
     const { clock, logger, maxRetryDelayMs } = this.#options;
+    const { drv, worker } = request;
     let delay = this.#options.retryDelayMs;
     for (let attempt = 1;; attempt++) {
       try {
         return await action();
       } catch (error) {
         if (this.#abort.signal.aborted) throw error;
+        if (!transientStoreError(error)) {
+          logger.error("output fetch stopped", {
+            drv,
+            worker,
+            step,
+            error,
+            stack: (error as Error)?.stack,
+            reason: "the store failed otherwise than by being unavailable; " +
+              "the fetch is resumed at the next start",
+          });
+          throw new FetchStoppedError(drv, step, { cause: error });
+        }
         logger.error("output fetch store failed", {
           drv,
           step,
@@ -501,4 +544,15 @@ export class OutputFetcher {
     }
     return null;
   }
+}
+
+/**
+ * Whether a store step that threw `error` may pass when tried again: the
+ * database could not be used (down, restarting, busy, read-only, full),
+ * undid the transaction for a conflict with another one, or a write found
+ * its transaction ended by such an error.
+ */
+function transientStoreError(error: unknown): boolean {
+  return isDatabaseUnavailable(error) || isTransactionConflict(error) ||
+    (error instanceof StoreError && error.code === "transaction-ended");
 }

@@ -12,7 +12,11 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
-import { connectionRefused, failingStore } from "../store/_failing_store.ts";
+import {
+  connectionRefused,
+  failingStore,
+  readOnly,
+} from "../store/_failing_store.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -446,9 +450,7 @@ Deno.test({
       const store = failingStore(
         f.store,
         (method) =>
-          method === "completeBuild" && failWrites-- > 0
-            ? new Error("cannot execute UPDATE in a read-only transaction")
-            : null,
+          method === "completeBuild" && failWrites-- > 0 ? readOnly() : null,
       );
       const fetcher = substitutingFetcher(f, [], () => 200, { store });
       fetcher.enqueue({ drv, url: URL_, worker: "W" });
@@ -459,6 +461,65 @@ Deno.test({
       );
       assert.equal(failures.length, 3, f.lines.join("\n"));
       assert.match(failures[0], /step=success/);
+    } finally {
+      await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a store step failing otherwise than by the database being unavailable (a bug) stops the fetch after one error line, its saved record kept for the next start",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const drv = await startedBuild(f, "buggy", 1);
+      const request = { drv, url: URL_, worker: "W" };
+      await f.store.saveOwedFetches([request]);
+      const store = failingStore(
+        f.store,
+        (method) =>
+          method === "completeBuild"
+            ? new TypeError(
+              "Cannot read properties of undefined (reading 'changes')",
+            )
+            : null,
+      );
+      const fetcher = substitutingFetcher(f, [], () => 200, { store });
+      fetcher.enqueue(request);
+      await settle(f, fetcher);
+      assert.equal(fetcher.has(drv), false);
+      // Time passes: nothing more is tried, nor logged.
+      for (let i = 0; i < 20; i++) await f.clock.advance(30_000);
+      const stopped = f.lines.filter((l) =>
+        l.startsWith("error output fetch stopped ")
+      );
+      assert.equal(stopped.length, 1, f.lines.join("\n"));
+      assert.ok(
+        stopped[0].startsWith(
+          `error output fetch stopped drv=${drv} worker=W step=success error="Cannot read properties of undefined (reading 'changes')" `,
+        ),
+        stopped[0],
+      );
+      assert.ok(
+        !f.lines.some((l) =>
+          l.startsWith("error output fetch store failed") ||
+          l.startsWith("error output fetch crashed") ||
+          l.startsWith("warn output fetch retried")
+        ),
+        f.lines.join("\n"),
+      );
+      assert.equal(await f.status(drv), BuildStatus.started);
+      assert.deepEqual(await f.store.owedFetches(), [request]);
+      assert.deepEqual(await fetcher.close(), [request]);
+
+      // The next start resumes it, and records the success.
+      const next = substitutingFetcher(f, [], () => 200);
+      assert.equal(await next.resumeOwed(), 1);
+      await settle(f, next);
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      assert.deepEqual(await f.store.owedFetches(), []);
     } finally {
       await f.close();
     }

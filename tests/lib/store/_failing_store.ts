@@ -1,9 +1,22 @@
 // A store whose calls fail on demand, as they do while the database is
 // down, restarting or read-only.
 
-/** What npm:postgres rejects a query with while PostgreSQL is down. */
+/**
+ * What npm:postgres rejects a query with while PostgreSQL is down: the
+ * socket's error, its code with it.
+ */
 export function connectionRefused(): Error {
-  return new Error("connect ECONNREFUSED 127.0.0.1:54471");
+  return Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:54471"), {
+    code: "ECONNREFUSED",
+  });
+}
+
+/** What PostgreSQL answers a write with on a read-only server (a standby). */
+export function readOnly(): Error {
+  return Object.assign(
+    new Error("cannot execute UPDATE in a read-only transaction"),
+    { code: "25006", severity: "ERROR" },
+  );
 }
 
 /**
