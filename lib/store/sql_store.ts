@@ -102,6 +102,7 @@ export function createSqlStore(driver: SqlDriver): Store {
             execute: guarded,
             scan: scanAsRead(guarded),
             dialect,
+            inBatch: true,
           };
           const result = await work(storeOn(runner, batchScope));
           if (spoiled !== null) throw spoiled;
@@ -155,6 +156,8 @@ interface Runner {
   readonly execute: Execute;
   readonly scan: Scan;
   readonly dialect: Dialect;
+  /** A batch's: its procedures share the batch's transaction. */
+  readonly inBatch?: boolean;
 }
 
 /** Where a store keeps its {@link Runner}. */
@@ -210,9 +213,13 @@ function write<T>(c: Runner, procedure: (d: Dialect) => Step<T>): Promise<T> {
 // atomic on its own and never waits for a lock (SKIP LOCKED): the pop
 // runs without a transaction around it, as a read does. (Not as a
 // "statement": one statement failing would retry those that succeeded.)
+// In a batch it is the write it is: a failing pop then aborts an
+// optimistic batch, to be replayed, and in the replay fails alone in its
+// savepoint. As a read it had none, and failing it failed the whole batch
+// (a dispatcher turn, every message's writes with it).
 const popBuilds: Methods["popBuilds"] = (c, requests, now, options) =>
   c.execute(
-    c.dialect.name === "postgres" ? "read" : "write",
+    c.dialect.name === "postgres" && c.inBatch !== true ? "read" : "write",
     (d) => builds.popBuilds(d, requests, now, options),
   );
 

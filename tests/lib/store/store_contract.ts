@@ -1803,6 +1803,47 @@ export function storeContract(
     assert.equal(await status(store, "a"), BuildStatus.started);
   });
 
+  test("batch(): a failing pop throws to its caller alone, as a failing write does; in an optimistic batch it aborts the batch", async (store) => {
+    const id = await evaluation(store);
+    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
+      priority: 9,
+      now: 1,
+    });
+    // A pop failing in its own procedure: one holder address for the
+    // requests of two workers.
+    const failingPop = (tx: Store) =>
+      tx.popBuilds(
+        [
+          { worker: "w1", systems: ["x86_64-linux"] },
+          { worker: "w2", systems: ["x86_64-linux"] },
+        ],
+        3,
+        { holderAddress: "192.0.2.1" },
+      );
+    await store.batch(async (tx) => {
+      await tx.popBuild("w", ["x86_64-linux"], 2);
+      await assert.rejects(failingPop(tx), /several workers/);
+      await tx.markStarted(drv("a"), "w", "/log", 4);
+      const next = await tx.popBuild("v", ["x86_64-linux"], 5);
+      assert.equal(next?.derivation, drv("b"));
+    });
+    assert.equal(await status(store, "a"), BuildStatus.started);
+    assert.equal(await status(store, "b"), BuildStatus.submitted);
+
+    // Optimistic, it aborts the batch (to be replayed with savepoints).
+    const aborted = (error: unknown) =>
+      error instanceof StoreError && error.code === "batch-aborted" &&
+      /several workers/.test((error.cause as Error)?.message);
+    await assert.rejects(
+      store.batch(async (tx) => {
+        await assert.rejects(failingPop(tx), aborted);
+        await assert.rejects(tx.popBuild("v", ["x86_64-linux"], 6), aborted);
+      }, { optimistic: true }),
+      aborted,
+    );
+    assert.equal(await status(store, "c"), BuildStatus.scheduled);
+  });
+
   test("batch({optimistic}): writes commit together without savepoints", async (store) => {
     const id = await evaluation(store);
     await store.registerBuilds(id, [job("a"), job("b")], {
