@@ -857,11 +857,21 @@ export class Dispatcher {
         system: build.system,
       });
     };
-    reply.onUndelivered = () => {
+    reply.onUndelivered = async () => {
       this.#holdings.released(name, build.derivation);
-      return this.#options.store.requeueBuild(build.derivation, now, {
-        worker: name,
-      });
+      const requeued = await this.#options.store.requeueBuild(
+        build.derivation,
+        now,
+        { worker: name },
+      );
+      // Outside the turn: the plain logger, not the one holding turn lines.
+      if (requeued) {
+        this.#log.warn("build requeued", {
+          drv: build.derivation,
+          worker: name,
+          reason: "its reply never reached the worker (connection closed)",
+        });
+      }
     };
   }
 

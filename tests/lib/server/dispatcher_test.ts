@@ -177,6 +177,56 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
+    "a worker gone before its build reply could be written (its socket closed as its request was served) has the build back in the queue at once, said in the log, and handed to another worker",
+  async fn() {
+    // Closes the requester's socket from inside the turn serving its
+    // request, and lets the server's socket see it before the turn ends:
+    // the reply then cannot be written.
+    let hangUp: (() => Promise<void>) | null = null;
+    await withFixture(async (f) => {
+      const [drv] = await f.addJobs([job("orphaned", 1)]);
+      const other = await readyWorker(f.port, { name: "OTHER" });
+      const killed = await readyWorker(f.port, { name: "KILLED" });
+      await killed.send({ type: "worker-request-info" });
+      await killed.next();
+      hangUp = () => killed.close();
+      await killed.send({ type: "worker-request-work", name: "KILLED" });
+      // No time passes on the fixture's clock: no worker timeout.
+      await eventually(
+        () =>
+          f.lines.some((l) =>
+            l.startsWith("warn build requeued ") &&
+            l.includes(` drv=${drv} `) && l.includes(" worker=KILLED ")
+          ),
+        "the requeue said",
+      );
+      assert.equal(await f.status(drv), BuildStatus.scheduled);
+      const reply = await other.requestWork();
+      assert.equal(reply.type === "build" && reply.drv, drv);
+      await other.close();
+    }, {
+      storeSeenByDispatcher(store) {
+        const closing: Store = Object.create(store);
+        closing.batch = (work, options) =>
+          store.batch(async (tx) => {
+            const result = await work(tx);
+            const close = hangUp;
+            hangUp = null;
+            if (close !== null) {
+              await close();
+              await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+            return result;
+          }, options);
+        return closing;
+      },
+    });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
     "C02: workers vanishing before the reply leave the build scheduled and the server alive",
   fn: () =>
     withFixture(async (f) => {
