@@ -1,10 +1,8 @@
 // A dispatcher over real ZMTP, and simulated workers speaking the real
 // protocol to it: ready, request work, started, succeeded. Outputs are not
-// fetched: a stand-in fetcher records the success at once, then forgets the
-// fetch the success owed, as the real one does once its fetch ends (left,
-// those rows piled up, and a turn's save of its successes' fetches took
-// 0.75 ms instead of 0.16 after 8 s), so that what is measured is dispatch,
-// not downloads.
+// fetched: a stand-in fetcher records the success at once (which forgets
+// the fetch the success owed, as for the real one), so that what is
+// measured is dispatch, not downloads.
 
 import { Dispatcher } from "../lib/server/dispatcher.ts";
 import { RouterSocket } from "../lib/zmtp/router.ts";
@@ -40,7 +38,7 @@ export async function serveDispatcher(
   // Each success being recorded, by derivation; close() waits for them,
   // and fails with the first that failed: a bench that lost results has
   // measured nothing.
-  const fetching = new Map<string, Promise<void>>();
+  const fetching = new Map<string, Promise<unknown>>();
   const failures: unknown[] = [];
   const fetcher = {
     has: (drv: string) => fetching.has(drv),
@@ -51,8 +49,7 @@ export async function serveDispatcher(
         store.completeBuild(request.drv, BuildStatus.succeeded, {
           worker: request.worker,
           now: epochSeconds(systemClock),
-        }).then(() => store.forgetOwedFetch(request))
-          .catch((error) => void failures.push(error))
+        }).catch((error) => void failures.push(error))
           .finally(() => fetching.delete(request.drv)),
       );
       return true;

@@ -109,6 +109,11 @@ export class OutputFetcher {
    * by a store step that failed for good (see #stored).
    */
   readonly #interrupted: FetchRequest[] = [];
+  /**
+   * Fetches that recorded their build's end, whose saved record the store
+   * forgot with it (Store.completeBuild): none to forget at their end.
+   */
+  readonly #recorded = new WeakSet<FetchRequest>();
   /** Told of each fetch that ended (see {@link watchEnds}). */
   readonly #endWatchers = new Set<(request: FetchRequest) => void>();
 
@@ -285,11 +290,13 @@ export class OutputFetcher {
   /**
    * Forgets the saved record of `request`, whose fetch ended (the build
    * recorded, or no longer its worker's), unless close() interrupted it:
-   * that one is for the next start to resume. True when the fetch ended,
-   * false when it was interrupted.
+   * that one is for the next start to resume. (A build recorded had it
+   * forgotten with it.) True when the fetch ended, false when it was
+   * interrupted.
    */
   async #ended(request: FetchRequest): Promise<boolean> {
     if (this.#interrupted.includes(request)) return false;
+    if (this.#recorded.has(request)) return true;
     try {
       await this.#stored(
         request,
@@ -381,6 +388,7 @@ export class OutputFetcher {
             recorded: result.changed,
           });
           if (result.changed) {
+            this.#recorded.add(request);
             await this.#options.onSucceeded(build).catch((error) =>
               logger.error("after success failed", { drv, error })
             );
@@ -427,6 +435,7 @@ export class OutputFetcher {
     } catch {
       return this.#interrupt(request);
     }
+    if (result.changed) this.#recorded.add(request);
     logger.error("outputs unavailable", {
       drv,
       url,

@@ -465,6 +465,18 @@ export function checkFinal(derivation: string, status: number): void {
   }
 }
 
+/**
+ * Forgets the fetches owed for `derivation` (sql_fetches.ts), whose build
+ * just finished: resumed, each would find it finished and be dropped. The
+ * fetcher's own forgetting, once it recorded the build, is then a write
+ * (a commit) saved.
+ */
+function* forgetFetchesOf(derivation: string): Step<void> {
+  yield* run("DELETE FROM InterruptedFetches WHERE derivation = ?", [
+    derivation,
+  ]);
+}
+
 /** Queues one notification per sink of the build's specification. */
 function* queueNotifications(build: number, specification: string) {
   const row = yield* get(
@@ -488,9 +500,10 @@ function* queueNotifications(build: number, specification: string) {
 // direct dependents, all locked in id order (sql_build_locks.ts; the
 // count in `target` has the sweep done before anything is updated); the
 // build, when `worker` (any worker, when null) may complete it, with its
-// job's previous result; its new status and weather; its dependents'
-// counts, by input_succeeded() (postgres_schema.ts; none when the build
-// was not done); one notification per sink when the weather changed; a
+// job's previous result; its new status and weather; the fetches owed
+// for it forgotten (see forgetFetchesOf); its dependents' counts, by
+// input_succeeded() (postgres_schema.ts; none when the build was not
+// done); one notification per sink when the weather changed; a
 // queue notification when a dependent became dispatchable. Unreferenced
 // CTEs would not run: the last SELECT names them; `target` is
 // MATERIALIZED, or its previous result would be read once per use; `done`
@@ -541,7 +554,10 @@ const succeedPostgresSql = (d: Dialect) =>
                      WHEN t.previous = 0 THEN ${Weather.stillSucceeding}
                      ELSE ${Weather.newSuccess} END
     FROM target t WHERE b.id = t.id
-    RETURNING b.id, b.specification, b.weather),
+    RETURNING b.id, b.derivation, b.specification, b.weather),
+  forgotten AS (
+    DELETE FROM InterruptedFetches
+    WHERE derivation IN (SELECT derivation FROM done) RETURNING 1),
   adjusted AS MATERIALIZED (
     SELECT input_succeeded(done.id) AS woke FROM done),
   notified AS (
@@ -554,6 +570,7 @@ const succeedPostgresSql = (d: Dialect) =>
   woken AS (
     ${d.notifyQueue} FROM adjusted WHERE woke)
   SELECT (SELECT count(*) FROM done) AS changed,
+    (SELECT count(*) FROM forgotten) AS forgotten,
     (SELECT count(*) FROM notified) AS notifications,
     (SELECT count(*) FROM woken) AS woken`;
 
@@ -611,6 +628,7 @@ export function* completeBuild(
        weather = ? WHERE id = ?`,
     [status, options.now, lastStatus, weather, id],
   );
+  yield* forgetFetchesOf(derivation);
   if (weather === Weather.newSuccess || weather === Weather.newFailure) {
     yield* queueNotifications(id, String(row.specification));
   }

@@ -577,7 +577,9 @@ export interface Store {
    * When `worker` is given, only a build that worker owns changes. A failure
    * marks every scheduled build depending on it, transitively,
    * failed-dependency, unless `propagate` is false: a build that failed
-   * for want of a builder (case C06) leaves its dependents waiting.
+   * for want of a builder (case C06) leaves its dependents waiting. A
+   * build it changes has the fetches owed for it forgotten (see
+   * {@link saveOwedFetches}): resumed, they would find it finished.
    */
   completeBuild(
     derivation: string,

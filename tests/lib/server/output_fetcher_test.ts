@@ -619,3 +619,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "a fetch that records its build leaves its saved record to the store's completion, one write fewer; one whose build is no longer its worker's forgets it itself",
+  async fn() {
+    const f = await startFixture();
+    try {
+      const recorded = await startedBuild(f, "recorded", 1);
+      const elsewhere = await startedBuild(f, "elsewhere", 2);
+      // Taken back and handed to another worker before its fetch runs.
+      assert.ok(await f.store.requeueBuild(elsewhere, 2, { worker: "W" }));
+      const forgotten: string[] = [];
+      const store = Object.create(f.store);
+      store.forgetOwedFetch = (fetch: { drv: string; worker: string }) => {
+        forgotten.push(fetch.drv);
+        return f.store.forgetOwedFetch(fetch);
+      };
+      const requests = [recorded, elsewhere].map((drv) => ({
+        drv,
+        worker: "W",
+        url: URL_,
+      }));
+      await f.store.saveOwedFetches(requests);
+      const fetcher = substitutingFetcher(f, [], () => 200, { store });
+      for (const request of requests) fetcher.enqueue(request);
+      await settle(f, fetcher);
+      assert.equal(await f.status(recorded), BuildStatus.succeeded);
+      assert.equal(await f.status(elsewhere), BuildStatus.scheduled);
+      assert.deepEqual(forgotten, [elsewhere]);
+      assert.deepEqual(await f.store.owedFetches(), []);
+    } finally {
+      await f.close();
+    }
+  },
+});

@@ -2152,6 +2152,45 @@ export function storeContract(
     assert.deepEqual(await store.owedFetches(), [all[0], all[2]]);
   });
 
+  test("completeBuild() forgets the fetches owed for the build it finishes, and only when it finishes it", async (store) => {
+    const first = await evaluation(store);
+    await store.registerBuilds(first, [job("a"), job("b"), job("c")], {
+      priority: 9,
+      now: 1,
+    });
+    const held: Record<string, string> = {};
+    for (let n = 0; n < 3; n++) {
+      const build = await store.popBuild(`w${n}`, ["x86_64-linux"], 2);
+      held[build!.derivation] = `w${n}`;
+    }
+    const owed = (base: string, worker: string) => ({
+      drv: drv(base),
+      worker,
+      url: `http://${worker}:5558`,
+    });
+    await store.saveOwedFetches([
+      owed("a", held[drv("a")]),
+      owed("a", "elsewhere"),
+      owed("b", held[drv("b")]),
+      owed("c", held[drv("c")]),
+    ]);
+    // A success (PostgreSQL's one-statement path) and a failure.
+    await store.completeBuild(drv("a"), BuildStatus.succeeded, {
+      worker: held[drv("a")],
+      now: 3,
+    });
+    await store.completeBuild(drv("b"), BuildStatus.failedOther, {
+      worker: held[drv("b")],
+      now: 3,
+    });
+    // Not c's holder: nothing changes, its fetch stays owed.
+    await store.completeBuild(drv("c"), BuildStatus.succeeded, {
+      worker: "not-the-holder",
+      now: 3,
+    });
+    assert.deepEqual(await store.owedFetches(), [owed("c", held[drv("c")])]);
+  });
+
   test("saveOwedFetches() keeps the last of one call's fetches of a worker's result", async (store) => {
     await store.saveOwedFetches([
       { drv: drv("a"), worker: "w1", url: "http://10.0.0.1:5558" },
