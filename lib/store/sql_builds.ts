@@ -507,8 +507,10 @@ function* queueNotifications(build: number, specification: string) {
 // queue notification when a dependent became dispatchable. Unreferenced
 // CTEs would not run: the last SELECT names them; `target` is
 // MATERIALIZED, or its previous result would be read once per use; `done`
-// holds one build at most, so `adjusted` one call. Parameters:
-// derivation, worker, worker, now. The build is found by its derivation
+// holds one build at most, so `adjusted` one call; `forgotten` names the
+// derivation itself, a lookup in its key's index whatever the planner
+// makes of `done`. Parameters: derivation, worker, worker, now,
+// derivation. The build is found by its derivation
 // alone, its status and worker checked on the locked row: planned for
 // given values, a lookup with them went through the index of held
 // builds, whose entries for a worker pile up between vacuums, one per
@@ -554,10 +556,10 @@ const succeedPostgresSql = (d: Dialect) =>
                      WHEN t.previous = 0 THEN ${Weather.stillSucceeding}
                      ELSE ${Weather.newSuccess} END
     FROM target t WHERE b.id = t.id
-    RETURNING b.id, b.derivation, b.specification, b.weather),
+    RETURNING b.id, b.specification, b.weather),
   forgotten AS (
     DELETE FROM InterruptedFetches
-    WHERE derivation IN (SELECT derivation FROM done) RETURNING 1),
+    WHERE derivation = ? AND EXISTS (SELECT 1 FROM done) RETURNING 1),
   adjusted AS MATERIALIZED (
     SELECT input_succeeded(done.id) AS woke FROM done),
   notified AS (
@@ -597,6 +599,7 @@ export function* completeBuild(
       worker,
       worker,
       options.now,
+      derivation,
     ]);
     return { changed: Number(row?.changed) > 0, dependentsFailed: 0 };
   }
