@@ -11,7 +11,10 @@ import {
 } from "../store/types.ts";
 import type { Guix } from "../guix/guix_command.ts";
 import { failIfMissing } from "./missing_derivation.ts";
-import { isDatabaseUnavailable } from "../store/unavailable.ts";
+import {
+  isDatabaseUnavailable,
+  isQueryCanceled,
+} from "../store/unavailable.ts";
 import { isTransactionConflict } from "../store/conflict.ts";
 
 /** A fetch of the outputs of `drv`, reported built by `worker` at `url`. */
@@ -449,8 +452,8 @@ export class OutputFetcher {
   /**
    * Runs `action` (a step of `request`'s fetch that reads or writes the
    * store) until the store answers: a database that is down, restarting,
-   * busy, read-only or full must not leave the build started for good, its
-   * result dropped. Each such failure is logged; the retries back off as
+   * busy, slow past its deadline, read-only or full must not leave the
+   * build started for good, its result dropped. Each such failure is logged; the retries back off as
    * the fetch's do. Any other failure (a fault of the code, a row that is
    * not there) would come again at each try, logged for good: it is logged
    * once, and the fetch stops, its saved record left for the next start.
@@ -558,10 +561,13 @@ export class OutputFetcher {
 /**
  * Whether a store step that threw `error` may pass when tried again: the
  * database could not be used (down, restarting, busy, read-only, full),
- * undid the transaction for a conflict with another one, or a write found
- * its transaction ended by such an error.
+ * undid the transaction for a conflict with another one, canceled a
+ * statement that ran past its deadline (on PostgreSQL, waiting for a lock
+ * another transaction held long: SQLite's wait for its lock says busy),
+ * or a write found its transaction ended by such an error.
  */
 function transientStoreError(error: unknown): boolean {
   return isDatabaseUnavailable(error) || isTransactionConflict(error) ||
+    isQueryCanceled(error) ||
     (error instanceof StoreError && error.code === "transaction-ended");
 }

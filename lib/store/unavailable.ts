@@ -88,3 +88,22 @@ function answeredByServer(cause: unknown): boolean {
   const { code, severity } = cause as { code?: unknown; severity?: unknown };
   return code === CANCELED && typeof severity === "string";
 }
+
+/**
+ * Whether `error` (or one of its causes) is a PostgreSQL statement
+ * canceled: its deadline ran out (npm:postgres's `query_timeout`, which
+ * `--database-timeout` sets, or the server's `statement_timeout`), or an
+ * operator canceled it. The database is up but slow, a lock held long by
+ * another transaction, say: not a reason to hold a turn for later (see
+ * {@link isDatabaseUnavailable}), but work that must not be lost may try
+ * the same statement again.
+ */
+export function isQueryCanceled(error: unknown): boolean {
+  for (let at = error, depth = 0; at && depth < 8; depth++) {
+    if (typeof at !== "object") return false;
+    const code = (at as { code?: unknown }).code;
+    if (code === CANCELED || code === QUERY_TIMEOUT) return true;
+    at = (at as { cause?: unknown }).cause;
+  }
+  return false;
+}

@@ -18,6 +18,14 @@ import {
   readOnly,
 } from "../store/_failing_store.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
+import { openPostgresStore } from "../../../lib/store/postgres.ts";
+import { openBuildGate } from "../store/_postgres_gates.ts";
+import {
+  NEEDS_POSTGRES,
+  TEST_POSTGRES_URL,
+  WITHOUT_POSTGRES,
+} from "../../_test_postgres.ts";
+import postgres from "postgres";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const URL_ = "http://127.0.0.1:5558";
@@ -652,6 +660,58 @@ Deno.test({
       assert.deepEqual(await f.store.owedFetches(), []);
     } finally {
       await f.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    `a store step whose PostgreSQL query runs past its deadline (a lock held long by another transaction) is tried again, not taken for a bug: the success is recorded once the lock goes${NEEDS_POSTGRES}`,
+  ignore: WITHOUT_POSTGRES,
+  async fn() {
+    const schema = `lorica_fetch_slow_${Date.now().toString(36)}_${Deno.pid}`;
+    // A deadline of 1 s, as --database-timeout=1 sets.
+    const store = await openPostgresStore(TEST_POSTGRES_URL!, {
+      schema,
+      queryTimeoutSeconds: 1,
+    });
+    const f = await startFixture({ store });
+    try {
+      const drv = await startedBuild(f, "slow", 1);
+      // Another transaction holds the build's row, as a long one would.
+      const gate = await openBuildGate(TEST_POSTGRES_URL!, schema, drv);
+      const fetcher = substitutingFetcher(f, [], () => 200);
+      try {
+        fetcher.enqueue({ drv, url: URL_, worker: "W" });
+        await eventually(
+          () =>
+            f.lines.some((l) =>
+              l.startsWith(`error output fetch store failed drv=${drv} `) ||
+              l.startsWith(`error output fetch stopped drv=${drv} `)
+            ),
+          "the step timed out",
+        );
+      } finally {
+        await gate.open();
+      }
+      await settle(f, fetcher);
+      assert.deepEqual(
+        f.lines.filter((l) => l.startsWith("error output fetch stopped ")),
+        [],
+      );
+      assert.match(
+        f.lines.find((l) => l.startsWith("error output fetch store failed "))!,
+        /step=success attempt=1 .*past its deadline/,
+      );
+      assert.equal(await f.status(drv), BuildStatus.succeeded);
+      assert.deepEqual(await store.owedFetches(), []);
+      await fetcher.close();
+    } finally {
+      await f.close();
+      const sql = postgres(TEST_POSTGRES_URL!, { max: 1, onnotice: () => {} });
+      await sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await sql.end({ timeout: 1 });
     }
   },
 });

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
+import {
+  isDatabaseUnavailable,
+  isQueryCanceled,
+} from "../../../lib/store/unavailable.ts";
 import { StoreError } from "../../../lib/store/types.ts";
 
 /** An error as npm:postgres or the socket under it rejects with. */
@@ -64,4 +67,32 @@ Deno.test("isDatabaseUnavailable() takes a query past npm:postgres's deadline fo
     { severity: "ERROR" },
   );
   assert.ok(!isDatabaseUnavailable(timedOut(fromServer)));
+});
+
+Deno.test("isQueryCanceled() tells a statement canceled, for its deadline or by an operator, however wrapped", () => {
+  const fromServer = Object.assign(
+    coded("57014", "canceling statement due to user request"),
+    { severity: "ERROR" },
+  );
+  const canceled = [
+    coded("57014", "canceling statement due to statement timeout"),
+    Object.assign(coded("QUERY_TIMEOUT"), { cause: fromServer }),
+    // As the PostgreSQL store words it (postgres.ts explainTimeout).
+    new Error("A PostgreSQL query ran past its deadline", {
+      cause: Object.assign(coded("QUERY_TIMEOUT"), { cause: fromServer }),
+    }),
+  ];
+  for (const error of canceled) {
+    assert.ok(isQueryCanceled(error), error.message);
+  }
+  const other = [
+    new Error("disk on fire"),
+    coded("ECONNREFUSED"),
+    coded("40P01", "deadlock detected"),
+    "57014",
+    null,
+  ];
+  for (const error of other) {
+    assert.ok(!isQueryCanceled(error), String(error));
+  }
 });
