@@ -5,7 +5,8 @@
 // attempt that fails says it at once, with the server and how long it has
 // been silent; one fails every few seconds while it lasts, and says it
 // again once every interval, not each time; and the connection back says
-// the server is there again.
+// the server is there again. A worker's sessions of one server (--workers=N)
+// share one: their sockets fail together, and it is said once, not N times.
 
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -15,13 +16,19 @@ export interface ServerAbsenceOptions {
   /** The server as the log names it: `host:port`. */
   server: string;
   clock: Clock;
-  /** Bound to the session's worker name. */
+  /**
+   * Bound to the session's worker name, or the worker's when its sessions
+   * share this.
+   */
   logger: Logger;
   /** Least time between two warnings while the server stays away [60 s]. */
   repeatMs?: number;
 }
 
-/** Whether a session's server is away, and since when it said nothing. */
+/**
+ * Whether a session's server (or that of a worker's sessions) is away, and
+ * since when it said nothing.
+ */
 export class ServerAbsence {
   readonly #server: string;
   readonly #clock: Clock;
@@ -75,7 +82,7 @@ export class ServerAbsence {
     });
   }
 
-  /** The session is over: its sockets closing say nothing. */
+  /** The sessions are over: their sockets closing say nothing. */
   close(): void {
     this.#closed = true;
   }

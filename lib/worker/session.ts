@@ -130,6 +130,13 @@ export interface SessionOptions {
    * `DealerSocket.connect`. Tests wrap it to make a chosen send fail.
    */
   connectDealer?: (options: DealerOptions) => DealerSocket;
+  /**
+   * Says in the log when `server` is away and when it is back, shared by a
+   * worker's sessions of that server: said once for all of them, not once
+   * a session (--workers=N), and closed by its owner. Absent: the
+   * session's own, its lines naming the session's worker.
+   */
+  absence?: ServerAbsence;
 }
 
 /**
@@ -292,6 +299,10 @@ class Session {
   readonly #over = new AbortController();
   /** Says in the log when the server is away, and when it is back. */
   readonly #absence: ServerAbsence;
+  /** Whether #absence is this session's own, to close with it. */
+  readonly #ownsAbsence: boolean;
+  /** Set by close(): its sockets closing say nothing of the server. */
+  #closing = false;
 
   constructor(options: SessionOptions, signal: AbortSignal) {
     this.#options = options;
@@ -307,7 +318,8 @@ class Session {
       signal: this.#over.signal,
     });
     this.#connectDealer = options.connectDealer ?? DealerSocket.connect;
-    this.#absence = new ServerAbsence({
+    this.#ownsAbsence = options.absence === undefined;
+    this.#absence = options.absence ?? new ServerAbsence({
       server: this.#serverAddress(),
       clock: options.clock,
       logger: this.#logger,
@@ -414,7 +426,8 @@ class Session {
   }
 
   async close(): Promise<void> {
-    this.#absence.close();
+    this.#closing = true;
+    if (this.#ownsAbsence) this.#absence.close();
     this.#current?.cancel.abort();
     await Promise.all([this.#dealer.close(), this.#pinger.close()]);
     await this.#reading;
@@ -425,13 +438,12 @@ class Session {
       ...this.#options.server,
       onConnect: () => {
         this.#connections++;
-        if (dealer === this.#dealer) this.#absence.connected();
+        if (this.#saysAbsence(dealer)) this.#absence.connected();
       },
       // A reply awaited on a lost connection will not come: see #reply.
       onDisconnect: () => this.#wake?.(),
-      // Not from a socket replaced by a fresh one (see #reconnect).
       onConnectFailed: (error) => {
-        if (dealer === this.#dealer) this.#absence.unreachable(error);
+        if (this.#saysAbsence(dealer)) this.#absence.unreachable(error);
       },
     });
     this.#dealer = dealer;
@@ -442,6 +454,15 @@ class Session {
     this.#unconfirmed = undefined;
     this.#connections = 0;
     this.#reading = this.#readLoop(this.#dealer);
+  }
+
+  /**
+   * Whether `dealer`'s connections tell #absence of the server: not once it
+   * was replaced by a fresh one (see #reconnect), nor once the session
+   * closes (a shared #absence outlives it).
+   */
+  #saysAbsence(dealer: DealerSocket): boolean {
+    return dealer === this.#dealer && !this.#closing;
   }
 
   /** A fresh connection: stale replies of the old one cannot reach us. */

@@ -9,7 +9,9 @@ import {
   type SessionOptions,
   StoreDirMismatchError,
   type UnderwayBuild,
+  urlHost,
 } from "./session.ts";
+import { ServerAbsence } from "./server_absence.ts";
 import { DiskGuard } from "./disk_guard.ts";
 import { UndeliveredResults } from "./undelivered_results.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
@@ -196,8 +198,14 @@ export async function startWorker(
   // When the server moves (DNS-SD), the sessions are restarted against it.
   const done = followServer(
     source,
-    (server, signal) =>
-      sessions = Promise.all(names.map((name) =>
+    (server, signal) => {
+      // The server away is said once for the worker, not once a session.
+      const absence = new ServerAbsence({
+        server: `${urlHost(server.hostname)}:${server.port}`,
+        clock,
+        logger,
+      });
+      return sessions = Promise.all(names.map((name) =>
         runSessionForever(
           {
             server: { hostname: server.hostname, port: server.port },
@@ -223,11 +231,13 @@ export async function startWorker(
             fetching: fetching.get(name)!,
             handedBack,
             connectDealer: deps.connectDealer,
+            absence,
           },
           signal,
           fail,
         )
-      )).then(() => {}),
+      )).then(() => {}).finally(() => absence.close());
+    },
     abort.signal,
     (error) => logger.error("sessions failed", { error }),
   );

@@ -8,7 +8,7 @@ import { Guix } from "../../../lib/guix/guix_command.ts";
 import type { Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { quietPort } from "../../_ports.ts";
+import { bindAgain, quietPort } from "../../_ports.ts";
 import {
   buildRequest,
   GOOD_DRV,
@@ -97,6 +97,44 @@ Deno.test({
       );
     } finally {
       await worker.stop();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker of three sessions whose server is away says so once, not once a session, and once that it is back",
+  async fn() {
+    const port = quietPort();
+    const lines: string[] = [];
+    const worker = await startTestWorker(port, lines, [], { workers: 3 });
+    let f: Awaited<ReturnType<typeof startFixture>> | undefined;
+    try {
+      const away = () =>
+        lines.filter((l) => l.startsWith("warn server unreachable "));
+      await eventually(() => away().length > 0, "the server said away");
+      // Each session's socket tries again every few hundred ms by now.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal(away().length, 1, lines.join("\n"));
+      assert.match(
+        away()[0],
+        new RegExp(
+          `^warn server unreachable server=127\\.0\\.0\\.1:${port} silent=\\d+ error=`,
+        ),
+      );
+      f = await bindAgain(() => startFixture({ port, logPort: quietPort() }));
+      const back = () =>
+        lines.filter((l) => l.startsWith("info server reachable again "));
+      await eventually(
+        () => lines.filter((l) => / worker registered /.test(l)).length === 3,
+        `every session registered\n${lines.join("\n")}`,
+      );
+      assert.equal(back().length, 1, lines.join("\n"));
+      assert.equal(away().length, 1, lines.join("\n"));
+    } finally {
+      await worker.stop();
+      await f?.close();
     }
   },
 });
