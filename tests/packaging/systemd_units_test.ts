@@ -164,6 +164,9 @@ for (const [program, unit] of Object.entries(UNITS)) {
     assert.deepEqual(get("ProtectSystem"), ["strict"]);
     assert.deepEqual(get("PrivateTmp"), ["yes"]);
     assert.deepEqual(get("KillSignal"), ["SIGTERM"]);
+    // The stop's SIGTERM to the program alone, not to the guix build (or
+    // publish) it runs: a build killed so would be reported failed.
+    assert.deepEqual(get("KillMode"), ["mixed"]);
     // AF_NETLINK: Deno.networkInterfaces(), for DNS-SD (see the test below).
     assert.deepEqual(get("RestrictAddressFamilies"), [
       "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
