@@ -453,10 +453,11 @@ export class OutputFetcher {
    * Runs `action` (a step of `request`'s fetch that reads or writes the
    * store) until the store answers: a database that is down, restarting,
    * busy, slow past its deadline, read-only or full must not leave the
-   * build started for good, its result dropped. Each such failure is logged; the retries back off as
-   * the fetch's do. Any other failure (a fault of the code, a row that is
-   * not there) would come again at each try, logged for good: it is logged
-   * once, and the fetch stops, its saved record left for the next start.
+   * build started for good, its result dropped. Each such failure is
+   * logged; the retries back off as the fetch's do. Any other failure (a
+   * fault of the code, a row that is not there) would come again at each
+   * try, logged for good: it is logged once, and the fetch stops, its saved
+   * record left for the next start.
    * @throws once the fetcher closes, or a {@link FetchStoppedError} (the fetch
    * is then interrupted)
    */
