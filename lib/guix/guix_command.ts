@@ -68,6 +68,8 @@ export interface BuildOptions {
 export interface BuildResult {
   ok: boolean;
   exitCode: number;
+  /** The signal that ended `guix build`, or null when it exited. */
+  signal: string | null;
   /** Output paths `guix build` printed. */
   outputs: string[];
   /** The last 8 KiB of standard error, for error reports. */
@@ -188,6 +190,7 @@ export class Guix {
     return {
       ok: status.code === 0,
       exitCode: status.code,
+      signal: status.signal,
       outputs,
       stderrTail: decode(stderr),
     };

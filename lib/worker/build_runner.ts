@@ -22,8 +22,10 @@ export interface BuildJob {
 /**
  * How a build ended here. "daemon-silent": the daemon said nothing for the
  * build's max-silent-time and the grace, `guix build` was killed; the
- * fault is the farm's, not the package's. "killed": the signal killed
- * `guix build` before it ended; nothing is known of the build.
+ * fault is the farm's, not the package's. "killed": a signal ended
+ * `guix build` before it did: the run's own (a stop, a cancel), or one
+ * sent from outside (a service manager signalling the whole process group
+ * at a stop, the kernel's OOM killer); nothing is known of the build.
  */
 export type BuildOutcome =
   | { status: "succeeded" | "failed" | "killed" }
@@ -227,6 +229,16 @@ export async function runBuild(
         ),
       );
       return { status: "daemon-silent", silentSeconds };
+    }
+    // Not the package's failure: the daemon cancels a build whose client
+    // is gone, and another run may well succeed.
+    if (!result.ok && result.signal !== null) {
+      logger.warn("guix build killed", {
+        drv: job.drv,
+        signal: result.signal,
+        reason: "a signal this worker did not send",
+      });
+      return { status: "killed" };
     }
     if (!result.ok) {
       logger.info("build failed locally", {

@@ -1137,6 +1137,9 @@ class Session {
       if (outcome.status === "daemon-silent") {
         return await this.#giveUp(job, outcome.silentSeconds);
       }
+      if (outcome.status === "killed") {
+        return await this.#killedFromOutside(job);
+      }
       await this.#report(job.drv, outcome.status === "succeeded");
       return false;
     } finally {
@@ -1413,6 +1416,37 @@ class Session {
       await this.#report(job.drv, false);
       return false;
     }
+    await this.#reRegister([]);
+    return true;
+  }
+
+  /**
+   * Answers for a build whose `guix build` a signal this worker did not
+   * send ended (runBuild's "killed" with neither a stop nor a cancel): a
+   * service manager that signals the whole process group at a stop, the
+   * OOM killer. Its outcome is unknown, not a failure of the package: a
+   * server that takes builds back ("holding") gets it back, once, as a
+   * refused build (see #refuse: a worker whose guix build is killed again
+   * and again must not keep the build from every other worker); the next
+   * time, or to a server that cannot take it back, it is reported failed.
+   * Returns whether it was handed back.
+   */
+  async #killedFromOutside(
+    job: Extract<Message, { type: "build" }>,
+  ): Promise<boolean> {
+    const handBack = this.#options.extensions !== false &&
+      this.#registration!.features.has("holding") &&
+      !this.#handedBack.has(job.drv);
+    this.#logger.warn("build interrupted", {
+      drv: job.drv,
+      reason: "guix build killed by a signal this worker did not send",
+      action: handBack ? "handed back" : "reported failed",
+    });
+    if (!handBack) {
+      await this.#report(job.drv, false);
+      return false;
+    }
+    this.#handedBack.add(job.drv);
     await this.#reRegister([]);
     return true;
   }

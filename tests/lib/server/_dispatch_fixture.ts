@@ -145,20 +145,22 @@ export class WatchedTurns extends OneAtATime {
 
 /** A spawner whose `guix build` succeeds at once (or as `behave` says). */
 export function fakeSpawner(
-  behave: (argv: string[]) => { code: number; stderr?: string } = () => ({
+  behave: (
+    argv: string[],
+  ) => { code: number; stderr?: string; signal?: string } = () => ({
     code: 0,
   }),
   calls: string[][] = [],
 ): Spawner {
   return (argv) => {
     calls.push(argv);
-    const { code, stderr = "" } = behave(argv);
+    const { code, stderr = "", signal = null } = behave(argv);
     const child: Child = {
       pid: 1,
       stdout: ReadableStream.from([new Uint8Array()]),
       stderr: ReadableStream.from([new TextEncoder().encode(stderr)]),
       stdin: null,
-      status: Promise.resolve({ code, signal: null }),
+      status: Promise.resolve({ code, signal }),
       kill() {},
     };
     return child;

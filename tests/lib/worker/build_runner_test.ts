@@ -59,6 +59,29 @@ Deno.test("runBuild() retries a build whose derivation was unavailable, then suc
   );
 });
 
+Deno.test("runBuild() tells a guix build killed by a signal it did not send from a failed build: its outcome is unknown", async () => {
+  const lines: string[] = [];
+  const guix = new Guix({
+    logger: silentLogger,
+    spawn: fakeSpawner(() => ({ code: 143, signal: "SIGTERM" })),
+  });
+  const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
+    guix,
+    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    substituteUrls: [],
+    logServer: NO_LOG,
+    clock: fast,
+  });
+  assert.deepEqual(outcome, { status: "killed" });
+  assert.ok(
+    lines.includes(
+      `warn guix build killed drv=${DRV} signal=SIGTERM reason="a signal this worker did not send"`,
+    ),
+    lines.join("\n"),
+  );
+  assert.ok(!lines.some((l) => l.startsWith("info build failed locally")));
+});
+
 Deno.test("runBuild() reports a real build failure at once, and a lasting unavailability after its retries", async () => {
   for (
     const [stderr, expectedCalls] of [
