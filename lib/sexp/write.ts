@@ -92,7 +92,7 @@ function writeTo(datum: Datum, parts: string[]): void {
 function writeString(text: string): string {
   if (PLAIN_STRING_REGEXP.test(text)) return `"${text}"`;
   let out = '"';
-  for (const ch of text) {
+  for (const ch of wellFormed(text)) {
     const code = ch.codePointAt(0)!;
     const named = NAMED_ESCAPES[code];
     if (named !== undefined) out += named;
@@ -108,7 +108,17 @@ function hex(code: number, width: number): string {
   return code.toString(16).padStart(width, "0");
 }
 
-function writeSymbol(name: string): string {
+/**
+ * `text` with each lone surrogate (half of a UTF-16 pair, no character)
+ * as U+FFFD: Guile has no such string, its reader refuses the escape of
+ * one, and the UTF-8 sent would carry U+FFFD in its place anyway.
+ */
+function wellFormed(text: string): string {
+  return text.isWellFormed() ? text : text.toWellFormed();
+}
+
+function writeSymbol(raw: string): string {
+  const name = wellFormed(raw);
   if (!needsExtendedSyntax(name)) return name;
   let out = "#{";
   for (const ch of name) {

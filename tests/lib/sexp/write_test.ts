@@ -185,6 +185,28 @@ Deno.test({
   },
 });
 
+Deno.test("writeSexp() writes a lone surrogate, in a string or a symbol, as U+FFFD", () => {
+  assert.equal(writeSexp("a\ud800b"), '"a\ufffdb"');
+  assert.equal(writeSexp("\udc00"), '"\ufffd"');
+  assert.equal(writeSexp(sym("x\ud800")), "x\ufffd");
+  // A pair is a character, kept whole.
+  assert.equal(writeSexp("\ud83d\ude00"), '"\u{1f600}"');
+});
+
+Deno.test({
+  name:
+    "writeSexp() output with lone surrogates reads in Guile as the string and symbol with U+FFFD (needs guile)",
+  ignore: !guileAvailable,
+  async fn() {
+    const data = [["a\ud800b", sym("\udfffz")], "\ud800"];
+    const rewritten = await runGuile(GUILE_REWRITE, writeSexp(data));
+    assert.equal(
+      rewritten.trimEnd(),
+      writeSexp([["a\ufffdb", sym("\ufffdz")], "\ufffd"]),
+    );
+  },
+});
+
 Deno.test({
   name: "readAllSexps() reads what Guile writes (needs guile)",
   ignore: !guileAvailable,
