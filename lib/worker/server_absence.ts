@@ -34,7 +34,11 @@ export class ServerAbsence {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #repeatMs: number;
-  /** When the server last sent anything (or the session began). */
+  /**
+   * When the server was last known there: it sent something, or a
+   * connection to it was up (a worker building for hours hears nothing
+   * from it meanwhile), or the session began.
+   */
   #heardAt: number;
   /** When the last warning was said; undefined while the server is up. */
   #warnedAt: number | undefined;
@@ -50,6 +54,11 @@ export class ServerAbsence {
 
   /** The server sent something. */
   heard(): void {
+    this.#heardAt = this.#clock.monotonic();
+  }
+
+  /** A connection to the server was lost: it was there until now. */
+  lost(): void {
     this.#heardAt = this.#clock.monotonic();
   }
 
@@ -87,7 +96,7 @@ export class ServerAbsence {
     this.#closed = true;
   }
 
-  /** Whole seconds since the server last sent anything. */
+  /** Whole seconds since the server was last known there. */
   #silentSeconds(now: number): number {
     return Math.round((now - this.#heardAt) / 1000);
   }

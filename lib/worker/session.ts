@@ -441,7 +441,10 @@ class Session {
         if (this.#saysAbsence(dealer)) this.#absence.connected();
       },
       // A reply awaited on a lost connection will not come: see #reply.
-      onDisconnect: () => this.#wake?.(),
+      onDisconnect: () => {
+        if (this.#saysAbsence(dealer)) this.#absence.lost();
+        this.#wake?.();
+      },
       onConnectFailed: (error) => {
         if (this.#saysAbsence(dealer)) this.#absence.unreachable(error);
       },

@@ -70,6 +70,21 @@ Deno.test("ServerAbsence says the first failed attempt at once, then once a minu
   assert.match(lines[3], /^warn server unreachable .* silent=0 /);
 });
 
+Deno.test("ServerAbsence counts the silence from the connection lost, not from the server's last message: a worker building for hours hears nothing meanwhile", async () => {
+  const clock = new FakeClock();
+  const lines: string[] = [];
+  const away = absence(clock, lines);
+  away.heard();
+  away.connected();
+  await clock.advance(3 * 3600_000);
+  away.lost();
+  await clock.advance(2000);
+  away.unreachable(REFUSED);
+  assert.deepEqual(lines, [
+    'warn server unreachable server=10.0.0.1:5555 silent=2 error="Connection refused (os error 111)"',
+  ]);
+});
+
 Deno.test("ServerAbsence says nothing of a connection that never failed, nor after close()", () => {
   const clock = new FakeClock();
   const lines: string[] = [];
