@@ -30,27 +30,36 @@ const fast = {
   monotonic: () => 0,
 };
 
-Deno.test("runBuild() retries a build whose derivation was unavailable, then succeeds", async () => {
-  const calls: string[][] = [];
-  let n = 0;
-  const guix = new Guix({
-    logger: silentLogger,
-    spawn: fakeSpawner(
-      () =>
-        ++n < 3
-          ? { code: 1, stderr: `cannot build missing derivation \`${DRV}'\n` }
-          : { code: 0 },
-      calls,
-    ),
-  });
+/**
+ * Runs a build of DRV on a guix spawned by `spawn`, its log dropped, its
+ * waits instant; its outcome and the lines it logged.
+ */
+async function quickBuild(
+  spawn: Spawner,
+  options: Partial<BuildRunnerOptions> = {},
+) {
   const lines: string[] = [];
   const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-    guix,
+    guix: new Guix({ logger: silentLogger, spawn }),
     logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
     substituteUrls: [],
     logServer: NO_LOG,
     clock: fast,
+    ...options,
   });
+  return { outcome, lines };
+}
+
+Deno.test("runBuild() retries a build whose derivation was unavailable, then succeeds", async () => {
+  const calls: string[][] = [];
+  let n = 0;
+  const { outcome, lines } = await quickBuild(fakeSpawner(
+    () =>
+      ++n < 3
+        ? { code: 1, stderr: `cannot build missing derivation \`${DRV}'\n` }
+        : { code: 0 },
+    calls,
+  ));
   assert.deepEqual(outcome, { status: "succeeded" });
   assert.equal(calls.length, 3);
   assert.equal(
@@ -60,18 +69,9 @@ Deno.test("runBuild() retries a build whose derivation was unavailable, then suc
 });
 
 Deno.test("runBuild() tells a guix build killed by a signal it did not send from a failed build: its outcome is unknown", async () => {
-  const lines: string[] = [];
-  const guix = new Guix({
-    logger: silentLogger,
-    spawn: fakeSpawner(() => ({ code: 143, signal: "SIGTERM" })),
-  });
-  const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-    guix,
-    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-    substituteUrls: [],
-    logServer: NO_LOG,
-    clock: fast,
-  });
+  const { outcome, lines } = await quickBuild(
+    fakeSpawner(() => ({ code: 143, signal: "SIGTERM" })),
+  );
   assert.deepEqual(outcome, { status: "killed" });
   assert.ok(
     lines.includes(
@@ -90,18 +90,10 @@ Deno.test("runBuild() reports a real build failure at once, and a lasting unavai
     ] as const
   ) {
     const calls: string[][] = [];
-    const guix = new Guix({
-      logger: silentLogger,
-      spawn: fakeSpawner(() => ({ code: 1, stderr }), calls),
-    });
-    const outcome = await runBuild({ drv: DRV, timeout: 0, maxSilent: 0 }, {
-      guix,
-      logger: silentLogger,
-      substituteUrls: [],
-      logServer: NO_LOG,
-      clock: fast,
-      retries: 2,
-    });
+    const { outcome } = await quickBuild(
+      fakeSpawner(() => ({ code: 1, stderr }), calls),
+      { retries: 2 },
+    );
     assert.deepEqual(outcome, { status: "failed" });
     assert.equal(calls.length, expectedCalls, stderr);
   }
