@@ -18,45 +18,89 @@ import { connectionRefused, failingStore } from "../store/_failing_store.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
+/** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
+async function withFixture(body: (f: Fixture) => Promise<void>) {
+  const f = await startFixture();
+  try {
+    await body(f);
+  } finally {
+    await f.close();
+  }
+}
+
+/**
+ * Starts the sweeper loop; disposing of it aborts the loop and waits for it
+ * to end, so that no sweep outlives its test's fixture (nor hides an error
+ * the loop threw).
+ */
+function startSweeping(options: WorkerSweeperOptions): AsyncDisposable {
+  const abort = new AbortController();
+  const sweeping = sweepWorkers(options, abort.signal);
+  return {
+    async [Symbol.asyncDispose]() {
+      abort.abort();
+      await sweeping;
+    },
+  };
+}
+
+/** The fixture's clock in whole seconds, as the store counts time. */
+function seconds(f: Fixture): number {
+  return Math.floor(f.clock.now() / 1000);
+}
+
+/** Sweeps of the fixture's store and clock, with a 120 s timeout. */
+function sweepOptions(f: Fixture): WorkerSweeperOptions {
+  return {
+    store: f.store,
+    clock: f.clock,
+    logger: f.logger,
+    timeoutSeconds: 120,
+  };
+}
+
+/**
+ * Registers an x86_64 worker `name` heard now with a 120 s timeout, or as
+ * `row` says otherwise.
+ */
+function addWorker(
+  f: Fixture,
+  name: string,
+  row: { lastSeen?: number; timeoutSeconds?: number } = {},
+): Promise<void> {
+  return f.store.upsertWorker({
+    name,
+    address: "127.0.0.1",
+    machine: "m",
+    systems: ["x86_64-linux"],
+    lastSeen: row.lastSeen ?? seconds(f),
+    timeoutSeconds: row.timeoutSeconds ?? 120,
+  });
+}
+
+/** Hands `worker` the best scheduled build, and starts `drv` (one it holds). */
+async function startOn(f: Fixture, worker: string, drv: string) {
+  await f.store.popBuild(worker, ["x86_64-linux"], seconds(f));
+  await f.store.markStarted(drv, worker, "/log", seconds(f));
+}
+
 Deno.test({
   ...opts,
   name:
     "sweepWorkers() expires a silent worker on its clock and requeues its submitted and started builds",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [a, b] = await f.addJobs([job("a", 1), job("b", 2)]);
-      const now = Math.floor(f.clock.now() / 1000);
-      for (const name of ["SILENT", "CHATTY"]) {
-        await f.store.upsertWorker({
-          name,
-          address: "127.0.0.1",
-          machine: "m",
-          systems: ["x86_64-linux"],
-          lastSeen: now,
-          timeoutSeconds: 120,
-        });
-      }
-      await f.store.popBuild("SILENT", ["x86_64-linux"], now);
-      await f.store.popBuild("SILENT", ["x86_64-linux"], now);
-      await f.store.markStarted(a, "SILENT", "/log", now);
-      const sweeping = sweepWorkers({
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-      }, abort.signal);
+      for (const name of ["SILENT", "CHATTY"]) await addWorker(f, name);
+      await f.store.popBuild("SILENT", ["x86_64-linux"], seconds(f));
+      await startOn(f, "SILENT", a);
+      await using _sweeping = startSweeping(sweepOptions(f));
       // Every 30 s (a quarter of the timeout) a sweep; CHATTY keeps pinging.
       // A sweep still running when the clock moves on sleeps from the next
       // step (a loaded machine): time goes on until SILENT is expired.
       const step = async () => {
         await f.clock.advance(30_000);
-        await f.store.touchWorker(
-          "CHATTY",
-          Math.floor(f.clock.now() / 1000),
-          120,
-        );
+        await f.store.touchWorker("CHATTY", seconds(f), 120);
       };
       for (let t = 0; t < 5; t++) await step();
       await eventually(async () => {
@@ -73,22 +117,14 @@ Deno.test({
         ),
         f.lines.join("\n"),
       );
-      abort.abort();
-      await sweeping;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name: "sweepWorkers() survives a failing store and keeps sweeping",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       let calls = 0;
       const store = Object.create(f.store);
       store.expireWorkers = () => {
@@ -97,62 +133,35 @@ Deno.test({
           ? Promise.reject(new Error("disk I/O error"))
           : Promise.resolve([]);
       };
-      const sweeping = sweepWorkers({
+      await using _sweeping = startSweeping({
         store,
         clock: f.clock,
         logger: f.logger,
         timeoutSeconds: 4,
         intervalMs: 1000,
-      }, abort.signal);
+      });
       for (let i = 0; i < 3; i++) await f.clock.advance(1000);
       await eventually(() => calls >= 3);
       assert.ok(f.lines.some((l) => l.startsWith("error worker sweep failed")));
-      abort.abort();
-      await sweeping;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "sweepWorkers() sweeps as soon as it starts: frequent server restarts cannot starve it",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [a] = await f.addJobs([job("a", 1)]);
-      const now = Math.floor(f.clock.now() / 1000);
-      await f.store.upsertWorker({
-        name: "DEAD",
-        address: "127.0.0.1",
-        machine: "m",
-        systems: ["x86_64-linux"],
-        lastSeen: now - 121,
-        timeoutSeconds: 120,
-      });
-      await f.store.popBuild("DEAD", ["x86_64-linux"], now);
-      const sweeping = sweepWorkers({
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-      }, abort.signal);
+      await addWorker(f, "DEAD", { lastSeen: seconds(f) - 121 });
+      await f.store.popBuild("DEAD", ["x86_64-linux"], seconds(f));
+      await using _sweeping = startSweeping(sweepOptions(f));
       // No clock advance at all.
       await eventually(async () =>
         (await f.status(a)) === BuildStatus.scheduled
       );
       assert.equal(await f.store.getWorker("DEAD"), null);
-      abort.abort();
-      await sweeping;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test("sweepInterval() is a quarter of the shortest timeout, this server's or one recorded, and never under a second for another's", () => {
@@ -169,29 +178,18 @@ Deno.test({
   ...opts,
   name:
     "sweepWorkers() of a server with a long timeout sweeps at the pace of a shorter one its database records: a stopped server's worker goes in time",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [a] = await f.addJobs([job("a", 1)]);
       const heard = seconds(f);
       // Last heard by a server of 20 s, stopped since; the one sweeping
       // waits 600 s for its own workers.
-      await f.store.upsertWorker({
-        name: "SHORT",
-        address: "127.0.0.1",
-        machine: "m",
-        systems: ["x86_64-linux"],
-        lastSeen: heard,
-        timeoutSeconds: 20,
-      });
+      await addWorker(f, "SHORT", { timeoutSeconds: 20 });
       await f.store.popBuild("SHORT", ["x86_64-linux"], heard);
-      const sweeping = sweepWorkers({
-        store: f.store,
-        clock: f.clock,
-        logger: f.logger,
+      await using _sweeping = startSweeping({
+        ...sweepOptions(f),
         timeoutSeconds: 600,
-      }, abort.signal);
+      });
       // Five seconds at a time, for a minute at most: a sweep every 150 s
       // (a quarter of 600) would find the row only then.
       await eventually(async () => {
@@ -207,52 +205,19 @@ Deno.test({
         ),
         f.lines.join("\n"),
       );
-      abort.abort();
-      await sweeping;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
-
-function seconds(f: Fixture): number {
-  return Math.floor(f.clock.now() / 1000);
-}
-
-/** Sweeps of the fixture's store and clock, with a 120 s timeout. */
-function sweepOptions(f: Fixture): WorkerSweeperOptions {
-  return {
-    store: f.store,
-    clock: f.clock,
-    logger: f.logger,
-    timeoutSeconds: 120,
-  };
-}
-
-function addWorker(f: Fixture, name: string): Promise<void> {
-  return f.store.upsertWorker({
-    name,
-    address: "127.0.0.1",
-    machine: "m",
-    systems: ["x86_64-linux"],
-    lastSeen: seconds(f),
-    timeoutSeconds: 120,
-  });
-}
 
 Deno.test({
   ...opts,
   name:
     "sweepOnce(): a forward step of the wall clock expires no worker, and silence after it still counts",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [a] = await f.addJobs([job("a", 1)]);
       await addWorker(f, "BUSY");
       await addWorker(f, "IDLE");
-      await f.store.popBuild("BUSY", ["x86_64-linux"], seconds(f));
-      await f.store.markStarted(a, "BUSY", "/log", seconds(f));
+      await startOn(f, "BUSY", a);
       const options = sweepOptions(f);
       const state = new SweepState();
       assert.deepEqual(await sweepOnce(options, state), []);
@@ -272,19 +237,15 @@ Deno.test({
       assert.deepEqual(await sweepOnce(options, state), ["IDLE"]);
       assert.equal(await f.status(a), BuildStatus.started);
       assert.ok(await f.store.getWorker("BUSY"));
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "sweepOnce(): a step of the wall clock back an hour expires no worker and is logged",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       await addWorker(f, "W");
       const options = sweepOptions(f);
       const state = new SweepState();
@@ -294,19 +255,15 @@ Deno.test({
       assert.deepEqual(await sweepOnce(options, state), []);
       assert.ok(f.lines.includes("warn wall clock stepped seconds=-3600"));
       assert.equal((await f.store.getWorker("W"))?.lastSeen, seconds(f) + 3570);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "sweepOnce(): --max-build-wait counts the time that passed, not a forward step of the wall clock",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [early] = await f.addJobs([job("early", 1, "aarch64-linux")]);
       const options = { ...sweepOptions(f), maxWaitSeconds: 600 };
       const state = new SweepState();
@@ -333,24 +290,18 @@ Deno.test({
       await f.clock.advance(60_000);
       await sweepOnce(options, state);
       assert.equal(await f.status(late), BuildStatus.failedOther);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "sweepWorkers() after a database outage longer than the timeout expires no worker until each had a whole timeout to be heard",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [a] = await f.addJobs([job("a", 1)]);
       for (const name of ["BUSY", "DEAD"]) await addWorker(f, name);
-      await f.store.popBuild("BUSY", ["x86_64-linux"], seconds(f));
-      await f.store.markStarted(a, "BUSY", "/log", seconds(f));
+      await startOn(f, "BUSY", a);
       // PostgreSQL down for 200 s: every store call fails.
       let down = true;
       let calls = 0;
@@ -358,12 +309,7 @@ Deno.test({
         calls++;
         return down ? connectionRefused() : null;
       });
-      const sweeping = sweepWorkers({
-        store,
-        clock: f.clock,
-        logger: f.logger,
-        timeoutSeconds: 120,
-      }, abort.signal);
+      await using _sweeping = startSweeping({ ...sweepOptions(f), store });
       for (let t = 0; t < 7; t++) {
         await eventually(() => calls > t, `sweep ${t}`);
         await f.clock.advance(30_000);
@@ -392,27 +338,18 @@ Deno.test({
           l.includes("ECONNREFUSED") && l.includes("silentFrom=")
         ),
       );
-      abort.abort();
-      await sweeping;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "sweepWorkers() woken late by a pause of its own process (SIGSTOP) takes no live worker for gone: its pings waited unread",
-  async fn() {
-    const f = await startFixture();
-    const abort = new AbortController();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [a] = await f.addJobs([job("a", 1)]);
       await addWorker(f, "LIVE");
-      await f.store.popBuild("LIVE", ["x86_64-linux"], seconds(f));
-      await f.store.markStarted(a, "LIVE", "/log", seconds(f));
+      await startOn(f, "LIVE", a);
       let sweeps = 0;
       const store = new Proxy(f.store, {
         get(target, property) {
@@ -426,10 +363,7 @@ Deno.test({
           return typeof value === "function" ? value.bind(target) : value;
         },
       });
-      const sweeping = sweepWorkers(
-        { ...sweepOptions(f), store },
-        abort.signal,
-      );
+      await using _sweeping = startSweeping({ ...sweepOptions(f), store });
       await eventually(() => sweeps === 1, "the first sweep");
       await eventually(() => f.clock.sleepersDueWithin(30_000) > 0);
       // Stopped for 150 s, past the timeout: the sweeper's timer and LIVE's
@@ -450,11 +384,5 @@ Deno.test({
         return false;
       }, "LIVE expired once silent for a timeout after the pause");
       assert.equal(await f.status(a), BuildStatus.scheduled);
-      abort.abort();
-      await sweeping;
-    } finally {
-      abort.abort();
-      await f.close();
-    }
-  },
+    }),
 });
