@@ -114,6 +114,66 @@ async function reportSuccess(
   await worker.next();
 }
 
+/** Reports `drv` failed at a URL on the worker's own address. */
+function reportFailure(worker: FakeWorker, drv: string): Promise<void> {
+  return worker.send({
+    type: "build-failed",
+    drv,
+    url: "http://127.0.0.1:1",
+    log: null,
+  });
+}
+
+/** Tells the server `worker` started `drv`; waits until the store says so. */
+async function reportStarted(f: Fixture, worker: FakeWorker, drv: string) {
+  await worker.send({ type: "build-started", drv, worker: worker.name });
+  await untilStatus(f, drv, BuildStatus.started);
+}
+
+/**
+ * Waits until the server stored worker `name`'s registration, so that what
+ * follows is not served in the same turn as it.
+ */
+async function untilRegistered(f: Fixture, name: string) {
+  await eventually(async () => (await f.store.getWorker(name)) !== null);
+}
+
+/**
+ * Runs `body` on a fixture whose dispatcher turns `stall` can hold, for the
+ * tests that have several messages reach the server as one turn.
+ */
+async function withStallableTurns(
+  body: (f: Fixture, stall: TurnStall) => Promise<void>,
+) {
+  const stall = new TurnStall();
+  await withFixture((f) => body(f, stall), {
+    storeSeenByDispatcher: (store) => stall.wrap(store),
+  });
+}
+
+/** The key the worker-keys tests' servers accept, by its id "farm". */
+const FARM_SECRET = "0123456789abcdef-secret";
+const FARM_KEYS = new Map([["farm", FARM_SECRET]]);
+
+/**
+ * Connects as a Lorica worker named `name` announcing `features`; returns
+ * it with the server's answer to its lorica-hello (the test checks it).
+ */
+async function helloWorker(
+  port: number,
+  name: string,
+  features: string[] = [],
+): Promise<{ worker: FakeWorker; welcome: Message }> {
+  const worker = await FakeWorker.connect(port, { name });
+  await worker.send({ type: "lorica-hello", version: 1, features });
+  return { worker, welcome: await worker.next() };
+}
+
+/** A proof for key "farm" of `secret`, bound to `nonce` and `name`. */
+function farmProof(nonce: string, name: string, secret = FARM_SECRET) {
+  return makeAuthProof("farm", secret, nonce, name);
+}
+
 /** Sweeper options on the fixture's store, clock and logger. */
 function sweepOptions(f: Fixture, timeoutSeconds: number) {
   return {
@@ -368,14 +428,13 @@ Deno.test({
   ...opts,
   name:
     "C03: of the requests queued during a stall only the stalled one gets a build; never two held at once; the last waits for its build to start, then gets no build",
-  async fn() {
-    // The server stalls on the first request's turn (as under SIGSTOP)
-    // while nine more requests queue behind it.
-    const stall = new TurnStall();
-    await withFixture(async (f) => {
+  fn: () =>
+    withStallableTurns(async (f, stall) => {
+      // The server stalls on the first request's turn (as under SIGSTOP)
+      // while nine more requests queue behind it.
       await f.addJobs(Array.from({ length: 20 }, (_, i) => job(`p${i}`, i)));
       const w = await readyWorker(f.port, { name: "SOLO" });
-      await eventually(async () => (await f.store.getWorker("SOLO")) !== null);
+      await untilRegistered(f, "SOLO");
       await stall.hold(async () => {
         for (let i = 0; i < 10; i++) {
           await w.send({ type: "worker-request-work", name: "SOLO" });
@@ -433,8 +492,7 @@ Deno.test({
         "still one build held",
       );
       await w.close();
-    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
-  },
+    }),
 });
 
 Deno.test({
@@ -452,12 +510,7 @@ Deno.test({
       for (let i = 0; i < 40; i++) {
         const reply = await w.requestWork();
         assert.equal(reply.type, "build", `request ${i}`);
-        await w.send({
-          type: "build-failed",
-          drv: reply.type === "build" ? reply.drv : "",
-          url: "http://127.0.0.1:1",
-          log: null,
-        });
+        await reportFailure(w, reply.type === "build" ? reply.drv : "");
       }
       assert.equal((await w.requestWork()).type, "no-build");
 
@@ -531,8 +584,7 @@ Deno.test({
       const [drv] = await f.addJobs([job("slow", 1)]);
       const a = await readyWorker(f.port, { name: "WORKER-A" });
       assert.equal((await a.requestWork()).type, "build");
-      await a.send({ type: "build-started", drv, worker: "WORKER-A" });
-      await untilStatus(f, drv, BuildStatus.started);
+      await reportStarted(f, a, drv);
       // The worker falls silent (no FIN): only its clock runs out.
       const sweep = sweepOptions(f, 120);
       await f.clock.advance(60_000);
@@ -587,13 +639,9 @@ Deno.test({
   fn: () =>
     withFixture(async (f) => {
       const welcomeTo = async (features: string[]) => {
-        const worker = await FakeWorker.connect(f.port);
-        try {
-          await worker.send({ type: "lorica-hello", version: 1, features });
-          return await worker.next();
-        } finally {
-          await worker.close();
-        }
+        const { worker, welcome } = await helloWorker(f.port, "W", features);
+        await worker.close();
+        return welcome;
       };
       const told = await welcomeTo(LORICA_FEATURES);
       assert.ok(told.type === "lorica-welcome", told.type);
@@ -660,66 +708,49 @@ Deno.test({
   ...opts,
   name:
     "worker keys: unknown and Cuirass workers are refused, a worker with a valid proof builds",
-  async fn() {
-    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
-    await withFixture(async (f) => {
+  fn: () =>
+    withFixture(async (f) => {
       await f.addJobs([job("secret", 1)]);
       const plain = await readyWorker(f.port, { name: "PLAIN" });
       await plain.send({ type: "worker-ping", worker: plain.info });
       assert.equal((await plain.requestWork()).type, "no-build");
       assert.equal(await f.store.getWorker("PLAIN"), null);
 
-      const forger = await FakeWorker.connect(f.port, { name: "FORGER" });
-      await forger.send({ type: "lorica-hello", version: 1, features: [] });
-      const w1 = await forger.next();
+      const { worker: forger, welcome: w1 } = await helloWorker(
+        f.port,
+        "FORGER",
+      );
       assert.ok(w1.type === "lorica-welcome" && w1.features.includes("auth"));
       await forger.ready({
-        auth: await makeAuthProof(
-          "farm",
-          "wrong-secret-0000000",
-          w1.nonce,
-          "FORGER",
-        ),
+        auth: await farmProof(w1.nonce, "FORGER", "wrong-secret-0000000"),
       });
       assert.equal((await forger.requestWork(1)).type, "no-build");
 
-      const good = await FakeWorker.connect(f.port, { name: "GOOD" });
-      await good.send({ type: "lorica-hello", version: 1, features: [] });
-      const w2 = await good.next();
+      const { worker: good, welcome: w2 } = await helloWorker(f.port, "GOOD");
       assert.equal(w2.type, "lorica-welcome");
       if (w2.type !== "lorica-welcome") return;
-      await good.ready({
-        auth: await makeAuthProof("farm", keys.get("farm")!, w2.nonce, "GOOD"),
-      });
+      await good.ready({ auth: await farmProof(w2.nonce, "GOOD") });
       assert.equal((await good.requestWork(1)).type, "build");
       // A proof is bound to its connection's nonce: replaying it fails.
-      const replay = await FakeWorker.connect(f.port, { name: "GOOD" });
-      await replay.send({ type: "lorica-hello", version: 1, features: [] });
-      await replay.next();
-      await replay.ready({
-        auth: await makeAuthProof("farm", keys.get("farm")!, w2.nonce, "GOOD"),
-      });
+      const { worker: replay } = await helloWorker(f.port, "GOOD");
+      await replay.ready({ auth: await farmProof(w2.nonce, "GOOD") });
       assert.equal((await replay.requestWork(2)).type, "no-build");
       const refused = f.lines.filter((l) =>
         l.startsWith("warn worker refused")
       );
       assert.equal(refused.length, 3, refused.join("\n"));
       await Promise.all([plain, forger, good, replay].map((w) => w.close()));
-    }, { workerKeys: keys });
-  },
+    }, { workerKeys: FARM_KEYS }),
 });
 
 Deno.test({
   ...opts,
   name:
     "worker keys: a Lorica worker asking for work unauthenticated (its registration lost) is asked once to register again, and then builds",
-  async fn() {
-    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
-    await withFixture(async (f) => {
+  fn: () =>
+    withFixture(async (f) => {
       await f.addJobs([job("after-probe", 1)]);
-      const w = await FakeWorker.connect(f.port, { name: "LOST" });
-      await w.send({ type: "lorica-hello", version: 1, features: [] });
-      const welcome = await w.next();
+      const { worker: w, welcome } = await helloWorker(f.port, "LOST");
       assert.equal(welcome.type, "lorica-welcome");
       if (welcome.type !== "lorica-welcome") return;
       // Its worker-ready never arrived (a turn that failed whole): it
@@ -730,14 +761,7 @@ Deno.test({
       assert.equal((await w.requestWork(2)).type, "no-build");
       await assert.rejects(w.nextText(300), "no probe at each request");
       // The probe makes a Lorica worker register; then it builds.
-      await w.ready({
-        auth: await makeAuthProof(
-          "farm",
-          keys.get("farm")!,
-          welcome.nonce,
-          "LOST",
-        ),
-      });
+      await w.ready({ auth: await farmProof(welcome.nonce, "LOST") });
       assert.equal((await w.requestWork(3)).type, "build");
       assert.equal(
         f.lines.filter((l) =>
@@ -748,28 +772,24 @@ Deno.test({
         f.lines.join("\n"),
       );
       await w.close();
-    }, { workerKeys: keys });
-  },
+    }, { workerKeys: FARM_KEYS }),
 });
 
 Deno.test({
   ...opts,
   name:
     "worker keys: a refused worker's work requests are a warning once a connection, then debug lines, until it authenticates",
-  async fn() {
-    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
-    await withFixture(async (f) => {
+  fn: () =>
+    withFixture(async (f) => {
       await f.addJobs([job("guarded", 1)]);
       const refusals = (level: string) =>
         f.lines.filter((l) =>
           l.startsWith(`${level} work refused `) && l.includes("worker=DEAF")
         ).length;
-      const w = await FakeWorker.connect(f.port, { name: "DEAF" });
-      await w.send({ type: "lorica-hello", version: 1, features: [] });
-      const welcome = await w.next();
+      const { worker: w, welcome } = await helloWorker(f.port, "DEAF");
       assert.ok(welcome.type === "lorica-welcome");
       await w.ready({
-        auth: await makeAuthProof("farm", "wrong-secret-0000000", "", "DEAF"),
+        auth: await farmProof("", "DEAF", "wrong-secret-0000000"),
       });
       for (let request = 1; request <= 4; request++) {
         assert.equal((await w.requestWork(request)).type, "no-build");
@@ -779,42 +799,30 @@ Deno.test({
       assert.equal(refusals("warn"), 1, f.lines.join("\n"));
       assert.equal(refusals("debug"), 3, f.lines.join("\n"));
       // Once authenticated, it is served.
-      await w.ready({
-        auth: await makeAuthProof(
-          "farm",
-          keys.get("farm")!,
-          welcome.nonce,
-          "DEAF",
-        ),
-      });
+      await w.ready({ auth: await farmProof(welcome.nonce, "DEAF") });
       assert.equal((await w.requestWork(5)).type, "build");
       await w.close();
-    }, { workerKeys: keys });
-  },
+    }, { workerKeys: FARM_KEYS }),
 });
 
 Deno.test({
   ...opts,
   name:
     "worker keys: a Lorica worker that asked for it hears why its registration was refused; one that did not (an older Lorica) hears nothing new",
-  async fn() {
-    const keys = new Map([["farm", "0123456789abcdef-secret"]]);
-    await withFixture(async (f) => {
+  fn: () =>
+    withFixture(async (f) => {
       const register = async (name: string, features: string[]) => {
-        const w = await FakeWorker.connect(f.port, { name });
-        await w.send({ type: "lorica-hello", version: 1, features });
-        const welcome = await w.next();
+        const { worker: w, welcome } = await helloWorker(
+          f.port,
+          name,
+          features,
+        );
         assert.ok(
           welcome.type === "lorica-welcome" &&
             welcome.features.includes("worker-refused"),
         );
         await w.ready({
-          auth: await makeAuthProof(
-            "farm",
-            "wrong-secret-0000000",
-            welcome.nonce,
-            name,
-          ),
+          auth: await farmProof(welcome.nonce, name, "wrong-secret-0000000"),
         });
         return w;
       };
@@ -828,8 +836,7 @@ Deno.test({
       const older = await register("OLDER", []);
       assert.equal((await older.requestWork(1)).type, "no-build");
       await Promise.all([asked.close(), older.close()]);
-    }, { workerKeys: keys });
-  },
+    }, { workerKeys: FARM_KEYS }),
 });
 
 Deno.test({
@@ -1070,19 +1077,13 @@ Deno.test({
       const [drv] = await f.addJobs([job("held", 1)]);
       const owner = await readyWorker(f.port, { name: "OWNER" });
       assert.equal((await owner.requestWork()).type, "build");
-      await owner.send({ type: "build-started", drv, worker: "OWNER" });
-      await untilStatus(f, drv, BuildStatus.started);
+      await reportStarted(f, owner, drv);
       // Registered under its own name, it reports on the owner's build
       // with a URL that is not on its address, then with one that is.
       const other = await readyWorker(f.port, { name: "OTHER" });
       await reportSuccess(other, drv, "http://127.0.0.2:1");
       await reportSuccess(other, drv, "http://127.0.0.1:1");
-      await other.send({
-        type: "build-failed",
-        drv,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
+      await reportFailure(other, drv);
       await reportSuccess(other, drv, "http://127.0.0.1:1");
       const build = await f.store.getBuildByDerivation(drv);
       assert.equal(build?.status, BuildStatus.started);
@@ -1114,8 +1115,7 @@ Deno.test({
       const worker = await readyWorker(f.port, { name: "LATE" });
       for (const drv of [canceled, requeued]) {
         assert.equal((await worker.requestWork()).type, "build");
-        await worker.send({ type: "build-started", drv, worker: "LATE" });
-        await untilStatus(f, drv, BuildStatus.started);
+        await reportStarted(f, worker, drv);
         // Behind this dispatcher's back, as a web front end or a sweeper
         // in another process does it on a shared database.
         if (drv === canceled) {
@@ -1124,12 +1124,7 @@ Deno.test({
         } else {
           await f.store.requeueBuild(drv, 50);
         }
-        await worker.send({
-          type: "build-failed",
-          drv,
-          url: "http://127.0.0.1:1",
-          log: null,
-        });
+        await reportFailure(worker, drv);
         await reportSuccess(worker, drv);
       }
       assert.equal(await f.status(canceled), BuildStatus.canceled);
@@ -1150,8 +1145,7 @@ Deno.test({
       const [drv, other] = await f.addJobs([job("busy", 1), job("next", 2)]);
       const owner = await readyWorker(f.port, { name: "CCCCCCCC" });
       assert.equal((await owner.requestWork()).type, "build");
-      await owner.send({ type: "build-started", drv, worker: "CCCCCCCC" });
-      await untilStatus(f, drv, BuildStatus.started);
+      await reportStarted(f, owner, drv);
       // Another connection, never registered, borrows the name.
       const intruder = await FakeWorker.connect(f.port, { name: "CCCCCCCC" });
       assert.equal((await intruder.requestWork()).type, "no-build");
@@ -1186,9 +1180,7 @@ Deno.test({
       );
       const started = await readyWorker(f.port, { name: "STARTER" });
       const startedDrv = (await started.requestWork()) as { drv: string };
-      await eventually(async () =>
-        (await f.store.getWorker("OTHER3")) !== null
-      );
+      await untilRegistered(f, "OTHER3");
       popCalls.length = 0;
       await stall.hold(() =>
         first.send({ type: "worker-request-work", name: "OTHER1" })
@@ -1243,13 +1235,12 @@ Deno.test({
   ...opts,
   name:
     "in one turn, an old session's request, then the new session's registration and request: one build for the name",
-  async fn() {
-    const stall = new TurnStall();
-    await withFixture(async (f) => {
+  fn: () =>
+    withStallableTurns(async (f, stall) => {
       await f.addJobs(Array.from({ length: 5 }, (_, i) => job(`r${i}`, i)));
       const old = await readyWorker(f.port, { name: "W" });
       const other = await readyWorker(f.port, { name: "OTHER" });
-      await eventually(async () => (await f.store.getWorker("OTHER")) !== null);
+      await untilRegistered(f, "OTHER");
       await stall.hold(() => other.send({ type: "worker-request-info" }));
       const restarted = await FakeWorker.connect(f.port, { name: "W" });
       await old.send({ type: "worker-request-work", name: "W" });
@@ -1266,8 +1257,7 @@ Deno.test({
         f.lines.some((l) => l.startsWith("info work request withdrawn")),
       );
       await Promise.all([old, other, restarted].map((w) => w.close()));
-    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
-  },
+    }),
 });
 
 /**
@@ -1297,26 +1287,23 @@ Deno.test({
   ...opts,
   name:
     "a start and the failure after it in one turn: the start is recorded first, its log named",
-  async fn() {
-    const stall = new TurnStall();
-    await withFixture(async (f) => {
+  fn: () =>
+    withStallableTurns(async (f, stall) => {
       const turn = await startAndResultInOneTurn(f, stall, "build-failed");
       const build = await f.store.getBuildByDerivation(turn.drv);
       assert.equal(build?.status, BuildStatus.failed);
       assert.match(build?.log ?? "", /\.log\.gz$/);
       assert.ok(!f.lines.some((l) => l.includes("start ignored")));
       await turn.close();
-    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a start and the success after it in one turn: the fetch begins once the start is committed",
-  async fn() {
-    const stall = new TurnStall();
-    await withFixture(async (f) => {
+  fn: () =>
+    withStallableTurns(async (f, stall) => {
       // What the store holds of the build when its fetch is asked for.
       const seen: Promise<Build | null>[] = [];
       const turn = await startAndResultInOneTurn(
@@ -1338,8 +1325,7 @@ Deno.test({
       assert.match(atFetch?.log ?? "", /\.log\.gz$/);
       assert.ok(!f.lines.some((l) => l.includes("start ignored")));
       await turn.close();
-    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
-  },
+    }),
 });
 
 Deno.test({
@@ -1351,7 +1337,7 @@ Deno.test({
     await withFixture(async (f) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
       const worker = await readyWorker(f.port, { name: "W1" });
-      await eventually(async () => (await f.store.getWorker("W1")) !== null);
+      await untilRegistered(f, "W1");
       failCommits = true;
       await worker.send({ type: "worker-request-work", name: "W1" });
       assert.deepEqual(await worker.next(), { type: "no-build" });
@@ -1436,7 +1422,7 @@ Deno.test({
         Array.from({ length: 4 }, (_, i) => job(`h${i}`, i)),
       );
       const w = await readyWorker(f.port, { name: "HELD" });
-      await eventually(async () => (await f.store.getWorker("HELD")) !== null);
+      await untilRegistered(f, "HELD");
       const afterReady = heldQueries;
       for (const kind of ["build-succeeded", "build-failed"] as const) {
         const reply = await w.requestWork();
@@ -1444,14 +1430,7 @@ Deno.test({
         const drv = reply.type === "build" ? reply.drv : "";
         await w.send({ type: "build-started", drv, worker: "HELD" });
         if (kind === "build-succeeded") await reportSuccess(w, drv);
-        else {
-          await w.send({
-            type: kind,
-            drv,
-            url: "http://127.0.0.1:1",
-            log: null,
-          });
-        }
+        else await reportFailure(w, drv);
       }
       assert.equal(heldQueries, afterReady, "no query while nothing is held");
 
@@ -1673,9 +1652,8 @@ Deno.test({
     "a Cuirass worker (libzmq) that registers and leaves while the turns are busy is forgotten once its message is handled" +
     (libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`),
   ignore: libzmqMissing !== undefined,
-  async fn() {
-    const stall = new TurnStall();
-    await withFixture(async (f) => {
+  fn: () =>
+    withStallableTurns(async (f, stall) => {
       const python = await LibzmqPeer.start();
       try {
         const busy = await FakeWorker.connect(f.port);
@@ -1723,8 +1701,7 @@ Deno.test({
       } finally {
         await python.stop();
       }
-    }, { storeSeenByDispatcher: (store) => stall.wrap(store) });
-  },
+    }),
 });
 
 /**
@@ -1761,16 +1738,10 @@ Deno.test({
       const w = await readyWorker(f.port, { name: "W" });
       const handed = await w.requestWork();
       assert.equal(handed.type === "build" && handed.drv, drv);
-      await w.send({ type: "build-started", drv, worker: "W" });
-      await untilStatus(f, drv, BuildStatus.started);
+      await reportStarted(f, w, drv);
       outage.down = true;
       const before = outage.batches;
-      await w.send({
-        type: "build-failed",
-        drv,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
+      await reportFailure(w, drv);
       await w.send({ type: "worker-request-work", name: "W" });
       // Held, tried again with back-off: nothing recorded, nothing told.
       for (let i = 0; i < 4; i++) {
@@ -1806,7 +1777,7 @@ Deno.test({
     await withFixture(async (f) => {
       const [drv] = await f.addJobs([job("frozen", 1)]);
       const w = await readyWorker(f.port, { name: "W" });
-      await eventually(async () => (await f.store.getWorker("W")) !== null);
+      await untilRegistered(f, "W");
       frozen = new Promise((resolve) => thaw = resolve);
       await w.send({ type: "worker-request-work", name: "W" });
       const slow = () => f.lines.filter((l) => l.startsWith("warn turn slow"));
