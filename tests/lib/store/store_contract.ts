@@ -113,6 +113,29 @@ export function storeContract(
     return await store.addEvaluation(spec, [], now);
   }
 
+  /**
+   * Registers `jobs` in evaluation `id` at `now`, at the priority (9) of
+   * {@link specification}'s default: how most tests here queue builds.
+   */
+  function register(store: Store, id: number, jobs: NewJob[], now: number) {
+    return store.registerBuilds(id, jobs, { priority: 9, now });
+  }
+
+  /**
+   * The worker row of a local-mode server "local@box" whose holder (the
+   * process that claimed the name) is `address`.
+   */
+  function holderRow(address: string): Worker {
+    return {
+      name: "local@box",
+      address,
+      machine: "box",
+      systems: ["x86_64-linux"],
+      lastSeen: 1,
+      timeoutSeconds: 120,
+    };
+  }
+
   async function status(store: Store, base: string) {
     return (await store.getBuildByDerivation(drv(base)))?.status;
   }
@@ -416,10 +439,7 @@ export function storeContract(
 
   test("registerBuilds() dedups by output path across evaluations", async (store) => {
     const first = await evaluation(store);
-    await store.registerBuilds(first, [job("hello")], {
-      priority: 9,
-      now: 1000,
-    });
+    await register(store, first, [job("hello")], 1000);
     const second = await evaluation(store);
     // Another derivation with the same output: no new build, yet the new
     // evaluation's job points at the old build.
@@ -427,10 +447,7 @@ export function storeContract(
     // A derivation with one new output is a new build.
     const partly = job("partly", { outputs: ["hello", "partly"] });
     assert.deepEqual(
-      await store.registerBuilds(second, [same, partly], {
-        priority: 9,
-        now: 2000,
-      }),
+      await register(store, second, [same, partly], 2000),
       { created: 1, known: 1, blocked: 0 },
     );
     assert.equal(await store.getBuildByDerivation(same.derivation), null);
@@ -444,15 +461,12 @@ export function storeContract(
 
   test("registerBuilds() links dependencies within a batch and to earlier evaluations", async (store) => {
     const first = await evaluation(store);
-    await store.registerBuilds(first, [job("glibc")], {
-      priority: 9,
-      now: 1000,
-    });
+    await register(store, first, [job("glibc")], 1000);
     const second = await evaluation(store);
-    await store.registerBuilds(second, [
+    await register(store, second, [
       job("hello", { inputs: ["gcc", "glibc", "not-a-build"] }),
       job("gcc", { inputs: ["glibc"] }),
-    ], { priority: 9, now: 2000 });
+    ], 2000);
     const id = async (base: string) =>
       (await store.getBuildByDerivation(drv(base)))!.id;
     assert.deepEqual(
@@ -467,22 +481,22 @@ export function storeContract(
 
   test("registerBuilds() counts as pending each distinct input build that has not succeeded", async (store) => {
     const first = await evaluation(store);
-    await store.registerBuilds(first, [
+    await register(store, first, [
       job("done"),
       job("waiting"),
       job("broken"),
-    ], { priority: 9, now: 1 });
+    ], 1);
     await store.completeBuild(drv("done"), BuildStatus.succeeded, { now: 2 });
     await store.completeBuild(drv("broken"), BuildStatus.failed, { now: 2 });
     const second = await evaluation(store);
-    const registered = await store.registerBuilds(second, [
+    const registered = await register(store, second, [
       // Duplicates, itself and a non-build do not count.
       job("ready", { inputs: ["done", "done", "ready", "not-a-build"] }),
       job("blocked", { inputs: ["done", "waiting", "sibling"] }),
       job("sibling"),
       job("doomed", { inputs: ["broken"] }),
       job("doomed-too", { inputs: ["doomed"] }),
-    ], { priority: 9, now: 10 });
+    ], 10);
     assert.equal(await status(store, "doomed"), BuildStatus.failedDependency);
     assert.equal(
       await status(store, "doomed-too"),
@@ -578,7 +592,7 @@ export function storeContract(
       job("lib", { system: "aarch64-linux" }),
       job("app", { inputs: ["lib"] }),
     ], { priority: 0, now: 100 });
-    await store.registerBuilds(id, [job("later")], { priority: 9, now: 900 });
+    await register(store, id, [job("later")], 900);
 
     const first = await store.popBuild("w", ["x86_64-linux"], 1000);
     assert.equal(first?.jobName, "later");
@@ -685,11 +699,10 @@ export function storeContract(
 
   test("popBuilds() without outputs hands out the same builds, their outputs left empty", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(
-      id,
-      [job("o1", { outputs: ["o1", "o1-doc"] }), job("o2")],
-      { priority: 9, now: 1 },
-    );
+    await register(store, id, [
+      job("o1", { outputs: ["o1", "o1-doc"] }),
+      job("o2"),
+    ], 1);
     const request = { worker: "w", systems: ["x86_64-linux"] };
     const [bare] = await store.popBuilds([request], 2, {
       withoutOutputs: true,
@@ -710,30 +723,19 @@ export function storeContract(
 
   test("popBuilds() with a holder address takes builds only while the worker's row has that address", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("h1"), job("h2"), job("h3")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("h1"), job("h2"), job("h3")], 1);
     const request = { worker: "local@box", systems: ["x86_64-linux"] };
     const pop = (holderAddress: string) =>
       store.popBuilds([request, request], 2, { holderAddress });
     // No row: nothing.
     assert.deepEqual(await pop("pid=1"), [null, null]);
-    const row = {
-      name: "local@box",
-      address: "pid=1",
-      machine: "box",
-      systems: ["x86_64-linux"],
-      lastSeen: 1,
-      timeoutSeconds: 120,
-    };
-    await store.upsertWorker(row);
+    await store.upsertWorker(holderRow("pid=1"));
     assert.deepEqual(
       (await pop("pid=1")).map((b) => b?.worker ?? null),
       ["local@box", "local@box"],
     );
     // Taken over by another holder: nothing, the last build left queued.
-    await store.upsertWorker({ ...row, address: "pid=2" });
+    await store.upsertWorker(holderRow("pid=2"));
     assert.deepEqual(await pop("pid=1"), [null, null]);
     assert.equal(await status(store, "h3"), BuildStatus.scheduled);
     await assert.rejects(
@@ -747,19 +749,8 @@ export function storeContract(
 
   test("markStarted(), completeBuild() and requeueBuild() with a holder address change a build only while the worker's row has that address", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("s1"), job("s2"), job("s3")], {
-      priority: 9,
-      now: 1,
-    });
-    const row = {
-      name: "local@box",
-      address: "pid=1",
-      machine: "box",
-      systems: ["x86_64-linux"],
-      lastSeen: 1,
-      timeoutSeconds: 120,
-    };
-    await store.upsertWorker(row);
+    await register(store, id, [job("s1"), job("s2"), job("s3")], 1);
+    await store.upsertWorker(holderRow("pid=1"));
     const request = { worker: "local@box", systems: ["x86_64-linux"] };
     const taken = await store.popBuilds([request, request, request], 2, {
       holderAddress: "pid=1",
@@ -792,7 +783,7 @@ export function storeContract(
 
     // Another server claimed the name: the old claim's writes change
     // nothing, whatever the build's holder name says.
-    await store.upsertWorker({ ...row, address: "pid=2" });
+    await store.upsertWorker(holderRow("pid=2"));
     assert.equal(
       await store.markStarted(s3, worker, "/log/old", 5, under("pid=1")),
       false,
@@ -847,17 +838,14 @@ export function storeContract(
   test("searchBuilds() matches a name or job prefix in any case, with the filters, newest first, paged by id; %, _ and \\ match themselves", async (store) => {
     const id = await evaluation(store);
     const other = await evaluation(store, "other");
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("Hello-a"),
       job("hello-b", { system: "aarch64-linux" }),
       job("help"),
       job("x_y%"),
       job("b\\c"),
-    ], { priority: 9, now: 1 });
-    await store.registerBuilds(other, [job("hello-c")], {
-      priority: 9,
-      now: 1,
-    });
+    ], 1);
+    await register(store, other, [job("hello-c")], 1);
     const failed = (await store.popBuild("w", ["x86_64-linux"], 2))!;
     assert.equal(failed.jobName, "Hello-a");
     await store.completeBuild(failed.derivation, BuildStatus.failed, {
@@ -913,7 +901,7 @@ export function storeContract(
 
   test("queue() lists pending builds: started, scheduled, submitted, each in dispatch order", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("p9-old")], { priority: 9, now: 100 });
+    await register(store, id, [job("p9-old")], 100);
     await store.registerBuilds(id, [job("p0-new")], { priority: 0, now: 500 });
     await store.registerBuilds(id, [job("p0-old"), job("p0-old2")], {
       priority: 0,
@@ -946,15 +934,9 @@ export function storeContract(
 
   test("latestBuilds() lists finished builds, newest evaluation first", async (store) => {
     const e1 = await evaluation(store, "guix");
-    await store.registerBuilds(e1, [job("a1"), job("a2"), job("pending")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("a1"), job("a2"), job("pending")], 1);
     const e2 = await evaluation(store, "other");
-    await store.registerBuilds(e2, [job("b1", { system: "i686-linux" })], {
-      priority: 9,
-      now: 2,
-    });
+    await register(store, e2, [job("b1", { system: "i686-linux" })], 2);
     for (const name of ["a2", "a1", "b1"]) {
       await store.completeBuild(drv(name), BuildStatus.failed, { now: 5 });
     }
@@ -973,20 +955,11 @@ export function storeContract(
 
   test("latestBuilds() and queue() filter on the build id and on older evaluations", async (store) => {
     const e1 = await evaluation(store, "guix");
-    await store.registerBuilds(e1, [job("old-done"), job("old-wait")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("old-done"), job("old-wait")], 1);
     const e2 = await evaluation(store, "guix");
-    await store.registerBuilds(e2, [job("new-done"), job("new-wait")], {
-      priority: 9,
-      now: 2,
-    });
+    await register(store, e2, [job("new-done"), job("new-wait")], 2);
     const e3 = await evaluation(store, "other");
-    await store.registerBuilds(e3, [job("other-done")], {
-      priority: 9,
-      now: 3,
-    });
+    await register(store, e3, [job("other-done")], 3);
     for (const name of ["old-done", "new-done", "other-done"]) {
       await store.completeBuild(drv(name), BuildStatus.succeeded, { now: 5 });
     }
@@ -1173,12 +1146,9 @@ export function storeContract(
 
   test("countBuildsByStatus() counts builds per status, filtered", async (store) => {
     const e1 = await evaluation(store, "guix");
-    await store.registerBuilds(e1, [job("a"), job("b"), job("c"), job("d")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("a"), job("b"), job("c"), job("d")], 1);
     const e2 = await evaluation(store, "other");
-    await store.registerBuilds(e2, [job("e")], { priority: 9, now: 1 });
+    await register(store, e2, [job("e")], 1);
     await store.completeBuild(drv("a"), BuildStatus.succeeded, { now: 2 });
     await store.completeBuild(drv("b"), BuildStatus.canceled, { now: 2 });
     await store.popBuild("w", ["x86_64-linux"], 3);
@@ -1200,7 +1170,7 @@ export function storeContract(
 
   test("markStarted() starts only a build the worker owns", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("hello")], { priority: 9, now: 1 });
+    await register(store, id, [job("hello")], 1);
     const hello = drv("hello");
     assert.equal(await store.markStarted(hello, "w1", "/l", 2), false);
     await store.popBuild("w1", ["x86_64-linux"], 3);
@@ -1216,10 +1186,7 @@ export function storeContract(
 
   test("markStartedMany() starts, in one call, only the builds each worker owns", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b"), job("c")], 1);
     await store.popBuilds([
       { worker: "w1", systems: ["x86_64-linux"] },
       { worker: "w2", systems: ["x86_64-linux"] },
@@ -1245,7 +1212,7 @@ export function storeContract(
 
   test("completeBuild() with a worker changes only that worker's build", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("hello")], { priority: 9, now: 1 });
+    await register(store, id, [job("hello")], 1);
     const hello = drv("hello");
     const unchanged = { changed: false, dependentsFailed: 0 };
     // Still scheduled: no worker owns it.
@@ -1291,10 +1258,7 @@ export function storeContract(
 
   test("completeBuild() without a worker finishes any pending build", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b"), job("c")], 1);
     await store.popBuild("w", ["x86_64-linux"], 2);
     await store.popBuild("w", ["x86_64-linux"], 2);
     await store.markStarted(drv("b"), "w", "/l", 3);
@@ -1307,7 +1271,7 @@ export function storeContract(
 
   test("completeBuild() rejects a status that is not final", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await register(store, id, [job("a")], 1);
     for (const bad of [-3, -2, -1, 5]) {
       await assert.rejects(
         store.completeBuild(drv("a"), bad as BuildStatus, { now: 2 }),
@@ -1322,14 +1286,14 @@ export function storeContract(
     test(`completeBuild() with status ${failure} fails scheduled dependents transitively`, async (store) => {
       const id = await evaluation(store);
       // lib, sibling -> base ; app, tool -> lib ; free stands alone.
-      await store.registerBuilds(id, [
+      await register(store, id, [
         job("base"),
         job("lib", { inputs: ["base"] }),
         job("app", { inputs: ["lib"] }),
         job("tool", { inputs: ["lib"] }),
         job("sibling", { inputs: ["base"] }),
         job("free"),
-      ], { priority: 9, now: 1 });
+      ], 1);
       assert.equal(
         (await store.popBuild("w", ["x86_64-linux"], 2))?.jobName,
         "base",
@@ -1353,10 +1317,10 @@ export function storeContract(
 
   test("completeBuild() with propagate false leaves dependents waiting (C06)", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("base"),
       job("a", { inputs: ["base"] }),
-    ], { priority: 9, now: 1 });
+    ], 1);
     assert.deepEqual(
       await store.completeBuild(drv("base"), BuildStatus.failedOther, {
         now: 3,
@@ -1382,10 +1346,10 @@ export function storeContract(
 
   test("completeBuild() succeeding fails nothing", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("base"),
       job("a", { inputs: ["base"] }),
-    ], { priority: 9, now: 1 });
+    ], 1);
     await store.popBuild("w", ["x86_64-linux"], 2);
     assert.deepEqual(
       await store.completeBuild(drv("base"), 0, { worker: "w", now: 3 }),
@@ -1397,20 +1361,17 @@ export function storeContract(
   test("completeBuild() failing skips dependents that are no longer scheduled", async (store) => {
     const id = await evaluation(store);
     // done -> base ; after -> done ; other -> base.
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("base"),
       job("done", { inputs: ["base"] }),
       job("after", { inputs: ["done"] }),
       job("other", { inputs: ["base"] }),
-    ], { priority: 9, now: 1 });
+    ], 1);
     // An administrator (no worker) finished "done" already.
     await store.completeBuild(drv("done"), 0, { now: 2 });
     // A later evaluation adds a dependent of base too.
     const later = await evaluation(store);
-    await store.registerBuilds(later, [job("new", { inputs: ["base"] })], {
-      priority: 9,
-      now: 3,
-    });
+    await register(store, later, [job("new", { inputs: ["base"] })], 3);
     assert.deepEqual(await store.completeBuild(drv("base"), 1, { now: 4 }), {
       changed: true,
       dependentsFailed: 2,
@@ -1432,19 +1393,17 @@ export function storeContract(
     for (const [index, [final, last, weather]] of cases.entries()) {
       const id = await evaluation(store);
       // Same job name, a new derivation each evaluation.
-      await store.registerBuilds(
+      await register(
+        store,
         id,
         [job("hello", { drv: `hello-${index}` })],
-        {
-          priority: 9,
-          now: index,
-        },
+        index,
       );
       // Another spec's job of the same name does not count.
       const other = await evaluation(store, "other");
-      await store.registerBuilds(other, [
+      await register(store, other, [
         job("hello", { drv: `other-hello-${index}` }),
-      ], { priority: 9, now: index });
+      ], index);
       await store.completeBuild(drv(`other-hello-${index}`), 4, { now: 1 });
 
       await store.completeBuild(drv(`hello-${index}`), final as BuildStatus, {
@@ -1458,15 +1417,9 @@ export function storeContract(
 
   test("completeBuild() ignores results of later evaluations for the weather", async (store) => {
     const e1 = await evaluation(store);
-    await store.registerBuilds(e1, [job("hello", { drv: "hello1" })], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("hello", { drv: "hello1" })], 1);
     const e2 = await evaluation(store);
-    await store.registerBuilds(e2, [job("hello", { drv: "hello2" })], {
-      priority: 9,
-      now: 2,
-    });
+    await register(store, e2, [job("hello", { drv: "hello2" })], 2);
     await store.completeBuild(drv("hello2"), 1, { now: 3 });
     await store.completeBuild(drv("hello1"), 0, { now: 4 });
     const older = await store.getBuildByDerivation(drv("hello1"));
@@ -1476,17 +1429,14 @@ export function storeContract(
 
   test("completeBuild() gives failed dependents a weather too", async (store) => {
     const e1 = await evaluation(store);
-    await store.registerBuilds(e1, [job("lib"), job("app", { drv: "app1" })], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("lib"), job("app", { drv: "app1" })], 1);
     await store.completeBuild(drv("lib"), 0, { now: 2 });
     await store.completeBuild(drv("app1"), 0, { now: 2 });
     const e2 = await evaluation(store);
-    await store.registerBuilds(e2, [
+    await register(store, e2, [
       job("lib", { drv: "lib2" }),
       job("app", { drv: "app2", inputs: ["lib2"] }),
-    ], { priority: 9, now: 3 });
+    ], 3);
     await store.completeBuild(drv("lib2"), 1, { now: 4 });
     const app = await store.getBuildByDerivation(drv("app2"));
     assert.equal(app?.status, BuildStatus.failedDependency);
@@ -1496,10 +1446,7 @@ export function storeContract(
 
   test("requeueBuild() puts a submitted or started build back", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     assert.equal(await store.requeueBuild(drv("a"), 2), false);
     await store.popBuild("w", ["x86_64-linux"], 3);
     await store.popBuild("w", ["x86_64-linux"], 3);
@@ -1518,10 +1465,7 @@ export function storeContract(
 
   test("requeueBuild() with a worker changes only a build that worker holds", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     await store.popBuild("owner", ["x86_64-linux"], 2); // a
     await store.popBuild("owner", ["x86_64-linux"], 2); // b
     await store.markStarted(drv("b"), "owner", "/l", 3);
@@ -1545,14 +1489,14 @@ export function storeContract(
   test("stillHeld() says which builds each worker still holds, submitted or started", async (store) => {
     assert.deepEqual(await store.stillHeld([]), []);
     const id = await evaluation(store);
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("submitted"),
       job("started"),
       job("canceled"),
       job("requeued"),
       job("done"),
       job("waiting"),
-    ], { priority: 9, now: 1 });
+    ], 1);
     for (const worker of ["w1", "w2", "w3", "w4", "w5"]) {
       await store.popBuild(worker, ["x86_64-linux"], 2);
     }
@@ -1581,10 +1525,7 @@ export function storeContract(
 
   test("requeueWorkerBuilds() requeues one worker's submitted and started builds", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b"), job("c"), job("d")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b"), job("c"), job("d")], 1);
     await store.popBuild("w1", ["x86_64-linux"], 2); // a
     await store.popBuild("w1", ["x86_64-linux"], 2); // b
     await store.popBuild("w2", ["x86_64-linux"], 2); // c
@@ -1696,7 +1637,7 @@ export function storeContract(
 
   test("releaseWorker() deletes and requeues only a worker of that address", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await register(store, id, [job("a")], 1);
     await store.upsertWorker({ ...worker("h1", 10), address: "mine" });
     await store.popBuild("h1", ["x86_64-linux"], 2);
     assert.equal(await store.releaseWorker("h1", "not mine"), null);
@@ -1710,10 +1651,7 @@ export function storeContract(
 
   test("removeWorker() deletes the worker and requeues its builds", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     await store.upsertWorker(worker("w1", 10));
     await store.upsertWorker(worker("w2", 10));
     await store.popBuild("w1", ["x86_64-linux"], 2);
@@ -1727,10 +1665,7 @@ export function storeContract(
 
   test("addBuildProducts() records products once per path; catalog reads return them", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     const a = (await store.getBuildByDerivation(drv("a")))!;
     const tarball = {
       type: "tarball",
@@ -1769,10 +1704,7 @@ export function storeContract(
 
   test("batch() commits its writes together and passes the result through", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     const popped = await store.batch(async (tx) => {
       const a = await tx.popBuild("w1", ["x86_64-linux"], 2);
       // Reads through the batch see its own writes.
@@ -1790,7 +1722,7 @@ export function storeContract(
 
   test("batch(): a failing write throws to its caller and the others commit", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await register(store, id, [job("a")], 1);
     await store.batch(async (tx) => {
       await tx.popBuild("w", ["x86_64-linux"], 2);
       await assert.rejects(
@@ -1805,10 +1737,7 @@ export function storeContract(
 
   test("batch(): a failing pop throws to its caller alone, as a failing write does; in an optimistic batch it aborts the batch", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b"), job("c")], 1);
     // A pop failing in its own procedure: one holder address for the
     // requests of two workers.
     const failingPop = (tx: Store) =>
@@ -1846,10 +1775,7 @@ export function storeContract(
 
   test("batch({optimistic}): writes commit together without savepoints", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     await store.batch(async (tx) => {
       await tx.popBuild("w1", ["x86_64-linux"], 2);
       await tx.markStarted(drv("a"), "w1", "/log", 3);
@@ -1861,10 +1787,7 @@ export function storeContract(
 
   test("batch({optimistic}): the first failing write aborts the whole batch", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     const aborted = (error: unknown) =>
       error instanceof StoreError && error.code === "batch-aborted" &&
       error.cause instanceof StoreError && error.cause.code === "not-found" &&
@@ -1889,7 +1812,7 @@ export function storeContract(
 
   test("batch(): work that throws rolls every write back", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await register(store, id, [job("a")], 1);
     await assert.rejects(
       store.batch(async (tx) => {
         await tx.popBuild("w", ["x86_64-linux"], 2);
@@ -1920,10 +1843,7 @@ export function storeContract(
 
   test("batch(): a write through the store itself meanwhile is not lost", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     let outside: Promise<unknown> | undefined;
     await store.batch(async (tx) => {
       await tx.popBuild("w1", ["x86_64-linux"], 2);
@@ -1937,7 +1857,7 @@ export function storeContract(
 
   test("batch(): a write through the store meanwhile survives the batch's failure", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a")], { priority: 9, now: 1 });
+    await register(store, id, [job("a")], 1);
     let outside: Promise<unknown> | undefined;
     await assert.rejects(
       store.batch(async (tx) => {
@@ -1954,10 +1874,7 @@ export function storeContract(
 
   test("writes issued together each take effect or fail on their own", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     const [a, b] = await store.popBuilds([
       { worker: "w1", systems: ["x86_64-linux"] },
       { worker: "w2", systems: ["x86_64-linux"] },
@@ -1984,10 +1901,7 @@ export function storeContract(
 
   test("expireWorkers() removes silent workers and requeues submitted and started builds", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b"), job("c")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b"), job("c")], 1);
     await store.upsertWorker(worker("old1", 10));
     await store.upsertWorker(worker("old2", 50));
     await store.upsertWorker(worker("fresh", 100));
@@ -2027,10 +1941,7 @@ export function storeContract(
 
   test("expireWorkers() judges each worker by the timeout its row records, whichever sweeper's is shorter or longer", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     // Heard at 1000 by a server of 600 s (a bad link), and by one of 120.
     await store.upsertWorker(worker("slow", 1000, 600));
     await store.upsertWorker(worker("fast", 1000, 120));
@@ -2154,10 +2065,7 @@ export function storeContract(
 
   test("completeBuild() forgets the fetches owed for the build it finishes, and only when it finishes it", async (store) => {
     const first = await evaluation(store);
-    await store.registerBuilds(first, [job("a"), job("b"), job("c")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, first, [job("a"), job("b"), job("c")], 1);
     const held: Record<string, string> = {};
     for (let n = 0; n < 3; n++) {
       const build = await store.popBuild(`w${n}`, ["x86_64-linux"], 2);
@@ -2227,15 +2135,9 @@ export function storeContract(
 
   test("deleteSpecification() removes its evaluations and builds only", async (store) => {
     const e1 = await evaluation(store, "gone");
-    await store.registerBuilds(e1, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("a"), job("b")], 1);
     const e2 = await evaluation(store, "kept");
-    await store.registerBuilds(e2, [job("c", { inputs: ["a"] })], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e2, [job("c", { inputs: ["a"] })], 1);
     assert.equal(await store.deleteSpecification("gone"), true);
     assert.equal(await store.deleteSpecification("gone"), false);
     assert.equal(await store.getSpecification("gone"), null);
@@ -2258,10 +2160,7 @@ export function storeContract(
     );
     await store.registerBuilds(e1, jobs, { priority: 9, now: 1 });
     const e2 = await store.addEvaluation("gone", [], 2);
-    await store.registerBuilds(e2, [job("late", { inputs: ["j0"] })], {
-      priority: 9,
-      now: 2,
-    });
+    await register(store, e2, [job("late", { inputs: ["j0"] })], 2);
     const last = await idOf(store, `j${count - 1}`);
     await store.addBuildProducts(last, [{
       type: "file",
@@ -2271,10 +2170,7 @@ export function storeContract(
     const [product] = (await store.getBuild(last))!.products!;
     // Another specification's build depends on the last chunk's last build.
     const e3 = await evaluation(store, "kept");
-    await store.registerBuilds(e3, [job("c", { inputs: [`j${count - 1}`] })], {
-      priority: 9,
-      now: 3,
-    });
+    await register(store, e3, [job("c", { inputs: [`j${count - 1}`] })], 3);
     const c = await idOf(store, "c");
 
     assert.equal(await store.deleteSpecification("gone"), true);
@@ -2324,7 +2220,7 @@ export function storeContract(
     const bad = job("lone");
     bad.name = JSON.parse('"lone\\ud800"');
     await assert.rejects(
-      store.registerBuilds(e1, [job("good"), bad], { priority: 9, now: 1 }),
+      register(store, e1, [job("good"), bad], 1),
       (error: unknown) => {
         assert.ok(error instanceof StoreError, String(error));
         assert.equal(error.code, "invalid-text");
@@ -2353,7 +2249,7 @@ export function storeContract(
     const bad = job("bad");
     bad.name = "bad\0job";
     await refusesNul(
-      store.registerBuilds(e1, [job("good"), bad], { priority: 9, now: 1 }),
+      register(store, e1, [job("good"), bad], 1),
       "registerBuilds",
       `2 field "[1].name" holds a NUL character (U+0000): "bad\\u0000job"`,
     );
@@ -2379,7 +2275,7 @@ export function storeContract(
       `1 holds a NUL character (U+0000): "${drv("a\\u0000b")}"`,
     );
     // The store still works.
-    await store.registerBuilds(e1, [job("good")], { priority: 9, now: 1 });
+    await register(store, e1, [job("good")], 1);
     assert.equal((await store.listJobs(e1)).length, 1);
   });
 
@@ -2439,12 +2335,12 @@ export function storeContract(
 
   test("listJobs() lists an evaluation's jobs by name, filtered", async (store) => {
     const e1 = await evaluation(store);
-    await store.registerBuilds(e1, [
+    await register(store, e1, [
       job("zlib"),
       job("hello", { drv: "hello" }),
       job("hello-alias", { drv: "hello" }),
       job("arm", { system: "aarch64-linux" }),
-    ], { priority: 9, now: 1 });
+    ], 1);
     await store.completeBuild(drv("zlib"), BuildStatus.failed, { now: 2 });
     const hello = await idOf(store, "hello");
     assert.deepEqual(await store.listJobs(e1), [
@@ -2470,13 +2366,13 @@ export function storeContract(
 
   test("cancelBuild() cancels a pending build and fails its dependents", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("base"),
       job("mid", { inputs: ["base"] }),
       job("top", { inputs: ["mid"] }),
       job("running"),
       job("done"),
-    ], { priority: 9, now: 1 });
+    ], 1);
     assert.deepEqual(await store.cancelBuild(await idOf(store, "base"), 5), {
       changed: true,
       worker: null,
@@ -2515,10 +2411,7 @@ export function storeContract(
 
   test("restartBuild() schedules a build anew and returns its worker", async (store) => {
     const id = await evaluation(store);
-    await store.registerBuilds(id, [job("a"), job("b")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, id, [job("a"), job("b")], 1);
     await store.popBuild("w1", ["x86_64-linux"], 2);
     await store.markStarted(drv("a"), "w1", "/l", 3);
     await store.completeBuild(drv("a"), 1, { worker: "w1", now: 4 });
@@ -2555,14 +2448,14 @@ export function storeContract(
 
   test("C05: restarting a failed dependency and having it succeed makes its dependent eligible again", async (store) => {
     const e1 = await evaluation(store);
-    await store.registerBuilds(e1, [
+    await register(store, e1, [
       job("A"),
       job("B", { drv: "B1" }),
       job("P", { inputs: ["A", "B1"] }),
       job("Q", { inputs: ["P"] }),
       job("R", { inputs: ["P", "other"] }),
       job("other"),
-    ], { priority: 9, now: 1 });
+    ], 1);
     await store.completeBuild(drv("B1"), 0, { now: 2 });
     await store.completeBuild(drv("other"), 1, { now: 2 });
     await store.completeBuild(drv("A"), 1, { now: 3 });
@@ -2571,11 +2464,11 @@ export function storeContract(
 
     // Evaluation 2: B changed, A is byte-identical: P2 fails at once.
     const e2 = await evaluation(store);
-    await store.registerBuilds(e2, [
+    await register(store, e2, [
       job("A"),
       job("B", { drv: "B2" }),
       job("P", { drv: "P2", inputs: ["A", "B2"] }),
-    ], { priority: 9, now: 4 });
+    ], 4);
     assert.equal(await status(store, "P2"), BuildStatus.failedDependency);
     const a = await idOf(store, "A");
     assert.deepEqual(
@@ -2612,17 +2505,14 @@ export function storeContract(
 
   test("restartEvaluation() makes the dependents of its succeeded builds, in any evaluation, wait for them again", async (store) => {
     const e1 = await evaluation(store);
-    await store.registerBuilds(e1, [job("lib"), job("tool")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("lib"), job("tool")], 1);
     // "app" is the later evaluation's, and depends on both.
     const e2 = await evaluation(store);
-    await store.registerBuilds(e2, [
+    await register(store, e2, [
       job("lib"),
       job("tool"),
       job("app", { inputs: ["lib", "tool"] }),
-    ], { priority: 9, now: 2 });
+    ], 2);
     await store.completeBuild(drv("lib"), 0, { now: 3 });
     await store.completeBuild(drv("tool"), 0, { now: 3 });
     assert.equal((await store.restartEvaluation(e1, 4)).changed, 2);
@@ -2641,23 +2531,17 @@ export function storeContract(
 
   test("cancelEvaluation() and restartEvaluation() act on the builds it created", async (store) => {
     const e1 = await evaluation(store);
-    await store.registerBuilds(e1, [job("old"), job("oldDone")], {
-      priority: 9,
-      now: 1,
-    });
+    await register(store, e1, [job("old"), job("oldDone")], 1);
     await store.completeBuild(drv("oldDone"), 1, { now: 2 });
     const e2 = await evaluation(store);
-    await store.registerBuilds(e2, [
+    await register(store, e2, [
       job("old"),
       job("new1"),
       job("new2", { inputs: ["new1"] }),
       job("finished"),
-    ], { priority: 9, now: 3 });
+    ], 3);
     const e3 = await evaluation(store);
-    await store.registerBuilds(e3, [job("later", { inputs: ["new1"] })], {
-      priority: 9,
-      now: 4,
-    });
+    await register(store, e3, [job("later", { inputs: ["new1"] })], 4);
     await store.completeBuild(drv("finished"), 0, { now: 5 });
     await store.popBuild("w", ["x86_64-linux"], 6); // old, from e1
 
@@ -2699,12 +2583,12 @@ export function storeContract(
       now: 1,
     });
     const id = await evaluation(store);
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("submitted"),
       job("started"),
       job("waiting"),
       job("done"),
-    ], { priority: 9, now: 2 });
+    ], 2);
     const idOf = async (base: string) =>
       (await store.getBuildByDerivation(drv(base)))!.id;
     // Priority 1 first: the other evaluation's build is held too.
@@ -2768,12 +2652,12 @@ export function storeContract(
   test("queueLengthBySystem() counts scheduled builds per system", async (store) => {
     assert.deepEqual(await store.queueLengthBySystem(), new Map());
     const id = await evaluation(store);
-    await store.registerBuilds(id, [
+    await register(store, id, [
       job("a"),
       job("b"),
       job("c"),
       job("arm", { system: "aarch64-linux" }),
-    ], { priority: 9, now: 1 });
+    ], 1);
     await store.popBuild("w", ["x86_64-linux"], 2);
     await store.completeBuild(drv("c"), 0, { now: 3 });
     assert.deepEqual(
@@ -2782,31 +2666,54 @@ export function storeContract(
     );
   });
 
-  test("popNotifications() takes queued notifications on a change of weather", async (store) => {
-    const spec: Specification = {
-      ...specification("guix"),
-      notifications: [
-        { type: "email", to: "a@example.invalid" },
-        { type: "mastodon", instance: "example.invalid" },
-      ],
-    };
+  /** Stores specification "guix" notifying `sinks`; returns it. */
+  async function notifying(
+    store: Store,
+    sinks: Specification["notifications"],
+  ): Promise<Specification> {
+    const spec = { ...specification("guix"), notifications: sinks };
     await store.upsertSpecification(spec);
-    const weathers = [];
-    // succeed (no previous), fail (new failure), fail (still failing),
-    // succeed (new success).
-    for (const [index, final] of [0, 1, 1, 0].entries()) {
+    return spec;
+  }
+
+  /**
+   * One evaluation of "guix" per entry of `finals`, at times 0, 1, ...,
+   * each with a build of job "hello" (derivation `${tag}${index}`) that
+   * ends with that status at 10 + index: a history of weathers, hence of
+   * notifications. Returns the derivations in order.
+   */
+  async function helloHistory(
+    store: Store,
+    tag: string,
+    finals: BuildStatus[],
+  ): Promise<string[]> {
+    const builds = [];
+    for (const [index, final] of finals.entries()) {
       const id = await store.addEvaluation("guix", [], index);
-      await store.registerBuilds(id, [job("hello", { drv: `h${index}` })], {
-        priority: 9,
-        now: index,
-      });
-      await store.completeBuild(drv(`h${index}`), final as BuildStatus, {
+      await register(
+        store,
+        id,
+        [job("hello", { drv: `${tag}${index}` })],
+        index,
+      );
+      await store.completeBuild(drv(`${tag}${index}`), final, {
         now: 10 + index,
       });
-      weathers.push(
-        (await store.getBuildByDerivation(drv(`h${index}`)))
-          ?.weather,
-      );
+      builds.push(drv(`${tag}${index}`));
+    }
+    return builds;
+  }
+
+  test("popNotifications() takes queued notifications on a change of weather", async (store) => {
+    const spec = await notifying(store, [
+      { type: "email", to: "a@example.invalid" },
+      { type: "mastodon", instance: "example.invalid" },
+    ]);
+    // succeed (no previous), fail (new failure), fail (still failing),
+    // succeed (new success).
+    const weathers = [];
+    for (const build of await helloHistory(store, "h", [0, 1, 1, 0])) {
+      weathers.push((await store.getBuildByDerivation(build))?.weather);
     }
     assert.deepEqual(weathers, [
       Weather.unknown,
@@ -2833,21 +2740,8 @@ export function storeContract(
   });
 
   test("popNotifications() leaves them queued until finishNotifications(), and a claim an hour old is taken again", async (store) => {
-    const spec: Specification = {
-      ...specification("guix"),
-      notifications: [{ type: "email", to: "a@example.invalid" }],
-    };
-    await store.upsertSpecification(spec);
-    for (const [index, final] of [0, 1, 0].entries()) {
-      const id = await store.addEvaluation("guix", [], index);
-      await store.registerBuilds(id, [job("hello", { drv: `l${index}` })], {
-        priority: 9,
-        now: index,
-      });
-      await store.completeBuild(drv(`l${index}`), final as BuildStatus, {
-        now: 10 + index,
-      });
-    }
+    await notifying(store, [{ type: "email", to: "a@example.invalid" }]);
+    await helloHistory(store, "l", [0, 1, 0]);
     const taken = await store.popNotifications(10, 1000);
     assert.equal(taken.length, 2);
     // Claimed: another sender (or this one) does not take them again...
@@ -2861,21 +2755,8 @@ export function storeContract(
   });
 
   test("returnNotifications() puts taken notifications back under their ids", async (store) => {
-    const spec: Specification = {
-      ...specification("guix"),
-      notifications: [{ type: "email", to: "a@example.invalid" }],
-    };
-    await store.upsertSpecification(spec);
-    for (const [index, final] of [0, 1].entries()) {
-      const id = await store.addEvaluation("guix", [], index);
-      await store.registerBuilds(id, [job("hello", { drv: `r${index}` })], {
-        priority: 9,
-        now: index,
-      });
-      await store.completeBuild(drv(`r${index}`), final as BuildStatus, {
-        now: 10 + index,
-      });
-    }
+    await notifying(store, [{ type: "email", to: "a@example.invalid" }]);
+    await helloHistory(store, "r", [0, 1]);
     const taken = await store.popNotifications(10, 100);
     assert.equal(taken.length, 1);
     assert.deepEqual(await store.popNotifications(10, 100), []);
