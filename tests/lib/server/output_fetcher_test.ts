@@ -46,6 +46,33 @@ async function startedBuild(f: Fixture, name: string, i: number) {
   return drv;
 }
 
+/** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
+async function withFixture(body: (f: Fixture) => Promise<void>) {
+  const f = await startFixture();
+  try {
+    await body(f);
+  } finally {
+    await f.close();
+  }
+}
+
+/** The fetch of `drv`'s outputs from worker "W", published at {@link URL_}. */
+function fromW(drv: string) {
+  return { drv, url: URL_, worker: "W" };
+}
+
+/**
+ * A build of `name` started on worker "W" whose fetch is owed: saved in
+ * the store, as a server does before it fetches, to resume it after a
+ * restart.
+ */
+async function owedFetch(f: Fixture, name: string) {
+  const drv = await startedBuild(f, name, 1);
+  const request = fromW(drv);
+  await f.store.saveOwedFetches([request]);
+  return { drv, request };
+}
+
 /** Runs the fake clock until the fetcher is idle. */
 async function settle(f: Fixture, fetcher: OutputFetcher) {
   let idle = false;
@@ -117,9 +144,8 @@ Deno.test({
   ...opts,
   name:
     "C12: 404 narinfos right after the build are retried with back-off; the daemon is asked only once they exist",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "baking", 1);
       const calls: string[][] = [];
       const probes: string[] = [];
@@ -131,7 +157,7 @@ Deno.test({
         calls,
         probes,
       );
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       assert.ok(fetcher.has(drv));
       for (let i = 0; i < 50 && probes.length < 4; i++) {
         await f.clock.advance(1000);
@@ -155,24 +181,20 @@ Deno.test({
       );
       assert.ok(retries.length >= 4);
       assert.ok(!fetcher.has(drv));
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C12: outputs never published fail the build as failed-other with a reason, never succeeded",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "never", 1);
       const calls: string[][] = [];
       const probes: string[] = [];
       const fetcher = fetcherFor(f, () => 404, () => 0, calls, probes);
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.failedOther);
       assert.equal(calls.length, 0);
@@ -182,41 +204,33 @@ Deno.test({
       assert.ok(line && line.includes("not published yet"), line);
       // Back-off: the probes thin out (1, 2, 4, 8, 8, ... s), not one a tick.
       assert.ok(probes.length <= 12, `${probes.length} probes in 60 s`);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "C12: a daemon that cannot substitute (unauthorized key) ends failed-other after the deadline",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "unsigned", 1);
       const calls: string[][] = [];
       const fetcher = fetcherFor(f, () => 200, () => 1, calls, []);
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.failedOther);
       assert.ok(calls.length > 1, "retried");
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name: "a fetch stops quietly when its build is canceled meanwhile",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "cancel", 1);
       const fetcher = fetcherFor(f, () => 404, () => 0, [], []);
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await f.clock.advance(1000);
       const id = (await f.store.getBuildByDerivation(drv))!.id;
       await f.store.cancelBuild(id, 2);
@@ -225,44 +239,36 @@ Deno.test({
       assert.ok(
         !f.lines.some((l) => l.startsWith("error outputs unavailable")),
       );
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name: "a result for a build the worker does not run is ignored",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const [drv] = await f.addJobs([job("nobody", 1)]);
       const calls: string[][] = [];
       const fetcher = fetcherFor(f, () => 200, () => 0, calls, []);
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.scheduled);
       assert.equal(calls.length, 0);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a trigger substitute URL is asked for each output's narinfo once the build succeeded",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "triggered", 7);
       const probes: string[] = [];
       const fetcher = substitutingFetcher(f, probes, () => 200, {
         triggerUrl: "http://127.0.0.1:5999/",
       });
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.succeeded);
       const build = await f.store.getBuildByDerivation(drv);
@@ -273,19 +279,15 @@ Deno.test({
         `http://127.0.0.1:5999/${hash}.narinfo`,
       ]);
       await fetcher.close();
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "close() returns the fetches it stopped, queued and running, but none that recorded a result",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const done = await startedBuild(f, "done", 1);
       const running = await startedBuild(f, "running", 2);
       const queued = await startedBuild(f, "queued", 3);
@@ -312,19 +314,15 @@ Deno.test({
       assert.equal(await f.status(done), BuildStatus.succeeded);
       assert.equal(await f.status(running), BuildStatus.started);
       assert.deepEqual(await fetcher.close(), [], "returned once");
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a stale worker's result of a build drops nothing: the holder's queued fetch still records the success",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const first = await startedBuild(f, "first", 1);
       const handedAgain = await startedBuild(f, "again", 2);
       const fetcher = substitutingFetcher(f, [], () => 200, {
@@ -348,19 +346,15 @@ Deno.test({
         ),
       );
       await fetcher.close();
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "the fetch deadline counts the time that passed: a forward step of the wall clock does not fail the build",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "stepped", 1);
       const probes: string[] = [];
       // Published from the third probe on.
@@ -371,24 +365,20 @@ Deno.test({
         [],
         probes,
       );
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await eventually(() => probes.length === 1, "first probe");
       await f.clock.step(86_400_000);
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.succeeded);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a database down while a result is fetched: the fetch waits for it and records the success, the build never stays started",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "dbdown", 1);
       // The store as a server sees PostgreSQL restarting: every call fails
       // while `down`, as npm:postgres fails a query it cannot connect for.
@@ -399,7 +389,7 @@ Deno.test({
       );
       const probes: string[] = [];
       const fetcher = substitutingFetcher(f, probes, () => 200, { store });
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       for (let i = 0; i < 40; i++) {
         await new Promise((resolve) => setTimeout(resolve, 1));
         await f.clock.advance(1000);
@@ -417,42 +407,34 @@ Deno.test({
       assert.ok(
         !f.lines.some((l) => l.startsWith("error output fetch crashed")),
       );
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "the fetch deadline counts the time that passed: a step of the wall clock back an hour does not stretch it",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "stepped-back", 1);
       const probes: string[] = [];
       const fetcher = fetcherFor(f, () => 404, () => 0, [], probes);
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await eventually(() => probes.length === 1, "first probe");
       await f.clock.step(-3_600_000);
       const start = f.clock.monotonic();
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.failedOther);
       assert.ok(f.clock.monotonic() - start <= 60_000);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a database that fails the success record: the record is tried again once it answers, not dropped",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const drv = await startedBuild(f, "dbwrite", 1);
       let failWrites = 3;
       const store = failingStore(
@@ -461,7 +443,7 @@ Deno.test({
           method === "completeBuild" && failWrites-- > 0 ? readOnly() : null,
       );
       const fetcher = substitutingFetcher(f, [], () => 200, { store });
-      fetcher.enqueue({ drv, url: URL_, worker: "W" });
+      fetcher.enqueue(fromW(drv));
       await settle(f, fetcher);
       assert.equal(await f.status(drv), BuildStatus.succeeded);
       const failures = f.lines.filter((l) =>
@@ -469,22 +451,16 @@ Deno.test({
       );
       assert.equal(failures.length, 3, f.lines.join("\n"));
       assert.match(failures[0], /step=success/);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a store step failing otherwise than by the database being unavailable (a bug) stops the fetch after one error line, its saved record kept for the next start",
-  async fn() {
-    const f = await startFixture();
-    try {
-      const drv = await startedBuild(f, "buggy", 1);
-      const request = { drv, url: URL_, worker: "W" };
-      await f.store.saveOwedFetches([request]);
+  fn: () =>
+    withFixture(async (f) => {
+      const { drv, request } = await owedFetch(f, "buggy");
       const store = failingStore(
         f.store,
         (method) =>
@@ -528,10 +504,7 @@ Deno.test({
       await settle(f, next);
       assert.equal(await f.status(drv), BuildStatus.succeeded);
       assert.deepEqual(await f.store.owedFetches(), []);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 /**
@@ -558,12 +531,9 @@ Deno.test({
   ...opts,
   name:
     "a fetch that crashes (an exception of its own) is run again after a back-off while the server runs: still active meanwhile, the build succeeds, its saved record forgotten",
-  async fn() {
-    const f = await startFixture();
-    try {
-      const drv = await startedBuild(f, "crashed", 1);
-      const request = { drv, url: URL_, worker: "W" };
-      await f.store.saveOwedFetches([request]);
+  fn: () =>
+    withFixture(async (f) => {
+      const { drv, request } = await owedFetch(f, "crashed");
       const probes: string[] = [];
       // Published from the second probe on: the first is retried, and the
       // retry's log line crashes the fetch.
@@ -592,22 +562,16 @@ Deno.test({
         ),
         crashed[0],
       );
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a fetch that crashes again and again ends at its deadline, counted from its first try: failed-other, its saved record forgotten",
-  async fn() {
-    const f = await startFixture();
-    try {
-      const drv = await startedBuild(f, "crashing", 1);
-      const request = { drv, url: URL_, worker: "W" };
-      await f.store.saveOwedFetches([request]);
+  fn: () =>
+    withFixture(async (f) => {
+      const { drv, request } = await owedFetch(f, "crashing");
       const fetcher = substitutingFetcher(f, [], () => 404, {
         logger: failingLogger(f, Infinity),
         retryDelayMs: 1000,
@@ -622,19 +586,15 @@ Deno.test({
         f.lines.filter((l) => l.startsWith("error output fetch crashed"))
           .length > 1,
       );
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   ...opts,
   name:
     "a fetch that records its build leaves its saved record to the store's completion, one write fewer; one whose build is no longer its worker's forgets it itself",
-  async fn() {
-    const f = await startFixture();
-    try {
+  fn: () =>
+    withFixture(async (f) => {
       const recorded = await startedBuild(f, "recorded", 1);
       const elsewhere = await startedBuild(f, "elsewhere", 2);
       // Taken back and handed to another worker before its fetch runs.
@@ -658,10 +618,7 @@ Deno.test({
       assert.equal(await f.status(elsewhere), BuildStatus.scheduled);
       assert.deepEqual(forgotten, [elsewhere]);
       assert.deepEqual(await f.store.owedFetches(), []);
-    } finally {
-      await f.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -683,7 +640,7 @@ Deno.test({
       const gate = await openBuildGate(TEST_POSTGRES_URL!, schema, drv);
       const fetcher = substitutingFetcher(f, [], () => 200);
       try {
-        fetcher.enqueue({ drv, url: URL_, worker: "W" });
+        fetcher.enqueue(fromW(drv));
         await eventually(
           () =>
             f.lines.some((l) =>
