@@ -27,6 +27,7 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
+import { withFixture } from "./_with_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -37,19 +38,6 @@ function identity(): Uint8Array {
   id[7] = 0xff;
   id[15] = 0x00;
   return id;
-}
-
-/** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
-async function withFixture(
-  body: (f: Fixture) => Promise<void>,
-  options?: Parameters<typeof startFixture>[0],
-) {
-  const f = await startFixture(options);
-  try {
-    await body(f);
-  } finally {
-    await f.close();
-  }
 }
 
 /** Connects a FakeWorker to `port` and sends its worker-ready. */

@@ -12,6 +12,7 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
+import { withFixture } from "./_with_fixture.ts";
 import {
   connectionRefused,
   failingStore,
@@ -44,16 +45,6 @@ async function startedBuild(f: Fixture, name: string, i: number) {
   await f.store.popBuild("W", ["x86_64-linux"], 1);
   assert.ok(await f.store.markStarted(drv, "W", "/log", 1));
   return drv;
-}
-
-/** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
-async function withFixture(body: (f: Fixture) => Promise<void>) {
-  const f = await startFixture();
-  try {
-    await body(f);
-  } finally {
-    await f.close();
-  }
 }
 
 /** The fetch of `drv`'s outputs from worker "W", published at {@link URL_}. */

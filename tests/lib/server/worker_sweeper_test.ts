@@ -8,25 +8,11 @@ import {
   sweepWorkers,
   type WorkerSweeperOptions,
 } from "../../../lib/server/worker_sweeper.ts";
-import {
-  eventually,
-  type Fixture,
-  job,
-  startFixture,
-} from "./_dispatch_fixture.ts";
+import { eventually, type Fixture, job } from "./_dispatch_fixture.ts";
+import { withFixture } from "./_with_fixture.ts";
 import { connectionRefused, failingStore } from "../store/_failing_store.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
-
-/** Runs `body` on a fresh fixture, closed afterwards whatever happens. */
-async function withFixture(body: (f: Fixture) => Promise<void>) {
-  const f = await startFixture();
-  try {
-    await body(f);
-  } finally {
-    await f.close();
-  }
-}
 
 /**
  * Starts the sweeper loop; disposing of it aborts the loop and waits for it
