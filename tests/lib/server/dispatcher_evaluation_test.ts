@@ -6,24 +6,14 @@ import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
   FakeWorker,
-  type Fixture,
   job,
   loricaWorker,
-  startFixture,
   startWork,
 } from "./_dispatch_fixture.ts";
 import { assertReleased } from "./_lorica_workers.ts";
+import { withFixture } from "./_with_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
-
-async function withFixture(body: (f: Fixture) => Promise<void>) {
-  const f = await startFixture();
-  try {
-    await body(f);
-  } finally {
-    await f.close();
-  }
-}
 
 for (const action of ["cancel", "restart"] as const) {
   Deno.test({
