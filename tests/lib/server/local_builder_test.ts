@@ -191,7 +191,7 @@ Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: th
     await runEvaluation(SPEC, farm.runner);
     const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
       daemonSilenceGraceSeconds: 0.5,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      logger: loggerInto(lines),
     });
     const summary = await builder.buildBatch(await builder.takeBatch());
     assert.equal(summary.requeued, 2);
@@ -223,7 +223,7 @@ function driverSpawner(daemon: DaemonEnv, lines: string[]) {
   const wrapper = new Guix({
     command: GUIX,
     env: daemon.env,
-    logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+    logger: loggerInto(lines),
     killGraceMs: 300,
     spawn: (argv, options) => {
       const child = spawnProcess(argv, options);
@@ -241,8 +241,50 @@ function driverSpawner(daemon: DaemonEnv, lines: string[]) {
   return { drivers, spawnGuix, ended };
 }
 
+/** A logger writing its lines, without timestamps, into `lines`. */
+function loggerInto(lines: string[]) {
+  return createLogger({ timestamps: false, sink: (l) => lines.push(l) });
+}
+
+/**
+ * A scenario of `names`, each a build that runs for an hour printing one
+ * line: still running whenever a test cancels, restarts or takes it back.
+ */
+function hourLongBuilds(names: string[]) {
+  return {
+    packages: names.map((name) => ({
+      name,
+      version: "1",
+      behaviour: { seconds: 3600, logLines: 1 },
+    })),
+  };
+}
+
+/**
+ * A farm (setup()) for tests that stop build drivers: driverSpawner()'s
+ * `spawnGuix` and the pids it started, and the `lines` its guix logs. Its
+ * disposal kills what drivers a failed test left alive, so that none
+ * outlives the test, then closes the farm.
+ */
+async function farmWithDrivers(scenario: unknown) {
+  const farm = await setup(scenario);
+  const lines: string[] = [];
+  const spawner = driverSpawner(farm.daemon, lines);
+  return {
+    ...farm,
+    ...spawner,
+    lines,
+    async [Symbol.asyncDispose]() {
+      for (const pid of spawner.drivers) {
+        if (alive(pid)) Deno.kill(pid, "SIGKILL");
+      }
+      await farm.close();
+    },
+  };
+}
+
 Deno.test("LocalBuilder gives up on a silent daemon whose driver ignores SIGTERM: the driver is killed after the grace and the batch requeued", async () => {
-  const farm = await setup({
+  await using farm = await farmWithDrivers({
     packages: [{
       name: "deaf",
       version: "1",
@@ -250,47 +292,40 @@ Deno.test("LocalBuilder gives up on a silent daemon whose driver ignores SIGTERM
       behaviour: { seconds: 0, daemonHangs: true, ignoresSigterm: true },
     }],
   });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      daemonSilenceGraceSeconds: 0.5,
-      spawnGuix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-    });
-    const summary = await within(
-      builder.buildBatch(await builder.takeBatch()),
-      15_000,
-      "end of the batch",
-    );
-    assert.equal(summary.requeued, 1);
-    assert.equal(drivers.length, 1);
-    assert.ok(!alive(drivers[0]), "the driver is gone");
-    assert.ok(
-      lines.some((l) =>
-        l.startsWith(
-          `warn process killed pid=${drivers[0]} signal=SIGKILL grace=0.3 `,
-        )
-      ),
-      lines.join("\n"),
-    );
-  } finally {
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
-  }
+  const { drivers, spawnGuix, lines } = farm;
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    daemonSilenceGraceSeconds: 0.5,
+    spawnGuix,
+    logger: loggerInto(lines),
+  });
+  const summary = await within(
+    builder.buildBatch(await builder.takeBatch()),
+    15_000,
+    "end of the batch",
+  );
+  assert.equal(summary.requeued, 1);
+  assert.equal(drivers.length, 1);
+  assert.ok(!alive(drivers[0]), "the driver is gone");
+  assert.ok(
+    lines.some((l) =>
+      l.startsWith(
+        `warn process killed pid=${drivers[0]} signal=SIGKILL grace=0.3 `,
+      )
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("LocalBuilder stopped while its driver ignores SIGTERM kills the driver after the grace, requeues the build and ends", async () => {
-  const farm = await setup({
+  await using farm = await farmWithDrivers({
     packages: [{
       name: "deaf",
       version: "1",
       behaviour: { seconds: 3600, logLines: 1, ignoresSigterm: true },
     }],
   });
-  const lines: string[] = [];
-  const { drivers, spawnGuix, ended } = driverSpawner(farm.daemon, lines);
+  const { drivers, spawnGuix, ended, lines } = farm;
   const abort = new AbortController();
   try {
     await runEvaluation(SPEC, farm.runner);
@@ -320,8 +355,6 @@ Deno.test("LocalBuilder stopped while its driver ignores SIGTERM kills the drive
     assert.equal(build.worker, null);
   } finally {
     abort.abort();
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
   }
 });
 
@@ -353,7 +386,7 @@ Deno.test("LocalBuilder pauses after a batch given up on a silent daemon, even w
     const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
       daemonSilenceGraceSeconds: 0.5,
       pollSeconds: 3600,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      logger: loggerInto(lines),
     });
     const running = builder.run(abort.signal);
     const deadline = Date.now() + 20_000;
@@ -593,7 +626,7 @@ Deno.test({
       const lines: string[] = [];
       const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
         logCacheDir: disk.path,
-        logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+        logger: loggerInto(lines),
       });
       await runEvaluation(SPEC, farm.runner);
       await disk.fill();
@@ -804,100 +837,88 @@ async function buildOf(store: Store, job: string) {
 }
 
 Deno.test("LocalBuilder: a build canceled while it runs stops its driver, stays canceled, and the rest of its batch is requeued and built", async () => {
-  const farm = await setup({
+  await using farm = await farmWithDrivers({
     packages: [
       { name: "long", version: "1", behaviour: { seconds: 3600, logLines: 1 } },
       { name: "other", version: "1", behaviour: { seconds: 3, logLines: 3 } },
     ],
   });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      spawnGuix,
-      maxJobs: 2,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-    });
-    const batch = builder.buildBatch(await builder.takeBatch());
-    await untilStarted(farm.store, ["long.x86_64-linux", "other.x86_64-linux"]);
-    const long = await buildOf(farm.store, "long.x86_64-linux");
+  const { drivers, spawnGuix, lines } = farm;
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    spawnGuix,
+    maxJobs: 2,
+    logger: loggerInto(lines),
+  });
+  const batch = builder.buildBatch(await builder.takeBatch());
+  await untilStarted(farm.store, ["long.x86_64-linux", "other.x86_64-linux"]);
+  const long = await buildOf(farm.store, "long.x86_64-linux");
 
-    assert.equal(await builder.cancelBuild(long.id), true);
-    const summary = await within(batch, 5_000, "end of the batch");
-    assert.equal(summary.interruption, "withdrawal");
-    assert.equal(summary.requeued, 1);
-    assert.equal(drivers.length, 1);
-    assert.ok(!alive(drivers[0]), "the driver is gone");
-    const other = await buildOf(farm.store, "other.x86_64-linux");
-    assert.equal(buildStatusName(other.status), "scheduled");
-    assert.equal(other.worker, null);
+  assert.equal(await builder.cancelBuild(long.id), true);
+  const summary = await within(batch, 5_000, "end of the batch");
+  assert.equal(summary.interruption, "withdrawal");
+  assert.equal(summary.requeued, 1);
+  assert.equal(drivers.length, 1);
+  assert.ok(!alive(drivers[0]), "the driver is gone");
+  const other = await buildOf(farm.store, "other.x86_64-linux");
+  assert.equal(buildStatusName(other.status), "scheduled");
+  assert.equal(other.worker, null);
 
-    await drain(builder);
-    assert.deepEqual(
-      await statuses(farm.store, ["long.x86_64-linux", "other.x86_64-linux"]),
-      { "long.x86_64-linux": "canceled", "other.x86_64-linux": "succeeded" },
-    );
-    const about = lines.filter((l) => l.includes(long.derivation));
-    assert.ok(
-      about.some((l) => l.startsWith("info build canceled ")),
-      lines.join("\n"),
-    );
-    assert.ok(
-      !about.some((l) => /^\w+ build (succeeded|failed) /.test(l)),
-      lines.join("\n"),
-    );
-  } finally {
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
-  }
+  await drain(builder);
+  assert.deepEqual(
+    await statuses(farm.store, ["long.x86_64-linux", "other.x86_64-linux"]),
+    { "long.x86_64-linux": "canceled", "other.x86_64-linux": "succeeded" },
+  );
+  const about = lines.filter((l) => l.includes(long.derivation));
+  assert.ok(
+    about.some((l) => l.startsWith("info build canceled ")),
+    lines.join("\n"),
+  );
+  assert.ok(
+    !about.some((l) => /^\w+ build (succeeded|failed) /.test(l)),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("LocalBuilder: a build restarted while it runs stops its driver, is scheduled again and built again", async () => {
-  const farm = await setup({
+  await using farm = await farmWithDrivers({
     packages: [
       { name: "again", version: "1", behaviour: { seconds: 5, logLines: 5 } },
     ],
   });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      spawnGuix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-    });
-    const batch = builder.buildBatch(await builder.takeBatch());
-    await untilStarted(farm.store, ["again.x86_64-linux"]);
-    const build = await buildOf(farm.store, "again.x86_64-linux");
+  const { drivers, spawnGuix, lines } = farm;
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    spawnGuix,
+    logger: loggerInto(lines),
+  });
+  const batch = builder.buildBatch(await builder.takeBatch());
+  await untilStarted(farm.store, ["again.x86_64-linux"]);
+  const build = await buildOf(farm.store, "again.x86_64-linux");
 
-    assert.equal(await builder.restartBuild(build.id), true);
-    const summary = await within(batch, 3_000, "end of the batch");
-    assert.equal(summary.interruption, "withdrawal");
-    assert.ok(!alive(drivers[0]), "the driver is gone");
-    const restarted = await buildOf(farm.store, "again.x86_64-linux");
-    assert.equal(buildStatusName(restarted.status), "scheduled");
-    assert.equal(restarted.worker, null);
+  assert.equal(await builder.restartBuild(build.id), true);
+  const summary = await within(batch, 3_000, "end of the batch");
+  assert.equal(summary.interruption, "withdrawal");
+  assert.ok(!alive(drivers[0]), "the driver is gone");
+  const restarted = await buildOf(farm.store, "again.x86_64-linux");
+  assert.equal(buildStatusName(restarted.status), "scheduled");
+  assert.equal(restarted.worker, null);
 
-    await drain(builder);
-    assert.deepEqual(await statuses(farm.store, ["again.x86_64-linux"]), {
-      "again.x86_64-linux": "succeeded",
-    });
-    const about = lines.filter((l) => l.includes(build.derivation));
-    assert.equal(
-      about.filter((l) => l.startsWith("info build started ")).length,
-      2,
-      lines.join("\n"),
-    );
-    assert.equal(
-      about.filter((l) => l.startsWith("info build succeeded ")).length,
-      1,
-      lines.join("\n"),
-    );
-  } finally {
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
-  }
+  await drain(builder);
+  assert.deepEqual(await statuses(farm.store, ["again.x86_64-linux"]), {
+    "again.x86_64-linux": "succeeded",
+  });
+  const about = lines.filter((l) => l.includes(build.derivation));
+  assert.equal(
+    about.filter((l) => l.startsWith("info build started ")).length,
+    2,
+    lines.join("\n"),
+  );
+  assert.equal(
+    about.filter((l) => l.startsWith("info build succeeded ")).length,
+    1,
+    lines.join("\n"),
+  );
 });
 
 Deno.test("LocalBuilder does not log as succeeded a build canceled behind its back (another process) before it ended", async () => {
@@ -910,7 +931,7 @@ Deno.test("LocalBuilder does not log as succeeded a build canceled behind its ba
   try {
     await runEvaluation(SPEC, farm.runner);
     const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      logger: loggerInto(lines),
     });
     const batch = builder.buildBatch(await builder.takeBatch());
     await untilStarted(farm.store, ["gone.x86_64-linux"]);
@@ -994,73 +1015,54 @@ Deno.test("LocalBuilder: a build restarted while its batch is being reconciled k
 
 for (const action of ["canceled", "restarted"] as const) {
   Deno.test(`LocalBuilder: a build ${action} by another process while it runs stops its driver at the next look at the database, and the rest of its batch is requeued`, async () => {
-    const farm = await setup({
-      packages: ["long", "other"].map((name) => ({
-        name,
-        version: "1",
-        behaviour: { seconds: 3600, logLines: 1 },
-      })),
-    });
-    const lines: string[] = [];
-    const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+    await using farm = await farmWithDrivers(hourLongBuilds(["long", "other"]));
+    const { drivers, spawnGuix, lines } = farm;
     const clock = new FakeClock();
-    try {
-      await runEvaluation(SPEC, farm.runner);
-      const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-        spawnGuix,
-        maxJobs: 2,
-        clock,
-        heldCheckSeconds: 5,
-        logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-      });
-      const batch = builder.buildBatch(await builder.takeBatch());
-      await untilStarted(farm.store, [
-        "long.x86_64-linux",
-        "other.x86_64-linux",
-      ]);
-      const long = await buildOf(farm.store, "long.x86_64-linux");
+    await runEvaluation(SPEC, farm.runner);
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      spawnGuix,
+      maxJobs: 2,
+      clock,
+      heldCheckSeconds: 5,
+      logger: loggerInto(lines),
+    });
+    const batch = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, [
+      "long.x86_64-linux",
+      "other.x86_64-linux",
+    ]);
+    const long = await buildOf(farm.store, "long.x86_64-linux");
 
-      // Through the store alone, as a web front end in another process.
-      const result = action === "canceled"
-        ? await farm.store.cancelBuild(long.id, 1)
-        : await farm.store.restartBuild(long.id, 1);
-      assert.equal(result.changed, true);
-      await clock.advance(5_000);
-      const summary = await within(batch, 10_000, "end of the batch");
-      assert.equal(summary.interruption, "withdrawal");
-      assert.equal(summary.requeued, 1);
-      assert.ok(!alive(drivers[0]), "the driver is gone");
-      const other = await buildOf(farm.store, "other.x86_64-linux");
-      assert.equal(buildStatusName(other.status), "scheduled");
-      assert.equal(other.worker, null);
-      const now = (await farm.store.getBuild(long.id))!;
-      assert.equal(
-        buildStatusName(now.status),
-        action === "canceled" ? "canceled" : "scheduled",
-      );
-      assert.ok(
-        lines.some((l) =>
-          l.startsWith(`info build taken back drv=${long.derivation} `)
-        ),
-        lines.join("\n"),
-      );
-    } finally {
-      for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-      await farm.close();
-    }
+    // Through the store alone, as a web front end in another process.
+    const result = action === "canceled"
+      ? await farm.store.cancelBuild(long.id, 1)
+      : await farm.store.restartBuild(long.id, 1);
+    assert.equal(result.changed, true);
+    await clock.advance(5_000);
+    const summary = await within(batch, 10_000, "end of the batch");
+    assert.equal(summary.interruption, "withdrawal");
+    assert.equal(summary.requeued, 1);
+    assert.ok(!alive(drivers[0]), "the driver is gone");
+    const other = await buildOf(farm.store, "other.x86_64-linux");
+    assert.equal(buildStatusName(other.status), "scheduled");
+    assert.equal(other.worker, null);
+    const now = (await farm.store.getBuild(long.id))!;
+    assert.equal(
+      buildStatusName(now.status),
+      action === "canceled" ? "canceled" : "scheduled",
+    );
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(`info build taken back drv=${long.derivation} `)
+      ),
+      lines.join("\n"),
+    );
   });
 }
 
 Deno.test("LocalBuilder.run(): a build canceled by another process is taken from its batch when the store says holdings changed, not at the batch's next look", async () => {
-  const farm = await setup({
-    packages: [{
-      name: "long",
-      version: "1",
-      behaviour: { seconds: 3600, logLines: 1 },
-    }],
-  });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  await using farm = await farmWithDrivers(hourLongBuilds(["long"]));
+  const { drivers, spawnGuix, lines } = farm;
   const abort = new AbortController();
   let holdingsChanged = () => {};
   // The SQLite store with the PostgreSQL store's watchHoldings: a callback
@@ -1077,7 +1079,7 @@ Deno.test("LocalBuilder.run(): a build canceled by another process is taken from
       // Time stands still: the batch's looks never come.
       clock: new FakeClock(),
       heldCheckSeconds: 5,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      logger: loggerInto(lines),
     });
     running = builder.run(abort.signal);
     await untilStarted(farm.store, ["long.x86_64-linux"]);
@@ -1100,9 +1102,7 @@ Deno.test("LocalBuilder.run(): a build canceled by another process is taken from
     );
   } finally {
     abort.abort();
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
     await running;
-    await farm.close();
   }
 });
 
@@ -1160,61 +1160,42 @@ Deno.test("LocalBuilder: a look at the database right after a build is recorded 
 });
 
 Deno.test("LocalBuilder: a build restarted by another process and taken by a second batch is left to it by the first, which neither records nor requeues it", async () => {
-  const farm = await setup({
-    packages: ["long", "again"].map((name) => ({
-      name,
-      version: "1",
-      behaviour: { seconds: 3600, logLines: 1 },
-    })),
+  await using farm = await farmWithDrivers(hourLongBuilds(["long", "again"]));
+  const { spawnGuix, lines } = farm;
+  await runEvaluation(SPEC, farm.runner);
+  // No look at the database: the clock never moves.
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    spawnGuix,
+    maxJobs: 2,
+    clock: new FakeClock(),
+    logger: loggerInto(lines),
   });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    // No look at the database: the clock never moves.
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      spawnGuix,
-      maxJobs: 2,
-      clock: new FakeClock(),
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-    });
-    const first = builder.buildBatch(await builder.takeBatch());
-    await untilStarted(farm.store, ["long.x86_64-linux", "again.x86_64-linux"]);
-    const long = await buildOf(farm.store, "long.x86_64-linux");
-    const again = await buildOf(farm.store, "again.x86_64-linux");
+  const first = builder.buildBatch(await builder.takeBatch());
+  await untilStarted(farm.store, ["long.x86_64-linux", "again.x86_64-linux"]);
+  const long = await buildOf(farm.store, "long.x86_64-linux");
+  const again = await buildOf(farm.store, "again.x86_64-linux");
 
-    assert.equal((await farm.store.restartBuild(again.id, 1)).changed, true);
-    const second = await builder.takeBatch();
-    assert.deepEqual(second.map((build) => build.id), [again.id]);
-    // Whatever else ends the first batch, it requeues what it holds.
-    await builder.cancelBuild(long.id);
-    await within(first, 10_000, "end of the first batch");
+  assert.equal((await farm.store.restartBuild(again.id, 1)).changed, true);
+  const second = await builder.takeBatch();
+  assert.deepEqual(second.map((build) => build.id), [again.id]);
+  // Whatever else ends the first batch, it requeues what it holds.
+  await builder.cancelBuild(long.id);
+  await within(first, 10_000, "end of the first batch");
 
-    const now = (await farm.store.getBuild(again.id))!;
-    assert.equal(buildStatusName(now.status), "submitted");
-    assert.equal(now.worker, await builder.holderName());
-    assert.ok(
-      lines.some((l) =>
-        l.startsWith(`info build taken back drv=${again.derivation} `)
-      ),
-      lines.join("\n"),
-    );
-  } finally {
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
-  }
+  const now = (await farm.store.getBuild(again.id))!;
+  assert.equal(buildStatusName(now.status), "submitted");
+  assert.equal(now.worker, await builder.holderName());
+  assert.ok(
+    lines.some((l) =>
+      l.startsWith(`info build taken back drv=${again.derivation} `)
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("LocalBuilder: a restart saved after its build went to another batch stops that batch, not only the one that held the build when the restart was asked", async () => {
-  const farm = await setup({
-    packages: ["long", "again"].map((name) => ({
-      name,
-      version: "1",
-      behaviour: { seconds: 3600, logLines: 1 },
-    })),
-  });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  await using farm = await farmWithDrivers(hourLongBuilds(["long", "again"]));
+  const { drivers, spawnGuix } = farm;
   // The restart reaches the database only once the test lets it.
   const restartAsked = Promise.withResolvers<void>();
   const saveRestart = Promise.withResolvers<void>();
@@ -1261,21 +1242,12 @@ Deno.test("LocalBuilder: a restart saved after its build went to another batch s
     assert.equal(buildStatusName(now.status), "scheduled");
   } finally {
     saveRestart.resolve();
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
   }
 });
 
 Deno.test("LocalBuilder: builds held under its name past its batches (left by a batch the database could not give back) do not hide its own from its look at the database", async () => {
-  const farm = await setup({
-    packages: ["p1", "p2", "p3"].map((name) => ({
-      name,
-      version: "1",
-      behaviour: { seconds: 3600, logLines: 1 },
-    })),
-  });
-  const lines: string[] = [];
-  const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+  await using farm = await farmWithDrivers(hourLongBuilds(["p1", "p2", "p3"]));
+  const { drivers, spawnGuix, lines } = farm;
   const clock = new FakeClock();
   const readAlone = Promise.withResolvers<void>();
   const store = new Proxy(farm.store, {
@@ -1288,93 +1260,76 @@ Deno.test("LocalBuilder: builds held under its name past its batches (left by a 
       };
     },
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
-      spawnGuix,
-      batchSize: 1,
-      clock,
-      heldCheckSeconds: 5,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
-    });
-    // Two builds held under its name, outside its batches, come first in
-    // the list.
-    const worker = await builder.holderName();
-    const request = { worker, systems: ["x86_64-linux"] };
-    for (const build of await farm.store.popBuilds([request, request], 1)) {
-      await farm.store.markStarted(build!.derivation, worker, "", 1);
-    }
-    // Its list of held builds is then cut after those two.
-    const taken = await builder.takeBatch();
-    assert.equal(taken.length, 1);
-    let ended = false;
-    const batch = builder.buildBatch(taken).finally(() => ended = true);
-    await untilStarted(farm.store, [taken[0].jobName]);
-
-    await clock.advance(5_000);
-    await within(readAlone.promise, 10_000, "read of the build past the cut");
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    assert.ok(
-      !lines.some((l) => l.startsWith("info build taken back ")),
-      lines.join("\n"),
-    );
-    assert.ok(!ended, "the batch goes on");
-    assert.ok(alive(drivers[0]), "the driver goes on");
-
-    assert.ok((await farm.store.cancelBuild(taken[0].id, 1)).changed);
-    await clock.advance(5_000);
-    const summary = await within(batch, 10_000, "end of the batch");
-    assert.equal(summary.interruption, "withdrawal");
-  } finally {
-    for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-    await farm.close();
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+    spawnGuix,
+    batchSize: 1,
+    clock,
+    heldCheckSeconds: 5,
+    logger: loggerInto(lines),
+  });
+  // Two builds held under its name, outside its batches, come first in
+  // the list.
+  const worker = await builder.holderName();
+  const request = { worker, systems: ["x86_64-linux"] };
+  for (const build of await farm.store.popBuilds([request, request], 1)) {
+    await farm.store.markStarted(build!.derivation, worker, "", 1);
   }
+  // Its list of held builds is then cut after those two.
+  const taken = await builder.takeBatch();
+  assert.equal(taken.length, 1);
+  let ended = false;
+  const batch = builder.buildBatch(taken).finally(() => ended = true);
+  await untilStarted(farm.store, [taken[0].jobName]);
+
+  await clock.advance(5_000);
+  await within(readAlone.promise, 10_000, "read of the build past the cut");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.ok(
+    !lines.some((l) => l.startsWith("info build taken back ")),
+    lines.join("\n"),
+  );
+  assert.ok(!ended, "the batch goes on");
+  assert.ok(alive(drivers[0]), "the driver goes on");
+
+  assert.ok((await farm.store.cancelBuild(taken[0].id, 1)).changed);
+  await clock.advance(5_000);
+  const summary = await within(batch, 10_000, "end of the batch");
+  assert.equal(summary.interruption, "withdrawal");
 });
 
 for (const action of ["cancel", "restart"] as const) {
   Deno.test(`LocalBuilder: to ${action} an evaluation stops the drivers building its builds at once`, async () => {
-    const farm = await setup({
-      packages: ["long", "other"].map((name) => ({
-        name,
-        version: "1",
-        behaviour: { seconds: 3600, logLines: 1 },
-      })),
+    await using farm = await farmWithDrivers(hourLongBuilds(["long", "other"]));
+    const { drivers, spawnGuix } = farm;
+    const evaluation = await runEvaluation(SPEC, farm.runner);
+    // No periodic look at the database: the clock never moves.
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      spawnGuix,
+      maxJobs: 2,
+      clock: new FakeClock(),
     });
-    const lines: string[] = [];
-    const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
-    try {
-      const evaluation = await runEvaluation(SPEC, farm.runner);
-      // No periodic look at the database: the clock never moves.
-      const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-        spawnGuix,
-        maxJobs: 2,
-        clock: new FakeClock(),
-      });
-      const batch = builder.buildBatch(await builder.takeBatch());
-      await untilStarted(farm.store, [
-        "long.x86_64-linux",
-        "other.x86_64-linux",
-      ]);
+    const batch = builder.buildBatch(await builder.takeBatch());
+    await untilStarted(farm.store, [
+      "long.x86_64-linux",
+      "other.x86_64-linux",
+    ]);
 
-      const count = action === "cancel"
-        ? await builder.cancelEvaluation(evaluation.id)
-        : await builder.restartEvaluation(evaluation.id);
-      assert.equal(count, 2);
-      const summary = await within(batch, 10_000, "end of the batch");
-      assert.equal(summary.interruption, "withdrawal");
-      assert.equal(summary.requeued, 0);
-      assert.ok(!alive(drivers[0]), "the driver is gone");
-      for (const job of ["long.x86_64-linux", "other.x86_64-linux"]) {
-        const build = await buildOf(farm.store, job);
-        assert.equal(
-          buildStatusName(build.status),
-          action === "cancel" ? "canceled" : "scheduled",
-          job,
-        );
-      }
-    } finally {
-      for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
-      await farm.close();
+    const count = action === "cancel"
+      ? await builder.cancelEvaluation(evaluation.id)
+      : await builder.restartEvaluation(evaluation.id);
+    assert.equal(count, 2);
+    const summary = await within(batch, 10_000, "end of the batch");
+    assert.equal(summary.interruption, "withdrawal");
+    assert.equal(summary.requeued, 0);
+    assert.ok(!alive(drivers[0]), "the driver is gone");
+    for (const job of ["long.x86_64-linux", "other.x86_64-linux"]) {
+      const build = await buildOf(farm.store, job);
+      assert.equal(
+        buildStatusName(build.status),
+        action === "cancel" ? "canceled" : "scheduled",
+        job,
+      );
     }
   });
 }
@@ -1409,7 +1364,7 @@ Deno.test("LocalBuilder: a look at the database while a batch is reconciled does
     await runEvaluation(SPEC, farm.runner);
     const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
       spawnGuix,
-      logger: createLogger({ timestamps: false, sink: (l) => lines.push(l) }),
+      logger: loggerInto(lines),
     });
     const taken = await builder.takeBatch();
     const batch = builder.buildBatch(taken);
@@ -1450,16 +1405,9 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder.run() on ${backend}: a look at the database while a batch is built finds the holder row no longer this server's, though a server of the same host took the name again and its build, and gives up the batch rather than build and record it under that server's claim${needs}`,
     ignore,
     async fn() {
-      const farm = await setup({
-        packages: [{
-          name: "long",
-          version: "1",
-          behaviour: { seconds: 3600, logLines: 1 },
-        }],
-      });
+      await using farm = await farmWithDrivers(hourLongBuilds(["long"]));
       const db = await sharedDatabase(backend, SPEC, "lorica_look");
-      const lines: string[] = [];
-      const { drivers, spawnGuix } = driverSpawner(farm.daemon, lines);
+      const { drivers, spawnGuix, lines } = farm;
       const abort = new AbortController();
       const clock = new FakeClock();
       let holdingsChanged = () => {};
@@ -1478,10 +1426,7 @@ for (const { name: backend, ignore, needs } of backends) {
           spawnGuix,
           clock,
           heldCheckSeconds: 5,
-          logger: createLogger({
-            timestamps: false,
-            sink: (l) => lines.push(l),
-          }),
+          logger: loggerInto(lines),
           holder: {
             self: { host, pid: 1, started: "7" },
             hostName: "box",
@@ -1534,10 +1479,8 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.equal(now2.worker, name);
       } finally {
         abort.abort();
-        for (const pid of drivers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
         await running;
         await db.close();
-        await farm.close();
       }
     },
   });
