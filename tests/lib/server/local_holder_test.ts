@@ -24,7 +24,7 @@ import {
 import { drv, job } from "../store/store_contract.ts";
 import { eventually, FakeClock, within } from "./_dispatch_fixture.ts";
 import { testSpecification } from "./_guix_fixture.ts";
-import { backends, sharedDatabase } from "./_shared_database.ts";
+import { type Backend, backends, sharedDatabase } from "./_shared_database.ts";
 
 const SPEC = testSpecification("s");
 
@@ -67,6 +67,30 @@ function answeringGuix(
       kill: () => {},
     };
   };
+}
+
+/**
+ * The two servers' database of a test (sharedDatabase()), closed, and on
+ * PostgreSQL its schema dropped, when the test's `await using` ends.
+ */
+async function holderDatabase(backend: Backend) {
+  const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+  return Object.assign(db, { [Symbol.asyncDispose]: () => db.close() });
+}
+
+/**
+ * A guix whose runs fail, saying nothing, once the test lets the daemon
+ * answer (`answer()`): `asked` says a batch is with the daemon, held there
+ * while the test acts on the database.
+ */
+function heldDaemon() {
+  const asked = Promise.withResolvers<void>();
+  const answers = Promise.withResolvers<void>();
+  const spawnGuix = failingGuix(async () => {
+    asked.resolve();
+    await answers.promise;
+  });
+  return { spawnGuix, asked: asked.promise, answer: () => answers.resolve() };
 }
 
 /** A builder on `store` that takes `batchSize` builds at once. */
@@ -170,49 +194,45 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: of two servers of one host, the one restarting requeues its own builds at once under the same name, not the other's${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["a1", "a2", "b1", "b2"]);
-        const live = new Set([1, 2]);
-        const first = builder(db.a, { holder: processOf(1, live) });
-        const second = builder(db.b, { holder: processOf(2, live) });
-        const firsts = await first.takeBatch();
-        const seconds = await second.takeBatch();
-        assert.equal(firsts.length, 2);
-        assert.equal(seconds.length, 2);
-        const firstName = (await state(db.a, firsts[0])).worker;
-        const secondName = (await state(db.a, seconds[0])).worker;
-        assert.notEqual(firstName, secondName);
-        assert.match(firstName!, /^local@box/);
-        assert.match(secondName!, /^local@box/);
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["a1", "a2", "b1", "b2"]);
+      const live = new Set([1, 2]);
+      const first = builder(db.a, { holder: processOf(1, live) });
+      const second = builder(db.b, { holder: processOf(2, live) });
+      const firsts = await first.takeBatch();
+      const seconds = await second.takeBatch();
+      assert.equal(firsts.length, 2);
+      assert.equal(seconds.length, 2);
+      const firstName = (await state(db.a, firsts[0])).worker;
+      const secondName = (await state(db.a, seconds[0])).worker;
+      assert.notEqual(firstName, secondName);
+      assert.match(firstName!, /^local@box/);
+      assert.match(secondName!, /^local@box/);
 
-        // The first server dies and starts again, as process 3.
-        live.delete(1);
-        live.add(3);
-        const again = builder(db.a, { holder: processOf(3, live) });
-        assert.equal(await again.recover(), 2);
-        for (const build of firsts) {
-          assert.deepEqual(await state(db.a, build), {
-            status: "scheduled",
-            worker: null,
-          });
-        }
-        for (const build of seconds) {
-          assert.deepEqual(await state(db.a, build), {
-            status: "submitted",
-            worker: secondName,
-          });
-        }
-        // Its builds are taken again under its old name.
-        const retaken = await again.takeBatch();
-        assert.deepEqual(
-          retaken.map((build) => build.id).sort(),
-          firsts.map((build) => build.id).sort(),
-        );
-        assert.equal((await state(db.a, retaken[0])).worker, firstName);
-      } finally {
-        await db.close();
+      // The first server dies and starts again, as process 3.
+      live.delete(1);
+      live.add(3);
+      const again = builder(db.a, { holder: processOf(3, live) });
+      assert.equal(await again.recover(), 2);
+      for (const build of firsts) {
+        assert.deepEqual(await state(db.a, build), {
+          status: "scheduled",
+          worker: null,
+        });
       }
+      for (const build of seconds) {
+        assert.deepEqual(await state(db.a, build), {
+          status: "submitted",
+          worker: secondName,
+        });
+      }
+      // Its builds are taken again under its old name.
+      const retaken = await again.takeBatch();
+      assert.deepEqual(
+        retaken.map((build) => build.id).sort(),
+        firsts.map((build) => build.id).sort(),
+      );
+      assert.equal((await state(db.a, retaken[0])).worker, firstName);
     },
   });
 
@@ -221,7 +241,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: the builds of a server that died for good go back to the queue once its holder is silent for the worker timeout, through a live server's sweep${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const clock = new FakeClock();
       const abort = new AbortController();
       const lines: string[] = [];
@@ -300,7 +320,6 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.equal(await db.a.getWorker("local@here"), null);
       } finally {
         abort.abort();
-        await db.close();
       }
     },
   });
@@ -318,7 +337,7 @@ for (const { name: backend, ignore, needs } of backends) {
         `LocalBuilder on ${backend}: a live server with ${own} keeps its holder row and its builds through the sweeps of a server with the shortest worker timeout accepted, each made at the worst moment (its renewal due, not yet written)${needs}`,
       ignore,
       async fn() {
-        const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+        await using db = await holderDatabase(backend);
         const clock = new FakeClock();
         const abort = new AbortController();
         const lines: string[] = [];
@@ -409,7 +428,6 @@ for (const { name: backend, ignore, needs } of backends) {
         } finally {
           abort.abort();
           renewal?.resolve();
-          await db.close();
         }
       },
     });
@@ -420,7 +438,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a server whose holder row another expired (a silence past the timeout) claims a name again and holds its new builds under it${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const clock = new FakeClock();
       const abort = new AbortController();
       const lines: string[] = [];
@@ -457,7 +475,6 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.equal(await db.a.getWorker("local@here"), null);
       } finally {
         abort.abort();
-        await db.close();
       }
     },
   });
@@ -467,48 +484,44 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a server whose expired name another server claimed takes its next batch under a name of its own, never under that one${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["a1", "a2", "a3", "a4"]);
-        const live = new Set([1, 3]);
-        const lines: string[] = [];
-        const first = builder(db.a, { holder: processOf(1, live), lines });
-        const [taken] = await first.takeBatch();
-        assert.equal((await state(db.a, taken)).worker, "local@box");
-        // Taken for dead by another server's sweep (its builds requeued),
-        // then its name claimed by a third server of the host.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-          timeoutSeconds: 120,
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["a1", "a2", "a3", "a4"]);
+      const live = new Set([1, 3]);
+      const lines: string[] = [];
+      const first = builder(db.a, { holder: processOf(1, live), lines });
+      const [taken] = await first.takeBatch();
+      assert.equal((await state(db.a, taken)).worker, "local@box");
+      // Taken for dead by another server's sweep (its builds requeued),
+      // then its name claimed by a third server of the host.
+      await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+        timeoutSeconds: 120,
+      });
+      const third = builder(db.b, { holder: processOf(3, live) });
+      assert.equal(await third.recover(), 0);
+      const row = await db.b.getWorker("local@box");
+      assert.equal(parseHolderAddress(row!.address)?.owner.pid, 3);
+      // Two lanes find the name lost at once: one claim for both.
+      const again = (await Promise.all([
+        first.takeBatch(),
+        first.takeBatch(),
+      ])).flat();
+      assert.equal(again.length, 4);
+      assert.equal(
+        lines.filter((l) => l.startsWith("warn local holder lost ")).length,
+        1,
+        lines.join("\n"),
+      );
+      for (const build of again) {
+        assert.deepEqual(await state(db.a, build), {
+          status: "submitted",
+          worker: "local@box#2",
         });
-        const third = builder(db.b, { holder: processOf(3, live) });
-        assert.equal(await third.recover(), 0);
-        const row = await db.b.getWorker("local@box");
-        assert.equal(parseHolderAddress(row!.address)?.owner.pid, 3);
-        // Two lanes find the name lost at once: one claim for both.
-        const again = (await Promise.all([
-          first.takeBatch(),
-          first.takeBatch(),
-        ])).flat();
-        assert.equal(again.length, 4);
-        assert.equal(
-          lines.filter((l) => l.startsWith("warn local holder lost ")).length,
-          1,
-          lines.join("\n"),
-        );
-        for (const build of again) {
-          assert.deepEqual(await state(db.a, build), {
-            status: "submitted",
-            worker: "local@box#2",
-          });
-        }
-        assert.equal(
-          (await db.a.queue({ worker: "local@box" }, 10)).length,
-          0,
-          "nothing held under the third server's name",
-        );
-      } finally {
-        await db.close();
       }
+      assert.equal(
+        (await db.a.queue({ worker: "local@box" }, 10)).length,
+        0,
+        "nothing held under the third server's name",
+      );
     },
   });
 
@@ -517,49 +530,45 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a batch whose claim ended (the name claimed again by a server restarted, which took its builds under the same name) neither records their results nor requeues them${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["c1", "c2"]);
-        const live = new Set([1]);
-        const answers: { code: number; stdout: string }[] = [];
-        const first = builder(db.a, {
-          holder: processOf(1, live),
-          spawnGuix: answeringGuix(() => Promise.resolve(answers.shift()!)),
-        });
-        const taken = await first.takeBatch();
-        assert.equal(taken.length, 2);
-        // Taken for dead (as after a PID namespace's restart), the server's
-        // name is claimed by process 2, which takes the builds again.
-        live.delete(1);
-        live.add(2);
-        const second = builder(db.b, { holder: processOf(2, live) });
-        assert.equal(await second.recover(), 2);
-        assert.equal((await second.takeBatch()).length, 2);
-        const name = await second.holderName();
-        assert.equal(await first.holderName(), name, "one name, two claims");
-        const held = { status: "submitted", worker: name };
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["c1", "c2"]);
+      const live = new Set([1]);
+      const answers: { code: number; stdout: string }[] = [];
+      const first = builder(db.a, {
+        holder: processOf(1, live),
+        spawnGuix: answeringGuix(() => Promise.resolve(answers.shift()!)),
+      });
+      const taken = await first.takeBatch();
+      assert.equal(taken.length, 2);
+      // Taken for dead (as after a PID namespace's restart), the server's
+      // name is claimed by process 2, which takes the builds again.
+      live.delete(1);
+      live.add(2);
+      const second = builder(db.b, { holder: processOf(2, live) });
+      assert.equal(await second.recover(), 2);
+      assert.equal((await second.takeBatch()).length, 2);
+      const name = await second.holderName();
+      assert.equal(await first.holderName(), name, "one name, two claims");
+      const held = { status: "submitted", worker: name };
 
-        // The old batch finds both outputs valid: nothing is recorded.
-        answers.push({
-          code: 0,
-          stdout: taken.map((b) => `(state "${b.derivation}" valid)\n`)
-            .join(""),
-        });
-        const valid = await first.buildBatch(taken);
-        assert.equal(valid.succeeded, 0);
-        for (const build of taken) {
-          assert.deepEqual(await state(db.a, build), held);
-        }
-        // The old batch's query fails: nothing is requeued.
-        answers.push({ code: 1, stdout: "" });
-        const failed = await first.buildBatch(taken);
-        assert.equal(failed.interruption, "fault");
-        assert.equal(failed.requeued, 0);
-        for (const build of taken) {
-          assert.deepEqual(await state(db.a, build), held);
-        }
-      } finally {
-        await db.close();
+      // The old batch finds both outputs valid: nothing is recorded.
+      answers.push({
+        code: 0,
+        stdout: taken.map((b) => `(state "${b.derivation}" valid)\n`)
+          .join(""),
+      });
+      const valid = await first.buildBatch(taken);
+      assert.equal(valid.succeeded, 0);
+      for (const build of taken) {
+        assert.deepEqual(await state(db.a, build), held);
+      }
+      // The old batch's query fails: nothing is requeued.
+      answers.push({ code: 1, stdout: "" });
+      const failed = await first.buildBatch(taken);
+      assert.equal(failed.interruption, "fault");
+      assert.equal(failed.requeued, 0);
+      for (const build of taken) {
+        assert.deepEqual(await state(db.a, build), held);
       }
     },
   });
@@ -569,44 +578,40 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a batch asked for under a name while another lane claimed a name again (the row lost meanwhile) is taken under the new name, none left held under the old one${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const { store, holdNext } = withHeldPop(db.a);
-      try {
-        await register(db.a, ["a1", "a2", "a3", "a4"]);
-        const live = new Set([1, 3]);
-        const lines: string[] = [];
-        const first = builder(store, { holder: processOf(1, live), lines });
-        assert.equal(await first.holderName(), "local@box");
-        // One lane reads the row its own and asks for a batch, slowly.
-        const gate = holdNext();
-        const slow = first.takeBatch();
-        await gate.asked;
-        // Meanwhile the row is expired and the name claimed by a third
-        // server; another lane finds it lost and claims a name again.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-          timeoutSeconds: 120,
+      await register(db.a, ["a1", "a2", "a3", "a4"]);
+      const live = new Set([1, 3]);
+      const lines: string[] = [];
+      const first = builder(store, { holder: processOf(1, live), lines });
+      assert.equal(await first.holderName(), "local@box");
+      // One lane reads the row its own and asks for a batch, slowly.
+      const gate = holdNext();
+      const slow = first.takeBatch();
+      await gate.asked;
+      // Meanwhile the row is expired and the name claimed by a third
+      // server; another lane finds it lost and claims a name again.
+      await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+        timeoutSeconds: 120,
+      });
+      const third = builder(db.b, { holder: processOf(3, live) });
+      assert.equal(await third.recover(), 0);
+      const quick = await first.takeBatch();
+      assert.equal(await first.holderName(), "local@box#2");
+      gate.release();
+      const late = await slow;
+      assert.equal(
+        (await db.a.queue({ worker: "local@box" }, 10)).length,
+        0,
+        "nothing held under the third server's name",
+      );
+      for (const build of [...quick, ...late]) {
+        assert.deepEqual(await state(db.a, build), {
+          status: "submitted",
+          worker: "local@box#2",
         });
-        const third = builder(db.b, { holder: processOf(3, live) });
-        assert.equal(await third.recover(), 0);
-        const quick = await first.takeBatch();
-        assert.equal(await first.holderName(), "local@box#2");
-        gate.release();
-        const late = await slow;
-        assert.equal(
-          (await db.a.queue({ worker: "local@box" }, 10)).length,
-          0,
-          "nothing held under the third server's name",
-        );
-        for (const build of [...quick, ...late]) {
-          assert.deepEqual(await state(db.a, build), {
-            status: "submitted",
-            worker: "local@box#2",
-          });
-        }
-        assert.equal(quick.length + late.length, 4);
-      } finally {
-        await db.close();
       }
+      assert.equal(quick.length + late.length, 4);
     },
   });
 
@@ -615,7 +620,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a name taken over by a third server between a lane's look at its row and its pop gets no build held under it; the next batch is taken under a name claimed again${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const live = new Set([1, 3]);
       // Once armed, the next pop comes after the row was expired and the
       // name claimed by a third server: after the lane's look at the row.
@@ -634,28 +639,24 @@ for (const { name: backend, ignore, needs } of backends) {
           return await db.a.popBuilds(requests, now, options);
         },
       };
-      try {
-        await register(db.a, ["a1", "a2"]);
-        const first = builder(store, { holder: processOf(1, live) });
-        assert.equal(await first.holderName(), "local@box");
-        takeOver = true;
-        assert.deepEqual(await first.takeBatch(), []);
-        assert.equal(
-          (await db.a.queue({ worker: "local@box" }, 10)).length,
-          0,
-          "nothing held under the third server's name",
-        );
-        const next = await first.takeBatch();
-        assert.equal(next.length, 2);
-        assert.equal(await first.holderName(), "local@box#2");
-        for (const build of next) {
-          assert.deepEqual(await state(db.a, build), {
-            status: "submitted",
-            worker: "local@box#2",
-          });
-        }
-      } finally {
-        await db.close();
+      await register(db.a, ["a1", "a2"]);
+      const first = builder(store, { holder: processOf(1, live) });
+      assert.equal(await first.holderName(), "local@box");
+      takeOver = true;
+      assert.deepEqual(await first.takeBatch(), []);
+      assert.equal(
+        (await db.a.queue({ worker: "local@box" }, 10)).length,
+        0,
+        "nothing held under the third server's name",
+      );
+      const next = await first.takeBatch();
+      assert.equal(next.length, 2);
+      assert.equal(await first.holderName(), "local@box#2");
+      for (const build of next) {
+        assert.deepEqual(await state(db.a, build), {
+          status: "submitted",
+          worker: "local@box#2",
+        });
       }
     },
   });
@@ -665,7 +666,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a batch whose claim ended while it was taken is left, not requeued: the builds a third server took under the name since stay its own${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const live = new Set([1, 3]);
       let third: LocalBuilder | null = null;
       let thirds: Build[] = [];
@@ -691,29 +692,25 @@ for (const { name: backend, ignore, needs } of backends) {
           return popped;
         },
       };
-      try {
-        await register(db.a, ["a1", "a2"]);
-        const lines: string[] = [];
-        first = builder(store, { holder: processOf(1, live), lines });
-        assert.equal(await first.holderName(), "local@box");
-        endClaim = true;
-        assert.deepEqual(await first.takeBatch(), []);
-        assert.equal(thirds.length, 2);
-        for (const build of thirds) {
-          assert.deepEqual(await state(db.a, build), {
-            status: "submitted",
-            worker: "local@box",
-          });
-        }
-        assert.ok(
-          lines.some((l) =>
-            l.startsWith("info local batch left worker=local@box builds=2")
-          ),
-          lines.join("\n"),
-        );
-      } finally {
-        await db.close();
+      await register(db.a, ["a1", "a2"]);
+      const lines: string[] = [];
+      first = builder(store, { holder: processOf(1, live), lines });
+      assert.equal(await first.holderName(), "local@box");
+      endClaim = true;
+      assert.deepEqual(await first.takeBatch(), []);
+      assert.equal(thirds.length, 2);
+      for (const build of thirds) {
+        assert.deepEqual(await state(db.a, build), {
+          status: "submitted",
+          worker: "local@box",
+        });
       }
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith("info local batch left worker=local@box builds=2")
+        ),
+        lines.join("\n"),
+      );
     },
   });
 
@@ -722,35 +719,31 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a lane's pop made under a claim that another lane ended by claiming the same name again takes nothing, and the lane takes its batch under the new claim: each claim has an address of its own${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const { store, holdNext } = withHeldPop(db.a);
-      try {
-        await register(db.a, ["a1", "a2", "a3", "a4"]);
-        const first = builder(store, { holder: processOf(1, new Set([1])) });
-        assert.equal(await first.holderName(), "local@box");
-        const gate = holdNext();
-        const slow = first.takeBatch();
-        await gate.asked;
-        // The row expires; another lane finds it gone and claims the same
-        // name again, the first free one.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-          timeoutSeconds: 120,
-        });
-        const quick = await first.takeBatch();
-        assert.equal(await first.holderName(), "local@box");
-        assert.equal(quick.length, 2);
-        gate.release();
-        const late = await slow;
-        assert.equal(late.length, 2);
-        // Held under the name: the two lanes' batches, nothing else.
-        assert.deepEqual(
-          (await db.a.queue({ worker: "local@box" }, 10))
-            .map((build) => build.id).sort(),
-          [...quick, ...late].map((build) => build.id).sort(),
-        );
-      } finally {
-        await db.close();
-      }
+      await register(db.a, ["a1", "a2", "a3", "a4"]);
+      const first = builder(store, { holder: processOf(1, new Set([1])) });
+      assert.equal(await first.holderName(), "local@box");
+      const gate = holdNext();
+      const slow = first.takeBatch();
+      await gate.asked;
+      // The row expires; another lane finds it gone and claims the same
+      // name again, the first free one.
+      await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+        timeoutSeconds: 120,
+      });
+      const quick = await first.takeBatch();
+      assert.equal(await first.holderName(), "local@box");
+      assert.equal(quick.length, 2);
+      gate.release();
+      const late = await slow;
+      assert.equal(late.length, 2);
+      // Held under the name: the two lanes' batches, nothing else.
+      assert.deepEqual(
+        (await db.a.queue({ worker: "local@box" }, 10))
+          .map((build) => build.id).sort(),
+        [...quick, ...late].map((build) => build.id).sort(),
+      );
     },
   });
 
@@ -759,7 +752,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a lane that read the name just before another lane's regain, and finds the old row lost only once the regain is done, makes no second regain${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       // The reads of the row by LocalHolder.held() answer when the test
       // says, with the row as it was when they were made.
       const heldReads: (() => void)[] = [];
@@ -784,38 +777,34 @@ for (const { name: backend, ignore, needs } of backends) {
           10_000,
           what,
         );
-      try {
-        const lines: string[] = [];
-        const first = builder(store, {
-          holder: processOf(1, new Set([1])),
-          lines,
+      const lines: string[] = [];
+      const first = builder(store, {
+        holder: processOf(1, new Set([1])),
+        lines,
+      });
+      assert.equal(await first.holderName(), "local@box");
+      // Where the second lane's start falls among the first one's steps
+      // is a matter of a few microtasks: each offset is tried.
+      for (let offset = 0; offset < 16; offset++) {
+        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
+          timeoutSeconds: 120,
         });
-        assert.equal(await first.holderName(), "local@box");
-        // Where the second lane's start falls among the first one's steps
-        // is a matter of a few microtasks: each offset is tried.
-        for (let offset = 0; offset < 16; offset++) {
-          await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-            timeoutSeconds: 120,
-          });
-          heldReads.length = 0;
-          const one = first.takeBatch();
-          await until("the first lane's read", () => heldReads.length === 1);
-          heldReads[0]();
-          for (let tick = 0; tick < offset; tick++) await Promise.resolve();
-          const two = first.takeBatch();
-          // Its read, made before the regain's claim, answers after it.
-          await within(one, 10_000, "the first lane's batch");
-          await until("the second lane's read", () => heldReads.length === 2);
-          heldReads[1]();
-          await within(two, 10_000, "the second lane's batch");
-          assert.equal(
-            lines.filter((l) => l.startsWith("warn local holder lost ")).length,
-            offset + 1,
-            `offset ${offset}:\n${lines.join("\n")}`,
-          );
-        }
-      } finally {
-        await db.close();
+        heldReads.length = 0;
+        const one = first.takeBatch();
+        await until("the first lane's read", () => heldReads.length === 1);
+        heldReads[0]();
+        for (let tick = 0; tick < offset; tick++) await Promise.resolve();
+        const two = first.takeBatch();
+        // Its read, made before the regain's claim, answers after it.
+        await within(one, 10_000, "the first lane's batch");
+        await until("the second lane's read", () => heldReads.length === 2);
+        heldReads[1]();
+        await within(two, 10_000, "the second lane's batch");
+        assert.equal(
+          lines.filter((l) => l.startsWith("warn local holder lost ")).length,
+          offset + 1,
+          `offset ${offset}:\n${lines.join("\n")}`,
+        );
       }
     },
   });
@@ -825,50 +814,46 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a server of another machine of this host name (a clone: same name, same initial PID namespace, another boot) keeps its name and builds; its pid is not looked up in this /proc${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["c1", "c2"]);
-        const name = `local@${Deno.hostname()}`;
-        const held = await db.a.popBuilds(
-          [{ worker: name, systems: ["x86_64-linux"] }],
-          1,
-        );
-        // The clone's server: a pid no process of this machine has (a
-        // child that has exited), its row renewed just now.
-        const child = new Deno.Command("true").spawn();
-        await child.status;
-        const clone = {
-          host: hostIdentityOf({
-            hostName: Deno.hostname(),
-            pidNamespace: Deno.readLinkSync("/proc/self/ns/pid"),
-            bootId: "00000000-0000-4000-8000-000000000000",
-          }),
-          pid: child.pid,
-          started: "12345",
-        };
-        const clock = new FakeClock();
-        const now = clock.now() / 1000;
-        assert.ok(
-          await db.a.claimWorker({
-            name,
-            address: holderAddress(clone, "c10e"),
-            machine: Deno.hostname(),
-            systems: ["x86_64-linux"],
-            lastSeen: now,
-            timeoutSeconds: 120,
-          }, null),
-        );
-        // This machine's server, with its production identity.
-        const here = builder(db.b, { clock });
-        assert.equal(await here.recover(), 0);
-        assert.equal(await here.holderName(), `${name}#2`);
-        assert.deepEqual(await state(db.a, held[0]!), {
-          status: "submitted",
-          worker: name,
-        });
-      } finally {
-        await db.close();
-      }
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["c1", "c2"]);
+      const name = `local@${Deno.hostname()}`;
+      const held = await db.a.popBuilds(
+        [{ worker: name, systems: ["x86_64-linux"] }],
+        1,
+      );
+      // The clone's server: a pid no process of this machine has (a
+      // child that has exited), its row renewed just now.
+      const child = new Deno.Command("true").spawn();
+      await child.status;
+      const clone = {
+        host: hostIdentityOf({
+          hostName: Deno.hostname(),
+          pidNamespace: Deno.readLinkSync("/proc/self/ns/pid"),
+          bootId: "00000000-0000-4000-8000-000000000000",
+        }),
+        pid: child.pid,
+        started: "12345",
+      };
+      const clock = new FakeClock();
+      const now = clock.now() / 1000;
+      assert.ok(
+        await db.a.claimWorker({
+          name,
+          address: holderAddress(clone, "c10e"),
+          machine: Deno.hostname(),
+          systems: ["x86_64-linux"],
+          lastSeen: now,
+          timeoutSeconds: 120,
+        }, null),
+      );
+      // This machine's server, with its production identity.
+      const here = builder(db.b, { clock });
+      assert.equal(await here.recover(), 0);
+      assert.equal(await here.holderName(), `${name}#2`);
+      assert.deepEqual(await state(db.a, held[0]!), {
+        status: "submitted",
+        worker: name,
+      });
     },
   });
 
@@ -877,42 +862,38 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a server takes no holder name whose row another host's server renewed within that server's own timeout, however much longer than its own${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["t1", "t2"]);
-        const held = await db.a.popBuilds(
-          [{ worker: "local@box", systems: ["x86_64-linux"] }],
-          1,
-        );
-        // A server of another pid namespace of host name "box", with a
-        // worker timeout of 600 s, silent for 200 s (its database link
-        // slow, say).
-        const clock = new FakeClock();
-        const elsewhere = { host: "box pid:[2]", pid: 9, started: "7" };
-        assert.ok(
-          await db.a.claimWorker({
-            name: "local@box",
-            address: holderAddress(elsewhere, "e1.1"),
-            machine: "box",
-            systems: ["x86_64-linux"],
-            lastSeen: epochSeconds(clock) - 200,
-            timeoutSeconds: 600,
-          }, null),
-        );
-        const here = builder(db.b, {
-          clock,
-          holder: processOf(1, new Set([1])),
-          workerTimeoutSeconds: 120,
-        });
-        assert.equal(await here.recover(), 0);
-        assert.equal(await here.holderName(), "local@box#2");
-        assert.deepEqual(await state(db.a, held[0]!), {
-          status: "submitted",
-          worker: "local@box",
-        });
-      } finally {
-        await db.close();
-      }
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["t1", "t2"]);
+      const held = await db.a.popBuilds(
+        [{ worker: "local@box", systems: ["x86_64-linux"] }],
+        1,
+      );
+      // A server of another pid namespace of host name "box", with a
+      // worker timeout of 600 s, silent for 200 s (its database link
+      // slow, say).
+      const clock = new FakeClock();
+      const elsewhere = { host: "box pid:[2]", pid: 9, started: "7" };
+      assert.ok(
+        await db.a.claimWorker({
+          name: "local@box",
+          address: holderAddress(elsewhere, "e1.1"),
+          machine: "box",
+          systems: ["x86_64-linux"],
+          lastSeen: epochSeconds(clock) - 200,
+          timeoutSeconds: 600,
+        }, null),
+      );
+      const here = builder(db.b, {
+        clock,
+        holder: processOf(1, new Set([1])),
+        workerTimeoutSeconds: 120,
+      });
+      assert.equal(await here.recover(), 0);
+      assert.equal(await here.holderName(), "local@box#2");
+      assert.deepEqual(await state(db.a, held[0]!), {
+        status: "submitted",
+        worker: "local@box",
+      });
     },
   });
 
@@ -921,7 +902,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a renewal of the holder answered late is followed at once, not a whole interval after its answer (its row would age past the timeout between two renewals)${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const clock = new FakeClock();
       const abort = new AbortController();
       // The claim goes through; each renewal answers when the test says.
@@ -969,7 +950,6 @@ for (const { name: backend, ignore, needs } of backends) {
       } finally {
         abort.abort();
         for (const renewal of renewals) renewal.answer();
-        await db.close();
       }
     },
   });
@@ -979,22 +959,18 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: builds held under "local" by an older version are requeued at the first start${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["old1", "old2"]);
-        const request = { worker: "local", systems: ["x86_64-linux"] };
-        const old = await db.a.popBuilds([request, request], 1);
-        await db.a.markStarted(old[0]!.derivation, "local", "", 1);
-        const fresh = builder(db.b, { holder: processOf(1, new Set([1])) });
-        assert.equal(await fresh.recover(), 2);
-        for (const build of old) {
-          assert.deepEqual(await state(db.a, build!), {
-            status: "scheduled",
-            worker: null,
-          });
-        }
-      } finally {
-        await db.close();
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["old1", "old2"]);
+      const request = { worker: "local", systems: ["x86_64-linux"] };
+      const old = await db.a.popBuilds([request, request], 1);
+      await db.a.markStarted(old[0]!.derivation, "local", "", 1);
+      const fresh = builder(db.b, { holder: processOf(1, new Set([1])) });
+      assert.equal(await fresh.recover(), 2);
+      for (const build of old) {
+        assert.deepEqual(await state(db.a, build!), {
+          status: "scheduled",
+          worker: null,
+        });
       }
     },
   });
@@ -1004,27 +980,23 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: two builders of this very process take names of their own${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["p1", "p2", "p3", "p4"]);
-        // This process as its identity, as in production.
-        const first = builder(db.a);
-        const second = builder(db.b);
-        const firsts = await first.takeBatch();
-        const seconds = await second.takeBatch();
-        const names = new Set([
-          (await state(db.a, firsts[0])).worker,
-          (await state(db.a, seconds[0])).worker,
-        ]);
-        assert.equal(names.size, 2, [...names].join(", "));
-        // Neither takes the other for gone at a second look.
-        assert.equal(await first.recover(), 0);
-        assert.equal(await second.recover(), 0);
-        assert.equal((await state(db.a, firsts[1])).status, "submitted");
-        assert.equal((await state(db.a, seconds[1])).status, "submitted");
-      } finally {
-        await db.close();
-      }
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["p1", "p2", "p3", "p4"]);
+      // This process as its identity, as in production.
+      const first = builder(db.a);
+      const second = builder(db.b);
+      const firsts = await first.takeBatch();
+      const seconds = await second.takeBatch();
+      const names = new Set([
+        (await state(db.a, firsts[0])).worker,
+        (await state(db.a, seconds[0])).worker,
+      ]);
+      assert.equal(names.size, 2, [...names].join(", "));
+      // Neither takes the other for gone at a second look.
+      assert.equal(await first.recover(), 0);
+      assert.equal(await second.recover(), 0);
+      assert.equal((await state(db.a, firsts[1])).status, "submitted");
+      assert.equal((await state(db.a, seconds[1])).status, "submitted");
     },
   });
 
@@ -1033,42 +1005,38 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a batch given back after a fault leaves alone a build of it that another server holds now (restarted by a web front end, then taken), requeuing only its own${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
-      try {
-        await register(db.a, ["r1", "r2"]);
-        let other: (Build | null)[] = [];
-        let taken: Build[] = [];
-        const here = builder(db.a, {
-          holder: processOf(1, new Set([1, 2])),
-          // While the daemon is asked about the batch, r1 is restarted
-          // and another server takes it; then the query fails.
-          spawnGuix: failingGuix(async () => {
-            const r1 = taken.find((build) => build.jobName === "r1")!;
-            assert.ok((await db.b.restartBuild(r1.id, 2)).changed);
-            other = await db.b.popBuilds(
-              [{ worker: "local@elsewhere", systems: ["x86_64-linux"] }],
-              2,
-            );
-          }),
-        });
-        taken = await here.takeBatch();
-        assert.equal(taken.length, 2);
-        const summary = await here.buildBatch(taken);
-        assert.equal(summary.interruption, "fault");
-        assert.equal(other[0]?.jobName, "r1");
-        assert.deepEqual(await state(db.a, other[0]!), {
-          status: "submitted",
-          worker: "local@elsewhere",
-        });
-        const r2 = taken.find((build) => build.jobName === "r2")!;
-        assert.deepEqual(await state(db.a, r2), {
-          status: "scheduled",
-          worker: null,
-        });
-        assert.equal(summary.requeued, 1);
-      } finally {
-        await db.close();
-      }
+      await using db = await holderDatabase(backend);
+      await register(db.a, ["r1", "r2"]);
+      let other: (Build | null)[] = [];
+      let taken: Build[] = [];
+      const here = builder(db.a, {
+        holder: processOf(1, new Set([1, 2])),
+        // While the daemon is asked about the batch, r1 is restarted
+        // and another server takes it; then the query fails.
+        spawnGuix: failingGuix(async () => {
+          const r1 = taken.find((build) => build.jobName === "r1")!;
+          assert.ok((await db.b.restartBuild(r1.id, 2)).changed);
+          other = await db.b.popBuilds(
+            [{ worker: "local@elsewhere", systems: ["x86_64-linux"] }],
+            2,
+          );
+        }),
+      });
+      taken = await here.takeBatch();
+      assert.equal(taken.length, 2);
+      const summary = await here.buildBatch(taken);
+      assert.equal(summary.interruption, "fault");
+      assert.equal(other[0]?.jobName, "r1");
+      assert.deepEqual(await state(db.a, other[0]!), {
+        status: "submitted",
+        worker: "local@elsewhere",
+      });
+      const r2 = taken.find((build) => build.jobName === "r2")!;
+      assert.deepEqual(await state(db.a, r2), {
+        status: "scheduled",
+        worker: null,
+      });
+      assert.equal(summary.requeued, 1);
     },
   });
 
@@ -1077,10 +1045,9 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a burst of holdings notifications while a batch is built costs the look at the database under way and one after it, not a look each${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const abort = new AbortController();
-      const daemonAsked = Promise.withResolvers<void>();
-      const daemonAnswers = Promise.withResolvers<void>();
+      const daemon = heldDaemon();
       const looksAnswer = Promise.withResolvers<void>();
       let heard: (() => void) | null = null;
       let looks = 0;
@@ -1102,14 +1069,11 @@ for (const { name: backend, ignore, needs } of backends) {
         await register(db.a, ["n1"]);
         const here = builder(store, {
           holder: processOf(1, new Set([1])),
-          spawnGuix: failingGuix(async () => {
-            daemonAsked.resolve();
-            await daemonAnswers.promise;
-          }),
+          spawnGuix: daemon.spawnGuix,
         });
         const running = here.run(abort.signal);
         // A batch in flight: the daemon is being asked about it.
-        await within(daemonAsked.promise, 10_000, "batch");
+        await within(daemon.asked, 10_000, "batch");
         inFlight = true;
         for (let i = 0; i < 5; i++) heard!();
         // Each look reaches the row after a few steps of its own: all of
@@ -1120,14 +1084,13 @@ for (const { name: backend, ignore, needs } of backends) {
         await eventually(() => looks === 2, "the look after the burst");
         inFlight = false;
         abort.abort();
-        daemonAnswers.resolve();
+        daemon.answer();
         await within(running, 10_000, "the server's stop");
         assert.equal(looks, 2);
       } finally {
         abort.abort();
-        daemonAnswers.resolve();
+        daemon.answer();
         looksAnswer.resolve();
-        await db.close();
       }
     },
   });
@@ -1137,10 +1100,9 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a clean stop during a claim of a name again (the row lost) waits for the claim and gives its row up too, leaving no row to age as a dead server's${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const abort = new AbortController();
-      const daemonAsked = Promise.withResolvers<void>();
-      const daemonAnswers = Promise.withResolvers<void>();
+      const daemon = heldDaemon();
       const claimAsked = Promise.withResolvers<void>();
       const claimGoes = Promise.withResolvers<void>();
       const lines: string[] = [];
@@ -1164,13 +1126,10 @@ for (const { name: backend, ignore, needs } of backends) {
         const here = builder(store, {
           holder: processOf(1, new Set([1])),
           lines,
-          spawnGuix: failingGuix(async () => {
-            daemonAsked.resolve();
-            await daemonAnswers.promise;
-          }),
+          spawnGuix: daemon.spawnGuix,
         });
         const running = here.run(abort.signal);
-        await within(daemonAsked.promise, 10_000, "batch");
+        await within(daemon.asked, 10_000, "batch");
         // The row expires; a look finds it lost and claims a name again,
         // which waits; the server stops meanwhile.
         await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
@@ -1180,7 +1139,7 @@ for (const { name: backend, ignore, needs } of backends) {
         heard!();
         await within(claimAsked.promise, 10_000, "the claim");
         abort.abort();
-        daemonAnswers.resolve();
+        daemon.answer();
         // Time for a release that does not wait to happen.
         await new Promise((resolve) => setTimeout(resolve, 200));
         claimGoes.resolve();
@@ -1188,9 +1147,8 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.deepEqual(await db.a.listWorkers(), [], lines.join("\n"));
       } finally {
         abort.abort();
-        daemonAnswers.resolve();
+        daemon.answer();
         claimGoes.resolve();
-        await db.close();
       }
     },
   });
@@ -1200,10 +1158,9 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a look at the database still under way when a clean stop gives the name up claims no name again after it (a row left behind, to age as a dead server's)${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const abort = new AbortController();
-      const daemonAsked = Promise.withResolvers<void>();
-      const daemonAnswers = Promise.withResolvers<void>();
+      const daemon = heldDaemon();
       const lookAnswers = Promise.withResolvers<void>();
       const lines: string[] = [];
       let heard: (() => void) | null = null;
@@ -1232,19 +1189,16 @@ for (const { name: backend, ignore, needs } of backends) {
         const here = builder(store, {
           holder: processOf(1, new Set([1])),
           lines,
-          spawnGuix: failingGuix(async () => {
-            daemonAsked.resolve();
-            await daemonAnswers.promise;
-          }),
+          spawnGuix: daemon.spawnGuix,
         });
         const running = here.run(abort.signal);
-        await within(daemonAsked.promise, 10_000, "batch");
+        await within(daemon.asked, 10_000, "batch");
         looking = true;
         heard!();
         await eventually(() => looks === 1, "the look");
         looking = false;
         abort.abort();
-        daemonAnswers.resolve();
+        daemon.answer();
         const claimsBefore = claims;
         // The stop gives the name up while the look waits, or (once the
         // stop waits for its looks) once the look has answered.
@@ -1267,9 +1221,8 @@ for (const { name: backend, ignore, needs } of backends) {
         assert.deepEqual(await db.a.listWorkers(), []);
       } finally {
         abort.abort();
-        daemonAnswers.resolve();
+        daemon.answer();
         lookAnswers.resolve();
-        await db.close();
       }
     },
   });
@@ -1279,7 +1232,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a batch's give-back retried after a database error leaves alone a build another batch of this server took since (restarted elsewhere, taken again under the same name)${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const abort = new AbortController();
       const clock = new FakeClock();
       const lines: string[] = [];
@@ -1356,7 +1309,6 @@ for (const { name: backend, ignore, needs } of backends) {
       } finally {
         abort.abort();
         for (const answer of queries) answer();
-        await db.close();
       }
     },
   });
@@ -1366,7 +1318,7 @@ for (const { name: backend, ignore, needs } of backends) {
       `LocalBuilder on ${backend}: a batch failed on a database error gives back only its builds still open, not one taken from it by a batch of this server since (restarted elsewhere, taken again under the same name)${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(backend, SPEC, "lorica_holder");
+      await using db = await holderDatabase(backend);
       const abort = new AbortController();
       const lines: string[] = [];
       let again: Build[] = [];
@@ -1425,7 +1377,6 @@ for (const { name: backend, ignore, needs } of backends) {
         await within(running, 10_000, "the server's stop");
       } finally {
         abort.abort();
-        await db.close();
       }
     },
   });
