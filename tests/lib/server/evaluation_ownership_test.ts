@@ -35,9 +35,15 @@ import {
 
 const SPEC = testSpecification("s");
 
-/** A fresh database shared by two servers, with SPEC. */
-function sharedDatabase(backend: Backend): Promise<SharedDatabase> {
-  return sharedOne(backend, SPEC, "lorica_ownership");
+/**
+ * A fresh database shared by two servers, with SPEC, closed (on
+ * PostgreSQL its schema dropped) when the test's `await using` ends.
+ */
+async function sharedDatabase(
+  backend: Backend,
+): Promise<SharedDatabase & AsyncDisposable> {
+  const db = await sharedOne(backend, SPEC, "lorica_ownership");
+  return Object.assign(db, { [Symbol.asyncDispose]: () => db.close() });
 }
 
 /** The id of the first evaluation `store` shows: polls (bounded). */
@@ -56,44 +62,40 @@ for (const { name, ignore, needs } of backends) {
       `abortStaleEvaluations() on ${name} leaves alone the evaluation a live server with another state directory runs${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
-      try {
-        const daemon = await makeDaemon(db.root, "a", {
-          FAKE_GUIX_SCENARIO: await writeScenario(db.root, {
-            evaluationSeconds: 2,
-            packages: [{ name: "p", version: "1" }],
-          }),
-        });
-        const clock = new FakeClock();
-        const running = runEvaluation(SPEC, {
-          ...evaluationOptions(`${db.root}/a`, db.a, fakeGuix(daemon)),
+      await using db = await sharedDatabase(name);
+      const daemon = await makeDaemon(db.root, "a", {
+        FAKE_GUIX_SCENARIO: await writeScenario(db.root, {
+          evaluationSeconds: 2,
+          packages: [{ name: "p", version: "1" }],
+        }),
+      });
+      const clock = new FakeClock();
+      const running = runEvaluation(SPEC, {
+        ...evaluationOptions(`${db.root}/a`, db.a, fakeGuix(daemon)),
+        clock,
+      });
+      const id = await firstEvaluation(db.b);
+      // Machine B starts while A evaluates: A's heartbeat is fresh.
+      await clock.advance(10_000);
+      assert.equal(
+        await abortStaleEvaluations(
+          db.b,
           clock,
-        });
-        const id = await firstEvaluation(db.b);
-        // Machine B starts while A evaluates: A's heartbeat is fresh.
-        await clock.advance(10_000);
-        assert.equal(
-          await abortStaleEvaluations(
-            db.b,
-            clock,
-            silentLogger,
-            `${db.root}/b/state`,
-          ),
-          0,
-        );
-        assert.equal(
-          (await db.b.getEvaluation(id))?.status,
-          EvaluationStatus.started,
-        );
-        const outcome = await running;
-        assert.equal(outcome.status, EvaluationStatus.succeeded);
-        assert.equal(
-          (await db.b.getEvaluation(id))?.status,
-          EvaluationStatus.succeeded,
-        );
-      } finally {
-        await db.close();
-      }
+          silentLogger,
+          `${db.root}/b/state`,
+        ),
+        0,
+      );
+      assert.equal(
+        (await db.b.getEvaluation(id))?.status,
+        EvaluationStatus.started,
+      );
+      const outcome = await running;
+      assert.equal(outcome.status, EvaluationStatus.succeeded);
+      assert.equal(
+        (await db.b.getEvaluation(id))?.status,
+        EvaluationStatus.succeeded,
+      );
     },
   });
 }
@@ -149,27 +151,23 @@ for (const { name, ignore, needs } of backends) {
       `abortStaleEvaluations() on ${name} aborts the evaluation of a server elsewhere once its heartbeat is older than ${STALE_AFTER_MS} ms${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
-      try {
-        const clock = new FakeClock();
-        const owner = { host: "build-a", pid: Deno.pid, started: "1" };
-        const id = await db.a.addEvaluation("s", [], clock.now() / 1000, {
-          owner,
-        });
-        // Silent for less than the limit: still its owner's.
-        assert.equal(await startMachineB(db, clock, STALE_AFTER_MS), 0);
-        assert.equal(
-          (await db.b.getEvaluation(id))?.status,
-          EvaluationStatus.started,
-        );
-        assert.equal(await startMachineB(db, clock, STALE_AFTER_MS + 1000), 1);
-        assert.equal(
-          (await db.b.getEvaluation(id))?.status,
-          EvaluationStatus.aborted,
-        );
-      } finally {
-        await db.close();
-      }
+      await using db = await sharedDatabase(name);
+      const clock = new FakeClock();
+      const owner = { host: "build-a", pid: Deno.pid, started: "1" };
+      const id = await db.a.addEvaluation("s", [], clock.now() / 1000, {
+        owner,
+      });
+      // Silent for less than the limit: still its owner's.
+      assert.equal(await startMachineB(db, clock, STALE_AFTER_MS), 0);
+      assert.equal(
+        (await db.b.getEvaluation(id))?.status,
+        EvaluationStatus.started,
+      );
+      assert.equal(await startMachineB(db, clock, STALE_AFTER_MS + 1000), 1);
+      assert.equal(
+        (await db.b.getEvaluation(id))?.status,
+        EvaluationStatus.aborted,
+      );
     },
   });
 
@@ -178,7 +176,7 @@ for (const { name, ignore, needs } of backends) {
       `runEvaluation() on ${name} renews its heartbeat, so that a server starting minutes later leaves it alone${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       const a = await machineA(db, {
         evaluationHang: true,
         packages: [{ name: "p", version: "1" }],
@@ -223,7 +221,6 @@ for (const { name, ignore, needs } of backends) {
         assert.equal(outcome.status, EvaluationStatus.aborted);
       } finally {
         shutdown.abort();
-        await db.close();
       }
     },
   });
@@ -233,7 +230,7 @@ for (const { name, ignore, needs } of backends) {
       `runEvaluation() on ${name} aborted by another server while it evaluates stops, stays aborted and registers nothing${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       const a = await machineA(db, {
         evaluationHang: true,
         packages: [{ name: "p", version: "1" }],
@@ -266,7 +263,6 @@ for (const { name, ignore, needs } of backends) {
         );
       } finally {
         shutdown.abort();
-        await db.close();
       }
     },
   });
@@ -276,7 +272,7 @@ for (const { name, ignore, needs } of backends) {
       `runEvaluation() on ${name} canceled through another server while it evaluates stops, registers nothing and logs the cancel${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       const a = await machineA(db, {
         evaluationHang: true,
         packages: [{ name: "p", version: "1" }],
@@ -300,7 +296,6 @@ for (const { name, ignore, needs } of backends) {
         assert.doesNotMatch(lines, /aborted elsewhere/);
       } finally {
         shutdown.abort();
-        await db.close();
       }
     },
   });
@@ -310,35 +305,31 @@ for (const { name, ignore, needs } of backends) {
       `runEvaluation() on ${name} aborted by another server just before it registers builds registers none and leaves it aborted${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       const a = await machineA(db, {
         packages: [{ name: "p", version: "1" }],
       });
-      try {
-        // B's abort lands between the evaluator's end and the
-        // registration, the narrowest of windows.
-        const store: Store = {
-          ...db.a,
-          registerBuilds: async (...args) => {
-            assert.equal(
-              await startMachineB(db, a.clock, STALE_AFTER_MS + 1000),
-              1,
-            );
-            return await db.a.registerBuilds(...args);
-          },
-        };
-        const outcome = await runEvaluation(SPEC, { ...a.options, store });
-        assert.equal(outcome.status, EvaluationStatus.aborted);
-        assert.equal(
-          (await db.b.getEvaluation(outcome.id))?.status,
-          EvaluationStatus.aborted,
-        );
-        assert.deepEqual(await db.b.queue({}, 10), []);
-        assert.match(a.lines.join("\n"), /evaluation aborted elsewhere/);
-        assert.doesNotMatch(a.lines.join("\n"), /ERROR/);
-      } finally {
-        await db.close();
-      }
+      // B's abort lands between the evaluator's end and the
+      // registration, the narrowest of windows.
+      const store: Store = {
+        ...db.a,
+        registerBuilds: async (...args) => {
+          assert.equal(
+            await startMachineB(db, a.clock, STALE_AFTER_MS + 1000),
+            1,
+          );
+          return await db.a.registerBuilds(...args);
+        },
+      };
+      const outcome = await runEvaluation(SPEC, { ...a.options, store });
+      assert.equal(outcome.status, EvaluationStatus.aborted);
+      assert.equal(
+        (await db.b.getEvaluation(outcome.id))?.status,
+        EvaluationStatus.aborted,
+      );
+      assert.deepEqual(await db.b.queue({}, 10), []);
+      assert.match(a.lines.join("\n"), /evaluation aborted elsewhere/);
+      assert.doesNotMatch(a.lines.join("\n"), /ERROR/);
     },
   });
 
@@ -347,73 +338,69 @@ for (const { name, ignore, needs } of backends) {
       `runEvaluation() on ${name} whose registration outlasts ${STALE_AFTER_MS} ms is not taken for abandoned by a server judging it as it ends${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       const a = await machineA(db, {
         packages: [{ name: "p", version: "1" }],
       });
-      try {
-        // The registration holds the evaluation's row: a renewal issued
-        // meanwhile lands after it, with the time it was issued at, as
-        // behind PostgreSQL's row lock or SQLite's one writer. Renewals
-        // wait while `held` is pending.
-        let held: Promise<void> = Promise.resolve();
-        const renewals: Promise<boolean>[] = [];
-        let waitedBehind = 0;
-        let abortedByB: number | undefined;
-        const store: Store = {
-          ...db.a,
-          renewEvaluationHeartbeat: (id, now) => {
-            const renewal = held.then(() =>
-              db.a.renewEvaluationHeartbeat(id, now)
-            );
-            renewals.push(renewal);
-            return renewal;
-          },
-          registerBuilds: async (...args) => {
-            const done = Promise.withResolvers<void>();
-            held = done.promise;
-            try {
-              // 250,000 jobs on a slow database: over three minutes.
-              for (let i = 0; i < 7; i++) {
-                await a.clock.advance(HEARTBEAT_INTERVAL_MS);
-              }
-              return await db.a.registerBuilds(...args);
-            } finally {
-              done.resolve();
+      // The registration holds the evaluation's row: a renewal issued
+      // meanwhile lands after it, with the time it was issued at, as
+      // behind PostgreSQL's row lock or SQLite's one writer. Renewals
+      // wait while `held` is pending.
+      let held: Promise<void> = Promise.resolve();
+      const renewals: Promise<boolean>[] = [];
+      let waitedBehind = 0;
+      let abortedByB: number | undefined;
+      const store: Store = {
+        ...db.a,
+        renewEvaluationHeartbeat: (id, now) => {
+          const renewal = held.then(() =>
+            db.a.renewEvaluationHeartbeat(id, now)
+          );
+          renewals.push(renewal);
+          return renewal;
+        },
+        registerBuilds: async (...args) => {
+          const done = Promise.withResolvers<void>();
+          held = done.promise;
+          try {
+            // 250,000 jobs on a slow database: over three minutes.
+            for (let i = 0; i < 7; i++) {
+              await a.clock.advance(HEARTBEAT_INTERVAL_MS);
             }
-          },
-          finishEvaluation: async (...args) => {
-            // The renewals that waited behind the registration land
-            // (called before they do: no I/O since its end); one issued
-            // after them waits for B, who must judge what the
-            // registration and they left.
-            const swept = Promise.withResolvers<void>();
-            held = swept.promise;
-            const waited = [...renewals];
-            waitedBehind = waited.length;
-            await Promise.all(waited);
-            // B sweeps as A is about to record the success.
-            abortedByB = await startMachineB(db, a.clock, 1000);
-            swept.resolve();
-            return await db.a.finishEvaluation(...args);
-          },
-        };
-        const outcome = await runEvaluation(SPEC, { ...a.options, store });
-        assert.equal(abortedByB, 0, "B took it for abandoned");
-        assert.equal(outcome.status, EvaluationStatus.succeeded);
-        assert.equal(
-          (await db.b.getEvaluation(outcome.id))?.status,
-          EvaluationStatus.succeeded,
-        );
-        assert.equal(
-          waitedBehind,
-          1,
-          "renewals issued during the registration",
-        );
-        assert.doesNotMatch(a.lines.join("\n"), /aborted elsewhere|ERROR/);
-      } finally {
-        await db.close();
-      }
+            return await db.a.registerBuilds(...args);
+          } finally {
+            done.resolve();
+          }
+        },
+        finishEvaluation: async (...args) => {
+          // The renewals that waited behind the registration land
+          // (called before they do: no I/O since its end); one issued
+          // after them waits for B, who must judge what the
+          // registration and they left.
+          const swept = Promise.withResolvers<void>();
+          held = swept.promise;
+          const waited = [...renewals];
+          waitedBehind = waited.length;
+          await Promise.all(waited);
+          // B sweeps as A is about to record the success.
+          abortedByB = await startMachineB(db, a.clock, 1000);
+          swept.resolve();
+          return await db.a.finishEvaluation(...args);
+        },
+      };
+      const outcome = await runEvaluation(SPEC, { ...a.options, store });
+      assert.equal(abortedByB, 0, "B took it for abandoned");
+      assert.equal(outcome.status, EvaluationStatus.succeeded);
+      assert.equal(
+        (await db.b.getEvaluation(outcome.id))?.status,
+        EvaluationStatus.succeeded,
+      );
+      assert.equal(
+        waitedBehind,
+        1,
+        "renewals issued during the registration",
+      );
+      assert.doesNotMatch(a.lines.join("\n"), /aborted elsewhere|ERROR/);
     },
   });
 
@@ -422,36 +409,32 @@ for (const { name, ignore, needs } of backends) {
       `runEvaluation() on ${name} whose heartbeat renewal lands after its own end status does not take it for aborted elsewhere${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       const a = await machineA(db, {
         packages: [{ name: "p", version: "1" }],
       });
-      try {
-        const renewals: Promise<boolean>[] = [];
-        const store: Store = {
-          ...db.a,
-          renewEvaluationHeartbeat: (...args) => {
-            const renewal = db.a.renewEvaluationHeartbeat(...args);
-            renewals.push(renewal);
-            return renewal;
-          },
-          finishEvaluation: async (...args) => {
-            const recorded = await db.a.finishEvaluation(...args);
-            // The heartbeat's interval ends as the success is recorded.
-            await a.clock.advance(HEARTBEAT_INTERVAL_MS);
-            assert.deepEqual(await Promise.all(renewals), [false]);
-            return recorded;
-          },
-        };
-        const outcome = await runEvaluation(SPEC, { ...a.options, store });
-        assert.equal(outcome.status, EvaluationStatus.succeeded);
-        assert.deepEqual(
-          a.lines.filter((line) => !line.startsWith("info")),
-          [],
-        );
-      } finally {
-        await db.close();
-      }
+      const renewals: Promise<boolean>[] = [];
+      const store: Store = {
+        ...db.a,
+        renewEvaluationHeartbeat: (...args) => {
+          const renewal = db.a.renewEvaluationHeartbeat(...args);
+          renewals.push(renewal);
+          return renewal;
+        },
+        finishEvaluation: async (...args) => {
+          const recorded = await db.a.finishEvaluation(...args);
+          // The heartbeat's interval ends as the success is recorded.
+          await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+          assert.deepEqual(await Promise.all(renewals), [false]);
+          return recorded;
+        },
+      };
+      const outcome = await runEvaluation(SPEC, { ...a.options, store });
+      assert.equal(outcome.status, EvaluationStatus.succeeded);
+      assert.deepEqual(
+        a.lines.filter((line) => !line.startsWith("info")),
+        [],
+      );
     },
   });
 
@@ -460,7 +443,7 @@ for (const { name, ignore, needs } of backends) {
       `abortStaleEvaluations() on ${name} asks /proc about owners on this host: a dead one's evaluation ends at once, a live one's stays${needs}`,
     ignore,
     async fn() {
-      const db = await sharedDatabase(name);
+      await using db = await sharedDatabase(name);
       // Another server process of this host, sharing the state directory.
       const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
       try {
@@ -491,7 +474,6 @@ for (const { name, ignore, needs } of backends) {
       } finally {
         other.kill();
         await other.status;
-        await db.close();
       }
     },
   });
