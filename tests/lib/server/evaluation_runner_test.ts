@@ -21,8 +21,36 @@ import { REGISTRATION_CHUNK_JOBS } from "../../../lib/store/chunked_registration
 
 const SPEC = testSpecification("s", { priority: 3 });
 
-function setup(scenario: unknown, spawn: Spawner = spawnProcess) {
-  return fakeGuixFarm(SPEC, scenario, { daemonName: "server", spawn });
+/** A fake guix farm knowing SPEC, closed when the test's `await using` ends. */
+async function setup(scenario: unknown, spawn: Spawner = spawnProcess) {
+  const farm = await fakeGuixFarm(SPEC, scenario, {
+    daemonName: "server",
+    spawn,
+  });
+  return Object.assign(farm, { [Symbol.asyncDispose]: () => farm.close() });
+}
+
+/**
+ * A scenario of `count` packages p0, p1, ...: past REGISTRATION_CHUNK_JOBS,
+ * an evaluation whose builds are registered in more than one chunk.
+ */
+function numberedPackages(count: number) {
+  return {
+    packages: Array.from(
+      { length: count },
+      (_, i) => ({ name: `p${i}`, version: "1" }),
+    ),
+  };
+}
+
+/** GC roots below `directory` for the store of `farm`'s daemon. */
+function gcRootsIn(farm: { daemon: { storeDir: string } }, directory: string) {
+  return new GcRoots({
+    directory,
+    storeDir: farm.daemon.storeDir,
+    clock: systemClock,
+    logger: silentLogger,
+  });
 }
 
 Deno.test("runEvaluation() evaluates several systems in parallel within the bound", async () => {
@@ -35,154 +63,124 @@ Deno.test("runEvaluation() evaluates several systems in parallel within the boun
     child.status.finally(() => running--);
     return child;
   };
-  const farm = await setup({
+  await using farm = await setup({
     evaluationSeconds: 0.5,
     packages: [{ name: "p", version: "1" }],
   }, counting);
-  try {
-    const systems = [
-      "x86_64-linux",
-      "i686-linux",
-      "aarch64-linux",
-      "armhf-linux",
-    ];
-    const outcome = await runEvaluation(
-      { ...SPEC, systems },
-      { ...farm.options, parallelism: 2 },
-    );
-    assert.equal(outcome.status, EvaluationStatus.succeeded);
-    assert.equal(outcome.jobs, 4);
-    assert.equal(outcome.created, 4);
-    assert.equal(peak, 2);
-  } finally {
-    await farm.close();
-  }
+  const systems = [
+    "x86_64-linux",
+    "i686-linux",
+    "aarch64-linux",
+    "armhf-linux",
+  ];
+  const outcome = await runEvaluation(
+    { ...SPEC, systems },
+    { ...farm.options, parallelism: 2 },
+  );
+  assert.equal(outcome.status, EvaluationStatus.succeeded);
+  assert.equal(outcome.jobs, 4);
+  assert.equal(outcome.created, 4);
+  assert.equal(peak, 2);
 });
 
 Deno.test("runEvaluation() keeps the log, records checkouts and roots derivations", async () => {
-  const farm = await setup({ packages: [{ name: "p", version: "1" }] });
-  try {
-    const roots = new GcRoots({
-      directory: `${farm.root}/roots`,
-      storeDir: farm.daemon.storeDir,
-      clock: systemClock,
-      logger: silentLogger,
-    });
-    const outcome = await runEvaluation(SPEC, {
-      ...farm.options,
-      gcRoots: roots,
-    }, {
-      checkouts: [{ channel: "guix", revision: "abc", directory: "/d" }],
-      prelude: ";; fetched\n",
-    });
-    assert.equal(outcome.status, EvaluationStatus.succeeded);
-    const log = await Deno.readTextFile(
-      evaluationLogPath(farm.options.stateDir, outcome.id),
-    );
-    assert.match(log, /^;; fetched\n;; system x86_64-linux: exit 0, 1 jobs\n/);
-    assert.match(log, /Updating channel 'guix'/);
-    assert.deepEqual(await farm.store.getEvaluationCheckouts(outcome.id), [
-      { channel: "guix", revision: "abc", directory: "/d" },
-    ]);
-    assert.deepEqual(await roots.list(), outcome.derivations);
-  } finally {
-    await farm.close();
-  }
+  await using farm = await setup({ packages: [{ name: "p", version: "1" }] });
+  const roots = gcRootsIn(farm, `${farm.root}/roots`);
+  const outcome = await runEvaluation(SPEC, {
+    ...farm.options,
+    gcRoots: roots,
+  }, {
+    checkouts: [{ channel: "guix", revision: "abc", directory: "/d" }],
+    prelude: ";; fetched\n",
+  });
+  assert.equal(outcome.status, EvaluationStatus.succeeded);
+  const log = await Deno.readTextFile(
+    evaluationLogPath(farm.options.stateDir, outcome.id),
+  );
+  assert.match(log, /^;; fetched\n;; system x86_64-linux: exit 0, 1 jobs\n/);
+  assert.match(log, /Updating channel 'guix'/);
+  assert.deepEqual(await farm.store.getEvaluationCheckouts(outcome.id), [
+    { channel: "guix", revision: "abc", directory: "/d" },
+  ]);
+  assert.deepEqual(await roots.list(), outcome.derivations);
 });
 
 Deno.test("runEvaluation() whose GC roots directory cannot be made ends failed with no build registered", async () => {
-  const farm = await setup({ packages: [{ name: "p", version: "1" }] });
-  try {
-    await Deno.writeTextFile(`${farm.root}/afile`, "");
-    const roots = new GcRoots({
-      directory: `${farm.root}/afile/roots`,
-      storeDir: farm.daemon.storeDir,
-      clock: systemClock,
-      logger: silentLogger,
-    });
-    const outcome = await runEvaluation(SPEC, {
-      ...farm.options,
-      gcRoots: roots,
-    });
-    assert.equal(outcome.status, EvaluationStatus.failed);
-    assert.equal(
-      (await farm.store.getEvaluation(outcome.id))?.status,
-      EvaluationStatus.failed,
-    );
-    assert.deepEqual(await farm.store.countBuildsByStatus(), new Map());
-    assert.match(
-      await Deno.readTextFile(
-        evaluationLogPath(farm.options.stateDir, outcome.id),
-      ),
-      /Cannot create GC roots directory ".*\/afile\/roots"/,
-    );
-  } finally {
-    await farm.close();
-  }
+  await using farm = await setup({ packages: [{ name: "p", version: "1" }] });
+  await Deno.writeTextFile(`${farm.root}/afile`, "");
+  const roots = gcRootsIn(farm, `${farm.root}/afile/roots`);
+  const outcome = await runEvaluation(SPEC, {
+    ...farm.options,
+    gcRoots: roots,
+  });
+  assert.equal(outcome.status, EvaluationStatus.failed);
+  assert.equal(
+    (await farm.store.getEvaluation(outcome.id))?.status,
+    EvaluationStatus.failed,
+  );
+  assert.deepEqual(await farm.store.countBuildsByStatus(), new Map());
+  assert.match(
+    await Deno.readTextFile(
+      evaluationLogPath(farm.options.stateDir, outcome.id),
+    ),
+    /Cannot create GC roots directory ".*\/afile\/roots"/,
+  );
 });
 
 Deno.test("runEvaluation() ends failed with the evaluator's stderr as log", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     evaluationError: "error: package `foo' not found",
     packages: [],
   });
-  try {
-    const outcome = await runEvaluation(SPEC, farm.options);
-    assert.equal(outcome.status, EvaluationStatus.failed);
-    const evaluation = await farm.store.getEvaluation(outcome.id);
-    assert.equal(evaluation?.status, EvaluationStatus.failed);
-    assert.ok(evaluation!.evaltime > 0);
-    assert.match(
-      await Deno.readTextFile(
-        evaluationLogPath(farm.options.stateDir, outcome.id),
-      ),
-      /package `foo' not found/,
-    );
-  } finally {
-    await farm.close();
-  }
+  const outcome = await runEvaluation(SPEC, farm.options);
+  assert.equal(outcome.status, EvaluationStatus.failed);
+  const evaluation = await farm.store.getEvaluation(outcome.id);
+  assert.equal(evaluation?.status, EvaluationStatus.failed);
+  assert.ok(evaluation!.evaltime > 0);
+  assert.match(
+    await Deno.readTextFile(
+      evaluationLogPath(farm.options.stateDir, outcome.id),
+    ),
+    /package `foo' not found/,
+  );
 });
 
 Deno.test("recordFailedEvaluation() and abortStaleEvaluations() never leave one in progress", async () => {
-  const farm = await setup({ packages: [] });
-  try {
-    const lines: string[] = [];
-    const logger = createLogger({ sink: (line) => lines.push(line) });
-    const failed = await recordFailedEvaluation(
-      SPEC,
-      { ...farm.options, logger },
-      { checkouts: [], log: "cannot fetch\n" },
-    );
-    // The log line says where the reason is.
-    const logPath = evaluationLogPath(farm.options.stateDir, failed.id);
-    assert.ok(
-      lines.some((line) =>
-        line.includes("evaluation failed") && line.includes(logPath)
-      ),
-      lines.join("\n"),
-    );
-    assert.equal(Deno.readTextFileSync(logPath), "cannot fetch\n");
-    assert.equal(
-      (await farm.store.getEvaluation(failed.id))?.status,
-      EvaluationStatus.failed,
-    );
-    const stale = await farm.store.addEvaluation("s", [], 1);
-    assert.equal(
-      await abortStaleEvaluations(
-        farm.store,
-        systemClock,
-        silentLogger,
-        farm.options.stateDir,
-      ),
-      1,
-    );
-    assert.equal(
-      (await farm.store.getEvaluation(stale))?.status,
-      EvaluationStatus.aborted,
-    );
-  } finally {
-    await farm.close();
-  }
+  await using farm = await setup({ packages: [] });
+  const lines: string[] = [];
+  const logger = createLogger({ sink: (line) => lines.push(line) });
+  const failed = await recordFailedEvaluation(
+    SPEC,
+    { ...farm.options, logger },
+    { checkouts: [], log: "cannot fetch\n" },
+  );
+  // The log line says where the reason is.
+  const logPath = evaluationLogPath(farm.options.stateDir, failed.id);
+  assert.ok(
+    lines.some((line) =>
+      line.includes("evaluation failed") && line.includes(logPath)
+    ),
+    lines.join("\n"),
+  );
+  assert.equal(Deno.readTextFileSync(logPath), "cannot fetch\n");
+  assert.equal(
+    (await farm.store.getEvaluation(failed.id))?.status,
+    EvaluationStatus.failed,
+  );
+  const stale = await farm.store.addEvaluation("s", [], 1);
+  assert.equal(
+    await abortStaleEvaluations(
+      farm.store,
+      systemClock,
+      silentLogger,
+      farm.options.stateDir,
+    ),
+    1,
+  );
+  assert.equal(
+    (await farm.store.getEvaluation(stale))?.status,
+    EvaluationStatus.aborted,
+  );
 });
 
 /** The pids of the live (not zombie) children of `pid`, from /proc. */
@@ -226,7 +224,7 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 Deno.test("runEvaluation() kills a hung evaluator and its children at the timeout, and ends failed", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     evaluationHang: true,
     packages: [{ name: "p", version: "1" }],
   });
@@ -304,63 +302,54 @@ Deno.test("runEvaluation() kills a hung evaluator and its children at the timeou
     for (const pid of [...evaluators, ...hung]) {
       if (alive(pid)) Deno.kill(pid, "SIGKILL");
     }
-    await farm.close();
   }
 });
 
 Deno.test("runEvaluation() with an --evaluation-timeout past 2^31 ms (about 25 days) lets the evaluator run", async () => {
   // Timers of more than 2^31 - 1 ms fire at once: the evaluator was killed
   // as it started, and every evaluation failed.
-  const farm = await setup({
+  await using farm = await setup({
     evaluationSeconds: 0.5,
     packages: [{ name: "p", version: "1" }],
   });
-  try {
-    const outcome = await runEvaluation(SPEC, {
-      ...farm.options,
-      guix: new Guix({
-        command: GUIX,
-        env: farm.daemon.env,
-        logger: silentLogger,
-        clock: systemClock,
-      }),
+  const outcome = await runEvaluation(SPEC, {
+    ...farm.options,
+    guix: new Guix({
+      command: GUIX,
+      env: farm.daemon.env,
+      logger: silentLogger,
       clock: systemClock,
-      timeoutSeconds: 2_200_000,
-    });
-    assert.equal(outcome.timedOut, false);
-    assert.equal(outcome.status, EvaluationStatus.succeeded);
-    assert.equal(outcome.jobs, 1);
-  } finally {
-    await farm.close();
-  }
+    }),
+    clock: systemClock,
+    timeoutSeconds: 2_200_000,
+  });
+  assert.equal(outcome.timedOut, false);
+  assert.equal(outcome.status, EvaluationStatus.succeeded);
+  assert.equal(outcome.jobs, 1);
 });
 
 Deno.test("runEvaluation() of an evaluator printing over 64 MiB says the limit and the size reached", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     evaluationOutputBytes: 80 << 20,
     packages: [{ name: "p", version: "1" }],
   });
-  try {
-    const outcome = await runEvaluation(SPEC, farm.options);
-    assert.equal(outcome.status, EvaluationStatus.failed);
-    assert.equal(outcome.timedOut, false);
-    const log = await Deno.readTextFile(
-      evaluationLogPath(farm.options.stateDir, outcome.id),
-    );
-    const match = log.match(
-      /lorica: evaluator output too large: killed after (\d+) bytes, over the limit of 67108864 bytes \(64 MiB\)/,
-    );
-    assert.ok(match, log.slice(-2000));
-    assert.ok(Number(match[1]) > 64 << 20);
-    assert.doesNotMatch(log, /Cannot parse/);
-  } finally {
-    await farm.close();
-  }
+  const outcome = await runEvaluation(SPEC, farm.options);
+  assert.equal(outcome.status, EvaluationStatus.failed);
+  assert.equal(outcome.timedOut, false);
+  const log = await Deno.readTextFile(
+    evaluationLogPath(farm.options.stateDir, outcome.id),
+  );
+  const match = log.match(
+    /lorica: evaluator output too large: killed after (\d+) bytes, over the limit of 67108864 bytes \(64 MiB\)/,
+  );
+  assert.ok(match, log.slice(-2000));
+  assert.ok(Number(match[1]) > 64 << 20);
+  assert.doesNotMatch(log, /Cannot parse/);
 });
 
 Deno.test("runEvaluation() works in the state directory, and a server's start cleans up after dead processes only", async () => {
   const argvs: string[][] = [];
-  const farm = await setup(
+  await using farm = await setup(
     { packages: [{ name: "p", version: "1" }] },
     (argv, options) => {
       argvs.push(argv);
@@ -421,7 +410,6 @@ Deno.test("runEvaluation() works in the state directory, and a server's start cl
   } finally {
     other.kill();
     await other.status;
-    await farm.close();
   }
 });
 
@@ -432,214 +420,186 @@ function startTime(pid: number): string {
 }
 
 Deno.test("runEvaluation() whose builds the database refuses ends aborted, recorded once the database answers, so the commits are evaluated again", async () => {
-  const farm = await setup({ packages: [{ name: "p", version: "1" }] });
-  try {
-    // PostgreSQL restarting under the server: the registration fails, and
-    // so does the first attempt to record how the evaluation ended.
-    let refuse = { registerBuilds: 1, finishEvaluation: 1 };
-    const store = failingStore(
-      farm.store,
-      (method) =>
-        (method === "registerBuilds" || method === "finishEvaluation") &&
-          refuse[method]-- > 0
-          ? Object.assign(
-            new Error("write CONNECTION_CLOSED 127.0.0.1:54471"),
-            {
-              code: "CONNECTION_CLOSED",
-            },
-          )
-          : null,
-    );
-    const lines: string[] = [];
-    const logger = createLogger({ sink: (line) => lines.push(line) });
-    const outcome = await runEvaluation(SPEC, {
-      ...farm.options,
-      store,
-      logger,
-    });
-    assert.equal(outcome.status, EvaluationStatus.aborted);
-    assert.equal(
-      (await farm.store.getEvaluation(outcome.id))?.status,
-      EvaluationStatus.aborted,
-    );
-    assert.deepEqual(await farm.store.queue({}, 10), []);
-    const notRecorded = lines.filter((l) =>
-      l.includes("evaluation status not recorded")
-    );
-    assert.equal(notRecorded.length, 1, lines.join("\n"));
-    assert.match(notRecorded[0], /CONNECTION_CLOSED/);
-    assert.ok(
-      lines.some((l) =>
-        l.includes("evaluation failed") &&
-        l.includes(`Cannot register the builds of evaluation ${outcome.id}`)
-      ),
-      lines.join("\n"),
-    );
-    refuse = { registerBuilds: 0, finishEvaluation: 0 };
-    const again = await runEvaluation(SPEC, { ...farm.options, store });
-    assert.equal(again.status, EvaluationStatus.succeeded);
-    assert.equal((await farm.store.queue({}, 10)).length, 1);
-  } finally {
-    await farm.close();
-  }
+  await using farm = await setup({ packages: [{ name: "p", version: "1" }] });
+  // PostgreSQL restarting under the server: the registration fails, and
+  // so does the first attempt to record how the evaluation ended.
+  let refuse = { registerBuilds: 1, finishEvaluation: 1 };
+  const store = failingStore(
+    farm.store,
+    (method) =>
+      (method === "registerBuilds" || method === "finishEvaluation") &&
+        refuse[method]-- > 0
+        ? Object.assign(
+          new Error("write CONNECTION_CLOSED 127.0.0.1:54471"),
+          {
+            code: "CONNECTION_CLOSED",
+          },
+        )
+        : null,
+  );
+  const lines: string[] = [];
+  const logger = createLogger({ sink: (line) => lines.push(line) });
+  const outcome = await runEvaluation(SPEC, {
+    ...farm.options,
+    store,
+    logger,
+  });
+  assert.equal(outcome.status, EvaluationStatus.aborted);
+  assert.equal(
+    (await farm.store.getEvaluation(outcome.id))?.status,
+    EvaluationStatus.aborted,
+  );
+  assert.deepEqual(await farm.store.queue({}, 10), []);
+  const notRecorded = lines.filter((l) =>
+    l.includes("evaluation status not recorded")
+  );
+  assert.equal(notRecorded.length, 1, lines.join("\n"));
+  assert.match(notRecorded[0], /CONNECTION_CLOSED/);
+  assert.ok(
+    lines.some((l) =>
+      l.includes("evaluation failed") &&
+      l.includes(`Cannot register the builds of evaluation ${outcome.id}`)
+    ),
+    lines.join("\n"),
+  );
+  refuse = { registerBuilds: 0, finishEvaluation: 0 };
+  const again = await runEvaluation(SPEC, { ...farm.options, store });
+  assert.equal(again.status, EvaluationStatus.succeeded);
+  assert.equal((await farm.store.queue({}, 10)).length, 1);
 });
 
 Deno.test("runEvaluation() registers in chunks: a database failing between two leaves the first, and the next evaluation registers the rest", async () => {
   const count = REGISTRATION_CHUNK_JOBS + 1;
-  const packages = Array.from(
-    { length: count },
-    (_, i) => ({ name: `p${i}`, version: "1" }),
+  await using farm = await setup(numberedPackages(count));
+  let registrations = 0;
+  let failSecond = true;
+  const store = failingStore(
+    farm.store,
+    (method) =>
+      method === "registerBuilds" && ++registrations === 2 && failSecond
+        ? new Error("write CONNECTION_CLOSED 127.0.0.1:54471")
+        : null,
   );
-  const farm = await setup({ packages });
-  try {
-    let registrations = 0;
-    let failSecond = true;
-    const store = failingStore(
-      farm.store,
-      (method) =>
-        method === "registerBuilds" && ++registrations === 2 && failSecond
-          ? new Error("write CONNECTION_CLOSED 127.0.0.1:54471")
-          : null,
-    );
-    const first = await runEvaluation(SPEC, { ...farm.options, store });
-    assert.equal(first.status, EvaluationStatus.aborted);
-    assert.equal(registrations, 2);
-    // The first chunk's builds stay queued, to be built.
-    assert.equal(
-      (await farm.store.queue({}, count)).length,
-      REGISTRATION_CHUNK_JOBS,
-    );
+  const first = await runEvaluation(SPEC, { ...farm.options, store });
+  assert.equal(first.status, EvaluationStatus.aborted);
+  assert.equal(registrations, 2);
+  // The first chunk's builds stay queued, to be built.
+  assert.equal(
+    (await farm.store.queue({}, count)).length,
+    REGISTRATION_CHUNK_JOBS,
+  );
 
-    failSecond = false;
-    registrations = 0;
-    const again = await runEvaluation(SPEC, { ...farm.options, store });
-    assert.equal(again.status, EvaluationStatus.succeeded);
-    assert.equal(registrations, 2);
-    assert.equal(again.jobs, count);
-    assert.equal(again.created, 1);
-    assert.equal((await farm.store.listJobs(again.id)).length, count);
-  } finally {
-    await farm.close();
-  }
+  failSecond = false;
+  registrations = 0;
+  const again = await runEvaluation(SPEC, { ...farm.options, store });
+  assert.equal(again.status, EvaluationStatus.succeeded);
+  assert.equal(registrations, 2);
+  assert.equal(again.jobs, count);
+  assert.equal(again.created, 1);
+  assert.equal((await farm.store.listJobs(again.id)).length, count);
 });
 
 Deno.test("runEvaluation() canceled between two chunks of its registration registers no more and logs the cancel, not an abort elsewhere", async () => {
   const count = REGISTRATION_CHUNK_JOBS + 1;
-  const packages = Array.from(
-    { length: count },
-    (_, i) => ({ name: `p${i}`, version: "1" }),
+  await using farm = await setup(numberedPackages(count));
+  const lines: string[] = [];
+  const logger = createLogger({ sink: (line) => lines.push(line) });
+  let registrations = 0;
+  const store: Store = {
+    ...farm.store,
+    // An administrator cancels it once its first chunk is in.
+    registerBuilds: async (id, jobs, options) => {
+      if (++registrations === 2) await farm.store.cancelEvaluation(id, 5);
+      return await farm.store.registerBuilds(id, jobs, options);
+    },
+  };
+  const outcome = await runEvaluation(SPEC, {
+    ...farm.options,
+    store,
+    logger,
+  });
+  assert.equal(outcome.status, EvaluationStatus.aborted);
+  assert.equal(registrations, 2);
+  assert.deepEqual(await farm.store.queue({}, count), []);
+  assert.equal(
+    (await farm.store.listJobs(outcome.id)).length,
+    REGISTRATION_CHUNK_JOBS,
   );
-  const farm = await setup({ packages });
-  try {
-    const lines: string[] = [];
-    const logger = createLogger({ sink: (line) => lines.push(line) });
-    let registrations = 0;
-    const store: Store = {
-      ...farm.store,
-      // An administrator cancels it once its first chunk is in.
-      registerBuilds: async (id, jobs, options) => {
-        if (++registrations === 2) await farm.store.cancelEvaluation(id, 5);
-        return await farm.store.registerBuilds(id, jobs, options);
-      },
-    };
-    const outcome = await runEvaluation(SPEC, {
-      ...farm.options,
-      store,
-      logger,
-    });
-    assert.equal(outcome.status, EvaluationStatus.aborted);
-    assert.equal(registrations, 2);
-    assert.deepEqual(await farm.store.queue({}, count), []);
-    assert.equal(
-      (await farm.store.listJobs(outcome.id)).length,
-      REGISTRATION_CHUNK_JOBS,
-    );
-    assert.ok(
-      lines.some((l) => / info evaluation canceled /.test(l)),
-      lines.join("\n"),
-    );
-    assert.doesNotMatch(lines.join("\n"), /aborted elsewhere|ERROR/i);
-  } finally {
-    await farm.close();
-  }
+  assert.ok(
+    lines.some((l) => / info evaluation canceled /.test(l)),
+    lines.join("\n"),
+  );
+  assert.doesNotMatch(lines.join("\n"), /aborted elsewhere|ERROR/i);
 });
 
 Deno.test("runEvaluation() stopped while a chunk of its registration is written ends aborted after that chunk, logs how far it got, and the next evaluation registers the rest", async () => {
   const count = REGISTRATION_CHUNK_JOBS + 1;
-  const packages = Array.from(
-    { length: count },
-    (_, i) => ({ name: `p${i}`, version: "1" }),
+  await using farm = await setup(numberedPackages(count));
+  const lines: string[] = [];
+  const logger = createLogger({ sink: (line) => lines.push(line) });
+  const stop = new AbortController();
+  let registrations = 0;
+  const store: Store = {
+    ...farm.store,
+    registerBuilds(id, jobs, options) {
+      registrations++;
+      const writing = farm.store.registerBuilds(id, jobs, options);
+      // systemd's SIGTERM, while the first chunk is being written.
+      stop.abort();
+      return writing;
+    },
+  };
+  const outcome = await runEvaluation(SPEC, {
+    ...farm.options,
+    store,
+    logger,
+    signal: stop.signal,
+  });
+  assert.equal(outcome.status, EvaluationStatus.aborted);
+  assert.equal(outcome.jobs, count);
+  assert.equal(outcome.created, REGISTRATION_CHUNK_JOBS);
+  assert.equal(registrations, 1);
+  assert.equal(
+    (await farm.store.getEvaluation(outcome.id))?.status,
+    EvaluationStatus.aborted,
   );
-  const farm = await setup({ packages });
-  try {
-    const lines: string[] = [];
-    const logger = createLogger({ sink: (line) => lines.push(line) });
-    const stop = new AbortController();
-    let registrations = 0;
-    const store: Store = {
-      ...farm.store,
-      registerBuilds(id, jobs, options) {
-        registrations++;
-        const writing = farm.store.registerBuilds(id, jobs, options);
-        // systemd's SIGTERM, while the first chunk is being written.
-        stop.abort();
-        return writing;
-      },
-    };
-    const outcome = await runEvaluation(SPEC, {
-      ...farm.options,
-      store,
-      logger,
-      signal: stop.signal,
-    });
-    assert.equal(outcome.status, EvaluationStatus.aborted);
-    assert.equal(outcome.jobs, count);
-    assert.equal(outcome.created, REGISTRATION_CHUNK_JOBS);
-    assert.equal(registrations, 1);
-    assert.equal(
-      (await farm.store.getEvaluation(outcome.id))?.status,
-      EvaluationStatus.aborted,
-    );
-    // Interrupted, not canceled: the next poll evaluates its commits again.
-    assert.equal(await farm.store.evaluationCanceled(outcome.id), false);
-    // The first chunk's builds stay queued, to be built.
-    assert.equal(
-      (await farm.store.queue({}, count)).length,
-      REGISTRATION_CHUNK_JOBS,
-    );
-    const stopped = lines.filter((l) =>
-      l.includes(" evaluation registration stopped ")
-    );
-    assert.equal(stopped.length, 1, lines.join("\n"));
-    assert.match(
-      stopped[0],
-      new RegExp(
-        `^\\S+ warn evaluation registration stopped evaluation=${outcome.id} ` +
-          `spec=s status=${EvaluationStatus.aborted} ` +
-          `registered=${REGISTRATION_CHUNK_JOBS} jobs=${count} ` +
-          `created=${REGISTRATION_CHUNK_JOBS} `,
-      ),
-    );
-    assert.doesNotMatch(lines.join("\n"), / error |evaluation failed/);
-    assert.match(
-      await Deno.readTextFile(
-        evaluationLogPath(farm.options.stateDir, outcome.id),
-      ),
-      new RegExp(
-        `lorica: Registration of the builds of evaluation ${outcome.id} ` +
-          `stopped by a server stop after ${REGISTRATION_CHUNK_JOBS} of ` +
-          `${count} jobs\n$`,
-      ),
-    );
+  // Interrupted, not canceled: the next poll evaluates its commits again.
+  assert.equal(await farm.store.evaluationCanceled(outcome.id), false);
+  // The first chunk's builds stay queued, to be built.
+  assert.equal(
+    (await farm.store.queue({}, count)).length,
+    REGISTRATION_CHUNK_JOBS,
+  );
+  const stopped = lines.filter((l) =>
+    l.includes(" evaluation registration stopped ")
+  );
+  assert.equal(stopped.length, 1, lines.join("\n"));
+  assert.match(
+    stopped[0],
+    new RegExp(
+      `^\\S+ warn evaluation registration stopped evaluation=${outcome.id} ` +
+        `spec=s status=${EvaluationStatus.aborted} ` +
+        `registered=${REGISTRATION_CHUNK_JOBS} jobs=${count} ` +
+        `created=${REGISTRATION_CHUNK_JOBS} `,
+    ),
+  );
+  assert.doesNotMatch(lines.join("\n"), / error |evaluation failed/);
+  assert.match(
+    await Deno.readTextFile(
+      evaluationLogPath(farm.options.stateDir, outcome.id),
+    ),
+    new RegExp(
+      `lorica: Registration of the builds of evaluation ${outcome.id} ` +
+        `stopped by a server stop after ${REGISTRATION_CHUNK_JOBS} of ` +
+        `${count} jobs\n$`,
+    ),
+  );
 
-    // The next start evaluates the same commits again.
-    const again = await runEvaluation(SPEC, farm.options);
-    assert.equal(again.status, EvaluationStatus.succeeded);
-    assert.equal(again.jobs, count);
-    assert.equal(again.created, 1);
-    assert.equal((await farm.store.listJobs(again.id)).length, count);
-    assert.equal((await farm.store.queue({}, count + 1)).length, count);
-  } finally {
-    await farm.close();
-  }
+  // The next start evaluates the same commits again.
+  const again = await runEvaluation(SPEC, farm.options);
+  assert.equal(again.status, EvaluationStatus.succeeded);
+  assert.equal(again.jobs, count);
+  assert.equal(again.created, 1);
+  assert.equal((await farm.store.listJobs(again.id)).length, count);
+  assert.equal((await farm.store.queue({}, count + 1)).length, count);
 });
