@@ -117,6 +117,22 @@ async function setup(packages = [{ name: "p", version: "1" }]) {
 }
 
 /**
+ * Points a specification at `farm`'s channel, makes its first commit and
+ * polls it: the specification and the evaluation that poll made (which
+ * it must have made).
+ */
+async function evaluatedFirstCommit(
+  farm: Awaited<ReturnType<typeof setup>>,
+) {
+  await commit(farm.repo, "first");
+  const spec = specFor(farm.repo);
+  await farm.store.upsertSpecification(spec);
+  const one = await farm.monitor.pollOnce(spec);
+  if (one.kind !== "evaluated") throw new Error("expected an evaluation");
+  return { spec, one };
+}
+
+/**
  * A test driving a real git repository (setup()'s channel): ignored, its
  * name saying so, where there is no git to run.
  */
@@ -233,11 +249,7 @@ gitTest(
   "JobsetMonitor: commits whose evaluation was interrupted are evaluated again (needs git)",
   async () => {
     await using farm = await setup();
-    await commit(farm.repo, "first");
-    const spec = specFor(farm.repo);
-    await farm.store.upsertSpecification(spec);
-    const one = await farm.monitor.pollOnce(spec);
-    if (one.kind !== "evaluated") throw new Error("expected an evaluation");
+    const { spec, one } = await evaluatedFirstCommit(farm);
     // The server died during it: the next start marks it aborted.
     await farm.store.setEvaluationStatus(
       one.evaluation.id,
@@ -303,11 +315,7 @@ gitTest(
   "JobsetMonitor: commits whose evaluation an administrator canceled are not evaluated again, until it is restarted (needs git)",
   async () => {
     await using farm = await setup();
-    await commit(farm.repo, "first");
-    const spec = specFor(farm.repo);
-    await farm.store.upsertSpecification(spec);
-    const one = await farm.monitor.pollOnce(spec);
-    if (one.kind !== "evaluated") throw new Error("expected an evaluation");
+    const { spec, one } = await evaluatedFirstCommit(farm);
     // Canceled while it ran (set back to started: the monitor's own run
     // has ended by now): it ends aborted, as an interrupted one does.
     await farm.store.setEvaluationStatus(
