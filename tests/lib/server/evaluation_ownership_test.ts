@@ -122,6 +122,37 @@ async function machineA(db: SharedDatabase, scenario: unknown) {
   };
 }
 
+/**
+ * Machine A's evaluation on `db` of an evaluator that never ends, once
+ * its row is there: A's clock and log lines, the evaluation's `id` and the
+ * `running` evaluation, which ends once A shuts down (`shutdown()`, or at
+ * the latest when the test's `using` ends).
+ */
+async function hangingEvaluationOnA(db: SharedDatabase) {
+  const a = await machineA(db, {
+    evaluationHang: true,
+    packages: [{ name: "p", version: "1" }],
+  });
+  const shutdown = new AbortController();
+  const running = runEvaluation(SPEC, {
+    ...a.options,
+    signal: shutdown.signal,
+  });
+  try {
+    const id = await firstEvaluation(db.b);
+    return {
+      ...a,
+      id,
+      running,
+      shutdown: () => shutdown.abort(),
+      [Symbol.dispose]: () => shutdown.abort(),
+    };
+  } catch (error) {
+    shutdown.abort();
+    throw error;
+  }
+}
+
 /** Machine B's start, its clock `ms` ahead of `clock`. */
 async function startMachineB(db: SharedDatabase, clock: FakeClock, ms: number) {
   const later = new FakeClock();
@@ -177,51 +208,39 @@ for (const { name, ignore, needs } of backends) {
     ignore,
     async fn() {
       await using db = await sharedDatabase(name);
-      const a = await machineA(db, {
-        evaluationHang: true,
-        packages: [{ name: "p", version: "1" }],
-      });
-      const shutdown = new AbortController();
-      try {
-        const running = runEvaluation(SPEC, {
-          ...a.options,
-          signal: shutdown.signal,
-        });
-        const id = await firstEvaluation(db.b);
-        for (let i = 0; i < 4; i++) {
-          // Time passes once the heartbeat waits for it: the row appears
-          // before the heartbeat's first sleep, and a loaded machine may
-          // run the test's advance in between (the heartbeat then lagged
-          // an interval behind, and the test failed).
-          const sleeping = Date.now() + 20_000;
-          while (
-            a.clock.sleepersDueWithin(HEARTBEAT_INTERVAL_MS) === 0 &&
-            Date.now() < sleeping
-          ) {
-            await new Promise((resolve) => setTimeout(resolve, 10));
-          }
-          await a.clock.advance(HEARTBEAT_INTERVAL_MS);
-          // The renewal is one database write: let it land (a loaded
-          // machine may take a while; a missing renewal fails below).
-          const deadline = Date.now() + 20_000;
-          while (Date.now() < deadline) {
-            const [row] = await db.b.listRunningEvaluations();
-            if (row?.heartbeat === a.clock.now() / 1000) break;
-            await new Promise((resolve) => setTimeout(resolve, 10));
-          }
+      using a = await hangingEvaluationOnA(db);
+      const { id, running } = a;
+      for (let i = 0; i < 4; i++) {
+        // Time passes once the heartbeat waits for it: the row appears
+        // before the heartbeat's first sleep, and a loaded machine may
+        // run the test's advance in between (the heartbeat then lagged
+        // an interval behind, and the test failed).
+        const sleeping = Date.now() + 20_000;
+        while (
+          a.clock.sleepersDueWithin(HEARTBEAT_INTERVAL_MS) === 0 &&
+          Date.now() < sleeping
+        ) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
         }
-        const [row] = await db.b.listRunningEvaluations();
-        assert.equal(row.id, id);
-        assert.equal(row.heartbeat, a.clock.now() / 1000);
-        assert.equal(row.owner?.pid, Deno.pid);
-        // Two minutes after it started, B finds it fresh.
-        assert.equal(await startMachineB(db, a.clock, 1000), 0);
-        shutdown.abort();
-        const outcome = await within(running, 20_000, "runEvaluation()");
-        assert.equal(outcome.status, EvaluationStatus.aborted);
-      } finally {
-        shutdown.abort();
+        await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+        // The renewal is one database write: let it land (a loaded
+        // machine may take a while; a missing renewal fails below).
+        const deadline = Date.now() + 20_000;
+        while (Date.now() < deadline) {
+          const [row] = await db.b.listRunningEvaluations();
+          if (row?.heartbeat === a.clock.now() / 1000) break;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
       }
+      const [row] = await db.b.listRunningEvaluations();
+      assert.equal(row.id, id);
+      assert.equal(row.heartbeat, a.clock.now() / 1000);
+      assert.equal(row.owner?.pid, Deno.pid);
+      // Two minutes after it started, B finds it fresh.
+      assert.equal(await startMachineB(db, a.clock, 1000), 0);
+      a.shutdown();
+      const outcome = await within(running, 20_000, "runEvaluation()");
+      assert.equal(outcome.status, EvaluationStatus.aborted);
     },
   });
 
@@ -231,39 +250,27 @@ for (const { name, ignore, needs } of backends) {
     ignore,
     async fn() {
       await using db = await sharedDatabase(name);
-      const a = await machineA(db, {
-        evaluationHang: true,
-        packages: [{ name: "p", version: "1" }],
-      });
-      const shutdown = new AbortController();
-      try {
-        const running = runEvaluation(SPEC, {
-          ...a.options,
-          signal: shutdown.signal,
-        });
-        const id = await firstEvaluation(db.b);
-        // A is cut off from the database (or paused) for longer than the
-        // limit: B, starting then, takes the evaluation for abandoned.
-        assert.equal(
-          await startMachineB(db, a.clock, STALE_AFTER_MS + 1000),
-          1,
-        );
-        // A's next renewal finds it aborted, and A gives it up.
-        await a.clock.advance(HEARTBEAT_INTERVAL_MS);
-        const outcome = await within(running, 20_000, "runEvaluation()");
-        assert.equal(outcome.status, EvaluationStatus.aborted);
-        assert.equal(
-          (await db.b.getEvaluation(id))?.status,
-          EvaluationStatus.aborted,
-        );
-        assert.deepEqual(await db.b.queue({}, 10), []);
-        assert.match(
-          a.lines.join("\n"),
-          new RegExp(`evaluation aborted elsewhere evaluation=${id}`),
-        );
-      } finally {
-        shutdown.abort();
-      }
+      using a = await hangingEvaluationOnA(db);
+      const { id, running } = a;
+      // A is cut off from the database (or paused) for longer than the
+      // limit: B, starting then, takes the evaluation for abandoned.
+      assert.equal(
+        await startMachineB(db, a.clock, STALE_AFTER_MS + 1000),
+        1,
+      );
+      // A's next renewal finds it aborted, and A gives it up.
+      await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+      const outcome = await within(running, 20_000, "runEvaluation()");
+      assert.equal(outcome.status, EvaluationStatus.aborted);
+      assert.equal(
+        (await db.b.getEvaluation(id))?.status,
+        EvaluationStatus.aborted,
+      );
+      assert.deepEqual(await db.b.queue({}, 10), []);
+      assert.match(
+        a.lines.join("\n"),
+        new RegExp(`evaluation aborted elsewhere evaluation=${id}`),
+      );
     },
   });
 
@@ -273,30 +280,18 @@ for (const { name, ignore, needs } of backends) {
     ignore,
     async fn() {
       await using db = await sharedDatabase(name);
-      const a = await machineA(db, {
-        evaluationHang: true,
-        packages: [{ name: "p", version: "1" }],
-      });
-      const shutdown = new AbortController();
-      try {
-        const running = runEvaluation(SPEC, {
-          ...a.options,
-          signal: shutdown.signal,
-        });
-        const id = await firstEvaluation(db.b);
-        // An administrator cancels it through B's web interface.
-        await db.b.cancelEvaluation(id, a.clock.now() / 1000);
-        // A's next renewal finds it ended, and A gives it up.
-        await a.clock.advance(HEARTBEAT_INTERVAL_MS);
-        const outcome = await within(running, 20_000, "runEvaluation()");
-        assert.equal(outcome.status, EvaluationStatus.aborted);
-        assert.deepEqual(await db.b.queue({}, 10), []);
-        const lines = a.lines.join("\n");
-        assert.match(lines, new RegExp(`evaluation canceled evaluation=${id}`));
-        assert.doesNotMatch(lines, /aborted elsewhere/);
-      } finally {
-        shutdown.abort();
-      }
+      using a = await hangingEvaluationOnA(db);
+      const { id, running } = a;
+      // An administrator cancels it through B's web interface.
+      await db.b.cancelEvaluation(id, a.clock.now() / 1000);
+      // A's next renewal finds it ended, and A gives it up.
+      await a.clock.advance(HEARTBEAT_INTERVAL_MS);
+      const outcome = await within(running, 20_000, "runEvaluation()");
+      assert.equal(outcome.status, EvaluationStatus.aborted);
+      assert.deepEqual(await db.b.queue({}, 10), []);
+      const lines = a.lines.join("\n");
+      assert.match(lines, new RegExp(`evaluation canceled evaluation=${id}`));
+      assert.doesNotMatch(lines, /aborted elsewhere/);
     },
   });
 
