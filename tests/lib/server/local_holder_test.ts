@@ -93,6 +93,34 @@ function heldDaemon() {
   return { spawnGuix, asked: asked.promise, answer: () => answers.resolve() };
 }
 
+/**
+ * Runs a server (pid 1 of host "box") on `store` until `signal`, guix
+ * being `daemon`'s: the run, once its first batch is with the daemon
+ * (wrapped: a promise returned alone would be awaited to its end).
+ */
+async function runWithBatchAtDaemon(
+  store: Store,
+  daemon: ReturnType<typeof heldDaemon>,
+  signal: AbortSignal,
+  lines?: string[],
+): Promise<{ running: Promise<void> }> {
+  const running = builder(store, {
+    holder: processOf(1, new Set([1])),
+    lines,
+    spawnGuix: daemon.spawnGuix,
+  }).run(signal);
+  await within(daemon.asked, 10_000, "batch");
+  return { running };
+}
+
+/**
+ * Another server's sweep, as if every holder of `store` had been silent
+ * forever: it expires every holder row.
+ */
+function expireEveryHolder(store: Store) {
+  return store.expireWorkers(Number.MAX_SAFE_INTEGER, { timeoutSeconds: 120 });
+}
+
 /** A builder on `store` that takes `batchSize` builds at once. */
 function builder(
   store: Store,
@@ -457,9 +485,7 @@ for (const { name: backend, ignore, needs } of backends) {
         const before = await db.a.getWorker("local@here");
         assert.ok(before !== null);
         // Another server took it for dead and removed its row.
-        await db.a.expireWorkers(Number.MAX_SAFE_INTEGER, {
-          timeoutSeconds: 120,
-        });
+        await expireEveryHolder(db.a);
         assert.equal(await db.a.getWorker("local@here"), null);
         await clock.advance(30_000);
         await eventually(
@@ -493,9 +519,7 @@ for (const { name: backend, ignore, needs } of backends) {
       assert.equal((await state(db.a, taken)).worker, "local@box");
       // Taken for dead by another server's sweep (its builds requeued),
       // then its name claimed by a third server of the host.
-      await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-        timeoutSeconds: 120,
-      });
+      await expireEveryHolder(db.b);
       const third = builder(db.b, { holder: processOf(3, live) });
       assert.equal(await third.recover(), 0);
       const row = await db.b.getWorker("local@box");
@@ -591,9 +615,7 @@ for (const { name: backend, ignore, needs } of backends) {
       await gate.asked;
       // Meanwhile the row is expired and the name claimed by a third
       // server; another lane finds it lost and claims a name again.
-      await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-        timeoutSeconds: 120,
-      });
+      await expireEveryHolder(db.b);
       const third = builder(db.b, { holder: processOf(3, live) });
       assert.equal(await third.recover(), 0);
       const quick = await first.takeBatch();
@@ -630,9 +652,7 @@ for (const { name: backend, ignore, needs } of backends) {
         popBuilds: async (requests, now, options) => {
           if (takeOver) {
             takeOver = false;
-            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-              timeoutSeconds: 120,
-            });
+            await expireEveryHolder(db.b);
             const third = builder(db.b, { holder: processOf(3, live) });
             assert.equal(await third.holderName(), "local@box");
           }
@@ -681,9 +701,7 @@ for (const { name: backend, ignore, needs } of backends) {
           const popped = await db.a.popBuilds(requests, now, options);
           if (endClaim) {
             endClaim = false;
-            await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-              timeoutSeconds: 120,
-            });
+            await expireEveryHolder(db.b);
             third = builder(db.b, { holder: processOf(3, live) });
             thirds = await third.takeBatch();
             assert.deepEqual(await first!.takeBatch(), []);
@@ -729,9 +747,7 @@ for (const { name: backend, ignore, needs } of backends) {
       await gate.asked;
       // The row expires; another lane finds it gone and claims the same
       // name again, the first free one.
-      await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-        timeoutSeconds: 120,
-      });
+      await expireEveryHolder(db.b);
       const quick = await first.takeBatch();
       assert.equal(await first.holderName(), "local@box");
       assert.equal(quick.length, 2);
@@ -786,9 +802,7 @@ for (const { name: backend, ignore, needs } of backends) {
       // Where the second lane's start falls among the first one's steps
       // is a matter of a few microtasks: each offset is tried.
       for (let offset = 0; offset < 16; offset++) {
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-          timeoutSeconds: 120,
-        });
+        await expireEveryHolder(db.b);
         heldReads.length = 0;
         const one = first.takeBatch();
         await until("the first lane's read", () => heldReads.length === 1);
@@ -1067,13 +1081,12 @@ for (const { name: backend, ignore, needs } of backends) {
       };
       try {
         await register(db.a, ["n1"]);
-        const here = builder(store, {
-          holder: processOf(1, new Set([1])),
-          spawnGuix: daemon.spawnGuix,
-        });
-        const running = here.run(abort.signal);
         // A batch in flight: the daemon is being asked about it.
-        await within(daemon.asked, 10_000, "batch");
+        const { running } = await runWithBatchAtDaemon(
+          store,
+          daemon,
+          abort.signal,
+        );
         inFlight = true;
         for (let i = 0; i < 5; i++) heard!();
         // Each look reaches the row after a few steps of its own: all of
@@ -1123,18 +1136,15 @@ for (const { name: backend, ignore, needs } of backends) {
       };
       try {
         await register(db.a, ["z1"]);
-        const here = builder(store, {
-          holder: processOf(1, new Set([1])),
+        const { running } = await runWithBatchAtDaemon(
+          store,
+          daemon,
+          abort.signal,
           lines,
-          spawnGuix: daemon.spawnGuix,
-        });
-        const running = here.run(abort.signal);
-        await within(daemon.asked, 10_000, "batch");
+        );
         // The row expires; a look finds it lost and claims a name again,
         // which waits; the server stops meanwhile.
-        await db.b.expireWorkers(Number.MAX_SAFE_INTEGER, {
-          timeoutSeconds: 120,
-        });
+        await expireEveryHolder(db.b);
         holdClaims = true;
         heard!();
         await within(claimAsked.promise, 10_000, "the claim");
@@ -1186,13 +1196,12 @@ for (const { name: backend, ignore, needs } of backends) {
       };
       try {
         await register(db.a, ["z1"]);
-        const here = builder(store, {
-          holder: processOf(1, new Set([1])),
+        const { running } = await runWithBatchAtDaemon(
+          store,
+          daemon,
+          abort.signal,
           lines,
-          spawnGuix: daemon.spawnGuix,
-        });
-        const running = here.run(abort.signal);
-        await within(daemon.asked, 10_000, "batch");
+        );
         looking = true;
         heard!();
         await eventually(() => looks === 1, "the look");
