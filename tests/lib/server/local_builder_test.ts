@@ -816,6 +816,23 @@ async function partialLog(dir: string): Promise<string> {
   }
 }
 
+/**
+ * `store` with its method `method` replaced by `wrap(real)`, `real` being
+ * the store's own: for tests that hold or watch one call to the database.
+ */
+function intercepting<
+  K extends "completeBuild" | "restartBuild" | "getBuildByDerivation",
+>(
+  store: Store,
+  method: K,
+  wrap: (real: Store[K]) => Store[K],
+): Store {
+  const replaced = wrap(store[method].bind(store) as Store[K]);
+  return new Proxy(store, {
+    get: (target, key) => key === method ? replaced : Reflect.get(target, key),
+  });
+}
+
 /** Waits (up to 20 s) until every job of `jobs` is started. */
 async function untilStarted(store: Store, jobs: string[]): Promise<void> {
   const deadline = Date.now() + 20_000;
@@ -965,19 +982,17 @@ Deno.test("LocalBuilder: a build restarted while its batch is being reconciled k
   const firstHeld = Promise.withResolvers<string>();
   const release = Promise.withResolvers<void>();
   let completions = 0;
-  const store = new Proxy(farm.store, {
-    get(target, key) {
-      const value = Reflect.get(target, key);
-      if (key !== "completeBuild") return value;
-      return async (...args: Parameters<Store["completeBuild"]>) => {
-        if (completions++ === 0) {
-          firstHeld.resolve(args[0]);
-          await release.promise;
-        }
-        return await target.completeBuild(...args);
-      };
+  const store = intercepting(
+    farm.store,
+    "completeBuild",
+    (real) => async (...args) => {
+      if (completions++ === 0) {
+        firstHeld.resolve(args[0]);
+        await release.promise;
+      }
+      return await real(...args);
     },
-  });
+  );
   try {
     await runEvaluation(SPEC, farm.runner);
     const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
@@ -1199,16 +1214,15 @@ Deno.test("LocalBuilder: a restart saved after its build went to another batch s
   // The restart reaches the database only once the test lets it.
   const restartAsked = Promise.withResolvers<void>();
   const saveRestart = Promise.withResolvers<void>();
-  const store = new Proxy(farm.store, {
-    get(target, key) {
-      if (key !== "restartBuild") return Reflect.get(target, key);
-      return async (...args: Parameters<Store["restartBuild"]>) => {
-        restartAsked.resolve();
-        await saveRestart.promise;
-        return await target.restartBuild(...args);
-      };
+  const store = intercepting(
+    farm.store,
+    "restartBuild",
+    (real) => async (...args) => {
+      restartAsked.resolve();
+      await saveRestart.promise;
+      return await real(...args);
     },
-  });
+  );
   try {
     await runEvaluation(SPEC, farm.runner);
     // No periodic look at the database: the clock never moves.
@@ -1250,16 +1264,15 @@ Deno.test("LocalBuilder: builds held under its name past its batches (left by a 
   const { drivers, spawnGuix, lines } = farm;
   const clock = new FakeClock();
   const readAlone = Promise.withResolvers<void>();
-  const store = new Proxy(farm.store, {
-    get(target, key) {
-      if (key !== "getBuildByDerivation") return Reflect.get(target, key);
-      return async (drv: string) => {
-        const build = await target.getBuildByDerivation(drv);
-        readAlone.resolve();
-        return build;
-      };
+  const store = intercepting(
+    farm.store,
+    "getBuildByDerivation",
+    (real) => async (drv: string) => {
+      const build = await real(drv);
+      readAlone.resolve();
+      return build;
     },
-  });
+  );
   await runEvaluation(SPEC, farm.runner);
   const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
     spawnGuix,
@@ -1346,19 +1359,18 @@ Deno.test("LocalBuilder: a look at the database while a batch is reconciled does
   const recorded = Promise.withResolvers<string>();
   const release = Promise.withResolvers<void>();
   let completions = 0;
-  const store = new Proxy(farm.store, {
-    get(target, key) {
-      if (key !== "completeBuild") return Reflect.get(target, key);
-      return async (...args: Parameters<Store["completeBuild"]>) => {
-        const result = await target.completeBuild(...args);
-        if (completions++ === 0) {
-          recorded.resolve(args[0]);
-          await release.promise;
-        }
-        return result;
-      };
+  const store = intercepting(
+    farm.store,
+    "completeBuild",
+    (real) => async (...args) => {
+      const result = await real(...args);
+      if (completions++ === 0) {
+        recorded.resolve(args[0]);
+        await release.promise;
+      }
+      return result;
     },
-  });
+  );
   const lines: string[] = [];
   try {
     await runEvaluation(SPEC, farm.runner);
