@@ -29,6 +29,7 @@ import { holderAddress } from "../../../lib/server/local_holder.ts";
 
 const SPEC = testSpecification("local");
 
+/** A fake guix farm knowing SPEC, closed when the test's `await using` ends. */
 async function setup(scenario: unknown) {
   const farm = await fakeGuixFarm(SPEC, scenario);
   return {
@@ -36,6 +37,7 @@ async function setup(scenario: unknown) {
     runner: farm.options,
     builder: (maxJobs = 1) =>
       fakeLocalBuilder(farm.root, farm.store, farm.daemon, { maxJobs }),
+    [Symbol.asyncDispose]: () => farm.close(),
   };
 }
 
@@ -60,7 +62,7 @@ async function statuses(store: Store, jobs: string[]) {
 }
 
 Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "a", version: "1", behaviour: { seconds: 0.1, logLines: 3 } },
       { name: "b", version: "1", behaviour: { seconds: 0, exit: 1 } },
@@ -68,77 +70,69 @@ Deno.test("LocalBuilder builds with the daemon: statuses, dependents and logs", 
       { name: "d", version: "1", inputs: ["a"], behaviour: { seconds: 0 } },
     ],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = farm.builder();
-    await drain(builder);
-    assert.deepEqual(
-      await statuses(farm.store, [
-        "a.x86_64-linux",
-        "b.x86_64-linux",
-        "c.x86_64-linux",
-        "d.x86_64-linux",
-      ]),
-      {
-        "a.x86_64-linux": "succeeded",
-        "b.x86_64-linux": "failed",
-        "c.x86_64-linux": "failed-dependency",
-        "d.x86_64-linux": "succeeded",
-      },
-    );
-    const a = (await farm.store.latestBuilds({ job: "a.x86_64-linux" }, 1))[0];
-    assert.equal(a.worker, await builder.holderName());
-    assert.match(a.worker!, /^local@/);
-    assert.equal(
-      a.log,
-      logFileName(`${farm.root}/logs`, farm.daemon.storeDir, a.derivation),
-    );
-    assert.match(await gunzip(a.log), /\[a-1\] step 3 of 3 \(x86_64-linux\)/);
-    const b = (await farm.store.latestBuilds({ job: "b.x86_64-linux" }, 1))[0];
-    assert.ok(b.log !== "", "a failed build keeps its log");
-  } finally {
-    await farm.close();
-  }
+  await runEvaluation(SPEC, farm.runner);
+  const builder = farm.builder();
+  await drain(builder);
+  assert.deepEqual(
+    await statuses(farm.store, [
+      "a.x86_64-linux",
+      "b.x86_64-linux",
+      "c.x86_64-linux",
+      "d.x86_64-linux",
+    ]),
+    {
+      "a.x86_64-linux": "succeeded",
+      "b.x86_64-linux": "failed",
+      "c.x86_64-linux": "failed-dependency",
+      "d.x86_64-linux": "succeeded",
+    },
+  );
+  const a = (await farm.store.latestBuilds({ job: "a.x86_64-linux" }, 1))[0];
+  assert.equal(a.worker, await builder.holderName());
+  assert.match(a.worker!, /^local@/);
+  assert.equal(
+    a.log,
+    logFileName(`${farm.root}/logs`, farm.daemon.storeDir, a.derivation),
+  );
+  assert.match(await gunzip(a.log), /\[a-1\] step 3 of 3 \(x86_64-linux\)/);
+  const b = (await farm.store.latestBuilds({ job: "b.x86_64-linux" }, 1))[0];
+  assert.ok(b.log !== "", "a failed build keeps its log");
 });
 
 Deno.test("LocalBuilder: outputs that cannot be rooted leave the builds succeeded and the batch done", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "a", version: "1", behaviour: { seconds: 0 } },
       { name: "b", version: "1", behaviour: { seconds: 0 } },
     ],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    // Built once; scheduled again, they are found already built.
-    await drain(farm.builder());
-    for (const build of await farm.store.latestBuilds({}, 10)) {
-      assert.ok((await farm.store.restartBuild(build.id, 1)).changed);
-    }
-    await Deno.writeTextFile(`${farm.root}/afile`, "");
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      gcRoots: new GcRoots({
-        directory: `${farm.root}/afile/roots`,
-        storeDir: farm.daemon.storeDir,
-        clock: systemClock,
-        logger: silentLogger,
-      }),
-    });
-    const summary = await builder.buildBatch(await builder.takeBatch());
-    assert.equal(summary.succeeded, 2);
-    assert.equal(summary.requeued, 0);
-    assert.deepEqual(
-      await statuses(farm.store, ["a.x86_64-linux", "b.x86_64-linux"]),
-      { "a.x86_64-linux": "succeeded", "b.x86_64-linux": "succeeded" },
-    );
-    assert.deepEqual(await builder.takeBatch(), []);
-  } finally {
-    await farm.close();
+  await runEvaluation(SPEC, farm.runner);
+  // Built once; scheduled again, they are found already built.
+  await drain(farm.builder());
+  for (const build of await farm.store.latestBuilds({}, 10)) {
+    assert.ok((await farm.store.restartBuild(build.id, 1)).changed);
   }
+  await Deno.writeTextFile(`${farm.root}/afile`, "");
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    gcRoots: new GcRoots({
+      directory: `${farm.root}/afile/roots`,
+      storeDir: farm.daemon.storeDir,
+      clock: systemClock,
+      logger: silentLogger,
+    }),
+  });
+  const summary = await builder.buildBatch(await builder.takeBatch());
+  assert.equal(summary.succeeded, 2);
+  assert.equal(summary.requeued, 0);
+  assert.deepEqual(
+    await statuses(farm.store, ["a.x86_64-linux", "b.x86_64-linux"]),
+    { "a.x86_64-linux": "succeeded", "b.x86_64-linux": "succeeded" },
+  );
+  assert.deepEqual(await builder.takeBatch(), []);
 });
 
 Deno.test("LocalBuilder honours each build's timeout and max-silent-time", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       {
         name: "quiet",
@@ -155,30 +149,26 @@ Deno.test("LocalBuilder honours each build's timeout and max-silent-time", async
       { name: "fine", version: "1", behaviour: { seconds: 0.2 } },
     ],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    await drain(farm.builder());
-    assert.deepEqual(
-      await statuses(farm.store, [
-        "quiet.x86_64-linux",
-        "long.x86_64-linux",
-        "fine.x86_64-linux",
-      ]),
-      {
-        "quiet.x86_64-linux": "failed",
-        "long.x86_64-linux": "failed",
-        "fine.x86_64-linux": "succeeded",
-      },
-    );
-  } finally {
-    await farm.close();
-  }
+  await runEvaluation(SPEC, farm.runner);
+  await drain(farm.builder());
+  assert.deepEqual(
+    await statuses(farm.store, [
+      "quiet.x86_64-linux",
+      "long.x86_64-linux",
+      "fine.x86_64-linux",
+    ]),
+    {
+      "quiet.x86_64-linux": "failed",
+      "long.x86_64-linux": "failed",
+      "fine.x86_64-linux": "succeeded",
+    },
+  );
 });
 
 Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: the driver is stopped and the whole batch requeued, its other groups untried", async () => {
   // Two groups (their max-silent-times differ), and a daemon stuck for
   // both: only the first group is waited for.
-  const farm = await setup({
+  await using farm = await setup({
     packages: ["stuck", "next"].map((name, i) => ({
       name,
       version: "1",
@@ -187,29 +177,25 @@ Deno.test("LocalBuilder gives up on a daemon silent past the max-silent-time: th
     })),
   });
   const lines: string[] = [];
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      daemonSilenceGraceSeconds: 0.5,
-      logger: loggerInto(lines),
-    });
-    const summary = await builder.buildBatch(await builder.takeBatch());
-    assert.equal(summary.requeued, 2);
-    for (const job of ["stuck.x86_64-linux", "next.x86_64-linux"]) {
-      const [build] = await farm.store.queue({ job }, 1);
-      assert.equal(buildStatusName(build.status), "scheduled", job);
-      assert.equal(build.worker, null, job);
-    }
-    const silent = lines.filter((line) => line.includes("daemon silent"));
-    assert.equal(silent.length, 1, lines.join("\n"));
-    assert.match(silent[0], /max_silent=[12] builds=1/);
-    assert.ok(
-      !lines.some((line) => line.includes("build driver failed")),
-      lines.join("\n"),
-    );
-  } finally {
-    await farm.close();
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    daemonSilenceGraceSeconds: 0.5,
+    logger: loggerInto(lines),
+  });
+  const summary = await builder.buildBatch(await builder.takeBatch());
+  assert.equal(summary.requeued, 2);
+  for (const job of ["stuck.x86_64-linux", "next.x86_64-linux"]) {
+    const [build] = await farm.store.queue({ job }, 1);
+    assert.equal(buildStatusName(build.status), "scheduled", job);
+    assert.equal(build.worker, null, job);
   }
+  const silent = lines.filter((line) => line.includes("daemon silent"));
+  assert.equal(silent.length, 1, lines.join("\n"));
+  assert.match(silent[0], /max_silent=[12] builds=1/);
+  assert.ok(
+    !lines.some((line) => line.includes("build driver failed")),
+    lines.join("\n"),
+  );
 });
 
 /**
@@ -359,7 +345,7 @@ Deno.test("LocalBuilder stopped while its driver ignores SIGTERM kills the drive
 });
 
 Deno.test("LocalBuilder pauses after a batch given up on a silent daemon, even when the requeue's own notification wakes it (PostgreSQL)", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [{
       name: "stuck",
       version: "1",
@@ -402,7 +388,6 @@ Deno.test("LocalBuilder pauses after a batch given up on a silent daemon, even w
     assert.equal(started.length, 1, lines.join("\n"));
   } finally {
     abort.abort();
-    await farm.close();
   }
 });
 
@@ -414,15 +399,14 @@ Deno.test("LocalBuilder: a builder printing events cannot change another build's
     version: "1",
     behaviour: { seconds: 0, silenceSeconds: 2, exit: 1 },
   };
-  const first = await setup({ packages: [victim] });
   let victimDrv: string;
-  try {
+  {
+    // A farm of its own, closed before the test's.
+    await using first = await setup({ packages: [victim] });
     await runEvaluation(SPEC, first.runner);
     victimDrv = (await first.store.queue({}, 1))[0].derivation;
-  } finally {
-    await first.close();
   }
-  const farm = await setup({
+  await using farm = await setup({
     packages: [victim, {
       name: "liar",
       version: "1",
@@ -432,66 +416,58 @@ Deno.test("LocalBuilder: a builder printing events cannot change another build's
       },
     }],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    await drain(farm.builder(2));
-    assert.deepEqual(
-      await statuses(farm.store, ["victim.x86_64-linux", "liar.x86_64-linux"]),
-      { "victim.x86_64-linux": "failed", "liar.x86_64-linux": "succeeded" },
-    );
-  } finally {
-    await farm.close();
-  }
+  await runEvaluation(SPEC, farm.runner);
+  await drain(farm.builder(2));
+  assert.deepEqual(
+    await statuses(farm.store, ["victim.x86_64-linux", "liar.x86_64-linux"]),
+    { "victim.x86_64-linux": "failed", "liar.x86_64-linux": "succeeded" },
+  );
 });
 
 Deno.test("LocalBuilder resumes after a restart without losing or repeating work", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "done", version: "1", behaviour: { seconds: 0 } },
       { name: "todo", version: "1", behaviour: { seconds: 0 } },
     ],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    // A previous run took both builds, then died; one of them was built
-    // meanwhile (behind Lorica's back).
-    const live = new Set([1001]);
-    const run = (pid: number) =>
-      fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-        holder: {
-          self: { host: "box", pid, started: "1" },
-          hostName: "box",
-          isLive: (owner) => Promise.resolve(live.has(owner.pid)),
-        },
-      });
-    const taken = await run(1001).takeBatch();
-    live.delete(1001);
-    assert.equal(taken.length, 2);
-    const done = taken.find((b) => b.jobName === "done.x86_64-linux")!;
-    const built = await guix(farm.daemon, ["build", done.derivation]);
-    assert.equal(built.code, 0, built.stderr);
+  await runEvaluation(SPEC, farm.runner);
+  // A previous run took both builds, then died; one of them was built
+  // meanwhile (behind Lorica's back).
+  const live = new Set([1001]);
+  const run = (pid: number) =>
+    fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      holder: {
+        self: { host: "box", pid, started: "1" },
+        hostName: "box",
+        isLive: (owner) => Promise.resolve(live.has(owner.pid)),
+      },
+    });
+  const taken = await run(1001).takeBatch();
+  live.delete(1001);
+  assert.equal(taken.length, 2);
+  const done = taken.find((b) => b.jobName === "done.x86_64-linux")!;
+  const built = await guix(farm.daemon, ["build", done.derivation]);
+  assert.equal(built.code, 0, built.stderr);
 
-    const builder = run(1002);
-    assert.equal(await builder.recover(), 2);
-    await drain(builder);
-    assert.deepEqual(
-      await statuses(farm.store, ["done.x86_64-linux", "todo.x86_64-linux"]),
-      { "done.x86_64-linux": "succeeded", "todo.x86_64-linux": "succeeded" },
-    );
-    // Reconciled from the store, not rebuilt: no build-started, no log.
-    const log = logFileName(
-      `${farm.root}/logs`,
-      farm.daemon.storeDir,
-      done.derivation,
-    );
-    await assert.rejects(Deno.stat(log), Deno.errors.NotFound);
-  } finally {
-    await farm.close();
-  }
+  const builder = run(1002);
+  assert.equal(await builder.recover(), 2);
+  await drain(builder);
+  assert.deepEqual(
+    await statuses(farm.store, ["done.x86_64-linux", "todo.x86_64-linux"]),
+    { "done.x86_64-linux": "succeeded", "todo.x86_64-linux": "succeeded" },
+  );
+  // Reconciled from the store, not rebuilt: no build-started, no log.
+  const log = logFileName(
+    `${farm.root}/logs`,
+    farm.daemon.storeDir,
+    done.derivation,
+  );
+  await assert.rejects(Deno.stat(log), Deno.errors.NotFound);
 });
 
 Deno.test("LocalBuilder.run() builds until aborted", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "x", version: "1", behaviour: { seconds: 0 } },
       { name: "y", version: "1", inputs: ["x"], behaviour: { seconds: 0 } },
@@ -519,7 +495,6 @@ Deno.test("LocalBuilder.run() builds until aborted", async () => {
     );
   } finally {
     abort.abort();
-    await farm.close();
   }
 });
 
@@ -532,7 +507,7 @@ async function untilOneFinished(store: Store): Promise<void> {
 }
 
 Deno.test("LocalBuilder.run() wakes when the store says another process queued builds, not at its next poll", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [{ name: "late", version: "1", behaviour: { seconds: 0 } }],
   });
   const abort = new AbortController();
@@ -561,12 +536,11 @@ Deno.test("LocalBuilder.run() wakes when the store says another process queued b
     });
   } finally {
     abort.abort();
-    await farm.close();
   }
 });
 
 Deno.test("LocalBuilder.run() looks again when woken while taking a batch that could not see the new builds", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [{ name: "racing", version: "1", behaviour: { seconds: 0 } }],
   });
   const abort = new AbortController();
@@ -602,7 +576,6 @@ Deno.test("LocalBuilder.run() looks again when woken while taking a batch that c
     });
   } finally {
     abort.abort();
-    await farm.close();
   }
 });
 
@@ -616,60 +589,55 @@ Deno.test({
   async fn() {
     await using disk = await mountSmallDisk(1024 * 1024);
     const chatty = { seconds: 0.2, logLines: 20000 };
-    const farm = await setup({
+    await using farm = await setup({
       packages: [
         { name: "a", version: "1", behaviour: chatty },
         { name: "c", version: "1", inputs: ["a"], behaviour: chatty },
       ],
     });
-    try {
-      const lines: string[] = [];
-      const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-        logCacheDir: disk.path,
-        logger: loggerInto(lines),
-      });
-      await runEvaluation(SPEC, farm.runner);
-      await disk.fill();
-      // a builds while the disk is full (c waits for it).
-      const first = await builder.takeBatch();
-      assert.deepEqual(first.map((build) => build.jobName), ["a.x86_64-linux"]);
-      await builder.buildBatch(first);
-      const path = logFileName(
-        disk.path,
-        farm.daemon.storeDir,
-        first[0].derivation,
-      );
-      assert.ok(
-        lines.some((l) =>
-          l.startsWith("warn log not stored") && l.includes(`path=${path}`) &&
-          /os error 28/.test(l)
-        ),
-        lines.join("\n"),
-      );
+    const lines: string[] = [];
+    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+      logCacheDir: disk.path,
+      logger: loggerInto(lines),
+    });
+    await runEvaluation(SPEC, farm.runner);
+    await disk.fill();
+    // a builds while the disk is full (c waits for it).
+    const first = await builder.takeBatch();
+    assert.deepEqual(first.map((build) => build.jobName), ["a.x86_64-linux"]);
+    await builder.buildBatch(first);
+    const path = logFileName(
+      disk.path,
+      farm.daemon.storeDir,
+      first[0].derivation,
+    );
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith("warn log not stored") && l.includes(`path=${path}`) &&
+        /os error 28/.test(l)
+      ),
+      lines.join("\n"),
+    );
 
-      // Space is back: the next build's log is whole.
-      await disk.free();
-      await drain(builder);
-      assert.deepEqual(
-        await statuses(farm.store, ["a.x86_64-linux", "c.x86_64-linux"]),
-        { "a.x86_64-linux": "succeeded", "c.x86_64-linux": "succeeded" },
-      );
-      const c =
-        (await farm.store.latestBuilds({ job: "c.x86_64-linux" }, 1))[0];
-      assert.match(
-        await gunzip(
-          logFileName(disk.path, farm.daemon.storeDir, c.derivation),
-        ),
-        /step 20000 of 20000/,
-      );
-    } finally {
-      await farm.close();
-    }
+    // Space is back: the next build's log is whole.
+    await disk.free();
+    await drain(builder);
+    assert.deepEqual(
+      await statuses(farm.store, ["a.x86_64-linux", "c.x86_64-linux"]),
+      { "a.x86_64-linux": "succeeded", "c.x86_64-linux": "succeeded" },
+    );
+    const c = (await farm.store.latestBuilds({ job: "c.x86_64-linux" }, 1))[0];
+    assert.match(
+      await gunzip(
+        logFileName(disk.path, farm.daemon.storeDir, c.derivation),
+      ),
+      /step 20000 of 20000/,
+    );
   },
 });
 
 Deno.test("LocalBuilder.run() outlives a database that goes down as a batch ends: the batch is requeued once it is back, then recorded", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [{ name: "z", version: "1", behaviour: { seconds: 0 } }],
   });
   const abort = new AbortController();
@@ -715,36 +683,31 @@ Deno.test("LocalBuilder.run() outlives a database that goes down as a batch ends
     );
   } finally {
     abort.abort();
-    await farm.close();
   }
 });
 
 Deno.test("LocalBuilder marks a log as being written until the build ends, so that a start after a crash repairs it", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "s", version: "1", behaviour: { seconds: 1.5, logLines: 5 } },
     ],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = farm.builder();
-    const building = builder.buildBatch(await builder.takeBatch());
-    const logs = `${farm.root}/logs`;
-    let marked = false;
-    for (let i = 0; i < 100 && !marked; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      marked = await partLinkedToLog(logs);
-    }
-    assert.ok(marked, "the log being written has its upload name");
-    await building;
-    const s = (await farm.store.latestBuilds({ job: "s.x86_64-linux" }, 1))[0];
-    assert.equal(buildStatusName(s.status), "succeeded");
-    assert.match(await gunzip(s.log), /\[s-1\] step 5 of 5/);
-    const names = [...Deno.readDirSync(logs)].map((entry) => entry.name);
-    assert.deepEqual(names.filter((name) => name.endsWith(".part")), []);
-  } finally {
-    await farm.close();
+  await runEvaluation(SPEC, farm.runner);
+  const builder = farm.builder();
+  const building = builder.buildBatch(await builder.takeBatch());
+  const logs = `${farm.root}/logs`;
+  let marked = false;
+  for (let i = 0; i < 100 && !marked; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    marked = await partLinkedToLog(logs);
   }
+  assert.ok(marked, "the log being written has its upload name");
+  await building;
+  const s = (await farm.store.latestBuilds({ job: "s.x86_64-linux" }, 1))[0];
+  assert.equal(buildStatusName(s.status), "succeeded");
+  assert.match(await gunzip(s.log), /\[s-1\] step 5 of 5/);
+  const names = [...Deno.readDirSync(logs)].map((entry) => entry.name);
+  assert.deepEqual(names.filter((name) => name.endsWith(".part")), []);
 });
 
 /** Whether an upload file in `dir` is, by a second name, its build log. */
@@ -766,33 +729,29 @@ async function partLinkedToLog(dir: string): Promise<boolean> {
 }
 
 Deno.test("LocalBuilder writes a log readable while the build runs, so that the live view and a repair after a crash keep what was printed", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "s", version: "1", behaviour: { seconds: 4, logLines: 40 } },
     ],
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = farm.builder();
-    let finished = false;
-    const building = builder.buildBatch(await builder.takeBatch())
-      .finally(() => (finished = true));
-    const logs = `${farm.root}/logs`;
-    // What the file holds mid-build, decoded as far as it goes: a server
-    // killed now leaves just that behind.
-    let text = "";
-    while (!finished && !text.includes("[s-1] step 5 of 40")) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      text = await partialLog(logs);
-    }
-    assert.ok(
-      !finished,
-      `the build ended first; the file held ${text.length} characters`,
-    );
-    await building;
-  } finally {
-    await farm.close();
+  await runEvaluation(SPEC, farm.runner);
+  const builder = farm.builder();
+  let finished = false;
+  const building = builder.buildBatch(await builder.takeBatch())
+    .finally(() => (finished = true));
+  const logs = `${farm.root}/logs`;
+  // What the file holds mid-build, decoded as far as it goes: a server
+  // killed now leaves just that behind.
+  let text = "";
+  while (!finished && !text.includes("[s-1] step 5 of 40")) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    text = await partialLog(logs);
   }
+  assert.ok(
+    !finished,
+    `the build ended first; the file held ${text.length} characters`,
+  );
+  await building;
 });
 
 /** The text of the log being written in `dir`, as far as it decodes. */
@@ -939,38 +898,34 @@ Deno.test("LocalBuilder: a build restarted while it runs stops its driver, is sc
 });
 
 Deno.test("LocalBuilder does not log as succeeded a build canceled behind its back (another process) before it ended", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "gone", version: "1", behaviour: { seconds: 2, logLines: 2 } },
     ],
   });
   const lines: string[] = [];
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
-      logger: loggerInto(lines),
-    });
-    const batch = builder.buildBatch(await builder.takeBatch());
-    await untilStarted(farm.store, ["gone.x86_64-linux"]);
-    const build = await buildOf(farm.store, "gone.x86_64-linux");
-    assert.ok((await farm.store.cancelBuild(build.id, 1)).changed);
-    const summary = await within(batch, 10_000, "end of the batch");
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, farm.store, farm.daemon, {
+    logger: loggerInto(lines),
+  });
+  const batch = builder.buildBatch(await builder.takeBatch());
+  await untilStarted(farm.store, ["gone.x86_64-linux"]);
+  const build = await buildOf(farm.store, "gone.x86_64-linux");
+  assert.ok((await farm.store.cancelBuild(build.id, 1)).changed);
+  const summary = await within(batch, 10_000, "end of the batch");
 
-    assert.equal(summary.succeeded, 0);
-    assert.deepEqual(await statuses(farm.store, ["gone.x86_64-linux"]), {
-      "gone.x86_64-linux": "canceled",
-    });
-    assert.ok(
-      !lines.some((l) => l.startsWith("info build succeeded ")),
-      lines.join("\n"),
-    );
-  } finally {
-    await farm.close();
-  }
+  assert.equal(summary.succeeded, 0);
+  assert.deepEqual(await statuses(farm.store, ["gone.x86_64-linux"]), {
+    "gone.x86_64-linux": "canceled",
+  });
+  assert.ok(
+    !lines.some((l) => l.startsWith("info build succeeded ")),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("LocalBuilder: a build restarted while its batch is being reconciled keeps its new run, not the state read before the restart", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "first", version: "1", behaviour: { seconds: 0 } },
       { name: "second", version: "1", behaviour: { seconds: 0 } },
@@ -1024,7 +979,6 @@ Deno.test("LocalBuilder: a build restarted while its batch is being reconciled k
     );
   } finally {
     release.resolve();
-    await farm.close();
   }
 });
 
@@ -1122,7 +1076,7 @@ Deno.test("LocalBuilder.run(): a build canceled by another process is taken from
 });
 
 Deno.test("LocalBuilder: a look at the database right after a build is recorded does not take it for one canceled elsewhere", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "first", version: "1", behaviour: { seconds: 0 } },
       { name: "second", version: "1", behaviour: { seconds: 2, logLines: 2 } },
@@ -1156,22 +1110,18 @@ Deno.test("LocalBuilder: a look at the database right after a build is recorded 
       return Reflect.get(target, key);
     },
   });
-  try {
-    await runEvaluation(SPEC, farm.runner);
-    const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
-      clock,
-      heldCheckSeconds: 5,
-    });
-    const summary = await builder.buildBatch(await builder.takeBatch());
-    assert.equal(summary.interruption, null);
-    assert.equal(summary.succeeded, 2);
-    assert.deepEqual(
-      await statuses(farm.store, ["first.x86_64-linux", "second.x86_64-linux"]),
-      { "first.x86_64-linux": "succeeded", "second.x86_64-linux": "succeeded" },
-    );
-  } finally {
-    await farm.close();
-  }
+  await runEvaluation(SPEC, farm.runner);
+  const builder = fakeLocalBuilder(farm.root, store, farm.daemon, {
+    clock,
+    heldCheckSeconds: 5,
+  });
+  const summary = await builder.buildBatch(await builder.takeBatch());
+  assert.equal(summary.interruption, null);
+  assert.equal(summary.succeeded, 2);
+  assert.deepEqual(
+    await statuses(farm.store, ["first.x86_64-linux", "second.x86_64-linux"]),
+    { "first.x86_64-linux": "succeeded", "second.x86_64-linux": "succeeded" },
+  );
 });
 
 Deno.test("LocalBuilder: a build restarted by another process and taken by a second batch is left to it by the first, which neither records nor requeues it", async () => {
@@ -1348,7 +1298,7 @@ for (const action of ["cancel", "restart"] as const) {
 }
 
 Deno.test("LocalBuilder: a look at the database while a batch is reconciled does not log as taken back the build it has just recorded", async () => {
-  const farm = await setup({
+  await using farm = await setup({
     packages: [
       { name: "first", version: "1", behaviour: { seconds: 0 } },
       { name: "second", version: "1", behaviour: { seconds: 0 } },
@@ -1394,7 +1344,6 @@ Deno.test("LocalBuilder: a look at the database while a batch is reconciled does
     );
   } finally {
     release.resolve();
-    await farm.close();
   }
 });
 
