@@ -1,5 +1,6 @@
 // What the worker tests share: a session's options and kept results, a
-// whole worker's configuration, and what a scripted server heard, in short.
+// whole worker's configuration, what a scripted server heard, in short, and
+// a way to close their servers and fixtures when a test ends.
 
 import type { SessionOptions } from "../../../lib/worker/session.ts";
 import type { WorkerConfig } from "../../../lib/worker/worker.ts";
@@ -84,4 +85,17 @@ export function said(heard: Message[]): string[] {
   return heard.filter((m) => m.type !== "worker-ping").map((m) =>
     "drv" in m ? `${m.type} ${m.drv}` : m.type
   );
+}
+
+/**
+ * `closable`, closed (with no arguments) when the `await using` binding that
+ * holds it goes out of scope: a scenario's servers and dispatcher fixtures
+ * are released however the test ends, without a try/finally around it.
+ */
+export function closing<T extends { close(): Promise<void> }>(
+  closable: T,
+): T & AsyncDisposable {
+  return Object.assign(closable, {
+    [Symbol.asyncDispose]: () => closable.close(),
+  });
 }
