@@ -1,8 +1,12 @@
 // What the worker tests share: a session's options and kept results, a
 // whole worker's configuration, what a scripted server heard, in short, and
-// a way to close their servers and fixtures when a test ends.
+// ways to stop their sessions and close their servers and fixtures when a
+// test ends.
 
-import type { SessionOptions } from "../../../lib/worker/session.ts";
+import {
+  runSession,
+  type SessionOptions,
+} from "../../../lib/worker/session.ts";
 import type { WorkerConfig } from "../../../lib/worker/worker.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger } from "../../../lib/log.ts";
@@ -98,4 +102,20 @@ export function closing<T extends { close(): Promise<void> }>(
   return Object.assign(closable, {
     [Symbol.asyncDispose]: () => closable.close(),
   });
+}
+
+/**
+ * runSession() on `options`, under an abort signal of its own. `stop()`
+ * aborts the session and returns its end, and leaving the `await using`
+ * scope that holds it does the same and awaits it: a session that ends in
+ * error fails the test, and none outlives it.
+ */
+export function runningSession(options: SessionOptions) {
+  const abort = new AbortController();
+  const running = runSession(options, abort.signal);
+  const stop = () => {
+    abort.abort();
+    return running;
+  };
+  return { running, stop, [Symbol.asyncDispose]: stop };
 }

@@ -1,9 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  runSession,
-  type SessionOptions,
-} from "../../../lib/worker/session.ts";
-import { closing, sessionOptions } from "./_session_helpers.ts";
+import type { SessionOptions } from "../../../lib/worker/session.ts";
+import { closing, runningSession, sessionOptions } from "./_session_helpers.ts";
 import { DiskGuard } from "../../../lib/worker/disk_guard.ts";
 import { createWebApp } from "../../../lib/web/app.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
@@ -103,8 +100,8 @@ async function untilStatus(f: Fixture, drv: string, status: BuildStatus) {
 /**
  * Starts a session named `name` against `port` on a controlled `guix` (its
  * own unless given), logging to `lines`, pinging every 200 ms and giving up
- * on a reply after 1 s. `stop()` aborts it and waits for its end, and so does
- * leaving the `await using` scope that holds it: no session outlives its test.
+ * on a reply after 1 s; a runningSession(), stopped by `stop()` or by leaving
+ * the `await using` scope that holds it.
  */
 function startSession(
   port: number,
@@ -112,22 +109,16 @@ function startSession(
   extra: Partial<SessionOptions> = {},
   { builds, guix } = controlledGuix(),
 ) {
-  const abort = new AbortController();
   const lines: string[] = [];
-  const running = runSession(
+  const session = runningSession(
     sessionOptions(port, name, lines, {
       guix,
       pingIntervalMs: 200,
       replyTimeoutMs: 1000,
       ...extra,
     }),
-    abort.signal,
   );
-  const stop = () => {
-    abort.abort();
-    return running;
-  };
-  return { builds, guix, lines, running, stop, [Symbol.asyncDispose]: stop };
+  return { builds, guix, lines, ...session };
 }
 
 Deno.test({
