@@ -12,7 +12,12 @@ import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import type { Message } from "../../../lib/protocol/messages.ts";
-import { fakeSpawner } from "../server/_dispatch_fixture.ts";
+import {
+  eventually,
+  fakeSpawner,
+  type Fixture,
+} from "../server/_dispatch_fixture.ts";
+import type { BuildStatus } from "../../../lib/store/types.ts";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
 
 /** A worker's kept results, logging to `lines`, debug lines included. */
@@ -118,4 +123,14 @@ export function runningSession(options: SessionOptions) {
     return running;
   };
   return { running, stop, [Symbol.asyncDispose]: stop };
+}
+
+/** Waits until the build of `drv` in `f` has `status`; `what` names the wait. */
+export async function untilStatus(
+  f: Pick<Fixture, "status">,
+  drv: string,
+  status: BuildStatus,
+  what?: string,
+): Promise<void> {
+  await eventually(async () => (await f.status(drv)) === status, what);
 }

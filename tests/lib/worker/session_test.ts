@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import type { SessionOptions } from "../../../lib/worker/session.ts";
-import { closing, runningSession, sessionOptions } from "./_session_helpers.ts";
+import {
+  closing,
+  runningSession,
+  sessionOptions,
+  untilStatus,
+} from "./_session_helpers.ts";
 import { DiskGuard } from "../../../lib/worker/disk_guard.ts";
 import { createWebApp } from "../../../lib/web/app.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
@@ -90,11 +95,6 @@ function controlledGuix() {
 
 async function statusOf(f: Fixture, drv: string) {
   return (await f.store.getBuildByDerivation(drv))?.status;
-}
-
-/** Waits until the build of `drv` in `f` has `status`. */
-async function untilStatus(f: Fixture, drv: string, status: BuildStatus) {
-  await eventually(async () => (await statusOf(f, drv)) === status);
 }
 
 /**

@@ -1,9 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  type RunningWorker,
-  startWorker,
-  type WorkerConfig,
-} from "../../../lib/worker/worker.ts";
+import { startWorker, type WorkerConfig } from "../../../lib/worker/worker.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import type { Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
@@ -25,7 +21,7 @@ import {
 import { ResultTurnFailure } from "./_failing_result_turns.ts";
 import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
-import { workerConfig } from "./_session_helpers.ts";
+import { closing, untilStatus, workerConfig } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -44,21 +40,33 @@ function lingeringSpawner(argvs: string[][]): Spawner {
 }
 
 /**
- * A worker of two sessions against `port`; its log lines go to `lines`, and
- * its children are `spawn`'s (by default they run until killed).
+ * A spawner whose `guix build` succeeds at once, while its other children
+ * (`guix publish`) run until killed; `argvs` records what was started.
  */
-function startTestWorker(
+function quickBuildSpawner(argvs: string[][]): Spawner {
+  const building = fakeSpawner(undefined, argvs);
+  const lingering = lingeringSpawner(argvs);
+  return (argv, options) =>
+    argv.includes("build") ? building(argv, options) : lingering(argv, options);
+}
+
+/**
+ * A worker of two sessions against `port`; its log lines go to `lines`, and
+ * its children are those of `spawner(argvs)` (by default they run until
+ * killed). Leaving the `await using` scope that holds it stops it.
+ */
+async function startTestWorker(
   port: number,
-  lines: string[],
-  argvs: string[][],
   extra: Partial<WorkerConfig> = {},
-  spawn: Spawner = lingeringSpawner(argvs),
-): Promise<RunningWorker> {
+  spawner: (argvs: string[][]) => Spawner = lingeringSpawner,
+) {
+  const lines: string[] = [];
+  const argvs: string[][] = [];
   const logger = createLogger({
     timestamps: false,
     sink: (line) => lines.push(line),
   });
-  return startWorker(
+  const worker = await startWorker(
     workerConfig(port, {
       workers: 2,
       // Far longer than the tests: only a stop can end these waits.
@@ -68,11 +76,16 @@ function startTestWorker(
       ...extra,
     }),
     {
-      guix: new Guix({ logger, spawn }),
+      guix: new Guix({ logger, spawn: spawner(argvs) }),
       logger,
       freeBytes: () => Promise.resolve(1024 ** 4),
     },
   );
+  return Object.assign(worker, {
+    lines,
+    argvs,
+    [Symbol.asyncDispose]: () => worker.stop(),
+  });
 }
 
 Deno.test({
@@ -80,24 +93,19 @@ Deno.test({
   name:
     "a worker whose server is unreachable stops at once on a draining stop, and says so once",
   async fn() {
-    const lines: string[] = [];
-    const worker = await startTestWorker(quietPort(), lines, []);
-    try {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const stopping = worker.stop({ drain: true, drainMs: 240_000 });
-      assert.ok(
-        await settlesWithin(stopping, 3000),
-        "still draining 3 s after the stop, with no build under way",
-      );
-      // What a second SIGTERM does: nothing more to stop.
-      await worker.stop();
-      assert.deepEqual(
-        lines.filter((l) => /^info worker (draining|stopped)/.test(l)),
-        ["info worker draining timeout=240", "info worker stopped"],
-      );
-    } finally {
-      await worker.stop();
-    }
+    await using worker = await startTestWorker(quietPort());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopping = worker.stop({ drain: true, drainMs: 240_000 });
+    assert.ok(
+      await settlesWithin(stopping, 3000),
+      "still draining 3 s after the stop, with no build under way",
+    );
+    // What a second SIGTERM does: nothing more to stop.
+    await worker.stop();
+    assert.deepEqual(
+      worker.lines.filter((l) => /^info worker (draining|stopped)/.test(l)),
+      ["info worker draining timeout=240", "info worker stopped"],
+    );
   },
 });
 
@@ -107,43 +115,39 @@ Deno.test({
     "a worker of three sessions whose server is away says so once, not once a session, and once that it is back",
   async fn() {
     const port = quietPort();
-    const lines: string[] = [];
-    const worker = await startTestWorker(port, lines, [], { workers: 3 });
-    let f: Awaited<ReturnType<typeof startFixture>> | undefined;
-    try {
-      const away = () =>
-        lines.filter((l) => l.startsWith("warn server unreachable "));
-      await eventually(() => away().length > 0, "the server said away");
-      // Each session's socket tries again every few hundred ms by now.
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      assert.equal(away().length, 1, lines.join("\n"));
-      assert.match(
-        away()[0],
-        new RegExp(
-          `^warn server unreachable server=127\\.0\\.0\\.1:${port} silent=\\d+ error=`,
-        ),
-      );
-      f = await bindAgain(() => startFixture({ port, logPort: quietPort() }));
-      const back = () =>
-        lines.filter((l) => l.startsWith("info server reachable again "));
-      // Each socket's next attempt may be seconds away, after its back-off.
-      for (let i = 0; i < 150; i++) {
-        if (lines.filter((l) => / worker registered /.test(l)).length === 3) {
-          break;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 100));
+    await using worker = await startTestWorker(port, { workers: 3 });
+    const { lines } = worker;
+    const away = () =>
+      lines.filter((l) => l.startsWith("warn server unreachable "));
+    await eventually(() => away().length > 0, "the server said away");
+    // Each session's socket tries again every few hundred ms by now.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(away().length, 1, lines.join("\n"));
+    assert.match(
+      away()[0],
+      new RegExp(
+        `^warn server unreachable server=127\\.0\\.0\\.1:${port} silent=\\d+ error=`,
+      ),
+    );
+    await using _f = closing(
+      await bindAgain(() => startFixture({ port, logPort: quietPort() })),
+    );
+    const back = () =>
+      lines.filter((l) => l.startsWith("info server reachable again "));
+    // Each socket's next attempt may be seconds away, after its back-off.
+    for (let i = 0; i < 150; i++) {
+      if (lines.filter((l) => / worker registered /.test(l)).length === 3) {
+        break;
       }
-      assert.equal(
-        lines.filter((l) => / worker registered /.test(l)).length,
-        3,
-        `every session registered\n${lines.join("\n")}`,
-      );
-      assert.equal(back().length, 1, lines.join("\n"));
-      assert.equal(away().length, 1, lines.join("\n"));
-    } finally {
-      await worker.stop();
-      await f?.close();
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
+    assert.equal(
+      lines.filter((l) => / worker registered /.test(l)).length,
+      3,
+      `every session registered\n${lines.join("\n")}`,
+    );
+    assert.equal(back().length, 1, lines.join("\n"));
+    assert.equal(away().length, 1, lines.join("\n"));
   },
 });
 
@@ -152,35 +156,26 @@ Deno.test({
   name:
     "a stop without drain cuts a drain short: the build is abandoned, and the worker stops once",
   async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const lines: string[] = [];
-    const argvs: string[][] = [];
-    const worker = await startTestWorker(f.port, lines, argvs, { workers: 1 });
-    try {
-      const [drv] = await f.addJobs([job("long", 1)]);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.started,
-        "build started",
-      );
-      const draining = worker.stop({ drain: true, drainMs: 240_000 });
-      assert.equal(await settlesWithin(draining, 300), false, "drain waits");
-      const forced = worker.stop({ signal: "SIGTERM" });
-      assert.ok(await settlesWithin(forced, 3000), "the second stop is quick");
-      assert.ok(await settlesWithin(draining, 100), "and ends the first");
-      assert.equal(
-        lines.filter((l) => l.startsWith("info worker stopped")).length,
-        1,
-      );
-      // The build it abandons is said, not only its guix build's kill.
-      assert.deepEqual(
-        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
-        ["warn stop without drain signal=SIGTERM builds=1"],
-      );
-      assert.ok(argvs.some((argv) => argv.includes(drv)));
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
+    await using f = closing(await startFixture({ logPort: quietPort() }));
+    await using worker = await startTestWorker(f.port, { workers: 1 });
+    const { lines, argvs } = worker;
+    const [drv] = await f.addJobs([job("long", 1)]);
+    await untilStatus(f, drv, BuildStatus.started, "build started");
+    const draining = worker.stop({ drain: true, drainMs: 240_000 });
+    assert.equal(await settlesWithin(draining, 300), false, "drain waits");
+    const forced = worker.stop({ signal: "SIGTERM" });
+    assert.ok(await settlesWithin(forced, 3000), "the second stop is quick");
+    assert.ok(await settlesWithin(draining, 100), "and ends the first");
+    assert.equal(
+      lines.filter((l) => l.startsWith("info worker stopped")).length,
+      1,
+    );
+    // The build it abandons is said, not only its guix build's kill.
+    assert.deepEqual(
+      lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+      ["warn stop without drain signal=SIGTERM builds=1"],
+    );
+    assert.ok(argvs.some((argv) => argv.includes(drv)));
   },
 });
 
@@ -189,33 +184,24 @@ Deno.test({
   name:
     "a drain whose timeout expires says so, with the builds it abandons, and the worker stops",
   async fn() {
-    const f = await startFixture({ logPort: quietPort() });
-    const lines: string[] = [];
-    const argvs: string[][] = [];
-    const worker = await startTestWorker(f.port, lines, argvs, { workers: 1 });
-    try {
-      const [drv] = await f.addJobs([job("long", 1)]);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.started,
-        "build started",
-      );
-      const draining = worker.stop({ drain: true, drainMs: 500 });
-      assert.ok(await settlesWithin(draining, 5000), "the drain ends");
-      assert.deepEqual(
-        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
-        ["warn drain timeout over builds=1 timeout=0.5"],
-      );
-      assert.equal(
-        lines.filter((l) => l.startsWith("info worker stopped")).length,
-        1,
-      );
-      // A later stop, the drain over, has nothing to cut short.
-      await worker.stop({ signal: "SIGTERM" });
-      assert.ok(!lines.some((l) => l.includes("stop without drain")));
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
+    await using f = closing(await startFixture({ logPort: quietPort() }));
+    await using worker = await startTestWorker(f.port, { workers: 1 });
+    const { lines } = worker;
+    const [drv] = await f.addJobs([job("long", 1)]);
+    await untilStatus(f, drv, BuildStatus.started, "build started");
+    const draining = worker.stop({ drain: true, drainMs: 500 });
+    assert.ok(await settlesWithin(draining, 5000), "the drain ends");
+    assert.deepEqual(
+      lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+      ["warn drain timeout over builds=1 timeout=0.5"],
+    );
+    assert.equal(
+      lines.filter((l) => l.startsWith("info worker stopped")).length,
+      1,
+    );
+    // A later stop, the drain over, has nothing to cut short.
+    await worker.stop({ signal: "SIGTERM" });
+    assert.ok(!lines.some((l) => l.includes("stop without drain")));
   },
 });
 
@@ -226,44 +212,33 @@ Deno.test({
   async fn() {
     // Every turn carrying a result fails: no ack ever comes.
     const failure = new ResultTurnFailure(Infinity);
-    const f = await startFixture({
-      logPort: quietPort(),
-      routerSeenByDispatcher: (router) => routerWatched(router, failure.watch),
-      storeSeenByDispatcher: failure.failing,
-    });
-    const lines: string[] = [];
-    const argvs: string[][] = [];
-    const building = fakeSpawner(undefined, argvs);
-    const lingering = lingeringSpawner(argvs);
-    const worker = await startTestWorker(
-      f.port,
-      lines,
-      argvs,
-      {
-        workers: 1,
-      },
-      (argv, options) =>
-        argv.includes("build")
-          ? building(argv, options)
-          : lingering(argv, options),
+    await using f = closing(
+      await startFixture({
+        logPort: quietPort(),
+        routerSeenByDispatcher: (router) =>
+          routerWatched(router, failure.watch),
+        storeSeenByDispatcher: failure.failing,
+      }),
     );
-    try {
-      const [drv] = await f.addJobs([job("unacknowledged", 1)]);
-      await eventually(() => failure.failed === 1, "the result's turn failed");
-      const draining = worker.stop({ drain: true, drainMs: 500 });
-      assert.ok(await settlesWithin(draining, 5000), "the drain ends");
-      assert.deepEqual(
-        lines.filter((l) => / (drain timeout|results unacknowledged)/.test(l)),
-        [
-          "warn drain timeout over builds=0 timeout=0.5",
-          `warn results unacknowledged drvs=${drv} reason="the worker stopped before the server acknowledged them"`,
-        ],
-      );
-      assert.equal(await f.status(drv), BuildStatus.started);
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
+    await using worker = await startTestWorker(
+      f.port,
+      { workers: 1 },
+      quickBuildSpawner,
+    );
+    const [drv] = await f.addJobs([job("unacknowledged", 1)]);
+    await eventually(() => failure.failed === 1, "the result's turn failed");
+    const draining = worker.stop({ drain: true, drainMs: 500 });
+    assert.ok(await settlesWithin(draining, 5000), "the drain ends");
+    assert.deepEqual(
+      worker.lines.filter((l) =>
+        / (drain timeout|results unacknowledged)/.test(l)
+      ),
+      [
+        "warn drain timeout over builds=0 timeout=0.5",
+        `warn results unacknowledged drvs=${drv} reason="the worker stopped before the server acknowledged them"`,
+      ],
+    );
+    assert.equal(await f.status(drv), BuildStatus.started);
   },
 });
 
@@ -275,22 +250,14 @@ Deno.test({
     // A log server that never says it stored a log: the worker sends the
     // log again, pausing between tries, its build long over.
     const logs = scriptedLogServer(["", "", "", ""]);
-    const f = await startFixture({ logPort: logs.port });
-    const lines: string[] = [];
-    const argvs: string[][] = [];
-    const building = fakeSpawner(undefined, argvs);
-    const lingering = lingeringSpawner(argvs);
-    const worker = await startTestWorker(
-      f.port,
-      lines,
-      argvs,
-      { workers: 1 },
-      (argv, options) =>
-        argv.includes("build")
-          ? building(argv, options)
-          : lingering(argv, options),
-    );
     try {
+      await using f = closing(await startFixture({ logPort: logs.port }));
+      await using worker = await startTestWorker(
+        f.port,
+        { workers: 1 },
+        quickBuildSpawner,
+      );
+      const { lines, argvs } = worker;
       const [drv] = await f.addJobs([job("log-unacknowledged", 1)]);
       await eventually(
         () => lines.some((l) => l.startsWith("warn log resend retried")),
@@ -298,8 +265,10 @@ Deno.test({
       );
       const draining = worker.stop({ drain: true, drainMs: 300 });
       assert.ok(await settlesWithin(draining, 5000), "the drain ends");
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.succeeded,
+      await untilStatus(
+        f,
+        drv,
+        BuildStatus.succeeded,
         `build recorded as succeeded\nserver:\n${
           f.lines.join("\n")
         }\nworker:\n${lines.join("\n")}`,
@@ -322,8 +291,6 @@ Deno.test({
         "built once",
       );
     } finally {
-      await worker.stop();
-      await f.close();
       logs.close();
     }
   },
@@ -336,24 +303,19 @@ Deno.test({
   async fn() {
     // A server handing the same derivation to both sessions (after its
     // restart, say): two builds all the same.
-    const server = await handingOutServer([buildRequest({}), buildRequest({})]);
-    const lines: string[] = [];
-    const argvs: string[][] = [];
-    const worker = await startTestWorker(server.port, lines, argvs);
-    try {
-      await eventually(
-        () => argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
-        "both sessions building",
-      );
-      await worker.stop({ drain: true, drainMs: 500 });
-      assert.deepEqual(
-        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
-        ["warn drain timeout over builds=2 timeout=0.5"],
-      );
-    } finally {
-      await worker.stop();
-      await server.close();
-    }
+    await using server = closing(
+      await handingOutServer([buildRequest({}), buildRequest({})]),
+    );
+    await using worker = await startTestWorker(server.port);
+    await eventually(
+      () => worker.argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
+      "both sessions building",
+    );
+    await worker.stop({ drain: true, drainMs: 500 });
+    assert.deepEqual(
+      worker.lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+      ["warn drain timeout over builds=2 timeout=0.5"],
+    );
   },
 });
 
@@ -362,25 +324,20 @@ Deno.test({
   name:
     "a stop without drain counts the builds it abandons, two sessions building one derivation as two",
   async fn() {
-    const server = await handingOutServer([buildRequest({}), buildRequest({})]);
-    const lines: string[] = [];
-    const argvs: string[][] = [];
-    const worker = await startTestWorker(server.port, lines, argvs);
-    try {
-      await eventually(
-        () => argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
-        "both sessions building",
-      );
-      // The drain is cut short: the same stop.
-      worker.stop({ drain: true, drainMs: 240_000 });
-      await worker.stop({ signal: "SIGTERM" });
-      assert.deepEqual(
-        lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
-        ["warn stop without drain signal=SIGTERM builds=2"],
-      );
-    } finally {
-      await worker.stop();
-      await server.close();
-    }
+    await using server = closing(
+      await handingOutServer([buildRequest({}), buildRequest({})]),
+    );
+    await using worker = await startTestWorker(server.port);
+    await eventually(
+      () => worker.argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
+      "both sessions building",
+    );
+    // The drain is cut short: the same stop.
+    worker.stop({ drain: true, drainMs: 240_000 });
+    await worker.stop({ signal: "SIGTERM" });
+    assert.deepEqual(
+      worker.lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
+      ["warn stop without drain signal=SIGTERM builds=2"],
+    );
   },
 });
