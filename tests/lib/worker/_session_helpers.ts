@@ -16,7 +16,9 @@ import {
   eventually,
   fakeSpawner,
   type Fixture,
+  startFixture,
 } from "../server/_dispatch_fixture.ts";
+import { bindAgain } from "../../_ports.ts";
 import type { BuildStatus } from "../../../lib/store/types.ts";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
 
@@ -133,4 +135,43 @@ export async function untilStatus(
   what?: string,
 ): Promise<void> {
   await eventually(async () => (await f.status(drv)) === status, what);
+}
+
+/**
+ * A dispatcher fixture that the test kills and starts again on the same
+ * port and database, as a server process that dies and comes back. Leaving
+ * the `await using` scope that holds it closes whichever server is up and
+ * removes the files the first one kept for the restart.
+ */
+export async function restartableFixture(
+  options: Parameters<typeof startFixture>[0] = {},
+) {
+  let first: Fixture | undefined = await startFixture(options);
+  let second: Fixture | undefined;
+  const { port, database, root } = first;
+  return {
+    /** The server before its restart. */
+    first,
+    port,
+    /** Kills the first server, keeping its database; resolves once down. */
+    kill(): Promise<void> {
+      const closing = first!.close(true);
+      first = undefined;
+      return closing;
+    },
+    /** Starts the second server, on the first one's port and database. */
+    async restart(
+      extra: Parameters<typeof startFixture>[0] = {},
+    ): Promise<Fixture> {
+      second = await bindAgain(() =>
+        startFixture({ ...extra, port, database })
+      );
+      return second;
+    },
+    async [Symbol.asyncDispose]() {
+      await first?.close();
+      await second?.close();
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    },
+  };
 }

@@ -7,10 +7,7 @@
 // request. Real dispatchers on one database.
 
 import assert from "node:assert/strict";
-import {
-  runSession,
-  type SessionOptions,
-} from "../../../lib/worker/session.ts";
+import type { SessionOptions } from "../../../lib/worker/session.ts";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
 import { OutputsBeingFetched } from "../../../lib/worker/outputs_being_fetched.ts";
 import {
@@ -26,15 +23,21 @@ import { type RouterMessage, RouterSocket } from "../../../lib/zmtp/router.ts";
 import {
   eventually,
   fakeSpawner,
-  type Fixture,
   job,
   routerWatched,
   settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
-import { loggedResults, sessionOptions } from "./_session_helpers.ts";
+import {
+  closing,
+  loggedResults,
+  restartableFixture,
+  runningSession,
+  sessionOptions,
+  untilStatus,
+} from "./_session_helpers.ts";
 import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
-import { bindAgain, quietPort } from "../../_ports.ts";
+import { quietPort } from "../../_ports.ts";
 import { carriesResult, ResultTurnFailure } from "./_failing_result_turns.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -87,6 +90,34 @@ function builtTimes(calls: string[][], drv: string): number {
     .length;
 }
 
+/**
+ * A session named `name` against `port` whose guix build ends at once, as
+ * `behave` says (a success by default), each call kept in `calls`; its kept
+ * results, `results`, log to its `lines`. A runningSession(): leaving the
+ * `await using` scope that holds it stops it.
+ */
+function recordingSession(
+  port: number,
+  name: string,
+  extra: Partial<SessionOptions> = {},
+  behave?: Parameters<typeof fakeSpawner>[0],
+) {
+  const calls: string[][] = [];
+  const lines: string[] = [];
+  const results = loggedResults(lines);
+  const session = runningSession(
+    sessionOptions(port, name, lines, {
+      guix: new Guix({
+        logger: createLogger({ sink: () => {} }),
+        spawn: fakeSpawner(behave, calls),
+      }),
+      results,
+      ...extra,
+    }),
+  );
+  return { calls, lines, results, ...session };
+}
+
 for (
   const { ok, status } of [
     { ok: true, status: BuildStatus.succeeded },
@@ -101,41 +132,31 @@ for (
     } sent as the server dies before committing it is sent again to the restarted server: recorded once, never requeued, built once`,
     async fn() {
       const hold = new ResultTurnHold();
-      let first: Fixture | undefined = await startFixture({
+      await using server = await restartableFixture({
         logPort: quietPort(),
         routerSeenByDispatcher: (router) => routerWatched(router, hold.watch),
         storeSeenByDispatcher: hold.holding,
       });
-      const { port, database, root: firstRoot } = first;
-      const [drv] = await first.addJobs([job("straddler", 1)]);
-      const calls: string[][] = [];
-      const lines: string[] = [];
+      const [drv] = await server.first.addJobs([job("straddler", 1)]);
       const name = ok ? "ACKED001" : "ACKED002";
-      const results = loggedResults(lines);
-      const abort = new AbortController();
-      const running = runSession(
-        sessionOptions(port, name, lines, {
-          guix: new Guix({
-            logger: createLogger({ sink: () => {} }),
-            spawn: fakeSpawner(() => ({ code: ok ? 0 : 1 }), calls),
-          }),
-          results,
-        }),
-        abort.signal,
+      await using session = recordingSession(
+        server.port,
+        name,
+        {},
+        () => ({ code: ok ? 0 : 1 }),
       );
-      let second: Fixture | undefined;
+      const { calls, lines, results } = session;
       try {
         await hold.reached;
         // Dies with the result's turn uncommitted: nothing of it remains.
-        const closing = first.close(true);
+        const dying = server.kill();
         hold.kill();
-        await closing;
-        first = undefined;
-        const f = second = await bindAgain(() =>
-          startFixture({ port, database, logPort: quietPort() })
-        );
-        await eventually(
-          async () => (await f.status(drv)) === status,
+        await dying;
+        const f = await server.restart({ logPort: quietPort() });
+        await untilStatus(
+          f,
+          drv,
+          status,
           `build recorded\nserver:\n${f.lines.join("\n")}\nworker:\n${
             lines.join("\n")
           }`,
@@ -177,12 +198,8 @@ for (
           f.lines.join("\n"),
         );
       } finally {
+        // The held turn must end, or the first server never closes.
         hold.kill();
-        abort.abort();
-        await running;
-        await first?.close();
-        await second?.close();
-        await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
       }
     },
   });
@@ -199,92 +216,68 @@ Deno.test({
       Promise.resolve(
         published ? new Response("ok") : new Response("", { status: 404 }),
       );
-    let first: Fixture | undefined = await startFixture({
+    await using server = await restartableFixture({
       logPort: quietPort(),
       fetch,
     });
-    const { port, database, root: firstRoot } = first;
+    const { first } = server;
     const [drv] = await first.addJobs([job("fetched-late", 1)]);
-    const calls: string[][] = [];
-    const lines: string[] = [];
     const name = "FETCHED1";
-    const results = loggedResults(lines);
-    const abort = new AbortController();
-    const running = runSession(
-      sessionOptions(port, name, lines, {
-        guix: new Guix({
-          logger: createLogger({ sink: () => {} }),
-          spawn: fakeSpawner(undefined, calls),
-        }),
-        results,
-      }),
-      abort.signal,
+    await using session = recordingSession(server.port, name);
+    const { calls, lines, results } = session;
+    await eventually(
+      () => first.lines.some((l) => l.startsWith("warn output fetch retried")),
+      "the fetch waiting for the worker's publish server",
     );
-    let second: Fixture | undefined;
-    try {
-      const server = first;
-      await eventually(
-        () =>
-          server.lines.some((l) => l.startsWith("warn output fetch retried")),
-        "the fetch waiting for the worker's publish server",
-      );
-      await eventually(() => results.size === 0, "result acknowledged");
-      assert.ok(
-        lines.includes(
-          `debug result acknowledged drv=${drv} status=succeeded outcome=fetching attempts=0`,
+    await eventually(() => results.size === 0, "result acknowledged");
+    assert.ok(
+      lines.includes(
+        `debug result acknowledged drv=${drv} status=succeeded outcome=fetching attempts=0`,
+      ),
+      lines.join("\n"),
+    );
+    // Killed: the fetch is not saved by a clean stop.
+    await server.kill();
+    const f = await server.restart({ logPort: quietPort(), fetch });
+    // The worker registers again while the fetch is still waiting: it
+    // holds nothing, its result acknowledged, and the build stays its.
+    await eventually(
+      () =>
+        f.lines.some((l) =>
+          l.startsWith(`info worker ready worker=${name} `) &&
+          l.includes(" holding=0 requeued=0")
         ),
-        lines.join("\n"),
-      );
-      // Killed: the fetch is not saved by a clean stop.
-      await first.close(true);
-      first = undefined;
-      const f = second = await bindAgain(() =>
-        startFixture({ port, database, logPort: quietPort(), fetch })
-      );
-      // The worker registers again while the fetch is still waiting: it
-      // holds nothing, its result acknowledged, and the build stays its.
-      await eventually(
-        () =>
-          f.lines.some((l) =>
-            l.startsWith(`info worker ready worker=${name} `) &&
-            l.includes(" holding=0 requeued=0")
-          ),
-        `worker registered again\nserver:\n${f.lines.join("\n")}\nworker:\n${
-          lines.join("\n")
-        }`,
-      );
-      await eventually(
-        () => f.lines.some((l) => l.startsWith("warn output fetch retried")),
-        "the resumed fetch waiting",
-      );
-      published = true;
-      await f.clock.advance(1000);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.succeeded,
-        `build succeeded\nserver:\n${f.lines.join("\n")}\nworker:\n${
-          lines.join("\n")
-        }`,
-      );
-      assert.equal(
-        builtTimes(calls, drv),
-        1,
-        `built once\n${lines.join("\n")}`,
-      );
-      assert.ok(
-        !f.lines.some((l) => l.startsWith("warn build requeued")),
-        f.lines.join("\n"),
-      );
-      await eventually(
-        async () => (await f.store.owedFetches()).length === 0,
-        "the fetch forgotten once it ended",
-      );
-    } finally {
-      abort.abort();
-      await running;
-      await first?.close();
-      await second?.close();
-      await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
-    }
+      `worker registered again\nserver:\n${f.lines.join("\n")}\nworker:\n${
+        lines.join("\n")
+      }`,
+    );
+    await eventually(
+      () => f.lines.some((l) => l.startsWith("warn output fetch retried")),
+      "the resumed fetch waiting",
+    );
+    published = true;
+    await f.clock.advance(1000);
+    await untilStatus(
+      f,
+      drv,
+      BuildStatus.succeeded,
+      `build succeeded\nserver:\n${f.lines.join("\n")}\nworker:\n${
+        lines.join("\n")
+      }`,
+    );
+    assert.equal(
+      builtTimes(calls, drv),
+      1,
+      `built once\n${lines.join("\n")}`,
+    );
+    assert.ok(
+      !f.lines.some((l) => l.startsWith("warn build requeued")),
+      f.lines.join("\n"),
+    );
+    await eventually(
+      async () => (await f.store.owedFetches()).length === 0,
+      "the fetch forgotten once it ended",
+    );
   },
 });
 
@@ -294,70 +287,59 @@ Deno.test({
     "a result whose turn the server drops, staying up, is sent again once its ack is overdue, before any work request: recorded, never requeued, built once",
   async fn() {
     const failure = new ResultTurnFailure();
-    const f = await startFixture({
-      logPort: quietPort(),
-      routerSeenByDispatcher: (router) => routerWatched(router, failure.watch),
-      storeSeenByDispatcher: failure.failing,
-    });
-    const [drv] = await f.addJobs([job("dropped-turn", 1)]);
-    const calls: string[][] = [];
-    const lines: string[] = [];
-    const name = "DROPPED1";
-    const results = loggedResults(lines);
-    const abort = new AbortController();
-    const running = runSession(
-      sessionOptions(f.port, name, lines, {
-        guix: new Guix({
-          logger: createLogger({ sink: () => {} }),
-          spawn: fakeSpawner(undefined, calls),
-        }),
-        results,
-        // The ack's wait: short, for the test's sake.
-        replyTimeoutMs: 1000,
+    await using f = closing(
+      await startFixture({
+        logPort: quietPort(),
+        routerSeenByDispatcher: (router) =>
+          routerWatched(router, failure.watch),
+        storeSeenByDispatcher: failure.failing,
       }),
-      abort.signal,
     );
-    try {
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.succeeded,
-        `build succeeded\nserver:\n${f.lines.join("\n")}\nworker:\n${
-          lines.join("\n")
-        }`,
-      );
-      assert.equal(failure.failed, 1, "the result's turn failed");
-      await eventually(() => results.size === 0, "result acknowledged");
-      assert.equal(
-        builtTimes(calls, drv),
-        1,
-        `built once\n${lines.join("\n")}`,
-      );
-      assert.deepEqual(
-        f.lines.filter((l) => l.startsWith("warn build requeued")),
-        [],
-      );
-      assert.ok(
-        lines.some((l) =>
-          l.startsWith(`warn result sent again worker=${name} drv=${drv} `)
-        ),
-        lines.join("\n"),
-      );
-      assert.ok(
-        lines.includes(
-          `info result acknowledged drv=${drv} status=succeeded outcome=fetching attempts=1`,
-        ),
-        lines.join("\n"),
-      );
-    } finally {
-      abort.abort();
-      await running;
-      await f.close();
-    }
+    const [drv] = await f.addJobs([job("dropped-turn", 1)]);
+    const name = "DROPPED1";
+    await using session = recordingSession(f.port, name, {
+      // The ack's wait: short, for the test's sake.
+      replyTimeoutMs: 1000,
+    });
+    const { calls, lines, results } = session;
+    await untilStatus(
+      f,
+      drv,
+      BuildStatus.succeeded,
+      `build succeeded\nserver:\n${f.lines.join("\n")}\nworker:\n${
+        lines.join("\n")
+      }`,
+    );
+    assert.equal(failure.failed, 1, "the result's turn failed");
+    await eventually(() => results.size === 0, "result acknowledged");
+    assert.equal(
+      builtTimes(calls, drv),
+      1,
+      `built once\n${lines.join("\n")}`,
+    );
+    assert.deepEqual(
+      f.lines.filter((l) => l.startsWith("warn build requeued")),
+      [],
+    );
+    assert.ok(
+      lines.some((l) =>
+        l.startsWith(`warn result sent again worker=${name} drv=${drv} `)
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.includes(
+        `info result acknowledged drv=${drv} status=succeeded outcome=fetching attempts=1`,
+      ),
+      lines.join("\n"),
+    );
   },
 });
 
 /**
  * A session named `name` against `port`, with a draining signal, whose
- * `guix build` succeeds only once `finish()` is called.
+ * `guix build` succeeds only once `finish()` is called. Leaving the `await
+ * using` scope that holds it lets the build finish and stops it.
  */
 function drainableSession(
   port: number,
@@ -369,9 +351,8 @@ function drainableSession(
   const results = loggedResults(lines);
   const finished = Promise.withResolvers<void>();
   const spawn = fakeSpawner(undefined, calls);
-  const abort = new AbortController();
   const draining = new AbortController();
-  const running = runSession(
+  const session = runningSession(
     sessionOptions(port, name, lines, {
       guix: new Guix({
         logger: createLogger({ sink: () => {} }),
@@ -387,20 +368,20 @@ function drainableSession(
       draining: draining.signal,
       ...extra,
     }),
-    abort.signal,
   );
+  const stop = () => {
+    finished.resolve();
+    return session.stop();
+  };
   return {
     calls,
     lines,
     results,
-    running,
+    running: session.running,
     finish: () => finished.resolve(),
     drain: () => draining.abort(),
-    async stop() {
-      finished.resolve();
-      abort.abort();
-      await running;
-    },
+    stop,
+    [Symbol.asyncDispose]: stop,
   };
 }
 
@@ -410,48 +391,45 @@ Deno.test({
     "a draining session waits for its last result's ack: one whose turn the server drops is sent again and recorded before the session ends",
   async fn() {
     const failure = new ResultTurnFailure();
-    const f = await startFixture({
-      logPort: quietPort(),
-      routerSeenByDispatcher: (router) => routerWatched(router, failure.watch),
-      storeSeenByDispatcher: failure.failing,
-    });
+    await using f = closing(
+      await startFixture({
+        logPort: quietPort(),
+        routerSeenByDispatcher: (router) =>
+          routerWatched(router, failure.watch),
+        storeSeenByDispatcher: failure.failing,
+      }),
+    );
     const [drv] = await f.addJobs([job("drained-dropped", 1)]);
-    const session = drainableSession(f.port, "DRAINED1", {
+    await using session = drainableSession(f.port, "DRAINED1", {
       // The ack's wait: short, for the test's sake.
       replyTimeoutMs: 1000,
     });
-    try {
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.started,
-        "build started",
-      );
-      // SIGTERM mid-build: the build is finished and reported, its
-      // result's turn dropped.
-      session.drain();
-      session.finish();
-      assert.ok(
-        await settlesWithin(session.running, 20_000),
-        "the session ends by itself",
-      );
-      await session.running;
-      assert.equal(session.results.size, 0, session.lines.join("\n"));
-      assert.equal(failure.failed, 1, "the result's turn failed");
-      assert.ok(
-        session.lines.some((l) =>
-          l.startsWith(`warn result sent again worker=DRAINED1 drv=${drv} `)
-        ),
-        session.lines.join("\n"),
-      );
-      assert.ok(session.lines.includes("info session drained worker=DRAINED1"));
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.succeeded,
-        `build succeeded\nserver:\n${f.lines.join("\n")}`,
-      );
-      assert.equal(builtTimes(session.calls, drv), 1);
-    } finally {
-      await session.stop();
-      await f.close();
-    }
+    await untilStatus(f, drv, BuildStatus.started, "build started");
+    // SIGTERM mid-build: the build is finished and reported, its
+    // result's turn dropped.
+    session.drain();
+    session.finish();
+    assert.ok(
+      await settlesWithin(session.running, 20_000),
+      "the session ends by itself",
+    );
+    await session.running;
+    assert.equal(session.results.size, 0, session.lines.join("\n"));
+    assert.equal(failure.failed, 1, "the result's turn failed");
+    assert.ok(
+      session.lines.some((l) =>
+        l.startsWith(`warn result sent again worker=DRAINED1 drv=${drv} `)
+      ),
+      session.lines.join("\n"),
+    );
+    assert.ok(session.lines.includes("info session drained worker=DRAINED1"));
+    await untilStatus(
+      f,
+      drv,
+      BuildStatus.succeeded,
+      `build succeeded\nserver:\n${f.lines.join("\n")}`,
+    );
+    assert.equal(builtTimes(session.calls, drv), 1);
   },
 });
 
@@ -461,40 +439,36 @@ Deno.test({
     "a draining session whose server dies before committing its last result waits for its return, registers, and sends the result again before it ends",
   async fn() {
     const hold = new ResultTurnHold();
-    let first: Fixture | undefined = await startFixture({
+    await using server = await restartableFixture({
       logPort: quietPort(),
       routerSeenByDispatcher: (router) => routerWatched(router, hold.watch),
       storeSeenByDispatcher: hold.holding,
     });
-    const { port, database, root: firstRoot } = first;
-    const [drv] = await first.addJobs([job("drained-restart", 1)]);
+    const [drv] = await server.first.addJobs([job("drained-restart", 1)]);
     // The ack's wait ends, and a registration begins, while the server is
     // away: the session must wait for it rather than leave.
-    const session = drainableSession(port, "DRAINED2", {
+    await using session = drainableSession(server.port, "DRAINED2", {
       replyTimeoutMs: 1000,
     });
-    let second: Fixture | undefined;
     try {
-      const server = first;
-      await eventually(
-        async () => (await server.status(drv)) === BuildStatus.started,
+      await untilStatus(
+        server.first,
+        drv,
+        BuildStatus.started,
         "build started",
       );
       session.drain();
       session.finish();
       await hold.reached;
-      const closing = first.close(true);
+      const dying = server.kill();
       hold.kill();
-      await closing;
-      first = undefined;
+      await dying;
       assert.equal(
         await settlesWithin(session.running, 2500),
         false,
         `the session waits for the server\n${session.lines.join("\n")}`,
       );
-      const f = second = await bindAgain(() =>
-        startFixture({ port, database, logPort: quietPort() })
-      );
+      const f = await server.restart({ logPort: quietPort() });
       assert.ok(
         await settlesWithin(session.running, 20_000),
         `the session ends by itself\n${session.lines.join("\n")}`,
@@ -509,17 +483,16 @@ Deno.test({
         ),
         f.lines.join("\n"),
       );
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.succeeded,
+      await untilStatus(
+        f,
+        drv,
+        BuildStatus.succeeded,
         `build succeeded\nserver:\n${f.lines.join("\n")}`,
       );
       assert.equal(builtTimes(session.calls, drv), 1);
     } finally {
+      // The held turn must end, or the first server never closes.
       hold.kill();
-      await session.stop();
-      await first?.close();
-      await second?.close();
-      await Deno.remove(firstRoot, { recursive: true }).catch(() => {});
     }
   },
 });
@@ -624,16 +597,11 @@ async function sessionUntil(
     sink: (line) => lines.push(line),
   });
   const results = new UndeliveredResults({ logger });
-  const abort = new AbortController();
-  const running = runSession(
-    sessionOptions(port, name, lines, { logger, results }),
-    abort.signal,
-  );
-  try {
+  {
+    await using _session = runningSession(
+      sessionOptions(port, name, lines, { logger, results }),
+    );
     await eventually(check, `${what}\n${lines.join("\n")}`);
-  } finally {
-    abort.abort();
-    await running;
   }
   return { lines, results };
 }
@@ -643,34 +611,32 @@ Deno.test({
   name:
     "a result a server never acknowledges is said held and sent again at each registration, then dropped after three more sendings",
   async fn() {
-    const server = await scriptedServer(buildRequest({}), LORICA_FEATURES, {
-      probe: true,
-    });
-    try {
-      const { lines, results } = await sessionUntil(
-        server.port,
-        "UNACKED1",
-        () => server.holdings().length === 5,
-        "registered five times",
-      );
-      assert.equal(server.results(), 4, "sent, then sent again three times");
-      assert.deepEqual(server.holdings(), [
-        [],
-        [GOOD_DRV],
-        [GOOD_DRV],
-        [GOOD_DRV],
-        [],
-      ]);
-      assert.deepEqual(
-        lines.filter((l) => l.startsWith("warn result dropped")),
-        [
-          `warn result dropped drv=${GOOD_DRV} status=succeeded reason="not acknowledged after 4 sendings"`,
-        ],
-      );
-      assert.equal(results.size, 0);
-    } finally {
-      await server.close();
-    }
+    await using server = closing(
+      await scriptedServer(buildRequest({}), LORICA_FEATURES, {
+        probe: true,
+      }),
+    );
+    const { lines, results } = await sessionUntil(
+      server.port,
+      "UNACKED1",
+      () => server.holdings().length === 5,
+      "registered five times",
+    );
+    assert.equal(server.results(), 4, "sent, then sent again three times");
+    assert.deepEqual(server.holdings(), [
+      [],
+      [GOOD_DRV],
+      [GOOD_DRV],
+      [GOOD_DRV],
+      [],
+    ]);
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith("warn result dropped")),
+      [
+        `warn result dropped drv=${GOOD_DRV} status=succeeded reason="not acknowledged after 4 sendings"`,
+      ],
+    );
+    assert.equal(results.size, 0);
   },
 });
 
@@ -680,38 +646,36 @@ Deno.test({
     "an ack of a result the worker does not keep is ignored; the ack of its result ends its keeping: not said held, not sent again",
   async fn() {
     const other = GOOD_DRV.replace("hello", "other");
-    const server = await scriptedServer(buildRequest({}), LORICA_FEATURES, {
-      replies: (drv) => [
-        { type: "result-ack", drv: other, outcome: "recorded" },
-        { type: "result-ack", drv, outcome: "fetching" },
-      ],
-      probe: true,
-    });
-    try {
-      const { lines, results } = await sessionUntil(
-        server.port,
-        "ACKED003",
-        () => server.holdings().length === 2,
-        "registered again",
-      );
-      assert.deepEqual(server.holdings(), [[], []]);
-      assert.equal(server.results(), 1);
-      assert.equal(results.size, 0);
-      assert.ok(
-        lines.includes(
-          `debug ack ignored worker=ACKED003 drv=${other} outcome=recorded reason="no such result awaits an ack"`,
-        ),
-        lines.join("\n"),
-      );
-      assert.ok(
-        lines.includes(
-          `debug result acknowledged drv=${GOOD_DRV} status=succeeded outcome=fetching attempts=0`,
-        ),
-        lines.join("\n"),
-      );
-    } finally {
-      await server.close();
-    }
+    await using server = closing(
+      await scriptedServer(buildRequest({}), LORICA_FEATURES, {
+        replies: (drv) => [
+          { type: "result-ack", drv: other, outcome: "recorded" },
+          { type: "result-ack", drv, outcome: "fetching" },
+        ],
+        probe: true,
+      }),
+    );
+    const { lines, results } = await sessionUntil(
+      server.port,
+      "ACKED003",
+      () => server.holdings().length === 2,
+      "registered again",
+    );
+    assert.deepEqual(server.holdings(), [[], []]);
+    assert.equal(server.results(), 1);
+    assert.equal(results.size, 0);
+    assert.ok(
+      lines.includes(
+        `debug ack ignored worker=ACKED003 drv=${other} outcome=recorded reason="no such result awaits an ack"`,
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.includes(
+        `debug result acknowledged drv=${GOOD_DRV} status=succeeded outcome=fetching attempts=0`,
+      ),
+      lines.join("\n"),
+    );
   },
 });
 
@@ -729,26 +693,24 @@ for (
     name:
       `a worker of ${kind} keeps no result it sent: a registration after it says none held and sends none again`,
     async fn() {
-      const server = await scriptedServer(buildRequest({}), features, {
-        probe: true,
-      });
-      try {
-        const { results } = await sessionUntil(
-          server.port,
-          "PLAIN001",
-          () => server.holdings().length === 2,
-          "registered again",
-        );
-        assert.equal(server.results(), 1);
-        assert.equal(results.size, 0);
-        assert.deepEqual(
-          server.holdings(),
-          features === undefined ? [undefined, undefined] : [[], []],
-        );
-        assert.ok(!server.heard.some((m) => m.type === "result-ack"));
-      } finally {
-        await server.close();
-      }
+      await using server = closing(
+        await scriptedServer(buildRequest({}), features, {
+          probe: true,
+        }),
+      );
+      const { results } = await sessionUntil(
+        server.port,
+        "PLAIN001",
+        () => server.holdings().length === 2,
+        "registered again",
+      );
+      assert.equal(server.results(), 1);
+      assert.equal(results.size, 0);
+      assert.deepEqual(
+        server.holdings(),
+        features === undefined ? [undefined, undefined] : [[], []],
+      );
+      assert.ok(!server.heard.some((m) => m.type === "result-ack"));
     },
   });
 }
@@ -773,30 +735,29 @@ for (
       stays ? "stays until told the fetch ended" : "leaves"
     } once its success is acknowledged as fetching`,
     async fn() {
-      const server = await scriptedServer(buildRequest({}), features, {
-        replies: (drv) => [{ type: "result-ack", drv, outcome: "fetching" }],
-      });
+      await using server = closing(
+        await scriptedServer(buildRequest({}), features, {
+          replies: (drv) => [{ type: "result-ack", drv, outcome: "fetching" }],
+        }),
+      );
       const fetching = new OutputsBeingFetched();
-      const session = drainableSession(server.port, "FETCHED2", { fetching });
-      try {
-        await eventually(
-          () => session.calls.some((argv) => argv.includes(GOOD_DRV)),
-          "build started",
-        );
-        session.drain();
-        session.finish();
-        await eventually(() => server.results() === 1, "result sent");
-        assert.equal(
-          await settlesWithin(session.running, stays ? 500 : 5000),
-          !stays,
-          session.lines.join("\n"),
-        );
-        assert.deepEqual(fetching.drvs(), stays ? [GOOD_DRV] : []);
-        assert.equal(session.results.size, 0);
-      } finally {
-        await session.stop();
-        await server.close();
-      }
+      await using session = drainableSession(server.port, "FETCHED2", {
+        fetching,
+      });
+      await eventually(
+        () => session.calls.some((argv) => argv.includes(GOOD_DRV)),
+        "build started",
+      );
+      session.drain();
+      session.finish();
+      await eventually(() => server.results() === 1, "result sent");
+      assert.equal(
+        await settlesWithin(session.running, stays ? 500 : 5000),
+        !stays,
+        session.lines.join("\n"),
+      );
+      assert.deepEqual(fetching.drvs(), stays ? [GOOD_DRV] : []);
+      assert.equal(session.results.size, 0);
     },
   });
 }
