@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { SessionOptions } from "../../../lib/worker/session.ts";
 import {
   closing,
+  restartableFixture,
   runningSession,
   sessionOptions,
   untilStatus,
@@ -151,35 +152,27 @@ Deno.test({
   name:
     "C08: the server restarts mid-build; the worker registers again holding the build, which is not requeued",
   async fn() {
-    let f = await startFixture();
-    let firstRoot: string | undefined;
-    try {
-      const [drv] = await f.addJobs([job("long", 1), job("next", 2)]);
-      await using session = startSession(f.port, "RESTART1");
-      const { builds } = session;
-      await untilStatus(f, drv, BuildStatus.started);
-      const port = f.port;
-      firstRoot = f.root;
-      await f.close(true);
-      f = await startFixture({ database: f.database, port });
-      await eventually(
-        () =>
-          f.lines.some((l) =>
-            l.includes("worker ready worker=RESTART1") &&
-            l.includes("holding=1")
-          ),
-        "registered again, holding its build",
-      );
-      assert.equal(await statusOf(f, drv), BuildStatus.started, "not requeued");
-      builds[0].finish(0);
-      await untilStatus(f, drv, BuildStatus.succeeded);
-      // Capacity unchanged: the same session takes the next build.
-      await eventually(() => builds.length === 2, "second build taken");
-      builds[1].finish(0);
-    } finally {
-      await f.close();
-      if (firstRoot) await Deno.remove(firstRoot, { recursive: true });
-    }
+    await using server = await restartableFixture();
+    const [drv] = await server.first.addJobs([job("long", 1), job("next", 2)]);
+    await using session = startSession(server.port, "RESTART1");
+    const { builds } = session;
+    await untilStatus(server.first, drv, BuildStatus.started);
+    await server.kill();
+    const f = await server.restart();
+    await eventually(
+      () =>
+        f.lines.some((l) =>
+          l.includes("worker ready worker=RESTART1") &&
+          l.includes("holding=1")
+        ),
+      "registered again, holding its build",
+    );
+    assert.equal(await statusOf(f, drv), BuildStatus.started, "not requeued");
+    builds[0].finish(0);
+    await untilStatus(f, drv, BuildStatus.succeeded);
+    // Capacity unchanged: the same session takes the next build.
+    await eventually(() => builds.length === 2, "second build taken");
+    builds[1].finish(0);
   },
 });
 
