@@ -112,6 +112,18 @@ export function closing<T extends { close(): Promise<void> }>(
 }
 
 /**
+ * `stoppable` (a running worker), stopped (with no arguments) when the
+ * `await using` binding that holds it goes out of scope.
+ */
+export function stopping<T extends { stop(): Promise<void> }>(
+  stoppable: T,
+): T & AsyncDisposable {
+  return Object.assign(stoppable, {
+    [Symbol.asyncDispose]: () => stoppable.stop(),
+  });
+}
+
+/**
  * runSession() on `options`, under an abort signal of its own. `stop()`
  * aborts the session and returns its end, and leaving the `await using`
  * scope that holds it does the same and awaits it: a session that ends in

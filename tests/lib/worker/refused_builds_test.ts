@@ -4,10 +4,7 @@
 // worker speaking plain Cuirass answers build-failed at once.
 
 import assert from "node:assert/strict";
-import {
-  runSession,
-  type SessionOptions,
-} from "../../../lib/worker/session.ts";
+import type { SessionOptions } from "../../../lib/worker/session.ts";
 import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
@@ -20,7 +17,13 @@ import {
   within,
 } from "../server/_dispatch_fixture.ts";
 import { quietPort } from "../../_ports.ts";
-import { sessionOptions } from "./_session_helpers.ts";
+import {
+  closing,
+  runningSession,
+  sessionOptions,
+  stopping,
+  untilStatus,
+} from "./_session_helpers.ts";
 import {
   dealersLosingResults,
   oneSessionWorker,
@@ -41,29 +44,21 @@ interface Refusal {
 /**
  * Runs `scenario` on a fresh fixture holding a build every worker refuses,
  * against which a session named `name` (with options `extra`) runs; then
- * asserts the session ends once aborted.
+ * asserts the session ends within 10 s once stopped.
  */
 async function withRefusingSession(
   name: string,
   extra: Partial<SessionOptions>,
   scenario: (refusal: Refusal) => Promise<void>,
 ): Promise<void> {
-  const f = await startFixture({ logPort: quietPort() });
-  const abort = new AbortController();
+  await using f = closing(await startFixture({ logPort: quietPort() }));
   const lines: string[] = [];
-  try {
-    const drv = await refusedJob(f);
-    const running = runSession(
-      sessionOptions(f.port, name, lines, extra),
-      abort.signal,
-    );
-    await scenario({ f, drv, lines });
-    abort.abort();
-    await within(running, 10_000, "session end");
-  } finally {
-    abort.abort();
-    await f.close();
-  }
+  const drv = await refusedJob(f);
+  await using session = runningSession(
+    sessionOptions(f.port, name, lines, extra),
+  );
+  await scenario({ f, drv, lines });
+  await within(session.stop(), 10_000, "session end");
 }
 
 /** Registers a build every worker refuses; returns its derivation. */
@@ -142,8 +137,10 @@ Deno.test({
       assert.equal(waiting?.worker, null);
 
       await clock.advance(500);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.failed,
+      await untilStatus(
+        f,
+        drv,
+        BuildStatus.failed,
         `build failed\n${lines.join("\n")}`,
       );
       assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
@@ -160,7 +157,7 @@ Deno.test({
   name:
     "a worker remembers the builds it handed back across its sessions: a later session handed one again refuses it with build-failed",
   async fn() {
-    const f = await startFixture({ logPort: quietPort() });
+    await using f = closing(await startFixture({ logPort: quietPort() }));
     const lines: string[] = [];
     const builds: string[][] = [];
     // The second work request is lost mid-send: the session that handed
@@ -170,32 +167,31 @@ Deno.test({
       () => ++requests === 2,
       ["worker-request-work"],
     );
-    const worker = await oneSessionWorker(f.port, lines, {
-      guix: succeedingGuix(builds),
-      connectDealer: dealers.connect,
-    });
-    try {
-      const drv = await refusedJob(f);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.failed,
-        `build failed\n${lines.join("\n")}`,
-      );
-      assert.equal(dealers.state.failed, 1, "the second request was lost");
-      assert.ok(
-        lines.some((l) => l.startsWith("error session failed ")),
-        lines.join("\n"),
-      );
-      assert.equal(builds.length, 0, "guix build never ran");
-      const [name] = worker.names;
-      assert.deepEqual(refusals(lines), [
-        `warn build refused worker=${name} field=timeout action="handed back"`,
-        `warn build refused worker=${name} field=timeout action="reported failed"`,
-      ]);
-      assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
+    await using worker = stopping(
+      await oneSessionWorker(f.port, lines, {
+        guix: succeedingGuix(builds),
+        connectDealer: dealers.connect,
+      }),
+    );
+    const drv = await refusedJob(f);
+    await untilStatus(
+      f,
+      drv,
+      BuildStatus.failed,
+      `build failed\n${lines.join("\n")}`,
+    );
+    assert.equal(dealers.state.failed, 1, "the second request was lost");
+    assert.ok(
+      lines.some((l) => l.startsWith("error session failed ")),
+      lines.join("\n"),
+    );
+    assert.equal(builds.length, 0, "guix build never ran");
+    const [name] = worker.names;
+    assert.deepEqual(refusals(lines), [
+      `warn build refused worker=${name} field=timeout action="handed back"`,
+      `warn build refused worker=${name} field=timeout action="reported failed"`,
+    ]);
+    assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
   },
 });
 
@@ -208,8 +204,10 @@ Deno.test({
       "CUIRASS1",
       { extensions: false },
       async ({ f, drv, lines }) => {
-        await eventually(
-          async () => (await f.status(drv)) === BuildStatus.failed,
+        await untilStatus(
+          f,
+          drv,
+          BuildStatus.failed,
           `build failed\n${lines.join("\n")}`,
         );
         assert.equal(requeues(f, drv), 0, f.lines.join("\n"));

@@ -21,7 +21,12 @@ import {
 import { ResultTurnFailure } from "./_failing_result_turns.ts";
 import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
-import { closing, untilStatus, workerConfig } from "./_session_helpers.ts";
+import {
+  closing,
+  stopping,
+  untilStatus,
+  workerConfig,
+} from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -81,11 +86,7 @@ async function startTestWorker(
       freeBytes: () => Promise.resolve(1024 ** 4),
     },
   );
-  return Object.assign(worker, {
-    lines,
-    argvs,
-    [Symbol.asyncDispose]: () => worker.stop(),
-  });
+  return Object.assign(stopping(worker), { lines, argvs });
 }
 
 Deno.test({
