@@ -18,7 +18,14 @@ import {
 } from "./_handing_out_server.ts";
 import { quietPort } from "../../_ports.ts";
 import { MAX_BUILD_LIMIT_SECONDS } from "../../../lib/worker/build_runner.ts";
-import { said, sessionOptions } from "./_session_helpers.ts";
+import {
+  closing,
+  restartableFixture,
+  said,
+  sessionOptions,
+  stopping,
+  untilStatus,
+} from "./_session_helpers.ts";
 import {
   dealersLosingResults,
   oneSessionWorker,
@@ -171,26 +178,23 @@ interface LoricaScene {
 async function withLostResult(
   scenario: (scene: LoricaScene) => Promise<void>,
 ): Promise<void> {
-  const f = await startFixture({ logPort: quietPort() });
+  await using f = closing(await startFixture({ logPort: quietPort() }));
   const lines: string[] = [];
   const builds: string[][] = [];
   const dealers = dealersLosingResults((failed) => failed === 0);
-  const worker = await oneSessionWorker(f.port, lines, {
-    guix: succeedingGuix(builds),
-    connectDealer: dealers.connect,
+  await using worker = stopping(
+    await oneSessionWorker(f.port, lines, {
+      guix: succeedingGuix(builds),
+      connectDealer: dealers.connect,
+    }),
+  );
+  await scenario({
+    f,
+    worker,
+    lines,
+    builds,
+    lost: () => dealers.state.failed,
   });
-  try {
-    await scenario({
-      f,
-      worker,
-      lines,
-      builds,
-      lost: () => dealers.state.failed,
-    });
-  } finally {
-    await worker.stop();
-    await f.close();
-  }
 }
 
 /**
@@ -271,10 +275,7 @@ Deno.test({
   fn: () =>
     withLostResult(async ({ f, worker, lines, builds, lost }) => {
       const [drv] = await f.addJobs([job("hello", 1)]);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.succeeded,
-        "build succeeded",
-      );
+      await untilStatus(f, drv, BuildStatus.succeeded, "build succeeded");
       assert.equal(lost(), 1, "the first result was lost");
       assert.ok(
         lines.some((l) =>
@@ -413,8 +414,10 @@ Deno.test({
         ...job("hello", 1),
         timeout: MAX_BUILD_LIMIT_SECONDS + 1,
       }]);
-      await eventually(
-        async () => (await f.status(drv)) === BuildStatus.failed,
+      await untilStatus(
+        f,
+        drv,
+        BuildStatus.failed,
         `build failed\n${lines.join("\n")}`,
       );
       assert.equal(lost(), 1, "the first answer was lost");
@@ -492,9 +495,7 @@ Deno.test({
   name:
     "a worker whose registration fails mid-build, the server restarted, builds on and reports to the new server: built once, never requeued",
   async fn() {
-    const first = await startFixture({ logPort: quietPort() });
-    let firstRunning = true;
-    let second: Fixture | undefined;
+    await using server = await restartableFixture({ logPort: quietPort() });
     const lines: string[] = [];
     const builds: string[][] = [];
     const release = Promise.withResolvers<void>();
@@ -504,31 +505,31 @@ Deno.test({
     const dealers = dealersLosingResults(() => ++readies === 2, [
       "worker-ready",
     ]);
-    const worker = await oneSessionWorker(first.port, lines, {
-      guix: succeedingGuix(builds, release.promise),
-      connectDealer: dealers.connect,
-    });
+    await using _worker = stopping(
+      await oneSessionWorker(server.port, lines, {
+        guix: succeedingGuix(builds, release.promise),
+        connectDealer: dealers.connect,
+      }),
+    );
     try {
-      const [drv] = await first.addJobs([job("hello", 1)]);
-      await eventually(
-        async () => (await first.status(drv)) === BuildStatus.started,
+      const [drv] = await server.first.addJobs([job("hello", 1)]);
+      await untilStatus(
+        server.first,
+        drv,
+        BuildStatus.started,
         "build started",
       );
-      firstRunning = false;
-      await first.close(true);
-      second = await startFixture({
-        database: first.database,
-        port: first.port,
-        logPort: quietPort(),
-      });
-      const restarted = second;
+      await server.kill();
+      const restarted = await server.restart({ logPort: quietPort() });
       await eventually(
         () => dealers.state.failed === 1,
         "the lost registration",
       );
       release.resolve();
-      await eventually(
-        async () => (await restarted.status(drv)) === BuildStatus.succeeded,
+      await untilStatus(
+        restarted,
+        drv,
+        BuildStatus.succeeded,
         `build succeeded\n${lines.join("\n")}`,
       );
       assert.equal(
@@ -547,11 +548,8 @@ Deno.test({
         lines.join("\n"),
       );
     } finally {
+      // The build must end, or the worker never stops.
       release.resolve();
-      await worker.stop();
-      if (firstRunning) await first.close();
-      else await Deno.remove(first.root, { recursive: true });
-      await second?.close();
     }
   },
 });
