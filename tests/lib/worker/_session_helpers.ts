@@ -1,7 +1,7 @@
 // What the worker tests share: a session's options and kept results, a
-// whole worker's configuration, what a scripted server heard, in short, and
-// ways to stop their sessions and close their servers and fixtures when a
-// test ends.
+// whole worker's configuration, what a scripted server heard, in short,
+// dispatchers that restart or whose result turns are watched, and ways to
+// stop their sessions and close their servers and fixtures when a test ends.
 
 import {
   runSession,
@@ -16,10 +16,12 @@ import {
   eventually,
   fakeSpawner,
   type Fixture,
+  routerWatched,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
-import { bindAgain } from "../../_ports.ts";
-import type { BuildStatus } from "../../../lib/store/types.ts";
+import type { RouterMessage } from "../../../lib/zmtp/router.ts";
+import { bindAgain, quietPort } from "../../_ports.ts";
+import type { BuildStatus, Store } from "../../../lib/store/types.ts";
 import { UndeliveredResults } from "../../../lib/worker/undelivered_results.ts";
 
 /** A worker's kept results, logging to `lines`, debug lines included. */
@@ -185,5 +187,22 @@ export async function restartableFixture(
       await second?.close();
       await Deno.remove(root, { recursive: true }).catch(() => {});
     },
+  };
+}
+
+/**
+ * The options of a dispatcher fixture, its log port quiet, that shows each
+ * message it receives to `watch` and runs its turns on `store(real)`: how a
+ * test makes the turns carrying a build result fail or wait (see
+ * ResultTurnFailure).
+ */
+export function watchedResultTurns(
+  watch: (message: RouterMessage) => void,
+  store: (real: Store) => Store,
+): Parameters<typeof startFixture>[0] {
+  return {
+    logPort: quietPort(),
+    routerSeenByDispatcher: (router) => routerWatched(router, watch),
+    storeSeenByDispatcher: store,
   };
 }

@@ -24,7 +24,6 @@ import {
   eventually,
   fakeSpawner,
   job,
-  routerWatched,
   settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
@@ -35,6 +34,7 @@ import {
   runningSession,
   sessionOptions,
   untilStatus,
+  watchedResultTurns,
 } from "./_session_helpers.ts";
 import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
 import { quietPort } from "../../_ports.ts";
@@ -132,11 +132,9 @@ for (
     } sent as the server dies before committing it is sent again to the restarted server: recorded once, never requeued, built once`,
     async fn() {
       const hold = new ResultTurnHold();
-      await using server = await restartableFixture({
-        logPort: quietPort(),
-        routerSeenByDispatcher: (router) => routerWatched(router, hold.watch),
-        storeSeenByDispatcher: hold.holding,
-      });
+      await using server = await restartableFixture(
+        watchedResultTurns(hold.watch, hold.holding),
+      );
       const [drv] = await server.first.addJobs([job("straddler", 1)]);
       const name = ok ? "ACKED001" : "ACKED002";
       await using session = recordingSession(
@@ -288,12 +286,7 @@ Deno.test({
   async fn() {
     const failure = new ResultTurnFailure();
     await using f = closing(
-      await startFixture({
-        logPort: quietPort(),
-        routerSeenByDispatcher: (router) =>
-          routerWatched(router, failure.watch),
-        storeSeenByDispatcher: failure.failing,
-      }),
+      await startFixture(watchedResultTurns(failure.watch, failure.failing)),
     );
     const [drv] = await f.addJobs([job("dropped-turn", 1)]);
     const name = "DROPPED1";
@@ -392,12 +385,7 @@ Deno.test({
   async fn() {
     const failure = new ResultTurnFailure();
     await using f = closing(
-      await startFixture({
-        logPort: quietPort(),
-        routerSeenByDispatcher: (router) =>
-          routerWatched(router, failure.watch),
-        storeSeenByDispatcher: failure.failing,
-      }),
+      await startFixture(watchedResultTurns(failure.watch, failure.failing)),
     );
     const [drv] = await f.addJobs([job("drained-dropped", 1)]);
     await using session = drainableSession(f.port, "DRAINED1", {
@@ -439,11 +427,9 @@ Deno.test({
     "a draining session whose server dies before committing its last result waits for its return, registers, and sends the result again before it ends",
   async fn() {
     const hold = new ResultTurnHold();
-    await using server = await restartableFixture({
-      logPort: quietPort(),
-      routerSeenByDispatcher: (router) => routerWatched(router, hold.watch),
-      storeSeenByDispatcher: hold.holding,
-    });
+    await using server = await restartableFixture(
+      watchedResultTurns(hold.watch, hold.holding),
+    );
     const [drv] = await server.first.addJobs([job("drained-restart", 1)]);
     // The ack's wait ends, and a registration begins, while the server is
     // away: the session must wait for it rather than leave.

@@ -14,7 +14,6 @@ import {
   eventually,
   fakeSpawner,
   job,
-  routerWatched,
   settlesWithin,
   startFixture,
 } from "../server/_dispatch_fixture.ts";
@@ -25,6 +24,7 @@ import {
   closing,
   stopping,
   untilStatus,
+  watchedResultTurns,
   workerConfig,
 } from "./_session_helpers.ts";
 
@@ -214,12 +214,7 @@ Deno.test({
     // Every turn carrying a result fails: no ack ever comes.
     const failure = new ResultTurnFailure(Infinity);
     await using f = closing(
-      await startFixture({
-        logPort: quietPort(),
-        routerSeenByDispatcher: (router) =>
-          routerWatched(router, failure.watch),
-        storeSeenByDispatcher: failure.failing,
-      }),
+      await startFixture(watchedResultTurns(failure.watch, failure.failing)),
     );
     await using worker = await startTestWorker(
       f.port,
@@ -297,21 +292,31 @@ Deno.test({
   },
 });
 
+/**
+ * A worker of two sessions both building GOOD_DRV, which a server hands out
+ * twice (after its restart, say): two builds all the same. Leaving the
+ * `await using` scope that holds it stops the worker, then closes the server.
+ */
+async function buildingOneDrvTwice() {
+  await using both = new AsyncDisposableStack();
+  const server = both.use(
+    closing(await handingOutServer([buildRequest({}), buildRequest({})])),
+  );
+  const worker = both.use(await startTestWorker(server.port));
+  await eventually(
+    () => worker.argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
+    "both sessions building",
+  );
+  return Object.assign(both.move(), { worker });
+}
+
 Deno.test({
   ...opts,
   name:
     "a drain whose timeout expires counts the builds under way, two sessions building one derivation as two",
   async fn() {
-    // A server handing the same derivation to both sessions (after its
-    // restart, say): two builds all the same.
-    await using server = closing(
-      await handingOutServer([buildRequest({}), buildRequest({})]),
-    );
-    await using worker = await startTestWorker(server.port);
-    await eventually(
-      () => worker.argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
-      "both sessions building",
-    );
+    await using building = await buildingOneDrvTwice();
+    const { worker } = building;
     await worker.stop({ drain: true, drainMs: 500 });
     assert.deepEqual(
       worker.lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
@@ -325,14 +330,8 @@ Deno.test({
   name:
     "a stop without drain counts the builds it abandons, two sessions building one derivation as two",
   async fn() {
-    await using server = closing(
-      await handingOutServer([buildRequest({}), buildRequest({})]),
-    );
-    await using worker = await startTestWorker(server.port);
-    await eventually(
-      () => worker.argvs.filter((argv) => argv.includes(GOOD_DRV)).length === 2,
-      "both sessions building",
-    );
+    await using building = await buildingOneDrvTwice();
+    const { worker } = building;
     // The drain is cut short: the same stop.
     worker.stop({ drain: true, drainMs: 240_000 });
     await worker.stop({ signal: "SIGTERM" });
