@@ -56,7 +56,7 @@ import {
   readOptions,
   readSecretFile,
   refuseConflicts,
-  sourceOfUsageError,
+  runMain,
   stateHome,
   UsageError,
 } from "./lib/cli/args.ts";
@@ -695,18 +695,4 @@ function durationOption(option: string, value: string): number {
   }
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (error) {
-    const usage = error instanceof UsageError ||
-      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    // deno-lint-ignore no-console
-    console.error(
-      `lorica-server: error: ${
-        sourceOfUsageError((error as Error).message, OPTIONS, Deno.args)
-      }`,
-    );
-    Deno.exit(usage ? 2 : 1);
-  }
-}
+if (import.meta.main) await runMain("lorica-server", main, OPTIONS);

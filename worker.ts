@@ -23,7 +23,7 @@ import {
   readOptions,
   readSecretFile,
   refuseConflicts,
-  sourceOfUsageError,
+  runMain,
   UsageError,
 } from "./lib/cli/args.ts";
 import { continueAsUser } from "./lib/cli/run_as.ts";
@@ -247,18 +247,4 @@ function firstKey(text: string): { id: string; secret: string } {
   return { id, secret };
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (error) {
-    const usage = error instanceof UsageError ||
-      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    // deno-lint-ignore no-console
-    console.error(
-      `lorica-worker: error: ${
-        sourceOfUsageError((error as Error).message, OPTIONS, Deno.args)
-      }`,
-    );
-    Deno.exit(usage ? 2 : 1);
-  }
-}
+if (import.meta.main) await runMain("lorica-worker", main, OPTIONS);

@@ -403,6 +403,32 @@ function namesOnCommandLine(
   return names;
 }
 
+/**
+ * Runs a program's `main` on the command line and exits with its status; an
+ * error it throws is printed as `PROGRAM: error: MESSAGE` (naming the
+ * environment variable behind the option it names, if any) and exits with
+ * status 2 for a usage error, 1 otherwise.
+ */
+export async function runMain(
+  program: string,
+  main: (args: string[]) => Promise<number>,
+  options: Record<string, OptionSpec>,
+): Promise<never> {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (error) {
+    const usage = error instanceof UsageError ||
+      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    // deno-lint-ignore no-console
+    console.error(
+      `${program}: error: ${
+        sourceOfUsageError((error as Error).message, options, Deno.args)
+      }`,
+    );
+    Deno.exit(usage ? 2 : 1);
+  }
+}
+
 /** Reads a secret from a file, without its trailing newline. */
 export async function readSecretFile(
   option: string,
