@@ -26,6 +26,7 @@ import {
   job,
   settlesWithin,
   startFixture,
+  within,
 } from "../server/_dispatch_fixture.ts";
 import {
   closing,
@@ -52,9 +53,12 @@ class ResultTurnHold {
   readonly #reached = Promise.withResolvers<void>();
   readonly #killed = Promise.withResolvers<void>();
 
-  /** Resolves once the turn holding the result is in its batch. */
+  /**
+   * Resolves once the turn holding the result is in its batch; rejects
+   * after 30 s, so that a result never sent fails its test, not hangs it.
+   */
   get reached(): Promise<void> {
-    return this.#reached.promise;
+    return within(this.#reached.promise, 30_000, "held result turn");
   }
 
   /** Arms the hold when `message` is a build result. */
