@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import {
+  type ChunkedRegistrationOptions,
   registerInChunks,
   RegistrationStoppedError,
   restAfterChunk,
@@ -17,7 +18,11 @@ import {
 } from "../../../lib/store/types.ts";
 import { drv, job, specification } from "./store_contract.ts";
 import { stillClock, tasksDueRun } from "./_still_clock.ts";
-import type { NewJob, Store } from "../../../lib/store/types.ts";
+import type {
+  NewJob,
+  RegisterResult,
+  Store,
+} from "../../../lib/store/types.ts";
 
 /**
  * A small graph given dependents first, as an evaluator may list it: in
@@ -33,6 +38,18 @@ const JOBS: NewJob[] = [
   job("more", { inputs: ["doc", "base"] }),
 ];
 const CHUNK_JOBS = 2;
+
+/**
+ * The options every test's registration shares: chunks of CHUNK_JOBS, at
+ * time 1100, refused once the evaluation has ended. Each test adds what it
+ * checks (betweenChunks, signal, a clock of its own).
+ */
+const FIRST_REGISTRATION = {
+  priority: 9,
+  now: () => 1100,
+  whileStarted: true,
+  chunkJobs: CHUNK_JOBS,
+};
 
 /**
  * Registers Deno tests named `[name] registerInChunks() ...`; `open` must
@@ -62,10 +79,7 @@ export function chunkedRegistrationContract(
     const id = await startedEvaluation(store);
     let betweenPops = 0;
     const result = await registerInChunks(store, id, JOBS, {
-      priority: 9,
-      now: () => 1100,
-      whileStarted: true,
-      chunkJobs: CHUNK_JOBS,
+      ...FIRST_REGISTRATION,
       betweenChunks: async () => {
         betweenPops += await buildWhatIsReady(store);
       },
@@ -82,10 +96,7 @@ export function chunkedRegistrationContract(
     const stop = new Error("server stopped");
     await assert.rejects(
       registerInChunks(store, id, JOBS, {
-        priority: 9,
-        now: () => 1100,
-        whileStarted: true,
-        chunkJobs: CHUNK_JOBS,
+        ...FIRST_REGISTRATION,
         betweenChunks: () => Promise.reject(stop),
       }),
       (error) => error === stop,
@@ -105,14 +116,7 @@ export function chunkedRegistrationContract(
     assert.equal(await buildWhatIsReady(store), 2);
 
     // The next evaluation of the same commits registers every job.
-    const again = await startedEvaluation(store);
-    const result = await registerInChunks(store, again, JOBS, {
-      priority: 9,
-      now: () => 2100,
-      whileStarted: true,
-      chunkJobs: CHUNK_JOBS,
-      betweenChunks: async () => void await buildWhatIsReady(store),
-    });
+    const { again, result } = await registerInNextEvaluation(store);
     assert.deepEqual(result, {
       created: JOBS.length - 2,
       known: 2,
@@ -136,10 +140,7 @@ export function chunkedRegistrationContract(
       },
     };
     const error = await registerInChunks(stopping, id, JOBS, {
-      priority: 9,
-      now: () => 1100,
-      whileStarted: true,
-      chunkJobs: CHUNK_JOBS,
+      ...FIRST_REGISTRATION,
       betweenChunks: () => Promise.resolve(),
       signal: stop.signal,
     }).then(() => null, (error: unknown) => error);
@@ -159,13 +160,7 @@ export function chunkedRegistrationContract(
     assert.equal(await buildWhatIsReady(store), 2);
 
     // The next evaluation of the same commits (no stop) registers the rest.
-    const again = await startedEvaluation(store);
-    const result = await registerInChunks(store, again, JOBS, {
-      priority: 9,
-      now: () => 2100,
-      whileStarted: true,
-      chunkJobs: CHUNK_JOBS,
-      betweenChunks: async () => void await buildWhatIsReady(store),
+    const { again, result } = await registerInNextEvaluation(store, {
       signal: new AbortController().signal,
     });
     assert.deepEqual(result, {
@@ -193,10 +188,7 @@ export function chunkedRegistrationContract(
       id,
       JOBS,
       {
-        priority: 9,
-        now: () => 1100,
-        whileStarted: true,
-        chunkJobs: CHUNK_JOBS,
+        ...FIRST_REGISTRATION,
         // An hour's rest on a clock where no time passes: only the stop can
         // end it.
         betweenChunks: (_chunkMs, _contended, signal) => {
@@ -225,10 +217,8 @@ export function chunkedRegistrationContract(
     const id = await startedEvaluation(store);
     let now = 1100;
     await registerInChunks(store, id, JOBS, {
-      priority: 9,
+      ...FIRST_REGISTRATION,
       now: () => now,
-      whileStarted: true,
-      chunkJobs: CHUNK_JOBS,
       betweenChunks: () => {
         now += 60;
         return Promise.resolve();
@@ -255,10 +245,7 @@ export function chunkedRegistrationContract(
     const id = await startedEvaluation(store);
     await assert.rejects(
       registerInChunks(store, id, JOBS, {
-        priority: 9,
-        now: () => 1100,
-        whileStarted: true,
-        chunkJobs: CHUNK_JOBS,
+        ...FIRST_REGISTRATION,
         // Another server judged it stale meanwhile.
         betweenChunks: async () =>
           void await store.abortStaleEvaluation(id, {
@@ -282,10 +269,7 @@ export function chunkedRegistrationContract(
     let cancels = 0;
     await assert.rejects(
       registerInChunks(store, id, JOBS, {
-        priority: 9,
-        now: () => 1100,
-        whileStarted: true,
-        chunkJobs: CHUNK_JOBS,
+        ...FIRST_REGISTRATION,
         // An administrator cancels it (POST /admin/evaluation/ID/cancel)
         // while its builds are being registered.
         betweenChunks: async () => {
@@ -322,6 +306,26 @@ async function startedEvaluation(store: Store): Promise<number> {
   }
   const owner = { host: "gone", pid: 4242, started: "1" };
   return await store.addEvaluation("guix", [], 1000, { owner });
+}
+
+/**
+ * The next evaluation of the same commits, after one cut short: starts it
+ * and registers every job at time 2100, building what is ready between
+ * chunks. Returns its id and what the registration reports, for the test
+ * to check.
+ */
+async function registerInNextEvaluation(
+  store: Store,
+  options: Pick<ChunkedRegistrationOptions, "signal"> = {},
+): Promise<{ again: number; result: RegisterResult }> {
+  const again = await startedEvaluation(store);
+  const result = await registerInChunks(store, again, JOBS, {
+    ...FIRST_REGISTRATION,
+    now: () => 2100,
+    betweenChunks: async () => void await buildWhatIsReady(store),
+    ...options,
+  });
+  return { again, result };
 }
 
 /**
