@@ -31,6 +31,10 @@ import {
 import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
+import {
+  assertUntimedWorkersUpgraded,
+  UNTIMED_WORKER_ROWS,
+} from "./_untimed_workers.ts";
 import { startTcpRelay } from "./_tcp_relay.ts";
 import { within } from "../server/_dispatch_fixture.ts";
 import { chunkedRegistrationContract } from "./chunked_registration_contract.ts";
@@ -966,9 +970,7 @@ Deno.test({
         DROP INDEX ${schema}.Workers_deadline;
         ALTER TABLE ${schema}.Workers DROP COLUMN timeout;
         DROP FUNCTION ${schema}.input_succeeded(INTEGER);
-        INSERT INTO ${schema}.Workers VALUES
-          ('old', '127.0.0.1', 'm', '["x86_64-linux"]', 100),
-          ('heard', '127.0.0.1', 'm', '["x86_64-linux"]', 100);
+        INSERT INTO ${schema}.Workers VALUES ${UNTIMED_WORKER_ROWS};
         UPDATE ${schema}.SchemaVersion SET version = 1`)
     );
     const fresh = freshSchema();
@@ -1021,22 +1023,8 @@ Deno.test({
         )
       );
       assert.match(worker.indexdef, /\(worker, evaluation DESC, id DESC\)/);
-      // Rows from before timeouts were recorded: judged by the sweeper's
-      // own, until a contact records the timeout of the server hearing it.
-      assert.equal((await store.getWorker("old"))?.timeoutSeconds, null);
-      assert.equal(await store.touchWorker("heard", 100, 600), true);
-      assert.deepEqual(
-        await store.expireWorkers(220, { timeoutSeconds: 120 }),
-        [],
-      );
-      assert.deepEqual(
-        await store.expireWorkers(221, { timeoutSeconds: 120 }),
-        [{ name: "old", timeoutSeconds: null, requeued: 0 }],
-      );
-      assert.deepEqual(
-        await store.expireWorkers(701, { timeoutSeconds: 120 }),
-        [{ name: "heard", timeoutSeconds: 600, requeued: 0 }],
-      );
+      // Rows from before timeouts were recorded.
+      await assertUntimedWorkersUpgraded(store);
       await store.upsertWorker({
         name: "w",
         address: "127.0.0.1",
@@ -1139,17 +1127,10 @@ Deno.test({
         log: "/log",
       }));
       // The statement the store runs, explained with its parameters.
-      const query = markStartedMany(postgresDialect("unused"), starts, 3)
-        .next().value as { sql: string; params: unknown[] };
-      let index = 0;
-      const text = query.sql.replace(/\?/g, () => `$${++index}`);
-      const [row] = await sql.unsafe(
-        `EXPLAIN (FORMAT JSON) ${text}`,
-        query.params as postgres.ParameterOrJSON<never>[],
+      const { indexes, plan } = await indexesRead(
+        sql,
+        markStartedMany(postgresDialect("unused"), starts, 3),
       );
-      const plan = JSON.stringify(row["QUERY PLAN"]);
-      const indexes = [...plan.matchAll(/"Index Name":"([a-z_]+)"/g)]
-        .map((match) => match[1]);
       // Each report's build by its derivation, then the locked row again
       // by its id, as the UPDATE joins it.
       assert.deepEqual(indexes, ["builds_derivation_key", "builds_pkey"], plan);

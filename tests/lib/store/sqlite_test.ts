@@ -27,6 +27,10 @@ import {
 import { SCHEMA_VERSION } from "../../../lib/store/sqlite_schema.ts";
 import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
+import {
+  assertUntimedWorkersUpgraded,
+  UNTIMED_WORKER_ROWS,
+} from "./_untimed_workers.ts";
 import type { Store } from "../../../lib/store/types.ts";
 import type {
   ConcurrencyJob,
@@ -130,9 +134,7 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
            (3, '/c.drv', 1, 'guix', 'c', 'x86_64-linux', 'c', -2, 0);
     INSERT INTO BuildDependencies VALUES (3, 1), (3, 2);
     INSERT INTO Dashboards VALUES ('AbCdEfGh01234567', 'guix', 'b,a,b');
-    INSERT INTO Workers VALUES
-      ('old', '127.0.0.1', 'm', '["x86_64-linux"]', 100),
-      ('heard', '127.0.0.1', 'm', '["x86_64-linux"]', 100);
+    INSERT INTO Workers VALUES ${UNTIMED_WORKER_ROWS};
   `);
   raw.close();
   await withStore(path, async (store) => {
@@ -166,23 +168,8 @@ Deno.test("openSqliteStore() upgrades a version 1 database, counting pending dep
       await store.addDashboard({ ...again, id: "Y".repeat(16) }, { now: 12 }),
       again.id,
     );
-    // Version 14: rows from before record no timeout and are judged by
-    // the sweeper's own, until a contact records the timeout of the
-    // server hearing it.
-    assert.equal((await store.getWorker("old"))?.timeoutSeconds, null);
-    assert.equal(await store.touchWorker("heard", 100, 600), true);
-    assert.deepEqual(
-      await store.expireWorkers(220, { timeoutSeconds: 120 }),
-      [],
-    );
-    assert.deepEqual(
-      await store.expireWorkers(221, { timeoutSeconds: 120 }),
-      [{ name: "old", timeoutSeconds: null, requeued: 0 }],
-    );
-    assert.deepEqual(
-      await store.expireWorkers(701, { timeoutSeconds: 120 }),
-      [{ name: "heard", timeoutSeconds: 600, requeued: 0 }],
-    );
+    // Version 14: rows from before timeouts were recorded.
+    await assertUntimedWorkersUpgraded(store);
   });
   const fresh = tempFile();
   await withStore(fresh, () => Promise.resolve());
