@@ -8,9 +8,11 @@ import assert from "node:assert/strict";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
 import { type Spawner, spawnProcess } from "../../../lib/process.ts";
-import { systemClock } from "../../../lib/clock.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { runSession } from "../../../lib/worker/session.ts";
+import {
+  runSession,
+  type SessionOptions,
+} from "../../../lib/worker/session.ts";
 import { startWorker } from "../../../lib/worker/worker.ts";
 import {
   type DaemonEnv,
@@ -29,7 +31,7 @@ import {
   startFixture,
   within,
 } from "../server/_dispatch_fixture.ts";
-import { workerConfig } from "./_session_helpers.ts";
+import { sessionOptions, workerConfig } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -130,6 +132,33 @@ function startTestWorker(
   );
 }
 
+/**
+ * Runs a session for `f` on the fake guix of `daemon`, its guix builds
+ * recorded in `builds`, logging to `lines`, until `signal` aborts; `extra`
+ * names it and sets its request timing.
+ */
+function runTestSession(
+  f: Fixture,
+  daemon: DaemonEnv,
+  builds: Builds,
+  lines: string[],
+  extra: Partial<SessionOptions> & { name: string },
+  signal: AbortSignal,
+): Promise<void> {
+  const logger = sessionLogger(lines);
+  return runSession(
+    sessionOptions(f.port, extra.name, lines, {
+      storeDir: daemon.storeDir,
+      guix: fakeGuix(daemon, builds, logger),
+      logger,
+      pingIntervalMs: 200,
+      replyTimeoutMs: 5000,
+      ...extra,
+    }),
+    signal,
+  );
+}
+
 function sessionLogger(lines: string[]): Logger {
   return createLogger({ timestamps: false, sink: (line) => lines.push(line) });
 }
@@ -152,21 +181,9 @@ Deno.test({
         const builds = recordingSpawner();
         const lines: string[] = [];
         const abort = new AbortController();
-        const logger = sessionLogger(lines);
-        const running = runSession({
-          server: { hostname: "127.0.0.1", port: f.port },
+        const running = runTestSession(f, daemon, builds, lines, {
           name: "DEAFCAN1",
-          machine: "test",
-          systems: ["x86_64-linux"],
-          publishPort: 5558,
-          substituteUrls: [],
-          storeDir: daemon.storeDir,
-          guix: fakeGuix(daemon, builds, logger),
-          clock: systemClock,
-          logger,
           requestPeriodMs: 100,
-          pingIntervalMs: 200,
-          replyTimeoutMs: 5000,
         }, abort.signal);
         try {
           const deaf = drvs.get("deaf")!;
@@ -206,26 +223,14 @@ Deno.test({
       const builds = recordingSpawner();
       const lines: string[] = [];
       const abort = new AbortController();
-      const logger = sessionLogger(lines);
       const deaf = drvs.get("deaf")!;
       await f.addJobs([{ ...job("deaf", 1), derivation: deaf, maxSilent: 1 }]);
-      const running = runSession({
-        server: { hostname: "127.0.0.1", port: f.port },
+      const running = runTestSession(f, daemon, builds, lines, {
         name: "DEAFSIL1",
-        machine: "test",
-        systems: ["x86_64-linux"],
-        publishPort: 5558,
-        substituteUrls: [],
-        storeDir: daemon.storeDir,
-        guix: fakeGuix(daemon, builds, logger),
-        clock: systemClock,
-        logger,
         // Asks again 1.5 s after handing the build back (see
         // stuck_daemon_test.ts).
         requestPeriodMs: 3000,
         random: () => 0,
-        pingIntervalMs: 200,
-        replyTimeoutMs: 5000,
         daemonSilenceGraceSeconds: 0.5,
       }, abort.signal);
       try {

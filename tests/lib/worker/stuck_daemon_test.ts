@@ -10,7 +10,6 @@ import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { spawnProcess } from "../../../lib/process.ts";
 import { readSexp } from "../../../lib/sexp/read.ts";
-import { systemClock } from "../../../lib/clock.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import {
   runSession,
@@ -33,6 +32,7 @@ import {
   within,
 } from "../server/_dispatch_fixture.ts";
 import { processExists as alive } from "../../_processes.ts";
+import { sessionOptions } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -85,34 +85,30 @@ async function withFarm(
     const session = (name: string, extra: Partial<SessionOptions> = {}) => {
       const abort = new AbortController();
       aborts.push(abort);
-      const running = runSession({
-        server: { hostname: "127.0.0.1", port: f.port },
-        name,
-        machine: "test",
-        systems: ["x86_64-linux"],
-        publishPort: 5558,
-        substituteUrls: [],
-        storeDir: daemon.storeDir,
-        guix: new Guix({
-          command: GUIX,
-          env: daemon.env,
+      const running = runSession(
+        sessionOptions(f.port, name, lines, {
+          storeDir: daemon.storeDir,
+          guix: new Guix({
+            command: GUIX,
+            env: daemon.env,
+            logger,
+            spawn: (argv, options) => {
+              const child = spawnProcess(argv, options);
+              pids.push(child.pid);
+              return child;
+            },
+          }),
           logger,
-          spawn: (argv, options) => {
-            const child = spawnProcess(argv, options);
-            pids.push(child.pid);
-            return child;
-          },
+          // A request period of 3 s, the jitter at its least: the session
+          // asks again 1.5 s after handing the build back.
+          requestPeriodMs: 3000,
+          random: () => 0,
+          pingIntervalMs: 200,
+          replyTimeoutMs: 5000,
+          ...extra,
         }),
-        clock: systemClock,
-        logger,
-        // A request period of 3 s, the jitter at its least: the session
-        // asks again 1.5 s after handing the build back.
-        requestPeriodMs: 3000,
-        random: () => 0,
-        pingIntervalMs: 200,
-        replyTimeoutMs: 5000,
-        ...extra,
-      }, abort.signal);
+        abort.signal,
+      );
       return { running, abort };
     };
     await test({ f, drv, session, pids, lines });
