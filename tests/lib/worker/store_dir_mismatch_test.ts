@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   runSession,
+  type SessionOptions,
   StoreDirMismatchError,
 } from "../../../lib/worker/session.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
@@ -23,7 +24,7 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
 import { quietPort } from "../../_ports.ts";
-import { sessionOptions } from "./_session_helpers.ts";
+import { closing, sessionOptions } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const WORKER = new URL("../../../worker.ts", import.meta.url).pathname;
@@ -38,45 +39,55 @@ async function stillQueued(f: Fixture, drvs: string[]) {
   }
 }
 
+/**
+ * What a session named `name` of store /srv/other-store against `f` ends
+ * with (its error), waited for at most 10 s.
+ */
+function otherStoreSessionEnd(
+  f: Fixture,
+  name: string,
+  lines: string[],
+  extra: Partial<SessionOptions> = {},
+): Promise<unknown> {
+  const running = runSession(
+    sessionOptions(f.port, name, lines, {
+      storeDir: "/srv/other-store",
+      ...extra,
+    }),
+    AbortSignal.timeout(10_000),
+  );
+  return within(
+    running.then(() => undefined, (error) => error),
+    10_000,
+    "session end",
+  );
+}
+
 Deno.test({
   ...opts,
   name:
     "a Lorica worker session of another store than the server's ends with an error naming both, having registered not",
   async fn() {
-    const f = await startFixture({ logPort: quietPort() });
+    await using f = closing(await startFixture({ logPort: quietPort() }));
     const lines: string[] = [];
-    try {
-      const drvs = await f.addJobs([job("hello", 1), job("world", 2)]);
-      const running = runSession(
-        sessionOptions(f.port, "ELSEWHR1", lines, {
-          storeDir: "/srv/other-store",
-        }),
-        AbortSignal.timeout(10_000),
-      );
-      const error = await within(
-        running.then(() => undefined, (error) => error),
-        10_000,
-        "session end",
-      );
-      assert.ok(error instanceof StoreDirMismatchError, String(error));
-      assert.equal(
-        error.message,
-        `Cannot build for the server at 127.0.0.1:${f.port}: its store directory is "${STORE_DIR}", this worker's (NIX_STORE_DIR) is "/srv/other-store"`,
-      );
-      assert.deepEqual(
-        lines.filter((l) => l.startsWith("error ")),
-        [
-          `error store directory mismatch worker=ELSEWHR1 server=127.0.0.1:${f.port} server_store_dir=${STORE_DIR} store_dir=/srv/other-store action="no builds taken, worker stopping"`,
-        ],
-      );
-      assert.ok(
-        !f.lines.some((l) => l.startsWith("info worker ready ")),
-        f.lines.join("\n"),
-      );
-      await stillQueued(f, drvs);
-    } finally {
-      await f.close();
-    }
+    const drvs = await f.addJobs([job("hello", 1), job("world", 2)]);
+    const error = await otherStoreSessionEnd(f, "ELSEWHR1", lines);
+    assert.ok(error instanceof StoreDirMismatchError, String(error));
+    assert.equal(
+      error.message,
+      `Cannot build for the server at 127.0.0.1:${f.port}: its store directory is "${STORE_DIR}", this worker's (NIX_STORE_DIR) is "/srv/other-store"`,
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith("error ")),
+      [
+        `error store directory mismatch worker=ELSEWHR1 server=127.0.0.1:${f.port} server_store_dir=${STORE_DIR} store_dir=/srv/other-store action="no builds taken, worker stopping"`,
+      ],
+    );
+    assert.ok(
+      !f.lines.some((l) => l.startsWith("info worker ready ")),
+      f.lines.join("\n"),
+    );
+    await stillQueued(f, drvs);
   },
 });
 
@@ -85,48 +96,35 @@ Deno.test({
   name:
     "a worker of another store serving a server that does not say its own (Cuirass) fails the first build it is sent, then ends with the error naming both; the rest stay queued",
   async fn() {
-    const f = await startFixture({ logPort: quietPort() });
+    await using f = closing(await startFixture({ logPort: quietPort() }));
     const lines: string[] = [];
-    try {
-      const drvs = await f.addJobs([job("hello", 1), job("world", 2)]);
-      const running = runSession(
-        sessionOptions(f.port, "ELSEWHR2", lines, {
-          storeDir: "/srv/other-store",
-          extensions: false,
-        }),
-        AbortSignal.timeout(10_000),
+    const drvs = await f.addJobs([job("hello", 1), job("world", 2)]);
+    const error = await otherStoreSessionEnd(f, "ELSEWHR2", lines, {
+      extensions: false,
+    });
+    assert.ok(error instanceof StoreDirMismatchError, String(error));
+    assert.equal(error.serverStoreDir, STORE_DIR);
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith("error ")),
+      [
+        `error store directory mismatch worker=ELSEWHR2 server=127.0.0.1:${f.port} server_store_dir=${STORE_DIR} store_dir=/srv/other-store action="build reported failed, worker stopping"`,
+      ],
+    );
+    const statuses = () =>
+      Promise.all(
+        drvs.map(async (drv) =>
+          (await f.store.getBuildByDerivation(drv))?.status
+        ),
       );
-      const error = await within(
-        running.then(() => undefined, (error) => error),
-        10_000,
-        "session end",
-      );
-      assert.ok(error instanceof StoreDirMismatchError, String(error));
-      assert.equal(error.serverStoreDir, STORE_DIR);
-      assert.deepEqual(
-        lines.filter((l) => l.startsWith("error ")),
-        [
-          `error store directory mismatch worker=ELSEWHR2 server=127.0.0.1:${f.port} server_store_dir=${STORE_DIR} store_dir=/srv/other-store action="build reported failed, worker stopping"`,
-        ],
-      );
-      const statuses = () =>
-        Promise.all(
-          drvs.map(async (drv) =>
-            (await f.store.getBuildByDerivation(drv))?.status
-          ),
-        );
-      await eventually(
-        async () => (await statuses()).includes(BuildStatus.failed),
-        "the failure recorded",
-      );
-      assert.deepEqual(
-        (await statuses()).toSorted(),
-        [BuildStatus.scheduled, BuildStatus.failed].toSorted(),
-        "one failed, the other still queued",
-      );
-    } finally {
-      await f.close();
-    }
+    await eventually(
+      async () => (await statuses()).includes(BuildStatus.failed),
+      "the failure recorded",
+    );
+    assert.deepEqual(
+      (await statuses()).toSorted(),
+      [BuildStatus.scheduled, BuildStatus.failed].toSorted(),
+      "one failed, the other still queued",
+    );
   },
 });
 
