@@ -78,6 +78,37 @@ async function startBuildingWorker(
   return { worker, publishStopped: stopped.promise };
 }
 
+/**
+ * A dispatcher whose fetch of outputs finds none until `publish.release()`,
+ * and a worker building for it (see startBuildingWorker). Leaving the
+ * `await using` scope that holds it stops the worker, then the dispatcher.
+ */
+async function heldFetchFarm(lines: string[], calls: string[][]) {
+  const publish = new HeldPublish();
+  const f = await startFixture({ logPort: quietPort(), fetch: publish.fetch });
+  try {
+    const { worker, publishStopped } = await startBuildingWorker(
+      f,
+      publish,
+      lines,
+      calls,
+    );
+    return {
+      publish,
+      f,
+      worker,
+      publishStopped,
+      async [Symbol.asyncDispose]() {
+        await worker.stop();
+        await f.close();
+      },
+    };
+  } catch (error) {
+    await f.close();
+    throw error;
+  }
+}
+
 /** Waits until the server's fetch of the worker's result is retrying. */
 async function fetchWaiting(f: Fixture, drv: string, lines: string[]) {
   await eventually(
@@ -96,71 +127,57 @@ Deno.test({
   name:
     "a draining worker keeps its guix publish up until the server's fetch of its last success ends: succeeded once, never requeued, built once",
   async fn() {
-    const publish = new HeldPublish();
-    const f = await startFixture({
-      logPort: quietPort(),
-      fetch: publish.fetch,
-    });
     const lines: string[] = [];
     const calls: string[][] = [];
-    const { worker, publishStopped } = await startBuildingWorker(
-      f,
-      publish,
-      lines,
-      calls,
+    await using farm = await heldFetchFarm(lines, calls);
+    const { publish, f, worker, publishStopped } = farm;
+    const [drv] = await f.addJobs([job("last-before-upgrade", 1)]);
+    await fetchWaiting(f, drv, lines);
+    const draining = worker.stop({ drain: true, drainMs: 240_000 });
+    assert.equal(
+      await settlesWithin(draining, 500),
+      false,
+      `the drain waits for the fetch\n${lines.join("\n")}`,
     );
-    try {
-      const [drv] = await f.addJobs([job("last-before-upgrade", 1)]);
-      await fetchWaiting(f, drv, lines);
-      const draining = worker.stop({ drain: true, drainMs: 240_000 });
-      assert.equal(
-        await settlesWithin(draining, 500),
-        false,
-        `the drain waits for the fetch\n${lines.join("\n")}`,
-      );
-      assert.equal(await settlesWithin(publishStopped, 0), false);
+    assert.equal(await settlesWithin(publishStopped, 0), false);
 
-      publish.release();
-      await f.clock.advance(1000);
-      assert.ok(
-        await settlesWithin(draining, 5000),
-        `the drain ends with the fetch\nserver:\n${
-          f.lines.join("\n")
-        }\nworker:\n${lines.join("\n")}`,
-      );
-      assert.equal(
-        await publishStopped,
-        true,
-        "guix publish stopped only after the fetch",
-      );
-      assert.equal(await f.status(drv), BuildStatus.succeeded);
-      assert.equal(
-        f.lines.filter((l) => l.startsWith("info build succeeded")).length,
-        1,
-        f.lines.join("\n"),
-      );
-      assert.deepEqual(
-        f.lines.filter((l) =>
-          /^(warn|info) build requeued|^error outputs unavailable/.test(l)
-        ),
-        [],
-      );
-      assert.equal(
-        calls.filter((argv) => argv.includes("build") && argv.includes(drv))
-          .length,
-        1,
-        "built once",
-      );
-      assert.ok(
-        !lines.some((l) =>
-          / (drain timeout|outputs still being fetched)/.test(l)
-        ),
-        lines.join("\n"),
-      );
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
+    publish.release();
+    await f.clock.advance(1000);
+    assert.ok(
+      await settlesWithin(draining, 5000),
+      `the drain ends with the fetch\nserver:\n${
+        f.lines.join("\n")
+      }\nworker:\n${lines.join("\n")}`,
+    );
+    assert.equal(
+      await publishStopped,
+      true,
+      "guix publish stopped only after the fetch",
+    );
+    assert.equal(await f.status(drv), BuildStatus.succeeded);
+    assert.equal(
+      f.lines.filter((l) => l.startsWith("info build succeeded")).length,
+      1,
+      f.lines.join("\n"),
+    );
+    assert.deepEqual(
+      f.lines.filter((l) =>
+        /^(warn|info) build requeued|^error outputs unavailable/.test(l)
+      ),
+      [],
+    );
+    assert.equal(
+      calls.filter((argv) => argv.includes("build") && argv.includes(drv))
+        .length,
+      1,
+      "built once",
+    );
+    assert.ok(
+      !lines.some((l) =>
+        / (drain timeout|outputs still being fetched)/.test(l)
+      ),
+      lines.join("\n"),
+    );
   },
 });
 
@@ -169,36 +186,22 @@ Deno.test({
   name:
     "a drain whose timeout expires while the server still fetches a success names that derivation as the worker stops",
   async fn() {
-    const publish = new HeldPublish();
-    const f = await startFixture({
-      logPort: quietPort(),
-      fetch: publish.fetch,
-    });
     const lines: string[] = [];
-    const { worker, publishStopped } = await startBuildingWorker(
-      f,
-      publish,
-      lines,
-      [],
+    await using farm = await heldFetchFarm(lines, []);
+    const { f, worker, publishStopped } = farm;
+    const [drv] = await f.addJobs([job("fetched-too-long", 1)]);
+    await fetchWaiting(f, drv, lines);
+    const draining = worker.stop({ drain: true, drainMs: 500 });
+    assert.ok(await settlesWithin(draining, 5000), "the drain ends");
+    assert.equal(await publishStopped, false);
+    assert.deepEqual(
+      lines.filter((l) =>
+        / (drain timeout|results unacknowledged|outputs still)/.test(l)
+      ),
+      [
+        "warn drain timeout over builds=0 timeout=0.5",
+        `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
+      ],
     );
-    try {
-      const [drv] = await f.addJobs([job("fetched-too-long", 1)]);
-      await fetchWaiting(f, drv, lines);
-      const draining = worker.stop({ drain: true, drainMs: 500 });
-      assert.ok(await settlesWithin(draining, 5000), "the drain ends");
-      assert.equal(await publishStopped, false);
-      assert.deepEqual(
-        lines.filter((l) =>
-          / (drain timeout|results unacknowledged|outputs still)/.test(l)
-        ),
-        [
-          "warn drain timeout over builds=0 timeout=0.5",
-          `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
-        ],
-      );
-    } finally {
-      await worker.stop();
-      await f.close();
-    }
   },
 });
