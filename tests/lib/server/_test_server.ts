@@ -8,7 +8,7 @@ import {
   startServer,
 } from "../../../lib/server/server.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
-import { createLogger, silentLogger } from "../../../lib/log.ts";
+import { createLogger, type Logger, silentLogger } from "../../../lib/log.ts";
 import type { Clock } from "../../../lib/clock.ts";
 import type { Store } from "../../../lib/store/types.ts";
 import { fakeSpawner, STORE_DIR } from "./_dispatch_fixture.ts";
@@ -23,20 +23,16 @@ export interface TestServer {
   close(keepFiles?: boolean): Promise<void>;
 }
 
-/** A remote-mode server; a second one may reuse a stopped one's `root`. */
-export async function startTestServer(
-  reuse: { root?: string; clock?: Clock; config?: Partial<ServerConfig> } = {},
-): Promise<TestServer> {
-  const root = reuse.root ??
-    await Deno.makeTempDir({ prefix: "lorica-server-" });
-  const store = openSqliteStore(`${root}/db.sqlite`);
-  const lines: string[] = [];
-  const logger = createLogger({
-    level: "info",
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
-  const server = await startServer({
+/**
+ * The configuration of a remote-mode server on loopback (ports chosen by
+ * the system, no guix publish), its files below `root`, `extra` applied:
+ * every test server starts from it, so that none listens beyond loopback.
+ */
+export function testServerConfig(
+  root: string,
+  extra: Partial<ServerConfig> = {},
+): ServerConfig {
+  return {
     mode: "remote",
     pollChannels: false,
     listen: "127.0.0.1",
@@ -50,16 +46,38 @@ export async function startTestServer(
     storeDir: STORE_DIR,
     workerTimeoutSeconds: 120,
     publishArgs: [],
-    fetchRetryDelayMs: 50,
-    ...reuse.config,
-  }, {
-    store,
-    guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
-    logger,
-    clock: reuse.clock,
-    // The derivations of these builds exist only in the database.
-    inStore: () => Promise.resolve(true),
+    ...extra,
+  };
+}
+
+/** A logger of info lines and above, without timestamps, kept in `lines`. */
+export function linesLogger(lines: string[]): Logger {
+  return createLogger({
+    level: "info",
+    timestamps: false,
+    sink: (line) => lines.push(line),
   });
+}
+
+/** A remote-mode server; a second one may reuse a stopped one's `root`. */
+export async function startTestServer(
+  reuse: { root?: string; clock?: Clock; config?: Partial<ServerConfig> } = {},
+): Promise<TestServer> {
+  const root = reuse.root ??
+    await Deno.makeTempDir({ prefix: "lorica-server-" });
+  const store = openSqliteStore(`${root}/db.sqlite`);
+  const lines: string[] = [];
+  const server = await startServer(
+    testServerConfig(root, { fetchRetryDelayMs: 50, ...reuse.config }),
+    {
+      store,
+      guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
+      logger: linesLogger(lines),
+      clock: reuse.clock,
+      // The derivations of these builds exist only in the database.
+      inStore: () => Promise.resolve(true),
+    },
+  );
   await store.upsertSpecification({
     name: "spec",
     build: { type: "packages", params: [] },

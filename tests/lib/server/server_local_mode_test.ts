@@ -2,7 +2,6 @@
 // actions reach the batches its daemon is building.
 
 import assert from "node:assert/strict";
-import { createLogger } from "../../../lib/log.ts";
 import { spawnProcess } from "../../../lib/process.ts";
 import { runEvaluation } from "../../../lib/server/evaluation_runner.ts";
 import { startServer } from "../../../lib/server/server.ts";
@@ -10,6 +9,7 @@ import { buildStatusName } from "../../../lib/store/types.ts";
 import { processExists as alive } from "../../_processes.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { fakeGuix, fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
+import { linesLogger, testServerConfig } from "./_test_server.ts";
 
 const SPEC = testSpecification("local");
 const TOKEN = "s3cret-token";
@@ -50,31 +50,19 @@ Deno.test({
       const evaluation = await runEvaluation(SPEC, farm.options);
       // The clock never moves: no periodic look at the database stops the
       // driver in its place.
-      server = await startServer({
-        mode: "local",
-        pollChannels: false,
-        listen: "127.0.0.1",
-        backendPort: 0,
-        logPort: 0,
-        publishPort: null,
-        webListen: "127.0.0.1",
-        webPort: 0,
-        cacheDir: `${farm.root}/logs`,
-        stateDir: `${farm.root}/state`,
-        storeDir: farm.daemon.storeDir,
-        workerTimeoutSeconds: 120,
-        publishArgs: [],
-        adminToken: TOKEN,
-      }, {
-        store: farm.store,
-        guix,
-        logger: createLogger({
-          level: "info",
-          timestamps: false,
-          sink: (line) => lines.push(line),
+      server = await startServer(
+        testServerConfig(farm.root, {
+          mode: "local",
+          storeDir: farm.daemon.storeDir,
+          adminToken: TOKEN,
         }),
-        clock: new FakeClock(),
-      });
+        {
+          store: farm.store,
+          guix,
+          logger: linesLogger(lines),
+          clock: new FakeClock(),
+        },
+      );
       await until(async () => {
         const [build] = await farm.store.queue({}, 1);
         return build !== undefined &&

@@ -3,12 +3,12 @@
 // the registration (at 250,000 jobs, longer than systemd's stop timeout).
 
 import assert from "node:assert/strict";
-import { createLogger } from "../../../lib/log.ts";
 import { startServer } from "../../../lib/server/server.ts";
 import { REGISTRATION_CHUNK_JOBS } from "../../../lib/store/chunked_registration.ts";
 import { EvaluationStatus, type Store } from "../../../lib/store/types.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
+import { linesLogger, testServerConfig } from "./_test_server.ts";
 
 const SPEC = testSpecification("s");
 
@@ -40,30 +40,15 @@ Deno.test({
       },
     };
     const lines: string[] = [];
-    const server = await startServer({
-      mode: "remote",
-      pollChannels: false,
-      listen: "127.0.0.1",
-      backendPort: 0,
-      logPort: 0,
-      publishPort: null,
-      webListen: "127.0.0.1",
-      webPort: 0,
-      cacheDir: `${farm.root}/logs`,
-      stateDir: `${farm.root}/state`,
-      storeDir: farm.daemon.storeDir,
-      workerTimeoutSeconds: 120,
-      publishArgs: [],
-    }, {
-      store,
-      guix: farm.options.guix,
-      logger: createLogger({
-        level: "info",
-        timestamps: false,
-        sink: (line) => lines.push(line),
-      }),
-      clock: new FakeClock(),
-    });
+    const server = await startServer(
+      testServerConfig(farm.root, { storeDir: farm.daemon.storeDir }),
+      {
+        store,
+        guix: farm.options.guix,
+        logger: linesLogger(lines),
+        clock: new FakeClock(),
+      },
+    );
     let stopped = false;
     try {
       // Without channel polling, the specification is evaluated once.

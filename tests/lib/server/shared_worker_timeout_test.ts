@@ -5,22 +5,18 @@
 import assert from "node:assert/strict";
 import { type Clock, systemClock } from "../../../lib/clock.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
-import { createLogger, silentLogger } from "../../../lib/log.ts";
-import {
-  type RunningServer,
-  type ServerConfig,
-  startServer,
-} from "../../../lib/server/server.ts";
+import { silentLogger } from "../../../lib/log.ts";
+import { type RunningServer, startServer } from "../../../lib/server/server.ts";
 import { BuildStatus, type Store } from "../../../lib/store/types.ts";
 import {
   eventually,
   fakeSpawner,
   FakeWorker,
   job,
-  STORE_DIR,
 } from "./_dispatch_fixture.ts";
 import { testSpecification } from "./_guix_fixture.ts";
 import { backends, sharedDatabase } from "./_shared_database.ts";
+import { linesLogger, testServerConfig } from "./_test_server.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const SPEC = testSpecification("spec");
@@ -33,29 +29,13 @@ async function startOn(
   clock: Clock,
 ): Promise<{ server: RunningServer; lines: string[] }> {
   const lines: string[] = [];
-  const config: ServerConfig = {
-    mode: "remote",
-    pollChannels: false,
-    listen: "127.0.0.1",
-    backendPort: 0,
-    logPort: 0,
-    publishPort: null,
-    webListen: "127.0.0.1",
-    webPort: 0,
-    cacheDir: `${dir}/logs`,
-    stateDir: `${dir}/state`,
-    storeDir: STORE_DIR,
+  const config = testServerConfig(dir, {
     workerTimeoutSeconds: timeoutSeconds,
-    publishArgs: [],
-  };
+  });
   const server = await startServer(config, {
     store,
     guix: new Guix({ logger: silentLogger, spawn: fakeSpawner() }),
-    logger: createLogger({
-      level: "info",
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    }),
+    logger: linesLogger(lines),
     clock,
     // The derivations of these builds exist only in the database.
     inStore: () => Promise.resolve(true),
