@@ -6,28 +6,40 @@ import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { quietPort } from "../_ports.ts";
 import { makeDaemon, makeRoot } from "../fake-guix/test_env.ts";
+import { heldPort } from "../lib/server/_publish_fixture.ts";
 
 const REPO = fromFileUrl(new URL("../..", import.meta.url)).replace(/\/$/, "");
 const FAKE_GUIX_DIR = `${REPO}/tests/fake-guix`;
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
-/** A root with a fake daemon (and its key); the environment to run under. */
-async function setUp(): Promise<{ root: string; env: Record<string, string> }> {
+/**
+ * A root with a fake daemon (and its key); the environment to run under.
+ * The root is removed when the `await using` scope that holds it ends.
+ */
+async function setUp(): Promise<
+  { root: string; env: Record<string, string> } & AsyncDisposable
+> {
   const root = await makeRoot();
-  const daemon = await makeDaemon(root, "host");
-  const env = {
-    ...daemon.env,
-    PATH: `${FAKE_GUIX_DIR}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
-    LORICA_LOG: "info",
-  };
-  const generated = await new Deno.Command(`${FAKE_GUIX_DIR}/guix`, {
-    args: ["archive", "--generate-key"],
-    env,
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  assert.ok(generated.success, "guix archive --generate-key failed");
-  return { root, env };
+  const remove = () => Deno.remove(root, { recursive: true });
+  try {
+    const daemon = await makeDaemon(root, "host");
+    const env = {
+      ...daemon.env,
+      PATH: `${FAKE_GUIX_DIR}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+      LORICA_LOG: "info",
+    };
+    const generated = await new Deno.Command(`${FAKE_GUIX_DIR}/guix`, {
+      args: ["archive", "--generate-key"],
+      env,
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    assert.ok(generated.success, "guix archive --generate-key failed");
+    return { root, env, [Symbol.asyncDispose]: remove };
+  } catch (error) {
+    await remove();
+    throw error;
+  }
 }
 
 /** Starts `script ARGS` from the repository with `env`, output piped. */
@@ -40,6 +52,18 @@ function spawn(script: string, args: string[], env: Record<string, string>) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+}
+
+/**
+ * Starts lorica-worker with `env`, publishing on loopback, its server a
+ * loopback port where nothing answers, and `args` added.
+ */
+function spawnWorker(env: Record<string, string>, args: string[]) {
+  return spawn("worker.ts", [
+    `--server=127.0.0.1:${quietPort()}`,
+    "--publish-listen=127.0.0.1",
+    ...args,
+  ], env);
 }
 
 /** The output and status of `child`, killing it (by pid) after `ms`. */
@@ -58,27 +82,18 @@ Deno.test({
   ...opts,
   name: "lorica-worker exits 1 naming the port when its publish port is in use",
   async fn() {
-    const { root, env } = await setUp();
-    const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    try {
-      const child = spawn("worker.ts", [
-        `--server=127.0.0.1:${quietPort()}`,
-        "--publish-listen=127.0.0.1",
-        `--publish-port=${held.addr.port}`,
-      ], env);
-      const { code, stderr } = await finish(child, 60_000);
-      assert.equal(code, 1, stderr);
-      assert.match(
-        stderr,
-        new RegExp(
-          `\\nlorica-worker: error: Cannot start guix publish on the publish port 127\\.0\\.0\\.1:${held.addr.port}: exit code 1: .*Address already in use`,
-        ),
-      );
-      assert.ok(!stderr.includes("worker started"), stderr);
-    } finally {
-      held.close();
-      await Deno.remove(root, { recursive: true });
-    }
+    await using host = await setUp();
+    using held = heldPort();
+    const child = spawnWorker(host.env, [`--publish-port=${held.port}`]);
+    const { code, stderr } = await finish(child, 60_000);
+    assert.equal(code, 1, stderr);
+    assert.match(
+      stderr,
+      new RegExp(
+        `\\nlorica-worker: error: Cannot start guix publish on the publish port 127\\.0\\.0\\.1:${held.port}: exit code 1: .*Address already in use`,
+      ),
+    );
+    assert.ok(!stderr.includes("worker started"), stderr);
   },
 });
 
@@ -86,25 +101,19 @@ Deno.test({
   ...opts,
   name: "lorica-worker exits 1 naming the key when guix publish cannot read it",
   async fn() {
-    const { root, env } = await setUp();
-    try {
-      const child = spawn("worker.ts", [
-        `--server=127.0.0.1:${quietPort()}`,
-        "--publish-listen=127.0.0.1",
-        "--publish-port=0",
-        `--private-key=${root}/missing.sec`,
-      ], env);
-      const { code, stderr } = await finish(child, 60_000);
-      assert.equal(code, 1, stderr);
-      assert.ok(
-        stderr.includes(
-          `lorica-worker: error: Cannot start guix publish on the publish port 127.0.0.1:0 (with --private-key=${root}/missing.sec): exit code 1: guix publish: error: cannot read private key`,
-        ),
-        stderr,
-      );
-    } finally {
-      await Deno.remove(root, { recursive: true });
-    }
+    await using host = await setUp();
+    const child = spawnWorker(host.env, [
+      "--publish-port=0",
+      `--private-key=${host.root}/missing.sec`,
+    ]);
+    const { code, stderr } = await finish(child, 60_000);
+    assert.equal(code, 1, stderr);
+    assert.ok(
+      stderr.includes(
+        `lorica-worker: error: Cannot start guix publish on the publish port 127.0.0.1:0 (with --private-key=${host.root}/missing.sec): exit code 1: guix publish: error: cannot read private key`,
+      ),
+      stderr,
+    );
   },
 });
 
@@ -112,47 +121,41 @@ Deno.test({
   ...opts,
   name: "lorica-worker whose guix publish dies stops and exits 1",
   async fn() {
-    const { root, env } = await setUp();
-    try {
-      const child = spawn("worker.ts", [
-        `--server=127.0.0.1:${quietPort()}`,
-        "--publish-listen=127.0.0.1",
-        "--publish-port=0",
-        "--drain-timeout=1",
-      ], env);
-      const lines = child.stderr.pipeThrough(new TextDecoderStream())
-        .getReader();
-      let text = "";
-      let pid = 0;
-      while (!text.includes("worker started")) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        text += value;
-      }
-      pid = Number(text.match(/ process=publish pid=(\d+)/)?.[1]);
-      assert.ok(pid > 0 && text.includes("worker started"), text);
-      Deno.kill(pid, "SIGKILL");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-      for (;;) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        text += value;
-      }
-      const status = await child.status;
-      clearTimeout(timer);
-      await child.stdout.cancel();
-      assert.equal(status.code, 1, text);
-      assert.match(
-        text,
-        /error worker stopping reason="guix publish exited"/,
-      );
-      assert.match(
-        text,
-        /\nlorica-worker: error: Cannot publish on the publish port 127\.0\.0\.1:0: guix publish was killed by SIGKILL/,
-      );
-    } finally {
-      await Deno.remove(root, { recursive: true });
+    await using host = await setUp();
+    const child = spawnWorker(host.env, [
+      "--publish-port=0",
+      "--drain-timeout=1",
+    ]);
+    const lines = child.stderr.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let text = "";
+    let pid = 0;
+    while (!text.includes("worker started")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      text += value;
     }
+    pid = Number(text.match(/ process=publish pid=(\d+)/)?.[1]);
+    assert.ok(pid > 0 && text.includes("worker started"), text);
+    Deno.kill(pid, "SIGKILL");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    for (;;) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      text += value;
+    }
+    const status = await child.status;
+    clearTimeout(timer);
+    await child.stdout.cancel();
+    assert.equal(status.code, 1, text);
+    assert.match(
+      text,
+      /error worker stopping reason="guix publish exited"/,
+    );
+    assert.match(
+      text,
+      /\nlorica-worker: error: Cannot publish on the publish port 127\.0\.0\.1:0: guix publish was killed by SIGKILL/,
+    );
   },
 });
 
@@ -161,34 +164,29 @@ Deno.test({
   name:
     "lorica-server exits 1 naming the publish port when guix publish finds it in use",
   async fn() {
-    const { root, env } = await setUp();
-    await Deno.mkdir(`${root}/server`, { recursive: true });
-    const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    try {
-      const child = spawn("server.ts", [
-        "--build-remote",
-        "--no-advertise",
-        "--no-poll",
-        `--database=${root}/server/lorica.db`,
-        `--cache=${root}/server/cache`,
-        `--gc-roots=${root}/server/gcroots`,
-        "--listen=127.0.0.1",
-        "--backend-port=0",
-        "--log-port=0",
-        `--publish-port=${held.addr.port}`,
-        "--web-port=0",
-      ], env);
-      const { code, stderr } = await finish(child, 60_000);
-      assert.equal(code, 1, stderr);
-      assert.match(
-        stderr,
-        new RegExp(
-          `\\nlorica-server: error: Cannot start guix publish on the publish port 127\\.0\\.0\\.1:${held.addr.port}: exit code 1: .*Address already in use`,
-        ),
-      );
-    } finally {
-      held.close();
-      await Deno.remove(root, { recursive: true });
-    }
+    await using host = await setUp();
+    await Deno.mkdir(`${host.root}/server`, { recursive: true });
+    using held = heldPort();
+    const child = spawn("server.ts", [
+      "--build-remote",
+      "--no-advertise",
+      "--no-poll",
+      `--database=${host.root}/server/lorica.db`,
+      `--cache=${host.root}/server/cache`,
+      `--gc-roots=${host.root}/server/gcroots`,
+      "--listen=127.0.0.1",
+      "--backend-port=0",
+      "--log-port=0",
+      `--publish-port=${held.port}`,
+      "--web-port=0",
+    ], host.env);
+    const { code, stderr } = await finish(child, 60_000);
+    assert.equal(code, 1, stderr);
+    assert.match(
+      stderr,
+      new RegExp(
+        `\\nlorica-server: error: Cannot start guix publish on the publish port 127\\.0\\.0\\.1:${held.port}: exit code 1: .*Address already in use`,
+      ),
+    );
   },
 });

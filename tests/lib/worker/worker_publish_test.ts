@@ -10,36 +10,22 @@ import {
   startWorker,
   type WorkerConfig,
 } from "../../../lib/worker/worker.ts";
-import {
-  type DaemonEnv,
-  GUIX,
-  makeRoot,
-  makeSigningDaemon,
-} from "../../fake-guix/test_env.ts";
+import { GUIX } from "../../fake-guix/test_env.ts";
 import {
   eventually,
   type Fixture,
   startFixture,
   within,
 } from "../server/_dispatch_fixture.ts";
-import { workerConfig } from "./_session_helpers.ts";
+import { closing, workerConfig } from "./_session_helpers.ts";
+import {
+  heldPort,
+  publishPid,
+  signingDaemon,
+  startError,
+} from "../server/_publish_fixture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
-
-/** A dispatcher and a fake daemon with a signing key, removed afterwards. */
-async function withServerAndDaemon(
-  body: (f: Fixture, daemon: DaemonEnv) => Promise<void>,
-) {
-  const f = await startFixture();
-  const root = await makeRoot();
-  try {
-    const daemon = await makeSigningDaemon(root, "worker");
-    await body(f, daemon);
-  } finally {
-    await f.close();
-    await Deno.remove(root, { recursive: true });
-  }
-}
 
 /** One session against the fixture `f`, publishing on `publishPort`. */
 function publishingConfig(f: Fixture, publishPort: number): WorkerConfig {
@@ -51,36 +37,28 @@ Deno.test({
   name:
     "startWorker() fails naming the port, before asking for work, when its publish port is in use",
   async fn() {
-    const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    try {
-      await withServerAndDaemon(async (f, daemon) => {
-        const lines: string[] = [];
-        const logger = createLogger({
-          timestamps: false,
-          sink: (line) => lines.push(line),
-        });
-        const error = await startWorker(publishingConfig(f, held.addr.port), {
-          guix: new Guix({ command: GUIX, env: daemon.env, logger }),
-          logger,
-        }).then(
-          async (worker) => {
-            await worker.stop();
-            return null;
-          },
-          (error) => error,
-        );
-        assert.ok(error instanceof PublishStartError, String(error));
-        assert.match(
-          error.message,
-          new RegExp(
-            `^Cannot start guix publish on the publish port 127\\.0\\.0\\.1:${held.addr.port}: exit code 1: .*Address already in use`,
-          ),
-        );
-        assert.ok(!f.lines.some((line) => line.includes("worker-ready")));
-      });
-    } finally {
-      held.close();
-    }
+    using held = heldPort();
+    await using f = closing(await startFixture());
+    await using farm = await signingDaemon("worker");
+    const lines: string[] = [];
+    const logger = createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
+    });
+    const error = await startError(
+      startWorker(publishingConfig(f, held.port), {
+        guix: new Guix({ command: GUIX, env: farm.daemon.env, logger }),
+        logger,
+      }),
+    );
+    assert.ok(error instanceof PublishStartError, String(error));
+    assert.match(
+      error.message,
+      new RegExp(
+        `^Cannot start guix publish on the publish port 127\\.0\\.0\\.1:${held.port}: exit code 1: .*Address already in use`,
+      ),
+    );
+    assert.ok(!f.lines.some((line) => line.includes("worker-ready")));
   },
 });
 
@@ -89,64 +67,60 @@ Deno.test({
   name:
     "a worker whose guix publish dies logs an error and asks for no more work",
   async fn() {
-    await withServerAndDaemon(async (f, daemon) => {
-      const lines: string[] = [];
-      const logger = createLogger({
-        timestamps: false,
-        sink: (line) => lines.push(line),
-      });
-      const requests = () =>
-        f.lines.filter((line) =>
-          line.startsWith("debug message received ") &&
-          line.includes(" type=worker-request-work")
-        ).length;
-      let worker: RunningWorker | null = await startWorker(
-        publishingConfig(f, 0),
-        {
-          guix: new Guix({ command: GUIX, env: daemon.env, logger }),
-          logger,
-        },
-      );
-      try {
-        await eventually(() => requests() >= 2, "work requests");
-        const started = lines.find((line) =>
-          line.startsWith("info process started ") &&
-          line.includes(" process=publish ")
-        );
-        const pid = Number(started?.match(/ pid=(\d+)/)?.[1]);
-        assert.ok(pid > 0, lines.join("\n"));
-        Deno.kill(pid, "SIGKILL");
-
-        const error = await within(worker.failed, 30_000, "failure");
-        const seen = requests();
-        assert.match(
-          error.message,
-          /^Cannot publish on the publish port 127\.0\.0\.1:0: guix publish was killed by SIGKILL/,
-        );
-        assert.ok(
-          lines.some((line) =>
-            line.startsWith(
-              'error worker stopping reason="guix publish exited" error=',
-            )
-          ),
-          lines.join("\n"),
-        );
-        // Already draining: the session ends without waiting for the drain
-        // time, having sent at most the request that was under way.
-        await within(
-          worker.stop({ drain: true, drainMs: 600_000 }),
-          30_000,
-          "drained stop",
-        );
-        worker = null;
-        assert.ok(requests() <= seen + 1, `${requests()} > ${seen} + 1`);
-        assert.ok(
-          lines.some((line) => line.startsWith("info session drained ")),
-          lines.join("\n"),
-        );
-      } finally {
-        await worker?.stop();
-      }
+    await using f = closing(await startFixture());
+    await using farm = await signingDaemon("worker");
+    const lines: string[] = [];
+    const logger = createLogger({
+      timestamps: false,
+      sink: (line) => lines.push(line),
     });
+    const requests = () =>
+      f.lines.filter((line) =>
+        line.startsWith("debug message received ") &&
+        line.includes(" type=worker-request-work")
+      ).length;
+    let worker: RunningWorker | null = await startWorker(
+      publishingConfig(f, 0),
+      {
+        guix: new Guix({ command: GUIX, env: farm.daemon.env, logger }),
+        logger,
+      },
+    );
+    try {
+      await eventually(() => requests() >= 2, "work requests");
+      const pid = publishPid(lines);
+      assert.ok(pid > 0, lines.join("\n"));
+      Deno.kill(pid, "SIGKILL");
+
+      const error = await within(worker.failed, 30_000, "failure");
+      const seen = requests();
+      assert.match(
+        error.message,
+        /^Cannot publish on the publish port 127\.0\.0\.1:0: guix publish was killed by SIGKILL/,
+      );
+      assert.ok(
+        lines.some((line) =>
+          line.startsWith(
+            'error worker stopping reason="guix publish exited" error=',
+          )
+        ),
+        lines.join("\n"),
+      );
+      // Already draining: the session ends without waiting for the drain
+      // time, having sent at most the request that was under way.
+      await within(
+        worker.stop({ drain: true, drainMs: 600_000 }),
+        30_000,
+        "drained stop",
+      );
+      worker = null;
+      assert.ok(requests() <= seen + 1, `${requests()} > ${seen} + 1`);
+      assert.ok(
+        lines.some((line) => line.startsWith("info session drained ")),
+        lines.join("\n"),
+      );
+    } finally {
+      await worker?.stop();
+    }
   },
 });
