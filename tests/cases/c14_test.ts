@@ -34,6 +34,7 @@ import {
   job,
   startFixture,
 } from "../lib/server/_dispatch_fixture.ts";
+import { closing } from "../lib/worker/_session_helpers.ts";
 
 const SPEC = testSpecification("c14");
 // Sockets and processes outlive a test's own ops in these tests' helpers.
@@ -119,46 +120,51 @@ function storeWithout(gone: Set<string>) {
   return (path: string) => Promise.resolve(!gone.has(path));
 }
 
+/**
+ * Whether `lines` (the server's) say the build of `drv` failed because its
+ * .drv is missing from the store; by `worker`, if given.
+ */
+function loggedMissing(lines: string[], drv: string, worker?: string) {
+  const failed = `warn build failed drv=${drv} ` +
+    (worker === undefined ? "" : `worker=${worker} `);
+  return lines.some((line) =>
+    line.startsWith(failed) &&
+    line.includes(' reason="derivation missing from store"')
+  );
+}
+
 Deno.test({
   ...FARM_TEST,
   name:
     "C14 (remote): a build whose .drv vanished before dispatch fails alone, failed-other; the worker gets the next build",
   async fn() {
     const gone = new Set<string>();
-    const f = await startFixture({ inStore: storeWithout(gone) });
-    try {
-      const [t] = await f.addJobs([job("t", 1)], 0);
-      const [u, dependent] = await f.addJobs([
-        job("u", 2),
-        job("needs-t", 3, "x86_64-linux", [t]),
-      ]);
-      gone.add(t);
+    await using f = closing(
+      await startFixture({ inStore: storeWithout(gone) }),
+    );
+    const [t] = await f.addJobs([job("t", 1)], 0);
+    const [u, dependent] = await f.addJobs([
+      job("u", 2),
+      job("needs-t", 3, "x86_64-linux", [t]),
+    ]);
+    gone.add(t);
 
-      // A plain Cuirass worker: no Lorica extensions.
-      const worker = await FakeWorker.connect(f.port);
-      await worker.ready();
-      const reply = await worker.requestWork();
-      assert.equal(reply.type, "build");
-      assert.equal((reply as { drv: string }).drv, u);
+    // A plain Cuirass worker: no Lorica extensions.
+    const worker = await FakeWorker.connect(f.port);
+    await worker.ready();
+    const reply = await worker.requestWork();
+    assert.equal(reply.type, "build");
+    assert.equal((reply as { drv: string }).drv, u);
 
-      assert.equal(await f.status(t), BuildStatus.failedOther);
-      assert.equal(await f.status(dependent), BuildStatus.failedDependency);
-      const tBuild = (await f.store.getBuildByDerivation(t))!;
-      assert.equal(
-        await gunzip(tBuild.log),
-        `lorica: derivation missing from store: ${t}\n`,
-      );
-      assert.ok(
-        f.lines.some((line) =>
-          line.startsWith(`warn build failed drv=${t} `) &&
-          line.includes(' reason="derivation missing from store"')
-        ),
-        f.lines.join("\n"),
-      );
-      await worker.close();
-    } finally {
-      await f.close();
-    }
+    assert.equal(await f.status(t), BuildStatus.failedOther);
+    assert.equal(await f.status(dependent), BuildStatus.failedDependency);
+    const tBuild = (await f.store.getBuildByDerivation(t))!;
+    assert.equal(
+      await gunzip(tBuild.log),
+      `lorica: derivation missing from store: ${t}\n`,
+    );
+    assert.ok(loggedMissing(f.lines, t), f.lines.join("\n"));
+    await worker.close();
   },
 });
 
@@ -168,42 +174,35 @@ Deno.test({
     "C14 (remote): a Cuirass worker's build-failed for a .drv gone since dispatch is failed-other",
   async fn() {
     const gone = new Set<string>();
-    const f = await startFixture({ inStore: storeWithout(gone) });
-    try {
-      const [t, dependent] = await f.addJobs([
-        job("t", 1),
-        job("needs-t", 2, "x86_64-linux", [job("t", 1).derivation]),
-      ]);
-      const worker = await FakeWorker.connect(f.port);
-      await worker.ready();
-      const reply = await worker.requestWork();
-      assert.equal((reply as { drv: string }).drv, t);
-      gone.add(t);
-      await worker.send({ type: "build-started", drv: t, worker: worker.name });
-      await worker.send({
-        type: "build-failed",
-        drv: t,
-        url: "http://127.0.0.1:1",
-        log: null,
-      });
-      await eventually(
-        async () => (await f.status(t)) === BuildStatus.failedOther,
-        "t failed-other",
-      );
-      assert.equal(await f.status(dependent), BuildStatus.failedDependency);
-      assert.ok(
-        f.lines.some((line) =>
-          line.startsWith(
-            `warn build failed drv=${t} worker=${worker.name} `,
-          ) &&
-          line.includes(' reason="derivation missing from store"')
-        ),
-        f.lines.join("\n"),
-      );
-      await worker.close();
-    } finally {
-      await f.close();
-    }
+    await using f = closing(
+      await startFixture({ inStore: storeWithout(gone) }),
+    );
+    const [t, dependent] = await f.addJobs([
+      job("t", 1),
+      job("needs-t", 2, "x86_64-linux", [job("t", 1).derivation]),
+    ]);
+    const worker = await FakeWorker.connect(f.port);
+    await worker.ready();
+    const reply = await worker.requestWork();
+    assert.equal((reply as { drv: string }).drv, t);
+    gone.add(t);
+    await worker.send({ type: "build-started", drv: t, worker: worker.name });
+    await worker.send({
+      type: "build-failed",
+      drv: t,
+      url: "http://127.0.0.1:1",
+      log: null,
+    });
+    await eventually(
+      async () => (await f.status(t)) === BuildStatus.failedOther,
+      "t failed-other",
+    );
+    assert.equal(await f.status(dependent), BuildStatus.failedDependency);
+    assert.ok(
+      loggedMissing(f.lines, t, worker.name),
+      f.lines.join("\n"),
+    );
+    await worker.close();
   },
 });
 
@@ -214,56 +213,48 @@ Deno.test({
   async fn() {
     const gone = new Set<string>();
     const calls: string[][] = [];
-    const f = await startFixture({
-      inStore: storeWithout(gone),
-      spawner: fakeSpawner(() => ({ code: 0 }), calls),
-    });
-    try {
-      const [t, u] = await f.addJobs([job("t", 1), job("u", 2)]);
-      const first = await FakeWorker.connect(f.port);
-      const second = await FakeWorker.connect(f.port);
-      await first.ready();
-      await second.ready();
-      const given = [
-        (await first.requestWork() as { drv: string }).drv,
-        (await second.requestWork() as { drv: string }).drv,
-      ];
-      assert.deepEqual(given.toSorted(), [t, u].toSorted());
-      gone.add(t);
-      for (
-        const [worker, drv] of [[first, given[0]], [second, given[1]]] as const
-      ) {
-        await worker.send({ type: "build-started", drv, worker: worker.name });
-        await worker.send({
-          type: "build-succeeded",
-          drv,
-          url: "http://127.0.0.1:1",
-          log: null,
-        });
-      }
-      await eventually(
-        async () =>
-          (await f.status(t)) === BuildStatus.failedOther &&
-          (await f.status(u)) === BuildStatus.succeeded,
-        "t failed-other and u succeeded",
-      );
-      assert.ok(
-        !calls.some((argv) => argv.includes(t)),
-        "no substitution of the vanished derivation's outputs",
-      );
-      assert.ok(calls.some((argv) => argv.includes(u)));
-      assert.ok(
-        f.lines.some((line) =>
-          line.startsWith(`warn build failed drv=${t} `) &&
-          line.includes(' reason="derivation missing from store"')
-        ),
-        f.lines.join("\n"),
-      );
-      await first.close();
-      await second.close();
-    } finally {
-      await f.close();
+    await using f = closing(
+      await startFixture({
+        inStore: storeWithout(gone),
+        spawner: fakeSpawner(() => ({ code: 0 }), calls),
+      }),
+    );
+    const [t, u] = await f.addJobs([job("t", 1), job("u", 2)]);
+    const first = await FakeWorker.connect(f.port);
+    const second = await FakeWorker.connect(f.port);
+    await first.ready();
+    await second.ready();
+    const given = [
+      (await first.requestWork() as { drv: string }).drv,
+      (await second.requestWork() as { drv: string }).drv,
+    ];
+    assert.deepEqual(given.toSorted(), [t, u].toSorted());
+    gone.add(t);
+    for (
+      const [worker, drv] of [[first, given[0]], [second, given[1]]] as const
+    ) {
+      await worker.send({ type: "build-started", drv, worker: worker.name });
+      await worker.send({
+        type: "build-succeeded",
+        drv,
+        url: "http://127.0.0.1:1",
+        log: null,
+      });
     }
+    await eventually(
+      async () =>
+        (await f.status(t)) === BuildStatus.failedOther &&
+        (await f.status(u)) === BuildStatus.succeeded,
+      "t failed-other and u succeeded",
+    );
+    assert.ok(
+      !calls.some((argv) => argv.includes(t)),
+      "no substitution of the vanished derivation's outputs",
+    );
+    assert.ok(calls.some((argv) => argv.includes(u)));
+    assert.ok(loggedMissing(f.lines, t), f.lines.join("\n"));
+    await first.close();
+    await second.close();
   },
 });
 
