@@ -4,16 +4,16 @@
 import assert from "node:assert/strict";
 
 const WORKER = new URL("../../../worker.ts", import.meta.url).pathname;
+const SERVER = new URL("../../../server.ts", import.meta.url).pathname;
 
 /**
  * Runs `deno run --allow-all ARGS` (a program and its arguments) with
- * `env` added, asserts that it exits 2 (a usage error), and returns what
- * it printed on stderr.
+ * `env` added; returns its exit code and what it printed on stderr.
  */
-async function refusedWith(
+async function run(
   args: string[],
   env: Record<string, string> = {},
-): Promise<string> {
+): Promise<{ code: number; stderr: string }> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", ...args],
     env,
@@ -21,8 +21,22 @@ async function refusedWith(
     stdout: "null",
     stderr: "piped",
   }).output();
-  const stderr = new TextDecoder().decode(output.stderr);
-  assert.equal(output.code, 2, stderr);
+  return {
+    code: output.code,
+    stderr: new TextDecoder().decode(output.stderr),
+  };
+}
+
+/**
+ * Runs ARGS as {@link run} does, asserts that it exits 2 (a usage error),
+ * and returns what it printed on stderr.
+ */
+async function refusedWith(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<string> {
+  const { code, stderr } = await run(args, env);
+  assert.equal(code, 2, stderr);
   return stderr;
 }
 
@@ -70,17 +84,9 @@ Deno.test("lorica-worker with a --drain-timeout it cannot use exits 2 at start, 
 });
 
 Deno.test("lorica-server and lorica-worker take -u for --user, as Cuirass's programs do", async () => {
-  const server = new URL("../../../server.ts", import.meta.url).pathname;
-  for (const program of [server, WORKER]) {
-    const output = await new Deno.Command(Deno.execPath(), {
-      // No such account: the lookup stops the program before it starts.
-      args: ["run", "--allow-all", program, "-u", "lorica-no-such-user"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 2, stderr);
+  for (const program of [SERVER, WORKER]) {
+    // No such account: the lookup stops the program before it starts.
+    const stderr = await refusedWith([program, "-u", "lorica-no-such-user"]);
     assert.match(
       stderr,
       /: error: Cannot use --user "lorica-no-such-user": no such user\n$/,
@@ -90,23 +96,14 @@ Deno.test("lorica-server and lorica-worker take -u for --user, as Cuirass's prog
 
 Deno.test("lorica-worker takes a --minimum-disk-space of digits only, naming any other value", async () => {
   for (const value of ["Infinity", "0x10", "1e3", " 5", "-1"]) {
-    const output = await new Deno.Command(Deno.execPath(), {
-      // --workers=0 stops a worker that accepted the value, before it
-      // connects anywhere.
-      args: [
-        "run",
-        "--allow-all",
-        WORKER,
-        "--server=127.0.0.1:1",
-        `--minimum-disk-space=${value}`,
-        "--workers=0",
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 2, stderr);
+    // --workers=0 stops a worker that accepted the value, before it
+    // connects anywhere.
+    const stderr = await refusedWith([
+      WORKER,
+      "--server=127.0.0.1:1",
+      `--minimum-disk-space=${value}`,
+      "--workers=0",
+    ]);
     assert.ok(
       stderr.includes(
         `Cannot use --minimum-disk-space ${
@@ -116,36 +113,28 @@ Deno.test("lorica-worker takes a --minimum-disk-space of digits only, naming any
       stderr,
     );
   }
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      WORKER,
-      "--server=127.0.0.1:1",
-      "--minimum-disk-space=2.5",
-      "--workers=0",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
+  const { stderr } = await run([
+    WORKER,
+    "--server=127.0.0.1:1",
+    "--minimum-disk-space=2.5",
+    "--workers=0",
+  ]);
   assert.match(
-    new TextDecoder().decode(output.stderr),
+    stderr,
     /Cannot use --workers "0"/,
     "2.5 GiB is accepted",
   );
 });
 
 Deno.test("lorica-server and lorica-worker refuse options that mean nothing beside another, naming both", async () => {
-  const server = new URL("../../../server.ts", import.meta.url).pathname;
   const cases: [string, string[], string][] = [
     [
-      server,
+      SERVER,
       ["--no-publish", "--publish-port=6000"],
       'Cannot use --publish-port "6000" with --no-publish: no guix publish runs to listen on it',
     ],
     [
-      server,
+      SERVER,
       ["--build-remote", "--no-advertise", "--advertise-name=farm"],
       'Cannot use --advertise-name "farm" with --no-advertise: the server is not announced with DNS-SD',
     ],
@@ -158,24 +147,23 @@ Deno.test("lorica-server and lorica-worker refuse options that mean nothing besi
   for (const [program, args, message] of cases) {
     // --web-port and --workers of 0 stop a program that accepted them,
     // before it listens or connects anywhere.
-    const stop = program === server ? "--web-port=-1" : "--workers=0";
+    const stop = program === SERVER ? "--web-port=-1" : "--workers=0";
     const stderr = await refusedWith([program, ...args, stop]);
     assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
   }
 });
 
 Deno.test("lorica-server and lorica-worker refuse an option given twice, naming it and both values, with no stack trace", async () => {
-  const server = new URL("../../../server.ts", import.meta.url).pathname;
   // The last value of each stops a program that took it and dropped the
   // first, before it listens or connects anywhere.
   const cases: [string, string[], string][] = [
     [
-      server,
+      SERVER,
       ["--web-port", "8080", "--web-port=-1"],
       'option --web-port given twice ("8080", then "-1")',
     ],
     [
-      server,
+      SERVER,
       ["-p", "6000", "--publish-port=-1"],
       'option --publish-port given twice ("6000" as -p, then "-1")',
     ],
@@ -187,7 +175,7 @@ Deno.test("lorica-server and lorica-worker refuse an option given twice, naming 
   ];
   for (const [program, args, message] of cases) {
     const stderr = await refusedWith([program, ...args]);
-    const name = program === server ? "lorica-server" : "lorica-worker";
+    const name = program === SERVER ? "lorica-server" : "lorica-worker";
     assert.equal(
       stderr,
       `${name}: error: Cannot read the command line: ${message}\n`,
@@ -205,11 +193,10 @@ Deno.test("lorica-server and lorica-worker refuse an option given twice, naming 
 });
 
 Deno.test("lorica-server and lorica-worker with a LORICA_LOG that is no level exit 2 naming it", async () => {
-  const server = new URL("../../../server.ts", import.meta.url).pathname;
-  for (const program of [server, WORKER]) {
+  for (const program of [SERVER, WORKER]) {
     // --web-port and --workers of 0 stop a program that accepted it,
     // before it listens or connects anywhere.
-    const stop = program === server
+    const stop = program === SERVER
       ? ["--web-port=-1"]
       : ["--server=127.0.0.1:1", "--workers=0"];
     const stderr = await refusedWith([program, ...stop], {
@@ -223,7 +210,6 @@ Deno.test("lorica-server and lorica-worker with a LORICA_LOG that is no level ex
 });
 
 Deno.test("lorica-server refuses an option of the other mode, naming it and --build-remote", async () => {
-  const server = new URL("../../../server.ts", import.meta.url).pathname;
   const cases: [string[], string][] = [
     [
       ["--backend-port=6000"],
@@ -241,7 +227,7 @@ Deno.test("lorica-server refuses an option of the other mode, naming it and --bu
   for (const [args, message] of cases) {
     // A --web-port of -1 stops a server that accepted them, before it
     // listens anywhere.
-    const stderr = await refusedWith([server, ...args, "--web-port=-1"]);
+    const stderr = await refusedWith([SERVER, ...args, "--web-port=-1"]);
     assert.ok(stderr.endsWith(`: error: ${message}\n`), stderr);
   }
 });
