@@ -32,9 +32,10 @@ import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import {
+  addSweptWorkers,
   assertUntimedWorkersUpgraded,
   UNTIMED_WORKER_ROWS,
-} from "./_untimed_workers.ts";
+} from "./_worker_rows.ts";
 import { startTcpRelay } from "./_tcp_relay.ts";
 import { within } from "../server/_dispatch_fixture.ts";
 import { chunkedRegistrationContract } from "./chunked_registration_contract.ts";
@@ -1144,16 +1145,7 @@ Deno.test({
   ignore,
   async fn() {
     await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
-      for (let i = 0; i < 200; i++) {
-        await store.upsertWorker({
-          name: `w${i}`,
-          address: "127.0.0.1",
-          machine: "m",
-          systems: ["x86_64-linux"],
-          lastSeen: 1000 + i,
-          timeoutSeconds: i % 10 === 0 ? null : 120,
-        });
-      }
+      await addSweptWorkers(store);
       await sql.unsafe("ANALYZE Workers");
       const { indexes, plan } = await indexesRead(
         sql,

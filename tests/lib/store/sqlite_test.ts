@@ -28,9 +28,10 @@ import { SCHEMA_VERSION } from "../../../lib/store/sqlite_schema.ts";
 import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import {
+  addSweptWorkers,
   assertUntimedWorkersUpgraded,
   UNTIMED_WORKER_ROWS,
-} from "./_untimed_workers.ts";
+} from "./_worker_rows.ts";
 import type { Store } from "../../../lib/store/types.ts";
 import type {
   ConcurrencyJob,
@@ -282,16 +283,7 @@ Deno.test("registering a dashboard finds its names and the least recently used t
 Deno.test("a worker sweep finds the rows past their own deadline through Workers_deadline, and those recording no timeout through Workers_last_seen", async () => {
   const path = tempFile();
   await withStore(path, async (store) => {
-    for (let i = 0; i < 200; i++) {
-      await store.upsertWorker({
-        name: `w${i}`,
-        address: "127.0.0.1",
-        machine: "m",
-        systems: ["x86_64-linux"],
-        lastSeen: 1000 + i,
-        timeoutSeconds: i % 10 === 0 ? null : 120,
-      });
-    }
+    await addSweptWorkers(store);
   });
   const db = new DatabaseSync(path);
   try {

@@ -1,7 +1,8 @@
-// Worker rows written before workers' own timeouts were recorded (schema
-// version 14), and what an upgraded store must make of them. Both
-// backends' upgrade tests insert these rows into a version 1 database
-// and check the same promise, so it is written once.
+// Worker rows that both backends' tests write the same way: rows from
+// before workers' own timeouts were recorded (schema version 14), with
+// what an upgraded store must make of them, and a crowd of workers for a
+// sweep's query plan. Written once so that the backends are held to the
+// same rows.
 
 import assert from "node:assert/strict";
 import type { Store } from "../../../lib/store/types.ts";
@@ -36,4 +37,22 @@ export async function assertUntimedWorkersUpgraded(
     await store.expireWorkers(701, { timeoutSeconds: 120 }),
     [{ name: "heard", timeoutSeconds: 600, requeued: 0 }],
   );
+}
+
+/**
+ * Adds 200 workers "w0" to "w199", last seen at 1000 + i, every tenth
+ * recording no timeout and the others 120 s: enough rows that a sweep's
+ * plan reads indexes rather than the table.
+ */
+export async function addSweptWorkers(store: Store): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    await store.upsertWorker({
+      name: `w${i}`,
+      address: "127.0.0.1",
+      machine: "m",
+      systems: ["x86_64-linux"],
+      lastSeen: 1000 + i,
+      timeoutSeconds: i % 10 === 0 ? null : 120,
+    });
+  }
 }
