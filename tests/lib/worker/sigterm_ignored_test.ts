@@ -9,10 +9,7 @@ import { Guix } from "../../../lib/guix/guix_command.ts";
 import { createLogger, type Logger } from "../../../lib/log.ts";
 import { type Spawner, spawnProcess } from "../../../lib/process.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import {
-  runSession,
-  type SessionOptions,
-} from "../../../lib/worker/session.ts";
+import type { SessionOptions } from "../../../lib/worker/session.ts";
 import { startWorker } from "../../../lib/worker/worker.ts";
 import {
   type DaemonEnv,
@@ -31,7 +28,11 @@ import {
   startFixture,
   within,
 } from "../server/_dispatch_fixture.ts";
-import { sessionOptions, workerConfig } from "./_session_helpers.ts";
+import {
+  runningSession,
+  sessionOptions,
+  workerConfig,
+} from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -133,9 +134,11 @@ function startTestWorker(
 }
 
 /**
- * Runs a session for `f` on the fake guix of `daemon`, its guix builds
- * recorded in `builds`, logging to `lines`, until `signal` aborts; `extra`
- * names it and sets its request timing.
+ * A session for `f` on the fake guix of `daemon`, its guix builds recorded
+ * in `builds`, logging to `lines`; `extra` names it and sets its request
+ * timing. `stop()` aborts it and returns its end; leaving the `await using`
+ * scope that holds it also kills the guix builds a failed test left, then
+ * awaits the session's end.
  */
 function runTestSession(
   f: Fixture,
@@ -143,10 +146,9 @@ function runTestSession(
   builds: Builds,
   lines: string[],
   extra: Partial<SessionOptions> & { name: string },
-  signal: AbortSignal,
-): Promise<void> {
+) {
   const logger = sessionLogger(lines);
-  return runSession(
+  const session = runningSession(
     sessionOptions(f.port, extra.name, lines, {
       storeDir: daemon.storeDir,
       guix: fakeGuix(daemon, builds, logger),
@@ -155,8 +157,15 @@ function runTestSession(
       replyTimeoutMs: 5000,
       ...extra,
     }),
-    signal,
   );
+  return {
+    stop: session.stop,
+    async [Symbol.asyncDispose]() {
+      const ending = session.stop();
+      killLeftovers(builds);
+      await ending;
+    },
+  };
 }
 
 function sessionLogger(lines: string[]): Logger {
@@ -180,33 +189,26 @@ Deno.test({
       async (f, daemon, drvs) => {
         const builds = recordingSpawner();
         const lines: string[] = [];
-        const abort = new AbortController();
-        const running = runTestSession(f, daemon, builds, lines, {
+        await using session = runTestSession(f, daemon, builds, lines, {
           name: "DEAFCAN1",
           requestPeriodMs: 100,
-        }, abort.signal);
-        try {
-          const deaf = drvs.get("deaf")!;
-          await f.addJobs([{ ...job("deaf", 1), derivation: deaf }]);
-          const pid = await deafBuild(builds, deaf);
-          const id = (await f.store.getBuildByDerivation(deaf))!.id;
-          await f.dispatcher.cancelBuild(id);
-          await eventually(() => !alive(pid), "guix build gone");
-          assert.ok(killedLine(lines, pid), lines.join("\n"));
-          assert.equal(await f.status(deaf), BuildStatus.canceled);
+        });
+        const deaf = drvs.get("deaf")!;
+        await f.addJobs([{ ...job("deaf", 1), derivation: deaf }]);
+        const pid = await deafBuild(builds, deaf);
+        const id = (await f.store.getBuildByDerivation(deaf))!.id;
+        await f.dispatcher.cancelBuild(id);
+        await eventually(() => !alive(pid), "guix build gone");
+        assert.ok(killedLine(lines, pid), lines.join("\n"));
+        assert.equal(await f.status(deaf), BuildStatus.canceled);
 
-          const next = drvs.get("next")!;
-          await f.addJobs([{ ...job("next", 2), derivation: next }]);
-          await eventually(
-            async () => (await f.status(next)) === BuildStatus.succeeded,
-            "next build done",
-          );
-          abort.abort();
-          await within(running, 10_000, "session end");
-        } finally {
-          abort.abort();
-          killLeftovers(builds);
-        }
+        const next = drvs.get("next")!;
+        await f.addJobs([{ ...job("next", 2), derivation: next }]);
+        await eventually(
+          async () => (await f.status(next)) === BuildStatus.succeeded,
+          "next build done",
+        );
+        await within(session.stop(), 10_000, "session end");
       },
     ),
 });
@@ -222,39 +224,32 @@ Deno.test({
     }], async (f, daemon, drvs) => {
       const builds = recordingSpawner();
       const lines: string[] = [];
-      const abort = new AbortController();
       const deaf = drvs.get("deaf")!;
       await f.addJobs([{ ...job("deaf", 1), derivation: deaf, maxSilent: 1 }]);
-      const running = runTestSession(f, daemon, builds, lines, {
+      await using session = runTestSession(f, daemon, builds, lines, {
         name: "DEAFSIL1",
         // Asks again 1.5 s after handing the build back (see
         // stuck_daemon_test.ts).
         requestPeriodMs: 3000,
         random: () => 0,
         daemonSilenceGraceSeconds: 0.5,
-      }, abort.signal);
-      try {
-        const pid = await deafBuild(builds, deaf);
-        await eventually(() => !alive(pid), "guix build gone");
-        assert.ok(killedLine(lines, pid), lines.join("\n"));
-        await eventually(async () => {
-          const build = await f.store.getBuildByDerivation(deaf);
-          return build?.status === BuildStatus.scheduled &&
-            build.worker === null;
-        }, "build requeued with no worker");
-        assert.ok(lines.some((l) => l.startsWith("error daemon silent ")));
+      });
+      const pid = await deafBuild(builds, deaf);
+      await eventually(() => !alive(pid), "guix build gone");
+      assert.ok(killedLine(lines, pid), lines.join("\n"));
+      await eventually(async () => {
+        const build = await f.store.getBuildByDerivation(deaf);
+        return build?.status === BuildStatus.scheduled &&
+          build.worker === null;
+      }, "build requeued with no worker");
+      assert.ok(lines.some((l) => l.startsWith("error daemon silent ")));
 
-        // The session goes on: it takes the build again.
-        await eventually(
-          () => builds.pids.get(deaf)?.length === 2,
-          "asked for work again",
-        );
-        abort.abort();
-        await within(running, 10_000, "session end");
-      } finally {
-        abort.abort();
-        killLeftovers(builds);
-      }
+      // The session goes on: it takes the build again.
+      await eventually(
+        () => builds.pids.get(deaf)?.length === 2,
+        "asked for work again",
+      );
+      await within(session.stop(), 10_000, "session end");
     }),
 });
 
