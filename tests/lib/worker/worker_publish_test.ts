@@ -5,12 +5,8 @@ import assert from "node:assert/strict";
 import { Guix } from "../../../lib/guix/guix_command.ts";
 import { PublishStartError } from "../../../lib/guix/publish_server.ts";
 import { createLogger } from "../../../lib/log.ts";
-import {
-  type RunningWorker,
-  startWorker,
-  type WorkerConfig,
-} from "../../../lib/worker/worker.ts";
-import { GUIX } from "../../fake-guix/test_env.ts";
+import { type RunningWorker, startWorker } from "../../../lib/worker/worker.ts";
+import { type DaemonEnv, GUIX } from "../../fake-guix/test_env.ts";
 import {
   eventually,
   type Fixture,
@@ -27,9 +23,24 @@ import {
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
-/** One session against the fixture `f`, publishing on `publishPort`. */
-function publishingConfig(f: Fixture, publishPort: number): WorkerConfig {
-  return workerConfig(f.port, { publishPort, requestPeriodMs: 20 });
+/**
+ * Starts a worker of one session against the fixture `f` on the fake guix
+ * of `daemon`, publishing on `publishPort`, logging to `lines`.
+ */
+function startPublishingWorker(
+  f: Fixture,
+  daemon: DaemonEnv,
+  publishPort: number,
+  lines: string[],
+): Promise<RunningWorker> {
+  const logger = createLogger({
+    timestamps: false,
+    sink: (line) => lines.push(line),
+  });
+  return startWorker(
+    workerConfig(f.port, { publishPort, requestPeriodMs: 20 }),
+    { guix: new Guix({ command: GUIX, env: daemon.env, logger }), logger },
+  );
 }
 
 Deno.test({
@@ -41,15 +52,8 @@ Deno.test({
     await using f = closing(await startFixture());
     await using farm = await signingDaemon("worker");
     const lines: string[] = [];
-    const logger = createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    });
     const error = await startError(
-      startWorker(publishingConfig(f, held.port), {
-        guix: new Guix({ command: GUIX, env: farm.daemon.env, logger }),
-        logger,
-      }),
+      startPublishingWorker(f, farm.daemon, held.port, lines),
     );
     assert.ok(error instanceof PublishStartError, String(error));
     assert.match(
@@ -70,21 +74,16 @@ Deno.test({
     await using f = closing(await startFixture());
     await using farm = await signingDaemon("worker");
     const lines: string[] = [];
-    const logger = createLogger({
-      timestamps: false,
-      sink: (line) => lines.push(line),
-    });
     const requests = () =>
       f.lines.filter((line) =>
         line.startsWith("debug message received ") &&
         line.includes(" type=worker-request-work")
       ).length;
-    let worker: RunningWorker | null = await startWorker(
-      publishingConfig(f, 0),
-      {
-        guix: new Guix({ command: GUIX, env: farm.daemon.env, logger }),
-        logger,
-      },
+    let worker: RunningWorker | null = await startPublishingWorker(
+      f,
+      farm.daemon,
+      0,
+      lines,
     );
     try {
       await eventually(() => requests() >= 2, "work requests");
