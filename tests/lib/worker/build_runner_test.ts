@@ -370,38 +370,69 @@ async function serverGoneNoticed(lines: string[]): Promise<void> {
   }
 }
 
-Deno.test("runBuild() sends the whole log again when the server restarted mid-build (C08)", async () => {
-  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
+/**
+ * A log receiver storing into a fresh temporary directory, and a two-part
+ * build run (see twoPartBuildRun) whose log server it is. The resend tests
+ * stop and start this receiver under a running build; disposing finishes
+ * the build, closes whichever receiver is up and removes the directory.
+ */
+async function resendScene(prefix = "lorica-resend-") {
+  const root = await Deno.makeTempDir({ prefix });
   const cacheDir = `${root}/logs`;
   let receiver = await startReceiver(cacheDir, 0);
-  const port = receiver.port;
+  const logServer = { hostname: "127.0.0.1", port: receiver.port };
   const run = twoPartBuildRun();
-  const { lines } = run;
-  try {
-    const building = run.start({
-      logServer: { hostname: "127.0.0.1", port },
-    });
-    // The server got the first part, then stops and starts again.
-    await firstPartStored(cacheDir);
-    await receiver.close();
-    receiver = await startReceiver(cacheDir, port);
-    // The build goes on once the worker saw the server go.
-    await serverGoneNoticed(lines);
-    run.finish();
-    assert.deepEqual(await building, { status: "succeeded" });
-    const log = await storedLog(cacheDir, DRV);
-    assert.equal(log, "step 1 of 2\nstep 2 of 2\n", lines.join("\n"));
-    assert.ok(
-      lines.some((l) =>
-        l.startsWith("info log sent again") && /ok=true/.test(l)
-      ),
-      lines.join("\n"),
-    );
-  } finally {
-    run.finish();
-    await receiver.close();
-    await Deno.remove(root, { recursive: true });
-  }
+  return {
+    root,
+    run,
+    lines: run.lines,
+    logServer,
+    /** The log of DRV as the receiver stored it so far. */
+    storedLog: () => storedLog(cacheDir, DRV),
+    firstPartStored: () => firstPartStored(cacheDir),
+    serverGoneNoticed: () => serverGoneNoticed(run.lines),
+    /** The server goes away: its log port closes. */
+    stopReceiver: () => receiver.close(),
+    /** The server comes back on the same port, into the same directory. */
+    async restartReceiver() {
+      receiver = await startReceiver(cacheDir, logServer.port);
+    },
+    async [Symbol.asyncDispose]() {
+      run.finish();
+      await receiver.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+/**
+ * A clock on real time whose pauses between log resends go to `sleep`, so
+ * that a test sees them, skips them, or acts during them.
+ */
+function realTimeClock(
+  sleep: (ms: number, signal?: AbortSignal) => Promise<void>,
+) {
+  return { now: () => Date.now(), monotonic: () => performance.now(), sleep };
+}
+
+Deno.test("runBuild() sends the whole log again when the server restarted mid-build (C08)", async () => {
+  await using scene = await resendScene();
+  const { run, lines } = scene;
+  const building = run.start({ logServer: scene.logServer });
+  // The server got the first part, then stops and starts again.
+  await scene.firstPartStored();
+  await scene.stopReceiver();
+  await scene.restartReceiver();
+  // The build goes on once the worker saw the server go.
+  await scene.serverGoneNoticed();
+  run.finish();
+  assert.deepEqual(await building, { status: "succeeded" });
+  const log = await scene.storedLog();
+  assert.equal(log, "step 1 of 2\nstep 2 of 2\n", lines.join("\n"));
+  assert.ok(
+    lines.some((l) => l.startsWith("info log sent again") && /ok=true/.test(l)),
+    lines.join("\n"),
+  );
 });
 
 Deno.test({
@@ -411,43 +442,29 @@ Deno.test({
   ignore: !smallDisk.ok,
   async fn() {
     await using disk = await mountSmallDisk(1024 * 1024);
-    const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
-    const cacheDir = `${root}/logs`;
-    let receiver = await startReceiver(cacheDir, 0);
-    const port = receiver.port;
-    const run = twoPartBuildRun();
-    const { lines } = run;
-    try {
-      await disk.fill();
-      // The worker's copy of the log goes to the full disk. (Not through
-      // TMPDIR: the environment is the whole test process's, and other
-      // test files run in it meanwhile.)
-      const building = run.start({
-        logServer: { hostname: "127.0.0.1", port },
-        spoolDir: disk.path,
-      });
-      await firstPartStored(cacheDir);
-      await receiver.close();
-      receiver = await startReceiver(cacheDir, port);
-      await serverGoneNoticed(lines);
-      run.finish();
-      assert.deepEqual(await building, { status: "succeeded" });
-      const copyFailed = lines.find((l) =>
-        l.startsWith("warn log copy failed")
-      );
-      assert.match(copyFailed ?? "", /path=.*\/lorica-log-[^ ]* .*os error 28/);
-      const notSent = lines.find((l) =>
-        l.startsWith("warn log not sent again")
-      );
-      assert.match(
-        notSent ?? lines.join("\n"),
-        /reason="the copy of the log could not be written" path=.*\/lorica-log-.*os error 28/,
-      );
-    } finally {
-      run.finish();
-      await receiver.close();
-      await Deno.remove(root, { recursive: true });
-    }
+    await using scene = await resendScene();
+    const { run, lines } = scene;
+    await disk.fill();
+    // The worker's copy of the log goes to the full disk. (Not through
+    // TMPDIR: the environment is the whole test process's, and other
+    // test files run in it meanwhile.)
+    const building = run.start({
+      logServer: scene.logServer,
+      spoolDir: disk.path,
+    });
+    await scene.firstPartStored();
+    await scene.stopReceiver();
+    await scene.restartReceiver();
+    await scene.serverGoneNoticed();
+    run.finish();
+    assert.deepEqual(await building, { status: "succeeded" });
+    const copyFailed = lines.find((l) => l.startsWith("warn log copy failed"));
+    assert.match(copyFailed ?? "", /path=.*\/lorica-log-[^ ]* .*os error 28/);
+    const notSent = lines.find((l) => l.startsWith("warn log not sent again"));
+    assert.match(
+      notSent ?? lines.join("\n"),
+      /reason="the copy of the log could not be written" path=.*\/lorica-log-.*os error 28/,
+    );
   },
 });
 
@@ -486,189 +503,132 @@ Deno.test("runBuild() sends the log again when a server that acknowledges logs c
 });
 
 Deno.test("runBuild() tries the log again while the restarted server's log port is still closed (C08)", async () => {
-  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
-  const cacheDir = `${root}/logs`;
-  let receiver = await startReceiver(cacheDir, 0);
-  const port = receiver.port;
-  const run = twoPartBuildRun();
-  const { lines } = run;
+  await using scene = await resendScene();
+  const { run, lines } = scene;
   // The server comes back during the worker's first pause before a retry.
   const pauses: number[] = [];
-  const clock = {
-    now: () => Date.now(),
-    monotonic: () => performance.now(),
-    async sleep(ms: number) {
-      pauses.push(ms);
-      if (pauses.length === 1) receiver = await startReceiver(cacheDir, port);
-    },
-  };
-  try {
-    const building = run.start({
-      logServer: { hostname: "127.0.0.1", port },
-      clock,
-      retryDelayMs: 1000,
-    });
-    await firstPartStored(cacheDir);
-    // Killed: the server is still away when the build ends.
-    await receiver.close();
-    await serverGoneNoticed(lines);
-    run.finish();
-    assert.deepEqual(await building, { status: "succeeded" });
-    assert.deepEqual(pauses, [1000], lines.join("\n"));
-    assert.equal(
-      await storedLog(cacheDir, DRV),
-      "step 1 of 2\nstep 2 of 2\n",
-      lines.join("\n"),
-    );
-    assert.ok(
-      lines.some((l) =>
-        l.startsWith("warn log resend retried") && /attempt=1 /.test(l)
-      ),
-      lines.join("\n"),
-    );
-    assert.ok(
-      lines.some((l) => l.startsWith("info log sent again")),
-      lines.join("\n"),
-    );
-  } finally {
-    run.finish();
-    await receiver.close();
-    await Deno.remove(root, { recursive: true });
-  }
+  const clock = realTimeClock(async (ms) => {
+    pauses.push(ms);
+    if (pauses.length === 1) await scene.restartReceiver();
+  });
+  const building = run.start({
+    logServer: scene.logServer,
+    clock,
+    retryDelayMs: 1000,
+  });
+  await scene.firstPartStored();
+  // Killed: the server is still away when the build ends.
+  await scene.stopReceiver();
+  await scene.serverGoneNoticed();
+  run.finish();
+  assert.deepEqual(await building, { status: "succeeded" });
+  assert.deepEqual(pauses, [1000], lines.join("\n"));
+  assert.equal(
+    await scene.storedLog(),
+    "step 1 of 2\nstep 2 of 2\n",
+    lines.join("\n"),
+  );
+  assert.ok(
+    lines.some((l) =>
+      l.startsWith("warn log resend retried") && /attempt=1 /.test(l)
+    ),
+    lines.join("\n"),
+  );
+  assert.ok(
+    lines.some((l) => l.startsWith("info log sent again")),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("runBuild() gives the log up, and says so, after its retries", async () => {
-  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
-  const cacheDir = `${root}/logs`;
-  const receiver = await startReceiver(cacheDir, 0);
-  const port = receiver.port;
-  const run = twoPartBuildRun();
-  const { lines } = run;
+  await using scene = await resendScene();
+  const { run, lines } = scene;
   const pauses: number[] = [];
-  const clock = {
-    now: () => Date.now(),
-    monotonic: () => performance.now(),
-    sleep: (ms: number) => {
-      pauses.push(ms);
-      return Promise.resolve();
-    },
-  };
-  try {
-    const building = run.start({
-      logServer: { hostname: "127.0.0.1", port },
-      clock,
-      retries: 2,
-      retryDelayMs: 500,
-    });
-    await firstPartStored(cacheDir);
-    await receiver.close();
-    await serverGoneNoticed(lines);
-    run.finish();
-    assert.deepEqual(await building, { status: "succeeded" });
-    assert.deepEqual(pauses, [500, 1000]);
-    assert.ok(
-      lines.some((l) =>
-        l.startsWith("warn log not sent again") && /attempts=3/.test(l) &&
-        /refused/i.test(l)
-      ),
-      lines.join("\n"),
-    );
-  } finally {
-    run.finish();
-    await receiver.close();
-    await Deno.remove(root, { recursive: true });
-  }
+  const clock = realTimeClock((ms) => {
+    pauses.push(ms);
+    return Promise.resolve();
+  });
+  const building = run.start({
+    logServer: scene.logServer,
+    clock,
+    retries: 2,
+    retryDelayMs: 500,
+  });
+  await scene.firstPartStored();
+  await scene.stopReceiver();
+  await scene.serverGoneNoticed();
+  run.finish();
+  assert.deepEqual(await building, { status: "succeeded" });
+  assert.deepEqual(pauses, [500, 1000]);
+  assert.ok(
+    lines.some((l) =>
+      l.startsWith("warn log not sent again") && /attempts=3/.test(l) &&
+      /refused/i.test(l)
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("runBuild() stops sending the log again once its signal aborts: a stop past the drain timeout does not wait out the retries", async () => {
-  const root = await Deno.makeTempDir({ prefix: "lorica-resend-" });
-  const cacheDir = `${root}/logs`;
-  const receiver = await startReceiver(cacheDir, 0);
-  const port = receiver.port;
-  const run = twoPartBuildRun();
-  const { lines } = run;
+  await using scene = await resendScene();
+  const { run, lines } = scene;
   const stop = new AbortController();
   // The drain timeout ends during the first pause before a retry.
   const pauses: number[] = [];
-  const clock = {
-    now: () => Date.now(),
-    monotonic: () => performance.now(),
-    sleep: (ms: number, signal?: AbortSignal) => {
-      pauses.push(ms);
-      stop.abort();
-      return signal?.aborted
-        ? Promise.reject(signal.reason)
-        : Promise.resolve();
-    },
-  };
-  try {
-    const building = run.start({
-      logServer: { hostname: "127.0.0.1", port },
-      clock,
-      retries: 4,
-      retryDelayMs: 500,
-      signal: stop.signal,
-    });
-    await firstPartStored(cacheDir);
-    // The server goes away and stays away.
-    await receiver.close();
-    await serverGoneNoticed(lines);
-    run.finish();
-    assert.deepEqual(await building, { status: "succeeded" });
-    assert.deepEqual(pauses, [500], lines.join("\n"));
-    assert.ok(
-      lines.some((l) =>
-        l.startsWith("warn log not sent again") && /attempts=1 /.test(l) &&
-        /stopping/.test(l)
-      ),
-      lines.join("\n"),
-    );
-  } finally {
-    run.finish();
-    await receiver.close();
-    await Deno.remove(root, { recursive: true });
-  }
+  const clock = realTimeClock((ms, signal) => {
+    pauses.push(ms);
+    stop.abort();
+    return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve();
+  });
+  const building = run.start({
+    logServer: scene.logServer,
+    clock,
+    retries: 4,
+    retryDelayMs: 500,
+    signal: stop.signal,
+  });
+  await scene.firstPartStored();
+  // The server goes away and stays away.
+  await scene.stopReceiver();
+  await scene.serverGoneNoticed();
+  run.finish();
+  assert.deepEqual(await building, { status: "succeeded" });
+  assert.deepEqual(pauses, [500], lines.join("\n"));
+  assert.ok(
+    lines.some((l) =>
+      l.startsWith("warn log not sent again") && /attempts=1 /.test(l) &&
+      /stopping/.test(l)
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("runBuild() keeps its copy of the log in no named file: a worker killed mid-build leaves none in the temporary directory", async () => {
-  const root = await Deno.makeTempDir({ prefix: "lorica-spool-" });
-  const tmp = `${root}/tmp`;
+  await using scene = await resendScene("lorica-spool-");
+  const { run, lines } = scene;
+  const tmp = `${scene.root}/tmp`;
   await Deno.mkdir(tmp);
-  const cacheDir = `${root}/logs`;
-  let receiver = await startReceiver(cacheDir, 0);
-  const port = receiver.port;
-  const run = twoPartBuildRun();
-  const { lines } = run;
   const names = async () => {
     const found = [];
     for await (const entry of Deno.readDir(tmp)) found.push(entry.name);
     return found;
   };
-  try {
-    const building = run.start({
-      logServer: { hostname: "127.0.0.1", port },
-      spoolDir: tmp,
-    });
-    await firstPartStored(cacheDir);
-    // Mid-build: what is here now is what a SIGKILL would leave.
-    assert.deepEqual(await names(), []);
-    // The copy still serves: the server restarts, the log is sent again.
-    await receiver.close();
-    receiver = await startReceiver(cacheDir, port);
-    await serverGoneNoticed(lines);
-    run.finish();
-    assert.deepEqual(await building, { status: "succeeded" });
-    assert.equal(
-      await storedLog(cacheDir, DRV),
-      "step 1 of 2\nstep 2 of 2\n",
-      lines.join("\n"),
-    );
-    assert.deepEqual(await names(), []);
-  } finally {
-    run.finish();
-    await receiver.close();
-    await Deno.remove(root, { recursive: true });
-  }
+  const building = run.start({ logServer: scene.logServer, spoolDir: tmp });
+  await scene.firstPartStored();
+  // Mid-build: what is here now is what a SIGKILL would leave.
+  assert.deepEqual(await names(), []);
+  // The copy still serves: the server restarts, the log is sent again.
+  await scene.stopReceiver();
+  await scene.restartReceiver();
+  await scene.serverGoneNoticed();
+  run.finish();
+  assert.deepEqual(await building, { status: "succeeded" });
+  assert.equal(
+    await scene.storedLog(),
+    "step 1 of 2\nstep 2 of 2\n",
+    lines.join("\n"),
+  );
+  assert.deepEqual(await names(), []);
 });
 
 /**
