@@ -9,6 +9,7 @@ import { type Child, spawnProcess } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
+import { git } from "./_git.ts";
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
   .output().then((r) => r.success, () => false);
@@ -30,18 +31,30 @@ async function commit(dir: string, text: string): Promise<string> {
   return (await git(dir, "rev-parse", "HEAD")).trim();
 }
 
-async function git(dir: string, ...args: string[]): Promise<string> {
-  const output = await new Deno.Command("git", {
-    args: ["-C", dir, ...args],
-    env: {
-      GIT_AUTHOR_NAME: "t",
-      GIT_AUTHOR_EMAIL: "t@example.org",
-      GIT_COMMITTER_NAME: "t",
-      GIT_COMMITTER_EMAIL: "t@example.org",
-    },
-  }).output();
-  if (!output.success) throw new Error(new TextDecoder().decode(output.stderr));
-  return new TextDecoder().decode(output.stdout);
+/**
+ * A temporary directory `root` holding `repo`, a repository made by
+ * makeRepository(): what nearly every test here starts from. Disposing
+ * removes the directory with all a test put in it (mirrors, checkouts).
+ */
+async function repositoryInTempDir() {
+  const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
+  const removeRoot = () => Deno.remove(root, { recursive: true });
+  try {
+    const repo = await makeRepository(root);
+    return { root, repo, [Symbol.asyncDispose]: removeRoot };
+  } catch (error) {
+    await removeRoot();
+    throw error;
+  }
+}
+
+/**
+ * Corrupts the loose object of `repo`'s HEAD commit in `mirror`: damage
+ * git notices only when it reads the object (fsck, or a checkout).
+ */
+async function corruptTipObject(repo: string, mirror: string) {
+  const tip = (await git(repo, "rev-parse", "HEAD")).trim();
+  await overwrite(`${mirror}/objects/${tip.slice(0, 2)}/${tip.slice(2)}`, JUNK);
 }
 
 Deno.test({
@@ -49,28 +62,24 @@ Deno.test({
     "Git fetches a branch into a mirror, follows new commits and checks out (needs git)",
   ignore: !hasGit,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const first = (await git(repo, "rev-parse", "HEAD")).trim();
-      const client = new Git();
-      const mirror = mirrorDirectory(`${root}/cache`, repo);
-      assert.equal(await client.fetchBranch(repo, "main", mirror), first);
-      assert.equal(await client.fetchBranch(repo, "main", mirror), first);
-      const second = await commit(repo, "second");
-      assert.equal(
-        await client.fetchBranch(`file://${repo}`, "main", mirror),
-        second,
-      );
-      assert.equal(await client.fetchCommit(repo, first, mirror), first);
-      await client.checkout(mirror, first, `${root}/work`);
-      assert.equal(
-        await Deno.readTextFile(`${root}/work/file.scm`),
-        ";; first\n",
-      );
-    } finally {
-      await Deno.remove(root, { recursive: true });
-    }
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const first = (await git(repo, "rev-parse", "HEAD")).trim();
+    const client = new Git();
+    const mirror = mirrorDirectory(`${root}/cache`, repo);
+    assert.equal(await client.fetchBranch(repo, "main", mirror), first);
+    assert.equal(await client.fetchBranch(repo, "main", mirror), first);
+    const second = await commit(repo, "second");
+    assert.equal(
+      await client.fetchBranch(`file://${repo}`, "main", mirror),
+      second,
+    );
+    assert.equal(await client.fetchCommit(repo, first, mirror), first);
+    await client.checkout(mirror, first, `${root}/work`);
+    assert.equal(
+      await Deno.readTextFile(`${root}/work/file.scm`),
+      ";; first\n",
+    );
   },
 });
 
@@ -78,49 +87,45 @@ Deno.test({
   name: "Git reports bad URLs, branches and commits as GitError (needs git)",
   ignore: !hasGit,
   async fn(t) {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const client = new Git();
-      const mirror = `${root}/mirror.git`;
-      const cases: [string, () => Promise<unknown>, RegExp][] = [
-        [
-          "missing repository",
-          () => client.fetchBranch(`${root}/nope`, "main", mirror),
-          /^Cannot run "git fetch": exit code 128: /,
-        ],
-        [
-          "unknown branch",
-          () => client.fetchBranch(repo, "nope", mirror),
-          /exit code/,
-        ],
-        [
-          "option as URL",
-          () => client.fetchBranch("--upload-pack=touch x", "main", mirror),
-          /not acceptable/,
-        ],
-        [
-          "option as branch",
-          () => client.fetchBranch(repo, "-x", mirror),
-          /not acceptable/,
-        ],
-        [
-          "unknown commit",
-          () => client.fetchCommit(repo, "0".repeat(40), mirror),
-          /exit code/,
-        ],
-      ];
-      for (const [name, action, message] of cases) {
-        await t.step(name, async () => {
-          await assert.rejects(action(), (error) => {
-            assert.ok(error instanceof GitError);
-            assert.match(error.message, message);
-            return true;
-          });
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const client = new Git();
+    const mirror = `${root}/mirror.git`;
+    const cases: [string, () => Promise<unknown>, RegExp][] = [
+      [
+        "missing repository",
+        () => client.fetchBranch(`${root}/nope`, "main", mirror),
+        /^Cannot run "git fetch": exit code 128: /,
+      ],
+      [
+        "unknown branch",
+        () => client.fetchBranch(repo, "nope", mirror),
+        /exit code/,
+      ],
+      [
+        "option as URL",
+        () => client.fetchBranch("--upload-pack=touch x", "main", mirror),
+        /not acceptable/,
+      ],
+      [
+        "option as branch",
+        () => client.fetchBranch(repo, "-x", mirror),
+        /not acceptable/,
+      ],
+      [
+        "unknown commit",
+        () => client.fetchCommit(repo, "0".repeat(40), mirror),
+        /exit code/,
+      ],
+    ];
+    for (const [name, action, message] of cases) {
+      await t.step(name, async () => {
+        await assert.rejects(action(), (error) => {
+          assert.ok(error instanceof GitError);
+          assert.match(error.message, message);
+          return true;
         });
-      }
-    } finally {
-      await Deno.remove(root, { recursive: true });
+      });
     }
   },
 });
@@ -189,61 +194,53 @@ Deno.test({
   name: "Git rebuilds a mirror git finds damaged, and logs it (needs git)",
   ignore: !hasGit,
   async fn(t) {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const url = `file://${repo}`;
-      const damages: [string, (mirror: string) => Promise<void>][] = [
-        ["HEAD overwritten with junk", async (mirror) => {
-          await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
-        }],
-        ["the branch's commit, a loose object, corrupt", async (mirror) => {
-          const tip = (await git(repo, "rev-parse", "HEAD")).trim();
-          await overwrite(
-            `${mirror}/objects/${tip.slice(0, 2)}/${tip.slice(2)}`,
-            JUNK,
-          );
-        }],
-        ["a pack corrupt", async (mirror) => {
-          await git(mirror, "repack", "-a", "-d", "-q");
-          const pack = (await objectFiles(mirror))
-            .find((path) => path.endsWith(".pack"))!;
-          await overwrite(pack, JUNK, 100);
-        }],
-      ];
-      let n = 0;
-      for (const [name, damage] of damages) {
-        await t.step(name, async () => {
-          const { client, lines } = loggingGit();
-          const mirror = `${root}/cache-${n++}/mirror.git`;
-          await client.fetchBranch(url, "main", mirror);
-          await damage(mirror);
-          const next = await commit(repo, `after ${name}`);
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const url = `file://${repo}`;
+    const damages: [string, (mirror: string) => Promise<void>][] = [
+      ["HEAD overwritten with junk", async (mirror) => {
+        await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
+      }],
+      ["the branch's commit, a loose object, corrupt", async (mirror) => {
+        await corruptTipObject(repo, mirror);
+      }],
+      ["a pack corrupt", async (mirror) => {
+        await git(mirror, "repack", "-a", "-d", "-q");
+        const pack = (await objectFiles(mirror))
+          .find((path) => path.endsWith(".pack"))!;
+        await overwrite(pack, JUNK, 100);
+      }],
+    ];
+    let n = 0;
+    for (const [name, damage] of damages) {
+      await t.step(name, async () => {
+        const { client, lines } = loggingGit();
+        const mirror = `${root}/cache-${n++}/mirror.git`;
+        await client.fetchBranch(url, "main", mirror);
+        await damage(mirror);
+        const next = await commit(repo, `after ${name}`);
 
-          assert.equal(await client.fetchBranch(url, "main", mirror), next);
-          assert.deepEqual(
-            lines.map((line) => eventOf(line, mirror)),
-            [
-              "warn git mirror damaged",
-              "info git mirror rebuilt",
-            ],
-          );
-          assert.match(lines[0], / damage="?(fatal|error): /);
-          // The new mirror is whole, and nothing is left beside it but
-          // the rebuild lock's file.
-          await git(mirror, "fsck", "--no-progress");
-          assert.deepEqual(namesIn(`${mirror}/..`), [
-            "mirror.git",
-            "mirror.git.lock",
-          ]);
-          // A commit is found in the rebuilt mirror too.
-          const { client: again } = loggingGit();
-          await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
-          assert.equal(await again.fetchCommit(url, next, mirror), next);
-        });
-      }
-    } finally {
-      await Deno.remove(root, { recursive: true });
+        assert.equal(await client.fetchBranch(url, "main", mirror), next);
+        assert.deepEqual(
+          lines.map((line) => eventOf(line, mirror)),
+          [
+            "warn git mirror damaged",
+            "info git mirror rebuilt",
+          ],
+        );
+        assert.match(lines[0], / damage="?(fatal|error): /);
+        // The new mirror is whole, and nothing is left beside it but
+        // the rebuild lock's file.
+        await git(mirror, "fsck", "--no-progress");
+        assert.deepEqual(namesIn(`${mirror}/..`), [
+          "mirror.git",
+          "mirror.git.lock",
+        ]);
+        // A commit is found in the rebuilt mirror too.
+        const { client: again } = loggingGit();
+        await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
+        assert.equal(await again.fetchCommit(url, next, mirror), next);
+      });
     }
   },
 });
@@ -253,57 +250,52 @@ Deno.test({
     "Git keeps a sound mirror when the branch or repository is missing (needs git)",
   ignore: !hasGit,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const clock = new FakeClock();
-      const { client, lines, commands } = loggingGit({
-        clock: {
-          ...systemClock,
-          monotonic: () => clock.monotonic(),
-        },
-      });
-      const mirror = `${root}/cache/mirror.git`;
-      await client.fetchBranch(`file://${repo}`, "main", mirror);
-      const before = await objectFiles(mirror);
-      const marker = `${mirror}/objects/lorica-test-marker`;
-      await Deno.writeTextFile(marker, "");
-      for (
-        const [url, branch] of [
-          [`file://${repo}`, "no-such-branch"],
-          [`file://${root}/no-such-repository`, "main"],
-        ]
-      ) {
-        await assert.rejects(
-          client.fetchBranch(url, branch, mirror),
-          GitError,
-        );
-      }
-      assert.deepEqual(lines, [], "no repair for a remote problem");
-      await Deno.stat(marker); // the same mirror, not a new clone
-      // Found sound, the mirror is not read whole again at each failure
-      // (a gone branch fails every poll) until an hour has passed.
-      const fscks = () =>
-        commands.filter((argv) => argv.includes("fsck")).length;
-      assert.equal(fscks(), 1);
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const clock = new FakeClock();
+    const { client, lines, commands } = loggingGit({
+      clock: {
+        ...systemClock,
+        monotonic: () => clock.monotonic(),
+      },
+    });
+    const mirror = `${root}/cache/mirror.git`;
+    await client.fetchBranch(`file://${repo}`, "main", mirror);
+    const before = await objectFiles(mirror);
+    const marker = `${mirror}/objects/lorica-test-marker`;
+    await Deno.writeTextFile(marker, "");
+    for (
+      const [url, branch] of [
+        [`file://${repo}`, "no-such-branch"],
+        [`file://${root}/no-such-repository`, "main"],
+      ]
+    ) {
       await assert.rejects(
-        client.fetchBranch(`file://${repo}`, "no-such-branch", mirror),
+        client.fetchBranch(url, branch, mirror),
         GitError,
       );
-      assert.equal(fscks(), 1);
-      await clock.advance(60 * 60 * 1000);
-      await assert.rejects(
-        client.fetchBranch(`file://${repo}`, "no-such-branch", mirror),
-        GitError,
-      );
-      assert.equal(fscks(), 2);
-      assert.deepEqual(
-        (await objectFiles(mirror)).filter((path) => path !== marker),
-        before,
-      );
-    } finally {
-      await Deno.remove(root, { recursive: true });
     }
+    assert.deepEqual(lines, [], "no repair for a remote problem");
+    await Deno.stat(marker); // the same mirror, not a new clone
+    // Found sound, the mirror is not read whole again at each failure
+    // (a gone branch fails every poll) until an hour has passed.
+    const fscks = () => commands.filter((argv) => argv.includes("fsck")).length;
+    assert.equal(fscks(), 1);
+    await assert.rejects(
+      client.fetchBranch(`file://${repo}`, "no-such-branch", mirror),
+      GitError,
+    );
+    assert.equal(fscks(), 1);
+    await clock.advance(60 * 60 * 1000);
+    await assert.rejects(
+      client.fetchBranch(`file://${repo}`, "no-such-branch", mirror),
+      GitError,
+    );
+    assert.equal(fscks(), 2);
+    assert.deepEqual(
+      (await objectFiles(mirror)).filter((path) => path !== marker),
+      before,
+    );
   },
 });
 
@@ -312,34 +304,30 @@ Deno.test({
     "Git keeps a damaged mirror when the fetch into its replacement fails (needs git)",
   ignore: !hasGit,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const { client, lines } = loggingGit();
-      const mirror = `${root}/cache/mirror.git`;
-      await client.fetchBranch(`file://${repo}`, "main", mirror);
-      await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
-      await Deno.remove(repo, { recursive: true });
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const { client, lines } = loggingGit();
+    const mirror = `${root}/cache/mirror.git`;
+    await client.fetchBranch(`file://${repo}`, "main", mirror);
+    await Deno.writeTextFile(`${mirror}/HEAD`, "junk\n");
+    await Deno.remove(repo, { recursive: true });
 
-      await assert.rejects(
-        client.fetchBranch(`file://${repo}`, "main", mirror),
-        GitError,
-      );
-      assert.deepEqual(
-        lines.map((line) => eventOf(line, mirror)),
-        [
-          "warn git mirror damaged",
-          "warn git mirror rebuild failed",
-        ],
-      );
-      assert.equal(await Deno.readTextFile(`${mirror}/HEAD`), "junk\n");
-      assert.deepEqual(namesIn(`${root}/cache`), [
-        "mirror.git",
-        "mirror.git.lock",
-      ]);
-    } finally {
-      await Deno.remove(root, { recursive: true });
-    }
+    await assert.rejects(
+      client.fetchBranch(`file://${repo}`, "main", mirror),
+      GitError,
+    );
+    assert.deepEqual(
+      lines.map((line) => eventOf(line, mirror)),
+      [
+        "warn git mirror damaged",
+        "warn git mirror rebuild failed",
+      ],
+    );
+    assert.equal(await Deno.readTextFile(`${mirror}/HEAD`), "junk\n");
+    assert.deepEqual(namesIn(`${root}/cache`), [
+      "mirror.git",
+      "mirror.git.lock",
+    ]);
   },
 });
 
@@ -348,60 +336,50 @@ Deno.test({
     "Git: two processes' rebuilds of one damaged mirror both end with a sound mirror (needs git)",
   ignore: !hasGit,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const url = `file://${repo}`;
-      const mirror = `${root}/cache/mirror.git`;
-      await new Git().fetchBranch(url, "main", mirror);
-      // Damage git finds only with fsck: the branch's commit corrupt.
-      const tip = (await git(repo, "rev-parse", "HEAD")).trim();
-      await overwrite(
-        `${mirror}/objects/${tip.slice(0, 2)}/${tip.slice(2)}`,
-        JUNK,
-      );
-      const next = await commit(repo, "after the damage");
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const url = `file://${repo}`;
+    const mirror = `${root}/cache/mirror.git`;
+    await new Git().fetchBranch(url, "main", mirror);
+    // Damage git finds only with fsck: the branch's commit corrupt.
+    await corruptTipObject(repo, mirror);
+    const next = await commit(repo, "after the damage");
 
-      // Two instances on one cache directory, as two server processes
-      // have: each finds the damage before either starts its rebuild.
-      const bothChecked = rendezvous(2);
-      const servers = [0, 1].map(() =>
-        loggingGit({
-          spawn: (argv, options) => {
-            const child = spawnProcess(argv, options);
-            return argv.includes("fsck")
-              ? heldBack(child, bothChecked())
-              : child;
-          },
-        })
-      );
-      const results = await Promise.allSettled(
-        servers.map(({ client }) => client.fetchBranch(url, "main", mirror)),
-      );
-      assert.deepEqual(results, [
-        { status: "fulfilled", value: next },
-        { status: "fulfilled", value: next },
-      ]);
-      await git(mirror, "fsck", "--no-progress");
-      assert.equal(
-        (await git(mirror, "rev-parse", "refs/heads/main")).trim(),
-        next,
-      );
-      assert.deepEqual(namesIn(`${root}/cache`), [
-        "mirror.git",
-        "mirror.git.lock",
-      ]);
-      // One rebuilt it; the other, once it had the lock, used that one.
-      const events = servers.map(({ lines }) =>
-        lines.map((line) => eventOf(line, mirror)).join(", ")
-      ).sort();
-      assert.deepEqual(events, [
-        "warn git mirror damaged, info git mirror rebuilt",
-        "warn git mirror damaged, info git mirror rebuilt by another process",
-      ]);
-    } finally {
-      await Deno.remove(root, { recursive: true });
-    }
+    // Two instances on one cache directory, as two server processes
+    // have: each finds the damage before either starts its rebuild.
+    const bothChecked = rendezvous(2);
+    const servers = [0, 1].map(() =>
+      loggingGit({
+        spawn: (argv, options) => {
+          const child = spawnProcess(argv, options);
+          return argv.includes("fsck") ? heldBack(child, bothChecked()) : child;
+        },
+      })
+    );
+    const results = await Promise.allSettled(
+      servers.map(({ client }) => client.fetchBranch(url, "main", mirror)),
+    );
+    assert.deepEqual(results, [
+      { status: "fulfilled", value: next },
+      { status: "fulfilled", value: next },
+    ]);
+    await git(mirror, "fsck", "--no-progress");
+    assert.equal(
+      (await git(mirror, "rev-parse", "refs/heads/main")).trim(),
+      next,
+    );
+    assert.deepEqual(namesIn(`${root}/cache`), [
+      "mirror.git",
+      "mirror.git.lock",
+    ]);
+    // One rebuilt it; the other, once it had the lock, used that one.
+    const events = servers.map(({ lines }) =>
+      lines.map((line) => eventOf(line, mirror)).join(", ")
+    ).sort();
+    assert.deepEqual(events, [
+      "warn git mirror damaged, info git mirror rebuilt",
+      "warn git mirror damaged, info git mirror rebuilt by another process",
+    ]);
   },
 });
 
@@ -410,45 +388,41 @@ Deno.test({
     "Git removes what a rebuild cut short by a crash left beside the mirror, and nothing else (needs git)",
   ignore: !hasGit,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "lorica-git-" });
-    try {
-      const repo = await makeRepository(root);
-      const url = `file://${repo}`;
-      const cache = `${root}/cache`;
-      const mirror = `${cache}/mirror.git`;
-      await new Git().fetchBranch(url, "main", mirror);
-      // A new mirror half fetched, a damaged one set aside, and the fixed
-      // names earlier versions used; and another mirror's, to be kept.
-      const leftovers = [
-        "mirror.git.rebuild-k3j9x2",
-        "mirror.git.damaged-p0q8w1",
-        "mirror.git.rebuild",
-        "mirror.git.damaged",
-      ];
-      for (const name of leftovers) {
-        await git(root, "init", "--quiet", "--bare", `${cache}/${name}`);
-      }
-      await Deno.mkdir(`${cache}/other.git.rebuild-a1b2c3`);
-
-      const { client, lines } = loggingGit();
-      const next = await commit(repo, "second");
-      assert.equal(await client.fetchBranch(url, "main", mirror), next);
-      assert.deepEqual(namesIn(cache), [
-        "mirror.git",
-        "mirror.git.lock",
-        "other.git.rebuild-a1b2c3",
-      ]);
-      assert.deepEqual(
-        lines.map((line) => eventOf(line, mirror)).sort(),
-        leftovers.map(() => "info git mirror rebuild leftover removed"),
-      );
-      // Looked for once per mirror, not at every fetch.
-      await Deno.mkdir(`${cache}/mirror.git.rebuild-later`);
-      await client.fetchBranch(url, "main", mirror);
-      assert.ok(namesIn(cache).includes("mirror.git.rebuild-later"));
-    } finally {
-      await Deno.remove(root, { recursive: true });
+    await using scratch = await repositoryInTempDir();
+    const { root, repo } = scratch;
+    const url = `file://${repo}`;
+    const cache = `${root}/cache`;
+    const mirror = `${cache}/mirror.git`;
+    await new Git().fetchBranch(url, "main", mirror);
+    // A new mirror half fetched, a damaged one set aside, and the fixed
+    // names earlier versions used; and another mirror's, to be kept.
+    const leftovers = [
+      "mirror.git.rebuild-k3j9x2",
+      "mirror.git.damaged-p0q8w1",
+      "mirror.git.rebuild",
+      "mirror.git.damaged",
+    ];
+    for (const name of leftovers) {
+      await git(root, "init", "--quiet", "--bare", `${cache}/${name}`);
     }
+    await Deno.mkdir(`${cache}/other.git.rebuild-a1b2c3`);
+
+    const { client, lines } = loggingGit();
+    const next = await commit(repo, "second");
+    assert.equal(await client.fetchBranch(url, "main", mirror), next);
+    assert.deepEqual(namesIn(cache), [
+      "mirror.git",
+      "mirror.git.lock",
+      "other.git.rebuild-a1b2c3",
+    ]);
+    assert.deepEqual(
+      lines.map((line) => eventOf(line, mirror)).sort(),
+      leftovers.map(() => "info git mirror rebuild leftover removed"),
+    );
+    // Looked for once per mirror, not at every fetch.
+    await Deno.mkdir(`${cache}/mirror.git.rebuild-later`);
+    await client.fetchBranch(url, "main", mirror);
+    assert.ok(namesIn(cache).includes("mirror.git.rebuild-later"));
   },
 });
 

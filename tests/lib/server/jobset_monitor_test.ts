@@ -26,23 +26,10 @@ import {
   makeRoot,
   writeScenario,
 } from "../../fake-guix/test_env.ts";
+import { git } from "../git/_git.ts";
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
   .output().then((r) => r.success, () => false);
-
-async function git(dir: string, ...args: string[]): Promise<string> {
-  const output = await new Deno.Command("git", {
-    args: ["-C", dir, ...args],
-    env: {
-      GIT_AUTHOR_NAME: "t",
-      GIT_AUTHOR_EMAIL: "t@example.org",
-      GIT_COMMITTER_NAME: "t",
-      GIT_COMMITTER_EMAIL: "t@example.org",
-    },
-  }).output();
-  if (!output.success) throw new Error(new TextDecoder().decode(output.stderr));
-  return new TextDecoder().decode(output.stdout);
-}
 
 async function commit(dir: string, text: string): Promise<string> {
   await Deno.writeTextFile(`${dir}/file.scm`, `;; ${text}\n`);
