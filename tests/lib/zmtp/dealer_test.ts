@@ -7,35 +7,21 @@ import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import {
   fromHex,
   libzmqMissing,
-  LibzmqPeer,
   pattern,
   sha256,
   toHex,
 } from "./libzmq_peer.ts";
+import { bindCuirassRouter, localDealer, startLibzmqPeer } from "./_sockets.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);
-// Cuirass's server socket: PROBE_ROUTER and ROUTER_MANDATORY.
-const CUIRASS_ROUTER = { probe_router: 1, router_mandatory: 1 };
 
 /** A promise plus its resolver, for waiting on callbacks. */
 function signal<T = void>() {
   let resolve!: (value: T) => void;
   const promise = new Promise<T>((r) => resolve = r);
   return { promise, resolve };
-}
-
-/** Starts a libzmq ROUTER bound to loopback; returns its port. */
-async function bindRouter(python: LibzmqPeer, port = 0): Promise<number> {
-  const reply = await python.must({
-    op: "socket",
-    name: "server",
-    type: "ROUTER",
-    bind: `tcp://127.0.0.1:${port}`,
-    options: CUIRASS_ROUTER,
-  });
-  return Number(reply.endpoint!.split(":").at(-1));
 }
 
 /**
@@ -114,31 +100,26 @@ Deno.test({
     `DealerSocket talks to a libzmq ROUTER: probe, request/reply, Peer-Address${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const port = await bindRouter(python);
-    const dealer = DealerSocket.connect({ hostname: "127.0.0.1", port });
-    try {
-      await dealer.send([EMPTY, text.encode("(worker-ready)")]);
-      // The libzmq ROUTER sends its probe once the application polls it.
-      const request = await python.must({ op: "recv", name: "server" });
-      assert.equal(request.peerAddress, "127.0.0.1");
-      assert.equal(request.frames!.length, 3);
-      assert.deepEqual(request.frames!.slice(1).map(fromHex), [
-        EMPTY,
-        text.encode("(worker-ready)"),
-      ]);
-      assert.deepEqual(await dealer.receive(), [EMPTY]);
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python);
+    await using dealer = localDealer(port);
+    await dealer.send([EMPTY, text.encode("(worker-ready)")]);
+    // The libzmq ROUTER sends its probe once the application polls it.
+    const request = await python.must({ op: "recv", name: "server" });
+    assert.equal(request.peerAddress, "127.0.0.1");
+    assert.equal(request.frames!.length, 3);
+    assert.deepEqual(request.frames!.slice(1).map(fromHex), [
+      EMPTY,
+      text.encode("(worker-ready)"),
+    ]);
+    assert.deepEqual(await dealer.receive(), [EMPTY]);
 
-      await python.must({
-        op: "send",
-        name: "server",
-        frames: [request.frames![0], "", toHex(text.encode("(reply)"))],
-      });
-      assert.deepEqual(await dealer.receive(), [EMPTY, text.encode("(reply)")]);
-    } finally {
-      await dealer.close();
-      await python.stop();
-    }
+    await python.must({
+      op: "send",
+      name: "server",
+      frames: [request.frames![0], "", toHex(text.encode("(reply)"))],
+    });
+    assert.deepEqual(await dealer.receive(), [EMPTY, text.encode("(reply)")]);
   },
 });
 
@@ -146,32 +127,25 @@ Deno.test({
   name: `DealerSocket identity becomes the libzmq ROUTER's routing id${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const port = await bindRouter(python);
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python);
     const identity = text.encode("lorica-worker-1");
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port,
+    await using dealer = localDealer(port, {
       identity,
     });
-    try {
-      await dealer.send([text.encode("x")]);
-      const request = await python.must({ op: "recv", name: "server" });
-      assert.deepEqual(request.frames, [
-        toHex(identity),
-        toHex(text.encode("x")),
-      ]);
-      await python.must({
-        op: "send",
-        name: "server",
-        frames: [toHex(identity), "ab"],
-      });
-      assert.deepEqual(await dealer.receive(), [EMPTY]);
-      assert.deepEqual(await dealer.receive(), [new Uint8Array([0xab])]);
-    } finally {
-      await dealer.close();
-      await python.stop();
-    }
+    await dealer.send([text.encode("x")]);
+    const request = await python.must({ op: "recv", name: "server" });
+    assert.deepEqual(request.frames, [
+      toHex(identity),
+      toHex(text.encode("x")),
+    ]);
+    await python.must({
+      op: "send",
+      name: "server",
+      frames: [toHex(identity), "ab"],
+    });
+    assert.deepEqual(await dealer.receive(), [EMPTY]);
+    assert.deepEqual(await dealer.receive(), [new Uint8Array([0xab])]);
   },
 });
 
@@ -180,30 +154,25 @@ Deno.test({
     `DealerSocket sends and receives long, 10 MiB and multipart frames with libzmq${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const port = await bindRouter(python);
-    const dealer = DealerSocket.connect({ hostname: "127.0.0.1", port });
-    try {
-      const big = 10 * 1024 * 1024;
-      const frames = [
-        EMPTY,
-        pattern(255, 3),
-        pattern(256, 4),
-        pattern(big, 6),
-        text.encode("last"),
-      ];
-      await dealer.send(frames);
-      const echoed = await python.must({ op: "echo", name: "server" });
-      const digests = await Promise.all(frames.map(sha256));
-      assert.deepEqual(echoed.sizes!.slice(1), [0, 255, 256, big, 4]);
-      assert.deepEqual(echoed.sha256!.slice(1), digests);
-      assert.deepEqual(await dealer.receive(), [EMPTY]); // probe
-      const back = await dealer.receive();
-      assert.deepEqual(await Promise.all(back.map(sha256)), digests);
-    } finally {
-      await dealer.close();
-      await python.stop();
-    }
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python);
+    await using dealer = localDealer(port);
+    const big = 10 * 1024 * 1024;
+    const frames = [
+      EMPTY,
+      pattern(255, 3),
+      pattern(256, 4),
+      pattern(big, 6),
+      text.encode("last"),
+    ];
+    await dealer.send(frames);
+    const echoed = await python.must({ op: "echo", name: "server" });
+    const digests = await Promise.all(frames.map(sha256));
+    assert.deepEqual(echoed.sizes!.slice(1), [0, 255, 256, big, 4]);
+    assert.deepEqual(echoed.sha256!.slice(1), digests);
+    assert.deepEqual(await dealer.receive(), [EMPTY]); // probe
+    const back = await dealer.receive();
+    assert.deepEqual(await Promise.all(back.map(sha256)), digests);
   },
 });
 
@@ -212,45 +181,38 @@ Deno.test({
     `DealerSocket reconnects after the libzmq ROUTER restarts on the same port${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const port = await bindRouter(python, quietPort());
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python, quietPort());
     const down = signal();
     let ups = 0;
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port,
+    await using dealer = localDealer(port, {
       reconnectInitialMs: 20,
       onConnect: () => ups++,
       onDisconnect: () => down.resolve(),
     });
-    try {
-      await dealer.send([EMPTY, text.encode("one")]);
-      await python.must({ op: "recv", name: "server" });
-      await python.must({ op: "close", name: "server" });
-      await down.promise;
-      assert.equal(dealer.connected, false);
+    await dealer.send([EMPTY, text.encode("one")]);
+    await python.must({ op: "recv", name: "server" });
+    await python.must({ op: "close", name: "server" });
+    await down.promise;
+    assert.equal(dealer.connected, false);
 
-      // A request made while the server is down waits, then goes exactly once.
-      const sent = dealer.send([EMPTY, text.encode("two")]);
-      await bindAgain(() => bindRouter(python, port));
-      await sent;
-      const request = await python.must({ op: "recv", name: "server" });
-      assert.deepEqual(request.frames!.slice(1).map(fromHex), [
-        EMPTY,
-        text.encode("two"),
-      ]);
-      assert.equal(
-        (await python.request({ op: "recv", name: "server", timeout: 200 }))
-          .error,
-        "timeout",
-      );
-      assert.equal(ups, 2);
-      assert.deepEqual(await dealer.receive(), [EMPTY]); // first server's probe
-      assert.deepEqual(await dealer.receive(), [EMPTY]); // second server's probe
-    } finally {
-      await dealer.close();
-      await python.stop();
-    }
+    // A request made while the server is down waits, then goes exactly once.
+    const sent = dealer.send([EMPTY, text.encode("two")]);
+    await bindAgain(() => bindCuirassRouter(python, port));
+    await sent;
+    const request = await python.must({ op: "recv", name: "server" });
+    assert.deepEqual(request.frames!.slice(1).map(fromHex), [
+      EMPTY,
+      text.encode("two"),
+    ]);
+    assert.equal(
+      (await python.request({ op: "recv", name: "server", timeout: 200 }))
+        .error,
+      "timeout",
+    );
+    assert.equal(ups, 2);
+    assert.deepEqual(await dealer.receive(), [EMPTY]); // first server's probe
+    assert.deepEqual(await dealer.receive(), [EMPTY]); // second server's probe
   },
 });
 
@@ -259,40 +221,33 @@ Deno.test({
     `DealerSocket.sendAll() made while the libzmq ROUTER is down sends its messages in order, all on the next connection${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const port = await bindRouter(python, quietPort());
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python, quietPort());
     await python.must({ op: "close", name: "server" });
     await nothingListens(port);
     let ups = 0;
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port,
+    await using dealer = localDealer(port, {
       reconnectInitialMs: 20,
       reconnectMaxMs: 100,
       onConnect: () => ups++,
     });
-    try {
-      // Settled whatever comes first: a failure is this test's to report,
-      // not an uncaught rejection while the router binds again.
-      const sent = dealer.sendAll([
-        [EMPTY, text.encode("hello")],
-        [EMPTY, text.encode("request")],
-      ]).then(() => null, (error: unknown) => error);
-      await bindAgain(() => bindRouter(python, port));
-      assert.equal(await sent, null, "sent");
-      // Counted before the send returns: the connection it went on.
-      assert.equal(ups, 1);
-      const first = await python.must({ op: "recv", name: "server" });
-      const second = await python.must({ op: "recv", name: "server" });
-      assert.deepEqual(
-        [first, second].map((m) => m.frames!.slice(1).map(fromHex)),
-        [[EMPTY, text.encode("hello")], [EMPTY, text.encode("request")]],
-      );
-      assert.equal(first.frames![0], second.frames![0], "one connection");
-    } finally {
-      await dealer.close();
-      await python.stop();
-    }
+    // Settled whatever comes first: a failure is this test's to report,
+    // not an uncaught rejection while the router binds again.
+    const sent = dealer.sendAll([
+      [EMPTY, text.encode("hello")],
+      [EMPTY, text.encode("request")],
+    ]).then(() => null, (error: unknown) => error);
+    await bindAgain(() => bindCuirassRouter(python, port));
+    assert.equal(await sent, null, "sent");
+    // Counted before the send returns: the connection it went on.
+    assert.equal(ups, 1);
+    const first = await python.must({ op: "recv", name: "server" });
+    const second = await python.must({ op: "recv", name: "server" });
+    assert.deepEqual(
+      [first, second].map((m) => m.frames!.slice(1).map(fromHex)),
+      [[EMPTY, text.encode("hello")], [EMPTY, text.encode("request")]],
+    );
+    assert.equal(first.frames![0], second.frames![0], "one connection");
   },
 });
 
@@ -301,40 +256,33 @@ Deno.test({
     `DealerSocket does not flood a libzmq ROUTER with requests given up while it was down${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const port = await bindRouter(python, quietPort());
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python, quietPort());
     await python.must({ op: "close", name: "server" });
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port,
+    await using dealer = localDealer(port, {
       reconnectInitialMs: 20,
       reconnectMaxMs: 100,
     });
-    try {
-      for (let i = 0; i < 5; i++) {
-        const controller = new AbortController();
-        const stale = assert.rejects(
-          dealer.send([EMPTY, text.encode(`ping-${i}`)], controller.signal),
-        );
-        controller.abort();
-        await stale;
-      }
-      await bindAgain(() => bindRouter(python, port));
-      await dealer.send([EMPTY, text.encode("fresh")]);
-      const request = await python.must({ op: "recv", name: "server" });
-      assert.deepEqual(request.frames!.slice(1).map(fromHex), [
-        EMPTY,
-        text.encode("fresh"),
-      ]);
-      assert.equal(
-        (await python.request({ op: "recv", name: "server", timeout: 200 }))
-          .error,
-        "timeout",
+    for (let i = 0; i < 5; i++) {
+      const controller = new AbortController();
+      const stale = assert.rejects(
+        dealer.send([EMPTY, text.encode(`ping-${i}`)], controller.signal),
       );
-    } finally {
-      await dealer.close();
-      await python.stop();
+      controller.abort();
+      await stale;
     }
+    await bindAgain(() => bindCuirassRouter(python, port));
+    await dealer.send([EMPTY, text.encode("fresh")]);
+    const request = await python.must({ op: "recv", name: "server" });
+    assert.deepEqual(request.frames!.slice(1).map(fromHex), [
+      EMPTY,
+      text.encode("fresh"),
+    ]);
+    assert.equal(
+      (await python.request({ op: "recv", name: "server", timeout: 200 }))
+        .error,
+      "timeout",
+    );
   },
 });
 
@@ -342,31 +290,21 @@ Deno.test({
   name: `DealerSocket answers a libzmq ROUTER's heartbeat PINGs${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const reply = await python.must({
-      op: "socket",
-      name: "server",
-      type: "ROUTER",
-      bind: "tcp://127.0.0.1:0",
-      options: { ...CUIRASS_ROUTER, heartbeat_ivl: 50, heartbeat_timeout: 200 },
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python, 0, {
+      heartbeat_ivl: 50,
+      heartbeat_timeout: 200,
     });
     let disconnects = 0;
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port: Number(reply.endpoint!.split(":").at(-1)),
+    await using dealer = localDealer(port, {
       onDisconnect: () => disconnects++,
     });
-    try {
-      await dealer.send([text.encode("a")]);
-      const first = await python.must({ op: "recv", name: "server" });
-      await python.must({ op: "sleep", ms: 1000 });
-      await dealer.send([text.encode("b")]);
-      const second = await python.must({ op: "recv", name: "server" });
-      assert.equal(second.frames![0], first.frames![0]);
-      assert.equal(disconnects, 0);
-    } finally {
-      await dealer.close();
-      await python.stop();
-    }
+    await dealer.send([text.encode("a")]);
+    const first = await python.must({ op: "recv", name: "server" });
+    await python.must({ op: "sleep", ms: 1000 });
+    await dealer.send([text.encode("b")]);
+    const second = await python.must({ op: "recv", name: "server" });
+    assert.equal(second.frames![0], first.frames![0]);
+    assert.equal(disconnects, 0);
   },
 });

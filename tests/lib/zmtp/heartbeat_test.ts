@@ -4,24 +4,30 @@
 // stay; a ZMTP 3.0 peer, which knows no PING, is never sent one.
 
 import assert from "node:assert/strict";
-import { DealerSocket } from "../../../lib/zmtp/dealer.ts";
 import { encodeCommandFrame } from "../../../lib/zmtp/frame.ts";
 import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
 import { createLogger } from "../../../lib/log.ts";
-import { type RouterPeer, RouterSocket } from "../../../lib/zmtp/router.ts";
-import { libzmqMissing, LibzmqPeer } from "./libzmq_peer.ts";
+import type { RouterPeer } from "../../../lib/zmtp/router.ts";
+import { libzmqMissing } from "./libzmq_peer.ts";
+import {
+  connectLibzmqDealer,
+  localDealer,
+  localRouter,
+  startLibzmqPeer,
+} from "./_sockets.ts";
 
 /** Pinged after 100 ms of silence, dropped 200 ms after an unanswered ping. */
 const HEARTBEAT = { intervalMs: 100, timeoutMs: 200 };
 
-/** A ROUTER with a quick heartbeat, its log lines and its peers' comings and goings. */
+/**
+ * A ROUTER with a quick heartbeat, its log lines and its peers' comings and
+ * goings; disposing closes the ROUTER.
+ */
 async function quickRouter() {
   const lines: string[] = [];
   const connected: RouterPeer[] = [];
   const dropped: RouterPeer[] = [];
-  const router = await RouterSocket.bind({
-    hostname: "127.0.0.1",
-    port: 0,
+  const router = await localRouter({
     heartbeat: HEARTBEAT,
     logger: createLogger({
       level: "debug",
@@ -31,7 +37,13 @@ async function quickRouter() {
     onConnect: (peer) => connected.push(peer),
     onDisconnect: (peer) => dropped.push(peer),
   });
-  return { router, lines, connected, dropped };
+  return {
+    router,
+    lines,
+    connected,
+    dropped,
+    [Symbol.asyncDispose]: () => router.close(),
+  };
 }
 
 /**
@@ -85,44 +97,36 @@ async function until(condition: () => boolean, what: string): Promise<void> {
 }
 
 Deno.test("a ROUTER drops a ZMTP 3.1 peer that answers no ping, and says why", async () => {
-  const { router, lines, connected, dropped } = await quickRouter();
-  const conn = await handshakeThenSilence(router.port, 1);
+  await using quick = await quickRouter();
+  const { router, lines, connected, dropped } = quick;
+  using conn = await handshakeThenSilence(router.port, 1);
   const heard = received(conn);
-  try {
-    await until(() => connected.length === 1, "the handshake");
-    await until(() => dropped.length === 1, "the silent peer dropped");
-    assert.ok(heard.text().includes("\x04PING"), "pinged before dropped");
-    assert.equal(router.isConnected(connected[0].routingId), false);
-    const line = lines.find((l) =>
-      l.startsWith("warn zmtp silent peer dropped ")
-    );
-    assert.ok(line, lines.join("\n"));
-    assert.match(line, / peer=127\.0\.0\.1 /);
-    assert.match(line, /reason="no answer to a ping"/);
-    const silentMs = Number(line.match(/silentMs=(\d+)/)![1]);
-    assert.ok(silentMs >= HEARTBEAT.intervalMs + HEARTBEAT.timeoutMs, line);
-  } finally {
-    conn.close();
-    await router.close();
-  }
+  await until(() => connected.length === 1, "the handshake");
+  await until(() => dropped.length === 1, "the silent peer dropped");
+  assert.ok(heard.text().includes("\x04PING"), "pinged before dropped");
+  assert.equal(router.isConnected(connected[0].routingId), false);
+  const line = lines.find((l) =>
+    l.startsWith("warn zmtp silent peer dropped ")
+  );
+  assert.ok(line, lines.join("\n"));
+  assert.match(line, / peer=127\.0\.0\.1 /);
+  assert.match(line, /reason="no answer to a ping"/);
+  const silentMs = Number(line.match(/silentMs=(\d+)/)![1]);
+  assert.ok(silentMs >= HEARTBEAT.intervalMs + HEARTBEAT.timeoutMs, line);
 });
 
 Deno.test("a ROUTER never pings a ZMTP 3.0 peer, which would not understand, nor drops it for silence", async () => {
-  const { router, connected, dropped } = await quickRouter();
-  const conn = await handshakeThenSilence(router.port, 0);
+  await using quick = await quickRouter();
+  const { router, connected, dropped } = quick;
+  using conn = await handshakeThenSilence(router.port, 0);
   const heard = received(conn);
-  try {
-    await until(() => connected.length === 1, "the handshake");
-    await sleep(10 * HEARTBEAT.intervalMs);
-    assert.deepEqual(dropped, []);
-    // All that came is the handshake and the probe: no PING command.
-    const text = heard.text();
-    assert.ok(text.includes("\x05READY"), "the ROUTER's READY");
-    assert.ok(!text.includes("PING"), `no PING: ${JSON.stringify(text)}`);
-  } finally {
-    conn.close();
-    await router.close();
-  }
+  await until(() => connected.length === 1, "the handshake");
+  await sleep(10 * HEARTBEAT.intervalMs);
+  assert.deepEqual(dropped, []);
+  // All that came is the handshake and the probe: no PING command.
+  const text = heard.text();
+  assert.ok(text.includes("\x05READY"), "the ROUTER's READY");
+  assert.ok(!text.includes("PING"), `no PING: ${JSON.stringify(text)}`);
 });
 
 Deno.test({
@@ -131,31 +135,18 @@ Deno.test({
     (libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`),
   ignore: libzmqMissing !== undefined,
   async fn() {
-    const { router, lines, connected, dropped } = await quickRouter();
-    const ours = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port: router.port,
-    });
-    const python = await LibzmqPeer.start();
-    try {
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: `tcp://127.0.0.1:${router.port}`,
-      });
-      await until(() => connected.length === 2, "both handshakes");
-      // Twenty intervals of silence from both applications: each PING is
-      // answered by the peer's reader (libzmq's I/O thread, our read loop).
-      await sleep(20 * HEARTBEAT.intervalMs);
-      assert.deepEqual(dropped, [], lines.join("\n"));
-      for (const peer of connected) {
-        assert.ok(router.isConnected(peer.routingId));
-      }
-    } finally {
-      await python.stop();
-      await ours.close();
-      await router.close();
+    await using quick = await quickRouter();
+    const { router, lines, connected, dropped } = quick;
+    await using _ours = localDealer(router.port);
+    await using python = await startLibzmqPeer();
+    await connectLibzmqDealer(python, router.port);
+    await until(() => connected.length === 2, "both handshakes");
+    // Twenty intervals of silence from both applications: each PING is
+    // answered by the peer's reader (libzmq's I/O thread, our read loop).
+    await sleep(20 * HEARTBEAT.intervalMs);
+    assert.deepEqual(dropped, [], lines.join("\n"));
+    for (const peer of connected) {
+      assert.ok(router.isConnected(peer.routingId));
     }
   },
 });

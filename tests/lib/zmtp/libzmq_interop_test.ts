@@ -14,6 +14,13 @@ import {
   RouterSocket,
 } from "../../../lib/zmtp/router.ts";
 import { fromHex, libzmqMissing, LibzmqPeer, toHex } from "./libzmq_peer.ts";
+import {
+  bindCuirassRouter,
+  connectLibzmqDealer,
+  localDealer,
+  localRouter,
+  startLibzmqPeer,
+} from "./_sockets.ts";
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -87,21 +94,6 @@ class KillableDealer {
   }
 }
 
-/**
- * Binds a libzmq ROUTER named "server" on a loopback port, with PROBE_ROUTER
- * and ROUTER_MANDATORY set, and returns the port.
- */
-async function bindMandatoryRouter(python: LibzmqPeer): Promise<number> {
-  const reply = await python.must({
-    op: "socket",
-    name: "server",
-    type: "ROUTER",
-    bind: "tcp://127.0.0.1:0",
-    options: { probe_router: 1, router_mandatory: 1 },
-  });
-  return Number(reply.endpoint!.split(":").at(-1));
-}
-
 async function* lines(
   stream: ReadableStream<Uint8Array>,
 ): AsyncGenerator<string> {
@@ -134,9 +126,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const disconnects: RouterPeer[] = [];
-    const router = await RouterSocket.bind({
-      hostname: "127.0.0.1",
-      port: 0,
+    await using router = await localRouter({
       onDisconnect: (peer) => disconnects.push(peer),
     });
     const endpoint = `tcp://127.0.0.1:${router.port}`;
@@ -174,7 +164,6 @@ Deno.test({
     } finally {
       await first?.kill();
       await second?.kill();
-      await router.close();
     }
   },
 });
@@ -184,63 +173,53 @@ Deno.test({
     `DealerSocket restarted with the same identity is routed to by a libzmq ROUTER${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
+    await using python = await startLibzmqPeer();
     const identity = text.encode("lorica-worker-3");
-    let dealer: DealerSocket | undefined;
-    try {
-      const port = await bindMandatoryRouter(python);
-      for (const life of ["one", "two"]) {
-        dealer = DealerSocket.connect({
-          hostname: "127.0.0.1",
-          port,
-          identity,
-        });
-        await dealer.send([EMPTY, text.encode(`(life ${life})`)]);
-        const request = await python.must({ op: "recv", name: "server" });
-        assert.deepEqual(request.frames!.map(fromHex), [
-          identity,
-          EMPTY,
-          text.encode(`(life ${life})`),
-        ]);
-        await python.must({
+    const port = await bindCuirassRouter(python);
+    for (const life of ["one", "two"]) {
+      await using dealer = localDealer(port, { identity });
+      await dealer.send([EMPTY, text.encode(`(life ${life})`)]);
+      const request = await python.must({ op: "recv", name: "server" });
+      assert.deepEqual(request.frames!.map(fromHex), [
+        identity,
+        EMPTY,
+        text.encode(`(life ${life})`),
+      ]);
+      await python.must({
+        op: "send",
+        name: "server",
+        frames: [toHex(identity), "", toHex(text.encode(`(ack ${life})`))],
+      });
+      assert.deepEqual(await dealer.receive(), [EMPTY]); // probe
+      assert.deepEqual(await dealer.receive(), [
+        EMPTY,
+        text.encode(`(ack ${life})`),
+      ]);
+      await dealer.close();
+      // Wait until libzmq has seen the old connection go (mandatory
+      // routing fails), as a restarted worker process would find it.
+      for (let i = 0;; i++) {
+        const sent = await python.request({
           op: "send",
           name: "server",
-          frames: [toHex(identity), "", toHex(text.encode(`(ack ${life})`))],
+          frames: [toHex(identity), "", "00"],
         });
-        assert.deepEqual(await dealer.receive(), [EMPTY]); // probe
-        assert.deepEqual(await dealer.receive(), [
-          EMPTY,
-          text.encode(`(ack ${life})`),
-        ]);
-        await dealer.close();
-        // Wait until libzmq has seen the old connection go (mandatory
-        // routing fails), as a restarted worker process would find it.
-        for (let i = 0;; i++) {
-          const sent = await python.request({
-            op: "send",
+        if (!sent.ok) {
+          assert.equal(sent.code, "EHOSTUNREACH");
+          // libzmq drops the closed pipe only once it has processed the
+          // termination; a peer returning with the same id before that is
+          // parked until its next message. A real restart takes longer.
+          const idle = await python.request({
+            op: "recv",
             name: "server",
-            frames: [toHex(identity), "", "00"],
+            timeout: 300,
           });
-          if (!sent.ok) {
-            assert.equal(sent.code, "EHOSTUNREACH");
-            // libzmq drops the closed pipe only once it has processed the
-            // termination; a peer returning with the same id before that is
-            // parked until its next message. A real restart takes longer.
-            const idle = await python.request({
-              op: "recv",
-              name: "server",
-              timeout: 300,
-            });
-            assert.equal(idle.error, "timeout");
-            break;
-          }
-          assert.ok(i < 100, "libzmq never noticed the DEALER leaving");
-          await python.must({ op: "sleep", ms: 50 });
+          assert.equal(idle.error, "timeout");
+          break;
         }
+        assert.ok(i < 100, "libzmq never noticed the DEALER leaving");
+        await python.must({ op: "sleep", ms: 50 });
       }
-    } finally {
-      await dealer?.close();
-      await python.stop();
     }
   },
 });
@@ -262,11 +241,8 @@ Deno.test({
     const names = ["w0", "w1", "w2"];
     try {
       for (const name of names) {
-        await python.must({
-          op: "socket",
+        await connectLibzmqDealer(python, port, {
           name,
-          type: "DEALER",
-          connect: `tcp://127.0.0.1:${port}`,
           routing_id: toHex(text.encode(name)),
           options: { reconnect_ivl: 20 },
         });
@@ -324,47 +300,41 @@ Deno.test({
     `A libzmq ROUTER_MANDATORY ROUTER reports our departed or unknown DEALER as unreachable${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
-    const dealer = { socket: undefined as DealerSocket | undefined };
-    try {
-      const port = await bindMandatoryRouter(python);
-      const unknown = await python.request({
-        op: "send",
-        name: "server",
-        frames: [toHex(text.encode("nobody")), "", "00"],
-      });
-      assert.equal(unknown.code, "EHOSTUNREACH");
+    await using python = await startLibzmqPeer();
+    const port = await bindCuirassRouter(python);
+    const unknown = await python.request({
+      op: "send",
+      name: "server",
+      frames: [toHex(text.encode("nobody")), "", "00"],
+    });
+    assert.equal(unknown.code, "EHOSTUNREACH");
 
-      dealer.socket = DealerSocket.connect({ hostname: "127.0.0.1", port });
-      await dealer.socket.send([EMPTY, text.encode("(hello)")]);
-      const request = await python.must({ op: "recv", name: "server" });
-      const routingId = request.frames![0];
-      await python.must({
+    await using dealer = localDealer(port);
+    await dealer.send([EMPTY, text.encode("(hello)")]);
+    const request = await python.must({ op: "recv", name: "server" });
+    const routingId = request.frames![0];
+    await python.must({
+      op: "send",
+      name: "server",
+      frames: [routingId, "", toHex(text.encode("(reached)"))],
+    });
+    assert.deepEqual(await dealer.receive(), [EMPTY]);
+    assert.deepEqual(await dealer.receive(), [
+      EMPTY,
+      text.encode("(reached)"),
+    ]);
+    await dealer.close();
+    let code: string | undefined;
+    for (let i = 0; i < 100 && code === undefined; i++) {
+      const late = await python.request({
         op: "send",
         name: "server",
-        frames: [routingId, "", toHex(text.encode("(reached)"))],
+        frames: [routingId, "", "00"],
       });
-      assert.deepEqual(await dealer.socket.receive(), [EMPTY]);
-      assert.deepEqual(await dealer.socket.receive(), [
-        EMPTY,
-        text.encode("(reached)"),
-      ]);
-      await dealer.socket.close();
-      let code: string | undefined;
-      for (let i = 0; i < 100 && code === undefined; i++) {
-        const late = await python.request({
-          op: "send",
-          name: "server",
-          frames: [routingId, "", "00"],
-        });
-        if (!late.ok) code = late.code;
-        else await python.must({ op: "sleep", ms: 50 });
-      }
-      assert.equal(code, "EHOSTUNREACH");
-    } finally {
-      await dealer.socket?.close();
-      await python.stop();
+      if (!late.ok) code = late.code;
+      else await python.must({ op: "sleep", ms: 50 });
     }
+    assert.equal(code, "EHOSTUNREACH");
   },
 });
 
@@ -373,10 +343,10 @@ Deno.test({
     `100 simultaneous DealerSockets are served by one libzmq ROUTER${needs}`,
   ignore,
   fn: async () => {
-    const python = await LibzmqPeer.start();
+    await using python = await startLibzmqPeer();
     const dealers: DealerSocket[] = [];
     try {
-      const port = await bindMandatoryRouter(python);
+      const port = await bindCuirassRouter(python);
       for (let i = 0; i < 100; i++) {
         dealers.push(DealerSocket.connect({ hostname: "127.0.0.1", port }));
       }
@@ -406,7 +376,6 @@ Deno.test({
       assert.deepEqual(replies, dealers.map((_, i) => `peer-${i}`));
     } finally {
       await Promise.all(dealers.map((dealer) => dealer.close()));
-      await python.stop();
     }
   },
 });
@@ -416,26 +385,17 @@ Deno.test({
     `RouterSocket delivers a libzmq PROBE_ROUTER DEALER's empty probe message${needs}`,
   ignore,
   fn: async () => {
-    const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
-    const python = await LibzmqPeer.start();
-    try {
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: `tcp://127.0.0.1:${router.port}`,
-        routing_id: toHex(text.encode("prober")),
-        options: { probe_router: 1 },
-      });
-      const probe = await router.receive();
-      assert.deepEqual(probe.routingId, text.encode("prober"));
-      assert.deepEqual(probe.frames, [EMPTY]);
-      await python.must({ op: "send", name: "w", frames: ["", "01"] });
-      const next = await router.receive();
-      assert.deepEqual(next.frames, [EMPTY, new Uint8Array([1])]);
-    } finally {
-      await python.stop();
-      await router.close();
-    }
+    await using router = await localRouter();
+    await using python = await startLibzmqPeer();
+    await connectLibzmqDealer(python, router.port, {
+      routing_id: toHex(text.encode("prober")),
+      options: { probe_router: 1 },
+    });
+    const probe = await router.receive();
+    assert.deepEqual(probe.routingId, text.encode("prober"));
+    assert.deepEqual(probe.frames, [EMPTY]);
+    await python.must({ op: "send", name: "w", frames: ["", "01"] });
+    const next = await router.receive();
+    assert.deepEqual(next.frames, [EMPTY, new Uint8Array([1])]);
   },
 });

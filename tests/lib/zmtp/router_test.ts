@@ -18,11 +18,16 @@ import {
 import {
   fromHex,
   libzmqMissing,
-  LibzmqPeer,
   pattern,
   sha256,
   toHex,
 } from "./libzmq_peer.ts";
+import {
+  connectLibzmqDealer,
+  localDealer,
+  localRouter,
+  startLibzmqPeer,
+} from "./_sockets.ts";
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -48,89 +53,62 @@ async function until(condition: () => boolean): Promise<void> {
   }
 }
 
-function bindLocal(
-  options: Partial<Parameters<typeof RouterSocket.bind>[0]> = {},
-) {
-  return RouterSocket.bind({ hostname: "127.0.0.1", port: 0, ...options });
-}
-
 Deno.test("RouterSocket and DealerSocket exchange a request and reply after the probe", async () => {
-  const router = await bindLocal();
-  const dealer = DealerSocket.connect({
-    hostname: "127.0.0.1",
-    port: router.port,
-  });
-  try {
-    assert.deepEqual(await dealer.receive(), [EMPTY]);
-    assert.equal(dealer.connected, true);
-    await dealer.send([EMPTY, text.encode("hello")]);
-    const request = await router.receive();
-    assert.deepEqual(request.frames, [EMPTY, text.encode("hello")]);
-    assert.equal(request.peerAddress, "127.0.0.1");
-    assert.equal(request.routingId.length, 5);
-    assert.equal(request.routingId[0], 0);
-    await router.send(request.routingId, [EMPTY, text.encode("world")]);
-    assert.deepEqual(await dealer.receive(), [EMPTY, text.encode("world")]);
+  await using router = await localRouter();
+  await using dealer = localDealer(router.port);
+  assert.deepEqual(await dealer.receive(), [EMPTY]);
+  assert.equal(dealer.connected, true);
+  await dealer.send([EMPTY, text.encode("hello")]);
+  const request = await router.receive();
+  assert.deepEqual(request.frames, [EMPTY, text.encode("hello")]);
+  assert.equal(request.peerAddress, "127.0.0.1");
+  assert.equal(request.routingId.length, 5);
+  assert.equal(request.routingId[0], 0);
+  await router.send(request.routingId, [EMPTY, text.encode("world")]);
+  assert.deepEqual(await dealer.receive(), [EMPTY, text.encode("world")]);
 
-    // Routing ids are copies: scribbling on one does not change the next.
-    const original = request.routingId.slice();
-    request.routingId.fill(0xee);
-    await dealer.send([text.encode("again")]);
-    assert.deepEqual((await router.receive()).routingId, original);
-  } finally {
-    await dealer.close();
-    await router.close();
-  }
+  // Routing ids are copies: scribbling on one does not change the next.
+  const original = request.routingId.slice();
+  request.routingId.fill(0xee);
+  await dealer.send([text.encode("again")]);
+  assert.deepEqual((await router.receive()).routingId, original);
 });
 
 Deno.test("RouterSocket uses a peer's identity and refuses a live duplicate", async () => {
   const connects: RouterPeer[] = [];
   const gone = signal();
-  const router = await bindLocal({
+  await using router = await localRouter({
     onConnect: (peer) => connects.push(peer),
     onDisconnect: () => gone.resolve(),
   });
   const identity = text.encode("worker-1");
-  const first = DealerSocket.connect({
-    hostname: "127.0.0.1",
-    port: router.port,
-    identity,
-  });
+  await using first = localDealer(router.port, { identity });
   const refused = signal();
-  let second: DealerSocket | undefined;
-  try {
-    await first.receive(); // probe
-    second = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port: router.port,
-      identity,
-      reconnectInitialMs: 20,
-      onDisconnect: () => refused.resolve(),
-    });
-    await refused.promise;
-    assert.equal(connects.length, 1);
-    assert.deepEqual(connects[0].routingId, identity);
-    await router.send(identity, [text.encode("to first")]);
-    assert.deepEqual(await first.receive(), [text.encode("to first")]);
+  await first.receive(); // probe
+  await using second = localDealer(router.port, {
+    identity,
+    reconnectInitialMs: 20,
+    onDisconnect: () => refused.resolve(),
+  });
+  await refused.promise;
+  assert.equal(connects.length, 1);
+  assert.deepEqual(connects[0].routingId, identity);
+  await router.send(identity, [text.encode("to first")]);
+  assert.deepEqual(await first.receive(), [text.encode("to first")]);
 
-    // Once the first one leaves, the second one gets the identity.
-    await first.close();
-    await gone.promise;
-    assert.deepEqual(await second.receive(), [EMPTY]);
-    assert.equal(connects.length, 2);
-    await second.send([text.encode("from second")]);
-    const message = await router.receive();
-    assert.deepEqual(message.routingId, identity);
-    assert.deepEqual(message.frames, [text.encode("from second")]);
-  } finally {
-    await first.close();
-    await second?.close();
-    await router.close();
-  }
+  // Once the first one leaves, the second one gets the identity.
+  await first.close();
+  await gone.promise;
+  assert.deepEqual(await second.receive(), [EMPTY]);
+  assert.equal(connects.length, 2);
+  await second.send([text.encode("from second")]);
+  const message = await router.receive();
+  assert.deepEqual(message.routingId, identity);
+  assert.deepEqual(message.frames, [text.encode("from second")]);
 });
 
 Deno.test("RouterSocket keeps each peer's order and takes peers in turn", async () => {
-  const router = await bindLocal();
+  const router = await localRouter();
   const dealers = ["a", "b"].map((name) =>
     DealerSocket.connect({
       hostname: "127.0.0.1",
@@ -167,33 +145,27 @@ Deno.test("RouterSocket keeps each peer's order and takes peers in turn", async 
 
 Deno.test("RouterSocket.send() to an unknown or departed peer throws PeerUnreachableError", async () => {
   const gone = signal();
-  const router = await bindLocal({ onDisconnect: () => gone.resolve() });
-  const dealer = DealerSocket.connect({
-    hostname: "127.0.0.1",
-    port: router.port,
+  await using router = await localRouter({
+    onDisconnect: () => gone.resolve(),
   });
-  try {
-    await assert.rejects(
-      router.send(new Uint8Array([0, 1, 2, 3, 4]), [EMPTY]),
-      PeerUnreachableError,
-    );
-    await dealer.send([text.encode("hi")]);
-    const { routingId } = await router.receive();
-    await dealer.close();
-    await gone.promise;
-    await assert.rejects(
-      router.send(routingId, [EMPTY]),
-      (error) =>
-        error instanceof PeerUnreachableError && error.routingId.length === 5,
-    );
-  } finally {
-    await dealer.close();
-    await router.close();
-  }
+  await using dealer = localDealer(router.port);
+  await assert.rejects(
+    router.send(new Uint8Array([0, 1, 2, 3, 4]), [EMPTY]),
+    PeerUnreachableError,
+  );
+  await dealer.send([text.encode("hi")]);
+  const { routingId } = await router.receive();
+  await dealer.close();
+  await gone.promise;
+  await assert.rejects(
+    router.send(routingId, [EMPTY]),
+    (error) =>
+      error instanceof PeerUnreachableError && error.routingId.length === 5,
+  );
 });
 
 Deno.test("RouterSocket.receive() honours abort signals and rejects once closed", async () => {
-  const router = await bindLocal();
+  const router = await localRouter();
   const controller = new AbortController();
   const pending = router.receive(controller.signal);
   controller.abort(new Error("stop waiting"));
@@ -212,7 +184,7 @@ Deno.test("RouterSocket.receive() honours abort signals and rejects once closed"
 
 Deno.test("RouterSocket drops garbage, oversized and silent connections but keeps serving", async () => {
   let drops = 0;
-  const router = await bindLocal({
+  await using router = await localRouter({
     maxMessageBytes: 1000,
     handshakeTimeoutMs: 200,
     onDisconnect: () => drops++,
@@ -236,42 +208,31 @@ Deno.test("RouterSocket drops garbage, oversized and silent connections but keep
       new Uint8Array([0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
     ]],
   ];
-  try {
-    for (const [name, writes] of attacks) {
-      const conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: router.port,
-      });
-      try {
-        for (const bytes of writes) await conn.write(bytes);
-        const buffer = new Uint8Array(4096);
-        // The ROUTER must hang up on us; reset counts too.
-        while (
-          (await conn.read(buffer).catch(() => null)) !== null
-        ) { /* drain */ }
-      } finally {
-        conn.close();
-      }
-      assert.ok(true, name);
-    }
-    // The four that completed a handshake were registered, then dropped.
-    await until(() => drops === 4);
-
-    const dealer = DealerSocket.connect({
+  for (const [name, writes] of attacks) {
+    const conn = await Deno.connect({
       hostname: "127.0.0.1",
       port: router.port,
     });
     try {
-      await dealer.send([text.encode("still here")]);
-      assert.deepEqual((await router.receive()).frames, [
-        text.encode("still here"),
-      ]);
+      for (const bytes of writes) await conn.write(bytes);
+      const buffer = new Uint8Array(4096);
+      // The ROUTER must hang up on us; reset counts too.
+      while (
+        (await conn.read(buffer).catch(() => null)) !== null
+      ) { /* drain */ }
     } finally {
-      await dealer.close();
+      conn.close();
     }
-  } finally {
-    await router.close();
+    assert.ok(true, name);
   }
+  // The four that completed a handshake were registered, then dropped.
+  await until(() => drops === 4);
+
+  await using dealer = localDealer(router.port);
+  await dealer.send([text.encode("still here")]);
+  assert.deepEqual((await router.receive()).frames, [
+    text.encode("still here"),
+  ]);
 });
 
 /** A logger collecting its lines into `lines`. */
@@ -305,7 +266,7 @@ function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
 
 Deno.test("RouterSocket refuses an oversized message from its frame header, before the body, and warns with the peer and size", async () => {
   const lines: string[] = [];
-  const router = await bindLocal({
+  await using router = await localRouter({
     maxMessageBytes: 1000,
     logger: capture(lines),
   });
@@ -341,45 +302,37 @@ Deno.test("RouterSocket refuses an oversized message from its frame header, befo
       ]),
     ],
   ];
-  try {
-    for (const [what, size, bytes] of attacks) {
-      const conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: router.port,
-      });
-      try {
-        for (const part of [...handshake, bytes]) await conn.write(part);
-        await within(10_000, hungUp(conn), `the hang-up after ${what}`);
-      } finally {
-        conn.close();
-      }
-      await until(() =>
-        lines.some((l) =>
-          l.startsWith("warn zmtp message refused peer=127.0.0.1 ") &&
-          l.includes(` size=${size} limit=1000`)
-        )
-      );
-    }
-    // A message within the limit still goes through.
-    const dealer = DealerSocket.connect({
+  for (const [what, size, bytes] of attacks) {
+    const conn = await Deno.connect({
       hostname: "127.0.0.1",
       port: router.port,
     });
     try {
-      await dealer.send([EMPTY, new Uint8Array(990)]);
-      const { frames } = await router.receive();
-      assert.deepEqual(frames.map((f) => f.length), [0, 990]);
+      for (const part of [...handshake, bytes]) await conn.write(part);
+      await within(10_000, hungUp(conn), `the hang-up after ${what}`);
     } finally {
-      await dealer.close();
+      conn.close();
     }
-  } finally {
-    await router.close();
+    await until(() =>
+      lines.some((l) =>
+        l.startsWith("warn zmtp message refused peer=127.0.0.1 ") &&
+        l.includes(` size=${size} limit=1000`)
+      )
+    );
   }
+  // A message within the limit still goes through.
+  await using dealer = localDealer(router.port);
+  await dealer.send([EMPTY, new Uint8Array(990)]);
+  const { frames } = await router.receive();
+  assert.deepEqual(frames.map((f) => f.length), [0, 990]);
 });
 
 Deno.test("RouterSocket holds at most maxConnections and logs each newcomer it refuses", async () => {
   const lines: string[] = [];
-  const router = await bindLocal({ maxConnections: 3, logger: capture(lines) });
+  await using router = await localRouter({
+    maxConnections: 3,
+    logger: capture(lines),
+  });
   const idle: Deno.Conn[] = [];
   try {
     // Connections that never finish their handshake count as well.
@@ -408,26 +361,19 @@ Deno.test("RouterSocket holds at most maxConnections and logs each newcomer it r
 
     // Once one leaves, a dealer gets its place and is served.
     idle.shift()!.close();
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port: router.port,
+    await using dealer = localDealer(router.port, {
       reconnectInitialMs: 20,
     });
-    try {
-      await dealer.send([text.encode("in")]);
-      assert.deepEqual((await router.receive()).frames, [text.encode("in")]);
-    } finally {
-      await dealer.close();
-    }
+    await dealer.send([text.encode("in")]);
+    assert.deepEqual((await router.receive()).frames, [text.encode("in")]);
   } finally {
     for (const conn of idle) conn.close();
-    await router.close();
   }
 });
 
 Deno.test("RouterSocket gives one address no more than maxConnectionsPerAddress, so others still get in", async () => {
   const lines: string[] = [];
-  const router = await bindLocal({
+  await using router = await localRouter({
     maxConnections: 8,
     maxConnectionsPerAddress: 3,
     logger: capture(lines),
@@ -448,16 +394,9 @@ Deno.test("RouterSocket gives one address no more than maxConnectionsPerAddress,
       hog.push(socket);
     }
     await until(() => closed === 5);
-    const dealer = DealerSocket.connect({
-      hostname: "127.0.0.1",
-      port: router.port,
-    });
-    try {
-      await dealer.send([text.encode("in")]);
-      assert.deepEqual((await router.receive()).frames, [text.encode("in")]);
-    } finally {
-      await dealer.close();
-    }
+    await using dealer = localDealer(router.port);
+    await dealer.send([text.encode("in")]);
+    assert.deepEqual((await router.receive()).frames, [text.encode("in")]);
     const refusals = lines.filter((l) =>
       l.startsWith(
         'warn zmtp connection refused peer=127.0.0.2 reason="too many connections from this address" limit=3',
@@ -466,46 +405,37 @@ Deno.test("RouterSocket gives one address no more than maxConnectionsPerAddress,
     assert.equal(refusals.length, 5, lines.join("\n"));
   } finally {
     for (const socket of hog) socket.destroy();
-    await router.close();
   }
 });
 
 Deno.test("RouterSocket stops reading a peer whose queued messages reach highWaterBytes", async () => {
-  const router = await bindLocal({ highWaterBytes: 10_000 });
-  const dealer = DealerSocket.connect({
-    hostname: "127.0.0.1",
-    port: router.port,
-  });
-  try {
-    await dealer.receive(); // the probe
-    for (let i = 0; i < 50; i++) {
-      await dealer.send([new Uint8Array(5000).fill(i)]);
-    }
-    // Time for every message to come in, were the reads not paused.
-    await until(() => router.tryReceive() !== undefined);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const queued: RouterMessage[] = [];
-    for (let next; (next = router.tryReceive()) !== undefined;) {
-      queued.push(next);
-    }
-    assert.ok(queued.length <= 2, `${queued.length + 1} messages queued`);
-    // Taking them resumes the reads: all 50 arrive, in order.
-    const rest: number[] = [];
-    while (1 + queued.length + rest.length < 50) {
-      rest.push((await router.receive()).frames[0][0]);
-    }
-    assert.deepEqual(
-      [...queued.map((m) => m.frames[0][0]), ...rest],
-      [...Array(50).keys()].slice(1),
-    );
-  } finally {
-    await dealer.close();
-    await router.close();
+  await using router = await localRouter({ highWaterBytes: 10_000 });
+  await using dealer = localDealer(router.port);
+  await dealer.receive(); // the probe
+  for (let i = 0; i < 50; i++) {
+    await dealer.send([new Uint8Array(5000).fill(i)]);
   }
+  // Time for every message to come in, were the reads not paused.
+  await until(() => router.tryReceive() !== undefined);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const queued: RouterMessage[] = [];
+  for (let next; (next = router.tryReceive()) !== undefined;) {
+    queued.push(next);
+  }
+  assert.ok(queued.length <= 2, `${queued.length + 1} messages queued`);
+  // Taking them resumes the reads: all 50 arrive, in order.
+  const rest: number[] = [];
+  while (1 + queued.length + rest.length < 50) {
+    rest.push((await router.receive()).frames[0][0]);
+  }
+  assert.deepEqual(
+    [...queued.map((m) => m.frames[0][0]), ...rest],
+    [...Array(50).keys()].slice(1),
+  );
 });
 
 Deno.test("RouterSocket.close() disconnects its dealers, which then reconnect to a new ROUTER on the same port", async () => {
-  const router = await bindLocal({ port: quietPort() });
+  const router = await localRouter({ port: quietPort() });
   const port = router.port;
   const events: string[] = [];
   const dealer = DealerSocket.connect({
@@ -519,7 +449,7 @@ Deno.test("RouterSocket.close() disconnects its dealers, which then reconnect to
   try {
     assert.deepEqual(await dealer.receive(), [EMPTY]);
     await router.close();
-    second = await bindAgain(() => bindLocal({ port }));
+    second = await bindAgain(() => localRouter({ port }));
     assert.deepEqual(await dealer.receive(), [EMPTY]);
     await dealer.send([text.encode("again")]);
     assert.deepEqual((await second.receive()).frames, [text.encode("again")]);
@@ -580,54 +510,40 @@ Deno.test({
     `RouterSocket serves a libzmq DEALER: probe first, request/reply, Peer-Address${needs}`,
   ignore,
   fn: async () => {
-    const router = await bindLocal();
-    const python = await LibzmqPeer.start();
-    try {
-      const endpoint = `tcp://127.0.0.1:${router.port}`;
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: endpoint,
-      });
-      await python.must({
-        op: "send",
-        name: "w",
-        frames: ["", toHex(text.encode("(worker-request)"))],
-      });
-      const request = await router.receive();
-      assert.deepEqual(request.frames, [
-        EMPTY,
-        text.encode("(worker-request)"),
-      ]);
-      assert.equal(request.peerAddress, "127.0.0.1");
-      assert.equal(request.routingId.length, 5);
-      assert.equal(request.routingId[0], 0);
-      await router.send(request.routingId, [EMPTY, text.encode("(reply)")]);
-      assert.deepEqual((await python.must({ op: "recv", name: "w" })).frames, [
-        "",
-      ]);
-      assert.deepEqual((await python.must({ op: "recv", name: "w" })).frames, [
-        "",
-        toHex(text.encode("(reply)")),
-      ]);
+    await using router = await localRouter();
+    await using python = await startLibzmqPeer();
+    await connectLibzmqDealer(python, router.port);
+    await python.must({
+      op: "send",
+      name: "w",
+      frames: ["", toHex(text.encode("(worker-request)"))],
+    });
+    const request = await router.receive();
+    assert.deepEqual(request.frames, [
+      EMPTY,
+      text.encode("(worker-request)"),
+    ]);
+    assert.equal(request.peerAddress, "127.0.0.1");
+    assert.equal(request.routingId.length, 5);
+    assert.equal(request.routingId[0], 0);
+    await router.send(request.routingId, [EMPTY, text.encode("(reply)")]);
+    assert.deepEqual((await python.must({ op: "recv", name: "w" })).frames, [
+      "",
+    ]);
+    assert.deepEqual((await python.must({ op: "recv", name: "w" })).frames, [
+      "",
+      toHex(text.encode("(reply)")),
+    ]);
 
-      // A libzmq DEALER with a routing id keeps it on our side.
-      await python.must({
-        op: "socket",
-        name: "named",
-        type: "DEALER",
-        connect: endpoint,
-        routing_id: toHex(text.encode("w-42")),
-      });
-      await python.must({ op: "send", name: "named", frames: ["01"] });
-      const named = await router.receive();
-      assert.deepEqual(named.routingId, text.encode("w-42"));
-      assert.deepEqual(named.frames, [new Uint8Array([1])]);
-    } finally {
-      await python.stop();
-      await router.close();
-    }
+    // A libzmq DEALER with a routing id keeps it on our side.
+    await connectLibzmqDealer(python, router.port, {
+      name: "named",
+      routing_id: toHex(text.encode("w-42")),
+    });
+    await python.must({ op: "send", name: "named", frames: ["01"] });
+    const named = await router.receive();
+    assert.deepEqual(named.routingId, text.encode("w-42"));
+    assert.deepEqual(named.frames, [new Uint8Array([1])]);
   },
 });
 
@@ -636,47 +552,37 @@ Deno.test({
     `RouterSocket carries long, 10 MiB and multipart frames to and from libzmq${needs}`,
   ignore,
   fn: async () => {
-    const router = await bindLocal();
-    const python = await LibzmqPeer.start();
-    try {
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: `tcp://127.0.0.1:${router.port}`,
-      });
-      await python.must({ op: "recv", name: "w" }); // probe
-      const big = 10 * 1024 * 1024;
-      await python.must({
-        op: "send",
-        name: "w",
-        frames: ["", toHex(pattern(300, 1))],
-        big,
-        seed: 5,
-      });
-      const message = await router.receive();
-      assert.equal(message.frames.length, 3);
-      assert.deepEqual(message.frames[1], pattern(300, 1));
-      assert.equal(message.frames[2].length, big);
-      assert.equal(
-        await sha256(message.frames[2]),
-        await sha256(pattern(big, 5)),
-      );
+    await using router = await localRouter();
+    await using python = await startLibzmqPeer();
+    await connectLibzmqDealer(python, router.port);
+    await python.must({ op: "recv", name: "w" }); // probe
+    const big = 10 * 1024 * 1024;
+    await python.must({
+      op: "send",
+      name: "w",
+      frames: ["", toHex(pattern(300, 1))],
+      big,
+      seed: 5,
+    });
+    const message = await router.receive();
+    assert.equal(message.frames.length, 3);
+    assert.deepEqual(message.frames[1], pattern(300, 1));
+    assert.equal(message.frames[2].length, big);
+    assert.equal(
+      await sha256(message.frames[2]),
+      await sha256(pattern(big, 5)),
+    );
 
-      const outgoing = [
-        EMPTY,
-        pattern(256, 2),
-        pattern(big, 9),
-        text.encode("end"),
-      ];
-      await router.send(message.routingId, outgoing);
-      const echoed = await python.must({ op: "echo", name: "w", reply: false });
-      assert.deepEqual(echoed.sizes, [0, 256, big, 3]);
-      assert.deepEqual(echoed.sha256, await Promise.all(outgoing.map(sha256)));
-    } finally {
-      await python.stop();
-      await router.close();
-    }
+    const outgoing = [
+      EMPTY,
+      pattern(256, 2),
+      pattern(big, 9),
+      text.encode("end"),
+    ];
+    await router.send(message.routingId, outgoing);
+    const echoed = await python.must({ op: "echo", name: "w", reply: false });
+    assert.deepEqual(echoed.sizes, [0, 256, big, 3]);
+    assert.deepEqual(echoed.sha256, await Promise.all(outgoing.map(sha256)));
   },
 });
 
@@ -685,28 +591,20 @@ Deno.test({
   ignore,
   fn: async () => {
     const gone = signal();
-    const router = await bindLocal({ onDisconnect: () => gone.resolve() });
-    const python = await LibzmqPeer.start();
-    try {
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: `tcp://127.0.0.1:${router.port}`,
-      });
-      await python.must({ op: "send", name: "w", frames: ["", "00"] });
-      const { routingId } = await router.receive();
-      await router.send(routingId, [EMPTY, text.encode("ok")]);
-      await python.must({ op: "close", name: "w" });
-      await gone.promise;
-      await assert.rejects(
-        router.send(routingId, [EMPTY, text.encode("late")]),
-        PeerUnreachableError,
-      );
-    } finally {
-      await python.stop();
-      await router.close();
-    }
+    await using router = await localRouter({
+      onDisconnect: () => gone.resolve(),
+    });
+    await using python = await startLibzmqPeer();
+    await connectLibzmqDealer(python, router.port);
+    await python.must({ op: "send", name: "w", frames: ["", "00"] });
+    const { routingId } = await router.receive();
+    await router.send(routingId, [EMPTY, text.encode("ok")]);
+    await python.must({ op: "close", name: "w" });
+    await gone.promise;
+    await assert.rejects(
+      router.send(routingId, [EMPTY, text.encode("late")]),
+      PeerUnreachableError,
+    );
   },
 });
 
@@ -714,8 +612,8 @@ Deno.test({
   name: `RouterSocket serves 100 simultaneous libzmq DEALERs${needs}`,
   ignore,
   fn: async () => {
-    const router = await bindLocal();
-    const python = await LibzmqPeer.start();
+    const router = await localRouter();
+    const python = await startLibzmqPeer();
     let peers = 0;
     const serving = (async () => {
       for await (const message of router) {
@@ -750,54 +648,44 @@ Deno.test({
   ignore,
   fn: async () => {
     const dropped = signal();
-    const router = await bindLocal({
+    await using router = await localRouter({
       maxMessageBytes: 1000,
       onDisconnect: () => dropped.resolve(),
     });
-    const python = await LibzmqPeer.start();
-    try {
-      for (let i = 0; i < 5; i++) {
-        const conn = await Deno.connect({
-          hostname: "127.0.0.1",
-          port: router.port,
-        });
-        await conn.write(crypto.getRandomValues(new Uint8Array(1 + i * 500)))
-          .catch(() => 0);
-        await conn.read(new Uint8Array(256)).catch(() => null);
-        conn.close();
-      }
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: `tcp://127.0.0.1:${router.port}`,
+    await using python = await startLibzmqPeer();
+    for (let i = 0; i < 5; i++) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: router.port,
       });
-      await python.must({
-        op: "send",
-        name: "w",
-        frames: ["", toHex(new Uint8Array(1001))],
-      });
-      await dropped.promise; // the oversized frame cost that connection, not the socket
-      await python.must({
-        op: "send",
-        name: "w",
-        frames: ["", toHex(text.encode("small"))],
-      });
-      const message = await router.receive();
-      assert.deepEqual(message.frames, [EMPTY, text.encode("small")]);
-      await router.send(message.routingId, [EMPTY, text.encode("served")]);
-      let reply;
-      do reply = await python.must({ op: "recv", name: "w" }); while (
-        reply.frames!.length === 1
-      );
-      assert.deepEqual(reply.frames!.map(fromHex), [
-        EMPTY,
-        text.encode("served"),
-      ]);
-    } finally {
-      await python.stop();
-      await router.close();
+      await conn.write(crypto.getRandomValues(new Uint8Array(1 + i * 500)))
+        .catch(() => 0);
+      await conn.read(new Uint8Array(256)).catch(() => null);
+      conn.close();
     }
+    await connectLibzmqDealer(python, router.port);
+    await python.must({
+      op: "send",
+      name: "w",
+      frames: ["", toHex(new Uint8Array(1001))],
+    });
+    await dropped.promise; // the oversized frame cost that connection, not the socket
+    await python.must({
+      op: "send",
+      name: "w",
+      frames: ["", toHex(text.encode("small"))],
+    });
+    const message = await router.receive();
+    assert.deepEqual(message.frames, [EMPTY, text.encode("small")]);
+    await router.send(message.routingId, [EMPTY, text.encode("served")]);
+    let reply;
+    do reply = await python.must({ op: "recv", name: "w" }); while (
+      reply.frames!.length === 1
+    );
+    assert.deepEqual(reply.frames!.map(fromHex), [
+      EMPTY,
+      text.encode("served"),
+    ]);
   },
 });
 
@@ -807,39 +695,29 @@ Deno.test({
   ignore,
   fn: async () => {
     let disconnects = 0;
-    const router = await bindLocal({ onDisconnect: () => disconnects++ });
-    const python = await LibzmqPeer.start();
-    try {
-      await python.must({
-        op: "socket",
-        name: "w",
-        type: "DEALER",
-        connect: `tcp://127.0.0.1:${router.port}`,
-        options: { heartbeat_ivl: 50, heartbeat_timeout: 200 },
-      });
-      await python.must({ op: "send", name: "w", frames: ["01"] });
-      const first = await router.receive();
-      // Idle for several heartbeat timeouts: only PONGs keep libzmq from dropping us.
-      await python.must({ op: "sleep", ms: 1000 });
-      await python.must({ op: "send", name: "w", frames: ["02"] });
-      const second = await router.receive();
-      assert.deepEqual(second.frames, [new Uint8Array([2])]);
-      assert.deepEqual(second.routingId, first.routingId);
-      assert.equal(disconnects, 0);
-    } finally {
-      await python.stop();
-      await router.close();
-    }
+    await using router = await localRouter({
+      onDisconnect: () => disconnects++,
+    });
+    await using python = await startLibzmqPeer();
+    await connectLibzmqDealer(python, router.port, {
+      options: { heartbeat_ivl: 50, heartbeat_timeout: 200 },
+    });
+    await python.must({ op: "send", name: "w", frames: ["01"] });
+    const first = await router.receive();
+    // Idle for several heartbeat timeouts: only PONGs keep libzmq from dropping us.
+    await python.must({ op: "sleep", ms: 1000 });
+    await python.must({ op: "send", name: "w", frames: ["02"] });
+    const second = await router.receive();
+    assert.deepEqual(second.frames, [new Uint8Array([2])]);
+    assert.deepEqual(second.routingId, first.routingId);
+    assert.equal(disconnects, 0);
   },
 });
 
 Deno.test("RouterSocket.tryReceive() takes what already arrived and never waits", async () => {
-  const router = await bindLocal();
-  const dealer = DealerSocket.connect({
-    hostname: "127.0.0.1",
-    port: router.port,
-  });
+  const router = await localRouter();
   try {
+    await using dealer = localDealer(router.port);
     await dealer.receive(); // the probe
     assert.equal(router.tryReceive(), undefined);
     for (const word of ["one", "two", "three"]) {
@@ -858,7 +736,6 @@ Deno.test("RouterSocket.tryReceive() takes what already arrived and never waits"
     );
     assert.equal(router.tryReceive(), undefined);
   } finally {
-    await dealer.close();
     await router.close();
   }
   assert.equal(router.tryReceive(), undefined, "closed");
