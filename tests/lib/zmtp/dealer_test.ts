@@ -17,13 +17,6 @@ import { bindAgain, quietPort } from "../../_ports.ts";
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
-/** A promise plus its resolver, for waiting on callbacks. */
-function signal<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => resolve = r);
-  return { promise, resolve };
-}
-
 /**
  * Waits until nothing listens on `port` any more: libzmq closes a socket
  * in its I/O thread, after `close` returned, and a listener still closing
@@ -183,7 +176,7 @@ Deno.test({
   fn: async () => {
     await using python = await startLibzmqPeer();
     const port = await bindCuirassRouter(python, quietPort());
-    const down = signal();
+    const down = Promise.withResolvers<void>();
     let ups = 0;
     await using dealer = localDealer(port, {
       reconnectInitialMs: 20,

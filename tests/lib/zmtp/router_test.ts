@@ -36,13 +36,6 @@ function utf8(bytes: Uint8Array): string {
   return new TextDecoder().decode(bytes);
 }
 
-/** A promise plus its resolver, for waiting on callbacks. */
-function signal<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => resolve = r);
-  return { promise, resolve };
-}
-
 /** Polls `condition` every 10 ms, failing after 5 s. */
 async function until(condition: () => boolean): Promise<void> {
   for (let i = 0; !condition(); i++) {
@@ -76,14 +69,14 @@ Deno.test("RouterSocket and DealerSocket exchange a request and reply after the 
 
 Deno.test("RouterSocket uses a peer's identity and refuses a live duplicate", async () => {
   const connects: RouterPeer[] = [];
-  const gone = signal();
+  const gone = Promise.withResolvers<void>();
   await using router = await localRouter({
     onConnect: (peer) => connects.push(peer),
     onDisconnect: () => gone.resolve(),
   });
   const identity = text.encode("worker-1");
   await using first = localDealer(router.port, { identity });
-  const refused = signal();
+  const refused = Promise.withResolvers<void>();
   await first.receive(); // probe
   await using second = localDealer(router.port, {
     identity,
@@ -144,7 +137,7 @@ Deno.test("RouterSocket keeps each peer's order and takes peers in turn", async 
 });
 
 Deno.test("RouterSocket.send() to an unknown or departed peer throws PeerUnreachableError", async () => {
-  const gone = signal();
+  const gone = Promise.withResolvers<void>();
   await using router = await localRouter({
     onDisconnect: () => gone.resolve(),
   });
@@ -590,7 +583,7 @@ Deno.test({
   name: `RouterSocket reports a departed libzmq peer as unreachable${needs}`,
   ignore,
   fn: async () => {
-    const gone = signal();
+    const gone = Promise.withResolvers<void>();
     await using router = await localRouter({
       onDisconnect: () => gone.resolve(),
     });
@@ -647,7 +640,7 @@ Deno.test({
     `RouterSocket shrugs off garbage and oversized frames, then serves libzmq${needs}`,
   ignore,
   fn: async () => {
-    const dropped = signal();
+    const dropped = Promise.withResolvers<void>();
     await using router = await localRouter({
       maxMessageBytes: 1000,
       onDisconnect: () => dropped.resolve(),
