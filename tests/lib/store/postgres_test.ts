@@ -30,7 +30,13 @@ import {
 } from "../../../lib/store/sql_dashboards.ts";
 import { postgresDialect, type Step } from "../../../lib/store/sql_query.ts";
 import { isDatabaseUnavailable } from "../../../lib/store/unavailable.ts";
-import { drv, job, specification, storeContract } from "./store_contract.ts";
+import {
+  drv,
+  holderRow,
+  job,
+  specification,
+  storeContract,
+} from "./store_contract.ts";
 import {
   addSweptWorkers,
   assertUntimedWorkersUpgraded,
@@ -642,18 +648,6 @@ Deno.test({
 
 /** Requests of the local-mode holder "local@box". */
 const HOLDER_REQUEST = { worker: "local@box", systems: ["x86_64-linux"] };
-
-/** The Workers row of "local@box" with `address`. */
-function holderRow(address: string) {
-  return {
-    name: "local@box",
-    address,
-    machine: "box",
-    systems: ["x86_64-linux"],
-    lastSeen: 1,
-    timeoutSeconds: 120,
-  };
-}
 
 /**
  * Runs `fn` on a store with builds "a" and "b" scheduled and the row of

@@ -18,6 +18,21 @@ import type {
 
 const HASH = "0123456789abcdfghijklmnpqrsvwxyz";
 
+/**
+ * The worker row of a local-mode server "local@box" whose holder (the
+ * process that claimed the name) is `address`.
+ */
+export function holderRow(address: string): Worker {
+  return {
+    name: "local@box",
+    address,
+    machine: "box",
+    systems: ["x86_64-linux"],
+    lastSeen: 1,
+    timeoutSeconds: 120,
+  };
+}
+
 /** A specification named `name` with the given priority. */
 export function specification(name: string, priority = 9): Specification {
   return {
@@ -119,21 +134,6 @@ export function storeContract(
    */
   function register(store: Store, id: number, jobs: NewJob[], now: number) {
     return store.registerBuilds(id, jobs, { priority: 9, now });
-  }
-
-  /**
-   * The worker row of a local-mode server "local@box" whose holder (the
-   * process that claimed the name) is `address`.
-   */
-  function holderRow(address: string): Worker {
-    return {
-      name: "local@box",
-      address,
-      machine: "box",
-      systems: ["x86_64-linux"],
-      lastSeen: 1,
-      timeoutSeconds: 120,
-    };
   }
 
   async function status(store: Store, base: string) {
