@@ -16,6 +16,7 @@ import {
   type OptionSpec,
   parseHostPort,
   parseListenAddress,
+  parseNatural,
   parsePort,
   parsePositive,
   parseSubstituteUrls,
@@ -54,6 +55,10 @@ server is found on the local network with DNS-SD (_remote-server._tcp).
                               finish and be reported, and their results
                               confirmed (default 240); a second signal stops
                               at once
+      --drain-grace=SECS      past the drain timeout, time given to the
+                              server to confirm the results reported and
+                              fetch their outputs, guix publish kept up
+                              (default 30; 0 for none)
       --public-key=FILE       publish signing key (default: guix's own)
       --private-key=FILE
   -u, --user=USER             run as USER; started as root, the worker starts
@@ -94,6 +99,7 @@ const OPTIONS: Record<string, OptionSpec> = {
     default: String(PING_INTERVAL_SECONDS),
   },
   "drain-timeout": { type: "string", default: "240" },
+  "drain-grace": { type: "string", default: "30" },
   "public-key": { type: "string" },
   "private-key": { type: "string" },
   // -u as in Cuirass, whose units and scripts say `-u cuirass`.
@@ -146,6 +152,7 @@ async function main(args: string[]): Promise<number> {
   );
   const drainMs = parsePositive("--drain-timeout", text("drain-timeout")!) *
     1000;
+  const graceMs = parseNatural("--drain-grace", text("drain-grace")!) * 1000;
   const period = parsePositive(
     "REQUEST_PERIOD",
     Deno.env.get("REQUEST_PERIOD") ?? "30",
@@ -233,7 +240,7 @@ async function main(args: string[]): Promise<number> {
   ]);
   draining = true;
   await Promise.race([
-    worker.stop({ drain: true, drainMs }),
+    worker.stop({ drain: true, drainMs, graceMs }),
     forced.promise.then((signal) => worker.stop({ signal })),
   ]);
   await trimmer.stop();

@@ -93,6 +93,14 @@ export interface SessionOptions {
    */
   draining?: AbortSignal;
   /**
+   * Aborted once a draining stop's timeout is over: a build under way is
+   * given up (guix build killed, the build handed back to a server that
+   * takes builds back), one whose guix build ended meanwhile is reported,
+   * and the session stays only while it owes the server (acks, fetches;
+   * see #owesServer), which the worker's grace bounds.
+   */
+  drainOver?: AbortSignal;
+  /**
    * The builds under way, one entry per session building, shared by a
    * worker's sessions: a stop that abandons builds says how many. (Two
    * sessions may build one derivation: a server restarted, say.)
@@ -1087,8 +1095,13 @@ class Session {
           cores: this.#options.cores,
           // A stop without drain ends the session, the build with it:
           // guix build would otherwise outlive the worker, its daemon
-          // building for nobody.
-          signal: AbortSignal.any([cancel.signal, this.#signal]),
+          // building for nobody. So does the end of a drain, the session
+          // staying on to hand it back.
+          signal: AbortSignal.any([
+            cancel.signal,
+            this.#signal,
+            ...(this.#options.drainOver ? [this.#options.drainOver] : []),
+          ]),
           clock: this.#options.clock,
           daemonSilenceGraceSeconds: this.#options.daemonSilenceGraceSeconds,
         },
@@ -1135,6 +1148,16 @@ class Session {
       }
       if (cancel.signal.aborted) {
         this.#logger.info("build canceled", { drv: job.drv });
+        return false;
+      }
+      // The drain is over: a build guix build did not finish is handed
+      // back; one it finished (its log being sent as the kill came) is
+      // reported below, its ack and fetch awaited within the grace.
+      if (
+        this.#options.drainOver?.aborted &&
+        outcome.status !== "succeeded" && outcome.status !== "failed"
+      ) {
+        await this.#handBackOnStop(job.drv);
         return false;
       }
       if (outcome.status === "daemon-silent") {

@@ -83,19 +83,37 @@ export interface RunningWorker {
    * under way are finished and reported first, their results acknowledged
    * by a server that acknowledges results, and the successes' outputs
    * fetched by a server that says when ("outputs-fetched"; the publish
-   * server stays up until then), for at most `drainMs`; then whatever
-   * still runs is abandoned (the server requeues it), a build that ended
-   * meanwhile (its log still being sent) is reported, and the results
-   * still unacknowledged or being fetched are named in the log. Sessions
-   * with nothing under way, unacknowledged or being fetched end at once.
-   * A later call does not stop twice: it returns the same promise, and
-   * without `drain` it cuts the drain short. `signal` names the signal
-   * that asked for the stop, for the log.
+   * server stays up until then), for at most `drainMs`. Then whatever
+   * still builds is given up (handed back: the server requeues it), a
+   * build that ended meanwhile (its log still being sent) is reported,
+   * and for at most `graceMs` more the sessions stay only to hear the
+   * acks of the results sent and the ends of the fetches, the publish
+   * server up: a success reported at the timeout is fetched, not built
+   * again. The results still unacknowledged or being fetched after that
+   * are named in the log. Sessions with nothing under way, unacknowledged
+   * or being fetched end at once. A later call does not stop twice: it
+   * returns the same promise, and without `drain` it cuts the drain (and
+   * its grace) short. `signal` names the signal that asked for the stop,
+   * for the log.
    */
   stop(
-    options?: { drain?: boolean; drainMs?: number; signal?: string },
+    options?: {
+      drain?: boolean;
+      drainMs?: number;
+      graceMs?: number;
+      signal?: string;
+    },
   ): Promise<void>;
 }
+
+/**
+ * The default grace after a drain's timeout [30 s]: what the server needs
+ * to take in a result and fetch a success's outputs, which for most
+ * builds is seconds; and within the 60 s the worker's systemd unit leaves
+ * between the default --drain-timeout (240 s) and its TimeoutStopSec
+ * (300 s), past which systemd kills the worker and its guix publish.
+ */
+export const DEFAULT_DRAIN_GRACE_MS = 30_000;
 
 const NAME_ALPHABET =
   "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -149,6 +167,9 @@ export async function startWorker(
     clock,
   });
   const draining = new AbortController();
+  // Aborted once a drain's timeout is over: builds under way are given up,
+  // and the sessions stay only for what they owe the server (see stop()).
+  const drainOver = new AbortController();
   // The builds under way in every session, for the log of a stop that
   // abandons them.
   const underway = new Set<UnderwayBuild>();
@@ -193,7 +214,12 @@ export async function startWorker(
     draining.abort();
     fatal.resolve(error);
   }
-  publish.died.then((error) => fail("guix publish exited", error));
+  // A dead publish server serves no fetch: a drain's grace is not given.
+  let publishDead = false;
+  publish.died.then((error) => {
+    publishDead = true;
+    fail("guix publish exited", error);
+  });
   let sessions: Promise<void> = Promise.resolve();
   // When the server moves (DNS-SD), the sessions are restarted against it.
   const done = followServer(
@@ -226,6 +252,7 @@ export async function startWorker(
             authKey: config.authKey,
             disk,
             draining: draining.signal,
+            drainOver: drainOver.signal,
             underway,
             results: results.get(name)!,
             fetching: fetching.get(name)!,
@@ -246,33 +273,51 @@ export async function startWorker(
   let stopping: Promise<void> | undefined;
   // True from a draining stop until its builds are done or given up.
   let drainUnderWay = false;
-  async function stopOnce(drain: boolean, drainMs: number) {
+  /** Whether the sessions all ended within `ms` (false: a hurry came). */
+  async function sessionsEndWithin(ms: number): Promise<boolean> {
+    const timer = new AbortController();
+    const ended = await Promise.race([
+      sessions.then(() => true),
+      clock.sleep(ms, AbortSignal.any([timer.signal, hurry.signal]))
+        .then(() => false, () => false),
+    ]);
+    timer.abort();
+    return ended;
+  }
+  async function stopOnce(drain: boolean, drainMs: number, graceMs: number) {
     if (drain) {
       logger.info("worker draining", { timeout: drainMs / 1000 });
       draining.abort();
       drainUnderWay = true;
-      const timer = new AbortController();
-      const drained = await Promise.race([
-        sessions.then(() => true),
-        clock.sleep(drainMs, AbortSignal.any([timer.signal, hurry.signal]))
-          .then(() => false, () => false),
-      ]);
-      timer.abort();
-      drainUnderWay = false;
       // Without this line the abandoned builds' only trace is the kill of
-      // their guix build.
-      if (!drained && !hurry.signal.aborted) {
+      // their guix build; its grace says why the worker stays up past it.
+      if (!await sessionsEndWithin(drainMs) && !hurry.signal.aborted) {
         logger.warn("drain timeout over", {
           builds: underway.size,
           timeout: drainMs / 1000,
+          grace: graceMs / 1000,
         });
+        // A success reported now (its guix build ended as the timeout
+        // came) or shortly before is fetched from the publish server:
+        // stopping it at once would fail that fetch, and the build be done
+        // again. Nor is such a success kept back instead (handed back), for
+        // its outputs, built, are cheap to fetch and dear to build. The
+        // grace, bounded, lets the sessions hear the acks and the fetches'
+        // ends; sessions that owe the server nothing end at once.
+        if (graceMs > 0 && !publishDead) {
+          drainOver.abort();
+          if (!await sessionsEndWithin(graceMs) && !hurry.signal.aborted) {
+            logger.warn("drain grace over", { grace: graceMs / 1000 });
+          }
+        }
       }
+      drainUnderWay = false;
     }
     abort.abort();
     await done;
     // Kept in this process only: a result the server has not acknowledged
-    // when the worker stops (a drain that timed out waiting for its ack, a
-    // stop without drain) is lost, and its build done again.
+    // when the worker stops (a drain whose grace ran out waiting for its
+    // ack, a stop without drain) is lost, and its build done again.
     const unacknowledged = [...results.values()].flatMap((kept) => kept.drvs());
     if (unacknowledged.length > 0) {
       logger.warn("results unacknowledged", {
@@ -296,14 +341,19 @@ export async function startWorker(
     names,
     done,
     failed: fatal.promise,
-    stop({ drain = false, drainMs = 300_000, signal } = {}) {
+    stop({
+      drain = false,
+      drainMs = 300_000,
+      graceMs = DEFAULT_DRAIN_GRACE_MS,
+      signal,
+    } = {}) {
       if (!drain) {
         if (drainUnderWay && !hurry.signal.aborted) {
           logger.warn("stop without drain", { signal, builds: underway.size });
         }
         hurry.abort();
       }
-      stopping ??= stopOnce(drain, drainMs);
+      stopping ??= stopOnce(drain, drainMs, graceMs);
       return stopping;
     },
   };

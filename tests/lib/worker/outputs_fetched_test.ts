@@ -2,7 +2,8 @@
 // acknowledges the result as "fetching" and then reads the outputs from the
 // worker's publish server. With "outputs-fetched" the draining worker keeps
 // that server up until the server says the fetch ended, so the build
-// succeeds once and is not built again. A real dispatcher whose fetch finds
+// succeeds once and is not built again; past the drain's timeout, for its
+// grace only. A real dispatcher whose fetch finds
 // no narinfo until the test releases it, and a real worker.
 
 import assert from "node:assert/strict";
@@ -21,6 +22,7 @@ import {
   startFixture,
 } from "../server/_dispatch_fixture.ts";
 import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
+import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import { workerConfig } from "./_session_helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -83,9 +85,13 @@ async function startBuildingWorker(
  * and a worker building for it (see startBuildingWorker). Leaving the
  * `await using` scope that holds it stops the worker, then the dispatcher.
  */
-async function heldFetchFarm(lines: string[], calls: string[][]) {
+async function heldFetchFarm(
+  lines: string[],
+  calls: string[][],
+  logPort = quietPort(),
+) {
   const publish = new HeldPublish();
-  const f = await startFixture({ logPort: quietPort(), fetch: publish.fetch });
+  const f = await startFixture({ logPort, fetch: publish.fetch });
   try {
     const { worker, publishStopped } = await startBuildingWorker(
       f,
@@ -181,25 +187,181 @@ Deno.test({
   },
 });
 
+/**
+ * Checks that the farm's build `drv` ended as one fetch after the drain
+ * (released before guix publish stopped): succeeded once, built once,
+ * never requeued, nothing named unfetched.
+ */
+async function fetchedOnceBeforePublishStopped(
+  farm: Awaited<ReturnType<typeof heldFetchFarm>>,
+  drv: string,
+  draining: Promise<void>,
+  lines: string[],
+  calls: string[][],
+) {
+  const { publish, f, publishStopped } = farm;
+  assert.equal(
+    await settlesWithin(draining, 500),
+    false,
+    `the grace waits for the fetch\n${lines.join("\n")}`,
+  );
+  assert.equal(await settlesWithin(publishStopped, 0), false);
+  publish.release();
+  await f.clock.advance(1000);
+  assert.ok(
+    await settlesWithin(draining, 5000),
+    `the drain ends with the fetch\nserver:\n${f.lines.join("\n")}\nworker:\n${
+      lines.join("\n")
+    }`,
+  );
+  assert.equal(
+    await publishStopped,
+    true,
+    "guix publish stopped only after the fetch",
+  );
+  assert.equal(await f.status(drv), BuildStatus.succeeded);
+  assert.equal(
+    f.lines.filter((l) => l.startsWith("info build succeeded")).length,
+    1,
+    f.lines.join("\n"),
+  );
+  assert.deepEqual(
+    f.lines.filter((l) =>
+      /^(warn|info) build requeued|^error outputs unavailable/.test(l)
+    ),
+    [],
+  );
+  assert.equal(
+    calls.filter((argv) => argv.includes("build") && argv.includes(drv))
+      .length,
+    1,
+    "built once",
+  );
+  assert.ok(
+    !lines.some((l) =>
+      / (drain grace over|outputs still being fetched|build handed back)/
+        .test(l)
+    ),
+    lines.join("\n"),
+  );
+}
+
 Deno.test({
   ...opts,
   name:
-    "a drain whose timeout expires while the server still fetches a success names that derivation as the worker stops",
+    "a drain whose timeout expires while the server fetches a success keeps guix publish up for its grace until the fetch ends: succeeded once, built once",
+  async fn() {
+    const lines: string[] = [];
+    const calls: string[][] = [];
+    await using farm = await heldFetchFarm(lines, calls);
+    const [drv] = await farm.f.addJobs([job("fetched-past-timeout", 1)]);
+    await fetchWaiting(farm.f, drv, lines);
+    const draining = farm.worker.stop({
+      drain: true,
+      drainMs: 300,
+      graceMs: 240_000,
+    });
+    await eventually(
+      () => lines.some((l) => l.startsWith("warn drain timeout over")),
+      `the drain's timeout over\n${lines.join("\n")}`,
+    );
+    assert.ok(
+      lines.includes("warn drain timeout over builds=0 timeout=0.3 grace=240"),
+      lines.join("\n"),
+    );
+    await fetchedOnceBeforePublishStopped(farm, drv, draining, lines, calls);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a success whose guix build ended as the drain timeout came (its log still being sent) is reported and fetched within the grace before guix publish stops",
+  async fn() {
+    // A log server that never says it stored a log: the worker sends the
+    // log again, pausing between tries, its build long over.
+    const logs = scriptedLogServer(["", "", "", ""]);
+    try {
+      const lines: string[] = [];
+      const calls: string[][] = [];
+      await using farm = await heldFetchFarm(lines, calls, logs.port);
+      const [drv] = await farm.f.addJobs([job("done-at-timeout", 1)]);
+      await eventually(
+        () => lines.some((l) => l.startsWith("warn log resend retried")),
+        `the log sent again\n${lines.join("\n")}`,
+      );
+      const draining = farm.worker.stop({
+        drain: true,
+        drainMs: 300,
+        graceMs: 240_000,
+      });
+      // Reported at the timeout, and fetched from then on.
+      await fetchWaiting(farm.f, drv, lines);
+      await fetchedOnceBeforePublishStopped(farm, drv, draining, lines, calls);
+    } finally {
+      logs.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a drain whose grace runs out while the server still fetches a success says so and names that derivation as the worker stops",
   async fn() {
     const lines: string[] = [];
     await using farm = await heldFetchFarm(lines, []);
     const { f, worker, publishStopped } = farm;
     const [drv] = await f.addJobs([job("fetched-too-long", 1)]);
     await fetchWaiting(f, drv, lines);
-    const draining = worker.stop({ drain: true, drainMs: 500 });
+    const draining = worker.stop({ drain: true, drainMs: 300, graceMs: 300 });
     assert.ok(await settlesWithin(draining, 5000), "the drain ends");
     assert.equal(await publishStopped, false);
     assert.deepEqual(
       lines.filter((l) =>
-        / (drain timeout|results unacknowledged|outputs still)/.test(l)
+        / (drain timeout|drain grace|results unacknowledged|outputs still)/
+          .test(l)
       ),
       [
-        "warn drain timeout over builds=0 timeout=0.5",
+        "warn drain timeout over builds=0 timeout=0.3 grace=0.3",
+        "warn drain grace over grace=0.3",
+        `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
+      ],
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a stop without drain cuts a drain's grace short: guix publish stops at once, the fetch named",
+  async fn() {
+    const lines: string[] = [];
+    await using farm = await heldFetchFarm(lines, []);
+    const { f, worker, publishStopped } = farm;
+    const [drv] = await f.addJobs([job("grace-cut-short", 1)]);
+    await fetchWaiting(f, drv, lines);
+    const draining = worker.stop({
+      drain: true,
+      drainMs: 300,
+      graceMs: 240_000,
+    });
+    await eventually(
+      () => lines.some((l) => l.startsWith("warn drain timeout over")),
+      `the drain's timeout over\n${lines.join("\n")}`,
+    );
+    assert.ok(
+      await settlesWithin(worker.stop({ signal: "SIGTERM" }), 3000),
+      "the second stop is quick",
+    );
+    assert.ok(await settlesWithin(draining, 100), "and ends the first");
+    assert.equal(await publishStopped, false);
+    assert.deepEqual(
+      lines.filter((l) =>
+        / (stop without drain|drain grace|outputs still)/.test(l)
+      ),
+      [
+        "warn stop without drain signal=SIGTERM builds=0",
         `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
       ],
     );

@@ -194,7 +194,7 @@ Deno.test({
     assert.ok(await settlesWithin(draining, 5000), "the drain ends");
     assert.deepEqual(
       lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
-      ["warn drain timeout over builds=1 timeout=0.5"],
+      ["warn drain timeout over builds=1 timeout=0.5 grace=30"],
     );
     assert.equal(
       lines.filter((l) => l.startsWith("info worker stopped")).length,
@@ -209,7 +209,7 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "a drain whose timeout expires while a result awaits its ack names that result as it stops",
+    "a drain whose timeout and grace expire while a result awaits its ack names that result as it stops",
   async fn() {
     // Every turn carrying a result fails: no ack ever comes.
     const failure = new ResultTurnFailure(Infinity);
@@ -223,14 +223,19 @@ Deno.test({
     );
     const [drv] = await f.addJobs([job("unacknowledged", 1)]);
     await eventually(() => failure.failed === 1, "the result's turn failed");
-    const draining = worker.stop({ drain: true, drainMs: 500 });
+    const draining = worker.stop({
+      drain: true,
+      drainMs: 500,
+      graceMs: 300,
+    });
     assert.ok(await settlesWithin(draining, 5000), "the drain ends");
     assert.deepEqual(
       worker.lines.filter((l) =>
-        / (drain timeout|results unacknowledged)/.test(l)
+        / (drain timeout|drain grace|results unacknowledged)/.test(l)
       ),
       [
-        "warn drain timeout over builds=0 timeout=0.5",
+        "warn drain timeout over builds=0 timeout=0.5 grace=0.3",
+        "warn drain grace over grace=0.3",
         `warn results unacknowledged drvs=${drv} reason="the worker stopped before the server acknowledged them"`,
       ],
     );
@@ -320,7 +325,7 @@ Deno.test({
     await worker.stop({ drain: true, drainMs: 500 });
     assert.deepEqual(
       worker.lines.filter((l) => / (stop without drain|drain timeout)/.test(l)),
-      ["warn drain timeout over builds=2 timeout=0.5"],
+      ["warn drain timeout over builds=2 timeout=0.5 grace=30"],
     );
   },
 });
