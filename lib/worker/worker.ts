@@ -292,10 +292,11 @@ export async function startWorker(
       // Without this line the abandoned builds' only trace is the kill of
       // their guix build; its grace says why the worker stays up past it.
       if (!await sessionsEndWithin(drainMs) && !hurry.signal.aborted) {
+        const grace = publishDead ? 0 : graceMs;
         logger.warn("drain timeout over", {
           builds: underway.size,
           timeout: drainMs / 1000,
-          grace: graceMs / 1000,
+          grace: grace / 1000,
         });
         // A success reported now (its guix build ended as the timeout
         // came) or shortly before is fetched from the publish server:
@@ -304,10 +305,10 @@ export async function startWorker(
         // its outputs, built, are cheap to fetch and dear to build. The
         // grace, bounded, lets the sessions hear the acks and the fetches'
         // ends; sessions that owe the server nothing end at once.
-        if (graceMs > 0 && !publishDead) {
+        if (grace > 0) {
           drainOver.abort();
-          if (!await sessionsEndWithin(graceMs) && !hurry.signal.aborted) {
-            logger.warn("drain grace over", { grace: graceMs / 1000 });
+          if (!await sessionsEndWithin(grace) && !hurry.signal.aborted) {
+            logger.warn("drain grace over", { grace: grace / 1000 });
           }
         }
       }

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { type RunningWorker, startWorker } from "../../../lib/worker/worker.ts";
 import { Guix } from "../../../lib/guix/guix_command.ts";
-import type { Spawner } from "../../../lib/process.ts";
+import type { Child, Spawner } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
 import { quietPort } from "../../_ports.ts";
@@ -52,13 +52,21 @@ async function startBuildingWorker(
   publish: HeldPublish,
   lines: string[],
   calls: string[][],
-): Promise<{ worker: RunningWorker; publishStopped: Promise<boolean> }> {
+): Promise<
+  {
+    worker: RunningWorker;
+    publishStopped: Promise<boolean>;
+    publishChild: () => Child;
+  }
+> {
   const stopped = Promise.withResolvers<boolean>();
   const building = fakeSpawner(undefined, calls);
+  let publishChild: Child | undefined;
   const spawn: Spawner = (argv, options) => {
     if (!argv.includes("publish")) return building(argv, options);
     const child = lingeringChild(options, PUBLISH_SAYS);
     child.status.then(() => stopped.resolve(publish.released));
+    publishChild = child;
     return child;
   };
   const logger = createLogger({
@@ -77,7 +85,11 @@ async function startBuildingWorker(
       freeBytes: () => Promise.resolve(1024 ** 4),
     },
   );
-  return { worker, publishStopped: stopped.promise };
+  return {
+    worker,
+    publishStopped: stopped.promise,
+    publishChild: () => publishChild!,
+  };
 }
 
 /**
@@ -93,7 +105,7 @@ async function heldFetchFarm(
   const publish = new HeldPublish();
   const f = await startFixture({ logPort, fetch: publish.fetch });
   try {
-    const { worker, publishStopped } = await startBuildingWorker(
+    const { worker, publishStopped, publishChild } = await startBuildingWorker(
       f,
       publish,
       lines,
@@ -104,6 +116,7 @@ async function heldFetchFarm(
       f,
       worker,
       publishStopped,
+      publishChild,
       async [Symbol.asyncDispose]() {
         await worker.stop();
         await f.close();
@@ -362,6 +375,37 @@ Deno.test({
       ),
       [
         "warn stop without drain signal=SIGTERM builds=0",
+        `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
+      ],
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker whose guix publish died gives its drain no grace: no fetch can end, and it stops at its timeout",
+  async fn() {
+    const lines: string[] = [];
+    await using farm = await heldFetchFarm(lines, []);
+    const { f, worker } = farm;
+    const [drv] = await f.addJobs([job("publish-died", 1)]);
+    await fetchWaiting(f, drv, lines);
+    farm.publishChild().kill();
+    await worker.failed;
+    const draining = worker.stop({
+      drain: true,
+      drainMs: 300,
+      graceMs: 240_000,
+    });
+    assert.ok(
+      await settlesWithin(draining, 5000),
+      `the drain ends at its timeout\n${lines.join("\n")}`,
+    );
+    assert.deepEqual(
+      lines.filter((l) => / (drain timeout|drain grace|outputs still)/.test(l)),
+      [
+        "warn drain timeout over builds=0 timeout=0.3 grace=0",
         `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
       ],
     );
