@@ -241,6 +241,37 @@ export function chunkedRegistrationContract(
     ]);
   });
 
+  test("commits with each chunk the heartbeat read as that chunk ends", async (store) => {
+    const id = await startedEvaluation(store);
+    const reads: number[] = [];
+    await registerInChunks(store, id, JOBS, {
+      ...FIRST_REGISTRATION,
+      heartbeatNow: () => {
+        reads.push(1500 + 10 * reads.length);
+        return reads.at(-1)!;
+      },
+    });
+    // One read per chunk, later than the chunks' own time (1100).
+    assert.deepEqual(reads, [1500, 1510, 1520, 1530]);
+    const [running] = await store.listRunningEvaluations();
+    assert.equal(running.heartbeat, 1530);
+  });
+
+  test("gives the builds of every chunk the priority it is given, not the specification's", async (store) => {
+    // The specification's priority is 9, as is FIRST_REGISTRATION's.
+    const id = await startedEvaluation(store);
+    await registerInChunks(store, id, JOBS, {
+      ...FIRST_REGISTRATION,
+      priority: 4,
+    });
+    const priorities = await Promise.all(
+      JOBS.map(async (j) =>
+        (await store.getBuildByDerivation(j.derivation))?.priority
+      ),
+    );
+    assert.deepEqual(priorities, JOBS.map(() => 4));
+  });
+
   test("stops at the chunk after its evaluation was aborted, keeping those before", async (store) => {
     const id = await startedEvaluation(store);
     await assert.rejects(

@@ -236,12 +236,18 @@ export function storeContract(
     );
   });
 
-  test("addEvaluation() records its owner, and the heartbeat renewals, for listRunningEvaluations()", async (store) => {
+  test("addEvaluation() records its owner, its first heartbeat at its own time, and the heartbeat renewals, for listRunningEvaluations()", async (store) => {
     const owner = { host: "build-a", pid: 4242, started: "987654" };
     await evaluation(store);
-    const owned = await store.addEvaluation("guix", [], 1000, { owner });
-    const ended = await store.addEvaluation("guix", [], 1000, { owner });
-    await store.finishEvaluation(ended, EvaluationStatus.failed, 1001);
+    const owned = await store.addEvaluation("guix", [], 1010, { owner });
+    const ended = await store.addEvaluation("guix", [], 1020, { owner });
+    // What other servers judge it by until a renewal: an older heartbeat
+    // would have it taken for stale, and aborted, too early.
+    assert.deepEqual((await store.listRunningEvaluations()).slice(1), [
+      { id: owned, specification: "guix", owner, heartbeat: 1010 },
+      { id: ended, specification: "guix", owner, heartbeat: 1020 },
+    ]);
+    await store.finishEvaluation(ended, EvaluationStatus.failed, 1021);
     assert.equal(await store.renewEvaluationHeartbeat(owned, 1030), true);
     assert.equal(await store.renewEvaluationHeartbeat(ended, 1030), false);
     const running = await store.listRunningEvaluations();
@@ -371,11 +377,18 @@ export function storeContract(
   // Registration.
 
   test("registerBuilds() creates scheduled builds with every field", async (store) => {
-    const id = await evaluation(store, "guix", 1000, 3);
-    const hello = job("hello.x86_64-linux", {
-      drv: "hello",
-      outputs: ["hello", "hello-doc"],
-    });
+    // Every value its own, none that of the specification (priority 7)
+    // nor an evaluation's default (timeout 72000, max silent 3600): a
+    // store writing one of those instead of what it is given would pass.
+    const id = await evaluation(store, "guix", 1000, 7);
+    const hello = {
+      ...job("hello.x86_64-linux", {
+        drv: "hello",
+        outputs: ["hello", "hello-doc"],
+      }),
+      timeout: 5400,
+      maxSilent: 600,
+    };
     const result = await store.registerBuilds(id, [hello], {
       priority: 3,
       now: 1500,
@@ -398,8 +411,8 @@ export function storeContract(
       lastStatus: null,
       weather: Weather.unknown,
       priority: 3,
-      maxSilent: 3600,
-      timeout: 72000,
+      maxSilent: 600,
+      timeout: 5400,
       timestamp: 1500,
       starttime: 0,
       stoptime: 0,
@@ -527,6 +540,24 @@ export function storeContract(
       (await store.popBuild("w2", ["x86_64-linux"], 15))?.derivation,
       drv("blocked"),
     );
+  });
+
+  test("registerBuilds() fails a new build with a failed input at once (C05), stopped at the registration's time", async (store) => {
+    const first = await evaluation(store);
+    await register(store, first, [job("broken")], 1);
+    await store.completeBuild(drv("broken"), BuildStatus.failed, { now: 2 });
+    const second = await evaluation(store);
+    await register(store, second, [
+      job("doomed", { inputs: ["broken"] }),
+      job("doomed-too", { inputs: ["doomed"] }),
+    ], 10);
+    // As completeBuild() dates the dependents a failure fails.
+    for (const name of ["doomed", "doomed-too"]) {
+      const build = await store.getBuildByDerivation(drv(name));
+      assert.equal(build?.status, BuildStatus.failedDependency, name);
+      assert.equal(build?.starttime, 10, name);
+      assert.equal(build?.stoptime, 10, name);
+    }
   });
 
   test("registerBuilds() rejects an unknown evaluation, naming it", async (store) => {
