@@ -47,12 +47,13 @@ function sweepOptions(f: Fixture): WorkerSweeperOptions {
 
 /**
  * Registers an x86_64 worker `name` heard now with a 120 s timeout, or as
- * `row` says otherwise.
+ * `row` says otherwise (a null timeout: a row from before they were
+ * recorded).
  */
 function addWorker(
   f: Fixture,
   name: string,
-  row: { lastSeen?: number; timeoutSeconds?: number } = {},
+  row: { lastSeen?: number; timeoutSeconds?: number | null } = {},
 ): Promise<void> {
   return f.store.upsertWorker({
     name,
@@ -60,7 +61,7 @@ function addWorker(
     machine: "m",
     systems: ["x86_64-linux"],
     lastSeen: row.lastSeen ?? seconds(f),
-    timeoutSeconds: row.timeoutSeconds ?? 120,
+    timeoutSeconds: row.timeoutSeconds === undefined ? 120 : row.timeoutSeconds,
   });
 }
 
@@ -188,6 +189,47 @@ Deno.test({
       assert.ok(
         f.lines.includes(
           "warn worker expired worker=SHORT timeout=20 requeued=1",
+        ),
+        f.lines.join("\n"),
+      );
+    }),
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "sweepOnce() judges each worker by the timeout its row records: another server's longer one, and its own only for a row recording none",
+  fn: () =>
+    withFixture(async (f) => {
+      const [a] = await f.addJobs([job("a", 1)]);
+      // Heard now: LONG by a server of 600 s, building a; OWN by this one
+      // (120 s); NONE by a server from before timeouts were recorded.
+      await addWorker(f, "LONG", { timeoutSeconds: 600 });
+      await addWorker(f, "OWN");
+      await addWorker(f, "NONE", { timeoutSeconds: null });
+      await startOn(f, "LONG", a);
+      const options = sweepOptions(f);
+      const state = new SweepState();
+      await f.clock.advance(121_000);
+      assert.deepEqual(await sweepOnce(options, state), ["NONE", "OWN"]);
+      assert.equal(await f.status(a), BuildStatus.started);
+      for (const name of ["NONE", "OWN"]) {
+        assert.ok(
+          f.lines.includes(
+            `warn worker expired worker=${name} timeout=120 requeued=0`,
+          ),
+          f.lines.join("\n"),
+        );
+      }
+      // Silent for its whole 600 s, not longer: kept; then gone.
+      await f.clock.advance(479_000);
+      assert.deepEqual(await sweepOnce(options, state), []);
+      await f.clock.advance(1000);
+      assert.deepEqual(await sweepOnce(options, state), ["LONG"]);
+      assert.equal(await f.status(a), BuildStatus.scheduled);
+      assert.ok(
+        f.lines.includes(
+          "warn worker expired worker=LONG timeout=600 requeued=1",
         ),
         f.lines.join("\n"),
       );

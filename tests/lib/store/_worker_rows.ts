@@ -40,9 +40,10 @@ export async function assertUntimedWorkersUpgraded(
 }
 
 /**
- * Adds 200 workers "w0" to "w199", last seen at 1000 + i, every tenth
- * recording no timeout and the others 120 s: enough rows that a sweep's
- * plan reads indexes rather than the table.
+ * Adds 200 workers "w0" to "w199", last seen at 1000 + i: every tenth
+ * recording no timeout, every tenth but five another server's 600 s, and
+ * the others 120 s: enough rows that a sweep's plan reads indexes rather
+ * than the table.
  */
 export async function addSweptWorkers(store: Store): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -52,7 +53,27 @@ export async function addSweptWorkers(store: Store): Promise<void> {
       machine: "m",
       systems: ["x86_64-linux"],
       lastSeen: 1000 + i,
-      timeoutSeconds: i % 10 === 0 ? null : 120,
+      timeoutSeconds: i % 10 === 0 ? null : i % 10 === 5 ? 600 : 120,
     });
   }
+}
+
+/** The sweep whose plan the tests read: at 1130, by a 120-s server. */
+export const SWEEP_OF_SWEPT_WORKERS = {
+  now: 1130,
+  sweep: { timeoutSeconds: 120 },
+} as const;
+
+/**
+ * Asserts that {@link SWEEP_OF_SWEPT_WORKERS} expires, of the rows of
+ * {@link addSweptWorkers}, those silent past their own timeout: w0 (none
+ * recorded: the sweep's 120 s) and w1 to w9, but w5, whose 600 s are not
+ * over. A sweep giving its own timeout to every row would take w5 too.
+ */
+export async function assertSweptWorkersExpired(store: Store): Promise<void> {
+  const { now, sweep } = SWEEP_OF_SWEPT_WORKERS;
+  assert.deepEqual(
+    (await store.expireWorkers(now, sweep)).map((worker) => worker.name),
+    ["w0", "w1", "w2", "w3", "w4", "w6", "w7", "w8", "w9"],
+  );
 }

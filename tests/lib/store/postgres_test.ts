@@ -39,7 +39,9 @@ import {
 } from "./store_contract.ts";
 import {
   addSweptWorkers,
+  assertSweptWorkersExpired,
   assertUntimedWorkersUpgraded,
+  SWEEP_OF_SWEPT_WORKERS,
   UNTIMED_WORKER_ROWS,
 } from "./_worker_rows.ts";
 import { startTcpRelay } from "./_tcp_relay.ts";
@@ -1141,17 +1143,18 @@ Deno.test({
     await withSchemaSql({ enable_seqscan: "off" }, async (store, sql) => {
       await addSweptWorkers(store);
       await sql.unsafe("ANALYZE Workers");
+      const { now, sweep } = SWEEP_OF_SWEPT_WORKERS;
       const { indexes, plan } = await indexesRead(
         sql,
-        expireWorkers(postgresDialect("unused"), 1130, {
-          timeoutSeconds: 120,
-        }),
+        expireWorkers(postgresDialect("unused"), now, sweep),
       );
       assert.deepEqual(
         indexes.sort(),
         ["workers_deadline", "workers_last_seen"],
         plan,
       );
+      // The rows that plan finds: each past its own deadline.
+      await assertSweptWorkersExpired(store);
     });
   },
 });

@@ -29,7 +29,9 @@ import { BuildStatus, StoreError } from "../../../lib/store/types.ts";
 import { drv, job, specification, storeContract } from "./store_contract.ts";
 import {
   addSweptWorkers,
+  assertSweptWorkersExpired,
   assertUntimedWorkersUpgraded,
+  SWEEP_OF_SWEPT_WORKERS,
   UNTIMED_WORKER_ROWS,
 } from "./_worker_rows.ts";
 import type { Store } from "../../../lib/store/types.ts";
@@ -288,10 +290,8 @@ Deno.test("a worker sweep finds the rows past their own deadline through Workers
   const db = new DatabaseSync(path);
   try {
     db.exec("ANALYZE");
-    const plan = planOf(
-      db,
-      expireWorkers(sqliteDialect, 1130, { timeoutSeconds: 120 }),
-    );
+    const { now, sweep } = SWEEP_OF_SWEPT_WORKERS;
+    const plan = planOf(db, expireWorkers(sqliteDialect, now, sweep));
     assert.match(
       plan,
       /^MULTI-INDEX OR; INDEX 1; SEARCH Workers USING INDEX Workers_deadline \(<expr><\?\); INDEX 2; SEARCH Workers USING INDEX Workers_last_seen \(last_seen<\?\)/,
@@ -299,6 +299,8 @@ Deno.test("a worker sweep finds the rows past their own deadline through Workers
   } finally {
     db.close();
   }
+  // The rows that plan finds: each past its own deadline.
+  await withStore(path, assertSweptWorkersExpired);
 });
 
 Deno.test("a worker's latest builds are read in the order of Builds_worker, its held builds through Builds_held", async () => {
