@@ -34,6 +34,7 @@ import type { DiskGuard } from "./disk_guard.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
 import { ServerAbsence } from "./server_absence.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
+import type { UntoldFetches } from "./untold_fetches.ts";
 import type {
   UndeliveredResult,
   UndeliveredResults,
@@ -121,6 +122,13 @@ export interface SessionOptions {
    * server stays up with it). Absent: none is waited for.
    */
   fetching?: OutputsBeingFetched;
+  /**
+   * Told of each success reported to a server that will not say when it
+   * fetched its outputs (no "outputs-fetched"), shared by a worker's
+   * sessions: a draining worker keeps its publish server up for a while
+   * after the last one. Absent: none is told.
+   */
+  untold?: UntoldFetches;
   /**
    * The builds refused and handed back (see #refuse), shared by a
    * worker's sessions for the life of the process: one handed out again,
@@ -1274,7 +1282,7 @@ class Session {
     }
     if (!sent) {
       results?.keep(result, "no connection, and the worker is stopping");
-    }
+    } else this.#reported(result);
     return sent;
   }
 
@@ -1407,6 +1415,16 @@ class Session {
     });
   }
 
+  /**
+   * `result` was sent: a success reported to a server that will not say
+   * when it fetched its outputs is told to SessionOptions.untold.
+   */
+  #reported({ drv, ok }: UndeliveredResult) {
+    if (ok && !this.#registration?.features.has("outputs-fetched")) {
+      this.#options.untold?.reported(drv);
+    }
+  }
+
   #resultMessage({ drv, ok }: UndeliveredResult): Message {
     return {
       type: ok ? "build-succeeded" : "build-failed",
@@ -1526,6 +1544,7 @@ class Session {
         [EMPTY, encodeMessage(this.#resultMessage(result))],
         AbortSignal.timeout(HAND_BACK_TIMEOUT_MS),
       );
+      this.#reported(result);
       this.#logger.info(result.ok ? "build done" : "build failed", {
         drv: result.drv,
         reason: "worker stopping",

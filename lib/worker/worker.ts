@@ -16,6 +16,7 @@ import { DiskGuard } from "./disk_guard.ts";
 import { UndeliveredResults } from "./undelivered_results.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
 import { OutputsBeingFetched } from "./outputs_being_fetched.ts";
+import { UntoldFetches } from "./untold_fetches.ts";
 import {
   fixedServer,
   followServer,
@@ -91,7 +92,9 @@ export interface RunningWorker {
    * server up: a success reported at the timeout is fetched, not built
    * again. The results still unacknowledged or being fetched after that
    * are named in the log. Sessions with nothing under way, unacknowledged
-   * or being fetched end at once. A later call does not stop twice: it
+   * or being fetched end at once; the publish server stays up a while
+   * longer after a success reported to a server that does not say when it
+   * fetched (see UntoldFetches). A later call does not stop twice: it
    * returns the same promise, and without `drain` it cuts the drain (and
    * its grace) short. `signal` names the signal that asked for the stop,
    * for the log.
@@ -190,6 +193,10 @@ export async function startWorker(
   const fetching = new Map(
     names.map((name) => [name, new OutputsBeingFetched()]),
   );
+  // The last success reported to a server that will not say when it
+  // fetched its outputs: a draining stop keeps the publish server up for
+  // that fetch a while (see stopOnce).
+  const untold = new UntoldFetches(clock);
   // The builds any session refused and handed back: refused for good when
   // handed out again, to whichever session, whatever sessions failed or
   // were restarted meanwhile.
@@ -256,6 +263,7 @@ export async function startWorker(
             underway,
             results: results.get(name)!,
             fetching: fetching.get(name)!,
+            untold,
             handedBack,
             connectDealer: deps.connectDealer,
             absence,
@@ -271,7 +279,8 @@ export async function startWorker(
   // Aborted by a stop without drain: the drain, if any, ends at once.
   const hurry = new AbortController();
   let stopping: Promise<void> | undefined;
-  // True from a draining stop until its builds are done or given up.
+  // True from a draining stop until its builds are done or given up, and
+  // the publish server kept up for an untold fetch no longer.
   let drainUnderWay = false;
   /** Whether the sessions all ended within `ms` (false: a hurry came). */
   async function sessionsEndWithin(ms: number): Promise<boolean> {
@@ -284,7 +293,25 @@ export async function startWorker(
     timer.abort();
     return ended;
   }
+  /**
+   * After a drain, keeps the publish server up for the fetch of the last
+   * success reported to a server that does not say when it fetched (see
+   * UntoldFetches): counted from that report, and ending by `deadline`
+   * (monotonic), the drain's timeout and grace, the stop's whole budget.
+   * Not for a dead publish server; a stop without drain cuts it short.
+   */
+  async function awaitUntoldFetch(deadline: number) {
+    const owed = untold.owed(deadline);
+    if (owed === undefined || publishDead || hurry.signal.aborted) return;
+    logger.info("publish kept up", {
+      drv: owed.drv,
+      wait: Math.ceil(owed.ms / 100) / 10,
+      reason: "the server does not say when it fetched the outputs",
+    });
+    await clock.sleep(owed.ms, hurry.signal).catch(() => {});
+  }
   async function stopOnce(drain: boolean, drainMs: number, graceMs: number) {
+    const deadline = clock.monotonic() + drainMs + graceMs;
     if (drain) {
       logger.info("worker draining", { timeout: drainMs / 1000 });
       draining.abort();
@@ -312,10 +339,13 @@ export async function startWorker(
           }
         }
       }
-      drainUnderWay = false;
     }
     abort.abort();
     await done;
+    if (drain) {
+      await awaitUntoldFetch(deadline);
+      drainUnderWay = false;
+    }
     // Kept in this process only: a result the server has not acknowledged
     // when the worker stops (a drain whose grace ran out waiting for its
     // ack, a stop without drain) is lost, and its build done again.

@@ -7,139 +7,16 @@
 // no narinfo until the test releases it, and a real worker.
 
 import assert from "node:assert/strict";
-import { type RunningWorker, startWorker } from "../../../lib/worker/worker.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
-import type { Child, Spawner } from "../../../lib/process.ts";
-import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { quietPort } from "../../_ports.ts";
-import {
-  eventually,
-  fakeSpawner,
-  type Fixture,
-  job,
-  settlesWithin,
-  startFixture,
-} from "../server/_dispatch_fixture.ts";
-import { lingeringChild, PUBLISH_SAYS } from "./_lingering_child.ts";
+import { eventually, job, settlesWithin } from "../server/_dispatch_fixture.ts";
 import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
-import { workerConfig } from "./_session_helpers.ts";
+import {
+  fetchWaiting,
+  type HeldFetchFarm,
+  heldFetchFarm,
+} from "./_held_fetch_farm.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
-
-/**
- * The worker's publish server as the fixture's fetch sees it: no narinfo
- * (404) until `release()`.
- */
-class HeldPublish {
-  released = false;
-  fetch = () =>
-    Promise.resolve(
-      this.released ? new Response("ok") : new Response("", { status: 404 }),
-    );
-  release() {
-    this.released = true;
-  }
-}
-
-/**
- * A one-session worker against `f` whose builds succeed at once and whose
- * guix publish runs until stopped; `publishStopped` resolves when it is,
- * with whether the fetch was released by then.
- */
-async function startBuildingWorker(
-  f: Fixture,
-  publish: HeldPublish,
-  lines: string[],
-  calls: string[][],
-): Promise<
-  {
-    worker: RunningWorker;
-    publishStopped: Promise<boolean>;
-    publishChild: () => Child;
-  }
-> {
-  const stopped = Promise.withResolvers<boolean>();
-  const building = fakeSpawner(undefined, calls);
-  let publishChild: Child | undefined;
-  const spawn: Spawner = (argv, options) => {
-    if (!argv.includes("publish")) return building(argv, options);
-    const child = lingeringChild(options, PUBLISH_SAYS);
-    child.status.then(() => stopped.resolve(publish.released));
-    publishChild = child;
-    return child;
-  };
-  const logger = createLogger({
-    timestamps: false,
-    sink: (line) => lines.push(line),
-  });
-  const worker = await startWorker(
-    workerConfig(f.port, {
-      requestPeriodMs: 60_000,
-      replyTimeoutMs: 60_000,
-      storeDir: "/gnu/store",
-    }),
-    {
-      guix: new Guix({ logger, spawn }),
-      logger,
-      freeBytes: () => Promise.resolve(1024 ** 4),
-    },
-  );
-  return {
-    worker,
-    publishStopped: stopped.promise,
-    publishChild: () => publishChild!,
-  };
-}
-
-/**
- * A dispatcher whose fetch of outputs finds none until `publish.release()`,
- * and a worker building for it (see startBuildingWorker). Leaving the
- * `await using` scope that holds it stops the worker, then the dispatcher.
- */
-async function heldFetchFarm(
-  lines: string[],
-  calls: string[][],
-  logPort = quietPort(),
-) {
-  const publish = new HeldPublish();
-  const f = await startFixture({ logPort, fetch: publish.fetch });
-  try {
-    const { worker, publishStopped, publishChild } = await startBuildingWorker(
-      f,
-      publish,
-      lines,
-      calls,
-    );
-    return {
-      publish,
-      f,
-      worker,
-      publishStopped,
-      publishChild,
-      async [Symbol.asyncDispose]() {
-        await worker.stop();
-        await f.close();
-      },
-    };
-  } catch (error) {
-    await f.close();
-    throw error;
-  }
-}
-
-/** Waits until the server's fetch of the worker's result is retrying. */
-async function fetchWaiting(f: Fixture, drv: string, lines: string[]) {
-  await eventually(
-    () =>
-      f.lines.some((l) =>
-        l.startsWith("warn output fetch retried") && l.includes(drv)
-      ),
-    `the fetch waiting\nserver:\n${f.lines.join("\n")}\nworker:\n${
-      lines.join("\n")
-    }`,
-  );
-}
 
 Deno.test({
   ...opts,
@@ -206,7 +83,7 @@ Deno.test({
  * never requeued, nothing named unfetched.
  */
 async function fetchedOnceBeforePublishStopped(
-  farm: Awaited<ReturnType<typeof heldFetchFarm>>,
+  farm: HeldFetchFarm,
   drv: string,
   draining: Promise<void>,
   lines: string[],
@@ -297,7 +174,9 @@ Deno.test({
     try {
       const lines: string[] = [];
       const calls: string[][] = [];
-      await using farm = await heldFetchFarm(lines, calls, logs.port);
+      await using farm = await heldFetchFarm(lines, calls, {
+        logPort: logs.port,
+      });
       const [drv] = await farm.f.addJobs([job("done-at-timeout", 1)]);
       await eventually(
         () => lines.some((l) => l.startsWith("warn log resend retried")),
