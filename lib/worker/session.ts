@@ -333,6 +333,13 @@ class Session {
       once: true,
       signal: this.#over.signal,
     });
+    // So do fetches abandoned (the publish server died): their ends, which
+    // a draining session waits for, are awaited no more.
+    options.fetching?.abandoned.addEventListener(
+      "abort",
+      () => this.#wake?.(),
+      { once: true, signal: this.#over.signal },
+    );
     this.#connectDealer = options.connectDealer ?? DealerSocket.connect;
     this.#ownsAbsence = options.absence === undefined;
     this.#absence = options.absence ?? new ServerAbsence({

@@ -221,11 +221,24 @@ export async function startWorker(
     draining.abort();
     fatal.resolve(error);
   }
-  // A dead publish server serves no fetch: a drain's grace is not given.
+  // A dead publish server serves no fetch: a drain's grace is not given,
+  // nor are the fetches under way awaited (their ends would hold a drain
+  // until its timeout). Nothing is said to the server: its fetch of them
+  // fails, and it tries again until its deadline, as when the worker is
+  // gone: the worker restarted with a new guix publish serves them.
   let publishDead = false;
   publish.died.then((error) => {
     publishDead = true;
     fail("guix publish exited", error);
+    for (const [name, kept] of fetching) {
+      for (const drv of kept.abandon()) {
+        logger.warn("fetch end no longer awaited", {
+          worker: name,
+          drv,
+          reason: "guix publish exited",
+        });
+      }
+    }
   });
   let sessions: Promise<void> = Promise.resolve();
   // When the server moves (DNS-SD), the sessions are restarted against it.

@@ -8,7 +8,16 @@
 
 import assert from "node:assert/strict";
 import { BuildStatus } from "../../../lib/store/types.ts";
-import { eventually, job, settlesWithin } from "../server/_dispatch_fixture.ts";
+import {
+  eventually,
+  FakeClock,
+  fakeSpawner,
+  job,
+  settlesWithin,
+  within,
+} from "../server/_dispatch_fixture.ts";
+import { lingeringChild } from "./_lingering_child.ts";
+import type { Spawner } from "../../../lib/process.ts";
 import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import {
   fetchWaiting,
@@ -263,30 +272,77 @@ Deno.test({
 Deno.test({
   ...opts,
   name:
-    "a worker whose guix publish died gives its drain no grace: no fetch can end, and it stops at its timeout",
+    "a draining worker whose guix publish dies stops waiting for the server's fetches at once: none can end well, the drain ends before its timeout",
   async fn() {
     const lines: string[] = [];
-    await using farm = await heldFetchFarm(lines, []);
+    // A fake clock: the drain's timeout cannot come.
+    const clock = new FakeClock();
+    await using farm = await heldFetchFarm(lines, [], {
+      jobs: [job("publish-dies-mid-drain", 1)],
+      worker: { clock },
+    });
     const { f, worker } = farm;
-    const [drv] = await f.addJobs([job("publish-died", 1)]);
+    const [drv] = farm.drvs;
     await fetchWaiting(f, drv, lines);
+    const draining = worker.stop({ drain: true, drainMs: 240_000 });
+    await eventually(
+      () => lines.includes("info worker draining timeout=240"),
+      `the drain under way\n${lines.join("\n")}`,
+    );
+    farm.publishChild().kill();
+    await worker.failed;
+    await within(draining, 5000, "end of the drain");
+    assert.deepEqual(
+      lines.filter((l) =>
+        / (fetch end|drain timeout|drain grace|outputs still|session drained)/
+          .test(l)
+      ),
+      [
+        `warn fetch end no longer awaited worker=${
+          worker.names[0]
+        } drv=${drv} reason="guix publish exited"`,
+        `info session drained worker=${worker.names[0]}`,
+      ],
+    );
+    // Nothing was said to the server: its fetch goes on failing.
+    assert.notEqual(await f.status(drv), BuildStatus.succeeded);
+  },
+});
+
+/** Spawns a `guix build` that runs until killed; other commands succeed. */
+const lingeringBuild: Spawner = (argv, options) =>
+  argv.includes("build")
+    ? lingeringChild(options)
+    : fakeSpawner()(argv, options);
+
+Deno.test({
+  ...opts,
+  name:
+    "a worker whose guix publish died gives its drain no grace: a build under way holds the drain until its timeout, then the worker stops",
+  async fn() {
+    const lines: string[] = [];
+    const clock = new FakeClock();
+    await using farm = await heldFetchFarm(lines, [], {
+      jobs: [job("building-as-publish-died", 1)],
+      worker: { clock, build: lingeringBuild },
+    });
+    const { worker } = farm;
+    await eventually(
+      () => lines.some((l) => l.startsWith("info build received")),
+      `the build started\n${lines.join("\n")}`,
+    );
     farm.publishChild().kill();
     await worker.failed;
     const draining = worker.stop({
       drain: true,
-      drainMs: 300,
+      drainMs: 10_000,
       graceMs: 240_000,
     });
-    assert.ok(
-      await settlesWithin(draining, 5000),
-      `the drain ends at its timeout\n${lines.join("\n")}`,
-    );
+    await clock.advance(10_000);
+    await within(draining, 5000, "end of the drain at its timeout");
     assert.deepEqual(
-      lines.filter((l) => / (drain timeout|drain grace|outputs still)/.test(l)),
-      [
-        "warn drain timeout over builds=0 timeout=0.3 grace=0",
-        `warn outputs still being fetched drvs=${drv} reason="the worker stopped before the server fetched them"`,
-      ],
+      lines.filter((l) => / (drain timeout|drain grace)/.test(l)),
+      ["warn drain timeout over builds=1 timeout=10 grace=0"],
     );
   },
 });
