@@ -1289,8 +1289,10 @@ class Session {
     }
     if (!sent) {
       results?.keep(result, "no connection, and the worker is stopping");
-    } else this.#reported(result);
-    return sent;
+      return false;
+    }
+    this.#reported(result);
+    return true;
   }
 
   /**

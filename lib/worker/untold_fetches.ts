@@ -11,10 +11,10 @@ import type { Clock } from "../clock.ts";
 /**
  * How long the publish server stays up after the last success reported to
  * such a server [30 s]. Both fetchers start as the report arrives (Cuirass
- * hands it to a pool of 8 fetches; a Lorica server tries at once, then
- * 1, 2, 4, 8 and 16 s later), and the narinfo and archive of most outputs
- * come in seconds on a farm's network; Cuirass itself calls a fetch slow
- * past 60 s. It is also the default --drain-grace: a success reported at
+ * hands it to a pool of 8 fetches; a Lorica server tries at once, and
+ * again after waits of 1, 2, 4, 8 and 16 s), and the narinfo and archive
+ * of most outputs come in seconds on a farm's network; Cuirass itself
+ * calls a fetch slow past 60 s. It is also the default --drain-grace: a success reported at
  * the drain timeout is covered within the 60 s that the worker's systemd
  * unit leaves between that timeout (240 s) and its TimeoutStopSec (300 s).
  * Not an option: the drain timeout and grace, which also end this wait,
