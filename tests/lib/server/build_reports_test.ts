@@ -19,8 +19,9 @@ import {
   resultOf,
   withLoricaWorkers,
 } from "./_lorica_workers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** A worker's publish URL the dispatcher fetches from (loopback). */
 const URL = "http://127.0.0.1:5558";
@@ -31,7 +32,6 @@ function linesOf(f: Fixture, prefix: string): string[] {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a success is acknowledged once its fetch is saved; sent again while fetched or once recorded, it changes nothing and is acknowledged alike",
   async fn() {
@@ -85,7 +85,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a failure is acknowledged as recorded; sent again, it is recorded no second time and acknowledged alike",
   fn: () =>
@@ -109,7 +108,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a result of a build the sender does not hold is acknowledged as ignored, and changes nothing",
   fn: () =>
@@ -123,7 +121,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a Cuirass worker, and a Lorica worker that did not ask for result-ack, hear no ack: the next thing they read answers their work request",
   async fn() {
@@ -162,7 +159,6 @@ Deno.test({
 
 for (const given of [false, true]) {
   Deno.test({
-    ...opts,
     name:
       `a Lorica worker that asked for outputs-fetched hears it once the fetch of its success ${
         given ? "is given up" : "ends"

@@ -15,8 +15,9 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const SECRET = "0123456789abcdef-secret";
 const KEYS = new Map([["farm", SECRET]]);
@@ -98,7 +99,6 @@ function refusals(f: Fixture): string[] {
 }
 
 Deno.test({
-  ...opts,
   name:
     "worker keys: a worker whose hellos crossed on its connection is accepted with a proof of the first welcome, and its other nonces are good on no other connection",
   async fn() {
@@ -140,7 +140,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "worker keys: a registration whose turn is served again after the database came back is accepted, though its nonce was spent the first time",
   async fn() {

@@ -19,8 +19,10 @@ import {
   toHex,
 } from "../zmtp/libzmq_peer.ts";
 import { connectLibzmqDealer, startLibzmqPeer } from "../zmtp/_sockets.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const ignore = libzmqMissing !== undefined;
@@ -46,7 +48,6 @@ function sendFramed(python: LibzmqPeer, name: string, text: string) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "the dispatcher answers a libzmq Cuirass worker byte for byte: probe, M2, M7 in Cuirass's field order, M6, and its result counts" +
     needs,
@@ -111,7 +112,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a libzmq Cuirass worker whose work request fails in the store still gets its reply: no-build, the failure logged" +
     needs,
@@ -179,7 +179,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a libzmq Cuirass worker reading its replies one request late after a server restart keeps the build it was given, its result counts, and it is back in step for the next build" +
     needs,

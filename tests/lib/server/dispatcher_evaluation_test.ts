@@ -12,12 +12,12 @@ import {
 } from "./_dispatch_fixture.ts";
 import { assertReleased } from "./_lorica_workers.ts";
 import { withFixture } from "./_with_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 for (const action of ["cancel", "restart"] as const) {
   Deno.test({
-    ...opts,
     name:
       `${action}Evaluation() sends build-cancel to the Lorica worker building one of the evaluation's builds, and lets go of it`,
     fn: () =>
@@ -63,7 +63,6 @@ for (const action of ["cancel", "restart"] as const) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "cancelEvaluation() of an evaluation none of whose builds is held sends nothing",
   fn: () =>

@@ -12,12 +12,13 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 Deno.test({
   name:
     "a build canceled while a turn is under way is logged, though that turn then rolls back",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const entered = Promise.withResolvers<void>();
     const release = Promise.withResolvers<void>();

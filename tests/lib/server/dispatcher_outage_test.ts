@@ -15,6 +15,9 @@ import {
   startFixture,
 } from "./_dispatch_fixture.ts";
 import type { Message } from "../../../lib/protocol/messages.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const bin = postgresBinaries();
 const needs = bin === null
@@ -73,8 +76,6 @@ Deno.test({
   name:
     `a dispatcher on PostgreSQL stopped (fast, immediate) and made read-only under it records the results sent meanwhile once it is back${needs}`,
   ignore: bin === null,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn(t) {
     const cluster = await startOwnPostgres(bin!);
     let f: Fixture | undefined;

@@ -40,8 +40,10 @@ import {
   TEST_POSTGRES_URL,
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
+
 /** The dispatcher's default time between two looks. */
 const LOOK_MS = 5000;
 
@@ -180,7 +182,6 @@ const elsewhere: Record<
 
 for (const [action, act] of Object.entries(elsewhere)) {
   Deno.test({
-    ...opts,
     name:
       `${action}() by another process on the database: the Lorica worker building the build gets build-cancel at the dispatcher's next look`,
     fn: () =>
@@ -214,7 +215,6 @@ for (const [action, act] of Object.entries(elsewhere)) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a look sends nothing for a build still held, and asks nothing about a Cuirass worker's",
   async fn() {
@@ -247,7 +247,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a look waits for the turn under way: a failure being recorded is not taken for a build taken back",
   async fn() {
@@ -319,7 +318,6 @@ async function listening(channel: string): Promise<void> {
 }
 
 Deno.test({
-  ...opts,
   name:
     `cancelEvaluation() by a web front end on the same PostgreSQL database reaches the Lorica worker at once, its NOTIFY waking the dispatcher's look${NEEDS_POSTGRES}`,
   ignore: WITHOUT_POSTGRES,
@@ -356,7 +354,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker that asks for work again is not believed to build what it was handed before: nothing is taken back from it",
   fn: () =>
@@ -381,7 +378,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a build a worker registers holding (a server restarted under it) is taken back too when canceled elsewhere",
   async fn() {
@@ -414,7 +410,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a turn rolled back leaves believed held the builds handed out before it: a cancel by another process after it still reaches the worker",
   async fn() {
@@ -446,7 +441,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a build handed out in a turn rolled back is not believed held: nothing is taken back from the worker that never got it",
   async fn() {
@@ -491,7 +485,6 @@ const here: Record<
 
 for (const [action, act] of Object.entries(here)) {
   Deno.test({
-    ...opts,
     name:
       `${action}() through the dispatcher while a look is due tells the worker once`,
     async fn() {

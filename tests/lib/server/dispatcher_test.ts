@@ -28,8 +28,9 @@ import {
   startFixture,
 } from "./_dispatch_fixture.ts";
 import { withFixture } from "./_with_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** 16 random bytes, with 0x00 and 0xFF forced in. */
 function identity(): Uint8Array {
@@ -173,7 +174,6 @@ function sweepOptions(f: Fixture, timeoutSeconds: number) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "C01: 50 workers with binary identities each get exactly one reply; 30 builds go to 30 of them",
   async fn(t) {
@@ -223,7 +223,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker gone before its build reply could be written (its socket closed as its request was served) has the build back in the queue at once, said in the log, and handed to another worker",
   async fn() {
@@ -273,7 +272,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C02: workers vanishing before the reply leave the build scheduled and the server alive",
   fn: () =>
@@ -299,7 +297,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C02: bogus, unknown, empty, huge and unbalanced messages are logged with the sender and dropped",
   fn: () =>
@@ -368,7 +365,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "an empty or oversized worker name and too many systems are dropped at decoding with a warning, never stored",
   fn: () =>
@@ -413,7 +409,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C03: of the requests queued during a stall only the stalled one gets a build; never two held at once; the last waits for its build to start, then gets no build",
   fn: () =>
@@ -484,7 +479,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C04: a multi-system worker gets a build while any of its systems has one, in priority order",
   fn: () =>
@@ -511,7 +505,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C06: builds for a system with no worker stay scheduled, and fail as failed-other past the max wait without poisoning dependents",
   fn: () =>
@@ -564,7 +557,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C07: a silent worker's builds return to scheduled within the timeout; late results are ignored",
   fn: () =>
@@ -594,7 +586,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C07: a restarted worker's worker-ready requeues its builds at once; cancel works with the worker gone",
   fn: () =>
@@ -621,7 +612,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "lorica-welcome tells the server's store directory to a worker that announced store-dir, and to no other",
   fn: () =>
@@ -645,7 +635,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "cancelBuild() sends build-cancel to a Lorica worker; a Cuirass worker's late result is ignored",
   fn: () =>
@@ -693,7 +682,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "worker keys: unknown and Cuirass workers are refused, a worker with a valid proof builds",
   fn: () =>
@@ -732,7 +720,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "worker keys: a Lorica worker asking for work unauthenticated (its registration lost) is asked once to register again, and then builds",
   fn: () =>
@@ -764,7 +751,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "worker keys: a refused worker's work requests are a warning once a connection, then debug lines, until it authenticates",
   fn: () =>
@@ -794,7 +780,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "worker keys: a Lorica worker that asked for it hears why its registration was refused; one that did not (an older Lorica) hears nothing new",
   fn: () =>
@@ -828,7 +813,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a remote worker named as a local-mode server's holder (local@HOST) is refused, and its pings neither renew nor take over that server's row",
   fn: () =>
@@ -871,7 +855,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a result is fetched only from an http URL of the worker's own address",
   fn: () =>
     withFixture(async (f) => {
@@ -888,7 +871,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "an address a worker declares but does not connect from is not recorded, and no result is fetched from it",
   async fn(t) {
@@ -932,7 +914,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker back from another address reports with the URL of the address it registered from",
   async fn() {
@@ -978,7 +959,6 @@ async function sendAndSync(worker: FakeWorker, message: Message) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "without worker keys, pings and starts naming a worker count only from its connection or its address",
   async fn() {
@@ -1057,7 +1037,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a result about a build another worker holds changes nothing, even with a refused URL",
   fn: () =>
@@ -1091,7 +1070,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a result for a build another process canceled or requeued meanwhile changes nothing",
   fn: () =>
@@ -1125,7 +1103,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a connection cannot take a running build away by asking in its worker's name",
   async fn() {
@@ -1150,7 +1127,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a turn's work requests and starts take one store call each; of two connections asking in one name in a turn only the first gets a build",
   async fn() {
@@ -1220,7 +1196,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "in one turn, an old session's request, then the new session's registration and request: one build for the name",
   fn: () =>
@@ -1272,7 +1247,6 @@ async function startAndResultInOneTurn(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a start and the failure after it in one turn: the start is recorded first, its log named",
   fn: () =>
@@ -1287,7 +1261,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a start and the success after it in one turn: the fetch begins once the start is committed",
   fn: () =>
@@ -1317,7 +1290,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a turn whose writes cannot be committed hands nothing out (its work request is answered no-build); the build stays scheduled and the next turn serves it",
   async fn() {
@@ -1364,7 +1336,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a burst of requests from 20 workers is served in one turn, each worker exactly once",
   fn: () =>
@@ -1400,7 +1371,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker that reported its one build asks again without a held-builds query; a lost reply is still requeued, at the second request after it",
   async fn() {
@@ -1467,7 +1437,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a build restarted while its first result is still being fetched is fetched from its new worker, never left started",
   async fn() {
@@ -1556,7 +1525,6 @@ async function untilStill(count: () => number, ms: number): Promise<void> {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a peer that reads none of its replies is dropped; the other workers' replies do not wait for it",
   async fn() {
@@ -1594,7 +1562,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "the dispatcher forgets a worker name once its connections closed: worker restarts (new session names) do not pile up",
   fn: () =>
@@ -1635,7 +1602,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a Cuirass worker (libzmq) that registers and leaves while the turns are busy is forgotten once its message is handled" +
     (libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`),
@@ -1716,7 +1682,6 @@ class DatabaseOutage {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a result and a work request sent while the database is down are served once it is back: the result is recorded, the worker answered",
   async fn() {
@@ -1756,7 +1721,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a turn the database does not answer (PostgreSQL frozen) is logged every 10 s as 'turn slow', then served once it answers",
   async fn() {

@@ -27,8 +27,10 @@ import {
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
 import postgres from "postgres";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
+
 const URL_ = "http://127.0.0.1:5558";
 
 /** A build of `name` started on worker "W". */
@@ -132,7 +134,6 @@ function substitutingFetcher(
 }
 
 Deno.test({
-  ...opts,
   name:
     "C12: 404 narinfos right after the build are retried with back-off; the daemon is asked only once they exist",
   fn: () =>
@@ -176,7 +177,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C12: outputs never published fail the build as failed-other with a reason, never succeeded",
   fn: () =>
@@ -199,7 +199,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C12: a daemon that cannot substitute (unauthorized key) ends failed-other after the deadline",
   fn: () =>
@@ -215,7 +214,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a fetch stops quietly when its build is canceled meanwhile",
   fn: () =>
     withFixture(async (f) => {
@@ -234,7 +232,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a result for a build the worker does not run is ignored",
   fn: () =>
     withFixture(async (f) => {
@@ -249,7 +246,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a trigger substitute URL is asked for each output's narinfo once the build succeeded",
   fn: () =>
@@ -274,7 +270,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "close() returns the fetches it stopped, queued and running, but none that recorded a result",
   fn: () =>
@@ -309,7 +304,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a stale worker's result of a build drops nothing: the holder's queued fetch still records the success",
   fn: () =>
@@ -341,7 +335,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "the fetch deadline counts the time that passed: a forward step of the wall clock does not fail the build",
   fn: () =>
@@ -365,7 +358,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a database down while a result is fetched: the fetch waits for it and records the success, the build never stays started",
   fn: () =>
@@ -402,7 +394,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "the fetch deadline counts the time that passed: a step of the wall clock back an hour does not stretch it",
   fn: () =>
@@ -421,7 +412,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a database that fails the success record: the record is tried again once it answers, not dropped",
   fn: () =>
@@ -446,7 +436,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a store step failing otherwise than by the database being unavailable (a bug) stops the fetch after one error line, its saved record kept for the next start",
   fn: () =>
@@ -519,7 +508,6 @@ function failingLogger(f: Fixture, failures: number): Logger {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a fetch that crashes (an exception of its own) is run again after a back-off while the server runs: still active meanwhile, the build succeeds, its saved record forgotten",
   fn: () =>
@@ -557,7 +545,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a fetch that crashes again and again ends at its deadline, counted from its first try: failed-other, its saved record forgotten",
   fn: () =>
@@ -581,7 +568,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a fetch that records its build leaves its saved record to the store's completion, one write fewer; one whose build is no longer its worker's forgets it itself",
   fn: () =>
@@ -613,7 +599,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     `a store step whose PostgreSQL query runs past its deadline (a lock held long by another transaction) is tried again, not taken for a bug: the success is recorded once the lock goes${NEEDS_POSTGRES}`,
   ignore: WITHOUT_POSTGRES,

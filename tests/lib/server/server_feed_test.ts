@@ -11,6 +11,9 @@ import { startTestServer } from "./_test_server.ts";
 import type { Store } from "../../../lib/store/types.ts";
 import { job } from "./_dispatch_fixture.ts";
 import { rawExchange } from "../web/_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 /** Runs `body` with a server of `config`, stopped and removed after. */
 async function withServer(
@@ -28,8 +31,6 @@ async function withServer(
 Deno.test({
   name:
     "the server's feed, asked with a Host header of the client's choosing, links to the address its web port listens on",
-  sanitizeOps: false,
-  sanitizeResources: false,
   fn: () =>
     withServer({}, async (server, store) => {
       // The same job succeeds, then fails: a new failure, in the feed.
@@ -67,8 +68,6 @@ Deno.test({
 
 Deno.test({
   name: "with --base-url, the server's absolute links start with it",
-  sanitizeOps: false,
-  sanitizeResources: false,
   fn: () =>
     withServer({ publicUrl: "https://ci.example.test/lorica/" }, (server) => {
       assert.equal(server.webUrl, "https://ci.example.test/lorica");

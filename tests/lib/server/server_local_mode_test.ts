@@ -10,6 +10,9 @@ import { processExists as alive } from "../../_processes.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { fakeGuix, fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { linesLogger, testServerConfig } from "./_test_server.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const SPEC = testSpecification("local");
 const TOKEN = "s3cret-token";
@@ -26,8 +29,6 @@ async function until(check: () => Promise<boolean> | boolean, what: string) {
 Deno.test({
   name:
     "POST /admin/evaluation/ID/cancel in local mode stops the build driver building the evaluation's builds",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const farm = await fakeGuixFarm(SPEC, {
       packages: [{

@@ -19,8 +19,9 @@ import {
   startError,
 } from "./_publish_fixture.ts";
 import { testServerConfig } from "./_test_server.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** Starts a remote-mode server publishing on `publishPort` with `daemon`. */
 function startTestServer(
@@ -42,7 +43,6 @@ function startTestServer(
 }
 
 Deno.test({
-  ...opts,
   name:
     "startServer() fails naming the publish port when guix publish finds it in use",
   async fn() {
@@ -71,7 +71,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a server whose guix publish dies logs an error and reports it",
   async fn() {
     await using farm = await signingDaemon("server");

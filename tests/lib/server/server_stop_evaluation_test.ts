@@ -9,14 +9,15 @@ import { EvaluationStatus, type Store } from "../../../lib/store/types.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { linesLogger, testServerConfig } from "./_test_server.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const SPEC = testSpecification("s");
 
 Deno.test({
   name:
     "server.stop() during the registration of an evaluation's builds ends it after the chunk being written, aborted",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const count = REGISTRATION_CHUNK_JOBS + 1;
     const farm = await fakeGuixFarm(SPEC, {

@@ -18,8 +18,9 @@ import { type Clock, systemClock } from "../../../lib/clock.ts";
 import { encodeCommandFrame } from "../../../lib/zmtp/frame.ts";
 import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
 import { eventually, FakeWorker, job, STORE_DIR } from "./_dispatch_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** A small seeded PRNG (mulberry32). */
 function prng(seed: number) {
@@ -83,7 +84,6 @@ function unexpectedErrors(lines: string[]): string[] {
 }
 
 Deno.test({
-  ...opts,
   name: "fuzz (ZMQ port): hostile bytes and messages never stop the dispatcher",
   async fn() {
     const rng = prng(fuzzSeed("zmq"));
@@ -180,7 +180,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "the ZMQ port refuses a message bigger than the dispatcher decodes from its frame header, with a warning",
   async fn() {
@@ -237,7 +236,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "the ZMQ port holds at most maxWorkerConnections and logs each one refused",
   async fn() {
@@ -287,7 +285,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "fuzz (log port): hostile headers and bodies write nothing outside <hash>.log.gz",
   async fn() {
@@ -370,7 +367,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "fuzz (web port): hostile requests get answers, never a 5xx, and the server stays up",
   async fn() {
@@ -442,7 +438,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C17: 20 workers report 500 builds while 50 clients poll the API: no lock error, no lost status",
   async fn() {
@@ -520,7 +515,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a clean restart does not count the server's downtime as worker silence",
   async fn() {
@@ -559,7 +553,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a clean restart resumes an output fetch in progress: the build succeeds, not built again",
   async fn() {
@@ -621,7 +614,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C18: a running server aborts the evaluation a dead server sharing its database left started, without waiting for a restart",
   async fn() {
@@ -674,7 +666,6 @@ Deno.test({
 
 for (const action of ["cancel", "restart", "retry"]) {
   Deno.test({
-    ...opts,
     name:
       `POST /admin/evaluation/ID/${action} in remote mode sends build-cancel to the Lorica worker building one of its builds`,
     async fn() {

@@ -17,8 +17,10 @@ import {
 import { testSpecification } from "./_guix_fixture.ts";
 import { backends, sharedDatabase } from "./_shared_database.ts";
 import { linesLogger, testServerConfig } from "./_test_server.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
+
 const SPEC = testSpecification("spec");
 
 /** A remote-mode server on `store` with `timeoutSeconds`, its log lines kept. */
@@ -45,7 +47,6 @@ async function startOn(
 
 for (const { name, ignore, needs } of backends) {
   Deno.test({
-    ...opts,
     name:
       `on ${name}, a server with a short --worker-timeout does not expire a worker building for a server with a long one${needs}`,
     ignore,

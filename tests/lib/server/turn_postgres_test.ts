@@ -16,6 +16,9 @@ import {
   TEST_POSTGRES_URL,
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 Deno.test({
   name:

@@ -11,8 +11,9 @@ import {
 import { eventually, type Fixture, job } from "./_dispatch_fixture.ts";
 import { withFixture } from "./_with_fixture.ts";
 import { connectionRefused, failingStore } from "../store/_failing_store.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /**
  * Starts the sweeper loop; disposing of it aborts the loop and waits for it
@@ -72,7 +73,6 @@ async function startOn(f: Fixture, worker: string, drv: string) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "sweepWorkers() expires a silent worker on its clock and requeues its submitted and started builds",
   fn: () =>
@@ -108,7 +108,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "sweepWorkers() survives a failing store and keeps sweeping",
   fn: () =>
     withFixture(async (f) => {
@@ -134,7 +133,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepWorkers() sweeps as soon as it starts: frequent server restarts cannot starve it",
   fn: () =>
@@ -162,7 +160,6 @@ Deno.test("sweepInterval() is a quarter of the shortest timeout, this server's o
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepWorkers() of a server with a long timeout sweeps at the pace of a shorter one its database records: a stopped server's worker goes in time",
   fn: () =>
@@ -196,7 +193,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepOnce() judges each worker by the timeout its row records: another server's longer one, and its own only for a row recording none",
   fn: () =>
@@ -237,7 +233,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepOnce(): a forward step of the wall clock expires no worker, and silence after it still counts",
   fn: () =>
@@ -269,7 +264,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepOnce(): a step of the wall clock back an hour expires no worker and is logged",
   fn: () =>
@@ -287,7 +281,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepOnce(): --max-build-wait counts the time that passed, not a forward step of the wall clock",
   fn: () =>
@@ -322,7 +315,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepWorkers() after a database outage longer than the timeout expires no worker until each had a whole timeout to be heard",
   fn: () =>
@@ -370,7 +362,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "sweepWorkers() woken late by a pause of its own process (SIGSTOP) takes no live worker for gone: its pings waited unread",
   fn: () =>

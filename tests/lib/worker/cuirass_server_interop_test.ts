@@ -17,8 +17,10 @@ import {
   LibzmqPeer,
   toHex,
 } from "../zmtp/libzmq_peer.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
+
 const needs = libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -93,7 +95,6 @@ function cuirassWorker(
 
 for (const extensions of [false, true]) {
   Deno.test({
-    ...opts,
     name: `a Lorica worker (extensions ${
       extensions ? "offered" : "off"
     }) serves a libzmq Cuirass server: probe, M1-M4, build, M8-M9, and the log channel, byte for byte${needs}`,
@@ -194,7 +195,6 @@ for (const extensions of [false, true]) {
 }
 
 Deno.test({
-  ...opts,
   name:
     `a Lorica worker builds what a restarted Cuirass server hands it for the request it sent before seeing the restart (the server has no way to take it back)${needs}`,
   ignore: libzmqMissing !== undefined,

@@ -24,11 +24,11 @@ import {
   type HeldFetchFarm,
   heldFetchFarm,
 } from "./_held_fetch_farm.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 Deno.test({
-  ...opts,
   name:
     "a draining worker keeps its guix publish up until the server's fetch of its last success ends: succeeded once, never requeued, built once",
   async fn() {
@@ -146,7 +146,6 @@ async function fetchedOnceBeforePublishStopped(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a drain whose timeout expires while the server fetches a success keeps guix publish up for its grace until the fetch ends: succeeded once, built once",
   async fn() {
@@ -173,7 +172,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a success whose guix build ended as the drain timeout came (its log still being sent) is reported and fetched within the grace before guix publish stops",
   async fn() {
@@ -206,7 +204,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a drain whose grace runs out while the server still fetches a success says so and names that derivation as the worker stops",
   async fn() {
@@ -233,7 +230,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a stop without drain cuts a drain's grace short: guix publish stops at once, the fetch named",
   async fn() {
@@ -270,7 +266,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a draining worker whose guix publish dies stops waiting for the server's fetches at once: none can end well, the drain ends before its timeout",
   async fn() {
@@ -316,7 +311,6 @@ const lingeringBuild: Spawner = (argv, options) =>
     : fakeSpawner()(argv, options);
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose guix publish died gives its drain no grace: a build under way holds the drain until its timeout, then the worker stops",
   async fn() {

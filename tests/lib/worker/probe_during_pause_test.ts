@@ -14,11 +14,11 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { sessionOptions } from "./_session_helpers.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 Deno.test({
-  ...opts,
   name:
     "a session told no-build registers again as soon as the restarted server's probe comes, not a request period later, and takes the build waiting",
   async fn() {

@@ -29,8 +29,9 @@ import {
   oneSessionWorker,
   succeedingGuix,
 } from "./_losing_worker.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** What a scenario of {@link withRefusingSession} has at hand. */
 interface Refusal {
@@ -84,7 +85,6 @@ function refusals(lines: string[]): string[] {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a Lorica worker hands a build it refuses back to the server, and another worker takes it",
   fn: () =>
@@ -112,7 +112,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a Lorica worker handed again a build it handed back refuses it with build-failed, a request period later: no loop",
   async fn() {
@@ -153,7 +152,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker remembers the builds it handed back across its sessions: a later session handed one again refuses it with build-failed",
   async fn() {
@@ -196,7 +194,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker speaking plain Cuirass answers build-failed for a build it refuses, even to a Lorica server",
   fn: () =>

@@ -10,8 +10,9 @@ import { quietPort } from "../../_ports.ts";
 import { closing, runningSession, sessionOptions } from "./_session_helpers.ts";
 import { makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
 import { spawnWorkerProcess } from "../../_worker_process.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** The secret of key "farm" as the server holds it. */
 const SERVER_SECRET = "the-secret-the-server-holds";
@@ -29,7 +30,6 @@ function keyedFixture(extra: { storeDir?: string } = {}) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a session whose worker key the server refuses logs an error naming the server, the key and its file",
   async fn() {
@@ -81,7 +81,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a session whose worker key the server accepts says it registered, once the server answers past the registration",
   async fn() {
@@ -107,7 +106,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "lorica-worker whose --worker-key-file the server refuses names that file in its log",
   async fn() {

@@ -17,8 +17,9 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { sessionOptions } from "./_session_helpers.ts";
 import { bindAgain } from "../../_ports.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const SECRET = "shared-secret-of-the-farm";
 
@@ -94,7 +95,6 @@ const CASES: [Hold, string][] = [
 
 for (const [hold, what] of CASES) {
   Deno.test({
-    ...opts,
     name:
       `a keyed session ${what} registers once on the restarted server's connection and is not refused`,
     async fn() {

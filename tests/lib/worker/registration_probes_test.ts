@@ -14,8 +14,9 @@ import {
 import { eventually } from "../server/_dispatch_fixture.ts";
 import { said, sessionOptions } from "./_session_helpers.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const FLOOD = 200;
 
@@ -101,7 +102,6 @@ function startSession(port: number, lines: string[], signal: AbortSignal) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "runSession() whose server restarts while it registers starts over at the new server's probe, and registers with it",
   async fn() {
@@ -156,7 +156,6 @@ const CASES: [FloodTrigger, string, number][] = [
 
 for (const [trigger, when, registrations] of CASES) {
   Deno.test({
-    ...opts,
     name: `runSession() flooded with ${FLOOD} probes ${when} registers ${
       registrations === 1 ? "once" : "twice"
     } in all, not once a probe, and asks for work`,

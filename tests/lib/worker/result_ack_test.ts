@@ -40,8 +40,9 @@ import {
 import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
 import { quietPort } from "../../_ports.ts";
 import { carriesResult, ResultTurnFailure } from "./_failing_result_turns.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /**
  * Holds, uncommitted, the dispatcher's turn that takes the first build
@@ -130,7 +131,6 @@ for (
 ) {
   const outcome = ok ? "fetching" : "recorded";
   Deno.test({
-    ...opts,
     name: `a build ${
       ok ? "success" : "failure"
     } sent as the server dies before committing it is sent again to the restarted server: recorded once, never requeued, built once`,
@@ -208,7 +208,6 @@ for (
 }
 
 Deno.test({
-  ...opts,
   name:
     "a server killed while it fetches a success it acknowledged resumes the fetch at its restart: the build succeeds, never requeued, built once",
   async fn() {
@@ -284,7 +283,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a result whose turn the server drops, staying up, is sent again once its ack is overdue, before any work request: recorded, never requeued, built once",
   async fn() {
@@ -383,7 +381,6 @@ function drainableSession(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a draining session waits for its last result's ack: one whose turn the server drops is sent again and recorded before the session ends",
   async fn() {
@@ -426,7 +423,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a draining session whose server dies before committing its last result waits for its return, registers, and sends the result again before it ends",
   async fn() {
@@ -597,7 +593,6 @@ async function sessionUntil(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a result a server never acknowledges is said held and sent again at each registration, then dropped after three more sendings",
   async fn() {
@@ -631,7 +626,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "an ack of a result the worker does not keep is ignored; the ack of its result ends its keeping: not said held, not sent again",
   async fn() {
@@ -679,7 +673,6 @@ for (
   ]
 ) {
   Deno.test({
-    ...opts,
     name:
       `a worker of ${kind} keeps no result it sent: a registration after it says none held and sends none again`,
     async fn() {
@@ -720,7 +713,6 @@ for (
   ]
 ) {
   Deno.test({
-    ...opts,
     name: `a draining session of ${kind} ${
       stays ? "stays until told the fetch ended" : "leaves"
     } once its success is acknowledged as fetching`,

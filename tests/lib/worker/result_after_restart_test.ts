@@ -19,8 +19,9 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { sessionOptions } from "./_session_helpers.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const SECRET = "shared-secret-of-the-farm";
 
@@ -84,7 +85,6 @@ function watchedDealers() {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a keyed session whose build ends while the server is away registers on the restarted server before it reports: the result counts, and the build is not built again",
   async fn() {

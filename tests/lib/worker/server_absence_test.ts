@@ -16,8 +16,9 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
 import { sessionOptions } from "./_session_helpers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 function absence(clock: FakeClock, lines: string[]) {
   return new ServerAbsence({
@@ -97,7 +98,6 @@ Deno.test("ServerAbsence says nothing of a connection that never failed, nor aft
 });
 
 Deno.test({
-  ...opts,
   name:
     "a session whose server stops says at once that it is unreachable, naming it, and says when it is back",
   async fn() {

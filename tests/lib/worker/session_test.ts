@@ -36,8 +36,9 @@ import {
   handingOutServer,
 } from "./_handing_out_server.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 interface FakeBuild {
   argv: string[];
@@ -123,7 +124,6 @@ function startSession(
 }
 
 Deno.test({
-  ...opts,
   name:
     "runSession() negotiates Lorica extensions, builds, and reports only after the build finished",
   async fn() {
@@ -148,7 +148,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C08: the server restarts mid-build; the worker registers again holding the build, which is not requeued",
   async fn() {
@@ -177,7 +176,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "C08: an instant success with an empty log counts as success",
   async fn() {
     await using f = closing(await startFixture());
@@ -191,7 +189,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "cancel reaches a Lorica session: its guix build is killed, no result is sent, it asks for more work",
   async fn() {
@@ -216,7 +213,6 @@ Deno.test({
 
 for (const how of ["through this server", "by another process"] as const) {
   Deno.test({
-    ...opts,
     name:
       `an evaluation canceled ${how} stops a Lorica session's guix build, and it asks for more work`,
     async fn() {
@@ -247,7 +243,6 @@ for (const how of ["through this server", "by another process"] as const) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a session with extensions off speaks plain Cuirass and is served by a Lorica server",
   async fn() {
@@ -330,7 +325,6 @@ async function scriptedServer(lorica: boolean) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "C03: a server that stops answering gets no flood of requests; the worker reconnects and resumes",
   async fn() {
@@ -359,7 +353,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "the reply timeout counts the time that passed: a step of the wall clock back an hour does not stretch it",
   async fn() {
@@ -387,7 +380,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C03: a work request left unanswered is not repeated on the same connection",
   async fn() {
@@ -408,7 +400,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C09: no work is requested while the disk is low, one log line per period, then it resumes",
   async fn() {
@@ -444,7 +435,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a session with the right worker key builds on a server that requires one; without it, it gets nothing",
   async fn() {
@@ -477,7 +467,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "runSession() with a draining stop finishes and reports its build, then asks for nothing more",
   async fn() {
@@ -507,7 +496,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "C09: a Lorica server hears that a worker is low on disk, and /workers shows it",
   async fn() {
@@ -539,7 +527,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a ping that fails (a connection lost mid-send, here the disk check) is logged once, and the pings go on",
   async fn() {
@@ -604,7 +591,6 @@ const HOSTILE_REQUESTS: [string, Message, string][] = [
 ];
 
 Deno.test({
-  ...opts,
   name:
     "runSession() refuses a build request that is not a derivation of its store with sane limits: no guix, a warning naming it, build-failed",
   async fn() {
@@ -667,7 +653,6 @@ async function assertDrainsAtOnce(
 }
 
 Deno.test({
-  ...opts,
   name:
     "runSession() says at once that no server listens, naming it, and not at each attempt or reply timeout",
   async fn() {
@@ -695,7 +680,6 @@ Deno.test({
 const PATIENT = { replyTimeoutMs: 60_000, requestPeriodMs: 60_000 };
 
 Deno.test({
-  ...opts,
   name:
     "runSession() with a draining stop ends at once while no server listens",
   async fn() {
@@ -711,7 +695,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "runSession() with a draining stop ends at once while the server does not answer its registration",
   async fn() {
@@ -748,7 +731,6 @@ async function drainAfterFirstRequest(
 }
 
 Deno.test({
-  ...opts,
   name:
     "runSession() with a draining stop ends at once when its server went away between two requests",
   fn: () =>
@@ -760,7 +742,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "runSession() with a draining stop ends at once when the connection that owed it a reply is lost",
   fn: () =>
@@ -773,7 +754,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a keyed worker expired while its connection stayed up (frozen, partitioned) registers again and builds",
   async fn() {
@@ -826,7 +806,6 @@ function silentJob(name: string, i: number) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a Lorica session whose daemon falls silent kills guix build, hands the build back (requeued, no worker) and asks for work again",
   async fn() {
@@ -869,7 +848,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a session without extensions whose daemon falls silent reports the build failed: Cuirass cannot take it back",
   async fn() {
@@ -896,7 +874,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a session stopped without drain kills its guix build: a worker's forced stop leaves no build process behind",
   async fn() {

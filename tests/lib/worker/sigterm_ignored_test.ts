@@ -33,8 +33,9 @@ import {
   sessionOptions,
   workerConfig,
 } from "./_session_helpers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** The grace the tests give guix between SIGTERM and SIGKILL. */
 const GRACE_MS = 300;
@@ -180,7 +181,6 @@ function killedLine(lines: string[], pid: number): string | undefined {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a canceled build whose guix build ignores SIGTERM is killed after the grace, and the session takes the next build",
   fn: () =>
@@ -214,7 +214,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a silent daemon whose guix build ignores SIGTERM: guix build is killed after the grace and the build handed back",
   fn: () =>
@@ -254,7 +253,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker stopped without drain kills a guix build that ignores SIGTERM after the grace, and stops",
   fn: () =>
@@ -286,7 +284,6 @@ const SECRET = "shared-secret-of-the-farm";
 // proof that registered the worker, whose nonce that registration spent.
 for (const [drain, keyed] of [[false, false], [true, false], [false, true]]) {
   Deno.test({
-    ...opts,
     name: `C07: a ${keyed ? "keyed " : ""}worker stopped ${
       drain ? "once its drain timed out" : "without drain"
     } hands the build it killed back: the server requeues it at once, not after the worker timeout`,

@@ -25,8 +25,10 @@ import {
 import { makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
 import { quietPort } from "../../_ports.ts";
 import { closing, sessionOptions } from "./_session_helpers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
+
 const WORKER = new URL("../../../worker.ts", import.meta.url).pathname;
 const FAKE_GUIX_DIR = new URL("../../fake-guix", import.meta.url).pathname;
 
@@ -64,7 +66,6 @@ function otherStoreSessionEnd(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a Lorica worker session of another store than the server's ends with an error naming both, having registered not",
   async fn() {
@@ -92,7 +93,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker of another store serving a server that does not say its own (Cuirass) fails the first build it is sent, then ends with the error naming both; the rest stay queued",
   async fn() {
@@ -170,7 +170,6 @@ function lingeringBuilds() {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a server restarted mid-build on another store: the session kills its guix build and ends with the error naming both",
   async fn() {
@@ -209,7 +208,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "lorica-worker whose NIX_STORE_DIR is not the server's store exits 1 naming both, and no build turns failed",
   async fn() {

@@ -33,8 +33,9 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { processExists as alive } from "../../_processes.ts";
 import { sessionOptions } from "./_session_helpers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /** What a test of this file is given. */
 interface Farm {
@@ -127,7 +128,6 @@ async function requeued(f: Fixture, drv: string): Promise<boolean> {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose guix-daemon hangs kills guix build, logs daemon silent and hands the build back to the Lorica server",
   fn: () =>
@@ -168,7 +168,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose guix build a signal it did not send kills hands the build back to the Lorica server the first time, and reports it failed the next",
   fn: () =>

@@ -31,8 +31,9 @@ import {
   oneSessionWorker,
   succeedingGuix,
 } from "./_losing_worker.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const DRV = "/gnu/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-2.12.drv";
 
@@ -269,7 +270,6 @@ function lastSessionStart(heard: string[]): string[] {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose result was lost mid-send delivers it from its next session, holding the build: it succeeds, built once",
   fn: () =>
@@ -315,7 +315,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a session of a Cuirass server's worker sends the result an earlier session lost, once registered, before asking for work",
   fn: () =>
@@ -356,7 +355,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a refusal whose build-failed was lost mid-send is delivered by the next session of a Cuirass server's worker, before it asks for work",
   fn: () =>
@@ -403,7 +401,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose refusal was lost mid-send delivers it from its next session, holding the build: it fails once, not requeued again",
   fn: () =>
@@ -453,7 +450,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a result no session can deliver is tried by three sessions, then dropped with a warning, and work is asked for again",
   fn: () =>
@@ -491,7 +487,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose registration fails mid-build, the server restarted, builds on and reports to the new server: built once, never requeued",
   async fn() {

@@ -14,8 +14,9 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { quietPort } from "../../_ports.ts";
 import { sessionOptions } from "./_session_helpers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const SECRET = "shared-secret-of-the-farm";
 
@@ -45,7 +46,6 @@ function dealersSpoilingStoreDir(storeDir: string) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a keyed session whose welcome has a store-dir it cannot read keeps the rest of it: it proves its key, builds, and logs an error quoting the value",
   async fn() {

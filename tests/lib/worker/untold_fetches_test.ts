@@ -24,8 +24,9 @@ import {
   type HeldFetchFarm,
   heldFetchFarm,
 } from "./_held_fetch_farm.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 const KEPT_UP = "info publish kept up";
 const REASON = 'reason="the server does not say when it fetched the outputs"';
@@ -78,7 +79,6 @@ async function fetchedOnce(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a draining worker with no extensions keeps guix publish up for 30 s after its last success, which the server fetches meanwhile: succeeded once, built once",
   async fn() {
@@ -119,7 +119,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "past a drain's timeout, a worker with no extensions keeps guix publish up until 30 s after its last success, within the grace",
   async fn() {
@@ -162,7 +161,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a stop without drain cuts short the wait of guix publish for a fetch the server does not say the end of",
   async fn() {

@@ -20,8 +20,9 @@ import {
   signingDaemon,
   startError,
 } from "../server/_publish_fixture.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /**
  * Starts a worker of one session against the fixture `f` on the fake guix
@@ -44,7 +45,6 @@ function startPublishingWorker(
 }
 
 Deno.test({
-  ...opts,
   name:
     "startWorker() fails naming the port, before asking for work, when its publish port is in use",
   async fn() {
@@ -67,7 +67,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose guix publish dies logs an error and asks for no more work",
   async fn() {

@@ -27,8 +27,9 @@ import {
   watchedResultTurns,
   workerConfig,
 } from "./_session_helpers.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+sanitizeOpsAndResources();
 
 /**
  * A spawner whose children (`guix publish`, `guix build`) run until killed;
@@ -90,7 +91,6 @@ async function startTestWorker(
 }
 
 Deno.test({
-  ...opts,
   name:
     "a worker whose server is unreachable stops at once on a draining stop, and says so once",
   async fn() {
@@ -111,7 +111,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a worker of three sessions whose server is away says so once, not once a session, and once that it is back",
   async fn() {
@@ -153,7 +152,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a stop without drain cuts a drain short: the build is abandoned, and the worker stops once",
   async fn() {
@@ -181,7 +179,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a drain whose timeout expires says so, with the builds it abandons, and the worker stops",
   async fn() {
@@ -207,7 +204,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a drain whose timeout and grace expire while a result awaits its ack names that result as it stops",
   async fn() {
@@ -244,7 +240,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a drain whose timeout expires while a finished build's log is still being sent reports that build: recorded as succeeded, never handed back nor requeued",
   async fn() {
@@ -316,7 +311,6 @@ async function buildingOneDrvTwice() {
 }
 
 Deno.test({
-  ...opts,
   name:
     "a drain whose timeout expires counts the builds under way, two sessions building one derivation as two",
   async fn() {
@@ -331,7 +325,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a stop without drain counts the builds it abandons, two sessions building one derivation as two",
   async fn() {

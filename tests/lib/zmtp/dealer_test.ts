@@ -13,6 +13,9 @@ import {
 } from "./libzmq_peer.ts";
 import { bindCuirassRouter, localDealer, startLibzmqPeer } from "./_sockets.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);

@@ -17,6 +17,9 @@ import {
   parseMetadata,
   parsePing,
 } from "../../../lib/zmtp/greeting.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 

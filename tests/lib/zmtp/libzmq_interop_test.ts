@@ -44,6 +44,9 @@ print("sent", flush=True)
 while True:
     print("msg " + ",".join(f.hex() for f in s.recv_multipart()), flush=True)
 `;
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 /** A libzmq DEALER process that can be killed with SIGKILL. */
 class KillableDealer {

@@ -28,6 +28,9 @@ import {
   localRouter,
   startLibzmqPeer,
 } from "./_sockets.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);
