@@ -29,6 +29,9 @@ import {
   type WorkerInfo,
 } from "../../../lib/protocol/messages.ts";
 
+// Many tests take `within` from here, where it lived first.
+export { within } from "../../_within.ts";
+
 const ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz";
 export const STORE_DIR = "/gnu/store";
 /** The fixture dispatcher's worker timeout, that of a default server. */
@@ -488,19 +491,6 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number) {
   });
   try {
     return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Waits (at most `ms`) for `promise`; rejects naming `what` past it. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} in ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
   } finally {
     clearTimeout(timer);
   }

@@ -1,6 +1,8 @@
 // Test helper: runs libzmq_peer.py (python3-zmq) as a child process and sends
 // it JSON-line commands.
 
+import { within } from "../../_within.ts";
+
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = new URL("./libzmq_peer.py", import.meta.url).pathname;
 
@@ -21,40 +23,91 @@ export interface PeerReply {
   sample?: string[][];
 }
 
+/** Settings for {@linkcode LibzmqPeer.start}. */
+export interface LibzmqPeerOptions {
+  /** The peer program and its arguments; default libzmq_peer.py. */
+  argv?: string[];
+  /**
+   * Time allowed for the hello line, for each reply and for the exit after
+   * quit; default {@linkcode PEER_TIMEOUT_MS}.
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * Longer than any command takes (the script's own waits last 10 s at
+ * most): past it the peer is stuck, and the test fails saying so.
+ */
+export const PEER_TIMEOUT_MS = 60_000;
+
 /** A running libzmq peer process. */
 export class LibzmqPeer {
   #child: Deno.ChildProcess;
+  #name: string;
+  #timeoutMs: number;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #lines: AsyncIterator<string>;
   #queue: Promise<unknown> = Promise.resolve();
+  #exit: Promise<void> | undefined;
 
-  private constructor(child: Deno.ChildProcess) {
+  private constructor(
+    child: Deno.ChildProcess,
+    name: string,
+    timeoutMs: number,
+  ) {
     this.#child = child;
+    this.#name = name;
+    this.#timeoutMs = timeoutMs;
     this.#writer = child.stdin.getWriter();
     this.#lines = readLines(child.stdout);
   }
 
-  /** Starts the script and waits for its hello line. */
-  static async start(): Promise<LibzmqPeer> {
-    const child = new Deno.Command(PYTHON, {
-      args: [SCRIPT],
+  /**
+   * Starts the script and waits for its hello line.
+   * @throws {Error} naming the program when it exits, says something else
+   * or says nothing in time (it is killed then)
+   */
+  static async start(options: LibzmqPeerOptions = {}): Promise<LibzmqPeer> {
+    const { argv = [PYTHON, SCRIPT], timeoutMs = PEER_TIMEOUT_MS } = options;
+    const child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
     }).spawn();
-    const peer = new LibzmqPeer(child);
-    const hello = await peer.#next();
-    if (!hello.ok) throw new Error("libzmq peer did not start");
-    return peer;
+    const peer = new LibzmqPeer(child, argv.join(" "), timeoutMs);
+    try {
+      const hello = await within(
+        peer.#next(),
+        timeoutMs,
+        `hello line from the libzmq peer "${peer.#name}"`,
+      );
+      if (!hello.ok) {
+        throw new Error(`libzmq peer "${peer.#name}" did not start`);
+      }
+      return peer;
+    } catch (error) {
+      await peer.#kill();
+      throw error;
+    }
   }
 
-  /** Sends one command and resolves with its reply (commands run in order). */
+  /**
+   * Sends one command and resolves with its reply (commands run in order).
+   * @throws {Error} naming the command when no reply comes in time
+   */
   request(command: Record<string, unknown>): Promise<PeerReply> {
     const run = this.#queue.then(async () => {
       await this.#writer.write(
         new TextEncoder().encode(JSON.stringify(command) + "\n"),
       );
-      return await this.#next();
+      return await within(
+        this.#next(),
+        this.#timeoutMs,
+        `reply from the libzmq peer to ${
+          JSON.stringify(command).slice(0, 200)
+        }`,
+      );
     });
     this.#queue = run.catch(() => {});
     return run;
@@ -73,7 +126,10 @@ export class LibzmqPeer {
     return reply;
   }
 
-  /** Asks the script to quit, then waits for the process to end. */
+  /**
+   * Asks the script to quit, then waits for the process to end.
+   * @throws {Error} when it does not end in time (it is killed then)
+   */
   async stop(): Promise<void> {
     await this.#queue;
     try {
@@ -82,15 +138,43 @@ export class LibzmqPeer {
     } catch {
       // Already gone.
     }
-    while (!(await this.#lines.next()).done) {
-      // Drain stdout so the stream closes.
+    try {
+      await within(
+        this.#exited(),
+        this.#timeoutMs,
+        `exit of the libzmq peer "${this.#name}" after quit`,
+      );
+    } catch (error) {
+      await this.#kill();
+      throw error;
     }
-    await this.#child.status;
+  }
+
+  /** Kills the process and releases its pipes. */
+  async #kill(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await this.#writer.abort().catch(() => {});
+    await this.#exited();
+  }
+
+  /** Resolves once stdout is drained (so the stream closes) and the process ended. */
+  #exited(): Promise<void> {
+    this.#exit ??= (async () => {
+      while (!(await this.#lines.next()).done) {
+        // Drain stdout so the stream closes.
+      }
+      await this.#child.status;
+    })();
+    return this.#exit;
   }
 
   async #next(): Promise<PeerReply> {
     const { value, done } = await this.#lines.next();
-    if (done) throw new Error("libzmq peer exited");
+    if (done) throw new Error(`libzmq peer "${this.#name}" exited`);
     return JSON.parse(value);
   }
 }

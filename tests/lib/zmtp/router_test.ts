@@ -29,6 +29,7 @@ import {
   startLibzmqPeer,
 } from "./_sockets.ts";
 import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+import { within } from "../../_within.ts";
 
 sanitizeOpsAndResources();
 
@@ -248,18 +249,6 @@ async function hungUp(conn: Deno.Conn): Promise<void> {
   }
 }
 
-/** Rejects after `ms`; a generous bound, not a timing assertion. */
-function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Cannot see ${what} within ${ms} ms`)),
-      ms,
-    );
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
-
 Deno.test("RouterSocket refuses an oversized message from its frame header, before the body, and warns with the peer and size", async () => {
   const lines: string[] = [];
   await using router = await localRouter({
@@ -305,7 +294,7 @@ Deno.test("RouterSocket refuses an oversized message from its frame header, befo
     });
     try {
       for (const part of [...handshake, bytes]) await conn.write(part);
-      await within(10_000, hungUp(conn), `the hang-up after ${what}`);
+      await within(hungUp(conn), 10_000, `hang-up after ${what}`);
     } finally {
       conn.close();
     }
@@ -342,7 +331,7 @@ Deno.test("RouterSocket holds at most maxConnections and logs each newcomer it r
       port: router.port,
     });
     try {
-      await within(10_000, hungUp(extra), "the refusal");
+      await within(hungUp(extra), 10_000, "refusal");
     } finally {
       extra.close();
     }

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { libzmqMissing } from "./libzmq_peer.ts";
-import { within } from "../server/_dispatch_fixture.ts";
+import { within } from "../../_within.ts";
 import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
 sanitizeOpsAndResources();
