@@ -9,7 +9,8 @@ import { type Child, spawnProcess } from "../../../lib/process.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
-import { git } from "./_git.ts";
+import { git, gitWithin } from "./_git.ts";
+import { within } from "../../_within.ts";
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
   .output().then((r) => r.success, () => false);
@@ -428,15 +429,21 @@ Deno.test({
 
 /**
  * A meeting point for `count` callers: each call returns a promise that
- * resolves once `count` calls were made (later calls resolve at once).
+ * resolves once `count` calls were made (later calls resolve at once), or
+ * rejects after `timeoutMs` saying how many came, so that a fixture in
+ * which one never comes fails its test instead of hanging it.
  */
-function rendezvous(count: number): () => Promise<void> {
+function rendezvous(count: number, timeoutMs = 60_000): () => Promise<void> {
   let arrived = 0;
   let release!: () => void;
   const all = new Promise<void>((resolve) => release = resolve);
   return () => {
     if (++arrived === count) release();
-    return all;
+    return within(
+      all,
+      timeoutMs,
+      `meeting of ${count} callers (${arrived} came)`,
+    );
   };
 }
 
@@ -535,3 +542,40 @@ function running(pid: number): boolean {
     return false;
   }
 }
+
+/** Ample for a bound of 200 ms or less: reached only by an unbounded wait. */
+const GIVE_UP_MS = 20_000;
+
+Deno.test("rendezvous() gives up, saying how many came, when one caller never comes", async () => {
+  const meet = rendezvous(2, 50);
+  await assert.rejects(
+    within(meet(), GIVE_UP_MS, "end of the wait"),
+    /^Error: no meeting of 2 callers \(1 came\) in 50 ms$/,
+  );
+});
+
+Deno.test({
+  name:
+    "the git fixture helper kills a git that never answers, naming the command (needs git)",
+  ignore: !hasGit,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "lorica-git-" });
+    try {
+      await git(dir, "init", "--quiet");
+      // Git opens a FIFO no one writes to: git itself waits, for ever.
+      const mkfifo = await new Deno.Command("mkfifo", { args: [`${dir}/fifo`] })
+        .output();
+      assert.ok(mkfifo.success, "mkfifo failed");
+      await assert.rejects(
+        within(
+          gitWithin(200, dir, "hash-object", "fifo"),
+          GIVE_UP_MS,
+          "end of git",
+        ),
+        /^Error: Cannot run "git hash-object fifo" in ".*": no answer in 200 ms \(killed\)$/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
