@@ -15,8 +15,10 @@ import {
   fromHex,
   libzmqMissing,
   LibzmqPeer,
+  PEER_TIMEOUT_MS,
   toHex,
 } from "../zmtp/libzmq_peer.ts";
+import { within } from "../../_within.ts";
 import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 
 sanitizeOpsAndResources();
@@ -178,7 +180,11 @@ for (const extensions of [false, true]) {
         const header = encoder.encode(
           `(log (version 0) (derivation "${DRV}"))`,
         );
-        const upload = await logServer.received;
+        const upload = await within(
+          logServer.received,
+          PEER_TIMEOUT_MS,
+          "log upload from the worker to the Cuirass log server",
+        );
         assert.deepEqual(upload.subarray(0, header.length), header);
         assert.match(
           decoder.decode(gunzipSync(upload.subarray(header.length))),

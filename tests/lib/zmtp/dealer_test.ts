@@ -8,12 +8,14 @@ import {
   fromHex,
   libzmqMissing,
   pattern,
+  PEER_TIMEOUT_MS,
   sha256,
   toHex,
 } from "./libzmq_peer.ts";
 import { bindCuirassRouter, localDealer, startLibzmqPeer } from "./_sockets.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
 import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+import { within } from "../../_within.ts";
 
 sanitizeOpsAndResources();
 
@@ -189,7 +191,11 @@ Deno.test({
     await dealer.send([EMPTY, text.encode("one")]);
     await python.must({ op: "recv", name: "server" });
     await python.must({ op: "close", name: "server" });
-    await down.promise;
+    await within(
+      down.promise,
+      PEER_TIMEOUT_MS,
+      "disconnect of our DEALER from the closed libzmq ROUTER",
+    );
     assert.equal(dealer.connected, false);
 
     // A request made while the server is down waits, then goes exactly once.
@@ -234,7 +240,15 @@ Deno.test({
       [EMPTY, text.encode("request")],
     ]).then(() => null, (error: unknown) => error);
     await bindAgain(() => bindCuirassRouter(python, port));
-    assert.equal(await sent, null, "sent");
+    assert.equal(
+      await within(
+        sent,
+        PEER_TIMEOUT_MS,
+        "connection of our DEALER to the libzmq ROUTER bound again",
+      ),
+      null,
+      "sent",
+    );
     // Counted before the send returns: the connection it went on.
     assert.equal(ups, 1);
     const first = await python.must({ op: "recv", name: "server" });

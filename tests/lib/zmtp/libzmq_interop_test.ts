@@ -13,7 +13,13 @@ import {
   type RouterPeer,
   RouterSocket,
 } from "../../../lib/zmtp/router.ts";
-import { fromHex, libzmqMissing, LibzmqPeer, toHex } from "./libzmq_peer.ts";
+import {
+  fromHex,
+  libzmqMissing,
+  LibzmqPeer,
+  PEER_TIMEOUT_MS,
+  toHex,
+} from "./libzmq_peer.ts";
 import {
   bindCuirassRouter,
   connectLibzmqDealer,
@@ -21,6 +27,10 @@ import {
   localRouter,
   startLibzmqPeer,
 } from "./_sockets.ts";
+import { within } from "../../_within.ts";
+import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
+
+sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -44,9 +54,6 @@ print("sent", flush=True)
 while True:
     print("msg " + ",".join(f.hex() for f in s.recv_multipart()), flush=True)
 `;
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** A libzmq DEALER process that can be killed with SIGKILL. */
 class KillableDealer {
@@ -71,7 +78,11 @@ class KillableDealer {
 
   /** The next message the process received, as frames. */
   async next(): Promise<Uint8Array[]> {
-    const { value, done } = await this.#lines.next();
+    const { value, done } = await within(
+      this.#lines.next(),
+      PEER_TIMEOUT_MS,
+      "message to the libzmq DEALER process",
+    );
     if (done) throw new Error("libzmq dealer process ended");
     if (!value.startsWith("msg ")) return await this.next();
     return value.slice(4).split(",").map((hex) => fromHex(hex));
@@ -138,7 +149,11 @@ Deno.test({
     let second: KillableDealer | undefined;
     try {
       first = new KillableDealer(identity, endpoint, "(first life)");
-      const hello = await router.receive();
+      const hello = await within(
+        router.receive(),
+        PEER_TIMEOUT_MS,
+        "hello from the libzmq DEALER process (first life)",
+      );
       assert.deepEqual(hello.routingId, identity);
       assert.deepEqual(hello.frames, [EMPTY, text.encode("(first life)")]);
       await router.send(identity, [EMPTY, text.encode("(ack 1)")]);
@@ -156,7 +171,11 @@ Deno.test({
       );
 
       second = new KillableDealer(identity, endpoint, "(second life)");
-      const again = await router.receive();
+      const again = await within(
+        router.receive(),
+        PEER_TIMEOUT_MS,
+        "hello from the libzmq DEALER process (second life)",
+      );
       assert.deepEqual(again.routingId, identity);
       assert.deepEqual(again.frames, [EMPTY, text.encode("(second life)")]);
       await router.send(identity, [EMPTY, text.encode("(ack 2)")]);
@@ -260,7 +279,11 @@ Deno.test({
         }
         const seen = new Map<string, string>();
         for (let i = 0; i < names.length; i++) {
-          const message = await router.receive();
+          const message = await within(
+            router.receive(),
+            PEER_TIMEOUT_MS,
+            `message from each libzmq DEALER (round ${round})`,
+          );
           assert.equal(message.frames.length, 2);
           seen.set(utf8(message.routingId), utf8(message.frames[1]));
           await router.send(message.routingId, [
@@ -394,7 +417,11 @@ Deno.test({
       routing_id: toHex(text.encode("prober")),
       options: { probe_router: 1 },
     });
-    const probe = await router.receive();
+    const probe = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "probe from the libzmq PROBE_ROUTER DEALER",
+    );
     assert.deepEqual(probe.routingId, text.encode("prober"));
     assert.deepEqual(probe.frames, [EMPTY]);
     await python.must({ op: "send", name: "w", frames: ["", "01"] });

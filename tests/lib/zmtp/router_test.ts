@@ -19,6 +19,7 @@ import {
   fromHex,
   libzmqMissing,
   pattern,
+  PEER_TIMEOUT_MS,
   sha256,
   toHex,
 } from "./libzmq_peer.ts";
@@ -503,7 +504,11 @@ Deno.test({
       name: "w",
       frames: ["", toHex(text.encode("(worker-request)"))],
     });
-    const request = await router.receive();
+    const request = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "first message from the libzmq DEALER",
+    );
     assert.deepEqual(request.frames, [
       EMPTY,
       text.encode("(worker-request)"),
@@ -526,7 +531,11 @@ Deno.test({
       routing_id: toHex(text.encode("w-42")),
     });
     await python.must({ op: "send", name: "named", frames: ["01"] });
-    const named = await router.receive();
+    const named = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "first message from the libzmq DEALER",
+    );
     assert.deepEqual(named.routingId, text.encode("w-42"));
     assert.deepEqual(named.frames, [new Uint8Array([1])]);
   },
@@ -549,7 +558,11 @@ Deno.test({
       big,
       seed: 5,
     });
-    const message = await router.receive();
+    const message = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "first message from the libzmq DEALER",
+    );
     assert.equal(message.frames.length, 3);
     assert.deepEqual(message.frames[1], pattern(300, 1));
     assert.equal(message.frames[2].length, big);
@@ -582,7 +595,11 @@ Deno.test({
     await using python = await startLibzmqPeer();
     await connectLibzmqDealer(python, router.port);
     await python.must({ op: "send", name: "w", frames: ["", "00"] });
-    const { routingId } = await router.receive();
+    const { routingId } = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "first message from the libzmq DEALER",
+    );
     await router.send(routingId, [EMPTY, text.encode("ok")]);
     await python.must({ op: "close", name: "w" });
     await gone.promise;
@@ -660,7 +677,11 @@ Deno.test({
       name: "w",
       frames: ["", toHex(text.encode("small"))],
     });
-    const message = await router.receive();
+    const message = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "first message from the libzmq DEALER",
+    );
     assert.deepEqual(message.frames, [EMPTY, text.encode("small")]);
     await router.send(message.routingId, [EMPTY, text.encode("served")]);
     let reply;
@@ -688,7 +709,11 @@ Deno.test({
       options: { heartbeat_ivl: 50, heartbeat_timeout: 200 },
     });
     await python.must({ op: "send", name: "w", frames: ["01"] });
-    const first = await router.receive();
+    const first = await within(
+      router.receive(),
+      PEER_TIMEOUT_MS,
+      "first message from the libzmq DEALER",
+    );
     // Idle for several heartbeat timeouts: only PONGs keep libzmq from dropping us.
     await python.must({ op: "sleep", ms: 1000 });
     await python.must({ op: "send", name: "w", frames: ["02"] });
