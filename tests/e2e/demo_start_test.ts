@@ -54,8 +54,10 @@ Deno.test({
       cwd: REPO,
       env: { TMPDIR: tmp },
       stdout: "null",
-      stderr: "null",
+      stderr: "piped",
     }).spawn();
+    // Said when the demo does not end as it should.
+    const stderr = new Response(demo.stderr).text();
     try {
       // The server process is being started: its log exists.
       const started = Date.now();
@@ -70,7 +72,7 @@ Deno.test({
       assert.ok(serverLog, "the farm never started its server");
       demo.kill("SIGINT");
       const status = await demo.status;
-      assert.equal(status.code, 130);
+      assert.equal(status.code, 130, await stderr);
       const left = [];
       for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
       assert.deepEqual(left, [], "the farm's directory is removed");
@@ -82,6 +84,7 @@ Deno.test({
         // Exited already.
       }
       await demo.status;
+      await stderr;
       await Deno.remove(tmp, { recursive: true });
     }
   },
