@@ -2,11 +2,9 @@
 // batches through lib/guix's build driver, whose event stream builders
 // cannot spoof; after each batch every build is reconciled with the store.
 
-import { registerBuildProducts } from "./build_products.ts";
 import { type Clock, epochSeconds } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import {
-  type BuildEvent,
   type DerivationState,
   type GuixSpawner,
   queryDerivations,
@@ -14,20 +12,15 @@ import {
 } from "../guix/build_events.ts";
 import type { GcRoots } from "../guix/gc_roots.ts";
 import { type SilenceWatchdog, watchDaemon } from "../guix/silence_watchdog.ts";
-import { logFileName } from "../protocol/log_channel.ts";
-import {
-  type Build,
-  BuildStatus,
-  type HolderCheck,
-  type Store,
-} from "../store/types.ts";
-import { OneAtATime } from "./one_at_a_time.ts";
+import { type Build, BuildStatus, type Store } from "../store/types.ts";
 import { Coalesced } from "./coalesced.ts";
-import { LogWriter } from "./local_build_log.ts";
+import { GroupEvents } from "./local_group_events.ts";
 import {
-  MISSING_DERIVATION,
-  writeMissingDerivationLog,
-} from "./missing_derivation.ts";
+  type BatchSummary,
+  emptySummary,
+  Flight,
+  type FlightRecorder,
+} from "./local_flight.ts";
 import {
   DEFAULT_HOLDER_TIMEOUT_SECONDS,
   HOLDER_RENEWAL_SECONDS,
@@ -37,6 +30,8 @@ import {
 } from "./local_holder.ts";
 import { sweepWorkers } from "./worker_sweeper.ts";
 import { type HeldName, HolderKeeper } from "./holder_keeper.ts";
+
+export type { BatchSummary } from "./local_flight.ts";
 
 export interface LocalBuilderOptions {
   store: Store;
@@ -88,21 +83,6 @@ export interface LocalBuilderOptions {
   holder?: HolderIdentity;
 }
 
-/** How the builds of one batch ended. */
-export interface BatchSummary {
-  succeeded: number;
-  failed: number;
-  failedDependency: number;
-  missing: number;
-  /** Put back in the queue (driver failure, shutdown or a withdrawal). */
-  requeued: number;
-  /**
-   * Why the batch ended before its reconciliation, if it did: "withdrawal"
-   * when a build of the group being built was canceled or restarted.
-   */
-  interruption: "fault" | "shutdown" | "withdrawal" | null;
-}
-
 /**
  * How a build leaves the batch it was part of: canceled or restarted here,
  * or "taken back" when the database no longer has it held by this server
@@ -111,30 +91,10 @@ export interface BatchSummary {
 type Withdrawal = "canceled" | "restarted" | "taken back";
 
 /**
- * A batch being built: the builds not finished yet, and the group the
- * driver is building now with the means to stop it. `turns` orders the
- * handling of the driver's events and the looks at the database.
- */
-interface Flight {
-  builds: readonly Build[];
-  /**
-   * The claim the batch was taken under, which its writes check (the
-   * store's HolderCheck); null for builds not taken by this builder.
-   */
-  claim: HeldName | null;
-  open: Set<string>;
-  group: Set<string> | null;
-  stopGroup: AbortController | null;
-  turns: OneAtATime;
-}
-
-/**
  * Batches taken in one takeBatch call while the name is claimed again
  * each time, before it gives up until the next call.
  */
 const MAX_TAKE_ATTEMPTS = 3;
-
-const MAX_MESSAGES = 200;
 
 /**
  * Pause after a batch whose builds went back to the queue (a daemon fallen
@@ -152,11 +112,17 @@ export class LocalBuilder {
   /** The claim each build takeBatch() handed out was taken under. */
   readonly #takenUnder = new WeakMap<Build, HeldName>();
   readonly #holder: HolderKeeper;
+  /** What every batch records its builds' outcomes with. */
+  readonly #recorder: FlightRecorder;
   /** The look at the database for every batch (see #takeBackNow). */
   readonly #lookNow = new Coalesced(() => this.#takeBack([...this.#flights]));
 
   constructor(options: LocalBuilderOptions) {
     this.#options = options;
+    this.#recorder = {
+      ...options,
+      holderName: () => this.holderName(),
+    };
     this.#holder = new HolderKeeper({
       holder: new LocalHolder({
         ...options.holder,
@@ -531,28 +497,14 @@ export class LocalBuilder {
 
   /** A flight of `builds`, taken under `claim`, in #flights from now on. */
   #openFlight(builds: Build[], claim: HeldName | null): Flight {
-    const flight: Flight = {
-      builds,
-      claim,
-      open: new Set(builds.map((build) => build.derivation)),
-      group: null,
-      stopGroup: null,
-      turns: new OneAtATime(),
-    };
+    const flight = new Flight(builds, claim, this.#recorder);
     this.#flights.add(flight);
     return flight;
   }
 
   /** Builds `flight` (see buildBatch), and takes it out of #flights. */
   async #fly(flight: Flight, signal?: AbortSignal): Promise<BatchSummary> {
-    const summary: BatchSummary = {
-      succeeded: 0,
-      failed: 0,
-      failedDependency: 0,
-      missing: 0,
-      requeued: 0,
-      interruption: null,
-    };
+    const summary = emptySummary();
     const byDrv = new Map(
       flight.builds.map((build) => [build.derivation, build]),
     );
@@ -588,7 +540,7 @@ export class LocalBuilder {
       });
     } catch (error) {
       logger.error("local batch query failed", { error });
-      summary.requeued = await this.#requeue(flight, this.#openBuilds(flight));
+      summary.requeued = await flight.requeue(flight.openBuilds());
       summary.interruption = "fault";
       return summary;
     }
@@ -597,7 +549,7 @@ export class LocalBuilder {
       if (!open.has(drv)) continue;
       const state = before.get(drv);
       if (state === "valid" || state === "missing") {
-        await this.#settle(flight, byDrv.get(drv)!, state, summary);
+        await flight.settle(byDrv.get(drv)!, state, summary);
         open.delete(drv);
       } else {
         toBuild.push(byDrv.get(drv)!);
@@ -629,7 +581,7 @@ export class LocalBuilder {
 
     if (signal?.aborted || driverFailed || summary.interruption !== null) {
       summary.interruption ??= signal?.aborted ? "shutdown" : "fault";
-      summary.requeued = await this.#requeue(flight, this.#openBuilds(flight));
+      summary.requeued = await flight.requeue(flight.openBuilds());
       logger.info("local batch interrupted", { ...summary });
       return summary;
     }
@@ -644,12 +596,12 @@ export class LocalBuilder {
         // may already be another batch's, which the state read before the
         // restart must not overwrite.
         if (!open.has(drv)) continue;
-        await this.#settle(flight, byDrv.get(drv)!, after.get(drv)!, summary);
+        await flight.settle(byDrv.get(drv)!, after.get(drv)!, summary);
         open.delete(drv);
       }
     } catch (error) {
       logger.error("local batch query failed", { error });
-      summary.requeued = await this.#requeue(flight, this.#openBuilds(flight));
+      summary.requeued = await flight.requeue(flight.openBuilds());
       summary.interruption = "fault";
     }
     logger.info("local batch done", { ...summary });
@@ -669,87 +621,18 @@ export class LocalBuilder {
     summary: BatchSummary,
     signal?: AbortSignal,
   ): Promise<"done" | "failed" | "daemon-silent" | "withdrawn"> {
-    const { store, clock, logger, logCacheDir, storeDir } = this.#options;
-    const { open } = flight;
-    const worker = await this.#writerName(flight);
-    const writers = new Map<number, LogWriter>();
-    const writerOf = new Map<string, number>();
-    const messages: string[] = [];
-    const closeLog = async (pid: number, drv: string) => {
-      const writer = writers.get(pid);
-      writers.delete(pid);
-      const error = await writer?.close();
-      if (error) {
-        logger.warn("log not stored", { drv, path: writer!.path, error });
-      }
-    };
-
-    const handle = async (event: BuildEvent) => {
-      switch (event.type) {
-        case "build-started": {
-          if (!open.has(event.drv) || event.pid === null) return;
-          const log = logFileName(logCacheDir, storeDir, event.drv);
-          const previous = writerOf.get(event.drv);
-          if (previous !== undefined) await closeLog(previous, event.drv);
-          // A log that cannot be written (a full disk) costs the build its
-          // log, not its result.
-          const writer = await LogWriter.open(log).catch((error) => {
-            logger.warn("log not stored", { drv: event.drv, path: log, error });
-            return undefined;
-          });
-          if (writer) writers.set(event.pid, writer);
-          writerOf.set(event.drv, event.pid);
-          await store.markStarted(
-            event.drv,
-            worker,
-            log,
-            epochSeconds(clock),
-            this.#writeCheck(flight),
-          );
-          logger.info("build started", { drv: event.drv, worker });
-          return;
-        }
-        case "build-log":
-          await writers.get(event.pid)?.write(event.data);
-          return;
-        case "build-succeeded":
-        case "build-failed": {
-          if (!open.has(event.drv)) return;
-          const pid = writerOf.get(event.drv);
-          if (pid !== undefined) await closeLog(pid, event.drv);
-          const succeeded = event.type === "build-succeeded";
-          const changed = await this.#complete(
-            flight,
-            byDrv.get(event.drv)!,
-            succeeded ? BuildStatus.succeeded : BuildStatus.failed,
-            summary,
-          );
-          open.delete(event.drv);
-          // Unchanged: canceled or restarted meanwhile, not this batch's.
-          if (!changed) return;
-          logger.info(succeeded ? "build succeeded" : "build failed", {
-            drv: event.drv,
-            worker,
-            ...(event.type === "build-failed"
-              ? { reason: event.message || event.code }
-              : {}),
-          });
-          return;
-        }
-        case "message":
-          if (messages.length < MAX_MESSAGES) messages.push(event.text);
-          logger.debug("daemon message", { text: event.text });
-          return;
-        case "trace":
-          logger.debug("daemon trace", { name: event.name });
-          return;
-      }
-    };
-
+    const { logger } = this.#options;
+    const events = new GroupEvents(
+      flight,
+      await flight.writerName(),
+      byDrv,
+      summary,
+      this.#recorder,
+    );
     const sample = group[0];
     const silent = new AbortController();
     const withdrawal = new AbortController();
-    const watchdog = this.#watchdog(group, open, silent);
+    const watchdog = this.#watchdog(group, flight.open, silent);
     flight.group = new Set(group.map((build) => build.derivation));
     flight.stopGroup = withdrawal;
     const stopLooking = new AbortController();
@@ -768,7 +651,7 @@ export class LocalBuilder {
         ]),
       }, (event) => {
         watchdog?.alive();
-        return flight.turns.run(() => handle(event));
+        return flight.turns.run(() => events.handle(event));
       });
       if (silent.signal.aborted) return "daemon-silent";
       if (withdrawal.signal.aborted) return "withdrawn";
@@ -790,7 +673,7 @@ export class LocalBuilder {
       flight.group = null;
       flight.stopGroup = null;
       watchdog?.stop();
-      for (const [drv, pid] of writerOf.entries()) await closeLog(pid, drv);
+      await events.close();
     }
   }
 
@@ -880,92 +763,6 @@ export class LocalBuilder {
     });
   }
 
-  /** Records the outcome the store's state implies (cuirass.md 3). */
-  async #settle(
-    flight: Flight,
-    build: Build,
-    state: DerivationState,
-    summary: BatchSummary,
-  ): Promise<void> {
-    switch (state) {
-      case "valid":
-        await this.#complete(flight, build, BuildStatus.succeeded, summary);
-        return;
-      case "failed":
-        await this.#complete(flight, build, BuildStatus.failed, summary);
-        return;
-      case "none":
-        await this.#complete(
-          flight,
-          build,
-          BuildStatus.failedDependency,
-          summary,
-        );
-        return;
-      case "missing": {
-        const { store, clock, logger, logCacheDir, storeDir } = this.#options;
-        const log = logFileName(logCacheDir, storeDir, build.derivation);
-        await writeMissingDerivationLog(log, build.derivation);
-        await store.markStarted(
-          build.derivation,
-          await this.#writerName(flight),
-          log,
-          epochSeconds(clock),
-          this.#writeCheck(flight),
-        );
-        logger.warn("build failed", {
-          drv: build.derivation,
-          reason: MISSING_DERIVATION,
-        });
-        summary.missing++;
-        await this.#complete(flight, build, BuildStatus.failedOther, summary);
-        return;
-      }
-    }
-  }
-
-  /** Records `status`; false when the build was no longer this batch's. */
-  async #complete(
-    flight: Flight,
-    build: Build,
-    status: BuildStatus,
-    summary: BatchSummary,
-  ): Promise<boolean> {
-    const { store, clock, gcRoots } = this.#options;
-    const result = await store.completeBuild(build.derivation, status, {
-      worker: await this.#writerName(flight),
-      now: epochSeconds(clock),
-      ...this.#writeCheck(flight),
-    });
-    if (!result.changed) return false;
-    if (status === BuildStatus.succeeded) {
-      summary.succeeded++;
-      // The build is done: roots that cannot be made do not undo it.
-      await gcRoots?.register(build.outputs.map((output) => output.path))
-        .catch((error) =>
-          this.#options.logger.error("roots not registered", {
-            drv: build.derivation,
-            error,
-          })
-        );
-      await registerBuildProducts(build, {
-        store,
-        logger: this.#options.logger,
-        gcRoots,
-      }).catch((error) =>
-        this.#options.logger.error("after success failed", {
-          drv: build.derivation,
-          error,
-        })
-      );
-    } else if (status === BuildStatus.failedDependency) {
-      summary.failedDependency++;
-    } else if (status === BuildStatus.failed) {
-      summary.failed++;
-    }
-    return true;
-  }
-
   /**
    * Puts back in the queue what is left of a batch that failed, trying
    * again (1 s, doubled up to 30 s) while the store refuses (a database
@@ -974,7 +771,7 @@ export class LocalBuilder {
    * next start's recover() requeues it.
    */
   async #requeueUntilDone(flight: Flight, signal: AbortSignal) {
-    const builds = this.#openBuilds(flight);
+    const builds = flight.openBuilds();
     const { clock, logger } = this.#options;
     for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
       try {
@@ -982,8 +779,7 @@ export class LocalBuilder {
         // restarted elsewhere, then taken again under the same name): this
         // batch is out of the flights, where a new batch's take withdraws
         // its builds from older ones.
-        await this.#requeue(
-          flight,
+        await flight.requeue(
           builds.filter((build) =>
             this.#holders(build.derivation).length === 0
           ),
@@ -1002,54 +798,6 @@ export class LocalBuilder {
         return;
       }
     }
-  }
-
-  /**
-   * Puts `builds` back in the queue, each only while it is still held
-   * under the name it was taken under: one restarted meanwhile (by another
-   * process) may have been taken since by another server, whose build it
-   * is now. (One held under a name this server no longer claims went back
-   * to the queue when the claim ended.)
-   */
-  async #requeue(flight: Flight, builds: Iterable<Build>): Promise<number> {
-    const { store, clock } = this.#options;
-    let count = 0;
-    for (const build of builds) {
-      const worker = build.worker ?? await this.#writerName(flight);
-      const now = epochSeconds(clock);
-      const check = worker === flight.claim?.name
-        ? this.#writeCheck(flight)
-        : {};
-      if (
-        await store.requeueBuild(build.derivation, now, { worker, ...check })
-      ) {
-        count++;
-      }
-    }
-    return count;
-  }
-
-  /**
-   * The name `flight`'s writes are made under: the one its batch was
-   * taken under, which a claim made since may have replaced.
-   */
-  async #writerName(flight: Flight): Promise<string> {
-    return flight.claim?.name ?? await this.holderName();
-  }
-
-  /**
-   * What `flight`'s writes check (the store's HolderCheck): that the claim
-   * its batch was taken under still stands. Once it ended, whoever ended it
-   * put the batch's builds back in the queue, and another server may hold
-   * them now under the same name.
-   */
-  #writeCheck(flight: Flight): HolderCheck {
-    return flight.claim === null ? {} : { holderAddress: flight.claim.address };
-  }
-
-  /** The builds of `flight` not finished nor withdrawn yet. */
-  #openBuilds(flight: Flight): Build[] {
-    return flight.builds.filter((build) => flight.open.has(build.derivation));
   }
 }
 
