@@ -349,9 +349,11 @@ export function nonEmpty(value: unknown, name: string, fail: Fail): string {
 export function show(value: unknown): string {
   let text: string;
   try {
-    text = value instanceof Sym || typeof value === "bigint"
-      ? String(value)
-      : JSON.stringify(value) ?? String(value);
+    // JSON.stringify writes Infinity (a JSON number such as 1e309, once
+    // parsed) as null, a value the specification does not hold.
+    const bare = value instanceof Sym || typeof value === "bigint" ||
+      (typeof value === "number" && !Number.isFinite(value));
+    text = bare ? String(value) : JSON.stringify(value) ?? String(value);
   } catch {
     text = String(value);
   }

@@ -319,6 +319,16 @@ Deno.test("specificationFromJson() validates like the file reader", async (t) =>
       /field "priority" is not an integer from 0 to 9: 10/,
     ],
     [{ name: "x", priority: 1.5 }, /field "priority"/],
+    // JSON.parse reads 1e309 as Infinity, which JSON.stringify writes as
+    // null: the message named a value the file does not hold.
+    [
+      JSON.parse('{"name": "x", "period": 1e309}'),
+      /field "period" is not a non-negative integer: Infinity$/,
+    ],
+    [
+      JSON.parse('{"name": "x", "priority": -1e309}'),
+      /field "priority" is not an integer from 0 to 9: -Infinity$/,
+    ],
     [{ name: "x", systems: [] }, /field "systems"/],
     [{ name: "x", systems: [1] }, /field "systems"/],
     [
