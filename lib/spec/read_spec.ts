@@ -116,10 +116,67 @@ export function readSpecificationsJson(
 export async function readSpecificationFile(
   path: string,
 ): Promise<Specification[]> {
-  const text = await Deno.readTextFile(path);
+  const text = decodeSpecificationText(await Deno.readFile(path), path);
   return path.endsWith(".json")
     ? readSpecificationsJson(text, path)
     : readSpecifications(text, path);
+}
+
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The text of a specification file, which must be UTF-8 (as Guile reads
+ * source files). A lenient decoding would turn a Latin-1 byte into U+FFFD,
+ * then into an error about a name no one wrote, or into a mangled value.
+ * @throws {SpecError} naming the line, column and value of the first byte
+ * that is not UTF-8.
+ */
+function decodeSpecificationText(bytes: Uint8Array, file: string): string {
+  try {
+    return STRICT_UTF8.decode(bytes);
+  } catch {
+    const offset = firstInvalidUtf8Byte(bytes);
+    const before = STRICT_UTF8.decode(bytes.subarray(0, offset)).split("\n");
+    const line = before.length;
+    const column = [...before[before.length - 1]].length + 1;
+    const byte = bytes[offset].toString(16).padStart(2, "0");
+    throw new SpecError(
+      `Cannot read specification ${
+        JSON.stringify(file)
+      } at ${line}:${column}: byte 0x${byte} is not valid UTF-8`,
+      { file, line, column },
+      { kind: "syntax" },
+    );
+  }
+}
+
+/**
+ * Offset of the first byte of the first sequence of `bytes` that is not
+ * UTF-8. The longest prefix that a streaming decoder accepts ends there,
+ * or just past the start of that sequence, which it holds back as cut.
+ */
+function firstInvalidUtf8Byte(bytes: Uint8Array): number {
+  let valid = 0;
+  let invalid = bytes.length;
+  while (invalid - valid > 1) {
+    const middle = Math.floor((valid + invalid) / 2);
+    try {
+      new TextDecoder("utf-8", { fatal: true })
+        .decode(bytes.subarray(0, middle), { stream: true });
+      valid = middle;
+    } catch {
+      invalid = middle;
+    }
+  }
+  try {
+    STRICT_UTF8.decode(bytes.subarray(0, valid));
+    return valid;
+  } catch {
+    // A held-back tail: a lead byte and its continuation bytes so far.
+    let start = valid - 1;
+    while (start > 0 && (bytes[start] & 0xc0) === 0x80) start--;
+    return start;
+  }
 }
 
 /** Path of the Guile script that prints a file's specifications. */

@@ -541,6 +541,57 @@ Deno.test("readSpecificationFile() reads JSON files, with line:column errors", a
   }
 });
 
+Deno.test("readSpecificationFile() refuses a file that is not UTF-8, naming where", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
+  const latin1 = (text: string) =>
+    Uint8Array.from(text, (c) => c.charCodeAt(0));
+  try {
+    // A Latin-1 file: the byte 0xE9 was read as U+FFFD, and the error
+    // named a variable no one wrote, or a mangled value was kept.
+    for (
+      const [name, bytes, where, byte] of [
+        [
+          "Scheme",
+          latin1(`(list\n  (specification (name "caf\xe9")))`),
+          "2:28",
+          "e9",
+        ],
+        [
+          "JSON",
+          latin1(`[{"name": "a",\n  "systems": ["\xe9"]}]`),
+          "2:16",
+          "e9",
+        ],
+        // An "é" in UTF-8, then a stray continuation byte.
+        [
+          "Scheme after UTF-8",
+          latin1(`(list (specification (name "\xc3\xa9\x80")))`),
+          "1:30",
+          "80",
+        ],
+      ] as const
+    ) {
+      await t.step(name, async () => {
+        const file = `${dir}/spec.${name === "JSON" ? "json" : "scm"}`;
+        await Deno.writeFile(file, bytes);
+        await assert.rejects(readSpecificationFile(file), (error) => {
+          assert.ok(error instanceof SpecError, String(error));
+          assert.equal(error.kind, "syntax");
+          assert.equal(
+            error.message,
+            `Cannot read specification ${
+              JSON.stringify(file)
+            } at ${where}: byte 0x${byte} is not valid UTF-8`,
+          );
+          return true;
+        });
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("readSpecificationFileOrGuix() asks guix repl for Scheme beyond the subset", async () => {
   const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
   try {
