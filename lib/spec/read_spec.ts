@@ -62,7 +62,13 @@ export function readSpecificationsJson(
   try {
     value = JSON.parse(text);
   } catch (error) {
-    const offset = Number(/position (\d+)/.exec(String(error))?.[1] ?? 0);
+    // V8 names no position when the text ends too soon: that is its end.
+    const position = /position (\d+)/.exec(String(error))?.[1];
+    const offset = position !== undefined
+      ? Number(position)
+      : /end of JSON input/.test(String(error))
+      ? text.length
+      : 0;
     const before = text.slice(0, offset).split("\n");
     const line = before.length;
     const column = before[before.length - 1].length + 1;

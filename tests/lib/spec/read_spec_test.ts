@@ -531,6 +531,14 @@ Deno.test("readSpecificationFile() reads JSON files, with line:column errors", a
       (error) =>
         error instanceof SpecError && error.line === 2 && error.column === 16,
     );
+    // V8 gives no position for a text cut short: the error named 1:1.
+    await Deno.writeTextFile(`${dir}/cut.json`, `[\n  {"name": "a"},\n  [`);
+    await assert.rejects(
+      readSpecificationFile(`${dir}/cut.json`),
+      (error) =>
+        error instanceof SpecError && error.line === 3 &&
+        error.column === 4 && error.message.includes(" at 3:4: "),
+    );
     await Deno.writeTextFile(`${dir}/invalid.json`, `[{"name": "a"}, {}]`);
     await assert.rejects(
       readSpecificationFile(`${dir}/invalid.json`),
