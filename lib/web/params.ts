@@ -39,6 +39,14 @@ export function requireLimit(params: URLSearchParams, name = "nr"): number {
  */
 export function parseId(text: string, what: string): number {
   const value = POSITIVE_INTEGER_REGEXP.test(text) ? Number(text) : NaN;
+  if (/^[1-9][0-9]*$/.test(text) && !Number.isSafeInteger(value)) {
+    throw new HttpError(
+      400,
+      `Cannot read ${what}: value ${
+        quoteValue(text)
+      } is above the largest ID, ${Number.MAX_SAFE_INTEGER}`,
+    );
+  }
   if (!Number.isSafeInteger(value)) {
     throw new HttpError(
       400,

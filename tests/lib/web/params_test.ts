@@ -45,6 +45,19 @@ Deno.test("parseId() rejects anything but a safe positive integer", () => {
   }
 });
 
+Deno.test("parseId() says when a positive integer is too large to be an ID", () => {
+  // It said "is not a positive integer" of a value that is one.
+  for (const text of ["9007199254740992", "99999999999999999999"]) {
+    assert.throws(
+      () => parseId(text, "build ID"),
+      new HttpError(
+        400,
+        `Cannot read build ID: value "${text}" is above the largest ID, 9007199254740991`,
+      ),
+    );
+  }
+});
+
 Deno.test("parseBuildRef() takes an id or a derivation basename, nothing else", () => {
   assert.deepEqual(parseBuildRef("12"), { id: 12 });
   assert.deepEqual(parseBuildRef(`${HASH}-hello-2.12.drv`), {
