@@ -138,10 +138,15 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
     }
     const result = await child.output();
     if (!result.success) {
+      // A guix killed by a signal says nothing on its standard error.
+      const stderr = new TextDecoder().decode(result.stderr).trim();
+      const why = stderr !== ""
+        ? stderr
+        : result.signal !== null
+        ? `killed by ${result.signal}`
+        : `exit code ${result.code}`;
       throw new Error(
-        `Cannot run "guix ${args.join(" ")}" for ${role}: ${
-          new TextDecoder().decode(result.stderr).trim()
-        }`,
+        `Cannot run "guix ${args.join(" ")}" for ${role}: ${why}`,
       );
     }
   }
@@ -199,59 +204,64 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
   }
 
   const roles = ["server", ...options.workers.map((_, i) => `worker${i + 1}`)];
-  for (const role of roles) {
-    await Deno.mkdir(`${root}/${role}/etc`, { recursive: true });
-    await guix(role, ["archive", "--generate-key"]);
-  }
-  // Trust runs both ways: workers substitute derivations and inputs from
-  // the server, the server substitutes results from the workers.
-  const serverKey = await Deno.readTextFile(
-    `${root}/server/etc/signing-key.pub`,
-  );
-  for (const role of roles.slice(1)) {
-    await guix(role, ["archive", "--authorize"], serverKey);
-    await guix(
-      "server",
-      ["archive", "--authorize"],
-      await Deno.readTextFile(
-        `${root}/${role}/etc/signing-key.pub`,
-      ),
-    );
-  }
-
-  // All in one call: ports picked by separate calls may coincide.
-  const ports = await freePorts(4 + options.workers.length);
-  const webPort = options.webPort === 0 ? ports.at(-1)! : options.webPort;
-  const specFile = await withLocalChannel(options.specFile, root);
-  const server = start("server", "server.ts", [
-    `--specifications=${specFile}`,
-    "--build-remote",
-    // Never announce on this machine's real interfaces.
-    "--no-advertise",
-    // Within the daemon's roots, so that it keeps what they name.
-    `--gc-roots=${root}/server/daemon/gcroots/lorica`,
-    `--database=${root}/server/lorica.db`,
-    `--cache=${root}/server/logs`,
-    `--backend-port=${ports[0]}`,
-    `--log-port=${ports[1]}`,
-    `--publish-port=${ports[2]}`,
-    "--listen=127.0.0.1",
-    `--web-port=${webPort}`,
-    ...(options.workerTimeout === undefined
-      ? []
-      : [`--worker-timeout=${options.workerTimeout}`]),
-  ]);
-  const webUrl = `http://127.0.0.1:${webPort}`;
+  let ports: number[];
+  let webUrl: string;
   try {
+    for (const role of roles) {
+      await Deno.mkdir(`${root}/${role}/etc`, { recursive: true });
+      await guix(role, ["archive", "--generate-key"]);
+    }
+    // Trust runs both ways: workers substitute derivations and inputs from
+    // the server, the server substitutes results from the workers.
+    const serverKey = await Deno.readTextFile(
+      `${root}/server/etc/signing-key.pub`,
+    );
+    for (const role of roles.slice(1)) {
+      await guix(role, ["archive", "--authorize"], serverKey);
+      await guix(
+        "server",
+        ["archive", "--authorize"],
+        await Deno.readTextFile(
+          `${root}/${role}/etc/signing-key.pub`,
+        ),
+      );
+    }
+
+    // All in one call: ports picked by separate calls may coincide.
+    ports = await freePorts(4 + options.workers.length);
+    const webPort = options.webPort === 0 ? ports.at(-1)! : options.webPort;
+    const specFile = await withLocalChannel(options.specFile, root);
+    const server = start("server", "server.ts", [
+      `--specifications=${specFile}`,
+      "--build-remote",
+      // Never announce on this machine's real interfaces.
+      "--no-advertise",
+      // Within the daemon's roots, so that it keeps what they name.
+      `--gc-roots=${root}/server/daemon/gcroots/lorica`,
+      `--database=${root}/server/lorica.db`,
+      `--cache=${root}/server/logs`,
+      `--backend-port=${ports[0]}`,
+      `--log-port=${ports[1]}`,
+      `--publish-port=${ports[2]}`,
+      "--listen=127.0.0.1",
+      `--web-port=${webPort}`,
+      ...(options.workerTimeout === undefined
+        ? []
+        : [`--worker-timeout=${options.workerTimeout}`]),
+    ]);
+    webUrl = `http://127.0.0.1:${webPort}`;
     await waitForHttp(`${webUrl}/api/queue?nr=1`, server);
   } catch (error) {
-    // Leave nothing behind: processes by pid, and the farm's directory.
+    // Leave nothing behind, whichever step failed: processes by pid, and
+    // the farm's directory. Ctrl-C reaches the whole process group, so the
+    // guix commands of the first steps die of it too.
     for (const role of children.keys()) await kill(role);
     const log = await Deno.readTextFile(`${root}/server.log`).catch(() => "");
     const last = log.trim().split("\n").slice(-2).join("\n");
     if (options.root === undefined) {
       await Deno.remove(root, { recursive: true }).catch(() => {});
     }
+    if (last === "") throw error;
     throw new Error(`${(error as Error).message}\n${last}`, { cause: error });
   }
 

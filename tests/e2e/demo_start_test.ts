@@ -44,6 +44,48 @@ Deno.test({
 
 Deno.test({
   name:
+    "startFarm() removes its directory when a guix command before the server dies, as one does under an interrupt to the demo's process group",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // Ctrl-C reaches every process of the group: the `guix archive` that
+    // makes the keys died, and the farm's directory was left behind.
+    const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
+    const tree = await Deno.makeTempDir({ prefix: "lorica-demo-tree-" });
+    await Deno.mkdir(`${tree}/tests/fake-guix`, { recursive: true });
+    await Deno.writeTextFile(
+      `${tree}/tests/fake-guix/guix`,
+      "#!/bin/sh\nkill -INT $$\n",
+      { mode: 0o755 },
+    );
+    const tmpdir = Deno.env.get("TMPDIR");
+    Deno.env.set("TMPDIR", tmp);
+    try {
+      await assert.rejects(
+        startFarm({
+          tree,
+          specFile: `${DEMO}/demo-spec.scm`,
+          scenarioFile: `${DEMO}/scenario.json`,
+          workers: [{ systems: ["x86_64-linux"], sessions: 1 }],
+          webPort: 0,
+          requestPeriod: 1,
+        }),
+        /Cannot run "guix archive --generate-key" for server: killed by SIGINT/,
+      );
+      const left = [];
+      for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
+      assert.deepEqual(left, [], "the farm's directory is removed");
+    } finally {
+      if (tmpdir === undefined) Deno.env.delete("TMPDIR");
+      else Deno.env.set("TMPDIR", tmpdir);
+      await Deno.remove(tmp, { recursive: true });
+      await Deno.remove(tree, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
     "the demo interrupted while its farm starts stops it and removes its directory",
   sanitizeResources: false,
   sanitizeOps: false,
