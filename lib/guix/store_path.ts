@@ -120,6 +120,22 @@ export function isDerivationPath(path: string, storeDir: string): boolean {
   }
 }
 
+/**
+ * The store directory `drv` is a derivation of, as far as its path shows:
+ * the directory it sits in, when that is an absolute path with no empty,
+ * `.` or `..` component (as a store directory is) and `drv` a well-formed
+ * derivation there; undefined otherwise. A path such as
+ * `/gnu/store/../../etc/HASH-x.drv` names no store: it is a malformed
+ * derivation, not one of another store.
+ */
+export function derivationStoreDir(drv: string): string | undefined {
+  const directory = drv.slice(0, Math.max(0, drv.lastIndexOf("/")));
+  const parts = directory.split("/").slice(1);
+  const plain = directory.startsWith("/") &&
+    parts.every((part) => part !== "" && part !== "." && part !== "..");
+  return plain && isDerivationPath(drv, directory) ? directory : undefined;
+}
+
 function quote(value: string): string {
   return JSON.stringify(value.length > 200 ? value.slice(0, 200) + "…" : value);
 }

@@ -39,7 +39,7 @@ import type {
   UndeliveredResult,
   UndeliveredResults,
 } from "./undelivered_results.ts";
-import { isDerivationPath, storeDirFromEnv } from "../guix/store_path.ts";
+import { derivationStoreDir, storeDirFromEnv } from "../guix/store_path.ts";
 
 /** A build a session has under way. */
 export interface UnderwayBuild {
@@ -172,18 +172,6 @@ export class StoreDirMismatchError extends Error {
     );
     this.name = "StoreDirMismatchError";
   }
-}
-
-/**
- * The store directory `drv` is a derivation of, as far as its path shows
- * (the directory it sits in, when it is a well-formed derivation there);
- * undefined when it is no derivation path at all.
- */
-function derivationStoreDir(drv: string): string | undefined {
-  const directory = drv.slice(0, drv.lastIndexOf("/"));
-  return directory !== "" && isDerivationPath(drv, directory)
-    ? directory
-    : undefined;
 }
 
 /** No reply from the server in time. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  derivationStoreDir,
   isDerivationPath,
   parseDerivationPath,
   StorePathError,
@@ -61,5 +62,27 @@ Deno.test("parseDerivationPath() refuses options, packages, other files and esca
           error.message.includes(JSON.stringify(value).slice(0, 40)),
       );
     });
+  }
+});
+
+Deno.test("derivationStoreDir() names the store a derivation path is in, when that is a plain absolute directory", () => {
+  assert.equal(derivationStoreDir(`${STORE}/${HASH}-hello.drv`), STORE);
+  assert.equal(derivationStoreDir(`/srv/other/${HASH}-a.drv`), "/srv/other");
+  // A worker takes the store so named for the server's, and stops when it
+  // is not its own: "/gnu/store/../../etc" was no store, only a path that
+  // a hostile server made up, and it stopped the worker all the same.
+  for (
+    const value of [
+      `${STORE}/../../etc/${HASH}-hello.drv`,
+      `${STORE}/./${HASH}-hello.drv`,
+      `/gnu//store/${HASH}-hello.drv`,
+      `gnu/store/${HASH}-hello.drv`,
+      `/${HASH}-hello.drv`,
+      `${STORE}/${HASH}-hello`,
+      "/etc/passwd",
+      "",
+    ]
+  ) {
+    assert.equal(derivationStoreDir(value), undefined, value);
   }
 });
