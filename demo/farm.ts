@@ -250,7 +250,7 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
         : [`--worker-timeout=${options.workerTimeout}`]),
     ]);
     webUrl = `http://127.0.0.1:${webPort}`;
-    await waitForHttp(`${webUrl}/api/queue?nr=1`, server);
+    await waitForServer(webUrl, root, server);
   } catch (error) {
     // Leave nothing behind, whichever step failed: processes by pid, and
     // the farm's directory. Ctrl-C reaches the whole process group, so the
@@ -314,7 +314,7 @@ export async function startFarm(options: FarmOptions): Promise<Farm> {
       await kill(role);
       const child = start(role, plan.script, plan.args, plan.env);
       if (role === "server") {
-        await waitForHttp(`${webUrl}/api/queue?nr=1`, child);
+        await waitForServer(webUrl, root, child);
       }
     },
     running: (role) => children.has(role) && !exited.has(role),
@@ -418,7 +418,19 @@ async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-async function waitForHttp(url: string, process: Deno.ChildProcess) {
+/**
+ * Waits until the farm's own server answers on `webUrl`: one whose
+ * specifications name the channel made in `root`. Another server already
+ * answering on that port (a demo still running) is not taken for it; the
+ * farm's own then exits on the port in use, and that is the error.
+ */
+async function waitForServer(
+  webUrl: string,
+  root: string,
+  process: Deno.ChildProcess,
+) {
+  const url = `${webUrl}/specifications`;
+  const channel = `file://${root}/channel`;
   let exited = false;
   process.status.then(() => (exited = true));
   const deadline = Date.now() + 60_000;
@@ -429,12 +441,22 @@ async function waitForHttp(url: string, process: Deno.ChildProcess) {
     try {
       // Bounded: whatever holds the port may accept and never answer.
       const response = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      await response.body?.cancel();
-      if (response.ok) return;
+      const specs = response.ok ? await response.json() : [];
+      await response.body?.cancel().catch(() => {});
+      if (servesChannel(specs, channel)) return;
     } catch {
-      // Not listening yet, or not answering.
+      // Not listening yet, or not answering, or not with JSON.
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`Cannot reach ${JSON.stringify(url)}: no answer after 60 s`);
+}
+
+/** Whether the `/specifications` answer `specs` has a channel at `url`. */
+function servesChannel(specs: unknown, url: string): boolean {
+  return Array.isArray(specs) &&
+    specs.some((spec) =>
+      Array.isArray(spec?.channels) &&
+      spec.channels.some((channel: { url?: unknown }) => channel?.url === url)
+    );
 }

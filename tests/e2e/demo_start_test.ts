@@ -44,6 +44,43 @@ Deno.test({
 
 Deno.test({
   name:
+    "startFarm() fails with the server's error when another web server already answers on the web port",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // A demo still running on 8080, say: its answers were taken for the
+    // new farm's server, which had died on the port in use, and the demo
+    // showed the other farm's progress and waited for it.
+    const other = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () => Response.json([]),
+    );
+    const root = await Deno.makeTempDir({ prefix: "lorica-demo-start-" });
+    let farm: Awaited<ReturnType<typeof startFarm>> | undefined;
+    try {
+      await assert.rejects(
+        (async () => {
+          farm = await startFarm({
+            root,
+            specFile: `${DEMO}/demo-spec.scm`,
+            scenarioFile: `${DEMO}/scenario.json`,
+            workers: [{ systems: ["x86_64-linux"], sessions: 1 }],
+            webPort: other.addr.port,
+            requestPeriod: 1,
+          });
+        })(),
+        /Cannot start the server: it exited[\s\S]*Address already in use/,
+      );
+    } finally {
+      await farm?.stop();
+      await other.shutdown();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
     "startFarm() removes its directory when a guix command before the server dies, as one does under an interrupt to the demo's process group",
   sanitizeResources: false,
   sanitizeOps: false,
