@@ -55,10 +55,14 @@ async function main(): Promise<number> {
   // it has started, by stopping it and removing its directory as always.
   // SIGHUP is the terminal closing: the same clean stop.
   const interrupted = Promise.withResolvers<void>();
+  let stopAsked = false;
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    Deno.addSignalListener(signal, () => interrupted.resolve());
+    Deno.addSignalListener(signal, () => {
+      stopAsked = true;
+      interrupted.resolve();
+    });
   }
-  const farm = await startFarm({
+  const starting = startFarm({
     specFile: `${HERE}/demo/demo-spec.scm`,
     scenarioFile: `${HERE}/demo/scenario.json`,
     workers: [
@@ -71,6 +75,14 @@ async function main(): Promise<number> {
     // they would look for the npm packages in DENO_DIR and the registry.
     denoFlags: values.vendored ? OFFLINE_RUN_FLAGS : undefined,
   });
+  // Ctrl-C reaches the whole process group: the guix commands of the
+  // farm's first steps die of it, and the start fails. The farm has
+  // removed what it made; the interrupt is no error to report.
+  const farm = await starting.catch((error) => {
+    if (stopAsked) return null;
+    throw error;
+  });
+  if (farm === null) return 130;
   say(`Web interface: ${farm.webUrl}/  (process logs in ${farm.root})`);
 
   const started = Date.now();

@@ -171,6 +171,74 @@ Deno.test({
 
 Deno.test({
   name:
+    `the demo interrupted by Ctrl-C (SIGINT to its process group) while its guix commands run exits 130 without an error and leaves nothing${
+      SETSID ? "" : " (skipped: no setsid)"
+    }`,
+  ignore: SETSID === undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
+    // A process group of its own, as a shell gives a job in a terminal.
+    const demo = new Deno.Command(SETSID!, {
+      args: [
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        `${REPO}/demo.ts`,
+        "--web-port=0",
+      ],
+      cwd: REPO,
+      env: { TMPDIR: tmp },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(demo.stderr).text();
+    try {
+      // The server's directory is made just before its key, the first
+      // guix command: the interrupt reaches that command too.
+      const started = Date.now();
+      let keysBeingMade = false;
+      while (!keysBeingMade && Date.now() - started < 60_000) {
+        for await (const entry of Deno.readDir(tmp)) {
+          const etc = `${tmp}/${entry.name}/server/etc`;
+          keysBeingMade ||= await Deno.stat(etc).then(() => true, () => false);
+        }
+        if (!keysBeingMade) await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.ok(keysBeingMade, "the farm never began to make its keys");
+      Deno.kill(-demo.pid, "SIGINT");
+      const status = await demo.status;
+      const said = await stderr;
+      assert.equal(status.code, 130, said);
+      assert.doesNotMatch(said, /error/, "an interrupt is no error");
+      const left = [];
+      for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
+      assert.deepEqual(left, [], "the farm's directory is removed");
+      assert.deepEqual(await processesMentioning(tmp), [], "no process left");
+    } finally {
+      try {
+        demo.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+      await demo.status;
+      await stderr;
+      for (const pid of await processesMentioning(tmp)) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // Gone meanwhile.
+        }
+      }
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
     `the demo whose terminal closes (SIGHUP to its process group) stops its farm and removes its directory${
       SETSID ? "" : " (skipped: no setsid)"
     }`,
