@@ -125,6 +125,8 @@ Remote mode:
       --max-log-size=BYTES    cut build logs beyond this size (default 268435456)
       --max-worker-connections=N  ZeroMQ connections from workers held at
                               once, two per worker session (default 1024)
+      --max-worker-connections-per-address=N  of those, from one address
+                              (default 256; more for workers behind one NAT)
       --no-advertise          do not announce the server with DNS-SD
       --advertise-interface=IF[,IF]  announce only on these interfaces
       --advertise-name=NAME   DNS-SD instance name (default "Lorica remote server on HOST")
@@ -209,6 +211,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   "max-build-wait": { type: "string" },
   "max-log-size": { type: "string" },
   "max-worker-connections": { type: "string" },
+  "max-worker-connections-per-address": { type: "string" },
   "no-advertise": { type: "boolean", default: false },
   "advertise-interface": { type: "string" },
   "advertise-name": { type: "string" },
@@ -320,6 +323,9 @@ async function main(args: string[]): Promise<number> {
     maxLogBytes: text("max-log-size") ? positive("max-log-size") : undefined,
     maxWorkerConnections: text("max-worker-connections")
       ? positive("max-worker-connections")
+      : undefined,
+    maxWorkerConnectionsPerAddress: text("max-worker-connections-per-address")
+      ? positive("max-worker-connections-per-address")
       : undefined,
     pollChannels: !flag("no-poll"),
     pollIntervalSeconds: positive("interval"),
@@ -583,6 +589,7 @@ const REMOTE_ONLY = [
   "worker-keys",
   "max-build-wait",
   "max-worker-connections",
+  "max-worker-connections-per-address",
   "advertise-name",
   "advertise-interface",
 ];

@@ -34,6 +34,13 @@ export interface RemoteBuilderConfig {
    * default the ROUTER's, 1024.
    */
   maxWorkerConnections?: number;
+  /**
+   * ZeroMQ connections one address may hold at once, so that one host
+   * cannot take every place; default the ROUTER's, 256 (or
+   * maxWorkerConnections when smaller). A farm whose workers reach the
+   * server through one NAT address needs more.
+   */
+  maxWorkerConnectionsPerAddress?: number;
   fetchDeadlineMs?: number;
   fetchRetryDelayMs?: number;
   /** Asked for new outputs' narinfos, so that a caching publish bakes them. */
@@ -120,6 +127,7 @@ export async function startRemoteBuilder(
           port: config.backendPort,
           maxMessageBytes: routerMessageLimit(),
           maxConnections: config.maxWorkerConnections,
+          maxConnectionsPerAddress: config.maxWorkerConnectionsPerAddress,
           logger: logger.with({ part: "zmtp" }),
           onDisconnect: (peer) =>
             late.dispatcher?.peerDisconnected(peer.routingId),

@@ -357,6 +357,24 @@ Deno.test("lorica-server with an --evaluation-timeout that is not a whole number
   });
 });
 
+Deno.test("lorica-server with a --max-worker-connections-per-address of 0 exits 2 naming it", async () => {
+  await withDir(async (dir) => {
+    const run = await runServer(dir, {
+      "build-remote": "",
+      "no-advertise": "",
+      listen: "127.0.0.1",
+      "backend-port": "0",
+      "log-port": "0",
+      "max-worker-connections-per-address": "0",
+    });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot use --max-worker-connections-per-address "0": /,
+    );
+  });
+});
+
 Deno.test("lorica-server with a --database-timeout that is not a whole number exits 2 naming it", async () => {
   await withDir(async (dir) => {
     const run = await runServer(dir, { "database-timeout": "1m" });

@@ -286,6 +286,46 @@ Deno.test({
 
 Deno.test({
   name:
+    "the ZMQ port holds at most maxWorkerConnectionsPerAddress from one address, below the total",
+  async fn() {
+    const t = await startTestServer({
+      config: { maxWorkerConnections: 8, maxWorkerConnectionsPerAddress: 2 },
+    });
+    const idle: Deno.Conn[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        idle.push(
+          await Deno.connect({
+            hostname: "127.0.0.1",
+            port: t.server.backendPort,
+          }),
+        );
+      }
+      const extra = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: t.server.backendPort,
+      });
+      try {
+        await hungUp(extra);
+      } finally {
+        extra.close();
+      }
+      assert.ok(
+        t.lines.some((l) =>
+          l.startsWith("warn zmtp connection refused ") &&
+          l.includes(" peer=127.0.0.1 ") && l.includes(" limit=2")
+        ),
+        t.lines.join("\n"),
+      );
+    } finally {
+      for (const conn of idle) conn.close();
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "fuzz (log port): hostile headers and bodies write nothing outside <hash>.log.gz",
   async fn() {
     const rng = prng(fuzzSeed("log"));
