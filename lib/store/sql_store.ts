@@ -1,6 +1,8 @@
 // The Store interface over any driver that runs store procedures.
 
 import * as builds from "./sql_builds.ts";
+import * as dispatch from "./sql_dispatch.ts";
+import * as notifications from "./sql_notifications.ts";
 import * as catalog from "./sql_catalog.ts";
 import * as dashboards from "./sql_dashboards.ts";
 import * as fetches from "./sql_fetches.ts";
@@ -220,11 +222,11 @@ function write<T>(c: Runner, procedure: (d: Dialect) => Step<T>): Promise<T> {
 const popBuilds: Methods["popBuilds"] = (c, requests, now, options) =>
   c.execute(
     c.dialect.name === "postgres" && c.inBatch !== true ? "read" : "write",
-    (d) => builds.popBuilds(d, requests, now, options),
+    (d) => dispatch.popBuilds(d, requests, now, options),
   );
 
 const markStartedMany: Methods["markStartedMany"] = (c, starts, now) =>
-  write(c, (d) => builds.markStartedMany(d, starts, now));
+  write(c, (d) => dispatch.markStartedMany(d, starts, now));
 
 /**
  * Every store method, each a procedure run on the runner it is given: one
@@ -309,7 +311,7 @@ const METHODS: Methods = {
     }
     return await write(
       c,
-      (d) => builds.markStartedUnder(d, start, now, address),
+      (d) => dispatch.markStartedUnder(d, start, now, address),
     );
   },
   markStartedMany,
@@ -344,11 +346,11 @@ const METHODS: Methods = {
   restartEvaluation: (c, id, _now) =>
     write(c, (d) => builds.restartEvaluation(d, id)),
   popNotifications: (c, limit, now) =>
-    write(c, (d) => builds.popNotifications(d, limit, now)),
+    write(c, (d) => notifications.popNotifications(d, limit, now)),
   returnNotifications: (c, items) =>
-    write(c, (d) => builds.returnNotifications(d, items)),
+    write(c, (d) => notifications.returnNotifications(d, items)),
   finishNotifications: (c, ids) =>
-    write(c, (d) => builds.finishNotifications(d, ids)),
+    write(c, (d) => notifications.finishNotifications(d, ids)),
 
   addDashboard: (c, dashboard, { now, keep }) =>
     write(c, (d) => dashboards.addDashboard(d, dashboard, now, keep)),

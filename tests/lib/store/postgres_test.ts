@@ -15,10 +15,9 @@ import { STATISTICS_REFRESH_MIN } from "../../../lib/store/sql_register.ts";
 import {
   cancelEvaluation,
   completeBuild,
-  markStartedMany,
-  popBuilds,
   restartBuild,
 } from "../../../lib/store/sql_builds.ts";
+import { markStartedMany, popBuilds } from "../../../lib/store/sql_dispatch.ts";
 import { latestBuilds, queue } from "../../../lib/store/sql_catalog.ts";
 import {
   expireWorkers,
