@@ -179,61 +179,26 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
-    // A process group of its own, as a shell gives a job in a terminal.
-    const demo = new Deno.Command(SETSID!, {
-      args: [
-        Deno.execPath(),
-        "run",
-        "--allow-all",
-        `${REPO}/demo.ts`,
-        "--web-port=0",
-      ],
-      cwd: REPO,
-      env: { TMPDIR: tmp },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    await using demo = demoJob(tmp, { stdout: "null", stderr: "piped" });
     const stderr = new Response(demo.stderr).text();
-    try {
-      // The server's directory is made just before its key, the first
-      // guix command: the interrupt reaches that command too.
-      const started = Date.now();
-      let keysBeingMade = false;
-      while (!keysBeingMade && Date.now() - started < 60_000) {
-        for await (const entry of Deno.readDir(tmp)) {
-          const etc = `${tmp}/${entry.name}/server/etc`;
-          keysBeingMade ||= await Deno.stat(etc).then(() => true, () => false);
-        }
-        if (!keysBeingMade) await new Promise((r) => setTimeout(r, 5));
+    // The server's directory is made just before its key, the first guix
+    // command: the interrupt reaches that command too.
+    const started = Date.now();
+    let keysBeingMade = false;
+    while (!keysBeingMade && Date.now() - started < 60_000) {
+      for await (const entry of Deno.readDir(tmp)) {
+        const etc = `${tmp}/${entry.name}/server/etc`;
+        keysBeingMade ||= await Deno.stat(etc).then(() => true, () => false);
       }
-      assert.ok(keysBeingMade, "the farm never began to make its keys");
-      Deno.kill(-demo.pid, "SIGINT");
-      const status = await demo.status;
-      const said = await stderr;
-      assert.equal(status.code, 130, said);
-      assert.doesNotMatch(said, /error/, "an interrupt is no error");
-      const left = [];
-      for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
-      assert.deepEqual(left, [], "the farm's directory is removed");
-      assert.deepEqual(await processesMentioning(tmp), [], "no process left");
-    } finally {
-      try {
-        demo.kill("SIGKILL");
-      } catch {
-        // Exited already.
-      }
-      await demo.status;
-      await stderr;
-      for (const pid of await processesMentioning(tmp)) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // Gone meanwhile.
-        }
-      }
-      await Deno.remove(tmp, { recursive: true });
+      if (!keysBeingMade) await new Promise((r) => setTimeout(r, 5));
     }
+    assert.ok(keysBeingMade, "the farm never began to make its keys");
+    Deno.kill(-demo.pid, "SIGINT");
+    const status = await demo.status;
+    const said = await stderr;
+    assert.equal(status.code, 130, said);
+    assert.doesNotMatch(said, /error/, "an interrupt is no error");
+    await assertFarmGone(tmp);
   },
 });
 
@@ -247,49 +212,57 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
-    // A process group of its own, as a shell gives a job in a terminal.
-    const demo = new Deno.Command(SETSID!, {
-      args: [
-        Deno.execPath(),
-        "run",
-        "--allow-all",
-        `${REPO}/demo.ts`,
-        "--web-port=0",
-      ],
-      cwd: REPO,
-      env: { TMPDIR: tmp },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    try {
-      // Hang up once the farm serves its pages, as a user closing the
-      // terminal would; the output is read to its end meanwhile.
-      const served = Promise.withResolvers<void>();
-      const reading = (async () => {
-        let text = "";
-        for await (
-          const chunk of demo.stdout.pipeThrough(new TextDecoderStream())
-        ) {
-          text += chunk;
-          if (text.includes("Web interface: ")) served.resolve();
-        }
-        served.reject(new Error(`the demo stopped early:\n${text}`));
-      })();
-      const timer = setTimeout(
-        () => served.reject(new Error("the farm did not start in 120 s")),
-        120_000,
-      );
-      await served.promise.finally(() => clearTimeout(timer));
-      Deno.kill(-demo.pid, "SIGHUP");
-      const status = await demo.status;
-      await reading;
-      assert.equal(status.code, 130);
-      const left = [];
-      for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
-      assert.deepEqual(left, [], "the farm's directory is removed");
-      assert.deepEqual(await processesMentioning(tmp), [], "no process left");
-    } finally {
+    await using demo = demoJob(tmp, { stdout: "piped", stderr: "null" });
+    // Hang up once the farm serves its pages, as a user closing the
+    // terminal would; the output is read to its end meanwhile.
+    const served = Promise.withResolvers<void>();
+    const reading = (async () => {
+      let text = "";
+      for await (
+        const chunk of demo.stdout.pipeThrough(new TextDecoderStream())
+      ) {
+        text += chunk;
+        if (text.includes("Web interface: ")) served.resolve();
+      }
+      served.reject(new Error(`the demo stopped early:\n${text}`));
+    })();
+    const timer = setTimeout(
+      () => served.reject(new Error("the farm did not start in 120 s")),
+      120_000,
+    );
+    await served.promise.finally(() => clearTimeout(timer));
+    Deno.kill(-demo.pid, "SIGHUP");
+    const status = await demo.status;
+    await reading;
+    assert.equal(status.code, 130);
+    await assertFarmGone(tmp);
+  },
+});
+
+/**
+ * The demo started in a process group of its own, as a shell gives a job
+ * in a terminal, its temporary files in `tmp`; disposed of by a kill of
+ * whatever it left running, by pid, and the removal of `tmp`.
+ */
+function demoJob(
+  tmp: string,
+  output: { stdout: "piped" | "null"; stderr: "piped" | "null" },
+): Deno.ChildProcess & AsyncDisposable {
+  const demo = new Deno.Command(SETSID!, {
+    args: [
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      `${REPO}/demo.ts`,
+      "--web-port=0",
+    ],
+    cwd: REPO,
+    env: { TMPDIR: tmp },
+    stdin: "null",
+    ...output,
+  }).spawn();
+  return Object.assign(demo, {
+    async [Symbol.asyncDispose]() {
       try {
         demo.kill("SIGKILL");
       } catch {
@@ -305,9 +278,17 @@ Deno.test({
         }
       }
       await Deno.remove(tmp, { recursive: true });
-    }
-  },
-});
+    },
+  });
+}
+
+/** Asserts that the farm of the demo run in `tmp` left nothing behind. */
+async function assertFarmGone(tmp: string): Promise<void> {
+  const left = [];
+  for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
+  assert.deepEqual(left, [], "the farm's directory is removed");
+  assert.deepEqual(await processesMentioning(tmp), [], "no process left");
+}
 
 /** Pids of the processes whose command line mentions `text`. */
 async function processesMentioning(text: string): Promise<number[]> {

@@ -242,30 +242,7 @@ Deno.test({
     const t = await startTestServer({ config: { maxWorkerConnections: 4 } });
     const idle: Deno.Conn[] = [];
     try {
-      for (let i = 0; i < 4; i++) {
-        idle.push(
-          await Deno.connect({
-            hostname: "127.0.0.1",
-            port: t.server.backendPort,
-          }),
-        );
-      }
-      const extra = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: t.server.backendPort,
-      });
-      try {
-        await hungUp(extra);
-      } finally {
-        extra.close();
-      }
-      assert.ok(
-        t.lines.some((l) =>
-          l.startsWith("warn zmtp connection refused ") &&
-          l.includes(" peer=127.0.0.1 ") && l.includes(" limit=4")
-        ),
-        t.lines.join("\n"),
-      );
+      await assertRefusedPast(t, 4, idle);
       for (const conn of idle.splice(0)) conn.close();
       await eventually(async () => {
         const w = await FakeWorker.connect(t.server.backendPort, {
@@ -293,36 +270,41 @@ Deno.test({
     });
     const idle: Deno.Conn[] = [];
     try {
-      for (let i = 0; i < 2; i++) {
-        idle.push(
-          await Deno.connect({
-            hostname: "127.0.0.1",
-            port: t.server.backendPort,
-          }),
-        );
-      }
-      const extra = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: t.server.backendPort,
-      });
-      try {
-        await hungUp(extra);
-      } finally {
-        extra.close();
-      }
-      assert.ok(
-        t.lines.some((l) =>
-          l.startsWith("warn zmtp connection refused ") &&
-          l.includes(" peer=127.0.0.1 ") && l.includes(" limit=2")
-        ),
-        t.lines.join("\n"),
-      );
+      await assertRefusedPast(t, 2, idle);
     } finally {
       for (const conn of idle) conn.close();
       await t.close();
     }
   },
 });
+
+/**
+ * Opens `limit` connections to `t`'s ZMQ port from 127.0.0.1, kept in
+ * `idle` for the caller to close, and asserts that one more is hung up
+ * and logged as refused with that limit.
+ */
+async function assertRefusedPast(
+  t: { server: { backendPort: number }; lines: string[] },
+  limit: number,
+  idle: Deno.Conn[],
+): Promise<void> {
+  const connect = () =>
+    Deno.connect({ hostname: "127.0.0.1", port: t.server.backendPort });
+  for (let i = 0; i < limit; i++) idle.push(await connect());
+  const extra = await connect();
+  try {
+    await hungUp(extra);
+  } finally {
+    extra.close();
+  }
+  assert.ok(
+    t.lines.some((l) =>
+      l.startsWith("warn zmtp connection refused ") &&
+      l.includes(" peer=127.0.0.1 ") && l.includes(` limit=${limit}`)
+    ),
+    t.lines.join("\n"),
+  );
+}
 
 Deno.test({
   name:
