@@ -13,6 +13,8 @@ import type { Child, Spawner } from "../../../lib/process.ts";
 import type { Clock } from "../../../lib/clock.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { quietPort } from "../../_ports.ts";
+import assert from "node:assert/strict";
+import { BuildStatus } from "../../../lib/store/types.ts";
 import {
   eventually,
   fakeSpawner,
@@ -158,5 +160,35 @@ export async function fetchWaiting(f: Fixture, drv: string, lines: string[]) {
     `the fetch waiting\nserver:\n${f.lines.join("\n")}\nworker:\n${
       lines.join("\n")
     }`,
+  );
+}
+
+/**
+ * Asserts that the fixture's build `drv` succeeded once, was built once
+ * (`calls`: the worker's guix command lines) and was never requeued, nor
+ * its outputs found unavailable.
+ */
+export async function assertSucceededOnce(
+  f: Fixture,
+  drv: string,
+  calls: string[][],
+): Promise<void> {
+  assert.equal(await f.status(drv), BuildStatus.succeeded);
+  assert.equal(
+    f.lines.filter((l) => l.startsWith("info build succeeded")).length,
+    1,
+    f.lines.join("\n"),
+  );
+  assert.deepEqual(
+    f.lines.filter((l) =>
+      /^(warn|info) build requeued|^error outputs unavailable/.test(l)
+    ),
+    [],
+  );
+  assert.equal(
+    calls.filter((argv) => argv.includes("build") && argv.includes(drv))
+      .length,
+    1,
+    "built once",
   );
 }

@@ -20,6 +20,7 @@ import { lingeringChild } from "./_lingering_child.ts";
 import type { Spawner } from "../../../lib/process.ts";
 import { scriptedLogServer } from "../protocol/_scripted_log_server.ts";
 import {
+  assertSucceededOnce,
   fetchWaiting,
   type HeldFetchFarm,
   heldFetchFarm,
@@ -35,61 +36,21 @@ Deno.test({
     const lines: string[] = [];
     const calls: string[][] = [];
     await using farm = await heldFetchFarm(lines, calls);
-    const { publish, f, worker, publishStopped } = farm;
-    const [drv] = await f.addJobs([job("last-before-upgrade", 1)]);
-    await fetchWaiting(f, drv, lines);
-    const draining = worker.stop({ drain: true, drainMs: 240_000 });
-    assert.equal(
-      await settlesWithin(draining, 500),
-      false,
-      `the drain waits for the fetch\n${lines.join("\n")}`,
-    );
-    assert.equal(await settlesWithin(publishStopped, 0), false);
-
-    publish.release();
-    await f.clock.advance(1000);
-    assert.ok(
-      await settlesWithin(draining, 5000),
-      `the drain ends with the fetch\nserver:\n${
-        f.lines.join("\n")
-      }\nworker:\n${lines.join("\n")}`,
-    );
-    assert.equal(
-      await publishStopped,
-      true,
-      "guix publish stopped only after the fetch",
-    );
-    assert.equal(await f.status(drv), BuildStatus.succeeded);
-    assert.equal(
-      f.lines.filter((l) => l.startsWith("info build succeeded")).length,
-      1,
-      f.lines.join("\n"),
-    );
-    assert.deepEqual(
-      f.lines.filter((l) =>
-        /^(warn|info) build requeued|^error outputs unavailable/.test(l)
-      ),
-      [],
-    );
-    assert.equal(
-      calls.filter((argv) => argv.includes("build") && argv.includes(drv))
-        .length,
-      1,
-      "built once",
-    );
-    assert.ok(
-      !lines.some((l) =>
-        / (drain timeout|outputs still being fetched)/.test(l)
-      ),
-      lines.join("\n"),
-    );
+    const [drv] = await farm.f.addJobs([job("last-before-upgrade", 1)]);
+    await fetchWaiting(farm.f, drv, lines);
+    const draining = farm.worker.stop({ drain: true, drainMs: 240_000 });
+    await fetchedOnceBeforePublishStopped(farm, drv, draining, lines, calls, {
+      waiting: "the drain",
+      unsaid: / (drain timeout|outputs still being fetched)/,
+    });
   },
 });
 
 /**
  * Checks that the farm's build `drv` ended as one fetch after the drain
  * (released before guix publish stopped): succeeded once, built once,
- * never requeued, nothing named unfetched.
+ * never requeued, nothing named unfetched. `waiting` names what waits for
+ * the fetch (the drain, or its grace); no worker line matches `unsaid`.
  */
 async function fetchedOnceBeforePublishStopped(
   farm: HeldFetchFarm,
@@ -97,12 +58,17 @@ async function fetchedOnceBeforePublishStopped(
   draining: Promise<void>,
   lines: string[],
   calls: string[][],
+  {
+    waiting = "the grace",
+    unsaid =
+      / (drain grace over|outputs still being fetched|build handed back)/,
+  }: { waiting?: string; unsaid?: RegExp } = {},
 ) {
   const { publish, f, publishStopped } = farm;
   assert.equal(
     await settlesWithin(draining, 500),
     false,
-    `the grace waits for the fetch\n${lines.join("\n")}`,
+    `${waiting} waits for the fetch\n${lines.join("\n")}`,
   );
   assert.equal(await settlesWithin(publishStopped, 0), false);
   publish.release();
@@ -118,31 +84,8 @@ async function fetchedOnceBeforePublishStopped(
     true,
     "guix publish stopped only after the fetch",
   );
-  assert.equal(await f.status(drv), BuildStatus.succeeded);
-  assert.equal(
-    f.lines.filter((l) => l.startsWith("info build succeeded")).length,
-    1,
-    f.lines.join("\n"),
-  );
-  assert.deepEqual(
-    f.lines.filter((l) =>
-      /^(warn|info) build requeued|^error outputs unavailable/.test(l)
-    ),
-    [],
-  );
-  assert.equal(
-    calls.filter((argv) => argv.includes("build") && argv.includes(drv))
-      .length,
-    1,
-    "built once",
-  );
-  assert.ok(
-    !lines.some((l) =>
-      / (drain grace over|outputs still being fetched|build handed back)/
-        .test(l)
-    ),
-    lines.join("\n"),
-  );
+  await assertSucceededOnce(f, drv, calls);
+  assert.ok(!lines.some((l) => unsaid.test(l)), lines.join("\n"));
 }
 
 Deno.test({

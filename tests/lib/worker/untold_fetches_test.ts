@@ -20,6 +20,7 @@ import {
 import { untilStatus } from "./_session_helpers.ts";
 import { lingeringChild } from "./_lingering_child.ts";
 import {
+  assertSucceededOnce,
   fetchWaiting,
   type HeldFetchFarm,
   heldFetchFarm,
@@ -59,23 +60,7 @@ async function fetchedOnce(
     BuildStatus.succeeded,
     `the fetch\nserver:\n${f.lines.join("\n")}\nworker:\n${lines.join("\n")}`,
   );
-  assert.equal(
-    f.lines.filter((l) => l.startsWith("info build succeeded")).length,
-    1,
-    f.lines.join("\n"),
-  );
-  assert.deepEqual(
-    f.lines.filter((l) =>
-      /^(warn|info) build requeued|^error outputs unavailable/.test(l)
-    ),
-    [],
-  );
-  assert.equal(
-    calls.filter((argv) => argv.includes("build") && argv.includes(drv))
-      .length,
-    1,
-    "built once",
-  );
+  await assertSucceededOnce(f, drv, calls);
 }
 
 Deno.test({
