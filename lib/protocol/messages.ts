@@ -168,22 +168,39 @@ export interface DecodeMessageOptions {
   maxBytes?: number;
 }
 
-/** A payload that is not a well-formed protocol message. */
+/**
+ * A payload that is not a well-formed protocol message. For a work reply
+ * (`build` or `no-build`) it keeps what could still be read of it: a worker
+ * refuses a build whose derivation it can name, where dropped it would stay
+ * submitted to that worker for good (cuirass.md §2.5), and a request id
+ * tells it whether the reply answers the request it waits on.
+ */
 export class ProtocolError extends Error {
   /** The message tag, when the payload got that far. */
   tag?: string;
   /** The offending field, when one is to blame. */
   field?: string;
+  /** The derivation of a `build` whose other fields failed. */
+  drv?: string;
+  /** The request id of a work reply, when it could be read. */
+  requestId?: number;
 
   constructor(
     message: string,
-    details: { tag?: string; field?: string } = {},
+    details: {
+      tag?: string;
+      field?: string;
+      drv?: string;
+      requestId?: number;
+    } = {},
     options?: ErrorOptions,
   ) {
     super(message, options);
     this.name = "ProtocolError";
     this.tag = details.tag;
     this.field = details.field;
+    this.drv = details.drv;
+    this.requestId = details.requestId;
   }
 }
 
@@ -385,7 +402,21 @@ function fromDatum(datum: Datum): Message {
     );
   }
   const type = (datum[0] as Sym).name;
-  const fields = new Fields(type, datum);
+  try {
+    return fromFields(type, new Fields(type, datum));
+  } catch (error) {
+    if (
+      error instanceof ProtocolError &&
+      (type === "build" || type === "no-build")
+    ) {
+      error.requestId = readableRequestId(datum);
+      if (type === "build") error.drv = readableDrv(datum);
+    }
+    throw error;
+  }
+}
+
+function fromFields(type: string, fields: Fields): Message {
   switch (type) {
     case "worker-request-info":
       return { type };
@@ -506,6 +537,31 @@ function fromDatum(datum: Datum): Message {
   }
 }
 
+/**
+ * The derivation of a `build` list whose drv field is well formed, the
+ * other fields aside: it can then be refused by name.
+ */
+function readableDrv(items: Datum[]): string | undefined {
+  const item = items[1];
+  if (!Array.isArray(item) || item.length !== 2 || !isSym(item[0], "drv")) {
+    return undefined;
+  }
+  const drv = item[1];
+  return typeof drv === "string" && !hasControlCharacter(drv) ? drv : undefined;
+}
+
+/** The first well-formed `(request-id N)` among a work reply's fields. */
+function readableRequestId(items: Datum[]): number | undefined {
+  for (const item of items.slice(1)) {
+    if (
+      Array.isArray(item) && item.length === 2 &&
+      isSym(item[0], "request-id") && Number.isSafeInteger(item[1]) &&
+      (item[1] as number) >= 0
+    ) return item[1] as number;
+  }
+  return undefined;
+}
+
 // Walks the elements of a tagged list in order, checking each against the
 // field the protocol puts there.
 class Fields {
@@ -550,8 +606,7 @@ class Fields {
     if (typeof value !== "string") {
       this.fail(name, `is not a string: ${quote(value)}`);
     }
-    // deno-lint-ignore no-control-regex
-    if (/[\x00-\x1f\x7f]/.test(value)) {
+    if (hasControlCharacter(value)) {
       this.fail(name, `has a control character: ${quote(value)}`);
     }
     return value;
@@ -708,6 +763,11 @@ class Fields {
       { tag: this.#tag, field: name },
     );
   }
+}
+
+function hasControlCharacter(text: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return /[\x00-\x1f\x7f]/.test(text);
 }
 
 function quote(datum: Datum): string {

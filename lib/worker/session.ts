@@ -31,6 +31,12 @@ import {
   runBuild,
 } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
+import {
+  isRefusable,
+  type RefusableBuild,
+  type UnreadableReply,
+  unreadableReply,
+} from "./unreadable_reply.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
 import { ServerAbsence } from "./server_absence.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
@@ -225,7 +231,18 @@ export async function runSession(
  */
 type Event =
   & { connection: number }
-  & ({ kind: "probe" } | { kind: "message"; message: Message });
+  & ({ kind: "probe" } | {
+    kind: "message";
+    message: Message | UnreadableReply;
+  });
+
+/** A server's answer to a work request, as the request loop takes it. */
+type WorkReply =
+  | Extract<Message, { type: "build" | "no-build" }>
+  | UnreadableReply;
+
+/** A build handed out to the session: one to run, or one to refuse. */
+type HandedOutBuild = Extract<Message, { type: "build" }> | RefusableBuild;
 
 interface Registration {
   info: Extract<Message, { type: "server-info" }>;
@@ -284,7 +301,7 @@ class Session {
    * #askInfo): the server counts them as this worker's, so they are built
    * before any more work is asked for.
    */
-  #handedOut: Extract<Message, { type: "build" }>[] = [];
+  #handedOut: HandedOutBuild[] = [];
   #requestId = 0;
   /** The store every derivation handed out must be in. */
   readonly #storeDir: string;
@@ -512,12 +529,19 @@ class Session {
       const payload = frames.length === 2 && frames[0].length === 0
         ? frames[1]
         : frames[frames.length - 1];
-      let message: Message;
+      let message: Message | UnreadableReply;
       try {
         message = decodeMessage(payload);
       } catch (error) {
-        this.#logger.warn("reply dropped", { reason: error });
-        continue;
+        // A work reply goes on as far as it could be read: a build named
+        // is refused (see #refuse), and one that answers the request
+        // waited on ends the wait (see #reply). Anything else is dropped.
+        const unreadable = unreadableReply(error);
+        if (unreadable === null || !isRefusable(unreadable)) {
+          this.#logger.warn("reply dropped", { reason: error });
+        }
+        if (unreadable === null) continue;
+        message = unreadable;
       }
       if (message.type === "worker-refused") {
         this.#unconfirmed = undefined;
@@ -837,7 +861,10 @@ class Session {
           continue;
         }
         const reply = event.message;
-        if (reply.type === "build") this.#keepHandedOut(reply);
+        if (
+          reply.type === "build" ||
+          (reply.type === "unreadable-reply" && isRefusable(reply))
+        ) this.#keepHandedOut(reply);
         // An answer to questions asked on a connection lost since.
         else if (event.connection !== connection) continue;
         else if (reply.type === "lorica-welcome") welcome = reply;
@@ -879,8 +906,7 @@ class Session {
     const random = this.#options.random ??
       ((n: number) => Math.floor(Math.random() * n));
     while (!this.#signal.aborted) {
-      let reply: Extract<Message, { type: "build" | "no-build" }> | null =
-        this.#handedOut.shift() ?? null;
+      let reply: WorkReply | null = this.#handedOut.shift() ?? null;
       if (reply === null) {
         // Before a draining session leaves too: see #awaitingAcks.
         if (!await this.#awaitAcks()) return;
@@ -907,6 +933,8 @@ class Session {
           if (this.#probes !== this.#registeredAt) return;
           if (!handedBack) continue;
         } else await this.#refuse(reply, refusal);
+      } else if (reply.type === "unreadable-reply" && isRefusable(reply)) {
+        await this.#refuse(reply, { field: reply.field, reason: reply.reason });
       }
       // Nothing to do (or nothing that may be done, or a daemon that just
       // fell silent): ask again later.
@@ -919,9 +947,7 @@ class Session {
    * Asks for work and returns the answer; null when the session is to
    * register again (the server restarted) or to leave.
    */
-  async #requestWork(): Promise<
-    Extract<Message, { type: "build" | "no-build" }> | null
-  > {
+  async #requestWork(): Promise<WorkReply | null> {
     const useIds = this.#registration!.features.has("request-id");
     const requestId = ++this.#requestId;
     this.#events = this.#events.filter((e) => e.kind === "probe");
@@ -949,7 +975,7 @@ class Session {
    * takes a submitted build back (cuirass.md §2.5); Cuirass's own worker
    * builds it too, one reply behind.
    */
-  #keepHandedOut(job: Extract<Message, { type: "build" }>) {
+  #keepHandedOut(job: HandedOutBuild) {
     if (this.#handedOut.some((kept) => kept.drv === job.drv)) return;
     if (this.#handedOut.length >= MAX_HANDED_OUT) {
       this.#logger.warn("build dropped", {
@@ -967,7 +993,9 @@ class Session {
   }
 
   /**
-   * Turns down a request that `buildRefusal()` rejects. No process starts
+   * Turns down a request that `buildRefusal()` rejects, or one whose
+   * fields other than its derivation could not be decoded (a value out of
+   * range, of the wrong type, or a field unknown). No process starts
    * and no `build-started` is sent. An honest server meets a refusal only
    * when this worker is misconfigured (another store directory, where the
    * server does not say its own; see #checkStoreDir) or disagrees with it
@@ -990,13 +1018,14 @@ class Session {
    * deliver (see #deliverKept), as a build's is (see #report).
    */
   async #refuse(
-    job: Extract<Message, { type: "build" }>,
-    refusal: BuildRefusal,
+    job: { drv: string },
+    refusal: BuildRefusal | { field: string; reason: string },
   ) {
     const handBack = this.#options.extensions !== false &&
       this.#registration!.features.has("holding") &&
       !this.#handedBack.has(job.drv);
     this.#logger.warn("build refused", {
+      drv: job.drv,
       field: refusal.field,
       reason: refusal.reason,
       action: handBack ? "handed back" : "reported failed",
@@ -1035,9 +1064,7 @@ class Session {
    * or when a draining stop finds the connection lost: the reply cannot come
    * then (on a live connection it is awaited, for it may hand out a build).
    */
-  async #reply(
-    id: number | undefined,
-  ): Promise<Extract<Message, { type: "build" | "no-build" }> | null> {
+  async #reply(id: number | undefined): Promise<WorkReply | null> {
     const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
     const lost = () => this.#mayLeave() && !this.#dealer.connected;
     for (;;) {
@@ -1051,9 +1078,24 @@ class Session {
       }
       if (event.kind === "probe") return null;
       const reply = event.message;
-      if (reply.type !== "build" && reply.type !== "no-build") {
+      if (
+        reply.type !== "build" && reply.type !== "no-build" &&
+        reply.type !== "unreadable-reply"
+      ) {
         this.#logger.warn("reply ignored", { type: reply.type });
         continue;
+      }
+      if (reply.type === "unreadable-reply" && !isRefusable(reply)) {
+        // Dropped (see #readLoop), and no build to refuse. It ends the
+        // wait only if it surely answers this request: with request ids,
+        // by carrying this one (a reply that lost its id could be stale);
+        // without, replies come one per request on this connection.
+        if (id !== undefined && reply.requestId !== id) continue;
+        this.#logger.warn("work reply unreadable", {
+          tag: reply.tag,
+          action: "asking again",
+        });
+        return reply;
       }
       if (
         id !== undefined && reply.requestId !== undefined &&

@@ -591,3 +591,68 @@ Deno.test("worker-ping carries a Lorica worker's disk state, and only when given
     ProtocolError,
   );
 });
+
+Deno.test("decodeMessage() keeps what it read of a work reply it cannot decode: the build's derivation, the request id", async (t) => {
+  const usual =
+    '(priority 9) (timeout 1) (max-silent 2) (timestamp #f) (system "s")';
+  const huge = "99999999999999999999";
+  const cases: [string, string, { drv?: string; requestId?: number }][] = [
+    [
+      "timeout past the safe integers",
+      `(build (drv "${DRV}") ${
+        usual.replace("(timeout 1)", `(timeout ${huge})`)
+      } (request-id 7))`,
+      { drv: DRV, requestId: 7 },
+    ],
+    [
+      "unknown field in a field's place",
+      `(build (drv "${DRV}") (request-id 8) (colour "red") ${usual})`,
+      { drv: DRV, requestId: 8 },
+    ],
+    [
+      "request id past the safe integers",
+      `(build (drv "${DRV}") ${usual} (request-id ${huge}))`,
+      { drv: DRV },
+    ],
+    [
+      "derivation not a string",
+      `(build (drv 42) ${usual} (request-id 9))`,
+      { requestId: 9 },
+    ],
+    [
+      "derivation with a control character",
+      `(build (drv "/d\u0000") ${usual})`,
+      {},
+    ],
+    [
+      "no-build with a bad request id",
+      `(no-build (request-id -1))`,
+      {},
+    ],
+  ];
+  for (const [name, payload, kept] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => decodeMessage(encoder.encode(payload)), (error) => {
+        assert.ok(error instanceof ProtocolError, String(error));
+        assert.deepEqual(
+          { drv: error.drv, requestId: error.requestId },
+          { drv: kept.drv, requestId: kept.requestId },
+        );
+        return true;
+      });
+    });
+  }
+  await t.step("nothing kept of other messages", () => {
+    assert.throws(
+      () => decodeMessage(encoder.encode(`(build-cancel (drv "${DRV}") `)),
+      (error) => error instanceof ProtocolError && error.drv === undefined,
+    );
+    assert.throws(
+      () =>
+        decodeMessage(
+          encoder.encode(`(result-ack (drv "${DRV}") (outcome 1))`),
+        ),
+      (error) => error instanceof ProtocolError && error.drv === undefined,
+    );
+  });
+});

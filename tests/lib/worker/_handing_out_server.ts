@@ -1,5 +1,6 @@
 // A scripted Cuirass server for worker tests: it answers the handshake,
-// then hands out the build requests it was given, in order.
+// then hands out the build requests it was given, in order (a string is
+// sent as the payload itself, for replies no encoder would write).
 
 import { RouterSocket } from "../../../lib/zmtp/router.ts";
 import {
@@ -14,7 +15,7 @@ import { quietPort } from "../../_ports.ts";
  * A server that answers the handshake, then each work request with the next
  * of `builds` (and no-build once they are used up); records what it hears.
  */
-export async function handingOutServer(builds: Message[]) {
+export async function handingOutServer(builds: (Message | string)[]) {
   const router = await RouterSocket.bind({ hostname: "127.0.0.1", port: 0 });
   const heard: Message[] = [];
   const logPort = quietPort();
@@ -24,10 +25,13 @@ export async function handingOutServer(builds: Message[]) {
       const { routingId, frames } = await router.receive(abort.signal);
       const message = decodeMessage(frames[frames.length - 1]);
       heard.push(message);
-      const reply = (m: Message) =>
-        router.send(routingId, [new Uint8Array(), encodeMessage(m)]).catch(
-          () => {},
-        );
+      const reply = (m: Message | string) =>
+        router.send(routingId, [
+          new Uint8Array(),
+          typeof m === "string"
+            ? new TextEncoder().encode(m)
+            : encodeMessage(m),
+        ]).catch(() => {});
       if (message.type === "worker-request-info") {
         await reply({
           type: "server-info",

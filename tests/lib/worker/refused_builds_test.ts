@@ -97,7 +97,7 @@ Deno.test({
       assert.equal(build?.status, BuildStatus.scheduled);
       assert.equal(build?.worker, null);
       assert.deepEqual(refusals(lines), [
-        'warn build refused worker=REFUSER1 field=timeout action="handed back"',
+        `warn build refused worker=REFUSER1 drv=${drv} field=timeout action="handed back"`,
       ]);
 
       const other = await loricaWorker(f.port, "OTHER001");
@@ -144,8 +144,8 @@ Deno.test({
       );
       assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
       assert.deepEqual(refusals(lines), [
-        'warn build refused worker=REFUSER2 field=timeout action="handed back"',
-        'warn build refused worker=REFUSER2 field=timeout action="reported failed"',
+        `warn build refused worker=REFUSER2 drv=${drv} field=timeout action="handed back"`,
+        `warn build refused worker=REFUSER2 drv=${drv} field=timeout action="reported failed"`,
       ]);
     });
   },
@@ -186,8 +186,8 @@ Deno.test({
     assert.equal(builds.length, 0, "guix build never ran");
     const [name] = worker.names;
     assert.deepEqual(refusals(lines), [
-      `warn build refused worker=${name} field=timeout action="handed back"`,
-      `warn build refused worker=${name} field=timeout action="reported failed"`,
+      `warn build refused worker=${name} drv=${drv} field=timeout action="handed back"`,
+      `warn build refused worker=${name} drv=${drv} field=timeout action="reported failed"`,
     ]);
     assert.equal(requeues(f, drv), 1, f.lines.join("\n"));
   },
@@ -209,7 +209,7 @@ Deno.test({
         );
         assert.equal(requeues(f, drv), 0, f.lines.join("\n"));
         assert.deepEqual(refusals(lines), [
-          'warn build refused worker=CUIRASS1 field=timeout action="reported failed"',
+          `warn build refused worker=CUIRASS1 drv=${drv} field=timeout action="reported failed"`,
         ]);
       },
     ),

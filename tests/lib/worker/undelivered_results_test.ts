@@ -425,8 +425,8 @@ Deno.test({
           l.replace(/ reason=.* action=/, " action=")
         ),
         [
-          `warn build refused worker=${name} field=timeout action="handed back"`,
-          `warn build refused worker=${name} field=timeout action="reported failed"`,
+          `warn build refused worker=${name} drv=${drv} field=timeout action="handed back"`,
+          `warn build refused worker=${name} drv=${drv} field=timeout action="reported failed"`,
         ],
       );
       // Requeued once, when handed back: the next session said it held
