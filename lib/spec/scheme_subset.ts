@@ -22,6 +22,7 @@ import {
   checkNoNul,
   checkPeriod,
   checkPriority,
+  checkSomeChannel,
   checkString,
   checkSystems,
   defaultGuixChannel,
@@ -370,13 +371,17 @@ export class SchemeSubsetEvaluator {
     if (build !== undefined) spec.build = this.#build(build, failAt("build"));
     const channels = get("channels");
     if (channels !== undefined) {
-      spec.channels = checkChannelNames(
-        this.#records(
-          channels,
-          "channel",
-          "channels",
+      spec.channels = checkSomeChannel(
+        checkChannelNames(
+          this.#records(
+            channels,
+            "channel",
+            "channels",
+            failAt("channels"),
+          ) as Channel[],
           failAt("channels"),
-        ) as Channel[],
+        ),
+        spec.name,
         failAt("channels"),
       );
     }

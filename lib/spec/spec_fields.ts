@@ -107,11 +107,43 @@ export function checkPriority(value: unknown, fail: Fail): number {
   return value as number;
 }
 
+/**
+ * The longest polling period, in seconds: a year. A longer one is a slip
+ * (milliseconds written for seconds, say), whichever way it comes.
+ */
+export const MAX_PERIOD_SECONDS = 366 * 24 * 3600;
+
 export function checkPeriod(value: unknown, fail: Fail): number {
   if (!Number.isSafeInteger(value) || (value as number) < 0) {
     return fail(`field "period" is not a non-negative integer: ${show(value)}`);
   }
+  if ((value as number) > MAX_PERIOD_SECONDS) {
+    return fail(
+      `field "period" is over a year (${MAX_PERIOD_SECONDS} seconds): ${
+        show(value)
+      }`,
+    );
+  }
   return value as number;
+}
+
+/**
+ * `channels` if there is one at least: a specification without a channel
+ * has nothing to evaluate, and each of its evaluations would fail.
+ */
+export function checkSomeChannel(
+  channels: Channel[],
+  specName: string,
+  fail: Fail,
+): Channel[] {
+  if (channels.length === 0) {
+    return fail(
+      `specification ${
+        show(specName)
+      } field "channels" is empty: at least one channel is needed`,
+    );
+  }
+  return channels;
 }
 
 export function checkSystems(value: unknown, fail: Fail): string[] {

@@ -18,6 +18,7 @@ import {
   checkNoNul,
   checkPeriod,
   checkPriority,
+  checkSomeChannel,
   checkString,
   checkSystems,
   defaultGuixChannel,
@@ -54,11 +55,15 @@ export function specificationFromJson(value: unknown): Specification {
     spec.build = jsonBuild(field("build"), fail);
   }
   if (field("channels") !== undefined) {
-    spec.channels = checkChannelNames(
-      jsonArray(field("channels"), "channels", fail)
-        .map((c, i) =>
-          jsonChannel(c, (what) => fail(`channels[${i}]: ${what}`))
-        ),
+    spec.channels = checkSomeChannel(
+      checkChannelNames(
+        jsonArray(field("channels"), "channels", fail)
+          .map((c, i) =>
+            jsonChannel(c, (what) => fail(`channels[${i}]: ${what}`))
+          ),
+        fail,
+      ),
+      spec.name,
       fail,
     );
   }

@@ -16,6 +16,7 @@ import {
   checkSystems,
   defaultGuixChannel,
   MAX_NAME_LENGTH,
+  MAX_PERIOD_SECONDS,
   SPEC_NAME_REGEXP,
 } from "../spec/spec_fields.ts";
 import { specificationFromJson } from "../spec/spec_json.ts";
@@ -37,7 +38,6 @@ export const FORM_SYSTEMS = [
 
 const MAX_LIST_ITEMS = 200;
 const MAX_ITEM_LENGTH = 500;
-const MAX_PERIOD_SECONDS = 366 * 24 * 3600;
 
 /**
  * Reads a specification from the JSON shape of `/specifications`.

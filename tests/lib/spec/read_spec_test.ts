@@ -852,3 +852,62 @@ Deno.test("an email notification the sender cannot use is refused when read, nam
     );
   });
 });
+
+Deno.test("spec files are refused what /admin refuses: no channel, a period over a year", async (t) => {
+  // Accepted from a file, a specification without a channel failed at
+  // every evaluation, where /admin refused it at once.
+  const dir = await Deno.makeTempDir({ prefix: "lorica-spec-" });
+  try {
+    const cases: [string, string, string, RegExp][] = [
+      [
+        "Scheme, empty list",
+        "empty.scm",
+        `(list (specification (name "lonely") (channels '())))`,
+        /^Cannot read specification ".*empty\.scm" at 1:38: specification "lonely" field "channels" is empty: at least one channel is needed$/,
+      ],
+      [
+        "Scheme, (list)",
+        "list.scm",
+        `(list (specification (name "lonely") (channels (list))))`,
+        /"lonely" field "channels" is empty: at least one channel is needed$/,
+      ],
+      [
+        "JSON",
+        "specs.json",
+        JSON.stringify([{ name: "fine" }, { name: "lonely", channels: [] }]),
+        /^Cannot read specification ".*specs\.json" entry 1: specification "lonely" field "channels" is empty: at least one channel is needed$/,
+      ],
+      [
+        "Scheme, period",
+        "period.scm",
+        `(list (specification (name "slow") (period 99999999)))`,
+        /field "period" is over a year \(31622400 seconds\): 99999999$/,
+      ],
+      [
+        "JSON, period",
+        "period.json",
+        JSON.stringify({ name: "slow", period: 31622401 }),
+        /field "period" is over a year \(31622400 seconds\): 31622401$/,
+      ],
+    ];
+    for (const [label, file, text, message] of cases) {
+      await t.step(label, async () => {
+        const path = `${dir}/${file}`;
+        await Deno.writeTextFile(path, text);
+        await assert.rejects(() => readSpecificationFile(path), (error) => {
+          assert.ok(error instanceof SpecError, String(error));
+          assert.match(error.message, message);
+          return true;
+        });
+      });
+    }
+    await t.step("a year is taken", () => {
+      assert.equal(
+        specificationFromJson({ name: "slow", period: 31622400 }).period,
+        31622400,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
