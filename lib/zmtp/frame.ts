@@ -36,13 +36,17 @@ export class ZmtpSyntaxError extends SyntaxError {
  * the configured maximum.
  */
 export class ZmtpFrameSizeError extends RangeError {
-  /** The announced size: of the frame, or of the message with that frame. */
-  size: number;
+  /**
+   * The announced size: of the frame, or of the message with that frame.
+   * A bigint, for a header may declare up to 2^64 - 1 bytes, and a size
+   * clamped to a safe number would misreport what the peer sent.
+   */
+  size: bigint;
   maxBytes: number;
   /** What went over the limit. */
   unit: "frame" | "message";
   constructor(
-    size: number,
+    size: number | bigint,
     maxBytes: number,
     unit: "frame" | "message" = "frame",
   ) {
@@ -50,7 +54,7 @@ export class ZmtpFrameSizeError extends RangeError {
       `Cannot accept ZMTP ${unit}: size ${size} exceeds the limit of ${maxBytes} bytes`,
     );
     this.name = "ZmtpFrameSizeError";
-    this.size = size;
+    this.size = BigInt(size);
     this.maxBytes = maxBytes;
     this.unit = unit;
   }
@@ -181,18 +185,14 @@ export class FrameDecoder {
     if (this.#headerFill < need) return at;
 
     const flags = header[0];
-    let size: number;
-    if (need === 2) {
-      size = header[1];
-    } else {
-      const big = new DataView(header.buffer, 1, 8).getBigUint64(0);
-      size = big > BigInt(Number.MAX_SAFE_INTEGER)
-        ? Number.MAX_SAFE_INTEGER
-        : Number(big);
-    }
+    const declared = need === 2
+      ? header[1]
+      : new DataView(header.buffer, 1, 8).getBigUint64(0);
     const command = (flags & FLAG_COMMAND) !== 0;
     const limit = command ? this.#maxCommandBytes : this.#maxFrameBytes;
-    if (size > limit) throw new ZmtpFrameSizeError(size, limit);
+    if (declared > limit) throw new ZmtpFrameSizeError(declared, limit);
+    // Within the limit, a safe integer.
+    const size = Number(declared);
     // The whole message is judged here too, so that the body of a frame
     // that would take it over the limit is never gathered.
     if (!command && this.#messageBytes + size > this.#maxMessageBytes) {

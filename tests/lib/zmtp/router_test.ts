@@ -263,7 +263,13 @@ Deno.test("RouterSocket refuses an oversized message from its frame header, befo
   // Each attack sends a frame header that takes the message past 1000
   // bytes and only a few bytes of that frame's body, then waits: the
   // ROUTER must hang up without waiting for the rest.
-  const attacks: [string, number, Uint8Array][] = [
+  const attacks: [string, number | string, Uint8Array][] = [
+    [
+      // Past the safe integers: logged as declared, not clamped.
+      "a frame of 2^62 bytes",
+      "4611686018427387904",
+      new Uint8Array([0x02, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]),
+    ],
     [
       "one frame",
       1_000_000,
