@@ -3,6 +3,7 @@
 import { isDatabaseUnavailable } from "../store/unavailable.ts";
 import { HttpError, quoteValue } from "./http_error.ts";
 import { showNulText } from "../nul_text.ts";
+import { refuseRepeatedParams } from "./params.ts";
 import { API_ROUTES } from "./api_routes.ts";
 import { PAGE_ROUTES } from "./page_routes.ts";
 import { EXTRA_ROUTES } from "./extra_routes.ts";
@@ -162,6 +163,7 @@ export function createWebApp(
       if (matches.length > 0) kind = matches[0].route.kind;
       if (problem !== null) throw problem;
       refuseNul(url.searchParams);
+      refuseRepeatedParams(url.searchParams);
       if (matches.length === 0) {
         throw new HttpError(404, `Resource not found: ${url.pathname}`);
       }

@@ -13,6 +13,34 @@ export const MAX_NR = 1000;
 const POSITIVE_INTEGER_REGEXP = /^[1-9][0-9]{0,15}$/;
 
 /**
+ * Refuses a query parameter given more than once. Each route reads one
+ * value of a parameter, and `URLSearchParams.get` quietly kept the first:
+ * `nr=5&nr=6` answered five builds, a filter given twice filtered on one.
+ * No route takes a repeated parameter; one that comes to must be let
+ * through here.
+ * @throws {HttpError} 400 naming the first parameter repeated, with its
+ * values.
+ */
+export function refuseRepeatedParams(params: URLSearchParams): void {
+  const seen = new Set<string>();
+  for (const name of params.keys()) {
+    if (!seen.has(name)) {
+      seen.add(name);
+      continue;
+    }
+    const values = params.getAll(name);
+    throw new HttpError(
+      400,
+      `Cannot read parameter ${
+        quoteValue(name)
+      }: given ${values.length} times (${
+        values.slice(0, 3).map((value) => quoteValue(value)).join(", ")
+      }${values.length > 3 ? ", ..." : ""}), where one value is read`,
+    );
+  }
+}
+
+/**
  * Reads the required `nr` parameter: an integer from 1 to 1000.
  * @throws {HttpError} 400 when it is missing or out of range.
  */

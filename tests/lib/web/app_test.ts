@@ -1069,3 +1069,33 @@ Deno.test("a Host header that makes no URL is a 400 naming it, not the runtime's
   );
   assert.match(answer, /x-content-type-options: nosniff/i);
 });
+
+Deno.test("a query parameter given twice is a 400 naming it and its values, rather than one value silently kept", async () => {
+  await using fx = await createFixture();
+  for (
+    const [path, shown] of [
+      [
+        "/api/latestbuilds?nr=5&nr=6",
+        String.raw`parameter "nr": given 2 times ("5", "6")`,
+      ],
+      [
+        "/api/queue?nr=5&system=x86_64-linux&system=i686-linux",
+        String
+          .raw`parameter "system": given 2 times ("x86_64-linux", "i686-linux")`,
+      ],
+      [
+        "/api/evaluations?nr=1&spec=a&spec=b&spec=c&spec=d",
+        String.raw`parameter "spec": given 4 times ("a", "b", "c", ...)`,
+      ],
+    ]
+  ) {
+    const body = await json(await fx.fetch(path), 400) as Json;
+    assert.ok(String(body.error).includes(shown), `${path}: ${body.error}`);
+  }
+  // A page answers its own as a page.
+  const response = await fx.fetch("/search?query=a&query=b");
+  assert.equal(response.status, 400);
+  assert.ok((await response.text()).includes("given 2 times"));
+  // Once each, distinct parameters still go through.
+  await json(await fx.fetch("/api/latestbuilds?nr=5&system=x86_64-linux"), 200);
+});
