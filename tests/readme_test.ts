@@ -24,6 +24,14 @@ Deno.test("README lists the queue's explanations, as JSON and as a page", () => 
   }
 });
 
+Deno.test("README links the web API reference where it lists the routes", () => {
+  const api = README.split("### The JSON API")[1]?.split("\n## ")[0] ?? "";
+  assert.ok(
+    api.includes("[docs/web-api.md](docs/web-api.md)"),
+    "README's JSON API section does not link docs/web-api.md",
+  );
+});
+
 Deno.test("README says the lorica-* commands are compiled, and how to run them from a checkout", () => {
   const usage = README.split("## Usage")[1]?.split("```")[0] ?? "";
   assert.match(usage, /`deno task compile`/);

@@ -109,6 +109,14 @@ const ROUTES: Route[] = [
   ...PAGE_ROUTES,
 ];
 
+/**
+ * Each route as `METHOD PATTERN` (`GET /build/:id`), in matching order:
+ * what docs/web-api.md must describe, one entry each.
+ */
+export function routePatterns(): string[] {
+  return ROUTES.map((route) => `${route.method ?? "GET"} ${route.pattern}`);
+}
+
 /** Creates the handler answering the JSON API and the HTML pages. */
 export function createWebApp(
   options: WebAppOptions,
