@@ -19,8 +19,13 @@ import type { Logger } from "./log.ts";
 /** Hands freed heap pages back; returns whether any were released. */
 export type TrimNativeHeap = () => boolean;
 
-/** A way to trim the native heap, or why there is none. */
-export type NativeTrim = { trim: TrimNativeHeap } | { unavailable: string };
+/**
+ * A way to trim the native heap, and to let go of what it holds (the C
+ * library it opened), or why there is none.
+ */
+export type NativeTrim =
+  | { trim: TrimNativeHeap; close(): void }
+  | { unavailable: string };
 
 /**
  * glibc's malloc_trim(0), or why it cannot be had: no FFI permission (the
@@ -35,7 +40,10 @@ export function loadMallocTrim(): NativeTrim {
     const libc = Deno.dlopen("libc.so.6", {
       malloc_trim: { parameters: ["usize"], result: "i32" },
     });
-    return { trim: () => libc.symbols.malloc_trim(0n) === 1 };
+    return {
+      trim: () => libc.symbols.malloc_trim(0n) === 1,
+      close: () => libc.close(),
+    };
   } catch (error) {
     return {
       unavailable: `malloc_trim not found in libc.so.6: ${
@@ -47,7 +55,10 @@ export function loadMallocTrim(): NativeTrim {
 
 /** A trimmer started by {@link startNativeMemoryTrimmer}. */
 export interface NativeMemoryTrimmer {
-  /** Stops the trimming; resolves when its loop has ended. */
+  /**
+   * Stops the trimming and unloads the C library if the trimmer loaded it;
+   * resolves when its loop has ended.
+   */
   stop(): Promise<void>;
 }
 
@@ -61,7 +72,10 @@ export function startNativeMemoryTrimmer(options: {
   clock: Clock;
   logger: Logger;
   intervalMs: number;
-  /** Defaults to {@link loadMallocTrim}'s answer. */
+  /**
+   * Defaults to {@link loadMallocTrim}'s answer. One given here stays open
+   * after the stop: its caller closes it.
+   */
   native?: NativeTrim;
 }): NativeMemoryTrimmer {
   const { clock, logger, intervalMs } = options;
@@ -82,9 +96,11 @@ export function startNativeMemoryTrimmer(options: {
     }
   })();
   return {
-    stop() {
+    async stop() {
+      const first = !abort.signal.aborted;
       abort.abort();
-      return loop;
+      await loop;
+      if (first && options.native === undefined) loaded.close();
     },
   };
 }
