@@ -80,7 +80,9 @@ Deno.test("spawnProcess() with ownGroup: an aborted signal ends the command's ch
     abort.abort();
     assert.equal((await child.status).signal, "SIGTERM");
     assert.ok(!await stillRunning(sleeper), `sleep ${sleeper} still runs`);
+    // Its pipes close: no child is left holding them.
     await readTail(child.stdout, 100);
+    await readTail(child.stderr, 100);
   } finally {
     if (running(sleeper)) Deno.kill(sleeper, "SIGKILL");
   }
