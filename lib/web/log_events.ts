@@ -165,6 +165,10 @@ async function follow(
   }
 
   async function waitFor(ms: number): Promise<void> {
+    // A client gone while the poll read the store or the file: its abort
+    // fired already and would not end a sleep begun now, which held the
+    // log file open a whole poll (seconds with change signals) for nobody.
+    if (signal.aborted) return;
     if (dirty) {
       dirty = false;
       return;
