@@ -37,10 +37,11 @@ function collect() {
         const final = outcomes.filter((o) => o.outcome !== "retry").length;
         if (final >= count) {
           clearInterval(timer);
+          clearTimeout(deadline);
           resolve();
         }
       }, 10);
-      setTimeout(() => {
+      const deadline = setTimeout(() => {
         clearInterval(timer);
         reject(
           new Error(
