@@ -25,6 +25,7 @@ import {
 } from "../../../lib/discovery/service.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
+import { within } from "../../_within.ts";
 
 const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
 const namespaces = await labAvailable();
@@ -116,10 +117,7 @@ Deno.test("browseServers() asks again and expires records on time when the wall 
   // ...and, with no answer, the server is lost when they expire.
   const next = events.next();
   for (let second = 98; second <= 121; second++) await clock.advance(1000);
-  const lost = await Promise.race([
-    next,
-    new Promise((resolve) => setTimeout(resolve, 500, "still waiting")),
-  ]);
+  const lost = await within(next, 500, '"lost" event after the expiry');
   assert.deepEqual(lost, {
     done: false,
     value: { type: "lost", instanceName: "srv" },
