@@ -15,8 +15,6 @@ Deno.test({
   name:
     `PostgreSQL: a registration that meets another one of the same new derivation (a unique violation once it commits) is run again and registers its job on that build${NEEDS_POSTGRES}`,
   ignore: WITHOUT_POSTGRES,
-  sanitizeOps: false,
-  sanitizeResources: false,
   fn: () =>
     withSharedSchema("lorica_twice_test", async ({ stores, sql }) => {
       const [first, second] = stores;

@@ -1625,8 +1625,6 @@ Deno.test({
 Deno.test({
   name: `postgres test schemas are dropped${needs}`,
   ignore,
-  sanitizeOps: false,
-  sanitizeResources: false,
   fn: dropSchemas,
 });
 
