@@ -491,8 +491,9 @@ export async function withLab<T>(
 /**
  * A test run in a lab of its own (see {@link withLab}) when `availability`
  * says namespaces (and whatever else it checked) can be had; otherwise
- * skipped, the reason in its name. The lab, not Deno's sanitizers, cleans
- * up the processes and sockets the test leaves to it.
+ * skipped, the reason in its name. The lab ends the processes and closes
+ * the sockets the test leaves to it before the test ends, so that Deno's
+ * sanitizers still find what escapes the lab.
  */
 export function labTest(
   availability: Availability,
@@ -502,8 +503,6 @@ export function labTest(
   Deno.test({
     name: availability.ok ? name : `${name} (skipped: ${availability.reason})`,
     ignore: !availability.ok,
-    sanitizeResources: false,
-    sanitizeOps: false,
     fn: () => withLab(body),
   });
 }
