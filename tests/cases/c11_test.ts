@@ -27,8 +27,6 @@ const SERVER_PROGRAM = fileURLToPath(
 Deno.test({
   name:
     "C11: a huge log with the live view open and five raw downloads keeps the server's memory bounded",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "lorica-c11-" });
     const drv = `${STORE_DIR}/${"c".repeat(32)}-noise-1.drv`;

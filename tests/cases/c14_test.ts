@@ -37,8 +37,6 @@ import {
 import { closing } from "../lib/worker/_session_helpers.ts";
 
 const SPEC = testSpecification("c14");
-// Sockets and processes outlive a test's own ops in these tests' helpers.
-const FARM_TEST = { sanitizeResources: false, sanitizeOps: false };
 
 Deno.test("C14: pending derivations keep their roots; a vanished one fails alone", async () => {
   const root = await makeRoot();
@@ -134,7 +132,6 @@ function loggedMissing(lines: string[], drv: string, worker?: string) {
 }
 
 Deno.test({
-  ...FARM_TEST,
   name:
     "C14 (remote): a build whose .drv vanished before dispatch fails alone, failed-other; the worker gets the next build",
   async fn() {
@@ -169,7 +166,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...FARM_TEST,
   name:
     "C14 (remote): a Cuirass worker's build-failed for a .drv gone since dispatch is failed-other",
   async fn() {
@@ -207,7 +203,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...FARM_TEST,
   name:
     "C14 (remote): a .drv gone after build-succeeded fails its build at once, unfetched; the other fetch goes on",
   async fn() {
@@ -388,7 +383,6 @@ async function finalStatuses(
 }
 
 Deno.test({
-  ...FARM_TEST,
   name:
     "C14 (remote farm): a .drv garbage-collected before any worker takes it fails alone, failed-other, and is never handed out",
   async fn() {
@@ -421,7 +415,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...FARM_TEST,
   name:
     "C14 (remote farm): a .drv deleted after build-succeeded, before its outputs are fetched, fails alone; the other fetches go on",
   async fn() {
