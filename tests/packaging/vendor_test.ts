@@ -38,8 +38,6 @@ Deno.test({
   // Vendoring must not download: it needs the packages in this machine's
   // DENO_DIR (a first `deno install` on a connected machine puts them there).
   ignore: !npmCached,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     await using source = await copyTree("lorica-vendor-src-");
     const work = await Deno.makeTempDir({ prefix: "lorica-airgap-" });
