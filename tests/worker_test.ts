@@ -9,8 +9,6 @@ import { spawnWorkerProcess } from "./_worker_process.ts";
 Deno.test({
   name:
     "lorica-worker whose server is unreachable stops on the first SIGTERM, at once, and logs its stop once",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const root = await makeRoot();
     const daemon = await makeSigningDaemon(root, "worker");
