@@ -35,8 +35,6 @@ Deno.test({
   }`,
   ignore: reason !== null,
   // Chromium runs as a child process of playwright-core.
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn(t) {
     const store = openSqliteStore(":memory:");
     const logDir = await Deno.makeTempDir({ prefix: "lorica-browser-" });
