@@ -61,8 +61,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 Deno.test({
   name:
     "chaos: SIGKILLed servers and workers lose no build, hold none without a live worker, and end as a calm run",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const fixed = Deno.env.get("LORICA_CHAOS_SEED");
     const seed = fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31);

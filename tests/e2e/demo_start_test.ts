@@ -12,8 +12,6 @@ const DEMO = `${REPO}/demo`;
 Deno.test({
   name:
     "startFarm() fails with the server's error when the web port's holder accepts and never answers",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const held: Deno.Conn[] = [];
@@ -124,8 +122,6 @@ Deno.test({
 Deno.test({
   name:
     "the demo interrupted while its farm starts stops it and removes its directory",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
     const demo = new Deno.Command(Deno.execPath(), {
@@ -208,8 +204,6 @@ Deno.test({
       SETSID ? "" : " (skipped: no setsid)"
     }`,
   ignore: SETSID === undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
     await using demo = demoJob(tmp, { stdout: "piped", stderr: "null" });
@@ -305,8 +299,6 @@ async function processesMentioning(text: string): Promise<number[]> {
 Deno.test({
   name:
     "startFarm() workers ask for far less free disk than the 5 GiB default, so that the demo runs where TMPDIR has less",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "lorica-demo-disk-" });
     const farm = await startFarm({

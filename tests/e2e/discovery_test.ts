@@ -159,8 +159,6 @@ Deno.test({
         })`
     }`,
   ignore: !wired,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     await run((lab, hosts, farm) => {
       const server = lab.spawn(hosts.server, Deno.execPath(), [
@@ -196,8 +194,6 @@ Deno.test({
       lab.ok ? "" : ` (skipped: ${lab.reason})`
     }`,
   ignore: !lab.ok,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     await run((lab, hosts, farm) => {
       const server = lab.spawn(hosts.server, Deno.execPath(), [

@@ -23,8 +23,6 @@ const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
 Deno.test({
   name:
     "the demo specification builds in local mode with the remote mode's outcome",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const expected: Record<string, string> = JSON.parse(
       await Deno.readTextFile(`${DEMO}/expected.json`),

@@ -10,7 +10,6 @@ import { heldPort } from "../lib/server/_publish_fixture.ts";
 
 const REPO = fromFileUrl(new URL("../..", import.meta.url)).replace(/\/$/, "");
 const FAKE_GUIX_DIR = `${REPO}/tests/fake-guix`;
-const opts = { sanitizeResources: false, sanitizeOps: false };
 
 /**
  * A root with a fake daemon (and its key); the environment to run under.
@@ -79,7 +78,6 @@ async function finish(child: Deno.ChildProcess, ms: number) {
 }
 
 Deno.test({
-  ...opts,
   name: "lorica-worker exits 1 naming the port when its publish port is in use",
   async fn() {
     await using host = await setUp();
@@ -98,7 +96,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "lorica-worker exits 1 naming the key when guix publish cannot read it",
   async fn() {
     await using host = await setUp();
@@ -118,7 +115,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "lorica-worker whose guix publish dies stops and exits 1",
   async fn() {
     await using host = await setUp();
@@ -160,7 +156,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "lorica-server exits 1 naming the publish port when guix publish finds it in use",
   async fn() {

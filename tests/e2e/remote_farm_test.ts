@@ -11,8 +11,6 @@ const DEMO = fromFileUrl(new URL("../../demo", import.meta.url));
 
 Deno.test({
   name: "a server and two workers build the demo specification in remote mode",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn(t) {
     const expected: Record<string, string> = JSON.parse(
       await Deno.readTextFile(`${DEMO}/expected.json`),
