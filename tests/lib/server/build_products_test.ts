@@ -13,9 +13,6 @@ import { openSqliteStore } from "../../../lib/store/sqlite.ts";
 import { createWebApp } from "../../../lib/web/app.ts";
 import { specification } from "../store/store_contract.ts";
 import type { Build } from "../../../lib/store/types.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test("productPath() joins a relative path and refuses to leave the output", () => {
   const out = "/gnu/store/abc-hello";

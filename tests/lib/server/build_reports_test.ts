@@ -19,9 +19,6 @@ import {
   resultOf,
   withLoricaWorkers,
 } from "./_lorica_workers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** A worker's publish URL the dispatcher fetches from (loopback). */
 const URL = "http://127.0.0.1:5558";

@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
 import { Coalesced } from "../../../lib/server/coalesced.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** A task whose runs end when the test says, counted. */
 function gatedTask() {

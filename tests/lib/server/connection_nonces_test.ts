@@ -15,9 +15,6 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SECRET = "0123456789abcdef-secret";
 const KEYS = new Map([["farm", SECRET]]);

@@ -19,9 +19,6 @@ import {
   toHex,
 } from "../zmtp/libzmq_peer.ts";
 import { connectLibzmqDealer, startLibzmqPeer } from "../zmtp/_sockets.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

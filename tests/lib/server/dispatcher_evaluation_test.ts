@@ -12,9 +12,6 @@ import {
 } from "./_dispatch_fixture.ts";
 import { assertReleased } from "./_lorica_workers.ts";
 import { withFixture } from "./_with_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 for (const action of ["cancel", "restart"] as const) {
   Deno.test({

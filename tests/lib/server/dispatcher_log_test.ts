@@ -12,9 +12,6 @@ import {
   job,
   startFixture,
 } from "./_dispatch_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test({
   name:

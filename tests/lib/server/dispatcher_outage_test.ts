@@ -15,9 +15,6 @@ import {
   startFixture,
 } from "./_dispatch_fixture.ts";
 import type { Message } from "../../../lib/protocol/messages.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const bin = postgresBinaries();
 const needs = bin === null

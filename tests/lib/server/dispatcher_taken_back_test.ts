@@ -40,9 +40,6 @@ import {
   TEST_POSTGRES_URL,
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** The dispatcher's default time between two looks. */
 const LOOK_MS = 5000;

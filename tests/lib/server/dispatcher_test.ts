@@ -28,9 +28,6 @@ import {
   startFixture,
 } from "./_dispatch_fixture.ts";
 import { withFixture } from "./_with_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** 16 random bytes, with 0x00 and 0xFF forced in. */
 function identity(): Uint8Array {

@@ -8,9 +8,6 @@ import {
   EvaluationStatus,
   type Specification,
 } from "../../../lib/store/types.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC: Specification = {
   name: "hello",

@@ -6,9 +6,6 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { EvaluationStatus } from "../../../lib/store/types.ts";
 import { runOnSmallDisk, smallDiskAvailability } from "../../_small_disk.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const availability = smallDiskAvailability();
 const CHILD = fileURLToPath(

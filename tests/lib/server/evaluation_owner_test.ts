@@ -14,9 +14,6 @@ import {
 import { silentLogger } from "../../../lib/log.ts";
 import type { EvaluationOwner, Store } from "../../../lib/store/types.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** thisProcess() as seen from a process of a PID namespace of its own. */
 async function ownerInNewPidNamespace(): Promise<EvaluationOwner> {

@@ -32,9 +32,6 @@ import {
   makeRoot,
   writeScenario,
 } from "../../fake-guix/test_env.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("s");
 

@@ -18,9 +18,6 @@ import { FakeClock } from "./_dispatch_fixture.ts";
 import { GUIX } from "../../fake-guix/test_env.ts";
 import { failingStore } from "../store/_failing_store.ts";
 import { REGISTRATION_CHUNK_JOBS } from "../../../lib/store/chunked_registration.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("s", { priority: 3 });
 

@@ -27,9 +27,6 @@ import {
   writeScenario,
 } from "../../fake-guix/test_env.ts";
 import { git } from "../git/_git.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const hasGit = await new Deno.Command("git", { args: ["--version"] })
   .output().then((r) => r.success, () => false);

@@ -26,9 +26,6 @@ import {
 import { connectionRefused, failingStore } from "../store/_failing_store.ts";
 import { backends, sharedDatabase } from "./_shared_database.ts";
 import { holderAddress } from "../../../lib/server/local_holder.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("local");
 

@@ -25,9 +25,6 @@ import { drv, job } from "../store/store_contract.ts";
 import { eventually, FakeClock, within } from "./_dispatch_fixture.ts";
 import { testSpecification } from "./_guix_fixture.ts";
 import { type Backend, backends, sharedDatabase } from "./_shared_database.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("s");
 

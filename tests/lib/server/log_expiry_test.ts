@@ -2,9 +2,6 @@ import assert from "node:assert/strict";
 import { expireLogs } from "../../../lib/server/log_expiry.ts";
 import { silentLogger } from "../../../lib/log.ts";
 import type { Clock } from "../../../lib/clock.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const HASH_OLD = "0".repeat(32);
 const HASH_NEW = "1".repeat(32);

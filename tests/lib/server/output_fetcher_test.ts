@@ -27,9 +27,6 @@ import {
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
 import postgres from "postgres";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const URL_ = "http://127.0.0.1:5558";
 

@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
 import { allowedPublishUrl } from "../../../lib/server/publish_url.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const never = () => {
   throw new Error("the recorded address was not needed");

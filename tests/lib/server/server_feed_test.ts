@@ -11,9 +11,6 @@ import { startTestServer } from "./_test_server.ts";
 import type { Store } from "../../../lib/store/types.ts";
 import { job } from "./_dispatch_fixture.ts";
 import { rawExchange } from "../web/_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** Runs `body` with a server of `config`, stopped and removed after. */
 async function withServer(

@@ -10,9 +10,6 @@ import { processExists as alive } from "../../_processes.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { fakeGuix, fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { linesLogger, testServerConfig } from "./_test_server.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("local");
 const TOKEN = "s3cret-token";

@@ -19,9 +19,6 @@ import {
   startError,
 } from "./_publish_fixture.ts";
 import { testServerConfig } from "./_test_server.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** Starts a remote-mode server publishing on `publishPort` with `daemon`. */
 function startTestServer(

@@ -9,9 +9,6 @@ import { EvaluationStatus, type Store } from "../../../lib/store/types.ts";
 import { FakeClock } from "./_dispatch_fixture.ts";
 import { fakeGuixFarm, testSpecification } from "./_guix_fixture.ts";
 import { linesLogger, testServerConfig } from "./_test_server.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("s");
 

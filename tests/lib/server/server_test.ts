@@ -18,9 +18,6 @@ import { type Clock, systemClock } from "../../../lib/clock.ts";
 import { encodeCommandFrame } from "../../../lib/zmtp/frame.ts";
 import { encodeGreeting, encodeReady } from "../../../lib/zmtp/greeting.ts";
 import { eventually, FakeWorker, job, STORE_DIR } from "./_dispatch_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** A small seeded PRNG (mulberry32). */
 function prng(seed: number) {

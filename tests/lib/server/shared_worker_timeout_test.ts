@@ -17,9 +17,6 @@ import {
 import { testSpecification } from "./_guix_fixture.ts";
 import { backends, sharedDatabase } from "./_shared_database.ts";
 import { linesLogger, testServerConfig } from "./_test_server.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SPEC = testSpecification("spec");
 

@@ -16,9 +16,6 @@ import {
   TEST_POSTGRES_URL,
   WITHOUT_POSTGRES,
 } from "../../_test_postgres.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test({
   name:

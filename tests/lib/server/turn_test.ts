@@ -19,9 +19,6 @@ import {
 import { drv, job, specification } from "../store/store_contract.ts";
 import type { Message } from "../../../lib/protocol/messages.ts";
 import type { RouterMessage } from "../../../lib/zmtp/router.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** A turn's messages: each frame names what its handler does. */
 function messages(...actions: string[]): RouterMessage[] {

@@ -6,9 +6,6 @@
 import assert from "node:assert/strict";
 import { WorkerHoldings } from "../../../lib/server/worker_holdings.ts";
 import { silentLogger } from "../../../lib/log.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const DRV = "/gnu/store/0000000000000000000000000000000a-a.drv";
 

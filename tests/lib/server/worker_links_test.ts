@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
 import { routingKey, WorkerLinks } from "../../../lib/server/worker_links.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test("routingKey() keeps every byte, 0x00 and 0xFF included", () => {
   assert.equal(routingKey(new Uint8Array([0, 255, 16, 1])), "00ff1001");

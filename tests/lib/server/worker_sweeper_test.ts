@@ -11,9 +11,6 @@ import {
 import { eventually, type Fixture, job } from "./_dispatch_fixture.ts";
 import { withFixture } from "./_with_fixture.ts";
 import { connectionRefused, failingStore } from "../store/_failing_store.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /**
  * Starts the sweeper loop; disposing of it aborts the loop and waits for it

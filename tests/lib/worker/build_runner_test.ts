@@ -19,9 +19,6 @@ import {
   logFileName,
   startLogReceiver,
 } from "../../../lib/protocol/log_channel.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const DRV = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv";
 const smallDisk = smallDiskAvailability();

@@ -19,9 +19,6 @@ import {
   toHex,
 } from "../zmtp/libzmq_peer.ts";
 import { within } from "../../_within.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const needs = libzmqMissing === undefined ? "" : ` (skipped: ${libzmqMissing})`;
 const encoder = new TextEncoder();

@@ -2,9 +2,6 @@ import assert from "node:assert/strict";
 import { DiskGuard } from "../../../lib/worker/disk_guard.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { FakeClock } from "../server/_dispatch_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test("DiskGuard checks again after a second that passed, whatever a step of the wall clock back an hour says", async () => {
   const clock = new FakeClock();

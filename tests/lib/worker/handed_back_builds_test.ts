@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
 import { HandedBackBuilds } from "../../../lib/worker/handed_back_builds.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const DRV = "/gnu/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-2.12.drv";
 

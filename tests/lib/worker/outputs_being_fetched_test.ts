@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
 import { OutputsBeingFetched } from "../../../lib/worker/outputs_being_fetched.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test("abandoned fetches are awaited no more, nor those added later", () => {
   const fetching = new OutputsBeingFetched();

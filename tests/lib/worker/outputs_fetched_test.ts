@@ -25,9 +25,6 @@ import {
   type HeldFetchFarm,
   heldFetchFarm,
 } from "./_held_fetch_farm.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 Deno.test({
   name:

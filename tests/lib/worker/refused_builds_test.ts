@@ -29,9 +29,6 @@ import {
   oneSessionWorker,
   succeedingGuix,
 } from "./_losing_worker.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** What a scenario of {@link withRefusingSession} has at hand. */
 interface Refusal {

@@ -10,9 +10,6 @@ import { quietPort } from "../../_ports.ts";
 import { closing, runningSession, sessionOptions } from "./_session_helpers.ts";
 import { makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
 import { spawnWorkerProcess } from "../../_worker_process.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** The secret of key "farm" as the server holds it. */
 const SERVER_SECRET = "the-secret-the-server-holds";

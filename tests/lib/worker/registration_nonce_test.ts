@@ -17,9 +17,6 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { sessionOptions } from "./_session_helpers.ts";
 import { bindAgain } from "../../_ports.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SECRET = "shared-secret-of-the-farm";
 

@@ -14,9 +14,6 @@ import {
 import { eventually } from "../server/_dispatch_fixture.ts";
 import { said, sessionOptions } from "./_session_helpers.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const FLOOD = 200;
 

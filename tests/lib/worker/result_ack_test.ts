@@ -40,9 +40,6 @@ import {
 import { buildRequest, GOOD_DRV } from "./_handing_out_server.ts";
 import { quietPort } from "../../_ports.ts";
 import { carriesResult, ResultTurnFailure } from "./_failing_result_turns.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /**
  * Holds, uncommitted, the dispatcher's turn that takes the first build

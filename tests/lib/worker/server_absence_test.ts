@@ -16,9 +16,6 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
 import { sessionOptions } from "./_session_helpers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 function absence(clock: FakeClock, lines: string[]) {
   return new ServerAbsence({

@@ -36,9 +36,6 @@ import {
   handingOutServer,
 } from "./_handing_out_server.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 interface FakeBuild {
   argv: string[];

@@ -33,9 +33,6 @@ import {
   sessionOptions,
   workerConfig,
 } from "./_session_helpers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** The grace the tests give guix between SIGTERM and SIGKILL. */
 const GRACE_MS = 300;

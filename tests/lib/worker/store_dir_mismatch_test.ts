@@ -25,9 +25,6 @@ import {
 import { makeRoot, makeSigningDaemon } from "../../fake-guix/test_env.ts";
 import { quietPort } from "../../_ports.ts";
 import { closing, sessionOptions } from "./_session_helpers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const WORKER = new URL("../../../worker.ts", import.meta.url).pathname;
 const FAKE_GUIX_DIR = new URL("../../fake-guix", import.meta.url).pathname;

@@ -33,9 +33,6 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { processExists as alive } from "../../_processes.ts";
 import { sessionOptions } from "./_session_helpers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** What a test of this file is given. */
 interface Farm {

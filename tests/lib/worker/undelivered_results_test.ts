@@ -31,9 +31,6 @@ import {
   oneSessionWorker,
   succeedingGuix,
 } from "./_losing_worker.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const DRV = "/gnu/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-2.12.drv";
 

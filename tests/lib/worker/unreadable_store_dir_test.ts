@@ -14,9 +14,6 @@ import {
 } from "../server/_dispatch_fixture.ts";
 import { quietPort } from "../../_ports.ts";
 import { sessionOptions } from "./_session_helpers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const SECRET = "shared-secret-of-the-farm";
 

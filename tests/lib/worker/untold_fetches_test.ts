@@ -25,9 +25,6 @@ import {
   type HeldFetchFarm,
   heldFetchFarm,
 } from "./_held_fetch_farm.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const KEPT_UP = "info publish kept up";
 const REASON = 'reason="the server does not say when it fetched the outputs"';

@@ -20,9 +20,6 @@ import {
   signingDaemon,
   startError,
 } from "../server/_publish_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /**
  * Starts a worker of one session against the fixture `f` on the fake guix

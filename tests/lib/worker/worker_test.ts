@@ -27,9 +27,6 @@ import {
   watchedResultTurns,
   workerConfig,
 } from "./_session_helpers.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /**
  * A spawner whose children (`guix publish`, `guix build`) run until killed;

@@ -12,9 +12,6 @@ import {
   encodePing,
   encodeReady,
 } from "../../../lib/zmtp/greeting.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** Runs `raw` as the client side and a DEALER ZmtpConnection as the server side. */
 async function withRawPeer(

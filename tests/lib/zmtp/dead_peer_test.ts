@@ -8,9 +8,6 @@ import {
   type LabProcess,
   labTest,
 } from "../../netns/netns_lab.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const PROGRAMS = new URL("../../netns/programs/", import.meta.url).pathname;
 const lab = await labAvailable();

@@ -14,10 +14,7 @@ import {
 } from "./libzmq_peer.ts";
 import { bindCuirassRouter, localDealer, startLibzmqPeer } from "./_sockets.ts";
 import { bindAgain, quietPort } from "../../_ports.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 import { within } from "../../_within.ts";
-
-sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);

@@ -9,9 +9,6 @@ import {
   ZmtpFrameSizeError,
   ZmtpSyntaxError,
 } from "../../../lib/zmtp/frame.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 function bytes(...values: number[]): Uint8Array {
   return new Uint8Array(values);

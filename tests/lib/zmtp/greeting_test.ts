@@ -17,9 +17,6 @@ import {
   parseMetadata,
   parsePing,
 } from "../../../lib/zmtp/greeting.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 

@@ -15,9 +15,6 @@ import {
   localRouter,
   startLibzmqPeer,
 } from "./_sockets.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** Pinged after 100 ms of silence, dropped 200 ms after an unanswered ping. */
 const HEARTBEAT = { intervalMs: 100, timeoutMs: 200 };

@@ -28,9 +28,6 @@ import {
   startLibzmqPeer,
 } from "./_sockets.ts";
 import { within } from "../../_within.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);

@@ -6,9 +6,6 @@
 import assert from "node:assert/strict";
 import { LibzmqPeer } from "./libzmq_peer.ts";
 import { within } from "../../_within.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 /** Ample for a bound of 200 ms: reached only if the helper waits unbounded. */
 const GIVE_UP_MS = 20_000;

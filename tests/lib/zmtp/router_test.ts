@@ -29,10 +29,7 @@ import {
   localRouter,
   startLibzmqPeer,
 } from "./_sockets.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
 import { within } from "../../_within.ts";
-
-sanitizeOpsAndResources();
 
 const text = new TextEncoder();
 const EMPTY = new Uint8Array(0);

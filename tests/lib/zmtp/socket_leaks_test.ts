@@ -1,17 +1,18 @@
-// The leak check the ZMTP, worker and server tests rely on: with
-// sanitizeOpsAndResources(), a test that leaves a RouterSocket, a
-// DealerSocket or a libzmq peer open fails, and one that closes them passes.
+// The leak check every test relies on: deno.json's "test" settings turn
+// Deno's op and resource sanitizers on (off by default since Deno 2.8), so
+// that a test leaving a RouterSocket, a DealerSocket or a libzmq peer open
+// fails, and one that closes them passes. The fixture runs under the
+// project's deno.json and no sanitizer flag: without the settings, its
+// leaking tests pass and this test fails.
 
 import assert from "node:assert/strict";
 import { libzmqMissing } from "./libzmq_peer.ts";
 import { within } from "../../_within.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const FIXTURE = new URL("./_socket_leaks_fixture.ts", import.meta.url)
   .pathname;
 const ROOT = new URL("../../../", import.meta.url).pathname;
+const CONFIG = `${ROOT}deno.json`;
 
 Deno.test("a test leaving a ZMTP socket or a libzmq peer open fails, naming what it left", async () => {
   const report = await runFixture();
@@ -37,7 +38,7 @@ function errorOf(report: string, name: string): string {
 async function runFixture(): Promise<string> {
   const killer = new AbortController();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["test", "--allow-all", "--no-check", FIXTURE],
+    args: ["test", "--allow-all", "--no-check", `--config=${CONFIG}`, FIXTURE],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdin: "null",
