@@ -43,8 +43,6 @@ Deno.test({
 Deno.test({
   name:
     "startFarm() fails with the server's error when another web server already answers on the web port",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     // A demo still running on 8080, say: its answers were taken for the
     // new farm's server, which had died on the port in use, and the demo
@@ -80,8 +78,6 @@ Deno.test({
 Deno.test({
   name:
     "startFarm() removes its directory when a guix command before the server dies, as one does under an interrupt to the demo's process group",
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     // Ctrl-C reaches every process of the group: the `guix archive` that
     // makes the keys died, and the farm's directory was left behind.
@@ -171,8 +167,6 @@ Deno.test({
       SETSID ? "" : " (skipped: no setsid)"
     }`,
   ignore: SETSID === undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
   async fn() {
     const tmp = await Deno.makeTempDir({ prefix: "lorica-demo-tmp-" });
     await using demo = demoJob(tmp, { stdout: "null", stderr: "piped" });

@@ -28,9 +28,6 @@ import {
 import { succeedingGuix } from "./_losing_worker.ts";
 import { GOOD_DRV, handingOutServer } from "./_handing_out_server.ts";
 import { hashOf } from "../server/_dispatch_fixture.ts";
-import { sanitizeOpsAndResources } from "../../_sanitizers.ts";
-
-sanitizeOpsAndResources();
 
 const HUGE = "99999999999999999999";
 
