@@ -74,7 +74,7 @@ export const ADMIN_ROUTES: Route[] = [
   post("/admin/specifications/delete/:name", deleteSpec),
   post("/admin/specification/:name/delete", deleteSpec),
   post("/admin/specification/:name/evaluate", triggerEvaluation),
-  post("/jobset/:name/hook/evaluate", triggerEvaluation),
+  webHook("/jobset/:name/hook/evaluate", triggerEvaluation),
   post("/admin/build/:id/restart", buildAction("restart")),
   post("/admin/build/:id/cancel", buildAction("cancel")),
   post("/admin/evaluation/:id/cancel", evaluationAction("cancel")),
@@ -97,6 +97,32 @@ function post(
       const body = await readBody(context.request);
       await checkToken(context, body.form);
       return await handle(context, body);
+    },
+  };
+}
+
+/**
+ * A route for forges' web hooks, which POST their event's JSON (a push
+ * with many commits runs past the admin body limit) and can rarely send
+ * a Bearer header: the body is not read, and the token may come in the
+ * URL's `token` parameter, as a hook's URL can carry it.
+ */
+function webHook(
+  pattern: string,
+  handle: (context: RouteContext) => Promise<Response>,
+): Route {
+  return {
+    pattern,
+    kind: "json",
+    method: "POST",
+    async handle(context) {
+      await context.request.body?.cancel();
+      const query = new URL(context.request.url).searchParams;
+      const token = new URLSearchParams();
+      const given = query.get("token");
+      if (given !== null) token.set("token", given);
+      await checkToken(context, token);
+      return await handle(context);
     },
   };
 }

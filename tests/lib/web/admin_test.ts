@@ -242,6 +242,48 @@ Deno.test("admin actions can be replaced, e.g. by the server's to reach workers"
   );
 });
 
+Deno.test("the evaluation hook takes a forge's push: its token in the URL, its JSON body unread whatever its size", async () => {
+  const calls: string[] = [];
+  await using fx = await createFixture({
+    app: {
+      adminToken: TOKEN,
+      actions: {
+        triggerEvaluation: (spec) => {
+          calls.push(`evaluate ${spec}`);
+          return Promise.resolve();
+        },
+      },
+    },
+  });
+  // A push of many commits: past the admin actions' 64 KiB body limit.
+  const push = JSON.stringify({
+    ref: "refs/heads/master",
+    commits: Array.from({ length: 2000 }, (_, i) => ({
+      id: i.toString(16).padStart(40, "0"),
+      message: "gnu: Update package.",
+    })),
+  });
+  assert.ok(push.length > 64 * 1024, `${push.length} bytes`);
+  const hook = (query: string) =>
+    fx.fetch(`/jobset/hello/hook/evaluate${query}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: push,
+    });
+  const answered = await hook(`?token=${TOKEN}`);
+  assert.equal(answered.status, 200);
+  assert.deepEqual(await answered.json(), { jobset: "hello" });
+  assert.equal(
+    await error(await hook("?token=guess"), 403),
+    "Cannot run admin action: wrong admin token",
+  );
+  assert.equal(
+    await error(await hook(""), 401),
+    "Cannot run admin action: no admin token given",
+  );
+  assert.deepEqual(calls, ["evaluate hello"]);
+});
+
 Deno.test("triggering an evaluation answers what will come of it, and logs it", async () => {
   await using fx = await createFixture({
     app: {
