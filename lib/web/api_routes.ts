@@ -14,13 +14,7 @@ import {
   workerToJson,
 } from "./json_shapes.ts";
 import { listWorkerStatuses } from "./worker_status.ts";
-import {
-  acceptsGzip,
-  fileStream,
-  inflatedStream,
-  logFilePath,
-  openRegularFile,
-} from "./build_log.ts";
+import { buildLogResponse } from "./build_log.ts";
 import {
   jsonResponse,
   type Route,
@@ -129,32 +123,9 @@ async function build(context: RouteContext): Promise<Response> {
 }
 
 async function rawLog(context: RouteContext): Promise<Response> {
-  const found = await requireBuild(context);
-  const path = logFilePath(context.options.logCacheDir, found.derivation);
-  const opened = path === null ? null : await openRegularFile(path);
-  if (opened === null) {
-    throw new HttpError(404, `Log of build ${found.id} doesn't exist.`);
-  }
-  if (!acceptsGzip(context.request.headers.get("accept-encoding"))) {
-    // Inflated here for a client that asked for plain text (wget does).
-    return new Response(inflatedStream(opened.file, opened.size), {
-      headers: {
-        "content-type": "text/plain; charset=UTF-8",
-        "content-disposition": "inline",
-        "vary": "Accept-Encoding",
-      },
-    });
-  }
-  // The gzip bytes go out untouched: the browser inflates them, and bytes
-  // that are not UTF-8 reach the client exactly as the builder wrote them.
-  return new Response(fileStream(opened.file, opened.size), {
-    headers: {
-      "content-type": "text/plain; charset=UTF-8",
-      "content-encoding": "gzip",
-      "content-disposition": "inline",
-      "content-length": String(opened.size),
-      // The body depends on Accept-Encoding: caches must keep both.
-      "vary": "Accept-Encoding",
-    },
-  });
+  return await buildLogResponse(
+    context.options.logCacheDir,
+    await requireBuild(context),
+    context.request.headers.get("accept-encoding"),
+  );
 }

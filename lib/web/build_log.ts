@@ -1,7 +1,9 @@
 // Build logs on disk (`<logCacheDir>/<hash>.log.gz`): raw streaming and a decoded tail.
 
+import { HttpError } from "./http_error.ts";
 import { parseStoreBasename } from "../guix/store_path.ts";
 import { gunzipAllMembers } from "../gunzip_members.ts";
+import type { Build } from "../store/types.ts";
 
 /** The end of a log, decoded for display. */
 export interface LogTail {
@@ -130,6 +132,38 @@ export function fileStream(
       close();
     },
   });
+}
+
+/**
+ * A build's whole log as a response: the stored gzip file untouched when
+ * the client admits gzip (browsers inflate it, and bytes that are not
+ * UTF-8 reach the client exactly as the builder wrote them), else the text
+ * inflated on the fly.
+ * @throws {HttpError} 404 when the build has no log.
+ */
+export async function buildLogResponse(
+  logCacheDir: string,
+  build: Build,
+  acceptEncoding: string | null,
+): Promise<Response> {
+  const path = logFilePath(logCacheDir, build.derivation);
+  const opened = path === null ? null : await openRegularFile(path);
+  if (opened === null) {
+    throw new HttpError(404, `Log of build ${build.id} doesn't exist.`);
+  }
+  const headers: Record<string, string> = {
+    "content-type": "text/plain; charset=UTF-8",
+    "content-disposition": "inline",
+    // The body depends on Accept-Encoding: caches must keep both.
+    "vary": "Accept-Encoding",
+  };
+  if (!acceptsGzip(acceptEncoding)) {
+    // Plain text for a client that asked for it (wget does).
+    return new Response(inflatedStream(opened.file, opened.size), { headers });
+  }
+  headers["content-encoding"] = "gzip";
+  headers["content-length"] = String(opened.size);
+  return new Response(fileStream(opened.file, opened.size), { headers });
 }
 
 /**

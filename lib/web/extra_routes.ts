@@ -4,7 +4,7 @@ import { HttpError, quoteValue } from "./http_error.ts";
 import { parseId, readNames, requireIdParam, requireLimit } from "./params.ts";
 import { type BuildJson, buildToJson } from "./json_shapes.ts";
 import { requireBuild } from "./api_routes.ts";
-import { fileStream, logFilePath, openRegularFile } from "./build_log.ts";
+import { buildLogResponse, fileStream, openRegularFile } from "./build_log.ts";
 import { logEventsResponse } from "./log_events.ts";
 import {
   describeReason,
@@ -184,7 +184,11 @@ async function outputLog(context: RouteContext): Promise<Response> {
   if (build === null) {
     throw new HttpError(404, `Output with ID ${basename} doesn't exist.`);
   }
-  return await serveBuildLog(context, build);
+  return await buildLogResponse(
+    context.options.logCacheDir,
+    build,
+    context.request.headers.get("accept-encoding"),
+  );
 }
 
 async function latestEvaluation(context: RouteContext): Promise<Response> {
@@ -405,29 +409,6 @@ export async function latestSuccessfulEvaluation(
     limit: EVALUATION_WINDOW,
   })).find((evaluation) => evaluation.status === 0);
   return found ?? null;
-}
-
-/**
- * Serves a build's gzip log untouched, with the headers browsers inflate.
- * @throws {HttpError} 404 when the build has no log.
- */
-export async function serveBuildLog(
-  context: RouteContext,
-  build: Build,
-): Promise<Response> {
-  const path = logFilePath(context.options.logCacheDir, build.derivation);
-  const opened = path === null ? null : await openRegularFile(path);
-  if (opened === null) {
-    throw new HttpError(404, `Log of build ${build.id} doesn't exist.`);
-  }
-  return new Response(fileStream(opened.file, opened.size), {
-    headers: {
-      "content-type": "text/plain; charset=UTF-8",
-      "content-encoding": "gzip",
-      "content-disposition": "inline",
-      "content-length": String(opened.size),
-    },
-  });
 }
 
 /**

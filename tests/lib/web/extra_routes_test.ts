@@ -140,6 +140,33 @@ Deno.test("GET /output/BASENAME and /log/BASENAME find the build of an output", 
   assert.equal((await fx.fetch(`/log/${noLog}`)).status, 404);
 });
 
+Deno.test("GET /log/BASENAME inflates the log for a client that does not accept gzip, as /build/ID/log/raw does", async () => {
+  await using fx = await createFixture();
+  const { succeeded } = fx.builds;
+  const basename = succeeded.outputs[0].path.slice(STORE_DIR.length + 1);
+  for (const acceptEncoding of ["identity", "gzip;q=0, deflate", "br"]) {
+    const response = await fx.fetch(`/log/${basename}`, {
+      headers: { "accept-encoding": acceptEncoding },
+    });
+    assert.equal(response.status, 200, acceptEncoding);
+    assert.equal(response.headers.get("content-encoding"), null);
+    assert.equal(response.headers.get("vary"), "Accept-Encoding");
+    assert.deepEqual(new Uint8Array(await response.arrayBuffer()), C10_LOG);
+  }
+  // A browser, or a client sending no header (guix publish's), gets the
+  // stored file, told that the answer depends on Accept-Encoding.
+  const browser: Record<string, string> = { "accept-encoding": "gzip, br" };
+  for (const headers of [browser, {}]) {
+    const response = await fx.fetch(`/log/${basename}`, { headers });
+    assert.equal(response.headers.get("content-encoding"), "gzip");
+    assert.equal(response.headers.get("vary"), "Accept-Encoding");
+    assert.deepEqual(
+      new Uint8Array(gunzipSync(new Uint8Array(await response.arrayBuffer()))),
+      C10_LOG,
+    );
+  }
+});
+
 Deno.test("GET /eval/ID/log/raw serves the evaluation log from evaluationLog()", async () => {
   const dir = await Deno.makeTempDir({ prefix: "lorica-evallog-" });
   try {
