@@ -41,8 +41,8 @@ function twoPart(
 
 /** What a badge is about: Cuirass's `type` parameter and the jobset. */
 export interface BadgeSubject {
-  /** 0 labels the badge "build"; any other type, the specification's name. */
-  type: number;
+  /** 0 labels the badge "build"; 1, the specification's name. */
+  type: 0 | 1;
   spec: string;
 }
 

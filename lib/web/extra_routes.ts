@@ -11,7 +11,7 @@ import {
   explainQueue,
   servedSystems,
 } from "./queue_reasons.ts";
-import { errorBadge, percentageBadge } from "./badge.ts";
+import { type BadgeSubject, errorBadge, percentageBadge } from "./badge.ts";
 import { renderRss, RSS_ITEMS } from "./rss.ts";
 import { parseSearchQuery, searchBuilds } from "./search.ts";
 import { workerTimeout } from "./worker_status.ts";
@@ -239,7 +239,9 @@ async function evaluationLog(context: RouteContext): Promise<Response> {
 async function badge(context: RouteContext): Promise<Response> {
   const name = context.params.name;
   const typeText = context.url.searchParams.get("type") ?? "0";
-  if (!/^[0-9]{1,3}$/.test(typeText)) {
+  // The badge comes in two kinds, the two types Cuirass documents: any
+  // other value would draw one of them while seeming to ask for a third.
+  if (typeText !== "0" && typeText !== "1") {
     throw new HttpError(
       400,
       `Cannot read parameter "type": value ${
@@ -249,7 +251,10 @@ async function badge(context: RouteContext): Promise<Response> {
   }
   const { store } = context.options;
   const spec = await store.getSpecification(name);
-  const subject = { type: Number(typeText), spec: name.slice(0, 40) };
+  const subject: BadgeSubject = {
+    type: typeText === "0" ? 0 : 1,
+    spec: name.slice(0, 40),
+  };
   let svg: string;
   if (spec === null) {
     svg = errorBadge("unknown", subject);

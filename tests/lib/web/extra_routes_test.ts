@@ -272,6 +272,20 @@ Deno.test("GET /jobset/NAME/badge.svg labels every badge by its type, known jobs
   }
 });
 
+Deno.test("GET /jobset/NAME/badge.svg refuses a type other than 0 or 1, naming it", async () => {
+  await using fx = await createFixture();
+  for (const type of ["2", "999", "01", "-1", "1.0", "", "x"]) {
+    const response = await fx.fetch(
+      `/jobset/hello/badge.svg?type=${encodeURIComponent(type)}`,
+    );
+    assert.deepEqual(await json(response, 400), {
+      error: `Cannot read parameter "type": value ${
+        JSON.stringify(type)
+      } is not 0 or 1`,
+    }, type);
+  }
+});
+
 Deno.test("GET /events/rss lists builds that were fixed or broken, escaped", async () => {
   await using fx = await createFixture();
   const changed = (build: Build, weather: 0 | 1): Build => ({
