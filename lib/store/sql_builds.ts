@@ -65,8 +65,10 @@ const FAIL_SQL = `UPDATE Builds SET status = 2, starttime = ?, stoptime = ?,
                    WHEN ${PREVIOUS_STATUS_SQL} = 0 THEN 1 ELSE 3 END`;
 
 // What puts builds back in the queue as new.
+// The log path goes too: until the build starts again it has no log of its
+// own, and the file at that path is the previous attempt's.
 const RESTART_SET = `status = -2, starttime = 0, stoptime = 0, weather = -1,
-  worker = NULL`;
+  worker = NULL, log = ''`;
 
 // Puts builds back in the queue as new (followed by a WHERE clause).
 const RESTART_SQL = `UPDATE Builds SET ${RESTART_SET}`;

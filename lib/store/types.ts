@@ -700,9 +700,10 @@ export interface Store {
     now: number,
   ): Promise<{ changed: boolean; worker: string | null }>;
   /**
-   * Schedules a build again (status scheduled, times 0, weather unknown)
-   * and its failed-dependency dependents that no longer have a failed
-   * dependency. Returns the worker it was running on, if any.
+   * Schedules a build again (status scheduled, times 0, weather unknown,
+   * no log until it starts) and its failed-dependency dependents that no
+   * longer have a failed dependency. Returns the worker it was running on,
+   * if any.
    */
   restartBuild(
     id: number,

@@ -2474,6 +2474,27 @@ export function storeContract(
     });
   });
 
+  test("restartBuild() and restartEvaluation() leave a build no log until it starts again", async (store) => {
+    const id = await evaluation(store);
+    await register(store, id, [job("a"), job("b")], 1);
+    for (const [worker, name] of [["w1", "a"], ["w2", "b"]]) {
+      await store.popBuild(worker, ["x86_64-linux"], 2);
+      await store.markStarted(drv(name), worker, `/logs/${name}.log.gz`, 3);
+      await store.completeBuild(drv(name), 1, { worker, now: 4 });
+    }
+    const logOf = async (name: string) =>
+      (await store.getBuildByDerivation(drv(name)))?.log;
+    assert.equal(await logOf("a"), "/logs/a.log.gz");
+    // The file left at that path is the earlier attempt's log.
+    assert.ok((await store.restartBuild(await idOf(store, "a"), 5)).changed);
+    assert.equal(await logOf("a"), "");
+    assert.equal((await store.restartEvaluation(id, 5)).changed, 1);
+    assert.equal(await logOf("b"), "");
+    await store.popBuild("w3", ["x86_64-linux"], 6);
+    await store.markStarted(drv("a"), "w3", "/logs/a.log.gz", 7);
+    assert.equal(await logOf("a"), "/logs/a.log.gz");
+  });
+
   test("C05: restarting a failed dependency and having it succeed makes its dependent eligible again", async (store) => {
     const e1 = await evaluation(store);
     await register(store, e1, [
