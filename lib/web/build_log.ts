@@ -61,7 +61,7 @@ export function logFilePath(
  */
 export async function openRegularFile(
   path: string,
-): Promise<{ file: Deno.FsFile; size: number } | null> {
+): Promise<{ file: Deno.FsFile; size: number; info: Deno.FileInfo } | null> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -79,7 +79,7 @@ export async function openRegularFile(
       file.close();
       return null;
     }
-    return { file, size: info.size };
+    return { file, size: info.size, info };
   } catch (error) {
     file.close();
     throw error;

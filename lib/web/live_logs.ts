@@ -81,6 +81,28 @@ export interface LogFollowStep {
   damaged: boolean;
 }
 
+/**
+ * Which file a path named when it was read: a file renamed over it (an
+ * upload's, replacing the log of an earlier attempt) is another file.
+ */
+export interface FileIdentity {
+  dev: number;
+  ino: number;
+}
+
+/** Options of {@link GzipLogFollower}. */
+export interface GzipLogFollowerOptions {
+  /** Decoded bytes a read yields at most, the end kept; default 256 KiB. */
+  tailBytes?: number;
+  /** Decoded bytes a read scans at most; default 256 MiB. */
+  maxScanBytes?: number;
+  /**
+   * A file to take as absent while it is at the path: the log of an
+   * earlier attempt of the build, until the new attempt's replaces it.
+   */
+  skipFile?: FileIdentity | null;
+}
+
 /** Compressed bytes read from the file per step at most. */
 const READ_CHUNK_BYTES = 64 * 1024;
 /**
@@ -103,20 +125,25 @@ export class GzipLogFollower {
   readonly #path: string;
   readonly #tailBytes: number;
   readonly #maxScanBytes: number;
+  readonly #skipFile: FileIdentity | null;
+  #file: FileIdentity | null = null;
   #offset = 0;
   #gunzip = new GzipMemberDecoder();
   #decoder = new TextDecoder("utf-8", { fatal: false });
 
-  constructor(
-    path: string,
-    options: { tailBytes?: number; maxScanBytes?: number } = {},
-  ) {
+  constructor(path: string, options: GzipLogFollowerOptions = {}) {
     this.#path = path;
     this.#tailBytes = options.tailBytes ?? 256 * 1024;
     this.#maxScanBytes = options.maxScanBytes ?? 256 * 1024 * 1024;
+    this.#skipFile = options.skipFile ?? null;
   }
 
-  /** Reads what was appended; an absent file yields empty text. */
+  /** The file the last read found at the path (skipped or not), if any. */
+  get file(): FileIdentity | null {
+    return this.#file;
+  }
+
+  /** Reads what was appended; an absent (or skipped) file yields empty text. */
   async read(): Promise<LogFollowStep> {
     const step: LogFollowStep = {
       text: "",
@@ -126,7 +153,12 @@ export class GzipLogFollower {
     };
     const opened = await openRegularFile(this.#path);
     if (opened === null) return step;
-    const { file, size } = opened;
+    const { file, size, info } = opened;
+    this.#file = { dev: info.dev, ino: info.ino ?? 0 };
+    if (sameFile(this.#file, this.#skipFile)) {
+      file.close();
+      return step;
+    }
     try {
       if (size < this.#offset) {
         this.#restart();
@@ -200,6 +232,24 @@ export class GzipLogFollower {
     this.#gunzip = new GzipMemberDecoder();
     this.#decoder = new TextDecoder("utf-8", { fatal: false });
   }
+}
+
+/**
+ * The file at `path` now, or null when there is none.
+ * @throws errors of `Deno.stat` other than NotFound.
+ */
+export async function fileIdentity(path: string): Promise<FileIdentity | null> {
+  try {
+    const info = await Deno.stat(path);
+    return { dev: info.dev, ino: info.ino ?? 0 };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+}
+
+function sameFile(a: FileIdentity, b: FileIdentity | null): boolean {
+  return b !== null && a.dev === b.dev && a.ino === b.ino;
 }
 
 function concat(chunks: Uint8Array[], length: number): Uint8Array {

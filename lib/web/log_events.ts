@@ -2,9 +2,13 @@
 
 import { HttpError } from "./http_error.ts";
 import { cleanLogText, logFilePath } from "./build_log.ts";
-import { GzipLogFollower } from "./live_logs.ts";
+import {
+  type FileIdentity,
+  fileIdentity,
+  GzipLogFollower,
+} from "./live_logs.ts";
 import type { RouteContext } from "./route_context.ts";
-import type { Build } from "../store/types.ts";
+import { type Build, BuildStatus } from "../store/types.ts";
 
 /** Send a comment line after this many quiet polls, to keep proxies from closing. */
 const KEEPALIVE_POLLS = 15;
@@ -15,8 +19,10 @@ const encoder = new TextEncoder();
 
 /**
  * Streams a build's log: `start` (the client clears its view), `log` (text
- * to append, JSON-encoded), `reset` (the log started over), `status` and
- * finally `end` once the build finished and its log stopped growing.
+ * to append, JSON-encoded), `reset` (the log started over), `status` (with
+ * `waiting` while the build has yet to start, which has no log: an earlier
+ * attempt's is not sent) and finally `end` once the build finished and its
+ * log stopped growing.
  * @throws {HttpError} 503 when too many streams are open.
  */
 export function logEventsResponse(
@@ -95,7 +101,14 @@ async function follow(
 ): Promise<void> {
   const { send, keepalive, backlogged } = sink;
   const { store, liveLogs, clock, livePollMs } = context.options;
-  let follower = path === null ? null : new GzipLogFollower(path);
+  // Created once the build's attempt has started: before, any file at the
+  // path is an earlier attempt's log.
+  let follower: GzipLogFollower | null = null;
+  // The file of the attempt before the current one, which stays at the
+  // path until the new attempt's upload replaces it.
+  let earlierFile: FileIdentity | null = null;
+  // Set when the followed log turned out damaged: nothing more is read of it.
+  let damaged = false;
   let wake: (() => void) | null = null;
   let dirty = false;
   const unsubscribe = liveLogs?.subscribe(initial.derivation, () => {
@@ -114,19 +127,36 @@ async function follow(
         send("end", { status: null, reason: "build deleted" });
         return;
       }
-      if (current.starttime !== build.starttime && build.starttime !== 0) {
-        // Restarted: the receiver truncates the file and starts a new stream.
-        follower?.close();
-        follower = path === null ? null : new GzipLogFollower(path);
+      const waiting = waitsToStart(current);
+      // The attempt followed so far is over: the build waits to start
+      // again, or started again between two polls.
+      const restarted = waiting ||
+        (current.starttime !== build.starttime && build.starttime !== 0);
+      if (restarted && follower !== null) {
+        earlierFile = follower.file ??
+          (waiting && path !== null ? await fileIdentity(path) : null);
+        follower.close();
+        follower = null;
+        damaged = false;
         send("reset", {});
+      } else if (waiting && lastStatus === null && path !== null) {
+        earlierFile = await fileIdentity(path);
+      }
+      if (!waiting && follower === null && path !== null) {
+        follower = new GzipLogFollower(path, { skipFile: earlierFile });
       }
       build = current;
       if (build.status !== lastStatus) {
         lastStatus = build.status;
-        send("status", { status: build.status });
+        send(
+          "status",
+          waiting
+            ? { status: build.status, waiting: true }
+            : { status: build.status },
+        );
       }
       let sent = false;
-      if (follower !== null && !backlogged()) {
+      if (follower !== null && !damaged && !backlogged()) {
         const step = await follower.read();
         if (step.reset) send("reset", {});
         if (step.truncated) send("truncated", {});
@@ -136,8 +166,7 @@ async function follow(
         }
         if (step.damaged) {
           send("damaged", {});
-          follower.close();
-          follower = null;
+          damaged = true;
         }
       }
       if (build.status >= 0 && !sent) {
@@ -188,4 +217,13 @@ async function follow(
       signal.removeEventListener("abort", abort);
     }
   }
+}
+
+/**
+ * Whether the build's current attempt has yet to start: scheduled, or
+ * handed to a worker that has not reported its start. It has no log yet.
+ */
+function waitsToStart(build: Build): boolean {
+  return build.status === BuildStatus.scheduled ||
+    build.status === BuildStatus.submitted;
 }

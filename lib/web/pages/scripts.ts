@@ -68,7 +68,8 @@ export const LIVE_LOG_SCRIPT = `
     append(JSON.parse(event.data));
   });
   source.addEventListener("status", function (event) {
-    var status = String(JSON.parse(event.data).status);
+    var data = JSON.parse(event.data);
+    var status = String(data.status);
     var name = names[status] || ("unknown(" + status + ")");
     if (status !== shownStatus) {
       shownStatus = status;
@@ -84,6 +85,7 @@ export const LIVE_LOG_SCRIPT = `
       badge.appendChild(span);
     }
     if (status === "-1") note("Following the log as the build runs…");
+    if (data.waiting) note("The log appears here once the build starts.");
   });
   source.addEventListener("end", function (event) {
     source.close();

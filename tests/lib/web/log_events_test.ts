@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
-import { createFixture, NOW, writeLog } from "./_fixture.ts";
+import { createFixture, type Fixture, NOW, writeLog } from "./_fixture.ts";
 import { createLiveLogHub } from "../../../lib/web/live_logs.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { logFilePath } from "../../../lib/web/build_log.ts";
+import type { Build } from "../../../lib/store/types.ts";
 
-/** Reads server-sent events from a response body. */
-function eventReader(response: Response) {
+/**
+ * Reads server-sent events from a response body; with `comments`, a
+ * comment line comes as an event named ":" (a keepalive proves that the
+ * stream polled quietly many times).
+ */
+function eventReader(response: Response, { comments = false } = {}) {
   const reader = response.body!.pipeThrough(new TextDecoderStream())
     .getReader();
   let buffer = "";
@@ -17,7 +22,10 @@ function eventReader(response: Response) {
         if (end >= 0) {
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
-          if (block.startsWith(":")) continue;
+          if (block.startsWith(":")) {
+            if (comments) return { event: ":", data: block };
+            continue;
+          }
           const event = /^event: (.*)$/m.exec(block)![1];
           const data = JSON.parse(/^data: (.*)$/m.exec(block)![1]);
           return { event, data };
@@ -194,6 +202,116 @@ Deno.test("GET /build/ID/log/events sends every line before garbage after the lo
     all.map((e) => e.event).filter((name) => name !== "log"),
     ["start", "status", "damaged", "end"],
   );
+});
+
+/**
+ * Puts a new gzip log in place of the build's as an upload does: a new
+ * file renamed over the old one.
+ */
+async function publishLog(fx: Fixture, derivation: string, text: string) {
+  const path = logFilePath(fx.logDir, derivation)!;
+  const part = `${path}.0123456789abcdef.part`;
+  await Deno.writeFile(part, zlib.gzipSync(text));
+  await Deno.rename(part, path);
+}
+
+/** Hands the build to worker "w2" (other builds first if they come first) and starts it. */
+async function startAgain(fx: Fixture, build: Build) {
+  for (let i = 0; i <= fx.scheduled.length; i++) {
+    const popped = await fx.store.popBuild("w2", [build.system], NOW + 1);
+    if (popped?.id === build.id) break;
+  }
+  assert.ok(await fx.store.markStarted(build.derivation, "w2", "", NOW + 2));
+}
+
+/** The events up to the first named `name`, which is the last one. */
+async function eventsUntil(
+  events: ReturnType<typeof eventReader>,
+  name: string,
+) {
+  const seen = [];
+  while (true) {
+    const item = await events.next();
+    if (item === null) throw new Error(`stream ended before ${name}`);
+    seen.push(item);
+    if (item.event === name) return seen;
+  }
+}
+
+Deno.test("GET /build/ID/log/events of a restarted build waiting to start sends none of its previous log, then the new attempt's", async () => {
+  await using fx = await createFixture({
+    app: { clock: realSleepClock, livePollMs: 10 },
+  });
+  const build = fx.builds.failed;
+  await publishLog(fx, build.derivation, "first attempt\n");
+  assert.ok((await fx.store.restartBuild(build.id, NOW)).changed);
+
+  const events = eventReader(
+    await fx.fetch(`/build/${build.id}/log/events`),
+    { comments: true },
+  );
+  // Many quiet polls go by, and no text of the first attempt.
+  const waiting = await eventsUntil(events, ":");
+  assert.deepEqual(waiting, [
+    { event: "start", data: { build: build.id } },
+    { event: "status", data: { status: -2, waiting: true } },
+    { event: ":", data: ": keepalive" },
+  ]);
+  // Started, the new attempt's upload not yet in place: still the old file.
+  await startAgain(fx, build);
+  const started = [
+    ...await eventsUntil(events, "status"),
+    ...await eventsUntil(events, ":"),
+  ];
+  assert.deepEqual(started.filter((e) => e.event !== ":"), [
+    { event: "status", data: { status: -1 } },
+  ]);
+  await publishLog(fx, build.derivation, "second attempt\n");
+  assert.deepEqual(await events.until("log"), {
+    event: "log",
+    data: "second attempt\n",
+  });
+  await fx.store.completeBuild(build.derivation, 0, { worker: "w2", now: NOW });
+  assert.deepEqual(await events.until("end"), {
+    event: "end",
+    data: { status: 0 },
+  });
+});
+
+Deno.test("GET /build/ID/log/events of a build restarted while followed clears its text and waits for the new attempt", async () => {
+  await using fx = await createFixture({
+    app: { clock: realSleepClock, livePollMs: 10 },
+  });
+  const build = fx.builds.started;
+  await publishLog(fx, build.derivation, "first attempt\n");
+  const events = eventReader(
+    await fx.fetch(`/build/${build.id}/log/events`),
+    { comments: true },
+  );
+  assert.deepEqual(await events.until("log"), {
+    event: "log",
+    data: "first attempt\n",
+  });
+  assert.ok((await fx.store.restartBuild(build.id, NOW)).changed);
+  const waiting = await eventsUntil(events, ":");
+  assert.deepEqual(waiting.filter((e) => e.event !== ":"), [
+    { event: "reset", data: {} },
+    { event: "status", data: { status: -2, waiting: true } },
+  ]);
+  await startAgain(fx, build);
+  const started = [
+    ...await eventsUntil(events, "status"),
+    ...await eventsUntil(events, ":"),
+  ];
+  assert.deepEqual(started.filter((e) => e.event !== ":"), [
+    { event: "status", data: { status: -1 } },
+  ]);
+  await publishLog(fx, build.derivation, "second attempt\n");
+  assert.deepEqual(await events.until("log"), {
+    event: "log",
+    data: "second attempt\n",
+  });
+  await events.cancel();
 });
 
 // The op sanitizer fails this test if a stream closed by its client polls
