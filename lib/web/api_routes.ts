@@ -14,6 +14,7 @@ import {
   workerToJson,
 } from "./json_shapes.ts";
 import { listWorkerStatuses } from "./worker_status.ts";
+import { requireSpecification } from "./specification_lookup.ts";
 import { buildLogResponse } from "./build_log.ts";
 import {
   jsonResponse,
@@ -73,6 +74,7 @@ async function evaluations(context: RouteContext): Promise<Response> {
   const limit = requireLimit(searchParams);
   const spec = searchParams.get("spec") ?? undefined;
   const { store } = context.options;
+  if (spec !== undefined) await requireSpecification(store, spec);
   const list = await store.listEvaluations({ specification: spec, limit });
   const out = [];
   for (const item of list) {

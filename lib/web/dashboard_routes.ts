@@ -3,7 +3,8 @@
 
 import { HttpError, quoteValue } from "./http_error.ts";
 import { parseDashboardId, parseId, readNames, readSystem } from "./params.ts";
-import { latestSuccessfulEvaluation, redirect } from "./extra_routes.ts";
+import { redirect } from "./extra_routes.ts";
+import { requireLatestEvaluation } from "./specification_lookup.ts";
 import {
   htmlResponse,
   jsonResponse,
@@ -94,7 +95,10 @@ async function savedDashboard(context: RouteContext): Promise<Response> {
   if (dashboard === null) {
     throw new HttpError(404, `Dashboard with ID ${id} doesn't exist.`);
   }
-  const latest = await requireLatest(context, dashboard.specification);
+  const latest = await requireLatestEvaluation(
+    store,
+    dashboard.specification,
+  );
   // The grid's own parameters (`system`, any other) ride along, encoded
   // anew: a Location header holds only ASCII.
   const query = context.url.searchParams.toString();
@@ -107,7 +111,7 @@ async function latestDashboard(context: RouteContext): Promise<Response> {
   const params = context.url.searchParams;
   const spec = requireSpec(params);
   const system = readSystem(params);
-  const latest = await requireLatest(context, spec);
+  const latest = await requireLatestEvaluation(context.options.store, spec);
   return redirect(
     `/eval/${latest.id}/dashboard${
       system === null ? "" : `?system=${encodeURIComponent(system)}`
@@ -190,20 +194,6 @@ function requireSpec(params: URLSearchParams): string {
     throw new HttpError(400, `Cannot read parameter "spec": missing`);
   }
   return spec;
-}
-
-async function requireLatest(
-  context: RouteContext,
-  spec: string,
-): Promise<Evaluation> {
-  const found = await latestSuccessfulEvaluation(context.options.store, spec);
-  if (found === null) {
-    throw new HttpError(
-      404,
-      `Specification ${quoteValue(spec)} has no successful evaluation.`,
-    );
-  }
-  return found;
 }
 
 async function requireEvaluation(context: RouteContext): Promise<Evaluation> {

@@ -13,6 +13,12 @@ import {
 } from "./queue_reasons.ts";
 import { type BadgeSubject, errorBadge, percentageBadge } from "./badge.ts";
 import { renderRss, RSS_ITEMS } from "./rss.ts";
+import {
+  EVALUATION_WINDOW,
+  latestSuccessfulEvaluation,
+  requireLatestEvaluation,
+  requireSpecification,
+} from "./specification_lookup.ts";
 import { parseSearchQuery, searchBuilds } from "./search.ts";
 import { workerTimeout } from "./worker_status.ts";
 import { renderFamily } from "./metrics.ts";
@@ -26,7 +32,6 @@ import {
   type Build,
   buildStatusName,
   type Checkout,
-  type Evaluation,
   type Store,
   Weather,
 } from "../store/types.ts";
@@ -55,8 +60,6 @@ export const EXTRA_ROUTES: Route[] = [
 
 /** `nr` of `/api/jobs/history` at most, as Cuirass allows. */
 const MAX_HISTORY = 100;
-/** Evaluations scanned for the successful ones of a jobset. */
-const EVALUATION_WINDOW = 1000;
 /** Builds scanned for an output when the store cannot look one up. */
 const OUTPUT_SCAN = 1000;
 
@@ -99,12 +102,7 @@ async function jobsHistory(context: RouteContext): Promise<Response> {
     );
   }
   const { store } = context.options;
-  if (await store.getSpecification(spec) === null) {
-    throw new HttpError(
-      404,
-      `Specification ${quoteValue(spec)} doesn't exist.`,
-    );
-  }
+  await requireSpecification(store, spec);
   const successful = (await store.listEvaluations({
     specification: spec,
     limit: EVALUATION_WINDOW,
@@ -196,13 +194,7 @@ async function latestEvaluation(context: RouteContext): Promise<Response> {
   if (spec === null || spec === "") {
     throw new HttpError(400, `Cannot read parameter "spec": missing`);
   }
-  const found = await latestSuccessfulEvaluation(context.options.store, spec);
-  if (found === null) {
-    throw new HttpError(
-      404,
-      `Specification ${quoteValue(spec)} has no successful evaluation.`,
-    );
-  }
+  const found = await requireLatestEvaluation(context.options.store, spec);
   return redirect(`/eval/${found.id}`);
 }
 
@@ -399,21 +391,6 @@ async function searchLatestProduct(context: RouteContext): Promise<Response> {
     );
   }
   return redirect(`/download/${product.id}`);
-}
-
-/**
- * The newest successful evaluation of `specification` among its last
- * 1000 (read newest first through its index), or null.
- */
-export async function latestSuccessfulEvaluation(
-  store: Store,
-  specification: string,
-): Promise<Evaluation | null> {
-  const found = (await store.listEvaluations({
-    specification,
-    limit: EVALUATION_WINDOW,
-  })).find((evaluation) => evaluation.status === 0);
-  return found ?? null;
 }
 
 /**

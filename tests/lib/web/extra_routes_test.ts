@@ -222,6 +222,38 @@ Deno.test("GET /eval/latest redirects to the newest successful evaluation", asyn
   assert.equal((await fx.fetch("/eval/latest")).status, 400);
 });
 
+Deno.test("GET /eval/latest and the routes taking a spec answer 404 naming a specification that does not exist", async () => {
+  await using fx = await createFixture();
+  const unknown = `"<nope>"`;
+  const doesNotExist = {
+    error: `Specification ${JSON.stringify(unknown)} doesn't exist.`,
+  };
+  const spec = encodeURIComponent(unknown);
+  for (
+    const path of [
+      `/eval/latest?spec=${spec}`,
+      `/eval/latest/dashboard?spec=${spec}`,
+      `/api/evaluations?nr=5&spec=${spec}`,
+      `/api/jobs/history?spec=${spec}&names=a&nr=1`,
+      `/api/dashboard/register?spec=${spec}&names=a`,
+    ]
+  ) {
+    assert.deepEqual(await json(await fx.fetch(path), 404), doesNotExist, path);
+  }
+  // One that exists but never evaluated successfully says so.
+  assert.deepEqual(
+    await json(
+      await fx.fetch(`/eval/latest?spec=${encodeURIComponent(XSS)}`),
+      404,
+    ),
+    {
+      error: `Specification ${
+        JSON.stringify(XSS)
+      } has no successful evaluation.`,
+    },
+  );
+});
+
 Deno.test("GET /jobset/NAME/badge.svg shows the success percentage, never dividing by zero", async () => {
   await using fx = await createFixture();
   const response = await fx.fetch("/jobset/hello/badge.svg");
