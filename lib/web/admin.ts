@@ -89,16 +89,11 @@ function post(
   pattern: string,
   handle: (context: RouteContext, body: Body) => Promise<Response>,
 ): Route {
-  return {
-    pattern,
-    kind: "json",
-    method: "POST",
-    async handle(context) {
-      const body = await readBody(context.request);
-      await checkToken(context, body.form);
-      return await handle(context, body);
-    },
-  };
+  return adminRoute(pattern, async (context) => {
+    const body = await readBody(context.request);
+    await checkToken(context, body.form);
+    return await handle(context, body);
+  });
 }
 
 /**
@@ -111,20 +106,23 @@ function webHook(
   pattern: string,
   handle: (context: RouteContext) => Promise<Response>,
 ): Route {
-  return {
-    pattern,
-    kind: "json",
-    method: "POST",
-    async handle(context) {
-      await context.request.body?.cancel();
-      const query = new URL(context.request.url).searchParams;
-      const token = new URLSearchParams();
-      const given = query.get("token");
-      if (given !== null) token.set("token", given);
-      await checkToken(context, token);
-      return await handle(context);
-    },
-  };
+  return adminRoute(pattern, async (context) => {
+    await context.request.body?.cancel();
+    const given = new URL(context.request.url).searchParams.get("token");
+    await checkToken(
+      context,
+      new URLSearchParams(given === null ? {} : { token: given }),
+    );
+    return await handle(context);
+  });
+}
+
+/** A POST route answering JSON (or, for a browser form, a page). */
+function adminRoute(
+  pattern: string,
+  handle: (context: RouteContext) => Promise<Response>,
+): Route {
+  return { pattern, kind: "json", method: "POST", handle };
 }
 
 /**
