@@ -238,6 +238,31 @@ async function eventsUntil(
   }
 }
 
+/**
+ * Starts `build` again and checks that its stream says so and sends
+ * nothing of the old file, many polls on, until the new attempt's log
+ * replaces it, which it then streams.
+ */
+async function secondAttemptStreams(
+  fx: Fixture,
+  build: Build,
+  events: ReturnType<typeof eventReader>,
+) {
+  await startAgain(fx, build);
+  const started = [
+    ...await eventsUntil(events, "status"),
+    ...await eventsUntil(events, ":"),
+  ];
+  assert.deepEqual(started.filter((e) => e.event !== ":"), [
+    { event: "status", data: { status: -1 } },
+  ]);
+  await publishLog(fx, build.derivation, "second attempt\n");
+  assert.deepEqual(await events.until("log"), {
+    event: "log",
+    data: "second attempt\n",
+  });
+}
+
 Deno.test("GET /build/ID/log/events of a restarted build waiting to start sends none of its previous log, then the new attempt's", async () => {
   await using fx = await createFixture({
     app: { clock: realSleepClock, livePollMs: 10 },
@@ -258,19 +283,7 @@ Deno.test("GET /build/ID/log/events of a restarted build waiting to start sends 
     { event: ":", data: ": keepalive" },
   ]);
   // Started, the new attempt's upload not yet in place: still the old file.
-  await startAgain(fx, build);
-  const started = [
-    ...await eventsUntil(events, "status"),
-    ...await eventsUntil(events, ":"),
-  ];
-  assert.deepEqual(started.filter((e) => e.event !== ":"), [
-    { event: "status", data: { status: -1 } },
-  ]);
-  await publishLog(fx, build.derivation, "second attempt\n");
-  assert.deepEqual(await events.until("log"), {
-    event: "log",
-    data: "second attempt\n",
-  });
+  await secondAttemptStreams(fx, build, events);
   await fx.store.completeBuild(build.derivation, 0, { worker: "w2", now: NOW });
   assert.deepEqual(await events.until("end"), {
     event: "end",
@@ -298,19 +311,7 @@ Deno.test("GET /build/ID/log/events of a build restarted while followed clears i
     { event: "reset", data: {} },
     { event: "status", data: { status: -2, waiting: true } },
   ]);
-  await startAgain(fx, build);
-  const started = [
-    ...await eventsUntil(events, "status"),
-    ...await eventsUntil(events, ":"),
-  ];
-  assert.deepEqual(started.filter((e) => e.event !== ":"), [
-    { event: "status", data: { status: -1 } },
-  ]);
-  await publishLog(fx, build.derivation, "second attempt\n");
-  assert.deepEqual(await events.until("log"), {
-    event: "log",
-    data: "second attempt\n",
-  });
+  await secondAttemptStreams(fx, build, events);
   await events.cancel();
 });
 
