@@ -10,9 +10,7 @@
 // successes it acknowledged as "fetching" ("outputs-fetched").
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
-import { ZmtpClosedError } from "../zmtp/connection.ts";
 import {
-  decodeMessage,
   encodeMessage,
   LORICA_FEATURES,
   LORICA_PROTOCOL_VERSION,
@@ -35,10 +33,10 @@ import {
   isRefusable,
   type RefusableBuild,
   type UnreadableReply,
-  unreadableReply,
 } from "./unreadable_reply.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
-import { ServerAbsence } from "./server_absence.ts";
+import type { ServerAbsence } from "./server_absence.ts";
+import { ServerConnection, type ServerEvent } from "./server_connection.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type { UntoldFetches } from "./untold_fetches.ts";
 import type {
@@ -191,7 +189,6 @@ export class ServerSilentError extends Error {
 }
 
 const EMPTY = new Uint8Array(0);
-const MAX_QUEUED_EVENTS = 64;
 /**
  * Most builds kept from a registration (see #keepHandedOut): one work
  * request is outstanding at a time, so more than one means a server gone
@@ -225,17 +222,6 @@ export async function runSession(
   }
 }
 
-/**
- * What the server sent, with the number of the connection it came on (see
- * #readLoop): a reply answers only what was sent on that connection.
- */
-type Event =
-  & { connection: number }
-  & ({ kind: "probe" } | {
-    kind: "message";
-    message: Message | UnreadableReply;
-  });
-
 /** A server's answer to a work request, as the request loop takes it. */
 type WorkReply =
   | Extract<Message, { type: "build" | "no-build" }>
@@ -261,22 +247,11 @@ class Session {
   readonly #signal: AbortSignal;
   readonly #logger: Logger;
   readonly #replyTimeoutMs: number;
-  readonly #connectDealer: (options: DealerOptions) => DealerSocket;
-  #dealer!: DealerSocket;
-  #reading: Promise<void> = Promise.resolve();
+  /** The requests' connection, and what the server sent on it. */
+  readonly #connection: ServerConnection;
   readonly #pinger: DealerSocket;
-  #events: Event[] = [];
-  #wake: (() => void) | undefined;
-  /** Cuts short the pause under way, if any, at a probe (see #pause). */
-  #onProbe: (() => void) | undefined;
-  /** Probes seen on the current connection, and at the last registration. */
-  #probes = 0;
+  /** Probes the connection had seen at the last registration. */
   #registeredAt = -1;
-  /**
-   * Connections the current DEALER made: a server restart means a new one
-   * (see #askInfo).
-   */
-  #connections = 0;
   /**
    * The connection the last registration's `worker-ready` went on: a
    * server requiring worker keys takes results only from it.
@@ -288,7 +263,7 @@ class Session {
    * it (one that requires worker keys and says refusals: "worker-refused")
    * has not shown it accepted: said at the server's next message on the
    * connection the registration went on (a refusal would have come first),
-   * dropped at a refusal (see #readLoop).
+   * dropped at a refusal (see #takeAtOnce).
    */
   #unconfirmed:
     | { connection: number; fields: Record<string, unknown> }
@@ -318,12 +293,6 @@ class Session {
   #delivering: UndeliveredResult[] | undefined;
   /** Ends the ping loop once the session is over. */
   readonly #over = new AbortController();
-  /** Says in the log when the server is away, and when it is back. */
-  readonly #absence: ServerAbsence;
-  /** Whether #absence is this session's own, to close with it. */
-  readonly #ownsAbsence: boolean;
-  /** Set by close(): its sockets closing say nothing of the server. */
-  #closing = false;
 
   constructor(options: SessionOptions, signal: AbortSignal) {
     this.#options = options;
@@ -334,7 +303,7 @@ class Session {
     this.#handedBack = options.handedBack ?? new HandedBackBuilds();
     // A draining stop wakes whatever waits for the server, which then sees
     // whether the session may end at once.
-    options.draining?.addEventListener("abort", () => this.#wake?.(), {
+    options.draining?.addEventListener("abort", () => this.#connection.wake(), {
       once: true,
       signal: this.#over.signal,
     });
@@ -342,18 +311,22 @@ class Session {
     // a draining session waits for, are awaited no more.
     options.fetching?.abandoned.addEventListener(
       "abort",
-      () => this.#wake?.(),
+      () => this.#connection.wake(),
       { once: true, signal: this.#over.signal },
     );
-    this.#connectDealer = options.connectDealer ?? DealerSocket.connect;
-    this.#ownsAbsence = options.absence === undefined;
-    this.#absence = options.absence ?? new ServerAbsence({
-      server: this.#serverAddress(),
+    const connectDealer = options.connectDealer ?? DealerSocket.connect;
+    this.#connection = new ServerConnection({
+      server: options.server,
+      address: this.#serverAddress(),
+      signal,
       clock: options.clock,
       logger: this.#logger,
+      connectDealer,
+      absence: options.absence,
+      takeAtOnce: (message, connection) =>
+        this.#takeAtOnce(message, connection),
     });
-    this.#connect();
-    this.#pinger = this.#connectDealer({ ...options.server });
+    this.#pinger = connectDealer({ ...options.server });
   }
 
   async run(): Promise<void> {
@@ -434,14 +407,12 @@ class Session {
    * builds it could be given wait.
    */
   async #pause(ms: number, untilProbe = false): Promise<boolean> {
-    if (untilProbe && this.#events.some((e) => e.kind === "probe")) {
-      return false;
-    }
+    if (untilProbe && this.#connection.probeQueued()) return false;
     const draining = this.#options.draining;
     const probe = new AbortController();
     const signals = [this.#signal, probe.signal];
     if (draining) signals.push(draining);
-    if (untilProbe) this.#onProbe = () => probe.abort();
+    if (untilProbe) this.#connection.onProbe(() => probe.abort());
     try {
       await this.#options.clock.sleep(ms, AbortSignal.any(signals));
       return true;
@@ -449,159 +420,61 @@ class Session {
       if (this.#signal.aborted) throw error;
       return false;
     } finally {
-      this.#onProbe = undefined;
+      this.#connection.onProbe(undefined);
     }
   }
 
   async close(): Promise<void> {
-    this.#closing = true;
-    if (this.#ownsAbsence) this.#absence.close();
     this.#current?.cancel.abort();
-    await Promise.all([this.#dealer.close(), this.#pinger.close()]);
-    await this.#reading;
-  }
-
-  #connect() {
-    const dealer: DealerSocket = this.#connectDealer({
-      ...this.#options.server,
-      onConnect: () => {
-        this.#connections++;
-        if (this.#saysAbsence(dealer)) this.#absence.connected();
-      },
-      // A reply awaited on a lost connection will not come: see #reply.
-      onDisconnect: () => {
-        if (this.#saysAbsence(dealer)) this.#absence.lost();
-        this.#wake?.();
-      },
-      onConnectFailed: (error) => {
-        if (this.#saysAbsence(dealer)) this.#absence.unreachable(error);
-      },
-    });
-    this.#dealer = dealer;
-    this.#events = [];
-    this.#probes = 0;
-    this.#registeredAt = -1;
-    this.#registeredOn = -1;
-    this.#unconfirmed = undefined;
-    this.#connections = 0;
-    this.#reading = this.#readLoop(this.#dealer);
+    await Promise.all([this.#connection.close(), this.#pinger.close()]);
   }
 
   /**
-   * Whether `dealer`'s connections tell #absence of the server: not once it
-   * was replaced by a fresh one (see #reconnect), nor once the session
-   * closes (a shared #absence outlives it).
+   * A fresh connection: stale replies of the old one cannot reach us, and
+   * no registration is made on it yet.
    */
-  #saysAbsence(dealer: DealerSocket): boolean {
-    return dealer === this.#dealer && !this.#closing;
-  }
-
-  /** A fresh connection: stale replies of the old one cannot reach us. */
   async #reconnect() {
-    const old = this.#dealer;
-    this.#connect();
-    await old.close();
+    this.#registeredAt = -1;
+    this.#registeredOn = -1;
+    this.#unconfirmed = undefined;
+    await this.#connection.reconnect();
   }
 
-  async #readLoop(dealer: DealerSocket) {
-    while (!this.#signal.aborted) {
-      let frames: Uint8Array[];
-      try {
-        frames = await dealer.receive(this.#signal);
-      } catch (error) {
-        if (!(error instanceof ZmtpClosedError) && !this.#signal.aborted) {
-          this.#logger.warn("receive failed", { error });
-        }
-        return;
-      }
-      if (dealer !== this.#dealer) return;
-      this.#absence.heard();
-      // The dealer reads a new connection only after a back-off sleep, and
-      // this loop takes each message as soon as it is read: every message
-      // of a connection is here before the next connection is counted.
-      const connection = this.#connections;
-      if (frames.length === 1 && frames[0].length === 0) {
-        this.#probes++;
-        this.#push({ kind: "probe", connection });
-        this.#onProbe?.();
-        continue;
-      }
-      const payload = frames.length === 2 && frames[0].length === 0
-        ? frames[1]
-        : frames[frames.length - 1];
-      let message: Message | UnreadableReply;
-      try {
-        message = decodeMessage(payload);
-      } catch (error) {
-        // A work reply goes on as far as it could be read: a build named
-        // is refused (see #refuse), and one that answers the request
-        // waited on ends the wait (see #reply). Anything else is dropped.
-        const unreadable = unreadableReply(error);
-        if (unreadable === null || !isRefusable(unreadable)) {
-          this.#logger.warn("reply dropped", { reason: error });
-        }
-        if (unreadable === null) continue;
-        message = unreadable;
-      }
-      if (message.type === "worker-refused") {
-        this.#unconfirmed = undefined;
-        this.#registrationRefused(message.reason);
-        continue;
-      }
-      // Anything else the server sends after a registration comes after
-      // its refusal, had it been refused: it was accepted.
-      if (this.#unconfirmed?.connection === connection) {
-        this.#sayRegistered(this.#unconfirmed.fields);
-      }
-      if (message.type === "build-cancel") {
-        this.#cancel(message.drv);
-        continue;
-      }
-      // Whenever it comes, even on a connection lost since: the server
-      // committed the result before it sent this.
-      if (message.type === "result-ack") {
-        this.#acknowledged(message.drv, message.outcome);
-        continue;
-      }
-      if (message.type === "outputs-fetched") {
-        this.#outputsFetched(message.drv);
-        continue;
-      }
-      this.#push({ kind: "message", message, connection });
+  /**
+   * Takes what the server says whatever the session waits for (see
+   * ServerConnection): a refusal of its registration, a cancel, an ack,
+   * the end of a fetch. True when `message`, which came on connection
+   * number `connection`, was one; the rest is queued.
+   */
+  #takeAtOnce(
+    message: Message | UnreadableReply,
+    connection: number,
+  ): boolean {
+    if (message.type === "worker-refused") {
+      this.#unconfirmed = undefined;
+      this.#registrationRefused(message.reason);
+      return true;
     }
-  }
-
-  #push(event: Event) {
-    this.#events.push(event);
-    if (this.#events.length > MAX_QUEUED_EVENTS) this.#events.shift();
-    this.#wake?.();
-  }
-
-  /** The next event, or null after `timeoutMs` or once `until()` holds. */
-  async #next(
-    timeoutMs: number,
-    until: () => boolean = () => false,
-  ): Promise<Event | null> {
-    // Monotonic: a step of the wall clock must not end or stretch the wait.
-    const deadline = this.#options.clock.monotonic() + timeoutMs;
-    while (this.#events.length === 0) {
-      if (until()) return null;
-      const remaining = deadline - this.#options.clock.monotonic();
-      if (remaining <= 0) return null;
-      const stop = new AbortController();
-      const woken = new Promise<void>((resolve) => (this.#wake = resolve));
-      await Promise.race([
-        woken,
-        this.#options.clock.sleep(
-          remaining,
-          AbortSignal.any([stop.signal, this.#signal]),
-        ).catch(() => {}),
-      ]);
-      stop.abort();
-      this.#wake = undefined;
-      this.#signal.throwIfAborted();
+    // Anything else the server sends after a registration comes after
+    // its refusal, had it been refused: it was accepted.
+    if (this.#unconfirmed?.connection === connection) {
+      this.#sayRegistered(this.#unconfirmed.fields);
     }
-    return this.#events.shift()!;
+    if (message.type === "build-cancel") {
+      this.#cancel(message.drv);
+      return true;
+    }
+    // Whenever it comes, even on a connection lost since: the server
+    // committed the result before it sent this.
+    if (message.type === "result-ack") {
+      this.#acknowledged(message.drv, message.outcome);
+      return true;
+    }
+    if (message.type === "outputs-fetched") {
+      this.#outputsFetched(message.drv);
+      return true;
+    }
+    return false;
   }
 
   /** Waits for the server's probe; false when a draining stop came first. */
@@ -609,7 +482,7 @@ class Session {
     // The server's probe comes first on each connection; Cuirass workers
     // insist on it. Waiting is not hanging: the dealer keeps reconnecting.
     for (;;) {
-      const event = await this.#next(
+      const event = await this.#connection.next(
         this.#replyTimeoutMs,
         () => this.#mayLeave(),
       );
@@ -618,7 +491,7 @@ class Session {
       // Said at each timeout: a worker pointed at something that is not
       // a server would otherwise wait in silence. One that cannot connect
       // hears of it from its failed attempts (see ServerAbsence).
-      if (event === null && this.#dealer.connected) {
+      if (event === null && this.#connection.connected) {
         this.#logger.warn("server silent", {
           server: this.#serverAddress(),
           awaiting: "probe",
@@ -628,10 +501,6 @@ class Session {
     }
   }
 
-  async #send(message: Message) {
-    await this.#dealer.send([EMPTY, encodeMessage(message)], this.#signal);
-  }
-
   /**
    * Sends `messages`, in order and on one connection, first waiting for a
    * connection if there is none; but once the session may leave (see
@@ -639,24 +508,23 @@ class Session {
    * are dropped and the answer is false.
    */
   async #offer(...messages: Message[]): Promise<boolean> {
-    const frames = messages.map((message) => [EMPTY, encodeMessage(message)]);
     const draining = this.#options.draining;
     if (
       draining === undefined || this.#current !== undefined ||
       this.#owesServer()
     ) {
-      await this.#dealer.sendAll(frames, this.#signal);
+      await this.#connection.sendAll(messages);
       return true;
     }
     if (draining.aborted) {
-      if (!this.#dealer.connected) return false;
+      if (!this.#connection.connected) return false;
       // The send takes the live connection at once: nothing to wait for.
-      await this.#dealer.sendAll(frames, this.#signal);
+      await this.#connection.sendAll(messages);
       return true;
     }
     try {
-      await this.#dealer.sendAll(
-        frames,
+      await this.#connection.sendAll(
+        messages,
         AbortSignal.any([this.#signal, draining]),
       );
       return true;
@@ -726,7 +594,7 @@ class Session {
     // nonce the proof signs, if it is still up (see #askInfo).
     if (!await this.#offer(readyMessage)) return false;
     // Counted before the send returns, as in #askInfo.
-    this.#registeredOn = this.#connections;
+    this.#registeredOn = this.#connection.connections;
     this.#registration = {
       info,
       lorica,
@@ -828,7 +696,7 @@ class Session {
     } | null
   > {
     asking: for (;;) {
-      this.#registeredAt = this.#probes;
+      this.#registeredAt = this.#connection.probes;
       const hello: Message[] = this.#options.extensions === false ? [] : [{
         type: "lorica-hello",
         version: LORICA_PROTOCOL_VERSION,
@@ -839,10 +707,10 @@ class Session {
       }
       // Counted before the send returns (the dealer says it is connected
       // before it hands out the connection): the one they went on.
-      const connection = this.#connections;
+      const connection = this.#connection.connections;
       let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
       for (;;) {
-        const event = await this.#next(
+        const event = await this.#connection.next(
           this.#replyTimeoutMs,
           () => this.#mayLeave(),
         );
@@ -857,7 +725,7 @@ class Session {
           // that answer is the registration this probe asks for. Starting
           // over at each probe instead said hello once a probe to a server
           // flooding them, and never registered while they kept coming.
-          this.#registeredAt = this.#probes;
+          this.#registeredAt = this.#connection.probes;
           continue;
         }
         const reply = event.message;
@@ -870,7 +738,7 @@ class Session {
         else if (reply.type === "lorica-welcome") welcome = reply;
         else if (reply.type === "server-info") {
           const auth = await this.#proof(welcome);
-          if (auth !== undefined && !this.#liveConnection(connection)) {
+          if (auth !== undefined && !this.#connection.isLive(connection)) {
             continue asking;
           }
           return { welcome, info: reply, auth };
@@ -891,14 +759,6 @@ class Session {
       welcome.nonce,
       this.#options.name,
     );
-  }
-
-  /**
-   * Whether connection number `connection` is up: what is sent now goes on
-   * it (the dealer takes its live connection as the send is made).
-   */
-  #liveConnection(connection: number): boolean {
-    return this.#dealer.connected && this.#connections === connection;
   }
 
   async #requestLoop() {
@@ -930,7 +790,7 @@ class Session {
         const refusal = buildRefusal(reply, this.#storeDir);
         if (refusal === null) {
           const handedBack = await this.#build(reply);
-          if (this.#probes !== this.#registeredAt) return;
+          if (this.#connection.probes !== this.#registeredAt) return;
           if (!handedBack) continue;
         } else await this.#refuse(reply, refusal);
       } else if (reply.type === "unreadable-reply" && isRefusable(reply)) {
@@ -950,14 +810,11 @@ class Session {
   async #requestWork(): Promise<WorkReply | null> {
     const useIds = this.#registration!.features.has("request-id");
     const requestId = ++this.#requestId;
-    this.#events = this.#events.filter((e) => e.kind === "probe");
+    this.#connection.keepOnlyProbes();
     // A probe waiting: the server restarted and knows this session no
     // more. Asked now, it could hand a build to a stranger, to requeue it
     // at the registration that follows.
-    if (this.#events.length > 0) {
-      this.#events.shift();
-      return null;
-    }
+    if (this.#connection.takeProbe()) return null;
     const asked = await this.#offer({
       type: "worker-request-work",
       name: this.#options.name,
@@ -1066,9 +923,9 @@ class Session {
    */
   async #reply(id: number | undefined): Promise<WorkReply | null> {
     const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
-    const lost = () => this.#mayLeave() && !this.#dealer.connected;
+    const lost = () => this.#mayLeave() && !this.#connection.connected;
     for (;;) {
-      const event = await this.#next(
+      const event = await this.#connection.next(
         deadline - this.#options.clock.monotonic(),
         lost,
       );
@@ -1086,7 +943,7 @@ class Session {
         continue;
       }
       if (reply.type === "unreadable-reply" && !isRefusable(reply)) {
-        // Dropped (see #readLoop), and no build to refuse. It ends the
+        // Dropped (see ServerConnection), and no build to refuse. It ends the
         // wait only if it surely answers this request: with request ids,
         // by carrying this one (a reply that lost its id could be stale);
         // without, replies come one per request on this connection.
@@ -1125,7 +982,7 @@ class Session {
     this.#current = current;
     this.#options.underway?.add(current);
     try {
-      await this.#send({
+      await this.#connection.send({
         type: "build-started",
         drv: job.drv,
         worker: this.#options.name,
@@ -1154,13 +1011,13 @@ class Session {
       let outcome: BuildOutcome | undefined;
       building.then((result) => {
         outcome = result;
-        this.#wake?.();
+        this.#connection.wake();
       });
       // While building, answer the server's restarts at once, so that the
       // new server knows (and keeps) this build.
       try {
         while (outcome === undefined) {
-          const event = await this.#next(
+          const event = await this.#connection.next(
             this.#replyTimeoutMs,
             () => outcome !== undefined,
           );
@@ -1247,8 +1104,8 @@ class Session {
    * at the registration that follows, would be built again.
    */
   #registrationStale(): boolean {
-    return this.#probes !== this.#registeredAt ||
-      !this.#liveConnection(this.#registeredOn);
+    return this.#connection.probes !== this.#registeredAt ||
+      !this.#connection.isLive(this.#registeredOn);
   }
 
   /**
@@ -1281,7 +1138,7 @@ class Session {
       // The server restarted since: its new life must hear it first (the
       // registration may take more results to send).
       if (this.#registrationStale()) {
-        this.#events = this.#events.filter((e) => e.kind === "probe");
+        this.#connection.keepOnlyProbes();
         if (!await this.#register([])) return false;
         continue;
       }
@@ -1348,9 +1205,9 @@ class Session {
     // for the work request to judge.
     while (!acked()) {
       const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
-      let event: Event | null;
+      let event: ServerEvent | null;
       do {
-        event = await this.#next(
+        event = await this.#connection.next(
           deadline - this.#options.clock.monotonic(),
           acked,
         );
@@ -1394,7 +1251,7 @@ class Session {
       }
     }
     // Whatever waits for the server sees whether acks are still awaited.
-    this.#wake?.();
+    this.#connection.wake();
     if (kept) return;
     this.#logger.debug("ack ignored", {
       drv,
@@ -1409,7 +1266,7 @@ class Session {
    */
   #outputsFetched(drv: string) {
     const awaited = this.#options.fetching?.ended(drv) ?? false;
-    this.#wake?.();
+    this.#connection.wake();
     this.#logger.debug("outputs fetched", { drv, awaited });
   }
 
@@ -1425,7 +1282,7 @@ class Session {
     const fetching = this.#options.fetching;
     if (fetching === undefined) return;
     while (fetching.size > 0) {
-      const event = await this.#next(
+      const event = await this.#connection.next(
         this.#replyTimeoutMs,
         () => fetching.size === 0,
       );
@@ -1550,8 +1407,8 @@ class Session {
       !registration.features.has("holding")
     ) return;
     try {
-      await this.#dealer.send(
-        [EMPTY, encodeMessage({ ...registration.ready, holding: [] })],
+      await this.#connection.send(
+        { ...registration.ready, holding: [] },
         AbortSignal.timeout(HAND_BACK_TIMEOUT_MS),
       );
       this.#logger.warn("build handed back", {
@@ -1579,8 +1436,8 @@ class Session {
     }
     if (registration.features.has("result-ack")) results?.awaitAck(result);
     try {
-      await this.#dealer.send(
-        [EMPTY, encodeMessage(this.#resultMessage(result))],
+      await this.#connection.send(
+        this.#resultMessage(result),
         AbortSignal.timeout(HAND_BACK_TIMEOUT_MS),
       );
       this.#reported(result);
@@ -1600,7 +1457,7 @@ class Session {
   async #reRegister(holding: string[]) {
     if (this.#options.extensions === false) return; // Cuirass never does.
     try {
-      this.#events = this.#events.filter((e) => e.kind === "probe");
+      this.#connection.keepOnlyProbes();
       await this.#register(holding);
     } catch (error) {
       if (!(error instanceof ServerSilentError)) throw error;
