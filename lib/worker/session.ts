@@ -36,13 +36,11 @@ import {
 } from "./unreadable_reply.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
 import type { ServerAbsence } from "./server_absence.ts";
-import { ServerConnection, type ServerEvent } from "./server_connection.ts";
+import { ServerConnection } from "./server_connection.ts";
+import { ResultDelivery } from "./result_delivery.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type { UntoldFetches } from "./untold_fetches.ts";
-import type {
-  UndeliveredResult,
-  UndeliveredResults,
-} from "./undelivered_results.ts";
+import type { UndeliveredResults } from "./undelivered_results.ts";
 import { derivationStoreDir, storeDirFromEnv } from "../guix/store_path.ts";
 
 /** A build a session has under way. */
@@ -102,7 +100,7 @@ export interface SessionOptions {
    * given up (guix build killed, the build handed back to a server that
    * takes builds back), one whose guix build ended meanwhile is reported,
    * and the session stays only while it owes the server (acks, fetches;
-   * see #owesServer), which the worker's grace bounds.
+   * see ResultDelivery.owesServer), which the worker's grace bounds.
    */
   drainOver?: AbortSignal;
   /**
@@ -285,12 +283,8 @@ class Session {
    * again is not handed back again.
    */
   readonly #handedBack: HandedBackBuilds;
-  /**
-   * The results this session is to send (see #deliverKept), taken at each
-   * registration (see #toDeliver): those earlier sessions kept, at the
-   * first; those sent since and not acknowledged, at a later one.
-   */
-  #delivering: UndeliveredResult[] | undefined;
+  /** The results this session owes the server, and their acks. */
+  readonly #delivery: ResultDelivery;
   /** Ends the ping loop once the session is over. */
   readonly #over = new AbortController();
 
@@ -327,6 +321,18 @@ class Session {
         this.#takeAtOnce(message, connection),
     });
     this.#pinger = connectDealer({ ...options.server });
+    this.#delivery = new ResultDelivery({
+      results: options.results,
+      fetching: options.fetching,
+      untold: options.untold,
+      connection: this.#connection,
+      clock: options.clock,
+      logger: this.#logger,
+      replyTimeoutMs: this.#replyTimeoutMs,
+      registration: () => this.#registration,
+      registrationStale: () => this.#registrationStale(),
+      offer: (message) => this.#offer(message),
+    });
   }
 
   async run(): Promise<void> {
@@ -334,7 +340,8 @@ class Session {
     let needProbe = true;
     try {
       while (
-        !this.#signal.aborted && (!this.#drained() || this.#owesServer())
+        !this.#signal.aborted &&
+        (!this.#drained() || this.#delivery.owesServer())
       ) {
         try {
           if (needProbe && !await this.#waitForProbe()) break;
@@ -376,26 +383,7 @@ class Session {
    */
   #mayLeave(): boolean {
     return this.#drained() && this.#current === undefined &&
-      this.#handedOut.length === 0 && !this.#owesServer();
-  }
-
-  /**
-   * Whether the server still needs this session: results wait for its ack
-   * (see #awaitingAcks), or their outputs are being fetched (the end of
-   * the fetch comes on this session's connection).
-   */
-  #owesServer(): boolean {
-    return this.#awaitingAcks() || (this.#options.fetching?.size ?? 0) > 0;
-  }
-
-  /**
-   * Whether results this name's sessions sent wait for the server's ack. A
-   * draining session waits for them as for a build under way, registering
-   * again if the server restarts meanwhile: leaving at once would lose for
-   * good a result lost in flight. The drain's timeout bounds the wait.
-   */
-  #awaitingAcks(): boolean {
-    return (this.#options.results?.awaitingAck().length ?? 0) > 0;
+      this.#handedOut.length === 0 && !this.#delivery.owesServer();
   }
 
   /**
@@ -467,11 +455,11 @@ class Session {
     // Whenever it comes, even on a connection lost since: the server
     // committed the result before it sent this.
     if (message.type === "result-ack") {
-      this.#acknowledged(message.drv, message.outcome);
+      this.#delivery.acknowledged(message.drv, message.outcome);
       return true;
     }
     if (message.type === "outputs-fetched") {
-      this.#outputsFetched(message.drv);
+      this.#delivery.outputsFetched(message.drv);
       return true;
     }
     return false;
@@ -511,7 +499,7 @@ class Session {
     const draining = this.#options.draining;
     if (
       draining === undefined || this.#current !== undefined ||
-      this.#owesServer()
+      this.#delivery.owesServer()
     ) {
       await this.#connection.sendAll(messages);
       return true;
@@ -558,7 +546,7 @@ class Session {
       });
     }
     if (features.has("store-dir")) this.#checkStoreDir(welcome!.storeDir);
-    this.#delivering = this.#toDeliver();
+    const delivering = this.#delivery.take();
     const worker: WorkerInfo = {
       name: options.name,
       address: info.workerAddress,
@@ -583,7 +571,7 @@ class Session {
               // Builds done whose results wait to be delivered (or sent
               // again, no ack heard): said held, they stay this worker's
               // instead of being requeued.
-              ...this.#delivering.map((result) => result.drv),
+              ...delivering.map((result) => result.drv),
             ]),
           ],
         }
@@ -768,10 +756,11 @@ class Session {
     while (!this.#signal.aborted) {
       let reply: WorkReply | null = this.#handedOut.shift() ?? null;
       if (reply === null) {
-        // Before a draining session leaves too: see #awaitingAcks.
-        if (!await this.#awaitAcks()) return;
+        // Before a draining session leaves too: see
+        // ResultDelivery.awaitingAcks.
+        if (!await this.#delivery.awaitAcks()) return;
         if (this.#drained()) {
-          await this.#awaitFetches();
+          await this.#delivery.awaitFetches();
           return;
         }
         if (await this.#options.disk?.low()) {
@@ -887,7 +876,7 @@ class Session {
       reason: refusal.reason,
       action: handBack ? "handed back" : "reported failed",
     });
-    if (!handBack) await this.#offerResult({ drv: job.drv, ok: false });
+    if (!handBack) await this.#delivery.offer({ drv: job.drv, ok: false });
     else {
       this.#handedBack.add(job.drv);
       await this.#reRegister([]);
@@ -1035,10 +1024,10 @@ class Session {
           // log server slow to say it stored it): the outcome is known,
           // and a build handed back would be built again.
           if (ended.status === "succeeded" || ended.status === "failed") {
-            await this.#reportOnStop({
-              drv: job.drv,
-              ok: ended.status === "succeeded",
-            });
+            await this.#delivery.reportOnStop(
+              { drv: job.drv, ok: ended.status === "succeeded" },
+              HAND_BACK_TIMEOUT_MS,
+            );
           } else await this.#handBackOnStop(job.drv);
         } else {
           // The session ends on an error (a server restarted on another
@@ -1090,7 +1079,7 @@ class Session {
       throw error;
     }
     // With a build under way, the send waits for a connection as needed.
-    await this.#offerResult(result);
+    await this.#delivery.offer(result);
     this.#logger.info(ok ? "build done" : "build failed", { drv });
   }
 
@@ -1109,32 +1098,15 @@ class Session {
   }
 
   /**
-   * The results to send once the registration under way is made: at the
-   * session's first, every result its name keeps (one attempt of this
-   * session); at a later one (the server restarted, or the session hands a
-   * build back), those not sent yet and, besides, those sent since whose
-   * ack has not come (one attempt each), for a server's new life may not
-   * have them.
-   */
-  #toDeliver(): UndeliveredResult[] {
-    const results = this.#options.results;
-    if (results === undefined) return [];
-    if (this.#delivering === undefined) return results.startAttempt();
-    const taken = new Set(this.#delivering.map((result) => result.drv));
-    return [...this.#delivering, ...results.resendAttempt(taken)];
-  }
-
-  /**
    * Delivers the results this session took at its registrations (see
-   * #toDeliver): after the registration, which told a Lorica server that
+   * ResultDelivery.take): after the registration, which told a Lorica server that
    * this session holds their builds, and before any work request, which
    * would tell it that the name holds nothing (it would requeue them). A
    * server that no longer counts a build as this worker's ignores its
    * result. False when a draining stop ended the session first.
    */
   async #deliverKept(): Promise<boolean> {
-    const results = this.#options.results;
-    while (results !== undefined && (this.#delivering?.length ?? 0) > 0) {
+    while (this.#delivery.delivering) {
       // The server restarted since: its new life must hear it first (the
       // registration may take more results to send).
       if (this.#registrationStale()) {
@@ -1142,156 +1114,9 @@ class Session {
         if (!await this.#register([])) return false;
         continue;
       }
-      const result = this.#delivering![0];
-      // Not when its ack came meanwhile (that of its last sending).
-      if (results.has(result.drv)) {
-        if (!await this.#offerResult(result)) return false;
-        if (!this.#registration!.features.has("result-ack")) {
-          results.delivered(result.drv);
-        }
-      }
-      this.#delivering!.shift();
+      if (!await this.#delivery.deliverNext()) return false;
     }
     return true;
-  }
-
-  /**
-   * Offers `result` to the server (see #offer). One that cannot be sent is
-   * kept for the next session of this name; false when it was kept because
-   * a draining stop found no connection. Sent to a server that
-   * acknowledges results, it is kept until its ack comes.
-   */
-  async #offerResult(result: UndeliveredResult): Promise<boolean> {
-    const results = this.#options.results;
-    // Before the send: its ack may be read before the send returns.
-    if (this.#registration!.features.has("result-ack")) {
-      results?.awaitAck(result);
-    }
-    let sent: boolean;
-    try {
-      sent = await this.#offer(this.#resultMessage(result));
-    } catch (error) {
-      results?.keep(result, error);
-      throw error;
-    }
-    if (!sent) {
-      results?.keep(result, "no connection, and the worker is stopping");
-      return false;
-    }
-    this.#reported(result);
-    return true;
-  }
-
-  /**
-   * Waits for the acks of the results sent (see #offerResult) before a
-   * draining session leaves (see #awaitingAcks), and before a work
-   * request, which tells a Lorica server that the name holds nothing:
-   * it would requeue a build whose result it never took in (a turn it
-   * could not commit and stayed up: no ack, nor any other answer). A
-   * result whose ack has not come within the reply timeout is sent again,
-   * as one of its attempts (see UndeliveredResults.resendAttempt), on the
-   * connection the registration went on. False when the session is to
-   * register again first (a probe came, or that connection is gone): the
-   * registration says it holds these builds and sends them again.
-   */
-  async #awaitAcks(): Promise<boolean> {
-    const results = this.#options.results;
-    if (
-      results === undefined ||
-      !this.#registration!.features.has("result-ack")
-    ) return true;
-    const acked = () => results.awaitingAck().length === 0;
-    // Checked first: with nothing to wait for, the events queued are left
-    // for the work request to judge.
-    while (!acked()) {
-      const deadline = this.#options.clock.monotonic() + this.#replyTimeoutMs;
-      let event: ServerEvent | null;
-      do {
-        event = await this.#connection.next(
-          deadline - this.#options.clock.monotonic(),
-          acked,
-        );
-        if (event?.kind === "probe") return false;
-        // Nothing was asked that this could answer.
-        if (event !== null) {
-          this.#logger.warn("reply ignored", { type: event.message.type });
-        }
-      } while (event !== null);
-      if (acked()) break;
-      if (this.#registrationStale()) return false;
-      for (const result of results.resendAttempt(new Set())) {
-        this.#logger.warn("result sent again", {
-          drv: result.drv,
-          waited: this.#replyTimeoutMs,
-          reason: "no ack came",
-        });
-        if (!await this.#offerResult(result)) return false;
-      }
-    }
-    return true;
-  }
-
-  /**
-   * The server's ack of the result of `drv`: it need not be sent again.
-   * One for a result not kept (sent twice, or dropped since) changes
-   * nothing.
-   */
-  #acknowledged(drv: string, outcome: string) {
-    const kept = this.#options.results?.acknowledged(drv, outcome);
-    if (
-      kept && outcome === "fetching" &&
-      this.#registration?.features.has("outputs-fetched")
-    ) {
-      const dropped = this.#options.fetching?.add(drv);
-      if (dropped !== undefined) {
-        this.#logger.warn("fetch end no longer awaited", {
-          drv: dropped,
-          reason: "too many fetches the server has not said the end of",
-        });
-      }
-    }
-    // Whatever waits for the server sees whether acks are still awaited.
-    this.#connection.wake();
-    if (kept) return;
-    this.#logger.debug("ack ignored", {
-      drv,
-      outcome,
-      reason: "no such result awaits an ack",
-    });
-  }
-
-  /**
-   * The server says its fetch of the outputs of `drv` ended: a draining
-   * session need not stay for it. One not awaited changes nothing.
-   */
-  #outputsFetched(drv: string) {
-    const awaited = this.#options.fetching?.ended(drv) ?? false;
-    this.#connection.wake();
-    this.#logger.debug("outputs fetched", { drv, awaited });
-  }
-
-  /**
-   * Before a draining session leaves: waits, with its connection up, until
-   * the server says it fetched the outputs of this name's successes (see
-   * SessionOptions.fetching); the worker's drain timeout bounds the wait.
-   * Returns early on a probe (consumed): the server restarted, resumes its
-   * fetches, and tells their ends on the connection the session registers
-   * on again.
-   */
-  async #awaitFetches(): Promise<void> {
-    const fetching = this.#options.fetching;
-    if (fetching === undefined) return;
-    while (fetching.size > 0) {
-      const event = await this.#connection.next(
-        this.#replyTimeoutMs,
-        () => fetching.size === 0,
-      );
-      if (event?.kind === "probe") return;
-      // Nothing was asked that this could answer.
-      if (event !== null) {
-        this.#logger.warn("reply ignored", { type: event.message.type });
-      }
-    }
   }
 
   /**
@@ -1309,25 +1134,6 @@ class Session {
       key_file: key?.file,
       action: "no work until a registration is accepted",
     });
-  }
-
-  /**
-   * `result` was sent: a success reported to a server that will not say
-   * when it fetched its outputs is told to SessionOptions.untold.
-   */
-  #reported({ drv, ok }: UndeliveredResult) {
-    if (ok && !this.#registration?.features.has("outputs-fetched")) {
-      this.#options.untold?.reported(drv);
-    }
-  }
-
-  #resultMessage({ drv, ok }: UndeliveredResult): Message {
-    return {
-      type: ok ? "build-succeeded" : "build-failed",
-      drv,
-      url: this.#registration!.publishUrl,
-      log: null,
-    };
   }
 
   /**
@@ -1417,36 +1223,6 @@ class Session {
       });
     } catch (error) {
       this.#logger.warn("build not handed back", { drv, error });
-    }
-  }
-
-  /**
-   * Sends the result of a build that ended as a stop cut its session short
-   * (see #build): on the registered connection, with no answer awaited, as
-   * #handBackOnStop does. A result that cannot be sent so (no such
-   * connection, or the send failed) is kept with the name's undelivered
-   * results, as is one whose ack has not come: the stop names them.
-   */
-  async #reportOnStop(result: UndeliveredResult) {
-    const results = this.#options.results;
-    const registration = this.#registration;
-    if (registration === undefined || this.#registrationStale()) {
-      results?.keep(result, "no registered connection, the worker stopping");
-      return;
-    }
-    if (registration.features.has("result-ack")) results?.awaitAck(result);
-    try {
-      await this.#connection.send(
-        this.#resultMessage(result),
-        AbortSignal.timeout(HAND_BACK_TIMEOUT_MS),
-      );
-      this.#reported(result);
-      this.#logger.info(result.ok ? "build done" : "build failed", {
-        drv: result.drv,
-        reason: "worker stopping",
-      });
-    } catch (error) {
-      results?.keep(result, error);
     }
   }
 
