@@ -11,7 +11,6 @@
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import {
-  encodeMessage,
   LORICA_FEATURES,
   LORICA_PROTOCOL_VERSION,
   type Message,
@@ -38,6 +37,7 @@ import { HandedBackBuilds } from "./handed_back_builds.ts";
 import type { ServerAbsence } from "./server_absence.ts";
 import { ServerConnection } from "./server_connection.ts";
 import { ResultDelivery } from "./result_delivery.ts";
+import { pingLoop } from "./ping_loop.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type { UntoldFetches } from "./untold_fetches.ts";
 import type { UndeliveredResults } from "./undelivered_results.ts";
@@ -186,7 +186,6 @@ export class ServerSilentError extends Error {
   }
 }
 
-const EMPTY = new Uint8Array(0);
 /**
  * Most builds kept from a registration (see #keepHandedOut): one work
  * request is outstanding at a time, so more than one means a server gone
@@ -336,7 +335,14 @@ class Session {
   }
 
   async run(): Promise<void> {
-    const pinging = this.#pingLoop();
+    const pinging = pingLoop(this.#pinger, {
+      registration: () => this.#registration,
+      disk: this.#options.disk,
+      clock: this.#options.clock,
+      logger: this.#logger,
+      intervalMs: this.#options.pingIntervalMs,
+      signal: AbortSignal.any([this.#signal, this.#over.signal]),
+    });
     let needProbe = true;
     try {
       while (
@@ -1278,50 +1284,5 @@ class Session {
     }
     this.#logger.warn("build cancel received", { drv });
     this.#current.cancel.abort();
-  }
-
-  async #pingLoop() {
-    const signal = AbortSignal.any([this.#signal, this.#over.signal]);
-    // Probes on the ping connection are read and dropped.
-    const dropping = (async () => {
-      while (!signal.aborted) await this.#pinger.receive(signal);
-    })().catch(() => {});
-    // Whether the last ping failed: a failure is logged once, not at every
-    // ping while it lasts.
-    let failing = false;
-    while (!signal.aborted) {
-      const registration = this.#registration;
-      const worker = registration?.worker;
-      if (worker) {
-        try {
-          // A Lorica server hears when this worker is short of disk space.
-          const diskLow =
-            registration!.features.has("disk") && this.#options.disk
-              ? { diskLow: await this.#options.disk.low() }
-              : {};
-          await this.#pinger.send(
-            [EMPTY, encodeMessage({ type: "worker-ping", worker, ...diskLow })],
-            signal,
-          );
-          failing = false;
-        } catch (error) {
-          if (signal.aborted) break;
-          // A connection lost in the middle of a send, which the socket
-          // makes again: the next ping goes on it. Were the pings to stop,
-          // the server would take this worker for gone while it builds.
-          if (!failing) this.#logger.warn("worker ping failed", { error });
-          failing = true;
-        }
-      }
-      try {
-        await this.#options.clock.sleep(
-          worker ? this.#options.pingIntervalMs : 100,
-          signal,
-        );
-      } catch {
-        break;
-      }
-    }
-    await dropping;
   }
 }
