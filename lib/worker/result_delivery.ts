@@ -27,7 +27,10 @@ export interface ResultTerms {
   readonly publishUrl: string;
 }
 
-/** Settings for {@link ResultDelivery}; see SessionOptions for the first three. */
+/**
+ * Settings for {@link ResultDelivery}; see SessionOptions for the first
+ * three.
+ */
 export interface ResultDeliveryOptions {
   results?: UndeliveredResults;
   fetching?: OutputsBeingFetched;
@@ -43,7 +46,7 @@ export interface ResultDeliveryOptions {
   registration: () => ResultTerms | undefined;
   /**
    * Whether a result sent now may reach a server that does not know the
-   * session's registration (see the session's #registrationStale).
+   * session's registration (see Registrar.stale).
    */
   registrationStale: () => boolean;
   /**

@@ -5,7 +5,8 @@
 // connection it came on. Apart from the session (session.ts), which decides
 // what to ask and what an answer means: this reads and decodes, counts
 // probes and connections, says the server away or back (ServerAbsence),
-// and wakes whatever waits for the server.
+// and wakes whatever waits for the server; a wait that ends with no reply
+// is a ServerSilentError, and the session replaces the connection.
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import { ZmtpClosedError } from "../zmtp/connection.ts";
@@ -63,6 +64,16 @@ export interface ServerConnectionOptions {
   ) => boolean;
 }
 
+/** No reply from the server in time. */
+export class ServerSilentError extends Error {
+  constructor(readonly waitedMs: number, readonly awaiting: string) {
+    super(
+      `Cannot get ${awaiting} from the server: no reply in ${waitedMs} ms`,
+    );
+    this.name = "ServerSilentError";
+  }
+}
+
 const EMPTY = new Uint8Array(0);
 const MAX_QUEUED_EVENTS = 64;
 
@@ -84,7 +95,7 @@ export class ServerConnection {
   #probes = 0;
   /**
    * Connections the current DEALER made: a server restart means a new one
-   * (see the session's #askInfo).
+   * (see Registrar.register).
    */
   #connections = 0;
   /** Says in the log when the server is away, and when it is back. */

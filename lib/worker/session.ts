@@ -10,14 +10,7 @@
 // successes it acknowledged as "fetching" ("outputs-fetched").
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
-import {
-  LORICA_FEATURES,
-  LORICA_PROTOCOL_VERSION,
-  type Message,
-  type WorkerAuthProof,
-  type WorkerInfo,
-} from "../protocol/messages.ts";
-import { makeAuthProof } from "../protocol/worker_auth.ts";
+import type { Message } from "../protocol/messages.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Guix } from "../guix/guix_command.ts";
@@ -28,20 +21,25 @@ import {
   runBuild,
 } from "./build_runner.ts";
 import type { DiskGuard } from "./disk_guard.ts";
-import {
-  isRefusable,
-  type RefusableBuild,
-  type UnreadableReply,
-} from "./unreadable_reply.ts";
+import { isRefusable, type UnreadableReply } from "./unreadable_reply.ts";
 import { HandedBackBuilds } from "./handed_back_builds.ts";
 import type { ServerAbsence } from "./server_absence.ts";
-import { ServerConnection } from "./server_connection.ts";
+import { ServerConnection, ServerSilentError } from "./server_connection.ts";
+import {
+  type HandedOutBuild,
+  Registrar,
+  serverAddress,
+  StoreDirMismatchError,
+} from "./registration.ts";
 import { ResultDelivery } from "./result_delivery.ts";
 import { pingLoop } from "./ping_loop.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type { UntoldFetches } from "./untold_fetches.ts";
 import type { UndeliveredResults } from "./undelivered_results.ts";
 import { derivationStoreDir, storeDirFromEnv } from "../guix/store_path.ts";
+
+export { ServerSilentError } from "./server_connection.ts";
+export { StoreDirMismatchError, urlHost } from "./registration.ts";
 
 /** A build a session has under way. */
 export interface UnderwayBuild {
@@ -158,35 +156,6 @@ export interface SessionOptions {
 }
 
 /**
- * The server's store directory is not this worker's: none of its
- * derivations could be built here, so the worker must not serve it.
- */
-export class StoreDirMismatchError extends Error {
-  constructor(
-    readonly server: string,
-    readonly serverStoreDir: string,
-    readonly storeDir: string,
-  ) {
-    super(
-      `Cannot build for the server at ${server}: its store directory is ${
-        JSON.stringify(serverStoreDir)
-      }, this worker's (NIX_STORE_DIR) is ${JSON.stringify(storeDir)}`,
-    );
-    this.name = "StoreDirMismatchError";
-  }
-}
-
-/** No reply from the server in time. */
-export class ServerSilentError extends Error {
-  constructor(readonly waitedMs: number, readonly awaiting: string) {
-    super(
-      `Cannot get ${awaiting} from the server: no reply in ${waitedMs} ms`,
-    );
-    this.name = "ServerSilentError";
-  }
-}
-
-/**
  * Most builds kept from a registration (see #keepHandedOut): one work
  * request is outstanding at a time, so more than one means a server gone
  * wrong.
@@ -197,11 +166,6 @@ const MAX_HANDED_OUT = 4;
  * send the result of a build that ended as it stopped.
  */
 const HAND_BACK_TIMEOUT_MS = 2000;
-
-/** Formats an address for a URL, bracketing IPv6. */
-export function urlHost(address: string): string {
-  return address.includes(":") ? `[${address}]` : address;
-}
 
 /**
  * Serves the server until `signal` aborts: handshake, registration, then
@@ -224,21 +188,6 @@ type WorkReply =
   | Extract<Message, { type: "build" | "no-build" }>
   | UnreadableReply;
 
-/** A build handed out to the session: one to run, or one to refuse. */
-type HandedOutBuild = Extract<Message, { type: "build" }> | RefusableBuild;
-
-interface Registration {
-  info: Extract<Message, { type: "server-info" }>;
-  lorica: boolean;
-  features: Set<string>;
-  worker: WorkerInfo;
-  publishUrl: string;
-  substituteUrls: string[];
-  logServer: { hostname: string; port: number; acknowledges: boolean };
-  /** The `worker-ready` sent, to say again holding nothing. */
-  ready: Extract<Message, { type: "worker-ready" }>;
-}
-
 class Session {
   readonly #options: SessionOptions;
   readonly #signal: AbortSignal;
@@ -247,31 +196,13 @@ class Session {
   /** The requests' connection, and what the server sent on it. */
   readonly #connection: ServerConnection;
   readonly #pinger: DealerSocket;
-  /** Probes the connection had seen at the last registration. */
-  #registeredAt = -1;
-  /**
-   * The connection the last registration's `worker-ready` went on: a
-   * server requiring worker keys takes results only from it.
-   */
-  #registeredOn = -1;
-  #registration: Registration | undefined;
-  /**
-   * The log line of the last registration, while a server that may refuse
-   * it (one that requires worker keys and says refusals: "worker-refused")
-   * has not shown it accepted: said at the server's next message on the
-   * connection the registration went on (a refusal would have come first),
-   * dropped at a refusal (see #takeAtOnce).
-   */
-  #unconfirmed:
-    | { connection: number; fields: Record<string, unknown> }
-    | undefined;
-  /** Whether a registration of this session was said made. */
-  #registeredOnce = false;
+  /** The registration with the server's current life. */
+  readonly #registrar: Registrar;
   #current: UnderwayBuild & { cancel: AbortController } | undefined;
   /**
    * Builds a server handed out while the session was registering (see
-   * #askInfo): the server counts them as this worker's, so they are built
-   * before any more work is asked for.
+   * Registrar.register): the server counts them as this worker's, so they
+   * are built before any more work is asked for.
    */
   #handedOut: HandedOutBuild[] = [];
   #requestId = 0;
@@ -310,7 +241,7 @@ class Session {
     const connectDealer = options.connectDealer ?? DealerSocket.connect;
     this.#connection = new ServerConnection({
       server: options.server,
-      address: this.#serverAddress(),
+      address: serverAddress(options.server),
       signal,
       clock: options.clock,
       logger: this.#logger,
@@ -328,15 +259,34 @@ class Session {
       clock: options.clock,
       logger: this.#logger,
       replyTimeoutMs: this.#replyTimeoutMs,
-      registration: () => this.#registration,
-      registrationStale: () => this.#registrationStale(),
+      registration: () => this.#registrar.current,
+      registrationStale: () => this.#registrar.stale(),
       offer: (message) => this.#offer(message),
+    });
+    this.#registrar = new Registrar({
+      server: options.server,
+      name: options.name,
+      machine: options.machine,
+      systems: options.systems,
+      publishPort: options.publishPort,
+      substituteUrls: options.substituteUrls,
+      extensions: options.extensions,
+      authKey: options.authKey,
+      storeDir: this.#storeDir,
+      logger: this.#logger,
+      replyTimeoutMs: this.#replyTimeoutMs,
+      connection: this.#connection,
+      delivery: this.#delivery,
+      offer: (...messages) => this.#offer(...messages),
+      mayLeave: () => this.#mayLeave(),
+      handedOut: () => this.#handedOut,
+      keepHandedOut: (job) => this.#keepHandedOut(job),
     });
   }
 
   async run(): Promise<void> {
     const pinging = pingLoop(this.#pinger, {
-      registration: () => this.#registration,
+      registration: () => this.#registrar.current,
       disk: this.#options.disk,
       clock: this.#options.clock,
       logger: this.#logger,
@@ -352,7 +302,7 @@ class Session {
         try {
           if (needProbe && !await this.#waitForProbe()) break;
           needProbe = false;
-          if (!await this.#register([])) break;
+          if (!await this.#registrar.register([])) break;
           if (!await this.#deliverKept()) break;
           // Returns when a probe (already consumed) says the server
           // restarted, or when a draining stop ends the session.
@@ -428,9 +378,7 @@ class Session {
    * no registration is made on it yet.
    */
   async #reconnect() {
-    this.#registeredAt = -1;
-    this.#registeredOn = -1;
-    this.#unconfirmed = undefined;
+    this.#registrar.forget();
     await this.#connection.reconnect();
   }
 
@@ -444,16 +392,7 @@ class Session {
     message: Message | UnreadableReply,
     connection: number,
   ): boolean {
-    if (message.type === "worker-refused") {
-      this.#unconfirmed = undefined;
-      this.#registrationRefused(message.reason);
-      return true;
-    }
-    // Anything else the server sends after a registration comes after
-    // its refusal, had it been refused: it was accepted.
-    if (this.#unconfirmed?.connection === connection) {
-      this.#sayRegistered(this.#unconfirmed.fields);
-    }
+    if (this.#registrar.hear(message, connection)) return true;
     if (message.type === "build-cancel") {
       this.#cancel(message.drv);
       return true;
@@ -487,7 +426,7 @@ class Session {
       // hears of it from its failed attempts (see ServerAbsence).
       if (event === null && this.#connection.connected) {
         this.#logger.warn("server silent", {
-          server: this.#serverAddress(),
+          server: serverAddress(this.#options.server),
           awaiting: "probe",
           waited: this.#replyTimeoutMs,
         });
@@ -528,233 +467,6 @@ class Session {
     }
   }
 
-  /**
-   * Asks who we are, announces ourselves; `holding` is the running build.
-   * False when a draining stop ended it (only ever between builds).
-   */
-  async #register(holding: string[]): Promise<boolean> {
-    const options = this.#options;
-    const answer = await this.#askInfo();
-    if (answer === null) return false;
-    const { welcome, info, auth } = answer;
-    const lorica = welcome !== undefined;
-    const features = new Set(
-      (welcome?.features ?? []).filter((f) => LORICA_FEATURES.includes(f)),
-    );
-    if (welcome?.storeDirError !== undefined) {
-      // The rest of the welcome stands (its nonce, its features): the
-      // store is then checked on each derivation handed out, as with a
-      // server that does not say its own (see #refuse).
-      this.#logger.error("store directory unreadable", {
-        server: this.#serverAddress(),
-        error: welcome.storeDirError,
-        action: "checking each derivation's store instead",
-      });
-    }
-    if (features.has("store-dir")) this.#checkStoreDir(welcome!.storeDir);
-    const delivering = this.#delivery.take();
-    const worker: WorkerInfo = {
-      name: options.name,
-      address: info.workerAddress,
-      machine: options.machine,
-      systems: options.systems,
-      lastSeen: 0,
-    };
-    if (welcome?.features.includes("auth") && auth === undefined) {
-      this.#logger.error("authentication required", {
-        reason: "the server requires a worker key and none is configured",
-      });
-    }
-    const readyMessage: Extract<Message, { type: "worker-ready" }> = {
-      type: "worker-ready",
-      worker,
-      ...(lorica && features.has("holding")
-        ? {
-          holding: [
-            ...new Set([
-              ...holding,
-              ...this.#handedOut.map((job) => job.drv),
-              // Builds done whose results wait to be delivered (or sent
-              // again, no ack heard): said held, they stay this worker's
-              // instead of being requeued.
-              ...delivering.map((result) => result.drv),
-            ]),
-          ],
-        }
-        : {}),
-      ...(auth ? { auth } : {}),
-    };
-    // Sent with no wait since #askInfo returned: on the connection whose
-    // nonce the proof signs, if it is still up (see #askInfo).
-    if (!await this.#offer(readyMessage)) return false;
-    // Counted before the send returns, as in #askInfo.
-    this.#registeredOn = this.#connection.connections;
-    this.#registration = {
-      info,
-      lorica,
-      features,
-      worker,
-      publishUrl: `http://${
-        urlHost(info.workerAddress)
-      }:${options.publishPort}`,
-      substituteUrls: [
-        ...(info.publishPort === null
-          ? []
-          : [`http://${urlHost(options.server.hostname)}:${info.publishPort}`]),
-        ...options.substituteUrls,
-      ],
-      logServer: {
-        hostname: options.server.hostname,
-        port: info.logPort,
-        acknowledges: features.has("log-ack"),
-      },
-      ready: readyMessage,
-    };
-    const fields = {
-      server: `${options.server.hostname}:${options.server.port}`,
-      address: info.workerAddress,
-      publish: this.#registration.publishUrl,
-      lorica,
-      holding: holding.length,
-    };
-    // Such a server says nothing of a registration it accepts.
-    if (welcome?.features.includes("auth") && features.has("worker-refused")) {
-      this.#unconfirmed = { connection: this.#registeredOn, fields };
-    } else this.#sayRegistered(fields);
-    return true;
-  }
-
-  /** Logs the registration made, with `fields`. */
-  #sayRegistered(fields: Record<string, unknown>) {
-    this.#unconfirmed = undefined;
-    this.#logger.info(
-      this.#registeredOnce ? "worker registered again" : "worker registered",
-      fields,
-    );
-    this.#registeredOnce = true;
-  }
-
-  /**
-   * Throws a StoreDirMismatchError, before this session registers, when
-   * the server said a store directory that is not this worker's: every
-   * build it handed out would be refused, and in the end reported failed,
-   * a misconfigured worker turning good builds red.
-   */
-  #checkStoreDir(
-    serverStoreDir: string | undefined,
-    action = "no builds taken, worker stopping",
-  ) {
-    if (serverStoreDir === undefined || serverStoreDir === this.#storeDir) {
-      return;
-    }
-    const server = this.#serverAddress();
-    this.#logger.error("store directory mismatch", {
-      server,
-      server_store_dir: serverStoreDir,
-      store_dir: this.#storeDir,
-      action,
-    });
-    throw new StoreDirMismatchError(server, serverStoreDir, this.#storeDir);
-  }
-
-  /** The server's address as logs and errors name it: `host:port`. */
-  #serverAddress(): string {
-    const { hostname, port } = this.#options.server;
-    return `${urlHost(hostname)}:${port}`;
-  }
-
-  /**
-   * Says hello and asks who we are; null when a draining stop ended it.
-   * Started over each time the server restarts meanwhile (a probe after a
-   * new connection): in a loop, where a call in a call grew the stack with
-   * every probe of a flood.
-   *
-   * The answer is the replies of the connection the questions went on,
-   * and only of it: the welcome's nonce is what this worker's proof signs,
-   * and a server checks a proof only against the nonces it gave on the
-   * connection the proof comes on. The hello and the request go together
-   * on one connection, so a server-info never answers a request whose
-   * hello went on a connection lost meanwhile (it would come with no
-   * welcome, as a Cuirass server's does); and the new connection's probe
-   * does not start over a registration that waited for that very
-   * connection (two hellos there, two nonces, and the first welcome taken
-   * for the answer to the second hello). The proof is made here, and the
-   * questions asked again if that connection is no longer the live one
-   * once it is made: sent on another, it would be refused.
-   */
-  async #askInfo(): Promise<
-    {
-      welcome?: Extract<Message, { type: "lorica-welcome" }>;
-      info: Extract<Message, { type: "server-info" }>;
-      auth?: WorkerAuthProof;
-    } | null
-  > {
-    asking: for (;;) {
-      this.#registeredAt = this.#connection.probes;
-      const hello: Message[] = this.#options.extensions === false ? [] : [{
-        type: "lorica-hello",
-        version: LORICA_PROTOCOL_VERSION,
-        features: LORICA_FEATURES,
-      }];
-      if (!await this.#offer(...hello, { type: "worker-request-info" })) {
-        return null;
-      }
-      // Counted before the send returns (the dealer says it is connected
-      // before it hands out the connection): the one they went on.
-      const connection = this.#connection.connections;
-      let welcome: Extract<Message, { type: "lorica-welcome" }> | undefined;
-      for (;;) {
-        const event = await this.#connection.next(
-          this.#replyTimeoutMs,
-          () => this.#mayLeave(),
-        );
-        if (event === null) {
-          if (this.#mayLeave()) return null;
-          throw new ServerSilentError(this.#replyTimeoutMs, "server-info");
-        }
-        if (event.kind === "probe") {
-          // The server restarted meanwhile: start over on its new life.
-          if (event.connection > connection) continue asking;
-          // The server the hello went to is still there, and answers it:
-          // that answer is the registration this probe asks for. Starting
-          // over at each probe instead said hello once a probe to a server
-          // flooding them, and never registered while they kept coming.
-          this.#registeredAt = this.#connection.probes;
-          continue;
-        }
-        const reply = event.message;
-        if (
-          reply.type === "build" ||
-          (reply.type === "unreadable-reply" && isRefusable(reply))
-        ) this.#keepHandedOut(reply);
-        // An answer to questions asked on a connection lost since.
-        else if (event.connection !== connection) continue;
-        else if (reply.type === "lorica-welcome") welcome = reply;
-        else if (reply.type === "server-info") {
-          const auth = await this.#proof(welcome);
-          if (auth !== undefined && !this.#connection.isLive(connection)) {
-            continue asking;
-          }
-          return { welcome, info: reply, auth };
-        }
-      }
-    }
-  }
-
-  /** This worker's proof for `welcome`: with a key, to a Lorica server. */
-  async #proof(
-    welcome: Extract<Message, { type: "lorica-welcome" }> | undefined,
-  ): Promise<WorkerAuthProof | undefined> {
-    const key = this.#options.authKey;
-    if (welcome === undefined || key === undefined) return undefined;
-    return await makeAuthProof(
-      key.id,
-      key.secret,
-      welcome.nonce,
-      this.#options.name,
-    );
-  }
-
   async #requestLoop() {
     const { requestPeriodMs: period } = this.#options;
     const random = this.#options.random ??
@@ -785,7 +497,7 @@ class Session {
         const refusal = buildRefusal(reply, this.#storeDir);
         if (refusal === null) {
           const handedBack = await this.#build(reply);
-          if (this.#connection.probes !== this.#registeredAt) return;
+          if (this.#registrar.serverRestarted()) return;
           if (!handedBack) continue;
         } else await this.#refuse(reply, refusal);
       } else if (reply.type === "unreadable-reply" && isRefusable(reply)) {
@@ -803,7 +515,7 @@ class Session {
    * register again (the server restarted) or to leave.
    */
   async #requestWork(): Promise<WorkReply | null> {
-    const useIds = this.#registration!.features.has("request-id");
+    const useIds = this.#registrar.current!.features.has("request-id");
     const requestId = ++this.#requestId;
     this.#connection.keepOnlyProbes();
     // A probe waiting: the server restarted and knows this session no
@@ -850,8 +562,9 @@ class Session {
    * range, of the wrong type, or a field unknown). No process starts
    * and no `build-started` is sent. An honest server meets a refusal only
    * when this worker is misconfigured (another store directory, where the
-   * server does not say its own; see #checkStoreDir) or disagrees with it
-   * on the limits a build may have: another worker may well build it.
+   * server does not say its own; see Registrar.checkStoreDir) or disagrees
+   * with it on the limits a build may have: another worker may well build
+   * it.
    *
    * So a server that takes builds back ("holding") gets it back, as from
    * a daemon fallen silent (see #giveUp). It requeues the build, which may
@@ -874,7 +587,7 @@ class Session {
     refusal: BuildRefusal | { field: string; reason: string },
   ) {
     const handBack = this.#options.extensions !== false &&
-      this.#registration!.features.has("holding") &&
+      this.#registrar.current!.features.has("holding") &&
       !this.#handedBack.has(job.drv);
     this.#logger.warn("build refused", {
       drv: job.drv,
@@ -902,7 +615,7 @@ class Session {
     // spare an older Lorica server one build put back in its queue
     // untouched. Not worth it.
     if (refusal.field === "drv") {
-      this.#checkStoreDir(
+      this.#registrar.checkStoreDir(
         derivationStoreDir(job.drv),
         `build ${
           handBack ? "handed back" : "reported failed"
@@ -970,7 +683,7 @@ class Session {
    * request period before asking for more.
    */
   async #build(job: Extract<Message, { type: "build" }>): Promise<boolean> {
-    const registration = this.#registration!;
+    const registration = this.#registrar.current!;
     this.#logger.info("build received", { drv: job.drv, system: job.system });
     const cancel = new AbortController();
     const current = { drv: job.drv, cancel };
@@ -1079,7 +792,7 @@ class Session {
   async #report(drv: string, ok: boolean) {
     const result = { drv, ok };
     try {
-      if (this.#registrationStale()) await this.#reRegister([drv]);
+      if (this.#registrar.stale()) await this.#reRegister([drv]);
     } catch (error) {
       this.#options.results?.keep(result, error);
       throw error;
@@ -1090,56 +803,26 @@ class Session {
   }
 
   /**
-   * Whether a result sent now may reach a server that does not know this
-   * session's registration: the server restarted (its probe came), or the
-   * connection the registration went on is no longer the live one (the
-   * server is away, or back with a probe not read yet). A result sent now
-   * would then go on the next connection, before any registration there,
-   * where a server requiring worker keys ignores it: the build, requeued
-   * at the registration that follows, would be built again.
-   */
-  #registrationStale(): boolean {
-    return this.#connection.probes !== this.#registeredAt ||
-      !this.#connection.isLive(this.#registeredOn);
-  }
-
-  /**
    * Delivers the results this session took at its registrations (see
-   * ResultDelivery.take): after the registration, which told a Lorica server that
-   * this session holds their builds, and before any work request, which
-   * would tell it that the name holds nothing (it would requeue them). A
-   * server that no longer counts a build as this worker's ignores its
-   * result. False when a draining stop ended the session first.
+   * ResultDelivery.take): after the registration, which told a Lorica
+   * server that this session holds their builds, and before any work
+   * request, which would tell it that the name holds nothing (it would
+   * requeue them). A server that no longer counts a build as this worker's
+   * ignores its result. False when a draining stop ended the session
+   * first.
    */
   async #deliverKept(): Promise<boolean> {
     while (this.#delivery.delivering) {
       // The server restarted since: its new life must hear it first (the
       // registration may take more results to send).
-      if (this.#registrationStale()) {
+      if (this.#registrar.stale()) {
         this.#connection.keepOnlyProbes();
-        if (!await this.#register([])) return false;
+        if (!await this.#registrar.register([])) return false;
         continue;
       }
       if (!await this.#delivery.deliverNext()) return false;
     }
     return true;
-  }
-
-  /**
-   * The server refused this session's registration (a Lorica server says
-   * so when asked: "worker-refused"). It hands out no work then, and says
-   * so with no-build, which alone would look like an empty queue: the key
-   * named here is the one to check against the server's --worker-keys.
-   */
-  #registrationRefused(reason: string) {
-    const key = this.#options.authKey;
-    this.#logger.error("registration refused", {
-      server: this.#serverAddress(),
-      reason,
-      key: key?.id,
-      key_file: key?.file,
-      action: "no work until a registration is accepted",
-    });
   }
 
   /**
@@ -1155,7 +838,7 @@ class Session {
     silentSeconds: number,
   ): Promise<boolean> {
     const handBack = this.#options.extensions !== false &&
-      this.#registration!.features.has("holding");
+      this.#registrar.current!.features.has("holding");
     this.#logger.error("daemon silent", {
       seconds: silentSeconds,
       drv: job.drv,
@@ -1187,7 +870,7 @@ class Session {
     job: Extract<Message, { type: "build" }>,
   ): Promise<boolean> {
     const handBack = this.#options.extensions !== false &&
-      this.#registration!.features.has("holding") &&
+      this.#registrar.current!.features.has("holding") &&
       !this.#handedBack.has(job.drv);
     this.#logger.warn("build interrupted", {
       drv: job.drv,
@@ -1212,7 +895,7 @@ class Session {
    * ending. A Cuirass server has no way to take a build back.
    */
   async #handBackOnStop(drv: string) {
-    const registration = this.#registration;
+    const registration = this.#registrar.current;
     if (
       this.#options.extensions === false ||
       registration === undefined ||
@@ -1240,7 +923,7 @@ class Session {
     if (this.#options.extensions === false) return; // Cuirass never does.
     try {
       this.#connection.keepOnlyProbes();
-      await this.#register(holding);
+      await this.#registrar.register(holding);
     } catch (error) {
       if (!(error instanceof ServerSilentError)) throw error;
       this.#logger.warn("server silent", {
@@ -1268,7 +951,7 @@ class Session {
         throw error;
       }
       // Whatever of it was sent, the server may not know this session.
-      this.#registeredAt = -1;
+      this.#registrar.markUnknown();
       this.#logger.warn("registration failed", {
         drv,
         error,
