@@ -8,6 +8,11 @@
 // work meanwhile and sending it again when its ack is late; a draining
 // session stays until the server says it fetched the outputs of the
 // successes it acknowledged as "fetching" ("outputs-fetched").
+//
+// This file is the lifecycle (probe, register, deliver kept results, ask
+// for work, build, report); the connection and its events are
+// server_connection.ts, the registration registration.ts, the results
+// owed and their acks result_delivery.ts, the pings ping_loop.ts.
 
 import { type DealerOptions, DealerSocket } from "../zmtp/dealer.ts";
 import type { Message } from "../protocol/messages.ts";
