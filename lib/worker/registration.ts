@@ -15,6 +15,7 @@ import {
   type WorkerAuthProof,
   type WorkerInfo,
 } from "../protocol/messages.ts";
+import type { SessionOptions } from "./session.ts";
 import { makeAuthProof } from "../protocol/worker_auth.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -77,16 +78,19 @@ export type HandedOutBuild =
   | Extract<Message, { type: "build" }>
   | RefusableBuild;
 
-/** Settings for {@link Registrar}; see SessionOptions for the first eight. */
-export interface RegistrarOptions {
-  server: { hostname: string; port: number };
-  name: string;
-  machine: string;
-  systems: string[];
-  publishPort: number;
-  substituteUrls: string[];
-  extensions?: boolean;
-  authKey?: { id: string; secret: string; file?: string };
+/** Settings for {@link Registrar}: the session's own, and these. */
+export interface RegistrarOptions extends
+  Pick<
+    SessionOptions,
+    | "server"
+    | "name"
+    | "machine"
+    | "systems"
+    | "publishPort"
+    | "substituteUrls"
+    | "extensions"
+    | "authKey"
+  > {
   /** The store every derivation handed out must be in. */
   storeDir: string;
   /** Bound to the session's worker name. */

@@ -11,6 +11,7 @@
 import type { Message } from "../protocol/messages.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import type { SessionOptions } from "./session.ts";
 import type { ServerConnection, ServerEvent } from "./server_connection.ts";
 import type { OutputsBeingFetched } from "./outputs_being_fetched.ts";
 import type { UntoldFetches } from "./untold_fetches.ts";
@@ -27,14 +28,9 @@ export interface ResultTerms {
   readonly publishUrl: string;
 }
 
-/**
- * Settings for {@link ResultDelivery}; see SessionOptions for the first
- * three.
- */
-export interface ResultDeliveryOptions {
-  results?: UndeliveredResults;
-  fetching?: OutputsBeingFetched;
-  untold?: UntoldFetches;
+/** Settings for {@link ResultDelivery}: the session's own, and these. */
+export interface ResultDeliveryOptions
+  extends Pick<SessionOptions, "results" | "fetching" | "untold"> {
   /** The session's connection: its events, and sends that wait for none. */
   connection: ServerConnection;
   clock: Clock;
