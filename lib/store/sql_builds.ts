@@ -350,8 +350,10 @@ export function* requeueBuild(
   if (holder !== null && !(yield* holderStands(d, holder))) return false;
   // The worker condition is in the statement itself: between a check and
   // a write the build may have passed to another worker.
+  // No log until it starts again: the file at its path is the attempt
+  // given up on, as after a restart.
   const changed = yield* run(
-    `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
+    `UPDATE Builds SET status = -2, worker = NULL, starttime = 0, log = ''
      WHERE derivation = ? AND status IN (-3, -1)${
       worker === undefined ? "" : " AND worker = ?"
     }`,

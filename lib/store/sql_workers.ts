@@ -120,8 +120,9 @@ const HELD_BY_ANY = (d: Dialect) =>
  * their rows locked in id order (sql_build_locks.ts).
  */
 export function* requeueWorker(d: Dialect, worker: string): Step<number> {
+  // No log until they start again, as requeueBuild() leaves one.
   const changes = yield* run(
-    `UPDATE Builds SET status = -2, worker = NULL, starttime = 0
+    `UPDATE Builds SET status = -2, worker = NULL, starttime = 0, log = ''
      WHERE ${inIdOrder(d, HELD_BY_ONE)}`,
     [worker],
   );

@@ -591,8 +591,9 @@ export interface Store {
     } & HolderCheck,
   ): Promise<CompleteResult>;
   /**
-   * Puts a submitted or started build back to scheduled. When `worker` is
-   * given, only a build that worker holds changes.
+   * Puts a submitted or started build back to scheduled, with no log until
+   * it starts again. When `worker` is given, only a build that worker
+   * holds changes.
    */
   requeueBuild(
     derivation: string,

@@ -2495,6 +2495,23 @@ export function storeContract(
     assert.equal(await logOf("a"), "/logs/a.log.gz");
   });
 
+  test("requeueBuild() and requeueWorker() leave a build no log until it starts again", async (store) => {
+    const id = await evaluation(store);
+    await register(store, id, [job("a"), job("b")], 1);
+    for (const [worker, name] of [["w1", "a"], ["w2", "b"]]) {
+      await store.popBuild(worker, ["x86_64-linux"], 2);
+      await store.markStarted(drv(name), worker, `/logs/${name}.log.gz`, 3);
+    }
+    const logOf = async (name: string) =>
+      (await store.getBuildByDerivation(drv(name)))?.log;
+    assert.equal(await logOf("a"), "/logs/a.log.gz");
+    // Its worker lost: the file at that path is the lost attempt's log.
+    assert.ok(await store.requeueBuild(drv("a"), 4, { worker: "w1" }));
+    assert.equal(await logOf("a"), "");
+    assert.equal(await store.requeueWorkerBuilds("w2", 4), 1);
+    assert.equal(await logOf("b"), "");
+  });
+
   test("C05: restarting a failed dependency and having it succeed makes its dependent eligible again", async (store) => {
     const e1 = await evaluation(store);
     await register(store, e1, [
