@@ -9,8 +9,6 @@ import {
 } from "./_session_helpers.ts";
 import { DiskGuard } from "../../../lib/worker/disk_guard.ts";
 import { createWebApp } from "../../../lib/web/app.ts";
-import { Guix } from "../../../lib/guix/guix_command.ts";
-import type { Child, Spawner } from "../../../lib/process.ts";
 import { systemClock } from "../../../lib/clock.ts";
 import { createLogger } from "../../../lib/log.ts";
 import { BuildStatus } from "../../../lib/store/types.ts";
@@ -36,61 +34,7 @@ import {
   handingOutServer,
 } from "./_handing_out_server.ts";
 import { sweepOnce } from "../../../lib/server/worker_sweeper.ts";
-
-interface FakeBuild {
-  argv: string[];
-  killed: boolean;
-  finished: boolean;
-  finish(code: number, log?: Uint8Array): void;
-}
-
-/** A spawner whose `guix build` runs until the test finishes it. */
-function controlledGuix() {
-  const builds: FakeBuild[] = [];
-  const spawn: Spawner = (argv, options) => {
-    const stderr = new TransformStream<Uint8Array, Uint8Array>();
-    const writer = stderr.writable.getWriter();
-    let resolve!: (s: { code: number; signal: string | null }) => void;
-    const status = new Promise<{ code: number; signal: string | null }>(
-      (r) => (resolve = r),
-    );
-    const build: FakeBuild = {
-      argv,
-      killed: false,
-      finished: false,
-      finish(code, log) {
-        if (build.finished) return;
-        build.finished = true;
-        (log ? writer.write(log) : Promise.resolve())
-          .then(() => writer.close())
-          .then(() => resolve({ code, signal: null }));
-      },
-    };
-    const kill = () => {
-      build.killed = true;
-      build.finish(143);
-    };
-    // As the real spawner does: a signal aborted already kills at once.
-    // (A stop landing between build-started and the spawn left this fake
-    // running for good, and a session waiting for it.)
-    if (options?.signal?.aborted) queueMicrotask(kill);
-    else options?.signal?.addEventListener("abort", kill, { once: true });
-    builds.push(build);
-    const child: Child = {
-      pid: 4242,
-      stdout: ReadableStream.from([new Uint8Array()]),
-      stderr: stderr.readable,
-      stdin: null,
-      status,
-      kill,
-    };
-    return child;
-  };
-  return {
-    builds,
-    guix: new Guix({ logger: createLogger({ sink: () => {} }), spawn }),
-  };
-}
+import { controlledGuix } from "./_controlled_guix.ts";
 
 async function statusOf(f: Fixture, drv: string) {
   return (await f.store.getBuildByDerivation(drv))?.status;
