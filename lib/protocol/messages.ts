@@ -39,6 +39,10 @@ export interface WorkerAuthProof {
  * and "worker-refused" (the server answers a `worker-ready` it refuses with
  * `(worker-refused (reason R))`: a worker whose key it does not accept
  * learns it, where Cuirass's protocol has no reply to a registration)
+ * and "worker-accepted" (a server that requires worker keys answers a
+ * `worker-ready` it accepts with `(worker-accepted)`: the worker knows at
+ * once that its key was taken, where otherwise only the server's next
+ * message on that connection, maybe a build's result-ack, would show it)
  * and "outputs-fetched" (once the fetch of a success it acknowledged as
  * "fetching" ends, fetched or given up, the server says
  * `(outputs-fetched (drv D))`: until then a worker that is stopping keeps
@@ -53,6 +57,7 @@ export const LORICA_FEATURES = [
   "store-dir",
   "result-ack",
   "worker-refused",
+  "worker-accepted",
   "outputs-fetched",
 ];
 
@@ -153,6 +158,8 @@ export type Message =
     /** Why, for the worker's log: no proof, or a proof not accepted. */
     reason: string;
   }
+  /** The registration just sent was accepted (see "worker-accepted"). */
+  | { type: "worker-accepted" }
   | {
     type: "outputs-fetched";
     /**
@@ -289,6 +296,7 @@ function toDatum(message: Message): Datum {
   const tag = sym(message.type);
   switch (message.type) {
     case "worker-request-info":
+    case "worker-accepted":
       return [tag];
     case "no-build":
       return [tag, ...requestIdField(message.requestId)];
@@ -419,6 +427,7 @@ function fromDatum(datum: Datum): Message {
 function fromFields(type: string, fields: Fields): Message {
   switch (type) {
     case "worker-request-info":
+    case "worker-accepted":
       return { type };
     case "no-build":
       return { type, ...fields.requestId() };

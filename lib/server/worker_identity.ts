@@ -178,6 +178,12 @@ export class WorkerIdentity {
       holding: holding.size,
       requeued,
     });
+    // Keys make a registration one that may be refused: a worker that
+    // asked ("worker-accepted") hears it taken at once, not at the
+    // server's next message, which may come only with a build's result-ack.
+    if (this.authRequired && link.features.has("worker-accepted")) {
+      turn.reply({ routingId, message: { type: "worker-accepted" } });
+    }
   }
 
   /**

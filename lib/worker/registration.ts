@@ -2,11 +2,11 @@
 // "who am I" (asked again on the server's new life at each restart), the
 // proof of this worker's key, the worker-ready that says the builds held,
 // and what the log says of it, which a server requiring worker keys may
-// refuse after the fact ("worker-refused"). Apart from the session
-// (session.ts), which decides when to register: this makes the
-// registration and keeps what it said, and whether it still stands (a
-// probe since, or a connection other than the one it went on, means the
-// server does not know it).
+// refuse after the fact ("worker-refused") or say accepted
+// ("worker-accepted"). Apart from the session (session.ts), which decides
+// when to register: this makes the registration and keeps what it said,
+// and whether it still stands (a probe since, or a connection other than
+// the one it went on, means the server does not know it).
 
 import {
   LORICA_FEATURES,
@@ -137,9 +137,10 @@ export class Registrar {
   /**
    * The log line of the last registration, while a server that may refuse
    * it (one that requires worker keys and says refusals: "worker-refused")
-   * has not shown it accepted: said at the server's next message on the
-   * connection the registration went on (a refusal would have come first),
-   * dropped at a refusal (see hear).
+   * has not shown it accepted: said at its acceptance ("worker-accepted")
+   * or, from a server that does not say acceptances, at the server's next
+   * message on the connection the registration went on (a refusal would
+   * have come first); dropped at a refusal (see hear).
    */
   #unconfirmed:
     | { connection: number; fields: Record<string, unknown> }
@@ -195,8 +196,9 @@ export class Registrar {
   /**
    * Hears what `message`, which came on connection number `connection`,
    * says of the last registration: true when it was the refusal of it
-   * ("worker-refused"), which is said and is nothing else; any other
-   * message after the registration shows it accepted.
+   * ("worker-refused") or its acceptance ("worker-accepted"), which is
+   * said and is nothing else; any other message after the registration
+   * shows it accepted.
    */
   hear(
     message: Message | UnreadableReply,
@@ -207,12 +209,14 @@ export class Registrar {
       this.#refused(message.reason);
       return true;
     }
-    // Anything else the server sends after a registration comes after
-    // its refusal, had it been refused: it was accepted.
+    // Its acceptance, or anything else the server sends after a
+    // registration (which comes after its refusal, had it been refused):
+    // it was accepted. Only on the connection it went on: one lost since
+    // answered a registration made there, not the one waiting.
     if (this.#unconfirmed?.connection === connection) {
       this.#sayRegistered(this.#unconfirmed.fields);
     }
-    return false;
+    return message.type === "worker-accepted";
   }
 
   /**
@@ -304,7 +308,8 @@ export class Registrar {
       lorica,
       holding: holding.length,
     };
-    // Such a server says nothing of a registration it accepts.
+    // Such a server may refuse it: said once it is shown accepted, at
+    // once by a server that says acceptances ("worker-accepted").
     if (welcome?.features.includes("auth") && features.has("worker-refused")) {
       this.#unconfirmed = { connection: this.#registeredOn, fields };
     } else this.#sayRegistered(fields);

@@ -55,8 +55,9 @@ export interface ServerConnectionOptions {
   absence?: ServerAbsence;
   /**
    * Takes a message the session answers as soon as it is read, whatever it
-   * waits for meanwhile (a refusal, a cancel, an ack), with the number of
-   * the connection it came on: true when taken, and it is not queued.
+   * waits for meanwhile (a refusal, an acceptance, a cancel, an ack), with
+   * the number of the connection it came on: true when taken, and it is not
+   * queued.
    */
   takeAtOnce: (
     message: Message | UnreadableReply,

@@ -389,9 +389,9 @@ class Session {
 
   /**
    * Takes what the server says whatever the session waits for (see
-   * ServerConnection): a refusal of its registration, a cancel, an ack,
-   * the end of a fetch. True when `message`, which came on connection
-   * number `connection`, was one; the rest is queued.
+   * ServerConnection): the refusal or acceptance of its registration, a
+   * cancel, an ack, the end of a fetch. True when `message`, which came on
+   * connection number `connection`, was one; the rest is queued.
    */
   #takeAtOnce(
     message: Message | UnreadableReply,

@@ -466,6 +466,7 @@ const LORICA_WIRE: [string, Message][] = [
     '(worker-refused (reason "bad proof for key \\"farm\\""))',
     { type: "worker-refused", reason: 'bad proof for key "farm"' },
   ],
+  ["(worker-accepted)", { type: "worker-accepted" }],
   [
     `(outputs-fetched (drv "${DRV}"))`,
     { type: "outputs-fetched", drv: DRV },
@@ -562,6 +563,13 @@ Deno.test("decodeMessage() takes a result-ack of any outcome, for a later server
     drv: DRV,
     outcome: "rebuilt-elsewhere",
   });
+});
+
+Deno.test("decodeMessage() takes a worker-accepted with fields a later server appends", () => {
+  assert.deepEqual(
+    decodeMessage(encoder.encode('(worker-accepted (key "farm"))')),
+    { type: "worker-accepted" },
+  );
 });
 
 Deno.test("worker-ping carries a Lorica worker's disk state, and only when given", () => {

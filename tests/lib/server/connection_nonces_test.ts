@@ -107,6 +107,8 @@ Deno.test({
       workers.push(crossed);
       const [first, second] = await hellos(crossed, 2);
       await crossed.ready({ holding: [], auth: await proof(first, "CROSSED") });
+      // Told so, having said hello with every feature ("worker-accepted").
+      assert.deepEqual(await crossed.next(), { type: "worker-accepted" });
       const got = await crossed.requestWork(1);
       assert.equal(got.type, "build", refusals(f).join("\n"));
       assert.deepEqual(refusals(f), []);
@@ -179,6 +181,8 @@ Deno.test({
         () => f.lines.some((l) => l.startsWith("info worker ready")),
         "registration served again",
       );
+      // Said accepted once: the undone turn's answer went with it.
+      assert.deepEqual(await worker.next(), { type: "worker-accepted" });
       assert.equal((await worker.requestWork(1)).type, "build");
       assert.deepEqual(refusals(f), []);
     } finally {

@@ -809,6 +809,57 @@ Deno.test({
     }, { workerKeys: FARM_KEYS }),
 });
 
+/**
+ * Registers `name` with a proof the server takes (when it has keys), after
+ * a hello offering `features`, and says what the server sends next: its
+ * answer to the registration if it gave one, else the reply to a work
+ * request.
+ */
+async function nextAfterAcceptedReady(
+  f: Fixture,
+  name: string,
+  features: string[],
+): Promise<Message["type"]> {
+  const { worker, welcome } = await helloWorker(f.port, name, features);
+  assert.ok(welcome.type === "lorica-welcome");
+  await worker.ready({ auth: await farmProof(welcome.nonce, name) });
+  await worker.send({ type: "worker-request-work", name, requestId: 1 });
+  const next = (await worker.next()).type;
+  await worker.close();
+  return next;
+}
+
+Deno.test({
+  name:
+    "worker keys: a Lorica worker that asked for it hears its registration accepted at once; one that did not (an older Lorica) hears nothing new",
+  fn: () =>
+    withFixture(async (f) => {
+      assert.equal(
+        await nextAfterAcceptedReady(f, "ASKED", [
+          "worker-refused",
+          "worker-accepted",
+        ]),
+        "worker-accepted",
+      );
+      assert.equal(
+        await nextAfterAcceptedReady(f, "OLDER", ["worker-refused"]),
+        "no-build",
+      );
+    }, { workerKeys: FARM_KEYS }),
+});
+
+Deno.test({
+  name:
+    "without worker keys no registration can be refused, and none is said accepted, even to a Lorica worker that asked",
+  fn: () =>
+    withFixture(async (f) => {
+      assert.equal(
+        await nextAfterAcceptedReady(f, "ASKED", ["worker-accepted"]),
+        "no-build",
+      );
+    }),
+});
+
 Deno.test({
   name:
     "a remote worker named as a local-mode server's holder (local@HOST) is refused, and its pings neither renew nor take over that server's row",

@@ -79,7 +79,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "a session whose worker key the server accepts says it registered, once the server answers past the registration",
+    "a session whose worker key the server accepts says it registered, once the server says it accepted",
   async fn() {
     await using f = closing(await keyedFixture());
     const lines: string[] = [];
